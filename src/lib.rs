@@ -1,0 +1,32 @@
+//! # pecd — a PEC (Posta Elettronica Certificata) provider
+//!
+//! One crate, library plus the `pecd` binary. The layout follows the PEC data flow
+//! (see `../shared/design.md` and the rules digest `../shared/spec/pec-rules.md`):
+//!
+//! ```text
+//!  mail client ──SMTPS/587──► access point ──► acceptance receipt ─► sender's INBOX
+//!                                  │
+//!                       signed transport envelope ──► local / other provider / non-PEC
+//!  other provider ──SMTP 25──► incoming point ──► take-charge receipt, anomaly envelope
+//!                                  ▼
+//!                       delivery point ──► delivery receipt / non-delivery notice
+//!  every step ──► trace log (registro, hash-chained, 30 months)
+//! ```
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`pec`] | the PEC rules, pure (no I/O): daticert, envelopes, receipts, S/MIME, classifier |
+//! | [`config`] | the one typed configuration tree, validated once |
+//! | [`pki`] | the development PKI written by `pecd init` |
+//! | [`store`] | the embedded store: mailboxes, messages, blobs, queue, pending receipts |
+//! | [`trace`] | the trace log (registro): append-only, hash-chained, signed checkpoints |
+//! | [`report`] | the offline report of `pecd verify` |
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod config;
+pub mod pec;
+pub mod pki;
+pub mod report;
+pub mod store;
+pub mod trace;

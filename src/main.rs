@@ -1,0 +1,54 @@
+//! The `pecd` command line: parse arguments, set up logging, call into the library.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// pecd — a PEC (Posta Elettronica Certificata) provider.
+#[derive(Debug, Parser)]
+#[command(name = "pecd", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway (with no --config: ./pecd-data/, created on first run).
+    Serve(cli::serve::ServeArgs),
+    /// Write a configuration and a development PKI for a domain.
+    Init(cli::init::InitArgs),
+    /// Offline report on a PEC message (any provider's).
+    Verify(cli::verify::VerifyArgs),
+    /// Manage mailboxes.
+    #[command(subcommand)]
+    Mailbox(cli::mailbox::MailboxCommand),
+    /// Query, export and verify the trace log (registro).
+    Log(cli::log::LogArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PECD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Serve(a) => cli::serve::run(a),
+        Command::Init(a) => cli::init::run(a),
+        Command::Verify(a) => cli::verify::run(a),
+        Command::Mailbox(a) => cli::mailbox::run(a),
+        Command::Log(a) => cli::log::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("pecd: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! The PEC rules as pure code: no sockets, no files, no clock reads (time is passed in).
+//!
+//! * [`address`]: checked newtypes for the addresses and ids that cross the boundary.
+//! * [`time`]: the PEC timestamp (`giorno`/`ora`/`zona`, Italian legal time).
+//! * [`daticert`]: the certification data (`daticert.xml`) model, writer and safe parser.
+//! * [`mime`]: the small MIME helpers the builders and the classifier share.
+//! * [`smime`]: detached CMS signatures (`multipart/signed`), signing and verification.
+//! * [`envelope`]: transport and anomaly envelopes (buste).
+//! * [`receipt`]: every receipt and notice (ricevute e avvisi).
+//! * [`classify`]: what an inbound message is, without trusting it.
+//! * [`ids`]: the PEC message identifier (identificativo).
+
+pub mod address;
+pub mod classify;
+pub mod daticert;
+pub mod envelope;
+pub mod ids;
+pub mod mime;
+pub mod receipt;
+pub mod smime;
+pub mod time;
