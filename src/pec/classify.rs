@@ -1,1 +1,232 @@
-//! TODO(owner: lead) — being written.
+//! What an inbound message is, without trusting it (digest §3, §13).
+//!
+//! Owns: reading the PEC header fields (`X-Trasporto`, `X-Ricevuta`, …), finding the
+//! `daticert.xml` and `postacert.eml` parts and parsing the daticert. It decides nothing
+//! about trust: the headers are outside the signature and the daticert is only
+//! authoritative once [`smime`](super::smime) has verified the signature and the signer is
+//! known; callers combine the two.
+//!
+//! Untrusted input: the whole message. Parsing is done by mail-parser (which never panics
+//! on malformed MIME) and the daticert parser (which never expands entities). Inputs larger
+//! than [`MAX_MESSAGE_BYTES`] are refused before parsing.
+
+use mail_parser::{MessageParser, MimeHeaders};
+
+use super::daticert::{Daticert, DaticertError, Tipo};
+use super::mime;
+
+/// Largest message classified (the access point refuses more than 50 MB; a full receipt
+/// adds its own parts).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// What a message says it is, read from its headers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "value")]
+pub enum Kind {
+    /// `X-Trasporto: posta-certificata` (busta di trasporto).
+    TransportEnvelope,
+    /// `X-Trasporto: errore` (busta di anomalia).
+    AnomalyEnvelope,
+    /// `X-Ricevuta: <tipo>`: a receipt or notice.
+    Receipt(Tipo),
+    /// A PEC header with a value the rules do not define.
+    UnknownPec(String),
+    /// No PEC header: ordinary mail.
+    PlainMail,
+}
+
+impl Kind {
+    /// A short stable name: `transport-envelope`, `anomaly-envelope`, the `X-Ricevuta`
+    /// value for receipts, `unknown-pec`, `plain-mail`.
+    pub fn name(&self) -> String {
+        match self {
+            Kind::TransportEnvelope => "transport-envelope".into(),
+            Kind::AnomalyEnvelope => "anomaly-envelope".into(),
+            Kind::Receipt(t) => t.as_str().into(),
+            Kind::UnknownPec(_) => "unknown-pec".into(),
+            Kind::PlainMail => "plain-mail".into(),
+        }
+    }
+
+    /// The daticert `tipo` this kind must carry, if any.
+    pub fn expected_tipo(&self) -> Option<Tipo> {
+        match self {
+            Kind::TransportEnvelope => Some(Tipo::PostaCertificata),
+            Kind::Receipt(t) => Some(*t),
+            _ => None,
+        }
+    }
+}
+
+/// The PEC header fields of a message, as found (untrusted).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PecHeaders {
+    pub x_trasporto: Option<String>,
+    pub x_ricevuta: Option<String>,
+    pub x_tipo_ricevuta: Option<String>,
+    pub x_riferimento_message_id: Option<String>,
+    pub x_verifica_sicurezza: Option<String>,
+    pub x_mittente: Option<String>,
+    pub message_id: Option<String>,
+    pub subject: Option<String>,
+    pub from: Option<String>,
+}
+
+/// The classification of one message.
+#[derive(Debug, Clone)]
+pub struct Classified {
+    pub kind: Kind,
+    pub headers: PecHeaders,
+    /// The top-level entity is `multipart/signed`.
+    pub signed: bool,
+    /// The parsed daticert, or why it could not be parsed; `None` when there is no
+    /// `daticert.xml` part.
+    pub daticert: Option<Result<Daticert, DaticertError>>,
+    /// The raw bytes of the `postacert.eml` part (the original or, in an anomaly
+    /// envelope, the received message).
+    pub postacert: Option<Vec<u8>>,
+    /// Structural problems noticed (not fatal to classification).
+    pub problems: Vec<String>,
+}
+
+/// Why a message could not be classified at all.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ClassifyError {
+    #[error("the message is larger than {MAX_MESSAGE_BYTES} bytes")]
+    TooLarge,
+    #[error("not an e-mail message: no header fields found")]
+    NotAMail,
+}
+
+/// Classifies any message. Fails only when the input is not a mail at all.
+pub fn classify(raw: &[u8]) -> Result<Classified, ClassifyError> {
+    if raw.len() > MAX_MESSAGE_BYTES {
+        return Err(ClassifyError::TooLarge);
+    }
+    let crlf = mime::to_crlf(raw);
+    let (header_block, _) = mime::split_header_body(&crlf);
+    let fields = mime::headers(header_block);
+    if fields.is_empty() {
+        return Err(ClassifyError::NotAMail);
+    }
+    let get = |name: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let parsed = MessageParser::new().parse(&crlf);
+    let mut headers = PecHeaders {
+        x_trasporto: get("X-Trasporto"),
+        x_ricevuta: get("X-Ricevuta"),
+        x_tipo_ricevuta: get("X-TipoRicevuta"),
+        x_riferimento_message_id: get("X-Riferimento-Message-ID"),
+        x_verifica_sicurezza: get("X-VerificaSicurezza"),
+        x_mittente: get("X-Mittente"),
+        message_id: get("Message-ID"),
+        subject: None,
+        from: None,
+    };
+    if let Some(m) = &parsed {
+        headers.subject = m.subject().map(str::to_string);
+        headers.from = m
+            .from()
+            .and_then(|a| a.first())
+            .and_then(|a| a.address())
+            .map(str::to_string);
+    }
+
+    let kind = match (&headers.x_trasporto, &headers.x_ricevuta) {
+        (Some(t), _) if t.eq_ignore_ascii_case("posta-certificata") => Kind::TransportEnvelope,
+        (Some(t), _) if t.eq_ignore_ascii_case("errore") => Kind::AnomalyEnvelope,
+        (Some(t), _) => Kind::UnknownPec(t.clone()),
+        (None, Some(r)) => match Tipo::parse(&r.to_ascii_lowercase()) {
+            Some(Tipo::PostaCertificata) | None => Kind::UnknownPec(r.clone()),
+            Some(t) => Kind::Receipt(t),
+        },
+        (None, None) => Kind::PlainMail,
+    };
+
+    let signed = get("Content-Type")
+        .map(|v| mime::ContentType::parse(&v).mime_type == "multipart/signed")
+        .unwrap_or(false);
+
+    let mut problems = Vec::new();
+    let mut daticert = None;
+    let mut postacert = None;
+    match &parsed {
+        None => problems.push("the MIME structure could not be parsed".to_string()),
+        Some(m) => {
+            for part in &m.parts {
+                let name = part.attachment_name().map(|n| n.to_ascii_lowercase());
+                if daticert.is_none() && name.as_deref() == Some("daticert.xml") {
+                    daticert = Some(Daticert::parse(part.contents()));
+                } else if postacert.is_none() && part.is_message() {
+                    let named = name.as_deref() == Some("postacert.eml");
+                    if named || matches!(kind, Kind::AnomalyEnvelope) {
+                        postacert = part.message().map(|inner| inner.raw_message().to_vec());
+                    }
+                }
+            }
+        }
+    }
+    if signed {
+        if let Some(ct) = get("Content-Type") {
+            if let Some(b) = mime::ContentType::parse(&ct).param("boundary") {
+                let (_, body) = mime::split_header_body(&crlf);
+                if !mime::split_multipart(body, b.as_bytes()).closed {
+                    problems.push("multipart/signed is not closed by its final boundary".to_string());
+                }
+            }
+        }
+    }
+    Ok(Classified {
+        kind,
+        headers,
+        signed,
+        daticert,
+        postacert,
+        problems,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_mail_and_non_mail() {
+        let c = classify(b"From: a@b.it\r\nSubject: hi\r\n\r\nbody").unwrap();
+        assert_eq!(c.kind, Kind::PlainMail);
+        assert!(c.daticert.is_none() && c.postacert.is_none() && !c.signed);
+        assert_eq!(classify(b"").unwrap_err(), ClassifyError::NotAMail);
+        assert_eq!(classify(b"\x00\x01\x02 no colon here").unwrap_err(), ClassifyError::NotAMail);
+    }
+
+    #[test]
+    fn pec_headers_decide_the_kind() {
+        for (h, k) in [
+            ("X-Trasporto: posta-certificata", Kind::TransportEnvelope),
+            ("X-Trasporto: errore", Kind::AnomalyEnvelope),
+            ("X-Ricevuta: avvenuta-consegna", Kind::Receipt(Tipo::AvvenutaConsegna)),
+            ("X-Ricevuta: mancata-consegna", Kind::UnknownPec("mancata-consegna".into())),
+        ] {
+            let raw = format!("{h}\r\nFrom: x@y.it\r\n\r\n");
+            assert_eq!(classify(raw.as_bytes()).unwrap().kind, k, "{h}");
+        }
+    }
+
+    #[test]
+    fn malformed_mime_never_panics() {
+        let cases: &[&[u8]] = &[
+            b"Content-Type: multipart/mixed\r\n\r\n--x\r\n",
+            b"Content-Type: multipart/signed; boundary=\"b\"\r\nX-Ricevuta: accettazione\r\n\r\n--b\r\nContent-Type: application/xml; name=daticert.xml\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!notbase64",
+            b"Content-Type: message/rfc822\r\n\r\nContent-Type: message/rfc822\r\n\r\n",
+        ];
+        for c in cases {
+            let _ = classify(c);
+        }
+        let big = format!("Subject: {}\r\n\r\n", "a".repeat(10 * 1024 * 1024));
+        assert!(classify(big.as_bytes()).is_ok());
+    }
+}

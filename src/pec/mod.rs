@@ -5,13 +5,17 @@
 //! * [`daticert`]: the certification data (`daticert.xml`) model, writer and safe parser.
 //! * [`mime`]: the small MIME helpers the builders and the classifier share.
 //! * [`smime`]: detached CMS signatures (`multipart/signed`), signing and verification.
+//! * [`compose`]: what every generated message shares (identity, headers, signed body).
 //! * [`envelope`]: transport and anomaly envelopes (buste).
 //! * [`receipt`]: every receipt and notice (ricevute e avvisi).
+//! * [`breve`]: the original as a *breve* delivery receipt carries it (attachments → hashes).
 //! * [`classify`]: what an inbound message is, without trusting it.
 //! * [`ids`]: the PEC message identifier (identificativo).
 
 pub mod address;
+pub mod breve;
 pub mod classify;
+pub mod compose;
 pub mod daticert;
 pub mod envelope;
 pub mod ids;

@@ -15,7 +15,7 @@ pub struct PecTime {
 }
 
 /// Why a `giorno`/`ora`/`zona` triple could not be read.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[error("invalid PEC date {field}: {value:?}")]
 pub struct PecTimeError {
     pub field: &'static str,
