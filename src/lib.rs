@@ -21,12 +21,15 @@
 //! | [`store`] | the embedded store: mailboxes, messages, blobs, queue, pending receipts |
 //! | [`trace`] | the trace log (registro): append-only, hash-chained, signed checkpoints |
 //! | [`report`] | the offline report of `pecd verify` |
+//! | [`fuzz`] | the entry points of the fuzz targets (`fuzz/`), shared with a stable test |
 #![forbid(unsafe_code)]
 
 pub mod clock;
 pub mod config;
+pub mod fuzz;
 pub mod pec;
 pub mod pki;
 pub mod report;
+pub mod smtp;
 pub mod store;
 pub mod trace;

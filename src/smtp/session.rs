@@ -1,0 +1,615 @@
+//! The SMTP server session as a sans-IO state machine (RFC 5321, with RFC 3207 STARTTLS,
+//! RFC 4954 AUTH, RFC 1870 SIZE, RFC 2920 PIPELINING, RFC 2034 ENHANCEDSTATUSCODES).
+//!
+//! ```text
+//!            EHLO/HELO                MAIL FROM           RCPT TO (1..max)      DATA
+//!  Greeted ───────────► Ready ─────────────────► Mail ─────────────► Rcpt ─────────► Data
+//!     ▲                  │ ▲  AUTH ─► Auth(..) ─┘ (decision)           │                │ "."
+//!     │   STARTTLS       │ └──────── RSET / message decided ◄──────────┴────────────────┘
+//!     └──────────────────┘ (TLS up: everything is forgotten, a new EHLO is required)
+//! ```
+//!
+//! Owns: command parsing (smtp-proto's receivers), the order of commands, replies and their
+//! enhanced status codes, the limits that can be enforced without knowing users (line
+//! length, SIZE, recipient count, message bytes), and "no AUTH without TLS". It does not
+//! know passwords, mailboxes or the PEC rules: when it needs a decision it yields an
+//! [`Event`] and waits (buffering pipelined input) until the driver answers with
+//! [`Session::auth_result`] or [`Session::message_result`].
+//!
+//! Untrusted input: every byte fed to [`Session::feed`]. Nothing here panics; oversized
+//! input goes through an explicit reject path that still answers the peer.
+
+use base64::Engine;
+use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver, RequestReceiver};
+use smtp_proto::{Error as ProtoError, Request};
+
+/// Which listener the session serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Users submitting mail (465 implicit TLS, 587 STARTTLS): AUTH required, TLS-only.
+    Submission,
+    /// Other providers and the Internet (25): no AUTH, only local recipients.
+    Incoming,
+}
+
+/// The session's settings (from `[limits]` and the listener).
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub hostname: String,
+    pub role: Role,
+    /// `[limits] max_message_bytes`, advertised as SIZE.
+    pub max_message_bytes: usize,
+    /// `[limits] max_recipients`.
+    pub max_recipients: usize,
+    /// A TLS certificate is configured (STARTTLS can be offered).
+    pub tls_available: bool,
+    /// Domains this gateway serves (for the incoming role's RCPT check).
+    pub local_domains: Vec<String>,
+    /// Failed AUTH attempts before the session is closed.
+    pub max_auth_failures: u32,
+}
+
+/// What the driver must do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Write these bytes to the peer.
+    Reply(Vec<u8>),
+    /// Write nothing more; upgrade the connection to TLS, then call [`Session::tls_started`].
+    StartTls,
+    /// Check credentials, then call [`Session::auth_result`].
+    Authenticate { username: String, password: String },
+    /// A complete message: run it through the pipeline, then call [`Session::message_result`].
+    Message(Envelope),
+    /// Close the connection (after writing any reply before it).
+    Close,
+}
+
+/// The SMTP envelope and content of one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// Reverse-path (empty for the null sender `<>`).
+    pub mail_from: String,
+    /// Forward-paths, in order.
+    pub rcpt_to: Vec<String>,
+    /// The message, dot-unstuffed, CRLF.
+    pub data: Vec<u8>,
+    /// The authenticated user, if any.
+    pub authenticated: Option<String>,
+    /// The EHLO/HELO name.
+    pub helo: String,
+    /// TLS was active for the transaction.
+    pub tls: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    Greeted,
+    Ready,
+    AuthPlain,
+    AuthLoginUser,
+    AuthLoginPass(String),
+    AwaitingAuth,
+    Mail,
+    Rcpt,
+    Data,
+    /// Receiving DATA past the size limit: bytes are read and dropped until the final dot.
+    DataOversize,
+    AwaitingMessage,
+    Closed,
+}
+
+/// One SMTP server session.
+pub struct Session {
+    cfg: SessionConfig,
+    phase: Phase,
+    tls: bool,
+    helo: String,
+    authenticated: Option<String>,
+    auth_failures: u32,
+    mail_from: String,
+    rcpt_to: Vec<String>,
+    data: Vec<u8>,
+    data_rx: DataReceiver,
+    discard_rx: Option<DummyDataReceiver>,
+    requests: RequestReceiver,
+    /// Input received while a decision was pending, or not yet consumed.
+    pending: Vec<u8>,
+    /// Bytes of the current line in an AUTH exchange.
+    auth_line: Vec<u8>,
+}
+
+fn reply(code: u16, enhanced: &str, text: &str) -> Event {
+    Event::Reply(format!("{code} {enhanced} {text}\r\n").into_bytes())
+}
+
+impl Session {
+    /// A new session and its greeting.
+    pub fn new(cfg: SessionConfig, tls: bool) -> (Self, Event) {
+        let greeting = Event::Reply(format!("220 {} ESMTP pecd\r\n", cfg.hostname).into_bytes());
+        let s = Self {
+            cfg,
+            phase: Phase::Greeted,
+            tls,
+            helo: String::new(),
+            authenticated: None,
+            auth_failures: 0,
+            mail_from: String::new(),
+            rcpt_to: Vec::new(),
+            data: Vec::new(),
+            data_rx: DataReceiver::new(),
+            discard_rx: None,
+            requests: RequestReceiver::default(),
+            pending: Vec::new(),
+            auth_line: Vec::new(),
+        };
+        (s, greeting)
+    }
+
+    /// Whether TLS is active.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The authenticated user.
+    pub fn authenticated(&self) -> Option<&str> {
+        self.authenticated.as_deref()
+    }
+
+    /// Whether the session waits for the driver's decision (input is buffered meanwhile).
+    pub fn is_waiting(&self) -> bool {
+        matches!(self.phase, Phase::AwaitingAuth | Phase::AwaitingMessage)
+    }
+
+    /// Whether the session is closed.
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Closed
+    }
+
+    /// Feeds bytes from the peer; returns what to do, in order. Processing stops at an
+    /// event that needs a decision or at `StartTls`; the rest stays buffered and is
+    /// processed by the next `feed` (call `feed(&[])` after a decision).
+    pub fn feed(&mut self, input: &[u8]) -> Vec<Event> {
+        self.pending.extend_from_slice(input);
+        let mut out = Vec::new();
+        loop {
+            if self.is_waiting() || self.phase == Phase::Closed || self.pending.is_empty() {
+                break;
+            }
+            let buf = std::mem::take(&mut self.pending);
+            let phase_before = self.phase.clone();
+            let mut iter = buf.iter();
+            let stop = self.step(&mut iter, &mut out);
+            let rest = iter.as_slice().to_vec();
+            let progressed = rest.len() < buf.len() || self.phase != phase_before;
+            self.pending = rest;
+            if stop || !progressed {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Processes as much of `iter` as one step allows. Returns true when processing must
+    /// pause (need more input, a decision, STARTTLS or close).
+    fn step(&mut self, iter: &mut std::slice::Iter<'_, u8>, out: &mut Vec<Event>) -> bool {
+        match self.phase.clone() {
+            Phase::Data => {
+                let done = self.data_rx.ingest(iter, &mut self.data);
+                if self.data.len() > self.cfg.max_message_bytes {
+                    // Stop storing; keep reading until the final dot, then refuse.
+                    self.data = Vec::new();
+                    if done {
+                        out.push(reply(552, "5.3.4", "Message size exceeds fixed maximum message size"));
+                        self.reset_transaction();
+                        return false;
+                    }
+                    self.discard_rx = Some(DummyDataReceiver::new_data(&self.data_rx));
+                    self.phase = Phase::DataOversize;
+                    return iter.as_slice().is_empty();
+                }
+                if done {
+                    self.phase = Phase::AwaitingMessage;
+                    out.push(Event::Message(Envelope {
+                        mail_from: self.mail_from.clone(),
+                        rcpt_to: self.rcpt_to.clone(),
+                        data: std::mem::take(&mut self.data),
+                        authenticated: self.authenticated.clone(),
+                        helo: self.helo.clone(),
+                        tls: self.tls,
+                    }));
+                    return true;
+                }
+                true
+            }
+            Phase::DataOversize => {
+                let done = self.discard_rx.as_mut().is_some_and(|d| d.ingest(iter));
+                if done {
+                    self.discard_rx = None;
+                    out.push(reply(552, "5.3.4", "Message size exceeds fixed maximum message size"));
+                    self.reset_transaction();
+                    return false;
+                }
+                true
+            }
+            Phase::AuthPlain | Phase::AuthLoginUser | Phase::AuthLoginPass(_) => {
+                let rest = iter.as_slice();
+                match rest.iter().position(|&b| b == b'\n') {
+                    None => {
+                        if self.auth_line.len() + rest.len() > 12 * 1024 {
+                            self.auth_line.clear();
+                            self.phase = Phase::Ready;
+                            out.push(reply(500, "5.5.6", "Authentication exchange line is too long"));
+                        } else {
+                            self.auth_line.extend_from_slice(rest);
+                        }
+                        *iter = [].iter();
+                        true
+                    }
+                    Some(p) => {
+                        self.auth_line.extend_from_slice(&rest[..p]);
+                        *iter = rest[p + 1..].iter();
+                        let line = std::mem::take(&mut self.auth_line);
+                        let line = String::from_utf8_lossy(&line).trim().to_string();
+                        self.auth_continue(&line, out)
+                    }
+                }
+            }
+            _ => match self.requests.ingest(iter) {
+                Ok(req) => {
+                    let req = req.into_owned();
+                    self.command(req, out)
+                }
+                Err(ProtoError::NeedsMoreData { .. }) => true,
+                Err(e) => {
+                    out.push(protocol_error(&e));
+                    false
+                }
+            },
+        }
+    }
+
+    fn reset_transaction(&mut self) {
+        self.mail_from.clear();
+        self.rcpt_to.clear();
+        self.data = Vec::new();
+        self.data_rx = DataReceiver::new();
+        self.discard_rx = None;
+        self.phase = if self.helo.is_empty() { Phase::Greeted } else { Phase::Ready };
+    }
+
+    fn command(&mut self, req: Request<String>, out: &mut Vec<Event>) -> bool {
+        match req {
+            Request::Ehlo { host } => {
+                self.helo = host;
+                self.reset_transaction();
+                out.push(Event::Reply(self.ehlo_reply()));
+            }
+            Request::Helo { host } => {
+                self.helo = host;
+                self.reset_transaction();
+                out.push(Event::Reply(format!("250 {}\r\n", self.cfg.hostname).into_bytes()));
+            }
+            Request::Lhlo { .. } => out.push(reply(500, "5.5.1", "LHLO is not supported here")),
+            Request::StartTls => {
+                if self.tls {
+                    out.push(reply(503, "5.5.1", "TLS is already active"));
+                } else if !self.cfg.tls_available {
+                    out.push(reply(454, "4.7.0", "TLS not available"));
+                } else {
+                    out.push(reply(220, "2.0.0", "Ready to start TLS"));
+                    out.push(Event::StartTls);
+                    // RFC 3207 §4.2: anything pipelined after STARTTLS is discarded.
+                    self.pending.clear();
+                    self.phase = Phase::Closed; // until tls_started
+                    return true;
+                }
+            }
+            Request::Auth { mechanism, initial_response } => return self.auth_start(mechanism, initial_response, out),
+            Request::Mail { from } => self.mail(from, out),
+            Request::Rcpt { to } => self.rcpt(to.address, out),
+            Request::Data => {
+                if self.phase != Phase::Rcpt {
+                    out.push(reply(503, "5.5.1", "Need RCPT before DATA"));
+                } else {
+                    out.push(Event::Reply(b"354 Start mail input; end with <CRLF>.<CRLF>\r\n".to_vec()));
+                    self.data_rx = DataReceiver::new();
+                    self.data = Vec::new();
+                    self.phase = Phase::Data;
+                }
+            }
+            Request::Bdat { .. } => out.push(reply(502, "5.5.1", "CHUNKING is not supported")),
+            Request::Rset => {
+                self.reset_transaction();
+                out.push(reply(250, "2.0.0", "Reset"));
+            }
+            Request::Noop { .. } => out.push(reply(250, "2.0.0", "OK")),
+            Request::Quit => {
+                out.push(reply(221, "2.0.0", "Bye"));
+                out.push(Event::Close);
+                self.phase = Phase::Closed;
+                return true;
+            }
+            Request::Vrfy { .. } | Request::Expn { .. } => {
+                out.push(reply(252, "2.5.0", "Cannot verify the user, but will accept the message"))
+            }
+            Request::Help { .. } => out.push(reply(214, "2.0.0", "See RFC 5321")),
+            Request::Etrn { .. } | Request::Atrn { .. } | Request::Burl { .. } => {
+                out.push(reply(502, "5.5.1", "Command not implemented"))
+            }
+        }
+        false
+    }
+
+    fn ehlo_reply(&self) -> Vec<u8> {
+        let mut caps = vec![
+            self.cfg.hostname.clone(),
+            format!("SIZE {}", self.cfg.max_message_bytes),
+            "8BITMIME".into(),
+            "PIPELINING".into(),
+            "ENHANCEDSTATUSCODES".into(),
+        ];
+        if !self.tls && self.cfg.tls_available {
+            caps.push("STARTTLS".into());
+        }
+        if self.tls && self.cfg.role == Role::Submission {
+            caps.push("AUTH PLAIN LOGIN".into());
+        }
+        let mut s = String::new();
+        for (i, c) in caps.iter().enumerate() {
+            let sep = if i + 1 == caps.len() { ' ' } else { '-' };
+            s.push_str(&format!("250{sep}{c}\r\n"));
+        }
+        s.into_bytes()
+    }
+
+    fn auth_start(&mut self, mechanism: u64, initial: String, out: &mut Vec<Event>) -> bool {
+        if self.cfg.role != Role::Submission {
+            out.push(reply(502, "5.5.1", "AUTH is not available on this port"));
+            return false;
+        }
+        if !self.tls {
+            // RFC 4954 §4: no credentials over a clear channel.
+            out.push(reply(538, "5.7.11", "Encryption required for requested authentication mechanism"));
+            return false;
+        }
+        if self.authenticated.is_some() {
+            out.push(reply(503, "5.5.1", "Already authenticated"));
+            return false;
+        }
+        if !matches!(self.phase, Phase::Ready) {
+            out.push(reply(503, "5.5.1", "AUTH not allowed now"));
+            return false;
+        }
+        match mechanism {
+            smtp_proto::AUTH_PLAIN => {
+                if initial.is_empty() {
+                    self.phase = Phase::AuthPlain;
+                    out.push(Event::Reply(b"334 \r\n".to_vec()));
+                    false
+                } else {
+                    self.auth_continue_plain(&initial, out)
+                }
+            }
+            smtp_proto::AUTH_LOGIN => {
+                if initial.is_empty() {
+                    self.phase = Phase::AuthLoginUser;
+                    out.push(Event::Reply(b"334 VXNlcm5hbWU6\r\n".to_vec()));
+                } else {
+                    match decode_b64(&initial) {
+                        Some(u) => {
+                            self.phase = Phase::AuthLoginPass(u);
+                            out.push(Event::Reply(b"334 UGFzc3dvcmQ6\r\n".to_vec()));
+                        }
+                        None => out.push(reply(501, "5.5.2", "Invalid base64")),
+                    }
+                }
+                false
+            }
+            _ => {
+                out.push(reply(504, "5.5.4", "Unrecognized authentication mechanism"));
+                false
+            }
+        }
+    }
+
+    fn auth_continue(&mut self, line: &str, out: &mut Vec<Event>) -> bool {
+        if line == "*" {
+            self.phase = Phase::Ready;
+            out.push(reply(501, "5.0.0", "Authentication cancelled"));
+            return false;
+        }
+        match self.phase.clone() {
+            Phase::AuthPlain => self.auth_continue_plain(line, out),
+            Phase::AuthLoginUser => {
+                match decode_b64(line) {
+                    Some(u) => {
+                        self.phase = Phase::AuthLoginPass(u);
+                        out.push(Event::Reply(b"334 UGFzc3dvcmQ6\r\n".to_vec()));
+                    }
+                    None => {
+                        self.phase = Phase::Ready;
+                        out.push(reply(501, "5.5.2", "Invalid base64"));
+                    }
+                }
+                false
+            }
+            Phase::AuthLoginPass(user) => match decode_b64(line) {
+                Some(p) => {
+                    self.phase = Phase::AwaitingAuth;
+                    out.push(Event::Authenticate { username: user, password: p });
+                    true
+                }
+                None => {
+                    self.phase = Phase::Ready;
+                    out.push(reply(501, "5.5.2", "Invalid base64"));
+                    false
+                }
+            },
+            _ => false,
+        }
+    }
+
+    fn auth_continue_plain(&mut self, b64: &str, out: &mut Vec<Event>) -> bool {
+        let decoded = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok();
+        // RFC 4616: [authzid] NUL authcid NUL passwd
+        let parts: Option<(String, String)> = decoded.and_then(|d| {
+            let mut it = d.split(|&b| b == 0);
+            let authz = it.next()?;
+            let user = it.next()?;
+            let pass = it.next()?;
+            if it.next().is_some() {
+                return None;
+            }
+            let user = String::from_utf8(user.to_vec()).ok()?;
+            let authz = String::from_utf8(authz.to_vec()).ok()?;
+            if !authz.is_empty() && authz != user {
+                return None; // acting as another user is not offered
+            }
+            Some((user, String::from_utf8(pass.to_vec()).ok()?))
+        });
+        match parts {
+            Some((username, password)) => {
+                self.phase = Phase::AwaitingAuth;
+                out.push(Event::Authenticate { username, password });
+                true
+            }
+            None => {
+                self.phase = Phase::Ready;
+                out.push(reply(501, "5.5.2", "Malformed AUTH PLAIN response"));
+                false
+            }
+        }
+    }
+
+    /// The driver's answer to [`Event::Authenticate`].
+    pub fn auth_result(&mut self, user: Option<String>) -> Vec<Event> {
+        if self.phase != Phase::AwaitingAuth {
+            return Vec::new();
+        }
+        self.phase = Phase::Ready;
+        let mut out = Vec::new();
+        match user {
+            Some(u) => {
+                self.authenticated = Some(u);
+                out.push(reply(235, "2.7.0", "Authentication successful"));
+            }
+            None => {
+                self.auth_failures += 1;
+                if self.auth_failures >= self.cfg.max_auth_failures {
+                    out.push(reply(421, "4.7.0", "Too many failed authentication attempts, closing"));
+                    out.push(Event::Close);
+                    self.phase = Phase::Closed;
+                    return out;
+                }
+                out.push(reply(535, "5.7.8", "Authentication credentials invalid"));
+            }
+        }
+        out.extend(self.feed(&[]));
+        out
+    }
+
+    fn mail(&mut self, from: smtp_proto::MailFrom<String>, out: &mut Vec<Event>) {
+        if self.phase == Phase::Greeted {
+            out.push(reply(503, "5.5.1", "Send EHLO first"));
+            return;
+        }
+        if self.phase != Phase::Ready {
+            out.push(reply(503, "5.5.1", "Nested MAIL command"));
+            return;
+        }
+        if self.cfg.role == Role::Submission {
+            let Some(user) = &self.authenticated else {
+                out.push(reply(530, "5.7.0", "Authentication required"));
+                return;
+            };
+            // The reverse-path must be the authenticated mailbox (the sender cannot be forged).
+            if !from.address.eq_ignore_ascii_case(user) {
+                out.push(reply(
+                    553,
+                    "5.7.1",
+                    &format!("Sender address <{}> is not owned by the authenticated user {user}", from.address),
+                ));
+                return;
+            }
+        }
+        if from.size > self.cfg.max_message_bytes {
+            out.push(reply(552, "5.3.4", "Message size exceeds fixed maximum message size"));
+            return;
+        }
+        self.mail_from = from.address;
+        self.rcpt_to.clear();
+        self.phase = Phase::Mail;
+        out.push(reply(250, "2.1.0", "Sender OK"));
+    }
+
+    fn rcpt(&mut self, to: String, out: &mut Vec<Event>) {
+        if !matches!(self.phase, Phase::Mail | Phase::Rcpt) {
+            out.push(reply(503, "5.5.1", "Need MAIL before RCPT"));
+            return;
+        }
+        if self.rcpt_to.len() >= self.cfg.max_recipients {
+            out.push(reply(452, "4.5.3", "Too many recipients"));
+            return;
+        }
+        let Ok(addr) = crate::pec::address::PecAddress::parse(&to) else {
+            out.push(reply(501, "5.1.3", "Bad recipient address syntax"));
+            return;
+        };
+        if self.cfg.role == Role::Incoming
+            && !self.cfg.local_domains.iter().any(|d| d.eq_ignore_ascii_case(addr.domain().as_str()))
+        {
+            out.push(reply(550, "5.7.1", "Relaying denied: this server accepts mail only for its own domains"));
+            return;
+        }
+        if self.rcpt_to.iter().any(|r| r.eq_ignore_ascii_case(&to)) {
+            out.push(reply(250, "2.1.5", "Recipient OK (duplicate ignored)"));
+            return;
+        }
+        self.rcpt_to.push(addr.to_string());
+        self.phase = Phase::Rcpt;
+        out.push(reply(250, "2.1.5", "Recipient OK"));
+    }
+
+    /// The driver's answer to [`Event::Message`]: the reply line (e.g. `250 2.0.0 OK id`
+    /// only after the message is durable, or a 4xx/5xx with the reason).
+    pub fn message_result(&mut self, code: u16, enhanced: &str, text: &str) -> Vec<Event> {
+        if self.phase != Phase::AwaitingMessage {
+            return Vec::new();
+        }
+        self.reset_transaction();
+        let mut out = vec![reply(code, enhanced, text)];
+        out.extend(self.feed(&[]));
+        out
+    }
+
+    /// TLS is now active (after [`Event::StartTls`]): the session starts over (RFC 3207 §4.2).
+    pub fn tls_started(&mut self) {
+        self.tls = true;
+        self.helo.clear();
+        self.authenticated = None;
+        self.pending.clear();
+        self.requests = RequestReceiver::default();
+        self.reset_transaction();
+        self.phase = Phase::Greeted;
+    }
+}
+
+fn decode_b64(s: &str) -> Option<String> {
+    let d = base64::engine::general_purpose::STANDARD.decode(s.trim()).ok()?;
+    String::from_utf8(d).ok()
+}
+
+fn protocol_error(e: &ProtoError) -> Event {
+    match e {
+        ProtoError::UnknownCommand => reply(500, "5.5.1", "Command unrecognized"),
+        ProtoError::InvalidSenderAddress => reply(501, "5.1.7", "Bad sender address syntax"),
+        ProtoError::InvalidRecipientAddress => reply(501, "5.1.3", "Bad recipient address syntax"),
+        ProtoError::SyntaxError { syntax } => reply(501, "5.5.2", &format!("Syntax error, expected: {syntax}")),
+        ProtoError::InvalidParameter { param } => reply(501, "5.5.4", &format!("Invalid parameter {param}")),
+        ProtoError::UnsupportedParameter { param } => {
+            reply(504, "5.5.4", &format!("Unsupported parameter {}", param.chars().take(40).collect::<String>()))
+        }
+        ProtoError::ResponseTooLong => reply(500, "5.5.2", "Line too long"),
+        ProtoError::NeedsMoreData { .. } | ProtoError::InvalidResponse { .. } => reply(500, "5.5.2", "Syntax error"),
+    }
+}

@@ -1,0 +1,92 @@
+//! Shared helpers of the integration tests: a development PKI made by the real `pki`
+//! module, the provider identity around it, and the independent checkers (the `openssl`
+//! and `xmllint` commands) with a printed skip when a tool is missing.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use pecd::pec::address::{Domain, PecAddress};
+use pecd::pec::compose::ProviderIdentity;
+use pecd::pec::smime::{Signer, TrustAnchors};
+
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+    pub signer: Signer,
+    pub trust: TrustAnchors,
+    pub identity: ProviderIdentity,
+}
+
+impl Pki {
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+}
+
+pub fn dev_pki(domain: &str) -> Pki {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Domain::parse(domain).expect("domain");
+    pecd::pki::generate_dev_pki(dir.path(), &d, "Test PEC S.p.A.", false).expect("dev PKI");
+    let read = |n: &str| std::fs::read(dir.path().join(n)).unwrap_or_else(|e| panic!("{n}: {e}"));
+    let signer = Signer::from_pem(&read("signing.pem"), &read("signing.key"), b"").expect("signer");
+    let trust = TrustAnchors::from_pem(&read("ca.pem")).expect("trust");
+    let identity = ProviderIdentity {
+        name: "Test PEC S.p.A.".into(),
+        service_address: PecAddress::parse(&format!("posta-certificata@{domain}")).unwrap(),
+        host: format!("mail.{domain}"),
+    };
+    Pki { dir, signer, trust, identity }
+}
+
+/// True when `tool` runs; otherwise prints why the check is skipped.
+pub fn have(tool: &str, why: &str) -> bool {
+    let ok = Command::new(tool).arg("--version").output().is_ok()
+        || Command::new(tool).arg("version").output().is_ok();
+    if !ok {
+        eprintln!("SKIP ({why}): `{tool}` is not installed; .ci/run installs it");
+    }
+    ok
+}
+
+/// `openssl cms -verify` of a whole S/MIME message against `ca`; returns (ok, stderr).
+pub fn openssl_verify(message: &[u8], ca: &Path) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let msg = dir.path().join("m.eml");
+    std::fs::write(&msg, message).expect("write");
+    let out = Command::new("openssl")
+        .args(["cms", "-verify", "-in"])
+        .arg(&msg)
+        .arg("-CAfile")
+        .arg(ca)
+        .args(["-out", "/dev/null"])
+        .output()
+        .expect("run openssl");
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// The rules' DTD, when `../shared` is present.
+pub fn dtd_path() -> Option<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/spec/daticert.dtd");
+    if p.is_file() {
+        Some(p)
+    } else {
+        eprintln!("SKIP (DTD validation): {} is absent", p.display());
+        None
+    }
+}
+
+/// `xmllint --noout --nonet --dtdvalid DTD -` on `xml`; returns (ok, stderr).
+pub fn xmllint_valid(xml: &[u8], dtd: &Path) -> (bool, String) {
+    use std::io::Write;
+    let mut child = Command::new("xmllint")
+        .args(["--noout", "--nonet", "--dtdvalid"])
+        .arg(dtd)
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run xmllint");
+    child.stdin.take().expect("stdin").write_all(xml).expect("write");
+    let out = child.wait_with_output().expect("wait");
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
