@@ -249,7 +249,8 @@ impl Daticert {
                 Event::DocType(d) => {
                     // An internal subset (`[...]`) is where entities are declared; no
                     // legitimate daticert has one. An external id is fine: never fetched.
-                    if d.as_ref().contains(&b'[') || contains_ci(d.as_ref(), b"<!ENTITY") {
+                    let raw: &[u8] = &d;
+                    if raw.contains(&b'[') || contains_ci(raw, b"<!ENTITY") {
                         return Err(DaticertError::EntityDeclaration);
                     }
                 }

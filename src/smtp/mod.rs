@@ -3,7 +3,10 @@
 //!
 //! * [`session`]: the server side of one connection, for the submission (465/587) and
 //!   incoming (25) listeners.
+//! * [`server`]: the tokio driver (sockets, TLS, timeouts, per-IP limits) and the
+//!   [`server::Backend`] trait the PEC pipeline implements.
 
+pub mod server;
 pub mod session;
 
 #[cfg(test)]

@@ -1,0 +1,215 @@
+//! The thin tokio driver around [`Session`]: accepts connections, applies per-IP
+//! connection limits and command timeouts, performs implicit TLS or STARTTLS, and hands
+//! every decision ([`Event::Authenticate`], [`Event::Message`]) to a [`Backend`].
+//!
+//! Owns sockets and timers only; protocol logic stays in the session, PEC logic in the
+//! backend (the access and incoming points). Reads are bounded (8 KiB at a time); message
+//! bytes accumulate in the session only up to the configured limit.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use super::session::{Envelope, Event, Session, SessionConfig};
+
+/// The final answer to a message, sent as the reply to the DATA dot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpReply {
+    pub code: u16,
+    pub enhanced: String,
+    pub text: String,
+}
+
+impl SmtpReply {
+    pub fn new(code: u16, enhanced: &str, text: impl Into<String>) -> Self {
+        Self { code, enhanced: enhanced.into(), text: text.into() }
+    }
+}
+
+/// Where the session's decisions are taken.
+pub trait Backend: Send + Sync + 'static {
+    /// Checks credentials; returns the canonical mailbox address on success.
+    fn authenticate(&self, username: String, password: String, peer: SocketAddr) -> impl Future<Output = Option<String>> + Send;
+    /// Processes a complete message. Must return 250 only once the message is durable.
+    fn message(&self, envelope: Envelope, peer: SocketAddr) -> impl Future<Output = SmtpReply> + Send;
+}
+
+/// How one listener behaves.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub session: SessionConfig,
+    /// TLS from the first byte (465) instead of STARTTLS.
+    pub implicit_tls: bool,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Idle time allowed between commands (RFC 5321 §4.5.3.2 suggests minutes).
+    pub command_timeout: Duration,
+    /// Concurrent connections allowed from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Delay before answering a failed AUTH (slows password guessing).
+    pub auth_failure_delay: Duration,
+}
+
+/// Counts connections per IP; the guard releases its slot on drop.
+#[derive(Debug, Default, Clone)]
+struct PerIp(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+struct Slot(PerIp, IpAddr);
+
+impl PerIp {
+    fn acquire(&self, ip: IpAddr, max: usize) -> Option<Slot> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Slot(self.clone(), ip))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut m = (self.0).0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.1) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// Serves one listener until `shutdown` becomes true.
+pub async fn serve<B: Backend>(
+    listener: TcpListener,
+    cfg: ListenerConfig,
+    backend: Arc<B>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let cfg = Arc::new(cfg);
+    let per_ip = PerIp::default();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(slot) = per_ip.acquire(peer.ip(), cfg.max_connections_per_ip) else {
+            tracing::warn!(%peer, "too many connections from this address");
+            tokio::spawn(async move {
+                let mut s = stream;
+                let _ = s.write_all(b"421 4.7.0 Too many connections from your address\r\n").await;
+            });
+            continue;
+        };
+        let cfg = cfg.clone();
+        let backend = backend.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(e) = connection(stream, peer, &cfg, &*backend).await {
+                tracing::debug!(%peer, error = %e, "SMTP connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn connection<B: Backend>(stream: TcpStream, peer: SocketAddr, cfg: &ListenerConfig, backend: &B) -> std::io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    if cfg.implicit_tls {
+        let Some(tls) = &cfg.tls else {
+            return Err(std::io::Error::other("implicit TLS listener without a certificate"));
+        };
+        let tls_stream = tokio::time::timeout(cfg.command_timeout, tokio_rustls::TlsAcceptor::from(tls.clone()).accept(stream))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+        let (session, greeting) = Session::new(cfg.session.clone(), true);
+        run(tls_stream, session, Some(greeting), peer, cfg, backend).await.map(|_| ())
+    } else {
+        let (session, greeting) = Session::new(cfg.session.clone(), false);
+        let mut stream = stream;
+        match run(&mut stream, session, Some(greeting), peer, cfg, backend).await? {
+            Outcome::Closed => Ok(()),
+            Outcome::StartTls(mut session) => {
+                let Some(tls) = &cfg.tls else { return Ok(()) };
+                let tls_stream = tokio::time::timeout(cfg.command_timeout, tokio_rustls::TlsAcceptor::from(tls.clone()).accept(stream))
+                    .await
+                    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+                session.tls_started();
+                run(tls_stream, *session, None, peer, cfg, backend).await.map(|_| ())
+            }
+        }
+    }
+}
+
+enum Outcome {
+    Closed,
+    StartTls(Box<Session>),
+}
+
+async fn run<S: AsyncRead + AsyncWrite + Unpin, B: Backend>(
+    mut stream: S,
+    mut session: Session,
+    greeting: Option<Event>,
+    peer: SocketAddr,
+    cfg: &ListenerConfig,
+    backend: &B,
+) -> std::io::Result<Outcome> {
+    let mut queue: std::collections::VecDeque<Event> = greeting.into_iter().collect();
+    let mut buf = vec![0u8; 8192];
+    loop {
+        while let Some(ev) = queue.pop_front() {
+            match ev {
+                Event::Reply(bytes) => stream.write_all(&bytes).await?,
+                Event::Close => {
+                    stream.flush().await?;
+                    let _ = stream.shutdown().await;
+                    return Ok(Outcome::Closed);
+                }
+                Event::StartTls => {
+                    stream.flush().await?;
+                    return Ok(Outcome::StartTls(Box::new(session)));
+                }
+                Event::Authenticate { username, password } => {
+                    let user = backend.authenticate(username.clone(), password, peer).await;
+                    if user.is_none() {
+                        tracing::warn!(%peer, user = %username, "SMTP AUTH failed");
+                        tokio::time::sleep(cfg.auth_failure_delay).await;
+                    }
+                    queue.extend(session.auth_result(user));
+                }
+                Event::Message(envelope) => {
+                    let r = backend.message(envelope, peer).await;
+                    queue.extend(session.message_result(r.code, &r.enhanced, &r.text));
+                }
+            }
+        }
+        stream.flush().await?;
+        if session.is_closed() {
+            return Ok(Outcome::Closed);
+        }
+        let n = match tokio::time::timeout(cfg.command_timeout, stream.read(&mut buf)).await {
+            Ok(r) => r?,
+            Err(_) => {
+                let _ = stream.write_all(b"421 4.4.2 Timeout, closing connection\r\n").await;
+                return Ok(Outcome::Closed);
+            }
+        };
+        if n == 0 {
+            return Ok(Outcome::Closed);
+        }
+        queue.extend(session.feed(&buf[..n]));
+    }
+}

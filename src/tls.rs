@@ -1,0 +1,70 @@
+//! TLS for every listener (rustls with the ring provider): loads the server certificate
+//! chain and key named by `[tls]`, and builds client configs for relaying that trust the
+//! system roots plus `[relay] trusted_ca`.
+//!
+//! Owns: PEM loading and rustls configuration. Protocol versions are rustls' defaults
+//! (TLS 1.2 and 1.3, no legacy suites): the PEC rules name no minimum (digest §15 item 9).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Why TLS material could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: {detail}")]
+    Pem { path: String, detail: String },
+    #[error("{path}: no certificate found")]
+    NoCertificate { path: String },
+    #[error("TLS configuration refused: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Reads every certificate of a PEM file.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let p = path.display().to_string();
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| TlsError::Pem { path: p.clone(), detail: e.to_string() })?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem { path: p.clone(), detail: e.to_string() })?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate { path: p });
+    }
+    Ok(certs)
+}
+
+/// The server configuration for the listeners.
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let certs = load_certs(cert)?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Pem {
+        path: key.display().to_string(),
+        detail: e.to_string(),
+    })?;
+    let cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    Ok(Arc::new(cfg))
+}
+
+/// A client configuration trusting the CAs in `extra_ca` files (and nothing else when
+/// `extra_ca` is non-empty and `system` is false).
+pub fn client_config(extra_ca: &[impl AsRef<Path>]) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for f in extra_ca {
+        for c in load_certs(f.as_ref())? {
+            roots.add(c).map_err(TlsError::Config)?;
+        }
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
