@@ -27,9 +27,12 @@
 pub mod clock;
 pub mod config;
 pub mod fuzz;
+pub mod gateway;
 pub mod pec;
+pub mod pipeline;
 pub mod pki;
 pub mod report;
 pub mod smtp;
 pub mod store;
+pub mod tls;
 pub mod trace;

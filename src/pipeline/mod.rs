@@ -1,6 +1,11 @@
-//! One module per PEC role (digest §6): the access point (*punto di accesso*), and the
-//! incoming and delivery points as they are built.
+//! One module per PEC role (digest §6).
 //!
 //! * [`checks`]: the access point's formal checks on a submission (pure).
+//! * [`access`]: the access point (*punto di accesso*): acceptance or non-acceptance,
+//!   transport envelope, queueing, deadlines; the SMTP backend of 465/587.
+//! * [`delivery`]: the incoming and delivery points for our own domains (*punto di
+//!   ricezione*, *punto di consegna*): take-charge, mailbox, delivery receipts.
 
+pub mod access;
 pub mod checks;
+pub mod delivery;

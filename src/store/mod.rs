@@ -1,1 +1,395 @@
-//! (being written)
+//! The embedded store: mailboxes, folders and messages, message bodies (blobs), the
+//! outbound queue, the pending-receipt table, idempotency keys — and, through the same
+//! commits, the trace log ([`crate::trace`]).
+//!
+//! ## What it owns, what it must not touch
+//!
+//! It owns the data directory given to [`Store::open`]: `db/` (sled) and `blobs/`
+//! ([`blobs`]). It does not know PEC rules (the pipeline decides what to deliver, which
+//! receipt to emit, which trace records to write) and reads no configuration file: the
+//! caller passes [`StoreOptions`] (built from `store.*`, `trace.*`, `limits.*`,
+//! `provider.domains`).
+//!
+//! ## Durability: "accepted means committed" (design principle 10)
+//!
+//! Every mutation is a [`Batch`] of operations applied by a single committer thread as
+//! **one sled transaction across all trees** (message, usage, blob reference, trace
+//! record and its indexes, idempotency claim...), followed by a flush (fsync) before the
+//! caller's [`Store::commit`] returns. With group commit on, the committer takes every
+//! batch waiting, applies each in its own transaction, flushes **once**, then answers
+//! all of them: under load one fsync serves many messages. Because the committer is the
+//! only writer, checks such as quotas (`usage + size <= quota`) and idempotency claims
+//! are exact under any concurrency.
+//!
+//! Blob files are written and fsynced by the caller *before* the batch that refers to
+//! them ([`BlobStore`]), so a crash leaves at worst an unreferenced file, swept at open
+//! after a grace period.
+//!
+//! ## Async callers
+//!
+//! [`Store::commit`] blocks. Tokio code uses [`Store::commit_async`], which only awaits
+//! a oneshot answered by the committer; blob writes ([`BlobStore::put`],
+//! [`BlobWriter`]) do file I/O and belong in `spawn_blocking`.
+//!
+//! ## Keys (plan for IMAP CREATE/RENAME/DELETE)
+//!
+//! Folders are keyed `mailbox \0 name` but messages are keyed by the folder's numeric id
+//! and the UID, so a RENAME rewrites one folder key and never touches messages.
+
+pub mod batch;
+pub mod blobs;
+mod commit;
+pub mod mailbox;
+pub mod messages;
+pub mod pending;
+pub mod queue;
+mod retention;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::clock::{SharedClock, SystemClock};
+use crate::pec::address::Domain;
+use crate::pec::smime::Signer;
+use crate::trace::log::{TraceError, TraceTrees};
+use crate::trace::{Checkpoint, TraceLog};
+
+pub use batch::{Applied, Batch};
+pub use blobs::{Blob, BlobId, BlobStore, BlobWriter, SweepStats};
+pub use mailbox::{MailboxInfo, MailboxOptions, NewMailbox};
+pub use messages::{Delivered, Delivery, FolderInfo, MessageRecord, Uid};
+pub use pending::{Awaiting, PendingEntry};
+pub use queue::{NewQueueItem, QueueItem};
+pub use retention::PurgeReport;
+
+/// The schema this code reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+/// Schemas this code can open.
+pub const SUPPORTED_SCHEMAS: &[u32] = &[1];
+
+/// Errors of the store, by cause.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("database error: {0}")]
+    Db(#[from] sled::Error),
+    #[error(
+        "the store in {} is locked by another process (is `pecd serve` running? stop it, or use its control interface)",
+        dir.display()
+    )]
+    Locked { dir: PathBuf },
+    #[error(
+        "the store in {} has schema version {found}, this pecd supports version(s) {supported:?}: refusing to open it",
+        dir.display()
+    )]
+    UnknownSchema { dir: PathBuf, found: u32, supported: Vec<u32> },
+    #[error("corrupt store entry ({what}): {detail}")]
+    Corrupt { what: String, detail: String },
+    #[error("mailbox {0} already exists")]
+    MailboxExists(String),
+    #[error("no mailbox {0}")]
+    NoSuchMailbox(String),
+    #[error("domain {domain} is not served by this provider (served: {})", served.join(", "))]
+    DomainNotServed { domain: String, served: Vec<String> },
+    #[error("no folder {folder:?} in mailbox {mailbox}")]
+    NoSuchFolder { mailbox: String, folder: String },
+    #[error("folder {folder:?} already exists in mailbox {mailbox}")]
+    FolderExists { mailbox: String, folder: String },
+    #[error("no message with UID {uid} in {mailbox}/{folder}")]
+    NoSuchMessage { mailbox: String, folder: String, uid: u32 },
+    #[error("mailbox {mailbox} over quota: {usage} + {size} bytes > {quota} bytes")]
+    QuotaExceeded { mailbox: String, usage: u64, size: u64, quota: u64 },
+    #[error("idempotency key {0:?} was already claimed: the step was done before")]
+    AlreadyClaimed(String),
+    #[error("blob {0} is missing")]
+    BlobMissing(BlobId),
+    #[error("{0:?} is not a blob id")]
+    BadBlobId(String),
+    #[error("no queue item {0}")]
+    NoSuchQueueItem(u64),
+    #[error("password hashing: {0}")]
+    Password(String),
+    #[error("signing a checkpoint: {0}")]
+    Signing(String),
+    #[error("trace log: {0}")]
+    Trace(#[from] TraceError),
+    #[error("flushing the store to disk failed, the commit is not durable: {0}")]
+    Flush(String),
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Batch concurrent commits under one fsync (`store.group_commit`).
+    pub group_commit: bool,
+    pub clock: SharedClock,
+    /// Signs trace checkpoints; without it no checkpoint is made.
+    pub signer: Option<Arc<Signer>>,
+    /// `trace.checkpoint_every` (records).
+    pub checkpoint_every: u64,
+    /// `trace.checkpoint_interval_secs`.
+    pub checkpoint_interval: Duration,
+    /// `trace.retention_months`.
+    pub retention_months: u32,
+    /// `provider.domains`; a mailbox must be in one of them (empty: no restriction).
+    pub domains: Vec<Domain>,
+    /// `limits.default_quota_bytes`.
+    pub default_quota_bytes: u64,
+    /// Unreferenced blobs younger than this survive the sweep at open.
+    pub blob_grace: Duration,
+    /// sled page cache size.
+    pub cache_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            group_commit: true,
+            clock: Arc::new(SystemClock),
+            signer: None,
+            checkpoint_every: 1000,
+            checkpoint_interval: Duration::from_secs(300),
+            retention_months: 30,
+            domains: Vec::new(),
+            default_quota_bytes: 1 << 30,
+            blob_grace: Duration::from_secs(3600),
+            cache_bytes: 256 << 20,
+        }
+    }
+}
+
+/// All trees, in the fixed order used by transactions (see [`commit`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Trees {
+    pub meta: sled::Tree,
+    pub mailboxes: sled::Tree,
+    pub folders: sled::Tree,
+    pub messages: sled::Tree,
+    pub blobrefs: sled::Tree,
+    pub queue: sled::Tree,
+    pub queue_due: sled::Tree,
+    pub pending: sled::Tree,
+    pub pending_due: sled::Tree,
+    pub idem: sled::Tree,
+    pub trace: TraceTrees,
+}
+
+impl Trees {
+    fn open(db: &sled::Db) -> sled::Result<Self> {
+        Ok(Self {
+            meta: db.open_tree("meta")?,
+            mailboxes: db.open_tree("mailboxes")?,
+            folders: db.open_tree("folders")?,
+            messages: db.open_tree("messages")?,
+            blobrefs: db.open_tree("blobrefs")?,
+            queue: db.open_tree("queue")?,
+            queue_due: db.open_tree("queue_due")?,
+            pending: db.open_tree("pending")?,
+            pending_due: db.open_tree("pending_due")?,
+            idem: db.open_tree("idem")?,
+            trace: TraceTrees::open(db)?,
+        })
+    }
+}
+
+struct Inner {
+    dir: PathBuf,
+    db: sled::Db,
+    trees: Trees,
+    blobs: BlobStore,
+    options: StoreOptions,
+    jobs: Sender<commit::Job>,
+    committer: Mutex<Option<JoinHandle<()>>>,
+    sweep: SweepStats,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let _ = self.jobs.send(commit::Job::Shutdown);
+        if let Some(h) = self.committer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A handle on an open store; cheap to clone and share between threads.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.inner.dir.display())
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io { path: path.to_path_buf(), source }
+}
+
+const SCHEMA_KEY: &[u8] = b"schema_version";
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`: checks the schema version, sweeps
+    /// unreferenced blobs older than `options.blob_grace`, starts the committer.
+    pub fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StoreError> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let db = sled::Config::new()
+            .path(dir.join("db"))
+            .cache_capacity(options.cache_bytes)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
+                    StoreError::Locked { dir: dir.clone() }
+                }
+                other => StoreError::Db(other),
+            })?;
+        let trees = Trees::open(&db)?;
+        check_schema(&dir, &db, &trees)?;
+        let blobs = BlobStore::open(dir.join("blobs"))?;
+        let refs = trees.blobrefs.clone();
+        let sweep = blobs.sweep(|id| Ok(refs.contains_key(id.as_str())?), options.blob_grace)?;
+        let (jobs, committer) = commit::Committer::start(db.clone(), trees.clone(), &options)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                dir,
+                db,
+                trees,
+                blobs,
+                options,
+                jobs,
+                committer: Mutex::new(Some(committer)),
+                sweep,
+            }),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    pub fn options(&self) -> &StoreOptions {
+        &self.inner.options
+    }
+
+    /// What the sweep at open removed.
+    pub fn sweep_stats(&self) -> &SweepStats {
+        &self.inner.sweep
+    }
+
+    /// The blob files.
+    pub fn blobs(&self) -> &BlobStore {
+        &self.inner.blobs
+    }
+
+    /// Read access to the trace log.
+    pub fn trace(&self) -> TraceLog {
+        TraceLog::new(self.inner.trees.trace.clone())
+    }
+
+    pub(crate) fn trees(&self) -> &Trees {
+        &self.inner.trees
+    }
+
+    /// Applies `batch` atomically and durably; blocks until it is on disk.
+    /// Must not be called from an async executor thread: use [`Store::commit_async`].
+    pub fn commit(&self, batch: Batch) -> Result<Applied, StoreError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.inner
+            .jobs
+            .send(commit::Job::Batch(batch, commit::Reply::Sync(tx)))
+            .map_err(|_| StoreError::Closed)?;
+        rx.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// As [`Store::commit`], without blocking the executor.
+    pub async fn commit_async(&self, batch: Batch) -> Result<Applied, StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner
+            .jobs
+            .send(commit::Job::Batch(batch, commit::Reply::Async(tx)))
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Claims `key` durably; `false` when it was claimed before. To make a step
+    /// idempotent together with its effects, put [`Batch::claim`] in the step's batch.
+    pub fn claim_once(&self, key: &str) -> Result<bool, StoreError> {
+        match self.commit(Batch::new().claim(key)) {
+            Ok(_) => Ok(true),
+            Err(StoreError::AlreadyClaimed(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether `key` has been claimed.
+    pub fn is_claimed(&self, key: &str) -> Result<bool, StoreError> {
+        Ok(self.inner.trees.idem.contains_key(key.as_bytes())?)
+    }
+
+    /// Signs the current head of the trace chain now (if a signer is configured and
+    /// records were added since the last checkpoint) and waits until it is stored.
+    pub fn checkpoint_now(&self) -> Result<Option<Checkpoint>, StoreError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.inner.jobs.send(commit::Job::CheckpointNow(tx)).map_err(|_| StoreError::Closed)?;
+        rx.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// Removes unreferenced blobs older than `grace`. Safe while the store runs as long
+    /// as `grace` exceeds the time between a blob write and its commit.
+    pub fn sweep_blobs(&self, grace: Duration) -> Result<SweepStats, StoreError> {
+        let refs = self.inner.trees.blobrefs.clone();
+        self.inner.blobs.sweep(|id| Ok(refs.contains_key(id.as_str())?), grace)
+    }
+
+    /// How many records refer to blob `id` (messages and queue items).
+    pub fn blob_refs(&self, id: &BlobId) -> Result<u64, StoreError> {
+        Ok(self.inner.trees.blobrefs.get(id.as_str())?.map_or(0, |v| commit::be_u64(&v)))
+    }
+
+    /// Flushes everything to disk (commits already do).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.inner.db.flush()?;
+        Ok(())
+    }
+}
+
+fn check_schema(dir: &Path, db: &sled::Db, trees: &Trees) -> Result<(), StoreError> {
+    match trees.meta.get(SCHEMA_KEY)? {
+        Some(v) => {
+            let found = <[u8; 4]>::try_from(v.as_ref()).map(u32::from_be_bytes).map_err(|_| {
+                StoreError::Corrupt { what: "schema version".into(), detail: hex::encode(&v) }
+            })?;
+            if !SUPPORTED_SCHEMAS.contains(&found) {
+                return Err(StoreError::UnknownSchema {
+                    dir: dir.to_path_buf(),
+                    found,
+                    supported: SUPPORTED_SCHEMAS.to_vec(),
+                });
+            }
+            Ok(())
+        }
+        None => {
+            if !trees.mailboxes.is_empty() || !trees.trace.records.is_empty() {
+                return Err(StoreError::Corrupt {
+                    what: "schema version".into(),
+                    detail: "data present but no schema version: not a pecd store".into(),
+                });
+            }
+            trees.meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+            db.flush()?;
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

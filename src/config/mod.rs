@@ -1,0 +1,376 @@
+//! The one typed configuration tree (design principle 9).
+//!
+//! Owns: the `pecd.toml` file format, its defaults and bounds, and its validation. The file
+//! is read, parsed and checked once, at start-up, by [`Config::load`]; nothing else in the
+//! crate reads settings (no environment variables, no second file) — every module receives
+//! the piece of [`Config`] it needs. The annotated example `config/pecd.toml` documents every
+//! key; a unit test below keeps it in sync with this code.
+//!
+//! Untrusted input: the configuration text (operator-written, but still checked). Every
+//! problem is collected and reported together in [`ConfigError::Invalid`], each naming its
+//! key (`provider.domains[1]: "bad..dom" is not a valid domain`). That is why the file is
+//! walked as a `toml::Table` instead of derived with serde: a derived `Deserialize` stops at
+//! the first error. Unknown keys are errors (the equivalent of `deny_unknown_fields`), so a
+//! typo cannot silently fall back to a default.
+//!
+//! Rules enforced here: DM 2/11/2005 art. 12 (a provider must accept at least 50 recipients
+//! and a message whose recipients × size is up to 30 MB; rules digest §10), the 30-month
+//! retention of the trace log (DPR 68/2005; digest §9), and the index rule that the service
+//! addresses belong to the managed domains (digest §8.3). Relative paths are resolved against
+//! the directory of the configuration file.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::pec::address::{Domain, PecAddress};
+use crate::pec::smime::{Signer, TrustAnchors};
+
+mod parse;
+mod validate;
+mod walk;
+
+#[cfg(test)]
+mod tests;
+
+use parse::parse;
+pub use validate::check_host_port;
+
+/// Where `pecd serve` and the admin subcommands look when no `--config` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "pecd-data/pecd.toml";
+
+/// Local part of the default service address (`From:` of generated messages, digest §7.2).
+pub const DEFAULT_SERVICE_LOCAL: &str = "posta-certificata";
+/// 50 MiB, the usual market value (digest §10: Aruba 100 MB, common 50–100 MB).
+pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 50 * 1024 * 1024;
+/// DM 2/11/2005 art. 12: a message of recipients × size ≤ 30 MB must be accepted, so a single
+/// recipient message of 30 MB must fit. MiB is used so both readings of "MB" are covered.
+pub const MIN_MESSAGE_BYTES: u64 = 30 * 1024 * 1024;
+/// Sanity ceiling: messages are buffered and signed whole.
+pub const MAX_MESSAGE_BYTES_CEILING: u64 = 1024 * 1024 * 1024;
+pub const DEFAULT_MAX_RECIPIENTS: u32 = 500;
+/// DM 2/11/2005 art. 12: at least 50 recipients must be accepted.
+pub const MIN_RECIPIENTS: u32 = 50;
+pub const MAX_RECIPIENTS_CEILING: u32 = 10_000;
+pub const DEFAULT_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+/// Longest protocol line (SMTP/IMAP/POP3 command or message line), CRLF included. RFC 5321
+/// §4.5.3.1.6 requires 1000 for text lines; 4096 leaves room for the over-long header and
+/// HTML lines real clients send without letting a peer buffer unbounded input.
+pub const DEFAULT_MAX_LINE_LENGTH: usize = 4096;
+pub const MIN_LINE_LENGTH: usize = 1000;
+pub const MAX_LINE_LENGTH_CEILING: usize = 1024 * 1024;
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: u32 = 20;
+/// RFC 5321 §4.5.3.2.7: a server should wait at least 5 minutes for the next command.
+pub const DEFAULT_COMMAND_TIMEOUT_SECS: u64 = 300;
+/// DPR 68/2005 (digest §9): the trace log is kept unmodified for 30 months.
+pub const MIN_RETENTION_MONTHS: u32 = 30;
+pub const DEFAULT_CHECKPOINT_EVERY: u64 = 1000;
+pub const DEFAULT_CHECKPOINT_INTERVAL_SECS: u64 = 600;
+
+/// The whole configuration, valid by construction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The file it was read from (absolute when loaded with [`Config::load`]).
+    pub path: PathBuf,
+    pub provider: ProviderConfig,
+    pub signing: SigningConfig,
+    pub tls: TlsConfig,
+    pub trust: TrustConfig,
+    pub listen: ListenConfig,
+    pub limits: LimitsConfig,
+    pub store: StoreConfig,
+    pub trace: TraceConfig,
+    /// Transport map: peer domain → `"host:port"` (tests and private networks).
+    pub routes: BTreeMap<Domain, String>,
+    pub relay: RelayConfig,
+    pub antivirus: AntivirusConfig,
+}
+
+/// `[provider]`: who we are (the index record, digest §8.1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderConfig {
+    /// `providerName` in the index and `gestore-emittente` in daticert.
+    pub name: String,
+    /// `managedDomains`: the PEC domains we host, at least one.
+    pub domains: Vec<Domain>,
+    /// `From:` of generated messages; default `posta-certificata@<first domain>`.
+    pub service_address: PecAddress,
+    /// `mailReceipt`: where other providers send take-charge receipts; default
+    /// `service_address`.
+    pub receipt_mailbox: PecAddress,
+    /// FQDN used in the message identifier and in EHLO; default `mail.<first domain>`.
+    pub hostname: String,
+}
+
+/// `[signing]`: the provider signing identity (digest §7.2). PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Intermediate certificates embedded in every signature.
+    pub chain: Vec<PathBuf>,
+}
+
+/// `[tls]`: certificate and key of every TLS listener. PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `[trust]`: CAs trusted for provider signatures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustConfig {
+    pub ca: Vec<PathBuf>,
+}
+
+/// `[listen]`: one socket per listener; `None` = disabled (`"off"` in the file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenConfig {
+    /// Incoming point: mail from other providers and the Internet (25, STARTTLS offered).
+    pub smtp: Option<SocketAddr>,
+    /// Access point, STARTTLS + AUTH (587).
+    pub submission: Option<SocketAddr>,
+    /// Access point, implicit TLS + AUTH (465).
+    pub smtps: Option<SocketAddr>,
+    pub imaps: Option<SocketAddr>,
+    pub pop3s: Option<SocketAddr>,
+    /// API for webmail and administration.
+    pub http: Option<SocketAddr>,
+}
+
+/// `[limits]`: the named limits of design principle 5.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Largest message accepted, bytes (≥ 30 MiB by DM 2/11/2005 art. 12).
+    pub max_message_bytes: u64,
+    /// Most recipients of one message (≥ 50 by DM 2/11/2005 art. 12).
+    pub max_recipients: u32,
+    /// Quota of a new mailbox, bytes (≥ `max_message_bytes`).
+    pub default_quota_bytes: u64,
+    /// Longest protocol line, CRLF included (≥ 1000, RFC 5321 §4.5.3.1.6).
+    pub max_line_length: usize,
+    /// Simultaneous connections from one IP address, across all listeners.
+    pub max_connections_per_ip: u32,
+    /// Idle time allowed between two commands.
+    pub command_timeout_secs: u64,
+}
+
+/// `[store]`: the embedded store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    pub dir: PathBuf,
+    /// Batch fsyncs of concurrent commits (durability is unchanged: a commit returns only
+    /// after its batch is synced).
+    pub group_commit: bool,
+}
+
+/// `[trace]`: the trace log (registro, digest §9).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceConfig {
+    pub retention_months: u32,
+    /// A signed checkpoint every this many records...
+    pub checkpoint_every: u64,
+    /// ...or after this many seconds, whichever comes first.
+    pub checkpoint_interval_secs: u64,
+}
+
+/// `[relay]`: outgoing SMTP to other providers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayConfig {
+    /// Extra CA files trusted for peers' TLS certificates.
+    pub trusted_ca: Vec<PathBuf>,
+}
+
+/// `[antivirus]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AntivirusConfig {
+    /// clamd: `"host:port"` or an absolute unix socket path; `None` = no scanning.
+    pub clamd: Option<String>,
+}
+
+impl Default for ListenConfig {
+    /// Production standard ports on all interfaces.
+    fn default() -> Self {
+        let any = |port| Some(SocketAddr::from(([0, 0, 0, 0], port)));
+        Self {
+            smtp: any(25),
+            submission: any(587),
+            smtps: any(465),
+            imaps: any(993),
+            pop3s: any(995),
+            http: any(8080),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_recipients: DEFAULT_MAX_RECIPIENTS,
+            default_quota_bytes: DEFAULT_QUOTA_BYTES,
+            max_line_length: DEFAULT_MAX_LINE_LENGTH,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            command_timeout_secs: DEFAULT_COMMAND_TIMEOUT_SECS,
+        }
+    }
+}
+
+impl Default for TraceConfig {
+    fn default() -> Self {
+        Self {
+            retention_months: MIN_RETENTION_MONTHS,
+            checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
+            checkpoint_interval_secs: DEFAULT_CHECKPOINT_INTERVAL_SECS,
+        }
+    }
+}
+
+/// One configuration problem: the key it concerns and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Errors of this module, by cause.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: not valid TOML: {message}", .path.display())]
+    Syntax { path: PathBuf, message: String },
+    #[error("{}", render_problems(.path, .problems))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+    /// A referenced credential file exists but cannot be used (bad PEM, key mismatch...).
+    #[error("{}: {key}: {detail}", .path.display())]
+    Credentials {
+        path: PathBuf,
+        key: &'static str,
+        detail: String,
+    },
+}
+
+impl ConfigError {
+    /// The collected problems of an [`ConfigError::Invalid`] (empty for other variants).
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Invalid { problems, .. } => problems,
+            _ => &[],
+        }
+    }
+}
+
+fn render_problems(path: &Path, problems: &[Problem]) -> String {
+    let mut s = format!(
+        "{}: {} configuration error{}:",
+        path.display(),
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
+    for p in problems {
+        s.push_str("\n  ");
+        s.push_str(&p.to_string());
+    }
+    s
+}
+
+impl Config {
+    /// Reads, parses and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let read_err = |source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let abs = std::path::absolute(path).map_err(read_err)?;
+        let text = std::fs::read_to_string(&abs).map_err(read_err)?;
+        let base = abs.parent().unwrap_or(Path::new("/"));
+        Self::from_toml_str(&text, base, &abs)
+    }
+
+    /// Parses and validates `text`; relative paths are resolved against `base_dir`, and
+    /// `path_for_messages` names the file in errors (and becomes [`Config::path`]).
+    pub fn from_toml_str(
+        text: &str,
+        base_dir: &Path,
+        path_for_messages: &Path,
+    ) -> Result<Config, ConfigError> {
+        parse(text, base_dir, path_for_messages).0
+    }
+
+    /// Loads the signing identity from `signing.cert`, `signing.key` and `signing.chain`.
+    pub fn load_signer(&self) -> Result<Signer, ConfigError> {
+        let cert = self.read_file("signing.cert", &self.signing.cert)?;
+        let key = self.read_file("signing.key", &self.signing.key)?;
+        let mut chain = Vec::new();
+        for p in &self.signing.chain {
+            chain.extend_from_slice(&self.read_file("signing.chain", p)?);
+            chain.push(b'\n');
+        }
+        let signer =
+            Signer::from_pem(&cert, &key, &chain).map_err(|e| ConfigError::Credentials {
+                path: self.path.clone(),
+                key: "signing",
+                detail: e.to_string(),
+            })?;
+        // Rules digest §2 item 2: the `From:` of every generated message must equal the
+        // address in the signing certificate, so a mismatch would make every receipt
+        // unverifiable by clients.
+        let cert_address = signer.address().and_then(|a| PecAddress::parse(&a).ok());
+        match cert_address {
+            Some(a) if a.same_mailbox(&self.provider.service_address) => Ok(signer),
+            other => Err(ConfigError::Credentials {
+                path: self.path.clone(),
+                key: "signing.cert",
+                detail: format!(
+                    "the certificate's e-mail address is {} but provider.service_address is {} \
+                     (they must be equal: rules §2 item 2)",
+                    other.map_or_else(|| "missing".to_string(), |a| a.to_string()),
+                    self.provider.service_address
+                ),
+            }),
+        }
+    }
+
+    /// The CAs of `trust.ca`, or `None` when the list is empty.
+    pub fn load_trust(&self) -> Result<Option<TrustAnchors>, ConfigError> {
+        if self.trust.ca.is_empty() {
+            return Ok(None);
+        }
+        let mut bundle = Vec::new();
+        for p in &self.trust.ca {
+            bundle.extend_from_slice(&self.read_file("trust.ca", p)?);
+            bundle.push(b'\n');
+        }
+        TrustAnchors::from_pem(&bundle)
+            .map(Some)
+            .map_err(|e| ConfigError::Credentials {
+                path: self.path.clone(),
+                key: "trust.ca",
+                detail: e.to_string(),
+            })
+    }
+
+    fn read_file(&self, key: &'static str, p: &Path) -> Result<Vec<u8>, ConfigError> {
+        std::fs::read(p).map_err(|e| ConfigError::Credentials {
+            path: self.path.clone(),
+            key,
+            detail: format!("cannot read {}: {e}", p.display()),
+        })
+    }
+}

@@ -1,0 +1,175 @@
+//! The whole parse of one `pecd.toml`: every section in turn, the simple ones inline, then
+//! the unknown top-level keys, then the assembly of a [`Config`] if nothing was wrong.
+
+use std::path::Path;
+
+use toml::Table;
+
+use super::validate::{check_host_port, limits, listen, provider, routes};
+use super::walk::{Problems, Section, file_key, file_list, resolve};
+use super::{
+    AntivirusConfig, Config, ConfigError, DEFAULT_CHECKPOINT_EVERY,
+    DEFAULT_CHECKPOINT_INTERVAL_SECS, MIN_RETENTION_MONTHS, RelayConfig, SigningConfig,
+    StoreConfig, TlsConfig, TraceConfig, TrustConfig,
+};
+
+/// The whole parse; also returns the keys the text left to their defaults.
+pub(super) fn parse(
+    text: &str,
+    base: &Path,
+    path: &Path,
+) -> (Result<Config, ConfigError>, Vec<String>) {
+    let mut root: Table = match toml::from_str(text) {
+        Ok(t) => t,
+        Err(e) => {
+            let err = ConfigError::Syntax {
+                path: path.to_path_buf(),
+                message: e.to_string().trim_end().to_string(),
+            };
+            return (Err(err), Vec::new());
+        }
+    };
+    let mut errs = Problems::default();
+    let mut absent = Vec::new();
+
+    let provider = provider(&mut root, &mut errs, &mut absent);
+
+    let mut sec = Section::take(&mut root, "signing", &mut errs);
+    let signing_cert = file_key(&mut sec, "cert", base, &mut errs);
+    let signing_key = file_key(&mut sec, "key", base, &mut errs);
+    let signing_chain = file_list(&mut sec, "chain", base, &mut errs);
+    sec.finish(&mut errs, &mut absent);
+
+    let mut sec = Section::take(&mut root, "tls", &mut errs);
+    let tls_cert = file_key(&mut sec, "cert", base, &mut errs);
+    let tls_key = file_key(&mut sec, "key", base, &mut errs);
+    sec.finish(&mut errs, &mut absent);
+
+    let mut sec = Section::take(&mut root, "trust", &mut errs);
+    let trust = TrustConfig {
+        ca: file_list(&mut sec, "ca", base, &mut errs),
+    };
+    sec.finish(&mut errs, &mut absent);
+
+    let listen = listen(&mut root, &mut errs, &mut absent);
+    let limits = limits(&mut root, &mut errs, &mut absent);
+
+    let mut sec = Section::take(&mut root, "store", &mut errs);
+    let store_dir = sec
+        .string("dir", &mut errs)
+        .unwrap_or_else(|| "data".into());
+    let store = StoreConfig {
+        dir: resolve(base, "store.dir", &store_dir, &mut errs).unwrap_or_default(),
+        group_commit: sec.bool("group_commit", true, &mut errs),
+    };
+    if store.dir.exists() && !store.dir.is_dir() {
+        errs.push(
+            "store.dir",
+            format!("{} exists and is not a directory", store.dir.display()),
+        );
+    }
+    sec.finish(&mut errs, &mut absent);
+
+    let mut sec = Section::take(&mut root, "trace", &mut errs);
+    let retention_rule = "DPR 68/2005 requires the trace log to be kept for at least 30 months";
+    let trace = TraceConfig {
+        retention_months: sec
+            .uint(
+                "retention_months",
+                MIN_RETENTION_MONTHS.into(),
+                (MIN_RETENTION_MONTHS.into(), 1200),
+                retention_rule,
+                &mut errs,
+            )
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(MIN_RETENTION_MONTHS),
+        checkpoint_every: sec
+            .uint(
+                "checkpoint_every",
+                DEFAULT_CHECKPOINT_EVERY,
+                (1, 10_000_000),
+                "",
+                &mut errs,
+            )
+            .unwrap_or(DEFAULT_CHECKPOINT_EVERY),
+        checkpoint_interval_secs: sec
+            .uint(
+                "checkpoint_interval_secs",
+                DEFAULT_CHECKPOINT_INTERVAL_SECS,
+                (1, 86_400),
+                "",
+                &mut errs,
+            )
+            .unwrap_or(DEFAULT_CHECKPOINT_INTERVAL_SECS),
+    };
+    sec.finish(&mut errs, &mut absent);
+
+    let routes = routes(&mut root, &mut errs);
+
+    let mut sec = Section::take(&mut root, "relay", &mut errs);
+    let relay = RelayConfig {
+        trusted_ca: file_list(&mut sec, "trusted_ca", base, &mut errs),
+    };
+    sec.finish(&mut errs, &mut absent);
+
+    let mut sec = Section::take(&mut root, "antivirus", &mut errs);
+    let clamd = sec.string("clamd", &mut errs);
+    if let Some(c) = &clamd {
+        let unix = c.starts_with('/');
+        if !unix && let Err(e) = check_host_port(c) {
+            errs.push(
+                "antivirus.clamd",
+                format!("{e}; expected \"host:port\" or an absolute unix socket path"),
+            );
+        }
+    }
+    sec.finish(&mut errs, &mut absent);
+
+    for k in root.keys() {
+        errs.push(
+            k.clone(),
+            "unknown section or key (known: provider, signing, tls, trust, listen, limits, \
+             store, trace, routes, relay, antivirus)",
+        );
+    }
+
+    let (Some(provider), Some(sc), Some(sk), Some(tc), Some(tk)) =
+        (provider, signing_cert, signing_key, tls_cert, tls_key)
+    else {
+        // Every `None` above has pushed its problem; the guard keeps the error non-empty
+        // should a future edit forget to.
+        if errs.0.is_empty() {
+            errs.push("(config)", "incomplete configuration");
+        }
+        return (Err(invalid(path, errs)), absent);
+    };
+    if !errs.0.is_empty() {
+        return (Err(invalid(path, errs)), absent);
+    }
+    let config = Config {
+        path: path.to_path_buf(),
+        provider,
+        signing: SigningConfig {
+            cert: sc,
+            key: sk,
+            chain: signing_chain,
+        },
+        tls: TlsConfig { cert: tc, key: tk },
+        trust,
+        listen,
+        limits,
+        store,
+        trace,
+        routes,
+        relay,
+        antivirus: AntivirusConfig { clamd },
+    };
+    (Ok(config), absent)
+}
+
+fn invalid(path: &Path, errs: Problems) -> ConfigError {
+    ConfigError::Invalid {
+        path: path.to_path_buf(),
+        problems: errs.0,
+    }
+}

@@ -1,0 +1,312 @@
+//! Unit tests of the configuration parser.
+
+use super::*;
+
+/// The credential files every valid config needs, created empty (only existence and
+/// readability are checked at parse time).
+const FILES: &[&str] = &[
+    "certs/signing.pem",
+    "certs/signing.key",
+    "certs/tls.pem",
+    "certs/tls.key",
+    "certs/ca.pem",
+    "certs/chain.pem",
+];
+
+fn fixture() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("certs")).unwrap();
+    for f in FILES {
+        std::fs::write(dir.path().join(f), b"").unwrap();
+    }
+    dir
+}
+
+const MINIMAL: &str = r#"
+        [provider]
+        name = "Example PEC S.p.A."
+        domains = ["pec.example.it", "cert.customer.example"]
+        [signing]
+        cert = "certs/signing.pem"
+        key = "certs/signing.key"
+        [tls]
+        cert = "certs/tls.pem"
+        key = "certs/tls.key"
+    "#;
+
+fn parse_in(dir: &Path, text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml_str(text, dir, &dir.join("pecd.toml"))
+}
+
+#[test]
+fn minimal_config_gets_documented_defaults() {
+    let dir = fixture();
+    let c = parse_in(dir.path(), MINIMAL).unwrap();
+    assert_eq!(c.provider.domains[0].as_str(), "pec.example.it");
+    assert_eq!(
+        c.provider.service_address.to_string(),
+        "posta-certificata@pec.example.it"
+    );
+    assert_eq!(c.provider.receipt_mailbox, c.provider.service_address);
+    assert_eq!(c.provider.hostname, "mail.pec.example.it");
+    assert_eq!(c.listen, ListenConfig::default());
+    assert_eq!(c.listen.smtp, Some("0.0.0.0:25".parse().unwrap()));
+    assert_eq!(c.limits, LimitsConfig::default());
+    assert_eq!(c.limits.max_message_bytes, 52_428_800);
+    assert_eq!(c.trace, TraceConfig::default());
+    assert_eq!(c.store.dir, dir.path().join("data"));
+    assert!(c.store.group_commit);
+    assert!(c.routes.is_empty() && c.trust.ca.is_empty() && c.antivirus.clamd.is_none());
+}
+
+#[test]
+fn full_config_is_read_and_relative_paths_resolved() {
+    let dir = fixture();
+    let text = format!(
+        r#"{MINIMAL}
+            [trust]
+            ca = ["certs/ca.pem", "{abs}"]
+            [listen]
+            smtp = "127.0.0.1:2525"
+            http = "off"
+            imaps = "[::1]:9993"
+            [limits]
+            max_recipients = 50
+            max_message_bytes = 31457280
+            [store]
+            dir = "/var/lib/pecd"
+            group_commit = false
+            [trace]
+            retention_months = 36
+            [routes]
+            "pec.other.test" = "127.0.0.1:2526"
+            "pec.third.test" = "mx.third.test:25"
+            [relay]
+            trusted_ca = ["certs/ca.pem"]
+            [antivirus]
+            clamd = "/run/clamav/clamd.ctl"
+            "#,
+        abs = dir.path().join("certs/chain.pem").display()
+    );
+    let c = parse_in(dir.path(), &text).unwrap();
+    assert_eq!(c.signing.cert, dir.path().join("certs/signing.pem"));
+    assert_eq!(
+        c.trust.ca,
+        vec![
+            dir.path().join("certs/ca.pem"),
+            dir.path().join("certs/chain.pem")
+        ]
+    );
+    assert_eq!(c.listen.smtp, Some("127.0.0.1:2525".parse().unwrap()));
+    assert_eq!(c.listen.http, None);
+    assert_eq!(c.listen.submission, Some("0.0.0.0:587".parse().unwrap()));
+    assert_eq!(c.limits.max_recipients, 50);
+    assert_eq!(c.store.dir, PathBuf::from("/var/lib/pecd"));
+    assert!(!c.store.group_commit);
+    assert_eq!(c.trace.retention_months, 36);
+    assert_eq!(c.routes.len(), 2);
+    assert_eq!(
+        c.routes[&Domain::parse("pec.other.test").unwrap()],
+        "127.0.0.1:2526"
+    );
+    assert_eq!(c.relay.trusted_ca.len(), 1);
+    assert_eq!(c.antivirus.clamd.as_deref(), Some("/run/clamav/clamd.ctl"));
+}
+
+#[test]
+fn load_resolves_against_the_config_directory() {
+    let dir = fixture();
+    let path = dir.path().join("pecd.toml");
+    std::fs::write(&path, MINIMAL).unwrap();
+    // Relative to the file, not to the working directory of the test.
+    let c = Config::load(&path).unwrap();
+    assert_eq!(c.path, path);
+    assert_eq!(c.tls.key, dir.path().join("certs/tls.key"));
+    assert!(matches!(
+        Config::load(&dir.path().join("nope.toml")),
+        Err(ConfigError::Read { .. })
+    ));
+}
+
+/// Each case: a config text and the (key, message fragment) pairs it must report, all
+/// of them in one error.
+#[test]
+fn every_problem_is_reported_together_with_its_key() {
+    let cases: &[(&str, &[(&str, &str)])] = &[
+        (
+            r#"
+                [provider]
+                name = ""
+                domains = ["pec.example.it", "bad..dom", "PEC.example.it"]
+                service_address = "posta-certificata@elsewhere.it"
+                hostname = "not a host"
+                [signing]
+                cert = "certs/missing.pem"
+                [tls]
+                cert = "certs/tls.pem"
+                key = "certs"
+                [trust]
+                ca = ["certs/ca.pem", 7]
+                [listen]
+                smtp = "25"
+                submission = "0.0.0.0:4465"
+                smtps = "127.0.0.1:4465"
+                [limits]
+                max_recipients = 10
+                max_message_bytes = 1000
+                max_line_length = 0
+                default_quota_bytes = -1
+                command_timeout_secs = "300"
+                [trace]
+                retention_months = 12
+                [routes]
+                "pec.b.test" = "127.0.0.1"
+                "bad..dom" = "127.0.0.1:25"
+                pec.c.test = "127.0.0.1:25"
+                [antivirus]
+                clamd = "clamd-socket"
+                "#,
+            &[
+                ("provider.name", "must not be empty"),
+                ("provider.domains[1]", "\"bad..dom\" is not a valid domain"),
+                ("provider.domains[2]", "already listed"),
+                ("provider.service_address", "not one of provider.domains"),
+                ("provider.hostname", "not a valid domain"),
+                ("signing.cert", "does not exist"),
+                ("signing.key", "missing (required)"),
+                ("tls.key", "not a regular file"),
+                ("trust.ca[1]", "expected a string"),
+                ("listen.smtp", "is not \"IP:PORT\""),
+                ("listen.smtps", "clashes with listen.submission"),
+                ("limits.max_recipients", "below 50: DM 2/11/2005 art. 12"),
+                ("limits.max_message_bytes", "30 MiB: DM 2/11/2005 art. 12"),
+                ("limits.max_line_length", "RFC 5321"),
+                ("limits.default_quota_bytes", "out of range"),
+                ("limits.command_timeout_secs", "expected an integer"),
+                ("trace.retention_months", "DPR 68/2005"),
+                ("routes.\"pec.b.test\"", "no port"),
+                ("routes.\"bad..dom\"", "not a valid domain"),
+                ("routes.\"pec\"", "quote domain keys"),
+                ("antivirus.clamd", "absolute unix socket path"),
+            ],
+        ),
+        (
+            r#"
+                colour = "blue"
+                [provider]
+                nmae = "typo"
+                domains = []
+                [signing]
+                cert = "certs/signing.pem"
+                key = "certs/signing.key"
+                [tls]
+                cert = "certs/tls.pem"
+                key = "certs/tls.key"
+                [limits]
+                max_mesage_bytes = 1
+                "#,
+            &[
+                ("colour", "unknown section or key"),
+                (
+                    "provider.nmae",
+                    "unknown key (known keys in [provider]: name,",
+                ),
+                ("provider.name", "missing (required)"),
+                ("provider.domains", "at least one"),
+                ("limits.max_mesage_bytes", "unknown key"),
+            ],
+        ),
+        (
+            r#"
+                provider = "x"
+                [tls]
+                cert = "certs/tls.pem"
+                key = "certs/tls.key"
+                "#,
+            &[
+                ("provider", "expected a table"),
+                ("provider.name", "missing (required)"),
+                ("provider.domains", "at least one"),
+                ("signing.cert", "missing (required)"),
+                ("signing.key", "missing (required)"),
+            ],
+        ),
+    ];
+    let dir = fixture();
+    for (text, expected) in cases {
+        let err = parse_in(dir.path(), text).unwrap_err();
+        let problems = err.problems();
+        let shown = err.to_string();
+        for (key, fragment) in *expected {
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.key == *key && p.message.contains(fragment)),
+                "missing {key}: …{fragment}… in\n{shown}"
+            );
+        }
+        assert_eq!(
+            problems.len(),
+            expected.len(),
+            "unexpected extras in\n{shown}"
+        );
+        assert!(shown.contains("pecd.toml"), "file not named: {shown}");
+    }
+}
+
+#[test]
+fn syntax_errors_name_the_file() {
+    let err = parse_in(Path::new("/x"), "[provider\nname=").unwrap_err();
+    assert!(matches!(err, ConfigError::Syntax { .. }), "{err}");
+    assert!(err.to_string().starts_with("/x/pecd.toml: not valid TOML"));
+}
+
+#[test]
+fn host_port_shapes() {
+    for ok in [
+        "127.0.0.1:25",
+        "[::1]:25",
+        "mx.example.it:2525",
+        "localhost:1",
+    ] {
+        assert!(check_host_port(ok).is_ok(), "{ok}");
+    }
+    for bad in [
+        "",
+        "host",
+        "host:",
+        "host:0",
+        "host:99999",
+        "::1:25",
+        "a b:25",
+        ":25",
+    ] {
+        assert!(check_host_port(bad).is_err(), "{bad}");
+    }
+}
+
+/// `config/pecd.toml` must parse, document every key (set, or shown commented out), and
+/// show the defaults this code actually uses.
+#[test]
+fn annotated_example_is_in_sync() {
+    let example = include_str!("../../config/pecd.toml");
+    let dir = fixture();
+    let (parsed, absent) = parse(example, dir.path(), &dir.path().join("pecd.toml"));
+    let c = parsed.unwrap();
+    for key in &absent {
+        let leaf = key.rsplit('.').next().unwrap_or(key);
+        assert!(
+            example.contains(&format!("# {leaf} = ")),
+            "config/pecd.toml does not document {key}"
+        );
+    }
+    let d = parse_in(dir.path(), MINIMAL).unwrap();
+    assert_eq!(c.listen, d.listen, "listen defaults drifted");
+    assert_eq!(c.limits, d.limits, "limits defaults drifted");
+    assert_eq!(c.trace, d.trace, "trace defaults drifted");
+    assert_eq!(c.store, d.store, "store defaults drifted");
+    assert_eq!(c.antivirus, d.antivirus, "antivirus defaults drifted");
+    assert_eq!(c.provider.service_address, d.provider.service_address);
+    assert_eq!(c.provider.receipt_mailbox, d.provider.receipt_mailbox);
+    assert_eq!(c.provider.hostname, d.provider.hostname);
+}

@@ -1,0 +1,334 @@
+//! The sections with cross-field rules: `[provider]` (service addresses in the managed
+//! domains, digest §8.3), `[listen]` (no two listeners on one socket), `[limits]` (the
+//! DM 2/11/2005 art. 12 minimums, quota ≥ largest message) and `[routes]`; plus the
+//! `"host:port"` check shared with `[antivirus]`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use toml::{Table, Value};
+
+use super::walk::{Problems, Section, type_name};
+use super::{
+    DEFAULT_SERVICE_LOCAL, LimitsConfig, ListenConfig, MAX_LINE_LENGTH_CEILING,
+    MAX_MESSAGE_BYTES_CEILING, MAX_RECIPIENTS_CEILING, MIN_LINE_LENGTH, MIN_MESSAGE_BYTES,
+    MIN_RECIPIENTS, ProviderConfig,
+};
+use crate::pec::address::{Domain, PecAddress};
+
+/// Checks `"host:port"` where host is an IP (IPv6 in brackets) or a DNS name.
+pub fn check_host_port(s: &str) -> Result<(), String> {
+    if s.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!("{s:?} is not \"host:port\" (no port)"));
+    };
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => {}
+        _ => return Err(format!("{s:?} is not \"host:port\" (bad port {port:?})")),
+    }
+    if host.contains(':') || host.trim() != host || Domain::parse(host).is_err() {
+        return Err(format!(
+            "{s:?} is not \"host:port\" (bad host {host:?}; IPv6 goes in brackets)"
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn provider(
+    root: &mut Table,
+    errs: &mut Problems,
+    absent: &mut Vec<String>,
+) -> Option<ProviderConfig> {
+    let mut sec = Section::take(root, "provider", errs);
+    let name = sec.required_string("name", errs);
+    if let Some(n) = &name {
+        if n.trim().is_empty() {
+            errs.push("provider.name", "must not be empty");
+        } else if n.trim() != n || n.chars().any(char::is_control) {
+            errs.push(
+                "provider.name",
+                "must not have surrounding spaces or control characters",
+            );
+        } else if n.chars().count() > 128 {
+            errs.push("provider.name", "is longer than 128 characters");
+        }
+    }
+
+    let mut domains: Vec<Domain> = Vec::new();
+    let listed = sec.strings("domains", errs);
+    if listed.is_empty() && !errs.0.iter().any(|p| p.key.starts_with("provider.domains")) {
+        errs.push(
+            "provider.domains",
+            "at least one managed PEC domain is required",
+        );
+    }
+    for (key, s) in listed {
+        match Domain::parse(&s) {
+            Ok(d) if domains.contains(&d) => {
+                errs.push(key, format!("{s:?} repeats {d}, already listed"))
+            }
+            Ok(d) => domains.push(d),
+            Err(e) => errs.push(key, e.to_string()),
+        }
+    }
+    let first = domains.first().cloned();
+
+    // Ok(None) = absent (take the default), Err(()) = already reported.
+    let address = |sec: &mut Section, k: &'static str, errs: &mut Problems| {
+        let Some(s) = sec.string(k, errs) else {
+            let wrong_type = !sec.absent.contains(&sec.key(k));
+            return if wrong_type { Err(()) } else { Ok(None) };
+        };
+        PecAddress::parse(&s)
+            .map(Some)
+            .map_err(|e| errs.push(sec.key(k), e.to_string()))
+    };
+    let service = address(&mut sec, "service_address", errs);
+    let receipt = address(&mut sec, "receipt_mailbox", errs);
+    let hostname = sec.string("hostname", errs);
+    sec.finish(errs, absent);
+
+    let hostname = match hostname {
+        Some(h) => match Domain::parse(&h) {
+            Ok(d) => Some(d.to_string()),
+            Err(e) => {
+                errs.push("provider.hostname", e.to_string());
+                None
+            }
+        },
+        None => first.as_ref().and_then(|d| {
+            // The default is only wrong when the first domain is near the 253-octet limit.
+            Domain::parse(&format!("mail.{d}"))
+                .map(|h| h.to_string())
+                .map_err(|e| errs.push("provider.hostname", format!("default: {e}")))
+                .ok()
+        }),
+    };
+
+    let first = first?;
+    let service_address = match service {
+        Ok(Some(a)) => a,
+        Ok(None) => PecAddress::parse(&format!("{DEFAULT_SERVICE_LOCAL}@{first}"))
+            .map_err(|e| errs.push("provider.service_address", format!("default: {e}")))
+            .ok()?,
+        Err(()) => return None,
+    };
+    // Digest §8.3: a receiving provider checks that the `From:` domain of what we generate
+    // is in our `managedDomains`, and delivers take-charge receipts to `mailReceipt`, which
+    // therefore must be a mailbox we host.
+    let mut check_hosted = |key: &str, a: &PecAddress| {
+        if !domains.contains(a.domain()) {
+            errs.push(
+                key,
+                format!(
+                    "the domain of {a} is not one of provider.domains (other providers check \
+                     it against our managedDomains)"
+                ),
+            );
+        }
+    };
+    check_hosted("provider.service_address", &service_address);
+    let receipt_mailbox = match receipt {
+        Ok(Some(a)) => {
+            check_hosted("provider.receipt_mailbox", &a);
+            a
+        }
+        Ok(None) => service_address.clone(),
+        Err(()) => return None,
+    };
+    Some(ProviderConfig {
+        name: name?,
+        domains,
+        service_address,
+        receipt_mailbox,
+        hostname: hostname?,
+    })
+}
+
+pub(super) fn listen(
+    root: &mut Table,
+    errs: &mut Problems,
+    absent: &mut Vec<String>,
+) -> ListenConfig {
+    let mut sec = Section::take(root, "listen", errs);
+    let defaults = ListenConfig::default();
+    let mut one = |k: &'static str, default: Option<SocketAddr>| match sec.string(k, errs) {
+        None => default,
+        Some(s) if s == "off" => None,
+        Some(s) => match s.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                errs.push(
+                    format!("listen.{k}"),
+                    format!("{s:?} is not \"IP:PORT\" (or \"off\" to disable)"),
+                );
+                default
+            }
+        },
+    };
+    let cfg = ListenConfig {
+        smtp: one("smtp", defaults.smtp),
+        submission: one("submission", defaults.submission),
+        smtps: one("smtps", defaults.smtps),
+        imaps: one("imaps", defaults.imaps),
+        pop3s: one("pop3s", defaults.pop3s),
+        http: one("http", defaults.http),
+    };
+    sec.finish(errs, absent);
+    let all = [
+        ("smtp", cfg.smtp),
+        ("submission", cfg.submission),
+        ("smtps", cfg.smtps),
+        ("imaps", cfg.imaps),
+        ("pop3s", cfg.pop3s),
+        ("http", cfg.http),
+    ];
+    for (i, (ka, a)) in all.iter().enumerate() {
+        for (kb, b) in &all[i + 1..] {
+            let (Some(a), Some(b)) = (a, b) else { continue };
+            // Port 0 asks the OS for a free port, so it never clashes.
+            let overlap = a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified();
+            if a.port() != 0 && a.port() == b.port() && overlap {
+                errs.push(
+                    format!("listen.{kb}"),
+                    format!("{b} clashes with listen.{ka} ({a})"),
+                );
+            }
+        }
+    }
+    cfg
+}
+
+pub(super) fn limits(
+    root: &mut Table,
+    errs: &mut Problems,
+    absent: &mut Vec<String>,
+) -> LimitsConfig {
+    let mut sec = Section::take(root, "limits", errs);
+    let d = LimitsConfig::default();
+    let art12_size = "30 MiB: DM 2/11/2005 art. 12 requires accepting a message whose \
+                      recipients × size is up to 30 MB";
+    let art12_rcpt = "DM 2/11/2005 art. 12 requires accepting at least 50 recipients";
+    let max_message_bytes = sec.uint(
+        "max_message_bytes",
+        d.max_message_bytes,
+        (MIN_MESSAGE_BYTES, MAX_MESSAGE_BYTES_CEILING),
+        art12_size,
+        errs,
+    );
+    let max_recipients = sec.uint(
+        "max_recipients",
+        d.max_recipients.into(),
+        (MIN_RECIPIENTS.into(), MAX_RECIPIENTS_CEILING.into()),
+        art12_rcpt,
+        errs,
+    );
+    let quota = sec.uint(
+        "default_quota_bytes",
+        d.default_quota_bytes,
+        (1, u64::MAX >> 1),
+        "",
+        errs,
+    );
+    let line = sec.uint(
+        "max_line_length",
+        d.max_line_length as u64,
+        (MIN_LINE_LENGTH as u64, MAX_LINE_LENGTH_CEILING as u64),
+        "RFC 5321 §4.5.3.1.6 requires 1000-octet text lines",
+        errs,
+    );
+    let conns = sec.uint(
+        "max_connections_per_ip",
+        d.max_connections_per_ip.into(),
+        (1, 100_000),
+        "",
+        errs,
+    );
+    let timeout = sec.uint(
+        "command_timeout_secs",
+        d.command_timeout_secs,
+        (1, 3600),
+        "",
+        errs,
+    );
+    sec.finish(errs, absent);
+    if let (Some(q), Some(m)) = (quota, max_message_bytes)
+        && q < m
+    {
+        errs.push(
+            "limits.default_quota_bytes",
+            format!("{q} is below limits.max_message_bytes ({m}): a largest message could never be delivered"),
+        );
+    }
+    LimitsConfig {
+        max_message_bytes: max_message_bytes.unwrap_or(d.max_message_bytes),
+        max_recipients: max_recipients
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(d.max_recipients),
+        default_quota_bytes: quota.unwrap_or(d.default_quota_bytes),
+        max_line_length: line
+            .and_then(|v| usize::try_from(v).ok())
+            .unwrap_or(d.max_line_length),
+        max_connections_per_ip: conns
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(d.max_connections_per_ip),
+        command_timeout_secs: timeout.unwrap_or(d.command_timeout_secs),
+    }
+}
+
+pub(super) fn routes(root: &mut Table, errs: &mut Problems) -> BTreeMap<Domain, String> {
+    let mut out = BTreeMap::new();
+    let table = match root.remove("routes") {
+        None => return out,
+        Some(Value::Table(t)) => t,
+        Some(other) => {
+            errs.push(
+                "routes",
+                format!("expected a table [routes], found {}", type_name(&other)),
+            );
+            return out;
+        }
+    };
+    for (k, v) in table {
+        let key = format!("routes.{k:?}");
+        let domain = match Domain::parse(&k) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                errs.push(key.clone(), e.to_string());
+                None
+            }
+        };
+        let target = match v {
+            Value::String(s) => match check_host_port(&s) {
+                Ok(()) => Some(s),
+                Err(e) => {
+                    errs.push(key.clone(), e);
+                    None
+                }
+            },
+            Value::Table(_) => {
+                errs.push(
+                    key.clone(),
+                    "expected \"host:port\", found a table: quote domain keys, e.g. \
+                     \"pec.example.it\" = \"127.0.0.1:2525\"",
+                );
+                None
+            }
+            other => {
+                errs.push(
+                    key.clone(),
+                    format!("expected \"host:port\", found {}", type_name(&other)),
+                );
+                None
+            }
+        };
+        if let (Some(d), Some(t)) = (domain, target)
+            && out.insert(d.clone(), t).is_some()
+        {
+            errs.push(key, format!("{d} is routed twice"));
+        }
+    }
+    out
+}

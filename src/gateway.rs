@@ -1,0 +1,128 @@
+//! The running provider: everything the pipeline roles share, built once from the
+//! validated [`Config`] — the provider identity, the signing key, the trust anchors, the
+//! store, the clock and the limits — plus the helpers that keep CPU-bound and blocking work
+//! (signing, argon2, blob files) off the async executor's threads.
+//!
+//! Owns no protocol and no PEC rule: those are in [`crate::smtp`] and [`crate::pipeline`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::pec::address::{Domain, PecAddress};
+use crate::pec::compose::ProviderIdentity;
+use crate::pec::daticert::TipoDestinatario;
+use crate::pec::smime::{Signer, TrustAnchors};
+use crate::pipeline::checks::Limits;
+use crate::store::{Blob, Store, StoreError, StoreOptions};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("opening the store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Size × recipients allowed per message when the config does not say more: the
+/// market practice the rules digest cites (Aruba: 100 MB), never below the legal 30 MB.
+pub const DEFAULT_MAX_TOTAL_BYTES: u64 = 100 * 1024 * 1024;
+
+/// The shared state of a running provider.
+pub struct Gateway {
+    pub config: Arc<Config>,
+    pub identity: ProviderIdentity,
+    pub signer: Arc<Signer>,
+    pub trust: Option<Arc<TrustAnchors>>,
+    pub store: Store,
+    pub clock: SharedClock,
+    pub limits: Limits,
+    /// Wakes the queue workers when new work is committed.
+    pub work: Notify,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").field("provider", &self.identity.name).finish()
+    }
+}
+
+impl Gateway {
+    /// Loads the keys, opens the store (with the signer for trace checkpoints).
+    pub fn open(config: Config, clock: SharedClock) -> Result<Arc<Self>, GatewayError> {
+        let signer = Arc::new(config.load_signer()?);
+        let trust = config.load_trust()?.map(Arc::new);
+        let options = StoreOptions {
+            group_commit: config.store.group_commit,
+            clock: clock.clone(),
+            signer: Some(signer.clone()),
+            checkpoint_every: config.trace.checkpoint_every,
+            checkpoint_interval: Duration::from_secs(config.trace.checkpoint_interval_secs),
+            retention_months: config.trace.retention_months,
+            domains: config.provider.domains.clone(),
+            default_quota_bytes: config.limits.default_quota_bytes,
+            ..StoreOptions::default()
+        };
+        let store = Store::open(&config.store.dir, options)?;
+        let identity = ProviderIdentity {
+            name: config.provider.name.clone(),
+            service_address: config.provider.service_address.clone(),
+            host: config.provider.hostname.clone(),
+        };
+        let limits = Limits {
+            max_message_bytes: config.limits.max_message_bytes,
+            max_total_bytes: DEFAULT_MAX_TOTAL_BYTES.max(config.limits.max_message_bytes),
+            max_recipients: config.limits.max_recipients as usize,
+        };
+        Ok(Arc::new(Self {
+            config: Arc::new(config),
+            identity,
+            signer,
+            trust,
+            store,
+            clock,
+            limits,
+            work: Notify::new(),
+        }))
+    }
+
+    /// A domain this gateway serves.
+    pub fn is_local(&self, domain: &Domain) -> bool {
+        self.config.provider.domains.iter().any(|d| d == domain)
+    }
+
+    /// `certificato` for PEC domains, `esterno` for the rest (rule §6.1 item 4). Today the
+    /// PEC domains known are ours; the provider index adds the other providers' ones.
+    pub fn classify_recipient(&self, addr: &PecAddress) -> TipoDestinatario {
+        if self.is_local(addr.domain()) {
+            TipoDestinatario::Certificato
+        } else {
+            TipoDestinatario::Esterno
+        }
+    }
+
+    /// Runs CPU-bound or blocking work (signing, argon2, file I/O) on the blocking pool.
+    pub async fn blocking<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        match tokio::task::spawn_blocking(f).await {
+            Ok(v) => v,
+            // The closure panicked: propagate, as if it had run here.
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+
+    /// Writes a blob durably (file and directory fsynced) off the executor.
+    pub async fn put_blob(&self, bytes: Arc<Vec<u8>>) -> Result<Blob, StoreError> {
+        let store = self.store.clone();
+        self.blocking(move || store.blobs().put(&bytes)).await
+    }
+
+    /// Reads a blob off the executor.
+    pub async fn read_blob(&self, id: crate::store::BlobId) -> Result<Vec<u8>, StoreError> {
+        let store = self.store.clone();
+        self.blocking(move || store.blobs().read(&id)).await
+    }
+}

@@ -1,0 +1,250 @@
+//! The access point (*punto di accesso*, digest §6.1): where a user's message becomes a
+//! certified one.
+//!
+//! For each message submitted over an authenticated TLS session it runs the formal checks
+//! ([`super::checks`]); a refused message gets the signed non-acceptance notice in the
+//! sender's INBOX and a 5xx naming the reason. An accepted one gets its PEC identifier, the
+//! signed transport envelope and the signed acceptance receipt; then **one durable commit**
+//! stores the acceptance in the sender's INBOX, queues the envelope for every recipient
+//! domain (ours included: local recipients take the same incoming → delivery path, without
+//! a network hop), arms the 12 h / 24 h deadlines of every certified recipient and writes
+//! the trace records. Only then does SMTP answer 250 (rule: accepted means durable; the
+//! acceptance receipt is the answer to the act of sending).
+//!
+//! Signing and blob files run on the blocking pool, never on the executor.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use jiff::SignedDuration;
+
+use super::checks::{self, Checked, Refusal};
+use crate::gateway::Gateway;
+use crate::pec::address::{Domain, PecAddress};
+use crate::pec::compose::Certification;
+use crate::pec::daticert::{Destinatario, TipoDestinatario, TipoRicevuta};
+use crate::pec::envelope;
+use crate::pec::ids;
+use crate::pec::receipt::{self, Notice};
+use crate::pec::time::PecTime;
+use crate::smtp::server::{Backend, SmtpReply};
+use crate::smtp::session::Envelope;
+use crate::store::{Batch, Delivery, NewQueueItem, PendingEntry, StoreError};
+use crate::store::pending::Awaiting;
+use crate::trace::{EventKind, TraceEvent};
+
+/// 12 and 24 hours: the timeout notices of rule §6.4.
+pub const DEADLINE_12H: SignedDuration = SignedDuration::from_hours(12);
+pub const DEADLINE_24H: SignedDuration = SignedDuration::from_hours(24);
+
+/// The SMTP backend of the submission listeners (465, 587).
+#[derive(Debug, Clone)]
+pub struct AccessPoint(pub Arc<Gateway>);
+
+impl Backend for AccessPoint {
+    async fn authenticate(&self, username: String, password: String, peer: SocketAddr) -> Option<String> {
+        authenticate(&self.0, username, password, peer, "smtp").await
+    }
+
+    async fn message(&self, envelope: Envelope, _peer: SocketAddr) -> SmtpReply {
+        match submit(&self.0, envelope).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "submission failed before it was accepted");
+                SmtpReply::new(451, "4.3.0", format!("Temporary failure, message not accepted: {e}"))
+            }
+        }
+    }
+}
+
+/// Checks a mailbox password (argon2id, off the executor). Failures are traced.
+pub async fn authenticate(gw: &Arc<Gateway>, username: String, password: String, peer: SocketAddr, protocol: &str) -> Option<String> {
+    let addr = PecAddress::parse(&username).ok()?;
+    let store = gw.store.clone();
+    let a = addr.clone();
+    let ok = gw
+        .blocking(move || store.verify_password(&a, &crate::store::mailbox::Password::new(password)))
+        .await
+        .unwrap_or(false);
+    if ok {
+        return Some(addr.to_string());
+    }
+    let ev = TraceEvent::new(EventKind::LoginFailed, gw.clock.now())
+        .sender(addr.to_string())
+        .detail(format!("{protocol} authentication failed from {}", peer.ip()));
+    if let Err(e) = gw.store.commit_async(Batch::new().trace(ev)).await {
+        tracing::warn!(error = %e, "could not record a failed login");
+    }
+    None
+}
+
+fn certification(gw: &Gateway, checked: &Checked, identificativo: String) -> Certification {
+    Certification {
+        mittente: checked.sender.to_string(),
+        destinatari: checked
+            .recipients
+            .iter()
+            .map(|r| Destinatario { address: r.to_string(), tipo: gw.classify_recipient(r) })
+            .collect(),
+        risposte: checked.risposte.clone(),
+        oggetto: checked.subject.clone(),
+        identificativo,
+        msgid: checked.client_msgid.clone(),
+        ricevuta: checked.ricevuta,
+    }
+}
+
+/// Processes one submitted message; the reply is 250 only after the durable commit.
+pub async fn submit(gw: &Arc<Gateway>, env: Envelope) -> Result<SmtpReply, StoreError> {
+    let now = gw.clock.now();
+    let at = PecTime::italian(now);
+    let data = Arc::new(env.data);
+    let checked = checks::check(&env.mail_from, &env.rcpt_to, &data, &gw.limits);
+    let identificativo = ids::new_identificativo(&at, &gw.identity.host);
+    match checked {
+        Err(refusal) => refuse(gw, &env.mail_from, &env.rcpt_to, &data, refusal, identificativo, at).await,
+        Ok(checked) => accept(gw, checked, data, identificativo, at).await,
+    }
+}
+
+async fn accept(gw: &Arc<Gateway>, checked: Checked, data: Arc<Vec<u8>>, ident: String, at: PecTime) -> Result<SmtpReply, StoreError> {
+    let now = at.timestamp().unwrap_or_else(|| gw.clock.now());
+    let cert = certification(gw, &checked, ident.clone());
+    let (g, c, d) = (gw.clone(), cert.clone(), data.clone());
+    let built = gw
+        .blocking(move || -> Result<_, crate::pec::smime::SmimeError> {
+            let env = envelope::transport(&g.identity, &g.signer, &c, &d, at)?;
+            let acc = receipt::build(&g.identity, &g.signer, &c, Notice::Accettazione, at)?;
+            Ok((env, acc))
+        })
+        .await;
+    let (transport, acceptance) = match built {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::error!(error = %e, "signing failed");
+            return Ok(SmtpReply::new(451, "4.3.0", "Temporary failure while signing, message not accepted"));
+        }
+    };
+    let env_bytes = Arc::new(transport.message.bytes);
+    let env_blob = gw.put_blob(env_bytes.clone()).await?;
+    let acc_blob = gw.put_blob(Arc::new(acceptance.bytes)).await?;
+
+    let bare_msgid = checked.client_msgid.as_deref().map(|m| ids::bare(m).to_string());
+    let base = |kind| {
+        let mut e = TraceEvent::new(kind, now).ident(ident.clone()).sender(checked.sender.to_string()).subject(checked.subject.clone());
+        if let Some(m) = &bare_msgid {
+            e = e.msgid(m.clone());
+        }
+        e.recipients = checked.recipients.iter().map(ToString::to_string).collect();
+        e
+    };
+    let mut accepted = base(EventKind::SubmissionAccepted).message_bytes(&data).detail("formal checks passed; acceptance receipt issued");
+    accepted.related = vec![acceptance.message_id.clone(), ident.clone()];
+    let created = base(EventKind::EnvelopeCreated).message_bytes(&env_bytes);
+
+    let mut sender_copy = Delivery::inbox(checked.sender.clone(), acc_blob, now);
+    // The receipt is the sender's evidence: it is stored even past the quota.
+    sender_copy.enforce_quota = false;
+    let mut batch = Batch::new().deliver(sender_copy).trace(accepted).trace(created);
+
+    // One queue item per recipient domain: the transaction the next hop sees.
+    let mut by_domain: Vec<(Domain, Vec<String>)> = Vec::new();
+    for r in &checked.recipients {
+        match by_domain.iter_mut().find(|(d, _)| d == r.domain()) {
+            Some((_, v)) => v.push(r.to_string()),
+            None => by_domain.push((r.domain().clone(), vec![r.to_string()])),
+        }
+    }
+    for (domain, rcpts) in by_domain {
+        batch = batch.enqueue(NewQueueItem {
+            domain,
+            mail_from: checked.sender.to_string(),
+            rcpt_to: rcpts,
+            blob: env_blob.clone(),
+            ident: Some(ident.clone()),
+            next_attempt: now,
+        });
+    }
+    for r in &checked.recipients {
+        if gw.classify_recipient(r) == TipoDestinatario::Certificato {
+            batch = batch.pending_put(PendingEntry {
+                ident: ident.clone(),
+                recipient: r.to_string(),
+                awaiting: Awaiting::TakeCharge,
+                sender: checked.sender.to_string(),
+                msgid: bare_msgid.clone(),
+                subject: Some(checked.subject.clone()),
+                sent_at: now,
+                deadline_12h: now.checked_add(DEADLINE_12H).unwrap_or(now),
+                deadline_24h: now.checked_add(DEADLINE_24H).unwrap_or(now),
+                notice_12h_sent: false,
+            });
+        }
+    }
+    gw.store.commit_async(batch).await?;
+    gw.work.notify_waiters();
+    tracing::info!(%ident, sender = %checked.sender, recipients = checked.recipients.len(), "message accepted");
+    Ok(SmtpReply::new(250, "2.0.0", format!("Accepted, identificativo {ident}")))
+}
+
+async fn refuse(
+    gw: &Arc<Gateway>,
+    mail_from: &str,
+    rcpt_to: &[String],
+    data: &[u8],
+    refusal: Refusal,
+    ident: String,
+    at: PecTime,
+) -> Result<SmtpReply, StoreError> {
+    let now = at.timestamp().unwrap_or_else(|| gw.clock.now());
+    let reply = SmtpReply::new(refusal.code, refusal.enhanced, format!("Message not accepted: {}", refusal.reason));
+    // The session only lets the authenticated mailbox be the reverse-path, so the notice
+    // goes to a mailbox of ours.
+    let Ok(sender) = PecAddress::parse(mail_from) else { return Ok(reply) };
+    let crlf = crate::pec::mime::to_crlf(data);
+    let (headers, _) = crate::pec::mime::split_header_body(&crlf);
+    let cert = Certification {
+        mittente: sender.to_string(),
+        destinatari: rcpt_to
+            .iter()
+            .filter_map(|r| PecAddress::parse(r).ok())
+            .map(|r| Destinatario { address: r.to_string(), tipo: gw.classify_recipient(&r) })
+            .collect(),
+        risposte: sender.to_string(),
+        oggetto: envelope::decoded_subject(headers),
+        identificativo: ident.clone(),
+        msgid: crate::pec::mime::header_value(headers, "message-id").map(|m| ids::bracketed(&m)),
+        ricevuta: TipoRicevuta::Completa,
+    };
+    if cert.destinatari.is_empty() {
+        return Ok(reply);
+    }
+    let (g, c, reason) = (gw.clone(), cert.clone(), refusal.reason.clone());
+    let notice = gw
+        .blocking(move || receipt::build(&g.identity, &g.signer, &c, Notice::NonAccettazione { reason: &reason }, at))
+        .await;
+    let notice = match notice {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!(error = %e, "signing the non-acceptance notice failed");
+            return Ok(reply);
+        }
+    };
+    let blob = gw.put_blob(Arc::new(notice.bytes)).await?;
+    let mut d = Delivery::inbox(sender.clone(), blob, now);
+    d.enforce_quota = false;
+    let mut ev = TraceEvent::new(EventKind::SubmissionRefused, now)
+        .ident(ident)
+        .sender(sender.to_string())
+        .subject(cert.oggetto.clone())
+        .detail(refusal.reason.clone())
+        .message_bytes(data);
+    ev.recipients = cert.destinatari.iter().map(|d| d.address.clone()).collect();
+    ev.related = vec![notice.message_id.clone()];
+    if let Some(m) = &cert.msgid {
+        ev = ev.msgid(ids::bare(m).to_string());
+    }
+    gw.store.commit_async(Batch::new().deliver(d).trace(ev)).await?;
+    tracing::info!(sender = %sender, reason = %refusal.reason, "message not accepted");
+    Ok(reply)
+}

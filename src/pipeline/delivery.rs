@@ -1,0 +1,245 @@
+//! The incoming and delivery points for recipients of our own domains (digest §6.2, §6.3,
+//! RFC 6109 §3.4: same-domain traffic takes the full path, only without a network hop).
+//!
+//! A worker takes the queued envelopes addressed to our domains. For each transaction it
+//! acts as the incoming point — verifies the envelope's signature and signer, issues the
+//! signed take-charge receipt to the sending provider's service mailbox (ours) — and then as
+//! the delivery point: stores the envelope in each recipient's INBOX and, in the **same
+//! commit**, the signed delivery receipt (completa, breve or sintetica per the §4.10 table)
+//! in the sender's INBOX; or the non-delivery notice when the mailbox does not exist or is
+//! full.
+//!
+//! Exactly once: every step carries an idempotency key in its commit
+//! (`takecharge:<id>:<queue item>`, `deliver:<id>:<recipient>`), so a crash and a retry
+//! never store a message twice nor issue a second receipt.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::gateway::Gateway;
+use crate::pec::address::PecAddress;
+use crate::pec::classify::{Kind, classify};
+use crate::pec::compose::{BuiltMessage, Certification};
+use crate::pec::daticert::{Errore, Tipo};
+use crate::pec::mime;
+use crate::pec::receipt::{self, Notice, delivery_form};
+use crate::pec::smime::{self, SmimeError};
+use crate::pec::time::PecTime;
+use crate::store::{Batch, Delivery, QueueItem, StoreError};
+use crate::store::pending::Awaiting;
+use crate::trace::{EventKind, TraceEvent};
+
+/// Why a queued transaction could not be processed now (it is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("signing: {0}")]
+    Sign(#[from] SmimeError),
+    #[error("the queued envelope is not valid PEC: {0}")]
+    Invalid(String),
+}
+
+/// Runs the local worker until `shutdown` turns true.
+pub async fn run(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let notified = gw.work.notified();
+        let now = gw.clock.now();
+        let due = match gw.store.queue_due(now, 64) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the queue");
+                Vec::new()
+            }
+        };
+        let mine: Vec<QueueItem> = due.into_iter().filter(|i| gw.is_local(&i.domain)).collect();
+        let busy = !mine.is_empty();
+        for item in mine {
+            let id = item.id;
+            if let Err(e) = process(&gw, &item).await {
+                tracing::warn!(queue_item = id, error = %e, "local delivery deferred");
+                let next = now.checked_add(jiff::SignedDuration::from_secs(60)).unwrap_or(now);
+                if let Err(e) = gw.store.commit_async(Batch::new().queue_retry(id, next, e.to_string())).await {
+                    tracing::error!(error = %e, "could not reschedule queue item {id}");
+                }
+            }
+        }
+        if busy {
+            continue;
+        }
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+    }
+}
+
+/// Builds and signs a receipt on the blocking pool. `make` receives owned data and
+/// builds the borrowed [`Notice`] there, so nothing outlives the call.
+async fn sign<T: Send + 'static>(
+    gw: &Arc<Gateway>,
+    cert: &Certification,
+    owned: T,
+    make: fn(&T) -> Notice<'_>,
+    at: PecTime,
+) -> Result<BuiltMessage, SmimeError> {
+    let (g, c) = (gw.clone(), cert.clone());
+    gw.blocking(move || receipt::build(&g.identity, &g.signer, &c, make(&owned), at)).await
+}
+
+/// One queued transaction for our own domain.
+pub async fn process(gw: &Arc<Gateway>, item: &QueueItem) -> Result<(), DeliveryError> {
+    let bytes = Arc::new(gw.read_blob(item.blob.clone()).await?);
+    // Incoming point: signature valid, signer ours (the only provider trusted for a local
+    // hop), a transport envelope with its daticert.
+    let (g, b) = (gw.clone(), bytes.clone());
+    let check = gw.blocking(move || smime::verify_message(&b, g.trust.as_deref())).await;
+    let ours = check
+        .signer
+        .as_ref()
+        .is_some_and(|s| gw.signer.certificate().digest(openssl::hash::MessageDigest::sha256()).map(hex::encode_upper).ok().as_deref() == Some(s.sha256.as_str()));
+    if !check.valid || !ours || check.chain_ok == Some(false) {
+        return Err(DeliveryError::Invalid(check.reason.unwrap_or_else(|| "signer is not this provider".into())));
+    }
+    let c = classify(&bytes).map_err(|e| DeliveryError::Invalid(e.to_string()))?;
+    let daticert = match (&c.kind, c.daticert) {
+        (Kind::TransportEnvelope, Some(Ok(d))) if d.tipo == Tipo::PostaCertificata => d,
+        _ => return Err(DeliveryError::Invalid("not a transport envelope".into())),
+    };
+    let cert = Certification::from_daticert(&daticert);
+    let postacert = Arc::new(c.postacert.unwrap_or_default());
+    let ident = cert.identificativo.clone();
+    let sender = PecAddress::parse(&cert.mittente).map_err(|e| DeliveryError::Invalid(e.to_string()))?;
+
+    // Take-charge receipt to the sending provider's service mailbox: one per transaction.
+    let tc_key = format!("takecharge:{ident}:{}", item.id);
+    if !gw.store.is_claimed(&tc_key)? {
+        let now = gw.clock.now();
+        let at = PecTime::italian(now);
+        let owned = (item.rcpt_to.clone(), gw.config.provider.receipt_mailbox.to_string());
+        let tc = sign(gw, &cert, owned, |(r, to)| Notice::PresaInCarico { ricezione: r, to }, at).await?;
+        let blob = gw.put_blob(Arc::new(tc.bytes)).await?;
+        let mut d = Delivery::inbox(gw.config.provider.receipt_mailbox.clone(), blob, now);
+        d.enforce_quota = false;
+        let mut ev = event(EventKind::TakeChargeSent, now, &cert, item.rcpt_to.clone());
+        ev.related = vec![tc.message_id];
+        let mut batch = Batch::new().claim(tc_key).deliver(d).trace(ev);
+        for r in &item.rcpt_to {
+            if let Some(mut p) = gw.store.pending(&ident, r)? {
+                p.awaiting = Awaiting::DeliveryReceipt;
+                batch = batch.pending_put(p);
+            }
+        }
+        gw.store.commit_async(batch).await?;
+    }
+
+    // Delivery point, recipient by recipient.
+    let (orig_headers, _) = mime::split_header_body(&postacert);
+    let cc_only: Vec<bool> = item.rcpt_to.iter().map(|r| only_in_cc(orig_headers, r)).collect();
+    for (rcpt, cc) in item.rcpt_to.iter().zip(cc_only) {
+        let key = format!("deliver:{ident}:{}", rcpt.to_ascii_lowercase());
+        if gw.store.is_claimed(&key)? {
+            continue;
+        }
+        deliver_one(gw, &cert, &bytes, &postacert, &sender, rcpt, cc, key).await?;
+    }
+    gw.store.commit_async(Batch::new().queue_done(item.id)).await?;
+    Ok(())
+}
+
+fn event(kind: EventKind, now: jiff::Timestamp, cert: &Certification, recipients: Vec<String>) -> TraceEvent {
+    let mut e = TraceEvent::new(kind, now)
+        .ident(cert.identificativo.clone())
+        .sender(cert.mittente.clone())
+        .subject(cert.oggetto.clone());
+    if let Some(m) = &cert.msgid {
+        e = e.msgid(crate::pec::ids::bare(m).to_string());
+    }
+    e.recipients = recipients;
+    e
+}
+
+/// A recipient listed in `Cc:` and not in `To:` of the original (gets sintetica).
+fn only_in_cc(headers: &[u8], rcpt: &str) -> bool {
+    let list = |name| {
+        mime::header_value(headers, name)
+            .map(|v| v.to_ascii_lowercase())
+            .unwrap_or_default()
+    };
+    let r = rcpt.to_ascii_lowercase();
+    let contains = |field: &str| field.split([',', '<', '>', ' ', ';']).any(|t| t.trim() == r);
+    contains(&list("cc")) && !contains(&list("to"))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn deliver_one(
+    gw: &Arc<Gateway>,
+    cert: &Certification,
+    envelope: &Arc<Vec<u8>>,
+    postacert: &Arc<Vec<u8>>,
+    sender: &PecAddress,
+    rcpt: &str,
+    cc_only: bool,
+    key: String,
+) -> Result<(), DeliveryError> {
+    let now = gw.clock.now();
+    let at = PecTime::italian(now);
+    let form = delivery_form(cert.ricevuta, cc_only);
+    let rcpt_addr = PecAddress::parse(rcpt).map_err(|e| DeliveryError::Invalid(e.to_string()))?;
+    let env_blob = gw.put_blob(envelope.clone()).await?;
+
+    let owned = (rcpt.to_string(), form, postacert.clone());
+    let ok = sign(gw, cert, owned, |(c, f, p)| Notice::AvvenutaConsegna { consegna: c, form: *f, postacert: Some(p) }, at).await?;
+    let receipt_blob = gw.put_blob(Arc::new(ok.bytes)).await?;
+    let mut to_sender = Delivery::inbox(sender.clone(), receipt_blob, now);
+    to_sender.enforce_quota = false;
+    let mut delivered = event(EventKind::Delivered, now, cert, vec![rcpt.to_string()]).message_bytes(envelope);
+    delivered.detail = Some(format!("stored in INBOX; delivery receipt {form}"));
+    let mut sent = event(EventKind::DeliveryReceiptSent, now, cert, vec![rcpt.to_string()]);
+    sent.related = vec![ok.message_id];
+    let batch = Batch::new()
+        .claim(key.clone())
+        .deliver(Delivery::inbox(rcpt_addr.clone(), env_blob, now))
+        .deliver(to_sender)
+        .trace(delivered)
+        .trace(sent)
+        .pending_resolve(cert.identificativo.clone(), rcpt.to_string());
+    let failure = match gw.store.commit_async(batch).await {
+        Ok(_) => return Ok(()),
+        Err(StoreError::AlreadyClaimed(_)) => return Ok(()),
+        Err(StoreError::NoSuchMailbox(m)) if m.eq_ignore_ascii_case(&rcpt_addr.to_string()) || m.eq_ignore_ascii_case(&rcpt_addr.key()) => {
+            (Errore::NoDest, format!("5.1.1 - {} - casella inesistente: {rcpt}", gw.identity.name))
+        }
+        Err(StoreError::QuotaExceeded { mailbox, .. }) if mailbox.eq_ignore_ascii_case(&rcpt_addr.key()) || mailbox.eq_ignore_ascii_case(rcpt) => {
+            (Errore::Altro, format!("5.2.2 - {} - casella piena: {rcpt}", gw.identity.name))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // Non-delivery notice (#10) to the sender, once.
+    let (errore, esteso) = failure;
+    let owned = (rcpt.to_string(), errore, esteso.clone());
+    let ko = sign(gw, cert, owned, |(c, e, x)| Notice::ErroreConsegna { consegna: c, errore: *e, errore_esteso: x }, at).await?;
+    let blob = gw.put_blob(Arc::new(ko.bytes)).await?;
+    let mut to_sender = Delivery::inbox(sender.clone(), blob, now);
+    to_sender.enforce_quota = false;
+    let mut failed = event(EventKind::DeliveryFailed, now, cert, vec![rcpt.to_string()]);
+    failed.detail = Some(esteso);
+    let mut notice = event(EventKind::NonDeliverySent, now, cert, vec![rcpt.to_string()]);
+    notice.related = vec![ko.message_id];
+    let batch = Batch::new()
+        .claim(key)
+        .deliver(to_sender)
+        .trace(failed)
+        .trace(notice)
+        .pending_resolve(cert.identificativo.clone(), rcpt.to_string());
+    match gw.store.commit_async(batch).await {
+        Ok(_) | Err(StoreError::AlreadyClaimed(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,168 @@
+//! A [`Batch`]: the operations of one step of the pipeline, applied all-or-nothing in
+//! one transaction by the committer, durable when [`crate::store::Store::commit`]
+//! returns. Typical delivery step:
+//!
+//! ```ignore
+//! let blob = store.blobs().put(&bytes)?;                  // durable file first
+//! let applied = store.commit(
+//!     Batch::new()
+//!         .claim(format!("deliver:{ident}:{rcpt}"))      // never twice
+//!         .deliver(Delivery::inbox(rcpt.clone(), blob.clone(), now))
+//!         .trace(TraceEvent::new(EventKind::Delivered, now).ident(ident)...)
+//!         .trace(TraceEvent::new(EventKind::DeliveryReceiptSent, now)...),
+//! )?;
+//! ```
+//!
+//! If any operation fails (quota exceeded, key already claimed, unknown mailbox...), none
+//! is applied and the error says which.
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use super::blobs::BlobId;
+use super::mailbox::{MailboxOptions, MailboxRecord};
+use super::messages::{Delivered, Delivery};
+use super::pending::PendingEntry;
+use super::queue::NewQueueItem;
+use crate::pec::address::PecAddress;
+use crate::trace::{Checkpoint, TraceEvent};
+
+/// Operations; built through the [`Batch`] methods.
+#[derive(Debug, Clone)]
+pub(crate) enum Op {
+    Claim(String),
+    Deliver(Delivery),
+    Trace(TraceEvent),
+    Enqueue(NewQueueItem),
+    QueueRetry { id: u64, next_attempt: Timestamp, error: String },
+    QueueDone { id: u64 },
+    PendingPut(PendingEntry),
+    PendingNotice12h { ident: String, recipient: String },
+    PendingResolve { ident: String, recipient: String },
+    MailboxAdd(MailboxRecord),
+    MailboxUpdate { address: PecAddress, password_hash: Option<String>, quota: Option<u64>, options: Option<MailboxOptions> },
+    MailboxDelete(PecAddress),
+    FolderCreate { mailbox: PecAddress, name: String },
+    FolderRename { mailbox: PecAddress, from: String, to: String },
+    FolderDelete { mailbox: PecAddress, name: String },
+    SetFlags { mailbox: PecAddress, folder: String, uid: u32, flags: Vec<String> },
+    Expunge { mailbox: PecAddress, folder: String, uid: u32 },
+    // Internal, produced by the committer's expansion step and the purge.
+    BlobUnref(BlobId),
+    Raw { tree: usize, key: Vec<u8>, value: Option<Vec<u8>> },
+    Checkpoint(Checkpoint),
+    SetAnchor(Checkpoint),
+}
+
+/// The operations of one atomic step.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    pub(crate) ops: Vec<Op>,
+}
+
+impl Batch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Fails the whole batch with `AlreadyClaimed` if `key` was claimed before;
+    /// otherwise claims it together with the rest of the batch.
+    pub fn claim(mut self, key: impl Into<String>) -> Self {
+        self.ops.push(Op::Claim(key.into()));
+        self
+    }
+
+    /// Stores a message in a mailbox folder (quota checked and usage updated atomically).
+    pub fn deliver(mut self, d: Delivery) -> Self {
+        self.ops.push(Op::Deliver(d));
+        self
+    }
+
+    /// Appends a trace record (its seq and hashes are given by the committer).
+    pub fn trace(mut self, e: TraceEvent) -> Self {
+        self.ops.push(Op::Trace(e));
+        self
+    }
+
+    /// Adds an item to the outbound queue (its id is in [`Applied::queued`]).
+    pub fn enqueue(mut self, item: NewQueueItem) -> Self {
+        self.ops.push(Op::Enqueue(item));
+        self
+    }
+
+    /// Records a failed attempt and the next one.
+    pub fn queue_retry(mut self, id: u64, next_attempt: Timestamp, error: impl Into<String>) -> Self {
+        self.ops.push(Op::QueueRetry { id, next_attempt, error: error.into() });
+        self
+    }
+
+    /// Removes a queue item (relayed, or given up).
+    pub fn queue_done(mut self, id: u64) -> Self {
+        self.ops.push(Op::QueueDone { id });
+        self
+    }
+
+    /// Inserts or replaces a pending-receipt entry.
+    pub fn pending_put(mut self, e: PendingEntry) -> Self {
+        self.ops.push(Op::PendingPut(e));
+        self
+    }
+
+    /// Marks the 12 h notice as sent: the entry is next due at its 24 h deadline.
+    pub fn pending_notice_12h(mut self, ident: impl Into<String>, recipient: impl Into<String>) -> Self {
+        self.ops.push(Op::PendingNotice12h { ident: ident.into(), recipient: recipient.into() });
+        self
+    }
+
+    /// Removes a pending entry (the receipt arrived, or the 24 h notice was sent).
+    pub fn pending_resolve(mut self, ident: impl Into<String>, recipient: impl Into<String>) -> Self {
+        self.ops.push(Op::PendingResolve { ident: ident.into(), recipient: recipient.into() });
+        self
+    }
+
+    pub fn create_folder(mut self, mailbox: PecAddress, name: impl Into<String>) -> Self {
+        self.ops.push(Op::FolderCreate { mailbox, name: name.into() });
+        self
+    }
+
+    pub fn rename_folder(mut self, mailbox: PecAddress, from: impl Into<String>, to: impl Into<String>) -> Self {
+        self.ops.push(Op::FolderRename { mailbox, from: from.into(), to: to.into() });
+        self
+    }
+
+    /// Deletes a folder and its messages.
+    pub fn delete_folder(mut self, mailbox: PecAddress, name: impl Into<String>) -> Self {
+        self.ops.push(Op::FolderDelete { mailbox, name: name.into() });
+        self
+    }
+
+    pub fn set_flags(mut self, mailbox: PecAddress, folder: impl Into<String>, uid: u32, flags: Vec<String>) -> Self {
+        self.ops.push(Op::SetFlags { mailbox, folder: folder.into(), uid, flags });
+        self
+    }
+
+    /// Removes one message (usage and blob reference updated).
+    pub fn expunge(mut self, mailbox: PecAddress, folder: impl Into<String>, uid: u32) -> Self {
+        self.ops.push(Op::Expunge { mailbox, folder: folder.into(), uid });
+        self
+    }
+
+    pub(crate) fn push(mut self, op: Op) -> Self {
+        self.ops.push(op);
+        self
+    }
+}
+
+/// What a committed batch produced, in operation order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Applied {
+    pub delivered: Vec<Delivered>,
+    /// `(seq, hash)` of each trace record appended.
+    pub trace: Vec<(u64, String)>,
+    /// Ids of the queue items added.
+    pub queued: Vec<u64>,
+}

@@ -1,0 +1,339 @@
+//! Message bodies as content-addressed files: `blobs/ab/cd/abcd…` named by the lower-case
+//! hex SHA-256 of the content, two levels of fan-out.
+//!
+//! Invariant (crash safety): a blob file is complete and durable **before** any record
+//! refers to it. A writer streams into `blobs/tmp/`, fsyncs the file, renames it to its
+//! final name and fsyncs the directory; only then can the id go into a commit. A crash
+//! can therefore leave only unreferenced files behind; [`BlobStore::sweep`] (run at open)
+//! removes those older than a grace period. This module never touches the sled trees.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use openssl::sha::Sha256;
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+
+/// The id of a blob: lower-case hex SHA-256 of its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct BlobId(String);
+
+impl BlobId {
+    pub fn parse(s: &str) -> Result<Self, StoreError> {
+        if s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            Ok(Self(s.to_string()))
+        } else {
+            Err(StoreError::BadBlobId(s.to_string()))
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    pub fn of(bytes: &[u8]) -> Self {
+        let mut h = Sha256::new();
+        h.update(bytes);
+        Self(hex::encode(h.finish()))
+    }
+}
+
+impl TryFrom<String> for BlobId {
+    type Error = StoreError;
+    fn try_from(s: String) -> Result<Self, StoreError> {
+        Self::parse(&s)
+    }
+}
+impl From<BlobId> for String {
+    fn from(b: BlobId) -> String {
+        b.0
+    }
+}
+impl std::fmt::Display for BlobId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A blob durably written and ready to be referenced by a commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Blob {
+    pub id: BlobId,
+    pub size: u64,
+}
+
+/// What a sweep did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SweepStats {
+    pub kept: u64,
+    pub removed: u64,
+    pub removed_tmp: u64,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io { path: path.to_path_buf(), source }
+}
+
+fn sync_dir(path: &Path) -> Result<(), StoreError> {
+    File::open(path).and_then(|d| d.sync_all()).map_err(io_err(path))
+}
+
+/// Creates `path` (one level) if missing and makes its entry durable in the parent.
+fn ensure_dir(path: &Path) -> Result<(), StoreError> {
+    if path.is_dir() {
+        return Ok(());
+    }
+    match fs::create_dir(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(io_err(path)(e)),
+    }
+    if let Some(parent) = path.parent() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The blob directory.
+#[derive(Debug, Clone)]
+pub struct BlobStore {
+    root: PathBuf,
+}
+
+impl BlobStore {
+    pub(crate) fn open(root: PathBuf) -> Result<Self, StoreError> {
+        fs::create_dir_all(root.join("tmp")).map_err(io_err(&root))?;
+        Ok(Self { root })
+    }
+
+    /// Where the blob `id` lives.
+    pub fn path(&self, id: &BlobId) -> PathBuf {
+        let s = id.as_str();
+        self.root.join(&s[0..2]).join(&s[2..4]).join(s)
+    }
+
+    /// Writes `bytes` (no copy is made) and returns its id once durable. If the same
+    /// content is already stored, its modification time is refreshed instead (so that a
+    /// sweep's grace period protects it until it is referenced).
+    pub fn put(&self, bytes: &[u8]) -> Result<Blob, StoreError> {
+        let id = BlobId::of(bytes);
+        let path = self.path(&id);
+        if let Ok(f) = OpenOptions::new().write(true).open(&path) {
+            f.set_modified(SystemTime::now()).map_err(io_err(&path))?;
+            return Ok(Blob { id, size: bytes.len() as u64 });
+        }
+        let mut w = self.writer()?;
+        w.write_all(bytes).map_err(io_err(&w.tmp))?;
+        w.finish()
+    }
+
+    /// A streaming writer (for large messages: nothing is held in memory).
+    pub fn writer(&self) -> Result<BlobWriter, StoreError> {
+        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let tmp = self.root.join("tmp").join(format!("{}-{n}-{nanos}", std::process::id()));
+        let file = OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(io_err(&tmp))?;
+        Ok(BlobWriter {
+            file: io::BufWriter::with_capacity(64 * 1024, file),
+            tmp,
+            hasher: Sha256::new(),
+            size: 0,
+            store: self.clone(),
+        })
+    }
+
+    /// The whole blob.
+    pub fn read(&self, id: &BlobId) -> Result<Vec<u8>, StoreError> {
+        let mut v = Vec::new();
+        self.open_blob(id)?.read_to_end(&mut v).map_err(io_err(&self.path(id)))?;
+        Ok(v)
+    }
+
+    /// The blob as a file, for streaming reads.
+    pub fn open_blob(&self, id: &BlobId) -> Result<File, StoreError> {
+        let p = self.path(id);
+        File::open(&p).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                StoreError::BlobMissing(id.clone())
+            } else {
+                io_err(&p)(e)
+            }
+        })
+    }
+
+    pub fn exists(&self, id: &BlobId) -> bool {
+        self.path(id).is_file()
+    }
+
+    /// Every blob id present on disk.
+    pub fn list(&self) -> Result<Vec<BlobId>, StoreError> {
+        let mut out = Vec::new();
+        self.for_each_file(|id, _| {
+            out.push(id);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    fn for_each_file(&self, mut f: impl FnMut(BlobId, &Path) -> Result<(), StoreError>) -> Result<(), StoreError> {
+        let dirs = |p: &Path| -> Result<Vec<PathBuf>, StoreError> {
+            let mut v = Vec::new();
+            for e in fs::read_dir(p).map_err(io_err(p))? {
+                let e = e.map_err(io_err(p))?;
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                if name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    v.push(e.path());
+                }
+            }
+            Ok(v)
+        };
+        for d1 in dirs(&self.root)? {
+            for d2 in dirs(&d1)? {
+                for e in fs::read_dir(&d2).map_err(io_err(&d2))? {
+                    let e = e.map_err(io_err(&d2))?;
+                    if let Ok(id) = BlobId::parse(&e.file_name().to_string_lossy()) {
+                        f(id, &e.path())?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes blob files not referenced (per `referenced`) and temporary files, when
+    /// their modification time is older than `grace`.
+    pub(crate) fn sweep(
+        &self,
+        referenced: impl Fn(&BlobId) -> Result<bool, StoreError>,
+        grace: Duration,
+    ) -> Result<SweepStats, StoreError> {
+        let now = SystemTime::now();
+        let old = |p: &Path| {
+            fs::metadata(p)
+                .and_then(|m| m.modified())
+                .map(|t| now.duration_since(t).unwrap_or_default() >= grace)
+                .unwrap_or(false)
+        };
+        let mut stats = SweepStats::default();
+        self.for_each_file(|id, path| {
+            if referenced(&id)? || !old(path) {
+                stats.kept += 1;
+            } else {
+                fs::remove_file(path).map_err(io_err(path))?;
+                stats.removed += 1;
+            }
+            Ok(())
+        })?;
+        let tmp = self.root.join("tmp");
+        for e in fs::read_dir(&tmp).map_err(io_err(&tmp))? {
+            let p = e.map_err(io_err(&tmp))?.path();
+            if old(&p) {
+                fs::remove_file(&p).map_err(io_err(&p))?;
+                stats.removed_tmp += 1;
+            }
+        }
+        Ok(stats)
+    }
+}
+
+/// Streams a blob to a temporary file while hashing it; [`BlobWriter::finish`] makes it
+/// durable under its final name. Dropping it without `finish` leaves a temporary file
+/// that the next sweep removes.
+pub struct BlobWriter {
+    file: io::BufWriter<File>,
+    tmp: PathBuf,
+    hasher: Sha256,
+    size: u64,
+    store: BlobStore,
+}
+
+impl std::fmt::Debug for BlobWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BlobWriter({}, {} bytes)", self.tmp.display(), self.size)
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl BlobWriter {
+    /// fsync, rename to the content name, fsync the directory.
+    pub fn finish(self) -> Result<Blob, StoreError> {
+        let BlobWriter { file, tmp, hasher, size, store } = self;
+        let file = file.into_inner().map_err(|e| io_err(&tmp)(e.into_error()))?;
+        file.sync_all().map_err(io_err(&tmp))?;
+        drop(file);
+        let id = BlobId(hex::encode(hasher.finish()));
+        let path = store.path(&id);
+        let d2 = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        if let Some(d1) = d2.parent() {
+            ensure_dir(d1)?;
+        }
+        ensure_dir(&d2)?;
+        fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        sync_dir(&d2)?;
+        Ok(Blob { id, size })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_read_dedup_and_sweep() {
+        let dir = tempfile::tempdir().unwrap();
+        let bs = BlobStore::open(dir.path().join("blobs")).unwrap();
+        let a = bs.put(b"hello").unwrap();
+        assert_eq!(a.id, BlobId::of(b"hello"));
+        assert_eq!(a.size, 5);
+        assert_eq!(bs.read(&a.id).unwrap(), b"hello");
+        assert_eq!(bs.put(b"hello").unwrap(), a);
+        let mut w = bs.writer().unwrap();
+        for _ in 0..1000 {
+            w.write_all(&[7u8; 1000]).unwrap();
+        }
+        let big = w.finish().unwrap();
+        assert_eq!(big.size, 1_000_000);
+        assert_eq!(big.id, BlobId::of(&vec![7u8; 1_000_000]));
+        let _abandoned = bs.writer().unwrap();
+        let keep = a.id.clone();
+        // With a long grace nothing goes.
+        let s = bs.sweep(|id| Ok(*id == keep), Duration::from_secs(3600)).unwrap();
+        assert_eq!((s.kept, s.removed, s.removed_tmp), (2, 0, 0));
+        let s = bs.sweep(|id| Ok(*id == keep), Duration::ZERO).unwrap();
+        assert_eq!((s.kept, s.removed, s.removed_tmp), (1, 1, 1));
+        assert!(bs.exists(&a.id) && !bs.exists(&big.id));
+        assert!(matches!(bs.read(&big.id), Err(StoreError::BlobMissing(_))));
+    }
+
+    #[test]
+    fn blob_id_parse_table() {
+        for (s, ok) in [
+            ("a".repeat(64), true),
+            ("A".repeat(64), false),
+            ("a".repeat(63), false),
+            ("g".repeat(64), false),
+            ("../".repeat(21) + "a", false),
+        ] {
+            assert_eq!(BlobId::parse(&s).is_ok(), ok, "{s}");
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! Retention of the trace log (rules digest §9: 30 months, kept unmodified).
+//!
+//! [`Store::purge_expired`] removes records only **up to a signed checkpoint** all of
+//! whose records are past the retention. That checkpoint becomes the *anchor*: stored
+//! first (with a `Purged` record appended at the head, in one commit), so the chain
+//! stays verifiable from the anchor on; the records and index entries at or below it are
+//! then removed in chunks. An interrupted purge (crash) is finished by the next call;
+//! readers already ignore anything at or below the anchor.
+
+use jiff::Timestamp;
+use serde::Serialize;
+
+use super::batch::{Batch, Op};
+use super::commit::{CHECKPOINTS, T_IDENT, T_MAILBOX, T_MSGID, T_TIME, TRACE};
+use super::{Store, StoreError};
+use crate::trace::log::{Index, seq_key};
+use crate::trace::{EventKind, TraceEvent};
+
+/// Records removed per commit during a purge.
+const PURGE_CHUNK: usize = 5_000;
+
+/// What a purge did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PurgeReport {
+    /// The anchor checkpoint seq after the purge (None: nothing was ever purged).
+    pub anchor: Option<u64>,
+    pub records_removed: u64,
+    pub checkpoints_removed: u64,
+}
+
+impl Store {
+    /// Purges trace records older than `now - retention_months` (the option), up to the
+    /// newest eligible checkpoint. Call periodically (e.g. daily).
+    pub fn purge_expired(&self, now: Timestamp) -> Result<PurgeReport, StoreError> {
+        let log = self.trace();
+        if let Some(target) = log.purge_target(now, self.options().retention_months)? {
+            let ev = TraceEvent::new(EventKind::Purged, now).detail(format!(
+                "records up to seq {} purged after {} months; anchor checkpoint seq {} head {}",
+                target.seq,
+                self.options().retention_months,
+                target.seq,
+                target.head_hash
+            ));
+            self.commit(Batch::new().push(Op::SetAnchor(target)).trace(ev))?;
+        }
+        let Some(anchor) = log.anchor()? else { return Ok(PurgeReport::default()) };
+        let mut report = PurgeReport { anchor: Some(anchor.seq), ..Default::default() };
+        loop {
+            let chunk = log.purge_chunk(anchor.seq, PURGE_CHUNK)?;
+            let cps = log.checkpoints_below(anchor.seq, PURGE_CHUNK)?;
+            if chunk.is_empty() && cps.is_empty() {
+                break;
+            }
+            let mut b = Batch::new();
+            for (seq, keys) in &chunk {
+                b = b.push(Op::Raw { tree: TRACE, key: seq_key(*seq).to_vec(), value: None });
+                for (index, key) in keys {
+                    let tree = match index {
+                        Index::MsgId => T_MSGID,
+                        Index::Ident => T_IDENT,
+                        Index::Mailbox => T_MAILBOX,
+                        Index::Time => T_TIME,
+                    };
+                    b = b.push(Op::Raw { tree, key: key.clone(), value: None });
+                }
+            }
+            for seq in &cps {
+                b = b.push(Op::Raw { tree: CHECKPOINTS, key: seq_key(*seq).to_vec(), value: None });
+            }
+            self.commit(b)?;
+            report.records_removed += chunk.len() as u64;
+            report.checkpoints_removed += cps.len() as u64;
+        }
+        Ok(report)
+    }
+}

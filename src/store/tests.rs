@@ -1,0 +1,259 @@
+//! Unit tests of the store (the crash, race and tamper tests are in `tests/`).
+
+use std::sync::Arc;
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::*;
+use crate::clock::{Clock, ManualClock};
+use crate::pec::address::PecAddress;
+use crate::store::mailbox::Password;
+use crate::trace::checkpoint::{cert_sha256, tests::test_signer};
+use crate::trace::{EventKind, TraceEvent, TraceQuery};
+
+fn t0() -> Timestamp {
+    "2025-01-15T09:00:00Z".parse().unwrap()
+}
+
+fn addr(s: &str) -> PecAddress {
+    PecAddress::parse(s).unwrap()
+}
+
+fn open(dir: &Path, clock: Arc<ManualClock>) -> Store {
+    let o = StoreOptions { clock, checkpoint_every: 3, ..StoreOptions::default() };
+    Store::open(dir, o).unwrap()
+}
+
+fn add(s: &Store, a: &str, quota: u64) {
+    s.add_mailbox(NewMailbox { address: addr(a), password: Password::new("pw"), quota_bytes: Some(quota), options: Default::default() })
+        .unwrap();
+}
+
+#[test]
+fn deliver_quota_claim_and_trace_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), Arc::new(ManualClock::new(t0())));
+    add(&s, "alice@example.it", 10);
+    let blob = s.blobs().put(b"123456").unwrap();
+    let ev = TraceEvent::new(EventKind::Delivered, t0()).msgid("m1@x").recipient("alice@example.it").message_bytes(b"123456");
+    let a = s
+        .commit(Batch::new().claim("k1").deliver(Delivery::inbox(addr("alice@example.it"), blob.clone(), t0())).trace(ev.clone()))
+        .unwrap();
+    assert_eq!(a.delivered[0].uid, 1);
+    assert_eq!(a.trace.len(), 1);
+    // Same key again: nothing applied.
+    let e = s.commit(Batch::new().claim("k1").deliver(Delivery::inbox(addr("alice@example.it"), blob.clone(), t0())).trace(ev.clone()));
+    assert!(matches!(e, Err(StoreError::AlreadyClaimed(_))), "{e:?}");
+    // Over quota (6 + 6 > 10): nothing applied, not even the trace record or the claim.
+    let e = s.commit(Batch::new().claim("k2").deliver(Delivery::inbox(addr("alice@example.it"), blob.clone(), t0())).trace(ev));
+    assert!(matches!(e, Err(StoreError::QuotaExceeded { usage: 6, size: 6, quota: 10, .. })), "{e:?}");
+    assert!(!s.is_claimed("k2").unwrap());
+    let info = s.mailbox(&addr("Alice@example.it")).unwrap().unwrap();
+    assert_eq!((info.usage_bytes, info.messages), (6, 1));
+    assert_eq!(s.messages(&addr("alice@example.it"), "inbox").unwrap().len(), 1);
+    assert_eq!(s.blob_refs(&blob.id).unwrap(), 1);
+    let found = s.trace().query(&TraceQuery { msgid: Some("<m1@x>".into()), ..Default::default() }).unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].kind, EventKind::Delivered);
+    // One admin record (mailbox added) + one delivery.
+    assert_eq!(s.trace().verify(None).unwrap().records, 2);
+    assert!(s.claim_once("solo").unwrap());
+    assert!(!s.claim_once("solo").unwrap());
+}
+
+#[test]
+fn mailbox_admin_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = StoreOptions {
+        clock: Arc::new(ManualClock::new(t0())),
+        domains: vec![crate::pec::address::Domain::parse("example.it").unwrap()],
+        ..StoreOptions::default()
+    };
+    let s = Store::open(dir.path(), o).unwrap();
+    add(&s, "bob@example.it", 100);
+    let cases: Vec<(&str, Result<(), &str>)> = vec![
+        ("add-dup", Err("already exists")),
+        ("add-foreign", Err("not served")),
+        ("passwd", Ok(())),
+        ("quota", Ok(())),
+        ("del-missing", Err("no mailbox")),
+    ];
+    for (what, want) in cases {
+        let got = match what {
+            "add-dup" => s
+                .add_mailbox(NewMailbox { address: addr("BOB@example.it"), password: Password::new("x"), quota_bytes: None, options: Default::default() })
+                .map(|_| ()),
+            "add-foreign" => s
+                .add_mailbox(NewMailbox { address: addr("x@other.it"), password: Password::new("x"), quota_bytes: None, options: Default::default() })
+                .map(|_| ()),
+            "passwd" => s.set_password(&addr("bob@example.it"), &Password::new("new")),
+            "quota" => s.set_quota(&addr("bob@example.it"), 5),
+            "del-missing" => s.delete_mailbox(&addr("nobody@example.it")),
+            _ => unreachable!(),
+        };
+        match (got, want) {
+            (Ok(()), Ok(())) => {}
+            (Err(e), Err(w)) => assert!(e.to_string().contains(w), "{what}: {e}"),
+            (g, w) => panic!("{what}: got {g:?}, want {w:?}"),
+        }
+    }
+    assert!(s.verify_password(&addr("bob@example.it"), &Password::new("new")).unwrap());
+    assert!(!s.verify_password(&addr("bob@example.it"), &Password::new("pw")).unwrap());
+    assert!(!s.verify_password(&addr("ghost@example.it"), &Password::new("new")).unwrap());
+    let l = s.list_mailboxes().unwrap();
+    assert_eq!(l.len(), 1);
+    assert_eq!(l[0].quota_bytes, 5);
+    let blob = s.blobs().put(b"0123456789").unwrap();
+    let e = s.commit(Batch::new().deliver(Delivery::inbox(addr("bob@example.it"), blob.clone(), t0()))).unwrap_err();
+    assert!(matches!(e, StoreError::QuotaExceeded { .. }));
+    s.set_quota(&addr("bob@example.it"), 50).unwrap();
+    s.commit(Batch::new().deliver(Delivery::inbox(addr("bob@example.it"), blob.clone(), t0()))).unwrap();
+    s.delete_mailbox(&addr("bob@example.it")).unwrap();
+    assert!(s.list_mailboxes().unwrap().is_empty());
+    assert_eq!(s.blob_refs(&blob.id).unwrap(), 0);
+    assert_eq!(s.sweep_blobs(std::time::Duration::ZERO).unwrap().removed, 1);
+}
+
+#[test]
+fn folders_flags_expunge() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), Arc::new(ManualClock::new(t0())));
+    let a = addr("carol@example.it");
+    add(&s, "carol@example.it", 1000);
+    s.commit(Batch::new().create_folder(a.clone(), "Archive")).unwrap();
+    let b1 = s.blobs().put(b"one").unwrap();
+    let b2 = s.blobs().put(b"two!").unwrap();
+    let mut d = Delivery::inbox(a.clone(), b1, t0());
+    d.folder = "Archive".into();
+    let mut d2 = d.clone();
+    d2.blob = b2;
+    let r = s.commit(Batch::new().deliver(d).deliver(d2)).unwrap();
+    assert_eq!(r.delivered.iter().map(|d| d.uid).collect::<Vec<_>>(), vec![1, 2]);
+    s.commit(Batch::new().rename_folder(a.clone(), "Archive", "Old")).unwrap();
+    assert!(s.folder(&a, "Archive").unwrap().is_none());
+    let f = s.folder(&a, "Old").unwrap().unwrap();
+    assert_eq!((f.messages, f.bytes, f.uidnext, f.uidvalidity), (2, 7, 3, r.delivered[0].uidvalidity));
+    s.commit(Batch::new().set_flags(a.clone(), "Old", 2, vec!["\\Seen".into()])).unwrap();
+    assert_eq!(s.message(&a, "Old", 2).unwrap().unwrap().flags, vec!["\\Seen"]);
+    s.commit(Batch::new().expunge(a.clone(), "Old", 1)).unwrap();
+    assert_eq!(s.mailbox(&a).unwrap().unwrap().usage_bytes, 4);
+    s.commit(Batch::new().delete_folder(a.clone(), "Old")).unwrap();
+    assert_eq!(s.mailbox(&a).unwrap().unwrap().usage_bytes, 0);
+    assert_eq!(s.folders(&a).unwrap().iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), vec!["INBOX"]);
+    let e = s.commit(Batch::new().rename_folder(a.clone(), "INBOX", "X")).unwrap_err();
+    assert!(matches!(e, StoreError::FolderExists { .. }));
+    // A folder created again gets a new UIDVALIDITY.
+    s.commit(Batch::new().create_folder(a.clone(), "Old")).unwrap();
+    assert_ne!(s.folder(&a, "Old").unwrap().unwrap().uidvalidity, f.uidvalidity);
+}
+
+#[test]
+fn queue_and_pending_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), Arc::new(ManualClock::new(t0())));
+    let blob = s.blobs().put(b"envelope").unwrap();
+    let item = NewQueueItem {
+        domain: crate::pec::address::Domain::parse("other.it").unwrap(),
+        mail_from: "a@example.it".into(),
+        rcpt_to: vec!["b@other.it".into()],
+        blob: blob.clone(),
+        ident: Some("id1".into()),
+        next_attempt: t0(),
+    };
+    let id = s.commit(Batch::new().enqueue(item)).unwrap().queued[0];
+    assert_eq!(s.blob_refs(&blob.id).unwrap(), 1);
+    assert_eq!(s.queue_due(t0(), 10).unwrap().len(), 1);
+    let later = t0() + SignedDuration::from_mins(5);
+    s.commit(Batch::new().queue_retry(id, later, "451 try later")).unwrap();
+    assert!(s.queue_due(t0(), 10).unwrap().is_empty());
+    let due = s.queue_due(later, 10).unwrap();
+    assert_eq!((due[0].attempts, due[0].last_error.as_deref()), (1, Some("451 try later")));
+    s.commit(Batch::new().queue_done(id)).unwrap();
+    assert_eq!((s.queue_len(), s.blob_refs(&blob.id).unwrap()), (0, 0));
+
+    let h12 = t0() + SignedDuration::from_hours(12);
+    let h24 = t0() + SignedDuration::from_hours(24);
+    let e = PendingEntry {
+        ident: "id1".into(),
+        recipient: "B@other.it".into(),
+        awaiting: Awaiting::TakeCharge,
+        sender: "a@example.it".into(),
+        msgid: None,
+        subject: None,
+        sent_at: t0(),
+        deadline_12h: h12,
+        deadline_24h: h24,
+        notice_12h_sent: false,
+    };
+    s.commit(Batch::new().pending_put(e)).unwrap();
+    let table: Vec<(Timestamp, usize)> = vec![(t0(), 0), (h12, 1), (h24, 1)];
+    for (at, n) in table {
+        assert_eq!(s.pending_due(at, 10).unwrap().len(), n, "at {at}");
+    }
+    s.commit(Batch::new().pending_notice_12h("id1", "b@other.it")).unwrap();
+    assert_eq!(s.pending_due(h12, 10).unwrap().len(), 0);
+    assert!(s.pending_due(h24, 10).unwrap()[0].notice_12h_sent);
+    s.commit(Batch::new().pending_resolve("id1", "b@other.it")).unwrap();
+    assert!(s.pending("id1", "b@other.it").unwrap().is_none());
+    assert!(s.pending_due(h24, 10).unwrap().is_empty());
+}
+
+#[test]
+fn schema_and_lock_errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), Arc::new(ManualClock::new(t0())));
+    let e = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
+    assert!(matches!(e, StoreError::Locked { .. }), "{e:?}");
+    assert!(e.to_string().contains(&dir.path().display().to_string()));
+    s.trees().meta.insert(SCHEMA_KEY, &99u32.to_be_bytes()).unwrap();
+    drop(s);
+    let e = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("schema version 99") && e.to_string().contains("[1]"), "{e}");
+}
+
+#[test]
+fn checkpoints_are_signed_linked_and_purge_keeps_the_chain_verifiable() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(t0()));
+    let signer = Arc::new(test_signer("provider"));
+    let me = cert_sha256(signer.certificate());
+    let o = StoreOptions { clock: clock.clone(), signer: Some(signer), checkpoint_every: 5, ..StoreOptions::default() };
+    let s = Store::open(dir.path(), o).unwrap();
+    for i in 0..12 {
+        let ev = TraceEvent::new(EventKind::Relayed, clock.now()).msgid(format!("m{i}@x"));
+        s.commit(Batch::new().trace(ev)).unwrap();
+    }
+    let cp = s.checkpoint_now().unwrap().unwrap();
+    assert_eq!(cp.seq, 12);
+    let r = s.trace().verify(Some(me.clone())).unwrap();
+    assert!(r.intact(), "{:?}", r.problem);
+    assert_eq!((r.records, r.unsigned_tail), (12, 0));
+    assert!(r.checkpoints >= 2);
+    // 31 months later, more records; the purge anchors on checkpoint 12.
+    clock.advance(SignedDuration::from_hours(24 * 31 * 31));
+    for i in 0..3 {
+        s.commit(Batch::new().trace(TraceEvent::new(EventKind::Relayed, clock.now()).msgid(format!("n{i}@x")))).unwrap();
+    }
+    let p = s.purge_expired(clock.now()).unwrap();
+    assert_eq!((p.anchor, p.records_removed), (Some(12), 12));
+    assert!(s.trace().query(&TraceQuery { msgid: Some("m1@x".into()), ..Default::default() }).unwrap().is_empty());
+    let r = s.trace().verify(Some(me.clone())).unwrap();
+    assert!(r.intact(), "{:?}", r.problem);
+    assert_eq!((r.anchor, r.first_seq, r.records), (Some(12), Some(13), 4));
+    let purged = s.trace().query(&TraceQuery { since: Some(clock.now()), ..Default::default() }).unwrap();
+    assert!(purged.iter().any(|r| r.kind == EventKind::Purged));
+    // A second purge has nothing to do.
+    assert_eq!(s.purge_expired(clock.now()).unwrap().records_removed, 0);
+    let mut out = Vec::new();
+    s.trace().export(&mut out).unwrap();
+    let r = crate::trace::verify::verify_export(&out[..], Some(me)).unwrap();
+    assert!(r.intact(), "{:?}", r.problem);
+}
+
+#[tokio::test]
+async fn commit_async_does_not_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), Arc::new(ManualClock::new(t0())));
+    let a = s.commit_async(Batch::new().trace(TraceEvent::new(EventKind::Other, t0()))).await.unwrap();
+    assert_eq!(a.trace[0].0, 1);
+}

@@ -1,0 +1,385 @@
+//! The trace trees inside the store's sled database, and the read side of the log:
+//! queries, export, live verification, and the planning of retention purges.
+//!
+//! Layout (all integers big-endian so that key order is numeric order):
+//!
+//! | tree | key | value |
+//! |---|---|---|
+//! | `trace` | seq (u64) | record JSON |
+//! | `trace_msgid` | msgid `\0` seq | empty |
+//! | `trace_ident` | identificativo `\0` seq | empty |
+//! | `trace_mailbox` | lower-cased address `\0` seq | empty |
+//! | `trace_time` | unix ms (u64, sign bit flipped) seq | empty |
+//! | `checkpoints` | seq (u64) | checkpoint JSON |
+//! | `trace_meta` | `anchor` | the anchor checkpoint JSON (after a purge) |
+//!
+//! Writes happen only in the store's committer (`crate::store::commit`); this module
+//! never writes.
+
+use std::io::Write;
+
+use jiff::{Timestamp, ToSpan};
+use serde::Serialize;
+
+use super::verify::{ChainVerifier, ExportLine, VerifyReport};
+use super::{Checkpoint, GENESIS_HASH, TraceRecord, mailbox_key, msgid_key};
+
+/// Errors reading the trace trees.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    #[error("trace database error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("trace entry {key} cannot be decoded: {detail}")]
+    Corrupt { key: String, detail: String },
+    #[error("writing the export: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The secondary indexes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Index {
+    MsgId,
+    Ident,
+    Mailbox,
+    Time,
+}
+
+/// Handles on the trace trees (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct TraceTrees {
+    pub(crate) records: sled::Tree,
+    pub(crate) by_msgid: sled::Tree,
+    pub(crate) by_ident: sled::Tree,
+    pub(crate) by_mailbox: sled::Tree,
+    pub(crate) by_time: sled::Tree,
+    pub(crate) checkpoints: sled::Tree,
+    pub(crate) meta: sled::Tree,
+}
+
+pub(crate) const ANCHOR_KEY: &[u8] = b"anchor";
+
+impl TraceTrees {
+    pub(crate) fn open(db: &sled::Db) -> sled::Result<Self> {
+        Ok(Self {
+            records: db.open_tree("trace")?,
+            by_msgid: db.open_tree("trace_msgid")?,
+            by_ident: db.open_tree("trace_ident")?,
+            by_mailbox: db.open_tree("trace_mailbox")?,
+            by_time: db.open_tree("trace_time")?,
+            checkpoints: db.open_tree("checkpoints")?,
+            meta: db.open_tree("trace_meta")?,
+        })
+    }
+}
+
+pub(crate) fn seq_key(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+fn time_prefix(t: Timestamp) -> [u8; 8] {
+    ((t.as_millisecond() as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn prefixed(prefix: &str, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + 9);
+    k.extend_from_slice(prefix.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The index entries of a record.
+pub(crate) fn index_keys(r: &TraceRecord) -> Vec<(Index, Vec<u8>)> {
+    let mut out = Vec::with_capacity(4 + r.recipients.len());
+    if let Some(m) = r.msgid.as_deref().map(msgid_key).filter(|m| !m.is_empty()) {
+        out.push((Index::MsgId, prefixed(&m, r.seq)));
+    }
+    if let Some(i) = r.ident.as_deref().map(msgid_key).filter(|m| !m.is_empty()) {
+        out.push((Index::Ident, prefixed(&i, r.seq)));
+    }
+    for m in r.mailbox_keys() {
+        out.push((Index::Mailbox, prefixed(&m, r.seq)));
+    }
+    let mut t = time_prefix(r.time).to_vec();
+    t.extend_from_slice(&r.seq.to_be_bytes());
+    out.push((Index::Time, t));
+    out
+}
+
+fn seq_of_index_key(k: &[u8]) -> Option<u64> {
+    let tail: [u8; 8] = k.get(k.len().checked_sub(8)?..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(tail))
+}
+
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(key: &[u8], v: &[u8]) -> Result<T, TraceError> {
+    serde_json::from_slice(v).map_err(|e| TraceError::Corrupt {
+        key: hex::encode(key),
+        detail: e.to_string(),
+    })
+}
+
+/// A query; all given criteria must match. The most selective index is used
+/// (Message-ID, then identificativo, then mailbox, then time).
+#[derive(Debug, Clone, Default)]
+pub struct TraceQuery {
+    pub msgid: Option<String>,
+    pub ident: Option<String>,
+    pub mailbox: Option<String>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    pub limit: Option<usize>,
+}
+
+impl TraceQuery {
+    fn matches(&self, r: &TraceRecord) -> bool {
+        let eq = |want: &Option<String>, have: &Option<String>| match want {
+            None => true,
+            Some(w) => have.as_deref().map(msgid_key).as_deref() == Some(msgid_key(w).as_str()),
+        };
+        eq(&self.msgid, &r.msgid)
+            && eq(&self.ident, &r.ident)
+            && self.mailbox.as_ref().is_none_or(|m| r.mailbox_keys().contains(&mailbox_key(m)))
+            && self.since.is_none_or(|s| r.time >= s)
+            && self.until.is_none_or(|u| r.time <= u)
+    }
+}
+
+/// Where the chain starts and ends.
+#[derive(Debug, Clone, Serialize)]
+pub struct TraceStatus {
+    pub first_seq: Option<u64>,
+    pub head_seq: u64,
+    pub head_hash: String,
+    pub anchor: Option<Checkpoint>,
+    pub last_checkpoint: Option<Checkpoint>,
+}
+
+/// Read access to the trace log.
+#[derive(Debug, Clone)]
+pub struct TraceLog {
+    pub(crate) trees: TraceTrees,
+}
+
+impl TraceLog {
+    pub(crate) fn new(trees: TraceTrees) -> Self {
+        Self { trees }
+    }
+
+    /// The record `seq`, if present.
+    pub fn get(&self, seq: u64) -> Result<Option<TraceRecord>, TraceError> {
+        let k = seq_key(seq);
+        match self.trees.records.get(k)? {
+            Some(v) => Ok(Some(decode(&k, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The anchor checkpoint left by the last purge.
+    pub fn anchor(&self) -> Result<Option<Checkpoint>, TraceError> {
+        match self.trees.meta.get(ANCHOR_KEY)? {
+            Some(v) => Ok(Some(decode(ANCHOR_KEY, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The head of the chain: `(seq, hash)` of the last record, or of the anchor, or
+    /// `(0, GENESIS_HASH)`.
+    pub fn head(&self) -> Result<(u64, String), TraceError> {
+        if let Some((k, v)) = self.trees.records.last()? {
+            let r: TraceRecord = decode(&k, &v)?;
+            return Ok((r.seq, r.hash));
+        }
+        Ok(match self.anchor()? {
+            Some(a) => (a.seq, a.head_hash),
+            None => (0, GENESIS_HASH.to_string()),
+        })
+    }
+
+    pub fn last_checkpoint(&self) -> Result<Option<Checkpoint>, TraceError> {
+        match self.trees.checkpoints.last()? {
+            Some((k, v)) => Ok(Some(decode(&k, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn status(&self) -> Result<TraceStatus, TraceError> {
+        let anchor = self.anchor()?;
+        let floor = anchor.as_ref().map_or(0, |a| a.seq);
+        let first_seq = self
+            .trees
+            .records
+            .range(seq_key(floor + 1)..)
+            .next()
+            .transpose()?
+            .and_then(|(k, _)| seq_of_index_key(&k));
+        let (head_seq, head_hash) = self.head()?;
+        Ok(TraceStatus { first_seq, head_seq, head_hash, anchor, last_checkpoint: self.last_checkpoint()? })
+    }
+
+    /// Records matching `q`, in index order (seq order, or time order for a pure time
+    /// range).
+    pub fn query(&self, q: &TraceQuery) -> Result<Vec<TraceRecord>, TraceError> {
+        let limit = q.limit.unwrap_or(usize::MAX);
+        let mut out = Vec::new();
+        let mut push = |r: TraceRecord| {
+            if q.matches(&r) {
+                out.push(r);
+            }
+            out.len() < limit
+        };
+        let by_prefix = |tree: &sled::Tree, p: String| {
+            let mut k = p.into_bytes();
+            k.push(0);
+            tree.scan_prefix(k)
+        };
+        let scan = if let Some(m) = &q.msgid {
+            Some(by_prefix(&self.trees.by_msgid, msgid_key(m)))
+        } else if let Some(i) = &q.ident {
+            Some(by_prefix(&self.trees.by_ident, msgid_key(i)))
+        } else if let Some(m) = &q.mailbox {
+            Some(by_prefix(&self.trees.by_mailbox, mailbox_key(m)))
+        } else if q.since.is_some() || q.until.is_some() {
+            let lo = q.since.map_or([0u8; 8], time_prefix).to_vec();
+            let mut hi = q.until.map_or([0xffu8; 8], time_prefix).to_vec();
+            hi.extend_from_slice(&[0xff; 8]);
+            Some(self.trees.by_time.range(lo..=hi))
+        } else {
+            None
+        };
+        match scan {
+            Some(iter) => {
+                for kv in iter {
+                    let (k, _) = kv?;
+                    let Some(seq) = seq_of_index_key(&k) else { continue };
+                    if let Some(r) = self.get(seq)? {
+                        if !push(r) {
+                            break;
+                        }
+                    }
+                }
+            }
+            None => {
+                for kv in self.trees.records.iter() {
+                    let (k, v) = kv?;
+                    if !push(decode(&k, &v)?) {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Walks the log in export order: the anchor (if any), then each record followed by
+    /// the checkpoint of its seq (if any). Records and checkpoints at or below the anchor
+    /// (left by an interrupted purge) are skipped.
+    pub fn walk(&self, mut f: impl FnMut(ExportLine) -> Result<bool, TraceError>) -> Result<(), TraceError> {
+        let anchor = self.anchor()?;
+        let floor = anchor.as_ref().map_or(0, |a| a.seq);
+        if let Some(a) = anchor {
+            if !f(ExportLine::Checkpoint(a))? {
+                return Ok(());
+            }
+        }
+        let mut cps = self.trees.checkpoints.range(seq_key(floor + 1)..).peekable();
+        for kv in self.trees.records.range(seq_key(floor + 1)..) {
+            let (k, v) = kv?;
+            let r: TraceRecord = decode(&k, &v)?;
+            let seq = r.seq;
+            if !f(ExportLine::Record(r))? {
+                return Ok(());
+            }
+            while let Some(Ok((ck, _))) = cps.peek() {
+                let Some(cseq) = seq_of_index_key(ck) else { break };
+                if cseq > seq {
+                    break;
+                }
+                let (ck, cv) = cps.next().transpose()?.ok_or_else(|| TraceError::Corrupt {
+                    key: "checkpoints".into(),
+                    detail: "vanished during the walk".into(),
+                })?;
+                if cseq == seq && !f(ExportLine::Checkpoint(decode(&ck, &cv)?))? {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the log as JSON Lines; returns the number of lines.
+    pub fn export(&self, mut w: impl Write) -> Result<u64, TraceError> {
+        let mut n = 0;
+        self.walk(|line| {
+            w.write_all(&line.to_line())?;
+            w.write_all(b"\n")?;
+            n += 1;
+            Ok(true)
+        })?;
+        w.flush()?;
+        Ok(n)
+    }
+
+    /// Verifies the live log (same rules as an export).
+    pub fn verify(&self, expected_signer: Option<String>) -> Result<VerifyReport, TraceError> {
+        let mut v = ChainVerifier::new(expected_signer);
+        self.walk(|line| {
+            let res = match &line {
+                ExportLine::Record(r) => v.record(None, r),
+                ExportLine::Checkpoint(c) => v.checkpoint(None, c),
+            };
+            match res {
+                Ok(()) => Ok(true),
+                Err(p) => {
+                    v.set_problem(p);
+                    Ok(false)
+                }
+            }
+        })?;
+        Ok(v.finish())
+    }
+
+    /// The newest checkpoint (above the current anchor) all of whose records are older
+    /// than `now - retention_months`: the anchor of the next purge.
+    pub fn purge_target(&self, now: Timestamp, retention_months: u32) -> Result<Option<Checkpoint>, TraceError> {
+        let cutoff = now
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .checked_sub((retention_months as i64).months())
+            .map(|z| z.timestamp())
+            .unwrap_or(Timestamp::MIN);
+        let floor = self.anchor()?.map_or(0, |a| a.seq);
+        let mut best = None;
+        for kv in self.trees.checkpoints.range(seq_key(floor + 1)..) {
+            let (k, v) = kv?;
+            let cp: Checkpoint = decode(&k, &v)?;
+            match self.get(cp.seq)? {
+                Some(r) if r.time < cutoff => best = Some(cp),
+                _ => break,
+            }
+        }
+        Ok(best)
+    }
+
+    /// Up to `max` records at or below `upto` still present, with their index keys
+    /// (what a purge step removes).
+    pub(crate) fn purge_chunk(&self, upto: u64, max: usize) -> Result<Vec<(u64, Vec<(Index, Vec<u8>)>)>, TraceError> {
+        let mut out = Vec::new();
+        for kv in self.trees.records.range(..=seq_key(upto)).take(max) {
+            let (k, v) = kv?;
+            let r: TraceRecord = decode(&k, &v)?;
+            out.push((r.seq, index_keys(&r)));
+        }
+        Ok(out)
+    }
+
+    /// Checkpoints strictly below `seq`.
+    pub(crate) fn checkpoints_below(&self, seq: u64, max: usize) -> Result<Vec<u64>, TraceError> {
+        let mut out = Vec::new();
+        for kv in self.trees.checkpoints.range(..seq_key(seq)).take(max) {
+            let (k, _) = kv?;
+            if let Some(s) = seq_of_index_key(&k) {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+}
