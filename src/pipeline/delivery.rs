@@ -42,10 +42,30 @@ pub enum DeliveryError {
     Invalid(String),
 }
 
-/// Runs the local worker until `shutdown` turns true.
+/// Runs the local worker until `shutdown` turns true; then it finishes the local work
+/// already due (a local hop takes milliseconds) and returns. Whatever remains is durable
+/// in the queue and resumes at the next start.
 pub async fn run(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
     loop {
+        if *shutdown.borrow() {
+            pass(&gw).await;
+            return;
+        }
         let notified = gw.work.notified();
+        if pass(&gw).await {
+            continue;
+        }
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Processes the local items due now; true when there were any.
+async fn pass(gw: &Arc<Gateway>) -> bool {
+    {
         let now = gw.clock.now();
         let due = match gw.store.queue_due(now, 64) {
             Ok(d) => d,
@@ -58,7 +78,7 @@ pub async fn run(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
         let busy = !mine.is_empty();
         for item in mine {
             let id = item.id;
-            if let Err(e) = process(&gw, &item).await {
+            if let Err(e) = process(gw, &item).await {
                 tracing::warn!(queue_item = id, error = %e, "local delivery deferred");
                 let next = now.checked_add(jiff::SignedDuration::from_secs(60)).unwrap_or(now);
                 if let Err(e) = gw.store.commit_async(Batch::new().queue_retry(id, next, e.to_string())).await {
@@ -66,17 +86,7 @@ pub async fn run(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
                 }
             }
         }
-        if busy {
-            continue;
-        }
-        tokio::select! {
-            _ = notified => {}
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-            _ = shutdown.changed() => return,
-        }
-        if *shutdown.borrow() {
-            return;
-        }
+        busy
     }
 }
 

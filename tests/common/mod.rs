@@ -3,6 +3,8 @@
 //! and `xmllint` commands) with a printed skip when a tool is missing.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

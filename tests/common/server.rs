@@ -1,0 +1,161 @@
+//! A real `pecd serve` child process on loopback for integration tests: its own directory
+//! (made by `pecd init`), listeners on free ports (port 0, read back from its start-up
+//! report), mailboxes made with `pecd mailbox add`, stopped with SIGTERM.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_pecd");
+
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub domain: String,
+    pub child: Option<Child>,
+    pub addrs: Vec<(String, SocketAddr)>,
+}
+
+pub fn pecd(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).output().expect("run pecd")
+}
+
+impl Server {
+    /// `pecd init` for `domain`, listeners on free loopback ports, the given mailboxes.
+    pub fn new(domain: &str, mailboxes: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = pecd(&["init", "--dir", dir.path().to_str().unwrap(), "--domain", domain]);
+        assert!(out.status.success(), "init: {}", String::from_utf8_lossy(&out.stderr));
+        let cfg = dir.path().join("pecd.toml");
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        let mut edited = String::new();
+        for line in text.lines() {
+            let l = match line.split_once(" = ") {
+                Some((k, _)) if ["smtps", "submission"].contains(&k.trim()) && line.contains("127.0.0.1:") => format!("{k} = \"127.0.0.1:0\""),
+                Some((k, _)) if ["smtp", "imaps", "pop3s", "http"].contains(&k.trim()) && line.contains("127.0.0.1:") => format!("{k} = \"off\""),
+                _ => line.to_string(),
+            };
+            edited.push_str(&l);
+            edited.push('\n');
+        }
+        std::fs::write(&cfg, edited).unwrap();
+        let s = Self { dir, domain: domain.into(), child: None, addrs: Vec::new() };
+        for (addr, pw) in mailboxes {
+            s.admin(&["mailbox", "add", addr, "--password", pw]);
+        }
+        s
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("pecd.toml")
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("certs/ca.pem")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Runs an admin subcommand with `--config`; panics on failure.
+    pub fn admin(&self, args: &[&str]) -> String {
+        let mut a: Vec<&str> = args.to_vec();
+        let cfg = self.config();
+        a.extend(["--config", cfg.to_str().unwrap()]);
+        let out = pecd(&a);
+        assert!(out.status.success(), "pecd {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn start(&mut self) {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--config", self.config().to_str().unwrap()])
+            .env("PECD_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn pecd serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        self.addrs.clear();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) else { break };
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            if parts.len() == 2 && ["smtps", "submission"].contains(&parts[0]) {
+                self.addrs.push((parts[0].into(), parts[1].parse().unwrap()));
+            }
+            if line.trim_start().starts_with("store") {
+                break;
+            }
+        }
+        assert!(!self.addrs.is_empty(), "pecd serve did not report its listeners");
+        self.child = Some(child);
+    }
+
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        self.addrs.iter().find(|(n, _)| n == name).map(|(_, a)| *a).expect(name)
+    }
+
+    /// SIGTERM and wait: the server drains its local work and flushes the store.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    panic!("pecd serve did not stop on SIGTERM");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// SIGKILL: no chance to flush or drain.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Runs a scenario of tests/clients/smtp_scenarios.py; returns its JSON.
+    pub fn smtp(&self, scenario: &str, args: &[&str]) -> serde_json::Value {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/smtp_scenarios.py");
+        let smtps = self.addr("smtps");
+        let sub = self.addr("submission");
+        let out = Command::new("python3")
+            .arg(script)
+            .arg(scenario)
+            .arg(smtps.ip().to_string())
+            .arg(smtps.port().to_string())
+            .arg(sub.port().to_string())
+            .arg(self.ca())
+            .args(args)
+            .output()
+            .expect("python3");
+        assert!(out.status.success(), "{scenario}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{scenario}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
