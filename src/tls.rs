@@ -53,10 +53,18 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
     Ok(Arc::new(cfg))
 }
 
-/// A client configuration trusting the CAs in `extra_ca` files (and nothing else when
-/// `extra_ca` is non-empty and `system` is false).
-pub fn client_config(extra_ca: &[impl AsRef<Path>]) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+/// A client configuration trusting the CAs in `extra_ca` files and, when `system` is
+/// true, the operating system's trust store (what production MX relaying verifies against).
+pub fn client_config(extra_ca: &[impl AsRef<Path>], system: bool) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
+    if system {
+        let found = rustls_native_certs::load_native_certs();
+        for e in &found.errors {
+            tracing::warn!(error = %e, "reading the system trust store");
+        }
+        let (added, ignored) = roots.add_parsable_certificates(found.certs);
+        tracing::debug!(added, ignored, "system trust store loaded");
+    }
     for f in extra_ca {
         for c in load_certs(f.as_ref())? {
             roots.add(c).map_err(TlsError::Config)?;

@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pecd::pec::address::PecAddress;
@@ -100,7 +99,8 @@ fn killed_store_reopens_consistent() {
         // Wait until the child has opened the store, then let it write for a random time.
         loop {
             line.clear();
-            if out.read_line(&mut line).unwrap() == 0 || line.starts_with("READY") {
+            // libtest prints "test NAME ... " before the test runs, so READY is mid-line.
+            if out.read_line(&mut line).unwrap() == 0 || line.contains("READY") {
                 break;
             }
         }
@@ -109,8 +109,8 @@ fn killed_store_reopens_consistent() {
             let mut ids = Vec::new();
             for l in out.lines() {
                 let Ok(l) = l else { break };
-                if let Some(id) = l.strip_prefix("ACK ") {
-                    ids.push(id.trim().parse::<u64>().unwrap());
+                if let Some(at) = l.find("ACK ") {
+                    ids.push(l[at + 4..].trim().parse::<u64>().unwrap());
                 }
             }
             ids
@@ -119,7 +119,6 @@ fn killed_store_reopens_consistent() {
         c.kill().unwrap(); // SIGKILL on Unix
         c.wait().unwrap();
         let ids = reader.join().unwrap();
-        assert!(!ids.is_empty() || round > 0 || true);
         acked.extend(ids);
     }
     assert!(acked.len() > 50, "the child acknowledged too little to prove anything: {}", acked.len());
@@ -164,5 +163,4 @@ fn killed_store_reopens_consistent() {
         report.records,
         started.elapsed()
     );
-    let _ = Arc::new(());
 }

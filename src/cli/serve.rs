@@ -16,7 +16,7 @@ use anyhow::Context;
 use pecd::config::{Config, DEFAULT_CONFIG_PATH};
 use pecd::gateway::Gateway;
 use pecd::pec::address::{Domain, PecAddress};
-use pecd::pipeline::{access::AccessPoint, delivery};
+use pecd::pipeline::{access::AccessPoint, delivery, relay};
 use pecd::smtp::server::{self, ListenerConfig};
 use pecd::smtp::session::{Role, SessionConfig};
 use pecd::store::mailbox::Password;
@@ -154,6 +154,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
     }
     tasks.push(tokio::spawn(delivery::run(gw.clone(), stop_rx.clone())));
+    tasks.push(tokio::spawn(relay::run(gw.clone(), stop_rx.clone())));
     tasks.push(tokio::spawn(maintenance(gw.clone(), stop_rx.clone())));
 
     println!("pecd is running for {} ({})", gw.config.provider.domains.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "), gw.identity.name);

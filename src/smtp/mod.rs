@@ -3,9 +3,11 @@
 //!
 //! * [`session`]: the server side of one connection, for the submission (465/587) and
 //!   incoming (25) listeners.
+//! * [`client`]: relaying to other providers, STARTTLS required and verified.
 //! * [`server`]: the tokio driver (sockets, TLS, timeouts, per-IP limits) and the
 //!   [`server::Backend`] trait the PEC pipeline implements.
 
+pub mod client;
 pub mod server;
 pub mod session;
 

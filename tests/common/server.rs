@@ -48,6 +48,12 @@ impl Server {
         s
     }
 
+    /// Rewrites the configuration file.
+    pub fn edit_config(&self, f: impl FnOnce(String) -> String) {
+        let text = std::fs::read_to_string(self.config()).unwrap();
+        std::fs::write(self.config(), f(text)).unwrap();
+    }
+
     pub fn config(&self) -> PathBuf {
         self.dir.path().join("pecd.toml")
     }

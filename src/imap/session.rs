@@ -1,0 +1,415 @@
+//! The sans-IO IMAP session: bytes in, response bytes and [`Action`]s out. No socket, no
+//! clock, no thread: the driver ([`super::server`]) feeds bytes and performs the actions.
+//!
+//! ```text
+//!   (TLS greeting) ──► NotAuthenticated ──LOGIN/AUTHENTICATE ok──► Authenticated
+//!                             │                                     │   ▲
+//!                             │                          SELECT/EXAMINE  CLOSE/UNSELECT/
+//!                             │                                     ▼   │  failed SELECT
+//!                             │                                   Selected
+//!                             └────────── LOGOUT (any state) ──► Logout
+//! ```
+//! (RFC 3501 §3, one [`State`] variant per state.) IDLE (RFC 2177) and the SASL exchange
+//! of AUTHENTICATE are sub-states recorded in the pending step, not protocol states.
+//!
+//! The session decides everything that needs no store: framing and limits (imap-codec's
+//! `Fragmentizer`, the literal checks of [`super::Limits`]), decoding (imap-codec's
+//! `CommandCodec`), which commands a state allows, CAPABILITY, ID, ENABLE, NAMESPACE,
+//! LOGOUT, and the login rules (TLS only: RFC 3501 §6.2.3, RFC 8314). Commands that touch
+//! the mailboxes are handed to [`super::exec`] through [`Session::execute`], which the
+//! driver runs on the blocking pool.
+
+use base64::Engine;
+use imap_codec::fragmentizer::{FragmentInfo, Fragmentizer, LiteralAnnouncement};
+use imap_codec::imap_types::IntoStatic;
+use imap_codec::imap_types::auth::AuthMechanism;
+use imap_codec::imap_types::command::{Command, CommandBody};
+use imap_codec::imap_types::core::LiteralMode;
+use imap_codec::{CommandCodec, IdleDoneCodec};
+
+use super::view::View;
+use super::wire::{tagged, untagged};
+use super::{CAPABILITIES, CAPABILITIES_PRE, Limits};
+use crate::pec::address::PecAddress;
+use crate::store::Store;
+
+/// RFC 3501 §3 states.
+#[derive(Debug)]
+pub enum State {
+    NotAuthenticated { failures: u32 },
+    Authenticated { user: PecAddress },
+    Selected { user: PecAddress, view: View },
+    Logout,
+}
+
+impl State {
+    pub fn user(&self) -> Option<&PecAddress> {
+        match self {
+            State::Authenticated { user } | State::Selected { user, .. } => Some(user),
+            _ => None,
+        }
+    }
+}
+
+/// What the driver must do next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Check these credentials, then call [`Session::auth_result`].
+    Authenticate { user: String, pass: String },
+    /// Call [`Session::execute`] with the store (blocking: use the blocking pool).
+    Execute,
+    /// IDLE: wait for bytes or a mailbox change; on a change call [`Session::idle_refresh`].
+    Idle,
+    /// Write the pending output, then close.
+    Close,
+    /// Write the pending output, then read more bytes.
+    NeedInput,
+}
+
+/// The step the session waits on.
+#[derive(Debug)]
+enum Pending {
+    None,
+    AuthWait { tag: String },
+    SaslPlain { tag: String },
+    Exec(Box<Command<'static>>),
+    PostLogin { tag: String },
+    Idle { tag: String },
+}
+
+/// One IMAP connection's protocol state.
+#[derive(Debug)]
+pub struct Session {
+    pub state: State,
+    pending: Pending,
+    frag: Fragmentizer,
+    limits: Limits,
+    tls: bool,
+    out: Vec<u8>,
+    creds: Option<(String, String)>,
+}
+
+impl Session {
+    /// A new session and its greeting is in the output. `tls`: the connection is encrypted.
+    pub fn new(limits: Limits, tls: bool) -> Self {
+        let max = limits.max_command_bytes.saturating_add(limits.max_literal_bytes);
+        let mut s = Self {
+            state: State::NotAuthenticated { failures: 0 },
+            pending: Pending::None,
+            frag: Fragmentizer::new(max),
+            limits,
+            tls,
+            out: Vec::new(),
+            creds: None,
+        };
+        s.out.extend(untagged(&format!("OK [CAPABILITY {CAPABILITIES_PRE}] pecd IMAP4rev1 ready")));
+        s
+    }
+
+    /// Bytes from the client.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.frag.enqueue_bytes(bytes);
+    }
+
+    /// The bytes to send now.
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
+    pub fn is_idle(&self) -> bool {
+        matches!(self.pending, Pending::Idle { .. })
+    }
+
+    /// The authenticated mailbox, if any.
+    pub fn user(&self) -> Option<&PecAddress> {
+        self.state.user()
+    }
+
+    /// Processes buffered input until an action is needed.
+    pub fn next(&mut self) -> Action {
+        loop {
+            if matches!(self.state, State::Logout) {
+                return Action::Close;
+            }
+            match &self.pending {
+                Pending::None => {}
+                Pending::AuthWait { .. } => {
+                    return match self.creds.take() {
+                        Some((user, pass)) => Action::Authenticate { user, pass },
+                        None => Action::NeedInput,
+                    };
+                }
+                Pending::Exec(_) | Pending::PostLogin { .. } => return Action::Execute,
+                Pending::Idle { .. } | Pending::SaslPlain { .. } => {}
+            }
+            let Some(frag) = self.frag.progress() else {
+                if self.frag.message_bytes().len() > self.line_limit() {
+                    return self.bye("command line too long");
+                }
+                return if self.is_idle() { Action::Idle } else { Action::NeedInput };
+            };
+            if let FragmentInfo::Line { announcement: Some(LiteralAnnouncement { mode, length }), .. } = frag {
+                if let Some(a) = self.literal(mode, length) {
+                    return a;
+                }
+                continue;
+            }
+            if !self.frag.is_message_complete() {
+                continue;
+            }
+            if let Some(a) = self.message() {
+                return a;
+            }
+        }
+    }
+
+    fn line_limit(&self) -> usize {
+        if self.is_append() { self.limits.max_literal_bytes as usize + self.limits.max_command_bytes as usize } else { self.limits.max_command_bytes as usize }
+    }
+
+    fn is_append(&self) -> bool {
+        let m = self.frag.message_bytes();
+        let mut words = m.split(|&b| b == b' ');
+        let _tag = words.next();
+        let cmd = words.next().unwrap_or_default();
+        cmd.eq_ignore_ascii_case(b"APPEND")
+    }
+
+    /// A literal is announced: accept it (`+` for a synchronizing one) or refuse it.
+    fn literal(&mut self, mode: LiteralMode, length: u32) -> Option<Action> {
+        let max = if self.is_append() { self.limits.max_literal_bytes } else { self.limits.max_command_bytes };
+        if length <= max && self.frag.message_bytes().len() <= self.line_limit() {
+            if mode == LiteralMode::Sync {
+                self.out.extend_from_slice(b"+ Ready for literal data\r\n");
+            }
+            return None;
+        }
+        match (mode, self.frag.decode_tag()) {
+            // The client waits for "+": refusing is safe, the literal will not come.
+            (LiteralMode::Sync, Some(tag)) => {
+                let tag = tag.as_ref().to_string();
+                self.frag.skip_message();
+                self.out.extend(tagged(&tag, "NO", &format!("[TOOBIG] Literal of {length} bytes exceeds the limit of {max}")));
+                None
+            }
+            // A non-synchronizing literal is on its way (RFC 7888 §4): the stream is lost.
+            _ => Some(self.bye("literal too large")),
+        }
+    }
+
+    fn bye(&mut self, why: &str) -> Action {
+        self.out.extend(untagged(&format!("BYE {why}")));
+        self.state = State::Logout;
+        Action::Close
+    }
+
+    /// A complete message is in the fragmentizer.
+    fn message(&mut self) -> Option<Action> {
+        match std::mem::replace(&mut self.pending, Pending::None) {
+            Pending::Idle { tag } => {
+                match self.frag.decode_message(&IdleDoneCodec::default()) {
+                    Ok(_) => self.out.extend(tagged(&tag, "OK", "IDLE terminated")),
+                    Err(_) => self.out.extend(tagged(&tag, "BAD", "Expected DONE")),
+                }
+                return None;
+            }
+            Pending::SaslPlain { tag } => {
+                let line = String::from_utf8_lossy(self.frag.message_bytes()).trim_end().to_string();
+                if line == "*" {
+                    self.out.extend(tagged(&tag, "BAD", "AUTHENTICATE cancelled"));
+                    return None;
+                }
+                return self.sasl_plain(tag, line.as_bytes());
+            }
+            other => self.pending = other,
+        }
+        let decoded = self.frag.decode_message(&CommandCodec::default()).map(|c| c.into_static());
+        let cmd = match decoded {
+            Ok(c) => c,
+            Err(e) => {
+                let tag = self.frag.decode_tag().map(|t| t.as_ref().to_string()).unwrap_or_else(|| "*".into());
+                let why = match e {
+                    imap_codec::fragmentizer::DecodeMessageError::MessageTooLong { .. } => "Command too long",
+                    _ => "Malformed or unknown command",
+                };
+                self.out.extend(tagged(&tag, "BAD", why));
+                return None;
+            }
+        };
+        self.command(cmd)
+    }
+
+    fn command(&mut self, cmd: Command<'static>) -> Option<Action> {
+        let tag = cmd.tag.as_ref().to_string();
+        let authed = self.state.user().is_some();
+        let selected = matches!(self.state, State::Selected { .. });
+        match &cmd.body {
+            CommandBody::Capability => {
+                let caps = if authed { CAPABILITIES } else { CAPABILITIES_PRE };
+                self.out.extend(untagged(&format!("CAPABILITY {caps}")));
+                self.out.extend(tagged(&tag, "OK", "CAPABILITY completed"));
+            }
+            CommandBody::Noop if !selected => self.out.extend(tagged(&tag, "OK", "NOOP completed")),
+            CommandBody::Logout => {
+                self.out.extend(untagged("BYE Logging out"));
+                self.out.extend(tagged(&tag, "OK", "LOGOUT completed"));
+                self.state = State::Logout;
+                return Some(Action::Close);
+            }
+            CommandBody::Id { .. } => {
+                self.out.extend(untagged("ID (\"name\" \"pecd\")"));
+                self.out.extend(tagged(&tag, "OK", "ID completed"));
+            }
+            CommandBody::Login { username, password } => {
+                if authed {
+                    self.out.extend(tagged(&tag, "BAD", "Already authenticated"));
+                } else if !self.tls {
+                    self.out.extend(tagged(&tag, "NO", "[PRIVACYREQUIRED] Login only over TLS"));
+                } else {
+                    let user = String::from_utf8_lossy(username.as_ref()).into_owned();
+                    let pass = String::from_utf8_lossy(password.declassify().as_ref()).into_owned();
+                    self.creds = Some((user, pass));
+                    self.pending = Pending::AuthWait { tag };
+                }
+            }
+            CommandBody::Authenticate { mechanism, initial_response } => {
+                if authed {
+                    self.out.extend(tagged(&tag, "BAD", "Already authenticated"));
+                } else if *mechanism != AuthMechanism::Plain {
+                    self.out.extend(tagged(&tag, "NO", "Unsupported mechanism, use PLAIN"));
+                } else if !self.tls {
+                    self.out.extend(tagged(&tag, "NO", "[PRIVACYREQUIRED] Authentication only over TLS"));
+                } else if let Some(ir) = initial_response {
+                    // SASL-IR: the bytes are already decoded by imap-codec.
+                    let raw = ir.declassify().to_vec();
+                    return self.plain_credentials(tag, &raw);
+                } else {
+                    self.out.extend_from_slice(b"+ \r\n");
+                    self.pending = Pending::SaslPlain { tag };
+                }
+            }
+            CommandBody::Enable { .. } if authed => {
+                // No extension this server knows needs enabling: none is enabled (RFC 5161 §3.1).
+                self.out.extend(untagged("ENABLED"));
+                self.out.extend(tagged(&tag, "OK", "ENABLE completed"));
+            }
+            CommandBody::Namespace if authed => {
+                self.out.extend(untagged("NAMESPACE ((\"\" \"/\")) NIL NIL"));
+                self.out.extend(tagged(&tag, "OK", "NAMESPACE completed"));
+            }
+            CommandBody::Idle if authed => {
+                self.out.extend_from_slice(b"+ idling\r\n");
+                self.pending = Pending::Idle { tag };
+                return Some(Action::Idle);
+            }
+            body if !authed => {
+                let _ = body;
+                self.out.extend(tagged(&tag, "BAD", "Log in first"));
+            }
+            CommandBody::Check
+            | CommandBody::Close
+            | CommandBody::Unselect
+            | CommandBody::Expunge
+            | CommandBody::ExpungeUid { .. }
+            | CommandBody::Search { .. }
+            | CommandBody::Fetch { .. }
+            | CommandBody::Store { .. }
+            | CommandBody::Copy { .. }
+            | CommandBody::Move { .. }
+                if !selected =>
+            {
+                self.out.extend(tagged(&tag, "BAD", "No mailbox selected"));
+            }
+            CommandBody::Sort { .. } | CommandBody::Thread { .. } | CommandBody::Compress { .. } => {
+                self.out.extend(tagged(&tag, "BAD", "Not supported"));
+            }
+            _ => {
+                self.pending = Pending::Exec(Box::new(cmd));
+                return Some(Action::Execute);
+            }
+        }
+        None
+    }
+
+    fn sasl_plain(&mut self, tag: String, b64: &[u8]) -> Option<Action> {
+        match base64::engine::general_purpose::STANDARD.decode(b64) {
+            Ok(raw) => self.plain_credentials(tag, &raw),
+            Err(_) => {
+                self.out.extend(tagged(&tag, "BAD", "Invalid base64"));
+                None
+            }
+        }
+    }
+
+    /// `authzid \0 authcid \0 password` (RFC 4616); an authzid other than the user is refused.
+    fn plain_credentials(&mut self, tag: String, raw: &[u8]) -> Option<Action> {
+        let parts: Vec<&[u8]> = raw.split(|&b| b == 0).collect();
+        match parts.as_slice() {
+            [authz, user, pass] if authz.is_empty() || authz == user => {
+                let user = String::from_utf8_lossy(user).into_owned();
+                self.creds = Some((user, String::from_utf8_lossy(pass).into_owned()));
+                self.pending = Pending::AuthWait { tag };
+                None
+            }
+            _ => {
+                self.out.extend(tagged(&tag, "NO", "[AUTHENTICATIONFAILED] Invalid PLAIN credentials"));
+                None
+            }
+        }
+    }
+
+    /// The outcome of [`Action::Authenticate`]: the canonical address, or `None`.
+    pub fn auth_result(&mut self, user: Option<String>) {
+        let Pending::AuthWait { tag } = std::mem::replace(&mut self.pending, Pending::None) else { return };
+        match user.and_then(|u| PecAddress::parse(&u).ok()) {
+            Some(user) => {
+                self.state = State::Authenticated { user };
+                self.pending = Pending::PostLogin { tag };
+            }
+            None => {
+                self.out.extend(tagged(&tag, "NO", "[AUTHENTICATIONFAILED] Invalid credentials"));
+                if let State::NotAuthenticated { failures } = &mut self.state {
+                    *failures += 1;
+                    if *failures >= self.limits.max_auth_failures {
+                        self.out.extend(untagged("BYE Too many failed logins"));
+                        self.state = State::Logout;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs the pending store command (blocking: call it on the blocking pool).
+    pub fn execute(&mut self, store: &Store) {
+        match std::mem::replace(&mut self.pending, Pending::None) {
+            Pending::PostLogin { tag } => {
+                if let Some(user) = self.state.user() {
+                    super::exec::ensure_special_folders(store, user);
+                }
+                self.out.extend(tagged(&tag, "OK", &format!("[CAPABILITY {CAPABILITIES}] Logged in")));
+            }
+            Pending::Exec(cmd) => {
+                let tag = cmd.tag.as_ref().to_string();
+                super::exec::run(store, &mut self.state, &tag, cmd.body, &mut self.out);
+            }
+            other => self.pending = other,
+        }
+    }
+
+    /// During IDLE: reports what changed in the selected mailbox (blocking).
+    pub fn idle_refresh(&mut self, store: &Store) {
+        if let State::Selected { user, view } = &mut self.state {
+            if view.changed(store, user) {
+                if let Err(e) = view.refresh(store, user, &mut self.out) {
+                    tracing::warn!(error = %e, "IDLE refresh failed");
+                }
+            }
+        }
+    }
+
+    /// The connection is about to be closed for inactivity (RFC 3501 §5.4).
+    pub fn timeout(&mut self) -> Vec<u8> {
+        self.state = State::Logout;
+        untagged("BYE Autologout; idle for too long")
+    }
+}

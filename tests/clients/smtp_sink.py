@@ -1,0 +1,92 @@
+"""A minimal SMTP receiver with STARTTLS, standing in for another provider's MX in
+pecd's relay tests. Prints its port on the first line of stdout, then writes each
+received message to OUTDIR/<n>.eml with a .env file (MAIL FROM and RCPT TO lines).
+
+Usage: smtp_sink.py CERT KEY OUTDIR GREETING_DELAY_SECONDS
+Recipients whose local part starts with "reject" get 550; "later" get 451.
+"""
+import os
+import socket
+import ssl
+import sys
+import threading
+import time
+
+cert, key, outdir, delay = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+counter = [0]
+lock = threading.Lock()
+
+
+def handle(conn):
+    time.sleep(delay)
+    f = conn.makefile("rb")
+    tls = False
+
+    def send(line):
+        conn.sendall(line.encode() + b"\r\n")
+
+    send("220 sink.test ESMTP")
+    mail_from, rcpts = None, []
+    while True:
+        line = f.readline()
+        if not line:
+            return
+        cmd = line.decode(errors="replace").strip()
+        up = cmd.upper()
+        if up.startswith("EHLO"):
+            send("250-sink.test")
+            send("250 PIPELINING" if tls else "250 STARTTLS")
+        elif up == "STARTTLS" and not tls:
+            send("220 go ahead")
+            conn = ctx.wrap_socket(conn, server_side=True)
+            f = conn.makefile("rb")
+            tls = True
+        elif up.startswith("MAIL FROM:"):
+            mail_from, rcpts = cmd[10:].strip("<> "), []
+            send("250 ok")
+        elif up.startswith("RCPT TO:"):
+            r = cmd[8:].strip("<> ")
+            if r.startswith("reject"):
+                send("550 5.1.1 no such user")
+            elif r.startswith("later"):
+                send("451 4.3.0 try later")
+            else:
+                rcpts.append(r)
+                send("250 ok")
+        elif up == "DATA":
+            send("354 go")
+            data = b""
+            while True:
+                l = f.readline()
+                if not l or l == b".\r\n":
+                    break
+                if l.startswith(b".."):
+                    l = l[1:]
+                data += l
+            with lock:
+                counter[0] += 1
+                n = counter[0]
+            with open(os.path.join(outdir, f"{n}.env"), "w") as e:
+                e.write(mail_from + "\n" + "\n".join(rcpts) + "\n")
+            with open(os.path.join(outdir, f"{n}.eml.tmp"), "wb") as m:
+                m.write(data)
+            os.rename(os.path.join(outdir, f"{n}.eml.tmp"), os.path.join(outdir, f"{n}.eml"))
+            send("250 2.0.0 queued")
+        elif up == "QUIT":
+            send("221 bye")
+            conn.close()
+            return
+        else:
+            send("250 ok")
+
+
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", int(os.environ.get("SINK_PORT", "0"))))
+srv.listen(16)
+print(srv.getsockname()[1], flush=True)
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=handle, args=(c,), daemon=True).start()
