@@ -1,1 +1,151 @@
-fn main() {}
+//! Store benchmark (plain `harness = false`): commits per second for small messages with
+//! 1, 16 and 128 concurrent writers, with and without group commit; then the time of a
+//! Message-ID query on a trace log of `PECD_BENCH_RECORDS` records (default 10 000 000),
+//! built with large batches.
+//!
+//! `cargo bench --bench store` — knobs: `PECD_BENCH_RECORDS`, `PECD_BENCH_SECS`
+//! (seconds per commit run, default 3), `PECD_BENCH_DIR` (where to put the stores,
+//! default the system temp dir).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use pecd::pec::address::PecAddress;
+use pecd::store::mailbox::Password;
+use pecd::store::{Batch, Delivery, NewMailbox, Store, StoreOptions};
+use pecd::trace::{EventKind, TraceEvent, TraceQuery};
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn tempdir() -> tempfile::TempDir {
+    match std::env::var("PECD_BENCH_DIR") {
+        Ok(d) => tempfile::tempdir_in(d).expect("temp dir"),
+        Err(_) => tempfile::tempdir().expect("temp dir"),
+    }
+}
+
+fn commits(group: bool, writers: u64, secs: u64) -> f64 {
+    let dir = tempdir();
+    let store = Store::open(dir.path(), StoreOptions { group_commit: group, ..StoreOptions::default() }).expect("open");
+    let a = PecAddress::parse("bench@example.it").expect("address");
+    store
+        .add_mailbox(NewMailbox { address: a.clone(), password: Password::new("x"), quota_bytes: Some(u64::MAX / 2), options: Default::default() })
+        .expect("mailbox");
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let handles: Vec<_> = (0..writers)
+        .map(|w| {
+            let (store, a, stop, done) = (store.clone(), a.clone(), stop.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let body = format!("Message-ID: <{w}.{n}@bench>\r\nSubject: small\r\n\r\n{}\r\n", "x".repeat(2000));
+                    let blob = store.blobs().put(body.as_bytes()).expect("blob");
+                    let now = jiff::Timestamp::now();
+                    store
+                        .commit(
+                            Batch::new()
+                                .claim(format!("d:{w}.{n}"))
+                                .deliver(Delivery::inbox(a.clone(), blob, now))
+                                .trace(TraceEvent::new(EventKind::Delivered, now).msgid(format!("{w}.{n}@bench")).recipient("bench@example.it"))
+                                .trace(TraceEvent::new(EventKind::DeliveryReceiptSent, now).msgid(format!("{w}.{n}@bench"))),
+                        )
+                        .expect("commit");
+                    n += 1;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(secs));
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        h.join().expect("writer");
+    }
+    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+fn query_bench(n: u64) {
+    let dir = tempdir();
+    let store = Store::open(dir.path(), StoreOptions::default()).expect("open");
+    let t = Instant::now();
+    let batch_size = 10_000;
+    let t0: jiff::Timestamp = "2024-01-01T00:00:00Z".parse().expect("time");
+    let mut i = 0;
+    while i < n {
+        let mut b = Batch::new();
+        for j in i..(i + batch_size).min(n) {
+            let at = t0 + jiff::SignedDuration::from_secs(j as i64);
+            b = b.trace(
+                TraceEvent::new(EventKind::Delivered, at)
+                    .msgid(format!("{j}@client.example"))
+                    .ident(format!("opec{j}.20240101@pec.example.it"))
+                    .sender(format!("user{}@example.it", j % 1000))
+                    .recipient(format!("dest{}@other.it", j % 5000))
+                    .subject("Invio fattura")
+                    .message_bytes(&j.to_be_bytes()),
+            );
+        }
+        store.commit(b).expect("commit");
+        i += batch_size;
+        if i % 1_000_000 == 0 {
+            eprintln!("  built {i} records in {:.1?}", t.elapsed());
+        }
+    }
+    let build = t.elapsed();
+    let disk = fs_size(dir.path());
+    println!("trace log of {n} records built in {build:.1?} ({:.0} records/s), {:.1} MiB on disk", n as f64 / build.as_secs_f64(), disk as f64 / 1048576.0);
+    let log = store.trace();
+    let mut worst = Duration::ZERO;
+    let mut total = Duration::ZERO;
+    let probes = 1000u64;
+    let mut x = 0x2545F4914F6CDD1Du64;
+    for _ in 0..probes {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let id = format!("{}@client.example", x % n);
+        let q = Instant::now();
+        let r = log.query(&TraceQuery { msgid: Some(id), ..Default::default() }).expect("query");
+        let el = q.elapsed();
+        assert_eq!(r.len(), 1);
+        total += el;
+        worst = worst.max(el);
+    }
+    println!("Message-ID query over {n} records: mean {:.1?}, max {:.1?} ({probes} random probes)", total / probes as u32, worst);
+    let q = Instant::now();
+    let r = log.query(&TraceQuery { mailbox: Some("dest42@other.it".into()), limit: Some(100), ..Default::default() }).expect("query");
+    println!("mailbox query (first {} of {}): {:.1?}", r.len(), n / 5000, q.elapsed());
+}
+
+fn fs_size(p: &std::path::Path) -> u64 {
+    let mut total = 0;
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            let m = match e.metadata() {
+                Ok(m) => m,
+                Err(_) => continue,
+            };
+            total += if m.is_dir() { fs_size(&e.path()) } else { m.len() };
+        }
+    }
+    total
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; ignore arguments.
+    let secs = env_u64("PECD_BENCH_SECS", 3);
+    let n = env_u64("PECD_BENCH_RECORDS", 10_000_000);
+    println!("commits/s, small messages (2 KB, one blob + deliver + 2 trace records + claim each), {secs} s per run:");
+    for group in [true, false] {
+        for writers in [1, 16, 128] {
+            let r = commits(group, writers, secs);
+            println!("  group_commit={group:<5} writers={writers:<3} {r:>8.0} commits/s");
+        }
+    }
+    query_bench(n);
+}

@@ -32,6 +32,7 @@ pub mod pec;
 pub mod pipeline;
 pub mod pki;
 pub mod report;
+pub mod server;
 pub mod smtp;
 pub mod store;
 pub mod tls;

@@ -100,18 +100,17 @@ fn is_checkpoint(l: &[u8]) -> bool {
 fn tampering_is_detected_and_located() {
     let s = setup();
     let ls = lines(&s.export);
-    // 1 admin record + 12 + 2 records, 3 checkpoints.
-    assert_eq!(ls.len(), 15 + 3);
+    // 1 admin record + 12 + 2 records + 3 checkpoint records, 3 checkpoints.
+    assert_eq!(ls.len(), 18 + 3);
 
     let o = verify_file(&s, "intact.jsonl", &s.export);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(0), "{t}");
-    assert!(t.contains("15 records verified"), "{t}");
-    assert!(t.contains("last signed checkpoint: seq 13"), "{t}");
-    assert!(t.contains("2 record(s) after the last checkpoint are only hash-chained"), "{t}");
+    assert!(t.contains("18 records verified"), "{t}");
+    assert!(t.contains("last signed checkpoint: seq 15"), "{t}");
+    assert!(t.contains("3 record(s) after the last checkpoint are only hash-chained"), "{t}");
 
-    // Line numbers are 1-based; line 5 is a record (records 1..4, then checkpoint? no:
-    // the first checkpoint covers seq 5 = admin record + 4), so find lines by content.
+    // Line numbers are 1-based; find the lines by content.
     let rec_line = ls.iter().position(|l| l.windows(9).any(|w| w == b"m6@client")).unwrap();
     let cp_line = ls.iter().position(|l| is_checkpoint(l)).unwrap();
     let mut cases: Vec<(&str, Vec<Vec<u8>>, String)> = Vec::new();
@@ -132,8 +131,14 @@ fn tampering_is_detected_and_located() {
 
     let mut deleted = ls.clone();
     deleted.remove(cp_line);
-    let next_cp = deleted.iter().position(|l| is_checkpoint(l)).unwrap();
-    cases.push(("a checkpoint line deleted", deleted, format!("line {}: seq", next_cp + 1)));
+    // Caught by the chain record that binds the deleted checkpoint.
+    let binding = deleted.iter().position(|l| l.windows(21).any(|w| w == br#""kind":"Checkpoint""#)).unwrap();
+    cases.push(("a checkpoint line deleted", deleted, format!("line {}: seq", binding + 1)));
+
+    let mut last_cp_gone = ls.clone();
+    let last_cp = last_cp_gone.iter().rposition(|l| is_checkpoint(l)).unwrap();
+    last_cp_gone.remove(last_cp);
+    cases.push(("the last checkpoint line deleted", last_cp_gone, "which is missing".into()));
 
     let mut swapped = ls.clone();
     swapped.swap(rec_line, rec_line + 1);
@@ -155,7 +160,7 @@ fn tampering_is_detected_and_located() {
     let o = verify_file(&s, "trunc.jsonl", &join(&ls[..ls.len() - 1]));
     let t = text(&o);
     assert_eq!(o.status.code(), Some(0), "{t}");
-    assert!(t.contains("1 record(s) after the last checkpoint are only hash-chained"), "{t}");
+    assert!(t.contains("2 record(s) after the last checkpoint are only hash-chained"), "{t}");
 
     let missing = s.config.parent().unwrap().join("nope.jsonl");
     let o = pecd(&["log", "verify", missing.to_str().unwrap(), "--config", s.config.to_str().unwrap()]);
@@ -183,7 +188,6 @@ fn every_single_byte_change_is_detected() {
             missed.push(i);
         }
     }
-    for &i in missed.iter().take(16) { let st = e[..i].iter().rposition(|&c| c == b'\n').map_or(0, |p| p + 1); let sigpos = e[st..].windows(13).position(|w| w == b"\"signature\":\"").unwrap_or(0); eprintln!("offset {i} col {} sigstart {} ctx {:?}", i - st, sigpos + 13, String::from_utf8_lossy(&e[i.saturating_sub(10)..i + 10])); }
     assert!(missed.is_empty(), "undetected changes at byte offsets {missed:?}");
 }
 

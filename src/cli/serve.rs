@@ -6,22 +6,15 @@
 //! configured, the local delivery worker and the maintenance task (trace checkpoints,
 //! 30-month retention, blob sweep), and runs until SIGINT/SIGTERM.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use pecd::config::{Config, DEFAULT_CONFIG_PATH};
 use pecd::gateway::Gateway;
 use pecd::pec::address::{Domain, PecAddress};
-use pecd::pipeline::{access::AccessPoint, delivery, relay};
-use pecd::smtp::server::{self, ListenerConfig};
-use pecd::smtp::session::{Role, SessionConfig};
 use pecd::store::mailbox::Password;
 use pecd::store::NewMailbox;
-use tokio::sync::watch;
 
 /// The demo domain of the embedded default.
 pub const DEMO_DOMAIN: &str = "pec.demo.test";
@@ -110,75 +103,33 @@ fn ensure_service_mailbox(gw: &Gateway) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let config_dir = config.path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let gw = {
-        let c = config;
-        tokio::task::spawn_blocking(move || Gateway::open(c, pecd::clock::system()))
-            .await
-            .context("opening the gateway")??
-    };
+    let gw = tokio::task::spawn_blocking(move || Gateway::open(config, pecd::clock::system()))
+        .await
+        .context("opening the gateway")??;
     ensure_service_mailbox(&gw)?;
-    let tls = pecd::tls::server_config(&gw.config.tls.cert, &gw.config.tls.key).context("loading the TLS certificate")?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks = Vec::new();
+    let running = pecd::server::start(gw.clone()).await?;
 
-    let limits = &gw.config.limits;
-    let session = |role| SessionConfig {
-        hostname: gw.config.provider.hostname.clone(),
-        role,
-        max_message_bytes: limits.max_message_bytes as usize,
-        max_recipients: limits.max_recipients as usize,
-        tls_available: true,
-        local_domains: gw.config.provider.domains.iter().map(|d| d.to_string()).collect(),
-        max_auth_failures: 3,
-    };
-    let listener_cfg = |role, implicit_tls| ListenerConfig {
-        session: session(role),
-        implicit_tls,
-        tls: Some(tls.clone()),
-        command_timeout: Duration::from_secs(limits.command_timeout_secs),
-        max_connections_per_ip: limits.max_connections_per_ip as usize,
-        auth_failure_delay: Duration::from_secs(1),
-    };
-    let mut bound: Vec<(&str, SocketAddr)> = Vec::new();
-    for (name, addr, implicit) in [("smtps", gw.config.listen.smtps, true), ("submission", gw.config.listen.submission, false)] {
-        let Some(addr) = addr else { continue };
-        let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listen.{name}: cannot bind {addr}"))?;
-        let local = l.local_addr().context("local address")?;
-        bound.push((name, local));
-        let backend = Arc::new(AccessPoint(gw.clone()));
-        tasks.push(tokio::spawn(server::serve(l, listener_cfg(Role::Submission, implicit), backend, stop_rx.clone())));
-    }
-    for (name, addr) in [("smtp", gw.config.listen.smtp), ("imaps", gw.config.listen.imaps), ("pop3s", gw.config.listen.pop3s), ("http", gw.config.listen.http)] {
-        if let Some(a) = addr {
-            tracing::warn!(listener = name, address = %a, "listener configured but not implemented in this version: not started");
-        }
-    }
-    tasks.push(tokio::spawn(delivery::run(gw.clone(), stop_rx.clone())));
-    tasks.push(tokio::spawn(relay::run(gw.clone(), stop_rx.clone())));
-    tasks.push(tokio::spawn(maintenance(gw.clone(), stop_rx.clone())));
-
-    println!("pecd is running for {} ({})", gw.config.provider.domains.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "), gw.identity.name);
-    for (name, addr) in &bound {
+    let domains: Vec<String> = gw.config.provider.domains.iter().map(|d| d.to_string()).collect();
+    println!("pecd is running for {} ({})", domains.join(", "), gw.identity.name);
+    for (name, addr) in &running.listeners {
         println!("  {name:<11} {addr}");
     }
-    println!("  store       {}", gw.config.store.dir.display());
     println!("  dev CA      {}", config_dir.join("certs/ca.pem").display());
     let creds = config_dir.join(DEMO_CREDENTIALS);
     if creds.exists() {
         println!("  demo login  see {}", creds.display());
     }
-    if let Some((_, a)) = bound.iter().find(|(n, _)| *n == "smtps") {
-        println!("Send a PEC message: swaks --server {} --tls-on-connect --auth PLAIN --auth-user demo@{DEMO_DOMAIN} ... (trust the dev CA)", a);
+    if let Some(a) = running.addr("smtps") {
+        println!(
+            "  try         swaks --server {a} --tls-on-connect --auth PLAIN --auth-user demo@{DEMO_DOMAIN} --from demo@{DEMO_DOMAIN} --to demo@{DEMO_DOMAIN}"
+        );
     }
+    // Last line of the start-up report (tests wait for it).
+    println!("  store       {}", gw.config.store.dir.display());
 
     shutdown_signal().await;
     tracing::info!("shutting down");
-    let _ = stop_tx.send(true);
-    for t in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
-    }
-    let store = gw.store.clone();
-    tokio::task::spawn_blocking(move || store.flush()).await.context("flushing the store")??;
+    running.shutdown().await;
     Ok(())
 }
 
@@ -200,36 +151,4 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
-}
-
-/// Periodic upkeep: time-based trace checkpoints, retention purge, blob sweep.
-async fn maintenance(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
-    let every = Duration::from_secs(gw.config.trace.checkpoint_interval_secs.max(1));
-    let mut last_purge = std::time::Instant::now() - Duration::from_secs(24 * 3600);
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = stop.changed() => return,
-        }
-        let store = gw.store.clone();
-        let now = gw.clock.now();
-        let purge = last_purge.elapsed() >= Duration::from_secs(24 * 3600);
-        if purge {
-            last_purge = std::time::Instant::now();
-        }
-        let r = tokio::task::spawn_blocking(move || -> Result<(), pecd::store::StoreError> {
-            store.checkpoint_now()?;
-            if purge {
-                store.purge_expired(now)?;
-                store.sweep_blobs(Duration::from_secs(3600))?;
-            }
-            Ok(())
-        })
-        .await;
-        match r {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "maintenance failed"),
-            Err(e) => tracing::error!(error = %e, "maintenance task panicked"),
-        }
-    }
 }

@@ -30,7 +30,8 @@ use super::{StoreError, StoreOptions, Trees, mailbox, messages, pending, queue};
 use crate::clock::SharedClock;
 use crate::pec::smime::Signer;
 use crate::trace::log::{ANCHOR_KEY, Index, index_keys, seq_key};
-use crate::trace::{Checkpoint, TraceLog};
+use crate::trace::verify::ExportLine;
+use crate::trace::{Checkpoint, EventKind, TraceEvent, TraceLog};
 
 pub(crate) const META: usize = 0;
 pub(crate) const MAILBOXES: usize = 1;
@@ -154,6 +155,8 @@ pub(crate) struct Committer {
     clock: SharedClock,
     head: (u64, String),
     last_cp: (u64, Timestamp),
+    /// Head seq right after the last checkpoint record: records above it are unsigned.
+    cp_floor: u64,
     every: u64,
     interval: Duration,
     signer: Option<Arc<Signer>>,
@@ -197,6 +200,7 @@ impl Committer {
             trees,
             group: o.group_commit,
             clock: o.clock.clone(),
+            cp_floor: last_cp.0,
             head,
             last_cp,
             every: o.checkpoint_every.max(1),
@@ -292,8 +296,8 @@ impl Committer {
             let Ok(res) = next else { return wrote };
             self.in_flight = false;
             match res {
-                Ok(cp) => match self.apply(Batch::new().push(Op::Checkpoint(cp))) {
-                    Ok(_) => wrote = true,
+                Ok(cp) => match self.store_checkpoint(cp) {
+                    Ok(()) => wrote = true,
                     Err(e) => tracing::error!(error = %e, "storing a trace checkpoint failed"),
                 },
                 Err(e) => tracing::error!(error = %e, "signing a trace checkpoint failed"),
@@ -303,12 +307,12 @@ impl Committer {
 
     fn maybe_request_checkpoint(&mut self) {
         let Some(tx) = &self.sign_tx else { return };
-        if self.in_flight || self.head.0 <= self.last_cp.0 {
+        if self.in_flight || self.head.0 <= self.cp_floor {
             return;
         }
         let now = self.clock.now();
         let elapsed = now.duration_since(self.last_cp.1).unsigned_abs();
-        if self.head.0 - self.last_cp.0 < self.every && elapsed < self.interval {
+        if self.head.0 - self.cp_floor < self.every && elapsed < self.interval {
             return;
         }
         let req = SignRequest { seq: self.head.0, hash: self.head.1.clone(), prev: self.last_cp.0 };
@@ -321,15 +325,28 @@ impl Committer {
     fn checkpoint_now(&mut self) -> Result<Option<Checkpoint>, StoreError> {
         self.store_signed(true);
         let Some(signer) = self.signer.clone() else { return Ok(None) };
-        if self.head.0 <= self.last_cp.0 {
+        if self.head.0 <= self.cp_floor {
             return Ok(None);
         }
         let now = self.clock.now();
         let cp = Checkpoint::sign(&signer, self.head.0, &self.head.1, now, self.last_cp.0)
             .map_err(|e| StoreError::Signing(e.to_string()))?;
-        self.apply(Batch::new().push(Op::Checkpoint(cp.clone())))?;
         self.last_cp = (cp.seq, now);
+        self.store_checkpoint(cp.clone())?;
         Ok(Some(cp))
+    }
+
+    /// Stores a signed checkpoint together with the chain record that binds its exact
+    /// bytes (see [`crate::trace::EventKind::Checkpoint`]).
+    fn store_checkpoint(&mut self, cp: Checkpoint) -> Result<(), StoreError> {
+        let line = ExportLine::Checkpoint(cp.clone()).to_line();
+        let mut ev = TraceEvent::new(EventKind::Checkpoint, cp.time)
+            .detail(format!("signed checkpoint of seq {} stored", cp.seq))
+            .message_bytes(&line);
+        ev.related.push(format!("checkpoint:{}", cp.seq));
+        self.apply(Batch::new().push(Op::Checkpoint(cp)).trace(ev))?;
+        self.cp_floor = self.head.0;
+        Ok(())
     }
 
     /// Replaces operations that need scans by point operations (consistent: we are the

@@ -75,6 +75,10 @@ pub enum EventKind {
     MailboxAdmin,
     /// Records up to an anchor checkpoint were purged at the end of their retention.
     Purged,
+    /// A signed checkpoint was stored: `sha256` is the hash of its export line and
+    /// `related` is `["checkpoint:SEQ"]`, which binds the whole checkpoint (including
+    /// the unsigned parts of its CMS structure) into the chain.
+    Checkpoint,
     Other,
 }
 
@@ -102,6 +106,7 @@ impl EventKind {
             LoginFailed => "LoginFailed",
             MailboxAdmin => "MailboxAdmin",
             Purged => "Purged",
+            Checkpoint => "Checkpoint",
             Other => "Other",
         }
     }

@@ -8,7 +8,10 @@
 //!   from the seq after a leading *anchor* checkpoint (after a retention purge);
 //! - each `prev_hash` is the previous record's `hash`, each `hash` matches the content;
 //! - each checkpoint follows the record it covers, names its hash, links to the previous
-//!   checkpoint (`prev`), and carries a valid signature by the provider certificate.
+//!   checkpoint (`prev`), and carries a valid signature by the provider certificate;
+//! - each checkpoint's exact line is bound into the chain by a later `Checkpoint` record
+//!   (its `sha256`): a CMS structure has fields its signature does not cover, and this
+//!   makes a change there (or the removal of the last checkpoint line) detectable too.
 //!
 //! Records after the last checkpoint are protected by the chain only: the report says how
 //! many, because removing them from the end cannot be detected without a later signature.
@@ -17,7 +20,7 @@ use std::io::BufRead;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Checkpoint, GENESIS_HASH, TraceRecord};
+use super::{Checkpoint, EventKind, GENESIS_HASH, TraceRecord};
 
 /// One line of an export.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +93,9 @@ pub struct ChainVerifier {
     next_seq: u64,
     prev_hash: String,
     last_cp: Option<Checkpoint>,
+    /// Export-line hash and line of each checkpoint seen, by seq, until the chain record
+    /// binding it (kind `Checkpoint`) is met.
+    cp_lines: std::collections::HashMap<u64, (Option<u64>, String)>,
     report: VerifyReport,
 }
 
@@ -102,6 +108,7 @@ impl ChainVerifier {
             next_seq: 1,
             prev_hash: GENESIS_HASH.to_string(),
             last_cp: None,
+            cp_lines: Default::default(),
             report: VerifyReport {
                 records: 0,
                 first_seq: None,
@@ -174,6 +181,9 @@ impl ChainVerifier {
                 ),
             ));
         }
+        if r.kind == EventKind::Checkpoint {
+            self.check_binding(line, r)?;
+        }
         self.prev_hash = r.hash.clone();
         self.next_seq = r.seq + 1;
         self.report.records += 1;
@@ -233,10 +243,39 @@ impl ChainVerifier {
                 ));
             }
         }
+        let line_hash = super::sha256_hex(&ExportLine::Checkpoint(cp.clone()).to_line());
+        self.cp_lines.insert(cp.seq, (line, line_hash));
         self.report.checkpoints += 1;
         self.report.last_checkpoint = Some(cp.clone());
         self.last_cp = Some(cp.clone());
         Ok(())
+    }
+
+    /// A `Checkpoint` record must match the exact bytes of the checkpoint it names: this
+    /// catches changes to the parts of a CMS signature that the signature does not cover.
+    fn check_binding(&mut self, line: Option<u64>, r: &TraceRecord) -> Result<(), VerifyProblem> {
+        let Some(cseq) = r.related.iter().find_map(|x| x.strip_prefix("checkpoint:")?.parse::<u64>().ok()) else {
+            return Err(Self::fail(line, Some(r.seq), "checkpoint record names no checkpoint"));
+        };
+        let floor = self.report.anchor.unwrap_or(0);
+        match self.cp_lines.remove(&cseq) {
+            Some((_, h)) if Some(&h) == r.sha256.as_ref() => Ok(()),
+            Some((cline, h)) => Err(Self::fail(
+                cline,
+                Some(cseq),
+                format!(
+                    "checkpoint altered: its line hashes to {h}, but chain record {} recorded {}",
+                    r.seq,
+                    r.sha256.as_deref().unwrap_or("nothing")
+                ),
+            )),
+            None if cseq < floor => Ok(()),
+            None => Err(Self::fail(
+                line,
+                Some(r.seq),
+                format!("record attests checkpoint {cseq}, which is missing (checkpoint line deleted?)"),
+            )),
+        }
     }
 
     /// Records a problem found outside the chain rules (unreadable line...).

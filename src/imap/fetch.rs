@@ -1,0 +1,344 @@
+//! FETCH, STORE, COPY and MOVE on the selected mailbox (RFC 3501 §6.4.5–§6.4.8, RFC 6851
+//! MOVE, RFC 4315 COPYUID), and the dispatch of SEARCH to [`super::search`].
+//!
+//! Message bytes come from the blob store on the blocking pool; sections are byte ranges
+//! of the stored message ([`super::mime`]), so what a client fetches is what was stored.
+//! A non-PEEK body fetch sets `\Seen` (§6.4.5) in one commit for the whole command.
+
+use imap_codec::imap_types::command::CommandBody;
+use imap_codec::imap_types::fetch::{MacroOrMessageDataItemNames, MessageDataItemName, Section};
+use imap_codec::imap_types::flag::{StoreResponse, StoreType};
+
+use super::exec::no;
+use super::mime::{self, Part};
+use super::session::State;
+use super::view::notify_change;
+use super::wire::{Out, compact_set, date_time, flag_list, tagged};
+use crate::store::{Batch, Blob, Delivery, Store};
+
+/// Runs FETCH, STORE, COPY, MOVE or SEARCH; the state must be Selected.
+pub fn run(store: &Store, state: &mut State, tag: &str, body: CommandBody<'static>, out: &mut Vec<u8>) {
+    let State::Selected { user, view } = state else {
+        return out.extend(tagged(tag, "BAD", "No mailbox selected"));
+    };
+    let user = user.clone();
+    match body {
+        CommandBody::Search { charset, criteria, uid } => super::search::run(store, view, tag, charset, criteria, uid, out),
+        CommandBody::Fetch { sequence_set, macro_or_item_names, uid, .. } => {
+            let idx = match view.resolve(&sequence_set, uid) {
+                Ok(i) => i,
+                Err(e) => return out.extend(tagged(tag, "BAD", &e.to_string())),
+            };
+            let mut items = match macro_or_item_names {
+                MacroOrMessageDataItemNames::Macro(m) => m.expand().into_iter().map(|i| i.into_static_item()).collect(),
+                MacroOrMessageDataItemNames::MessageDataItemNames(v) => v,
+            };
+            if uid && !items.contains(&MessageDataItemName::Uid) {
+                items.insert(0, MessageDataItemName::Uid);
+            }
+            if items.iter().any(|i| matches!(i, MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. })) {
+                return out.extend(tagged(tag, "BAD", "BINARY is not supported"));
+            }
+            let sets_seen = !view.read_only
+                && items.iter().any(|i| matches!(i, MessageDataItemName::BodyExt { peek: false, .. } | MessageDataItemName::Rfc822 | MessageDataItemName::Rfc822Text));
+            let mut seen_batch = Batch::new();
+            for i in idx {
+                let mut flags_changed = false;
+                if sets_seen && !view.msgs[i].flags.iter().any(|f| f.eq_ignore_ascii_case("\\Seen")) {
+                    view.msgs[i].flags.push("\\Seen".into());
+                    let m = &view.msgs[i];
+                    seen_batch = seen_batch.set_flags(user.clone(), view.folder.clone(), m.uid, m.flags.clone());
+                    flags_changed = true;
+                }
+                if let Err(e) = fetch_one(store, &view.msgs[i], i + 1, &items, flags_changed, out) {
+                    return out.extend(no(tag, &e));
+                }
+            }
+            if !seen_batch.is_empty() {
+                if let Err(e) = store.commit(seen_batch) {
+                    return out.extend(no(tag, &e));
+                }
+                notify_change();
+            }
+            out.extend(tagged(tag, "OK", "FETCH completed"));
+        }
+        CommandBody::Store { sequence_set, kind, response, flags, uid, .. } => {
+            if view.read_only {
+                return out.extend(tagged(tag, "NO", "[READ-ONLY] Mailbox is read-only"));
+            }
+            let idx = match view.resolve(&sequence_set, uid) {
+                Ok(i) => i,
+                Err(e) => return out.extend(tagged(tag, "BAD", &e.to_string())),
+            };
+            let given: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+            let mut batch = Batch::new();
+            for &i in &idx {
+                let m = &mut view.msgs[i];
+                let mut new: Vec<String> = match kind {
+                    StoreType::Replace => given.clone(),
+                    StoreType::Add => {
+                        let mut v = m.flags.clone();
+                        v.extend(given.iter().filter(|g| !m.flags.iter().any(|f| f.eq_ignore_ascii_case(g))).cloned());
+                        v
+                    }
+                    StoreType::Remove => m.flags.iter().filter(|f| !given.iter().any(|g| g.eq_ignore_ascii_case(f))).cloned().collect(),
+                };
+                new.dedup();
+                if new != m.flags {
+                    batch = batch.set_flags(user.clone(), view.folder.clone(), m.uid, new.clone());
+                    m.flags = new;
+                }
+            }
+            if !batch.is_empty() {
+                if let Err(e) = store.commit(batch) {
+                    return out.extend(no(tag, &e));
+                }
+                notify_change();
+            }
+            if response == StoreResponse::Answer {
+                for &i in &idx {
+                    let m = &view.msgs[i];
+                    let uid_part = if uid { format!("UID {} ", m.uid) } else { String::new() };
+                    out.extend(format!("* {} FETCH ({uid_part}FLAGS {})\r\n", i + 1, flag_list(&m.flags)).into_bytes());
+                }
+            }
+            out.extend(tagged(tag, "OK", "STORE completed"));
+        }
+        CommandBody::Copy { sequence_set, mailbox, uid } | CommandBody::Move { sequence_set, mailbox, uid } if false => {
+            let _ = (sequence_set, mailbox, uid);
+        }
+        CommandBody::Copy { sequence_set, mailbox, uid } => copy_or_move(store, state, tag, &sequence_set, &mailbox, uid, false, out),
+        CommandBody::Move { sequence_set, mailbox, uid } => copy_or_move(store, state, tag, &sequence_set, &mailbox, uid, true, out),
+        _ => out.extend(tagged(tag, "BAD", "Unexpected command")),
+    }
+}
+
+trait StaticItem {
+    fn into_static_item(self) -> MessageDataItemName<'static>;
+}
+impl StaticItem for MessageDataItemName<'_> {
+    fn into_static_item(self) -> MessageDataItemName<'static> {
+        use imap_codec::imap_types::IntoStatic;
+        self.into_static()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn copy_or_move(
+    store: &Store,
+    state: &mut State,
+    tag: &str,
+    set: &imap_codec::imap_types::sequence::SequenceSet,
+    mailbox: &imap_codec::imap_types::mailbox::Mailbox<'_>,
+    uid: bool,
+    is_move: bool,
+    out: &mut Vec<u8>,
+) {
+    let State::Selected { user, view } = state else { return };
+    if is_move && view.read_only {
+        return out.extend(tagged(tag, "NO", "[READ-ONLY] Mailbox is read-only"));
+    }
+    let dest = match super::names::parse(mailbox) {
+        Ok(n) => n,
+        Err(e) => return out.extend(tagged(tag, "NO", &format!("[CANNOT] {e}"))),
+    };
+    let idx = match view.resolve(set, uid) {
+        Ok(i) => i,
+        Err(e) => return out.extend(tagged(tag, "BAD", &e.to_string())),
+    };
+    let dest_info = match store.folder(user, &dest) {
+        Ok(Some(f)) => f,
+        Ok(None) => return out.extend(tagged(tag, "NO", "[TRYCREATE] No such mailbox")),
+        Err(e) => return out.extend(no(tag, &e)),
+    };
+    if idx.is_empty() {
+        return out.extend(tagged(tag, "OK", "Nothing to do"));
+    }
+    // One commit: for MOVE the expunges come first, so moving within a full mailbox
+    // does not count twice against the quota (RFC 6851 §3.3: atomic).
+    let mut batch = Batch::new();
+    if is_move {
+        for &i in &idx {
+            batch = batch.expunge(user.clone(), view.folder.clone(), view.msgs[i].uid);
+        }
+    }
+    for &i in &idx {
+        let m = &view.msgs[i];
+        let d = Delivery {
+            mailbox: user.clone(),
+            folder: dest.clone(),
+            blob: Blob { id: m.blob.clone(), size: m.size },
+            flags: m.flags.clone(),
+            internal_date: m.internal_date,
+            enforce_quota: true,
+        };
+        batch = batch.deliver(d);
+    }
+    let applied = match store.commit(batch) {
+        Ok(a) => a,
+        Err(e) => return out.extend(no(tag, &e)),
+    };
+    notify_change();
+    let src: Vec<u32> = idx.iter().map(|&i| view.msgs[i].uid).collect();
+    let dst: Vec<u32> = applied.delivered.iter().map(|d| d.uid).collect();
+    let code = format!("[COPYUID {} {} {}]", dest_info.uidvalidity, compact_set(&src), compact_set(&dst));
+    if is_move {
+        out.extend(format!("* OK {code} Moved\r\n").into_bytes());
+        view.remove(&src, out);
+        out.extend(tagged(tag, "OK", "MOVE completed"));
+    } else {
+        if dest == view.folder {
+            let _ = view.refresh(store, user, out);
+        }
+        out.extend(tagged(tag, "OK", &format!("{code} COPY completed")));
+    }
+}
+
+/// Writes `* n FETCH (...)` for one message.
+fn fetch_one(
+    store: &Store,
+    m: &crate::store::MessageRecord,
+    seq: usize,
+    items: &[MessageDataItemName<'_>],
+    with_flags: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), crate::store::StoreError> {
+    let needs_body = items.iter().any(|i| {
+        !matches!(i, MessageDataItemName::Flags | MessageDataItemName::Uid | MessageDataItemName::InternalDate | MessageDataItemName::Rfc822Size)
+    });
+    let bytes = if needs_body { store.blobs().read(&m.blob)? } else { Vec::new() };
+    let mut tree: Option<Part> = None;
+    let mut o = Out::new();
+    o.raw(&format!("* {seq} FETCH ("));
+    let mut first = true;
+    let mut sep = |o: &mut Out| {
+        if !first {
+            o.raw(" ");
+        }
+        first = false;
+    };
+    if with_flags && !items.contains(&MessageDataItemName::Flags) {
+        sep(&mut o);
+        o.raw(&format!("FLAGS {}", flag_list(&m.flags)));
+    }
+    for item in items {
+        sep(&mut o);
+        match item {
+            MessageDataItemName::Flags => {
+                o.raw(&format!("FLAGS {}", flag_list(&m.flags)));
+            }
+            MessageDataItemName::Uid => {
+                o.raw(&format!("UID {}", m.uid));
+            }
+            MessageDataItemName::InternalDate => {
+                o.raw(&format!("INTERNALDATE {}", date_time(m.internal_date)));
+            }
+            MessageDataItemName::Rfc822Size => {
+                o.raw(&format!("RFC822.SIZE {}", bytes_len(m, &bytes)));
+            }
+            MessageDataItemName::Envelope => {
+                let t = tree.get_or_insert_with(|| mime::parse(&bytes));
+                o.raw("ENVELOPE ");
+                mime::write_envelope(&bytes, t, &mut o);
+            }
+            MessageDataItemName::BodyStructure | MessageDataItemName::Body => {
+                let t = tree.get_or_insert_with(|| mime::parse(&bytes));
+                let ext = matches!(item, MessageDataItemName::BodyStructure);
+                o.raw(if ext { "BODYSTRUCTURE " } else { "BODY " });
+                t.write_structure(&bytes, &mut o, ext);
+            }
+            MessageDataItemName::Rfc822 => {
+                o.raw("RFC822 ").literal(&bytes);
+            }
+            MessageDataItemName::Rfc822Header => {
+                let t = tree.get_or_insert_with(|| mime::parse(&bytes));
+                o.raw("RFC822.HEADER ").literal(&bytes[t.start..t.body]);
+            }
+            MessageDataItemName::Rfc822Text => {
+                let t = tree.get_or_insert_with(|| mime::parse(&bytes));
+                o.raw("RFC822.TEXT ").literal(&bytes[t.body..t.end]);
+            }
+            MessageDataItemName::BodyExt { section, partial, .. } => {
+                let t = tree.get_or_insert_with(|| mime::parse(&bytes));
+                let data = section_bytes(&bytes, t, section.as_ref());
+                let label = section_label(section.as_ref());
+                match partial {
+                    Some((start, len)) => {
+                        let s = (*start as usize).min(data.len());
+                        let e = s.saturating_add(len.get() as usize).min(data.len());
+                        o.raw(&format!("BODY[{label}]<{start}> ")).literal(&data[s..e]);
+                    }
+                    None => {
+                        o.raw(&format!("BODY[{label}] ")).literal(&data);
+                    }
+                }
+            }
+            _ => {
+                o.raw("NIL NIL");
+            }
+        }
+    }
+    o.raw(")").crlf();
+    out.extend(o.0);
+    Ok(())
+}
+
+fn bytes_len(m: &crate::store::MessageRecord, bytes: &[u8]) -> u64 {
+    if bytes.is_empty() { m.size } else { bytes.len() as u64 }
+}
+
+fn part_path(p: &imap_codec::imap_types::fetch::Part) -> Vec<u32> {
+    p.0.as_ref().iter().map(|n| n.get()).collect()
+}
+
+/// The bytes a section names; a section naming no part is empty.
+fn section_bytes(msg: &[u8], t: &Part, section: Option<&Section<'_>>) -> Vec<u8> {
+    let range = |p: Option<&Part>, header: bool| -> Vec<u8> {
+        match p {
+            Some(p) if header => msg[p.start..p.body].to_vec(),
+            Some(p) => msg[p.body..p.end].to_vec(),
+            None => Vec::new(),
+        }
+    };
+    match section {
+        None => msg.to_vec(),
+        Some(Section::Part(p)) => range(t.resolve(&part_path(p)), false),
+        Some(Section::Header(p)) => range(t.message_at(&p.as_ref().map(part_path).unwrap_or_default()), true),
+        Some(Section::Text(p)) => range(t.message_at(&p.as_ref().map(part_path).unwrap_or_default()), false),
+        Some(Section::Mime(p)) => range(t.resolve(&part_path(p)), true),
+        Some(Section::HeaderFields(p, names)) | Some(Section::HeaderFieldsNot(p, names)) => {
+            let not = matches!(section, Some(Section::HeaderFieldsNot(..)));
+            let Some(m) = t.message_at(&p.as_ref().map(part_path).unwrap_or_default()) else { return Vec::new() };
+            let wanted: Vec<String> = names.as_ref().iter().map(|n| String::from_utf8_lossy(n.as_ref()).to_ascii_lowercase()).collect();
+            let mut v = Vec::new();
+            for (name, _, r) in mime::fields(msg, m.start, m.body) {
+                if wanted.contains(&name) != not {
+                    v.extend_from_slice(&msg[r]);
+                }
+            }
+            v.extend_from_slice(b"\r\n");
+            v
+        }
+    }
+}
+
+/// The section as the response names it (RFC 3501 §7.4.2 `section`).
+fn section_label(section: Option<&Section<'_>>) -> String {
+    let path = |p: &imap_codec::imap_types::fetch::Part| part_path(p).iter().map(u32::to_string).collect::<Vec<_>>().join(".");
+    let prefixed = |p: &Option<imap_codec::imap_types::fetch::Part>, s: &str| match p {
+        Some(p) => format!("{}.{s}", path(p)),
+        None => s.to_string(),
+    };
+    let list = |names: &imap_codec::imap_types::core::Vec1<imap_codec::imap_types::core::AString<'_>>| {
+        names.as_ref().iter().map(|n| String::from_utf8_lossy(n.as_ref()).to_ascii_uppercase()).collect::<Vec<_>>().join(" ")
+    };
+    match section {
+        None => String::new(),
+        Some(Section::Part(p)) => path(p),
+        Some(Section::Header(p)) => prefixed(p, "HEADER"),
+        Some(Section::Text(p)) => prefixed(p, "TEXT"),
+        Some(Section::Mime(p)) => format!("{}.MIME", path(p)),
+        Some(Section::HeaderFields(p, n)) => prefixed(p, &format!("HEADER.FIELDS ({})", list(n))),
+        Some(Section::HeaderFieldsNot(p, n)) => prefixed(p, &format!("HEADER.FIELDS.NOT ({})", list(n))),
+    }
+}

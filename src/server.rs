@@ -1,0 +1,132 @@
+//! Starting and stopping a running provider: binds the configured listeners, spawns the
+//! protocol drivers and the workers (local delivery, relay, maintenance), and shuts them
+//! down in order. `pecd serve`, the integration tests and the benchmarks all start the
+//! gateway through [`start`], so what is tested is what runs.
+//!
+//! Owns the task set and the shutdown signal; it holds no protocol or PEC logic.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::gateway::Gateway;
+use crate::pipeline::{access::AccessPoint, delivery, relay};
+use crate::smtp::server::{self as smtp_server, ListenerConfig};
+use crate::smtp::session::{Role, SessionConfig};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("listen.{name}: cannot bind {addr}: {source}")]
+    Bind { name: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("loading the TLS certificate: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+}
+
+/// A running provider.
+pub struct Running {
+    pub gateway: Arc<Gateway>,
+    /// The bound address of each started listener (`smtps`, `submission`, ...).
+    pub listeners: Vec<(&'static str, SocketAddr)>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// The bound address of a listener.
+    pub fn addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners.iter().find(|(n, _)| *n == name).map(|(_, a)| *a)
+    }
+
+    /// Stops accepting, lets the workers finish the work in hand, flushes the store.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+        let store = self.gateway.store.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.flush()).await {
+            tracing::error!(error = %e, "flushing the store at shutdown");
+        }
+    }
+}
+
+/// Binds every implemented listener of `[listen]` and starts the workers.
+pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
+    let tls = crate::tls::server_config(&gw.config.tls.cert, &gw.config.tls.key)?;
+    let (stop, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let mut listeners = Vec::new();
+    let limits = &gw.config.limits;
+    let listener_cfg = |role, implicit_tls| ListenerConfig {
+        session: SessionConfig {
+            hostname: gw.config.provider.hostname.clone(),
+            role,
+            max_message_bytes: limits.max_message_bytes as usize,
+            max_recipients: limits.max_recipients as usize,
+            tls_available: true,
+            local_domains: gw.config.provider.domains.iter().map(|d| d.to_string()).collect(),
+            max_auth_failures: 3,
+        },
+        implicit_tls,
+        tls: Some(tls.clone()),
+        command_timeout: Duration::from_secs(limits.command_timeout_secs),
+        max_connections_per_ip: limits.max_connections_per_ip as usize,
+        auth_failure_delay: Duration::from_secs(1),
+    };
+    let submission: [(&'static str, Option<SocketAddr>, bool); 2] =
+        [("smtps", gw.config.listen.smtps, true), ("submission", gw.config.listen.submission, false)];
+    for (name, addr, implicit) in submission {
+        let Some(addr) = addr else { continue };
+        let l = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { name, addr, source })?;
+        let local = l.local_addr().map_err(|source| ServerError::Bind { name, addr, source })?;
+        listeners.push((name, local));
+        let backend = Arc::new(AccessPoint(gw.clone()));
+        tasks.push(tokio::spawn(smtp_server::serve(l, listener_cfg(Role::Submission, implicit), backend, stop_rx.clone())));
+    }
+    for (name, addr) in [("smtp", gw.config.listen.smtp), ("imaps", gw.config.listen.imaps), ("pop3s", gw.config.listen.pop3s), ("http", gw.config.listen.http)] {
+        if let Some(a) = addr {
+            tracing::warn!(listener = name, address = %a, "listener configured but not implemented in this version: not started");
+        }
+    }
+    tasks.push(tokio::spawn(delivery::run(gw.clone(), stop_rx.clone())));
+    tasks.push(tokio::spawn(relay::run(gw.clone(), stop_rx.clone())));
+    tasks.push(tokio::spawn(maintenance(gw.clone(), stop_rx)));
+    Ok(Running { gateway: gw, listeners, stop, tasks })
+}
+
+/// Periodic upkeep: time-based trace checkpoints, daily retention purge and blob sweep.
+async fn maintenance(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
+    let every = Duration::from_secs(gw.config.trace.checkpoint_interval_secs.max(1));
+    let day = Duration::from_secs(24 * 3600);
+    let mut last_purge: Option<std::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        let store = gw.store.clone();
+        let now = gw.clock.now();
+        let purge = last_purge.is_none_or(|t| t.elapsed() >= day);
+        if purge {
+            last_purge = Some(std::time::Instant::now());
+        }
+        let r = tokio::task::spawn_blocking(move || -> Result<(), crate::store::StoreError> {
+            store.checkpoint_now()?;
+            if purge {
+                store.purge_expired(now)?;
+                store.sweep_blobs(Duration::from_secs(3600))?;
+            }
+            Ok(())
+        })
+        .await;
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "maintenance failed"),
+            Err(e) => tracing::error!(error = %e, "maintenance task panicked"),
+        }
+    }
+}
