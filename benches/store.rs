@@ -4,7 +4,8 @@
 //! built with large batches.
 //!
 //! `cargo bench --bench store` — knobs: `PECD_BENCH_RECORDS`, `PECD_BENCH_SECS`
-//! (seconds per commit run, default 3), `PECD_BENCH_DIR` (where to put the stores,
+//! (seconds per commit run, default 3), `PECD_BENCH_BATCH` (records per commit when
+//! building the log, default 1000), `PECD_BENCH_DIR` (where to put the stores,
 //! default the system temp dir).
 
 use std::sync::Arc;
@@ -73,7 +74,7 @@ fn query_bench(n: u64) {
     let dir = tempdir();
     let store = Store::open(dir.path(), StoreOptions::default()).expect("open");
     let t = Instant::now();
-    let batch_size = 10_000;
+    let batch_size = env_u64("PECD_BENCH_BATCH", 1_000);
     let t0: jiff::Timestamp = "2024-01-01T00:00:00Z".parse().expect("time");
     let mut i = 0;
     while i < n {
@@ -141,7 +142,7 @@ fn main() {
     let secs = env_u64("PECD_BENCH_SECS", 3);
     let n = env_u64("PECD_BENCH_RECORDS", 10_000_000);
     println!("commits/s, small messages (2 KB, one blob + deliver + 2 trace records + claim each), {secs} s per run:");
-    for group in [true, false] {
+    for group in [true, false].into_iter().filter(|_| secs > 0) {
         for writers in [1, 16, 128] {
             let r = commits(group, writers, secs);
             println!("  group_commit={group:<5} writers={writers:<3} {r:>8.0} commits/s");

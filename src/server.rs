@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::gateway::Gateway;
-use crate::pipeline::{access::AccessPoint, delivery, relay};
+use crate::pipeline::{access::AccessPoint, delivery, relay, timers};
 use crate::smtp::server::{self as smtp_server, ListenerConfig};
 use crate::smtp::session::{Role, SessionConfig};
 
@@ -94,6 +94,7 @@ pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
     }
     tasks.push(tokio::spawn(delivery::run(gw.clone(), stop_rx.clone())));
     tasks.push(tokio::spawn(relay::run(gw.clone(), stop_rx.clone())));
+    tasks.push(tokio::spawn(timers::run(gw.clone(), stop_rx.clone())));
     tasks.push(tokio::spawn(maintenance(gw.clone(), stop_rx)));
     Ok(Running { gateway: gw, listeners, stop, tasks })
 }

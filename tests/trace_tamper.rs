@@ -132,7 +132,7 @@ fn tampering_is_detected_and_located() {
     let mut deleted = ls.clone();
     deleted.remove(cp_line);
     // Caught by the chain record that binds the deleted checkpoint.
-    let binding = deleted.iter().position(|l| l.windows(21).any(|w| w == br#""kind":"Checkpoint""#)).unwrap();
+    let binding = deleted.iter().position(|l| l.windows(19).any(|w| w == br#""kind":"Checkpoint""#)).unwrap();
     cases.push(("a checkpoint line deleted", deleted, format!("line {}: seq", binding + 1)));
 
     let mut last_cp_gone = ls.clone();

@@ -70,6 +70,7 @@ pub fn run(store: &Store, state: &mut State, tag: &str, body: CommandBody<'stati
             }
         };
     }
+    let body_is_lsub = matches!(body, CommandBody::Lsub { .. });
     match body {
         CommandBody::Noop | CommandBody::Check => {
             if let State::Selected { view, .. } = state {
@@ -128,7 +129,7 @@ pub fn run(store: &Store, state: &mut State, tag: &str, body: CommandBody<'stati
             out.extend(tagged(tag, "OK", "Completed"));
         }
         CommandBody::List { reference, mailbox_wildcard } | CommandBody::Lsub { reference, mailbox_wildcard } => {
-            let lsub = false;
+            let lsub = body_is_lsub;
             let reference = match &reference {
                 imap_codec::imap_types::mailbox::Mailbox::Inbox => "INBOX".to_string(),
                 imap_codec::imap_types::mailbox::Mailbox::Other(o) => String::from_utf8_lossy(o.as_ref()).into_owned(),
@@ -374,7 +375,6 @@ fn status(store: &Store, tag: &str, user: &PecAddress, folder: String, items: &[
                 let n = msgs.iter().filter(|m| !m.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Seen"))).count();
                 parts.push(format!("UNSEEN {n}"));
             }
-            StatusDataItemName::Size => parts.push(format!("SIZE {}", f.bytes)),
             _ => {}
         }
     }

@@ -104,9 +104,6 @@ pub fn run(store: &Store, state: &mut State, tag: &str, body: CommandBody<'stati
             }
             out.extend(tagged(tag, "OK", "STORE completed"));
         }
-        CommandBody::Copy { sequence_set, mailbox, uid } | CommandBody::Move { sequence_set, mailbox, uid } if false => {
-            let _ = (sequence_set, mailbox, uid);
-        }
         CommandBody::Copy { sequence_set, mailbox, uid } => copy_or_move(store, state, tag, &sequence_set, &mailbox, uid, false, out),
         CommandBody::Move { sequence_set, mailbox, uid } => copy_or_move(store, state, tag, &sequence_set, &mailbox, uid, true, out),
         _ => out.extend(tagged(tag, "BAD", "Unexpected command")),

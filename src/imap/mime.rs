@@ -381,7 +381,7 @@ mod tests {
         let mut o = Out::new();
         p.write_structure(MSG, &mut o, true);
         let s = String::from_utf8_lossy(&o.0).into_owned();
-        assert!(s.starts_with("((\"TEXT\" \"PLAIN\" NIL NIL NIL \"7BIT\" 5 1"), "{s}");
+        assert!(s.starts_with("((\"TEXT\" \"PLAIN\" NIL NIL NIL \"7BIT\" 5 0"), "{s}");
         assert!(s.contains("\"MIXED\" (\"BOUNDARY\" \"b1\")"), "{s}");
         let mut e = Out::new();
         write_envelope(MSG, &p, &mut e);

@@ -35,7 +35,7 @@ pub mod view;
 pub mod wire;
 
 #[cfg(test)]
-mod session_tests;
+pub(crate) mod session_tests;
 
 pub use server::{ImapListenerConfig, serve};
 pub use session::Session;
@@ -49,8 +49,6 @@ pub struct Limits {
     pub max_literal_bytes: u32,
     /// Failed logins before the session is closed.
     pub max_auth_failures: u32,
-    /// Messages one FETCH/STORE/COPY may touch before it is answered NO (clients split).
-    pub max_messages_per_command: usize,
 }
 
 impl Default for Limits {
@@ -59,7 +57,6 @@ impl Default for Limits {
             max_command_bytes: 64 * 1024,
             max_literal_bytes: 100 * 1024 * 1024,
             max_auth_failures: 3,
-            max_messages_per_command: 1_000_000,
         }
     }
 }

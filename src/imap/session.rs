@@ -223,6 +223,11 @@ impl Session {
             }
             other => self.pending = other,
         }
+        if !self.is_append() && self.frag.message_bytes().len() > self.limits.max_command_bytes as usize {
+            let tag = self.frag.decode_tag().map(|t| t.as_ref().to_string()).unwrap_or_else(|| "*".into());
+            self.out.extend(tagged(&tag, "BAD", "Command too long"));
+            return None;
+        }
         let decoded = self.frag.decode_message(&CommandCodec::default()).map(|c| c.into_static());
         let cmd = match decoded {
             Ok(c) => c,
@@ -376,6 +381,13 @@ impl Session {
                     }
                 }
             }
+        }
+    }
+
+    /// The credentials were right but the mailbox has too many sessions open.
+    pub fn auth_limited(&mut self) {
+        if let Pending::AuthWait { tag } = std::mem::replace(&mut self.pending, Pending::None) {
+            self.out.extend(tagged(&tag, "NO", "[LIMIT] Too many connections for this mailbox"));
         }
     }
 

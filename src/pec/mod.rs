@@ -11,6 +11,7 @@
 //! * [`breve`]: the original as a *breve* delivery receipt carries it (attachments → hashes).
 //! * [`classify`]: what an inbound message is, without trusting it.
 //! * [`ids`]: the PEC message identifier (identificativo).
+//! * [`index`]: the index of PEC providers (LDIF, lookups by certificate and domain).
 
 pub mod address;
 pub mod breve;
@@ -19,6 +20,7 @@ pub mod compose;
 pub mod daticert;
 pub mod envelope;
 pub mod ids;
+pub mod index;
 pub mod mime;
 pub mod receipt;
 pub mod smime;

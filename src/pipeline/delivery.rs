@@ -64,7 +64,7 @@ pub async fn run(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
 }
 
 /// Processes the local items due now; true when there were any.
-async fn pass(gw: &Arc<Gateway>) -> bool {
+pub async fn pass(gw: &Arc<Gateway>) -> bool {
     {
         let now = gw.clock.now();
         let due = match gw.store.queue_due(now, 64) {

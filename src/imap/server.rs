@@ -1,0 +1,241 @@
+//! The tokio driver of the `imaps` listener: accepts connections, applies the per-IP and
+//! per-user connection limits, does implicit TLS (RFC 8314), times out silent clients
+//! (RFC 3501 §5.4: at least 30 minutes once authenticated; IDLE is re-armed by clients
+//! every 29 minutes), and performs the [`Action`]s of the sans-IO [`Session`]:
+//! password checks through [`crate::pipeline::access::authenticate`] (argon2 off the
+//! executor, failures traced) and store commands on the blocking pool.
+//!
+//! Config keys read (through [`ImapListenerConfig::from_config`]): `limits.max_message_bytes`
+//! (APPEND literal), `limits.max_connections_per_ip`, `limits.command_timeout_secs`
+//! (before login).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use super::Limits;
+use super::session::{Action, Session};
+use crate::gateway::Gateway;
+
+/// How the IMAP listener behaves.
+#[derive(Debug, Clone)]
+pub struct ImapListenerConfig {
+    pub tls: Arc<rustls::ServerConfig>,
+    pub limits: Limits,
+    /// Silence allowed before login.
+    pub login_timeout: Duration,
+    /// Silence allowed once logged in (and during IDLE): 30 minutes by RFC 3501 §5.4.
+    pub session_timeout: Duration,
+    /// How often an IDLE-ing session checks its folder for mail stored by others.
+    pub idle_poll: Duration,
+    pub max_connections_per_ip: usize,
+    /// Simultaneous sessions of one mailbox (clients open several: 10 is generous).
+    pub max_connections_per_user: usize,
+    /// Delay before answering a failed login.
+    pub auth_failure_delay: Duration,
+}
+
+impl ImapListenerConfig {
+    /// The listener configuration from the gateway's config and the TLS server config.
+    pub fn from_config(gw: &Gateway, tls: Arc<rustls::ServerConfig>) -> Self {
+        let l = &gw.config.limits;
+        Self {
+            tls,
+            limits: Limits { max_literal_bytes: u32::try_from(l.max_message_bytes).unwrap_or(u32::MAX), ..Limits::default() },
+            login_timeout: Duration::from_secs(l.command_timeout_secs),
+            session_timeout: Duration::from_secs(30 * 60),
+            idle_poll: Duration::from_secs(1),
+            max_connections_per_ip: l.max_connections_per_ip as usize,
+            max_connections_per_user: 10,
+            auth_failure_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Counts connections by key; a [`Slot`] releases its count on drop.
+#[derive(Debug, Clone)]
+pub(crate) struct Counter<K: std::hash::Hash + Eq + Clone>(Arc<Mutex<HashMap<K, usize>>>);
+
+pub(crate) struct Slot<K: std::hash::Hash + Eq + Clone>(Counter<K>, K);
+
+impl<K: std::hash::Hash + Eq + Clone> Default for Counter<K> {
+    fn default() -> Self {
+        Self(Arc::default())
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Counter<K> {
+    pub(crate) fn acquire(&self, k: K, max: usize) -> Option<Slot<K>> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(k.clone()).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Slot(self.clone(), k))
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Drop for Slot<K> {
+    fn drop(&mut self) {
+        let mut m = (self.0).0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.1) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// Serves the `imaps` listener until `shutdown` becomes true.
+pub async fn serve(listener: TcpListener, cfg: ImapListenerConfig, gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
+    let cfg = Arc::new(cfg);
+    let per_ip: Counter<IpAddr> = Counter::default();
+    let per_user: Counter<String> = Counter::default();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "IMAP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(slot) = per_ip.acquire(peer.ip(), cfg.max_connections_per_ip) else {
+            tracing::warn!(%peer, "IMAP: too many connections from this address");
+            continue;
+        };
+        let (cfg, gw, per_user, shutdown) = (cfg.clone(), gw.clone(), per_user.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(e) = connection(stream, peer, &cfg, gw, per_user, shutdown).await {
+                tracing::debug!(%peer, error = %e, "IMAP connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    cfg: &ImapListenerConfig,
+    gw: Arc<Gateway>,
+    per_user: Counter<String>,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let tls = tokio::time::timeout(cfg.login_timeout, tokio_rustls::TlsAcceptor::from(cfg.tls.clone()).accept(stream))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+    run(tls, Session::new(cfg.limits.clone(), true), peer, cfg, gw, per_user, shutdown).await
+}
+
+/// Drives one session over an established (TLS) stream.
+async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    mut session: Session,
+    peer: SocketAddr,
+    cfg: &ImapListenerConfig,
+    gw: Arc<Gateway>,
+    per_user: Counter<String>,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut user_slot: Option<Slot<String>> = None;
+    loop {
+        let action = session.next();
+        let out = session.take_output();
+        if !out.is_empty() {
+            stream.write_all(&out).await?;
+        }
+        match action {
+            Action::Close => {
+                stream.flush().await?;
+                let _ = stream.shutdown().await;
+                return Ok(());
+            }
+            Action::Authenticate { user, pass } => {
+                let who = crate::pipeline::access::authenticate(&gw, user.clone(), pass, peer, "imap").await;
+                match who {
+                    None => {
+                        tracing::warn!(%peer, %user, "IMAP login failed");
+                        tokio::time::sleep(cfg.auth_failure_delay).await;
+                        session.auth_result(None);
+                    }
+                    Some(addr) => match per_user.acquire(addr.clone(), cfg.max_connections_per_user) {
+                        Some(slot) => {
+                            user_slot = Some(slot);
+                            session.auth_result(Some(addr));
+                        }
+                        None => session.auth_limited(),
+                    },
+                }
+            }
+            Action::Execute => {
+                let store = gw.store.clone();
+                session = gw
+                    .blocking(move || {
+                        session.execute(&store);
+                        session
+                    })
+                    .await;
+            }
+            Action::NeedInput | Action::Idle => {
+                stream.flush().await?;
+                let timeout = if user_slot.is_some() { cfg.session_timeout } else { cfg.login_timeout };
+                let idle = matches!(action, Action::Idle);
+                let poll = if idle { cfg.idle_poll } else { timeout };
+                let deadline = tokio::time::Instant::now() + timeout;
+                loop {
+                    tokio::select! {
+                        r = stream.read(&mut buf) => {
+                            let n = r?;
+                            if n == 0 {
+                                return Ok(());
+                            }
+                            session.feed(&buf[..n]);
+                            break;
+                        }
+                        _ = super::view::changed(), if idle => {}
+                        _ = tokio::time::sleep(poll) => {}
+                        _ = shutdown.changed() => {
+                            let _ = stream.write_all(b"* BYE Server shutting down\r\n").await;
+                            let _ = stream.shutdown().await;
+                            return Ok(());
+                        }
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        let bye = session.timeout();
+                        let _ = stream.write_all(&bye).await;
+                        let _ = stream.shutdown().await;
+                        return Ok(());
+                    }
+                    if idle {
+                        let store = gw.store.clone();
+                        session = gw
+                            .blocking(move || {
+                                session.idle_refresh(&store);
+                                session
+                            })
+                            .await;
+                        let out = session.take_output();
+                        if !out.is_empty() {
+                            stream.write_all(&out).await?;
+                            stream.flush().await?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

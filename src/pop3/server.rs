@@ -1,0 +1,138 @@
+//! The tokio driver of the `pop3s` listener: implicit TLS (RFC 8314), per-IP and per-user
+//! connection limits, the inactivity timer (RFC 1939 §3: at least 10 minutes), password
+//! checks through [`crate::pipeline::access::authenticate`] and store work on the blocking
+//! pool. Protocol decisions stay in [`super::session`].
+//!
+//! Config keys read (through [`Pop3ListenerConfig::from_config`]):
+//! `limits.max_connections_per_ip`, `limits.command_timeout_secs`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use super::session::{Action, Session};
+use crate::gateway::Gateway;
+use crate::imap::server::Counter;
+
+/// How the POP3 listener behaves.
+#[derive(Debug, Clone)]
+pub struct Pop3ListenerConfig {
+    pub tls: Arc<rustls::ServerConfig>,
+    /// Silence allowed before the connection is closed (≥ 10 minutes once logged in).
+    pub timeout: Duration,
+    pub max_connections_per_ip: usize,
+    pub max_connections_per_user: usize,
+    pub auth_failure_delay: Duration,
+}
+
+impl Pop3ListenerConfig {
+    pub fn from_config(gw: &Gateway, tls: Arc<rustls::ServerConfig>) -> Self {
+        let l = &gw.config.limits;
+        Self {
+            tls,
+            timeout: Duration::from_secs(l.command_timeout_secs.max(600)),
+            max_connections_per_ip: l.max_connections_per_ip as usize,
+            max_connections_per_user: 4,
+            auth_failure_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Serves the `pop3s` listener until `shutdown` becomes true.
+pub async fn serve(listener: TcpListener, cfg: Pop3ListenerConfig, gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
+    let cfg = Arc::new(cfg);
+    let per_ip: Counter<IpAddr> = Counter::default();
+    let per_user: Counter<String> = Counter::default();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "POP3 accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(slot) = per_ip.acquire(peer.ip(), cfg.max_connections_per_ip) else {
+            tracing::warn!(%peer, "POP3: too many connections from this address");
+            continue;
+        };
+        let (cfg, gw, per_user) = (cfg.clone(), gw.clone(), per_user.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(e) = connection(stream, peer, &cfg, gw, per_user).await {
+                tracing::debug!(%peer, error = %e, "POP3 connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn connection(stream: TcpStream, peer: SocketAddr, cfg: &Pop3ListenerConfig, gw: Arc<Gateway>, per_user: Counter<String>) -> std::io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let mut stream = tokio::time::timeout(cfg.timeout, tokio_rustls::TlsAcceptor::from(cfg.tls.clone()).accept(stream))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+    let mut session = Session::new(true);
+    let mut buf = vec![0u8; 8192];
+    let mut _user_slot = None;
+    loop {
+        let action = session.next();
+        let out = session.take_output();
+        if !out.is_empty() {
+            stream.write_all(&out).await?;
+        }
+        match action {
+            Action::Close => {
+                stream.flush().await?;
+                let _ = stream.shutdown().await;
+                return Ok(());
+            }
+            Action::Authenticate { user, pass } => {
+                match crate::pipeline::access::authenticate(&gw, user.clone(), pass, peer, "pop3").await {
+                    None => {
+                        tracing::warn!(%peer, %user, "POP3 login failed");
+                        tokio::time::sleep(cfg.auth_failure_delay).await;
+                        session.auth_result(None);
+                    }
+                    Some(addr) => match per_user.acquire(addr.clone(), cfg.max_connections_per_user) {
+                        Some(slot) => {
+                            _user_slot = Some(slot);
+                            session.auth_result(Some(addr));
+                        }
+                        None => session.auth_in_use(),
+                    },
+                }
+            }
+            Action::Execute => {
+                let store = gw.store.clone();
+                session = gw
+                    .blocking(move || {
+                        session.execute(&store);
+                        session
+                    })
+                    .await;
+            }
+            Action::NeedInput => {
+                stream.flush().await?;
+                match tokio::time::timeout(cfg.timeout, stream.read(&mut buf)).await {
+                    Ok(Ok(0)) => return Ok(()),
+                    Ok(Ok(n)) => session.feed(&buf[..n]),
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => {
+                        let bye = session.timeout();
+                        let _ = stream.write_all(&bye).await;
+                        let _ = stream.shutdown().await;
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! The 12 h / 24 h timeout notices (rule §6.4) on a fast clock: the gateway runs with a
+//! ManualClock, the access point accepts a message for a certified recipient whose
+//! delivery does not happen (the local delivery worker is not running: the receiving side
+//! is "down"), and the test moves time forward and runs the timer pass.
+
+use std::sync::Arc;
+
+use jiff::SignedDuration;
+use pecd::clock::{Clock, ManualClock};
+use pecd::config::Config;
+use pecd::gateway::Gateway;
+use pecd::pec::address::{Domain, PecAddress};
+use pecd::pec::classify::classify;
+use pecd::pec::daticert::Tipo;
+use pecd::pipeline::{access, delivery, timers};
+use pecd::smtp::session::Envelope;
+use pecd::store::NewMailbox;
+use pecd::store::mailbox::Password;
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    gw: Arc<Gateway>,
+    clock: Arc<ManualClock>,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let domain = Domain::parse("pec.alfa.test").unwrap();
+    let report = pecd::pki::init_dir(dir.path(), &domain, None, false).unwrap();
+    let clock = Arc::new(ManualClock::new("2026-11-23T09:00:00Z".parse().unwrap()));
+    let gw = Gateway::open(Config::load(&report.config).unwrap(), clock.clone()).unwrap();
+    for u in ["a", "b", "posta-certificata"] {
+        gw.store
+            .add_mailbox(NewMailbox { address: PecAddress::parse(&format!("{u}@pec.alfa.test")).unwrap(), password: Password::new("pw"), quota_bytes: None, options: Default::default() })
+            .unwrap();
+    }
+    Setup { _dir: dir, gw, clock }
+}
+
+async fn send(gw: &Arc<Gateway>) {
+    let data = b"From: a@pec.alfa.test\r\nTo: b@pec.alfa.test\r\nSubject: Scadenze\r\nMessage-ID: <t-1@mua>\r\n\r\nciao\r\n".to_vec();
+    let env = Envelope { mail_from: "a@pec.alfa.test".into(), rcpt_to: vec!["b@pec.alfa.test".into()], data, authenticated: Some("a@pec.alfa.test".into()), helo: "t".into(), tls: true };
+    let r = access::submit(gw, env).await.unwrap();
+    assert_eq!(r.code, 250, "{r:?}");
+}
+
+/// The daticert tipo of each message in a's INBOX, with the text variant of timeouts.
+fn sender_inbox(gw: &Gateway) -> Vec<String> {
+    let a = PecAddress::parse("a@pec.alfa.test").unwrap();
+    gw.store
+        .messages(&a, "INBOX")
+        .unwrap()
+        .into_iter()
+        .map(|m| {
+            let bytes = gw.store.blobs().read(&m.blob).unwrap();
+            let r = pecd::report::verify(&bytes, None).unwrap();
+            assert!(r.signature.valid, "{:?}", r.signature.reason);
+            let d = classify(&bytes).unwrap().daticert.unwrap().unwrap();
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            match d.tipo {
+                Tipo::PreavvisoErroreConsegna if text.contains("12 ore") => "preavviso-12h".to_string(),
+                Tipo::PreavvisoErroreConsegna => "preavviso-24h".to_string(),
+                t => t.as_str().to_string(),
+            }
+        })
+        .collect()
+}
+
+fn advance_to(clock: &ManualClock, start: jiff::Timestamp, hours: i64, secs: i64) {
+    clock.set(start.checked_add(SignedDuration::from_hours(hours) + SignedDuration::from_secs(secs)).unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_ever_arrives_both_notices_then_silence() {
+    let s = setup();
+    let t0 = s.clock.now();
+    send(&s.gw).await;
+    advance_to(&s.clock, t0, 11, 3599);
+    assert_eq!(timers::tick(&s.gw).await.unwrap(), 0, "nothing before 12 h");
+    advance_to(&s.clock, t0, 12, 1);
+    assert_eq!(timers::tick(&s.gw).await.unwrap(), 1, "the 12 h notice");
+    assert_eq!(timers::tick(&s.gw).await.unwrap(), 0, "only once");
+    advance_to(&s.clock, t0, 23, 0);
+    assert_eq!(timers::tick(&s.gw).await.unwrap(), 0);
+    advance_to(&s.clock, t0, 24, 1);
+    assert_eq!(timers::tick(&s.gw).await.unwrap(), 1, "the 24 h notice");
+    advance_to(&s.clock, t0, 48, 0);
+    assert_eq!(timers::tick(&s.gw).await.unwrap(), 0, "tracking stopped");
+    assert_eq!(sender_inbox(&s.gw), vec!["accettazione", "preavviso-12h", "preavviso-24h"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_between_12_and_24_hours_gives_only_the_12h_notice() {
+    let s = setup();
+    let t0 = s.clock.now();
+    send(&s.gw).await;
+    advance_to(&s.clock, t0, 13, 0);
+    assert_eq!(timers::tick(&s.gw).await.unwrap(), 1);
+    // The receiving side comes back: take-charge and delivery happen now.
+    assert!(delivery::pass(&s.gw).await);
+    advance_to(&s.clock, t0, 30, 0);
+    assert_eq!(timers::tick(&s.gw).await.unwrap(), 0, "no 24 h notice after the delivery receipt");
+    assert_eq!(sender_inbox(&s.gw), vec!["accettazione", "preavviso-12h", "avvenuta-consegna"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timely_delivery_gives_no_notice() {
+    let s = setup();
+    let t0 = s.clock.now();
+    send(&s.gw).await;
+    assert!(delivery::pass(&s.gw).await);
+    advance_to(&s.clock, t0, 30, 0);
+    assert_eq!(timers::tick(&s.gw).await.unwrap(), 0);
+    assert_eq!(sender_inbox(&s.gw), vec!["accettazione", "avvenuta-consegna"]);
+}
