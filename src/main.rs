@@ -27,6 +27,9 @@ enum Command {
     Mailbox(cli::mailbox::MailboxCommand),
     /// Query, export and verify the trace log (registro).
     Log(cli::log::LogArgs),
+    /// Export this provider's index entry, import and list other providers' (LDIF).
+    #[command(subcommand)]
+    Index(cli::index::IndexCommand),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
         Command::Verify(a) => cli::verify::run(a),
         Command::Mailbox(a) => cli::mailbox::run(a),
         Command::Log(a) => cli::log::run(a),
+        Command::Index(a) => cli::index::run(a),
     };
     match result {
         Ok(code) => code,

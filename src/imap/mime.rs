@@ -270,7 +270,14 @@ impl Part {
             out.raw(" NIL ");
             match self.field(msg, "content-disposition") {
                 Some(d) => {
-                    let (kind, _, params) = content_type(&format!("{d}/"));
+                    let mut it = split_params(&d).into_iter();
+                    let kind = it.next().unwrap_or_default().trim().to_string();
+                    let params: Vec<(String, String)> = it
+                        .filter_map(|p| {
+                            let (k, v) = p.split_once('=')?;
+                            Some((k.trim().to_ascii_lowercase(), v.trim().trim_matches('"').to_string()))
+                        })
+                        .collect();
                     out.raw("(").string(kind.to_ascii_uppercase().as_bytes()).raw(" ");
                     write_param_list(&params, out);
                     out.raw(")");

@@ -27,7 +27,7 @@ use crate::pec::mime;
 use crate::pec::receipt::{self, Notice, delivery_form};
 use crate::pec::smime::{self, SmimeError};
 use crate::pec::time::PecTime;
-use crate::store::{Batch, Delivery, QueueItem, StoreError};
+use crate::store::{Batch, Blob, Delivery, NewQueueItem, QueueItem, StoreError};
 use crate::store::pending::Awaiting;
 use crate::trace::{EventKind, TraceEvent};
 
@@ -125,41 +125,80 @@ pub async fn process(gw: &Arc<Gateway>, item: &QueueItem) -> Result<(), Delivery
     let cert = Certification::from_daticert(&daticert);
     let postacert = Arc::new(c.postacert.unwrap_or_default());
     let ident = cert.identificativo.clone();
-    let sender = PecAddress::parse(&cert.mittente).map_err(|e| DeliveryError::Invalid(e.to_string()))?;
 
-    // Take-charge receipt to the sending provider's service mailbox: one per transaction.
     let tc_key = format!("takecharge:{ident}:{}", item.id);
+    let to = gw.config.provider.receipt_mailbox.clone();
+    take_charge_and_deliver(gw, &cert, &bytes, &postacert, &item.rcpt_to, &to, tc_key).await?;
+    gw.store.commit_async(Batch::new().queue_done(item.id)).await?;
+    Ok(())
+}
+
+/// Adds to `batch` the hand-over of a message we generated to `to`: into the mailbox when
+/// the address is ours, else onto the outbound queue (reverse-path: our service address,
+/// as every generated message has, digest §13).
+pub fn route(gw: &Gateway, batch: Batch, to: &PecAddress, blob: Blob, ident: &str, now: jiff::Timestamp) -> Batch {
+    if gw.is_local(to.domain()) {
+        let mut d = Delivery::inbox(to.clone(), blob, now);
+        // Receipts are evidence for their addressee: stored even past the quota.
+        d.enforce_quota = false;
+        batch.deliver(d)
+    } else {
+        batch.enqueue(NewQueueItem {
+            domain: to.domain().clone(),
+            mail_from: gw.config.provider.service_address.to_string(),
+            rcpt_to: vec![to.to_string()],
+            blob,
+            ident: Some(ident.to_string()),
+            next_attempt: now,
+        })
+    }
+}
+
+/// The incoming and delivery points for one verified transport envelope: the take-charge
+/// receipt to `take_charge_to` (the sending provider's `mailReceipt`), then each
+/// recipient's delivery with its receipt or non-delivery notice to the sender. Each step
+/// is committed with its idempotency key; calling it again after a crash finishes what is
+/// left and repeats nothing.
+#[allow(clippy::too_many_arguments)]
+pub async fn take_charge_and_deliver(
+    gw: &Arc<Gateway>,
+    cert: &Certification,
+    envelope: &Arc<Vec<u8>>,
+    postacert: &Arc<Vec<u8>>,
+    rcpts: &[String],
+    take_charge_to: &PecAddress,
+    tc_key: String,
+) -> Result<(), DeliveryError> {
+    let ident = cert.identificativo.clone();
+    let sender = PecAddress::parse(&cert.mittente).map_err(|e| DeliveryError::Invalid(e.to_string()))?;
     if !gw.store.is_claimed(&tc_key)? {
         let now = gw.clock.now();
         let at = PecTime::italian(now);
-        let owned = (item.rcpt_to.clone(), gw.config.provider.receipt_mailbox.to_string());
-        let tc = sign(gw, &cert, owned, |(r, to)| Notice::PresaInCarico { ricezione: r, to }, at).await?;
+        let owned = (rcpts.to_vec(), take_charge_to.to_string());
+        let tc = sign(gw, cert, owned, |(r, to)| Notice::PresaInCarico { ricezione: r, to }, at).await?;
         let blob = gw.put_blob(Arc::new(tc.bytes)).await?;
-        let mut d = Delivery::inbox(gw.config.provider.receipt_mailbox.clone(), blob, now);
-        d.enforce_quota = false;
-        let mut ev = event(EventKind::TakeChargeSent, now, &cert, item.rcpt_to.clone());
+        let mut ev = event(EventKind::TakeChargeSent, now, cert, rcpts.to_vec());
         ev.related = vec![tc.message_id];
-        let mut batch = Batch::new().claim(tc_key).deliver(d).trace(ev);
-        for r in &item.rcpt_to {
+        let mut batch = route(gw, Batch::new().claim(tc_key), take_charge_to, blob, &ident, now).trace(ev);
+        for r in rcpts {
             if let Some(mut p) = gw.store.pending(&ident, r)? {
                 p.awaiting = Awaiting::DeliveryReceipt;
                 batch = batch.pending_put(p);
             }
         }
         gw.store.commit_async(batch).await?;
+        gw.work.notify_waiters();
     }
-
-    // Delivery point, recipient by recipient.
-    let (orig_headers, _) = mime::split_header_body(&postacert);
-    let cc_only: Vec<bool> = item.rcpt_to.iter().map(|r| only_in_cc(orig_headers, r)).collect();
-    for (rcpt, cc) in item.rcpt_to.iter().zip(cc_only) {
+    let (orig_headers, _) = mime::split_header_body(postacert);
+    let cc_only: Vec<bool> = rcpts.iter().map(|r| only_in_cc(orig_headers, r)).collect();
+    for (rcpt, cc) in rcpts.iter().zip(cc_only) {
         let key = format!("deliver:{ident}:{}", rcpt.to_ascii_lowercase());
         if gw.store.is_claimed(&key)? {
             continue;
         }
-        deliver_one(gw, &cert, &bytes, &postacert, &sender, rcpt, cc, key).await?;
+        deliver_one(gw, cert, envelope, postacert, &sender, rcpt, cc, key).await?;
     }
-    gw.store.commit_async(Batch::new().queue_done(item.id)).await?;
+    gw.work.notify_waiters();
     Ok(())
 }
 
@@ -207,16 +246,12 @@ async fn deliver_one(
     let owned = (rcpt.to_string(), form, postacert.clone());
     let ok = sign(gw, cert, owned, |(c, f, p)| Notice::AvvenutaConsegna { consegna: c, form: *f, postacert: Some(p) }, at).await?;
     let receipt_blob = gw.put_blob(Arc::new(ok.bytes)).await?;
-    let mut to_sender = Delivery::inbox(sender.clone(), receipt_blob, now);
-    to_sender.enforce_quota = false;
     let mut delivered = event(EventKind::Delivered, now, cert, vec![rcpt.to_string()]).message_bytes(envelope);
     delivered.detail = Some(format!("stored in INBOX; delivery receipt {form}"));
     let mut sent = event(EventKind::DeliveryReceiptSent, now, cert, vec![rcpt.to_string()]);
     sent.related = vec![ok.message_id];
-    let batch = Batch::new()
-        .claim(key.clone())
-        .deliver(Delivery::inbox(rcpt_addr.clone(), env_blob, now))
-        .deliver(to_sender)
+    let batch = Batch::new().claim(key.clone()).deliver(Delivery::inbox(rcpt_addr.clone(), env_blob, now));
+    let batch = route(gw, batch, sender, receipt_blob, &cert.identificativo, now)
         .trace(delivered)
         .trace(sent)
         .pending_resolve(cert.identificativo.clone(), rcpt.to_string());
@@ -236,15 +271,11 @@ async fn deliver_one(
     let owned = (rcpt.to_string(), errore, esteso.clone());
     let ko = sign(gw, cert, owned, |(c, e, x)| Notice::ErroreConsegna { consegna: c, errore: *e, errore_esteso: x }, at).await?;
     let blob = gw.put_blob(Arc::new(ko.bytes)).await?;
-    let mut to_sender = Delivery::inbox(sender.clone(), blob, now);
-    to_sender.enforce_quota = false;
     let mut failed = event(EventKind::DeliveryFailed, now, cert, vec![rcpt.to_string()]);
     failed.detail = Some(esteso);
     let mut notice = event(EventKind::NonDeliverySent, now, cert, vec![rcpt.to_string()]);
     notice.related = vec![ko.message_id];
-    let batch = Batch::new()
-        .claim(key)
-        .deliver(to_sender)
+    let batch = route(gw, Batch::new().claim(key), sender, blob, &cert.identificativo, now)
         .trace(failed)
         .trace(notice)
         .pending_resolve(cert.identificativo.clone(), rcpt.to_string());

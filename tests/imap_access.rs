@@ -1,0 +1,234 @@
+//! IMAPS and POP3S end to end: the real gateway (SMTP submission, PEC signing, local
+//! delivery) started in-process through `pecd::server::start`, the IMAP and POP3 drivers on
+//! loopback ports, and independent clients: Python's imaplib, poplib and smtplib
+//! (tests/clients/imap_scenarios.py) and curl, all over TLS trusting only the dev CA.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pecd::config::Config;
+use pecd::gateway::Gateway;
+use pecd::imap::ImapListenerConfig;
+use pecd::pec::address::PecAddress;
+use pecd::pop3::Pop3ListenerConfig;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pecd");
+const DOMAIN: &str = "pec.imap.test";
+
+fn pecd(args: &[&str]) {
+    let out = Command::new(BIN).args(args).output().expect("run pecd");
+    assert!(out.status.success(), "pecd {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `pecd init`, only `smtps` on a free port (IMAP and POP3 are started by the test),
+/// three mailboxes (c with a 20 kB quota).
+fn init() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    pecd(&["init", "--dir", dir.path().to_str().unwrap_or_default(), "--domain", DOMAIN]);
+    let cfg = dir.path().join("pecd.toml");
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    let mut edited = String::new();
+    for line in text.lines() {
+        let l = match line.split_once(" = ") {
+            Some((k, _)) if k.trim() == "smtps" => format!("{k} = \"127.0.0.1:0\""),
+            Some((k, _)) if ["smtp", "submission", "imaps", "pop3s", "http"].contains(&k.trim()) && line.contains("127.0.0.1:") => {
+                format!("{k} = \"off\"")
+            }
+            _ => line.to_string(),
+        };
+        edited.push_str(&l);
+        edited.push('\n');
+    }
+    std::fs::write(&cfg, edited).expect("write config");
+    let c = cfg.to_str().unwrap_or_default();
+    for (who, quota) in [("a", None), ("b", None), ("c", Some("20000"))] {
+        let addr = format!("{who}@{DOMAIN}");
+        let mut args = vec!["mailbox", "add", addr.as_str(), "--password", "pw", "--config", c];
+        if let Some(q) = quota {
+            args.extend(["--quota", q]);
+        }
+        pecd(&args);
+    }
+    (dir, cfg)
+}
+
+struct Ports {
+    imap: SocketAddr,
+    pop3: SocketAddr,
+    smtps: SocketAddr,
+    ca: PathBuf,
+}
+
+fn scenario(p: &Ports, name: &str, args: &[&str]) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/imap_scenarios.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(name)
+        .arg(p.imap.ip().to_string())
+        .args([p.imap.port().to_string(), p.pop3.port().to_string(), p.smtps.port().to_string()])
+        .arg(&p.ca)
+        .args(args)
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{name}: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{name}: {e}: {stdout}"))
+}
+
+async fn run_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("blocking task")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imap_and_pop3_with_independent_clients() {
+    let (dir, cfg) = init();
+    let config = Config::load(&cfg).expect("config");
+    let gw = Gateway::open(config, pecd::clock::system()).expect("gateway");
+    let service = gw.config.provider.receipt_mailbox.clone();
+    let store = gw.store.clone();
+    run_blocking(move || {
+        if store.mailbox(&service).ok().flatten().is_none() {
+            let m = pecd::store::NewMailbox {
+                address: service,
+                password: pecd::store::mailbox::Password::new("service-pw"),
+                quota_bytes: None,
+                options: Default::default(),
+            };
+            store.add_mailbox(m).expect("service mailbox");
+        }
+    })
+    .await;
+    let running = pecd::server::start(gw.clone()).await.expect("start");
+    let tls = pecd::tls::server_config(&gw.config.tls.cert, &gw.config.tls.key).expect("tls");
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let imap_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let pop_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let ports = Arc::new(Ports {
+        imap: imap_l.local_addr().expect("addr"),
+        pop3: pop_l.local_addr().expect("addr"),
+        smtps: running.addr("smtps").expect("smtps"),
+        ca: dir.path().join("certs/ca.pem"),
+    });
+    let mut icfg = ImapListenerConfig::from_config(&gw, tls.clone());
+    icfg.idle_poll = Duration::from_millis(200);
+    icfg.auth_failure_delay = Duration::from_millis(50);
+    tokio::spawn(pecd::imap::serve(imap_l, icfg, gw.clone(), stop.clone()));
+    let mut pcfg = Pop3ListenerConfig::from_config(&gw, tls);
+    pcfg.auth_failure_delay = Duration::from_millis(50);
+    tokio::spawn(pecd::pop3::serve(pop_l, pcfg, gw.clone(), stop.clone()));
+
+    let (a, b, c) = (format!("a@{DOMAIN}"), format!("b@{DOMAIN}"), format!("c@{DOMAIN}"));
+
+    // A PEC from a to b: the envelope read over IMAP is the stored one, byte for byte.
+    let p = ports.clone();
+    let (a2, b2) = (a.clone(), b.clone());
+    let pec = run_blocking(move || scenario(&p, "pec", &[&a2, "pw", &b2, "pw"])).await;
+    let baddr = PecAddress::parse(&b).expect("b");
+    let stored = gw.store.messages(&baddr, "INBOX").expect("messages");
+    assert!(stored.iter().any(|m| Some(m.blob.as_str()) == pec["sha256"].as_str()), "BODY[] differs from the stored message: {pec}");
+    let list = pec["list"].to_string();
+    for f in ["\\\\Sent", "\\\\Drafts", "\\\\Trash", "\\\\Archive", "INBOX"] {
+        assert!(list.contains(f), "LIST lacks {f}: {list}");
+    }
+    assert!(!list.contains(&a), "another user's folders are visible: {list}");
+    let parts = pec["parts"].as_array().expect("parts");
+    for name in ["daticert.xml", "smime.p7s", "postacert.eml"] {
+        let part = parts.iter().find(|p| p["filename"] == name).unwrap_or_else(|| panic!("no {name} part: {pec}"));
+        assert_eq!(part["in_whole"], true, "{name}: {part}");
+        assert_eq!(part["decoded_equal"], true, "{name}: {part}");
+        assert_eq!(part["mime_in_whole"], true, "{name}: {part}");
+    }
+    assert!(parts.iter().all(|p| p["decoded_equal"] == true), "{pec}");
+    assert_eq!(pec["partial_ok"], true);
+    let meta = pec["meta"].as_str().unwrap_or_default();
+    assert!(meta.contains("ENVELOPE (") && meta.contains("BODYSTRUCTURE ((") && meta.contains("\"SIGNED\""), "{meta}");
+    assert!(pec["flags"].as_str().unwrap_or_default().contains("\\Flagged $Etichetta"), "{pec}");
+    assert!(!pec["flags_after"].as_str().unwrap_or_default().contains("\\Flagged"), "{pec}");
+    assert!(!pec["search_subject"].as_str().unwrap_or_default().is_empty(), "{pec}");
+    assert_eq!(pec["search_none"], "");
+    assert!(pec["ref"].is_string(), "no X-Riferimento-Message-ID: {pec}");
+    assert!(!pec["search_ref"].as_str().unwrap_or_default().is_empty(), "{pec}");
+
+    // Folders, MOVE, EXPUNGE, quota, isolation, IDLE.
+    let p = ports.clone();
+    let (a2, b2) = (a.clone(), b.clone());
+    let mb = run_blocking(move || scenario(&p, "mailbox", &[&a2, "pw", &b2])).await;
+    assert_eq!(mb["move"], "OK", "{mb}");
+    assert!(mb["move_data"].to_string().contains("COPYUID"), "{mb}");
+    assert_eq!(mb["archive"], "1", "{mb}");
+    assert!(!mb["expunge"].as_array().map_or(true, |v| v.is_empty()), "{mb}");
+    assert!(mb["quota"].to_string().contains("STORAGE"), "{mb}");
+    assert_ne!(mb["other_select"], "OK", "{mb}");
+    assert_ne!(mb["escape_select"], "OK", "{mb}");
+    assert!(!mb["list"].to_string().contains(&b), "{mb}");
+    assert_eq!(mb["idle_cont"], "+ idling", "{mb}");
+    assert!(mb["idle_event"].as_str().unwrap_or_default().ends_with("EXISTS"), "{mb}");
+    assert!(mb["idle_secs"].as_f64().unwrap_or(99.0) < 2.0, "IDLE woke late: {mb}");
+    assert!(mb["idle_done"].as_str().unwrap_or_default().ends_with("OK IDLE terminated"), "{mb}");
+    println!("IDLE woke after {}s", mb["idle_secs"]);
+
+    // Quota enforced on APPEND with the RFC 9208 response code.
+    let p = ports.clone();
+    let c2 = c.clone();
+    let oq = run_blocking(move || scenario(&p, "overquota", &[&c2, "pw"])).await;
+    assert!(oq["append"].to_string().contains("OVERQUOTA"), "{oq}");
+    assert!(oq["quota"].to_string().contains("STORAGE 0 19"), "{oq}");
+
+    // Wrong password refused; nothing is ever said in clear text.
+    let p = ports.clone();
+    let a2 = a.clone();
+    let rf = run_blocking(move || scenario(&p, "refusals", &[&a2, "pw"])).await;
+    assert!(rf["wrong_password"].as_str().unwrap_or_default().contains("AUTHENTICATIONFAILED"), "{rf}");
+    assert!(!rf["plain_reply"].as_str().unwrap_or_default().contains("OK"), "{rf}");
+
+    // POP3: the same message bytes; DELE hides from POP3 and keeps the evidence.
+    let p = ports.clone();
+    let b2 = b.clone();
+    let pop = run_blocking(move || scenario(&p, "pop3", &[&b2, "pw"])).await;
+    let count = pop["stat"][0].as_u64().unwrap_or(0);
+    assert!(count >= 1, "{pop}");
+    assert_eq!(pop["stat_after"][0].as_u64(), Some(count - 1), "{pop}");
+    assert!(stored.iter().any(|m| Some(m.blob.as_str()) == pop["retr_sha256"].as_str()), "RETR differs from the stored message: {pop}");
+    assert_eq!(pop["top_has_subject"], true);
+    assert!(pop["wrong_password"].as_str().unwrap_or_default().contains("-ERR"), "{pop}");
+    let after = gw.store.messages(&baddr, "INBOX").expect("messages");
+    assert_eq!(after.len(), stored.len(), "POP3 DELE must not remove the message");
+    assert!(after.iter().any(|m| m.flags.iter().any(|f| f == pecd::pop3::DELETED_KEYWORD)));
+
+    // curl, a third independent client.
+    let p = ports.clone();
+    let b2 = b.clone();
+    let curl = run_blocking(move || curl_checks(&p, &b2)).await;
+    println!("{curl}");
+
+    let _ = stop_tx.send(true);
+    running.shutdown().await;
+}
+
+fn curl_checks(p: &Ports, user: &str) -> String {
+    if Command::new("curl").arg("--version").output().is_err() {
+        return "curl not installed: curl checks skipped".into();
+    }
+    let run = |url: String, extra: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "30", "--cacert"])
+            .arg(&p.ca)
+            .args(["-u", &format!("{user}:pw")])
+            .args(extra)
+            .arg(url)
+            .output()
+            .expect("curl");
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, list, err) = run(format!("imaps://127.0.0.1:{}/", p.imap.port()), &[]);
+    assert!(ok && list.contains("INBOX") && list.contains("Archive"), "curl LIST: {list} {err}");
+    let (ok, msg, err) = run(format!("imaps://127.0.0.1:{}/INBOX;UID=1", p.imap.port()), &[]);
+    assert!(ok && msg.contains("POSTA CERTIFICATA"), "curl FETCH: {err}");
+    let (ok, pop, err) = run(format!("pop3s://127.0.0.1:{}/", p.pop3.port()), &[]);
+    assert!(ok, "curl POP3 LIST: {pop} {err}");
+    "curl: IMAP LIST, IMAP FETCH and POP3 LIST passed".into()
+}
