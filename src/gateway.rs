@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::pec::address::{Domain, PecAddress};
 use crate::pec::compose::ProviderIdentity;
 use crate::pec::daticert::TipoDestinatario;
+use crate::pec::index::{ProviderIndex, ProviderRecord};
 use crate::pec::smime::{Signer, TrustAnchors};
 use crate::pipeline::checks::Limits;
 use crate::store::{Blob, Store, StoreError, StoreOptions};
@@ -26,11 +27,20 @@ pub enum GatewayError {
     Config(#[from] crate::config::ConfigError),
     #[error("opening the store: {0}")]
     Store(#[from] StoreError),
+    #[error("the provider index: {0}")]
+    Index(#[from] crate::pec::index::IndexError),
 }
 
 /// Size × recipients allowed per message when the config does not say more: the
 /// market practice the rules digest cites (Aruba: 100 MB), never below the legal 30 MB.
 pub const DEFAULT_MAX_TOTAL_BYTES: u64 = 100 * 1024 * 1024;
+
+/// The imported index plus our own entry.
+fn load_index(config: &Config, signer: &Signer) -> Result<ProviderIndex, crate::pec::index::IndexError> {
+    let imported = ProviderIndex::load_or_empty(&ProviderIndex::default_path(config))?;
+    let own = ProviderRecord::for_this_provider(config, signer.certificate())?;
+    imported.with_own(own)
+}
 
 /// The shared state of a running provider.
 pub struct Gateway {
@@ -43,6 +53,8 @@ pub struct Gateway {
     pub limits: Limits,
     /// Wakes the queue workers when new work is committed.
     pub work: Notify,
+    /// The index of PEC providers (imported records plus our own entry).
+    index: std::sync::RwLock<Arc<ProviderIndex>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -68,6 +80,7 @@ impl Gateway {
             ..StoreOptions::default()
         };
         let store = Store::open(&config.store.dir, options)?;
+        let index = Arc::new(load_index(&config, &signer)?);
         let identity = ProviderIdentity {
             name: config.provider.name.clone(),
             service_address: config.provider.service_address.clone(),
@@ -87,7 +100,21 @@ impl Gateway {
             clock,
             limits,
             work: Notify::new(),
+            index: std::sync::RwLock::new(index),
         }))
+    }
+
+    /// The provider index in force.
+    pub fn index(&self) -> Arc<ProviderIndex> {
+        self.index.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Reloads the imported index (after `pecd index import`); the old one stays in force
+    /// when the file is unreadable.
+    pub fn reload_index(&self) -> Result<(), GatewayError> {
+        let fresh = Arc::new(load_index(&self.config, &self.signer)?);
+        *self.index.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
     }
 
     /// A domain this gateway serves.
@@ -95,10 +122,10 @@ impl Gateway {
         self.config.provider.domains.iter().any(|d| d == domain)
     }
 
-    /// `certificato` for PEC domains, `esterno` for the rest (rule §6.1 item 4). Today the
-    /// PEC domains known are ours; the provider index adds the other providers' ones.
+    /// `certificato` for PEC domains (ours, or `managedDomains` of a provider in the
+    /// index, case-insensitive), `esterno` for the rest (rule §6.1 item 4).
     pub fn classify_recipient(&self, addr: &PecAddress) -> TipoDestinatario {
-        if self.is_local(addr.domain()) {
+        if self.is_local(addr.domain()) || self.index().is_pec_domain(addr.domain()) {
             TipoDestinatario::Certificato
         } else {
             TipoDestinatario::Esterno

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::gateway::Gateway;
-use crate::pipeline::{access::AccessPoint, delivery, relay, timers};
+use crate::pipeline::{access::AccessPoint, delivery, incoming::IncomingPoint, relay, timers};
 use crate::smtp::server::{self as smtp_server, ListenerConfig};
 use crate::smtp::session::{Role, SessionConfig};
 
@@ -87,7 +87,15 @@ pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
         let backend = Arc::new(AccessPoint(gw.clone()));
         tasks.push(tokio::spawn(smtp_server::serve(l, listener_cfg(Role::Submission, implicit), backend, stop_rx.clone())));
     }
-    for (name, addr) in [("smtp", gw.config.listen.smtp), ("imaps", gw.config.listen.imaps), ("pop3s", gw.config.listen.pop3s), ("http", gw.config.listen.http)] {
+    if let Some(addr) = gw.config.listen.smtp {
+        let name = "smtp";
+        let l = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { name, addr, source })?;
+        let local = l.local_addr().map_err(|source| ServerError::Bind { name, addr, source })?;
+        listeners.push((name, local));
+        let backend = Arc::new(IncomingPoint(gw.clone()));
+        tasks.push(tokio::spawn(smtp_server::serve(l, listener_cfg(Role::Incoming, false), backend, stop_rx.clone())));
+    }
+    for (name, addr) in [("imaps", gw.config.listen.imaps), ("pop3s", gw.config.listen.pop3s), ("http", gw.config.listen.http)] {
         if let Some(a) = addr {
             tracing::warn!(listener = name, address = %a, "listener configured but not implemented in this version: not started");
         }

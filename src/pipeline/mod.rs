@@ -5,11 +5,14 @@
 //!   transport envelope, queueing, deadlines; the SMTP backend of 465/587.
 //! * [`delivery`]: the incoming and delivery points for our own domains (*punto di
 //!   ricezione*, *punto di consegna*): take-charge, mailbox, delivery receipts.
+//! * [`incoming`]: the incoming point on the `smtp` listener: verification against the
+//!   provider index, take-charge, receipts for our messages, anomaly envelopes.
 //! * [`timers`]: the 12 h / 24 h timeout notices of the sender side.
 //! * [`relay`]: the outbound queue to other providers and ordinary mail (SMTP client).
 
 pub mod access;
 pub mod checks;
 pub mod delivery;
+pub mod incoming;
 pub mod relay;
 pub mod timers;

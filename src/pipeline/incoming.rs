@@ -1,0 +1,226 @@
+//! The incoming point (*punto di ricezione*, digest §6.2, RFC 6109 §3.2) on the `smtp`
+//! listener: what other providers and the Internet send us.
+//!
+//! Every message is classified and its signature verified (off the executor); the signer's
+//! certificate is looked up in the provider index (SHA-1 hash, then full certificate,
+//! rule §8.3). Then, per the decision table of §6.2:
+//!
+//! * a correct transport envelope from a provider in the index: the take-charge receipt
+//!   to that provider's `mailReceipt`, then the delivery point (mailbox + delivery receipt
+//!   or non-delivery notice to the sender), through [`super::delivery`];
+//! * a correct receipt about a message we sent (its identificativo is ours, its signer
+//!   manages the recipient's domain): delivered unchanged, and the pending deadlines of
+//!   the recipients it covers move on or are resolved;
+//! * signed by a provider in the index but not a correct PEC message: wrapped in an
+//!   anomaly envelope, always delivered (§4.7 case a);
+//! * anything else (no signature, invalid, altered, unknown signer, plain mail, a receipt
+//!   we cannot match): wrapped in an anomaly envelope for the mailboxes that opted in to
+//!   non-certified mail (`accept_anomalies`), refused with 550 when none did.
+//!
+//! SMTP answers 250 only after every resulting commit is durable; each carries an
+//! idempotency key derived from the message bytes, so a peer's retry repeats nothing.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use openssl::x509::X509;
+
+use super::delivery::{self, DeliveryError, route};
+use crate::gateway::Gateway;
+use crate::pec::address::PecAddress;
+use crate::pec::classify::{Classified, Kind, classify};
+use crate::pec::compose::Certification;
+use crate::pec::daticert::{Daticert, Tipo};
+use crate::pec::envelope;
+use crate::pec::index::ProviderRecord;
+use crate::pec::smime::{self, SignatureCheck};
+use crate::pec::time::PecTime;
+use crate::smtp::server::{Backend, SmtpReply};
+use crate::smtp::session::Envelope;
+use crate::store::pending::Awaiting;
+use crate::store::{Batch, Delivery, StoreError};
+use crate::trace::{EventKind, TraceEvent};
+
+/// The SMTP backend of the `smtp` listener (25).
+#[derive(Debug, Clone)]
+pub struct IncomingPoint(pub Arc<Gateway>);
+
+impl Backend for IncomingPoint {
+    async fn authenticate(&self, _u: String, _p: String, _peer: SocketAddr) -> Option<String> {
+        None
+    }
+
+    async fn message(&self, envelope: Envelope, peer: SocketAddr) -> SmtpReply {
+        match receive(&self.0, envelope, peer).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(%peer, error = %e, "incoming message deferred");
+                SmtpReply::new(451, "4.3.0", format!("Temporary failure, try again later: {e}"))
+            }
+        }
+    }
+}
+
+/// What the verification found out about the sender of a message.
+struct Verdict {
+    check: SignatureCheck,
+    classified: Option<Classified>,
+    record: Option<ProviderRecord>,
+}
+
+impl Verdict {
+    /// Signed validly by a provider of the index.
+    fn from_provider(&self) -> bool {
+        self.check.valid && self.record.is_some() && self.check.chain_ok != Some(false)
+    }
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    openssl::hash::hash(openssl::hash::MessageDigest::sha256(), data).map(hex::encode).unwrap_or_default()
+}
+
+/// Processes one message received on the incoming point.
+pub async fn receive(gw: &Arc<Gateway>, env: Envelope, peer: SocketAddr) -> Result<SmtpReply, DeliveryError> {
+    let data = Arc::new(env.data);
+    let (g, d) = (gw.clone(), data.clone());
+    let verdict = gw
+        .blocking(move || {
+            let check = smime::verify_message(&d, g.trust.as_deref());
+            let record = check
+                .signer
+                .as_ref()
+                .and_then(|s| X509::from_der(&s.der).ok())
+                .and_then(|cert| g.index().by_certificate(&cert).cloned());
+            Verdict { check, classified: classify(&d).ok(), record }
+        })
+        .await;
+    let digest = sha256_hex(&data);
+    let rcpts = env.rcpt_to;
+
+    if let (true, Some(record)) = (verdict.from_provider(), verdict.record.clone()) {
+        if let Some(c) = &verdict.classified {
+            if let Some(Ok(d)) = &c.daticert {
+                match c.kind {
+                    Kind::TransportEnvelope if d.tipo == Tipo::PostaCertificata && c.postacert.is_some() => {
+                        let cert = Certification::from_daticert(d);
+                        let postacert = Arc::new(c.postacert.clone().unwrap_or_default());
+                        let key = format!("takecharge:{}:{}", cert.identificativo, &sha256_hex(rcpts.join(",").to_ascii_lowercase().as_bytes())[..16]);
+                        delivery::take_charge_and_deliver(gw, &cert, &data, &postacert, &rcpts, &record.mail_receipt, key).await?;
+                        tracing::info!(%peer, ident = %cert.identificativo, provider = %record.name, "transport envelope taken in charge");
+                        return Ok(SmtpReply::new(250, "2.0.0", format!("Taken in charge: {}", cert.identificativo)));
+                    }
+                    Kind::Receipt(t) if t == d.tipo && receipt_is_ours(gw, d, &record) => {
+                        receipt_arrived(gw, d, &record, &data, &digest, &rcpts).await?;
+                        return Ok(SmtpReply::new(250, "2.0.0", "Receipt delivered"));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        // A provider's valid signature on something that is not correct PEC (§4.7 a).
+        let reason = format!("messaggio firmato da {} non conforme alle regole PEC", record.name);
+        return anomaly(gw, &data, &digest, &env.mail_from, &rcpts, &reason, true).await;
+    }
+    let reason = if !verdict.check.valid {
+        format!("firma assente o non valida ({})", verdict.check.reason.clone().unwrap_or_default())
+    } else {
+        "firma di un soggetto non presente nell'indice dei gestori PEC".to_string()
+    };
+    anomaly(gw, &data, &digest, &env.mail_from, &rcpts, &reason, false).await
+}
+
+/// A receipt is ours when the identificativo was minted here and its signer manages the
+/// domain of the recipient it speaks about (a provider cannot certify others' mailboxes).
+fn receipt_is_ours(gw: &Gateway, d: &Daticert, record: &ProviderRecord) -> bool {
+    let minted_here = d.identificativo.to_ascii_lowercase().ends_with(&format!("@{}", gw.config.provider.hostname.to_ascii_lowercase()));
+    let about: Vec<&String> = d.consegna.iter().chain(d.ricezione.iter()).collect();
+    let signer_responsible = !about.is_empty()
+        && about.iter().all(|a| PecAddress::parse(a).is_ok_and(|a| record.manages(a.domain())));
+    minted_here && signer_responsible
+}
+
+async fn receipt_arrived(gw: &Arc<Gateway>, d: &Daticert, record: &ProviderRecord, data: &Arc<Vec<u8>>, digest: &str, rcpts: &[String]) -> Result<(), DeliveryError> {
+    let now = gw.clock.now();
+    let blob = gw.put_blob(data.clone()).await?;
+    let mut batch = Batch::new().claim(format!("receipt:{digest}"));
+    for r in rcpts {
+        let Ok(addr) = PecAddress::parse(r) else { continue };
+        let mut dv = Delivery::inbox(addr, blob.clone(), now);
+        dv.enforce_quota = false;
+        batch = batch.deliver(dv);
+    }
+    let kind = if d.tipo == Tipo::PresaInCarico { EventKind::TakeChargeReceived } else { EventKind::DeliveryReceiptReceived };
+    let mut ev = TraceEvent::new(kind, now)
+        .ident(d.identificativo.clone())
+        .sender(d.mittente.clone())
+        .other_provider(record.name.clone())
+        .detail(format!("{} {}", d.tipo, d.errore))
+        .message_bytes(data);
+    if let Some(m) = &d.msgid {
+        ev = ev.msgid(crate::pec::ids::bare(m).to_string());
+    }
+    ev.recipients = d.consegna.iter().chain(d.ricezione.iter()).cloned().collect();
+    batch = batch.trace(ev);
+    match d.tipo {
+        Tipo::PresaInCarico => {
+            for r in &d.ricezione {
+                if let Some(mut p) = gw.store.pending(&d.identificativo, r)? {
+                    if p.awaiting == Awaiting::TakeCharge {
+                        p.awaiting = Awaiting::DeliveryReceipt;
+                        batch = batch.pending_put(p);
+                    }
+                }
+            }
+        }
+        Tipo::AvvenutaConsegna | Tipo::ErroreConsegna | Tipo::RilevazioneVirus => {
+            if let Some(c) = &d.consegna {
+                if gw.store.pending(&d.identificativo, c)?.is_some() {
+                    batch = batch.pending_resolve(d.identificativo.clone(), c.clone());
+                }
+            }
+        }
+        _ => {}
+    }
+    match gw.store.commit_async(batch).await {
+        Ok(_) | Err(StoreError::AlreadyClaimed(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn anomaly(gw: &Arc<Gateway>, data: &Arc<Vec<u8>>, digest: &str, sender: &str, rcpts: &[String], reason: &str, always: bool) -> Result<SmtpReply, DeliveryError> {
+    let mut targets = Vec::new();
+    for r in rcpts {
+        let Ok(addr) = PecAddress::parse(r) else { continue };
+        let accepts = match gw.store.mailbox(&addr)? {
+            Some(m) => always || m.options.accept_anomalies,
+            // Unknown mailbox: nothing to deliver to.
+            None => false,
+        };
+        if accepts {
+            targets.push(addr);
+        }
+    }
+    if targets.is_empty() {
+        let ev = TraceEvent::new(EventKind::AnomalyWrapped, gw.clock.now()).sender(sender.to_string()).detail(format!("refused: {reason}")).message_bytes(data);
+        let _ = gw.store.commit_async(Batch::new().trace(ev)).await;
+        return Ok(SmtpReply::new(550, "5.7.1", "This PEC mailbox does not accept non-certified mail"));
+    }
+    let now = gw.clock.now();
+    let at = PecTime::italian(now);
+    let (g, d, s, r, why) = (gw.clone(), data.clone(), sender.to_string(), rcpts.to_vec(), reason.to_string());
+    let built = gw.blocking(move || envelope::anomaly(&g.identity, &g.signer, &d, &s, &r, &why, at)).await?;
+    let blob = gw.put_blob(Arc::new(built.bytes)).await?;
+    let mut batch = Batch::new().claim(format!("anomaly:{digest}"));
+    for t in &targets {
+        batch = route(gw, batch, t, blob.clone(), &built.message_id, now);
+    }
+    let mut ev = TraceEvent::new(EventKind::AnomalyWrapped, now).sender(sender.to_string()).detail(reason.to_string()).message_bytes(data);
+    ev.recipients = targets.iter().map(ToString::to_string).collect();
+    ev.related = vec![built.message_id.clone()];
+    match gw.store.commit_async(batch.trace(ev)).await {
+        Ok(_) | Err(StoreError::AlreadyClaimed(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(SmtpReply::new(250, "2.0.0", "Delivered as an anomaly envelope (non-certified)"))
+}
