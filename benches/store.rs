@@ -18,7 +18,10 @@ use pecd::store::{Batch, Delivery, NewMailbox, Store, StoreOptions};
 use pecd::trace::{EventKind, TraceEvent, TraceQuery};
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn tempdir() -> tempfile::TempDir {
@@ -30,10 +33,22 @@ fn tempdir() -> tempfile::TempDir {
 
 fn commits(group: bool, writers: u64, secs: u64) -> f64 {
     let dir = tempdir();
-    let store = Store::open(dir.path(), StoreOptions { group_commit: group, ..StoreOptions::default() }).expect("open");
+    let store = Store::open(
+        dir.path(),
+        StoreOptions {
+            group_commit: group,
+            ..StoreOptions::default()
+        },
+    )
+    .expect("open");
     let a = PecAddress::parse("bench@example.it").expect("address");
     store
-        .add_mailbox(NewMailbox { address: a.clone(), password: Password::new("x"), quota_bytes: Some(u64::MAX / 2), options: Default::default() })
+        .add_mailbox(NewMailbox {
+            address: a.clone(),
+            password: Password::new("x"),
+            quota_bytes: Some(u64::MAX / 2),
+            options: Default::default(),
+        })
         .expect("mailbox");
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
@@ -44,7 +59,10 @@ fn commits(group: bool, writers: u64, secs: u64) -> f64 {
             std::thread::spawn(move || {
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let body = format!("Message-ID: <{w}.{n}@bench>\r\nSubject: small\r\n\r\n{}\r\n", "x".repeat(2000));
+                    let body = format!(
+                        "Message-ID: <{w}.{n}@bench>\r\nSubject: small\r\n\r\n{}\r\n",
+                        "x".repeat(2000)
+                    );
                     let blob = store.blobs().put(body.as_bytes()).expect("blob");
                     let now = jiff::Timestamp::now();
                     store
@@ -52,8 +70,15 @@ fn commits(group: bool, writers: u64, secs: u64) -> f64 {
                             Batch::new()
                                 .claim(format!("d:{w}.{n}"))
                                 .deliver(Delivery::inbox(a.clone(), blob, now))
-                                .trace(TraceEvent::new(EventKind::Delivered, now).msgid(format!("{w}.{n}@bench")).recipient("bench@example.it"))
-                                .trace(TraceEvent::new(EventKind::DeliveryReceiptSent, now).msgid(format!("{w}.{n}@bench"))),
+                                .trace(
+                                    TraceEvent::new(EventKind::Delivered, now)
+                                        .msgid(format!("{w}.{n}@bench"))
+                                        .recipient("bench@example.it"),
+                                )
+                                .trace(
+                                    TraceEvent::new(EventKind::DeliveryReceiptSent, now)
+                                        .msgid(format!("{w}.{n}@bench")),
+                                ),
                         )
                         .expect("commit");
                     n += 1;
@@ -99,7 +124,11 @@ fn query_bench(n: u64) {
     }
     let build = t.elapsed();
     let disk = fs_size(dir.path());
-    println!("trace log of {n} records built in {build:.1?} ({:.0} records/s), {:.1} MiB on disk", n as f64 / build.as_secs_f64(), disk as f64 / 1048576.0);
+    println!(
+        "trace log of {n} records built in {build:.1?} ({:.0} records/s), {:.1} MiB on disk",
+        n as f64 / build.as_secs_f64(),
+        disk as f64 / 1048576.0
+    );
     let log = store.trace();
     let mut worst = Duration::ZERO;
     let mut total = Duration::ZERO;
@@ -111,16 +140,36 @@ fn query_bench(n: u64) {
         x ^= x << 17;
         let id = format!("{}@client.example", x % n);
         let q = Instant::now();
-        let r = log.query(&TraceQuery { msgid: Some(id), ..Default::default() }).expect("query");
+        let r = log
+            .query(&TraceQuery {
+                msgid: Some(id),
+                ..Default::default()
+            })
+            .expect("query");
         let el = q.elapsed();
         assert_eq!(r.len(), 1);
         total += el;
         worst = worst.max(el);
     }
-    println!("Message-ID query over {n} records: mean {:.1?}, max {:.1?} ({probes} random probes)", total / probes as u32, worst);
+    println!(
+        "Message-ID query over {n} records: mean {:.1?}, max {:.1?} ({probes} random probes)",
+        total / probes as u32,
+        worst
+    );
     let q = Instant::now();
-    let r = log.query(&TraceQuery { mailbox: Some("dest42@other.it".into()), limit: Some(100), ..Default::default() }).expect("query");
-    println!("mailbox query (first {} of {}): {:.1?}", r.len(), n / 5000, q.elapsed());
+    let r = log
+        .query(&TraceQuery {
+            mailbox: Some("dest42@other.it".into()),
+            limit: Some(100),
+            ..Default::default()
+        })
+        .expect("query");
+    println!(
+        "mailbox query (first {} of {}): {:.1?}",
+        r.len(),
+        n / 5000,
+        q.elapsed()
+    );
 }
 
 fn fs_size(p: &std::path::Path) -> u64 {
@@ -131,7 +180,11 @@ fn fs_size(p: &std::path::Path) -> u64 {
                 Ok(m) => m,
                 Err(_) => continue,
             };
-            total += if m.is_dir() { fs_size(&e.path()) } else { m.len() };
+            total += if m.is_dir() {
+                fs_size(&e.path())
+            } else {
+                m.len()
+            };
         }
     }
     total
@@ -141,7 +194,9 @@ fn main() {
     // `cargo bench` passes `--bench`; ignore arguments.
     let secs = env_u64("PECD_BENCH_SECS", 3);
     let n = env_u64("PECD_BENCH_RECORDS", 10_000_000);
-    println!("commits/s, small messages (2 KB, one blob + deliver + 2 trace records + claim each), {secs} s per run:");
+    println!(
+        "commits/s, small messages (2 KB, one blob + deliver + 2 trace records + claim each), {secs} s per run:"
+    );
     for group in [true, false].into_iter().filter(|_| secs > 0) {
         for writers in [1, 16, 128] {
             let r = commits(group, writers, secs);

@@ -21,21 +21,34 @@ const DOMAIN: &str = "pec.imap.test";
 
 fn pecd(args: &[&str]) {
     let out = Command::new(BIN).args(args).output().expect("run pecd");
-    assert!(out.status.success(), "pecd {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "pecd {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// `pecd init`, only `smtps` on a free port (IMAP and POP3 are started by the test),
 /// three mailboxes (c with a 20 kB quota).
 fn init() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
-    pecd(&["init", "--dir", dir.path().to_str().unwrap_or_default(), "--domain", DOMAIN]);
+    pecd(&[
+        "init",
+        "--dir",
+        dir.path().to_str().unwrap_or_default(),
+        "--domain",
+        DOMAIN,
+    ]);
     let cfg = dir.path().join("pecd.toml");
     let text = std::fs::read_to_string(&cfg).expect("config");
     let mut edited = String::new();
     for line in text.lines() {
         let l = match line.split_once(" = ") {
             Some((k, _)) if k.trim() == "smtps" => format!("{k} = \"127.0.0.1:0\""),
-            Some((k, _)) if ["smtp", "submission", "imaps", "pop3s", "http"].contains(&k.trim()) && line.contains("127.0.0.1:") => {
+            Some((k, _))
+                if ["smtp", "submission", "imaps", "pop3s", "http"].contains(&k.trim())
+                    && line.contains("127.0.0.1:") =>
+            {
                 format!("{k} = \"off\"")
             }
             _ => line.to_string(),
@@ -47,7 +60,15 @@ fn init() -> (tempfile::TempDir, PathBuf) {
     let c = cfg.to_str().unwrap_or_default();
     for (who, quota) in [("a", None), ("b", None), ("c", Some("20000"))] {
         let addr = format!("{who}@{DOMAIN}");
-        let mut args = vec!["mailbox", "add", addr.as_str(), "--password", "pw", "--config", c];
+        let mut args = vec![
+            "mailbox",
+            "add",
+            addr.as_str(),
+            "--password",
+            "pw",
+            "--config",
+            c,
+        ];
         if let Some(q) = quota {
             args.extend(["--quota", q]);
         }
@@ -69,13 +90,21 @@ fn scenario(p: &Ports, name: &str, args: &[&str]) -> Value {
         .arg(script)
         .arg(name)
         .arg(p.imap.ip().to_string())
-        .args([p.imap.port().to_string(), p.pop3.port().to_string(), p.smtps.port().to_string()])
+        .args([
+            p.imap.port().to_string(),
+            p.pop3.port().to_string(),
+            p.smtps.port().to_string(),
+        ])
         .arg(&p.ca)
         .args(args)
         .output()
         .expect("python3");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{name}: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{name}: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{name}: {e}: {stdout}"))
 }
 
@@ -105,8 +134,12 @@ async fn imap_and_pop3_with_independent_clients() {
     let running = pecd::server::start(gw.clone()).await.expect("start");
     let tls = pecd::tls::server_config(&gw.config.tls.cert, &gw.config.tls.key).expect("tls");
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let imap_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let pop_l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let imap_l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let pop_l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let ports = Arc::new(Ports {
         imap: imap_l.local_addr().expect("addr"),
         pop3: pop_l.local_addr().expect("addr"),
@@ -121,7 +154,11 @@ async fn imap_and_pop3_with_independent_clients() {
     pcfg.auth_failure_delay = Duration::from_millis(50);
     tokio::spawn(pecd::pop3::serve(pop_l, pcfg, gw.clone(), stop.clone()));
 
-    let (a, b, c) = (format!("a@{DOMAIN}"), format!("b@{DOMAIN}"), format!("c@{DOMAIN}"));
+    let (a, b, c) = (
+        format!("a@{DOMAIN}"),
+        format!("b@{DOMAIN}"),
+        format!("c@{DOMAIN}"),
+    );
 
     // A PEC from a to b: the envelope read over IMAP is the stored one, byte for byte.
     let p = ports.clone();
@@ -129,15 +166,32 @@ async fn imap_and_pop3_with_independent_clients() {
     let pec = run_blocking(move || scenario(&p, "pec", &[&a2, "pw", &b2, "pw"])).await;
     let baddr = PecAddress::parse(&b).expect("b");
     let stored = gw.store.messages(&baddr, "INBOX").expect("messages");
-    assert!(stored.iter().any(|m| Some(m.blob.as_str()) == pec["sha256"].as_str()), "BODY[] differs from the stored message: {pec}");
+    assert!(
+        stored
+            .iter()
+            .any(|m| Some(m.blob.as_str()) == pec["sha256"].as_str()),
+        "BODY[] differs from the stored message: {pec}"
+    );
     let list = pec["list"].to_string();
-    for f in ["\\\\Sent", "\\\\Drafts", "\\\\Trash", "\\\\Archive", "INBOX"] {
+    for f in [
+        "\\\\Sent",
+        "\\\\Drafts",
+        "\\\\Trash",
+        "\\\\Archive",
+        "INBOX",
+    ] {
         assert!(list.contains(f), "LIST lacks {f}: {list}");
     }
-    assert!(!list.contains(&a), "another user's folders are visible: {list}");
+    assert!(
+        !list.contains(&a),
+        "another user's folders are visible: {list}"
+    );
     let parts = pec["parts"].as_array().expect("parts");
     for name in ["daticert.xml", "smime.p7s", "postacert.eml"] {
-        let part = parts.iter().find(|p| p["filename"] == name).unwrap_or_else(|| panic!("no {name} part: {pec}"));
+        let part = parts
+            .iter()
+            .find(|p| p["filename"] == name)
+            .unwrap_or_else(|| panic!("no {name} part: {pec}"));
         assert_eq!(part["in_whole"], true, "{name}: {part}");
         assert_eq!(part["decoded_equal"], true, "{name}: {part}");
         assert_eq!(part["mime_in_whole"], true, "{name}: {part}");
@@ -145,13 +199,39 @@ async fn imap_and_pop3_with_independent_clients() {
     assert!(parts.iter().all(|p| p["decoded_equal"] == true), "{pec}");
     assert_eq!(pec["partial_ok"], true);
     let meta = pec["meta"].as_str().unwrap_or_default();
-    assert!(meta.contains("ENVELOPE (") && meta.contains("BODYSTRUCTURE ((") && meta.contains("\"SIGNED\""), "{meta}");
-    assert!(pec["flags"].as_str().unwrap_or_default().contains("\\Flagged $Etichetta"), "{pec}");
-    assert!(!pec["flags_after"].as_str().unwrap_or_default().contains("\\Flagged"), "{pec}");
-    assert!(!pec["search_subject"].as_str().unwrap_or_default().is_empty(), "{pec}");
+    assert!(
+        meta.contains("ENVELOPE (")
+            && meta.contains("BODYSTRUCTURE ((")
+            && meta.contains("\"SIGNED\""),
+        "{meta}"
+    );
+    assert!(
+        pec["flags"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("\\Flagged $Etichetta"),
+        "{pec}"
+    );
+    assert!(
+        !pec["flags_after"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("\\Flagged"),
+        "{pec}"
+    );
+    assert!(
+        !pec["search_subject"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty(),
+        "{pec}"
+    );
     assert_eq!(pec["search_none"], "");
     assert!(pec["ref"].is_string(), "no X-Riferimento-Message-ID: {pec}");
-    assert!(!pec["search_ref"].as_str().unwrap_or_default().is_empty(), "{pec}");
+    assert!(
+        !pec["search_ref"].as_str().unwrap_or_default().is_empty(),
+        "{pec}"
+    );
 
     // Folders, MOVE, EXPUNGE, quota, isolation, IDLE.
     let p = ports.clone();
@@ -160,15 +240,33 @@ async fn imap_and_pop3_with_independent_clients() {
     assert_eq!(mb["move"], "OK", "{mb}");
     assert!(mb["move_data"].to_string().contains("COPYUID"), "{mb}");
     assert_eq!(mb["archive"], "1", "{mb}");
-    assert!(!mb["expunge"].as_array().map_or(true, |v| v.is_empty()), "{mb}");
+    assert!(
+        !mb["expunge"].as_array().map_or(true, |v| v.is_empty()),
+        "{mb}"
+    );
     assert!(mb["quota"].to_string().contains("STORAGE"), "{mb}");
     assert_ne!(mb["other_select"], "OK", "{mb}");
     assert_ne!(mb["escape_select"], "OK", "{mb}");
     assert!(!mb["list"].to_string().contains(&b), "{mb}");
     assert_eq!(mb["idle_cont"], "+ idling", "{mb}");
-    assert!(mb["idle_event"].as_str().unwrap_or_default().ends_with("EXISTS"), "{mb}");
-    assert!(mb["idle_secs"].as_f64().unwrap_or(99.0) < 2.0, "IDLE woke late: {mb}");
-    assert!(mb["idle_done"].as_str().unwrap_or_default().ends_with("OK IDLE terminated"), "{mb}");
+    assert!(
+        mb["idle_event"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("EXISTS"),
+        "{mb}"
+    );
+    assert!(
+        mb["idle_secs"].as_f64().unwrap_or(99.0) < 2.0,
+        "IDLE woke late: {mb}"
+    );
+    assert!(
+        mb["idle_done"]
+            .as_str()
+            .unwrap_or_default()
+            .ends_with("OK IDLE terminated"),
+        "{mb}"
+    );
     println!("IDLE woke after {}s", mb["idle_secs"]);
 
     // Quota enforced on APPEND with the RFC 9208 response code.
@@ -182,8 +280,20 @@ async fn imap_and_pop3_with_independent_clients() {
     let p = ports.clone();
     let a2 = a.clone();
     let rf = run_blocking(move || scenario(&p, "refusals", &[&a2, "pw"])).await;
-    assert!(rf["wrong_password"].as_str().unwrap_or_default().contains("AUTHENTICATIONFAILED"), "{rf}");
-    assert!(!rf["plain_reply"].as_str().unwrap_or_default().contains("OK"), "{rf}");
+    assert!(
+        rf["wrong_password"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("AUTHENTICATIONFAILED"),
+        "{rf}"
+    );
+    assert!(
+        !rf["plain_reply"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("OK"),
+        "{rf}"
+    );
 
     // POP3: the same message bytes; DELE hides from POP3 and keeps the evidence.
     let p = ports.clone();
@@ -192,12 +302,31 @@ async fn imap_and_pop3_with_independent_clients() {
     let count = pop["stat"][0].as_u64().unwrap_or(0);
     assert!(count >= 1, "{pop}");
     assert_eq!(pop["stat_after"][0].as_u64(), Some(count - 1), "{pop}");
-    assert!(stored.iter().any(|m| Some(m.blob.as_str()) == pop["retr_sha256"].as_str()), "RETR differs from the stored message: {pop}");
+    assert!(
+        stored
+            .iter()
+            .any(|m| Some(m.blob.as_str()) == pop["retr_sha256"].as_str()),
+        "RETR differs from the stored message: {pop}"
+    );
     assert_eq!(pop["top_has_subject"], true);
-    assert!(pop["wrong_password"].as_str().unwrap_or_default().contains("-ERR"), "{pop}");
+    assert!(
+        pop["wrong_password"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("-ERR"),
+        "{pop}"
+    );
     let after = gw.store.messages(&baddr, "INBOX").expect("messages");
-    assert_eq!(after.len(), stored.len(), "POP3 DELE must not remove the message");
-    assert!(after.iter().any(|m| m.flags.iter().any(|f| f == pecd::pop3::DELETED_KEYWORD)));
+    assert_eq!(
+        after.len(),
+        stored.len(),
+        "POP3 DELE must not remove the message"
+    );
+    assert!(
+        after
+            .iter()
+            .any(|m| m.flags.iter().any(|f| f == pecd::pop3::DELETED_KEYWORD))
+    );
 
     // curl, a third independent client.
     let p = ports.clone();
@@ -222,11 +351,21 @@ fn curl_checks(p: &Ports, user: &str) -> String {
             .arg(url)
             .output()
             .expect("curl");
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let (ok, list, err) = run(format!("imaps://127.0.0.1:{}/", p.imap.port()), &[]);
-    assert!(ok && list.contains("INBOX") && list.contains("Archive"), "curl LIST: {list} {err}");
-    let (ok, msg, err) = run(format!("imaps://127.0.0.1:{}/INBOX;UID=1", p.imap.port()), &[]);
+    assert!(
+        ok && list.contains("INBOX") && list.contains("Archive"),
+        "curl LIST: {list} {err}"
+    );
+    let (ok, msg, err) = run(
+        format!("imaps://127.0.0.1:{}/INBOX;UID=1", p.imap.port()),
+        &[],
+    );
     assert!(ok && msg.contains("POSTA CERTIFICATA"), "curl FETCH: {err}");
     let (ok, pop, err) = run(format!("pop3s://127.0.0.1:{}/", p.pop3.port()), &[]);
     assert!(ok, "curl POP3 LIST: {pop} {err}");

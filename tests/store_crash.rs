@@ -23,7 +23,10 @@ fn mailbox() -> PecAddress {
 }
 
 fn options(grace: Duration) -> StoreOptions {
-    StoreOptions { blob_grace: grace, ..StoreOptions::default() }
+    StoreOptions {
+        blob_grace: grace,
+        ..StoreOptions::default()
+    }
 }
 
 /// The child: writes forever until killed.
@@ -31,7 +34,12 @@ fn child(dir: &Path, base: u64) {
     let store = Store::open(dir, options(Duration::from_secs(3600))).unwrap();
     if store.mailbox(&mailbox()).unwrap().is_none() {
         store
-            .add_mailbox(NewMailbox { address: mailbox(), password: Password::new("x"), quota_bytes: Some(u64::MAX / 2), options: Default::default() })
+            .add_mailbox(NewMailbox {
+                address: mailbox(),
+                password: Password::new("x"),
+                quota_bytes: Some(u64::MAX / 2),
+                options: Default::default(),
+            })
             .unwrap();
     }
     println!("READY");
@@ -41,14 +49,24 @@ fn child(dir: &Path, base: u64) {
             std::thread::spawn(move || {
                 for n in 0.. {
                     let id = base + w * 100_000 + n;
-                    let body = format!("Message-ID: <{id}@crash>\r\n\r\nbody of {id} {}\r\n", "x".repeat((id % 7000) as usize));
+                    let body = format!(
+                        "Message-ID: <{id}@crash>\r\n\r\nbody of {id} {}\r\n",
+                        "x".repeat((id % 7000) as usize)
+                    );
                     let blob = store.blobs().put(body.as_bytes()).unwrap();
                     let now = jiff::Timestamp::now();
                     let batch = Batch::new()
                         .claim(format!("deliver:{id}"))
                         .deliver(Delivery::inbox(mailbox(), blob, now))
-                        .trace(TraceEvent::new(EventKind::Delivered, now).msgid(format!("{id}@crash")).message_bytes(body.as_bytes()))
-                        .trace(TraceEvent::new(EventKind::DeliveryReceiptSent, now).msgid(format!("{id}@crash")));
+                        .trace(
+                            TraceEvent::new(EventKind::Delivered, now)
+                                .msgid(format!("{id}@crash"))
+                                .message_bytes(body.as_bytes()),
+                        )
+                        .trace(
+                            TraceEvent::new(EventKind::DeliveryReceiptSent, now)
+                                .msgid(format!("{id}@crash")),
+                        );
                     store.commit(batch.clone()).unwrap();
                     println!("ACK {id}");
                     // A retried step must be refused, never applied twice.
@@ -87,7 +105,12 @@ fn killed_store_reopens_consistent() {
     };
     for round in 0..ROUNDS {
         let mut c = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "killed_store_reopens_consistent", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "killed_store_reopens_consistent",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("PECD_CRASH_CHILD", dir.path())
             .env("PECD_CRASH_BASE", ((round + 1) * 10_000_000).to_string())
             .stdout(Stdio::piped())
@@ -121,7 +144,11 @@ fn killed_store_reopens_consistent() {
         let ids = reader.join().unwrap();
         acked.extend(ids);
     }
-    assert!(acked.len() > 50, "the child acknowledged too little to prove anything: {}", acked.len());
+    assert!(
+        acked.len() > 50,
+        "the child acknowledged too little to prove anything: {}",
+        acked.len()
+    );
 
     // Reopen with no grace: every unreferenced blob must go.
     let store = Store::open(dir.path(), options(Duration::ZERO)).unwrap();
@@ -131,27 +158,54 @@ fn killed_store_reopens_consistent() {
     let mut referenced = BTreeSet::new();
     for m in &msgs {
         let body = store.blobs().read(&m.blob).unwrap();
-        assert_eq!(BlobId::of(&body), m.blob, "blob content does not match its id");
+        assert_eq!(
+            BlobId::of(&body),
+            m.blob,
+            "blob content does not match its id"
+        );
         assert_eq!(body.len() as u64, m.size);
         let text = String::from_utf8(body).unwrap();
-        let id: u64 = text["Message-ID: <".len()..text.find('@').unwrap()].parse().unwrap();
+        let id: u64 = text["Message-ID: <".len()..text.find('@').unwrap()]
+            .parse()
+            .unwrap();
         *seen.entry(id).or_default() += 1;
         total += m.size;
         referenced.insert(m.blob.clone());
     }
     for id in &acked {
-        assert_eq!(seen.get(id), Some(&1), "acknowledged message {id} is missing or doubled");
+        assert_eq!(
+            seen.get(id),
+            Some(&1),
+            "acknowledged message {id} is missing or doubled"
+        );
     }
-    assert!(seen.values().all(|&n| n == 1), "a message was delivered twice");
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "a message was delivered twice"
+    );
     let info = store.mailbox(&mailbox()).unwrap().unwrap();
-    assert_eq!((info.usage_bytes, info.messages), (total, msgs.len() as u64), "usage not exact");
+    assert_eq!(
+        (info.usage_bytes, info.messages),
+        (total, msgs.len() as u64),
+        "usage not exact"
+    );
     let on_disk: BTreeSet<_> = store.blobs().list().unwrap().into_iter().collect();
     assert_eq!(on_disk, referenced, "orphaned or missing blob files");
     // Each delivered message has exactly its two trace records (claimed once).
     for id in seen.keys().take(200) {
-        let recs = store.trace().query(&TraceQuery { msgid: Some(format!("{id}@crash")), ..Default::default() }).unwrap();
+        let recs = store
+            .trace()
+            .query(&TraceQuery {
+                msgid: Some(format!("{id}@crash")),
+                ..Default::default()
+            })
+            .unwrap();
         let kinds: Vec<_> = recs.iter().map(|r| r.kind).collect();
-        assert_eq!(kinds, vec![EventKind::Delivered, EventKind::DeliveryReceiptSent], "trace of {id}");
+        assert_eq!(
+            kinds,
+            vec![EventKind::Delivered, EventKind::DeliveryReceiptSent],
+            "trace of {id}"
+        );
     }
     let report = store.trace().verify(None).unwrap();
     assert!(report.intact(), "{:?}", report.problem);

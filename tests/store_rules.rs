@@ -19,28 +19,35 @@ fn racing_deliveries_never_exceed_the_quota() {
     let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
     let a = PecAddress::parse("full@example.it").unwrap();
     store
-        .add_mailbox(NewMailbox { address: a.clone(), password: Password::new("x"), quota_bytes: Some(K * SIZE + SIZE / 2), options: Default::default() })
+        .add_mailbox(NewMailbox {
+            address: a.clone(),
+            password: Password::new("x"),
+            quota_bytes: Some(K * SIZE + SIZE / 2),
+            options: Default::default(),
+        })
         .unwrap();
     let barrier = Arc::new(Barrier::new(THREADS));
-    let handles: Vec<_> = (0..THREADS)
-        .map(|i| {
-            let (store, a, barrier) = (store.clone(), a.clone(), barrier.clone());
-            std::thread::spawn(move || {
-                let body = format!("{i:0>width$}", width = SIZE as usize);
-                let blob = store.blobs().put(body.as_bytes()).unwrap();
-                barrier.wait();
-                let now = jiff::Timestamp::now();
-                store.commit(
-                    Batch::new()
-                        .deliver(Delivery::inbox(a, blob, now))
-                        .trace(TraceEvent::new(EventKind::Delivered, now).msgid(format!("{i}@race"))),
-                )
+    let handles: Vec<_> =
+        (0..THREADS)
+            .map(|i| {
+                let (store, a, barrier) = (store.clone(), a.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let body = format!("{i:0>width$}", width = SIZE as usize);
+                    let blob = store.blobs().put(body.as_bytes()).unwrap();
+                    barrier.wait();
+                    let now = jiff::Timestamp::now();
+                    store.commit(Batch::new().deliver(Delivery::inbox(a, blob, now)).trace(
+                        TraceEvent::new(EventKind::Delivered, now).msgid(format!("{i}@race")),
+                    ))
+                })
             })
-        })
-        .collect();
+            .collect();
     let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
-    let over = results.iter().filter(|r| matches!(r, Err(StoreError::QuotaExceeded { .. }))).count();
+    let over = results
+        .iter()
+        .filter(|r| matches!(r, Err(StoreError::QuotaExceeded { .. })))
+        .count();
     assert_eq!(ok, K, "{results:?}");
     assert_eq!(over, THREADS - K as usize);
     let info = store.mailbox(&a).unwrap().unwrap();
@@ -55,13 +62,22 @@ fn unknown_schema_version_is_refused_naming_the_versions() {
     drop(Store::open(dir.path(), StoreOptions::default()).unwrap());
     {
         let db = sled::open(dir.path().join("db")).unwrap();
-        db.open_tree("meta").unwrap().insert("schema_version", &7u32.to_be_bytes()).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert("schema_version", &7u32.to_be_bytes())
+            .unwrap();
         db.flush().unwrap();
     }
     let e = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
     let msg = e.to_string();
-    assert!(matches!(e, StoreError::UnknownSchema { found: 7, .. }), "{e:?}");
-    assert!(msg.contains("schema version 7") && msg.contains("supports version(s) [1]"), "{msg}");
+    assert!(
+        matches!(e, StoreError::UnknownSchema { found: 7, .. }),
+        "{e:?}"
+    );
+    assert!(
+        msg.contains("schema version 7") && msg.contains("supports version(s) [1]"),
+        "{msg}"
+    );
     assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
 }
 
@@ -69,23 +85,66 @@ fn unknown_schema_version_is_refused_naming_the_versions() {
 fn cli_mailbox_admin_and_locked_store_message() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
-    let pecd = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_pecd")).args(args).env("PECD_LOG", "warn").output().unwrap();
-    assert!(pecd(&["init", "--dir", d, "--domain", "example.it"]).status.success());
+    let pecd = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_pecd"))
+            .args(args)
+            .env("PECD_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    assert!(
+        pecd(&["init", "--dir", d, "--domain", "example.it"])
+            .status
+            .success()
+    );
     let c = dir.path().join("pecd.toml");
     let c = c.to_str().unwrap();
     let ok = |args: &[&str]| {
         let o = pecd(args);
-        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
-    ok(&["mailbox", "add", "u1@example.it", "--password", "p", "--quota", "5000", "--config", c]);
-    ok(&["mailbox", "passwd", "u1@example.it", "--password", "q", "--config", c]);
+    ok(&[
+        "mailbox",
+        "add",
+        "u1@example.it",
+        "--password",
+        "p",
+        "--quota",
+        "5000",
+        "--config",
+        c,
+    ]);
+    ok(&[
+        "mailbox",
+        "passwd",
+        "u1@example.it",
+        "--password",
+        "q",
+        "--config",
+        c,
+    ]);
     ok(&["mailbox", "quota", "u1@example.it", "9000", "--config", c]);
     let list = ok(&["mailbox", "list", "--json", "--config", c]);
     assert!(list.contains(r#""quota_bytes":9000"#), "{list}");
-    let o = pecd(&["mailbox", "add", "x@elsewhere.it", "--password", "p", "--config", c]);
+    let o = pecd(&[
+        "mailbox",
+        "add",
+        "x@elsewhere.it",
+        "--password",
+        "p",
+        "--config",
+        c,
+    ]);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && err.contains("not served") && err.contains("example.it"), "{err}");
+    assert!(
+        !o.status.success() && err.contains("not served") && err.contains("example.it"),
+        "{err}"
+    );
     ok(&["mailbox", "del", "u1@example.it", "--config", c]);
     assert!(!ok(&["mailbox", "list", "--config", c]).contains("u1@"));
 
@@ -95,5 +154,8 @@ fn cli_mailbox_admin_and_locked_store_message() {
     let o = pecd(&["mailbox", "list", "--config", c]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2));
-    assert!(err.contains("locked") && err.contains(&cfg.store.dir.display().to_string()), "{err}");
+    assert!(
+        err.contains("locked") && err.contains(&cfg.store.dir.display().to_string()),
+        "{err}"
+    );
 }

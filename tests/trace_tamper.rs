@@ -13,11 +13,19 @@ use pecd::trace::verify::verify_export;
 use pecd::trace::{EventKind, TraceEvent};
 
 fn pecd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pecd")).args(args).env("PECD_LOG", "warn").output().expect("run pecd")
+    Command::new(env!("CARGO_BIN_EXE_pecd"))
+        .args(args)
+        .env("PECD_LOG", "warn")
+        .output()
+        .expect("run pecd")
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 struct Setup {
@@ -36,7 +44,15 @@ fn setup() -> Setup {
     assert!(o.status.success(), "{}", text(&o));
     let config = dir.path().join("pecd.toml");
     let c = config.to_str().unwrap();
-    let o = pecd(&["mailbox", "add", "user@example.it", "--password", "pw", "--config", c]);
+    let o = pecd(&[
+        "mailbox",
+        "add",
+        "user@example.it",
+        "--password",
+        "pw",
+        "--config",
+        c,
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     let cfg = Config::load(&config).unwrap();
     let signer = Arc::new(cfg.load_signer().unwrap());
@@ -63,24 +79,45 @@ fn setup() -> Setup {
             }
         }
         for i in 0..2 {
-            store.commit(Batch::new().trace(TraceEvent::new(EventKind::Relayed, jiff::Timestamp::now()).msgid(format!("t{i}")))).unwrap();
+            store
+                .commit(
+                    Batch::new().trace(
+                        TraceEvent::new(EventKind::Relayed, jiff::Timestamp::now())
+                            .msgid(format!("t{i}")),
+                    ),
+                )
+                .unwrap();
         }
     }
     let file = dir.path().join("log.jsonl");
     let o = pecd(&["log", "export", file.to_str().unwrap(), "--config", c]);
     assert!(o.status.success(), "{}", text(&o));
     let export = std::fs::read(&file).unwrap();
-    Setup { _dir: dir, config, export, signer_sha }
+    Setup {
+        _dir: dir,
+        config,
+        export,
+        signer_sha,
+    }
 }
 
 fn verify_file(s: &Setup, name: &str, content: &[u8]) -> Output {
     let p = s.config.parent().unwrap().join(name);
     std::fs::write(&p, content).unwrap();
-    pecd(&["log", "verify", p.to_str().unwrap(), "--config", s.config.to_str().unwrap()])
+    pecd(&[
+        "log",
+        "verify",
+        p.to_str().unwrap(),
+        "--config",
+        s.config.to_str().unwrap(),
+    ])
 }
 
 fn lines(b: &[u8]) -> Vec<Vec<u8>> {
-    b.split(|&c| c == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect()
+    b.split(|&c| c == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
 }
 
 fn join(ls: &[Vec<u8>]) -> Vec<u8> {
@@ -108,41 +145,85 @@ fn tampering_is_detected_and_located() {
     assert_eq!(o.status.code(), Some(0), "{t}");
     assert!(t.contains("18 records verified"), "{t}");
     assert!(t.contains("last signed checkpoint: seq 15"), "{t}");
-    assert!(t.contains("3 record(s) after the last checkpoint are only hash-chained"), "{t}");
+    assert!(
+        t.contains("3 record(s) after the last checkpoint are only hash-chained"),
+        "{t}"
+    );
 
     // Line numbers are 1-based; find the lines by content.
-    let rec_line = ls.iter().position(|l| l.windows(9).any(|w| w == b"m6@client")).unwrap();
+    let rec_line = ls
+        .iter()
+        .position(|l| l.windows(9).any(|w| w == b"m6@client"))
+        .unwrap();
     let cp_line = ls.iter().position(|l| is_checkpoint(l)).unwrap();
     let mut cases: Vec<(&str, Vec<Vec<u8>>, String)> = Vec::new();
 
     let mut changed = ls.clone();
-    let pos = changed[rec_line].windows(7).position(|w| w == b"Fattura").unwrap();
+    let pos = changed[rec_line]
+        .windows(7)
+        .position(|w| w == b"Fattura")
+        .unwrap();
     changed[rec_line][pos] = b'f';
-    cases.push(("one byte in a record", changed, format!("line {}: seq", rec_line + 1)));
+    cases.push((
+        "one byte in a record",
+        changed,
+        format!("line {}: seq", rec_line + 1),
+    ));
 
     let mut changed = ls.clone();
-    let sig = changed[cp_line].windows(13).position(|w| w == br#""signature":""#).unwrap() + 40;
-    changed[cp_line][sig] = if changed[cp_line][sig] == b'A' { b'B' } else { b'A' };
-    cases.push(("one byte in a checkpoint signature", changed, format!("line {}: seq", cp_line + 1)));
+    let sig = changed[cp_line]
+        .windows(13)
+        .position(|w| w == br#""signature":""#)
+        .unwrap()
+        + 40;
+    changed[cp_line][sig] = if changed[cp_line][sig] == b'A' {
+        b'B'
+    } else {
+        b'A'
+    };
+    cases.push((
+        "one byte in a checkpoint signature",
+        changed,
+        format!("line {}: seq", cp_line + 1),
+    ));
 
     let mut deleted = ls.clone();
     deleted.remove(rec_line);
-    cases.push(("a record line deleted", deleted, format!("line {}: seq", rec_line + 1)));
+    cases.push((
+        "a record line deleted",
+        deleted,
+        format!("line {}: seq", rec_line + 1),
+    ));
 
     let mut deleted = ls.clone();
     deleted.remove(cp_line);
     // Caught by the chain record that binds the deleted checkpoint.
-    let binding = deleted.iter().position(|l| l.windows(19).any(|w| w == br#""kind":"Checkpoint""#)).unwrap();
-    cases.push(("a checkpoint line deleted", deleted, format!("line {}: seq", binding + 1)));
+    let binding = deleted
+        .iter()
+        .position(|l| l.windows(19).any(|w| w == br#""kind":"Checkpoint""#))
+        .unwrap();
+    cases.push((
+        "a checkpoint line deleted",
+        deleted,
+        format!("line {}: seq", binding + 1),
+    ));
 
     let mut last_cp_gone = ls.clone();
     let last_cp = last_cp_gone.iter().rposition(|l| is_checkpoint(l)).unwrap();
     last_cp_gone.remove(last_cp);
-    cases.push(("the last checkpoint line deleted", last_cp_gone, "which is missing".into()));
+    cases.push((
+        "the last checkpoint line deleted",
+        last_cp_gone,
+        "which is missing".into(),
+    ));
 
     let mut swapped = ls.clone();
     swapped.swap(rec_line, rec_line + 1);
-    cases.push(("two lines swapped", swapped, format!("line {}: seq", rec_line + 1)));
+    cases.push((
+        "two lines swapped",
+        swapped,
+        format!("line {}: seq", rec_line + 1),
+    ));
 
     let mut first_gone = ls.clone();
     first_gone.remove(0);
@@ -152,7 +233,10 @@ fn tampering_is_detected_and_located() {
         let o = verify_file(&s, "t.jsonl", &join(&content));
         let t = text(&o);
         assert_eq!(o.status.code(), Some(1), "{what}: {t}");
-        assert!(t.contains("TAMPERED") && t.contains(&place), "{what}: want {place:?} in {t}");
+        assert!(
+            t.contains("TAMPERED") && t.contains(&place),
+            "{what}: want {place:?} in {t}"
+        );
     }
 
     // Truncation of the unsigned tail is not provable by the chain: verify says what
@@ -160,10 +244,19 @@ fn tampering_is_detected_and_located() {
     let o = verify_file(&s, "trunc.jsonl", &join(&ls[..ls.len() - 1]));
     let t = text(&o);
     assert_eq!(o.status.code(), Some(0), "{t}");
-    assert!(t.contains("2 record(s) after the last checkpoint are only hash-chained"), "{t}");
+    assert!(
+        t.contains("2 record(s) after the last checkpoint are only hash-chained"),
+        "{t}"
+    );
 
     let missing = s.config.parent().unwrap().join("nope.jsonl");
-    let o = pecd(&["log", "verify", missing.to_str().unwrap(), "--config", s.config.to_str().unwrap()]);
+    let o = pecd(&[
+        "log",
+        "verify",
+        missing.to_str().unwrap(),
+        "--config",
+        s.config.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 
     // The live log verifies too.
@@ -175,11 +268,21 @@ fn tampering_is_detected_and_located() {
 fn every_single_byte_change_is_detected() {
     let s = setup();
     let e = &s.export;
-    assert!(verify_export(&e[..], Some(s.signer_sha.clone())).unwrap().intact());
+    assert!(
+        verify_export(&e[..], Some(s.signer_sha.clone()))
+            .unwrap()
+            .intact()
+    );
     let mut missed = Vec::new();
     for i in 0..e.len() {
         let mut t = e.clone();
-        t[i] = if t[i] == b'0' { b'1' } else if t[i].is_ascii_alphanumeric() { b'0' } else { b'x' };
+        t[i] = if t[i] == b'0' {
+            b'1'
+        } else if t[i].is_ascii_alphanumeric() {
+            b'0'
+        } else {
+            b'x'
+        };
         if i + 1 == e.len() {
             continue; // the final newline: removing/changing it leaves the same lines
         }
@@ -188,7 +291,10 @@ fn every_single_byte_change_is_detected() {
             missed.push(i);
         }
     }
-    assert!(missed.is_empty(), "undetected changes at byte offsets {missed:?}");
+    assert!(
+        missed.is_empty(),
+        "undetected changes at byte offsets {missed:?}"
+    );
 }
 
 #[test]
@@ -200,8 +306,21 @@ fn queries_through_the_cli() {
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(t.lines().count(), 1, "{t}");
     assert!(t.contains(r#""ident":"opec-3""#), "{t}");
-    let o = pecd(&["log", "--config", c, "--mailbox", "USER@example.it", "--since", "2000-01-01"]);
-    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 13, "{}", text(&o));
+    let o = pecd(&[
+        "log",
+        "--config",
+        c,
+        "--mailbox",
+        "USER@example.it",
+        "--since",
+        "2000-01-01",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).lines().count(),
+        13,
+        "{}",
+        text(&o)
+    );
     let o = pecd(&["log", "--config", c, "--id", "opec-7"]);
     let t = String::from_utf8_lossy(&o.stdout).to_string();
     assert!(t.contains("Delivered") && t.contains("m7@client"), "{t}");

@@ -67,7 +67,9 @@ fn parse_time(s: &str, end: bool) -> anyhow::Result<Timestamp> {
     if let Ok(t) = s.parse::<Timestamp>() {
         return Ok(t);
     }
-    let d: jiff::civil::Date = s.parse().with_context(|| format!("{s:?} is neither RFC 3339 nor YYYY-MM-DD"))?;
+    let d: jiff::civil::Date = s
+        .parse()
+        .with_context(|| format!("{s:?} is neither RFC 3339 nor YYYY-MM-DD"))?;
     let start = d.to_zoned(italian_zone())?.timestamp();
     if end {
         let next = d.tomorrow()?.to_zoned(italian_zone())?.timestamp();
@@ -89,8 +91,15 @@ fn human(r: &TraceRecord) -> String {
         dash(&r.msgid),
         dash(&r.ident),
         dash(&r.sender),
-        if r.recipients.is_empty() { "-".into() } else { r.recipients.join(",") },
-        r.detail.as_ref().map(|d| format!(" ({d})")).unwrap_or_default()
+        if r.recipients.is_empty() {
+            "-".into()
+        } else {
+            r.recipients.join(",")
+        },
+        r.detail
+            .as_ref()
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default()
     )
 }
 
@@ -100,9 +109,16 @@ fn print_report(r: &VerifyReport) -> ExitCode {
         println!("({} records verified before the problem)", r.records);
         return ExitCode::from(1);
     }
-    println!("intact: {} records verified (seq {}..{})", r.records, r.first_seq.unwrap_or(0), r.last_seq.unwrap_or(0));
+    println!(
+        "intact: {} records verified (seq {}..{})",
+        r.records,
+        r.first_seq.unwrap_or(0),
+        r.last_seq.unwrap_or(0)
+    );
     if let Some(a) = r.anchor {
-        println!("chain starts at the anchor checkpoint seq {a} (earlier records purged at the end of their retention)");
+        println!(
+            "chain starts at the anchor checkpoint seq {a} (earlier records purged at the end of their retention)"
+        );
     }
     match &r.last_checkpoint {
         Some(c) => println!(
@@ -118,7 +134,9 @@ fn print_report(r: &VerifyReport) -> ExitCode {
         );
     }
     if !r.signer_pinned {
-        println!("WARNING: signatures checked for validity only; the signer was not pinned to the provider certificate");
+        println!(
+            "WARNING: signatures checked for validity only; the signer was not pinned to the provider certificate"
+        );
     }
     ExitCode::SUCCESS
 }
@@ -135,7 +153,8 @@ fn pinned_signer(args_config: &PathBuf, cert: Option<PathBuf>) -> anyhow::Result
         },
     };
     let pem = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    let cert = openssl::x509::X509::from_pem(&pem).with_context(|| format!("{} is not a PEM certificate", path.display()))?;
+    let cert = openssl::x509::X509::from_pem(&pem)
+        .with_context(|| format!("{} is not a PEM certificate", path.display()))?;
     Ok(Some(cert_sha256(&cert)))
 }
 
@@ -144,14 +163,21 @@ pub fn run(a: LogArgs) -> anyhow::Result<ExitCode> {
         Some(LogCommand::Export { file }) => {
             let store = open_store(&load_config(&a.config)?)?;
             let f = File::create(&file).with_context(|| format!("creating {}", file.display()))?;
-            let n = store.trace().export(BufWriter::new(f)).context("exporting the log")?;
+            let n = store
+                .trace()
+                .export(BufWriter::new(f))
+                .context("exporting the log")?;
             println!("exported {n} lines to {}", file.display());
             Ok(ExitCode::SUCCESS)
         }
-        Some(LogCommand::Verify { file: Some(file), cert }) => {
+        Some(LogCommand::Verify {
+            file: Some(file),
+            cert,
+        }) => {
             let signer = pinned_signer(&a.config, cert)?;
             let f = File::open(&file).with_context(|| format!("opening {}", file.display()))?;
-            let r = verify_export(BufReader::new(f), signer).with_context(|| format!("reading {}", file.display()))?;
+            let r = verify_export(BufReader::new(f), signer)
+                .with_context(|| format!("reading {}", file.display()))?;
             Ok(print_report(&r))
         }
         Some(LogCommand::Verify { file: None, cert }) => {
@@ -165,8 +191,16 @@ pub fn run(a: LogArgs) -> anyhow::Result<ExitCode> {
                 msgid: a.msgid,
                 ident: a.id,
                 mailbox: a.mailbox,
-                since: a.since.as_deref().map(|s| parse_time(s, false)).transpose()?,
-                until: a.until.as_deref().map(|s| parse_time(s, true)).transpose()?,
+                since: a
+                    .since
+                    .as_deref()
+                    .map(|s| parse_time(s, false))
+                    .transpose()?,
+                until: a
+                    .until
+                    .as_deref()
+                    .map(|s| parse_time(s, true))
+                    .transpose()?,
                 limit: a.limit,
             };
             let store = open_store(&load_config(&a.config)?)?;

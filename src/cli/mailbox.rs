@@ -93,7 +93,12 @@ fn address(s: &str) -> anyhow::Result<PecAddress> {
 
 pub fn run(cmd: MailboxCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        MailboxCommand::Add { address: a, password, quota, cfg } => {
+        MailboxCommand::Add {
+            address: a,
+            password,
+            quota,
+            cfg,
+        } => {
             let store = open_store(&load_config(&cfg.config)?)?;
             let req = NewMailbox {
                 address: address(&a)?,
@@ -101,12 +106,16 @@ pub fn run(cmd: MailboxCommand) -> anyhow::Result<ExitCode> {
                 quota_bytes: quota,
                 options: Default::default(),
             };
-            let info = store.add_mailbox(req).with_context(|| format!("adding {a}"))?;
+            let info = store
+                .add_mailbox(req)
+                .with_context(|| format!("adding {a}"))?;
             println!("added {} (quota {} bytes)", info.address, info.quota_bytes);
         }
         MailboxCommand::Del { address: a, cfg } => {
             let store = open_store(&load_config(&cfg.config)?)?;
-            store.delete_mailbox(&address(&a)?).with_context(|| format!("deleting {a}"))?;
+            store
+                .delete_mailbox(&address(&a)?)
+                .with_context(|| format!("deleting {a}"))?;
             println!("deleted {a}");
         }
         MailboxCommand::List { json, cfg } => {
@@ -117,7 +126,10 @@ pub fn run(cmd: MailboxCommand) -> anyhow::Result<ExitCode> {
                     println!("{}", serde_json::to_string(m)?);
                 }
             } else {
-                println!("{:<40} {:>14} {:>14} {:>8}", "ADDRESS", "USAGE", "QUOTA", "MESSAGES");
+                println!(
+                    "{:<40} {:>14} {:>14} {:>8}",
+                    "ADDRESS", "USAGE", "QUOTA", "MESSAGES"
+                );
                 for m in &list {
                     println!(
                         "{:<40} {:>14} {:>14} {:>8}",
@@ -129,16 +141,26 @@ pub fn run(cmd: MailboxCommand) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        MailboxCommand::Passwd { address: a, password, cfg } => {
+        MailboxCommand::Passwd {
+            address: a,
+            password,
+            cfg,
+        } => {
             let store = open_store(&load_config(&cfg.config)?)?;
             store
                 .set_password(&address(&a)?, &Password::new(password))
                 .with_context(|| format!("changing the password of {a}"))?;
             println!("password of {a} changed");
         }
-        MailboxCommand::Quota { address: a, bytes, cfg } => {
+        MailboxCommand::Quota {
+            address: a,
+            bytes,
+            cfg,
+        } => {
             let store = open_store(&load_config(&cfg.config)?)?;
-            store.set_quota(&address(&a)?, bytes).with_context(|| format!("setting the quota of {a}"))?;
+            store
+                .set_quota(&address(&a)?, bytes)
+                .with_context(|| format!("setting the quota of {a}"))?;
             println!("quota of {a} set to {bytes} bytes");
         }
     }

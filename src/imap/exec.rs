@@ -9,9 +9,9 @@
 use std::sync::Arc;
 
 use imap_codec::imap_types::command::CommandBody;
-use imap_codec::imap_types::status::StatusDataItemName;
 
-use super::names::{self, DELIMITER};
+use super::folders;
+use super::names;
 use super::session::State;
 use super::view::{View, notify_change};
 use super::wire::{Out, tagged, untagged};
@@ -46,8 +46,12 @@ pub fn no(tag: &str, e: &StoreError) -> Vec<u8> {
     let (code, text) = match e {
         StoreError::QuotaExceeded { .. } => ("[OVERQUOTA] ", "Quota exceeded".to_string()),
         StoreError::NoSuchFolder { .. } => ("[TRYCREATE] ", "No such mailbox".to_string()),
-        StoreError::FolderExists { .. } => ("[ALREADYEXISTS] ", "Mailbox already exists".to_string()),
-        StoreError::NoSuchMessage { .. } => ("[EXPUNGEISSUED] ", "Message was expunged".to_string()),
+        StoreError::FolderExists { .. } => {
+            ("[ALREADYEXISTS] ", "Mailbox already exists".to_string())
+        }
+        StoreError::NoSuchMessage { .. } => {
+            ("[EXPUNGEISSUED] ", "Message was expunged".to_string())
+        }
         other => {
             tracing::error!(error = %other, "IMAP store operation failed");
             ("[UNAVAILABLE] ", "Temporary failure, try again".to_string())
@@ -57,7 +61,13 @@ pub fn no(tag: &str, e: &StoreError) -> Vec<u8> {
 }
 
 /// Runs one command in an authenticated or selected state.
-pub fn run(store: &Store, state: &mut State, tag: &str, body: CommandBody<'static>, out: &mut Vec<u8>) {
+pub fn run(
+    store: &Store,
+    state: &mut State,
+    tag: &str,
+    body: CommandBody<'static>,
+    out: &mut Vec<u8>,
+) {
     let Some(user) = state.user().cloned() else {
         out.extend(tagged(tag, "BAD", "Log in first"));
         return;
@@ -80,13 +90,22 @@ pub fn run(store: &Store, state: &mut State, tag: &str, body: CommandBody<'stati
             }
             out.extend(tagged(tag, "OK", "Completed"));
         }
-        CommandBody::Select { mailbox, .. } => select(store, state, tag, user, name!(&mailbox), false, out),
-        CommandBody::Examine { mailbox, .. } => select(store, state, tag, user, name!(&mailbox), true, out),
+        CommandBody::Select { mailbox, .. } => {
+            select(store, state, tag, user, name!(&mailbox), false, out)
+        }
+        CommandBody::Examine { mailbox, .. } => {
+            select(store, state, tag, user, name!(&mailbox), true, out)
+        }
         CommandBody::Close | CommandBody::Unselect => {
             let expunge = matches!(body, CommandBody::Close);
             if let State::Selected { view, .. } = &*state {
                 if expunge && !view.read_only {
-                    let deleted: Vec<u32> = view.msgs.iter().filter(|m| is_deleted(&m.flags)).map(|m| m.uid).collect();
+                    let deleted: Vec<u32> = view
+                        .msgs
+                        .iter()
+                        .filter(|m| is_deleted(&m.flags))
+                        .map(|m| m.uid)
+                        .collect();
                     if let Err(e) = expunge_uids(store, &user, &view.folder, &deleted) {
                         return out.extend(no(tag, &e));
                     }
@@ -96,22 +115,29 @@ pub fn run(store: &Store, state: &mut State, tag: &str, body: CommandBody<'stati
             out.extend(tagged(tag, "OK", "Completed"));
         }
         CommandBody::Expunge | CommandBody::ExpungeUid { .. } => {
-            let State::Selected { view, .. } = state else { return out.extend(tagged(tag, "BAD", "No mailbox selected")) };
+            let State::Selected { view, .. } = state else {
+                return out.extend(tagged(tag, "BAD", "No mailbox selected"));
+            };
             if view.read_only {
                 return out.extend(tagged(tag, "NO", "[READ-ONLY] Mailbox is read-only"));
             }
             let within = match &body {
-                CommandBody::ExpungeUid { sequence_set } => match view.resolve(sequence_set, true) {
-                    Ok(i) => Some(i),
-                    Err(e) => return out.extend(tagged(tag, "BAD", &e.to_string())),
-                },
+                CommandBody::ExpungeUid { sequence_set } => {
+                    match view.resolve(sequence_set, true) {
+                        Ok(i) => Some(i),
+                        Err(e) => return out.extend(tagged(tag, "BAD", &e.to_string())),
+                    }
+                }
                 _ => None,
             };
             let deleted: Vec<u32> = view
                 .msgs
                 .iter()
                 .enumerate()
-                .filter(|(i, m)| is_deleted(&m.flags) && within.as_ref().is_none_or(|w| w.binary_search(i).is_ok()))
+                .filter(|(i, m)| {
+                    is_deleted(&m.flags)
+                        && within.as_ref().is_none_or(|w| w.binary_search(i).is_ok())
+                })
                 .map(|(_, m)| m.uid)
                 .collect();
             if let Err(e) = expunge_uids(store, &user, &view.folder, &deleted) {
@@ -120,32 +146,59 @@ pub fn run(store: &Store, state: &mut State, tag: &str, body: CommandBody<'stati
             view.remove(&deleted, out);
             out.extend(tagged(tag, "OK", "EXPUNGE completed"));
         }
-        CommandBody::Create { mailbox } => create(store, tag, &user, name!(&mailbox), out),
-        CommandBody::Delete { mailbox } => delete(store, state, tag, &user, name!(&mailbox), out),
-        CommandBody::Rename { from, to } => rename(store, tag, &user, name!(&from), name!(&to), out),
+        CommandBody::Create { mailbox } => folders::create(store, tag, &user, name!(&mailbox), out),
+        CommandBody::Delete { mailbox } => folders::delete(store, state, tag, &user, name!(&mailbox), out),
+        CommandBody::Rename { from, to } => {
+            folders::rename(store, tag, &user, name!(&from), name!(&to), out)
+        }
         CommandBody::Subscribe { mailbox } | CommandBody::Unsubscribe { mailbox } => {
             // Every folder is subscribed: LSUB equals LIST.
             let _ = name!(&mailbox);
             out.extend(tagged(tag, "OK", "Completed"));
         }
-        CommandBody::List { reference, mailbox_wildcard } | CommandBody::Lsub { reference, mailbox_wildcard } => {
+        CommandBody::List {
+            reference,
+            mailbox_wildcard,
+        }
+        | CommandBody::Lsub {
+            reference,
+            mailbox_wildcard,
+        } => {
             let lsub = body_is_lsub;
             let reference = match &reference {
                 imap_codec::imap_types::mailbox::Mailbox::Inbox => "INBOX".to_string(),
-                imap_codec::imap_types::mailbox::Mailbox::Other(o) => String::from_utf8_lossy(o.as_ref()).into_owned(),
+                imap_codec::imap_types::mailbox::Mailbox::Other(o) => {
+                    String::from_utf8_lossy(o.as_ref()).into_owned()
+                }
             };
             let pattern = match &mailbox_wildcard {
-                imap_codec::imap_types::mailbox::ListMailbox::Token(t) => String::from_utf8_lossy(t.as_ref()).into_owned(),
-                imap_codec::imap_types::mailbox::ListMailbox::String(s) => String::from_utf8_lossy(s.as_ref()).into_owned(),
+                imap_codec::imap_types::mailbox::ListMailbox::Token(t) => {
+                    String::from_utf8_lossy(t.as_ref()).into_owned()
+                }
+                imap_codec::imap_types::mailbox::ListMailbox::String(s) => {
+                    String::from_utf8_lossy(s.as_ref()).into_owned()
+                }
             };
-            list(store, tag, &user, &reference, &pattern, lsub, out);
+            folders::list(store, tag, &user, &reference, &pattern, lsub, out);
         }
-        CommandBody::Status { mailbox, item_names } => status(store, tag, &user, name!(&mailbox), &item_names, out),
-        CommandBody::Append { mailbox, flags, date, message } => {
+        CommandBody::Status {
+            mailbox,
+            item_names,
+        } => folders::status(store, tag, &user, name!(&mailbox), &item_names, out),
+        CommandBody::Append {
+            mailbox,
+            flags,
+            date,
+            message,
+        } => {
             let folder = name!(&mailbox);
             let bytes = match &message {
-                imap_codec::imap_types::extensions::binary::LiteralOrLiteral8::Literal(l) => l.data().to_vec(),
-                imap_codec::imap_types::extensions::binary::LiteralOrLiteral8::Literal8(l) => l.data.to_vec(),
+                imap_codec::imap_types::extensions::binary::LiteralOrLiteral8::Literal(l) => {
+                    l.data().to_vec()
+                }
+                imap_codec::imap_types::extensions::binary::LiteralOrLiteral8::Literal8(l) => {
+                    l.data.to_vec()
+                }
             };
             let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
             let when = date
@@ -170,7 +223,9 @@ pub fn run(store: &Store, state: &mut State, tag: &str, body: CommandBody<'stati
             match (store.folder(&user, &folder), quota_line(store, &user)) {
                 (Ok(Some(_)), Ok(q)) => {
                     let mut o = Out::new();
-                    o.raw("* QUOTAROOT ").string(folder.as_bytes()).raw(" \"\"\r\n");
+                    o.raw("* QUOTAROOT ")
+                        .string(folder.as_bytes())
+                        .raw(" \"\"\r\n");
                     out.extend(o.0);
                     out.extend(q);
                     out.extend(tagged(tag, "OK", "GETQUOTAROOT completed"));
@@ -179,10 +234,14 @@ pub fn run(store: &Store, state: &mut State, tag: &str, body: CommandBody<'stati
                 (Err(e), _) | (_, Err(e)) => out.extend(no(tag, &e)),
             }
         }
-        CommandBody::SetQuota { .. } => out.extend(tagged(tag, "NO", "[NOPERM] Quotas are set by the provider")),
-        CommandBody::Search { .. } | CommandBody::Fetch { .. } | CommandBody::Store { .. } | CommandBody::Copy { .. } | CommandBody::Move { .. } => {
-            super::fetch::run(store, state, tag, body, out)
+        CommandBody::SetQuota { .. } => {
+            out.extend(tagged(tag, "NO", "[NOPERM] Quotas are set by the provider"))
         }
+        CommandBody::Search { .. }
+        | CommandBody::Fetch { .. }
+        | CommandBody::Store { .. }
+        | CommandBody::Copy { .. }
+        | CommandBody::Move { .. } => super::fetch::run(store, state, tag, body, out),
         _ => out.extend(tagged(tag, "BAD", "Command not supported")),
     }
 }
@@ -192,7 +251,12 @@ pub fn is_deleted(flags: &[String]) -> bool {
 }
 
 /// Expunges UIDs of a folder in one commit.
-pub fn expunge_uids(store: &Store, user: &PecAddress, folder: &str, uids: &[u32]) -> Result<(), StoreError> {
+pub fn expunge_uids(
+    store: &Store,
+    user: &PecAddress,
+    folder: &str,
+    uids: &[u32],
+) -> Result<(), StoreError> {
     if uids.is_empty() {
         return Ok(());
     }
@@ -205,7 +269,15 @@ pub fn expunge_uids(store: &Store, user: &PecAddress, folder: &str, uids: &[u32]
     Ok(())
 }
 
-fn select(store: &Store, state: &mut State, tag: &str, user: PecAddress, folder: String, read_only: bool, out: &mut Vec<u8>) {
+fn select(
+    store: &Store,
+    state: &mut State,
+    tag: &str,
+    user: PecAddress,
+    folder: String,
+    read_only: bool,
+    out: &mut Vec<u8>,
+) {
     // A failed SELECT leaves no mailbox selected (RFC 3501 §6.3.1).
     *state = State::Authenticated { user: user.clone() };
     let view = match View::load(store, &user, &folder, read_only) {
@@ -226,172 +298,55 @@ fn select(store: &Store, state: &mut State, tag: &str, user: PecAddress, folder:
     if let Some(n) = first {
         out.extend(untagged(&format!("OK [UNSEEN {n}] First unseen")));
     }
-    out.extend(untagged(&format!("OK [UIDVALIDITY {}] UIDs valid", view.uidvalidity)));
-    out.extend(untagged(&format!("OK [UIDNEXT {}] Predicted next UID", view.uidnext)));
-    let code = if read_only { "[READ-ONLY]" } else { "[READ-WRITE]" };
-    out.extend(tagged(tag, "OK", &format!("{code} {} completed", if read_only { "EXAMINE" } else { "SELECT" })));
+    out.extend(untagged(&format!(
+        "OK [UIDVALIDITY {}] UIDs valid",
+        view.uidvalidity
+    )));
+    out.extend(untagged(&format!(
+        "OK [UIDNEXT {}] Predicted next UID",
+        view.uidnext
+    )));
+    let code = if read_only {
+        "[READ-ONLY]"
+    } else {
+        "[READ-WRITE]"
+    };
+    out.extend(tagged(
+        tag,
+        "OK",
+        &format!(
+            "{code} {} completed",
+            if read_only { "EXAMINE" } else { "SELECT" }
+        ),
+    ));
     *state = State::Selected { user, view };
-}
-
-fn create(store: &Store, tag: &str, user: &PecAddress, folder: String, out: &mut Vec<u8>) {
-    let existing = match store.folders(user) {
-        Ok(f) => f,
-        Err(e) => return out.extend(no(tag, &e)),
-    };
-    if existing.iter().any(|f| f.name == folder) {
-        return out.extend(tagged(tag, "NO", "[ALREADYEXISTS] Mailbox already exists"));
-    }
-    // Superior levels are created too (RFC 3501 §6.3.3).
-    let mut batch = Batch::new();
-    let mut count = existing.len();
-    let levels: Vec<&str> = folder.split(DELIMITER).collect();
-    for i in 1..=levels.len() {
-        let name = levels[..i].join("/");
-        if !existing.iter().any(|f| f.name == name) {
-            batch = batch.create_folder(user.clone(), name);
-            count += 1;
-        }
-    }
-    if count > names::MAX_FOLDERS {
-        return out.extend(tagged(tag, "NO", "[LIMIT] Too many mailboxes"));
-    }
-    match store.commit(batch) {
-        Ok(_) => out.extend(tagged(tag, "OK", "CREATE completed")),
-        Err(e) => out.extend(no(tag, &e)),
-    }
-}
-
-fn delete(store: &Store, state: &mut State, tag: &str, user: &PecAddress, folder: String, out: &mut Vec<u8>) {
-    if folder == "INBOX" {
-        return out.extend(tagged(tag, "NO", "[CANNOT] INBOX cannot be deleted"));
-    }
-    let folders = match store.folders(user) {
-        Ok(f) => f,
-        Err(e) => return out.extend(no(tag, &e)),
-    };
-    if !folders.iter().any(|f| f.name == folder) {
-        return out.extend(tagged(tag, "NO", "[NONEXISTENT] No such mailbox"));
-    }
-    let prefix = format!("{folder}{DELIMITER}");
-    if folders.iter().any(|f| f.name.starts_with(&prefix)) {
-        return out.extend(tagged(tag, "NO", "[INUSE] Mailbox has children: delete them first"));
-    }
-    if let State::Selected { view, .. } = &*state {
-        if view.folder == folder {
-            *state = State::Authenticated { user: user.clone() };
-        }
-    }
-    match store.commit(Batch::new().delete_folder(user.clone(), folder)) {
-        Ok(_) => {
-            notify_change();
-            out.extend(tagged(tag, "OK", "DELETE completed"))
-        }
-        Err(e) => out.extend(no(tag, &e)),
-    }
-}
-
-fn rename(store: &Store, tag: &str, user: &PecAddress, from: String, to: String, out: &mut Vec<u8>) {
-    if from == "INBOX" || to == "INBOX" {
-        return out.extend(tagged(tag, "NO", "[CANNOT] INBOX cannot be renamed"));
-    }
-    let folders = match store.folders(user) {
-        Ok(f) => f,
-        Err(e) => return out.extend(no(tag, &e)),
-    };
-    if !folders.iter().any(|f| f.name == from) {
-        return out.extend(tagged(tag, "NO", "[NONEXISTENT] No such mailbox"));
-    }
-    if to.starts_with(&format!("{from}{DELIMITER}")) {
-        return out.extend(tagged(tag, "NO", "[CANNOT] Cannot move a mailbox under itself"));
-    }
-    // The children move with their parent, in the same commit.
-    let prefix = format!("{from}{DELIMITER}");
-    let mut batch = Batch::new().rename_folder(user.clone(), from.clone(), to.clone());
-    for f in folders.iter().filter(|f| f.name.starts_with(&prefix)) {
-        let new = format!("{to}{}", &f.name[from.len()..]);
-        batch = batch.rename_folder(user.clone(), f.name.clone(), new);
-    }
-    let levels: Vec<&str> = to.split(DELIMITER).collect();
-    for i in 1..levels.len() {
-        let parent = levels[..i].join("/");
-        if !folders.iter().any(|f| f.name == parent) {
-            batch = batch.create_folder(user.clone(), parent);
-        }
-    }
-    match store.commit(batch) {
-        Ok(_) => out.extend(tagged(tag, "OK", "RENAME completed")),
-        Err(e) => out.extend(no(tag, &e)),
-    }
-}
-
-fn list(store: &Store, tag: &str, user: &PecAddress, reference: &str, pattern: &str, lsub: bool, out: &mut Vec<u8>) {
-    let verb = if lsub { "LSUB" } else { "LIST" };
-    if pattern.is_empty() {
-        out.extend(untagged(&format!("{verb} (\\Noselect) \"/\" \"\"")));
-        return out.extend(tagged(tag, "OK", &format!("{verb} completed")));
-    }
-    let folders = match store.folders(user) {
-        Ok(f) => f,
-        Err(e) => return out.extend(no(tag, &e)),
-    };
-    let full = names::join(reference, pattern);
-    let mut names: Vec<&str> = folders.iter().map(|f| f.name.as_str()).collect();
-    names.sort_by_key(|n| (*n != "INBOX", n.to_string()));
-    for name in &names {
-        let matched = names::matches(&full, name) || (name == &"INBOX" && full.eq_ignore_ascii_case("INBOX"));
-        if !matched {
-            continue;
-        }
-        let prefix = format!("{name}{DELIMITER}");
-        let mut attrs = vec![if names.iter().any(|n| n.starts_with(&prefix)) { "\\HasChildren" } else { "\\HasNoChildren" }];
-        if let Some(a) = names::special_use(name) {
-            attrs.push(a);
-        }
-        let mut o = Out::new();
-        o.raw(&format!("* {verb} ({}) \"/\" ", attrs.join(" "))).string(name.as_bytes()).crlf();
-        out.extend(o.0);
-    }
-    out.extend(tagged(tag, "OK", &format!("{verb} completed")));
-}
-
-fn status(store: &Store, tag: &str, user: &PecAddress, folder: String, items: &[StatusDataItemName], out: &mut Vec<u8>) {
-    let f = match store.folder(user, &folder) {
-        Ok(Some(f)) => f,
-        Ok(None) => return out.extend(tagged(tag, "NO", "[NONEXISTENT] No such mailbox")),
-        Err(e) => return out.extend(no(tag, &e)),
-    };
-    let mut parts = Vec::new();
-    for i in items {
-        match i {
-            StatusDataItemName::Messages => parts.push(format!("MESSAGES {}", f.messages)),
-            StatusDataItemName::Recent => parts.push("RECENT 0".into()),
-            StatusDataItemName::UidNext => parts.push(format!("UIDNEXT {}", f.uidnext)),
-            StatusDataItemName::UidValidity => parts.push(format!("UIDVALIDITY {}", f.uidvalidity)),
-            StatusDataItemName::Unseen => {
-                let msgs = match store.messages(user, &folder) {
-                    Ok(m) => m,
-                    Err(e) => return out.extend(no(tag, &e)),
-                };
-                let n = msgs.iter().filter(|m| !m.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Seen"))).count();
-                parts.push(format!("UNSEEN {n}"));
-            }
-            _ => {}
-        }
-    }
-    let mut o = Out::new();
-    o.raw("* STATUS ").string(folder.as_bytes()).raw(&format!(" ({})", parts.join(" "))).crlf();
-    out.extend(o.0);
-    out.extend(tagged(tag, "OK", "STATUS completed"));
 }
 
 /// `* QUOTA "" (STORAGE used limit)`, in units of 1024 octets (RFC 9208 §5.1).
 fn quota_line(store: &Store, user: &PecAddress) -> Result<Vec<u8>, StoreError> {
-    let mb = store.mailbox(user)?.ok_or_else(|| StoreError::NoSuchMailbox(user.to_string()))?;
-    Ok(format!("* QUOTA \"\" (STORAGE {} {})\r\n", mb.usage_bytes.div_ceil(1024), mb.quota_bytes / 1024).into_bytes())
+    let mb = store
+        .mailbox(user)?
+        .ok_or_else(|| StoreError::NoSuchMailbox(user.to_string()))?;
+    Ok(format!(
+        "* QUOTA \"\" (STORAGE {} {})\r\n",
+        mb.usage_bytes.div_ceil(1024),
+        mb.quota_bytes / 1024
+    )
+    .into_bytes())
 }
 
 #[allow(clippy::too_many_arguments)]
-fn append(store: &Store, state: &mut State, tag: &str, user: &PecAddress, folder: String, bytes: Vec<u8>, flags: Vec<String>, when: jiff::Timestamp, out: &mut Vec<u8>) {
+fn append(
+    store: &Store,
+    state: &mut State,
+    tag: &str,
+    user: &PecAddress,
+    folder: String,
+    bytes: Vec<u8>,
+    flags: Vec<String>,
+    when: jiff::Timestamp,
+    out: &mut Vec<u8>,
+) {
     match store.folder(user, &folder) {
         Ok(Some(_)) => {}
         Ok(None) => return out.extend(tagged(tag, "NO", "[TRYCREATE] No such mailbox")),
@@ -408,8 +363,18 @@ fn append(store: &Store, state: &mut State, tag: &str, user: &PecAddress, folder
         Ok(b) => b,
         Err(e) => return out.extend(no(tag, &e)),
     };
-    let flags = flags.into_iter().filter(|f| !f.eq_ignore_ascii_case("\\Recent")).collect();
-    let d = Delivery { mailbox: user.clone(), folder: folder.clone(), blob, flags, internal_date: when, enforce_quota: true };
+    let flags = flags
+        .into_iter()
+        .filter(|f| !f.eq_ignore_ascii_case("\\Recent"))
+        .collect();
+    let d = Delivery {
+        mailbox: user.clone(),
+        folder: folder.clone(),
+        blob,
+        flags,
+        internal_date: when,
+        enforce_quota: true,
+    };
     match store.commit(Batch::new().deliver(d)) {
         Ok(applied) => {
             notify_change();
@@ -418,7 +383,11 @@ fn append(store: &Store, state: &mut State, tag: &str, user: &PecAddress, folder
                     let _ = view.refresh(store, user, out);
                 }
             }
-            let code = applied.delivered.first().map(|d| format!("[APPENDUID {} {}] ", d.uidvalidity, d.uid)).unwrap_or_default();
+            let code = applied
+                .delivered
+                .first()
+                .map(|d| format!("[APPENDUID {} {}] ", d.uidvalidity, d.uid))
+                .unwrap_or_default();
             out.extend(tagged(tag, "OK", &format!("{code}APPEND completed")));
         }
         Err(e) => out.extend(no(tag, &e)),

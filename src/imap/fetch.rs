@@ -17,37 +17,78 @@ use super::wire::{Out, compact_set, date_time, flag_list, tagged};
 use crate::store::{Batch, Blob, Delivery, Store};
 
 /// Runs FETCH, STORE, COPY, MOVE or SEARCH; the state must be Selected.
-pub fn run(store: &Store, state: &mut State, tag: &str, body: CommandBody<'static>, out: &mut Vec<u8>) {
+pub fn run(
+    store: &Store,
+    state: &mut State,
+    tag: &str,
+    body: CommandBody<'static>,
+    out: &mut Vec<u8>,
+) {
     let State::Selected { user, view } = state else {
         return out.extend(tagged(tag, "BAD", "No mailbox selected"));
     };
     let user = user.clone();
     match body {
-        CommandBody::Search { charset, criteria, uid } => super::search::run(store, view, tag, charset, criteria, uid, out),
-        CommandBody::Fetch { sequence_set, macro_or_item_names, uid, .. } => {
+        CommandBody::Search {
+            charset,
+            criteria,
+            uid,
+        } => super::search::run(store, view, tag, charset, criteria, uid, out),
+        CommandBody::Fetch {
+            sequence_set,
+            macro_or_item_names,
+            uid,
+            ..
+        } => {
             let idx = match view.resolve(&sequence_set, uid) {
                 Ok(i) => i,
                 Err(e) => return out.extend(tagged(tag, "BAD", &e.to_string())),
             };
             let mut items = match macro_or_item_names {
-                MacroOrMessageDataItemNames::Macro(m) => m.expand().into_iter().map(|i| i.into_static_item()).collect(),
+                MacroOrMessageDataItemNames::Macro(m) => m
+                    .expand()
+                    .into_iter()
+                    .map(|i| i.into_static_item())
+                    .collect(),
                 MacroOrMessageDataItemNames::MessageDataItemNames(v) => v,
             };
             if uid && !items.contains(&MessageDataItemName::Uid) {
                 items.insert(0, MessageDataItemName::Uid);
             }
-            if items.iter().any(|i| matches!(i, MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. })) {
+            if items.iter().any(|i| {
+                matches!(
+                    i,
+                    MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. }
+                )
+            }) {
                 return out.extend(tagged(tag, "BAD", "BINARY is not supported"));
             }
             let sets_seen = !view.read_only
-                && items.iter().any(|i| matches!(i, MessageDataItemName::BodyExt { peek: false, .. } | MessageDataItemName::Rfc822 | MessageDataItemName::Rfc822Text));
+                && items.iter().any(|i| {
+                    matches!(
+                        i,
+                        MessageDataItemName::BodyExt { peek: false, .. }
+                            | MessageDataItemName::Rfc822
+                            | MessageDataItemName::Rfc822Text
+                    )
+                });
             let mut seen_batch = Batch::new();
             for i in idx {
                 let mut flags_changed = false;
-                if sets_seen && !view.msgs[i].flags.iter().any(|f| f.eq_ignore_ascii_case("\\Seen")) {
+                if sets_seen
+                    && !view.msgs[i]
+                        .flags
+                        .iter()
+                        .any(|f| f.eq_ignore_ascii_case("\\Seen"))
+                {
                     view.msgs[i].flags.push("\\Seen".into());
                     let m = &view.msgs[i];
-                    seen_batch = seen_batch.set_flags(user.clone(), view.folder.clone(), m.uid, m.flags.clone());
+                    seen_batch = seen_batch.set_flags(
+                        user.clone(),
+                        view.folder.clone(),
+                        m.uid,
+                        m.flags.clone(),
+                    );
                     flags_changed = true;
                 }
                 if let Err(e) = fetch_one(store, &view.msgs[i], i + 1, &items, flags_changed, out) {
@@ -62,7 +103,14 @@ pub fn run(store: &Store, state: &mut State, tag: &str, body: CommandBody<'stati
             }
             out.extend(tagged(tag, "OK", "FETCH completed"));
         }
-        CommandBody::Store { sequence_set, kind, response, flags, uid, .. } => {
+        CommandBody::Store {
+            sequence_set,
+            kind,
+            response,
+            flags,
+            uid,
+            ..
+        } => {
             if view.read_only {
                 return out.extend(tagged(tag, "NO", "[READ-ONLY] Mailbox is read-only"));
             }
@@ -78,10 +126,20 @@ pub fn run(store: &Store, state: &mut State, tag: &str, body: CommandBody<'stati
                     StoreType::Replace => given.clone(),
                     StoreType::Add => {
                         let mut v = m.flags.clone();
-                        v.extend(given.iter().filter(|g| !m.flags.iter().any(|f| f.eq_ignore_ascii_case(g))).cloned());
+                        v.extend(
+                            given
+                                .iter()
+                                .filter(|g| !m.flags.iter().any(|f| f.eq_ignore_ascii_case(g)))
+                                .cloned(),
+                        );
                         v
                     }
-                    StoreType::Remove => m.flags.iter().filter(|f| !given.iter().any(|g| g.eq_ignore_ascii_case(f))).cloned().collect(),
+                    StoreType::Remove => m
+                        .flags
+                        .iter()
+                        .filter(|f| !given.iter().any(|g| g.eq_ignore_ascii_case(f)))
+                        .cloned()
+                        .collect(),
                 };
                 new.dedup();
                 if new != m.flags {
@@ -98,14 +156,33 @@ pub fn run(store: &Store, state: &mut State, tag: &str, body: CommandBody<'stati
             if response == StoreResponse::Answer {
                 for &i in &idx {
                     let m = &view.msgs[i];
-                    let uid_part = if uid { format!("UID {} ", m.uid) } else { String::new() };
-                    out.extend(format!("* {} FETCH ({uid_part}FLAGS {})\r\n", i + 1, flag_list(&m.flags)).into_bytes());
+                    let uid_part = if uid {
+                        format!("UID {} ", m.uid)
+                    } else {
+                        String::new()
+                    };
+                    out.extend(
+                        format!(
+                            "* {} FETCH ({uid_part}FLAGS {})\r\n",
+                            i + 1,
+                            flag_list(&m.flags)
+                        )
+                        .into_bytes(),
+                    );
                 }
             }
             out.extend(tagged(tag, "OK", "STORE completed"));
         }
-        CommandBody::Copy { sequence_set, mailbox, uid } => copy_or_move(store, state, tag, &sequence_set, &mailbox, uid, false, out),
-        CommandBody::Move { sequence_set, mailbox, uid } => copy_or_move(store, state, tag, &sequence_set, &mailbox, uid, true, out),
+        CommandBody::Copy {
+            sequence_set,
+            mailbox,
+            uid,
+        } => copy_or_move(store, state, tag, &sequence_set, &mailbox, uid, false, out),
+        CommandBody::Move {
+            sequence_set,
+            mailbox,
+            uid,
+        } => copy_or_move(store, state, tag, &sequence_set, &mailbox, uid, true, out),
         _ => out.extend(tagged(tag, "BAD", "Unexpected command")),
     }
 }
@@ -131,7 +208,9 @@ fn copy_or_move(
     is_move: bool,
     out: &mut Vec<u8>,
 ) {
-    let State::Selected { user, view } = state else { return };
+    let State::Selected { user, view } = state else {
+        return;
+    };
     if is_move && view.read_only {
         return out.extend(tagged(tag, "NO", "[READ-ONLY] Mailbox is read-only"));
     }
@@ -164,7 +243,10 @@ fn copy_or_move(
         let d = Delivery {
             mailbox: user.clone(),
             folder: dest.clone(),
-            blob: Blob { id: m.blob.clone(), size: m.size },
+            blob: Blob {
+                id: m.blob.clone(),
+                size: m.size,
+            },
             flags: m.flags.clone(),
             internal_date: m.internal_date,
             enforce_quota: true,
@@ -178,7 +260,12 @@ fn copy_or_move(
     notify_change();
     let src: Vec<u32> = idx.iter().map(|&i| view.msgs[i].uid).collect();
     let dst: Vec<u32> = applied.delivered.iter().map(|d| d.uid).collect();
-    let code = format!("[COPYUID {} {} {}]", dest_info.uidvalidity, compact_set(&src), compact_set(&dst));
+    let code = format!(
+        "[COPYUID {} {} {}]",
+        dest_info.uidvalidity,
+        compact_set(&src),
+        compact_set(&dst)
+    );
     if is_move {
         out.extend(format!("* OK {code} Moved\r\n").into_bytes());
         view.remove(&src, out);
@@ -201,9 +288,19 @@ fn fetch_one(
     out: &mut Vec<u8>,
 ) -> Result<(), crate::store::StoreError> {
     let needs_body = items.iter().any(|i| {
-        !matches!(i, MessageDataItemName::Flags | MessageDataItemName::Uid | MessageDataItemName::InternalDate | MessageDataItemName::Rfc822Size)
+        !matches!(
+            i,
+            MessageDataItemName::Flags
+                | MessageDataItemName::Uid
+                | MessageDataItemName::InternalDate
+                | MessageDataItemName::Rfc822Size
+        )
     });
-    let bytes = if needs_body { store.blobs().read(&m.blob)? } else { Vec::new() };
+    let bytes = if needs_body {
+        store.blobs().read(&m.blob)?
+    } else {
+        Vec::new()
+    };
     let mut tree: Option<Part> = None;
     let mut o = Out::new();
     o.raw(&format!("* {seq} FETCH ("));
@@ -255,7 +352,9 @@ fn fetch_one(
                 let t = tree.get_or_insert_with(|| mime::parse(&bytes));
                 o.raw("RFC822.TEXT ").literal(&bytes[t.body..t.end]);
             }
-            MessageDataItemName::BodyExt { section, partial, .. } => {
+            MessageDataItemName::BodyExt {
+                section, partial, ..
+            } => {
                 let t = tree.get_or_insert_with(|| mime::parse(&bytes));
                 let data = section_bytes(&bytes, t, section.as_ref());
                 let label = section_label(section.as_ref());
@@ -263,7 +362,8 @@ fn fetch_one(
                     Some((start, len)) => {
                         let s = (*start as usize).min(data.len());
                         let e = s.saturating_add(len.get() as usize).min(data.len());
-                        o.raw(&format!("BODY[{label}]<{start}> ")).literal(&data[s..e]);
+                        o.raw(&format!("BODY[{label}]<{start}> "))
+                            .literal(&data[s..e]);
                     }
                     None => {
                         o.raw(&format!("BODY[{label}] ")).literal(&data);
@@ -281,7 +381,11 @@ fn fetch_one(
 }
 
 fn bytes_len(m: &crate::store::MessageRecord, bytes: &[u8]) -> u64 {
-    if bytes.is_empty() { m.size } else { bytes.len() as u64 }
+    if bytes.is_empty() {
+        m.size
+    } else {
+        bytes.len() as u64
+    }
 }
 
 fn part_path(p: &imap_codec::imap_types::fetch::Part) -> Vec<u32> {
@@ -300,13 +404,25 @@ fn section_bytes(msg: &[u8], t: &Part, section: Option<&Section<'_>>) -> Vec<u8>
     match section {
         None => msg.to_vec(),
         Some(Section::Part(p)) => range(t.resolve(&part_path(p)), false),
-        Some(Section::Header(p)) => range(t.message_at(&p.as_ref().map(part_path).unwrap_or_default()), true),
-        Some(Section::Text(p)) => range(t.message_at(&p.as_ref().map(part_path).unwrap_or_default()), false),
+        Some(Section::Header(p)) => range(
+            t.message_at(&p.as_ref().map(part_path).unwrap_or_default()),
+            true,
+        ),
+        Some(Section::Text(p)) => range(
+            t.message_at(&p.as_ref().map(part_path).unwrap_or_default()),
+            false,
+        ),
         Some(Section::Mime(p)) => range(t.resolve(&part_path(p)), true),
         Some(Section::HeaderFields(p, names)) | Some(Section::HeaderFieldsNot(p, names)) => {
             let not = matches!(section, Some(Section::HeaderFieldsNot(..)));
-            let Some(m) = t.message_at(&p.as_ref().map(part_path).unwrap_or_default()) else { return Vec::new() };
-            let wanted: Vec<String> = names.as_ref().iter().map(|n| String::from_utf8_lossy(n.as_ref()).to_ascii_lowercase()).collect();
+            let Some(m) = t.message_at(&p.as_ref().map(part_path).unwrap_or_default()) else {
+                return Vec::new();
+            };
+            let wanted: Vec<String> = names
+                .as_ref()
+                .iter()
+                .map(|n| String::from_utf8_lossy(n.as_ref()).to_ascii_lowercase())
+                .collect();
             let mut v = Vec::new();
             for (name, _, r) in mime::fields(msg, m.start, m.body) {
                 if wanted.contains(&name) != not {
@@ -321,14 +437,26 @@ fn section_bytes(msg: &[u8], t: &Part, section: Option<&Section<'_>>) -> Vec<u8>
 
 /// The section as the response names it (RFC 3501 §7.4.2 `section`).
 fn section_label(section: Option<&Section<'_>>) -> String {
-    let path = |p: &imap_codec::imap_types::fetch::Part| part_path(p).iter().map(u32::to_string).collect::<Vec<_>>().join(".");
+    let path = |p: &imap_codec::imap_types::fetch::Part| {
+        part_path(p)
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(".")
+    };
     let prefixed = |p: &Option<imap_codec::imap_types::fetch::Part>, s: &str| match p {
         Some(p) => format!("{}.{s}", path(p)),
         None => s.to_string(),
     };
-    let list = |names: &imap_codec::imap_types::core::Vec1<imap_codec::imap_types::core::AString<'_>>| {
-        names.as_ref().iter().map(|n| String::from_utf8_lossy(n.as_ref()).to_ascii_uppercase()).collect::<Vec<_>>().join(" ")
-    };
+    let list =
+        |names: &imap_codec::imap_types::core::Vec1<imap_codec::imap_types::core::AString<'_>>| {
+            names
+                .as_ref()
+                .iter()
+                .map(|n| String::from_utf8_lossy(n.as_ref()).to_ascii_uppercase())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
     match section {
         None => String::new(),
         Some(Section::Part(p)) => path(p),
@@ -336,6 +464,8 @@ fn section_label(section: Option<&Section<'_>>) -> String {
         Some(Section::Text(p)) => prefixed(p, "TEXT"),
         Some(Section::Mime(p)) => format!("{}.MIME", path(p)),
         Some(Section::HeaderFields(p, n)) => prefixed(p, &format!("HEADER.FIELDS ({})", list(n))),
-        Some(Section::HeaderFieldsNot(p, n)) => prefixed(p, &format!("HEADER.FIELDS.NOT ({})", list(n))),
+        Some(Section::HeaderFieldsNot(p, n)) => {
+            prefixed(p, &format!("HEADER.FIELDS.NOT ({})", list(n)))
+        }
     }
 }

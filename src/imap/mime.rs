@@ -31,11 +31,18 @@ pub struct Part {
 }
 
 /// Header fields of an entity: `(lower-case name, unfolded value, raw field bytes range)`.
-pub fn fields(msg: &[u8], start: usize, end: usize) -> Vec<(String, String, std::ops::Range<usize>)> {
+pub fn fields(
+    msg: &[u8],
+    start: usize,
+    end: usize,
+) -> Vec<(String, String, std::ops::Range<usize>)> {
     let mut out: Vec<(String, String, std::ops::Range<usize>)> = Vec::new();
     let mut i = start;
     while i < end {
-        let line_end = msg[i..end].iter().position(|&b| b == b'\n').map_or(end, |p| i + p + 1);
+        let line_end = msg[i..end]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(end, |p| i + p + 1);
         let line = &msg[i..line_end];
         let trimmed = trim_eol(line);
         if trimmed.is_empty() {
@@ -48,8 +55,12 @@ pub fn fields(msg: &[u8], start: usize, end: usize) -> Vec<(String, String, std:
                 last.2.end = line_end;
             }
         } else if let Some(colon) = trimmed.iter().position(|&b| b == b':') {
-            let name = String::from_utf8_lossy(&trimmed[..colon]).trim().to_ascii_lowercase();
-            let value = String::from_utf8_lossy(&trimmed[colon + 1..]).trim().to_string();
+            let name = String::from_utf8_lossy(&trimmed[..colon])
+                .trim()
+                .to_ascii_lowercase();
+            let value = String::from_utf8_lossy(&trimmed[colon + 1..])
+                .trim()
+                .to_string();
             out.push((name, value, i..line_end));
         }
         i = line_end;
@@ -69,7 +80,10 @@ fn trim_eol(line: &[u8]) -> &[u8] {
 fn body_start(msg: &[u8], start: usize, end: usize) -> usize {
     let mut i = start;
     while i < end {
-        let line_end = msg[i..end].iter().position(|&b| b == b'\n').map_or(end, |p| i + p + 1);
+        let line_end = msg[i..end]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(end, |p| i + p + 1);
         if trim_eol(&msg[i..line_end]).is_empty() {
             return line_end;
         }
@@ -87,10 +101,17 @@ fn content_type(v: &str) -> (String, String, Vec<(String, String)>) {
         .into_iter()
         .filter_map(|p| {
             let (k, v) = p.split_once('=')?;
-            Some((k.trim().to_ascii_lowercase(), v.trim().trim_matches('"').to_string()))
+            Some((
+                k.trim().to_ascii_lowercase(),
+                v.trim().trim_matches('"').to_string(),
+            ))
         })
         .collect();
-    (t.trim().to_ascii_lowercase(), s.trim().to_ascii_lowercase(), params)
+    (
+        t.trim().to_ascii_lowercase(),
+        s.trim().to_ascii_lowercase(),
+        params,
+    )
 }
 
 /// Splits on `;` outside quoted strings; always returns at least one element.
@@ -121,30 +142,55 @@ pub fn parse(msg: &[u8]) -> Part {
     entity(msg, 0, msg.len(), 0, ("text", "plain"), &mut budget)
 }
 
-fn entity(msg: &[u8], start: usize, end: usize, depth: usize, default: (&str, &str), budget: &mut usize) -> Part {
+fn entity(
+    msg: &[u8],
+    start: usize,
+    end: usize,
+    depth: usize,
+    default: (&str, &str),
+    budget: &mut usize,
+) -> Part {
     *budget = budget.saturating_sub(1);
     let body = body_start(msg, start, end);
     let f = fields(msg, start, body);
     let (ctype, subtype, params) = match f.iter().find(|(n, _, _)| n == "content-type") {
         Some((_, v, _)) => content_type(v),
-        None => (default.0.into(), default.1.into(), vec![("charset".into(), "us-ascii".into())]),
+        None => (
+            default.0.into(),
+            default.1.into(),
+            vec![("charset".into(), "us-ascii".into())],
+        ),
     };
-    let mut p = Part { start, body, end, ctype, subtype, params, children: Vec::new() };
+    let mut p = Part {
+        start,
+        body,
+        end,
+        ctype,
+        subtype,
+        params,
+        children: Vec::new(),
+    };
     if depth >= MAX_DEPTH || *budget == 0 {
         return p;
     }
     if p.ctype == "multipart" {
         if let Some(b) = p.param("boundary") {
-            let child_default = if p.subtype == "digest" { ("message", "rfc822") } else { ("text", "plain") };
+            let child_default = if p.subtype == "digest" {
+                ("message", "rfc822")
+            } else {
+                ("text", "plain")
+            };
             for (s, e) in split_multipart(msg, body, end, b.as_bytes()) {
                 if *budget == 0 {
                     break;
                 }
-                p.children.push(entity(msg, s, e, depth + 1, child_default, budget));
+                p.children
+                    .push(entity(msg, s, e, depth + 1, child_default, budget));
             }
         }
     } else if p.ctype == "message" && p.subtype == "rfc822" {
-        p.children.push(entity(msg, body, end, depth + 1, ("text", "plain"), budget));
+        p.children
+            .push(entity(msg, body, end, depth + 1, ("text", "plain"), budget));
     }
     p
 }
@@ -158,7 +204,10 @@ fn split_multipart(msg: &[u8], start: usize, end: usize, boundary: &[u8]) -> Vec
     let mut open: Option<usize> = None;
     let mut i = start;
     while i < end {
-        let line_end = msg[i..end].iter().position(|&b| b == b'\n').map_or(end, |p| i + p + 1);
+        let line_end = msg[i..end]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(end, |p| i + p + 1);
         let line = trim_eol(&msg[i..line_end]);
         if line.starts_with(&delim) {
             let rest = &line[delim.len()..];
@@ -200,8 +249,16 @@ impl Part {
 
     /// The numbered sub-parts (RFC 3501 §6.4.5: a non-multipart message has part 1, its body).
     fn numbered(&self) -> Vec<&Part> {
-        let m = if self.is_message() { &self.children[0] } else { self };
-        if m.ctype == "multipart" { m.children.iter().collect() } else { vec![m] }
+        let m = if self.is_message() {
+            &self.children[0]
+        } else {
+            self
+        };
+        if m.ctype == "multipart" {
+            m.children.iter().collect()
+        } else {
+            vec![m]
+        }
     }
 
     /// The part at `path` (1-based numbers), from the top-level message.
@@ -220,12 +277,18 @@ impl Part {
             return Some(self);
         }
         let p = self.resolve(path)?;
-        if p.is_message() { p.children.first() } else { None }
+        if p.is_message() {
+            p.children.first()
+        } else {
+            None
+        }
     }
 
-    fn field<'m>(&self, msg: &'m [u8], name: &str) -> Option<String> {
-        let _ = &msg;
-        fields(msg, self.start, self.body).into_iter().find(|(n, _, _)| n == name).map(|(_, v, _)| v)
+    fn field(&self, msg: &[u8], name: &str) -> Option<String> {
+        fields(msg, self.start, self.body)
+            .into_iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, v, _)| v)
     }
 
     /// BODYSTRUCTURE (`ext` true) or BODY.
@@ -235,7 +298,8 @@ impl Part {
             for c in &self.children {
                 c.write_structure(msg, out, ext);
             }
-            out.raw(" ").string(self.subtype.to_ascii_uppercase().as_bytes());
+            out.raw(" ")
+                .string(self.subtype.to_ascii_uppercase().as_bytes());
             if ext {
                 out.raw(" ");
                 self.write_params(out);
@@ -244,15 +308,24 @@ impl Part {
             out.raw(")");
             return;
         }
-        let (t, s) = if self.ctype == "multipart" { ("text", "plain") } else { (self.ctype.as_str(), self.subtype.as_str()) };
-        out.string(t.to_ascii_uppercase().as_bytes()).raw(" ").string(s.to_ascii_uppercase().as_bytes()).raw(" ");
+        let (t, s) = if self.ctype == "multipart" {
+            ("text", "plain")
+        } else {
+            (self.ctype.as_str(), self.subtype.as_str())
+        };
+        out.string(t.to_ascii_uppercase().as_bytes())
+            .raw(" ")
+            .string(s.to_ascii_uppercase().as_bytes())
+            .raw(" ");
         self.write_params(out);
         out.raw(" ");
         let id = self.field(msg, "content-id");
         out.nstring(id.as_deref().map(str::as_bytes)).raw(" ");
         let desc = self.field(msg, "content-description");
         out.nstring(desc.as_deref().map(str::as_bytes)).raw(" ");
-        let enc = self.field(msg, "content-transfer-encoding").unwrap_or_else(|| "7BIT".into());
+        let enc = self
+            .field(msg, "content-transfer-encoding")
+            .unwrap_or_else(|| "7BIT".into());
         out.string(enc.to_ascii_uppercase().as_bytes());
         let body = &msg[self.body..self.end];
         out.raw(&format!(" {}", body.len()));
@@ -264,7 +337,10 @@ impl Part {
             m.write_structure(msg, out, ext);
         }
         if self.ctype == "text" || self.is_message() {
-            out.raw(&format!(" {}", body.iter().filter(|&&b| b == b'\n').count()));
+            out.raw(&format!(
+                " {}",
+                body.iter().filter(|&&b| b == b'\n').count()
+            ));
         }
         if ext {
             out.raw(" NIL ");
@@ -275,10 +351,15 @@ impl Part {
                     let params: Vec<(String, String)> = it
                         .filter_map(|p| {
                             let (k, v) = p.split_once('=')?;
-                            Some((k.trim().to_ascii_lowercase(), v.trim().trim_matches('"').to_string()))
+                            Some((
+                                k.trim().to_ascii_lowercase(),
+                                v.trim().trim_matches('"').to_string(),
+                            ))
                         })
                         .collect();
-                    out.raw("(").string(kind.to_ascii_uppercase().as_bytes()).raw(" ");
+                    out.raw("(")
+                        .string(kind.to_ascii_uppercase().as_bytes())
+                        .raw(" ");
                     write_param_list(&params, out);
                     out.raw(")");
                 }
@@ -306,7 +387,9 @@ fn write_param_list(params: &[(String, String)], out: &mut Out) {
         if i > 0 {
             out.raw(" ");
         }
-        out.string(k.to_ascii_uppercase().as_bytes()).raw(" ").string(v.as_bytes());
+        out.string(k.to_ascii_uppercase().as_bytes())
+            .raw(" ")
+            .string(v.as_bytes());
     }
     out.raw(")");
 }
@@ -321,29 +404,55 @@ pub fn write_envelope(msg: &[u8], m: &Part, out: &mut Out) {
         let p = parsed.as_ref()?;
         let v = p.header(name)?;
         let list: Vec<(Option<String>, String)> = match v.as_address()? {
-            Address::List(l) => l.iter().filter_map(|a| Some((a.name.as_ref().map(|n| n.to_string()), a.address.as_ref()?.to_string()))).collect(),
+            Address::List(l) => l
+                .iter()
+                .filter_map(|a| {
+                    Some((
+                        a.name.as_ref().map(|n| n.to_string()),
+                        a.address.as_ref()?.to_string(),
+                    ))
+                })
+                .collect(),
             Address::Group(g) => g
                 .iter()
                 .flat_map(|g| g.addresses.iter())
-                .filter_map(|a| Some((a.name.as_ref().map(|n| n.to_string()), a.address.as_ref()?.to_string())))
+                .filter_map(|a| {
+                    Some((
+                        a.name.as_ref().map(|n| n.to_string()),
+                        a.address.as_ref()?.to_string(),
+                    ))
+                })
                 .collect(),
         };
         if list.is_empty() { None } else { Some(list) }
     };
     out.raw("(");
-    out.nstring(get("date").as_deref().map(str::as_bytes)).raw(" ");
-    out.nstring(get("subject").as_deref().map(str::as_bytes)).raw(" ");
+    out.nstring(get("date").as_deref().map(str::as_bytes))
+        .raw(" ");
+    out.nstring(get("subject").as_deref().map(str::as_bytes))
+        .raw(" ");
     let from = addrs("From");
     let sender = addrs("Sender").or_else(|| from.clone());
     let reply_to = addrs("Reply-To").or_else(|| from.clone());
-    for (i, list) in [from, sender, reply_to, addrs("To"), addrs("Cc"), addrs("Bcc")].into_iter().enumerate() {
+    for (i, list) in [
+        from,
+        sender,
+        reply_to,
+        addrs("To"),
+        addrs("Cc"),
+        addrs("Bcc"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
         if i > 0 {
             out.raw(" ");
         }
         write_addresses(list, out);
     }
     out.raw(" ");
-    out.nstring(get("in-reply-to").as_deref().map(str::as_bytes)).raw(" ");
+    out.nstring(get("in-reply-to").as_deref().map(str::as_bytes))
+        .raw(" ");
     out.nstring(get("message-id").as_deref().map(str::as_bytes));
     out.raw(")");
 }
@@ -360,10 +469,20 @@ fn write_addresses(list: Option<Vec<(Option<String>, String)>>, out: &mut Out) {
         match name {
             Some(n) if n.is_ascii() => out.string(n.as_bytes()),
             // Decoded by the parser: encode again (RFC 2047) to stay 7-bit.
-            Some(n) => out.string(format!("=?utf-8?b?{}?=", base64::engine::general_purpose::STANDARD.encode(n)).as_bytes()),
+            Some(n) => out.string(
+                format!(
+                    "=?utf-8?b?{}?=",
+                    base64::engine::general_purpose::STANDARD.encode(n)
+                )
+                .as_bytes(),
+            ),
             None => out.raw("NIL"),
         };
-        out.raw(" NIL ").string(mailbox.as_bytes()).raw(" ").string(host.as_bytes()).raw(")");
+        out.raw(" NIL ")
+            .string(mailbox.as_bytes())
+            .raw(" ")
+            .string(host.as_bytes())
+            .raw(")");
     }
     out.raw(")");
 }
@@ -388,7 +507,10 @@ mod tests {
         let mut o = Out::new();
         p.write_structure(MSG, &mut o, true);
         let s = String::from_utf8_lossy(&o.0).into_owned();
-        assert!(s.starts_with("((\"TEXT\" \"PLAIN\" NIL NIL NIL \"7BIT\" 5 0"), "{s}");
+        assert!(
+            s.starts_with("((\"TEXT\" \"PLAIN\" NIL NIL NIL \"7BIT\" 5 0"),
+            "{s}"
+        );
         assert!(s.contains("\"MIXED\" (\"BOUNDARY\" \"b1\")"), "{s}");
         let mut e = Out::new();
         write_envelope(MSG, &p, &mut e);
@@ -397,7 +519,13 @@ mod tests {
 
     #[test]
     fn hostile_inputs_do_not_panic() {
-        for m in [&b""[..], b"\r\n", b"Content-Type: multipart/mixed; boundary=x\r\n\r\n--x", b"Content-Type: message/rfc822\r\n\r\n", b":\r\n\r\n"] {
+        for m in [
+            &b""[..],
+            b"\r\n",
+            b"Content-Type: multipart/mixed; boundary=x\r\n\r\n--x",
+            b"Content-Type: message/rfc822\r\n\r\n",
+            b":\r\n\r\n",
+        ] {
             let p = parse(m);
             let mut o = Out::new();
             p.write_structure(m, &mut o, true);

@@ -5,7 +5,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`session`] | the sans-IO protocol state machine: bytes in (through imap-codec's `Fragmentizer` and `CommandCodec`), replies out; one enum variant per RFC 3501 §3 state |
-//! | [`exec`] | the commands that read or change the store, run synchronously on the blocking pool |
+//! | [`exec`], [`folders`] | the commands that read or change the store, run synchronously on the blocking pool |
 //! | [`fetch`], [`search`], [`mime`] | FETCH/STORE, SEARCH evaluation, the MIME tree (BODYSTRUCTURE, ENVELOPE, sections) |
 //! | [`view`] | the selected mailbox as the session sees it (sequence numbers ↔ UIDs) and its refresh |
 //! | [`names`] | mailbox names: validation, special-use folders, isolation |
@@ -26,6 +26,7 @@
 
 pub mod exec;
 pub mod fetch;
+pub mod folders;
 pub mod mime;
 pub mod names;
 pub mod search;

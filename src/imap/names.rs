@@ -22,7 +22,12 @@ pub const MAX_DEPTH: usize = 16;
 pub const MAX_FOLDERS: usize = 1000;
 
 /// The special-use folders and their attribute.
-pub const SPECIAL_USE: &[(&str, &str)] = &[("Sent", "\\Sent"), ("Drafts", "\\Drafts"), ("Trash", "\\Trash"), ("Archive", "\\Archive")];
+pub const SPECIAL_USE: &[(&str, &str)] = &[
+    ("Sent", "\\Sent"),
+    ("Drafts", "\\Drafts"),
+    ("Trash", "\\Trash"),
+    ("Archive", "\\Archive"),
+];
 
 /// Why a name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,7 +60,10 @@ pub fn check(raw: &[u8]) -> Result<String, NameError> {
     if raw.len() > MAX_NAME_BYTES {
         return Err(NameError::TooLong);
     }
-    if raw.iter().any(|&b| !(0x20..0x7f).contains(&b) || b == b'*' || b == b'%') {
+    if raw
+        .iter()
+        .any(|&b| !(0x20..0x7f).contains(&b) || b == b'*' || b == b'%')
+    {
         return Err(NameError::BadChar);
     }
     // Checked ASCII above: the conversion cannot fail.
@@ -64,15 +72,25 @@ pub fn check(raw: &[u8]) -> Result<String, NameError> {
     if levels.len() > MAX_DEPTH {
         return Err(NameError::TooDeep);
     }
-    if levels.iter().any(|l| l.is_empty() || *l == "." || *l == "..") {
+    if levels
+        .iter()
+        .any(|l| l.is_empty() || *l == "." || *l == "..")
+    {
         return Err(NameError::BadLevel);
     }
-    if s.eq_ignore_ascii_case("INBOX") { Ok("INBOX".into()) } else { Ok(s) }
+    if s.eq_ignore_ascii_case("INBOX") {
+        Ok("INBOX".into())
+    } else {
+        Ok(s)
+    }
 }
 
 /// The special-use attribute of a folder, if any.
 pub fn special_use(name: &str) -> Option<&'static str> {
-    SPECIAL_USE.iter().find(|(n, _)| *n == name).map(|(_, a)| *a)
+    SPECIAL_USE
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, a)| *a)
 }
 
 /// Whether `name` matches the LIST pattern (RFC 3501 §6.3.8: `*` matches anything, `%`
@@ -109,7 +127,11 @@ pub fn join(reference: &str, pattern: &str) -> String {
     if reference.is_empty() || pattern.starts_with(DELIMITER) {
         return pattern.to_string();
     }
-    if reference.ends_with(DELIMITER) { format!("{reference}{pattern}") } else { format!("{reference}{DELIMITER}{pattern}") }
+    if reference.ends_with(DELIMITER) {
+        format!("{reference}{pattern}")
+    } else {
+        format!("{reference}{DELIMITER}{pattern}")
+    }
 }
 
 #[cfg(test)]
@@ -120,7 +142,18 @@ mod tests {
     fn names() {
         assert_eq!(check(b"inbox"), Ok("INBOX".into()));
         assert_eq!(check(b"Lavoro/2026"), Ok("Lavoro/2026".into()));
-        for bad in [&b""[..], b"a//b", b"/a", b"a/", b"../x", b"a/./b", b"a\0b", b"a*", b"a%", b"\xc3\xa8"] {
+        for bad in [
+            &b""[..],
+            b"a//b",
+            b"/a",
+            b"a/",
+            b"../x",
+            b"a/./b",
+            b"a\0b",
+            b"a*",
+            b"a%",
+            b"\xc3\xa8",
+        ] {
             assert!(check(bad).is_err(), "{bad:?}");
         }
         assert_eq!(check(&[b'a'; 300]), Err(NameError::TooLong));

@@ -17,17 +17,35 @@ use super::wire::tagged;
 use crate::store::{MessageRecord, Store, StoreError};
 
 /// Runs SEARCH or UID SEARCH.
-pub fn run(store: &Store, view: &View, tag: &str, charset: Option<Charset<'_>>, criteria: Vec1<SearchKey<'_>>, uid: bool, out: &mut Vec<u8>) {
+pub fn run(
+    store: &Store,
+    view: &View,
+    tag: &str,
+    charset: Option<Charset<'_>>,
+    criteria: Vec1<SearchKey<'_>>,
+    uid: bool,
+    out: &mut Vec<u8>,
+) {
     if let Some(c) = &charset {
         let c = c.as_ref().to_ascii_uppercase();
         if c != "UTF-8" && c != "US-ASCII" {
-            return out.extend(tagged(tag, "NO", "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset"));
+            return out.extend(tagged(
+                tag,
+                "NO",
+                "[BADCHARSET (UTF-8 US-ASCII)] Unsupported charset",
+            ));
         }
     }
     let keys = criteria.into_inner();
     let mut hits = Vec::new();
     for (i, m) in view.msgs.iter().enumerate() {
-        let mut ctx = Ctx { store, view, index: i, rec: m, bytes: None };
+        let mut ctx = Ctx {
+            store,
+            view,
+            index: i,
+            rec: m,
+            bytes: None,
+        };
         let mut all = true;
         for k in &keys {
             match ctx.eval(k) {
@@ -65,7 +83,8 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     if needle.is_empty() {
         return true;
     }
-    hay.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 fn to_date(d: &impl std::fmt::Display) -> Option<Date> {
@@ -89,21 +108,32 @@ impl Ctx<'_> {
         let msg = self.bytes()?;
         let body = mime::parse(msg).body;
         let fields = mime::fields(msg, 0, body);
-        if fields.iter().any(|(n, v, _)| *n == name && contains(v.as_bytes(), value)) {
+        if fields
+            .iter()
+            .any(|(n, v, _)| *n == name && contains(v.as_bytes(), value))
+        {
             return Ok(true);
         }
         if !["subject", "from", "to", "cc", "bcc"].contains(&name.as_str()) {
             return Ok(false);
         }
         // Encoded words (RFC 2047): match the decoded text too.
-        let Some(parsed) = MessageParser::new().parse_headers(&msg[..body]) else { return Ok(false) };
+        let Some(parsed) = MessageParser::new().parse_headers(&msg[..body]) else {
+            return Ok(false);
+        };
         let decoded = match name.as_str() {
             "subject" => parsed.subject().map(str::to_string),
             n => parsed.header(n).and_then(|h| h.as_address()).map(|a| {
-                a.iter().map(|x| format!("{} <{}>", x.name().unwrap_or(""), x.address().unwrap_or(""))).collect::<Vec<_>>().join(", ")
+                a.iter()
+                    .map(|x| format!("{} <{}>", x.name().unwrap_or(""), x.address().unwrap_or("")))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             }),
         };
-        Ok(decoded.is_some_and(|d| d.to_lowercase().contains(&String::from_utf8_lossy(value).to_lowercase())))
+        Ok(decoded.is_some_and(|d| {
+            d.to_lowercase()
+                .contains(&String::from_utf8_lossy(value).to_lowercase())
+        }))
     }
 
     fn sent_date(&mut self) -> Result<Option<Date>, StoreError> {
@@ -111,11 +141,16 @@ impl Ctx<'_> {
         let body = mime::parse(msg).body;
         let parsed = MessageParser::new().parse_headers(&msg[..body]);
         let ts = parsed.and_then(|p| p.date().map(|d| d.to_timestamp()));
-        Ok(ts.and_then(|s| jiff::Timestamp::from_second(s).ok()).map(|t| t.to_zoned(jiff::tz::TimeZone::UTC).date()))
+        Ok(ts
+            .and_then(|s| jiff::Timestamp::from_second(s).ok())
+            .map(|t| t.to_zoned(jiff::tz::TimeZone::UTC).date()))
     }
 
     fn internal_date(&self) -> Date {
-        self.rec.internal_date.to_zoned(jiff::tz::TimeZone::UTC).date()
+        self.rec
+            .internal_date
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .date()
     }
 
     fn eval(&mut self, key: &SearchKey<'_>) -> Result<bool, StoreError> {
@@ -132,8 +167,16 @@ impl Ctx<'_> {
             }
             K::Or(a, b) => self.eval(a)? || self.eval(b)?,
             K::Not(k) => !self.eval(k)?,
-            K::SequenceSet(set) => self.view.resolve(set, false).map(|v| v.binary_search(&self.index).is_ok()).unwrap_or(false),
-            K::Uid(set) => self.view.resolve(set, true).map(|v| v.binary_search(&self.index).is_ok()).unwrap_or(false),
+            K::SequenceSet(set) => self
+                .view
+                .resolve(set, false)
+                .map(|v| v.binary_search(&self.index).is_ok())
+                .unwrap_or(false),
+            K::Uid(set) => self
+                .view
+                .resolve(set, true)
+                .map(|v| v.binary_search(&self.index).is_ok())
+                .unwrap_or(false),
             K::Answered => self.has_flag("\\Answered"),
             K::Unanswered => !self.has_flag("\\Answered"),
             K::Deleted => self.has_flag("\\Deleted"),
@@ -153,9 +196,15 @@ impl Ctx<'_> {
             K::Before(d) => to_date(d.as_ref()).is_some_and(|d| self.internal_date() < d),
             K::On(d) => to_date(d.as_ref()).is_some_and(|d| self.internal_date() == d),
             K::Since(d) => to_date(d.as_ref()).is_some_and(|d| self.internal_date() >= d),
-            K::SentBefore(d) => matches!((self.sent_date()?, to_date(d.as_ref())), (Some(s), Some(d)) if s < d),
-            K::SentOn(d) => matches!((self.sent_date()?, to_date(d.as_ref())), (Some(s), Some(d)) if s == d),
-            K::SentSince(d) => matches!((self.sent_date()?, to_date(d.as_ref())), (Some(s), Some(d)) if s >= d),
+            K::SentBefore(d) => {
+                matches!((self.sent_date()?, to_date(d.as_ref())), (Some(s), Some(d)) if s < d)
+            }
+            K::SentOn(d) => {
+                matches!((self.sent_date()?, to_date(d.as_ref())), (Some(s), Some(d)) if s == d)
+            }
+            K::SentSince(d) => {
+                matches!((self.sent_date()?, to_date(d.as_ref())), (Some(s), Some(d)) if s >= d)
+            }
             K::Header(name, value) => {
                 let name = String::from_utf8_lossy(name.as_ref()).into_owned();
                 self.header(&name, value.as_ref())?

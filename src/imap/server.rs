@@ -46,7 +46,10 @@ impl ImapListenerConfig {
         let l = &gw.config.limits;
         Self {
             tls,
-            limits: Limits { max_literal_bytes: u32::try_from(l.max_message_bytes).unwrap_or(u32::MAX), ..Limits::default() },
+            limits: Limits {
+                max_literal_bytes: u32::try_from(l.max_message_bytes).unwrap_or(u32::MAX),
+                ..Limits::default()
+            },
             login_timeout: Duration::from_secs(l.command_timeout_secs),
             session_timeout: Duration::from_secs(30 * 60),
             idle_poll: Duration::from_secs(1),
@@ -94,7 +97,12 @@ impl<K: std::hash::Hash + Eq + Clone> Drop for Slot<K> {
 }
 
 /// Serves the `imaps` listener until `shutdown` becomes true.
-pub async fn serve(listener: TcpListener, cfg: ImapListenerConfig, gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    cfg: ImapListenerConfig,
+    gw: Arc<Gateway>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let cfg = Arc::new(cfg);
     let per_ip: Counter<IpAddr> = Counter::default();
     let per_user: Counter<String> = Counter::default();
@@ -115,7 +123,8 @@ pub async fn serve(listener: TcpListener, cfg: ImapListenerConfig, gw: Arc<Gatew
             tracing::warn!(%peer, "IMAP: too many connections from this address");
             continue;
         };
-        let (cfg, gw, per_user, shutdown) = (cfg.clone(), gw.clone(), per_user.clone(), shutdown.clone());
+        let (cfg, gw, per_user, shutdown) =
+            (cfg.clone(), gw.clone(), per_user.clone(), shutdown.clone());
         tokio::spawn(async move {
             let _slot = slot;
             if let Err(e) = connection(stream, peer, &cfg, gw, per_user, shutdown).await {
@@ -134,10 +143,22 @@ async fn connection(
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
-    let tls = tokio::time::timeout(cfg.login_timeout, tokio_rustls::TlsAcceptor::from(cfg.tls.clone()).accept(stream))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
-    run(tls, Session::new(cfg.limits.clone(), true), peer, cfg, gw, per_user, shutdown).await
+    let tls = tokio::time::timeout(
+        cfg.login_timeout,
+        tokio_rustls::TlsAcceptor::from(cfg.tls.clone()).accept(stream),
+    )
+    .await
+    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+    run(
+        tls,
+        Session::new(cfg.limits.clone(), true),
+        peer,
+        cfg,
+        gw,
+        per_user,
+        shutdown,
+    )
+    .await
 }
 
 /// Drives one session over an established (TLS) stream.
@@ -165,20 +186,24 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 return Ok(());
             }
             Action::Authenticate { user, pass } => {
-                let who = crate::pipeline::access::authenticate(&gw, user.clone(), pass, peer, "imap").await;
+                let who =
+                    crate::pipeline::access::authenticate(&gw, user.clone(), pass, peer, "imap")
+                        .await;
                 match who {
                     None => {
                         tracing::warn!(%peer, %user, "IMAP login failed");
                         tokio::time::sleep(cfg.auth_failure_delay).await;
                         session.auth_result(None);
                     }
-                    Some(addr) => match per_user.acquire(addr.clone(), cfg.max_connections_per_user) {
-                        Some(slot) => {
-                            user_slot = Some(slot);
-                            session.auth_result(Some(addr));
+                    Some(addr) => {
+                        match per_user.acquire(addr.clone(), cfg.max_connections_per_user) {
+                            Some(slot) => {
+                                user_slot = Some(slot);
+                                session.auth_result(Some(addr));
+                            }
+                            None => session.auth_limited(),
                         }
-                        None => session.auth_limited(),
-                    },
+                    }
                 }
             }
             Action::Execute => {
@@ -192,7 +217,11 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             }
             Action::NeedInput | Action::Idle => {
                 stream.flush().await?;
-                let timeout = if user_slot.is_some() { cfg.session_timeout } else { cfg.login_timeout };
+                let timeout = if user_slot.is_some() {
+                    cfg.session_timeout
+                } else {
+                    cfg.login_timeout
+                };
                 let idle = matches!(action, Action::Idle);
                 let poll = if idle { cfg.idle_poll } else { timeout };
                 let deadline = tokio::time::Instant::now() + timeout;

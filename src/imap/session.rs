@@ -92,7 +92,9 @@ pub struct Session {
 impl Session {
     /// A new session and its greeting is in the output. `tls`: the connection is encrypted.
     pub fn new(limits: Limits, tls: bool) -> Self {
-        let max = limits.max_command_bytes.saturating_add(limits.max_literal_bytes);
+        let max = limits
+            .max_command_bytes
+            .saturating_add(limits.max_literal_bytes);
         let mut s = Self {
             state: State::NotAuthenticated { failures: 0 },
             pending: Pending::None,
@@ -102,7 +104,9 @@ impl Session {
             out: Vec::new(),
             creds: None,
         };
-        s.out.extend(untagged(&format!("OK [CAPABILITY {CAPABILITIES_PRE}] pecd IMAP4rev1 ready")));
+        s.out.extend(untagged(&format!(
+            "OK [CAPABILITY {CAPABILITIES_PRE}] pecd IMAP4rev1 ready"
+        )));
         s
     }
 
@@ -146,9 +150,17 @@ impl Session {
                 if self.frag.message_bytes().len() > self.line_limit() {
                     return self.bye("command line too long");
                 }
-                return if self.is_idle() { Action::Idle } else { Action::NeedInput };
+                return if self.is_idle() {
+                    Action::Idle
+                } else {
+                    Action::NeedInput
+                };
             };
-            if let FragmentInfo::Line { announcement: Some(LiteralAnnouncement { mode, length }), .. } = frag {
+            if let FragmentInfo::Line {
+                announcement: Some(LiteralAnnouncement { mode, length }),
+                ..
+            } = frag
+            {
                 if let Some(a) = self.literal(mode, length) {
                     return a;
                 }
@@ -164,7 +176,11 @@ impl Session {
     }
 
     fn line_limit(&self) -> usize {
-        if self.is_append() { self.limits.max_literal_bytes as usize + self.limits.max_command_bytes as usize } else { self.limits.max_command_bytes as usize }
+        if self.is_append() {
+            self.limits.max_literal_bytes as usize + self.limits.max_command_bytes as usize
+        } else {
+            self.limits.max_command_bytes as usize
+        }
     }
 
     fn is_append(&self) -> bool {
@@ -177,7 +193,11 @@ impl Session {
 
     /// A literal is announced: accept it (`+` for a synchronizing one) or refuse it.
     fn literal(&mut self, mode: LiteralMode, length: u32) -> Option<Action> {
-        let max = if self.is_append() { self.limits.max_literal_bytes } else { self.limits.max_command_bytes };
+        let max = if self.is_append() {
+            self.limits.max_literal_bytes
+        } else {
+            self.limits.max_command_bytes
+        };
         if length <= max && self.frag.message_bytes().len() <= self.line_limit() {
             if mode == LiteralMode::Sync {
                 self.out.extend_from_slice(b"+ Ready for literal data\r\n");
@@ -189,7 +209,11 @@ impl Session {
             (LiteralMode::Sync, Some(tag)) => {
                 let tag = tag.as_ref().to_string();
                 self.frag.skip_message();
-                self.out.extend(tagged(&tag, "NO", &format!("[TOOBIG] Literal of {length} bytes exceeds the limit of {max}")));
+                self.out.extend(tagged(
+                    &tag,
+                    "NO",
+                    &format!("[TOOBIG] Literal of {length} bytes exceeds the limit of {max}"),
+                ));
                 None
             }
             // A non-synchronizing literal is on its way (RFC 7888 §4): the stream is lost.
@@ -214,27 +238,45 @@ impl Session {
                 return None;
             }
             Pending::SaslPlain { tag } => {
-                let line = String::from_utf8_lossy(self.frag.message_bytes()).trim_end().to_string();
+                let line = String::from_utf8_lossy(self.frag.message_bytes())
+                    .trim_end()
+                    .to_string();
                 if line == "*" {
-                    self.out.extend(tagged(&tag, "BAD", "AUTHENTICATE cancelled"));
+                    self.out
+                        .extend(tagged(&tag, "BAD", "AUTHENTICATE cancelled"));
                     return None;
                 }
                 return self.sasl_plain(tag, line.as_bytes());
             }
             other => self.pending = other,
         }
-        if !self.is_append() && self.frag.message_bytes().len() > self.limits.max_command_bytes as usize {
-            let tag = self.frag.decode_tag().map(|t| t.as_ref().to_string()).unwrap_or_else(|| "*".into());
+        if !self.is_append()
+            && self.frag.message_bytes().len() > self.limits.max_command_bytes as usize
+        {
+            let tag = self
+                .frag
+                .decode_tag()
+                .map(|t| t.as_ref().to_string())
+                .unwrap_or_else(|| "*".into());
             self.out.extend(tagged(&tag, "BAD", "Command too long"));
             return None;
         }
-        let decoded = self.frag.decode_message(&CommandCodec::default()).map(|c| c.into_static());
+        let decoded = self
+            .frag
+            .decode_message(&CommandCodec::default())
+            .map(|c| c.into_static());
         let cmd = match decoded {
             Ok(c) => c,
             Err(e) => {
-                let tag = self.frag.decode_tag().map(|t| t.as_ref().to_string()).unwrap_or_else(|| "*".into());
+                let tag = self
+                    .frag
+                    .decode_tag()
+                    .map(|t| t.as_ref().to_string())
+                    .unwrap_or_else(|| "*".into());
                 let why = match e {
-                    imap_codec::fragmentizer::DecodeMessageError::MessageTooLong { .. } => "Command too long",
+                    imap_codec::fragmentizer::DecodeMessageError::MessageTooLong { .. } => {
+                        "Command too long"
+                    }
                     _ => "Malformed or unknown command",
                 };
                 self.out.extend(tagged(&tag, "BAD", why));
@@ -250,7 +292,11 @@ impl Session {
         let selected = matches!(self.state, State::Selected { .. });
         match &cmd.body {
             CommandBody::Capability => {
-                let caps = if authed { CAPABILITIES } else { CAPABILITIES_PRE };
+                let caps = if authed {
+                    CAPABILITIES
+                } else {
+                    CAPABILITIES_PRE
+                };
                 self.out.extend(untagged(&format!("CAPABILITY {caps}")));
                 self.out.extend(tagged(&tag, "OK", "CAPABILITY completed"));
             }
@@ -267,9 +313,11 @@ impl Session {
             }
             CommandBody::Login { username, password } => {
                 if authed {
-                    self.out.extend(tagged(&tag, "BAD", "Already authenticated"));
+                    self.out
+                        .extend(tagged(&tag, "BAD", "Already authenticated"));
                 } else if !self.tls {
-                    self.out.extend(tagged(&tag, "NO", "[PRIVACYREQUIRED] Login only over TLS"));
+                    self.out
+                        .extend(tagged(&tag, "NO", "[PRIVACYREQUIRED] Login only over TLS"));
                 } else {
                     let user = String::from_utf8_lossy(username.as_ref()).into_owned();
                     let pass = String::from_utf8_lossy(password.declassify().as_ref()).into_owned();
@@ -277,13 +325,22 @@ impl Session {
                     self.pending = Pending::AuthWait { tag };
                 }
             }
-            CommandBody::Authenticate { mechanism, initial_response } => {
+            CommandBody::Authenticate {
+                mechanism,
+                initial_response,
+            } => {
                 if authed {
-                    self.out.extend(tagged(&tag, "BAD", "Already authenticated"));
+                    self.out
+                        .extend(tagged(&tag, "BAD", "Already authenticated"));
                 } else if *mechanism != AuthMechanism::Plain {
-                    self.out.extend(tagged(&tag, "NO", "Unsupported mechanism, use PLAIN"));
+                    self.out
+                        .extend(tagged(&tag, "NO", "Unsupported mechanism, use PLAIN"));
                 } else if !self.tls {
-                    self.out.extend(tagged(&tag, "NO", "[PRIVACYREQUIRED] Authentication only over TLS"));
+                    self.out.extend(tagged(
+                        &tag,
+                        "NO",
+                        "[PRIVACYREQUIRED] Authentication only over TLS",
+                    ));
                 } else if let Some(ir) = initial_response {
                     // SASL-IR: the bytes are already decoded by imap-codec.
                     let raw = ir.declassify().to_vec();
@@ -299,7 +356,8 @@ impl Session {
                 self.out.extend(tagged(&tag, "OK", "ENABLE completed"));
             }
             CommandBody::Namespace if authed => {
-                self.out.extend(untagged("NAMESPACE ((\"\" \"/\")) NIL NIL"));
+                self.out
+                    .extend(untagged("NAMESPACE ((\"\" \"/\")) NIL NIL"));
                 self.out.extend(tagged(&tag, "OK", "NAMESPACE completed"));
             }
             CommandBody::Idle if authed => {
@@ -325,7 +383,9 @@ impl Session {
             {
                 self.out.extend(tagged(&tag, "BAD", "No mailbox selected"));
             }
-            CommandBody::Sort { .. } | CommandBody::Thread { .. } | CommandBody::Compress { .. } => {
+            CommandBody::Sort { .. }
+            | CommandBody::Thread { .. }
+            | CommandBody::Compress { .. } => {
                 self.out.extend(tagged(&tag, "BAD", "Not supported"));
             }
             _ => {
@@ -357,7 +417,11 @@ impl Session {
                 None
             }
             _ => {
-                self.out.extend(tagged(&tag, "NO", "[AUTHENTICATIONFAILED] Invalid PLAIN credentials"));
+                self.out.extend(tagged(
+                    &tag,
+                    "NO",
+                    "[AUTHENTICATIONFAILED] Invalid PLAIN credentials",
+                ));
                 None
             }
         }
@@ -365,14 +429,20 @@ impl Session {
 
     /// The outcome of [`Action::Authenticate`]: the canonical address, or `None`.
     pub fn auth_result(&mut self, user: Option<String>) {
-        let Pending::AuthWait { tag } = std::mem::replace(&mut self.pending, Pending::None) else { return };
+        let Pending::AuthWait { tag } = std::mem::replace(&mut self.pending, Pending::None) else {
+            return;
+        };
         match user.and_then(|u| PecAddress::parse(&u).ok()) {
             Some(user) => {
                 self.state = State::Authenticated { user };
                 self.pending = Pending::PostLogin { tag };
             }
             None => {
-                self.out.extend(tagged(&tag, "NO", "[AUTHENTICATIONFAILED] Invalid credentials"));
+                self.out.extend(tagged(
+                    &tag,
+                    "NO",
+                    "[AUTHENTICATIONFAILED] Invalid credentials",
+                ));
                 if let State::NotAuthenticated { failures } = &mut self.state {
                     *failures += 1;
                     if *failures >= self.limits.max_auth_failures {
@@ -387,7 +457,11 @@ impl Session {
     /// The credentials were right but the mailbox has too many sessions open.
     pub fn auth_limited(&mut self) {
         if let Pending::AuthWait { tag } = std::mem::replace(&mut self.pending, Pending::None) {
-            self.out.extend(tagged(&tag, "NO", "[LIMIT] Too many connections for this mailbox"));
+            self.out.extend(tagged(
+                &tag,
+                "NO",
+                "[LIMIT] Too many connections for this mailbox",
+            ));
         }
     }
 
@@ -398,7 +472,11 @@ impl Session {
                 if let Some(user) = self.state.user() {
                     super::exec::ensure_special_folders(store, user);
                 }
-                self.out.extend(tagged(&tag, "OK", &format!("[CAPABILITY {CAPABILITIES}] Logged in")));
+                self.out.extend(tagged(
+                    &tag,
+                    "OK",
+                    &format!("[CAPABILITY {CAPABILITIES}] Logged in"),
+                ));
             }
             Pending::Exec(cmd) => {
                 let tag = cmd.tag.as_ref().to_string();

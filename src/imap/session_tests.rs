@@ -3,18 +3,32 @@
 
 use std::path::Path;
 
-use super::session::{Action, Session};
 use super::Limits;
+use super::session::{Action, Session};
 use crate::pec::address::PecAddress;
 use crate::store::mailbox::Password;
 use crate::store::{NewMailbox, Store, StoreOptions};
 
 pub(crate) fn store_with(users: &[&str]) -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path(), StoreOptions { default_quota_bytes: 1 << 20, ..StoreOptions::default() }).expect("store");
+    let store = Store::open(
+        dir.path(),
+        StoreOptions {
+            default_quota_bytes: 1 << 20,
+            ..StoreOptions::default()
+        },
+    )
+    .expect("store");
     for u in users {
         let address = PecAddress::parse(u).expect("address");
-        store.add_mailbox(NewMailbox { address, password: Password::new("pw"), quota_bytes: None, options: Default::default() }).expect("mailbox");
+        store
+            .add_mailbox(NewMailbox {
+                address,
+                password: Password::new("pw"),
+                quota_bytes: None,
+                options: Default::default(),
+            })
+            .expect("mailbox");
     }
     (dir, store)
 }
@@ -51,26 +65,55 @@ fn greeting_login_and_bad_commands() {
     assert!(g.starts_with("* OK [CAPABILITY IMAP4rev1"), "{g}");
     let r = text(drive(&mut s, &store, b"1 SELECT INBOX\r\n"));
     assert!(r.contains("1 BAD Log in first"), "{r}");
-    let r = text(drive(&mut s, &store, b"2 FOO\r\n3 LOGIN a@pec.test wrong\r\n"));
-    assert!(r.contains("2 BAD") && r.contains("3 NO [AUTHENTICATIONFAILED]"), "{r}");
-    let r = text(drive(&mut s, &store, b"\r\n)(*&\r\n4 LOGIN a@pec.test pw\r\n"));
+    let r = text(drive(
+        &mut s,
+        &store,
+        b"2 FOO\r\n3 LOGIN a@pec.test wrong\r\n",
+    ));
+    assert!(
+        r.contains("2 BAD") && r.contains("3 NO [AUTHENTICATIONFAILED]"),
+        "{r}"
+    );
+    let r = text(drive(
+        &mut s,
+        &store,
+        b"\r\n)(*&\r\n4 LOGIN a@pec.test pw\r\n",
+    ));
     assert!(r.contains("4 OK [CAPABILITY"), "{r}");
-    let r = text(drive(&mut s, &store, b"5 FETCH 1 FLAGS\r\n6 SELECT \"../b@pec.test/INBOX\"\r\n"));
-    assert!(r.contains("5 BAD No mailbox selected") && r.contains("6 NO [CANNOT]"), "{r}");
+    let r = text(drive(
+        &mut s,
+        &store,
+        b"5 FETCH 1 FLAGS\r\n6 SELECT \"../b@pec.test/INBOX\"\r\n",
+    ));
+    assert!(
+        r.contains("5 BAD No mailbox selected") && r.contains("6 NO [CANNOT]"),
+        "{r}"
+    );
 }
 
 #[test]
 fn plain_text_login_refused() {
     let (_d, store) = store_with(&["a@pec.test"]);
     let mut s = Session::new(Limits::default(), false);
-    let r = text(drive(&mut s, &store, b"1 LOGIN a@pec.test pw\r\n2 AUTHENTICATE PLAIN AGFAcGVjLnRlc3QAcHc=\r\n"));
-    assert!(r.contains("1 NO [PRIVACYREQUIRED]") && r.contains("2 NO [PRIVACYREQUIRED]"), "{r}");
+    let r = text(drive(
+        &mut s,
+        &store,
+        b"1 LOGIN a@pec.test pw\r\n2 AUTHENTICATE PLAIN AGFAcGVjLnRlc3QAcHc=\r\n",
+    ));
+    assert!(
+        r.contains("1 NO [PRIVACYREQUIRED]") && r.contains("2 NO [PRIVACYREQUIRED]"),
+        "{r}"
+    );
 }
 
 #[test]
 fn limits_answer_and_continue() {
     let (_d, store) = store_with(&["a@pec.test"]);
-    let limits = Limits { max_command_bytes: 200, max_literal_bytes: 1000, ..Limits::default() };
+    let limits = Limits {
+        max_command_bytes: 200,
+        max_literal_bytes: 1000,
+        ..Limits::default()
+    };
     let mut s = Session::new(limits, true);
     drive(&mut s, &store, b"1 LOGIN a@pec.test pw\r\n");
     let r = text(drive(&mut s, &store, b"2 APPEND INBOX {5000}\r\n"));
@@ -105,14 +148,21 @@ fn transcripts() {
     let mut n = 0;
     for entry in std::fs::read_dir(&dir).expect("transcripts dir") {
         let path = entry.expect("entry").path();
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if !name.starts_with("imap_") {
             continue;
         }
         n += 1;
         let (_d, store) = store_with(&["a@pec.test", "b@pec.test"]);
         let mut s = Session::new(Limits::default(), true);
-        replay(&name, &std::fs::read_to_string(&path).expect("read"), |input| drive(&mut s, &store, input));
+        replay(
+            &name,
+            &std::fs::read_to_string(&path).expect("read"),
+            |input| drive(&mut s, &store, input),
+        );
     }
     assert!(n >= 3, "expected IMAP transcripts in {}", dir.display());
 }
@@ -138,7 +188,10 @@ pub(crate) fn replay(name: &str, script: &str, mut send: impl FnMut(&[u8]) -> Ve
             let hit = found.into_iter().find(|(_, l)| glob(&pattern, l, prefix));
             match hit {
                 Some((at, l)) => pos += at + l.len(),
-                None => panic!("{name}:{}: expected {expect:?}, got after position {pos}:\n{rest}", ln + 1),
+                None => panic!(
+                    "{name}:{}: expected {expect:?}, got after position {pos}:\n{rest}",
+                    ln + 1
+                ),
             }
         }
     }
@@ -150,7 +203,9 @@ fn glob(pattern: &str, line: &str, prefix: bool) -> bool {
     let mut rest = line;
     for (i, p) in parts.iter().enumerate() {
         if i == 0 {
-            let Some(r) = rest.strip_prefix(p) else { return false };
+            let Some(r) = rest.strip_prefix(p) else {
+                return false;
+            };
             rest = r;
         } else if i == parts.len() - 1 && !prefix {
             return rest.ends_with(p) && rest.len() >= p.len();

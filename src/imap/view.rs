@@ -50,11 +50,24 @@ pub struct View {
 
 impl View {
     /// Loads the folder; `Ok(None)` when it does not exist.
-    pub fn load(store: &Store, user: &PecAddress, folder: &str, read_only: bool) -> Result<Option<Self>, StoreError> {
-        let Some(f) = store.folder(user, folder)? else { return Ok(None) };
+    pub fn load(
+        store: &Store,
+        user: &PecAddress,
+        folder: &str,
+        read_only: bool,
+    ) -> Result<Option<Self>, StoreError> {
+        let Some(f) = store.folder(user, folder)? else {
+            return Ok(None);
+        };
         let mut msgs = store.messages(user, folder)?;
         msgs.sort_by_key(|m| m.uid);
-        Ok(Some(Self { folder: f.name, read_only, uidvalidity: f.uidvalidity, uidnext: f.uidnext, msgs }))
+        Ok(Some(Self {
+            folder: f.name,
+            read_only,
+            uidvalidity: f.uidvalidity,
+            uidnext: f.uidnext,
+            msgs,
+        }))
     }
 
     /// Whether the stored folder differs from the snapshot in UIDNEXT or size.
@@ -66,7 +79,12 @@ impl View {
     }
 
     /// Reloads and writes the untagged responses for the differences.
-    pub fn refresh(&mut self, store: &Store, user: &PecAddress, out: &mut Vec<u8>) -> Result<(), StoreError> {
+    pub fn refresh(
+        &mut self,
+        store: &Store,
+        user: &PecAddress,
+        out: &mut Vec<u8>,
+    ) -> Result<(), StoreError> {
         let Some(new) = View::load(store, user, &self.folder, self.read_only)? else {
             // The folder was deleted under us: everything is gone.
             for _ in 0..self.msgs.len() {
@@ -85,7 +103,14 @@ impl View {
                 Some(n) if n.uid == old.uid => {
                     seq += 1;
                     if n.flags != old.flags {
-                        out.extend_from_slice(format!("* {seq} FETCH (UID {} FLAGS {})\r\n", n.uid, flag_list(&n.flags)).as_bytes());
+                        out.extend_from_slice(
+                            format!(
+                                "* {seq} FETCH (UID {} FLAGS {})\r\n",
+                                n.uid,
+                                flag_list(&n.flags)
+                            )
+                            .as_bytes(),
+                        );
                     }
                 }
                 _ => out.extend_from_slice(format!("* {} EXPUNGE\r\n", seq + 1).as_bytes()),
@@ -131,9 +156,18 @@ impl View {
             };
             let val = |v: &SeqOrUid| match v {
                 SeqOrUid::Value(v) => v.get(),
-                SeqOrUid::Asterisk => if uid { last_uid } else { n as u32 },
+                SeqOrUid::Asterisk => {
+                    if uid {
+                        last_uid
+                    } else {
+                        n as u32
+                    }
+                }
             };
-            let (lo, hi) = { let (x, y) = (val(a), val(b)); (x.min(y), x.max(y)) };
+            let (lo, hi) = {
+                let (x, y) = (val(a), val(b));
+                (x.min(y), x.max(y))
+            };
             if uid {
                 let start = self.msgs.partition_point(|m| m.uid < lo);
                 let end = self.msgs.partition_point(|m| m.uid <= hi);

@@ -38,7 +38,8 @@ impl Out {
     }
     /// A literal, always (message bytes).
     pub fn literal(&mut self, b: &[u8]) -> &mut Self {
-        self.0.extend_from_slice(format!("{{{}}}\r\n", b.len()).as_bytes());
+        self.0
+            .extend_from_slice(format!("{{{}}}\r\n", b.len()).as_bytes());
         self.0.extend_from_slice(b);
         self
     }
@@ -51,7 +52,9 @@ impl Out {
 /// Appends `b` as a quoted string or, when it holds CR, LF, NUL, 8-bit bytes or is long,
 /// as a literal.
 pub fn string(out: &mut Vec<u8>, b: &[u8]) {
-    let quotable = b.len() <= 1024 && b.iter().all(|&c| c != b'\r' && c != b'\n' && c != 0 && c < 0x80);
+    let quotable = b.len() <= 1024
+        && b.iter()
+            .all(|&c| c != b'\r' && c != b'\n' && c != 0 && c < 0x80);
     if quotable {
         out.push(b'"');
         for &c in b {
@@ -79,7 +82,9 @@ pub fn untagged(text: &str) -> Vec<u8> {
 
 /// Human-readable text in a status response: one line, no control characters.
 pub fn clean(text: &str) -> String {
-    text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// `date-time` (RFC 3501 §9): `"dd-Mon-yyyy hh:mm:ss +zzzz"`, in UTC.
@@ -115,7 +120,11 @@ pub fn compact_set(nums: &[u32]) -> String {
         if !s.is_empty() {
             s.push(',');
         }
-        if start == end { s.push_str(&start.to_string()) } else { s.push_str(&format!("{start}:{end}")) }
+        if start == end {
+            s.push_str(&start.to_string())
+        } else {
+            s.push_str(&format!("{start}:{end}"))
+        }
         i += 1;
     }
     s
@@ -134,6 +143,9 @@ mod tests {
         string(&mut v, b"x\r\ny");
         assert_eq!(v, b"{4}\r\nx\r\ny");
         assert_eq!(compact_set(&[1, 2, 3, 7, 9, 10]), "1:3,7,9:10");
-        assert_eq!(date_time(Timestamp::from_second(0).unwrap_or(Timestamp::UNIX_EPOCH)), "\"01-Jan-1970 00:00:00 +0000\"");
+        assert_eq!(
+            date_time(Timestamp::from_second(0).unwrap_or(Timestamp::UNIX_EPOCH)),
+            "\"01-Jan-1970 00:00:00 +0000\""
+        );
     }
 }

@@ -66,13 +66,23 @@ struct Verdict {
     check: SignatureCheck,
     classified: Option<Classified>,
     record: Option<ProviderRecord>,
+    /// The signer certificate is within its validity period now.
+    cert_current: bool,
 }
 
 impl Verdict {
-    /// Signed validly by a provider of the index.
+    /// Signed validly, now, by a certificate the index lists (rule §6.2: existence,
+    /// origin, validity). The index pins the exact certificate, so trust does not depend on
+    /// `[trust] ca`: the chain verdict is recorded, not required (each dev PKI has its own
+    /// CA; in production every provider certificate chains to AgID's CA anyway).
     fn from_provider(&self) -> bool {
-        self.check.valid && self.record.is_some() && self.check.chain_ok != Some(false)
+        self.check.valid && self.record.is_some() && self.cert_current
     }
+}
+
+fn currently_valid(cert: &X509) -> bool {
+    let Ok(now) = openssl::asn1::Asn1Time::days_from_now(0) else { return false };
+    cert.not_before() <= now && cert.not_after() >= now
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -86,12 +96,10 @@ pub async fn receive(gw: &Arc<Gateway>, env: Envelope, peer: SocketAddr) -> Resu
     let verdict = gw
         .blocking(move || {
             let check = smime::verify_message(&d, g.trust.as_deref());
-            let record = check
-                .signer
-                .as_ref()
-                .and_then(|s| X509::from_der(&s.der).ok())
-                .and_then(|cert| g.index().by_certificate(&cert).cloned());
-            Verdict { check, classified: classify(&d).ok(), record }
+            let cert = check.signer.as_ref().and_then(|s| X509::from_der(&s.der).ok());
+            let record = cert.as_ref().and_then(|c| g.index().by_certificate(c).cloned());
+            let cert_current = cert.as_ref().is_some_and(currently_valid);
+            Verdict { check, classified: classify(&d).ok(), record, cert_current }
         })
         .await;
     let digest = sha256_hex(&data);

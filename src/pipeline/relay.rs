@@ -113,9 +113,11 @@ async fn relay_one(gw: &Arc<Gateway>, tls: &Arc<rustls::ClientConfig>, item: &Qu
     let mut outcome: Option<(String, Vec<(String, RcptOutcome)>)> = None;
     for (host, port, tls_name) in hops {
         let peer = Peer { host: host.clone(), port, tls_name, tls: tls.clone(), timeout: Duration::from_secs(gw.config.limits.command_timeout_secs.min(300)) };
+        tracing::debug!(queue_item = item.id, %host, port, "relaying");
         let msg = Outgoing { helo: &gw.config.provider.hostname, mail_from: &item.mail_from, rcpt_to: &item.rcpt_to, data: &data };
         match client::send(&peer, &msg).await {
             Ok(r) => {
+                tracing::debug!(queue_item = item.id, ?r, "relay outcome");
                 outcome = Some((format!("{host}:{port}"), r));
                 break;
             }

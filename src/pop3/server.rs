@@ -43,7 +43,12 @@ impl Pop3ListenerConfig {
 }
 
 /// Serves the `pop3s` listener until `shutdown` becomes true.
-pub async fn serve(listener: TcpListener, cfg: Pop3ListenerConfig, gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    cfg: Pop3ListenerConfig,
+    gw: Arc<Gateway>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let cfg = Arc::new(cfg);
     let per_ip: Counter<IpAddr> = Counter::default();
     let per_user: Counter<String> = Counter::default();
@@ -74,11 +79,20 @@ pub async fn serve(listener: TcpListener, cfg: Pop3ListenerConfig, gw: Arc<Gatew
     }
 }
 
-async fn connection(stream: TcpStream, peer: SocketAddr, cfg: &Pop3ListenerConfig, gw: Arc<Gateway>, per_user: Counter<String>) -> std::io::Result<()> {
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    cfg: &Pop3ListenerConfig,
+    gw: Arc<Gateway>,
+    per_user: Counter<String>,
+) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
-    let mut stream = tokio::time::timeout(cfg.timeout, tokio_rustls::TlsAcceptor::from(cfg.tls.clone()).accept(stream))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+    let mut stream = tokio::time::timeout(
+        cfg.timeout,
+        tokio_rustls::TlsAcceptor::from(cfg.tls.clone()).accept(stream),
+    )
+    .await
+    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
     let mut session = Session::new(true);
     let mut buf = vec![0u8; 8192];
     let mut _user_slot = None;
@@ -95,19 +109,23 @@ async fn connection(stream: TcpStream, peer: SocketAddr, cfg: &Pop3ListenerConfi
                 return Ok(());
             }
             Action::Authenticate { user, pass } => {
-                match crate::pipeline::access::authenticate(&gw, user.clone(), pass, peer, "pop3").await {
+                match crate::pipeline::access::authenticate(&gw, user.clone(), pass, peer, "pop3")
+                    .await
+                {
                     None => {
                         tracing::warn!(%peer, %user, "POP3 login failed");
                         tokio::time::sleep(cfg.auth_failure_delay).await;
                         session.auth_result(None);
                     }
-                    Some(addr) => match per_user.acquire(addr.clone(), cfg.max_connections_per_user) {
-                        Some(slot) => {
-                            _user_slot = Some(slot);
-                            session.auth_result(Some(addr));
+                    Some(addr) => {
+                        match per_user.acquire(addr.clone(), cfg.max_connections_per_user) {
+                            Some(slot) => {
+                                _user_slot = Some(slot);
+                                session.auth_result(Some(addr));
+                            }
+                            None => session.auth_in_use(),
                         }
-                        None => session.auth_in_use(),
-                    },
+                    }
                 }
             }
             Action::Execute => {

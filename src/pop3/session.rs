@@ -24,8 +24,15 @@ pub struct Entry {
 /// RFC 1939 states.
 #[derive(Debug)]
 pub enum State {
-    Authorization { user: Option<String>, failures: u32, sasl: bool },
-    Transaction { user: PecAddress, msgs: Vec<Entry> },
+    Authorization {
+        user: Option<String>,
+        failures: u32,
+        sasl: bool,
+    },
+    Transaction {
+        user: PecAddress,
+        msgs: Vec<Entry>,
+    },
     Update,
     Closed,
 }
@@ -33,7 +40,10 @@ pub enum State {
 /// What the driver must do.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Action {
-    Authenticate { user: String, pass: String },
+    Authenticate {
+        user: String,
+        pass: String,
+    },
     /// Call [`Session::execute`] on the blocking pool.
     Execute,
     Close,
@@ -71,7 +81,11 @@ fn err(s: &str) -> Vec<u8> {
 impl Session {
     pub fn new(tls: bool) -> Self {
         Self {
-            state: State::Authorization { user: None, failures: 0, sasl: false },
+            state: State::Authorization {
+                user: None,
+                failures: 0,
+                sasl: false,
+            },
             pending: Pending::None,
             input: Vec::new(),
             out: ok("pecd POP3 ready"),
@@ -117,7 +131,9 @@ impl Session {
                 self.out.extend(err("Line too long"));
                 continue;
             }
-            let text = String::from_utf8_lossy(&line).trim_end_matches(['\r', '\n']).to_string();
+            let text = String::from_utf8_lossy(&line)
+                .trim_end_matches(['\r', '\n'])
+                .to_string();
             self.line(&text);
         }
     }
@@ -158,9 +174,13 @@ impl Session {
 
     fn authorization(&mut self, cmd: &str, args: &[&str]) {
         if matches!(cmd, "USER" | "PASS" | "AUTH") && !self.tls {
-            return self.out.extend(err("[SYS/PERM] Authentication only over TLS"));
+            return self
+                .out
+                .extend(err("[SYS/PERM] Authentication only over TLS"));
         }
-        let State::Authorization { user, sasl, .. } = &mut self.state else { return };
+        let State::Authorization { user, sasl, .. } = &mut self.state else {
+            return;
+        };
         match (cmd, args) {
             ("USER", [u]) => {
                 *user = Some((*u).to_string());
@@ -198,7 +218,10 @@ impl Session {
         let parts: Vec<&[u8]> = raw.split(|&b| b == 0).collect();
         match parts.as_slice() {
             [z, u, p] if z.is_empty() || z == u => {
-                self.creds = Some((String::from_utf8_lossy(u).into_owned(), String::from_utf8_lossy(p).into_owned()));
+                self.creds = Some((
+                    String::from_utf8_lossy(u).into_owned(),
+                    String::from_utf8_lossy(p).into_owned(),
+                ));
                 self.pending = Pending::AuthWait;
             }
             _ => self.out.extend(err("[AUTH] Invalid credentials")),
@@ -206,7 +229,9 @@ impl Session {
     }
 
     fn transaction(&mut self, cmd: &str, args: &[&str]) {
-        let State::Transaction { msgs, .. } = &mut self.state else { return };
+        let State::Transaction { msgs, .. } = &mut self.state else {
+            return;
+        };
         let live = |msgs: &Vec<Entry>| msgs.iter().filter(|m| !m.deleted).count();
         let pick = |msgs: &Vec<Entry>, a: &str| -> Result<usize, Vec<u8>> {
             let n: usize = a.parse().map_err(|_| err("Bad message number"))?;
@@ -224,14 +249,22 @@ impl Session {
             ("LIST" | "UIDL", []) => {
                 self.out.extend(ok(&format!("{} messages", live(msgs))));
                 for (i, m) in msgs.iter().enumerate().filter(|(_, m)| !m.deleted) {
-                    let v = if cmd == "LIST" { m.rec.size.to_string() } else { m.uidl.clone() };
+                    let v = if cmd == "LIST" {
+                        m.rec.size.to_string()
+                    } else {
+                        m.uidl.clone()
+                    };
                     self.out.extend(format!("{} {v}\r\n", i + 1).into_bytes());
                 }
                 self.out.extend_from_slice(b".\r\n");
             }
             ("LIST" | "UIDL", [a]) => match pick(msgs, a) {
                 Ok(i) => {
-                    let v = if cmd == "LIST" { msgs[i].rec.size.to_string() } else { msgs[i].uidl.clone() };
+                    let v = if cmd == "LIST" {
+                        msgs[i].rec.size.to_string()
+                    } else {
+                        msgs[i].uidl.clone()
+                    };
                     self.out.extend(ok(&format!("{} {v}", i + 1)));
                 }
                 Err(e) => self.out.extend(e),
@@ -241,7 +274,12 @@ impl Session {
                 Err(e) => self.out.extend(e),
             },
             ("TOP", [a, l]) => match (pick(msgs, a), l.parse::<usize>()) {
-                (Ok(n), Ok(lines)) => self.pending = Pending::Retr { n, lines: Some(lines) },
+                (Ok(n), Ok(lines)) => {
+                    self.pending = Pending::Retr {
+                        n,
+                        lines: Some(lines),
+                    }
+                }
                 (Err(e), _) => self.out.extend(e),
                 (_, Err(_)) => self.out.extend(err("Bad line count")),
             },
@@ -283,7 +321,8 @@ impl Session {
     /// Credentials right, but too many sessions for the mailbox (RFC 2449 `IN-USE`).
     pub fn auth_in_use(&mut self) {
         self.pending = Pending::None;
-        self.out.extend(err("[IN-USE] Too many sessions for this mailbox"));
+        self.out
+            .extend(err("[IN-USE] Too many sessions for this mailbox"));
     }
 
     /// Runs the pending store step (blocking).
@@ -309,7 +348,11 @@ impl Session {
             .messages(&user, "INBOX")?
             .into_iter()
             .filter(|m| !m.flags.iter().any(|f| f == DELETED_KEYWORD))
-            .map(|rec| Entry { uidl: format!("{validity}.{}", rec.uid), rec, deleted: false })
+            .map(|rec| Entry {
+                uidl: format!("{validity}.{}", rec.uid),
+                rec,
+                deleted: false,
+            })
             .collect();
         msgs.sort_by_key(|m| m.rec.uid);
         self.out.extend(ok(&format!("{} messages", msgs.len())));
@@ -318,7 +361,9 @@ impl Session {
     }
 
     fn retr(&mut self, store: &Store, n: usize, lines: Option<usize>) -> Result<(), StoreError> {
-        let State::Transaction { msgs, .. } = &self.state else { return Ok(()) };
+        let State::Transaction { msgs, .. } = &self.state else {
+            return Ok(());
+        };
         let Some(m) = msgs.get(n) else { return Ok(()) };
         let bytes = store.blobs().read(&m.rec.blob)?;
         let body_at = crate::imap::mime::parse(&bytes).body;
@@ -354,11 +399,16 @@ impl Session {
     }
 
     fn update(&mut self, store: &Store) -> Result<(), StoreError> {
-        let State::Transaction { user, msgs } = std::mem::replace(&mut self.state, State::Update) else { return Ok(()) };
+        let State::Transaction { user, msgs } = std::mem::replace(&mut self.state, State::Update)
+        else {
+            return Ok(());
+        };
         let mut batch = Batch::new();
         for m in msgs.iter().filter(|m| m.deleted) {
             // Re-read the flags: IMAP may have changed them since the snapshot.
-            let Some(cur) = store.message(&user, "INBOX", m.rec.uid)? else { continue };
+            let Some(cur) = store.message(&user, "INBOX", m.rec.uid)? else {
+                continue;
+            };
             let mut flags = cur.flags;
             for f in [DELETED_KEYWORD, "\\Seen"] {
                 if !flags.iter().any(|x| x == f) {
@@ -367,7 +417,13 @@ impl Session {
             }
             batch = batch.set_flags(user.clone(), "INBOX", m.rec.uid, flags);
         }
-        let r = if batch.is_empty() { Ok(()) } else { store.commit(batch).map(|_| crate::imap::view::notify_change()) };
+        let r = if batch.is_empty() {
+            Ok(())
+        } else {
+            store
+                .commit(batch)
+                .map(|_| crate::imap::view::notify_change())
+        };
         self.state = State::Closed;
         match r {
             Ok(()) => {

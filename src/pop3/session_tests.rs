@@ -24,7 +24,9 @@ fn drive(s: &mut Session, store: &Store, input: &[u8]) -> Vec<u8> {
 fn deliver(store: &Store, to: &str, msg: &[u8]) {
     let blob = store.blobs().put(msg).expect("blob");
     let addr = PecAddress::parse(to).expect("address");
-    store.commit(Batch::new().deliver(Delivery::inbox(addr, blob, jiff::Timestamp::now()))).expect("deliver");
+    store
+        .commit(Batch::new().deliver(Delivery::inbox(addr, blob, jiff::Timestamp::now())))
+        .expect("deliver");
 }
 
 const MSG1: &[u8] = b"Subject: uno\r\nFrom: x@y.it\r\n\r\nriga 1\r\n.riga col punto\r\nriga 3\r\n";
@@ -36,7 +38,10 @@ fn transcripts() {
     let mut n = 0;
     for entry in std::fs::read_dir(&dir).expect("transcripts dir") {
         let path = entry.expect("entry").path();
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if !name.starts_with("pop3_") {
             continue;
         }
@@ -46,7 +51,11 @@ fn transcripts() {
         deliver(&store, "a@pec.test", MSG2);
         deliver(&store, "b@pec.test", b"Subject: di b\r\n\r\nsegreto\r\n");
         let mut s = Session::new(true);
-        replay(&name, &std::fs::read_to_string(&path).expect("read"), |input| drive(&mut s, &store, input));
+        replay(
+            &name,
+            &std::fs::read_to_string(&path).expect("read"),
+            |input| drive(&mut s, &store, input),
+        );
         if name == "pop3_dele.txt" {
             // DELE kept the message, flagged, and hid it from the next POP3 session.
             let a = PecAddress::parse("a@pec.test").expect("address");
@@ -54,7 +63,12 @@ fn transcripts() {
             assert_eq!(msgs.len(), 2);
             assert!(msgs[0].flags.iter().any(|f| f == super::DELETED_KEYWORD));
             let mut s = Session::new(true);
-            let out = String::from_utf8_lossy(&drive(&mut s, &store, b"USER a@pec.test\r\nPASS pw\r\nSTAT\r\n")).into_owned();
+            let out = String::from_utf8_lossy(&drive(
+                &mut s,
+                &store,
+                b"USER a@pec.test\r\nPASS pw\r\nSTAT\r\n",
+            ))
+            .into_owned();
             assert!(out.contains("+OK 1 "), "{out}");
         }
     }
@@ -65,7 +79,12 @@ fn transcripts() {
 fn plain_text_refused_and_garbage_answered() {
     let (_d, store) = store_with(&["a@pec.test"]);
     let mut s = Session::new(false);
-    let out = String::from_utf8_lossy(&drive(&mut s, &store, b"USER a@pec.test\r\n\xff\xfe\r\nRETR 1\r\n")).into_owned();
+    let out = String::from_utf8_lossy(&drive(
+        &mut s,
+        &store,
+        b"USER a@pec.test\r\n\xff\xfe\r\nRETR 1\r\n",
+    ))
+    .into_owned();
     assert!(out.contains("-ERR [SYS/PERM]"), "{out}");
     assert_eq!(out.matches("-ERR").count(), 3, "{out}");
     let out = String::from_utf8_lossy(&drive(&mut s, &store, &[b'x'; 5000])).into_owned();

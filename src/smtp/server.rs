@@ -120,7 +120,7 @@ pub async fn serve<B: Backend>(
         tokio::spawn(async move {
             let _slot = slot;
             if let Err(e) = connection(stream, peer, &cfg, &*backend).await {
-                tracing::debug!(%peer, error = %e, "SMTP connection ended with an error");
+                tracing::info!(%peer, error = %e, "SMTP connection ended with an error");
             }
         });
     }

@@ -34,22 +34,62 @@ pub(crate) enum Op {
     Deliver(Delivery),
     Trace(TraceEvent),
     Enqueue(NewQueueItem),
-    QueueRetry { id: u64, next_attempt: Timestamp, error: String },
-    QueueDone { id: u64 },
+    QueueRetry {
+        id: u64,
+        next_attempt: Timestamp,
+        error: String,
+    },
+    QueueDone {
+        id: u64,
+    },
     PendingPut(PendingEntry),
-    PendingNotice12h { ident: String, recipient: String },
-    PendingResolve { ident: String, recipient: String },
+    PendingNotice12h {
+        ident: String,
+        recipient: String,
+    },
+    PendingResolve {
+        ident: String,
+        recipient: String,
+    },
     MailboxAdd(MailboxRecord),
-    MailboxUpdate { address: PecAddress, password_hash: Option<String>, quota: Option<u64>, options: Option<MailboxOptions> },
+    MailboxUpdate {
+        address: PecAddress,
+        password_hash: Option<String>,
+        quota: Option<u64>,
+        options: Option<MailboxOptions>,
+    },
     MailboxDelete(PecAddress),
-    FolderCreate { mailbox: PecAddress, name: String },
-    FolderRename { mailbox: PecAddress, from: String, to: String },
-    FolderDelete { mailbox: PecAddress, name: String },
-    SetFlags { mailbox: PecAddress, folder: String, uid: u32, flags: Vec<String> },
-    Expunge { mailbox: PecAddress, folder: String, uid: u32 },
+    FolderCreate {
+        mailbox: PecAddress,
+        name: String,
+    },
+    FolderRename {
+        mailbox: PecAddress,
+        from: String,
+        to: String,
+    },
+    FolderDelete {
+        mailbox: PecAddress,
+        name: String,
+    },
+    SetFlags {
+        mailbox: PecAddress,
+        folder: String,
+        uid: u32,
+        flags: Vec<String>,
+    },
+    Expunge {
+        mailbox: PecAddress,
+        folder: String,
+        uid: u32,
+    },
     // Internal, produced by the committer's expansion step and the purge.
     BlobUnref(BlobId),
-    Raw { tree: usize, key: Vec<u8>, value: Option<Vec<u8>> },
+    Raw {
+        tree: usize,
+        key: Vec<u8>,
+        value: Option<Vec<u8>>,
+    },
     Checkpoint(Checkpoint),
     SetAnchor(Checkpoint),
 }
@@ -95,8 +135,17 @@ impl Batch {
     }
 
     /// Records a failed attempt and the next one.
-    pub fn queue_retry(mut self, id: u64, next_attempt: Timestamp, error: impl Into<String>) -> Self {
-        self.ops.push(Op::QueueRetry { id, next_attempt, error: error.into() });
+    pub fn queue_retry(
+        mut self,
+        id: u64,
+        next_attempt: Timestamp,
+        error: impl Into<String>,
+    ) -> Self {
+        self.ops.push(Op::QueueRetry {
+            id,
+            next_attempt,
+            error: error.into(),
+        });
         self
     }
 
@@ -113,41 +162,85 @@ impl Batch {
     }
 
     /// Marks the 12 h notice as sent: the entry is next due at its 24 h deadline.
-    pub fn pending_notice_12h(mut self, ident: impl Into<String>, recipient: impl Into<String>) -> Self {
-        self.ops.push(Op::PendingNotice12h { ident: ident.into(), recipient: recipient.into() });
+    pub fn pending_notice_12h(
+        mut self,
+        ident: impl Into<String>,
+        recipient: impl Into<String>,
+    ) -> Self {
+        self.ops.push(Op::PendingNotice12h {
+            ident: ident.into(),
+            recipient: recipient.into(),
+        });
         self
     }
 
     /// Removes a pending entry (the receipt arrived, or the 24 h notice was sent).
-    pub fn pending_resolve(mut self, ident: impl Into<String>, recipient: impl Into<String>) -> Self {
-        self.ops.push(Op::PendingResolve { ident: ident.into(), recipient: recipient.into() });
+    pub fn pending_resolve(
+        mut self,
+        ident: impl Into<String>,
+        recipient: impl Into<String>,
+    ) -> Self {
+        self.ops.push(Op::PendingResolve {
+            ident: ident.into(),
+            recipient: recipient.into(),
+        });
         self
     }
 
     pub fn create_folder(mut self, mailbox: PecAddress, name: impl Into<String>) -> Self {
-        self.ops.push(Op::FolderCreate { mailbox, name: name.into() });
+        self.ops.push(Op::FolderCreate {
+            mailbox,
+            name: name.into(),
+        });
         self
     }
 
-    pub fn rename_folder(mut self, mailbox: PecAddress, from: impl Into<String>, to: impl Into<String>) -> Self {
-        self.ops.push(Op::FolderRename { mailbox, from: from.into(), to: to.into() });
+    pub fn rename_folder(
+        mut self,
+        mailbox: PecAddress,
+        from: impl Into<String>,
+        to: impl Into<String>,
+    ) -> Self {
+        self.ops.push(Op::FolderRename {
+            mailbox,
+            from: from.into(),
+            to: to.into(),
+        });
         self
     }
 
     /// Deletes a folder and its messages.
     pub fn delete_folder(mut self, mailbox: PecAddress, name: impl Into<String>) -> Self {
-        self.ops.push(Op::FolderDelete { mailbox, name: name.into() });
+        self.ops.push(Op::FolderDelete {
+            mailbox,
+            name: name.into(),
+        });
         self
     }
 
-    pub fn set_flags(mut self, mailbox: PecAddress, folder: impl Into<String>, uid: u32, flags: Vec<String>) -> Self {
-        self.ops.push(Op::SetFlags { mailbox, folder: folder.into(), uid, flags });
+    pub fn set_flags(
+        mut self,
+        mailbox: PecAddress,
+        folder: impl Into<String>,
+        uid: u32,
+        flags: Vec<String>,
+    ) -> Self {
+        self.ops.push(Op::SetFlags {
+            mailbox,
+            folder: folder.into(),
+            uid,
+            flags,
+        });
         self
     }
 
     /// Removes one message (usage and blob reference updated).
     pub fn expunge(mut self, mailbox: PecAddress, folder: impl Into<String>, uid: u32) -> Self {
-        self.ops.push(Op::Expunge { mailbox, folder: folder.into(), uid });
+        self.ops.push(Op::Expunge {
+            mailbox,
+            folder: folder.into(),
+            uid,
+        });
         self
     }
 

@@ -25,7 +25,10 @@ pub struct BlobId(String);
 
 impl BlobId {
     pub fn parse(s: &str) -> Result<Self, StoreError> {
-        if s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if s.len() == 64
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             Ok(Self(s.to_string()))
         } else {
             Err(StoreError::BadBlobId(s.to_string()))
@@ -74,11 +77,16 @@ pub struct SweepStats {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io { path: path.to_path_buf(), source }
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn sync_dir(path: &Path) -> Result<(), StoreError> {
-    File::open(path).and_then(|d| d.sync_all()).map_err(io_err(path))
+    File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(path))
 }
 
 /// Creates `path` (one level) if missing and makes its entry durable in the parent.
@@ -125,7 +133,10 @@ impl BlobStore {
         let path = self.path(&id);
         if let Ok(f) = OpenOptions::new().write(true).open(&path) {
             f.set_modified(SystemTime::now()).map_err(io_err(&path))?;
-            return Ok(Blob { id, size: bytes.len() as u64 });
+            return Ok(Blob {
+                id,
+                size: bytes.len() as u64,
+            });
         }
         let mut w = self.writer()?;
         w.write_all(bytes).map_err(io_err(&w.tmp))?;
@@ -138,8 +149,15 @@ impl BlobStore {
         let nanos = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        let tmp = self.root.join("tmp").join(format!("{}-{n}-{nanos}", std::process::id()));
-        let file = OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(io_err(&tmp))?;
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(format!("{}-{n}-{nanos}", std::process::id()));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(io_err(&tmp))?;
         Ok(BlobWriter {
             file: io::BufWriter::with_capacity(64 * 1024, file),
             tmp,
@@ -152,7 +170,9 @@ impl BlobStore {
     /// The whole blob.
     pub fn read(&self, id: &BlobId) -> Result<Vec<u8>, StoreError> {
         let mut v = Vec::new();
-        self.open_blob(id)?.read_to_end(&mut v).map_err(io_err(&self.path(id)))?;
+        self.open_blob(id)?
+            .read_to_end(&mut v)
+            .map_err(io_err(&self.path(id)))?;
         Ok(v)
     }
 
@@ -182,7 +202,10 @@ impl BlobStore {
         Ok(out)
     }
 
-    fn for_each_file(&self, mut f: impl FnMut(BlobId, &Path) -> Result<(), StoreError>) -> Result<(), StoreError> {
+    fn for_each_file(
+        &self,
+        mut f: impl FnMut(BlobId, &Path) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let dirs = |p: &Path| -> Result<Vec<PathBuf>, StoreError> {
             let mut v = Vec::new();
             for e in fs::read_dir(p).map_err(io_err(p))? {
@@ -276,8 +299,16 @@ impl Write for BlobWriter {
 impl BlobWriter {
     /// fsync, rename to the content name, fsync the directory.
     pub fn finish(self) -> Result<Blob, StoreError> {
-        let BlobWriter { file, tmp, hasher, size, store } = self;
-        let file = file.into_inner().map_err(|e| io_err(&tmp)(e.into_error()))?;
+        let BlobWriter {
+            file,
+            tmp,
+            hasher,
+            size,
+            store,
+        } = self;
+        let file = file
+            .into_inner()
+            .map_err(|e| io_err(&tmp)(e.into_error()))?;
         file.sync_all().map_err(io_err(&tmp))?;
         drop(file);
         let id = BlobId(hex::encode(hasher.finish()));
@@ -316,7 +347,9 @@ mod tests {
         let _abandoned = bs.writer().unwrap();
         let keep = a.id.clone();
         // With a long grace nothing goes.
-        let s = bs.sweep(|id| Ok(*id == keep), Duration::from_secs(3600)).unwrap();
+        let s = bs
+            .sweep(|id| Ok(*id == keep), Duration::from_secs(3600))
+            .unwrap();
         assert_eq!((s.kept, s.removed, s.removed_tmp), (2, 0, 0));
         let s = bs.sweep(|id| Ok(*id == keep), Duration::ZERO).unwrap();
         assert_eq!((s.kept, s.removed, s.removed_tmp), (1, 1, 1));

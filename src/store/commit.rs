@@ -1,7 +1,7 @@
 //! The committer: the only thread that writes the sled trees.
 //!
-//! Each [`Batch`] becomes one sled transaction over all trees (in the fixed order of the
-//! constants below). With group commit, the committer drains every waiting batch,
+//! Each [`Batch`] becomes one sled transaction over all trees (in the fixed order of
+//! `super::tx`). With group commit, the committer drains every waiting batch,
 //! applies each in its own transaction (a failing batch does not affect the others),
 //! flushes **once**, and only then answers the callers: nobody hears "ok" before the
 //! data and its trace records are on disk. Being the single writer also makes reads it
@@ -20,105 +20,19 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::transaction::TransactionError;
 
 use super::batch::{Applied, Batch, Op};
-use super::blobs::BlobId;
 use super::mailbox::mailbox_key;
-use super::messages::{FolderInfo, MessageRecord, folder_key, folder_prefix, message_key, normalize_folder};
-use super::{StoreError, StoreOptions, Trees, mailbox, messages, pending, queue};
+use super::messages::{
+    FolderInfo, MessageRecord, folder_key, folder_prefix, message_key, normalize_folder,
+};
+use super::tx::{FOLDERS, MAILBOXES, MESSAGES, Tx, all_trees, apply_op};
+use super::{StoreError, StoreOptions, Trees};
 use crate::clock::SharedClock;
 use crate::pec::smime::Signer;
-use crate::trace::log::{ANCHOR_KEY, Index, index_keys, seq_key};
 use crate::trace::verify::ExportLine;
 use crate::trace::{Checkpoint, EventKind, TraceEvent, TraceLog};
-
-pub(crate) const META: usize = 0;
-pub(crate) const MAILBOXES: usize = 1;
-pub(crate) const FOLDERS: usize = 2;
-pub(crate) const MESSAGES: usize = 3;
-pub(crate) const BLOBREFS: usize = 4;
-pub(crate) const QUEUE: usize = 5;
-pub(crate) const QUEUE_DUE: usize = 6;
-pub(crate) const PENDING: usize = 7;
-pub(crate) const PENDING_DUE: usize = 8;
-pub(crate) const IDEM: usize = 9;
-pub(crate) const TRACE: usize = 10;
-pub(crate) const T_MSGID: usize = 11;
-pub(crate) const T_IDENT: usize = 12;
-pub(crate) const T_MAILBOX: usize = 13;
-pub(crate) const T_TIME: usize = 14;
-pub(crate) const CHECKPOINTS: usize = 15;
-pub(crate) const TRACE_META: usize = 16;
-
-fn all_trees(t: &Trees) -> Vec<sled::Tree> {
-    vec![
-        t.meta.clone(),
-        t.mailboxes.clone(),
-        t.folders.clone(),
-        t.messages.clone(),
-        t.blobrefs.clone(),
-        t.queue.clone(),
-        t.queue_due.clone(),
-        t.pending.clone(),
-        t.pending_due.clone(),
-        t.idem.clone(),
-        t.trace.records.clone(),
-        t.trace.by_msgid.clone(),
-        t.trace.by_ident.clone(),
-        t.trace.by_mailbox.clone(),
-        t.trace.by_time.clone(),
-        t.trace.checkpoints.clone(),
-        t.trace.meta.clone(),
-    ]
-}
-
-/// The trees inside a transaction, indexed by the constants above.
-pub(crate) struct Tx<'a> {
-    pub t: &'a [TransactionalTree],
-}
-
-pub(crate) type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
-
-pub(crate) fn abort<T>(e: StoreError) -> TxResult<T> {
-    Err(ConflictableTransactionError::Abort(e))
-}
-
-pub(crate) fn get_json<T: serde::de::DeserializeOwned>(t: &TransactionalTree, key: &[u8]) -> TxResult<Option<T>> {
-    match t.get(key)? {
-        None => Ok(None),
-        Some(v) => match serde_json::from_slice(&v) {
-            Ok(x) => Ok(Some(x)),
-            Err(e) => abort(StoreError::Corrupt { what: String::from_utf8_lossy(key).into_owned(), detail: e.to_string() }),
-        },
-    }
-}
-
-pub(crate) fn put_json<T: serde::Serialize>(t: &TransactionalTree, key: &[u8], v: &T) -> TxResult<()> {
-    match serde_json::to_vec(v) {
-        Ok(bytes) => {
-            t.insert(key, bytes)?;
-            Ok(())
-        }
-        Err(e) => abort(StoreError::Corrupt { what: "serializing".into(), detail: e.to_string() }),
-    }
-}
-
-pub(crate) fn be_u64(v: &[u8]) -> u64 {
-    <[u8; 8]>::try_from(v).map(u64::from_be_bytes).unwrap_or(0)
-}
-
-/// Adds `delta` to the reference count of a blob (removing the entry at zero).
-pub(crate) fn blob_ref(tx: &Tx, id: &BlobId, delta: i64) -> TxResult<()> {
-    let t = &tx.t[BLOBREFS];
-    let n = t.get(id.as_str())?.map_or(0, |v| be_u64(&v)) as i64 + delta;
-    if n <= 0 {
-        t.remove(id.as_str())?;
-    } else {
-        t.insert(id.as_str(), &(n as u64).to_be_bytes())?;
-    }
-    Ok(())
-}
 
 pub(crate) enum Reply {
     Sync(SyncSender<Result<Applied, StoreError>>),
@@ -168,7 +82,11 @@ pub(crate) struct Committer {
 const MAX_GROUP: usize = 4096;
 
 impl Committer {
-    pub(crate) fn start(db: sled::Db, trees: Trees, o: &StoreOptions) -> Result<(Sender<Job>, JoinHandle<()>), StoreError> {
+    pub(crate) fn start(
+        db: sled::Db,
+        trees: Trees,
+        o: &StoreOptions,
+    ) -> Result<(Sender<Job>, JoinHandle<()>), StoreError> {
         let log = TraceLog::new(trees.trace.clone());
         let head = log.head()?;
         let last = log.last_checkpoint()?.or(log.anchor()?);
@@ -189,7 +107,10 @@ impl Committer {
                             }
                         }
                     })
-                    .map_err(|e| StoreError::Io { path: "thread".into(), source: e })?;
+                    .map_err(|e| StoreError::Io {
+                        path: "thread".into(),
+                        source: e,
+                    })?;
                 Some(tx)
             }
             None => None,
@@ -214,7 +135,10 @@ impl Committer {
         let h = thread::Builder::new()
             .name("pecd-committer".into())
             .spawn(move || c.run(rx))
-            .map_err(|e| StoreError::Io { path: "thread".into(), source: e })?;
+            .map_err(|e| StoreError::Io {
+                path: "thread".into(),
+                source: e,
+            })?;
         Ok((tx, h))
     }
 
@@ -315,7 +239,11 @@ impl Committer {
         if self.head.0 - self.cp_floor < self.every && elapsed < self.interval {
             return;
         }
-        let req = SignRequest { seq: self.head.0, hash: self.head.1.clone(), prev: self.last_cp.0 };
+        let req = SignRequest {
+            seq: self.head.0,
+            hash: self.head.1.clone(),
+            prev: self.last_cp.0,
+        };
         if tx.try_send(req).is_ok() {
             self.in_flight = true;
             self.last_cp = (self.head.0, now);
@@ -324,7 +252,9 @@ impl Committer {
 
     fn checkpoint_now(&mut self) -> Result<Option<Checkpoint>, StoreError> {
         self.store_signed(true);
-        let Some(signer) = self.signer.clone() else { return Ok(None) };
+        let Some(signer) = self.signer.clone() else {
+            return Ok(None);
+        };
         if self.head.0 <= self.cp_floor {
             return Ok(None);
         }
@@ -364,23 +294,56 @@ impl Committer {
                         let (fk, fv) = kv?;
                         let f: FolderInfo = decode("folder", &fv)?;
                         self.expand_folder_messages(&f, &mut out)?;
-                        out.push((Op::Raw { tree: FOLDERS, key: fk.to_vec(), value: None }, 0));
+                        out.push((
+                            Op::Raw {
+                                tree: FOLDERS,
+                                key: fk.to_vec(),
+                                value: None,
+                            },
+                            0,
+                        ));
                     }
-                    out.push((Op::Raw { tree: MAILBOXES, key: k.into_bytes(), value: None }, 0));
+                    out.push((
+                        Op::Raw {
+                            tree: MAILBOXES,
+                            key: k.into_bytes(),
+                            value: None,
+                        },
+                        0,
+                    ));
                 }
                 Op::FolderDelete { mailbox, name } => {
                     let name = normalize_folder(&name);
                     let key = folder_key(&mailbox_key(&mailbox), &name);
                     let f: FolderInfo = match self.trees.folders.get(&key)? {
                         Some(v) => decode("folder", &v)?,
-                        None => return Err(StoreError::NoSuchFolder { mailbox: mailbox.to_string(), folder: name }),
+                        None => {
+                            return Err(StoreError::NoSuchFolder {
+                                mailbox: mailbox.to_string(),
+                                folder: name,
+                            });
+                        }
                     };
                     for kv in self.trees.messages.scan_prefix(f.id.to_be_bytes()) {
                         let (_, v) = kv?;
                         let m: MessageRecord = decode("message", &v)?;
-                        out.push((Op::Expunge { mailbox: mailbox.clone(), folder: name.clone(), uid: m.uid }, 0));
+                        out.push((
+                            Op::Expunge {
+                                mailbox: mailbox.clone(),
+                                folder: name.clone(),
+                                uid: m.uid,
+                            },
+                            0,
+                        ));
                     }
-                    out.push((Op::Raw { tree: FOLDERS, key, value: None }, 0));
+                    out.push((
+                        Op::Raw {
+                            tree: FOLDERS,
+                            key,
+                            value: None,
+                        },
+                        0,
+                    ));
                 }
                 op @ (Op::Enqueue(_) | Op::FolderCreate { .. } | Op::MailboxAdd(_)) => {
                     out.push((op, self.db.generate_id()?));
@@ -391,11 +354,22 @@ impl Committer {
         Ok(out)
     }
 
-    fn expand_folder_messages(&self, f: &FolderInfo, out: &mut Vec<(Op, u64)>) -> Result<(), StoreError> {
+    fn expand_folder_messages(
+        &self,
+        f: &FolderInfo,
+        out: &mut Vec<(Op, u64)>,
+    ) -> Result<(), StoreError> {
         for kv in self.trees.messages.scan_prefix(f.id.to_be_bytes()) {
             let (_, v) = kv?;
             let m: MessageRecord = decode("message", &v)?;
-            out.push((Op::Raw { tree: MESSAGES, key: message_key(f.id, m.uid).to_vec(), value: None }, 0));
+            out.push((
+                Op::Raw {
+                    tree: MESSAGES,
+                    key: message_key(f.id, m.uid).to_vec(),
+                    value: None,
+                },
+                0,
+            ));
             out.push((Op::BlobUnref(m.blob), 0));
         }
         Ok(())
@@ -426,59 +400,8 @@ impl Committer {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(what: &str, v: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(v).map_err(|e| StoreError::Corrupt { what: what.into(), detail: e.to_string() })
-}
-
-fn apply_op(tx: &Tx, op: &Op, id: u64, now: Timestamp, head: &mut (u64, String), applied: &mut Applied) -> TxResult<()> {
-    match op {
-        Op::Claim(key) => {
-            if tx.t[IDEM].get(key.as_bytes())?.is_some() {
-                return abort(StoreError::AlreadyClaimed(key.clone()));
-            }
-            tx.t[IDEM].insert(key.as_bytes(), &now.as_millisecond().to_be_bytes())?;
-        }
-        Op::Deliver(d) => applied.delivered.push(messages::apply_deliver(tx, d)?),
-        Op::Trace(ev) => {
-            let rec = ev.clone().into_record(head.0 + 1, &head.1);
-            put_json(&tx.t[TRACE], &seq_key(rec.seq), &rec)?;
-            for (index, key) in index_keys(&rec) {
-                let tree = match index {
-                    Index::MsgId => T_MSGID,
-                    Index::Ident => T_IDENT,
-                    Index::Mailbox => T_MAILBOX,
-                    Index::Time => T_TIME,
-                };
-                tx.t[tree].insert(key, &[])?;
-            }
-            applied.trace.push((rec.seq, rec.hash.clone()));
-            *head = (rec.seq, rec.hash);
-        }
-        Op::Enqueue(n) => {
-            queue::apply_enqueue(tx, id, n)?;
-            applied.queued.push(id);
-        }
-        Op::QueueRetry { id, next_attempt, error } => queue::apply_retry(tx, *id, *next_attempt, error)?,
-        Op::QueueDone { id } => queue::apply_done(tx, *id)?,
-        Op::PendingPut(e) => pending::apply_put(tx, e)?,
-        Op::PendingNotice12h { ident, recipient } => pending::apply_notice_12h(tx, ident, recipient)?,
-        Op::PendingResolve { ident, recipient } => pending::apply_resolve(tx, ident, recipient)?,
-        Op::MailboxAdd(rec) => mailbox::apply_add(tx, rec, id)?,
-        Op::MailboxUpdate { address, password_hash, quota, options } => {
-            mailbox::apply_update(tx, address, password_hash, *quota, options)?
-        }
-        Op::FolderCreate { mailbox, name } => messages::apply_folder_create(tx, mailbox, name, id, now)?,
-        Op::FolderRename { mailbox, from, to } => messages::apply_folder_rename(tx, mailbox, from, to)?,
-        Op::SetFlags { mailbox, folder, uid, flags } => messages::apply_set_flags(tx, mailbox, folder, *uid, flags)?,
-        Op::Expunge { mailbox, folder, uid } => messages::apply_expunge(tx, mailbox, folder, *uid)?,
-        Op::BlobUnref(b) => blob_ref(tx, b, -1)?,
-        Op::Raw { tree, key, value } => match value {
-            Some(v) => drop(tx.t[*tree].insert(key.as_slice(), v.as_slice())?),
-            None => drop(tx.t[*tree].remove(key.as_slice())?),
-        },
-        Op::Checkpoint(cp) => put_json(&tx.t[CHECKPOINTS], &seq_key(cp.seq), cp)?,
-        Op::SetAnchor(cp) => put_json(&tx.t[TRACE_META], ANCHOR_KEY, cp)?,
-        // Expanded before the transaction.
-        Op::MailboxDelete(_) | Op::FolderDelete { .. } => {}
-    }
-    Ok(())
+    serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
+        what: what.into(),
+        detail: e.to_string(),
+    })
 }

@@ -7,14 +7,14 @@
 //! caller's thread, never in the committer. Every change also writes a `MailboxAdmin`
 //! trace record in the same commit.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::batch::{Batch, Op};
-use super::commit::{MAILBOXES, Tx, TxResult, abort, put_json};
 use super::messages::{INBOX, create_folder};
+use super::tx::{MAILBOXES, Tx, TxResult, abort, put_json};
 use super::{Store, StoreError};
 use crate::pec::address::PecAddress;
 use crate::trace::{EventKind, TraceEvent};
@@ -123,7 +123,8 @@ pub(crate) fn apply_update(
     options: &Option<MailboxOptions>,
 ) -> TxResult<()> {
     let k = mailbox_key(address);
-    let Some(mut rec) = super::commit::get_json::<MailboxRecord>(&tx.t[MAILBOXES], k.as_bytes())? else {
+    let Some(mut rec) = super::tx::get_json::<MailboxRecord>(&tx.t[MAILBOXES], k.as_bytes())?
+    else {
         return abort(StoreError::NoSuchMailbox(address.to_string()));
     };
     if let Some(h) = password_hash {
@@ -162,13 +163,18 @@ impl Store {
         let rec = MailboxRecord {
             address: req.address.clone(),
             password_hash: hash_password(&req.password)?,
-            quota_bytes: req.quota_bytes.unwrap_or(self.options().default_quota_bytes),
+            quota_bytes: req
+                .quota_bytes
+                .unwrap_or(self.options().default_quota_bytes),
             usage_bytes: 0,
             messages: 0,
             options: req.options,
             created: self.options().clock.now(),
         };
-        let ev = self.admin_event(&req.address, format!("mailbox added, quota {} bytes", rec.quota_bytes));
+        let ev = self.admin_event(
+            &req.address,
+            format!("mailbox added, quota {} bytes", rec.quota_bytes),
+        );
         self.commit(Batch::new().push(Op::MailboxAdd(rec.clone())).trace(ev))?;
         Ok(MailboxInfo::from(&rec))
     }
@@ -176,20 +182,37 @@ impl Store {
     /// Deletes a mailbox, its folders and messages (their blobs are swept later).
     pub fn delete_mailbox(&self, address: &PecAddress) -> Result<(), StoreError> {
         let ev = self.admin_event(address, "mailbox deleted".into());
-        self.commit(Batch::new().push(Op::MailboxDelete(address.clone())).trace(ev))?;
+        self.commit(
+            Batch::new()
+                .push(Op::MailboxDelete(address.clone()))
+                .trace(ev),
+        )?;
         Ok(())
     }
 
     /// One mailbox.
     pub fn mailbox(&self, address: &PecAddress) -> Result<Option<MailboxInfo>, StoreError> {
-        Ok(self.mailbox_record(address)?.as_ref().map(MailboxInfo::from))
+        Ok(self
+            .mailbox_record(address)?
+            .as_ref()
+            .map(MailboxInfo::from))
     }
 
-    pub(crate) fn mailbox_record(&self, address: &PecAddress) -> Result<Option<MailboxRecord>, StoreError> {
-        match self.trees().mailboxes.get(mailbox_key(address).as_bytes())? {
+    pub(crate) fn mailbox_record(
+        &self,
+        address: &PecAddress,
+    ) -> Result<Option<MailboxRecord>, StoreError> {
+        match self
+            .trees()
+            .mailboxes
+            .get(mailbox_key(address).as_bytes())?
+        {
             Some(v) => serde_json::from_slice(&v)
                 .map(Some)
-                .map_err(|e| StoreError::Corrupt { what: format!("mailbox {address}"), detail: e.to_string() }),
+                .map_err(|e| StoreError::Corrupt {
+                    what: format!("mailbox {address}"),
+                    detail: e.to_string(),
+                }),
             None => Ok(None),
         }
     }
@@ -208,34 +231,63 @@ impl Store {
         Ok(out)
     }
 
-    pub fn set_password(&self, address: &PecAddress, password: &Password) -> Result<(), StoreError> {
+    pub fn set_password(
+        &self,
+        address: &PecAddress,
+        password: &Password,
+    ) -> Result<(), StoreError> {
         let h = hash_password(password)?;
         let ev = self.admin_event(address, "password changed".into());
-        let op = Op::MailboxUpdate { address: address.clone(), password_hash: Some(h), quota: None, options: None };
+        let op = Op::MailboxUpdate {
+            address: address.clone(),
+            password_hash: Some(h),
+            quota: None,
+            options: None,
+        };
         self.commit(Batch::new().push(op).trace(ev)).map(|_| ())
     }
 
     /// Sets the quota (it may be below the current usage: further deliveries are refused).
     pub fn set_quota(&self, address: &PecAddress, quota_bytes: u64) -> Result<(), StoreError> {
         let ev = self.admin_event(address, format!("quota set to {quota_bytes} bytes"));
-        let op = Op::MailboxUpdate { address: address.clone(), password_hash: None, quota: Some(quota_bytes), options: None };
+        let op = Op::MailboxUpdate {
+            address: address.clone(),
+            password_hash: None,
+            quota: Some(quota_bytes),
+            options: None,
+        };
         self.commit(Batch::new().push(op).trace(ev)).map(|_| ())
     }
 
-    pub fn set_mailbox_options(&self, address: &PecAddress, options: MailboxOptions) -> Result<(), StoreError> {
+    pub fn set_mailbox_options(
+        &self,
+        address: &PecAddress,
+        options: MailboxOptions,
+    ) -> Result<(), StoreError> {
         let ev = self.admin_event(address, format!("options set: {options:?}"));
-        let op = Op::MailboxUpdate { address: address.clone(), password_hash: None, quota: None, options: Some(options) };
+        let op = Op::MailboxUpdate {
+            address: address.clone(),
+            password_hash: None,
+            quota: None,
+            options: Some(options),
+        };
         self.commit(Batch::new().push(op).trace(ev)).map(|_| ())
     }
 
     /// Checks a login. `Ok(false)` for a wrong password or an unknown mailbox (a dummy
     /// hash is verified then, so both take the same time).
-    pub fn verify_password(&self, address: &PecAddress, password: &Password) -> Result<bool, StoreError> {
+    pub fn verify_password(
+        &self,
+        address: &PecAddress,
+        password: &Password,
+    ) -> Result<bool, StoreError> {
         const DUMMY: &str = "$argon2id$v=19$m=19456,t=2,p=1$AAAAAAAAAAAAAAAAAAAAAA$4Vh4wOfGI/ubZ3f6NbOVTKhZlVgI6dz3GNjJE2GixxE";
         let rec = self.mailbox_record(address)?;
         let stored = rec.as_ref().map_or(DUMMY, |r| r.password_hash.as_str());
         let parsed = PasswordHash::new(stored).map_err(|e| StoreError::Password(e.to_string()))?;
-        let ok = Argon2::default().verify_password(password.0.as_bytes(), &parsed).is_ok();
+        let ok = Argon2::default()
+            .verify_password(password.0.as_bytes(), &parsed)
+            .is_ok();
         Ok(ok && rec.is_some())
     }
 }

@@ -11,8 +11,10 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::TransactionalTree;
 
 use super::blobs::{Blob, BlobId};
-use super::commit::{FOLDERS, MAILBOXES, MESSAGES, META, Tx, TxResult, abort, blob_ref, get_json, put_json};
 use super::mailbox::{MailboxRecord, mailbox_key};
+use super::tx::{
+    FOLDERS, MAILBOXES, MESSAGES, META, Tx, TxResult, abort, blob_ref, get_json, put_json,
+};
 use super::{Store, StoreError};
 use crate::pec::address::PecAddress;
 
@@ -24,7 +26,11 @@ pub const INBOX: &str = "INBOX";
 
 /// `INBOX` is case-insensitive (RFC 3501 §5.1); other names are kept as given.
 pub fn normalize_folder(name: &str) -> String {
-    if name.eq_ignore_ascii_case(INBOX) { INBOX.to_string() } else { name.to_string() }
+    if name.eq_ignore_ascii_case(INBOX) {
+        INBOX.to_string()
+    } else {
+        name.to_string()
+    }
 }
 
 /// A folder of a mailbox.
@@ -64,7 +70,14 @@ pub struct Delivery {
 impl Delivery {
     /// Into INBOX, no flags, quota enforced.
     pub fn inbox(mailbox: PecAddress, blob: Blob, internal_date: Timestamp) -> Self {
-        Self { mailbox, folder: INBOX.into(), blob, flags: Vec::new(), internal_date, enforce_quota: true }
+        Self {
+            mailbox,
+            folder: INBOX.into(),
+            blob,
+            flags: Vec::new(),
+            internal_date,
+            enforce_quota: true,
+        }
     }
 }
 
@@ -99,18 +112,32 @@ pub(crate) fn message_key(folder_id: u64, uid: Uid) -> [u8; 12] {
 const UIDVALIDITY_KEY: &[u8] = b"next_uidvalidity";
 
 fn next_uidvalidity(meta: &TransactionalTree, now: Timestamp) -> TxResult<u32> {
-    let stored = meta.get(UIDVALIDITY_KEY)?.and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok()).map(u32::from_be_bytes);
+    let stored = meta
+        .get(UIDVALIDITY_KEY)?
+        .and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok())
+        .map(u32::from_be_bytes);
     // Start from the clock so that a store rebuilt from scratch does not reuse values.
-    let v = stored.unwrap_or_else(|| now.as_second().clamp(1, u32::MAX as i64) as u32).max(1);
+    let v = stored
+        .unwrap_or_else(|| now.as_second().clamp(1, u32::MAX as i64) as u32)
+        .max(1);
     meta.insert(UIDVALIDITY_KEY, &v.wrapping_add(1).max(1).to_be_bytes())?;
     Ok(v)
 }
 
 /// Creates folder `name` (already normalized) in the transaction.
-pub(crate) fn create_folder(tx: &Tx, mbkey: &str, name: &str, id: u64, now: Timestamp) -> TxResult<FolderInfo> {
+pub(crate) fn create_folder(
+    tx: &Tx,
+    mbkey: &str,
+    name: &str,
+    id: u64,
+    now: Timestamp,
+) -> TxResult<FolderInfo> {
     let key = folder_key(mbkey, name);
     if tx.t[FOLDERS].get(&key)?.is_some() {
-        return abort(StoreError::FolderExists { mailbox: mbkey.into(), folder: name.into() });
+        return abort(StoreError::FolderExists {
+            mailbox: mbkey.into(),
+            folder: name.into(),
+        });
     }
     let f = FolderInfo {
         id,
@@ -135,7 +162,10 @@ fn load_mailbox(tx: &Tx, addr: &PecAddress) -> TxResult<(String, MailboxRecord)>
 fn load_folder(tx: &Tx, mbkey: &str, name: &str) -> TxResult<FolderInfo> {
     match get_json::<FolderInfo>(&tx.t[FOLDERS], &folder_key(mbkey, name))? {
         Some(f) => Ok(f),
-        None => abort(StoreError::NoSuchFolder { mailbox: mbkey.into(), folder: name.into() }),
+        None => abort(StoreError::NoSuchFolder {
+            mailbox: mbkey.into(),
+            folder: name.into(),
+        }),
     }
 }
 
@@ -170,37 +200,69 @@ pub(crate) fn apply_deliver(tx: &Tx, d: &Delivery) -> TxResult<Delivered> {
     mb.messages += 1;
     put_json(&tx.t[MAILBOXES], mbkey.as_bytes(), &mb)?;
     blob_ref(tx, &d.blob.id, 1)?;
-    Ok(Delivered { mailbox: mbkey, folder: folder_name, uid, uidvalidity: f.uidvalidity })
+    Ok(Delivered {
+        mailbox: mbkey,
+        folder: folder_name,
+        uid,
+        uidvalidity: f.uidvalidity,
+    })
 }
 
-pub(crate) fn apply_folder_create(tx: &Tx, mailbox: &PecAddress, name: &str, id: u64, now: Timestamp) -> TxResult<()> {
+pub(crate) fn apply_folder_create(
+    tx: &Tx,
+    mailbox: &PecAddress,
+    name: &str,
+    id: u64,
+    now: Timestamp,
+) -> TxResult<()> {
     let (mbkey, _) = load_mailbox(tx, mailbox)?;
     create_folder(tx, &mbkey, &normalize_folder(name), id, now).map(|_| ())
 }
 
-pub(crate) fn apply_folder_rename(tx: &Tx, mailbox: &PecAddress, from: &str, to: &str) -> TxResult<()> {
+pub(crate) fn apply_folder_rename(
+    tx: &Tx,
+    mailbox: &PecAddress,
+    from: &str,
+    to: &str,
+) -> TxResult<()> {
     let (mbkey, _) = load_mailbox(tx, mailbox)?;
     let (from, to) = (normalize_folder(from), normalize_folder(to));
     if from == INBOX || to == INBOX {
         // IMAP's special INBOX rename (move all messages) is the server's business.
-        return abort(StoreError::FolderExists { mailbox: mbkey, folder: INBOX.into() });
+        return abort(StoreError::FolderExists {
+            mailbox: mbkey,
+            folder: INBOX.into(),
+        });
     }
     let mut f = load_folder(tx, &mbkey, &from)?;
     if tx.t[FOLDERS].get(folder_key(&mbkey, &to))?.is_some() {
-        return abort(StoreError::FolderExists { mailbox: mbkey, folder: to });
+        return abort(StoreError::FolderExists {
+            mailbox: mbkey,
+            folder: to,
+        });
     }
     tx.t[FOLDERS].remove(folder_key(&mbkey, &from))?;
     f.name = to.clone();
     put_json(&tx.t[FOLDERS], &folder_key(&mbkey, &to), &f)
 }
 
-pub(crate) fn apply_set_flags(tx: &Tx, mailbox: &PecAddress, folder: &str, uid: Uid, flags: &[String]) -> TxResult<()> {
+pub(crate) fn apply_set_flags(
+    tx: &Tx,
+    mailbox: &PecAddress,
+    folder: &str,
+    uid: Uid,
+    flags: &[String],
+) -> TxResult<()> {
     let (mbkey, _) = load_mailbox(tx, mailbox)?;
     let folder = normalize_folder(folder);
     let f = load_folder(tx, &mbkey, &folder)?;
     let key = message_key(f.id, uid);
     let Some(mut m) = get_json::<MessageRecord>(&tx.t[MESSAGES], &key)? else {
-        return abort(StoreError::NoSuchMessage { mailbox: mbkey, folder, uid });
+        return abort(StoreError::NoSuchMessage {
+            mailbox: mbkey,
+            folder,
+            uid,
+        });
     };
     m.flags = flags.to_vec();
     put_json(&tx.t[MESSAGES], &key, &m)
@@ -212,7 +274,11 @@ pub(crate) fn apply_expunge(tx: &Tx, mailbox: &PecAddress, folder: &str, uid: Ui
     let mut f = load_folder(tx, &mbkey, &folder)?;
     let key = message_key(f.id, uid);
     let Some(m) = get_json::<MessageRecord>(&tx.t[MESSAGES], &key)? else {
-        return abort(StoreError::NoSuchMessage { mailbox: mbkey, folder, uid });
+        return abort(StoreError::NoSuchMessage {
+            mailbox: mbkey,
+            folder,
+            uid,
+        });
     };
     tx.t[MESSAGES].remove(&key)?;
     f.messages = f.messages.saturating_sub(1);
@@ -225,31 +291,52 @@ pub(crate) fn apply_expunge(tx: &Tx, mailbox: &PecAddress, folder: &str, uid: Ui
 }
 
 fn decode<T: serde::de::DeserializeOwned>(what: &str, v: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(v).map_err(|e| StoreError::Corrupt { what: what.into(), detail: e.to_string() })
+    serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
+        what: what.into(),
+        detail: e.to_string(),
+    })
 }
 
 impl Store {
     /// The folders of a mailbox, by name.
     pub fn folders(&self, mailbox: &PecAddress) -> Result<Vec<FolderInfo>, StoreError> {
         let mut out = Vec::new();
-        for kv in self.trees().folders.scan_prefix(folder_prefix(&mailbox_key(mailbox))) {
+        for kv in self
+            .trees()
+            .folders
+            .scan_prefix(folder_prefix(&mailbox_key(mailbox)))
+        {
             let (_, v) = kv?;
             out.push(decode("folder", &v)?);
         }
         Ok(out)
     }
 
-    pub fn folder(&self, mailbox: &PecAddress, name: &str) -> Result<Option<FolderInfo>, StoreError> {
+    pub fn folder(
+        &self,
+        mailbox: &PecAddress,
+        name: &str,
+    ) -> Result<Option<FolderInfo>, StoreError> {
         let k = folder_key(&mailbox_key(mailbox), &normalize_folder(name));
-        self.trees().folders.get(k)?.map(|v| decode("folder", &v)).transpose()
+        self.trees()
+            .folders
+            .get(k)?
+            .map(|v| decode("folder", &v))
+            .transpose()
     }
 
     /// The messages of a folder, by UID.
-    pub fn messages(&self, mailbox: &PecAddress, folder: &str) -> Result<Vec<MessageRecord>, StoreError> {
-        let f = self.folder(mailbox, folder)?.ok_or_else(|| StoreError::NoSuchFolder {
-            mailbox: mailbox.to_string(),
-            folder: folder.to_string(),
-        })?;
+    pub fn messages(
+        &self,
+        mailbox: &PecAddress,
+        folder: &str,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        let f = self
+            .folder(mailbox, folder)?
+            .ok_or_else(|| StoreError::NoSuchFolder {
+                mailbox: mailbox.to_string(),
+                folder: folder.to_string(),
+            })?;
         let mut out = Vec::with_capacity(f.messages as usize);
         for kv in self.trees().messages.scan_prefix(f.id.to_be_bytes()) {
             let (_, v) = kv?;
@@ -258,8 +345,19 @@ impl Store {
         Ok(out)
     }
 
-    pub fn message(&self, mailbox: &PecAddress, folder: &str, uid: Uid) -> Result<Option<MessageRecord>, StoreError> {
-        let Some(f) = self.folder(mailbox, folder)? else { return Ok(None) };
-        self.trees().messages.get(message_key(f.id, uid))?.map(|v| decode("message", &v)).transpose()
+    pub fn message(
+        &self,
+        mailbox: &PecAddress,
+        folder: &str,
+        uid: Uid,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        let Some(f) = self.folder(mailbox, folder)? else {
+            return Ok(None);
+        };
+        self.trees()
+            .messages
+            .get(message_key(f.id, uid))?
+            .map(|v| decode("message", &v))
+            .transpose()
     }
 }

@@ -44,6 +44,7 @@ pub mod messages;
 pub mod pending;
 pub mod queue;
 mod retention;
+mod tx;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Sender};
@@ -74,7 +75,10 @@ pub const SUPPORTED_SCHEMAS: &[u32] = &[1];
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("database error: {0}")]
     Db(#[from] sled::Error),
     #[error(
@@ -86,7 +90,11 @@ pub enum StoreError {
         "the store in {} has schema version {found}, this pecd supports version(s) {supported:?}: refusing to open it",
         dir.display()
     )]
-    UnknownSchema { dir: PathBuf, found: u32, supported: Vec<u32> },
+    UnknownSchema {
+        dir: PathBuf,
+        found: u32,
+        supported: Vec<u32>,
+    },
     #[error("corrupt store entry ({what}): {detail}")]
     Corrupt { what: String, detail: String },
     #[error("mailbox {0} already exists")]
@@ -100,9 +108,18 @@ pub enum StoreError {
     #[error("folder {folder:?} already exists in mailbox {mailbox}")]
     FolderExists { mailbox: String, folder: String },
     #[error("no message with UID {uid} in {mailbox}/{folder}")]
-    NoSuchMessage { mailbox: String, folder: String, uid: u32 },
+    NoSuchMessage {
+        mailbox: String,
+        folder: String,
+        uid: u32,
+    },
     #[error("mailbox {mailbox} over quota: {usage} + {size} bytes > {quota} bytes")]
-    QuotaExceeded { mailbox: String, usage: u64, size: u64, quota: u64 },
+    QuotaExceeded {
+        mailbox: String,
+        usage: u64,
+        size: u64,
+        quota: u64,
+    },
     #[error("idempotency key {0:?} was already claimed: the step was done before")]
     AlreadyClaimed(String),
     #[error("blob {0} is missing")]
@@ -212,7 +229,12 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         let _ = self.jobs.send(commit::Job::Shutdown);
-        if let Some(h) = self.committer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(h) = self
+            .committer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             let _ = h.join();
         }
     }
@@ -231,7 +253,10 @@ impl std::fmt::Debug for Store {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io { path: path.to_path_buf(), source }
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
@@ -339,7 +364,10 @@ impl Store {
     /// records were added since the last checkpoint) and waits until it is stored.
     pub fn checkpoint_now(&self) -> Result<Option<Checkpoint>, StoreError> {
         let (tx, rx) = mpsc::sync_channel(1);
-        self.inner.jobs.send(commit::Job::CheckpointNow(tx)).map_err(|_| StoreError::Closed)?;
+        self.inner
+            .jobs
+            .send(commit::Job::CheckpointNow(tx))
+            .map_err(|_| StoreError::Closed)?;
         rx.recv().map_err(|_| StoreError::Closed)?
     }
 
@@ -347,12 +375,19 @@ impl Store {
     /// as `grace` exceeds the time between a blob write and its commit.
     pub fn sweep_blobs(&self, grace: Duration) -> Result<SweepStats, StoreError> {
         let refs = self.inner.trees.blobrefs.clone();
-        self.inner.blobs.sweep(|id| Ok(refs.contains_key(id.as_str())?), grace)
+        self.inner
+            .blobs
+            .sweep(|id| Ok(refs.contains_key(id.as_str())?), grace)
     }
 
     /// How many records refer to blob `id` (messages and queue items).
     pub fn blob_refs(&self, id: &BlobId) -> Result<u64, StoreError> {
-        Ok(self.inner.trees.blobrefs.get(id.as_str())?.map_or(0, |v| commit::be_u64(&v)))
+        Ok(self
+            .inner
+            .trees
+            .blobrefs
+            .get(id.as_str())?
+            .map_or(0, |v| tx::be_u64(&v)))
     }
 
     /// Flushes everything to disk (commits already do).
@@ -365,9 +400,12 @@ impl Store {
 fn check_schema(dir: &Path, db: &sled::Db, trees: &Trees) -> Result<(), StoreError> {
     match trees.meta.get(SCHEMA_KEY)? {
         Some(v) => {
-            let found = <[u8; 4]>::try_from(v.as_ref()).map(u32::from_be_bytes).map_err(|_| {
-                StoreError::Corrupt { what: "schema version".into(), detail: hex::encode(&v) }
-            })?;
+            let found = <[u8; 4]>::try_from(v.as_ref())
+                .map(u32::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt {
+                    what: "schema version".into(),
+                    detail: hex::encode(&v),
+                })?;
             if !SUPPORTED_SCHEMAS.contains(&found) {
                 return Err(StoreError::UnknownSchema {
                     dir: dir.to_path_buf(),
@@ -384,7 +422,9 @@ fn check_schema(dir: &Path, db: &sled::Db, trees: &Trees) -> Result<(), StoreErr
                     detail: "data present but no schema version: not a pecd store".into(),
                 });
             }
-            trees.meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+            trees
+                .meta
+                .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
             db.flush()?;
             Ok(())
         }

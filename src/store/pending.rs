@@ -10,7 +10,7 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::commit::{PENDING, PENDING_DUE, Tx, TxResult, get_json, put_json};
+use super::tx::{PENDING, PENDING_DUE, Tx, TxResult, get_json, put_json};
 use super::{Store, StoreError};
 use crate::trace::mailbox_key;
 
@@ -39,7 +39,11 @@ pub struct PendingEntry {
 impl PendingEntry {
     /// The deadline the entry is next due at.
     pub fn next_deadline(&self) -> Timestamp {
-        if self.notice_12h_sent { self.deadline_24h } else { self.deadline_12h }
+        if self.notice_12h_sent {
+            self.deadline_24h
+        } else {
+            self.deadline_12h
+        }
     }
 }
 
@@ -53,7 +57,9 @@ pub(crate) fn entry_key(ident: &str, recipient: &str) -> Vec<u8> {
 }
 
 fn due_key(t: Timestamp, key: &[u8]) -> Vec<u8> {
-    let mut k = ((t.as_millisecond() as u64) ^ (1 << 63)).to_be_bytes().to_vec();
+    let mut k = ((t.as_millisecond() as u64) ^ (1 << 63))
+        .to_be_bytes()
+        .to_vec();
     k.extend_from_slice(key);
     k
 }
@@ -95,8 +101,14 @@ pub(crate) fn apply_resolve(tx: &Tx, ident: &str, recipient: &str) -> TxResult<(
 
 impl Store {
     /// Entries whose next deadline is at or before `now`, earliest first.
-    pub fn pending_due(&self, now: Timestamp, limit: usize) -> Result<Vec<PendingEntry>, StoreError> {
-        let hi = ((now.as_millisecond() as u64) ^ (1 << 63)).saturating_add(1).to_be_bytes();
+    pub fn pending_due(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<PendingEntry>, StoreError> {
+        let hi = ((now.as_millisecond() as u64) ^ (1 << 63))
+            .saturating_add(1)
+            .to_be_bytes();
         let mut out = Vec::new();
         for kv in self.trees().pending_due.range(..hi.as_slice()).take(limit) {
             let (k, _) = kv?;
@@ -107,11 +119,22 @@ impl Store {
         Ok(out)
     }
 
-    pub fn pending(&self, ident: &str, recipient: &str) -> Result<Option<PendingEntry>, StoreError> {
-        self.trees().pending.get(entry_key(ident, recipient))?.map(|v| decode(&v)).transpose()
+    pub fn pending(
+        &self,
+        ident: &str,
+        recipient: &str,
+    ) -> Result<Option<PendingEntry>, StoreError> {
+        self.trees()
+            .pending
+            .get(entry_key(ident, recipient))?
+            .map(|v| decode(&v))
+            .transpose()
     }
 }
 
 fn decode(v: &[u8]) -> Result<PendingEntry, StoreError> {
-    serde_json::from_slice(v).map_err(|e| StoreError::Corrupt { what: "pending entry".into(), detail: e.to_string() })
+    serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
+        what: "pending entry".into(),
+        detail: e.to_string(),
+    })
 }

@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::blobs::{Blob, BlobId};
-use super::commit::{QUEUE, QUEUE_DUE, Tx, TxResult, abort, blob_ref, get_json, put_json};
+use super::tx::{QUEUE, QUEUE_DUE, Tx, TxResult, abort, blob_ref, get_json, put_json};
 use super::{Store, StoreError};
 use crate::pec::address::Domain;
 
@@ -98,7 +98,11 @@ impl Store {
         let hi = due_key(now, u64::MAX);
         for kv in self.trees().queue_due.range(..=hi.as_slice()).take(limit) {
             let (k, _) = kv?;
-            let Some(id) = k.get(8..16).and_then(|b| <[u8; 8]>::try_from(b).ok()).map(u64::from_be_bytes) else {
+            let Some(id) = k
+                .get(8..16)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+            else {
                 continue;
             };
             if let Some(i) = self.queue_item(id)? {
@@ -112,7 +116,10 @@ impl Store {
         match self.trees().queue.get(id.to_be_bytes())? {
             Some(v) => serde_json::from_slice(&v)
                 .map(Some)
-                .map_err(|e| StoreError::Corrupt { what: format!("queue item {id}"), detail: e.to_string() }),
+                .map_err(|e| StoreError::Corrupt {
+                    what: format!("queue item {id}"),
+                    detail: e.to_string(),
+                }),
             None => Ok(None),
         }
     }

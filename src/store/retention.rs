@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::batch::{Batch, Op};
-use super::commit::{CHECKPOINTS, T_IDENT, T_MAILBOX, T_MSGID, T_TIME, TRACE};
+use super::tx::{CHECKPOINTS, T_IDENT, T_MAILBOX, T_MSGID, T_TIME, TRACE};
 use super::{Store, StoreError};
 use crate::trace::log::{Index, seq_key};
 use crate::trace::{EventKind, TraceEvent};
@@ -43,8 +43,13 @@ impl Store {
             ));
             self.commit(Batch::new().push(Op::SetAnchor(target)).trace(ev))?;
         }
-        let Some(anchor) = log.anchor()? else { return Ok(PurgeReport::default()) };
-        let mut report = PurgeReport { anchor: Some(anchor.seq), ..Default::default() };
+        let Some(anchor) = log.anchor()? else {
+            return Ok(PurgeReport::default());
+        };
+        let mut report = PurgeReport {
+            anchor: Some(anchor.seq),
+            ..Default::default()
+        };
         loop {
             let chunk = log.purge_chunk(anchor.seq, PURGE_CHUNK)?;
             let cps = log.checkpoints_below(anchor.seq, PURGE_CHUNK)?;
@@ -53,7 +58,11 @@ impl Store {
             }
             let mut b = Batch::new();
             for (seq, keys) in &chunk {
-                b = b.push(Op::Raw { tree: TRACE, key: seq_key(*seq).to_vec(), value: None });
+                b = b.push(Op::Raw {
+                    tree: TRACE,
+                    key: seq_key(*seq).to_vec(),
+                    value: None,
+                });
                 for (index, key) in keys {
                     let tree = match index {
                         Index::MsgId => T_MSGID,
@@ -61,11 +70,19 @@ impl Store {
                         Index::Mailbox => T_MAILBOX,
                         Index::Time => T_TIME,
                     };
-                    b = b.push(Op::Raw { tree, key: key.clone(), value: None });
+                    b = b.push(Op::Raw {
+                        tree,
+                        key: key.clone(),
+                        value: None,
+                    });
                 }
             }
             for seq in &cps {
-                b = b.push(Op::Raw { tree: CHECKPOINTS, key: seq_key(*seq).to_vec(), value: None });
+                b = b.push(Op::Raw {
+                    tree: CHECKPOINTS,
+                    key: seq_key(*seq).to_vec(),
+                    value: None,
+                });
             }
             self.commit(b)?;
             report.records_removed += chunk.len() as u64;

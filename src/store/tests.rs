@@ -20,13 +20,22 @@ fn addr(s: &str) -> PecAddress {
 }
 
 fn open(dir: &Path, clock: Arc<ManualClock>) -> Store {
-    let o = StoreOptions { clock, checkpoint_every: 3, ..StoreOptions::default() };
+    let o = StoreOptions {
+        clock,
+        checkpoint_every: 3,
+        ..StoreOptions::default()
+    };
     Store::open(dir, o).unwrap()
 }
 
 fn add(s: &Store, a: &str, quota: u64) {
-    s.add_mailbox(NewMailbox { address: addr(a), password: Password::new("pw"), quota_bytes: Some(quota), options: Default::default() })
-        .unwrap();
+    s.add_mailbox(NewMailbox {
+        address: addr(a),
+        password: Password::new("pw"),
+        quota_bytes: Some(quota),
+        options: Default::default(),
+    })
+    .unwrap();
 }
 
 #[test]
@@ -35,24 +44,76 @@ fn deliver_quota_claim_and_trace_together() {
     let s = open(dir.path(), Arc::new(ManualClock::new(t0())));
     add(&s, "alice@example.it", 10);
     let blob = s.blobs().put(b"123456").unwrap();
-    let ev = TraceEvent::new(EventKind::Delivered, t0()).msgid("m1@x").recipient("alice@example.it").message_bytes(b"123456");
+    let ev = TraceEvent::new(EventKind::Delivered, t0())
+        .msgid("m1@x")
+        .recipient("alice@example.it")
+        .message_bytes(b"123456");
     let a = s
-        .commit(Batch::new().claim("k1").deliver(Delivery::inbox(addr("alice@example.it"), blob.clone(), t0())).trace(ev.clone()))
+        .commit(
+            Batch::new()
+                .claim("k1")
+                .deliver(Delivery::inbox(
+                    addr("alice@example.it"),
+                    blob.clone(),
+                    t0(),
+                ))
+                .trace(ev.clone()),
+        )
         .unwrap();
     assert_eq!(a.delivered[0].uid, 1);
     assert_eq!(a.trace.len(), 1);
     // Same key again: nothing applied.
-    let e = s.commit(Batch::new().claim("k1").deliver(Delivery::inbox(addr("alice@example.it"), blob.clone(), t0())).trace(ev.clone()));
+    let e = s.commit(
+        Batch::new()
+            .claim("k1")
+            .deliver(Delivery::inbox(
+                addr("alice@example.it"),
+                blob.clone(),
+                t0(),
+            ))
+            .trace(ev.clone()),
+    );
     assert!(matches!(e, Err(StoreError::AlreadyClaimed(_))), "{e:?}");
     // Over quota (6 + 6 > 10): nothing applied, not even the trace record or the claim.
-    let e = s.commit(Batch::new().claim("k2").deliver(Delivery::inbox(addr("alice@example.it"), blob.clone(), t0())).trace(ev));
-    assert!(matches!(e, Err(StoreError::QuotaExceeded { usage: 6, size: 6, quota: 10, .. })), "{e:?}");
+    let e = s.commit(
+        Batch::new()
+            .claim("k2")
+            .deliver(Delivery::inbox(
+                addr("alice@example.it"),
+                blob.clone(),
+                t0(),
+            ))
+            .trace(ev),
+    );
+    assert!(
+        matches!(
+            e,
+            Err(StoreError::QuotaExceeded {
+                usage: 6,
+                size: 6,
+                quota: 10,
+                ..
+            })
+        ),
+        "{e:?}"
+    );
     assert!(!s.is_claimed("k2").unwrap());
     let info = s.mailbox(&addr("Alice@example.it")).unwrap().unwrap();
     assert_eq!((info.usage_bytes, info.messages), (6, 1));
-    assert_eq!(s.messages(&addr("alice@example.it"), "inbox").unwrap().len(), 1);
+    assert_eq!(
+        s.messages(&addr("alice@example.it"), "inbox")
+            .unwrap()
+            .len(),
+        1
+    );
     assert_eq!(s.blob_refs(&blob.id).unwrap(), 1);
-    let found = s.trace().query(&TraceQuery { msgid: Some("<m1@x>".into()), ..Default::default() }).unwrap();
+    let found = s
+        .trace()
+        .query(&TraceQuery {
+            msgid: Some("<m1@x>".into()),
+            ..Default::default()
+        })
+        .unwrap();
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].kind, EventKind::Delivered);
     // One admin record (mailbox added) + one delivery.
@@ -81,10 +142,20 @@ fn mailbox_admin_table() {
     for (what, want) in cases {
         let got = match what {
             "add-dup" => s
-                .add_mailbox(NewMailbox { address: addr("BOB@example.it"), password: Password::new("x"), quota_bytes: None, options: Default::default() })
+                .add_mailbox(NewMailbox {
+                    address: addr("BOB@example.it"),
+                    password: Password::new("x"),
+                    quota_bytes: None,
+                    options: Default::default(),
+                })
                 .map(|_| ()),
             "add-foreign" => s
-                .add_mailbox(NewMailbox { address: addr("x@other.it"), password: Password::new("x"), quota_bytes: None, options: Default::default() })
+                .add_mailbox(NewMailbox {
+                    address: addr("x@other.it"),
+                    password: Password::new("x"),
+                    quota_bytes: None,
+                    options: Default::default(),
+                })
                 .map(|_| ()),
             "passwd" => s.set_password(&addr("bob@example.it"), &Password::new("new")),
             "quota" => s.set_quota(&addr("bob@example.it"), 5),
@@ -97,17 +168,29 @@ fn mailbox_admin_table() {
             (g, w) => panic!("{what}: got {g:?}, want {w:?}"),
         }
     }
-    assert!(s.verify_password(&addr("bob@example.it"), &Password::new("new")).unwrap());
-    assert!(!s.verify_password(&addr("bob@example.it"), &Password::new("pw")).unwrap());
-    assert!(!s.verify_password(&addr("ghost@example.it"), &Password::new("new")).unwrap());
+    assert!(
+        s.verify_password(&addr("bob@example.it"), &Password::new("new"))
+            .unwrap()
+    );
+    assert!(
+        !s.verify_password(&addr("bob@example.it"), &Password::new("pw"))
+            .unwrap()
+    );
+    assert!(
+        !s.verify_password(&addr("ghost@example.it"), &Password::new("new"))
+            .unwrap()
+    );
     let l = s.list_mailboxes().unwrap();
     assert_eq!(l.len(), 1);
     assert_eq!(l[0].quota_bytes, 5);
     let blob = s.blobs().put(b"0123456789").unwrap();
-    let e = s.commit(Batch::new().deliver(Delivery::inbox(addr("bob@example.it"), blob.clone(), t0()))).unwrap_err();
+    let e = s
+        .commit(Batch::new().deliver(Delivery::inbox(addr("bob@example.it"), blob.clone(), t0())))
+        .unwrap_err();
     assert!(matches!(e, StoreError::QuotaExceeded { .. }));
     s.set_quota(&addr("bob@example.it"), 50).unwrap();
-    s.commit(Batch::new().deliver(Delivery::inbox(addr("bob@example.it"), blob.clone(), t0()))).unwrap();
+    s.commit(Batch::new().deliver(Delivery::inbox(addr("bob@example.it"), blob.clone(), t0())))
+        .unwrap();
     s.delete_mailbox(&addr("bob@example.it")).unwrap();
     assert!(s.list_mailboxes().unwrap().is_empty());
     assert_eq!(s.blob_refs(&blob.id).unwrap(), 0);
@@ -120,7 +203,8 @@ fn folders_flags_expunge() {
     let s = open(dir.path(), Arc::new(ManualClock::new(t0())));
     let a = addr("carol@example.it");
     add(&s, "carol@example.it", 1000);
-    s.commit(Batch::new().create_folder(a.clone(), "Archive")).unwrap();
+    s.commit(Batch::new().create_folder(a.clone(), "Archive"))
+        .unwrap();
     let b1 = s.blobs().put(b"one").unwrap();
     let b2 = s.blobs().put(b"two!").unwrap();
     let mut d = Delivery::inbox(a.clone(), b1, t0());
@@ -128,23 +212,48 @@ fn folders_flags_expunge() {
     let mut d2 = d.clone();
     d2.blob = b2;
     let r = s.commit(Batch::new().deliver(d).deliver(d2)).unwrap();
-    assert_eq!(r.delivered.iter().map(|d| d.uid).collect::<Vec<_>>(), vec![1, 2]);
-    s.commit(Batch::new().rename_folder(a.clone(), "Archive", "Old")).unwrap();
+    assert_eq!(
+        r.delivered.iter().map(|d| d.uid).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    s.commit(Batch::new().rename_folder(a.clone(), "Archive", "Old"))
+        .unwrap();
     assert!(s.folder(&a, "Archive").unwrap().is_none());
     let f = s.folder(&a, "Old").unwrap().unwrap();
-    assert_eq!((f.messages, f.bytes, f.uidnext, f.uidvalidity), (2, 7, 3, r.delivered[0].uidvalidity));
-    s.commit(Batch::new().set_flags(a.clone(), "Old", 2, vec!["\\Seen".into()])).unwrap();
-    assert_eq!(s.message(&a, "Old", 2).unwrap().unwrap().flags, vec!["\\Seen"]);
+    assert_eq!(
+        (f.messages, f.bytes, f.uidnext, f.uidvalidity),
+        (2, 7, 3, r.delivered[0].uidvalidity)
+    );
+    s.commit(Batch::new().set_flags(a.clone(), "Old", 2, vec!["\\Seen".into()]))
+        .unwrap();
+    assert_eq!(
+        s.message(&a, "Old", 2).unwrap().unwrap().flags,
+        vec!["\\Seen"]
+    );
     s.commit(Batch::new().expunge(a.clone(), "Old", 1)).unwrap();
     assert_eq!(s.mailbox(&a).unwrap().unwrap().usage_bytes, 4);
-    s.commit(Batch::new().delete_folder(a.clone(), "Old")).unwrap();
+    s.commit(Batch::new().delete_folder(a.clone(), "Old"))
+        .unwrap();
     assert_eq!(s.mailbox(&a).unwrap().unwrap().usage_bytes, 0);
-    assert_eq!(s.folders(&a).unwrap().iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), vec!["INBOX"]);
-    let e = s.commit(Batch::new().rename_folder(a.clone(), "INBOX", "X")).unwrap_err();
+    assert_eq!(
+        s.folders(&a)
+            .unwrap()
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["INBOX"]
+    );
+    let e = s
+        .commit(Batch::new().rename_folder(a.clone(), "INBOX", "X"))
+        .unwrap_err();
     assert!(matches!(e, StoreError::FolderExists { .. }));
     // A folder created again gets a new UIDVALIDITY.
-    s.commit(Batch::new().create_folder(a.clone(), "Old")).unwrap();
-    assert_ne!(s.folder(&a, "Old").unwrap().unwrap().uidvalidity, f.uidvalidity);
+    s.commit(Batch::new().create_folder(a.clone(), "Old"))
+        .unwrap();
+    assert_ne!(
+        s.folder(&a, "Old").unwrap().unwrap().uidvalidity,
+        f.uidvalidity
+    );
 }
 
 #[test]
@@ -164,10 +273,14 @@ fn queue_and_pending_due() {
     assert_eq!(s.blob_refs(&blob.id).unwrap(), 1);
     assert_eq!(s.queue_due(t0(), 10).unwrap().len(), 1);
     let later = t0() + SignedDuration::from_mins(5);
-    s.commit(Batch::new().queue_retry(id, later, "451 try later")).unwrap();
+    s.commit(Batch::new().queue_retry(id, later, "451 try later"))
+        .unwrap();
     assert!(s.queue_due(t0(), 10).unwrap().is_empty());
     let due = s.queue_due(later, 10).unwrap();
-    assert_eq!((due[0].attempts, due[0].last_error.as_deref()), (1, Some("451 try later")));
+    assert_eq!(
+        (due[0].attempts, due[0].last_error.as_deref()),
+        (1, Some("451 try later"))
+    );
     s.commit(Batch::new().queue_done(id)).unwrap();
     assert_eq!((s.queue_len(), s.blob_refs(&blob.id).unwrap()), (0, 0));
 
@@ -190,10 +303,12 @@ fn queue_and_pending_due() {
     for (at, n) in table {
         assert_eq!(s.pending_due(at, 10).unwrap().len(), n, "at {at}");
     }
-    s.commit(Batch::new().pending_notice_12h("id1", "b@other.it")).unwrap();
+    s.commit(Batch::new().pending_notice_12h("id1", "b@other.it"))
+        .unwrap();
     assert_eq!(s.pending_due(h12, 10).unwrap().len(), 0);
     assert!(s.pending_due(h24, 10).unwrap()[0].notice_12h_sent);
-    s.commit(Batch::new().pending_resolve("id1", "b@other.it")).unwrap();
+    s.commit(Batch::new().pending_resolve("id1", "b@other.it"))
+        .unwrap();
     assert!(s.pending("id1", "b@other.it").unwrap().is_none());
     assert!(s.pending_due(h24, 10).unwrap().is_empty());
 }
@@ -205,10 +320,16 @@ fn schema_and_lock_errors_are_clear() {
     let e = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
     assert!(matches!(e, StoreError::Locked { .. }), "{e:?}");
     assert!(e.to_string().contains(&dir.path().display().to_string()));
-    s.trees().meta.insert(SCHEMA_KEY, &99u32.to_be_bytes()).unwrap();
+    s.trees()
+        .meta
+        .insert(SCHEMA_KEY, &99u32.to_be_bytes())
+        .unwrap();
     drop(s);
     let e = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
-    assert!(e.to_string().contains("schema version 99") && e.to_string().contains("[1]"), "{e}");
+    assert!(
+        e.to_string().contains("schema version 99") && e.to_string().contains("[1]"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -217,14 +338,20 @@ fn checkpoints_are_signed_linked_and_purge_keeps_the_chain_verifiable() {
     let clock = Arc::new(ManualClock::new(t0()));
     let signer = Arc::new(test_signer("provider"));
     let me = cert_sha256(signer.certificate());
-    let o = StoreOptions { clock: clock.clone(), signer: Some(signer), checkpoint_every: 5, ..StoreOptions::default() };
+    let o = StoreOptions {
+        clock: clock.clone(),
+        signer: Some(signer),
+        checkpoint_every: 5,
+        ..StoreOptions::default()
+    };
     let s = Store::open(dir.path(), o).unwrap();
     for i in 0..12 {
         let ev = TraceEvent::new(EventKind::Relayed, clock.now()).msgid(format!("m{i}@x"));
         s.commit(Batch::new().trace(ev)).unwrap();
     }
     // One record the automatic checkpoints cannot have covered yet (below `every`).
-    s.commit(Batch::new().trace(TraceEvent::new(EventKind::Relayed, clock.now()).msgid("last@x"))).unwrap();
+    s.commit(Batch::new().trace(TraceEvent::new(EventKind::Relayed, clock.now()).msgid("last@x")))
+        .unwrap();
     let cp = s.checkpoint_now().unwrap().unwrap();
     // 13 records plus one `Checkpoint` record per checkpoint stored before this one.
     assert!(cp.seq >= 13);
@@ -237,18 +364,36 @@ fn checkpoints_are_signed_linked_and_purge_keeps_the_chain_verifiable() {
     // 31 months later, more records; the purge anchors on the last checkpoint.
     clock.advance(SignedDuration::from_hours(24 * 31 * 31));
     for i in 0..3 {
-        s.commit(Batch::new().trace(TraceEvent::new(EventKind::Relayed, clock.now()).msgid(format!("n{i}@x")))).unwrap();
+        s.commit(
+            Batch::new()
+                .trace(TraceEvent::new(EventKind::Relayed, clock.now()).msgid(format!("n{i}@x"))),
+        )
+        .unwrap();
     }
     let p = s.purge_expired(clock.now()).unwrap();
     assert_eq!((p.anchor, p.records_removed), (Some(cp.seq), cp.seq));
-    assert!(s.trace().query(&TraceQuery { msgid: Some("m1@x".into()), ..Default::default() }).unwrap().is_empty());
+    assert!(
+        s.trace()
+            .query(&TraceQuery {
+                msgid: Some("m1@x".into()),
+                ..Default::default()
+            })
+            .unwrap()
+            .is_empty()
+    );
     let r = s.trace().verify(Some(me.clone())).unwrap();
     assert!(r.intact(), "{:?}", r.problem);
     // Left: the checkpoint record, 3 new records, the Purged record (and, as the clock
     // jumped past checkpoint_interval, possibly a new checkpoint's record).
     assert_eq!((r.anchor, r.first_seq), (Some(cp.seq), Some(cp.seq + 1)));
     assert!((5..=6).contains(&r.records), "{}", r.records);
-    let purged = s.trace().query(&TraceQuery { since: Some(clock.now()), ..Default::default() }).unwrap();
+    let purged = s
+        .trace()
+        .query(&TraceQuery {
+            since: Some(clock.now()),
+            ..Default::default()
+        })
+        .unwrap();
     assert!(purged.iter().any(|r| r.kind == EventKind::Purged));
     // A second purge has nothing to do.
     assert_eq!(s.purge_expired(clock.now()).unwrap().records_removed, 0);
@@ -262,6 +407,9 @@ fn checkpoints_are_signed_linked_and_purge_keeps_the_chain_verifiable() {
 async fn commit_async_does_not_block() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(dir.path(), Arc::new(ManualClock::new(t0())));
-    let a = s.commit_async(Batch::new().trace(TraceEvent::new(EventKind::Other, t0()))).await.unwrap();
+    let a = s
+        .commit_async(Batch::new().trace(TraceEvent::new(EventKind::Other, t0())))
+        .await
+        .unwrap();
     assert_eq!(a.trace[0].0, 1);
 }

@@ -102,7 +102,9 @@ impl Checkpoint {
 
 /// Upper-case hex SHA-256 of a certificate's DER, as `SignerInfo::sha256`.
 pub fn cert_sha256(cert: &X509Ref) -> String {
-    cert.digest(MessageDigest::sha256()).map(hex::encode_upper).unwrap_or_default()
+    cert.digest(MessageDigest::sha256())
+        .map(hex::encode_upper)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -126,12 +128,18 @@ pub(crate) mod tests {
         b.set_subject_name(&name).unwrap();
         b.set_issuer_name(&name).unwrap();
         b.set_pubkey(&key).unwrap();
-        b.set_not_before(&Asn1Time::days_from_now(0).unwrap()).unwrap();
-        b.set_not_after(&Asn1Time::days_from_now(30).unwrap()).unwrap();
+        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+            .unwrap();
         b.sign(&key, MessageDigest::sha256()).unwrap();
         let cert = b.build();
-        Signer::from_pem(&cert.to_pem().unwrap(), &key.private_key_to_pem_pkcs8().unwrap(), b"")
-            .unwrap()
+        Signer::from_pem(
+            &cert.to_pem().unwrap(),
+            &key.private_key_to_pem_pkcs8().unwrap(),
+            b"",
+        )
+        .unwrap()
     }
 
     #[test]
@@ -146,7 +154,10 @@ pub(crate) mod tests {
         let cases: Vec<(&str, Box<dyn Fn(&mut Checkpoint)>)> = vec![
             ("seq", Box::new(|c| c.seq = 11)),
             ("head", Box::new(|c| c.head_hash = "cd".repeat(32))),
-            ("time", Box::new(|c| c.time = "2025-02-01T00:00:01Z".parse().unwrap())),
+            (
+                "time",
+                Box::new(|c| c.time = "2025-02-01T00:00:01Z".parse().unwrap()),
+            ),
             ("prev", Box::new(|c| c.prev = 3)),
             ("signer", Box::new(|c| c.signer_sha256 = "00".into())),
             ("signature", Box::new(|c| c.signature = "AAAA".into())),

@@ -111,7 +111,10 @@ fn seq_of_index_key(k: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(tail))
 }
 
-pub(crate) fn decode<T: serde::de::DeserializeOwned>(key: &[u8], v: &[u8]) -> Result<T, TraceError> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+    key: &[u8],
+    v: &[u8],
+) -> Result<T, TraceError> {
     serde_json::from_slice(v).map_err(|e| TraceError::Corrupt {
         key: hex::encode(key),
         detail: e.to_string(),
@@ -138,7 +141,10 @@ impl TraceQuery {
         };
         eq(&self.msgid, &r.msgid)
             && eq(&self.ident, &r.ident)
-            && self.mailbox.as_ref().is_none_or(|m| r.mailbox_keys().contains(&mailbox_key(m)))
+            && self
+                .mailbox
+                .as_ref()
+                .is_none_or(|m| r.mailbox_keys().contains(&mailbox_key(m)))
             && self.since.is_none_or(|s| r.time >= s)
             && self.until.is_none_or(|u| r.time <= u)
     }
@@ -213,7 +219,13 @@ impl TraceLog {
             .transpose()?
             .and_then(|(k, _)| seq_of_index_key(&k));
         let (head_seq, head_hash) = self.head()?;
-        Ok(TraceStatus { first_seq, head_seq, head_hash, anchor, last_checkpoint: self.last_checkpoint()? })
+        Ok(TraceStatus {
+            first_seq,
+            head_seq,
+            head_hash,
+            anchor,
+            last_checkpoint: self.last_checkpoint()?,
+        })
     }
 
     /// Records matching `q`, in index order (seq order, or time order for a pure time
@@ -250,7 +262,9 @@ impl TraceLog {
             Some(iter) => {
                 for kv in iter {
                     let (k, _) = kv?;
-                    let Some(seq) = seq_of_index_key(&k) else { continue };
+                    let Some(seq) = seq_of_index_key(&k) else {
+                        continue;
+                    };
                     if let Some(r) = self.get(seq)? {
                         if !push(r) {
                             break;
@@ -273,7 +287,10 @@ impl TraceLog {
     /// Walks the log in export order: the anchor (if any), then each record followed by
     /// the checkpoint of its seq (if any). Records and checkpoints at or below the anchor
     /// (left by an interrupted purge) are skipped.
-    pub fn walk(&self, mut f: impl FnMut(ExportLine) -> Result<bool, TraceError>) -> Result<(), TraceError> {
+    pub fn walk(
+        &self,
+        mut f: impl FnMut(ExportLine) -> Result<bool, TraceError>,
+    ) -> Result<(), TraceError> {
         let anchor = self.anchor()?;
         let floor = anchor.as_ref().map_or(0, |a| a.seq);
         if let Some(a) = anchor {
@@ -281,7 +298,11 @@ impl TraceLog {
                 return Ok(());
             }
         }
-        let mut cps = self.trees.checkpoints.range(seq_key(floor + 1)..).peekable();
+        let mut cps = self
+            .trees
+            .checkpoints
+            .range(seq_key(floor + 1)..)
+            .peekable();
         for kv in self.trees.records.range(seq_key(floor + 1)..) {
             let (k, v) = kv?;
             let r: TraceRecord = decode(&k, &v)?;
@@ -290,7 +311,9 @@ impl TraceLog {
                 return Ok(());
             }
             while let Some(Ok((ck, _))) = cps.peek() {
-                let Some(cseq) = seq_of_index_key(ck) else { break };
+                let Some(cseq) = seq_of_index_key(ck) else {
+                    break;
+                };
                 if cseq > seq {
                     break;
                 }
@@ -340,7 +363,11 @@ impl TraceLog {
 
     /// The newest checkpoint (above the current anchor) all of whose records are older
     /// than `now - retention_months`: the anchor of the next purge.
-    pub fn purge_target(&self, now: Timestamp, retention_months: u32) -> Result<Option<Checkpoint>, TraceError> {
+    pub fn purge_target(
+        &self,
+        now: Timestamp,
+        retention_months: u32,
+    ) -> Result<Option<Checkpoint>, TraceError> {
         let cutoff = now
             .to_zoned(jiff::tz::TimeZone::UTC)
             .checked_sub((retention_months as i64).months())
@@ -361,7 +388,11 @@ impl TraceLog {
 
     /// Up to `max` records at or below `upto` still present, with their index keys
     /// (what a purge step removes).
-    pub(crate) fn purge_chunk(&self, upto: u64, max: usize) -> Result<Vec<(u64, Vec<(Index, Vec<u8>)>)>, TraceError> {
+    pub(crate) fn purge_chunk(
+        &self,
+        upto: u64,
+        max: usize,
+    ) -> Result<Vec<(u64, Vec<(Index, Vec<u8>)>)>, TraceError> {
         let mut out = Vec::new();
         for kv in self.trees.records.range(..=seq_key(upto)).take(max) {
             let (k, v) = kv?;

@@ -238,7 +238,10 @@ pub struct TraceRecord {
 impl TraceRecord {
     /// The canonical bytes the hash is computed over (see the module doc).
     pub fn canonical_bytes(&self) -> Vec<u8> {
-        let unhashed = TraceRecordRef { hash: "", ..TraceRecordRef::of(self) };
+        let unhashed = TraceRecordRef {
+            hash: "",
+            ..TraceRecordRef::of(self)
+        };
         // Serializing plain strings, integers and a timestamp cannot fail.
         serde_json::to_vec(&unhashed).unwrap_or_default()
     }
@@ -309,14 +312,21 @@ impl<'a> TraceRecordRef<'a> {
 /// The index key of an address: trimmed, without `<>`, lower-cased.
 pub fn mailbox_key(addr: &str) -> String {
     let a = addr.trim();
-    let a = a.strip_prefix('<').and_then(|x| x.strip_suffix('>')).unwrap_or(a);
+    let a = a
+        .strip_prefix('<')
+        .and_then(|x| x.strip_suffix('>'))
+        .unwrap_or(a);
     a.trim().to_ascii_lowercase()
 }
 
 /// The index key of a Message-ID: trimmed, without `<>` (Message-IDs are case-sensitive).
 pub fn msgid_key(id: &str) -> String {
     let a = id.trim();
-    a.strip_prefix('<').and_then(|x| x.strip_suffix('>')).unwrap_or(a).trim().to_string()
+    a.strip_prefix('<')
+        .and_then(|x| x.strip_suffix('>'))
+        .unwrap_or(a)
+        .trim()
+        .to_string()
 }
 
 /// Lower-case hex SHA-256.
@@ -345,7 +355,9 @@ mod tests {
         let expected = json.replace(&format!("\"hash\":\"{}\"", r.hash), "\"hash\":\"\"");
         assert_eq!(String::from_utf8(r.canonical_bytes()).unwrap(), expected);
         assert_eq!(r.hash, sha256_hex(expected.as_bytes()));
-        assert!(json.starts_with("{\"seq\":1,\"time\":\"2025-01-15T10:00:00Z\",\"zone\":\"+0100\""));
+        assert!(
+            json.starts_with("{\"seq\":1,\"time\":\"2025-01-15T10:00:00Z\",\"zone\":\"+0100\"")
+        );
     }
 
     #[test]
@@ -353,15 +365,24 @@ mod tests {
         let base = ev(EventKind::Delivered).into_record(7, GENESIS_HASH);
         let mutations: Vec<(&str, Box<dyn Fn(&mut TraceRecord)>)> = vec![
             ("seq", Box::new(|r| r.seq += 1)),
-            ("time", Box::new(|r| r.time = "2025-01-15T10:00:01Z".parse().unwrap())),
+            (
+                "time",
+                Box::new(|r| r.time = "2025-01-15T10:00:01Z".parse().unwrap()),
+            ),
             ("zone", Box::new(|r| r.zone = "+0200".into())),
             ("kind", Box::new(|r| r.kind = EventKind::DeliveryFailed)),
             ("msgid", Box::new(|r| r.msgid = None)),
             ("ident", Box::new(|r| r.ident = Some("x".into()))),
             ("sender", Box::new(|r| r.sender = Some("eve@x.it".into()))),
-            ("recipients", Box::new(|r| r.recipients.pop().map(|_| ()).unwrap_or(()))),
+            (
+                "recipients",
+                Box::new(|r| r.recipients.pop().map(|_| ()).unwrap_or(())),
+            ),
             ("subject", Box::new(|r| r.subject = Some("s".into()))),
-            ("other_provider", Box::new(|r| r.other_provider = Some("p".into()))),
+            (
+                "other_provider",
+                Box::new(|r| r.other_provider = Some("p".into())),
+            ),
             ("detail", Box::new(|r| r.detail = Some("d".into()))),
             ("sha256", Box::new(|r| r.sha256 = Some("00".into()))),
             ("related", Box::new(|r| r.related.push("m".into()))),
@@ -370,7 +391,11 @@ mod tests {
         for (name, m) in mutations {
             let mut r = base.clone();
             m(&mut r);
-            assert_ne!(r.compute_hash(), base.hash, "changing {name} must change the hash");
+            assert_ne!(
+                r.compute_hash(),
+                base.hash,
+                "changing {name} must change the hash"
+            );
         }
         // The stored hash itself is not part of the input.
         let mut r = base.clone();

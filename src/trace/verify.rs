@@ -125,7 +125,11 @@ impl ChainVerifier {
     }
 
     fn fail(line: Option<u64>, seq: Option<u64>, message: impl Into<String>) -> VerifyProblem {
-        VerifyProblem { line, seq, message: message.into() }
+        VerifyProblem {
+            line,
+            seq,
+            message: message.into(),
+        }
     }
 
     /// Feeds one record.
@@ -156,7 +160,10 @@ impl ChainVerifier {
                     r.seq - 1
                 )
             } else {
-                format!("seq {} comes after seq {last}: lines out of order or repeated", r.seq)
+                format!(
+                    "seq {} comes after seq {last}: lines out of order or repeated",
+                    r.seq
+                )
             };
             return Err(Self::fail(line, seq, msg));
         }
@@ -254,8 +261,16 @@ impl ChainVerifier {
     /// A `Checkpoint` record must match the exact bytes of the checkpoint it names: this
     /// catches changes to the parts of a CMS signature that the signature does not cover.
     fn check_binding(&mut self, line: Option<u64>, r: &TraceRecord) -> Result<(), VerifyProblem> {
-        let Some(cseq) = r.related.iter().find_map(|x| x.strip_prefix("checkpoint:")?.parse::<u64>().ok()) else {
-            return Err(Self::fail(line, Some(r.seq), "checkpoint record names no checkpoint"));
+        let Some(cseq) = r
+            .related
+            .iter()
+            .find_map(|x| x.strip_prefix("checkpoint:")?.parse::<u64>().ok())
+        else {
+            return Err(Self::fail(
+                line,
+                Some(r.seq),
+                "checkpoint record names no checkpoint",
+            ));
         };
         let floor = self.report.anchor.unwrap_or(0);
         match self.cp_lines.remove(&cseq) {
@@ -273,7 +288,9 @@ impl ChainVerifier {
             None => Err(Self::fail(
                 line,
                 Some(r.seq),
-                format!("record attests checkpoint {cseq}, which is missing (checkpoint line deleted?)"),
+                format!(
+                    "record attests checkpoint {cseq}, which is missing (checkpoint line deleted?)"
+                ),
             )),
         }
     }
@@ -305,7 +322,11 @@ pub fn verify_export(
         let parsed: ExportLine = match serde_json::from_slice(&line) {
             Ok(p) => p,
             Err(e) => {
-                v.set_problem(ChainVerifier::fail(n, None, format!("not a valid log line: {e}")));
+                v.set_problem(ChainVerifier::fail(
+                    n,
+                    None,
+                    format!("not a valid log line: {e}"),
+                ));
                 break;
             }
         };

@@ -136,7 +136,7 @@ elif scenario == "mailbox":
     uid = data[0].split()[-1].decode()
     typ, data = m.uid("MOVE", uid, "Archive")
     out["move"] = typ
-    out["move_data"] = [d.decode() if isinstance(d, bytes) else str(d) for d in data]
+    out["move_data"] = str(m.response("COPYUID"))
     m.select("Archive")
     typ, data = m.search(None, "ALL")
     out["archive"] = data[0].decode()

@@ -1,0 +1,195 @@
+//! The transaction layer under the committer: the fixed order of the trees inside one
+//! sled transaction, typed get/put helpers, blob reference counting, and the
+//! application of one [`Op`] (each module's `apply_*` does the work for its trees).
+//! Only the committer ([`super::commit`]) runs these functions.
+
+use jiff::Timestamp;
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+
+use super::batch::{Applied, Op};
+use super::blobs::BlobId;
+use super::{StoreError, Trees, mailbox, messages, pending, queue};
+use crate::trace::log::{ANCHOR_KEY, Index, index_keys, seq_key};
+
+pub(crate) const META: usize = 0;
+pub(crate) const MAILBOXES: usize = 1;
+pub(crate) const FOLDERS: usize = 2;
+pub(crate) const MESSAGES: usize = 3;
+pub(crate) const BLOBREFS: usize = 4;
+pub(crate) const QUEUE: usize = 5;
+pub(crate) const QUEUE_DUE: usize = 6;
+pub(crate) const PENDING: usize = 7;
+pub(crate) const PENDING_DUE: usize = 8;
+pub(crate) const IDEM: usize = 9;
+pub(crate) const TRACE: usize = 10;
+pub(crate) const T_MSGID: usize = 11;
+pub(crate) const T_IDENT: usize = 12;
+pub(crate) const T_MAILBOX: usize = 13;
+pub(crate) const T_TIME: usize = 14;
+pub(crate) const CHECKPOINTS: usize = 15;
+pub(crate) const TRACE_META: usize = 16;
+
+pub(crate) fn all_trees(t: &Trees) -> Vec<sled::Tree> {
+    vec![
+        t.meta.clone(),
+        t.mailboxes.clone(),
+        t.folders.clone(),
+        t.messages.clone(),
+        t.blobrefs.clone(),
+        t.queue.clone(),
+        t.queue_due.clone(),
+        t.pending.clone(),
+        t.pending_due.clone(),
+        t.idem.clone(),
+        t.trace.records.clone(),
+        t.trace.by_msgid.clone(),
+        t.trace.by_ident.clone(),
+        t.trace.by_mailbox.clone(),
+        t.trace.by_time.clone(),
+        t.trace.checkpoints.clone(),
+        t.trace.meta.clone(),
+    ]
+}
+
+/// The trees inside a transaction, indexed by the constants above.
+pub(crate) struct Tx<'a> {
+    pub t: &'a [TransactionalTree],
+}
+
+pub(crate) type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+
+pub(crate) fn abort<T>(e: StoreError) -> TxResult<T> {
+    Err(ConflictableTransactionError::Abort(e))
+}
+
+pub(crate) fn get_json<T: serde::de::DeserializeOwned>(
+    t: &TransactionalTree,
+    key: &[u8],
+) -> TxResult<Option<T>> {
+    match t.get(key)? {
+        None => Ok(None),
+        Some(v) => match serde_json::from_slice(&v) {
+            Ok(x) => Ok(Some(x)),
+            Err(e) => abort(StoreError::Corrupt {
+                what: String::from_utf8_lossy(key).into_owned(),
+                detail: e.to_string(),
+            }),
+        },
+    }
+}
+
+pub(crate) fn put_json<T: serde::Serialize>(
+    t: &TransactionalTree,
+    key: &[u8],
+    v: &T,
+) -> TxResult<()> {
+    match serde_json::to_vec(v) {
+        Ok(bytes) => {
+            t.insert(key, bytes)?;
+            Ok(())
+        }
+        Err(e) => abort(StoreError::Corrupt {
+            what: "serializing".into(),
+            detail: e.to_string(),
+        }),
+    }
+}
+
+pub(crate) fn be_u64(v: &[u8]) -> u64 {
+    <[u8; 8]>::try_from(v).map(u64::from_be_bytes).unwrap_or(0)
+}
+
+/// Adds `delta` to the reference count of a blob (removing the entry at zero).
+pub(crate) fn blob_ref(tx: &Tx, id: &BlobId, delta: i64) -> TxResult<()> {
+    let t = &tx.t[BLOBREFS];
+    let n = t.get(id.as_str())?.map_or(0, |v| be_u64(&v)) as i64 + delta;
+    if n <= 0 {
+        t.remove(id.as_str())?;
+    } else {
+        t.insert(id.as_str(), &(n as u64).to_be_bytes())?;
+    }
+    Ok(())
+}
+
+pub(crate) fn apply_op(
+    tx: &Tx,
+    op: &Op,
+    id: u64,
+    now: Timestamp,
+    head: &mut (u64, String),
+    applied: &mut Applied,
+) -> TxResult<()> {
+    match op {
+        Op::Claim(key) => {
+            if tx.t[IDEM].get(key.as_bytes())?.is_some() {
+                return abort(StoreError::AlreadyClaimed(key.clone()));
+            }
+            tx.t[IDEM].insert(key.as_bytes(), &now.as_millisecond().to_be_bytes())?;
+        }
+        Op::Deliver(d) => applied.delivered.push(messages::apply_deliver(tx, d)?),
+        Op::Trace(ev) => {
+            let rec = ev.clone().into_record(head.0 + 1, &head.1);
+            put_json(&tx.t[TRACE], &seq_key(rec.seq), &rec)?;
+            for (index, key) in index_keys(&rec) {
+                let tree = match index {
+                    Index::MsgId => T_MSGID,
+                    Index::Ident => T_IDENT,
+                    Index::Mailbox => T_MAILBOX,
+                    Index::Time => T_TIME,
+                };
+                tx.t[tree].insert(key, &[])?;
+            }
+            applied.trace.push((rec.seq, rec.hash.clone()));
+            *head = (rec.seq, rec.hash);
+        }
+        Op::Enqueue(n) => {
+            queue::apply_enqueue(tx, id, n)?;
+            applied.queued.push(id);
+        }
+        Op::QueueRetry {
+            id,
+            next_attempt,
+            error,
+        } => queue::apply_retry(tx, *id, *next_attempt, error)?,
+        Op::QueueDone { id } => queue::apply_done(tx, *id)?,
+        Op::PendingPut(e) => pending::apply_put(tx, e)?,
+        Op::PendingNotice12h { ident, recipient } => {
+            pending::apply_notice_12h(tx, ident, recipient)?
+        }
+        Op::PendingResolve { ident, recipient } => pending::apply_resolve(tx, ident, recipient)?,
+        Op::MailboxAdd(rec) => mailbox::apply_add(tx, rec, id)?,
+        Op::MailboxUpdate {
+            address,
+            password_hash,
+            quota,
+            options,
+        } => mailbox::apply_update(tx, address, password_hash, *quota, options)?,
+        Op::FolderCreate { mailbox, name } => {
+            messages::apply_folder_create(tx, mailbox, name, id, now)?
+        }
+        Op::FolderRename { mailbox, from, to } => {
+            messages::apply_folder_rename(tx, mailbox, from, to)?
+        }
+        Op::SetFlags {
+            mailbox,
+            folder,
+            uid,
+            flags,
+        } => messages::apply_set_flags(tx, mailbox, folder, *uid, flags)?,
+        Op::Expunge {
+            mailbox,
+            folder,
+            uid,
+        } => messages::apply_expunge(tx, mailbox, folder, *uid)?,
+        Op::BlobUnref(b) => blob_ref(tx, b, -1)?,
+        Op::Raw { tree, key, value } => match value {
+            Some(v) => drop(tx.t[*tree].insert(key.as_slice(), v.as_slice())?),
+            None => drop(tx.t[*tree].remove(key.as_slice())?),
+        },
+        Op::Checkpoint(cp) => put_json(&tx.t[CHECKPOINTS], &seq_key(cp.seq), cp)?,
+        Op::SetAnchor(cp) => put_json(&tx.t[TRACE_META], ANCHOR_KEY, cp)?,
+        // Expanded before the transaction.
+        Op::MailboxDelete(_) | Op::FolderDelete { .. } => {}
+    }
+    Ok(())
+}
