@@ -55,6 +55,39 @@ pub struct Gateway {
     pub work: Notify,
     /// The index of PEC providers (imported records plus our own entry).
     index: std::sync::RwLock<Arc<ProviderIndex>>,
+    /// Password checks run here: argon2id needs ~19 MiB per check, and on the general
+    /// blocking pool every thread would keep its own malloc arena of that size (GBs of
+    /// RSS after a login burst). A fixed pool bounds both CPU and memory.
+    auth_pool: AuthPool,
+}
+
+/// A small fixed pool of threads for argon2 password checks.
+struct AuthPool {
+    jobs: std::sync::Mutex<std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>>,
+}
+
+/// Threads checking passwords (a check costs ~20 ms of one core).
+const AUTH_THREADS: usize = 2;
+
+impl AuthPool {
+    fn new() -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..AUTH_THREADS {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new().name(format!("pecd-auth-{i}")).spawn(move || loop {
+                let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                match job {
+                    Ok(f) => f(),
+                    Err(_) => return,
+                }
+            });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a password-check thread");
+            }
+        }
+        Self { jobs: std::sync::Mutex::new(tx) }
+    }
 }
 
 impl std::fmt::Debug for Gateway {
@@ -101,6 +134,7 @@ impl Gateway {
             limits,
             work: Notify::new(),
             index: std::sync::RwLock::new(index),
+            auth_pool: AuthPool::new(),
         }))
     }
 
@@ -139,6 +173,18 @@ impl Gateway {
             // The closure panicked: propagate, as if it had run here.
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
+    }
+
+    /// Checks a mailbox password on the password pool; false on any error.
+    pub async fn check_password(&self, addr: PecAddress, password: String) -> bool {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let store = self.store.clone();
+        let job = Box::new(move || {
+            let ok = store.verify_password(&addr, &crate::store::mailbox::Password::new(password)).unwrap_or(false);
+            let _ = tx.send(ok);
+        });
+        let sent = self.auth_pool.jobs.lock().unwrap_or_else(|p| p.into_inner()).send(job).is_ok();
+        sent && rx.await.unwrap_or(false)
     }
 
     /// Writes a blob durably (file and directory fsynced) off the executor.

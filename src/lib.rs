@@ -24,6 +24,7 @@
 //! | [`fuzz`] | the entry points of the fuzz targets (`fuzz/`), shared with a stable test |
 #![forbid(unsafe_code)]
 
+pub mod antivirus;
 pub mod clock;
 pub mod config;
 pub mod fuzz;

@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::pec::classify::{self, Classified, ClassifyError, Kind};
 use crate::pec::daticert::Daticert;
 use crate::pec::ids;
+use crate::pec::index::ProviderIndex;
 use crate::pec::mime;
 use crate::pec::smime::{self, SignatureCheck, TrustAnchors};
 
@@ -30,6 +31,10 @@ pub struct SignatureReport {
     pub signer_sha256: Option<String>,
     pub chain_ok: Option<bool>,
     pub chain_error: Option<String>,
+    /// Whether the signer certificate is in the provider index (`None`: no index given).
+    pub in_index: Option<bool>,
+    /// The provider the index names for that certificate.
+    pub provider: Option<String>,
 }
 
 impl SignatureReport {
@@ -46,6 +51,8 @@ impl SignatureReport {
             signer_sha256: s.map(|s| s.sha256.clone()),
             chain_ok: c.chain_ok,
             chain_error: c.chain_error.clone(),
+            in_index: None,
+            provider: None,
         }
     }
 }
@@ -126,6 +133,12 @@ pub struct Report {
 
 /// Builds the report. Fails only when the input is not a mail at all.
 pub fn verify(raw: &[u8], trust: Option<&TrustAnchors>) -> Result<Report, ClassifyError> {
+    verify_with_index(raw, trust, None)
+}
+
+/// As [`verify`], also looking the signer up in a provider index (rule §8.3); a signer
+/// missing from a given index makes the verdict not OK.
+pub fn verify_with_index(raw: &[u8], trust: Option<&TrustAnchors>, index: Option<&ProviderIndex>) -> Result<Report, ClassifyError> {
     let c = classify::classify(raw)?;
     let check = if c.signed {
         smime::verify_message(raw, trust)
@@ -138,7 +151,16 @@ pub fn verify(raw: &[u8], trust: Option<&TrustAnchors>) -> Result<Report, Classi
             chain_error: None,
         }
     };
-    let signature = SignatureReport::from_check(c.signed, &check);
+    let mut signature = SignatureReport::from_check(c.signed, &check);
+    if let Some(idx) = index {
+        let record = check
+            .signer
+            .as_ref()
+            .and_then(|s| openssl::x509::X509::from_der(&s.der).ok())
+            .and_then(|cert| idx.by_certificate(&cert).cloned());
+        signature.in_index = Some(record.is_some());
+        signature.provider = record.map(|r| r.name);
+    }
     let (daticert, daticert_error) = match &c.daticert {
         Some(Ok(d)) => (Some(d), None),
         Some(Err(e)) => (None, Some(e.to_string())),
@@ -163,6 +185,9 @@ pub fn verify(raw: &[u8], trust: Option<&TrustAnchors>) -> Result<Report, Classi
             "signer does not chain to the given CA: {}",
             signature.chain_error.clone().unwrap_or_default()
         ));
+    }
+    if signature.in_index == Some(false) {
+        reasons.push("the signer is not in the provider index".to_string());
     }
     if let Some(e) = &daticert_error {
         reasons.push(format!("daticert.xml unreadable: {e}"));
@@ -289,6 +314,11 @@ pub fn render_text(r: &Report) -> String {
     line("  issuer", sig.signer_issuer.as_deref().unwrap_or("-"));
     line("  SHA-1", sig.signer_sha1.as_deref().unwrap_or("-"));
     line("  SHA-256", sig.signer_sha256.as_deref().unwrap_or("-"));
+    match (sig.in_index, &sig.provider) {
+        (Some(true), Some(p)) => line("  index", &format!("listed: {p}")),
+        (Some(_), _) => line("  index", "NOT in the provider index"),
+        (None, _) => {}
+    }
     line(
         "  chain",
         match sig.chain_ok {

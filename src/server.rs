@@ -95,7 +95,21 @@ pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
         let backend = Arc::new(IncomingPoint(gw.clone()));
         tasks.push(tokio::spawn(smtp_server::serve(l, listener_cfg(Role::Incoming, false), backend, stop_rx.clone())));
     }
-    for (name, addr) in [("imaps", gw.config.listen.imaps), ("pop3s", gw.config.listen.pop3s), ("http", gw.config.listen.http)] {
+    if let Some(addr) = gw.config.listen.imaps {
+        let name = "imaps";
+        let l = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { name, addr, source })?;
+        listeners.push((name, l.local_addr().map_err(|source| ServerError::Bind { name, addr, source })?));
+        let cfg = crate::imap::ImapListenerConfig::from_config(&gw, tls.clone());
+        tasks.push(tokio::spawn(crate::imap::serve(l, cfg, gw.clone(), stop_rx.clone())));
+    }
+    if let Some(addr) = gw.config.listen.pop3s {
+        let name = "pop3s";
+        let l = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { name, addr, source })?;
+        listeners.push((name, l.local_addr().map_err(|source| ServerError::Bind { name, addr, source })?));
+        let cfg = crate::pop3::Pop3ListenerConfig::from_config(&gw, tls.clone());
+        tasks.push(tokio::spawn(crate::pop3::serve(l, cfg, gw.clone(), stop_rx.clone())));
+    }
+    for (name, addr) in [("http", gw.config.listen.http)] {
         if let Some(a) = addr {
             tracing::warn!(listener = name, address = %a, "listener configured but not implemented in this version: not started");
         }

@@ -117,3 +117,35 @@ fn daticert_entry_point_survives_samples_and_mutations() {
         }
     }
 }
+
+#[test]
+fn smtp_session_entry_point_survives_transcripts_and_mutations() {
+    let seeds: Vec<&[u8]> = vec![
+        b"EHLO x\r\nAUTH PLAIN AGFAZnV6ei50ZXN0AHB3\r\nMAIL FROM:<a@fuzz.test> SIZE=10\r\nRCPT TO:<b@fuzz.test>\r\nDATA\r\nSubject: x\r\n\r\n..body\r\n.\r\nRSET\r\nQUIT\r\n",
+        b"EHLO x\r\nSTARTTLS\r\nEHLO y\r\nAUTH LOGIN\r\nYUBmdXp6LnRlc3Q=\r\ncHc=\r\nMAIL FROM:<a@fuzz.test>\r\n",
+        b"HELO x\r\nMAIL FROM:<>\r\nRCPT TO:<postmaster@fuzz.test>\r\nDATA\r\n.\r\nNOOP\r\nVRFY x\r\nBDAT 10 LAST\r\n",
+    ];
+    let mut rng = Rng(0x51afd7ed558ccd);
+    for seed in seeds {
+        pecd::fuzz::smtp_session(seed);
+        for m in mutations(seed, &mut rng, 300) {
+            pecd::fuzz::smtp_session(&m);
+        }
+    }
+}
+
+#[test]
+fn ldif_entry_point_survives_mutations() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = pecd::pec::address::Domain::parse("pec.fuzz.test").unwrap();
+    let report = pecd::pki::init_dir(dir.path(), &d, None, false).unwrap();
+    let config = pecd::config::Config::load(&report.config).unwrap();
+    let signer = config.load_signer().unwrap();
+    let own = pecd::pec::index::ProviderRecord::for_this_provider(&config, signer.certificate()).unwrap();
+    let seed = own.to_ldif().unwrap().into_bytes();
+    assert!(pecd::pec::index::ProviderIndex::parse(&seed).is_ok());
+    let mut rng = Rng(0x9e3779b97f4a7c15);
+    for m in mutations(&seed, &mut rng, 400) {
+        pecd::fuzz::ldif(&m);
+    }
+}

@@ -1,4 +1,4 @@
-//! `pecd verify FILE.eml [--ca FILE.pem] [--json]`: offline report on any PEC message.
+//! `pecd verify FILE.eml [--ca FILE.pem] [--index FILE.ldif] [--json]`: offline report on any PEC message.
 //! Exit status: 0 well-formed and validly signed PEC, 1 not (the report says why),
 //! 2 the file cannot be read or is not a mail.
 
@@ -15,6 +15,9 @@ pub struct VerifyArgs {
     /// PEM bundle of CAs the signer must chain to.
     #[arg(long)]
     pub ca: Option<PathBuf>,
+    /// Provider index (LDIF) in which the signer must be listed.
+    #[arg(long)]
+    pub index: Option<PathBuf>,
     /// Print one JSON object instead of the text report.
     #[arg(long)]
     pub json: bool,
@@ -29,7 +32,11 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             Some(TrustAnchors::from_pem(&pem).with_context(|| format!("CA file {}", p.display()))?)
         }
     };
-    let report = pecd::report::verify(&raw, trust.as_ref())
+    let index = match &args.index {
+        None => None,
+        Some(p) => Some(pecd::pec::index::ProviderIndex::load(p).with_context(|| format!("index file {}", p.display()))?),
+    };
+    let report = pecd::report::verify_with_index(&raw, trust.as_ref(), index.as_ref())
         .with_context(|| format!("{} is not a mail message", args.file.display()))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report).context("serialising the report")?);

@@ -147,7 +147,9 @@ pub fn run(
             out.extend(tagged(tag, "OK", "EXPUNGE completed"));
         }
         CommandBody::Create { mailbox } => folders::create(store, tag, &user, name!(&mailbox), out),
-        CommandBody::Delete { mailbox } => folders::delete(store, state, tag, &user, name!(&mailbox), out),
+        CommandBody::Delete { mailbox } => {
+            folders::delete(store, state, tag, &user, name!(&mailbox), out)
+        }
         CommandBody::Rename { from, to } => {
             folders::rename(store, tag, &user, name!(&from), name!(&to), out)
         }

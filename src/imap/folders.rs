@@ -12,7 +12,13 @@ use super::wire::{Out, tagged, untagged};
 use crate::pec::address::PecAddress;
 use crate::store::{Batch, Store};
 
-pub(super) fn create(store: &Store, tag: &str, user: &PecAddress, folder: String, out: &mut Vec<u8>) {
+pub(super) fn create(
+    store: &Store,
+    tag: &str,
+    user: &PecAddress,
+    folder: String,
+    out: &mut Vec<u8>,
+) {
     let existing = match store.folders(user) {
         Ok(f) => f,
         Err(e) => return out.extend(no(tag, &e)),
@@ -212,4 +218,3 @@ pub(super) fn status(
     out.extend(o.0);
     out.extend(tagged(tag, "OK", "STATUS completed"));
 }
-

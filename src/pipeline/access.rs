@@ -60,12 +60,7 @@ impl Backend for AccessPoint {
 /// Checks a mailbox password (argon2id, off the executor). Failures are traced.
 pub async fn authenticate(gw: &Arc<Gateway>, username: String, password: String, peer: SocketAddr, protocol: &str) -> Option<String> {
     let addr = PecAddress::parse(&username).ok()?;
-    let store = gw.store.clone();
-    let a = addr.clone();
-    let ok = gw
-        .blocking(move || store.verify_password(&a, &crate::store::mailbox::Password::new(password)))
-        .await
-        .unwrap_or(false);
+    let ok = gw.check_password(addr.clone(), password).await;
     if ok {
         return Some(addr.to_string());
     }

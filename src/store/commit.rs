@@ -274,8 +274,14 @@ impl Committer {
             .detail(format!("signed checkpoint of seq {} stored", cp.seq))
             .message_bytes(&line);
         ev.related.push(format!("checkpoint:{}", cp.seq));
+        let covered_everything = cp.seq == self.head.0;
+        let cp_seq = cp.seq;
         self.apply(Batch::new().push(Op::Checkpoint(cp)).trace(ev))?;
-        self.cp_floor = self.head.0;
+        // Records appended while the checkpoint was being signed (between its seq and the
+        // checkpoint record) are not covered: keep the floor at its seq so the next
+        // checkpoint signs them. Only when it covered the whole chain is the new head (its
+        // own chain record) considered covered.
+        self.cp_floor = if covered_everything { self.head.0 } else { cp_seq };
         Ok(())
     }
 
