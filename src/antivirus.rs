@@ -380,10 +380,13 @@ mod tests {
         Command(&'static [u8]),
     }
 
-    /// A one-connection-at-a-time fake clamd; records the command and the data received.
+    /// Per connection: the command, the data, the chunk sizes (terminator included).
+    type Received = (Vec<u8>, Vec<u8>, Vec<usize>);
+
+    /// A fake clamd; records what each connection sent.
     struct Fake {
         addr: String,
-        got: Arc<Mutex<Vec<(Vec<u8>, Vec<u8>, Vec<usize>)>>>,
+        got: Arc<Mutex<Vec<Received>>>,
     }
 
     async fn fake(act: Act) -> Fake {

@@ -27,6 +27,8 @@ pub enum GatewayError {
     Config(#[from] crate::config::ConfigError),
     #[error("opening the store: {0}")]
     Store(#[from] StoreError),
+    #[error("antivirus.clamd: {0}")]
+    Antivirus(#[from] crate::antivirus::ScanError),
     #[error("the provider index: {0}")]
     Index(#[from] crate::pec::index::IndexError),
 }
@@ -51,6 +53,8 @@ pub struct Gateway {
     pub store: Store,
     pub clock: SharedClock,
     pub limits: Limits,
+    /// The clamd client, when `[antivirus] clamd` is set.
+    pub scanner: Option<crate::antivirus::Scanner>,
     /// Wakes the queue workers when new work is committed.
     pub work: Notify,
     /// The index of PEC providers (imported records plus our own entry).
@@ -124,7 +128,12 @@ impl Gateway {
             max_total_bytes: DEFAULT_MAX_TOTAL_BYTES.max(config.limits.max_message_bytes),
             max_recipients: config.limits.max_recipients as usize,
         };
+        let scanner = match &config.antivirus.clamd {
+            Some(a) => Some(crate::antivirus::Scanner::from_config(a)?),
+            None => None,
+        };
         Ok(Arc::new(Self {
+            scanner,
             config: Arc::new(config),
             identity,
             signer,

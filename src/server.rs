@@ -114,6 +114,11 @@ pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
             tracing::warn!(listener = name, address = %a, "listener configured but not implemented in this version: not started");
         }
     }
+    // The local control socket: admin subcommands reach this server through it.
+    match crate::control::listen(&gw) {
+        Ok(l) => tasks.push(tokio::spawn(crate::control::serve(l, gw.clone(), stop_rx.clone()))),
+        Err(e) => tracing::error!(error = %e, "control socket not started: admin subcommands cannot reach this server"),
+    }
     tasks.push(tokio::spawn(delivery::run(gw.clone(), stop_rx.clone())));
     tasks.push(tokio::spawn(relay::run(gw.clone(), stop_rx.clone())));
     tasks.push(tokio::spawn(timers::run(gw.clone(), stop_rx.clone())));

@@ -42,7 +42,7 @@ const STREAM_MAX: usize = 8 << 20;
 
 fn find_clamd() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("PECD_CLAMD") {
-        return Some(PathBuf::from(p));
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
     }
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect())
@@ -164,7 +164,7 @@ async fn scans_with_a_real_clamd() {
     let Some(bin) = find_clamd() else {
         eprintln!(
             "SKIP: clamd is not installed (looked in PATH and /usr/sbin; Debian package \
-             clamav-daemon, or set PECD_CLAMD); the real-clamd antivirus test did not run"
+             clamav-daemon; or PECD_CLAMD names no file); the real-clamd antivirus test did not run"
         );
         return;
     };

@@ -5,6 +5,10 @@
 //! ([`ProviderIndex::default_path`]). `import` parses the whole new file first (every error
 //! reported with its line) and only then replaces the old one atomically, so a bad file
 //! leaves the previous import in force.
+//!
+//! When a server is running on the same store (its control socket answers), `import` then
+//! asks it to reload the index ([`pecd::control`]), so the import takes effect at once; a
+//! failure there is an error (the file is saved, the server keeps the previous index).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -107,7 +111,31 @@ fn import(cfg: ConfigArg, file: PathBuf) -> anyhow::Result<ExitCode> {
         if domains == 1 { "" } else { "s" },
         path.display()
     );
+    reload_running_server(&config)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Asks a server running on this store to reload the index; no server, nothing to do.
+fn reload_running_server(config: &pecd::config::Config) -> anyhow::Result<()> {
+    use std::io::ErrorKind;
+    let sock = pecd::control::socket_path(&config.store.dir);
+    let mut client = match pecd::control::Client::connect(&config.store.dir) {
+        Ok(c) => c,
+        Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::ConnectionRefused) => {
+            return Ok(());
+        }
+        Err(e) => anyhow::bail!(
+            "the index is saved, but the running server's control socket {} cannot be reached ({e}): it keeps the previous index until restarted",
+            sock.display()
+        ),
+    };
+    client
+        .call(&pecd::control::Request::IndexReload, |i| {
+            anyhow::bail!("unexpected item from the server: {i:?}")
+        })
+        .context("the index is saved, but the running server did not reload it (it keeps the previous index until restarted)")?;
+    eprintln!("the running server reloaded the provider index");
+    Ok(())
 }
 
 #[derive(serde::Serialize)]

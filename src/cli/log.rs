@@ -3,6 +3,9 @@
 //!
 //! Exit status of `verify`: 0 intact, 1 tampering found (the first place is printed),
 //! 2 the log or the file cannot be read.
+//!
+//! While `pecd serve` holds the store's lock, the live log is queried, exported and verified
+//! through the server's control socket ([`pecd::control`]), with the same output.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
@@ -17,7 +20,9 @@ use pecd::trace::checkpoint::cert_sha256;
 use pecd::trace::verify::verify_export;
 use pecd::trace::{TraceQuery, TraceRecord, VerifyReport};
 
-use super::mailbox::{load_config, open_store};
+use pecd::control::{Item, Request};
+
+use super::mailbox::{Admin, load_config, open_admin};
 
 #[derive(Debug, clap::Args)]
 pub struct LogArgs {
@@ -161,12 +166,37 @@ fn pinned_signer(args_config: &PathBuf, cert: Option<PathBuf>) -> anyhow::Result
 pub fn run(a: LogArgs) -> anyhow::Result<ExitCode> {
     match a.command {
         Some(LogCommand::Export { file }) => {
-            let store = open_store(&load_config(&a.config)?)?;
+            let admin = open_admin(&load_config(&a.config)?)?;
             let f = File::create(&file).with_context(|| format!("creating {}", file.display()))?;
-            let n = store
-                .trace()
-                .export(BufWriter::new(f))
-                .context("exporting the log")?;
+            let n = match admin {
+                Admin::Local(store) => store
+                    .trace()
+                    .export(BufWriter::new(f))
+                    .context("exporting the log")?,
+                Admin::Remote(mut c) => {
+                    let mut w = BufWriter::new(f);
+                    let mut got = 0u64;
+                    let done = c.call(&Request::LogExport, |i| match i {
+                        Item::Line(l) => {
+                            w.write_all(l.as_bytes())?;
+                            w.write_all(b"\n")?;
+                            got += 1;
+                            Ok(())
+                        }
+                        other => anyhow::bail!("unexpected item from the server: {other:?}"),
+                    });
+                    let done = done?;
+                    w.flush().context("exporting the log")?;
+                    if done.lines != Some(got) {
+                        anyhow::bail!(
+                            "exporting the log: the server sent {got} lines but reported {:?} ({} is incomplete)",
+                            done.lines,
+                            file.display()
+                        );
+                    }
+                    got
+                }
+            };
             println!("exported {n} lines to {}", file.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -182,29 +212,61 @@ pub fn run(a: LogArgs) -> anyhow::Result<ExitCode> {
         }
         Some(LogCommand::Verify { file: None, cert }) => {
             let signer = pinned_signer(&a.config, cert)?;
-            let store = open_store(&load_config(&a.config)?)?;
-            let r = store.trace().verify(signer).context("reading the log")?;
+            let r = match open_admin(&load_config(&a.config)?)? {
+                Admin::Local(store) => store.trace().verify(signer).context("reading the log")?,
+                Admin::Remote(mut c) => c
+                    .call(&Request::LogVerify { signer }, |i| {
+                        anyhow::bail!("unexpected item from the server: {i:?}")
+                    })?
+                    .report
+                    .context("the server did not return the verification report")?
+                    .into(),
+            };
             Ok(print_report(&r))
         }
         None => {
-            let q = TraceQuery {
-                msgid: a.msgid,
-                ident: a.id,
-                mailbox: a.mailbox,
-                since: a
-                    .since
-                    .as_deref()
-                    .map(|s| parse_time(s, false))
-                    .transpose()?,
-                until: a
-                    .until
-                    .as_deref()
-                    .map(|s| parse_time(s, true))
-                    .transpose()?,
-                limit: a.limit,
+            let since = a
+                .since
+                .as_deref()
+                .map(|s| parse_time(s, false))
+                .transpose()?;
+            let until = a
+                .until
+                .as_deref()
+                .map(|s| parse_time(s, true))
+                .transpose()?;
+            let records = match open_admin(&load_config(&a.config)?)? {
+                Admin::Local(store) => {
+                    let q = TraceQuery {
+                        msgid: a.msgid,
+                        ident: a.id,
+                        mailbox: a.mailbox,
+                        since,
+                        until,
+                        limit: a.limit,
+                    };
+                    store.trace().query(&q).context("querying the log")?
+                }
+                Admin::Remote(mut c) => {
+                    let req = Request::LogQuery {
+                        msgid: a.msgid,
+                        ident: a.id,
+                        mailbox: a.mailbox,
+                        since,
+                        until,
+                        limit: a.limit,
+                    };
+                    let mut records = Vec::new();
+                    c.call(&req, |i| match i {
+                        Item::Record(r) => {
+                            records.push(*r);
+                            Ok(())
+                        }
+                        other => anyhow::bail!("unexpected item from the server: {other:?}"),
+                    })?;
+                    records
+                }
             };
-            let store = open_store(&load_config(&a.config)?)?;
-            let records = store.trace().query(&q).context("querying the log")?;
             let mut out = std::io::stdout().lock();
             for r in &records {
                 if a.json {

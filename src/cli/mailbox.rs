@@ -1,6 +1,9 @@
 //! `pecd mailbox add|del|list|passwd|quota`: thin glue from arguments to the store's
 //! mailbox administration functions ([`pecd::store::Store::add_mailbox`] etc.).
-//! Also opens the store for `pecd log` ([`open_store`]).
+//! Also opens the store for `pecd log` ([`open_admin`]).
+//!
+//! While `pecd serve` holds the store's lock, the same operations go through the server's
+//! control socket ([`pecd::control`]); the output is the same either way.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,9 +12,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use pecd::config::{Config, DEFAULT_CONFIG_PATH};
+use pecd::control::{Client, Item, Request};
 use pecd::pec::address::PecAddress;
-use pecd::store::mailbox::Password;
-use pecd::store::{NewMailbox, Store, StoreOptions};
+use pecd::store::mailbox::{MailboxInfo, Password};
+use pecd::store::{NewMailbox, Store, StoreError, StoreOptions};
 
 /// `--config FILE`.
 #[derive(Debug, Clone, clap::Args)]
@@ -70,9 +74,9 @@ pub fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
 }
 
 /// Opens the store described by `config` (without a signer: the running server signs
-/// the next checkpoint). A store held by a running server is reported clearly by the
-/// store's `Locked` error, which names the directory.
-pub fn open_store(config: &Config) -> anyhow::Result<Store> {
+/// the next checkpoint). A store held by a running server is reported by the store's
+/// `Locked` error, which names the directory; [`open_admin`] then uses the control socket.
+fn open_store_raw(config: &Config) -> Result<Store, StoreError> {
     let o = StoreOptions {
         group_commit: config.store.group_commit,
         clock: Arc::new(pecd::clock::SystemClock),
@@ -84,11 +88,63 @@ pub fn open_store(config: &Config) -> anyhow::Result<Store> {
         default_quota_bytes: config.limits.default_quota_bytes,
         ..StoreOptions::default()
     };
-    Store::open(&config.store.dir, o).context("opening the store")
+    Store::open(&config.store.dir, o)
+}
+
+/// Where an admin operation runs: on the store directly, or in the running server.
+pub enum Admin {
+    Local(Store),
+    Remote(Client),
+}
+
+/// Opens the store directly; when a running server holds its lock, connects to that
+/// server's control socket instead. When neither works, the error names both problems.
+pub fn open_admin(config: &Config) -> anyhow::Result<Admin> {
+    match open_store_raw(config) {
+        Ok(s) => Ok(Admin::Local(s)),
+        Err(locked @ StoreError::Locked { .. }) => match Client::connect(&config.store.dir) {
+            Ok(c) => Ok(Admin::Remote(c)),
+            Err(e) => Err(anyhow::anyhow!(
+                "opening the store: {locked}; and the running server's control socket {} cannot be reached: {e}",
+                pecd::control::socket_path(&config.store.dir).display()
+            )),
+        },
+        Err(e) => Err(anyhow::Error::new(e).context("opening the store")),
+    }
+}
+
+/// Runs a request that returns no items on a running server.
+fn remote(c: &mut Client, req: &Request) -> anyhow::Result<pecd::control::Done> {
+    c.call(req, |i| {
+        anyhow::bail!("unexpected item from the server: {i:?}")
+    })
+}
+
+fn print_list(list: &[MailboxInfo], json: bool) -> anyhow::Result<()> {
+    if json {
+        for m in list {
+            println!("{}", serde_json::to_string(m)?);
+        }
+    } else {
+        println!(
+            "{:<40} {:>14} {:>14} {:>8}",
+            "ADDRESS", "USAGE", "QUOTA", "MESSAGES"
+        );
+        for m in list {
+            println!(
+                "{:<40} {:>14} {:>14} {:>8}",
+                m.address.to_string(),
+                m.usage_bytes,
+                m.quota_bytes,
+                m.messages
+            );
+        }
+    }
+    Ok(())
 }
 
 fn address(s: &str) -> anyhow::Result<PecAddress> {
-    PecAddress::parse(s).with_context(|| format!("{s:?} is not a mailbox address"))
+    pecd::control::parse_address(s)
 }
 
 pub fn run(cmd: MailboxCommand) -> anyhow::Result<ExitCode> {
@@ -99,57 +155,79 @@ pub fn run(cmd: MailboxCommand) -> anyhow::Result<ExitCode> {
             quota,
             cfg,
         } => {
-            let store = open_store(&load_config(&cfg.config)?)?;
-            let req = NewMailbox {
-                address: address(&a)?,
-                password: Password::new(password),
-                quota_bytes: quota,
-                options: Default::default(),
+            let info = match open_admin(&load_config(&cfg.config)?)? {
+                Admin::Local(store) => {
+                    let req = NewMailbox {
+                        address: address(&a)?,
+                        password: Password::new(password),
+                        quota_bytes: quota,
+                        options: Default::default(),
+                    };
+                    store
+                        .add_mailbox(req)
+                        .with_context(|| format!("adding {a}"))?
+                }
+                Admin::Remote(mut c) => {
+                    address(&a)?;
+                    let req = Request::MailboxAdd {
+                        address: a.clone(),
+                        password,
+                        quota,
+                    };
+                    remote(&mut c, &req)?
+                        .mailbox
+                        .context("the server did not return the new mailbox")?
+                }
             };
-            let info = store
-                .add_mailbox(req)
-                .with_context(|| format!("adding {a}"))?;
             println!("added {} (quota {} bytes)", info.address, info.quota_bytes);
         }
         MailboxCommand::Del { address: a, cfg } => {
-            let store = open_store(&load_config(&cfg.config)?)?;
-            store
-                .delete_mailbox(&address(&a)?)
-                .with_context(|| format!("deleting {a}"))?;
+            match open_admin(&load_config(&cfg.config)?)? {
+                Admin::Local(store) => store
+                    .delete_mailbox(&address(&a)?)
+                    .with_context(|| format!("deleting {a}"))?,
+                Admin::Remote(mut c) => {
+                    address(&a)?;
+                    remote(&mut c, &Request::MailboxDel { address: a.clone() })?;
+                }
+            }
             println!("deleted {a}");
         }
         MailboxCommand::List { json, cfg } => {
-            let store = open_store(&load_config(&cfg.config)?)?;
-            let list = store.list_mailboxes().context("listing mailboxes")?;
-            if json {
-                for m in &list {
-                    println!("{}", serde_json::to_string(m)?);
+            let list = match open_admin(&load_config(&cfg.config)?)? {
+                Admin::Local(store) => store.list_mailboxes().context("listing mailboxes")?,
+                Admin::Remote(mut c) => {
+                    let mut list = Vec::new();
+                    c.call(&Request::MailboxList, |i| match i {
+                        Item::Mailbox(m) => {
+                            list.push(m);
+                            Ok(())
+                        }
+                        other => anyhow::bail!("unexpected item from the server: {other:?}"),
+                    })?;
+                    list
                 }
-            } else {
-                println!(
-                    "{:<40} {:>14} {:>14} {:>8}",
-                    "ADDRESS", "USAGE", "QUOTA", "MESSAGES"
-                );
-                for m in &list {
-                    println!(
-                        "{:<40} {:>14} {:>14} {:>8}",
-                        m.address.to_string(),
-                        m.usage_bytes,
-                        m.quota_bytes,
-                        m.messages
-                    );
-                }
-            }
+            };
+            print_list(&list, json)?;
         }
         MailboxCommand::Passwd {
             address: a,
             password,
             cfg,
         } => {
-            let store = open_store(&load_config(&cfg.config)?)?;
-            store
-                .set_password(&address(&a)?, &Password::new(password))
-                .with_context(|| format!("changing the password of {a}"))?;
+            match open_admin(&load_config(&cfg.config)?)? {
+                Admin::Local(store) => store
+                    .set_password(&address(&a)?, &Password::new(password))
+                    .with_context(|| format!("changing the password of {a}"))?,
+                Admin::Remote(mut c) => {
+                    address(&a)?;
+                    let req = Request::MailboxPasswd {
+                        address: a.clone(),
+                        password,
+                    };
+                    remote(&mut c, &req)?;
+                }
+            }
             println!("password of {a} changed");
         }
         MailboxCommand::Quota {
@@ -157,10 +235,19 @@ pub fn run(cmd: MailboxCommand) -> anyhow::Result<ExitCode> {
             bytes,
             cfg,
         } => {
-            let store = open_store(&load_config(&cfg.config)?)?;
-            store
-                .set_quota(&address(&a)?, bytes)
-                .with_context(|| format!("setting the quota of {a}"))?;
+            match open_admin(&load_config(&cfg.config)?)? {
+                Admin::Local(store) => store
+                    .set_quota(&address(&a)?, bytes)
+                    .with_context(|| format!("setting the quota of {a}"))?,
+                Admin::Remote(mut c) => {
+                    address(&a)?;
+                    let req = Request::MailboxQuota {
+                        address: a.clone(),
+                        bytes,
+                    };
+                    remote(&mut c, &req)?;
+                }
+            }
             println!("quota of {a} set to {bytes} bytes");
         }
     }

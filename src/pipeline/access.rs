@@ -105,6 +105,13 @@ pub async fn submit(gw: &Arc<Gateway>, env: Envelope) -> Result<SmtpReply, Store
 async fn accept(gw: &Arc<Gateway>, checked: Checked, data: Arc<Vec<u8>>, ident: String, at: PecTime) -> Result<SmtpReply, StoreError> {
     let now = at.timestamp().unwrap_or_else(|| gw.clock.now());
     let cert = certification(gw, &checked, ident.clone());
+    // Antivirus (rule §6.1 item 3): infected → non-acceptance for virus and quarantine;
+    // no verdict → 4xx, never passed unscanned.
+    match super::virus::check(gw, &data).await {
+        Ok(None) => {}
+        Ok(Some(virus)) => return refuse_virus(gw, &checked, cert, data, virus, at).await,
+        Err(reply) => return Ok(reply),
+    }
     let (g, c, d) = (gw.clone(), cert.clone(), data.clone());
     let built = gw
         .blocking(move || -> Result<_, crate::pec::smime::SmimeError> {
@@ -242,4 +249,38 @@ async fn refuse(
     gw.store.commit_async(Batch::new().deliver(d).trace(ev)).await?;
     tracing::info!(sender = %sender, reason = %refusal.reason, "message not accepted");
     Ok(reply)
+}
+
+/// Non-acceptance for virus (#3, §4.4): the notice to the sender, the original into the
+/// virus storage, the trace; SMTP refuses with the virus named.
+async fn refuse_virus(gw: &Arc<Gateway>, checked: &Checked, cert: Certification, data: Arc<Vec<u8>>, virus: String, at: PecTime) -> Result<SmtpReply, StoreError> {
+    let now = at.timestamp().unwrap_or_else(|| gw.clock.now());
+    let (g, c, v) = (gw.clone(), cert.clone(), virus.clone());
+    let notice = gw
+        .blocking(move || receipt::build(&g.identity, &g.signer, &c, Notice::NonAccettazioneVirus { virus: &v }, at))
+        .await;
+    let mut batch = Batch::new();
+    let mut related = Vec::new();
+    match notice {
+        Ok(n) => {
+            related.push(n.message_id.clone());
+            let blob = gw.put_blob(Arc::new(n.bytes)).await?;
+            let mut d = Delivery::inbox(checked.sender.clone(), blob, now);
+            d.enforce_quota = false;
+            batch = batch.deliver(d);
+        }
+        Err(e) => tracing::error!(error = %e, "signing the virus non-acceptance notice failed"),
+    }
+    batch = super::virus::quarantine(gw, batch, data.clone()).await?;
+    let mut ev = TraceEvent::new(EventKind::VirusDetected, now)
+        .ident(cert.identificativo.clone())
+        .sender(checked.sender.to_string())
+        .subject(checked.subject.clone())
+        .detail(format!("at the access point: {virus}; message quarantined, not accepted"))
+        .message_bytes(&data);
+    ev.recipients = checked.recipients.iter().map(ToString::to_string).collect();
+    ev.related = related;
+    gw.store.commit_async(batch.trace(ev)).await?;
+    tracing::warn!(sender = %checked.sender, %virus, "virus at the access point: message not accepted");
+    Ok(SmtpReply::new(554, "5.7.1", format!("Message not accepted: virus detected ({virus})")))
 }

@@ -154,6 +154,32 @@ pub fn route(gw: &Gateway, batch: Batch, to: &PecAddress, blob: Blob, ident: &st
     }
 }
 
+/// The take-charge receipt (*ricevuta di presa in carico*, §4.6) for the recipients of one
+/// transaction, to the sending provider's `mailReceipt`; once per `tc_key`.
+pub async fn take_charge(gw: &Arc<Gateway>, cert: &Certification, rcpts: &[String], take_charge_to: &PecAddress, tc_key: String) -> Result<(), DeliveryError> {
+    let ident = cert.identificativo.clone();
+    if gw.store.is_claimed(&tc_key)? {
+        return Ok(());
+    }
+        let now = gw.clock.now();
+        let at = PecTime::italian(now);
+        let owned = (rcpts.to_vec(), take_charge_to.to_string());
+        let tc = sign(gw, cert, owned, |(r, to)| Notice::PresaInCarico { ricezione: r, to }, at).await?;
+        let blob = gw.put_blob(Arc::new(tc.bytes)).await?;
+        let mut ev = event(EventKind::TakeChargeSent, now, cert, rcpts.to_vec());
+        ev.related = vec![tc.message_id];
+        let mut batch = route(gw, Batch::new().claim(tc_key), take_charge_to, blob, &ident, now).trace(ev);
+        for r in rcpts {
+            if let Some(mut p) = gw.store.pending(&ident, r)? {
+                p.awaiting = Awaiting::DeliveryReceipt;
+                batch = batch.pending_put(p);
+            }
+        }
+        gw.store.commit_async(batch).await?;
+        gw.work.notify_waiters();
+        Ok(())
+}
+
 /// The incoming and delivery points for one verified transport envelope: the take-charge
 /// receipt to `take_charge_to` (the sending provider's `mailReceipt`), then each
 /// recipient's delivery with its receipt or non-delivery notice to the sender. Each step
@@ -171,24 +197,7 @@ pub async fn take_charge_and_deliver(
 ) -> Result<(), DeliveryError> {
     let ident = cert.identificativo.clone();
     let sender = PecAddress::parse(&cert.mittente).map_err(|e| DeliveryError::Invalid(e.to_string()))?;
-    if !gw.store.is_claimed(&tc_key)? {
-        let now = gw.clock.now();
-        let at = PecTime::italian(now);
-        let owned = (rcpts.to_vec(), take_charge_to.to_string());
-        let tc = sign(gw, cert, owned, |(r, to)| Notice::PresaInCarico { ricezione: r, to }, at).await?;
-        let blob = gw.put_blob(Arc::new(tc.bytes)).await?;
-        let mut ev = event(EventKind::TakeChargeSent, now, cert, rcpts.to_vec());
-        ev.related = vec![tc.message_id];
-        let mut batch = route(gw, Batch::new().claim(tc_key), take_charge_to, blob, &ident, now).trace(ev);
-        for r in rcpts {
-            if let Some(mut p) = gw.store.pending(&ident, r)? {
-                p.awaiting = Awaiting::DeliveryReceipt;
-                batch = batch.pending_put(p);
-            }
-        }
-        gw.store.commit_async(batch).await?;
-        gw.work.notify_waiters();
-    }
+    take_charge(gw, cert, rcpts, take_charge_to, tc_key).await?;
     let (orig_headers, _) = mime::split_header_body(postacert);
     let cc_only: Vec<bool> = rcpts.iter().map(|r| only_in_cc(orig_headers, r)).collect();
     for (rcpt, cc) in rcpts.iter().zip(cc_only) {

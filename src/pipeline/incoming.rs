@@ -113,6 +113,14 @@ pub async fn receive(gw: &Arc<Gateway>, env: Envelope, peer: SocketAddr) -> Resu
                         let cert = Certification::from_daticert(d);
                         let postacert = Arc::new(c.postacert.clone().unwrap_or_default());
                         let key = format!("takecharge:{}:{}", cert.identificativo, &sha256_hex(rcpts.join(",").to_ascii_lowercase().as_bytes())[..16]);
+                        match super::virus::check(gw, &data).await {
+                            Ok(None) => {}
+                            Ok(Some(virus)) => {
+                                virus_in_envelope(gw, &cert, &data, &rcpts, &record, key, &virus).await?;
+                                return Ok(SmtpReply::new(250, "2.0.0", "Taken in charge; not delivered: virus detected"));
+                            }
+                            Err(reply) => return Ok(reply),
+                        }
                         delivery::take_charge_and_deliver(gw, &cert, &data, &postacert, &rcpts, &record.mail_receipt, key).await?;
                         tracing::info!(%peer, ident = %cert.identificativo, provider = %record.name, "transport envelope taken in charge");
                         return Ok(SmtpReply::new(250, "2.0.0", format!("Taken in charge: {}", cert.identificativo)));
@@ -125,9 +133,15 @@ pub async fn receive(gw: &Arc<Gateway>, env: Envelope, peer: SocketAddr) -> Resu
                 }
             }
         }
+        if let Some(reply) = refuse_if_infected(gw, &data, &env.mail_from).await? {
+            return Ok(reply);
+        }
         // A provider's valid signature on something that is not correct PEC (§4.7 a).
         let reason = format!("messaggio firmato da {} non conforme alle regole PEC", record.name);
         return anomaly(gw, &data, &digest, &env.mail_from, &rcpts, &reason, true).await;
+    }
+    if let Some(reply) = refuse_if_infected(gw, &data, &env.mail_from).await? {
+        return Ok(reply);
     }
     let reason = if !verdict.check.valid {
         format!("firma assente o non valida ({})", verdict.check.reason.clone().unwrap_or_default())
@@ -189,6 +203,19 @@ async fn receipt_arrived(gw: &Arc<Gateway>, d: &Daticert, record: &ProviderRecor
         }
         _ => {}
     }
+    if d.tipo == Tipo::RilevazioneVirus {
+        // #8 (§4.9): exactly one virus non-delivery notice to our sender per #7.
+        if let (Some(c), Ok(sender)) = (&d.consegna, PecAddress::parse(&d.mittente)) {
+            let cert = Certification::from_daticert(d);
+            let at = PecTime::italian(now);
+            let (g, cc, rc, v) = (gw.clone(), cert.clone(), c.clone(), d.errore_esteso.clone().unwrap_or_default());
+            let n = gw
+                .blocking(move || crate::pec::receipt::build(&g.identity, &g.signer, &cc, crate::pec::receipt::Notice::ErroreConsegnaVirus { consegna: &rc, virus: &v }, at))
+                .await?;
+            let nb = gw.put_blob(Arc::new(n.bytes)).await?;
+            batch = route(gw, batch, &sender, nb, &d.identificativo, now);
+        }
+    }
     match gw.store.commit_async(batch).await {
         Ok(_) | Err(StoreError::AlreadyClaimed(_)) => Ok(()),
         Err(e) => Err(e.into()),
@@ -231,4 +258,69 @@ async fn anomaly(gw: &Arc<Gateway>, data: &Arc<Vec<u8>>, digest: &str, sender: &
         Err(e) => return Err(e.into()),
     }
     Ok(SmtpReply::new(250, "2.0.0", "Delivered as an anomaly envelope (non-certified)"))
+}
+
+/// Non-PEC traffic with a virus is dropped like any Internet mail (§6.2): refused in SMTP
+/// and traced. `Some(reply)` when the message must not go further (infected, or no verdict).
+async fn refuse_if_infected(gw: &Arc<Gateway>, data: &[u8], sender: &str) -> Result<Option<SmtpReply>, DeliveryError> {
+    match super::virus::check(gw, data).await {
+        Ok(None) => Ok(None),
+        Err(reply) => Ok(Some(reply)),
+        Ok(Some(virus)) => {
+            let ev = TraceEvent::new(EventKind::VirusDetected, gw.clock.now())
+                .sender(sender.to_string())
+                .detail(format!("in non-certified mail: {virus}; refused"))
+                .message_bytes(data);
+            gw.store.commit_async(Batch::new().trace(ev)).await?;
+            Ok(Some(SmtpReply::new(554, "5.7.1", format!("Message refused: virus detected ({virus})"))))
+        }
+    }
+}
+
+/// A virus in a correct transport envelope (§4.8): the take-charge receipt (the envelope
+/// was correct), then one *rilevazione virus* notice per recipient to the sending
+/// provider's `mailReceipt`, the message into the virus storage, nothing delivered.
+async fn virus_in_envelope(
+    gw: &Arc<Gateway>,
+    cert: &Certification,
+    data: &Arc<Vec<u8>>,
+    rcpts: &[String],
+    record: &ProviderRecord,
+    tc_key: String,
+    virus: &str,
+) -> Result<(), DeliveryError> {
+    delivery::take_charge(gw, cert, rcpts, &record.mail_receipt, tc_key).await?;
+    let mut first = true;
+    for r in rcpts {
+        let key = format!("virus:{}:{}", cert.identificativo, r.to_ascii_lowercase());
+        if gw.store.is_claimed(&key)? {
+            continue;
+        }
+        let now = gw.clock.now();
+        let at = PecTime::italian(now);
+        let (g, c, rc, v, to) = (gw.clone(), cert.clone(), r.clone(), virus.to_string(), record.mail_receipt.to_string());
+        let notice = gw
+            .blocking(move || crate::pec::receipt::build(&g.identity, &g.signer, &c, crate::pec::receipt::Notice::RilevazioneVirus { consegna: &rc, virus: &v, to: &to }, at))
+            .await?;
+        let blob = gw.put_blob(Arc::new(notice.bytes)).await?;
+        let mut batch = route(gw, Batch::new().claim(key), &record.mail_receipt, blob, &cert.identificativo, now);
+        if first {
+            batch = super::virus::quarantine(gw, batch, data.clone()).await?;
+            first = false;
+        }
+        let mut ev = TraceEvent::new(EventKind::VirusDetected, now)
+            .ident(cert.identificativo.clone())
+            .sender(cert.mittente.clone())
+            .recipient(r.clone())
+            .other_provider(record.name.clone())
+            .detail(format!("in a transport envelope: {virus}; not delivered"))
+            .message_bytes(data);
+        ev.related = vec![notice.message_id];
+        match gw.store.commit_async(batch.trace(ev)).await {
+            Ok(_) | Err(StoreError::AlreadyClaimed(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    gw.work.notify_waiters();
+    Ok(())
 }

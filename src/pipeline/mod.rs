@@ -8,6 +8,7 @@
 //! * [`incoming`]: the incoming point on the `smtp` listener: verification against the
 //!   provider index, take-charge, receipts for our messages, anomaly envelopes.
 //! * [`timers`]: the 12 h / 24 h timeout notices of the sender side.
+//! * [`virus`]: the antivirus policy (scan, defer, quarantine).
 //! * [`relay`]: the outbound queue to other providers and ordinary mail (SMTP client).
 
 pub mod access;
@@ -16,3 +17,4 @@ pub mod delivery;
 pub mod incoming;
 pub mod relay;
 pub mod timers;
+pub mod virus;

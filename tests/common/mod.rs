@@ -3,6 +3,7 @@
 //! and `xmllint` commands) with a printed skip when a tool is missing.
 #![allow(dead_code)]
 
+pub mod clamd;
 pub mod server;
 
 use std::path::{Path, PathBuf};
