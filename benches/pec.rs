@@ -27,7 +27,10 @@ fn original(size: usize) -> Vec<u8> {
 }
 
 fn main() {
-    let secs: u64 = std::env::var("PECD_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let secs: u64 = std::env::var("PECD_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
     let dir = tempfile::tempdir().expect("tempdir");
     let domain = Domain::parse("pec.bench.test").expect("domain");
     pecd::pki::generate_dev_pki(dir.path(), &domain, "Bench PEC", false).expect("pki");
@@ -40,7 +43,10 @@ fn main() {
     };
     let cert = Certification {
         mittente: "a@pec.bench.test".into(),
-        destinatari: vec![Destinatario { address: "b@pec.bench.test".into(), tipo: TipoDestinatario::Certificato }],
+        destinatari: vec![Destinatario {
+            address: "b@pec.bench.test".into(),
+            tipo: TipoDestinatario::Certificato,
+        }],
         risposte: "a@pec.bench.test".into(),
         oggetto: "bench".into(),
         identificativo: "opec-bench@mail.pec.bench.test".into(),
@@ -57,12 +63,17 @@ fn main() {
         while start.elapsed() < budget || n < 3 {
             let at = PecTime::italian(jiff::Timestamp::now());
             let env = envelope::transport(&id, &signer, &cert, &orig, at).expect("envelope");
-            let acc = receipt::build(&id, &signer, &cert, Notice::Accettazione, at).expect("acceptance");
+            let acc =
+                receipt::build(&id, &signer, &cert, Notice::Accettazione, at).expect("acceptance");
             let del = receipt::build(
                 &id,
                 &signer,
                 &cert,
-                Notice::AvvenutaConsegna { consegna: "b@pec.bench.test", form: TipoRicevuta::Completa, postacert: Some(&env.postacert) },
+                Notice::AvvenutaConsegna {
+                    consegna: "b@pec.bench.test",
+                    form: TipoRicevuta::Completa,
+                    postacert: Some(&env.postacert),
+                },
                 at,
             )
             .expect("delivery");

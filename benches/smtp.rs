@@ -20,7 +20,10 @@ use rustls::pki_types::ServerName;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 fn env<T: std::str::FromStr>(k: &str, d: T) -> T {
-    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
 }
 
 async fn reply<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> u16 {
@@ -35,20 +38,34 @@ async fn reply<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> u16 {
     }
 }
 
-async fn session(addr: std::net::SocketAddr, tls: Arc<rustls::ClientConfig>, n: usize, body: Arc<Vec<u8>>) -> Vec<Duration> {
+async fn session(
+    addr: std::net::SocketAddr,
+    tls: Arc<rustls::ClientConfig>,
+    n: usize,
+    body: Arc<Vec<u8>>,
+) -> Vec<Duration> {
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let s = tokio_rustls::TlsConnector::from(tls).connect(ServerName::try_from("localhost").unwrap(), tcp).await.expect("tls");
+    let s = tokio_rustls::TlsConnector::from(tls)
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("tls");
     let mut s = BufReader::new(s);
     assert_eq!(reply(&mut s).await, 220);
     s.get_mut().write_all(b"EHLO bench\r\n").await.unwrap();
     assert_eq!(reply(&mut s).await, 250);
     let tok = base64::engine::general_purpose::STANDARD.encode(b"\0a@pec.bench.test\0bench-pw");
-    s.get_mut().write_all(format!("AUTH PLAIN {tok}\r\n").as_bytes()).await.unwrap();
+    s.get_mut()
+        .write_all(format!("AUTH PLAIN {tok}\r\n").as_bytes())
+        .await
+        .unwrap();
     assert_eq!(reply(&mut s).await, 235);
     let mut lat = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
-        s.get_mut().write_all(b"MAIL FROM:<a@pec.bench.test>\r\nRCPT TO:<b@pec.bench.test>\r\nDATA\r\n").await.unwrap();
+        s.get_mut()
+            .write_all(b"MAIL FROM:<a@pec.bench.test>\r\nRCPT TO:<b@pec.bench.test>\r\nDATA\r\n")
+            .await
+            .unwrap();
         assert_eq!(reply(&mut s).await, 250);
         assert_eq!(reply(&mut s).await, 250);
         assert_eq!(reply(&mut s).await, 354);
@@ -70,17 +87,26 @@ fn main() {
     let total: usize = env("PECD_BENCH_MESSAGES", 400);
     let size: usize = env("PECD_BENCH_SIZE", 10 * 1024);
     let sessions: String = env("PECD_BENCH_SESSIONS", "1,20".to_string());
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    for m in sessions.split(',').filter_map(|s| s.trim().parse::<usize>().ok()) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    for m in sessions
+        .split(',')
+        .filter_map(|s| s.trim().parse::<usize>().ok())
+    {
         let dir = tempfile::tempdir().expect("tempdir");
         let domain = Domain::parse("pec.bench.test").unwrap();
-        let report = pecd::pki::init_dir(dir.path(), &domain, Some("Bench PEC"), false).expect("init");
+        let report =
+            pecd::pki::init_dir(dir.path(), &domain, Some("Bench PEC"), false).expect("init");
         let text = std::fs::read_to_string(&report.config).unwrap();
         let text: String = text
             .lines()
             .map(|l| match l.split_once(" = ") {
                 Some((k, _)) if k == "smtps" => "smtps = \"127.0.0.1:0\"".to_string(),
-                Some((k, _)) if ["smtp", "submission", "imaps", "pop3s", "http"].contains(&k) => format!("{k} = \"off\""),
+                Some((k, _)) if ["smtp", "submission", "imaps", "pop3s", "http"].contains(&k) => {
+                    format!("{k} = \"off\"")
+                }
                 Some((k, _)) if k == "max_connections_per_ip" => format!("{k} = 1000"),
                 _ => l.to_string(),
             })
@@ -91,7 +117,12 @@ fn main() {
         let gw = Gateway::open(config, pecd::clock::system()).expect("gateway");
         for u in ["a", "b", "posta-certificata"] {
             gw.store
-                .add_mailbox(NewMailbox { address: PecAddress::parse(&format!("{u}@pec.bench.test")).unwrap(), password: Password::new("bench-pw"), quota_bytes: Some(1 << 40), options: Default::default() })
+                .add_mailbox(NewMailbox {
+                    address: PecAddress::parse(&format!("{u}@pec.bench.test")).unwrap(),
+                    password: Password::new("bench-pw"),
+                    quota_bytes: Some(1 << 40),
+                    options: Default::default(),
+                })
                 .expect("mailbox");
         }
         let mut body = format!("From: a@pec.bench.test\r\nTo: b@pec.bench.test\r\nSubject: bench\r\nMessage-ID: <bench@x>\r\n\r\n").into_bytes();
@@ -99,7 +130,8 @@ fn main() {
             body.extend_from_slice(b"Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor.\r\n");
         }
         let body = Arc::new(body);
-        let tls = pecd::tls::client_config(&[dir.path().join("certs/ca.pem")], false).expect("client tls");
+        let tls = pecd::tls::client_config(&[dir.path().join("certs/ca.pem")], false)
+            .expect("client tls");
         rt.block_on(async {
             let running = pecd::server::start(gw.clone()).await.expect("start");
             let addr = running.addr("smtps").expect("smtps");

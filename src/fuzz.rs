@@ -34,7 +34,11 @@ pub fn ldif(data: &[u8]) {
 /// fed in pieces whose sizes come from the input, answering every decision it asks for.
 pub fn smtp_session(data: &[u8]) {
     use crate::smtp::session::{Event, Role, Session, SessionConfig};
-    for (role, tls) in [(Role::Submission, true), (Role::Submission, false), (Role::Incoming, false)] {
+    for (role, tls) in [
+        (Role::Submission, true),
+        (Role::Submission, false),
+        (Role::Incoming, false),
+    ] {
         let cfg = SessionConfig {
             hostname: "fuzz.test".into(),
             role,
@@ -54,10 +58,13 @@ pub fn smtp_session(data: &[u8]) {
                 let mut next = Vec::new();
                 for e in events {
                     match e {
-                        Event::Authenticate { username, .. } => next.extend(s.auth_result((username.len() % 2 == 0).then_some(username))),
+                        Event::Authenticate { username, .. } => next
+                            .extend(s.auth_result((username.len() % 2 == 0).then_some(username))),
                         Event::Message(_) => next.extend(s.message_result(250, "2.0.0", "ok")),
                         Event::StartTls => s.tls_started(),
-                        Event::Reply(r) => assert!(r.ends_with(b"\r\n"), "a reply line must end with CRLF"),
+                        Event::Reply(r) => {
+                            assert!(r.ends_with(b"\r\n"), "a reply line must end with CRLF")
+                        }
                         Event::Close => {}
                     }
                 }

@@ -38,7 +38,10 @@ pub enum GatewayError {
 pub const DEFAULT_MAX_TOTAL_BYTES: u64 = 100 * 1024 * 1024;
 
 /// The imported index plus our own entry.
-fn load_index(config: &Config, signer: &Signer) -> Result<ProviderIndex, crate::pec::index::IndexError> {
+fn load_index(
+    config: &Config,
+    signer: &Signer,
+) -> Result<ProviderIndex, crate::pec::index::IndexError> {
     let imported = ProviderIndex::load_or_empty(&ProviderIndex::default_path(config))?;
     let own = ProviderRecord::for_this_provider(config, signer.certificate())?;
     imported.with_own(own)
@@ -79,24 +82,32 @@ impl AuthPool {
         let rx = Arc::new(std::sync::Mutex::new(rx));
         for i in 0..AUTH_THREADS {
             let rx = rx.clone();
-            let spawned = std::thread::Builder::new().name(format!("pecd-auth-{i}")).spawn(move || loop {
-                let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                match job {
-                    Ok(f) => f(),
-                    Err(_) => return,
-                }
-            });
+            let spawned = std::thread::Builder::new()
+                .name(format!("pecd-auth-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        match job {
+                            Ok(f) => f(),
+                            Err(_) => return,
+                        }
+                    }
+                });
             if let Err(e) = spawned {
                 tracing::error!(error = %e, "cannot start a password-check thread");
             }
         }
-        Self { jobs: std::sync::Mutex::new(tx) }
+        Self {
+            jobs: std::sync::Mutex::new(tx),
+        }
     }
 }
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gateway").field("provider", &self.identity.name).finish()
+        f.debug_struct("Gateway")
+            .field("provider", &self.identity.name)
+            .finish()
     }
 }
 
@@ -189,10 +200,18 @@ impl Gateway {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let store = self.store.clone();
         let job = Box::new(move || {
-            let ok = store.verify_password(&addr, &crate::store::mailbox::Password::new(password)).unwrap_or(false);
+            let ok = store
+                .verify_password(&addr, &crate::store::mailbox::Password::new(password))
+                .unwrap_or(false);
             let _ = tx.send(ok);
         });
-        let sent = self.auth_pool.jobs.lock().unwrap_or_else(|p| p.into_inner()).send(job).is_ok();
+        let sent = self
+            .auth_pool
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(job)
+            .is_ok();
         sent && rx.await.unwrap_or(false)
     }
 

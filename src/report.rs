@@ -138,7 +138,11 @@ pub fn verify(raw: &[u8], trust: Option<&TrustAnchors>) -> Result<Report, Classi
 
 /// As [`verify`], also looking the signer up in a provider index (rule §8.3); a signer
 /// missing from a given index makes the verdict not OK.
-pub fn verify_with_index(raw: &[u8], trust: Option<&TrustAnchors>, index: Option<&ProviderIndex>) -> Result<Report, ClassifyError> {
+pub fn verify_with_index(
+    raw: &[u8],
+    trust: Option<&TrustAnchors>,
+    index: Option<&ProviderIndex>,
+) -> Result<Report, ClassifyError> {
     let c = classify::classify(raw)?;
     let check = if c.signed {
         smime::verify_message(raw, trust)
@@ -166,18 +170,29 @@ pub fn verify_with_index(raw: &[u8], trust: Option<&TrustAnchors>, index: Option
         Some(Err(e)) => (None, Some(e.to_string())),
         None => (None, None),
     };
-    let checks = consistency(&c, daticert, check.signer.as_ref().and_then(|s| s.email.as_deref()));
+    let checks = consistency(
+        &c,
+        daticert,
+        check.signer.as_ref().and_then(|s| s.email.as_deref()),
+    );
 
     let mut reasons = Vec::new();
     match &c.kind {
-        Kind::PlainMail => reasons.push("no PEC header (X-Trasporto / X-Ricevuta): not a PEC message".to_string()),
-        Kind::UnknownPec(v) => reasons.push(format!("PEC header with a value the rules do not define: {v:?}")),
+        Kind::PlainMail => {
+            reasons.push("no PEC header (X-Trasporto / X-Ricevuta): not a PEC message".to_string())
+        }
+        Kind::UnknownPec(v) => reasons.push(format!(
+            "PEC header with a value the rules do not define: {v:?}"
+        )),
         _ => {}
     }
     if !signature.valid {
         reasons.push(format!(
             "signature not valid: {}",
-            signature.reason.clone().unwrap_or_else(|| "unknown reason".into())
+            signature
+                .reason
+                .clone()
+                .unwrap_or_else(|| "unknown reason".into())
         ));
     }
     if signature.chain_ok == Some(false) {
@@ -255,10 +270,15 @@ fn consistency(c: &Classified, d: Option<&Daticert>, signer_email: Option<&str>)
                 add(
                     "postacert identificativo",
                     same_id(&omid, &d.identificativo),
-                    format!("postacert.eml Message-ID {omid} vs identificativo {}", d.identificativo),
+                    format!(
+                        "postacert.eml Message-ID {omid} vs identificativo {}",
+                        d.identificativo
+                    ),
                 );
             }
-            if let (Some(oref), Some(m)) = (mime::header_value(oh, "x-riferimento-message-id"), &d.msgid) {
+            if let (Some(oref), Some(m)) =
+                (mime::header_value(oh, "x-riferimento-message-id"), &d.msgid)
+            {
                 add(
                     "postacert msgid",
                     same_id(&oref, m),
@@ -271,7 +291,11 @@ fn consistency(c: &Classified, d: Option<&Daticert>, signer_email: Option<&str>)
         Kind::TransportEnvelope => add(
             "postacert",
             c.postacert.is_some(),
-            if c.postacert.is_some() { "original present".into() } else { "transport envelope without postacert.eml".into() },
+            if c.postacert.is_some() {
+                "original present".into()
+            } else {
+                "transport envelope without postacert.eml".into()
+            },
         ),
         Kind::AnomalyEnvelope => add(
             "anomaly content",
@@ -297,7 +321,14 @@ pub fn render_text(r: &Report) -> String {
     let mut s = String::new();
     let mut line = |k: &str, v: &str| s.push_str(&format!("{k:<22} {v}\n"));
     line("kind", &r.kind);
-    line("verdict", if r.ok { "OK: well-formed, validly signed PEC message" } else { "NOT OK" });
+    line(
+        "verdict",
+        if r.ok {
+            "OK: well-formed, validly signed PEC message"
+        } else {
+            "NOT OK"
+        },
+    );
     for reason in &r.reasons {
         line("  reason", reason);
     }
@@ -306,7 +337,14 @@ pub fn render_text(r: &Report) -> String {
     line("Subject", r.subject.as_deref().unwrap_or("-"));
     line("From", r.from.as_deref().unwrap_or("-"));
     let sig = &r.signature;
-    line("signature", if sig.valid { "valid (content untouched)" } else { "INVALID" });
+    line(
+        "signature",
+        if sig.valid {
+            "valid (content untouched)"
+        } else {
+            "INVALID"
+        },
+    );
     if let Some(reason) = &sig.reason {
         line("  why", reason);
     }
@@ -332,7 +370,10 @@ pub fn render_text(r: &Report) -> String {
             line("daticert", &format!("tipo={} errore={}", d.tipo, d.errore));
             line("  mittente", &d.mittente);
             for dest in &d.destinatari {
-                line("  destinatario", &format!("{} ({})", dest.address, dest.tipo));
+                line(
+                    "  destinatario",
+                    &format!("{} ({})", dest.address, dest.tipo),
+                );
             }
             line("  oggetto", d.oggetto.as_deref().unwrap_or("-"));
             line("  gestore", &d.gestore_emittente);
@@ -355,9 +396,15 @@ pub fn render_text(r: &Report) -> String {
         (None, Some(e)) => line("daticert", &format!("unreadable: {e}")),
         (None, None) => line("daticert", "none"),
     }
-    line("postacert.eml", if r.has_postacert { "present" } else { "absent" });
+    line(
+        "postacert.eml",
+        if r.has_postacert { "present" } else { "absent" },
+    );
     for c in &r.checks {
-        line(if c.ok { "check ok" } else { "check FAILED" }, &format!("{}: {}", c.name, c.detail));
+        line(
+            if c.ok { "check ok" } else { "check FAILED" },
+            &format!("{}: {}", c.name, c.detail),
+        );
     }
     for p in &r.problems {
         line("problem", p);

@@ -21,7 +21,11 @@ use crate::smtp::session::{Role, SessionConfig};
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("listen.{name}: cannot bind {addr}: {source}")]
-    Bind { name: &'static str, addr: SocketAddr, source: std::io::Error },
+    Bind {
+        name: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("loading the TLS certificate: {0}")]
     Tls(#[from] crate::tls::TlsError),
 }
@@ -38,7 +42,10 @@ pub struct Running {
 impl Running {
     /// The bound address of a listener.
     pub fn addr(&self, name: &str) -> Option<SocketAddr> {
-        self.listeners.iter().find(|(n, _)| *n == name).map(|(_, a)| *a)
+        self.listeners
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, a)| *a)
     }
 
     /// Stops accepting, lets the workers finish the work in hand, flushes the store.
@@ -68,7 +75,13 @@ pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
             max_message_bytes: limits.max_message_bytes as usize,
             max_recipients: limits.max_recipients as usize,
             tls_available: true,
-            local_domains: gw.config.provider.domains.iter().map(|d| d.to_string()).collect(),
+            local_domains: gw
+                .config
+                .provider
+                .domains
+                .iter()
+                .map(|d| d.to_string())
+                .collect(),
             max_auth_failures: 3,
         },
         implicit_tls,
@@ -77,37 +90,79 @@ pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
         max_connections_per_ip: limits.max_connections_per_ip as usize,
         auth_failure_delay: Duration::from_secs(1),
     };
-    let submission: [(&'static str, Option<SocketAddr>, bool); 2] =
-        [("smtps", gw.config.listen.smtps, true), ("submission", gw.config.listen.submission, false)];
+    let submission: [(&'static str, Option<SocketAddr>, bool); 2] = [
+        ("smtps", gw.config.listen.smtps, true),
+        ("submission", gw.config.listen.submission, false),
+    ];
     for (name, addr, implicit) in submission {
         let Some(addr) = addr else { continue };
-        let l = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { name, addr, source })?;
-        let local = l.local_addr().map_err(|source| ServerError::Bind { name, addr, source })?;
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { name, addr, source })?;
+        let local = l
+            .local_addr()
+            .map_err(|source| ServerError::Bind { name, addr, source })?;
         listeners.push((name, local));
         let backend = Arc::new(AccessPoint(gw.clone()));
-        tasks.push(tokio::spawn(smtp_server::serve(l, listener_cfg(Role::Submission, implicit), backend, stop_rx.clone())));
+        tasks.push(tokio::spawn(smtp_server::serve(
+            l,
+            listener_cfg(Role::Submission, implicit),
+            backend,
+            stop_rx.clone(),
+        )));
     }
     if let Some(addr) = gw.config.listen.smtp {
         let name = "smtp";
-        let l = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { name, addr, source })?;
-        let local = l.local_addr().map_err(|source| ServerError::Bind { name, addr, source })?;
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { name, addr, source })?;
+        let local = l
+            .local_addr()
+            .map_err(|source| ServerError::Bind { name, addr, source })?;
         listeners.push((name, local));
         let backend = Arc::new(IncomingPoint(gw.clone()));
-        tasks.push(tokio::spawn(smtp_server::serve(l, listener_cfg(Role::Incoming, false), backend, stop_rx.clone())));
+        tasks.push(tokio::spawn(smtp_server::serve(
+            l,
+            listener_cfg(Role::Incoming, false),
+            backend,
+            stop_rx.clone(),
+        )));
     }
     if let Some(addr) = gw.config.listen.imaps {
         let name = "imaps";
-        let l = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { name, addr, source })?;
-        listeners.push((name, l.local_addr().map_err(|source| ServerError::Bind { name, addr, source })?));
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { name, addr, source })?;
+        listeners.push((
+            name,
+            l.local_addr()
+                .map_err(|source| ServerError::Bind { name, addr, source })?,
+        ));
         let cfg = crate::imap::ImapListenerConfig::from_config(&gw, tls.clone());
-        tasks.push(tokio::spawn(crate::imap::serve(l, cfg, gw.clone(), stop_rx.clone())));
+        tasks.push(tokio::spawn(crate::imap::serve(
+            l,
+            cfg,
+            gw.clone(),
+            stop_rx.clone(),
+        )));
     }
     if let Some(addr) = gw.config.listen.pop3s {
         let name = "pop3s";
-        let l = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { name, addr, source })?;
-        listeners.push((name, l.local_addr().map_err(|source| ServerError::Bind { name, addr, source })?));
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { name, addr, source })?;
+        listeners.push((
+            name,
+            l.local_addr()
+                .map_err(|source| ServerError::Bind { name, addr, source })?,
+        ));
         let cfg = crate::pop3::Pop3ListenerConfig::from_config(&gw, tls.clone());
-        tasks.push(tokio::spawn(crate::pop3::serve(l, cfg, gw.clone(), stop_rx.clone())));
+        tasks.push(tokio::spawn(crate::pop3::serve(
+            l,
+            cfg,
+            gw.clone(),
+            stop_rx.clone(),
+        )));
     }
     for (name, addr) in [("http", gw.config.listen.http)] {
         if let Some(a) = addr {
@@ -116,14 +171,25 @@ pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
     }
     // The local control socket: admin subcommands reach this server through it.
     match crate::control::listen(&gw) {
-        Ok(l) => tasks.push(tokio::spawn(crate::control::serve(l, gw.clone(), stop_rx.clone()))),
-        Err(e) => tracing::error!(error = %e, "control socket not started: admin subcommands cannot reach this server"),
+        Ok(l) => tasks.push(tokio::spawn(crate::control::serve(
+            l,
+            gw.clone(),
+            stop_rx.clone(),
+        ))),
+        Err(e) => {
+            tracing::error!(error = %e, "control socket not started: admin subcommands cannot reach this server")
+        }
     }
     tasks.push(tokio::spawn(delivery::run(gw.clone(), stop_rx.clone())));
     tasks.push(tokio::spawn(relay::run(gw.clone(), stop_rx.clone())));
     tasks.push(tokio::spawn(timers::run(gw.clone(), stop_rx.clone())));
     tasks.push(tokio::spawn(maintenance(gw.clone(), stop_rx)));
-    Ok(Running { gateway: gw, listeners, stop, tasks })
+    Ok(Running {
+        gateway: gw,
+        listeners,
+        stop,
+        tasks,
+    })
 }
 
 /// Periodic upkeep: time-based trace checkpoints, daily retention purge and blob sweep.

@@ -30,9 +30,15 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let p = path.display().to_string();
     let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| TlsError::Pem { path: p.clone(), detail: e.to_string() })?
+        .map_err(|e| TlsError::Pem {
+            path: p.clone(),
+            detail: e.to_string(),
+        })?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Pem { path: p.clone(), detail: e.to_string() })?;
+        .map_err(|e| TlsError::Pem {
+            path: p.clone(),
+            detail: e.to_string(),
+        })?;
     if certs.is_empty() {
         return Err(TlsError::NoCertificate { path: p });
     }
@@ -55,7 +61,10 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
 
 /// A client configuration trusting the CAs in `extra_ca` files and, when `system` is
 /// true, the operating system's trust store (what production MX relaying verifies against).
-pub fn client_config(extra_ca: &[impl AsRef<Path>], system: bool) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+pub fn client_config(
+    extra_ca: &[impl AsRef<Path>],
+    system: bool,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     if system {
         let found = rustls_native_certs::load_native_certs();

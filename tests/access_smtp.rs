@@ -15,7 +15,10 @@ use pecd::store::{Store, StoreOptions};
 const DOMAIN: &str = "pec.alfa.test";
 
 fn have_python() -> bool {
-    let ok = std::process::Command::new("python3").arg("--version").output().is_ok();
+    let ok = std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok();
     if !ok {
         eprintln!("SKIP: python3 is not installed");
     }
@@ -34,7 +37,11 @@ fn inbox(store: &Store, addr: &str) -> Vec<Vec<u8>> {
 }
 
 fn daticert_of(m: &[u8]) -> pecd::pec::daticert::Daticert {
-    classify(m).unwrap().daticert.expect("daticert").expect("parsable daticert")
+    classify(m)
+        .unwrap()
+        .daticert
+        .expect("daticert")
+        .expect("parsable daticert")
 }
 
 fn check_signed(srv: &Server, trust: &TrustAnchors, m: &[u8], what: &str) {
@@ -47,7 +54,10 @@ fn check_signed(srv: &Server, trust: &TrustAnchors, m: &[u8], what: &str) {
 }
 
 fn counts(store: &Store) -> Vec<usize> {
-    ["a", "b", "c", "posta-certificata"].iter().map(|u| inbox(store, &format!("{u}@{DOMAIN}")).len()).collect()
+    ["a", "b", "c", "posta-certificata"]
+        .iter()
+        .map(|u| inbox(store, &format!("{u}@{DOMAIN}")).len())
+        .collect()
 }
 
 #[test]
@@ -55,7 +65,14 @@ fn local_delivery_with_every_receipt_form() {
     if !have_python() {
         return;
     }
-    let mut srv = Server::new(DOMAIN, &[("a@pec.alfa.test", "pw-a"), ("b@pec.alfa.test", "pw-b"), ("c@pec.alfa.test", "pw-c")]);
+    let mut srv = Server::new(
+        DOMAIN,
+        &[
+            ("a@pec.alfa.test", "pw-a"),
+            ("b@pec.alfa.test", "pw-b"),
+            ("c@pec.alfa.test", "pw-c"),
+        ],
+    );
     srv.start();
     let a = "a@pec.alfa.test";
     for (subject, to, cc, tipo) in [
@@ -86,7 +103,10 @@ fn local_delivery_with_every_receipt_form() {
         let c = classify(m).unwrap();
         assert_eq!(c.kind, Kind::TransportEnvelope);
         let orig = String::from_utf8_lossy(c.postacert.as_ref().unwrap()).into_owned();
-        assert!(orig.contains("X-Riferimento-Message-ID: <client-1@mua.test>"), "{orig}");
+        assert!(
+            orig.contains("X-Riferimento-Message-ID: <client-1@mua.test>"),
+            "{orig}"
+        );
     }
     // Service mailbox: one take-charge receipt per transaction.
     assert_eq!(svc.len(), 4, "take-charge receipts");
@@ -100,11 +120,21 @@ fn local_delivery_with_every_receipt_form() {
     for m in &a_inbox {
         check_signed(&srv, &trust, m, "sender's receipt");
         let d = daticert_of(m);
-        seen.push((d.tipo, d.ricevuta, d.consegna.clone().unwrap_or_default(), d.errore));
+        seen.push((
+            d.tipo,
+            d.ricevuta,
+            d.consegna.clone().unwrap_or_default(),
+            d.errore,
+        ));
         if d.tipo == Tipo::AvvenutaConsegna {
             let c = classify(m).unwrap();
             let carries = c.postacert.is_some();
-            assert_eq!(carries, d.ricevuta != Some(TipoRicevuta::Sintetica), "{:?} carries the original: {carries}", d.ricevuta);
+            assert_eq!(
+                carries,
+                d.ricevuta != Some(TipoRicevuta::Sintetica),
+                "{:?} carries the original: {carries}",
+                d.ricevuta
+            );
         }
     }
     let n = |t: Tipo| seen.iter().filter(|s| s.0 == t).count();
@@ -112,21 +142,62 @@ fn local_delivery_with_every_receipt_form() {
     assert_eq!(n(Tipo::AvvenutaConsegna), 4, "{seen:?}");
     assert_eq!(n(Tipo::ErroreConsegna), 1, "{seen:?}");
     let has = |t, f, who: &str| seen.iter().any(|s| s.0 == t && s.1 == f && s.2 == who);
-    assert!(has(Tipo::AvvenutaConsegna, Some(TipoRicevuta::Completa), "b@pec.alfa.test"), "{seen:?}");
-    assert!(has(Tipo::AvvenutaConsegna, Some(TipoRicevuta::Sintetica), "c@pec.alfa.test"), "Cc gets sintetica: {seen:?}");
-    assert!(has(Tipo::AvvenutaConsegna, Some(TipoRicevuta::Breve), "b@pec.alfa.test"), "{seen:?}");
-    assert!(seen.iter().any(|s| s.0 == Tipo::ErroreConsegna && s.2 == "nobody@pec.alfa.test" && s.3 == Errore::NoDest), "{seen:?}");
+    assert!(
+        has(
+            Tipo::AvvenutaConsegna,
+            Some(TipoRicevuta::Completa),
+            "b@pec.alfa.test"
+        ),
+        "{seen:?}"
+    );
+    assert!(
+        has(
+            Tipo::AvvenutaConsegna,
+            Some(TipoRicevuta::Sintetica),
+            "c@pec.alfa.test"
+        ),
+        "Cc gets sintetica: {seen:?}"
+    );
+    assert!(
+        has(
+            Tipo::AvvenutaConsegna,
+            Some(TipoRicevuta::Breve),
+            "b@pec.alfa.test"
+        ),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter().any(|s| s.0 == Tipo::ErroreConsegna
+            && s.2 == "nobody@pec.alfa.test"
+            && s.3 == Errore::NoDest),
+        "{seen:?}"
+    );
 
     // `pecd verify` (the CLI) accepts a stored receipt, and the trace log is intact.
     let f = srv.dir.path().join("receipt.eml");
     std::fs::write(&f, &a_inbox[0]).unwrap();
-    let out = pecd(&["verify", f.to_str().unwrap(), "--ca", srv.ca().to_str().unwrap(), "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = pecd(&[
+        "verify",
+        f.to_str().unwrap(),
+        "--ca",
+        srv.ca().to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["signature"]["chain_ok"], serde_json::Value::Bool(true));
     let cfg = srv.config();
     let out = pecd(&["log", "verify", "--config", cfg.to_str().unwrap()]);
-    assert!(out.status.success(), "log verify: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "log verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // A restart processes nothing twice.
     let before = {
@@ -136,7 +207,11 @@ fn local_delivery_with_every_receipt_form() {
     srv.start();
     srv.stop();
     let store = Store::open(srv.data_dir(), StoreOptions::default()).unwrap();
-    assert_eq!(counts(&store), before, "no receipt or delivery repeated after a restart");
+    assert_eq!(
+        counts(&store),
+        before,
+        "no receipt or delivery repeated after a restart"
+    );
 }
 
 #[test]
@@ -144,23 +219,51 @@ fn refusals_and_limits() {
     if !have_python() {
         return;
     }
-    let mut srv = Server::new(DOMAIN, &[("a@pec.alfa.test", "pw-a"), ("b@pec.alfa.test", "pw-b")]);
+    let mut srv = Server::new(
+        DOMAIN,
+        &[("a@pec.alfa.test", "pw-a"), ("b@pec.alfa.test", "pw-b")],
+    );
     srv.start();
     let a = "a@pec.alfa.test";
 
-    let r = srv.smtp("forged_from", &[a, "pw-a", "boss@pec.alfa.test", "b@pec.alfa.test"]);
+    let r = srv.smtp(
+        "forged_from",
+        &[a, "pw-a", "boss@pec.alfa.test", "b@pec.alfa.test"],
+    );
     assert_eq!(r["mail_from_code"], 553, "{r}");
     assert_eq!(r["data_code"], 550, "{r}");
-    assert!(r["data_text"].as_str().unwrap().contains("differs from the sender"), "{r}");
+    assert!(
+        r["data_text"]
+            .as_str()
+            .unwrap()
+            .contains("differs from the sender"),
+        "{r}"
+    );
 
     let r = srv.smtp("many_recipients", &[a, "pw-a", DOMAIN, "501"]);
-    let codes: Vec<u64> = r["codes"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).collect();
+    let codes: Vec<u64> = r["codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_u64().unwrap())
+        .collect();
     assert!(codes[..500].iter().all(|&c| c == 250), "first 500 accepted");
     assert_eq!(codes[500], 452, "the 501st recipient gets 452 4.5.3");
 
-    let r = srv.smtp("oversize", &[a, "pw-a", "b@pec.alfa.test", &(50 * 1024 * 1024 + 1).to_string()]);
+    let r = srv.smtp(
+        "oversize",
+        &[
+            a,
+            "pw-a",
+            "b@pec.alfa.test",
+            &(50 * 1024 * 1024 + 1).to_string(),
+        ],
+    );
     assert_eq!(r["code"], 552, "{r}");
-    assert_eq!(r["after"], 250, "the session goes on after the refusal: {r}");
+    assert_eq!(
+        r["after"], 250,
+        "the session goes on after the refusal: {r}"
+    );
 
     let r = srv.smtp("auth_before_starttls", &[a, "pw-a"]);
     assert_eq!(r["ehlo_has_auth"], false, "{r}");
@@ -183,7 +286,10 @@ fn refusals_and_limits() {
     let d = daticert_of(&a_inbox[0]);
     assert_eq!((d.tipo, d.errore), (Tipo::NonAccettazione, Errore::Altro));
     assert!(d.errore_esteso.unwrap().contains("differs from the sender"));
-    assert!(inbox(&store, "b@pec.alfa.test").is_empty(), "nothing refused was delivered");
+    assert!(
+        inbox(&store, "b@pec.alfa.test").is_empty(),
+        "nothing refused was delivered"
+    );
     let trust = TrustAnchors::from_pem(&std::fs::read(srv.ca()).unwrap()).unwrap();
     check_signed(&srv, &trust, &a_inbox[0], "non-acceptance");
 }

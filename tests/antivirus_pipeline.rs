@@ -29,41 +29,107 @@ fn message(body: &[u8]) -> Vec<u8> {
 }
 
 fn envelope(data: Vec<u8>) -> Envelope {
-    Envelope { mail_from: "a@pec.alfa.test".into(), rcpt_to: vec!["b@pec.alfa.test".into()], data, authenticated: Some("a@pec.alfa.test".into()), helo: "t".into(), tls: true }
+    Envelope {
+        mail_from: "a@pec.alfa.test".into(),
+        rcpt_to: vec!["b@pec.alfa.test".into()],
+        data,
+        authenticated: Some("a@pec.alfa.test".into()),
+        helo: "t".into(),
+        tls: true,
+    }
 }
 
 fn inbox(gw: &Gateway, who: &str, folder: &str) -> Vec<Vec<u8>> {
     let a = PecAddress::parse(who).unwrap();
     match gw.store.folder(&a, folder).unwrap() {
         None => Vec::new(),
-        Some(_) => gw.store.messages(&a, folder).unwrap().into_iter().map(|m| gw.store.blobs().read(&m.blob).unwrap()).collect(),
+        Some(_) => gw
+            .store
+            .messages(&a, folder)
+            .unwrap()
+            .into_iter()
+            .map(|m| gw.store.blobs().read(&m.blob).unwrap())
+            .collect(),
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viruses_are_refused_reported_and_quarantined() {
-    let Some(mut clamd) = Clamd::start() else { return };
+    let Some(mut clamd) = Clamd::start() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
-    let out = common::server::pecd(&["init", "--dir", dir.path().to_str().unwrap(), "--domain", "pec.alfa.test"]);
+    let out = common::server::pecd(&[
+        "init",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--domain",
+        "pec.alfa.test",
+    ]);
     assert!(out.status.success());
     // A peer provider in the index, whose envelopes we receive.
     let peer = tempfile::tempdir().unwrap();
-    assert!(common::server::pecd(&["init", "--dir", peer.path().to_str().unwrap(), "--domain", "pec.beta.test"]).status.success());
+    assert!(
+        common::server::pecd(&[
+            "init",
+            "--dir",
+            peer.path().to_str().unwrap(),
+            "--domain",
+            "pec.beta.test"
+        ])
+        .status
+        .success()
+    );
     let ldif = peer.path().join("beta.ldif");
-    assert!(common::server::pecd(&["index", "export", "--config", peer.path().join("pecd.toml").to_str().unwrap(), "--out", ldif.to_str().unwrap()]).status.success());
+    assert!(
+        common::server::pecd(&[
+            "index",
+            "export",
+            "--config",
+            peer.path().join("pecd.toml").to_str().unwrap(),
+            "--out",
+            ldif.to_str().unwrap()
+        ])
+        .status
+        .success()
+    );
     let cfg = dir.path().join("pecd.toml");
-    assert!(common::server::pecd(&["index", "import", ldif.to_str().unwrap(), "--config", cfg.to_str().unwrap()]).status.success());
-    let text = std::fs::read_to_string(&cfg).unwrap().replace("# clamd = \"127.0.0.1:3310\"", &format!("clamd = \"127.0.0.1:{}\"", clamd.port));
+    assert!(
+        common::server::pecd(&[
+            "index",
+            "import",
+            ldif.to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap()
+        ])
+        .status
+        .success()
+    );
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "# clamd = \"127.0.0.1:3310\"",
+        &format!("clamd = \"127.0.0.1:{}\"", clamd.port),
+    );
     std::fs::write(&cfg, text).unwrap();
     let gw = Gateway::open(Config::load(&cfg).unwrap(), pecd::clock::system()).unwrap();
     for u in ["a", "b", "posta-certificata"] {
-        gw.store.add_mailbox(NewMailbox { address: PecAddress::parse(&format!("{u}@pec.alfa.test")).unwrap(), password: Password::new("pw"), quota_bytes: None, options: Default::default() }).unwrap();
+        gw.store
+            .add_mailbox(NewMailbox {
+                address: PecAddress::parse(&format!("{u}@pec.alfa.test")).unwrap(),
+                password: Password::new("pw"),
+                quota_bytes: None,
+                options: Default::default(),
+            })
+            .unwrap();
     }
 
     // Access point: clean passes, infected is not accepted.
-    let r = access::submit(&gw, envelope(message(b"nessun virus qui"))).await.unwrap();
+    let r = access::submit(&gw, envelope(message(b"nessun virus qui")))
+        .await
+        .unwrap();
     assert_eq!(r.code, 250, "{r:?}");
-    let r = access::submit(&gw, envelope(message(&eicar()))).await.unwrap();
+    let r = access::submit(&gw, envelope(message(&eicar())))
+        .await
+        .unwrap();
     assert_eq!(r.code, 554, "{r:?}");
     assert!(r.text.contains("Pecd.Test.EICAR"), "{r:?}");
     let sender = inbox(&gw, "a@pec.alfa.test", "INBOX");
@@ -74,16 +140,31 @@ async fn viruses_are_refused_reported_and_quarantined() {
         .expect("the non-acceptance for virus");
     let d = notice.daticert.unwrap().unwrap();
     assert_eq!((d.tipo, d.errore), (Tipo::NonAccettazione, Errore::Virus));
-    assert!(notice.postacert.is_none(), "the original must not be included");
-    assert_eq!(inbox(&gw, "posta-certificata@pec.alfa.test", "Quarantena").len(), 1);
+    assert!(
+        notice.postacert.is_none(),
+        "the original must not be included"
+    );
+    assert_eq!(
+        inbox(&gw, "posta-certificata@pec.alfa.test", "Quarantena").len(),
+        1
+    );
 
     // Incoming point: an infected envelope signed by the peer (in the index).
     let read = |n: &str| std::fs::read(peer.path().join("certs").join(n)).unwrap();
-    let peer_signer = pecd::pec::smime::Signer::from_pem(&read("signing.pem"), &read("signing.key"), b"").unwrap();
-    let peer_id = pecd::pec::compose::ProviderIdentity { name: "pecd Dev Provider (pec.beta.test)".into(), service_address: PecAddress::parse("posta-certificata@pec.beta.test").unwrap(), host: "mail.pec.beta.test".into() };
+    let peer_signer =
+        pecd::pec::smime::Signer::from_pem(&read("signing.pem"), &read("signing.key"), b"")
+            .unwrap();
+    let peer_id = pecd::pec::compose::ProviderIdentity {
+        name: "pecd Dev Provider (pec.beta.test)".into(),
+        service_address: PecAddress::parse("posta-certificata@pec.beta.test").unwrap(),
+        host: "mail.pec.beta.test".into(),
+    };
     let cert = pecd::pec::compose::Certification {
         mittente: "x@pec.beta.test".into(),
-        destinatari: vec![Destinatario { address: "b@pec.alfa.test".into(), tipo: TipoDestinatario::Certificato }],
+        destinatari: vec![Destinatario {
+            address: "b@pec.alfa.test".into(),
+            tipo: TipoDestinatario::Certificato,
+        }],
         risposte: "x@pec.beta.test".into(),
         oggetto: "Fattura".into(),
         identificativo: "opec-virus@mail.pec.beta.test".into(),
@@ -91,30 +172,68 @@ async fn viruses_are_refused_reported_and_quarantined() {
         ricevuta: TipoRicevuta::Completa,
     };
     let at = pecd::pec::time::PecTime::italian(jiff::Timestamp::now());
-    let mut orig = b"From: x@pec.beta.test\r\nTo: b@pec.alfa.test\r\nSubject: Fattura\r\n\r\n".to_vec();
+    let mut orig =
+        b"From: x@pec.beta.test\r\nTo: b@pec.alfa.test\r\nSubject: Fattura\r\n\r\n".to_vec();
     orig.extend_from_slice(&eicar());
     let env = pecd::pec::envelope::transport(&peer_id, &peer_signer, &cert, &orig, at).unwrap();
-    let incoming = Envelope { mail_from: "x@pec.beta.test".into(), rcpt_to: vec!["b@pec.alfa.test".into()], data: env.message.bytes.clone(), authenticated: None, helo: "peer".into(), tls: true };
+    let incoming = Envelope {
+        mail_from: "x@pec.beta.test".into(),
+        rcpt_to: vec!["b@pec.alfa.test".into()],
+        data: env.message.bytes.clone(),
+        authenticated: None,
+        helo: "peer".into(),
+        tls: true,
+    };
     let peer_addr: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
-    let r = pecd::pipeline::incoming::receive(&gw, incoming.clone(), peer_addr).await.unwrap();
+    let r = pecd::pipeline::incoming::receive(&gw, incoming.clone(), peer_addr)
+        .await
+        .unwrap();
     assert_eq!(r.code, 250, "{r:?}");
     let b_inbox = inbox(&gw, "b@pec.alfa.test", "INBOX");
-    assert!(b_inbox.iter().all(|m| classify(m).unwrap().daticert.and_then(|d| d.ok()).map(|d| d.identificativo) != Some("opec-virus@mail.pec.beta.test".into())), "an infected envelope is not delivered");
+    assert!(
+        b_inbox.iter().all(|m| classify(m)
+            .unwrap()
+            .daticert
+            .and_then(|d| d.ok())
+            .map(|d| d.identificativo)
+            != Some("opec-virus@mail.pec.beta.test".into())),
+        "an infected envelope is not delivered"
+    );
     let queued = gw.store.queue_due(jiff::Timestamp::now(), 100).unwrap();
-    let to_peer: Vec<_> = queued.iter().filter(|q| q.domain.as_str() == "pec.beta.test").collect();
+    let to_peer: Vec<_> = queued
+        .iter()
+        .filter(|q| q.domain.as_str() == "pec.beta.test")
+        .collect();
     let kinds: Vec<Tipo> = to_peer
         .iter()
-        .map(|q| classify(&gw.store.blobs().read(&q.blob).unwrap()).unwrap().daticert.unwrap().unwrap().tipo)
+        .map(|q| {
+            classify(&gw.store.blobs().read(&q.blob).unwrap())
+                .unwrap()
+                .daticert
+                .unwrap()
+                .unwrap()
+                .tipo
+        })
         .collect();
-    assert!(kinds.contains(&Tipo::PresaInCarico) && kinds.contains(&Tipo::RilevazioneVirus), "{kinds:?}");
-    assert_eq!(inbox(&gw, "posta-certificata@pec.alfa.test", "Quarantena").len(), 2);
+    assert!(
+        kinds.contains(&Tipo::PresaInCarico) && kinds.contains(&Tipo::RilevazioneVirus),
+        "{kinds:?}"
+    );
+    assert_eq!(
+        inbox(&gw, "posta-certificata@pec.alfa.test", "Quarantena").len(),
+        2
+    );
 
     // clamd down: deferred, never passed unscanned.
     clamd.kill();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let r = access::submit(&gw, envelope(message(b"pulito ma non scansionabile"))).await.unwrap();
+    let r = access::submit(&gw, envelope(message(b"pulito ma non scansionabile")))
+        .await
+        .unwrap();
     assert_eq!(r.code, 451, "{r:?}");
-    let r = pecd::pipeline::incoming::receive(&gw, incoming, peer_addr).await.unwrap();
+    let r = pecd::pipeline::incoming::receive(&gw, incoming, peer_addr)
+        .await
+        .unwrap();
     assert_eq!(r.code, 451, "{r:?}");
     let _ = Arc::clone(&gw);
 }

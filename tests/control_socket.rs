@@ -48,7 +48,7 @@ fn init(dir: &Path, domain: &str) -> PathBuf {
     let mut out = String::new();
     for line in t.lines() {
         let l = match line.split_once(" = ") {
-            Some((k, _)) if k == "smtps" => "smtps = \"127.0.0.1:0\"".to_string(),
+            Some(("smtps", _)) => "smtps = \"127.0.0.1:0\"".to_string(),
             Some((k, _)) if ["smtp", "submission", "imaps", "pop3s", "http"].contains(&k) => {
                 format!("{k} = \"off\"")
             }

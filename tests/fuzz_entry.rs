@@ -12,7 +12,11 @@ fn seeds() -> Vec<Vec<u8>> {
     match std::fs::read_dir(&dir) {
         Ok(subdirs) => {
             for sub in subdirs.flatten() {
-                for f in std::fs::read_dir(sub.path()).into_iter().flatten().flatten() {
+                for f in std::fs::read_dir(sub.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
                     if f.path().file_name().is_some_and(|n| n != "README.md") {
                         if let Ok(b) = std::fs::read(f.path()) {
                             out.push(b);
@@ -21,7 +25,10 @@ fn seeds() -> Vec<Vec<u8>> {
                 }
             }
         }
-        Err(_) => eprintln!("SKIP (real samples): {} is absent; fuzzing only our own messages", dir.display()),
+        Err(_) => eprintln!(
+            "SKIP (real samples): {} is absent; fuzzing only our own messages",
+            dir.display()
+        ),
     }
     out
 }
@@ -36,7 +43,11 @@ impl Rng {
         self.0
     }
     fn below(&mut self, n: usize) -> usize {
-        if n == 0 { 0 } else { (self.next() % n as u64) as usize }
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
     }
 }
 
@@ -83,7 +94,10 @@ fn classify_entry_point_survives_samples_and_mutations() {
     let mut corpus = seeds();
     let cert = pecd::pec::compose::Certification {
         mittente: "a@pec.fuzz.test".into(),
-        destinatari: vec![pecd::pec::daticert::Destinatario { address: "b@pec.fuzz.test".into(), tipo: pecd::pec::daticert::TipoDestinatario::Certificato }],
+        destinatari: vec![pecd::pec::daticert::Destinatario {
+            address: "b@pec.fuzz.test".into(),
+            tipo: pecd::pec::daticert::TipoDestinatario::Certificato,
+        }],
         risposte: "a@pec.fuzz.test".into(),
         oggetto: "fuzz".into(),
         identificativo: "opec-1@pec.fuzz.test".into(),
@@ -91,7 +105,14 @@ fn classify_entry_point_survives_samples_and_mutations() {
         ricevuta: pecd::pec::daticert::TipoRicevuta::Completa,
     };
     let at = pecd::pec::time::PecTime::italian(jiff::Timestamp::now());
-    let env = pecd::pec::envelope::transport(&pki.identity, &pki.signer, &cert, b"Subject: x\r\n\r\nbody\r\n", at).unwrap();
+    let env = pecd::pec::envelope::transport(
+        &pki.identity,
+        &pki.signer,
+        &cert,
+        b"Subject: x\r\n\r\nbody\r\n",
+        at,
+    )
+    .unwrap();
     corpus.push(env.message.bytes);
     let mut rng = Rng(0x9e3779b97f4a7c15);
     let mut runs = 0;
@@ -141,7 +162,8 @@ fn ldif_entry_point_survives_mutations() {
     let report = pecd::pki::init_dir(dir.path(), &d, None, false).unwrap();
     let config = pecd::config::Config::load(&report.config).unwrap();
     let signer = config.load_signer().unwrap();
-    let own = pecd::pec::index::ProviderRecord::for_this_provider(&config, signer.certificate()).unwrap();
+    let own =
+        pecd::pec::index::ProviderRecord::for_this_provider(&config, signer.certificate()).unwrap();
     let seed = own.to_ldif().unwrap().into_bytes();
     assert!(pecd::pec::index::ProviderIndex::parse(&seed).is_ok());
     let mut rng = Rng(0x9e3779b97f4a7c15);

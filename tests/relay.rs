@@ -42,7 +42,9 @@ impl Sink {
             .spawn()
             .expect("python3 sink");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
         let port = line.trim().parse().expect("sink port");
         Sink { child, port, out }
     }
@@ -75,15 +77,30 @@ fn provider_a(peer_pki: &Path, port: u16) -> Server {
     let srv = Server::new("pec.alfa.test", &[("a@pec.alfa.test", "pw-a")]);
     let peer_ca = peer_pki.join("certs/ca.pem");
     srv.edit_config(|t| {
-        t.replace("[routes]\n", &format!("[routes]\n\"pec.beta.test\" = \"127.0.0.1:{port}\"\n"))
-            .replace("trusted_ca = [\"certs/ca.pem\"]", &format!("trusted_ca = [\"certs/ca.pem\", {:?}]", peer_ca.display().to_string()))
+        t.replace(
+            "[routes]\n",
+            &format!("[routes]\n\"pec.beta.test\" = \"127.0.0.1:{port}\"\n"),
+        )
+        .replace(
+            "trusted_ca = [\"certs/ca.pem\"]",
+            &format!(
+                "trusted_ca = [\"certs/ca.pem\", {:?}]",
+                peer_ca.display().to_string()
+            ),
+        )
     });
     srv
 }
 
 fn peer_pki() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
-    let out = pecd(&["init", "--dir", d.path().to_str().unwrap(), "--domain", "pec.beta.test"]);
+    let out = pecd(&[
+        "init",
+        "--dir",
+        d.path().to_str().unwrap(),
+        "--domain",
+        "pec.beta.test",
+    ]);
     assert!(out.status.success());
     d
 }
@@ -105,14 +122,28 @@ fn relays_signed_envelope_with_starttls_and_records_refusals() {
     let sink = Sink::start(beta.path(), 0.0);
     let mut a = provider_a(beta.path(), sink.port);
     a.start();
-    let r = a.smtp("send", &["a@pec.alfa.test", "pw-a", "x@pec.beta.test,reject1@pec.beta.test", "-", "Verso beta", "-"]);
+    let r = a.smtp(
+        "send",
+        &[
+            "a@pec.alfa.test",
+            "pw-a",
+            "x@pec.beta.test,reject1@pec.beta.test",
+            "-",
+            "Verso beta",
+            "-",
+        ],
+    );
     assert_eq!(r["refused"].as_array().unwrap().len(), 0, "{r}");
     let msgs = sink.wait_for(1);
     a.stop();
 
     let env = std::fs::read(msgs[0].with_extension("env")).unwrap();
     let env = String::from_utf8(env).unwrap();
-    assert_eq!(env.lines().collect::<Vec<_>>(), vec!["a@pec.alfa.test", "x@pec.beta.test"], "original reverse/forward paths");
+    assert_eq!(
+        env.lines().collect::<Vec<_>>(),
+        vec!["a@pec.alfa.test", "x@pec.beta.test"],
+        "original reverse/forward paths"
+    );
     let bytes = std::fs::read(&msgs[0]).unwrap();
     let trust = TrustAnchors::from_pem(&std::fs::read(a.ca()).unwrap()).unwrap();
     let rep = pecd::report::verify(&bytes, Some(&trust)).unwrap();
@@ -124,7 +155,10 @@ fn relays_signed_envelope_with_starttls_and_records_refusals() {
     }
     let out = a.admin(&["log", "--json"]);
     assert!(out.contains("Relayed"), "{out}");
-    assert!(out.contains("RelayFailed") && out.contains("reject1@pec.beta.test"), "{out}");
+    assert!(
+        out.contains("RelayFailed") && out.contains("reject1@pec.beta.test"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -137,10 +171,23 @@ fn nothing_is_lost_when_killed_between_250_and_relay() {
     let sink = Sink::start(beta.path(), 3.0);
     let mut a = provider_a(beta.path(), sink.port);
     a.start();
-    let r = a.smtp("send", &["a@pec.alfa.test", "pw-a", "y@pec.beta.test", "-", "Sopravvivo", "-"]);
+    let r = a.smtp(
+        "send",
+        &[
+            "a@pec.alfa.test",
+            "pw-a",
+            "y@pec.beta.test",
+            "-",
+            "Sopravvivo",
+            "-",
+        ],
+    );
     assert_eq!(r["refused"].as_array().unwrap().len(), 0, "{r}");
     a.kill();
-    assert!(sink.messages().is_empty(), "nothing relayed before the kill");
+    assert!(
+        sink.messages().is_empty(),
+        "nothing relayed before the kill"
+    );
 
     a.start();
     let msgs = sink.wait_for(1);
@@ -149,7 +196,13 @@ fn nothing_is_lost_when_killed_between_250_and_relay() {
     assert_eq!(sink.messages().len(), 1, "relayed exactly once: {msgs:?}");
 
     let store = Store::open(a.data_dir(), StoreOptions::default()).unwrap();
-    let inbox = store.messages(&PecAddress::parse("a@pec.alfa.test").unwrap(), "INBOX").unwrap();
-    assert_eq!(inbox.len(), 1, "one acceptance receipt, not repeated by the restart");
+    let inbox = store
+        .messages(&PecAddress::parse("a@pec.alfa.test").unwrap(), "INBOX")
+        .unwrap();
+    assert_eq!(
+        inbox.len(),
+        1,
+        "one acceptance receipt, not repeated by the restart"
+    );
     assert_eq!(store.queue_len(), 0, "the queue is empty");
 }

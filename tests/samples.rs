@@ -13,7 +13,10 @@ fn samples_dir() -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
-        eprintln!("SKIP: {} is absent (a clone without ../shared); the real-sample tests did not run", dir.display());
+        eprintln!(
+            "SKIP: {} is absent (a clone without ../shared); the real-sample tests did not run",
+            dir.display()
+        );
         None
     }
 }
@@ -27,16 +30,29 @@ fn load(rel: &str) -> Option<Vec<u8>> {
 /// must verify over the CRLF-canonical signed part.
 #[test]
 fn aruba_acceptance_receipt_verifies() {
-    let Some(raw) = load("oca-l10n-italy-7.0/message2_accettazione") else { return };
+    let Some(raw) = load("oca-l10n-italy-7.0/message2_accettazione") else {
+        return;
+    };
     let r = report::verify(&raw, None).unwrap();
     assert_eq!(r.kind, "accettazione");
     assert!(r.signature.valid, "{:?}", r.signature.reason);
-    assert!(r.signature.signer_subject.as_deref().unwrap_or("").contains("ARUBA PEC"), "{:?}", r.signature.signer_subject);
+    assert!(
+        r.signature
+            .signer_subject
+            .as_deref()
+            .unwrap_or("")
+            .contains("ARUBA PEC"),
+        "{:?}",
+        r.signature.signer_subject
+    );
     assert_eq!(r.signature.signer_sha1.as_ref().map(String::len), Some(40));
     let d = r.daticert.as_ref().expect("daticert");
     assert_eq!(d.tipo, "accettazione");
     assert_eq!(d.mittente, "l.battistini@pec.it");
-    assert_eq!(d.identificativo, "opec275.20141114182632.23219.07.1.48@pec.aruba.it");
+    assert_eq!(
+        d.identificativo,
+        "opec275.20141114182632.23219.07.1.48@pec.aruba.it"
+    );
     assert!(r.ok, "{:?}", r.reasons);
 }
 
@@ -44,13 +60,18 @@ fn aruba_acceptance_receipt_verifies() {
 /// is the PEC identifier.
 #[test]
 fn aruba_delivery_receipt_completa_verifies_and_carries_the_original() {
-    let Some(raw) = load("oca-l10n-italy-7.0/message2_consegna") else { return };
+    let Some(raw) = load("oca-l10n-italy-7.0/message2_consegna") else {
+        return;
+    };
     let c = classify(&raw).unwrap();
     assert_eq!(c.kind, Kind::Receipt(Tipo::AvvenutaConsegna));
     let d = c.daticert.clone().unwrap().unwrap();
     assert_eq!(d.ricevuta, Some(TipoRicevuta::Completa));
     assert!(d.consegna.is_some());
-    assert!(c.postacert.is_some(), "completa receipts carry postacert.eml");
+    assert!(
+        c.postacert.is_some(),
+        "completa receipts carry postacert.eml"
+    );
     let r = report::verify(&raw, None).unwrap();
     assert!(r.signature.valid, "{:?}", r.signature.reason);
     assert!(r.ok, "{:?}", r.reasons);
@@ -59,7 +80,9 @@ fn aruba_delivery_receipt_completa_verifies_and_carries_the_original() {
 /// Sogei 2018 transport envelope requesting breve receipts (AgID CA1 issuer).
 #[test]
 fn sogei_transport_envelope_verifies() {
-    let Some(raw) = load("oca-l10n-italy/POSTA CERTIFICATA_ Invio File 7339338.txt") else { return };
+    let Some(raw) = load("oca-l10n-italy/POSTA CERTIFICATA_ Invio File 7339338.txt") else {
+        return;
+    };
     let c = classify(&raw).unwrap();
     assert_eq!(c.kind, Kind::TransportEnvelope);
     assert_eq!(c.headers.x_tipo_ricevuta.as_deref(), Some("breve"));
@@ -69,18 +92,37 @@ fn sogei_transport_envelope_verifies() {
     assert!(c.postacert.is_some());
     let r = report::verify(&raw, None).unwrap();
     assert!(r.signature.valid, "{:?}", r.signature.reason);
-    assert!(r.signature.signer_issuer.as_deref().unwrap_or("").contains("AgID CA1"), "{:?}", r.signature.signer_issuer);
+    assert!(
+        r.signature
+            .signer_issuer
+            .as_deref()
+            .unwrap_or("")
+            .contains("AgID CA1"),
+        "{:?}",
+        r.signature.signer_issuer
+    );
     assert!(r.ok, "{:?}", r.reasons);
 }
 
 /// One byte changed inside the signed part: reported as altered, not accepted.
 #[test]
 fn sogei_envelope_with_one_byte_changed_is_reported_altered() {
-    let Some(raw) = load("oca-l10n-italy/POSTA CERTIFICATA_ Invio File 7339338 (broken XML).txt") else { return };
+    let Some(raw) = load("oca-l10n-italy/POSTA CERTIFICATA_ Invio File 7339338 (broken XML).txt")
+    else {
+        return;
+    };
     let r = report::verify(&raw, None).unwrap();
     assert_eq!(r.kind, "transport-envelope");
     assert!(!r.signature.valid);
-    assert!(r.signature.reason.as_deref().unwrap_or("").contains("does not match"), "{:?}", r.signature.reason);
+    assert!(
+        r.signature
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("does not match"),
+        "{:?}",
+        r.signature.reason
+    );
     assert!(!r.ok);
 }
 
@@ -89,17 +131,39 @@ fn sogei_envelope_with_one_byte_changed_is_reported_altered() {
 #[test]
 fn go_pec_placeholder_signatures_are_invalid_not_fatal() {
     for (file, kind, tipo, errore) in [
-        ("go-pec/accettazione.eml", "accettazione", Tipo::Accettazione, Errore::Nessuno),
-        ("go-pec/consegna.eml", "errore-consegna", Tipo::ErroreConsegna, Errore::NoDest),
-        ("go-pec/email_2.eml", "avvenuta-consegna", Tipo::AvvenutaConsegna, Errore::Nessuno),
+        (
+            "go-pec/accettazione.eml",
+            "accettazione",
+            Tipo::Accettazione,
+            Errore::Nessuno,
+        ),
+        (
+            "go-pec/consegna.eml",
+            "errore-consegna",
+            Tipo::ErroreConsegna,
+            Errore::NoDest,
+        ),
+        (
+            "go-pec/email_2.eml",
+            "avvenuta-consegna",
+            Tipo::AvvenutaConsegna,
+            Errore::Nessuno,
+        ),
     ] {
         let Some(raw) = load(file) else { return };
         let c = classify(&raw).unwrap();
-        let d = c.daticert.clone().unwrap_or_else(|| panic!("{file}: no daticert")).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let d = c
+            .daticert
+            .clone()
+            .unwrap_or_else(|| panic!("{file}: no daticert"))
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!((d.tipo, d.errore), (tipo, errore), "{file}");
         let r = report::verify(&raw, None).unwrap();
         assert_eq!(r.kind, kind, "{file}");
-        assert!(!r.signature.valid, "{file}: a placeholder signature must not verify");
+        assert!(
+            !r.signature.valid,
+            "{file}: a placeholder signature must not verify"
+        );
         assert!(!r.ok, "{file}");
     }
 }
@@ -107,7 +171,9 @@ fn go_pec_placeholder_signatures_are_invalid_not_fatal() {
 /// Envelope whose inner multipart misses its closing boundary: still classified.
 #[test]
 fn go_pec_envelope_with_malformed_mime_is_classified() {
-    let Some(raw) = load("go-pec/email_3.eml") else { return };
+    let Some(raw) = load("go-pec/email_3.eml") else {
+        return;
+    };
     let r = report::verify(&raw, None).unwrap();
     assert_eq!(r.kind, "transport-envelope");
     assert!(!r.signature.valid);
@@ -117,12 +183,18 @@ fn go_pec_envelope_with_malformed_mime_is_classified() {
 /// Truncated receipts: multipart/signed without its signature part.
 #[test]
 fn java_pec_parser_truncated_receipts_report_missing_signature() {
-    for file in ["java-pec-parser/accettazione.eml", "java-pec-parser/consegna.eml"] {
+    for file in [
+        "java-pec-parser/accettazione.eml",
+        "java-pec-parser/consegna.eml",
+    ] {
         let Some(raw) = load(file) else { return };
         let r = report::verify(&raw, None).unwrap();
         assert!(!r.signature.valid, "{file}");
         let reason = r.signature.reason.clone().unwrap_or_default();
-        assert!(reason.contains("signature part is missing") || reason.contains("truncated"), "{file}: {reason}");
+        assert!(
+            reason.contains("signature part is missing") || reason.contains("truncated"),
+            "{file}: {reason}"
+        );
         assert!(!r.ok);
     }
 }
@@ -130,8 +202,12 @@ fn java_pec_parser_truncated_receipts_report_missing_signature() {
 /// LF-only copies of a real CRLF message still verify (canonicalisation to CRLF).
 #[test]
 fn lf_stored_copy_of_a_real_receipt_still_verifies() {
-    let Some(raw) = load("oca-l10n-italy-7.0/message2_accettazione") else { return };
-    let lf: Vec<u8> = String::from_utf8_lossy(&raw).replace("\r\n", "\n").into_bytes();
+    let Some(raw) = load("oca-l10n-italy-7.0/message2_accettazione") else {
+        return;
+    };
+    let lf: Vec<u8> = String::from_utf8_lossy(&raw)
+        .replace("\r\n", "\n")
+        .into_bytes();
     let r = report::verify(&lf, None).unwrap();
     assert!(r.signature.valid, "{:?}", r.signature.reason);
 }

@@ -31,15 +31,31 @@ fn setup() -> Setup {
     let gw = Gateway::open(Config::load(&report.config).unwrap(), clock.clone()).unwrap();
     for u in ["a", "b", "posta-certificata"] {
         gw.store
-            .add_mailbox(NewMailbox { address: PecAddress::parse(&format!("{u}@pec.alfa.test")).unwrap(), password: Password::new("pw"), quota_bytes: None, options: Default::default() })
+            .add_mailbox(NewMailbox {
+                address: PecAddress::parse(&format!("{u}@pec.alfa.test")).unwrap(),
+                password: Password::new("pw"),
+                quota_bytes: None,
+                options: Default::default(),
+            })
             .unwrap();
     }
-    Setup { _dir: dir, gw, clock }
+    Setup {
+        _dir: dir,
+        gw,
+        clock,
+    }
 }
 
 async fn send(gw: &Arc<Gateway>) {
     let data = b"From: a@pec.alfa.test\r\nTo: b@pec.alfa.test\r\nSubject: Scadenze\r\nMessage-ID: <t-1@mua>\r\n\r\nciao\r\n".to_vec();
-    let env = Envelope { mail_from: "a@pec.alfa.test".into(), rcpt_to: vec!["b@pec.alfa.test".into()], data, authenticated: Some("a@pec.alfa.test".into()), helo: "t".into(), tls: true };
+    let env = Envelope {
+        mail_from: "a@pec.alfa.test".into(),
+        rcpt_to: vec!["b@pec.alfa.test".into()],
+        data,
+        authenticated: Some("a@pec.alfa.test".into()),
+        helo: "t".into(),
+        tls: true,
+    };
     let r = access::submit(gw, env).await.unwrap();
     assert_eq!(r.code, 250, "{r:?}");
 }
@@ -58,7 +74,9 @@ fn sender_inbox(gw: &Gateway) -> Vec<String> {
             let d = classify(&bytes).unwrap().daticert.unwrap().unwrap();
             let text = String::from_utf8_lossy(&bytes).into_owned();
             match d.tipo {
-                Tipo::PreavvisoErroreConsegna if text.contains("12 ore") => "preavviso-12h".to_string(),
+                Tipo::PreavvisoErroreConsegna if text.contains("12 ore") => {
+                    "preavviso-12h".to_string()
+                }
                 Tipo::PreavvisoErroreConsegna => "preavviso-24h".to_string(),
                 t => t.as_str().to_string(),
             }
@@ -67,7 +85,11 @@ fn sender_inbox(gw: &Gateway) -> Vec<String> {
 }
 
 fn advance_to(clock: &ManualClock, start: jiff::Timestamp, hours: i64, secs: i64) {
-    clock.set(start.checked_add(SignedDuration::from_hours(hours) + SignedDuration::from_secs(secs)).unwrap());
+    clock.set(
+        start
+            .checked_add(SignedDuration::from_hours(hours) + SignedDuration::from_secs(secs))
+            .unwrap(),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,7 +108,10 @@ async fn nothing_ever_arrives_both_notices_then_silence() {
     assert_eq!(timers::tick(&s.gw).await.unwrap(), 1, "the 24 h notice");
     advance_to(&s.clock, t0, 48, 0);
     assert_eq!(timers::tick(&s.gw).await.unwrap(), 0, "tracking stopped");
-    assert_eq!(sender_inbox(&s.gw), vec!["accettazione", "preavviso-12h", "preavviso-24h"]);
+    assert_eq!(
+        sender_inbox(&s.gw),
+        vec!["accettazione", "preavviso-12h", "preavviso-24h"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,8 +124,15 @@ async fn delivery_between_12_and_24_hours_gives_only_the_12h_notice() {
     // The receiving side comes back: take-charge and delivery happen now.
     assert!(delivery::pass(&s.gw).await);
     advance_to(&s.clock, t0, 30, 0);
-    assert_eq!(timers::tick(&s.gw).await.unwrap(), 0, "no 24 h notice after the delivery receipt");
-    assert_eq!(sender_inbox(&s.gw), vec!["accettazione", "preavviso-12h", "avvenuta-consegna"]);
+    assert_eq!(
+        timers::tick(&s.gw).await.unwrap(),
+        0,
+        "no 24 h notice after the delivery receipt"
+    );
+    assert_eq!(
+        sender_inbox(&s.gw),
+        vec!["accettazione", "preavviso-12h", "avvenuta-consegna"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,5 +143,8 @@ async fn timely_delivery_gives_no_notice() {
     assert!(delivery::pass(&s.gw).await);
     advance_to(&s.clock, t0, 30, 0);
     assert_eq!(timers::tick(&s.gw).await.unwrap(), 0);
-    assert_eq!(sender_inbox(&s.gw), vec!["accettazione", "avvenuta-consegna"]);
+    assert_eq!(
+        sender_inbox(&s.gw),
+        vec!["accettazione", "avvenuta-consegna"]
+    );
 }

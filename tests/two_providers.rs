@@ -25,7 +25,11 @@ use pecd::store::NewMailbox;
 use pecd::store::mailbox::{MailboxOptions, Password};
 
 fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Provider {
@@ -40,9 +44,26 @@ struct Provider {
 impl Provider {
     fn new(domain: &str, clock: SharedClock) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let out = common::server::pecd(&["init", "--dir", dir.path().to_str().unwrap(), "--domain", domain]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        Provider { dir, domain: domain.into(), smtp_port: free_port(), clock, gw: None, running: None }
+        let out = common::server::pecd(&[
+            "init",
+            "--dir",
+            dir.path().to_str().unwrap(),
+            "--domain",
+            domain,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Provider {
+            dir,
+            domain: domain.into(),
+            smtp_port: free_port(),
+            clock,
+            gw: None,
+            running: None,
+        }
     }
 
     fn config(&self) -> std::path::PathBuf {
@@ -57,9 +78,17 @@ impl Provider {
             let l = match line.split_once(" = ") {
                 Some((k, _)) if k == "smtp" => format!("smtp = \"127.0.0.1:{}\"", self.smtp_port),
                 Some((k, _)) if k == "smtps" => "smtps = \"127.0.0.1:0\"".into(),
-                Some((k, _)) if ["submission", "imaps", "pop3s", "http"].contains(&k) => format!("{k} = \"off\""),
-                Some((k, _)) if k == "trusted_ca" => format!("trusted_ca = [\"certs/ca.pem\", {:?}]", peer.dir.path().join("certs/ca.pem").display().to_string()),
-                _ if line == "[routes]" => format!("[routes]\n\"{}\" = \"127.0.0.1:{}\"", peer.domain, peer.smtp_port),
+                Some((k, _)) if ["submission", "imaps", "pop3s", "http"].contains(&k) => {
+                    format!("{k} = \"off\"")
+                }
+                Some((k, _)) if k == "trusted_ca" => format!(
+                    "trusted_ca = [\"certs/ca.pem\", {:?}]",
+                    peer.dir.path().join("certs/ca.pem").display().to_string()
+                ),
+                _ if line == "[routes]" => format!(
+                    "[routes]\n\"{}\" = \"127.0.0.1:{}\"",
+                    peer.domain, peer.smtp_port
+                ),
                 _ => line.to_string(),
             };
             out.push_str(&l);
@@ -68,19 +97,51 @@ impl Provider {
         std::fs::write(self.config(), out).unwrap();
         // Import the peer's index entry, as exported by the peer itself.
         let ldif = self.dir.path().join("peer.ldif");
-        let e = common::server::pecd(&["index", "export", "--config", peer.config().to_str().unwrap(), "--out", ldif.to_str().unwrap()]);
-        assert!(e.status.success(), "export: {}", String::from_utf8_lossy(&e.stderr));
-        let i = common::server::pecd(&["index", "import", ldif.to_str().unwrap(), "--config", self.config().to_str().unwrap()]);
-        assert!(i.status.success(), "import: {}", String::from_utf8_lossy(&i.stderr));
+        let e = common::server::pecd(&[
+            "index",
+            "export",
+            "--config",
+            peer.config().to_str().unwrap(),
+            "--out",
+            ldif.to_str().unwrap(),
+        ]);
+        assert!(
+            e.status.success(),
+            "export: {}",
+            String::from_utf8_lossy(&e.stderr)
+        );
+        let i = common::server::pecd(&[
+            "index",
+            "import",
+            ldif.to_str().unwrap(),
+            "--config",
+            self.config().to_str().unwrap(),
+        ]);
+        assert!(
+            i.status.success(),
+            "import: {}",
+            String::from_utf8_lossy(&i.stderr)
+        );
     }
 
     async fn start(&mut self) {
         let (cfg, clock) = (self.config(), self.clock.clone());
-        let gw = tokio::task::spawn_blocking(move || Gateway::open(Config::load(&cfg).unwrap(), clock).unwrap()).await.unwrap();
+        let gw = tokio::task::spawn_blocking(move || {
+            Gateway::open(Config::load(&cfg).unwrap(), clock).unwrap()
+        })
+        .await
+        .unwrap();
         for u in ["posta-certificata"] {
             let a = PecAddress::parse(&format!("{u}@{}", self.domain)).unwrap();
             if gw.store.mailbox(&a).unwrap().is_none() {
-                gw.store.add_mailbox(NewMailbox { address: a, password: Password::new("svc"), quota_bytes: None, options: Default::default() }).unwrap();
+                gw.store
+                    .add_mailbox(NewMailbox {
+                        address: a,
+                        password: Password::new("svc"),
+                        quota_bytes: None,
+                        options: Default::default(),
+                    })
+                    .unwrap();
             }
         }
         self.running = Some(pecd::server::start(gw.clone()).await.unwrap());
@@ -100,7 +161,15 @@ impl Provider {
 
     fn add(&self, user: &str, accept_anomalies: bool) {
         let a = PecAddress::parse(&format!("{user}@{}", self.domain)).unwrap();
-        self.gw().store.add_mailbox(NewMailbox { address: a, password: Password::new("pw"), quota_bytes: None, options: MailboxOptions { accept_anomalies } }).unwrap();
+        self.gw()
+            .store
+            .add_mailbox(NewMailbox {
+                address: a,
+                password: Password::new("pw"),
+                quota_bytes: None,
+                options: MailboxOptions { accept_anomalies },
+            })
+            .unwrap();
     }
 
     /// (tipo, errore, consegna) of every message in a mailbox's INBOX, each verified.
@@ -120,8 +189,11 @@ impl Provider {
                         assert!(r.ok, "{:?}", r.reasons);
                         if common::have("openssl", "openssl cms -verify") {
                             // Signed by either provider: A's or B's dev CA.
-                            let ok = [self.dir.path().join("certs/ca.pem")].iter().any(|ca| common::openssl_verify(&bytes, ca).0)
-                                || d.gestore_emittente.contains("pec.beta.test") || d.gestore_emittente.contains("pec.alfa.test");
+                            let ok = [self.dir.path().join("certs/ca.pem")]
+                                .iter()
+                                .any(|ca| common::openssl_verify(&bytes, ca).0)
+                                || d.gestore_emittente.contains("pec.beta.test")
+                                || d.gestore_emittente.contains("pec.alfa.test");
                             assert!(ok);
                         }
                         let t = d.tipo.as_str().to_string();
@@ -148,7 +220,11 @@ fn send(p: &Provider, to: &str, subject: &str) {
         .args([&format!("a@{}", p.domain), "pw", to, "-", subject, "-"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
@@ -168,11 +244,18 @@ fn count(v: &[(String, Option<Errore>, Option<String>)], tipo: Tipo) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_providers_exchange_certified_mail() {
-    if std::process::Command::new("python3").arg("--version").output().is_err() {
+    if std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("SKIP: python3 is not installed");
         return;
     }
-    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("pecd=info").try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("pecd=info")
+        .try_init();
     let clock_a = Arc::new(ManualClock::new(jiff::Timestamp::now()));
     let mut a = Provider::new("pec.alfa.test", clock_a.clone());
     let mut b = Provider::new("pec.beta.test", pecd::clock::system());
@@ -188,19 +271,47 @@ async fn two_providers_exchange_certified_mail() {
     // a@A → b@B: acceptance, take-charge at A's service mailbox, envelope in b's INBOX,
     // delivery receipt to a.
     send(&a, "b@pec.beta.test", "Uno");
-    wait_until("the delivery receipt at A", || count(&a.inbox("a"), Tipo::AvvenutaConsegna) == 1).await;
+    wait_until("the delivery receipt at A", || {
+        count(&a.inbox("a"), Tipo::AvvenutaConsegna) == 1
+    })
+    .await;
     assert_eq!(count(&a.inbox("a"), Tipo::Accettazione), 1);
-    wait_until("the take-charge at A", || count(&a.inbox("posta-certificata"), Tipo::PresaInCarico) == 1).await;
-    assert_eq!(count(&b.inbox("b"), Tipo::PostaCertificata), 1, "{:?}", b.inbox("b"));
+    wait_until("the take-charge at A", || {
+        count(&a.inbox("posta-certificata"), Tipo::PresaInCarico) == 1
+    })
+    .await;
+    assert_eq!(
+        count(&b.inbox("b"), Tipo::PostaCertificata),
+        1,
+        "{:?}",
+        b.inbox("b")
+    );
 
     // To a missing mailbox on B: the non-delivery notice (no-dest).
     send(&a, "missing@pec.beta.test", "Due");
-    wait_until("the non-delivery notice", || a.inbox("a").iter().any(|x| x.0 == "errore-consegna" && x.1 == Some(Errore::NoDest))).await;
+    wait_until("the non-delivery notice", || {
+        a.inbox("a")
+            .iter()
+            .any(|x| x.0 == "errore-consegna" && x.1 == Some(Errore::NoDest))
+    })
+    .await;
 
     // Three recipients on B: three delivery receipts.
-    send(&a, "b@pec.beta.test,b2@pec.beta.test,b3@pec.beta.test", "Tre");
-    wait_until("three more delivery receipts", || count(&a.inbox("a"), Tipo::AvvenutaConsegna) == 4).await;
-    let consegne: Vec<String> = a.inbox("a").into_iter().filter(|x| x.0 == "avvenuta-consegna").filter_map(|x| x.2).collect();
+    send(
+        &a,
+        "b@pec.beta.test,b2@pec.beta.test,b3@pec.beta.test",
+        "Tre",
+    );
+    wait_until("three more delivery receipts", || {
+        count(&a.inbox("a"), Tipo::AvvenutaConsegna) == 4
+    })
+    .await;
+    let consegne: Vec<String> = a
+        .inbox("a")
+        .into_iter()
+        .filter(|x| x.0 == "avvenuta-consegna")
+        .filter_map(|x| x.2)
+        .collect();
     for r in ["b2@pec.beta.test", "b3@pec.beta.test"] {
         assert!(consegne.iter().any(|c| c == r), "{consegne:?}");
     }
@@ -210,7 +321,10 @@ async fn two_providers_exchange_certified_mail() {
     let stranger = common::dev_pki("pec.stranger.test");
     let cert = pecd::pec::compose::Certification {
         mittente: "x@pec.stranger.test".into(),
-        destinatari: vec![pecd::pec::daticert::Destinatario { address: "b@pec.beta.test".into(), tipo: pecd::pec::daticert::TipoDestinatario::Certificato }],
+        destinatari: vec![pecd::pec::daticert::Destinatario {
+            address: "b@pec.beta.test".into(),
+            tipo: pecd::pec::daticert::TipoDestinatario::Certificato,
+        }],
         risposte: "x@pec.stranger.test".into(),
         oggetto: "Estraneo".into(),
         identificativo: "opec-x@mail.pec.stranger.test".into(),
@@ -218,12 +332,35 @@ async fn two_providers_exchange_certified_mail() {
         ricevuta: pecd::pec::daticert::TipoRicevuta::Completa,
     };
     let at = pecd::pec::time::PecTime::italian(jiff::Timestamp::now());
-    let env = pecd::pec::envelope::transport(&stranger.identity, &stranger.signer, &cert, b"From: x@pec.stranger.test\r\nTo: b@pec.beta.test\r\nSubject: Estraneo\r\n\r\nciao\r\n", at).unwrap();
-    let r = smtp_to(&b, "x@pec.stranger.test", &["b@pec.beta.test"], &env.message.bytes).await;
+    let env = pecd::pec::envelope::transport(
+        &stranger.identity,
+        &stranger.signer,
+        &cert,
+        b"From: x@pec.stranger.test\r\nTo: b@pec.beta.test\r\nSubject: Estraneo\r\n\r\nciao\r\n",
+        at,
+    )
+    .unwrap();
+    let r = smtp_to(
+        &b,
+        "x@pec.stranger.test",
+        &["b@pec.beta.test"],
+        &env.message.bytes,
+    )
+    .await;
     assert_eq!(r, 250);
-    let anomalies = b.inbox("b").into_iter().filter(|x| x.0 == "anomaly-envelope").count();
+    let anomalies = b
+        .inbox("b")
+        .into_iter()
+        .filter(|x| x.0 == "anomaly-envelope")
+        .count();
     assert_eq!(anomalies, 1, "{:?}", b.inbox("b"));
-    let r = smtp_to(&b, "x@pec.stranger.test", &["b2@pec.beta.test"], &env.message.bytes).await;
+    let r = smtp_to(
+        &b,
+        "x@pec.stranger.test",
+        &["b2@pec.beta.test"],
+        &env.message.bytes,
+    )
+    .await;
     assert_eq!(r, 550, "b2 does not accept non-certified mail");
 
     // A forged delivery receipt sent to A (signed by the stranger) is not trusted.
@@ -231,14 +368,36 @@ async fn two_providers_exchange_certified_mail() {
         let gw = a.gw();
         let aa = PecAddress::parse("a@pec.alfa.test").unwrap();
         let first = gw.store.messages(&aa, "INBOX").unwrap().remove(0);
-        classify(&gw.store.blobs().read(&first.blob).unwrap()).unwrap().daticert.unwrap().unwrap().identificativo
+        classify(&gw.store.blobs().read(&first.blob).unwrap())
+            .unwrap()
+            .daticert
+            .unwrap()
+            .unwrap()
+            .identificativo
     };
     let mut forged_cert = cert.clone();
     forged_cert.mittente = "a@pec.alfa.test".into();
     forged_cert.identificativo = ident;
-    let forged = pecd::pec::receipt::build(&stranger.identity, &stranger.signer, &forged_cert, pecd::pec::receipt::Notice::AvvenutaConsegna { consegna: "b@pec.beta.test", form: pecd::pec::daticert::TipoRicevuta::Sintetica, postacert: None }, at).unwrap();
+    let forged = pecd::pec::receipt::build(
+        &stranger.identity,
+        &stranger.signer,
+        &forged_cert,
+        pecd::pec::receipt::Notice::AvvenutaConsegna {
+            consegna: "b@pec.beta.test",
+            form: pecd::pec::daticert::TipoRicevuta::Sintetica,
+            postacert: None,
+        },
+        at,
+    )
+    .unwrap();
     let before = a.inbox("a").len();
-    let r = smtp_to(&a, "posta-certificata@pec.stranger.test", &["a@pec.alfa.test"], &forged.bytes).await;
+    let r = smtp_to(
+        &a,
+        "posta-certificata@pec.stranger.test",
+        &["a@pec.alfa.test"],
+        &forged.bytes,
+    )
+    .await;
     assert_eq!(r, 550, "a forged receipt is not delivered as a receipt");
     assert_eq!(a.inbox("a").len(), before);
 
@@ -247,23 +406,43 @@ async fn two_providers_exchange_certified_mail() {
     b.stop().await;
     send(&a, "b@pec.beta.test", "Quattro");
     let t0 = clock_a.now();
-    clock_a.set(t0.checked_add(SignedDuration::from_hours(12) + SignedDuration::from_secs(5)).unwrap());
+    clock_a.set(
+        t0.checked_add(SignedDuration::from_hours(12) + SignedDuration::from_secs(5))
+            .unwrap(),
+    );
     assert_eq!(timers::tick(a.gw()).await.unwrap(), 1, "12 h notice");
     b.start().await;
     a.gw().work.notify_waiters();
-    wait_until("delivery after B came back", || count(&a.inbox("a"), Tipo::AvvenutaConsegna) == 5).await;
+    wait_until("delivery after B came back", || {
+        count(&a.inbox("a"), Tipo::AvvenutaConsegna) == 5
+    })
+    .await;
     clock_a.set(t0.checked_add(SignedDuration::from_hours(25)).unwrap());
-    assert_eq!(timers::tick(a.gw()).await.unwrap(), 0, "no 24 h notice once delivered");
+    assert_eq!(
+        timers::tick(a.gw()).await.unwrap(),
+        0,
+        "no 24 h notice once delivered"
+    );
     assert_eq!(count(&a.inbox("a"), Tipo::PreavvisoErroreConsegna), 1);
-    assert_eq!(count(&b.inbox("b"), Tipo::PostaCertificata), 3, "b got each envelope exactly once");
+    assert_eq!(
+        count(&b.inbox("b"), Tipo::PostaCertificata),
+        3,
+        "b got each envelope exactly once"
+    );
 
     // With B down for good: 12 h and 24 h notices.
     b.stop().await;
     send(&a, "b3@pec.beta.test", "Cinque");
     let t1 = clock_a.now();
-    clock_a.set(t1.checked_add(SignedDuration::from_hours(12) + SignedDuration::from_secs(5)).unwrap());
+    clock_a.set(
+        t1.checked_add(SignedDuration::from_hours(12) + SignedDuration::from_secs(5))
+            .unwrap(),
+    );
     assert_eq!(timers::tick(a.gw()).await.unwrap(), 1);
-    clock_a.set(t1.checked_add(SignedDuration::from_hours(24) + SignedDuration::from_secs(5)).unwrap());
+    clock_a.set(
+        t1.checked_add(SignedDuration::from_hours(24) + SignedDuration::from_secs(5))
+            .unwrap(),
+    );
     assert_eq!(timers::tick(a.gw()).await.unwrap(), 1);
     assert_eq!(count(&a.inbox("a"), Tipo::PreavvisoErroreConsegna), 3);
     a.stop().await;
@@ -272,13 +451,25 @@ async fn two_providers_exchange_certified_mail() {
 /// Sends raw bytes to a provider's smtp listener with STARTTLS; returns the final code.
 async fn smtp_to(p: &Provider, from: &str, rcpts: &[&str], data: &[u8]) -> u16 {
     let tls = pecd::tls::client_config(&[p.dir.path().join("certs/ca.pem")], false).unwrap();
-    let peer = pecd::smtp::client::Peer { host: "127.0.0.1".into(), port: p.smtp_port, tls_name: "127.0.0.1".into(), tls, timeout: Duration::from_secs(30) };
+    let peer = pecd::smtp::client::Peer {
+        host: "127.0.0.1".into(),
+        port: p.smtp_port,
+        tls_name: "127.0.0.1".into(),
+        tls,
+        timeout: Duration::from_secs(30),
+    };
     let rc: Vec<String> = rcpts.iter().map(|s| s.to_string()).collect();
-    let msg = pecd::smtp::client::Outgoing { helo: "test", mail_from: from, rcpt_to: &rc, data };
+    let msg = pecd::smtp::client::Outgoing {
+        helo: "test",
+        mail_from: from,
+        rcpt_to: &rc,
+        data,
+    };
     let r = pecd::smtp::client::send(&peer, &msg).await.unwrap();
     match &r[0].1 {
         pecd::smtp::client::RcptOutcome::Accepted => 250,
-        pecd::smtp::client::RcptOutcome::Permanent(t) | pecd::smtp::client::RcptOutcome::Temporary(t) => t[..3].parse().unwrap(),
+        pecd::smtp::client::RcptOutcome::Permanent(t)
+        | pecd::smtp::client::RcptOutcome::Temporary(t) => t[..3].parse().unwrap(),
     }
 }
 

@@ -13,8 +13,8 @@ use anyhow::Context;
 use pecd::config::{Config, DEFAULT_CONFIG_PATH};
 use pecd::gateway::Gateway;
 use pecd::pec::address::{Domain, PecAddress};
-use pecd::store::mailbox::Password;
 use pecd::store::NewMailbox;
+use pecd::store::mailbox::Password;
 
 /// The demo domain of the embedded default.
 pub const DEMO_DOMAIN: &str = "pec.demo.test";
@@ -39,7 +39,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             p
         }
     };
-    let config = Config::load(&path).with_context(|| format!("configuration {}", path.display()))?;
+    let config =
+        Config::load(&path).with_context(|| format!("configuration {}", path.display()))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -58,17 +59,29 @@ fn random_password() -> anyhow::Result<String> {
 fn first_run(config_path: &Path) -> anyhow::Result<()> {
     let dir = config_path.parent().unwrap_or(Path::new("."));
     let domain = Domain::parse(DEMO_DOMAIN).context("demo domain")?;
-    let report = pecd::pki::init_dir(dir, &domain, None, false).with_context(|| format!("initialising {}", dir.display()))?;
+    let report = pecd::pki::init_dir(dir, &domain, None, false)
+        .with_context(|| format!("initialising {}", dir.display()))?;
     let config = Config::load(&report.config).context("the generated configuration")?;
     let gw = Gateway::open(config, pecd::clock::system()).context("opening the new store")?;
     let demo = PecAddress::parse(&format!("demo@{DEMO_DOMAIN}")).context("demo address")?;
     let password = random_password()?;
     gw.store
-        .add_mailbox(NewMailbox { address: demo.clone(), password: Password::new(password.clone()), quota_bytes: None, options: Default::default() })
+        .add_mailbox(NewMailbox {
+            address: demo.clone(),
+            password: Password::new(password.clone()),
+            quota_bytes: None,
+            options: Default::default(),
+        })
         .context("creating the demo mailbox")?;
     let creds = dir.join(DEMO_CREDENTIALS);
-    write_private(&creds, format!("mailbox  {demo}\npassword {password}\n").as_bytes())?;
-    println!("First run: created {} (dev PKI, configuration, demo mailbox).", dir.display());
+    write_private(
+        &creds,
+        format!("mailbox  {demo}\npassword {password}\n").as_bytes(),
+    )?;
+    println!(
+        "First run: created {} (dev PKI, configuration, demo mailbox).",
+        dir.display()
+    );
     println!("  demo mailbox  {demo}");
     println!("  password      {password}   (also in {})", creds.display());
     Ok(())
@@ -84,8 +97,10 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(bytes).with_context(|| format!("writing {}", path.display()))?;
-    f.sync_all().with_context(|| format!("syncing {}", path.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.sync_all()
+        .with_context(|| format!("syncing {}", path.display()))?;
     Ok(())
 }
 
@@ -94,7 +109,12 @@ fn ensure_service_mailbox(gw: &Gateway) -> anyhow::Result<()> {
     let addr = gw.config.provider.receipt_mailbox.clone();
     if gw.store.mailbox(&addr)?.is_none() {
         gw.store
-            .add_mailbox(NewMailbox { address: addr.clone(), password: Password::new(random_password()?), quota_bytes: None, options: Default::default() })
+            .add_mailbox(NewMailbox {
+                address: addr.clone(),
+                password: Password::new(random_password()?),
+                quota_bytes: None,
+                options: Default::default(),
+            })
             .with_context(|| format!("creating the service mailbox {addr}"))?;
         tracing::info!(mailbox = %addr, "created the provider service mailbox (set its password with `pecd mailbox passwd`)");
     }
@@ -102,19 +122,36 @@ fn ensure_service_mailbox(gw: &Gateway) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let config_dir = config.path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let config_dir = config
+        .path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     let gw = tokio::task::spawn_blocking(move || Gateway::open(config, pecd::clock::system()))
         .await
         .context("opening the gateway")??;
     ensure_service_mailbox(&gw)?;
     let running = pecd::server::start(gw.clone()).await?;
 
-    let domains: Vec<String> = gw.config.provider.domains.iter().map(|d| d.to_string()).collect();
-    println!("pecd is running for {} ({})", domains.join(", "), gw.identity.name);
+    let domains: Vec<String> = gw
+        .config
+        .provider
+        .domains
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+    println!(
+        "pecd is running for {} ({})",
+        domains.join(", "),
+        gw.identity.name
+    );
     for (name, addr) in &running.listeners {
         println!("  {name:<11} {addr}");
     }
-    println!("  dev CA      {}", config_dir.join("certs/ca.pem").display());
+    println!(
+        "  dev CA      {}",
+        config_dir.join("certs/ca.pem").display()
+    );
     let creds = config_dir.join(DEMO_CREDENTIALS);
     if creds.exists() {
         println!("  demo login  see {}", creds.display());
@@ -137,13 +174,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

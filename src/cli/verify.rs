@@ -24,24 +24,36 @@ pub struct VerifyArgs {
 }
 
 pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let raw = std::fs::read(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+    let raw = std::fs::read(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
     let trust = match &args.ca {
         None => None,
         Some(p) => {
-            let pem = std::fs::read(p).with_context(|| format!("cannot read the CA file {}", p.display()))?;
+            let pem = std::fs::read(p)
+                .with_context(|| format!("cannot read the CA file {}", p.display()))?;
             Some(TrustAnchors::from_pem(&pem).with_context(|| format!("CA file {}", p.display()))?)
         }
     };
     let index = match &args.index {
         None => None,
-        Some(p) => Some(pecd::pec::index::ProviderIndex::load(p).with_context(|| format!("index file {}", p.display()))?),
+        Some(p) => Some(
+            pecd::pec::index::ProviderIndex::load(p)
+                .with_context(|| format!("index file {}", p.display()))?,
+        ),
     };
     let report = pecd::report::verify_with_index(&raw, trust.as_ref(), index.as_ref())
         .with_context(|| format!("{} is not a mail message", args.file.display()))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report).context("serialising the report")?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).context("serialising the report")?
+        );
     } else {
         print!("{}", pecd::report::render_text(&report));
     }
-    Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -26,7 +26,9 @@ pub enum AddressError {
 }
 
 /// A DNS domain, lower-case, dot-atom, each label 1–63 characters.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct Domain(String);
 
@@ -42,7 +44,11 @@ impl Domain {
                     && !l.ends_with('-')
                     && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
             });
-        if ok { Ok(Self(d)) } else { Err(AddressError::BadDomain(s.chars().take(80).collect())) }
+        if ok {
+            Ok(Self(d))
+        } else {
+            Err(AddressError::BadDomain(s.chars().take(80).collect()))
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -71,7 +77,9 @@ impl fmt::Display for Domain {
 
 /// A mailbox address `local@domain`. The local part keeps its case (RFC 5321 §2.4); the
 /// domain is lower-cased. Comparisons for PEC purposes use [`PecAddress::key`].
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct PecAddress {
     local: String,
@@ -86,17 +94,25 @@ impl PecAddress {
     /// Parses a bare addr-spec, tolerating surrounding `<>` and whitespace.
     pub fn parse(s: &str) -> Result<Self, AddressError> {
         let s = s.trim();
-        let s = s.strip_prefix('<').and_then(|x| x.strip_suffix('>')).unwrap_or(s).trim();
+        let s = s
+            .strip_prefix('<')
+            .and_then(|x| x.strip_suffix('>'))
+            .unwrap_or(s)
+            .trim();
         if s.is_empty() {
             return Err(AddressError::Empty);
         }
         if s.len() > MAX_ADDRESS_LEN {
             return Err(AddressError::TooLong);
         }
-        let (local, domain) = s.rsplit_once('@').ok_or_else(|| AddressError::NoAt(s.to_string()))?;
+        let (local, domain) = s
+            .rsplit_once('@')
+            .ok_or_else(|| AddressError::NoAt(s.to_string()))?;
         let local_ok = !local.is_empty()
             && local.len() <= 64
-            && local.split('.').all(|a| !a.is_empty() && a.bytes().all(atext));
+            && local
+                .split('.')
+                .all(|a| !a.is_empty() && a.bytes().all(atext));
         if !local_ok {
             return Err(AddressError::BadLocal(s.to_string()));
         }
@@ -166,9 +182,22 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for bad in ["", "no-at", "@x.it", "a@", "a..b@x.it", "a b@x.it", "a@-x.it", "a@x..it", "\"q\"@x.it"] {
+        for bad in [
+            "",
+            "no-at",
+            "@x.it",
+            "a@",
+            "a..b@x.it",
+            "a b@x.it",
+            "a@-x.it",
+            "a@x..it",
+            "\"q\"@x.it",
+        ] {
             assert!(PecAddress::parse(bad).is_err(), "{bad:?} accepted");
         }
-        assert_eq!(PecAddress::parse(&format!("{}@x.it", "a".repeat(300))), Err(AddressError::TooLong));
+        assert_eq!(
+            PecAddress::parse(&format!("{}@x.it", "a".repeat(300))),
+            Err(AddressError::TooLong)
+        );
     }
 }

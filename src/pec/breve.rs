@@ -42,7 +42,8 @@ fn content_type(headers: &[u8]) -> mime::ContentType {
 
 /// The attachment name of a part, if it has one.
 fn part_name(headers: &[u8], ct: &mime::ContentType) -> Option<String> {
-    let disposition = mime::header_value(headers, "content-disposition").map(|v| mime::ContentType::parse(&format!("x/{v}")));
+    let disposition = mime::header_value(headers, "content-disposition")
+        .map(|v| mime::ContentType::parse(&format!("x/{v}")));
     disposition
         .as_ref()
         .and_then(|d| d.param("filename").map(str::to_string))
@@ -87,7 +88,9 @@ fn rewrite_part(part: &[u8], depth: usize) -> Vec<u8> {
     if name.is_some() || ct.mime_type == "message/rfc822" {
         let name = name.unwrap_or_else(|| "message.eml".to_string());
         let name = name.replace(['"', '\\', '\r', '\n'], "_");
-        let digest = hash(MessageDigest::sha1(), body).map(hex::encode).unwrap_or_default();
+        let digest = hash(MessageDigest::sha1(), body)
+            .map(hex::encode)
+            .unwrap_or_default();
         return format!(
             "Content-Type: text/plain; charset=us-ascii; name=\"{name}.hash\"\r\n\
              Content-Disposition: attachment; filename=\"{name}.hash\"\r\n\
@@ -116,16 +119,22 @@ mod tests {
         assert!(out.contains("filename=\"fattura.pdf.hash\""));
         let sha1 = hex::encode(hash(MessageDigest::sha1(), b"JVBERi0x").unwrap());
         assert!(out.contains(&sha1));
-        assert!(!out.contains("Subject: inner"), "attached message must be replaced");
+        assert!(
+            !out.contains("Subject: inner"),
+            "attached message must be replaced"
+        );
         assert!(out.contains("message.eml.hash"));
         // Still a parseable multipart with the same number of parts.
-        let m = mail_parser::MessageParser::new().parse(out.as_bytes()).unwrap();
+        let m = mail_parser::MessageParser::new()
+            .parse(out.as_bytes())
+            .unwrap();
         assert_eq!(m.attachment_count(), 2);
     }
 
     #[test]
     fn opaque_signed_originals_are_left_whole() {
-        let opaque = b"Content-Type: application/pkcs7-mime; name=smime.p7m\r\n\r\nMIAGCSqGSIb3\r\n";
+        let opaque =
+            b"Content-Type: application/pkcs7-mime; name=smime.p7m\r\n\r\nMIAGCSqGSIb3\r\n";
         assert_eq!(breve_original(opaque), opaque.to_vec());
     }
 }

@@ -175,7 +175,8 @@ pub fn classify(raw: &[u8]) -> Result<Classified, ClassifyError> {
             if let Some(b) = mime::ContentType::parse(&ct).param("boundary") {
                 let (_, body) = mime::split_header_body(&crlf);
                 if !mime::split_multipart(body, b.as_bytes()).closed {
-                    problems.push("multipart/signed is not closed by its final boundary".to_string());
+                    problems
+                        .push("multipart/signed is not closed by its final boundary".to_string());
                 }
             }
         }
@@ -200,7 +201,10 @@ mod tests {
         assert_eq!(c.kind, Kind::PlainMail);
         assert!(c.daticert.is_none() && c.postacert.is_none() && !c.signed);
         assert_eq!(classify(b"").unwrap_err(), ClassifyError::NotAMail);
-        assert_eq!(classify(b"\x00\x01\x02 no colon here").unwrap_err(), ClassifyError::NotAMail);
+        assert_eq!(
+            classify(b"\x00\x01\x02 no colon here").unwrap_err(),
+            ClassifyError::NotAMail
+        );
     }
 
     #[test]
@@ -208,8 +212,14 @@ mod tests {
         for (h, k) in [
             ("X-Trasporto: posta-certificata", Kind::TransportEnvelope),
             ("X-Trasporto: errore", Kind::AnomalyEnvelope),
-            ("X-Ricevuta: avvenuta-consegna", Kind::Receipt(Tipo::AvvenutaConsegna)),
-            ("X-Ricevuta: mancata-consegna", Kind::UnknownPec("mancata-consegna".into())),
+            (
+                "X-Ricevuta: avvenuta-consegna",
+                Kind::Receipt(Tipo::AvvenutaConsegna),
+            ),
+            (
+                "X-Ricevuta: mancata-consegna",
+                Kind::UnknownPec("mancata-consegna".into()),
+            ),
         ] {
             let raw = format!("{h}\r\nFrom: x@y.it\r\n\r\n");
             assert_eq!(classify(raw.as_bytes()).unwrap().kind, k, "{h}");

@@ -9,11 +9,11 @@
 
 use std::borrow::Cow;
 
+use mail_builder::headers::Header;
 use mail_builder::headers::address::Address;
 use mail_builder::headers::content_type::ContentType;
 use mail_builder::headers::raw::Raw;
 use mail_builder::headers::text::Text;
-use mail_builder::headers::Header;
 use mail_builder::mime::{BodyPart, MimePart};
 
 use super::address::PecAddress;
@@ -156,10 +156,11 @@ impl Headers {
         for line in original_headers.split_inclusive(|&b| b == b'\n') {
             let is_cont = line.first().is_some_and(|&b| b == b' ' || b == b'\t');
             if !is_cont {
-                copying = line
-                    .iter()
-                    .position(|&b| b == b':')
-                    .is_some_and(|c| names.iter().any(|n| line[..c].trim_ascii().eq_ignore_ascii_case(n.as_bytes())));
+                copying = line.iter().position(|&b| b == b':').is_some_and(|c| {
+                    names
+                        .iter()
+                        .any(|n| line[..c].trim_ascii().eq_ignore_ascii_case(n.as_bytes()))
+                });
             }
             if copying {
                 self.0.extend_from_slice(&mime::to_crlf(line));
@@ -204,11 +205,18 @@ fn rfc822_encoding(original: &[u8]) -> &'static str {
 
 /// The signed entity: `multipart/mixed` holding the human-readable part, then `daticert.xml`
 /// (base64, UTF-8) and `postacert.eml` (the original or whatever `attached` carries).
-pub fn inner_entity(text_lines: &[String], daticert: Option<&Daticert>, attached: Option<&[u8]>) -> Vec<u8> {
+pub fn inner_entity(
+    text_lines: &[String],
+    daticert: Option<&Daticert>,
+    attached: Option<&[u8]>,
+) -> Vec<u8> {
     let text = text_lines.join("\r\n") + "\r\n";
     let alternative = MimePart::new(
         ContentType::new("multipart/alternative"),
-        vec![latin1_part("plain", &text), latin1_part("html", &html_of(text_lines))],
+        vec![
+            latin1_part("plain", &text),
+            latin1_part("html", &html_of(text_lines)),
+        ],
     );
     let mut parts = vec![alternative];
     if let Some(d) = daticert {
@@ -217,7 +225,10 @@ pub fn inner_entity(text_lines: &[String], daticert: Option<&Daticert>, attached
                 ContentType::new("application/xml").attribute("name", "daticert.xml"),
                 BodyPart::Binary(Cow::Owned(d.to_xml().into_bytes())),
             )
-            .header("Content-Disposition", Raw::new("inline; filename=\"daticert.xml\"")),
+            .header(
+                "Content-Disposition",
+                Raw::new("inline; filename=\"daticert.xml\""),
+            ),
         );
     }
     if let Some(orig) = attached {
@@ -228,7 +239,10 @@ pub fn inner_entity(text_lines: &[String], daticert: Option<&Daticert>, attached
                 ContentType::new("message/rfc822").attribute("name", "postacert.eml"),
                 BodyPart::Binary(Cow::Owned(orig)),
             )
-            .header("Content-Disposition", Raw::new("inline; filename=\"postacert.eml\""))
+            .header(
+                "Content-Disposition",
+                Raw::new("inline; filename=\"postacert.eml\""),
+            )
             .header("Content-Transfer-Encoding", Raw::new(enc)),
         );
     }

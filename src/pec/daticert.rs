@@ -14,9 +14,9 @@
 
 use std::fmt;
 
+use quick_xml::Reader;
 use quick_xml::escape::{escape, resolve_predefined_entity};
 use quick_xml::events::{BytesStart, Event};
-use quick_xml::Reader;
 
 use super::time::{PecTime, PecTimeError};
 
@@ -164,7 +164,9 @@ pub enum DaticertError {
     TextTooLong(String),
     #[error("daticert declares entities in its DOCTYPE: refused (no entity is ever expanded)")]
     EntityDeclaration,
-    #[error("daticert references the entity &{0};: refused (only the predefined XML entities are allowed)")]
+    #[error(
+        "daticert references the entity &{0};: refused (only the predefined XML entities are allowed)"
+    )]
     EntityReference(String),
     #[error("daticert is not well-formed XML: {0}")]
     Xml(String),
@@ -289,14 +291,21 @@ impl Daticert {
                     push_text(&mut text, &s, &stack)?;
                 }
                 Event::GeneralRef(r) => {
-                    if let Some(c) = r.resolve_char_ref().map_err(|e| DaticertError::Xml(e.to_string()))? {
+                    if let Some(c) = r
+                        .resolve_char_ref()
+                        .map_err(|e| DaticertError::Xml(e.to_string()))?
+                    {
                         let mut buf = [0u8; 4];
                         push_text(&mut text, c.encode_utf8(&mut buf), &stack)?;
                     } else {
                         let name = r.decode().map_err(|e| DaticertError::Xml(e.to_string()))?;
                         match resolve_predefined_entity(&name) {
                             Some(v) => push_text(&mut text, v, &stack)?,
-                            None => return Err(DaticertError::EntityReference(name.chars().take(40).collect())),
+                            None => {
+                                return Err(DaticertError::EntityReference(
+                                    name.chars().take(40).collect(),
+                                ));
+                            }
                         }
                     }
                 }
@@ -329,7 +338,8 @@ fn elem(x: &mut String, depth: usize, name: &str, value: &str) {
 }
 
 fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 fn local_name(e: &BytesStart<'_>) -> String {
@@ -338,7 +348,9 @@ fn local_name(e: &BytesStart<'_>) -> String {
 
 fn push_text(text: &mut String, s: &str, stack: &[String]) -> Result<(), DaticertError> {
     if text.len() + s.len() > MAX_TEXT {
-        return Err(DaticertError::TextTooLong(stack.last().cloned().unwrap_or_default()));
+        return Err(DaticertError::TextTooLong(
+            stack.last().cloned().unwrap_or_default(),
+        ));
     }
     text.push_str(s);
     Ok(())
@@ -374,31 +386,40 @@ fn unknown(what: &'static str, value: &str) -> DaticertError {
 }
 
 impl Builder {
-    fn attributes(&mut self, name: &str, e: &BytesStart<'_>, reader: &Reader<&[u8]>) -> Result<(), DaticertError> {
+    fn attributes(
+        &mut self,
+        name: &str,
+        e: &BytesStart<'_>,
+        reader: &Reader<&[u8]>,
+    ) -> Result<(), DaticertError> {
         for attr in e.attributes() {
             let attr = attr.map_err(|e| DaticertError::Xml(e.to_string()))?;
             let key = String::from_utf8_lossy(attr.key.local_name().as_ref()).into_owned();
             let value = attr
                 .decode_and_unescape_value(reader.decoder())
                 .map_err(|e| match e {
-                    quick_xml::Error::Escape(quick_xml::escape::EscapeError::UnrecognizedEntity(_, n)) => {
-                        DaticertError::EntityReference(n)
-                    }
+                    quick_xml::Error::Escape(
+                        quick_xml::escape::EscapeError::UnrecognizedEntity(_, n),
+                    ) => DaticertError::EntityReference(n),
                     other => DaticertError::Xml(other.to_string()),
                 })?;
             let v = value.trim();
             match (name, key.as_str()) {
-                ("postacert", "tipo") => self.tipo = Some(Tipo::parse(v).ok_or_else(|| unknown("tipo", v))?),
+                ("postacert", "tipo") => {
+                    self.tipo = Some(Tipo::parse(v).ok_or_else(|| unknown("tipo", v))?)
+                }
                 ("postacert", "errore") => {
                     self.errore = Some(Errore::parse(v).ok_or_else(|| unknown("errore", v))?)
                 }
                 ("destinatari", "tipo") => {
-                    self.pending_dest_tipo =
-                        Some(TipoDestinatario::parse(v).ok_or_else(|| unknown("destinatari tipo", v))?)
+                    self.pending_dest_tipo = Some(
+                        TipoDestinatario::parse(v).ok_or_else(|| unknown("destinatari tipo", v))?,
+                    )
                 }
                 ("data", "zona") => self.zona = Some(v.to_string()),
                 ("ricevuta", "tipo") => {
-                    self.ricevuta = Some(TipoRicevuta::parse(v).ok_or_else(|| unknown("ricevuta tipo", v))?)
+                    self.ricevuta =
+                        Some(TipoRicevuta::parse(v).ok_or_else(|| unknown("ricevuta tipo", v))?)
                 }
                 _ => {}
             }
@@ -420,7 +441,10 @@ impl Builder {
                 if self.destinatari.len() >= MAX_REPEATED {
                     return Err(DaticertError::TooMany("destinatari"));
                 }
-                let tipo = self.pending_dest_tipo.take().unwrap_or(TipoDestinatario::Certificato);
+                let tipo = self
+                    .pending_dest_tipo
+                    .take()
+                    .unwrap_or(TipoDestinatario::Certificato);
                 self.destinatari.push(Destinatario { address: v, tipo });
             }
             ("intestazione", "risposte") => self.risposte = Some(v),
@@ -445,9 +469,13 @@ impl Builder {
 
     fn finish(self) -> Result<Daticert, DaticertError> {
         let data = PecTime::parse(
-            self.giorno.as_deref().ok_or(DaticertError::Missing("giorno"))?,
+            self.giorno
+                .as_deref()
+                .ok_or(DaticertError::Missing("giorno"))?,
             self.ora.as_deref().ok_or(DaticertError::Missing("ora"))?,
-            self.zona.as_deref().ok_or(DaticertError::Missing("data zona"))?,
+            self.zona
+                .as_deref()
+                .ok_or(DaticertError::Missing("data zona"))?,
         )?;
         if self.destinatari.is_empty() {
             return Err(DaticertError::Missing("destinatari"));
@@ -459,9 +487,13 @@ impl Builder {
             destinatari: self.destinatari,
             risposte: self.risposte.ok_or(DaticertError::Missing("risposte"))?,
             oggetto: self.oggetto,
-            gestore_emittente: self.gestore.ok_or(DaticertError::Missing("gestore-emittente"))?,
+            gestore_emittente: self
+                .gestore
+                .ok_or(DaticertError::Missing("gestore-emittente"))?,
             data,
-            identificativo: self.identificativo.ok_or(DaticertError::Missing("identificativo"))?,
+            identificativo: self
+                .identificativo
+                .ok_or(DaticertError::Missing("identificativo"))?,
             msgid: self.msgid,
             ricevuta: self.ricevuta,
             consegna: self.consegna,
@@ -481,8 +513,14 @@ mod tests {
             errore: Errore::Nessuno,
             mittente: "mario.rossi@pec.example.it".into(),
             destinatari: vec![
-                Destinatario { address: "a@pec.other.it".into(), tipo: TipoDestinatario::Certificato },
-                Destinatario { address: "b@gmail.example".into(), tipo: TipoDestinatario::Esterno },
+                Destinatario {
+                    address: "a@pec.other.it".into(),
+                    tipo: TipoDestinatario::Certificato,
+                },
+                Destinatario {
+                    address: "b@gmail.example".into(),
+                    tipo: TipoDestinatario::Esterno,
+                },
             ],
             risposte: "mario.rossi@pec.example.it".into(),
             oggetto: Some("Fattura <n. 1> & \"altro\" è ok".into()),
@@ -503,7 +541,20 @@ mod tests {
         let xml = d.to_xml();
         assert!(xml.contains("<msgid>&lt;client-1@example.it&gt;</msgid>"));
         assert!(xml.contains("<ricevuta tipo=\"breve\" />"));
-        let order = ["<mittente>", "<destinatari", "<risposte>", "<oggetto>", "<gestore-emittente>", "<data zona=\"+0100\">", "<giorno>07/01/2013", "<ora>17:41:49", "<identificativo>", "<msgid>", "<ricevuta", "<consegna>"];
+        let order = [
+            "<mittente>",
+            "<destinatari",
+            "<risposte>",
+            "<oggetto>",
+            "<gestore-emittente>",
+            "<data zona=\"+0100\">",
+            "<giorno>07/01/2013",
+            "<ora>17:41:49",
+            "<identificativo>",
+            "<msgid>",
+            "<ricevuta",
+            "<consegna>",
+        ];
         let mut last = 0;
         for tag in order {
             let at = xml.find(tag).unwrap_or_else(|| panic!("{tag} missing"));
@@ -549,7 +600,9 @@ mod tests {
         let bomb = br#"<?xml version="1.0"?><!DOCTYPE postacert [<!ENTITY a "aaaaaaaa"><!ENTITY b "&a;&a;&a;">]><postacert tipo="accettazione"><intestazione><mittente>&b;</mittente></intestazione></postacert>"#;
         assert_eq!(Daticert::parse(bomb), Err(DaticertError::EntityDeclaration));
         let xxe = br#"<!DOCTYPE postacert SYSTEM "http://evil.example/x.dtd"><postacert tipo="accettazione"><intestazione><mittente>&xxe;</mittente></intestazione></postacert>"#;
-        assert!(matches!(Daticert::parse(xxe), Err(DaticertError::EntityReference(n)) if n == "xxe"));
+        assert!(
+            matches!(Daticert::parse(xxe), Err(DaticertError::EntityReference(n)) if n == "xxe")
+        );
         let cases: &[&[u8]] = &[
             b"",
             b"<postacert",
@@ -560,10 +613,20 @@ mod tests {
             &[0xff, 0xfe, 0x00],
         ];
         for c in cases {
-            assert!(Daticert::parse(c).is_err(), "{:?} accepted", String::from_utf8_lossy(c));
+            assert!(
+                Daticert::parse(c).is_err(),
+                "{:?} accepted",
+                String::from_utf8_lossy(c)
+            );
         }
         let deep = format!("<postacert tipo=\"accettazione\">{}", "<x>".repeat(100));
-        assert_eq!(Daticert::parse(deep.as_bytes()), Err(DaticertError::TooDeep));
-        assert_eq!(Daticert::parse(&vec![b' '; MAX_DATICERT_BYTES + 1]), Err(DaticertError::TooLarge));
+        assert_eq!(
+            Daticert::parse(deep.as_bytes()),
+            Err(DaticertError::TooDeep)
+        );
+        assert_eq!(
+            Daticert::parse(&vec![b' '; MAX_DATICERT_BYTES + 1]),
+            Err(DaticertError::TooLarge)
+        );
     }
 }

@@ -23,7 +23,14 @@ use super::time::PecTime;
 /// Headers copied unchanged from the original onto the transport envelope (§4.5).
 const TRANSPORT_INHERITED: &[&str] = &["Received", "To", "Cc", "Return-Path", "Reply-To"];
 /// Headers copied unchanged onto the anomaly envelope (§4.7).
-const ANOMALY_INHERITED: &[&str] = &["Received", "To", "Cc", "Return-Path", "Reply-To", "Message-ID"];
+const ANOMALY_INHERITED: &[&str] = &[
+    "Received",
+    "To",
+    "Cc",
+    "Return-Path",
+    "Reply-To",
+    "Message-ID",
+];
 
 /// The transport envelope plus the rewritten original it carries.
 #[derive(Debug, Clone)]
@@ -36,7 +43,11 @@ pub struct TransportEnvelope {
 /// Rewrites the original as rule §2.1 prescribes: its `Message-ID` becomes the PEC
 /// identifier and the client's id moves to `X-Riferimento-Message-ID`. The body and every
 /// other header stay byte-identical.
-pub fn rewrite_original(original: &[u8], identificativo: &str, client_msgid: Option<&str>) -> Vec<u8> {
+pub fn rewrite_original(
+    original: &[u8],
+    identificativo: &str,
+    client_msgid: Option<&str>,
+) -> Vec<u8> {
     let original = mime::to_crlf(original);
     let (headers, body) = mime::split_header_body(&original);
     let mut block = mime::replace_header(
@@ -210,7 +221,10 @@ mod tests {
 
     #[test]
     fn subject_is_decoded() {
-        assert_eq!(decoded_subject(b"Subject: =?utf-8?Q?Perch=C3=A8?=\r\n"), "Perchè");
+        assert_eq!(
+            decoded_subject(b"Subject: =?utf-8?Q?Perch=C3=A8?=\r\n"),
+            "Perchè"
+        );
         assert_eq!(decoded_subject(b"From: a\r\n"), "");
     }
 }

@@ -35,7 +35,10 @@ fn random_hex(n: usize) -> String {
 /// Strips angle brackets and whitespace: `<a@b>` → `a@b`.
 pub fn bare(id: &str) -> &str {
     let t = id.trim();
-    t.strip_prefix('<').and_then(|x| x.strip_suffix('>')).unwrap_or(t).trim()
+    t.strip_prefix('<')
+        .and_then(|x| x.strip_suffix('>'))
+        .unwrap_or(t)
+        .trim()
 }
 
 /// Adds angle brackets when missing: `a@b` → `<a@b>`.

@@ -75,7 +75,9 @@ pub fn headers(block: &[u8]) -> Vec<(String, String)> {
         }
         if let Some(colon) = line.iter().position(|&b| b == b':') {
             let name = String::from_utf8_lossy(&line[..colon]).trim().to_string();
-            let value = String::from_utf8_lossy(&line[colon + 1..]).trim().to_string();
+            let value = String::from_utf8_lossy(&line[colon + 1..])
+                .trim()
+                .to_string();
             out.push((name, value));
         }
     }
@@ -118,7 +120,10 @@ impl ContentType {
     }
 
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -254,7 +259,13 @@ pub fn write_base64_lines(data: &[u8], out: &mut Vec<u8>) {
 /// digest §2 item 6). Characters outside Latin-1 become `?`.
 pub fn to_latin1(text: &str) -> Vec<u8> {
     text.chars()
-        .map(|c| if (c as u32) < 256 { c as u32 as u8 } else { b'?' })
+        .map(|c| {
+            if (c as u32) < 256 {
+                c as u32 as u8
+            } else {
+                b'?'
+            }
+        })
         .collect()
 }
 

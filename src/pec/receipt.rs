@@ -22,16 +22,31 @@ pub enum Notice<'a> {
     /// #3 Avviso di non accettazione per virus, to the sender.
     NonAccettazioneVirus { virus: &'a str },
     /// #5 Ricevuta di presa in carico, to the sending provider's `mailReceipt`.
-    PresaInCarico { ricezione: &'a [String], to: &'a str },
+    PresaInCarico {
+        ricezione: &'a [String],
+        to: &'a str,
+    },
     /// #7 Avviso di rilevazione virus, to the sending provider's `mailReceipt`.
-    RilevazioneVirus { consegna: &'a str, virus: &'a str, to: &'a str },
+    RilevazioneVirus {
+        consegna: &'a str,
+        virus: &'a str,
+        to: &'a str,
+    },
     /// #8 Avviso di mancata consegna per virus, to the sender.
     ErroreConsegnaVirus { consegna: &'a str, virus: &'a str },
     /// #9 Ricevuta di avvenuta consegna, to the sender. `postacert` is the original as
     /// carried by the envelope, needed for the completa and breve forms.
-    AvvenutaConsegna { consegna: &'a str, form: TipoRicevuta, postacert: Option<&'a [u8]> },
+    AvvenutaConsegna {
+        consegna: &'a str,
+        form: TipoRicevuta,
+        postacert: Option<&'a [u8]>,
+    },
     /// #10 Avviso di mancata consegna, to the sender.
-    ErroreConsegna { consegna: &'a str, errore: Errore, errore_esteso: &'a str },
+    ErroreConsegna {
+        consegna: &'a str,
+        errore: Errore,
+        errore_esteso: &'a str,
+    },
     /// #11 Avviso di mancata consegna per superamento tempi massimi, 12 h variant.
     Preavviso12h { consegna: &'a str },
     /// #11, 24 h variant: the transaction is closed with a negative outcome.
@@ -48,12 +63,18 @@ impl Notice<'_> {
     pub fn tipo(&self) -> Tipo {
         match self {
             Notice::Accettazione => Tipo::Accettazione,
-            Notice::NonAccettazione { .. } | Notice::NonAccettazioneVirus { .. } => Tipo::NonAccettazione,
+            Notice::NonAccettazione { .. } | Notice::NonAccettazioneVirus { .. } => {
+                Tipo::NonAccettazione
+            }
             Notice::PresaInCarico { .. } => Tipo::PresaInCarico,
             Notice::RilevazioneVirus { .. } => Tipo::RilevazioneVirus,
-            Notice::ErroreConsegnaVirus { .. } | Notice::ErroreConsegna { .. } => Tipo::ErroreConsegna,
+            Notice::ErroreConsegnaVirus { .. } | Notice::ErroreConsegna { .. } => {
+                Tipo::ErroreConsegna
+            }
             Notice::AvvenutaConsegna { .. } => Tipo::AvvenutaConsegna,
-            Notice::Preavviso12h { .. } | Notice::Scadenza24h { .. } => Tipo::PreavvisoErroreConsegna,
+            Notice::Preavviso12h { .. } | Notice::Scadenza24h { .. } => {
+                Tipo::PreavvisoErroreConsegna
+            }
         }
     }
 
@@ -79,7 +100,11 @@ impl Notice<'_> {
 /// gets sintetica; a `To:` recipient gets what the sender asked for. A recipient in both,
 /// or in neither, counts as primary (RFC 6109 §3.3.2.1).
 pub fn delivery_form(requested: TipoRicevuta, only_in_cc: bool) -> TipoRicevuta {
-    if only_in_cc { TipoRicevuta::Sintetica } else { requested }
+    if only_in_cc {
+        TipoRicevuta::Sintetica
+    } else {
+        requested
+    }
 }
 
 /// Builds and signs one receipt or notice about the message described by `cert`.
@@ -123,7 +148,9 @@ pub fn build(
             d.errore_esteso = Some(compose::header_safe(virus));
         }
         Notice::PresaInCarico { ricezione, .. } => d.ricezione = ricezione.to_vec(),
-        Notice::RilevazioneVirus { consegna, virus, .. } => {
+        Notice::RilevazioneVirus {
+            consegna, virus, ..
+        } => {
             d.errore = Errore::Virus;
             d.consegna = Some(consegna.to_string());
             d.errore_esteso = Some(compose::header_safe(virus));
@@ -134,7 +161,11 @@ pub fn build(
             d.consegna = Some(consegna.to_string());
             d.errore_esteso = Some(compose::header_safe(virus));
         }
-        Notice::AvvenutaConsegna { consegna, form, postacert } => {
+        Notice::AvvenutaConsegna {
+            consegna,
+            form,
+            postacert,
+        } => {
             d.ricevuta = Some(form);
             d.consegna = Some(consegna.to_string());
             attached = match (form, postacert) {
@@ -143,7 +174,11 @@ pub fn build(
                 _ => None,
             };
         }
-        Notice::ErroreConsegna { consegna, errore, errore_esteso } => {
+        Notice::ErroreConsegna {
+            consegna,
+            errore,
+            errore_esteso,
+        } => {
             d.errore = errore;
             d.consegna = Some(consegna.to_string());
             d.errore_esteso = Some(compose::header_safe(errore_esteso));
@@ -178,45 +213,67 @@ fn text(cert: &Certification, notice: &Notice<'_>, at: &PecTime) -> Vec<String> 
     match notice {
         Notice::Accettazione => {
             head("Ricevuta di accettazione");
-            l.push(format!("Il giorno {when} il messaggio \"{subj}\" proveniente da \"{from}\""));
+            l.push(format!(
+                "Il giorno {when} il messaggio \"{subj}\" proveniente da \"{from}\""
+            ));
             l.push("ed indirizzato a:".into());
             l.extend(cert.recipients_text());
             l.push("è stato accettato dal sistema ed inoltrato.".into());
         }
         Notice::NonAccettazione { reason } => {
             head("Avviso di non accettazione");
-            l.push(format!("Il giorno {when} nel messaggio \"{subj}\" proveniente da \"{from}\""));
-            l.push(format!("è stato rilevato un problema che ne impedisce l'accettazione: {reason}"));
+            l.push(format!(
+                "Il giorno {when} nel messaggio \"{subj}\" proveniente da \"{from}\""
+            ));
+            l.push(format!(
+                "è stato rilevato un problema che ne impedisce l'accettazione: {reason}"
+            ));
             l.push("Il messaggio non è stato accettato.".into());
         }
         Notice::NonAccettazioneVirus { virus } => {
             head("Avviso di non accettazione per virus");
-            l.push(format!("Il giorno {when} nel messaggio \"{subj}\" proveniente da \"{from}\""));
+            l.push(format!(
+                "Il giorno {when} nel messaggio \"{subj}\" proveniente da \"{from}\""
+            ));
             l.push(format!("è stato rilevato un contenuto pericoloso: {virus}"));
             l.push("Il messaggio non è stato accettato.".into());
         }
         Notice::PresaInCarico { ricezione, .. } => {
             head("Ricevuta di presa in carico");
-            l.push(format!("Il giorno {when} il messaggio \"{subj}\" proveniente da \"{from}\""));
+            l.push(format!(
+                "Il giorno {when} il messaggio \"{subj}\" proveniente da \"{from}\""
+            ));
             l.push("ed indirizzato a:".into());
             l.extend(ricezione.iter().cloned());
             l.push("è stato accettato dal sistema.".into());
         }
-        Notice::RilevazioneVirus { consegna, virus, .. } => {
+        Notice::RilevazioneVirus {
+            consegna, virus, ..
+        } => {
             head("Avviso di rilevazione virus");
-            l.push(format!("Il giorno {when} nel messaggio \"{subj}\" proveniente da \"{from}\""));
-            l.push(format!("ed indirizzato a \"{consegna}\" è stato rilevato un contenuto pericoloso: {virus}"));
+            l.push(format!(
+                "Il giorno {when} nel messaggio \"{subj}\" proveniente da \"{from}\""
+            ));
+            l.push(format!(
+                "ed indirizzato a \"{consegna}\" è stato rilevato un contenuto pericoloso: {virus}"
+            ));
             l.push("Il messaggio non è stato consegnato.".into());
         }
         Notice::ErroreConsegnaVirus { consegna, virus } => {
             head("Avviso di mancata consegna per virus");
-            l.push(format!("Il giorno {when} nel messaggio \"{subj}\" proveniente da \"{from}\""));
-            l.push(format!("ed indirizzato a \"{consegna}\" è stato rilevato un contenuto pericoloso: {virus}"));
+            l.push(format!(
+                "Il giorno {when} nel messaggio \"{subj}\" proveniente da \"{from}\""
+            ));
+            l.push(format!(
+                "ed indirizzato a \"{consegna}\" è stato rilevato un contenuto pericoloso: {virus}"
+            ));
             l.push("Il messaggio non è stato consegnato.".into());
         }
         Notice::AvvenutaConsegna { consegna, form, .. } => {
             head("Ricevuta di avvenuta consegna");
-            l.push(format!("Il giorno {when} il messaggio \"{subj}\" proveniente da \"{from}\""));
+            l.push(format!(
+                "Il giorno {when} il messaggio \"{subj}\" proveniente da \"{from}\""
+            ));
             l.push(format!("ed indirizzato a \"{consegna}\""));
             l.push("è stato correttamente consegnato al destinatario.".into());
             match form {
@@ -227,24 +284,46 @@ fn text(cert: &Certification, notice: &Notice<'_>, at: &PecTime) -> Vec<String> 
                 TipoRicevuta::Sintetica => {}
             }
         }
-        Notice::ErroreConsegna { consegna, errore_esteso, .. } => {
+        Notice::ErroreConsegna {
+            consegna,
+            errore_esteso,
+            ..
+        } => {
             head("Avviso di mancata consegna");
-            l.push(format!("Il giorno {when} nel messaggio \"{subj}\" proveniente da \"{from}\""));
-            l.push(format!("ed indirizzato a \"{consegna}\" si è verificato un errore: {errore_esteso}"));
+            l.push(format!(
+                "Il giorno {when} nel messaggio \"{subj}\" proveniente da \"{from}\""
+            ));
+            l.push(format!(
+                "ed indirizzato a \"{consegna}\" si è verificato un errore: {errore_esteso}"
+            ));
             l.push("Il messaggio non è stato consegnato.".into());
         }
         Notice::Preavviso12h { consegna } => {
             head("Avviso di mancata consegna per superamento tempi massimi");
-            l.push(format!("Il giorno {when} non è ancora pervenuta la ricevuta di consegna del messaggio"));
-            l.push(format!("\"{subj}\" proveniente da \"{from}\" e indirizzato a \"{consegna}\""));
-            l.push("entro le prime 12 ore dall'invio. Il messaggio potrebbe essere ancora consegnato:".into());
+            l.push(format!(
+                "Il giorno {when} non è ancora pervenuta la ricevuta di consegna del messaggio"
+            ));
+            l.push(format!(
+                "\"{subj}\" proveniente da \"{from}\" e indirizzato a \"{consegna}\""
+            ));
+            l.push(
+                "entro le prime 12 ore dall'invio. Il messaggio potrebbe essere ancora consegnato:"
+                    .into(),
+            );
             l.push("se entro le prossime 12 ore non perverrà la ricevuta, seguirà un ulteriore avviso.".into());
         }
         Notice::Scadenza24h { consegna } => {
             head("Avviso di mancata consegna per superamento tempi massimi");
-            l.push(format!("Il giorno {when} non è pervenuta la ricevuta di consegna del messaggio"));
-            l.push(format!("\"{subj}\" proveniente da \"{from}\" e indirizzato a \"{consegna}\""));
-            l.push("entro 24 ore dall'invio. La transazione si considera chiusa con esito negativo.".into());
+            l.push(format!(
+                "Il giorno {when} non è pervenuta la ricevuta di consegna del messaggio"
+            ));
+            l.push(format!(
+                "\"{subj}\" proveniente da \"{from}\" e indirizzato a \"{consegna}\""
+            ));
+            l.push(
+                "entro 24 ore dall'invio. La transazione si considera chiusa con esito negativo."
+                    .into(),
+            );
         }
     }
     l.push(id_line);
@@ -267,7 +346,11 @@ mod tests {
             (Sintetica, false, Sintetica),
             (Sintetica, true, Sintetica),
         ] {
-            assert_eq!(delivery_form(requested, cc), expected, "{requested:?} cc={cc}");
+            assert_eq!(
+                delivery_form(requested, cc),
+                expected,
+                "{requested:?} cc={cc}"
+            );
         }
     }
 
@@ -276,15 +359,69 @@ mod tests {
         let r = [String::from("x@y.it")];
         let cases: Vec<(Notice<'_>, &str, &str)> = vec![
             (Notice::Accettazione, "accettazione", "ACCETTAZIONE: "),
-            (Notice::NonAccettazione { reason: "r" }, "non-accettazione", "AVVISO DI NON ACCETTAZIONE: "),
-            (Notice::NonAccettazioneVirus { virus: "v" }, "non-accettazione", "AVVISO DI NON ACCETTAZIONE PER VIRUS: "),
-            (Notice::PresaInCarico { ricezione: &r, to: "x" }, "presa-in-carico", "PRESA IN CARICO: "),
-            (Notice::RilevazioneVirus { consegna: "c", virus: "v", to: "x" }, "rilevazione-virus", "PROBLEMA DI SICUREZZA: "),
-            (Notice::ErroreConsegnaVirus { consegna: "c", virus: "v" }, "errore-consegna", "AVVISO DI MANCATA CONSEGNA PER VIRUS: "),
-            (Notice::AvvenutaConsegna { consegna: "c", form: TipoRicevuta::Sintetica, postacert: None }, "avvenuta-consegna", "CONSEGNA: "),
-            (Notice::ErroreConsegna { consegna: "c", errore: Errore::NoDest, errore_esteso: "e" }, "errore-consegna", "AVVISO DI MANCATA CONSEGNA: "),
-            (Notice::Preavviso12h { consegna: "c" }, "preavviso-errore-consegna", "AVVISO DI MANCATA CONSEGNA PER SUP. TEMPO MASSIMO: "),
-            (Notice::Scadenza24h { consegna: "c" }, "preavviso-errore-consegna", "AVVISO DI MANCATA CONSEGNA PER SUP. TEMPO MASSIMO: "),
+            (
+                Notice::NonAccettazione { reason: "r" },
+                "non-accettazione",
+                "AVVISO DI NON ACCETTAZIONE: ",
+            ),
+            (
+                Notice::NonAccettazioneVirus { virus: "v" },
+                "non-accettazione",
+                "AVVISO DI NON ACCETTAZIONE PER VIRUS: ",
+            ),
+            (
+                Notice::PresaInCarico {
+                    ricezione: &r,
+                    to: "x",
+                },
+                "presa-in-carico",
+                "PRESA IN CARICO: ",
+            ),
+            (
+                Notice::RilevazioneVirus {
+                    consegna: "c",
+                    virus: "v",
+                    to: "x",
+                },
+                "rilevazione-virus",
+                "PROBLEMA DI SICUREZZA: ",
+            ),
+            (
+                Notice::ErroreConsegnaVirus {
+                    consegna: "c",
+                    virus: "v",
+                },
+                "errore-consegna",
+                "AVVISO DI MANCATA CONSEGNA PER VIRUS: ",
+            ),
+            (
+                Notice::AvvenutaConsegna {
+                    consegna: "c",
+                    form: TipoRicevuta::Sintetica,
+                    postacert: None,
+                },
+                "avvenuta-consegna",
+                "CONSEGNA: ",
+            ),
+            (
+                Notice::ErroreConsegna {
+                    consegna: "c",
+                    errore: Errore::NoDest,
+                    errore_esteso: "e",
+                },
+                "errore-consegna",
+                "AVVISO DI MANCATA CONSEGNA: ",
+            ),
+            (
+                Notice::Preavviso12h { consegna: "c" },
+                "preavviso-errore-consegna",
+                "AVVISO DI MANCATA CONSEGNA PER SUP. TEMPO MASSIMO: ",
+            ),
+            (
+                Notice::Scadenza24h { consegna: "c" },
+                "preavviso-errore-consegna",
+                "AVVISO DI MANCATA CONSEGNA PER SUP. TEMPO MASSIMO: ",
+            ),
         ];
         for (n, x, p) in cases {
             assert_eq!(n.x_ricevuta(), x);

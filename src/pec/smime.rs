@@ -103,7 +103,9 @@ impl Signer {
                 detail: e.to_string(),
             })?
         };
-        let public = cert.public_key().map_err(ossl("reading the certificate key"))?;
+        let public = cert
+            .public_key()
+            .map_err(ossl("reading the certificate key"))?;
         if !public.public_eq(&key) {
             return Err(SmimeError::KeyMismatch);
         }
@@ -147,7 +149,8 @@ impl Signer {
         let inner = mime::to_crlf(inner);
         let signature = self.sign_detached(&inner)?;
         let boundary = mime::boundary("sig");
-        let mut out = Vec::with_capacity(inner.len() + signature.len() * 2 + outer_headers.len() + 512);
+        let mut out =
+            Vec::with_capacity(inner.len() + signature.len() * 2 + outer_headers.len() + 512);
         out.extend_from_slice(outer_headers);
         out.extend_from_slice(b"MIME-Version: 1.0\r\n");
         out.extend_from_slice(
@@ -218,7 +221,11 @@ pub fn split_signed(raw: &[u8]) -> Result<SignedParts<'static>, SmimeError> {
     if sig_ct != "application/pkcs7-signature" && sig_ct != "application/x-pkcs7-signature" {
         return Err(SmimeError::NotPkcs7(sig_ct));
     }
-    let cleaned: Vec<u8> = sig_body.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+    let cleaned: Vec<u8> = sig_body
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
     let signature = base64::engine::general_purpose::STANDARD
         .decode(&cleaned)
         .map_err(|_| SmimeError::BadBase64)?;
@@ -248,7 +255,11 @@ pub struct SignerInfo {
 
 impl SignerInfo {
     fn from_cert(cert: &X509) -> Self {
-        let digest = |md| cert.digest(md).map(|d| hex::encode_upper(d)).unwrap_or_default();
+        let digest = |md| {
+            cert.digest(md)
+                .map(|d| hex::encode_upper(d))
+                .unwrap_or_default()
+        };
         Self {
             subject: subject_line(cert),
             issuer: name_line(cert.issuer_name()),
@@ -323,8 +334,12 @@ impl TrustAnchors {
         for c in certs {
             b.add_cert(c).map_err(ossl("adding a CA"))?;
         }
-        b.set_purpose(X509PurposeId::SMIME_SIGN).map_err(ossl("setting the purpose"))?;
-        Ok(Self { store: b.build(), count })
+        b.set_purpose(X509PurposeId::SMIME_SIGN)
+            .map_err(ossl("setting the purpose"))?;
+        Ok(Self {
+            store: b.build(),
+            count,
+        })
     }
 }
 
@@ -337,7 +352,11 @@ pub fn verify_message(raw: &[u8], trust: Option<&TrustAnchors>) -> SignatureChec
 }
 
 /// Verifies a detached signature over `content` (already canonical). Never panics.
-pub fn verify_detached(content: &[u8], signature_der: &[u8], trust: Option<&TrustAnchors>) -> SignatureCheck {
+pub fn verify_detached(
+    content: &[u8],
+    signature_der: &[u8],
+    trust: Option<&TrustAnchors>,
+) -> SignatureCheck {
     let p7 = match Pkcs7::from_der(signature_der) {
         Ok(p) => p,
         Err(e) => return SignatureCheck::invalid(SmimeError::BadDer(first_error(&e)).to_string()),
@@ -361,7 +380,9 @@ pub fn verify_detached(content: &[u8], signature_der: &[u8], trust: Option<&Trus
     let signer = SignerInfo::from_cert(&signer_cert);
 
     let crypto = (|| -> Result<(), String> {
-        let no_store = X509StoreBuilder::new().map_err(|e| first_error(&e))?.build();
+        let no_store = X509StoreBuilder::new()
+            .map_err(|e| first_error(&e))?
+            .build();
         p7.verify(
             &empty,
             &no_store,
@@ -381,7 +402,9 @@ pub fn verify_detached(content: &[u8], signature_der: &[u8], trust: Option<&Trus
     };
     SignatureCheck {
         valid: crypto.is_ok(),
-        reason: crypto.err().map(|e| format!("signature does not match the content: {e}")),
+        reason: crypto
+            .err()
+            .map(|e| format!("signature does not match the content: {e}")),
         signer: Some(signer),
         chain_ok,
         chain_error,
@@ -400,7 +423,11 @@ fn check_chain(cert: &X509, untrusted: &[X509], trust: &TrustAnchors) -> Result<
             Ok((ok, c.error()))
         })
         .map_err(|e| first_error(&e))?;
-    if ok { Ok(()) } else { Err(err.error_string().to_string()) }
+    if ok {
+        Ok(())
+    } else {
+        Err(err.error_string().to_string())
+    }
 }
 
 fn first_error(e: &openssl::error::ErrorStack) -> String {

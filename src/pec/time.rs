@@ -46,12 +46,22 @@ impl PecTime {
 
     /// `dd/mm/yyyy`
     pub fn giorno(&self) -> String {
-        format!("{:02}/{:02}/{:04}", self.local.day(), self.local.month(), self.local.year())
+        format!(
+            "{:02}/{:02}/{:04}",
+            self.local.day(),
+            self.local.month(),
+            self.local.year()
+        )
     }
 
     /// `hh:mm:ss`
     pub fn ora(&self) -> String {
-        format!("{:02}:{:02}:{:02}", self.local.hour(), self.local.minute(), self.local.second())
+        format!(
+            "{:02}:{:02}:{:02}",
+            self.local.hour(),
+            self.local.minute(),
+            self.local.second()
+        )
     }
 
     /// `+hhmm` / `-hhmm`
@@ -87,7 +97,12 @@ impl PecTime {
 
     /// The human form of the text parts: `15/11/2024 alle ore 18:20:38 (+0100)`.
     pub fn human(&self) -> String {
-        format!("{} alle ore {} ({})", self.giorno(), self.ora(), self.zona())
+        format!(
+            "{} alle ore {} ({})",
+            self.giorno(),
+            self.ora(),
+            self.zona()
+        )
     }
 
     /// A compact form for identifiers: `yyyymmddhhmmss`.
@@ -118,9 +133,18 @@ impl PecTime {
         if o.len() != 3 {
             return Err(err("ora", ora));
         }
-        let num = |s: &str, f: &'static str, v: &str| s.trim().parse::<i32>().map_err(|_| err(f, v));
-        let (d, m, y) = (num(g[0], "giorno", giorno)?, num(g[1], "giorno", giorno)?, num(g[2], "giorno", giorno)?);
-        let (hh, mm, ss) = (num(o[0], "ora", ora)?, num(o[1], "ora", ora)?, num(o[2], "ora", ora)?);
+        let num =
+            |s: &str, f: &'static str, v: &str| s.trim().parse::<i32>().map_err(|_| err(f, v));
+        let (d, m, y) = (
+            num(g[0], "giorno", giorno)?,
+            num(g[1], "giorno", giorno)?,
+            num(g[2], "giorno", giorno)?,
+        );
+        let (hh, mm, ss) = (
+            num(o[0], "ora", ora)?,
+            num(o[1], "ora", ora)?,
+            num(o[2], "ora", ora)?,
+        );
         let fit = |v: i32, f: &'static str, s: &str| i8::try_from(v).map_err(|_| err(f, s));
         let local = DateTime::new(
             i16::try_from(y).map_err(|_| err("giorno", giorno))?,
@@ -143,7 +167,8 @@ impl PecTime {
         }
         let h: i32 = digits[..2].parse().map_err(|_| err("zona", zona))?;
         let mi: i32 = digits[2..].parse().map_err(|_| err("zona", zona))?;
-        let offset = Offset::from_seconds(sign * (h * 3600 + mi * 60)).map_err(|_| err("zona", zona))?;
+        let offset =
+            Offset::from_seconds(sign * (h * 3600 + mi * 60)).map_err(|_| err("zona", zona))?;
         Ok(Self { local, offset })
     }
 }
@@ -156,18 +181,27 @@ mod tests {
     fn winter_and_summer_offsets_in_rome() {
         let winter: Timestamp = "2024-11-15T17:20:38Z".parse().unwrap();
         let t = PecTime::italian(winter);
-        assert_eq!((t.giorno().as_str(), t.ora().as_str(), t.zona().as_str()), ("15/11/2024", "18:20:38", "+0100"));
+        assert_eq!(
+            (t.giorno().as_str(), t.ora().as_str(), t.zona().as_str()),
+            ("15/11/2024", "18:20:38", "+0100")
+        );
         assert_eq!(t.rfc5322(), "Fri, 15 Nov 2024 18:20:38 +0100");
         let summer: Timestamp = "2025-05-10T09:01:54Z".parse().unwrap();
         assert_eq!(PecTime::italian(summer).zona(), "+0200");
-        assert_eq!(PecTime::italian(summer).human(), "10/05/2025 alle ore 11:01:54 (+0200)");
+        assert_eq!(
+            PecTime::italian(summer).human(),
+            "10/05/2025 alle ore 11:01:54 (+0200)"
+        );
     }
 
     #[test]
     fn parse_round_trips_and_rejects_garbage() {
         let t = PecTime::parse(" 07/01/2013 ", "17:41:49", "+0100").unwrap();
         assert_eq!(t.timestamp().unwrap().to_string(), "2013-01-07T16:41:49Z");
-        assert_eq!(PecTime::parse("07/01/2013", "17:41:49", "+01:00").unwrap(), t);
+        assert_eq!(
+            PecTime::parse("07/01/2013", "17:41:49", "+01:00").unwrap(),
+            t
+        );
         assert!(PecTime::parse("32/01/2013", "17:41:49", "+0100").is_err());
         assert!(PecTime::parse("07/01/2013", "17:41", "+0100").is_err());
         assert!(PecTime::parse("07/01/2013", "17:41:49", "CET").is_err());

@@ -29,8 +29,8 @@ use crate::pec::receipt::{self, Notice};
 use crate::pec::time::PecTime;
 use crate::smtp::server::{Backend, SmtpReply};
 use crate::smtp::session::Envelope;
-use crate::store::{Batch, Delivery, NewQueueItem, PendingEntry, StoreError};
 use crate::store::pending::Awaiting;
+use crate::store::{Batch, Delivery, NewQueueItem, PendingEntry, StoreError};
 use crate::trace::{EventKind, TraceEvent};
 
 /// 12 and 24 hours: the timeout notices of rule §6.4.
@@ -42,7 +42,12 @@ pub const DEADLINE_24H: SignedDuration = SignedDuration::from_hours(24);
 pub struct AccessPoint(pub Arc<Gateway>);
 
 impl Backend for AccessPoint {
-    async fn authenticate(&self, username: String, password: String, peer: SocketAddr) -> Option<String> {
+    async fn authenticate(
+        &self,
+        username: String,
+        password: String,
+        peer: SocketAddr,
+    ) -> Option<String> {
         authenticate(&self.0, username, password, peer, "smtp").await
     }
 
@@ -51,14 +56,24 @@ impl Backend for AccessPoint {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "submission failed before it was accepted");
-                SmtpReply::new(451, "4.3.0", format!("Temporary failure, message not accepted: {e}"))
+                SmtpReply::new(
+                    451,
+                    "4.3.0",
+                    format!("Temporary failure, message not accepted: {e}"),
+                )
             }
         }
     }
 }
 
 /// Checks a mailbox password (argon2id, off the executor). Failures are traced.
-pub async fn authenticate(gw: &Arc<Gateway>, username: String, password: String, peer: SocketAddr, protocol: &str) -> Option<String> {
+pub async fn authenticate(
+    gw: &Arc<Gateway>,
+    username: String,
+    password: String,
+    peer: SocketAddr,
+    protocol: &str,
+) -> Option<String> {
     let addr = PecAddress::parse(&username).ok()?;
     let ok = gw.check_password(addr.clone(), password).await;
     if ok {
@@ -66,7 +81,10 @@ pub async fn authenticate(gw: &Arc<Gateway>, username: String, password: String,
     }
     let ev = TraceEvent::new(EventKind::LoginFailed, gw.clock.now())
         .sender(addr.to_string())
-        .detail(format!("{protocol} authentication failed from {}", peer.ip()));
+        .detail(format!(
+            "{protocol} authentication failed from {}",
+            peer.ip()
+        ));
     if let Err(e) = gw.store.commit_async(Batch::new().trace(ev)).await {
         tracing::warn!(error = %e, "could not record a failed login");
     }
@@ -79,7 +97,10 @@ fn certification(gw: &Gateway, checked: &Checked, identificativo: String) -> Cer
         destinatari: checked
             .recipients
             .iter()
-            .map(|r| Destinatario { address: r.to_string(), tipo: gw.classify_recipient(r) })
+            .map(|r| Destinatario {
+                address: r.to_string(),
+                tipo: gw.classify_recipient(r),
+            })
             .collect(),
         risposte: checked.risposte.clone(),
         oggetto: checked.subject.clone(),
@@ -97,12 +118,29 @@ pub async fn submit(gw: &Arc<Gateway>, env: Envelope) -> Result<SmtpReply, Store
     let checked = checks::check(&env.mail_from, &env.rcpt_to, &data, &gw.limits);
     let identificativo = ids::new_identificativo(&at, &gw.identity.host);
     match checked {
-        Err(refusal) => refuse(gw, &env.mail_from, &env.rcpt_to, &data, refusal, identificativo, at).await,
+        Err(refusal) => {
+            refuse(
+                gw,
+                &env.mail_from,
+                &env.rcpt_to,
+                &data,
+                refusal,
+                identificativo,
+                at,
+            )
+            .await
+        }
         Ok(checked) => accept(gw, checked, data, identificativo, at).await,
     }
 }
 
-async fn accept(gw: &Arc<Gateway>, checked: Checked, data: Arc<Vec<u8>>, ident: String, at: PecTime) -> Result<SmtpReply, StoreError> {
+async fn accept(
+    gw: &Arc<Gateway>,
+    checked: Checked,
+    data: Arc<Vec<u8>>,
+    ident: String,
+    at: PecTime,
+) -> Result<SmtpReply, StoreError> {
     let now = at.timestamp().unwrap_or_else(|| gw.clock.now());
     let cert = certification(gw, &checked, ident.clone());
     // Antivirus (rule §6.1 item 3): infected → non-acceptance for virus and quarantine;
@@ -124,30 +162,45 @@ async fn accept(gw: &Arc<Gateway>, checked: Checked, data: Arc<Vec<u8>>, ident: 
         Ok(x) => x,
         Err(e) => {
             tracing::error!(error = %e, "signing failed");
-            return Ok(SmtpReply::new(451, "4.3.0", "Temporary failure while signing, message not accepted"));
+            return Ok(SmtpReply::new(
+                451,
+                "4.3.0",
+                "Temporary failure while signing, message not accepted",
+            ));
         }
     };
     let env_bytes = Arc::new(transport.message.bytes);
     let env_blob = gw.put_blob(env_bytes.clone()).await?;
     let acc_blob = gw.put_blob(Arc::new(acceptance.bytes)).await?;
 
-    let bare_msgid = checked.client_msgid.as_deref().map(|m| ids::bare(m).to_string());
+    let bare_msgid = checked
+        .client_msgid
+        .as_deref()
+        .map(|m| ids::bare(m).to_string());
     let base = |kind| {
-        let mut e = TraceEvent::new(kind, now).ident(ident.clone()).sender(checked.sender.to_string()).subject(checked.subject.clone());
+        let mut e = TraceEvent::new(kind, now)
+            .ident(ident.clone())
+            .sender(checked.sender.to_string())
+            .subject(checked.subject.clone());
         if let Some(m) = &bare_msgid {
             e = e.msgid(m.clone());
         }
         e.recipients = checked.recipients.iter().map(ToString::to_string).collect();
         e
     };
-    let mut accepted = base(EventKind::SubmissionAccepted).message_bytes(&data).detail("formal checks passed; acceptance receipt issued");
+    let mut accepted = base(EventKind::SubmissionAccepted)
+        .message_bytes(&data)
+        .detail("formal checks passed; acceptance receipt issued");
     accepted.related = vec![acceptance.message_id.clone(), ident.clone()];
     let created = base(EventKind::EnvelopeCreated).message_bytes(&env_bytes);
 
     let mut sender_copy = Delivery::inbox(checked.sender.clone(), acc_blob, now);
     // The receipt is the sender's evidence: it is stored even past the quota.
     sender_copy.enforce_quota = false;
-    let mut batch = Batch::new().deliver(sender_copy).trace(accepted).trace(created);
+    let mut batch = Batch::new()
+        .deliver(sender_copy)
+        .trace(accepted)
+        .trace(created);
 
     // One queue item per recipient domain: the transaction the next hop sees.
     let mut by_domain: Vec<(Domain, Vec<String>)> = Vec::new();
@@ -186,7 +239,11 @@ async fn accept(gw: &Arc<Gateway>, checked: Checked, data: Arc<Vec<u8>>, ident: 
     gw.store.commit_async(batch).await?;
     gw.work.notify_waiters();
     tracing::info!(%ident, sender = %checked.sender, recipients = checked.recipients.len(), "message accepted");
-    Ok(SmtpReply::new(250, "2.0.0", format!("Accepted, identificativo {ident}")))
+    Ok(SmtpReply::new(
+        250,
+        "2.0.0",
+        format!("Accepted, identificativo {ident}"),
+    ))
 }
 
 async fn refuse(
@@ -199,10 +256,16 @@ async fn refuse(
     at: PecTime,
 ) -> Result<SmtpReply, StoreError> {
     let now = at.timestamp().unwrap_or_else(|| gw.clock.now());
-    let reply = SmtpReply::new(refusal.code, refusal.enhanced, format!("Message not accepted: {}", refusal.reason));
+    let reply = SmtpReply::new(
+        refusal.code,
+        refusal.enhanced,
+        format!("Message not accepted: {}", refusal.reason),
+    );
     // The session only lets the authenticated mailbox be the reverse-path, so the notice
     // goes to a mailbox of ours.
-    let Ok(sender) = PecAddress::parse(mail_from) else { return Ok(reply) };
+    let Ok(sender) = PecAddress::parse(mail_from) else {
+        return Ok(reply);
+    };
     let crlf = crate::pec::mime::to_crlf(data);
     let (headers, _) = crate::pec::mime::split_header_body(&crlf);
     let cert = Certification {
@@ -210,7 +273,10 @@ async fn refuse(
         destinatari: rcpt_to
             .iter()
             .filter_map(|r| PecAddress::parse(r).ok())
-            .map(|r| Destinatario { address: r.to_string(), tipo: gw.classify_recipient(&r) })
+            .map(|r| Destinatario {
+                address: r.to_string(),
+                tipo: gw.classify_recipient(&r),
+            })
             .collect(),
         risposte: sender.to_string(),
         oggetto: envelope::decoded_subject(headers),
@@ -223,7 +289,15 @@ async fn refuse(
     }
     let (g, c, reason) = (gw.clone(), cert.clone(), refusal.reason.clone());
     let notice = gw
-        .blocking(move || receipt::build(&g.identity, &g.signer, &c, Notice::NonAccettazione { reason: &reason }, at))
+        .blocking(move || {
+            receipt::build(
+                &g.identity,
+                &g.signer,
+                &c,
+                Notice::NonAccettazione { reason: &reason },
+                at,
+            )
+        })
         .await;
     let notice = match notice {
         Ok(n) => n,
@@ -246,18 +320,35 @@ async fn refuse(
     if let Some(m) = &cert.msgid {
         ev = ev.msgid(ids::bare(m).to_string());
     }
-    gw.store.commit_async(Batch::new().deliver(d).trace(ev)).await?;
+    gw.store
+        .commit_async(Batch::new().deliver(d).trace(ev))
+        .await?;
     tracing::info!(sender = %sender, reason = %refusal.reason, "message not accepted");
     Ok(reply)
 }
 
 /// Non-acceptance for virus (#3, §4.4): the notice to the sender, the original into the
 /// virus storage, the trace; SMTP refuses with the virus named.
-async fn refuse_virus(gw: &Arc<Gateway>, checked: &Checked, cert: Certification, data: Arc<Vec<u8>>, virus: String, at: PecTime) -> Result<SmtpReply, StoreError> {
+async fn refuse_virus(
+    gw: &Arc<Gateway>,
+    checked: &Checked,
+    cert: Certification,
+    data: Arc<Vec<u8>>,
+    virus: String,
+    at: PecTime,
+) -> Result<SmtpReply, StoreError> {
     let now = at.timestamp().unwrap_or_else(|| gw.clock.now());
     let (g, c, v) = (gw.clone(), cert.clone(), virus.clone());
     let notice = gw
-        .blocking(move || receipt::build(&g.identity, &g.signer, &c, Notice::NonAccettazioneVirus { virus: &v }, at))
+        .blocking(move || {
+            receipt::build(
+                &g.identity,
+                &g.signer,
+                &c,
+                Notice::NonAccettazioneVirus { virus: &v },
+                at,
+            )
+        })
         .await;
     let mut batch = Batch::new();
     let mut related = Vec::new();
@@ -276,11 +367,17 @@ async fn refuse_virus(gw: &Arc<Gateway>, checked: &Checked, cert: Certification,
         .ident(cert.identificativo.clone())
         .sender(checked.sender.to_string())
         .subject(checked.subject.clone())
-        .detail(format!("at the access point: {virus}; message quarantined, not accepted"))
+        .detail(format!(
+            "at the access point: {virus}; message quarantined, not accepted"
+        ))
         .message_bytes(&data);
     ev.recipients = checked.recipients.iter().map(ToString::to_string).collect();
     ev.related = related;
     gw.store.commit_async(batch.trace(ev)).await?;
     tracing::warn!(sender = %checked.sender, %virus, "virus at the access point: message not accepted");
-    Ok(SmtpReply::new(554, "5.7.1", format!("Message not accepted: virus detected ({virus})")))
+    Ok(SmtpReply::new(
+        554,
+        "5.7.1",
+        format!("Message not accepted: virus detected ({virus})"),
+    ))
 }

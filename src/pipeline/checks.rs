@@ -56,7 +56,11 @@ pub struct Refusal {
 }
 
 fn refuse(code: u16, enhanced: &'static str, reason: impl Into<String>) -> Refusal {
-    Refusal { reason: reason.into(), code, enhanced }
+    Refusal {
+        reason: reason.into(),
+        code,
+        enhanced,
+    }
 }
 
 /// All addresses of a header, each checked; an unparsable one is an error.
@@ -73,18 +77,31 @@ fn addresses(a: Option<&Address<'_>>, header: &str) -> Result<Vec<PecAddress>, R
 }
 
 /// Runs every formal check on a submission.
-pub fn check(mail_from: &str, rcpt_to: &[String], data: &[u8], limits: &Limits) -> Result<Checked, Refusal> {
+pub fn check(
+    mail_from: &str,
+    rcpt_to: &[String],
+    data: &[u8],
+    limits: &Limits,
+) -> Result<Checked, Refusal> {
     let sender = PecAddress::parse(mail_from)
         .map_err(|e| refuse(550, "5.1.7", format!("invalid sender address: {e}")))?;
     if rcpt_to.is_empty() {
         return Err(refuse(554, "5.5.1", "no recipients"));
     }
     if rcpt_to.len() > limits.max_recipients {
-        return Err(refuse(452, "4.5.3", format!("too many recipients (at most {})", limits.max_recipients)));
+        return Err(refuse(
+            452,
+            "4.5.3",
+            format!("too many recipients (at most {})", limits.max_recipients),
+        ));
     }
     let size = data.len() as u64;
     if size > limits.max_message_bytes {
-        return Err(refuse(552, "5.3.4", format!("message larger than {} bytes", limits.max_message_bytes)));
+        return Err(refuse(
+            552,
+            "5.3.4",
+            format!("message larger than {} bytes", limits.max_message_bytes),
+        ));
     }
     if size.saturating_mul(rcpt_to.len() as u64) > limits.max_total_bytes {
         return Err(refuse(
@@ -100,7 +117,10 @@ pub fn check(mail_from: &str, rcpt_to: &[String], data: &[u8], limits: &Limits) 
     }
     let recipients = rcpt_to
         .iter()
-        .map(|r| PecAddress::parse(r).map_err(|e| refuse(550, "5.1.3", format!("invalid recipient: {e}"))))
+        .map(|r| {
+            PecAddress::parse(r)
+                .map_err(|e| refuse(550, "5.1.3", format!("invalid recipient: {e}")))
+        })
         .collect::<Result<Vec<_>, _>>()?;
 
     // RFC 5322 conformity: a header section with exactly one From.
@@ -108,41 +128,89 @@ pub fn check(mail_from: &str, rcpt_to: &[String], data: &[u8], limits: &Limits) 
     let (headers, _) = mime::split_header_body(&crlf);
     let fields = mime::headers(headers);
     if fields.is_empty() {
-        return Err(refuse(550, "5.6.0", "the message has no header section (RFC 5322)"));
+        return Err(refuse(
+            550,
+            "5.6.0",
+            "the message has no header section (RFC 5322)",
+        ));
     }
-    let count = |n: &str| fields.iter().filter(|(k, _)| k.eq_ignore_ascii_case(n)).count();
-    for single in ["From", "To", "Cc", "Bcc", "Subject", "Message-ID", "Reply-To", "Date"] {
+    let count = |n: &str| {
+        fields
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(n))
+            .count()
+    };
+    for single in [
+        "From",
+        "To",
+        "Cc",
+        "Bcc",
+        "Subject",
+        "Message-ID",
+        "Reply-To",
+        "Date",
+    ] {
         if count(single) > 1 {
-            return Err(refuse(550, "5.6.0", format!("the {single} field appears more than once (RFC 5322 §3.6)")));
+            return Err(refuse(
+                550,
+                "5.6.0",
+                format!("the {single} field appears more than once (RFC 5322 §3.6)"),
+            ));
         }
     }
-    let msg = MessageParser::new()
-        .parse_headers(headers)
-        .ok_or_else(|| refuse(550, "5.6.0", "the header section cannot be parsed (RFC 5322)"))?;
+    let msg = MessageParser::new().parse_headers(headers).ok_or_else(|| {
+        refuse(
+            550,
+            "5.6.0",
+            "the header section cannot be parsed (RFC 5322)",
+        )
+    })?;
 
     let from = addresses(msg.from(), "From")?;
     if from.len() != 1 {
-        return Err(refuse(550, "5.6.0", "the From field must hold exactly one valid address"));
+        return Err(refuse(
+            550,
+            "5.6.0",
+            "the From field must hold exactly one valid address",
+        ));
     }
     if !from[0].same_mailbox(&sender) {
         return Err(refuse(
             550,
             "5.7.1",
-            format!("the From address {} differs from the sender {}", from[0], sender),
+            format!(
+                "the From address {} differs from the sender {}",
+                from[0], sender
+            ),
         ));
     }
     let to = addresses(msg.to(), "To")?;
     if to.is_empty() {
-        return Err(refuse(550, "5.6.0", "the To field must hold at least one valid address"));
+        return Err(refuse(
+            550,
+            "5.6.0",
+            "the To field must hold at least one valid address",
+        ));
     }
     let cc = addresses(msg.cc(), "Cc")?;
-    if msg.bcc().is_some_and(|b| b.iter().any(|a| a.address().is_some_and(|x| !x.trim().is_empty()))) {
-        return Err(refuse(550, "5.7.1", "the Bcc field must be empty: hidden recipients are not allowed in PEC"));
+    if msg.bcc().is_some_and(|b| {
+        b.iter()
+            .any(|a| a.address().is_some_and(|x| !x.trim().is_empty()))
+    }) {
+        return Err(refuse(
+            550,
+            "5.7.1",
+            "the Bcc field must be empty: hidden recipients are not allowed in PEC",
+        ));
     }
     for r in &recipients {
         let listed = to.iter().chain(cc.iter()).any(|a| a.same_mailbox(r));
         if !listed {
-            return Err(refuse(550, "5.7.1", format!("recipient {r} is in neither To nor Cc")));
+            return Err(refuse(
+                550,
+                "5.7.1",
+                format!("recipient {r} is in neither To nor Cc"),
+            ));
         }
     }
     let cc_only = recipients
@@ -155,12 +223,16 @@ pub fn check(mail_from: &str, rcpt_to: &[String], data: &[u8], limits: &Limits) 
         .and_then(|v| TipoRicevuta::parse(&v.to_ascii_lowercase()))
         .unwrap_or(TipoRicevuta::Completa);
     Ok(Checked {
-        risposte: reply_to.first().map(ToString::to_string).unwrap_or_else(|| sender.to_string()),
+        risposte: reply_to
+            .first()
+            .map(ToString::to_string)
+            .unwrap_or_else(|| sender.to_string()),
         sender,
         recipients,
         cc_only,
         subject: decoded_subject(headers),
-        client_msgid: mime::header_value(headers, "message-id").map(|m| crate::pec::ids::bracketed(&m)),
+        client_msgid: mime::header_value(headers, "message-id")
+            .map(|m| crate::pec::ids::bracketed(&m)),
         ricevuta,
     })
 }
@@ -169,7 +241,11 @@ pub fn check(mail_from: &str, rcpt_to: &[String], data: &[u8], limits: &Limits) 
 mod tests {
     use super::*;
 
-    const LIMITS: Limits = Limits { max_message_bytes: 10_000, max_total_bytes: 25_000, max_recipients: 5 };
+    const LIMITS: Limits = Limits {
+        max_message_bytes: 10_000,
+        max_total_bytes: 25_000,
+        max_recipients: 5,
+    };
 
     fn msg(headers: &str) -> Vec<u8> {
         format!("{headers}Subject: prova\r\nMessage-ID: <c1@mua>\r\n\r\nciao\r\n").into_bytes()
@@ -181,8 +257,16 @@ mod tests {
 
     #[test]
     fn a_good_submission_passes_with_its_facts() {
-        let m = msg("From: A <a@pec.x.it>\r\nTo: b@pec.y.it\r\nCc: c@gmail.example\r\nX-TipoRicevuta: breve\r\n");
-        let c = check("a@pec.x.it", &rc(&["b@pec.y.it", "c@gmail.example"]), &m, &LIMITS).unwrap();
+        let m = msg(
+            "From: A <a@pec.x.it>\r\nTo: b@pec.y.it\r\nCc: c@gmail.example\r\nX-TipoRicevuta: breve\r\n",
+        );
+        let c = check(
+            "a@pec.x.it",
+            &rc(&["b@pec.y.it", "c@gmail.example"]),
+            &m,
+            &LIMITS,
+        )
+        .unwrap();
         assert_eq!(c.sender.to_string(), "a@pec.x.it");
         assert_eq!(c.cc_only.len(), 1);
         assert_eq!(c.ricevuta, TipoRicevuta::Breve);
@@ -194,24 +278,68 @@ mod tests {
     #[test]
     fn each_formal_rule_refuses_with_its_reason() {
         let cases: Vec<(&str, Vec<String>, Vec<u8>, &str)> = vec![
-            ("a@pec.x.it", rc(&["b@pec.y.it"]), msg("From: a@pec.x.it\r\nFrom: z@pec.x.it\r\nTo: b@pec.y.it\r\n"), "more than once"),
-            ("a@pec.x.it", rc(&["b@pec.y.it"]), msg("To: b@pec.y.it\r\n"), "exactly one valid address"),
-            ("a@pec.x.it", rc(&["b@pec.y.it"]), msg("From: boss@pec.x.it\r\nTo: b@pec.y.it\r\n"), "differs from the sender"),
-            ("a@pec.x.it", rc(&["b@pec.y.it"]), msg("From: a@pec.x.it\r\n"), "To field"),
-            ("a@pec.x.it", rc(&["b@pec.y.it", "h@pec.y.it"]), msg("From: a@pec.x.it\r\nTo: b@pec.y.it\r\n"), "neither To nor Cc"),
-            ("a@pec.x.it", rc(&["b@pec.y.it"]), msg("From: a@pec.x.it\r\nTo: b@pec.y.it\r\nBcc: h@pec.y.it\r\n"), "Bcc"),
-            ("a@pec.x.it", rc(&["b@pec.y.it"]), b"no header section at all".to_vec(), "header"),
-            ("a@pec.x.it", rc(&["b@pec.y.it", "c@pec.y.it", "d@pec.y.it"]), {
-                let mut m = msg("From: a@pec.x.it\r\nTo: b@pec.y.it, c@pec.y.it, d@pec.y.it\r\n");
-                m.extend(std::iter::repeat_n(b'x', 9_000));
-                m
-            }, "size × recipients"),
+            (
+                "a@pec.x.it",
+                rc(&["b@pec.y.it"]),
+                msg("From: a@pec.x.it\r\nFrom: z@pec.x.it\r\nTo: b@pec.y.it\r\n"),
+                "more than once",
+            ),
+            (
+                "a@pec.x.it",
+                rc(&["b@pec.y.it"]),
+                msg("To: b@pec.y.it\r\n"),
+                "exactly one valid address",
+            ),
+            (
+                "a@pec.x.it",
+                rc(&["b@pec.y.it"]),
+                msg("From: boss@pec.x.it\r\nTo: b@pec.y.it\r\n"),
+                "differs from the sender",
+            ),
+            (
+                "a@pec.x.it",
+                rc(&["b@pec.y.it"]),
+                msg("From: a@pec.x.it\r\n"),
+                "To field",
+            ),
+            (
+                "a@pec.x.it",
+                rc(&["b@pec.y.it", "h@pec.y.it"]),
+                msg("From: a@pec.x.it\r\nTo: b@pec.y.it\r\n"),
+                "neither To nor Cc",
+            ),
+            (
+                "a@pec.x.it",
+                rc(&["b@pec.y.it"]),
+                msg("From: a@pec.x.it\r\nTo: b@pec.y.it\r\nBcc: h@pec.y.it\r\n"),
+                "Bcc",
+            ),
+            (
+                "a@pec.x.it",
+                rc(&["b@pec.y.it"]),
+                b"no header section at all".to_vec(),
+                "header",
+            ),
+            (
+                "a@pec.x.it",
+                rc(&["b@pec.y.it", "c@pec.y.it", "d@pec.y.it"]),
+                {
+                    let mut m =
+                        msg("From: a@pec.x.it\r\nTo: b@pec.y.it, c@pec.y.it, d@pec.y.it\r\n");
+                    m.extend(std::iter::repeat_n(b'x', 9_000));
+                    m
+                },
+                "size × recipients",
+            ),
         ];
         for (from, rcpts, data, expect) in cases {
             let err = check(from, &rcpts, &data, &LIMITS).expect_err(expect);
             assert!(err.reason.contains(expect), "{expect}: got {}", err.reason);
         }
         let empty_bcc = msg("From: a@pec.x.it\r\nTo: b@pec.y.it\r\nBcc: \r\n");
-        assert!(check("a@pec.x.it", &rc(&["b@pec.y.it"]), &empty_bcc, &LIMITS).is_ok(), "an empty Bcc is fine");
+        assert!(
+            check("a@pec.x.it", &rc(&["b@pec.y.it"]), &empty_bcc, &LIMITS).is_ok(),
+            "an empty Bcc is fine"
+        );
     }
 }

@@ -27,8 +27,8 @@ use crate::pec::mime;
 use crate::pec::receipt::{self, Notice, delivery_form};
 use crate::pec::smime::{self, SmimeError};
 use crate::pec::time::PecTime;
-use crate::store::{Batch, Blob, Delivery, NewQueueItem, QueueItem, StoreError};
 use crate::store::pending::Awaiting;
+use crate::store::{Batch, Blob, Delivery, NewQueueItem, QueueItem, StoreError};
 use crate::trace::{EventKind, TraceEvent};
 
 /// Why a queued transaction could not be processed now (it is retried).
@@ -80,8 +80,14 @@ pub async fn pass(gw: &Arc<Gateway>) -> bool {
             let id = item.id;
             if let Err(e) = process(gw, &item).await {
                 tracing::warn!(queue_item = id, error = %e, "local delivery deferred");
-                let next = now.checked_add(jiff::SignedDuration::from_secs(60)).unwrap_or(now);
-                if let Err(e) = gw.store.commit_async(Batch::new().queue_retry(id, next, e.to_string())).await {
+                let next = now
+                    .checked_add(jiff::SignedDuration::from_secs(60))
+                    .unwrap_or(now);
+                if let Err(e) = gw
+                    .store
+                    .commit_async(Batch::new().queue_retry(id, next, e.to_string()))
+                    .await
+                {
                     tracing::error!(error = %e, "could not reschedule queue item {id}");
                 }
             }
@@ -100,7 +106,8 @@ async fn sign<T: Send + 'static>(
     at: PecTime,
 ) -> Result<BuiltMessage, SmimeError> {
     let (g, c) = (gw.clone(), cert.clone());
-    gw.blocking(move || receipt::build(&g.identity, &g.signer, &c, make(&owned), at)).await
+    gw.blocking(move || receipt::build(&g.identity, &g.signer, &c, make(&owned), at))
+        .await
 }
 
 /// One queued transaction for our own domain.
@@ -109,13 +116,24 @@ pub async fn process(gw: &Arc<Gateway>, item: &QueueItem) -> Result<(), Delivery
     // Incoming point: signature valid, signer ours (the only provider trusted for a local
     // hop), a transport envelope with its daticert.
     let (g, b) = (gw.clone(), bytes.clone());
-    let check = gw.blocking(move || smime::verify_message(&b, g.trust.as_deref())).await;
-    let ours = check
-        .signer
-        .as_ref()
-        .is_some_and(|s| gw.signer.certificate().digest(openssl::hash::MessageDigest::sha256()).map(hex::encode_upper).ok().as_deref() == Some(s.sha256.as_str()));
+    let check = gw
+        .blocking(move || smime::verify_message(&b, g.trust.as_deref()))
+        .await;
+    let ours = check.signer.as_ref().is_some_and(|s| {
+        gw.signer
+            .certificate()
+            .digest(openssl::hash::MessageDigest::sha256())
+            .map(hex::encode_upper)
+            .ok()
+            .as_deref()
+            == Some(s.sha256.as_str())
+    });
     if !check.valid || !ours || check.chain_ok == Some(false) {
-        return Err(DeliveryError::Invalid(check.reason.unwrap_or_else(|| "signer is not this provider".into())));
+        return Err(DeliveryError::Invalid(
+            check
+                .reason
+                .unwrap_or_else(|| "signer is not this provider".into()),
+        ));
     }
     let c = classify(&bytes).map_err(|e| DeliveryError::Invalid(e.to_string()))?;
     let daticert = match (&c.kind, c.daticert) {
@@ -129,14 +147,23 @@ pub async fn process(gw: &Arc<Gateway>, item: &QueueItem) -> Result<(), Delivery
     let tc_key = format!("takecharge:{ident}:{}", item.id);
     let to = gw.config.provider.receipt_mailbox.clone();
     take_charge_and_deliver(gw, &cert, &bytes, &postacert, &item.rcpt_to, &to, tc_key).await?;
-    gw.store.commit_async(Batch::new().queue_done(item.id)).await?;
+    gw.store
+        .commit_async(Batch::new().queue_done(item.id))
+        .await?;
     Ok(())
 }
 
 /// Adds to `batch` the hand-over of a message we generated to `to`: into the mailbox when
 /// the address is ours, else onto the outbound queue (reverse-path: our service address,
 /// as every generated message has, digest §13).
-pub fn route(gw: &Gateway, batch: Batch, to: &PecAddress, blob: Blob, ident: &str, now: jiff::Timestamp) -> Batch {
+pub fn route(
+    gw: &Gateway,
+    batch: Batch,
+    to: &PecAddress,
+    blob: Blob,
+    ident: &str,
+    now: jiff::Timestamp,
+) -> Batch {
     if gw.is_local(to.domain()) {
         let mut d = Delivery::inbox(to.clone(), blob, now);
         // Receipts are evidence for their addressee: stored even past the quota.
@@ -156,28 +183,49 @@ pub fn route(gw: &Gateway, batch: Batch, to: &PecAddress, blob: Blob, ident: &st
 
 /// The take-charge receipt (*ricevuta di presa in carico*, §4.6) for the recipients of one
 /// transaction, to the sending provider's `mailReceipt`; once per `tc_key`.
-pub async fn take_charge(gw: &Arc<Gateway>, cert: &Certification, rcpts: &[String], take_charge_to: &PecAddress, tc_key: String) -> Result<(), DeliveryError> {
+pub async fn take_charge(
+    gw: &Arc<Gateway>,
+    cert: &Certification,
+    rcpts: &[String],
+    take_charge_to: &PecAddress,
+    tc_key: String,
+) -> Result<(), DeliveryError> {
     let ident = cert.identificativo.clone();
     if gw.store.is_claimed(&tc_key)? {
         return Ok(());
     }
-        let now = gw.clock.now();
-        let at = PecTime::italian(now);
-        let owned = (rcpts.to_vec(), take_charge_to.to_string());
-        let tc = sign(gw, cert, owned, |(r, to)| Notice::PresaInCarico { ricezione: r, to }, at).await?;
-        let blob = gw.put_blob(Arc::new(tc.bytes)).await?;
-        let mut ev = event(EventKind::TakeChargeSent, now, cert, rcpts.to_vec());
-        ev.related = vec![tc.message_id];
-        let mut batch = route(gw, Batch::new().claim(tc_key), take_charge_to, blob, &ident, now).trace(ev);
-        for r in rcpts {
-            if let Some(mut p) = gw.store.pending(&ident, r)? {
-                p.awaiting = Awaiting::DeliveryReceipt;
-                batch = batch.pending_put(p);
-            }
+    let now = gw.clock.now();
+    let at = PecTime::italian(now);
+    let owned = (rcpts.to_vec(), take_charge_to.to_string());
+    let tc = sign(
+        gw,
+        cert,
+        owned,
+        |(r, to)| Notice::PresaInCarico { ricezione: r, to },
+        at,
+    )
+    .await?;
+    let blob = gw.put_blob(Arc::new(tc.bytes)).await?;
+    let mut ev = event(EventKind::TakeChargeSent, now, cert, rcpts.to_vec());
+    ev.related = vec![tc.message_id];
+    let mut batch = route(
+        gw,
+        Batch::new().claim(tc_key),
+        take_charge_to,
+        blob,
+        &ident,
+        now,
+    )
+    .trace(ev);
+    for r in rcpts {
+        if let Some(mut p) = gw.store.pending(&ident, r)? {
+            p.awaiting = Awaiting::DeliveryReceipt;
+            batch = batch.pending_put(p);
         }
-        gw.store.commit_async(batch).await?;
-        gw.work.notify_waiters();
-        Ok(())
+    }
+    gw.store.commit_async(batch).await?;
+    gw.work.notify_waiters();
+    Ok(())
 }
 
 /// The incoming and delivery points for one verified transport envelope: the take-charge
@@ -196,7 +244,8 @@ pub async fn take_charge_and_deliver(
     tc_key: String,
 ) -> Result<(), DeliveryError> {
     let ident = cert.identificativo.clone();
-    let sender = PecAddress::parse(&cert.mittente).map_err(|e| DeliveryError::Invalid(e.to_string()))?;
+    let sender =
+        PecAddress::parse(&cert.mittente).map_err(|e| DeliveryError::Invalid(e.to_string()))?;
     take_charge(gw, cert, rcpts, take_charge_to, tc_key).await?;
     let (orig_headers, _) = mime::split_header_body(postacert);
     let cc_only: Vec<bool> = rcpts.iter().map(|r| only_in_cc(orig_headers, r)).collect();
@@ -211,7 +260,12 @@ pub async fn take_charge_and_deliver(
     Ok(())
 }
 
-fn event(kind: EventKind, now: jiff::Timestamp, cert: &Certification, recipients: Vec<String>) -> TraceEvent {
+fn event(
+    kind: EventKind,
+    now: jiff::Timestamp,
+    cert: &Certification,
+    recipients: Vec<String>,
+) -> TraceEvent {
     let mut e = TraceEvent::new(kind, now)
         .ident(cert.identificativo.clone())
         .sender(cert.mittente.clone())
@@ -231,7 +285,11 @@ fn only_in_cc(headers: &[u8], rcpt: &str) -> bool {
             .unwrap_or_default()
     };
     let r = rcpt.to_ascii_lowercase();
-    let contains = |field: &str| field.split([',', '<', '>', ' ', ';']).any(|t| t.trim() == r);
+    let contains = |field: &str| {
+        field
+            .split([',', '<', '>', ' ', ';'])
+            .any(|t| t.trim() == r)
+    };
     contains(&list("cc")) && !contains(&list("to"))
 }
 
@@ -253,13 +311,33 @@ async fn deliver_one(
     let env_blob = gw.put_blob(envelope.clone()).await?;
 
     let owned = (rcpt.to_string(), form, postacert.clone());
-    let ok = sign(gw, cert, owned, |(c, f, p)| Notice::AvvenutaConsegna { consegna: c, form: *f, postacert: Some(p) }, at).await?;
+    let ok = sign(
+        gw,
+        cert,
+        owned,
+        |(c, f, p)| Notice::AvvenutaConsegna {
+            consegna: c,
+            form: *f,
+            postacert: Some(p),
+        },
+        at,
+    )
+    .await?;
     let receipt_blob = gw.put_blob(Arc::new(ok.bytes)).await?;
-    let mut delivered = event(EventKind::Delivered, now, cert, vec![rcpt.to_string()]).message_bytes(envelope);
+    let mut delivered =
+        event(EventKind::Delivered, now, cert, vec![rcpt.to_string()]).message_bytes(envelope);
     delivered.detail = Some(format!("stored in INBOX; delivery receipt {form}"));
-    let mut sent = event(EventKind::DeliveryReceiptSent, now, cert, vec![rcpt.to_string()]);
+    let mut sent = event(
+        EventKind::DeliveryReceiptSent,
+        now,
+        cert,
+        vec![rcpt.to_string()],
+    );
     sent.related = vec![ok.message_id];
-    let batch = Batch::new().claim(key.clone()).deliver(Delivery::inbox(rcpt_addr.clone(), env_blob, now));
+    let batch =
+        Batch::new()
+            .claim(key.clone())
+            .deliver(Delivery::inbox(rcpt_addr.clone(), env_blob, now));
     let batch = route(gw, batch, sender, receipt_blob, &cert.identificativo, now)
         .trace(delivered)
         .trace(sent)
@@ -267,27 +345,62 @@ async fn deliver_one(
     let failure = match gw.store.commit_async(batch).await {
         Ok(_) => return Ok(()),
         Err(StoreError::AlreadyClaimed(_)) => return Ok(()),
-        Err(StoreError::NoSuchMailbox(m)) if m.eq_ignore_ascii_case(&rcpt_addr.to_string()) || m.eq_ignore_ascii_case(&rcpt_addr.key()) => {
-            (Errore::NoDest, format!("5.1.1 - {} - casella inesistente: {rcpt}", gw.identity.name))
+        Err(StoreError::NoSuchMailbox(m))
+            if m.eq_ignore_ascii_case(&rcpt_addr.to_string())
+                || m.eq_ignore_ascii_case(&rcpt_addr.key()) =>
+        {
+            (
+                Errore::NoDest,
+                format!("5.1.1 - {} - casella inesistente: {rcpt}", gw.identity.name),
+            )
         }
-        Err(StoreError::QuotaExceeded { mailbox, .. }) if mailbox.eq_ignore_ascii_case(&rcpt_addr.key()) || mailbox.eq_ignore_ascii_case(rcpt) => {
-            (Errore::Altro, format!("5.2.2 - {} - casella piena: {rcpt}", gw.identity.name))
+        Err(StoreError::QuotaExceeded { mailbox, .. })
+            if mailbox.eq_ignore_ascii_case(&rcpt_addr.key())
+                || mailbox.eq_ignore_ascii_case(rcpt) =>
+        {
+            (
+                Errore::Altro,
+                format!("5.2.2 - {} - casella piena: {rcpt}", gw.identity.name),
+            )
         }
         Err(e) => return Err(e.into()),
     };
     // Non-delivery notice (#10) to the sender, once.
     let (errore, esteso) = failure;
     let owned = (rcpt.to_string(), errore, esteso.clone());
-    let ko = sign(gw, cert, owned, |(c, e, x)| Notice::ErroreConsegna { consegna: c, errore: *e, errore_esteso: x }, at).await?;
+    let ko = sign(
+        gw,
+        cert,
+        owned,
+        |(c, e, x)| Notice::ErroreConsegna {
+            consegna: c,
+            errore: *e,
+            errore_esteso: x,
+        },
+        at,
+    )
+    .await?;
     let blob = gw.put_blob(Arc::new(ko.bytes)).await?;
     let mut failed = event(EventKind::DeliveryFailed, now, cert, vec![rcpt.to_string()]);
     failed.detail = Some(esteso);
-    let mut notice = event(EventKind::NonDeliverySent, now, cert, vec![rcpt.to_string()]);
+    let mut notice = event(
+        EventKind::NonDeliverySent,
+        now,
+        cert,
+        vec![rcpt.to_string()],
+    );
     notice.related = vec![ko.message_id];
-    let batch = route(gw, Batch::new().claim(key), sender, blob, &cert.identificativo, now)
-        .trace(failed)
-        .trace(notice)
-        .pending_resolve(cert.identificativo.clone(), rcpt.to_string());
+    let batch = route(
+        gw,
+        Batch::new().claim(key),
+        sender,
+        blob,
+        &cert.identificativo,
+        now,
+    )
+    .trace(failed)
+    .trace(notice)
+    .pending_resolve(cert.identificativo.clone(), rcpt.to_string());
     match gw.store.commit_async(batch).await {
         Ok(_) | Err(StoreError::AlreadyClaimed(_)) => Ok(()),
         Err(e) => Err(e.into()),

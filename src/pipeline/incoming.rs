@@ -55,7 +55,11 @@ impl Backend for IncomingPoint {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(%peer, error = %e, "incoming message deferred");
-                SmtpReply::new(451, "4.3.0", format!("Temporary failure, try again later: {e}"))
+                SmtpReply::new(
+                    451,
+                    "4.3.0",
+                    format!("Temporary failure, try again later: {e}"),
+                )
             }
         }
     }
@@ -81,25 +85,43 @@ impl Verdict {
 }
 
 fn currently_valid(cert: &X509) -> bool {
-    let Ok(now) = openssl::asn1::Asn1Time::days_from_now(0) else { return false };
+    let Ok(now) = openssl::asn1::Asn1Time::days_from_now(0) else {
+        return false;
+    };
     cert.not_before() <= now && cert.not_after() >= now
 }
 
 fn sha256_hex(data: &[u8]) -> String {
-    openssl::hash::hash(openssl::hash::MessageDigest::sha256(), data).map(hex::encode).unwrap_or_default()
+    openssl::hash::hash(openssl::hash::MessageDigest::sha256(), data)
+        .map(hex::encode)
+        .unwrap_or_default()
 }
 
 /// Processes one message received on the incoming point.
-pub async fn receive(gw: &Arc<Gateway>, env: Envelope, peer: SocketAddr) -> Result<SmtpReply, DeliveryError> {
+pub async fn receive(
+    gw: &Arc<Gateway>,
+    env: Envelope,
+    peer: SocketAddr,
+) -> Result<SmtpReply, DeliveryError> {
     let data = Arc::new(env.data);
     let (g, d) = (gw.clone(), data.clone());
     let verdict = gw
         .blocking(move || {
             let check = smime::verify_message(&d, g.trust.as_deref());
-            let cert = check.signer.as_ref().and_then(|s| X509::from_der(&s.der).ok());
-            let record = cert.as_ref().and_then(|c| g.index().by_certificate(c).cloned());
+            let cert = check
+                .signer
+                .as_ref()
+                .and_then(|s| X509::from_der(&s.der).ok());
+            let record = cert
+                .as_ref()
+                .and_then(|c| g.index().by_certificate(c).cloned());
             let cert_current = cert.as_ref().is_some_and(currently_valid);
-            Verdict { check, classified: classify(&d).ok(), record, cert_current }
+            Verdict {
+                check,
+                classified: classify(&d).ok(),
+                record,
+                cert_current,
+            }
         })
         .await;
     let digest = sha256_hex(&data);
@@ -109,21 +131,45 @@ pub async fn receive(gw: &Arc<Gateway>, env: Envelope, peer: SocketAddr) -> Resu
         if let Some(c) = &verdict.classified {
             if let Some(Ok(d)) = &c.daticert {
                 match c.kind {
-                    Kind::TransportEnvelope if d.tipo == Tipo::PostaCertificata && c.postacert.is_some() => {
+                    Kind::TransportEnvelope
+                        if d.tipo == Tipo::PostaCertificata && c.postacert.is_some() =>
+                    {
                         let cert = Certification::from_daticert(d);
                         let postacert = Arc::new(c.postacert.clone().unwrap_or_default());
-                        let key = format!("takecharge:{}:{}", cert.identificativo, &sha256_hex(rcpts.join(",").to_ascii_lowercase().as_bytes())[..16]);
+                        let key = format!(
+                            "takecharge:{}:{}",
+                            cert.identificativo,
+                            &sha256_hex(rcpts.join(",").to_ascii_lowercase().as_bytes())[..16]
+                        );
                         match super::virus::check(gw, &data).await {
                             Ok(None) => {}
                             Ok(Some(virus)) => {
-                                virus_in_envelope(gw, &cert, &data, &rcpts, &record, key, &virus).await?;
-                                return Ok(SmtpReply::new(250, "2.0.0", "Taken in charge; not delivered: virus detected"));
+                                virus_in_envelope(gw, &cert, &data, &rcpts, &record, key, &virus)
+                                    .await?;
+                                return Ok(SmtpReply::new(
+                                    250,
+                                    "2.0.0",
+                                    "Taken in charge; not delivered: virus detected",
+                                ));
                             }
                             Err(reply) => return Ok(reply),
                         }
-                        delivery::take_charge_and_deliver(gw, &cert, &data, &postacert, &rcpts, &record.mail_receipt, key).await?;
+                        delivery::take_charge_and_deliver(
+                            gw,
+                            &cert,
+                            &data,
+                            &postacert,
+                            &rcpts,
+                            &record.mail_receipt,
+                            key,
+                        )
+                        .await?;
                         tracing::info!(%peer, ident = %cert.identificativo, provider = %record.name, "transport envelope taken in charge");
-                        return Ok(SmtpReply::new(250, "2.0.0", format!("Taken in charge: {}", cert.identificativo)));
+                        return Ok(SmtpReply::new(
+                            250,
+                            "2.0.0",
+                            format!("Taken in charge: {}", cert.identificativo),
+                        ));
                     }
                     Kind::Receipt(t) if t == d.tipo && receipt_is_ours(gw, d, &record) => {
                         receipt_arrived(gw, d, &record, &data, &digest, &rcpts).await?;
@@ -137,14 +183,20 @@ pub async fn receive(gw: &Arc<Gateway>, env: Envelope, peer: SocketAddr) -> Resu
             return Ok(reply);
         }
         // A provider's valid signature on something that is not correct PEC (§4.7 a).
-        let reason = format!("messaggio firmato da {} non conforme alle regole PEC", record.name);
+        let reason = format!(
+            "messaggio firmato da {} non conforme alle regole PEC",
+            record.name
+        );
         return anomaly(gw, &data, &digest, &env.mail_from, &rcpts, &reason, true).await;
     }
     if let Some(reply) = refuse_if_infected(gw, &data, &env.mail_from).await? {
         return Ok(reply);
     }
     let reason = if !verdict.check.valid {
-        format!("firma assente o non valida ({})", verdict.check.reason.clone().unwrap_or_default())
+        format!(
+            "firma assente o non valida ({})",
+            verdict.check.reason.clone().unwrap_or_default()
+        )
     } else {
         "firma di un soggetto non presente nell'indice dei gestori PEC".to_string()
     };
@@ -154,24 +206,42 @@ pub async fn receive(gw: &Arc<Gateway>, env: Envelope, peer: SocketAddr) -> Resu
 /// A receipt is ours when the identificativo was minted here and its signer manages the
 /// domain of the recipient it speaks about (a provider cannot certify others' mailboxes).
 fn receipt_is_ours(gw: &Gateway, d: &Daticert, record: &ProviderRecord) -> bool {
-    let minted_here = d.identificativo.to_ascii_lowercase().ends_with(&format!("@{}", gw.config.provider.hostname.to_ascii_lowercase()));
+    let minted_here = d.identificativo.to_ascii_lowercase().ends_with(&format!(
+        "@{}",
+        gw.config.provider.hostname.to_ascii_lowercase()
+    ));
     let about: Vec<&String> = d.consegna.iter().chain(d.ricezione.iter()).collect();
     let signer_responsible = !about.is_empty()
-        && about.iter().all(|a| PecAddress::parse(a).is_ok_and(|a| record.manages(a.domain())));
+        && about
+            .iter()
+            .all(|a| PecAddress::parse(a).is_ok_and(|a| record.manages(a.domain())));
     minted_here && signer_responsible
 }
 
-async fn receipt_arrived(gw: &Arc<Gateway>, d: &Daticert, record: &ProviderRecord, data: &Arc<Vec<u8>>, digest: &str, rcpts: &[String]) -> Result<(), DeliveryError> {
+async fn receipt_arrived(
+    gw: &Arc<Gateway>,
+    d: &Daticert,
+    record: &ProviderRecord,
+    data: &Arc<Vec<u8>>,
+    digest: &str,
+    rcpts: &[String],
+) -> Result<(), DeliveryError> {
     let now = gw.clock.now();
     let blob = gw.put_blob(data.clone()).await?;
     let mut batch = Batch::new().claim(format!("receipt:{digest}"));
     for r in rcpts {
-        let Ok(addr) = PecAddress::parse(r) else { continue };
+        let Ok(addr) = PecAddress::parse(r) else {
+            continue;
+        };
         let mut dv = Delivery::inbox(addr, blob.clone(), now);
         dv.enforce_quota = false;
         batch = batch.deliver(dv);
     }
-    let kind = if d.tipo == Tipo::PresaInCarico { EventKind::TakeChargeReceived } else { EventKind::DeliveryReceiptReceived };
+    let kind = if d.tipo == Tipo::PresaInCarico {
+        EventKind::TakeChargeReceived
+    } else {
+        EventKind::DeliveryReceiptReceived
+    };
     let mut ev = TraceEvent::new(kind, now)
         .ident(d.identificativo.clone())
         .sender(d.mittente.clone())
@@ -181,7 +251,12 @@ async fn receipt_arrived(gw: &Arc<Gateway>, d: &Daticert, record: &ProviderRecor
     if let Some(m) = &d.msgid {
         ev = ev.msgid(crate::pec::ids::bare(m).to_string());
     }
-    ev.recipients = d.consegna.iter().chain(d.ricezione.iter()).cloned().collect();
+    ev.recipients = d
+        .consegna
+        .iter()
+        .chain(d.ricezione.iter())
+        .cloned()
+        .collect();
     batch = batch.trace(ev);
     match d.tipo {
         Tipo::PresaInCarico => {
@@ -208,9 +283,25 @@ async fn receipt_arrived(gw: &Arc<Gateway>, d: &Daticert, record: &ProviderRecor
         if let (Some(c), Ok(sender)) = (&d.consegna, PecAddress::parse(&d.mittente)) {
             let cert = Certification::from_daticert(d);
             let at = PecTime::italian(now);
-            let (g, cc, rc, v) = (gw.clone(), cert.clone(), c.clone(), d.errore_esteso.clone().unwrap_or_default());
+            let (g, cc, rc, v) = (
+                gw.clone(),
+                cert.clone(),
+                c.clone(),
+                d.errore_esteso.clone().unwrap_or_default(),
+            );
             let n = gw
-                .blocking(move || crate::pec::receipt::build(&g.identity, &g.signer, &cc, crate::pec::receipt::Notice::ErroreConsegnaVirus { consegna: &rc, virus: &v }, at))
+                .blocking(move || {
+                    crate::pec::receipt::build(
+                        &g.identity,
+                        &g.signer,
+                        &cc,
+                        crate::pec::receipt::Notice::ErroreConsegnaVirus {
+                            consegna: &rc,
+                            virus: &v,
+                        },
+                        at,
+                    )
+                })
                 .await?;
             let nb = gw.put_blob(Arc::new(n.bytes)).await?;
             batch = route(gw, batch, &sender, nb, &d.identificativo, now);
@@ -223,10 +314,20 @@ async fn receipt_arrived(gw: &Arc<Gateway>, d: &Daticert, record: &ProviderRecor
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn anomaly(gw: &Arc<Gateway>, data: &Arc<Vec<u8>>, digest: &str, sender: &str, rcpts: &[String], reason: &str, always: bool) -> Result<SmtpReply, DeliveryError> {
+async fn anomaly(
+    gw: &Arc<Gateway>,
+    data: &Arc<Vec<u8>>,
+    digest: &str,
+    sender: &str,
+    rcpts: &[String],
+    reason: &str,
+    always: bool,
+) -> Result<SmtpReply, DeliveryError> {
     let mut targets = Vec::new();
     for r in rcpts {
-        let Ok(addr) = PecAddress::parse(r) else { continue };
+        let Ok(addr) = PecAddress::parse(r) else {
+            continue;
+        };
         let accepts = match gw.store.mailbox(&addr)? {
             Some(m) => always || m.options.accept_anomalies,
             // Unknown mailbox: nothing to deliver to.
@@ -237,32 +338,58 @@ async fn anomaly(gw: &Arc<Gateway>, data: &Arc<Vec<u8>>, digest: &str, sender: &
         }
     }
     if targets.is_empty() {
-        let ev = TraceEvent::new(EventKind::AnomalyWrapped, gw.clock.now()).sender(sender.to_string()).detail(format!("refused: {reason}")).message_bytes(data);
+        let ev = TraceEvent::new(EventKind::AnomalyWrapped, gw.clock.now())
+            .sender(sender.to_string())
+            .detail(format!("refused: {reason}"))
+            .message_bytes(data);
         let _ = gw.store.commit_async(Batch::new().trace(ev)).await;
-        return Ok(SmtpReply::new(550, "5.7.1", "This PEC mailbox does not accept non-certified mail"));
+        return Ok(SmtpReply::new(
+            550,
+            "5.7.1",
+            "This PEC mailbox does not accept non-certified mail",
+        ));
     }
     let now = gw.clock.now();
     let at = PecTime::italian(now);
-    let (g, d, s, r, why) = (gw.clone(), data.clone(), sender.to_string(), rcpts.to_vec(), reason.to_string());
-    let built = gw.blocking(move || envelope::anomaly(&g.identity, &g.signer, &d, &s, &r, &why, at)).await?;
+    let (g, d, s, r, why) = (
+        gw.clone(),
+        data.clone(),
+        sender.to_string(),
+        rcpts.to_vec(),
+        reason.to_string(),
+    );
+    let built = gw
+        .blocking(move || envelope::anomaly(&g.identity, &g.signer, &d, &s, &r, &why, at))
+        .await?;
     let blob = gw.put_blob(Arc::new(built.bytes)).await?;
     let mut batch = Batch::new().claim(format!("anomaly:{digest}"));
     for t in &targets {
         batch = route(gw, batch, t, blob.clone(), &built.message_id, now);
     }
-    let mut ev = TraceEvent::new(EventKind::AnomalyWrapped, now).sender(sender.to_string()).detail(reason.to_string()).message_bytes(data);
+    let mut ev = TraceEvent::new(EventKind::AnomalyWrapped, now)
+        .sender(sender.to_string())
+        .detail(reason.to_string())
+        .message_bytes(data);
     ev.recipients = targets.iter().map(ToString::to_string).collect();
     ev.related = vec![built.message_id.clone()];
     match gw.store.commit_async(batch.trace(ev)).await {
         Ok(_) | Err(StoreError::AlreadyClaimed(_)) => {}
         Err(e) => return Err(e.into()),
     }
-    Ok(SmtpReply::new(250, "2.0.0", "Delivered as an anomaly envelope (non-certified)"))
+    Ok(SmtpReply::new(
+        250,
+        "2.0.0",
+        "Delivered as an anomaly envelope (non-certified)",
+    ))
 }
 
 /// Non-PEC traffic with a virus is dropped like any Internet mail (§6.2): refused in SMTP
 /// and traced. `Some(reply)` when the message must not go further (infected, or no verdict).
-async fn refuse_if_infected(gw: &Arc<Gateway>, data: &[u8], sender: &str) -> Result<Option<SmtpReply>, DeliveryError> {
+async fn refuse_if_infected(
+    gw: &Arc<Gateway>,
+    data: &[u8],
+    sender: &str,
+) -> Result<Option<SmtpReply>, DeliveryError> {
     match super::virus::check(gw, data).await {
         Ok(None) => Ok(None),
         Err(reply) => Ok(Some(reply)),
@@ -272,7 +399,11 @@ async fn refuse_if_infected(gw: &Arc<Gateway>, data: &[u8], sender: &str) -> Res
                 .detail(format!("in non-certified mail: {virus}; refused"))
                 .message_bytes(data);
             gw.store.commit_async(Batch::new().trace(ev)).await?;
-            Ok(Some(SmtpReply::new(554, "5.7.1", format!("Message refused: virus detected ({virus})"))))
+            Ok(Some(SmtpReply::new(
+                554,
+                "5.7.1",
+                format!("Message refused: virus detected ({virus})"),
+            )))
         }
     }
 }
@@ -298,12 +429,37 @@ async fn virus_in_envelope(
         }
         let now = gw.clock.now();
         let at = PecTime::italian(now);
-        let (g, c, rc, v, to) = (gw.clone(), cert.clone(), r.clone(), virus.to_string(), record.mail_receipt.to_string());
+        let (g, c, rc, v, to) = (
+            gw.clone(),
+            cert.clone(),
+            r.clone(),
+            virus.to_string(),
+            record.mail_receipt.to_string(),
+        );
         let notice = gw
-            .blocking(move || crate::pec::receipt::build(&g.identity, &g.signer, &c, crate::pec::receipt::Notice::RilevazioneVirus { consegna: &rc, virus: &v, to: &to }, at))
+            .blocking(move || {
+                crate::pec::receipt::build(
+                    &g.identity,
+                    &g.signer,
+                    &c,
+                    crate::pec::receipt::Notice::RilevazioneVirus {
+                        consegna: &rc,
+                        virus: &v,
+                        to: &to,
+                    },
+                    at,
+                )
+            })
             .await?;
         let blob = gw.put_blob(Arc::new(notice.bytes)).await?;
-        let mut batch = route(gw, Batch::new().claim(key), &record.mail_receipt, blob, &cert.identificativo, now);
+        let mut batch = route(
+            gw,
+            Batch::new().claim(key),
+            &record.mail_receipt,
+            blob,
+            &cert.identificativo,
+            now,
+        );
         if first {
             batch = super::virus::quarantine(gw, batch, data.clone()).await?;
             first = false;

@@ -90,13 +90,22 @@ pub async fn next_hops(gw: &Gateway, domain: &Domain) -> Vec<(String, u16, Strin
             return Vec::new();
         }
     };
-    let Ok(resolver) = resolver else { return Vec::new() };
+    let Ok(resolver) = resolver else {
+        return Vec::new();
+    };
     match resolver.mx_lookup(domain.as_str()).await {
         Ok(mx) => {
-            let mut hosts: Vec<(u16, String)> = mx.answers().iter().filter_map(|r| match &r.data {
-                hickory_resolver::proto::rr::RData::MX(m) => Some((m.preference, m.exchange.to_utf8().trim_end_matches('.').to_string())),
-                _ => None,
-            }).collect();
+            let mut hosts: Vec<(u16, String)> = mx
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    hickory_resolver::proto::rr::RData::MX(m) => Some((
+                        m.preference,
+                        m.exchange.to_utf8().trim_end_matches('.').to_string(),
+                    )),
+                    _ => None,
+                })
+                .collect();
             hosts.sort();
             hosts.into_iter().map(|(_, h)| (h.clone(), 25, h)).collect()
         }
@@ -105,16 +114,31 @@ pub async fn next_hops(gw: &Gateway, domain: &Domain) -> Vec<(String, u16, Strin
     }
 }
 
-async fn relay_one(gw: &Arc<Gateway>, tls: &Arc<rustls::ClientConfig>, item: &QueueItem) -> Result<(), StoreError> {
+async fn relay_one(
+    gw: &Arc<Gateway>,
+    tls: &Arc<rustls::ClientConfig>,
+    item: &QueueItem,
+) -> Result<(), StoreError> {
     let now = gw.clock.now();
     let data = gw.read_blob(item.blob.clone()).await?;
     let hops = next_hops(gw, &item.domain).await;
     let mut last_error = format!("no route to {}", item.domain);
     let mut outcome: Option<(String, Vec<(String, RcptOutcome)>)> = None;
     for (host, port, tls_name) in hops {
-        let peer = Peer { host: host.clone(), port, tls_name, tls: tls.clone(), timeout: Duration::from_secs(gw.config.limits.command_timeout_secs.min(300)) };
+        let peer = Peer {
+            host: host.clone(),
+            port,
+            tls_name,
+            tls: tls.clone(),
+            timeout: Duration::from_secs(gw.config.limits.command_timeout_secs.min(300)),
+        };
         tracing::debug!(queue_item = item.id, %host, port, "relaying");
-        let msg = Outgoing { helo: &gw.config.provider.hostname, mail_from: &item.mail_from, rcpt_to: &item.rcpt_to, data: &data };
+        let msg = Outgoing {
+            helo: &gw.config.provider.hostname,
+            mail_from: &item.mail_from,
+            rcpt_to: &item.rcpt_to,
+            data: &data,
+        };
         match client::send(&peer, &msg).await {
             Ok(r) => {
                 tracing::debug!(queue_item = item.id, ?r, "relay outcome");
@@ -124,7 +148,13 @@ async fn relay_one(gw: &Arc<Gateway>, tls: &Arc<rustls::ClientConfig>, item: &Qu
             Err(e) => {
                 last_error = format!("{host}:{port}: {e}");
                 if !e.is_temporary() {
-                    outcome = Some((format!("{host}:{port}"), item.rcpt_to.iter().map(|r| (r.clone(), RcptOutcome::Permanent(e.to_string()))).collect()));
+                    outcome = Some((
+                        format!("{host}:{port}"),
+                        item.rcpt_to
+                            .iter()
+                            .map(|r| (r.clone(), RcptOutcome::Permanent(e.to_string())))
+                            .collect(),
+                    ));
                     break;
                 }
             }
@@ -132,33 +162,69 @@ async fn relay_one(gw: &Arc<Gateway>, tls: &Arc<rustls::ClientConfig>, item: &Qu
     }
     let results = match outcome {
         Some((_, r)) => r,
-        None => item.rcpt_to.iter().map(|r| (r.clone(), RcptOutcome::Temporary(last_error.clone()))).collect(),
+        None => item
+            .rcpt_to
+            .iter()
+            .map(|r| (r.clone(), RcptOutcome::Temporary(last_error.clone())))
+            .collect(),
     };
     let ident = item.ident.clone().unwrap_or_default();
     let event = |kind, rcpts: Vec<String>, detail: String| {
-        let mut e = TraceEvent::new(kind, now).ident(ident.clone()).sender(item.mail_from.clone()).other_provider(item.domain.to_string()).detail(detail);
+        let mut e = TraceEvent::new(kind, now)
+            .ident(ident.clone())
+            .sender(item.mail_from.clone())
+            .other_provider(item.domain.to_string())
+            .detail(detail);
         e.recipients = rcpts;
         e
     };
-    let accepted: Vec<String> = results.iter().filter(|(_, o)| *o == RcptOutcome::Accepted).map(|(r, _)| r.clone()).collect();
-    let permanent: Vec<(String, String)> = results.iter().filter_map(|(r, o)| match o { RcptOutcome::Permanent(t) => Some((r.clone(), t.clone())), _ => None }).collect();
-    let temporary: Vec<(String, String)> = results.iter().filter_map(|(r, o)| match o { RcptOutcome::Temporary(t) => Some((r.clone(), t.clone())), _ => None }).collect();
+    let accepted: Vec<String> = results
+        .iter()
+        .filter(|(_, o)| *o == RcptOutcome::Accepted)
+        .map(|(r, _)| r.clone())
+        .collect();
+    let permanent: Vec<(String, String)> = results
+        .iter()
+        .filter_map(|(r, o)| match o {
+            RcptOutcome::Permanent(t) => Some((r.clone(), t.clone())),
+            _ => None,
+        })
+        .collect();
+    let temporary: Vec<(String, String)> = results
+        .iter()
+        .filter_map(|(r, o)| match o {
+            RcptOutcome::Temporary(t) => Some((r.clone(), t.clone())),
+            _ => None,
+        })
+        .collect();
 
     // The first attempt happened at the acceptance; attempts accumulate the backoff.
     let queued_for: SignedDuration = (0..item.attempts).map(backoff).sum();
     let give_up = queued_for >= GIVE_UP_AFTER;
     let mut batch = Batch::new();
     if !accepted.is_empty() {
-        batch = batch.trace(event(EventKind::Relayed, accepted.clone(), format!("relayed to {}", item.domain)));
+        batch = batch.trace(event(
+            EventKind::Relayed,
+            accepted.clone(),
+            format!("relayed to {}", item.domain),
+        ));
     }
     for (r, why) in &permanent {
-        batch = batch.trace(event(EventKind::RelayFailed, vec![r.clone()], format!("refused permanently: {why}")));
+        batch = batch.trace(event(
+            EventKind::RelayFailed,
+            vec![r.clone()],
+            format!("refused permanently: {why}"),
+        ));
     }
     if temporary.is_empty() {
         batch = batch.queue_done(item.id);
     } else if give_up {
         let rcpts = temporary.iter().map(|(r, _)| r.clone()).collect();
-        batch = batch.queue_done(item.id).trace(event(EventKind::RelayFailed, rcpts, format!("given up after 24 hours: {}", temporary[0].1)));
+        batch = batch.queue_done(item.id).trace(event(
+            EventKind::RelayFailed,
+            rcpts,
+            format!("given up after 24 hours: {}", temporary[0].1),
+        ));
     } else if accepted.is_empty() && permanent.is_empty() {
         let next = now.checked_add(backoff(item.attempts)).unwrap_or(now);
         batch = batch.queue_retry(item.id, next, temporary[0].1.clone());
@@ -169,7 +235,10 @@ async fn relay_one(gw: &Arc<Gateway>, tls: &Arc<rustls::ClientConfig>, item: &Qu
             domain: item.domain.clone(),
             mail_from: item.mail_from.clone(),
             rcpt_to: temporary.iter().map(|(r, _)| r.clone()).collect(),
-            blob: Blob { id: item.blob.clone(), size: item.size },
+            blob: Blob {
+                id: item.blob.clone(),
+                size: item.size,
+            },
             ident: item.ident.clone(),
             next_attempt: next,
         });

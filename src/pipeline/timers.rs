@@ -54,7 +54,10 @@ pub async fn tick(gw: &Arc<Gateway>) -> Result<usize, StoreError> {
 fn certification(p: &PendingEntry) -> Certification {
     Certification {
         mittente: p.sender.clone(),
-        destinatari: vec![Destinatario { address: p.recipient.clone(), tipo: TipoDestinatario::Certificato }],
+        destinatari: vec![Destinatario {
+            address: p.recipient.clone(),
+            tipo: TipoDestinatario::Certificato,
+        }],
         risposte: p.sender.clone(),
         oggetto: p.subject.clone().unwrap_or_default(),
         identificativo: p.ident.clone(),
@@ -63,7 +66,11 @@ fn certification(p: &PendingEntry) -> Certification {
     }
 }
 
-async fn handle(gw: &Arc<Gateway>, p: PendingEntry, now: jiff::Timestamp) -> Result<usize, StoreError> {
+async fn handle(
+    gw: &Arc<Gateway>,
+    p: PendingEntry,
+    now: jiff::Timestamp,
+) -> Result<usize, StoreError> {
     let final_notice = now >= p.deadline_24h;
     let stage_12h = !p.notice_12h_sent && now >= p.deadline_12h && !final_notice;
     if !final_notice && !stage_12h {
@@ -72,11 +79,15 @@ async fn handle(gw: &Arc<Gateway>, p: PendingEntry, now: jiff::Timestamp) -> Res
     // At 12 h the notice is due only when not even the take-charge receipt arrived; with
     // it, the 12 h stage passes silently and only the 24 h deadline remains.
     if stage_12h && p.awaiting == Awaiting::DeliveryReceipt {
-        gw.store.commit_async(Batch::new().pending_notice_12h(p.ident.clone(), p.recipient.clone())).await?;
+        gw.store
+            .commit_async(Batch::new().pending_notice_12h(p.ident.clone(), p.recipient.clone()))
+            .await?;
         return Ok(0);
     }
     let Ok(sender) = PecAddress::parse(&p.sender) else {
-        gw.store.commit_async(Batch::new().pending_resolve(p.ident.clone(), p.recipient.clone())).await?;
+        gw.store
+            .commit_async(Batch::new().pending_resolve(p.ident.clone(), p.recipient.clone()))
+            .await?;
         return Ok(0);
     };
     let cert = certification(&p);
@@ -84,7 +95,11 @@ async fn handle(gw: &Arc<Gateway>, p: PendingEntry, now: jiff::Timestamp) -> Res
     let (g, c, rcpt) = (gw.clone(), cert.clone(), p.recipient.clone());
     let built = gw
         .blocking(move || {
-            let n = if final_notice { Notice::Scadenza24h { consegna: &rcpt } } else { Notice::Preavviso12h { consegna: &rcpt } };
+            let n = if final_notice {
+                Notice::Scadenza24h { consegna: &rcpt }
+            } else {
+                Notice::Preavviso12h { consegna: &rcpt }
+            };
             receipt::build(&g.identity, &g.signer, &c, n, at)
         })
         .await;
@@ -99,11 +114,20 @@ async fn handle(gw: &Arc<Gateway>, p: PendingEntry, now: jiff::Timestamp) -> Res
     let mut d = Delivery::inbox(sender, blob, now);
     d.enforce_quota = false;
     let (kind, key) = if final_notice {
-        (EventKind::TimeoutNotice24h, format!("timeout24:{}:{}", p.ident, p.recipient.to_ascii_lowercase()))
+        (
+            EventKind::TimeoutNotice24h,
+            format!("timeout24:{}:{}", p.ident, p.recipient.to_ascii_lowercase()),
+        )
     } else {
-        (EventKind::TimeoutNotice12h, format!("timeout12:{}:{}", p.ident, p.recipient.to_ascii_lowercase()))
+        (
+            EventKind::TimeoutNotice12h,
+            format!("timeout12:{}:{}", p.ident, p.recipient.to_ascii_lowercase()),
+        )
     };
-    let mut ev = TraceEvent::new(kind, now).ident(p.ident.clone()).sender(p.sender.clone()).recipient(p.recipient.clone());
+    let mut ev = TraceEvent::new(kind, now)
+        .ident(p.ident.clone())
+        .sender(p.sender.clone())
+        .recipient(p.recipient.clone());
     if let Some(s) = &p.subject {
         ev = ev.subject(s.clone());
     }

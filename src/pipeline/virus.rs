@@ -19,19 +19,29 @@ pub const QUARANTINE_FOLDER: &str = "Quarantena";
 /// `Ok(None)` clean (or no scanner configured), `Ok(Some(name))` infected, `Err(reply)`
 /// the temporary refusal to send because no verdict could be had.
 pub async fn check(gw: &Arc<Gateway>, data: &[u8]) -> Result<Option<String>, SmtpReply> {
-    let Some(scanner) = &gw.scanner else { return Ok(None) };
+    let Some(scanner) = &gw.scanner else {
+        return Ok(None);
+    };
     match scanner.scan(data).await {
         Ok(Verdict::Clean) => Ok(None),
         Ok(Verdict::Infected(name)) => Ok(Some(name)),
         Err(e) => {
             tracing::error!(error = %e, %scanner, "virus scan failed: message deferred");
-            Err(SmtpReply::new(451, "4.7.1", "Virus scanner unavailable, message deferred; try again later"))
+            Err(SmtpReply::new(
+                451,
+                "4.7.1",
+                "Virus scanner unavailable, message deferred; try again later",
+            ))
         }
     }
 }
 
 /// Adds to `batch` the quarantine copy of `data` (the blob is written here).
-pub async fn quarantine(gw: &Arc<Gateway>, batch: Batch, data: Arc<Vec<u8>>) -> Result<Batch, StoreError> {
+pub async fn quarantine(
+    gw: &Arc<Gateway>,
+    batch: Batch,
+    data: Arc<Vec<u8>>,
+) -> Result<Batch, StoreError> {
     let svc = gw.config.provider.receipt_mailbox.clone();
     let blob = gw.put_blob(data).await?;
     let mut batch = batch;

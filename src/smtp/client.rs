@@ -92,14 +92,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let mut text = String::new();
         for _ in 0..MAX_REPLY_LINES {
             let mut line = Vec::new();
-            let n = tokio::time::timeout(self.timeout, (&mut self.io).take(MAX_REPLY_LINE as u64).read_until(b'\n', &mut line))
-                .await
-                .map_err(|_| ClientError::Timeout)??;
+            let n = tokio::time::timeout(
+                self.timeout,
+                (&mut self.io)
+                    .take(MAX_REPLY_LINE as u64)
+                    .read_until(b'\n', &mut line),
+            )
+            .await
+            .map_err(|_| ClientError::Timeout)??;
             if n == 0 {
-                return Err(ClientError::Io(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed")));
+                return Err(ClientError::Io(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "connection closed",
+                )));
             }
             let l = String::from_utf8_lossy(&line).trim_end().to_string();
-            let code: u16 = l.get(..3).and_then(|c| c.parse().ok()).ok_or_else(|| ClientError::Malformed(l.chars().take(80).collect()))?;
+            let code: u16 = l
+                .get(..3)
+                .and_then(|c| c.parse().ok())
+                .ok_or_else(|| ClientError::Malformed(l.chars().take(80).collect()))?;
             text.push_str(l.get(4..).unwrap_or(""));
             text.push('\n');
             if l.as_bytes().get(3) != Some(&b'-') {
@@ -118,7 +129,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     async fn expect(&mut self, line: &str, ok: u16) -> Result<String, ClientError> {
         let (code, text) = self.cmd(line).await?;
-        if code / 100 == ok / 100 { Ok(text) } else { Err(ClientError::Reply { code, text }) }
+        if code / 100 == ok / 100 {
+            Ok(text)
+        } else {
+            Err(ClientError::Reply { code, text })
+        }
     }
 }
 
@@ -141,33 +156,47 @@ pub fn dot_stuff(data: &[u8]) -> Vec<u8> {
 }
 
 /// Relays one transaction. Err: nothing was decided (retry or give up as the error says).
-pub async fn send(peer: &Peer, msg: &Outgoing<'_>) -> Result<Vec<(String, RcptOutcome)>, ClientError> {
+pub async fn send(
+    peer: &Peer,
+    msg: &Outgoing<'_>,
+) -> Result<Vec<(String, RcptOutcome)>, ClientError> {
     let target = format!("{}:{}", peer.host, peer.port);
     let tcp = tokio::time::timeout(peer.timeout, TcpStream::connect(&target))
         .await
         .map_err(|_| ClientError::Timeout)?
         .map_err(|e| ClientError::Connect(target.clone(), e))?;
     let _ = tcp.set_nodelay(true);
-    let mut c = Conn { io: BufReader::new(tcp), timeout: peer.timeout };
+    let mut c = Conn {
+        io: BufReader::new(tcp),
+        timeout: peer.timeout,
+    };
     let (code, text) = c.reply().await?;
     if code != 220 {
         return Err(ClientError::Reply { code, text });
     }
     let caps = c.expect(&format!("EHLO {}", msg.helo), 250).await?;
-    if !caps.lines().any(|l| l.trim().eq_ignore_ascii_case("STARTTLS")) {
+    if !caps
+        .lines()
+        .any(|l| l.trim().eq_ignore_ascii_case("STARTTLS"))
+    {
         let _ = c.cmd("QUIT").await;
         return Err(ClientError::NoStartTls);
     }
     c.expect("STARTTLS", 220).await?;
-    let name = ServerName::try_from(peer.tls_name.clone()).map_err(|_| ClientError::ServerName(peer.tls_name.clone()))?;
+    let name = ServerName::try_from(peer.tls_name.clone())
+        .map_err(|_| ClientError::ServerName(peer.tls_name.clone()))?;
     let tcp = c.io.into_inner();
     let tls = tokio_rustls::TlsConnector::from(peer.tls.clone())
         .connect(name, tcp)
         .await
         .map_err(|e| ClientError::Tls(target.clone(), e))?;
-    let mut c = Conn { io: BufReader::new(tls), timeout: peer.timeout };
+    let mut c = Conn {
+        io: BufReader::new(tls),
+        timeout: peer.timeout,
+    };
     c.expect(&format!("EHLO {}", msg.helo), 250).await?;
-    c.expect(&format!("MAIL FROM:<{}>", msg.mail_from), 250).await?;
+    c.expect(&format!("MAIL FROM:<{}>", msg.mail_from), 250)
+        .await?;
     let mut results = Vec::with_capacity(msg.rcpt_to.len());
     for r in msg.rcpt_to {
         let (code, text) = c.cmd(&format!("RCPT TO:<{r}>")).await?;
@@ -187,8 +216,15 @@ pub async fn send(peer: &Peer, msg: &Outgoing<'_>) -> Result<Vec<(String, RcptOu
     c.io.get_mut().flush().await?;
     let (code, text) = c.reply().await?;
     if code / 100 != 2 {
-        let o = if code / 100 == 4 { RcptOutcome::Temporary(format!("{code} {text}")) } else { RcptOutcome::Permanent(format!("{code} {text}")) };
-        for r in results.iter_mut().filter(|(_, x)| *x == RcptOutcome::Accepted) {
+        let o = if code / 100 == 4 {
+            RcptOutcome::Temporary(format!("{code} {text}"))
+        } else {
+            RcptOutcome::Permanent(format!("{code} {text}"))
+        };
+        for r in results
+            .iter_mut()
+            .filter(|(_, x)| *x == RcptOutcome::Accepted)
+        {
             r.1 = o.clone();
         }
     }
@@ -202,7 +238,10 @@ mod tests {
 
     #[test]
     fn dot_stuffing() {
-        assert_eq!(dot_stuff(b".a\r\nb\r\n..c\r\n"), b"..a\r\nb\r\n...c\r\n.\r\n");
+        assert_eq!(
+            dot_stuff(b".a\r\nb\r\n..c\r\n"),
+            b"..a\r\nb\r\n...c\r\n.\r\n"
+        );
         assert_eq!(dot_stuff(b"no newline"), b"no newline\r\n.\r\n");
     }
 }

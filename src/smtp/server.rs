@@ -28,16 +28,29 @@ pub struct SmtpReply {
 
 impl SmtpReply {
     pub fn new(code: u16, enhanced: &str, text: impl Into<String>) -> Self {
-        Self { code, enhanced: enhanced.into(), text: text.into() }
+        Self {
+            code,
+            enhanced: enhanced.into(),
+            text: text.into(),
+        }
     }
 }
 
 /// Where the session's decisions are taken.
 pub trait Backend: Send + Sync + 'static {
     /// Checks credentials; returns the canonical mailbox address on success.
-    fn authenticate(&self, username: String, password: String, peer: SocketAddr) -> impl Future<Output = Option<String>> + Send;
+    fn authenticate(
+        &self,
+        username: String,
+        password: String,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Option<String>> + Send;
     /// Processes a complete message. Must return 250 only once the message is durable.
-    fn message(&self, envelope: Envelope, peer: SocketAddr) -> impl Future<Output = SmtpReply> + Send;
+    fn message(
+        &self,
+        envelope: Envelope,
+        peer: SocketAddr,
+    ) -> impl Future<Output = SmtpReply> + Send;
 }
 
 /// How one listener behaves.
@@ -111,7 +124,9 @@ pub async fn serve<B: Backend>(
             tracing::warn!(%peer, "too many connections from this address");
             tokio::spawn(async move {
                 let mut s = stream;
-                let _ = s.write_all(b"421 4.7.0 Too many connections from your address\r\n").await;
+                let _ = s
+                    .write_all(b"421 4.7.0 Too many connections from your address\r\n")
+                    .await;
             });
             continue;
         };
@@ -126,17 +141,31 @@ pub async fn serve<B: Backend>(
     }
 }
 
-async fn connection<B: Backend>(stream: TcpStream, peer: SocketAddr, cfg: &ListenerConfig, backend: &B) -> std::io::Result<()> {
+async fn connection<B: Backend>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    cfg: &ListenerConfig,
+    backend: &B,
+) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
     if cfg.implicit_tls {
         let Some(tls) = &cfg.tls else {
-            return Err(std::io::Error::other("implicit TLS listener without a certificate"));
+            return Err(std::io::Error::other(
+                "implicit TLS listener without a certificate",
+            ));
         };
-        let tls_stream = tokio::time::timeout(cfg.command_timeout, tokio_rustls::TlsAcceptor::from(tls.clone()).accept(stream))
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+        let tls_stream = tokio::time::timeout(
+            cfg.command_timeout,
+            tokio_rustls::TlsAcceptor::from(tls.clone()).accept(stream),
+        )
+        .await
+        .map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
+        })??;
         let (session, greeting) = Session::new(cfg.session.clone(), true);
-        run(tls_stream, session, Some(greeting), peer, cfg, backend).await.map(|_| ())
+        run(tls_stream, session, Some(greeting), peer, cfg, backend)
+            .await
+            .map(|_| ())
     } else {
         let (session, greeting) = Session::new(cfg.session.clone(), false);
         let mut stream = stream;
@@ -144,11 +173,18 @@ async fn connection<B: Backend>(stream: TcpStream, peer: SocketAddr, cfg: &Liste
             Outcome::Closed => Ok(()),
             Outcome::StartTls(mut session) => {
                 let Some(tls) = &cfg.tls else { return Ok(()) };
-                let tls_stream = tokio::time::timeout(cfg.command_timeout, tokio_rustls::TlsAcceptor::from(tls.clone()).accept(stream))
-                    .await
-                    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+                let tls_stream = tokio::time::timeout(
+                    cfg.command_timeout,
+                    tokio_rustls::TlsAcceptor::from(tls.clone()).accept(stream),
+                )
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
+                })??;
                 session.tls_started();
-                run(tls_stream, *session, None, peer, cfg, backend).await.map(|_| ())
+                run(tls_stream, *session, None, peer, cfg, backend)
+                    .await
+                    .map(|_| ())
             }
         }
     }
@@ -203,7 +239,9 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin, B: Backend>(
         let n = match tokio::time::timeout(cfg.command_timeout, stream.read(&mut buf)).await {
             Ok(r) => r?,
             Err(_) => {
-                let _ = stream.write_all(b"421 4.4.2 Timeout, closing connection\r\n").await;
+                let _ = stream
+                    .write_all(b"421 4.4.2 Timeout, closing connection\r\n")
+                    .await;
                 return Ok(Outcome::Closed);
             }
         };

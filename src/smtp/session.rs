@@ -199,7 +199,11 @@ impl Session {
                     // Stop storing; keep reading until the final dot, then refuse.
                     self.data = Vec::new();
                     if done {
-                        out.push(reply(552, "5.3.4", "Message size exceeds fixed maximum message size"));
+                        out.push(reply(
+                            552,
+                            "5.3.4",
+                            "Message size exceeds fixed maximum message size",
+                        ));
                         self.reset_transaction();
                         return false;
                     }
@@ -225,7 +229,11 @@ impl Session {
                 let done = self.discard_rx.as_mut().is_some_and(|d| d.ingest(iter));
                 if done {
                     self.discard_rx = None;
-                    out.push(reply(552, "5.3.4", "Message size exceeds fixed maximum message size"));
+                    out.push(reply(
+                        552,
+                        "5.3.4",
+                        "Message size exceeds fixed maximum message size",
+                    ));
                     self.reset_transaction();
                     return false;
                 }
@@ -238,7 +246,11 @@ impl Session {
                         if self.auth_line.len() + rest.len() > 12 * 1024 {
                             self.auth_line.clear();
                             self.phase = Phase::Ready;
-                            out.push(reply(500, "5.5.6", "Authentication exchange line is too long"));
+                            out.push(reply(
+                                500,
+                                "5.5.6",
+                                "Authentication exchange line is too long",
+                            ));
                         } else {
                             self.auth_line.extend_from_slice(rest);
                         }
@@ -274,7 +286,11 @@ impl Session {
         self.data = Vec::new();
         self.data_rx = DataReceiver::new();
         self.discard_rx = None;
-        self.phase = if self.helo.is_empty() { Phase::Greeted } else { Phase::Ready };
+        self.phase = if self.helo.is_empty() {
+            Phase::Greeted
+        } else {
+            Phase::Ready
+        };
     }
 
     fn command(&mut self, req: Request<String>, out: &mut Vec<Event>) -> bool {
@@ -287,7 +303,9 @@ impl Session {
             Request::Helo { host } => {
                 self.helo = host;
                 self.reset_transaction();
-                out.push(Event::Reply(format!("250 {}\r\n", self.cfg.hostname).into_bytes()));
+                out.push(Event::Reply(
+                    format!("250 {}\r\n", self.cfg.hostname).into_bytes(),
+                ));
             }
             Request::Lhlo { .. } => out.push(reply(500, "5.5.1", "LHLO is not supported here")),
             Request::StartTls => {
@@ -304,14 +322,19 @@ impl Session {
                     return true;
                 }
             }
-            Request::Auth { mechanism, initial_response } => return self.auth_start(mechanism, initial_response, out),
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => return self.auth_start(mechanism, initial_response, out),
             Request::Mail { from } => self.mail(from, out),
             Request::Rcpt { to } => self.rcpt(to.address, out),
             Request::Data => {
                 if self.phase != Phase::Rcpt {
                     out.push(reply(503, "5.5.1", "Need RCPT before DATA"));
                 } else {
-                    out.push(Event::Reply(b"354 Start mail input; end with <CRLF>.<CRLF>\r\n".to_vec()));
+                    out.push(Event::Reply(
+                        b"354 Start mail input; end with <CRLF>.<CRLF>\r\n".to_vec(),
+                    ));
                     self.data_rx = DataReceiver::new();
                     self.data = Vec::new();
                     self.phase = Phase::Data;
@@ -329,9 +352,11 @@ impl Session {
                 self.phase = Phase::Closed;
                 return true;
             }
-            Request::Vrfy { .. } | Request::Expn { .. } => {
-                out.push(reply(252, "2.5.0", "Cannot verify the user, but will accept the message"))
-            }
+            Request::Vrfy { .. } | Request::Expn { .. } => out.push(reply(
+                252,
+                "2.5.0",
+                "Cannot verify the user, but will accept the message",
+            )),
             Request::Help { .. } => out.push(reply(214, "2.0.0", "See RFC 5321")),
             Request::Etrn { .. } | Request::Atrn { .. } | Request::Burl { .. } => {
                 out.push(reply(502, "5.5.1", "Command not implemented"))
@@ -369,7 +394,11 @@ impl Session {
         }
         if !self.tls {
             // RFC 4954 §4: no credentials over a clear channel.
-            out.push(reply(538, "5.7.11", "Encryption required for requested authentication mechanism"));
+            out.push(reply(
+                538,
+                "5.7.11",
+                "Encryption required for requested authentication mechanism",
+            ));
             return false;
         }
         if self.authenticated.is_some() {
@@ -436,7 +465,10 @@ impl Session {
             Phase::AuthLoginPass(user) => match decode_b64(line) {
                 Some(p) => {
                     self.phase = Phase::AwaitingAuth;
-                    out.push(Event::Authenticate { username: user, password: p });
+                    out.push(Event::Authenticate {
+                        username: user,
+                        password: p,
+                    });
                     true
                 }
                 None => {
@@ -450,7 +482,9 @@ impl Session {
     }
 
     fn auth_continue_plain(&mut self, b64: &str, out: &mut Vec<Event>) -> bool {
-        let decoded = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .ok();
         // RFC 4616: [authzid] NUL authcid NUL passwd
         let parts: Option<(String, String)> = decoded.and_then(|d| {
             let mut it = d.split(|&b| b == 0);
@@ -496,7 +530,11 @@ impl Session {
             None => {
                 self.auth_failures += 1;
                 if self.auth_failures >= self.cfg.max_auth_failures {
-                    out.push(reply(421, "4.7.0", "Too many failed authentication attempts, closing"));
+                    out.push(reply(
+                        421,
+                        "4.7.0",
+                        "Too many failed authentication attempts, closing",
+                    ));
                     out.push(Event::Close);
                     self.phase = Phase::Closed;
                     return out;
@@ -527,13 +565,20 @@ impl Session {
                 out.push(reply(
                     553,
                     "5.7.1",
-                    &format!("Sender address <{}> is not owned by the authenticated user {user}", from.address),
+                    &format!(
+                        "Sender address <{}> is not owned by the authenticated user {user}",
+                        from.address
+                    ),
                 ));
                 return;
             }
         }
         if from.size > self.cfg.max_message_bytes {
-            out.push(reply(552, "5.3.4", "Message size exceeds fixed maximum message size"));
+            out.push(reply(
+                552,
+                "5.3.4",
+                "Message size exceeds fixed maximum message size",
+            ));
             return;
         }
         self.mail_from = from.address;
@@ -556,9 +601,17 @@ impl Session {
             return;
         };
         if self.cfg.role == Role::Incoming
-            && !self.cfg.local_domains.iter().any(|d| d.eq_ignore_ascii_case(addr.domain().as_str()))
+            && !self
+                .cfg
+                .local_domains
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(addr.domain().as_str()))
         {
-            out.push(reply(550, "5.7.1", "Relaying denied: this server accepts mail only for its own domains"));
+            out.push(reply(
+                550,
+                "5.7.1",
+                "Relaying denied: this server accepts mail only for its own domains",
+            ));
             return;
         }
         if self.rcpt_to.iter().any(|r| r.eq_ignore_ascii_case(&to)) {
@@ -595,7 +648,9 @@ impl Session {
 }
 
 fn decode_b64(s: &str) -> Option<String> {
-    let d = base64::engine::general_purpose::STANDARD.decode(s.trim()).ok()?;
+    let d = base64::engine::general_purpose::STANDARD
+        .decode(s.trim())
+        .ok()?;
     String::from_utf8(d).ok()
 }
 
@@ -604,12 +659,23 @@ fn protocol_error(e: &ProtoError) -> Event {
         ProtoError::UnknownCommand => reply(500, "5.5.1", "Command unrecognized"),
         ProtoError::InvalidSenderAddress => reply(501, "5.1.7", "Bad sender address syntax"),
         ProtoError::InvalidRecipientAddress => reply(501, "5.1.3", "Bad recipient address syntax"),
-        ProtoError::SyntaxError { syntax } => reply(501, "5.5.2", &format!("Syntax error, expected: {syntax}")),
-        ProtoError::InvalidParameter { param } => reply(501, "5.5.4", &format!("Invalid parameter {param}")),
-        ProtoError::UnsupportedParameter { param } => {
-            reply(504, "5.5.4", &format!("Unsupported parameter {}", param.chars().take(40).collect::<String>()))
+        ProtoError::SyntaxError { syntax } => {
+            reply(501, "5.5.2", &format!("Syntax error, expected: {syntax}"))
         }
+        ProtoError::InvalidParameter { param } => {
+            reply(501, "5.5.4", &format!("Invalid parameter {param}"))
+        }
+        ProtoError::UnsupportedParameter { param } => reply(
+            504,
+            "5.5.4",
+            &format!(
+                "Unsupported parameter {}",
+                param.chars().take(40).collect::<String>()
+            ),
+        ),
         ProtoError::ResponseTooLong => reply(500, "5.5.2", "Line too long"),
-        ProtoError::NeedsMoreData { .. } | ProtoError::InvalidResponse { .. } => reply(500, "5.5.2", "Syntax error"),
+        ProtoError::NeedsMoreData { .. } | ProtoError::InvalidResponse { .. } => {
+            reply(500, "5.5.2", "Syntax error")
+        }
     }
 }

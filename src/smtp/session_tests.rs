@@ -26,14 +26,24 @@ fn text(events: &[Event]) -> String {
 }
 
 fn codes(events: &[Event]) -> Vec<u16> {
-    text(events).lines().filter(|l| l.as_bytes().get(3) == Some(&b' ')).filter_map(|l| l[..3].parse().ok()).collect()
+    text(events)
+        .lines()
+        .filter(|l| l.as_bytes().get(3) == Some(&b' '))
+        .filter_map(|l| l[..3].parse().ok())
+        .collect()
 }
 
 fn authed_session() -> Session {
     let (mut s, _) = Session::new(cfg(Role::Submission), true);
     s.feed(b"EHLO client\r\n");
     let ev = s.feed(b"AUTH PLAIN AGFAcGVjLnRlc3QAc2VjcmV0\r\n"); // \0a@pec.test\0secret
-    assert_eq!(ev, vec![Event::Authenticate { username: "a@pec.test".into(), password: "secret".into() }]);
+    assert_eq!(
+        ev,
+        vec![Event::Authenticate {
+            username: "a@pec.test".into(),
+            password: "secret".into()
+        }]
+    );
     assert_eq!(codes(&s.auth_result(Some("a@pec.test".into()))), vec![235]);
     s
 }
@@ -43,7 +53,12 @@ fn ehlo_advertises_only_what_is_allowed() {
     let (mut clear, greeting) = Session::new(cfg(Role::Submission), false);
     assert!(text(&[greeting]).starts_with("220 mail.pec.test"));
     let t = text(&clear.feed(b"EHLO c\r\n"));
-    assert!(t.contains("STARTTLS") && t.contains("SIZE 1000") && t.contains("PIPELINING") && t.contains("ENHANCEDSTATUSCODES"));
+    assert!(
+        t.contains("STARTTLS")
+            && t.contains("SIZE 1000")
+            && t.contains("PIPELINING")
+            && t.contains("ENHANCEDSTATUSCODES")
+    );
     assert!(!t.contains("AUTH"), "no AUTH before TLS");
     let (mut tls, _) = Session::new(cfg(Role::Submission), true);
     let t = text(&tls.feed(b"EHLO c\r\n"));
@@ -56,7 +71,10 @@ fn ehlo_advertises_only_what_is_allowed() {
 fn auth_before_tls_is_refused_and_starttls_resets() {
     let (mut s, _) = Session::new(cfg(Role::Submission), false);
     s.feed(b"EHLO c\r\n");
-    assert_eq!(codes(&s.feed(b"AUTH PLAIN AGFAcGVjLnRlc3QAc2VjcmV0\r\n")), vec![538]);
+    assert_eq!(
+        codes(&s.feed(b"AUTH PLAIN AGFAcGVjLnRlc3QAc2VjcmV0\r\n")),
+        vec![538]
+    );
     assert_eq!(codes(&s.feed(b"MAIL FROM:<a@pec.test>\r\n")), vec![530]);
     // Commands pipelined after STARTTLS are discarded (RFC 3207 §4.2).
     let ev = s.feed(b"STARTTLS\r\nMAIL FROM:<a@pec.test>\r\n");
@@ -64,7 +82,11 @@ fn auth_before_tls_is_refused_and_starttls_resets() {
     assert_eq!(ev.last(), Some(&Event::StartTls));
     s.tls_started();
     assert!(s.is_tls());
-    assert_eq!(codes(&s.feed(b"MAIL FROM:<a@pec.test>\r\n")), vec![503], "EHLO required again");
+    assert_eq!(
+        codes(&s.feed(b"MAIL FROM:<a@pec.test>\r\n")),
+        vec![503],
+        "EHLO required again"
+    );
 }
 
 #[test]
@@ -72,8 +94,17 @@ fn auth_login_and_failures_close_the_session() {
     let (mut s, _) = Session::new(cfg(Role::Submission), true);
     s.feed(b"EHLO c\r\n");
     assert_eq!(text(&s.feed(b"AUTH LOGIN\r\n")), "334 VXNlcm5hbWU6\r\n");
-    assert_eq!(text(&s.feed(b"YUBwZWMudGVzdA==\r\n")), "334 UGFzc3dvcmQ6\r\n");
-    assert_eq!(s.feed(b"d3Jvbmc=\r\n"), vec![Event::Authenticate { username: "a@pec.test".into(), password: "wrong".into() }]);
+    assert_eq!(
+        text(&s.feed(b"YUBwZWMudGVzdA==\r\n")),
+        "334 UGFzc3dvcmQ6\r\n"
+    );
+    assert_eq!(
+        s.feed(b"d3Jvbmc=\r\n"),
+        vec![Event::Authenticate {
+            username: "a@pec.test".into(),
+            password: "wrong".into()
+        }]
+    );
     assert_eq!(codes(&s.auth_result(None)), vec![535]);
     s.feed(b"AUTH PLAIN AGFAcGVjLnRlc3QAd3Jvbmc=\r\n");
     let ev = s.auth_result(None);
@@ -94,9 +125,17 @@ fn sender_must_be_the_authenticated_mailbox() {
 #[test]
 fn limits_on_size_and_recipients() {
     let mut s = authed_session();
-    assert_eq!(codes(&s.feed(b"MAIL FROM:<a@pec.test> SIZE=1001\r\n")), vec![552]);
-    assert_eq!(codes(&s.feed(b"MAIL FROM:<a@pec.test> SIZE=10\r\n")), vec![250]);
-    let ev = s.feed(b"RCPT TO:<b1@x.it>\r\nRCPT TO:<b2@x.it>\r\nRCPT TO:<b3@x.it>\r\nRCPT TO:<b4@x.it>\r\n");
+    assert_eq!(
+        codes(&s.feed(b"MAIL FROM:<a@pec.test> SIZE=1001\r\n")),
+        vec![552]
+    );
+    assert_eq!(
+        codes(&s.feed(b"MAIL FROM:<a@pec.test> SIZE=10\r\n")),
+        vec![250]
+    );
+    let ev = s.feed(
+        b"RCPT TO:<b1@x.it>\r\nRCPT TO:<b2@x.it>\r\nRCPT TO:<b3@x.it>\r\nRCPT TO:<b4@x.it>\r\n",
+    );
     assert_eq!(codes(&ev), vec![250, 250, 250, 452]);
     // Actual bytes over the limit: the rest is read and dropped, then 552.
     assert_eq!(codes(&s.feed(b"DATA\r\n")), vec![354]);
@@ -116,13 +155,21 @@ fn a_message_waits_for_the_pipeline_decision() {
     let ev = s.feed(b"MAIL FROM:<a@pec.test>\r\nRCPT TO:<b@x.it>\r\nDATA\r\n");
     assert_eq!(codes(&ev), vec![250, 250, 354]);
     let ev = s.feed(b"Subject: hi\r\n\r\n..dot\r\n.\r\nNOOP\r\n");
-    let Some(Event::Message(env)) = ev.last() else { panic!("{ev:?}") };
+    let Some(Event::Message(env)) = ev.last() else {
+        panic!("{ev:?}")
+    };
     assert_eq!(env.mail_from, "a@pec.test");
     assert_eq!(env.rcpt_to, vec!["b@x.it".to_string()]);
     assert_eq!(env.data, b"Subject: hi\r\n\r\n.dot\r\n");
     assert!(s.is_waiting());
-    assert!(s.feed(b"").is_empty(), "the pipelined NOOP waits for the decision");
-    assert_eq!(codes(&s.message_result(250, "2.0.0", "OK queued")), vec![250, 250]);
+    assert!(
+        s.feed(b"").is_empty(),
+        "the pipelined NOOP waits for the decision"
+    );
+    assert_eq!(
+        codes(&s.message_result(250, "2.0.0", "OK queued")),
+        vec![250, 250]
+    );
 }
 
 #[test]
@@ -132,14 +179,18 @@ fn incoming_role_accepts_only_local_domains() {
     assert_eq!(codes(&s.feed(b"MAIL FROM:<x@other.it>\r\n")), vec![250]);
     assert_eq!(codes(&s.feed(b"RCPT TO:<b@elsewhere.it>\r\n")), vec![550]);
     assert_eq!(codes(&s.feed(b"RCPT TO:<b@PEC.test>\r\n")), vec![250]);
-    assert_eq!(codes(&s.feed(b"AUTH PLAIN AGFAcGVjLnRlc3QAc2VjcmV0\r\n")), vec![502]);
+    assert_eq!(
+        codes(&s.feed(b"AUTH PLAIN AGFAcGVjLnRlc3QAc2VjcmV0\r\n")),
+        vec![502]
+    );
 }
 
 #[test]
 fn garbage_gets_errors_and_the_session_goes_on() {
     let (mut s, _) = Session::new(cfg(Role::Submission), true);
     let mut input = Vec::new();
-    input.extend_from_slice(b"HELLO\r\n\x00\xff\xfe\r\nMAIL FROM:<bad\r\nRCPT TO:<x@y>\r\nDATA\r\n");
+    input
+        .extend_from_slice(b"HELLO\r\n\x00\xff\xfe\r\nMAIL FROM:<bad\r\nRCPT TO:<x@y>\r\nDATA\r\n");
     input.extend_from_slice(&vec![b'x'; 10_000]);
     input.extend_from_slice(b"\r\nNOOP\r\n");
     let ev = s.feed(&input);

@@ -281,7 +281,11 @@ impl Committer {
         // checkpoint record) are not covered: keep the floor at its seq so the next
         // checkpoint signs them. Only when it covered the whole chain is the new head (its
         // own chain record) considered covered.
-        self.cp_floor = if covered_everything { self.head.0 } else { cp_seq };
+        self.cp_floor = if covered_everything {
+            self.head.0
+        } else {
+            cp_seq
+        };
         Ok(())
     }
 

@@ -356,7 +356,11 @@ fn checkpoints_are_signed_linked_and_purge_keeps_the_chain_verifiable() {
     // there is nothing new to sign and that one is the latest.
     let cp = match s.checkpoint_now().unwrap() {
         Some(cp) => cp,
-        None => s.trace().last_checkpoint().unwrap().expect("a checkpoint covers the head"),
+        None => s
+            .trace()
+            .last_checkpoint()
+            .unwrap()
+            .expect("a checkpoint covers the head"),
     };
     // 13 records plus one `Checkpoint` record per checkpoint stored before this one.
     assert!(cp.seq >= 13);

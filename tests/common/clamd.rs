@@ -15,30 +15,49 @@ pub struct Clamd {
 
 /// The EICAR test string, assembled at run time so this file is not flagged itself.
 pub fn eicar() -> Vec<u8> {
-    [r"X5O!P%@AP[4\PZX54(P^)7CC)7}$", "EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"].concat().into_bytes()
+    [
+        r"X5O!P%@AP[4\PZX54(P^)7CC)7}$",
+        "EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*",
+    ]
+    .concat()
+    .into_bytes()
 }
 
 fn find() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("PECD_CLAMD") {
         return Some(PathBuf::from(p)).filter(|p| p.is_file());
     }
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
     dirs.extend(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from));
-    dirs.into_iter().map(|d| d.join("clamd")).find(|p| p.is_file())
+    dirs.into_iter()
+        .map(|d| d.join("clamd"))
+        .find(|p| p.is_file())
 }
 
 impl Clamd {
     pub fn start() -> Option<Clamd> {
         let Some(bin) = find() else {
-            eprintln!("SKIP: clamd is not installed (Debian package clamav-daemon); the antivirus test did not run");
+            eprintln!(
+                "SKIP: clamd is not installed (Debian package clamav-daemon); the antivirus test did not run"
+            );
             return None;
         };
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("db");
         std::fs::create_dir_all(&db).unwrap();
         std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
-        std::fs::write(db.join("pecd-test.ndb"), format!("Pecd.Test.EICAR:0:*:{}\n", hex::encode(eicar()))).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        std::fs::write(
+            db.join("pecd-test.ndb"),
+            format!("Pecd.Test.EICAR:0:*:{}\n", hex::encode(eicar())),
+        )
+        .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let conf = dir.path().join("clamd.conf");
         let d = dir.path().display();
         std::fs::write(
@@ -48,15 +67,29 @@ impl Clamd {
             ),
         )
         .unwrap();
-        let child = Command::new(&bin).arg("-c").arg(&conf).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start clamd");
-        let c = Clamd { child: Some(child), port, _dir: dir };
+        let child = Command::new(&bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start clamd");
+        let c = Clamd {
+            child: Some(child),
+            port,
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
                 use std::io::{Read, Write};
                 let _ = s.write_all(b"zPING\0");
                 let mut buf = [0u8; 8];
-                if s.read(&mut buf).map(|n| buf[..n].starts_with(b"PONG")).unwrap_or(false) {
+                if s.read(&mut buf)
+                    .map(|n| buf[..n].starts_with(b"PONG"))
+                    .unwrap_or(false)
+                {
                     return Some(c);
                 }
             }

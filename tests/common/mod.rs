@@ -38,7 +38,12 @@ pub fn dev_pki(domain: &str) -> Pki {
         service_address: PecAddress::parse(&format!("posta-certificata@{domain}")).unwrap(),
         host: format!("mail.{domain}"),
     };
-    Pki { dir, signer, trust, identity }
+    Pki {
+        dir,
+        signer,
+        trust,
+        identity,
+    }
 }
 
 /// True when `tool` runs; otherwise prints why the check is skipped.
@@ -64,7 +69,10 @@ pub fn openssl_verify(message: &[u8], ca: &Path) -> (bool, String) {
         .args(["-out", "/dev/null"])
         .output()
         .expect("run openssl");
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// The rules' DTD, when `../shared` is present.
@@ -89,7 +97,15 @@ pub fn xmllint_valid(xml: &[u8], dtd: &Path) -> (bool, String) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("run xmllint");
-    child.stdin.take().expect("stdin").write_all(xml).expect("write");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(xml)
+        .expect("write");
     let out = child.wait_with_output().expect("wait");
-    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

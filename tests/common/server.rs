@@ -26,22 +26,47 @@ impl Server {
     /// `pecd init` for `domain`, listeners on free loopback ports, the given mailboxes.
     pub fn new(domain: &str, mailboxes: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let out = pecd(&["init", "--dir", dir.path().to_str().unwrap(), "--domain", domain]);
-        assert!(out.status.success(), "init: {}", String::from_utf8_lossy(&out.stderr));
+        let out = pecd(&[
+            "init",
+            "--dir",
+            dir.path().to_str().unwrap(),
+            "--domain",
+            domain,
+        ]);
+        assert!(
+            out.status.success(),
+            "init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let cfg = dir.path().join("pecd.toml");
         let text = std::fs::read_to_string(&cfg).unwrap();
         let mut edited = String::new();
         for line in text.lines() {
             let l = match line.split_once(" = ") {
-                Some((k, _)) if ["smtps", "submission"].contains(&k.trim()) && line.contains("127.0.0.1:") => format!("{k} = \"127.0.0.1:0\""),
-                Some((k, _)) if ["smtp", "imaps", "pop3s", "http"].contains(&k.trim()) && line.contains("127.0.0.1:") => format!("{k} = \"off\""),
+                Some((k, _))
+                    if ["smtps", "submission"].contains(&k.trim())
+                        && line.contains("127.0.0.1:") =>
+                {
+                    format!("{k} = \"127.0.0.1:0\"")
+                }
+                Some((k, _))
+                    if ["smtp", "imaps", "pop3s", "http"].contains(&k.trim())
+                        && line.contains("127.0.0.1:") =>
+                {
+                    format!("{k} = \"off\"")
+                }
                 _ => line.to_string(),
             };
             edited.push_str(&l);
             edited.push('\n');
         }
         std::fs::write(&cfg, edited).unwrap();
-        let s = Self { dir, domain: domain.into(), child: None, addrs: Vec::new() };
+        let s = Self {
+            dir,
+            domain: domain.into(),
+            child: None,
+            addrs: Vec::new(),
+        };
         for (addr, pw) in mailboxes {
             s.admin(&["mailbox", "add", addr, "--password", pw]);
         }
@@ -72,7 +97,11 @@ impl Server {
         let cfg = self.config();
         a.extend(["--config", cfg.to_str().unwrap()]);
         let out = pecd(&a);
-        assert!(out.status.success(), "pecd {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "pecd {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -96,27 +125,39 @@ impl Server {
         self.addrs.clear();
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) else { break };
+            let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) else {
+                break;
+            };
             let parts: Vec<&str> = line.split_whitespace().collect();
             if parts.len() == 2 && ["smtps", "submission"].contains(&parts[0]) {
-                self.addrs.push((parts[0].into(), parts[1].parse().unwrap()));
+                self.addrs
+                    .push((parts[0].into(), parts[1].parse().unwrap()));
             }
             if line.trim_start().starts_with("store") {
                 break;
             }
         }
-        assert!(!self.addrs.is_empty(), "pecd serve did not report its listeners");
+        assert!(
+            !self.addrs.is_empty(),
+            "pecd serve did not report its listeners"
+        );
         self.child = Some(child);
     }
 
     pub fn addr(&self, name: &str) -> SocketAddr {
-        self.addrs.iter().find(|(n, _)| n == name).map(|(_, a)| *a).expect(name)
+        self.addrs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+            .expect(name)
     }
 
     /// SIGTERM and wait: the server drains its local work and flushes the store.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -155,8 +196,13 @@ impl Server {
             .args(args)
             .output()
             .expect("python3");
-        assert!(out.status.success(), "{scenario}: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{scenario}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+        assert!(
+            out.status.success(),
+            "{scenario}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{scenario}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
     }
 }
 
