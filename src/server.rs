@@ -96,13 +96,7 @@ pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
     ];
     for (name, addr, implicit) in submission {
         let Some(addr) = addr else { continue };
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServerError::Bind { name, addr, source })?;
-        let local = l
-            .local_addr()
-            .map_err(|source| ServerError::Bind { name, addr, source })?;
-        listeners.push((name, local));
+        let l = bind(name, addr, &mut listeners).await?;
         let backend = Arc::new(AccessPoint(gw.clone()));
         tasks.push(tokio::spawn(smtp_server::serve(
             l,
@@ -113,13 +107,7 @@ pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
     }
     if let Some(addr) = gw.config.listen.smtp {
         let name = "smtp";
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServerError::Bind { name, addr, source })?;
-        let local = l
-            .local_addr()
-            .map_err(|source| ServerError::Bind { name, addr, source })?;
-        listeners.push((name, local));
+        let l = bind(name, addr, &mut listeners).await?;
         let backend = Arc::new(IncomingPoint(gw.clone()));
         tasks.push(tokio::spawn(smtp_server::serve(
             l,
@@ -130,14 +118,7 @@ pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
     }
     if let Some(addr) = gw.config.listen.imaps {
         let name = "imaps";
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServerError::Bind { name, addr, source })?;
-        listeners.push((
-            name,
-            l.local_addr()
-                .map_err(|source| ServerError::Bind { name, addr, source })?,
-        ));
+        let l = bind(name, addr, &mut listeners).await?;
         let cfg = crate::imap::ImapListenerConfig::from_config(&gw, tls.clone());
         tasks.push(tokio::spawn(crate::imap::serve(
             l,
@@ -148,14 +129,7 @@ pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
     }
     if let Some(addr) = gw.config.listen.pop3s {
         let name = "pop3s";
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServerError::Bind { name, addr, source })?;
-        listeners.push((
-            name,
-            l.local_addr()
-                .map_err(|source| ServerError::Bind { name, addr, source })?,
-        ));
+        let l = bind(name, addr, &mut listeners).await?;
         let cfg = crate::pop3::Pop3ListenerConfig::from_config(&gw, tls.clone());
         tasks.push(tokio::spawn(crate::pop3::serve(
             l,
@@ -183,6 +157,10 @@ pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
     tasks.push(tokio::spawn(delivery::run(gw.clone(), stop_rx.clone())));
     tasks.push(tokio::spawn(relay::run(gw.clone(), stop_rx.clone())));
     tasks.push(tokio::spawn(timers::run(gw.clone(), stop_rx.clone())));
+    tasks.push(tokio::spawn(crate::pec::index::refresh_task(
+        gw.clone(),
+        stop_rx.clone(),
+    )));
     tasks.push(tokio::spawn(maintenance(gw.clone(), stop_rx)));
     Ok(Running {
         gateway: gw,
@@ -190,6 +168,18 @@ pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
         stop,
         tasks,
     })
+}
+
+/// Binds one listener and records its bound address (port 0 picks a free one).
+async fn bind(
+    name: &'static str,
+    addr: SocketAddr,
+    listeners: &mut Vec<(&'static str, SocketAddr)>,
+) -> Result<tokio::net::TcpListener, ServerError> {
+    let err = |source| ServerError::Bind { name, addr, source };
+    let l = tokio::net::TcpListener::bind(addr).await.map_err(err)?;
+    listeners.push((name, l.local_addr().map_err(err)?));
+    Ok(l)
 }
 
 /// Periodic upkeep: time-based trace checkpoints, daily retention purge and blob sweep.

@@ -9,6 +9,10 @@
 //! When a server is running on the same store (its control socket answers), `import` then
 //! asks it to reload the index ([`pecd::control`]), so the import takes effect at once; a
 //! failure there is an error (the file is saved, the server keeps the previous index).
+//!
+//! `refresh` does once what the server does every `index.refresh_secs`
+//! ([`pecd::pec::index::ldap`]): fetch the index from `index.ldap_url`, replace the file only
+//! if the whole fetch succeeded, and have a running server reload it.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -35,6 +39,11 @@ pub enum IndexCommand {
         #[command(flatten)]
         cfg: ConfigArg,
     },
+    /// Fetch the index from index.ldap_url now, replacing the previous import.
+    Refresh {
+        #[command(flatten)]
+        cfg: ConfigArg,
+    },
     /// Print the imported providers: name, mailReceipt, domains, certificate SHA-1s.
     List {
         /// One JSON object per line.
@@ -50,7 +59,35 @@ pub fn run(cmd: IndexCommand) -> anyhow::Result<ExitCode> {
         IndexCommand::Export { out, cfg } => export(cfg, out),
         IndexCommand::Import { file, cfg } => import(cfg, file),
         IndexCommand::List { json, cfg } => list(cfg, json),
+        IndexCommand::Refresh { cfg } => refresh(cfg),
     }
+}
+
+fn refresh(cfg: ConfigArg) -> anyhow::Result<ExitCode> {
+    let config = load_config(&cfg.config)?;
+    let Some(url) = config.index.ldap_url.clone() else {
+        anyhow::bail!(
+            "{}: index.ldap_url is not set; there is no directory to refresh from",
+            config.path.display()
+        );
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let report = rt
+        .block_on(pecd::pec::index::ldap::refresh(&config))
+        .with_context(|| format!("refresh from {url} failed; the previous index is unchanged"))?;
+    println!(
+        "refreshed {} provider entr{} ({} domain{}) from {url} into {}",
+        report.providers,
+        if report.providers == 1 { "y" } else { "ies" },
+        report.domains,
+        if report.domains == 1 { "" } else { "s" },
+        report.path.display()
+    );
+    reload_running_server(&config)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn export(cfg: ConfigArg, out: Option<PathBuf>) -> anyhow::Result<ExitCode> {

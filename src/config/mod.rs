@@ -67,6 +67,11 @@ pub const DEFAULT_COMMAND_TIMEOUT_SECS: u64 = 300;
 pub const MIN_RETENTION_MONTHS: u32 = 30;
 pub const DEFAULT_CHECKPOINT_EVERY: u64 = 1000;
 pub const DEFAULT_CHECKPOINT_INTERVAL_SECS: u64 = 600;
+/// Base of the national index (digest §8.1).
+pub const DEFAULT_INDEX_LDAP_BASE: &str = "o=postacert";
+/// Digest §8.2: each provider keeps a local copy of the index, refreshed daily.
+pub const DEFAULT_INDEX_REFRESH_SECS: u64 = 86_400;
+pub const MIN_INDEX_REFRESH_SECS: u64 = 60;
 
 /// The whole configuration, valid by construction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +90,7 @@ pub struct Config {
     pub routes: BTreeMap<Domain, String>,
     pub relay: RelayConfig,
     pub antivirus: AntivirusConfig,
+    pub index: IndexConfig,
 }
 
 /// `[provider]`: who we are (the index record, digest §8.1).
@@ -188,6 +194,28 @@ pub struct RelayConfig {
 pub struct AntivirusConfig {
     /// clamd: `"host:port"` or an absolute unix socket path; `None` = no scanning.
     pub clamd: Option<String>,
+}
+
+/// `[index]`: where the provider index is refreshed from, besides `pecd index import`
+/// (digest §8.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexConfig {
+    /// `ldap://host[:port]` of a directory holding the index; `None` = no periodic refresh.
+    pub ldap_url: Option<String>,
+    /// Search base of the `(objectClass=provider)` search.
+    pub ldap_base: String,
+    /// Seconds between two refreshes (at most a day, digest §8.2).
+    pub refresh_secs: u64,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        Self {
+            ldap_url: None,
+            ldap_base: DEFAULT_INDEX_LDAP_BASE.to_string(),
+            refresh_secs: DEFAULT_INDEX_REFRESH_SECS,
+        }
+    }
 }
 
 impl Default for ListenConfig {

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use toml::Table;
 
-use super::validate::{check_host_port, limits, listen, provider, routes};
+use super::validate::{check_host_port, index, limits, listen, provider, routes};
 use super::walk::{Problems, Section, file_key, file_list, resolve};
 use super::{
     AntivirusConfig, Config, ConfigError, DEFAULT_CHECKPOINT_EVERY,
@@ -125,11 +125,13 @@ pub(super) fn parse(
     }
     sec.finish(&mut errs, &mut absent);
 
+    let index = index(&mut root, &mut errs, &mut absent);
+
     for k in root.keys() {
         errs.push(
             k.clone(),
             "unknown section or key (known: provider, signing, tls, trust, listen, limits, \
-             store, trace, routes, relay, antivirus)",
+             store, trace, routes, relay, antivirus, index)",
         );
     }
 
@@ -163,6 +165,7 @@ pub(super) fn parse(
         routes,
         relay,
         antivirus: AntivirusConfig { clamd },
+        index,
     };
     (Ok(config), absent)
 }

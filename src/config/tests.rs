@@ -165,6 +165,10 @@ fn every_problem_is_reported_together_with_its_key() {
                 pec.c.test = "127.0.0.1:25"
                 [antivirus]
                 clamd = "clamd-socket"
+                [index]
+                ldap_url = "ldaps://dir.example:636"
+                ldap_base = "postacert"
+                refresh_secs = 172800
                 "#,
             &[
                 ("provider.name", "must not be empty"),
@@ -188,6 +192,9 @@ fn every_problem_is_reported_together_with_its_key() {
                 ("routes.\"bad..dom\"", "not a valid domain"),
                 ("routes.\"pec\"", "quote domain keys"),
                 ("antivirus.clamd", "absolute unix socket path"),
+                ("index.ldap_url", "ldaps:// is not supported"),
+                ("index.ldap_base", "is not a DN"),
+                ("index.refresh_secs", "out of range"),
             ],
         ),
         (
@@ -306,6 +313,7 @@ fn annotated_example_is_in_sync() {
     assert_eq!(c.trace, d.trace, "trace defaults drifted");
     assert_eq!(c.store, d.store, "store defaults drifted");
     assert_eq!(c.antivirus, d.antivirus, "antivirus defaults drifted");
+    assert_eq!(c.index, d.index, "index defaults drifted");
     assert_eq!(c.provider.service_address, d.provider.service_address);
     assert_eq!(c.provider.receipt_mailbox, d.provider.receipt_mailbox);
     assert_eq!(c.provider.hostname, d.provider.hostname);

@@ -1,7 +1,8 @@
 //! The sections with cross-field rules: `[provider]` (service addresses in the managed
 //! domains, digest §8.3), `[listen]` (no two listeners on one socket), `[limits]` (the
-//! DM 2/11/2005 art. 12 minimums, quota ≥ largest message) and `[routes]`; plus the
-//! `"host:port"` check shared with `[antivirus]`.
+//! DM 2/11/2005 art. 12 minimums, quota ≥ largest message), `[routes]` and `[index]` (the
+//! LDAP URL and the daily refresh of digest §8.2); plus the `"host:port"` check shared with
+//! `[antivirus]`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -10,9 +11,9 @@ use toml::{Table, Value};
 
 use super::walk::{Problems, Section, type_name};
 use super::{
-    DEFAULT_SERVICE_LOCAL, LimitsConfig, ListenConfig, MAX_LINE_LENGTH_CEILING,
-    MAX_MESSAGE_BYTES_CEILING, MAX_RECIPIENTS_CEILING, MIN_LINE_LENGTH, MIN_MESSAGE_BYTES,
-    MIN_RECIPIENTS, ProviderConfig,
+    DEFAULT_SERVICE_LOCAL, IndexConfig, LimitsConfig, ListenConfig, MAX_LINE_LENGTH_CEILING,
+    MAX_MESSAGE_BYTES_CEILING, MAX_RECIPIENTS_CEILING, MIN_INDEX_REFRESH_SECS, MIN_LINE_LENGTH,
+    MIN_MESSAGE_BYTES, MIN_RECIPIENTS, ProviderConfig,
 };
 use crate::pec::address::{Domain, PecAddress};
 
@@ -331,4 +332,77 @@ pub(super) fn routes(root: &mut Table, errs: &mut Problems) -> BTreeMap<Domain, 
         }
     }
     out
+}
+
+/// `[index]`: `ldap_url` is `ldap://host[:port][/]` (plain LDAP: the client is built without
+/// TLS, so `ldaps://` is refused here rather than failing at the first refresh), `ldap_base`
+/// a non-empty DN, `refresh_secs` at most a day (digest §8.2: the local copy is refreshed
+/// daily).
+pub(super) fn index(
+    root: &mut Table,
+    errs: &mut Problems,
+    absent: &mut Vec<String>,
+) -> IndexConfig {
+    let mut sec = Section::take(root, "index", errs);
+    let d = IndexConfig::default();
+    let ldap_url = sec.string("ldap_url", errs).filter(|u| {
+        check_ldap_url(u)
+            .map_err(|e| errs.push("index.ldap_url", e))
+            .is_ok()
+    });
+    let ldap_base = match sec.string("ldap_base", errs) {
+        Some(b) if b.trim().is_empty() || !b.contains('=') => {
+            errs.push(
+                "index.ldap_base",
+                format!("{b:?} is not a DN (expected e.g. \"o=postacert\")"),
+            );
+            d.ldap_base.clone()
+        }
+        Some(b) => b,
+        None => d.ldap_base.clone(),
+    };
+    let refresh_secs = sec
+        .uint(
+            "refresh_secs",
+            d.refresh_secs,
+            (MIN_INDEX_REFRESH_SECS, d.refresh_secs),
+            "",
+            errs,
+        )
+        .unwrap_or(d.refresh_secs);
+    sec.finish(errs, absent);
+    IndexConfig {
+        ldap_url,
+        ldap_base,
+        refresh_secs,
+    }
+}
+
+fn check_ldap_url(u: &str) -> Result<(), String> {
+    let lower = u.to_ascii_lowercase();
+    if lower.starts_with("ldaps://") {
+        return Err(format!(
+            "{u:?}: ldaps:// is not supported (the LDAP client is built without TLS); use \
+             ldap:// on a trusted network, or `pecd index import` of a downloaded LDIF"
+        ));
+    }
+    let Some(rest) = lower.strip_prefix("ldap://") else {
+        return Err(format!("{u:?} is not \"ldap://host:port\""));
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.is_empty() || authority.contains(['/', '?', '@']) {
+        return Err(format!(
+            "{u:?} is not \"ldap://host:port\" (no path, query or credentials)"
+        ));
+    }
+    let has_port = match authority.rsplit_once(':') {
+        Some((h, _)) => !h.ends_with(':') && (!h.contains(':') || h.ends_with(']')),
+        None => false,
+    };
+    let with_port = if has_port {
+        authority.to_string()
+    } else {
+        format!("{authority}:389")
+    };
+    check_host_port(&with_port).map_err(|e| format!("{u:?}: {e}"))
 }

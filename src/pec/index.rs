@@ -38,9 +38,11 @@ use openssl::x509::X509;
 use super::address::Domain;
 use crate::config::Config;
 
+pub mod ldap;
 pub mod ldif;
 pub mod record;
 
+pub use ldap::{LdapIndexError, RefreshReport, refresh_task};
 pub use ldif::{FOLD_COLUMN, LdifAttr, LdifEntry, LdifLimits, parse_ldif};
 pub use record::{ProviderRecord, certificate_sha1, escape_dn_value};
 

@@ -25,6 +25,9 @@ use crate::smtp::client::{self, Outgoing, Peer, RcptOutcome};
 use crate::store::{Batch, Blob, NewQueueItem, QueueItem, StoreError};
 use crate::trace::{EventKind, TraceEvent};
 
+/// Outbound SMTP transactions in flight at once.
+pub const PARALLEL_TRANSACTIONS: usize = 16;
+
 /// Total time a message may stay queued.
 pub const GIVE_UP_AFTER: SignedDuration = SignedDuration::from_hours(24);
 
@@ -57,11 +60,21 @@ pub async fn run(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
             }
         };
         let busy = !due.is_empty();
+        // Transactions to different (or the same) peers go out in parallel, bounded: one
+        // slow peer must not hold up every other message in the queue.
+        let mut set = tokio::task::JoinSet::new();
         for item in due {
-            if let Err(e) = relay_one(&gw, &tls, &item).await {
-                tracing::error!(queue_item = item.id, error = %e, "recording a relay outcome failed");
+            while set.len() >= PARALLEL_TRANSACTIONS {
+                let _ = set.join_next().await;
             }
+            let (gw, tls) = (gw.clone(), tls.clone());
+            set.spawn(async move {
+                if let Err(e) = relay_one(&gw, &tls, &item).await {
+                    tracing::error!(queue_item = item.id, error = %e, "recording a relay outcome failed");
+                }
+            });
         }
+        while set.join_next().await.is_some() {}
         if busy {
             continue;
         }
