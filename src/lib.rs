@@ -31,6 +31,7 @@ pub mod control;
 pub mod fuzz;
 pub mod gateway;
 pub mod imap;
+pub mod listener;
 pub mod pec;
 pub mod pipeline;
 pub mod pki;

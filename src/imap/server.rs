@@ -9,9 +9,9 @@
 //! (APPEND literal), `limits.max_connections_per_ip`, `limits.command_timeout_secs`
 //! (before login).
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use crate::listener::{Counter, Slot};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -60,78 +60,39 @@ impl ImapListenerConfig {
     }
 }
 
-/// Counts connections by key; a [`Slot`] releases its count on drop.
-#[derive(Debug, Clone)]
-pub(crate) struct Counter<K: std::hash::Hash + Eq + Clone>(Arc<Mutex<HashMap<K, usize>>>);
-
-pub(crate) struct Slot<K: std::hash::Hash + Eq + Clone>(Counter<K>, K);
-
-impl<K: std::hash::Hash + Eq + Clone> Default for Counter<K> {
-    fn default() -> Self {
-        Self(Arc::default())
-    }
-}
-
-impl<K: std::hash::Hash + Eq + Clone> Counter<K> {
-    pub(crate) fn acquire(&self, k: K, max: usize) -> Option<Slot<K>> {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let n = m.entry(k.clone()).or_insert(0);
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(Slot(self.clone(), k))
-    }
-}
-
-impl<K: std::hash::Hash + Eq + Clone> Drop for Slot<K> {
-    fn drop(&mut self) {
-        let mut m = (self.0).0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = m.get_mut(&self.1) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                m.remove(&self.1);
-            }
-        }
-    }
-}
-
 /// Serves the `imaps` listener until `shutdown` becomes true.
 pub async fn serve(
     listener: TcpListener,
     cfg: ImapListenerConfig,
     gw: Arc<Gateway>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let cfg = Arc::new(cfg);
-    let per_ip: Counter<IpAddr> = Counter::default();
     let per_user: Counter<String> = Counter::default();
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.changed() => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "IMAP accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Some(slot) = per_ip.acquire(peer.ip(), cfg.max_connections_per_ip) else {
-            tracing::warn!(%peer, "IMAP: too many connections from this address");
-            continue;
-        };
-        let (cfg, gw, per_user, shutdown) =
-            (cfg.clone(), gw.clone(), per_user.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            let _slot = slot;
-            if let Err(e) = connection(stream, peer, &cfg, gw, per_user, shutdown).await {
-                tracing::debug!(%peer, error = %e, "IMAP connection ended with an error");
-            }
-        });
-    }
+    let max = cfg.max_connections_per_ip;
+    let conn_shutdown = shutdown.clone();
+    crate::listener::accept_loop(
+        listener,
+        "imap",
+        max,
+        None,
+        shutdown,
+        move |stream, peer, slot| {
+            let (cfg, gw, per_user, shutdown) = (
+                cfg.clone(),
+                gw.clone(),
+                per_user.clone(),
+                conn_shutdown.clone(),
+            );
+            tokio::spawn(async move {
+                let _slot = slot;
+                if let Err(e) = connection(stream, peer, &cfg, gw, per_user, shutdown).await {
+                    tracing::debug!(%peer, error = %e, "IMAP connection ended with an error");
+                }
+            });
+        },
+    )
+    .await;
 }
 
 async fn connection(

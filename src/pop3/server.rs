@@ -6,7 +6,7 @@
 //! Config keys read (through [`Pop3ListenerConfig::from_config`]):
 //! `limits.max_connections_per_ip`, `limits.command_timeout_secs`.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use super::session::{Action, Session};
 use crate::gateway::Gateway;
-use crate::imap::server::Counter;
+use crate::listener::Counter;
 
 /// How the POP3 listener behaves.
 #[derive(Debug, Clone)]
@@ -47,36 +47,28 @@ pub async fn serve(
     listener: TcpListener,
     cfg: Pop3ListenerConfig,
     gw: Arc<Gateway>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let cfg = Arc::new(cfg);
-    let per_ip: Counter<IpAddr> = Counter::default();
     let per_user: Counter<String> = Counter::default();
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.changed() => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "POP3 accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Some(slot) = per_ip.acquire(peer.ip(), cfg.max_connections_per_ip) else {
-            tracing::warn!(%peer, "POP3: too many connections from this address");
-            continue;
-        };
-        let (cfg, gw, per_user) = (cfg.clone(), gw.clone(), per_user.clone());
-        tokio::spawn(async move {
-            let _slot = slot;
-            if let Err(e) = connection(stream, peer, &cfg, gw, per_user).await {
-                tracing::debug!(%peer, error = %e, "POP3 connection ended with an error");
-            }
-        });
-    }
+    let max = cfg.max_connections_per_ip;
+    crate::listener::accept_loop(
+        listener,
+        "pop3",
+        max,
+        None,
+        shutdown,
+        move |stream, peer, slot| {
+            let (cfg, gw, per_user) = (cfg.clone(), gw.clone(), per_user.clone());
+            tokio::spawn(async move {
+                let _slot = slot;
+                if let Err(e) = connection(stream, peer, &cfg, gw, per_user).await {
+                    tracing::debug!(%peer, error = %e, "POP3 connection ended with an error");
+                }
+            });
+        },
+    )
+    .await;
 }
 
 async fn connection(

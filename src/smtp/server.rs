@@ -6,10 +6,9 @@
 //! backend (the access and incoming points). Reads are bounded (8 KiB at a time); message
 //! bytes accumulate in the session only up to the configured limit.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -68,77 +67,33 @@ pub struct ListenerConfig {
     pub auth_failure_delay: Duration,
 }
 
-/// Counts connections per IP; the guard releases its slot on drop.
-#[derive(Debug, Default, Clone)]
-struct PerIp(Arc<Mutex<HashMap<IpAddr, usize>>>);
-
-struct Slot(PerIp, IpAddr);
-
-impl PerIp {
-    fn acquire(&self, ip: IpAddr, max: usize) -> Option<Slot> {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let n = m.entry(ip).or_insert(0);
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(Slot(self.clone(), ip))
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut m = (self.0).0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = m.get_mut(&self.1) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                m.remove(&self.1);
-            }
-        }
-    }
-}
-
 /// Serves one listener until `shutdown` becomes true.
 pub async fn serve<B: Backend>(
     listener: TcpListener,
     cfg: ListenerConfig,
     backend: Arc<B>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let cfg = Arc::new(cfg);
-    let per_ip = PerIp::default();
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.changed() => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Some(slot) = per_ip.acquire(peer.ip(), cfg.max_connections_per_ip) else {
-            tracing::warn!(%peer, "too many connections from this address");
+    let max = cfg.max_connections_per_ip;
+    let refusal: &'static [u8] = b"421 4.7.0 Too many connections from your address\r\n";
+    crate::listener::accept_loop(
+        listener,
+        "smtp",
+        max,
+        Some(refusal),
+        shutdown,
+        move |stream, peer, slot| {
+            let (cfg, backend) = (cfg.clone(), backend.clone());
             tokio::spawn(async move {
-                let mut s = stream;
-                let _ = s
-                    .write_all(b"421 4.7.0 Too many connections from your address\r\n")
-                    .await;
+                let _slot = slot;
+                if let Err(e) = connection(stream, peer, &cfg, &*backend).await {
+                    tracing::info!(%peer, error = %e, "SMTP connection ended with an error");
+                }
             });
-            continue;
-        };
-        let cfg = cfg.clone();
-        let backend = backend.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            if let Err(e) = connection(stream, peer, &cfg, &*backend).await {
-                tracing::info!(%peer, error = %e, "SMTP connection ended with an error");
-            }
-        });
-    }
+        },
+    )
+    .await;
 }
 
 async fn connection<B: Backend>(

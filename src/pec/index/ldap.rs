@@ -39,20 +39,6 @@ pub const LDAP_SEARCH_TIMEOUT: Duration = Duration::from_secs(120);
 /// The search filter: every entry of the `provider` object class (digest §8.1).
 pub const PROVIDER_FILTER: &str = "(objectClass=provider)";
 
-/// OIDs of the index attributes (digest §8.1), for a directory that names them by OID (the
-/// same table as the LDIF reader's; slapd names them as its schema does).
-const INDEX_ATTR_OIDS: &[(&str, &str)] = &[
-    ("providercertificatehash", "1.3.6.1.4.1.16572.2.2.1"),
-    ("providercertificate", "1.3.6.1.4.1.16572.2.2.2"),
-    ("providername", "1.3.6.1.4.1.16572.2.2.3"),
-    ("mailreceipt", "1.3.6.1.4.1.16572.2.2.4"),
-    ("manageddomains", "1.3.6.1.4.1.16572.2.2.5"),
-    ("ldiflocationurl", "1.3.6.1.4.1.16572.2.2.6"),
-    ("providerunit", "1.3.6.1.4.1.16572.2.2.7"),
-    ("objectclass", "2.5.4.0"),
-    ("description", "2.5.4.13"),
-];
-
 /// Why a refresh from LDAP failed. In every case the previous index stays in force.
 #[derive(Debug, thiserror::Error)]
 pub enum LdapIndexError {
@@ -201,17 +187,7 @@ fn to_ldif_entry(n: usize, se: SearchEntry) -> Result<LdifEntry, LdapIndexError>
     all.sort_by(|a, b| a.0.cmp(&b.0));
     for (desc, values) in all {
         let desc = desc.to_ascii_lowercase();
-        let mut parts = desc.split(';');
-        let ty = parts.next().unwrap_or_default();
-        let name = INDEX_ATTR_OIDS
-            .iter()
-            .find(|(_, oid)| *oid == ty)
-            .map_or(ty, |(n, _)| n)
-            .to_string();
-        let options: Vec<String> = parts
-            .filter(|o| !o.is_empty())
-            .map(str::to_string)
-            .collect();
+        let (name, options) = super::ldif::attribute_description(&desc);
         for value in values {
             if value.len() > MAX_VALUE_BYTES {
                 return Err(LdapIndexError::ValueTooLarge {

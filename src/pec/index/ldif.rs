@@ -30,6 +30,24 @@ const ATTRS: &[(&str, &str)] = &[
     ("description", "2.5.4.13"),
 ];
 
+/// Splits a lower-case attribute description (`type;option;...`) into the attribute's
+/// name (an OID is mapped to the index attribute it names) and its options. Shared by the
+/// LDIF reader and the LDAP search results.
+pub(crate) fn attribute_description(desc: &str) -> (String, Vec<String>) {
+    let mut parts = desc.split(';');
+    let ty = parts.next().unwrap_or_default();
+    let name = ATTRS
+        .iter()
+        .find(|(_, oid)| *oid == ty)
+        .map_or(ty, |(n, _)| n)
+        .to_string();
+    let options = parts
+        .filter(|o| !o.is_empty())
+        .map(str::to_string)
+        .collect();
+    (name, options)
+}
+
 /// Base64 as directories write it: padding optional, stray trailing bits tolerated.
 const LENIENT_B64: GeneralPurpose = GeneralPurpose::new(
     &base64::alphabet::STANDARD,
@@ -302,17 +320,7 @@ fn parse_attr(l: &Logical, limits: &LdifLimits) -> Result<LdifAttr, IndexError> 
     }
     // Checked ASCII just above.
     let desc = String::from_utf8_lossy(desc).to_ascii_lowercase();
-    let mut parts = desc.split(';');
-    let ty = parts.next().unwrap_or_default();
-    let name = ATTRS
-        .iter()
-        .find(|(_, oid)| *oid == ty)
-        .map_or(ty, |(n, _)| n)
-        .to_string();
-    let options: Vec<String> = parts
-        .filter(|o| !o.is_empty())
-        .map(str::to_string)
-        .collect();
+    let (name, options) = attribute_description(&desc);
     let rest = &l.bytes[colon + 1..];
     let value = match rest.first() {
         Some(b':') => {
