@@ -61,7 +61,19 @@ fn unknown_schema_version_is_refused_naming_the_versions() {
     let dir = tempfile::tempdir().unwrap();
     drop(Store::open(dir.path(), StoreOptions::default()).unwrap());
     {
-        let db = sled::open(dir.path().join("db")).unwrap();
+        // sled releases the lock of a dropped handle from a background thread: retry.
+        let path = dir.path().join("db");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let db = loop {
+            match sled::open(&path) {
+                Ok(db) => break db,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    eprintln!("retrying sled open: {e}");
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
         db.open_tree("meta")
             .unwrap()
             .insert("schema_version", &7u32.to_be_bytes())

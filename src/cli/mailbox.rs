@@ -76,7 +76,7 @@ pub fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
 /// Opens the store described by `config` (without a signer: the running server signs
 /// the next checkpoint). A store held by a running server is reported by the store's
 /// `Locked` error, which names the directory; [`open_admin`] then uses the control socket.
-fn open_store_raw(config: &Config) -> Result<Store, StoreError> {
+fn open_store_raw(config: &Config, lock_wait: Duration) -> Result<Store, StoreError> {
     let o = StoreOptions {
         group_commit: config.store.group_commit,
         clock: Arc::new(pecd::clock::SystemClock),
@@ -86,6 +86,7 @@ fn open_store_raw(config: &Config) -> Result<Store, StoreError> {
         retention_months: config.trace.retention_months,
         domains: config.provider.domains.clone(),
         default_quota_bytes: config.limits.default_quota_bytes,
+        lock_wait,
         ..StoreOptions::default()
     };
     Store::open(&config.store.dir, o)
@@ -100,14 +101,20 @@ pub enum Admin {
 /// Opens the store directly; when a running server holds its lock, connects to that
 /// server's control socket instead. When neither works, the error names both problems.
 pub fn open_admin(config: &Config) -> anyhow::Result<Admin> {
-    match open_store_raw(config) {
+    // A held lock is normally a running server: ask it at once rather than wait.
+    match open_store_raw(config, Duration::ZERO) {
         Ok(s) => Ok(Admin::Local(s)),
-        Err(locked @ StoreError::Locked { .. }) => match Client::connect(&config.store.dir) {
+        Err(StoreError::Locked { .. }) => match Client::connect(&config.store.dir) {
             Ok(c) => Ok(Admin::Remote(c)),
-            Err(e) => Err(anyhow::anyhow!(
+            // No server answers: the lock may be a server that is just stopping.
+            Err(e) => match open_store_raw(config, StoreOptions::default().lock_wait) {
+                Ok(s) => Ok(Admin::Local(s)),
+                Err(locked @ StoreError::Locked { .. }) => Err(anyhow::anyhow!(
                 "opening the store: {locked}; and the running server's control socket {} cannot be reached: {e}",
                 pecd::control::socket_path(&config.store.dir).display()
-            )),
+                )),
+                Err(other) => Err(anyhow::Error::new(other).context("opening the store")),
+            },
         },
         Err(e) => Err(anyhow::Error::new(e).context("opening the store")),
     }

@@ -162,6 +162,11 @@ pub struct StoreOptions {
     pub blob_grace: Duration,
     /// sled page cache size.
     pub cache_bytes: u64,
+    /// How long `open` waits for the directory lock. sled releases its file lock from a
+    /// background thread some time after the last handle is dropped, so a store closed
+    /// and reopened at once (a restart in the same process, an admin command right after
+    /// the server stopped) would otherwise be refused as locked.
+    pub lock_wait: Duration,
 }
 
 impl Default for StoreOptions {
@@ -177,6 +182,7 @@ impl Default for StoreOptions {
             default_quota_bytes: 1 << 30,
             blob_grace: Duration::from_secs(3600),
             cache_bytes: 256 << 20,
+            lock_wait: Duration::from_secs(3),
         }
     }
 }
@@ -261,22 +267,36 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
 
+/// Opens the sled database, retrying a held lock for up to `options.lock_wait`.
+fn open_db(dir: &Path, options: &StoreOptions) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + options.lock_wait;
+    loop {
+        let opened = sled::Config::new()
+            .path(dir.join("db"))
+            .cache_capacity(options.cache_bytes)
+            .open();
+        match opened {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(ref io)) if io.to_string().contains("could not acquire lock") => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(StoreError::Locked {
+                        dir: dir.to_path_buf(),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(other) => return Err(StoreError::Db(other)),
+        }
+    }
+}
+
 impl Store {
     /// Opens (creating if needed) the store in `dir`: checks the schema version, sweeps
     /// unreferenced blobs older than `options.blob_grace`, starts the committer.
     pub fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StoreError> {
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        let db = sled::Config::new()
-            .path(dir.join("db"))
-            .cache_capacity(options.cache_bytes)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
-                    StoreError::Locked { dir: dir.clone() }
-                }
-                other => StoreError::Db(other),
-            })?;
+        let db = open_db(&dir, &options)?;
         let trees = Trees::open(&db)?;
         check_schema(&dir, &db, &trees)?;
         let blobs = BlobStore::open(dir.join("blobs"))?;

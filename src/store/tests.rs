@@ -317,8 +317,18 @@ fn queue_and_pending_due() {
 fn schema_and_lock_errors_are_clear() {
     let dir = tempfile::tempdir().unwrap();
     let s = open(dir.path(), Arc::new(ManualClock::new(t0())));
-    let e = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
+    let wait = Duration::from_millis(300);
+    let started = std::time::Instant::now();
+    let e = Store::open(
+        dir.path(),
+        StoreOptions {
+            lock_wait: wait,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap_err();
     assert!(matches!(e, StoreError::Locked { .. }), "{e:?}");
+    assert!(started.elapsed() >= wait, "a held lock is waited for");
     assert!(e.to_string().contains(&dir.path().display().to_string()));
     s.trees()
         .meta
