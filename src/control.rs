@@ -22,11 +22,12 @@
 //!
 //! | request | items | final `done` |
 //! |---|---|---|
-//! | `{"op":"mailbox_add","address":A,"password":P,"quota":N\|null}` | — | `{"mailbox":MailboxInfo}` |
+//! | `{"op":"mailbox_add","address":A,"password":P,"quota":N\|null,"options":MailboxOptions}` | — | `{"mailbox":MailboxInfo}` |
 //! | `{"op":"mailbox_del","address":A}` | — | `{}` |
 //! | `{"op":"mailbox_list"}` | `{"mailbox":MailboxInfo}` each | `{}` |
 //! | `{"op":"mailbox_passwd","address":A,"password":P}` | — | `{}` |
 //! | `{"op":"mailbox_quota","address":A,"bytes":N}` | — | `{}` |
+//! | `{"op":"mailbox_options","address":A,"options":MailboxOptions}` | — | `{}` |
 //! | `{"op":"log_query","msgid":..,"ident":..,"mailbox":..,"since":T,"until":T,"limit":N}` | `{"record":TraceRecord}` each | `{}` |
 //! | `{"op":"log_export"}` | `{"line":"<export line>"}` each | `{"lines":N}` |
 //! | `{"op":"log_verify","signer":SHA256\|null}` | — | `{"report":VerifyReport}` |
@@ -63,7 +64,7 @@ use tokio::sync::watch;
 use crate::gateway::Gateway;
 use crate::pec::address::PecAddress;
 use crate::store::NewMailbox;
-use crate::store::mailbox::{MailboxInfo, Password};
+use crate::store::mailbox::{MailboxInfo, MailboxOptions, Password};
 use crate::trace::{Checkpoint, TraceQuery, TraceRecord, VerifyReport};
 
 /// The socket's file name inside `store.dir`.
@@ -94,6 +95,8 @@ pub enum Request {
         address: String,
         password: String,
         quota: Option<u64>,
+        #[serde(default)]
+        options: MailboxOptions,
     },
     MailboxDel {
         address: String,
@@ -106,6 +109,10 @@ pub enum Request {
     MailboxQuota {
         address: String,
         bytes: u64,
+    },
+    MailboxOptions {
+        address: String,
+        options: MailboxOptions,
     },
     LogQuery {
         msgid: Option<String>,
@@ -493,13 +500,14 @@ async fn handle(gw: &Arc<Gateway>, req: Request, w: &mut Writer) -> std::io::Res
             address,
             password,
             quota,
+            options,
         } => gw
             .blocking(move || -> anyhow::Result<Done> {
                 let req = NewMailbox {
                     address: parse_address(&address)?,
                     password: Password::new(password),
                     quota_bytes: quota,
-                    options: Default::default(),
+                    options,
                 };
                 let info = store
                     .add_mailbox(req)
@@ -534,6 +542,15 @@ async fn handle(gw: &Arc<Gateway>, req: Request, w: &mut Writer) -> std::io::Res
                 store
                     .set_quota(&parse_address(&address)?, bytes)
                     .with_context(|| format!("setting the quota of {address}"))?;
+                Ok(Done::default())
+            })
+            .await
+            .map_err(msg),
+        Request::MailboxOptions { address, options } => gw
+            .blocking(move || -> anyhow::Result<Done> {
+                store
+                    .set_mailbox_options(&parse_address(&address)?, options)
+                    .with_context(|| format!("setting the options of {address}"))?;
                 Ok(Done::default())
             })
             .await

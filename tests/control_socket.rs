@@ -156,6 +156,23 @@ async fn admin_subcommands_work_while_the_server_runs() {
         "quota of x@ctl.example set to 12345 bytes\n"
     );
     assert_eq!(gw.store.mailbox(&x).unwrap().unwrap().quota_bytes, 12345);
+    // options: opting in to anomaly envelopes reaches the running server's store.
+    let o = pecd(&[
+        "mailbox",
+        "options",
+        "x@ctl.example",
+        "--accept-anomalies",
+        "true",
+        "--config",
+        c,
+    ])
+    .await;
+    assert!(o.status.success(), "options: {}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "x@ctl.example: accept-anomalies=true\n"
+    );
+    assert!(gw.store.mailbox(&x).unwrap().unwrap().options.accept_anomalies);
     let o = pecd(&[
         "mailbox",
         "passwd",

@@ -124,6 +124,9 @@ fn openssl(args: &[&str], dir: &Path) -> Option<Output> {
     match Command::new("openssl").args(args).current_dir(dir).output() {
         Ok(o) => Some(o),
         Err(e) => {
+            if std::env::var_os("PECD_REQUIRE_TOOLS").is_some_and(|v| !v.is_empty()) {
+                panic!("cannot run `openssl`: {e} (PECD_REQUIRE_TOOLS is set: this must run here)");
+            }
             eprintln!("skipping the openssl CLI checks: cannot run `openssl`: {e}");
             None
         }

@@ -143,6 +143,27 @@ fn cli_mailbox_admin_and_locked_store_message() {
     ok(&["mailbox", "quota", "u1@example.it", "9000", "--config", c]);
     let list = ok(&["mailbox", "list", "--json", "--config", c]);
     assert!(list.contains(r#""quota_bytes":9000"#), "{list}");
+    // Ordinary mail is refused unless the mailbox opts in to anomaly envelopes.
+    assert!(list.contains(r#""accept_anomalies":false"#), "{list}");
+    let o = ok(&[
+        "mailbox",
+        "options",
+        "u1@example.it",
+        "--accept-anomalies",
+        "true",
+        "--config",
+        c,
+    ]);
+    assert!(o.contains("accept-anomalies=true"), "{o}");
+    let list = ok(&["mailbox", "list", "--json", "--config", c]);
+    assert!(list.contains(r#""accept_anomalies":true"#), "{list}");
+    let o = ok(&["mailbox", "options", "u1@example.it", "--config", c]);
+    assert!(o.contains("accept-anomalies=true"), "{o}");
+    let o = pecd(&["mailbox", "options", "nobody@example.it", "--config", c]);
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("no such mailbox"),
+        "{o:?}"
+    );
     let o = pecd(&[
         "mailbox",
         "add",

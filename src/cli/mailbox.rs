@@ -1,4 +1,4 @@
-//! `pecd mailbox add|del|list|passwd|quota`: thin glue from arguments to the store's
+//! `pecd mailbox add|del|list|passwd|quota|options`: thin glue from arguments to the store's
 //! mailbox administration functions ([`pecd::store::Store::add_mailbox`] etc.).
 //! Also opens the store for `pecd log` ([`open_admin`]).
 //!
@@ -14,7 +14,7 @@ use anyhow::Context;
 use pecd::config::{Config, DEFAULT_CONFIG_PATH};
 use pecd::control::{Client, Item, Request};
 use pecd::pec::address::PecAddress;
-use pecd::store::mailbox::{MailboxInfo, Password};
+use pecd::store::mailbox::{MailboxInfo, MailboxOptions, Password};
 use pecd::store::{NewMailbox, Store, StoreError, StoreOptions};
 
 /// `--config FILE`.
@@ -35,6 +35,10 @@ pub enum MailboxCommand {
         /// Quota in bytes (default: limits.default_quota_bytes).
         #[arg(long)]
         quota: Option<u64>,
+        /// Deliver ordinary (non-certified) mail to this mailbox wrapped in an anomaly
+        /// envelope (busta di anomalia) instead of refusing it.
+        #[arg(long)]
+        accept_anomalies: bool,
         #[command(flatten)]
         cfg: ConfigArg,
     },
@@ -64,6 +68,16 @@ pub enum MailboxCommand {
     Quota {
         address: String,
         bytes: u64,
+        #[command(flatten)]
+        cfg: ConfigArg,
+    },
+    /// Show or change a mailbox's options.
+    Options {
+        address: String,
+        /// Deliver ordinary (non-certified) mail wrapped in an anomaly envelope
+        /// (`true`) or refuse it at the incoming point (`false`).
+        #[arg(long, value_name = "true|false", action = clap::ArgAction::Set)]
+        accept_anomalies: Option<bool>,
         #[command(flatten)]
         cfg: ConfigArg,
     },
@@ -134,20 +148,25 @@ fn print_list(list: &[MailboxInfo], json: bool) -> anyhow::Result<()> {
         }
     } else {
         println!(
-            "{:<40} {:>14} {:>14} {:>8}",
+            "{:<40} {:>14} {:>14} {:>8}  OPTIONS",
             "ADDRESS", "USAGE", "QUOTA", "MESSAGES"
         );
         for m in list {
             println!(
-                "{:<40} {:>14} {:>14} {:>8}",
+                "{:<40} {:>14} {:>14} {:>8}  {}",
                 m.address.to_string(),
                 m.usage_bytes,
                 m.quota_bytes,
-                m.messages
+                m.messages,
+                describe_options(&m.options)
             );
         }
     }
     Ok(())
+}
+
+fn describe_options(o: &MailboxOptions) -> String {
+    format!("accept-anomalies={}", o.accept_anomalies)
 }
 
 fn address(s: &str) -> anyhow::Result<PecAddress> {
@@ -160,15 +179,17 @@ pub fn run(cmd: MailboxCommand) -> anyhow::Result<ExitCode> {
             address: a,
             password,
             quota,
+            accept_anomalies,
             cfg,
         } => {
+            let options = MailboxOptions { accept_anomalies };
             let info = match open_admin(&load_config(&cfg.config)?)? {
                 Admin::Local(store) => {
                     let req = NewMailbox {
                         address: address(&a)?,
                         password: Password::new(password),
                         quota_bytes: quota,
-                        options: Default::default(),
+                        options,
                     };
                     store
                         .add_mailbox(req)
@@ -180,13 +201,19 @@ pub fn run(cmd: MailboxCommand) -> anyhow::Result<ExitCode> {
                         address: a.clone(),
                         password,
                         quota,
+                        options,
                     };
                     remote(&mut c, &req)?
                         .mailbox
                         .context("the server did not return the new mailbox")?
                 }
             };
-            println!("added {} (quota {} bytes)", info.address, info.quota_bytes);
+            println!(
+                "added {} (quota {} bytes, {})",
+                info.address,
+                info.quota_bytes,
+                describe_options(&info.options)
+            );
         }
         MailboxCommand::Del { address: a, cfg } => {
             match open_admin(&load_config(&cfg.config)?)? {
@@ -256,6 +283,51 @@ pub fn run(cmd: MailboxCommand) -> anyhow::Result<ExitCode> {
                 }
             }
             println!("quota of {a} set to {bytes} bytes");
+        }
+        MailboxCommand::Options {
+            address: a,
+            accept_anomalies,
+            cfg,
+        } => {
+            let addr = address(&a)?;
+            let mut admin = open_admin(&load_config(&cfg.config)?)?;
+            let current = match &mut admin {
+                Admin::Local(store) => store
+                    .mailbox(&addr)
+                    .with_context(|| format!("reading {a}"))?,
+                Admin::Remote(c) => {
+                    let mut found = None;
+                    c.call(&Request::MailboxList, |i| match i {
+                        Item::Mailbox(m) => {
+                            if m.address == addr {
+                                found = Some(m);
+                            }
+                            Ok(())
+                        }
+                        other => anyhow::bail!("unexpected item from the server: {other:?}"),
+                    })?;
+                    found
+                }
+            };
+            let mut options = current
+                .with_context(|| format!("{a}: no such mailbox"))?
+                .options;
+            if let Some(v) = accept_anomalies {
+                options.accept_anomalies = v;
+                match &mut admin {
+                    Admin::Local(store) => store
+                        .set_mailbox_options(&addr, options.clone())
+                        .with_context(|| format!("setting the options of {a}"))?,
+                    Admin::Remote(c) => {
+                        let req = Request::MailboxOptions {
+                            address: a.clone(),
+                            options: options.clone(),
+                        };
+                        remote(c, &req)?;
+                    }
+                }
+            }
+            println!("{a}: {}", describe_options(&options));
         }
     }
     Ok(ExitCode::SUCCESS)

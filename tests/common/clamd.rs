@@ -39,8 +39,8 @@ fn find() -> Option<PathBuf> {
 impl Clamd {
     pub fn start() -> Option<Clamd> {
         let Some(bin) = find() else {
-            eprintln!(
-                "SKIP: clamd is not installed (Debian package clamav-daemon); the antivirus test did not run"
+            super::skip(
+                "clamd is not installed (Debian package clamav-daemon); the antivirus test did not run",
             );
             return None;
         };

@@ -46,12 +46,22 @@ pub fn dev_pki(domain: &str) -> Pki {
     }
 }
 
-/// True when `tool` runs; otherwise prints why the check is skipped.
+/// Reports a test (or check) that cannot run here: prints `SKIP: reason`, or fails the
+/// test when `PECD_REQUIRE_TOOLS` is set (as `.ci/run` does, after installing every tool),
+/// so that CI can never pass by skipping.
+pub fn skip(reason: &str) {
+    if std::env::var_os("PECD_REQUIRE_TOOLS").is_some_and(|v| !v.is_empty()) {
+        panic!("{reason} (PECD_REQUIRE_TOOLS is set: this must run here)");
+    }
+    eprintln!("SKIP: {reason}");
+}
+
+/// True when `tool` runs; otherwise reports the skip (see [`skip`]).
 pub fn have(tool: &str, why: &str) -> bool {
     let ok = Command::new(tool).arg("--version").output().is_ok()
         || Command::new(tool).arg("version").output().is_ok();
     if !ok {
-        eprintln!("SKIP ({why}): `{tool}` is not installed; .ci/run installs it");
+        skip(&format!("({why}) `{tool}` is not installed; .ci/run installs it"));
     }
     ok
 }
