@@ -30,7 +30,7 @@
 //! | `{"op":"mailbox_options","address":A,"options":MailboxOptions}` | — | `{}` |
 //! | `{"op":"log_query","msgid":..,"ident":..,"mailbox":..,"since":T,"until":T,"limit":N}` | `{"record":TraceRecord}` each | `{}` |
 //! | `{"op":"log_export"}` | `{"line":"<export line>"}` each | `{"lines":N}` |
-//! | `{"op":"log_verify","signer":SHA256\|null}` | — | `{"report":VerifyReport}` |
+//! | `{"op":"log_verify","signer":SHA256\|null,"also_trusted":[SHA256..]}` | — | `{"report":VerifyReport}` |
 //! | `{"op":"index_reload"}` | — | `{}` |
 //!
 //! The final line is `{"done":{...}}` on success, `{"error":"message"}` on failure; the
@@ -125,6 +125,9 @@ pub enum Request {
     LogExport,
     LogVerify {
         signer: Option<String>,
+        /// More trusted checkpoint signers (earlier certificates, after a renewal).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        also_trusted: Vec<String>,
     },
     IndexReload,
 }
@@ -599,8 +602,14 @@ async fn handle(gw: &Arc<Gateway>, req: Request, w: &mut Writer) -> std::io::Res
             }
         }
         Request::LogExport => return export(gw, w).await,
-        Request::LogVerify { signer } => gw
-            .blocking(move || store.trace().verify(signer).context("reading the log"))
+        Request::LogVerify {
+            signer,
+            also_trusted,
+        } => gw
+            .blocking(move || {
+                let trusted: Vec<String> = signer.into_iter().chain(also_trusted).collect();
+                store.trace().verify(trusted).context("reading the log")
+            })
             .await
             .map(|r| Done {
                 report: Some(r.into()),

@@ -2,6 +2,9 @@
 //! library so that a stable-toolchain test (`tests/fuzz_entry.rs`) runs exactly the same
 //! code over the real samples and mutations of them; the fuzz targets are one-line calls.
 //!
+//! The session entry points ([`imap_session`], [`pop3_session`]) run the sans-IO sessions
+//! against a real store in the temporary directory, as the drivers do.
+//!
 //! Each entry point must never panic on any input; where a property holds (a parsed
 //! daticert written back parses to the same value) it is asserted, so the fuzzer finds
 //! violations too.
@@ -47,6 +50,7 @@ pub fn smtp_session(data: &[u8]) {
             tls_available: true,
             local_domains: vec!["fuzz.test".into()],
             max_auth_failures: 3,
+            max_line_length: 1000,
         };
         let (mut s, _) = Session::new(cfg, tls);
         let step = 1 + data.first().copied().unwrap_or(7) as usize % 97;
@@ -65,7 +69,7 @@ pub fn smtp_session(data: &[u8]) {
                         Event::Reply(r) => {
                             assert!(r.ends_with(b"\r\n"), "a reply line must end with CRLF")
                         }
-                        Event::Close => {}
+                        Event::Close | Event::Refused(_) => {}
                     }
                 }
                 if next.is_empty() {
@@ -77,5 +81,170 @@ pub fn smtp_session(data: &[u8]) {
                 break;
             }
         }
+    }
+}
+
+/// The store the session entry points run against: one per entry point and process, in
+/// the system temporary directory, with mailboxes `a@pec.test` and `b@pec.test` (the
+/// names the transcripts use). It lives as long as the process, so what one input stores
+/// is seen by the next: the sessions are fuzzed from more states that way, at the price
+/// of a crash possibly needing the inputs before it to reproduce.
+fn session_store(which: &'static str) -> &'static crate::store::Store {
+    use std::sync::OnceLock;
+    static IMAP: OnceLock<crate::store::Store> = OnceLock::new();
+    static POP3: OnceLock<crate::store::Store> = OnceLock::new();
+    let cell = if which == "imap" { &IMAP } else { &POP3 };
+    cell.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("pecd-fuzz-{which}-{}", std::process::id()));
+        // A directory left by an earlier process with the same id is stale.
+        let _ = std::fs::remove_dir_all(&dir);
+        let opened = crate::store::Store::open(
+            &dir,
+            crate::store::StoreOptions {
+                // Small, so inputs that APPEND cannot grow the store without bound.
+                default_quota_bytes: 256 * 1024,
+                ..crate::store::StoreOptions::default()
+            },
+        );
+        // Not input-dependent: without a store the entry point cannot run at all.
+        let store = opened.unwrap_or_else(|e| panic!("fuzz store in {}: {e}", dir.display()));
+        for who in ["a@pec.test", "b@pec.test"] {
+            let Ok(address) = crate::pec::address::PecAddress::parse(who) else {
+                continue;
+            };
+            let added = store.add_mailbox(crate::store::NewMailbox {
+                address,
+                password: crate::store::mailbox::Password::new("pw"),
+                quota_bytes: None,
+                options: Default::default(),
+            });
+            if let Err(e) = added {
+                panic!("fuzz mailbox {who}: {e}");
+            }
+        }
+        store
+    })
+}
+
+/// Keeps two messages (one multipart) in `a@pec.test`'s INBOX, whatever earlier inputs
+/// expunged or deleted.
+fn seed_inbox(store: &crate::store::Store) {
+    use crate::store::{Batch, Delivery};
+    const MSGS: [&[u8]; 2] = [
+        b"Subject: uno\r\nFrom: x@y.it\r\nMessage-ID: <1@y.it>\r\n\r\nriga 1\r\n.riga col punto\r\n",
+        b"Subject: due\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nciao\r\n--b\r\nContent-Type: message/rfc822\r\n\r\nSubject: dentro\r\n\r\ncorpo\r\n--b--\r\n",
+    ];
+    let Ok(a) = crate::pec::address::PecAddress::parse("a@pec.test") else {
+        return;
+    };
+    let live = store
+        .messages(&a, "INBOX")
+        .map(|m| {
+            m.iter()
+                .filter(|r| !r.flags.iter().any(|f| f == crate::pop3::DELETED_KEYWORD))
+                .count()
+        })
+        .unwrap_or(0);
+    if live >= MSGS.len() {
+        return;
+    }
+    for m in MSGS {
+        if let Ok(blob) = store.blobs().put(m) {
+            let d = Delivery::inbox(a.clone(), blob, jiff::Timestamp::now());
+            // Over quota after many APPENDs: the session then runs on what is there.
+            let _ = store.commit(Batch::new().deliver(d));
+        }
+    }
+}
+
+/// How many steps one chunk of input may cause before the session is deemed stuck.
+const MAX_ROUNDS: usize = 100_000;
+
+/// Drives an IMAP session (over TLS, then without) with arbitrary client bytes fed in
+/// pieces whose sizes come from the input, against a real store ([`session_store`]):
+/// logins succeed when the password is `pw`, every store command runs, IDLE is woken.
+/// Each chunk must bring the session to wait for input or close in bounded steps.
+pub fn imap_session(data: &[u8]) {
+    use crate::imap::Limits;
+    use crate::imap::session::{Action, Session};
+    let store = session_store("imap");
+    seed_inbox(store);
+    for tls in [true, false] {
+        let limits = Limits {
+            max_command_bytes: 4096,
+            max_literal_bytes: 16 * 1024,
+            max_auth_failures: 3,
+        };
+        let mut s = Session::new(limits, tls);
+        let step = 1 + data.first().copied().unwrap_or(7) as usize % 97;
+        let mut closed = false;
+        for chunk in data.chunks(step) {
+            s.feed(chunk);
+            let mut rounds = 0;
+            loop {
+                rounds += 1;
+                assert!(rounds < MAX_ROUNDS, "IMAP session makes no progress");
+                let action = s.next();
+                let _ = s.take_output();
+                match action {
+                    Action::Authenticate { user, pass } => {
+                        s.auth_result((pass == "pw").then_some(user))
+                    }
+                    Action::Execute => s.execute(store),
+                    Action::Idle => {
+                        s.idle_refresh(store);
+                        s.idle_changed(store);
+                        let _ = s.take_output();
+                        break;
+                    }
+                    Action::NeedInput => break,
+                    Action::Close => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            if closed {
+                break;
+            }
+        }
+        let _ = s.timeout();
+    }
+}
+
+/// Drives a POP3 session (over TLS, then without) as [`imap_session`] does.
+pub fn pop3_session(data: &[u8]) {
+    use crate::pop3::session::{Action, Session};
+    let store = session_store("pop3");
+    seed_inbox(store);
+    for tls in [true, false] {
+        let mut s = Session::new(tls);
+        let step = 1 + data.first().copied().unwrap_or(7) as usize % 97;
+        let mut closed = false;
+        for chunk in data.chunks(step) {
+            s.feed(chunk);
+            let mut rounds = 0;
+            loop {
+                rounds += 1;
+                assert!(rounds < MAX_ROUNDS, "POP3 session makes no progress");
+                let action = s.next();
+                let _ = s.take_output();
+                match action {
+                    Action::Authenticate { user, pass } => {
+                        s.auth_result((pass == "pw").then_some(user))
+                    }
+                    Action::Execute => s.execute(store),
+                    Action::NeedInput => break,
+                    Action::Close => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            if closed {
+                break;
+            }
+        }
+        let _ = s.timeout();
     }
 }

@@ -83,6 +83,7 @@ pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
                 .map(|d| d.to_string())
                 .collect(),
             max_auth_failures: 3,
+            max_line_length: limits.max_line_length,
         },
         implicit_tls,
         tls: Some(tls.clone()),

@@ -11,6 +11,7 @@ use pecd::pec::classify::{Kind, classify};
 use pecd::pec::daticert::{Errore, Tipo, TipoRicevuta};
 use pecd::pec::smime::TrustAnchors;
 use pecd::store::{Store, StoreOptions};
+use pecd::trace::{EventKind, TraceQuery, TraceRecord};
 
 const DOMAIN: &str = "pec.alfa.test";
 
@@ -20,7 +21,7 @@ fn have_python() -> bool {
         .output()
         .is_ok();
     if !ok {
-        eprintln!("SKIP: python3 is not installed");
+        common::skip("python3 is not installed");
     }
     ok
 }
@@ -51,6 +52,11 @@ fn check_signed(srv: &Server, trust: &TrustAnchors, m: &[u8], what: &str) {
         let (ok, err) = common::openssl_verify(m, &srv.ca());
         assert!(ok, "{what}: openssl refused: {err}");
     }
+}
+
+/// Every trace record, oldest first.
+fn trace(store: &Store) -> Vec<TraceRecord> {
+    store.trace().query(&TraceQuery::default()).unwrap()
 }
 
 fn counts(store: &Store) -> Vec<usize> {
@@ -277,6 +283,16 @@ fn refusals_and_limits() {
 
     let r = srv.smtp("wrong_password", &[a]);
     assert_eq!(r["code"], 535, "{r}");
+
+    // An over-long command line: one 500, its tail never parsed, the dialogue in step.
+    let r = srv.smtp("long_line", &[a, "pw-a"]);
+    assert_eq!(r["long_code"], 500, "{r}");
+    assert!(
+        r["long_text"].as_str().unwrap().contains("Line too long"),
+        "{r}"
+    );
+    assert_eq!(r["after_code"], 250, "{r}");
+    assert!(r["after_text"].as_str().unwrap().contains("Reset"), "{r}");
     srv.stop();
 
     // The forged-From submission produced the non-acceptance notice, signed, nothing else.
@@ -292,4 +308,131 @@ fn refusals_and_limits() {
     );
     let trust = TrustAnchors::from_pem(&std::fs::read(srv.ca()).unwrap()).unwrap();
     check_signed(&srv, &trust, &a_inbox[0], "non-acceptance");
+
+    // Refusals decided in the SMTP dialogue leave a trace record naming peer, user and
+    // reason (rules §9), though no notice was sent.
+    let records = trace(&store);
+    let refused = |code: &str| {
+        records
+            .iter()
+            .find(|r| {
+                r.kind == EventKind::SubmissionRefused
+                    && r.detail.as_deref().is_some_and(|d| d.contains(code))
+            })
+            .unwrap_or_else(|| panic!("no trace record for {code}: {records:#?}"))
+    };
+    let forged = refused(": 553 5.7.1");
+    let d = forged.detail.as_deref().unwrap();
+    assert_eq!(forged.sender.as_deref(), Some(a), "{forged:?}");
+    assert!(
+        d.contains("127.0.0.1") && d.contains("boss@pec.alfa.test") && d.contains("not owned"),
+        "{d}"
+    );
+    let relay = records
+        .iter()
+        .find(|r| {
+            r.detail.as_deref().is_some_and(|d| {
+                d.contains(": 530 5.7.0") && d.contains("someone@internet.example")
+            })
+        })
+        .unwrap_or_else(|| panic!("relay attempt not traced: {records:#?}"));
+    assert_eq!(relay.sender, None, "no authenticated user: {relay:?}");
+    assert_eq!(relay.kind, EventKind::SubmissionRefused);
+    let d = refused(": 452 4.5.3").detail.clone().unwrap();
+    assert!(d.contains("Too many recipients"), "{d}");
+    assert!(
+        refused(": 552 5.3.4")
+            .detail
+            .as_deref()
+            .unwrap()
+            .contains("size"),
+        "oversize traced"
+    );
+    assert!(
+        records.iter().any(|r| r.kind == EventKind::LoginFailed
+            && r.sender.as_deref() == Some(a)
+            && r.detail.as_deref().is_some_and(|d| d.contains("127.0.0.1"))),
+        "the wrong password is traced"
+    );
+}
+
+#[test]
+fn logins_are_locked_out_across_connections_and_messages_fixed_up() {
+    if !have_python() {
+        return;
+    }
+    let mut srv = Server::new(
+        DOMAIN,
+        &[("a@pec.alfa.test", "pw-a"), ("b@pec.alfa.test", "pw-b")],
+    );
+    srv.edit_config(|t| {
+        t.replace(
+            "[limits]\n",
+            "[limits]\nauth_max_failures = 2\nauth_lockout_secs = 3600\n",
+        )
+    });
+    srv.start();
+    let (a, b) = ("a@pec.alfa.test", "b@pec.alfa.test");
+
+    // No Date: added by the access point (RFC 6409 §8.6); a Bcc with any value: refused.
+    let r = srv.smtp("send_raw", &[a, "pw-a", b, "Subject: senza data"]);
+    assert_eq!(r["code"], 250, "{r}");
+    let r = srv.smtp("send_raw", &[a, "pw-a", b, "Subject: ccn\nBcc: foo"]);
+    assert_eq!(r["code"], 550, "{r}");
+    assert!(r["text"].as_str().unwrap().contains("Bcc"), "{r}");
+
+    // Failures count per address across connections (a user name that is not an
+    // address counts too); then even the right password is refused, unchecked.
+    let r = srv.smtp(
+        "logins",
+        &["not an address", "x", a, "wrong", a, "pw-a", b, "pw-b"],
+    );
+    let codes: Vec<u64> = r["codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_u64().unwrap())
+        .collect();
+    assert_eq!(codes, vec![535, 535, 454, 454], "{r}");
+    assert!(
+        r["texts"][2]
+            .as_str()
+            .unwrap()
+            .contains("too many failed logins for address 127.0.0.1"),
+        "{r}"
+    );
+    srv.stop();
+
+    let store = Store::open(srv.data_dir(), StoreOptions::default()).unwrap();
+    let envelopes = inbox(&store, b);
+    assert_eq!(
+        envelopes.len(),
+        1,
+        "only the message without Date was delivered"
+    );
+    let orig = classify(&envelopes[0]).unwrap().postacert.unwrap();
+    let orig = String::from_utf8_lossy(&orig);
+    assert!(
+        orig.contains("Date: ") && orig.contains("Subject: senza data"),
+        "{orig}"
+    );
+    let records = trace(&store);
+    let failed: Vec<&str> = records
+        .iter()
+        .filter(|r| r.kind == EventKind::LoginFailed)
+        .filter_map(|r| r.detail.as_deref())
+        .collect();
+    assert_eq!(
+        failed.len(),
+        2,
+        "locked-out attempts are not traced again: {failed:?}"
+    );
+    assert!(
+        failed[0].contains("\"not an address\", which is not an address"),
+        "{failed:?}"
+    );
+    assert!(
+        failed[1].contains("too many failed logins for address 127.0.0.1"),
+        "the lockout is recorded once: {failed:?}"
+    );
 }

@@ -172,7 +172,14 @@ async fn admin_subcommands_work_while_the_server_runs() {
         String::from_utf8_lossy(&o.stdout),
         "x@ctl.example: accept-anomalies=true\n"
     );
-    assert!(gw.store.mailbox(&x).unwrap().unwrap().options.accept_anomalies);
+    assert!(
+        gw.store
+            .mailbox(&x)
+            .unwrap()
+            .unwrap()
+            .options
+            .accept_anomalies
+    );
     let o = pecd(&[
         "mailbox",
         "passwd",

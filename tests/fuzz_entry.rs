@@ -171,3 +171,68 @@ fn ldif_entry_point_survives_mutations() {
         pecd::fuzz::ldif(&m);
     }
 }
+
+/// The client lines (`C:`) of the transcripts whose name starts with `prefix`, as sent.
+fn transcript_inputs(prefix: &str) -> Vec<Vec<u8>> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/transcripts");
+    let mut out = Vec::new();
+    for f in std::fs::read_dir(&dir).expect("transcripts").flatten() {
+        let name = f.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        let text = std::fs::read_to_string(f.path()).expect("transcript");
+        let mut input = Vec::new();
+        for line in text.lines().filter_map(|l| l.strip_prefix("C: ")) {
+            input.extend_from_slice(line.as_bytes());
+            input.extend_from_slice(b"\r\n");
+        }
+        out.push(input);
+    }
+    assert!(
+        !out.is_empty(),
+        "no {prefix}* transcripts in {}",
+        dir.display()
+    );
+    out
+}
+
+#[test]
+fn imap_session_entry_point_survives_transcripts_and_mutations() {
+    let mut seeds = transcript_inputs("imap_");
+    seeds.push(
+        b"1 LOGIN a@pec.test pw\r\n2 SELECT INBOX\r\n3 FETCH 1:* (FLAGS UID ENVELOPE BODYSTRUCTURE BODY[] BODY.PEEK[1.MIME] BODY[2.1.HEADER] BODY[HEADER.FIELDS (SUBJECT)]<0.10>)\r\n4 UID STORE 1:* +FLAGS (\\Deleted $x)\r\n5 SEARCH OR SUBJECT uno NOT SEEN\r\n6 APPEND Trash {12+}\r\nSubject: x\r\n\r\n7 IDLE\r\nDONE\r\n8 COPY 1:* Trash\r\n9 UID MOVE 1 Archive\r\n10 EXPUNGE\r\n11 LIST \"\" \"%*%\"\r\n12 STATUS INBOX (MESSAGES UIDNEXT)\r\n13 GETQUOTAROOT INBOX\r\n14 FETCH 1,1:*,*:1 FLAGS\r\n15 CLOSE\r\n16 LOGOUT\r\n"
+            .to_vec(),
+    );
+    seeds.push(b"1 AUTHENTICATE PLAIN\r\nAGFAcGVjLnRlc3QAcHc=\r\n2 CREATE a/b/c\r\n3 RENAME a/b x\r\n4 DELETE x/c\r\n5 EXAMINE Sent\r\n6 FETCH 1 RFC822\r\n".to_vec());
+    let mut rng = Rng(0x3c6ef372fe94f82b);
+    let mut runs = 0;
+    for seed in &seeds {
+        pecd::fuzz::imap_session(seed);
+        for m in mutations(seed, &mut rng, 150) {
+            pecd::fuzz::imap_session(&m);
+            runs += 1;
+        }
+    }
+    assert!(runs >= 150 * 3);
+}
+
+#[test]
+fn pop3_session_entry_point_survives_transcripts_and_mutations() {
+    let mut seeds = transcript_inputs("pop3_");
+    seeds.push(b"CAPA\r\nUSER a@pec.test\r\nPASS pw\r\nSTAT\r\nLIST\r\nUIDL 1\r\nTOP 2 1\r\nRETR 1\r\nDELE 2\r\nRSET\r\nDELE 1\r\nNOOP\r\nQUIT\r\n".to_vec());
+    seeds.push(
+        b"AUTH PLAIN\r\nAGFAcGVjLnRlc3QAcHc=\r\nRETR 2\r\nTOP 1 99999999999999999999\r\nQUIT\r\n"
+            .to_vec(),
+    );
+    let mut rng = Rng(0xa54ff53a5f1d36f1);
+    let mut runs = 0;
+    for seed in &seeds {
+        pecd::fuzz::pop3_session(seed);
+        for m in mutations(seed, &mut rng, 200) {
+            pecd::fuzz::pop3_session(&m);
+            runs += 1;
+        }
+    }
+    assert!(runs >= 200 * 3);
+}

@@ -112,48 +112,80 @@ async fn run_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static)
     tokio::task::spawn_blocking(f).await.expect("blocking task")
 }
 
+/// The gateway (SMTP submission, pipeline, local delivery) with IMAP and POP3 on
+/// loopback ports; IDLE keeps its default fallback poll, so a prompt IDLE wake-up can
+/// only come from the store's change notification.
+struct Harness {
+    _dir: tempfile::TempDir,
+    gw: Arc<Gateway>,
+    running: pecd::server::Running,
+    ports: Arc<Ports>,
+    stop_tx: tokio::sync::watch::Sender<bool>,
+}
+
+impl Harness {
+    async fn start() -> Self {
+        let (dir, cfg) = init();
+        let config = Config::load(&cfg).expect("config");
+        let gw = Gateway::open(config, pecd::clock::system()).expect("gateway");
+        let service = gw.config.provider.receipt_mailbox.clone();
+        let store = gw.store.clone();
+        run_blocking(move || {
+            if store.mailbox(&service).ok().flatten().is_none() {
+                let m = pecd::store::NewMailbox {
+                    address: service,
+                    password: pecd::store::mailbox::Password::new("service-pw"),
+                    quota_bytes: None,
+                    options: Default::default(),
+                };
+                store.add_mailbox(m).expect("service mailbox");
+            }
+        })
+        .await;
+        let running = pecd::server::start(gw.clone()).await.expect("start");
+        let tls = pecd::tls::server_config(&gw.config.tls.cert, &gw.config.tls.key).expect("tls");
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let imap_l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let pop_l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let ports = Arc::new(Ports {
+            imap: imap_l.local_addr().expect("addr"),
+            pop3: pop_l.local_addr().expect("addr"),
+            smtps: running.addr("smtps").expect("smtps"),
+            ca: dir.path().join("certs/ca.pem"),
+        });
+        let mut icfg = ImapListenerConfig::from_config(&gw, tls.clone());
+        assert!(
+            icfg.idle_poll >= Duration::from_secs(30),
+            "IDLE tests must not rely on a short poll"
+        );
+        icfg.auth_failure_delay = Duration::from_millis(50);
+        tokio::spawn(pecd::imap::serve(imap_l, icfg, gw.clone(), stop.clone()));
+        let mut pcfg = Pop3ListenerConfig::from_config(&gw, tls);
+        pcfg.auth_failure_delay = Duration::from_millis(50);
+        tokio::spawn(pecd::pop3::serve(pop_l, pcfg, gw.clone(), stop.clone()));
+        Self {
+            _dir: dir,
+            gw,
+            running,
+            ports,
+            stop_tx,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop_tx.send(true);
+        self.running.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imap_and_pop3_with_independent_clients() {
-    let (dir, cfg) = init();
-    let config = Config::load(&cfg).expect("config");
-    let gw = Gateway::open(config, pecd::clock::system()).expect("gateway");
-    let service = gw.config.provider.receipt_mailbox.clone();
-    let store = gw.store.clone();
-    run_blocking(move || {
-        if store.mailbox(&service).ok().flatten().is_none() {
-            let m = pecd::store::NewMailbox {
-                address: service,
-                password: pecd::store::mailbox::Password::new("service-pw"),
-                quota_bytes: None,
-                options: Default::default(),
-            };
-            store.add_mailbox(m).expect("service mailbox");
-        }
-    })
-    .await;
-    let running = pecd::server::start(gw.clone()).await.expect("start");
-    let tls = pecd::tls::server_config(&gw.config.tls.cert, &gw.config.tls.key).expect("tls");
-    let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let imap_l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let pop_l = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let ports = Arc::new(Ports {
-        imap: imap_l.local_addr().expect("addr"),
-        pop3: pop_l.local_addr().expect("addr"),
-        smtps: running.addr("smtps").expect("smtps"),
-        ca: dir.path().join("certs/ca.pem"),
-    });
-    let mut icfg = ImapListenerConfig::from_config(&gw, tls.clone());
-    icfg.idle_poll = Duration::from_millis(200);
-    icfg.auth_failure_delay = Duration::from_millis(50);
-    tokio::spawn(pecd::imap::serve(imap_l, icfg, gw.clone(), stop.clone()));
-    let mut pcfg = Pop3ListenerConfig::from_config(&gw, tls);
-    pcfg.auth_failure_delay = Duration::from_millis(50);
-    tokio::spawn(pecd::pop3::serve(pop_l, pcfg, gw.clone(), stop.clone()));
-
+    let h = Harness::start().await;
+    let (gw, ports) = (h.gw.clone(), h.ports.clone());
     let (a, b, c) = (
         format!("a@{DOMAIN}"),
         format!("b@{DOMAIN}"),
@@ -334,12 +366,15 @@ async fn imap_and_pop3_with_independent_clients() {
     let curl = run_blocking(move || curl_checks(&p, &b2)).await;
     println!("{curl}");
 
-    let _ = stop_tx.send(true);
-    running.shutdown().await;
+    h.stop().await;
 }
 
 fn curl_checks(p: &Ports, user: &str) -> String {
     if Command::new("curl").arg("--version").output().is_err() {
+        assert!(
+            std::env::var_os("PECD_REQUIRE_TOOLS").is_none_or(|v| v.is_empty()),
+            "curl is not installed (PECD_REQUIRE_TOOLS is set: this must run here)"
+        );
         return "curl not installed: curl checks skipped".into();
     }
     let run = |url: String, extra: &[&str]| {
@@ -370,4 +405,131 @@ fn curl_checks(p: &Ports, user: &str) -> String {
     let (ok, pop, err) = run(format!("pop3s://127.0.0.1:{}/", p.pop3.port()), &[]);
     assert!(ok, "curl POP3 LIST: {pop} {err}");
     "curl: IMAP LIST, IMAP FETCH and POP3 LIST passed".into()
+}
+
+/// b IDLEs on INBOX; a submits a PEC to b over SMTPS (smtplib). The delivery point stores
+/// the transport envelope and the store's change notification wakes the IDLE: EXISTS
+/// arrives at once, although the fallback poll is a minute. Then another session of b
+/// flags the message and the IDLE-ing one is told the new FLAGS (a flag-only change).
+const IDLE_DELIVERY: &str = r#"
+import imaplib, json, smtplib, ssl, sys, time
+host, imap_port, smtps_port, ca, a, b = sys.argv[1:7]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.check_hostname = False
+out = {}
+m = imaplib.IMAP4_SSL(host, int(imap_port), ssl_context=ctx, timeout=60)
+m.login(b, "pw")
+typ, data = m.select("INBOX")
+out["before"] = int(data[0])
+tag = m._new_tag().decode()
+m.send(f"{tag} IDLE\r\n".encode())
+out["idle_cont"] = m.readline().decode().strip()
+smtp = smtplib.SMTP_SSL(host, int(smtps_port), context=ctx, timeout=60)
+smtp.login(a, "pw")
+body = (f"From: <{a}>\r\nTo: <{b}>\r\nSubject: Prova IDLE\r\nMessage-ID: <idle-1@mua.test>\r\n"
+        "Date: Mon, 23 Nov 2026 10:00:00 +0100\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nCiao.\r\n")
+smtp.sendmail(a, [b], body.encode())
+t0 = time.time()
+smtp.quit()
+m.sock.settimeout(20)
+lines = []
+try:
+    while True:
+        line = m.readline().decode().strip()
+        lines.append(line)
+        if line.endswith("EXISTS") or not line:
+            break
+except Exception as e:
+    lines.append("error: " + repr(e))
+out["exists_secs"] = round(time.time() - t0, 3)
+out["lines"] = lines
+other = imaplib.IMAP4_SSL(host, int(imap_port), ssl_context=ctx, timeout=60)
+other.login(b, "pw")
+other.select("INBOX")
+typ, data = other.store("1", "+FLAGS", "(\\Flagged)")
+out["store"] = typ
+t1 = time.time()
+flag_lines = []
+try:
+    while True:
+        line = m.readline().decode().strip()
+        flag_lines.append(line)
+        if "FETCH" in line or not line:
+            break
+except Exception as e:
+    flag_lines.append("error: " + repr(e))
+out["flags_secs"] = round(time.time() - t1, 3)
+out["flag_lines"] = flag_lines
+m.send(b"DONE\r\n")
+out["idle_done"] = m.readline().decode().strip()
+other.logout()
+m.logout()
+print(json.dumps(out))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_is_woken_by_pipeline_delivery_and_flag_changes() {
+    let h = Harness::start().await;
+    let p = h.ports.clone();
+    let (a, b) = (format!("a@{DOMAIN}"), format!("b@{DOMAIN}"));
+    let out = run_blocking(move || {
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(IDLE_DELIVERY)
+            .arg(p.imap.ip().to_string())
+            .arg(p.imap.port().to_string())
+            .arg(p.smtps.port().to_string())
+            .arg(&p.ca)
+            .args([&a, &b])
+            .output()
+            .expect("python3");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{}\n{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str::<Value>(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    })
+    .await;
+    println!("{out}");
+    assert_eq!(out["before"], 0, "{out}");
+    assert_eq!(out["idle_cont"], "+ idling", "{out}");
+    let lines = out["lines"].as_array().expect("lines");
+    assert_eq!(
+        lines.last().and_then(Value::as_str),
+        Some("* 1 EXISTS"),
+        "{out}"
+    );
+    // The poll would take a minute; the notification takes the delivery time.
+    assert!(
+        out["exists_secs"].as_f64().unwrap_or(99.0) < 10.0,
+        "IDLE woke late: {out}"
+    );
+    assert_eq!(out["store"], "OK", "{out}");
+    let flag_line = out["flag_lines"]
+        .as_array()
+        .and_then(|l| l.last())
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    assert!(
+        flag_line.starts_with("* 1 FETCH (") && flag_line.contains("\\Flagged"),
+        "{out}"
+    );
+    assert!(
+        out["flags_secs"].as_f64().unwrap_or(99.0) < 5.0,
+        "flag change reported late: {out}"
+    );
+    assert_eq!(
+        out["idle_done"]
+            .as_str()
+            .map(|s| s.ends_with("OK IDLE terminated")),
+        Some(true),
+        "{out}"
+    );
+    // What IDLE announced is in the store: the PEC transport envelope.
+    let baddr = PecAddress::parse(&format!("b@{DOMAIN}")).expect("b");
+    let stored = h.gw.store.messages(&baddr, "INBOX").expect("messages");
+    assert_eq!(stored.len(), 1);
+    h.stop().await;
 }

@@ -1,19 +1,33 @@
-//! Relaying to another provider over SMTP with STARTTLS required and verified, through the
-//! durable queue: partial refusals, and a process killed between the 250 and the relay.
-//! The peer is a small independent SMTP receiver (tests/clients/smtp_sink.py) using a
-//! certificate of another dev PKI, trusted through `[relay] trusted_ca`.
+//! Relaying through the durable queue: to another provider over SMTP with STARTTLS required
+//! and verified (partial refusals, a process killed between the 250 and the relay), to an
+//! ordinary mail server with opportunistic TLS, the 24 h give-up measured from acceptance
+//! on a manual clock, and 8BITMIME. The peer is a small independent SMTP receiver
+//! (tests/clients/smtp_sink.py) using a certificate of another dev PKI, trusted through
+//! `[relay] trusted_ca`.
 
 mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::server::{Server, pecd};
-use pecd::pec::address::PecAddress;
+use jiff::SignedDuration;
+use pecd::clock::{Clock, ManualClock};
+use pecd::config::Config;
+use pecd::gateway::Gateway;
+use pecd::pec::address::{Domain, PecAddress};
+use pecd::pec::classify::classify;
+use pecd::pec::daticert::{Daticert, Tipo, TipoDestinatario};
 use pecd::pec::smime::TrustAnchors;
-use pecd::store::{Store, StoreOptions};
+use pecd::pipeline::{access, delivery, relay, timers};
+use pecd::smtp::client;
+use pecd::smtp::session::Envelope;
+use pecd::store::mailbox::Password;
+use pecd::store::{NewMailbox, Store, StoreOptions};
+use pecd::trace::{EventKind, TraceQuery};
 
 struct Sink {
     child: Child,
@@ -30,9 +44,14 @@ impl Drop for Sink {
 
 impl Sink {
     fn start(pki_dir: &Path, delay_secs: f32) -> Sink {
+        Sink::start_with(pki_dir, delay_secs, &[])
+    }
+
+    fn start_with(pki_dir: &Path, delay_secs: f32, env: &[(&str, &str)]) -> Sink {
         let out = tempfile::tempdir().unwrap();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/smtp_sink.py");
         let mut child = Command::new("python3")
+            .envs(env.iter().copied())
             .arg(script)
             .arg(pki_dir.join("certs/tls.pem"))
             .arg(pki_dir.join("certs/tls.key"))
@@ -58,6 +77,11 @@ impl Sink {
             .collect();
         v.sort();
         v
+    }
+
+    /// The sink's notes on message `m`: whether TLS was on, the MAIL FROM parameters.
+    fn meta(&self, m: &Path) -> String {
+        std::fs::read_to_string(m.with_extension("meta")).unwrap()
     }
 
     fn wait_for(&self, n: usize) -> Vec<PathBuf> {
@@ -89,7 +113,32 @@ fn provider_a(peer_pki: &Path, port: u16) -> Server {
             ),
         )
     });
+    // beta is a PEC provider: in the index, so the relay requires and verifies TLS.
+    import_index(peer_pki, &srv.config());
     srv
+}
+
+/// Imports the index entry exported by the provider configured in `peer_dir` into the
+/// config `into`: its domain becomes a PEC domain (certified recipients, verified TLS).
+fn import_index(peer_dir: &Path, into: &Path) {
+    let ldif = peer_dir.join("peer.ldif");
+    let e = pecd(&[
+        "index",
+        "export",
+        "--config",
+        peer_dir.join("pecd.toml").to_str().unwrap(),
+        "--out",
+        ldif.to_str().unwrap(),
+    ]);
+    assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));
+    let i = pecd(&[
+        "index",
+        "import",
+        ldif.to_str().unwrap(),
+        "--config",
+        into.to_str().unwrap(),
+    ]);
+    assert!(i.status.success(), "{}", String::from_utf8_lossy(&i.stderr));
 }
 
 fn peer_pki() -> tempfile::TempDir {
@@ -108,7 +157,7 @@ fn peer_pki() -> tempfile::TempDir {
 fn have_python() -> bool {
     let ok = Command::new("python3").arg("--version").output().is_ok();
     if !ok {
-        eprintln!("SKIP: python3 is not installed");
+        common::skip("python3 is not installed");
     }
     ok
 }
@@ -137,6 +186,7 @@ fn relays_signed_envelope_with_starttls_and_records_refusals() {
     let msgs = sink.wait_for(1);
     a.stop();
 
+    assert!(sink.meta(&msgs[0]).contains("tls=1"), "over STARTTLS");
     let env = std::fs::read(msgs[0].with_extension("env")).unwrap();
     let env = String::from_utf8(env).unwrap();
     assert_eq!(
@@ -205,4 +255,385 @@ fn nothing_is_lost_when_killed_between_250_and_relay() {
         "one acceptance receipt, not repeated by the restart"
     );
     assert_eq!(store.queue_len(), 0, "the queue is empty");
+}
+
+/// Provider alfa as a library gateway on a manual clock: `routes` pins domains to sink
+/// ports, the peer PKI's CA is trusted, and beta's index entry is imported when `beta_pec`.
+struct Lib {
+    _dir: tempfile::TempDir,
+    gw: Arc<Gateway>,
+    clock: Arc<ManualClock>,
+    tls: relay::RelayTls,
+}
+
+const T0: &str = "2026-11-23T09:00:00Z";
+
+fn lib_gateway(peer: &Path, routes: &[(&str, u16)], beta_pec: bool) -> Lib {
+    let dir = tempfile::tempdir().unwrap();
+    let domain = Domain::parse("pec.alfa.test").unwrap();
+    let report = pecd::pki::init_dir(dir.path(), &domain, None, false).unwrap();
+    let text = std::fs::read_to_string(&report.config).unwrap();
+    let mut pinned = String::from("[routes]\n");
+    for (d, port) in routes {
+        pinned.push_str(&format!("\"{d}\" = \"127.0.0.1:{port}\"\n"));
+    }
+    let text = text.replacen("[routes]\n", &pinned, 1).replacen(
+        "trusted_ca = [\"certs/ca.pem\"]",
+        &format!(
+            "trusted_ca = [\"certs/ca.pem\", {:?}]",
+            peer.join("certs/ca.pem").display().to_string()
+        ),
+        1,
+    );
+    std::fs::write(&report.config, text).unwrap();
+    if beta_pec {
+        import_index(peer, &report.config);
+    }
+    let clock = Arc::new(ManualClock::new(T0.parse().unwrap()));
+    let gw = Gateway::open(Config::load(&report.config).unwrap(), clock.clone()).unwrap();
+    for u in ["a", "posta-certificata"] {
+        gw.store
+            .add_mailbox(NewMailbox {
+                address: PecAddress::parse(&format!("{u}@pec.alfa.test")).unwrap(),
+                password: Password::new("pw"),
+                quota_bytes: None,
+                options: Default::default(),
+            })
+            .unwrap();
+    }
+    let tls = relay::RelayTls::from_gateway(&gw).unwrap();
+    Lib {
+        _dir: dir,
+        gw,
+        clock,
+        tls,
+    }
+}
+
+impl Lib {
+    /// Submits a message from a@pec.alfa.test; returns the acceptance receipt's daticert.
+    async fn submit(&self, rcpts: &[&str], body: &str) -> Daticert {
+        let data = format!(
+            "From: a@pec.alfa.test\r\nTo: {}\r\nSubject: Prova\r\nMessage-ID: <r-{}@mua>\r\n\r\n{body}\r\n",
+            rcpts.join(", "),
+            self.gw.store.queue_len()
+        );
+        let env = Envelope {
+            mail_from: "a@pec.alfa.test".into(),
+            rcpt_to: rcpts.iter().map(|r| r.to_string()).collect(),
+            data: data.into_bytes(),
+            authenticated: Some("a@pec.alfa.test".into()),
+            helo: "t".into(),
+            tls: true,
+        };
+        let r = access::submit(&self.gw, env).await.unwrap();
+        assert_eq!(r.code, 250, "{r:?}");
+        let a = PecAddress::parse("a@pec.alfa.test").unwrap();
+        let last = self.gw.store.messages(&a, "INBOX").unwrap().pop().unwrap();
+        let bytes = self.gw.store.blobs().read(&last.blob).unwrap();
+        let d = classify(&bytes).unwrap().daticert.unwrap().unwrap();
+        assert_eq!(d.tipo, Tipo::Accettazione);
+        d
+    }
+
+    fn trace(&self, ident: &str) -> Vec<(EventKind, Vec<String>, String)> {
+        let q = TraceQuery {
+            ident: Some(ident.to_string()),
+            ..Default::default()
+        };
+        self.gw
+            .store
+            .trace()
+            .query(&q)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.kind, r.recipients, r.detail.unwrap_or_default()))
+            .collect()
+    }
+
+    fn at(&self, hours: i64, secs: i64) {
+        let t0: jiff::Timestamp = T0.parse().unwrap();
+        self.clock
+            .set(t0 + SignedDuration::from_hours(hours) + SignedDuration::from_secs(secs));
+    }
+}
+
+fn tipo_of(d: &Daticert, rcpt: &str) -> TipoDestinatario {
+    d.destinatari
+        .iter()
+        .find(|x| x.address.eq_ignore_ascii_case(rcpt))
+        .unwrap_or_else(|| panic!("{rcpt} not in {:?}", d.destinatari))
+        .tipo
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordinary_mail_reaches_a_server_without_starttls() {
+    if !have_python() {
+        return;
+    }
+    let beta = peer_pki();
+    let sink = Sink::start_with(beta.path(), 0.0, &[("SINK_STARTTLS", "0")]);
+    let lib = lib_gateway(beta.path(), &[("mail.example.org", sink.port)], false);
+    let d = lib.submit(&["x@mail.example.org"], "ciao").await;
+    assert_eq!(tipo_of(&d, "x@mail.example.org"), TipoDestinatario::Esterno);
+    assert!(
+        lib.gw
+            .store
+            .pending(&d.identificativo, "x@mail.example.org")
+            .unwrap()
+            .is_none(),
+        "no 12/24 h deadline for an esterno recipient (rule §6.5)"
+    );
+    assert!(relay::pass(&lib.gw, &lib.tls).await);
+    let msgs = sink.wait_for(1);
+    let env = std::fs::read_to_string(msgs[0].with_extension("env")).unwrap();
+    assert_eq!(
+        env.lines().collect::<Vec<_>>(),
+        vec!["a@pec.alfa.test", "x@mail.example.org"]
+    );
+    assert!(
+        sink.meta(&msgs[0]).contains("tls=0"),
+        "clear text: not offered"
+    );
+    assert_eq!(lib.gw.store.queue_len(), 0);
+    // Nothing more to the sender than the acceptance: no timeout notices, ever.
+    lib.at(25, 0);
+    assert_eq!(timers::tick(&lib.gw).await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordinary_mail_uses_starttls_when_offered_even_with_an_unknown_certificate() {
+    if !have_python() {
+        return;
+    }
+    // The sink's certificate is from a CA alfa does not trust (a fresh PKI).
+    let stranger = peer_pki();
+    let beta = peer_pki();
+    let sink = Sink::start(stranger.path(), 0.0);
+    let lib = lib_gateway(beta.path(), &[("mail.example.org", sink.port)], false);
+    lib.submit(&["x@mail.example.org"], "ciao").await;
+    assert!(relay::pass(&lib.gw, &lib.tls).await);
+    let msgs = sink.wait_for(1);
+    assert!(
+        sink.meta(&msgs[0]).contains("tls=1"),
+        "opportunistic STARTTLS"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordinary_mail_falls_back_to_clear_text_when_the_handshake_fails() {
+    if !have_python() {
+        return;
+    }
+    let beta = peer_pki();
+    let sink = Sink::start_with(beta.path(), 0.0, &[("SINK_BROKEN_TLS", "1")]);
+    let lib = lib_gateway(beta.path(), &[("mail.example.org", sink.port)], false);
+    lib.submit(&["x@mail.example.org"], "ciao").await;
+    assert!(relay::pass(&lib.gw, &lib.tls).await);
+    let msgs = sink.wait_for(1);
+    assert!(sink.meta(&msgs[0]).contains("tls=0"), "RFC 7435 fallback");
+    assert_eq!(lib.gw.store.queue_len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pec_peer_without_starttls_is_refused_and_the_timers_speak() {
+    if !have_python() {
+        return;
+    }
+    let beta = peer_pki();
+    let sink = Sink::start_with(beta.path(), 0.0, &[("SINK_STARTTLS", "0")]);
+    let lib = lib_gateway(beta.path(), &[("pec.beta.test", sink.port)], true);
+    let d = lib.submit(&["x@pec.beta.test"], "ciao").await;
+    assert_eq!(
+        tipo_of(&d, "x@pec.beta.test"),
+        TipoDestinatario::Certificato
+    );
+    assert!(relay::pass(&lib.gw, &lib.tls).await);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        sink.messages().is_empty(),
+        "never in clear text between providers"
+    );
+    assert_eq!(
+        lib.gw.store.queue_len(),
+        0,
+        "a permanent failure: not retried"
+    );
+    let t = lib.trace(&d.identificativo);
+    assert!(
+        t.iter().any(|(k, r, why)| *k == EventKind::RelayFailed
+            && r == &vec!["x@pec.beta.test".to_string()]
+            && why.contains("STARTTLS")),
+        "{t:?}"
+    );
+    // Rule §6.4/§4.11: the sender's provider issues no non-delivery notice of its own;
+    // the deadlines stay armed and both timeout notices follow.
+    assert!(
+        lib.gw
+            .store
+            .pending(&d.identificativo, "x@pec.beta.test")
+            .unwrap()
+            .is_some()
+    );
+    lib.at(24, 1);
+    assert_eq!(timers::tick(&lib.gw).await.unwrap(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gives_up_24_hours_after_acceptance_despite_a_partial_delivery() {
+    if !have_python() {
+        return;
+    }
+    let beta = peer_pki();
+    let sink = Sink::start(beta.path(), 0.0);
+    let lib = lib_gateway(beta.path(), &[("pec.beta.test", sink.port)], true);
+    let d = lib
+        .submit(&["x@pec.beta.test", "later1@pec.beta.test"], "ciao")
+        .await;
+    assert!(relay::pass(&lib.gw, &lib.tls).await);
+    let msgs = sink.wait_for(1);
+    assert!(sink.meta(&msgs[0]).contains("tls=1"));
+    let due = |lib: &Lib| {
+        lib.gw
+            .store
+            .queue_due(lib.clock.now() + SignedDuration::from_hours(48), 10)
+            .unwrap()
+    };
+    let q = due(&lib);
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].rcpt_to, vec!["later1@pec.beta.test".to_string()]);
+    assert_eq!(
+        q[0].attempts, 1,
+        "the partial delivery counts as an attempt"
+    );
+    assert_eq!(q[0].accepted_at, Some(T0.parse().unwrap()));
+    // Retries come and go; at 23:59 the item is still queued...
+    lib.at(23, 3540);
+    assert!(relay::pass(&lib.gw, &lib.tls).await);
+    let q = due(&lib);
+    assert_eq!(q.len(), 1);
+    assert!(
+        q[0].next_attempt
+            <= T0.parse::<jiff::Timestamp>().unwrap() + SignedDuration::from_hours(24),
+        "the next attempt is not later than the give-up instant"
+    );
+    // ...and at 24 h it is given up, not a minute later.
+    lib.at(24, 0);
+    assert!(relay::pass(&lib.gw, &lib.tls).await);
+    assert_eq!(lib.gw.store.queue_len(), 0);
+    let t = lib.trace(&d.identificativo);
+    assert!(
+        t.iter().any(|(k, r, why)| *k == EventKind::RelayFailed
+            && r == &vec!["later1@pec.beta.test".to_string()]
+            && why.contains("given up after 24 hours")),
+        "{t:?}"
+    );
+    assert_eq!(sink.messages().len(), 1, "x got it once, later1 never");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_bit_data_needs_8bitmime() {
+    if !have_python() {
+        return;
+    }
+    let beta = peer_pki();
+    let tls = client::opportunistic_tls().unwrap();
+    let data = "From: a@pec.alfa.test\r\nTo: x@mail.example.org\r\nSubject: accenti\r\n\r\nperché così\r\n";
+    let rcpt = vec!["x@mail.example.org".to_string()];
+    let msg = client::Outgoing {
+        helo: "pec.alfa.test",
+        mail_from: "a@pec.alfa.test",
+        rcpt_to: &rcpt,
+        data: data.as_bytes(),
+    };
+    let peer = |port| client::Peer {
+        host: "127.0.0.1".into(),
+        port,
+        tls_name: "127.0.0.1".into(),
+        tls: tls.clone(),
+        timeout: Duration::from_secs(10),
+    };
+
+    let with = Sink::start(beta.path(), 0.0);
+    let r = client::send_with(&peer(with.port), &msg, client::TlsPolicy::Opportunistic)
+        .await
+        .unwrap();
+    assert_eq!(r[0].1, client::RcptOutcome::Accepted);
+    let msgs = with.wait_for(1);
+    assert!(with.meta(&msgs[0]).contains("params=BODY=8BITMIME"));
+
+    let without = Sink::start_with(beta.path(), 0.0, &[("SINK_8BITMIME", "0")]);
+    let e = client::send_with(&peer(without.port), &msg, client::TlsPolicy::Opportunistic)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, client::ClientError::No8BitMime), "{e}");
+    assert!(
+        !e.is_temporary(),
+        "RFC 6152: not sent, reported as a failure"
+    );
+    assert!(without.messages().is_empty());
+
+    // 7-bit data goes without the parameter, to either.
+    let ascii = client::Outgoing {
+        data: b"Subject: a\r\n\r\nplain\r\n",
+        ..msg.clone()
+    };
+    client::send_with(
+        &peer(without.port),
+        &ascii,
+        client::TlsPolicy::Opportunistic,
+    )
+    .await
+    .unwrap();
+    let msgs = without.wait_for(1);
+    assert!(without.meta(&msgs[0]).contains("params=\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_delivery_is_not_starved_by_remote_retries() {
+    let beta = peer_pki();
+    // A peer that is down: nothing listens on port 1.
+    let lib = lib_gateway(beta.path(), &[("down.example", 1)], false);
+    let now = lib.clock.now();
+    let blob = lib.gw.store.blobs().put(b"stuck").unwrap();
+    let mut batch = pecd::store::Batch::new();
+    for i in 0..100 {
+        batch = batch.enqueue(pecd::store::NewQueueItem {
+            domain: Domain::parse("down.example").unwrap(),
+            mail_from: "a@pec.alfa.test".into(),
+            rcpt_to: vec![format!("u{i}@down.example")],
+            blob: blob.clone(),
+            ident: None,
+            next_attempt: now,
+        });
+    }
+    lib.gw.store.commit(batch).unwrap();
+    lib.clock.set(now + SignedDuration::from_secs(1));
+    // A message to our own domain, queued after the whole remote backlog.
+    lib.submit(&["a@pec.alfa.test"], "a me").await;
+    assert!(
+        delivery::pass(&lib.gw).await,
+        "the local worker finds its item"
+    );
+    let a = PecAddress::parse("a@pec.alfa.test").unwrap();
+    let kinds: Vec<pecd::pec::classify::Kind> = lib
+        .gw
+        .store
+        .messages(&a, "INBOX")
+        .unwrap()
+        .into_iter()
+        .map(|m| {
+            let bytes = lib.gw.store.blobs().read(&m.blob).unwrap();
+            classify(&bytes).unwrap().kind
+        })
+        .collect();
+    assert!(
+        kinds.contains(&pecd::pec::classify::Kind::TransportEnvelope),
+        "delivered to the local mailbox: {kinds:?}"
+    );
+    assert_eq!(
+        lib.gw.store.queue_len(),
+        100,
+        "only the remote backlog is left"
+    );
 }

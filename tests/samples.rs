@@ -33,6 +33,8 @@ fn aruba_acceptance_receipt_verifies() {
     let Some(raw) = load("oca-l10n-italy-7.0/message2_accettazione") else {
         return;
     };
+    let c = classify(&raw).unwrap();
+    assert_eq!(c.certified().map(|d| d.tipo), Ok(Tipo::Accettazione));
     let r = report::verify(&raw, None).unwrap();
     assert_eq!(r.kind, "accettazione");
     assert!(r.signature.valid, "{:?}", r.signature.reason);
@@ -65,6 +67,8 @@ fn aruba_delivery_receipt_completa_verifies_and_carries_the_original() {
     };
     let c = classify(&raw).unwrap();
     assert_eq!(c.kind, Kind::Receipt(Tipo::AvvenutaConsegna));
+    // Daticert read from the signed content, its tipo agreeing with X-Ricevuta.
+    assert_eq!(c.certified().map(|d| d.tipo), Ok(Tipo::AvvenutaConsegna));
     let d = c.daticert.clone().unwrap().unwrap();
     assert_eq!(d.ricevuta, Some(TipoRicevuta::Completa));
     assert!(d.consegna.is_some());
@@ -86,6 +90,9 @@ fn sogei_transport_envelope_verifies() {
     let c = classify(&raw).unwrap();
     assert_eq!(c.kind, Kind::TransportEnvelope);
     assert_eq!(c.headers.x_tipo_ricevuta.as_deref(), Some("breve"));
+    // A formally correct envelope: daticert and postacert inside the signed content,
+    // Message-ID equal to the identificativo.
+    assert_eq!(c.certified().map(|d| d.tipo), Ok(Tipo::PostaCertificata));
     let d = c.daticert.clone().unwrap().unwrap();
     assert_eq!(d.tipo, Tipo::PostaCertificata);
     assert_eq!(d.ricevuta, Some(TipoRicevuta::Breve));

@@ -148,3 +148,85 @@ async fn timely_delivery_gives_no_notice() {
         vec!["accettazione", "avvenuta-consegna"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_jump_past_24_hours_gives_both_notices_in_order() {
+    let s = setup();
+    let t0 = s.clock.now();
+    send(&s.gw).await;
+    // No pass ran between 12 h and 24 h (the host was suspended, say).
+    advance_to(&s.clock, t0, 30, 0);
+    assert_eq!(
+        timers::tick(&s.gw).await.unwrap(),
+        2,
+        "the 12 h notice is still owed"
+    );
+    assert_eq!(timers::tick(&s.gw).await.unwrap(), 0, "only once");
+    assert_eq!(
+        sender_inbox(&s.gw),
+        vec!["accettazione", "preavviso-12h", "preavviso-24h"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_pass_handles_more_deadlines_than_one_batch() {
+    let s = setup();
+    let t0 = s.clock.now();
+    let n = timers::BATCH + 20;
+    let mut batch = pecd::store::Batch::new();
+    for i in 0..n {
+        batch = batch.pending_put(pecd::store::PendingEntry {
+            ident: format!("opec-{i}@pec.alfa.test"),
+            recipient: "b@pec.alfa.test".into(),
+            awaiting: pecd::store::Awaiting::DeliveryReceipt,
+            sender: "a@pec.alfa.test".into(),
+            msgid: Some(format!("m{i}@mua")),
+            subject: Some("Molti".into()),
+            sent_at: t0,
+            deadline_12h: t0 + SignedDuration::from_hours(12),
+            deadline_24h: t0 + SignedDuration::from_hours(24),
+            notice_12h_sent: true,
+        });
+    }
+    s.gw.store.commit(batch).unwrap();
+    advance_to(&s.clock, t0, 24, 1);
+    assert_eq!(timers::tick(&s.gw).await.unwrap(), n, "all in one pass");
+    assert_eq!(timers::tick(&s.gw).await.unwrap(), 0);
+    let inbox = sender_inbox(&s.gw);
+    assert_eq!(inbox.len(), n);
+    assert!(inbox.iter().all(|t| t == "preavviso-24h"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_survive_a_gateway_restart() {
+    let s = setup();
+    let t0 = s.clock.now();
+    send(&s.gw).await;
+    let config = s.gw.config.clone();
+    let Setup { _dir, gw, clock } = s;
+    drop(gw);
+    let gw = tokio::task::spawn_blocking(move || {
+        Gateway::open((*config).clone(), clock.clone()).map(|g| (g, clock))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let (gw, clock) = gw;
+    advance_to(&clock, t0, 12, 1);
+    assert_eq!(
+        timers::tick(&gw).await.unwrap(),
+        1,
+        "the 12 h notice after the restart"
+    );
+    advance_to(&clock, t0, 24, 1);
+    assert_eq!(
+        timers::tick(&gw).await.unwrap(),
+        1,
+        "the 24 h notice after the restart"
+    );
+    assert_eq!(
+        sender_inbox(&gw),
+        vec!["accettazione", "preavviso-12h", "preavviso-24h"]
+    );
+    drop(_dir);
+}

@@ -137,8 +137,9 @@ fn is_checkpoint(l: &[u8]) -> bool {
 fn tampering_is_detected_and_located() {
     let s = setup();
     let ls = lines(&s.export);
-    // 1 admin record + 12 + 2 records + 3 checkpoint records, 3 checkpoints.
-    assert_eq!(ls.len(), 18 + 3);
+    // 1 admin record + 12 + 2 records + 3 checkpoint records, 3 checkpoints, the trailer.
+    assert_eq!(ls.len(), 18 + 3 + 1);
+    assert!(ls[ls.len() - 1].starts_with(br#"{"type":"trailer""#));
 
     let o = verify_file(&s, "intact.jsonl", &s.export);
     let t = text(&o);
@@ -146,7 +147,7 @@ fn tampering_is_detected_and_located() {
     assert!(t.contains("18 records verified"), "{t}");
     assert!(t.contains("last signed checkpoint: seq 15"), "{t}");
     assert!(
-        t.contains("3 record(s) after the last checkpoint are only hash-chained"),
+        t.contains("signed export trailer verified: the export ends at seq 18"),
         "{t}"
     );
 
@@ -239,15 +240,49 @@ fn tampering_is_detected_and_located() {
         );
     }
 
-    // Truncation of the unsigned tail is not provable by the chain: verify says what
-    // is covered by a signature.
-    let o = verify_file(&s, "trunc.jsonl", &join(&ls[..ls.len() - 1]));
-    let t = text(&o);
-    assert_eq!(o.status.code(), Some(0), "{t}");
-    assert!(
-        t.contains("2 record(s) after the last checkpoint are only hash-chained"),
-        "{t}"
-    );
+    // Cut at the end: the signed trailer names the last record, so neither removing it
+    // nor removing records before it goes unnoticed; nor does an empty file.
+    let n = ls.len();
+    let mut cut: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "the trailer removed",
+            join(&ls[..n - 1]),
+            "missing signed export trailer after line 21 (seq 18)",
+        ),
+        (
+            "the unsigned tail and the trailer removed",
+            join(&ls[..n - 3]),
+            "missing signed export trailer after line 19 (seq 16)",
+        ),
+        (
+            "the empty file",
+            Vec::new(),
+            "the export is empty: no records and no signed export trailer",
+        ),
+    ];
+    let mut tail_gone = ls[..n - 3].to_vec();
+    tail_gone.push(ls[n - 1].clone());
+    cut.push((
+        "the last two records removed, trailer kept",
+        join(&tail_gone),
+        "line 20: seq 18: the signed export trailer says the export ends at seq 18, but the last record here is seq 16",
+    ));
+    // Cut at the start, right before a checkpoint: not a retention purge.
+    let first_cp = ls.iter().position(|l| is_checkpoint(l)).unwrap();
+    cut.push((
+        "everything before the first checkpoint removed",
+        join(&ls[first_cp..]),
+        "line 1: seq 5: the log starts at checkpoint 5 as a retention anchor, but no Purged record names that checkpoint",
+    ));
+    for (what, content, want) in cut {
+        let o = verify_file(&s, "cut.jsonl", &content);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{what}: {t}");
+        assert!(
+            t.contains("TAMPERED") && t.contains(want),
+            "{what}: want {want:?} in {t}"
+        );
+    }
 
     let missing = s.config.parent().unwrap().join("nope.jsonl");
     let o = pecd(&[
@@ -327,4 +362,110 @@ fn queries_through_the_cli() {
     let o = pecd(&["log", "--config", c, "--until", "2000-01-01"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 0);
     let _ = Path::new(c);
+}
+
+/// A self-signed certificate and key (PEM) standing for the signing certificate in use
+/// before a renewal.
+fn old_signing_identity(cn: &str) -> (Vec<u8>, Vec<u8>) {
+    use openssl::asn1::Asn1Time;
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::PKey;
+    use openssl::x509::{X509, X509NameBuilder};
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+    let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+    let mut name = X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", cn).unwrap();
+    let name = name.build();
+    let mut b = X509::builder().unwrap();
+    b.set_version(2).unwrap();
+    b.set_subject_name(&name).unwrap();
+    b.set_issuer_name(&name).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+        .unwrap();
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    (
+        b.build().to_pem().unwrap(),
+        key.private_key_to_pem_pkcs8().unwrap(),
+    )
+}
+
+#[test]
+fn checkpoints_signed_before_a_certificate_renewal_verify_with_the_previous_cert() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let o = pecd(&["init", "--dir", d, "--domain", "example.it"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let config = dir.path().join("pecd.toml");
+    let c = config.to_str().unwrap();
+    let cfg = Config::load(&config).unwrap();
+    let (old_pem, old_key) = old_signing_identity("pecd signing before renewal");
+    let old_file = dir.path().join("old-signing.pem");
+    std::fs::write(&old_file, &old_pem).unwrap();
+    let old = Arc::new(pecd::pec::smime::Signer::from_pem(&old_pem, &old_key, b"").unwrap());
+    let current = Arc::new(cfg.load_signer().unwrap());
+    // Records and a checkpoint under the old certificate, then more under the new one.
+    for signer in [old, current] {
+        let opts = StoreOptions {
+            signer: Some(signer),
+            checkpoint_every: 1_000_000,
+            checkpoint_interval: Duration::from_secs(1_000_000),
+            ..StoreOptions::default()
+        };
+        let store = Store::open(&cfg.store.dir, opts).unwrap();
+        for i in 0..3 {
+            let ev = TraceEvent::new(EventKind::Delivered, jiff::Timestamp::now())
+                .msgid(format!("m{i}@client"));
+            store.commit(Batch::new().trace(ev)).unwrap();
+        }
+        store.checkpoint_now().unwrap().unwrap();
+    }
+    let file = dir.path().join("log.jsonl");
+    let f = file.to_str().unwrap();
+    let o = pecd(&["log", "export", f, "--config", c]);
+    assert!(o.status.success(), "{}", text(&o));
+    let old_cert = old_file.to_str().unwrap();
+
+    // Without the previous certificate the old checkpoint reads as foreign...
+    for args in [
+        vec!["log", "verify", f, "--config", c],
+        vec!["log", "verify", "--config", c],
+    ] {
+        let o = pecd(&args);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {t}");
+        assert!(
+            t.contains("seq 3: checkpoint: signed by certificate")
+                && t.contains("not a trusted provider certificate"),
+            "{args:?}: {t}"
+        );
+    }
+    // ...with it (option, repeatable, or config key) the whole log verifies.
+    let tls = cfg.tls.cert.to_str().unwrap();
+    for args in [
+        vec!["log", "verify", f, "--config", c, "--cert", old_cert],
+        vec![
+            "log", "verify", f, "--config", c, "--cert", tls, "--cert", old_cert,
+        ],
+        vec!["log", "verify", "--config", c, "--cert", old_cert],
+    ] {
+        let o = pecd(&args);
+        let t = text(&o);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {t}");
+        assert!(t.contains("2 checkpoint(s) verified"), "{args:?}: {t}");
+    }
+    let toml = std::fs::read_to_string(&config).unwrap();
+    assert!(toml.contains("chain = []"), "{toml}");
+    let toml = toml.replacen(
+        "chain = []",
+        &format!("chain = []\nprevious_certs = [{:?}]", old_cert),
+        1,
+    );
+    std::fs::write(&config, toml).unwrap();
+    let o = pecd(&["log", "verify", f, "--config", c]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }

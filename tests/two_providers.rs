@@ -37,6 +37,8 @@ struct Provider {
     domain: String,
     smtp_port: u16,
     clock: SharedClock,
+    /// The peer's domain and the CA that issued its signing certificate.
+    peer: Option<(String, std::path::PathBuf)>,
     gw: Option<Arc<Gateway>>,
     running: Option<Running>,
 }
@@ -61,6 +63,7 @@ impl Provider {
             domain: domain.into(),
             smtp_port: free_port(),
             clock,
+            peer: None,
             gw: None,
             running: None,
         }
@@ -71,7 +74,8 @@ impl Provider {
     }
 
     /// Listeners on loopback; `peer` is routed to its smtp port and its CA trusted.
-    fn wire(&self, peer: &Provider) {
+    fn wire(&mut self, peer: &Provider) {
+        self.peer = Some((peer.domain.clone(), peer.dir.path().join("certs/ca.pem")));
         let text = std::fs::read_to_string(self.config()).unwrap();
         let mut out = String::new();
         for line in text.lines() {
@@ -188,21 +192,46 @@ impl Provider {
                         let r = pecd::report::verify(&bytes, None).unwrap();
                         assert!(r.ok, "{:?}", r.reasons);
                         if common::have("openssl", "openssl cms -verify") {
-                            // Signed by either provider: A's or B's dev CA.
-                            let ok = [self.dir.path().join("certs/ca.pem")]
-                                .iter()
-                                .any(|ca| common::openssl_verify(&bytes, ca).0)
-                                || d.gestore_emittente.contains("pec.beta.test")
-                                || d.gestore_emittente.contains("pec.alfa.test");
-                            assert!(ok);
+                            self.assert_signed_by_its_provider(&bytes);
                         }
                         let t = d.tipo.as_str().to_string();
                         (t, Some(d.errore), d.consegna)
                     }
-                    _ => (c.kind.name(), None, None),
+                    _ => {
+                        if c.signed && common::have("openssl", "openssl cms -verify") {
+                            self.assert_signed_by_its_provider(&bytes);
+                        }
+                        (c.kind.name(), None, None)
+                    }
                 }
             })
             .collect()
+    }
+
+    /// `openssl cms -verify` succeeds against the CA of the provider whose certificate
+    /// signed the message (told by the certificate's address, rule §2 item 2), and fails
+    /// against the other provider's CA: each dev PKI has its own CA.
+    fn assert_signed_by_its_provider(&self, bytes: &[u8]) {
+        let (peer_domain, peer_ca) = self.peer.clone().expect("wired");
+        let own_ca = self.dir.path().join("certs/ca.pem");
+        let email = pecd::pec::smime::verify_message(bytes, None)
+            .signer
+            .and_then(|s| s.email)
+            .expect("a signer certificate with an address");
+        let (right, wrong) = if email.ends_with(&format!("@{}", self.domain)) {
+            (own_ca, peer_ca)
+        } else if email.ends_with(&format!("@{peer_domain}")) {
+            (peer_ca, own_ca)
+        } else {
+            panic!("signed by {email}, neither provider");
+        };
+        let (ok, err) = common::openssl_verify(bytes, &right);
+        assert!(ok, "{email}: openssl cms -verify against its CA: {err}");
+        let (ok, _) = common::openssl_verify(bytes, &wrong);
+        assert!(
+            !ok,
+            "{email}: must not verify against the other provider's CA"
+        );
     }
 
     fn smtps(&self) -> std::net::SocketAddr {
@@ -249,7 +278,7 @@ async fn two_providers_exchange_certified_mail() {
         .output()
         .is_err()
     {
-        eprintln!("SKIP: python3 is not installed");
+        common::skip("python3 is not installed");
         return;
     }
     let _ = tracing_subscriber::fmt()

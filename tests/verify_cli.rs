@@ -125,7 +125,10 @@ fn plain_mail_is_not_pec_and_non_mail_is_exit_2() {
     let o = verify(&[&empty], &[]);
     assert_eq!(o.status.code(), Some(2), "{o:?}");
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("empty.eml") && err.contains("not a mail"), "{err}");
+    assert!(
+        err.contains("empty.eml") && err.contains("not a mail"),
+        "{err}"
+    );
 
     let missing = dir.path().join("missing.eml");
     let o = verify(&[&missing], &[]);

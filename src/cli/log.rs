@@ -4,19 +4,28 @@
 //! Exit status of `verify`: 0 intact, 1 tampering found (the first place is printed),
 //! 2 the log or the file cannot be read.
 //!
+//! An export ends with a trailer signed with the provider key (the running server's, or
+//! `signing.cert`/`signing.key` from the configuration on a closed store); verifying a
+//! file requires it, so an empty or truncated export is reported as such.
+//!
+//! Checkpoint and trailer signatures are accepted from `signing.cert`, the earlier
+//! certificates in `signing.previous_certs` and every `--cert FILE` (certificate
+//! rollover, rules §8.1).
+//!
 //! While `pecd serve` holds the store's lock, the live log is queried, exported and verified
 //! through the server's control socket ([`pecd::control`]), with the same output.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use jiff::Timestamp;
 use pecd::config::DEFAULT_CONFIG_PATH;
 use pecd::pec::time::{PecTime, italian_zone};
-use pecd::trace::checkpoint::cert_sha256;
+use pecd::trace::checkpoint::{TrustedSigners, cert_sha256};
 use pecd::trace::verify::verify_export;
 use pecd::trace::{TraceQuery, TraceRecord, VerifyReport};
 
@@ -61,9 +70,10 @@ pub enum LogCommand {
     /// Check the chain and the checkpoint signatures of the live log or of an export.
     Verify {
         file: Option<PathBuf>,
-        /// Pin checkpoint signatures to this certificate (PEM) instead of signing.cert.
+        /// Also accept checkpoint signatures by this certificate (PEM), e.g. the one in use
+        /// before a renewal; repeatable. Added to signing.cert and signing.previous_certs.
         #[arg(long)]
-        cert: Option<PathBuf>,
+        cert: Vec<PathBuf>,
     },
 }
 
@@ -108,7 +118,7 @@ fn human(r: &TraceRecord) -> String {
     )
 }
 
-fn print_report(r: &VerifyReport) -> ExitCode {
+fn print_report(r: &VerifyReport, export: bool) -> ExitCode {
     if let Some(p) = &r.problem {
         println!("TAMPERED: {p}");
         println!("({} records verified before the problem)", r.records);
@@ -122,7 +132,7 @@ fn print_report(r: &VerifyReport) -> ExitCode {
     );
     if let Some(a) = r.anchor {
         println!(
-            "chain starts at the anchor checkpoint seq {a} (earlier records purged at the end of their retention)"
+            "chain starts at the anchor checkpoint seq {a} (earlier records purged at the end of their retention, as the Purged record naming it attests)"
         );
     }
     match &r.last_checkpoint {
@@ -130,7 +140,13 @@ fn print_report(r: &VerifyReport) -> ExitCode {
             "{} checkpoint(s) verified; last signed checkpoint: seq {} at {} head {}",
             r.checkpoints, c.seq, c.time, c.head_hash
         ),
-        None => println!("no signed checkpoint: nothing is covered by a signature"),
+        None => println!("no signed checkpoint in the log"),
+    }
+    if export {
+        println!(
+            "signed export trailer verified: the export ends at seq {}",
+            r.last_seq.or(r.anchor).unwrap_or(0)
+        );
     }
     if r.unsigned_tail > 0 {
         println!(
@@ -146,31 +162,55 @@ fn print_report(r: &VerifyReport) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn pinned_signer(args_config: &PathBuf, cert: Option<PathBuf>) -> anyhow::Result<Option<String>> {
-    let path = match cert {
-        Some(p) => p,
-        None => match load_config(args_config) {
-            Ok(c) => c.signing.cert,
-            Err(e) => {
-                eprintln!("pecd: warning: {e:#}; checkpoint signers will not be pinned");
-                return Ok(None);
-            }
-        },
-    };
-    let pem = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+fn cert_file_sha256(path: &Path) -> anyhow::Result<String> {
+    let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let cert = openssl::x509::X509::from_pem(&pem)
         .with_context(|| format!("{} is not a PEM certificate", path.display()))?;
-    Ok(Some(cert_sha256(&cert)))
+    Ok(cert_sha256(&cert))
+}
+
+/// The certificates accepted for checkpoint signatures: `signing.cert`,
+/// `signing.previous_certs` (when the configuration loads) and every `--cert`.
+fn trusted_signers(args_config: &Path, certs: &[PathBuf]) -> anyhow::Result<TrustedSigners> {
+    let mut paths = Vec::new();
+    match load_config(args_config) {
+        Ok(c) => {
+            paths.push(c.signing.cert);
+            paths.extend(c.signing.previous_certs);
+        }
+        Err(e) if certs.is_empty() => {
+            eprintln!("pecd: warning: {e:#}; checkpoint signers will not be pinned");
+        }
+        Err(e) => {
+            eprintln!("pecd: warning: {e:#}; only the --cert certificates are trusted");
+        }
+    }
+    paths.extend(certs.iter().cloned());
+    let mut trusted = TrustedSigners::any();
+    for p in &paths {
+        trusted.add(cert_file_sha256(p)?);
+    }
+    Ok(trusted)
 }
 
 pub fn run(a: LogArgs) -> anyhow::Result<ExitCode> {
     match a.command {
         Some(LogCommand::Export { file }) => {
-            let admin = open_admin(&load_config(&a.config)?)?;
+            let cfg = load_config(&a.config)?;
+            let admin = open_admin(&cfg)?;
+            // On a closed store the CLI signs the trailer with the configured key; a running
+            // server signs with its own.
+            let signer = match &admin {
+                Admin::Local(_) => Some(Arc::new(cfg.load_signer().context(
+                    "loading the signing key for the export trailer (signing.cert, signing.key)",
+                )?)),
+                Admin::Remote(_) => None,
+            };
             let f = File::create(&file).with_context(|| format!("creating {}", file.display()))?;
             let n = match admin {
                 Admin::Local(store) => store
                     .trace()
+                    .with_signer(signer)
                     .export(BufWriter::new(f))
                     .context("exporting the log")?,
                 Admin::Remote(mut c) => {
@@ -204,25 +244,31 @@ pub fn run(a: LogArgs) -> anyhow::Result<ExitCode> {
             file: Some(file),
             cert,
         }) => {
-            let signer = pinned_signer(&a.config, cert)?;
+            let trusted = trusted_signers(&a.config, &cert)?;
             let f = File::open(&file).with_context(|| format!("opening {}", file.display()))?;
-            let r = verify_export(BufReader::new(f), signer)
+            let r = verify_export(BufReader::new(f), trusted)
                 .with_context(|| format!("reading {}", file.display()))?;
-            Ok(print_report(&r))
+            Ok(print_report(&r, true))
         }
         Some(LogCommand::Verify { file: None, cert }) => {
-            let signer = pinned_signer(&a.config, cert)?;
+            let trusted = trusted_signers(&a.config, &cert)?;
             let r = match open_admin(&load_config(&a.config)?)? {
-                Admin::Local(store) => store.trace().verify(signer).context("reading the log")?,
-                Admin::Remote(mut c) => c
-                    .call(&Request::LogVerify { signer }, |i| {
+                Admin::Local(store) => store.trace().verify(trusted).context("reading the log")?,
+                Admin::Remote(mut c) => {
+                    let mut hashes = trusted.hashes().iter().cloned();
+                    let req = Request::LogVerify {
+                        signer: hashes.next(),
+                        also_trusted: hashes.collect(),
+                    };
+                    c.call(&req, |i| {
                         anyhow::bail!("unexpected item from the server: {i:?}")
                     })?
                     .report
                     .context("the server did not return the verification report")?
-                    .into(),
+                    .into()
+                }
             };
-            Ok(print_report(&r))
+            Ok(print_report(&r, false))
         }
         None => {
             let since = a

@@ -124,8 +124,8 @@ pub fn open_admin(config: &Config) -> anyhow::Result<Admin> {
             Err(e) => match open_store_raw(config, StoreOptions::default().lock_wait) {
                 Ok(s) => Ok(Admin::Local(s)),
                 Err(locked @ StoreError::Locked { .. }) => Err(anyhow::anyhow!(
-                "opening the store: {locked}; and the running server's control socket {} cannot be reached: {e}",
-                pecd::control::socket_path(&config.store.dir).display()
+                    "opening the store: {locked}; and the running server's control socket {} cannot be reached: {e}",
+                    pecd::control::socket_path(&config.store.dir).display()
                 )),
                 Err(other) => Err(anyhow::Error::new(other).context("opening the store")),
             },

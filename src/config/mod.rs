@@ -49,6 +49,9 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: u64 = 50 * 1024 * 1024;
 pub const MIN_MESSAGE_BYTES: u64 = 30 * 1024 * 1024;
 /// Sanity ceiling: messages are buffered and signed whole.
 pub const MAX_MESSAGE_BYTES_CEILING: u64 = 1024 * 1024 * 1024;
+/// Size × recipients allowed per message by default: the market practice the rules digest
+/// cites (§10: Aruba 100 MB), well above the legal floor of 30 MB (DM 2/11/2005 art. 12).
+pub const DEFAULT_MAX_TOTAL_BYTES: u64 = 100 * 1024 * 1024;
 pub const DEFAULT_MAX_RECIPIENTS: u32 = 500;
 /// DM 2/11/2005 art. 12: at least 50 recipients must be accepted.
 pub const MIN_RECIPIENTS: u32 = 50;
@@ -61,6 +64,10 @@ pub const DEFAULT_MAX_LINE_LENGTH: usize = 4096;
 pub const MIN_LINE_LENGTH: usize = 1000;
 pub const MAX_LINE_LENGTH_CEILING: usize = 1024 * 1024;
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: u32 = 20;
+/// Failed logins allowed per IP address (IPv6: per /64) and per account name within
+/// `auth_lockout_secs`, across SMTP, IMAP and POP3.
+pub const DEFAULT_AUTH_MAX_FAILURES: u32 = 10;
+pub const DEFAULT_AUTH_LOCKOUT_SECS: u64 = 900;
 /// RFC 5321 §4.5.3.2.7: a server should wait at least 5 minutes for the next command.
 pub const DEFAULT_COMMAND_TIMEOUT_SECS: u64 = 300;
 /// DPR 68/2005 (digest §9): the trace log is kept unmodified for 30 months.
@@ -116,6 +123,9 @@ pub struct SigningConfig {
     pub key: PathBuf,
     /// Intermediate certificates embedded in every signature.
     pub chain: Vec<PathBuf>,
+    /// Earlier signing certificates (after a renewal, rules §8.1): trace checkpoints they
+    /// signed still verify (`pecd log verify`). Default: none.
+    pub previous_certs: Vec<PathBuf>,
 }
 
 /// `[tls]`: certificate and key of every TLS listener. PEM files.
@@ -151,6 +161,10 @@ pub struct ListenConfig {
 pub struct LimitsConfig {
     /// Largest message accepted, bytes (≥ 30 MiB by DM 2/11/2005 art. 12).
     pub max_message_bytes: u64,
+    /// Largest size × number of recipients of one message, bytes (rules §6.1: the size
+    /// limit applies to the product; DM 2/11/2005 art. 12: at least 30 MB must be
+    /// accepted). ≥ `max_message_bytes`; default 100 MiB, or `max_message_bytes` if larger.
+    pub max_total_bytes: u64,
     /// Most recipients of one message (≥ 50 by DM 2/11/2005 art. 12).
     pub max_recipients: u32,
     /// Quota of a new mailbox, bytes (≥ `max_message_bytes`).
@@ -161,6 +175,12 @@ pub struct LimitsConfig {
     pub max_connections_per_ip: u32,
     /// Idle time allowed between two commands.
     pub command_timeout_secs: u64,
+    /// Failed logins allowed per IP address and per account within `auth_lockout_secs`;
+    /// past that, logins from that address / for that account are refused until the
+    /// oldest failure is `auth_lockout_secs` old.
+    pub auth_max_failures: u32,
+    /// The sliding window (and so the longest lockout) of `auth_max_failures`, seconds.
+    pub auth_lockout_secs: u64,
 }
 
 /// `[store]`: the embedded store.
@@ -237,11 +257,14 @@ impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_total_bytes: DEFAULT_MAX_TOTAL_BYTES,
             max_recipients: DEFAULT_MAX_RECIPIENTS,
             default_quota_bytes: DEFAULT_QUOTA_BYTES,
             max_line_length: DEFAULT_MAX_LINE_LENGTH,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             command_timeout_secs: DEFAULT_COMMAND_TIMEOUT_SECS,
+            auth_max_failures: DEFAULT_AUTH_MAX_FAILURES,
+            auth_lockout_secs: DEFAULT_AUTH_LOCKOUT_SECS,
         }
     }
 }

@@ -38,6 +38,7 @@ pub(super) fn parse(
     let signing_cert = file_key(&mut sec, "cert", base, &mut errs);
     let signing_key = file_key(&mut sec, "key", base, &mut errs);
     let signing_chain = file_list(&mut sec, "chain", base, &mut errs);
+    let signing_previous = file_list(&mut sec, "previous_certs", base, &mut errs);
     sec.finish(&mut errs, &mut absent);
 
     let mut sec = Section::take(&mut root, "tls", &mut errs);
@@ -155,6 +156,7 @@ pub(super) fn parse(
             cert: sc,
             key: sk,
             chain: signing_chain,
+            previous_certs: signing_previous,
         },
         tls: TlsConfig { cert: tc, key: tk },
         trust,

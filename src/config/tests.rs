@@ -318,3 +318,52 @@ fn annotated_example_is_in_sync() {
     assert_eq!(c.provider.receipt_mailbox, d.provider.receipt_mailbox);
     assert_eq!(c.provider.hostname, d.provider.hostname);
 }
+
+#[test]
+fn total_size_and_login_limits() {
+    let dir = fixture();
+    let d = parse_in(dir.path(), MINIMAL).unwrap().limits;
+    assert_eq!(d.max_total_bytes, 100 * 1024 * 1024);
+    assert_eq!((d.auth_max_failures, d.auth_lockout_secs), (10, 900));
+    // Absent, it follows a larger max_message_bytes instead of refusing it.
+    let big = format!("{MINIMAL}\n[limits]\nmax_message_bytes = 209715200\n");
+    let c = parse_in(dir.path(), &big).unwrap().limits;
+    assert_eq!(c.max_total_bytes, 209_715_200);
+    let set = format!(
+        "{MINIMAL}\n[limits]\nmax_total_bytes = 62914560\nauth_max_failures = 3\nauth_lockout_secs = 60\n"
+    );
+    let c = parse_in(dir.path(), &set).unwrap().limits;
+    assert_eq!(
+        (c.max_total_bytes, c.auth_max_failures, c.auth_lockout_secs),
+        (62_914_560, 3, 60)
+    );
+    for (text, key, fragment) in [
+        (
+            "max_total_bytes = 40000000",
+            "limits.max_total_bytes",
+            "below limits.max_message_bytes",
+        ),
+        (
+            "max_message_bytes = 31457280\nmax_total_bytes = 1000",
+            "limits.max_total_bytes",
+            "DM 2/11/2005 art. 12",
+        ),
+        (
+            "auth_max_failures = 0",
+            "limits.auth_max_failures",
+            "out of range",
+        ),
+        (
+            "auth_lockout_secs = 0",
+            "limits.auth_lockout_secs",
+            "out of range",
+        ),
+    ] {
+        let err = parse_in(dir.path(), &format!("{MINIMAL}\n[limits]\n{text}\n")).unwrap_err();
+        let p = err.problems();
+        assert!(
+            p.len() == 1 && p[0].key == key && p[0].message.contains(fragment),
+            "{text}: {err}"
+        );
+    }
+}

@@ -11,9 +11,9 @@ use toml::{Table, Value};
 
 use super::walk::{Problems, Section, type_name};
 use super::{
-    DEFAULT_SERVICE_LOCAL, IndexConfig, LimitsConfig, ListenConfig, MAX_LINE_LENGTH_CEILING,
-    MAX_MESSAGE_BYTES_CEILING, MAX_RECIPIENTS_CEILING, MIN_INDEX_REFRESH_SECS, MIN_LINE_LENGTH,
-    MIN_MESSAGE_BYTES, MIN_RECIPIENTS, ProviderConfig,
+    DEFAULT_MAX_TOTAL_BYTES, DEFAULT_SERVICE_LOCAL, IndexConfig, LimitsConfig, ListenConfig,
+    MAX_LINE_LENGTH_CEILING, MAX_MESSAGE_BYTES_CEILING, MAX_RECIPIENTS_CEILING,
+    MIN_INDEX_REFRESH_SECS, MIN_LINE_LENGTH, MIN_MESSAGE_BYTES, MIN_RECIPIENTS, ProviderConfig,
 };
 use crate::pec::address::{Domain, PecAddress};
 
@@ -219,6 +219,16 @@ pub(super) fn limits(
         art12_size,
         errs,
     );
+    // Absent: 100 MiB, or the largest message when that is larger (never below it).
+    let total_default =
+        DEFAULT_MAX_TOTAL_BYTES.max(max_message_bytes.unwrap_or(d.max_message_bytes));
+    let max_total_bytes = sec.uint(
+        "max_total_bytes",
+        total_default,
+        (MIN_MESSAGE_BYTES, u64::MAX >> 1),
+        art12_size,
+        errs,
+    );
     let max_recipients = sec.uint(
         "max_recipients",
         d.max_recipients.into(),
@@ -254,7 +264,29 @@ pub(super) fn limits(
         "",
         errs,
     );
+    let auth_failures = sec.uint(
+        "auth_max_failures",
+        d.auth_max_failures.into(),
+        (1, 100_000),
+        "",
+        errs,
+    );
+    let auth_lockout = sec.uint(
+        "auth_lockout_secs",
+        d.auth_lockout_secs,
+        (1, 86_400),
+        "",
+        errs,
+    );
     sec.finish(errs, absent);
+    if let (Some(t), Some(m)) = (max_total_bytes, max_message_bytes)
+        && t < m
+    {
+        errs.push(
+            "limits.max_total_bytes",
+            format!("{t} is below limits.max_message_bytes ({m}): a largest message to one recipient would be refused"),
+        );
+    }
     if let (Some(q), Some(m)) = (quota, max_message_bytes)
         && q < m
     {
@@ -265,6 +297,7 @@ pub(super) fn limits(
     }
     LimitsConfig {
         max_message_bytes: max_message_bytes.unwrap_or(d.max_message_bytes),
+        max_total_bytes: max_total_bytes.unwrap_or(total_default),
         max_recipients: max_recipients
             .and_then(|v| u32::try_from(v).ok())
             .unwrap_or(d.max_recipients),
@@ -276,6 +309,10 @@ pub(super) fn limits(
             .and_then(|v| u32::try_from(v).ok())
             .unwrap_or(d.max_connections_per_ip),
         command_timeout_secs: timeout.unwrap_or(d.command_timeout_secs),
+        auth_max_failures: auth_failures
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(d.auth_max_failures),
+        auth_lockout_secs: auth_lockout.unwrap_or(d.auth_lockout_secs),
     }
 }
 

@@ -13,10 +13,11 @@ use imap_codec::imap_types::command::CommandBody;
 use super::folders;
 use super::names;
 use super::session::State;
-use super::view::{View, notify_change};
+use super::view::View;
 use super::wire::{Out, tagged, untagged};
 use crate::pec::address::PecAddress;
 use crate::store::{Batch, Delivery, Store, StoreError};
+use crate::trace::{EventKind, TraceEvent};
 
 /// Flags a client may set (RFC 3501 §2.3.2); keywords are allowed too.
 pub const FLAGS: &str = "(\\Answered \\Flagged \\Deleted \\Seen \\Draft)";
@@ -60,8 +61,24 @@ pub fn no(tag: &str, e: &StoreError) -> Vec<u8> {
     tagged(tag, "NO", &format!("{code}{text}"))
 }
 
-/// Runs one command in an authenticated or selected state.
+/// Runs one command in an authenticated or selected state. A FETCH is returned to be
+/// answered step by step ([`super::fetch::FetchJob`]); every other command is answered
+/// in `out`.
 pub fn run(
+    store: &Store,
+    state: &mut State,
+    tag: &str,
+    body: CommandBody<'static>,
+    out: &mut Vec<u8>,
+) -> Option<super::fetch::FetchJob> {
+    if matches!(body, CommandBody::Fetch { .. }) {
+        return super::fetch::run(store, state, tag, body, out);
+    }
+    run_answered(store, state, tag, body, out);
+    None
+}
+
+fn run_answered(
     store: &Store,
     state: &mut State,
     tag: &str,
@@ -243,7 +260,10 @@ pub fn run(
         | CommandBody::Fetch { .. }
         | CommandBody::Store { .. }
         | CommandBody::Copy { .. }
-        | CommandBody::Move { .. } => super::fetch::run(store, state, tag, body, out),
+        | CommandBody::Move { .. } => {
+            // FETCH never gets here (see `run`): nothing is returned.
+            let _ = super::fetch::run(store, state, tag, body, out);
+        }
         _ => out.extend(tagged(tag, "BAD", "Command not supported")),
     }
 }
@@ -267,7 +287,6 @@ pub fn expunge_uids(
         b = b.expunge(user.clone(), folder, u);
     }
     store.commit(b)?;
-    notify_change();
     Ok(())
 }
 
@@ -337,6 +356,35 @@ fn quota_line(store: &Store, user: &PecAddress) -> Result<Vec<u8>, StoreError> {
     .into_bytes())
 }
 
+/// The `MessageStored` record of an APPEND: the mailbox, the folder, the SHA-256 of the
+/// bytes and, when the message has them, its Message-ID and subject (the fields the
+/// trace log keeps per operation, PEC rules §9).
+pub(crate) fn append_trace(
+    store: &Store,
+    user: &PecAddress,
+    folder: &str,
+    bytes: &[u8],
+) -> TraceEvent {
+    let mut e = TraceEvent::new(EventKind::MessageStored, store.options().clock.now())
+        .recipient(user.to_string())
+        .detail(format!("IMAP APPEND to folder {folder}"))
+        .message_bytes(bytes);
+    let header_end = super::mime::parse(bytes).body;
+    for (name, value, _) in super::mime::fields(bytes, 0, header_end) {
+        match name.as_str() {
+            "message-id" if e.msgid.is_none() => {
+                let id = crate::pec::ids::bare(&value);
+                if !id.is_empty() {
+                    e = e.msgid(id.to_string());
+                }
+            }
+            "subject" if e.subject.is_none() => e = e.subject(value),
+            _ => {}
+        }
+    }
+    e
+}
+
 #[allow(clippy::too_many_arguments)]
 fn append(
     store: &Store,
@@ -377,9 +425,11 @@ fn append(
         internal_date: when,
         enforce_quota: true,
     };
-    match store.commit(Batch::new().deliver(d)) {
+    // The message and its trace record commit together (design principle 10): the log
+    // shows who stored which bytes in which folder, even though no PEC step was taken.
+    let trace = append_trace(store, user, &folder, &bytes);
+    match store.commit(Batch::new().deliver(d).trace(trace)) {
         Ok(applied) => {
-            notify_change();
             if let State::Selected { view, .. } = state {
                 if view.folder == folder {
                     let _ = view.refresh(store, user, out);

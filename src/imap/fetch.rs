@@ -3,7 +3,15 @@
 //!
 //! Message bytes come from the blob store on the blocking pool; sections are byte ranges
 //! of the stored message ([`super::mime`]), so what a client fetches is what was stored.
-//! A non-PEEK body fetch sets `\Seen` (§6.4.5) in one commit for the whole command.
+//! A non-PEEK body fetch sets `\Seen` (§6.4.5) in one commit for the whole command, made
+//! after the last message is answered.
+//!
+//! FETCH is answered in steps ([`FetchJob`]): each step reads and answers messages until
+//! [`FETCH_CHUNK_BYTES`] are pending (one message at least), and the driver writes them
+//! before asking for the next, so `FETCH 1:* BODY[]` on a large mailbox holds at most
+//! about one message in memory, not the whole answer.
+
+use std::borrow::Cow;
 
 use imap_codec::imap_types::command::CommandBody;
 use imap_codec::imap_types::fetch::{MacroOrMessageDataItemNames, MessageDataItemName, Section};
@@ -12,28 +20,88 @@ use imap_codec::imap_types::flag::{StoreResponse, StoreType};
 use super::exec::no;
 use super::mime::{self, Part};
 use super::session::State;
-use super::view::notify_change;
 use super::wire::{Out, compact_set, date_time, flag_list, tagged};
 use crate::store::{Batch, Blob, Delivery, Store};
 
-/// Runs FETCH, STORE, COPY, MOVE or SEARCH; the state must be Selected.
+/// Output a FETCH step stops at: a step answers messages until this much is pending,
+/// so the driver writes the answer of a `FETCH 1:* BODY[]` in pieces of about this size
+/// (or one message, when a message is larger) instead of holding it all.
+pub const FETCH_CHUNK_BYTES: usize = 64 * 1024;
+
+/// A FETCH being answered: the messages left, what to fetch for each, and the `\Seen`
+/// flags to commit at the end. The session keeps it between [`FetchJob::step`]s, during
+/// which no other command runs, so the indexes into the view stay valid.
+#[derive(Debug)]
+pub struct FetchJob {
+    tag: String,
+    idx: Vec<usize>,
+    /// Next position in `idx`.
+    pos: usize,
+    items: Vec<MessageDataItemName<'static>>,
+    sets_seen: bool,
+    seen: Batch,
+}
+
+impl FetchJob {
+    /// Answers messages until at least [`FETCH_CHUNK_BYTES`] are in `out` (always one
+    /// message at least), or all of them and the tagged completion. Returns `true` when
+    /// the command is complete.
+    pub fn step(&mut self, store: &Store, state: &mut State, out: &mut Vec<u8>) -> bool {
+        let State::Selected { user, view } = state else {
+            out.extend(tagged(&self.tag, "BAD", "No mailbox selected"));
+            return true;
+        };
+        let start = out.len();
+        while let Some(&i) = self.idx.get(self.pos) {
+            if out.len() - start >= FETCH_CHUNK_BYTES {
+                return false;
+            }
+            self.pos += 1;
+            let Some(m) = view.msgs.get_mut(i) else {
+                continue;
+            };
+            let mut flags_changed = false;
+            if self.sets_seen && !m.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Seen")) {
+                m.flags.push("\\Seen".into());
+                self.seen = std::mem::take(&mut self.seen).set_flags(
+                    user.clone(),
+                    view.folder.clone(),
+                    m.uid,
+                    m.flags.clone(),
+                );
+                flags_changed = true;
+            }
+            if let Err(e) = fetch_one(store, m, i + 1, &self.items, flags_changed, out) {
+                out.extend(no(&self.tag, &e));
+                return true;
+            }
+        }
+        let seen = std::mem::take(&mut self.seen);
+        if !seen.is_empty()
+            && let Err(e) = store.commit(seen)
+        {
+            out.extend(no(&self.tag, &e));
+            return true;
+        }
+        out.extend(tagged(&self.tag, "OK", "FETCH completed"));
+        true
+    }
+}
+
+/// Runs FETCH, STORE, COPY, MOVE or SEARCH; the state must be Selected. A valid FETCH
+/// is not answered here: it is returned, for the caller to drive with [`FetchJob::step`].
 pub fn run(
     store: &Store,
     state: &mut State,
     tag: &str,
     body: CommandBody<'static>,
     out: &mut Vec<u8>,
-) {
-    let State::Selected { user, view } = state else {
-        return out.extend(tagged(tag, "BAD", "No mailbox selected"));
+) -> Option<FetchJob> {
+    let State::Selected { view, .. } = state else {
+        out.extend(tagged(tag, "BAD", "No mailbox selected"));
+        return None;
     };
-    let user = user.clone();
     match body {
-        CommandBody::Search {
-            charset,
-            criteria,
-            uid,
-        } => super::search::run(store, view, tag, charset, criteria, uid, out),
         CommandBody::Fetch {
             sequence_set,
             macro_or_item_names,
@@ -42,7 +110,10 @@ pub fn run(
         } => {
             let idx = match view.resolve(&sequence_set, uid) {
                 Ok(i) => i,
-                Err(e) => return out.extend(tagged(tag, "BAD", &e.to_string())),
+                Err(e) => {
+                    out.extend(tagged(tag, "BAD", &e.to_string()));
+                    return None;
+                }
             };
             let mut items = match macro_or_item_names {
                 MacroOrMessageDataItemNames::Macro(m) => m
@@ -61,7 +132,8 @@ pub fn run(
                     MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. }
                 )
             }) {
-                return out.extend(tagged(tag, "BAD", "BINARY is not supported"));
+                out.extend(tagged(tag, "BAD", "BINARY is not supported"));
+                return None;
             }
             let sets_seen = !view.read_only
                 && items.iter().any(|i| {
@@ -72,37 +144,41 @@ pub fn run(
                             | MessageDataItemName::Rfc822Text
                     )
                 });
-            let mut seen_batch = Batch::new();
-            for i in idx {
-                let mut flags_changed = false;
-                if sets_seen
-                    && !view.msgs[i]
-                        .flags
-                        .iter()
-                        .any(|f| f.eq_ignore_ascii_case("\\Seen"))
-                {
-                    view.msgs[i].flags.push("\\Seen".into());
-                    let m = &view.msgs[i];
-                    seen_batch = seen_batch.set_flags(
-                        user.clone(),
-                        view.folder.clone(),
-                        m.uid,
-                        m.flags.clone(),
-                    );
-                    flags_changed = true;
-                }
-                if let Err(e) = fetch_one(store, &view.msgs[i], i + 1, &items, flags_changed, out) {
-                    return out.extend(no(tag, &e));
-                }
-            }
-            if !seen_batch.is_empty() {
-                if let Err(e) = store.commit(seen_batch) {
-                    return out.extend(no(tag, &e));
-                }
-                notify_change();
-            }
-            out.extend(tagged(tag, "OK", "FETCH completed"));
+            Some(FetchJob {
+                tag: tag.to_string(),
+                idx,
+                pos: 0,
+                items,
+                sets_seen,
+                seen: Batch::new(),
+            })
         }
+        other => {
+            run_other(store, state, tag, other, out);
+            None
+        }
+    }
+}
+
+/// SEARCH, STORE, COPY and MOVE: answered at once (their output is bounded by the
+/// number of messages, not by their bytes).
+fn run_other(
+    store: &Store,
+    state: &mut State,
+    tag: &str,
+    body: CommandBody<'static>,
+    out: &mut Vec<u8>,
+) {
+    let State::Selected { user, view } = state else {
+        return out.extend(tagged(tag, "BAD", "No mailbox selected"));
+    };
+    let user = user.clone();
+    match body {
+        CommandBody::Search {
+            charset,
+            criteria,
+            uid,
+        } => super::search::run(store, view, tag, charset, criteria, uid, out),
         CommandBody::Store {
             sequence_set,
             kind,
@@ -151,7 +227,6 @@ pub fn run(
                 if let Err(e) = store.commit(batch) {
                     return out.extend(no(tag, &e));
                 }
-                notify_change();
             }
             if response == StoreResponse::Answer {
                 for &i in &idx {
@@ -257,7 +332,6 @@ fn copy_or_move(
         Ok(a) => a,
         Err(e) => return out.extend(no(tag, &e)),
     };
-    notify_change();
     let src: Vec<u32> = idx.iter().map(|&i| view.msgs[i].uid).collect();
     let dst: Vec<u32> = applied.delivered.iter().map(|d| d.uid).collect();
     let code = format!(
@@ -302,7 +376,8 @@ fn fetch_one(
         Vec::new()
     };
     let mut tree: Option<Part> = None;
-    let mut o = Out::new();
+    // Written straight into `out`: the message is not copied once more.
+    let mut o = Out(std::mem::take(out));
     o.raw(&format!("* {seq} FETCH ("));
     let mut first = true;
     let mut sep = |o: &mut Out| {
@@ -376,7 +451,7 @@ fn fetch_one(
         }
     }
     o.raw(")").crlf();
-    out.extend(o.0);
+    *out = o.0;
     Ok(())
 }
 
@@ -393,16 +468,18 @@ fn part_path(p: &imap_codec::imap_types::fetch::Part) -> Vec<u32> {
 }
 
 /// The bytes a section names; a section naming no part is empty.
-fn section_bytes(msg: &[u8], t: &Part, section: Option<&Section<'_>>) -> Vec<u8> {
-    let range = |p: Option<&Part>, header: bool| -> Vec<u8> {
-        match p {
-            Some(p) if header => msg[p.start..p.body].to_vec(),
-            Some(p) => msg[p.body..p.end].to_vec(),
-            None => Vec::new(),
-        }
+/// Borrowed from the message except for HEADER.FIELDS, so a body fetch does not copy it.
+fn section_bytes<'m>(msg: &'m [u8], t: &Part, section: Option<&Section<'_>>) -> Cow<'m, [u8]> {
+    let range = |p: Option<&Part>, header: bool| -> Cow<'m, [u8]> {
+        let r = match p {
+            Some(p) if header => p.start..p.body,
+            Some(p) => p.body..p.end,
+            None => 0..0,
+        };
+        Cow::Borrowed(msg.get(r).unwrap_or_default())
     };
     match section {
-        None => msg.to_vec(),
+        None => Cow::Borrowed(msg),
         Some(Section::Part(p)) => range(t.resolve(&part_path(p)), false),
         Some(Section::Header(p)) => range(
             t.message_at(&p.as_ref().map(part_path).unwrap_or_default()),
@@ -416,7 +493,7 @@ fn section_bytes(msg: &[u8], t: &Part, section: Option<&Section<'_>>) -> Vec<u8>
         Some(Section::HeaderFields(p, names)) | Some(Section::HeaderFieldsNot(p, names)) => {
             let not = matches!(section, Some(Section::HeaderFieldsNot(..)));
             let Some(m) = t.message_at(&p.as_ref().map(part_path).unwrap_or_default()) else {
-                return Vec::new();
+                return Cow::Borrowed(&[]);
             };
             let wanted: Vec<String> = names
                 .as_ref()
@@ -430,7 +507,7 @@ fn section_bytes(msg: &[u8], t: &Part, section: Option<&Section<'_>>) -> Vec<u8>
                 }
             }
             v.extend_from_slice(b"\r\n");
-            v
+            Cow::Owned(v)
         }
     }
 }

@@ -7,7 +7,6 @@ use imap_codec::imap_types::status::StatusDataItemName;
 use super::exec::no;
 use super::names::{self, DELIMITER};
 use super::session::State;
-use super::view::notify_change;
 use super::wire::{Out, tagged, untagged};
 use crate::pec::address::PecAddress;
 use crate::store::{Batch, Store};
@@ -78,10 +77,7 @@ pub(super) fn delete(
         }
     }
     match store.commit(Batch::new().delete_folder(user.clone(), folder)) {
-        Ok(_) => {
-            notify_change();
-            out.extend(tagged(tag, "OK", "DELETE completed"))
-        }
+        Ok(_) => out.extend(tagged(tag, "OK", "DELETE completed")),
         Err(e) => out.extend(no(tag, &e)),
     }
 }
@@ -150,6 +146,16 @@ pub(super) fn list(
         Err(e) => return out.extend(no(tag, &e)),
     };
     let full = names::join(reference, pattern);
+    if full.len() > names::MAX_PATTERN_BYTES {
+        return out.extend(tagged(
+            tag,
+            "NO",
+            &format!(
+                "[LIMIT] {verb} reference and pattern longer than {} bytes",
+                names::MAX_PATTERN_BYTES
+            ),
+        ));
+    }
     let mut names: Vec<&str> = folders.iter().map(|f| f.name.as_str()).collect();
     names.sort_by_key(|n| (*n != "INBOX", n.to_string()));
     for name in &names {

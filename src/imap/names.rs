@@ -93,31 +93,40 @@ pub fn special_use(name: &str) -> Option<&'static str> {
         .map(|(_, a)| *a)
 }
 
+/// Longest LIST/LSUB pattern (reference and pattern joined), bytes: a pattern longer
+/// than twice the longest name cannot be useful, and the matcher's work grows with it.
+pub const MAX_PATTERN_BYTES: usize = 2 * MAX_NAME_BYTES;
+
 /// Whether `name` matches the LIST pattern (RFC 3501 §6.3.8: `*` matches anything, `%`
-/// anything but the delimiter). Iterative, so a hostile pattern costs O(n·m).
+/// anything but the delimiter). Iterative, O(n·m) time, and two rows of `name.len() + 1`
+/// booleans allocated once per call, whatever the pattern.
 pub fn matches(pattern: &str, name: &str) -> bool {
     let (p, n) = (pattern.as_bytes(), name.as_bytes());
-    // dp[j]: pattern prefix i matches name prefix j.
+    // dp[j]: the pattern prefix read so far matches name prefix j.
     let mut dp = vec![false; n.len() + 1];
+    let mut next = vec![false; n.len() + 1];
     dp[0] = true;
     for &pc in p {
-        let mut next = vec![false; n.len() + 1];
         match pc {
             b'*' | b'%' => {
                 let mut reach = false;
-                for j in 0..=n.len() {
+                for (j, slot) in next.iter_mut().enumerate() {
                     let crosses = j > 0 && pc == b'%' && n[j - 1] == DELIMITER as u8;
                     reach = (reach && !crosses) || dp[j];
-                    next[j] = reach;
+                    *slot = reach;
                 }
             }
             c => {
+                next[0] = false;
                 for j in 1..=n.len() {
                     next[j] = dp[j - 1] && n[j - 1] == c;
                 }
             }
         }
-        dp = next;
+        std::mem::swap(&mut dp, &mut next);
+        if !dp.contains(&true) {
+            return false;
+        }
     }
     dp[n.len()]
 }
@@ -170,5 +179,14 @@ mod tests {
         assert!(matches("S*t", "Sent"));
         assert!(matches("%/%", "a/b"));
         assert!(!matches("%/%", "a/b/c"));
+        assert!(matches("*b*", "abc"));
+        assert!(!matches("a", "ab"));
+        assert!(!matches("ab", "a"));
+        assert!(matches("", ""));
+        // A long pattern of wildcards stays cheap and correct.
+        let p = "%*".repeat(MAX_PATTERN_BYTES / 2);
+        assert!(matches(&p, "a"));
+        assert!(matches(&p, "a/b"));
+        assert!(!matches(&format!("{p}x"), "a/b"));
     }
 }

@@ -5,14 +5,17 @@
 //! SUBJECT/FROM/TO/CC/BCC also over the values as decoded by mail-parser (RFC 2047).
 //! imap-codec bounds the depth of the key tree when parsing.
 
+use std::collections::HashMap;
+
 use imap_codec::imap_types::core::{Charset, Vec1};
 use imap_codec::imap_types::search::SearchKey;
+use imap_codec::imap_types::sequence::SequenceSet;
 use jiff::civil::Date;
 use mail_parser::MessageParser;
 
 use super::exec::no;
 use super::mime;
-use super::view::View;
+use super::view::{View, in_ranges};
 use super::wire::tagged;
 use crate::store::{MessageRecord, Store, StoreError};
 
@@ -38,6 +41,7 @@ pub fn run(
     }
     let keys = criteria.into_inner();
     let mut hits = Vec::new();
+    let mut sets = SetCache::new();
     for (i, m) in view.msgs.iter().enumerate() {
         let mut ctx = Ctx {
             store,
@@ -45,6 +49,7 @@ pub fn run(
             index: i,
             rec: m,
             bytes: None,
+            sets: &mut sets,
         };
         let mut all = true;
         for k in &keys {
@@ -71,12 +76,45 @@ pub fn run(
     out.extend(tagged(tag, "OK", "SEARCH completed"));
 }
 
-struct Ctx<'a> {
+struct Ctx<'a, 'k> {
     store: &'a Store,
     view: &'a View,
     index: usize,
     rec: &'a MessageRecord,
     bytes: Option<Vec<u8>>,
+    sets: &'a mut SetCache<'k>,
+}
+
+/// The sequence sets of the command, resolved once for the whole SEARCH (not once per
+/// message, which made `SEARCH 1:*` quadratic in the mailbox size) into ranges: memory
+/// bounded by the size of the command. Keyed by the set's address in the key tree,
+/// which does not move while the command runs (the tree is borrowed for `'k`).
+type Ranges = Vec<(usize, usize)>;
+
+struct SetCache<'k> {
+    /// `None`: the set names a message that does not exist.
+    resolved: HashMap<(usize, bool), Option<Ranges>>,
+    _keys: std::marker::PhantomData<&'k SequenceSet>,
+}
+
+impl<'k> SetCache<'k> {
+    fn new() -> Self {
+        Self {
+            resolved: HashMap::new(),
+            _keys: std::marker::PhantomData,
+        }
+    }
+
+    /// Whether message `index` is in `set`; a set naming a message that does not exist
+    /// matches nothing.
+    fn contains(&mut self, view: &View, set: &'k SequenceSet, uid: bool, index: usize) -> bool {
+        let key = (std::ptr::from_ref(set) as usize, uid);
+        self.resolved
+            .entry(key)
+            .or_insert_with(|| view.ranges(set, uid).ok())
+            .as_ref()
+            .is_some_and(|r| in_ranges(r, index))
+    }
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -91,7 +129,7 @@ fn to_date(d: &impl std::fmt::Display) -> Option<Date> {
     d.to_string().parse().ok()
 }
 
-impl Ctx<'_> {
+impl<'k> Ctx<'_, 'k> {
     fn bytes(&mut self) -> Result<&[u8], StoreError> {
         if self.bytes.is_none() {
             self.bytes = Some(self.store.blobs().read(&self.rec.blob)?);
@@ -153,7 +191,7 @@ impl Ctx<'_> {
             .date()
     }
 
-    fn eval(&mut self, key: &SearchKey<'_>) -> Result<bool, StoreError> {
+    fn eval(&mut self, key: &'k SearchKey<'_>) -> Result<bool, StoreError> {
         use SearchKey as K;
         Ok(match key {
             K::All => true,
@@ -167,16 +205,8 @@ impl Ctx<'_> {
             }
             K::Or(a, b) => self.eval(a)? || self.eval(b)?,
             K::Not(k) => !self.eval(k)?,
-            K::SequenceSet(set) => self
-                .view
-                .resolve(set, false)
-                .map(|v| v.binary_search(&self.index).is_ok())
-                .unwrap_or(false),
-            K::Uid(set) => self
-                .view
-                .resolve(set, true)
-                .map(|v| v.binary_search(&self.index).is_ok())
-                .unwrap_or(false),
+            K::SequenceSet(set) => self.sets.contains(self.view, set, false, self.index),
+            K::Uid(set) => self.sets.contains(self.view, set, true, self.index),
             K::Answered => self.has_flag("\\Answered"),
             K::Unanswered => !self.has_flag("\\Answered"),
             K::Deleted => self.has_flag("\\Deleted"),

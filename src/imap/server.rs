@@ -16,11 +16,15 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use super::Limits;
 use super::session::{Action, Session};
 use crate::gateway::Gateway;
+use crate::store::MailboxChange;
+
+/// The default [`ImapListenerConfig::idle_poll`].
+pub const IDLE_FALLBACK_POLL: Duration = Duration::from_secs(60);
 
 /// How the IMAP listener behaves.
 #[derive(Debug, Clone)]
@@ -31,7 +35,8 @@ pub struct ImapListenerConfig {
     pub login_timeout: Duration,
     /// Silence allowed once logged in (and during IDLE): 30 minutes by RFC 3501 §5.4.
     pub session_timeout: Duration,
-    /// How often an IDLE-ing session checks its folder for mail stored by others.
+    /// How often an IDLE-ing session checks its folder record anyway: a fallback only,
+    /// since the store tells IDLE of every committed change at once.
     pub idle_poll: Duration,
     pub max_connections_per_ip: usize,
     /// Simultaneous sessions of one mailbox (clients open several: 10 is generous).
@@ -52,7 +57,7 @@ impl ImapListenerConfig {
             },
             login_timeout: Duration::from_secs(l.command_timeout_secs),
             session_timeout: Duration::from_secs(30 * 60),
-            idle_poll: Duration::from_secs(1),
+            idle_poll: IDLE_FALLBACK_POLL,
             max_connections_per_ip: l.max_connections_per_ip as usize,
             max_connections_per_user: 10,
             auth_failure_delay: Duration::from_secs(1),
@@ -184,9 +189,35 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     cfg.login_timeout
                 };
                 let idle = matches!(action, Action::Idle);
-                let poll = if idle { cfg.idle_poll } else { timeout };
+                // Subscribed before the first check below, so no change falls between.
+                let mut changes = idle.then(|| gw.store.subscribe_changes());
+                // (An interval of zero would panic: a misconfigured one polls every ms.)
+                let poll = if idle { cfg.idle_poll } else { timeout }.max(Duration::from_millis(1));
                 let deadline = tokio::time::Instant::now() + timeout;
+                // An interval, not a sleep re-armed on every wake, so a stream of changes
+                // to other mailboxes cannot postpone the fallback check forever.
+                let mut fallback =
+                    tokio::time::interval_at(tokio::time::Instant::now() + poll, poll);
+                // At IDLE start: report what happened since the last command.
+                let mut wake = if idle { Wake::Poll } else { Wake::Nothing };
                 loop {
+                    if wake != Wake::Nothing {
+                        let store = gw.store.clone();
+                        session = gw
+                            .blocking(move || {
+                                match wake {
+                                    Wake::Changed => session.idle_changed(&store),
+                                    _ => session.idle_refresh(&store),
+                                }
+                                session
+                            })
+                            .await;
+                        let out = session.take_output();
+                        if !out.is_empty() {
+                            stream.write_all(&out).await?;
+                            stream.flush().await?;
+                        }
+                    }
                     tokio::select! {
                         r = stream.read(&mut buf) => {
                             let n = r?;
@@ -196,8 +227,12 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                             session.feed(&buf[..n]);
                             break;
                         }
-                        _ = super::view::changed(), if idle => {}
-                        _ = tokio::time::sleep(poll) => {}
+                        c = next_change(&mut changes) => {
+                            wake = relevant(&session, c, &mut changes);
+                        }
+                        _ = fallback.tick() => {
+                            wake = if idle { Wake::Poll } else { Wake::Nothing };
+                        }
                         _ = shutdown.changed() => {
                             let _ = stream.write_all(b"* BYE Server shutting down\r\n").await;
                             let _ = stream.shutdown().await;
@@ -210,22 +245,62 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         let _ = stream.shutdown().await;
                         return Ok(());
                     }
-                    if idle {
-                        let store = gw.store.clone();
-                        session = gw
-                            .blocking(move || {
-                                session.idle_refresh(&store);
-                                session
-                            })
-                            .await;
-                        let out = session.take_output();
-                        if !out.is_empty() {
-                            stream.write_all(&out).await?;
-                            stream.flush().await?;
-                        }
-                    }
                 }
             }
         }
     }
+}
+
+/// Why an IDLE-ing session wakes up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    Nothing,
+    /// A committed change concerns the selected folder: reload it.
+    Changed,
+    /// The fallback interval passed: check the folder record.
+    Poll,
+}
+
+/// The next store change, or never when not subscribed.
+async fn next_change(
+    changes: &mut Option<broadcast::Receiver<MailboxChange>>,
+) -> Result<MailboxChange, broadcast::error::RecvError> {
+    match changes {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether `first` and the changes already queued behind it concern the session (one
+/// reload serves a burst of them).
+fn relevant(
+    session: &Session,
+    first: Result<MailboxChange, broadcast::error::RecvError>,
+    changes: &mut Option<broadcast::Receiver<MailboxChange>>,
+) -> Wake {
+    let mut wake = Wake::Nothing;
+    let mut next = Some(first);
+    while let Some(c) = next.take() {
+        match c {
+            Ok(c) if session.watches(&c) => wake = Wake::Changed,
+            Ok(_) => {}
+            // Fell behind: anything may have changed.
+            Err(broadcast::error::RecvError::Lagged(_)) => wake = Wake::Changed,
+            // The store is closing: the fallback poll is all that is left.
+            Err(broadcast::error::RecvError::Closed) => {
+                *changes = None;
+                return wake;
+            }
+        }
+        if let Some(rx) = changes.as_mut() {
+            next = match rx.try_recv() {
+                Ok(c) => Some(Ok(c)),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    Some(Err(broadcast::error::RecvError::Lagged(n)))
+                }
+                Err(_) => None,
+            };
+        }
+    }
+    wake
 }

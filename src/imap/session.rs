@@ -31,7 +31,7 @@ use super::view::View;
 use super::wire::{tagged, untagged};
 use super::{CAPABILITIES, CAPABILITIES_PRE, Limits};
 use crate::pec::address::PecAddress;
-use crate::store::Store;
+use crate::store::{MailboxChange, Store};
 
 /// RFC 3501 §3 states.
 #[derive(Debug)]
@@ -56,9 +56,12 @@ impl State {
 pub enum Action {
     /// Check these credentials, then call [`Session::auth_result`].
     Authenticate { user: String, pass: String },
-    /// Call [`Session::execute`] with the store (blocking: use the blocking pool).
+    /// Write the pending output, then call [`Session::execute`] with the store (blocking:
+    /// use the blocking pool). A FETCH asks for this once per step, so its answer goes
+    /// out in pieces of [`super::fetch::FETCH_CHUNK_BYTES`] or one message.
     Execute,
-    /// IDLE: wait for bytes or a mailbox change; on a change call [`Session::idle_refresh`].
+    /// IDLE: wait for bytes or a store change; on a change that [`Session::watches`] call
+    /// [`Session::idle_changed`] (and [`Session::idle_refresh`] now and then as a fallback).
     Idle,
     /// Write the pending output, then close.
     Close,
@@ -70,11 +73,21 @@ pub enum Action {
 #[derive(Debug)]
 enum Pending {
     None,
-    AuthWait { tag: String },
-    SaslPlain { tag: String },
+    AuthWait {
+        tag: String,
+    },
+    SaslPlain {
+        tag: String,
+    },
     Exec(Box<Command<'static>>),
-    PostLogin { tag: String },
-    Idle { tag: String },
+    /// A FETCH answered in steps, each written out before the next (bounded memory).
+    Fetch(Box<super::fetch::FetchJob>),
+    PostLogin {
+        tag: String,
+    },
+    Idle {
+        tag: String,
+    },
 }
 
 /// One IMAP connection's protocol state.
@@ -143,7 +156,9 @@ impl Session {
                         None => Action::NeedInput,
                     };
                 }
-                Pending::Exec(_) | Pending::PostLogin { .. } => return Action::Execute,
+                Pending::Exec(_) | Pending::Fetch(_) | Pending::PostLogin { .. } => {
+                    return Action::Execute;
+                }
                 Pending::Idle { .. } | Pending::SaslPlain { .. } => {}
             }
             let Some(frag) = self.frag.progress() else {
@@ -480,13 +495,46 @@ impl Session {
             }
             Pending::Exec(cmd) => {
                 let tag = cmd.tag.as_ref().to_string();
-                super::exec::run(store, &mut self.state, &tag, cmd.body, &mut self.out);
+                if let Some(job) =
+                    super::exec::run(store, &mut self.state, &tag, cmd.body, &mut self.out)
+                {
+                    self.fetch_step(store, Box::new(job));
+                }
             }
+            Pending::Fetch(job) => self.fetch_step(store, job),
             other => self.pending = other,
         }
     }
 
-    /// During IDLE: reports what changed in the selected mailbox (blocking).
+    /// One step of a FETCH; the rest waits for the next [`Action::Execute`], after the
+    /// driver has written this step's output.
+    fn fetch_step(&mut self, store: &Store, mut job: Box<super::fetch::FetchJob>) {
+        if !job.step(store, &mut self.state, &mut self.out) {
+            self.pending = Pending::Fetch(job);
+        }
+    }
+
+    /// Whether a committed store change may concern the selected folder (the driver
+    /// then calls [`Session::idle_changed`]).
+    pub fn watches(&self, change: &MailboxChange) -> bool {
+        match &self.state {
+            State::Selected { user, view } => change.concerns(&user.to_string(), &view.folder),
+            _ => false,
+        }
+    }
+
+    /// During IDLE, after a change that concerns the selected folder: reloads it and
+    /// reports new messages, expunges and flag changes (blocking).
+    pub fn idle_changed(&mut self, store: &Store) {
+        if let State::Selected { user, view } = &mut self.state
+            && let Err(e) = view.refresh(store, user, &mut self.out)
+        {
+            tracing::warn!(error = %e, "IDLE refresh failed");
+        }
+    }
+
+    /// During IDLE, the fallback check: reports new mail or expunges if the folder's
+    /// UIDNEXT or size moved (one read when nothing did; blocking).
     pub fn idle_refresh(&mut self, store: &Store) {
         if let State::Selected { user, view } = &mut self.state {
             if view.changed(store, user) {

@@ -216,3 +216,234 @@ fn glob(pattern: &str, line: &str, prefix: bool) -> bool {
     }
     prefix || rest.is_empty()
 }
+
+fn deliver(store: &Store, to: &str, msg: &[u8]) {
+    let blob = store.blobs().put(msg).expect("blob");
+    let addr = PecAddress::parse(to).expect("address");
+    store
+        .commit(
+            crate::store::Batch::new().deliver(crate::store::Delivery::inbox(
+                addr,
+                blob,
+                jiff::Timestamp::now(),
+            )),
+        )
+        .expect("deliver");
+}
+
+fn big_message(i: usize, body_bytes: usize) -> Vec<u8> {
+    let mut m =
+        format!("Subject: messaggio {i}\r\nMessage-ID: <m{i}@pec.test>\r\n\r\n").into_bytes();
+    let line = format!("riga del messaggio {i} .......................................\r\n");
+    while m.len() < body_bytes {
+        m.extend_from_slice(line.as_bytes());
+    }
+    m
+}
+
+/// `FETCH 1:* BODY[]` is answered in steps, each written before the next is built: no
+/// step holds more than one chunk or one message, and the bytes are the whole answer.
+#[test]
+fn fetch_is_streamed_message_by_message() {
+    use super::fetch::FETCH_CHUNK_BYTES;
+    let (_d, store) = store_with(&["a@pec.test"]);
+    let msgs: Vec<Vec<u8>> = (1..=5).map(|i| big_message(i, 100_000 + i * 7)).collect();
+    for m in &msgs {
+        deliver(&store, "a@pec.test", m);
+    }
+    // Plus small ones, which share a step.
+    let small: Vec<Vec<u8>> = (6..=40).map(|i| big_message(i, 300)).collect();
+    for m in &small {
+        deliver(&store, "a@pec.test", m);
+    }
+    let mut s = Session::new(Limits::default(), true);
+    drive(
+        &mut s,
+        &store,
+        b"1 LOGIN a@pec.test pw\r\n2 SELECT INBOX\r\n",
+    );
+    s.feed(b"3 FETCH 1:* BODY[]\r\n4 NOOP\r\n");
+    let mut steps = Vec::new();
+    let mut all = Vec::new();
+    loop {
+        let a = s.next();
+        let out = s.take_output();
+        steps.push(out.len());
+        all.extend(out);
+        match a {
+            Action::Execute => s.execute(&store),
+            Action::NeedInput => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // The answer, as written before streaming: one FETCH per message, \Seen reported.
+    let mut want = Vec::new();
+    for (i, m) in msgs.iter().chain(&small).enumerate() {
+        want.extend(
+            format!(
+                "* {} FETCH (FLAGS (\\Seen) BODY[] {{{}}}\r\n",
+                i + 1,
+                m.len()
+            )
+            .into_bytes(),
+        );
+        want.extend_from_slice(m);
+        want.extend_from_slice(b")\r\n");
+    }
+    want.extend_from_slice(b"3 OK FETCH completed\r\n4 OK Completed\r\n");
+    assert!(all == want, "FETCH answer differs:\n{}", text(all));
+    let largest = msgs.iter().map(Vec::len).max().unwrap_or(0) + 100;
+    assert!(
+        steps.iter().all(|&n| n <= FETCH_CHUNK_BYTES + largest),
+        "a step buffered too much: {steps:?}"
+    );
+    // Each big message went out on its own; the small ones were grouped.
+    assert!(
+        steps.iter().filter(|&&n| n > 100_000).count() >= 5,
+        "{steps:?}"
+    );
+    assert!(steps.len() < 5 + small.len(), "{steps:?}");
+    // The \Seen flags were committed at the end.
+    let a = PecAddress::parse("a@pec.test").expect("address");
+    let stored = store.messages(&a, "INBOX").expect("messages");
+    assert!(stored.iter().all(|m| m.flags.iter().any(|f| f == "\\Seen")));
+}
+
+#[test]
+fn list_pattern_is_capped() {
+    let (_d, store) = store_with(&["a@pec.test"]);
+    let mut s = Session::new(Limits::default(), true);
+    drive(&mut s, &store, b"1 LOGIN a@pec.test pw\r\n");
+    let long = "%*".repeat(super::names::MAX_PATTERN_BYTES / 2 + 1);
+    let r = text(drive(
+        &mut s,
+        &store,
+        format!("2 LIST \"\" \"{long}\"\r\n3 LSUB \"{long}\" \"%\"\r\n4 LIST \"\" \"*\"\r\n")
+            .as_bytes(),
+    ));
+    assert!(
+        r.contains("2 NO [LIMIT] LIST reference and pattern longer than 510 bytes"),
+        "{r}"
+    );
+    assert!(r.contains("3 NO [LIMIT] LSUB"), "{r}");
+    assert!(
+        r.contains("* LIST (\\HasNoChildren) \"/\" INBOX")
+            || r.contains("* LIST (\\HasNoChildren) \"/\" \"INBOX\""),
+        "{r}"
+    );
+    assert!(r.contains("4 OK LIST completed"), "{r}");
+}
+
+/// APPEND stores the message and, in the same commit, a `MessageStored` trace record
+/// with the SHA-256 of the bytes.
+#[test]
+fn append_is_traced() {
+    let (_d, store) = store_with(&["a@pec.test"]);
+    let mut s = Session::new(Limits::default(), true);
+    drive(&mut s, &store, b"1 LOGIN a@pec.test pw\r\n");
+    let msg = b"Message-ID: <bozza-1@client.test>\r\nSubject: bozza\r\n\r\ntesto\r\n";
+    let cmd = format!("2 APPEND Drafts (\\Draft) {{{}+}}\r\n", msg.len());
+    let mut input = cmd.into_bytes();
+    input.extend_from_slice(msg);
+    input.extend_from_slice(b"\r\n");
+    let r = text(drive(&mut s, &store, &input));
+    assert!(r.contains("2 OK [APPENDUID"), "{r}");
+    let recs = store
+        .trace()
+        .query(&crate::trace::log::TraceQuery {
+            mailbox: Some("a@pec.test".into()),
+            ..Default::default()
+        })
+        .expect("trace query");
+    let stored: Vec<_> = recs
+        .iter()
+        .filter(|r| r.kind == crate::trace::EventKind::MessageStored)
+        .collect();
+    assert_eq!(stored.len(), 1, "{recs:?}");
+    assert_eq!(
+        stored[0].sha256.as_deref(),
+        Some(crate::trace::sha256_hex(msg).as_str())
+    );
+    assert_eq!(stored[0].msgid.as_deref(), Some("bozza-1@client.test"));
+    assert_eq!(stored[0].subject.as_deref(), Some("bozza"));
+    assert!(
+        stored[0]
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.contains("Drafts"))
+    );
+    // A refused APPEND leaves no record.
+    let r = text(drive(&mut s, &store, b"3 APPEND Nope {1+}\r\nx\r\n"));
+    assert!(r.contains("3 NO [TRYCREATE]"), "{r}");
+    let n = store
+        .trace()
+        .query(&crate::trace::log::TraceQuery::default())
+        .expect("trace query")
+        .iter()
+        .filter(|r| r.kind == crate::trace::EventKind::MessageStored)
+        .count();
+    assert_eq!(n, 1);
+}
+
+/// Sequence-set keys in SEARCH are resolved once per command (they were resolved once per
+/// message: quadratic); the results are unchanged.
+#[test]
+fn search_sequence_sets() {
+    let (_d, store) = store_with(&["a@pec.test"]);
+    for i in 1..=6 {
+        deliver(&store, "a@pec.test", &big_message(i, 10));
+    }
+    let mut s = Session::new(Limits::default(), true);
+    drive(
+        &mut s,
+        &store,
+        b"1 LOGIN a@pec.test pw\r\n2 SELECT INBOX\r\n",
+    );
+    let r = text(drive(
+        &mut s,
+        &store,
+        b"3 SEARCH 2:* NOT 4 OR 1 6\r\n4 UID SEARCH UID 2:3,5:*\r\n5 SEARCH 1:3 UID 3:*\r\n6 SEARCH 9\r\n",
+    ));
+    assert!(r.contains("* SEARCH 6\r\n3 OK"), "{r}");
+    assert!(r.contains("* SEARCH 2 3 5 6\r\n4 OK"), "{r}");
+    assert!(r.contains("* SEARCH 3\r\n5 OK"), "{r}");
+    assert!(r.contains("* SEARCH\r\n6 OK"), "{r}");
+}
+
+/// The store publishes each durable change to a mailbox once, with its folder; a failed
+/// commit publishes nothing. IDLE relies on this instead of polling.
+#[test]
+fn store_publishes_committed_mailbox_changes() {
+    use crate::store::{Batch, MailboxChange};
+    let (_d, store) = store_with(&["a@pec.test", "b@pec.test"]);
+    let mut rx = store.subscribe_changes();
+    deliver(&store, "a@pec.test", b"Subject: x\r\n\r\ny\r\n");
+    let c = rx.try_recv().expect("a change");
+    assert_eq!(
+        c,
+        MailboxChange {
+            mailbox: "a@pec.test".into(),
+            folder: Some("INBOX".into())
+        }
+    );
+    assert!(c.concerns("a@pec.test", "INBOX") && !c.concerns("b@pec.test", "INBOX"));
+    assert!(!c.concerns("a@pec.test", "Sent"));
+    assert!(rx.try_recv().is_err(), "one change per (mailbox, folder)");
+    let a = PecAddress::parse("a@pec.test").expect("address");
+    store
+        .commit(Batch::new().set_flags(a.clone(), "INBOX", 1, vec!["\\Seen".into()]))
+        .expect("flags");
+    assert_eq!(
+        rx.try_recv().ok().and_then(|c| c.folder),
+        Some("INBOX".to_string())
+    );
+    // Over quota (1 MiB): refused, so nothing to tell.
+    let blob = store.blobs().put(&vec![b'x'; 2 << 20]).expect("blob");
+    let refused = store.commit(Batch::new().deliver(crate::store::Delivery::inbox(
+        a,
+        blob,
+        jiff::Timestamp::now(),
+    )));
+    assert!(refused.is_err());
+    assert!(rx.try_recv().is_err(), "a failed commit published a change");
+}

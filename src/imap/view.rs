@@ -5,32 +5,19 @@
 //! and EXISTS responses that bring the client in line (§7.4.1: expunges in an order that
 //! keeps the numbers right).
 //!
-//! Change notification: the store has no change feed, so IDLE learns of new mail by
-//! comparing the folder record (UIDNEXT, message count: one read) at a short interval;
-//! IMAP and POP3 sessions that change a folder also wake IDLE-ing sessions at once
-//! through [`notify_change`].
+//! Change notification: the store publishes every committed change to a mailbox
+//! ([`crate::store::Store::subscribe_changes`], after the flush), whoever made it (the
+//! delivery point, another IMAP or POP3 session, an admin command); an IDLE-ing session
+//! refreshes its view when a change concerns its folder. A cheap comparison of the
+//! folder record ([`View::changed`]) at a long interval remains as a fallback.
 
 use std::num::NonZeroU32;
-use std::sync::LazyLock;
 
 use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
-use tokio::sync::Notify;
 
 use super::wire::flag_list;
 use crate::pec::address::PecAddress;
 use crate::store::{MessageRecord, Store, StoreError};
-
-static CHANGES: LazyLock<Notify> = LazyLock::new(Notify::new);
-
-/// Wakes IDLE-ing sessions: some folder changed.
-pub fn notify_change() {
-    CHANGES.notify_waiters();
-}
-
-/// Resolves when [`notify_change`] is called.
-pub async fn changed() {
-    CHANGES.notified().await
-}
 
 /// A sequence number or UID that names no message (RFC 3501 §9 `seq-number`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -145,43 +132,63 @@ impl View {
     /// The indexes named by a sequence set, ascending, without duplicates. With `uid`,
     /// UIDs that do not exist are ignored (§6.4.8); sequence numbers past the end are an
     /// error (§9 `seq-number`).
+    ///
+    /// Each range is first turned into a half-open range of indexes and the ranges are
+    /// sorted and merged before anything is expanded, so the work and the memory are
+    /// bounded by the number of ranges in the command plus the size of the mailbox, never
+    /// by the sum of the ranges' lengths (`1:*,1:*,...` expands once).
     pub fn resolve(&self, set: &SequenceSet, uid: bool) -> Result<Vec<usize>, BadSequence> {
+        let merged = self.ranges(set, uid)?;
+        // Disjoint and within 0..n: the total is at most n.
+        let total: usize = merged.iter().map(|(s, e)| e - s).sum();
+        let mut out = Vec::with_capacity(total);
+        for (s, e) in merged {
+            out.extend(s..e);
+        }
+        Ok(out)
+    }
+
+    /// The indexes named by a sequence set as half-open ranges, sorted, disjoint and not
+    /// adjacent-overlapping (see [`View::resolve`]); membership is a binary search.
+    pub fn ranges(&self, set: &SequenceSet, uid: bool) -> Result<Vec<(usize, usize)>, BadSequence> {
         let n = self.msgs.len();
         let last_uid = self.msgs.last().map_or(0, |m| m.uid);
-        let mut out = Vec::new();
+        let val = |v: &SeqOrUid| match v {
+            SeqOrUid::Value(v) => v.get(),
+            SeqOrUid::Asterisk if uid => last_uid,
+            SeqOrUid::Asterisk => u32::try_from(n).unwrap_or(u32::MAX),
+        };
+        let mut ranges: Vec<(usize, usize)> = Vec::with_capacity(set.0.as_ref().len());
         for seq in set.0.as_ref() {
             let (a, b) = match seq {
                 Sequence::Single(x) => (x, x),
                 Sequence::Range(x, y) => (x, y),
             };
-            let val = |v: &SeqOrUid| match v {
-                SeqOrUid::Value(v) => v.get(),
-                SeqOrUid::Asterisk => {
-                    if uid {
-                        last_uid
-                    } else {
-                        n as u32
-                    }
-                }
-            };
-            let (lo, hi) = {
-                let (x, y) = (val(a), val(b));
-                (x.min(y), x.max(y))
-            };
-            if uid {
+            let (x, y) = (val(a), val(b));
+            let (lo, hi) = (x.min(y), x.max(y));
+            let r = if uid {
                 let start = self.msgs.partition_point(|m| m.uid < lo);
                 let end = self.msgs.partition_point(|m| m.uid <= hi);
-                out.extend(start..end);
+                (start, end)
             } else {
                 if hi as usize > n || lo == 0 {
                     return Err(BadSequence(hi));
                 }
-                out.extend((lo as usize - 1)..(hi as usize));
+                (lo as usize - 1, hi as usize)
+            };
+            if r.0 < r.1 {
+                ranges.push(r);
             }
         }
-        out.sort_unstable();
-        out.dedup();
-        Ok(out)
+        ranges.sort_unstable();
+        let mut merged: Vec<(usize, usize)> = Vec::with_capacity(ranges.len());
+        for (s, e) in ranges {
+            match merged.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        Ok(merged)
     }
 
     /// Number of messages without `\Seen`, and the first of them (for SELECT).
@@ -198,7 +205,89 @@ impl View {
     }
 }
 
+/// Whether index `i` is in `ranges` (as [`View::ranges`] returns them).
+pub fn in_ranges(ranges: &[(usize, usize)], i: usize) -> bool {
+    let after = ranges.partition_point(|&(s, _)| s <= i);
+    after > 0 && ranges.get(after - 1).is_some_and(|&(_, e)| i < e)
+}
+
 /// A non-zero UID for responses (UIDs start at 1 in the store).
 pub fn nz(v: u32) -> NonZeroU32 {
     NonZeroU32::new(v).unwrap_or(NonZeroU32::MIN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::BlobId;
+
+    /// A view of `n` messages with UIDs 1, 3, 5, ... (gaps, as after expunges).
+    fn view(n: usize) -> View {
+        let blob = BlobId::of(b"x");
+        View {
+            folder: "INBOX".into(),
+            read_only: false,
+            uidvalidity: 1,
+            uidnext: 2 * n as u32 + 1,
+            msgs: (0..n)
+                .map(|i| MessageRecord {
+                    uid: 2 * i as u32 + 1,
+                    blob: blob.clone(),
+                    size: 1,
+                    flags: Vec::new(),
+                    internal_date: jiff::Timestamp::UNIX_EPOCH,
+                })
+                .collect(),
+        }
+    }
+
+    fn set(s: &str) -> SequenceSet {
+        SequenceSet::try_from(s).expect("sequence set")
+    }
+
+    #[test]
+    fn resolve_merges_ranges_and_checks_bounds() {
+        let v = view(10);
+        assert_eq!(
+            v.resolve(&set("3,1:2,2,9:*"), false),
+            Ok(vec![0, 1, 2, 8, 9])
+        );
+        assert_eq!(v.resolve(&set("*:9"), false), Ok(vec![8, 9]));
+        assert_eq!(v.resolve(&set("11"), false), Err(BadSequence(11)));
+        // UIDs 1,3,...,19: missing ones are ignored, `*` is the highest UID.
+        assert_eq!(v.resolve(&set("2:5,4,19:*"), true), Ok(vec![1, 2, 9]));
+        assert_eq!(v.resolve(&set("100:200"), true), Ok(vec![]));
+        assert_eq!(view(0).resolve(&set("1:*"), true), Ok(vec![]));
+        let r = v.ranges(&set("9:*,1,3:4,2"), false).expect("ranges");
+        assert_eq!(r, vec![(0, 4), (8, 10)]);
+        let inside: Vec<usize> = (0..12).filter(|&i| in_ranges(&r, i)).collect();
+        assert_eq!(inside, vec![0, 1, 2, 3, 8, 9]);
+    }
+
+    /// The 64 KB `1:*,1:*,...` command on a 100k-message mailbox: the result is the
+    /// mailbox once, and building it does not expand every range (which took ~13 GB).
+    #[test]
+    fn huge_repeated_set_is_bounded() {
+        let n = 100_000;
+        let v = view(n);
+        let text = vec!["1:*"; 16_000].join(",");
+        assert!(text.len() > 60_000);
+        let all: Vec<usize> = (0..n).collect();
+        let got = v.resolve(&set(&text), false).expect("resolve");
+        assert_eq!(got, all);
+        assert!(got.capacity() <= n, "allocated {} slots", got.capacity());
+        let got = v.resolve(&set(&text), true).expect("resolve uid");
+        assert_eq!(got, all);
+        // Overlapping, unordered ranges mixed with singles.
+        let text = (0..16_000)
+            .map(|i| format!("{}:{}", (i * 7) % n + 1, (i * 13) % n + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let got = v.resolve(&set(&text), false).expect("resolve mixed");
+        assert!(
+            got.windows(2).all(|w| w[0] < w[1]),
+            "ascending, no duplicates"
+        );
+        assert!(got.len() <= n);
+    }
 }

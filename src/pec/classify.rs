@@ -6,6 +6,15 @@
 //! authoritative once [`smime`](super::smime) has verified the signature and the signer is
 //! known; callers combine the two.
 //!
+//! Where the parts are read from: in a `multipart/signed` message, only from the signed
+//! content (its first body part, RFC 1847 §2.1), and there only among the direct children
+//! of its `multipart/mixed` (rule §2 item 6): a part appended beside the signature, or a
+//! `daticert.xml` hidden in the user's original, is never taken for the provider's.
+//! The header fields stay the outer ones: in every real sample (digest §13) the signed
+//! entity carries only `Content-Type`, so they cannot come from inside; that is why
+//! [`Classified::certified`] accepts a daticert only when its (signed) `tipo` agrees with
+//! the (unsigned) header kind.
+//!
 //! Untrusted input: the whole message. Parsing is done by mail-parser (which never panics
 //! on malformed MIME) and the daticert parser (which never expands entities). Inputs larger
 //! than [`MAX_MESSAGE_BYTES`] are refused before parsing.
@@ -13,7 +22,7 @@
 use mail_parser::{MessageParser, MimeHeaders};
 
 use super::daticert::{Daticert, DaticertError, Tipo};
-use super::mime;
+use super::{ids, mime, smime};
 
 /// Largest message classified (the access point refuses more than 50 MB; a full receipt
 /// adds its own parts).
@@ -89,6 +98,66 @@ pub struct Classified {
     pub problems: Vec<String>,
 }
 
+/// Why a classified message is not a correct PEC envelope or receipt (digest §6.2,
+/// "formal correctness"), judged on the daticert alone: the signature is the caller's.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum NotCertified {
+    #[error("not a PEC envelope or receipt ({0})")]
+    NotPecKind(String),
+    #[error("no daticert.xml in the signed content")]
+    NoDaticert,
+    #[error("daticert.xml unreadable: {0}")]
+    BadDaticert(String),
+    #[error("the header says {header} but the signed daticert says {daticert}")]
+    TipoMismatch { header: String, daticert: String },
+    #[error("transport envelope without postacert.eml in the signed content")]
+    NoPostacert,
+    #[error("Message-ID {header} differs from the identificativo {identificativo}")]
+    IdentMismatch {
+        header: String,
+        identificativo: String,
+    },
+}
+
+impl Classified {
+    /// The daticert, when this is a formally correct envelope or receipt: a daticert in
+    /// the signed content whose `tipo` is the one the (unsigned) `X-Trasporto` /
+    /// `X-Ricevuta` header announces, with the original inside for an envelope and, for
+    /// an envelope, a `Message-ID` equal to the identificativo (rule §2.1). Changing the
+    /// unsigned header therefore cannot change what the message is taken for.
+    pub fn certified(&self) -> Result<&Daticert, NotCertified> {
+        let expected = self
+            .kind
+            .expected_tipo()
+            .ok_or_else(|| NotCertified::NotPecKind(self.kind.name()))?;
+        let d = match &self.daticert {
+            None => return Err(NotCertified::NoDaticert),
+            Some(Err(e)) => return Err(NotCertified::BadDaticert(e.to_string())),
+            Some(Ok(d)) => d,
+        };
+        if d.tipo != expected {
+            return Err(NotCertified::TipoMismatch {
+                header: self.kind.name(),
+                daticert: d.tipo.as_str().to_string(),
+            });
+        }
+        if self.kind == Kind::TransportEnvelope {
+            if self.postacert.is_none() {
+                return Err(NotCertified::NoPostacert);
+            }
+            if let Some(mid) = &self.headers.message_id
+                && !ids::bare(mid).eq_ignore_ascii_case(ids::bare(&d.identificativo))
+            {
+                return Err(NotCertified::IdentMismatch {
+                    header: mid.clone(),
+                    identificativo: d.identificativo.clone(),
+                });
+            }
+        }
+        Ok(d)
+    }
+}
+
 /// Why a message could not be classified at all.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ClassifyError {
@@ -115,7 +184,9 @@ pub fn classify(raw: &[u8]) -> Result<Classified, ClassifyError> {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.trim().to_string())
     };
-    let parsed = MessageParser::new().parse(&crlf);
+    // Subject and From are decoded from the outer headers alone: the body is parsed once,
+    // below, and only where the PEC parts may be.
+    let parsed = MessageParser::new().parse_headers(&crlf[..]);
     let mut headers = PecHeaders {
         x_trasporto: get("X-Trasporto"),
         x_ricevuta: get("X-Ricevuta"),
@@ -152,31 +223,54 @@ pub fn classify(raw: &[u8]) -> Result<Classified, ClassifyError> {
         .unwrap_or(false);
 
     let mut problems = Vec::new();
+    // The entity the PEC parts are read from: the signed content when signed.
+    let content: Option<Vec<u8>> = if signed {
+        match smime::signed_content(&crlf) {
+            Ok(sc) => {
+                if !sc.closed {
+                    problems
+                        .push("multipart/signed is not closed by its final boundary".to_string());
+                }
+                if sc.parts > 2 {
+                    problems.push(format!(
+                        "multipart/signed has {} body parts: only the first is signed content, \
+                         the others are ignored",
+                        sc.parts
+                    ));
+                }
+                Some(sc.content)
+            }
+            Err(e) => {
+                problems.push(format!("signed content not found: {e}"));
+                None
+            }
+        }
+    } else {
+        Some(crlf.to_vec())
+    };
     let mut daticert = None;
     let mut postacert = None;
-    match &parsed {
+    let parsed_content = content
+        .as_deref()
+        .and_then(|c| MessageParser::new().parse(c));
+    match &parsed_content {
         None => problems.push("the MIME structure could not be parsed".to_string()),
         Some(m) => {
-            for part in &m.parts {
+            // Only the direct children of the top multipart (rule §2 item 6).
+            let children = m.root_part().sub_parts().unwrap_or_default();
+            for part in children.iter().filter_map(|&id| m.part(id)) {
                 let name = part.attachment_name().map(|n| n.to_ascii_lowercase());
-                if daticert.is_none() && name.as_deref() == Some("daticert.xml") {
-                    daticert = Some(Daticert::parse(part.contents()));
+                if name.as_deref() == Some("daticert.xml") {
+                    if daticert.is_none() {
+                        daticert = Some(Daticert::parse(part.contents()));
+                    } else {
+                        problems.push("more than one daticert.xml: the first is used".into());
+                    }
                 } else if postacert.is_none() && part.is_message() {
                     let named = name.as_deref() == Some("postacert.eml");
                     if named || matches!(kind, Kind::AnomalyEnvelope) {
                         postacert = part.message().map(|inner| inner.raw_message().to_vec());
                     }
-                }
-            }
-        }
-    }
-    if signed {
-        if let Some(ct) = get("Content-Type") {
-            if let Some(b) = mime::ContentType::parse(&ct).param("boundary") {
-                let (_, body) = mime::split_header_body(&crlf);
-                if !mime::split_multipart(body, b.as_bytes()).closed {
-                    problems
-                        .push("multipart/signed is not closed by its final boundary".to_string());
                 }
             }
         }
@@ -224,6 +318,38 @@ mod tests {
             let raw = format!("{h}\r\nFrom: x@y.it\r\n\r\n");
             assert_eq!(classify(raw.as_bytes()).unwrap().kind, k, "{h}");
         }
+    }
+
+    #[test]
+    fn pec_parts_are_read_only_among_the_direct_children() {
+        let msg = |inner: &str| {
+            format!(
+                "X-Trasporto: posta-certificata\r\nFrom: x@y.it\r\n\
+                 Content-Type: multipart/mixed; boundary=\"o\"\r\n\r\n\
+                 --o\r\nContent-Type: text/plain\r\n\r\ntesto\r\n{inner}--o--\r\n"
+            )
+        };
+        let dc = "Content-Type: application/xml; name=\"daticert.xml\"\r\n\r\n<postacert/>\r\n";
+        let direct = msg(&format!("--o\r\n{dc}"));
+        assert!(classify(direct.as_bytes()).unwrap().daticert.is_some());
+        // One level down (e.g. inside an alternative or the user's own attachments): not
+        // the provider's certification data (rule §2 item 6).
+        let nested = msg(&format!(
+            "--o\r\nContent-Type: multipart/mixed; boundary=\"i\"\r\n\r\n--i\r\n{dc}--i--\r\n"
+        ));
+        let c = classify(nested.as_bytes()).unwrap();
+        assert!(c.daticert.is_none());
+        assert_eq!(c.certified().unwrap_err(), NotCertified::NoDaticert);
+    }
+
+    #[test]
+    fn certified_needs_a_daticert_agreeing_with_the_header() {
+        let c = classify(b"From: a@b.it\r\n\r\nx").unwrap();
+        assert!(matches!(c.certified(), Err(NotCertified::NotPecKind(_))));
+        let c = classify(b"X-Trasporto: errore\r\nFrom: a@b.it\r\n\r\nx").unwrap();
+        assert!(matches!(c.certified(), Err(NotCertified::NotPecKind(_))));
+        let c = classify(b"X-Ricevuta: accettazione\r\nFrom: a@b.it\r\n\r\nx").unwrap();
+        assert_eq!(c.certified().unwrap_err(), NotCertified::NoDaticert);
     }
 
     #[test]

@@ -45,6 +45,10 @@ pub enum SmimeError {
     NoBoundary,
     #[error("multipart/signed is truncated: {0}")]
     Truncated(&'static str),
+    /// RFC 1847 §2.1: a `multipart/signed` body has exactly two parts. A third part is
+    /// outside the signature and must not be mistaken for signed content.
+    #[error("multipart/signed has {0} body parts; exactly 2 are allowed (content and signature)")]
+    ExtraParts(usize),
     #[error("the signature part is not a PKCS#7 signature (content type {0:?})")]
     NotPkcs7(String),
     #[error("the signature part is not valid base64")]
@@ -141,6 +145,16 @@ impl Signer {
         cms.to_der().map_err(ossl("encoding the signature"))
     }
 
+    /// A bare signature over `content` (SHA-256; PKCS#1 v1.5 for RSA, DER ECDSA for EC),
+    /// with no CMS wrapper: for statements whose every byte must be covered (the trace
+    /// export trailer, [`crate::trace::checkpoint::ExportTrailer`]). CPU-bound.
+    pub fn sign_raw(&self, content: &[u8]) -> Result<Vec<u8>, SmimeError> {
+        let mut s = openssl::sign::Signer::new(MessageDigest::sha256(), &self.key)
+            .map_err(ossl("signing"))?;
+        s.update(content).map_err(ossl("signing"))?;
+        s.sign_to_vec().map_err(ossl("signing"))
+    }
+
     /// Assembles a complete signed message: `outer_headers` (each line CRLF-terminated,
     /// without `MIME-Version`/`Content-Type`) then a `multipart/signed` body whose first
     /// part is `inner` (a complete MIME entity, headers included) and whose second part is
@@ -195,8 +209,46 @@ pub struct SignedParts<'a> {
     pub micalg: Option<String>,
 }
 
+/// The first body part of a `multipart/signed` message, read structurally (the signature
+/// is neither required nor checked): the only part a PEC reader may take `daticert.xml`
+/// and `postacert.eml` from.
+#[derive(Debug, Clone)]
+pub struct SignedContent {
+    /// The first body part, headers included, canonical CRLF.
+    pub content: Vec<u8>,
+    /// How many body parts the `multipart/signed` has (2 when well formed).
+    pub parts: usize,
+    /// Whether the close delimiter was seen.
+    pub closed: bool,
+}
+
+/// Finds the signed content of a raw `multipart/signed` message without verifying it
+/// (RFC 1847 §2.1: the first body part). Never panics on malformed input.
+pub fn signed_content(raw: &[u8]) -> Result<SignedContent, SmimeError> {
+    let raw = mime::to_crlf(raw);
+    let (headers, body) = mime::split_header_body(&raw);
+    let ct = mime::header_value(headers, "content-type").ok_or(SmimeError::NotSigned)?;
+    let ct = mime::ContentType::parse(&ct);
+    if ct.mime_type != "multipart/signed" {
+        return Err(SmimeError::NotSigned);
+    }
+    let boundary = ct.param("boundary").ok_or(SmimeError::NoBoundary)?;
+    let parts = mime::split_multipart(body, boundary.as_bytes());
+    let first = parts
+        .parts
+        .first()
+        .ok_or(SmimeError::Truncated("no body part found"))?;
+    Ok(SignedContent {
+        content: first.to_vec(),
+        parts: parts.parts.len(),
+        closed: parts.closed,
+    })
+}
+
 /// Splits a raw message (or any `multipart/signed` entity) into its signed part and the
 /// decoded signature. Accepts LF or CRLF as stored; never panics on malformed input.
+/// Exactly two body parts are accepted (RFC 1847 §2.1): with a third one a reader could
+/// be shown unsigned parts as if they were covered by the signature.
 pub fn split_signed(raw: &[u8]) -> Result<SignedParts<'static>, SmimeError> {
     let raw = mime::to_crlf(raw);
     let (headers, body) = mime::split_header_body(&raw);
@@ -207,14 +259,13 @@ pub fn split_signed(raw: &[u8]) -> Result<SignedParts<'static>, SmimeError> {
     }
     let boundary = ct.param("boundary").ok_or(SmimeError::NoBoundary)?;
     let parts = mime::split_multipart(body, boundary.as_bytes());
-    if parts.parts.is_empty() {
-        return Err(SmimeError::Truncated("no body part found"));
-    }
-    if parts.parts.len() < 2 {
-        return Err(SmimeError::Truncated("the signature part is missing"));
-    }
-    let signed = parts.parts[0].to_vec();
-    let (sig_headers, sig_body) = mime::split_header_body(parts.parts[1]);
+    let (signed, sig_part) = match parts.parts.as_slice() {
+        [] => return Err(SmimeError::Truncated("no body part found")),
+        [_] => return Err(SmimeError::Truncated("the signature part is missing")),
+        [signed, sig] => (signed.to_vec(), *sig),
+        more => return Err(SmimeError::ExtraParts(more.len())),
+    };
+    let (sig_headers, sig_body) = mime::split_header_body(sig_part);
     let sig_ct = mime::header_value(sig_headers, "content-type")
         .map(|v| mime::ContentType::parse(&v).mime_type)
         .unwrap_or_default();

@@ -12,6 +12,11 @@
 //! acceptance receipt is the answer to the act of sending).
 //!
 //! Signing and blob files run on the blocking pool, never on the executor.
+//!
+//! Logins (SMTP here, IMAP and POP3 through [`authenticate`]) are limited per IP address
+//! and per account by the gateway's [`crate::gateway::LoginLimiter`]; every failed login
+//! and every refusal the SMTP session decides by itself (forged MAIL FROM, SIZE, too many
+//! RCPT, AUTH missing, over-long lines) leaves a trace record naming the peer (rules §9).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,7 +33,7 @@ use crate::pec::ids;
 use crate::pec::receipt::{self, Notice};
 use crate::pec::time::PecTime;
 use crate::smtp::server::{Backend, SmtpReply};
-use crate::smtp::session::Envelope;
+use crate::smtp::session::{DialogueRefusal, Envelope};
 use crate::store::pending::Awaiting;
 use crate::store::{Batch, Delivery, NewQueueItem, PendingEntry, StoreError};
 use crate::trace::{EventKind, TraceEvent};
@@ -51,6 +56,20 @@ impl Backend for AccessPoint {
         authenticate(&self.0, username, password, peer, "smtp").await
     }
 
+    fn auth_refusal(&self, username: &str, peer: SocketAddr) -> Option<SmtpReply> {
+        let gw = &self.0;
+        let lockout = gw.logins.lockout(peer.ip(), username, gw.clock.now())?;
+        Some(SmtpReply::new(
+            454,
+            "4.7.0",
+            format!("Login refused: {lockout}"),
+        ))
+    }
+
+    async fn refused(&self, refusal: DialogueRefusal, peer: SocketAddr) {
+        record_dialogue_refusal(&self.0, &refusal, peer).await;
+    }
+
     async fn message(&self, envelope: Envelope, _peer: SocketAddr) -> SmtpReply {
         match submit(&self.0, envelope).await {
             Ok(r) => r,
@@ -66,7 +85,10 @@ impl Backend for AccessPoint {
     }
 }
 
-/// Checks a mailbox password (argon2id, off the executor). Failures are traced.
+/// Checks a mailbox password (argon2id, off the executor). Failures are traced (also
+/// for user names that are not addresses) and counted by the gateway's login limiter;
+/// while the peer or the account is locked out the password is not checked at all (the
+/// lockout was logged and traced once, when it began).
 pub async fn authenticate(
     gw: &Arc<Gateway>,
     username: String,
@@ -74,21 +96,68 @@ pub async fn authenticate(
     peer: SocketAddr,
     protocol: &str,
 ) -> Option<String> {
-    let addr = PecAddress::parse(&username).ok()?;
-    let ok = gw.check_password(addr.clone(), password).await;
-    if ok {
-        return Some(addr.to_string());
+    let now = gw.clock.now();
+    if gw.logins.lockout(peer.ip(), &username, now).is_some() {
+        return None;
     }
-    let ev = TraceEvent::new(EventKind::LoginFailed, gw.clock.now())
-        .sender(addr.to_string())
-        .detail(format!(
-            "{protocol} authentication failed from {}",
-            peer.ip()
-        ));
-    if let Err(e) = gw.store.commit_async(Batch::new().trace(ev)).await {
+    let addr = PecAddress::parse(&username).ok();
+    if let Some(a) = &addr
+        && gw.check_password(a.clone(), password).await
+    {
+        return Some(a.to_string());
+    }
+    let started = gw.logins.record_failure(peer.ip(), &username, now);
+    let mut ev = TraceEvent::new(EventKind::LoginFailed, now);
+    let mut detail = format!("{protocol} authentication failed from {}", peer.ip());
+    match &addr {
+        Some(a) => ev = ev.sender(a.to_string()),
+        None => detail.push_str(&format!(
+            " for the user name {:?}, which is not an address",
+            printable(&username)
+        )),
+    }
+    if let Some(lockout) = &started {
+        tracing::warn!(%peer, user = %printable(&username), %lockout, "login lockout begins");
+        detail.push_str(&format!("; {lockout}"));
+    }
+    if let Err(e) = gw
+        .store
+        .commit_async(Batch::new().trace(ev.detail(detail)))
+        .await
+    {
         tracing::warn!(error = %e, "could not record a failed login");
     }
     None
+}
+
+/// Untrusted text for a log line: at most 100 characters, control characters escaped.
+fn printable(s: &str) -> String {
+    s.chars().take(100).flat_map(char::escape_debug).collect()
+}
+
+/// Writes the trace record of a refusal the SMTP session decided by itself. No notice
+/// goes to anyone (the message never reached the access point); the record names the
+/// peer, the authenticated user (as `sender`, when there is one), the reverse-path the
+/// client gave and the reply.
+pub async fn record_dialogue_refusal(gw: &Arc<Gateway>, r: &DialogueRefusal, peer: SocketAddr) {
+    let mut detail = format!(
+        "refused in the SMTP dialogue (no message accepted, no notice sent) from {}: {} {} {}",
+        peer.ip(),
+        r.code,
+        r.enhanced,
+        printable(&r.reason)
+    );
+    if let Some(m) = &r.mail_from {
+        detail.push_str(&format!("; MAIL FROM <{}>", printable(m)));
+    }
+    let mut ev = TraceEvent::new(EventKind::SubmissionRefused, gw.clock.now()).detail(detail);
+    if let Some(u) = &r.user {
+        ev = ev.sender(u.clone());
+    }
+    tracing::info!(%peer, user = ?r.user, code = r.code, reason = %r.reason, "SMTP refusal");
+    if let Err(e) = gw.store.commit_async(Batch::new().trace(ev)).await {
+        tracing::warn!(error = %e, "could not record an SMTP refusal");
+    }
 }
 
 fn certification(gw: &Gateway, checked: &Checked, identificativo: String) -> Certification {
@@ -142,6 +211,15 @@ async fn accept(
     at: PecTime,
 ) -> Result<SmtpReply, StoreError> {
     let now = at.timestamp().unwrap_or_else(|| gw.clock.now());
+    // RFC 5322 §3.6 requires Date:; as a submission server we may add it (RFC 6409 §8.6):
+    // the acceptance time, so what is certified conforms.
+    let data = if checked.date_missing {
+        let mut dated = format!("Date: {}\r\n", at.rfc5322()).into_bytes();
+        dated.extend_from_slice(&data);
+        Arc::new(dated)
+    } else {
+        data
+    };
     let cert = certification(gw, &checked, ident.clone());
     // Antivirus (rule §6.1 item 3): infected → non-acceptance for virus and quarantine;
     // no verdict → 4xx, never passed unscanned.

@@ -6,6 +6,11 @@
 //! [`Refusal`] out. The certification data come from the SMTP envelope (rule §2 item 4):
 //! the sender is the reverse-path, the recipients are the forward-paths; `To:`/`Cc:` only
 //! tell primary from copy recipients.
+//!
+//! Every refusal is permanent (5xx), matching the non-acceptance notice the sender gets:
+//! retrying the same message cannot succeed. A missing `Date:` is not a refusal: as a
+//! submission server (RFC 6409 §8.6) the access point adds it ([`Checked::date_missing`]),
+//! so the message it certifies is RFC 5322 conformant; an unparsable `Date:` is refused.
 
 use mail_parser::{Address, MessageParser};
 
@@ -42,6 +47,9 @@ pub struct Checked {
     pub risposte: String,
     /// Requested delivery-receipt form (`X-TipoRicevuta`, default completa).
     pub ricevuta: TipoRicevuta,
+    /// The message has no `Date:` (RFC 5322 §3.6 requires one): the access point adds
+    /// the acceptance time (RFC 6409 §8.6) before certifying it.
+    pub date_missing: bool,
 }
 
 /// Why a submission is not admitted. `reason` is what the non-acceptance notice and the
@@ -89,9 +97,11 @@ pub fn check(
         return Err(refuse(554, "5.5.1", "no recipients"));
     }
     if rcpt_to.len() > limits.max_recipients {
+        // Permanent, like the non-acceptance notice that goes with it (the session's own
+        // 452 per extra RCPT, RFC 5321 §4.5.3.1.10, normally keeps this from happening).
         return Err(refuse(
-            452,
-            "4.5.3",
+            550,
+            "5.5.3",
             format!("too many recipients (at most {})", limits.max_recipients),
         ));
     }
@@ -193,14 +203,21 @@ pub fn check(
         ));
     }
     let cc = addresses(msg.cc(), "Cc")?;
-    if msg.bcc().is_some_and(|b| {
-        b.iter()
-            .any(|a| a.address().is_some_and(|x| !x.trim().is_empty()))
-    }) {
+    // Rules §6.1: Bcc carries no value. Judged on the raw field, so that a value the
+    // address parser cannot read (`Bcc: foo`, a group, a comment) is refused too.
+    if mime::header_value(headers, "bcc").is_some_and(|v| !v.trim().is_empty()) {
         return Err(refuse(
             550,
             "5.7.1",
             "the Bcc field must be empty: hidden recipients are not allowed in PEC",
+        ));
+    }
+    let date_missing = count("Date") == 0;
+    if !date_missing && msg.date().is_none() {
+        return Err(refuse(
+            550,
+            "5.6.0",
+            "the Date field is not a valid date (RFC 5322 §3.3)",
         ));
     }
     for r in &recipients {
@@ -234,6 +251,7 @@ pub fn check(
         client_msgid: mime::header_value(headers, "message-id")
             .map(|m| crate::pec::ids::bracketed(&m)),
         ricevuta,
+        date_missing,
     })
 }
 
@@ -248,7 +266,11 @@ mod tests {
     };
 
     fn msg(headers: &str) -> Vec<u8> {
-        format!("{headers}Subject: prova\r\nMessage-ID: <c1@mua>\r\n\r\nciao\r\n").into_bytes()
+        format!(
+            "{headers}Subject: prova\r\nMessage-ID: <c1@mua>\r\n\
+             Date: Mon, 23 Nov 2026 10:00:00 +0100\r\n\r\nciao\r\n"
+        )
+        .into_bytes()
     }
 
     fn rc(v: &[&str]) -> Vec<String> {
@@ -341,5 +363,43 @@ mod tests {
             check("a@pec.x.it", &rc(&["b@pec.y.it"]), &empty_bcc, &LIMITS).is_ok(),
             "an empty Bcc is fine"
         );
+    }
+
+    #[test]
+    fn any_bcc_value_is_refused_even_unparsable() {
+        for bcc in ["foo", "undisclosed-recipients:;", "(nobody)", "h@pec.y.it"] {
+            let m = msg(&format!(
+                "From: a@pec.x.it\r\nTo: b@pec.y.it\r\nBcc: {bcc}\r\n"
+            ));
+            let err = check("a@pec.x.it", &rc(&["b@pec.y.it"]), &m, &LIMITS).expect_err(bcc);
+            assert!(err.reason.contains("Bcc"), "{bcc}: {}", err.reason);
+            assert_eq!(err.code / 100, 5, "{bcc}");
+        }
+        // Folded whitespace only is still empty.
+        let m = msg("From: a@pec.x.it\r\nTo: b@pec.y.it\r\nBcc:\r\n \r\n");
+        assert!(check("a@pec.x.it", &rc(&["b@pec.y.it"]), &m, &LIMITS).is_ok());
+    }
+
+    #[test]
+    fn every_refusal_is_permanent_like_its_notice() {
+        let many: Vec<String> = (0..6).map(|i| format!("r{i}@pec.y.it")).collect();
+        let to = many.join(", ");
+        let m = msg(&format!("From: a@pec.x.it\r\nTo: {to}\r\n"));
+        let err = check("a@pec.x.it", &many, &m, &LIMITS).expect_err("6 > 5");
+        assert_eq!((err.code, err.enhanced), (550, "5.5.3"));
+        assert!(err.reason.contains("too many recipients"));
+    }
+
+    #[test]
+    fn a_missing_date_is_flagged_a_bad_one_refused() {
+        let with = msg("From: a@pec.x.it\r\nTo: b@pec.y.it\r\n");
+        let c = check("a@pec.x.it", &rc(&["b@pec.y.it"]), &with, &LIMITS).unwrap();
+        assert!(!c.date_missing);
+        let without = b"From: a@pec.x.it\r\nTo: b@pec.y.it\r\nSubject: s\r\n\r\nciao\r\n";
+        let c = check("a@pec.x.it", &rc(&["b@pec.y.it"]), without, &LIMITS).unwrap();
+        assert!(c.date_missing);
+        let bad = b"From: a@pec.x.it\r\nTo: b@pec.y.it\r\nDate: yesterday\r\n\r\nciao\r\n";
+        let err = check("a@pec.x.it", &rc(&["b@pec.y.it"]), bad, &LIMITS).unwrap_err();
+        assert!(err.reason.contains("Date"), "{}", err.reason);
     }
 }

@@ -28,7 +28,7 @@ use crate::pec::receipt::{self, Notice, delivery_form};
 use crate::pec::smime::{self, SmimeError};
 use crate::pec::time::PecTime;
 use crate::store::pending::Awaiting;
-use crate::store::{Batch, Blob, Delivery, NewQueueItem, QueueItem, StoreError};
+use crate::store::{Batch, Blob, Delivery, Lane, NewQueueItem, QueueItem, StoreError};
 use crate::trace::{EventKind, TraceEvent};
 
 /// Why a queued transaction could not be processed now (it is retried).
@@ -67,14 +67,15 @@ pub async fn run(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
 pub async fn pass(gw: &Arc<Gateway>) -> bool {
     {
         let now = gw.clock.now();
-        let due = match gw.store.queue_due(now, 64) {
+        // Only the local lane: remote retries piling up for a peer that is down never
+        // hide local work (store::queue).
+        let mine: Vec<QueueItem> = match gw.store.queue_due_in(Lane::Local, now, 64) {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(error = %e, "reading the queue");
                 Vec::new()
             }
         };
-        let mine: Vec<QueueItem> = due.into_iter().filter(|i| gw.is_local(&i.domain)).collect();
         let busy = !mine.is_empty();
         for item in mine {
             let id = item.id;
@@ -153,9 +154,11 @@ pub async fn process(gw: &Arc<Gateway>, item: &QueueItem) -> Result<(), Delivery
     Ok(())
 }
 
-/// Adds to `batch` the hand-over of a message we generated to `to`: into the mailbox when
-/// the address is ours, else onto the outbound queue (reverse-path: our service address,
-/// as every generated message has, digest §13).
+/// Adds to `batch` the hand-over of a receipt or notice we generated to `to`: into the
+/// mailbox when the address is ours, else onto the outbound queue (reverse-path: our
+/// service address, as every generated message has, digest §13). Receipts and notices are
+/// evidence for their addressee: they are stored even past the mailbox quota. For anything
+/// else (anomaly envelopes) use [`route_message`].
 pub fn route(
     gw: &Gateway,
     batch: Batch,
@@ -164,10 +167,35 @@ pub fn route(
     ident: &str,
     now: jiff::Timestamp,
 ) -> Batch {
+    hand_over(gw, batch, to, blob, ident, now, false)
+}
+
+/// As [`route`], for a message that is not a receipt or notice (an anomaly envelope
+/// wrapping ordinary mail): the recipient's quota applies, as for a transport envelope,
+/// and a full mailbox fails the batch with `QuotaExceeded`.
+pub fn route_message(
+    gw: &Gateway,
+    batch: Batch,
+    to: &PecAddress,
+    blob: Blob,
+    ident: &str,
+    now: jiff::Timestamp,
+) -> Batch {
+    hand_over(gw, batch, to, blob, ident, now, true)
+}
+
+fn hand_over(
+    gw: &Gateway,
+    batch: Batch,
+    to: &PecAddress,
+    blob: Blob,
+    ident: &str,
+    now: jiff::Timestamp,
+    enforce_quota: bool,
+) -> Batch {
     if gw.is_local(to.domain()) {
         let mut d = Delivery::inbox(to.clone(), blob, now);
-        // Receipts are evidence for their addressee: stored even past the quota.
-        d.enforce_quota = false;
+        d.enforce_quota = enforce_quota;
         batch.deliver(d)
     } else {
         batch.enqueue(NewQueueItem {
@@ -404,5 +432,42 @@ async fn deliver_one(
     match gw.store.commit_async(batch).await {
         Ok(_) | Err(StoreError::AlreadyClaimed(_)) => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+    use crate::store::NewMailbox;
+    use crate::store::mailbox::Password;
+
+    #[tokio::test]
+    async fn only_receipts_and_notices_skip_the_quota() {
+        let dir = tempfile::tempdir().unwrap();
+        let domain = crate::pec::address::Domain::parse("pec.alfa.test").unwrap();
+        let report = crate::pki::init_dir(dir.path(), &domain, None, false).unwrap();
+        let config = crate::config::Config::load(&report.config).unwrap();
+        let clock = Arc::new(ManualClock::new("2026-11-23T09:00:00Z".parse().unwrap()));
+        let gw = Gateway::open(config, clock.clone()).unwrap();
+        let b = PecAddress::parse("b@pec.alfa.test").unwrap();
+        gw.store
+            .add_mailbox(NewMailbox {
+                address: b.clone(),
+                password: Password::new("pw"),
+                quota_bytes: Some(100),
+                options: Default::default(),
+            })
+            .unwrap();
+        let big = gw.put_blob(Arc::new(vec![b'x'; 500])).await.unwrap();
+        let now = clock.now();
+        let anomaly = route_message(&gw, Batch::new(), &b, big.clone(), "id", now);
+        assert!(matches!(
+            gw.store.commit(anomaly),
+            Err(StoreError::QuotaExceeded { .. })
+        ));
+        let notice = route(&gw, Batch::new(), &b, big, "id", now);
+        gw.store.commit(notice).unwrap();
+        assert_eq!(gw.store.messages(&b, "INBOX").unwrap().len(), 1);
     }
 }

@@ -5,17 +5,24 @@
 //! certificate is looked up in the provider index (SHA-1 hash, then full certificate,
 //! rule §8.3). Then, per the decision table of §6.2:
 //!
-//! * a correct transport envelope from a provider in the index: the take-charge receipt
-//!   to that provider's `mailReceipt`, then the delivery point (mailbox + delivery receipt
-//!   or non-delivery notice to the sender), through [`super::delivery`];
-//! * a correct receipt about a message we sent (its identificativo is ours, its signer
-//!   manages the recipient's domain): delivered unchanged, and the pending deadlines of
-//!   the recipients it covers move on or are resolved;
-//! * signed by a provider in the index but not a correct PEC message: wrapped in an
-//!   anomaly envelope, always delivered (§4.7 case a);
-//! * anything else (no signature, invalid, altered, unknown signer, plain mail, a receipt
-//!   we cannot match): wrapped in an anomaly envelope for the mailboxes that opted in to
-//!   non-certified mail (`accept_anomalies`), refused with 550 when none did.
+//! * a correct transport envelope from a provider in the index (daticert in the signed
+//!   content, its `tipo` agreeing with `X-Trasporto`, the sender's domain managed by the
+//!   signer, §6.2/§8.3): the take-charge receipt to that provider's `mailReceipt`, then
+//!   the delivery point (mailbox + delivery receipt or non-delivery notice to the sender),
+//!   through [`super::delivery`] — for the forward-paths the daticert lists in
+//!   `destinatari` only; the other forward-paths get an anomaly envelope (rule §2 item 4:
+//!   the certification covers exactly the forward-paths it was made for);
+//! * a correct receipt about a message we accepted (a `SubmissionAccepted` trace record
+//!   for its identificativo, same sender, about recipients of it that the signer manages):
+//!   delivered unchanged to the one mailbox it is for (the original sender, or our service
+//!   mailbox for take-charge and virus notices), and the pending deadlines of the
+//!   recipients it covers move on or are resolved;
+//! * signed by a provider in the index but not a correct PEC message (including a receipt
+//!   we cannot match): wrapped in an anomaly envelope, always delivered (§4.7 case a);
+//! * anything else (no signature, invalid, altered, unknown signer, signer certificate
+//!   expired at the gateway clock's now, plain mail): wrapped in an anomaly envelope for
+//!   the mailboxes that opted in to non-certified mail (`accept_anomalies`), refused with
+//!   550 when none did.
 //!
 //! SMTP answers 250 only after every resulting commit is durable; each carries an
 //! idempotency key derived from the message bytes, so a peer's retry repeats nothing.
@@ -39,6 +46,7 @@ use crate::smtp::server::{Backend, SmtpReply};
 use crate::smtp::session::Envelope;
 use crate::store::pending::Awaiting;
 use crate::store::{Batch, Delivery, StoreError};
+use crate::trace::TraceQuery;
 use crate::trace::{EventKind, TraceEvent};
 
 /// The SMTP backend of the `smtp` listener (25).
@@ -70,7 +78,7 @@ struct Verdict {
     check: SignatureCheck,
     classified: Option<Classified>,
     record: Option<ProviderRecord>,
-    /// The signer certificate is within its validity period now.
+    /// The signer certificate is within its validity period at the gateway clock's now.
     cert_current: bool,
 }
 
@@ -82,19 +90,95 @@ impl Verdict {
     fn from_provider(&self) -> bool {
         self.check.valid && self.record.is_some() && self.cert_current
     }
+
+    /// Why the sender is not a trusted provider; each cause is told apart (rule §6.2:
+    /// existence, origin, validity), so the trace says whether the index or the calendar
+    /// was the problem.
+    fn untrusted_reason(&self) -> String {
+        if !self.check.valid {
+            return format!(
+                "firma assente o non valida ({})",
+                self.check.reason.clone().unwrap_or_default()
+            );
+        }
+        match (&self.record, &self.check.signer) {
+            (None, _) => "firma di un soggetto non presente nell'indice dei gestori PEC".into(),
+            (Some(r), Some(s)) if !self.cert_current => format!(
+                "certificato di firma del gestore {} scaduto o non ancora valido \
+                 (valido dal {} al {})",
+                r.name, s.not_before, s.not_after
+            ),
+            (Some(r), _) => format!("firma del gestore {} non accettata", r.name),
+        }
+    }
 }
 
-fn currently_valid(cert: &X509) -> bool {
-    let Ok(now) = openssl::asn1::Asn1Time::days_from_now(0) else {
+/// Whether `cert` is within its validity period at `now` (the gateway's clock, so tests
+/// and the trace agree on the instant; rule §6.2 "validity period").
+fn valid_at(cert: &X509, now: jiff::Timestamp) -> bool {
+    let Ok(at) = openssl::asn1::Asn1Time::from_unix(now.as_second() as _) else {
         return false;
     };
-    cert.not_before() <= now && cert.not_after() >= now
+    cert.not_before() <= at && cert.not_after() >= at
 }
 
 fn sha256_hex(data: &[u8]) -> String {
     openssl::hash::hash(openssl::hash::MessageDigest::sha256(), data)
         .map(hex::encode)
         .unwrap_or_default()
+}
+
+/// A short key for a set of recipients, for idempotency keys.
+fn rcpts_key(rcpts: &[String]) -> String {
+    let joined = rcpts.join(",").to_ascii_lowercase();
+    let h = sha256_hex(joined.as_bytes());
+    h.get(..16).unwrap_or(&h).to_string()
+}
+
+/// Splits the SMTP recipients of a certified envelope into those its daticert lists in
+/// `destinatari` (case-insensitive, digest §13) and the others. Rule §2 item 4: the
+/// certification data are made from the forward-paths, so a forward-path missing from
+/// them means the envelope was not made for that recipient (a replay or a misroute).
+fn split_by_destinatari(rcpts: &[String], d: &Daticert) -> (Vec<String>, Vec<String>) {
+    rcpts.iter().cloned().partition(|r| {
+        d.destinatari
+            .iter()
+            .any(|x| x.address.trim().eq_ignore_ascii_case(r.trim()))
+    })
+}
+
+/// Rule §6.2 (SHOULD) and §8.3: the sender's domain must be one the signing provider
+/// manages. Checked on the daticert `mittente` (signed) rather than on `From:`, which is
+/// unsigned and, in real envelopes, the provider's service host (§8.3 note).
+fn sender_managed_by(d: &Daticert, record: &ProviderRecord) -> Result<(), String> {
+    match PecAddress::parse(&d.mittente) {
+        Ok(a) if record.manages(a.domain()) => Ok(()),
+        Ok(a) => Err(format!(
+            "il mittente {} appartiene al dominio {} che il gestore {} non gestisce",
+            d.mittente,
+            a.domain(),
+            record.name
+        )),
+        Err(_) => Err(format!(
+            "mittente non valido nei dati di certificazione: {:?}",
+            d.mittente
+        )),
+    }
+}
+
+/// Rule §2 item 2: the `From:` of a generated message is the address in the signing
+/// certificate. `From:` is unsigned, but it is what the recipient's client shows, so a
+/// provider's message whose `From:` names someone else is not correct PEC.
+fn from_is_signer(c: &Classified, check: &SignatureCheck) -> Result<(), String> {
+    let email = check.signer.as_ref().and_then(|s| s.email.as_deref());
+    match (c.headers.from.as_deref(), email) {
+        (Some(from), Some(email)) if from.trim().eq_ignore_ascii_case(email.trim()) => Ok(()),
+        (from, email) => Err(format!(
+            "il From: ({}) non è l'indirizzo del certificato di firma ({})",
+            from.unwrap_or("assente"),
+            email.unwrap_or("assente")
+        )),
+    }
 }
 
 /// Processes one message received on the incoming point.
@@ -105,6 +189,7 @@ pub async fn receive(
 ) -> Result<SmtpReply, DeliveryError> {
     let data = Arc::new(env.data);
     let (g, d) = (gw.clone(), data.clone());
+    let now = gw.clock.now();
     let verdict = gw
         .blocking(move || {
             let check = smime::verify_message(&d, g.trust.as_deref());
@@ -115,7 +200,7 @@ pub async fn receive(
             let record = cert
                 .as_ref()
                 .and_then(|c| g.index().by_certificate(c).cloned());
-            let cert_current = cert.as_ref().is_some_and(currently_valid);
+            let cert_current = cert.as_ref().is_some_and(|c| valid_at(c, now));
             Verdict {
                 check,
                 classified: classify(&d).ok(),
@@ -128,94 +213,223 @@ pub async fn receive(
     let rcpts = env.rcpt_to;
 
     if let (true, Some(record)) = (verdict.from_provider(), verdict.record.clone()) {
-        if let Some(c) = &verdict.classified {
-            if let Some(Ok(d)) = &c.daticert {
-                match c.kind {
-                    Kind::TransportEnvelope
-                        if d.tipo == Tipo::PostaCertificata && c.postacert.is_some() =>
-                    {
-                        let cert = Certification::from_daticert(d);
-                        let postacert = Arc::new(c.postacert.clone().unwrap_or_default());
-                        let key = format!(
-                            "takecharge:{}:{}",
-                            cert.identificativo,
-                            &sha256_hex(rcpts.join(",").to_ascii_lowercase().as_bytes())[..16]
-                        );
-                        match super::virus::check(gw, &data).await {
-                            Ok(None) => {}
-                            Ok(Some(virus)) => {
-                                virus_in_envelope(gw, &cert, &data, &rcpts, &record, key, &virus)
-                                    .await?;
-                                return Ok(SmtpReply::new(
-                                    250,
-                                    "2.0.0",
-                                    "Taken in charge; not delivered: virus detected",
-                                ));
-                            }
-                            Err(reply) => return Ok(reply),
-                        }
-                        delivery::take_charge_and_deliver(
+        let reason = match verdict.classified.as_ref().map(|c| (c, c.certified())) {
+            None => "messaggio non analizzabile".to_string(),
+            Some((_, Err(e))) => e.to_string(),
+            Some((c, Ok(_))) if let Err(why) = from_is_signer(c, &verdict.check) => why,
+            Some((c, Ok(d))) => match c.kind {
+                Kind::TransportEnvelope => match sender_managed_by(d, &record) {
+                    Err(why) => why,
+                    Ok(()) => {
+                        let postacert = c.postacert.clone().unwrap_or_default();
+                        return certified_envelope(
                             gw,
-                            &cert,
+                            d,
                             &data,
-                            &postacert,
+                            postacert,
+                            &digest,
+                            &env.mail_from,
                             &rcpts,
-                            &record.mail_receipt,
-                            key,
+                            &record,
+                            peer,
                         )
-                        .await?;
-                        tracing::info!(%peer, ident = %cert.identificativo, provider = %record.name, "transport envelope taken in charge");
-                        return Ok(SmtpReply::new(
-                            250,
-                            "2.0.0",
-                            format!("Taken in charge: {}", cert.identificativo),
-                        ));
+                        .await;
                     }
-                    Kind::Receipt(t) if t == d.tipo && receipt_is_ours(gw, d, &record) => {
-                        receipt_arrived(gw, d, &record, &data, &digest, &rcpts).await?;
+                },
+                Kind::Receipt(_) => match receipt_target(gw, d, &record, &rcpts)? {
+                    Err(why) => why,
+                    Ok(target) => {
+                        receipt_arrived(gw, d, &record, &data, &digest, &target).await?;
                         return Ok(SmtpReply::new(250, "2.0.0", "Receipt delivered"));
                     }
-                    _ => {}
-                }
-            }
-        }
+                },
+                // `certified` only succeeds for envelopes and receipts.
+                _ => "messaggio PEC di tipo inatteso".to_string(),
+            },
+        };
         if let Some(reply) = refuse_if_infected(gw, &data, &env.mail_from).await? {
             return Ok(reply);
         }
         // A provider's valid signature on something that is not correct PEC (§4.7 a).
         let reason = format!(
-            "messaggio firmato da {} non conforme alle regole PEC",
+            "messaggio firmato da {} non conforme alle regole PEC: {reason}",
             record.name
         );
+        tracing::warn!(%peer, provider = %record.name, %reason, "not correct PEC from a provider");
         return anomaly(gw, &data, &digest, &env.mail_from, &rcpts, &reason, true).await;
     }
     if let Some(reply) = refuse_if_infected(gw, &data, &env.mail_from).await? {
         return Ok(reply);
     }
-    let reason = if !verdict.check.valid {
-        format!(
-            "firma assente o non valida ({})",
-            verdict.check.reason.clone().unwrap_or_default()
-        )
-    } else {
-        "firma di un soggetto non presente nell'indice dei gestori PEC".to_string()
-    };
+    let reason = verdict.untrusted_reason();
     anomaly(gw, &data, &digest, &env.mail_from, &rcpts, &reason, false).await
 }
 
-/// A receipt is ours when the identificativo was minted here and its signer manages the
-/// domain of the recipient it speaks about (a provider cannot certify others' mailboxes).
-fn receipt_is_ours(gw: &Gateway, d: &Daticert, record: &ProviderRecord) -> bool {
-    let minted_here = d.identificativo.to_ascii_lowercase().ends_with(&format!(
-        "@{}",
-        gw.config.provider.hostname.to_ascii_lowercase()
-    ));
+/// A correct transport envelope from a provider in the index: taken in charge and
+/// delivered for the forward-paths its daticert lists; the others get it as an anomaly
+/// envelope (§4.7 a: from a provider, but not a correct envelope for them).
+#[allow(clippy::too_many_arguments)]
+async fn certified_envelope(
+    gw: &Arc<Gateway>,
+    d: &Daticert,
+    data: &Arc<Vec<u8>>,
+    postacert: Vec<u8>,
+    digest: &str,
+    mail_from: &str,
+    rcpts: &[String],
+    record: &ProviderRecord,
+    peer: SocketAddr,
+) -> Result<SmtpReply, DeliveryError> {
+    let (listed, unlisted) = split_by_destinatari(rcpts, d);
+    let cert = Certification::from_daticert(d);
+    if listed.is_empty() {
+        if let Some(reply) = refuse_if_infected(gw, data, mail_from).await? {
+            return Ok(reply);
+        }
+        let reason = format!(
+            "messaggio firmato da {} non conforme alle regole PEC: i destinatari SMTP non \
+             sono tra i destinatari dei dati di certificazione ({})",
+            record.name, cert.identificativo
+        );
+        tracing::warn!(%peer, ident = %cert.identificativo, "envelope for recipients it does not list");
+        return anomaly(gw, data, digest, mail_from, rcpts, &reason, true).await;
+    }
+    let key = format!("takecharge:{}:{}", cert.identificativo, rcpts_key(&listed));
+    match super::virus::check(gw, data).await {
+        Ok(None) => {}
+        Ok(Some(virus)) => {
+            virus_in_envelope(gw, &cert, data, &listed, record, key, &virus).await?;
+            return Ok(SmtpReply::new(
+                250,
+                "2.0.0",
+                "Taken in charge; not delivered: virus detected",
+            ));
+        }
+        Err(reply) => return Ok(reply),
+    }
+    delivery::take_charge_and_deliver(
+        gw,
+        &cert,
+        data,
+        &Arc::new(postacert),
+        &listed,
+        &record.mail_receipt,
+        key,
+    )
+    .await?;
+    tracing::info!(%peer, ident = %cert.identificativo, provider = %record.name, "transport envelope taken in charge");
+    if unlisted.is_empty() {
+        return Ok(SmtpReply::new(
+            250,
+            "2.0.0",
+            format!("Taken in charge: {}", cert.identificativo),
+        ));
+    }
+    let reason = format!(
+        "messaggio firmato da {} non conforme alle regole PEC: destinatario non presente nei \
+         dati di certificazione ({})",
+        record.name, cert.identificativo
+    );
+    tracing::warn!(%peer, ident = %cert.identificativo, unlisted = ?unlisted, "recipients not in destinatari");
+    let r = anomaly(gw, data, digest, mail_from, &unlisted, &reason, true).await?;
+    Ok(SmtpReply::new(
+        250,
+        "2.0.0",
+        format!(
+            "Taken in charge: {} ({} recipient(s) not in the certification data: {})",
+            cert.identificativo,
+            unlisted.len(),
+            r.text
+        ),
+    ))
+}
+
+/// Where a receipt from another provider goes, or why it is not trusted (§6.2: "correct
+/// receipt"). It must be about a message we accepted (a `SubmissionAccepted` trace record
+/// for its identificativo, which outlives the pending entry, so late receipts still match,
+/// §6.4), from that message's sender, about recipients of that message whose domains the
+/// signer manages (a provider cannot certify others' mailboxes). It goes to one mailbox
+/// only, which must be among the forward-paths: the original sender for delivery and
+/// non-delivery receipts (rule §2 item 3), our service mailbox (`mailReceipt`) for
+/// take-charge and virus-detection notices (§4.6, §4.8).
+fn receipt_target(
+    gw: &Gateway,
+    d: &Daticert,
+    record: &ProviderRecord,
+    rcpts: &[String],
+) -> Result<Result<PecAddress, String>, DeliveryError> {
+    let q = TraceQuery {
+        ident: Some(d.identificativo.clone()),
+        ..Default::default()
+    };
+    let records = gw.store.trace().query(&q).map_err(StoreError::from)?;
+    let Some(sent) = records
+        .iter()
+        .find(|r| r.kind == EventKind::SubmissionAccepted)
+    else {
+        return Ok(Err(format!(
+            "ricevuta per l'identificativo {} che questo gestore non ha mai accettato",
+            d.identificativo
+        )));
+    };
+    if !sent
+        .sender
+        .as_deref()
+        .is_some_and(|s| s.eq_ignore_ascii_case(d.mittente.trim()))
+    {
+        return Ok(Err(format!(
+            "il mittente della ricevuta ({}) non è quello del messaggio {}",
+            d.mittente, d.identificativo
+        )));
+    }
     let about: Vec<&String> = d.consegna.iter().chain(d.ricezione.iter()).collect();
-    let signer_responsible = !about.is_empty()
-        && about
+    if about.is_empty() {
+        return Ok(Err(
+            "ricevuta senza destinatario (consegna/ricezione)".into()
+        ));
+    }
+    for a in &about {
+        let ours = sent
+            .recipients
             .iter()
-            .all(|a| PecAddress::parse(a).is_ok_and(|a| record.manages(a.domain())));
-    minted_here && signer_responsible
+            .any(|r| r.eq_ignore_ascii_case(a.trim()));
+        if !ours {
+            return Ok(Err(format!(
+                "{a} non è un destinatario del messaggio {}",
+                d.identificativo
+            )));
+        }
+        if !PecAddress::parse(a).is_ok_and(|x| record.manages(x.domain())) {
+            return Ok(Err(format!(
+                "il gestore {} non gestisce il dominio di {a}",
+                record.name
+            )));
+        }
+    }
+    let target = match d.tipo {
+        Tipo::AvvenutaConsegna | Tipo::ErroreConsegna => match PecAddress::parse(&d.mittente) {
+            Ok(a) => a,
+            Err(_) => return Ok(Err(format!("mittente non valido: {:?}", d.mittente))),
+        },
+        Tipo::PresaInCarico | Tipo::RilevazioneVirus => gw.config.provider.receipt_mailbox.clone(),
+        t => {
+            return Ok(Err(format!(
+                "una ricevuta di tipo {t} non viene da un altro gestore"
+            )));
+        }
+    };
+    if !gw.is_local(target.domain()) {
+        return Ok(Err(format!("{target} non è una casella di questo gestore")));
+    }
+    if !rcpts
+        .iter()
+        .any(|r| r.trim().eq_ignore_ascii_case(&target.to_string()))
+    {
+        return Ok(Err(format!(
+            "la ricevuta non è indirizzata a {target}, l'unico destinatario ammesso"
+        )));
+    }
+    Ok(Ok(target))
 }
 
 async fn receipt_arrived(
@@ -224,19 +438,15 @@ async fn receipt_arrived(
     record: &ProviderRecord,
     data: &Arc<Vec<u8>>,
     digest: &str,
-    rcpts: &[String],
+    target: &PecAddress,
 ) -> Result<(), DeliveryError> {
     let now = gw.clock.now();
     let blob = gw.put_blob(data.clone()).await?;
     let mut batch = Batch::new().claim(format!("receipt:{digest}"));
-    for r in rcpts {
-        let Ok(addr) = PecAddress::parse(r) else {
-            continue;
-        };
-        let mut dv = Delivery::inbox(addr, blob.clone(), now);
-        dv.enforce_quota = false;
-        batch = batch.deliver(dv);
-    }
+    // The receipt is the sender's evidence: stored even past the quota.
+    let mut dv = Delivery::inbox(target.clone(), blob, now);
+    dv.enforce_quota = false;
+    batch = batch.deliver(dv);
     let kind = if d.tipo == Tipo::PresaInCarico {
         EventKind::TakeChargeReceived
     } else {
@@ -362,9 +572,10 @@ async fn anomaly(
         .blocking(move || envelope::anomaly(&g.identity, &g.signer, &d, &s, &r, &why, at))
         .await?;
     let blob = gw.put_blob(Arc::new(built.bytes)).await?;
-    let mut batch = Batch::new().claim(format!("anomaly:{digest}"));
+    let mut batch = Batch::new().claim(format!("anomaly:{digest}:{}", rcpts_key(rcpts)));
     for t in &targets {
-        batch = route(gw, batch, t, blob.clone(), &built.message_id, now);
+        // Ordinary mail in an anomaly envelope: the quota applies (only receipts skip it).
+        batch = delivery::route_message(gw, batch, t, blob.clone(), &built.message_id, now);
     }
     let mut ev = TraceEvent::new(EventKind::AnomalyWrapped, now)
         .sender(sender.to_string())

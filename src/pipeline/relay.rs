@@ -2,16 +2,35 @@
 //! providers' domains and for ordinary (non-PEC) addresses, relayed over SMTP.
 //!
 //! Next hop: `[routes]` (a transport map, for private networks and tests) or else DNS
-//! (MX records by preference, the domain itself when there is none). STARTTLS is required
-//! and verified against the system trust store plus `[relay] trusted_ca`. Reverse- and
-//! forward-paths are the original ones (rule §4.5). Temporary failures are retried with
-//! exponential backoff (1 min doubling to 1 h); a message still queued 24 h after it was
-//! accepted is given up (rule §6.2: "any queued PEC message must be given up after 24 h"),
-//! and the sender's timers issue the timeout notices for certified recipients.
+//! ([`plan_hops`], RFC 5321 §5.1 and RFC 7505): MX records by preference; the domain itself
+//! (its A/AAAA) only when the domain exists and has no MX; a null MX (`.`) or a domain that
+//! does not exist (NXDOMAIN) fails permanently; any other DNS failure (SERVFAIL, timeout) is
+//! temporary and retried.
 //!
-//! Each outcome is one commit: done + trace (`Relayed` / `RelayFailed`), and a new queue
-//! item for the recipients still to retry. A crash before that commit relays again at the
-//! next start (the peer's duplicate detection is by PEC identifier).
+//! Channel (digest §7.4): to a PEC domain (one of a provider in the index) STARTTLS is
+//! required and verified against the system trust store plus `[relay] trusted_ca`. To any
+//! other domain (`esterno` recipients: ordinary Internet mail) TLS is opportunistic
+//! (RFC 7435): STARTTLS when offered, certificate not verified, clear text otherwise.
+//! Reverse- and forward-paths are the original ones (rule §4.5).
+//!
+//! Temporary failures are retried with exponential backoff (1 min doubling to 1 h); an item
+//! still queued 24 h after it was accepted (`accepted_at` on the queue item, measured on the
+//! gateway's clock, kept across partial deliveries) is given up (rule §6.2: "any queued PEC
+//! message must be given up after 24 h").
+//!
+//! What the sender gets when relaying fails — temporarily until the give-up, or permanently
+//! (a 5xx from the peer, a null MX, a domain that does not exist): for a `certificato`
+//! recipient, nothing at once. The non-delivery notice (#10) is by definition the receiving
+//! delivery point's act (§4.11), and the sending provider's only notices are the timeout
+//! ones (§6.4, #11): with neither take-charge nor delivery receipt, the 12 h preavviso and
+//! the 24 h notice, the latter "not before 22 h". So the pending entry armed at acceptance is
+//! left alone and the timers speak for the failed relay. For `esterno` recipients the rules
+//! give the sender no notice of any kind (§6.5); the failure is in the trace log.
+//!
+//! Each outcome is one commit: done or retry + trace (`Relayed` / `RelayFailed`). A crash
+//! before that commit relays again at the next start (the peer's duplicate detection is by
+//! PEC identifier). The worker scans only the remote lane of the queue, so local deliveries
+//! never wait behind a backlog of retries for a peer that is down.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,12 +40,15 @@ use tokio::sync::watch;
 
 use crate::gateway::Gateway;
 use crate::pec::address::Domain;
-use crate::smtp::client::{self, Outgoing, Peer, RcptOutcome};
-use crate::store::{Batch, Blob, NewQueueItem, QueueItem, StoreError};
+use crate::smtp::client::{self, Outgoing, Peer, RcptOutcome, TlsPolicy};
+use crate::store::{Batch, Lane, QueueItem, StoreError};
 use crate::trace::{EventKind, TraceEvent};
 
 /// Outbound SMTP transactions in flight at once.
 pub const PARALLEL_TRANSACTIONS: usize = 16;
+
+/// Remote items taken per pass.
+pub const PASS_LIMIT: usize = 32;
 
 /// Total time a message may stay queued.
 pub const GIVE_UP_AFTER: SignedDuration = SignedDuration::from_hours(24);
@@ -37,9 +59,30 @@ pub fn backoff(attempts: u32) -> SignedDuration {
     SignedDuration::from_secs(secs as i64)
 }
 
+/// The two TLS client configurations of the relay.
+#[derive(Debug, Clone)]
+pub struct RelayTls {
+    /// Verified: system roots plus `[relay] trusted_ca` (to PEC providers).
+    pub verified: Arc<rustls::ClientConfig>,
+    /// Any certificate (opportunistic TLS to ordinary mail servers).
+    pub opportunistic: Arc<rustls::ClientConfig>,
+}
+
+impl RelayTls {
+    pub fn from_gateway(gw: &Gateway) -> Result<Self, String> {
+        let verified = crate::tls::client_config(&gw.config.relay.trusted_ca, true)
+            .map_err(|e| e.to_string())?;
+        let opportunistic = client::opportunistic_tls().map_err(|e| e.to_string())?;
+        Ok(Self {
+            verified,
+            opportunistic,
+        })
+    }
+}
+
 /// Runs the relay worker until `shutdown`.
 pub async fn run(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
-    let tls = match crate::tls::client_config(&gw.config.relay.trusted_ca, true) {
+    let tls = match RelayTls::from_gateway(&gw) {
         Ok(t) => t,
         Err(e) => {
             tracing::error!(error = %e, "relay TLS configuration: outbound relaying is disabled");
@@ -51,31 +94,7 @@ pub async fn run(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
             return;
         }
         let notified = gw.work.notified();
-        let now = gw.clock.now();
-        let due: Vec<QueueItem> = match gw.store.queue_due(now, 32) {
-            Ok(d) => d.into_iter().filter(|i| !gw.is_local(&i.domain)).collect(),
-            Err(e) => {
-                tracing::error!(error = %e, "reading the queue");
-                Vec::new()
-            }
-        };
-        let busy = !due.is_empty();
-        // Transactions to different (or the same) peers go out in parallel, bounded: one
-        // slow peer must not hold up every other message in the queue.
-        let mut set = tokio::task::JoinSet::new();
-        for item in due {
-            while set.len() >= PARALLEL_TRANSACTIONS {
-                let _ = set.join_next().await;
-            }
-            let (gw, tls) = (gw.clone(), tls.clone());
-            set.spawn(async move {
-                if let Err(e) = relay_one(&gw, &tls, &item).await {
-                    tracing::error!(queue_item = item.id, error = %e, "recording a relay outcome failed");
-                }
-            });
-        }
-        while set.join_next().await.is_some() {}
-        if busy {
+        if pass(&gw, &tls).await {
             continue;
         }
         tokio::select! {
@@ -86,101 +105,216 @@ pub async fn run(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// The hosts to try for `domain`, in order, as (host, port, TLS name).
-pub async fn next_hops(gw: &Gateway, domain: &Domain) -> Vec<(String, u16, String)> {
-    if let Some(route) = gw.config.routes.get(domain) {
-        if let Some((h, p)) = route.rsplit_once(':') {
-            let host = h.trim_start_matches('[').trim_end_matches(']').to_string();
-            if let Ok(port) = p.parse() {
-                return vec![(host.clone(), port, host)];
-            }
-        }
-    }
-    let resolver = match hickory_resolver::TokioResolver::builder_tokio() {
-        Ok(b) => b.build(),
+/// Relays the remote items due at the clock's "now" (up to [`PASS_LIMIT`]); true when
+/// there were any.
+pub async fn pass(gw: &Arc<Gateway>, tls: &RelayTls) -> bool {
+    let now = gw.clock.now();
+    let due: Vec<QueueItem> = match gw.store.queue_due_in(Lane::Remote, now, PASS_LIMIT) {
+        Ok(d) => d,
         Err(e) => {
-            tracing::warn!(error = %e, "no DNS resolver configuration");
-            return Vec::new();
+            tracing::error!(error = %e, "reading the queue");
+            Vec::new()
         }
     };
-    let Ok(resolver) = resolver else {
-        return Vec::new();
-    };
-    match resolver.mx_lookup(domain.as_str()).await {
-        Ok(mx) => {
-            let mut hosts: Vec<(u16, String)> = mx
-                .answers()
-                .iter()
-                .filter_map(|r| match &r.data {
-                    hickory_resolver::proto::rr::RData::MX(m) => Some((
-                        m.preference,
-                        m.exchange.to_utf8().trim_end_matches('.').to_string(),
-                    )),
-                    _ => None,
-                })
-                .collect();
-            hosts.sort();
-            hosts.into_iter().map(|(_, h)| (h.clone(), 25, h)).collect()
+    let busy = !due.is_empty();
+    // Transactions to different (or the same) peers go out in parallel, bounded: one
+    // slow peer must not hold up every other message in the queue.
+    let mut set = tokio::task::JoinSet::new();
+    for item in due {
+        while set.len() >= PARALLEL_TRANSACTIONS {
+            let _ = set.join_next().await;
         }
-        // RFC 5321 §5.1: no MX, the domain itself is the implicit MX.
-        Err(_) => vec![(domain.to_string(), 25, domain.to_string())],
+        let (gw, tls) = (gw.clone(), tls.clone());
+        set.spawn(async move {
+            if let Err(e) = relay_one(&gw, &tls, &item).await {
+                tracing::error!(queue_item = item.id, error = %e, "recording a relay outcome failed");
+            }
+        });
+    }
+    while set.join_next().await.is_some() {}
+    busy
+}
+
+/// What the DNS said about a domain's MX records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MxAnswer {
+    /// (preference, exchange) pairs; an exchange of `""` or `"."` is a null MX.
+    Records(Vec<(u16, String)>),
+    /// The domain exists but has no MX (NOERROR, no answer).
+    NoData,
+    /// The domain does not exist.
+    NxDomain,
+    /// SERVFAIL, REFUSED, timeout, no resolver...: the answer is unknown.
+    Failed(String),
+}
+
+/// Where to send, or why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hops {
+    /// Host names to try in order (port 25).
+    Hosts(Vec<String>),
+    /// Never deliverable: give up now.
+    Permanent(String),
+    /// Try again later.
+    Temporary(String),
+}
+
+/// RFC 5321 §5.1 and RFC 7505 §3-4: the hosts for `domain` from its MX answer.
+pub fn plan_hops(domain: &Domain, answer: MxAnswer) -> Hops {
+    match answer {
+        MxAnswer::Records(mut mx) => {
+            let null = |h: &str| h.trim_end_matches('.').is_empty();
+            if mx.iter().any(|(_, h)| null(h)) {
+                return Hops::Permanent(format!(
+                    "{domain} publishes a null MX: it accepts no mail (RFC 7505)"
+                ));
+            }
+            if mx.is_empty() {
+                return Hops::Hosts(vec![domain.to_string()]);
+            }
+            mx.sort();
+            Hops::Hosts(
+                mx.into_iter()
+                    .map(|(_, h)| h.trim_end_matches('.').to_ascii_lowercase())
+                    .collect(),
+            )
+        }
+        // The implicit MX: the domain's own A/AAAA records.
+        MxAnswer::NoData => Hops::Hosts(vec![domain.to_string()]),
+        MxAnswer::NxDomain => Hops::Permanent(format!("{domain}: no such domain (NXDOMAIN)")),
+        MxAnswer::Failed(why) => Hops::Temporary(format!("DNS lookup of {domain} failed: {why}")),
     }
 }
 
-async fn relay_one(
-    gw: &Arc<Gateway>,
-    tls: &Arc<rustls::ClientConfig>,
-    item: &QueueItem,
-) -> Result<(), StoreError> {
+async fn lookup_mx(domain: &Domain) -> MxAnswer {
+    use hickory_resolver::net::{DnsError, NetError};
+    use hickory_resolver::proto::op::ResponseCode;
+    let resolver = match hickory_resolver::TokioResolver::builder_tokio().and_then(|b| b.build()) {
+        Ok(r) => r,
+        Err(e) => return MxAnswer::Failed(format!("no DNS resolver: {e}")),
+    };
+    match resolver.mx_lookup(domain.as_str()).await {
+        Ok(mx) => MxAnswer::Records(
+            mx.answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    hickory_resolver::proto::rr::RData::MX(m) => {
+                        Some((m.preference, m.exchange.to_utf8()))
+                    }
+                    _ => None,
+                })
+                .collect(),
+        ),
+        Err(NetError::Dns(DnsError::NoRecordsFound(nr))) => match nr.response_code {
+            ResponseCode::NXDomain => MxAnswer::NxDomain,
+            ResponseCode::NoError => MxAnswer::NoData,
+            other => MxAnswer::Failed(other.to_string()),
+        },
+        Err(NetError::Dns(DnsError::ResponseCode(ResponseCode::NXDomain))) => MxAnswer::NxDomain,
+        Err(e) => MxAnswer::Failed(e.to_string()),
+    }
+}
+
+/// The hosts to try for `domain`, in order, as (host, port, TLS name).
+pub async fn next_hops(gw: &Gateway, domain: &Domain) -> Result<Vec<(String, u16, String)>, Hops> {
+    if let Some(route) = gw.config.routes.get(domain)
+        && let Some((h, p)) = route.rsplit_once(':')
+        && let Ok(port) = p.parse()
+    {
+        let host = h.trim_start_matches('[').trim_end_matches(']').to_string();
+        return Ok(vec![(host.clone(), port, host)]);
+    }
+    match plan_hops(domain, lookup_mx(domain).await) {
+        Hops::Hosts(h) => Ok(h.into_iter().map(|h| (h.clone(), 25, h)).collect()),
+        other => Err(other),
+    }
+}
+
+/// Whether relaying to `domain` is provider-to-provider PEC traffic (verified TLS
+/// required) rather than ordinary mail to an `esterno` recipient.
+pub fn is_pec_peer(gw: &Gateway, domain: &Domain) -> bool {
+    gw.index().is_pec_domain(domain)
+}
+
+async fn relay_one(gw: &Arc<Gateway>, tls: &RelayTls, item: &QueueItem) -> Result<(), StoreError> {
     let now = gw.clock.now();
     let data = gw.read_blob(item.blob.clone()).await?;
-    let hops = next_hops(gw, &item.domain).await;
+    let (policy, config) = if is_pec_peer(gw, &item.domain) {
+        (TlsPolicy::Required, tls.verified.clone())
+    } else {
+        (TlsPolicy::Opportunistic, tls.opportunistic.clone())
+    };
     let mut last_error = format!("no route to {}", item.domain);
-    let mut outcome: Option<(String, Vec<(String, RcptOutcome)>)> = None;
+    let mut outcome: Option<Vec<(String, RcptOutcome)>> = None;
+    let all = |o: fn(String) -> RcptOutcome, why: &str| -> Vec<(String, RcptOutcome)> {
+        item.rcpt_to
+            .iter()
+            .map(|r| (r.clone(), o(why.to_string())))
+            .collect()
+    };
+    let hops = match next_hops(gw, &item.domain).await {
+        Ok(h) => h,
+        Err(Hops::Permanent(why)) => {
+            outcome = Some(all(RcptOutcome::Permanent, &why));
+            Vec::new()
+        }
+        Err(Hops::Temporary(why)) => {
+            last_error = why;
+            Vec::new()
+        }
+        // next_hops returns hosts as Ok.
+        Err(Hops::Hosts(h)) => h.into_iter().map(|h| (h.clone(), 25, h)).collect(),
+    };
     for (host, port, tls_name) in hops {
         let peer = Peer {
             host: host.clone(),
             port,
             tls_name,
-            tls: tls.clone(),
+            tls: config.clone(),
             timeout: Duration::from_secs(gw.config.limits.command_timeout_secs.min(300)),
         };
-        tracing::debug!(queue_item = item.id, %host, port, "relaying");
+        tracing::debug!(queue_item = item.id, %host, port, ?policy, "relaying");
         let msg = Outgoing {
             helo: &gw.config.provider.hostname,
             mail_from: &item.mail_from,
             rcpt_to: &item.rcpt_to,
             data: &data,
         };
-        match client::send(&peer, &msg).await {
+        match client::send_with(&peer, &msg, policy).await {
             Ok(r) => {
                 tracing::debug!(queue_item = item.id, ?r, "relay outcome");
-                outcome = Some((format!("{host}:{port}"), r));
+                outcome = Some(r);
                 break;
             }
             Err(e) => {
                 last_error = format!("{host}:{port}: {e}");
                 if !e.is_temporary() {
-                    outcome = Some((
-                        format!("{host}:{port}"),
-                        item.rcpt_to
-                            .iter()
-                            .map(|r| (r.clone(), RcptOutcome::Permanent(e.to_string())))
-                            .collect(),
-                    ));
+                    outcome = Some(all(RcptOutcome::Permanent, &last_error));
                     break;
                 }
             }
         }
     }
-    let results = match outcome {
-        Some((_, r)) => r,
-        None => item
-            .rcpt_to
-            .iter()
-            .map(|r| (r.clone(), RcptOutcome::Temporary(last_error.clone())))
-            .collect(),
-    };
+    let results = outcome.unwrap_or_else(|| all(RcptOutcome::Temporary, &last_error));
+    record(gw, item, now, results).await
+}
+
+/// When the item was accepted; for items queued by a pecd without `accepted_at`, the
+/// earliest instant consistent with its attempts (their backoff delays summed).
+pub fn accepted_at(item: &QueueItem, now: Timestamp) -> Timestamp {
+    item.accepted_at.unwrap_or_else(|| {
+        let queued_for: SignedDuration = (0..item.attempts).map(backoff).sum();
+        now.checked_sub(queued_for).unwrap_or(now)
+    })
+}
+
+/// Commits the outcome of one attempt: trace records, and done / retry / give-up.
+async fn record(
+    gw: &Arc<Gateway>,
+    item: &QueueItem,
+    now: Timestamp,
+    results: Vec<(String, RcptOutcome)>,
+) -> Result<(), StoreError> {
     let ident = item.ident.clone().unwrap_or_default();
     let event = |kind, rcpts: Vec<String>, detail: String| {
         let mut e = TraceEvent::new(kind, now)
@@ -211,9 +345,11 @@ async fn relay_one(
         })
         .collect();
 
-    // The first attempt happened at the acceptance; attempts accumulate the backoff.
-    let queued_for: SignedDuration = (0..item.attempts).map(backoff).sum();
-    let give_up = queued_for >= GIVE_UP_AFTER;
+    // Rule §6.2: real time since acceptance, on the gateway's clock.
+    let deadline = accepted_at(item, now)
+        .checked_add(GIVE_UP_AFTER)
+        .unwrap_or(now);
+    let give_up = now >= deadline;
     let mut batch = Batch::new();
     if !accepted.is_empty() {
         batch = batch.trace(event(
@@ -222,6 +358,8 @@ async fn relay_one(
             format!("relayed to {}", item.domain),
         ));
     }
+    // A permanent refusal: traced; for certified recipients the pending entry stays, so
+    // the sender gets the timeout notices (module doc).
     for (r, why) in &permanent {
         batch = batch.trace(event(
             EventKind::RelayFailed,
@@ -229,37 +367,35 @@ async fn relay_one(
             format!("refused permanently: {why}"),
         ));
     }
-    if temporary.is_empty() {
-        batch = batch.queue_done(item.id);
-    } else if give_up {
-        let rcpts = temporary.iter().map(|(r, _)| r.clone()).collect();
-        batch = batch.queue_done(item.id).trace(event(
-            EventKind::RelayFailed,
-            rcpts,
-            format!("given up after 24 hours: {}", temporary[0].1),
-        ));
-    } else if accepted.is_empty() && permanent.is_empty() {
-        let next = now.checked_add(backoff(item.attempts)).unwrap_or(now);
-        batch = batch.queue_retry(item.id, next, temporary[0].1.clone());
-    } else {
-        // Some recipients are settled: retry only the others, as a new item.
-        let next: Timestamp = now.checked_add(backoff(item.attempts)).unwrap_or(now);
-        batch = batch.queue_done(item.id).enqueue(NewQueueItem {
-            domain: item.domain.clone(),
-            mail_from: item.mail_from.clone(),
-            rcpt_to: temporary.iter().map(|(r, _)| r.clone()).collect(),
-            blob: Blob {
-                id: item.blob.clone(),
-                size: item.size,
-            },
-            ident: item.ident.clone(),
-            next_attempt: next,
-        });
+    let first_temporary = temporary.first().map(|(_, why)| why.clone());
+    match first_temporary {
+        None => batch = batch.queue_done(item.id),
+        Some(why) if give_up => {
+            let rcpts = temporary.iter().map(|(r, _)| r.clone()).collect();
+            batch = batch.queue_done(item.id).trace(event(
+                EventKind::RelayFailed,
+                rcpts,
+                format!("given up after 24 hours: {why}"),
+            ));
+        }
+        Some(why) => {
+            // Never later than the give-up instant, so that it happens on time.
+            let next = now
+                .checked_add(backoff(item.attempts))
+                .unwrap_or(now)
+                .min(deadline);
+            batch = if accepted.is_empty() && permanent.is_empty() {
+                batch.queue_retry(item.id, next, why.clone())
+            } else {
+                // Some recipients are settled: the same item (same acceptance time and
+                // attempt count) goes on with the others only.
+                let rest = temporary.iter().map(|(r, _)| r.clone()).collect();
+                batch.queue_retry_some(item, rest, next, why.clone())?
+            };
+            tracing::info!(queue_item = item.id, error = %why, "relay deferred");
+        }
     }
     gw.store.commit_async(batch).await?;
-    if !temporary.is_empty() && !give_up {
-        tracing::info!(queue_item = item.id, error = %temporary[0].1, "relay deferred");
-    }
     Ok(())
 }
 
@@ -274,5 +410,51 @@ mod tests {
         assert_eq!(backoff(10), SignedDuration::from_secs(3600));
         let total: SignedDuration = (0..30).map(backoff).sum();
         assert!(total >= GIVE_UP_AFTER);
+    }
+
+    fn d(s: &str) -> Domain {
+        Domain::parse(s).unwrap()
+    }
+
+    #[test]
+    fn mx_records_are_tried_by_preference() {
+        let got = plan_hops(
+            &d("example.org"),
+            MxAnswer::Records(vec![
+                (20, "mx2.example.org.".into()),
+                (10, "MX1.example.org.".into()),
+            ]),
+        );
+        assert_eq!(
+            got,
+            Hops::Hosts(vec!["mx1.example.org".into(), "mx2.example.org".into()])
+        );
+    }
+
+    #[test]
+    fn the_domain_itself_only_when_it_exists_without_mx() {
+        assert_eq!(
+            plan_hops(&d("example.org"), MxAnswer::NoData),
+            Hops::Hosts(vec!["example.org".into()])
+        );
+        assert!(matches!(
+            plan_hops(&d("nope.example"), MxAnswer::NxDomain),
+            Hops::Permanent(_)
+        ));
+        assert!(matches!(
+            plan_hops(&d("example.org"), MxAnswer::Failed("SERVFAIL".into())),
+            Hops::Temporary(_)
+        ));
+    }
+
+    #[test]
+    fn null_mx_is_a_permanent_failure() {
+        for null in [".", ""] {
+            let got = plan_hops(&d("example.org"), MxAnswer::Records(vec![(0, null.into())]));
+            assert!(
+                matches!(&got, Hops::Permanent(w) if w.contains("RFC 7505")),
+                "{got:?}"
+            );
+        }
     }
 }

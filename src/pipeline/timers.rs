@@ -6,8 +6,11 @@
 //! The deadlines live in the store's pending table (armed by the access point in the
 //! acceptance commit), so they survive restarts. Time comes from the gateway's clock:
 //! [`tick`] does one pass at the clock's "now", which is how tests run 24 hours in
-//! milliseconds; [`run`] calls it periodically. Every notice is committed with an
-//! idempotency key, so a crash never issues one twice.
+//! milliseconds; [`run`] calls it periodically. A pass takes the due entries in batches
+//! until none is left, and when the clock has jumped past 24 h (a long stop, a suspended
+//! host) an entry that still owes the 12 h notice gets it before the 24 h one (§6.4: no
+//! receipt at all ⇒ both notices). Every notice is committed with an idempotency key, so a
+//! crash never issues one twice.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,17 +43,35 @@ pub async fn run(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
+/// Pending entries read per batch of a pass.
+pub const BATCH: usize = 256;
+
 /// One pass: issues every notice due at the clock's current time. Returns how many.
 pub async fn tick(gw: &Arc<Gateway>) -> Result<usize, StoreError> {
     let now = gw.clock.now();
-    let due = gw.store.pending_due(now, 256)?;
     let mut issued = 0;
-    for p in due {
-        issued += handle(gw, p, now).await?;
+    loop {
+        let due = gw.store.pending_due(now, BATCH)?;
+        let full = due.len() == BATCH;
+        let mut moved = false;
+        for p in due {
+            let (n, m) = handle(gw, p, now).await?;
+            issued += n;
+            moved |= m;
+        }
+        // An entry that cannot move (its notice cannot be signed now) stays due: stop
+        // rather than read the same batch again; the next pass retries it.
+        if !full || !moved {
+            return Ok(issued);
+        }
     }
-    Ok(issued)
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Preavviso12h,
+    Final24h,
+}
 fn certification(p: &PendingEntry) -> Certification {
     Certification {
         mittente: p.sender.clone(),
@@ -66,31 +87,60 @@ fn certification(p: &PendingEntry) -> Certification {
     }
 }
 
+/// Handles one due entry; returns (notices issued, whether the entry moved on).
 async fn handle(
     gw: &Arc<Gateway>,
     p: PendingEntry,
     now: jiff::Timestamp,
-) -> Result<usize, StoreError> {
-    let final_notice = now >= p.deadline_24h;
-    let stage_12h = !p.notice_12h_sent && now >= p.deadline_12h && !final_notice;
-    if !final_notice && !stage_12h {
-        return Ok(0);
+) -> Result<(usize, bool), StoreError> {
+    let final_due = now >= p.deadline_24h;
+    let twelve_due = !p.notice_12h_sent && now >= p.deadline_12h;
+    if !final_due && !twelve_due {
+        return Ok((0, false));
     }
     // At 12 h the notice is due only when not even the take-charge receipt arrived; with
     // it, the 12 h stage passes silently and only the 24 h deadline remains.
-    if stage_12h && p.awaiting == Awaiting::DeliveryReceipt {
+    let owes_12h = twelve_due && p.awaiting == Awaiting::TakeCharge;
+    if twelve_due && !owes_12h && !final_due {
         gw.store
             .commit_async(Batch::new().pending_notice_12h(p.ident.clone(), p.recipient.clone()))
             .await?;
-        return Ok(0);
+        return Ok((0, true));
     }
     let Ok(sender) = PecAddress::parse(&p.sender) else {
         gw.store
             .commit_async(Batch::new().pending_resolve(p.ident.clone(), p.recipient.clone()))
             .await?;
-        return Ok(0);
+        return Ok((0, true));
     };
-    let cert = certification(&p);
+    let mut issued = 0;
+    if owes_12h {
+        // Also when the 24 h deadline has passed too: the sender is owed both (§6.4).
+        match issue(gw, &p, &sender, now, Stage::Preavviso12h).await? {
+            Some(n) => issued += n,
+            None => return Ok((issued, false)),
+        }
+    }
+    if final_due {
+        match issue(gw, &p, &sender, now, Stage::Final24h).await? {
+            Some(n) => issued += n,
+            None => return Ok((issued, issued > 0)),
+        }
+    }
+    Ok((issued, true))
+}
+
+/// Signs and commits one notice and moves the entry on. None: the notice could not be
+/// signed (the entry stays due).
+async fn issue(
+    gw: &Arc<Gateway>,
+    p: &PendingEntry,
+    sender: &PecAddress,
+    now: jiff::Timestamp,
+    stage: Stage,
+) -> Result<Option<usize>, StoreError> {
+    let final_notice = stage == Stage::Final24h;
+    let cert = certification(p);
     let at = PecTime::italian(now);
     let (g, c, rcpt) = (gw.clone(), cert.clone(), p.recipient.clone());
     let built = gw
@@ -107,11 +157,11 @@ async fn handle(
         Ok(n) => n,
         Err(e) => {
             tracing::error!(error = %e, "signing a timeout notice");
-            return Ok(0);
+            return Ok(None);
         }
     };
     let blob = gw.put_blob(Arc::new(notice.bytes)).await?;
-    let mut d = Delivery::inbox(sender, blob, now);
+    let mut d = Delivery::inbox(sender.clone(), blob, now);
     d.enforce_quota = false;
     let (kind, key) = if final_notice {
         (
@@ -135,23 +185,20 @@ async fn handle(
         ev = ev.msgid(m.clone());
     }
     ev.related = vec![notice.message_id];
-    let mut batch = Batch::new().claim(key).deliver(d).trace(ev);
-    batch = if final_notice {
-        batch.pending_resolve(p.ident.clone(), p.recipient.clone())
-    } else {
-        batch.pending_notice_12h(p.ident.clone(), p.recipient.clone())
+    let advance = |b: Batch| {
+        if final_notice {
+            b.pending_resolve(p.ident.clone(), p.recipient.clone())
+        } else {
+            b.pending_notice_12h(p.ident.clone(), p.recipient.clone())
+        }
     };
+    let batch = advance(Batch::new().claim(key).deliver(d).trace(ev));
     match gw.store.commit_async(batch).await {
-        Ok(_) => Ok(1),
+        Ok(_) => Ok(Some(1)),
         Err(StoreError::AlreadyClaimed(_)) => {
             // Issued before a crash: only the pending entry needs to move on.
-            let b = if final_notice {
-                Batch::new().pending_resolve(p.ident.clone(), p.recipient.clone())
-            } else {
-                Batch::new().pending_notice_12h(p.ident.clone(), p.recipient.clone())
-            };
-            gw.store.commit_async(b).await?;
-            Ok(0)
+            gw.store.commit_async(advance(Batch::new())).await?;
+            Ok(Some(0))
         }
         Err(e) => Err(e),
     }

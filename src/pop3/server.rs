@@ -1,5 +1,6 @@
 //! The tokio driver of the `pop3s` listener: implicit TLS (RFC 8314), per-IP and per-user
-//! connection limits, the inactivity timer (RFC 1939 §3: at least 10 minutes), password
+//! connection limits, the inactivity timers ([`LOGIN_TIMEOUT`] before login, so idle
+//! unauthenticated connections do not hold slots; RFC 1939 §3's ten minutes after), password
 //! checks through [`crate::pipeline::access::authenticate`] and store work on the blocking
 //! pool. Protocol decisions stay in [`super::session`].
 //!
@@ -18,11 +19,19 @@ use super::session::{Action, Session};
 use crate::gateway::Gateway;
 use crate::listener::Counter;
 
+/// Silence allowed before login (TLS handshake included): short, because an
+/// unauthenticated client has nothing to think about.
+pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// The inactivity timer once logged in: "at least 10 minutes" (RFC 1939 §3).
+pub const MIN_SESSION_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// How the POP3 listener behaves.
 #[derive(Debug, Clone)]
 pub struct Pop3ListenerConfig {
     pub tls: Arc<rustls::ServerConfig>,
-    /// Silence allowed before the connection is closed (≥ 10 minutes once logged in).
+    /// Silence allowed in the AUTHORIZATION state (and for the TLS handshake).
+    pub login_timeout: Duration,
+    /// Silence allowed once logged in (≥ 10 minutes, RFC 1939 §3).
     pub timeout: Duration,
     pub max_connections_per_ip: usize,
     pub max_connections_per_user: usize,
@@ -34,7 +43,8 @@ impl Pop3ListenerConfig {
         let l = &gw.config.limits;
         Self {
             tls,
-            timeout: Duration::from_secs(l.command_timeout_secs.max(600)),
+            login_timeout: LOGIN_TIMEOUT.min(Duration::from_secs(l.command_timeout_secs)),
+            timeout: Duration::from_secs(l.command_timeout_secs).max(MIN_SESSION_TIMEOUT),
             max_connections_per_ip: l.max_connections_per_ip as usize,
             max_connections_per_user: 4,
             auth_failure_delay: Duration::from_secs(1),
@@ -80,7 +90,7 @@ async fn connection(
 ) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
     let mut stream = tokio::time::timeout(
-        cfg.timeout,
+        cfg.login_timeout,
         tokio_rustls::TlsAcceptor::from(cfg.tls.clone()).accept(stream),
     )
     .await
@@ -131,7 +141,12 @@ async fn connection(
             }
             Action::NeedInput => {
                 stream.flush().await?;
-                match tokio::time::timeout(cfg.timeout, stream.read(&mut buf)).await {
+                let timeout = if session.is_authenticated() {
+                    cfg.timeout
+                } else {
+                    cfg.login_timeout
+                };
+                match tokio::time::timeout(timeout, stream.read(&mut buf)).await {
                     Ok(Ok(0)) => return Ok(()),
                     Ok(Ok(n)) => session.feed(&buf[..n]),
                     Ok(Err(e)) => return Err(e),

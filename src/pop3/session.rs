@@ -103,6 +103,11 @@ impl Session {
         std::mem::take(&mut self.out)
     }
 
+    /// Past the AUTHORIZATION state (the driver's longer inactivity timer applies).
+    pub fn is_authenticated(&self) -> bool {
+        !matches!(self.state, State::Authorization { .. })
+    }
+
     pub fn next(&mut self) -> Action {
         loop {
             match &self.pending {
@@ -148,6 +153,8 @@ impl Session {
         let mut words = text.split(' ');
         let cmd = words.next().unwrap_or_default().to_ascii_uppercase();
         let args: Vec<&str> = words.filter(|w| !w.is_empty()).collect();
+        // Everything after the first space, as sent (PASS: RFC 1939 §7).
+        let rest = text.split_once(' ').map_or("", |(_, r)| r);
         match cmd.as_str() {
             "CAPA" => {
                 self.out.extend_from_slice(
@@ -165,14 +172,14 @@ impl Session {
             },
             "NOOP" if matches!(self.state, State::Transaction { .. }) => self.out.extend(ok("")),
             _ => match &mut self.state {
-                State::Authorization { .. } => self.authorization(&cmd, &args),
+                State::Authorization { .. } => self.authorization(&cmd, &args, rest),
                 State::Transaction { .. } => self.transaction(&cmd, &args),
                 _ => self.out.extend(err("Bad state")),
             },
         }
     }
 
-    fn authorization(&mut self, cmd: &str, args: &[&str]) {
+    fn authorization(&mut self, cmd: &str, args: &[&str], rest: &str) {
         if matches!(cmd, "USER" | "PASS" | "AUTH") && !self.tls {
             return self
                 .out
@@ -187,9 +194,10 @@ impl Session {
                 self.out.extend(ok("Send PASS"));
             }
             ("PASS", _) => match user.take() {
-                // The password may contain spaces: take the rest of the line as sent.
+                // The password may contain spaces, doubled or at either end: it is the
+                // rest of the line exactly as sent (RFC 1939 §7, "PASS string").
                 Some(u) => {
-                    self.creds = Some((u, args.join(" ")));
+                    self.creds = Some((u, rest.to_string()));
                     self.pending = Pending::AuthWait;
                 }
                 None => self.out.extend(err("USER first")),
@@ -420,9 +428,8 @@ impl Session {
         let r = if batch.is_empty() {
             Ok(())
         } else {
-            store
-                .commit(batch)
-                .map(|_| crate::imap::view::notify_change())
+            // IDLE-ing IMAP sessions hear of it from the store.
+            store.commit(batch).map(|_| ())
         };
         self.state = State::Closed;
         match r {

@@ -90,3 +90,37 @@ fn plain_text_refused_and_garbage_answered() {
     let out = String::from_utf8_lossy(&drive(&mut s, &store, &[b'x'; 5000])).into_owned();
     assert!(out.contains("-ERR Line too long"), "{out}");
 }
+
+/// PASS takes the rest of the line verbatim (RFC 1939 §7): doubled, leading and trailing
+/// spaces are part of the password.
+#[test]
+fn pass_keeps_spaces_verbatim() {
+    for pass in ["a  b", " lead", "trail ", "  ", "one two  three   "] {
+        let mut s = Session::new(true);
+        s.feed(format!("USER a@pec.test\r\nPASS {pass}\r\n").as_bytes());
+        let got = loop {
+            match s.next() {
+                Action::Authenticate { user, pass } => break Some((user, pass)),
+                Action::NeedInput | Action::Close => break None,
+                Action::Execute => {}
+            }
+        };
+        assert_eq!(
+            got,
+            Some(("a@pec.test".to_string(), pass.to_string())),
+            "PASS {pass:?}"
+        );
+        assert!(!s.is_authenticated());
+    }
+}
+
+#[test]
+fn authenticated_after_login() {
+    let (_d, store) = store_with(&["a@pec.test"]);
+    let mut s = Session::new(true);
+    drive(&mut s, &store, b"USER a@pec.test\r\n");
+    assert!(!s.is_authenticated());
+    let out = String::from_utf8_lossy(&drive(&mut s, &store, b"PASS pw\r\n")).into_owned();
+    assert!(out.contains("+OK 0 messages"), "{out}");
+    assert!(s.is_authenticated());
+}

@@ -1,10 +1,17 @@
-//! The SMTP client that relays envelopes to other providers (RFC 5321, RFC 3207).
+//! The SMTP client that relays envelopes to other providers and to ordinary mail servers
+//! (RFC 5321, RFC 3207, RFC 6152).
 //!
-//! Between providers STARTTLS is mandatory (digest §7.4): the client refuses to send over
-//! a clear channel and verifies the peer's certificate against the configured roots. One
-//! transaction per call: EHLO, STARTTLS, EHLO, MAIL, RCPT per recipient, DATA with
-//! dot-stuffing, QUIT. Replies are classified per recipient as accepted, temporary (4xx,
-//! retry later) or permanent (5xx).
+//! Two TLS policies ([`TlsPolicy`]): between PEC providers STARTTLS is mandatory (digest
+//! §7.4): the client refuses to send over a clear channel and verifies the peer's
+//! certificate against the configured roots. Towards ordinary Internet mail (`esterno`
+//! recipients, digest §4.2/§6.5) TLS is opportunistic (RFC 7435): STARTTLS when offered,
+//! with a certificate that need not verify, and a clear channel when it is not offered or
+//! the handshake fails (then on a new connection).
+//!
+//! One transaction per call: EHLO, [STARTTLS, EHLO], MAIL (with `BODY=8BITMIME` when the
+//! data is not 7-bit and the peer offers it; refused before MAIL when it does not, RFC 6152
+//! §3), RCPT per recipient, DATA with dot-stuffing, QUIT. Replies are classified per
+//! recipient as accepted, temporary (4xx, retry later) or permanent (5xx).
 //!
 //! Untrusted input: every reply line of the peer (bounded in length and count).
 
@@ -48,6 +55,10 @@ pub enum ClientError {
     Reply { code: u16, text: String },
     #[error("malformed reply from the peer: {0:?}")]
     Malformed(String),
+    /// RFC 6152 §3: 8-bit data must not be sent to a server that does not offer 8BITMIME,
+    /// and a signed envelope cannot be re-encoded without breaking its signature.
+    #[error("the message has 8-bit content and the peer does not offer 8BITMIME (RFC 6152)")]
+    No8BitMime,
 }
 
 impl ClientError {
@@ -55,9 +66,82 @@ impl ClientError {
     pub fn is_temporary(&self) -> bool {
         match self {
             ClientError::Reply { code, .. } => *code < 500,
-            ClientError::NoStartTls | ClientError::ServerName(_) => false,
+            ClientError::NoStartTls | ClientError::ServerName(_) | ClientError::No8BitMime => false,
             _ => true,
         }
+    }
+}
+
+/// How the channel to the peer is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsPolicy {
+    /// PEC provider to PEC provider: STARTTLS required, certificate verified by the
+    /// [`Peer::tls`] configuration (digest §7.4).
+    Required,
+    /// Ordinary Internet mail (RFC 7435): STARTTLS when offered, using [`Peer::tls`] (pass
+    /// [`opportunistic_tls`] so that any certificate is accepted); clear text otherwise.
+    Opportunistic,
+}
+
+/// A TLS client configuration that encrypts without authenticating the server (RFC 7435
+/// §1.3: opportunistic security protects against passive eavesdropping only). The
+/// handshake signatures are still checked; only the certificate chain is not.
+pub fn opportunistic_tls() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(AnyCertificate(provider.clone()));
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -155,10 +239,52 @@ pub fn dot_stuff(data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Relays one transaction. Err: nothing was decided (retry or give up as the error says).
+/// True when every byte is 7-bit and not NUL (RFC 5321 §2.4 / RFC 6152: otherwise the
+/// body must be announced as `BODY=8BITMIME`).
+pub fn is_7bit(data: &[u8]) -> bool {
+    data.iter().all(|&b| b != 0 && b < 0x80)
+}
+
+/// Whether an EHLO reply (without codes, one capability per line) lists `keyword`.
+fn offers(caps: &str, keyword: &str) -> bool {
+    caps.lines().any(|l| {
+        l.split_whitespace()
+            .next()
+            .is_some_and(|k| k.eq_ignore_ascii_case(keyword))
+    })
+}
+
+/// Relays one transaction with STARTTLS required ([`TlsPolicy::Required`]).
+/// Err: nothing was decided (retry or give up as the error says).
 pub async fn send(
     peer: &Peer,
     msg: &Outgoing<'_>,
+) -> Result<Vec<(String, RcptOutcome)>, ClientError> {
+    send_with(peer, msg, TlsPolicy::Required).await
+}
+
+/// Relays one transaction under `policy`. Err: nothing was decided.
+pub async fn send_with(
+    peer: &Peer,
+    msg: &Outgoing<'_>,
+    policy: TlsPolicy,
+) -> Result<Vec<(String, RcptOutcome)>, ClientError> {
+    match attempt(peer, msg, policy, true).await {
+        // RFC 7435 §3: opportunistic security never makes delivery fail where clear text
+        // would succeed. A failed handshake leaves the session unusable: start over in
+        // clear, ignoring the STARTTLS offer this time.
+        Err(ClientError::Tls(..)) if policy == TlsPolicy::Opportunistic => {
+            attempt(peer, msg, policy, false).await
+        }
+        other => other,
+    }
+}
+
+async fn attempt(
+    peer: &Peer,
+    msg: &Outgoing<'_>,
+    policy: TlsPolicy,
+    use_tls: bool,
 ) -> Result<Vec<(String, RcptOutcome)>, ClientError> {
     let target = format!("{}:{}", peer.host, peer.port);
     let tcp = tokio::time::timeout(peer.timeout, TcpStream::connect(&target))
@@ -175,12 +301,13 @@ pub async fn send(
         return Err(ClientError::Reply { code, text });
     }
     let caps = c.expect(&format!("EHLO {}", msg.helo), 250).await?;
-    if !caps
-        .lines()
-        .any(|l| l.trim().eq_ignore_ascii_case("STARTTLS"))
-    {
-        let _ = c.cmd("QUIT").await;
-        return Err(ClientError::NoStartTls);
+    if !use_tls || !offers(&caps, "STARTTLS") {
+        if policy == TlsPolicy::Required {
+            let _ = c.cmd("QUIT").await;
+            return Err(ClientError::NoStartTls);
+        }
+        // RFC 7435: no encryption offered, the ordinary mail goes in clear.
+        return transaction(c, &caps, msg).await;
     }
     c.expect("STARTTLS", 220).await?;
     let name = ServerName::try_from(peer.tls_name.clone())
@@ -194,8 +321,26 @@ pub async fn send(
         io: BufReader::new(tls),
         timeout: peer.timeout,
     };
-    c.expect(&format!("EHLO {}", msg.helo), 250).await?;
-    c.expect(&format!("MAIL FROM:<{}>", msg.mail_from), 250)
+    // RFC 3207 §4.2: the capabilities before TLS are forgotten.
+    let caps = c.expect(&format!("EHLO {}", msg.helo), 250).await?;
+    transaction(c, &caps, msg).await
+}
+
+/// MAIL, RCPT, DATA, QUIT on an established session whose EHLO reply was `caps`.
+async fn transaction<S: AsyncRead + AsyncWrite + Unpin>(
+    mut c: Conn<S>,
+    caps: &str,
+    msg: &Outgoing<'_>,
+) -> Result<Vec<(String, RcptOutcome)>, ClientError> {
+    let body = if is_7bit(msg.data) {
+        ""
+    } else if offers(caps, "8BITMIME") {
+        " BODY=8BITMIME"
+    } else {
+        let _ = c.cmd("QUIT").await;
+        return Err(ClientError::No8BitMime);
+    };
+    c.expect(&format!("MAIL FROM:<{}>{body}", msg.mail_from), 250)
         .await?;
     let mut results = Vec::with_capacity(msg.rcpt_to.len());
     for r in msg.rcpt_to {
@@ -243,5 +388,17 @@ mod tests {
             b"..a\r\nb\r\n...c\r\n.\r\n"
         );
         assert_eq!(dot_stuff(b"no newline"), b"no newline\r\n.\r\n");
+    }
+
+    #[test]
+    fn seven_bit_detection_and_capabilities() {
+        assert!(is_7bit(b"Subject: ciao\r\n\r\nplain ascii\r\n"));
+        assert!(!is_7bit("perché".as_bytes()));
+        assert!(!is_7bit(b"nul\0byte"));
+        let caps = "sink.test\nPIPELINING\n8BITMIME\nSIZE 1000";
+        assert!(offers(caps, "8bitmime"));
+        assert!(offers(caps, "SIZE"));
+        assert!(!offers(caps, "STARTTLS"));
+        assert!(!offers("sink.test\nX-8BITMIMEISH", "8BITMIME"));
     }
 }

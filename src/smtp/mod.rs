@@ -5,7 +5,8 @@
 //!   incoming (25) listeners.
 //! * [`client`]: relaying to other providers, STARTTLS required and verified.
 //! * [`server`]: the tokio driver (sockets, TLS, timeouts, per-IP limits) and the
-//!   [`server::Backend`] trait the PEC pipeline implements.
+//!   [`server::Backend`] trait the PEC pipeline implements (credentials, login lockouts,
+//!   messages, and the trace of refusals the session decides by itself).
 
 pub mod client;
 pub mod server;

@@ -4,7 +4,11 @@
 //!
 //! Owns sockets and timers only; protocol logic stays in the session, PEC logic in the
 //! backend (the access and incoming points). Reads are bounded (8 KiB at a time); message
-//! bytes accumulate in the session only up to the configured limit.
+//! bytes accumulate in the session only up to the configured limit. Before checking
+//! credentials it asks the backend whether logins from this peer / for this account are
+//! locked out ([`Backend::auth_refusal`]); refusals the session decides by itself are
+//! passed to [`Backend::refused`] (for the trace log), at most
+//! [`MAX_REPORTED_REFUSALS`] per connection.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,7 +19,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use super::session::{Envelope, Event, Session, SessionConfig};
+use super::session::{DialogueRefusal, Envelope, Event, Session, SessionConfig};
+
+/// Refusals of one connection reported to [`Backend::refused`]; the rest are only logged,
+/// so one connection cannot flood the trace log.
+pub const MAX_REPORTED_REFUSALS: usize = 20;
 
 /// The final answer to a message, sent as the reply to the DATA dot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +58,21 @@ pub trait Backend: Send + Sync + 'static {
         envelope: Envelope,
         peer: SocketAddr,
     ) -> impl Future<Output = SmtpReply> + Send;
+    /// Asked before checking credentials: `Some(reply)` refuses the attempt unchecked
+    /// (e.g. 454 4.7.0 while logins from `peer` or for `username` are locked out).
+    fn auth_refusal(&self, username: &str, peer: SocketAddr) -> Option<SmtpReply> {
+        let _ = (username, peer);
+        None
+    }
+    /// A refusal the session decided by itself (already answered); e.g. for the trace log.
+    fn refused(
+        &self,
+        refusal: DialogueRefusal,
+        peer: SocketAddr,
+    ) -> impl Future<Output = ()> + Send {
+        let _ = (refusal, peer);
+        std::future::ready(())
+    }
 }
 
 /// How one listener behaves.
@@ -160,6 +183,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin, B: Backend>(
 ) -> std::io::Result<Outcome> {
     let mut queue: std::collections::VecDeque<Event> = greeting.into_iter().collect();
     let mut buf = vec![0u8; 8192];
+    let mut reported = 0usize;
     loop {
         while let Some(ev) = queue.pop_front() {
             match ev {
@@ -174,12 +198,30 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin, B: Backend>(
                     return Ok(Outcome::StartTls(Box::new(session)));
                 }
                 Event::Authenticate { username, password } => {
+                    if let Some(r) = backend.auth_refusal(&username, peer) {
+                        tokio::time::sleep(cfg.auth_failure_delay).await;
+                        queue.extend(session.auth_refused(r.code, &r.enhanced, &r.text));
+                        continue;
+                    }
                     let user = backend.authenticate(username.clone(), password, peer).await;
                     if user.is_none() {
                         tracing::warn!(%peer, user = %username, "SMTP AUTH failed");
                         tokio::time::sleep(cfg.auth_failure_delay).await;
                     }
                     queue.extend(session.auth_result(user));
+                }
+                Event::Refused(r) => {
+                    reported += 1;
+                    if reported <= MAX_REPORTED_REFUSALS {
+                        backend.refused(r, peer).await;
+                    } else {
+                        tracing::info!(
+                            %peer,
+                            code = r.code,
+                            reason = %r.reason,
+                            "SMTP refusal (not traced: too many on this connection)"
+                        );
+                    }
                 }
                 Event::Message(envelope) => {
                     let r = backend.message(envelope, peer).await;

@@ -9,18 +9,27 @@
 //!     └──────────────────┘ (TLS up: everything is forgotten, a new EHLO is required)
 //! ```
 //!
-//! Owns: command parsing (smtp-proto's receivers), the order of commands, replies and their
-//! enhanced status codes, the limits that can be enforced without knowing users (line
-//! length, SIZE, recipient count, message bytes), and "no AUTH without TLS". It does not
-//! know passwords, mailboxes or the PEC rules: when it needs a decision it yields an
-//! [`Event`] and waits (buffering pipelined input) until the driver answers with
-//! [`Session::auth_result`] or [`Session::message_result`].
+//! Owns: line framing and command parsing (smtp-proto's parser, one complete line at a
+//! time), the order of commands, replies and their enhanced status codes, the limits that
+//! can be enforced without knowing users (line length, SIZE, recipient count, message
+//! bytes), and "no AUTH without TLS". It does not know passwords, mailboxes or the PEC
+//! rules: when it needs a decision it yields an [`Event`] and waits (buffering pipelined
+//! input) until the driver answers with [`Session::auth_result`] (or
+//! [`Session::auth_refused`]) or [`Session::message_result`]. Every refusal it decides
+//! itself is also reported as [`Event::Refused`], so the driver can put it in the trace log.
+//!
+//! Limits (config keys through [`SessionConfig`]): `limits.max_line_length` for command
+//! lines (500 5.5.2, the rest of the line up to its LF is discarded, never parsed) and for
+//! DATA lines (RFC 5321 §4.5.3.1.6; the message is refused with 554 5.6.0 at the final
+//! dot); `limits.max_message_bytes` (SIZE, and 552 5.3.4 at the final dot). A refused DATA
+//! is read and dropped only up to [`SessionConfig::discard_bound`]; past it the session
+//! answers 552 and closes, so a peer cannot stream forever.
 //!
 //! Untrusted input: every byte fed to [`Session::feed`]. Nothing here panics; oversized
 //! input goes through an explicit reject path that still answers the peer.
 
 use base64::Engine;
-use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver, RequestReceiver};
+use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver};
 use smtp_proto::{Error as ProtoError, Request};
 
 /// Which listener the session serves.
@@ -47,6 +56,41 @@ pub struct SessionConfig {
     pub local_domains: Vec<String>,
     /// Failed AUTH attempts before the session is closed.
     pub max_auth_failures: u32,
+    /// `[limits] max_line_length`: longest command or DATA line, CRLF included.
+    pub max_line_length: usize,
+}
+
+/// RFC 4954 §4: an AUTH command line, and each line of the exchange, may be up to 12288
+/// octets, whatever the general line limit.
+pub const AUTH_LINE_LIMIT: usize = 12_288;
+
+/// Extra DATA read and dropped after a message was refused mid-transfer (size or line
+/// length), so that a client that does not read replies until the final dot still gets a
+/// clean 552: at most this, and never more than `max_message_bytes` again.
+pub const OVERSIZE_GRACE_BYTES: usize = 10 * 1024 * 1024;
+
+impl SessionConfig {
+    /// Wire bytes of one DATA transfer after which a refused message stops being read: the
+    /// session answers 552 5.3.4 and closes the connection.
+    pub fn discard_bound(&self) -> usize {
+        self.max_message_bytes
+            .saturating_add(self.max_message_bytes.min(OVERSIZE_GRACE_BYTES))
+    }
+}
+
+/// A command or message the session refused by itself (the backend never saw it). The
+/// reply was already queued; the driver reports this to the backend for the trace log
+/// (rules §9: every operation leaves a record).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialogueRefusal {
+    pub code: u16,
+    pub enhanced: &'static str,
+    /// What the reply said, e.g. "sender <x> is not the authenticated mailbox".
+    pub reason: String,
+    /// The authenticated user, if any.
+    pub user: Option<String>,
+    /// The reverse-path the client gave (or tried to give), if any.
+    pub mail_from: Option<String>,
 }
 
 /// What the driver must do.
@@ -62,6 +106,8 @@ pub enum Event {
     Message(Envelope),
     /// Close the connection (after writing any reply before it).
     Close,
+    /// A refusal decided here, for the record (write nothing: its reply precedes it).
+    Refused(DialogueRefusal),
 }
 
 /// The SMTP envelope and content of one transaction.
@@ -92,10 +138,28 @@ enum Phase {
     Mail,
     Rcpt,
     Data,
-    /// Receiving DATA past the size limit: bytes are read and dropped until the final dot.
-    DataOversize,
+    /// Receiving DATA of a refused message: bytes are read and dropped until the final dot
+    /// (or until [`SessionConfig::discard_bound`]).
+    DataDiscard(DataFault),
     AwaitingMessage,
     Closed,
+}
+
+/// Why a message is being refused while its DATA is still arriving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DataFault {
+    TooBig,
+    LineTooLong,
+}
+
+/// One line taken from the input.
+enum Line<'a> {
+    /// A whole line within the limit, LF included.
+    Complete(&'a [u8]),
+    /// No LF yet and still within the limit: wait for more input.
+    Incomplete,
+    /// Over the limit: the line is (being) discarded up to its LF.
+    TooLong,
 }
 
 /// One SMTP server session.
@@ -111,11 +175,18 @@ pub struct Session {
     data: Vec<u8>,
     data_rx: DataReceiver,
     discard_rx: Option<DummyDataReceiver>,
-    requests: RequestReceiver,
-    /// Input received while a decision was pending, or not yet consumed.
+    /// Wire bytes consumed since the 354 reply.
+    data_received: usize,
+    /// Length of the unterminated last line of `data`.
+    data_line_len: usize,
+    /// Input received while a decision was pending, or not yet consumed (never more than
+    /// one incomplete line outside DATA: longer lines are refused and dropped).
     pending: Vec<u8>,
-    /// Bytes of the current line in an AUTH exchange.
-    auth_line: Vec<u8>,
+    /// An over-long line was refused: drop input up to and including its LF.
+    discarding_line: bool,
+    /// Octets at the start of `pending` already known to hold no LF (so a line arriving
+    /// in many small reads is scanned once, not once per read).
+    line_scanned: usize,
 }
 
 fn reply(code: u16, enhanced: &str, text: &str) -> Event {
@@ -138,9 +209,11 @@ impl Session {
             data: Vec::new(),
             data_rx: DataReceiver::new(),
             discard_rx: None,
-            requests: RequestReceiver::default(),
+            data_received: 0,
+            data_line_len: 0,
             pending: Vec::new(),
-            auth_line: Vec::new(),
+            discarding_line: false,
+            line_scanned: 0,
         };
         (s, greeting)
     }
@@ -193,91 +266,261 @@ impl Session {
     /// pause (need more input, a decision, STARTTLS or close).
     fn step(&mut self, iter: &mut std::slice::Iter<'_, u8>, out: &mut Vec<Event>) -> bool {
         match self.phase.clone() {
-            Phase::Data => {
-                let done = self.data_rx.ingest(iter, &mut self.data);
-                if self.data.len() > self.cfg.max_message_bytes {
-                    // Stop storing; keep reading until the final dot, then refuse.
-                    self.data = Vec::new();
-                    if done {
-                        out.push(reply(
-                            552,
-                            "5.3.4",
-                            "Message size exceeds fixed maximum message size",
-                        ));
-                        self.reset_transaction();
-                        return false;
-                    }
-                    self.discard_rx = Some(DummyDataReceiver::new_data(&self.data_rx));
-                    self.phase = Phase::DataOversize;
-                    return iter.as_slice().is_empty();
-                }
-                if done {
-                    self.phase = Phase::AwaitingMessage;
-                    out.push(Event::Message(Envelope {
-                        mail_from: self.mail_from.clone(),
-                        rcpt_to: self.rcpt_to.clone(),
-                        data: std::mem::take(&mut self.data),
-                        authenticated: self.authenticated.clone(),
-                        helo: self.helo.clone(),
-                        tls: self.tls,
-                    }));
-                    return true;
-                }
-                true
-            }
-            Phase::DataOversize => {
-                let done = self.discard_rx.as_mut().is_some_and(|d| d.ingest(iter));
-                if done {
-                    self.discard_rx = None;
-                    out.push(reply(
-                        552,
-                        "5.3.4",
-                        "Message size exceeds fixed maximum message size",
-                    ));
-                    self.reset_transaction();
-                    return false;
-                }
-                true
-            }
-            Phase::AuthPlain | Phase::AuthLoginUser | Phase::AuthLoginPass(_) => {
+            Phase::Data => self.step_data(iter, out),
+            Phase::DataDiscard(fault) => self.step_discard(fault, iter, out),
+            _ if self.discarding_line => {
                 let rest = iter.as_slice();
                 match rest.iter().position(|&b| b == b'\n') {
+                    Some(p) => {
+                        *iter = rest.get(p + 1..).unwrap_or_default().iter();
+                        self.discarding_line = false;
+                        false
+                    }
                     None => {
-                        if self.auth_line.len() + rest.len() > 12 * 1024 {
-                            self.auth_line.clear();
-                            self.phase = Phase::Ready;
-                            out.push(reply(
-                                500,
-                                "5.5.6",
-                                "Authentication exchange line is too long",
-                            ));
-                        } else {
-                            self.auth_line.extend_from_slice(rest);
-                        }
                         *iter = [].iter();
                         true
                     }
-                    Some(p) => {
-                        self.auth_line.extend_from_slice(&rest[..p]);
-                        *iter = rest[p + 1..].iter();
-                        let line = std::mem::take(&mut self.auth_line);
-                        let line = String::from_utf8_lossy(&line).trim().to_string();
+                }
+            }
+            Phase::AuthPlain | Phase::AuthLoginUser | Phase::AuthLoginPass(_) => {
+                let limit = self.cfg.max_line_length.max(AUTH_LINE_LIMIT);
+                match self.take_line(iter, limit) {
+                    Line::Incomplete => true,
+                    Line::TooLong => {
+                        self.phase = Phase::Ready;
+                        out.push(reply(
+                            500,
+                            "5.5.6",
+                            "Authentication exchange line is too long",
+                        ));
+                        false
+                    }
+                    Line::Complete(line) => {
+                        let line = String::from_utf8_lossy(line).trim().to_string();
                         self.auth_continue(&line, out)
                     }
                 }
             }
-            _ => match self.requests.ingest(iter) {
-                Ok(req) => {
-                    let req = req.into_owned();
-                    self.command(req, out)
+            _ => {
+                let rest = iter.as_slice();
+                // RFC 4954 §4: AUTH lines may exceed the general limit.
+                let is_auth = rest
+                    .get(..5)
+                    .is_some_and(|p| p.eq_ignore_ascii_case(b"AUTH "));
+                let limit = if is_auth {
+                    self.cfg.max_line_length.max(AUTH_LINE_LIMIT)
+                } else {
+                    self.cfg.max_line_length
+                };
+                match self.take_line(iter, limit) {
+                    Line::Incomplete => true,
+                    Line::TooLong => {
+                        out.push(reply(
+                            500,
+                            "5.5.2",
+                            &format!("Line too long (at most {limit} octets)"),
+                        ));
+                        false
+                    }
+                    // A complete line: whatever the parser makes of it, nothing after its
+                    // LF belongs to it.
+                    Line::Complete(line) => match Request::parse(&mut line.iter()) {
+                        Ok(req) => {
+                            let req = req.into_owned();
+                            self.command(req, out)
+                        }
+                        Err(e) => {
+                            out.push(protocol_error(&e));
+                            false
+                        }
+                    },
                 }
-                Err(ProtoError::NeedsMoreData { .. }) => true,
-                Err(e) => {
-                    out.push(protocol_error(&e));
-                    false
-                }
-            },
+            }
         }
+    }
+
+    /// Takes one line (LF included) of at most `limit` octets from `iter`. An over-long
+    /// line is consumed up to its LF, or entirely with `discarding_line` set when its LF
+    /// has not arrived yet.
+    fn take_line<'a>(&mut self, iter: &mut std::slice::Iter<'a, u8>, limit: usize) -> Line<'a> {
+        let rest: &'a [u8] = iter.as_slice();
+        let from = std::mem::take(&mut self.line_scanned).min(rest.len());
+        let lf = rest
+            .get(from..)
+            .unwrap_or_default()
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|p| p + from);
+        match lf {
+            Some(p) => {
+                let (line, tail) = rest.split_at(p + 1);
+                *iter = tail.iter();
+                if line.len() <= limit {
+                    Line::Complete(line)
+                } else {
+                    Line::TooLong
+                }
+            }
+            None if rest.len() >= limit => {
+                *iter = [].iter();
+                self.discarding_line = true;
+                Line::TooLong
+            }
+            None => {
+                // Left in `pending`; the next call starts after what was scanned.
+                self.line_scanned = rest.len();
+                Line::Incomplete
+            }
+        }
+    }
+
+    fn step_data(&mut self, iter: &mut std::slice::Iter<'_, u8>, out: &mut Vec<Event>) -> bool {
+        let before = iter.as_slice().len();
+        let stored = self.data.len();
+        let done = self.data_rx.ingest(iter, &mut self.data);
+        self.data_received += before - iter.as_slice().len();
+        let fault = if self.line_too_long_since(stored) {
+            Some(DataFault::LineTooLong)
+        } else if self.data.len() > self.cfg.max_message_bytes {
+            Some(DataFault::TooBig)
+        } else {
+            None
+        };
+        if let Some(fault) = fault {
+            // Stop storing; keep reading (within the bound) until the final dot, then refuse.
+            self.data = Vec::new();
+            if done {
+                self.refuse_data(fault, out);
+                return false;
+            }
+            self.discard_rx = Some(DummyDataReceiver::new_data(&self.data_rx));
+            self.phase = Phase::DataDiscard(fault);
+            return self.check_discard_bound(out) || iter.as_slice().is_empty();
+        }
+        if done {
+            self.phase = Phase::AwaitingMessage;
+            out.push(Event::Message(Envelope {
+                mail_from: self.mail_from.clone(),
+                rcpt_to: self.rcpt_to.clone(),
+                data: std::mem::take(&mut self.data),
+                authenticated: self.authenticated.clone(),
+                helo: self.helo.clone(),
+                tls: self.tls,
+            }));
+        }
+        true
+    }
+
+    fn step_discard(
+        &mut self,
+        fault: DataFault,
+        iter: &mut std::slice::Iter<'_, u8>,
+        out: &mut Vec<Event>,
+    ) -> bool {
+        let before = iter.as_slice().len();
+        let done = self.discard_rx.as_mut().is_some_and(|d| d.ingest(iter));
+        self.data_received += before - iter.as_slice().len();
+        if done {
+            self.refuse_data(fault, out);
+            return false;
+        }
+        self.check_discard_bound(out);
+        true
+    }
+
+    /// Past [`SessionConfig::discard_bound`] a refused transfer is not read any further:
+    /// 552 and close. Returns true when the session was closed.
+    fn check_discard_bound(&mut self, out: &mut Vec<Event>) -> bool {
+        if self.data_received <= self.cfg.discard_bound() {
+            return false;
+        }
+        let mail_from = self.mail_from.clone();
+        self.refuse(
+            out,
+            552,
+            "5.3.4",
+            format!(
+                "Message refused and too much data after it ({} octets at most), closing the connection",
+                self.cfg.discard_bound()
+            ),
+            Some(&mail_from),
+        );
+        out.push(Event::Close);
+        self.reset_transaction();
+        self.pending.clear();
+        self.line_scanned = 0;
+        self.phase = Phase::Closed;
+        true
+    }
+
+    /// Whether a line of `data` from offset `from` on is longer than the limit (CRLF
+    /// included; counted after dot-unstuffing, so one octet of leniency for stuffed lines).
+    fn line_too_long_since(&mut self, from: usize) -> bool {
+        let max = self.cfg.max_line_length;
+        let mut too_long = false;
+        for seg in self
+            .data
+            .get(from..)
+            .unwrap_or_default()
+            .split_inclusive(|&b| b == b'\n')
+        {
+            self.data_line_len += seg.len();
+            if self.data_line_len > max {
+                too_long = true;
+            }
+            if seg.last() == Some(&b'\n') {
+                self.data_line_len = 0;
+            }
+        }
+        too_long
+    }
+
+    /// The reply at the final dot of a message refused while it arrived.
+    fn refuse_data(&mut self, fault: DataFault, out: &mut Vec<Event>) {
+        let mail_from = self.mail_from.clone();
+        match fault {
+            DataFault::TooBig => self.refuse(
+                out,
+                552,
+                "5.3.4",
+                format!(
+                    "Message size exceeds fixed maximum message size ({} octets)",
+                    self.cfg.max_message_bytes
+                ),
+                Some(&mail_from),
+            ),
+            DataFault::LineTooLong => self.refuse(
+                out,
+                554,
+                "5.6.0",
+                format!(
+                    "Message not accepted: a line is longer than {} octets, CRLF included \
+                     (RFC 5321 §4.5.3.1.6)",
+                    self.cfg.max_line_length
+                ),
+                Some(&mail_from),
+            ),
+        }
+        self.reset_transaction();
+    }
+
+    /// Queues a refusal's reply and its [`Event::Refused`] record.
+    fn refuse(
+        &self,
+        out: &mut Vec<Event>,
+        code: u16,
+        enhanced: &'static str,
+        reason: String,
+        mail_from: Option<&str>,
+    ) {
+        out.push(reply(code, enhanced, &reason));
+        out.push(Event::Refused(DialogueRefusal {
+            code,
+            enhanced,
+            reason,
+            user: self.authenticated.clone(),
+            mail_from: mail_from.filter(|m| !m.is_empty()).map(str::to_string),
+        }));
     }
 
     fn reset_transaction(&mut self) {
@@ -286,6 +529,8 @@ impl Session {
         self.data = Vec::new();
         self.data_rx = DataReceiver::new();
         self.discard_rx = None;
+        self.data_received = 0;
+        self.data_line_len = 0;
         self.phase = if self.helo.is_empty() {
             Phase::Greeted
         } else {
@@ -318,6 +563,7 @@ impl Session {
                     out.push(Event::StartTls);
                     // RFC 3207 §4.2: anything pipelined after STARTTLS is discarded.
                     self.pending.clear();
+                    self.line_scanned = 0;
                     self.phase = Phase::Closed; // until tls_started
                     return true;
                 }
@@ -335,8 +581,10 @@ impl Session {
                     out.push(Event::Reply(
                         b"354 Start mail input; end with <CRLF>.<CRLF>\r\n".to_vec(),
                     ));
-                    self.data_rx = DataReceiver::new();
+                    self.data_rx = primed_data_receiver();
                     self.data = Vec::new();
+                    self.data_received = 0;
+                    self.data_line_len = 0;
                     self.phase = Phase::Data;
                 }
             }
@@ -517,31 +765,45 @@ impl Session {
 
     /// The driver's answer to [`Event::Authenticate`].
     pub fn auth_result(&mut self, user: Option<String>) -> Vec<Event> {
+        match user {
+            Some(u) => {
+                if self.phase != Phase::AwaitingAuth {
+                    return Vec::new();
+                }
+                self.phase = Phase::Ready;
+                self.authenticated = Some(u);
+                let mut out = vec![reply(235, "2.7.0", "Authentication successful")];
+                out.extend(self.feed(&[]));
+                out
+            }
+            None => self.auth_failed(535, "5.7.8", "Authentication credentials invalid"),
+        }
+    }
+
+    /// The driver's answer to [`Event::Authenticate`] when the attempt is refused without
+    /// checking the credentials (e.g. 454 4.7.0 during a lockout). It counts as a failure.
+    pub fn auth_refused(&mut self, code: u16, enhanced: &str, text: &str) -> Vec<Event> {
+        self.auth_failed(code, enhanced, text)
+    }
+
+    fn auth_failed(&mut self, code: u16, enhanced: &str, text: &str) -> Vec<Event> {
         if self.phase != Phase::AwaitingAuth {
             return Vec::new();
         }
         self.phase = Phase::Ready;
-        let mut out = Vec::new();
-        match user {
-            Some(u) => {
-                self.authenticated = Some(u);
-                out.push(reply(235, "2.7.0", "Authentication successful"));
-            }
-            None => {
-                self.auth_failures += 1;
-                if self.auth_failures >= self.cfg.max_auth_failures {
-                    out.push(reply(
-                        421,
-                        "4.7.0",
-                        "Too many failed authentication attempts, closing",
-                    ));
-                    out.push(Event::Close);
-                    self.phase = Phase::Closed;
-                    return out;
-                }
-                out.push(reply(535, "5.7.8", "Authentication credentials invalid"));
-            }
+        self.auth_failures += 1;
+        if self.auth_failures >= self.cfg.max_auth_failures {
+            self.phase = Phase::Closed;
+            return vec![
+                reply(
+                    421,
+                    "4.7.0",
+                    "Too many failed authentication attempts, closing",
+                ),
+                Event::Close,
+            ];
         }
+        let mut out = vec![reply(code, enhanced, text)];
         out.extend(self.feed(&[]));
         out
     }
@@ -557,28 +819,27 @@ impl Session {
         }
         if self.cfg.role == Role::Submission {
             let Some(user) = &self.authenticated else {
-                out.push(reply(530, "5.7.0", "Authentication required"));
+                let reason = "Authentication required".to_string();
+                self.refuse(out, 530, "5.7.0", reason, Some(&from.address));
                 return;
             };
-            // The reverse-path must be the authenticated mailbox (the sender cannot be forged).
+            // The reverse-path must be the authenticated mailbox (the sender cannot be
+            // forged, rules §6.1 item 1): "send as" another address is not offered.
             if !from.address.eq_ignore_ascii_case(user) {
-                out.push(reply(
-                    553,
-                    "5.7.1",
-                    &format!(
-                        "Sender address <{}> is not owned by the authenticated user {user}",
-                        from.address
-                    ),
-                ));
+                let reason = format!(
+                    "Sender address <{}> is not owned by the authenticated user {user}",
+                    from.address
+                );
+                self.refuse(out, 553, "5.7.1", reason, Some(&from.address));
                 return;
             }
         }
         if from.size > self.cfg.max_message_bytes {
-            out.push(reply(
-                552,
-                "5.3.4",
-                "Message size exceeds fixed maximum message size",
-            ));
+            let reason = format!(
+                "Message size exceeds fixed maximum message size ({} octets, SIZE={})",
+                self.cfg.max_message_bytes, from.size
+            );
+            self.refuse(out, 552, "5.3.4", reason, Some(&from.address));
             return;
         }
         self.mail_from = from.address;
@@ -593,7 +854,10 @@ impl Session {
             return;
         }
         if self.rcpt_to.len() >= self.cfg.max_recipients {
-            out.push(reply(452, "4.5.3", "Too many recipients"));
+            // RFC 5321 §4.5.3.1.10: 452 for the recipients past the limit.
+            let reason = format!("Too many recipients (at most {})", self.cfg.max_recipients);
+            let mail_from = self.mail_from.clone();
+            self.refuse(out, 452, "4.5.3", reason, Some(&mail_from));
             return;
         }
         let Ok(addr) = crate::pec::address::PecAddress::parse(&to) else {
@@ -641,10 +905,21 @@ impl Session {
         self.helo.clear();
         self.authenticated = None;
         self.pending.clear();
-        self.requests = RequestReceiver::default();
+        self.discarding_line = false;
+        self.line_scanned = 0;
         self.reset_transaction();
         self.phase = Phase::Greeted;
     }
+}
+
+/// A DATA receiver that knows it stands at the start of a line. smtp-proto's starts with
+/// no previous CRLF, so it would miss the final dot of an empty message (`.` as the very
+/// first line) and would not unstuff a leading dot on the first line (RFC 5321 §4.5.2).
+fn primed_data_receiver() -> DataReceiver {
+    let mut rx = DataReceiver::new();
+    let mut scratch = Vec::new();
+    rx.ingest(&mut b"\r\n".iter(), &mut scratch);
+    rx
 }
 
 fn decode_b64(s: &str) -> Option<String> {

@@ -6,11 +6,25 @@
 //! final name and fsyncs the directory; only then can the id go into a commit. A crash
 //! can therefore leave only unreferenced files behind; [`BlobStore::sweep`] (run at open)
 //! removes those older than a grace period. This module never touches the sled trees.
+//!
+//! ## Sweeping while the store runs
+//!
+//! `put` of bytes already stored does not rewrite the file: it refreshes its modification
+//! time, and the caller then commits a reference. A sweep that decided "unreferenced and
+//! old" just before that refresh must not delete the file just after it. So a sweep never
+//! deletes in place: it renames the file into `blobs/trash/`, then looks again (age and
+//! references) at the file it now holds, and either deletes it or renames it back. On the
+//! other side, `put` after refreshing checks that the blob's path still names the file it
+//! refreshed, and writes the content anew if not. Whatever the interleaving, when `put`
+//! returns the blob is at its path and either the sweep has not moved it or will see the
+//! refreshed time and put it back. Files left in `trash/` by a crash are put back at open.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use openssl::sha::Sha256;
@@ -105,18 +119,63 @@ fn ensure_dir(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Refreshes the modification time of the opened blob file `f` and tells whether `path`
+/// still names that file: a sweep may have moved it to its trash between the open and
+/// the refresh (see the module doc), and then the content must be written anew.
+fn refresh(f: &File, path: &Path) -> Result<bool, StoreError> {
+    f.set_modified(SystemTime::now()).map_err(io_err(path))?;
+    let held = f.metadata().map_err(io_err(path))?;
+    Ok(fs::metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == (held.dev(), held.ino())))
+}
+
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// The blob directory.
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     root: PathBuf,
+    /// Serializes sweeps (each uses `trash/` by blob id).
+    sweeping: Arc<Mutex<()>>,
 }
 
 impl BlobStore {
     pub(crate) fn open(root: PathBuf) -> Result<Self, StoreError> {
         fs::create_dir_all(root.join("tmp")).map_err(io_err(&root))?;
-        Ok(Self { root })
+        fs::create_dir_all(root.join("trash")).map_err(io_err(&root))?;
+        let store = Self {
+            root,
+            sweeping: Arc::new(Mutex::new(())),
+        };
+        store.restore_trash()?;
+        Ok(store)
+    }
+
+    /// Puts back files a sweep interrupted by a crash left in `trash/` (the next sweep
+    /// decides again, with the references as they are now).
+    fn restore_trash(&self) -> Result<(), StoreError> {
+        let trash = self.root.join("trash");
+        for e in fs::read_dir(&trash).map_err(io_err(&trash))? {
+            let p = e.map_err(io_err(&trash))?.path();
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+            match name.as_deref().map(BlobId::parse) {
+                Some(Ok(id)) => self.put_back(&p, &id)?,
+                _ => fs::remove_file(&p).map_err(io_err(&p))?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Renames a file from `trash/` back to the path of `id` (replacing a copy a `put`
+    /// may have written meanwhile: same content).
+    fn put_back(&self, from: &Path, id: &BlobId) -> Result<(), StoreError> {
+        let path = self.path(id);
+        let d2 = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        if let Some(d1) = d2.parent() {
+            ensure_dir(d1)?;
+        }
+        ensure_dir(&d2)?;
+        fs::rename(from, &path).map_err(io_err(&path))?;
+        sync_dir(&d2)
     }
 
     /// Where the blob `id` lives.
@@ -131,8 +190,9 @@ impl BlobStore {
     pub fn put(&self, bytes: &[u8]) -> Result<Blob, StoreError> {
         let id = BlobId::of(bytes);
         let path = self.path(&id);
-        if let Ok(f) = OpenOptions::new().write(true).open(&path) {
-            f.set_modified(SystemTime::now()).map_err(io_err(&path))?;
+        if let Ok(f) = OpenOptions::new().write(true).open(&path)
+            && refresh(&f, &path)?
+        {
             return Ok(Blob {
                 id,
                 size: bytes.len() as u64,
@@ -232,25 +292,43 @@ impl BlobStore {
     }
 
     /// Removes blob files not referenced (per `referenced`) and temporary files, when
-    /// their modification time is older than `grace`.
+    /// their modification time is older than `grace`. Safe against a concurrent `put` of
+    /// the same content (see the module doc).
     pub(crate) fn sweep(
         &self,
         referenced: impl Fn(&BlobId) -> Result<bool, StoreError>,
         grace: Duration,
     ) -> Result<SweepStats, StoreError> {
+        let _one_at_a_time = self.sweeping.lock().unwrap_or_else(|p| p.into_inner());
         let now = SystemTime::now();
+        // A time after `now` (a refresh during the sweep) counts as young.
         let old = |p: &Path| {
             fs::metadata(p)
                 .and_then(|m| m.modified())
                 .map(|t| now.duration_since(t).unwrap_or_default() >= grace)
                 .unwrap_or(false)
         };
+        let trash_dir = self.root.join("trash");
         let mut stats = SweepStats::default();
         self.for_each_file(|id, path| {
-            if referenced(&id)? || !old(path) {
+            if !old(path) || referenced(&id)? {
+                stats.kept += 1;
+                return Ok(());
+            }
+            let trash = trash_dir.join(id.as_str());
+            match fs::rename(path, &trash) {
+                Ok(()) => {}
+                // Gone meanwhile (nothing to do).
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(io_err(path)(e)),
+            }
+            // Decide again on the file now held: a `put` may have refreshed it (and a
+            // reference may have been committed) since the first look.
+            if !old(&trash) || referenced(&id)? {
+                self.put_back(&trash, &id)?;
                 stats.kept += 1;
             } else {
-                fs::remove_file(path).map_err(io_err(path))?;
+                fs::remove_file(&trash).map_err(io_err(&trash))?;
                 stats.removed += 1;
             }
             Ok(())
@@ -355,6 +433,101 @@ mod tests {
         assert_eq!((s.kept, s.removed, s.removed_tmp), (1, 1, 1));
         assert!(bs.exists(&a.id) && !bs.exists(&big.id));
         assert!(matches!(bs.read(&big.id), Err(StoreError::BlobMissing(_))));
+    }
+
+    /// Makes `id`'s file look written `age` ago.
+    fn age(bs: &BlobStore, id: &BlobId, age: Duration) {
+        let f = OpenOptions::new().write(true).open(bs.path(id)).unwrap();
+        f.set_modified(SystemTime::now() - age).unwrap();
+    }
+
+    #[test]
+    fn a_put_between_the_sweeps_decision_and_its_removal_keeps_the_blob() {
+        // The `referenced` callback runs after the sweep found the file old and before it
+        // removes it: the exact window of the race. A `put` of the same bytes there (the
+        // existing-file path: only the time is refreshed) must leave the blob in place.
+        let dir = tempfile::tempdir().unwrap();
+        let bs = BlobStore::open(dir.path().join("blobs")).unwrap();
+        let a = bs.put(b"same body").unwrap();
+        age(&bs, &a.id, Duration::from_secs(7200));
+        let committed = std::cell::Cell::new(false);
+        let s = bs
+            .sweep(
+                |id| {
+                    if *id == a.id && !committed.get() {
+                        assert_eq!(bs.put(b"same body").unwrap(), a);
+                        committed.set(true); // the caller commits its reference now
+                        return Ok(false); // ...but the sweep looked before that
+                    }
+                    Ok(committed.get())
+                },
+                Duration::from_secs(3600),
+            )
+            .unwrap();
+        assert!(committed.get());
+        assert_eq!((s.kept, s.removed), (1, 0));
+        assert_eq!(bs.read(&a.id).unwrap(), b"same body");
+        // Nothing is left in the trash, and a later sweep with the reference keeps it.
+        assert_eq!(
+            fs::read_dir(dir.path().join("blobs/trash"))
+                .unwrap()
+                .count(),
+            0
+        );
+        age(&bs, &a.id, Duration::from_secs(7200));
+        let s = bs.sweep(|_| Ok(true), Duration::from_secs(3600)).unwrap();
+        assert_eq!((s.kept, s.removed), (1, 0));
+    }
+
+    #[test]
+    fn a_streamed_write_during_the_sweep_window_keeps_the_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let bs = BlobStore::open(dir.path().join("blobs")).unwrap();
+        let a = bs.put(b"streamed").unwrap();
+        age(&bs, &a.id, Duration::from_secs(7200));
+        let s = bs
+            .sweep(
+                |_| {
+                    let mut w = bs.writer().unwrap();
+                    w.write_all(b"streamed").unwrap();
+                    assert_eq!(w.finish().unwrap(), a);
+                    Ok(false)
+                },
+                Duration::from_secs(3600),
+            )
+            .unwrap();
+        assert_eq!((s.kept, s.removed), (1, 0));
+        assert!(bs.exists(&a.id));
+    }
+
+    #[test]
+    fn a_put_that_finds_its_file_moved_to_the_trash_writes_it_again() {
+        // The other order: the sweep moved the file away after `put` opened it. `put`
+        // must notice that the path no longer names the file it refreshed.
+        let dir = tempfile::tempdir().unwrap();
+        let bs = BlobStore::open(dir.path().join("blobs")).unwrap();
+        let a = bs.put(b"moved").unwrap();
+        let trash = dir.path().join("blobs/trash").join(a.id.as_str());
+        fs::rename(bs.path(&a.id), &trash).unwrap();
+        // A crash here leaves it in the trash: reopening puts it back.
+        let bs = BlobStore::open(dir.path().join("blobs")).unwrap();
+        assert!(bs.exists(&a.id) && !trash.exists());
+        // put's steps, interleaved by hand: open, (the sweep moves the file), refresh.
+        let path = bs.path(&a.id);
+        let held = OpenOptions::new().write(true).open(&path).unwrap();
+        fs::rename(&path, &trash).unwrap();
+        assert!(
+            !refresh(&held, &path).unwrap(),
+            "the moved file must not count"
+        );
+        // Unmoved, it counts.
+        let bs2 = BlobStore::open(dir.path().join("blobs")).unwrap();
+        let held = OpenOptions::new().write(true).open(&path).unwrap();
+        assert!(refresh(&held, &path).unwrap());
+        // And a put whose file was moved away writes the content again.
+        fs::rename(&path, &trash).unwrap();
+        assert_eq!(bs2.put(b"moved").unwrap(), a);
+        assert_eq!(bs2.read(&a.id).unwrap(), b"moved");
     }
 
     #[test]

@@ -28,7 +28,7 @@ use super::messages::{
     FolderInfo, MessageRecord, folder_key, folder_prefix, message_key, normalize_folder,
 };
 use super::tx::{FOLDERS, MAILBOXES, MESSAGES, Tx, all_trees, apply_op};
-use super::{StoreError, StoreOptions, Trees};
+use super::{MailboxChange, StoreError, StoreOptions, Trees};
 use crate::clock::SharedClock;
 use crate::pec::smime::Signer;
 use crate::trace::verify::ExportLine;
@@ -77,6 +77,8 @@ pub(crate) struct Committer {
     sign_tx: Option<SyncSender<SignRequest>>,
     signed_rx: Receiver<Result<Checkpoint, String>>,
     in_flight: bool,
+    /// Where committed mailbox changes are published, after the flush.
+    changes: tokio::sync::broadcast::Sender<MailboxChange>,
 }
 
 const MAX_GROUP: usize = 4096;
@@ -86,6 +88,7 @@ impl Committer {
         db: sled::Db,
         trees: Trees,
         o: &StoreOptions,
+        changes: tokio::sync::broadcast::Sender<MailboxChange>,
     ) -> Result<(Sender<Job>, JoinHandle<()>), StoreError> {
         let log = TraceLog::new(trees.trace.clone());
         let head = log.head()?;
@@ -130,6 +133,7 @@ impl Committer {
             sign_tx,
             signed_rx,
             in_flight: false,
+            changes,
         };
         let (tx, rx) = mpsc::channel();
         let h = thread::Builder::new()
@@ -161,10 +165,15 @@ impl Committer {
             let mut wrote = self.store_signed(false);
             let mut answers = Vec::with_capacity(jobs.len());
             let mut cp_answers = Vec::new();
+            let mut changed: Vec<MailboxChange> = Vec::new();
             for job in jobs {
                 match job {
                     Job::Batch(b, reply) => {
+                        let touched = mailbox_changes(&b);
                         let r = self.apply(b);
+                        if r.is_ok() {
+                            changed.extend(touched);
+                        }
                         wrote |= r.is_ok();
                         answers.push((reply, r));
                     }
@@ -177,7 +186,11 @@ impl Committer {
                 }
             }
             if wrote {
-                if let Err(e) = self.db.flush() {
+                let flushed = self.db.flush();
+                if flushed.is_ok() {
+                    self.publish(changed);
+                }
+                if let Err(e) = flushed {
                     tracing::error!(error = %e, "store flush failed");
                     let msg = e.to_string();
                     for (_, r) in answers.iter_mut() {
@@ -205,6 +218,19 @@ impl Committer {
                 }
                 return;
             }
+        }
+    }
+
+    /// Tells subscribers about durable changes, each (mailbox, folder) once.
+    fn publish(&self, mut changed: Vec<MailboxChange>) {
+        if self.changes.receiver_count() == 0 {
+            return;
+        }
+        changed.sort_by(|a, b| (&a.mailbox, &a.folder).cmp(&(&b.mailbox, &b.folder)));
+        changed.dedup();
+        for c in changed {
+            // No receiver left is not an error: nobody is waiting.
+            drop(self.changes.send(c));
         }
     }
 
@@ -407,6 +433,32 @@ impl Committer {
             Err(TransactionError::Storage(e)) => Err(StoreError::Db(e)),
         }
     }
+}
+
+/// The mailboxes (and folders) a batch changes, as IMAP sees them.
+fn mailbox_changes(b: &Batch) -> Vec<MailboxChange> {
+    let change = |m: &crate::pec::address::PecAddress, f: Option<&str>| MailboxChange {
+        mailbox: m.to_string(),
+        folder: f.map(normalize_folder),
+    };
+    b.ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::Deliver(d) => Some(change(&d.mailbox, Some(&d.folder))),
+            Op::SetFlags {
+                mailbox, folder, ..
+            }
+            | Op::Expunge {
+                mailbox, folder, ..
+            } => Some(change(mailbox, Some(folder))),
+            Op::FolderCreate { mailbox, name } | Op::FolderDelete { mailbox, name } => {
+                Some(change(mailbox, Some(name)))
+            }
+            Op::FolderRename { mailbox, .. } => Some(change(mailbox, None)),
+            Op::MailboxDelete(m) => Some(change(m, None)),
+            _ => None,
+        })
+        .collect()
 }
 
 fn decode<T: serde::de::DeserializeOwned>(what: &str, v: &[u8]) -> Result<T, StoreError> {

@@ -63,8 +63,36 @@ pub use blobs::{Blob, BlobId, BlobStore, BlobWriter, SweepStats};
 pub use mailbox::{MailboxInfo, MailboxOptions, NewMailbox};
 pub use messages::{Delivered, Delivery, FolderInfo, MessageRecord, Uid};
 pub use pending::{Awaiting, PendingEntry};
-pub use queue::{NewQueueItem, QueueItem};
+pub use queue::{Lane, NewQueueItem, QueueItem};
 pub use retention::PurgeReport;
+
+/// A committed change to one mailbox, published by the committer after the flush that
+/// made it durable ([`Store::subscribe_changes`]). IMAP IDLE listens for these, so new
+/// mail, flag changes and expunges from any writer (delivery point, IMAP, POP3, admin)
+/// reach IDLE-ing clients at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxChange {
+    /// The mailbox address, as [`crate::pec::address::PecAddress`] displays it.
+    pub mailbox: String,
+    /// The folder changed; `None` when the change may concern any folder (a rename, the
+    /// mailbox deleted).
+    pub folder: Option<String>,
+}
+
+impl MailboxChange {
+    /// Whether this change may concern `folder` of `mailbox`.
+    pub fn concerns(&self, mailbox: &str, folder: &str) -> bool {
+        self.mailbox == mailbox
+            && self
+                .folder
+                .as_deref()
+                .is_none_or(|f| messages::normalize_folder(f) == messages::normalize_folder(folder))
+    }
+}
+
+/// Changes a slow subscriber may fall behind by before it is told it lagged (and must
+/// then assume anything changed).
+pub const CHANGE_BACKLOG: usize = 1024;
 
 /// The schema this code reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -230,6 +258,7 @@ struct Inner {
     jobs: Sender<commit::Job>,
     committer: Mutex<Option<JoinHandle<()>>>,
     sweep: SweepStats,
+    changes: tokio::sync::broadcast::Sender<MailboxChange>,
 }
 
 impl Drop for Inner {
@@ -299,10 +328,13 @@ impl Store {
         let db = open_db(&dir, &options)?;
         let trees = Trees::open(&db)?;
         check_schema(&dir, &db, &trees)?;
+        queue::open_lanes(&trees, &options.domains)?;
         let blobs = BlobStore::open(dir.join("blobs"))?;
         let refs = trees.blobrefs.clone();
         let sweep = blobs.sweep(|id| Ok(refs.contains_key(id.as_str())?), options.blob_grace)?;
-        let (jobs, committer) = commit::Committer::start(db.clone(), trees.clone(), &options)?;
+        let (changes, _) = tokio::sync::broadcast::channel(CHANGE_BACKLOG);
+        let (jobs, committer) =
+            commit::Committer::start(db.clone(), trees.clone(), &options, changes.clone())?;
         Ok(Self {
             inner: Arc::new(Inner {
                 dir,
@@ -313,6 +345,7 @@ impl Store {
                 jobs,
                 committer: Mutex::new(Some(committer)),
                 sweep,
+                changes,
             }),
         })
     }
@@ -335,13 +368,20 @@ impl Store {
         &self.inner.blobs
     }
 
-    /// Read access to the trace log.
+    /// Read access to the trace log (exports are signed with this store's signer).
     pub fn trace(&self) -> TraceLog {
-        TraceLog::new(self.inner.trees.trace.clone())
+        TraceLog::new(self.inner.trees.trace.clone()).with_signer(self.inner.options.signer.clone())
     }
 
     pub(crate) fn trees(&self) -> &Trees {
         &self.inner.trees
+    }
+
+    /// Mailbox changes committed from now on, each published once durable. A receiver
+    /// that falls [`CHANGE_BACKLOG`] changes behind gets `Lagged` and should assume that
+    /// anything changed.
+    pub fn subscribe_changes(&self) -> tokio::sync::broadcast::Receiver<MailboxChange> {
+        self.inner.changes.subscribe()
     }
 
     /// Applies `batch` atomically and durably; blocks until it is on disk.

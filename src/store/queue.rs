@@ -1,17 +1,33 @@
 //! The outbound queue: transport envelopes and receipts waiting to be relayed to another
-//! provider, per recipient domain, with retry state.
+//! provider (or, for our own domains, to be taken in charge by the local delivery worker),
+//! per recipient domain, with retry state.
 //!
-//! Keys: `queue` = id (u64 BE) → [`QueueItem`]; `queue_due` = next attempt (unix ms, sign
-//! bit flipped, BE) ++ id → empty, so that "what is due now" is one range scan. An item
-//! holds a reference on its blob until it is done.
+//! Keys: `queue` = id (u64 BE) → [`QueueItem`]; `queue_due` = lane (1 byte: 0 local, 1
+//! remote) ++ next attempt (unix ms, sign bit flipped, BE) ++ id → empty, so that "what is
+//! due now in my lane" is one range scan: a peer that is down and piles up remote retries
+//! never hides local work from the local worker, nor the reverse.
+//!
+//! The lane is fixed at enqueue from the domains this store serves
+//! ([`crate::store::StoreOptions::domains`], copied into `meta` at open so the committer
+//! can read it inside the transaction). The `queue_due` index is derived data: it is
+//! rebuilt from `queue` at every open ([`open_lanes`]), which also converts stores written
+//! before lanes existed (16-byte due keys) and follows a change of the served domains.
+//!
+//! `accepted_at` is when the item was created (its first `next_attempt`): the relay gives up
+//! 24 h after it (rule §6.2), however many attempts and partial deliveries happened.
+//! An item holds a reference on its blob until it is done.
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use super::batch::{Batch, Op};
 use super::blobs::{Blob, BlobId};
-use super::tx::{QUEUE, QUEUE_DUE, Tx, TxResult, abort, blob_ref, get_json, put_json};
-use super::{Store, StoreError};
+use super::tx::{META, QUEUE, QUEUE_DUE, Tx, TxResult, abort, blob_ref, get_json, put_json};
+use super::{Store, StoreError, Trees};
 use crate::pec::address::Domain;
+
+/// `meta` key of the JSON list of served domains, as of the last open.
+const LOCAL_DOMAINS_KEY: &[u8] = b"queue_local_domains";
 
 /// Input of [`crate::store::Batch::enqueue`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,7 +40,34 @@ pub struct NewQueueItem {
     pub blob: Blob,
     /// The PEC identificativo the message belongs to (for the trace and the timers).
     pub ident: Option<String>,
+    /// First attempt; also recorded as the item's `accepted_at`.
     pub next_attempt: Timestamp,
+}
+
+/// Which worker takes an item: the local delivery worker or the SMTP relay.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lane {
+    Local,
+    #[default]
+    Remote,
+}
+
+impl Lane {
+    fn byte(self) -> u8 {
+        match self {
+            Lane::Local => 0,
+            Lane::Remote => 1,
+        }
+    }
+
+    fn of(domain: &Domain, local: &[Domain]) -> Lane {
+        if local.iter().any(|d| d == domain) {
+            Lane::Local
+        } else {
+            Lane::Remote
+        }
+    }
 }
 
 /// A queued message.
@@ -40,16 +83,67 @@ pub struct QueueItem {
     pub next_attempt: Timestamp,
     pub attempts: u32,
     pub last_error: Option<String>,
+    /// When the item was first queued (None: written by a pecd before this field).
+    #[serde(default)]
+    pub accepted_at: Option<Timestamp>,
+    #[serde(default)]
+    pub lane: Lane,
 }
 
-pub(crate) fn due_key(t: Timestamp, id: u64) -> [u8; 16] {
-    let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&((t.as_millisecond() as u64) ^ (1 << 63)).to_be_bytes());
-    k[8..].copy_from_slice(&id.to_be_bytes());
+pub(crate) fn due_key(lane: Lane, t: Timestamp, id: u64) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[0] = lane.byte();
+    k[1..9].copy_from_slice(&((t.as_millisecond() as u64) ^ (1 << 63)).to_be_bytes());
+    k[9..].copy_from_slice(&id.to_be_bytes());
     k
 }
 
+fn id_of_due_key(k: &[u8]) -> Option<u64> {
+    k.get(9..17)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_be_bytes)
+}
+
+/// At open, before the committer starts: records the served domains for the lane choice at
+/// enqueue, and rebuilds the due index from the items (each one's lane recomputed).
+pub(crate) fn open_lanes(trees: &Trees, local: &[Domain]) -> Result<(), StoreError> {
+    let json = serde_json::to_vec(local).map_err(|e| StoreError::Corrupt {
+        what: "served domains".into(),
+        detail: e.to_string(),
+    })?;
+    trees.meta.insert(LOCAL_DOMAINS_KEY, json)?;
+    let mut items = sled::Batch::default();
+    let mut due = Vec::new();
+    for kv in trees.queue.iter() {
+        let (k, v) = kv?;
+        let mut item: QueueItem = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+            what: "queue item".into(),
+            detail: e.to_string(),
+        })?;
+        let lane = Lane::of(&item.domain, local);
+        if item.lane != lane {
+            item.lane = lane;
+            let v = serde_json::to_vec(&item).map_err(|e| StoreError::Corrupt {
+                what: "queue item".into(),
+                detail: e.to_string(),
+            })?;
+            items.insert(k, v);
+        }
+        due.push(due_key(lane, item.next_attempt, item.id));
+    }
+    trees.queue.apply_batch(items)?;
+    // The index is derived: a crash between clear and refill is repaired at the next open.
+    trees.queue_due.clear()?;
+    let mut index = sled::Batch::default();
+    for k in due {
+        index.insert(&k[..], &[]);
+    }
+    trees.queue_due.apply_batch(index)?;
+    Ok(())
+}
+
 pub(crate) fn apply_enqueue(tx: &Tx, id: u64, n: &NewQueueItem) -> TxResult<()> {
+    let local: Vec<Domain> = get_json(&tx.t[META], LOCAL_DOMAINS_KEY)?.unwrap_or_default();
     let item = QueueItem {
         id,
         domain: n.domain.clone(),
@@ -61,9 +155,11 @@ pub(crate) fn apply_enqueue(tx: &Tx, id: u64, n: &NewQueueItem) -> TxResult<()> 
         next_attempt: n.next_attempt,
         attempts: 0,
         last_error: None,
+        accepted_at: Some(n.next_attempt),
+        lane: Lane::of(&n.domain, &local),
     };
     put_json(&tx.t[QUEUE], &id.to_be_bytes(), &item)?;
-    tx.t[QUEUE_DUE].insert(&due_key(item.next_attempt, id), &[])?;
+    tx.t[QUEUE_DUE].insert(&due_key(item.lane, item.next_attempt, id), &[])?;
     blob_ref(tx, &item.blob, 1)
 }
 
@@ -76,33 +172,88 @@ fn load(tx: &Tx, id: u64) -> TxResult<QueueItem> {
 
 pub(crate) fn apply_retry(tx: &Tx, id: u64, next: Timestamp, error: &str) -> TxResult<()> {
     let mut item = load(tx, id)?;
-    tx.t[QUEUE_DUE].remove(&due_key(item.next_attempt, id))?;
+    tx.t[QUEUE_DUE].remove(&due_key(item.lane, item.next_attempt, id))?;
     item.attempts = item.attempts.saturating_add(1);
     item.next_attempt = next;
     item.last_error = Some(error.to_string());
-    tx.t[QUEUE_DUE].insert(&due_key(next, id), &[])?;
+    tx.t[QUEUE_DUE].insert(&due_key(item.lane, next, id), &[])?;
     put_json(&tx.t[QUEUE], &id.to_be_bytes(), &item)
 }
 
 pub(crate) fn apply_done(tx: &Tx, id: u64) -> TxResult<()> {
     let item = load(tx, id)?;
-    tx.t[QUEUE_DUE].remove(&due_key(item.next_attempt, id))?;
+    tx.t[QUEUE_DUE].remove(&due_key(item.lane, item.next_attempt, id))?;
     tx.t[QUEUE].remove(&id.to_be_bytes())?;
     blob_ref(tx, &item.blob, -1)
 }
 
+impl Batch {
+    /// Records a failed attempt for only some recipients of an item: the item keeps its id,
+    /// blob reference, `accepted_at` and attempt count (+1), and now lists `rcpt_to` only.
+    /// `item` is the version read from the store (its due key is replaced).
+    pub fn queue_retry_some(
+        self,
+        item: &QueueItem,
+        rcpt_to: Vec<String>,
+        next_attempt: Timestamp,
+        error: impl Into<String>,
+    ) -> Result<Self, StoreError> {
+        let mut new = item.clone();
+        new.rcpt_to = rcpt_to;
+        new.attempts = new.attempts.saturating_add(1);
+        new.next_attempt = next_attempt;
+        new.last_error = Some(error.into());
+        let value = serde_json::to_vec(&new).map_err(|e| StoreError::Corrupt {
+            what: format!("queue item {}", item.id),
+            detail: e.to_string(),
+        })?;
+        Ok(self
+            .push(Op::Raw {
+                tree: QUEUE_DUE,
+                key: due_key(item.lane, item.next_attempt, item.id).to_vec(),
+                value: None,
+            })
+            .push(Op::Raw {
+                tree: QUEUE_DUE,
+                key: due_key(new.lane, new.next_attempt, new.id).to_vec(),
+                value: Some(Vec::new()),
+            })
+            .push(Op::Raw {
+                tree: QUEUE,
+                key: item.id.to_be_bytes().to_vec(),
+                value: Some(value),
+            }))
+    }
+}
+
 impl Store {
-    /// Queue items whose next attempt is at or before `now`, oldest first.
+    /// Queue items of both lanes whose next attempt is at or before `now`, oldest first.
     pub fn queue_due(&self, now: Timestamp, limit: usize) -> Result<Vec<QueueItem>, StoreError> {
+        let mut all = self.queue_due_in(Lane::Local, now, limit)?;
+        all.extend(self.queue_due_in(Lane::Remote, now, limit)?);
+        all.sort_by_key(|i| (i.next_attempt, i.id));
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    /// Items of one lane due at or before `now`, oldest first.
+    pub fn queue_due_in(
+        &self,
+        lane: Lane,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<QueueItem>, StoreError> {
         let mut out = Vec::new();
-        let hi = due_key(now, u64::MAX);
-        for kv in self.trees().queue_due.range(..=hi.as_slice()).take(limit) {
+        let lo = [lane.byte()];
+        let hi = due_key(lane, now, u64::MAX);
+        for kv in self
+            .trees()
+            .queue_due
+            .range(lo.as_slice()..=hi.as_slice())
+            .take(limit)
+        {
             let (k, _) = kv?;
-            let Some(id) = k
-                .get(8..16)
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map(u64::from_be_bytes)
-            else {
+            let Some(id) = id_of_due_key(&k) else {
                 continue;
             };
             if let Some(i) = self.queue_item(id)? {
@@ -127,5 +278,143 @@ impl Store {
     /// Number of queued items.
     pub fn queue_len(&self) -> usize {
         self.trees().queue.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreOptions;
+
+    fn t(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn open(dir: &std::path::Path) -> Store {
+        let o = StoreOptions {
+            domains: vec![Domain::parse("pec.alfa.test").unwrap()],
+            ..StoreOptions::default()
+        };
+        Store::open(dir, o).unwrap()
+    }
+
+    fn item(s: &Store, domain: &str, at: Timestamp) -> NewQueueItem {
+        NewQueueItem {
+            domain: Domain::parse(domain).unwrap(),
+            mail_from: "a@pec.alfa.test".into(),
+            rcpt_to: vec![format!("x@{domain}"), format!("y@{domain}")],
+            blob: s.blobs().put(b"envelope").unwrap(),
+            ident: Some("id".into()),
+            next_attempt: at,
+        }
+    }
+
+    #[test]
+    fn a_backlog_of_remote_retries_does_not_hide_local_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let t0 = t("2026-11-23T09:00:00Z");
+        let mut b = Batch::new();
+        for _ in 0..100 {
+            b = b.enqueue(item(&s, "down.example", t0));
+        }
+        s.commit(b).unwrap();
+        // Due after the whole remote backlog, in time order.
+        let later = t0.checked_add(jiff::SignedDuration::from_secs(1)).unwrap();
+        s.commit(Batch::new().enqueue(item(&s, "pec.alfa.test", later)))
+            .unwrap();
+        let local = s.queue_due_in(Lane::Local, later, 64).unwrap();
+        assert_eq!(local.len(), 1);
+        assert_eq!(local[0].domain.as_str(), "pec.alfa.test");
+        let remote = s.queue_due_in(Lane::Remote, later, 64).unwrap();
+        assert_eq!(remote.len(), 64);
+        assert!(remote.iter().all(|i| i.lane == Lane::Remote));
+        assert_eq!(s.queue_due(later, 1000).unwrap().len(), 101);
+    }
+
+    #[test]
+    fn partial_retry_keeps_acceptance_time_and_attempts() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let t0 = t("2026-11-23T09:00:00Z");
+        let id = s
+            .commit(Batch::new().enqueue(item(&s, "other.example", t0)))
+            .unwrap()
+            .queued[0];
+        let t1 = t("2026-11-23T10:00:00Z");
+        s.commit(Batch::new().queue_retry(id, t1, "451")).unwrap();
+        let it = s.queue_item(id).unwrap().unwrap();
+        let t2 = t("2026-11-23T11:00:00Z");
+        s.commit(
+            Batch::new()
+                .queue_retry_some(&it, vec!["y@other.example".into()], t2, "452")
+                .unwrap(),
+        )
+        .unwrap();
+        let it = s.queue_item(id).unwrap().unwrap();
+        assert_eq!(it.accepted_at, Some(t0));
+        assert_eq!(it.attempts, 2);
+        assert_eq!(it.rcpt_to, vec!["y@other.example".to_string()]);
+        assert!(s.queue_due_in(Lane::Remote, t1, 10).unwrap().is_empty());
+        assert_eq!(s.queue_due_in(Lane::Remote, t2, 10).unwrap().len(), 1);
+        s.commit(Batch::new().queue_done(id)).unwrap();
+        assert_eq!(s.queue_len(), 0);
+        assert!(s.trees().queue_due.is_empty());
+        assert_eq!(s.blob_refs(&it.blob).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_store_written_before_lanes_is_migrated_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = t("2026-11-23T09:00:00Z");
+        {
+            let s = open(dir.path());
+            let blob = s.blobs().put(b"envelope").unwrap();
+            // The item and due key exactly as the previous version wrote them.
+            let legacy = serde_json::json!({
+                "id": 7, "domain": "pec.alfa.test", "mail_from": "a@pec.alfa.test",
+                "rcpt_to": ["b@pec.alfa.test"], "blob": blob.id, "size": blob.size,
+                "ident": "id7", "next_attempt": t0, "attempts": 3, "last_error": null
+            });
+            s.trees()
+                .queue
+                .insert(7u64.to_be_bytes(), serde_json::to_vec(&legacy).unwrap())
+                .unwrap();
+            let mut k = ((t0.as_millisecond() as u64) ^ (1 << 63))
+                .to_be_bytes()
+                .to_vec();
+            k.extend_from_slice(&7u64.to_be_bytes());
+            s.trees().queue_due.insert(k, &[]).unwrap();
+        }
+        let s = open(dir.path());
+        let due = s.queue_due_in(Lane::Local, t0, 10).unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(
+            (due[0].id, due[0].attempts, due[0].accepted_at),
+            (7, 3, None)
+        );
+        assert!(s.queue_due_in(Lane::Remote, t0, 10).unwrap().is_empty());
+        assert!(
+            s.trees()
+                .queue_due
+                .iter()
+                .keys()
+                .all(|k| k.unwrap().len() == 17),
+            "no old-format due key left"
+        );
+    }
+
+    #[test]
+    fn due_keys_sort_by_lane_then_time() {
+        let t1: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let t2: Timestamp = "2026-01-02T00:00:00Z".parse().unwrap();
+        let mut keys = vec![
+            due_key(Lane::Remote, t1, 1),
+            due_key(Lane::Local, t2, 2),
+            due_key(Lane::Local, t1, 3),
+        ];
+        keys.sort();
+        let ids: Vec<u64> = keys.iter().filter_map(|k| id_of_due_key(k)).collect();
+        assert_eq!(ids, vec![3, 2, 1]);
     }
 }

@@ -13,8 +13,8 @@ use serde::Serialize;
 use super::batch::{Batch, Op};
 use super::tx::{CHECKPOINTS, T_IDENT, T_MAILBOX, T_MSGID, T_TIME, TRACE};
 use super::{Store, StoreError};
+use crate::trace::TraceLog;
 use crate::trace::log::{Index, seq_key};
-use crate::trace::{EventKind, TraceEvent};
 
 /// Records removed per commit during a purge.
 const PURGE_CHUNK: usize = 5_000;
@@ -34,13 +34,7 @@ impl Store {
     pub fn purge_expired(&self, now: Timestamp) -> Result<PurgeReport, StoreError> {
         let log = self.trace();
         if let Some(target) = log.purge_target(now, self.options().retention_months)? {
-            let ev = TraceEvent::new(EventKind::Purged, now).detail(format!(
-                "records up to seq {} purged after {} months; anchor checkpoint seq {} head {}",
-                target.seq,
-                self.options().retention_months,
-                target.seq,
-                target.head_hash
-            ));
+            let ev = TraceLog::purge_event(&target, self.options().retention_months, now);
             self.commit(Batch::new().push(Op::SetAnchor(target)).trace(ev))?;
         }
         let Some(anchor) = log.anchor()? else {

@@ -15,14 +15,25 @@
 //!
 //! Writes happen only in the store's committer (`crate::store::commit`); this module
 //! never writes.
+//!
+//! An export ends with a signed [`ExportTrailer`] naming its last record, so a
+//! [`TraceLog`] can export only with a signer: the store's own (the running server), or
+//! one given with [`TraceLog::with_signer`] (the CLI on a closed store, from
+//! `signing.cert`/`signing.key`).
 
 use std::io::Write;
+use std::sync::Arc;
 
 use jiff::{Timestamp, ToSpan};
 use serde::Serialize;
 
-use super::verify::{ChainVerifier, ExportLine, VerifyReport};
-use super::{Checkpoint, GENESIS_HASH, TraceRecord, mailbox_key, msgid_key};
+use super::checkpoint::{ExportTrailer, TrustedSigners};
+use super::verify::{ANCHOR_PREFIX, ChainVerifier, ExportLine, VerifyProblem, VerifyReport};
+use super::{
+    Checkpoint, EventKind, GENESIS_HASH, TraceEvent, TraceRecord, mailbox_key, msgid_key,
+    sha256_hex,
+};
+use crate::pec::smime::Signer;
 
 /// Errors reading the trace trees.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +44,12 @@ pub enum TraceError {
     Corrupt { key: String, detail: String },
     #[error("writing the export: {0}")]
     Io(#[from] std::io::Error),
+    #[error(
+        "an export must end with a signed trailer, and no signing key is available (signing.cert / signing.key)"
+    )]
+    NoSigner,
+    #[error("signing the export trailer: {0}")]
+    Signing(String),
 }
 
 /// The secondary indexes.
@@ -164,11 +181,24 @@ pub struct TraceStatus {
 #[derive(Debug, Clone)]
 pub struct TraceLog {
     pub(crate) trees: TraceTrees,
+    /// Signs export trailers.
+    signer: Option<Arc<Signer>>,
 }
 
 impl TraceLog {
     pub(crate) fn new(trees: TraceTrees) -> Self {
-        Self { trees }
+        Self {
+            trees,
+            signer: None,
+        }
+    }
+
+    /// The same log, signing export trailers with `signer`.
+    pub fn with_signer(mut self, signer: Option<Arc<Signer>>) -> Self {
+        if signer.is_some() {
+            self.signer = signer;
+        }
+        self
     }
 
     /// The record `seq`, if present.
@@ -329,26 +359,46 @@ impl TraceLog {
         Ok(())
     }
 
-    /// Writes the log as JSON Lines; returns the number of lines.
+    /// Writes the log as JSON Lines, ending with a trailer signed over the last record
+    /// written (records appended during the walk may be included: the trailer names
+    /// whatever was written last); returns the number of lines, trailer included.
     pub fn export(&self, mut w: impl Write) -> Result<u64, TraceError> {
+        let signer = self.signer.clone().ok_or(TraceError::NoSigner)?;
+        let (mut end_seq, mut end_hash) = match self.anchor()? {
+            Some(a) => (a.seq, a.head_hash),
+            None => (0, GENESIS_HASH.to_string()),
+        };
         let mut n = 0;
         self.walk(|line| {
+            if let ExportLine::Record(r) = &line {
+                end_seq = r.seq;
+                end_hash.clone_from(&r.hash);
+            }
             w.write_all(&line.to_line())?;
             w.write_all(b"\n")?;
             n += 1;
             Ok(true)
         })?;
+        let trailer = ExportTrailer::sign(&signer, end_seq, &end_hash, Timestamp::now())
+            .map_err(|e| TraceError::Signing(e.to_string()))?;
+        w.write_all(&ExportLine::Trailer(trailer).to_line())?;
+        w.write_all(b"\n")?;
         w.flush()?;
-        Ok(n)
+        Ok(n + 1)
     }
 
-    /// Verifies the live log (same rules as an export).
-    pub fn verify(&self, expected_signer: Option<String>) -> Result<VerifyReport, TraceError> {
-        let mut v = ChainVerifier::new(expected_signer);
+    /// Verifies the live log (same rules as an export, without the trailer).
+    pub fn verify(&self, trusted: impl Into<TrustedSigners>) -> Result<VerifyReport, TraceError> {
+        let mut v = ChainVerifier::new(trusted);
         self.walk(|line| {
             let res = match &line {
                 ExportLine::Record(r) => v.record(None, r),
                 ExportLine::Checkpoint(c) => v.checkpoint(None, c),
+                ExportLine::Trailer(_) => Err(VerifyProblem {
+                    line: None,
+                    seq: None,
+                    message: "a trailer inside the live log".into(),
+                }),
             };
             match res {
                 Ok(()) => Ok(true),
@@ -362,7 +412,9 @@ impl TraceLog {
     }
 
     /// The newest checkpoint (above the current anchor) all of whose records are older
-    /// than `now - retention_months`: the anchor of the next purge.
+    /// than `now - retention_months`: the anchor of the next purge. Event times need not
+    /// be monotonic (a receipt may carry an earlier instant than a record before it), so
+    /// every record up to the checkpoint is looked at, not only the checkpoint's own.
     pub fn purge_target(
         &self,
         now: Timestamp,
@@ -375,15 +427,43 @@ impl TraceLog {
             .unwrap_or(Timestamp::MIN);
         let floor = self.anchor()?.map_or(0, |a| a.seq);
         let mut best = None;
-        for kv in self.trees.checkpoints.range(seq_key(floor + 1)..) {
+        // Records are scanned once, in seq order, alongside the checkpoints.
+        let mut records = self.trees.records.range(seq_key(floor + 1)..);
+        let mut scanned = floor;
+        'cps: for kv in self.trees.checkpoints.range(seq_key(floor + 1)..) {
             let (k, v) = kv?;
             let cp: Checkpoint = decode(&k, &v)?;
-            match self.get(cp.seq)? {
-                Some(r) if r.time < cutoff => best = Some(cp),
-                _ => break,
+            while scanned < cp.seq {
+                let Some(kv) = records.next() else {
+                    // The checkpoint's own record is missing: not a safe anchor.
+                    break 'cps;
+                };
+                let (rk, rv) = kv?;
+                let r: TraceRecord = decode(&rk, &rv)?;
+                if r.time >= cutoff {
+                    break 'cps;
+                }
+                scanned = r.seq;
+            }
+            if scanned == cp.seq {
+                best = Some(cp);
             }
         }
         Ok(best)
+    }
+
+    /// The `Purged` record a purge anchored on `anchor` appends: it names the anchor's
+    /// seq (`related` = `anchor:SEQ`) and binds its exact export line (`sha256`), which
+    /// is what lets a verifier accept a log starting at that anchor.
+    pub fn purge_event(anchor: &Checkpoint, retention_months: u32, now: Timestamp) -> TraceEvent {
+        let line = ExportLine::Checkpoint(anchor.clone()).to_line();
+        let mut ev = TraceEvent::new(EventKind::Purged, now).detail(format!(
+            "records up to seq {} purged after {} months; anchor checkpoint seq {} head {}",
+            anchor.seq, retention_months, anchor.seq, anchor.head_hash
+        ));
+        ev.sha256 = Some(sha256_hex(&line));
+        ev.related.push(format!("{ANCHOR_PREFIX}{}", anchor.seq));
+        ev
     }
 
     /// Up to `max` records at or below `upto` still present, with their index keys
@@ -412,5 +492,202 @@ impl TraceLog {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use jiff::{SignedDuration, Timestamp};
+
+    use super::{ChainVerifier, Checkpoint, TraceLog, VerifyReport};
+    use crate::clock::ManualClock;
+    use crate::store::{Batch, Store, StoreOptions};
+    use crate::trace::checkpoint::{cert_sha256, tests::test_signer};
+    use crate::trace::verify::verify_export;
+    use crate::trace::{EventKind, TraceEvent};
+
+    fn t0() -> Timestamp {
+        "2023-01-15T09:00:00Z".parse().unwrap()
+    }
+
+    /// A store signing checkpoints only on demand.
+    fn store(dir: &std::path::Path) -> (Store, String) {
+        let signer = Arc::new(test_signer("provider"));
+        let me = cert_sha256(signer.certificate());
+        let o = StoreOptions {
+            clock: Arc::new(ManualClock::new(t0())),
+            signer: Some(signer),
+            checkpoint_every: 1_000_000,
+            checkpoint_interval: std::time::Duration::from_secs(1_000_000),
+            ..StoreOptions::default()
+        };
+        (Store::open(dir, o).unwrap(), me)
+    }
+
+    fn add(s: &Store, t: Timestamp) {
+        s.commit(Batch::new().trace(TraceEvent::new(EventKind::Relayed, t)))
+            .unwrap();
+    }
+
+    #[test]
+    fn purge_target_refuses_a_checkpoint_covering_a_younger_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = store(dir.path());
+        let now: Timestamp = "2026-01-15T09:00:00Z".parse().unwrap();
+        let old = now - SignedDuration::from_hours(24 * 31 * 31);
+        let young = now - SignedDuration::from_hours(24);
+        // seq 1 old, checkpoint A covers it (seq 1, its record is seq 2).
+        add(&s, old);
+        let a = s.checkpoint_now().unwrap().unwrap();
+        // The binding record of A carries the store clock's time (t0, old); then a record
+        // with a young event time, then an old one, and checkpoint B on that old record.
+        add(&s, young);
+        add(&s, old);
+        let b = s.checkpoint_now().unwrap().unwrap();
+        assert_eq!(s.trace().get(b.seq).unwrap().unwrap().time, old);
+        // B's own record is old, but a record it covers is 24 hours old: only A qualifies.
+        let target = s.trace().purge_target(now, 30).unwrap().unwrap();
+        assert_eq!(target.seq, a.seq);
+        // Once everything is past the retention, B is the target.
+        let later = young + SignedDuration::from_hours(24 * 31 * 31);
+        assert_eq!(
+            s.trace().purge_target(later, 30).unwrap().unwrap().seq,
+            b.seq
+        );
+        // A purge at `now` keeps the young record.
+        s.purge_expired(now).unwrap();
+        let left = s.trace().query(&Default::default()).unwrap();
+        assert!(left.iter().any(|r| r.time == young), "{left:?}");
+        assert!(s.trace().verify(None).unwrap().intact());
+    }
+
+    /// Export lines of a store with a purge behind it, and the anchor's line index.
+    fn purged_export(s: &Store) -> Vec<Vec<u8>> {
+        let now: Timestamp = "2026-01-15T09:00:00Z".parse().unwrap();
+        for _ in 0..3 {
+            add(s, t0());
+        }
+        s.checkpoint_now().unwrap().unwrap();
+        add(s, t0());
+        s.checkpoint_now().unwrap().unwrap();
+        add(s, now);
+        s.purge_expired(now).unwrap();
+        let mut out = Vec::new();
+        s.trace().export(&mut out).unwrap();
+        out.split(|&c| c == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect()
+    }
+
+    fn join(ls: &[Vec<u8>]) -> Vec<u8> {
+        ls.iter()
+            .flat_map(|l| l.iter().copied().chain([b'\n']))
+            .collect()
+    }
+
+    #[test]
+    fn an_anchor_is_accepted_only_when_a_purged_record_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, me) = store(dir.path());
+        let ls = purged_export(&s);
+        let r = verify_export(&join(&ls)[..], Some(me.clone())).unwrap();
+        assert!(r.intact(), "{:?}", r.problem);
+        assert!(r.anchor.is_some());
+        assert_eq!(r.unsigned_tail, 0, "the trailer signs the end");
+
+        assert!(
+            ls.iter()
+                .any(|l| l.windows(15).any(|w| w == br#""kind":"Purged""#)
+                    && l.windows(7).any(|w| w == b"anchor:"))
+        );
+    }
+
+    /// Feeds an anchor checkpoint and the records after it, the last being `purged`.
+    fn verify_after_anchor(purged: impl Fn(&Checkpoint) -> TraceEvent) -> VerifyReport {
+        let signer = test_signer("provider");
+        let head = "ab".repeat(32);
+        let anchor = Checkpoint::sign(&signer, 4, &head, t0(), 0).unwrap();
+        let mut v = ChainVerifier::new(Some(cert_sha256(signer.certificate())));
+        v.checkpoint(Some(1), &anchor).unwrap();
+        let r5 = TraceEvent::new(EventKind::Relayed, t0()).into_record(5, &head);
+        v.record(Some(2), &r5).unwrap();
+        let r6 = purged(&anchor).into_record(6, &r5.hash);
+        if let Err(p) = v.record(Some(3), &r6) {
+            v.set_problem(p);
+        }
+        v.finish()
+    }
+
+    #[test]
+    fn an_anchor_is_proven_only_by_a_purged_record_naming_it_exactly() {
+        let now: Timestamp = "2026-01-15T09:00:00Z".parse().unwrap();
+        let r = verify_after_anchor(|a| TraceLog::purge_event(a, 30, now));
+        assert!(r.intact(), "{:?}", r.problem);
+        assert_eq!(r.anchor, Some(4));
+
+        // A Purged record in the old, free-text form only: not a proof.
+        let r = verify_after_anchor(|a| {
+            let mut ev = TraceLog::purge_event(a, 30, now);
+            ev.related.clear();
+            ev
+        });
+        let p = r.problem.unwrap();
+        assert_eq!((p.line, p.seq), (Some(1), Some(4)));
+        assert!(p.message.contains("no Purged record names"), "{p}");
+
+        // A Purged record naming the seq but another checkpoint line.
+        let r = verify_after_anchor(|a| {
+            let mut ev = TraceLog::purge_event(a, 30, now);
+            ev.sha256 = Some("00".repeat(32));
+            ev
+        });
+        let p = r.problem.unwrap();
+        assert_eq!((p.line, p.seq), (Some(3), Some(6)));
+        assert!(p.message.contains("anchor checkpoint replaced"), "{p}");
+
+        // A Purged record of an earlier purge (another anchor) does not prove this one.
+        let r = verify_after_anchor(|a| {
+            let mut older = a.clone();
+            older.seq = 2;
+            TraceLog::purge_event(&older, 30, now)
+        });
+        assert!(
+            r.problem
+                .unwrap()
+                .message
+                .contains("no Purged record names")
+        );
+    }
+
+    #[test]
+    fn a_log_cut_at_a_checkpoint_is_not_an_anchor() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, me) = store(dir.path());
+        for i in 0..4 {
+            add(&s, t0() + SignedDuration::from_secs(i));
+        }
+        s.checkpoint_now().unwrap().unwrap();
+        add(&s, t0());
+        let mut out = Vec::new();
+        s.trace().export(&mut out).unwrap();
+        let cp = out
+            .windows(20)
+            .position(|w| w == br#"{"type":"checkpoint""#)
+            .unwrap();
+        let r = verify_export(&out[cp..], Some(me)).unwrap();
+        let p = r.problem.expect("a cut log must not verify");
+        assert_eq!((p.line, p.seq), (Some(1), Some(4)));
+        assert!(p.message.contains("no Purged record names"), "{p}");
+    }
+
+    #[test]
+    fn an_export_needs_a_signer() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let err = s.trace().export(Vec::new()).unwrap_err();
+        assert!(matches!(err, super::TraceError::NoSigner), "{err}");
     }
 }

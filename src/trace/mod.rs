@@ -27,12 +27,17 @@
 //!
 //! Every `checkpoint_every` records or `checkpoint_interval_secs` seconds the head
 //! (seq, hash) is signed with the provider key (CMS, SHA-256): see [`checkpoint`].
-//! The signature covers the chain up to its seq; records after the last checkpoint are
-//! protected by the chain only (a truncation of that tail cannot be proved by the chain
-//! alone; `verify` says so).
+//! The signature covers the chain up to its seq; in the live log, records after the last
+//! checkpoint are protected by the chain only (`verify` says how many). An export ends
+//! with a signed trailer naming its last record, so an export cut at the end (or empty)
+//! is rejected. A log may start at an *anchor* checkpoint only after a retention purge,
+//! proven by the `Purged` record that names the anchor (see [`verify`]).
+//!
+//! Signatures by earlier provider certificates (after a renewal, rules §8.1) are accepted
+//! when the verifier is told to trust them ([`checkpoint::TrustedSigners`]).
 //!
 //! Config keys read (through the callers): `trace.retention_months`,
-//! `trace.checkpoint_every`, `trace.checkpoint_interval_secs`.
+//! `trace.checkpoint_every`, `trace.checkpoint_interval_secs`, `signing.previous_certs`.
 
 pub mod checkpoint;
 pub mod log;

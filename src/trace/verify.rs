@@ -5,7 +5,10 @@
 //! - each line is valid JSON **in canonical form** (re-serializing it gives the same
 //!   bytes), so any changed byte is caught even where JSON would tolerate it;
 //! - records are numbered without gaps, from 1 (whose `prev_hash` is [`GENESIS_HASH`]) or
-//!   from the seq after a leading *anchor* checkpoint (after a retention purge);
+//!   from the seq after a leading *anchor* checkpoint (after a retention purge). A log
+//!   may start at an anchor only if a later `Purged` record names that exact checkpoint
+//!   (`related` = `anchor:SEQ`, `sha256` = hash of the anchor's line): otherwise the
+//!   leading lines were cut, not purged;
 //! - each `prev_hash` is the previous record's `hash`, each `hash` matches the content;
 //! - each checkpoint follows the record it covers, names its hash, links to the previous
 //!   checkpoint (`prev`), and carries a valid signature by the provider certificate;
@@ -13,14 +16,22 @@
 //!   (its `sha256`): a CMS structure has fields its signature does not cover, and this
 //!   makes a change there (or the removal of the last checkpoint line) detectable too.
 //!
-//! Records after the last checkpoint are protected by the chain only: the report says how
-//! many, because removing them from the end cannot be detected without a later signature.
+//! - an export ([`verify_export`]) must end with a signed [`ExportTrailer`] naming its last
+//!   record (seq and hash) and nothing may follow it: an empty file, or one cut at the end,
+//!   is rejected.
+//!
+//! In the live log, records after the last checkpoint are protected by the chain only:
+//! the report says how many. In an export the trailer signs them.
 
 use std::io::BufRead;
 
 use serde::{Deserialize, Serialize};
 
+use super::checkpoint::{ExportTrailer, TrustedSigners};
 use super::{Checkpoint, EventKind, GENESIS_HASH, TraceRecord};
+
+/// The `related` prefix of a `Purged` record naming its anchor checkpoint.
+pub const ANCHOR_PREFIX: &str = "anchor:";
 
 /// One line of an export.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +39,8 @@ use super::{Checkpoint, EventKind, GENESIS_HASH, TraceRecord};
 pub enum ExportLine {
     Record(TraceRecord),
     Checkpoint(Checkpoint),
+    /// The last line of an export (never stored in the log).
+    Trailer(ExportTrailer),
 }
 
 impl ExportLine {
@@ -85,11 +98,25 @@ impl VerifyReport {
     }
 }
 
+/// The leading anchor checkpoint and whether a `Purged` record proved it.
+#[derive(Debug)]
+struct AnchorState {
+    line: Option<u64>,
+    seq: u64,
+    line_hash: String,
+    proven: bool,
+}
+
 /// A streaming verifier: feed records and checkpoints in log order.
 #[derive(Debug)]
 pub struct ChainVerifier {
-    expected_signer: Option<String>,
+    trusted: TrustedSigners,
     started: bool,
+    anchor: Option<AnchorState>,
+    /// The trailer seen (export mode), with its line.
+    trailer: Option<Option<u64>>,
+    /// Lines fed so far.
+    lines: u64,
     next_seq: u64,
     prev_hash: String,
     last_cp: Option<Checkpoint>,
@@ -100,11 +127,16 @@ pub struct ChainVerifier {
 }
 
 impl ChainVerifier {
-    /// `expected_signer`: upper-case hex SHA-256 of the provider certificate; `None`
-    /// accepts any valid signature (and the report says so).
-    pub fn new(expected_signer: Option<String>) -> Self {
+    /// `trusted`: the certificates whose signatures are accepted (upper-case hex SHA-256;
+    /// `Option<String>` converts); an empty set accepts any valid signature (and the report
+    /// says so).
+    pub fn new(trusted: impl Into<TrustedSigners>) -> Self {
+        let trusted = trusted.into();
         Self {
             started: false,
+            anchor: None,
+            trailer: None,
+            lines: 0,
             next_seq: 1,
             prev_hash: GENESIS_HASH.to_string(),
             last_cp: None,
@@ -117,10 +149,10 @@ impl ChainVerifier {
                 checkpoints: 0,
                 last_checkpoint: None,
                 unsigned_tail: 0,
-                signer_pinned: expected_signer.is_some(),
+                signer_pinned: trusted.is_pinned(),
                 problem: None,
             },
-            expected_signer,
+            trusted,
         }
     }
 
@@ -135,6 +167,7 @@ impl ChainVerifier {
     /// Feeds one record.
     pub fn record(&mut self, line: Option<u64>, r: &TraceRecord) -> Result<(), VerifyProblem> {
         let seq = Some(r.seq);
+        self.after_trailer(line, seq)?;
         if !self.started {
             self.started = true;
             if r.seq != 1 {
@@ -191,6 +224,9 @@ impl ChainVerifier {
         if r.kind == EventKind::Checkpoint {
             self.check_binding(line, r)?;
         }
+        if r.kind == EventKind::Purged {
+            self.check_purge(line, r)?;
+        }
         self.prev_hash = r.hash.clone();
         self.next_seq = r.seq + 1;
         self.report.records += 1;
@@ -201,10 +237,18 @@ impl ChainVerifier {
     /// Feeds one checkpoint. A checkpoint before any record is the anchor.
     pub fn checkpoint(&mut self, line: Option<u64>, cp: &Checkpoint) -> Result<(), VerifyProblem> {
         let seq = Some(cp.seq);
-        cp.verify(self.expected_signer.as_deref())
+        self.after_trailer(line, seq)?;
+        cp.verify(&self.trusted)
             .map_err(|e| Self::fail(line, seq, format!("checkpoint: {e}")))?;
+        let line_hash = super::sha256_hex(&ExportLine::Checkpoint(cp.clone()).to_line());
         if !self.started {
             self.started = true;
+            self.anchor = Some(AnchorState {
+                line,
+                seq: cp.seq,
+                line_hash: line_hash.clone(),
+                proven: false,
+            });
             self.report.anchor = Some(cp.seq);
             self.report.first_seq = Some(cp.seq + 1);
             self.next_seq = cp.seq + 1;
@@ -250,7 +294,6 @@ impl ChainVerifier {
                 ));
             }
         }
-        let line_hash = super::sha256_hex(&ExportLine::Checkpoint(cp.clone()).to_line());
         self.cp_lines.insert(cp.seq, (line, line_hash));
         self.report.checkpoints += 1;
         self.report.last_checkpoint = Some(cp.clone());
@@ -295,6 +338,77 @@ impl ChainVerifier {
         }
     }
 
+    /// A `Purged` record naming the leading anchor proves that the records before it were
+    /// purged, not cut. One naming another checkpoint is an earlier purge's record.
+    fn check_purge(&mut self, line: Option<u64>, r: &TraceRecord) -> Result<(), VerifyProblem> {
+        let Some(anchor) = self.anchor.as_mut() else {
+            return Ok(());
+        };
+        let named = r
+            .related
+            .iter()
+            .find_map(|x| x.strip_prefix(ANCHOR_PREFIX)?.parse::<u64>().ok());
+        if named != Some(anchor.seq) {
+            return Ok(());
+        }
+        if r.sha256.as_deref() != Some(anchor.line_hash.as_str()) {
+            return Err(Self::fail(
+                line,
+                Some(r.seq),
+                format!(
+                    "Purged record names anchor checkpoint {} with line hash {}, but the anchor here hashes to {} (anchor checkpoint replaced?)",
+                    anchor.seq,
+                    r.sha256.as_deref().unwrap_or("nothing"),
+                    anchor.line_hash
+                ),
+            ));
+        }
+        anchor.proven = true;
+        Ok(())
+    }
+
+    /// Feeds the export trailer: it must name the last record fed.
+    pub fn trailer(&mut self, line: Option<u64>, t: &ExportTrailer) -> Result<(), VerifyProblem> {
+        let seq = Some(t.seq);
+        self.after_trailer(line, seq)?;
+        self.trailer = Some(line);
+        t.verify(&self.trusted)
+            .map_err(|e| Self::fail(line, seq, format!("export trailer: {e}")))?;
+        let last = self.next_seq.saturating_sub(1);
+        if t.seq != last || t.head_hash != self.prev_hash {
+            let msg = if t.seq > last {
+                format!(
+                    "the signed export trailer says the export ends at seq {}, but the last record here is seq {last}: records {}..{} are missing (cut at the end?)",
+                    t.seq,
+                    last + 1,
+                    t.seq
+                )
+            } else {
+                format!(
+                    "the signed export trailer names seq {} head {}, but the last record here is seq {last} with hash {} (trailer moved or records altered)",
+                    t.seq, t.head_hash, self.prev_hash
+                )
+            };
+            return Err(Self::fail(line, seq, msg));
+        }
+        Ok(())
+    }
+
+    fn after_trailer(&mut self, line: Option<u64>, seq: Option<u64>) -> Result<(), VerifyProblem> {
+        self.lines += 1;
+        match self.trailer {
+            Some(tl) => Err(Self::fail(
+                line,
+                seq,
+                format!(
+                    "line after the export trailer{} (lines appended?)",
+                    tl.map(|l| format!(" of line {l}")).unwrap_or_default()
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Records a problem found outside the chain rules (unreadable line...).
     pub fn set_problem(&mut self, p: VerifyProblem) {
         if self.report.problem.is_none() {
@@ -302,20 +416,71 @@ impl ChainVerifier {
         }
     }
 
+    /// Ends a verification of the live log.
     pub fn finish(mut self) -> VerifyReport {
+        self.check_anchor_proven();
         let covered = self.last_cp.as_ref().map_or(0, |c| c.seq);
         let last = self.report.last_seq.unwrap_or(covered);
         self.report.unsigned_tail = last.saturating_sub(covered);
         self.report
+    }
+
+    /// Ends a verification of an export: its signed trailer must have been fed.
+    pub fn finish_export(mut self) -> VerifyReport {
+        if self.report.problem.is_none() && self.trailer.is_none() {
+            let p = if self.lines == 0 {
+                Self::fail(
+                    None,
+                    None,
+                    "the export is empty: no records and no signed export trailer (truncated file, or not a pecd export)",
+                )
+            } else {
+                let last = self.next_seq.saturating_sub(1);
+                Self::fail(
+                    Some(self.lines + 1),
+                    Some(last),
+                    format!(
+                        "missing signed export trailer after line {} (seq {last}): the end of the export is not proven, records may have been cut off the end",
+                        self.lines
+                    ),
+                )
+            };
+            self.set_problem(p);
+        }
+        let mut report = self.finish();
+        if report.problem.is_none() {
+            // The trailer signs everything up to the last record.
+            report.unsigned_tail = 0;
+        }
+        report
+    }
+
+    fn check_anchor_proven(&mut self) {
+        if self.report.problem.is_some() {
+            return;
+        }
+        if let Some(a) = &self.anchor
+            && !a.proven
+        {
+            let p = Self::fail(
+                a.line,
+                Some(a.seq),
+                format!(
+                    "the log starts at checkpoint {} as a retention anchor, but no Purged record names that checkpoint: records 1..{} are missing (log cut at the start?)",
+                    a.seq, a.seq
+                ),
+            );
+            self.set_problem(p);
+        }
     }
 }
 
 /// Verifies an export read from `input`. Returns `Err` only when reading fails.
 pub fn verify_export(
     input: impl BufRead,
-    expected_signer: Option<String>,
+    trusted: impl Into<TrustedSigners>,
 ) -> std::io::Result<VerifyReport> {
-    let mut v = ChainVerifier::new(expected_signer);
+    let mut v = ChainVerifier::new(trusted);
     for (i, line) in input.split(b'\n').enumerate() {
         let line = line?;
         let n = Some(i as u64 + 1);
@@ -333,6 +498,7 @@ pub fn verify_export(
         let seq = match &parsed {
             ExportLine::Record(r) => r.seq,
             ExportLine::Checkpoint(c) => c.seq,
+            ExportLine::Trailer(t) => t.seq,
         };
         if parsed.to_line() != line {
             v.set_problem(ChainVerifier::fail(
@@ -345,11 +511,12 @@ pub fn verify_export(
         let res = match &parsed {
             ExportLine::Record(r) => v.record(n, r),
             ExportLine::Checkpoint(c) => v.checkpoint(n, c),
+            ExportLine::Trailer(t) => v.trailer(n, t),
         };
         if let Err(p) = res {
             v.set_problem(p);
             break;
         }
     }
-    Ok(v.finish())
+    Ok(v.finish_export())
 }

@@ -104,6 +104,44 @@ elif scenario == "relay_without_auth":
     code, text = s.mail("someone@internet.example")
     out = {"mail_code": code, "text": text.decode()}
     s.quit()
+elif scenario == "long_line":
+    # args: user password. One over-long command line whose tail looks like a command:
+    # exactly one 500 must come back, and the dialogue must stay in step afterwards.
+    user, password = args
+    s = smtps()
+    s.login(user, password)
+    code, text = s.docmd("NOOP", "x" * 5000 + " MAIL FROM:<" + user + ">")
+    out = {"long_code": code, "long_text": text.decode(errors="replace")}
+    out["after_code"], after = s.docmd("RSET")
+    out["after_text"] = after.decode()
+    s.quit()
+elif scenario == "send_raw":
+    # args: user password to header_block(\n-separated, without To/From) -> data reply
+    user, password, to, headers = args
+    s = smtps()
+    s.login(user, password)
+    body = f"From: <{user}>\r\nTo: <{to}>\r\n" + headers.replace("\n", "\r\n") + "\r\n\r\nciao\r\n"
+    s.mail(user)
+    s.rcpt(to)
+    code, text = s.data(body.encode())
+    out = {"code": code, "text": text.decode()}
+    s.quit()
+elif scenario == "logins":
+    # args: user password user password ...: one connection and exactly one AUTH PLAIN
+    # per pair (smtplib's login() would retry with LOGIN); the reply code of each.
+    codes, texts = [], []
+    for user, pw in zip(args[0::2], args[1::2]):
+        s = smtps()
+        s.user, s.password = user, pw
+        s.ehlo_or_helo_if_needed()
+        try:
+            code, text = s.auth("PLAIN", s.auth_plain)
+        except smtplib.SMTPAuthenticationError as e:
+            code, text = e.smtp_code, e.smtp_error
+        codes.append(code)
+        texts.append(text.decode(errors="replace"))
+        s.close()
+    out = {"codes": codes, "texts": texts}
 elif scenario == "wrong_password":
     user = args[0]
     s = smtps()

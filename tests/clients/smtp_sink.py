@@ -4,6 +4,10 @@ received message to OUTDIR/<n>.eml with a .env file (MAIL FROM and RCPT TO lines
 
 Usage: smtp_sink.py CERT KEY OUTDIR GREETING_DELAY_SECONDS
 Recipients whose local part starts with "reject" get 550; "later" get 451.
+Environment: SINK_STARTTLS=0 makes it an ordinary server that offers no STARTTLS;
+SINK_8BITMIME=0 stops it from offering 8BITMIME; SINK_BROKEN_TLS=1 answers STARTTLS
+with 220 and then hangs up instead of the handshake (the first time only). Each message also gets a .meta file:
+"tls=0|1" and the MAIL FROM parameters ("params=...").
 """
 import os
 import socket
@@ -15,6 +19,9 @@ import time
 cert, key, outdir, delay = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain(cert, key)
+offer_tls = os.environ.get("SINK_STARTTLS", "1") != "0"
+offer_8bit = os.environ.get("SINK_8BITMIME", "1") != "0"
+broken_tls = [os.environ.get("SINK_BROKEN_TLS", "0") == "1"]
 counter = [0]
 lock = threading.Lock()
 
@@ -28,7 +35,7 @@ def handle(conn):
         conn.sendall(line.encode() + b"\r\n")
 
     send("220 sink.test ESMTP")
-    mail_from, rcpts = None, []
+    mail_from, rcpts, params = None, [], ""
     while True:
         line = f.readline()
         if not line:
@@ -36,15 +43,33 @@ def handle(conn):
         cmd = line.decode(errors="replace").strip()
         up = cmd.upper()
         if up.startswith("EHLO"):
+            caps = ["PIPELINING"]
+            if offer_8bit:
+                caps.append("8BITMIME")
+            if offer_tls and not tls:
+                caps.append("STARTTLS")
             send("250-sink.test")
-            send("250 PIPELINING" if tls else "250 STARTTLS")
-        elif up == "STARTTLS" and not tls:
+            for c in caps[:-1]:
+                send("250-" + c)
+            send("250 " + caps[-1])
+        elif up == "STARTTLS" and not tls and offer_tls:
             send("220 go ahead")
+            if broken_tls[0]:
+                broken_tls[0] = False
+                conn.close()
+                return
             conn = ctx.wrap_socket(conn, server_side=True)
             f = conn.makefile("rb")
             tls = True
+        elif up == "STARTTLS":
+            send("502 5.5.1 STARTTLS not offered")
         elif up.startswith("MAIL FROM:"):
-            mail_from, rcpts = cmd[10:].strip("<> "), []
+            rest = cmd[10:].strip()
+            addr, _, params = rest.partition(" ")
+            if not offer_8bit and "8BITMIME" in params.upper():
+                send("555 5.5.4 BODY=8BITMIME not supported")
+                continue
+            mail_from, rcpts = addr.strip("<> "), []
             send("250 ok")
         elif up.startswith("RCPT TO:"):
             r = cmd[8:].strip("<> ")
@@ -70,6 +95,8 @@ def handle(conn):
                 n = counter[0]
             with open(os.path.join(outdir, f"{n}.env"), "w") as e:
                 e.write(mail_from + "\n" + "\n".join(rcpts) + "\n")
+            with open(os.path.join(outdir, f"{n}.meta"), "w") as e:
+                e.write(f"tls={int(tls)}\nparams={params}\n")
             with open(os.path.join(outdir, f"{n}.eml.tmp"), "wb") as m:
                 m.write(data)
             os.rename(os.path.join(outdir, f"{n}.eml.tmp"), os.path.join(outdir, f"{n}.eml"))

@@ -61,7 +61,9 @@ pub fn have(tool: &str, why: &str) -> bool {
     let ok = Command::new(tool).arg("--version").output().is_ok()
         || Command::new(tool).arg("version").output().is_ok();
     if !ok {
-        skip(&format!("({why}) `{tool}` is not installed; .ci/run installs it"));
+        skip(&format!(
+            "({why}) `{tool}` is not installed; .ci/run installs it"
+        ));
     }
     ok
 }
