@@ -95,9 +95,15 @@ impl MailboxChange {
 pub const CHANGE_BACKLOG: usize = 1024;
 
 /// The schema this code reads and writes.
-pub const SCHEMA_VERSION: u32 = 1;
-/// Schemas this code can open.
-pub const SUPPORTED_SCHEMAS: &[u32] = &[1];
+///
+/// History: 1 = first release; 2 = the outbound queue's due index is split into a local
+/// and a remote lane (a one-byte lane prefix on each due key). A version-1 store is
+/// migrated at open (the due index is derived data, rebuilt from the queue items by
+/// `queue::open_lanes` on every open) and then marked 2, so an older pecd refuses it
+/// instead of misreading the new keys.
+pub const SCHEMA_VERSION: u32 = 2;
+/// Schemas this code can open (older ones are migrated to [`SCHEMA_VERSION`]).
+pub const SUPPORTED_SCHEMAS: &[u32] = &[1, 2];
 
 /// Errors of the store, by cause.
 #[derive(Debug, thiserror::Error)]
@@ -327,8 +333,16 @@ impl Store {
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let db = open_db(&dir, &options)?;
         let trees = Trees::open(&db)?;
-        check_schema(&dir, &db, &trees)?;
+        let found = check_schema(&dir, &db, &trees)?;
         queue::open_lanes(&trees, &options.domains)?;
+        if found != SCHEMA_VERSION {
+            // Migrated above: only now may the store say it is of the current version.
+            trees
+                .meta
+                .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+            db.flush()?;
+            tracing::info!(dir = %dir.display(), from = found, to = SCHEMA_VERSION, "store schema migrated");
+        }
         let blobs = BlobStore::open(dir.join("blobs"))?;
         let refs = trees.blobrefs.clone();
         let sweep = blobs.sweep(|id| Ok(refs.contains_key(id.as_str())?), options.blob_grace)?;
@@ -457,7 +471,8 @@ impl Store {
     }
 }
 
-fn check_schema(dir: &Path, db: &sled::Db, trees: &Trees) -> Result<(), StoreError> {
+/// Checks the stored schema version; returns it (a new store is created at the current one).
+fn check_schema(dir: &Path, db: &sled::Db, trees: &Trees) -> Result<u32, StoreError> {
     match trees.meta.get(SCHEMA_KEY)? {
         Some(v) => {
             let found = <[u8; 4]>::try_from(v.as_ref())
@@ -473,7 +488,7 @@ fn check_schema(dir: &Path, db: &sled::Db, trees: &Trees) -> Result<(), StoreErr
                     supported: SUPPORTED_SCHEMAS.to_vec(),
                 });
             }
-            Ok(())
+            Ok(found)
         }
         None => {
             if !trees.mailboxes.is_empty() || !trees.trace.records.is_empty() {
@@ -486,7 +501,7 @@ fn check_schema(dir: &Path, db: &sled::Db, trees: &Trees) -> Result<(), StoreErr
                 .meta
                 .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
             db.flush()?;
-            Ok(())
+            Ok(SCHEMA_VERSION)
         }
     }
 }

@@ -385,8 +385,19 @@ mod tests {
                 .to_vec();
             k.extend_from_slice(&7u64.to_be_bytes());
             s.trees().queue_due.insert(k, &[]).unwrap();
+            s.trees()
+                .meta
+                .insert(crate::store::SCHEMA_KEY, &1u32.to_be_bytes())
+                .unwrap();
         }
         let s = open(dir.path());
+        let v = s.trees().meta.get(crate::store::SCHEMA_KEY).unwrap().unwrap();
+        assert_eq!(
+            v.as_ref(),
+            crate::store::SCHEMA_VERSION.to_be_bytes(),
+            "a migrated store is marked with the current schema, so an older pecd refuses it"
+        );
+        assert_eq!(crate::store::SCHEMA_VERSION, 2);
         let due = s.queue_due_in(Lane::Local, t0, 10).unwrap();
         assert_eq!(due.len(), 1);
         assert_eq!(
