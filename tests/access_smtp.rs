@@ -93,13 +93,34 @@ fn local_delivery_with_every_receipt_form() {
     srv.stop();
 
     let trust = TrustAnchors::from_pem(&std::fs::read(srv.ca()).unwrap()).unwrap();
-    let (b_inbox, c_inbox, a_inbox, svc);
+    let (b_inbox, c_inbox, a_inbox, svc, records);
     {
         let store = Store::open(srv.data_dir(), StoreOptions::default()).unwrap();
         b_inbox = inbox(&store, "b@pec.alfa.test");
         c_inbox = inbox(&store, "c@pec.alfa.test");
         a_inbox = inbox(&store, a);
         svc = inbox(&store, "posta-certificata@pec.alfa.test");
+        records = trace(&store);
+    }
+    // Every receipt we issued is in the trace log by its exact SHA-256, in the record of
+    // the step that sent it: the provider can prove in court that a receipt is its own.
+    for m in a_inbox.iter().chain(&svc) {
+        let h = pecd::trace::sha256_hex(m);
+        let r = records
+            .iter()
+            .find(|r| r.sha256.as_deref() == Some(h.as_str()))
+            .unwrap_or_else(|| panic!("no trace record holds the hash of a receipt we sent"));
+        assert!(
+            matches!(
+                r.kind,
+                EventKind::AcceptanceSent
+                    | EventKind::DeliveryReceiptSent
+                    | EventKind::NonDeliverySent
+                    | EventKind::TakeChargeSent
+            ),
+            "{:?}",
+            r.kind
+        );
     }
     // Recipients: the transport envelopes, with the original inside.
     assert_eq!(b_inbox.len(), 3, "b gets three envelopes");

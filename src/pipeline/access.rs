@@ -250,6 +250,7 @@ async fn accept(
     let env_bytes = Arc::new(transport.message.bytes);
     let env_blob = gw.put_blob(env_bytes.clone()).await?;
     let acc_blob = gw.put_blob(Arc::new(acceptance.bytes)).await?;
+    let acc_sha256 = acc_blob.id.as_str().to_string();
 
     let bare_msgid = checked
         .client_msgid
@@ -271,6 +272,10 @@ async fn accept(
         .detail("formal checks passed; acceptance receipt issued");
     accepted.related = vec![acceptance.message_id.clone(), ident.clone()];
     let created = base(EventKind::EnvelopeCreated).message_bytes(&env_bytes);
+    // The receipt's own hash (the blob id is the SHA-256 of its exact bytes).
+    let mut receipt_sent = base(EventKind::AcceptanceSent);
+    receipt_sent.sha256 = Some(acc_sha256);
+    receipt_sent.related = vec![acceptance.message_id.clone()];
 
     let mut sender_copy = Delivery::inbox(checked.sender.clone(), acc_blob, now);
     // The receipt is the sender's evidence: it is stored even past the quota.
@@ -278,6 +283,7 @@ async fn accept(
     let mut batch = Batch::new()
         .deliver(sender_copy)
         .trace(accepted)
+        .trace(receipt_sent)
         .trace(created);
 
     // One queue item per recipient domain: the transaction the next hop sees.
@@ -385,6 +391,11 @@ async fn refuse(
         }
     };
     let blob = gw.put_blob(Arc::new(notice.bytes)).await?;
+    let mut notice_sent = TraceEvent::new(EventKind::NonAcceptanceSent, now)
+        .ident(ident.clone())
+        .sender(sender.to_string());
+    notice_sent.sha256 = Some(blob.id.as_str().to_string());
+    notice_sent.related = vec![notice.message_id.clone()];
     let mut d = Delivery::inbox(sender.clone(), blob, now);
     d.enforce_quota = false;
     let mut ev = TraceEvent::new(EventKind::SubmissionRefused, now)
@@ -399,7 +410,7 @@ async fn refuse(
         ev = ev.msgid(ids::bare(m).to_string());
     }
     gw.store
-        .commit_async(Batch::new().deliver(d).trace(ev))
+        .commit_async(Batch::new().deliver(d).trace(ev).trace(notice_sent))
         .await?;
     tracing::info!(sender = %sender, reason = %refusal.reason, "message not accepted");
     Ok(reply)

@@ -236,6 +236,7 @@ pub async fn take_charge(
     let blob = gw.put_blob(Arc::new(tc.bytes)).await?;
     let mut ev = event(EventKind::TakeChargeSent, now, cert, rcpts.to_vec());
     ev.related = vec![tc.message_id];
+    ev.sha256 = Some(blob.id.as_str().to_string());
     let mut batch = route(
         gw,
         Batch::new().claim(tc_key),
@@ -362,6 +363,7 @@ async fn deliver_one(
         vec![rcpt.to_string()],
     );
     sent.related = vec![ok.message_id];
+    sent.sha256 = Some(receipt_blob.id.as_str().to_string());
     let batch =
         Batch::new()
             .claim(key.clone())
@@ -418,6 +420,7 @@ async fn deliver_one(
         vec![rcpt.to_string()],
     );
     notice.related = vec![ko.message_id];
+    notice.sha256 = Some(blob.id.as_str().to_string());
     let batch = route(
         gw,
         Batch::new().claim(key),

@@ -47,6 +47,7 @@ use crate::smtp::session::Envelope;
 use crate::store::pending::Awaiting;
 use crate::store::{Batch, Delivery, StoreError};
 use crate::trace::TraceQuery;
+use crate::trace::sha256_hex;
 use crate::trace::{EventKind, TraceEvent};
 
 /// The SMTP backend of the `smtp` listener (25).
@@ -120,12 +121,6 @@ fn valid_at(cert: &X509, now: jiff::Timestamp) -> bool {
         return false;
     };
     cert.not_before() <= at && cert.not_after() >= at
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    openssl::hash::hash(openssl::hash::MessageDigest::sha256(), data)
-        .map(hex::encode)
-        .unwrap_or_default()
 }
 
 /// A short key for a set of recipients, for idempotency keys.

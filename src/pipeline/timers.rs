@@ -161,6 +161,7 @@ async fn issue(
         }
     };
     let blob = gw.put_blob(Arc::new(notice.bytes)).await?;
+    let notice_sha256 = blob.id.as_str().to_string();
     let mut d = Delivery::inbox(sender.clone(), blob, now);
     d.enforce_quota = false;
     let (kind, key) = if final_notice {
@@ -185,6 +186,7 @@ async fn issue(
         ev = ev.msgid(m.clone());
     }
     ev.related = vec![notice.message_id];
+    ev.sha256 = Some(notice_sha256);
     let advance = |b: Batch| {
         if final_notice {
             b.pending_resolve(p.ident.clone(), p.recipient.clone())

@@ -391,7 +391,12 @@ mod tests {
                 .unwrap();
         }
         let s = open(dir.path());
-        let v = s.trees().meta.get(crate::store::SCHEMA_KEY).unwrap().unwrap();
+        let v = s
+            .trees()
+            .meta
+            .get(crate::store::SCHEMA_KEY)
+            .unwrap()
+            .unwrap();
         assert_eq!(
             v.as_ref(),
             crate::store::SCHEMA_VERSION.to_be_bytes(),

@@ -61,6 +61,11 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 pub enum EventKind {
     SubmissionAccepted,
     SubmissionRefused,
+    /// The acceptance receipt (ricevuta di accettazione) was issued: `sha256` is the hash
+    /// of the signed receipt as stored, so a receipt can be proved to be ours.
+    AcceptanceSent,
+    /// The non-acceptance notice (avviso di non accettazione) was issued; `sha256` as above.
+    NonAcceptanceSent,
     EnvelopeCreated,
     Relayed,
     RelayFailed,
@@ -93,6 +98,8 @@ impl EventKind {
         match self {
             SubmissionAccepted => "SubmissionAccepted",
             SubmissionRefused => "SubmissionRefused",
+            AcceptanceSent => "AcceptanceSent",
+            NonAcceptanceSent => "NonAcceptanceSent",
             EnvelopeCreated => "EnvelopeCreated",
             Relayed => "Relayed",
             RelayFailed => "RelayFailed",
