@@ -216,6 +216,8 @@ impl From<WireReport> for VerifyReport {
             last_checkpoint: r.last_checkpoint,
             unsigned_tail: r.unsigned_tail,
             signer_pinned: r.signer_pinned,
+            // The live log has no trailer.
+            export_time: None,
             problem: r.problem.map(|p| crate::trace::verify::VerifyProblem {
                 line: p.line,
                 seq: p.seq,

@@ -4,16 +4,13 @@
 //! (signing, argon2, blob files) off the async executor's threads.
 //!
 //! Owns no protocol and no PEC rule: those are in [`crate::smtp`] and [`crate::pipeline`].
-//! It does own the failed-login state shared by SMTP, IMAP and POP3 ([`LoginLimiter`],
-//! `limits.auth_max_failures` / `limits.auth_lockout_secs`), so that reconnecting or
-//! switching protocol gives a password guesser no fresh attempts.
+//! It does own the failure counters shared by every listener ([`limiter`]): failed logins
+//! over SMTP, IMAP and POP3 ([`LoginLimiter`], `limits.auth_max_failures` /
+//! `limits.auth_lockout_secs`) and the traced SMTP dialogue refusals ([`RefusalLimiter`]),
+//! so that reconnecting or switching protocol gives an abuser no fresh attempts.
 
-use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, Ipv6Addr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-
-use jiff::{SignedDuration, Timestamp};
 
 use tokio::sync::Notify;
 
@@ -26,6 +23,9 @@ use crate::pec::index::{ProviderIndex, ProviderRecord};
 use crate::pec::smime::{Signer, TrustAnchors};
 use crate::pipeline::checks::Limits;
 use crate::store::{Blob, Store, StoreError, StoreOptions};
+
+pub mod limiter;
+pub use limiter::{Lockout, LoginKey, LoginLimiter, Net, RefusalLimiter, RefusalTrace};
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -67,8 +67,10 @@ pub struct Gateway {
     pub scanner: Option<crate::antivirus::Scanner>,
     /// Wakes the queue workers when new work is committed.
     pub work: Notify,
-    /// Failed logins per IP address and per account (all protocols).
+    /// Failed logins per client network and per account (all protocols).
     pub logins: LoginLimiter,
+    /// SMTP dialogue refusals written to the trace log, per client network.
+    pub refusals: RefusalLimiter,
     /// The index of PEC providers (imported records plus our own entry).
     index: std::sync::RwLock<Arc<ProviderIndex>>,
     /// Password checks run here: argon2id needs ~19 MiB per check, and on the general
@@ -167,6 +169,7 @@ impl Gateway {
             clock,
             limits,
             logins,
+            refusals: RefusalLimiter::default(),
             work: Notify::new(),
             index: std::sync::RwLock::new(index),
             auth_pool: AuthPool::new(),
@@ -240,219 +243,5 @@ impl Gateway {
     pub async fn read_blob(&self, id: crate::store::BlobId) -> Result<Vec<u8>, StoreError> {
         let store = self.store.clone();
         self.blocking(move || store.blobs().read(&id)).await
-    }
-}
-
-/// What failed logins are counted against.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum LoginKey {
-    /// The peer's address; IPv6 addresses are counted per /64 (one host usually holds a
-    /// whole /64, so per-address counting would be no limit at all).
-    Ip(IpAddr),
-    /// The user name as given (trimmed, lower-cased, at most 320 characters), whether or
-    /// not such a mailbox exists.
-    Account(String),
-}
-
-impl std::fmt::Display for LoginKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            LoginKey::Ip(IpAddr::V6(a)) => write!(f, "address {a}/64"),
-            LoginKey::Ip(a) => write!(f, "address {a}"),
-            LoginKey::Account(a) => write!(f, "account {a:?}"),
-        }
-    }
-}
-
-/// Logins are refused for `key` until `until`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lockout {
-    pub key: LoginKey,
-    pub until: Timestamp,
-}
-
-impl std::fmt::Display for Lockout {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "too many failed logins for {}, refused until {}",
-            self.key,
-            self.until.round(jiff::Unit::Second).unwrap_or(self.until)
-        )
-    }
-}
-
-/// Keys tracked at most; past it, expired keys are dropped, then the stalest one.
-const MAX_LOGIN_KEYS: usize = 100_000;
-
-/// Failed logins per IP address and per account in a sliding window: at most `max`
-/// failures within any `window`; while a key has `max` failures in the last `window`,
-/// logins for it are refused without checking the password. Refused attempts are not
-/// counted (so a lockout ends `window` after the oldest counted failure). Time comes from
-/// the caller (the gateway clock), so tests control it.
-#[derive(Debug)]
-pub struct LoginLimiter {
-    max: usize,
-    window: SignedDuration,
-    /// The last `max` failure instants of each key, oldest first.
-    failures: Mutex<HashMap<LoginKey, VecDeque<Timestamp>>>,
-}
-
-impl LoginLimiter {
-    pub fn new(max_failures: u32, window_secs: u64) -> Self {
-        Self {
-            max: usize::try_from(max_failures).unwrap_or(usize::MAX).max(1),
-            window: SignedDuration::from_secs(i64::try_from(window_secs).unwrap_or(i64::MAX)),
-            failures: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn keys(ip: IpAddr, user: &str) -> [LoginKey; 2] {
-        let ip = match ip {
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !((1u128 << 64) - 1))),
-            },
-            v4 => v4,
-        };
-        let account: String = user.trim().to_lowercase().chars().take(320).collect();
-        [LoginKey::Ip(ip), LoginKey::Account(account)]
-    }
-
-    fn cutoff(&self, now: Timestamp) -> Timestamp {
-        now.checked_sub(self.window).unwrap_or(Timestamp::MIN)
-    }
-
-    /// The lockout in force for a login from `ip` as `user`, if any.
-    pub fn lockout(&self, ip: IpAddr, user: &str, now: Timestamp) -> Option<Lockout> {
-        let cutoff = self.cutoff(now);
-        let map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        Self::keys(ip, user).into_iter().find_map(|key| {
-            let q = map.get(&key)?;
-            let recent: Vec<&Timestamp> = q.iter().filter(|t| **t > cutoff).collect();
-            let oldest = **recent.first()?;
-            (recent.len() >= self.max).then(|| Lockout {
-                key,
-                until: oldest.checked_add(self.window).unwrap_or(Timestamp::MAX),
-            })
-        })
-    }
-
-    /// Counts a failed login; returns the lockout this very failure starts, if any (so
-    /// that it is logged once).
-    pub fn record_failure(&self, ip: IpAddr, user: &str, now: Timestamp) -> Option<Lockout> {
-        let cutoff = self.cutoff(now);
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let mut started = None;
-        for key in Self::keys(ip, user) {
-            if !map.contains_key(&key) && map.len() >= MAX_LOGIN_KEYS {
-                map.retain(|_, q| q.back().is_some_and(|t| *t > cutoff));
-                if map.len() >= MAX_LOGIN_KEYS {
-                    let stalest = map
-                        .iter()
-                        .min_by_key(|(_, q)| q.back().copied())
-                        .map(|(k, _)| k.clone());
-                    if let Some(k) = stalest {
-                        map.remove(&k);
-                    }
-                }
-            }
-            let q = map.entry(key.clone()).or_default();
-            while q.front().is_some_and(|t| *t <= cutoff) {
-                q.pop_front();
-            }
-            let before = q.len();
-            q.push_back(now);
-            while q.len() > self.max {
-                q.pop_front();
-            }
-            if before + 1 == self.max && started.is_none() {
-                let oldest = q.front().copied().unwrap_or(now);
-                started = Some(Lockout {
-                    key,
-                    until: oldest.checked_add(self.window).unwrap_or(Timestamp::MAX),
-                });
-            }
-        }
-        started
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn t(secs: i64) -> Timestamp {
-        Timestamp::from_second(1_700_000_000 + secs).unwrap()
-    }
-
-    #[test]
-    fn failures_lock_an_address_and_an_account_for_the_window() {
-        let l = LoginLimiter::new(3, 60);
-        let ip: IpAddr = "192.0.2.7".parse().unwrap();
-        let other: IpAddr = "192.0.2.8".parse().unwrap();
-        assert_eq!(l.record_failure(ip, "a@pec.test", t(0)), None);
-        assert_eq!(l.record_failure(ip, "b@pec.test", t(10)), None);
-        assert!(l.lockout(ip, "c@pec.test", t(11)).is_none());
-        // The third failure from one address starts a lockout of that address, reported once.
-        let started = l.record_failure(ip, "c@pec.test", t(20)).expect("lockout");
-        assert_eq!(started.key, LoginKey::Ip(ip));
-        assert_eq!(started.until, t(60));
-        let now = l.lockout(ip, "anyone@pec.test", t(30)).expect("locked");
-        assert_eq!(now.key, LoginKey::Ip(ip));
-        assert!(l.lockout(other, "anyone@pec.test", t(30)).is_none());
-        // Sliding: once the first failure is 60 s old, one more attempt is allowed.
-        assert!(l.lockout(ip, "x", t(59)).is_some());
-        assert!(l.lockout(ip, "x", t(60)).is_none());
-        assert!(
-            l.record_failure(ip, "x", t(61)).is_some(),
-            "full again at once"
-        );
-
-        // Per account, from many addresses (case and spaces do not make a new account).
-        let l = LoginLimiter::new(2, 60);
-        l.record_failure("198.51.100.1".parse().unwrap(), "Boss@PEC.test", t(0));
-        let s = l
-            .record_failure("198.51.100.2".parse().unwrap(), " boss@pec.test", t(1))
-            .expect("account lockout");
-        assert_eq!(s.key, LoginKey::Account("boss@pec.test".into()));
-        assert!(
-            l.lockout("203.0.113.9".parse().unwrap(), "boss@pec.test", t(2))
-                .is_some()
-        );
-        assert!(
-            l.lockout("203.0.113.9".parse().unwrap(), "a@pec.test", t(2))
-                .is_none()
-        );
-        assert!(s.to_string().contains("account \"boss@pec.test\""), "{s}");
-    }
-
-    #[test]
-    fn ipv6_counts_per_64_and_mapped_v4_as_v4() {
-        let l = LoginLimiter::new(2, 60);
-        l.record_failure("2001:db8:1:2::1".parse().unwrap(), "a", t(0));
-        l.record_failure("2001:db8:1:2:ffff::9".parse().unwrap(), "b", t(1));
-        assert!(
-            l.lockout("2001:db8:1:2::77".parse().unwrap(), "c", t(2))
-                .is_some()
-        );
-        assert!(
-            l.lockout("2001:db8:1:3::1".parse().unwrap(), "c", t(2))
-                .is_none()
-        );
-        l.record_failure("::ffff:192.0.2.1".parse().unwrap(), "d", t(0));
-        l.record_failure("192.0.2.1".parse().unwrap(), "e", t(1));
-        assert!(l.lockout("192.0.2.1".parse().unwrap(), "f", t(2)).is_some());
-    }
-
-    #[test]
-    fn the_table_stays_bounded() {
-        let l = LoginLimiter::new(5, 60);
-        for i in 0..(MAX_LOGIN_KEYS as u32 / 2 + 10) {
-            let ip = IpAddr::V4(std::net::Ipv4Addr::from_bits(0x0a00_0000 + i));
-            l.record_failure(ip, &format!("u{i}"), t(i64::from(i % 30)));
-        }
-        let n = l.failures.lock().unwrap().len();
-        assert!(n <= MAX_LOGIN_KEYS, "{n}");
     }
 }

@@ -13,6 +13,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::gateway::Gateway;
+use crate::pec::address::PecAddress;
+use crate::pec::index::{ProviderIndex, ProviderRecord};
 use crate::pipeline::{access::AccessPoint, delivery, incoming::IncomingPoint, relay, timers};
 use crate::smtp::server::{self as smtp_server, ListenerConfig};
 use crate::smtp::session::{Role, SessionConfig};
@@ -61,8 +63,64 @@ impl Running {
     }
 }
 
+/// The `mailReceipt` other providers hold for us, when it is not our
+/// `provider.receipt_mailbox`. Our entry in `imported` (the national index as imported,
+/// which contains our own record too) is the one holding our signing certificate, else the
+/// one with our dn, else one managing a domain of ours. `None` when they agree or when the
+/// imported index has no entry for us (a fresh or private setup).
+pub fn held_receipt_mailbox_mismatch(
+    imported: &ProviderIndex,
+    own: &ProviderRecord,
+) -> Option<PecAddress> {
+    let records = imported.records();
+    let ours = own
+        .certificates
+        .iter()
+        .find_map(|c| records.iter().find(|r| r.holds_certificate(c)))
+        .or_else(|| records.iter().find(|r| r.dn.eq_ignore_ascii_case(&own.dn)))
+        .or_else(|| {
+            records
+                .iter()
+                .find(|r| own.managed_domains.iter().any(|d| r.manages(d)))
+        })?;
+    (!ours.mail_receipt.same_mailbox(&own.mail_receipt)).then(|| ours.mail_receipt.clone())
+}
+
+/// Rules §4.6/§8.3: other providers address our take-charge receipts and virus notices to
+/// the `mailReceipt` of our index entry, and the incoming point delivers a take-charge only
+/// to `provider.receipt_mailbox`: if the two differ, every take-charge for us becomes an
+/// anomaly envelope. Checked once at start (a later `pecd index import` is not re-checked);
+/// warns, never fails (the index entry may be about to be corrected).
+fn check_own_index_entry(gw: &Gateway) {
+    let imported = match ProviderIndex::load_or_empty(&ProviderIndex::default_path(&gw.config)) {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the imported provider index to check our own entry");
+            return;
+        }
+    };
+    let own = match ProviderRecord::for_this_provider(&gw.config, gw.signer.certificate()) {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot build our own index entry to check it");
+            return;
+        }
+    };
+    if let Some(held) = held_receipt_mailbox_mismatch(&imported, &own) {
+        tracing::warn!(
+            index_mail_receipt = %held,
+            receipt_mailbox = %own.mail_receipt,
+            "MISCONFIGURATION: the provider index lists mailReceipt {held} for this provider, \
+             but provider.receipt_mailbox is {}: take-charge receipts and virus notices from \
+             other providers will be treated as anomalies until the two agree",
+            own.mail_receipt
+        );
+    }
+}
+
 /// Binds every implemented listener of `[listen]` and starts the workers.
 pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
+    check_own_index_entry(&gw);
     let tls = crate::tls::server_config(&gw.config.tls.cert, &gw.config.tls.key)?;
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
@@ -213,5 +271,46 @@ async fn maintenance(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
             Ok(Err(e)) => tracing::error!(error = %e, "maintenance failed"),
             Err(e) => tracing::error!(error = %e, "maintenance task panicked"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn own_record(dir: &std::path::Path) -> ProviderRecord {
+        let domain = crate::pec::address::Domain::parse("pec.alfa.test").unwrap();
+        let report = crate::pki::init_dir(dir, &domain, None, false).unwrap();
+        let config = crate::config::Config::load(&report.config).unwrap();
+        let signer = config.load_signer().unwrap();
+        ProviderRecord::for_this_provider(&config, signer.certificate()).unwrap()
+    }
+
+    #[test]
+    fn a_different_mail_receipt_in_our_index_entry_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = own_record(dir.path());
+        let mut held = own.clone();
+        held.mail_receipt = PecAddress::parse("ricevute@pec.alfa.test").unwrap();
+        let index = ProviderIndex::new(vec![held]).unwrap();
+        assert_eq!(
+            held_receipt_mailbox_mismatch(&index, &own),
+            Some(PecAddress::parse("ricevute@pec.alfa.test").unwrap())
+        );
+        // Found by certificate even when the national index spells the dn differently.
+        let mut renamed = index.records()[0].clone();
+        renamed.dn = "providerName=Other Name,o=postacert".into();
+        let index = ProviderIndex::new(vec![renamed]).unwrap();
+        assert!(held_receipt_mailbox_mismatch(&index, &own).is_some());
+    }
+
+    #[test]
+    fn an_agreeing_or_missing_entry_is_fine() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = own_record(dir.path());
+        let same = ProviderIndex::new(vec![own.clone()]).unwrap();
+        assert_eq!(held_receipt_mailbox_mismatch(&same, &own), None);
+        let empty = ProviderIndex::new(Vec::new()).unwrap();
+        assert_eq!(held_receipt_mailbox_mismatch(&empty, &own), None);
     }
 }

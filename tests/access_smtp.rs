@@ -403,10 +403,11 @@ fn logins_are_locked_out_across_connections_and_messages_fixed_up() {
     assert!(r["text"].as_str().unwrap().contains("Bcc"), "{r}");
 
     // Failures count per address across connections (a user name that is not an
-    // address counts too); then even the right password is refused, unchecked.
+    // address counts too); then even the right password is refused, unchecked, except for
+    // an account that logged in from this address before (a, above).
     let r = srv.smtp(
         "logins",
-        &["not an address", "x", a, "wrong", a, "pw-a", b, "pw-b"],
+        &["not an address", "x", a, "wrong", b, "pw-b", a, "pw-a"],
     );
     let codes: Vec<u64> = r["codes"]
         .as_array()
@@ -414,7 +415,7 @@ fn logins_are_locked_out_across_connections_and_messages_fixed_up() {
         .iter()
         .map(|c| c.as_u64().unwrap())
         .collect();
-    assert_eq!(codes, vec![535, 535, 454, 454], "{r}");
+    assert_eq!(codes, vec![535, 535, 454, 235], "{r}");
     assert!(
         r["texts"][2]
             .as_str()
@@ -455,5 +456,58 @@ fn logins_are_locked_out_across_connections_and_messages_fixed_up() {
     assert!(
         failed[1].contains("too many failed logins for address 127.0.0.1"),
         "the lockout is recorded once: {failed:?}"
+    );
+}
+
+#[test]
+fn long_data_lines_are_refused_on_submission_and_accepted_on_port_25() {
+    if !have_python() {
+        return;
+    }
+    let mut srv = Server::new(
+        DOMAIN,
+        &[("a@pec.alfa.test", "pw-a"), ("b@pec.alfa.test", "pw-b")],
+    );
+    // Port 25 (the "smtp" listener) on a free loopback port.
+    let port25 = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    srv.edit_config(|t| t.replace("smtp = \"off\"", &format!("smtp = \"127.0.0.1:{port25}\"")));
+    // b takes ordinary mail (wrapped in an anomaly envelope) rather than refusing it.
+    srv.admin(&[
+        "mailbox",
+        "options",
+        "b@pec.alfa.test",
+        "--accept-anomalies",
+        "true",
+    ]);
+    srv.start();
+    let (a, b) = ("a@pec.alfa.test", "b@pec.alfa.test");
+    let r = srv.smtp("long_data_line", &[a, "pw-a", b, &port25]);
+    // Our user's message would leave for other providers with a line over the limit
+    // (4096 by default): refused, and the session goes on.
+    assert_eq!(r["submission_code"], 554, "{r}");
+    assert!(
+        r["submission_text"]
+            .as_str()
+            .unwrap()
+            .contains("longer than 4096"),
+        "{r}"
+    );
+    assert_eq!(r["submission_after"], 250, "{r}");
+    // The same from the Internet on port 25 is taken in (wrapped as an anomaly: no PEC).
+    assert_eq!(r["incoming_code"], 250, "{r}");
+    srv.stop();
+
+    let store = Store::open(srv.data_dir(), StoreOptions::default()).unwrap();
+    let b_inbox = inbox(&store, b);
+    assert_eq!(b_inbox.len(), 1, "only the port-25 message reached b");
+    let long = vec![b'x'; 4998];
+    assert!(
+        b_inbox[0].windows(long.len()).any(|w| w == long),
+        "the long line arrived whole"
     );
 }

@@ -231,7 +231,21 @@ async fn viruses_are_refused_reported_and_quarantined() {
         .await
         .unwrap();
     assert_eq!(r.code, 451, "{r:?}");
-    let r = pecd::pipeline::incoming::receive(&gw, incoming, peer_addr)
+    // A new envelope (the infected one above was handled once and for all: a replay of it
+    // is answered from its claims without scanning again).
+    let clean_cert = pecd::pec::compose::Certification {
+        identificativo: "opec-clean@mail.pec.beta.test".into(),
+        ..cert.clone()
+    };
+    let clean =
+        b"From: x@pec.beta.test\r\nTo: b@pec.alfa.test\r\nSubject: Fattura\r\n\r\npulita\r\n";
+    let env =
+        pecd::pec::envelope::transport(&peer_id, &peer_signer, &clean_cert, clean, at).unwrap();
+    let fresh = Envelope {
+        data: env.message.bytes.clone(),
+        ..incoming
+    };
+    let r = pecd::pipeline::incoming::receive(&gw, fresh, peer_addr)
         .await
         .unwrap();
     assert_eq!(r.code, 451, "{r:?}");

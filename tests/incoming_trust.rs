@@ -768,3 +768,282 @@ async fn incoming_point_trusts_only_what_the_signature_covers() {
     }
     drop(a);
 }
+
+/// Provider A (initialised and opened for its key, not started) and provider B running on
+/// loopback with a manual clock, each having imported the other's index entry; B's
+/// mailboxes `(local part, accepts anomalies, quota)` are created.
+struct Pair {
+    _a_dir: tempfile::TempDir,
+    a: Arc<Gateway>,
+    clock_b: Arc<ManualClock>,
+    b: B,
+}
+
+impl Pair {
+    async fn start(mailboxes: &[(&str, bool, Option<u64>)]) -> Pair {
+        let a_dir = init("pec.alfa.test");
+        let b_dir = init("pec.beta.test");
+        let (a_port, b_port) = (free_port(), free_port());
+        wire(a_dir.path(), a_port, b_dir.path());
+        wire(b_dir.path(), b_port, a_dir.path());
+        let a = open(a_dir.path(), pecd::clock::system()).await;
+        let clock_b = Arc::new(ManualClock::new(jiff::Timestamp::now()));
+        let gw_b = open(b_dir.path(), clock_b.clone()).await;
+        for (u, accept_anomalies, quota_bytes) in mailboxes {
+            let address = PecAddress::parse(&format!("{u}@pec.beta.test")).unwrap();
+            if gw_b.store.mailbox(&address).unwrap().is_none() {
+                gw_b.store
+                    .add_mailbox(NewMailbox {
+                        address,
+                        password: Password::new("pw"),
+                        quota_bytes: *quota_bytes,
+                        options: MailboxOptions {
+                            accept_anomalies: *accept_anomalies,
+                        },
+                    })
+                    .unwrap();
+            }
+        }
+        let running = pecd::server::start(gw_b.clone()).await.unwrap();
+        Pair {
+            _a_dir: a_dir,
+            a,
+            clock_b,
+            b: B {
+                dir: b_dir,
+                port: b_port,
+                gw: gw_b,
+                running: Some(running),
+            },
+        }
+    }
+
+    async fn send(&self, from: &str, rcpts: &[&str], data: &[u8]) -> u16 {
+        smtp_to(self.b.dir.path(), self.b.port, from, rcpts, data).await
+    }
+
+    fn trace(&self, kind: EventKind, ident: Option<&str>) -> Vec<pecd::trace::TraceRecord> {
+        self.b
+            .gw
+            .store
+            .trace()
+            .query(&TraceQuery {
+                ident: ident.map(str::to_string),
+                ..Default::default()
+            })
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.kind == kind)
+            .collect()
+    }
+
+    async fn stop(mut self) {
+        if let Some(r) = self.b.running.take() {
+            r.shutdown().await;
+        }
+    }
+}
+
+/// A full mailbox among the targets of an anomaly envelope: the others still get it, the
+/// full one is traced, and the peer gets 452 only when every target is full. Next to a
+/// certified delivery (an unlisted forward-path that is full), the peer still gets 250:
+/// it already holds the take-charge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_full_mailbox_does_not_hold_back_the_others() {
+    let p = Pair::start(&[
+        ("b", false, None),
+        ("b3", true, None),
+        ("full", true, Some(1000)),
+        ("posta-certificata", false, None),
+    ])
+    .await;
+    let plain = |to: &str| {
+        format!("From: x@example.com\r\nTo: {to}\r\nSubject: hi\r\n\r\nciao\r\n").into_bytes()
+    };
+
+    // Ordinary mail to a full mailbox and one with room.
+    let both = ["full@pec.beta.test", "b3@pec.beta.test"];
+    assert_eq!(
+        p.send("x@example.com", &both, &plain(&both.join(", ")))
+            .await,
+        250
+    );
+    assert_eq!(inbox(&p.b.gw, "b3@pec.beta.test"), ["anomaly-envelope"]);
+    assert!(inbox(&p.b.gw, "full@pec.beta.test").is_empty());
+    let failed = p.trace(EventKind::DeliveryFailed, None);
+    assert!(
+        failed.iter().any(|r| r.recipients == ["full@pec.beta.test"]
+            && r.detail.as_deref().unwrap_or("").contains("mailbox full")),
+        "the left-out mailbox is traced"
+    );
+
+    // Only the full one: nothing stored, the peer may try again later.
+    assert_eq!(
+        p.send(
+            "x@example.com",
+            &["full@pec.beta.test"],
+            &plain("full@pec.beta.test")
+        )
+        .await,
+        452
+    );
+    assert!(inbox(&p.b.gw, "full@pec.beta.test").is_empty());
+
+    // A correct envelope listing b, also sent to the full (unlisted) mailbox.
+    let cert = certification(
+        "a@pec.alfa.test",
+        &["b@pec.beta.test"],
+        "opec-20@mail.pec.alfa.test",
+    );
+    let env = transport(&p.a.identity, &p.a.signer, &cert, &["b@pec.beta.test"]);
+    assert_eq!(
+        p.send(
+            "a@pec.alfa.test",
+            &["b@pec.beta.test", "full@pec.beta.test"],
+            &env
+        )
+        .await,
+        250,
+        "taken in charge: never a 4xx for that transaction"
+    );
+    assert_eq!(inbox(&p.b.gw, "b@pec.beta.test"), ["posta-certificata"]);
+    assert!(inbox(&p.b.gw, "full@pec.beta.test").is_empty());
+    let tc = p.trace(
+        EventKind::TakeChargeSent,
+        Some("opec-20@mail.pec.alfa.test"),
+    );
+    assert_eq!(tc.len(), 1);
+    assert_eq!(tc[0].recipients, ["b@pec.beta.test"]);
+    p.stop().await;
+}
+
+/// A peer replaying a correct envelope with its forward-paths in another order, or a
+/// subset of them, gets no second signed take-charge, and nothing is delivered twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replayed_envelope_gets_no_second_take_charge() {
+    let p = Pair::start(&[
+        ("b", false, None),
+        ("b2", false, None),
+        ("posta-certificata", false, None),
+    ])
+    .await;
+    let ident = "opec-21@mail.pec.alfa.test";
+    let to = ["b@pec.beta.test", "b2@pec.beta.test"];
+    let cert = certification("a@pec.alfa.test", &to, ident);
+    let env = transport(&p.a.identity, &p.a.signer, &cert, &to);
+    assert_eq!(p.send("a@pec.alfa.test", &to, &env).await, 250);
+    assert_eq!(p.trace(EventKind::TakeChargeSent, Some(ident)).len(), 1);
+
+    for replay in [
+        vec!["b2@pec.beta.test", "b@pec.beta.test"],
+        vec!["b2@pec.beta.test"],
+        vec!["b@pec.beta.test"],
+    ] {
+        assert_eq!(p.send("a@pec.alfa.test", &replay, &env).await, 250);
+        assert_eq!(
+            p.trace(EventKind::TakeChargeSent, Some(ident)).len(),
+            1,
+            "replay to {replay:?}"
+        );
+    }
+    assert_eq!(inbox(&p.b.gw, "b@pec.beta.test"), ["posta-certificata"]);
+    assert_eq!(inbox(&p.b.gw, "b2@pec.beta.test"), ["posta-certificata"]);
+    p.stop().await;
+}
+
+/// Rule §6.4: receipts arriving after the deadline (pending entry resolved by the 24 h
+/// notice) are still delivered to their mailbox, as receipts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn receipts_after_the_24_hour_deadline_are_still_delivered() {
+    let p = Pair::start(&[("b", false, None), ("posta-certificata", false, None)]).await;
+    let sub = pecd::pipeline::access::submit(
+        &p.b.gw,
+        pecd::smtp::session::Envelope {
+            mail_from: "b@pec.beta.test".into(),
+            rcpt_to: vec!["a@pec.alfa.test".into()],
+            data: original("b@pec.beta.test", &["a@pec.alfa.test"]),
+            authenticated: Some("b@pec.beta.test".into()),
+            helo: "client".into(),
+            tls: true,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(sub.code, 250, "{}", sub.text);
+    let ident = p
+        .trace(EventKind::SubmissionAccepted, None)
+        .pop()
+        .and_then(|r| r.ident)
+        .unwrap();
+    // A is down: nothing arrives; the 12 h and 24 h notices close the deadline.
+    p.clock_b.set(
+        p.clock_b
+            .now()
+            .checked_add(SignedDuration::from_hours(24) + SignedDuration::from_secs(60))
+            .unwrap(),
+    );
+    assert_eq!(pecd::pipeline::timers::tick(&p.b.gw).await.unwrap(), 2);
+    assert!(
+        p.b.gw
+            .store
+            .pending(&ident, "a@pec.alfa.test")
+            .unwrap()
+            .is_none()
+    );
+
+    // Then A's take-charge and delivery receipt arrive.
+    let real = certification("b@pec.beta.test", &["a@pec.alfa.test"], &ident);
+    let at = PecTime::italian(jiff::Timestamp::now());
+    let ricezione = vec!["a@pec.alfa.test".to_string()];
+    let tc = receipt::build(
+        &p.a.identity,
+        &p.a.signer,
+        &real,
+        receipt::Notice::PresaInCarico {
+            ricezione: &ricezione,
+            to: "posta-certificata@pec.beta.test",
+        },
+        at,
+    )
+    .unwrap()
+    .bytes;
+    assert_eq!(
+        p.send(
+            "posta-certificata@pec.alfa.test",
+            &["posta-certificata@pec.beta.test"],
+            &tc
+        )
+        .await,
+        250
+    );
+    assert_eq!(
+        inbox(&p.b.gw, "posta-certificata@pec.beta.test"),
+        ["presa-in-carico"]
+    );
+    let dr = delivery_receipt(&p.a.identity, &p.a.signer, &real, "a@pec.alfa.test");
+    assert_eq!(
+        p.send("posta-certificata@pec.alfa.test", &["b@pec.beta.test"], &dr)
+            .await,
+        250
+    );
+    let kinds = inbox(&p.b.gw, "b@pec.beta.test");
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "avvenuta-consegna").count(),
+        1,
+        "{kinds:?}"
+    );
+    assert!(
+        !kinds.iter().any(|k| k == "anomaly-envelope"),
+        "a late receipt is not an anomaly: {kinds:?}"
+    );
+    assert_eq!(
+        p.trace(EventKind::DeliveryReceiptReceived, Some(&ident))
+            .len(),
+        1
+    );
+    assert_eq!(
+        p.trace(EventKind::TakeChargeReceived, Some(&ident)).len(),
+        1
+    );
+    p.stop().await;
+}

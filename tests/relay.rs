@@ -637,3 +637,110 @@ async fn local_delivery_is_not_starved_by_remote_retries() {
         "only the remote backlog is left"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordinary_mail_goes_on_in_clear_when_starttls_is_refused() {
+    if !have_python() {
+        return;
+    }
+    let beta = peer_pki();
+    // Offers STARTTLS, then answers the command with 454.
+    let sink = Sink::start_with(beta.path(), 0.0, &[("SINK_REFUSE_TLS", "1")]);
+    let lib = lib_gateway(beta.path(), &[("mail.example.org", sink.port)], false);
+    lib.submit(&["x@mail.example.org"], "ciao").await;
+    assert!(relay::pass(&lib.gw, &lib.tls).await);
+    let msgs = sink.wait_for(1);
+    assert!(
+        sink.meta(&msgs[0]).contains("tls=0"),
+        "RFC 7435: clear text on the same session"
+    );
+    assert_eq!(lib.gw.store.queue_len(), 0, "delivered, not retried");
+
+    // Between PEC providers the same refusal never means clear text.
+    let rcpt = vec!["x@pec.beta.test".to_string()];
+    let msg = client::Outgoing {
+        helo: "pec.alfa.test",
+        mail_from: "a@pec.alfa.test",
+        rcpt_to: &rcpt,
+        data: b"Subject: a\r\n\r\nplain\r\n",
+    };
+    let peer = client::Peer {
+        host: "127.0.0.1".into(),
+        port: sink.port,
+        tls_name: "127.0.0.1".into(),
+        tls: pecd::tls::client_config(&[beta.path().join("certs/ca.pem")], false).unwrap(),
+        timeout: Duration::from_secs(10),
+    };
+    let e = client::send(&peer, &msg).await.unwrap_err();
+    assert!(
+        matches!(e, client::ClientError::Reply { code: 454, .. }),
+        "{e}"
+    );
+    assert!(e.is_temporary());
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(sink.messages().len(), 1, "nothing sent in clear");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_specific_refusal_moves_on_to_the_next_mx() {
+    if !have_python() {
+        return;
+    }
+    let beta = peer_pki();
+    let no8bit = Sink::start_with(beta.path(), 0.0, &[("SINK_8BITMIME", "0")]);
+    let no8bit2 = Sink::start_with(beta.path(), 0.0, &[("SINK_8BITMIME", "0")]);
+    let clear = Sink::start_with(beta.path(), 0.0, &[("SINK_STARTTLS", "0")]);
+    let good = Sink::start(beta.path(), 0.0);
+    let rcpt = vec!["x@pec.beta.test".to_string()];
+    let data = "From: a@pec.alfa.test\r\nSubject: accenti\r\n\r\nperché così\r\n";
+    let msg = client::Outgoing {
+        helo: "pec.alfa.test",
+        mail_from: "a@pec.alfa.test",
+        rcpt_to: &rcpt,
+        data: data.as_bytes(),
+    };
+    let verified = pecd::tls::client_config(&[beta.path().join("certs/ca.pem")], false).unwrap();
+    let peer = |port| client::Peer {
+        host: "127.0.0.1".into(),
+        port,
+        tls_name: "127.0.0.1".into(),
+        tls: verified.clone(),
+        timeout: Duration::from_secs(10),
+    };
+    let required = client::TlsPolicy::Required;
+
+    // No 8BITMIME on the first MX, no STARTTLS on the second: the third takes it.
+    let r = relay::send_via(
+        &[peer(no8bit.port), peer(clear.port), peer(good.port)],
+        &msg,
+        required,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r, vec![(rcpt[0].clone(), client::RcptOutcome::Accepted)]);
+    let msgs = good.wait_for(1);
+    assert!(good.meta(&msgs[0]).contains("tls=1"));
+    assert!(good.meta(&msgs[0]).contains("params=BODY=8BITMIME"));
+    assert!(no8bit.messages().is_empty() && clear.messages().is_empty());
+
+    // Every MX refuses for good: permanent, each host's reason kept.
+    let e = relay::send_via(
+        &[peer(no8bit.port), peer(no8bit2.port), peer(clear.port)],
+        &msg,
+        required,
+    )
+    .await
+    .unwrap_err();
+    assert!(e.permanent, "{e:?}");
+    assert!(
+        e.error.contains("8BITMIME") && e.error.contains("STARTTLS"),
+        "{e:?}"
+    );
+
+    // One MX refuses for good, another is down for now: retried later, not given up.
+    let e = relay::send_via(&[peer(no8bit.port), peer(1)], &msg, required)
+        .await
+        .unwrap_err();
+    assert!(!e.permanent, "{e:?}");
+    assert!(no8bit.messages().is_empty() && no8bit2.messages().is_empty());
+}

@@ -469,3 +469,60 @@ fn checkpoints_signed_before_a_certificate_renewal_verify_with_the_previous_cert
     let o = pecd(&["log", "verify", f, "--config", c]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
+
+/// The `"time"` of the trailer (last line) of an export.
+fn trailer_time(export: &[u8]) -> String {
+    let ls = lines(export);
+    let v: serde_json::Value = serde_json::from_slice(ls.last().unwrap()).unwrap();
+    assert_eq!(v["type"], "trailer");
+    v["time"].as_str().unwrap().to_string()
+}
+
+/// A newer export cut back to an older one's end, with the older trailer pasted on,
+/// verifies (the trailer names that very record): the report shows the trailer's signed
+/// time, which is the older export's, so the reader can notice.
+#[test]
+fn verify_shows_when_the_trailer_was_signed() {
+    let s = setup();
+    let old_time = trailer_time(&s.export);
+    let o = verify_file(&s, "intact.jsonl", &s.export);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(t.contains(&format!("export made at {old_time} (")), "{t}");
+
+    // Two more records, then a new export.
+    let cfg = Config::load(&s.config).unwrap();
+    {
+        let store = Store::open(&cfg.store.dir, StoreOptions::default()).unwrap();
+        for i in 0..2 {
+            let ev = TraceEvent::new(EventKind::Relayed, jiff::Timestamp::now())
+                .msgid(format!("later{i}"));
+            store.commit(Batch::new().trace(ev)).unwrap();
+        }
+    }
+    let c = s.config.to_str().unwrap();
+    let file = s.config.parent().unwrap().join("newer.jsonl");
+    let o = pecd(&["log", "export", file.to_str().unwrap(), "--config", c]);
+    assert!(o.status.success(), "{}", text(&o));
+    let newer = std::fs::read(&file).unwrap();
+    let new_time = trailer_time(&newer);
+    assert_ne!(new_time, old_time);
+
+    // The newer export cut after seq 18, the old trailer pasted on.
+    let ls = lines(&newer);
+    let old = lines(&s.export);
+    let mut pasted = ls[..old.len() - 1].to_vec();
+    pasted.push(old[old.len() - 1].clone());
+    assert_ne!(join(&pasted), join(&ls));
+    let o = verify_file(&s, "pasted.jsonl", &join(&pasted));
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(t.contains("the export ends at seq 18"), "{t}");
+    assert!(t.contains(&format!("export made at {old_time} (")), "{t}");
+    assert!(!t.contains(&new_time), "{t}");
+
+    let o = verify_file(&s, "newer.jsonl", &newer);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(t.contains(&format!("export made at {new_time} (")), "{t}");
+}

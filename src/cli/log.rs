@@ -6,7 +6,9 @@
 //!
 //! An export ends with a trailer signed with the provider key (the running server's, or
 //! `signing.cert`/`signing.key` from the configuration on a closed store); verifying a
-//! file requires it, so an empty or truncated export is reported as such.
+//! file requires it, so an empty or truncated export is reported as such. The report
+//! prints the trailer's signed time: a file cut at the end with an older export's trailer
+//! pasted on still verifies, but shows that older time.
 //!
 //! Checkpoint and trailer signatures are accepted from `signing.cert`, the earlier
 //! certificates in `signing.previous_certs` and every `--cert FILE` (certificate
@@ -147,6 +149,18 @@ fn print_report(r: &VerifyReport, export: bool) -> ExitCode {
             "signed export trailer verified: the export ends at seq {}",
             r.last_seq.or(r.anchor).unwrap_or(0)
         );
+        // The trailer proves where *an* export ended, not that it is this file's own: a
+        // file cut at the end with an older export's trailer pasted on verifies too, but
+        // carries that older export's (signed) time.
+        if let Some(t) = r.export_time {
+            let it = PecTime::italian(t);
+            println!(
+                "export made at {t} ({} {} {}, signed in the trailer): if this export should be more recent, its end may have been cut and an older trailer reused",
+                it.giorno(),
+                it.ora(),
+                it.zona()
+            );
+        }
     }
     if r.unsigned_tail > 0 {
         println!(

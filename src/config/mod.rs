@@ -64,8 +64,9 @@ pub const DEFAULT_MAX_LINE_LENGTH: usize = 4096;
 pub const MIN_LINE_LENGTH: usize = 1000;
 pub const MAX_LINE_LENGTH_CEILING: usize = 1024 * 1024;
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: u32 = 20;
-/// Failed logins allowed per IP address (IPv6: per /64) and per account name within
-/// `auth_lockout_secs`, across SMTP, IMAP and POP3.
+/// Failed logins allowed per client address (IPv4, IPv6 /64) and per account from one
+/// address within `auth_lockout_secs`, across SMTP, IMAP and POP3 (see
+/// [`crate::gateway::LoginLimiter`]).
 pub const DEFAULT_AUTH_MAX_FAILURES: u32 = 10;
 pub const DEFAULT_AUTH_LOCKOUT_SECS: u64 = 900;
 /// RFC 5321 §4.5.3.2.7: a server should wait at least 5 minutes for the next command.
@@ -175,11 +176,15 @@ pub struct LimitsConfig {
     pub max_connections_per_ip: u32,
     /// Idle time allowed between two commands.
     pub command_timeout_secs: u64,
-    /// Failed logins allowed per IP address and per account within `auth_lockout_secs`;
-    /// past that, logins from that address / for that account are refused until the
-    /// oldest failure is `auth_lockout_secs` old.
+    /// Failed logins allowed per client address (IPv4, IPv6 /64) and per account from
+    /// one address within `auth_lockout_secs` (4× per IPv6 /48); past that, logins from
+    /// that address (for accounts it has not logged in to recently) / for that account
+    /// from that address are refused unchecked until the oldest failure is
+    /// `auth_lockout_secs` old. Failures from other addresses never lock an account out
+    /// of its known addresses (semantics in [`crate::gateway::LoginLimiter`]).
     pub auth_max_failures: u32,
-    /// The sliding window (and so the longest lockout) of `auth_max_failures`, seconds.
+    /// The sliding window of `auth_max_failures`, seconds: one lockout lasts at most this
+    /// long, but a client that keeps failing is locked again at once.
     pub auth_lockout_secs: u64,
 }
 

@@ -3,8 +3,11 @@
 //!
 //! Message bytes come from the blob store on the blocking pool; sections are byte ranges
 //! of the stored message ([`super::mime`]), so what a client fetches is what was stored.
-//! A non-PEEK body fetch sets `\Seen` (§6.4.5) in one commit for the whole command, made
-//! after the last message is answered.
+//! A non-PEEK body fetch sets `\Seen` (§6.4.5): each step commits it for the messages it
+//! answered, before the driver writes them, and only adds the flag (other flags set by
+//! another session meanwhile stay; a message expunged meanwhile is skipped), so a long
+//! FETCH neither undoes other clients' changes nor loses the `\Seen` of what was already
+//! sent when the client disconnects.
 //!
 //! FETCH is answered in steps ([`FetchJob`]): each step reads and answers messages until
 //! [`FETCH_CHUNK_BYTES`] are pending (one message at least), and the driver writes them
@@ -28,8 +31,8 @@ use crate::store::{Batch, Blob, Delivery, Store};
 /// (or one message, when a message is larger) instead of holding it all.
 pub const FETCH_CHUNK_BYTES: usize = 64 * 1024;
 
-/// A FETCH being answered: the messages left, what to fetch for each, and the `\Seen`
-/// flags to commit at the end. The session keeps it between [`FetchJob::step`]s, during
+/// A FETCH being answered: the messages left, what to fetch for each, and the UIDs whose
+/// `\Seen` the current step commits. The session keeps it between [`FetchJob::step`]s, during
 /// which no other command runs, so the indexes into the view stay valid.
 #[derive(Debug)]
 pub struct FetchJob {
@@ -39,7 +42,8 @@ pub struct FetchJob {
     pos: usize,
     items: Vec<MessageDataItemName<'static>>,
     sets_seen: bool,
-    seen: Batch,
+    /// UIDs answered in this step that were not `\Seen`.
+    seen: Vec<u32>,
 }
 
 impl FetchJob {
@@ -53,40 +57,68 @@ impl FetchJob {
         };
         let start = out.len();
         while let Some(&i) = self.idx.get(self.pos) {
-            if out.len() - start >= FETCH_CHUNK_BYTES {
-                return false;
-            }
             self.pos += 1;
             let Some(m) = view.msgs.get_mut(i) else {
                 continue;
             };
             let mut flags_changed = false;
-            if self.sets_seen && !m.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Seen")) {
-                m.flags.push("\\Seen".into());
-                self.seen = std::mem::take(&mut self.seen).set_flags(
-                    user.clone(),
-                    view.folder.clone(),
-                    m.uid,
-                    m.flags.clone(),
-                );
+            if self.sets_seen && !m.flags.iter().any(|f| f.eq_ignore_ascii_case(SEEN)) {
+                m.flags.push(SEEN.into());
+                self.seen.push(m.uid);
                 flags_changed = true;
             }
             if let Err(e) = fetch_one(store, m, i + 1, &self.items, flags_changed, out) {
+                // What was answered before keeps its \Seen (not this one); the command
+                // fails anyway, so a failure to commit it adds nothing to say.
+                if flags_changed {
+                    self.seen.pop();
+                }
+                let _ = self.commit_seen(store, user, view);
                 out.extend(no(&self.tag, &e));
                 return true;
             }
+            if out.len() - start >= FETCH_CHUNK_BYTES && self.pos < self.idx.len() {
+                if let Err(e) = self.commit_seen(store, user, view) {
+                    out.extend(no(&self.tag, &e));
+                    return true;
+                }
+                return false;
+            }
         }
-        let seen = std::mem::take(&mut self.seen);
-        if !seen.is_empty()
-            && let Err(e) = store.commit(seen)
-        {
+        if let Err(e) = self.commit_seen(store, user, view) {
             out.extend(no(&self.tag, &e));
             return true;
         }
         out.extend(tagged(&self.tag, "OK", "FETCH completed"));
         true
     }
+
+    /// Commits the `\Seen` of the messages this step answered: an addition, so flags
+    /// another session set since the view was loaded stay, and messages it expunged are
+    /// skipped.
+    fn commit_seen(
+        &mut self,
+        store: &Store,
+        user: &crate::pec::address::PecAddress,
+        view: &super::view::View,
+    ) -> Result<(), crate::store::StoreError> {
+        if self.seen.is_empty() {
+            return Ok(());
+        }
+        let uids = std::mem::take(&mut self.seen);
+        store
+            .commit(Batch::new().add_flags(
+                user.clone(),
+                view.folder.clone(),
+                view.uidvalidity,
+                uids,
+                vec![SEEN.into()],
+            ))
+            .map(drop)
+    }
 }
+
+const SEEN: &str = "\\Seen";
 
 /// Runs FETCH, STORE, COPY, MOVE or SEARCH; the state must be Selected. A valid FETCH
 /// is not answered here: it is returned, for the caller to drive with [`FetchJob::step`].
@@ -150,7 +182,7 @@ pub fn run(
                 pos: 0,
                 items,
                 sets_seen,
-                seen: Batch::new(),
+                seen: Vec::new(),
             })
         }
         other => {
@@ -544,5 +576,167 @@ fn section_label(section: Option<&Section<'_>>) -> String {
         Some(Section::HeaderFieldsNot(p, n)) => {
             prefixed(p, &format!("HEADER.FIELDS.NOT ({})", list(n)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! `\Seen` of a streamed FETCH while another session works on the same folder.
+
+    use super::super::Limits;
+    use super::super::session::{Action, Session};
+    use super::super::session_tests::{drive, store_with};
+    use crate::pec::address::PecAddress;
+    use crate::store::{Batch, Delivery, Store};
+
+    const USER: &str = "a@pec.test";
+
+    /// Six messages of 40 kB: a step answers two of them.
+    fn mailbox() -> (tempfile::TempDir, Store) {
+        let (d, store) = store_with(&[USER]);
+        for i in 1..=6 {
+            let mut m = format!("Subject: m{i}\r\n\r\n").into_bytes();
+            m.resize(40_000, b'x');
+            let blob = store.blobs().put(&m).expect("blob");
+            let to = PecAddress::parse(USER).expect("address");
+            store
+                .commit(Batch::new().deliver(Delivery::inbox(to, blob, jiff::Timestamp::now())))
+                .expect("deliver");
+        }
+        (d, store)
+    }
+
+    fn selected(store: &Store) -> Session {
+        let mut s = Session::new(Limits::default(), true);
+        let out = drive(
+            &mut s,
+            store,
+            b"1 LOGIN a@pec.test pw\r\n2 SELECT INBOX\r\n",
+        );
+        let out = String::from_utf8_lossy(&out);
+        assert!(out.contains("\r\n2 OK [READ-WRITE]"), "{out}");
+        s
+    }
+
+    /// Starts `FETCH 1:* BODY[]` and runs its first step; returns that step's output.
+    fn start_fetch(s: &mut Session, store: &Store) -> Vec<u8> {
+        s.feed(b"3 FETCH 1:* BODY[]\r\n");
+        assert!(matches!(s.next(), Action::Execute));
+        s.execute(store);
+        s.take_output()
+    }
+
+    /// Runs the remaining steps; returns their output.
+    fn finish_fetch(s: &mut Session, store: &Store) -> Vec<u8> {
+        let mut all = Vec::new();
+        loop {
+            let a = s.next();
+            all.extend(s.take_output());
+            match a {
+                Action::Execute => s.execute(store),
+                Action::NeedInput => return all,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    /// UID → flags as stored.
+    fn stored(store: &Store) -> Vec<(u32, Vec<String>)> {
+        let a = PecAddress::parse(USER).expect("address");
+        let mut v: Vec<_> = store
+            .messages(&a, "INBOX")
+            .expect("messages")
+            .into_iter()
+            .map(|m| (m.uid, m.flags))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn has(flags: &[String], f: &str) -> bool {
+        flags.iter().any(|x| x == f)
+    }
+
+    fn fetched(out: &[u8]) -> usize {
+        out.windows(14).filter(|w| w == b" FETCH (FLAGS ").count()
+    }
+
+    #[test]
+    fn flags_set_by_another_session_during_a_fetch_stay() {
+        let (_d, store) = mailbox();
+        let mut s = selected(&store);
+        let first = start_fetch(&mut s, &store);
+        assert_eq!(fetched(&first), 2, "one step answers two messages");
+        // The first step's messages are \Seen as soon as the step is answered.
+        let now = stored(&store);
+        assert!(
+            has(&now[0].1, "\\Seen") && has(&now[1].1, "\\Seen"),
+            "{now:?}"
+        );
+        assert!(!has(&now[2].1, "\\Seen"), "{now:?}");
+
+        // Meanwhile another client deletes a message already fetched and flags one not
+        // fetched yet.
+        let mut other = selected(&store);
+        let out = drive(
+            &mut other,
+            &store,
+            b"3 STORE 1 +FLAGS (\\Deleted)\r\n4 STORE 5 +FLAGS (\\Flagged)\r\n",
+        );
+        assert!(out.ends_with(b"4 OK STORE completed\r\n"), "{out:?}");
+
+        let rest = finish_fetch(&mut s, &store);
+        assert!(rest.ends_with(b"3 OK FETCH completed\r\n"));
+        assert_eq!(fetched(&rest), 4);
+        let end = stored(&store);
+        assert!(end.iter().all(|(_, f)| has(f, "\\Seen")), "{end:?}");
+        assert!(
+            has(&end[0].1, "\\Deleted"),
+            "the other client's \\Deleted was undone: {end:?}"
+        );
+        assert!(
+            has(&end[4].1, "\\Flagged"),
+            "the other client's \\Flagged was undone: {end:?}"
+        );
+    }
+
+    #[test]
+    fn a_message_expunged_during_a_fetch_does_not_fail_it() {
+        let (_d, store) = mailbox();
+        let mut s = selected(&store);
+        start_fetch(&mut s, &store);
+        // Another session expunges message 4, which this FETCH answers in its next step.
+        let mut other = selected(&store);
+        let out = drive(
+            &mut other,
+            &store,
+            b"3 STORE 4 +FLAGS (\\Deleted)\r\n4 EXPUNGE\r\n",
+        );
+        assert!(
+            out.ends_with(b"4 OK EXPUNGE completed\r\n"),
+            "{:?}",
+            String::from_utf8_lossy(&out)
+        );
+
+        let rest = finish_fetch(&mut s, &store);
+        assert!(
+            rest.ends_with(b"3 OK FETCH completed\r\n"),
+            "{:?}",
+            String::from_utf8_lossy(&rest[rest.len().saturating_sub(200)..])
+        );
+        let end = stored(&store);
+        assert_eq!(end.iter().map(|m| m.0).collect::<Vec<_>>(), [1, 2, 3, 5, 6]);
+        assert!(end.iter().all(|(_, f)| has(f, "\\Seen")), "{end:?}");
+    }
+
+    #[test]
+    fn a_disconnect_keeps_the_seen_of_what_was_sent() {
+        let (_d, store) = mailbox();
+        let mut s = selected(&store);
+        start_fetch(&mut s, &store);
+        drop(s);
+        let end = stored(&store);
+        let seen: Vec<bool> = end.iter().map(|(_, f)| has(f, "\\Seen")).collect();
+        assert_eq!(seen, [true, true, false, false, false, false]);
     }
 }

@@ -13,10 +13,13 @@
 //!
 //! Signing and blob files run on the blocking pool, never on the executor.
 //!
-//! Logins (SMTP here, IMAP and POP3 through [`authenticate`]) are limited per IP address
-//! and per account by the gateway's [`crate::gateway::LoginLimiter`]; every failed login
-//! and every refusal the SMTP session decides by itself (forged MAIL FROM, SIZE, too many
-//! RCPT, AUTH missing, over-long lines) leaves a trace record naming the peer (rules §9).
+//! Logins (SMTP here, IMAP and POP3 through [`authenticate`]) are limited per client
+//! network and per account by the gateway's [`crate::gateway::LoginLimiter`]; every failed
+//! login leaves a trace record naming the peer (rules §9). So does every refusal the SMTP
+//! session decides by itself (forged MAIL FROM, SIZE, too many RCPT, AUTH missing,
+//! over-long lines), up to the gateway's [`crate::gateway::RefusalLimiter`] per client
+//! network: past it, one summary record and then log lines only, so that anonymous peers
+//! cannot grow the 30-month log without limit.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,7 +27,7 @@ use std::sync::Arc;
 use jiff::SignedDuration;
 
 use super::checks::{self, Checked, Refusal};
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, RefusalTrace};
 use crate::pec::address::{Domain, PecAddress};
 use crate::pec::compose::Certification;
 use crate::pec::daticert::{Destinatario, TipoDestinatario, TipoRicevuta};
@@ -87,8 +90,9 @@ impl Backend for AccessPoint {
 
 /// Checks a mailbox password (argon2id, off the executor). Failures are traced (also
 /// for user names that are not addresses) and counted by the gateway's login limiter;
-/// while the peer or the account is locked out the password is not checked at all (the
-/// lockout was logged and traced once, when it began).
+/// while a lockout applies to this peer and user name the password is not checked at all
+/// (the lockout was logged and traced once, when it began). A success makes the peer's
+/// address a known one of the account, which others' failures never lock out.
 pub async fn authenticate(
     gw: &Arc<Gateway>,
     username: String,
@@ -104,6 +108,7 @@ pub async fn authenticate(
     if let Some(a) = &addr
         && gw.check_password(a.clone(), password).await
     {
+        gw.logins.record_success(peer.ip(), &username, now);
         return Some(a.to_string());
     }
     let started = gw.logins.record_failure(peer.ip(), &username, now);
@@ -116,7 +121,8 @@ pub async fn authenticate(
             printable(&username)
         )),
     }
-    if let Some(lockout) = &started {
+    // A lockout displays the user name escaped ({:?}), so it is safe to log as is.
+    for lockout in &started {
         tracing::warn!(%peer, user = %printable(&username), %lockout, "login lockout begins");
         detail.push_str(&format!("; {lockout}"));
     }
@@ -138,8 +144,32 @@ fn printable(s: &str) -> String {
 /// Writes the trace record of a refusal the SMTP session decided by itself. No notice
 /// goes to anyone (the message never reached the access point); the record names the
 /// peer, the authenticated user (as `sender`, when there is one), the reverse-path the
-/// client gave and the reply.
+/// client gave and the reply. Past the gateway's per-network limit the first refusal is
+/// traced as a summary ("further refusals from ... not traced until ...") and the rest
+/// are only logged.
 pub async fn record_dialogue_refusal(gw: &Arc<Gateway>, r: &DialogueRefusal, peer: SocketAddr) {
+    let now = gw.clock.now();
+    let summary = match gw.refusals.admit(peer.ip(), now) {
+        RefusalTrace::Trace => None,
+        RefusalTrace::Summarize { net, until } => {
+            let until = until.round(jiff::Unit::Second).unwrap_or(until);
+            tracing::warn!(%peer, %net, %until, "too many SMTP refusals: no longer traced");
+            Some(format!(
+                "too many SMTP refusals from {net}: further refusals from it are not \
+                 traced (only logged) until {until}; this one"
+            ))
+        }
+        RefusalTrace::Suppress => {
+            tracing::info!(
+                %peer,
+                user = ?r.user,
+                code = r.code,
+                reason = %printable(&r.reason),
+                "SMTP refusal (not traced: too many from this network)"
+            );
+            return;
+        }
+    };
     let mut detail = format!(
         "refused in the SMTP dialogue (no message accepted, no notice sent) from {}: {} {} {}",
         peer.ip(),
@@ -150,7 +180,10 @@ pub async fn record_dialogue_refusal(gw: &Arc<Gateway>, r: &DialogueRefusal, pee
     if let Some(m) = &r.mail_from {
         detail.push_str(&format!("; MAIL FROM <{}>", printable(m)));
     }
-    let mut ev = TraceEvent::new(EventKind::SubmissionRefused, gw.clock.now()).detail(detail);
+    if let Some(s) = summary {
+        detail = format!("{s}: {detail}");
+    }
+    let mut ev = TraceEvent::new(EventKind::SubmissionRefused, now).detail(detail);
     if let Some(u) = &r.user {
         ev = ev.sender(u.clone());
     }

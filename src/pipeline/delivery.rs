@@ -172,7 +172,10 @@ pub fn route(
 
 /// As [`route`], for a message that is not a receipt or notice (an anomaly envelope
 /// wrapping ordinary mail): the recipient's quota applies, as for a transport envelope,
-/// and a full mailbox fails the batch with `QuotaExceeded`.
+/// and a full mailbox fails the batch with `QuotaExceeded`. A caller adding several
+/// targets to one batch must leave a full one out and commit again (see
+/// `incoming::anomaly`), so that one full mailbox does not hold the message back from the
+/// others.
 pub fn route_message(
     gw: &Gateway,
     batch: Batch,

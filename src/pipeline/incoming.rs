@@ -25,7 +25,10 @@
 //!   550 when none did.
 //!
 //! SMTP answers 250 only after every resulting commit is durable; each carries an
-//! idempotency key derived from the message bytes, so a peer's retry repeats nothing.
+//! idempotency key derived from the message bytes (recipient sets sorted, so a replay in
+//! another order is the same key), so a peer's retry repeats nothing. An anomaly envelope
+//! skips a full mailbox (traced) and reaches the others; only when every target is full is
+//! the answer 452 — and never for a certified transaction already taken in charge.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -123,9 +126,17 @@ fn valid_at(cert: &X509, now: jiff::Timestamp) -> bool {
     cert.not_before() <= at && cert.not_after() >= at
 }
 
-/// A short key for a set of recipients, for idempotency keys.
+/// A short key for a *set* of recipients, for idempotency keys: trimmed, lowercased,
+/// sorted and deduplicated first, so a peer replaying a transaction with its RCPTs in
+/// another order (or repeated) hits the same key.
 fn rcpts_key(rcpts: &[String]) -> String {
-    let joined = rcpts.join(",").to_ascii_lowercase();
+    let mut set: Vec<String> = rcpts
+        .iter()
+        .map(|r| r.trim().to_ascii_lowercase())
+        .collect();
+    set.sort();
+    set.dedup();
+    let joined = set.join(",");
     let h = sha256_hex(joined.as_bytes());
     h.get(..16).unwrap_or(&h).to_string()
 }
@@ -290,6 +301,17 @@ async fn certified_envelope(
         return anomaly(gw, data, digest, mail_from, rcpts, &reason, true).await;
     }
     let key = format!("takecharge:{}:{}", cert.identificativo, rcpts_key(&listed));
+    // A replay (same identificativo, the RCPTs in another order, a subset, or new ones
+    // beside old ones) issues no second take-charge for a recipient whose envelope was
+    // already handled: delivered or refused (`deliver:<id>:<rcpt>`, delivery.rs) or held
+    // as infected (`virus:<id>:<rcpt>`). The key stays the full listed set, so a retry
+    // after a crash between the take-charge and the deliveries repeats nothing either.
+    let fresh = not_yet_handled(gw, &cert.identificativo, &listed)?;
+    if fresh.is_empty() {
+        tracing::info!(%peer, ident = %cert.identificativo, "replayed envelope: every listed recipient was already handled");
+        return mixed_reply(gw, data, digest, mail_from, &unlisted, &cert, record, peer).await;
+    }
+    let listed = fresh;
     match super::virus::check(gw, data).await {
         Ok(None) => {}
         Ok(Some(virus)) => {
@@ -313,6 +335,48 @@ async fn certified_envelope(
     )
     .await?;
     tracing::info!(%peer, ident = %cert.identificativo, provider = %record.name, "transport envelope taken in charge");
+    mixed_reply(gw, data, digest, mail_from, &unlisted, &cert, record, peer).await
+}
+
+/// The listed recipients whose delivery for `ident` was not decided yet.
+fn not_yet_handled(
+    gw: &Gateway,
+    ident: &str,
+    listed: &[String],
+) -> Result<Vec<String>, DeliveryError> {
+    let mut fresh = Vec::new();
+    for r in listed {
+        // Spelled exactly as delivery.rs and `virus_in_envelope` spell the claims.
+        let r_key = r.to_ascii_lowercase();
+        let done = gw.store.is_claimed(&format!("deliver:{ident}:{r_key}"))?
+            || gw.store.is_claimed(&format!("virus:{ident}:{r_key}"))?;
+        if !done
+            && !fresh
+                .iter()
+                .any(|f: &String| f.eq_ignore_ascii_case(r.trim()))
+        {
+            fresh.push(r.clone());
+        }
+    }
+    Ok(fresh)
+}
+
+/// The answer to a certified envelope once its listed recipients are taken in charge: 250,
+/// whatever becomes of the unlisted ones (their anomaly envelope), because the peer holds
+/// a take-charge for this transaction. A full mailbox among them is traced, not answered
+/// with 4xx; only a failure of the store defers (the retry repeats nothing: every step has
+/// its idempotency key).
+#[allow(clippy::too_many_arguments)]
+async fn mixed_reply(
+    gw: &Arc<Gateway>,
+    data: &Arc<Vec<u8>>,
+    digest: &str,
+    mail_from: &str,
+    unlisted: &[String],
+    cert: &Certification,
+    record: &ProviderRecord,
+    peer: SocketAddr,
+) -> Result<SmtpReply, DeliveryError> {
     if unlisted.is_empty() {
         return Ok(SmtpReply::new(
             250,
@@ -326,7 +390,7 @@ async fn certified_envelope(
         record.name, cert.identificativo
     );
     tracing::warn!(%peer, ident = %cert.identificativo, unlisted = ?unlisted, "recipients not in destinatari");
-    let r = anomaly(gw, data, digest, mail_from, &unlisted, &reason, true).await?;
+    let r = anomaly(gw, data, digest, mail_from, unlisted, &reason, true).await?;
     Ok(SmtpReply::new(
         250,
         "2.0.0",
@@ -567,26 +631,99 @@ async fn anomaly(
         .blocking(move || envelope::anomaly(&g.identity, &g.signer, &d, &s, &r, &why, at))
         .await?;
     let blob = gw.put_blob(Arc::new(built.bytes)).await?;
-    let mut batch = Batch::new().claim(format!("anomaly:{digest}:{}", rcpts_key(rcpts)));
-    for t in &targets {
-        // Ordinary mail in an anomaly envelope: the quota applies (only receipts skip it).
-        batch = delivery::route_message(gw, batch, t, blob.clone(), &built.message_id, now);
+    let key = format!("anomaly:{digest}:{}", rcpts_key(rcpts));
+    // Ordinary mail in an anomaly envelope: the quota applies (only receipts skip it).
+    // One full mailbox must not hold the envelope back from the others (nor turn the whole
+    // transaction into a 4xx the peer retries for ever): a target whose quota refuses the
+    // commit is left out, traced, and the commit is tried again with the rest. The check
+    // runs inside the commit, so it is exact under concurrent deliveries.
+    let mut full: Vec<PecAddress> = Vec::new();
+    loop {
+        let mut batch = Batch::new().claim(key.clone());
+        let deliver_to: Vec<&PecAddress> = targets.iter().filter(|t| !full.contains(t)).collect();
+        if deliver_to.is_empty() {
+            break;
+        }
+        for t in &deliver_to {
+            batch = delivery::route_message(gw, batch, t, blob.clone(), &built.message_id, now);
+        }
+        let mut ev = TraceEvent::new(EventKind::AnomalyWrapped, now)
+            .sender(sender.to_string())
+            .detail(reason.to_string())
+            .message_bytes(data);
+        ev.recipients = deliver_to.iter().map(ToString::to_string).collect();
+        ev.related = vec![built.message_id.clone()];
+        batch = batch.trace(ev);
+        for f in &full {
+            batch = batch.trace(mailbox_full_event(sender, f, data, &built.message_id, now));
+        }
+        match gw.store.commit_async(batch).await {
+            Ok(_) | Err(StoreError::AlreadyClaimed(_)) => {
+                let text = if full.is_empty() {
+                    "Delivered as an anomaly envelope (non-certified)".to_string()
+                } else {
+                    format!(
+                        "Delivered as an anomaly envelope (non-certified); not stored, \
+                         mailbox full: {}",
+                        join(&full)
+                    )
+                };
+                return Ok(SmtpReply::new(250, "2.0.0", text));
+            }
+            Err(e) => {
+                let over = match &e {
+                    StoreError::QuotaExceeded { mailbox, .. } => targets
+                        .iter()
+                        .find(|t| !full.contains(t) && t.key().eq_ignore_ascii_case(mailbox)),
+                    _ => None,
+                };
+                // Any other failure (or a quota refusal we cannot pin on a target, so
+                // leaving targets out would not progress) defers the whole transaction.
+                match over {
+                    Some(t) => full.push(t.clone()),
+                    None => return Err(e.into()),
+                }
+            }
+        }
     }
-    let mut ev = TraceEvent::new(EventKind::AnomalyWrapped, now)
-        .sender(sender.to_string())
-        .detail(reason.to_string())
-        .message_bytes(data);
-    ev.recipients = targets.iter().map(ToString::to_string).collect();
-    ev.related = vec![built.message_id.clone()];
-    match gw.store.commit_async(batch.trace(ev)).await {
-        Ok(_) | Err(StoreError::AlreadyClaimed(_)) => {}
-        Err(e) => return Err(e.into()),
+    // Every target is full: nothing stored. The trace says so; the peer may retry later
+    // (RFC 5321 §4.2.3 452, RFC 3463 4.2.2 "mailbox full").
+    let mut batch = Batch::new();
+    for f in &full {
+        batch = batch.trace(mailbox_full_event(sender, f, data, &built.message_id, now));
     }
+    gw.store.commit_async(batch).await?;
+    tracing::warn!(sender, full = %join(&full), "anomaly envelope not stored: every mailbox is full");
     Ok(SmtpReply::new(
-        250,
-        "2.0.0",
-        "Delivered as an anomaly envelope (non-certified)",
+        452,
+        "4.2.2",
+        format!("Mailbox full: {}", join(&full)),
     ))
+}
+
+fn join(addrs: &[PecAddress]) -> String {
+    addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The trace record of an anomaly envelope left out of a full mailbox.
+fn mailbox_full_event(
+    sender: &str,
+    mailbox: &PecAddress,
+    data: &[u8],
+    anomaly_id: &str,
+    now: jiff::Timestamp,
+) -> TraceEvent {
+    let mut ev = TraceEvent::new(EventKind::DeliveryFailed, now)
+        .sender(sender.to_string())
+        .recipient(mailbox.to_string())
+        .detail("anomaly envelope not stored: mailbox full".to_string())
+        .message_bytes(data);
+    ev.related = vec![anomaly_id.to_string()];
+    ev
 }
 
 /// Non-PEC traffic with a virus is dropped like any Internet mail (§6.2): refused in SMTP

@@ -13,6 +13,10 @@
 //! (RFC 7435): STARTTLS when offered, certificate not verified, clear text otherwise.
 //! Reverse- and forward-paths are the original ones (rule §4.5).
 //!
+//! Each host of the domain is tried in turn ([`send_via`]): a failure tied to one host (no
+//! STARTTLS, no 8BITMIME for 8-bit data, a bad TLS name, a refused connection) moves on to
+//! the next, and counts as permanent only when every host failed permanently.
+//!
 //! Temporary failures are retried with exponential backoff (1 min doubling to 1 h); an item
 //! still queued 24 h after it was accepted (`accepted_at` on the queue item, measured on the
 //! gateway's clock, kept across partial deliveries) is given up (rule §6.2: "any queued PEC
@@ -55,8 +59,7 @@ pub const GIVE_UP_AFTER: SignedDuration = SignedDuration::from_hours(24);
 
 /// Delay before attempt `attempts + 1`: 1 min doubling, capped at 1 h.
 pub fn backoff(attempts: u32) -> SignedDuration {
-    let secs = 60u64.saturating_mul(1u64 << attempts.min(6)).min(3600);
-    SignedDuration::from_secs(secs as i64)
+    crate::store::queue::retry_backoff(attempts)
 }
 
 /// The two TLS client configurations of the relay.
@@ -265,47 +268,94 @@ async fn relay_one(gw: &Arc<Gateway>, tls: &RelayTls, item: &QueueItem) -> Resul
         // next_hops returns hosts as Ok.
         Err(Hops::Hosts(h)) => h.into_iter().map(|h| (h.clone(), 25, h)).collect(),
     };
-    for (host, port, tls_name) in hops {
-        let peer = Peer {
-            host: host.clone(),
+    let peers: Vec<Peer> = hops
+        .into_iter()
+        .map(|(host, port, tls_name)| Peer {
+            host,
             port,
             tls_name,
             tls: config.clone(),
             timeout: Duration::from_secs(gw.config.limits.command_timeout_secs.min(300)),
-        };
-        tracing::debug!(queue_item = item.id, %host, port, ?policy, "relaying");
+        })
+        .collect();
+    if !peers.is_empty() {
         let msg = Outgoing {
             helo: &gw.config.provider.hostname,
             mail_from: &item.mail_from,
             rcpt_to: &item.rcpt_to,
             data: &data,
         };
-        match client::send_with(&peer, &msg, policy).await {
+        tracing::debug!(
+            queue_item = item.id,
+            hops = peers.len(),
+            ?policy,
+            "relaying"
+        );
+        match send_via(&peers, &msg, policy).await {
             Ok(r) => {
                 tracing::debug!(queue_item = item.id, ?r, "relay outcome");
                 outcome = Some(r);
-                break;
             }
-            Err(e) => {
-                last_error = format!("{host}:{port}: {e}");
-                if !e.is_temporary() {
-                    outcome = Some(all(RcptOutcome::Permanent, &last_error));
-                    break;
-                }
-            }
+            Err(HopsFailed {
+                error,
+                permanent: true,
+            }) => outcome = Some(all(RcptOutcome::Permanent, &error)),
+            Err(HopsFailed { error, .. }) => last_error = error,
         }
     }
     let results = outcome.unwrap_or_else(|| all(RcptOutcome::Temporary, &last_error));
     record(gw, item, now, results).await
 }
 
-/// When the item was accepted; for items queued by a pecd without `accepted_at`, the
-/// earliest instant consistent with its attempts (their backoff delays summed).
-pub fn accepted_at(item: &QueueItem, now: Timestamp) -> Timestamp {
-    item.accepted_at.unwrap_or_else(|| {
-        let queued_for: SignedDuration = (0..item.attempts).map(backoff).sum();
-        now.checked_sub(queued_for).unwrap_or(now)
+/// Every hop failed before any recipient was decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HopsFailed {
+    /// Each hop's failure, `host:port: why`, joined with `; `.
+    pub error: String,
+    /// Every hop failed permanently: trying again later cannot help.
+    pub permanent: bool,
+}
+
+/// Tries `peers` in order (RFC 5321 §5.1: each MX until one takes the transaction) and
+/// returns the first per-recipient outcome. A failure of one host — a refused or broken
+/// connection, no STARTTLS, a bad TLS name, no 8BITMIME for 8-bit data, a 5xx before any
+/// recipient — only moves on to the next host: another MX of the domain may well be able
+/// to take the message. The failure is permanent only when every host failed permanently;
+/// if any failed temporarily, the item is retried later.
+pub async fn send_via(
+    peers: &[Peer],
+    msg: &Outgoing<'_>,
+    policy: TlsPolicy,
+) -> Result<Vec<(String, RcptOutcome)>, HopsFailed> {
+    let mut errors = Vec::new();
+    let mut permanent = true;
+    for peer in peers {
+        match client::send_with(peer, msg, policy).await {
+            Ok(r) => return Ok(r),
+            Err(e) => {
+                tracing::debug!(host = %peer.host, port = peer.port, error = %e, "hop failed: trying the next");
+                permanent &= !e.is_temporary();
+                errors.push(format!("{}:{}: {e}", peer.host, peer.port));
+            }
+        }
+    }
+    Err(HopsFailed {
+        error: if errors.is_empty() {
+            "no host to try".into()
+        } else {
+            errors.join("; ")
+        },
+        permanent: permanent && !errors.is_empty(),
     })
+}
+
+/// When the item was accepted. Items queued by a pecd without `accepted_at` have it
+/// written once at store open (`store::queue::estimated_accepted_at`: their next attempt
+/// minus the backoff of the attempts they had); the same estimate stands in here should
+/// one still lack it.
+pub fn accepted_at(item: &QueueItem) -> Timestamp {
+    item.accepted_at
+        .unwrap_or_else(|| crate::store::queue::estimated_accepted_at(item))
 }
 
 /// Commits the outcome of one attempt: trace records, and done / retry / give-up.
@@ -346,9 +396,7 @@ async fn record(
         .collect();
 
     // Rule §6.2: real time since acceptance, on the gateway's clock.
-    let deadline = accepted_at(item, now)
-        .checked_add(GIVE_UP_AFTER)
-        .unwrap_or(now);
+    let deadline = accepted_at(item).checked_add(GIVE_UP_AFTER).unwrap_or(now);
     let give_up = now >= deadline;
     let mut batch = Batch::new();
     if !accepted.is_empty() {

@@ -5,8 +5,9 @@
 //! §7.4): the client refuses to send over a clear channel and verifies the peer's
 //! certificate against the configured roots. Towards ordinary Internet mail (`esterno`
 //! recipients, digest §4.2/§6.5) TLS is opportunistic (RFC 7435): STARTTLS when offered,
-//! with a certificate that need not verify, and a clear channel when it is not offered or
-//! the handshake fails (then on a new connection).
+//! with a certificate that need not verify, and a clear channel when it is not offered, when
+//! the server refuses the STARTTLS command (on the same session), or when the handshake
+//! fails (then on a new connection).
 //!
 //! One transaction per call: EHLO, [STARTTLS, EHLO], MAIL (with `BODY=8BITMIME` when the
 //! data is not 7-bit and the peer offers it; refused before MAIL when it does not, RFC 6152
@@ -309,7 +310,18 @@ async fn attempt(
         // RFC 7435: no encryption offered, the ordinary mail goes in clear.
         return transaction(c, &caps, msg).await;
     }
-    c.expect("STARTTLS", 220).await?;
+    let (code, text) = c.cmd("STARTTLS").await?;
+    if code != 220 {
+        if policy == TlsPolicy::Opportunistic {
+            // RFC 3207 §4 / RFC 7435 §3: the server declined (e.g. 454 "TLS not available
+            // due to temporary reason"); the session is still in its pre-STARTTLS state,
+            // so the ordinary mail goes on in clear on it.
+            tracing::debug!(%target, code, %text, "STARTTLS refused: continuing in clear");
+            return transaction(c, &caps, msg).await;
+        }
+        let _ = c.cmd("QUIT").await;
+        return Err(ClientError::Reply { code, text });
+    }
     let name = ServerName::try_from(peer.tls_name.clone())
         .map_err(|_| ClientError::ServerName(peer.tls_name.clone()))?;
     let tcp = c.io.into_inner();

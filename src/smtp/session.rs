@@ -19,9 +19,11 @@
 //! itself is also reported as [`Event::Refused`], so the driver can put it in the trace log.
 //!
 //! Limits (config keys through [`SessionConfig`]): `limits.max_line_length` for command
-//! lines (500 5.5.2, the rest of the line up to its LF is discarded, never parsed) and for
-//! DATA lines (RFC 5321 §4.5.3.1.6; the message is refused with 554 5.6.0 at the final
-//! dot); `limits.max_message_bytes` (SIZE, and 552 5.3.4 at the final dot). A refused DATA
+//! lines on every listener (500 5.5.2, the rest of the line up to its LF is discarded, never
+//! parsed) and for DATA lines on submission only (RFC 5321 §4.5.3.1.6; the message is
+//! refused with 554 5.6.0 at the final dot; port 25 accepts longer lines, see
+//! [`SessionConfig::data_line_limit`]); `limits.max_message_bytes` (SIZE, and 552 5.3.4 at
+//! the final dot, counted on the dot-unstuffed content). A refused DATA
 //! is read and dropped only up to [`SessionConfig::discard_bound`]; past it the session
 //! answers 552 and closes, so a peer cannot stream forever.
 //!
@@ -56,7 +58,8 @@ pub struct SessionConfig {
     pub local_domains: Vec<String>,
     /// Failed AUTH attempts before the session is closed.
     pub max_auth_failures: u32,
-    /// `[limits] max_line_length`: longest command or DATA line, CRLF included.
+    /// `[limits] max_line_length`: longest command line, CRLF included, on every listener;
+    /// also the longest DATA line on submission ([`Self::data_line_limit`]).
     pub max_line_length: usize,
 }
 
@@ -70,6 +73,18 @@ pub const AUTH_LINE_LIMIT: usize = 12_288;
 pub const OVERSIZE_GRACE_BYTES: usize = 10 * 1024 * 1024;
 
 impl SessionConfig {
+    /// Longest DATA line accepted, CRLF included, if any. Submission only: our users' mail
+    /// leaves for other providers and must keep to RFC 5321 §4.5.3.1.6. On port 25 mail from
+    /// other providers and the Internet often has longer lines and used to be accepted, so
+    /// there is no line limit there: DATA is never buffered by line, and its memory is
+    /// bounded by `max_message_bytes` (and [`Self::discard_bound`]) alone.
+    pub fn data_line_limit(&self) -> Option<usize> {
+        match self.role {
+            Role::Submission => Some(self.max_line_length),
+            Role::Incoming => None,
+        }
+    }
+
     /// Wire bytes of one DATA transfer after which a refused message stops being read: the
     /// session answers 552 5.3.4 and closes the connection.
     pub fn discard_bound(&self) -> usize {
@@ -244,20 +259,30 @@ impl Session {
     pub fn feed(&mut self, input: &[u8]) -> Vec<Event> {
         self.pending.extend_from_slice(input);
         let mut out = Vec::new();
-        loop {
-            if self.is_waiting() || self.phase == Phase::Closed || self.pending.is_empty() {
+        // Steps work on `buf[pos..]`; what they consume is dropped once, at the end, so a
+        // read carrying k pipelined commands costs O(buffer), not O(k·buffer).
+        let mut buf = std::mem::take(&mut self.pending);
+        let mut pos = 0;
+        while !self.is_waiting() && self.phase != Phase::Closed {
+            let rest = buf.get(pos..).unwrap_or_default();
+            if rest.is_empty() {
                 break;
             }
-            let buf = std::mem::take(&mut self.pending);
             let phase_before = self.phase.clone();
-            let mut iter = buf.iter();
+            let mut iter = rest.iter();
             let stop = self.step(&mut iter, &mut out);
-            let rest = iter.as_slice().to_vec();
-            let progressed = rest.len() < buf.len() || self.phase != phase_before;
-            self.pending = rest;
-            if stop || !progressed {
+            let consumed = rest.len() - iter.as_slice().len();
+            pos += consumed;
+            if stop || (consumed == 0 && self.phase == phase_before) {
                 break;
             }
+        }
+        // Closed (QUIT, STARTTLS until `tls_started`, cut off): what is left is dropped
+        // (RFC 3207 §4.2 for STARTTLS). Otherwise it waits for the next call; `step` never
+        // adds to `pending` itself, so it is still empty here.
+        if self.phase != Phase::Closed {
+            buf.drain(..pos.min(buf.len()));
+            self.pending = buf;
         }
         out
     }
@@ -379,9 +404,13 @@ impl Session {
         let stored = self.data.len();
         let done = self.data_rx.ingest(iter, &mut self.data);
         self.data_received += before - iter.as_slice().len();
+        // smtp-proto stores the CR of a possible final `.CRLF` and pops it only when the
+        // LF arrives, so while the transfer is open `data` may hold one octet that is not
+        // content: allow it then, and check the exact size at the final dot.
+        let slack = usize::from(!done && self.data.last() == Some(&b'\r'));
         let fault = if self.line_too_long_since(stored) {
             Some(DataFault::LineTooLong)
-        } else if self.data.len() > self.cfg.max_message_bytes {
+        } else if self.data.len() > self.cfg.max_message_bytes.saturating_add(slack) {
             Some(DataFault::TooBig)
         } else {
             None
@@ -453,10 +482,13 @@ impl Session {
         true
     }
 
-    /// Whether a line of `data` from offset `from` on is longer than the limit (CRLF
-    /// included; counted after dot-unstuffing, so one octet of leniency for stuffed lines).
+    /// Whether a line of `data` from offset `from` on is longer than the DATA line limit
+    /// (CRLF included; counted after dot-unstuffing, so one octet of leniency for stuffed
+    /// lines). Always false where there is no such limit ([`SessionConfig::data_line_limit`]).
     fn line_too_long_since(&mut self, from: usize) -> bool {
-        let max = self.cfg.max_line_length;
+        let Some(max) = self.cfg.data_line_limit() else {
+            return false;
+        };
         let mut too_long = false;
         for seg in self
             .data

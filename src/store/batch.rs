@@ -83,6 +83,13 @@ pub(crate) enum Op {
         folder: String,
         uid: u32,
     },
+    AddFlags {
+        mailbox: PecAddress,
+        folder: String,
+        uidvalidity: u32,
+        uids: Vec<u32>,
+        flags: Vec<String>,
+    },
     // Internal, produced by the committer's expansion step and the purge.
     BlobUnref(BlobId),
     Raw {
@@ -229,6 +236,29 @@ impl Batch {
             mailbox,
             folder: folder.into(),
             uid,
+            flags,
+        });
+        self
+    }
+
+    /// Adds `flags` to those of `uids` still in `folder` (as it was when the caller saw
+    /// it: same `uidvalidity`), keeping their other flags. Unlike [`Batch::set_flags`] it
+    /// neither replaces what another session changed meanwhile nor fails on a message
+    /// expunged (or a folder deleted) meanwhile: those are skipped. Used for the `\Seen`
+    /// a FETCH sets (RFC 3501 §6.4.5), committed while other sessions work.
+    pub fn add_flags(
+        mut self,
+        mailbox: PecAddress,
+        folder: impl Into<String>,
+        uidvalidity: u32,
+        uids: Vec<u32>,
+        flags: Vec<String>,
+    ) -> Self {
+        self.ops.push(Op::AddFlags {
+            mailbox,
+            folder: folder.into(),
+            uidvalidity,
+            uids,
             flags,
         });
         self

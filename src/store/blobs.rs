@@ -441,63 +441,84 @@ mod tests {
         f.set_modified(SystemTime::now() - age).unwrap();
     }
 
-    #[test]
-    fn a_put_between_the_sweeps_decision_and_its_removal_keeps_the_blob() {
-        // The `referenced` callback runs after the sweep found the file old and before it
-        // removes it: the exact window of the race. A `put` of the same bytes there (the
-        // existing-file path: only the time is refreshed) must leave the blob in place.
-        let dir = tempfile::tempdir().unwrap();
-        let bs = BlobStore::open(dir.path().join("blobs")).unwrap();
-        let a = bs.put(b"same body").unwrap();
-        age(&bs, &a.id, Duration::from_secs(7200));
-        let committed = std::cell::Cell::new(false);
-        let s = bs
-            .sweep(
-                |id| {
-                    if *id == a.id && !committed.get() {
-                        assert_eq!(bs.put(b"same body").unwrap(), a);
-                        committed.set(true); // the caller commits its reference now
-                        return Ok(false); // ...but the sweep looked before that
-                    }
-                    Ok(committed.get())
-                },
-                Duration::from_secs(3600),
-            )
-            .unwrap();
-        assert!(committed.get());
-        assert_eq!((s.kept, s.removed), (1, 0));
-        assert_eq!(bs.read(&a.id).unwrap(), b"same body");
-        // Nothing is left in the trash, and a later sweep with the reference keeps it.
-        assert_eq!(
-            fs::read_dir(dir.path().join("blobs/trash"))
-                .unwrap()
-                .count(),
-            0
-        );
-        age(&bs, &a.id, Duration::from_secs(7200));
-        let s = bs.sweep(|_| Ok(true), Duration::from_secs(3600)).unwrap();
-        assert_eq!((s.kept, s.removed), (1, 0));
+    /// Whether `id`'s file was modified less than `within` ago.
+    fn fresh(bs: &BlobStore, id: &BlobId, within: Duration) -> bool {
+        let t = fs::metadata(bs.path(id)).unwrap().modified().unwrap();
+        t.elapsed().unwrap_or_default() < within
     }
 
-    #[test]
-    fn a_streamed_write_during_the_sweep_window_keeps_the_blob() {
-        let dir = tempfile::tempdir().unwrap();
-        let bs = BlobStore::open(dir.path().join("blobs")).unwrap();
-        let a = bs.put(b"streamed").unwrap();
-        age(&bs, &a.id, Duration::from_secs(7200));
+    fn trash_is_empty(dir: &Path) -> bool {
+        fs::read_dir(dir.join("blobs/trash")).unwrap().count() == 0
+    }
+
+    /// Sweeps with a one-hour grace and no blob referenced, running `racer` once, at the
+    /// first look at `id` (after the sweep found the file old, before it moves it: the
+    /// exact window of the race). Returns the stats and how often the sweep looked at `id`.
+    fn sweep_racing(bs: &BlobStore, id: &BlobId, racer: impl Fn()) -> (SweepStats, usize) {
+        let looks = std::cell::Cell::new(0);
         let s = bs
             .sweep(
-                |_| {
-                    let mut w = bs.writer().unwrap();
-                    w.write_all(b"streamed").unwrap();
-                    assert_eq!(w.finish().unwrap(), a);
+                |seen| {
+                    if seen == id {
+                        if looks.get() == 0 {
+                            racer();
+                        }
+                        looks.set(looks.get() + 1);
+                    }
+                    // The racer's reference is never seen by this sweep: only the file's
+                    // modification time can save the blob.
                     Ok(false)
                 },
                 Duration::from_secs(3600),
             )
             .unwrap();
+        (s, looks.get())
+    }
+
+    #[test]
+    fn a_put_between_the_sweeps_decision_and_its_removal_keeps_the_blob() {
+        // A `put` of the same bytes in the window (the existing-file path: only the time
+        // is refreshed) must leave the blob in place.
+        let dir = tempfile::tempdir().unwrap();
+        let bs = BlobStore::open(dir.path().join("blobs")).unwrap();
+        let a = bs.put(b"same body").unwrap();
+        age(&bs, &a.id, Duration::from_secs(7200));
+        let (s, looks) = sweep_racing(&bs, &a.id, || {
+            assert_eq!(bs.put(b"same body").unwrap(), a);
+        });
+        assert!(looks >= 1, "the racer ran");
         assert_eq!((s.kept, s.removed), (1, 0));
-        assert!(bs.exists(&a.id));
+        assert_eq!(bs.read(&a.id).unwrap(), b"same body");
+        assert!(
+            fresh(&bs, &a.id, Duration::from_secs(3600)),
+            "put refreshed it"
+        );
+        assert!(trash_is_empty(dir.path()));
+        // Old again and still unreferenced, it goes: it was kept for its time alone.
+        age(&bs, &a.id, Duration::from_secs(7200));
+        let s = bs.sweep(|_| Ok(false), Duration::from_secs(3600)).unwrap();
+        assert_eq!((s.kept, s.removed), (0, 1));
+        assert!(!bs.exists(&a.id));
+    }
+
+    #[test]
+    fn a_streamed_write_during_the_sweep_window_keeps_the_blob() {
+        // The streamed path: the writer renames a new file (written now) over the old
+        // one, which the sweep then moves to its trash and must put back.
+        let dir = tempfile::tempdir().unwrap();
+        let bs = BlobStore::open(dir.path().join("blobs")).unwrap();
+        let a = bs.put(b"streamed").unwrap();
+        age(&bs, &a.id, Duration::from_secs(7200));
+        let (s, looks) = sweep_racing(&bs, &a.id, || {
+            let mut w = bs.writer().unwrap();
+            w.write_all(b"streamed").unwrap();
+            assert_eq!(w.finish().unwrap(), a);
+        });
+        assert!(looks >= 1, "the racer ran");
+        assert_eq!((s.kept, s.removed), (1, 0));
+        assert_eq!(bs.read(&a.id).unwrap(), b"streamed");
+        assert!(fresh(&bs, &a.id, Duration::from_secs(3600)));
+        assert!(trash_is_empty(dir.path()));
     }
 
     #[test]

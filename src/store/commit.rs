@@ -450,6 +450,9 @@ fn mailbox_changes(b: &Batch) -> Vec<MailboxChange> {
             }
             | Op::Expunge {
                 mailbox, folder, ..
+            }
+            | Op::AddFlags {
+                mailbox, folder, ..
             } => Some(change(mailbox, Some(folder))),
             Op::FolderCreate { mailbox, name } | Op::FolderDelete { mailbox, name } => {
                 Some(change(mailbox, Some(name)))

@@ -268,6 +268,43 @@ pub(crate) fn apply_set_flags(
     put_json(&tx.t[MESSAGES], &key, &m)
 }
 
+/// See [`super::Batch::add_flags`]: adds `flags` (compared case-insensitively) to the
+/// messages of `uids` still there; anything gone is skipped, not an error.
+pub(crate) fn apply_add_flags(
+    tx: &Tx,
+    mailbox: &PecAddress,
+    folder: &str,
+    uidvalidity: u32,
+    uids: &[Uid],
+    flags: &[String],
+) -> TxResult<()> {
+    let mbkey = mailbox_key(mailbox);
+    let folder = normalize_folder(folder);
+    let Some(f) = get_json::<FolderInfo>(&tx.t[FOLDERS], &folder_key(&mbkey, &folder))? else {
+        return Ok(());
+    };
+    if f.uidvalidity != uidvalidity {
+        // Deleted and created again: the UIDs name other messages now.
+        return Ok(());
+    }
+    for &uid in uids {
+        let key = message_key(f.id, uid);
+        let Some(mut m) = get_json::<MessageRecord>(&tx.t[MESSAGES], &key)? else {
+            continue;
+        };
+        let before = m.flags.len();
+        for flag in flags {
+            if !m.flags.iter().any(|x| x.eq_ignore_ascii_case(flag)) {
+                m.flags.push(flag.clone());
+            }
+        }
+        if m.flags.len() != before {
+            put_json(&tx.t[MESSAGES], &key, &m)?;
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn apply_expunge(tx: &Tx, mailbox: &PecAddress, folder: &str, uid: Uid) -> TxResult<()> {
     let (mbkey, mut mb) = load_mailbox(tx, mailbox)?;
     let folder = normalize_folder(folder);

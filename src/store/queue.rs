@@ -17,7 +17,7 @@
 //! 24 h after it (rule §6.2), however many attempts and partial deliveries happened.
 //! An item holds a reference on its blob until it is done.
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use super::batch::{Batch, Op};
@@ -104,8 +104,33 @@ fn id_of_due_key(k: &[u8]) -> Option<u64> {
         .map(u64::from_be_bytes)
 }
 
+/// Delay before attempt `attempts + 1` of a remote item: 1 min doubling, capped at 1 h
+/// (the relay's schedule, `pipeline::relay::backoff`; here because the store needs it to
+/// date items written before `accepted_at` existed).
+pub fn retry_backoff(attempts: u32) -> SignedDuration {
+    let secs = 60u64.saturating_mul(1u64 << attempts.min(6)).min(3600);
+    SignedDuration::from_secs(secs as i64)
+}
+
+/// The acceptance instant of an item written by a pecd before `accepted_at` existed: its
+/// next attempt minus the backoff delays of the attempts it had. Attempt `k` ran no earlier
+/// than acceptance + Σ_{i<k} backoff(i), and the next one is due at the last attempt +
+/// backoff(attempts − 1), so this is the *latest* acceptance consistent with the recorded
+/// attempts: the 24 h give-up (rule §6.2) measured from it never comes early, and is late
+/// only by the time the worker was behind. With no attempts it is exact (enqueue sets the
+/// first attempt to the acceptance instant).
+pub fn estimated_accepted_at(item: &QueueItem) -> Timestamp {
+    let queued_for: SignedDuration = (0..item.attempts).map(retry_backoff).sum();
+    item.next_attempt
+        .checked_sub(queued_for)
+        .unwrap_or(item.next_attempt)
+}
+
 /// At open, before the committer starts: records the served domains for the lane choice at
-/// enqueue, and rebuilds the due index from the items (each one's lane recomputed).
+/// enqueue, and rebuilds the due index from the items (each one's lane recomputed). Items
+/// from a pecd before `accepted_at` get [`estimated_accepted_at`] written once, so their
+/// give-up instant stays fixed from then on. An item that cannot be read is logged and left
+/// out of the due index (it is never attempted; the rest of the queue still works).
 pub(crate) fn open_lanes(trees: &Trees, local: &[Domain]) -> Result<(), StoreError> {
     let json = serde_json::to_vec(local).map_err(|e| StoreError::Corrupt {
         what: "served domains".into(),
@@ -116,12 +141,23 @@ pub(crate) fn open_lanes(trees: &Trees, local: &[Domain]) -> Result<(), StoreErr
     let mut due = Vec::new();
     for kv in trees.queue.iter() {
         let (k, v) = kv?;
-        let mut item: QueueItem = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
-            what: "queue item".into(),
-            detail: e.to_string(),
-        })?;
+        let mut item: QueueItem = match serde_json::from_slice(&v) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::error!(
+                    queue_key = %hex::encode(&k),
+                    error = %e,
+                    "unreadable queue item: left out of the due index, never attempted"
+                );
+                continue;
+            }
+        };
         let lane = Lane::of(&item.domain, local);
-        if item.lane != lane {
+        let undated = item.accepted_at.is_none();
+        if undated {
+            item.accepted_at = Some(estimated_accepted_at(&item));
+        }
+        if item.lane != lane || undated {
             item.lane = lane;
             let v = serde_json::to_vec(&item).map_err(|e| StoreError::Corrupt {
                 what: "queue item".into(),
@@ -405,9 +441,19 @@ mod tests {
         assert_eq!(crate::store::SCHEMA_VERSION, 2);
         let due = s.queue_due_in(Lane::Local, t0, 10).unwrap();
         assert_eq!(due.len(), 1);
+        // Three attempts (1 + 2 + 4 min of backoff) before the next one at t0: accepted
+        // at the latest 7 min before t0, written once into the item.
+        let estimate = t("2026-11-23T08:53:00Z");
         assert_eq!(
             (due[0].id, due[0].attempts, due[0].accepted_at),
-            (7, 3, None)
+            (7, 3, Some(estimate))
+        );
+        drop(s);
+        let s = open(dir.path());
+        assert_eq!(
+            s.queue_item(7).unwrap().unwrap().accepted_at,
+            Some(estimate),
+            "written once, not re-estimated at the next open"
         );
         assert!(s.queue_due_in(Lane::Remote, t0, 10).unwrap().is_empty());
         assert!(
@@ -417,6 +463,65 @@ mod tests {
                 .keys()
                 .all(|k| k.unwrap().len() == 17),
             "no old-format due key left"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_queue_item_does_not_stop_the_store_from_opening() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = t("2026-11-23T09:00:00Z");
+        let good = {
+            let s = open(dir.path());
+            let id = s
+                .commit(Batch::new().enqueue(item(&s, "other.example", t0)))
+                .unwrap()
+                .queued[0];
+            s.trees()
+                .queue
+                .insert(999u64.to_be_bytes(), b"{not json".as_slice())
+                .unwrap();
+            s.trees()
+                .queue_due
+                .insert(due_key(Lane::Remote, t0, 999), &[])
+                .unwrap();
+            id
+        };
+        let s = open(dir.path());
+        let due = s.queue_due_in(Lane::Remote, t0, 10).unwrap();
+        assert_eq!(
+            due.iter().map(|i| i.id).collect::<Vec<_>>(),
+            vec![good],
+            "the readable item is due, the garbage is out of the index"
+        );
+        assert!(s.queue_due(t0, 10).is_ok());
+        // The rest of the queue still works.
+        s.commit(Batch::new().queue_done(good)).unwrap();
+        assert!(s.trees().queue_due.is_empty());
+    }
+
+    #[test]
+    fn accepted_at_estimate_for_items_without_attempts_is_exact() {
+        let t0 = t("2026-11-23T09:00:00Z");
+        let mut it = QueueItem {
+            id: 1,
+            domain: Domain::parse("other.example").unwrap(),
+            mail_from: "a@pec.alfa.test".into(),
+            rcpt_to: vec![],
+            blob: BlobId::of(b"x"),
+            size: 1,
+            ident: None,
+            next_attempt: t0,
+            attempts: 0,
+            last_error: None,
+            accepted_at: None,
+            lane: Lane::Remote,
+        };
+        assert_eq!(estimated_accepted_at(&it), t0);
+        it.attempts = 30;
+        let back = t0.checked_sub(SignedDuration::from_hours(24)).unwrap();
+        assert!(
+            estimated_accepted_at(&it) <= back,
+            "30 attempts span more than a day: given up at once"
         );
     }
 

@@ -181,6 +181,13 @@ pub(crate) fn apply_op(
             folder,
             uid,
         } => messages::apply_expunge(tx, mailbox, folder, *uid)?,
+        Op::AddFlags {
+            mailbox,
+            folder,
+            uidvalidity,
+            uids,
+            flags,
+        } => messages::apply_add_flags(tx, mailbox, folder, *uidvalidity, uids, flags)?,
         Op::BlobUnref(b) => blob_ref(tx, b, -1)?,
         Op::Raw { tree, key, value } => match value {
             Some(v) => drop(tx.t[*tree].insert(key.as_slice(), v.as_slice())?),

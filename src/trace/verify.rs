@@ -8,7 +8,8 @@
 //!   from the seq after a leading *anchor* checkpoint (after a retention purge). A log
 //!   may start at an anchor only if a later `Purged` record names that exact checkpoint
 //!   (`related` = `anchor:SEQ`, `sha256` = hash of the anchor's line): otherwise the
-//!   leading lines were cut, not purged;
+//!   leading lines were cut, not purged (a `Purged` record without `anchor:`, as an older
+//!   pecd wrote, proves nothing; the problem then says so);
 //! - each `prev_hash` is the previous record's `hash`, each `hash` matches the content;
 //! - each checkpoint follows the record it covers, names its hash, links to the previous
 //!   checkpoint (`prev`), and carries a valid signature by the provider certificate;
@@ -18,7 +19,9 @@
 //!
 //! - an export ([`verify_export`]) must end with a signed [`ExportTrailer`] naming its last
 //!   record (seq and hash) and nothing may follow it: an empty file, or one cut at the end,
-//!   is rejected.
+//!   is rejected. The report gives the trailer's signed time ([`VerifyReport::export_time`]):
+//!   an older export's trailer pasted on a newer export cut back to the same record
+//!   verifies, and only that time shows it.
 //!
 //! In the live log, records after the last checkpoint are protected by the chain only:
 //! the report says how many. In an export the trailer signs them.
@@ -89,6 +92,10 @@ pub struct VerifyReport {
     pub unsigned_tail: u64,
     /// Whether signatures were checked against a known provider certificate.
     pub signer_pinned: bool,
+    /// When the export's trailer says it was made (the time is signed). An export cut at
+    /// the end with an older export's trailer pasted on verifies, but shows an old time.
+    /// `None` for the live log.
+    pub export_time: Option<jiff::Timestamp>,
     pub problem: Option<VerifyProblem>,
 }
 
@@ -105,6 +112,9 @@ struct AnchorState {
     seq: u64,
     line_hash: String,
     proven: bool,
+    /// The seq of a `Purged` record without an `anchor:` entry (written by an older
+    /// pecd), which therefore cannot prove the anchor.
+    unnamed_purge: Option<u64>,
 }
 
 /// A streaming verifier: feed records and checkpoints in log order.
@@ -150,6 +160,7 @@ impl ChainVerifier {
                 last_checkpoint: None,
                 unsigned_tail: 0,
                 signer_pinned: trusted.is_pinned(),
+                export_time: None,
                 problem: None,
             },
             trusted,
@@ -248,6 +259,7 @@ impl ChainVerifier {
                 seq: cp.seq,
                 line_hash: line_hash.clone(),
                 proven: false,
+                unnamed_purge: None,
             });
             self.report.anchor = Some(cp.seq);
             self.report.first_seq = Some(cp.seq + 1);
@@ -344,6 +356,9 @@ impl ChainVerifier {
         let Some(anchor) = self.anchor.as_mut() else {
             return Ok(());
         };
+        if !r.related.iter().any(|x| x.starts_with(ANCHOR_PREFIX)) {
+            anchor.unnamed_purge.get_or_insert(r.seq);
+        }
         let named = r
             .related
             .iter()
@@ -374,6 +389,7 @@ impl ChainVerifier {
         self.trailer = Some(line);
         t.verify(&self.trusted)
             .map_err(|e| Self::fail(line, seq, format!("export trailer: {e}")))?;
+        self.report.export_time = Some(t.time);
         let last = self.next_seq.saturating_sub(1);
         if t.seq != last || t.head_hash != self.prev_hash {
             let msg = if t.seq > last {
@@ -462,11 +478,19 @@ impl ChainVerifier {
         if let Some(a) = &self.anchor
             && !a.proven
         {
+            // Stores purged by a pecd that did not yet name the anchor have a Purged
+            // record without `anchor:`; it proves nothing, but says where the log came from.
+            let older = a
+                .unnamed_purge
+                .map(|s| {
+                    format!("; the Purged record seq {s} names no anchor: purged by an older pecd?")
+                })
+                .unwrap_or_default();
             let p = Self::fail(
                 a.line,
                 Some(a.seq),
                 format!(
-                    "the log starts at checkpoint {} as a retention anchor, but no Purged record names that checkpoint: records 1..{} are missing (log cut at the start?)",
+                    "the log starts at checkpoint {} as a retention anchor, but no Purged record names that checkpoint: records 1..{} are missing (log cut at the start?){older}",
                     a.seq, a.seq
                 ),
             );

@@ -142,6 +142,35 @@ elif scenario == "logins":
         texts.append(text.decode(errors="replace"))
         s.close()
     out = {"codes": codes, "texts": texts}
+elif scenario == "long_data_line":
+    # args: user password to smtp_port. The same message with one 5000-octet line, sent
+    # by the user on 465 and by an Internet sender on port 25 (STARTTLS as offered).
+    user, password, to, smtp_port = args
+    long_body = "x" * 4998 + "\r\nfine riga lunga\r\n"
+    s = smtps()
+    s.login(user, password)
+    s.mail(user)
+    s.rcpt(to)
+    try:
+        code, text = s.data(message(user, [to], body=long_body))
+    except smtplib.SMTPResponseException as e:
+        code, text = e.smtp_code, e.smtp_error
+    out["submission_code"], out["submission_text"] = code, text.decode(errors="replace")
+    out["submission_after"] = s.noop()[0]
+    s.quit()
+    s = smtplib.SMTP(host, int(smtp_port), timeout=60)
+    s.ehlo("mx.internet.example")
+    if s.has_extn("starttls"):
+        s.starttls(context=ctx)
+        s.ehlo("mx.internet.example")
+    s.mail("someone@internet.example")
+    s.rcpt(to)
+    try:
+        code, text = s.data(message("someone@internet.example", [to], body=long_body, msgid="<long-1@internet.example>"))
+    except smtplib.SMTPResponseException as e:
+        code, text = e.smtp_code, e.smtp_error
+    out["incoming_code"], out["incoming_text"] = code, text.decode(errors="replace")
+    s.quit()
 elif scenario == "wrong_password":
     user = args[0]
     s = smtps()

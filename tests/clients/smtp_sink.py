@@ -6,7 +6,9 @@ Usage: smtp_sink.py CERT KEY OUTDIR GREETING_DELAY_SECONDS
 Recipients whose local part starts with "reject" get 550; "later" get 451.
 Environment: SINK_STARTTLS=0 makes it an ordinary server that offers no STARTTLS;
 SINK_8BITMIME=0 stops it from offering 8BITMIME; SINK_BROKEN_TLS=1 answers STARTTLS
-with 220 and then hangs up instead of the handshake (the first time only). Each message also gets a .meta file:
+with 220 and then hangs up instead of the handshake (the first time only);
+SINK_REFUSE_TLS=1 offers STARTTLS but answers the command with 454 (TLS not available).
+Each message also gets a .meta file:
 "tls=0|1" and the MAIL FROM parameters ("params=...").
 """
 import os
@@ -22,6 +24,7 @@ ctx.load_cert_chain(cert, key)
 offer_tls = os.environ.get("SINK_STARTTLS", "1") != "0"
 offer_8bit = os.environ.get("SINK_8BITMIME", "1") != "0"
 broken_tls = [os.environ.get("SINK_BROKEN_TLS", "0") == "1"]
+refuse_tls = os.environ.get("SINK_REFUSE_TLS", "0") == "1"
 counter = [0]
 lock = threading.Lock()
 
@@ -52,6 +55,8 @@ def handle(conn):
             for c in caps[:-1]:
                 send("250-" + c)
             send("250 " + caps[-1])
+        elif up == "STARTTLS" and not tls and offer_tls and refuse_tls:
+            send("454 4.7.0 TLS not available due to temporary reason")
         elif up == "STARTTLS" and not tls and offer_tls:
             send("220 go ahead")
             if broken_tls[0]:
