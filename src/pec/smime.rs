@@ -225,6 +225,25 @@ pub struct SignedContent {
 /// Finds the signed content of a raw `multipart/signed` message without verifying it
 /// (RFC 1847 §2.1: the first body part). Never panics on malformed input.
 pub fn signed_content(raw: &[u8]) -> Result<SignedContent, SmimeError> {
+    with_signed_parts(raw, |_, parts| {
+        let first = parts
+            .parts
+            .first()
+            .ok_or(SmimeError::Truncated("no body part found"))?;
+        Ok(SignedContent {
+            content: first.to_vec(),
+            parts: parts.parts.len(),
+            closed: parts.closed,
+        })
+    })
+}
+
+/// Canonicalises `raw` to CRLF, checks it is `multipart/signed` with a boundary, and hands
+/// its content type and body parts to `f`.
+fn with_signed_parts<T>(
+    raw: &[u8],
+    f: impl FnOnce(&mime::ContentType, &mime::Multipart<'_>) -> Result<T, SmimeError>,
+) -> Result<T, SmimeError> {
     let raw = mime::to_crlf(raw);
     let (headers, body) = mime::split_header_body(&raw);
     let ct = mime::header_value(headers, "content-type").ok_or(SmimeError::NotSigned)?;
@@ -234,15 +253,7 @@ pub fn signed_content(raw: &[u8]) -> Result<SignedContent, SmimeError> {
     }
     let boundary = ct.param("boundary").ok_or(SmimeError::NoBoundary)?;
     let parts = mime::split_multipart(body, boundary.as_bytes());
-    let first = parts
-        .parts
-        .first()
-        .ok_or(SmimeError::Truncated("no body part found"))?;
-    Ok(SignedContent {
-        content: first.to_vec(),
-        parts: parts.parts.len(),
-        closed: parts.closed,
-    })
+    f(&ct, &parts)
 }
 
 /// Splits a raw message (or any `multipart/signed` entity) into its signed part and the
@@ -250,15 +261,13 @@ pub fn signed_content(raw: &[u8]) -> Result<SignedContent, SmimeError> {
 /// Exactly two body parts are accepted (RFC 1847 §2.1): with a third one a reader could
 /// be shown unsigned parts as if they were covered by the signature.
 pub fn split_signed(raw: &[u8]) -> Result<SignedParts<'static>, SmimeError> {
-    let raw = mime::to_crlf(raw);
-    let (headers, body) = mime::split_header_body(&raw);
-    let ct = mime::header_value(headers, "content-type").ok_or(SmimeError::NotSigned)?;
-    let ct = mime::ContentType::parse(&ct);
-    if ct.mime_type != "multipart/signed" {
-        return Err(SmimeError::NotSigned);
-    }
-    let boundary = ct.param("boundary").ok_or(SmimeError::NoBoundary)?;
-    let parts = mime::split_multipart(body, boundary.as_bytes());
+    with_signed_parts(raw, split_parts)
+}
+
+fn split_parts(
+    ct: &mime::ContentType,
+    parts: &mime::Multipart<'_>,
+) -> Result<SignedParts<'static>, SmimeError> {
     let (signed, sig_part) = match parts.parts.as_slice() {
         [] => return Err(SmimeError::Truncated("no body part found")),
         [_] => return Err(SmimeError::Truncated("the signature part is missing")),
