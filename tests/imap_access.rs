@@ -301,6 +301,71 @@ async fn imap_and_pop3_with_independent_clients() {
     );
     println!("IDLE woke after {}s", mb["idle_secs"]);
 
+    // Subscriptions: kept across connections, independent of the folder's existence.
+    let p = ports.clone();
+    let a2 = a.clone();
+    let sb = run_blocking(move || scenario(&p, "subscriptions", &[&a2, "pw"])).await;
+    for k in [
+        "create",
+        "subscribe",
+        "subscribe_missing",
+        "delete",
+        "unsubscribe",
+    ] {
+        assert_eq!(sb[k], "OK", "{k}: {sb}");
+    }
+    let lines = |k: &str| -> Vec<String> {
+        sb[k]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .filter_map(|l| l.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let has = |k: &str, line: &str| lines(k).iter().any(|l| l == line);
+    assert!(
+        has("lsub_before", "(\\HasNoChildren \\Sent) \"/\" \"Sent\""),
+        "{sb}"
+    );
+    assert!(
+        !lines("lsub_before").iter().any(|l| l.contains("Progetti")),
+        "{sb}"
+    );
+    assert!(
+        has("lsub_subscribed", "(\\HasNoChildren) \"/\" \"Progetti\""),
+        "{sb}"
+    );
+    assert!(
+        has("lsub_subscribed", "(\\Noselect) \"/\" \"Fantasma\""),
+        "{sb}"
+    );
+    assert!(
+        has("lsub_after_delete", "(\\Noselect) \"/\" \"Progetti\""),
+        "{sb}"
+    );
+    assert!(
+        has("lsub_after_delete", "(\\Noselect) \"/\" \"Fantasma\""),
+        "{sb}"
+    );
+    assert!(
+        !lines("lsub_after_unsubscribe")
+            .iter()
+            .any(|l| l.contains("Fantasma")),
+        "{sb}"
+    );
+    assert!(
+        has("lsub_after_unsubscribe", "(\\Noselect) \"/\" \"Progetti\""),
+        "{sb}"
+    );
+    assert!(
+        !lines("list")
+            .iter()
+            .any(|l| l.contains("Progetti") || l.contains("Fantasma")),
+        "{sb}"
+    );
+
     // Quota enforced on APPEND with the RFC 9208 response code.
     let p = ports.clone();
     let c2 = c.clone();

@@ -22,7 +22,8 @@ use crate::trace::{EventKind, TraceEvent};
 /// Flags a client may set (RFC 3501 §2.3.2); keywords are allowed too.
 pub const FLAGS: &str = "(\\Answered \\Flagged \\Deleted \\Seen \\Draft)";
 
-/// Creates the special-use folders a new mailbox lacks (RFC 6154); failures are logged only.
+/// Creates the special-use folders a new mailbox lacks (RFC 6154), subscribed; failures
+/// are logged only.
 pub fn ensure_special_folders(store: &Store, user: &PecAddress) {
     let existing = match store.folders(user) {
         Ok(f) => f,
@@ -31,7 +32,9 @@ pub fn ensure_special_folders(store: &Store, user: &PecAddress) {
     let mut batch = Batch::new();
     for (name, _) in names::SPECIAL_USE {
         if !existing.iter().any(|f| f.name == *name) {
-            batch = batch.create_folder(user.clone(), *name);
+            batch = batch
+                .create_folder(user.clone(), *name)
+                .subscribe(user.clone(), *name);
         }
     }
     if !batch.is_empty() {
@@ -170,10 +173,11 @@ fn run_answered(
         CommandBody::Rename { from, to } => {
             folders::rename(store, tag, &user, name!(&from), name!(&to), out)
         }
-        CommandBody::Subscribe { mailbox } | CommandBody::Unsubscribe { mailbox } => {
-            // Every folder is subscribed: LSUB equals LIST.
-            let _ = name!(&mailbox);
-            out.extend(tagged(tag, "OK", "Completed"));
+        CommandBody::Subscribe { mailbox } => {
+            folders::subscribe(store, tag, &user, name!(&mailbox), true, out)
+        }
+        CommandBody::Unsubscribe { mailbox } => {
+            folders::subscribe(store, tag, &user, name!(&mailbox), false, out)
         }
         CommandBody::List {
             reference,

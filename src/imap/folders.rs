@@ -1,6 +1,10 @@
-//! Folder commands (RFC 3501 §6.3.3–§6.3.10): CREATE, DELETE, RENAME, LIST/LSUB with the
-//! SPECIAL-USE attributes of RFC 6154 and CHILDREN of RFC 3348, STATUS. Names arrive
+//! Folder commands (RFC 3501 §6.3.3–§6.3.10): CREATE, DELETE, RENAME, SUBSCRIBE,
+//! UNSUBSCRIBE, LIST/LSUB with the SPECIAL-USE attributes of RFC 6154 and CHILDREN of RFC
+//! 3348, STATUS. Subscriptions are kept by the store (see [`crate::store::messages`]):
+//! they may name no folder, survive DELETE and move with RENAME. Names arrive
 //! checked by [`super::names`]; every store call carries the session's own address.
+
+use std::collections::BTreeMap;
 
 use imap_codec::imap_types::status::StatusDataItemName;
 
@@ -127,6 +131,44 @@ pub(super) fn rename(
     }
 }
 
+/// SUBSCRIBE (`on`) or UNSUBSCRIBE (RFC 3501 §6.3.6, §6.3.7). Any valid name may be
+/// subscribed, existing or not; unsubscribing a name that is not subscribed is not an
+/// error. The subscribed names without a folder are bounded by [`names::MAX_FOLDERS`].
+pub(super) fn subscribe(
+    store: &Store,
+    tag: &str,
+    user: &PecAddress,
+    folder: String,
+    on: bool,
+    out: &mut Vec<u8>,
+) {
+    let verb = if on { "SUBSCRIBE" } else { "UNSUBSCRIBE" };
+    let batch = if on {
+        let (folders, subs) = match (store.folders(user), store.subscriptions(user)) {
+            (Ok(f), Ok(s)) => (f, s),
+            (Err(e), _) | (_, Err(e)) => return out.extend(no(tag, &e)),
+        };
+        let exists = |n: &str| folders.iter().any(|f| f.name == n);
+        let without_folder = subs.iter().filter(|s| !exists(s)).count();
+        if !exists(&folder)
+            && subs.binary_search(&folder).is_err()
+            && without_folder >= names::MAX_FOLDERS
+        {
+            return out.extend(tagged(tag, "NO", "[LIMIT] Too many subscriptions"));
+        }
+        Batch::new().subscribe(user.clone(), folder)
+    } else {
+        Batch::new().unsubscribe(user.clone(), folder)
+    };
+    match store.commit(batch) {
+        Ok(_) => out.extend(tagged(tag, "OK", &format!("{verb} completed"))),
+        Err(e) => out.extend(no(tag, &e)),
+    }
+}
+
+/// LIST (every folder) or LSUB (the subscribed names, RFC 3501 §6.3.9: a subscribed
+/// name without a folder is `\Noselect`, and so is an unsubscribed superior of a
+/// subscribed name when the pattern ends in `%`).
 pub(super) fn list(
     store: &Store,
     tag: &str,
@@ -156,23 +198,52 @@ pub(super) fn list(
             ),
         ));
     }
-    let mut names: Vec<&str> = folders.iter().map(|f| f.name.as_str()).collect();
-    names.sort_by_key(|n| (*n != "INBOX", n.to_string()));
-    for name in &names {
-        let matched =
-            names::matches(&full, name) || (name == &"INBOX" && full.eq_ignore_ascii_case("INBOX"));
-        if !matched {
-            continue;
+    let is_match = |name: &str| {
+        names::matches(&full, name) || (name == "INBOX" && full.eq_ignore_ascii_case("INBOX"))
+    };
+    let existing: Vec<&str> = folders.iter().map(|f| f.name.as_str()).collect();
+    // Name → shown as \Noselect.
+    let mut shown: BTreeMap<String, bool> = BTreeMap::new();
+    if lsub {
+        let subs = match store.subscriptions(user) {
+            Ok(s) => s,
+            Err(e) => return out.extend(no(tag, &e)),
+        };
+        for s in subs.iter().filter(|s| is_match(s)) {
+            shown.insert(s.clone(), !existing.contains(&s.as_str()));
         }
-        let prefix = format!("{name}{DELIMITER}");
-        let mut attrs = vec![if names.iter().any(|n| n.starts_with(&prefix)) {
-            "\\HasChildren"
+        if full.ends_with('%') {
+            for s in &subs {
+                let superiors = s.match_indices(DELIMITER).map(|(i, _)| &s[..i]);
+                for sup in superiors {
+                    if is_match(sup) && subs.binary_search_by(|x| x.as_str().cmp(sup)).is_err() {
+                        shown.entry(sup.to_string()).or_insert(true);
+                    }
+                }
+            }
+        }
+    } else {
+        for name in existing.iter().filter(|n| is_match(n)) {
+            shown.insert(name.to_string(), false);
+        }
+    }
+    let mut order: Vec<(&String, &bool)> = shown.iter().collect();
+    order.sort_by_key(|(n, _)| *n != "INBOX");
+    for (name, noselect) in order {
+        let attrs = if *noselect {
+            vec!["\\Noselect"]
         } else {
-            "\\HasNoChildren"
-        }];
-        if let Some(a) = names::special_use(name) {
-            attrs.push(a);
-        }
+            let prefix = format!("{name}{DELIMITER}");
+            let mut attrs = vec![if existing.iter().any(|n| n.starts_with(&prefix)) {
+                "\\HasChildren"
+            } else {
+                "\\HasNoChildren"
+            }];
+            if let Some(a) = names::special_use(name) {
+                attrs.push(a);
+            }
+            attrs
+        };
         let mut o = Out::new();
         o.raw(&format!("* {verb} ({}) \"/\" ", attrs.join(" ")))
             .string(name.as_bytes())

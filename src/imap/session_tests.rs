@@ -447,3 +447,135 @@ fn store_publishes_committed_mailbox_changes() {
     assert!(refused.is_err());
     assert!(rx.try_recv().is_err(), "a failed commit published a change");
 }
+
+/// The `(attributes, name)` of each `* LSUB` (or `* LIST`) line, in order.
+fn listed(r: &str, verb: &str) -> Vec<(String, String)> {
+    let head = format!("* {verb} (");
+    r.lines()
+        .filter_map(|l| l.strip_prefix(&head))
+        .filter_map(|l| {
+            let (attrs, rest) = l.split_once(") \"/\" ")?;
+            Some((attrs.to_string(), rest.trim_matches('"').to_string()))
+        })
+        .collect()
+}
+
+fn names(r: &str, verb: &str) -> Vec<String> {
+    listed(r, verb).into_iter().map(|(_, n)| n).collect()
+}
+
+fn has(v: &[String], name: &str) -> bool {
+    v.iter().any(|n| n == name)
+}
+
+#[test]
+fn subscriptions_are_kept_per_user() {
+    let (_d, store) = store_with(&["a@pec.test", "b@pec.test"]);
+    let mut s = Session::new(Limits::default(), true);
+    let login = text(drive(&mut s, &store, b"1 LOGIN a@pec.test pw\r\n"));
+    assert!(login.contains("1 OK"), "{login}");
+    let mut cmd = |c: &str| text(drive(&mut s, &store, format!("{c}\r\n").as_bytes()));
+
+    // INBOX and the special-use folders made at first login are subscribed.
+    let r = cmd("2 LSUB \"\" \"*\"");
+    assert_eq!(
+        names(&r, "LSUB"),
+        ["INBOX", "Archive", "Drafts", "Sent", "Trash"],
+        "{r}"
+    );
+    assert!(
+        r.contains("* LSUB (\\HasNoChildren \\Sent) \"/\" \"Sent\""),
+        "{r}"
+    );
+    assert!(r.ends_with("2 OK LSUB completed\r\n"), "{r}");
+
+    // A folder a client creates is listed but not subscribed until asked.
+    assert!(cmd("3 CREATE Work").contains("3 OK"));
+    assert!(has(&names(&cmd("4 LIST \"\" \"*\""), "LIST"), "Work"));
+    assert!(!has(&names(&cmd("5 LSUB \"\" \"*\""), "LSUB"), "Work"));
+    assert!(cmd("6 SUBSCRIBE Work").contains("6 OK SUBSCRIBE completed"));
+    let r = cmd("7 LSUB \"\" \"W%\"");
+    assert_eq!(
+        listed(&r, "LSUB"),
+        [("\\HasNoChildren".to_string(), "Work".to_string())],
+        "{r}"
+    );
+
+    // A name with no folder can be subscribed; LSUB shows it \Noselect, LIST not at all.
+    assert!(cmd("8 SUBSCRIBE Ghost").contains("8 OK"));
+    let r = cmd("9 LSUB \"\" Ghost");
+    assert_eq!(
+        listed(&r, "LSUB"),
+        [("\\Noselect".to_string(), "Ghost".to_string())],
+        "{r}"
+    );
+    assert!(listed(&cmd("10 LIST \"\" Ghost"), "LIST").is_empty());
+
+    // DELETE keeps the subscription; the folder created again is subscribed.
+    assert!(cmd("11 DELETE Work").contains("11 OK"));
+    let r = cmd("12 LSUB \"\" Work");
+    assert_eq!(
+        listed(&r, "LSUB"),
+        [("\\Noselect".to_string(), "Work".to_string())],
+        "{r}"
+    );
+    assert!(cmd("13 CREATE Work").contains("13 OK"));
+    let r = cmd("14 LSUB \"\" Work");
+    assert_eq!(
+        listed(&r, "LSUB"),
+        [("\\HasNoChildren".to_string(), "Work".to_string())],
+        "{r}"
+    );
+
+    // RENAME moves the subscription (children too); the old names are not left behind.
+    assert!(cmd("15 CREATE Work/2026").contains("15 OK"));
+    assert!(cmd("16 SUBSCRIBE Work/2026").contains("16 OK"));
+    assert!(cmd("17 RENAME Work Projects").contains("17 OK"));
+    let r = cmd("18 LSUB \"\" \"*\"");
+    let subs = names(&r, "LSUB");
+    assert!(has(&subs, "Projects") && has(&subs, "Projects/2026"), "{r}");
+    assert!(!subs.iter().any(|n| n.starts_with("Work")), "{r}");
+
+    // UNSUBSCRIBE removes it from LSUB only; unsubscribing again is harmless.
+    assert!(cmd("19 UNSUBSCRIBE Projects").contains("19 OK UNSUBSCRIBE completed"));
+    assert!(cmd("20 UNSUBSCRIBE Projects").contains("20 OK"));
+    assert!(cmd("21 UNSUBSCRIBE Trash").contains("21 OK"));
+    let r = cmd("22 LSUB \"\" \"*\"");
+    let subs = names(&r, "LSUB");
+    assert!(!has(&subs, "Projects") && !has(&subs, "Trash"), "{r}");
+    assert!(has(&subs, "Projects/2026"), "{r}");
+    assert!(has(&names(&cmd("23 LIST \"\" \"*\""), "LIST"), "Trash"));
+
+    // With '%', an unsubscribed superior of a subscribed name is shown \Noselect.
+    let r = cmd("24 LSUB \"\" \"%\"");
+    let top = listed(&r, "LSUB");
+    assert!(
+        top.contains(&("\\Noselect".to_string(), "Projects".to_string())),
+        "{r}"
+    );
+    assert!(!top.iter().any(|(_, n)| n == "Projects/2026"), "{r}");
+
+    // Names are checked like any other.
+    assert!(cmd("25 SUBSCRIBE \"a//b\"").contains("25 NO [CANNOT]"));
+
+    // Another session of the same user sees the same; another user has only its own.
+    let mut s2 = Session::new(Limits::default(), true);
+    let r = text(drive(
+        &mut s2,
+        &store,
+        b"1 LOGIN a@pec.test pw\r\n2 LSUB \"\" \"*\"\r\n",
+    ));
+    let again = names(&r, "LSUB");
+    assert!(has(&again, "Ghost") && !has(&again, "Trash"), "{r}");
+    let mut s3 = Session::new(Limits::default(), true);
+    let r = text(drive(
+        &mut s3,
+        &store,
+        b"1 LOGIN b@pec.test pw\r\n2 LSUB \"\" \"*\"\r\n",
+    ));
+    assert_eq!(
+        names(&r, "LSUB"),
+        ["INBOX", "Archive", "Drafts", "Sent", "Trash"],
+        "{r}"
+    );
+}

@@ -72,6 +72,16 @@ pub(crate) enum Op {
         mailbox: PecAddress,
         name: String,
     },
+    Subscribe {
+        mailbox: PecAddress,
+        name: String,
+        subscribed: bool,
+    },
+    /// Pushed before a `FolderDelete`: keeps the folder's subscription under its name.
+    KeepSubscription {
+        mailbox: PecAddress,
+        name: String,
+    },
     SetFlags {
         mailbox: PecAddress,
         folder: String,
@@ -216,11 +226,33 @@ impl Batch {
         self
     }
 
-    /// Deletes a folder and its messages.
+    /// Deletes a folder and its messages. A subscription to it stays (under its name).
     pub fn delete_folder(mut self, mailbox: PecAddress, name: impl Into<String>) -> Self {
-        self.ops.push(Op::FolderDelete {
+        let name = name.into();
+        self.ops.push(Op::KeepSubscription {
+            mailbox: mailbox.clone(),
+            name: name.clone(),
+        });
+        self.ops.push(Op::FolderDelete { mailbox, name });
+        self
+    }
+
+    /// Subscribes the mailbox to folder name `name` (IMAP SUBSCRIBE), which need not
+    /// exist; the subscription survives a DELETE of the folder and moves with a RENAME.
+    pub fn subscribe(self, mailbox: PecAddress, name: impl Into<String>) -> Self {
+        self.set_subscribed(mailbox, name, true)
+    }
+
+    /// Removes the subscription to `name`, if any (IMAP UNSUBSCRIBE).
+    pub fn unsubscribe(self, mailbox: PecAddress, name: impl Into<String>) -> Self {
+        self.set_subscribed(mailbox, name, false)
+    }
+
+    fn set_subscribed(mut self, mailbox: PecAddress, name: impl Into<String>, on: bool) -> Self {
+        self.ops.push(Op::Subscribe {
             mailbox,
             name: name.into(),
+            subscribed: on,
         });
         self
     }

@@ -339,6 +339,15 @@ impl Committer {
                             0,
                         ));
                     }
+                    // Its subscriptions to names without a folder.
+                    out.push((
+                        Op::Raw {
+                            tree: FOLDERS,
+                            key: super::messages::subscriptions_key(&k),
+                            value: None,
+                        },
+                        0,
+                    ));
                     out.push((
                         Op::Raw {
                             tree: MAILBOXES,

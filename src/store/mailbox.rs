@@ -13,7 +13,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::batch::{Batch, Op};
-use super::messages::{INBOX, create_folder};
+use super::messages::{INBOX, clear_unfoldered, create_folder};
 use super::tx::{MAILBOXES, Tx, TxResult, abort, put_json};
 use super::{Store, StoreError};
 use crate::pec::address::PecAddress;
@@ -111,7 +111,9 @@ pub(crate) fn apply_add(tx: &Tx, rec: &MailboxRecord, inbox_id: u64) -> TxResult
         return abort(StoreError::MailboxExists(rec.address.to_string()));
     }
     put_json(&tx.t[MAILBOXES], k.as_bytes(), rec)?;
-    create_folder(tx, &k, INBOX, inbox_id, rec.created)?;
+    // INBOX is subscribed from the start; nothing of a former mailbox of this address is.
+    clear_unfoldered(tx, &k)?;
+    create_folder(tx, &k, INBOX, inbox_id, rec.created, true)?;
     Ok(())
 }
 

@@ -5,6 +5,15 @@
 //! [`MessageRecord`]. Messages hang off the folder id, so renaming a folder (IMAP RENAME)
 //! rewrites one key; UIDs only grow within a folder (RFC 3501 §2.3.1.1) and a folder
 //! created again gets a new UIDVALIDITY from a store-wide counter.
+//!
+//! Subscriptions (IMAP SUBSCRIBE/LSUB, RFC 3501 §6.3.6–§6.3.9): a folder's own flag
+//! ([`FolderInfo::subscribed`], missing in records written before subscriptions were
+//! kept, which counts as subscribed), plus one record per mailbox, `folders` =
+//! `mailbox-key \x01` → sorted names, for the subscribed names that have no folder (RFC
+//! 3501 lets a client subscribe to a name that does not exist, and a subscription
+//! outlives a DELETE of its folder). A name is in one place or the other: creating a
+//! folder takes its name's subscription from the record, deleting one puts it back.
+//! RENAME moves the subscription with the folder (the old name is not left subscribed).
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -42,6 +51,14 @@ pub struct FolderInfo {
     pub uidnext: Uid,
     pub messages: u64,
     pub bytes: u64,
+    /// IMAP subscription. New folders are not subscribed unless asked (the special-use
+    /// ones are at creation); folders stored before this field existed are.
+    #[serde(default = "subscribed_when_missing")]
+    pub subscribed: bool,
+}
+
+fn subscribed_when_missing() -> bool {
+    true
 }
 
 /// A message in a folder; the body is the blob.
@@ -102,6 +119,37 @@ pub(crate) fn folder_prefix(mbkey: &str) -> Vec<u8> {
     folder_key(mbkey, "")
 }
 
+/// Key of the subscribed names without a folder: outside [`folder_prefix`], so folder
+/// scans never see it.
+pub(crate) fn subscriptions_key(mbkey: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(mbkey.len() + 1);
+    k.extend_from_slice(mbkey.as_bytes());
+    k.push(1);
+    k
+}
+
+type Names = std::collections::BTreeSet<String>;
+
+fn load_unfoldered(tx: &Tx, mbkey: &str) -> TxResult<Names> {
+    Ok(get_json::<Names>(&tx.t[FOLDERS], &subscriptions_key(mbkey))?.unwrap_or_default())
+}
+
+fn save_unfoldered(tx: &Tx, mbkey: &str, names: &Names) -> TxResult<()> {
+    let key = subscriptions_key(mbkey);
+    if names.is_empty() {
+        tx.t[FOLDERS].remove(key)?;
+        Ok(())
+    } else {
+        put_json(&tx.t[FOLDERS], &key, names)
+    }
+}
+
+/// Forgets every subscription of a mailbox that has no folder (a mailbox added again
+/// starts without its predecessor's).
+pub(crate) fn clear_unfoldered(tx: &Tx, mbkey: &str) -> TxResult<()> {
+    save_unfoldered(tx, mbkey, &Names::new())
+}
+
 pub(crate) fn message_key(folder_id: u64, uid: Uid) -> [u8; 12] {
     let mut k = [0u8; 12];
     k[..8].copy_from_slice(&folder_id.to_be_bytes());
@@ -124,13 +172,15 @@ fn next_uidvalidity(meta: &TransactionalTree, now: Timestamp) -> TxResult<u32> {
     Ok(v)
 }
 
-/// Creates folder `name` (already normalized) in the transaction.
+/// Creates folder `name` (already normalized) in the transaction, subscribed when
+/// `subscribed` or when its name was (the subscription moves onto the folder).
 pub(crate) fn create_folder(
     tx: &Tx,
     mbkey: &str,
     name: &str,
     id: u64,
     now: Timestamp,
+    subscribed: bool,
 ) -> TxResult<FolderInfo> {
     let key = folder_key(mbkey, name);
     if tx.t[FOLDERS].get(&key)?.is_some() {
@@ -139,6 +189,11 @@ pub(crate) fn create_folder(
             folder: name.into(),
         });
     }
+    let mut unfoldered = load_unfoldered(tx, mbkey)?;
+    let was_subscribed = unfoldered.remove(name);
+    if was_subscribed {
+        save_unfoldered(tx, mbkey, &unfoldered)?;
+    }
     let f = FolderInfo {
         id,
         name: name.to_string(),
@@ -146,6 +201,7 @@ pub(crate) fn create_folder(
         uidnext: 1,
         messages: 0,
         bytes: 0,
+        subscribed: subscribed || was_subscribed,
     };
     put_json(&tx.t[FOLDERS], &key, &f)?;
     Ok(f)
@@ -216,7 +272,54 @@ pub(crate) fn apply_folder_create(
     now: Timestamp,
 ) -> TxResult<()> {
     let (mbkey, _) = load_mailbox(tx, mailbox)?;
-    create_folder(tx, &mbkey, &normalize_folder(name), id, now).map(|_| ())
+    create_folder(tx, &mbkey, &normalize_folder(name), id, now, false).map(|_| ())
+}
+
+/// See [`super::Batch::subscribe`]: sets the subscription of `name`, whether or not a
+/// folder has that name.
+pub(crate) fn apply_subscribe(
+    tx: &Tx,
+    mailbox: &PecAddress,
+    name: &str,
+    subscribed: bool,
+) -> TxResult<()> {
+    let (mbkey, _) = load_mailbox(tx, mailbox)?;
+    let name = normalize_folder(name);
+    let key = folder_key(&mbkey, &name);
+    let mut unfoldered = load_unfoldered(tx, &mbkey)?;
+    let changed = match get_json::<FolderInfo>(&tx.t[FOLDERS], &key)? {
+        Some(mut f) => {
+            if f.subscribed != subscribed {
+                f.subscribed = subscribed;
+                put_json(&tx.t[FOLDERS], &key, &f)?;
+            }
+            // Not expected (a name is in one place), but never leave it in both.
+            unfoldered.remove(&name)
+        }
+        None if subscribed => unfoldered.insert(name),
+        None => unfoldered.remove(&name),
+    };
+    if changed {
+        save_unfoldered(tx, &mbkey, &unfoldered)?;
+    }
+    Ok(())
+}
+
+/// Before a folder is deleted (the op precedes the deletion in the same batch): its
+/// subscription, if any, is kept under its name (RFC 3501 §6.3.9: never removed
+/// unilaterally).
+pub(crate) fn apply_keep_subscription(tx: &Tx, mailbox: &PecAddress, name: &str) -> TxResult<()> {
+    let mbkey = mailbox_key(mailbox);
+    let name = normalize_folder(name);
+    if let Some(f) = get_json::<FolderInfo>(&tx.t[FOLDERS], &folder_key(&mbkey, &name))? {
+        if f.subscribed {
+            let mut unfoldered = load_unfoldered(tx, &mbkey)?;
+            if unfoldered.insert(name) {
+                save_unfoldered(tx, &mbkey, &unfoldered)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn apply_folder_rename(
@@ -242,6 +345,12 @@ pub(crate) fn apply_folder_rename(
         });
     }
     tx.t[FOLDERS].remove(folder_key(&mbkey, &from))?;
+    // The subscription moves with the folder; one the new name had is kept too.
+    let mut unfoldered = load_unfoldered(tx, &mbkey)?;
+    if unfoldered.remove(&to) {
+        save_unfoldered(tx, &mbkey, &unfoldered)?;
+        f.subscribed = true;
+    }
     f.name = to.clone();
     put_json(&tx.t[FOLDERS], &folder_key(&mbkey, &to), &f)
 }
@@ -349,6 +458,23 @@ impl Store {
         Ok(out)
     }
 
+    /// The names the mailbox is subscribed to, sorted: its subscribed folders and the
+    /// subscribed names that have no folder.
+    pub fn subscriptions(&self, mailbox: &PecAddress) -> Result<Vec<String>, StoreError> {
+        let mbkey = mailbox_key(mailbox);
+        let mut names: Names = match self.trees().folders.get(subscriptions_key(&mbkey))? {
+            Some(v) => decode("subscriptions", &v)?,
+            None => Names::new(),
+        };
+        names.extend(
+            self.folders(mailbox)?
+                .into_iter()
+                .filter(|f| f.subscribed)
+                .map(|f| f.name),
+        );
+        Ok(names.into_iter().collect())
+    }
+
     pub fn folder(
         &self,
         mailbox: &PecAddress,
@@ -396,5 +522,103 @@ impl Store {
             .get(message_key(f.id, uid))?
             .map(|v| decode("message", &v))
             .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::mailbox::Password;
+    use crate::store::{Batch, NewMailbox, StoreOptions};
+
+    fn open(dir: &std::path::Path) -> Store {
+        Store::open(dir, StoreOptions::default()).expect("open")
+    }
+
+    fn add(s: &Store, a: &PecAddress) {
+        s.add_mailbox(NewMailbox {
+            address: a.clone(),
+            password: Password::new("pw"),
+            quota_bytes: Some(1000),
+            options: Default::default(),
+        })
+        .expect("mailbox");
+    }
+
+    #[test]
+    fn subscriptions_survive_reopen_delete_and_rename() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = PecAddress::parse("sub@example.it").expect("address");
+        let s = open(dir.path());
+        add(&s, &a);
+        assert_eq!(s.subscriptions(&a).expect("subs"), ["INBOX"]);
+        s.commit(
+            Batch::new()
+                .create_folder(a.clone(), "Kept")
+                .create_folder(a.clone(), "Plain")
+                .create_folder(a.clone(), "Gone")
+                .subscribe(a.clone(), "Kept")
+                .subscribe(a.clone(), "Gone")
+                .subscribe(a.clone(), "Nowhere"),
+        )
+        .expect("commit");
+        s.commit(Batch::new().delete_folder(a.clone(), "Gone"))
+            .expect("delete");
+        s.commit(Batch::new().rename_folder(a.clone(), "Kept", "Moved"))
+            .expect("rename");
+        drop(s);
+
+        let s = open(dir.path());
+        assert_eq!(
+            s.subscriptions(&a).expect("subs"),
+            ["Gone", "INBOX", "Moved", "Nowhere"]
+        );
+        let plain = s.folder(&a, "Plain").expect("read").expect("folder");
+        assert!(!plain.subscribed);
+        // The folder created again under a subscribed name takes the subscription.
+        s.commit(Batch::new().create_folder(a.clone(), "Gone"))
+            .expect("create");
+        assert!(
+            s.folder(&a, "Gone")
+                .expect("read")
+                .expect("folder")
+                .subscribed
+        );
+        s.commit(
+            Batch::new()
+                .unsubscribe(a.clone(), "Gone")
+                .unsubscribe(a.clone(), "Nowhere"),
+        )
+        .expect("unsubscribe");
+        assert_eq!(s.subscriptions(&a).expect("subs"), ["INBOX", "Moved"]);
+
+        // A mailbox deleted and added again starts with INBOX only.
+        s.commit(Batch::new().subscribe(a.clone(), "Nowhere"))
+            .expect("subscribe");
+        s.delete_mailbox(&a).expect("delete mailbox");
+        assert!(s.trees().folders.is_empty(), "leftover folder records");
+        add(&s, &a);
+        assert_eq!(s.subscriptions(&a).expect("subs"), ["INBOX"]);
+    }
+
+    #[test]
+    fn folders_stored_before_subscriptions_count_as_subscribed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = PecAddress::parse("old@example.it").expect("address");
+        let s = open(dir.path());
+        add(&s, &a);
+        // A record as written before the `subscribed` field existed.
+        let old =
+            br#"{"id":4242,"name":"Legacy","uidvalidity":7,"uidnext":1,"messages":0,"bytes":0}"#;
+        s.trees()
+            .folders
+            .insert(folder_key(&mailbox_key(&a), "Legacy"), old.to_vec())
+            .expect("insert");
+        drop(s);
+        let s = open(dir.path());
+        assert_eq!(s.subscriptions(&a).expect("subs"), ["INBOX", "Legacy"]);
+        s.commit(Batch::new().unsubscribe(a.clone(), "Legacy"))
+            .expect("unsubscribe");
+        assert_eq!(s.subscriptions(&a).expect("subs"), ["INBOX"]);
     }
 }

@@ -170,6 +170,14 @@ pub(crate) fn apply_op(
         Op::FolderRename { mailbox, from, to } => {
             messages::apply_folder_rename(tx, mailbox, from, to)?
         }
+        Op::Subscribe {
+            mailbox,
+            name,
+            subscribed,
+        } => messages::apply_subscribe(tx, mailbox, name, *subscribed)?,
+        Op::KeepSubscription { mailbox, name } => {
+            messages::apply_keep_subscription(tx, mailbox, name)?
+        }
         Op::SetFlags {
             mailbox,
             folder,

@@ -173,6 +173,24 @@ elif scenario == "mailbox":
     out["idle_done"] = m.readline().decode().strip()
     other_conn.logout()
     m.logout()
+elif scenario == "subscriptions":
+    # args: user pw — SUBSCRIBE/LSUB/UNSUBSCRIBE kept across connections.
+    user, pw = args
+    lines = lambda data: [d.decode() for d in data if d]
+    m = imap(user, pw)
+    out["create"] = m.create("Progetti")[0]
+    out["lsub_before"] = lines(m.lsub('""', "*")[1])
+    out["subscribe"] = m.subscribe("Progetti")[0]
+    out["subscribe_missing"] = m.subscribe("Fantasma")[0]
+    out["lsub_subscribed"] = lines(m.lsub('""', "*")[1])
+    out["delete"] = m.delete("Progetti")[0]
+    m.logout()
+    m = imap(user, pw)
+    out["lsub_after_delete"] = lines(m.lsub('""', "*")[1])
+    out["unsubscribe"] = m.unsubscribe("Fantasma")[0]
+    out["lsub_after_unsubscribe"] = lines(m.lsub('""', "*")[1])
+    out["list"] = lines(m.list()[1])
+    m.logout()
 elif scenario == "overquota":
     user, pw = args
     m = imap(user, pw)
