@@ -148,6 +148,14 @@ async fn viruses_are_refused_reported_and_quarantined() {
         inbox(&gw, "posta-certificata@pec.alfa.test", "Quarantena").len(),
         1
     );
+    let svc = PecAddress::parse("posta-certificata@pec.alfa.test").unwrap();
+    assert!(
+        gw.store
+            .subscriptions(&svc)
+            .unwrap()
+            .contains(&"Quarantena".to_string()),
+        "the quarantine folder is subscribed, so IMAP clients list it"
+    );
 
     // Incoming point: an infected envelope signed by the peer (in the index).
     let read = |n: &str| std::fs::read(peer.path().join("certs").join(n)).unwrap();

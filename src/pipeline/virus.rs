@@ -46,7 +46,10 @@ pub async fn quarantine(
     let blob = gw.put_blob(data).await?;
     let mut batch = batch;
     if gw.store.folder(&svc, QUARANTINE_FOLDER)?.is_none() {
-        batch = batch.create_folder(svc.clone(), QUARANTINE_FOLDER);
+        // Subscribed, so that clients showing subscribed folders only list it.
+        batch = batch
+            .create_folder(svc.clone(), QUARANTINE_FOLDER)
+            .subscribe(svc.clone(), QUARANTINE_FOLDER);
     }
     let mut d = Delivery::inbox(svc, blob, gw.clock.now());
     d.folder = QUARANTINE_FOLDER.to_string();
