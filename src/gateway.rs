@@ -60,6 +60,8 @@ pub struct Gateway {
     pub identity: ProviderIdentity,
     pub signer: Arc<Signer>,
     pub trust: Option<Arc<TrustAnchors>>,
+    /// The CRLs of `[trust] crl_dir` (rules §6.2 "check CRL"), reloaded on change.
+    pub crls: Option<Arc<crate::pec::crl::CrlStore>>,
     pub store: Store,
     pub clock: SharedClock,
     pub limits: Limits,
@@ -127,6 +129,7 @@ impl Gateway {
     pub fn open(config: Config, clock: SharedClock) -> Result<Arc<Self>, GatewayError> {
         let signer = Arc::new(config.load_signer()?);
         let trust = config.load_trust()?.map(Arc::new);
+        let crls = config.load_crls()?.map(Arc::new);
         let options = StoreOptions {
             group_commit: config.store.group_commit,
             clock: clock.clone(),
@@ -165,6 +168,7 @@ impl Gateway {
             identity,
             signer,
             trust,
+            crls,
             store,
             clock,
             limits,

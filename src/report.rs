@@ -12,6 +12,7 @@
 use serde::Serialize;
 
 use crate::pec::classify::{self, Classified, ClassifyError, Kind};
+use crate::pec::crl::CrlSet;
 use crate::pec::daticert::Daticert;
 use crate::pec::ids;
 use crate::pec::index::ProviderIndex;
@@ -35,6 +36,11 @@ pub struct SignatureReport {
     pub in_index: Option<bool>,
     /// The provider the index names for that certificate.
     pub provider: Option<String>,
+    /// Whether a given CRL lists the signer certificate as revoked (`None`: no CRL given,
+    /// or no signer certificate); rules §6.2 "check CRL".
+    pub revoked: Option<bool>,
+    /// Why it is revoked: the date and the CRL (Italian, as in the trace).
+    pub revocation: Option<String>,
 }
 
 impl SignatureReport {
@@ -53,6 +59,8 @@ impl SignatureReport {
             chain_error: c.chain_error.clone(),
             in_index: None,
             provider: None,
+            revoked: None,
+            revocation: None,
         }
     }
 }
@@ -143,6 +151,17 @@ pub fn verify_with_index(
     trust: Option<&TrustAnchors>,
     index: Option<&ProviderIndex>,
 ) -> Result<Report, ClassifyError> {
+    verify_with_crls(raw, trust, index, None)
+}
+
+/// As [`verify_with_index`], also looking the signer certificate up in the given CRLs
+/// (`pecd verify --crl`); a revoked signer makes the verdict not OK.
+pub fn verify_with_crls(
+    raw: &[u8],
+    trust: Option<&TrustAnchors>,
+    index: Option<&ProviderIndex>,
+    crls: Option<&CrlSet>,
+) -> Result<Report, ClassifyError> {
     let c = classify::classify(raw)?;
     let check = if c.signed {
         smime::verify_message(raw, trust)
@@ -164,6 +183,15 @@ pub fn verify_with_index(
             .and_then(|cert| idx.by_certificate(&cert).cloned());
         signature.in_index = Some(record.is_some());
         signature.provider = record.map(|r| r.name);
+    }
+    let signer_cert = check
+        .signer
+        .as_ref()
+        .and_then(|s| openssl::x509::X509::from_der(&s.der).ok());
+    if let (Some(crls), Some(cert)) = (crls, &signer_cert) {
+        let revocation = crls.check(cert);
+        signature.revoked = Some(revocation.is_some());
+        signature.revocation = revocation.map(|r| r.describe());
     }
     let (daticert, daticert_error) = match &c.daticert {
         Some(Ok(d)) => (Some(d), None),
@@ -200,6 +228,9 @@ pub fn verify_with_index(
             "signer does not chain to the given CA: {}",
             signature.chain_error.clone().unwrap_or_default()
         ));
+    }
+    if let Some(why) = &signature.revocation {
+        reasons.push(format!("the signer certificate is revoked: {why}"));
     }
     if signature.in_index == Some(false) {
         reasons.push("the signer is not in the provider index".to_string());
@@ -355,6 +386,11 @@ pub fn render_text(r: &Report) -> String {
     match (sig.in_index, &sig.provider) {
         (Some(true), Some(p)) => line("  index", &format!("listed: {p}")),
         (Some(_), _) => line("  index", "NOT in the provider index"),
+        (None, _) => {}
+    }
+    match (sig.revoked, &sig.revocation) {
+        (Some(true), Some(why)) => line("  CRL", &format!("REVOKED: {why}")),
+        (Some(_), _) => line("  CRL", "not listed as revoked"),
         (None, _) => {}
     }
     line(

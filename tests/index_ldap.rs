@@ -1,14 +1,19 @@
 //! `pecd index refresh` against a real OpenLDAP `slapd` (Debian packages `slapd` and
-//! `ldap-utils`: `/usr/sbin/slapd`, `ldapadd`), started on a free loopback port with a
+//! `ldap-utils`: `/usr/sbin/slapd`, `ldapadd`), started on free loopback ports with a
 //! throwaway `slapd.conf`, an mdb database in a temp dir, OpenLDAP's `core.schema` and a
 //! schema this test writes itself for the index attributes and the `provider` object class
-//! (rules digest §8.1). Skipped, with a printed `SKIP:` reason, when slapd cannot be set up.
+//! (rules digest §8.1). slapd serves `ldaps://` and `ldap://` (with StartTLS) with a
+//! certificate of a dev PKI made for the directory (`pecd::pki::generate_dev_pki`: SAN
+//! 127.0.0.1). Skipped, with a printed `SKIP:` reason, when slapd cannot be set up.
 //!
 //! Two instances made by `pecd init` (pec.alfa.test, pec.beta.test) are exported with
-//! `pecd index export` and loaded with `ldapadd` under `o=postacert`. A third instance
-//! refreshes from the directory and lists both; an invalid entry added to the directory
-//! makes the next refresh fail with the reason and leaves the index as it was; with slapd
-//! stopped, a refresh fails with a clear message and leaves the index as it was.
+//! `pecd index export` and loaded with `ldapadd` under `o=postacert`. A third instance:
+//! is refused a plain `ldap://` URL without `index.ldap_insecure`; fails to refresh over
+//! `ldaps://` while the directory's CA is not trusted; refreshes over `ldaps://` (server
+//! task and CLI) and over StartTLS once `index.ldap_ca` names that CA; then an invalid
+//! entry added to the directory makes the next refresh fail with the reason and leaves the
+//! index as it was; with slapd stopped, a refresh fails with a clear message and leaves the
+//! index as it was.
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
@@ -101,7 +106,12 @@ fn module_dir() -> Option<&'static str> {
 struct Slapd {
     child: Option<Child>,
     log: PathBuf,
+    /// `ldap://127.0.0.1:PORT` (plain, StartTLS offered).
     url: String,
+    /// `ldaps://127.0.0.1:PORT`.
+    ldaps_url: String,
+    /// The CA that issued slapd's certificate.
+    ca: PathBuf,
 }
 
 impl Slapd {
@@ -123,6 +133,13 @@ impl Drop for Slapd {
     }
 }
 
+fn free_port() -> Result<u16, String> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| e.to_string())
+}
+
 /// Starts slapd in `dir`, or says why it cannot.
 fn start_slapd(dir: &Path) -> Result<Slapd, String> {
     let slapd = find("slapd", &["/usr/sbin", "/usr/local/sbin", "/sbin"])
@@ -138,11 +155,19 @@ fn start_slapd(dir: &Path) -> Result<Slapd, String> {
     let db = dir.join("db");
     std::fs::create_dir_all(&db).map_err(|e| e.to_string())?;
     std::fs::write(dir.join("pec.schema"), PEC_SCHEMA).map_err(|e| e.to_string())?;
+    // The directory's own PKI: its server certificate names 127.0.0.1.
+    let domain = pecd::pec::address::Domain::parse("ldap.directory.test").unwrap();
+    let pki = pecd::pki::generate_dev_pki(&dir.join("pki"), &domain, "Directory CA", false)
+        .map_err(|e| e.to_string())?;
     let mut conf = format!(
-        "include {core}\ninclude {}\npidfile {}\nargsfile {}\n",
+        "include {core}\ninclude {}\npidfile {}\nargsfile {}\n\
+         TLSCACertificateFile {}\nTLSCertificateFile {}\nTLSCertificateKeyFile {}\n",
         dir.join("pec.schema").display(),
         dir.join("slapd.pid").display(),
-        dir.join("slapd.args").display()
+        dir.join("slapd.args").display(),
+        pki.ca_cert.display(),
+        pki.tls_cert.display(),
+        pki.tls_key.display(),
     );
     if let Some(m) = module_dir() {
         conf.push_str(&format!("modulepath {m}\nmoduleload back_mdb\n"));
@@ -155,16 +180,16 @@ fn start_slapd(dir: &Path) -> Result<Slapd, String> {
     let conf_path = dir.join("slapd.conf");
     std::fs::write(&conf_path, conf).map_err(|e| e.to_string())?;
 
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| e.to_string())?
-        .port();
+    let port = free_port()?;
+    let tls_port = free_port()?;
     let url = format!("ldap://127.0.0.1:{port}");
+    let ldaps_url = format!("ldaps://127.0.0.1:{tls_port}");
     let log = dir.join("slapd.log");
     let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
     // `-d` keeps slapd in the foreground (so it is our child to kill); level 256 = stats.
     let child = Command::new(&slapd)
-        .args(["-f", conf_path.to_str().unwrap(), "-h", &format!("{url}/")])
+        .args(["-f", conf_path.to_str().unwrap()])
+        .args(["-h", &format!("{url}/ {ldaps_url}/")])
         .args(["-d", "256"])
         .stdin(Stdio::null())
         .stdout(log_file.try_clone().map_err(|e| e.to_string())?)
@@ -175,10 +200,14 @@ fn start_slapd(dir: &Path) -> Result<Slapd, String> {
         child: Some(child),
         log,
         url,
+        ldaps_url,
+        ca: pki.ca_cert,
     };
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && TcpStream::connect(("127.0.0.1", tls_port)).is_ok()
+        {
             return Ok(s);
         }
         let exited = s.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
@@ -282,12 +311,70 @@ fn refresh_from_a_real_slapd() {
         text(&out.stderr)
     );
 
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&gamma)
-        .unwrap();
-    writeln!(f, "\n[index]\nldap_url = \"{}\"\n", slapd.url).unwrap();
-    drop(f);
+    let gamma_toml = std::fs::read_to_string(&gamma).unwrap();
+    let with_index = |index: &str| {
+        std::fs::write(&gamma, format!("{gamma_toml}\n[index]\n{index}\n")).unwrap();
+    };
+
+    // Plain LDAP without ldap_insecure: refused at config validation, naming the fixes.
+    with_index(&format!("ldap_url = \"{}\"", slapd.url));
+    let out = pecd(&["index", "refresh", "--config", &gamma]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "plain ldap:// was accepted: {err}");
+    assert!(
+        err.contains("index.ldap_url")
+            && err.contains("is plain LDAP")
+            && err.contains("index.ldap_insecure = true"),
+        "{err}"
+    );
+
+    // ldaps:// while the directory's CA is not trusted: the handshake fails, nothing is
+    // fetched (a man in the middle with any certificate gets the same).
+    with_index(&format!("ldap_url = \"{}\"", slapd.ldaps_url));
+    let out = pecd(&["index", "refresh", "--config", &gamma]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "an untrusted directory was accepted");
+    assert!(
+        err.contains("cannot connect") && err.contains("certificate"),
+        "{err}"
+    );
+    println!("untrusted directory: {err}");
+    assert!(!gamma_index.exists(), "something was fetched");
+
+    // StartTLS on the ldap:// port, with the directory's CA trusted.
+    let ca = slapd.ca.to_str().unwrap().to_string();
+    with_index(&format!(
+        "ldap_url = \"{}\"\nldap_starttls = true\nldap_ca = \"{ca}\"",
+        slapd.url
+    ));
+    let log_before = slapd.log().len();
+    let said = ok(&["index", "refresh", "--config", &gamma]);
+    assert!(said.contains("refreshed 2 provider entries"), "{said}");
+    let starttls_log = slapd.log().split_off(log_before);
+    assert!(
+        starttls_log.contains("oid=1.3.6.1.4.1.1466.20037"),
+        "no StartTLS in the slapd log:\n{starttls_log}"
+    );
+
+    // Plain ldap:// explicitly allowed: works, with a warning.
+    with_index(&format!(
+        "ldap_url = \"{}\"\nldap_insecure = true",
+        slapd.url
+    ));
+    let out = pecd(&["index", "refresh", "--config", &gamma]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("plain LDAP"),
+        "no warning: {}",
+        text(&out.stderr)
+    );
+
+    // ldaps:// with the directory's CA trusted: the rest of the test.
+    with_index(&format!(
+        "ldap_url = \"{}\"\nldap_ca = \"{ca}\"",
+        slapd.ldaps_url
+    ));
+    std::fs::remove_file(&gamma_index).unwrap();
 
     // The server task: a gateway with only its own entry picks up both at its first
     // refresh, and stops when told to.
@@ -330,7 +417,7 @@ fn refresh_from_a_real_slapd() {
         "refresh succeeded with slapd stopped"
     );
     assert!(
-        err.contains(&format!("refresh from {} failed", slapd.url))
+        err.contains(&format!("refresh from {} failed", slapd.ldaps_url))
             && err.contains("the previous index is unchanged")
             && err.contains("cannot connect"),
         "{err}"

@@ -75,6 +75,7 @@ fn refresh(cfg: ConfigArg) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    pecd::pec::index::ldap::warn_if_insecure(&config.index);
     let report = rt
         .block_on(pecd::pec::index::ldap::refresh(&config))
         .with_context(|| format!("refresh from {url} failed; the previous index is unchanged"))?;

@@ -1,4 +1,4 @@
-//! `pecd verify FILE.eml [--ca FILE.pem] [--index FILE.ldif] [--json]`: offline report on any PEC message.
+//! `pecd verify FILE.eml [--ca FILE.pem] [--index FILE.ldif] [--crl FILE] [--json]`: offline report on any PEC message.
 //! Exit status: 0 well-formed and validly signed PEC, 1 not (the report says why),
 //! 2 the file cannot be read or is not a mail.
 
@@ -18,6 +18,10 @@ pub struct VerifyArgs {
     /// Provider index (LDIF) in which the signer must be listed.
     #[arg(long)]
     pub index: Option<PathBuf>,
+    /// CRL (PEM or DER) that must not list the signer certificate; its signature is
+    /// checked when its issuer is in --ca.
+    #[arg(long)]
+    pub crl: Option<PathBuf>,
     /// Print one JSON object instead of the text report.
     #[arg(long)]
     pub json: bool,
@@ -41,8 +45,21 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("index file {}", p.display()))?,
         ),
     };
-    let report = pecd::report::verify_with_index(&raw, trust.as_ref(), index.as_ref())
-        .with_context(|| format!("{} is not a mail message", args.file.display()))?;
+    let crls = match &args.crl {
+        None => None,
+        Some(p) => {
+            let bytes =
+                std::fs::read(p).with_context(|| format!("cannot read the CRL {}", p.display()))?;
+            let cas = match &args.ca {
+                Some(ca) => openssl::x509::X509::stack_from_pem(&std::fs::read(ca)?)?,
+                None => Vec::new(),
+            };
+            Some(pecd::pec::crl::CrlSet::from_bytes(p, &bytes, &cas)?)
+        }
+    };
+    let report =
+        pecd::report::verify_with_crls(&raw, trust.as_ref(), index.as_ref(), crls.as_ref())
+            .with_context(|| format!("{} is not a mail message", args.file.display()))?;
     if args.json {
         println!(
             "{}",

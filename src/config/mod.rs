@@ -140,6 +140,9 @@ pub struct TlsConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrustConfig {
     pub ca: Vec<PathBuf>,
+    /// Directory of CRLs (`*.pem` / `*.crl`, PEM or DER) checked at the incoming point,
+    /// reloaded when its files change (rules digest §6.2); `None` = no CRL check.
+    pub crl_dir: Option<PathBuf>,
 }
 
 /// `[listen]`: one socket per listener; `None` = disabled (`"off"` in the file).
@@ -225,12 +228,35 @@ pub struct AntivirusConfig {
 /// (digest §8.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexConfig {
-    /// `ldap://host[:port]` of a directory holding the index; `None` = no periodic refresh.
+    /// `ldaps://host[:port]` or `ldap://host[:port]` of a directory holding the index;
+    /// `None` = no periodic refresh.
     pub ldap_url: Option<String>,
     /// Search base of the `(objectClass=provider)` search.
     pub ldap_base: String,
     /// Seconds between two refreshes (at most a day, digest §8.2).
     pub refresh_secs: u64,
+    /// `ldap://` upgraded with StartTLS (RFC 4513 §3) before the search.
+    pub ldap_starttls: bool,
+    /// A PEM file of CAs trusted for the directory's certificate, besides the system roots.
+    pub ldap_ca: Option<PathBuf>,
+    /// Plain `ldap://` (no TLS, no server authentication) explicitly allowed.
+    pub ldap_insecure: bool,
+}
+
+impl IndexConfig {
+    /// True when the directory is reached without TLS (`ldap://` without StartTLS): only
+    /// accepted with `ldap_insecure`, digest §8.2 wants an authenticated channel.
+    pub fn ldap_is_plain(&self) -> bool {
+        self.ldap_url
+            .as_deref()
+            .is_some_and(|u| !is_ldaps(u) && !self.ldap_starttls)
+    }
+}
+
+/// Whether an LDAP URL names LDAP over TLS (`ldaps://`, any case).
+pub fn is_ldaps(url: &str) -> bool {
+    url.get(..8)
+        .is_some_and(|s| s.eq_ignore_ascii_case("ldaps://"))
 }
 
 impl Default for IndexConfig {
@@ -239,6 +265,9 @@ impl Default for IndexConfig {
             ldap_url: None,
             ldap_base: DEFAULT_INDEX_LDAP_BASE.to_string(),
             refresh_secs: DEFAULT_INDEX_REFRESH_SECS,
+            ldap_starttls: false,
+            ldap_ca: None,
+            ldap_insecure: false,
         }
     }
 }
@@ -418,6 +447,32 @@ impl Config {
             .map_err(|e| ConfigError::Credentials {
                 path: self.path.clone(),
                 key: "trust.ca",
+                detail: e.to_string(),
+            })
+    }
+
+    /// The CRLs of `trust.crl_dir` (signatures checked against `trust.ca` where the issuer
+    /// is there), or `None` when the key is not set.
+    pub fn load_crls(&self) -> Result<Option<crate::pec::crl::CrlStore>, ConfigError> {
+        let Some(dir) = &self.trust.crl_dir else {
+            return Ok(None);
+        };
+        let mut cas = Vec::new();
+        for p in &self.trust.ca {
+            let pem = self.read_file("trust.ca", p)?;
+            cas.extend(openssl::x509::X509::stack_from_pem(&pem).map_err(|e| {
+                ConfigError::Credentials {
+                    path: self.path.clone(),
+                    key: "trust.ca",
+                    detail: format!("{}: {e}", p.display()),
+                }
+            })?);
+        }
+        crate::pec::crl::CrlStore::open(dir, cas)
+            .map(Some)
+            .map_err(|e| ConfigError::Credentials {
+                path: self.path.clone(),
+                key: "trust.crl_dir",
                 detail: e.to_string(),
             })
     }

@@ -47,9 +47,9 @@ pub(super) fn parse(
     sec.finish(&mut errs, &mut absent);
 
     let mut sec = Section::take(&mut root, "trust", &mut errs);
-    let trust = TrustConfig {
-        ca: file_list(&mut sec, "ca", base, &mut errs),
-    };
+    let ca = file_list(&mut sec, "ca", base, &mut errs);
+    let crl_dir = crl_dir(&mut sec, base, &ca, &mut errs);
+    let trust = TrustConfig { ca, crl_dir };
     sec.finish(&mut errs, &mut absent);
 
     let listen = listen(&mut root, &mut errs, &mut absent);
@@ -126,7 +126,7 @@ pub(super) fn parse(
     }
     sec.finish(&mut errs, &mut absent);
 
-    let index = index(&mut root, &mut errs, &mut absent);
+    let index = index(&mut root, base, &mut errs, &mut absent);
 
     for k in root.keys() {
         errs.push(
@@ -176,5 +176,42 @@ fn invalid(path: &Path, errs: Problems) -> ConfigError {
     ConfigError::Invalid {
         path: path.to_path_buf(),
         problems: errs.0,
+    }
+}
+
+/// `trust.crl_dir`: a readable directory whose every `*.pem` / `*.crl` file is a CRL
+/// (checked against its issuer among the `trust.ca` certificates when there); each file
+/// that does not load is reported by name (rules digest §6.2, "check CRL").
+fn crl_dir(
+    sec: &mut Section,
+    base: &Path,
+    ca: &[std::path::PathBuf],
+    errs: &mut Problems,
+) -> Option<std::path::PathBuf> {
+    let key = sec.key("crl_dir");
+    let dir = resolve(base, &key, &sec.string("crl_dir", errs)?, errs)?;
+    if !dir.is_dir() {
+        errs.push(key, format!("{} is not a directory", dir.display()));
+        return None;
+    }
+    // Unreadable CA files are reported under `trust.ca` (and at `load_trust`).
+    let cas: Vec<openssl::x509::X509> = ca
+        .iter()
+        .filter_map(|p| std::fs::read(p).ok())
+        .filter_map(|pem| openssl::x509::X509::stack_from_pem(&pem).ok())
+        .flatten()
+        .collect();
+    match crate::pec::crl::CrlSet::load_dir(&dir, &cas) {
+        Ok((_, problems)) if problems.is_empty() => Some(dir),
+        Ok((_, problems)) => {
+            for p in problems {
+                errs.push(key.clone(), p.to_string());
+            }
+            None
+        }
+        Err(e) => {
+            errs.push(key, e.to_string());
+            None
+        }
     }
 }

@@ -166,7 +166,7 @@ fn every_problem_is_reported_together_with_its_key() {
                 [antivirus]
                 clamd = "clamd-socket"
                 [index]
-                ldap_url = "ldaps://dir.example:636"
+                ldap_url = "ldap://dir.example"
                 ldap_base = "postacert"
                 refresh_secs = 172800
                 "#,
@@ -192,7 +192,7 @@ fn every_problem_is_reported_together_with_its_key() {
                 ("routes.\"bad..dom\"", "not a valid domain"),
                 ("routes.\"pec\"", "quote domain keys"),
                 ("antivirus.clamd", "absolute unix socket path"),
-                ("index.ldap_url", "ldaps:// is not supported"),
+                ("index.ldap_url", "set index.ldap_insecure = true"),
                 ("index.ldap_base", "is not a DN"),
                 ("index.refresh_secs", "out of range"),
             ],
@@ -366,4 +366,116 @@ fn total_size_and_login_limits() {
             "{text}: {err}"
         );
     }
+}
+
+/// Digest §8.2: the index is fetched over a channel that authenticates the directory.
+/// Plain `ldap://` is refused unless `ldap_insecure` says so; `ldaps://` and StartTLS are
+/// accepted, with `ldap_ca` a readable PEM of certificates.
+#[test]
+fn index_ldap_needs_tls_or_an_explicit_insecure() {
+    let dir = fixture();
+    let pki = dir.path().join("pki");
+    let d = crate::pec::address::Domain::parse("pec.example.it").unwrap();
+    crate::pki::generate_dev_pki(&pki, &d, "Example PEC S.p.A.", false).unwrap();
+    let with = |index: &str| parse_in(dir.path(), &format!("{MINIMAL}\n[index]\n{index}\n"));
+    let refused = |index: &str, key: &str, fragment: &str| {
+        let err = with(index).unwrap_err();
+        assert!(
+            err.problems()
+                .iter()
+                .any(|p| p.key == key && p.message.contains(fragment)),
+            "{index}: expected {key}: …{fragment}… in\n{err}"
+        );
+        assert_eq!(err.problems().len(), 1, "{err}");
+    };
+
+    // Plain LDAP: refused, naming the key and the ways out.
+    let err = with("ldap_url = \"ldap://dir.example:389\"").unwrap_err();
+    let shown = err.to_string();
+    for fix in [
+        "index.ldap_url",
+        "ldaps://",
+        "index.ldap_starttls = true",
+        "index.ldap_insecure = true",
+    ] {
+        assert!(shown.contains(fix), "{fix} not named in\n{shown}");
+    }
+    // … unless explicitly allowed.
+    let c = with("ldap_url = \"ldap://dir.example\"\nldap_insecure = true").unwrap();
+    assert!(c.index.ldap_is_plain() && c.index.ldap_insecure);
+
+    let c = with("ldap_url = \"LDAPS://dir.example\"").unwrap();
+    assert!(!c.index.ldap_is_plain() && !c.index.ldap_starttls);
+    let c =
+        with("ldap_url = \"ldap://dir.example\"\nldap_starttls = true\nldap_ca = \"pki/ca.pem\"")
+            .unwrap();
+    assert!(!c.index.ldap_is_plain());
+    assert_eq!(c.index.ldap_ca, Some(dir.path().join("pki/ca.pem")));
+
+    refused(
+        "ldap_url = \"ldaps://dir.example\"\nldap_starttls = true",
+        "index.ldap_starttls",
+        "ldap:// only",
+    );
+    refused(
+        "ldap_url = \"ldaps://dir.example\"\nldap_ca = \"pki/missing.pem\"",
+        "index.ldap_ca",
+        "does not exist",
+    );
+    // certs/ca.pem of the fixture is empty: not a CA file.
+    refused(
+        "ldap_url = \"ldaps://dir.example\"\nldap_ca = \"certs/ca.pem\"",
+        "index.ldap_ca",
+        "no certificate found",
+    );
+    refused(
+        "ldap_url = \"ldap://dir.example\"\nldap_insecure = true\nldap_ca = \"pki/ca.pem\"",
+        "index.ldap_ca",
+        "plain LDAP",
+    );
+    refused(
+        "ldap_url = \"ldaps://dir.example/o=postacert\"",
+        "index.ldap_url",
+        "no path",
+    );
+    refused(
+        "ldap_url = \"http://dir.example\"",
+        "index.ldap_url",
+        "is not",
+    );
+}
+
+/// `[trust] crl_dir`: optional; must be a directory whose every CRL file loads, and each
+/// one that does not is reported by name under the key.
+#[test]
+fn trust_crl_dir() {
+    let dir = fixture();
+    assert_eq!(parse_in(dir.path(), MINIMAL).unwrap().trust.crl_dir, None);
+    std::fs::create_dir(dir.path().join("crls")).unwrap();
+    // Files that are not *.pem / *.crl are not CRLs and are ignored.
+    std::fs::write(dir.path().join("crls/README"), b"dropped by cron").unwrap();
+    let text = format!("{MINIMAL}\n[trust]\ncrl_dir = \"crls\"\n");
+    let c = parse_in(dir.path(), &text).unwrap();
+    assert_eq!(c.trust.crl_dir, Some(dir.path().join("crls")));
+
+    std::fs::write(dir.path().join("crls/broken.crl"), b"not a CRL").unwrap();
+    std::fs::write(dir.path().join("crls/empty.pem"), b"").unwrap();
+    let err = parse_in(dir.path(), &text).unwrap_err();
+    let about: Vec<&Problem> = err
+        .problems()
+        .iter()
+        .filter(|p| p.key == "trust.crl_dir")
+        .collect();
+    assert_eq!(about.len(), 2, "{err}");
+    assert!(about[0].message.contains("broken.crl"), "{err}");
+    assert!(about[1].message.contains("empty.pem"), "{err}");
+
+    let missing = format!("{MINIMAL}\n[trust]\ncrl_dir = \"nowhere\"\n");
+    let err = parse_in(dir.path(), &missing).unwrap_err();
+    assert!(
+        err.problems()
+            .iter()
+            .any(|p| p.key == "trust.crl_dir" && p.message.contains("not a directory")),
+        "{err}"
+    );
 }

@@ -6,10 +6,11 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::Path;
 
 use toml::{Table, Value};
 
-use super::walk::{Problems, Section, type_name};
+use super::walk::{Problems, Section, optional_file_key, type_name};
 use super::{
     DEFAULT_MAX_TOTAL_BYTES, DEFAULT_SERVICE_LOCAL, IndexConfig, LimitsConfig, ListenConfig,
     MAX_LINE_LENGTH_CEILING, MAX_MESSAGE_BYTES_CEILING, MAX_RECIPIENTS_CEILING,
@@ -371,12 +372,15 @@ pub(super) fn routes(root: &mut Table, errs: &mut Problems) -> BTreeMap<Domain, 
     out
 }
 
-/// `[index]`: `ldap_url` is `ldap://host[:port][/]` (plain LDAP: the client is built without
-/// TLS, so `ldaps://` is refused here rather than failing at the first refresh), `ldap_base`
-/// a non-empty DN, `refresh_secs` at most a day (digest §8.2: the local copy is refreshed
-/// daily).
+/// `[index]`: `ldap_url` is `ldaps://host[:port][/]` or `ldap://host[:port][/]`; a plain
+/// `ldap://` needs `ldap_starttls = true` or, to accept no server authentication at all,
+/// `ldap_insecure = true` (digest §7.4, §8.2: the index is the root of trust for provider
+/// signatures, so a man in the middle must not be able to feed it). `ldap_ca` is a readable
+/// PEM file of CA certificates. `ldap_base` a non-empty DN, `refresh_secs` at most a day
+/// (digest §8.2: the local copy is refreshed daily).
 pub(super) fn index(
     root: &mut Table,
+    base: &Path,
     errs: &mut Problems,
     absent: &mut Vec<String>,
 ) -> IndexConfig {
@@ -407,29 +411,74 @@ pub(super) fn index(
             errs,
         )
         .unwrap_or(d.refresh_secs);
+    let ldap_starttls = sec.bool("ldap_starttls", d.ldap_starttls, errs);
+    let ldap_insecure = sec.bool("ldap_insecure", d.ldap_insecure, errs);
+    let ldap_ca = optional_file_key(&mut sec, "ldap_ca", base, errs);
+    if let Some(ca) = &ldap_ca
+        && let Err(e) = crate::tls::load_certs(ca)
+    {
+        errs.push(
+            "index.ldap_ca",
+            format!("not a PEM file of CA certificates: {e}"),
+        );
+    }
     sec.finish(errs, absent);
-    IndexConfig {
+    let out = IndexConfig {
         ldap_url,
         ldap_base,
         refresh_secs,
+        ldap_starttls,
+        ldap_ca,
+        ldap_insecure,
+    };
+    if let Some(u) = &out.ldap_url {
+        if super::is_ldaps(u) && out.ldap_starttls {
+            errs.push(
+                "index.ldap_starttls",
+                format!(
+                    "{u:?} is already LDAP over TLS; StartTLS applies to ldap:// only \
+                     (remove index.ldap_starttls)"
+                ),
+            );
+        }
+        if out.ldap_is_plain() && !out.ldap_insecure {
+            errs.push(
+                "index.ldap_url",
+                format!(
+                    "{u:?} is plain LDAP: the provider index (the root of trust for \
+                     provider signatures, rules §8.2) would travel without server \
+                     authentication. Use \"ldaps://host:636\", or set \
+                     index.ldap_starttls = true, or, on a trusted network only, set \
+                     index.ldap_insecure = true"
+                ),
+            );
+        }
+        if out.ldap_is_plain() && out.ldap_ca.is_some() {
+            errs.push(
+                "index.ldap_ca",
+                format!("{u:?} is plain LDAP, so no certificate is checked against this CA"),
+            );
+        }
     }
+    out
 }
 
 fn check_ldap_url(u: &str) -> Result<(), String> {
     let lower = u.to_ascii_lowercase();
-    if lower.starts_with("ldaps://") {
+    let (rest, default_port) = if let Some(rest) = lower.strip_prefix("ldaps://") {
+        (rest, 636)
+    } else if let Some(rest) = lower.strip_prefix("ldap://") {
+        (rest, 389)
+    } else {
         return Err(format!(
-            "{u:?}: ldaps:// is not supported (the LDAP client is built without TLS); use \
-             ldap:// on a trusted network, or `pecd index import` of a downloaded LDIF"
+            "{u:?} is not \"ldaps://host:port\" or \"ldap://host:port\""
         ));
-    }
-    let Some(rest) = lower.strip_prefix("ldap://") else {
-        return Err(format!("{u:?} is not \"ldap://host:port\""));
     };
     let authority = rest.strip_suffix('/').unwrap_or(rest);
     if authority.is_empty() || authority.contains(['/', '?', '@']) {
         return Err(format!(
-            "{u:?} is not \"ldap://host:port\" (no path, query or credentials)"
+            "{u:?} is not \"ldaps://host:port\" or \"ldap://host:port\" (no path, query \
+             or credentials)"
         ));
     }
     let has_port = match authority.rsplit_once(':') {
@@ -439,7 +488,7 @@ fn check_ldap_url(u: &str) -> Result<(), String> {
     let with_port = if has_port {
         authority.to_string()
     } else {
-        format!("{authority}:389")
+        format!("{authority}:{default_port}")
     };
     check_host_port(&with_port).map_err(|e| format!("{u:?}: {e}"))
 }

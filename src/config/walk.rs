@@ -208,20 +208,21 @@ pub(super) fn resolve(base: &Path, key: &str, p: &str, errs: &mut Problems) -> O
     Some(base.join(p))
 }
 
-/// Checks that a referenced file exists, is a file and can be opened for reading.
-fn check_readable(key: &str, p: &Path, errs: &mut Problems) {
+/// Checks that a referenced file exists, is a file and can be opened for reading; false
+/// (with the problem pushed) when not.
+fn check_readable(key: &str, p: &Path, errs: &mut Problems) -> bool {
     match std::fs::metadata(p) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             errs.push(key, format!("file {} does not exist", p.display()))
         }
         Err(e) => errs.push(key, format!("cannot access {}: {e}", p.display())),
         Ok(m) if !m.is_file() => errs.push(key, format!("{} is not a regular file", p.display())),
-        Ok(_) => {
-            if let Err(e) = std::fs::File::open(p) {
-                errs.push(key, format!("file {} cannot be read: {e}", p.display()));
-            }
-        }
+        Ok(_) => match std::fs::File::open(p) {
+            Ok(_) => return true,
+            Err(e) => errs.push(key, format!("file {} cannot be read: {e}", p.display())),
+        },
     }
+    false
 }
 
 /// A required file path.
@@ -235,6 +236,19 @@ pub(super) fn file_key(
     let p = resolve(base, &key, &sec.required_string(k, errs)?, errs)?;
     check_readable(&key, &p, errs);
     Some(p)
+}
+
+/// An optional file path: `None` when absent or when the file is not readable (the
+/// problem is pushed).
+pub(super) fn optional_file_key(
+    sec: &mut Section,
+    k: &'static str,
+    base: &Path,
+    errs: &mut Problems,
+) -> Option<PathBuf> {
+    let key = sec.key(k);
+    let p = resolve(base, &key, &sec.string(k, errs)?, errs)?;
+    check_readable(&key, &p, errs).then_some(p)
 }
 
 /// A list of file paths, each checked.

@@ -17,6 +17,7 @@ pub mod address;
 pub mod breve;
 pub mod classify;
 pub mod compose;
+pub mod crl;
 pub mod daticert;
 pub mod envelope;
 pub mod ids;

@@ -20,7 +20,8 @@
 //! * signed by a provider in the index but not a correct PEC message (including a receipt
 //!   we cannot match): wrapped in an anomaly envelope, always delivered (§4.7 case a);
 //! * anything else (no signature, invalid, altered, unknown signer, signer certificate
-//!   expired at the gateway clock's now, plain mail): wrapped in an anomaly envelope for
+//!   expired at the gateway clock's now, or listed as revoked by a CRL of `[trust]
+//!   crl_dir` — [`crate::pec::crl`] —, plain mail): wrapped in an anomaly envelope for
 //!   the mailboxes that opted in to non-certified mail (`accept_anomalies`), refused with
 //!   550 when none did.
 //!
@@ -40,6 +41,7 @@ use crate::gateway::Gateway;
 use crate::pec::address::PecAddress;
 use crate::pec::classify::{Classified, Kind, classify};
 use crate::pec::compose::Certification;
+use crate::pec::crl::{CRL_RECHECK, Revocation};
 use crate::pec::daticert::{Daticert, Tipo};
 use crate::pec::envelope;
 use crate::pec::index::ProviderRecord;
@@ -84,15 +86,18 @@ struct Verdict {
     record: Option<ProviderRecord>,
     /// The signer certificate is within its validity period at the gateway clock's now.
     cert_current: bool,
+    /// A CRL of `[trust] crl_dir` lists the signer certificate as revoked (rule §6.2).
+    revoked: Option<Revocation>,
 }
 
 impl Verdict {
-    /// Signed validly, now, by a certificate the index lists (rule §6.2: existence,
-    /// origin, validity). The index pins the exact certificate, so trust does not depend on
-    /// `[trust] ca`: the chain verdict is recorded, not required (each dev PKI has its own
-    /// CA; in production every provider certificate chains to AgID's CA anyway).
+    /// Signed validly, now, by a certificate the index lists and no CRL of `[trust]
+    /// crl_dir` revokes (rule §6.2: existence, origin, validity, CRL). The index pins the
+    /// exact certificate, so trust does not depend on `[trust] ca`: the chain verdict is
+    /// recorded, not required (each dev PKI has its own CA; in production every provider
+    /// certificate chains to AgID's CA anyway).
     fn from_provider(&self) -> bool {
-        self.check.valid && self.record.is_some() && self.cert_current
+        self.check.valid && self.record.is_some() && self.cert_current && self.revoked.is_none()
     }
 
     /// Why the sender is not a trusted provider; each cause is told apart (rule §6.2:
@@ -111,6 +116,11 @@ impl Verdict {
                 "certificato di firma del gestore {} scaduto o non ancora valido \
                  (valido dal {} al {})",
                 r.name, s.not_before, s.not_after
+            ),
+            (Some(r), _) if let Some(rev) = &self.revoked => format!(
+                "certificato di firma del gestore {} non valido: {}",
+                r.name,
+                rev.describe()
             ),
             (Some(r), _) => format!("firma del gestore {} non accettata", r.name),
         }
@@ -207,11 +217,18 @@ pub async fn receive(
                 .as_ref()
                 .and_then(|c| g.index().by_certificate(c).cloned());
             let cert_current = cert.as_ref().is_some_and(|c| valid_at(c, now));
+            // Rule §6.2 "check CRL": the snapshot is rechecked against the files at most
+            // every CRL_RECHECK (this closure runs on the blocking pool).
+            let revoked = match (&g.crls, &cert) {
+                (Some(crls), Some(c)) => crls.current(CRL_RECHECK).check(c),
+                _ => None,
+            };
             Verdict {
                 check,
                 classified: classify(&d).ok(),
                 record,
                 cert_current,
+                revoked,
             }
         })
         .await;

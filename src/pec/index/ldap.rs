@@ -15,11 +15,17 @@
 //! entry, or an empty result leaves the previous local copy (and the index in force)
 //! untouched (digest §7: the local copy is critical, so nothing half-fetched replaces it).
 //!
-//! Digest §8.2 says the central directory is reached over HTTPS with client certificates;
-//! this client speaks plain `ldap://` (no TLS feature in the `ldap3` build), which suits a
-//! directory on a trusted network or a local mirror.
+//! Transport (digest §7.4, §8.2: the index is the root of trust for provider signatures, so
+//! it must come over a channel that authenticates the server): `ldaps://`, or `ldap://`
+//! upgraded with StartTLS (`index.ldap_starttls`), with the directory's certificate and
+//! name verified by rustls against the system roots plus `index.ldap_ca`. Plain `ldap://`
+//! is used only when the configuration says `index.ldap_insecure = true` (config
+//! validation refuses it otherwise) and is logged as a warning at every start of
+//! [`refresh_task`] and every `pecd index refresh`. Digest §8.2 also mentions HTTPS with
+//! client certificates: the bind stays anonymous here.
 //!
-//! Config keys read: `index.ldap_url`, `index.ldap_base`, `index.refresh_secs`, `store.dir`.
+//! Config keys read: `index.ldap_url`, `index.ldap_starttls`, `index.ldap_ca`,
+//! `index.ldap_insecure`, `index.ldap_base`, `index.refresh_secs`, `store.dir`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,8 +35,9 @@ use tokio::sync::watch;
 
 use super::ldif::{LdifAttr, LdifEntry};
 use super::{IndexError, MAX_LDIF_ENTRIES, MAX_VALUE_BYTES, ProviderIndex, ProviderRecord};
-use crate::config::Config;
+use crate::config::{Config, IndexConfig, is_ldaps};
 use crate::gateway::Gateway;
+use crate::tls::TlsError;
 
 /// Longest wait for the TCP connection to the directory.
 pub const LDAP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,6 +51,13 @@ pub const PROVIDER_FILTER: &str = "(objectClass=provider)";
 pub enum LdapIndexError {
     #[error("index.ldap_url is not set: there is no directory to refresh from")]
     NotConfigured,
+    /// The TLS client configuration (system roots, `index.ldap_ca`) could not be built.
+    #[error("TLS for {url}: {source}")]
+    Tls {
+        url: String,
+        #[source]
+        source: TlsError,
+    },
     /// `error` is the client's message (kept as text: `ldap3`'s errors repeat their
     /// source in their message, so chaining them would print it twice).
     #[error("cannot connect to {url}: {error}")]
@@ -84,9 +98,66 @@ pub struct RefreshReport {
     pub path: std::path::PathBuf,
 }
 
-/// One search of the directory, turned into a checked index. Nothing is written.
-pub async fn fetch(url: &str, base: &str) -> Result<ProviderIndex, LdapIndexError> {
-    let settings = LdapConnSettings::new().set_conn_timeout(LDAP_CONNECT_TIMEOUT);
+/// How the connection to the directory is secured, from `index.ldap_url` and
+/// `index.ldap_starttls`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// `ldaps://`: TLS from the first byte.
+    Ldaps,
+    /// `ldap://` upgraded with the StartTLS extended operation before anything else.
+    StartTls,
+    /// `ldap://` in clear: no server authentication (needs `index.ldap_insecure`).
+    Plain,
+}
+
+impl Transport {
+    pub fn of(url: &str, starttls: bool) -> Self {
+        if is_ldaps(url) {
+            Transport::Ldaps
+        } else if starttls {
+            Transport::StartTls
+        } else {
+            Transport::Plain
+        }
+    }
+}
+
+/// Logs the warning for a plain-LDAP directory (`index.ldap_insecure`); nothing otherwise.
+pub fn warn_if_insecure(index: &IndexConfig) {
+    if let Some(url) = &index.ldap_url
+        && index.ldap_is_plain()
+    {
+        tracing::warn!(
+            url = %url,
+            "index.ldap_insecure: the provider index is fetched over plain LDAP, without \
+             server authentication; anyone on the path can change which certificates sign \
+             valid PEC (use ldaps:// or index.ldap_starttls)"
+        );
+    }
+}
+
+/// One search of the directory named by `index` (URL, base, TLS settings), turned into a
+/// checked index. Nothing is written.
+pub async fn fetch(index: &IndexConfig) -> Result<ProviderIndex, LdapIndexError> {
+    let url = index
+        .ldap_url
+        .as_deref()
+        .ok_or(LdapIndexError::NotConfigured)?;
+    let base = index.ldap_base.as_str();
+    let mut settings = LdapConnSettings::new().set_conn_timeout(LDAP_CONNECT_TIMEOUT);
+    let transport = Transport::of(url, index.ldap_starttls);
+    if transport != Transport::Plain {
+        let config =
+            crate::tls::client_config(index.ldap_ca.as_slice(), true).map_err(|source| {
+                LdapIndexError::Tls {
+                    url: url.to_string(),
+                    source,
+                }
+            })?;
+        settings = settings
+            .set_config(config)
+            .set_starttls(transport == Transport::StartTls);
+    }
     let (conn, mut ldap) = LdapConnAsync::with_settings(settings, url)
         .await
         .map_err(|e| LdapIndexError::Connect {
@@ -215,12 +286,7 @@ fn to_ldif_entry(n: usize, se: SearchEntry) -> Result<LdifEntry, LdapIndexError>
 /// `store.dir/index.ldif` atomically. Does not touch a running server (see
 /// [`refresh_task`] and the CLI, which reloads through the control socket).
 pub async fn refresh(config: &Config) -> Result<RefreshReport, LdapIndexError> {
-    let url = config
-        .index
-        .ldap_url
-        .as_deref()
-        .ok_or(LdapIndexError::NotConfigured)?;
-    let index = fetch(url, &config.index.ldap_base).await?;
+    let index = fetch(&config.index).await?;
     let path = ProviderIndex::default_path(config);
     let to_save = index.clone();
     let save_path = path.clone();
@@ -261,6 +327,7 @@ pub async fn refresh_task(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
         return;
     };
     let every = Duration::from_secs(gw.config.index.refresh_secs.max(1));
+    warn_if_insecure(&gw.config.index);
     loop {
         if *stop.borrow() {
             return;
@@ -357,7 +424,26 @@ mod tests {
     #[tokio::test]
     async fn unreachable_directory_is_a_connect_error() {
         // Port 1 on loopback: nothing listens there in a test environment.
-        let r = fetch("ldap://127.0.0.1:1", "o=postacert").await;
-        assert!(matches!(r, Err(LdapIndexError::Connect { .. })), "{r:?}");
+        for (url, starttls) in [
+            ("ldap://127.0.0.1:1", false),
+            ("ldap://127.0.0.1:1", true),
+            ("ldaps://127.0.0.1:1", false),
+        ] {
+            let index = IndexConfig {
+                ldap_url: Some(url.into()),
+                ldap_starttls: starttls,
+                ldap_insecure: true,
+                ..IndexConfig::default()
+            };
+            let r = fetch(&index).await;
+            assert!(matches!(r, Err(LdapIndexError::Connect { .. })), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn transport_follows_the_scheme_and_starttls() {
+        assert_eq!(Transport::of("LDAPS://dir:636", false), Transport::Ldaps);
+        assert_eq!(Transport::of("ldap://dir", true), Transport::StartTls);
+        assert_eq!(Transport::of("ldap://dir", false), Transport::Plain);
     }
 }
