@@ -500,6 +500,36 @@ fn long_data_lines_are_refused_on_submission_and_accepted_on_port_25() {
     assert_eq!(r["submission_after"], 250, "{r}");
     // The same from the Internet on port 25 is taken in (wrapped as an anomaly: no PEC).
     assert_eq!(r["incoming_code"], 250, "{r}");
+    // A refusal in the port-25 dialogue (a declared size over the limit) is traced.
+    {
+        use std::io::{BufRead, BufReader, Write};
+        let tcp =
+            std::net::TcpStream::connect(("127.0.0.1", port25.parse::<u16>().unwrap())).unwrap();
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let mut w = tcp.try_clone().unwrap();
+        let mut r = BufReader::new(tcp);
+        let mut reply = || {
+            let mut all = String::new();
+            loop {
+                let mut l = String::new();
+                r.read_line(&mut l).unwrap();
+                all.push_str(&l);
+                if l.len() < 4 || l.as_bytes()[3] != b'-' {
+                    return all;
+                }
+            }
+        };
+        assert!(reply().starts_with("220"));
+        w.write_all(b"EHLO mx.example.org\r\n").unwrap();
+        assert!(reply().starts_with("250"));
+        w.write_all(b"MAIL FROM:<x@example.org> SIZE=999999999999\r\n")
+            .unwrap();
+        let refused = reply();
+        assert!(refused.starts_with("552"), "{refused}");
+        w.write_all(b"QUIT\r\n").unwrap();
+        let _ = reply();
+    }
     srv.stop();
 
     let store = Store::open(srv.data_dir(), StoreOptions::default()).unwrap();
@@ -509,5 +539,15 @@ fn long_data_lines_are_refused_on_submission_and_accepted_on_port_25() {
     assert!(
         b_inbox[0].windows(long.len()).any(|w| w == long),
         "the long line arrived whole"
+    );
+    let refused: Vec<_> = trace(&store)
+        .into_iter()
+        .filter(|r| r.kind == EventKind::IncomingRefused)
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    let detail = refused[0].detail.as_deref().unwrap_or_default();
+    assert!(
+        detail.contains("552") && detail.contains("127.0.0.1") && detail.contains("x@example.org"),
+        "{detail}"
     );
 }

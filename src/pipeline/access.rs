@@ -70,7 +70,7 @@ impl Backend for AccessPoint {
     }
 
     async fn refused(&self, refusal: DialogueRefusal, peer: SocketAddr) {
-        record_dialogue_refusal(&self.0, &refusal, peer).await;
+        record_dialogue_refusal(&self.0, &refusal, peer, EventKind::SubmissionRefused).await;
     }
 
     async fn message(&self, envelope: Envelope, _peer: SocketAddr) -> SmtpReply {
@@ -147,7 +147,15 @@ fn printable(s: &str) -> String {
 /// client gave and the reply. Past the gateway's per-network limit the first refusal is
 /// traced as a summary ("further refusals from ... not traced until ...") and the rest
 /// are only logged.
-pub async fn record_dialogue_refusal(gw: &Arc<Gateway>, r: &DialogueRefusal, peer: SocketAddr) {
+///
+/// `kind` is [`EventKind::SubmissionRefused`] at the access point and
+/// [`EventKind::IncomingRefused`] at the incoming point.
+pub async fn record_dialogue_refusal(
+    gw: &Arc<Gateway>,
+    r: &DialogueRefusal,
+    peer: SocketAddr,
+    kind: EventKind,
+) {
     let now = gw.clock.now();
     let summary = match gw.refusals.admit(peer.ip(), now) {
         RefusalTrace::Trace => None,
@@ -183,7 +191,7 @@ pub async fn record_dialogue_refusal(gw: &Arc<Gateway>, r: &DialogueRefusal, pee
     if let Some(s) = summary {
         detail = format!("{s}: {detail}");
     }
-    let mut ev = TraceEvent::new(EventKind::SubmissionRefused, now).detail(detail);
+    let mut ev = TraceEvent::new(kind, now).detail(detail);
     if let Some(u) = &r.user {
         ev = ev.sender(u.clone());
     }

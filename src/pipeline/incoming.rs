@@ -48,7 +48,7 @@ use crate::pec::index::ProviderRecord;
 use crate::pec::smime::{self, SignatureCheck};
 use crate::pec::time::PecTime;
 use crate::smtp::server::{Backend, SmtpReply};
-use crate::smtp::session::Envelope;
+use crate::smtp::session::{DialogueRefusal, Envelope};
 use crate::store::pending::Awaiting;
 use crate::store::{Batch, Delivery, StoreError};
 use crate::trace::TraceQuery;
@@ -62,6 +62,12 @@ pub struct IncomingPoint(pub Arc<Gateway>);
 impl Backend for IncomingPoint {
     async fn authenticate(&self, _u: String, _p: String, _peer: SocketAddr) -> Option<String> {
         None
+    }
+
+    /// Refusals decided in the dialogue are traced too (rate-limited per network).
+    async fn refused(&self, refusal: DialogueRefusal, peer: SocketAddr) {
+        super::access::record_dialogue_refusal(&self.0, &refusal, peer, EventKind::IncomingRefused)
+            .await;
     }
 
     async fn message(&self, envelope: Envelope, peer: SocketAddr) -> SmtpReply {

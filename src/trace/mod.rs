@@ -66,6 +66,9 @@ pub enum EventKind {
     AcceptanceSent,
     /// The non-acceptance notice (avviso di non accettazione) was issued; `sha256` as above.
     NonAcceptanceSent,
+    /// A message refused in the SMTP dialogue of the incoming point (port 25: oversize,
+    /// too many recipients, a domain we do not serve...); nothing was accepted.
+    IncomingRefused,
     EnvelopeCreated,
     Relayed,
     RelayFailed,
@@ -100,6 +103,7 @@ impl EventKind {
             SubmissionRefused => "SubmissionRefused",
             AcceptanceSent => "AcceptanceSent",
             NonAcceptanceSent => "NonAcceptanceSent",
+            IncomingRefused => "IncomingRefused",
             EnvelopeCreated => "EnvelopeCreated",
             Relayed => "Relayed",
             RelayFailed => "RelayFailed",
