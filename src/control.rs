@@ -498,6 +498,25 @@ fn msg(e: anyhow::Error) -> String {
 }
 
 /// Runs one request and writes its items and final line. Errors are the socket's.
+/// Runs one mailbox administration call off the executor; errors read as the CLI's own
+/// (`<what> <address>: <store error>`).
+async fn mailbox_op(
+    gw: &Arc<Gateway>,
+    address: String,
+    what: &'static str,
+    op: impl FnOnce(&crate::store::Store, &PecAddress) -> Result<(), crate::store::StoreError>
+    + Send
+    + 'static,
+) -> Result<Done, String> {
+    let store = gw.store.clone();
+    gw.blocking(move || -> anyhow::Result<Done> {
+        op(&store, &parse_address(&address)?).with_context(|| format!("{what} {address}"))?;
+        Ok(Done::default())
+    })
+    .await
+    .map_err(msg)
+}
+
 async fn handle(gw: &Arc<Gateway>, req: Request, w: &mut Writer) -> std::io::Result<()> {
     let store = gw.store.clone();
     let r: Result<Done, String> = match req {
@@ -524,42 +543,28 @@ async fn handle(gw: &Arc<Gateway>, req: Request, w: &mut Writer) -> std::io::Res
             })
             .await
             .map_err(msg),
-        Request::MailboxDel { address } => gw
-            .blocking(move || -> anyhow::Result<Done> {
-                store
-                    .delete_mailbox(&parse_address(&address)?)
-                    .with_context(|| format!("deleting {address}"))?;
-                Ok(Done::default())
+        Request::MailboxDel { address } => {
+            mailbox_op(gw, address, "deleting", |s, a| s.delete_mailbox(a)).await
+        }
+        Request::MailboxPasswd { address, password } => {
+            let p = Password::new(password);
+            mailbox_op(gw, address, "changing the password of", move |s, a| {
+                s.set_password(a, &p)
             })
             .await
-            .map_err(msg),
-        Request::MailboxPasswd { address, password } => gw
-            .blocking(move || -> anyhow::Result<Done> {
-                store
-                    .set_password(&parse_address(&address)?, &Password::new(password))
-                    .with_context(|| format!("changing the password of {address}"))?;
-                Ok(Done::default())
+        }
+        Request::MailboxQuota { address, bytes } => {
+            mailbox_op(gw, address, "setting the quota of", move |s, a| {
+                s.set_quota(a, bytes)
             })
             .await
-            .map_err(msg),
-        Request::MailboxQuota { address, bytes } => gw
-            .blocking(move || -> anyhow::Result<Done> {
-                store
-                    .set_quota(&parse_address(&address)?, bytes)
-                    .with_context(|| format!("setting the quota of {address}"))?;
-                Ok(Done::default())
+        }
+        Request::MailboxOptions { address, options } => {
+            mailbox_op(gw, address, "setting the options of", move |s, a| {
+                s.set_mailbox_options(a, options)
             })
             .await
-            .map_err(msg),
-        Request::MailboxOptions { address, options } => gw
-            .blocking(move || -> anyhow::Result<Done> {
-                store
-                    .set_mailbox_options(&parse_address(&address)?, options)
-                    .with_context(|| format!("setting the options of {address}"))?;
-                Ok(Done::default())
-            })
-            .await
-            .map_err(msg),
+        }
         Request::MailboxList => {
             let list = gw
                 .blocking(move || store.list_mailboxes().context("listing mailboxes"))

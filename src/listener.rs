@@ -1,6 +1,7 @@
 //! What every TCP listener shares (SMTP, IMAP, POP3): the accept loop that stops on the
 //! shutdown signal and survives accept errors, and the connection counters that enforce
-//! the per-IP (and per-user) limits, released when a connection ends.
+//! the per-IP (and per-user) limits, released when a connection ends; and the mailbox
+//! login step the IMAP and POP3 drivers share ([`login`]).
 //!
 //! Owns no protocol: each driver passes what to do with an admitted connection.
 
@@ -104,5 +105,40 @@ mod tests {
         assert!(c.acquire("y", 2).is_some());
         drop(a);
         assert!(c.acquire("x", 2).is_some());
+    }
+}
+
+/// The outcome of a mailbox login on a listener that limits connections per user.
+pub enum Login {
+    /// Wrong credentials (or a lockout); the failure delay has already been served.
+    Failed,
+    /// Right credentials, but the user already has the maximum number of connections.
+    TooManyConnections,
+    /// Logged in: the canonical address and the user's connection slot, held for the session.
+    Ok(String, Slot<String>),
+}
+
+/// Checks a login for the IMAP and POP3 drivers: the password (through the access point's
+/// limiter and argon2 pool), then the per-user connection limit. A failure is logged and
+/// answered only after `failure_delay`.
+pub async fn login(
+    gw: &std::sync::Arc<crate::gateway::Gateway>,
+    per_user: &Counter<String>,
+    (user, pass): (String, String),
+    peer: SocketAddr,
+    protocol: &str,
+    failure_delay: Duration,
+    max_per_user: usize,
+) -> Login {
+    match crate::pipeline::access::authenticate(gw, user.clone(), pass, peer, protocol).await {
+        None => {
+            tracing::warn!(%peer, %user, protocol, "login failed");
+            tokio::time::sleep(failure_delay).await;
+            Login::Failed
+        }
+        Some(addr) => match per_user.acquire(addr.clone(), max_per_user) {
+            Some(slot) => Login::Ok(addr, slot),
+            None => Login::TooManyConnections,
+        },
     }
 }

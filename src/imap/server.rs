@@ -9,7 +9,7 @@
 //! (APPEND literal), `limits.max_connections_per_ip`, `limits.command_timeout_secs`
 //! (before login).
 
-use crate::listener::{Counter, Slot};
+use crate::listener::{Counter, Login, Slot, login};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -152,23 +152,14 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 return Ok(());
             }
             Action::Authenticate { user, pass } => {
-                let who =
-                    crate::pipeline::access::authenticate(&gw, user.clone(), pass, peer, "imap")
-                        .await;
-                match who {
-                    None => {
-                        tracing::warn!(%peer, %user, "IMAP login failed");
-                        tokio::time::sleep(cfg.auth_failure_delay).await;
-                        session.auth_result(None);
-                    }
-                    Some(addr) => {
-                        match per_user.acquire(addr.clone(), cfg.max_connections_per_user) {
-                            Some(slot) => {
-                                user_slot = Some(slot);
-                                session.auth_result(Some(addr));
-                            }
-                            None => session.auth_limited(),
-                        }
+                let delay = cfg.auth_failure_delay;
+                let max = cfg.max_connections_per_user;
+                match login(&gw, &per_user, (user, pass), peer, "imap", delay, max).await {
+                    Login::Failed => session.auth_result(None),
+                    Login::TooManyConnections => session.auth_limited(),
+                    Login::Ok(addr, slot) => {
+                        user_slot = Some(slot);
+                        session.auth_result(Some(addr));
                     }
                 }
             }

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use super::session::{Action, Session};
 use crate::gateway::Gateway;
-use crate::listener::Counter;
+use crate::listener::{Counter, Login, login};
 
 /// Silence allowed before login (TLS handshake included): short, because an
 /// unauthenticated client has nothing to think about.
@@ -111,22 +111,14 @@ async fn connection(
                 return Ok(());
             }
             Action::Authenticate { user, pass } => {
-                match crate::pipeline::access::authenticate(&gw, user.clone(), pass, peer, "pop3")
-                    .await
-                {
-                    None => {
-                        tracing::warn!(%peer, %user, "POP3 login failed");
-                        tokio::time::sleep(cfg.auth_failure_delay).await;
-                        session.auth_result(None);
-                    }
-                    Some(addr) => {
-                        match per_user.acquire(addr.clone(), cfg.max_connections_per_user) {
-                            Some(slot) => {
-                                _user_slot = Some(slot);
-                                session.auth_result(Some(addr));
-                            }
-                            None => session.auth_in_use(),
-                        }
+                let delay = cfg.auth_failure_delay;
+                let max = cfg.max_connections_per_user;
+                match login(&gw, &per_user, (user, pass), peer, "pop3", delay, max).await {
+                    Login::Failed => session.auth_result(None),
+                    Login::TooManyConnections => session.auth_in_use(),
+                    Login::Ok(addr, slot) => {
+                        _user_slot = Some(slot);
+                        session.auth_result(Some(addr));
                     }
                 }
             }

@@ -27,12 +27,27 @@
 //! is read and dropped only up to [`SessionConfig::discard_bound`]; past it the session
 //! answers 552 and closes, so a peer cannot stream forever.
 //!
+//! Split by concern: this file keeps the types, the phases, `feed`/`step` dispatch and the
+//! transaction commands; `framing` (command/AUTH line scan and over-long line discard),
+//! `data` (DATA reception and its limits), `auth` (the AUTH exchange), `replies` (reply
+//! text, EHLO capabilities, refusals) and `events` (the public output types).
+//!
 //! Untrusted input: every byte fed to [`Session::feed`]. Nothing here panics; oversized
 //! input goes through an explicit reject path that still answers the peer.
 
-use base64::Engine;
+mod auth;
+mod data;
+mod events;
+mod framing;
+mod replies;
+
+use smtp_proto::Request;
 use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver};
-use smtp_proto::{Error as ProtoError, Request};
+
+use data::{DataFault, primed_data_receiver};
+pub use events::{DialogueRefusal, Envelope, Event};
+use framing::Line;
+use replies::{protocol_error, reply};
 
 /// Which listener the session serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,55 +108,6 @@ impl SessionConfig {
     }
 }
 
-/// A command or message the session refused by itself (the backend never saw it). The
-/// reply was already queued; the driver reports this to the backend for the trace log
-/// (rules §9: every operation leaves a record).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DialogueRefusal {
-    pub code: u16,
-    pub enhanced: &'static str,
-    /// What the reply said, e.g. "sender <x> is not the authenticated mailbox".
-    pub reason: String,
-    /// The authenticated user, if any.
-    pub user: Option<String>,
-    /// The reverse-path the client gave (or tried to give), if any.
-    pub mail_from: Option<String>,
-}
-
-/// What the driver must do.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Event {
-    /// Write these bytes to the peer.
-    Reply(Vec<u8>),
-    /// Write nothing more; upgrade the connection to TLS, then call [`Session::tls_started`].
-    StartTls,
-    /// Check credentials, then call [`Session::auth_result`].
-    Authenticate { username: String, password: String },
-    /// A complete message: run it through the pipeline, then call [`Session::message_result`].
-    Message(Envelope),
-    /// Close the connection (after writing any reply before it).
-    Close,
-    /// A refusal decided here, for the record (write nothing: its reply precedes it).
-    Refused(DialogueRefusal),
-}
-
-/// The SMTP envelope and content of one transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Envelope {
-    /// Reverse-path (empty for the null sender `<>`).
-    pub mail_from: String,
-    /// Forward-paths, in order.
-    pub rcpt_to: Vec<String>,
-    /// The message, dot-unstuffed, CRLF.
-    pub data: Vec<u8>,
-    /// The authenticated user, if any.
-    pub authenticated: Option<String>,
-    /// The EHLO/HELO name.
-    pub helo: String,
-    /// TLS was active for the transaction.
-    pub tls: bool,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Phase {
     Greeted,
@@ -158,23 +124,6 @@ enum Phase {
     DataDiscard(DataFault),
     AwaitingMessage,
     Closed,
-}
-
-/// Why a message is being refused while its DATA is still arriving.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum DataFault {
-    TooBig,
-    LineTooLong,
-}
-
-/// One line taken from the input.
-enum Line<'a> {
-    /// A whole line within the limit, LF included.
-    Complete(&'a [u8]),
-    /// No LF yet and still within the limit: wait for more input.
-    Incomplete,
-    /// Over the limit: the line is (being) discarded up to its LF.
-    TooLong,
 }
 
 /// One SMTP server session.
@@ -202,10 +151,6 @@ pub struct Session {
     /// Octets at the start of `pending` already known to hold no LF (so a line arriving
     /// in many small reads is scanned once, not once per read).
     line_scanned: usize,
-}
-
-fn reply(code: u16, enhanced: &str, text: &str) -> Event {
-    Event::Reply(format!("{code} {enhanced} {text}\r\n").into_bytes())
 }
 
 impl Session {
@@ -293,20 +238,7 @@ impl Session {
         match self.phase.clone() {
             Phase::Data => self.step_data(iter, out),
             Phase::DataDiscard(fault) => self.step_discard(fault, iter, out),
-            _ if self.discarding_line => {
-                let rest = iter.as_slice();
-                match rest.iter().position(|&b| b == b'\n') {
-                    Some(p) => {
-                        *iter = rest.get(p + 1..).unwrap_or_default().iter();
-                        self.discarding_line = false;
-                        false
-                    }
-                    None => {
-                        *iter = [].iter();
-                        true
-                    }
-                }
-            }
+            _ if self.discarding_line => self.skip_discarded_line(iter),
             Phase::AuthPlain | Phase::AuthLoginUser | Phase::AuthLoginPass(_) => {
                 let limit = self.cfg.max_line_length.max(AUTH_LINE_LIMIT);
                 match self.take_line(iter, limit) {
@@ -362,197 +294,6 @@ impl Session {
                 }
             }
         }
-    }
-
-    /// Takes one line (LF included) of at most `limit` octets from `iter`. An over-long
-    /// line is consumed up to its LF, or entirely with `discarding_line` set when its LF
-    /// has not arrived yet.
-    fn take_line<'a>(&mut self, iter: &mut std::slice::Iter<'a, u8>, limit: usize) -> Line<'a> {
-        let rest: &'a [u8] = iter.as_slice();
-        let from = std::mem::take(&mut self.line_scanned).min(rest.len());
-        let lf = rest
-            .get(from..)
-            .unwrap_or_default()
-            .iter()
-            .position(|&b| b == b'\n')
-            .map(|p| p + from);
-        match lf {
-            Some(p) => {
-                let (line, tail) = rest.split_at(p + 1);
-                *iter = tail.iter();
-                if line.len() <= limit {
-                    Line::Complete(line)
-                } else {
-                    Line::TooLong
-                }
-            }
-            None if rest.len() >= limit => {
-                *iter = [].iter();
-                self.discarding_line = true;
-                Line::TooLong
-            }
-            None => {
-                // Left in `pending`; the next call starts after what was scanned.
-                self.line_scanned = rest.len();
-                Line::Incomplete
-            }
-        }
-    }
-
-    fn step_data(&mut self, iter: &mut std::slice::Iter<'_, u8>, out: &mut Vec<Event>) -> bool {
-        let before = iter.as_slice().len();
-        let stored = self.data.len();
-        let done = self.data_rx.ingest(iter, &mut self.data);
-        self.data_received += before - iter.as_slice().len();
-        // smtp-proto stores the CR of a possible final `.CRLF` and pops it only when the
-        // LF arrives, so while the transfer is open `data` may hold one octet that is not
-        // content: allow it then, and check the exact size at the final dot.
-        let slack = usize::from(!done && self.data.last() == Some(&b'\r'));
-        let fault = if self.line_too_long_since(stored) {
-            Some(DataFault::LineTooLong)
-        } else if self.data.len() > self.cfg.max_message_bytes.saturating_add(slack) {
-            Some(DataFault::TooBig)
-        } else {
-            None
-        };
-        if let Some(fault) = fault {
-            // Stop storing; keep reading (within the bound) until the final dot, then refuse.
-            self.data = Vec::new();
-            if done {
-                self.refuse_data(fault, out);
-                return false;
-            }
-            self.discard_rx = Some(DummyDataReceiver::new_data(&self.data_rx));
-            self.phase = Phase::DataDiscard(fault);
-            return self.check_discard_bound(out) || iter.as_slice().is_empty();
-        }
-        if done {
-            self.phase = Phase::AwaitingMessage;
-            out.push(Event::Message(Envelope {
-                mail_from: self.mail_from.clone(),
-                rcpt_to: self.rcpt_to.clone(),
-                data: std::mem::take(&mut self.data),
-                authenticated: self.authenticated.clone(),
-                helo: self.helo.clone(),
-                tls: self.tls,
-            }));
-        }
-        true
-    }
-
-    fn step_discard(
-        &mut self,
-        fault: DataFault,
-        iter: &mut std::slice::Iter<'_, u8>,
-        out: &mut Vec<Event>,
-    ) -> bool {
-        let before = iter.as_slice().len();
-        let done = self.discard_rx.as_mut().is_some_and(|d| d.ingest(iter));
-        self.data_received += before - iter.as_slice().len();
-        if done {
-            self.refuse_data(fault, out);
-            return false;
-        }
-        self.check_discard_bound(out);
-        true
-    }
-
-    /// Past [`SessionConfig::discard_bound`] a refused transfer is not read any further:
-    /// 552 and close. Returns true when the session was closed.
-    fn check_discard_bound(&mut self, out: &mut Vec<Event>) -> bool {
-        if self.data_received <= self.cfg.discard_bound() {
-            return false;
-        }
-        let mail_from = self.mail_from.clone();
-        self.refuse(
-            out,
-            552,
-            "5.3.4",
-            format!(
-                "Message refused and too much data after it ({} octets at most), closing the connection",
-                self.cfg.discard_bound()
-            ),
-            Some(&mail_from),
-        );
-        out.push(Event::Close);
-        self.reset_transaction();
-        self.pending.clear();
-        self.line_scanned = 0;
-        self.phase = Phase::Closed;
-        true
-    }
-
-    /// Whether a line of `data` from offset `from` on is longer than the DATA line limit
-    /// (CRLF included; counted after dot-unstuffing, so one octet of leniency for stuffed
-    /// lines). Always false where there is no such limit ([`SessionConfig::data_line_limit`]).
-    fn line_too_long_since(&mut self, from: usize) -> bool {
-        let Some(max) = self.cfg.data_line_limit() else {
-            return false;
-        };
-        let mut too_long = false;
-        for seg in self
-            .data
-            .get(from..)
-            .unwrap_or_default()
-            .split_inclusive(|&b| b == b'\n')
-        {
-            self.data_line_len += seg.len();
-            if self.data_line_len > max {
-                too_long = true;
-            }
-            if seg.last() == Some(&b'\n') {
-                self.data_line_len = 0;
-            }
-        }
-        too_long
-    }
-
-    /// The reply at the final dot of a message refused while it arrived.
-    fn refuse_data(&mut self, fault: DataFault, out: &mut Vec<Event>) {
-        let mail_from = self.mail_from.clone();
-        match fault {
-            DataFault::TooBig => self.refuse(
-                out,
-                552,
-                "5.3.4",
-                format!(
-                    "Message size exceeds fixed maximum message size ({} octets)",
-                    self.cfg.max_message_bytes
-                ),
-                Some(&mail_from),
-            ),
-            DataFault::LineTooLong => self.refuse(
-                out,
-                554,
-                "5.6.0",
-                format!(
-                    "Message not accepted: a line is longer than {} octets, CRLF included \
-                     (RFC 5321 §4.5.3.1.6)",
-                    self.cfg.max_line_length
-                ),
-                Some(&mail_from),
-            ),
-        }
-        self.reset_transaction();
-    }
-
-    /// Queues a refusal's reply and its [`Event::Refused`] record.
-    fn refuse(
-        &self,
-        out: &mut Vec<Event>,
-        code: u16,
-        enhanced: &'static str,
-        reason: String,
-        mail_from: Option<&str>,
-    ) {
-        out.push(reply(code, enhanced, &reason));
-        out.push(Event::Refused(DialogueRefusal {
-            code,
-            enhanced,
-            reason,
-            user: self.authenticated.clone(),
-            mail_from: mail_from.filter(|m| !m.is_empty()).map(str::to_string),
-        }));
     }
 
     fn reset_transaction(&mut self) {
@@ -643,201 +384,6 @@ impl Session {
             }
         }
         false
-    }
-
-    fn ehlo_reply(&self) -> Vec<u8> {
-        let mut caps = vec![
-            self.cfg.hostname.clone(),
-            format!("SIZE {}", self.cfg.max_message_bytes),
-            "8BITMIME".into(),
-            "PIPELINING".into(),
-            "ENHANCEDSTATUSCODES".into(),
-        ];
-        if !self.tls && self.cfg.tls_available {
-            caps.push("STARTTLS".into());
-        }
-        if self.tls && self.cfg.role == Role::Submission {
-            caps.push("AUTH PLAIN LOGIN".into());
-        }
-        let mut s = String::new();
-        for (i, c) in caps.iter().enumerate() {
-            let sep = if i + 1 == caps.len() { ' ' } else { '-' };
-            s.push_str(&format!("250{sep}{c}\r\n"));
-        }
-        s.into_bytes()
-    }
-
-    fn auth_start(&mut self, mechanism: u64, initial: String, out: &mut Vec<Event>) -> bool {
-        if self.cfg.role != Role::Submission {
-            out.push(reply(502, "5.5.1", "AUTH is not available on this port"));
-            return false;
-        }
-        if !self.tls {
-            // RFC 4954 §4: no credentials over a clear channel.
-            out.push(reply(
-                538,
-                "5.7.11",
-                "Encryption required for requested authentication mechanism",
-            ));
-            return false;
-        }
-        if self.authenticated.is_some() {
-            out.push(reply(503, "5.5.1", "Already authenticated"));
-            return false;
-        }
-        if !matches!(self.phase, Phase::Ready) {
-            out.push(reply(503, "5.5.1", "AUTH not allowed now"));
-            return false;
-        }
-        match mechanism {
-            smtp_proto::AUTH_PLAIN => {
-                if initial.is_empty() {
-                    self.phase = Phase::AuthPlain;
-                    out.push(Event::Reply(b"334 \r\n".to_vec()));
-                    false
-                } else {
-                    self.auth_continue_plain(&initial, out)
-                }
-            }
-            smtp_proto::AUTH_LOGIN => {
-                if initial.is_empty() {
-                    self.phase = Phase::AuthLoginUser;
-                    out.push(Event::Reply(b"334 VXNlcm5hbWU6\r\n".to_vec()));
-                } else {
-                    match decode_b64(&initial) {
-                        Some(u) => {
-                            self.phase = Phase::AuthLoginPass(u);
-                            out.push(Event::Reply(b"334 UGFzc3dvcmQ6\r\n".to_vec()));
-                        }
-                        None => out.push(reply(501, "5.5.2", "Invalid base64")),
-                    }
-                }
-                false
-            }
-            _ => {
-                out.push(reply(504, "5.5.4", "Unrecognized authentication mechanism"));
-                false
-            }
-        }
-    }
-
-    fn auth_continue(&mut self, line: &str, out: &mut Vec<Event>) -> bool {
-        if line == "*" {
-            self.phase = Phase::Ready;
-            out.push(reply(501, "5.0.0", "Authentication cancelled"));
-            return false;
-        }
-        match self.phase.clone() {
-            Phase::AuthPlain => self.auth_continue_plain(line, out),
-            Phase::AuthLoginUser => {
-                match decode_b64(line) {
-                    Some(u) => {
-                        self.phase = Phase::AuthLoginPass(u);
-                        out.push(Event::Reply(b"334 UGFzc3dvcmQ6\r\n".to_vec()));
-                    }
-                    None => {
-                        self.phase = Phase::Ready;
-                        out.push(reply(501, "5.5.2", "Invalid base64"));
-                    }
-                }
-                false
-            }
-            Phase::AuthLoginPass(user) => match decode_b64(line) {
-                Some(p) => {
-                    self.phase = Phase::AwaitingAuth;
-                    out.push(Event::Authenticate {
-                        username: user,
-                        password: p,
-                    });
-                    true
-                }
-                None => {
-                    self.phase = Phase::Ready;
-                    out.push(reply(501, "5.5.2", "Invalid base64"));
-                    false
-                }
-            },
-            _ => false,
-        }
-    }
-
-    fn auth_continue_plain(&mut self, b64: &str, out: &mut Vec<Event>) -> bool {
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(b64.trim())
-            .ok();
-        // RFC 4616: [authzid] NUL authcid NUL passwd
-        let parts: Option<(String, String)> = decoded.and_then(|d| {
-            let mut it = d.split(|&b| b == 0);
-            let authz = it.next()?;
-            let user = it.next()?;
-            let pass = it.next()?;
-            if it.next().is_some() {
-                return None;
-            }
-            let user = String::from_utf8(user.to_vec()).ok()?;
-            let authz = String::from_utf8(authz.to_vec()).ok()?;
-            if !authz.is_empty() && authz != user {
-                return None; // acting as another user is not offered
-            }
-            Some((user, String::from_utf8(pass.to_vec()).ok()?))
-        });
-        match parts {
-            Some((username, password)) => {
-                self.phase = Phase::AwaitingAuth;
-                out.push(Event::Authenticate { username, password });
-                true
-            }
-            None => {
-                self.phase = Phase::Ready;
-                out.push(reply(501, "5.5.2", "Malformed AUTH PLAIN response"));
-                false
-            }
-        }
-    }
-
-    /// The driver's answer to [`Event::Authenticate`].
-    pub fn auth_result(&mut self, user: Option<String>) -> Vec<Event> {
-        match user {
-            Some(u) => {
-                if self.phase != Phase::AwaitingAuth {
-                    return Vec::new();
-                }
-                self.phase = Phase::Ready;
-                self.authenticated = Some(u);
-                let mut out = vec![reply(235, "2.7.0", "Authentication successful")];
-                out.extend(self.feed(&[]));
-                out
-            }
-            None => self.auth_failed(535, "5.7.8", "Authentication credentials invalid"),
-        }
-    }
-
-    /// The driver's answer to [`Event::Authenticate`] when the attempt is refused without
-    /// checking the credentials (e.g. 454 4.7.0 during a lockout). It counts as a failure.
-    pub fn auth_refused(&mut self, code: u16, enhanced: &str, text: &str) -> Vec<Event> {
-        self.auth_failed(code, enhanced, text)
-    }
-
-    fn auth_failed(&mut self, code: u16, enhanced: &str, text: &str) -> Vec<Event> {
-        if self.phase != Phase::AwaitingAuth {
-            return Vec::new();
-        }
-        self.phase = Phase::Ready;
-        self.auth_failures += 1;
-        if self.auth_failures >= self.cfg.max_auth_failures {
-            self.phase = Phase::Closed;
-            return vec![
-                reply(
-                    421,
-                    "4.7.0",
-                    "Too many failed authentication attempts, closing",
-                ),
-                Event::Close,
-            ];
-        }
-        let mut out = vec![reply(code, enhanced, text)];
-        out.extend(self.feed(&[]));
-        out
     }
 
     fn mail(&mut self, from: smtp_proto::MailFrom<String>, out: &mut Vec<Event>) {
@@ -941,48 +487,5 @@ impl Session {
         self.line_scanned = 0;
         self.reset_transaction();
         self.phase = Phase::Greeted;
-    }
-}
-
-/// A DATA receiver that knows it stands at the start of a line. smtp-proto's starts with
-/// no previous CRLF, so it would miss the final dot of an empty message (`.` as the very
-/// first line) and would not unstuff a leading dot on the first line (RFC 5321 §4.5.2).
-fn primed_data_receiver() -> DataReceiver {
-    let mut rx = DataReceiver::new();
-    let mut scratch = Vec::new();
-    rx.ingest(&mut b"\r\n".iter(), &mut scratch);
-    rx
-}
-
-fn decode_b64(s: &str) -> Option<String> {
-    let d = base64::engine::general_purpose::STANDARD
-        .decode(s.trim())
-        .ok()?;
-    String::from_utf8(d).ok()
-}
-
-fn protocol_error(e: &ProtoError) -> Event {
-    match e {
-        ProtoError::UnknownCommand => reply(500, "5.5.1", "Command unrecognized"),
-        ProtoError::InvalidSenderAddress => reply(501, "5.1.7", "Bad sender address syntax"),
-        ProtoError::InvalidRecipientAddress => reply(501, "5.1.3", "Bad recipient address syntax"),
-        ProtoError::SyntaxError { syntax } => {
-            reply(501, "5.5.2", &format!("Syntax error, expected: {syntax}"))
-        }
-        ProtoError::InvalidParameter { param } => {
-            reply(501, "5.5.4", &format!("Invalid parameter {param}"))
-        }
-        ProtoError::UnsupportedParameter { param } => reply(
-            504,
-            "5.5.4",
-            &format!(
-                "Unsupported parameter {}",
-                param.chars().take(40).collect::<String>()
-            ),
-        ),
-        ProtoError::ResponseTooLong => reply(500, "5.5.2", "Line too long"),
-        ProtoError::NeedsMoreData { .. } | ProtoError::InvalidResponse { .. } => {
-            reply(500, "5.5.2", "Syntax error")
-        }
     }
 }

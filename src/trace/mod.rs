@@ -7,7 +7,8 @@
 //! - signed checkpoints ([`Checkpoint`], module [`checkpoint`]);
 //! - the on-disk layout of the trace trees inside the store's sled database (module
 //!   [`log`]): `trace` (seq → record), the secondary indexes `trace_msgid`, `trace_ident`,
-//!   `trace_mailbox`, `trace_time`, and `checkpoints`; queries, export, purge;
+//!   `trace_mailbox`, `trace_time`, and `checkpoints`; queries; the export/verify walk
+//!   bounded at the head (module `walk`); the retention purge plan (module `retention`);
 //! - verification of the live log and of an export (module [`verify`]).
 //!
 //! It does **not** own durability: records are appended only through the store's group
@@ -41,7 +42,9 @@
 
 pub mod checkpoint;
 pub mod log;
+pub mod retention;
 pub mod verify;
+pub mod walk;
 
 use jiff::Timestamp;
 use openssl::sha::Sha256;
