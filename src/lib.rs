@@ -21,6 +21,9 @@
 //! | [`store`] | the embedded store: mailboxes, messages, blobs, queue, pending receipts |
 //! | [`trace`] | the trace log (registro): append-only, hash-chained, signed checkpoints |
 //! | [`report`] | the offline report of `pecd verify` |
+//! | [`http`] | the web listener (HTTPS): routing, webmail sessions, CSRF, security headers |
+//! | [`jmap`] | JMAP (RFC 8620/8621) with the PEC capability |
+//! | [`web`] | the built-in webmail's embedded assets |
 //! | [`fuzz`] | the entry points of the fuzz targets (`fuzz/`), shared with a stable test |
 #![forbid(unsafe_code)]
 
@@ -30,7 +33,9 @@ pub mod config;
 pub mod control;
 pub mod fuzz;
 pub mod gateway;
+pub mod http;
 pub mod imap;
+pub mod jmap;
 pub mod listener;
 pub mod pec;
 pub mod pipeline;
@@ -42,3 +47,4 @@ pub mod smtp;
 pub mod store;
 pub mod tls;
 pub mod trace;
+pub mod web;

@@ -298,7 +298,7 @@ submission = "127.0.0.1:5587"
 smtps = "127.0.0.1:4465"
 imaps = "127.0.0.1:9993"
 pop3s = "127.0.0.1:9995"
-http = "127.0.0.1:8080"
+https = "127.0.0.1:8443"
 
 [limits]
 max_message_bytes = {DEFAULT_MAX_MESSAGE_BYTES}

@@ -197,10 +197,23 @@ pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
             stop_rx.clone(),
         )));
     }
-    for (name, addr) in [("http", gw.config.listen.http)] {
-        if let Some(a) = addr {
-            tracing::warn!(listener = name, address = %a, "listener configured but not implemented in this version: not started");
+    if let Some(addr) = gw.config.listen.https {
+        if gw.config.listen.https_from_old_key {
+            tracing::warn!(
+                "listen.http is now listen.https (the web listener is HTTPS only): rename the key"
+            );
         }
+        let l = bind("https", addr, &mut listeners).await?;
+        let web = crate::http::Web::new(gw.clone());
+        tasks.push(tokio::spawn(
+            web.jmap.clone().follow_changes(stop_rx.clone()),
+        ));
+        tasks.push(tokio::spawn(crate::http::serve(
+            l,
+            tls.clone(),
+            web,
+            stop_rx.clone(),
+        )));
     }
     // The local control socket: admin subcommands reach this server through it.
     match crate::control::listen(&gw) {

@@ -156,8 +156,11 @@ pub struct ListenConfig {
     pub smtps: Option<SocketAddr>,
     pub imaps: Option<SocketAddr>,
     pub pop3s: Option<SocketAddr>,
-    /// API for webmail and administration.
-    pub http: Option<SocketAddr>,
+    /// The web face: JMAP API and the built-in webmail, over TLS (the `[tls]` certificate).
+    pub https: Option<SocketAddr>,
+    /// The address came from the old key `http` (read for compatibility, with a warning
+    /// at start-up).
+    pub https_from_old_key: bool,
 }
 
 /// `[limits]`: the named limits of design principle 5.
@@ -282,7 +285,8 @@ impl Default for ListenConfig {
             smtps: any(465),
             imaps: any(993),
             pop3s: any(995),
-            http: any(8080),
+            https: any(443),
+            https_from_old_key: false,
         }
     }
 }

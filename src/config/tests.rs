@@ -68,7 +68,7 @@ fn full_config_is_read_and_relative_paths_resolved() {
             ca = ["certs/ca.pem", "{abs}"]
             [listen]
             smtp = "127.0.0.1:2525"
-            http = "off"
+            https = "off"
             imaps = "[::1]:9993"
             [limits]
             max_recipients = 50
@@ -98,7 +98,7 @@ fn full_config_is_read_and_relative_paths_resolved() {
         ]
     );
     assert_eq!(c.listen.smtp, Some("127.0.0.1:2525".parse().unwrap()));
-    assert_eq!(c.listen.http, None);
+    assert_eq!(c.listen.https, None);
     assert_eq!(c.listen.submission, Some("0.0.0.0:587".parse().unwrap()));
     assert_eq!(c.limits.max_recipients, 50);
     assert_eq!(c.store.dir, PathBuf::from("/var/lib/pecd"));

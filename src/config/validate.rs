@@ -156,27 +156,56 @@ pub(super) fn listen(
 ) -> ListenConfig {
     let mut sec = Section::take(root, "listen", errs);
     let defaults = ListenConfig::default();
-    let mut one = |k: &'static str, default: Option<SocketAddr>| match sec.string(k, errs) {
-        None => default,
-        Some(s) if s == "off" => None,
-        Some(s) => match s.parse::<SocketAddr>() {
-            Ok(a) => Some(a),
+    // Absent → `None`; `"off"` → `Some(None)`; an address → `Some(Some(a))`.
+    let mut given = |k: &'static str| -> Option<Option<SocketAddr>> {
+        let s = sec.string(k, errs)?;
+        if s == "off" {
+            return Some(None);
+        }
+        match s.parse::<SocketAddr>() {
+            Ok(a) => Some(Some(a)),
             Err(_) => {
                 errs.push(
                     format!("listen.{k}"),
                     format!("{s:?} is not \"IP:PORT\" (or \"off\" to disable)"),
                 );
-                default
+                None
             }
-        },
+        }
     };
+    let smtp = given("smtp").unwrap_or(defaults.smtp);
+    let submission = given("submission").unwrap_or(defaults.submission);
+    let smtps = given("smtps").unwrap_or(defaults.smtps);
+    let imaps = given("imaps").unwrap_or(defaults.imaps);
+    let pop3s = given("pop3s").unwrap_or(defaults.pop3s);
+    // `https` replaced `http` (the web listener speaks TLS only); the old key is still read.
+    let (new, old) = (given("https"), given("http"));
+    let mut https_from_old_key = false;
+    let https = match (new, old) {
+        (Some(a), Some(_)) => {
+            errs.push(
+                "listen.http",
+                "replaced by listen.https, which is also given: remove listen.http",
+            );
+            a
+        }
+        (Some(a), None) => a,
+        (None, Some(a)) => {
+            https_from_old_key = true;
+            a
+        }
+        (None, None) => defaults.https,
+    };
+    // The old key is not part of the documented file.
+    sec.absent.retain(|k| k != "listen.http");
     let cfg = ListenConfig {
-        smtp: one("smtp", defaults.smtp),
-        submission: one("submission", defaults.submission),
-        smtps: one("smtps", defaults.smtps),
-        imaps: one("imaps", defaults.imaps),
-        pop3s: one("pop3s", defaults.pop3s),
-        http: one("http", defaults.http),
+        smtp,
+        submission,
+        smtps,
+        imaps,
+        pop3s,
+        https,
+        https_from_old_key,
     };
     sec.finish(errs, absent);
     let all = [
@@ -185,7 +214,7 @@ pub(super) fn listen(
         ("smtps", cfg.smtps),
         ("imaps", cfg.imaps),
         ("pop3s", cfg.pop3s),
-        ("http", cfg.http),
+        ("https", cfg.https),
     ];
     for (i, (ka, a)) in all.iter().enumerate() {
         for (kb, b) in &all[i + 1..] {

@@ -368,10 +368,11 @@ pub(crate) fn append_trace(
     user: &PecAddress,
     folder: &str,
     bytes: &[u8],
+    how: &str,
 ) -> TraceEvent {
     let mut e = TraceEvent::new(EventKind::MessageStored, store.options().clock.now())
         .recipient(user.to_string())
-        .detail(format!("IMAP APPEND to folder {folder}"))
+        .detail(format!("{how} to folder {folder}"))
         .message_bytes(bytes);
     let header_end = super::mime::parse(bytes).body;
     for (name, value, _) in super::mime::fields(bytes, 0, header_end) {
@@ -431,7 +432,7 @@ fn append(
     };
     // The message and its trace record commit together (design principle 10): the log
     // shows who stored which bytes in which folder, even though no PEC step was taken.
-    let trace = append_trace(store, user, &folder, &bytes);
+    let trace = append_trace(store, user, &folder, &bytes, "IMAP APPEND");
     match store.commit(Batch::new().deliver(d).trace(trace)) {
         Ok(applied) => {
             if let State::Selected { view, .. } = state {

@@ -26,7 +26,7 @@ use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
 use openssl::pkey::{PKey, Private};
 use openssl::stack::Stack;
 use openssl::x509::store::{X509Store, X509StoreBuilder};
-use openssl::x509::{X509, X509PurposeId, X509StoreContext};
+use openssl::x509::{X509, X509PurposeId, X509Ref, X509StoreContext};
 
 use super::mime;
 
@@ -528,4 +528,13 @@ pub fn cert_email(cert: &X509) -> Option<String> {
         .entries_by_nid(Nid::PKCS9_EMAILADDRESS)
         .next()
         .and_then(|e| e.data().to_string().ok())
+}
+
+/// Whether `cert` is within its validity period at `at` (rule §6.2 "validity period"; the
+/// caller passes its clock's instant, so tests and the trace agree on it).
+pub fn cert_valid_at(cert: &X509Ref, at: jiff::Timestamp) -> bool {
+    let Ok(t) = openssl::asn1::Asn1Time::from_unix(at.as_second() as _) else {
+        return false;
+    };
+    cert.not_before() <= t && cert.not_after() >= t
 }

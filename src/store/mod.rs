@@ -257,6 +257,8 @@ impl Trees {
 
 struct Inner {
     dir: PathBuf,
+    /// The derived-data cache ([`Store::cache_get`]); outside the transactional trees.
+    derived: sled::Tree,
     db: sled::Db,
     trees: Trees,
     blobs: BlobStore,
@@ -349,8 +351,10 @@ impl Store {
         let (changes, _) = tokio::sync::broadcast::channel(CHANGE_BACKLOG);
         let (jobs, committer) =
             commit::Committer::start(db.clone(), trees.clone(), &options, changes.clone())?;
+        let derived = db.open_tree("derived")?;
         Ok(Self {
             inner: Arc::new(Inner {
+                derived,
                 dir,
                 db,
                 trees,
@@ -389,6 +393,22 @@ impl Store {
 
     pub(crate) fn trees(&self) -> &Trees {
         &self.inner.trees
+    }
+
+    /// Derived data that can always be computed again from what the store holds (e.g. the
+    /// JMAP summary of a blob): read without a transaction, written without a flush (a
+    /// crash may lose an entry, never make one wrong, since entries are keyed by what
+    /// they are derived from). `space` separates the users of the cache.
+    pub fn cache_get(&self, space: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let k = format!("{space}\0{key}");
+        Ok(self.inner.derived.get(k.as_bytes())?.map(|v| v.to_vec()))
+    }
+
+    /// See [`Store::cache_get`].
+    pub fn cache_put(&self, space: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let k = format!("{space}\0{key}");
+        self.inner.derived.insert(k.as_bytes(), value)?;
+        Ok(())
     }
 
     /// Mailbox changes committed from now on, each published once durable. A receiver

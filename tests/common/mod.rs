@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod clamd;
+pub mod jmap;
 pub mod server;
 
 use std::path::{Path, PathBuf};

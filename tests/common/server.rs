@@ -44,13 +44,13 @@ impl Server {
         for line in text.lines() {
             let l = match line.split_once(" = ") {
                 Some((k, _))
-                    if ["smtps", "submission"].contains(&k.trim())
+                    if ["smtps", "submission", "https"].contains(&k.trim())
                         && line.contains("127.0.0.1:") =>
                 {
                     format!("{k} = \"127.0.0.1:0\"")
                 }
                 Some((k, _))
-                    if ["smtp", "imaps", "pop3s", "http"].contains(&k.trim())
+                    if ["smtp", "imaps", "pop3s"].contains(&k.trim())
                         && line.contains("127.0.0.1:") =>
                 {
                     format!("{k} = \"off\"")
@@ -129,7 +129,7 @@ impl Server {
                 break;
             };
             let parts: Vec<&str> = line.split_whitespace().collect();
-            if parts.len() == 2 && ["smtps", "submission"].contains(&parts[0]) {
+            if parts.len() == 2 && ["smtps", "submission", "https"].contains(&parts[0]) {
                 self.addrs
                     .push((parts[0].into(), parts[1].parse().unwrap()));
             }

@@ -80,7 +80,7 @@ pub(super) async fn verify(gw: &Arc<Gateway>, data: &Arc<Vec<u8>>) -> Verdict {
         let record = cert
             .as_ref()
             .and_then(|c| g.index().by_certificate(c).cloned());
-        let cert_current = cert.as_ref().is_some_and(|c| valid_at(c, now));
+        let cert_current = cert.as_ref().is_some_and(|c| smime::cert_valid_at(c, now));
         // Rule §6.2 "check CRL": the snapshot is rechecked against the files at most
         // every CRL_RECHECK (this closure runs on the blocking pool).
         let revoked = match (&g.crls, &cert) {
@@ -96,15 +96,6 @@ pub(super) async fn verify(gw: &Arc<Gateway>, data: &Arc<Vec<u8>>) -> Verdict {
         }
     })
     .await
-}
-
-/// Whether `cert` is within its validity period at `now` (the gateway's clock, so tests
-/// and the trace agree on the instant; rule §6.2 "validity period").
-fn valid_at(cert: &X509, now: jiff::Timestamp) -> bool {
-    let Ok(at) = openssl::asn1::Asn1Time::from_unix(now.as_second() as _) else {
-        return false;
-    };
-    cert.not_before() <= at && cert.not_after() >= at
 }
 
 /// Rule §6.2 (SHOULD) and §8.3: the sender's domain must be one the signing provider

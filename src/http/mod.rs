@@ -1,0 +1,113 @@
+//! The web listener (`[listen] https`): HTTPS only, HTTP/1.1 over rustls with the `[tls]`
+//! certificate, serving the JMAP API ([`crate::jmap`]), the built-in webmail's assets
+//! ([`crate::web`]) and the login endpoints of the webmail ([`auth`]).
+//!
+//! Layering as for the other protocols: hyper parses the wire, [`router`] decides per
+//! request, and this file is the thin driver (accept, TLS handshake, one hyper connection
+//! per socket, shutdown). Untrusted input: everything a client sends — the request line,
+//! headers, cookies, bodies (read through [`body::read_limited`], never unbounded).
+//! Named limits: [`MAX_HEADER_BYTES`], [`HEADER_TIMEOUT`], `limits.max_connections_per_ip`,
+//! and the JMAP limits advertised in the session ([`crate::jmap::Limits`]).
+
+pub mod auth;
+pub mod body;
+pub mod response;
+mod router;
+pub mod sessions;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::watch;
+
+use crate::gateway::Gateway;
+
+/// Largest request head (request line and headers) hyper buffers.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Time allowed for a client to send a request head (slow-loris bound).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time allowed for the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What every request handler shares.
+pub struct Web {
+    pub gw: Arc<Gateway>,
+    pub sessions: sessions::Sessions,
+    pub jmap: Arc<crate::jmap::Jmap>,
+}
+
+impl Web {
+    pub fn new(gw: Arc<Gateway>) -> Arc<Self> {
+        let jmap = Arc::new(crate::jmap::Jmap::new(gw.clone()));
+        Arc::new(Self {
+            gw,
+            sessions: sessions::Sessions::default(),
+            jmap,
+        })
+    }
+}
+
+/// Serves the web listener until `shutdown` turns true.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    web: Arc<Web>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let max = web.gw.config.limits.max_connections_per_ip as usize;
+    let stop = shutdown.clone();
+    crate::listener::accept_loop(
+        listener,
+        "https",
+        max,
+        None,
+        shutdown,
+        move |stream, peer, slot| {
+            let (tls, web, stop) = (tls.clone(), web.clone(), stop.clone());
+            tokio::spawn(async move {
+                let _slot = slot;
+                if let Err(e) = connection(stream, peer, tls, web, stop).await {
+                    tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error");
+                }
+            });
+        },
+    )
+    .await;
+}
+
+async fn connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    tls: Arc<rustls::ServerConfig>,
+    web: Arc<Web>,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let tls_stream = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        tokio_rustls::TlsAcceptor::from(tls).accept(stream),
+    )
+    .await
+    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+    let service = hyper::service::service_fn(move |req| {
+        let web = web.clone();
+        async move { Ok::<_, std::convert::Infallible>(router::handle(web, peer, req).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES)
+        .serve_connection(TokioIo::new(tls_stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => r.map_err(std::io::Error::other),
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! The method calls of one JMAP request, in order (RFC 8620 §3.3): result references
+//! resolved against earlier answers, creation ids carried across calls, each method's
+//! arguments checked. Runs on a blocking thread: methods read the store and blob files;
+//! the one asynchronous step (submission through the access point) is awaited with the
+//! runtime handle.
+//!
+//! | module | methods |
+//! |---|---|
+//! | [`mailbox`] | Mailbox/get, /query, /changes, /set; Thread/get, /changes; Identity/get; Quota/get |
+//! | [`email`] | Email/get, /query, /changes, /queryChanges, /set, /import, /parse, /copy; SearchSnippet/get; Blob/copy |
+//! | [`submission`] | EmailSubmission/set, /get, /query, /changes |
+
+pub mod email;
+pub mod mailbox;
+pub mod query;
+pub mod submission;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+
+use super::account::View;
+use super::request::{Call, MethodError, Request, resolve_references};
+use super::{CAP_MAIL, CAP_PEC, CAP_QUOTA, CAP_SUBMISSION, Jmap};
+use crate::pec::address::PecAddress;
+
+/// What every method of one request shares.
+pub struct Ctx<'a> {
+    pub jmap: &'a Arc<Jmap>,
+    pub user: PecAddress,
+    pub account_id: String,
+    pub view: Arc<View>,
+    pub using: Vec<String>,
+    /// Creation id → server id, across the calls of this request.
+    pub created: HashMap<String, String>,
+    pub rt: tokio::runtime::Handle,
+}
+
+impl Ctx<'_> {
+    pub fn state(&self) -> String {
+        self.jmap.state_string(self.view.state)
+    }
+
+    pub fn uses(&self, cap: &str) -> bool {
+        self.using.iter().any(|u| u == cap)
+    }
+
+    /// After a change this request made: advance the state and rebuild the view, so the
+    /// next call sees it.
+    pub fn refresh(&mut self) -> Result<(), MethodError> {
+        self.jmap.advance(&self.user.to_string());
+        let (j, u) = (self.jmap.clone(), self.user.clone());
+        self.view = self.rt.block_on(async move { j.view(&u).await })?;
+        Ok(())
+    }
+
+    /// An id as given, or the server id of a creation id `#x` made earlier.
+    pub fn id(&self, given: &str) -> Option<String> {
+        match given.strip_prefix('#') {
+            Some(c) => self.created.get(c).cloned(),
+            None => Some(given.to_string()),
+        }
+    }
+}
+
+/// The capability a method needs.
+fn needs(name: &str) -> Option<&'static str> {
+    let (ty, _) = name.split_once('/')?;
+    Some(match ty {
+        "Core" | "Blob" => super::CAP_CORE,
+        "Mailbox" | "Email" | "Thread" | "SearchSnippet" => CAP_MAIL,
+        "Identity" | "EmailSubmission" => CAP_SUBMISSION,
+        "Quota" => CAP_QUOTA,
+        _ => return None,
+    })
+}
+
+/// Runs a request; returns the Response object (RFC 8620 §3.4).
+pub fn run(ctx: &mut Ctx<'_>, req: Request) -> Value {
+    if let Some(c) = req.created_ids {
+        for (k, v) in c {
+            if let Value::String(s) = v {
+                ctx.created.insert(k, s);
+            }
+        }
+    }
+    let mut responses: Vec<(String, Value, String)> = Vec::new();
+    let mut implicit: Option<(String, Value)> = None;
+    for Call { name, mut args, id } in req.calls {
+        let result = resolve_references(&mut args, &responses).and_then(|()| {
+            match needs(&name) {
+                Some(cap) if cap == super::CAP_CORE || ctx.uses(cap) => {}
+                Some(_) => {
+                    return Err(MethodError::new(
+                        "unknownMethod",
+                        format!("{name} needs its capability in \"using\""),
+                    ));
+                }
+                None => {
+                    return Err(MethodError::new(
+                        "unknownMethod",
+                        format!("no method {name}"),
+                    ));
+                }
+            }
+            if name != "Core/echo"
+                && let Some(a) = args.get("accountId")
+                && a.as_str() != Some(ctx.account_id.as_str())
+            {
+                return Err(MethodError::new("accountNotFound", "no such account"));
+            }
+            call(ctx, &name, args, &mut implicit)
+        });
+        match result {
+            Ok(v) => responses.push((name, Value::Object(v), id.clone())),
+            Err(e) => responses.push(("error".into(), e.to_value(), id.clone())),
+        }
+        if let Some((n, v)) = implicit.take() {
+            responses.push((n, v, id));
+        }
+    }
+    let created: Map<String, Value> = ctx
+        .created
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::from(v.clone())))
+        .collect();
+    json!({
+        "methodResponses": responses.into_iter().map(|(n, v, i)| json!([n, v, i])).collect::<Vec<_>>(),
+        "createdIds": created,
+        "sessionState": ctx.jmap.session_state(&ctx.user.to_string()),
+    })
+}
+
+type Out = Result<Map<String, Value>, MethodError>;
+
+fn call(
+    ctx: &mut Ctx<'_>,
+    name: &str,
+    args: Map<String, Value>,
+    implicit_out: &mut Option<(String, Value)>,
+) -> Out {
+    match name {
+        "Core/echo" => Ok(args),
+        "Mailbox/get" => mailbox::get(ctx, &args),
+        "Mailbox/query" => mailbox::query(ctx, &args),
+        "Mailbox/changes" => changes(ctx, &args, "Mailbox"),
+        "Mailbox/queryChanges" | "Email/queryChanges" => query_changes(ctx, &args),
+        "Mailbox/set" => mailbox::set(ctx, &args),
+        "Thread/get" => mailbox::thread_get(ctx, &args),
+        "Thread/changes" => changes(ctx, &args, "Thread"),
+        "Identity/get" => mailbox::identity_get(ctx, &args),
+        "Identity/changes" => changes(ctx, &args, "Identity"),
+        "Quota/get" => mailbox::quota_get(ctx, &args),
+        "Email/get" => email::get(ctx, &args),
+        "Email/query" => email::query(ctx, &args),
+        "Email/changes" => changes(ctx, &args, "Email"),
+        "Email/set" => email::set(ctx, &args),
+        "Email/import" => email::import(ctx, &args),
+        "Email/parse" => email::parse(ctx, &args),
+        "Email/copy" | "Blob/copy" => email::copy(ctx, &args, name),
+        "SearchSnippet/get" => email::snippets(ctx, &args),
+        "EmailSubmission/set" => {
+            let (out, implicit) = submission::set(ctx, &args)?;
+            // onSuccessUpdateEmail / onSuccessDestroyEmail: an implicit Email/set whose
+            // answer follows with the same call id (RFC 8621 §7.5).
+            if let Some(set_args) = implicit {
+                let then = match email::set(ctx, &set_args) {
+                    Ok(v) => ("Email/set".to_string(), Value::Object(v)),
+                    Err(e) => ("error".to_string(), e.to_value()),
+                };
+                *implicit_out = Some(then);
+            }
+            Ok(out)
+        }
+        "EmailSubmission/get" => submission::get(ctx, &args),
+        "EmailSubmission/query" => submission::query(ctx, &args),
+        "EmailSubmission/changes" => changes(ctx, &args, "EmailSubmission"),
+        _ => Err(MethodError::new(
+            "unknownMethod",
+            format!("no method {name}"),
+        )),
+    }
+}
+
+/// `/changes`: nothing when the state did not move; else `cannotCalculateChanges`, since
+/// the store keeps no per-change log (RFC 8620 §5.2; the client refetches).
+fn changes(ctx: &Ctx<'_>, args: &Map<String, Value>, _ty: &str) -> Out {
+    let since = args
+        .get("sinceState")
+        .and_then(Value::as_str)
+        .ok_or_else(|| MethodError::invalid_arguments("sinceState is required"))?;
+    if since != ctx.state() {
+        return Err(MethodError::new(
+            "cannotCalculateChanges",
+            "the state moved: fetch again",
+        ));
+    }
+    let mut out = Map::new();
+    out.insert("accountId".into(), json!(ctx.account_id));
+    out.insert("oldState".into(), json!(since));
+    out.insert("newState".into(), json!(ctx.state()));
+    out.insert("hasMoreChanges".into(), json!(false));
+    out.insert("created".into(), json!([]));
+    out.insert("updated".into(), json!([]));
+    out.insert("destroyed".into(), json!([]));
+    if _ty == "Mailbox" {
+        out.insert("updatedProperties".into(), Value::Null);
+    }
+    Ok(out)
+}
+
+fn query_changes(ctx: &Ctx<'_>, args: &Map<String, Value>) -> Out {
+    let since = args
+        .get("sinceQueryState")
+        .and_then(Value::as_str)
+        .ok_or_else(|| MethodError::invalid_arguments("sinceQueryState is required"))?;
+    if since != ctx.state() {
+        return Err(MethodError::new(
+            "cannotCalculateChanges",
+            "the state moved: query again",
+        ));
+    }
+    let mut out = Map::new();
+    out.insert("accountId".into(), json!(ctx.account_id));
+    out.insert("oldQueryState".into(), json!(since));
+    out.insert("newQueryState".into(), json!(ctx.state()));
+    out.insert("removed".into(), json!([]));
+    out.insert("added".into(), json!([]));
+    Ok(out)
+}
+
+/// The `ids` argument: `None` for null/absent, else the ids (creation ids resolved).
+pub fn ids_arg(
+    ctx: &Ctx<'_>,
+    args: &Map<String, Value>,
+    max: usize,
+) -> Result<Option<Vec<String>>, MethodError> {
+    match args.get("ids") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(a)) => {
+            if a.len() > max {
+                return Err(MethodError::new(
+                    "requestTooLarge",
+                    format!("at most {max} ids"),
+                ));
+            }
+            a.iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(|s| ctx.id(s).unwrap_or_else(|| s.to_string()))
+                        .ok_or_else(|| MethodError::invalid_arguments("ids must be strings"))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some)
+        }
+        Some(_) => Err(MethodError::invalid_arguments(
+            "ids must be an array or null",
+        )),
+    }
+}
+
+/// The `properties` argument, or the defaults.
+pub fn properties_arg(
+    args: &Map<String, Value>,
+    default: &[&str],
+) -> Result<Vec<String>, MethodError> {
+    match args.get("properties") {
+        None | Some(Value::Null) => Ok(default.iter().map(|s| s.to_string()).collect()),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| MethodError::invalid_arguments("properties must be strings"))
+            })
+            .collect(),
+        Some(_) => Err(MethodError::invalid_arguments(
+            "properties must be an array",
+        )),
+    }
+}
+
+/// A `/get` answer.
+pub fn get_answer(ctx: &Ctx<'_>, list: Vec<Value>, not_found: Vec<String>) -> Map<String, Value> {
+    let mut out = Map::new();
+    out.insert("accountId".into(), json!(ctx.account_id));
+    out.insert("state".into(), json!(ctx.state()));
+    out.insert("list".into(), Value::Array(list));
+    out.insert("notFound".into(), json!(not_found));
+    out
+}
+
+/// The PEC capability is in `using`: the `pec` property may be asked for.
+pub fn pec_enabled(ctx: &Ctx<'_>) -> bool {
+    ctx.uses(CAP_PEC)
+}
