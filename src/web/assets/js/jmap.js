@@ -1,0 +1,179 @@
+// The webmail's only way to the server: login endpoints and JMAP (RFC 8620/8621) on the
+// same origin. Cookie auth; every POST carries the session's X-CSRF-Token.
+
+export const USING = [
+  'urn:ietf:params:jmap:core',
+  'urn:ietf:params:jmap:mail',
+  'urn:ietf:params:jmap:submission',
+  'urn:ietf:params:jmap:quota',
+  'urn:pecd:params:jmap:pec',
+];
+export const PEC = 'urn:pecd:params:jmap:pec';
+
+export class HttpError extends Error {
+  constructor(status, detail, type) {
+    super(detail || `HTTP ${status}`);
+    this.status = status;
+    this.type = type;
+  }
+}
+
+async function problem(res) {
+  let detail = res.statusText;
+  let type;
+  try {
+    const j = await res.json();
+    detail = j.detail || j.description || detail;
+    type = j.type;
+  } catch {
+    /* not JSON */
+  }
+  return new HttpError(res.status, detail, type);
+}
+
+function fill(template, vars) {
+  return template.replace(/\{(\w+)\}/g, (_, k) => encodeURIComponent(vars[k] ?? ''));
+}
+
+export class Client {
+  constructor() {
+    this.csrf = null;
+    this.accountId = null;
+    this.username = null;
+    this.session = null;
+    this.onUnauthorized = () => {};
+  }
+
+  adopt(me) {
+    this.csrf = me.csrfToken;
+    this.accountId = me.accountId;
+    this.username = me.username;
+  }
+
+  async login(username, password) {
+    const res = await fetch('/auth/login', {
+      method: 'POST',
+      credentials: 'same-origin',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ username, password }),
+    });
+    if (!res.ok) throw await problem(res);
+    this.adopt(await res.json());
+    await this.loadSession();
+  }
+
+  /** Resumes an existing cookie session; false when there is none. */
+  async resume() {
+    const res = await fetch('/auth/me', { credentials: 'same-origin' });
+    if (res.status === 401) return false;
+    if (!res.ok) throw await problem(res);
+    this.adopt(await res.json());
+    await this.loadSession();
+    return true;
+  }
+
+  async logout() {
+    try {
+      await fetch('/auth/logout', {
+        method: 'POST',
+        credentials: 'same-origin',
+        headers: { 'X-CSRF-Token': this.csrf || '' },
+      });
+    } finally {
+      this.csrf = null;
+      this.accountId = null;
+      this.session = null;
+    }
+  }
+
+  async loadSession() {
+    const res = await fetch('/jmap/session', { credentials: 'same-origin' });
+    if (!res.ok) throw await problem(res);
+    this.session = await res.json();
+    this.accountId =
+      this.session.primaryAccounts?.['urn:ietf:params:jmap:mail'] || this.accountId;
+  }
+
+  get pecCapability() {
+    return this.session?.capabilities?.[PEC] || {};
+  }
+
+  get accountCapabilities() {
+    return this.session?.accounts?.[this.accountId]?.accountCapabilities || {};
+  }
+
+  /** One JMAP request; returns the method responses as a map callId → [name, args]. */
+  async call(methodCalls) {
+    const res = await fetch(this.session?.apiUrl || '/jmap/api', {
+      method: 'POST',
+      credentials: 'same-origin',
+      headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': this.csrf || '' },
+      body: JSON.stringify({ using: USING, methodCalls }),
+    });
+    if (res.status === 401) {
+      this.onUnauthorized();
+      throw await problem(res);
+    }
+    if (!res.ok) throw await problem(res);
+    const body = await res.json();
+    const out = {};
+    for (const [name, args, id] of body.methodResponses) {
+      if (name === 'error') {
+        const e = new Error(args.description || args.type);
+        e.type = args.type;
+        out[id] = ['error', args];
+        if (!out.firstError) out.firstError = e;
+      } else {
+        out[id] = [name, args];
+      }
+    }
+    return out;
+  }
+
+  /** The arguments of one method response, throwing on a JMAP error. */
+  static args(r, id) {
+    const [name, args] = r[id] || ['error', { type: 'missing' }];
+    if (name === 'error') {
+      const e = new Error(args.description || args.type);
+      e.type = args.type;
+      throw e;
+    }
+    return args;
+  }
+
+  async upload(file) {
+    const url = fill(this.session.uploadUrl, { accountId: this.accountId });
+    const res = await fetch(url, {
+      method: 'POST',
+      credentials: 'same-origin',
+      headers: {
+        'Content-Type': file.type || 'application/octet-stream',
+        'X-CSRF-Token': this.csrf || '',
+      },
+      body: file,
+    });
+    if (!res.ok) throw await problem(res);
+    return res.json();
+  }
+
+  downloadUrl(blobId, name, type) {
+    return fill(this.session.downloadUrl, {
+      accountId: this.accountId,
+      blobId,
+      name: name || 'download',
+      type: type || 'application/octet-stream',
+    });
+  }
+
+  evidenceUrl(emailId) {
+    const tpl = this.pecCapability.evidenceUrl || '/jmap/evidence/{accountId}/{emailId}';
+    return fill(tpl, { accountId: this.accountId, emailId });
+  }
+
+  eventSource() {
+    const url = fill(this.session.eventSourceUrl, { types: '*', closeafter: 'no', ping: '30' })
+      // the template's literal "*" must not be percent-encoded away from what servers expect
+      .replace('types=%2A', 'types=*');
+    return new EventSource(url, { withCredentials: true });
+  }
+}
