@@ -248,3 +248,87 @@ pub fn pop3_session(data: &[u8]) {
         let _ = s.timeout();
     }
 }
+
+/// Parses arbitrary bytes as a JMAP request (RFC 8620 §3.3) and, for each method call,
+/// resolves its result references against answers shaped like real ones and checks and
+/// evaluates any `filter` over a small account view: the untrusted part of the JMAP API
+/// path up to the store.
+pub fn jmap_request(data: &[u8]) {
+    use crate::jmap::methods::query;
+    use crate::jmap::request;
+    let Ok(req) = request::parse(data, &crate::jmap::Limits::default()) else {
+        return;
+    };
+    let responses = vec![(
+        "Email/query".to_string(),
+        serde_json::json!({"ids": ["Ma", "Mb"], "list": [{"threadId": "Tx", "emailIds": ["Ma"]}]}),
+        "0".to_string(),
+    )];
+    let view = fuzz_view();
+    for mut call in req.calls {
+        let _ = request::resolve_references(&mut call.args, &responses);
+        if let Some(f) = call.args.get("filter") {
+            if query::check(f, 0).is_ok() {
+                for e in &view.emails {
+                    let _ = query::matches(&view, e, f, 0);
+                }
+            }
+        }
+        if let Some(sort) = call.args.get("sort") {
+            let mut hits: Vec<usize> = (0..view.emails.len()).collect();
+            let _ = query::sort(&view, &mut hits, Some(sort));
+        }
+        if let Some(p) = call.args.get("path").and_then(serde_json::Value::as_str) {
+            let _ = request::pointer(&responses[0].1, p);
+        }
+    }
+}
+
+/// Reads arbitrary bytes as a stored message the way JMAP does: the summary (headers,
+/// preview, PEC facts) and every Email property that needs the content, with every
+/// header form, and each body part's blob id followed.
+pub fn jmap_email(data: &[u8]) {
+    use crate::jmap::email;
+    let _ = crate::jmap::summary::summarize(data);
+    let Some(m) = email::parse(data) else { return };
+    let props: Vec<String> = [
+        "bodyStructure", "textBody", "htmlBody", "attachments", "headers", "bodyValues",
+        "header:Subject:asText", "header:From:asAddresses", "header:To:asGroupedAddresses",
+        "header:Message-ID:asMessageIds", "header:Date:asDate", "header:List-Post:asURLs",
+        "header:X-Anything:asRaw:all",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let opts = email::BodyOptions {
+        fetch_all: true,
+        max_bytes: 1 + data.len() % 512,
+        ..Default::default()
+    };
+    let mut out = serde_json::Map::new();
+    email::content_properties(&m, "Bx", &props, &opts, &mut out);
+}
+
+fn fuzz_view() -> crate::jmap::account::View {
+    use crate::jmap::account::{Entry, Location, View, email_id};
+    let msgs: [&[u8]; 2] = [
+        b"From: A <a@x.test>\r\nTo: b@y.test\r\nSubject: Fattura\r\nMessage-ID: <1@x>\r\n\r\ntesto\r\n",
+        b"From: posta-certificata@pec.test\r\nX-Ricevuta: accettazione\r\nSubject: ACCETTAZIONE: x\r\n\r\n-\r\n",
+    ];
+    let mut v = View::default();
+    for (i, raw) in msgs.iter().enumerate() {
+        let blob = crate::store::BlobId::of(raw);
+        let summary = std::sync::Arc::new(crate::jmap::summary::summarize(raw));
+        v.emails.push(Entry {
+            id: email_id(&blob),
+            thread_id: crate::jmap::account::thread_id(&summary.thread_key),
+            blob,
+            size: raw.len() as u64,
+            received: jiff::Timestamp::from_second(1_700_000_000 + i as i64).unwrap_or_default(),
+            keywords: Default::default(),
+            locations: vec![Location { folder: "INBOX".into(), folder_id: 0, uid: i as u32 + 1, flags: vec![] }],
+            summary,
+        });
+    }
+    v
+}

@@ -236,3 +236,34 @@ fn pop3_session_entry_point_survives_transcripts_and_mutations() {
     }
     assert!(runs >= 200 * 3);
 }
+
+#[test]
+fn jmap_request_entry_point_survives_requests_and_mutations() {
+    let seeds: Vec<Vec<u8>> = vec![
+        br##"{"using":["urn:ietf:params:jmap:core","urn:ietf:params:jmap:mail","urn:pecd:params:jmap:pec"],"methodCalls":[["Email/query",{"accountId":"A1","filter":{"operator":"AND","conditions":[{"inMailbox":"F0"},{"operator":"NOT","conditions":[{"hasKeyword":"$seen"}]},{"text":"fattura"},{"pecIdentificativo":"<opec@x>"}]},"sort":[{"property":"receivedAt","isAscending":false},{"property":"subject"}],"position":0,"limit":50,"collapseThreads":true},"0"],["Email/get",{"accountId":"A1","#ids":{"resultOf":"0","name":"Email/query","path":"/ids"},"properties":["pec","subject"]},"1"],["Thread/get",{"#ids":{"resultOf":"0","name":"Email/query","path":"/list/*/emailIds"}},"2"]]}"##.to_vec(),
+        br##"{"using":["urn:ietf:params:jmap:core"],"methodCalls":[["Core/echo",{"hello":[1,2.5,null,true,{"a":"\u00e8"}]},"e"]],"createdIds":{"x":"M1"}}"##.to_vec(),
+        br##"{"using":[],"methodCalls":[["Email/set",{"create":{"d":{"mailboxIds":{"#m":true},"keywords":{"$draft":true},"header:X-TipoRicevuta:asText":"breve","bodyValues":{"t":{"value":"x"}}}},"update":{"#d":{"keywords/$seen":true}}},"s"]]}"##.to_vec(),
+    ];
+    let mut rng = Rng(0x510e527fade682d1);
+    let mut runs = 0;
+    for seed in &seeds {
+        pecd::fuzz::jmap_request(seed);
+        for m in mutations(seed, &mut rng, 300) {
+            pecd::fuzz::jmap_request(&m);
+            runs += 1;
+        }
+    }
+    assert!(runs >= 900);
+}
+
+#[test]
+fn jmap_email_entry_point_survives_samples_and_mutations() {
+    let seeds = seeds();
+    let mut rng = Rng(0x9b05688c2b3e6c1f);
+    for seed in &seeds {
+        pecd::fuzz::jmap_email(seed);
+        for m in mutations(seed, &mut rng, 20) {
+            pecd::fuzz::jmap_email(&m);
+        }
+    }
+}

@@ -701,3 +701,70 @@ fn a_pec_sent_from_the_api_is_certified_threaded_and_tracked_to_delivery() {
     assert_eq!(v["verified"], false, "{v}");
     assert!(v["reason"].as_str().unwrap().contains("firma"), "{v}");
 }
+
+/// A real provider's receipt (Aruba, 2014) imported into a mailbox: the `pec` property
+/// reads its real daticert and signer; it is not certified while Aruba's certificate is
+/// not in our index, and is once the index lists it — judged at the time we say we
+/// received it (the certificate has long expired since), never by where it was put.
+#[test]
+fn the_pec_property_on_a_real_provider_receipt_follows_the_index() {
+    if !have_curl() {
+        return;
+    }
+    let path = common::jmap::manifest("../shared/samples/oca-l10n-italy-7.0/message2_accettazione");
+    let Ok(raw) = std::fs::read(&path) else {
+        eprintln!("SKIP: {} is absent (a clone without ../shared)", path.display());
+        return;
+    };
+    let mut s = Server::new("pec.campione.test", &[("gina@pec.campione.test", "pw-gina-1")]);
+    s.start();
+    let web = Web::of(&s);
+    let token = web.login("gina@pec.campione.test", "pw-gina-1");
+    let acc = account(&web, &token);
+    let inbox = mailbox_with_role(&web, &token, &acc, "inbox");
+    let file = s.dir.path().join("aruba.eml");
+    std::fs::write(&file, &raw).unwrap();
+    let auth = format!("Authorization: Bearer {token}");
+    let up = web.request("POST", &format!("/jmap/upload/{acc}/"), &["-H", &auth, "--data-binary", &format!("@{}", file.display())]);
+    let blob = up.json()["blobId"].as_str().unwrap().to_string();
+    let import = |received: &str| {
+        web.call(&token, json!([
+            ["Email/import", {"accountId": acc, "emails": {"a": {"blobId": blob, "mailboxIds": {inbox.clone(): true}, "receivedAt": received}}}, "0"],
+            ["Email/get", {"accountId": acc, "ids": ["#a"], "properties": ["pec", "subject", "threadId"]}, "1"],
+            ["Email/set", {"accountId": acc, "destroy": ["#a"]}, "2"],
+        ]))
+    };
+    let r = import("2014-11-14T18:30:00Z");
+    let pec = &r[1][1]["list"][0]["pec"];
+    assert_eq!(pec["kind"], "accettazione");
+    assert_eq!(pec["identificativo"], "opec275.20141114182632.23219.07.1.48@pec.aruba.it");
+    assert_eq!(pec["daticert"]["mittente"], "l.battistini@pec.it");
+    assert_eq!(pec["verdict"]["verified"], false);
+    assert!(pec["verdict"]["signer"].as_str().unwrap().contains("ARUBA PEC"), "{pec}");
+    assert!(pec["verdict"]["reason"].as_str().unwrap().contains("indice"), "{pec}");
+
+    // Aruba's signing certificate in the index (as the national index would list it).
+    let check = pecd::pec::smime::verify_message(&raw, None);
+    let signer = check.signer.expect("the sample is signed");
+    use base64::Engine;
+    let ldif = format!(
+        "version: 1\n\ndn: providerName=Aruba PEC S.p.A.,o=postacert\nobjectclass: top\nobjectclass: provider\n\
+providerName: Aruba PEC S.p.A.\nproviderCertificateHash: {}\nproviderCertificate;binary:: {}\n\
+mailReceipt: posta-certificata@pec.it\nmanagedDomains: pec.it\n",
+        signer.sha1.to_uppercase(),
+        base64::engine::general_purpose::STANDARD.encode(&signer.der)
+    );
+    let lp = s.dir.path().join("aruba.ldif");
+    std::fs::write(&lp, ldif).unwrap();
+    s.admin(&["index", "import", lp.to_str().unwrap()]);
+    let r = web.wait(30, || {
+        let r = import("2014-11-14T18:30:00Z");
+        (r[1][1]["list"][0]["pec"]["verdict"]["verified"] == true).then_some(r)
+    });
+    assert_eq!(r[1][1]["list"][0]["pec"]["verdict"]["provider"], "Aruba PEC S.p.A.");
+    // Said to be received today, its (expired) certificate no longer vouches for it.
+    let r = import("2026-12-01T10:00:00Z");
+    let v = &r[1][1]["list"][0]["pec"]["verdict"];
+    assert_eq!(v["verified"], false, "{v}");
+    assert!(v["reason"].as_str().unwrap().contains("certificato"), "{v}");
+}

@@ -156,7 +156,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if creds.exists() {
         println!("  demo login  see {}", creds.display());
     }
-    if let Some(a) = running.addr("smtps") {
+    if let Some(a) = running.addr("https") {
+        let host = if a.ip().is_loopback() || a.ip().is_unspecified() {
+            "localhost".to_string()
+        } else {
+            a.ip().to_string()
+        };
+        println!("  webmail     https://{host}:{}/", a.port());
+    }
+    if let Some(a) = running.addr("smtps")
+        && domains.iter().any(|d| d == DEMO_DOMAIN)
+    {
         println!(
             "  try         swaks --server {a} --tls-on-connect --auth PLAIN --auth-user demo@{DEMO_DOMAIN} --from demo@{DEMO_DOMAIN} --to demo@{DEMO_DOMAIN}"
         );

@@ -121,7 +121,14 @@ pub fn summary_of(store: &Store, blob: &BlobId) -> Result<Arc<Summary>, StoreErr
 }
 
 /// Builds the view of `mailbox` (blocking: reads the store and, for new blobs, the files).
-pub fn build(store: &Store, mailbox: &PecAddress, state: u64) -> Result<View, StoreError> {
+/// Summaries already in `previous` (the view of an earlier state) are reused: a summary
+/// depends only on the blob, so after a change only new contents are read.
+pub fn build(
+    store: &Store,
+    mailbox: &PecAddress,
+    state: u64,
+    previous: Option<&View>,
+) -> Result<View, StoreError> {
     let folders = store.folders(mailbox)?;
     let mut by_blob: HashMap<String, usize> = HashMap::new();
     let mut emails: Vec<Entry> = Vec::new();
@@ -148,7 +155,13 @@ pub fn build(store: &Store, mailbox: &PecAddress, state: u64) -> Result<View, St
                     e.locations.push(loc);
                 }
                 None => {
-                    let summary = summary_of(store, &r.blob)?;
+                    let known = previous
+                        .and_then(|p| p.by_id.get(&email_id(&r.blob)).map(|&i| &p.emails[i]))
+                        .filter(|e| e.blob == r.blob);
+                    let summary = match known {
+                        Some(e) => e.summary.clone(),
+                        None => summary_of(store, &r.blob)?,
+                    };
                     by_blob.insert(r.blob.as_str().to_string(), emails.len());
                     emails.push(Entry {
                         id: email_id(&r.blob),

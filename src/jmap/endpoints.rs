@@ -17,9 +17,6 @@ use super::{CAP_CORE, CAP_MAIL, CAP_PEC, CAP_QUOTA, CAP_SUBMISSION, Jmap, accoun
 use crate::http::response::{self, Body};
 use crate::pec::address::PecAddress;
 
-/// Most EventSource streams one account may hold open.
-pub const MAX_EVENTSOURCES_PER_ACCOUNT: usize = 16;
-
 impl Jmap {
     fn user(&self, user: &str) -> Option<PecAddress> {
         PecAddress::parse(user).ok()

@@ -171,20 +171,21 @@ impl Jmap {
         user: &PecAddress,
     ) -> Result<Arc<account::View>, crate::store::StoreError> {
         let key = user.to_string();
-        let state = {
+        let (state, previous) = {
             let m = self.lock();
             let a = m.get(&key);
-            if let Some(v) = a.and_then(|a| a.view.clone())
+            let previous = a.and_then(|a| a.view.clone());
+            if let Some(v) = &previous
                 && v.state == a.map_or(0, |a| a.counter)
             {
-                return Ok(v);
+                return Ok(v.clone());
             }
-            a.map_or(0, |a| a.counter)
+            (a.map_or(0, |a| a.counter), previous)
         };
         let (store, u) = (self.gw.store.clone(), user.clone());
         let view = Arc::new(
             self.gw
-                .blocking(move || account::build(&store, &u, state))
+                .blocking(move || account::build(&store, &u, state, previous.as_deref()))
                 .await?,
         );
         let mut m = self.lock();
