@@ -59,7 +59,7 @@ HOW TO CHECK IT OFFLINE
   2. Every file is the one the statement lists (compare with "files" in statement.json):
       sha256sum README.txt signer.pem trace/* messages/*
   3. Each message is a signed PEC message (a receipt, a notice, a transport envelope):
-      pecd verify messages/FILE.eml
+      pecd verify messages/FILE.eml --ca CA.pem
       openssl cms -verify -in messages/FILE.eml -CAfile CA.pem -out /dev/null
   4. The checkpoint is the provider's, and covers the lines:
       openssl cms -verify -binary -inform DER -in trace/checkpoint.p7s \
