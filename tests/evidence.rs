@@ -198,6 +198,7 @@ fn evidence_bundle_by_cli_while_the_server_runs() {
 
     let ok = verify(&srv, &zip_path);
     assert_eq!(ok.status.code(), Some(0), "{}", text(&ok));
+    eprintln!("pecd evidence verify: {}", text(&ok));
     assert!(
         String::from_utf8_lossy(&ok.stdout).starts_with("intact"),
         "{}",

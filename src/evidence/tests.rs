@@ -6,6 +6,7 @@ use crate::pec::address::PecAddress;
 use crate::store::Batch;
 use crate::trace::TraceEvent;
 use crate::trace::checkpoint::TrustedSigners;
+use crate::trace::sha256_hex;
 use crate::trace::walk::tests::{store, t0};
 
 const IDENT: &str = "opec.42@pec.alfa.test";
@@ -121,7 +122,11 @@ fn a_provider_bundle_holds_every_record_and_stored_message_and_checks() {
     // No checkpoint existed: one was made, covering the newest record.
     let cp = r.checkpoint.unwrap();
     assert!(cp.0 >= 7, "{cp:?}");
-    let records = String::from_utf8(container::read(&b.zip).unwrap()[5].bytes.clone()).unwrap();
+    let entries = container::read(&b.zip).unwrap();
+    let records = &entries.iter().find(|e| e.path == RECORDS).unwrap().bytes;
+    let records = String::from_utf8_lossy(records);
+    assert_eq!(records.lines().count(), 6);
+    assert!(records.contains("c@pec.alfa.test"));
     assert!(
         !records.contains("x@pec.alfa.test"),
         "another message's record leaked"
@@ -244,4 +249,74 @@ fn every_kind_of_change_is_named() {
         check(b"not a zip", &t),
         Err(CheckError::NotZip(_))
     ));
+}
+
+/// Re-signs a bundle after `f` changed its entries (as only the key holder could): the
+/// checker's consistency rules beyond the signature still catch a false statement.
+fn resigned(s: &Store, zip: &[u8], f: impl Fn(&mut Vec<Entry>)) -> Vec<u8> {
+    let mut e = container::read(zip).unwrap();
+    f(&mut e);
+    let signer = s.options().signer.clone().unwrap();
+    let mut st = Statement::parse(&e[1].bytes).unwrap();
+    for file in &mut st.files {
+        let b = &e.iter().find(|x| x.path == file.path).unwrap().bytes;
+        file.sha256 = sha256_hex(b);
+        file.size = b.len() as u64;
+    }
+    e[1].bytes = st.to_bytes();
+    e[2].bytes = signer.sign_detached(&e[1].bytes).unwrap();
+    container::write(&e).unwrap()
+}
+
+#[test]
+fn a_signed_but_inconsistent_bundle_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, me) = sample(dir.path());
+    let zip = build(&s, IDENT, &Scope::Provider).unwrap().zip;
+    let t = trusted(&me);
+    assert!(check(&resigned(&s, &zip, |_| ()), &t).unwrap().intact());
+    // A record's content changed, its hash kept.
+    let bad = resigned(&s, &zip, |e| {
+        let r = e.iter_mut().find(|x| x.path == RECORDS).unwrap();
+        r.bytes = String::from_utf8(r.bytes.clone())
+            .unwrap()
+            .replacen("\"Prova\"", "\"Altro\"", 1)
+            .into_bytes();
+    });
+    let p = check(&bad, &t).unwrap().problem.unwrap();
+    assert_eq!(p.entry, RECORDS, "{p}");
+    assert!(p.message.contains("hash does not match"), "{p}");
+    // A message swapped for other bytes.
+    let bad = resigned(&s, &zip, |e| {
+        let m = e
+            .iter_mut()
+            .find(|x| x.path.ends_with("-AcceptanceSent.eml"))
+            .unwrap();
+        m.bytes = b"a forged receipt\r\n".to_vec();
+    });
+    let p = check(&bad, &t).unwrap().problem.unwrap();
+    assert!(p.entry.ends_with("-AcceptanceSent.eml"), "{p}");
+    assert!(p.message.contains("trace record seq 2"), "{p}");
+}
+
+#[test]
+fn an_existing_covering_checkpoint_is_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, me) = sample(dir.path());
+    let first = check(
+        &build(&s, IDENT, &Scope::Provider).unwrap().zip,
+        &trusted(&me),
+    )
+    .unwrap();
+    let second = check(
+        &build(&s, IDENT, &Scope::Provider).unwrap().zip,
+        &trusted(&me),
+    )
+    .unwrap();
+    assert!(first.intact() && second.intact());
+    assert_eq!(first.checkpoint, second.checkpoint);
+    assert_eq!(
+        s.trace().last_checkpoint().unwrap().unwrap().seq,
+        first.checkpoint.unwrap().0
+    );
 }
