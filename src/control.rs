@@ -32,11 +32,13 @@
 //! | `{"op":"log_export"}` | `{"line":"<export line>"}` each | `{"lines":N}` |
 //! | `{"op":"log_verify","signer":SHA256\|null,"also_trusted":[SHA256..]}` | — | `{"report":VerifyReport}` |
 //! | `{"op":"index_reload"}` | — | `{}` |
+//! | `{"op":"evidence","ident":ID,"mailbox":A\|null}` | `{"chunk":"<base64>"}` each | `{"bytes":N}` |
 //!
 //! The final line is `{"done":{...}}` on success, `{"error":"message"}` on failure; the
 //! message is the one the CLI prints when it runs the same operation on the store directly
 //! (same context, e.g. `adding x@d: mailbox x@d already exists`). Export lines travel as JSON
 //! strings holding the exact canonical bytes, so a remote export verifies like a local one;
+//! an evidence bundle ([`crate::evidence`]) travels as base64 chunks of its zip;
 //! large outputs (export, query, list) are streamed item by item with back-pressure.
 //!
 //! # Which path the CLI takes
@@ -81,6 +83,10 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Items buffered between the thread walking the log and the socket (back-pressure).
 const EXPORT_QUEUE: usize = 256;
+
+/// Bytes of a binary answer per chunk line (base64 makes it 4/3 larger, well under
+/// [`MAX_RESPONSE_BYTES`]).
+const CHUNK_BYTES: usize = 1024 * 1024;
 
 /// The control socket of the store in `store_dir`.
 pub fn socket_path(store_dir: &Path) -> PathBuf {
@@ -130,6 +136,12 @@ pub enum Request {
         also_trusted: Vec<String>,
     },
     IndexReload,
+    /// The evidence bundle of a message, for the whole provider or one mailbox.
+    Evidence {
+        ident: String,
+        #[serde(default)]
+        mailbox: Option<String>,
+    },
 }
 
 /// One response line (see the module doc).
@@ -139,6 +151,8 @@ pub enum Response {
     Mailbox(MailboxInfo),
     Record(TraceRecord),
     Line(String),
+    /// Base64 of the next bytes of a binary answer (an evidence bundle).
+    Chunk(String),
     Done(Done),
     Error(String),
 }
@@ -150,6 +164,8 @@ pub enum Item {
     Record(Box<TraceRecord>),
     /// One line of a log export (without the newline).
     Line(String),
+    /// The next bytes of a binary answer (decoded).
+    Chunk(Vec<u8>),
 }
 
 /// The result of a request that succeeded.
@@ -161,6 +177,9 @@ pub struct Done {
     pub lines: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<WireReport>,
+    /// The size of a binary answer (the sum of its chunks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
 }
 
 /// [`VerifyReport`] on the wire (the report itself is serialize-only).
@@ -309,6 +328,15 @@ impl Client {
                 Response::Mailbox(m) => item(Item::Mailbox(m))?,
                 Response::Record(r) => item(Item::Record(Box::new(r)))?,
                 Response::Line(l) => item(Item::Line(l))?,
+                Response::Chunk(c) => {
+                    use base64::Engine;
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(c.as_bytes())
+                        .with_context(|| {
+                            format!("a chunk from the control socket {sock} is not base64")
+                        })?;
+                    item(Item::Chunk(bytes))?
+                }
                 Response::Done(d) => return Ok(d),
                 Response::Error(e) => return Err(RemoteError(e).into()),
             }
@@ -629,6 +657,32 @@ async fn handle(gw: &Arc<Gateway>, req: Request, w: &mut Writer) -> std::io::Res
                 .await
                 .map(|()| Done::default())
                 .map_err(|e| format!("reloading the provider index: {e}"))
+        }
+        Request::Evidence { ident, mailbox } => {
+            let built = gw
+                .blocking(move || -> anyhow::Result<crate::evidence::Bundle> {
+                    let scope = match mailbox {
+                        None => crate::evidence::Scope::Provider,
+                        Some(m) => crate::evidence::Scope::Mailbox(parse_address(&m)?),
+                    };
+                    crate::evidence::build(&store, &ident, &scope)
+                        .with_context(|| format!("building the evidence bundle of {ident}"))
+                })
+                .await;
+            match built {
+                Ok(b) => {
+                    use base64::Engine;
+                    for c in b.zip.chunks(CHUNK_BYTES) {
+                        let c = base64::engine::general_purpose::STANDARD.encode(c);
+                        send(w, &Response::Chunk(c)).await?;
+                    }
+                    Ok(Done {
+                        bytes: Some(b.zip.len() as u64),
+                        ..Done::default()
+                    })
+                }
+                Err(e) => Err(msg(e)),
+            }
         }
     };
     finish(w, r).await

@@ -31,6 +31,7 @@ pub mod antivirus;
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod evidence;
 pub mod fuzz;
 pub mod gateway;
 pub mod http;

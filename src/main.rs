@@ -30,6 +30,8 @@ enum Command {
     /// Export this provider's index entry, import and list other providers' (LDIF).
     #[command(subcommand)]
     Index(cli::index::IndexCommand),
+    /// Write the evidence bundle (.zip) of a message, or check one offline.
+    Evidence(cli::evidence::EvidenceArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
         Command::Mailbox(a) => cli::mailbox::run(a),
         Command::Log(a) => cli::log::run(a),
         Command::Index(a) => cli::index::run(a),
+        Command::Evidence(a) => cli::evidence::run(a),
     };
     match result {
         Ok(code) => code,

@@ -14,6 +14,9 @@
 //! certificates in `signing.previous_certs` and every `--cert FILE` (certificate
 //! rollover, rules §8.1).
 //!
+//! `pecd log verify FILE.zip` checks an evidence bundle instead (as `pecd evidence
+//! verify`, [`super::evidence`]).
+//!
 //! While `pecd serve` holds the store's lock, the live log is queried, exported and verified
 //! through the server's control socket ([`pecd::control`]), with the same output.
 
@@ -176,6 +179,14 @@ fn print_report(r: &VerifyReport, export: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Whether `path` starts like a zip (an evidence bundle rather than an export).
+fn is_zip(path: &Path) -> bool {
+    let mut magic = [0u8; 4];
+    File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .is_ok_and(|()| &magic == b"PK\x03\x04")
+}
+
 fn cert_file_sha256(path: &Path) -> anyhow::Result<String> {
     let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let cert = openssl::x509::X509::from_pem(&pem)
@@ -185,7 +196,10 @@ fn cert_file_sha256(path: &Path) -> anyhow::Result<String> {
 
 /// The certificates accepted for checkpoint signatures: `signing.cert`,
 /// `signing.previous_certs` (when the configuration loads) and every `--cert`.
-fn trusted_signers(args_config: &Path, certs: &[PathBuf]) -> anyhow::Result<TrustedSigners> {
+pub(super) fn trusted_signers(
+    args_config: &Path,
+    certs: &[PathBuf],
+) -> anyhow::Result<TrustedSigners> {
     let mut paths = Vec::new();
     match load_config(args_config) {
         Ok(c) => {
@@ -254,6 +268,10 @@ pub fn run(a: LogArgs) -> anyhow::Result<ExitCode> {
             println!("exported {n} lines to {}", file.display());
             Ok(ExitCode::SUCCESS)
         }
+        Some(LogCommand::Verify {
+            file: Some(file),
+            cert,
+        }) if is_zip(&file) => super::evidence::verify(&a.config, &file, &cert, false),
         Some(LogCommand::Verify {
             file: Some(file),
             cert,

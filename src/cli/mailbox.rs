@@ -14,6 +14,7 @@ use anyhow::Context;
 use pecd::config::{Config, DEFAULT_CONFIG_PATH};
 use pecd::control::{Client, Item, Request};
 use pecd::pec::address::PecAddress;
+use pecd::pec::smime::Signer;
 use pecd::store::mailbox::{MailboxInfo, MailboxOptions, Password};
 use pecd::store::{NewMailbox, Store, StoreError, StoreOptions};
 
@@ -87,14 +88,18 @@ pub fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
     Config::load(path).with_context(|| format!("loading the configuration {}", path.display()))
 }
 
-/// Opens the store described by `config` (without a signer: the running server signs
-/// the next checkpoint). A store held by a running server is reported by the store's
+/// Opens the store described by `config` (normally without a signer: the running server
+/// signs the next checkpoint; `pecd evidence` passes one, its statement must be signed). A store held by a running server is reported by the store's
 /// `Locked` error, which names the directory; [`open_admin`] then uses the control socket.
-fn open_store_raw(config: &Config, lock_wait: Duration) -> Result<Store, StoreError> {
+fn open_store_raw(
+    config: &Config,
+    lock_wait: Duration,
+    signer: Option<Arc<Signer>>,
+) -> Result<Store, StoreError> {
     let o = StoreOptions {
         group_commit: config.store.group_commit,
         clock: Arc::new(pecd::clock::SystemClock),
-        signer: None,
+        signer,
         checkpoint_every: config.trace.checkpoint_every,
         checkpoint_interval: Duration::from_secs(config.trace.checkpoint_interval_secs),
         retention_months: config.trace.retention_months,
@@ -115,13 +120,18 @@ pub enum Admin {
 /// Opens the store directly; when a running server holds its lock, connects to that
 /// server's control socket instead. When neither works, the error names both problems.
 pub fn open_admin(config: &Config) -> anyhow::Result<Admin> {
+    open_admin_signing(config, None)
+}
+
+/// [`open_admin`], the store (when opened here) signing trace checkpoints with `signer`.
+pub fn open_admin_signing(config: &Config, signer: Option<Arc<Signer>>) -> anyhow::Result<Admin> {
     // A held lock is normally a running server: ask it at once rather than wait.
-    match open_store_raw(config, Duration::ZERO) {
+    match open_store_raw(config, Duration::ZERO, signer.clone()) {
         Ok(s) => Ok(Admin::Local(s)),
         Err(StoreError::Locked { .. }) => match Client::connect(&config.store.dir) {
             Ok(c) => Ok(Admin::Remote(c)),
             // No server answers: the lock may be a server that is just stopping.
-            Err(e) => match open_store_raw(config, StoreOptions::default().lock_wait) {
+            Err(e) => match open_store_raw(config, StoreOptions::default().lock_wait, signer) {
                 Ok(s) => Ok(Admin::Local(s)),
                 Err(locked @ StoreError::Locked { .. }) => Err(anyhow::anyhow!(
                     "opening the store: {locked}; and the running server's control socket {} cannot be reached: {e}",

@@ -121,6 +121,11 @@ impl Signer {
         &self.cert
     }
 
+    /// The intermediate certificates embedded in every signature after the signer's.
+    pub fn chain(&self) -> &[X509] {
+        &self.chain
+    }
+
     /// The e-mail address in the certificate's subjectAltName: by rule §2 item 2 it is the
     /// `From:` of every message we generate.
     pub fn address(&self) -> Option<String> {

@@ -236,6 +236,17 @@ impl TraceLog {
         }
     }
 
+    /// The first signed checkpoint at or after record `seq` (the one covering it), if any.
+    pub fn checkpoint_covering(&self, seq: u64) -> Result<Option<Checkpoint>, TraceError> {
+        match self.trees.checkpoints.range(seq_key(seq)..).next() {
+            Some(kv) => {
+                let (k, v) = kv?;
+                Ok(Some(decode(&k, &v)?))
+            }
+            None => Ok(None),
+        }
+    }
+
     pub fn status(&self) -> Result<TraceStatus, TraceError> {
         let anchor = self.anchor()?;
         let floor = anchor.as_ref().map_or(0, |a| a.seq);
