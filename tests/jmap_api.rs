@@ -672,6 +672,27 @@ fn a_pec_sent_from_the_api_is_certified_threaded_and_tracked_to_delivery() {
     assert_eq!(r.status, 200);
     assert_eq!(format!("B{}", pecd::trace::sha256_hex(&r.body)), blob);
 
+    // The evidence bundle of the message, from the webmail's download: it checks offline,
+    // and one byte changed makes the check fail.
+    let env_id = env["id"].as_str().unwrap();
+    let ev = wb.request("GET", &format!("/jmap/evidence/{acc_b}/{env_id}"), &["-H", &auth]);
+    assert_eq!(ev.status, 200, "{}", String::from_utf8_lossy(&ev.body));
+    assert_eq!(ev.header("content-type"), Some("application/zip"));
+    assert!(ev.header("content-disposition").unwrap().starts_with("attachment"));
+    let zip = b.dir.path().join("evidenza.zip");
+    std::fs::write(&zip, &ev.body).unwrap();
+    let out = common::server::pecd(&["evidence", "verify", zip.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let mut bad = ev.body.clone();
+    let at = bad.windows(10).position(|w| w == b"Si convoca").expect("the message is in the bundle");
+    bad[at + 1] ^= 0x20;
+    std::fs::write(&zip, &bad).unwrap();
+    let out = common::server::pecd(&["evidence", "verify", zip.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    // Alice cannot fetch it through Bob's account, nor Bob's message through hers.
+    let other = wa.request("GET", &format!("/jmap/evidence/{acc_b}/{env_id}"), &["-H", &format!("Authorization: Bearer {ta}")]);
+    assert_eq!(other.status, 404);
+
     // A tampered copy imported into the INBOX is not certified, and says why.
     let mut bytes = r.body.clone();
     let at = bytes

@@ -372,27 +372,37 @@ impl Jmap {
                 "not a PEC message: there is no evidence bundle",
             );
         };
-        match evidence_bundle(&self.gw, &ident, &u).await {
-            Ok(zip) => {
-                let mut r = response::bytes(StatusCode::OK, "application/zip", zip);
-                response::attachment(
-                    &mut r,
-                    &format!("evidenza-{}.zip", ident.replace(['@', '.'], "_")),
-                );
+        let store = self.gw.store.clone();
+        let scope = crate::evidence::Scope::Mailbox(u);
+        let built = self
+            .gw
+            .blocking(move || crate::evidence::build(&store, &ident, &scope))
+            .await;
+        match built {
+            Ok(b) => {
+                let mut r = response::bytes(StatusCode::OK, "application/zip", b.zip);
+                response::attachment(&mut r, &b.file_name);
                 response::no_store(&mut r);
                 r
             }
-            Err(e) => response::problem(StatusCode::NOT_FOUND, "about:blank", e),
+            Err(crate::evidence::EvidenceError::NotFound(_)) => response::problem(
+                StatusCode::NOT_FOUND,
+                "about:blank",
+                "the trace log has no record of this message for your mailbox",
+            ),
+            Err(crate::evidence::EvidenceError::BadIdentificativo(_)) => response::problem(
+                StatusCode::BAD_REQUEST,
+                "about:blank",
+                "this message carries no valid identificativo",
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "evidence bundle");
+                response::problem(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "about:blank",
+                    "the evidence bundle could not be made",
+                )
+            }
         }
     }
-}
-
-/// The evidence bundle of `ident` as far as it concerns `mailbox`.
-async fn evidence_bundle(
-    gw: &Arc<crate::gateway::Gateway>,
-    ident: &str,
-    mailbox: &PecAddress,
-) -> Result<Vec<u8>, String> {
-    let _ = (gw, ident, mailbox);
-    Err("evidence bundles are not available yet".into())
 }
