@@ -146,7 +146,7 @@ pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
         implicit_tls,
         tls: Some(tls.clone()),
         command_timeout: Duration::from_secs(limits.command_timeout_secs),
-        max_connections_per_ip: limits.max_connections_per_ip as usize,
+        gate: gw.connections.clone(),
         auth_failure_delay: Duration::from_secs(1),
     };
     let submission: [(&'static str, Option<SocketAddr>, bool); 2] = [

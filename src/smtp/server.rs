@@ -19,6 +19,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use crate::listener::{Crowded, Refusal};
+
 use super::session::{DialogueRefusal, Envelope, Event, Session, SessionConfig};
 
 /// Refusals of one connection reported to [`Backend::refused`]; the rest are only logged,
@@ -84,8 +86,8 @@ pub struct ListenerConfig {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Idle time allowed between commands (RFC 5321 §4.5.3.2 suggests minutes).
     pub command_timeout: Duration,
-    /// Concurrent connections allowed from one IP address.
-    pub max_connections_per_ip: usize,
+    /// The connection limits shared by every listener (the gateway's).
+    pub gate: Arc<crate::listener::ConnectionGate>,
     /// Delay before answering a failed AUTH (slows password guessing).
     pub auth_failure_delay: Duration,
 }
@@ -98,13 +100,20 @@ pub async fn serve<B: Backend>(
     shutdown: watch::Receiver<bool>,
 ) {
     let cfg = Arc::new(cfg);
-    let max = cfg.max_connections_per_ip;
-    let refusal: &'static [u8] = b"421 4.7.0 Too many connections from your address\r\n";
+    let text = |why| match why {
+        Crowded::Source => &b"421 4.7.0 Too many connections from your address\r\n"[..],
+        Crowded::Busy => &b"421 4.7.0 Too many connections, try again later\r\n"[..],
+    };
+    // Implicit TLS (465): the 421 goes over TLS, never in clear before the handshake.
+    let refusal = match (&cfg.tls, cfg.implicit_tls) {
+        (Some(tls), true) => Refusal::AfterHandshake(tls.clone(), text),
+        _ => Refusal::Plain(text),
+    };
     crate::listener::accept_loop(
         listener,
         "smtp",
-        max,
-        Some(refusal),
+        cfg.gate.clone(),
+        refusal,
         shutdown,
         move |stream, peer, slot| {
             let (cfg, backend) = (cfg.clone(), backend.clone());
