@@ -130,7 +130,12 @@ pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
         session: SessionConfig {
             hostname: gw.config.provider.hostname.clone(),
             role,
-            max_message_bytes: limits.max_message_bytes as usize,
+            // Port 25 takes what providers build around a maximum-size original
+            // (envelopes, completa receipts, anomaly envelopes: issue #13).
+            max_message_bytes: match role {
+                Role::Incoming => limits.max_incoming_message_bytes,
+                Role::Submission => limits.max_message_bytes,
+            } as usize,
             max_recipients: limits.max_recipients as usize,
             tls_available: true,
             local_domains: gw

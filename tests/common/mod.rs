@@ -5,6 +5,7 @@
 
 pub mod clamd;
 pub mod server;
+pub mod smtp;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
