@@ -30,6 +30,11 @@ pub enum ServerError {
     },
     #[error("loading the TLS certificate: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error("preparing the DATA spool directory {path}: {source}")]
+    Spool {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A running provider.
@@ -126,6 +131,22 @@ pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
     let mut tasks = Vec::new();
     let mut listeners = Vec::new();
     let limits = &gw.config.limits;
+    // DATA is spooled here while it arrives; each SMTP role has its own budgets, so a
+    // flood on port 25 never stops users from sending.
+    let spool_dir = gw.config.store.dir.join("spool");
+    crate::smtp::spool::prepare_dir(&spool_dir).map_err(|source| ServerError::Spool {
+        path: spool_dir.clone(),
+        source,
+    })?;
+    let data_limits = |prefix| {
+        Arc::new(crate::smtp::spool::DataLimits::new(
+            &spool_dir,
+            prefix,
+            limits.max_inflight_data_bytes,
+            limits.max_processing_bytes,
+        ))
+    };
+    let (incoming_data, submission_data) = (data_limits("in"), data_limits("sub"));
     let listener_cfg = |role, implicit_tls| ListenerConfig {
         session: SessionConfig {
             hostname: gw.config.provider.hostname.clone(),
@@ -152,6 +173,10 @@ pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
         tls: Some(tls.clone()),
         command_timeout: Duration::from_secs(limits.command_timeout_secs),
         gate: gw.connections.clone(),
+        data: match role {
+            Role::Incoming => incoming_data.clone(),
+            Role::Submission => submission_data.clone(),
+        },
         auth_failure_delay: Duration::from_secs(1),
     };
     let submission: [(&'static str, Option<SocketAddr>, bool); 2] = [

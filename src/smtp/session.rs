@@ -137,6 +137,10 @@ pub struct Session {
     mail_from: String,
     rcpt_to: Vec<String>,
     data: Vec<u8>,
+    /// Content octets of this transfer already handed out as [`Event::DataChunk`].
+    data_flushed: usize,
+    /// Hand content out once `data` holds this much ([`Session::stream_data`]).
+    data_chunk: usize,
     data_rx: DataReceiver,
     discard_rx: Option<DummyDataReceiver>,
     /// Wire bytes consumed since the 354 reply.
@@ -167,6 +171,8 @@ impl Session {
             mail_from: String::new(),
             rcpt_to: Vec::new(),
             data: Vec::new(),
+            data_flushed: 0,
+            data_chunk: usize::MAX,
             data_rx: DataReceiver::new(),
             discard_rx: None,
             data_received: 0,
@@ -176,6 +182,14 @@ impl Session {
             line_scanned: 0,
         };
         (s, greeting)
+    }
+
+    /// Streams DATA: from now on the content is handed out as [`Event::DataChunk`]s of
+    /// about `chunk_bytes` while it arrives, the [`Event::Message`] carrying only the rest,
+    /// so the session never holds more than a chunk of a message. Without it (the
+    /// default) the whole content comes in the message event.
+    pub fn stream_data(&mut self, chunk_bytes: usize) {
+        self.data_chunk = chunk_bytes.max(1);
     }
 
     /// Whether TLS is active.
@@ -300,6 +314,7 @@ impl Session {
         self.mail_from.clear();
         self.rcpt_to.clear();
         self.data = Vec::new();
+        self.data_flushed = 0;
         self.data_rx = DataReceiver::new();
         self.discard_rx = None;
         self.data_received = 0;
@@ -356,6 +371,7 @@ impl Session {
                     ));
                     self.data_rx = primed_data_receiver();
                     self.data = Vec::new();
+                    self.data_flushed = 0;
                     self.data_received = 0;
                     self.data_line_len = 0;
                     self.phase = Phase::Data;

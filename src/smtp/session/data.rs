@@ -15,6 +15,8 @@ use super::{Envelope, Event, Phase, Session};
 pub(super) enum DataFault {
     TooBig,
     LineTooLong,
+    /// The driver could not keep the content (`limits.max_inflight_data_bytes`).
+    NoStorage,
 }
 
 impl Session {
@@ -33,7 +35,9 @@ impl Session {
         let slack = usize::from(!done && self.data.last() == Some(&b'\r'));
         let fault = if self.line_too_long_since(stored) {
             Some(DataFault::LineTooLong)
-        } else if self.data.len() > self.cfg.max_message_bytes.saturating_add(slack) {
+        } else if self.data_flushed + self.data.len()
+            > self.cfg.max_message_bytes.saturating_add(slack)
+        {
             Some(DataFault::TooBig)
         } else {
             None
@@ -41,6 +45,9 @@ impl Session {
         if let Some(fault) = fault {
             // Stop storing; keep reading (within the bound) until the final dot, then refuse.
             self.data = Vec::new();
+            if std::mem::take(&mut self.data_flushed) > 0 {
+                out.push(Event::DataDiscarded);
+            }
             if done {
                 self.refuse_data(fault, out);
                 return false;
@@ -59,7 +66,28 @@ impl Session {
                 helo: self.helo.clone(),
                 tls: self.tls,
             }));
+        } else if self.data.len() >= self.data_chunk {
+            // A trailing CR stays: smtp-proto takes it back if an LF ends the transfer.
+            let keep = usize::from(self.data.last() == Some(&b'\r'));
+            let tail = self.data.split_off(self.data.len() - keep);
+            let chunk = std::mem::replace(&mut self.data, tail);
+            self.data_flushed += chunk.len();
+            out.push(Event::DataChunk(chunk));
         }
+        true
+    }
+
+    /// The driver could not keep the last [`Event::DataChunk`]: the rest of the transfer
+    /// is read and dropped, and the final dot answered 452 4.3.1. Returns false when no
+    /// transfer is being received (e.g. it already ended: the driver answers it itself).
+    pub fn abort_data(&mut self) -> bool {
+        if self.phase != Phase::Data {
+            return false;
+        }
+        self.data = Vec::new();
+        self.data_flushed = 0;
+        self.discard_rx = Some(DummyDataReceiver::new_data(&self.data_rx));
+        self.phase = Phase::DataDiscard(DataFault::NoStorage);
         true
     }
 
@@ -142,6 +170,13 @@ impl Session {
                     "Message size exceeds fixed maximum message size ({} octets)",
                     self.cfg.max_message_bytes
                 ),
+                Some(&mail_from),
+            ),
+            DataFault::NoStorage => self.refuse(
+                out,
+                452,
+                "4.3.1",
+                "Insufficient system storage, try again later".to_string(),
                 Some(&mail_from),
             ),
             DataFault::LineTooLong => self.refuse(
