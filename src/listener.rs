@@ -223,7 +223,7 @@ pub async fn accept_loop(
         match gate.admit(peer.ip(), &this_listener) {
             Ok(a) => admit(stream, peer, a),
             Err(why) => {
-                tracing::warn!(%peer, protocol, ?why, "connection refused: too many connections");
+                tracing::info!(%peer, protocol, ?why, "connection refused: too many connections");
                 refuse(stream, &gate, &refusal, why);
             }
         }

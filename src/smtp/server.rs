@@ -247,17 +247,20 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin, B: Backend>(
                 }
                 Event::DataChunk(chunk) => {
                     if let Err(e) = spool_chunk(&mut spool, &cfg.data, &chunk).await {
-                        tracing::warn!(%peer, error = %e, "DATA not kept: refusing the message");
+                        tracing::info!(%peer, error = %e, "DATA not kept: refusing the message");
                         spool = None;
                         spool_failed = !session.abort_data();
                     }
                 }
                 Event::DataDiscarded => spool = None,
                 Event::Message(mut envelope) => {
+                    // Room to process first: only then is the message read back into
+                    // memory, so waiting messages cost no memory.
+                    let size = spool.as_ref().map_or(0, |s| s.len() as usize) + envelope.data.len();
+                    let _permit = cfg.data.processing(size).await;
                     let kept = !std::mem::take(&mut spool_failed)
                         && unspool(spool.as_mut(), &mut envelope, peer).await;
                     let r = if kept {
-                        let _permit = cfg.data.processing(envelope.data.len()).await;
                         backend.message(envelope, peer).await
                     } else {
                         no_storage()
@@ -307,7 +310,7 @@ async fn unspool(spool: Option<&mut Spool>, envelope: &mut Envelope, peer: Socke
     let Some(s) = spool else { return true };
     let tail = std::mem::take(&mut envelope.data);
     if let Err(e) = s.append(&tail).await {
-        tracing::warn!(%peer, error = %e, "DATA not kept: refusing the message");
+        tracing::info!(%peer, error = %e, "DATA not kept: refusing the message");
         return false;
     }
     match s.read_all().await {
