@@ -23,7 +23,12 @@
 //! parsed) and for DATA lines on submission only (RFC 5321 §4.5.3.1.6; the message is
 //! refused with 554 5.6.0 at the final dot; port 25 accepts longer lines, see
 //! [`SessionConfig::data_line_limit`]); `limits.max_message_bytes` (SIZE, and 552 5.3.4 at
-//! the final dot, counted on the dot-unstuffed content). A refused DATA
+//! the final dot, counted on the dot-unstuffed content; the driver sets it to
+//! `limits.max_incoming_message_bytes` on port 25). With [`Session::stream_data`] (as the
+//! driver always does) the content leaves the session in [`Event::DataChunk`]s while it
+//! arrives, so a session holds at most about one chunk whatever the message size; a driver
+//! that cannot keep a chunk calls [`Session::abort_data`] and the dot is answered
+//! 452 4.3.1. A refused DATA
 //! is read and dropped only up to [`SessionConfig::discard_bound`]; past it the session
 //! answers 552 and closes, so a peer cannot stream forever.
 //!

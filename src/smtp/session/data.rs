@@ -1,10 +1,12 @@
-//! DATA reception: storing the dot-unstuffed content, counting wire bytes since the 354,
-//! the size and (submission only) line-length checks, the discard of a refused transfer
-//! up to the final dot, and the bound past which it is cut off (552 and close).
+//! DATA reception: storing the dot-unstuffed content (handed out in chunks when streamed),
+//! counting wire bytes since the 354, the size and (submission only) line-length checks,
+//! the discard of a refused transfer up to the final dot, and the bound past which it is
+//! cut off (552 and close).
 //!
-//! Owns: `data`, `data_rx`, `discard_rx`, `data_received`, `data_line_len` while in the
-//! DATA phases. Must not touch: command-line framing (`framing`), command handling, or
-//! the decision on the message (that is the driver's, through [`Event::Message`]).
+//! Owns: `data`, `data_flushed`, `data_rx`, `discard_rx`, `data_received`,
+//! `data_line_len` while in the DATA phases. Must not touch: command-line framing
+//! (`framing`), command handling, or the decision on the message (that is the driver's,
+//! through [`Event::Message`]).
 
 use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver};
 
