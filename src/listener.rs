@@ -256,6 +256,41 @@ fn refuse(stream: TcpStream, gate: &ConnectionGate, refusal: &Refusal, why: Crow
     });
 }
 
+/// The outcome of a mailbox login on a listener that limits connections per user.
+pub enum Login {
+    /// Wrong credentials (or a lockout); the failure delay has already been served.
+    Failed,
+    /// Right credentials, but the user already has the maximum number of connections.
+    TooManyConnections,
+    /// Logged in: the canonical address and the user's connection slot, held for the session.
+    Ok(String, Slot<String>),
+}
+
+/// Checks a login for the IMAP and POP3 drivers: the password (through the access point's
+/// limiter and argon2 pool), then the per-user connection limit. A failure is logged and
+/// answered only after `failure_delay`.
+pub async fn login(
+    gw: &std::sync::Arc<crate::gateway::Gateway>,
+    per_user: &Counter<String>,
+    (user, pass): (String, String),
+    peer: SocketAddr,
+    protocol: &str,
+    failure_delay: Duration,
+    max_per_user: usize,
+) -> Login {
+    match crate::pipeline::access::authenticate(gw, user.clone(), pass, peer, protocol).await {
+        None => {
+            tracing::warn!(%peer, %user, protocol, "login failed");
+            tokio::time::sleep(failure_delay).await;
+            Login::Failed
+        }
+        Some(addr) => match per_user.acquire(addr.clone(), max_per_user) {
+            Some(slot) => Login::Ok(addr, slot),
+            None => Login::TooManyConnections,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,40 +372,5 @@ mod tests {
         assert_eq!(gate.total(), 3);
         drop(a);
         assert!(gate.admit(ip(4), &l2).is_ok());
-    }
-}
-
-/// The outcome of a mailbox login on a listener that limits connections per user.
-pub enum Login {
-    /// Wrong credentials (or a lockout); the failure delay has already been served.
-    Failed,
-    /// Right credentials, but the user already has the maximum number of connections.
-    TooManyConnections,
-    /// Logged in: the canonical address and the user's connection slot, held for the session.
-    Ok(String, Slot<String>),
-}
-
-/// Checks a login for the IMAP and POP3 drivers: the password (through the access point's
-/// limiter and argon2 pool), then the per-user connection limit. A failure is logged and
-/// answered only after `failure_delay`.
-pub async fn login(
-    gw: &std::sync::Arc<crate::gateway::Gateway>,
-    per_user: &Counter<String>,
-    (user, pass): (String, String),
-    peer: SocketAddr,
-    protocol: &str,
-    failure_delay: Duration,
-    max_per_user: usize,
-) -> Login {
-    match crate::pipeline::access::authenticate(gw, user.clone(), pass, peer, protocol).await {
-        None => {
-            tracing::warn!(%peer, %user, protocol, "login failed");
-            tokio::time::sleep(failure_delay).await;
-            Login::Failed
-        }
-        Some(addr) => match per_user.acquire(addr.clone(), max_per_user) {
-            Some(slot) => Login::Ok(addr, slot),
-            None => Login::TooManyConnections,
-        },
     }
 }
