@@ -150,7 +150,12 @@ async fn idle_bench(dir: &std::path::Path) {
     .expect("mailbox");
     let tls = pecd::tls::server_config(&gw.config.tls.cert, &gw.config.tls.key).expect("tls");
     let mut icfg = ImapListenerConfig::from_config(&gw, tls);
-    icfg.max_connections_per_ip = conns + 10;
+    icfg.gate = std::sync::Arc::new(pecd::listener::ConnectionGate::new(
+        conns + 10,
+        conns + 10,
+        conns + 10,
+        [],
+    ));
     icfg.max_connections_per_user = conns + 10;
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

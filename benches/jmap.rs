@@ -112,7 +112,10 @@ async fn run() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let cfg_path = dir.path().join("pecd.toml");
     let text = std::fs::read_to_string(&cfg_path).expect("config");
-    let text = text.replace("max_connections_per_ip = 20", "max_connections_per_ip = 100000");
+    let text = text.replace("max_connections_per_ip = 20", "max_connections_per_ip = 100000").replace(
+        "[limits]\n",
+        "[limits]\nmax_connections_per_listener = 100000\nmax_connections = 100000\n",
+    );
     std::fs::write(&cfg_path, text).expect("config");
     let cfg = pecd::config::Config::load(&cfg_path).expect("config");
     let gw = pecd::gateway::Gateway::open(cfg, pecd::clock::system()).expect("gateway");

@@ -53,6 +53,9 @@ pub fn smtp_session(data: &[u8]) {
             max_line_length: 1000,
         };
         let (mut s, _) = Session::new(cfg, tls);
+        if role == Role::Incoming {
+            s.stream_data(64);
+        }
         let step = 1 + data.first().copied().unwrap_or(7) as usize % 97;
         for chunk in data.chunks(step) {
             let mut events = s.feed(chunk);
@@ -69,7 +72,14 @@ pub fn smtp_session(data: &[u8]) {
                         Event::Reply(r) => {
                             assert!(r.ends_with(b"\r\n"), "a reply line must end with CRLF")
                         }
-                        Event::Close | Event::Refused(_) => {}
+                        Event::DataChunk(c) => {
+                            assert!(!c.is_empty());
+                            // Every other chunk cannot be kept, as when the budget is out.
+                            if c.len() % 2 == 1 {
+                                s.abort_data();
+                            }
+                        }
+                        Event::Close | Event::Refused(_) | Event::DataDiscarded => {}
                     }
                 }
                 if next.is_empty() {

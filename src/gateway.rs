@@ -73,6 +73,8 @@ pub struct Gateway {
     pub logins: LoginLimiter,
     /// SMTP dialogue refusals written to the trace log, per client network.
     pub refusals: RefusalLimiter,
+    /// Connection limits shared by every listener (per address or network, in total).
+    pub connections: Arc<crate::listener::ConnectionGate>,
     /// The index of PEC providers (imported records plus our own entry).
     index: std::sync::RwLock<Arc<ProviderIndex>>,
     /// Password checks run here: argon2id needs ~19 MiB per check, and on the general
@@ -162,7 +164,9 @@ impl Gateway {
             Some(a) => Some(crate::antivirus::Scanner::from_config(a)?),
             None => None,
         };
+        let connections = Arc::new(crate::listener::ConnectionGate::from_config(&config.limits));
         Ok(Arc::new(Self {
+            connections,
             scanner,
             config: Arc::new(config),
             identity,

@@ -1,9 +1,15 @@
 //! What every TCP listener shares (SMTP, IMAP, POP3): the accept loop that stops on the
-//! shutdown signal and survives accept errors, and the connection counters that enforce
-//! the per-IP (and per-user) limits, released when a connection ends; and the mailbox
-//! login step the IMAP and POP3 drivers share ([`login`]).
+//! shutdown signal and survives accept errors; the [`ConnectionGate`] the gateway owns, one
+//! for all listeners, enforcing `limits.max_connections_per_ip` (across all listeners),
+//! `limits.network_connections` (CIDR → limit, most specific prefix wins),
+//! `limits.max_connections_per_listener` and `limits.max_connections`, each count released
+//! when its connection ends; the refusal of a connection over a limit ([`Refusal`]: as the
+//! greeting on plain-text listeners, after the TLS handshake on implicit-TLS ones, never
+//! plaintext before a handshake); and the mailbox login step the IMAP and POP3 drivers
+//! share ([`login`]).
 //!
-//! Owns no protocol: each driver passes what to do with an admitted connection.
+//! Owns no protocol: each driver passes what to do with an admitted connection and the
+//! text of its refusal. Untrusted input: the peer address only.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -39,6 +45,12 @@ impl<K: Hash + Eq + Clone> Counter<K> {
         *n += 1;
         Some(Slot(self.clone(), k))
     }
+
+    /// The count held by `k`.
+    pub fn get(&self, k: &K) -> usize {
+        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(k).copied().unwrap_or(0)
+    }
 }
 
 impl<K: Hash + Eq + Clone> Drop for Slot<K> {
@@ -53,18 +65,148 @@ impl<K: Hash + Eq + Clone> Drop for Slot<K> {
     }
 }
 
-/// Accepts connections until `shutdown` turns true. A connection over the per-IP limit
-/// gets `refusal` (if any) and is closed; an admitted one is handed to `admit` with its
-/// slot, which the connection task must hold until it ends.
+/// Why a connection was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Crowded {
+    /// Its address (or its network, `limits.network_connections`) holds its limit.
+    Source,
+    /// The listener (`limits.max_connections_per_listener`) or the whole gateway
+    /// (`limits.max_connections`) is full.
+    Busy,
+}
+
+/// The connection limits every listener shares (SMTP, IMAP, POP3), owned by the gateway:
+/// one per-source counter across all listeners (`limits.max_connections_per_ip`, or the
+/// limit of the most specific network of `limits.network_connections` containing the
+/// address, counted for the whole network) and the total (`limits.max_connections`).
+#[derive(Debug)]
+pub struct ConnectionGate {
+    per_source: Counter<Source>,
+    total: Counter<()>,
+    max_per_ip: usize,
+    max_total: usize,
+    /// Per-listener cap applied by each [`accept_loop`] to its own counter.
+    pub max_per_listener: usize,
+    /// Most specific prefix first.
+    networks: Vec<(ipnet::IpNet, usize)>,
+    /// Refusals being delivered over TLS (handshake, then the refusal); past
+    /// [`MAX_REFUSALS_IN_FLIGHT`] a refused connection is just closed.
+    refusing: Arc<tokio::sync::Semaphore>,
+}
+
+/// Refused connections on implicit-TLS listeners given a handshake and a refusal at the
+/// same time; more are closed without a word (a refusal must not cost unbounded CPU).
+pub const MAX_REFUSALS_IN_FLIGHT: usize = 64;
+
+/// How long a refused implicit-TLS connection may take for its handshake and refusal.
+pub const REFUSAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a connection is counted under for the per-source limit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Source {
+    Ip(IpAddr),
+    Net(ipnet::IpNet),
+}
+
+/// An admitted connection's places in the counters; released on drop.
+pub struct Admission {
+    _source: Slot<Source>,
+    _listener: Slot<()>,
+    _total: Slot<()>,
+}
+
+impl ConnectionGate {
+    /// `networks`: CIDR → limit (connections from the whole network together).
+    pub fn new(
+        max_per_ip: usize,
+        max_per_listener: usize,
+        max_total: usize,
+        networks: impl IntoIterator<Item = (ipnet::IpNet, usize)>,
+    ) -> Self {
+        let mut networks: Vec<(ipnet::IpNet, usize)> =
+            networks.into_iter().map(|(n, l)| (n.trunc(), l)).collect();
+        networks.sort_by_key(|(n, _)| std::cmp::Reverse(n.prefix_len()));
+        Self {
+            per_source: Counter::default(),
+            total: Counter::default(),
+            max_per_ip,
+            max_total,
+            max_per_listener,
+            networks,
+            refusing: Arc::new(tokio::sync::Semaphore::new(MAX_REFUSALS_IN_FLIGHT)),
+        }
+    }
+
+    /// From `[limits]`.
+    pub fn from_config(l: &crate::config::LimitsConfig) -> Self {
+        Self::new(
+            l.max_connections_per_ip as usize,
+            l.max_connections_per_listener as usize,
+            l.max_connections as usize,
+            l.network_connections.iter().map(|(n, m)| (*n, *m as usize)),
+        )
+    }
+
+    /// The key and limit of `ip`: its most specific configured network, else itself.
+    fn source(&self, ip: IpAddr) -> (Source, usize) {
+        // An IPv4-mapped IPv6 peer (dual-stack socket) is the IPv4 address it maps.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match self.networks.iter().find(|(n, _)| n.contains(&ip)) {
+            Some((n, max)) => (Source::Net(*n), *max),
+            None => (Source::Ip(ip), self.max_per_ip),
+        }
+    }
+
+    /// Admits a connection from `ip` on a listener whose own counter is `listener`.
+    pub fn admit(&self, ip: IpAddr, listener: &Counter<()>) -> Result<Admission, Crowded> {
+        let (key, max) = self.source(ip);
+        let source = self.per_source.acquire(key, max).ok_or(Crowded::Source)?;
+        let listener = listener
+            .acquire((), self.max_per_listener)
+            .ok_or(Crowded::Busy)?;
+        let total = self
+            .total
+            .acquire((), self.max_total)
+            .ok_or(Crowded::Busy)?;
+        Ok(Admission {
+            _source: source,
+            _listener: listener,
+            _total: total,
+        })
+    }
+
+    /// Connections currently admitted, across all listeners.
+    pub fn total(&self) -> usize {
+        self.total.get(&())
+    }
+}
+
+/// How a listener turns away a connection it does not admit.
+#[derive(Clone)]
+pub enum Refusal {
+    /// Plain-text protocols (SMTP 25 and 587): the refusal is the greeting.
+    Plain(fn(Crowded) -> &'static [u8]),
+    /// Implicit TLS (465, 993, 995): nothing may be written before the handshake, so the
+    /// handshake is completed (within [`REFUSAL_TIMEOUT`]) and the refusal sent over TLS;
+    /// when [`MAX_REFUSALS_IN_FLIGHT`] are already under way the connection is just closed.
+    AfterHandshake(Arc<rustls::ServerConfig>, fn(Crowded) -> &'static [u8]),
+}
+
+/// Accepts connections until `shutdown` turns true. A connection the `gate` does not admit
+/// gets its `refusal` and is closed; an admitted one is handed to `admit` with its
+/// admission, which the connection task must hold until it ends.
 pub async fn accept_loop(
     listener: TcpListener,
     protocol: &'static str,
-    max_per_ip: usize,
-    refusal: Option<&'static [u8]>,
+    gate: Arc<ConnectionGate>,
+    refusal: Refusal,
     mut shutdown: watch::Receiver<bool>,
-    mut admit: impl FnMut(TcpStream, SocketAddr, Slot<IpAddr>),
+    mut admit: impl FnMut(TcpStream, SocketAddr, Admission),
 ) {
-    let per_ip: Counter<IpAddr> = Counter::default();
+    let this_listener: Counter<()> = Counter::default();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -78,34 +220,40 @@ pub async fn accept_loop(
                 continue;
             }
         };
-        let Some(slot) = per_ip.acquire(peer.ip(), max_per_ip) else {
-            tracing::warn!(%peer, protocol, "too many connections from this address");
-            if let Some(r) = refusal {
-                tokio::spawn(async move {
-                    let mut s = stream;
-                    let _ = s.write_all(r).await;
-                });
+        match gate.admit(peer.ip(), &this_listener) {
+            Ok(a) => admit(stream, peer, a),
+            Err(why) => {
+                tracing::info!(%peer, protocol, ?why, "connection refused: too many connections");
+                refuse(stream, &gate, &refusal, why);
             }
-            continue;
-        };
-        admit(stream, peer, slot);
+        }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slots_count_and_release() {
-        let c: Counter<&str> = Counter::default();
-        let a = c.acquire("x", 2).unwrap();
-        let _b = c.acquire("x", 2).unwrap();
-        assert!(c.acquire("x", 2).is_none());
-        assert!(c.acquire("y", 2).is_some());
-        drop(a);
-        assert!(c.acquire("x", 2).is_some());
-    }
+fn refuse(stream: TcpStream, gate: &ConnectionGate, refusal: &Refusal, why: Crowded) {
+    // Every refusal task holds a permit, so refused connections cost bounded memory.
+    let Ok(permit) = gate.refusing.clone().try_acquire_owned() else {
+        return; // dropped: closed without a word
+    };
+    let refusal = refusal.clone();
+    tokio::spawn(async move {
+        let _permit = permit;
+        let _ = tokio::time::timeout(REFUSAL_TIMEOUT, async move {
+            match refusal {
+                Refusal::Plain(text) => {
+                    let mut s = stream;
+                    s.write_all(text(why)).await?;
+                    s.shutdown().await
+                }
+                Refusal::AfterHandshake(tls, text) => {
+                    let mut s = tokio_rustls::TlsAcceptor::from(tls).accept(stream).await?;
+                    s.write_all(text(why)).await?;
+                    s.shutdown().await
+                }
+            }
+        })
+        .await;
+    });
 }
 
 /// The outcome of a mailbox login on a listener that limits connections per user.
@@ -140,5 +288,89 @@ pub async fn login(
             Some(slot) => Login::Ok(addr, slot),
             None => Login::TooManyConnections,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_count_and_release() {
+        let c: Counter<&str> = Counter::default();
+        let a = c.acquire("x", 2).unwrap();
+        let _b = c.acquire("x", 2).unwrap();
+        assert!(c.acquire("x", 2).is_none());
+        assert!(c.acquire("y", 2).is_some());
+        drop(a);
+        assert!(c.acquire("x", 2).is_some());
+    }
+
+    fn net(s: &str) -> ipnet::IpNet {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_most_specific_network_wins_and_counts_the_whole_network() {
+        let gate = ConnectionGate::new(
+            2,
+            1000,
+            1000,
+            [
+                (net("10.0.0.0/8"), 5),
+                (net("10.1.2.0/24"), 3),
+                (net("192.0.2.7/32"), 300),
+            ],
+        );
+        let l = Counter::default();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // A NAT address with its own limit takes hundreds.
+        let nat: Vec<_> = (0..300)
+            .map(|_| gate.admit(ip("192.0.2.7"), &l).unwrap())
+            .collect();
+        assert_eq!(gate.admit(ip("192.0.2.7"), &l).err(), Some(Crowded::Source));
+        // Unlisted addresses keep max_connections_per_ip.
+        let _o: Vec<_> = (0..2)
+            .map(|_| gate.admit(ip("192.0.2.8"), &l).unwrap())
+            .collect();
+        assert!(gate.admit(ip("192.0.2.8"), &l).is_err());
+        // The /24 counts all its addresses together, and apart from the rest of the /8.
+        let _a = gate.admit(ip("10.1.2.1"), &l).unwrap();
+        let _b = gate.admit(ip("10.1.2.2"), &l).unwrap();
+        let _c = gate.admit(ip("10.1.2.3"), &l).unwrap();
+        assert!(gate.admit(ip("10.1.2.4"), &l).is_err());
+        let _d: Vec<_> = (0..5)
+            .map(|i| gate.admit(ip(&format!("10.9.0.{i}")), &l).unwrap())
+            .collect();
+        assert!(gate.admit(ip("10.200.0.1"), &l).is_err());
+        // IPv4-mapped IPv6 peers count as their IPv4 address.
+        assert!(gate.admit(ip("::ffff:192.0.2.8"), &l).is_err());
+        assert_eq!(gate.total(), 300 + 2 + 3 + 5);
+        drop(nat);
+        assert_eq!(gate.total(), 10);
+    }
+
+    #[test]
+    fn listener_and_total_caps_refuse_as_busy_and_release() {
+        let gate = ConnectionGate::new(100, 2, 3, []);
+        let (l1, l2) = (Counter::default(), Counter::default());
+        let ip = |n: u8| IpAddr::from([127, 0, 0, n]);
+        let a = gate.admit(ip(1), &l1).unwrap();
+        let _b = gate.admit(ip(2), &l1).unwrap();
+        assert_eq!(
+            gate.admit(ip(3), &l1).err(),
+            Some(Crowded::Busy),
+            "listener full"
+        );
+        let _c = gate.admit(ip(3), &l2).unwrap();
+        assert_eq!(
+            gate.admit(ip(4), &l2).err(),
+            Some(Crowded::Busy),
+            "gateway full"
+        );
+        // A refused attempt leaves no count behind.
+        assert_eq!(gate.total(), 3);
+        drop(a);
+        assert!(gate.admit(ip(4), &l2).is_ok());
     }
 }

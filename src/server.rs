@@ -30,6 +30,11 @@ pub enum ServerError {
     },
     #[error("loading the TLS certificate: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error("preparing the DATA spool directory {path}: {source}")]
+    Spool {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A running provider.
@@ -126,11 +131,32 @@ pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
     let mut tasks = Vec::new();
     let mut listeners = Vec::new();
     let limits = &gw.config.limits;
+    // DATA is spooled here while it arrives; each SMTP role has its own budgets, so a
+    // flood on port 25 never stops users from sending.
+    let spool_dir = gw.config.store.dir.join("spool");
+    crate::smtp::spool::prepare_dir(&spool_dir).map_err(|source| ServerError::Spool {
+        path: spool_dir.clone(),
+        source,
+    })?;
+    let data_limits = |prefix| {
+        Arc::new(crate::smtp::spool::DataLimits::new(
+            &spool_dir,
+            prefix,
+            limits.max_inflight_data_bytes,
+            limits.max_processing_bytes,
+        ))
+    };
+    let (incoming_data, submission_data) = (data_limits("in"), data_limits("sub"));
     let listener_cfg = |role, implicit_tls| ListenerConfig {
         session: SessionConfig {
             hostname: gw.config.provider.hostname.clone(),
             role,
-            max_message_bytes: limits.max_message_bytes as usize,
+            // Port 25 takes what providers build around a maximum-size original
+            // (envelopes, completa receipts, anomaly envelopes: issue #13).
+            max_message_bytes: match role {
+                Role::Incoming => limits.max_incoming_message_bytes,
+                Role::Submission => limits.max_message_bytes,
+            } as usize,
             max_recipients: limits.max_recipients as usize,
             tls_available: true,
             local_domains: gw
@@ -146,7 +172,11 @@ pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
         implicit_tls,
         tls: Some(tls.clone()),
         command_timeout: Duration::from_secs(limits.command_timeout_secs),
-        max_connections_per_ip: limits.max_connections_per_ip as usize,
+        gate: gw.connections.clone(),
+        data: match role {
+            Role::Incoming => incoming_data.clone(),
+            Role::Submission => submission_data.clone(),
+        },
         auth_failure_delay: Duration::from_secs(1),
     };
     let submission: [(&'static str, Option<SocketAddr>, bool); 2] = [

@@ -504,3 +504,107 @@ async fn smtp_to(p: &Provider, from: &str, rcpts: &[&str], data: &[u8]) -> u16 {
 
 #[allow(dead_code)]
 fn _unused(_: Domain) {}
+
+/// Issue #13: a message just under `max_message_bytes` reaches another pecd provider and
+/// comes back as a completa delivery receipt. The envelope (original + daticert +
+/// signature) and the receipt (which carries the original again) are both larger than
+/// the original: port 25 must take them (`limits.max_incoming_message_bytes`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maximum_size_message_reaches_the_delivery_receipt() {
+    let mut a = Provider::new("pec.alfa.test", pecd::clock::system());
+    let mut b = Provider::new("pec.beta.test", pecd::clock::system());
+    a.wire(&b);
+    b.wire(&a);
+    a.start().await;
+    b.start().await;
+    a.add("a", false);
+    b.add("b", false);
+    let max = a.gw().config.limits.max_message_bytes as usize;
+    assert_eq!(max, 52_428_800);
+    // The size of the report in the issue, 1,939 octets under the limit; 7-bit lines.
+    let target = 52_426_861;
+    let mut msg = b"From: a@pec.alfa.test\r\nTo: b@pec.beta.test\r\nSubject: Grande\r\n\
+Date: Mon, 23 Nov 2026 10:00:00 +0100\r\nMessage-ID: <grande@mua.test>\r\nMIME-Version: 1.0\r\n\
+Content-Type: text/plain; charset=us-ascii\r\n\r\n"
+        .to_vec();
+    let mut i = 0u64;
+    while msg.len() < target {
+        let line =
+            format!("{i:016x} lorem ipsum dolor sit amet consectetur adipiscing elit sed\r\n");
+        let room = target - msg.len();
+        if line.len() <= room {
+            msg.extend_from_slice(line.as_bytes());
+        } else {
+            msg.extend(std::iter::repeat_n(b'z', room.saturating_sub(2)));
+            msg.extend_from_slice(&b"\r\n"[..room.min(2)]);
+        }
+        i += 1;
+    }
+    assert_eq!(msg.len(), target);
+    let ca = a.dir.path().join("certs/ca.pem");
+    let r = common::smtp::submit(
+        a.smtps(),
+        &ca,
+        "a@pec.alfa.test",
+        "pw",
+        &["b@pec.beta.test"],
+        &msg,
+    )
+    .await;
+    assert_eq!(r.0, 250, "{r:?}");
+    drop(msg);
+
+    // Only the kinds (each message classified once: they are big).
+    let kinds = |p: &Provider, user: &str, want: usize| {
+        let gw = p.gw().clone();
+        let addr = PecAddress::parse(&format!("{user}@{}", p.domain)).unwrap();
+        move || -> Option<Vec<(String, usize)>> {
+            let list = gw.store.messages(&addr, "INBOX").unwrap();
+            (list.len() >= want).then(|| {
+                list.iter()
+                    .map(|m| {
+                        let bytes = gw.store.blobs().read(&m.blob).unwrap();
+                        let c = classify(&bytes).unwrap();
+                        let tipo = match c.daticert {
+                            Some(Ok(d)) => d.tipo.as_str().to_string(),
+                            _ => c.kind.name(),
+                        };
+                        (tipo, bytes.len())
+                    })
+                    .collect()
+            })
+        }
+    };
+    let started = Instant::now();
+    let at_a = kinds(&a, "a", 2);
+    let mut got = None;
+    wait_until("the acceptance and the delivery receipt at A", || {
+        got = at_a();
+        got.is_some()
+    })
+    .await;
+    let got = got.unwrap();
+    let receipt = got
+        .iter()
+        .find(|(t, _)| t == Tipo::AvvenutaConsegna.as_str())
+        .unwrap_or_else(|| panic!("no delivery receipt: {got:?}"));
+    assert!(
+        got.iter().any(|(t, _)| t == Tipo::Accettazione.as_str()),
+        "{got:?}"
+    );
+    // The completa receipt carries the original: it is larger than the limit for originals.
+    assert!(receipt.1 > max, "{got:?}");
+    let at_b = kinds(&b, "b", 1)().expect("the envelope in b's INBOX");
+    assert_eq!(at_b.len(), 1, "{at_b:?}");
+    assert_eq!(at_b[0].0, Tipo::PostaCertificata.as_str());
+    assert!(
+        at_b[0].1 > max,
+        "the envelope is larger than the original: {at_b:?}"
+    );
+    eprintln!(
+        "maximum-size message: delivery receipt after {:?}",
+        started.elapsed()
+    );
+    a.stop().await;
+    b.stop().await;
+}

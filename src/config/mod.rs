@@ -64,6 +64,47 @@ pub const DEFAULT_MAX_LINE_LENGTH: usize = 4096;
 pub const MIN_LINE_LENGTH: usize = 1000;
 pub const MAX_LINE_LENGTH_CEILING: usize = 1024 * 1024;
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: u32 = 20;
+/// Simultaneous connections on one listener, and on all listeners together. An idle
+/// session costs some tens of KiB (TLS buffers, session state; DATA goes to the spool), so
+/// the defaults keep sessions alone well under 100 MiB.
+pub const DEFAULT_MAX_CONNECTIONS_PER_LISTENER: u32 = 1000;
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 2000;
+pub const MAX_CONNECTIONS_CEILING: u64 = 1_000_000;
+/// Room for what a provider puts around an original in an envelope, a completa delivery
+/// receipt or an anomaly envelope: headers, the text part, `daticert.xml` (base64, up to
+/// `max_recipients` addresses) and the CMS signature with its certificate.
+pub const ENVELOPE_OVERHEAD_BYTES: u64 = 1024 * 1024;
+/// Ceiling of `limits.max_incoming_message_bytes`.
+pub const MAX_INCOMING_MESSAGE_BYTES_CEILING: u64 = 4 * 1024 * 1024 * 1024;
+/// `limits.max_inflight_data_bytes` when absent (or twice the largest incoming message, if
+/// that is more).
+pub const DEFAULT_MAX_INFLIGHT_DATA_BYTES: u64 = 1024 * 1024 * 1024;
+/// `limits.max_processing_bytes` when absent, and its floor.
+pub const DEFAULT_MAX_PROCESSING_BYTES: u64 = 256 * 1024 * 1024;
+pub const MIN_PROCESSING_BYTES: u64 = 1024 * 1024;
+
+/// The default of `limits.max_incoming_message_bytes` for a given `max_message_bytes`:
+/// the largest message a provider legitimately builds around an original of that size,
+/// whatever transfer encoding it gives the original (rules §2 item 6: a part with non-ASCII
+/// octets gets QP or base64). Quoted-printable is the worst: an 8-bit octet becomes `=XX`
+/// and a 76-column line carries 25 of them, 78 octets with its soft break, ×3.12; this
+/// takes ×3.125 plus [`ENVELOPE_OVERHEAD_BYTES`].
+pub fn default_incoming_message_bytes(max_message_bytes: u64) -> u64 {
+    max_message_bytes
+        .saturating_mul(25)
+        .div_ceil(8)
+        .saturating_add(ENVELOPE_OVERHEAD_BYTES)
+}
+
+/// The floor of `limits.max_incoming_message_bytes`: a maximum-size original in base64
+/// (57 octets per 78-octet line, ×1.37) plus [`ENVELOPE_OVERHEAD_BYTES`]. Below it a
+/// provider's ordinary envelope of a maximum-size message would be refused.
+pub fn min_incoming_message_bytes(max_message_bytes: u64) -> u64 {
+    max_message_bytes
+        .saturating_mul(78)
+        .div_ceil(57)
+        .saturating_add(ENVELOPE_OVERHEAD_BYTES)
+}
 /// Failed logins allowed per client address (IPv4, IPv6 /64) and per account from one
 /// address within `auth_lockout_secs`, across SMTP, IMAP and POP3 (see
 /// [`crate::gateway::LoginLimiter`]).
@@ -180,6 +221,25 @@ pub struct LimitsConfig {
     pub max_line_length: usize,
     /// Simultaneous connections from one IP address, across all listeners.
     pub max_connections_per_ip: u32,
+    /// Simultaneous connections on one listener.
+    pub max_connections_per_listener: u32,
+    /// Simultaneous connections on all listeners together.
+    pub max_connections: u32,
+    /// Networks with their own limit: connections from all addresses of the network
+    /// together, across all listeners, instead of `max_connections_per_ip` (e.g. an
+    /// institution behind one NAT address). The most specific prefix containing an
+    /// address wins.
+    pub network_connections: Vec<(ipnet::IpNet, u32)>,
+    /// Largest message accepted on the `smtp` listener (25) from other providers and the
+    /// Internet: envelopes, receipts and anomaly envelopes built around a maximum-size
+    /// original are larger than it ([`default_incoming_message_bytes`]).
+    pub max_incoming_message_bytes: u64,
+    /// DATA bytes being received (spooled to disk, not yet answered) at once, per SMTP
+    /// role (`smtp`; `smtps` + `submission`); past it a transfer is refused with 452 4.3.1.
+    pub max_inflight_data_bytes: u64,
+    /// Bytes of finished messages being processed (read back into memory) at once, per
+    /// SMTP role; a message larger than this waits for the whole budget.
+    pub max_processing_bytes: u64,
     /// Idle time allowed between two commands.
     pub command_timeout_secs: u64,
     /// Failed logins allowed per client address (IPv4, IPv6 /64) and per account from
@@ -300,6 +360,13 @@ impl Default for LimitsConfig {
             default_quota_bytes: DEFAULT_QUOTA_BYTES,
             max_line_length: DEFAULT_MAX_LINE_LENGTH,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            max_connections_per_listener: DEFAULT_MAX_CONNECTIONS_PER_LISTENER,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            network_connections: Vec::new(),
+            max_incoming_message_bytes: default_incoming_message_bytes(DEFAULT_MAX_MESSAGE_BYTES),
+            max_inflight_data_bytes: DEFAULT_MAX_INFLIGHT_DATA_BYTES
+                .max(2 * default_incoming_message_bytes(DEFAULT_MAX_MESSAGE_BYTES)),
+            max_processing_bytes: DEFAULT_MAX_PROCESSING_BYTES,
             command_timeout_secs: DEFAULT_COMMAND_TIMEOUT_SECS,
             auth_max_failures: DEFAULT_AUTH_MAX_FAILURES,
             auth_lockout_secs: DEFAULT_AUTH_LOCKOUT_SECS,

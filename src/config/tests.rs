@@ -368,6 +368,88 @@ fn total_size_and_login_limits() {
     }
 }
 
+/// Issue #13: port 25 takes what a provider builds around a maximum-size original; the
+/// connection and DATA limits have defaults, bounds, and per-network limits by CIDR.
+#[test]
+fn incoming_size_connection_and_data_limits() {
+    let dir = fixture();
+    let d = parse_in(dir.path(), MINIMAL).unwrap().limits;
+    // The QP worst case of a 50 MiB original (×3.12) plus 1 MiB of envelope.
+    assert_eq!(
+        d.max_incoming_message_bytes,
+        52_428_800 / 8 * 25 + 1_048_576
+    );
+    assert!(d.max_incoming_message_bytes as f64 > 52_428_800.0 * 78.0 / 25.0);
+    assert_eq!(
+        (d.max_connections, d.max_connections_per_listener),
+        (2000, 1000)
+    );
+    assert_eq!(d.max_inflight_data_bytes, 1 << 30);
+    assert_eq!(d.max_processing_bytes, 256 << 20);
+    assert!(d.network_connections.is_empty());
+    // It follows max_message_bytes when absent.
+    let big = format!("{MINIMAL}\n[limits]\nmax_message_bytes = 209715200\n");
+    let c = parse_in(dir.path(), &big).unwrap().limits;
+    assert_eq!(
+        c.max_incoming_message_bytes,
+        209_715_200 / 8 * 25 + 1_048_576
+    );
+    assert_eq!(c.max_inflight_data_bytes, 2 * c.max_incoming_message_bytes);
+    let set = format!(
+        "{MINIMAL}\n[limits]\nnetwork_connections = {{ \"10.0.0.0/8\" = 500, \"192.0.2.7\" = 300, \"2001:db8::/32\" = 50 }}\n"
+    );
+    let c = parse_in(dir.path(), &set).unwrap().limits;
+    let mut nets: Vec<String> = c
+        .network_connections
+        .iter()
+        .map(|(n, l)| format!("{n}={l}"))
+        .collect();
+    nets.sort();
+    assert_eq!(
+        nets,
+        ["10.0.0.0/8=500", "192.0.2.7/32=300", "2001:db8::/32=50"]
+    );
+    for (text, key, fragment) in [
+        (
+            "max_incoming_message_bytes = 52428800",
+            "limits.max_incoming_message_bytes",
+            "base64",
+        ),
+        (
+            "max_inflight_data_bytes = 1000",
+            "limits.max_inflight_data_bytes",
+            "must fit",
+        ),
+        (
+            "max_connections = 0",
+            "limits.max_connections",
+            "out of range",
+        ),
+        (
+            "network_connections = { \"10.0.0.1/8\" = 5 }",
+            "limits.network_connections.\"10.0.0.1/8\"",
+            "host bits",
+        ),
+        (
+            "network_connections = { \"nat\" = 5 }",
+            "limits.network_connections.\"nat\"",
+            "not a network",
+        ),
+        (
+            "network_connections = { \"10.0.0.0/8\" = 0 }",
+            "limits.network_connections.\"10.0.0.0/8\"",
+            "out of range",
+        ),
+    ] {
+        let err = parse_in(dir.path(), &format!("{MINIMAL}\n[limits]\n{text}\n")).unwrap_err();
+        let p = err.problems();
+        assert!(
+            p.len() == 1 && p[0].key == key && p[0].message.contains(fragment),
+            "{text}: {err}"
+        );
+    }
+}
+
 /// Digest §8.2: the index is fetched over a channel that authenticates the directory.
 /// Plain `ldap://` is refused unless `ldap_insecure` says so; `ldaps://` and StartTLS are
 /// accepted, with `ldap_ca` a readable PEM of certificates.

@@ -12,9 +12,11 @@ use toml::{Table, Value};
 
 use super::walk::{Problems, Section, optional_file_key, type_name};
 use super::{
-    DEFAULT_MAX_TOTAL_BYTES, DEFAULT_SERVICE_LOCAL, IndexConfig, LimitsConfig, ListenConfig,
+    DEFAULT_MAX_INFLIGHT_DATA_BYTES, DEFAULT_MAX_TOTAL_BYTES, DEFAULT_SERVICE_LOCAL, IndexConfig,
+    LimitsConfig, ListenConfig, MAX_CONNECTIONS_CEILING, MAX_INCOMING_MESSAGE_BYTES_CEILING,
     MAX_LINE_LENGTH_CEILING, MAX_MESSAGE_BYTES_CEILING, MAX_RECIPIENTS_CEILING,
-    MIN_INDEX_REFRESH_SECS, MIN_LINE_LENGTH, MIN_MESSAGE_BYTES, MIN_RECIPIENTS, ProviderConfig,
+    MIN_INDEX_REFRESH_SECS, MIN_LINE_LENGTH, MIN_MESSAGE_BYTES, MIN_PROCESSING_BYTES,
+    MIN_RECIPIENTS, ProviderConfig, default_incoming_message_bytes, min_incoming_message_bytes,
 };
 use crate::pec::address::{Domain, PecAddress};
 
@@ -287,6 +289,81 @@ pub(super) fn limits(
         "",
         errs,
     );
+    let per_listener = sec.uint(
+        "max_connections_per_listener",
+        d.max_connections_per_listener.into(),
+        (1, MAX_CONNECTIONS_CEILING),
+        "",
+        errs,
+    );
+    let total_conns = sec.uint(
+        "max_connections",
+        d.max_connections.into(),
+        (1, MAX_CONNECTIONS_CEILING),
+        "",
+        errs,
+    );
+    let mut network_connections = Vec::new();
+    for (cidr, v) in sec.table("network_connections", errs) {
+        let key = format!("limits.network_connections.{cidr:?}");
+        // A bare address is its own /32 (or /128).
+        let net = cidr
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| cidr.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        let net = match net {
+            Ok(n) if n.trunc() != n => {
+                errs.push(
+                    &key,
+                    format!("{cidr:?} has host bits set (the network is {})", n.trunc()),
+                );
+                continue;
+            }
+            Ok(n) => n,
+            Err(_) => {
+                errs.push(&key, format!("{cidr:?} is not a network (\"10.0.0.0/8\", \"2001:db8::/32\") or an address"));
+                continue;
+            }
+        };
+        match v {
+            Value::Integer(i) if (1..=MAX_CONNECTIONS_CEILING as i64).contains(&i) => {
+                network_connections.push((net, i as u32))
+            }
+            Value::Integer(i) => errs.push(
+                &key,
+                format!("{i} is out of range (allowed 1..={MAX_CONNECTIONS_CEILING})"),
+            ),
+            other => errs.push(
+                &key,
+                format!("expected an integer, found {}", type_name(&other)),
+            ),
+        }
+    }
+    let message = max_message_bytes.unwrap_or(d.max_message_bytes);
+    let incoming_default = default_incoming_message_bytes(message);
+    let incoming_min = min_incoming_message_bytes(message);
+    let incoming = sec.uint(
+        "max_incoming_message_bytes",
+        incoming_default,
+        (incoming_min, MAX_INCOMING_MESSAGE_BYTES_CEILING.max(incoming_min)),
+        "a provider's envelope of a maximum-size original in base64 (limits.max_message_bytes × 78/57 + 1 MiB) must fit",
+        errs,
+    );
+    let incoming_or_default = incoming.unwrap_or(incoming_default);
+    let inflight_default = DEFAULT_MAX_INFLIGHT_DATA_BYTES.max(2 * incoming_or_default);
+    let inflight = sec.uint(
+        "max_inflight_data_bytes",
+        inflight_default,
+        (incoming_or_default, u64::MAX >> 1),
+        "a largest incoming message (limits.max_incoming_message_bytes) must fit",
+        errs,
+    );
+    let processing = sec.uint(
+        "max_processing_bytes",
+        d.max_processing_bytes,
+        (MIN_PROCESSING_BYTES, u64::MAX >> 1),
+        "",
+        errs,
+    );
     let timeout = sec.uint(
         "command_timeout_secs",
         d.command_timeout_secs,
@@ -338,6 +415,16 @@ pub(super) fn limits(
         max_connections_per_ip: conns
             .and_then(|v| u32::try_from(v).ok())
             .unwrap_or(d.max_connections_per_ip),
+        max_connections_per_listener: per_listener
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(d.max_connections_per_listener),
+        max_connections: total_conns
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(d.max_connections),
+        network_connections,
+        max_incoming_message_bytes: incoming_or_default,
+        max_inflight_data_bytes: inflight.unwrap_or(inflight_default),
+        max_processing_bytes: processing.unwrap_or(d.max_processing_bytes),
         command_timeout_secs: timeout.unwrap_or(d.command_timeout_secs),
         auth_max_failures: auth_failures
             .and_then(|v| u32::try_from(v).ok())

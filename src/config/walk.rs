@@ -152,6 +152,22 @@ impl Section {
         }
     }
 
+    /// A table (e.g. `{ "10.0.0.0/8" = 500 }`); empty when absent or of the wrong type
+    /// (reported).
+    pub(super) fn table(&mut self, k: &'static str, errs: &mut Problems) -> Table {
+        match self.value(k) {
+            None => Table::new(),
+            Some(Value::Table(t)) => t,
+            Some(other) => {
+                errs.push(
+                    self.key(k),
+                    format!("expected a table, found {}", type_name(&other)),
+                );
+                Table::new()
+            }
+        }
+    }
+
     /// An array of strings, each with its indexed key (`trust.ca[2]`).
     pub(super) fn strings(
         &mut self,

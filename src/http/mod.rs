@@ -6,7 +6,8 @@
 //! request, and this file is the thin driver (accept, TLS handshake, one hyper connection
 //! per socket, shutdown). Untrusted input: everything a client sends — the request line,
 //! headers, cookies, bodies (read through [`body::read_limited`], never unbounded).
-//! Named limits: [`MAX_HEADER_BYTES`], [`HEADER_TIMEOUT`], `limits.max_connections_per_ip`,
+//! Named limits: [`MAX_HEADER_BYTES`], [`HEADER_TIMEOUT`], the connection limits shared
+//! with every listener (`limits.max_connections*`, `network_connections`),
 //! and the JMAP limits advertised in the session ([`crate::jmap::Limits`]).
 
 pub mod auth;
@@ -57,24 +58,20 @@ pub async fn serve(
     web: Arc<Web>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let max = web.gw.config.limits.max_connections_per_ip as usize;
+    let gate = web.gw.connections.clone();
+    let refusal = crate::listener::Refusal::AfterHandshake(tls.clone(), |_| {
+        b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 10\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    });
     let stop = shutdown.clone();
-    crate::listener::accept_loop(
-        listener,
-        "https",
-        max,
-        None,
-        shutdown,
-        move |stream, peer, slot| {
-            let (tls, web, stop) = (tls.clone(), web.clone(), stop.clone());
-            tokio::spawn(async move {
-                let _slot = slot;
-                if let Err(e) = connection(stream, peer, tls, web, stop).await {
-                    tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error");
-                }
-            });
-        },
-    )
+    crate::listener::accept_loop(listener, "https", gate, refusal, shutdown, move |stream, peer, slot| {
+        let (tls, web, stop) = (tls.clone(), web.clone(), stop.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(e) = connection(stream, peer, tls, web, stop).await {
+                tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error");
+            }
+        });
+    })
     .await;
 }
 

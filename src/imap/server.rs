@@ -38,7 +38,8 @@ pub struct ImapListenerConfig {
     /// How often an IDLE-ing session checks its folder record anyway: a fallback only,
     /// since the store tells IDLE of every committed change at once.
     pub idle_poll: Duration,
-    pub max_connections_per_ip: usize,
+    /// The connection limits shared by every listener (the gateway's).
+    pub gate: Arc<crate::listener::ConnectionGate>,
     /// Simultaneous sessions of one mailbox (clients open several: 10 is generous).
     pub max_connections_per_user: usize,
     /// Delay before answering a failed login.
@@ -58,7 +59,7 @@ impl ImapListenerConfig {
             login_timeout: Duration::from_secs(l.command_timeout_secs),
             session_timeout: Duration::from_secs(30 * 60),
             idle_poll: IDLE_FALLBACK_POLL,
-            max_connections_per_ip: l.max_connections_per_ip as usize,
+            gate: gw.connections.clone(),
             max_connections_per_user: 10,
             auth_failure_delay: Duration::from_secs(1),
         }
@@ -74,13 +75,16 @@ pub async fn serve(
 ) {
     let cfg = Arc::new(cfg);
     let per_user: Counter<String> = Counter::default();
-    let max = cfg.max_connections_per_ip;
     let conn_shutdown = shutdown.clone();
+    // RFC 5530 UNAVAILABLE, over TLS: nothing is written before the handshake.
+    let refusal = crate::listener::Refusal::AfterHandshake(cfg.tls.clone(), |_| {
+        b"* BYE [UNAVAILABLE] Too many connections, try again later\r\n"
+    });
     crate::listener::accept_loop(
         listener,
         "imap",
-        max,
-        None,
+        cfg.gate.clone(),
+        refusal,
         shutdown,
         move |stream, peer, slot| {
             let (cfg, gw, per_user, shutdown) = (

@@ -33,7 +33,8 @@ pub struct Pop3ListenerConfig {
     pub login_timeout: Duration,
     /// Silence allowed once logged in (≥ 10 minutes, RFC 1939 §3).
     pub timeout: Duration,
-    pub max_connections_per_ip: usize,
+    /// The connection limits shared by every listener (the gateway's).
+    pub gate: Arc<crate::listener::ConnectionGate>,
     pub max_connections_per_user: usize,
     pub auth_failure_delay: Duration,
 }
@@ -45,7 +46,7 @@ impl Pop3ListenerConfig {
             tls,
             login_timeout: LOGIN_TIMEOUT.min(Duration::from_secs(l.command_timeout_secs)),
             timeout: Duration::from_secs(l.command_timeout_secs).max(MIN_SESSION_TIMEOUT),
-            max_connections_per_ip: l.max_connections_per_ip as usize,
+            gate: gw.connections.clone(),
             max_connections_per_user: 4,
             auth_failure_delay: Duration::from_secs(1),
         }
@@ -61,12 +62,15 @@ pub async fn serve(
 ) {
     let cfg = Arc::new(cfg);
     let per_user: Counter<String> = Counter::default();
-    let max = cfg.max_connections_per_ip;
+    // RFC 3206 SYS/TEMP, over TLS: nothing is written before the handshake.
+    let refusal = crate::listener::Refusal::AfterHandshake(cfg.tls.clone(), |_| {
+        b"-ERR [SYS/TEMP] Too many connections, try again later\r\n"
+    });
     crate::listener::accept_loop(
         listener,
         "pop3",
-        max,
-        None,
+        cfg.gate.clone(),
+        refusal,
         shutdown,
         move |stream, peer, slot| {
             let (cfg, gw, per_user) = (cfg.clone(), gw.clone(), per_user.clone());

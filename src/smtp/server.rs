@@ -3,8 +3,12 @@
 //! every decision ([`Event::Authenticate`], [`Event::Message`]) to a [`Backend`].
 //!
 //! Owns sockets and timers only; protocol logic stays in the session, PEC logic in the
-//! backend (the access and incoming points). Reads are bounded (8 KiB at a time); message
-//! bytes accumulate in the session only up to the configured limit. Before checking
+//! backend (the access and incoming points). Reads are bounded (8 KiB at a time); DATA is
+//! streamed: the session hands out chunks of [`DATA_CHUNK_BYTES`], appended to a
+//! [`Spool`] file under the role's in-flight budget (452 4.3.1 past it), and the finished
+//! message is read back into memory only under the role's processing budget
+//! ([`DataLimits`]). Connections are admitted by the gateway's
+//! [`ConnectionGate`](crate::listener::ConnectionGate). Before checking
 //! credentials it asks the backend whether logins from this peer / for this account are
 //! locked out ([`Backend::auth_refusal`]); refusals the session decides by itself are
 //! passed to [`Backend::refused`] (for the trace log), at most
@@ -18,6 +22,9 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+
+use crate::listener::{Crowded, Refusal};
+use crate::smtp::spool::{DATA_CHUNK_BYTES, DataLimits, Spool};
 
 use super::session::{DialogueRefusal, Envelope, Event, Session, SessionConfig};
 
@@ -84,8 +91,10 @@ pub struct ListenerConfig {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Idle time allowed between commands (RFC 5321 §4.5.3.2 suggests minutes).
     pub command_timeout: Duration,
-    /// Concurrent connections allowed from one IP address.
-    pub max_connections_per_ip: usize,
+    /// The connection limits shared by every listener (the gateway's).
+    pub gate: Arc<crate::listener::ConnectionGate>,
+    /// The spool and byte budgets of this listener's role.
+    pub data: Arc<DataLimits>,
     /// Delay before answering a failed AUTH (slows password guessing).
     pub auth_failure_delay: Duration,
 }
@@ -98,13 +107,20 @@ pub async fn serve<B: Backend>(
     shutdown: watch::Receiver<bool>,
 ) {
     let cfg = Arc::new(cfg);
-    let max = cfg.max_connections_per_ip;
-    let refusal: &'static [u8] = b"421 4.7.0 Too many connections from your address\r\n";
+    let text = |why| match why {
+        Crowded::Source => &b"421 4.7.0 Too many connections from your address\r\n"[..],
+        Crowded::Busy => &b"421 4.7.0 Too many connections, try again later\r\n"[..],
+    };
+    // Implicit TLS (465): the 421 goes over TLS, never in clear before the handshake.
+    let refusal = match (&cfg.tls, cfg.implicit_tls) {
+        (Some(tls), true) => Refusal::AfterHandshake(tls.clone(), text),
+        _ => Refusal::Plain(text),
+    };
     crate::listener::accept_loop(
         listener,
         "smtp",
-        max,
-        Some(refusal),
+        cfg.gate.clone(),
+        refusal,
         shutdown,
         move |stream, peer, slot| {
             let (cfg, backend) = (cfg.clone(), backend.clone());
@@ -140,12 +156,14 @@ async fn connection<B: Backend>(
         .map_err(|_| {
             std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
         })??;
-        let (session, greeting) = Session::new(cfg.session.clone(), true);
+        let (mut session, greeting) = Session::new(cfg.session.clone(), true);
+        session.stream_data(DATA_CHUNK_BYTES);
         run(tls_stream, session, Some(greeting), peer, cfg, backend)
             .await
             .map(|_| ())
     } else {
-        let (session, greeting) = Session::new(cfg.session.clone(), false);
+        let (mut session, greeting) = Session::new(cfg.session.clone(), false);
+        session.stream_data(DATA_CHUNK_BYTES);
         let mut stream = stream;
         match run(&mut stream, session, Some(greeting), peer, cfg, backend).await? {
             Outcome::Closed => Ok(()),
@@ -184,6 +202,10 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin, B: Backend>(
     let mut queue: std::collections::VecDeque<Event> = greeting.into_iter().collect();
     let mut buf = vec![0u8; 8192];
     let mut reported = 0usize;
+    // The current transfer's spool file (dropped, with its budget, when it ends).
+    let mut spool: Option<Spool> = None;
+    // A chunk was not kept after the session had already finished the transfer.
+    let mut spool_failed = false;
     loop {
         while let Some(ev) = queue.pop_front() {
             match ev {
@@ -223,8 +245,28 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin, B: Backend>(
                         );
                     }
                 }
-                Event::Message(envelope) => {
-                    let r = backend.message(envelope, peer).await;
+                Event::DataChunk(chunk) => {
+                    if let Err(e) = spool_chunk(&mut spool, &cfg.data, &chunk).await {
+                        tracing::info!(%peer, error = %e, "DATA not kept: refusing the message");
+                        spool = None;
+                        spool_failed = !session.abort_data();
+                    }
+                }
+                Event::DataDiscarded => spool = None,
+                Event::Message(mut envelope) => {
+                    // Room to process first: only then is the message read back into
+                    // memory, so waiting messages cost no memory.
+                    let size = spool.as_ref().map_or(0, |s| s.len() as usize) + envelope.data.len();
+                    let _permit = cfg.data.processing(size).await;
+                    let kept = !std::mem::take(&mut spool_failed)
+                        && unspool(spool.as_mut(), &mut envelope, peer).await;
+                    let r = if kept {
+                        backend.message(envelope, peer).await
+                    } else {
+                        no_storage()
+                    };
+                    // The file and its in-flight bytes are kept until the answer.
+                    spool = None;
                     queue.extend(session.message_result(r.code, &r.enhanced, &r.text));
                 }
             }
@@ -247,4 +289,43 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin, B: Backend>(
         }
         queue.extend(session.feed(&buf[..n]));
     }
+}
+
+/// Appends one chunk to the transfer's spool file, creating it at the first chunk.
+async fn spool_chunk(
+    spool: &mut Option<Spool>,
+    limits: &Arc<DataLimits>,
+    chunk: &[u8],
+) -> Result<(), crate::smtp::spool::SpoolError> {
+    let s = match spool {
+        Some(s) => s,
+        None => spool.insert(limits.create().await?),
+    };
+    s.append(chunk).await
+}
+
+/// Completes a streamed message: the rest after the chunks goes to the spool, and the
+/// whole content back into `envelope.data`. False when it could not be kept.
+async fn unspool(spool: Option<&mut Spool>, envelope: &mut Envelope, peer: SocketAddr) -> bool {
+    let Some(s) = spool else { return true };
+    let tail = std::mem::take(&mut envelope.data);
+    if let Err(e) = s.append(&tail).await {
+        tracing::info!(%peer, error = %e, "DATA not kept: refusing the message");
+        return false;
+    }
+    match s.read_all().await {
+        Ok(all) => {
+            envelope.data = all;
+            true
+        }
+        Err(e) => {
+            tracing::error!(%peer, error = %e, "reading the DATA spool back");
+            false
+        }
+    }
+}
+
+/// The answer to a message whose DATA could not be kept (RFC 3463 4.3.1).
+fn no_storage() -> SmtpReply {
+    SmtpReply::new(452, "4.3.1", "Insufficient system storage, try again later")
 }

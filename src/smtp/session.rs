@@ -23,7 +23,12 @@
 //! parsed) and for DATA lines on submission only (RFC 5321 §4.5.3.1.6; the message is
 //! refused with 554 5.6.0 at the final dot; port 25 accepts longer lines, see
 //! [`SessionConfig::data_line_limit`]); `limits.max_message_bytes` (SIZE, and 552 5.3.4 at
-//! the final dot, counted on the dot-unstuffed content). A refused DATA
+//! the final dot, counted on the dot-unstuffed content; the driver sets it to
+//! `limits.max_incoming_message_bytes` on port 25). With [`Session::stream_data`] (as the
+//! driver always does) the content leaves the session in [`Event::DataChunk`]s while it
+//! arrives, so a session holds at most about one chunk whatever the message size; a driver
+//! that cannot keep a chunk calls [`Session::abort_data`] and the dot is answered
+//! 452 4.3.1. A refused DATA
 //! is read and dropped only up to [`SessionConfig::discard_bound`]; past it the session
 //! answers 552 and closes, so a peer cannot stream forever.
 //!
@@ -137,6 +142,10 @@ pub struct Session {
     mail_from: String,
     rcpt_to: Vec<String>,
     data: Vec<u8>,
+    /// Content octets of this transfer already handed out as [`Event::DataChunk`].
+    data_flushed: usize,
+    /// Hand content out once `data` holds this much ([`Session::stream_data`]).
+    data_chunk: usize,
     data_rx: DataReceiver,
     discard_rx: Option<DummyDataReceiver>,
     /// Wire bytes consumed since the 354 reply.
@@ -167,6 +176,8 @@ impl Session {
             mail_from: String::new(),
             rcpt_to: Vec::new(),
             data: Vec::new(),
+            data_flushed: 0,
+            data_chunk: usize::MAX,
             data_rx: DataReceiver::new(),
             discard_rx: None,
             data_received: 0,
@@ -176,6 +187,14 @@ impl Session {
             line_scanned: 0,
         };
         (s, greeting)
+    }
+
+    /// Streams DATA: from now on the content is handed out as [`Event::DataChunk`]s of
+    /// about `chunk_bytes` while it arrives, the [`Event::Message`] carrying only the rest,
+    /// so the session never holds more than a chunk of a message. Without it (the
+    /// default) the whole content comes in the message event.
+    pub fn stream_data(&mut self, chunk_bytes: usize) {
+        self.data_chunk = chunk_bytes.max(1);
     }
 
     /// Whether TLS is active.
@@ -300,6 +319,7 @@ impl Session {
         self.mail_from.clear();
         self.rcpt_to.clear();
         self.data = Vec::new();
+        self.data_flushed = 0;
         self.data_rx = DataReceiver::new();
         self.discard_rx = None;
         self.data_received = 0;
@@ -356,6 +376,7 @@ impl Session {
                     ));
                     self.data_rx = primed_data_receiver();
                     self.data = Vec::new();
+                    self.data_flushed = 0;
                     self.data_received = 0;
                     self.data_line_len = 0;
                     self.phase = Phase::Data;

@@ -585,3 +585,94 @@ fn the_data_line_limit_applies_to_submission_only() {
         assert_eq!(codes(&s.feed(&line)), vec![500, 250], "{role:?}");
     }
 }
+
+/// Streamed DATA (issue #13): the content leaves the session in chunks while it arrives;
+/// chunks plus the message event's rest are exactly the dot-unstuffed content, however the
+/// input is cut (also inside the final `CRLF.CRLF` and after a stuffed dot), and the
+/// session never holds much more than one chunk.
+#[test]
+fn streamed_data_is_the_content_in_chunks() {
+    let mut content = Vec::new();
+    for i in 0..300 {
+        content.extend_from_slice(format!("line {i} of the message\r\n").as_bytes());
+        if i % 7 == 0 {
+            content.extend_from_slice(b".stuffed\r\n\r\n");
+        }
+    }
+    let mut wire = Vec::new();
+    for line in content.split_inclusive(|&b| b == b'\n') {
+        if line.first() == Some(&b'.') {
+            wire.push(b'.');
+        }
+        wire.extend_from_slice(line);
+    }
+    wire.extend_from_slice(b".\r\nNOOP\r\n");
+    let big = SessionConfig {
+        max_message_bytes: 20_000,
+        ..cfg(Role::Incoming)
+    };
+    for step in [1, 2, 3, 64, 1000, wire.len()] {
+        let mut s = in_data(big.clone());
+        s.stream_data(100);
+        let (mut got, mut chunks, mut ev) = (Vec::new(), 0, Vec::new());
+        for piece in wire.chunks(step) {
+            for e in s.feed(piece) {
+                match e {
+                    Event::DataChunk(c) => {
+                        assert!(c.len() < 100 + step.max(1) + 1, "chunk of {}", c.len());
+                        got.extend_from_slice(&c);
+                        chunks += 1;
+                    }
+                    Event::Message(env) => {
+                        assert!(env.data.len() <= 100 + step, "rest of {}", env.data.len());
+                        got.extend_from_slice(&env.data);
+                        ev.push(Event::Message(env));
+                    }
+                    other => ev.push(other),
+                }
+            }
+        }
+        assert!(
+            matches!(ev.last(), Some(Event::Message(_))),
+            "reads of {step}"
+        );
+        assert_eq!(got, content, "reads of {step}");
+        if step <= 64 {
+            assert!(chunks >= 5, "reads of {step}: {chunks} chunks");
+        }
+        assert_eq!(codes(&s.message_result(250, "2.0.0", "OK")), vec![250, 250]);
+    }
+}
+
+/// Too big while streaming: the chunks already handed out are dropped (`DataDiscarded`),
+/// the final dot gets 552; a driver that cannot keep a chunk makes the dot get 452 4.3.1,
+/// and the next transaction works.
+#[test]
+fn streamed_data_refusals() {
+    let body: Vec<u8> = b"0123456789abcdef\r\n".repeat(100);
+    let mut s = in_data(cfg(Role::Incoming));
+    s.stream_data(100);
+    let mut ev = Vec::new();
+    for piece in body.chunks(150) {
+        ev.extend(s.feed(piece));
+    }
+    ev.extend(s.feed(b".\r\n"));
+    assert!(ev.iter().any(|e| matches!(e, Event::DataChunk(_))));
+    assert!(ev.iter().any(|e| matches!(e, Event::DataDiscarded)));
+    assert_eq!(codes(&ev), vec![552]);
+
+    let mut s = in_data(cfg(Role::Incoming));
+    s.stream_data(100);
+    let ev = s.feed(&body[..180]);
+    assert!(matches!(ev.last(), Some(Event::DataChunk(_))));
+    assert!(s.abort_data());
+    let mut ev = s.feed(&body[180..360]);
+    ev.extend(s.feed(b".\r\nMAIL FROM:<x@other.it>\r\n"));
+    assert!(
+        !ev.iter()
+            .any(|e| matches!(e, Event::DataChunk(_) | Event::Message(_)))
+    );
+    assert_eq!(codes(&ev), vec![452, 250]);
+    assert!(text(&ev).starts_with("452 4.3.1 "), "{}", text(&ev));
+    assert!(!s.abort_data(), "no transfer under way");
+}

@@ -6,6 +6,7 @@
 pub mod clamd;
 pub mod jmap;
 pub mod server;
+pub mod smtp;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

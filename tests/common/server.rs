@@ -73,6 +73,45 @@ impl Server {
         s
     }
 
+    /// Turns listeners that `new` switched off back on, on free loopback ports.
+    pub fn enable(&self, listeners: &[&str]) {
+        self.edit_config(|text| {
+            text.lines()
+                .map(|line| match line.split_once(" = ") {
+                    Some((k, "\"off\"")) if listeners.contains(&k.trim()) => {
+                        format!("{k} = \"127.0.0.1:0\"\n")
+                    }
+                    _ => format!("{line}\n"),
+                })
+                .collect()
+        });
+    }
+
+    /// Sets keys of `[limits]` (`key = value` lines), replacing those already there.
+    pub fn limits(&self, lines: &str) {
+        self.edit_config(|mut text| {
+            for set in lines.lines().filter(|l| !l.trim().is_empty()) {
+                let key = set.split_once(" = ").map_or(set, |(k, _)| k).trim();
+                text = text
+                    .lines()
+                    .filter(|l| !l.starts_with(&format!("{key} = ")))
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                text = text.replacen("[limits]\n", &format!("[limits]\n{set}\n"), 1);
+            }
+            text
+        });
+    }
+
+    /// The server's resident set size, from `/proc/PID/status` (Linux).
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
     /// Rewrites the configuration file.
     pub fn edit_config(&self, f: impl FnOnce(String) -> String) {
         let text = std::fs::read_to_string(self.config()).unwrap();
@@ -129,7 +168,9 @@ impl Server {
                 break;
             };
             let parts: Vec<&str> = line.split_whitespace().collect();
-            if parts.len() == 2 && ["smtps", "submission", "https"].contains(&parts[0]) {
+            if parts.len() == 2
+                && ["smtps", "submission", "smtp", "imaps", "pop3s", "https"].contains(&parts[0])
+            {
                 self.addrs
                     .push((parts[0].into(), parts[1].parse().unwrap()));
             }

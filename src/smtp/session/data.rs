@@ -1,10 +1,12 @@
-//! DATA reception: storing the dot-unstuffed content, counting wire bytes since the 354,
-//! the size and (submission only) line-length checks, the discard of a refused transfer
-//! up to the final dot, and the bound past which it is cut off (552 and close).
+//! DATA reception: storing the dot-unstuffed content (handed out in chunks when streamed),
+//! counting wire bytes since the 354, the size and (submission only) line-length checks,
+//! the discard of a refused transfer up to the final dot, and the bound past which it is
+//! cut off (552 and close).
 //!
-//! Owns: `data`, `data_rx`, `discard_rx`, `data_received`, `data_line_len` while in the
-//! DATA phases. Must not touch: command-line framing (`framing`), command handling, or
-//! the decision on the message (that is the driver's, through [`Event::Message`]).
+//! Owns: `data`, `data_flushed`, `data_rx`, `discard_rx`, `data_received`,
+//! `data_line_len` while in the DATA phases. Must not touch: command-line framing
+//! (`framing`), command handling, or the decision on the message (that is the driver's,
+//! through [`Event::Message`]).
 
 use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver};
 
@@ -15,6 +17,8 @@ use super::{Envelope, Event, Phase, Session};
 pub(super) enum DataFault {
     TooBig,
     LineTooLong,
+    /// The driver could not keep the content (`limits.max_inflight_data_bytes`).
+    NoStorage,
 }
 
 impl Session {
@@ -33,7 +37,9 @@ impl Session {
         let slack = usize::from(!done && self.data.last() == Some(&b'\r'));
         let fault = if self.line_too_long_since(stored) {
             Some(DataFault::LineTooLong)
-        } else if self.data.len() > self.cfg.max_message_bytes.saturating_add(slack) {
+        } else if self.data_flushed + self.data.len()
+            > self.cfg.max_message_bytes.saturating_add(slack)
+        {
             Some(DataFault::TooBig)
         } else {
             None
@@ -41,6 +47,9 @@ impl Session {
         if let Some(fault) = fault {
             // Stop storing; keep reading (within the bound) until the final dot, then refuse.
             self.data = Vec::new();
+            if std::mem::take(&mut self.data_flushed) > 0 {
+                out.push(Event::DataDiscarded);
+            }
             if done {
                 self.refuse_data(fault, out);
                 return false;
@@ -59,7 +68,28 @@ impl Session {
                 helo: self.helo.clone(),
                 tls: self.tls,
             }));
+        } else if self.data.len() >= self.data_chunk {
+            // A trailing CR stays: smtp-proto takes it back if an LF ends the transfer.
+            let keep = usize::from(self.data.last() == Some(&b'\r'));
+            let tail = self.data.split_off(self.data.len() - keep);
+            let chunk = std::mem::replace(&mut self.data, tail);
+            self.data_flushed += chunk.len();
+            out.push(Event::DataChunk(chunk));
         }
+        true
+    }
+
+    /// The driver could not keep the last [`Event::DataChunk`]: the rest of the transfer
+    /// is read and dropped, and the final dot answered 452 4.3.1. Returns false when no
+    /// transfer is being received (e.g. it already ended: the driver answers it itself).
+    pub fn abort_data(&mut self) -> bool {
+        if self.phase != Phase::Data {
+            return false;
+        }
+        self.data = Vec::new();
+        self.data_flushed = 0;
+        self.discard_rx = Some(DummyDataReceiver::new_data(&self.data_rx));
+        self.phase = Phase::DataDiscard(DataFault::NoStorage);
         true
     }
 
@@ -142,6 +172,13 @@ impl Session {
                     "Message size exceeds fixed maximum message size ({} octets)",
                     self.cfg.max_message_bytes
                 ),
+                Some(&mail_from),
+            ),
+            DataFault::NoStorage => self.refuse(
+                out,
+                452,
+                "4.3.1",
+                "Insufficient system storage, try again later".to_string(),
                 Some(&mail_from),
             ),
             DataFault::LineTooLong => self.refuse(

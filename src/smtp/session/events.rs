@@ -30,6 +30,14 @@ pub enum Event {
     Authenticate { username: String, password: String },
     /// A complete message: run it through the pipeline, then call [`Session::message_result`](super::Session::message_result).
     Message(Envelope),
+    /// Content of the message being received, in order, when DATA is streamed
+    /// ([`Session::stream_data`](super::Session::stream_data)): the whole content is these
+    /// chunks followed by the [`Envelope::data`] of the [`Event::Message`]. If the driver
+    /// cannot keep a chunk it calls [`Session::abort_data`](super::Session::abort_data).
+    DataChunk(Vec<u8>),
+    /// The transfer whose chunks were handed out is refused (too big, line too long):
+    /// drop them.
+    DataDiscarded,
     /// Close the connection (after writing any reply before it).
     Close,
     /// A refusal decided here, for the record (write nothing: its reply precedes it).
@@ -43,7 +51,7 @@ pub struct Envelope {
     pub mail_from: String,
     /// Forward-paths, in order.
     pub rcpt_to: Vec<String>,
-    /// The message, dot-unstuffed, CRLF.
+    /// The message, dot-unstuffed, CRLF (when DATA is streamed: what follows the chunks).
     pub data: Vec<u8>,
     /// The authenticated user, if any.
     pub authenticated: Option<String>,

@@ -1,0 +1,85 @@
+//! A minimal SMTP submission client over implicit TLS for tests that send messages too
+//! large for a command-line argument: EHLO, AUTH PLAIN, MAIL, RCPT, DATA (dot-stuffed).
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+/// Reads one (possibly multi-line) reply; returns its code and last line.
+pub async fn reply<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> (u16, String) {
+    loop {
+        let mut line = String::new();
+        let n = tokio::time::timeout(Duration::from_secs(120), r.read_line(&mut line))
+            .await
+            .expect("a reply in time")
+            .expect("read");
+        assert!(n > 0, "connection closed before a reply");
+        if line.as_bytes().get(3) != Some(&b'-') {
+            let code = line.get(..3).and_then(|c| c.parse().ok()).expect("a code");
+            return (code, line.trim_end().to_string());
+        }
+    }
+}
+
+/// Submits `data` (CRLF, no final dot) over SMTPS; returns the reply to the final dot.
+pub async fn submit(
+    addr: SocketAddr,
+    ca: &Path,
+    user: &str,
+    password: &str,
+    rcpts: &[&str],
+    data: &[u8],
+) -> (u16, String) {
+    let tls = pecd::tls::client_config(&[ca], false).unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let s = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake");
+    let mut s = BufReader::new(s);
+    let mut step = async |cmd: &str, want: u16| {
+        if !cmd.is_empty() {
+            s.get_mut().write_all(cmd.as_bytes()).await.unwrap();
+        }
+        let r = reply(&mut s).await;
+        assert_eq!(r.0, want, "{cmd:?} -> {r:?}");
+    };
+    step("", 220).await;
+    step("EHLO test\r\n", 250).await;
+    let plain = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+    step(&format!("AUTH PLAIN {plain}\r\n"), 235).await;
+    step(&format!("MAIL FROM:<{user}>\r\n"), 250).await;
+    for r in rcpts {
+        step(&format!("RCPT TO:<{r}>\r\n"), 250).await;
+    }
+    step("DATA\r\n", 354).await;
+    let w = s.get_mut();
+    w.write_all(&dot_stuffed(data)).await.unwrap();
+    w.flush().await.unwrap();
+    let r = reply(&mut s).await;
+    let _ = s.get_mut().write_all(b"QUIT\r\n").await;
+    r
+}
+
+/// `data` as DATA content: leading dots doubled, then the final `.CRLF`.
+pub fn dot_stuffed(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 1024);
+    let mut at_line_start = true;
+    for line in data.split_inclusive(|&b| b == b'\n') {
+        if at_line_start && line.first() == Some(&b'.') {
+            out.push(b'.');
+        }
+        out.extend_from_slice(line);
+        at_line_start = line.ends_with(b"\n");
+    }
+    if !at_line_start {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
