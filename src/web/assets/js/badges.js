@@ -18,7 +18,13 @@ const ICONS = {
   ordinaria: 'it-mail',
 };
 
-export function kindBadge(pec) {
+/** `sent`: the message is the user's own copy in Sent, which carries no certification
+ * itself (its receipts do), so it is badged as sent rather than as ordinary mail. */
+export function kindBadge(pec, sent = false) {
+  if (sent && (!pec || pec.kind === 'ordinaria')) {
+    return h('span', { class: 'kind-badges' },
+      h('span', { class: 'badge kind k-sent', 'data-kind': 'sent' }, icon('it-upload', 'icon-xs icon-white me-1'), t('kind.sent')));
+  }
   const kind = pec?.kind || 'ordinaria';
   const wrap = h('span', { class: 'kind-badges' },
     h('span', { class: `badge kind k-${kind}`, 'data-kind': kind }, icon(ICONS[kind] || 'it-mail', 'icon-xs icon-white me-1'), t(`kind.${kind}`)));

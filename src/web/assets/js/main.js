@@ -219,9 +219,13 @@ async function refreshList() {
     const m = byId.get(id);
     if (!m) continue;
     const unread = !m.keywords?.$seen;
+    // A certified message is listed by its original sender and subject (from the signed
+    // daticert), not as "Per conto di: …" / "POSTA CERTIFICATA: …".
+    const dc = m.pec?.kind === 'posta-certificata' ? m.pec.daticert : null;
     const who = sentView
       ? (m.to || []).map((a) => a.name || a.email).join(', ')
-      : (m.from || []).map((a) => a.name || a.email).join(', ');
+      : dc?.mittente || (m.from || []).map((a) => a.name || a.email).join(', ');
+    const subj = dc?.oggetto || m.subject;
     ul.appendChild(h('li', {},
       h('button', {
         type: 'button',
@@ -236,9 +240,9 @@ async function refreshList() {
         h('span', { class: 'msg-date small', text: dateTime(m.receivedAt) })),
       h('span', { class: 'msg-subject-line' },
         unread ? h('span', { class: 'visually-hidden', text: `${t('list.unread')}: ` }) : null,
-        h('span', { text: m.subject || t('reader.noSubject') }),
+        h('span', { text: subj || t('reader.noSubject') }),
         m.hasAttachment ? h('span', { class: 'visually-hidden', text: ` (${t('list.attach')})` }) : null),
-      kindBadge(m.pec))));
+      kindBadge(m.pec, roleOf(state.current) === 'sent'))));
   }
   $('#list-empty').hidden = q.ids.length > 0;
   const from = state.total ? state.position + 1 : 0;

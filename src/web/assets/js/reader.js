@@ -26,19 +26,24 @@ function field(label, value) {
 }
 
 /** The signature banner: green iff verified, red when claiming PEC unverified, neutral else. */
-export function banner(pec) {
+export function banner(pec, sent = false) {
   const v = pec?.verdict || {};
+  if (sent && (!pec || pec.kind === 'ordinaria')) {
+    return h('div', { class: 'alert alert-info pec-banner', 'data-verdict': 'sent' },
+      h('p', { class: 'mb-0', text: t('banner.sent') }));
+  }
   if (v.verified) {
     return h('div', { class: 'alert alert-success pec-banner', 'data-verdict': 'verified' },
-      h('h3', { class: 'h6 mb-1' }, icon('it-check-circle', 'icon-sm icon-success me-1'), t('banner.ok')),
-      h('p', { class: 'mb-0', text: t('banner.okDetail', v.signer || t('unknown'), v.provider ? t('banner.provider', v.provider) : '') }));
+      h('h3', { class: 'h6 mb-1', text: t('banner.ok') }),
+      h('p', { class: 'mb-1', text: t('banner.okDetail', v.provider || t('unknown')) }),
+      h('p', { class: 'mb-0 small', text: t('banner.cert', v.signer || t('unknown')) }));
   }
   if (!pec || pec.kind === 'ordinaria') {
     return h('div', { class: 'alert alert-info pec-banner', 'data-verdict': 'ordinary' },
       h('p', { class: 'mb-0', text: t('banner.plain') }));
   }
   return h('div', { class: 'alert alert-danger pec-banner', 'data-verdict': 'unverified', role: 'alert' },
-    h('h3', { class: 'h6 mb-1' }, icon('it-error', 'icon-sm icon-danger me-1'), t('banner.bad')),
+    h('h3', { class: 'h6 mb-1', text: t('banner.bad') }),
     h('p', { class: 'mb-1', text: t('banner.badDetail', v.reason || t('unknown')) }),
     v.signer ? h('p', { class: 'mb-0 small', text: t('banner.signer', v.signer) }) : null);
 }
@@ -78,7 +83,7 @@ function attachmentList(client, atts) {
           href: client.downloadUrl(a.blobId, name, a.type),
           download: name,
           class: 'attachment-link',
-        }, icon('it-clip'), ` ${name}`),
+        }, icon('it-clip', 'icon-sm me-1'), h('span', { text: name })),
         h('span', { class: 'small text-muted ms-2', text: `${a.type || ''} ${bytes(a.size)}` }));
     })));
 }
@@ -91,7 +96,7 @@ function body(email) {
   if (html) {
     const wrap = h('div', { class: 'html-body' });
     const render = (allowRemote) => {
-      const { srcdoc, blocked } = prepareHtml(values[html.partId].value, allowRemote);
+      const { srcdoc, blocked } = prepareHtml(values[html.partId].value, allowRemote, (alt) => t('reader.imgBlocked', alt));
       clear(wrap);
       if (blocked && !allowRemote) {
         wrap.appendChild(h('div', { class: 'remote-note' },
@@ -168,17 +173,21 @@ export class Reader {
   }
 
   showsTimeline(email) {
-    const roles = Object.keys(email.mailboxIds || {}).map((m) => this.roleOf(m));
-    return roles.includes('sent') || email.pec?.kind === 'accettazione';
+    return this.isSent(email) || email.pec?.kind === 'accettazione';
+  }
+
+  isSent(email) {
+    return Object.keys(email.mailboxIds || {}).some((m) => this.roleOf(m) === 'sent');
   }
 
   render(email, original) {
     const root = clear(this.root);
+    const sent = this.isSent(email);
     const subject = (original?.subject ?? email.subject) || t('reader.noSubject');
     root.appendChild(h('article', { class: 'message', 'data-email-id': email.id },
-      h('div', { class: 'd-flex flex-wrap align-items-center gap-2 mb-2' }, kindBadge(email.pec)),
+      h('div', { class: 'd-flex flex-wrap align-items-center gap-2 mb-2' }, kindBadge(email.pec, sent)),
       h('h3', { class: 'h4 msg-subject', id: 'msg-subject', text: subject }),
-      banner(email.pec),
+      banner(email.pec, sent),
       h('div', { class: 'downloads mb-3' },
         h('a', {
           class: 'btn btn-sm btn-outline-primary me-2 mb-1', href: this.client.downloadUrl(email.blobId, 'messaggio.eml', 'message/rfc822'),

@@ -19,8 +19,9 @@ function cspMeta(doc, allowRemote) {
   return m;
 }
 
-/** Returns {srcdoc, blocked}: blocked counts the remote references removed. */
-export function prepareHtml(html, allowRemote) {
+/** Returns {srcdoc, blocked}: blocked counts the remote references removed. A blocked
+ * image becomes a short text (`placeholder(alt)`) instead of a broken-image icon. */
+export function prepareHtml(html, allowRemote, placeholder = (alt) => `[${alt}]`) {
   const doc = new DOMParser().parseFromString(html, 'text/html');
   let blocked = 0;
   // Active or navigating content has no place in a message view.
@@ -31,6 +32,16 @@ export function prepareHtml(html, allowRemote) {
       blocked += 1;
     }
     el.remove();
+  }
+  if (!allowRemote) {
+    for (const img of doc.querySelectorAll('img')) {
+      const src = img.getAttribute('src') || '';
+      if (REMOTE.test(src) || /(https?:)?\/\//i.test(img.getAttribute('srcset') || '')) {
+        const alt = img.getAttribute('alt');
+        img.replaceWith(doc.createTextNode(placeholder(alt ? `: ${alt}` : '')));
+        blocked += 1;
+      }
+    }
   }
   for (const el of doc.querySelectorAll('*')) {
     for (const a of [...el.attributes]) {
