@@ -619,3 +619,5 @@ impl Store {
     }
 }
 
+#[cfg(test)]
+mod tests;
