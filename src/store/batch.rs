@@ -100,6 +100,10 @@ pub(crate) enum Op {
         uids: Vec<u32>,
         flags: Vec<String>,
     },
+    IfModseq {
+        mailbox: PecAddress,
+        modseq: u64,
+    },
     // Internal, produced by the committer's expansion step and the purge.
     BlobUnref(BlobId),
     Raw {
@@ -306,6 +310,15 @@ impl Batch {
         self
     }
 
+    /// Fails the whole batch with `ModseqMismatch` unless the modseq of `mailbox` is
+    /// `modseq` when the batch is applied (JMAP `ifInState`, RFC 8620 §5.3): exact, since
+    /// the committer is the only writer. Its place in the batch does not matter: modseqs
+    /// advance only at the end of a batch.
+    pub fn if_modseq(mut self, mailbox: PecAddress, modseq: u64) -> Self {
+        self.ops.push(Op::IfModseq { mailbox, modseq });
+        self
+    }
+
     pub(crate) fn push(mut self, op: Op) -> Self {
         self.ops.push(op);
         self
@@ -320,4 +333,7 @@ pub struct Applied {
     pub trace: Vec<(u64, String)>,
     /// Ids of the queue items added.
     pub queued: Vec<u64>,
+    /// `(mailbox key, modseq)` of each mailbox whose modseq this batch advanced, by key:
+    /// the JMAP state right after this batch ([`crate::store::changes`]).
+    pub modseqs: Vec<(String, u64)>,
 }

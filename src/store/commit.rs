@@ -23,6 +23,7 @@ use sled::Transactional;
 use sled::transaction::TransactionError;
 
 use super::batch::{Applied, Batch, Op};
+use super::changes::{self, ChangeSet};
 use super::mailbox::mailbox_key;
 use super::messages::{
     FolderInfo, MessageRecord, folder_key, folder_prefix, message_key, normalize_folder,
@@ -339,6 +340,17 @@ impl Committer {
                             0,
                         ));
                     }
+                    // Its change log and email index (its modseq stays, as a tombstone).
+                    for (tree, key) in changes::mailbox_keys(&self.trees, &k)? {
+                        out.push((
+                            Op::Raw {
+                                tree,
+                                key,
+                                value: None,
+                            },
+                            0,
+                        ));
+                    }
                     // Its subscriptions to names without a folder.
                     out.push((
                         Op::Raw {
@@ -356,6 +368,7 @@ impl Committer {
                         },
                         0,
                     ));
+                    out.push((Op::MailboxDelete(addr), 0));
                 }
                 Op::FolderDelete { mailbox, name } => {
                     let name = normalize_folder(&name);
@@ -381,14 +394,8 @@ impl Committer {
                             0,
                         ));
                     }
-                    out.push((
-                        Op::Raw {
-                            tree: FOLDERS,
-                            key,
-                            value: None,
-                        },
-                        0,
-                    ));
+                    // Removes the folder record, after its messages; carries its id.
+                    out.push((Op::FolderDelete { mailbox, name }, f.id));
                 }
                 op @ (Op::Enqueue(_) | Op::FolderCreate { .. } | Op::MailboxAdd(_)) => {
                     out.push((op, self.db.generate_id()?));
@@ -428,9 +435,12 @@ impl Committer {
             let tx = Tx { t: t.as_slice() };
             let mut applied = Applied::default();
             let mut head = head.clone();
+            // One modseq step and one log entry per mailbox for the whole batch.
+            let mut log = ChangeSet::default();
             for (op, id) in &ops {
-                apply_op(&tx, op, *id, now, &mut head, &mut applied)?;
+                apply_op(&tx, op, *id, now, &mut head, &mut applied, &mut log)?;
             }
+            applied.modseqs = log.write(&tx)?;
             Ok((applied, head))
         });
         match res {

@@ -13,6 +13,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::batch::{Batch, Op};
+use super::changes::{ChangeSet, Kind};
 use super::messages::{INBOX, clear_unfoldered, create_folder};
 use super::tx::{MAILBOXES, Tx, TxResult, abort, put_json};
 use super::{Store, StoreError};
@@ -105,7 +106,12 @@ fn hash_password(p: &Password) -> Result<String, StoreError> {
         .map_err(|e| StoreError::Password(e.to_string()))
 }
 
-pub(crate) fn apply_add(tx: &Tx, rec: &MailboxRecord, inbox_id: u64) -> TxResult<()> {
+pub(crate) fn apply_add(
+    tx: &Tx,
+    log: &mut ChangeSet,
+    rec: &MailboxRecord,
+    inbox_id: u64,
+) -> TxResult<()> {
     let k = mailbox_key(&rec.address);
     if tx.t[MAILBOXES].get(k.as_bytes())?.is_some() {
         return abort(StoreError::MailboxExists(rec.address.to_string()));
@@ -114,6 +120,7 @@ pub(crate) fn apply_add(tx: &Tx, rec: &MailboxRecord, inbox_id: u64) -> TxResult
     // INBOX is subscribed from the start; nothing of a former mailbox of this address is.
     clear_unfoldered(tx, &k)?;
     create_folder(tx, &k, INBOX, inbox_id, rec.created, true)?;
+    log.touch(&k).folder(inbox_id, Kind::Created);
     Ok(())
 }
 

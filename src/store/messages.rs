@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::TransactionalTree;
 
 use super::blobs::{Blob, BlobId};
+use super::changes::{self, ChangeSet, Kind};
 use super::mailbox::{MailboxRecord, mailbox_key};
 use super::tx::{
     FOLDERS, MAILBOXES, MESSAGES, META, Tx, TxResult, abort, blob_ref, get_json, put_json,
@@ -225,7 +226,7 @@ fn load_folder(tx: &Tx, mbkey: &str, name: &str) -> TxResult<FolderInfo> {
     }
 }
 
-pub(crate) fn apply_deliver(tx: &Tx, d: &Delivery) -> TxResult<Delivered> {
+pub(crate) fn apply_deliver(tx: &Tx, log: &mut ChangeSet, d: &Delivery) -> TxResult<Delivered> {
     let (mbkey, mut mb) = load_mailbox(tx, &d.mailbox)?;
     let size = d.blob.size;
     // The check-and-add happens inside the single-writer transaction: exact under races.
@@ -256,6 +257,7 @@ pub(crate) fn apply_deliver(tx: &Tx, d: &Delivery) -> TxResult<Delivered> {
     mb.messages += 1;
     put_json(&tx.t[MAILBOXES], mbkey.as_bytes(), &mb)?;
     blob_ref(tx, &d.blob.id, 1)?;
+    changes::record_added(tx, log, &mbkey, &d.blob.id, f.id)?;
     Ok(Delivered {
         mailbox: mbkey,
         folder: folder_name,
@@ -266,19 +268,38 @@ pub(crate) fn apply_deliver(tx: &Tx, d: &Delivery) -> TxResult<Delivered> {
 
 pub(crate) fn apply_folder_create(
     tx: &Tx,
+    log: &mut ChangeSet,
     mailbox: &PecAddress,
     name: &str,
     id: u64,
     now: Timestamp,
 ) -> TxResult<()> {
     let (mbkey, _) = load_mailbox(tx, mailbox)?;
-    create_folder(tx, &mbkey, &normalize_folder(name), id, now, false).map(|_| ())
+    create_folder(tx, &mbkey, &normalize_folder(name), id, now, false)?;
+    log.touch(&mbkey).folder(id, Kind::Created);
+    Ok(())
+}
+
+/// The last step of a folder deletion, after its messages were expunged in the same
+/// batch: removes the folder record `id`.
+pub(crate) fn apply_folder_delete(
+    tx: &Tx,
+    log: &mut ChangeSet,
+    mailbox: &PecAddress,
+    name: &str,
+    id: u64,
+) -> TxResult<()> {
+    let mbkey = mailbox_key(mailbox);
+    tx.t[FOLDERS].remove(folder_key(&mbkey, &normalize_folder(name)))?;
+    log.touch(&mbkey).folder(id, Kind::Destroyed);
+    Ok(())
 }
 
 /// See [`super::Batch::subscribe`]: sets the subscription of `name`, whether or not a
 /// folder has that name.
 pub(crate) fn apply_subscribe(
     tx: &Tx,
+    log: &mut ChangeSet,
     mailbox: &PecAddress,
     name: &str,
     subscribed: bool,
@@ -292,6 +313,7 @@ pub(crate) fn apply_subscribe(
             if f.subscribed != subscribed {
                 f.subscribed = subscribed;
                 put_json(&tx.t[FOLDERS], &key, &f)?;
+                log.touch(&mbkey).folder(f.id, Kind::Updated);
             }
             // Not expected (a name is in one place), but never leave it in both.
             unfoldered.remove(&name)
@@ -301,6 +323,8 @@ pub(crate) fn apply_subscribe(
     };
     if changed {
         save_unfoldered(tx, &mbkey, &unfoldered)?;
+        // Visible to IMAP LSUB though no JMAP Mailbox has this name.
+        log.touch(&mbkey);
     }
     Ok(())
 }
@@ -308,7 +332,12 @@ pub(crate) fn apply_subscribe(
 /// Before a folder is deleted (the op precedes the deletion in the same batch): its
 /// subscription, if any, is kept under its name (RFC 3501 §6.3.9: never removed
 /// unilaterally).
-pub(crate) fn apply_keep_subscription(tx: &Tx, mailbox: &PecAddress, name: &str) -> TxResult<()> {
+pub(crate) fn apply_keep_subscription(
+    tx: &Tx,
+    log: &mut ChangeSet,
+    mailbox: &PecAddress,
+    name: &str,
+) -> TxResult<()> {
     let mbkey = mailbox_key(mailbox);
     let name = normalize_folder(name);
     if let Some(f) = get_json::<FolderInfo>(&tx.t[FOLDERS], &folder_key(&mbkey, &name))? {
@@ -316,6 +345,7 @@ pub(crate) fn apply_keep_subscription(tx: &Tx, mailbox: &PecAddress, name: &str)
             let mut unfoldered = load_unfoldered(tx, &mbkey)?;
             if unfoldered.insert(name) {
                 save_unfoldered(tx, &mbkey, &unfoldered)?;
+                log.touch(&mbkey);
             }
         }
     }
@@ -324,6 +354,7 @@ pub(crate) fn apply_keep_subscription(tx: &Tx, mailbox: &PecAddress, name: &str)
 
 pub(crate) fn apply_folder_rename(
     tx: &Tx,
+    log: &mut ChangeSet,
     mailbox: &PecAddress,
     from: &str,
     to: &str,
@@ -352,11 +383,13 @@ pub(crate) fn apply_folder_rename(
         f.subscribed = true;
     }
     f.name = to.clone();
+    log.touch(&mbkey).folder(f.id, Kind::Updated);
     put_json(&tx.t[FOLDERS], &folder_key(&mbkey, &to), &f)
 }
 
 pub(crate) fn apply_set_flags(
     tx: &Tx,
+    log: &mut ChangeSet,
     mailbox: &PecAddress,
     folder: &str,
     uid: Uid,
@@ -373,7 +406,13 @@ pub(crate) fn apply_set_flags(
             uid,
         });
     };
+    if m.flags == flags {
+        // Nothing a client could see changed: no write, no modseq.
+        return Ok(());
+    }
+    let seen_changed = changes::has_seen(&m.flags) != changes::has_seen(flags);
     m.flags = flags.to_vec();
+    changes::record_flagged(log, &mbkey, &m.blob, f.id, seen_changed);
     put_json(&tx.t[MESSAGES], &key, &m)
 }
 
@@ -381,6 +420,7 @@ pub(crate) fn apply_set_flags(
 /// messages of `uids` still there; anything gone is skipped, not an error.
 pub(crate) fn apply_add_flags(
     tx: &Tx,
+    log: &mut ChangeSet,
     mailbox: &PecAddress,
     folder: &str,
     uidvalidity: u32,
@@ -402,19 +442,28 @@ pub(crate) fn apply_add_flags(
             continue;
         };
         let before = m.flags.len();
+        let seen_before = changes::has_seen(&m.flags);
         for flag in flags {
             if !m.flags.iter().any(|x| x.eq_ignore_ascii_case(flag)) {
                 m.flags.push(flag.clone());
             }
         }
         if m.flags.len() != before {
+            let seen_changed = seen_before != changes::has_seen(&m.flags);
+            changes::record_flagged(log, &mbkey, &m.blob, f.id, seen_changed);
             put_json(&tx.t[MESSAGES], &key, &m)?;
         }
     }
     Ok(())
 }
 
-pub(crate) fn apply_expunge(tx: &Tx, mailbox: &PecAddress, folder: &str, uid: Uid) -> TxResult<()> {
+pub(crate) fn apply_expunge(
+    tx: &Tx,
+    log: &mut ChangeSet,
+    mailbox: &PecAddress,
+    folder: &str,
+    uid: Uid,
+) -> TxResult<()> {
     let (mbkey, mut mb) = load_mailbox(tx, mailbox)?;
     let folder = normalize_folder(folder);
     let mut f = load_folder(tx, &mbkey, &folder)?;
@@ -433,6 +482,7 @@ pub(crate) fn apply_expunge(tx: &Tx, mailbox: &PecAddress, folder: &str, uid: Ui
     mb.usage_bytes = mb.usage_bytes.saturating_sub(m.size);
     mb.messages = mb.messages.saturating_sub(1);
     put_json(&tx.t[MAILBOXES], mbkey.as_bytes(), &mb)?;
+    changes::record_removed(tx, log, &mbkey, &m.blob, f.id)?;
     blob_ref(tx, &m.blob, -1)
 }
 

@@ -25,6 +25,11 @@
 //! them ([`BlobStore`]), so a crash leaves at worst an unreferenced file, swept at open
 //! after a grace period.
 //!
+//! ## Change log (JMAP `/changes`)
+//!
+//! The same transactions keep, per mailbox, a modseq, a blob index (one JMAP Email per
+//! content) and a bounded log of what each batch changed: see [`changes`].
+//!
 //! ## Async callers
 //!
 //! [`Store::commit`] blocks. Tokio code uses [`Store::commit_async`], which only awaits
@@ -38,6 +43,7 @@
 
 pub mod batch;
 pub mod blobs;
+pub mod changes;
 mod commit;
 pub mod mailbox;
 pub mod messages;
@@ -60,6 +66,7 @@ use crate::trace::{Checkpoint, TraceLog};
 
 pub use batch::{Applied, Batch};
 pub use blobs::{Blob, BlobId, BlobStore, BlobWriter, SweepStats};
+pub use changes::{ChangeKind, Changes, IdChanges, MAX_LOG_ENTRIES};
 pub use mailbox::{MailboxInfo, MailboxOptions, NewMailbox};
 pub use messages::{Delivered, Delivery, FolderInfo, MessageRecord, Uid};
 pub use pending::{Awaiting, PendingEntry};
@@ -100,10 +107,13 @@ pub const CHANGE_BACKLOG: usize = 1024;
 /// and a remote lane (a one-byte lane prefix on each due key). A version-1 store is
 /// migrated at open (the due index is derived data, rebuilt from the queue items by
 /// `queue::open_lanes` on every open) and then marked 2, so an older pecd refuses it
-/// instead of misreading the new keys.
-pub const SCHEMA_VERSION: u32 = 2;
+/// instead of misreading the new keys; 3 = the per-mailbox change log and blob index of
+/// [`changes`] (JMAP `/changes`). A version-1 or -2 store is migrated at open: the blob
+/// index is derived from the message records ([`changes::build_email_index`]), modseqs
+/// start at 0 with an empty log.
+pub const SCHEMA_VERSION: u32 = 3;
 /// Schemas this code can open (older ones are migrated to [`SCHEMA_VERSION`]).
-pub const SUPPORTED_SCHEMAS: &[u32] = &[1, 2];
+pub const SUPPORTED_SCHEMAS: &[u32] = &[1, 2, 3];
 
 /// Errors of the store, by cause.
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +172,30 @@ pub enum StoreError {
     BadBlobId(String),
     #[error("no queue item {0}")]
     NoSuchQueueItem(u64),
+    /// JMAP `cannotCalculateChanges`: `since` is outside the kept log `[oldest, current]`.
+    #[error(
+        "changes of {mailbox} since modseq {since} cannot be calculated: the log covers {oldest} to {current}"
+    )]
+    ChangesTooOld {
+        mailbox: String,
+        since: u64,
+        oldest: u64,
+        current: u64,
+    },
+    /// JMAP `stateMismatch` ([`Batch::if_modseq`]).
+    #[error("mailbox {mailbox} is at modseq {found}, not {expected}")]
+    ModseqMismatch {
+        mailbox: String,
+        expected: u64,
+        found: u64,
+    },
+    /// JMAP `cannotCalculateChanges`: one committed batch alone has more ids than asked.
+    #[error("modseq {modseq} of {mailbox} alone changed more than {max} ids")]
+    ChangesTooMany {
+        mailbox: String,
+        modseq: u64,
+        max: usize,
+    },
     #[error("password hashing: {0}")]
     Password(String),
     #[error("signing a checkpoint: {0}")]
@@ -235,6 +269,8 @@ pub(crate) struct Trees {
     pub pending_due: sled::Tree,
     pub idem: sled::Tree,
     pub trace: TraceTrees,
+    pub changelog: sled::Tree,
+    pub email_index: sled::Tree,
 }
 
 impl Trees {
@@ -251,6 +287,8 @@ impl Trees {
             pending_due: db.open_tree("pending_due")?,
             idem: db.open_tree("idem")?,
             trace: TraceTrees::open(db)?,
+            changelog: db.open_tree("changelog")?,
+            email_index: db.open_tree("email_index")?,
         })
     }
 }
@@ -337,6 +375,10 @@ impl Store {
         let trees = Trees::open(&db)?;
         let found = check_schema(&dir, &db, &trees)?;
         queue::open_lanes(&trees, &options.domains)?;
+        if found < 3 {
+            let n = changes::build_email_index(&trees)?;
+            tracing::info!(mailboxes = n, "email index built from the message records");
+        }
         if found != SCHEMA_VERSION {
             // Migrated above: only now may the store say it is of the current version.
             trees

@@ -8,6 +8,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
 use super::batch::{Applied, Op};
 use super::blobs::BlobId;
+use super::changes::{self, ChangeSet};
 use super::{StoreError, Trees, mailbox, messages, pending, queue};
 use crate::trace::log::{ANCHOR_KEY, Index, index_keys, seq_key};
 
@@ -28,6 +29,8 @@ pub(crate) const T_MAILBOX: usize = 13;
 pub(crate) const T_TIME: usize = 14;
 pub(crate) const CHECKPOINTS: usize = 15;
 pub(crate) const TRACE_META: usize = 16;
+pub(crate) const CHANGELOG: usize = 17;
+pub(crate) const EMAIL_INDEX: usize = 18;
 
 pub(crate) fn all_trees(t: &Trees) -> Vec<sled::Tree> {
     vec![
@@ -48,6 +51,8 @@ pub(crate) fn all_trees(t: &Trees) -> Vec<sled::Tree> {
         t.trace.by_time.clone(),
         t.trace.checkpoints.clone(),
         t.trace.meta.clone(),
+        t.changelog.clone(),
+        t.email_index.clone(),
     ]
 }
 
@@ -118,6 +123,7 @@ pub(crate) fn apply_op(
     now: Timestamp,
     head: &mut (u64, String),
     applied: &mut Applied,
+    log: &mut ChangeSet,
 ) -> TxResult<()> {
     match op {
         Op::Claim(key) => {
@@ -126,7 +132,7 @@ pub(crate) fn apply_op(
             }
             tx.t[IDEM].insert(key.as_bytes(), &now.as_millisecond().to_be_bytes())?;
         }
-        Op::Deliver(d) => applied.delivered.push(messages::apply_deliver(tx, d)?),
+        Op::Deliver(d) => applied.delivered.push(messages::apply_deliver(tx, log, d)?),
         Op::Trace(ev) => {
             let rec = ev.clone().into_record(head.0 + 1, &head.1);
             put_json(&tx.t[TRACE], &seq_key(rec.seq), &rec)?;
@@ -157,7 +163,7 @@ pub(crate) fn apply_op(
             pending::apply_notice_12h(tx, ident, recipient)?
         }
         Op::PendingResolve { ident, recipient } => pending::apply_resolve(tx, ident, recipient)?,
-        Op::MailboxAdd(rec) => mailbox::apply_add(tx, rec, id)?,
+        Op::MailboxAdd(rec) => mailbox::apply_add(tx, log, rec, id)?,
         Op::MailboxUpdate {
             address,
             password_hash,
@@ -165,37 +171,38 @@ pub(crate) fn apply_op(
             options,
         } => mailbox::apply_update(tx, address, password_hash, *quota, options)?,
         Op::FolderCreate { mailbox, name } => {
-            messages::apply_folder_create(tx, mailbox, name, id, now)?
+            messages::apply_folder_create(tx, log, mailbox, name, id, now)?
         }
         Op::FolderRename { mailbox, from, to } => {
-            messages::apply_folder_rename(tx, mailbox, from, to)?
+            messages::apply_folder_rename(tx, log, mailbox, from, to)?
         }
         Op::Subscribe {
             mailbox,
             name,
             subscribed,
-        } => messages::apply_subscribe(tx, mailbox, name, *subscribed)?,
+        } => messages::apply_subscribe(tx, log, mailbox, name, *subscribed)?,
         Op::KeepSubscription { mailbox, name } => {
-            messages::apply_keep_subscription(tx, mailbox, name)?
+            messages::apply_keep_subscription(tx, log, mailbox, name)?
         }
         Op::SetFlags {
             mailbox,
             folder,
             uid,
             flags,
-        } => messages::apply_set_flags(tx, mailbox, folder, *uid, flags)?,
+        } => messages::apply_set_flags(tx, log, mailbox, folder, *uid, flags)?,
         Op::Expunge {
             mailbox,
             folder,
             uid,
-        } => messages::apply_expunge(tx, mailbox, folder, *uid)?,
+        } => messages::apply_expunge(tx, log, mailbox, folder, *uid)?,
         Op::AddFlags {
             mailbox,
             folder,
             uidvalidity,
             uids,
             flags,
-        } => messages::apply_add_flags(tx, mailbox, folder, *uidvalidity, uids, flags)?,
+        } => messages::apply_add_flags(tx, log, mailbox, folder, *uidvalidity, uids, flags)?,
+        Op::IfModseq { mailbox, modseq } => changes::apply_if_modseq(tx, mailbox, *modseq)?,
         Op::BlobUnref(b) => blob_ref(tx, b, -1)?,
         Op::Raw { tree, key, value } => match value {
             Some(v) => drop(tx.t[*tree].insert(key.as_slice(), v.as_slice())?),
@@ -203,8 +210,14 @@ pub(crate) fn apply_op(
         },
         Op::Checkpoint(cp) => put_json(&tx.t[CHECKPOINTS], &seq_key(cp.seq), cp)?,
         Op::SetAnchor(cp) => put_json(&tx.t[TRACE_META], ANCHOR_KEY, cp)?,
-        // Expanded before the transaction.
-        Op::MailboxDelete(_) | Op::FolderDelete { .. } => {}
+        // The committer expanded these into the removal of what they contain; they come
+        // last, with the folder's id for a folder (see `Committer::expand`).
+        Op::MailboxDelete(address) => {
+            changes::apply_mailbox_deleted(tx, log, &mailbox::mailbox_key(address))?
+        }
+        Op::FolderDelete { mailbox, name } => {
+            messages::apply_folder_delete(tx, log, mailbox, name, id)?
+        }
     }
     Ok(())
 }
