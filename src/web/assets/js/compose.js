@@ -5,7 +5,7 @@
 
 import { Client } from './jmap.js';
 import { h, clear, $, announce } from './dom.js';
-import { t, bytes } from './i18n.js';
+import { t, bytes, dateTime } from './i18n.js';
 
 const ADDR = /^[^\s@<>(),;:"[\]]+@[^\s@<>(),;:"[\]]+\.[^\s@<>(),;:"[\]]+$/;
 
@@ -181,10 +181,16 @@ export class Composer {
       if (sub.notCreated?.s) {
         const e = sub.notCreated.s;
         this.refused(e.description || e.type);
+        // the refused message is not kept as a draft (the webmail has no draft editor);
+        // the provider's non-acceptance notice in the Inbox is the record of the refusal
+        const draft = set.created?.d?.id;
+        if (draft) {
+          this.client.call([['Email/set', { accountId: acc, destroy: [draft] }, 'x']]).catch(() => {});
+        }
         return;
       }
       const created = sub.created?.s || {};
-      this.accepted(created.pecIdentificativo || created.identificativo || created.id || '');
+      this.accepted(created.sendAt ? dateTime(created.sendAt) : '');
     } catch (e) {
       this.refused(e.message);
     } finally {
@@ -211,6 +217,7 @@ export class Composer {
     },
     h('p', { class: 'fw-semibold mb-1', text: t('compose.accepted') }),
     h('p', { class: 'mb-0 small', text: t('compose.acceptedDetail', id) })));
+    this.result.focus();
     this.onSent();
   }
 
@@ -218,6 +225,7 @@ export class Composer {
     clear(this.result).appendChild(h('div', { class: 'alert alert-danger', role: 'alert', id: 'send-refused' },
       h('p', { class: 'fw-semibold mb-1', text: t('compose.refused') }),
       h('p', { class: 'mb-0', text: t('compose.refusedDetail', reason) })));
+    this.result.focus();
     this.onSent();
   }
 }

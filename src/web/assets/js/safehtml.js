@@ -4,7 +4,9 @@
 // srcset, background, poster, <link>, url() in style) is removed, and a CSP meta tag in the
 // document forbids any remote load. It returns text for srcdoc, never touching the app DOM.
 
-const REMOTE = /^\s*(https?:)?\/\//i;
+// Anything but inline data or a reference to a part of the message itself is "remote":
+// a relative URL would resolve against the webmail's own origin.
+const REMOTE = /^(?!\s*(data:|cid:))\s*\S/i;
 const URL_ATTRS = ['src', 'srcset', 'background', 'poster', 'data', 'lowsrc', 'dynsrc'];
 
 function cspMeta(doc, allowRemote) {
@@ -36,7 +38,7 @@ export function prepareHtml(html, allowRemote, placeholder = (alt) => `[${alt}]`
   if (!allowRemote) {
     for (const img of doc.querySelectorAll('img')) {
       const src = img.getAttribute('src') || '';
-      if (REMOTE.test(src) || /(https?:)?\/\//i.test(img.getAttribute('srcset') || '')) {
+      if (REMOTE.test(src) || REMOTE.test(img.getAttribute('srcset') || '')) {
         const alt = img.getAttribute('alt');
         img.replaceWith(doc.createTextNode(placeholder(alt ? `: ${alt}` : '')));
         blocked += 1;
@@ -49,7 +51,7 @@ export function prepareHtml(html, allowRemote, placeholder = (alt) => `[${alt}]`
       if (name.startsWith('on')) {
         el.removeAttribute(a.name);
       } else if (URL_ATTRS.includes(name)) {
-        const remote = name === 'srcset' ? /(https?:)?\/\//i.test(a.value) : REMOTE.test(a.value);
+        const remote = REMOTE.test(a.value);
         if (remote && !allowRemote) {
           el.removeAttribute(a.name);
           el.setAttribute(`data-blocked-${name}`, '');
