@@ -22,7 +22,10 @@ use pecd::store::{Batch, Blob, BlobId, Delivery};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn rss_kib() -> u64 {
@@ -38,7 +41,10 @@ fn rss_kib() -> u64 {
 
 type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 
-async fn connect(addr: std::net::SocketAddr, connector: &tokio_rustls::TlsConnector) -> BufReader<Tls> {
+async fn connect(
+    addr: std::net::SocketAddr,
+    connector: &tokio_rustls::TlsConnector,
+) -> BufReader<Tls> {
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let _ = tcp.set_nodelay(true);
     let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
@@ -47,12 +53,19 @@ async fn connect(addr: std::net::SocketAddr, connector: &tokio_rustls::TlsConnec
 
 /// One request on a keep-alive connection; returns the status and body.
 async fn request(s: &mut BufReader<Tls>, head: &str, body: &[u8]) -> (u16, Vec<u8>) {
-    let req = format!("{head}Host: localhost\r\nContent-Length: {}\r\n\r\n", body.len());
+    let req = format!(
+        "{head}Host: localhost\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
     s.get_mut().write_all(req.as_bytes()).await.expect("write");
     s.get_mut().write_all(body).await.expect("write");
     let mut line = String::new();
     s.read_line(&mut line).await.expect("status");
-    let status = line.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     let mut len = 0usize;
     loop {
         line.clear();
@@ -89,8 +102,17 @@ fn fill(store: &pecd::store::Store, user: &PecAddress, n: usize) {
         let path = store.blobs().path(&id);
         std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
         std::fs::write(&path, m.as_bytes()).expect("blob");
-        let at = now.checked_add(jiff::SignedDuration::from_secs(i as i64)).unwrap_or(now);
-        b = b.deliver(Delivery::inbox(user.clone(), Blob { id, size: m.len() as u64 }, at));
+        let at = now
+            .checked_add(jiff::SignedDuration::from_secs(i as i64))
+            .unwrap_or(now);
+        b = b.deliver(Delivery::inbox(
+            user.clone(),
+            Blob {
+                id,
+                size: m.len() as u64,
+            },
+            at,
+        ));
         if (i + 1) % 2000 == 0 {
             store.commit(std::mem::take(&mut b)).expect("commit");
         }
@@ -106,16 +128,31 @@ async fn run() {
     let conns = env_or("PECD_BENCH_CONNECTIONS", 1000);
     let dir = tempfile::tempdir().expect("tempdir");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pecd"))
-        .args(["init", "--dir", dir.path().to_str().unwrap_or_default(), "--domain", "pec.bench.test"])
+        .args([
+            "init",
+            "--dir",
+            dir.path().to_str().unwrap_or_default(),
+            "--domain",
+            "pec.bench.test",
+        ])
         .output()
         .expect("pecd init");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let cfg_path = dir.path().join("pecd.toml");
     let text = std::fs::read_to_string(&cfg_path).expect("config");
-    let text = text.replace("max_connections_per_ip = 20", "max_connections_per_ip = 100000").replace(
-        "[limits]\n",
-        "[limits]\nmax_connections_per_listener = 100000\nmax_connections = 100000\n",
-    );
+    let text = text
+        .replace(
+            "max_connections_per_ip = 20",
+            "max_connections_per_ip = 100000",
+        )
+        .replace(
+            "[limits]\n",
+            "[limits]\nmax_connections_per_listener = 100000\nmax_connections = 100000\n",
+        );
     std::fs::write(&cfg_path, text).expect("config");
     let cfg = pecd::config::Config::load(&cfg_path).expect("config");
     let gw = pecd::gateway::Gateway::open(cfg, pecd::clock::system()).expect("gateway");
@@ -138,13 +175,20 @@ async fn run() {
     eprintln!("set-up: {n} messages in {:.1?}", t.elapsed());
 
     let tls = pecd::tls::server_config(&gw.config.tls.cert, &gw.config.tls.key).expect("tls");
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = l.local_addr().expect("addr");
     let (_stop_tx, stop) = tokio::sync::watch::channel(false);
     let web = pecd::http::Web::new(gw.clone());
     tokio::spawn(web.jmap.clone().follow_changes(stop.clone()));
     tokio::spawn(pecd::http::serve(l, tls, web, stop));
-    let ca = gw.config.path.parent().map(|p| p.join("certs/ca.pem")).unwrap_or_default();
+    let ca = gw
+        .config
+        .path
+        .parent()
+        .map(|p| p.join("certs/ca.pem"))
+        .unwrap_or_default();
     let client = pecd::tls::client_config(&[ca], false).expect("client tls");
     let connector = tokio_rustls::TlsConnector::from(client);
 
@@ -160,7 +204,9 @@ async fn run() {
     let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
     let token = v["bearerToken"].as_str().expect("token").to_string();
     let acc = v["accountId"].as_str().expect("account").to_string();
-    let api_head = format!("POST /jmap/api HTTP/1.1\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\n");
+    let api_head = format!(
+        "POST /jmap/api HTTP/1.1\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+    );
     let page = |pos: usize| {
         serde_json::json!({
             "using": ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail", "urn:pecd:params:jmap:pec"],
@@ -182,7 +228,10 @@ async fn run() {
     assert_eq!(st, 200);
     let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
     assert_eq!(v["methodResponses"][0][1]["total"], n);
-    assert_eq!(v["methodResponses"][1][1]["list"].as_array().map(Vec::len), Some(50.min(n)));
+    assert_eq!(
+        v["methodResponses"][1][1]["list"].as_array().map(Vec::len),
+        Some(50.min(n))
+    );
     let mut times = Vec::with_capacity(reps);
     for r in 0..reps {
         let body = page((r * 50) % n.max(1));
@@ -200,8 +249,13 @@ async fn run() {
 
     // 2. EventSource latency: commit → state event.
     let mut es = connect(addr, &connector).await;
-    let head = format!("GET /jmap/eventsource?types=*&closeafter=no&ping=0 HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\r\n");
-    es.get_mut().write_all(head.as_bytes()).await.expect("write");
+    let head = format!(
+        "GET /jmap/eventsource?types=*&closeafter=no&ping=0 HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
+    es.get_mut()
+        .write_all(head.as_bytes())
+        .await
+        .expect("write");
     let mut line = String::new();
     // Skip the head and the initial state event.
     let mut seen_state = 0;
@@ -212,7 +266,11 @@ async fn run() {
             seen_state += 1;
         }
     }
-    let blob = gw.store.blobs().put(b"From: x@y.test\r\nSubject: push\r\n\r\nx\r\n").expect("blob");
+    let blob = gw
+        .store
+        .blobs()
+        .put(b"From: x@y.test\r\nSubject: push\r\n\r\nx\r\n")
+        .expect("blob");
     let mut lat = Vec::new();
     let push_reps = reps.min(100);
     for i in 0..push_reps {
@@ -285,6 +343,9 @@ async fn run() {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(run());
 }

@@ -302,9 +302,18 @@ pub fn jmap_email(data: &[u8]) {
     let _ = crate::jmap::summary::summarize(data);
     let Some(m) = email::parse(data) else { return };
     let props: Vec<String> = [
-        "bodyStructure", "textBody", "htmlBody", "attachments", "headers", "bodyValues",
-        "header:Subject:asText", "header:From:asAddresses", "header:To:asGroupedAddresses",
-        "header:Message-ID:asMessageIds", "header:Date:asDate", "header:List-Post:asURLs",
+        "bodyStructure",
+        "textBody",
+        "htmlBody",
+        "attachments",
+        "headers",
+        "bodyValues",
+        "header:Subject:asText",
+        "header:From:asAddresses",
+        "header:To:asGroupedAddresses",
+        "header:Message-ID:asMessageIds",
+        "header:Date:asDate",
+        "header:List-Post:asURLs",
         "header:X-Anything:asRaw:all",
     ]
     .iter()
@@ -336,7 +345,12 @@ fn fuzz_view() -> crate::jmap::account::View {
             size: raw.len() as u64,
             received: jiff::Timestamp::from_second(1_700_000_000 + i as i64).unwrap_or_default(),
             keywords: Default::default(),
-            locations: vec![Location { folder: "INBOX".into(), folder_id: 0, uid: i as u32 + 1, flags: vec![] }],
+            locations: vec![Location {
+                folder: "INBOX".into(),
+                folder_id: 0,
+                uid: i as u32 + 1,
+                flags: vec![],
+            }],
             summary,
         });
     }

@@ -447,6 +447,13 @@ Message-ID: <m1@altro.test>\r\nDate: Thu, 03 Dec 2026 10:00:00 +0100\r\n\r\nUna 
         "{first}"
     );
 
+    let before = web.call(
+        &token,
+        json!([["Email/get", {"accountId": acc, "ids": []}, "0"]]),
+    )[0][1]["state"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let started = Instant::now();
     let r = web.call(
         &token,
@@ -464,6 +471,37 @@ Message-ID: <m1@altro.test>\r\nDate: Thu, 03 Dec 2026 10:00:00 +0100\r\n\r\nUna 
         started.elapsed()
     );
     let _ = es.kill();
+
+    // /changes from the store's log: the import is one created Email, the INBOX updated.
+    let r = web.call(
+        &token,
+        json!([
+            ["Email/changes", {"accountId": acc, "sinceState": before}, "0"],
+            ["Mailbox/changes", {"accountId": acc, "sinceState": before}, "1"],
+            ["Thread/changes", {"accountId": acc, "sinceState": before}, "2"],
+            ["Email/changes", {"accountId": acc, "sinceState": "not-a-state"}, "3"],
+            ["Email/changes", {"accountId": acc, "sinceState": "999999"}, "4"],
+        ]),
+    );
+    assert_eq!(r[0][1]["created"], json!([id.clone()]), "{}", r[0][1]);
+    assert_eq!(r[0][1]["hasMoreChanges"], false);
+    assert!(
+        r[1][1]["updated"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(inbox.clone())),
+        "{}",
+        r[1][1]
+    );
+    assert_eq!(
+        r[2][1]["created"].as_array().unwrap().len(),
+        1,
+        "{}",
+        r[2][1]
+    );
+    assert_eq!(r[3][1]["type"], "cannotCalculateChanges");
+    assert_eq!(r[4][1]["type"], "cannotCalculateChanges");
+    let after_import = r[0][1]["newState"].as_str().unwrap().to_string();
 
     // Imported ordinary mail is never certified, whatever folder it is in.
     let list = query_get(
@@ -497,6 +535,17 @@ Message-ID: <m1@altro.test>\r\nDate: Thu, 03 Dec 2026 10:00:00 +0100\r\n\r\nUna 
     assert_eq!(r[2][1]["list"][0]["totalEmails"], 0);
     assert_eq!(r[2][1]["list"][1]["totalEmails"], 1);
     assert_eq!(r[2][1]["list"][1]["unreadEmails"], 0);
+    let r = web.call(
+        &token,
+        json!([["Email/changes", {"accountId": acc, "sinceState": after_import}, "0"]]),
+    );
+    assert_eq!(
+        r[0][1]["updated"],
+        json!([id.clone()]),
+        "a move and a keyword keep the id: {}",
+        r[0][1]
+    );
+    let after_move = r[0][1]["newState"].as_str().unwrap().to_string();
     // A folder holding mail is not destroyed unless asked.
     let r = web.call(
         &token,
@@ -512,7 +561,12 @@ Message-ID: <m1@altro.test>\r\nDate: Thu, 03 Dec 2026 10:00:00 +0100\r\n\r\nUna 
         ]),
     );
     assert_eq!(r[0][1]["destroyed"], json!([id.clone()]));
-    assert_eq!(r[1][1]["notFound"], json!([id]));
+    assert_eq!(r[1][1]["notFound"], json!([id.clone()]));
+    let r = web.call(
+        &token,
+        json!([["Email/changes", {"accountId": acc, "sinceState": after_move}, "0"]]),
+    );
+    assert_eq!(r[0][1]["destroyed"], json!([id]), "{}", r[0][1]);
 }
 
 #[test]
@@ -675,22 +729,48 @@ fn a_pec_sent_from_the_api_is_certified_threaded_and_tracked_to_delivery() {
     // The evidence bundle of the message, from the webmail's download: it checks offline,
     // and one byte changed makes the check fail.
     let env_id = env["id"].as_str().unwrap();
-    let ev = wb.request("GET", &format!("/jmap/evidence/{acc_b}/{env_id}"), &["-H", &auth]);
+    let ev = wb.request(
+        "GET",
+        &format!("/jmap/evidence/{acc_b}/{env_id}"),
+        &["-H", &auth],
+    );
     assert_eq!(ev.status, 200, "{}", String::from_utf8_lossy(&ev.body));
     assert_eq!(ev.header("content-type"), Some("application/zip"));
-    assert!(ev.header("content-disposition").unwrap().starts_with("attachment"));
+    assert!(
+        ev.header("content-disposition")
+            .unwrap()
+            .starts_with("attachment")
+    );
     let zip = b.dir.path().join("evidenza.zip");
     std::fs::write(&zip, &ev.body).unwrap();
     let out = common::server::pecd(&["evidence", "verify", zip.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(0), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut bad = ev.body.clone();
-    let at = bad.windows(10).position(|w| w == b"Si convoca").expect("the message is in the bundle");
+    let at = bad
+        .windows(10)
+        .position(|w| w == b"Si convoca")
+        .expect("the message is in the bundle");
     bad[at + 1] ^= 0x20;
     std::fs::write(&zip, &bad).unwrap();
     let out = common::server::pecd(&["evidence", "verify", zip.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     // Alice cannot fetch it through Bob's account, nor Bob's message through hers.
-    let other = wa.request("GET", &format!("/jmap/evidence/{acc_b}/{env_id}"), &["-H", &format!("Authorization: Bearer {ta}")]);
+    let other = wa.request(
+        "GET",
+        &format!("/jmap/evidence/{acc_b}/{env_id}"),
+        &["-H", &format!("Authorization: Bearer {ta}")],
+    );
     assert_eq!(other.status, 404);
 
     // A tampered copy imported into the INBOX is not certified, and says why.
@@ -734,10 +814,16 @@ fn the_pec_property_on_a_real_provider_receipt_follows_the_index() {
     }
     let path = common::jmap::manifest("../shared/samples/oca-l10n-italy-7.0/message2_accettazione");
     let Ok(raw) = std::fs::read(&path) else {
-        eprintln!("SKIP: {} is absent (a clone without ../shared)", path.display());
+        eprintln!(
+            "SKIP: {} is absent (a clone without ../shared)",
+            path.display()
+        );
         return;
     };
-    let mut s = Server::new("pec.campione.test", &[("gina@pec.campione.test", "pw-gina-1")]);
+    let mut s = Server::new(
+        "pec.campione.test",
+        &[("gina@pec.campione.test", "pw-gina-1")],
+    );
     s.start();
     let web = Web::of(&s);
     let token = web.login("gina@pec.campione.test", "pw-gina-1");
@@ -746,7 +832,16 @@ fn the_pec_property_on_a_real_provider_receipt_follows_the_index() {
     let file = s.dir.path().join("aruba.eml");
     std::fs::write(&file, &raw).unwrap();
     let auth = format!("Authorization: Bearer {token}");
-    let up = web.request("POST", &format!("/jmap/upload/{acc}/"), &["-H", &auth, "--data-binary", &format!("@{}", file.display())]);
+    let up = web.request(
+        "POST",
+        &format!("/jmap/upload/{acc}/"),
+        &[
+            "-H",
+            &auth,
+            "--data-binary",
+            &format!("@{}", file.display()),
+        ],
+    );
     let blob = up.json()["blobId"].as_str().unwrap().to_string();
     let import = |received: &str| {
         web.call(&token, json!([
@@ -758,11 +853,26 @@ fn the_pec_property_on_a_real_provider_receipt_follows_the_index() {
     let r = import("2014-11-14T18:30:00Z");
     let pec = &r[1][1]["list"][0]["pec"];
     assert_eq!(pec["kind"], "accettazione");
-    assert_eq!(pec["identificativo"], "opec275.20141114182632.23219.07.1.48@pec.aruba.it");
+    assert_eq!(
+        pec["identificativo"],
+        "opec275.20141114182632.23219.07.1.48@pec.aruba.it"
+    );
     assert_eq!(pec["daticert"]["mittente"], "l.battistini@pec.it");
     assert_eq!(pec["verdict"]["verified"], false);
-    assert!(pec["verdict"]["signer"].as_str().unwrap().contains("ARUBA PEC"), "{pec}");
-    assert!(pec["verdict"]["reason"].as_str().unwrap().contains("indice"), "{pec}");
+    assert!(
+        pec["verdict"]["signer"]
+            .as_str()
+            .unwrap()
+            .contains("ARUBA PEC"),
+        "{pec}"
+    );
+    assert!(
+        pec["verdict"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("indice"),
+        "{pec}"
+    );
 
     // Aruba's signing certificate in the index (as the national index would list it).
     let check = pecd::pec::smime::verify_message(&raw, None);
@@ -782,7 +892,10 @@ mailReceipt: posta-certificata@pec.it\nmanagedDomains: pec.it\n",
         let r = import("2014-11-14T18:30:00Z");
         (r[1][1]["list"][0]["pec"]["verdict"]["verified"] == true).then_some(r)
     });
-    assert_eq!(r[1][1]["list"][0]["pec"]["verdict"]["provider"], "Aruba PEC S.p.A.");
+    assert_eq!(
+        r[1][1]["list"][0]["pec"]["verdict"]["provider"],
+        "Aruba PEC S.p.A."
+    );
     // Said to be received today, its (expired) certificate no longer vouches for it.
     let r = import("2026-12-01T10:00:00Z");
     let v = &r[1][1]["list"][0]["pec"]["verdict"];

@@ -63,15 +63,22 @@ pub async fn serve(
         b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 10\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     });
     let stop = shutdown.clone();
-    crate::listener::accept_loop(listener, "https", gate, refusal, shutdown, move |stream, peer, slot| {
-        let (tls, web, stop) = (tls.clone(), web.clone(), stop.clone());
-        tokio::spawn(async move {
-            let _slot = slot;
-            if let Err(e) = connection(stream, peer, tls, web, stop).await {
-                tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error");
-            }
-        });
-    })
+    crate::listener::accept_loop(
+        listener,
+        "https",
+        gate,
+        refusal,
+        shutdown,
+        move |stream, peer, slot| {
+            let (tls, web, stop) = (tls.clone(), web.clone(), stop.clone());
+            tokio::spawn(async move {
+                let _slot = slot;
+                if let Err(e) = connection(stream, peer, tls, web, stop).await {
+                    tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error");
+                }
+            });
+        },
+    )
     .await;
 }
 

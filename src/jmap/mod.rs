@@ -17,12 +17,11 @@
 //! the provider index when it is read, never from the folder it is in or from how it got
 //! there, so Email/import and Email/set create cannot make a message look certified.
 //!
-//! **States.** The store publishes every durable change of a mailbox; each one advances
-//! the account's state counter. State strings are `<boot>-<counter>`, the boot part
-//! changing with every start so that a state from before a restart is never mistaken for
-//! a current one. The store keeps no per-change log yet, so `/changes` answers
-//! `cannotCalculateChanges` when the state moved (RFC 8620 §5.2 allows it: the client
-//! then refetches); see the README.
+//! **States.** A state is the mailbox's modseq, which the store advances in the same
+//! transaction as every change a mail client can see, and keeps with a bounded log of
+//! what changed ([`crate::store::Store::changes_since`]): `Email/changes`,
+//! `Mailbox/changes` and `Thread/changes` are answered from it, across restarts. The
+//! store's change feed wakes the EventSource streams.
 
 pub mod account;
 pub mod email;
@@ -80,10 +79,9 @@ pub fn account_id(user: &str) -> String {
     )
 }
 
-/// An account's state counter and the view built at some state.
+/// The view of an account built at some state.
 #[derive(Default)]
 struct AccountState {
-    counter: u64,
     view: Option<Arc<account::View>>,
 }
 
@@ -91,7 +89,6 @@ struct AccountState {
 pub struct Jmap {
     pub gw: Arc<Gateway>,
     pub limits: Limits,
-    boot: String,
     accounts: Mutex<HashMap<String, AccountState>>,
     /// Wakes the EventSource streams: the mailbox whose state advanced.
     pub(crate) changed: watch::Sender<(String, u64)>,
@@ -106,11 +103,9 @@ impl Jmap {
         let mut limits = Limits::default();
         limits.max_size_upload = gw.config.limits.max_message_bytes as usize;
         let (changed, _) = watch::channel((String::new(), 0));
-        let boot = format!("{:x}", gw.clock.now().as_millisecond());
         Self {
             gw,
             limits,
-            boot,
             accounts: Mutex::default(),
             changed,
             uploads: Mutex::default(),
@@ -145,23 +140,23 @@ impl Jmap {
         self.accounts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Wakes the push streams of `mailbox`.
     fn advance(&self, mailbox: &str) {
-        let n = {
-            let mut m = self.lock();
-            let a = m.entry(mailbox.to_string()).or_default();
-            a.counter += 1;
-            a.counter
-        };
+        let n = self.current_state(mailbox);
         self.changed.send_replace((mailbox.to_string(), n));
     }
 
-    /// The state string of a counter.
+    /// The state string of a modseq.
     pub fn state_string(&self, n: u64) -> String {
-        format!("{}-{n}", self.boot)
+        n.to_string()
     }
 
+    /// The mailbox's modseq (0 for a mailbox never changed, or on a store error).
     pub fn current_state(&self, user: &str) -> u64 {
-        self.lock().get(user).map_or(0, |a| a.counter)
+        PecAddress::parse(user)
+            .ok()
+            .and_then(|u| self.gw.store.modseq(&u).ok())
+            .unwrap_or(0)
     }
 
     /// The account's view at its current state, built if needed (blocking work runs off
@@ -171,17 +166,15 @@ impl Jmap {
         user: &PecAddress,
     ) -> Result<Arc<account::View>, crate::store::StoreError> {
         let key = user.to_string();
-        let (state, previous) = {
-            let m = self.lock();
-            let a = m.get(&key);
-            let previous = a.and_then(|a| a.view.clone());
-            if let Some(v) = &previous
-                && v.state == a.map_or(0, |a| a.counter)
-            {
-                return Ok(v.clone());
-            }
-            (a.map_or(0, |a| a.counter), previous)
-        };
+        // The state is read before the data, so a view never claims a newer state than
+        // what it shows (a change in between makes the next request build again).
+        let state = self.gw.store.modseq(user)?;
+        let previous = self.lock().get(&key).and_then(|a| a.view.clone());
+        if let Some(v) = &previous
+            && v.state == state
+        {
+            return Ok(v.clone());
+        }
         let (store, u) = (self.gw.store.clone(), user.clone());
         let view = Arc::new(
             self.gw

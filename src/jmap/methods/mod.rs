@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use super::account::View;
+use super::account::{View, email_id, mailbox_id};
 use super::request::{Call, MethodError, Request, resolve_references};
 use super::{CAP_MAIL, CAP_PEC, CAP_QUOTA, CAP_SUBMISSION, Jmap};
 use crate::pec::address::PecAddress;
@@ -46,10 +46,8 @@ impl Ctx<'_> {
         self.using.iter().any(|u| u == cap)
     }
 
-    /// After a change this request made: advance the state and rebuild the view, so the
-    /// next call sees it.
+    /// After a change this request made: rebuild the view, so the next call sees it.
     pub fn refresh(&mut self) -> Result<(), MethodError> {
-        self.jmap.advance(&self.user.to_string());
         let (j, u) = (self.jmap.clone(), self.user.clone());
         self.view = self.rt.block_on(async move { j.view(&u).await })?;
         Ok(())
@@ -183,28 +181,130 @@ fn call(
     }
 }
 
-/// `/changes`: nothing when the state did not move; else `cannotCalculateChanges`, since
-/// the store keeps no per-change log (RFC 8620 §5.2; the client refetches).
-fn changes(ctx: &Ctx<'_>, args: &Map<String, Value>, _ty: &str) -> Out {
-    let since = args
+/// `/changes` (RFC 8620 §5.2) from the store's change log. Email and Mailbox changes are
+/// the store's; a Thread changed when one of its Emails did; identities never change;
+/// submissions are derived from receipts and are recalculated by the client.
+fn changes(ctx: &Ctx<'_>, args: &Map<String, Value>, ty: &str) -> Out {
+    let since_str = args
         .get("sinceState")
         .and_then(Value::as_str)
         .ok_or_else(|| MethodError::invalid_arguments("sinceState is required"))?;
-    if since != ctx.state() {
-        return Err(MethodError::new(
+    let cannot = || {
+        MethodError::new(
             "cannotCalculateChanges",
-            "the state moved: fetch again",
-        ));
-    }
+            "the state is too old or unknown: fetch again",
+        )
+    };
+    let since: u64 = since_str.parse().map_err(|_| cannot())?;
+    let max = match args.get("maxChanges") {
+        None | Some(Value::Null) => 5000,
+        Some(v) => match v.as_u64() {
+            Some(n) if n > 0 => n as usize,
+            _ => {
+                return Err(MethodError::invalid_arguments(
+                    "maxChanges must be a positive integer",
+                ));
+            }
+        },
+    };
+    let current = ctx.jmap.gw.store.modseq(&ctx.user)?;
+    let (mut created, mut updated, mut destroyed) = (Vec::new(), Vec::new(), Vec::new());
+    let (new_state, more) = match ty {
+        "Identity" => {
+            if since > current {
+                return Err(cannot());
+            }
+            (current, false)
+        }
+        "EmailSubmission" => {
+            if since != current {
+                return Err(cannot());
+            }
+            (current, false)
+        }
+        _ => {
+            let kind = if ty == "Mailbox" {
+                crate::store::ChangeKind::Mailbox
+            } else {
+                crate::store::ChangeKind::Email
+            };
+            let c = match ctx
+                .jmap
+                .gw
+                .store
+                .changes_since_of(&ctx.user, kind, since, max)
+            {
+                Ok(c) => c,
+                Err(
+                    crate::store::StoreError::ChangesTooOld { .. }
+                    | crate::store::StoreError::ChangesTooMany { .. },
+                ) => {
+                    return Err(cannot());
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match ty {
+                "Mailbox" => {
+                    let f = |v: &[u64]| v.iter().map(|&i| mailbox_id(i)).collect::<Vec<_>>();
+                    created = f(&c.folders.created);
+                    updated = f(&c.folders.updated);
+                    destroyed = f(&c.folders.destroyed);
+                }
+                "Email" => {
+                    let f = |v: &[crate::store::BlobId]| v.iter().map(email_id).collect::<Vec<_>>();
+                    created = f(&c.emails.created);
+                    updated = f(&c.emails.updated);
+                    destroyed = f(&c.emails.destroyed);
+                }
+                _ => {
+                    // Thread: the threads of the Emails that changed. A thread is new when
+                    // every Email it has now was created in the window; gone when it has none.
+                    let new_emails: std::collections::HashSet<String> =
+                        c.emails.created.iter().map(email_id).collect();
+                    let mut seen = std::collections::BTreeSet::new();
+                    for b in c
+                        .emails
+                        .created
+                        .iter()
+                        .chain(&c.emails.updated)
+                        .chain(&c.emails.destroyed)
+                    {
+                        let t = match ctx.view.email(&email_id(b)) {
+                            Some(e) => e.thread_id.clone(),
+                            None => match crate::jmap::account::summary_of(&ctx.jmap.gw.store, b) {
+                                Ok(s) => crate::jmap::account::thread_id(&s.thread_key),
+                                Err(_) => continue,
+                            },
+                        };
+                        if !seen.insert(t.clone()) {
+                            continue;
+                        }
+                        match ctx.view.by_thread.get(&t) {
+                            None => destroyed.push(t),
+                            Some(members)
+                                if members
+                                    .iter()
+                                    .all(|&i| new_emails.contains(&ctx.view.emails[i].id)) =>
+                            {
+                                created.push(t)
+                            }
+                            Some(_) => updated.push(t),
+                        }
+                    }
+                }
+            }
+            (c.new_modseq, c.has_more_changes)
+        }
+    };
     let mut out = Map::new();
     out.insert("accountId".into(), json!(ctx.account_id));
-    out.insert("oldState".into(), json!(since));
-    out.insert("newState".into(), json!(ctx.state()));
-    out.insert("hasMoreChanges".into(), json!(false));
-    out.insert("created".into(), json!([]));
-    out.insert("updated".into(), json!([]));
-    out.insert("destroyed".into(), json!([]));
-    if _ty == "Mailbox" {
+    out.insert("oldState".into(), json!(since_str));
+    out.insert("newState".into(), json!(ctx.jmap.state_string(new_state)));
+    out.insert("hasMoreChanges".into(), json!(more));
+    out.insert("created".into(), json!(created));
+    out.insert("updated".into(), json!(updated));
+    out.insert("destroyed".into(), json!(destroyed));
+    if ty == "Mailbox" {
         out.insert("updatedProperties".into(), Value::Null);
     }
     Ok(out)
