@@ -247,6 +247,13 @@ try {
     await shot(pa, '08-inbox-receipts-search');
     await pa.fill('#search-q', '');
     await pa.press('#search-q', 'Enter');
+    await until('full list', async () => !(await pa.textContent('#list-title')).includes('Risultati'));
+    // sorting: oldest first puts the acceptance of the first message on top
+    const firstNewest = await pa.getAttribute('#message-list button.msg >> nth=0', 'data-email-id');
+    await pa.selectOption('#sort', 'asc');
+    await until('re-sorted', async () => (await pa.getAttribute('#message-list button.msg >> nth=0', 'data-email-id')) !== firstNewest);
+    assert.match(await pa.textContent('#page-info'), /^1–\d+ di \d+$/);
+    await pa.selectOption('#sort', 'desc');
   });
   await checkAxe(pa, 'inbox with receipts');
 
@@ -298,7 +305,11 @@ try {
   await step('new mail appears while the page is open (EventSource, no reload)', async () => {
     await openFolder(pb, 'inbox');
     await pb.evaluate(() => { window.__noReload = 1; });
-    const before = Number((await pb.getAttribute('#folder-list button[data-role="inbox"] .unread-count', 'data-unread')) || 0);
+    const unread = async () => {
+      const el = await pb.$('#folder-list button[data-role="inbox"] .unread-count');
+      return el ? Number(await el.getAttribute('data-unread')) : 0;
+    };
+    const before = await unread();
     const s2 = `Secondo invio ${stamp}`;
     await apiA.send({
       to: [{ email: B.user }], subject: s2,
@@ -306,7 +317,7 @@ try {
     });
     await listItem(pb, s2).first().waitFor({ timeout: 60000 });
     assert.equal(await pb.evaluate(() => window.__noReload), 1, 'the page was reloaded');
-    const after = Number(await pb.getAttribute('#folder-list button[data-role="inbox"] .unread-count', 'data-unread'));
+    const after = await until('unread count to grow', async () => ((await unread()) > before ? unread() : 0));
     assert.ok(after > before, `unread ${before} → ${after}`);
     await shot(pb, '11-new-mail-pushed');
   });

@@ -7,6 +7,7 @@ pub mod clamd;
 pub mod jmap;
 pub mod server;
 pub mod smtp;
+pub mod web;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -333,7 +333,7 @@ function wire() {
   $('#lang').addEventListener('change', async (e) => {
     setLang(e.target.value);
     if (!$('#mail-view').hidden) {
-      renderFolders();
+      await refreshFolders();
       composer.describeLimits();
       await refreshList();
       if (state.selected && !$('#reader').hidden) await reader.open(state.selected).catch(() => {});
