@@ -48,6 +48,9 @@ export async function axe(page, name, exclude = []) {
 
 export function shooter(dir) {
   fs.mkdirSync(dir, { recursive: true });
+  for (const f of fs.readdirSync(dir)) {
+    if (f.endsWith('.png')) fs.rmSync(path.join(dir, f));
+  }
   return async (page, name) => {
     const file = path.join(dir, `${name}.png`);
     await page.screenshot({ path: file, fullPage: false });

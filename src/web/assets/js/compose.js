@@ -190,7 +190,8 @@ export class Composer {
         return;
       }
       const created = sub.created?.s || {};
-      this.accepted(created.sendAt ? dateTime(created.sendAt) : '');
+      // the access point answered just now; its own time when the server gives it
+      this.accepted(dateTime(created.sendAt || new Date().toISOString()));
     } catch (e) {
       this.refused(e.message);
     } finally {

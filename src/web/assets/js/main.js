@@ -182,6 +182,12 @@ async function selectFolder(id, focusList) {
   renderFolders();
   await refreshList();
   closeCompose();
+  // the reader showed a message of another folder: back to the placeholder
+  state.selected = null;
+  reader.current = null;
+  clear($('#reader-body'));
+  $('#reader-placeholder').hidden = false;
+  $('#reader-title').textContent = t('reader.none');
   if (focusList) {
     const first = $('#message-list button.msg');
     (first || $('#list-title')).focus?.();
