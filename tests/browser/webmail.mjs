@@ -282,13 +282,9 @@ try {
     assert.match(eml.headers()['content-disposition'] || '', /attachment/);
     assert.match(await eml.text(), /multipart\/signed/);
     const ev = await pb.request.get(new URL(await pb.getAttribute('#dl-evidence', 'href'), B.url).toString());
-    if (ev.status() === 404 && /not available yet/.test(await ev.text())) {
-      // The server's evidence_bundle is still a stub: the link is right, the bundle absent.
-      console.log('# note: the evidence bundle endpoint answers "not available yet"');
-    } else {
-      assert.equal(ev.status(), 200, `evidence: ${ev.status()}`);
-      assert.equal((await ev.body()).subarray(0, 2).toString(), 'PK', 'a zip');
-    }
+    assert.equal(ev.status(), 200, `evidence: ${ev.status()} ${await ev.text()}`);
+    assert.match(ev.headers()['content-disposition'] || '', /attachment/);
+    assert.equal((await ev.body()).subarray(0, 2).toString(), 'PK', 'a zip');
     await shot(pb, '09-received-verified');
   });
   await checkAxe(pb, 'received certified message');

@@ -43,9 +43,10 @@ pub fn set(
     if let Some(Value::Object(c)) = args.get("create") {
         for (cid, obj) in c {
             match submit_one(ctx, obj) {
-                Ok((sid, email)) => {
+                Ok((sid, email, ident)) => {
                     created.insert(cid.clone(), json!({
                         "id": sid,
+                        "identificativo": ident,
                         "undoStatus": "final",
                         "sendAt": ctx.jmap.gw.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
                     }));
@@ -129,8 +130,8 @@ pub fn set(
     Ok((out, implicit))
 }
 
-/// Submits one Email; returns the submission id and the Email id.
-fn submit_one(ctx: &mut Ctx<'_>, obj: &Value) -> Result<(String, String), Value> {
+/// Submits one Email; returns the submission id, the Email id and the identificativo.
+fn submit_one(ctx: &mut Ctx<'_>, obj: &Value) -> Result<(String, String, String), Value> {
     let identity = obj.get("identityId").and_then(Value::as_str).unwrap_or("");
     if identity != "I0" {
         return Err(set_error(
@@ -214,7 +215,7 @@ fn submit_one(ctx: &mut Ctx<'_>, obj: &Value) -> Result<(String, String), Value>
         .next()
         .unwrap_or_default()
         .to_string();
-    Ok((submission_id(&ident), email_id))
+    Ok((submission_id(&ident), email_id, ident))
 }
 
 /// The submission of an acceptance receipt.
