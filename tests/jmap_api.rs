@@ -370,23 +370,8 @@ fn folders_keywords_moves_uploads_and_push() {
     // Email/import of an uploaded message; upload and download round-trip exactly.
     let raw = b"From: Zeno <zeno@altro.test>\r\nTo: dora@pec.box.test\r\nSubject: Ordinaria\r\n\
 Message-ID: <m1@altro.test>\r\nDate: Thu, 03 Dec 2026 10:00:00 +0100\r\n\r\nUna mail ordinaria.\r\n";
-    let up = s.dir.path().join("m.eml");
-    std::fs::write(&up, raw).unwrap();
     let auth = format!("Authorization: Bearer {token}");
-    let r = web.request(
-        "POST",
-        &format!("/jmap/upload/{acc}/"),
-        &[
-            "-H",
-            &auth,
-            "-H",
-            "Content-Type: message/rfc822",
-            "--data-binary",
-            &format!("@{}", up.display()),
-        ],
-    );
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
-    let blob = r.json()["blobId"].as_str().unwrap().to_string();
+    let blob = web.upload(&token, &acc, raw);
     let r = web.request(
         "GET",
         &format!("/jmap/download/{acc}/{blob}/m.eml?type=message/rfc822"),
@@ -780,19 +765,7 @@ fn a_pec_sent_from_the_api_is_certified_threaded_and_tracked_to_delivery() {
         .position(|w| w == b"Si convoca")
         .expect("the body is in the envelope");
     bytes[at] = b'X';
-    let path = b.dir.path().join("tampered.eml");
-    std::fs::write(&path, &bytes).unwrap();
-    let up = wb.request(
-        "POST",
-        &format!("/jmap/upload/{acc_b}/"),
-        &[
-            "-H",
-            &auth,
-            "--data-binary",
-            &format!("@{}", path.display()),
-        ],
-    );
-    let tampered_blob = up.json()["blobId"].as_str().unwrap().to_string();
+    let tampered_blob = wb.upload(&tb, &acc_b, &bytes);
     let inbox_b = mailbox_with_role(&wb, &tb, &acc_b, "inbox");
     let r = wb.call(&tb, json!([
         ["Email/import", {"accountId": acc_b, "emails": {"t": {"blobId": tampered_blob, "mailboxIds": {inbox_b: true}}}}, "0"],
@@ -829,20 +802,7 @@ fn the_pec_property_on_a_real_provider_receipt_follows_the_index() {
     let token = web.login("gina@pec.campione.test", "pw-gina-1");
     let acc = account(&web, &token);
     let inbox = mailbox_with_role(&web, &token, &acc, "inbox");
-    let file = s.dir.path().join("aruba.eml");
-    std::fs::write(&file, &raw).unwrap();
-    let auth = format!("Authorization: Bearer {token}");
-    let up = web.request(
-        "POST",
-        &format!("/jmap/upload/{acc}/"),
-        &[
-            "-H",
-            &auth,
-            "--data-binary",
-            &format!("@{}", file.display()),
-        ],
-    );
-    let blob = up.json()["blobId"].as_str().unwrap().to_string();
+    let blob = web.upload(&token, &acc, &raw);
     let import = |received: &str| {
         web.call(&token, json!([
             ["Email/import", {"accountId": acc, "emails": {"a": {"blobId": blob, "mailboxIds": {inbox.clone(): true}, "receivedAt": received}}}, "0"],

@@ -22,6 +22,32 @@ impl Jmap {
         PecAddress::parse(user).ok()
     }
 
+    /// The mailbox of `user` and its view, when `account` is that user's account; else
+    /// the 404 (another user's account is indistinguishable from none) or the 500.
+    async fn account_view(
+        &self,
+        user: &str,
+        account: &str,
+    ) -> Result<(PecAddress, Arc<super::account::View>), Response<Body>> {
+        let u = self
+            .user(user)
+            .filter(|_| account == account_id(user))
+            .ok_or_else(|| {
+                response::problem(StatusCode::NOT_FOUND, "about:blank", "no such account")
+            })?;
+        match self.view(&u).await {
+            Ok(v) => Ok((u, v)),
+            Err(e) => {
+                tracing::error!(error = %e, "JMAP: building the account view");
+                Err(response::problem(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "about:blank",
+                    "the store could not be read",
+                ))
+            }
+        }
+    }
+
     /// The session state: changes when the account's state does.
     pub fn session_state(&self, user: &str) -> String {
         self.state_string(self.current_state(user))
@@ -224,18 +250,9 @@ impl Jmap {
         name: &str,
         ty: Option<&str>,
     ) -> Response<Body> {
-        if account != account_id(user) {
-            return response::problem(StatusCode::NOT_FOUND, "about:blank", "no such account");
-        }
-        let Some(u) = self.user(user) else {
-            return response::not_found();
-        };
-        let Ok(view) = self.view(&u).await else {
-            return response::problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "about:blank",
-                "store error",
-            );
+        let (_, view) = match self.account_view(user, account).await {
+            Ok(x) => x,
+            Err(r) => return r,
         };
         let Some((base, _)) = super::email::split_blob_id(blob) else {
             return response::not_found();
@@ -349,18 +366,9 @@ impl Jmap {
         account: &str,
         email: &str,
     ) -> Response<Body> {
-        if account != account_id(user) {
-            return response::not_found();
-        }
-        let Some(u) = self.user(user) else {
-            return response::not_found();
-        };
-        let Ok(view) = self.view(&u).await else {
-            return response::problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "about:blank",
-                "store error",
-            );
+        let (u, view) = match self.account_view(user, account).await {
+            Ok(x) => x,
+            Err(r) => return r,
         };
         let Some(e) = view.email(email) else {
             return response::not_found();

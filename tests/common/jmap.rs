@@ -178,6 +178,34 @@ impl Web {
         r.json()["methodResponses"].as_array().unwrap().clone()
     }
 
+    /// Uploads `bytes` to `account`; returns the blobId.
+    pub fn upload(&self, token: &str, account: &str, bytes: &[u8]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("upload");
+        std::fs::write(&file, bytes).unwrap();
+        let auth = format!("Authorization: Bearer {token}");
+        let data = format!("@{}", file.display());
+        let r = self.request(
+            "POST",
+            &format!("/jmap/upload/{account}/"),
+            &[
+                "-H",
+                &auth,
+                "-H",
+                "Content-Type: message/rfc822",
+                "--data-binary",
+                &data,
+            ],
+        );
+        assert_eq!(
+            r.status,
+            201,
+            "upload: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        r.json()["blobId"].as_str().unwrap().to_string()
+    }
+
     pub fn raw_api(&self, token: &str, body: &str) -> Reply {
         let auth = format!("Authorization: Bearer {token}");
         self.request(

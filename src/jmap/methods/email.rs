@@ -14,7 +14,9 @@ use mail_builder::headers::text::Text;
 use serde_json::{Map, Value, json};
 
 use super::query;
-use super::{Ctx, MethodError, Out, get_answer, ids_arg, pec_enabled, properties_arg};
+use super::{
+    Ctx, MethodError, Out, SetOutcome, get_answer, ids_arg, pec_enabled, properties_arg, set_error,
+};
 use crate::jmap::account::{Entry, email_id, flag, mailbox_id};
 use crate::jmap::email::{self as content, BodyOptions, resolve_blob};
 use crate::store::{Batch, BlobId, Delivery, StoreError};
@@ -206,10 +208,6 @@ pub fn query(ctx: &mut Ctx<'_>, args: &Map<String, Value>) -> Out {
     }
     out.insert("limit".into(), json!(limit));
     Ok(out)
-}
-
-fn set_error(kind: &str, description: impl Into<String>) -> Value {
-    json!({"type": kind, "description": description.into()})
 }
 
 /// The folder ids an Email should be in after a `mailboxIds` value or patch.
@@ -669,17 +667,15 @@ pub fn set(ctx: &mut Ctx<'_>, args: &Map<String, Value>) -> Out {
             ctx.refresh()?;
         }
     }
-    let mut out = Map::new();
-    out.insert("accountId".into(), json!(ctx.account_id));
-    out.insert("oldState".into(), json!(old_state));
-    out.insert("newState".into(), json!(ctx.state()));
-    out.insert("created".into(), Value::Object(created));
-    out.insert("updated".into(), Value::Object(updated));
-    out.insert("destroyed".into(), json!(destroyed));
-    out.insert("notCreated".into(), Value::Object(not_created));
-    out.insert("notUpdated".into(), Value::Object(not_updated));
-    out.insert("notDestroyed".into(), Value::Object(not_destroyed));
-    Ok(out)
+    let outcome = SetOutcome {
+        created,
+        not_created,
+        updated,
+        not_updated,
+        destroyed,
+        not_destroyed,
+    };
+    Ok(outcome.answer(ctx, old_state))
 }
 
 pub fn import(ctx: &mut Ctx<'_>, args: &Map<String, Value>) -> Out {
@@ -748,25 +744,9 @@ pub fn import(ctx: &mut Ctx<'_>, args: &Map<String, Value>) -> Out {
     Ok(out)
 }
 
-const PARSE_PROPS: &[&str] = &[
-    "messageId",
-    "inReplyTo",
-    "references",
-    "sender",
-    "from",
-    "to",
-    "cc",
-    "bcc",
-    "replyTo",
-    "subject",
-    "sentAt",
-    "hasAttachment",
-    "preview",
-    "bodyValues",
-    "textBody",
-    "htmlBody",
-    "attachments",
-];
+/// Email/parse's defaults: the Email/get ones without the mailbox-level properties (RFC
+/// 8621 §4.9), which start at `messageId`.
+const PARSE_PROPS: &[&str] = DEFAULT_PROPS.split_at(7).1;
 
 pub fn parse(ctx: &mut Ctx<'_>, args: &Map<String, Value>) -> Out {
     let props = properties_arg(args, PARSE_PROPS)?;

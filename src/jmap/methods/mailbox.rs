@@ -6,7 +6,9 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Ctx, MethodError, Out, get_answer, ids_arg, properties_arg};
+use super::{
+    Ctx, MethodError, Out, SetOutcome, get_answer, ids_arg, properties_arg, query_answer, set_error,
+};
 use crate::jmap::account::mailbox_id;
 use crate::store::{Batch, FolderInfo, StoreError};
 
@@ -147,18 +149,8 @@ pub fn query(ctx: &mut Ctx<'_>, args: &Map<String, Value>) -> Out {
         .collect();
     folders.sort_by(|a, b| a.name.cmp(&b.name));
     let ids: Vec<String> = folders.iter().map(|f| mailbox_id(f.id)).collect();
-    let mut out = Map::new();
-    out.insert("accountId".into(), json!(ctx.account_id));
-    out.insert("queryState".into(), json!(ctx.state()));
-    out.insert("canCalculateChanges".into(), json!(false));
-    out.insert("position".into(), json!(0));
-    out.insert("total".into(), json!(ids.len()));
-    out.insert("ids".into(), json!(ids));
-    Ok(out)
-}
-
-fn set_error(kind: &str, description: impl Into<String>) -> Value {
-    json!({"type": kind, "description": description.into()})
+    let total = ids.len();
+    Ok(query_answer(ctx, ids, 0, total))
 }
 
 fn full_name(ctx: &Ctx<'_>, name: &str, parent: Option<&Value>) -> Result<String, Value> {
@@ -336,17 +328,15 @@ pub fn set(ctx: &mut Ctx<'_>, args: &Map<String, Value>) -> Out {
             ctx.refresh()?;
         }
     }
-    let mut out = Map::new();
-    out.insert("accountId".into(), json!(ctx.account_id));
-    out.insert("oldState".into(), json!(old_state));
-    out.insert("newState".into(), json!(ctx.state()));
-    out.insert("created".into(), Value::Object(created));
-    out.insert("updated".into(), Value::Object(updated));
-    out.insert("destroyed".into(), json!(destroyed));
-    out.insert("notCreated".into(), Value::Object(not_created));
-    out.insert("notUpdated".into(), Value::Object(not_updated));
-    out.insert("notDestroyed".into(), Value::Object(not_destroyed));
-    Ok(out)
+    let outcome = SetOutcome {
+        created,
+        not_created,
+        updated,
+        not_updated,
+        destroyed,
+        not_destroyed,
+    };
+    Ok(outcome.answer(ctx, old_state))
 }
 
 pub fn thread_get(ctx: &mut Ctx<'_>, args: &Map<String, Value>) -> Out {

@@ -391,6 +391,55 @@ pub fn get_answer(ctx: &Ctx<'_>, list: Vec<Value>, not_found: Vec<String>) -> Ma
     out
 }
 
+/// A SetError (RFC 8620 §5.3): its type and a human description.
+pub fn set_error(kind: &str, description: impl Into<String>) -> Value {
+    json!({"type": kind, "description": description.into()})
+}
+
+/// What a `/set` call did, answered as RFC 8620 §5.3 shapes it.
+#[derive(Default)]
+pub struct SetOutcome {
+    pub created: Map<String, Value>,
+    pub not_created: Map<String, Value>,
+    pub updated: Map<String, Value>,
+    pub not_updated: Map<String, Value>,
+    pub destroyed: Vec<String>,
+    pub not_destroyed: Map<String, Value>,
+}
+
+impl SetOutcome {
+    pub fn answer(self, ctx: &Ctx<'_>, old_state: String) -> Map<String, Value> {
+        let mut out = Map::new();
+        out.insert("accountId".into(), json!(ctx.account_id));
+        out.insert("oldState".into(), json!(old_state));
+        out.insert("newState".into(), json!(ctx.state()));
+        out.insert("created".into(), Value::Object(self.created));
+        out.insert("updated".into(), Value::Object(self.updated));
+        out.insert("destroyed".into(), json!(self.destroyed));
+        out.insert("notCreated".into(), Value::Object(self.not_created));
+        out.insert("notUpdated".into(), Value::Object(self.not_updated));
+        out.insert("notDestroyed".into(), Value::Object(self.not_destroyed));
+        out
+    }
+}
+
+/// A `/query` answer for `ids` from `position` (the whole list's length is `total`).
+pub fn query_answer(
+    ctx: &Ctx<'_>,
+    ids: Vec<String>,
+    position: usize,
+    total: usize,
+) -> Map<String, Value> {
+    let mut out = Map::new();
+    out.insert("accountId".into(), json!(ctx.account_id));
+    out.insert("queryState".into(), json!(ctx.state()));
+    out.insert("canCalculateChanges".into(), json!(false));
+    out.insert("position".into(), json!(position));
+    out.insert("total".into(), json!(total));
+    out.insert("ids".into(), json!(ids));
+    out
+}
+
 /// The PEC capability is in `using`: the `pec` property may be asked for.
 pub fn pec_enabled(ctx: &Ctx<'_>) -> bool {
     ctx.uses(CAP_PEC)

@@ -15,7 +15,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Ctx, MethodError, Out, get_answer, ids_arg};
+use super::{Ctx, MethodError, Out, get_answer, ids_arg, query_answer, set_error};
 use crate::jmap::account::Entry;
 use crate::smtp::session::Envelope;
 
@@ -23,10 +23,6 @@ use crate::smtp::session::Envelope;
 pub fn submission_id(identificativo: &str) -> String {
     let bare = crate::pec::ids::bare(identificativo);
     format!("S{}", &crate::trace::sha256_hex(bare.as_bytes())[..32])
-}
-
-fn set_error(kind: &str, description: impl Into<String>) -> Value {
-    json!({"type": kind, "description": description.into()})
 }
 
 /// The implicit Email/set arguments of onSuccessUpdateEmail / onSuccessDestroyEmail.
@@ -390,12 +386,6 @@ pub fn query(ctx: &mut Ctx<'_>, args: &Map<String, Value>) -> Out {
         })
         .filter_map(|s| s["id"].as_str().map(str::to_string))
         .collect();
-    let mut out = Map::new();
-    out.insert("accountId".into(), json!(ctx.account_id));
-    out.insert("queryState".into(), json!(ctx.state()));
-    out.insert("canCalculateChanges".into(), json!(false));
-    out.insert("position".into(), json!(0));
-    out.insert("total".into(), json!(ids.len()));
-    out.insert("ids".into(), json!(ids));
-    Ok(out)
+    let total = ids.len();
+    Ok(query_answer(ctx, ids, 0, total))
 }
