@@ -862,3 +862,181 @@ mailReceipt: posta-certificata@pec.it\nmanagedDomains: pec.it\n",
     assert_eq!(v["verified"], false, "{v}");
     assert!(v["reason"].as_str().unwrap().contains("certificato"), "{v}");
 }
+
+/// The 12 h and 24 h notices (rules §4.12, identical in XML) as JMAP shows them: a PEC to
+/// a provider that never answers is `queued`, `unknown` after the 12 h notice, and `no`
+/// after the 24 h one; each notice is in the message's thread. The provider runs in this
+/// process on a manual clock, so the hours pass in milliseconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_status_follows_the_12_and_24_hour_notices() {
+    if !have_curl() {
+        return;
+    }
+    use pecd::clock::ManualClock;
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    for (dir, domain) in [(&a, "pec.uno.test"), (&b, "pec.muto.test")] {
+        let out = common::server::pecd(&[
+            "init",
+            "--dir",
+            dir.path().to_str().unwrap(),
+            "--domain",
+            domain,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The silent provider is in the index, routed to a port nobody listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = a.path().join("pecd.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let mut out = String::new();
+    for line in text.lines() {
+        let l = match line.split_once(" = ") {
+            Some((k, _)) if k.trim() == "https" => "https = \"127.0.0.1:0\"".to_string(),
+            Some((k, _))
+                if ["smtp", "submission", "smtps", "imaps", "pop3s"].contains(&k.trim()) =>
+            {
+                format!("{} = \"off\"", k.trim())
+            }
+            _ if line == "[routes]" => {
+                format!("[routes]\n\"pec.muto.test\" = \"127.0.0.1:{dead}\"")
+            }
+            _ => line.to_string(),
+        };
+        out.push_str(&l);
+        out.push('\n');
+    }
+    std::fs::write(&cfg, out).unwrap();
+    let ldif = b.path().join("muto.ldif");
+    let bc = b.path().join("pecd.toml");
+    let e = common::server::pecd(&[
+        "index",
+        "export",
+        "--config",
+        bc.to_str().unwrap(),
+        "--out",
+        ldif.to_str().unwrap(),
+    ]);
+    assert!(e.status.success());
+    let i = common::server::pecd(&[
+        "index",
+        "import",
+        ldif.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert!(i.status.success(), "{}", String::from_utf8_lossy(&i.stderr));
+
+    let clock = std::sync::Arc::new(ManualClock::new(jiff::Timestamp::now()));
+    let shared: pecd::clock::SharedClock = clock.clone();
+    let c2 = cfg.clone();
+    let gw = tokio::task::spawn_blocking(move || {
+        pecd::gateway::Gateway::open(pecd::config::Config::load(&c2).unwrap(), shared).unwrap()
+    })
+    .await
+    .unwrap();
+    gw.store
+        .add_mailbox(pecd::store::NewMailbox {
+            address: pecd::pec::address::PecAddress::parse("alice@pec.uno.test").unwrap(),
+            password: pecd::store::mailbox::Password::new("pw-alice-1"),
+            quota_bytes: None,
+            options: Default::default(),
+        })
+        .unwrap();
+    let running = pecd::server::start(gw.clone()).await.unwrap();
+    let port = running.addr("https").unwrap().port();
+    let web = Web {
+        base: format!("https://localhost:{port}"),
+        ca: a.path().join("certs/ca.pem"),
+        host: format!("localhost:{port}"),
+    };
+    let w = std::sync::Arc::new(web);
+    let blocking = |f: Box<dyn FnOnce(&Web) -> Value + Send>| {
+        let w = w.clone();
+        async move { tokio::task::spawn_blocking(move || f(&w)).await.unwrap() }
+    };
+    let (token, acc) = {
+        let v = blocking(Box::new(|w| {
+            let t = w.login("alice@pec.uno.test", "pw-alice-1");
+            json!([t.clone(), account(w, &t)])
+        }))
+        .await;
+        (
+            v[0].as_str().unwrap().to_string(),
+            v[1].as_str().unwrap().to_string(),
+        )
+    };
+    let (t2, a2) = (token.clone(), acc.clone());
+    let r = blocking(Box::new(move |w| {
+        json!(send(
+            w,
+            &t2,
+            &a2,
+            text_email(
+                "alice@pec.uno.test",
+                &["bob@pec.muto.test"],
+                "Nessuna risposta",
+                "x"
+            )
+        ))
+    }))
+    .await;
+    let sub = r[1][1]["created"]["s"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_string();
+    let status = |token: String, acc: String, sub: String| {
+        blocking(Box::new(move |w| {
+            let r = w.call(
+                &token,
+                json!([["EmailSubmission/get", {"accountId": acc, "ids": [sub]}, "0"]]),
+            );
+            r[0][1]["list"][0]["deliveryStatus"]["bob@pec.muto.test"].clone()
+        }))
+    };
+    assert_eq!(
+        status(token.clone(), acc.clone(), sub.clone()).await["delivered"],
+        "queued"
+    );
+
+    clock.advance(jiff::SignedDuration::from_hours(12) + jiff::SignedDuration::from_mins(1));
+    assert_eq!(
+        pecd::pipeline::timers::tick(&gw).await.unwrap(),
+        1,
+        "12 h notice"
+    );
+    let s = status(token.clone(), acc.clone(), sub.clone()).await;
+    assert_eq!(s["delivered"], "unknown", "{s}");
+    assert!(s["smtpReply"].as_str().unwrap().contains("12"), "{s}");
+
+    clock.advance(jiff::SignedDuration::from_hours(12));
+    assert!(
+        pecd::pipeline::timers::tick(&gw).await.unwrap() >= 1,
+        "24 h notice"
+    );
+    let s = status(token.clone(), acc.clone(), sub.clone()).await;
+    assert_eq!(s["delivered"], "no", "{s}");
+    let kinds: Vec<&str> = s["pecReceipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|x| x["kind"].as_str())
+        .collect();
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == "preavviso-errore-consegna")
+            .count(),
+        2,
+        "{kinds:?}"
+    );
+    running.shutdown().await;
+}

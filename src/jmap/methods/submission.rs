@@ -293,9 +293,28 @@ fn submission_json(ctx: &Ctx<'_>, acc: &Entry) -> Option<Value> {
                             .unwrap_or("")
                     );
                 }
-                "preavviso-errore-consegna" if delivered == "queued" => {
-                    delivered = "unknown";
-                    reply = "450 4.0.0 preavviso di mancata consegna (12 ore)".into();
+                // The 12 h and 24 h notices are the same in XML (rules §4.12): the one
+                // issued 22 h or more after the acceptance is the 24 h one, which closes
+                // the transaction with a negative outcome (rules §5: not before 22 h).
+                "preavviso-errore-consegna" if delivered != "yes" => {
+                    let at = |v: Option<&Value>| {
+                        v.and_then(|v| v.get("data"))
+                            .and_then(Value::as_str)
+                            .and_then(|s| s.parse::<jiff::Timestamp>().ok())
+                    };
+                    let final_notice = match (at(Some(d)), at(xd)) {
+                        (Some(sent), Some(notice)) => {
+                            notice.duration_since(sent) >= jiff::SignedDuration::from_hours(22)
+                        }
+                        _ => false,
+                    };
+                    if final_notice {
+                        delivered = "no";
+                        reply = "550 5.4.7 avviso di mancata consegna per superamento dei tempi massimi (24 ore)".into();
+                    } else if delivered == "queued" {
+                        delivered = "unknown";
+                        reply = "450 4.4.7 preavviso di mancata consegna (12 ore)".into();
+                    }
                 }
                 "presa-in-carico" if delivered == "queued" => {
                     reply = "250 2.0.0 presa in carico dal gestore del destinatario".into();
