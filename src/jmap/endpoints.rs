@@ -129,7 +129,25 @@ impl Jmap {
                 "maxConcurrentRequests reached",
             );
         };
-        let body = match crate::http::body::read_limited(body, self.limits.max_size_request).await {
+        // The body's memory comes out of the global budget (its announced length, or the
+        // whole limit when it does not say), and is given back when the request is done.
+        let max = self.limits.max_size_request;
+        let announced = hyper::body::Body::size_hint(&body)
+            .upper()
+            .map(|n| n as usize);
+        let want = announced.unwrap_or(max).min(max + 1);
+        let Ok(_budget) = self
+            .body_budget
+            .clone()
+            .try_acquire_many_owned(want.div_ceil(1024).max(1) as u32)
+        else {
+            return response::problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "urn:ietf:params:jmap:error:limit",
+                "the server is busy with other large requests: retry shortly",
+            );
+        };
+        let body = match crate::http::body::read_limited(body, max).await {
             Ok(b) => b,
             Err(crate::http::body::BodyError::TooLarge(_)) => {
                 return response::problem(
@@ -208,28 +226,19 @@ impl Jmap {
         if account != account_id(user) {
             return response::problem(StatusCode::NOT_FOUND, "about:blank", "no such account");
         }
-        let bytes = match crate::http::body::read_limited(body, self.limits.max_size_upload).await {
-            Ok(b) => b,
-            Err(e) => {
-                return response::problem(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "urn:ietf:params:jmap:error:limit",
-                    e.to_string(),
-                );
-            }
+        let Some(_slot) = self.enter_upload(user) else {
+            return response::problem(
+                StatusCode::TOO_MANY_REQUESTS,
+                "urn:ietf:params:jmap:error:limit",
+                "maxConcurrentUpload reached",
+            );
         };
-        let size = bytes.len();
-        let blob = match self.gw.put_blob(Arc::new(bytes.to_vec())).await {
+        // Streamed to a blob file as it arrives: an upload never sits in memory.
+        let blob = match self.stream_to_blob(body).await {
             Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "JMAP upload");
-                return response::problem(
-                    StatusCode::INSUFFICIENT_STORAGE,
-                    "about:blank",
-                    "could not store the upload",
-                );
-            }
+            Err(r) => return r,
         };
+        let size = blob.size;
         self.remember_upload(user, blob.id.as_str());
         response::json(
             StatusCode::CREATED,
@@ -240,6 +249,59 @@ impl Jmap {
                 "size": size,
             }),
         )
+    }
+
+    /// Writes a request body to a new blob, refusing it past `maxSizeUpload`.
+    async fn stream_to_blob(
+        &self,
+        mut body: Incoming,
+    ) -> Result<crate::store::Blob, Response<Body>> {
+        use std::io::Write;
+        let fail = |e: &dyn std::fmt::Display| {
+            tracing::error!(error = %e, "JMAP upload");
+            response::problem(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "about:blank",
+                "could not store the upload",
+            )
+        };
+        let mut w = self.gw.store.blobs().writer().map_err(|e| fail(&e))?;
+        let mut size = 0usize;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                w.abort();
+                return Err(response::problem(
+                    StatusCode::BAD_REQUEST,
+                    "about:blank",
+                    "the upload was cut off",
+                ));
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            size += data.len();
+            if size > self.limits.max_size_upload {
+                w.abort();
+                return Err(response::problem(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "urn:ietf:params:jmap:error:limit",
+                    format!("maxSizeUpload is {} bytes", self.limits.max_size_upload),
+                ));
+            }
+            // File writes off the executor; the writer goes there and back.
+            let r = self
+                .gw
+                .blocking(move || w.write_all(&data).map(|()| w))
+                .await;
+            w = match r {
+                Ok(w) => w,
+                Err(e) => return Err(fail(&e)),
+            };
+        }
+        self.gw
+            .blocking(move || w.finish())
+            .await
+            .map_err(|e| fail(&e))
     }
 
     pub async fn download_response(

@@ -37,6 +37,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 use crate::gateway::Gateway;
+use crate::listener::{Counter, Slot};
 use crate::pec::address::PecAddress;
 
 pub const CAP_CORE: &str = "urn:ietf:params:jmap:core";
@@ -71,6 +72,10 @@ impl Default for Limits {
     }
 }
 
+/// API request bodies held in memory at once, all users together: past it a request gets
+/// 503 with the JMAP `limit` error (uploads are streamed to disk and do not count).
+pub const MAX_BODY_BYTES_IN_FLIGHT: usize = 256 * 1024 * 1024;
+
 /// The account id of a mailbox: stable, opaque, URL-safe.
 pub fn account_id(user: &str) -> String {
     format!(
@@ -95,7 +100,12 @@ pub struct Jmap {
     /// Blobs uploaded per account (JMAP upload), kept until the blob sweep removes them.
     uploads: Mutex<HashMap<String, Vec<String>>>,
     /// Requests in progress per account (`maxConcurrentRequests`).
-    in_flight: Mutex<HashMap<String, usize>>,
+    requests: Counter<String>,
+    /// Uploads in progress per account (`maxConcurrentUpload`).
+    upload_slots: Counter<String>,
+    /// KiB of API request bodies held in memory at once, all accounts together
+    /// ([`MAX_BODY_BYTES_IN_FLIGHT`]).
+    pub(crate) body_budget: Arc<tokio::sync::Semaphore>,
 }
 
 impl Jmap {
@@ -109,7 +119,9 @@ impl Jmap {
             accounts: Mutex::default(),
             changed,
             uploads: Mutex::default(),
-            in_flight: Mutex::default(),
+            requests: Counter::default(),
+            upload_slots: Counter::default(),
+            body_budget: Arc::new(tokio::sync::Semaphore::new(MAX_BODY_BYTES_IN_FLIGHT / 1024)),
         }
     }
 
@@ -210,28 +222,14 @@ impl Jmap {
     }
 
     /// Takes a request slot of `user`; `None` past `maxConcurrentRequests`.
-    pub(crate) fn enter(self: &Arc<Self>, user: &str) -> Option<RequestSlot> {
-        let mut m = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        let n = m.entry(user.to_string()).or_insert(0);
-        if *n >= self.limits.max_concurrent_requests {
-            return None;
-        }
-        *n += 1;
-        Some(RequestSlot(self.clone(), user.to_string()))
+    pub(crate) fn enter(&self, user: &str) -> Option<Slot<String>> {
+        self.requests
+            .acquire(user.to_string(), self.limits.max_concurrent_requests)
     }
-}
 
-/// A request in progress, released on drop.
-pub struct RequestSlot(Arc<Jmap>, String);
-
-impl Drop for RequestSlot {
-    fn drop(&mut self) {
-        let mut m = self.0.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = m.get_mut(&self.1) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                m.remove(&self.1);
-            }
-        }
+    /// Takes an upload slot of `user`; `None` past `maxConcurrentUpload`.
+    pub(crate) fn enter_upload(&self, user: &str) -> Option<Slot<String>> {
+        self.upload_slots
+            .acquire(user.to_string(), self.limits.max_concurrent_upload)
     }
 }

@@ -375,6 +375,13 @@ impl Write for BlobWriter {
 }
 
 impl BlobWriter {
+    /// Gives up the write: the temporary file is removed.
+    pub fn abort(self) {
+        let tmp = self.tmp.clone();
+        drop(self);
+        let _ = fs::remove_file(tmp);
+    }
+
     /// fsync, rename to the content name, fsync the directory.
     pub fn finish(self) -> Result<Blob, StoreError> {
         let BlobWriter {
