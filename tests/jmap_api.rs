@@ -499,6 +499,44 @@ Message-ID: <m1@altro.test>\r\nDate: Thu, 03 Dec 2026 10:00:00 +0100\r\n\r\nUna 
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["pec"]["kind"], "ordinaria");
     assert_eq!(list[0]["pec"]["verdict"]["verified"], false);
+
+    // The other read methods on the same account.
+    let r = web.call(
+        &token,
+        json!([
+            ["SearchSnippet/get", {"accountId": acc, "filter": {"text": "ordinaria"}, "emailIds": [id.clone()]}, "s"],
+            ["Mailbox/query", {"accountId": acc, "filter": {"role": "inbox"}}, "mq"],
+            ["Identity/get", {"accountId": acc}, "i"],
+            ["Quota/get", {"accountId": acc}, "q"],
+            ["Email/queryChanges", {"accountId": acc, "sinceQueryState": "0", "filter": {}}, "qc"],
+            ["Email/copy", {"accountId": acc, "fromAccountId": "Aelsewhere", "create": {}}, "c"],
+            ["Blob/copy", {"accountId": acc, "fromAccountId": acc, "blobIds": [blob.clone(), "Bnope"]}, "b"],
+            ["Email/query", {"accountId": acc, "filter": {"operator": "OR", "conditions": [
+                {"from": "zeno@altro"}, {"pecIdentificativo": "<none@x>"}]}, "sort": [{"property": "subject"}]}, "o"],
+        ]),
+    );
+    assert!(
+        r[0][1]["list"][0]["subject"]
+            .as_str()
+            .unwrap()
+            .contains("<mark>Ordinaria</mark>"),
+        "{}",
+        r[0][1]
+    );
+    assert_eq!(r[1][1]["ids"], json!([inbox.clone()]));
+    assert_eq!(r[2][1]["list"][0]["email"], "dora@pec.box.test");
+    assert_eq!(r[2][1]["list"][0]["mayDelete"], false);
+    assert!(
+        r[3][1]["list"][0]["used"].as_u64().unwrap() >= raw.len() as u64,
+        "{}",
+        r[3][1]
+    );
+    assert!(r[3][1]["list"][0]["hardLimit"].as_u64().unwrap() > 0);
+    assert_eq!(r[4][1]["type"], "cannotCalculateChanges");
+    assert_eq!(r[5][1]["type"], "fromAccountNotFound");
+    assert_eq!(r[6][1]["copied"][&blob], json!(blob.clone()));
+    assert_eq!(r[6][1]["notCopied"]["Bnope"]["type"], "blobNotFound");
+    assert_eq!(r[7][1]["ids"], json!([id.clone()]));
     let r = web.call(
         &token,
         json!([["Mailbox/get", {"accountId": acc, "ids": [inbox.clone()]}, "0"]]),
@@ -616,6 +654,19 @@ fn a_pec_sent_from_the_api_is_certified_threaded_and_tracked_to_delivery() {
         let s = r[0][1]["list"][0]["deliveryStatus"]["bob@pec.due.test"].clone();
         (s["delivered"] == "yes").then_some(s)
     });
+    // The refused message got its non-acceptance notice, as on SMTP; the submission is
+    // found by its Email.
+    let notices = query_get(
+        &wa,
+        &ta,
+        &acc_a,
+        json!({"pecKind": "non-accettazione"}),
+        json!(["pec"]),
+    );
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert_eq!(notices[0]["pec"]["verdict"]["verified"], true);
+    let r = wa.call(&ta, json!([["EmailSubmission/query", {"accountId": acc_a, "filter": {"emailIds": [draft_id.clone()]}}, "0"]]));
+    assert_eq!(r[0][1]["ids"], json!([sub_id.clone()]));
     let kinds: Vec<&str> = status["pecReceipts"]
         .as_array()
         .unwrap()
