@@ -169,6 +169,33 @@ fn first_run_creates_a_working_provider_and_a_restart_reuses_it() {
             "the acceptance receipt: {subject}"
         );
     }
+    // The webmail is at the printed address: its page, and the demo user's login.
+    let webmail = lines
+        .iter()
+        .find_map(|l| l.trim_start().strip_prefix("webmail"))
+        .map(|u| u.trim().trim_end_matches('/').to_string())
+        .unwrap_or_else(|| panic!("no webmail address in {text}"));
+    if common::have("curl", "the webmail over HTTPS") {
+        let host = webmail.trim_start_matches("https://").to_string();
+        let web = common::jmap::Web {
+            base: webmail.clone(),
+            ca: ca.clone(),
+            host,
+        };
+        let page = web.request("GET", "/", &[]);
+        assert_eq!(page.status, 200);
+        assert!(
+            page.header("content-type")
+                .unwrap()
+                .starts_with("text/html")
+        );
+        assert!(
+            String::from_utf8_lossy(&page.body).contains("lang=\"it\""),
+            "Italian first"
+        );
+        let token = web.login(&user, &password);
+        assert_eq!(web.session(&token)["username"], user.as_str());
+    }
     stop(child);
 
     // A restart finds everything in place: nothing is created again, same credentials.

@@ -84,10 +84,12 @@ pub fn account_id(user: &str) -> String {
     )
 }
 
-/// The view of an account built at some state.
+/// The view of an account built at some state, and the lock that lets one request at a
+/// time build the next one (the others wait and share it).
 #[derive(Default)]
 struct AccountState {
     view: Option<Arc<account::View>>,
+    building: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The JMAP service of one gateway.
@@ -178,15 +180,24 @@ impl Jmap {
         user: &PecAddress,
     ) -> Result<Arc<account::View>, crate::store::StoreError> {
         let key = user.to_string();
+        let cached = |state: u64| {
+            let m = self.lock();
+            let a = m.get(&key)?;
+            a.view.clone().filter(|v| v.state == state)
+        };
         // The state is read before the data, so a view never claims a newer state than
         // what it shows (a change in between makes the next request build again).
         let state = self.gw.store.modseq(user)?;
-        let previous = self.lock().get(&key).and_then(|a| a.view.clone());
-        if let Some(v) = &previous
-            && v.state == state
-        {
-            return Ok(v.clone());
+        if let Some(v) = cached(state) {
+            return Ok(v);
         }
+        let building = self.lock().entry(key.clone()).or_default().building.clone();
+        let _one_builder = building.lock().await;
+        let state = self.gw.store.modseq(user)?;
+        if let Some(v) = cached(state) {
+            return Ok(v); // built meanwhile by the request we waited for
+        }
+        let previous = self.lock().get(&key).and_then(|a| a.view.clone());
         let (store, u) = (self.gw.store.clone(), user.clone());
         let view = Arc::new(
             self.gw
@@ -195,8 +206,6 @@ impl Jmap {
         );
         let mut m = self.lock();
         let a = m.entry(key).or_default();
-        // Keep the newest view; a change during the build leaves this one stale, and the
-        // next request builds again.
         if a.view.as_ref().is_none_or(|v| v.state <= state) {
             a.view = Some(view.clone());
         }
