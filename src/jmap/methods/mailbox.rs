@@ -178,14 +178,7 @@ fn full_name(ctx: &Ctx<'_>, name: &str, parent: Option<&Value>) -> Result<String
 }
 
 pub fn set(ctx: &mut Ctx<'_>, args: &Map<String, Value>) -> Out {
-    if let Some(s) = args.get("ifInState").and_then(Value::as_str)
-        && s != ctx.state()
-    {
-        return Err(MethodError::new(
-            "stateMismatch",
-            "ifInState does not match",
-        ));
-    }
+    super::check_if_in_state(ctx, args)?;
     let old_state = ctx.state();
     let store = ctx.jmap.gw.store.clone();
     let user = ctx.user.clone();

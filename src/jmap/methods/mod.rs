@@ -7,12 +7,18 @@
 //! | module | methods |
 //! |---|---|
 //! | [`mailbox`] | Mailbox/get, /query, /changes, /set; Thread/get, /changes; Identity/get; Quota/get |
-//! | [`email`] | Email/get, /query, /changes, /queryChanges, /set, /import, /parse, /copy; SearchSnippet/get; Blob/copy |
+//! | [`email`] | Email/get, /query, /parse; which blobs a caller may read |
+//! | [`email_set`] | Email/set, /import, /copy; Blob/copy |
+//! | [`compose`] | the message of an Email/set create |
+//! | [`snippets`] | SearchSnippet/get |
 //! | [`submission`] | EmailSubmission/set, /get, /query, /changes |
 
+pub mod compose;
 pub mod email;
+pub mod email_set;
 pub mod mailbox;
 pub mod query;
+pub mod snippets;
 pub mod submission;
 
 use std::collections::HashMap;
@@ -153,17 +159,17 @@ fn call(
         "Email/get" => email::get(ctx, &args),
         "Email/query" => email::query(ctx, &args),
         "Email/changes" => changes(ctx, &args, "Email"),
-        "Email/set" => email::set(ctx, &args),
-        "Email/import" => email::import(ctx, &args),
+        "Email/set" => email_set::set(ctx, &args),
+        "Email/import" => email_set::import(ctx, &args),
         "Email/parse" => email::parse(ctx, &args),
-        "Email/copy" | "Blob/copy" => email::copy(ctx, &args, name),
-        "SearchSnippet/get" => email::snippets(ctx, &args),
+        "Email/copy" | "Blob/copy" => email_set::copy(ctx, &args, name),
+        "SearchSnippet/get" => snippets::snippets(ctx, &args),
         "EmailSubmission/set" => {
             let (out, implicit) = submission::set(ctx, &args)?;
             // onSuccessUpdateEmail / onSuccessDestroyEmail: an implicit Email/set whose
             // answer follows with the same call id (RFC 8621 §7.5).
             if let Some(set_args) = implicit {
-                let then = match email::set(ctx, &set_args) {
+                let then = match email_set::set(ctx, &set_args) {
                     Ok(v) => ("Email/set".to_string(), Value::Object(v)),
                     Err(e) => ("error".to_string(), e.to_value()),
                 };
@@ -389,6 +395,17 @@ pub fn get_answer(ctx: &Ctx<'_>, list: Vec<Value>, not_found: Vec<String>) -> Ma
     out.insert("list".into(), Value::Array(list));
     out.insert("notFound".into(), json!(not_found));
     out
+}
+
+/// `ifInState` of a `/set` (RFC 8620 §5.3): `stateMismatch` when the account moved on.
+pub fn check_if_in_state(ctx: &Ctx<'_>, args: &Map<String, Value>) -> Result<(), MethodError> {
+    match args.get("ifInState").and_then(Value::as_str) {
+        Some(s) if s != ctx.state() => Err(MethodError::new(
+            "stateMismatch",
+            "ifInState does not match",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A SetError (RFC 8620 §5.3): its type and a human description.

@@ -202,6 +202,8 @@ fn submit_one(ctx: &mut Ctx<'_>, obj: &Value) -> Result<(String, String, String)
         return Err(json!({
             "type": kind,
             "description": reply.text,
+            // The reason in Italian (PEC capability), when the access point gave one.
+            "motivo": reply.motivo,
             "smtpReply": format!("{} {} {}", reply.code, reply.enhanced, reply.text),
         }));
     }
