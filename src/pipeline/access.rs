@@ -385,7 +385,8 @@ async fn refuse(
         refusal.code,
         refusal.enhanced,
         format!("Message not accepted: {}", refusal.reason),
-    );
+    )
+    .with_motivo(refusal.motivo.clone());
     // The session only lets the authenticated mailbox be the reverse-path, so the notice
     // goes to a mailbox of ours.
     let Ok(sender) = PecAddress::parse(mail_from) else {

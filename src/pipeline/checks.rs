@@ -58,14 +58,23 @@ pub struct Checked {
 #[error("{reason}")]
 pub struct Refusal {
     pub reason: String,
+    /// The same reason in Italian, for the user (the webmail shows it; rules digest §4.2:
+    /// the notice is addressed to the sender in Italian).
+    pub motivo: String,
     /// The SMTP reply code and enhanced status for the refusal.
     pub code: u16,
     pub enhanced: &'static str,
 }
 
-fn refuse(code: u16, enhanced: &'static str, reason: impl Into<String>) -> Refusal {
+fn refuse(
+    code: u16,
+    enhanced: &'static str,
+    reason: impl Into<String>,
+    motivo: impl Into<String>,
+) -> Refusal {
     Refusal {
         reason: reason.into(),
+        motivo: motivo.into(),
         code,
         enhanced,
     }
@@ -77,8 +86,14 @@ fn addresses(a: Option<&Address<'_>>, header: &str) -> Result<Vec<PecAddress>, R
     let mut out = Vec::new();
     for addr in a.iter() {
         let raw = addr.address().unwrap_or_default();
-        let parsed = PecAddress::parse(raw)
-            .map_err(|e| refuse(550, "5.6.0", format!("invalid address in {header}: {e}")))?;
+        let parsed = PecAddress::parse(raw).map_err(|e| {
+            refuse(
+                550,
+                "5.6.0",
+                format!("invalid address in {header}: {e}"),
+                format!("indirizzo non valido nel campo {header}: «{raw}»"),
+            )
+        })?;
         out.push(parsed);
     }
     Ok(out)
@@ -91,10 +106,16 @@ pub fn check(
     data: &[u8],
     limits: &Limits,
 ) -> Result<Checked, Refusal> {
-    let sender = PecAddress::parse(mail_from)
-        .map_err(|e| refuse(550, "5.1.7", format!("invalid sender address: {e}")))?;
+    let sender = PecAddress::parse(mail_from).map_err(|e| {
+        refuse(
+            550,
+            "5.1.7",
+            format!("invalid sender address: {e}"),
+            format!("indirizzo del mittente non valido: «{mail_from}»"),
+        )
+    })?;
     if rcpt_to.is_empty() {
-        return Err(refuse(554, "5.5.1", "no recipients"));
+        return Err(refuse(554, "5.5.1", "no recipients", "nessun destinatario"));
     }
     if rcpt_to.len() > limits.max_recipients {
         // Permanent, like the non-acceptance notice that goes with it (the session's own
@@ -103,6 +124,7 @@ pub fn check(
             550,
             "5.5.3",
             format!("too many recipients (at most {})", limits.max_recipients),
+            format!("troppi destinatari (al massimo {})", limits.max_recipients),
         ));
     }
     let size = data.len() as u64;
@@ -111,6 +133,7 @@ pub fn check(
             552,
             "5.3.4",
             format!("message larger than {} bytes", limits.max_message_bytes),
+            format!("messaggio più grande di {} byte", limits.max_message_bytes),
         ));
     }
     if size.saturating_mul(rcpt_to.len() as u64) > limits.max_total_bytes {
@@ -123,13 +146,25 @@ pub fn check(
                 rcpt_to.len(),
                 limits.max_total_bytes
             ),
+            format!(
+                "dimensione × destinatari ({} × {}) oltre il limite di {} byte",
+                size,
+                rcpt_to.len(),
+                limits.max_total_bytes
+            ),
         ));
     }
     let recipients = rcpt_to
         .iter()
         .map(|r| {
-            PecAddress::parse(r)
-                .map_err(|e| refuse(550, "5.1.3", format!("invalid recipient: {e}")))
+            PecAddress::parse(r).map_err(|e| {
+                refuse(
+                    550,
+                    "5.1.3",
+                    format!("invalid recipient: {e}"),
+                    format!("destinatario non valido: «{r}»"),
+                )
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
 
@@ -142,6 +177,7 @@ pub fn check(
             550,
             "5.6.0",
             "the message has no header section (RFC 5322)",
+            "il messaggio non ha intestazioni (RFC 5322)",
         ));
     }
     let count = |n: &str| {
@@ -165,6 +201,7 @@ pub fn check(
                 550,
                 "5.6.0",
                 format!("the {single} field appears more than once (RFC 5322 §3.6)"),
+                format!("il campo {single} compare più di una volta (RFC 5322 §3.6)"),
             ));
         }
     }
@@ -173,6 +210,7 @@ pub fn check(
             550,
             "5.6.0",
             "the header section cannot be parsed (RFC 5322)",
+            "le intestazioni del messaggio non sono leggibili (RFC 5322)",
         )
     })?;
 
@@ -182,6 +220,7 @@ pub fn check(
             550,
             "5.6.0",
             "the From field must hold exactly one valid address",
+            "il campo Da (From) deve contenere un solo indirizzo valido",
         ));
     }
     if !from[0].same_mailbox(&sender) {
@@ -192,6 +231,10 @@ pub fn check(
                 "the From address {} differs from the sender {}",
                 from[0], sender
             ),
+            format!(
+                "l'indirizzo nel campo Da {} è diverso dal mittente {}",
+                from[0], sender
+            ),
         ));
     }
     let to = addresses(msg.to(), "To")?;
@@ -200,6 +243,7 @@ pub fn check(
             550,
             "5.6.0",
             "the To field must hold at least one valid address",
+            "il campo A (To) deve contenere almeno un indirizzo valido",
         ));
     }
     let cc = addresses(msg.cc(), "Cc")?;
@@ -210,6 +254,7 @@ pub fn check(
             550,
             "5.7.1",
             "the Bcc field must be empty: hidden recipients are not allowed in PEC",
+            "il campo Ccn (Bcc) deve essere vuoto: la PEC non ammette destinatari nascosti",
         ));
     }
     let date_missing = count("Date") == 0;
@@ -218,6 +263,7 @@ pub fn check(
             550,
             "5.6.0",
             "the Date field is not a valid date (RFC 5322 §3.3)",
+            "il campo Data non contiene una data valida (RFC 5322 §3.3)",
         ));
     }
     for r in &recipients {
@@ -227,6 +273,7 @@ pub fn check(
                 550,
                 "5.7.1",
                 format!("recipient {r} is in neither To nor Cc"),
+                format!("il destinatario {r} non è né nel campo A né in Cc"),
             ));
         }
     }
@@ -357,6 +404,11 @@ mod tests {
         for (from, rcpts, data, expect) in cases {
             let err = check(from, &rcpts, &data, &LIMITS).expect_err(expect);
             assert!(err.reason.contains(expect), "{expect}: got {}", err.reason);
+            assert!(
+                !err.motivo.is_empty() && err.motivo != err.reason,
+                "{expect}: the Italian reason is missing: {}",
+                err.motivo
+            );
         }
         let empty_bcc = msg("From: a@pec.x.it\r\nTo: b@pec.y.it\r\nBcc: \r\n");
         assert!(
@@ -373,6 +425,11 @@ mod tests {
             ));
             let err = check("a@pec.x.it", &rc(&["b@pec.y.it"]), &m, &LIMITS).expect_err(bcc);
             assert!(err.reason.contains("Bcc"), "{bcc}: {}", err.reason);
+            assert!(
+                err.motivo.contains("destinatari nascosti"),
+                "{bcc}: {}",
+                err.motivo
+            );
             assert_eq!(err.code / 100, 5, "{bcc}");
         }
         // Folded whitespace only is still empty.

@@ -38,6 +38,9 @@ pub struct SmtpReply {
     pub code: u16,
     pub enhanced: String,
     pub text: String,
+    /// The reason in Italian for the user, when there is one (the access point's formal
+    /// refusals); SMTP clients see only `text`, the webmail shows this.
+    pub motivo: Option<String>,
 }
 
 impl SmtpReply {
@@ -46,7 +49,13 @@ impl SmtpReply {
             code,
             enhanced: enhanced.into(),
             text: text.into(),
+            motivo: None,
         }
+    }
+
+    pub fn with_motivo(mut self, motivo: impl Into<String>) -> Self {
+        self.motivo = Some(motivo.into());
+        self
     }
 }
 

@@ -207,6 +207,9 @@ try {
     const text = await pa.textContent('#send-refused');
     assert.match(text, /NON accettato/);
     assert.match(text, /mario\.\.rossi@example\.org/);
+    // in Italian, as the rest of the screen (the provider's English SMTP text is not shown)
+    assert.match(text, /destinatario non valido/);
+    assert.doesNotMatch(text, /Message not accepted/);
     await shot(pa, '06-compose-refused');
     await pa.click('#c-cancel');
   });

@@ -5,7 +5,7 @@
 
 import { Client } from './jmap.js';
 import { h, clear, $, announce } from './dom.js';
-import { t, bytes, dateTime } from './i18n.js';
+import { t, bytes, dateTime, getLang } from './i18n.js';
 
 const ADDR = /^[^\s@<>(),;:"[\]]+@[^\s@<>(),;:"[\]]+\.[^\s@<>(),;:"[\]]+$/;
 
@@ -180,7 +180,7 @@ export class Composer {
       const sub = Client.args(r, 's');
       if (sub.notCreated?.s) {
         const e = sub.notCreated.s;
-        this.refused(e.description || e.type);
+        this.refused((getLang() === 'it' && e.motivo) || e.description || e.type);
         // the refused message is not kept as a draft (the webmail has no draft editor);
         // the provider's non-acceptance notice in the Inbox is the record of the refusal
         const draft = set.created?.d?.id;
