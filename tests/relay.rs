@@ -744,3 +744,50 @@ async fn a_host_specific_refusal_moves_on_to_the_next_mx() {
     assert!(!e.permanent, "{e:?}");
     assert!(no8bit.messages().is_empty() && no8bit2.messages().is_empty());
 }
+
+/// SMTP smuggling on the relay's output (issue #13 item 6): a message whose content holds
+/// every end-of-data look-alike that is content (bare-LF variants, a line that is a lone
+/// dot, lines starting with dots) reaches the peer as one message, and the DATA on the
+/// wire has CR and LF only as CRLF, every leading dot stuffed, and one `<CRLF>.<CRLF>`: at
+/// its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relayed_data_has_one_end_of_data_and_only_crlf() {
+    if !have_python() {
+        return;
+    }
+    let beta = peer_pki();
+    let sink = Sink::start_with(beta.path(), 0.0, &[("SINK_STARTTLS", "0")]);
+    let lib = lib_gateway(beta.path(), &[("mail.example.org", sink.port)], false);
+    let body =
+        "one\n.\nMAIL FROM:<x@y>\r\ntwo\n.\r\nthree\r\n.\nfour\r\n.\r\n..five\r\n.six\r\nend";
+    lib.submit(&["x@mail.example.org"], body).await;
+    assert!(relay::pass(&lib.gw, &lib.tls).await);
+    let msgs = sink.wait_for(1);
+    let wire = std::fs::read(msgs[0].with_extension("wire")).unwrap();
+    for (i, &b) in wire.iter().enumerate() {
+        match b {
+            b'\r' => assert_eq!(wire.get(i + 1), Some(&b'\n'), "bare CR at {i}"),
+            b'\n' => assert!(i > 0 && wire[i - 1] == b'\r', "bare LF at {i}"),
+            _ => {}
+        }
+    }
+    let ends = wire.windows(5).filter(|w| *w == b"\r\n.\r\n").count();
+    assert_eq!(ends, 1, "{}", String::from_utf8_lossy(&wire));
+    assert!(wire.ends_with(b"\r\n.\r\n"));
+    // The peer got it whole: the look-alikes are content of the one message.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sink.messages().len(), 1);
+    let got = std::fs::read(&msgs[0]).unwrap();
+    let got = String::from_utf8_lossy(&got);
+    for part in [
+        "MAIL FROM:<x@y>",
+        "two",
+        "three",
+        "four",
+        "..five",
+        ".six",
+        "end",
+    ] {
+        assert!(got.contains(part), "{part:?} missing from {got}");
+    }
+}

@@ -99,6 +99,13 @@ fn addresses(a: Option<&Address<'_>>, header: &str) -> Result<Vec<PecAddress>, R
     Ok(out)
 }
 
+/// Whether `data` holds a CR that is not followed by an LF.
+fn has_bare_cr(data: &[u8]) -> bool {
+    data.iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\r' && data.get(i + 1) != Some(&b'\n'))
+}
+
 /// Runs every formal check on a submission.
 pub fn check(
     mail_from: &str,
@@ -167,6 +174,18 @@ pub fn check(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+
+    // RFC 5322 §2.3: CR and LF only together. A bare LF is taken as a line end (and
+    // written CRLF); a bare CR, which some receivers take for a line end and others not,
+    // would let a message carry a second one past a lenient next hop (SMTP smuggling).
+    if has_bare_cr(data) {
+        return Err(refuse(
+            554,
+            "5.6.0",
+            "the message contains a bare CR: line ends must be CRLF (RFC 5322 §2.3)",
+            "il messaggio contiene un CR isolato: le righe devono terminare con CRLF (RFC 5322 §2.3)",
+        ));
+    }
 
     // RFC 5322 conformity: a header section with exactly one From.
     let crlf = mime::to_crlf(data);
@@ -445,6 +464,33 @@ mod tests {
         let err = check("a@pec.x.it", &many, &m, &LIMITS).expect_err("6 > 5");
         assert_eq!((err.code, err.enhanced), (550, "5.5.3"));
         assert!(err.reason.contains("too many recipients"));
+    }
+
+    /// A bare CR anywhere (header or body, at the very end too) is refused; bare LF and
+    /// a CR that ends the data's last CRLF are not.
+    #[test]
+    fn a_bare_cr_is_refused_a_bare_lf_is_not() {
+        let base = msg("From: a@pec.x.it\r\nTo: b@pec.y.it\r\n");
+        let r = rc(&["b@pec.y.it"]);
+        for (tail, refused) in [
+            (&b"x\r.\rMAIL FROM:<z@pec.x.it>\r\n"[..], true),
+            (b"\r\n.\r\r\n", true),
+            (b"end\r", true),
+            (b"x\n.\nmore\n", false),
+            (b"x\r\n.\r\nmore\r\n", false),
+        ] {
+            let m = [&base[..], tail].concat();
+            match check("a@pec.x.it", &r, &m, &LIMITS) {
+                Err(e) if refused => {
+                    assert_eq!((e.code, e.enhanced), (554, "5.6.0"), "{tail:?}");
+                    assert!(e.motivo.contains("CR isolato"), "{}", e.motivo);
+                }
+                Ok(_) if !refused => {}
+                other => panic!("{tail:?}: {other:?}"),
+            }
+        }
+        let hdr = b"From: a@pec.x.it\r\nTo: b@pec.y.it\rBcc: c@pec.y.it\r\n\r\nx\r\n";
+        assert!(check("a@pec.x.it", &r, hdr, &LIMITS).is_err());
     }
 
     #[test]

@@ -223,17 +223,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 }
 
 /// Dot-stuffing (RFC 5321 §4.5.2) plus the final `.`, with a CRLF before it if needed.
+///
+/// The output is canonical whatever the stored bytes hold: every line end, be it CRLF, a
+/// bare LF or a bare CR, goes out as CRLF, and every line that starts with a dot is
+/// stuffed. So no receiver, however it reads line ends, finds an end of data (or a
+/// command) before the final one (RFC 5321 §2.3.8; SMTP smuggling). The access point
+/// refuses bare CR and writes bare LF as CRLF, so this changes nothing we signed.
 pub fn dot_stuff(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() + data.len() / 64 + 5);
     let mut at_line_start = true;
-    for &b in data {
+    let mut bytes = data.iter().peekable();
+    while let Some(&b) = bytes.next() {
+        if b == b'\r' || b == b'\n' {
+            if b == b'\r' {
+                bytes.next_if_eq(&&b'\n');
+            }
+            out.extend_from_slice(b"\r\n");
+            at_line_start = true;
+            continue;
+        }
         if at_line_start && b == b'.' {
             out.push(b'.');
         }
         out.push(b);
-        at_line_start = b == b'\n';
+        at_line_start = false;
     }
-    if !data.ends_with(b"\r\n") {
+    if !out.ends_with(b"\r\n") {
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b".\r\n");
@@ -400,6 +415,48 @@ mod tests {
             b"..a\r\nb\r\n...c\r\n.\r\n"
         );
         assert_eq!(dot_stuff(b"no newline"), b"no newline\r\n.\r\n");
+        assert_eq!(dot_stuff(b""), b"\r\n.\r\n");
+    }
+
+    /// Whatever line ends the stored bytes hold, the wire has CR and LF only as CRLF,
+    /// every dot at a line start stuffed, and one end of data: the last five octets.
+    #[test]
+    fn dot_stuffing_output_is_canonical_for_every_end_of_data_variant() {
+        let variants: [&[u8]; 9] = [
+            b"\r\n.\r\n",
+            b"\n.\n",
+            b"\n.\r\n",
+            b"\r\n.\n",
+            b"\r.\r",
+            b"\r.\r\n",
+            b"\r\n.\r\r\n",
+            b"\r\n.\r",
+            b".\r\n",
+        ];
+        for v in variants {
+            let msg = [&b"Subject: s\r\n\r\nbody"[..], v, b"MAIL FROM:<x@y>\r\nend"].concat();
+            let wire = dot_stuff(&msg);
+            for (i, &b) in wire.iter().enumerate() {
+                match b {
+                    b'\r' => assert_eq!(wire.get(i + 1), Some(&b'\n'), "{v:?}: bare CR at {i}"),
+                    b'\n' => assert!(i > 0 && wire[i - 1] == b'\r', "{v:?}: bare LF at {i}"),
+                    _ => {}
+                }
+            }
+            let ends: Vec<usize> = wire
+                .windows(5)
+                .enumerate()
+                .filter(|(_, w)| *w == b"\r\n.\r\n")
+                .map(|(i, _)| i)
+                .collect();
+            assert_eq!(
+                ends,
+                vec![wire.len() - 5],
+                "{v:?}: {:?}",
+                String::from_utf8_lossy(&wire)
+            );
+            assert!(!wire.starts_with(b".\r\n"), "{v:?}");
+        }
     }
 
     #[test]

@@ -49,7 +49,7 @@ mod replies;
 use smtp_proto::Request;
 use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver};
 
-use data::{DataFault, primed_data_receiver};
+use data::{DataFault, LineEnds, primed_data_receiver};
 pub use events::{DialogueRefusal, Envelope, Event};
 use framing::Line;
 use replies::{protocol_error, reply};
@@ -152,6 +152,8 @@ pub struct Session {
     data_received: usize,
     /// Length of the unterminated last line of `data`.
     data_line_len: usize,
+    /// The bare-CR scan of this transfer.
+    line_ends: LineEnds,
     /// Input received while a decision was pending, or not yet consumed (never more than
     /// one incomplete line outside DATA: longer lines are refused and dropped).
     pending: Vec<u8>,
@@ -182,6 +184,7 @@ impl Session {
             discard_rx: None,
             data_received: 0,
             data_line_len: 0,
+            line_ends: LineEnds::default(),
             pending: Vec::new(),
             discarding_line: false,
             line_scanned: 0,
@@ -324,6 +327,7 @@ impl Session {
         self.discard_rx = None;
         self.data_received = 0;
         self.data_line_len = 0;
+        self.line_ends = LineEnds::default();
         self.phase = if self.helo.is_empty() {
             Phase::Greeted
         } else {
@@ -379,6 +383,7 @@ impl Session {
                     self.data_flushed = 0;
                     self.data_received = 0;
                     self.data_line_len = 0;
+                    self.line_ends = LineEnds::default();
                     self.phase = Phase::Data;
                 }
             }

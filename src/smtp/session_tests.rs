@@ -676,3 +676,79 @@ fn streamed_data_refusals() {
     assert!(text(&ev).starts_with("452 4.3.1 "), "{}", text(&ev));
     assert!(!s.abort_data(), "no transfer under way");
 }
+
+/// Every end-of-data variant of the 2023 SMTP-smuggling reports, on both ports, whatever
+/// the reads: only `<CRLF>.<CRLF>` ends the DATA; bare LF variants are content; any bare
+/// CR refuses the message with 554 and closes, so the commands smuggled after it are never
+/// read (and nothing is handed to the pipeline).
+#[test]
+fn only_crlf_dot_crlf_ends_data_and_a_bare_cr_closes() {
+    let smuggled: &[u8] = b"MAIL FROM:<ceo@pec.test>\r\nRCPT TO:<b@pec.test>\r\nDATA\r\n\
+        From: ceo@pec.test\r\n\r\nforged\r\n";
+    let content = |end: &[u8]| [&b"Subject: s\r\n\r\nbody"[..], end, smuggled].concat();
+    // Bare LF: content (the dot stays, or is unstuffed when a CRLF precedes it).
+    let as_content: [(&[u8], &[u8]); 3] = [
+        (b"\n.\n", b"\n.\n"),
+        (b"\n.\r\n", b"\n.\r\n"),
+        (b"\r\n.\n", b"\r\n\n"),
+    ];
+    let bare_cr: [&[u8]; 5] = [
+        b"\r.\r",
+        b"\r.\r\n",
+        b"\r\n.\r\r\n",
+        b"\r\n.\r",
+        b"\r\r\n.\r\n",
+    ];
+    for role in [Role::Submission, Role::Incoming] {
+        let big = SessionConfig {
+            max_message_bytes: 20_000,
+            ..cfg(role)
+        };
+        for (step, chunk) in [1, 2, 3, 7, 1000]
+            .into_iter()
+            .flat_map(|s| [(s, None), (s, Some(5))])
+        {
+            for (end, kept) in as_content {
+                let mut s = in_data(big.clone());
+                if let Some(n) = chunk {
+                    s.stream_data(n);
+                }
+                let wire = [&content(end)[..], b".\r\nNOOP\r\n"].concat();
+                let ev: Vec<Event> = wire.chunks(step).flat_map(|p| s.feed(p)).collect();
+                let mut got = Vec::new();
+                let mut msgs = Vec::new();
+                for e in &ev {
+                    match e {
+                        Event::DataChunk(c) => got.extend_from_slice(c),
+                        Event::Message(env) => {
+                            got.extend_from_slice(&env.data);
+                            msgs.push(std::mem::take(&mut got));
+                        }
+                        _ => {}
+                    }
+                }
+                let want = [&b"Subject: s\r\n\r\nbody"[..], kept, smuggled].concat();
+                assert_eq!(msgs, vec![want], "{role:?} {end:?} reads of {step}");
+                assert!(!ev.contains(&Event::Close), "{role:?} {end:?}");
+                assert!(codes(&ev).is_empty(), "{role:?} {end:?}: {}", text(&ev));
+            }
+            for end in bare_cr {
+                let mut s = in_data(big.clone());
+                if let Some(n) = chunk {
+                    s.stream_data(n);
+                }
+                let wire = [&content(end)[..], b".\r\nNOOP\r\n"].concat();
+                let ev: Vec<Event> = wire.chunks(step).flat_map(|p| s.feed(p)).collect();
+                assert!(
+                    !ev.iter().any(|e| matches!(e, Event::Message(_))),
+                    "{role:?} {end:?} reads of {step}: a message was handed on"
+                );
+                assert_eq!(codes(&ev), vec![554], "{role:?} {end:?}: {}", text(&ev));
+                assert!(text(&ev).contains("bare CR"), "{}", text(&ev));
+                assert_eq!(ev.last(), Some(&Event::Close), "{role:?} {end:?}");
+                assert_eq!(refusals(&ev).len(), 1);
+                assert!(s.feed(b"NOOP\r\n").is_empty(), "the session is closed");
+            }
+        }
+    }
+}

@@ -1,6 +1,7 @@
 """A minimal SMTP receiver with STARTTLS, standing in for another provider's MX in
 pecd's relay tests. Prints its port on the first line of stdout, then writes each
-received message to OUTDIR/<n>.eml with a .env file (MAIL FROM and RCPT TO lines).
+received message to OUTDIR/<n>.eml with a .env file (MAIL FROM and RCPT TO lines) and
+a .wire file (the DATA exactly as it came, dot-stuffing and final dot included).
 
 Usage: smtp_sink.py CERT KEY OUTDIR GREETING_DELAY_SECONDS
 Recipients whose local part starts with "reject" get 550; "later" get 451.
@@ -87,9 +88,10 @@ def handle(conn):
                 send("250 ok")
         elif up == "DATA":
             send("354 go")
-            data = b""
+            data, raw = b"", b""
             while True:
                 l = f.readline()
+                raw += l
                 if not l or l == b".\r\n":
                     break
                 if l.startswith(b".."):
@@ -102,6 +104,8 @@ def handle(conn):
                 e.write(mail_from + "\n" + "\n".join(rcpts) + "\n")
             with open(os.path.join(outdir, f"{n}.meta"), "w") as e:
                 e.write(f"tls={int(tls)}\nparams={params}\n")
+            with open(os.path.join(outdir, f"{n}.wire"), "wb") as w:
+                w.write(raw)
             with open(os.path.join(outdir, f"{n}.eml.tmp"), "wb") as m:
                 m.write(data)
             os.rename(os.path.join(outdir, f"{n}.eml.tmp"), os.path.join(outdir, f"{n}.eml"))

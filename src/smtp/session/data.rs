@@ -1,10 +1,19 @@
 //! DATA reception: storing the dot-unstuffed content (handed out in chunks when streamed),
 //! counting wire bytes since the 354, the size and (submission only) line-length checks,
-//! the discard of a refused transfer up to the final dot, and the bound past which it is
-//! cut off (552 and close).
+//! the bare-CR check, the discard of a refused transfer up to the final dot, and the bound
+//! past which it is cut off (552 and close).
+//!
+//! Line ends (RFC 5321 §2.3.8; the 2023 SMTP-smuggling fixes): the transfer ends only at
+//! `<CRLF>.<CRLF>`. A bare LF is content (the access and incoming points turn it into
+//! CRLF, as Postfix's `smtpd_forbid_bare_newline = normal` does), so `<LF>.<LF>` and
+//! `<LF>.<CRLF>` never end the DATA. A bare CR, which some receivers take for a line end,
+//! is refused on every port, and the connection is closed after the refusal: whatever the
+//! client meant to follow it is never read as commands. This also covers smtp-proto's
+//! one lenient terminator, `<CRLF>.<CR><CR>…<LF>`, which leaves a bare CR at the end of
+//! the content.
 //!
 //! Owns: `data`, `data_flushed`, `data_rx`, `discard_rx`, `data_received`,
-//! `data_line_len` while in the DATA phases. Must not touch: command-line framing
+//! `data_line_len`, `line_ends` while in the DATA phases. Must not touch: command-line framing
 //! (`framing`), command handling, or the decision on the message (that is the driver's,
 //! through [`Event::Message`]).
 
@@ -19,6 +28,44 @@ pub(super) enum DataFault {
     LineTooLong,
     /// The driver could not keep the content (`limits.max_inflight_data_bytes`).
     NoStorage,
+    /// A CR not followed by LF in the content.
+    BareCr,
+}
+
+/// The bare-CR scan of the current transfer's `data`: how far it has looked and whether
+/// the last octet it looked at was a CR. The last octet of `data` is looked at only once
+/// the transfer ended or another octet follows it (smtp-proto may take a trailing CR back).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct LineEnds {
+    scanned: usize,
+    prev_cr: bool,
+    bare_cr: bool,
+}
+
+impl LineEnds {
+    /// Looks at `data[self.scanned..]` (all of it when `done`, else all but a trailing CR).
+    /// Returns true once a bare CR was seen in this transfer.
+    fn scan(&mut self, data: &[u8], done: bool) -> bool {
+        let end = if !done && data.last() == Some(&b'\r') {
+            data.len() - 1
+        } else {
+            data.len()
+        };
+        for &b in data.get(self.scanned..end).unwrap_or_default() {
+            self.bare_cr |= self.prev_cr && b != b'\n';
+            self.prev_cr = b == b'\r';
+        }
+        self.scanned = end;
+        if done && self.prev_cr {
+            self.bare_cr = true;
+        }
+        self.bare_cr
+    }
+
+    /// `data` lost its first `n` octets (handed out as a chunk).
+    fn drained(&mut self, n: usize) {
+        self.scanned = self.scanned.saturating_sub(n);
+    }
 }
 
 impl Session {
@@ -35,7 +82,9 @@ impl Session {
         // LF arrives, so while the transfer is open `data` may hold one octet that is not
         // content: allow it then, and check the exact size at the final dot.
         let slack = usize::from(!done && self.data.last() == Some(&b'\r'));
-        let fault = if self.line_too_long_since(stored) {
+        let fault = if self.line_ends.scan(&self.data, done) {
+            Some(DataFault::BareCr)
+        } else if self.line_too_long_since(stored) {
             Some(DataFault::LineTooLong)
         } else if self.data_flushed + self.data.len()
             > self.cfg.max_message_bytes.saturating_add(slack)
@@ -73,6 +122,7 @@ impl Session {
             let keep = usize::from(self.data.last() == Some(&b'\r'));
             let tail = self.data.split_off(self.data.len() - keep);
             let chunk = std::mem::replace(&mut self.data, tail);
+            self.line_ends.drained(chunk.len());
             self.data_flushed += chunk.len();
             out.push(Event::DataChunk(chunk));
         }
@@ -127,12 +177,17 @@ impl Session {
             ),
             Some(&mail_from),
         );
+        self.close(out);
+        true
+    }
+
+    /// Ends the session after the refusal just queued: nothing more is read.
+    fn close(&mut self, out: &mut Vec<Event>) {
         out.push(Event::Close);
         self.reset_transaction();
         self.pending.clear();
         self.line_scanned = 0;
         self.phase = Phase::Closed;
-        true
     }
 
     /// Whether a line of `data` from offset `from` on is longer than the DATA line limit
@@ -181,6 +236,19 @@ impl Session {
                 "Insufficient system storage, try again later".to_string(),
                 Some(&mail_from),
             ),
+            DataFault::BareCr => {
+                self.refuse(
+                    out,
+                    554,
+                    "5.6.0",
+                    "Message refused: bare CR in the content, line ends must be CRLF \
+                     (RFC 5321 §2.3.8); closing the connection"
+                        .to_string(),
+                    Some(&mail_from),
+                );
+                self.close(out);
+                return;
+            }
             DataFault::LineTooLong => self.refuse(
                 out,
                 554,
