@@ -199,6 +199,7 @@ pub fn verify_with_crls(
         None => (None, None),
     };
     let checks = consistency(
+        raw,
         &c,
         daticert,
         check.signer.as_ref().and_then(|s| s.email.as_deref()),
@@ -267,7 +268,12 @@ fn same_id(a: &str, b: &str) -> bool {
 }
 
 /// Whether the daticert agrees with the (unsigned) headers and with the original inside.
-fn consistency(c: &Classified, d: Option<&Daticert>, signer_email: Option<&str>) -> Vec<Check> {
+fn consistency(
+    raw: &[u8],
+    c: &Classified,
+    d: Option<&Daticert>,
+    signer_email: Option<&str>,
+) -> Vec<Check> {
     let mut out = Vec::new();
     let mut add = |name, ok, detail: String| out.push(Check { name, ok, detail });
     if let (Some(d), Some(expected)) = (d, c.kind.expected_tipo()) {
@@ -317,6 +323,19 @@ fn consistency(c: &Classified, d: Option<&Daticert>, signer_email: Option<&str>)
                 );
             }
         }
+    }
+    if let (Kind::TransportEnvelope, Some(d), Some(orig)) = (&c.kind, d, &c.postacert) {
+        // Issue #13 item 5: the unsigned outer Subject/From/To/Cc/Date/Reply-To must say
+        // what the signed content says.
+        let (outer, _) = mime::split_header_body(raw);
+        let r = crate::pec::outer::check(outer, d, orig);
+        add(
+            "outer headers",
+            r.is_ok(),
+            r.err().unwrap_or_else(|| {
+                "Subject, From, To, Cc, Date, Reply-To agree with the signed content".into()
+            }),
+        );
     }
     match c.kind {
         Kind::TransportEnvelope => add(

@@ -1047,3 +1047,108 @@ async fn receipts_after_the_24_hour_deadline_are_still_delivered() {
     );
     p.stop().await;
 }
+
+/// Issue #13 item 5: the outer `Subject`, `From`, `To`, `Cc`, `Date` and `Reply-To` of a
+/// transport envelope are outside the signature. A copy of a validly signed envelope whose
+/// outer header says something its signed content does not is not delivered as certified:
+/// it becomes an anomaly envelope naming the field (§4.7 a: reaches the recipient even
+/// without opting in), and no take-charge is sent for it. The untouched envelope (control)
+/// is certified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outer_headers_that_differ_from_the_signed_content_make_an_anomaly() {
+    let p = Pair::start(&[("b", false, None), ("posta-certificata", false, None)]).await;
+    let to = ["b@pec.beta.test"];
+    /// Sets one outer header line (`None`: removes it) of a signed message.
+    fn outer(message: &[u8], name: &str, line: Option<&str>) -> Vec<u8> {
+        let (h, body) = mime::split_header_body(message);
+        let mut out = mime::replace_header(h, name, line);
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(body);
+        out
+    }
+    let cases: [(&str, Box<dyn Fn(&[u8]) -> Vec<u8>>, &str); 8] = [
+        ("control", Box::new(|m| m.to_vec()), ""),
+        (
+            "subject",
+            Box::new(|m| {
+                outer(
+                    m,
+                    "Subject",
+                    Some("Subject: POSTA CERTIFICATA: Pagate subito"),
+                )
+            }),
+            "Subject:",
+        ),
+        (
+            "from",
+            Box::new(|m| {
+                outer(
+                    m,
+                    "From",
+                    Some(
+                        "From: \"Per conto di: ceo@pec.alfa.test\" <posta-certificata@pec.alfa.test>",
+                    ),
+                )
+            }),
+            "From:",
+        ),
+        (
+            "to",
+            Box::new(|m| outer(m, "To", Some("To: b@pec.beta.test, tutti@pec.beta.test"))),
+            "To:",
+        ),
+        (
+            "cc",
+            Box::new(|m| {
+                let (h, body) = mime::split_header_body(m);
+                [h, b"Cc: capo@pec.beta.test\r\n\r\n", body].concat()
+            }),
+            "Cc:",
+        ),
+        (
+            "date",
+            Box::new(|m| outer(m, "Date", Some("Date: Mon, 1 Jan 2024 09:00:00 +0100"))),
+            "Date:",
+        ),
+        (
+            "reply-to",
+            Box::new(|m| outer(m, "Reply-To", Some("Reply-To: truffa@example.com"))),
+            "Reply-To:",
+        ),
+        (
+            "two subjects",
+            Box::new(|m| {
+                let (h, body) = mime::split_header_body(m);
+                [h, b"Subject: POSTA CERTIFICATA: altro\r\n\r\n", body].concat()
+            }),
+            "ripetuta",
+        ),
+    ];
+    for (n, (what, tamper, field)) in cases.iter().enumerate() {
+        let ident = format!("opec-outer-{n}@mail.pec.alfa.test");
+        let cert = certification("a@pec.alfa.test", &to, &ident);
+        let env = tamper(&transport(&p.a.identity, &p.a.signer, &cert, &to));
+        assert!(
+            smime::verify_message(&env, None).valid,
+            "{what}: still validly signed"
+        );
+        // `pecd verify` says the same, offline.
+        let r = pecd::report::verify(&env, None).unwrap();
+        let outer_ok = r.checks.iter().find(|c| c.name == "outer headers").map(|c| c.ok);
+        assert_eq!(outer_ok, Some(*what == "control"), "{what}: {:?}", r.checks);
+        assert_eq!(p.send("a@pec.alfa.test", &to, &env).await, 250, "{what}");
+        let last = inbox(&p.b.gw, "b@pec.beta.test").pop().unwrap();
+        let take_charge = p.trace(EventKind::TakeChargeSent, Some(&ident)).len();
+        if *what == "control" {
+            assert_eq!(last, "posta-certificata");
+            assert_eq!(take_charge, 1);
+        } else {
+            assert_eq!(last, "anomaly-envelope", "{what}");
+            assert_eq!(take_charge, 0, "{what}");
+            let details = anomaly_details(&p.b.gw);
+            let last = details.last().unwrap();
+            assert!(last.contains(field), "{what}: {last}");
+        }
+    }
+    p.stop().await;
+}

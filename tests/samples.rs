@@ -109,6 +109,14 @@ fn sogei_transport_envelope_verifies() {
         r.signature.signer_issuer
     );
     assert!(r.ok, "{:?}", r.reasons);
+    // Its unsigned outer Subject, From, To, Date and Reply-To agree with the signed
+    // content as the rules build them (issue #13 item 5): a real envelope passes the
+    // incoming point's comparison, and a changed outer Subject does not.
+    let (outer, _) = pecd::pec::mime::split_header_body(&raw);
+    let postacert = c.postacert.as_deref().unwrap();
+    assert_eq!(pecd::pec::outer::check(outer, &d, postacert), Ok(()));
+    let changed = String::from_utf8_lossy(outer).replace("Invio File 7339338", "Invio File 1");
+    assert!(pecd::pec::outer::check(changed.as_bytes(), &d, postacert).is_err());
 }
 
 /// One byte changed inside the signed part: reported as altered, not accepted.

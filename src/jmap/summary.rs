@@ -16,8 +16,10 @@ use crate::pec::classify::{self, Kind};
 use crate::pec::ids;
 use crate::pec::smime;
 
-/// Bump when the shape changes: old cache entries are then recomputed.
-pub const VERSION: &str = "s1";
+/// Bump when the shape or the judgement changes: old cache entries are then recomputed.
+/// (s2: a transport envelope whose outer headers differ from its signed content is not
+/// certified.)
+pub const VERSION: &str = "s2";
 /// Characters of body text kept as the preview (RFC 8621 §4.1.4: at most 256).
 pub const PREVIEW_CHARS: usize = 256;
 
@@ -179,9 +181,16 @@ fn pec_facts(raw: &[u8]) -> PecFacts {
     } else if let Some(r) = &c.headers.x_riferimento_message_id {
         f.identificativo = Some(ids::bare(r).to_string());
     }
-    f.not_certified = match c.kind {
-        Kind::AnomalyEnvelope => None,
-        _ => c.certified().err().map(|e| e.to_string()),
+    f.not_certified = match (&c.kind, c.certified()) {
+        (Kind::AnomalyEnvelope, _) => None,
+        (_, Err(e)) => Some(e.to_string()),
+        (Kind::TransportEnvelope, Ok(d)) => {
+            let (outer, _) = crate::pec::mime::split_header_body(raw);
+            crate::pec::outer::check(outer, d, c.postacert.as_deref().unwrap_or_default())
+                .err()
+                .map(|why| format!("intestazioni esterne diverse dal contenuto firmato: {why}"))
+        }
+        (_, Ok(_)) => None,
     };
     let check = smime::verify_message(raw, None);
     f.signature_valid = check.valid;

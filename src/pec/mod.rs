@@ -7,6 +7,7 @@
 //! * [`smime`]: detached CMS signatures (`multipart/signed`), signing and verification.
 //! * [`compose`]: what every generated message shares (identity, headers, signed body).
 //! * [`envelope`]: transport and anomaly envelopes (buste).
+//! * [`outer`]: an envelope's unsigned outer headers against its signed content.
 //! * [`receipt`]: every receipt and notice (ricevute e avvisi).
 //! * [`breve`]: the original as a *breve* delivery receipt carries it (attachments → hashes).
 //! * [`classify`]: what an inbound message is, without trusting it.
@@ -23,6 +24,7 @@ pub mod envelope;
 pub mod ids;
 pub mod index;
 pub mod mime;
+pub mod outer;
 pub mod receipt;
 pub mod smime;
 pub mod time;

@@ -7,7 +7,8 @@
 //!
 //! * a correct transport envelope from a provider in the index (daticert in the signed
 //!   content, its `tipo` agreeing with `X-Trasporto`, the sender's domain managed by the
-//!   signer, §6.2/§8.3): the take-charge receipt to that provider's `mailReceipt`, then
+//!   signer, §6.2/§8.3, its unsigned outer `Subject`/`From`/`To`/`Cc`/`Date`/`Reply-To`
+//!   agreeing with the signed content, [`crate::pec::outer`]): the take-charge receipt to that provider's `mailReceipt`, then
 //!   the delivery point (mailbox + delivery receipt or non-delivery notice to the sender),
 //!   through [`super::delivery`] — for the forward-paths the daticert lists in
 //!   `destinatari` only; the other forward-paths get an anomaly envelope (rule §2 item 4:
@@ -48,6 +49,8 @@ use self::virus::refuse_if_infected;
 use super::delivery::DeliveryError;
 use crate::gateway::Gateway;
 use crate::pec::classify::Kind;
+use crate::pec::mime::split_header_body;
+use crate::pec::outer;
 use crate::smtp::server::{Backend, SmtpReply};
 use crate::smtp::session::{DialogueRefusal, Envelope};
 use crate::trace::EventKind;
@@ -115,7 +118,10 @@ pub async fn receive(
             Some((_, Err(e))) => e.to_string(),
             Some((c, Ok(_))) if let Err(why) = from_is_signer(c, &verdict.check) => why,
             Some((c, Ok(d))) => match c.kind {
-                Kind::TransportEnvelope => match sender_managed_by(d, &record) {
+                Kind::TransportEnvelope => match sender_managed_by(d, &record).and_then(|()| {
+                    let (outer, _) = split_header_body(&data);
+                    outer::check(outer, d, c.postacert.as_deref().unwrap_or_default())
+                }) {
                     Err(why) => why,
                     Ok(()) => {
                         let postacert = c.postacert.clone().unwrap_or_default();
