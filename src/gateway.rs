@@ -44,13 +44,14 @@ pub enum GatewayError {
 /// default of `limits.max_total_bytes`).
 pub use crate::config::DEFAULT_MAX_TOTAL_BYTES;
 
-/// The imported index plus our own entry.
-fn load_index(
+/// The imported index plus our own entry (whose certificate is `signer_cert`): what the
+/// running provider trusts, also read by `pecd verify --config`.
+pub fn load_index(
     config: &Config,
-    signer: &Signer,
+    signer_cert: &openssl::x509::X509,
 ) -> Result<ProviderIndex, crate::pec::index::IndexError> {
     let imported = ProviderIndex::load_or_empty(&ProviderIndex::default_path(config))?;
-    let own = ProviderRecord::for_this_provider(config, signer.certificate())?;
+    let own = ProviderRecord::for_this_provider(config, signer_cert)?;
     imported.with_own(own)
 }
 
@@ -144,7 +145,7 @@ impl Gateway {
             ..StoreOptions::default()
         };
         let store = Store::open(&config.store.dir, options)?;
-        let index = Arc::new(load_index(&config, &signer)?);
+        let index = Arc::new(load_index(&config, signer.certificate())?);
         let identity = ProviderIdentity {
             name: config.provider.name.clone(),
             service_address: config.provider.service_address.clone(),
@@ -192,7 +193,7 @@ impl Gateway {
     /// Reloads the imported index (after `pecd index import`); the old one stays in force
     /// when the file is unreadable.
     pub fn reload_index(&self) -> Result<(), GatewayError> {
-        let fresh = Arc::new(load_index(&self.config, &self.signer)?);
+        let fresh = Arc::new(load_index(&self.config, self.signer.certificate())?);
         *self.index.write().unwrap_or_else(|p| p.into_inner()) = fresh;
         Ok(())
     }

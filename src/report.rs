@@ -7,7 +7,10 @@
 //! rely on (`kind`, `x_trasporto`, `x_ricevuta`, `signature{valid, signer_subject,
 //! signer_sha1, chain_ok}`, `daticert`), and the verdict: a message is *good* when it is
 //! a PEC message, validly signed, with a parseable daticert (except the anomaly envelope,
-//! which has none), a signer chaining to the CA when one is given, and no failed check.
+//! which has none), a signer chaining to the CA when one is given, a signer certificate
+//! valid at the signed time, and no failed check. Whether the signer was *checked* at all
+//! (a CA or an index given) is its own answer (`signer_checked`, `trusted`): an intact
+//! signature by an unchecked key proves nothing about who signed.
 
 use serde::Serialize;
 
@@ -41,6 +44,14 @@ pub struct SignatureReport {
     pub revoked: Option<bool>,
     /// Why it is revoked: the date and the CRL (Italian, as in the trace).
     pub revocation: Option<String>,
+    /// When the signer says it signed (RFC 3339): the daticert `data`, which is inside the
+    /// signed content; `None` without a daticert.
+    pub signed_at: Option<String>,
+    /// Whether the signer certificate was within its validity period at `signed_at`
+    /// (`None`: no time or no certificate).
+    pub valid_at_signing: Option<bool>,
+    /// Whether it is within its validity period now (`None`: no certificate).
+    pub valid_now: Option<bool>,
 }
 
 impl SignatureReport {
@@ -61,6 +72,9 @@ impl SignatureReport {
             provider: None,
             revoked: None,
             revocation: None,
+            signed_at: None,
+            valid_at_signing: None,
+            valid_now: None,
         }
     }
 }
@@ -133,8 +147,14 @@ pub struct Report {
     pub has_postacert: bool,
     pub checks: Vec<Check>,
     pub problems: Vec<String>,
-    /// True when the message is a well-formed, validly signed PEC message.
+    /// True when the message is a well-formed, validly signed PEC message whose signer
+    /// certificate was valid when it signed, and no given CA, index or CRL objects.
     pub ok: bool,
+    /// Whether the signer was checked against something the user trusts (a CA bundle or a
+    /// provider index). Without one, `ok` only says the content is as some key signed it.
+    pub signer_checked: bool,
+    /// `ok`, and the signer was checked and passed: certified by a signer the user trusts.
+    pub trusted: bool,
     /// Why `ok` is false.
     pub reasons: Vec<String>,
 }
@@ -155,12 +175,25 @@ pub fn verify_with_index(
 }
 
 /// As [`verify_with_index`], also looking the signer certificate up in the given CRLs
-/// (`pecd verify --crl`); a revoked signer makes the verdict not OK.
+/// (`pecd verify --crl`); a revoked signer makes the verdict not OK. "Now" is the system
+/// clock.
 pub fn verify_with_crls(
     raw: &[u8],
     trust: Option<&TrustAnchors>,
     index: Option<&ProviderIndex>,
     crls: Option<&CrlSet>,
+) -> Result<Report, ClassifyError> {
+    verify_at(raw, trust, index, crls, jiff::Timestamp::now())
+}
+
+/// The report as of `now` (the signer certificate's validity is judged at the signed time
+/// and at `now`).
+pub fn verify_at(
+    raw: &[u8],
+    trust: Option<&TrustAnchors>,
+    index: Option<&ProviderIndex>,
+    crls: Option<&CrlSet>,
+    now: jiff::Timestamp,
 ) -> Result<Report, ClassifyError> {
     let c = classify::classify(raw)?;
     let check = if c.signed {
@@ -198,6 +231,12 @@ pub fn verify_with_crls(
         Some(Err(e)) => (None, Some(e.to_string())),
         None => (None, None),
     };
+    let signed_at = daticert.and_then(|d| d.data.timestamp());
+    if let Some(cert) = &signer_cert {
+        signature.signed_at = signed_at.map(|t| t.to_string());
+        signature.valid_at_signing = signed_at.map(|t| smime::cert_valid_at(cert, t));
+        signature.valid_now = Some(smime::cert_valid_at(cert, now));
+    }
     let checks = consistency(
         raw,
         &c,
@@ -205,6 +244,8 @@ pub fn verify_with_crls(
         check.signer.as_ref().and_then(|s| s.email.as_deref()),
     );
 
+    // A CA or an index says who may sign; a CRL alone only says who may not.
+    let signer_checked = signature.chain_ok.is_some() || signature.in_index.is_some();
     let mut reasons = Vec::new();
     match &c.kind {
         Kind::PlainMail => {
@@ -229,6 +270,27 @@ pub fn verify_with_crls(
             "signer does not chain to the given CA: {}",
             signature.chain_error.clone().unwrap_or_default()
         ));
+    }
+    match (signature.valid_at_signing, signature.valid_now) {
+        (Some(false), _) => reasons.push(format!(
+            "the signer certificate was not valid when the message says it was signed ({}; \
+             certificate valid from {} to {})",
+            signature.signed_at.clone().unwrap_or_default(),
+            signer_cert
+                .as_ref()
+                .map(|c| c.not_before().to_string())
+                .unwrap_or_default(),
+            signer_cert
+                .as_ref()
+                .map(|c| c.not_after().to_string())
+                .unwrap_or_default(),
+        )),
+        (None, Some(false)) => reasons.push(
+            "the signer certificate is not valid now, and no signed time says it was when \
+             it signed"
+                .to_string(),
+        ),
+        _ => {}
     }
     if let Some(why) = &signature.revocation {
         reasons.push(format!("the signer certificate is revoked: {why}"));
@@ -259,6 +321,8 @@ pub fn verify_with_crls(
         checks,
         problems: c.problems.clone(),
         ok: reasons.is_empty(),
+        signer_checked,
+        trusted: reasons.is_empty() && signer_checked,
         reasons,
     })
 }
@@ -373,8 +437,12 @@ pub fn render_text(r: &Report) -> String {
     line("kind", &r.kind);
     line(
         "verdict",
-        if r.ok {
-            "OK: well-formed, validly signed PEC message"
+        if r.trusted {
+            "OK: well-formed PEC, signature intact, signer trusted"
+        } else if r.ok {
+            "SIGNATURE INTACT, SIGNER NOT CHECKED: the content is as the key in the \
+             signature signed it, but nothing said whose key may sign (give --ca, --index \
+             or --config)"
         } else {
             "NOT OK"
         },
@@ -411,6 +479,26 @@ pub fn render_text(r: &Report) -> String {
         (Some(true), Some(why)) => line("  CRL", &format!("REVOKED: {why}")),
         (Some(_), _) => line("  CRL", "not listed as revoked"),
         (None, _) => {}
+    }
+    match (&sig.signed_at, sig.valid_at_signing) {
+        (Some(at), Some(ok)) => line(
+            "  valid when signed",
+            &format!(
+                "{} (at {at}, the daticert time)",
+                if ok { "yes" } else { "NO" }
+            ),
+        ),
+        _ => line("  valid when signed", "unknown (no signed time)"),
+    }
+    if let Some(ok) = sig.valid_now {
+        line(
+            "  valid now",
+            if ok {
+                "yes"
+            } else {
+                "no (expired or not yet valid; what counts is the signing time)"
+            },
+        );
     }
     line(
         "  chain",

@@ -1134,7 +1134,11 @@ async fn outer_headers_that_differ_from_the_signed_content_make_an_anomaly() {
         );
         // `pecd verify` says the same, offline.
         let r = pecd::report::verify(&env, None).unwrap();
-        let outer_ok = r.checks.iter().find(|c| c.name == "outer headers").map(|c| c.ok);
+        let outer_ok = r
+            .checks
+            .iter()
+            .find(|c| c.name == "outer headers")
+            .map(|c| c.ok);
         assert_eq!(outer_ok, Some(*what == "control"), "{what}: {:?}", r.checks);
         assert_eq!(p.send("a@pec.alfa.test", &to, &env).await, 250, "{what}");
         let last = inbox(&p.b.gw, "b@pec.beta.test").pop().unwrap();

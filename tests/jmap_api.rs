@@ -779,7 +779,21 @@ fn a_pec_sent_from_the_api_is_certified_threaded_and_tracked_to_delivery() {
     );
     let zip = b.dir.path().join("evidenza.zip");
     std::fs::write(&zip, &ev.body).unwrap();
-    let out = common::server::pecd(&["evidence", "verify", zip.to_str().unwrap()]);
+    // Offline, as someone without the provider's configuration checks it: the provider's
+    // signing certificate must be named (or --unchecked asked for), else exit 2.
+    let cert = b.dir.path().join("certs/signing.pem");
+    let none = b.dir.path().join("absent.toml");
+    let check = |zip: &std::path::Path, extra: &[&str]| {
+        let mut args = vec!["evidence", "verify", zip.to_str().unwrap()];
+        args.extend(["--config", none.to_str().unwrap()]);
+        args.extend(extra);
+        common::server::pecd(&args)
+    };
+    let out = check(&zip, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--unchecked"));
+    assert_eq!(check(&zip, &["--unchecked"]).status.code(), Some(0));
+    let out = check(&zip, &["--cert", cert.to_str().unwrap()]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -794,7 +808,7 @@ fn a_pec_sent_from_the_api_is_certified_threaded_and_tracked_to_delivery() {
         .expect("the message is in the bundle");
     bad[at + 1] ^= 0x20;
     std::fs::write(&zip, &bad).unwrap();
-    let out = common::server::pecd(&["evidence", "verify", zip.to_str().unwrap()]);
+    let out = check(&zip, &["--cert", cert.to_str().unwrap()]);
     assert_eq!(
         out.status.code(),
         Some(1),

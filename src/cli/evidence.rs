@@ -8,8 +8,8 @@
 //!
 //! Exit status of `verify`: 0 intact, 1 altered (the entry is named), 2 unreadable.
 //! Signatures are accepted from `signing.cert`, `signing.previous_certs` (when the
-//! configuration loads) and every `--cert`; with none of them, any valid signer is
-//! accepted and a warning says so.
+//! configuration loads) and every `--cert`; with none of them the check is refused (exit
+//! 2) unless `--unchecked` asks for any valid signer, with a warning saying what that means.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -50,6 +50,10 @@ pub enum EvidenceCommand {
         /// Also accept signatures by this certificate (PEM); repeatable.
         #[arg(long)]
         cert: Vec<PathBuf>,
+        /// Without a configuration or --cert, accept any signer (only the bundle's
+        /// integrity is then checked, not who signed it).
+        #[arg(long)]
+        unchecked: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -58,7 +62,12 @@ pub enum EvidenceCommand {
 
 pub fn run(a: EvidenceArgs) -> anyhow::Result<ExitCode> {
     match a.command {
-        Some(EvidenceCommand::Verify { file, cert, json }) => verify(&a.config, &file, &cert, json),
+        Some(EvidenceCommand::Verify {
+            file,
+            cert,
+            unchecked,
+            json,
+        }) => verify(&a.config, &file, &cert, unchecked, json),
         None => {
             let (Some(id), Some(out)) = (a.id, a.out) else {
                 anyhow::bail!("pecd evidence needs --id IDENTIFICATIVO and --out FILE.zip");
@@ -124,9 +133,10 @@ pub fn verify(
     config: &Path,
     file: &Path,
     certs: &[PathBuf],
+    unchecked: bool,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let trusted = trusted_signers(config, certs)?;
+    let trusted = trusted_signers(config, certs, unchecked)?;
     let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
     let mut bytes = Vec::new();
     f.take(MAX_BUNDLE_FILE_BYTES + 1)

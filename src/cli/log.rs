@@ -79,6 +79,10 @@ pub enum LogCommand {
         /// before a renewal; repeatable. Added to signing.cert and signing.previous_certs.
         #[arg(long)]
         cert: Vec<PathBuf>,
+        /// Without a configuration or --cert, accept any checkpoint signer (only the
+        /// chain's integrity is then checked, not who signed).
+        #[arg(long)]
+        unchecked: bool,
     },
 }
 
@@ -195,10 +199,13 @@ fn cert_file_sha256(path: &Path) -> anyhow::Result<String> {
 }
 
 /// The certificates accepted for checkpoint signatures: `signing.cert`,
-/// `signing.previous_certs` (when the configuration loads) and every `--cert`.
+/// `signing.previous_certs` (when the configuration loads) and every `--cert`. With none
+/// of them any signer would do, which proves nothing about who signed: that is refused
+/// unless the user asked for it (`--unchecked`, a warning says what it means).
 pub(super) fn trusted_signers(
     args_config: &Path,
     certs: &[PathBuf],
+    unchecked: bool,
 ) -> anyhow::Result<TrustedSigners> {
     let mut paths = Vec::new();
     match load_config(args_config) {
@@ -206,9 +213,17 @@ pub(super) fn trusted_signers(
             paths.push(c.signing.cert);
             paths.extend(c.signing.previous_certs);
         }
-        Err(e) if certs.is_empty() => {
-            eprintln!("pecd: warning: {e:#}; checkpoint signers will not be pinned");
+        Err(e) if certs.is_empty() && unchecked => {
+            eprintln!(
+                "pecd: warning: {e:#}; --unchecked: any checkpoint signer is accepted, so a \
+                 pass proves the chain is whole, not who signed it"
+            );
         }
+        Err(e) if certs.is_empty() => anyhow::bail!(
+            "no checkpoint signer to check against: {e:#}. Give the provider's configuration \
+             (--config) or its signing certificate (--cert FILE.pem), or --unchecked to \
+             check only that the chain is whole"
+        ),
         Err(e) => {
             eprintln!("pecd: warning: {e:#}; only the --cert certificates are trusted");
         }
@@ -271,19 +286,25 @@ pub fn run(a: LogArgs) -> anyhow::Result<ExitCode> {
         Some(LogCommand::Verify {
             file: Some(file),
             cert,
-        }) if is_zip(&file) => super::evidence::verify(&a.config, &file, &cert, false),
+            unchecked,
+        }) if is_zip(&file) => super::evidence::verify(&a.config, &file, &cert, unchecked, false),
         Some(LogCommand::Verify {
             file: Some(file),
             cert,
+            unchecked,
         }) => {
-            let trusted = trusted_signers(&a.config, &cert)?;
+            let trusted = trusted_signers(&a.config, &cert, unchecked)?;
             let f = File::open(&file).with_context(|| format!("opening {}", file.display()))?;
             let r = verify_export(BufReader::new(f), trusted)
                 .with_context(|| format!("reading {}", file.display()))?;
             Ok(print_report(&r, true))
         }
-        Some(LogCommand::Verify { file: None, cert }) => {
-            let trusted = trusted_signers(&a.config, &cert)?;
+        Some(LogCommand::Verify {
+            file: None,
+            cert,
+            unchecked,
+        }) => {
+            let trusted = trusted_signers(&a.config, &cert, unchecked)?;
             let r = match open_admin(&load_config(&a.config)?)? {
                 Admin::Local(store) => store.trace().verify(trusted).context("reading the log")?,
                 Admin::Remote(mut c) => {

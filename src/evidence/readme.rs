@@ -51,6 +51,8 @@ HOW TO CHECK IT OFFLINE
   All at once (exit status 0 intact, 1 altered - the file is named -, 2 unreadable):
       pecd evidence verify THIS.zip --cert PROVIDER_SIGNING_CERT.pem
   (pecd log verify THIS.zip does the same.) Any byte changed anywhere in the zip fails.
+  Without --cert (or the provider's --config) it refuses to judge who signed; add
+  --unchecked for an integrity-only check.
 
   By hand, after unzipping, with the provider's CA certificate CA.pem:
   1. The statement is the provider's:
@@ -60,6 +62,8 @@ HOW TO CHECK IT OFFLINE
       sha256sum README.txt signer.pem trace/* messages/*
   3. Each message is a signed PEC message (a receipt, a notice, a transport envelope):
       pecd verify messages/FILE.eml --ca CA.pem
+     (exit 0: intact and signed by a certificate of CA.pem, valid when it signed; without
+     --ca it exits 3: intact, but the signer was not checked)
       openssl cms -verify -in messages/FILE.eml -CAfile CA.pem -out /dev/null
   4. The checkpoint is the provider's, and covers the lines:
       openssl cms -verify -binary -inform DER -in trace/checkpoint.p7s \

@@ -245,12 +245,20 @@ Date: Mon, 23 Nov 2026 10:00:05 +0100\r\n";
         for (from, to, field) in [
             ("Perch=E9?=", "Perch=E8?=", "Subject:"),
             ("Per conto di: mario", "Per conto di: luigi", "From:"),
-            ("\"Per conto di: mario@pec.a.it\" ", "\"Ufficio legale\" ", "From:"),
+            (
+                "\"Per conto di: mario@pec.a.it\" ",
+                "\"Ufficio legale\" ",
+                "From:",
+            ),
             ("To: anna@PEC.b.it", "To: anna@pec.b.it, x@pec.b.it", "To:"),
             ("10:00:05", "11:00:00", "Date:"),
             ("Date: ", "Reply-To: x@evil.it\r\nDate: ", "Reply-To:"),
             ("Date: ", "Cc: y@pec.b.it\r\nDate: ", "Cc:"),
-            ("Date: Mon, 23 Nov 2026 10:00:05 +0100", "Date: domani", "Date:"),
+            (
+                "Date: Mon, 23 Nov 2026 10:00:05 +0100",
+                "Date: domani",
+                "Date:",
+            ),
             ("To: ", "To: anna@pec.b.it\r\nTo: ", "ripetuta"),
         ] {
             let bad = good.replacen(from, to, 1);
