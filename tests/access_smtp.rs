@@ -487,14 +487,14 @@ fn long_data_lines_are_refused_on_submission_and_accepted_on_port_25() {
     srv.start();
     let (a, b) = ("a@pec.alfa.test", "b@pec.alfa.test");
     let r = srv.smtp("long_data_line", &[a, "pw-a", b, &port25]);
-    // Our user's message would leave for other providers with a line over the limit
-    // (4096 by default): refused, and the session goes on.
+    // Our user's message would leave for other providers with a line over RFC 5321's
+    // 1000 octets: refused, and the session goes on.
     assert_eq!(r["submission_code"], 554, "{r}");
     assert!(
         r["submission_text"]
             .as_str()
             .unwrap()
-            .contains("longer than 4096"),
+            .contains("longer than 1000"),
         "{r}"
     );
     assert_eq!(r["submission_after"], 250, "{r}");

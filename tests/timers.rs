@@ -230,3 +230,56 @@ async fn deadlines_survive_a_gateway_restart() {
     );
     drop(_dir);
 }
+
+/// The notices' daticert repeats the acceptance's certification data (issue #13 item 7):
+/// every recipient with its kind and the original's Reply-To as `risposte`, while
+/// `consegna` names the recipient the notice is about. The shared record goes with the
+/// message's last pending entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_notices_list_every_recipient_and_the_reply_to() {
+    let s = setup();
+    let t0 = s.clock.now();
+    let data = b"From: a@pec.alfa.test\r\nTo: b@pec.alfa.test\r\nCc: c@pec.alfa.test\r\n\
+Reply-To: segreteria@pec.alfa.test\r\nSubject: Scadenze\r\nMessage-ID: <t-2@mua>\r\n\r\nciao\r\n";
+    let env = Envelope {
+        mail_from: "a@pec.alfa.test".into(),
+        rcpt_to: vec!["b@pec.alfa.test".into(), "c@pec.alfa.test".into()],
+        data: data.to_vec(),
+        authenticated: Some("a@pec.alfa.test".into()),
+        helo: "t".into(),
+        tls: true,
+    };
+    assert_eq!(access::submit(&s.gw, env).await.unwrap().code, 250);
+    advance_to(&s.clock, t0, 24, 1);
+    assert_eq!(
+        timers::tick(&s.gw).await.unwrap(),
+        4,
+        "12 h and 24 h, for each"
+    );
+    let a = PecAddress::parse("a@pec.alfa.test").unwrap();
+    let mut consegna = Vec::new();
+    let mut ident = String::new();
+    for m in s.gw.store.messages(&a, "INBOX").unwrap() {
+        let bytes = s.gw.store.blobs().read(&m.blob).unwrap();
+        let d = classify(&bytes).unwrap().daticert.unwrap().unwrap();
+        if d.tipo != Tipo::PreavvisoErroreConsegna {
+            continue;
+        }
+        let listed: Vec<_> = d.destinatari.iter().map(|x| x.address.as_str()).collect();
+        assert_eq!(listed, ["b@pec.alfa.test", "c@pec.alfa.test"]);
+        assert_eq!(d.risposte, "segreteria@pec.alfa.test");
+        consegna.push(d.consegna.clone().unwrap());
+        ident = d.identificativo.clone();
+    }
+    consegna.sort();
+    assert_eq!(
+        consegna,
+        [
+            "b@pec.alfa.test",
+            "b@pec.alfa.test",
+            "c@pec.alfa.test",
+            "c@pec.alfa.test"
+        ]
+    );
+    assert!(s.gw.store.pending_message(&ident).unwrap().is_none());
+}

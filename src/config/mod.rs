@@ -57,9 +57,10 @@ pub const DEFAULT_MAX_RECIPIENTS: u32 = 500;
 pub const MIN_RECIPIENTS: u32 = 50;
 pub const MAX_RECIPIENTS_CEILING: u32 = 10_000;
 pub const DEFAULT_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
-/// Longest protocol line (SMTP/IMAP/POP3 command or message line), CRLF included. RFC 5321
-/// §4.5.3.1.6 requires 1000 for text lines; 4096 leaves room for the over-long header and
-/// HTML lines real clients send without letting a peer buffer unbounded input.
+/// Longest protocol command line (SMTP/IMAP/POP3), CRLF included: room for long IMAP
+/// sequence sets without letting a peer buffer unbounded input. DATA lines on submission
+/// keep RFC 5321 §4.5.3.1.6's 1000 whatever this says
+/// ([`crate::smtp::session::SUBMISSION_DATA_LINE`]).
 pub const DEFAULT_MAX_LINE_LENGTH: usize = 4096;
 pub const MIN_LINE_LENGTH: usize = 1000;
 pub const MAX_LINE_LENGTH_CEILING: usize = 1024 * 1024;

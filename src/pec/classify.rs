@@ -117,13 +117,17 @@ pub enum NotCertified {
         header: String,
         identificativo: String,
     },
+    #[error(
+        "transport envelope without Message-ID (it must be the identificativo {identificativo})"
+    )]
+    NoMessageId { identificativo: String },
 }
 
 impl Classified {
     /// The daticert, when this is a formally correct envelope or receipt: a daticert in
     /// the signed content whose `tipo` is the one the (unsigned) `X-Trasporto` /
     /// `X-Ricevuta` header announces, with the original inside for an envelope and, for
-    /// an envelope, a `Message-ID` equal to the identificativo (rule §2.1). Changing the
+    /// an envelope, a `Message-ID` present and equal to the identificativo (rule §2.1). Changing the
     /// unsigned header therefore cannot change what the message is taken for.
     pub fn certified(&self) -> Result<&Daticert, NotCertified> {
         let expected = self
@@ -145,9 +149,14 @@ impl Classified {
             if self.postacert.is_none() {
                 return Err(NotCertified::NoPostacert);
             }
-            if let Some(mid) = &self.headers.message_id
-                && !ids::bare(mid).eq_ignore_ascii_case(ids::bare(&d.identificativo))
-            {
+            // Rule §2.1 / digest §4.5: the envelope's Message-ID *is* the identificativo; an
+            // envelope without one is as malformed as one with another.
+            let Some(mid) = &self.headers.message_id else {
+                return Err(NotCertified::NoMessageId {
+                    identificativo: d.identificativo.clone(),
+                });
+            };
+            if !ids::bare(mid).eq_ignore_ascii_case(ids::bare(&d.identificativo)) {
                 return Err(NotCertified::IdentMismatch {
                     header: mid.clone(),
                     identificativo: d.identificativo.clone(),
@@ -350,6 +359,51 @@ mod tests {
         assert!(matches!(c.certified(), Err(NotCertified::NotPecKind(_))));
         let c = classify(b"X-Ricevuta: accettazione\r\nFrom: a@b.it\r\n\r\nx").unwrap();
         assert_eq!(c.certified().unwrap_err(), NotCertified::NoDaticert);
+    }
+
+    /// An envelope is certified only with a Message-ID equal to its identificativo: a
+    /// missing one is refused like a different one (issue #13 item 7).
+    #[test]
+    fn an_envelope_needs_its_identificativo_as_message_id() {
+        use crate::pec::address::PecAddress;
+        use crate::pec::compose::{Certification, ProviderIdentity};
+        use crate::pec::daticert::{Destinatario, TipoDestinatario, TipoRicevuta};
+        let signer = crate::trace::checkpoint::tests::test_signer("posta-certificata@pec.a.it");
+        let id = ProviderIdentity {
+            name: "A".into(),
+            service_address: PecAddress::parse("posta-certificata@pec.a.it").unwrap(),
+            host: "mail.pec.a.it".into(),
+        };
+        let cert = Certification {
+            mittente: "m@pec.a.it".into(),
+            destinatari: vec![Destinatario {
+                address: "d@pec.b.it".into(),
+                tipo: TipoDestinatario::Certificato,
+            }],
+            risposte: "m@pec.a.it".into(),
+            oggetto: "o".into(),
+            identificativo: "opec-9@pec.a.it".into(),
+            msgid: None,
+            ricevuta: TipoRicevuta::Completa,
+        };
+        let at = crate::pec::time::PecTime::italian(jiff::Timestamp::now());
+        let orig = b"From: m@pec.a.it\r\nTo: d@pec.b.it\r\nSubject: o\r\n\r\nx\r\n";
+        let env = crate::pec::envelope::transport(&id, &signer, &cert, orig, at)
+            .unwrap()
+            .message
+            .bytes;
+        assert!(classify(&env).unwrap().certified().is_ok());
+        let (h, body) = mime::split_header_body(&env);
+        for (line, want) in [
+            (None, "without Message-ID"),
+            (Some("Message-ID: <opec-8@pec.a.it>"), "differs"),
+        ] {
+            let mut forged = mime::replace_header(h, "Message-ID", line);
+            forged.extend_from_slice(b"\r\n");
+            forged.extend_from_slice(body);
+            let err = classify(&forged).unwrap().certified().unwrap_err();
+            assert!(err.to_string().contains(want), "{err}");
+        }
     }
 
     #[test]

@@ -114,7 +114,7 @@ token_enum!(
 );
 
 /// One `destinatari` element.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Destinatario {
     pub address: String,
     pub tipo: TipoDestinatario,

@@ -37,7 +37,7 @@ use crate::pec::receipt::{self, Notice};
 use crate::pec::time::PecTime;
 use crate::smtp::server::{Backend, SmtpReply};
 use crate::smtp::session::{DialogueRefusal, Envelope};
-use crate::store::pending::Awaiting;
+use crate::store::pending::{Awaiting, PendingMessage};
 use crate::store::{Batch, Delivery, NewQueueItem, PendingEntry, StoreError};
 use crate::trace::{EventKind, TraceEvent};
 
@@ -344,6 +344,22 @@ async fn accept(
             ident: Some(ident.clone()),
             next_attempt: now,
         });
+    }
+    // What the 12 h / 24 h notices' daticert repeats (all recipients, the Reply-To), once
+    // per message; each entry below counts itself in.
+    if checked
+        .recipients
+        .iter()
+        .any(|r| gw.classify_recipient(r) == TipoDestinatario::Certificato)
+    {
+        batch = batch.pending_message(
+            ident.clone(),
+            PendingMessage {
+                destinatari: cert.destinatari.clone(),
+                risposte: cert.risposte.clone(),
+                open: 0,
+            },
+        );
     }
     for r in &checked.recipients {
         if gw.classify_recipient(r) == TipoDestinatario::Certificato {

@@ -187,6 +187,21 @@ pub fn check(
         ));
     }
 
+    // RFC 5321 §4.5.3.1.6, as the SMTP session applies it on submission: a message made
+    // another way (JMAP) must not carry a longer line into the signed envelope either.
+    let limit = crate::smtp::session::SUBMISSION_DATA_LINE;
+    if data
+        .split_inclusive(|&b| b == b'\n')
+        .any(|l| l.len() + usize::from(!l.ends_with(b"\r\n")) > limit)
+    {
+        return Err(refuse(
+            554,
+            "5.6.0",
+            format!("a line is longer than {limit} octets, CRLF included (RFC 5321 §4.5.3.1.6)"),
+            format!("una riga supera {limit} byte, CRLF compreso (RFC 5321 §4.5.3.1.6)"),
+        ));
+    }
+
     // RFC 5322 conformity: a header section with exactly one From.
     let crlf = mime::to_crlf(data);
     let (headers, _) = mime::split_header_body(&crlf);
@@ -491,6 +506,26 @@ mod tests {
         }
         let hdr = b"From: a@pec.x.it\r\nTo: b@pec.y.it\rBcc: c@pec.y.it\r\n\r\nx\r\n";
         assert!(check("a@pec.x.it", &r, hdr, &LIMITS).is_err());
+    }
+
+    /// 998 octets and CRLF pass; one more, or 999 with a bare LF (written CRLF), do not.
+    #[test]
+    fn a_line_over_1000_octets_is_refused() {
+        let r = rc(&["b@pec.y.it"]);
+        let base = msg("From: a@pec.x.it\r\nTo: b@pec.y.it\r\n");
+        for (n, end, ok) in [
+            (998, "\r\n", true),
+            (999, "\r\n", false),
+            (998, "\n", true),
+            (999, "\n", false),
+        ] {
+            let m = [&base[..], "x".repeat(n).as_bytes(), end.as_bytes()].concat();
+            let got = check("a@pec.x.it", &r, &m, &LIMITS);
+            assert_eq!(got.is_ok(), ok, "{n} {end:?}: {got:?}");
+            if let Err(e) = got {
+                assert!(e.motivo.contains("1000 byte"), "{}", e.motivo);
+            }
+        }
     }
 
     #[test]

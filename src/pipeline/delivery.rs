@@ -78,22 +78,53 @@ pub async fn pass(gw: &Arc<Gateway>) -> bool {
         };
         let busy = !mine.is_empty();
         for item in mine {
-            let id = item.id;
             if let Err(e) = process(gw, &item).await {
-                tracing::warn!(queue_item = id, error = %e, "local delivery deferred");
-                let next = now
-                    .checked_add(jiff::SignedDuration::from_secs(60))
-                    .unwrap_or(now);
-                if let Err(e) = gw
-                    .store
-                    .commit_async(Batch::new().queue_retry(id, next, e.to_string()))
-                    .await
-                {
-                    tracing::error!(error = %e, "could not reschedule queue item {id}");
+                let batch = after_failure(&item, &e, now);
+                if let Err(e) = gw.store.commit_async(batch).await {
+                    tracing::error!(error = %e, "could not reschedule queue item {}", item.id);
                 }
             }
         }
         busy
+    }
+}
+
+/// What a failed local transaction becomes, as on the remote lane ([`super::relay`]): an
+/// envelope that does not verify will never do so, and is given up at once; a store or
+/// signing failure is retried with the same backoff (1 min doubling to 1 h), and given up
+/// 24 h after acceptance (rule §6.2). Giving up leaves the recipients' pending deadlines in
+/// place, so the sender gets the 12 h / 24 h notices (§6.4), and is traced (`RelayFailed`).
+fn after_failure(item: &QueueItem, e: &DeliveryError, now: jiff::Timestamp) -> Batch {
+    let deadline = super::relay::accepted_at(item)
+        .checked_add(super::relay::GIVE_UP_AFTER)
+        .unwrap_or(now);
+    let give_up = match e {
+        DeliveryError::Invalid(_) => Some("not valid PEC, not delivered"),
+        _ if now >= deadline => Some("given up after 24 hours"),
+        _ => None,
+    };
+    match give_up {
+        Some(what) => {
+            tracing::error!(queue_item = item.id, error = %e, "local delivery: {what}");
+            let mut ev = TraceEvent::new(EventKind::RelayFailed, now)
+                .sender(item.mail_from.clone())
+                .detail(format!("local delivery {what}: {e}"));
+            for r in &item.rcpt_to {
+                ev = ev.recipient(r.clone());
+            }
+            if let Some(id) = &item.ident {
+                ev = ev.ident(id.clone());
+            }
+            Batch::new().queue_done(item.id).trace(ev)
+        }
+        None => {
+            tracing::warn!(queue_item = item.id, error = %e, "local delivery deferred");
+            let next = now
+                .checked_add(super::relay::backoff(item.attempts))
+                .unwrap_or(now)
+                .min(deadline);
+            Batch::new().queue_retry(item.id, next, e.to_string())
+        }
     }
 }
 
@@ -475,5 +506,85 @@ mod tests {
         let notice = route(&gw, Batch::new(), &b, big, "id", now);
         gw.store.commit(notice).unwrap();
         assert_eq!(gw.store.messages(&b, "INBOX").unwrap().len(), 1);
+    }
+
+    /// A local queue item that is not valid PEC is given up at once and traced, not retried
+    /// every minute forever (issue #13 item 7); a temporary failure backs off like the
+    /// remote lane and is given up 24 h after acceptance.
+    #[tokio::test]
+    async fn a_local_item_that_cannot_succeed_is_given_up_and_traced() {
+        let dir = tempfile::tempdir().unwrap();
+        let domain = crate::pec::address::Domain::parse("pec.alfa.test").unwrap();
+        let report = crate::pki::init_dir(dir.path(), &domain, None, false).unwrap();
+        let config = crate::config::Config::load(&report.config).unwrap();
+        let clock = Arc::new(ManualClock::new("2026-11-23T09:00:00Z".parse().unwrap()));
+        let gw = Gateway::open(config, clock.clone()).unwrap();
+        let junk = gw
+            .put_blob(Arc::new(b"From: x@y.it\r\n\r\nnot PEC\r\n".to_vec()))
+            .await
+            .unwrap();
+        let now = clock.now();
+        gw.store
+            .commit(Batch::new().enqueue(NewQueueItem {
+                domain: domain.clone(),
+                mail_from: "a@pec.alfa.test".into(),
+                rcpt_to: vec!["b@pec.alfa.test".into()],
+                blob: junk,
+                ident: Some("opec-x@pec.alfa.test".into()),
+                next_attempt: now,
+            }))
+            .unwrap();
+        assert_eq!(gw.store.queue_len(), 1);
+        assert!(pass(&gw).await);
+        assert_eq!(gw.store.queue_len(), 0, "given up, not rescheduled");
+        let failed: Vec<_> = gw
+            .store
+            .trace()
+            .query(&Default::default())
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.kind == EventKind::RelayFailed)
+            .collect();
+        assert_eq!(failed.len(), 1);
+        assert!(
+            failed[0]
+                .detail
+                .as_deref()
+                .unwrap()
+                .contains("not valid PEC")
+        );
+        assert_eq!(failed[0].recipients, ["b@pec.alfa.test"]);
+
+        // A temporary failure: the remote lane's backoff, then the 24 h give-up.
+        let item = QueueItem {
+            id: 7,
+            domain,
+            mail_from: "a@pec.alfa.test".into(),
+            rcpt_to: vec!["b@pec.alfa.test".into()],
+            blob: crate::store::blobs::BlobId::parse(&"ab".repeat(32)).unwrap(),
+            size: 1,
+            ident: None,
+            next_attempt: now,
+            attempts: 3,
+            last_error: None,
+            accepted_at: Some(now),
+            lane: Lane::Local,
+        };
+        let busy = DeliveryError::Sign(SmimeError::BadDer("busy".into()));
+        let later = now + jiff::SignedDuration::from_hours(1);
+        match &after_failure(&item, &busy, later).ops[..] {
+            [crate::store::batch::Op::QueueRetry { next_attempt, .. }] => {
+                assert_eq!(*next_attempt, later + super::super::relay::backoff(3))
+            }
+            other => panic!("{other:?}"),
+        }
+        let day = now + jiff::SignedDuration::from_hours(24);
+        assert!(matches!(
+            &after_failure(&item, &busy, day).ops[..],
+            [
+                crate::store::batch::Op::QueueDone { id: 7 },
+                crate::store::batch::Op::Trace(_)
+            ]
+        ));
     }
 }

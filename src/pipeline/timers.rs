@@ -23,7 +23,7 @@ use crate::pec::compose::Certification;
 use crate::pec::daticert::{Destinatario, TipoDestinatario, TipoRicevuta};
 use crate::pec::receipt::{self, Notice};
 use crate::pec::time::PecTime;
-use crate::store::pending::Awaiting;
+use crate::store::pending::{Awaiting, PendingMessage};
 use crate::store::{Batch, Delivery, PendingEntry, StoreError};
 use crate::trace::{EventKind, TraceEvent};
 
@@ -72,14 +72,24 @@ enum Stage {
     Preavviso12h,
     Final24h,
 }
-fn certification(p: &PendingEntry) -> Certification {
+/// The certification data of a notice: as the acceptance certified them (every recipient,
+/// the original's Reply-To: `shared`), or, for a message accepted before that record
+/// existed, the one recipient and the sender.
+fn certification(p: &PendingEntry, shared: Option<PendingMessage>) -> Certification {
+    let (destinatari, risposte) = match shared {
+        Some(m) if !m.destinatari.is_empty() => (m.destinatari, m.risposte),
+        _ => (
+            vec![Destinatario {
+                address: p.recipient.clone(),
+                tipo: TipoDestinatario::Certificato,
+            }],
+            p.sender.clone(),
+        ),
+    };
     Certification {
         mittente: p.sender.clone(),
-        destinatari: vec![Destinatario {
-            address: p.recipient.clone(),
-            tipo: TipoDestinatario::Certificato,
-        }],
-        risposte: p.sender.clone(),
+        destinatari,
+        risposte,
         oggetto: p.subject.clone().unwrap_or_default(),
         identificativo: p.ident.clone(),
         msgid: p.msgid.as_deref().map(crate::pec::ids::bracketed),
@@ -140,7 +150,7 @@ async fn issue(
     stage: Stage,
 ) -> Result<Option<usize>, StoreError> {
     let final_notice = stage == Stage::Final24h;
-    let cert = certification(p);
+    let cert = certification(p, gw.store.pending_message(&p.ident)?);
     let at = PecTime::italian(now);
     let (g, c, rcpt) = (gw.clone(), cert.clone(), p.recipient.clone());
     let built = gw

@@ -78,10 +78,16 @@ pub struct SessionConfig {
     pub local_domains: Vec<String>,
     /// Failed AUTH attempts before the session is closed.
     pub max_auth_failures: u32,
-    /// `[limits] max_line_length`: longest command line, CRLF included, on every listener;
-    /// also the longest DATA line on submission ([`Self::data_line_limit`]).
+    /// `[limits] max_line_length`: longest command line, CRLF included, on every listener.
+    /// (DATA lines on submission have their own, fixed limit: [`SUBMISSION_DATA_LINE`].)
     pub max_line_length: usize,
 }
+
+/// Longest DATA line on submission, CRLF included: RFC 5321 §4.5.3.1.6's 1000 octets. Not
+/// `max_line_length` (4096 by default, for command lines): the user's original travels
+/// inside the signed envelope, and a hop that folds a longer line (Postfix's SMTP client
+/// does past 998) would break the signature the recipient checks.
+pub const SUBMISSION_DATA_LINE: usize = 1000;
 
 /// RFC 4954 §4: an AUTH command line, and each line of the exchange, may be up to 12288
 /// octets, whatever the general line limit.
@@ -100,7 +106,7 @@ impl SessionConfig {
     /// bounded by `max_message_bytes` (and [`Self::discard_bound`]) alone.
     pub fn data_line_limit(&self) -> Option<usize> {
         match self.role {
-            Role::Submission => Some(self.max_line_length),
+            Role::Submission => Some(SUBMISSION_DATA_LINE),
             Role::Incoming => None,
         }
     }

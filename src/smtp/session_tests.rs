@@ -535,8 +535,13 @@ fn a_thousand_pipelined_commands_in_one_read_are_all_answered_in_order() {
 
 /// One DATA line of 5000 octets (CRLF included), in a message well within the size limit.
 fn long_line_message() -> Vec<u8> {
+    long_line_message_of(4998)
+}
+
+/// A message with one line of `n` octets (plus CRLF), then the final dot and a NOOP.
+fn long_line_message_of(n: usize) -> Vec<u8> {
     let mut m = b"Subject: long\r\n\r\n".to_vec();
-    m.extend(std::iter::repeat_n(b'a', 4998));
+    m.extend(std::iter::repeat_n(b'a', n));
     m.extend_from_slice(b"\r\nend\r\n.\r\nNOOP\r\n");
     m
 }
@@ -545,14 +550,31 @@ fn long_line_message() -> Vec<u8> {
 fn the_data_line_limit_applies_to_submission_only() {
     let big = |role| SessionConfig {
         max_message_bytes: 20_000,
+        max_line_length: 4096,
         ..cfg(role)
     };
     // Submission (465/587): our users' mail leaves for other providers, so it must keep
-    // to the line limit (RFC 5321 §4.5.3.1.6).
+    // to RFC 5321 §4.5.3.1.6's 1000 octets whatever the command-line limit: 998 + CRLF
+    // passes, 999 + CRLF does not.
     let mut s = in_data(big(Role::Submission));
     let ev = s.feed(&long_line_message());
     assert_eq!(codes(&ev), vec![554, 250], "{}", text(&ev));
+    assert!(
+        text(&ev).contains("longer than 1000 octets"),
+        "{}",
+        text(&ev)
+    );
     assert!(!ev.iter().any(|e| matches!(e, Event::Message(_))));
+    let mut s = in_data(big(Role::Submission));
+    let ev = s.feed(&long_line_message_of(999));
+    assert_eq!(codes(&ev), vec![554, 250], "{}", text(&ev));
+    let mut s = in_data(big(Role::Submission));
+    let ev = s.feed(&long_line_message_of(998));
+    assert!(
+        matches!(ev.last(), Some(Event::Message(_))),
+        "{}",
+        text(&ev)
+    );
     // Incoming (25): other providers and Internet mail with long lines are accepted,
     // whole, in one read or in many.
     let msg = long_line_message();

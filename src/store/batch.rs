@@ -43,6 +43,7 @@ pub(crate) enum Op {
         id: u64,
     },
     PendingPut(PendingEntry),
+    PendingMessage(String, crate::store::pending::PendingMessage),
     PendingNotice12h {
         ident: String,
         recipient: String,
@@ -177,6 +178,16 @@ impl Batch {
     }
 
     /// Inserts or replaces a pending-receipt entry.
+    /// The shared certification data of a message's pending entries (before them).
+    pub fn pending_message(
+        mut self,
+        ident: impl Into<String>,
+        m: crate::store::pending::PendingMessage,
+    ) -> Self {
+        self.ops.push(Op::PendingMessage(ident.into(), m));
+        self
+    }
+
     pub fn pending_put(mut self, e: PendingEntry) -> Self {
         self.ops.push(Op::PendingPut(e));
         self

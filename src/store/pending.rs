@@ -2,7 +2,10 @@
 //! take-charge receipt (12 h: then a `preavviso-errore-consegna`) or delivery receipt
 //! (24 h: then the final non-delivery notice) — rules digest §6.4, §4.12.
 //!
-//! Keys: `pending` = identificativo `\0` recipient-key → [`PendingEntry`];
+//! Keys: `pending` = identificativo `\0` recipient-key → [`PendingEntry`], and
+//! identificativo `\0` (no recipient) → [`PendingMessage`], what the entries of one message
+//! share (the daticert data of its notices), written once per message rather than once per
+//! recipient and removed with its last entry;
 //! `pending_due` = next deadline (unix ms, sign bit flipped, BE) ++ the same key → empty:
 //! the timer asks [`Store::pending_due`] for everything due and commits the notice with
 //! [`crate::store::Batch::pending_notice_12h`] / `pending_resolve` in the same batch.
@@ -19,6 +22,20 @@ use crate::trace::mailbox_key;
 pub enum Awaiting {
     TakeCharge,
     DeliveryReceipt,
+}
+
+/// What every pending entry of one message shares: the certification data the timeout
+/// notices' daticert repeats from the acceptance (all the recipients with their kind, the
+/// original's Reply-To), and how many of its entries are still open.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingMessage {
+    /// Every To/Cc recipient as the acceptance certified them (*destinatari*).
+    pub destinatari: Vec<crate::pec::daticert::Destinatario>,
+    /// The original's `Reply-To`, else the sender (*risposte*).
+    pub risposte: String,
+    /// Open entries of the message; the record goes with the last one.
+    #[serde(default)]
+    pub open: u32,
 }
 
 /// One recipient of one message awaiting a receipt.
@@ -72,9 +89,42 @@ fn unindex(tx: &Tx, key: &[u8]) -> TxResult<Option<PendingEntry>> {
     Ok(old)
 }
 
+/// The key of a message's [`PendingMessage`]: its identificativo and the separator, which
+/// no entry key ends with (a recipient key is never empty).
+fn message_key(ident: &str) -> Vec<u8> {
+    let mut k = ident.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+/// Adds `delta` to the open count of the message's shared record (when there is one: not
+/// for entries written before it existed); at zero the record goes.
+fn count_open(tx: &Tx, ident: &str, delta: i64) -> TxResult<()> {
+    let key = message_key(ident);
+    if let Some(mut m) = get_json::<PendingMessage>(&tx.t[PENDING], &key)? {
+        m.open = u32::try_from(i64::from(m.open) + delta).unwrap_or(0);
+        if m.open == 0 && delta < 0 {
+            tx.t[PENDING].remove(key)?;
+        } else {
+            put_json(&tx.t[PENDING], &key, &m)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the shared record of a message; put it before the message's entries, in the same
+/// batch, so that they count themselves in.
+pub(crate) fn apply_message(tx: &Tx, ident: &str, m: &PendingMessage) -> TxResult<()> {
+    let key = message_key(ident);
+    let open = get_json::<PendingMessage>(&tx.t[PENDING], &key)?.map_or(0, |o| o.open);
+    put_json(&tx.t[PENDING], &key, &PendingMessage { open, ..m.clone() })
+}
+
 pub(crate) fn apply_put(tx: &Tx, e: &PendingEntry) -> TxResult<()> {
     let key = entry_key(&e.ident, &e.recipient);
-    unindex(tx, &key)?;
+    if unindex(tx, &key)?.is_none() {
+        count_open(tx, &e.ident, 1)?;
+    }
     put_json(&tx.t[PENDING], &key, e)?;
     tx.t[PENDING_DUE].insert(due_key(e.next_deadline(), &key), &[])?;
     Ok(())
@@ -95,6 +145,7 @@ pub(crate) fn apply_resolve(tx: &Tx, ident: &str, recipient: &str) -> TxResult<(
     let key = entry_key(ident, recipient);
     if unindex(tx, &key)?.is_some() {
         tx.t[PENDING].remove(key)?;
+        count_open(tx, ident, -1)?;
     }
     Ok(())
 }
@@ -117,6 +168,21 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// The shared record of a message with open entries (`None` for messages accepted
+    /// before it existed).
+    pub fn pending_message(&self, ident: &str) -> Result<Option<PendingMessage>, StoreError> {
+        self.trees()
+            .pending
+            .get(message_key(ident))?
+            .map(|v| {
+                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                    what: "pending message".into(),
+                    detail: e.to_string(),
+                })
+            })
+            .transpose()
     }
 
     pub fn pending(

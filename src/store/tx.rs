@@ -159,6 +159,7 @@ pub(crate) fn apply_op(
         } => queue::apply_retry(tx, *id, *next_attempt, error)?,
         Op::QueueDone { id } => queue::apply_done(tx, *id)?,
         Op::PendingPut(e) => pending::apply_put(tx, e)?,
+        Op::PendingMessage(ident, m) => pending::apply_message(tx, ident, m)?,
         Op::PendingNotice12h { ident, recipient } => {
             pending::apply_notice_12h(tx, ident, recipient)?
         }

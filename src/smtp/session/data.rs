@@ -256,7 +256,9 @@ impl Session {
                 format!(
                     "Message not accepted: a line is longer than {} octets, CRLF included \
                      (RFC 5321 §4.5.3.1.6)",
-                    self.cfg.max_line_length
+                    self.cfg
+                        .data_line_limit()
+                        .unwrap_or(self.cfg.max_line_length)
                 ),
                 Some(&mail_from),
             ),
