@@ -94,6 +94,64 @@ pub fn smtp_session(data: &[u8]) {
     }
 }
 
+/// A whole SMTP transaction on port 25 into the incoming point's judgement: the session in
+/// the incoming role takes the client bytes (fed in pieces whose sizes come from the
+/// input), and every message it hands on is classified, its signature checked, and, when
+/// it is a formally correct transport envelope, its unsigned outer headers compared with
+/// the signed content ([`crate::pec::outer`]), as [`crate::pipeline::incoming`] does
+/// before it decides. Seeds: `fuzz/corpus/incoming` (transcripts around real and generated
+/// PEC messages).
+pub fn incoming(data: &[u8]) {
+    use crate::smtp::session::{Event, Role, Session, SessionConfig};
+    let cfg = SessionConfig {
+        hostname: "fuzz.test".into(),
+        role: Role::Incoming,
+        max_message_bytes: 256 * 1024,
+        max_recipients: 5,
+        tls_available: true,
+        local_domains: vec!["pec.test".into()],
+        max_auth_failures: 3,
+        max_line_length: 1000,
+    };
+    let (mut s, _) = Session::new(cfg, false);
+    let step = 1 + data.first().copied().unwrap_or(0) as usize % 211;
+    for chunk in data.get(1..).unwrap_or_default().chunks(step) {
+        let mut events = s.feed(chunk);
+        while !events.is_empty() {
+            let mut next = Vec::new();
+            for e in events {
+                match e {
+                    Event::Message(env) => {
+                        judge(&env.data);
+                        next.extend(s.message_result(250, "2.0.0", "ok"));
+                    }
+                    Event::StartTls => s.tls_started(),
+                    Event::Authenticate { .. } => {
+                        panic!("the incoming role never authenticates")
+                    }
+                    _ => {}
+                }
+            }
+            events = next;
+        }
+        if s.is_closed() {
+            break;
+        }
+    }
+}
+
+/// What the incoming point reads of a received message before deciding.
+fn judge(data: &[u8]) {
+    let Ok(c) = crate::pec::classify::classify(data) else {
+        return;
+    };
+    let _ = crate::report::verify(data, None);
+    if let (crate::pec::classify::Kind::TransportEnvelope, Ok(d)) = (&c.kind, c.certified()) {
+        let (outer, _) = crate::pec::mime::split_header_body(data);
+        let _ = crate::pec::outer::check(outer, d, c.postacert.as_deref().unwrap_or_default());
+    }
+}
+
 /// The store the session entry points run against: one per entry point and process, in
 /// the system temporary directory, with mailboxes `a@pec.test` and `b@pec.test` (the
 /// names the transcripts use). It lives as long as the process, so what one input stores

@@ -267,3 +267,24 @@ fn jmap_email_entry_point_survives_samples_and_mutations() {
         }
     }
 }
+
+/// The port-25 target (`pecd::fuzz::incoming`) over its committed seeds (transcripts
+/// around signed PEC messages) and mutations of them.
+#[test]
+fn incoming_entry_point_survives_seeds_and_mutations() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/incoming");
+    let mut rng = Rng(0x6a09e667f3bcc909);
+    let mut runs = 0;
+    for f in std::fs::read_dir(&dir)
+        .expect("fuzz/seeds/incoming")
+        .flatten()
+    {
+        let seed = std::fs::read(f.path()).unwrap();
+        pecd::fuzz::incoming(&seed);
+        for m in mutations(&seed, &mut rng, 40) {
+            pecd::fuzz::incoming(&m);
+            runs += 1;
+        }
+    }
+    assert!(runs >= 200, "{runs}");
+}

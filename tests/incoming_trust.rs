@@ -1156,3 +1156,68 @@ async fn outer_headers_that_differ_from_the_signed_content_make_an_anomaly() {
     }
     p.stop().await;
 }
+
+/// Issue #13 item 7: one virus non-delivery notice (#8) per virus detection notice (#7)
+/// means one per (identificativo, recipient). The other provider sends its #7 twice,
+/// signed again (other bytes): both are kept as evidence, the sender gets one #8.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_repeated_virus_notice_gives_one_notice_to_the_sender() {
+    let p = Pair::start(&[("b", false, None), ("posta-certificata", false, None)]).await;
+    let sub = pecd::pipeline::access::submit(
+        &p.b.gw,
+        pecd::smtp::session::Envelope {
+            mail_from: "b@pec.beta.test".into(),
+            rcpt_to: vec!["a@pec.alfa.test".into()],
+            data: original("b@pec.beta.test", &["a@pec.alfa.test"]),
+            authenticated: Some("b@pec.beta.test".into()),
+            helo: "client".into(),
+            tls: true,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(sub.code, 250, "{}", sub.text);
+    let ident = p
+        .trace(EventKind::SubmissionAccepted, None)
+        .pop()
+        .and_then(|r| r.ident)
+        .unwrap();
+    let real = certification("b@pec.beta.test", &["a@pec.alfa.test"], &ident);
+    let now = jiff::Timestamp::now();
+    for secs in [0, 5] {
+        let at = PecTime::italian(now + SignedDuration::from_secs(secs));
+        let n7 = receipt::build(
+            &p.a.identity,
+            &p.a.signer,
+            &real,
+            receipt::Notice::RilevazioneVirus {
+                consegna: "a@pec.alfa.test",
+                virus: "Eicar-Signature",
+                to: "posta-certificata@pec.beta.test",
+            },
+            at,
+        )
+        .unwrap()
+        .bytes;
+        assert_eq!(
+            p.send(
+                "posta-certificata@pec.alfa.test",
+                &["posta-certificata@pec.beta.test"],
+                &n7
+            )
+            .await,
+            250
+        );
+    }
+    assert_eq!(
+        inbox(&p.b.gw, "posta-certificata@pec.beta.test"),
+        ["rilevazione-virus", "rilevazione-virus"]
+    );
+    let kinds = inbox(&p.b.gw, "b@pec.beta.test");
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "errore-consegna").count(),
+        1,
+        "{kinds:?}"
+    );
+    p.stop().await;
+}

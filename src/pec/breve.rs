@@ -28,10 +28,48 @@ pub fn breve_original(original: &[u8]) -> Vec<u8> {
         return original.into_owned();
     }
     let mut out = Vec::with_capacity(original.len());
+    if !ct.mime_type.starts_with("multipart/")
+        && let Some(name) = part_name(headers, &ct)
+    {
+        // A single-part original that is itself a named attachment: its content goes the
+        // way of any attachment, and the message headers (From, Subject, ...) stay.
+        let (hash_headers, digest) = hashed(&name, body);
+        let mut h = headers.to_vec();
+        for field in [
+            "content-type",
+            "content-disposition",
+            "content-transfer-encoding",
+        ] {
+            h = mime::replace_header(&h, field, None);
+        }
+        out.extend_from_slice(&h);
+        out.extend_from_slice(hash_headers.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(digest.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        return out;
+    }
     out.extend_from_slice(headers);
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&rewrite_body(&ct, body, 0));
     out
+}
+
+/// The header lines (CRLF-terminated) and the body of the `text/plain` part that stands
+/// for an attachment named `name` whose transmitted body is `body`.
+fn hashed(name: &str, body: &[u8]) -> (String, String) {
+    let name = name.replace(['"', '\\', '\r', '\n'], "_");
+    let digest = hash(MessageDigest::sha1(), body)
+        .map(hex::encode)
+        .unwrap_or_default();
+    (
+        format!(
+            "Content-Type: text/plain; charset=us-ascii; name=\"{name}.hash\"\r\n\
+             Content-Disposition: attachment; filename=\"{name}.hash\"\r\n\
+             Content-Transfer-Encoding: 7bit\r\n"
+        ),
+        digest,
+    )
 }
 
 fn content_type(headers: &[u8]) -> mime::ContentType {
@@ -87,16 +125,8 @@ fn rewrite_part(part: &[u8], depth: usize) -> Vec<u8> {
     let name = part_name(headers, &ct);
     if name.is_some() || ct.mime_type == "message/rfc822" {
         let name = name.unwrap_or_else(|| "message.eml".to_string());
-        let name = name.replace(['"', '\\', '\r', '\n'], "_");
-        let digest = hash(MessageDigest::sha1(), body)
-            .map(hex::encode)
-            .unwrap_or_default();
-        return format!(
-            "Content-Type: text/plain; charset=us-ascii; name=\"{name}.hash\"\r\n\
-             Content-Disposition: attachment; filename=\"{name}.hash\"\r\n\
-             Content-Transfer-Encoding: 7bit\r\n\r\n{digest}"
-        )
-        .into_bytes();
+        let (h, digest) = hashed(&name, body);
+        return format!("{h}\r\n{digest}").into_bytes();
     }
     let mut out = Vec::with_capacity(part.len());
     out.extend_from_slice(headers);
@@ -129,6 +159,29 @@ mod tests {
             .parse(out.as_bytes())
             .unwrap();
         assert_eq!(m.attachment_count(), 2);
+    }
+
+    /// An original that is one named attachment (no multipart around it): the content is
+    /// replaced by its hash like any attachment, the message headers stay (#13 item 7).
+    #[test]
+    fn a_single_part_attachment_original_is_hashed_too() {
+        let orig = b"From: a@pec.x.it\r\nSubject: fattura\r\nMIME-Version: 1.0\r\n\
+Content-Type: application/pdf; name=\"f.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+JVBERi0xLjQK\r\n";
+        let out = String::from_utf8(breve_original(orig)).unwrap();
+        assert!(!out.contains("JVBERi0xLjQK"), "{out}");
+        assert!(!out.contains("application/pdf"), "{out}");
+        assert!(out.contains("Subject: fattura\r\n"));
+        assert!(out.contains("name=\"f.pdf.hash\""));
+        let sha1 = hex::encode(hash(MessageDigest::sha1(), b"JVBERi0xLjQK\r\n").unwrap());
+        assert!(out.contains(&sha1), "{out}");
+        let m = mail_parser::MessageParser::new()
+            .parse(out.as_bytes())
+            .unwrap();
+        assert_eq!(m.subject(), Some("fattura"));
+        // A plain text message is kept as it is.
+        let text = b"From: a@pec.x.it\r\nSubject: s\r\n\r\nciao\r\n";
+        assert_eq!(breve_original(text), text.to_vec());
     }
 
     #[test]

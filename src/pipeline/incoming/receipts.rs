@@ -165,8 +165,24 @@ pub(super) async fn receipt_arrived(
         _ => {}
     }
     if d.tipo == Tipo::RilevazioneVirus {
-        // #8 (§4.9): exactly one virus non-delivery notice to our sender per #7.
-        if let (Some(c), Ok(sender)) = (&d.consegna, PecAddress::parse(&d.mittente)) {
+        // #8 (§4.9): exactly one virus non-delivery notice to our sender per #7, that is
+        // per (identificativo, recipient): a second #7 about the same recipient (a retry
+        // the other provider signed again, so other bytes) is stored, but owes nothing.
+        let once = d.consegna.as_ref().map(|c| {
+            format!(
+                "virus-notice:{}:{}",
+                d.identificativo,
+                crate::trace::mailbox_key(c)
+            )
+        });
+        let owed = match &once {
+            Some(k) => !gw.store.is_claimed(k)?,
+            None => false,
+        };
+        if let (true, Some(key), Some(c), Ok(sender)) =
+            (owed, once, &d.consegna, PecAddress::parse(&d.mittente))
+        {
+            batch = batch.claim(key);
             let cert = Certification::from_daticert(d);
             let at = PecTime::italian(now);
             let (g, cc, rc, v) = (
