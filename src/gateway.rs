@@ -186,6 +186,26 @@ impl Gateway {
     }
 
     /// The provider index in force.
+    /// Whether the store's filesystem has room for a new message of `bytes`: free space
+    /// at least `limits.min_free_bytes` plus three times its size (the envelope, the
+    /// receipts that may carry it whole, and its spool), so that work already accepted
+    /// never runs out of space. `Err` carries the free bytes. A filesystem that cannot be
+    /// asked is taken to have room (the writes themselves will say otherwise).
+    pub fn room_for(&self, bytes: u64) -> Result<(), u64> {
+        let reserve = self.config.limits.min_free_bytes;
+        if reserve == 0 {
+            return Ok(());
+        }
+        match self.store.free_bytes() {
+            Ok(free) if free < reserve.saturating_add(bytes.saturating_mul(3)) => Err(free),
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the store's free space");
+                Ok(())
+            }
+        }
+    }
+
     pub fn index(&self) -> Arc<ProviderIndex> {
         self.index.read().unwrap_or_else(|p| p.into_inner()).clone()
     }

@@ -83,6 +83,8 @@ pub const DEFAULT_MAX_INFLIGHT_DATA_BYTES: u64 = 1024 * 1024 * 1024;
 /// `limits.max_processing_bytes` when absent, and its floor.
 pub const DEFAULT_MAX_PROCESSING_BYTES: u64 = 256 * 1024 * 1024;
 pub const MIN_PROCESSING_BYTES: u64 = 1024 * 1024;
+/// `limits.min_free_bytes` when absent.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// The default of `limits.max_incoming_message_bytes` for a given `max_message_bytes`:
 /// the largest message a provider legitimately builds around an original of that size,
@@ -241,6 +243,11 @@ pub struct LimitsConfig {
     /// Bytes of finished messages being processed (read back into memory) at once, per
     /// SMTP role; a message larger than this waits for the whole budget.
     pub max_processing_bytes: u64,
+    /// Free space the store's filesystem keeps in reserve (like Postfix's
+    /// `queue_minfree`): a new message is refused with 452 4.3.1 while accepting it would
+    /// leave less than this plus three times its size (its envelope, receipts and copies),
+    /// so the work already accepted (deliveries, receipts, the trace) always finds room.
+    pub min_free_bytes: u64,
     /// Idle time allowed between two commands.
     pub command_timeout_secs: u64,
     /// Failed logins allowed per client address (IPv4, IPv6 /64) and per account from
@@ -368,6 +375,7 @@ impl Default for LimitsConfig {
             max_inflight_data_bytes: DEFAULT_MAX_INFLIGHT_DATA_BYTES
                 .max(2 * default_incoming_message_bytes(DEFAULT_MAX_MESSAGE_BYTES)),
             max_processing_bytes: DEFAULT_MAX_PROCESSING_BYTES,
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
             command_timeout_secs: DEFAULT_COMMAND_TIMEOUT_SECS,
             auth_max_failures: DEFAULT_AUTH_MAX_FAILURES,
             auth_lockout_secs: DEFAULT_AUTH_LOCKOUT_SECS,

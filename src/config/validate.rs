@@ -364,6 +364,13 @@ pub(super) fn limits(
         "",
         errs,
     );
+    let min_free = sec.uint(
+        "min_free_bytes",
+        d.min_free_bytes,
+        (0, u64::MAX >> 1),
+        "",
+        errs,
+    );
     let timeout = sec.uint(
         "command_timeout_secs",
         d.command_timeout_secs,
@@ -425,6 +432,7 @@ pub(super) fn limits(
         max_incoming_message_bytes: incoming_or_default,
         max_inflight_data_bytes: inflight.unwrap_or(inflight_default),
         max_processing_bytes: processing.unwrap_or(d.max_processing_bytes),
+        min_free_bytes: min_free.unwrap_or(d.min_free_bytes),
         command_timeout_secs: timeout.unwrap_or(d.command_timeout_secs),
         auth_max_failures: auth_failures
             .and_then(|v| u32::try_from(v).ok())

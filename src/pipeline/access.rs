@@ -78,11 +78,7 @@ impl Backend for AccessPoint {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "submission failed before it was accepted");
-                SmtpReply::new(
-                    451,
-                    "4.3.0",
-                    format!("Temporary failure, message not accepted: {e}"),
-                )
+                super::storage::temporary_failure(&e, "Temporary failure, message not accepted")
             }
         }
     }
@@ -222,6 +218,9 @@ fn certification(gw: &Gateway, checked: &Checked, identificativo: String) -> Cer
 
 /// Processes one submitted message; the reply is 250 only after the durable commit.
 pub async fn submit(gw: &Arc<Gateway>, env: Envelope) -> Result<SmtpReply, StoreError> {
+    if let Some(reply) = super::storage::refuse_if_full(gw, env.data.len() as u64, "submission") {
+        return Ok(reply);
+    }
     let now = gw.clock.now();
     let at = PecTime::italian(now);
     let data = Arc::new(env.data);

@@ -76,11 +76,7 @@ impl Backend for IncomingPoint {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(%peer, error = %e, "incoming message deferred");
-                SmtpReply::new(
-                    451,
-                    "4.3.0",
-                    format!("Temporary failure, try again later: {e}"),
-                )
+                super::storage::temporary_failure(&e, "Temporary failure, try again later")
             }
         }
     }
@@ -107,6 +103,11 @@ pub async fn receive(
     env: Envelope,
     peer: SocketAddr,
 ) -> Result<SmtpReply, DeliveryError> {
+    if let Some(reply) =
+        super::storage::refuse_if_full(gw, env.data.len() as u64, "incoming message")
+    {
+        return Ok(reply);
+    }
     let data = Arc::new(env.data);
     let verdict = trust::verify(gw, &data).await;
     let digest = sha256_hex(&data);

@@ -10,11 +10,13 @@
 //! * [`timers`]: the 12 h / 24 h timeout notices of the sender side.
 //! * [`virus`]: the antivirus policy (scan, defer, quarantine).
 //! * [`relay`]: the outbound queue to other providers and ordinary mail (SMTP client).
+//! * [`storage`]: 452 4.3.1 when the disk is short of space.
 
 pub mod access;
 pub mod checks;
 pub mod delivery;
 pub mod incoming;
 pub mod relay;
+pub mod storage;
 pub mod timers;
 pub mod virus;

@@ -414,6 +414,13 @@ impl Store {
         &self.inner.dir
     }
 
+    /// Bytes an unprivileged writer can still use on the filesystem of the store
+    /// (`statvfs`: available blocks × fragment size).
+    pub fn free_bytes(&self) -> std::io::Result<u64> {
+        let st = rustix::fs::statvfs(&self.inner.dir)?;
+        Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    }
+
     pub fn options(&self) -> &StoreOptions {
         &self.inner.options
     }

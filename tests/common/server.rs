@@ -145,8 +145,17 @@ impl Server {
     }
 
     pub fn start(&mut self) {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--config", self.config().to_str().unwrap()])
+        self.start_in(&[]);
+    }
+
+    /// Starts `pecd serve` through `wrapper` (a command that ends by running the arguments
+    /// it is given, e.g. `unshare -m sh -c '...; exec "$@"' sh`); `&[]` runs it directly.
+    pub fn start_in(&mut self, wrapper: &[&str]) {
+        let cfg = self.config();
+        let serve = [BIN, "serve", "--config", cfg.to_str().unwrap()];
+        let argv: Vec<&str> = wrapper.iter().copied().chain(serve).collect();
+        let mut child = Command::new(argv[0])
+            .args(&argv[1..])
             .env("PECD_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

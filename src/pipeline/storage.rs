@@ -1,0 +1,75 @@
+//! Intake when the disk fills up (issue #13 item 8): the 452 4.3.1 a new message gets
+//! while the store's filesystem is short of space ([`crate::gateway::Gateway::room_for`],
+//! `limits.min_free_bytes`), or when a write failed for want of it. Every write of the
+//! store goes to a temporary file or a sled transaction first, so a refused message leaves
+//! nothing half-written visible; the sender (a client, a provider) retries, and intake
+//! resumes by itself once space returns.
+//!
+//! Owns the reply and the classification of a failure as "disk full". Distrusts nothing:
+//! its inputs are our own errors.
+
+use crate::gateway::Gateway;
+use crate::smtp::server::SmtpReply;
+
+/// The reply to a message that finds no room (RFC 3463 4.3.1, mail system full).
+pub fn no_room() -> SmtpReply {
+    SmtpReply::new(452, "4.3.1", "Insufficient system storage, try again later")
+        .with_motivo("spazio di archiviazione esaurito presso il gestore, riprovare più tardi")
+}
+
+/// `Some(452 4.3.1)` when a new message of `bytes` must not be taken now.
+pub fn refuse_if_full(gw: &Gateway, bytes: u64, what: &str) -> Option<SmtpReply> {
+    let free = gw.room_for(bytes).err()?;
+    tracing::warn!(
+        free,
+        reserve = gw.config.limits.min_free_bytes,
+        bytes,
+        "{what} refused: the store's filesystem is short of space"
+    );
+    Some(no_room())
+}
+
+/// Whether an error (or one it wraps) is the filesystem being full (ENOSPC, EDQUOT).
+pub fn is_disk_full(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && (io.kind() == std::io::ErrorKind::StorageFull
+                || io.kind() == std::io::ErrorKind::QuotaExceeded)
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// The reply to a message whose processing failed: 452 4.3.1 when for want of space,
+/// else `451 4.3.0` with the error.
+pub fn temporary_failure(e: &(dyn std::error::Error + 'static), text: &str) -> SmtpReply {
+    if is_disk_full(e) {
+        no_room()
+    } else {
+        SmtpReply::new(451, "4.3.0", format!("{text}: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enospc_anywhere_in_the_chain_is_disk_full() {
+        let full = std::io::Error::from_raw_os_error(28);
+        assert!(is_disk_full(&full));
+        let wrapped = crate::store::StoreError::Io {
+            path: "/x".into(),
+            source: std::io::Error::from_raw_os_error(28),
+        };
+        assert!(is_disk_full(&wrapped));
+        assert_eq!(temporary_failure(&wrapped, "x").code, 452);
+        let other = std::io::Error::from_raw_os_error(13);
+        assert!(!is_disk_full(&other));
+        assert_eq!(temporary_failure(&other, "x").code, 451);
+    }
+}
