@@ -76,7 +76,7 @@ fn provider(
         let l = match line.split_once(" = ") {
             Some((k, _)) if k == "smtp" => format!("smtp = \"127.0.0.1:{port}\""),
             Some((k, _)) if k == "smtps" => "smtps = \"127.0.0.1:0\"".into(),
-            Some((k, _)) if ["submission", "imaps", "pop3s", "https"].contains(&k) => {
+            Some((k, _)) if ["submission", "imaps", "pop3s", "https", "admin"].contains(&k) => {
                 format!("{k} = \"off\"")
             }
             Some((k, _)) if k == "max_connections_per_ip" => format!("{k} = 1000"),

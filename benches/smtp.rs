@@ -104,7 +104,9 @@ fn main() {
             .lines()
             .map(|l| match l.split_once(" = ") {
                 Some((k, _)) if k == "smtps" => "smtps = \"127.0.0.1:0\"".to_string(),
-                Some((k, _)) if ["smtp", "submission", "imaps", "pop3s", "https"].contains(&k) => {
+                Some((k, _))
+                    if ["smtp", "submission", "imaps", "pop3s", "https", "admin"].contains(&k) =>
+                {
                     format!("{k} = \"off\"")
                 }
                 Some((k, _)) if k == "max_connections_per_ip" => format!("{k} = 1000"),

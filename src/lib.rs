@@ -24,6 +24,7 @@
 //! | [`http`] | the web listener (HTTPS): routing, webmail sessions, CSRF, security headers |
 //! | [`jmap`] | JMAP (RFC 8620/8621) with the PEC capability |
 //! | [`web`] | the built-in webmail's embedded assets |
+//! | [`ops`] | Prometheus metrics, health and readiness, the admin listener |
 //! | [`fuzz`] | the entry points of the fuzz targets (`fuzz/`), shared with a stable test |
 #![forbid(unsafe_code)]
 
@@ -38,6 +39,7 @@ pub mod http;
 pub mod imap;
 pub mod jmap;
 pub mod listener;
+pub mod ops;
 pub mod pec;
 pub mod pipeline;
 pub mod pki;

@@ -113,6 +113,16 @@ pub struct Admission {
     _source: Slot<Source>,
     _listener: Slot<()>,
     _total: Slot<()>,
+    /// The listener's open-connections gauge, decremented when the connection ends.
+    open: Option<prometheus::IntGauge>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if let Some(g) = &self.open {
+            g.dec();
+        }
+    }
 }
 
 impl ConnectionGate {
@@ -175,6 +185,7 @@ impl ConnectionGate {
             _source: source,
             _listener: listener,
             _total: total,
+            open: None,
         })
     }
 
@@ -207,6 +218,8 @@ pub async fn accept_loop(
     mut admit: impl FnMut(TcpStream, SocketAddr, Admission),
 ) {
     let this_listener: Counter<()> = Counter::default();
+    let open = crate::ops::metrics::connections(protocol);
+    crate::ops::health::listener_running(protocol, true);
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -221,13 +234,44 @@ pub async fn accept_loop(
             }
         };
         match gate.admit(peer.ip(), &this_listener) {
-            Ok(a) => admit(stream, peer, a),
+            Ok(mut a) => {
+                open.inc();
+                a.open = Some(open.clone());
+                admit(stream, peer, a)
+            }
             Err(why) => {
                 tracing::info!(%peer, protocol, ?why, "connection refused: too many connections");
                 refuse(stream, &gate, &refusal, why);
             }
         }
     }
+    crate::ops::health::listener_running(protocol, false);
+}
+
+/// The TLS handshake of a connection on `listener`, within `timeout`; a failure is counted
+/// in the metrics (`pecd_tls_handshake_failures_total`).
+pub async fn tls_accept<IO>(
+    listener: &str,
+    tls: Arc<rustls::ServerConfig>,
+    stream: IO,
+    timeout: Duration,
+) -> std::io::Result<tokio_rustls::server::TlsStream<IO>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let r = match tokio::time::timeout(timeout, tokio_rustls::TlsAcceptor::from(tls).accept(stream))
+        .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "TLS handshake timed out",
+        )),
+    };
+    if r.is_err() {
+        crate::ops::metrics::tls_failure(listener);
+    }
+    r
 }
 
 fn refuse(stream: TcpStream, gate: &ConnectionGate, refusal: &Refusal, why: Crowded) {

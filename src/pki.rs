@@ -299,6 +299,8 @@ smtps = "127.0.0.1:4465"
 imaps = "127.0.0.1:9993"
 pop3s = "127.0.0.1:9995"
 https = "127.0.0.1:8443"
+# Metrics (/metrics), liveness (/healthz), readiness (/readyz); plain HTTP.
+admin = "127.0.0.1:9465"
 
 [limits]
 max_message_bytes = {DEFAULT_MAX_MESSAGE_BYTES}

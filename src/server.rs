@@ -147,7 +147,8 @@ pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
         ))
     };
     let (incoming_data, submission_data) = (data_limits("in"), data_limits("sub"));
-    let listener_cfg = |role, implicit_tls| ListenerConfig {
+    let listener_cfg = |name, role, implicit_tls| ListenerConfig {
+        name,
         session: SessionConfig {
             hostname: gw.config.provider.hostname.clone(),
             role,
@@ -189,7 +190,7 @@ pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
         let backend = Arc::new(AccessPoint(gw.clone()));
         tasks.push(tokio::spawn(smtp_server::serve(
             l,
-            listener_cfg(Role::Submission, implicit),
+            listener_cfg(name, Role::Submission, implicit),
             backend,
             stop_rx.clone(),
         )));
@@ -200,7 +201,7 @@ pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
         let backend = Arc::new(IncomingPoint(gw.clone()));
         tasks.push(tokio::spawn(smtp_server::serve(
             l,
-            listener_cfg(Role::Incoming, false),
+            listener_cfg(name, Role::Incoming, false),
             backend,
             stop_rx.clone(),
         )));
@@ -242,6 +243,14 @@ pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
             l,
             tls.clone(),
             web,
+            stop_rx.clone(),
+        )));
+    }
+    if let Some(addr) = gw.config.listen.admin {
+        let l = bind("admin", addr, &mut listeners).await?;
+        tasks.push(tokio::spawn(crate::ops::admin::serve(
+            l,
+            gw.clone(),
             stop_rx.clone(),
         )));
     }

@@ -49,7 +49,9 @@ fn init(dir: &Path, domain: &str) -> PathBuf {
     for line in t.lines() {
         let l = match line.split_once(" = ") {
             Some(("smtps", _)) => "smtps = \"127.0.0.1:0\"".to_string(),
-            Some((k, _)) if ["smtp", "submission", "imaps", "pop3s", "https"].contains(&k) => {
+            Some((k, _))
+                if ["smtp", "submission", "imaps", "pop3s", "https", "admin"].contains(&k) =>
+            {
                 format!("{k} = \"off\"")
             }
             _ => line.to_string(),

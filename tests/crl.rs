@@ -65,7 +65,9 @@ fn wire(dir: &Path, smtp_port: u16, peer: &Path, extra_ca: &[&Path]) {
         }
         let l = match line.split_once(" = ") {
             Some(("smtp", _)) => format!("smtp = \"127.0.0.1:{smtp_port}\""),
-            Some((k, _)) if ["smtps", "submission", "imaps", "pop3s", "https"].contains(&k) => {
+            Some((k, _))
+                if ["smtps", "submission", "imaps", "pop3s", "https", "admin"].contains(&k) =>
+            {
                 format!("{k} = \"off\"")
             }
             Some(("ca", _)) if in_trust => {

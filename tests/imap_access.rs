@@ -46,7 +46,8 @@ fn init() -> (tempfile::TempDir, PathBuf) {
         let l = match line.split_once(" = ") {
             Some((k, _)) if k.trim() == "smtps" => format!("{k} = \"127.0.0.1:0\""),
             Some((k, _))
-                if ["smtp", "submission", "imaps", "pop3s", "https"].contains(&k.trim())
+                if ["smtp", "submission", "imaps", "pop3s", "https", "admin"]
+                    .contains(&k.trim())
                     && line.contains("127.0.0.1:") =>
             {
                 format!("{k} = \"off\"")

@@ -63,7 +63,9 @@ fn wire(dir: &std::path::Path, smtp_port: u16, peer: &std::path::Path) {
     for line in text.lines() {
         let l = match line.split_once(" = ") {
             Some(("smtp", _)) => format!("smtp = \"127.0.0.1:{smtp_port}\""),
-            Some((k, _)) if ["smtps", "submission", "imaps", "pop3s", "https"].contains(&k) => {
+            Some((k, _))
+                if ["smtps", "submission", "imaps", "pop3s", "https", "admin"].contains(&k) =>
+            {
                 format!("{k} = \"off\"")
             }
             _ => line.to_string(),

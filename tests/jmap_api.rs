@@ -967,7 +967,8 @@ async fn delivery_status_follows_the_12_and_24_hour_notices() {
         let l = match line.split_once(" = ") {
             Some((k, _)) if k.trim() == "https" => "https = \"127.0.0.1:0\"".to_string(),
             Some((k, _))
-                if ["smtp", "submission", "smtps", "imaps", "pop3s"].contains(&k.trim()) =>
+                if ["smtp", "submission", "smtps", "imaps", "pop3s", "admin"]
+                    .contains(&k.trim()) =>
             {
                 format!("{} = \"off\"", k.trim())
             }

@@ -82,7 +82,7 @@ impl Provider {
             let l = match line.split_once(" = ") {
                 Some((k, _)) if k == "smtp" => format!("smtp = \"127.0.0.1:{}\"", self.smtp_port),
                 Some((k, _)) if k == "smtps" => "smtps = \"127.0.0.1:0\"".into(),
-                Some((k, _)) if ["submission", "imaps", "pop3s", "https"].contains(&k) => {
+                Some((k, _)) if ["submission", "imaps", "pop3s", "https", "admin"].contains(&k) => {
                     format!("{k} = \"off\"")
                 }
                 Some((k, _)) if k == "trusted_ca" => format!(

@@ -83,6 +83,8 @@ pub const DEFAULT_MAX_INFLIGHT_DATA_BYTES: u64 = 1024 * 1024 * 1024;
 /// `limits.max_processing_bytes` when absent, and its floor.
 pub const DEFAULT_MAX_PROCESSING_BYTES: u64 = 256 * 1024 * 1024;
 pub const MIN_PROCESSING_BYTES: u64 = 1024 * 1024;
+/// The port of the admin listener (metrics, health) when `listen.admin` is absent.
+pub const DEFAULT_ADMIN_PORT: u16 = 9465;
 /// `limits.min_free_bytes` when absent.
 pub const DEFAULT_MIN_FREE_BYTES: u64 = 256 * 1024 * 1024;
 
@@ -205,6 +207,9 @@ pub struct ListenConfig {
     /// The address came from the old key `http` (read for compatibility, with a warning
     /// at start-up).
     pub https_from_old_key: bool,
+    /// The admin listener, plain HTTP: `/metrics`, `/healthz`, `/readyz` ([`crate::ops`]).
+    /// Loopback by default.
+    pub admin: Option<SocketAddr>,
 }
 
 /// `[limits]`: the named limits of design principle 5.
@@ -355,6 +360,7 @@ impl Default for ListenConfig {
             pop3s: any(995),
             https: any(443),
             https_from_old_key: false,
+            admin: Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_ADMIN_PORT))),
         }
     }
 }

@@ -180,6 +180,7 @@ pub(super) fn listen(
     let smtps = given("smtps").unwrap_or(defaults.smtps);
     let imaps = given("imaps").unwrap_or(defaults.imaps);
     let pop3s = given("pop3s").unwrap_or(defaults.pop3s);
+    let admin = given("admin").unwrap_or(defaults.admin);
     // `https` replaced `http` (the web listener speaks TLS only); the old key is still read.
     let (new, old) = (given("https"), given("http"));
     let mut https_from_old_key = false;
@@ -208,6 +209,7 @@ pub(super) fn listen(
         pop3s,
         https,
         https_from_old_key,
+        admin,
     };
     sec.finish(errs, absent);
     let all = [
@@ -217,6 +219,7 @@ pub(super) fn listen(
         ("imaps", cfg.imaps),
         ("pop3s", cfg.pop3s),
         ("https", cfg.https),
+        ("admin", cfg.admin),
     ];
     for (i, (ka, a)) in all.iter().enumerate() {
         for (kb, b) in &all[i + 1..] {

@@ -90,12 +90,7 @@ async fn connection(
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
-    let tls_stream = tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
-        tokio_rustls::TlsAcceptor::from(tls).accept(stream),
-    )
-    .await
-    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+    let tls_stream = crate::listener::tls_accept("https", tls, stream, HANDSHAKE_TIMEOUT).await?;
     let service = hyper::service::service_fn(move |req| {
         let web = web.clone();
         async move { Ok::<_, std::convert::Infallible>(router::handle(web, peer, req).await) }

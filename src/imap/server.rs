@@ -113,12 +113,8 @@ async fn connection(
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
-    let tls = tokio::time::timeout(
-        cfg.login_timeout,
-        tokio_rustls::TlsAcceptor::from(cfg.tls.clone()).accept(stream),
-    )
-    .await
-    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+    let tls =
+        crate::listener::tls_accept("imaps", cfg.tls.clone(), stream, cfg.login_timeout).await?;
     run(
         tls,
         Session::new(cfg.limits.clone(), true),

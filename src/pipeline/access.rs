@@ -78,7 +78,12 @@ impl Backend for AccessPoint {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "submission failed before it was accepted");
-                super::storage::temporary_failure(&e, "Temporary failure, message not accepted")
+                let reply = super::storage::temporary_failure(
+                    &e,
+                    "Temporary failure, message not accepted",
+                );
+                crate::ops::metrics::message("access", reply.code, &reply.enhanced);
+                reply
             }
         }
     }
@@ -119,6 +124,7 @@ pub async fn authenticate(
     }
     // A lockout displays the user name escaped ({:?}), so it is safe to log as is.
     for lockout in &started {
+        crate::ops::metrics::lockout();
         tracing::warn!(%peer, user = %printable(&username), %lockout, "login lockout begins");
         detail.push_str(&format!("; {lockout}"));
     }
@@ -152,6 +158,15 @@ pub async fn record_dialogue_refusal(
     peer: SocketAddr,
     kind: EventKind,
 ) {
+    crate::ops::metrics::message(
+        if kind == EventKind::IncomingRefused {
+            "incoming"
+        } else {
+            "access"
+        },
+        r.code,
+        r.enhanced,
+    );
     let now = gw.clock.now();
     let summary = match gw.refusals.admit(peer.ip(), now) {
         RefusalTrace::Trace => None,
@@ -218,6 +233,14 @@ fn certification(gw: &Gateway, checked: &Checked, identificativo: String) -> Cer
 
 /// Processes one submitted message; the reply is 250 only after the durable commit.
 pub async fn submit(gw: &Arc<Gateway>, env: Envelope) -> Result<SmtpReply, StoreError> {
+    let r = submit_counted(gw, env).await;
+    if let Ok(reply) = &r {
+        crate::ops::metrics::message("access", reply.code, &reply.enhanced);
+    }
+    r
+}
+
+async fn submit_counted(gw: &Arc<Gateway>, env: Envelope) -> Result<SmtpReply, StoreError> {
     if let Some(reply) = super::storage::refuse_if_full(gw, env.data.len() as u64, "submission") {
         return Ok(reply);
     }

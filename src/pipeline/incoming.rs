@@ -76,7 +76,10 @@ impl Backend for IncomingPoint {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(%peer, error = %e, "incoming message deferred");
-                super::storage::temporary_failure(&e, "Temporary failure, try again later")
+                let reply =
+                    super::storage::temporary_failure(&e, "Temporary failure, try again later");
+                crate::ops::metrics::message("incoming", reply.code, &reply.enhanced);
+                reply
             }
         }
     }
@@ -99,6 +102,18 @@ fn rcpts_key(rcpts: &[String]) -> String {
 
 /// Processes one message received on the incoming point.
 pub async fn receive(
+    gw: &Arc<Gateway>,
+    env: Envelope,
+    peer: SocketAddr,
+) -> Result<SmtpReply, DeliveryError> {
+    let r = receive_counted(gw, env, peer).await;
+    if let Ok(reply) = &r {
+        crate::ops::metrics::message("incoming", reply.code, &reply.enhanced);
+    }
+    r
+}
+
+async fn receive_counted(
     gw: &Arc<Gateway>,
     env: Envelope,
     peer: SocketAddr,

@@ -93,12 +93,8 @@ async fn connection(
     per_user: Counter<String>,
 ) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
-    let mut stream = tokio::time::timeout(
-        cfg.login_timeout,
-        tokio_rustls::TlsAcceptor::from(cfg.tls.clone()).accept(stream),
-    )
-    .await
-    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+    let mut stream =
+        crate::listener::tls_accept("pop3s", cfg.tls.clone(), stream, cfg.login_timeout).await?;
     let mut session = Session::new(true);
     let mut buf = vec![0u8; 8192];
     let mut _user_slot = None;

@@ -94,6 +94,9 @@ pub trait Backend: Send + Sync + 'static {
 /// How one listener behaves.
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
+    /// The listener's name in the configuration (`smtp`, `submission`, `smtps`): the
+    /// label of its metrics and readiness.
+    pub name: &'static str,
     pub session: SessionConfig,
     /// TLS from the first byte (465) instead of STARTTLS.
     pub implicit_tls: bool,
@@ -127,7 +130,7 @@ pub async fn serve<B: Backend>(
     };
     crate::listener::accept_loop(
         listener,
-        "smtp",
+        cfg.name,
         cfg.gate.clone(),
         refusal,
         shutdown,
@@ -157,14 +160,8 @@ async fn connection<B: Backend>(
                 "implicit TLS listener without a certificate",
             ));
         };
-        let tls_stream = tokio::time::timeout(
-            cfg.command_timeout,
-            tokio_rustls::TlsAcceptor::from(tls.clone()).accept(stream),
-        )
-        .await
-        .map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
-        })??;
+        let tls_stream =
+            crate::listener::tls_accept(cfg.name, tls.clone(), stream, cfg.command_timeout).await?;
         let (mut session, greeting) = Session::new(cfg.session.clone(), true);
         session.stream_data(DATA_CHUNK_BYTES);
         run(tls_stream, session, Some(greeting), peer, cfg, backend)
@@ -178,14 +175,9 @@ async fn connection<B: Backend>(
             Outcome::Closed => Ok(()),
             Outcome::StartTls(mut session) => {
                 let Some(tls) = &cfg.tls else { return Ok(()) };
-                let tls_stream = tokio::time::timeout(
-                    cfg.command_timeout,
-                    tokio_rustls::TlsAcceptor::from(tls.clone()).accept(stream),
-                )
-                .await
-                .map_err(|_| {
-                    std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
-                })??;
+                let tls_stream =
+                    crate::listener::tls_accept(cfg.name, tls.clone(), stream, cfg.command_timeout)
+                        .await?;
                 session.tls_started();
                 run(tls_stream, *session, None, peer, cfg, backend)
                     .await

@@ -131,6 +131,17 @@ impl Batch {
         self.ops.is_empty()
     }
 
+    /// The kinds of the trace records the batch writes.
+    pub fn trace_kinds(&self) -> Vec<crate::trace::EventKind> {
+        self.ops
+            .iter()
+            .filter_map(|o| match o {
+                Op::Trace(ev) => Some(ev.kind),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Fails the whole batch with `AlreadyClaimed` if `key` was claimed before;
     /// otherwise claims it together with the rest of the batch.
     pub fn claim(mut self, key: impl Into<String>) -> Self {

@@ -321,6 +321,18 @@ impl Drop for Inner {
     }
 }
 
+/// Counts a durable commit in the metrics: its latency and the trace records it wrote.
+fn committed(
+    r: &Result<Applied, StoreError>,
+    started: std::time::Instant,
+    kinds: &[crate::trace::EventKind],
+) {
+    if r.is_ok() {
+        crate::ops::metrics::commit_latency(started.elapsed());
+        crate::ops::metrics::trace_events(kinds);
+    }
+}
+
 /// A handle on an open store; cheap to clone and share between threads.
 #[derive(Clone)]
 pub struct Store {
@@ -471,21 +483,27 @@ impl Store {
     /// Must not be called from an async executor thread: use [`Store::commit_async`].
     pub fn commit(&self, batch: Batch) -> Result<Applied, StoreError> {
         let (tx, rx) = mpsc::sync_channel(1);
+        let (started, kinds) = (std::time::Instant::now(), batch.trace_kinds());
         self.inner
             .jobs
             .send(commit::Job::Batch(batch, commit::Reply::Sync(tx)))
             .map_err(|_| StoreError::Closed)?;
-        rx.recv().map_err(|_| StoreError::Closed)?
+        let r = rx.recv().map_err(|_| StoreError::Closed)?;
+        committed(&r, started, &kinds);
+        r
     }
 
     /// As [`Store::commit`], without blocking the executor.
     pub async fn commit_async(&self, batch: Batch) -> Result<Applied, StoreError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let (started, kinds) = (std::time::Instant::now(), batch.trace_kinds());
         self.inner
             .jobs
             .send(commit::Job::Batch(batch, commit::Reply::Async(tx)))
             .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        let r = rx.await.map_err(|_| StoreError::Closed)?;
+        committed(&r, started, &kinds);
+        r
     }
 
     /// Claims `key` durably; `false` when it was claimed before. To make a step

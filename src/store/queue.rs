@@ -315,6 +315,27 @@ impl Store {
     pub fn queue_len(&self) -> usize {
         self.trees().queue.len()
     }
+
+    /// Per lane: the number of queued items and the acceptance time of the oldest (for the
+    /// metrics; one pass over the queue, which holds work in flight, not history).
+    pub fn queue_stats(&self) -> Result<Vec<(Lane, usize, Option<Timestamp>)>, StoreError> {
+        let mut out: Vec<(Lane, usize, Option<Timestamp>)> =
+            vec![(Lane::Local, 0, None), (Lane::Remote, 0, None)];
+        for kv in self.trees().queue.iter() {
+            let (_, v) = kv?;
+            let Ok(item) = serde_json::from_slice::<QueueItem>(&v) else {
+                continue;
+            };
+            let at = item
+                .accepted_at
+                .unwrap_or_else(|| estimated_accepted_at(&item));
+            if let Some(s) = out.iter_mut().find(|s| s.0 == item.lane) {
+                s.1 += 1;
+                s.2 = Some(s.2.map_or(at, |o: Timestamp| o.min(at)));
+            }
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]

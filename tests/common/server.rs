@@ -44,7 +44,7 @@ impl Server {
         for line in text.lines() {
             let l = match line.split_once(" = ") {
                 Some((k, _))
-                    if ["smtps", "submission", "https"].contains(&k.trim())
+                    if ["smtps", "submission", "https", "admin"].contains(&k.trim())
                         && line.contains("127.0.0.1:") =>
                 {
                     format!("{k} = \"127.0.0.1:0\"")
@@ -178,7 +178,16 @@ impl Server {
             };
             let parts: Vec<&str> = line.split_whitespace().collect();
             if parts.len() == 2
-                && ["smtps", "submission", "smtp", "imaps", "pop3s", "https"].contains(&parts[0])
+                && [
+                    "smtps",
+                    "submission",
+                    "smtp",
+                    "imaps",
+                    "pop3s",
+                    "https",
+                    "admin",
+                ]
+                .contains(&parts[0])
             {
                 self.addrs
                     .push((parts[0].into(), parts[1].parse().unwrap()));

@@ -336,6 +336,9 @@ pub async fn refresh_task(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
             r = refresh_and_reload(&gw) => Some(r),
             _ = stop.changed() => None,
         };
+        if let Some(r) = &attempt {
+            crate::ops::metrics::index_refresh(r.is_ok());
+        }
         match attempt {
             None => return,
             Some(Ok(r)) => tracing::info!(

@@ -1,0 +1,200 @@
+//! The operator's view (issue #13, "for the operator"): the admin listener's `/metrics`
+//! checked by the real `promtool check metrics` (Debian's `prometheus` package) and read
+//! for what a user of it cares about after real traffic (a PEC sent and delivered, a failed
+//! login, a broken TLS handshake); `/healthz`; `/readyz` ready, and not ready with the
+//! failing check named when the disk keeps less than `limits.min_free_bytes`.
+
+mod common;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::server::Server;
+use tokio::io::AsyncWriteExt;
+
+const DOMAIN: &str = "pec.ops.test";
+
+/// `GET path` on the admin listener with curl: (status, body).
+fn get(admin: SocketAddr, path: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "-", "-w", "\n%{http_code}"])
+        .arg(format!("http://{admin}{path}"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// The value of the sample `name{labels}` (labels exactly as rendered), if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_pass_promtool_and_count_real_traffic() {
+    if !common::jmap::have_curl()
+        || !common::have(
+            "promtool",
+            "the metrics are checked by Prometheus' own linter",
+        )
+    {
+        return;
+    }
+    let (a, b) = (format!("a@{DOMAIN}"), format!("b@{DOMAIN}"));
+    let mut s = Server::new(DOMAIN, &[(&a, "pw"), (&b, "pw")]);
+    s.start();
+    let admin = s.addr("admin");
+    assert_eq!(get(admin, "/healthz"), (200, "ok\n".to_string()));
+
+    // Traffic: a PEC from a to b (delivered locally), a wrong password, a bad handshake.
+    let msg = format!(
+        "From: {a}\r\nTo: {b}\r\nSubject: metriche\r\nDate: Fri, 4 Dec 2026 10:00:00 +0100\r\n\
+         Message-ID: <m1@mua.test>\r\n\r\nciao\r\n"
+    );
+    let r = common::smtp::submit(s.addr("smtps"), &s.ca(), &a, "pw", &[&b], msg.as_bytes()).await;
+    assert_eq!(r.0, 250, "{r:?}");
+    let mut bad = tokio::net::TcpStream::connect(s.addr("smtps"))
+        .await
+        .unwrap();
+    bad.write_all(b"EHLO not-tls\r\n\r\n\r\n").await.unwrap();
+    drop(bad);
+    let wrong = common::jmap::Web::of(&s).request(
+        "POST",
+        "/auth/login",
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &format!(r#"{{"username":"{a}","password":"sbagliata","bearer":true}}"#),
+        ],
+    );
+    assert_eq!(
+        wrong.status,
+        401,
+        "{}",
+        String::from_utf8_lossy(&wrong.body)
+    );
+
+    // Wait for the delivery receipt (the local lane works in the background).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let (code, text) = get(admin, "/metrics");
+        assert_eq!(code, 200);
+        if sample(
+            &text,
+            r#"pecd_receipts_issued_total{kind="avvenuta-consegna"}"#,
+        ) == Some(1.0)
+            && sample(
+                &text,
+                r#"pecd_tls_handshake_failures_total{listener="smtps"}"#,
+            )
+            .is_some()
+        {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // Prometheus' linter accepts the exposition.
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let want = [
+        (
+            r#"pecd_messages_total{code="250",enhanced="2.0.0",outcome="accepted",point="access"}"#,
+            1.0,
+        ),
+        (r#"pecd_receipts_issued_total{kind="accettazione"}"#, 1.0),
+        (r#"pecd_receipts_issued_total{kind="presa-in-carico"}"#, 1.0),
+        (
+            r#"pecd_receipts_issued_total{kind="avvenuta-consegna"}"#,
+            1.0,
+        ),
+        (r#"pecd_trace_events_total{kind="LoginFailed"}"#, 1.0),
+        (
+            r#"pecd_tls_handshake_failures_total{listener="smtps"}"#,
+            1.0,
+        ),
+        (r#"pecd_queue_items{lane="local"}"#, 0.0),
+        (r#"pecd_queue_items{lane="remote"}"#, 0.0),
+    ];
+    for (series, value) in want {
+        assert_eq!(sample(&text, series), Some(value), "{series}\n{text}");
+    }
+    assert!(sample(&text, "pecd_store_commit_seconds_count").unwrap() >= 3.0);
+    assert!(sample(&text, "pecd_trace_head_seq").unwrap() >= 5.0);
+    assert!(sample(&text, "pecd_store_free_bytes").unwrap() > 0.0);
+    assert!(
+        sample(&text, r#"pecd_connections{listener="smtps"}"#).is_some(),
+        "{text}"
+    );
+
+    // Ready: every check passes.
+    let (code, body) = get(admin, "/readyz");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["ready"], true);
+    let names: Vec<&str> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["store writable", "signing key", "free space", "listeners"]
+    );
+    s.stop();
+
+    // A disk that keeps less than the reserve: not ready, and it says why.
+    s.limits("min_free_bytes = 4611686018427387903");
+    s.start();
+    let (code, body) = get(s.addr("admin"), "/readyz");
+    assert_eq!(code, 503, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let failed: Vec<&serde_json::Value> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ok"] == false)
+        .collect();
+    assert_eq!(failed.len(), 1, "{body}");
+    assert_eq!(failed[0]["name"], "free space");
+    assert!(
+        failed[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("min_free_bytes"),
+        "{body}"
+    );
+    assert_eq!(get(s.addr("admin"), "/healthz").0, 200);
+    s.stop();
+}
