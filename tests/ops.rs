@@ -198,3 +198,42 @@ async fn metrics_pass_promtool_and_count_real_traffic() {
     assert_eq!(get(s.addr("admin"), "/healthz").0, 200);
     s.stop();
 }
+
+/// `--log-format json` (here through `PECD_LOG_FORMAT`): every log line is one JSON object,
+/// and the lines about a message carry its identificativo (the span field), from the access
+/// point through the local delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_identificativo() {
+    let (a, b) = (format!("a@{DOMAIN}"), format!("b@{DOMAIN}"));
+    let mut s = Server::new(DOMAIN, &[(&a, "pw"), (&b, "pw")]);
+    let logs = s.start_json_logs();
+    let msg = format!(
+        "From: {a}\r\nTo: {b}\r\nSubject: log\r\nDate: Fri, 4 Dec 2026 10:00:00 +0100\r\n\
+         Message-ID: <l1@mua.test>\r\n\r\nciao\r\n"
+    );
+    let r = common::smtp::submit(s.addr("smtps"), &s.ca(), &a, "pw", &[&b], msg.as_bytes()).await;
+    assert_eq!(r.0, 250, "{r:?}");
+    let ident = r.1.rsplit(' ').next().unwrap().to_string();
+    let mut about = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let Ok(line) = logs.recv_timeout(Duration::from_millis(200)) else {
+            if about.iter().any(|m: &String| m.contains("deliver")) {
+                break;
+            }
+            continue;
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+        if v["span"]["identificativo"] == ident.as_str() {
+            about.push(v["fields"]["message"].as_str().unwrap_or("").to_string());
+        }
+    }
+    assert!(
+        about.iter().any(|m| m == "message accepted"),
+        "{ident}: {about:?}"
+    );
+    assert!(about.len() >= 2, "{about:?}");
+    s.stop();
+}

@@ -251,18 +251,26 @@ async fn submit_counted(gw: &Arc<Gateway>, env: Envelope) -> Result<SmtpReply, S
     let identificativo = ids::new_identificativo(&at, &gw.identity.host);
     match checked {
         Err(refusal) => {
-            refuse(
-                gw,
-                &env.mail_from,
-                &env.rcpt_to,
-                &data,
-                refusal,
-                identificativo,
-                at,
+            let span = super::message_span(Some(&identificativo));
+            tracing::Instrument::instrument(
+                refuse(
+                    gw,
+                    &env.mail_from,
+                    &env.rcpt_to,
+                    &data,
+                    refusal,
+                    identificativo,
+                    at,
+                ),
+                span,
             )
             .await
         }
-        Ok(checked) => accept(gw, checked, data, identificativo, at).await,
+        Ok(checked) => {
+            let span = super::message_span(Some(&identificativo));
+            tracing::Instrument::instrument(accept(gw, checked, data, identificativo, at), span)
+                .await
+        }
     }
 }
 

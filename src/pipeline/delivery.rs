@@ -78,10 +78,14 @@ pub async fn pass(gw: &Arc<Gateway>) -> bool {
         };
         let busy = !mine.is_empty();
         for item in mine {
-            if let Err(e) = process(gw, &item).await {
-                let batch = after_failure(&item, &e, now);
+            let span = super::message_span(item.ident.as_deref());
+            let processed = tracing::Instrument::instrument(process(gw, &item), span.clone());
+            if let Err(e) = processed.await {
+                let batch = span.in_scope(|| after_failure(&item, &e, now));
                 if let Err(e) = gw.store.commit_async(batch).await {
-                    tracing::error!(error = %e, "could not reschedule queue item {}", item.id);
+                    span.in_scope(|| {
+                        tracing::error!(error = %e, "could not reschedule queue item {}", item.id)
+                    });
                 }
             }
         }
@@ -182,6 +186,10 @@ pub async fn process(gw: &Arc<Gateway>, item: &QueueItem) -> Result<(), Delivery
     gw.store
         .commit_async(Batch::new().queue_done(item.id))
         .await?;
+    tracing::info!(
+        recipients = item.rcpt_to.len(),
+        "delivered to our mailboxes"
+    );
     Ok(())
 }
 

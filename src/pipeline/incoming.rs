@@ -106,7 +106,8 @@ pub async fn receive(
     env: Envelope,
     peer: SocketAddr,
 ) -> Result<SmtpReply, DeliveryError> {
-    let r = receive_counted(gw, env, peer).await;
+    let span = super::message_span(None);
+    let r = tracing::Instrument::instrument(receive_counted(gw, env, peer), span).await;
     if let Ok(reply) = &r {
         crate::ops::metrics::message("incoming", reply.code, &reply.enhanced);
     }
@@ -125,6 +126,13 @@ async fn receive_counted(
     }
     let data = Arc::new(env.data);
     let verdict = trust::verify(gw, &data).await;
+    if let Some(Ok(d)) = verdict
+        .classified
+        .as_ref()
+        .and_then(|c| c.daticert.as_ref())
+    {
+        tracing::Span::current().record("identificativo", d.identificativo.as_str());
+    }
     let digest = sha256_hex(&data);
     let rcpts = env.rcpt_to;
 

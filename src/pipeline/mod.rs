@@ -12,6 +12,16 @@
 //! * [`relay`]: the outbound queue to other providers and ordinary mail (SMTP client).
 //! * [`storage`]: 452 4.3.1 when the disk is short of space.
 
+/// The span every log line about one message carries: its identificativo (`None` until
+/// known, e.g. at the incoming point before the daticert is read), so that `--log-format
+/// json` lines can be selected by it.
+pub fn message_span(ident: Option<&str>) -> tracing::Span {
+    match ident {
+        Some(i) => tracing::info_span!("message", identificativo = %i),
+        None => tracing::info_span!("message", identificativo = tracing::field::Empty),
+    }
+}
+
 pub mod access;
 pub mod checks;
 pub mod delivery;

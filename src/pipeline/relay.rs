@@ -128,11 +128,15 @@ pub async fn pass(gw: &Arc<Gateway>, tls: &RelayTls) -> bool {
             let _ = set.join_next().await;
         }
         let (gw, tls) = (gw.clone(), tls.clone());
-        set.spawn(async move {
-            if let Err(e) = relay_one(&gw, &tls, &item).await {
-                tracing::error!(queue_item = item.id, error = %e, "recording a relay outcome failed");
-            }
-        });
+        let span = super::message_span(item.ident.as_deref());
+        set.spawn(tracing::Instrument::instrument(
+            async move {
+                if let Err(e) = relay_one(&gw, &tls, &item).await {
+                    tracing::error!(queue_item = item.id, error = %e, "recording a relay outcome failed");
+                }
+            },
+            span,
+        ));
     }
     while set.join_next().await.is_some() {}
     busy

@@ -55,7 +55,8 @@ pub async fn tick(gw: &Arc<Gateway>) -> Result<usize, StoreError> {
         let full = due.len() == BATCH;
         let mut moved = false;
         for p in due {
-            let (n, m) = handle(gw, p, now).await?;
+            let span = super::message_span(Some(&p.ident));
+            let (n, m) = tracing::Instrument::instrument(handle(gw, p, now), span).await?;
             issued += n;
             moved |= m;
         }

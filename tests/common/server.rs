@@ -151,16 +151,43 @@ impl Server {
     /// Starts `pecd serve` through `wrapper` (a command that ends by running the arguments
     /// it is given, e.g. `unshare -m sh -c '...; exec "$@"' sh`); `&[]` runs it directly.
     pub fn start_in(&mut self, wrapper: &[&str]) {
+        self.spawn(wrapper, false);
+    }
+
+    /// Starts `pecd --log-format json serve` logging at `info`; returns its log lines.
+    pub fn start_json_logs(&mut self) -> std::sync::mpsc::Receiver<String> {
+        self.spawn(&[], true).expect("the log lines")
+    }
+
+    fn spawn(
+        &mut self,
+        wrapper: &[&str],
+        json_logs: bool,
+    ) -> Option<std::sync::mpsc::Receiver<String>> {
         let cfg = self.config();
         let serve = [BIN, "serve", "--config", cfg.to_str().unwrap()];
         let argv: Vec<&str> = wrapper.iter().copied().chain(serve).collect();
-        let mut child = Command::new(argv[0])
-            .args(&argv[1..])
-            .env("PECD_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn pecd serve");
+        let mut cmd = Command::new(argv[0]);
+        cmd.args(&argv[1..]).stdout(Stdio::piped());
+        if json_logs {
+            cmd.env("PECD_LOG", "info")
+                .env("PECD_LOG_FORMAT", "json")
+                .stderr(Stdio::piped());
+        } else {
+            cmd.env("PECD_LOG", "warn").stderr(Stdio::inherit());
+        }
+        let mut child = cmd.spawn().expect("spawn pecd serve");
+        let logs = child.stderr.take().map(|stderr| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            rx
+        });
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -201,6 +228,7 @@ impl Server {
             "pecd serve did not report its listeners"
         );
         self.child = Some(child);
+        logs
     }
 
     pub fn addr(&self, name: &str) -> SocketAddr {
