@@ -148,7 +148,7 @@ async fn idle_bench(dir: &std::path::Path) {
     .await
     .expect("join")
     .expect("mailbox");
-    let tls = pecd::tls::server_config(&gw.config.tls.cert, &gw.config.tls.key).expect("tls");
+    let (tls, _) = pecd::tls::server_config(&gw.config.tls.cert, &gw.config.tls.key).expect("tls");
     let mut icfg = ImapListenerConfig::from_config(&gw, tls);
     icfg.gate = std::sync::Arc::new(pecd::listener::ConnectionGate::new(
         conns + 10,

@@ -174,7 +174,7 @@ async fn run() {
     .expect("join");
     eprintln!("set-up: {n} messages in {:.1?}", t.elapsed());
 
-    let tls = pecd::tls::server_config(&gw.config.tls.cert, &gw.config.tls.key).expect("tls");
+    let (tls, _) = pecd::tls::server_config(&gw.config.tls.cert, &gw.config.tls.key).expect("tls");
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

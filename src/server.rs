@@ -44,9 +44,31 @@ pub struct Running {
     pub listeners: Vec<(&'static str, SocketAddr)>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// The listeners' TLS certificate, replaced by [`Running::reload`].
+    server_cert: Arc<crate::tls::ServerCert>,
 }
 
 impl Running {
+    /// What `SIGHUP` does: reads the `[tls]` certificate and key again (a bad new
+    /// certificate leaves the old one in force, and the error says why) and looks at the CRL
+    /// directory at once. Returns one line per outcome, for the log.
+    pub fn reload(&self) -> Vec<Result<String, String>> {
+        let cfg = &self.gateway.config;
+        let mut out = vec![
+            self.server_cert
+                .reload(&cfg.tls.cert, &cfg.tls.key)
+                .map(|d| format!("TLS certificate reloaded: {d}"))
+                .map_err(|e| {
+                    format!("TLS certificate not reloaded, the old one stays in force: {e}")
+                }),
+        ];
+        if let Some(crls) = &self.gateway.crls {
+            let set = crls.current(std::time::Duration::ZERO);
+            out.push(Ok(format!("CRLs looked at again: {} in force", set.len())));
+        }
+        out
+    }
+
     /// The bound address of a listener.
     pub fn addr(&self, name: &str) -> Option<SocketAddr> {
         self.listeners
@@ -126,7 +148,7 @@ fn check_own_index_entry(gw: &Gateway) {
 /// Binds every implemented listener of `[listen]` and starts the workers.
 pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
     check_own_index_entry(&gw);
-    let tls = crate::tls::server_config(&gw.config.tls.cert, &gw.config.tls.key)?;
+    let (tls, server_cert) = crate::tls::server_config(&gw.config.tls.cert, &gw.config.tls.key)?;
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let mut listeners = Vec::new();
@@ -278,6 +300,7 @@ pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
         listeners,
         stop,
         tasks,
+        server_cert,
     })
 }
 

@@ -45,18 +45,96 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
     Ok(certs)
 }
 
-/// The server configuration for the listeners.
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let certs = load_certs(cert)?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Pem {
-        path: key.display().to_string(),
-        detail: e.to_string(),
-    })?;
+/// The server configuration for the listeners, and the certificate in it, which
+/// [`ServerCert::reload`] replaces while they run (SIGHUP, or a change of the files).
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+) -> Result<(Arc<rustls::ServerConfig>, Arc<ServerCert>), TlsError> {
+    let current = ServerCert::load(cert, key, jiff::Timestamp::now())?;
+    let resolver = Arc::new(ServerCert {
+        current: std::sync::RwLock::new(Arc::new(current)),
+    });
     let cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    Ok(Arc::new(cfg))
+        .with_cert_resolver(resolver.clone());
+    Ok((Arc::new(cfg), resolver))
+}
+
+/// The listeners' certificate and key, replaceable while they run.
+#[derive(Debug)]
+pub struct ServerCert {
+    current: std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>,
+}
+
+impl rustls::server::ResolvesServerCert for ServerCert {
+    fn resolve(
+        &self,
+        _: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
+    }
+}
+
+impl ServerCert {
+    /// Reads a chain and its key and checks them: the key is the certificate's and the
+    /// certificate is valid at `now` (a renewal must never put an expired or not yet valid
+    /// certificate in force).
+    fn load(
+        cert: &Path,
+        key: &Path,
+        now: jiff::Timestamp,
+    ) -> Result<rustls::sign::CertifiedKey, TlsError> {
+        let certs = load_certs(cert)?;
+        let der = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::Pem {
+            path: key.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        let ck = rustls::sign::CertifiedKey::from_der(certs, der, &provider())?;
+        let leaf = ck.end_entity_cert()?;
+        let x509 = openssl::x509::X509::from_der(leaf).map_err(|e| TlsError::Pem {
+            path: cert.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        if !crate::pec::smime::cert_valid_at(&x509, now) {
+            return Err(TlsError::Pem {
+                path: cert.display().to_string(),
+                detail: format!(
+                    "the certificate is not valid now (valid from {} to {})",
+                    x509.not_before(),
+                    x509.not_after()
+                ),
+            });
+        }
+        Ok(ck)
+    }
+
+    /// Reads the files again; the new certificate goes into force for the next handshakes
+    /// only if it loads and checks ([`Self::load`]); otherwise the old one stays and the
+    /// error says why. Returns the new certificate's subject and expiry.
+    pub fn reload(&self, cert: &Path, key: &Path) -> Result<String, TlsError> {
+        let ck = Self::load(cert, key, jiff::Timestamp::now())?;
+        let describe = ck
+            .end_entity_cert()
+            .ok()
+            .and_then(|d| openssl::x509::X509::from_der(d).ok())
+            .map(|x| {
+                format!(
+                    "{}, valid until {}",
+                    crate::pec::smime::subject_line(&x),
+                    x.not_after()
+                )
+            })
+            .unwrap_or_default();
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(ck);
+        Ok(describe)
+    }
 }
 
 /// A client configuration trusting the CAs in `extra_ca` files and, when `system` is

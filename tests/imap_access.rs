@@ -144,7 +144,8 @@ impl Harness {
         })
         .await;
         let running = pecd::server::start(gw.clone()).await.expect("start");
-        let tls = pecd::tls::server_config(&gw.config.tls.cert, &gw.config.tls.key).expect("tls");
+        let (tls, _) =
+            pecd::tls::server_config(&gw.config.tls.cert, &gw.config.tls.key).expect("tls");
         let (stop_tx, stop) = tokio::sync::watch::channel(false);
         let imap_l = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -54,6 +54,11 @@ fn the_unit_verifies_and_is_hardened() {
         .find_map(|l| l.split("Overall exposure level for pecd.service: ").nth(1))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no exposure level in: {text}{}", String::from_utf8_lossy(&out.stderr)));
+        .unwrap_or_else(|| {
+            panic!(
+                "no exposure level in: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
     assert!(level <= 2.5, "exposure {level}:\n{text}");
 }

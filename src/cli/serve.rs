@@ -131,6 +131,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .context("opening the gateway")??;
     ensure_service_mailbox(&gw)?;
+    // SIGHUP is caught from before the start-up report on (its default action would end
+    // the process): a reload asked for as soon as the server says it runs is not lost.
+    #[cfg(unix)]
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    #[cfg(not(unix))]
+    let hup: Option<()> = None;
     let running = pecd::server::start(gw.clone()).await?;
 
     let domains: Vec<String> = gw
@@ -174,10 +180,42 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // Last line of the start-up report (tests wait for it).
     println!("  store       {}", gw.config.store.dir.display());
 
-    shutdown_signal().await;
+    wait_for_shutdown(&running, hup).await;
     tracing::info!("shutting down");
     running.shutdown().await;
     Ok(())
+}
+
+/// Serves until SIGTERM or Ctrl-C; each SIGHUP reloads the TLS certificate and the CRLs
+/// ([`pecd::server::Running::reload`]).
+#[cfg(unix)]
+async fn wait_for_shutdown(
+    running: &pecd::server::Running,
+    hup: Option<tokio::signal::unix::Signal>,
+) {
+    let Some(mut hup) = hup else {
+        return shutdown_signal().await;
+    };
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = hup.recv() => {
+                for outcome in running.reload() {
+                    match outcome {
+                        Ok(what) => tracing::info!("SIGHUP: {what}"),
+                        Err(why) => tracing::error!("SIGHUP: {why}"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_shutdown(_: &pecd::server::Running, _: Option<()>) {
+    shutdown_signal().await;
 }
 
 async fn shutdown_signal() {

@@ -516,7 +516,7 @@ fn name_line(name: &openssl::x509::X509NameRef) -> String {
         .join(", ")
 }
 
-fn subject_line(cert: &X509) -> String {
+pub fn subject_line(cert: &X509) -> String {
     name_line(cert.subject_name())
 }
 
