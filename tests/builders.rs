@@ -58,8 +58,11 @@ fn certification() -> Certification {
     }
 }
 
+/// The event time of every message built here: one instant per test process, while the
+/// freshly made dev certificates are valid (`pecd verify` judges the signer at this time).
 fn at() -> PecTime {
-    PecTime::italian("2026-11-23T09:00:05Z".parse().unwrap())
+    static AT: std::sync::OnceLock<PecTime> = std::sync::OnceLock::new();
+    *AT.get_or_init(|| PecTime::italian(jiff::Timestamp::now()))
 }
 
 /// The independent checks every generated message must pass.
@@ -193,7 +196,7 @@ fn transport_envelope_is_what_the_rules_prescribe() {
     assert_eq!(d.destinatari.len(), 2);
     assert_eq!(
         (d.data.giorno(), d.data.ora(), d.data.zona()),
-        ("23/11/2026".into(), "10:00:05".into(), "+0100".into())
+        (at().giorno(), at().ora(), at().zona())
     );
 }
 
