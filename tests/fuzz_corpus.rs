@@ -21,8 +21,11 @@ fn fuzz_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz")
 }
 
+/// A fuzz target's entry point.
+type Entry = fn(&[u8]);
+
 /// Every target and its entry point.
-const TARGETS: [(&str, fn(&[u8])); 9] = [
+const TARGETS: [(&str, Entry); 9] = [
     ("daticert", pecd::fuzz::daticert),
     ("classify", pecd::fuzz::classify),
     ("ldif", pecd::fuzz::ldif),
