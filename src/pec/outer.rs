@@ -25,9 +25,6 @@ use super::mime;
 /// The subject prefix of a transport envelope (digest §4.5).
 const SUBJECT_PREFIX: &str = "POSTA CERTIFICATA: ";
 
-/// The display name prefix of the envelope's `From` (digest §4.5).
-const FROM_PREFIX: &str = "per conto di:";
-
 /// How far the outer `Date` may be from the daticert's acceptance time. Both are the
 /// acceptance time at second precision; a provider that takes its clock twice may differ by
 /// a moment, never by minutes.
@@ -76,29 +73,25 @@ pub fn check(outer: &[u8], daticert: &Daticert, postacert: &[u8]) -> Result<(), 
         ));
     }
 
-    // From: any address its display name shows is the signed sender.
-    if let Some(from) = env.from().and_then(|a| a.first()) {
-        let name = from.name().unwrap_or_default();
-        let shown = addresses_in_text(name);
-        if let Some(other) = shown
-            .iter()
-            .find(|a| !a.eq_ignore_ascii_case(&daticert.mittente))
-        {
-            return Err(format!(
-                "From: il nome «{}» mostra {} ma il mittente firmato è {}",
-                printable(name),
-                printable(other),
-                daticert.mittente
-            ));
+    // From: exactly one mailbox (its address is the signer's, checked by the caller against
+    // the certificate), named exactly "Per conto di: <mittente>" (digest §4.5): nothing
+    // else may stand where the recipient reads who sent it.
+    let from: Vec<_> = env.from().map(|a| a.iter().collect()).unwrap_or_default();
+    let want = squash(&format!("Per conto di: {}", daticert.mittente));
+    match from.as_slice() {
+        [one] => {
+            let name = squash(one.name().unwrap_or_default());
+            if !name.eq_ignore_ascii_case(&want) {
+                return Err(format!(
+                    "From: il nome «{}» non è «{want}»",
+                    printable(&name)
+                ));
+            }
         }
-        if !name.is_empty()
-            && shown.is_empty()
-            && !name.trim().to_lowercase().starts_with(FROM_PREFIX)
-        {
+        _ => {
             return Err(format!(
-                "From: il nome «{}» non è «Per conto di: {}»",
-                printable(name),
-                daticert.mittente
+                "From: {} indirizzi invece di uno («{want}»)",
+                from.len()
             ));
         }
     }
@@ -106,6 +99,18 @@ pub fn check(outer: &[u8], daticert: &Daticert, postacert: &[u8]) -> Result<(), 
     // To and Cc: copied unchanged from the original.
     let orig_to = orig.as_ref().map(|o| set(o.to())).unwrap_or_default();
     let orig_cc = orig.as_ref().map(|o| set(o.cc())).unwrap_or_default();
+    for (name, field) in [
+        ("To", env.to()),
+        ("Cc", env.cc()),
+        ("Reply-To", env.reply_to()),
+    ] {
+        if let Some(shown) = misleading_name(field) {
+            return Err(format!(
+                "{name}: il nome «{}» mostra un indirizzo diverso dal proprio",
+                printable(&shown)
+            ));
+        }
+    }
     for (name, outer_set, signed) in [
         ("To", set(env.to()), &orig_to),
         ("Cc", set(env.cc()), &orig_cc),
@@ -167,13 +172,25 @@ fn set(a: Option<&Address<'_>>) -> BTreeSet<String> {
     .unwrap_or_default()
 }
 
-/// Address-like words of a display name (`x@y` with `<>`, quotes and punctuation removed).
-fn addresses_in_text(s: &str) -> Vec<String> {
-    s.split(|c: char| c.is_whitespace() || "<>\"'(),;[]".contains(c))
-        .map(|w| w.trim_end_matches([':', '.']))
-        .filter(|w| w.contains('@'))
-        .map(str::to_string)
-        .collect()
+/// The display name of a mailbox in `a` that shows an address other than its own (what a
+/// client would display in its place), if any. An `@` look-alike (U+FF20, U+FE6B) counts.
+fn misleading_name(a: Option<&Address<'_>>) -> Option<String> {
+    for m in a?.iter() {
+        let (Some(name), Some(addr)) = (m.name(), m.address()) else {
+            continue;
+        };
+        let shows_other = name
+            .split(|c: char| c.is_whitespace() || "<>\",;()[]".contains(c))
+            .map(|w| {
+                w.trim_end_matches([':', '.'])
+                    .replace(['\u{FF20}', '\u{FE6B}'], "@")
+            })
+            .any(|w| w.contains('@') && !w.eq_ignore_ascii_case(addr));
+        if shows_other {
+            return Some(name.to_string());
+        }
+    }
+    None
 }
 
 fn has_header(fields: &[(String, String)], name: &str) -> bool {
@@ -260,6 +277,18 @@ Date: Mon, 23 Nov 2026 10:00:05 +0100\r\n";
                 "Date:",
             ),
             ("To: ", "To: anna@pec.b.it\r\nTo: ", "ripetuta"),
+            ("mario@pec.a.it\" <", "mario\u{FF20}pec.a.it\" <", "From:"),
+            ("\"Per conto di: mario@pec.a.it\" ", "", "From:"),
+            (
+                "<posta-certificata@pec.a.it>",
+                "<posta-certificata@pec.a.it>, t@evil.it",
+                "From:",
+            ),
+            (
+                "To: anna@PEC.b.it",
+                "To: \"tribunale@pec.giustizia.it\" <anna@pec.b.it>",
+                "To:",
+            ),
         ] {
             let bad = good.replacen(from, to, 1);
             assert_ne!(bad, good, "{from}");

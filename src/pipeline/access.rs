@@ -241,7 +241,9 @@ pub async fn submit(gw: &Arc<Gateway>, env: Envelope) -> Result<SmtpReply, Store
 }
 
 async fn submit_counted(gw: &Arc<Gateway>, env: Envelope) -> Result<SmtpReply, StoreError> {
-    if let Some(reply) = super::storage::refuse_if_full(gw, env.data.len() as u64, "submission") {
+    if let Some(reply) =
+        super::storage::refuse_if_full(gw, env.data.len() as u64, env.rcpt_to.len(), "submission")
+    {
         return Ok(reply);
     }
     let now = gw.clock.now();

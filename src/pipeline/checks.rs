@@ -192,7 +192,18 @@ pub fn check(
     let limit = crate::smtp::session::SUBMISSION_DATA_LINE;
     if data
         .split_inclusive(|&b| b == b'\n')
-        .any(|l| l.len() + usize::from(!l.ends_with(b"\r\n")) > limit)
+        // CRLF included: a bare LF will be written CRLF (+1), a last line without any line
+        // end gets one (+2).
+        .any(|l| {
+            let end = if l.ends_with(b"\r\n") {
+                0
+            } else if l.ends_with(b"\n") {
+                1
+            } else {
+                2
+            };
+            l.len() + end > limit
+        })
     {
         return Err(refuse(
             554,
@@ -518,6 +529,8 @@ mod tests {
             (999, "\r\n", false),
             (998, "\n", true),
             (999, "\n", false),
+            (998, "", true),
+            (999, "", false),
         ] {
             let m = [&base[..], "x".repeat(n).as_bytes(), end.as_bytes()].concat();
             let got = check("a@pec.x.it", &r, &m, &LIMITS);

@@ -119,9 +119,12 @@ async fn receive_counted(
     env: Envelope,
     peer: SocketAddr,
 ) -> Result<SmtpReply, DeliveryError> {
-    if let Some(reply) =
-        super::storage::refuse_if_full(gw, env.data.len() as u64, "incoming message")
-    {
+    if let Some(reply) = super::storage::refuse_if_full(
+        gw,
+        env.data.len() as u64,
+        env.rcpt_to.len(),
+        "incoming message",
+    ) {
         return Ok(reply);
     }
     let data = Arc::new(env.data);

@@ -17,8 +17,16 @@ pub fn no_room() -> SmtpReply {
         .with_motivo("spazio di archiviazione esaurito presso il gestore, riprovare più tardi")
 }
 
-/// `Some(452 4.3.1)` when a new message of `bytes` must not be taken now.
-pub fn refuse_if_full(gw: &Gateway, bytes: u64, what: &str) -> Option<SmtpReply> {
+/// `Some(452 4.3.1)` when a new message of `bytes` for `recipients` must not be taken now.
+/// What it may write is counted per recipient: a completa delivery receipt carries the
+/// whole original back to the sender for each of them.
+pub fn refuse_if_full(
+    gw: &Gateway,
+    bytes: u64,
+    recipients: usize,
+    what: &str,
+) -> Option<SmtpReply> {
+    let bytes = bytes.saturating_mul(1 + recipients as u64);
     let free = gw.room_for(bytes).err()?;
     tracing::warn!(
         free,
@@ -33,7 +41,14 @@ pub fn refuse_if_full(gw: &Gateway, bytes: u64, what: &str) -> Option<SmtpReply>
 pub fn is_disk_full(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(e);
     while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
+        // sled's error exposes no `source()`: its I/O variant is looked into here.
+        let io = err.downcast_ref::<std::io::Error>().or_else(|| {
+            match err.downcast_ref::<sled::Error>() {
+                Some(sled::Error::Io(io)) => Some(io),
+                _ => None,
+            }
+        });
+        if let Some(io) = io
             && (io.kind() == std::io::ErrorKind::StorageFull
                 || io.kind() == std::io::ErrorKind::QuotaExceeded)
         {
@@ -71,5 +86,8 @@ mod tests {
         let other = std::io::Error::from_raw_os_error(13);
         assert!(!is_disk_full(&other));
         assert_eq!(temporary_failure(&other, "x").code, 451);
+        let sled_full =
+            crate::store::StoreError::Db(sled::Error::Io(std::io::Error::from_raw_os_error(28)));
+        assert_eq!(temporary_failure(&sled_full, "x").code, 452);
     }
 }
