@@ -27,7 +27,6 @@ use crate::pec::mime;
 use crate::pec::receipt::{self, Notice, delivery_form};
 use crate::pec::smime::{self, SmimeError};
 use crate::pec::time::PecTime;
-use crate::store::pending::Awaiting;
 use crate::store::{Batch, Blob, Delivery, Lane, NewQueueItem, QueueItem, StoreError};
 use crate::trace::{EventKind, TraceEvent};
 
@@ -289,10 +288,7 @@ pub async fn take_charge(
     )
     .trace(ev);
     for r in rcpts {
-        if let Some(mut p) = gw.store.pending(&ident, r)? {
-            p.awaiting = Awaiting::DeliveryReceipt;
-            batch = batch.pending_put(p);
-        }
+        batch = batch.pending_taken_in_charge(ident.clone(), r.clone());
     }
     gw.store.commit_async(batch).await?;
     gw.work.notify_waiters();

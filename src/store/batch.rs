@@ -44,6 +44,10 @@ pub(crate) enum Op {
     },
     PendingPut(PendingEntry),
     PendingMessage(String, crate::store::pending::PendingMessage),
+    PendingTakenInCharge {
+        ident: String,
+        recipient: String,
+    },
     PendingNotice12h {
         ident: String,
         recipient: String,
@@ -189,6 +193,21 @@ impl Batch {
     }
 
     /// Inserts or replaces a pending-receipt entry.
+    /// The take-charge receipt for `recipient` arrived: its entry, if it still awaits one,
+    /// now awaits the delivery receipt (decided inside the commit, never reviving an entry
+    /// resolved meanwhile).
+    pub fn pending_taken_in_charge(
+        mut self,
+        ident: impl Into<String>,
+        recipient: impl Into<String>,
+    ) -> Self {
+        self.ops.push(Op::PendingTakenInCharge {
+            ident: ident.into(),
+            recipient: recipient.into(),
+        });
+        self
+    }
+
     /// The shared certification data of a message's pending entries (before them).
     pub fn pending_message(
         mut self,

@@ -130,6 +130,22 @@ pub(crate) fn apply_put(tx: &Tx, e: &PendingEntry) -> TxResult<()> {
     Ok(())
 }
 
+/// The take-charge receipt arrived: an entry still awaiting it now awaits the delivery
+/// receipt. Read and written inside the transaction, so an entry resolved meanwhile (its
+/// delivery receipt committed first) is not brought back. Missing entries are no error.
+pub(crate) fn apply_taken_in_charge(tx: &Tx, ident: &str, recipient: &str) -> TxResult<()> {
+    let key = entry_key(ident, recipient);
+    if let Some(mut e) = get_json::<PendingEntry>(&tx.t[PENDING], &key)?
+        && e.awaiting == Awaiting::TakeCharge
+    {
+        unindex(tx, &key)?;
+        e.awaiting = Awaiting::DeliveryReceipt;
+        put_json(&tx.t[PENDING], &key, &e)?;
+        tx.t[PENDING_DUE].insert(due_key(e.next_deadline(), &key), &[])?;
+    }
+    Ok(())
+}
+
 /// Missing entries are not an error: the receipt may arrive after the 24 h notice.
 pub(crate) fn apply_notice_12h(tx: &Tx, ident: &str, recipient: &str) -> TxResult<()> {
     let key = entry_key(ident, recipient);

@@ -307,7 +307,19 @@ fn queue_and_pending_due() {
         .unwrap();
     assert_eq!(s.pending_due(h12, 10).unwrap().len(), 0);
     assert!(s.pending_due(h24, 10).unwrap()[0].notice_12h_sent);
+    s.commit(Batch::new().pending_taken_in_charge("id1", "b@other.it"))
+        .unwrap();
+    assert_eq!(
+        s.pending("id1", "b@other.it").unwrap().unwrap().awaiting,
+        Awaiting::DeliveryReceipt
+    );
     s.commit(Batch::new().pending_resolve("id1", "b@other.it"))
+        .unwrap();
+    assert!(s.pending("id1", "b@other.it").unwrap().is_none());
+    assert!(s.pending_due(h24, 10).unwrap().is_empty());
+    // A take-charge processed after the delivery receipt resolved the entry does not
+    // bring it back (it would owe a false 24 h notice).
+    s.commit(Batch::new().pending_taken_in_charge("id1", "b@other.it"))
         .unwrap();
     assert!(s.pending("id1", "b@other.it").unwrap().is_none());
     assert!(s.pending_due(h24, 10).unwrap().is_empty());

@@ -160,6 +160,9 @@ pub(crate) fn apply_op(
         Op::QueueDone { id } => queue::apply_done(tx, *id)?,
         Op::PendingPut(e) => pending::apply_put(tx, e)?,
         Op::PendingMessage(ident, m) => pending::apply_message(tx, ident, m)?,
+        Op::PendingTakenInCharge { ident, recipient } => {
+            pending::apply_taken_in_charge(tx, ident, recipient)?
+        }
         Op::PendingNotice12h { ident, recipient } => {
             pending::apply_notice_12h(tx, ident, recipient)?
         }

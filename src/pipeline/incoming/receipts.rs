@@ -15,7 +15,6 @@ use crate::pec::daticert::{Daticert, Tipo};
 use crate::pec::index::ProviderRecord;
 use crate::pec::time::PecTime;
 use crate::pipeline::delivery::{DeliveryError, route};
-use crate::store::pending::Awaiting;
 use crate::store::{Batch, Delivery, StoreError};
 use crate::trace::TraceQuery;
 use crate::trace::{EventKind, TraceEvent};
@@ -147,12 +146,7 @@ pub(super) async fn receipt_arrived(
     match d.tipo {
         Tipo::PresaInCarico => {
             for r in &d.ricezione {
-                if let Some(mut p) = gw.store.pending(&d.identificativo, r)? {
-                    if p.awaiting == Awaiting::TakeCharge {
-                        p.awaiting = Awaiting::DeliveryReceipt;
-                        batch = batch.pending_put(p);
-                    }
-                }
+                batch = batch.pending_taken_in_charge(d.identificativo.clone(), r.clone());
             }
         }
         Tipo::AvvenutaConsegna | Tipo::ErroreConsegna | Tipo::RilevazioneVirus => {
