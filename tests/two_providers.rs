@@ -256,8 +256,10 @@ fn send(p: &Provider, to: &str, subject: &str) {
     );
 }
 
+/// Waits up to 3 minutes: longer than the relay's first retry (60 s), so a transaction
+/// that failed once on a loaded machine is given its retry rather than failing the test.
 async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(180);
     while Instant::now() < deadline {
         if f() {
             return;
