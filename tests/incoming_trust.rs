@@ -839,6 +839,28 @@ impl Pair {
             .collect()
     }
 
+    /// b@B submits a message to a@A (A is not running: it stays queued); its identificativo.
+    async fn b_sends_to_a(&self) -> String {
+        let sub = pecd::pipeline::access::submit(
+            &self.b.gw,
+            pecd::smtp::session::Envelope {
+                mail_from: "b@pec.beta.test".into(),
+                rcpt_to: vec!["a@pec.alfa.test".into()],
+                data: original("b@pec.beta.test", &["a@pec.alfa.test"]),
+                authenticated: Some("b@pec.beta.test".into()),
+                helo: "client".into(),
+                tls: true,
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(sub.code, 250, "{}", sub.text);
+        self.trace(EventKind::SubmissionAccepted, None)
+            .pop()
+            .and_then(|r| r.ident)
+            .unwrap()
+    }
+
     async fn stop(mut self) {
         if let Some(r) = self.b.running.take() {
             r.shutdown().await;
@@ -958,25 +980,7 @@ async fn replayed_envelope_gets_no_second_take_charge() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn receipts_after_the_24_hour_deadline_are_still_delivered() {
     let p = Pair::start(&[("b", false, None), ("posta-certificata", false, None)]).await;
-    let sub = pecd::pipeline::access::submit(
-        &p.b.gw,
-        pecd::smtp::session::Envelope {
-            mail_from: "b@pec.beta.test".into(),
-            rcpt_to: vec!["a@pec.alfa.test".into()],
-            data: original("b@pec.beta.test", &["a@pec.alfa.test"]),
-            authenticated: Some("b@pec.beta.test".into()),
-            helo: "client".into(),
-            tls: true,
-        },
-    )
-    .await
-    .unwrap();
-    assert_eq!(sub.code, 250, "{}", sub.text);
-    let ident = p
-        .trace(EventKind::SubmissionAccepted, None)
-        .pop()
-        .and_then(|r| r.ident)
-        .unwrap();
+    let ident = p.b_sends_to_a().await;
     // A is down: nothing arrives; the 12 h and 24 h notices close the deadline.
     p.clock_b.set(
         p.clock_b
@@ -1165,25 +1169,7 @@ async fn outer_headers_that_differ_from_the_signed_content_make_an_anomaly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_repeated_virus_notice_gives_one_notice_to_the_sender() {
     let p = Pair::start(&[("b", false, None), ("posta-certificata", false, None)]).await;
-    let sub = pecd::pipeline::access::submit(
-        &p.b.gw,
-        pecd::smtp::session::Envelope {
-            mail_from: "b@pec.beta.test".into(),
-            rcpt_to: vec!["a@pec.alfa.test".into()],
-            data: original("b@pec.beta.test", &["a@pec.alfa.test"]),
-            authenticated: Some("b@pec.beta.test".into()),
-            helo: "client".into(),
-            tls: true,
-        },
-    )
-    .await
-    .unwrap();
-    assert_eq!(sub.code, 250, "{}", sub.text);
-    let ident = p
-        .trace(EventKind::SubmissionAccepted, None)
-        .pop()
-        .and_then(|r| r.ident)
-        .unwrap();
+    let ident = p.b_sends_to_a().await;
     let real = certification("b@pec.beta.test", &["a@pec.alfa.test"], &ident);
     let now = jiff::Timestamp::now();
     for secs in [0, 5] {

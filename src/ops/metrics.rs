@@ -67,12 +67,14 @@ impl Metrics {
         let cv = |name: &str, help: &str, labels: &[&str]| {
             reg(
                 &r,
+                // A constant name, help and label set: cannot fail at run time.
                 IntCounterVec::new(opts(name, help), labels).expect("counter definition"),
             )
         };
         let gv = |name: &str, help: &str, labels: &[&str]| {
             reg(
                 &r,
+                // A constant name, help and label set: cannot fail at run time.
                 IntGaugeVec::new(opts(name, help), labels).expect("gauge definition"),
             )
         };
@@ -99,6 +101,7 @@ impl Metrics {
                     "login_lockouts_total",
                     "Login lockouts begun (an address or an account past limits.auth_max_failures)",
                 ))
+                // A constant name, help and label set: cannot fail at run time.
                 .expect("counter definition"),
             ),
             commit_seconds: reg(
@@ -114,6 +117,7 @@ impl Metrics {
                         2.5,
                     ]),
                 )
+                // A constant name, help and label set: cannot fail at run time.
                 .expect("histogram definition"),
             ),
             connections: gv("connections", "Open connections, by listener", &["listener"]),
@@ -136,6 +140,7 @@ impl Metrics {
                     ),
                     &["lane"],
                 )
+                // A constant name, help and label set: cannot fail at run time.
                 .expect("gauge definition"),
             ),
             trace_head: reg(
@@ -144,6 +149,7 @@ impl Metrics {
                     "trace_head_seq",
                     "Sequence number of the last record of the trace log",
                 ))
+                // A constant name, help and label set: cannot fail at run time.
                 .expect("gauge definition"),
             ),
             checkpoint_age: reg(
@@ -152,6 +158,7 @@ impl Metrics {
                     "trace_checkpoint_age_seconds",
                     "Age of the last signed checkpoint of the trace log",
                 ))
+                // A constant name, help and label set: cannot fail at run time.
                 .expect("gauge definition"),
             ),
             dependency_up: gv(
@@ -170,6 +177,7 @@ impl Metrics {
                     "store_free_bytes",
                     "Free bytes on the store's filesystem (see limits.min_free_bytes)",
                 ))
+                // A constant name, help and label set: cannot fail at run time.
                 .expect("gauge definition"),
             ),
             registry: r,
