@@ -204,7 +204,7 @@ fn main() {
         let (ga, gb) = (open(da.path()), open(db.path()));
         for (gw, users) in [(&ga, vec!["a@pec.alfa.test", "posta-certificata@pec.alfa.test"]), (&gb, vec!["b@pec.beta.test", "posta-certificata@pec.beta.test"])] {
             for u in users {
-                gw.store.add_mailbox(NewMailbox { address: PecAddress::parse(u).unwrap(), password: Password::new("pw"), quota_bytes: Some(1 << 40), options: Default::default() }).unwrap();
+                gw.store.add_mailbox(NewMailbox { address: PecAddress::parse(u).unwrap(), password: Password::new("pw"), quota_bytes: Some(1 << 40), options: Default::default(), provisional: false }).unwrap();
             }
         }
         let ra = pecd::server::start(ga.clone()).await.unwrap();

@@ -84,6 +84,7 @@ fn fetch_bench(dir: &std::path::Path) {
             password: pecd::store::mailbox::Password::new("pw"),
             quota_bytes: None,
             options: Default::default(),
+            provisional: false,
         })
         .expect("mailbox");
     let t = Instant::now();
@@ -143,6 +144,7 @@ async fn idle_bench(dir: &std::path::Path) {
             password: pecd::store::mailbox::Password::new("pw"),
             quota_bytes: None,
             options: Default::default(),
+            provisional: false,
         })
     })
     .await

@@ -166,6 +166,7 @@ async fn run() {
                 password: pecd::store::mailbox::Password::new("pw"),
                 quota_bytes: Some(u64::MAX / 2),
                 options: Default::default(),
+                provisional: false,
             })
             .expect("mailbox");
         fill(&store, &u, n);

@@ -124,6 +124,7 @@ fn main() {
                     password: Password::new("bench-pw"),
                     quota_bytes: Some(1 << 40),
                     options: Default::default(),
+                    provisional: false,
                 })
                 .expect("mailbox");
         }

@@ -48,6 +48,7 @@ fn commits(group: bool, writers: u64, secs: u64) -> f64 {
             password: Password::new("x"),
             quota_bytes: Some(u64::MAX / 2),
             options: Default::default(),
+            provisional: false,
         })
         .expect("mailbox");
     let stop = Arc::new(AtomicBool::new(false));

@@ -22,10 +22,10 @@
 //!
 //! | request | items | final `done` |
 //! |---|---|---|
-//! | `{"op":"mailbox_add","address":A,"password":P,"quota":N\|null,"options":MailboxOptions}` | — | `{"mailbox":MailboxInfo}` |
+//! | `{"op":"mailbox_add","address":A,"password":P,"quota":N\|null,"options":MailboxOptions,"provisional":B}` | — | `{"mailbox":MailboxInfo}` |
 //! | `{"op":"mailbox_del","address":A}` | — | `{}` |
 //! | `{"op":"mailbox_list"}` | `{"mailbox":MailboxInfo}` each | `{}` |
-//! | `{"op":"mailbox_passwd","address":A,"password":P}` | — | `{}` |
+//! | `{"op":"mailbox_passwd","address":A,"password":P,"provisional":B}` | — | `{}` |
 //! | `{"op":"mailbox_quota","address":A,"bytes":N}` | — | `{}` |
 //! | `{"op":"mailbox_options","address":A,"options":MailboxOptions}` | — | `{}` |
 //! | `{"op":"log_query","msgid":..,"ident":..,"mailbox":..,"since":T,"until":T,"limit":N}` | `{"record":TraceRecord}` each | `{}` |
@@ -103,6 +103,9 @@ pub enum Request {
         quota: Option<u64>,
         #[serde(default)]
         options: MailboxOptions,
+        /// The owner must change the password at first login.
+        #[serde(default)]
+        provisional: bool,
     },
     MailboxDel {
         address: String,
@@ -111,6 +114,9 @@ pub enum Request {
     MailboxPasswd {
         address: String,
         password: String,
+        /// A reset: the owner must change it at the next login.
+        #[serde(default)]
+        provisional: bool,
     },
     MailboxQuota {
         address: String,
@@ -545,6 +551,13 @@ async fn mailbox_op(
     .map_err(msg)
 }
 
+/// Ends every open session of a mailbox whose credentials the administrator changed.
+fn end_sessions(gw: &Gateway, address: &str) {
+    if let Ok(a) = parse_address(address) {
+        gw.credentials.bump(&a.to_string());
+    }
+}
+
 async fn handle(gw: &Arc<Gateway>, req: Request, w: &mut Writer) -> std::io::Result<()> {
     let store = gw.store.clone();
     let r: Result<Done, String> = match req {
@@ -553,6 +566,7 @@ async fn handle(gw: &Arc<Gateway>, req: Request, w: &mut Writer) -> std::io::Res
             password,
             quota,
             options,
+            provisional,
         } => gw
             .blocking(move || -> anyhow::Result<Done> {
                 let req = NewMailbox {
@@ -560,6 +574,7 @@ async fn handle(gw: &Arc<Gateway>, req: Request, w: &mut Writer) -> std::io::Res
                     password: Password::new(password),
                     quota_bytes: quota,
                     options,
+                    provisional,
                 };
                 let info = store
                     .add_mailbox(req)
@@ -572,14 +587,27 @@ async fn handle(gw: &Arc<Gateway>, req: Request, w: &mut Writer) -> std::io::Res
             .await
             .map_err(msg),
         Request::MailboxDel { address } => {
-            mailbox_op(gw, address, "deleting", |s, a| s.delete_mailbox(a)).await
+            let r = mailbox_op(gw, address.clone(), "deleting", |s, a| s.delete_mailbox(a)).await;
+            end_sessions(gw, &address);
+            r
         }
-        Request::MailboxPasswd { address, password } => {
+        Request::MailboxPasswd {
+            address,
+            password,
+            provisional,
+        } => {
             let p = Password::new(password);
-            mailbox_op(gw, address, "changing the password of", move |s, a| {
-                s.set_password(a, &p)
-            })
-            .await
+            let r = mailbox_op(
+                gw,
+                address.clone(),
+                "changing the password of",
+                move |s, a| s.set_password(a, &p, provisional),
+            )
+            .await;
+            if r.is_ok() {
+                end_sessions(gw, &address);
+            }
+            r
         }
         Request::MailboxQuota { address, bytes } => {
             mailbox_op(gw, address, "setting the quota of", move |s, a| {

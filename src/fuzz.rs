@@ -185,6 +185,7 @@ fn session_store(which: &'static str) -> &'static crate::store::Store {
                 password: crate::store::mailbox::Password::new("pw"),
                 quota_bytes: None,
                 options: Default::default(),
+                provisional: false,
             });
             if let Err(e) = added {
                 panic!("fuzz mailbox {who}: {e}");

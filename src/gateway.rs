@@ -22,9 +22,12 @@ use crate::pec::daticert::TipoDestinatario;
 use crate::pec::index::{ProviderIndex, ProviderRecord};
 use crate::pec::smime::{Signer, TrustAnchors};
 use crate::pipeline::checks::Limits;
+use crate::store::mailbox::PasswordCheck;
 use crate::store::{Blob, Store, StoreError, StoreOptions};
 
+pub mod credentials;
 pub mod limiter;
+pub use credentials::CredentialEpochs;
 pub use limiter::{Lockout, LoginKey, LoginLimiter, Net, RefusalLimiter, RefusalTrace};
 
 /// Why the gateway could not start.
@@ -74,6 +77,10 @@ pub struct Gateway {
     pub logins: LoginLimiter,
     /// SMTP dialogue refusals written to the trace log, per client network.
     pub refusals: RefusalLimiter,
+    /// Per-mailbox credential generations: sessions opened before a change end.
+    pub credentials: CredentialEpochs,
+    /// The port the web listener is bound to (0 until it is): `listen.https` may say 0.
+    pub https_port: std::sync::atomic::AtomicU16,
     /// Connection limits shared by every listener (per address or network, in total).
     pub connections: Arc<crate::listener::ConnectionGate>,
     /// The index of PEC providers (imported records plus our own entry).
@@ -179,6 +186,8 @@ impl Gateway {
             limits,
             logins,
             refusals: RefusalLimiter::default(),
+            credentials: CredentialEpochs::default(),
+            https_port: Default::default(),
             work: Notify::new(),
             index: std::sync::RwLock::new(index),
             auth_pool: AuthPool::new(),
@@ -242,14 +251,17 @@ impl Gateway {
         }
     }
 
-    /// Checks a mailbox password on the password pool; false on any error.
-    pub async fn check_password(&self, addr: PecAddress, password: String) -> bool {
+    /// Checks a mailbox password on the password pool; `Wrong` on any error.
+    pub async fn check_password(&self, addr: PecAddress, password: String) -> PasswordCheck {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let store = self.store.clone();
         let job = Box::new(move || {
             let ok = store
                 .verify_password(&addr, &crate::store::mailbox::Password::new(password))
-                .unwrap_or(false);
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, %addr, "cannot check a password");
+                    PasswordCheck::Wrong
+                });
             let _ = tx.send(ok);
         });
         let sent = self
@@ -259,7 +271,58 @@ impl Gateway {
             .unwrap_or_else(|p| p.into_inner())
             .send(job)
             .is_ok();
-        sent && rx.await.unwrap_or(false)
+        if !sent {
+            return PasswordCheck::Wrong;
+        }
+        rx.await.unwrap_or(PasswordCheck::Wrong)
+    }
+
+    /// Runs the owner's password change on the password pool (two argon2 runs) and, when
+    /// it succeeds, ends every session of the mailbox opened before
+    /// ([`CredentialEpochs`]); returns the new generation for the caller's own session.
+    pub async fn change_own_password(
+        &self,
+        addr: PecAddress,
+        current: String,
+        new: String,
+    ) -> Result<u64, crate::store::mailbox::PasswordChangeError> {
+        use crate::store::mailbox::{Password, PasswordChangeError};
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let store = self.store.clone();
+        let a = addr.clone();
+        let job = Box::new(move || {
+            let _ = tx.send(store.change_own_password(
+                &a,
+                &Password::new(current),
+                &Password::new(new),
+            ));
+        });
+        let sent = self
+            .auth_pool
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .send(job)
+            .is_ok();
+        let gone =
+            || PasswordChangeError::Store(StoreError::Password("the password pool stopped".into()));
+        if !sent {
+            return Err(gone());
+        }
+        rx.await.map_err(|_| gone())??;
+        Ok(self.credentials.bump(&addr.to_string()))
+    }
+
+    /// Where owners change their password and manage their mailbox: the webmail's
+    /// address (`https://<provider.hostname>[:port]/`), or `None` without a web listener.
+    pub fn webmail_url(&self) -> Option<String> {
+        let https = self.config.listen.https?;
+        let host = &self.config.provider.hostname;
+        let bound = self.https_port.load(std::sync::atomic::Ordering::Relaxed);
+        Some(match if bound != 0 { bound } else { https.port() } {
+            443 => format!("https://{host}/"),
+            p => format!("https://{host}:{p}/"),
+        })
     }
 
     /// Writes a blob durably (file and directory fsynced) off the executor.

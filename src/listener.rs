@@ -21,6 +21,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use crate::pec::address::PecAddress;
+
 /// Counts connections by key; a [`Slot`] releases its count on drop.
 #[derive(Debug, Clone)]
 pub struct Counter<K: Hash + Eq + Clone>(Arc<Mutex<HashMap<K, usize>>>);
@@ -306,8 +308,12 @@ pub enum Login {
     Failed,
     /// Right credentials, but the user already has the maximum number of connections.
     TooManyConnections,
-    /// Logged in: the canonical address and the user's connection slot, held for the session.
-    Ok(String, Slot<String>),
+    /// The right password, but provisional: the notice says where to change it.
+    MustChangePassword(String),
+    /// Logged in: the canonical address, the user's connection slot (held for the
+    /// session) and the credential generation the session must keep seeing
+    /// ([`crate::gateway::CredentialEpochs`]).
+    Ok(String, Slot<String>, u64),
 }
 
 /// Checks a login for the IMAP and POP3 drivers: the password (through the access point's
@@ -322,14 +328,25 @@ pub async fn login(
     failure_delay: Duration,
     max_per_user: usize,
 ) -> Login {
+    use crate::pipeline::access::LoginCheck;
+    // The generation is read before the password is checked: a change racing with this
+    // login ends the new session too.
+    let epoch_of = |u: &str| gw.credentials.current(u);
+    let before = PecAddress::parse(&user)
+        .map(|a| epoch_of(&a.to_string()))
+        .ok();
     match crate::pipeline::access::authenticate(gw, user.clone(), pass, peer, protocol).await {
-        None => {
+        LoginCheck::Failed => {
             tracing::warn!(%peer, %user, protocol, "login failed");
             tokio::time::sleep(failure_delay).await;
             Login::Failed
         }
-        Some(addr) => match per_user.acquire(addr.clone(), max_per_user) {
-            Some(slot) => Login::Ok(addr, slot),
+        LoginCheck::MustChangePassword { notice, .. } => Login::MustChangePassword(notice),
+        LoginCheck::Granted(addr) => match per_user.acquire(addr.clone(), max_per_user) {
+            Some(slot) => {
+                let epoch = before.unwrap_or_else(|| epoch_of(&addr));
+                Login::Ok(addr, slot, epoch)
+            }
             None => Login::TooManyConnections,
         },
     }

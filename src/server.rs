@@ -257,6 +257,10 @@ pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
             );
         }
         let l = bind("https", addr, &mut listeners).await?;
+        if let Ok(a) = l.local_addr() {
+            gw.https_port
+                .store(a.port(), std::sync::atomic::Ordering::Relaxed);
+        }
         let web = crate::http::Web::new(gw.clone());
         tasks.push(tokio::spawn(
             web.jmap.clone().follow_changes(stop_rx.clone()),

@@ -118,6 +118,7 @@ async fn viruses_are_refused_reported_and_quarantined() {
                 password: Password::new("pw"),
                 quota_bytes: None,
                 options: Default::default(),
+                provisional: false,
             })
             .unwrap();
     }

@@ -10,6 +10,7 @@ use pecd::config::Config;
 use pecd::control::{Client, Request};
 use pecd::gateway::Gateway;
 use pecd::pec::address::{Domain, PecAddress};
+use pecd::store::mailbox::PasswordCheck;
 
 fn pecd_sync(args: &[&str]) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_pecd"))
@@ -110,10 +111,12 @@ async fn admin_subcommands_work_while_the_server_runs() {
         .mailbox(&x)
         .unwrap()
         .expect("the mailbox exists in the server");
-    assert!(
+    assert_eq!(
         gw.check_password(x.clone(), "p".into()).await,
-        "the password works"
+        PasswordCheck::MustChange,
+        "the password works, and the owner must change it first"
     );
+    assert!(info.password_provisional);
 
     // An error travels back: adding it again fails, non-zero, with the store's message.
     let o = pecd(&[
@@ -188,12 +191,17 @@ async fn admin_subcommands_work_while_the_server_runs() {
         "x@ctl.example",
         "--password",
         "q",
+        "--keep-password",
         "--config",
         c,
     ])
     .await;
     assert!(o.status.success(), "passwd: {}", text(&o));
-    assert!(gw.check_password(x.clone(), "q".into()).await);
+    assert_eq!(
+        gw.check_password(x.clone(), "q".into()).await,
+        PasswordCheck::Valid,
+        "--keep-password: usable at once"
+    );
 
     // list --json: one object per line, as the store gives it.
     let o = pecd(&["mailbox", "list", "--json", "--config", c]).await;

@@ -150,6 +150,7 @@ fn add(gw: &Gateway, addr: &str, accept_anomalies: bool) {
             password: Password::new("pw"),
             quota_bytes: None,
             options: MailboxOptions { accept_anomalies },
+            provisional: false,
         })
         .unwrap();
 }

@@ -67,6 +67,7 @@ fn init() -> (tempfile::TempDir, PathBuf) {
             addr.as_str(),
             "--password",
             "pw",
+            "--keep-password",
             "--config",
             c,
         ];
@@ -138,6 +139,7 @@ impl Harness {
                     password: pecd::store::mailbox::Password::new("service-pw"),
                     quota_bytes: None,
                     options: Default::default(),
+                    provisional: false,
                 };
                 store.add_mailbox(m).expect("service mailbox");
             }

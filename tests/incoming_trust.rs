@@ -109,6 +109,7 @@ fn add(gw: &Gateway, addr: &str, accept_anomalies: bool) {
             password: Password::new("pw"),
             quota_bytes: None,
             options: MailboxOptions { accept_anomalies },
+            provisional: false,
         })
         .unwrap();
 }
@@ -802,6 +803,7 @@ impl Pair {
                         options: MailboxOptions {
                             accept_anomalies: *accept_anomalies,
                         },
+                        provisional: false,
                     })
                     .unwrap();
             }

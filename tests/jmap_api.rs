@@ -1015,6 +1015,7 @@ async fn delivery_status_follows_the_12_and_24_hour_notices() {
             password: pecd::store::mailbox::Password::new("pw-alice-1"),
             quota_bytes: None,
             options: Default::default(),
+            provisional: false,
         })
         .unwrap();
     let running = pecd::server::start(gw.clone()).await.unwrap();

@@ -298,6 +298,7 @@ fn lib_gateway(peer: &Path, routes: &[(&str, u16)], beta_pec: bool) -> Lib {
                 password: Password::new("pw"),
                 quota_bytes: None,
                 options: Default::default(),
+                provisional: false,
             })
             .unwrap();
     }

@@ -39,6 +39,7 @@ fn child(dir: &Path, base: u64) {
                 password: Password::new("x"),
                 quota_bytes: Some(u64::MAX / 2),
                 options: Default::default(),
+                provisional: false,
             })
             .unwrap();
     }

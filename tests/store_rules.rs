@@ -24,6 +24,7 @@ fn racing_deliveries_never_exceed_the_quota() {
             password: Password::new("x"),
             quota_bytes: Some(K * SIZE + SIZE / 2),
             options: Default::default(),
+            provisional: false,
         })
         .unwrap();
     let barrier = Arc::new(Barrier::new(THREADS));

@@ -36,6 +36,7 @@ fn setup() -> Setup {
                 password: Password::new("pw"),
                 quota_bytes: None,
                 options: Default::default(),
+                provisional: false,
             })
             .unwrap();
     }

@@ -144,6 +144,7 @@ impl Provider {
                         password: Password::new("svc"),
                         quota_bytes: None,
                         options: Default::default(),
+                        provisional: false,
                     })
                     .unwrap();
             }
@@ -172,6 +173,7 @@ impl Provider {
                 password: Password::new("pw"),
                 quota_bytes: None,
                 options: MailboxOptions { accept_anomalies },
+                provisional: false,
             })
             .unwrap();
     }

@@ -28,11 +28,16 @@ pub struct ConfigArg {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum MailboxCommand {
-    /// Create a mailbox (its domain must be one of provider.domains).
+    /// Create a mailbox (its domain must be one of provider.domains). The password is
+    /// provisional: the owner must change it (webmail) before using the mailbox.
     Add {
         address: String,
         #[arg(long)]
         password: String,
+        /// The owner need not change this password at first login (scripted or
+        /// migrated mailboxes, test mailboxes).
+        #[arg(long)]
+        keep_password: bool,
         /// Quota in bytes (default: limits.default_quota_bytes).
         #[arg(long)]
         quota: Option<u64>,
@@ -57,11 +62,15 @@ pub enum MailboxCommand {
         #[command(flatten)]
         cfg: ConfigArg,
     },
-    /// Change a mailbox's password.
+    /// Reset a mailbox's password. It is provisional: the owner must change it before
+    /// using the mailbox again. Every open session of the mailbox ends.
     Passwd {
         address: String,
         #[arg(long)]
         password: String,
+        /// The owner need not change this password at the next login.
+        #[arg(long)]
+        keep_password: bool,
         #[command(flatten)]
         cfg: ConfigArg,
     },
@@ -188,6 +197,7 @@ pub fn run(cmd: MailboxCommand) -> anyhow::Result<ExitCode> {
         MailboxCommand::Add {
             address: a,
             password,
+            keep_password,
             quota,
             accept_anomalies,
             cfg,
@@ -200,6 +210,7 @@ pub fn run(cmd: MailboxCommand) -> anyhow::Result<ExitCode> {
                         password: Password::new(password),
                         quota_bytes: quota,
                         options,
+                        provisional: !keep_password,
                     };
                     store
                         .add_mailbox(req)
@@ -212,6 +223,7 @@ pub fn run(cmd: MailboxCommand) -> anyhow::Result<ExitCode> {
                         password,
                         quota,
                         options,
+                        provisional: !keep_password,
                     };
                     remote(&mut c, &req)?
                         .mailbox
@@ -257,17 +269,19 @@ pub fn run(cmd: MailboxCommand) -> anyhow::Result<ExitCode> {
         MailboxCommand::Passwd {
             address: a,
             password,
+            keep_password,
             cfg,
         } => {
             match open_admin(&load_config(&cfg.config)?)? {
                 Admin::Local(store) => store
-                    .set_password(&address(&a)?, &Password::new(password))
+                    .set_password(&address(&a)?, &Password::new(password), !keep_password)
                     .with_context(|| format!("changing the password of {a}"))?,
                 Admin::Remote(mut c) => {
                     address(&a)?;
                     let req = Request::MailboxPasswd {
                         address: a.clone(),
                         password,
+                        provisional: !keep_password,
                     };
                     remote(&mut c, &req)?;
                 }

@@ -71,6 +71,8 @@ fn first_run(config_path: &Path) -> anyhow::Result<()> {
             password: Password::new(password.clone()),
             quota_bytes: None,
             options: Default::default(),
+            // The developer who ran the first start is its owner: usable at once.
+            provisional: false,
         })
         .context("creating the demo mailbox")?;
     let creds = dir.join(DEMO_CREDENTIALS);
@@ -114,6 +116,7 @@ fn ensure_service_mailbox(gw: &Gateway) -> anyhow::Result<()> {
                 password: Password::new(random_password()?),
                 quota_bytes: None,
                 options: Default::default(),
+                provisional: false,
             })
             .with_context(|| format!("creating the service mailbox {addr}"))?;
         tracing::info!(mailbox = %addr, "created the provider service mailbox (set its password with `pecd mailbox passwd`)");

@@ -28,7 +28,7 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 /// Largest login request body.
 const MAX_LOGIN_BODY: usize = 4096;
 /// Delay before answering a failed login (as on SMTP, IMAP and POP3).
-const AUTH_FAILURE_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+pub(super) const AUTH_FAILURE_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]
@@ -37,6 +37,42 @@ pub struct Principal {
     /// The session token when the caller came with the cookie: such requests need CSRF
     /// checks. `None` for Basic and Bearer (a browser never adds those by itself).
     pub cookie_session: Option<(String, String)>,
+    /// The bearer token the caller came with.
+    pub bearer_token: Option<String>,
+    /// Logged in with a provisional password: only `/auth/password` (and logout) may
+    /// be used until the owner changes it.
+    pub must_change_password: bool,
+}
+
+impl Principal {
+    /// The session token (cookie or bearer), if the caller has a session.
+    pub fn token(&self) -> Option<&str> {
+        self.cookie_session
+            .as_ref()
+            .map(|(t, _)| t.as_str())
+            .or(self.bearer_token.as_deref())
+    }
+}
+
+/// 403 for a caller who must change the provisional password first (an RFC 7807
+/// problem with type `urn:pecd:error:passwordChangeRequired`).
+pub fn password_change_required(web: &Web) -> Response<Body> {
+    response::problem(
+        StatusCode::FORBIDDEN,
+        "urn:pecd:error:passwordChangeRequired",
+        crate::pipeline::access::password_change_notice(&web.gw),
+    )
+}
+
+/// The live session of `token`, unless the mailbox's credentials changed since it was
+/// opened (then it is closed here).
+fn live_session(web: &Web, token: &str) -> Option<super::sessions::WebSession> {
+    let s = web.sessions.get(token)?;
+    if web.gw.credentials.current(&s.user) != s.epoch {
+        web.sessions.close(token);
+        return None;
+    }
+    Some(s)
 }
 
 fn cookie_token(h: &HeaderMap) -> Option<String> {
@@ -67,7 +103,8 @@ pub async fn principal(
                 .ok()
                 .and_then(|d| String::from_utf8(d).ok());
             if let Some((u, p)) = decoded.as_deref().and_then(|d| d.split_once(':')) {
-                if let Some(user) = crate::pipeline::access::authenticate(
+                use crate::pipeline::access::LoginCheck;
+                match crate::pipeline::access::authenticate(
                     &web.gw,
                     u.to_string(),
                     p.to_string(),
@@ -76,32 +113,52 @@ pub async fn principal(
                 )
                 .await
                 {
-                    return Ok(Principal {
-                        user,
-                        cookie_session: None,
-                    });
+                    LoginCheck::Granted(user) => {
+                        return Ok(Principal {
+                            user,
+                            cookie_session: None,
+                            bearer_token: None,
+                            must_change_password: false,
+                        });
+                    }
+                    LoginCheck::MustChangePassword { user, .. } => {
+                        return Ok(Principal {
+                            user,
+                            cookie_session: None,
+                            bearer_token: None,
+                            must_change_password: true,
+                        });
+                    }
+                    LoginCheck::Failed => {}
                 }
             }
             return Err(unauthorized("wrong user name or password"));
         }
         if let Some(t) = auth.strip_prefix("Bearer ") {
-            return match web.sessions.get(t.trim()) {
+            let t = t.trim();
+            return match live_session(web, t) {
                 Some(s) if s.bearer => Ok(Principal {
                     user: s.user,
                     cookie_session: None,
+                    bearer_token: Some(t.to_string()),
+                    must_change_password: s.must_change_password,
                 }),
-                _ => Err(unauthorized("the bearer token is not valid (expired?)")),
+                _ => Err(unauthorized(
+                    "the bearer token is not valid (expired, or the password changed?)",
+                )),
             };
         }
         return Err(unauthorized("unsupported authorization scheme"));
     }
     if let Some(t) = cookie_token(h)
-        && let Some(s) = web.sessions.get(&t)
+        && let Some(s) = live_session(web, &t)
         && !s.bearer
     {
         return Ok(Principal {
             user: s.user,
             cookie_session: Some((t, s.csrf)),
+            bearer_token: None,
+            must_change_password: s.must_change_password,
         });
     }
     Err(unauthorized("log in first"))
@@ -162,15 +219,16 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && openssl::memcmp::eq(a, b)
 }
 
-fn session_body(user: &str, csrf: &str) -> serde_json::Value {
+fn session_body(s: &super::sessions::WebSession) -> serde_json::Value {
     json!({
-        "username": user,
-        "accountId": crate::jmap::account_id(user),
-        "csrfToken": csrf,
+        "username": s.user,
+        "accountId": crate::jmap::account_id(&s.user),
+        "csrfToken": s.csrf,
+        "mustChangePassword": s.must_change_password,
     })
 }
 
-fn is_json(h: &HeaderMap) -> bool {
+pub(super) fn is_json(h: &HeaderMap) -> bool {
     h.get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| {
@@ -225,7 +283,12 @@ pub async fn login(web: &Arc<Web>, req: Request<Incoming>, peer: SocketAddr) -> 
             "too many failed logins: try again later",
         );
     }
-    let Some(user) = crate::pipeline::access::authenticate(
+    // Read before the check: a password change racing with this login ends it too.
+    let epoch = crate::pec::address::PecAddress::parse(&c.username)
+        .map(|a| web.gw.credentials.current(&a.to_string()))
+        .unwrap_or(0);
+    use crate::pipeline::access::LoginCheck;
+    let (user, must_change) = match crate::pipeline::access::authenticate(
         &web.gw,
         c.username.clone(),
         c.password,
@@ -233,17 +296,21 @@ pub async fn login(web: &Arc<Web>, req: Request<Incoming>, peer: SocketAddr) -> 
         "HTTPS",
     )
     .await
-    else {
-        tracing::warn!(%peer, "web login failed");
-        tokio::time::sleep(AUTH_FAILURE_DELAY).await;
-        return response::problem(
-            StatusCode::UNAUTHORIZED,
-            "about:blank",
-            "wrong user name or password",
-        );
+    {
+        LoginCheck::Granted(u) => (u, false),
+        LoginCheck::MustChangePassword { user, .. } => (user, true),
+        LoginCheck::Failed => {
+            tracing::warn!(%peer, "web login failed");
+            tokio::time::sleep(AUTH_FAILURE_DELAY).await;
+            return response::problem(
+                StatusCode::UNAUTHORIZED,
+                "about:blank",
+                "wrong user name or password",
+            );
+        }
     };
-    let (token, s) = web.sessions.open(&user, c.bearer);
-    let mut body = session_body(&user, &s.csrf);
+    let (token, s) = web.sessions.open(&user, c.bearer, epoch, must_change);
+    let mut body = session_body(&s);
     if c.bearer {
         body["bearerToken"] = json!(token);
         return response::json(StatusCode::OK, &body);
@@ -262,8 +329,8 @@ pub async fn login(web: &Arc<Web>, req: Request<Incoming>, peer: SocketAddr) -> 
 
 /// `GET /auth/me`: the current cookie session, for a page that was reloaded.
 pub fn me(web: &Arc<Web>, req: &Request<Incoming>) -> Response<Body> {
-    match cookie_token(req.headers()).and_then(|t| web.sessions.get(&t)) {
-        Some(s) if !s.bearer => response::json(StatusCode::OK, &session_body(&s.user, &s.csrf)),
+    match cookie_token(req.headers()).and_then(|t| live_session(web, &t)) {
+        Some(s) if !s.bearer => response::json(StatusCode::OK, &session_body(&s)),
         _ => response::problem(StatusCode::UNAUTHORIZED, "about:blank", "not logged in"),
     }
 }
@@ -330,6 +397,8 @@ mod tests {
         let p = Principal {
             user: "a@pec.test".into(),
             cookie_session: Some(("t".into(), "csrf-token".into())),
+            bearer_token: None,
+            must_change_password: false,
         };
         let h = headers(&[("host", "h"), ("x-csrf-token", "csrf-token")]);
         assert!(csrf_refusal(&p, &h).is_none());
@@ -339,6 +408,8 @@ mod tests {
         let basic = Principal {
             user: "a@pec.test".into(),
             cookie_session: None,
+            bearer_token: None,
+            must_change_password: false,
         };
         assert!(csrf_refusal(&basic, &headers(&[])).is_none());
     }

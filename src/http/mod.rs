@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod body;
+mod password;
 pub mod response;
 mod router;
 pub mod sessions;

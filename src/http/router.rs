@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `GET /`, `GET /assets/…` | the webmail ([`crate::web`]) |
 //! | `POST /auth/login`, `GET /auth/me`, `POST /auth/logout` | webmail sessions ([`super::auth`]) |
+//! | `POST /auth/password` | the owner's password change ([`super::password`]) |
 //! | `GET /.well-known/jmap` | redirect to the JMAP session (RFC 8620 §2.2) |
 //! | `GET /jmap/session`, `POST /jmap/api` | JMAP session and API |
 //! | `POST /jmap/upload/{accountId}/`, `GET /jmap/download/{accountId}/{blobId}/{name}` | blobs |
@@ -37,12 +38,16 @@ async fn route(web: &Arc<Web>, peer: SocketAddr, req: Request<Incoming>) -> Resp
         (_, "/auth/login") => auth::login(web, req, peer).await,
         (&Method::GET, "/auth/me") => auth::me(web, &req),
         (&Method::POST, "/auth/logout") => auth::logout(web, req, peer).await,
+        (&Method::POST, "/auth/password") => super::password::change(web, req, peer).await,
         (&Method::GET, "/.well-known/jmap") => response::redirect("/jmap/session"),
         (_, p) if p.starts_with("/jmap/") => {
             let p = match auth::principal(web, &req, peer).await {
                 Ok(p) => p,
                 Err(r) => return r,
             };
+            if p.must_change_password {
+                return auth::password_change_required(web);
+            }
             jmap(web, p, req, &path).await
         }
         _ => response::not_found(),

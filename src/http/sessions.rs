@@ -27,6 +27,11 @@ pub struct WebSession {
     pub csrf: String,
     /// Issued as a bearer token (API client) rather than a cookie (browser).
     pub bearer: bool,
+    /// The mailbox's credential generation at login: the session ends when it changes
+    /// ([`crate::gateway::CredentialEpochs`]).
+    pub epoch: u64,
+    /// Logged in with a provisional password: only the password change is allowed.
+    pub must_change_password: bool,
     created: Instant,
     last_used: Instant,
 }
@@ -51,13 +56,21 @@ fn plausible(token: &str) -> bool {
 
 impl Sessions {
     /// Opens a session; returns its token.
-    pub fn open(&self, user: &str, bearer: bool) -> (String, WebSession) {
+    pub fn open(
+        &self,
+        user: &str,
+        bearer: bool,
+        epoch: u64,
+        must_change_password: bool,
+    ) -> (String, WebSession) {
         let now = Instant::now();
         let token = random_token();
         let s = WebSession {
             user: user.to_string(),
             csrf: random_token(),
             bearer,
+            epoch,
+            must_change_password,
             created: now,
             last_used: now,
         };
@@ -101,6 +114,16 @@ impl Sessions {
         Some(s.clone())
     }
 
+    /// After the owner changed the password in this session: it carries the new
+    /// generation and is no longer restricted.
+    pub fn password_changed(&self, token: &str, epoch: u64) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = m.get_mut(token) {
+            s.epoch = epoch;
+            s.must_change_password = false;
+        }
+    }
+
     pub fn close(&self, token: &str) {
         self.0
             .lock()
@@ -129,7 +152,7 @@ mod tests {
     #[test]
     fn tokens_are_random_checked_and_closable() {
         let s = Sessions::default();
-        let (t, ws) = s.open("a@pec.test", false);
+        let (t, ws) = s.open("a@pec.test", false, 0, false);
         assert_eq!(t.len(), 43);
         assert_ne!(t, ws.csrf);
         assert_eq!(s.get(&t).unwrap().user, "a@pec.test");
@@ -142,12 +165,12 @@ mod tests {
     #[test]
     fn sessions_per_user_are_bounded() {
         let s = Sessions::default();
-        let first = s.open("a@pec.test", false).0;
+        let first = s.open("a@pec.test", false, 0, false).0;
         for _ in 0..MAX_SESSIONS_PER_USER {
-            s.open("a@pec.test", false);
+            s.open("a@pec.test", false, 0, false);
         }
         assert!(s.get(&first).is_none(), "the oldest session is dropped");
-        let other = s.open("b@pec.test", true).0;
+        let other = s.open("b@pec.test", true, 0, false).0;
         s.close_user("a@pec.test");
         assert!(s.get(&other).is_some());
     }

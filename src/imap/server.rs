@@ -139,7 +139,20 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; 16 * 1024];
     let mut user_slot: Option<Slot<String>> = None;
+    // The logged-in mailbox and its credential generation at login.
+    let mut logged: Option<(String, u64)> = None;
     loop {
+        if let Some((user, epoch)) = &logged
+            && gw.credentials.current(user) != *epoch
+        {
+            // The password changed (or the mailbox went): this session ends at once.
+            tracing::info!(%peer, %user, "IMAP session ended: the credentials changed");
+            let _ = stream
+                .write_all(b"* BYE [ALERT] The mailbox credentials changed: log in again\r\n")
+                .await;
+            let _ = stream.shutdown().await;
+            return Ok(());
+        }
         let action = session.next();
         let out = session.take_output();
         if !out.is_empty() {
@@ -157,8 +170,10 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 match login(&gw, &per_user, (user, pass), peer, "imap", delay, max).await {
                     Login::Failed => session.auth_result(None),
                     Login::TooManyConnections => session.auth_limited(),
-                    Login::Ok(addr, slot) => {
+                    Login::MustChangePassword(notice) => session.auth_must_change(&notice),
+                    Login::Ok(addr, slot, epoch) => {
                         user_slot = Some(slot);
+                        logged = Some((addr.clone(), epoch));
                         session.auth_result(Some(addr));
                     }
                 }
@@ -192,6 +207,11 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 // At IDLE start: report what happened since the last command.
                 let mut wake = if idle { Wake::Poll } else { Wake::Nothing };
                 loop {
+                    if let Some((user, epoch)) = &logged
+                        && gw.credentials.current(user) != *epoch
+                    {
+                        break;
+                    }
                     if wake != Wake::Nothing {
                         let store = gw.store.clone();
                         session = gw

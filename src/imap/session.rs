@@ -469,6 +469,16 @@ impl Session {
         }
     }
 
+    /// The password was right but provisional: `NO [ALERT]` with where to change it
+    /// (clients must show ALERT texts to the user, RFC 3501 §7.1). Not a failed attempt.
+    pub fn auth_must_change(&mut self, notice: &str) {
+        if let Pending::AuthWait { tag } = std::mem::replace(&mut self.pending, Pending::None) {
+            let notice: String = notice.chars().filter(|c| !c.is_control()).collect();
+            self.out
+                .extend(tagged(&tag, "NO", &format!("[ALERT] {notice}")));
+        }
+    }
+
     /// The credentials were right but the mailbox has too many sessions open.
     pub fn auth_limited(&mut self) {
         if let Pending::AuthWait { tag } = std::mem::replace(&mut self.pending, Pending::None) {

@@ -27,6 +27,7 @@ pub(crate) fn store_with(users: &[&str]) -> (tempfile::TempDir, Store) {
                 password: Password::new("pw"),
                 quota_bytes: None,
                 options: Default::default(),
+                provisional: false,
             })
             .expect("mailbox");
     }

@@ -35,8 +35,9 @@ use crate::pec::envelope;
 use crate::pec::ids;
 use crate::pec::receipt::{self, Notice};
 use crate::pec::time::PecTime;
-use crate::smtp::server::{Backend, SmtpReply};
+use crate::smtp::server::{AuthAnswer, Backend, SmtpReply};
 use crate::smtp::session::{DialogueRefusal, Envelope};
+use crate::store::mailbox::PasswordCheck;
 use crate::store::pending::{Awaiting, PendingMessage};
 use crate::store::{Batch, Delivery, NewQueueItem, PendingEntry, StoreError};
 use crate::trace::{EventKind, TraceEvent};
@@ -55,8 +56,14 @@ impl Backend for AccessPoint {
         username: String,
         password: String,
         peer: SocketAddr,
-    ) -> Option<String> {
-        authenticate(&self.0, username, password, peer, "smtp").await
+    ) -> AuthAnswer {
+        match authenticate(&self.0, username, password, peer, "smtp").await {
+            LoginCheck::Granted(u) => AuthAnswer::Granted(u),
+            LoginCheck::Failed => AuthAnswer::Invalid,
+            LoginCheck::MustChangePassword { notice, .. } => {
+                AuthAnswer::Refused(SmtpReply::new(535, "5.7.8", notice))
+            }
+        }
     }
 
     fn auth_refusal(&self, username: &str, peer: SocketAddr) -> Option<SmtpReply> {
@@ -89,28 +96,76 @@ impl Backend for AccessPoint {
     }
 }
 
+/// The outcome of [`authenticate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginCheck {
+    /// Logged in as this canonical address.
+    Granted(String),
+    /// Wrong credentials or a lockout (traced and counted already).
+    Failed,
+    /// The right password, but a provisional one: the mailbox may not be used until its
+    /// owner changes it. `notice` says where, for the protocol's answer.
+    MustChangePassword { user: String, notice: String },
+}
+
+impl LoginCheck {
+    /// The address when the login is granted.
+    pub fn granted(self) -> Option<String> {
+        match self {
+            Self::Granted(u) => Some(u),
+            _ => None,
+        }
+    }
+}
+
+/// What a user with a provisional password is told, on every protocol.
+pub fn password_change_notice(gw: &Gateway) -> String {
+    match gw.webmail_url() {
+        Some(url) => format!(
+            "The password is provisional and must be changed before the mailbox can be used: \
+             log in at {url} to change it"
+        ),
+        None => "The password is provisional and must be changed before the mailbox can be \
+                 used: ask the provider"
+            .into(),
+    }
+}
+
 /// Checks a mailbox password (argon2id, off the executor). Failures are traced (also
 /// for user names that are not addresses) and counted by the gateway's login limiter;
 /// while a lockout applies to this peer and user name the password is not checked at all
 /// (the lockout was logged and traced once, when it began). A success makes the peer's
-/// address a known one of the account, which others' failures never lock out.
+/// address a known one of the account, which others' failures never lock out. The right
+/// but provisional password is no failure, and no login either
+/// ([`LoginCheck::MustChangePassword`]).
 pub async fn authenticate(
     gw: &Arc<Gateway>,
     username: String,
     password: String,
     peer: SocketAddr,
     protocol: &str,
-) -> Option<String> {
+) -> LoginCheck {
     let now = gw.clock.now();
     if gw.logins.lockout(peer.ip(), &username, now).is_some() {
-        return None;
+        return LoginCheck::Failed;
     }
     let addr = PecAddress::parse(&username).ok();
-    if let Some(a) = &addr
-        && gw.check_password(a.clone(), password).await
-    {
-        gw.logins.record_success(peer.ip(), &username, now);
-        return Some(a.to_string());
+    if let Some(a) = &addr {
+        match gw.check_password(a.clone(), password).await {
+            PasswordCheck::Valid => {
+                gw.logins.record_success(peer.ip(), &username, now);
+                return LoginCheck::Granted(a.to_string());
+            }
+            PasswordCheck::MustChange => {
+                gw.logins.record_success(peer.ip(), &username, now);
+                tracing::info!(%peer, user = %a, protocol, "login with a provisional password: change required");
+                return LoginCheck::MustChangePassword {
+                    user: a.to_string(),
+                    notice: password_change_notice(gw),
+                };
+            }
+            PasswordCheck::Wrong => {}
+        }
     }
     let started = gw.logins.record_failure(peer.ip(), &username, now);
     let mut ev = TraceEvent::new(EventKind::LoginFailed, now);
@@ -135,7 +190,7 @@ pub async fn authenticate(
     {
         tracing::warn!(error = %e, "could not record a failed login");
     }
-    None
+    LoginCheck::Failed
 }
 
 /// Untrusted text for a log line: at most 100 characters, control characters escaped.

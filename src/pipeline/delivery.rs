@@ -498,6 +498,7 @@ mod tests {
                 password: Password::new("pw"),
                 quota_bytes: Some(100),
                 options: Default::default(),
+                provisional: false,
             })
             .unwrap();
         let big = gw.put_blob(Arc::new(vec![b'x'; 500])).await.unwrap();

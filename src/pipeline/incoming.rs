@@ -51,7 +51,7 @@ use crate::gateway::Gateway;
 use crate::pec::classify::Kind;
 use crate::pec::mime::split_header_body;
 use crate::pec::outer;
-use crate::smtp::server::{Backend, SmtpReply};
+use crate::smtp::server::{AuthAnswer, Backend, SmtpReply};
 use crate::smtp::session::{DialogueRefusal, Envelope};
 use crate::trace::EventKind;
 use crate::trace::sha256_hex;
@@ -61,8 +61,8 @@ use crate::trace::sha256_hex;
 pub struct IncomingPoint(pub Arc<Gateway>);
 
 impl Backend for IncomingPoint {
-    async fn authenticate(&self, _u: String, _p: String, _peer: SocketAddr) -> Option<String> {
-        None
+    async fn authenticate(&self, _u: String, _p: String, _peer: SocketAddr) -> AuthAnswer {
+        AuthAnswer::Invalid
     }
 
     /// Refusals decided in the dialogue are traced too (rate-limited per network).

@@ -98,7 +98,21 @@ async fn connection(
     let mut session = Session::new(true);
     let mut buf = vec![0u8; 8192];
     let mut _user_slot = None;
+    // The logged-in mailbox and its credential generation at login.
+    let mut logged: Option<(String, u64)> = None;
     loop {
+        if let Some((user, epoch)) = &logged
+            && gw.credentials.current(user) != *epoch
+        {
+            // The password changed: the session ends without the UPDATE state (no
+            // deletion takes effect, RFC 1939 §6).
+            tracing::info!(%peer, %user, "POP3 session ended: the credentials changed");
+            let _ = stream
+                .write_all(b"-ERR [AUTH] The mailbox credentials changed: log in again\r\n")
+                .await;
+            let _ = stream.shutdown().await;
+            return Ok(());
+        }
         let action = session.next();
         let out = session.take_output();
         if !out.is_empty() {
@@ -116,8 +130,10 @@ async fn connection(
                 match login(&gw, &per_user, (user, pass), peer, "pop3", delay, max).await {
                     Login::Failed => session.auth_result(None),
                     Login::TooManyConnections => session.auth_in_use(),
-                    Login::Ok(addr, slot) => {
+                    Login::MustChangePassword(notice) => session.auth_must_change(&notice),
+                    Login::Ok(addr, slot, epoch) => {
                         _user_slot = Some(slot);
+                        logged = Some((addr.clone(), epoch));
                         session.auth_result(Some(addr));
                     }
                 }

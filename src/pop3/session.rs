@@ -326,6 +326,14 @@ impl Session {
         }
     }
 
+    /// The password was right but provisional: `-ERR [AUTH]` saying where to change it.
+    /// Not a failed attempt.
+    pub fn auth_must_change(&mut self, notice: &str) {
+        self.pending = Pending::None;
+        let notice: String = notice.chars().filter(|c| !c.is_control()).collect();
+        self.out.extend(err(&format!("[AUTH] {notice}")));
+    }
+
     /// Credentials right, but too many sessions for the mailbox (RFC 2449 `IN-USE`).
     pub fn auth_in_use(&mut self) {
         self.pending = Pending::None;

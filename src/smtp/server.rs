@@ -59,15 +59,27 @@ impl SmtpReply {
     }
 }
 
+/// A backend's answer to an AUTH attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthAnswer {
+    /// Logged in as this canonical mailbox address.
+    Granted(String),
+    /// Wrong credentials: 535 5.7.8 after the failure delay.
+    Invalid,
+    /// Not logged in, with this reply (e.g. a provisional password that must be changed
+    /// first); counts as a failed attempt of the session.
+    Refused(SmtpReply),
+}
+
 /// Where the session's decisions are taken.
 pub trait Backend: Send + Sync + 'static {
-    /// Checks credentials; returns the canonical mailbox address on success.
+    /// Checks credentials.
     fn authenticate(
         &self,
         username: String,
         password: String,
         peer: SocketAddr,
-    ) -> impl Future<Output = Option<String>> + Send;
+    ) -> impl Future<Output = AuthAnswer> + Send;
     /// Processes a complete message. Must return 250 only once the message is durable.
     fn message(
         &self,
@@ -226,12 +238,17 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin, B: Backend>(
                         queue.extend(session.auth_refused(r.code, &r.enhanced, &r.text));
                         continue;
                     }
-                    let user = backend.authenticate(username.clone(), password, peer).await;
-                    if user.is_none() {
-                        tracing::warn!(%peer, user = %username, "SMTP AUTH failed");
-                        tokio::time::sleep(cfg.auth_failure_delay).await;
+                    match backend.authenticate(username.clone(), password, peer).await {
+                        AuthAnswer::Granted(user) => queue.extend(session.auth_result(Some(user))),
+                        AuthAnswer::Invalid => {
+                            tracing::warn!(%peer, user = %username, "SMTP AUTH failed");
+                            tokio::time::sleep(cfg.auth_failure_delay).await;
+                            queue.extend(session.auth_result(None));
+                        }
+                        AuthAnswer::Refused(r) => {
+                            queue.extend(session.auth_refused(r.code, &r.enhanced, &r.text));
+                        }
                     }
-                    queue.extend(session.auth_result(user));
                 }
                 Event::Refused(r) => {
                     reported += 1;

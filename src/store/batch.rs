@@ -59,7 +59,7 @@ pub(crate) enum Op {
     MailboxAdd(MailboxRecord),
     MailboxUpdate {
         address: PecAddress,
-        password_hash: Option<String>,
+        password: Option<super::mailbox::PasswordUpdate>,
         quota: Option<u64>,
         options: Option<MailboxOptions>,
     },

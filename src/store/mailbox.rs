@@ -2,19 +2,19 @@
 //! and returning serde-serializable outputs, so that the CLI today and a control socket
 //! of the running server later share them.
 //!
-//! Passwords are stored only as argon2id PHC strings (argon2 crate defaults: v19,
-//! m = 19 MiB, t = 2, p = 1); hashing and verifying are CPU-bound and happen in the
-//! caller's thread, never in the committer. Every change also writes a `MailboxAdmin`
-//! trace record in the same commit.
+//! Passwords are stored only as argon2id PHC strings ([`super::password`]). A password
+//! the administrator sets (at creation or as a reset) is *provisional*: logins with it are
+//! refused until the owner changes it ([`Store::change_own_password`]). Every change also
+//! writes a `MailboxAdmin` trace record in the same commit.
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::batch::{Batch, Op};
 use super::changes::{ChangeSet, Kind};
 use super::messages::{INBOX, clear_unfoldered, create_folder};
+pub use super::password::Password;
+use super::password::{self, WeakPassword};
 use super::tx::{MAILBOXES, Tx, TxResult, abort, put_json};
 use super::{Store, StoreError};
 use crate::pec::address::PecAddress;
@@ -38,6 +38,13 @@ pub(crate) struct MailboxRecord {
     pub messages: u64,
     pub options: MailboxOptions,
     pub created: Timestamp,
+    /// Set by the administrator, not yet changed by the owner: logins are refused.
+    /// (Records written before this field existed read as `false`.)
+    #[serde(default)]
+    pub password_provisional: bool,
+    /// When the password last changed (`None`: never since the mailbox was created).
+    #[serde(default)]
+    pub password_changed: Option<Timestamp>,
 }
 
 /// A mailbox as shown to administrators.
@@ -49,6 +56,9 @@ pub struct MailboxInfo {
     pub messages: u64,
     pub options: MailboxOptions,
     pub created: Timestamp,
+    /// The owner must change the password before using the mailbox.
+    #[serde(default)]
+    pub password_provisional: bool,
 }
 
 impl From<&MailboxRecord> for MailboxInfo {
@@ -60,25 +70,39 @@ impl From<&MailboxRecord> for MailboxInfo {
             messages: r.messages,
             options: r.options.clone(),
             created: r.created,
+            password_provisional: r.password_provisional,
         }
     }
 }
 
-/// A password in clear, redacted in `Debug`.
-#[derive(Clone, Deserialize)]
-#[serde(transparent)]
-pub struct Password(String);
-
-impl Password {
-    pub fn new(p: impl Into<String>) -> Self {
-        Self(p.into())
-    }
+/// The outcome of checking a login password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordCheck {
+    /// Wrong password, or no such mailbox.
+    Wrong,
+    /// Right, and the owner's own.
+    Valid,
+    /// Right, but provisional: the owner must change it before using the mailbox.
+    MustChange,
 }
 
-impl std::fmt::Debug for Password {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Password(<redacted>)")
-    }
+/// A new password as stored by [`Op::MailboxUpdate`].
+#[derive(Debug, Clone)]
+pub struct PasswordUpdate {
+    pub hash: String,
+    pub provisional: bool,
+    pub changed: Timestamp,
+}
+
+/// Why [`Store::change_own_password`] refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PasswordChangeError {
+    #[error("the current password is wrong")]
+    WrongCurrent,
+    #[error(transparent)]
+    Weak(#[from] WeakPassword),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Input of [`Store::add_mailbox`].
@@ -90,20 +114,14 @@ pub struct NewMailbox {
     pub quota_bytes: Option<u64>,
     #[serde(default)]
     pub options: MailboxOptions,
+    /// The owner must change the password at first login (what an administrator
+    /// creating a mailbox for someone else wants).
+    #[serde(default)]
+    pub provisional: bool,
 }
 
 pub(crate) fn mailbox_key(a: &PecAddress) -> String {
     a.key()
-}
-
-fn hash_password(p: &Password) -> Result<String, StoreError> {
-    let mut salt = [0u8; 16];
-    openssl::rand::rand_bytes(&mut salt).map_err(|e| StoreError::Password(e.to_string()))?;
-    let salt = SaltString::encode_b64(&salt).map_err(|e| StoreError::Password(e.to_string()))?;
-    Argon2::default()
-        .hash_password(p.0.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| StoreError::Password(e.to_string()))
 }
 
 pub(crate) fn apply_add(
@@ -127,7 +145,7 @@ pub(crate) fn apply_add(
 pub(crate) fn apply_update(
     tx: &Tx,
     address: &PecAddress,
-    password_hash: &Option<String>,
+    password: &Option<PasswordUpdate>,
     quota: Option<u64>,
     options: &Option<MailboxOptions>,
 ) -> TxResult<()> {
@@ -136,8 +154,10 @@ pub(crate) fn apply_update(
     else {
         return abort(StoreError::NoSuchMailbox(address.to_string()));
     };
-    if let Some(h) = password_hash {
-        rec.password_hash = h.clone();
+    if let Some(p) = password {
+        rec.password_hash = p.hash.clone();
+        rec.password_provisional = p.provisional;
+        rec.password_changed = Some(p.changed);
     }
     if let Some(q) = quota {
         rec.quota_bytes = q;
@@ -171,7 +191,7 @@ impl Store {
         self.check_domain(&req.address)?;
         let rec = MailboxRecord {
             address: req.address.clone(),
-            password_hash: hash_password(&req.password)?,
+            password_hash: password::hash(&req.password)?,
             quota_bytes: req
                 .quota_bytes
                 .unwrap_or(self.options().default_quota_bytes),
@@ -179,10 +199,20 @@ impl Store {
             messages: 0,
             options: req.options,
             created: self.options().clock.now(),
+            password_provisional: req.provisional,
+            password_changed: None,
         };
         let ev = self.admin_event(
             &req.address,
-            format!("mailbox added, quota {} bytes", rec.quota_bytes),
+            format!(
+                "mailbox added, quota {} bytes{}",
+                rec.quota_bytes,
+                if req.provisional {
+                    ", provisional password"
+                } else {
+                    ""
+                }
+            ),
         );
         self.commit(Batch::new().push(Op::MailboxAdd(rec.clone())).trace(ev))?;
         Ok(MailboxInfo::from(&rec))
@@ -240,20 +270,65 @@ impl Store {
         Ok(out)
     }
 
+    /// Sets a password as the administrator (a reset): `provisional` makes the owner
+    /// change it at the next login.
     pub fn set_password(
         &self,
         address: &PecAddress,
         password: &Password,
+        provisional: bool,
     ) -> Result<(), StoreError> {
-        let h = hash_password(password)?;
-        let ev = self.admin_event(address, "password changed".into());
+        let h = password::hash(password)?;
+        let ev = self.admin_event(
+            address,
+            if provisional {
+                "password reset by the administrator (provisional)".into()
+            } else {
+                "password changed by the administrator".into()
+            },
+        );
         let op = Op::MailboxUpdate {
             address: address.clone(),
-            password_hash: Some(h),
+            password: Some(PasswordUpdate {
+                hash: h,
+                provisional,
+                changed: self.options().clock.now(),
+            }),
             quota: None,
             options: None,
         };
         self.commit(Batch::new().push(op).trace(ev)).map(|_| ())
+    }
+
+    /// The owner changes their own password: `current` must be right (provisional or
+    /// not), `new` must meet [`password::check_strength`] and differ from `current`.
+    /// Recorded in the trace. Ending the owner's other sessions is the caller's part.
+    pub fn change_own_password(
+        &self,
+        address: &PecAddress,
+        current: &Password,
+        new: &Password,
+    ) -> Result<(), PasswordChangeError> {
+        if self.verify_password(address, current)? == PasswordCheck::Wrong {
+            return Err(PasswordChangeError::WrongCurrent);
+        }
+        password::check_strength(new, address)?;
+        if new.as_str() == current.as_str() {
+            return Err(WeakPassword::Unchanged.into());
+        }
+        let ev = self.admin_event(address, "password changed by the owner".into());
+        let op = Op::MailboxUpdate {
+            address: address.clone(),
+            password: Some(PasswordUpdate {
+                hash: password::hash(new)?,
+                provisional: false,
+                changed: self.options().clock.now(),
+            }),
+            quota: None,
+            options: None,
+        };
+        self.commit(Batch::new().push(op).trace(ev))?;
+        Ok(())
     }
 
     /// Sets the quota (it may be below the current usage: further deliveries are refused).
@@ -261,7 +336,7 @@ impl Store {
         let ev = self.admin_event(address, format!("quota set to {quota_bytes} bytes"));
         let op = Op::MailboxUpdate {
             address: address.clone(),
-            password_hash: None,
+            password: None,
             quota: Some(quota_bytes),
             options: None,
         };
@@ -276,27 +351,29 @@ impl Store {
         let ev = self.admin_event(address, format!("options set: {options:?}"));
         let op = Op::MailboxUpdate {
             address: address.clone(),
-            password_hash: None,
+            password: None,
             quota: None,
             options: Some(options),
         };
         self.commit(Batch::new().push(op).trace(ev)).map(|_| ())
     }
 
-    /// Checks a login. `Ok(false)` for a wrong password or an unknown mailbox (a dummy
-    /// hash is verified then, so both take the same time).
+    /// Checks a login password. [`PasswordCheck::Wrong`] for a wrong password or an
+    /// unknown mailbox (a dummy hash is verified then, so both take the same time).
     pub fn verify_password(
         &self,
         address: &PecAddress,
         password: &Password,
-    ) -> Result<bool, StoreError> {
-        const DUMMY: &str = "$argon2id$v=19$m=19456,t=2,p=1$AAAAAAAAAAAAAAAAAAAAAA$4Vh4wOfGI/ubZ3f6NbOVTKhZlVgI6dz3GNjJE2GixxE";
+    ) -> Result<PasswordCheck, StoreError> {
         let rec = self.mailbox_record(address)?;
-        let stored = rec.as_ref().map_or(DUMMY, |r| r.password_hash.as_str());
-        let parsed = PasswordHash::new(stored).map_err(|e| StoreError::Password(e.to_string()))?;
-        let ok = Argon2::default()
-            .verify_password(password.0.as_bytes(), &parsed)
-            .is_ok();
-        Ok(ok && rec.is_some())
+        let stored = rec
+            .as_ref()
+            .map_or(password::DUMMY_HASH, |r| r.password_hash.as_str());
+        let ok = password::matches(password, stored)?;
+        Ok(match rec {
+            Some(r) if ok && r.password_provisional => PasswordCheck::MustChange,
+            Some(_) if ok => PasswordCheck::Valid,
+            _ => PasswordCheck::Wrong,
+        })
     }
 }

@@ -591,6 +591,7 @@ mod tests {
             password: Password::new("pw"),
             quota_bytes: Some(1000),
             options: Default::default(),
+            provisional: false,
         })
         .expect("mailbox");
     }

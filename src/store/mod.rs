@@ -47,6 +47,7 @@ pub mod changes;
 mod commit;
 pub mod mailbox;
 pub mod messages;
+pub mod password;
 pub mod pending;
 pub mod queue;
 mod retention;

@@ -7,7 +7,8 @@ use jiff::{SignedDuration, Timestamp};
 use super::*;
 use crate::clock::{Clock, ManualClock};
 use crate::pec::address::PecAddress;
-use crate::store::mailbox::Password;
+use crate::store::mailbox::{Password, PasswordChangeError, PasswordCheck};
+use crate::store::password::WeakPassword;
 use crate::trace::checkpoint::{cert_sha256, tests::test_signer};
 use crate::trace::{EventKind, TraceEvent, TraceQuery};
 
@@ -34,6 +35,7 @@ fn add(s: &Store, a: &str, quota: u64) {
         password: Password::new("pw"),
         quota_bytes: Some(quota),
         options: Default::default(),
+        provisional: false,
     })
     .unwrap();
 }
@@ -147,6 +149,7 @@ fn mailbox_admin_table() {
                     password: Password::new("x"),
                     quota_bytes: None,
                     options: Default::default(),
+                    provisional: false,
                 })
                 .map(|_| ()),
             "add-foreign" => s
@@ -155,9 +158,10 @@ fn mailbox_admin_table() {
                     password: Password::new("x"),
                     quota_bytes: None,
                     options: Default::default(),
+                    provisional: false,
                 })
                 .map(|_| ()),
-            "passwd" => s.set_password(&addr("bob@example.it"), &Password::new("new")),
+            "passwd" => s.set_password(&addr("bob@example.it"), &Password::new("new"), true),
             "quota" => s.set_quota(&addr("bob@example.it"), 5),
             "del-missing" => s.delete_mailbox(&addr("nobody@example.it")),
             _ => unreachable!(),
@@ -168,18 +172,49 @@ fn mailbox_admin_table() {
             (g, w) => panic!("{what}: got {g:?}, want {w:?}"),
         }
     }
+    let check = |a: &str, p: &str| s.verify_password(&addr(a), &Password::new(p)).unwrap();
+    // A reset by the administrator is provisional.
+    assert_eq!(check("bob@example.it", "new"), PasswordCheck::MustChange);
+    assert_eq!(check("bob@example.it", "pw"), PasswordCheck::Wrong);
+    assert_eq!(check("ghost@example.it", "new"), PasswordCheck::Wrong);
     assert!(
-        s.verify_password(&addr("bob@example.it"), &Password::new("new"))
+        s.mailbox(&addr("bob@example.it"))
             .unwrap()
-    );
-    assert!(
-        !s.verify_password(&addr("bob@example.it"), &Password::new("pw"))
             .unwrap()
+            .password_provisional
     );
-    assert!(
-        !s.verify_password(&addr("ghost@example.it"), &Password::new("new"))
-            .unwrap()
+    // The owner's change: the current password right, the new one strong and different.
+    let change = |cur: &str, new: &str| {
+        s.change_own_password(
+            &addr("bob@example.it"),
+            &Password::new(cur),
+            &Password::new(new),
+        )
+    };
+    assert!(matches!(
+        change("wrong", "Corretto-Cavallo-9"),
+        Err(PasswordChangeError::WrongCurrent)
+    ));
+    assert!(matches!(
+        change("new", "short"),
+        Err(PasswordChangeError::Weak(WeakPassword::TooShort))
+    ));
+    assert!(matches!(
+        change("new", "Bob-example-1234"),
+        Err(PasswordChangeError::Weak(WeakPassword::ContainsAddress))
+    ));
+    change("new", "Corretto-Cavallo-9").unwrap();
+    assert_eq!(
+        check("bob@example.it", "Corretto-Cavallo-9"),
+        PasswordCheck::Valid
     );
+    assert_eq!(check("bob@example.it", "new"), PasswordCheck::Wrong);
+    assert!(matches!(
+        change("Corretto-Cavallo-9", "Corretto-Cavallo-9"),
+        Err(PasswordChangeError::Weak(WeakPassword::Unchanged))
+    ));
+    let info = s.mailbox(&addr("bob@example.it")).unwrap().unwrap();
+    assert!(!info.password_provisional);
     let l = s.list_mailboxes().unwrap();
     assert_eq!(l.len(), 1);
     assert_eq!(l[0].quota_bytes, 5);

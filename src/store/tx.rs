@@ -170,10 +170,10 @@ pub(crate) fn apply_op(
         Op::MailboxAdd(rec) => mailbox::apply_add(tx, log, rec, id)?,
         Op::MailboxUpdate {
             address,
-            password_hash,
+            password,
             quota,
             options,
-        } => mailbox::apply_update(tx, address, password_hash, *quota, options)?,
+        } => mailbox::apply_update(tx, address, password, *quota, options)?,
         Op::FolderCreate { mailbox, name } => {
             messages::apply_folder_create(tx, log, mailbox, name, id, now)?
         }

@@ -68,7 +68,7 @@ impl Server {
             addrs: Vec::new(),
         };
         for (addr, pw) in mailboxes {
-            s.admin(&["mailbox", "add", addr, "--password", pw]);
+            s.admin(&["mailbox", "add", addr, "--password", pw, "--keep-password"]);
         }
         s
     }

@@ -21,6 +21,7 @@ fn add(s: &Store) {
         password: Password::new("pw"),
         quota_bytes: Some(1 << 30),
         options: Default::default(),
+        provisional: false,
     })
     .unwrap();
 }

@@ -11,24 +11,27 @@ export const USING = [
 export const PEC = 'urn:pecd:params:jmap:pec';
 
 export class HttpError extends Error {
-  constructor(status, detail, type) {
+  constructor(status, detail, type, motivo) {
     super(detail || `HTTP ${status}`);
     this.status = status;
     this.type = type;
+    this.motivo = motivo; // the reason in Italian, where the server gives one
   }
 }
 
 async function problem(res) {
   let detail = res.statusText;
   let type;
+  let motivo;
   try {
     const j = await res.json();
     detail = j.detail || j.description || detail;
     type = j.type;
+    motivo = j.motivo;
   } catch {
     /* not JSON */
   }
-  return new HttpError(res.status, detail, type);
+  return new HttpError(res.status, detail, type, motivo);
 }
 
 function fill(template, vars) {
@@ -41,6 +44,7 @@ export class Client {
     this.accountId = null;
     this.username = null;
     this.session = null;
+    this.mustChangePassword = false;
     this.onUnauthorized = () => {};
   }
 
@@ -48,6 +52,7 @@ export class Client {
     this.csrf = me.csrfToken;
     this.accountId = me.accountId;
     this.username = me.username;
+    this.mustChangePassword = !!me.mustChangePassword;
   }
 
   async login(username, password) {
@@ -59,6 +64,20 @@ export class Client {
     });
     if (!res.ok) throw await problem(res);
     this.adopt(await res.json());
+    // With a provisional password only the password change is open.
+    if (!this.mustChangePassword) await this.loadSession();
+  }
+
+  /** The owner's password change; the session goes on (unrestricted) after it. */
+  async changePassword(currentPassword, newPassword) {
+    const res = await fetch('/auth/password', {
+      method: 'POST',
+      credentials: 'same-origin',
+      headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': this.csrf || '' },
+      body: JSON.stringify({ currentPassword, newPassword }),
+    });
+    if (!res.ok) throw await problem(res);
+    this.mustChangePassword = false;
     await this.loadSession();
   }
 
@@ -68,7 +87,7 @@ export class Client {
     if (res.status === 401) return false;
     if (!res.ok) throw await problem(res);
     this.adopt(await res.json());
-    await this.loadSession();
+    if (!this.mustChangePassword) await this.loadSession();
     return true;
   }
 

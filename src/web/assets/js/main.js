@@ -8,6 +8,7 @@ import { t, applyI18n, setLang, getLang, bytes, dateTime } from './i18n.js';
 import { Reader } from './reader.js';
 import { Composer } from './compose.js';
 import { kindBadge } from './badges.js';
+import { Account } from './account.js';
 
 const PAGE = 20;
 const ROLE_ORDER = ['inbox', 'sent', 'drafts', 'archive', 'junk', 'trash'];
@@ -28,12 +29,28 @@ const state = {
 
 let reader;
 let composer;
+let account;
 
 function show(view) {
   $('#login-view').hidden = view !== 'login';
   $('#mail-view').hidden = view !== 'mail';
-  $('#logout').hidden = view !== 'mail';
-  $('#whoami').hidden = view !== 'mail';
+  $('#account-view').hidden = view !== 'account';
+  $('#logout').hidden = view === 'login';
+  $('#whoami').hidden = view === 'login';
+  $('#account-btn').hidden = view !== 'mail';
+}
+
+/** The settings page; `forced` after a login with a provisional password. */
+function openAccount(forced) {
+  show('account');
+  $('#whoami').textContent = client.username;
+  account.open(forced);
+}
+
+/** Where a logged-in user lands: the mail, or the forced password change. */
+async function enter() {
+  if (client.mustChangePassword) openAccount(true);
+  else await enterMail();
 }
 
 function folderName(m) {
@@ -65,7 +82,7 @@ async function onLogin(e) {
   try {
     await client.login(user, pass);
     $('#login-pass').value = '';
-    await enterMail();
+    await enter();
   } catch (ex) {
     err.textContent = ex instanceof HttpError && ex.status === 401
       ? t('login.bad')
@@ -353,6 +370,10 @@ function wire() {
     toLogin();
   });
   $('#compose-btn').addEventListener('click', openCompose);
+  $('#account-btn').addEventListener('click', () => openAccount(false));
+  $('#account-back').addEventListener('click', async () => {
+    await enterMail();
+  });
   $('#c-cancel').addEventListener('click', () => {
     closeCompose();
     $('#compose-btn').focus();
@@ -394,6 +415,7 @@ function wire() {
     }
   });
   client.onUnauthorized = () => toLogin(t('error.session'));
+  account = new Account(client, { onChanged: enterMail });
   reader = new Reader(client, $('#reader-body'), { onOpenMessage: openMessage, roleOf });
   composer = new Composer(client, {
     mailboxByRole,
@@ -408,7 +430,7 @@ async function boot() {
   wire();
   try {
     if (await client.resume()) {
-      await enterMail();
+      await enter();
       return;
     }
   } catch {

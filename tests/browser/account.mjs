@@ -1,0 +1,139 @@
+// The owner's settings page in a real browser (Debian's chromium, playwright-core): a
+// login with a provisional password lands on the forced password change and nowhere
+// else; a mismatch and a weak password are refused with Italian reasons tied to their
+// field; the change by keyboard alone opens the mail; the settings page is reachable
+// from the header and goes back. axe-core checks each screen. Run by tests/passwords.rs:
+//   PECD_URL, PECD_USER, PECD_PASS   the provider and a mailbox with a provisional password
+//   PECD_NEW_PASS                    the new password to choose
+//   PECD_SCREENSHOTS                 where to write one PNG per screen (account-*.png)
+// Prints "ok - <what>" per step; the last line is "N passed, 0 failed" (exit 0).
+
+import assert from 'node:assert/strict';
+import { launch, axe } from './lib.mjs';
+import fs from 'node:fs';
+import path from 'node:path';
+
+const env = (k) => {
+  const v = process.env[k];
+  if (!v) throw new Error(`${k} is not set`);
+  return v;
+};
+const URL_ = env('PECD_URL');
+const USER = env('PECD_USER');
+const PASS = env('PECD_PASS');
+const NEW = env('PECD_NEW_PASS');
+const dir = process.env.PECD_SCREENSHOTS || 'target/webmail-screenshots';
+fs.mkdirSync(dir, { recursive: true });
+const shot = async (page, name) => {
+  const file = path.join(dir, `account-${name}.png`);
+  await page.screenshot({ path: file });
+  console.log(`screenshot ${file}`);
+};
+
+let passed = 0;
+let failed = 0;
+async function step(what, f) {
+  try {
+    await f();
+    passed += 1;
+    console.log(`ok - ${what}`);
+  } catch (e) {
+    failed += 1;
+    console.log(`not ok - ${what}\n  ${String(e.stack || e).split('\n').join('\n  ')}`);
+    e.reported = true;
+    throw e;
+  }
+}
+async function checkAxe(page, name) {
+  const bad = await axe(page, name);
+  if (bad.length) {
+    failed += 1;
+    console.log(`not ok - axe: serious or critical violations on ${name}`);
+  } else {
+    passed += 1;
+    console.log(`ok - axe: no serious or critical violation on ${name}`);
+  }
+}
+
+const b = await launch();
+const page = await b.context.newPage();
+const errors = [];
+page.on('pageerror', (e) => errors.push(e.message));
+page.on('console', (m) => {
+  // 401/403/422 answers are expected in these steps; the page handles them.
+  if (m.type() === 'error' && !/\b(401|403|422)\b/.test(m.text())) errors.push(m.text());
+});
+
+try {
+  await step('a provisional password leads to the forced change, and only there', async () => {
+    await page.goto(URL_);
+    await page.waitForSelector('#login-view:not([hidden])');
+    await page.fill('#login-user', USER);
+    await page.fill('#login-pass', PASS);
+    await page.press('#login-pass', 'Enter');
+    await page.waitForSelector('#account-view:not([hidden])');
+    assert.match(await page.textContent('#account-forced'), /provvisoria/);
+    assert.equal(await page.isHidden('#mail-view'), true);
+    assert.equal(await page.isHidden('#account-back'), true, 'no way around the change');
+    assert.equal(await page.evaluate(() => document.activeElement.id), 'pw-current');
+    // The JMAP API stays closed meanwhile, whatever the page does.
+    const r = await page.evaluate(async () => (await fetch('/jmap/session')).status);
+    assert.equal(r, 403);
+    await shot(page, '01-forced');
+  });
+  await checkAxe(page, 'forced password change');
+
+  await step('a mismatch and a weak password are refused, tied to their field', async () => {
+    await page.fill('#pw-current', PASS);
+    await page.fill('#pw-new', NEW);
+    await page.fill('#pw-confirm', `${NEW}x`);
+    await page.press('#pw-confirm', 'Enter');
+    await page.waitForSelector('#pw-result .alert-danger');
+    assert.match(await page.textContent('#pw-result'), /non coincidono/);
+    assert.equal(await page.getAttribute('#pw-confirm', 'aria-invalid'), 'true');
+    await page.fill('#pw-new', 'corta');
+    await page.fill('#pw-confirm', 'corta');
+    await page.press('#pw-confirm', 'Enter');
+    await page.waitForFunction(() => /almeno 10 caratteri/.test(document.querySelector('#pw-result').textContent));
+    assert.equal(await page.getAttribute('#pw-new', 'aria-invalid'), 'true');
+    assert.equal(await page.evaluate(() => document.activeElement.id), 'pw-new');
+    await shot(page, '02-weak');
+  });
+  await checkAxe(page, 'refused password');
+
+  await step('the change by keyboard alone opens the mail', async () => {
+    await page.fill('#pw-new', '');
+    await page.keyboard.type(NEW);
+    await page.keyboard.press('Tab'); // past the rules' text to the confirmation
+    await page.keyboard.type(NEW);
+    await page.keyboard.press('Enter');
+    await page.waitForSelector('#mail-view:not([hidden])');
+    await page.waitForSelector('#folder-list button.folder');
+    assert.equal(await page.isHidden('#account-view'), true);
+  });
+
+  await step('the settings page is reachable from the header and goes back', async () => {
+    await page.click('#account-btn');
+    await page.waitForSelector('#account-view:not([hidden])');
+    assert.equal(await page.isHidden('#account-forced'), true);
+    assert.equal(await page.isVisible('#account-back'), true);
+    await shot(page, '03-settings');
+    await page.click('#account-back');
+    await page.waitForSelector('#mail-view:not([hidden])');
+  });
+  await checkAxe(page, 'settings');
+
+  await step('no script error', async () => {
+    assert.deepEqual(errors, []);
+  });
+} catch (e) {
+  if (!e.reported) {
+    failed += 1;
+    console.log(`not ok - ${String(e.stack || e).split('\n').join('\n  ')}`);
+  }
+  await shot(page, 'zz-failure').catch(() => {});
+} finally {
+  await b.close();
+}
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,84 @@
+"""Logins as a mail client makes them, for pecd's password tests: Python's imaplib,
+poplib and smtplib over real TLS, trusting only the dev CA.
+
+Usage: login_probe.py SCENARIO HOST IMAP_PORT POP3_PORT SMTPS_PORT CA_FILE USER PASSWORD
+
+  logins  one login per protocol; prints {"imap": ..., "pop3": ..., "smtp": ...}, each
+          "ok" or the server's refusal text
+  held    logs in on IMAP and POP3, prints {"ready": true}, waits for a line on stdin,
+          then sends IMAP NOOP and POP3 STAT on the same connections and prints what
+          each got ("ok", or the server's words as the connection ended)
+"""
+import imaplib
+import json
+import poplib
+import smtplib
+import ssl
+import sys
+
+scenario, host, imap_port, pop_port, smtps_port, ca, user, pw = sys.argv[1:9]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.check_hostname = False  # the dev certificate names the provider's hosts; we dial 127.0.0.1
+
+
+def imap_login():
+    m = imaplib.IMAP4_SSL(host, int(imap_port), ssl_context=ctx, timeout=60)
+    m.login(user, pw)
+    return m
+
+
+def pop_login():
+    p = poplib.POP3_SSL(host, int(pop_port), context=ctx, timeout=60)
+    p.user(user)
+    p.pass_(pw)
+    return p
+
+
+def text(e):
+    s = e.args[0] if e.args else str(e)
+    return s.decode(errors="replace") if isinstance(s, bytes) else str(s)
+
+
+if scenario == "logins":
+    out = {}
+    try:
+        imap_login().logout()
+        out["imap"] = "ok"
+    except imaplib.IMAP4.error as e:
+        out["imap"] = text(e)
+    try:
+        pop_login().quit()
+        out["pop3"] = "ok"
+    except poplib.error_proto as e:
+        out["pop3"] = text(e)
+    try:
+        s = smtplib.SMTP_SSL(host, int(smtps_port), context=ctx, timeout=60)
+        s.login(user, pw)
+        s.quit()
+        out["smtp"] = "ok"
+    except smtplib.SMTPAuthenticationError as e:
+        out["smtp"] = f"{e.smtp_code} {e.smtp_error.decode(errors='replace')}"
+    print(json.dumps(out))
+elif scenario == "held":
+    m = imap_login()
+    p = pop_login()
+    print(json.dumps({"ready": True}), flush=True)
+    sys.stdin.readline()
+    out = {}
+    try:
+        typ, data = m.noop()
+        out["imap"] = "ok" if typ == "OK" else f"{typ} {data}"
+    except imaplib.IMAP4.abort as e:
+        out["imap"] = text(e)
+    except (OSError, imaplib.IMAP4.error) as e:
+        out["imap"] = f"error: {e}"
+    try:
+        p.stat()
+        out["pop3"] = "ok"
+    except poplib.error_proto as e:
+        out["pop3"] = text(e)
+    except OSError as e:
+        out["pop3"] = f"error: {e}"
+    print(json.dumps(out))
+else:
+    sys.exit(f"unknown scenario {scenario}")

@@ -1,0 +1,237 @@
+//! The owner's password (#10 "Passwords") against a real `pecd serve`: a mailbox the
+//! administrator creates is unusable until its owner changes the provisional password
+//! (IMAP `[ALERT]`, POP3 `-ERR [AUTH]`, SMTP 535, all naming the webmail; the web login
+//! leads to the change and nothing else), the self-service change over HTTPS (current
+//! password, strength rule with Italian reasons), and a change ending every other session
+//! on every protocol at once, recorded in the trace. Clients: Python's imaplib, poplib
+//! and smtplib, and curl.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::jmap::{Reply, Web, have_curl};
+use common::server::Server;
+use serde_json::{Value, json};
+
+const DOMAIN: &str = "pec.pw.test";
+
+fn probe(s: &Server, scenario: &str, user: &str, pw: &str) -> std::process::Child {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/login_probe.py");
+    Command::new("python3")
+        .arg(script)
+        .arg(scenario)
+        .arg("127.0.0.1")
+        .args([
+            s.addr("imaps").port().to_string(),
+            s.addr("pop3s").port().to_string(),
+            s.addr("smtps").port().to_string(),
+        ])
+        .arg(s.ca())
+        .args([user, pw])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python3")
+}
+
+fn logins(s: &Server, user: &str, pw: &str) -> Value {
+    let out = probe(s, "logins", user, pw).wait_with_output().unwrap();
+    assert!(out.status.success(), "login_probe failed");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn login(web: &Web, user: &str, pw: &str) -> Reply {
+    let body = json!({"username": user, "password": pw, "bearer": true}).to_string();
+    web.request(
+        "POST",
+        "/auth/login",
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &body,
+        ],
+    )
+}
+
+fn change(web: &Web, token: &str, current: &str, new: &str) -> Reply {
+    let body = json!({"currentPassword": current, "newPassword": new}).to_string();
+    let auth = format!("Authorization: Bearer {token}");
+    web.request(
+        "POST",
+        "/auth/password",
+        &[
+            "-H",
+            &auth,
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &body,
+        ],
+    )
+}
+
+fn session_status(web: &Web, token: &str) -> Reply {
+    let auth = format!("Authorization: Bearer {token}");
+    web.request("GET", "/jmap/session", &["-H", &auth])
+}
+
+#[test]
+fn a_provisional_password_must_be_changed_and_a_change_ends_every_session() {
+    if !have_curl() || !common::have("python3", "password tests") {
+        return;
+    }
+    let mut s = Server::new(DOMAIN, &[]);
+    s.enable(&["imaps", "pop3s"]);
+    let owner = format!("titolare@{DOMAIN}");
+    // The administrator creates it: the password is provisional.
+    s.admin(&["mailbox", "add", &owner, "--password", "Provvisoria-2026"]);
+    s.start();
+    let web = Web::of(&s);
+    let url = format!("https://mail.{DOMAIN}:{}/", s.addr("https").port());
+
+    // Every mail protocol refuses it and says where to change it.
+    let r = logins(&s, &owner, "Provvisoria-2026");
+    let imap = r["imap"].as_str().unwrap();
+    assert!(
+        imap.starts_with("[ALERT]") && imap.contains("provisional") && imap.contains(&url),
+        "{r}"
+    );
+    assert!(
+        r["pop3"].as_str().unwrap().starts_with("-ERR [AUTH]"),
+        "{r}"
+    );
+    assert!(r["pop3"].as_str().unwrap().contains(&url), "{r}");
+    assert!(r["smtp"].as_str().unwrap().starts_with("535 5.7.8"), "{r}");
+    assert!(r["smtp"].as_str().unwrap().contains(&url), "{r}");
+
+    // The web login works, but leads only to the change.
+    let l = login(&web, &owner, "Provvisoria-2026");
+    assert_eq!(l.status, 200);
+    assert_eq!(l.json()["mustChangePassword"], true);
+    let token = l.json()["bearerToken"].as_str().unwrap().to_string();
+    let refused = session_status(&web, &token);
+    assert_eq!(refused.status, 403);
+    assert_eq!(
+        refused.json()["type"],
+        "urn:pecd:error:passwordChangeRequired"
+    );
+    // A second session opened with the provisional password, to be ended by the change.
+    let other = login(&web, &owner, "Provvisoria-2026").json()["bearerToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Bad changes are refused with a reason in English and Italian.
+    let weak = change(&web, &token, "Provvisoria-2026", "corta");
+    assert_eq!(weak.status, 422);
+    assert_eq!(weak.json()["type"], "urn:pecd:error:weakPassword");
+    assert!(
+        weak.json()["motivo"]
+            .as_str()
+            .unwrap()
+            .contains("almeno 10 caratteri"),
+        "{}",
+        weak.json()
+    );
+    let named = change(&web, &token, "Provvisoria-2026", "Titolare-12345");
+    assert_eq!(named.status, 422, "the user name inside is refused");
+    let wrong = change(&web, &token, "Sbagliata-2026", "Nuova-Password-77");
+    assert_eq!(wrong.status, 403);
+    assert_eq!(wrong.json()["type"], "urn:pecd:error:wrongPassword");
+
+    // The change: the caller's session goes on, unrestricted; the other one ends.
+    let ok = change(&web, &token, "Provvisoria-2026", "Nuova-Password-77");
+    assert_eq!(ok.status, 200, "{}", String::from_utf8_lossy(&ok.body));
+    assert_eq!(session_status(&web, &token).status, 200);
+    assert_eq!(session_status(&web, &other).status, 401);
+
+    // Every protocol at once: the new password works, the old one no longer does.
+    let r = logins(&s, &owner, "Nuova-Password-77");
+    assert_eq!(r, json!({"imap": "ok", "pop3": "ok", "smtp": "ok"}));
+    let r = logins(&s, &owner, "Provvisoria-2026");
+    assert!(
+        r["imap"].as_str().unwrap().contains("AUTHENTICATIONFAILED"),
+        "{r}"
+    );
+    assert!(r["smtp"].as_str().unwrap().starts_with("535"), "{r}");
+
+    // Sessions open on IMAP and POP3 end when the password changes again.
+    let mut held = probe(&s, "held", &owner, "Nuova-Password-77");
+    let mut out = BufReader::new(held.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), r#"{"ready": true}"#);
+    let again = change(&web, &token, "Nuova-Password-77", "Terza-Password-88");
+    assert_eq!(again.status, 200);
+    held.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    held.wait().unwrap();
+    let r: Value = serde_json::from_str(&line).unwrap();
+    assert!(
+        r["imap"].as_str().unwrap().contains("credentials changed"),
+        "{r}"
+    );
+    assert!(
+        r["pop3"].as_str().unwrap().contains("credentials changed"),
+        "{r}"
+    );
+
+    // An administrator's reset makes it provisional again, and ends the web session.
+    s.admin(&[
+        "mailbox",
+        "passwd",
+        &owner,
+        "--password",
+        "Reimpostata-2026",
+    ]);
+    assert_eq!(session_status(&web, &token).status, 401);
+    let r = logins(&s, &owner, "Reimpostata-2026");
+    assert!(r["imap"].as_str().unwrap().starts_with("[ALERT]"), "{r}");
+
+    // The trace log has every change.
+    let log = s.admin(&["log", "--mailbox", &owner]);
+    assert_eq!(
+        log.matches("password changed by the owner").count(),
+        2,
+        "{log}"
+    );
+    assert!(log.contains("password reset by the administrator"), "{log}");
+    assert!(log.contains("mailbox added"), "{log}");
+}
+
+#[test]
+fn the_forced_change_in_a_real_browser() {
+    if !common::web::have_browser_tools() || !have_curl() {
+        return;
+    }
+    let mut s = Server::new(DOMAIN, &[]);
+    s.enable(&["imaps", "pop3s"]);
+    let owner = format!("ufficio@{DOMAIN}");
+    s.admin(&["mailbox", "add", &owner, "--password", "Provvisoria-2026"]);
+    s.start();
+    let web = Web::of(&s);
+    let (ok, out) = common::web::run_script(
+        "account.mjs",
+        &[
+            ("PECD_URL", web.base.clone()),
+            ("PECD_USER", owner.clone()),
+            ("PECD_PASS", "Provvisoria-2026".into()),
+            ("PECD_NEW_PASS", "Scelta-Dal-Titolare-9".into()),
+        ],
+    );
+    println!("{out}");
+    assert!(ok, "the account page's browser test failed:\n{out}");
+    assert!(
+        out.lines().any(|l| l.trim().ends_with("passed, 0 failed")),
+        "no summary line:\n{out}"
+    );
+    // The browser's change took effect for the mail clients too.
+    let r = logins(&s, &owner, "Scelta-Dal-Titolare-9");
+    assert_eq!(r["smtp"], "ok", "{r}");
+}
