@@ -28,6 +28,9 @@
 //! | `{"op":"mailbox_passwd","address":A,"password":P,"provisional":B}` | — | `{}` |
 //! | `{"op":"mailbox_quota","address":A,"bytes":N}` | — | `{}` |
 //! | `{"op":"mailbox_options","address":A,"options":MailboxOptions}` | — | `{}` |
+//! | `{"op":"card_add","address":A,"pem":PEM}` | — | `{"cards":[CardCert]}` (the one added) |
+//! | `{"op":"card_del","address":A,"sha256":HEX}` | — | `{}` |
+//! | `{"op":"card_list","address":A}` | — | `{"cards":[CardCert..]}` |
 //! | `{"op":"log_query","msgid":..,"ident":..,"mailbox":..,"since":T,"until":T,"limit":N}` | `{"record":TraceRecord}` each | `{}` |
 //! | `{"op":"log_export"}` | `{"line":"<export line>"}` each | `{"lines":N}` |
 //! | `{"op":"log_verify","signer":SHA256\|null,"also_trusted":[SHA256..]}` | — | `{"report":VerifyReport}` |
@@ -126,6 +129,17 @@ pub enum Request {
         address: String,
         options: MailboxOptions,
     },
+    CardAdd {
+        address: String,
+        pem: String,
+    },
+    CardDel {
+        address: String,
+        sha256: String,
+    },
+    CardList {
+        address: String,
+    },
     LogQuery {
         msgid: Option<String>,
         ident: Option<String>,
@@ -186,6 +200,9 @@ pub struct Done {
     /// The size of a binary answer (the sum of its chunks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes: Option<u64>,
+    /// Smart cards of a mailbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cards: Option<Vec<crate::cns::CardCert>>,
 }
 
 /// [`VerifyReport`] on the wire (the report itself is serialize-only).
@@ -621,6 +638,48 @@ async fn handle(gw: &Arc<Gateway>, req: Request, w: &mut Writer) -> std::io::Res
             })
             .await
         }
+        Request::CardAdd { address, pem } => {
+            let cns = gw.cns.clone();
+            let now = gw.clock.now();
+            gw.blocking(move || -> anyhow::Result<Done> {
+                let a = parse_address(&address)?;
+                let card = crate::cns::for_association(cns.as_deref(), pem.as_bytes(), now)
+                    .context("the card certificate")?;
+                store
+                    .add_card(&a, &card)
+                    .with_context(|| format!("associating a card with {address}"))?;
+                Ok(Done {
+                    cards: Some(vec![card]),
+                    ..Done::default()
+                })
+            })
+            .await
+            .map_err(msg)
+        }
+        Request::CardDel { address, sha256 } => {
+            let r = mailbox_op(gw, address.clone(), "removing a card of", move |s, a| {
+                s.remove_card(a, &sha256)
+            })
+            .await;
+            if r.is_ok() {
+                // Sessions opened with that card end.
+                end_sessions(gw, &address);
+            }
+            r
+        }
+        Request::CardList { address } => gw
+            .blocking(move || -> anyhow::Result<Done> {
+                let a = parse_address(&address)?;
+                let cards = store
+                    .cards(&a)
+                    .with_context(|| format!("listing the cards of {address}"))?;
+                Ok(Done {
+                    cards: Some(cards),
+                    ..Done::default()
+                })
+            })
+            .await
+            .map_err(msg),
         Request::MailboxList => {
             let list = gw
                 .blocking(move || store.list_mailboxes().context("listing mailboxes"))

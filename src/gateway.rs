@@ -66,6 +66,8 @@ pub struct Gateway {
     pub trust: Option<Arc<TrustAnchors>>,
     /// The CRLs of `[trust] crl_dir` (rules §6.2 "check CRL"), reloaded on change.
     pub crls: Option<Arc<crate::pec::crl::CrlStore>>,
+    /// Smart-card (CNS) login: the CAs and CRLs of `[cns]`, when configured.
+    pub cns: Option<Arc<crate::cns::CnsTrust>>,
     pub store: Store,
     pub clock: SharedClock,
     pub limits: Limits,
@@ -140,6 +142,7 @@ impl Gateway {
         let signer = Arc::new(config.load_signer()?);
         let trust = config.load_trust()?.map(Arc::new);
         let crls = config.load_crls()?.map(Arc::new);
+        let cns = config.load_cns()?.map(Arc::new);
         let options = StoreOptions {
             group_commit: config.store.group_commit,
             clock: clock.clone(),
@@ -181,6 +184,7 @@ impl Gateway {
             signer,
             trust,
             crls,
+            cns,
             store,
             clock,
             limits,

@@ -30,6 +30,7 @@
 
 pub mod antivirus;
 pub mod clock;
+pub mod cns;
 pub mod config;
 pub mod control;
 pub mod evidence;

@@ -81,6 +81,11 @@ pub enum MailboxCommand {
         #[command(flatten)]
         cfg: ConfigArg,
     },
+    /// Smart cards (CNS) that may log in to a mailbox.
+    Cert {
+        #[command(subcommand)]
+        cmd: super::cards::CardCommand,
+    },
     /// Show or change a mailbox's options.
     Options {
         address: String,
@@ -154,7 +159,7 @@ pub fn open_admin_signing(config: &Config, signer: Option<Arc<Signer>>) -> anyho
 }
 
 /// Runs a request that returns no items on a running server.
-fn remote(c: &mut Client, req: &Request) -> anyhow::Result<pecd::control::Done> {
+pub(super) fn remote(c: &mut Client, req: &Request) -> anyhow::Result<pecd::control::Done> {
     c.call(req, |i| {
         anyhow::bail!("unexpected item from the server: {i:?}")
     })
@@ -188,12 +193,13 @@ fn describe_options(o: &MailboxOptions) -> String {
     format!("accept-anomalies={}", o.accept_anomalies)
 }
 
-fn address(s: &str) -> anyhow::Result<PecAddress> {
+pub(super) fn address(s: &str) -> anyhow::Result<PecAddress> {
     pecd::control::parse_address(s)
 }
 
 pub fn run(cmd: MailboxCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        MailboxCommand::Cert { cmd } => return super::cards::run(cmd),
         MailboxCommand::Add {
             address: a,
             password,

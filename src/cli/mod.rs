@@ -1,6 +1,7 @@
 //! The subcommands of the `pecd` binary: argument types and thin glue into the library.
 //! Each file owns one subcommand; errors are reported with context (anyhow) here, at the edge.
 
+pub mod cards;
 pub mod evidence;
 pub mod index;
 pub mod init;

@@ -145,6 +145,7 @@ pub struct Config {
     pub relay: RelayConfig,
     pub antivirus: AntivirusConfig,
     pub index: IndexConfig,
+    pub cns: CnsConfig,
 }
 
 /// `[provider]`: who we are (the index record, digest §8.1).
@@ -210,6 +211,17 @@ pub struct ListenConfig {
     /// The admin listener, plain HTTP: `/metrics`, `/healthz`, `/readyz` ([`crate::ops`]).
     /// Loopback by default.
     pub admin: Option<SocketAddr>,
+}
+
+/// `[cns]`: smart-card (CNS, *Carta Nazionale dei Servizi*) login: the CAs and CRLs a
+/// card must pass to be associated with a mailbox (`pecd mailbox cert add`). Without
+/// `ca`, no card can be associated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CnsConfig {
+    /// The CNS issuing CAs trusted for login (PEM files).
+    pub ca: Vec<PathBuf>,
+    /// Their CRLs (`*.pem`/`*.crl`, reloaded on change as for `trust.crl_dir`).
+    pub crl_dir: Option<PathBuf>,
 }
 
 /// `[limits]`: the named limits of design principle 5.
@@ -559,6 +571,43 @@ impl Config {
             .map_err(|e| ConfigError::Credentials {
                 path: self.path.clone(),
                 key: "trust.crl_dir",
+                detail: e.to_string(),
+            })
+    }
+
+    /// The smart-card trust of `[cns]`, or `None` when no CNS CA is configured.
+    pub fn load_cns(&self) -> Result<Option<crate::cns::CnsTrust>, ConfigError> {
+        if self.cns.ca.is_empty() {
+            return Ok(None);
+        }
+        let mut cas = Vec::new();
+        for p in &self.cns.ca {
+            let pem = self.read_file("cns.ca", p)?;
+            cas.extend(openssl::x509::X509::stack_from_pem(&pem).map_err(|e| {
+                ConfigError::Credentials {
+                    path: self.path.clone(),
+                    key: "cns.ca",
+                    detail: format!("{}: {e}", p.display()),
+                }
+            })?);
+        }
+        let crls = match &self.cns.crl_dir {
+            Some(dir) => Some(std::sync::Arc::new(
+                crate::pec::crl::CrlStore::open(dir, cas.clone()).map_err(|e| {
+                    ConfigError::Credentials {
+                        path: self.path.clone(),
+                        key: "cns.crl_dir",
+                        detail: e.to_string(),
+                    }
+                })?,
+            )),
+            None => None,
+        };
+        crate::cns::CnsTrust::new(cas, crls)
+            .map(Some)
+            .map_err(|e| ConfigError::Credentials {
+                path: self.path.clone(),
+                key: "cns.ca",
                 detail: e.to_string(),
             })
     }

@@ -8,7 +8,7 @@ use toml::Table;
 use super::validate::{check_host_port, index, limits, listen, provider, routes};
 use super::walk::{Problems, Section, file_key, file_list, resolve};
 use super::{
-    AntivirusConfig, Config, ConfigError, DEFAULT_CHECKPOINT_EVERY,
+    AntivirusConfig, CnsConfig, Config, ConfigError, DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_CHECKPOINT_INTERVAL_SECS, MIN_RETENTION_MONTHS, RelayConfig, SigningConfig,
     StoreConfig, TlsConfig, TraceConfig, TrustConfig,
 };
@@ -48,8 +48,11 @@ pub(super) fn parse(
 
     let mut sec = Section::take(&mut root, "trust", &mut errs);
     let ca = file_list(&mut sec, "ca", base, &mut errs);
-    let crl_dir = crl_dir(&mut sec, base, &ca, &mut errs);
-    let trust = TrustConfig { ca, crl_dir };
+    let trust_crls = crl_dir(&mut sec, base, &ca, &mut errs);
+    let trust = TrustConfig {
+        ca,
+        crl_dir: trust_crls,
+    };
     sec.finish(&mut errs, &mut absent);
 
     let listen = listen(&mut root, &mut errs, &mut absent);
@@ -128,11 +131,25 @@ pub(super) fn parse(
 
     let index = index(&mut root, base, &mut errs, &mut absent);
 
+    let mut sec = Section::take(&mut root, "cns", &mut errs);
+    let cns_ca = file_list(&mut sec, "ca", base, &mut errs);
+    let cns_crl_dir = crl_dir(&mut sec, base, &cns_ca, &mut errs);
+    if cns_crl_dir.is_some() && cns_ca.is_empty() {
+        errs.push("cns.crl_dir", "needs cns.ca (the CAs whose CRLs these are)");
+    }
+    let cns = CnsConfig {
+        ca: cns_ca,
+        crl_dir: cns_crl_dir,
+    };
+    // The whole section is optional: not part of the documented file.
+    sec.absent.clear();
+    sec.finish(&mut errs, &mut absent);
+
     for k in root.keys() {
         errs.push(
             k.clone(),
             "unknown section or key (known: provider, signing, tls, trust, listen, limits, \
-             store, trace, routes, relay, antivirus, index)",
+             store, trace, routes, relay, antivirus, index, cns)",
         );
     }
 
@@ -168,6 +185,7 @@ pub(super) fn parse(
         relay,
         antivirus: AntivirusConfig { clamd },
         index,
+        cns,
     };
     (Ok(config), absent)
 }

@@ -64,6 +64,15 @@ pub(crate) enum Op {
         options: Option<MailboxOptions>,
     },
     MailboxDelete(PecAddress),
+    /// Associates a smart card with a mailbox ([`super::cards`]).
+    CardAdd {
+        mailbox: PecAddress,
+        card: Box<crate::cns::CardCert>,
+    },
+    CardRemove {
+        mailbox: PecAddress,
+        sha256: String,
+    },
     FolderCreate {
         mailbox: PecAddress,
         name: String,

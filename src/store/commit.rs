@@ -327,6 +327,26 @@ impl Committer {
                     if !self.trees.mailboxes.contains_key(k.as_bytes())? {
                         return Err(StoreError::NoSuchMailbox(addr.to_string()));
                     }
+                    // Its smart cards, both kinds of key.
+                    for kv in self
+                        .trees
+                        .cards
+                        .scan_prefix(super::cards::by_mailbox_prefix(&k))
+                    {
+                        let (ck, _) = kv?;
+                        let plen = super::cards::by_mailbox_prefix(&k).len();
+                        let sha = String::from_utf8_lossy(&ck[plen..]).into_owned();
+                        for key in [ck.to_vec(), super::cards::by_card(&sha, &k)] {
+                            out.push((
+                                Op::Raw {
+                                    tree: super::tx::CARDS,
+                                    key,
+                                    value: None,
+                                },
+                                0,
+                            ));
+                        }
+                    }
                     for kv in self.trees.folders.scan_prefix(folder_prefix(&k)) {
                         let (fk, fv) = kv?;
                         let f: FolderInfo = decode("folder", &fv)?;

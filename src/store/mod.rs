@@ -43,6 +43,7 @@
 
 pub mod batch;
 pub mod blobs;
+pub mod cards;
 pub mod changes;
 mod commit;
 pub mod mailbox;
@@ -199,6 +200,12 @@ pub enum StoreError {
     },
     #[error("password hashing: {0}")]
     Password(String),
+    #[error("the card {sha256} is already associated with {mailbox}")]
+    CardAssociated { mailbox: String, sha256: String },
+    #[error("no card {sha256} is associated with {mailbox}")]
+    CardNotAssociated { mailbox: String, sha256: String },
+    #[error("{mailbox} already has {max} cards: remove one first")]
+    TooManyCards { mailbox: String, max: usize },
     #[error("signing a checkpoint: {0}")]
     Signing(String),
     #[error("trace log: {0}")]
@@ -272,6 +279,9 @@ pub(crate) struct Trees {
     pub trace: TraceTrees,
     pub changelog: sled::Tree,
     pub email_index: sled::Tree,
+    /// Smart cards of mailboxes ([`cards`]); added in schema 3 without a migration
+    /// (an older store simply has none).
+    pub cards: sled::Tree,
 }
 
 impl Trees {
@@ -290,6 +300,7 @@ impl Trees {
             trace: TraceTrees::open(db)?,
             changelog: db.open_tree("changelog")?,
             email_index: db.open_tree("email_index")?,
+            cards: db.open_tree("cards")?,
         })
     }
 }

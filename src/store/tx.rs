@@ -9,7 +9,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use super::batch::{Applied, Op};
 use super::blobs::BlobId;
 use super::changes::{self, ChangeSet};
-use super::{StoreError, Trees, mailbox, messages, pending, queue};
+use super::{StoreError, Trees, cards, mailbox, messages, pending, queue};
 use crate::trace::log::{ANCHOR_KEY, Index, index_keys, seq_key};
 
 pub(crate) const META: usize = 0;
@@ -31,6 +31,7 @@ pub(crate) const CHECKPOINTS: usize = 15;
 pub(crate) const TRACE_META: usize = 16;
 pub(crate) const CHANGELOG: usize = 17;
 pub(crate) const EMAIL_INDEX: usize = 18;
+pub(crate) const CARDS: usize = 19;
 
 pub(crate) fn all_trees(t: &Trees) -> Vec<sled::Tree> {
     vec![
@@ -53,6 +54,7 @@ pub(crate) fn all_trees(t: &Trees) -> Vec<sled::Tree> {
         t.trace.meta.clone(),
         t.changelog.clone(),
         t.email_index.clone(),
+        t.cards.clone(),
     ]
 }
 
@@ -168,6 +170,8 @@ pub(crate) fn apply_op(
         }
         Op::PendingResolve { ident, recipient } => pending::apply_resolve(tx, ident, recipient)?,
         Op::MailboxAdd(rec) => mailbox::apply_add(tx, log, rec, id)?,
+        Op::CardAdd { mailbox, card } => cards::apply_add(tx, mailbox, card)?,
+        Op::CardRemove { mailbox, sha256 } => cards::apply_remove(tx, mailbox, sha256)?,
         Op::MailboxUpdate {
             address,
             password,

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod clamd;
+pub mod cns;
 pub mod jmap;
 pub mod server;
 pub mod smtp;
