@@ -183,7 +183,7 @@ async fn run() {
     let (_stop_tx, stop) = tokio::sync::watch::channel(false);
     let web = pecd::http::Web::new(gw.clone());
     tokio::spawn(web.jmap.clone().follow_changes(stop.clone()));
-    tokio::spawn(pecd::http::serve(l, tls, web, stop));
+    tokio::spawn(pecd::http::serve(l, tls, web, false, stop));
     let ca = gw
         .config
         .path

@@ -60,6 +60,40 @@ pub enum CardError {
     WrongUse(String),
 }
 
+impl CardError {
+    /// The reason in Italian, for the webmail and the API's `motivo`.
+    pub fn italian(&self) -> String {
+        match self {
+            Self::Malformed(_) => "Il file non contiene un certificato leggibile".into(),
+            Self::NoCodiceFiscale => {
+                "Il certificato non riporta un codice fiscale valido: non è una carta CNS".into()
+            }
+            Self::UnknownCa(_) => {
+                "Il certificato non è emesso da un'autorità CNS riconosciuta da questo gestore"
+                    .into()
+            }
+            Self::Expired(t) => format!("Il certificato è scaduto il {}", t.strftime("%d/%m/%Y")),
+            Self::NotYetValid(t) => {
+                format!(
+                    "Il certificato è valido solo dal {}",
+                    t.strftime("%d/%m/%Y")
+                )
+            }
+            Self::Revoked { .. } => "Il certificato è stato revocato".into(),
+            Self::WrongUse(_) => "Il certificato non è destinato all'autenticazione".into(),
+        }
+    }
+}
+
+impl AssociationError {
+    pub fn italian(&self) -> String {
+        match self {
+            Self::CnsOff => "L'accesso con smart card non è attivo presso questo gestore".into(),
+            Self::Card(e) => e.italian(),
+        }
+    }
+}
+
 fn name_text(n: &X509NameRef) -> String {
     n.entries()
         .map(|e| {

@@ -53,6 +53,9 @@ pub fn smtp_session(data: &[u8]) {
             max_line_length: 1000,
         };
         let (mut s, _) = Session::new(cfg, tls);
+        if tls {
+            s.offer_external();
+        }
         if role == Role::Incoming {
             s.stream_data(64);
         }
@@ -67,6 +70,9 @@ pub fn smtp_session(data: &[u8]) {
                     match e {
                         Event::Authenticate { username, .. } => next
                             .extend(s.auth_result((username.len() % 2 == 0).then_some(username))),
+                        Event::AuthenticateExternal { authzid } => {
+                            next.extend(s.auth_result(authzid.filter(|a| a.len() % 2 == 0)))
+                        }
                         Event::Message(_) => next.extend(s.message_result(250, "2.0.0", "ok")),
                         Event::StartTls => s.tls_started(),
                         Event::Reply(r) => {
@@ -245,6 +251,9 @@ pub fn imap_session(data: &[u8]) {
             max_auth_failures: 3,
         };
         let mut s = Session::new(limits, tls);
+        if tls {
+            s.offer_external();
+        }
         let step = 1 + data.first().copied().unwrap_or(7) as usize % 97;
         let mut closed = false;
         for chunk in data.chunks(step) {
@@ -259,6 +268,8 @@ pub fn imap_session(data: &[u8]) {
                     Action::Authenticate { user, pass } => {
                         s.auth_result((pass == "pw").then_some(user))
                     }
+                    // A card that opens what it names (any mailbox of the store).
+                    Action::AuthenticateExternal { authzid } => s.auth_result(authzid),
                     Action::Execute => s.execute(store),
                     Action::Idle => {
                         s.idle_refresh(store);
@@ -288,6 +299,9 @@ pub fn pop3_session(data: &[u8]) {
     seed_inbox(store);
     for tls in [true, false] {
         let mut s = Session::new(tls);
+        if tls {
+            s.offer_external();
+        }
         let step = 1 + data.first().copied().unwrap_or(7) as usize % 97;
         let mut closed = false;
         for chunk in data.chunks(step) {
@@ -302,6 +316,7 @@ pub fn pop3_session(data: &[u8]) {
                     Action::Authenticate { user, pass } => {
                         s.auth_result((pass == "pw").then_some(user))
                     }
+                    Action::AuthenticateExternal { authzid } => s.auth_result(authzid),
                     Action::Execute => s.execute(store),
                     Action::NeedInput => break,
                     Action::Close => {

@@ -83,6 +83,8 @@ pub struct Gateway {
     pub credentials: CredentialEpochs,
     /// The port the web listener is bound to (0 until it is): `listen.https` may say 0.
     pub https_port: std::sync::atomic::AtomicU16,
+    /// The port of the smart-card web listener (0: none).
+    pub https_cns_port: std::sync::atomic::AtomicU16,
     /// Connection limits shared by every listener (per address or network, in total).
     pub connections: Arc<crate::listener::ConnectionGate>,
     /// The index of PEC providers (imported records plus our own entry).
@@ -192,6 +194,7 @@ impl Gateway {
             refusals: RefusalLimiter::default(),
             credentials: CredentialEpochs::default(),
             https_port: Default::default(),
+            https_cns_port: Default::default(),
             work: Notify::new(),
             index: std::sync::RwLock::new(index),
             auth_pool: AuthPool::new(),

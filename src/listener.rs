@@ -328,14 +328,74 @@ pub async fn login(
     failure_delay: Duration,
     max_per_user: usize,
 ) -> Login {
-    use crate::pipeline::access::LoginCheck;
     // The generation is read before the password is checked: a change racing with this
     // login ends the new session too.
-    let epoch_of = |u: &str| gw.credentials.current(u);
     let before = PecAddress::parse(&user)
-        .map(|a| epoch_of(&a.to_string()))
+        .map(|a| gw.credentials.current(&a.to_string()))
         .ok();
-    match crate::pipeline::access::authenticate(gw, user.clone(), pass, peer, protocol).await {
+    let check = crate::pipeline::access::authenticate(gw, user.clone(), pass, peer, protocol).await;
+    settle(
+        gw,
+        per_user,
+        check,
+        before,
+        &user,
+        peer,
+        protocol,
+        failure_delay,
+        max_per_user,
+    )
+    .await
+}
+
+/// [`login`] with a smart card: the TLS client certificate `chain` and the mailbox the
+/// client named (SASL EXTERNAL's authorization identity), if any.
+#[allow(clippy::too_many_arguments)]
+pub async fn login_card(
+    gw: &std::sync::Arc<crate::gateway::Gateway>,
+    per_user: &Counter<String>,
+    chain: Vec<openssl::x509::X509>,
+    authzid: Option<String>,
+    peer: SocketAddr,
+    protocol: &str,
+    failure_delay: Duration,
+    max_per_user: usize,
+) -> Login {
+    let before = authzid
+        .as_deref()
+        .and_then(|a| PecAddress::parse(a).ok())
+        .map(|a| gw.credentials.current(&a.to_string()));
+    let label = authzid.clone().unwrap_or_else(|| "(smart card)".into());
+    let check =
+        crate::pipeline::card_login::authenticate_card(gw, chain, authzid, peer, protocol).await;
+    settle(
+        gw,
+        per_user,
+        check,
+        before,
+        &label,
+        peer,
+        protocol,
+        failure_delay,
+        max_per_user,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn settle(
+    gw: &std::sync::Arc<crate::gateway::Gateway>,
+    per_user: &Counter<String>,
+    check: crate::pipeline::access::LoginCheck,
+    before: Option<u64>,
+    user: &str,
+    peer: SocketAddr,
+    protocol: &str,
+    failure_delay: Duration,
+    max_per_user: usize,
+) -> Login {
+    use crate::pipeline::access::LoginCheck;
+    match check {
         LoginCheck::Failed => {
             tracing::warn!(%peer, %user, protocol, "login failed");
             tokio::time::sleep(failure_delay).await;
@@ -344,7 +404,7 @@ pub async fn login(
         LoginCheck::MustChangePassword { notice, .. } => Login::MustChangePassword(notice),
         LoginCheck::Granted(addr) => match per_user.acquire(addr.clone(), max_per_user) {
             Some(slot) => {
-                let epoch = before.unwrap_or_else(|| epoch_of(&addr));
+                let epoch = before.unwrap_or_else(|| gw.credentials.current(&addr));
                 Login::Ok(addr, slot, epoch)
             }
             None => Login::TooManyConnections,

@@ -149,6 +149,12 @@ fn check_own_index_entry(gw: &Gateway) {
 pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
     check_own_index_entry(&gw);
     let (tls, server_cert) = crate::tls::server_config(&gw.config.tls.cert, &gw.config.tls.key)?;
+    // With [cns], the mail listeners also ask for a smart card (never required), so that
+    // SASL EXTERNAL can log in with it. Port 25 never asks.
+    let tls_user = match &gw.cns {
+        Some(cns) => crate::tls::server_config_with_cards(server_cert.clone(), cns.ca_subjects())?,
+        None => tls.clone(),
+    };
     let (stop, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let mut listeners = Vec::new();
@@ -193,7 +199,10 @@ pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
             max_line_length: limits.max_line_length,
         },
         implicit_tls,
-        tls: Some(tls.clone()),
+        tls: Some(match role {
+            Role::Incoming => tls.clone(),
+            Role::Submission => tls_user.clone(),
+        }),
         command_timeout: Duration::from_secs(limits.command_timeout_secs),
         gate: gw.connections.clone(),
         data: match role {
@@ -231,7 +240,7 @@ pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
     if let Some(addr) = gw.config.listen.imaps {
         let name = "imaps";
         let l = bind(name, addr, &mut listeners).await?;
-        let cfg = crate::imap::ImapListenerConfig::from_config(&gw, tls.clone());
+        let cfg = crate::imap::ImapListenerConfig::from_config(&gw, tls_user.clone());
         tasks.push(tokio::spawn(crate::imap::serve(
             l,
             cfg,
@@ -242,7 +251,7 @@ pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
     if let Some(addr) = gw.config.listen.pop3s {
         let name = "pop3s";
         let l = bind(name, addr, &mut listeners).await?;
-        let cfg = crate::pop3::Pop3ListenerConfig::from_config(&gw, tls.clone());
+        let cfg = crate::pop3::Pop3ListenerConfig::from_config(&gw, tls_user.clone());
         tasks.push(tokio::spawn(crate::pop3::serve(
             l,
             cfg,
@@ -250,27 +259,46 @@ pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
             stop_rx.clone(),
         )));
     }
-    if let Some(addr) = gw.config.listen.https {
-        if gw.config.listen.https_from_old_key {
-            tracing::warn!(
-                "listen.http is now listen.https (the web listener is HTTPS only): rename the key"
-            );
-        }
-        let l = bind("https", addr, &mut listeners).await?;
-        if let Ok(a) = l.local_addr() {
-            gw.https_port
-                .store(a.port(), std::sync::atomic::Ordering::Relaxed);
-        }
+    let https_cns = gw.config.listen.https_cns.filter(|_| gw.cns.is_some());
+    if gw.config.listen.https.is_some() || https_cns.is_some() {
+        // One web face (sessions, JMAP state) behind both web listeners.
         let web = crate::http::Web::new(gw.clone());
         tasks.push(tokio::spawn(
             web.jmap.clone().follow_changes(stop_rx.clone()),
         ));
-        tasks.push(tokio::spawn(crate::http::serve(
-            l,
-            tls.clone(),
-            web,
-            stop_rx.clone(),
-        )));
+        if let Some(addr) = gw.config.listen.https {
+            if gw.config.listen.https_from_old_key {
+                tracing::warn!(
+                    "listen.http is now listen.https (the web listener is HTTPS only): rename the key"
+                );
+            }
+            let l = bind("https", addr, &mut listeners).await?;
+            if let Ok(a) = l.local_addr() {
+                gw.https_port
+                    .store(a.port(), std::sync::atomic::Ordering::Relaxed);
+            }
+            tasks.push(tokio::spawn(crate::http::serve(
+                l,
+                tls.clone(),
+                web.clone(),
+                false,
+                stop_rx.clone(),
+            )));
+        }
+        if let Some(addr) = https_cns {
+            let l = bind("https_cns", addr, &mut listeners).await?;
+            if let Ok(a) = l.local_addr() {
+                gw.https_cns_port
+                    .store(a.port(), std::sync::atomic::Ordering::Relaxed);
+            }
+            tasks.push(tokio::spawn(crate::http::serve(
+                l,
+                tls_user.clone(),
+                web,
+                true,
+                stop_rx.clone(),
+            )));
+        }
     }
     if let Some(addr) = gw.config.listen.admin {
         let l = bind("admin", addr, &mut listeners).await?;

@@ -62,6 +62,94 @@ pub fn server_config(
     Ok((Arc::new(cfg), resolver))
 }
 
+/// The same server certificate, but the handshake also asks the client for a smart-card
+/// (CNS) certificate issued by one of `ca_subjects` (DER names), without requiring one:
+/// password users simply send none. The TLS layer only checks that the client holds the
+/// key of what it sent ([`CardRequest`]); whether that card may log in, and to which
+/// mailbox, is decided at login ([`crate::cns`], [`crate::store::cards`]) so that every
+/// refusal has a reason in the log and the trace and counts in the login lockout.
+pub fn server_config_with_cards(
+    resolver: Arc<ServerCert>,
+    ca_subjects: Vec<Vec<u8>>,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let p = provider();
+    let verifier = Arc::new(CardRequest {
+        hints: ca_subjects
+            .into_iter()
+            .map(rustls::DistinguishedName::from)
+            .collect(),
+        algs: p.signature_verification_algorithms,
+    });
+    let cfg = rustls::ServerConfig::builder_with_provider(p)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(resolver);
+    Ok(Arc::new(cfg))
+}
+
+/// Asks for a client certificate and verifies only the handshake signature made with
+/// its key (proof of possession); the certificate itself is judged at login.
+#[derive(Debug)]
+struct CardRequest {
+    hints: Vec<rustls::DistinguishedName>,
+    algs: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl rustls::server::danger::ClientCertVerifier for CardRequest {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &self.hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
+
+/// The certificates a client presented in a TLS handshake (leaf first), as openssl
+/// certificates; empty when it sent none (or they do not parse).
+pub fn peer_chain(conn: &rustls::ServerConnection) -> Vec<openssl::x509::X509> {
+    conn.peer_certificates()
+        .unwrap_or_default()
+        .iter()
+        .map_while(|c| openssl::x509::X509::from_der(c).ok())
+        .collect()
+}
+
 /// The listeners' certificate and key, replaceable while they run.
 #[derive(Debug)]
 pub struct ServerCert {

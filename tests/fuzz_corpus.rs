@@ -82,6 +82,9 @@ fn committed_corpora_run_clean() {
 /// seconds of a debug-assertions build): a `debug_assert!` inside mail-parser 0.11 on
 /// malformed multipart nesting, which release builds skip and which every pecd build now
 /// skips too (`[profile.dev.package.mail-parser]`; the fuzz builds use `-O`).
+/// `jmap_email/mail-parser-part-cycle-oom`: a 6 KB message whose parsed part list refers
+/// back to parts; the JMAP body structure grew exponentially (8 GB) until each part was
+/// allowed once (`jmap::email::body_part`).
 #[test]
 fn fuzz_regressions_run_clean() {
     let dir = fuzz_dir().join("regressions");

@@ -9,8 +9,6 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{Command, Stdio};
 
 use common::jmap::{Reply, Web, have_curl};
 use common::server::Server;
@@ -18,30 +16,8 @@ use serde_json::{Value, json};
 
 const DOMAIN: &str = "pec.pw.test";
 
-fn probe(s: &Server, scenario: &str, user: &str, pw: &str) -> std::process::Child {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/login_probe.py");
-    Command::new("python3")
-        .arg(script)
-        .arg(scenario)
-        .arg("127.0.0.1")
-        .args([
-            s.addr("imaps").port().to_string(),
-            s.addr("pop3s").port().to_string(),
-            s.addr("smtps").port().to_string(),
-        ])
-        .arg(s.ca())
-        .args([user, pw])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("python3")
-}
-
 fn logins(s: &Server, user: &str, pw: &str) -> Value {
-    let out = probe(s, "logins", user, pw).wait_with_output().unwrap();
-    assert!(out.status.success(), "login_probe failed");
-    serde_json::from_slice(&out.stdout).unwrap()
+    common::probe::run(s, "logins", user, pw)
 }
 
 fn login(web: &Web, user: &str, pw: &str) -> Reply {
@@ -161,7 +137,7 @@ fn a_provisional_password_must_be_changed_and_a_change_ends_every_session() {
     assert!(r["smtp"].as_str().unwrap().starts_with("535"), "{r}");
 
     // Sessions open on IMAP and POP3 end when the password changes again.
-    let mut held = probe(&s, "held", &owner, "Nuova-Password-77");
+    let mut held = common::probe::spawn(&s, "held", &owner, "Nuova-Password-77");
     let mut out = BufReader::new(held.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();

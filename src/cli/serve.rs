@@ -173,6 +173,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         };
         println!("  webmail     https://{host}:{}/", a.port());
     }
+    if let Some(a) = running.addr("https_cns") {
+        let host = if a.ip().is_loopback() || a.ip().is_unspecified() {
+            "localhost".to_string()
+        } else {
+            a.ip().to_string()
+        };
+        println!("  smart card  https://{host}:{}/", a.port());
+    }
     if let Some(a) = running.addr("smtps")
         && domains.iter().any(|d| d == DEMO_DOMAIN)
     {

@@ -211,11 +211,15 @@ pub struct ListenConfig {
     /// The admin listener, plain HTTP: `/metrics`, `/healthz`, `/readyz` ([`crate::ops`]).
     /// Loopback by default.
     pub admin: Option<SocketAddr>,
+    /// The web face again, asking browsers for a smart-card (CNS) certificate: a listener
+    /// of its own so that password users are never prompted. Off unless given; needs
+    /// `[cns] ca`.
+    pub https_cns: Option<SocketAddr>,
 }
 
 /// `[cns]`: smart-card (CNS, *Carta Nazionale dei Servizi*) login: the CAs and CRLs a
-/// card must pass to be associated with a mailbox (`pecd mailbox cert add`). Without
-/// `ca`, no card can be associated.
+/// card must pass to be associated with a mailbox (`pecd mailbox cert add`) and to log
+/// in. Without `ca`, no card can be associated and no client certificate is asked for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CnsConfig {
     /// The CNS issuing CAs trusted for login (PEM files).
@@ -373,6 +377,7 @@ impl Default for ListenConfig {
             https: any(443),
             https_from_old_key: false,
             admin: Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_ADMIN_PORT))),
+            https_cns: None,
         }
     }
 }

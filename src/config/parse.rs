@@ -137,6 +137,12 @@ pub(super) fn parse(
     if cns_crl_dir.is_some() && cns_ca.is_empty() {
         errs.push("cns.crl_dir", "needs cns.ca (the CAs whose CRLs these are)");
     }
+    if listen.https_cns.is_some() && cns_ca.is_empty() {
+        errs.push(
+            "listen.https_cns",
+            "the smart-card web listener needs [cns] ca (the CAs of the cards)",
+        );
+    }
     let cns = CnsConfig {
         ca: cns_ca,
         crl_dir: cns_crl_dir,

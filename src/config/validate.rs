@@ -181,6 +181,7 @@ pub(super) fn listen(
     let imaps = given("imaps").unwrap_or(defaults.imaps);
     let pop3s = given("pop3s").unwrap_or(defaults.pop3s);
     let admin = given("admin").unwrap_or(defaults.admin);
+    let https_cns = given("https_cns").unwrap_or(defaults.https_cns);
     // `https` replaced `http` (the web listener speaks TLS only); the old key is still read.
     let (new, old) = (given("https"), given("http"));
     let mut https_from_old_key = false;
@@ -210,7 +211,10 @@ pub(super) fn listen(
         https,
         https_from_old_key,
         admin,
+        https_cns,
     };
+    // Off by default and only meaningful with `[cns]`: not part of the documented file.
+    sec.absent.retain(|k| k != "listen.https_cns");
     sec.finish(errs, absent);
     let all = [
         ("smtp", cfg.smtp),
@@ -220,6 +224,7 @@ pub(super) fn listen(
         ("pop3s", cfg.pop3s),
         ("https", cfg.https),
         ("admin", cfg.admin),
+        ("https_cns", cfg.https_cns),
     ];
     for (i, (ka, a)) in all.iter().enumerate() {
         for (kb, b) in &all[i + 1..] {

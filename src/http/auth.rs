@@ -26,7 +26,7 @@ pub const COOKIE: &str = "__Host-pecd_session";
 /// The header carrying the per-session CSRF token.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 /// Largest login request body.
-const MAX_LOGIN_BODY: usize = 4096;
+pub(super) const MAX_LOGIN_BODY: usize = 4096;
 /// Delay before answering a failed login (as on SMTP, IMAP and POP3).
 pub(super) const AUTH_FAILURE_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -309,9 +309,21 @@ pub async fn login(web: &Arc<Web>, req: Request<Incoming>, peer: SocketAddr) -> 
             );
         }
     };
-    let (token, s) = web.sessions.open(&user, c.bearer, epoch, must_change);
+    session_response(web, &user, c.bearer, epoch, must_change)
+}
+
+/// Opens a session for `user` and answers with it: a bearer token in the body, or the
+/// session cookie. Shared by the password and smart-card logins.
+pub(super) fn session_response(
+    web: &Web,
+    user: &str,
+    bearer: bool,
+    epoch: u64,
+    must_change: bool,
+) -> Response<Body> {
+    let (token, s) = web.sessions.open(user, bearer, epoch, must_change);
     let mut body = session_body(&s);
-    if c.bearer {
+    if bearer {
         body["bearerToken"] = json!(token);
         return response::json(StatusCode::OK, &body);
     }

@@ -12,6 +12,7 @@
 
 pub mod auth;
 pub mod body;
+mod card;
 mod password;
 pub mod response;
 mod router;
@@ -52,11 +53,22 @@ impl Web {
     }
 }
 
-/// Serves the web listener until `shutdown` turns true.
+/// What the router knows of a request's connection.
+#[derive(Debug, Default)]
+pub struct Conn {
+    /// The web listener for smart cards (`[listen] https_cns`), which asks for them.
+    pub cards: bool,
+    /// The client certificate chain of the TLS handshake (leaf first); empty if none.
+    pub chain: Vec<openssl::x509::X509>,
+}
+
+/// Serves the web listener until `shutdown` turns true. `cards`: this is the listener
+/// asking for smart cards (`tls` then requests client certificates).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: Arc<rustls::ServerConfig>,
     web: Arc<Web>,
+    cards: bool,
     shutdown: watch::Receiver<bool>,
 ) {
     let gate = web.gw.connections.clone();
@@ -64,9 +76,10 @@ pub async fn serve(
         b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 10\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     });
     let stop = shutdown.clone();
+    let name = if cards { "https_cns" } else { "https" };
     crate::listener::accept_loop(
         listener,
-        "https",
+        name,
         gate,
         refusal,
         shutdown,
@@ -74,7 +87,7 @@ pub async fn serve(
             let (tls, web, stop) = (tls.clone(), web.clone(), stop.clone());
             tokio::spawn(async move {
                 let _slot = slot;
-                if let Err(e) = connection(stream, peer, tls, web, stop).await {
+                if let Err(e) = connection(stream, peer, tls, web, cards, stop).await {
                     tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error");
                 }
             });
@@ -88,13 +101,25 @@ async fn connection(
     peer: SocketAddr,
     tls: Arc<rustls::ServerConfig>,
     web: Arc<Web>,
+    cards: bool,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
-    let tls_stream = crate::listener::tls_accept("https", tls, stream, HANDSHAKE_TIMEOUT).await?;
+    let name = if cards { "https_cns" } else { "https" };
+    let tls_stream = crate::listener::tls_accept(name, tls, stream, HANDSHAKE_TIMEOUT).await?;
+    let conn_info = Arc::new(Conn {
+        cards,
+        chain: if cards {
+            crate::tls::peer_chain(tls_stream.get_ref().1)
+        } else {
+            Vec::new()
+        },
+    });
     let service = hyper::service::service_fn(move |req| {
-        let web = web.clone();
-        async move { Ok::<_, std::convert::Infallible>(router::handle(web, peer, req).await) }
+        let (web, conn_info) = (web.clone(), conn_info.clone());
+        async move {
+            Ok::<_, std::convert::Infallible>(router::handle(web, peer, &conn_info, req).await)
+        }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())

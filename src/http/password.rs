@@ -74,7 +74,7 @@ pub async fn change(web: &Arc<Web>, req: Request<Incoming>, peer: SocketAddr) ->
         LoginCheck::Granted(_) | LoginCheck::MustChangePassword { .. } => {}
         LoginCheck::Failed => {
             tokio::time::sleep(auth::AUTH_FAILURE_DELAY).await;
-            return refused(
+            return response::problem_motivo(
                 StatusCode::FORBIDDEN,
                 "urn:pecd:error:wrongPassword",
                 "the current password is wrong",
@@ -97,14 +97,14 @@ pub async fn change(web: &Arc<Web>, req: Request<Incoming>, peer: SocketAddr) ->
             tracing::info!(%peer, user = %p.user, "password changed by the owner");
             response::json(StatusCode::OK, &json!({"changed": true}))
         }
-        Err(PasswordChangeError::Weak(w)) => refused(
+        Err(PasswordChangeError::Weak(w)) => response::problem_motivo(
             StatusCode::UNPROCESSABLE_ENTITY,
             "urn:pecd:error:weakPassword",
             &w.to_string(),
             &w.italian(),
         ),
         // Changed between the check above and here: treat as wrong.
-        Err(PasswordChangeError::WrongCurrent) => refused(
+        Err(PasswordChangeError::WrongCurrent) => response::problem_motivo(
             StatusCode::FORBIDDEN,
             "urn:pecd:error:wrongPassword",
             "the current password is wrong",
@@ -119,16 +119,4 @@ pub async fn change(web: &Arc<Web>, req: Request<Incoming>, peer: SocketAddr) ->
             )
         }
     }
-}
-
-/// A problem object with the Italian reason beside the English one (`motivo`).
-fn refused(status: StatusCode, kind: &str, detail: &str, motivo: &str) -> Response<Body> {
-    let v = json!({"type": kind, "status": status.as_u16(), "detail": detail, "motivo": motivo});
-    let mut r = response::bytes(
-        status,
-        "application/problem+json",
-        serde_json::to_vec(&v).unwrap_or_default(),
-    );
-    response::no_store(&mut r);
-    r
 }

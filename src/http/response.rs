@@ -58,6 +58,28 @@ pub fn problem(status: StatusCode, kind: &str, detail: impl Into<String>) -> Res
     r
 }
 
+/// A problem with the reason also in Italian (`motivo`), for what the webmail shows.
+pub fn problem_motivo(
+    status: StatusCode,
+    kind: &str,
+    detail: &str,
+    motivo: &str,
+) -> Response<Body> {
+    let v = serde_json::json!({
+        "type": kind,
+        "status": status.as_u16(),
+        "detail": detail,
+        "motivo": motivo,
+    });
+    let mut r = bytes(
+        status,
+        "application/problem+json",
+        serde_json::to_vec(&v).unwrap_or_default(),
+    );
+    no_store(&mut r);
+    r
+}
+
 pub fn not_found() -> Response<Body> {
     problem(StatusCode::NOT_FOUND, "about:blank", "not found")
 }

@@ -5,6 +5,8 @@
 //! | `GET /`, `GET /assets/…` | the webmail ([`crate::web`]) |
 //! | `POST /auth/login`, `GET /auth/me`, `POST /auth/logout` | webmail sessions ([`super::auth`]) |
 //! | `POST /auth/password` | the owner's password change ([`super::password`]) |
+//! | `GET /auth/options`, `POST /auth/card` | smart-card login (on `[listen] https_cns`) ([`super::card`]) |
+//! | `GET /auth/cards`, `POST /auth/cards` | the owner's smart cards ([`super::card`]) |
 //! | `GET /.well-known/jmap` | redirect to the JMAP session (RFC 8620 §2.2) |
 //! | `GET /jmap/session`, `POST /jmap/api` | JMAP session and API |
 //! | `POST /jmap/upload/{accountId}/`, `GET /jmap/download/{accountId}/{blobId}/{name}` | blobs |
@@ -21,13 +23,23 @@ use super::Web;
 use super::auth::{self, Principal};
 use super::response::{self, Body};
 
-pub async fn handle(web: Arc<Web>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
-    let mut r = route(&web, peer, req).await;
+pub async fn handle(
+    web: Arc<Web>,
+    peer: SocketAddr,
+    conn: &super::Conn,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let mut r = route(&web, peer, conn, req).await;
     response::secure(&mut r);
     r
 }
 
-async fn route(web: &Arc<Web>, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+async fn route(
+    web: &Arc<Web>,
+    peer: SocketAddr,
+    conn: &super::Conn,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     match (&method, path.as_str()) {
@@ -39,6 +51,10 @@ async fn route(web: &Arc<Web>, peer: SocketAddr, req: Request<Incoming>) -> Resp
         (&Method::GET, "/auth/me") => auth::me(web, &req),
         (&Method::POST, "/auth/logout") => auth::logout(web, req, peer).await,
         (&Method::POST, "/auth/password") => super::password::change(web, req, peer).await,
+        (&Method::GET, "/auth/options") => super::card::options(web, conn),
+        (_, "/auth/card") => super::card::login(web, req, peer, conn).await,
+        (&Method::GET, "/auth/cards") => super::card::list(web, req, peer).await,
+        (&Method::POST, "/auth/cards") => super::card::change(web, req, peer).await,
         (&Method::GET, "/.well-known/jmap") => response::redirect("/jmap/session"),
         (_, p) if p.starts_with("/jmap/") => {
             let p = match auth::principal(web, &req, peer).await {

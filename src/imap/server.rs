@@ -9,7 +9,7 @@
 //! (APPEND literal), `limits.max_connections_per_ip`, `limits.command_timeout_secs`
 //! (before login).
 
-use crate::listener::{Counter, Login, Slot, login};
+use crate::listener::{Counter, Login, Slot, login, login_card};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -115,22 +115,20 @@ async fn connection(
     let _ = stream.set_nodelay(true);
     let tls =
         crate::listener::tls_accept("imaps", cfg.tls.clone(), stream, cfg.login_timeout).await?;
-    run(
-        tls,
-        Session::new(cfg.limits.clone(), true),
-        peer,
-        cfg,
-        gw,
-        per_user,
-        shutdown,
-    )
-    .await
+    let chain = crate::tls::peer_chain(tls.get_ref().1);
+    let mut session = Session::new(cfg.limits.clone(), true);
+    if !chain.is_empty() {
+        session.offer_external();
+    }
+    run(tls, session, chain, peer, cfg, gw, per_user, shutdown).await
 }
 
 /// Drives one session over an established (TLS) stream.
+#[allow(clippy::too_many_arguments)]
 async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     mut session: Session,
+    chain: Vec<openssl::x509::X509>,
     peer: SocketAddr,
     cfg: &ImapListenerConfig,
     gw: Arc<Gateway>,
@@ -171,6 +169,20 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     Login::Failed => session.auth_result(None),
                     Login::TooManyConnections => session.auth_limited(),
                     Login::MustChangePassword(notice) => session.auth_must_change(&notice),
+                    Login::Ok(addr, slot, epoch) => {
+                        user_slot = Some(slot);
+                        logged = Some((addr.clone(), epoch));
+                        session.auth_result(Some(addr));
+                    }
+                }
+            }
+            Action::AuthenticateExternal { authzid } => {
+                let delay = cfg.auth_failure_delay;
+                let max = cfg.max_connections_per_user;
+                let chain = chain.clone();
+                match login_card(&gw, &per_user, chain, authzid, peer, "imap", delay, max).await {
+                    Login::Failed | Login::MustChangePassword(_) => session.auth_result(None),
+                    Login::TooManyConnections => session.auth_limited(),
                     Login::Ok(addr, slot, epoch) => {
                         user_slot = Some(slot);
                         logged = Some((addr.clone(), epoch));

@@ -56,6 +56,10 @@ impl State {
 pub enum Action {
     /// Check these credentials, then call [`Session::auth_result`].
     Authenticate { user: String, pass: String },
+    /// SASL EXTERNAL: log in with the TLS client certificate (a smart card), as `authzid`
+    /// when the client named a mailbox. Answer with [`Session::auth_result`] (or
+    /// [`Session::auth_must_change`] is never needed: cards have no password).
+    AuthenticateExternal { authzid: Option<String> },
     /// Write the pending output, then call [`Session::execute`] with the store (blocking:
     /// use the blocking pool). A FETCH asks for this once per step, so its answer goes
     /// out in pieces of [`super::fetch::FETCH_CHUNK_BYTES`] or one message.
@@ -74,6 +78,9 @@ pub enum Action {
 enum Pending {
     None,
     AuthWait {
+        tag: String,
+    },
+    SaslExternal {
         tag: String,
     },
     SaslPlain {
@@ -98,8 +105,25 @@ pub struct Session {
     frag: Fragmentizer,
     limits: Limits,
     tls: bool,
+    /// The TLS client presented a certificate: SASL EXTERNAL is offered.
+    external: bool,
     out: Vec<u8>,
-    creds: Option<(String, String)>,
+    creds: Option<Credentials>,
+}
+
+/// What a login gave, for the driver to check.
+enum Credentials {
+    Password(String, String),
+    External(Option<String>),
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Password(u, _) => write!(f, "Password({u:?}, <redacted>)"),
+            Self::External(a) => write!(f, "External({a:?})"),
+        }
+    }
 }
 
 impl Session {
@@ -114,6 +138,7 @@ impl Session {
             frag: Fragmentizer::new(max),
             limits,
             tls,
+            external: false,
             out: Vec::new(),
             creds: None,
         };
@@ -121,6 +146,25 @@ impl Session {
             "OK [CAPABILITY {CAPABILITIES_PRE}] pecd IMAP4rev1 ready"
         )));
         s
+    }
+
+    /// The TLS client presented a certificate: offer SASL EXTERNAL (smart-card login).
+    /// Call before the first [`Self::next`]: the greeting is written again with it.
+    pub fn offer_external(&mut self) {
+        self.external = true;
+        self.out.clear();
+        let caps = self.capabilities_pre();
+        self.out.extend(untagged(&format!(
+            "OK [CAPABILITY {caps}] pecd IMAP4rev1 ready"
+        )));
+    }
+
+    fn capabilities_pre(&self) -> String {
+        if self.external {
+            format!("{CAPABILITIES_PRE} AUTH=EXTERNAL")
+        } else {
+            CAPABILITIES_PRE.to_string()
+        }
     }
 
     /// Bytes from the client.
@@ -152,14 +196,20 @@ impl Session {
                 Pending::None => {}
                 Pending::AuthWait { .. } => {
                     return match self.creds.take() {
-                        Some((user, pass)) => Action::Authenticate { user, pass },
+                        Some(Credentials::Password(user, pass)) => {
+                            Action::Authenticate { user, pass }
+                        }
+                        Some(Credentials::External(authzid)) => {
+                            Action::AuthenticateExternal { authzid }
+                        }
                         None => Action::NeedInput,
                     };
                 }
                 Pending::Exec(_) | Pending::Fetch(_) | Pending::PostLogin { .. } => {
                     return Action::Execute;
                 }
-                Pending::Idle { .. } | Pending::SaslPlain { .. } => {}
+                Pending::Idle { .. } | Pending::SaslPlain { .. } | Pending::SaslExternal { .. } => {
+                }
             }
             let Some(frag) = self.frag.progress() else {
                 if self.frag.message_bytes().len() > self.line_limit() {
@@ -263,6 +313,21 @@ impl Session {
                 }
                 return self.sasl_plain(tag, line.as_bytes());
             }
+            Pending::SaslExternal { tag } => {
+                let line = String::from_utf8_lossy(self.frag.message_bytes())
+                    .trim_end()
+                    .to_string();
+                if line == "*" {
+                    self.out
+                        .extend(tagged(&tag, "BAD", "AUTHENTICATE cancelled"));
+                    return None;
+                }
+                match base64::engine::general_purpose::STANDARD.decode(line.as_bytes()) {
+                    Ok(raw) => self.external_credentials(tag, &raw),
+                    Err(_) => self.out.extend(tagged(&tag, "BAD", "Invalid base64")),
+                }
+                return None;
+            }
             other => self.pending = other,
         }
         if !self.is_append()
@@ -308,9 +373,9 @@ impl Session {
         match &cmd.body {
             CommandBody::Capability => {
                 let caps = if authed {
-                    CAPABILITIES
+                    CAPABILITIES.to_string()
                 } else {
-                    CAPABILITIES_PRE
+                    self.capabilities_pre()
                 };
                 self.out.extend(untagged(&format!("CAPABILITY {caps}")));
                 self.out.extend(tagged(&tag, "OK", "CAPABILITY completed"));
@@ -336,7 +401,7 @@ impl Session {
                 } else {
                     let user = String::from_utf8_lossy(username.as_ref()).into_owned();
                     let pass = String::from_utf8_lossy(password.declassify().as_ref()).into_owned();
-                    self.creds = Some((user, pass));
+                    self.creds = Some(Credentials::Password(user, pass));
                     self.pending = Pending::AuthWait { tag };
                 }
             }
@@ -344,9 +409,27 @@ impl Session {
                 mechanism,
                 initial_response,
             } => {
+                let external = mechanism.to_string().eq_ignore_ascii_case("EXTERNAL");
                 if authed {
                     self.out
                         .extend(tagged(&tag, "BAD", "Already authenticated"));
+                } else if external && self.external {
+                    match initial_response {
+                        Some(ir) => {
+                            let raw = ir.declassify().to_vec();
+                            self.external_credentials(tag, &raw);
+                        }
+                        None => {
+                            self.out.extend_from_slice(b"+ \r\n");
+                            self.pending = Pending::SaslExternal { tag };
+                        }
+                    }
+                } else if external {
+                    self.out.extend(tagged(
+                        &tag,
+                        "NO",
+                        "[AUTHENTICATIONFAILED] EXTERNAL needs a smart-card certificate in the TLS handshake",
+                    ));
                 } else if *mechanism != AuthMechanism::Plain {
                     self.out
                         .extend(tagged(&tag, "NO", "Unsupported mechanism, use PLAIN"));
@@ -411,6 +494,15 @@ impl Session {
         None
     }
 
+    /// The EXTERNAL message: the authorization identity (the mailbox), possibly empty.
+    fn external_credentials(&mut self, tag: String, raw: &[u8]) {
+        let authzid = String::from_utf8_lossy(raw).trim().to_string();
+        self.creds = Some(Credentials::External(
+            (!authzid.is_empty()).then_some(authzid),
+        ));
+        self.pending = Pending::AuthWait { tag };
+    }
+
     fn sasl_plain(&mut self, tag: String, b64: &[u8]) -> Option<Action> {
         match base64::engine::general_purpose::STANDARD.decode(b64) {
             Ok(raw) => self.plain_credentials(tag, &raw),
@@ -427,7 +519,10 @@ impl Session {
         match parts.as_slice() {
             [authz, user, pass] if authz.is_empty() || authz == user => {
                 let user = String::from_utf8_lossy(user).into_owned();
-                self.creds = Some((user, String::from_utf8_lossy(pass).into_owned()));
+                self.creds = Some(Credentials::Password(
+                    user,
+                    String::from_utf8_lossy(pass).into_owned(),
+                ));
                 self.pending = Pending::AuthWait { tag };
                 None
             }

@@ -43,6 +43,10 @@ pub(crate) fn drive(s: &mut Session, store: &Store, input: &[u8]) -> Vec<u8> {
         out.extend(s.take_output());
         match a {
             Action::Authenticate { user, pass } => s.auth_result((pass == "pw").then_some(user)),
+            // A card that opens a@pec.test only.
+            Action::AuthenticateExternal { authzid } => s.auth_result(
+                Some(authzid.unwrap_or_else(|| "a@pec.test".into())).filter(|a| a == "a@pec.test"),
+            ),
             Action::Execute => s.execute(store),
             Action::Idle => {
                 s.idle_refresh(store);
@@ -138,6 +142,51 @@ fn auth_plain_with_continuation() {
     assert!(r.ends_with("+ \r\n"), "{r}");
     // "\0a@pec.test\0pw"
     let r = text(drive(&mut s, &store, b"AGFAcGVjLnRlc3QAcHc=\r\n"));
+    assert!(r.contains("1 OK"), "{r}");
+}
+
+#[test]
+fn auth_external_only_with_a_client_certificate() {
+    let (_d, store) = store_with(&["a@pec.test", "b@pec.test"]);
+    // No certificate in the handshake: not offered, and refused with the reason.
+    let mut s = Session::new(Limits::default(), true);
+    let r = text(drive(
+        &mut s,
+        &store,
+        b"1 CAPABILITY\r\n2 AUTHENTICATE EXTERNAL =\r\n",
+    ));
+    assert!(!r.contains("AUTH=EXTERNAL"), "{r}");
+    assert!(
+        r.contains("2 NO [AUTHENTICATIONFAILED] EXTERNAL needs"),
+        "{r}"
+    );
+    // With one: offered in the greeting and CAPABILITY.
+    let mut s = Session::new(Limits::default(), true);
+    s.offer_external();
+    let r = text(drive(&mut s, &store, b"1 CAPABILITY\r\n"));
+    assert!(
+        r.starts_with("* OK [CAPABILITY ") && r.contains("AUTH=PLAIN AUTH=EXTERNAL]"),
+        "{r}"
+    );
+    assert!(
+        r.contains("* CAPABILITY ") && r.matches("AUTH=EXTERNAL").count() == 2,
+        "{r}"
+    );
+    // A mailbox the card does not open (authzid "b@pec.test"), then the empty one (SASL-IR).
+    let r = text(drive(
+        &mut s,
+        &store,
+        b"2 AUTHENTICATE EXTERNAL Yl9AcGVjLnRlc3Q=\r\n",
+    ));
+    assert!(r.contains("2 NO [AUTHENTICATIONFAILED]"), "{r}");
+    let r = text(drive(&mut s, &store, b"3 AUTHENTICATE EXTERNAL =\r\n"));
+    assert!(r.contains("3 OK"), "{r}");
+    // Without SASL-IR: a continuation, then the authzid.
+    let mut s = Session::new(Limits::default(), true);
+    s.offer_external();
+    let r = text(drive(&mut s, &store, b"1 AUTHENTICATE EXTERNAL\r\n"));
+    assert!(r.ends_with("+ \r\n"), "{r}");
+    let r = text(drive(&mut s, &store, b"YUBwZWMudGVzdA==\r\n"));
     assert!(r.contains("1 OK"), "{r}");
 }
 

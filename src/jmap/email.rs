@@ -159,16 +159,25 @@ fn raw_headers(m: &Message<'_>, part: &MessagePart<'_>) -> Value {
 }
 
 /// The EmailBodyPart of part `i` (RFC 8621 §4.1.4), with sub-parts for multiparts.
+/// `seen` marks the parts already in the answer: each part appears once, so that a
+/// malformed message whose part list refers back to a part (mail-parser can produce
+/// that from broken multipart nesting) cannot make the tree grow exponentially (a 6 KB
+/// message took 8 GB before; found by the `jmap_email` fuzz target).
 fn body_part(
     m: &Message<'_>,
     i: usize,
     blob: &str,
     props: Option<&[String]>,
     depth: usize,
+    seen: &mut [bool],
 ) -> Value {
     let Some(p) = m.parts.get(i) else {
         return Value::Null;
     };
+    match seen.get_mut(i) {
+        Some(s) if !*s => *s = true,
+        _ => return Value::Null,
+    }
     let ct = p.content_type();
     let ty = ct
         .map(|c| match c.subtype() {
@@ -225,7 +234,8 @@ fn body_part(
             Vec::new()
         } else {
             subs.iter()
-                .map(|&s| body_part(m, s as usize, blob, props, depth + 1))
+                .map(|&s| body_part(m, s as usize, blob, props, depth + 1, seen))
+                .filter(|v| !v.is_null())
                 .collect()
         };
         o.insert("subParts".into(), Value::Array(subs));
@@ -268,23 +278,44 @@ pub fn content_properties(
     let bprops = opts.body_properties.as_deref();
     for p in props {
         let v = match p.as_str() {
-            "bodyStructure" => body_part(m, 0, blob, bprops, 0),
+            "bodyStructure" => body_part(m, 0, blob, bprops, 0, &mut vec![false; m.parts.len()]),
             "textBody" => json!(
                 m.text_body
                     .iter()
-                    .map(|&i| body_part(m, i as usize, blob, bprops, 0))
+                    .map(|&i| body_part(
+                        m,
+                        i as usize,
+                        blob,
+                        bprops,
+                        0,
+                        &mut vec![false; m.parts.len()]
+                    ))
                     .collect::<Vec<_>>()
             ),
             "htmlBody" => json!(
                 m.html_body
                     .iter()
-                    .map(|&i| body_part(m, i as usize, blob, bprops, 0))
+                    .map(|&i| body_part(
+                        m,
+                        i as usize,
+                        blob,
+                        bprops,
+                        0,
+                        &mut vec![false; m.parts.len()]
+                    ))
                     .collect::<Vec<_>>()
             ),
             "attachments" => json!(
                 m.attachments
                     .iter()
-                    .map(|&i| body_part(m, i as usize, blob, bprops, 0))
+                    .map(|&i| body_part(
+                        m,
+                        i as usize,
+                        blob,
+                        bprops,
+                        0,
+                        &mut vec![false; m.parts.len()]
+                    ))
                     .collect::<Vec<_>>()
             ),
             "headers" => raw_headers(m, m.root_part()),
@@ -368,6 +399,28 @@ pub fn needs_content(props: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `jmap_email` fuzz target: mail-parser's part list for this broken
+    /// 6 KB message refers back to parts, and the body structure once grew to 8 GB.
+    #[test]
+    fn a_part_list_with_cycles_gives_each_part_once() {
+        let raw = include_bytes!("../../fuzz/regressions/jmap_email/mail-parser-part-cycle-oom");
+        let m = parse(raw).unwrap();
+        let mut out = Map::new();
+        let props = ["bodyStructure".to_string()];
+        content_properties(&m, "B", &props, &BodyOptions::default(), &mut out);
+        fn count(v: &Value) -> usize {
+            1 + v["subParts"]
+                .as_array()
+                .map_or(0, |s| s.iter().map(count).sum())
+        }
+        let n = count(&out["bodyStructure"]);
+        assert!(
+            n <= m.parts.len(),
+            "{n} parts in the answer, {} in the message",
+            m.parts.len()
+        );
+    }
 
     const MSG: &[u8] = b"From: A <a@x.test>\r\nTo: b@y.test\r\nSubject: =?utf-8?q?Caff=C3=A8?=\r\n\
 X-TipoRicevuta: breve\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\

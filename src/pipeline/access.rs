@@ -66,6 +66,18 @@ impl Backend for AccessPoint {
         }
     }
 
+    async fn authenticate_card(
+        &self,
+        chain: Vec<openssl::x509::X509>,
+        authzid: Option<String>,
+        peer: SocketAddr,
+    ) -> AuthAnswer {
+        match super::card_login::authenticate_card(&self.0, chain, authzid, peer, "smtp").await {
+            LoginCheck::Granted(u) => AuthAnswer::Granted(u),
+            _ => AuthAnswer::Invalid,
+        }
+    }
+
     fn auth_refusal(&self, username: &str, peer: SocketAddr) -> Option<SmtpReply> {
         let gw = &self.0;
         let lockout = gw.logins.lockout(peer.ip(), username, gw.clock.now())?;
@@ -167,20 +179,41 @@ pub async fn authenticate(
             PasswordCheck::Wrong => {}
         }
     }
-    let started = gw.logins.record_failure(peer.ip(), &username, now);
+    record_login_failure(gw, &username, addr.as_ref(), peer, protocol, None).await;
+    LoginCheck::Failed
+}
+
+/// Counts a failed login in the lockout (per client network and per `username`) and
+/// writes its trace record, with `reason` when there is more to say than "failed".
+pub(super) async fn record_login_failure(
+    gw: &Arc<Gateway>,
+    username: &str,
+    addr: Option<&PecAddress>,
+    peer: SocketAddr,
+    protocol: &str,
+    reason: Option<&str>,
+) {
+    let now = gw.clock.now();
+    let started = gw.logins.record_failure(peer.ip(), username, now);
     let mut ev = TraceEvent::new(EventKind::LoginFailed, now);
     let mut detail = format!("{protocol} authentication failed from {}", peer.ip());
-    match &addr {
+    match addr {
         Some(a) => ev = ev.sender(a.to_string()),
+        // A reason says what was asked for (a smart card names none).
+        None if reason.is_some() => {}
         None => detail.push_str(&format!(
             " for the user name {:?}, which is not an address",
-            printable(&username)
+            printable(username)
         )),
+    }
+    if let Some(r) = reason {
+        let r: String = r.chars().take(300).flat_map(char::escape_debug).collect();
+        detail.push_str(&format!(": {r}"));
     }
     // A lockout displays the user name escaped ({:?}), so it is safe to log as is.
     for lockout in &started {
         crate::ops::metrics::lockout();
-        tracing::warn!(%peer, user = %printable(&username), %lockout, "login lockout begins");
+        tracing::warn!(%peer, user = %printable(username), %lockout, "login lockout begins");
         detail.push_str(&format!("; {lockout}"));
     }
     if let Err(e) = gw
@@ -190,7 +223,6 @@ pub async fn authenticate(
     {
         tracing::warn!(error = %e, "could not record a failed login");
     }
-    LoginCheck::Failed
 }
 
 /// Untrusted text for a log line: at most 100 characters, control characters escaped.

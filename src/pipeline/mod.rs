@@ -23,6 +23,7 @@ pub fn message_span(ident: Option<&str>) -> tracing::Span {
 }
 
 pub mod access;
+pub mod card_login;
 pub mod checks;
 pub mod delivery;
 pub mod incoming;

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use super::session::{Action, Session};
 use crate::gateway::Gateway;
-use crate::listener::{Counter, Login, login};
+use crate::listener::{Counter, Login, login, login_card};
 
 /// Silence allowed before login (TLS handshake included): short, because an
 /// unauthenticated client has nothing to think about.
@@ -95,7 +95,11 @@ async fn connection(
     let _ = stream.set_nodelay(true);
     let mut stream =
         crate::listener::tls_accept("pop3s", cfg.tls.clone(), stream, cfg.login_timeout).await?;
+    let chain = crate::tls::peer_chain(stream.get_ref().1);
     let mut session = Session::new(true);
+    if !chain.is_empty() {
+        session.offer_external();
+    }
     let mut buf = vec![0u8; 8192];
     let mut _user_slot = None;
     // The logged-in mailbox and its credential generation at login.
@@ -131,6 +135,20 @@ async fn connection(
                     Login::Failed => session.auth_result(None),
                     Login::TooManyConnections => session.auth_in_use(),
                     Login::MustChangePassword(notice) => session.auth_must_change(&notice),
+                    Login::Ok(addr, slot, epoch) => {
+                        _user_slot = Some(slot);
+                        logged = Some((addr.clone(), epoch));
+                        session.auth_result(Some(addr));
+                    }
+                }
+            }
+            Action::AuthenticateExternal { authzid } => {
+                let delay = cfg.auth_failure_delay;
+                let max = cfg.max_connections_per_user;
+                let chain = chain.clone();
+                match login_card(&gw, &per_user, chain, authzid, peer, "pop3", delay, max).await {
+                    Login::Failed | Login::MustChangePassword(_) => session.auth_result(None),
+                    Login::TooManyConnections => session.auth_in_use(),
                     Login::Ok(addr, slot, epoch) => {
                         _user_slot = Some(slot);
                         logged = Some((addr.clone(), epoch));

@@ -44,6 +44,12 @@ pub enum Action {
         user: String,
         pass: String,
     },
+    /// SASL EXTERNAL (RFC 4422 appendix A): log in with the TLS client certificate (a
+    /// smart card), as `authzid` when the client named a mailbox. Answer with
+    /// [`Session::auth_result`].
+    AuthenticateExternal {
+        authzid: Option<String>,
+    },
     /// Call [`Session::execute`] on the blocking pool.
     Execute,
     Close,
@@ -68,6 +74,12 @@ pub struct Session {
     out: Vec<u8>,
     tls: bool,
     creds: Option<(String, String)>,
+    /// The TLS client presented a certificate: EXTERNAL is offered.
+    external: bool,
+    /// `AUTH EXTERNAL` without an initial response: the next line is its message.
+    external_wait: bool,
+    /// An EXTERNAL login to check (the authorization identity, if any).
+    card: Option<Option<String>>,
     max_failures: u32,
 }
 
@@ -91,8 +103,16 @@ impl Session {
             out: ok("pecd POP3 ready"),
             tls,
             creds: None,
+            external: false,
+            external_wait: false,
+            card: None,
             max_failures: 3,
         }
+    }
+
+    /// The TLS client presented a certificate: offer SASL EXTERNAL (smart-card login).
+    pub fn offer_external(&mut self) {
+        self.external = true;
     }
 
     pub fn feed(&mut self, b: &[u8]) {
@@ -113,6 +133,9 @@ impl Session {
             match &self.pending {
                 Pending::None => {}
                 Pending::AuthWait => {
+                    if let Some(authzid) = self.card.take() {
+                        return Action::AuthenticateExternal { authzid };
+                    }
                     return match self.creds.take() {
                         Some((user, pass)) => Action::Authenticate { user, pass },
                         None => Action::NeedInput,
@@ -144,6 +167,10 @@ impl Session {
     }
 
     fn line(&mut self, text: &str) {
+        if self.external_wait {
+            self.external_wait = false;
+            return self.external_message(text);
+        }
         if let State::Authorization { sasl: true, .. } = self.state {
             if let State::Authorization { sasl, .. } = &mut self.state {
                 *sasl = false;
@@ -157,8 +184,16 @@ impl Session {
         let rest = text.split_once(' ').map_or("", |(_, r)| r);
         match cmd.as_str() {
             "CAPA" => {
+                let sasl = if self.external {
+                    "SASL PLAIN EXTERNAL"
+                } else {
+                    "SASL PLAIN"
+                };
                 self.out.extend_from_slice(
-                    b"+OK Capability list follows\r\nUSER\r\nUIDL\r\nTOP\r\nSASL PLAIN\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\nIMPLEMENTATION pecd\r\n.\r\n",
+                    format!(
+                        "+OK Capability list follows\r\nUSER\r\nUIDL\r\nTOP\r\n{sasl}\r\nRESP-CODES\r\nAUTH-RESP-CODE\r\nPIPELINING\r\nIMPLEMENTATION pecd\r\n.\r\n"
+                    )
+                    .as_bytes(),
                 );
             }
             "QUIT" => match &self.state {
@@ -210,10 +245,45 @@ impl Session {
                 let ir = ir.to_string();
                 self.plain(&ir)
             }
+            ("AUTH", [m, ..]) if m.eq_ignore_ascii_case("EXTERNAL") && !self.external => {
+                self.out.extend(err(
+                    "[AUTH] EXTERNAL needs a smart-card certificate in the TLS handshake",
+                ))
+            }
+            ("AUTH", [m]) if m.eq_ignore_ascii_case("EXTERNAL") => {
+                self.external_wait = true;
+                self.out.extend_from_slice(b"+ \r\n");
+            }
+            ("AUTH", [m, ir]) if m.eq_ignore_ascii_case("EXTERNAL") => {
+                let ir = ir.to_string();
+                self.external_message(&ir)
+            }
+            ("AUTH", []) if self.external => self
+                .out
+                .extend_from_slice(b"+OK\r\nPLAIN\r\nEXTERNAL\r\n.\r\n"),
             ("AUTH", []) => self.out.extend_from_slice(b"+OK\r\nPLAIN\r\n.\r\n"),
             ("AUTH", _) => self.out.extend(err("Unsupported mechanism")),
             _ => self.out.extend(err("Unknown command or bad arguments")),
         }
+    }
+
+    /// The EXTERNAL message: base64 of the authorization identity, `=` for none.
+    fn external_message(&mut self, b64: &str) {
+        let b64 = b64.trim();
+        if b64 == "*" {
+            return self.out.extend(err("AUTH cancelled"));
+        }
+        let raw = if b64 == "=" || b64.is_empty() {
+            Vec::new()
+        } else {
+            match base64::engine::general_purpose::STANDARD.decode(b64) {
+                Ok(r) => r,
+                Err(_) => return self.out.extend(err("Invalid base64")),
+            }
+        };
+        let authzid = String::from_utf8_lossy(&raw).trim().to_string();
+        self.card = Some((!authzid.is_empty()).then_some(authzid));
+        self.pending = Pending::AuthWait;
     }
 
     fn plain(&mut self, b64: &str) {

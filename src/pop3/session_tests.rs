@@ -15,6 +15,10 @@ fn drive(s: &mut Session, store: &Store, input: &[u8]) -> Vec<u8> {
         out.extend(s.take_output());
         match a {
             Action::Authenticate { user, pass } => s.auth_result((pass == "pw").then_some(user)),
+            // A card that opens a@pec.test only.
+            Action::AuthenticateExternal { authzid } => s.auth_result(
+                Some(authzid.unwrap_or_else(|| "a@pec.test".into())).filter(|a| a == "a@pec.test"),
+            ),
             Action::Execute => s.execute(store),
             Action::Close | Action::NeedInput => return out,
         }
@@ -101,7 +105,9 @@ fn pass_keeps_spaces_verbatim() {
         let got = loop {
             match s.next() {
                 Action::Authenticate { user, pass } => break Some((user, pass)),
-                Action::NeedInput | Action::Close => break None,
+                Action::NeedInput | Action::Close | Action::AuthenticateExternal { .. } => {
+                    break None;
+                }
                 Action::Execute => {}
             }
         };
@@ -122,5 +128,27 @@ fn authenticated_after_login() {
     assert!(!s.is_authenticated());
     let out = String::from_utf8_lossy(&drive(&mut s, &store, b"PASS pw\r\n")).into_owned();
     assert!(out.contains("+OK 0 messages"), "{out}");
+    assert!(s.is_authenticated());
+}
+
+#[test]
+fn auth_external_only_with_a_client_certificate() {
+    let (_d, store) = store_with(&["a@pec.test"]);
+    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+    let mut s = Session::new(true);
+    let r = text(drive(&mut s, &store, b"CAPA\r\nAUTH EXTERNAL =\r\n"));
+    assert!(r.contains("SASL PLAIN\r\n"), "{r}");
+    assert!(r.contains("-ERR [AUTH] EXTERNAL needs"), "{r}");
+    let mut s = Session::new(true);
+    s.offer_external();
+    let r = text(drive(&mut s, &store, b"CAPA\r\nAUTH\r\n"));
+    assert!(
+        r.contains("SASL PLAIN EXTERNAL\r\n") && r.contains("EXTERNAL\r\n.\r\n"),
+        "{r}"
+    );
+    let r = text(drive(&mut s, &store, b"AUTH EXTERNAL\r\n"));
+    assert!(r.ends_with("+ \r\n"), "{r}");
+    let r = text(drive(&mut s, &store, b"=\r\n"));
+    assert!(r.starts_with("+OK"), "{r}");
     assert!(s.is_authenticated());
 }

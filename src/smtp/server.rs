@@ -86,6 +86,17 @@ pub trait Backend: Send + Sync + 'static {
         envelope: Envelope,
         peer: SocketAddr,
     ) -> impl Future<Output = SmtpReply> + Send;
+    /// Checks a smart-card login (SASL EXTERNAL): the TLS client certificate `chain` for
+    /// `authzid`, the mailbox the client named (if any). Not offered unless overridden.
+    fn authenticate_card(
+        &self,
+        chain: Vec<openssl::x509::X509>,
+        authzid: Option<String>,
+        peer: SocketAddr,
+    ) -> impl Future<Output = AuthAnswer> + Send {
+        let _ = (chain, authzid, peer);
+        std::future::ready(AuthAnswer::Invalid)
+    }
     /// Asked before checking credentials: `Some(reply)` refuses the attempt unchecked
     /// (e.g. 454 4.7.0 while logins from `peer` or for `username` are locked out).
     fn auth_refusal(&self, username: &str, peer: SocketAddr) -> Option<SmtpReply> {
@@ -174,16 +185,38 @@ async fn connection<B: Backend>(
         };
         let tls_stream =
             crate::listener::tls_accept(cfg.name, tls.clone(), stream, cfg.command_timeout).await?;
+        let chain = crate::tls::peer_chain(tls_stream.get_ref().1);
         let (mut session, greeting) = Session::new(cfg.session.clone(), true);
         session.stream_data(DATA_CHUNK_BYTES);
-        run(tls_stream, session, Some(greeting), peer, cfg, backend)
-            .await
-            .map(|_| ())
+        if !chain.is_empty() {
+            session.offer_external();
+        }
+        run(
+            tls_stream,
+            session,
+            Some(greeting),
+            chain,
+            peer,
+            cfg,
+            backend,
+        )
+        .await
+        .map(|_| ())
     } else {
         let (mut session, greeting) = Session::new(cfg.session.clone(), false);
         session.stream_data(DATA_CHUNK_BYTES);
         let mut stream = stream;
-        match run(&mut stream, session, Some(greeting), peer, cfg, backend).await? {
+        match run(
+            &mut stream,
+            session,
+            Some(greeting),
+            Vec::new(),
+            peer,
+            cfg,
+            backend,
+        )
+        .await?
+        {
             Outcome::Closed => Ok(()),
             Outcome::StartTls(mut session) => {
                 let Some(tls) = &cfg.tls else { return Ok(()) };
@@ -191,7 +224,11 @@ async fn connection<B: Backend>(
                     crate::listener::tls_accept(cfg.name, tls.clone(), stream, cfg.command_timeout)
                         .await?;
                 session.tls_started();
-                run(tls_stream, *session, None, peer, cfg, backend)
+                let chain = crate::tls::peer_chain(tls_stream.get_ref().1);
+                if !chain.is_empty() {
+                    session.offer_external();
+                }
+                run(tls_stream, *session, None, chain, peer, cfg, backend)
                     .await
                     .map(|_| ())
             }
@@ -204,10 +241,12 @@ enum Outcome {
     StartTls(Box<Session>),
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run<S: AsyncRead + AsyncWrite + Unpin, B: Backend>(
     mut stream: S,
     mut session: Session,
     greeting: Option<Event>,
+    chain: Vec<openssl::x509::X509>,
     peer: SocketAddr,
     cfg: &ListenerConfig,
     backend: &B,
@@ -242,6 +281,28 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin, B: Backend>(
                         AuthAnswer::Granted(user) => queue.extend(session.auth_result(Some(user))),
                         AuthAnswer::Invalid => {
                             tracing::warn!(%peer, user = %username, "SMTP AUTH failed");
+                            tokio::time::sleep(cfg.auth_failure_delay).await;
+                            queue.extend(session.auth_result(None));
+                        }
+                        AuthAnswer::Refused(r) => {
+                            queue.extend(session.auth_refused(r.code, &r.enhanced, &r.text));
+                        }
+                    }
+                }
+                Event::AuthenticateExternal { authzid } => {
+                    let who = authzid.clone().unwrap_or_else(|| "(smart card)".into());
+                    if let Some(r) = backend.auth_refusal(&who, peer) {
+                        tokio::time::sleep(cfg.auth_failure_delay).await;
+                        queue.extend(session.auth_refused(r.code, &r.enhanced, &r.text));
+                        continue;
+                    }
+                    match backend
+                        .authenticate_card(chain.clone(), authzid, peer)
+                        .await
+                    {
+                        AuthAnswer::Granted(user) => queue.extend(session.auth_result(Some(user))),
+                        AuthAnswer::Invalid => {
+                            tracing::warn!(%peer, user = %who, "SMTP AUTH EXTERNAL failed");
                             tokio::time::sleep(cfg.auth_failure_delay).await;
                             queue.extend(session.auth_result(None));
                         }

@@ -124,6 +124,7 @@ enum Phase {
     Greeted,
     Ready,
     AuthPlain,
+    AuthExternal,
     AuthLoginUser,
     AuthLoginPass(String),
     AwaitingAuth,
@@ -145,6 +146,8 @@ pub struct Session {
     helo: String,
     authenticated: Option<String>,
     auth_failures: u32,
+    /// The TLS client presented a certificate: AUTH EXTERNAL is offered.
+    external: bool,
     mail_from: String,
     rcpt_to: Vec<String>,
     data: Vec<u8>,
@@ -181,6 +184,7 @@ impl Session {
             helo: String::new(),
             authenticated: None,
             auth_failures: 0,
+            external: false,
             mail_from: String::new(),
             rcpt_to: Vec::new(),
             data: Vec::new(),
@@ -267,7 +271,10 @@ impl Session {
             Phase::Data => self.step_data(iter, out),
             Phase::DataDiscard(fault) => self.step_discard(fault, iter, out),
             _ if self.discarding_line => self.skip_discarded_line(iter),
-            Phase::AuthPlain | Phase::AuthLoginUser | Phase::AuthLoginPass(_) => {
+            Phase::AuthPlain
+            | Phase::AuthExternal
+            | Phase::AuthLoginUser
+            | Phase::AuthLoginPass(_) => {
                 let limit = self.cfg.max_line_length.max(AUTH_LINE_LIMIT);
                 match self.take_line(iter, limit) {
                     Line::Incomplete => true,
@@ -510,6 +517,12 @@ impl Session {
     }
 
     /// TLS is now active (after [`Event::StartTls`]): the session starts over (RFC 3207 §4.2).
+    /// The TLS client presented a certificate: offer AUTH EXTERNAL (smart-card login).
+    /// Call after the handshake (implicit TLS: at once; STARTTLS: after `tls_started`).
+    pub fn offer_external(&mut self) {
+        self.external = true;
+    }
+
     pub fn tls_started(&mut self) {
         self.tls = true;
         self.helo.clear();

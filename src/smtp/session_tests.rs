@@ -84,6 +84,39 @@ fn ehlo_advertises_only_what_is_allowed() {
 }
 
 #[test]
+fn auth_external_needs_a_client_certificate() {
+    let (mut s, _) = Session::new(cfg(Role::Submission), true);
+    let t = text(&s.feed(b"EHLO c\r\nAUTH EXTERNAL =\r\n"));
+    assert!(t.contains("AUTH PLAIN LOGIN\r\n"), "{t}");
+    assert!(t.contains("535 5.7.8 EXTERNAL needs"), "{t}");
+    let (mut s, _) = Session::new(cfg(Role::Submission), true);
+    s.offer_external();
+    let t = text(&s.feed(b"EHLO c\r\n"));
+    assert!(t.contains("AUTH PLAIN LOGIN EXTERNAL"), "{t}");
+    // The authzid in the initial response, then without one after a 334.
+    let ev = s.feed(b"AUTH EXTERNAL YUBwZWMudGVzdA==\r\n");
+    assert!(
+        ev.iter().any(
+            |e| matches!(e, Event::AuthenticateExternal { authzid: Some(a) } if a == "a@pec.test")
+        ),
+        "{ev:?}"
+    );
+    let t = text(&s.auth_result(None));
+    assert!(t.starts_with("535"), "{t}");
+    let t = text(&s.feed(b"AUTH EXTERNAL\r\n"));
+    assert_eq!(t, "334 \r\n");
+    let ev = s.feed(b"=\r\n");
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e, Event::AuthenticateExternal { authzid: None })),
+        "{ev:?}"
+    );
+    let t = text(&s.auth_result(Some("a@pec.test".into())));
+    assert!(t.starts_with("235"), "{t}");
+    assert_eq!(s.authenticated(), Some("a@pec.test"));
+}
+
+#[test]
 fn auth_before_tls_is_refused_and_starttls_resets() {
     let (mut s, _) = Session::new(cfg(Role::Submission), false);
     s.feed(b"EHLO c\r\n");

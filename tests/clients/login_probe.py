@@ -5,6 +5,10 @@ Usage: login_probe.py SCENARIO HOST IMAP_PORT POP3_PORT SMTPS_PORT CA_FILE USER 
 
   logins  one login per protocol; prints {"imap": ..., "pop3": ..., "smtp": ...}, each
           "ok" or the server's refusal text
+  card    USER is the authorization identity ("" for none), PASSWORD is
+          "CERT.pem:KEY.pem" (or "" for no client certificate): SASL EXTERNAL on
+          each protocol with that certificate in the TLS handshake; prints
+          {"imap": ..., "pop3": ..., "smtp": ...}, each "ok" or the refusal
   held    logs in on IMAP and POP3, prints {"ready": true}, waits for a line on stdin,
           then sends IMAP NOOP and POP3 STAT on the same connections and prints what
           each got ("ok", or the server's words as the connection ended)
@@ -39,7 +43,39 @@ def text(e):
     return s.decode(errors="replace") if isinstance(s, bytes) else str(s)
 
 
-if scenario == "logins":
+if scenario == "card":
+    import base64
+    if pw:
+        cert, key = pw.split(":")
+        ctx.load_cert_chain(cert, key)
+    authzid = user.encode()
+    ir = base64.b64encode(authzid).decode() if authzid else "="
+    out = {}
+    try:
+        m = imaplib.IMAP4_SSL(host, int(imap_port), ssl_context=ctx, timeout=60)
+        out["imap_caps"] = " ".join(m.capabilities)
+        m.authenticate("EXTERNAL", lambda _: authzid)
+        typ, _ = m.select("INBOX")
+        out["imap"] = "ok" if typ == "OK" else typ
+        m.logout()
+    except imaplib.IMAP4.error as e:
+        out["imap"] = text(e)
+    try:
+        p = poplib.POP3_SSL(host, int(pop_port), context=ctx, timeout=60)
+        p._shortcmd(f"AUTH EXTERNAL {ir}")
+        p.stat()
+        out["pop3"] = "ok"
+        p.quit()
+    except poplib.error_proto as e:
+        out["pop3"] = text(e)
+    s = smtplib.SMTP_SSL(host, int(smtps_port), context=ctx, timeout=60)
+    s.ehlo()
+    out["smtp_auth"] = s.esmtp_features.get("auth", "")
+    code, msg = s.docmd("AUTH", f"EXTERNAL {ir}")
+    out["smtp"] = "ok" if code == 235 else f"{code} {msg.decode(errors='replace')}"
+    s.close()
+    print(json.dumps(out))
+elif scenario == "logins":
     out = {}
     try:
         imap_login().logout()

@@ -6,6 +6,7 @@
 pub mod clamd;
 pub mod cns;
 pub mod jmap;
+pub mod probe;
 pub mod server;
 pub mod smtp;
 pub mod web;

@@ -213,6 +213,7 @@ impl Server {
                     "pop3s",
                     "https",
                     "admin",
+                    "https_cns",
                 ]
                 .contains(&parts[0])
             {

@@ -63,8 +63,50 @@ impl Session {
                 }
                 false
             }
+            smtp_proto::AUTH_EXTERNAL if !self.external => {
+                out.push(reply(
+                    535,
+                    "5.7.8",
+                    "EXTERNAL needs a smart-card certificate in the TLS handshake",
+                ));
+                false
+            }
+            smtp_proto::AUTH_EXTERNAL => {
+                if initial.is_empty() {
+                    self.phase = Phase::AuthExternal;
+                    out.push(Event::Reply(b"334 \r\n".to_vec()));
+                    false
+                } else {
+                    self.auth_external_message(&initial, out)
+                }
+            }
             _ => {
                 out.push(reply(504, "5.5.4", "Unrecognized authentication mechanism"));
+                false
+            }
+        }
+    }
+
+    /// The EXTERNAL message: base64 of the authorization identity, `=` for none.
+    fn auth_external_message(&mut self, b64: &str, out: &mut Vec<Event>) -> bool {
+        let b64 = b64.trim();
+        let raw = if b64 == "=" || b64.is_empty() {
+            Some(Vec::new())
+        } else {
+            base64::engine::general_purpose::STANDARD.decode(b64).ok()
+        };
+        match raw.and_then(|r| String::from_utf8(r).ok()) {
+            Some(a) => {
+                let a = a.trim().to_string();
+                self.phase = Phase::AwaitingAuth;
+                out.push(Event::AuthenticateExternal {
+                    authzid: (!a.is_empty()).then_some(a),
+                });
+                true
+            }
+            None => {
+                self.phase = Phase::Ready;
+                out.push(reply(501, "5.5.2", "Invalid base64"));
                 false
             }
         }
@@ -78,6 +120,7 @@ impl Session {
         }
         match self.phase.clone() {
             Phase::AuthPlain => self.auth_continue_plain(line, out),
+            Phase::AuthExternal => self.auth_external_message(line, out),
             Phase::AuthLoginUser => {
                 match decode_b64(line) {
                     Some(u) => {

@@ -28,6 +28,10 @@ pub enum Event {
     StartTls,
     /// Check credentials, then call [`Session::auth_result`](super::Session::auth_result).
     Authenticate { username: String, password: String },
+    /// SASL EXTERNAL: check the TLS client certificate (a smart card) for `authzid` (the
+    /// mailbox the client named, if any), then call
+    /// [`Session::auth_result`](super::Session::auth_result).
+    AuthenticateExternal { authzid: Option<String> },
     /// A complete message: run it through the pipeline, then call [`Session::message_result`](super::Session::message_result).
     Message(Envelope),
     /// Content of the message being received, in order, when DATA is streamed

@@ -45,7 +45,11 @@ impl Session {
             caps.push("STARTTLS".into());
         }
         if self.tls && self.cfg.role == Role::Submission {
-            caps.push("AUTH PLAIN LOGIN".into());
+            caps.push(if self.external {
+                "AUTH PLAIN LOGIN EXTERNAL".into()
+            } else {
+                "AUTH PLAIN LOGIN".into()
+            });
         }
         let mut s = String::new();
         for (i, c) in caps.iter().enumerate() {

@@ -81,6 +81,44 @@ export class Client {
     await this.loadSession();
   }
 
+  /** Where smart-card login is: `{here, port}` (port null when it is off). */
+  async cardOptions() {
+    const res = await fetch('/auth/options', { credentials: 'same-origin' });
+    if (!res.ok) return { here: false, port: null };
+    return (await res.json()).card || { here: false, port: null };
+  }
+
+  /** Logs in with the smart card the browser presented (card listener only). */
+  async cardLogin(username) {
+    const res = await fetch('/auth/card', {
+      method: 'POST',
+      credentials: 'same-origin',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify(username ? { username } : {}),
+    });
+    if (!res.ok) throw await problem(res);
+    this.adopt(await res.json());
+    await this.loadSession();
+  }
+
+  async listCards() {
+    const res = await fetch('/auth/cards', { credentials: 'same-origin' });
+    if (!res.ok) throw await problem(res);
+    return res.json();
+  }
+
+  /** `{currentPassword, add: PEM}` or `{currentPassword, remove: sha256}`. */
+  async changeCards(body) {
+    const res = await fetch('/auth/cards', {
+      method: 'POST',
+      credentials: 'same-origin',
+      headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': this.csrf || '' },
+      body: JSON.stringify(body),
+    });
+    if (!res.ok) throw await problem(res);
+    return res.json();
+  }
+
   /** Resumes an existing cookie session; false when there is none. */
   async resume() {
     const res = await fetch('/auth/me', { credentials: 'same-origin' });

@@ -93,6 +93,30 @@ async function onLogin(e) {
   }
 }
 
+/** The smart-card way in: a button on the card listener, a link to it elsewhere. */
+async function showCardLogin() {
+  const o = await client.cardOptions().catch(() => ({ here: false, port: null }));
+  $('#card-login').hidden = !o.here && !o.port;
+  $('#card-login-btn').hidden = !o.here;
+  $('#card-login-link').hidden = o.here || !o.port;
+  if (o.port && !o.here) $('#card-login-link').href = `https://${location.hostname}:${o.port}/`;
+}
+
+async function onCardLogin() {
+  const err = $('#login-error');
+  err.hidden = true;
+  try {
+    await client.cardLogin($('#login-user').value.trim());
+    await enter();
+  } catch (ex) {
+    err.textContent = ex instanceof HttpError && ex.status === 401
+      ? (/no smart-card/.test(ex.message) ? t('card.none') : t('card.refused'))
+      : t('login.error', ex.message);
+    err.hidden = false;
+    $('#card-login-btn').focus();
+  }
+}
+
 function toLogin(message) {
   if (state.events) {
     state.events.close();
@@ -107,6 +131,7 @@ function toLogin(message) {
     err.hidden = true;
   }
   document.title = `${t('login.title')} – pecd`;
+  showCardLogin();
   $('#login-user').focus();
 }
 
@@ -363,6 +388,7 @@ function wire() {
     }
   });
   $('#login-form').addEventListener('submit', onLogin);
+  $('#card-login-btn').addEventListener('click', onCardLogin);
   $('#logout').addEventListener('click', async () => {
     await client.logout();
     state.selected = null;
