@@ -258,30 +258,37 @@ impl Gateway {
         }
     }
 
-    /// Checks a mailbox password on the password pool; `Wrong` on any error.
-    pub async fn check_password(&self, addr: PecAddress, password: String) -> PasswordCheck {
+    /// Runs `f` on the password pool; `None` if the pool is gone.
+    async fn on_auth_pool<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> T + Send + 'static,
+    ) -> Option<T> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let store = self.store.clone();
         let job = Box::new(move || {
-            let ok = store
-                .verify_password(&addr, &crate::store::mailbox::Password::new(password))
-                .unwrap_or_else(|e| {
-                    tracing::error!(error = %e, %addr, "cannot check a password");
-                    PasswordCheck::Wrong
-                });
-            let _ = tx.send(ok);
+            let _ = tx.send(f(&store));
         });
-        let sent = self
-            .auth_pool
+        self.auth_pool
             .jobs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .send(job)
-            .is_ok();
-        if !sent {
-            return PasswordCheck::Wrong;
-        }
-        rx.await.unwrap_or(PasswordCheck::Wrong)
+            .ok()?;
+        rx.await.ok()
+    }
+
+    /// Checks a mailbox password on the password pool; `Wrong` on any error.
+    pub async fn check_password(&self, addr: PecAddress, password: String) -> PasswordCheck {
+        self.on_auth_pool(move |store| {
+            store
+                .verify_password(&addr, &crate::store::mailbox::Password::new(password))
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, %addr, "cannot check a password");
+                    PasswordCheck::Wrong
+                })
+        })
+        .await
+        .unwrap_or(PasswordCheck::Wrong)
     }
 
     /// Runs the owner's password change on the password pool (two argon2 runs) and, when
@@ -294,29 +301,14 @@ impl Gateway {
         new: String,
     ) -> Result<u64, crate::store::mailbox::PasswordChangeError> {
         use crate::store::mailbox::{Password, PasswordChangeError};
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let store = self.store.clone();
         let a = addr.clone();
-        let job = Box::new(move || {
-            let _ = tx.send(store.change_own_password(
-                &a,
-                &Password::new(current),
-                &Password::new(new),
-            ));
-        });
-        let sent = self
-            .auth_pool
-            .jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .send(job)
-            .is_ok();
-        let gone =
-            || PasswordChangeError::Store(StoreError::Password("the password pool stopped".into()));
-        if !sent {
-            return Err(gone());
-        }
-        rx.await.map_err(|_| gone())??;
+        self.on_auth_pool(move |store| {
+            store.change_own_password(&a, &Password::new(current), &Password::new(new))
+        })
+        .await
+        .ok_or_else(|| {
+            PasswordChangeError::Store(StoreError::Password("the password pool stopped".into()))
+        })??;
         Ok(self.credentials.bump(&addr.to_string()))
     }
 

@@ -164,6 +164,35 @@ pub async fn principal(
     Err(unauthorized("log in first"))
 }
 
+/// The caller and the body of a state-changing JSON request: logged in, CSRF-checked for
+/// cookie sessions, `application/json`, at most `max` bytes.
+pub(super) async fn json_request(
+    web: &Arc<Web>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    max: usize,
+) -> Result<(Principal, bytes::Bytes), Response<Body>> {
+    let p = principal(web, &req, peer).await?;
+    if let Some(r) = csrf_refusal(&p, req.headers()) {
+        return Err(r);
+    }
+    if !is_json(req.headers()) {
+        return Err(response::problem(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "about:blank",
+            "send the request as application/json",
+        ));
+    }
+    match super::body::read_limited(req.into_body(), max).await {
+        Ok(b) => Ok((p, b)),
+        Err(e) => Err(response::problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "about:blank",
+            e.to_string(),
+        )),
+    }
+}
+
 fn unauthorized(detail: &str) -> Response<Body> {
     let mut r = response::problem(StatusCode::UNAUTHORIZED, "about:blank", detail);
     r.headers_mut().insert(

@@ -153,29 +153,13 @@ pub async fn list(web: &Arc<Web>, req: Request<Incoming>, peer: SocketAddr) -> R
 /// cannot add cards) and a wrong one counts as a failed login. Removing a card ends every
 /// session of the mailbox but the caller's.
 pub async fn change(web: &Arc<Web>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-    let p = match auth::principal(web, &req, peer).await {
-        Ok(p) => p,
+    let (p, body) = match auth::json_request(web, req, peer, MAX_CARD_BODY).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
     if p.must_change_password {
         return auth::password_change_required(web);
     }
-    if let Some(r) = auth::csrf_refusal(&p, req.headers()) {
-        return r;
-    }
-    if !auth::is_json(req.headers()) {
-        return response::problem(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "about:blank",
-            "send the request as application/json",
-        );
-    }
-    let body = match super::body::read_limited(req.into_body(), MAX_CARD_BODY).await {
-        Ok(b) => b,
-        Err(e) => {
-            return response::problem(StatusCode::PAYLOAD_TOO_LARGE, "about:blank", e.to_string());
-        }
-    };
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase", deny_unknown_fields)]
     struct Change {

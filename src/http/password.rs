@@ -27,25 +27,9 @@ const MAX_BODY: usize = 4096;
 
 /// `POST /auth/password` with `{"currentPassword": …, "newPassword": …}`.
 pub async fn change(web: &Arc<Web>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-    let p = match auth::principal(web, &req, peer).await {
-        Ok(p) => p,
+    let (p, body) = match auth::json_request(web, req, peer, MAX_BODY).await {
+        Ok(x) => x,
         Err(r) => return r,
-    };
-    if let Some(r) = auth::csrf_refusal(&p, req.headers()) {
-        return r;
-    }
-    if !auth::is_json(req.headers()) {
-        return response::problem(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "about:blank",
-            "send the passwords as application/json",
-        );
-    }
-    let body = match super::body::read_limited(req.into_body(), MAX_BODY).await {
-        Ok(b) => b,
-        Err(e) => {
-            return response::problem(StatusCode::PAYLOAD_TOO_LARGE, "about:blank", e.to_string());
-        }
     };
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -9,9 +9,7 @@
 // Prints "ok - <what>" per step; the last line is "N passed, 0 failed" (exit 0).
 
 import assert from 'node:assert/strict';
-import { launch, axe } from './lib.mjs';
-import fs from 'node:fs';
-import path from 'node:path';
+import { launch, runner } from './lib.mjs';
 
 const env = (k) => {
   const v = process.env[k];
@@ -22,38 +20,7 @@ const URL_ = env('PECD_URL');
 const USER = env('PECD_USER');
 const PASS = env('PECD_PASS');
 const NEW = env('PECD_NEW_PASS');
-const dir = process.env.PECD_SCREENSHOTS || 'target/webmail-screenshots';
-fs.mkdirSync(dir, { recursive: true });
-const shot = async (page, name) => {
-  const file = path.join(dir, `account-${name}.png`);
-  await page.screenshot({ path: file });
-  console.log(`screenshot ${file}`);
-};
-
-let passed = 0;
-let failed = 0;
-async function step(what, f) {
-  try {
-    await f();
-    passed += 1;
-    console.log(`ok - ${what}`);
-  } catch (e) {
-    failed += 1;
-    console.log(`not ok - ${what}\n  ${String(e.stack || e).split('\n').join('\n  ')}`);
-    e.reported = true;
-    throw e;
-  }
-}
-async function checkAxe(page, name) {
-  const bad = await axe(page, name);
-  if (bad.length) {
-    failed += 1;
-    console.log(`not ok - axe: serious or critical violations on ${name}`);
-  } else {
-    passed += 1;
-    console.log(`ok - axe: no serious or critical violation on ${name}`);
-  }
-}
+const { step, checkAxe, shot, unexpected, finish } = runner('account');
 
 const b = await launch();
 const page = await b.context.newPage();
@@ -127,13 +94,9 @@ try {
     assert.deepEqual(errors, []);
   });
 } catch (e) {
-  if (!e.reported) {
-    failed += 1;
-    console.log(`not ok - ${String(e.stack || e).split('\n').join('\n  ')}`);
-  }
+  unexpected(e);
   await shot(page, 'zz-failure').catch(() => {});
 } finally {
   await b.close();
 }
-console.log(`${passed} passed, ${failed} failed`);
-process.exit(failed ? 1 : 0);
+process.exit(finish());

@@ -12,9 +12,7 @@
 
 import assert from 'node:assert/strict';
 import { chromium } from 'playwright-core';
-import { CHROMIUM, axe } from './lib.mjs';
-import fs from 'node:fs';
-import path from 'node:path';
+import { CHROMIUM, runner } from './lib.mjs';
 
 const env = (k) => {
   const v = process.env[k];
@@ -27,38 +25,7 @@ const USER = env('PECD_USER');
 const PASS = env('PECD_PASS');
 const CERT = env('PECD_CARD_CERT');
 const KEY = env('PECD_CARD_KEY');
-const dir = process.env.PECD_SCREENSHOTS || 'target/webmail-screenshots';
-fs.mkdirSync(dir, { recursive: true });
-const shot = async (page, name) => {
-  const file = path.join(dir, `cards-${name}.png`);
-  await page.screenshot({ path: file });
-  console.log(`screenshot ${file}`);
-};
-
-let passed = 0;
-let failed = 0;
-async function step(what, f) {
-  try {
-    await f();
-    passed += 1;
-    console.log(`ok - ${what}`);
-  } catch (e) {
-    failed += 1;
-    console.log(`not ok - ${what}\n  ${String(e.stack || e).split('\n').join('\n  ')}`);
-    e.reported = true;
-    throw e;
-  }
-}
-async function checkAxe(page, name) {
-  const bad = await axe(page, name);
-  if (bad.length) {
-    failed += 1;
-    console.log(`not ok - axe: serious or critical violations on ${name}`);
-  } else {
-    passed += 1;
-    console.log(`ok - axe: no serious or critical violation on ${name}`);
-  }
-}
+const { step, checkAxe, shot, unexpected, finish } = runner('cards');
 
 const browser = await chromium.launch({
   executablePath: CHROMIUM,
@@ -139,12 +106,8 @@ try {
     assert.deepEqual(errors, []);
   });
 } catch (e) {
-  if (!e.reported) {
-    failed += 1;
-    console.log(`not ok - ${String(e.stack || e).split('\n').join('\n  ')}`);
-  }
+  unexpected(e);
 } finally {
   await browser.close();
 }
-console.log(`${passed} passed, ${failed} failed`);
-process.exit(failed ? 1 : 0);
+process.exit(finish());

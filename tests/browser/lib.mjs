@@ -144,3 +144,53 @@ export async function until(what, f, ms = 30000) {
   }
   throw new Error(`timed out waiting for ${what} (last: ${last instanceof Error ? last.message : JSON.stringify(last)})`);
 }
+
+/**
+ * The step bookkeeping of a browser test: `step(what, f)` prints "ok - what" or
+ * "not ok - what" (and rethrows), `checkAxe(page, name)` counts axe's verdict,
+ * `shot(page, name)` saves `<dir>/<prefix>-<name>.png`, `finish()` prints the summary line
+ * and returns the exit code.
+ */
+export function runner(prefix) {
+  const dir = process.env.PECD_SCREENSHOTS || 'target/webmail-screenshots';
+  fs.mkdirSync(dir, { recursive: true });
+  const r = { passed: 0, failed: 0 };
+  r.shot = async (page, name) => {
+    const file = path.join(dir, `${prefix}-${name}.png`);
+    await page.screenshot({ path: file });
+    console.log(`screenshot ${file}`);
+  };
+  r.step = async (what, f) => {
+    try {
+      await f();
+      r.passed += 1;
+      console.log(`ok - ${what}`);
+    } catch (e) {
+      r.failed += 1;
+      console.log(`not ok - ${what}\n  ${String(e.stack || e).split('\n').join('\n  ')}`);
+      e.reported = true;
+      throw e;
+    }
+  };
+  r.checkAxe = async (page, name) => {
+    const bad = await axe(page, name);
+    if (bad.length) {
+      r.failed += 1;
+      console.log(`not ok - axe: serious or critical violations on ${name}`);
+    } else {
+      r.passed += 1;
+      console.log(`ok - axe: no serious or critical violation on ${name}`);
+    }
+  };
+  r.unexpected = (e) => {
+    if (!e.reported) {
+      r.failed += 1;
+      console.log(`not ok - ${String(e.stack || e).split('\n').join('\n  ')}`);
+    }
+  };
+  r.finish = () => {
+    console.log(`${r.passed} passed, ${r.failed} failed`);
+    return r.failed ? 1 : 0;
+  };
+  return r;
+}
