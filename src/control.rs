@@ -28,6 +28,8 @@
 //! | `{"op":"mailbox_passwd","address":A,"password":P,"provisional":B}` | — | `{}` |
 //! | `{"op":"mailbox_quota","address":A,"bytes":N}` | — | `{}` |
 //! | `{"op":"mailbox_options","address":A,"options":MailboxOptions}` | — | `{}` |
+//! | `{"op":"filters_get","address":A}` | — | `{"filters":[Rule..]}` |
+//! | `{"op":"filters_set","address":A,"rules":[..]}` | — | `{"filters":[Rule..]}` |
 //! | `{"op":"card_add","address":A,"pem":PEM}` | — | `{"cards":[CardCert]}` (the one added) |
 //! | `{"op":"card_del","address":A,"sha256":HEX}` | — | `{}` |
 //! | `{"op":"card_list","address":A}` | — | `{"cards":[CardCert..]}` |
@@ -129,6 +131,13 @@ pub enum Request {
         address: String,
         options: MailboxOptions,
     },
+    FiltersGet {
+        address: String,
+    },
+    FiltersSet {
+        address: String,
+        rules: serde_json::Value,
+    },
     CardAdd {
         address: String,
         pem: String,
@@ -203,6 +212,9 @@ pub struct Done {
     /// Smart cards of a mailbox.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cards: Option<Vec<crate::cns::CardCert>>,
+    /// Rules on incoming messages of a mailbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<Vec<crate::filters::Rule>>,
 }
 
 /// [`VerifyReport`] on the wire (the report itself is serialize-only).
@@ -638,6 +650,32 @@ async fn handle(gw: &Arc<Gateway>, req: Request, w: &mut Writer) -> std::io::Res
             })
             .await
         }
+        Request::FiltersGet { address } => gw
+            .blocking(move || -> anyhow::Result<Done> {
+                let a = parse_address(&address)?;
+                let filters = store
+                    .filters(&a)
+                    .with_context(|| format!("reading the rules of {address}"))?;
+                Ok(Done {
+                    filters: Some(filters),
+                    ..Done::default()
+                })
+            })
+            .await
+            .map_err(msg),
+        Request::FiltersSet { address, rules } => gw
+            .blocking(move || -> anyhow::Result<Done> {
+                let a = parse_address(&address)?;
+                let filters = store
+                    .set_filters(&a, &rules)
+                    .with_context(|| format!("setting the rules of {address}"))?;
+                Ok(Done {
+                    filters: Some(filters),
+                    ..Done::default()
+                })
+            })
+            .await
+            .map_err(msg),
         Request::CardAdd { address, pem } => {
             let cns = gw.cns.clone();
             let now = gw.clock.now();

@@ -34,6 +34,7 @@ pub mod cns;
 pub mod config;
 pub mod control;
 pub mod evidence;
+pub mod filters;
 pub mod fuzz;
 pub mod gateway;
 pub mod http;

@@ -81,10 +81,22 @@ pub enum MailboxCommand {
         #[command(flatten)]
         cfg: ConfigArg,
     },
+    /// Show or replace a mailbox's rules on incoming messages (JSON; see README).
+    Filters {
+        address: String,
+        /// Replace the rules with those of this JSON file (an array).
+        #[arg(long, conflicts_with = "clear")]
+        set: Option<PathBuf>,
+        /// Remove every rule.
+        #[arg(long)]
+        clear: bool,
+        #[command(flatten)]
+        cfg: ConfigArg,
+    },
     /// Smart cards (CNS) that may log in to a mailbox.
     Cert {
         #[command(subcommand)]
-        cmd: super::cards::CardCommand,
+        cmd: super::owner::CardCommand,
     },
     /// Show or change a mailbox's options.
     Options {
@@ -199,7 +211,13 @@ pub(super) fn address(s: &str) -> anyhow::Result<PecAddress> {
 
 pub fn run(cmd: MailboxCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        MailboxCommand::Cert { cmd } => return super::cards::run(cmd),
+        MailboxCommand::Cert { cmd } => return super::owner::run(cmd),
+        MailboxCommand::Filters {
+            address: a,
+            set,
+            clear,
+            cfg,
+        } => return super::owner::filters(a, set, clear, cfg),
         MailboxCommand::Add {
             address: a,
             password,

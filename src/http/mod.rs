@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod body;
 mod card;
+mod filters;
 mod password;
 pub mod response;
 mod router;

@@ -7,6 +7,7 @@
 //! | `POST /auth/password` | the owner's password change ([`super::password`]) |
 //! | `GET /auth/options`, `POST /auth/card` | smart-card login (on `[listen] https_cns`) ([`super::card`]) |
 //! | `GET /auth/cards`, `POST /auth/cards` | the owner's smart cards ([`super::card`]) |
+//! | `GET /auth/filters`, `POST /auth/filters` | the owner's rules on incoming messages ([`super::filters`]) |
 //! | `GET /.well-known/jmap` | redirect to the JMAP session (RFC 8620 §2.2) |
 //! | `GET /jmap/session`, `POST /jmap/api` | JMAP session and API |
 //! | `POST /jmap/upload/{accountId}/`, `GET /jmap/download/{accountId}/{blobId}/{name}` | blobs |
@@ -54,6 +55,8 @@ async fn route(
         (&Method::GET, "/auth/options") => super::card::options(web, conn),
         (_, "/auth/card") => super::card::login(web, req, peer, conn).await,
         (&Method::GET, "/auth/cards") => super::card::list(web, req, peer).await,
+        (&Method::GET, "/auth/filters") => super::filters::get(web, req, peer).await,
+        (&Method::POST, "/auth/filters") => super::filters::set(web, req, peer).await,
         (&Method::POST, "/auth/cards") => super::card::change(web, req, peer).await,
         (&Method::GET, "/.well-known/jmap") => response::redirect("/jmap/session"),
         (_, p) if p.starts_with("/jmap/") => {

@@ -429,6 +429,7 @@ fn append(
         flags,
         internal_date: when,
         enforce_quota: true,
+        facts: None,
     };
     // The message and its trace record commit together (design principle 10): the log
     // shows who stored which bytes in which folder, even though no PEC step was taken.

@@ -357,6 +357,7 @@ fn copy_or_move(
             flags: m.flags.clone(),
             internal_date: m.internal_date,
             enforce_quota: true,
+            facts: None,
         };
         batch = batch.deliver(d);
     }

@@ -409,7 +409,8 @@ async fn accept(
     };
     let env_bytes = Arc::new(transport.message.bytes);
     let env_blob = gw.put_blob(env_bytes.clone()).await?;
-    let acc_blob = gw.put_blob(Arc::new(acceptance.bytes)).await?;
+    let acc_bytes = Arc::new(acceptance.bytes);
+    let acc_blob = gw.put_blob(acc_bytes.clone()).await?;
     let acc_sha256 = acc_blob.id.as_str().to_string();
 
     let bare_msgid = checked
@@ -437,7 +438,8 @@ async fn accept(
     receipt_sent.sha256 = Some(acc_sha256);
     receipt_sent.related = vec![acceptance.message_id.clone()];
 
-    let mut sender_copy = Delivery::inbox(checked.sender.clone(), acc_blob, now);
+    let mut sender_copy =
+        Delivery::inbox(checked.sender.clone(), acc_blob, now).filtered(&acc_bytes);
     // The receipt is the sender's evidence: it is stored even past the quota.
     sender_copy.enforce_quota = false;
     let mut batch = Batch::new()
@@ -567,13 +569,14 @@ async fn refuse(
             return Ok(reply);
         }
     };
-    let blob = gw.put_blob(Arc::new(notice.bytes)).await?;
+    let notice_bytes = Arc::new(notice.bytes);
+    let blob = gw.put_blob(notice_bytes.clone()).await?;
     let mut notice_sent = TraceEvent::new(EventKind::NonAcceptanceSent, now)
         .ident(ident.clone())
         .sender(sender.to_string());
     notice_sent.sha256 = Some(blob.id.as_str().to_string());
     notice_sent.related = vec![notice.message_id.clone()];
-    let mut d = Delivery::inbox(sender.clone(), blob, now);
+    let mut d = Delivery::inbox(sender.clone(), blob, now).filtered(&notice_bytes);
     d.enforce_quota = false;
     let mut ev = TraceEvent::new(EventKind::SubmissionRefused, now)
         .ident(ident)
@@ -621,8 +624,9 @@ async fn refuse_virus(
     match notice {
         Ok(n) => {
             related.push(n.message_id.clone());
-            let blob = gw.put_blob(Arc::new(n.bytes)).await?;
-            let mut d = Delivery::inbox(checked.sender.clone(), blob, now);
+            let bytes = Arc::new(n.bytes);
+            let blob = gw.put_blob(bytes.clone()).await?;
+            let mut d = Delivery::inbox(checked.sender.clone(), blob, now).filtered(&bytes);
             d.enforce_quota = false;
             batch = batch.deliver(d);
         }

@@ -197,15 +197,16 @@ pub async fn process(gw: &Arc<Gateway>, item: &QueueItem) -> Result<(), Delivery
 /// service address, as every generated message has, digest §13). Receipts and notices are
 /// evidence for their addressee: they are stored even past the mailbox quota. For anything
 /// else (anomaly envelopes) use [`route_message`].
+/// `raw` is the message's bytes (the blob's content): the recipient's rules read them.
 pub fn route(
     gw: &Gateway,
     batch: Batch,
     to: &PecAddress,
-    blob: Blob,
+    (blob, raw): (Blob, &[u8]),
     ident: &str,
     now: jiff::Timestamp,
 ) -> Batch {
-    hand_over(gw, batch, to, blob, ident, now, false)
+    hand_over(gw, batch, to, (blob, raw), ident, now, false)
 }
 
 /// As [`route`], for a message that is not a receipt or notice (an anomaly envelope
@@ -218,24 +219,24 @@ pub fn route_message(
     gw: &Gateway,
     batch: Batch,
     to: &PecAddress,
-    blob: Blob,
+    (blob, raw): (Blob, &[u8]),
     ident: &str,
     now: jiff::Timestamp,
 ) -> Batch {
-    hand_over(gw, batch, to, blob, ident, now, true)
+    hand_over(gw, batch, to, (blob, raw), ident, now, true)
 }
 
 fn hand_over(
     gw: &Gateway,
     batch: Batch,
     to: &PecAddress,
-    blob: Blob,
+    (blob, raw): (Blob, &[u8]),
     ident: &str,
     now: jiff::Timestamp,
     enforce_quota: bool,
 ) -> Batch {
     if gw.is_local(to.domain()) {
-        let mut d = Delivery::inbox(to.clone(), blob, now);
+        let mut d = Delivery::inbox(to.clone(), blob, now).filtered(raw);
         d.enforce_quota = enforce_quota;
         batch.deliver(d)
     } else {
@@ -274,7 +275,8 @@ pub async fn take_charge(
         at,
     )
     .await?;
-    let blob = gw.put_blob(Arc::new(tc.bytes)).await?;
+    let bytes = Arc::new(tc.bytes);
+    let blob = gw.put_blob(bytes.clone()).await?;
     let mut ev = event(EventKind::TakeChargeSent, now, cert, rcpts.to_vec());
     ev.related = vec![tc.message_id];
     ev.sha256 = Some(blob.id.as_str().to_string());
@@ -282,7 +284,7 @@ pub async fn take_charge(
         gw,
         Batch::new().claim(tc_key),
         take_charge_to,
-        blob,
+        (blob, &bytes),
         &ident,
         now,
     )
@@ -390,7 +392,8 @@ async fn deliver_one(
         at,
     )
     .await?;
-    let receipt_blob = gw.put_blob(Arc::new(ok.bytes)).await?;
+    let receipt_bytes = Arc::new(ok.bytes);
+    let receipt_blob = gw.put_blob(receipt_bytes.clone()).await?;
     let mut delivered =
         event(EventKind::Delivered, now, cert, vec![rcpt.to_string()]).message_bytes(envelope);
     delivered.detail = Some(format!("stored in INBOX; delivery receipt {form}"));
@@ -402,14 +405,20 @@ async fn deliver_one(
     );
     sent.related = vec![ok.message_id];
     sent.sha256 = Some(receipt_blob.id.as_str().to_string());
-    let batch =
-        Batch::new()
-            .claim(key.clone())
-            .deliver(Delivery::inbox(rcpt_addr.clone(), env_blob, now));
-    let batch = route(gw, batch, sender, receipt_blob, &cert.identificativo, now)
-        .trace(delivered)
-        .trace(sent)
-        .pending_resolve(cert.identificativo.clone(), rcpt.to_string());
+    let batch = Batch::new()
+        .claim(key.clone())
+        .deliver(Delivery::inbox(rcpt_addr.clone(), env_blob, now).filtered(envelope));
+    let batch = route(
+        gw,
+        batch,
+        sender,
+        (receipt_blob, &receipt_bytes),
+        &cert.identificativo,
+        now,
+    )
+    .trace(delivered)
+    .trace(sent)
+    .pending_resolve(cert.identificativo.clone(), rcpt.to_string());
     let failure = match gw.store.commit_async(batch).await {
         Ok(_) => return Ok(()),
         Err(StoreError::AlreadyClaimed(_)) => return Ok(()),
@@ -448,7 +457,8 @@ async fn deliver_one(
         at,
     )
     .await?;
-    let blob = gw.put_blob(Arc::new(ko.bytes)).await?;
+    let bytes = Arc::new(ko.bytes);
+    let blob = gw.put_blob(bytes.clone()).await?;
     let mut failed = event(EventKind::DeliveryFailed, now, cert, vec![rcpt.to_string()]);
     failed.detail = Some(esteso);
     let mut notice = event(
@@ -463,7 +473,7 @@ async fn deliver_one(
         gw,
         Batch::new().claim(key),
         sender,
-        blob,
+        (blob, &bytes),
         &cert.identificativo,
         now,
     )
@@ -503,12 +513,12 @@ mod tests {
             .unwrap();
         let big = gw.put_blob(Arc::new(vec![b'x'; 500])).await.unwrap();
         let now = clock.now();
-        let anomaly = route_message(&gw, Batch::new(), &b, big.clone(), "id", now);
+        let anomaly = route_message(&gw, Batch::new(), &b, (big.clone(), &[]), "id", now);
         assert!(matches!(
             gw.store.commit(anomaly),
             Err(StoreError::QuotaExceeded { .. })
         ));
-        let notice = route(&gw, Batch::new(), &b, big, "id", now);
+        let notice = route(&gw, Batch::new(), &b, (big, &[]), "id", now);
         gw.store.commit(notice).unwrap();
         assert_eq!(gw.store.messages(&b, "INBOX").unwrap().len(), 1);
     }

@@ -171,9 +171,10 @@ async fn issue(
             return Ok(None);
         }
     };
-    let blob = gw.put_blob(Arc::new(notice.bytes)).await?;
+    let bytes = Arc::new(notice.bytes);
+    let blob = gw.put_blob(bytes.clone()).await?;
     let notice_sha256 = blob.id.as_str().to_string();
-    let mut d = Delivery::inbox(sender.clone(), blob, now);
+    let mut d = Delivery::inbox(sender.clone(), blob, now).filtered(&bytes);
     d.enforce_quota = false;
     let (kind, key) = if final_notice {
         (

@@ -64,6 +64,11 @@ pub(crate) enum Op {
         options: Option<MailboxOptions>,
     },
     MailboxDelete(PecAddress),
+    /// Replaces a mailbox's rules on incoming messages ([`crate::filters`]).
+    SetFilters {
+        mailbox: PecAddress,
+        rules: Vec<crate::filters::Rule>,
+    },
     /// Associates a smart card with a mailbox ([`super::cards`]).
     CardAdd {
         mailbox: PecAddress,

@@ -466,6 +466,19 @@ impl Committer {
         match res {
             Ok((applied, head)) => {
                 self.head = head;
+                for d in &applied.delivered {
+                    match &d.rule {
+                        Some(r) if d.rule_broken => tracing::warn!(
+                            mailbox = %d.mailbox,
+                            rule = %r,
+                            "the rule's folder is gone: delivered to the INBOX"
+                        ),
+                        Some(r) => {
+                            tracing::debug!(mailbox = %d.mailbox, folder = %d.folder, rule = %r, "filed by a rule")
+                        }
+                        None => {}
+                    }
+                }
                 Ok(applied)
             }
             Err(TransactionError::Abort(e)) => Err(e),
@@ -483,6 +496,8 @@ fn mailbox_changes(b: &Batch) -> Vec<MailboxChange> {
     b.ops
         .iter()
         .filter_map(|op| match op {
+            // A rule may file it elsewhere: the whole mailbox may have changed.
+            Op::Deliver(d) if d.facts.is_some() => Some(change(&d.mailbox, None)),
             Op::Deliver(d) => Some(change(&d.mailbox, Some(&d.folder))),
             Op::SetFlags {
                 mailbox, folder, ..

@@ -45,6 +45,10 @@ pub(crate) struct MailboxRecord {
     /// When the password last changed (`None`: never since the mailbox was created).
     #[serde(default)]
     pub password_changed: Option<Timestamp>,
+    /// The owner's rules on incoming messages ([`crate::filters`]), applied in the
+    /// delivery's commit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<crate::filters::Rule>,
 }
 
 /// A mailbox as shown to administrators.
@@ -94,6 +98,15 @@ pub struct PasswordUpdate {
     pub changed: Timestamp,
 }
 
+/// Why [`Store::set_filters`] refused.
+#[derive(Debug, thiserror::Error)]
+pub enum FiltersError {
+    #[error(transparent)]
+    Invalid(#[from] crate::filters::FilterError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// Why [`Store::change_own_password`] refused.
 #[derive(Debug, thiserror::Error)]
 pub enum PasswordChangeError {
@@ -140,6 +153,20 @@ pub(crate) fn apply_add(
     create_folder(tx, &k, INBOX, inbox_id, rec.created, true)?;
     log.touch(&k).folder(inbox_id, Kind::Created);
     Ok(())
+}
+
+pub(crate) fn apply_set_filters(
+    tx: &Tx,
+    address: &PecAddress,
+    rules: &[crate::filters::Rule],
+) -> TxResult<()> {
+    let k = mailbox_key(address);
+    let Some(mut rec) = super::tx::get_json::<MailboxRecord>(&tx.t[MAILBOXES], k.as_bytes())?
+    else {
+        return abort(StoreError::NoSuchMailbox(address.to_string()));
+    };
+    rec.filters = rules.to_vec();
+    put_json(&tx.t[MAILBOXES], k.as_bytes(), &rec)
 }
 
 pub(crate) fn apply_update(
@@ -201,6 +228,7 @@ impl Store {
             created: self.options().clock.now(),
             password_provisional: req.provisional,
             password_changed: None,
+            filters: Vec::new(),
         };
         let ev = self.admin_event(
             &req.address,
@@ -356,6 +384,58 @@ impl Store {
             options: Some(options),
         };
         self.commit(Batch::new().push(op).trace(ev)).map(|_| ())
+    }
+
+    /// The owner's rules on incoming messages.
+    pub fn filters(&self, address: &PecAddress) -> Result<Vec<crate::filters::Rule>, StoreError> {
+        Ok(self
+            .mailbox_record(address)?
+            .ok_or_else(|| StoreError::NoSuchMailbox(address.to_string()))?
+            .filters)
+    }
+
+    /// Replaces the rules with `json` (an array), checked against the mailbox's folders
+    /// ([`crate::filters::parse`]); traced.
+    pub fn set_filters(
+        &self,
+        address: &PecAddress,
+        json: &serde_json::Value,
+    ) -> Result<Vec<crate::filters::Rule>, FiltersError> {
+        if self.mailbox_record(address)?.is_none() {
+            return Err(StoreError::NoSuchMailbox(address.to_string()).into());
+        }
+        let folders = self.folders(address)?;
+        let rules = crate::filters::parse(json, |name| {
+            folders
+                .iter()
+                .find(|f| f.name == name)
+                .map(|f| super::messages::folder_role(&f.name).map(str::to_string))
+        })?;
+        let ev = self.admin_event(
+            address,
+            format!(
+                "filters set: {} rule(s){}",
+                rules.len(),
+                if rules.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " ({})",
+                        rules
+                            .iter()
+                            .map(|r| format!("{:?}", r.name))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
+            ),
+        );
+        let op = Op::SetFilters {
+            mailbox: address.clone(),
+            rules: rules.clone(),
+        };
+        self.commit(Batch::new().push(op).trace(ev))?;
+        Ok(rules)
     }
 
     /// Checks a login password. [`PasswordCheck::Wrong`] for a wrong password or an

@@ -83,6 +83,23 @@ pub struct Delivery {
     /// Refuse with `QuotaExceeded` when the message does not fit. Receipts addressed to
     /// the sender may be stored regardless (the caller decides).
     pub enforce_quota: bool,
+    /// What the mailbox's rules look at ([`crate::filters`]): set for messages that
+    /// arrive (deliveries into the INBOX), `None` for the owner's own copies (APPEND,
+    /// drafts), which rules never move.
+    pub facts: Option<Box<crate::filters::MessageFacts>>,
+}
+
+/// The special use of a folder, by its name (JMAP roles, RFC 8621 §2; IMAP SPECIAL-USE).
+pub fn folder_role(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "INBOX" => "inbox",
+        "Sent" => "sent",
+        "Drafts" => "drafts",
+        "Trash" => "trash",
+        "Archive" => "archive",
+        "Junk" => "junk",
+        _ => return None,
+    })
 }
 
 impl Delivery {
@@ -95,7 +112,14 @@ impl Delivery {
             flags: Vec::new(),
             internal_date,
             enforce_quota: true,
+            facts: None,
         }
+    }
+
+    /// Subject to the mailbox's rules, which read these bytes' headers.
+    pub fn filtered(mut self, raw: &[u8]) -> Self {
+        self.facts = Some(Box::new(crate::filters::MessageFacts::of(raw)));
+        self
     }
 }
 
@@ -106,6 +130,10 @@ pub struct Delivered {
     pub folder: String,
     pub uid: Uid,
     pub uidvalidity: u32,
+    /// The rule that applied (its name).
+    pub rule: Option<String>,
+    /// The rule's folder is gone: the message went to the INBOX instead.
+    pub rule_broken: bool,
 }
 
 pub(crate) fn folder_key(mbkey: &str, name: &str) -> Vec<u8> {
@@ -238,7 +266,28 @@ pub(crate) fn apply_deliver(tx: &Tx, log: &mut ChangeSet, d: &Delivery) -> TxRes
             quota: mb.quota_bytes,
         });
     }
-    let folder_name = normalize_folder(&d.folder);
+    let mut folder_name = normalize_folder(&d.folder);
+    let mut flags = d.flags.clone();
+    let (mut rule, mut rule_broken) = (None, false);
+    if let Some(facts) = &d.facts
+        && folder_name == INBOX
+        && let Some(o) = crate::filters::evaluate(&mb.filters, facts)
+    {
+        rule = Some(o.rule.to_string());
+        if let Some(target) = o.folder.map(normalize_folder) {
+            // A folder deleted after the rule was saved: the message stays in the INBOX.
+            if tx.t[FOLDERS].get(folder_key(&mbkey, &target))?.is_some() {
+                folder_name = target;
+            } else {
+                rule_broken = true;
+            }
+        }
+        for (on, flag) in [(o.mark_read, "\\Seen"), (o.flag, "\\Flagged")] {
+            if on && !flags.iter().any(|x| x.eq_ignore_ascii_case(flag)) {
+                flags.push(flag.to_string());
+            }
+        }
+    }
     let mut f = load_folder(tx, &mbkey, &folder_name)?;
     let uid = f.uidnext;
     f.uidnext = f.uidnext.saturating_add(1);
@@ -248,7 +297,7 @@ pub(crate) fn apply_deliver(tx: &Tx, log: &mut ChangeSet, d: &Delivery) -> TxRes
         uid,
         blob: d.blob.id.clone(),
         size,
-        flags: d.flags.clone(),
+        flags,
         internal_date: d.internal_date,
     };
     put_json(&tx.t[MESSAGES], &message_key(f.id, uid), &rec)?;
@@ -263,6 +312,8 @@ pub(crate) fn apply_deliver(tx: &Tx, log: &mut ChangeSet, d: &Delivery) -> TxRes
         folder: folder_name,
         uid,
         uidvalidity: f.uidvalidity,
+        rule,
+        rule_broken,
     })
 }
 

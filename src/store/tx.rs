@@ -170,6 +170,7 @@ pub(crate) fn apply_op(
         }
         Op::PendingResolve { ident, recipient } => pending::apply_resolve(tx, ident, recipient)?,
         Op::MailboxAdd(rec) => mailbox::apply_add(tx, log, rec, id)?,
+        Op::SetFilters { mailbox, rules } => mailbox::apply_set_filters(tx, mailbox, rules)?,
         Op::CardAdd { mailbox, card } => cards::apply_add(tx, mailbox, card)?,
         Op::CardRemove { mailbox, sha256 } => cards::apply_remove(tx, mailbox, sha256)?,
         Op::MailboxUpdate {

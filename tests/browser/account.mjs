@@ -79,6 +79,36 @@ try {
     assert.equal(await page.isHidden('#account-view'), true);
   });
 
+  await step('a rule is added in plain language, and one that would block PEC is refused', async () => {
+    await page.click('#account-btn');
+    await page.waitForSelector('#rules:not([hidden])');
+    await page.waitForSelector('#rule-folder option:nth-child(2)', { state: 'attached' });
+    assert.equal(await page.isVisible('#rules-empty'), true);
+    // Moving every certified message into the Trash is what PEC forbids.
+    await page.fill('#rule-name', 'Tutto nel cestino');
+    await page.selectOption('#rule-folder', 'Trash');
+    await page.click('#rules-form button[type="submit"]');
+    await page.waitForSelector('#rules-result .alert-danger');
+    assert.match(await page.textContent('#rules-result'), /non possono finire nel Cestino/);
+    await page.fill('#rule-name', 'Fatture');
+    await page.fill('#rule-text', 'fattura');
+    await page.selectOption('#rule-kind', 'posta-certificata');
+    const folder = await page.$eval('#rule-folder option:nth-child(2)', (o) => o.value);
+    await page.selectOption('#rule-folder', folder);
+    await page.click('label[for="rule-read"]');
+    assert.equal(await page.isChecked('#rule-read'), true);
+    await page.click('#rules-form button[type="submit"]');
+    await page.waitForSelector('#rule-list li');
+    const li = await page.textContent('#rule-list');
+    assert.match(li, /Fatture/);
+    assert.match(li, /oggetto contiene «fattura»/);
+    assert.match(li, /segna come letto/);
+    await shot(page, '04-rules');
+    await page.click('#account-back');
+    await page.waitForSelector('#mail-view:not([hidden])');
+  });
+  await checkAxe(page, 'rules');
+
   await step('the settings page is reachable from the header and goes back', async () => {
     await page.click('#account-btn');
     await page.waitForSelector('#account-view:not([hidden])');

@@ -133,6 +133,7 @@ fn store_new(
                 flags: flags_of(keywords, &[]),
                 internal_date: received,
                 enforce_quota: true,
+                facts: None,
             })
             .trace(crate::imap::exec::append_trace(
                 store, &ctx.user, &f.name, bytes, how,
@@ -282,6 +283,7 @@ pub fn set(ctx: &mut Ctx<'_>, args: &Map<String, Value>) -> Out {
                     internal_date: e.received,
                     // A move within the account does not grow it beyond what it holds.
                     enforce_quota: false,
+                    facts: None,
                 });
             }
             updated.insert(id.clone(), Value::Null);

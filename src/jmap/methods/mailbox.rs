@@ -16,15 +16,7 @@ const DELIM: char = '/';
 
 /// The JMAP role of a folder name.
 pub fn role(name: &str) -> Option<&'static str> {
-    Some(match name {
-        "INBOX" => "inbox",
-        "Sent" => "sent",
-        "Drafts" => "drafts",
-        "Trash" => "trash",
-        "Archive" => "archive",
-        "Junk" => "junk",
-        _ => return None,
-    })
+    crate::store::messages::folder_role(name)
 }
 
 fn folder_json(ctx: &Ctx<'_>, f: &FolderInfo, props: &[String]) -> Value {

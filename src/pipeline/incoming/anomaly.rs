@@ -66,7 +66,8 @@ pub(super) async fn anomaly(
     let built = gw
         .blocking(move || envelope::anomaly(&g.identity, &g.signer, &d, &s, &r, &why, at))
         .await?;
-    let blob = gw.put_blob(Arc::new(built.bytes)).await?;
+    let bytes = Arc::new(built.bytes);
+    let blob = gw.put_blob(bytes.clone()).await?;
     let key = format!("anomaly:{digest}:{}", rcpts_key(rcpts));
     // Ordinary mail in an anomaly envelope: the quota applies (only receipts skip it).
     // One full mailbox must not hold the envelope back from the others (nor turn the whole
@@ -81,7 +82,14 @@ pub(super) async fn anomaly(
             break;
         }
         for t in &deliver_to {
-            batch = delivery::route_message(gw, batch, t, blob.clone(), &built.message_id, now);
+            batch = delivery::route_message(
+                gw,
+                batch,
+                t,
+                (blob.clone(), &bytes),
+                &built.message_id,
+                now,
+            );
         }
         let mut ev = TraceEvent::new(EventKind::AnomalyWrapped, now)
             .sender(sender.to_string())

@@ -119,7 +119,7 @@ pub(super) async fn receipt_arrived(
     let blob = gw.put_blob(data.clone()).await?;
     let mut batch = Batch::new().claim(format!("receipt:{digest}"));
     // The receipt is the sender's evidence: stored even past the quota.
-    let mut dv = Delivery::inbox(target.clone(), blob, now);
+    let mut dv = Delivery::inbox(target.clone(), blob, now).filtered(data);
     dv.enforce_quota = false;
     batch = batch.deliver(dv);
     let kind = if d.tipo == Tipo::PresaInCarico {
@@ -199,8 +199,9 @@ pub(super) async fn receipt_arrived(
                     )
                 })
                 .await?;
-            let nb = gw.put_blob(Arc::new(n.bytes)).await?;
-            batch = route(gw, batch, &sender, nb, &d.identificativo, now);
+            let bytes = Arc::new(n.bytes);
+            let nb = gw.put_blob(bytes.clone()).await?;
+            batch = route(gw, batch, &sender, (nb, &bytes), &d.identificativo, now);
         }
     }
     match gw.store.commit_async(batch).await {

@@ -82,12 +82,13 @@ pub(super) async fn virus_in_envelope(
                 )
             })
             .await?;
-        let blob = gw.put_blob(Arc::new(notice.bytes)).await?;
+        let bytes = Arc::new(notice.bytes);
+        let blob = gw.put_blob(bytes.clone()).await?;
         let mut batch = route(
             gw,
             Batch::new().claim(key),
             &record.mail_receipt,
-            blob,
+            (blob, &bytes),
             &cert.identificativo,
             now,
         );

@@ -6,6 +6,7 @@
 import { h, clear, $, announce } from './dom.js';
 import { t, getLang, dateTime } from './i18n.js';
 import { HttpError } from './jmap.js';
+import { Rules } from './rules.js';
 
 function reason(ex) {
   const raw = getLang() === 'it' && ex.motivo ? ex.motivo : ex.message;
@@ -19,6 +20,7 @@ export class Account {
     this.forced = false;
     $('#pw-form').addEventListener('submit', (e) => this.submit(e));
     $('#cards-form').addEventListener('submit', (e) => this.addCard(e));
+    this.rules = new Rules(client);
   }
 
   async refreshCards() {
@@ -100,8 +102,13 @@ export class Account {
     clear($('#pw-result'));
     clear($('#cards-result'));
     document.title = `${t('account.title')} – pecd`;
-    if (forced) $('#cards').hidden = true;
-    else this.refreshCards();
+    if (forced) {
+      $('#cards').hidden = true;
+      $('#rules').hidden = true;
+    } else {
+      this.refreshCards();
+      this.rules.refresh();
+    }
     $('#pw-current').focus();
   }
 
@@ -142,6 +149,9 @@ export class Account {
     $('#account-back').hidden = false;
     this.result('success', t('pw.done'));
     if (wasForced) await this.onChanged();
-    else this.refreshCards();
+    else {
+      this.refreshCards();
+      this.rules.refresh();
+    }
   }
 }

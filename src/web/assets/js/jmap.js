@@ -101,6 +101,23 @@ export class Client {
     await this.loadSession();
   }
 
+  async rules() {
+    const res = await fetch('/auth/filters', { credentials: 'same-origin' });
+    if (!res.ok) throw await problem(res);
+    return res.json();
+  }
+
+  async setRules(rules) {
+    const res = await fetch('/auth/filters', {
+      method: 'POST',
+      credentials: 'same-origin',
+      headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': this.csrf || '' },
+      body: JSON.stringify({ rules }),
+    });
+    if (!res.ok) throw await problem(res);
+    return res.json();
+  }
+
   async listCards() {
     const res = await fetch('/auth/cards', { credentials: 'same-origin' });
     if (!res.ok) throw await problem(res);

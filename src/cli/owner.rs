@@ -1,3 +1,5 @@
+//! The owner's service as the administrator reaches it: `pecd mailbox filters ADDRESS
+//! [--set FILE.json | --clear]` (rules on incoming messages) and
 //! `pecd mailbox cert add ADDRESS FILE.pem | del ADDRESS SHA256 | list ADDRESS [--json]`:
 //! the smart cards (CNS) that may log in to a mailbox, on the store directly or through
 //! the running server's control socket. A certificate file is checked before anything is
@@ -130,5 +132,59 @@ pub fn run(cmd: CardCommand) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pecd mailbox filters`: prints the rules (after replacing them, with `--set`/`--clear`).
+pub fn filters(
+    a: String,
+    set: Option<PathBuf>,
+    clear: bool,
+    cfg: ConfigArg,
+) -> anyhow::Result<ExitCode> {
+    let rules: Option<serde_json::Value> = match (&set, clear) {
+        (Some(file), _) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            Some(
+                serde_json::from_str(&text)
+                    .with_context(|| format!("{}: not JSON", file.display()))?,
+            )
+        }
+        (None, true) => Some(serde_json::json!([])),
+        (None, false) => None,
+    };
+    let what = set
+        .as_ref()
+        .map(|f| f.display().to_string())
+        .unwrap_or_else(|| "the rules".into());
+    let out = match open_admin(&load_config(&cfg.config)?)? {
+        Admin::Local(store) => {
+            let addr = address(&a)?;
+            match rules {
+                Some(r) => store
+                    .set_filters(&addr, &r)
+                    .with_context(|| format!("{what}: setting the rules of {a}"))?,
+                None => store
+                    .filters(&addr)
+                    .with_context(|| format!("reading the rules of {a}"))?,
+            }
+        }
+        Admin::Remote(mut c) => {
+            address(&a)?;
+            let req = match rules {
+                Some(r) => Request::FiltersSet {
+                    address: a.clone(),
+                    rules: r,
+                },
+                None => Request::FiltersGet { address: a.clone() },
+            };
+            remote(&mut c, &req)
+                .with_context(|| what.clone())?
+                .filters
+                .unwrap_or_default()
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(ExitCode::SUCCESS)
 }

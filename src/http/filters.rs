@@ -1,0 +1,89 @@
+//! The owner's rules on incoming messages over the API: `GET /auth/filters` and
+//! `POST /auth/filters` with `{"rules": [...]}` (the whole list, replaced at once; see
+//! [`crate::filters`] for what a rule is and what it may never do). A refusal is a problem
+//! object with the reason in English and Italian (`motivo`).
+//!
+//! Untrusted input: the JSON body (bounded by [`MAX_BODY`], CSRF-checked for cookie
+//! sessions); the rules themselves are checked by [`crate::filters::parse`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::json;
+
+use super::Web;
+use super::auth;
+use super::response::{self, Body};
+use crate::pec::address::PecAddress;
+use crate::store::mailbox::FiltersError;
+
+/// Largest request: 50 rules of a few hundred bytes each, with room.
+const MAX_BODY: usize = 64 * 1024;
+
+/// `GET /auth/filters`.
+pub async fn get(web: &Arc<Web>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let p = match auth::principal(web, &req, peer).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    if p.must_change_password {
+        return auth::password_change_required(web);
+    }
+    let Ok(addr) = PecAddress::parse(&p.user) else {
+        return response::problem(StatusCode::INTERNAL_SERVER_ERROR, "about:blank", "bad user");
+    };
+    let store = web.gw.store.clone();
+    match web.gw.blocking(move || store.filters(&addr)).await {
+        Ok(rules) => response::json(StatusCode::OK, &json!({ "rules": rules })),
+        Err(e) => {
+            tracing::error!(error = %e, "reading rules");
+            response::problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "about:blank",
+                "try again later",
+            )
+        }
+    }
+}
+
+/// `POST /auth/filters` with `{"rules": [...]}`.
+pub async fn set(web: &Arc<Web>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let (p, body) = match auth::json_request(web, req, peer, MAX_BODY).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    if p.must_change_password {
+        return auth::password_change_required(web);
+    }
+    let rules = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(v) => v.get("rules").cloned().unwrap_or(serde_json::Value::Null),
+        Err(_) => serde_json::Value::Null,
+    };
+    let Ok(addr) = PecAddress::parse(&p.user) else {
+        return response::problem(StatusCode::INTERNAL_SERVER_ERROR, "about:blank", "bad user");
+    };
+    let store = web.gw.store.clone();
+    match web
+        .gw
+        .blocking(move || store.set_filters(&addr, &rules))
+        .await
+    {
+        Ok(rules) => response::json(StatusCode::OK, &json!({ "rules": rules })),
+        Err(FiltersError::Invalid(e)) => response::problem_motivo(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "urn:pecd:error:invalidRules",
+            &e.to_string(),
+            &e.italian(),
+        ),
+        Err(FiltersError::Store(e)) => {
+            tracing::error!(error = %e, "saving rules");
+            response::problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "about:blank",
+                "try again later",
+            )
+        }
+    }
+}
