@@ -1,7 +1,8 @@
 //! Smart-card login (CNS, *Carta Nazionale dei Servizi*): what a card's authentication
 //! certificate says (its SHA-256, issuer, serial, subject, *codice fiscale* and
 //! validity), and whether it may log in now — issued by a CA of `[cns] ca`, valid at
-//! this moment, for client authentication, not revoked by a CRL of `[cns] crl_dir`.
+//! this moment, for client authentication, not revoked by a CRL of `[cns] crl_dir`
+//! (when that is set, a card whose issuer has no CRL there is refused).
 //!
 //! Which mailbox a card may open is the store's part ([`crate::store::cns`]); the TLS
 //! layer only proves that the client holds the card's key ([`crate::tls`]), so that every
@@ -58,6 +59,8 @@ pub enum CardError {
     Revoked { revoked_at: String, issuer: String },
     #[error("not a certificate for client authentication ({0})")]
     WrongUse(String),
+    #[error("no CRL of its issuer ({0}) in [cns] crl_dir: revocation cannot be checked")]
+    NoCrl(String),
 }
 
 impl CardError {
@@ -81,6 +84,11 @@ impl CardError {
             }
             Self::Revoked { .. } => "Il certificato è stato revocato".into(),
             Self::WrongUse(_) => "Il certificato non è destinato all'autenticazione".into(),
+            Self::NoCrl(_) => {
+                "Non è disponibile la lista di revoca dell'emittente: la carta non può essere \
+                 verificata"
+                    .into()
+            }
         }
     }
 }
@@ -300,15 +308,38 @@ impl CnsTrust {
                 CardError::UnknownCa(e.error_string().to_string())
             });
         }
-        if let Some(crls) = &self.crls
-            && let Some(r) = crls.current(CRL_RECHECK).check(leaf)
-        {
-            return Err(CardError::Revoked {
-                revoked_at: r.revoked_at,
-                issuer: r.issuer,
-            });
+        // With CRLs configured, a card whose issuer has none is refused (fail closed).
+        if let Some(crls) = &self.crls {
+            let set = crls.current(CRL_RECHECK);
+            if !set.covers(leaf) {
+                return Err(CardError::NoCrl(card.issuer));
+            }
+            if let Some(r) = set.check(leaf) {
+                return Err(CardError::Revoked {
+                    revoked_at: r.revoked_at,
+                    issuer: r.issuer,
+                });
+            }
         }
         Ok(card)
+    }
+}
+
+/// The SHA-256 (hex) of the first certificate of a TLS client chain.
+pub fn chain_sha256(chain: &[X509]) -> Option<String> {
+    chain
+        .first()
+        .and_then(|c| c.digest(MessageDigest::sha256()).ok())
+        .map(hex::encode)
+}
+
+/// What a card login counts under in the login lockout: the mailbox asked for, else the
+/// card itself.
+pub fn lockout_key(chain: &[X509], authzid: Option<&str>) -> String {
+    match (authzid, chain_sha256(chain)) {
+        (Some(a), _) => a.to_string(),
+        (None, Some(s)) => format!("card:{s}"),
+        (None, None) => "card:none".into(),
     }
 }
 

@@ -402,7 +402,8 @@ async fn settle(
             Login::Failed
         }
         LoginCheck::MustChangePassword { notice, .. } => Login::MustChangePassword(notice),
-        LoginCheck::Granted(addr) => match per_user.acquire(addr.clone(), max_per_user) {
+        // Counted per mailbox, whatever case the login used.
+        LoginCheck::Granted(addr) => match per_user.acquire(addr.to_lowercase(), max_per_user) {
             Some(slot) => {
                 let epoch = before.unwrap_or_else(|| gw.credentials.current(&addr));
                 Login::Ok(addr, slot, epoch)

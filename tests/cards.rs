@@ -47,6 +47,9 @@ fn cards_are_associated_only_when_they_could_log_in() {
     let (a, b) = (format!("a@{DOMAIN}"), format!("b@{DOMAIN}"));
     let pki = CnsPki::new(s.dir.path(), "Test CNS CA");
     let other = CnsPki::new(s.dir.path(), "Other CA");
+    // Trusted, but its CRL is missing from crl_dir: its cards cannot be checked.
+    let third = CnsPki::new(s.dir.path(), "Third CA");
+    let unchecked = third.card("unchecked", "/C=IT/CN=RSSMRA80A01H501U\\/6.x", None);
     let card = pki.card(
         "card",
         "/C=IT/O=Regione Test/CN=RSSMRA80A01H501U\\/7420071234567.abCdEf==",
@@ -71,6 +74,7 @@ fn cards_are_associated_only_when_they_could_log_in() {
     pki.revoke("revoked", &crls);
     let p = |x: &std::path::Path| x.to_str().unwrap().to_string();
     let (ca, crl_dir) = (p(&pki.ca()), p(&crls));
+    let ca3 = p(&third.ca());
 
     // Without [cns], nothing can be associated.
     let (card_s, newer_s) = (p(&card), p(&newer));
@@ -79,7 +83,7 @@ fn cards_are_associated_only_when_they_could_log_in() {
         &["mailbox", "cert", "add", &a, &card_s],
         "smart-card login is off",
     );
-    s.edit_config(|t| format!("{t}\n[cns]\nca = [\"{ca}\"]\ncrl_dir = \"{crl_dir}\"\n"));
+    s.edit_config(|t| format!("{t}\n[cns]\nca = [\"{ca}\", \"{ca3}\"]\ncrl_dir = \"{crl_dir}\"\n"));
 
     // On the store directly (no server running).
     let out = s.admin(&["mailbox", "cert", "add", &a, &card_s]);
@@ -111,6 +115,7 @@ fn cards_are_associated_only_when_they_could_log_in() {
             "not issued by a trusted CNS certification authority",
         ),
         (&server, "not a certificate for client authentication"),
+        (&unchecked, "no CRL of its issuer"),
     ] {
         refused(&s, &["mailbox", "cert", "add", &a, &p(file)], why);
     }

@@ -136,8 +136,10 @@ fn a_provisional_password_must_be_changed_and_a_change_ends_every_session() {
     );
     assert!(r["smtp"].as_str().unwrap().starts_with("535"), "{r}");
 
-    // Sessions open on IMAP and POP3 end when the password changes again.
-    let mut held = common::probe::spawn(&s, "held", &owner, "Nuova-Password-77");
+    // Sessions open on IMAP, POP3 and SMTP end when the password changes again — also
+    // those that logged in with the address in another case.
+    let shouting = owner.to_uppercase();
+    let mut held = common::probe::spawn(&s, "held", &shouting, "Nuova-Password-77");
     let mut out = BufReader::new(held.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
@@ -156,6 +158,11 @@ fn a_provisional_password_must_be_changed_and_a_change_ends_every_session() {
     assert!(
         r["pop3"].as_str().unwrap().contains("credentials changed"),
         "{r}"
+    );
+    assert!(
+        r["smtp"].as_str().unwrap().starts_with("421 4.7.0")
+            && r["smtp"].as_str().unwrap().contains("credentials changed"),
+        "no message is sent after the change: {r}"
     );
 
     // An administrator's reset makes it provisional again, and ends the web session.

@@ -5,8 +5,8 @@
 //! password takes effect on every protocol at once.
 //!
 //! In memory only: a restart ends every session anyway. Bounded by the number of
-//! mailboxes whose credentials changed since start (keys are canonical addresses given
-//! by the store, never a client's text).
+//! mailboxes whose credentials changed since start. Keys are addresses in lower case:
+//! a login as `MARIO@…` and a change for `mario@…` concern the same mailbox.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -20,7 +20,7 @@ impl CredentialEpochs {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(user)
+            .get(&user.to_lowercase())
             .copied()
             .unwrap_or(0)
     }
@@ -28,7 +28,7 @@ impl CredentialEpochs {
     /// Ends every session of `user` opened so far; returns the new generation.
     pub fn bump(&self, user: &str) -> u64 {
         let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let e = m.entry(user.to_string()).or_insert(0);
+        let e = m.entry(user.to_lowercase()).or_insert(0);
         *e += 1;
         *e
     }
@@ -46,5 +46,7 @@ mod tests {
         assert_eq!(c.bump("a@pec.test"), a + 1);
         assert_ne!(c.current("a@pec.test"), a);
         assert_eq!(c.current("b@pec.test"), b);
+        // Whatever case a login used.
+        assert_eq!(c.current("A@PEC.test"), a + 1);
     }
 }

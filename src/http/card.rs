@@ -127,6 +127,9 @@ pub async fn list(web: &Arc<Web>, req: Request<Incoming>, peer: SocketAddr) -> R
         Ok(p) => p,
         Err(r) => return r,
     };
+    if p.must_change_password {
+        return auth::password_change_required(web);
+    }
     let Ok(addr) = PecAddress::parse(&p.user) else {
         return response::problem(StatusCode::INTERNAL_SERVER_ERROR, "about:blank", "bad user");
     };

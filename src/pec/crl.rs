@@ -245,6 +245,13 @@ impl CrlSet {
     /// `Some` when a CRL of `cert`'s issuer lists it as revoked. A certificate listed with
     /// the `removeFromCRL` reason (a lifted hold) is not revoked. The revocation counts
     /// whatever its date: the issuer has withdrawn the certificate.
+    /// Whether a CRL of `cert`'s issuer is in the set.
+    pub fn covers(&self, cert: &X509) -> bool {
+        self.crls
+            .iter()
+            .any(|c| same_name(c.crl.issuer_name(), cert.issuer_name()))
+    }
+
     pub fn check(&self, cert: &X509) -> Option<Revocation> {
         self.crls
             .iter()

@@ -78,6 +78,10 @@ impl Backend for AccessPoint {
         }
     }
 
+    fn credential_epoch(&self, user: &str) -> u64 {
+        self.0.credentials.current(user)
+    }
+
     fn auth_refusal(&self, username: &str, peer: SocketAddr) -> Option<SmtpReply> {
         let gw = &self.0;
         let lockout = gw.logins.lockout(peer.ip(), username, gw.clock.now())?;

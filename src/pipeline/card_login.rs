@@ -29,16 +29,8 @@ pub async fn authenticate_card(
 ) -> LoginCheck {
     let now = gw.clock.now();
     let requested = authzid.as_deref().map(PecAddress::parse);
-    // The lockout key: the mailbox asked for, else the card.
-    let sha = chain
-        .first()
-        .and_then(|c| c.digest(openssl::hash::MessageDigest::sha256()).ok())
-        .map(hex::encode);
-    let key = match (&authzid, &sha) {
-        (Some(a), _) => a.clone(),
-        (None, Some(s)) => format!("card:{s}"),
-        (None, None) => "card:none".into(),
-    };
+    let sha = crate::cns::chain_sha256(&chain);
+    let key = crate::cns::lockout_key(&chain, authzid.as_deref());
     if gw.logins.lockout(peer.ip(), &key, now).is_some() {
         return LoginCheck::Failed;
     }

@@ -97,6 +97,12 @@ pub trait Backend: Send + Sync + 'static {
         let _ = (chain, authzid, peer);
         std::future::ready(AuthAnswer::Invalid)
     }
+    /// The credential generation of `user` now: a session whose generation changed since
+    /// its login (password changed, card removed) must not send any more.
+    fn credential_epoch(&self, user: &str) -> u64 {
+        let _ = user;
+        0
+    }
     /// Asked before checking credentials: `Some(reply)` refuses the attempt unchecked
     /// (e.g. 454 4.7.0 while logins from `peer` or for `username` are locked out).
     fn auth_refusal(&self, username: &str, peer: SocketAddr) -> Option<SmtpReply> {
@@ -254,6 +260,8 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin, B: Backend>(
     let mut queue: std::collections::VecDeque<Event> = greeting.into_iter().collect();
     let mut buf = vec![0u8; 8192];
     let mut reported = 0usize;
+    // The logged-in mailbox and its credential generation at login.
+    let mut logged: Option<(String, u64)> = None;
     // The current transfer's spool file (dropped, with its budget, when it ends).
     let mut spool: Option<Spool> = None;
     // A chunk was not kept after the session had already finished the transfer.
@@ -277,8 +285,12 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin, B: Backend>(
                         queue.extend(session.auth_refused(r.code, &r.enhanced, &r.text));
                         continue;
                     }
+                    let before = backend.credential_epoch(&username);
                     match backend.authenticate(username.clone(), password, peer).await {
-                        AuthAnswer::Granted(user) => queue.extend(session.auth_result(Some(user))),
+                        AuthAnswer::Granted(user) => {
+                            logged = Some((user.clone(), before));
+                            queue.extend(session.auth_result(Some(user)))
+                        }
                         AuthAnswer::Invalid => {
                             tracing::warn!(%peer, user = %username, "SMTP AUTH failed");
                             tokio::time::sleep(cfg.auth_failure_delay).await;
@@ -290,7 +302,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin, B: Backend>(
                     }
                 }
                 Event::AuthenticateExternal { authzid } => {
-                    let who = authzid.clone().unwrap_or_else(|| "(smart card)".into());
+                    let who = crate::cns::lockout_key(&chain, authzid.as_deref());
                     if let Some(r) = backend.auth_refusal(&who, peer) {
                         tokio::time::sleep(cfg.auth_failure_delay).await;
                         queue.extend(session.auth_refused(r.code, &r.enhanced, &r.text));
@@ -332,6 +344,20 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin, B: Backend>(
                     }
                 }
                 Event::DataDiscarded => spool = None,
+                Event::Message(_)
+                    if logged
+                        .as_ref()
+                        .is_some_and(|(u, e)| backend.credential_epoch(u) != *e) =>
+                {
+                    // The password changed (or the card was removed) since this login.
+                    tracing::info!(%peer, "SMTP session ended: the credentials changed");
+                    stream
+                        .write_all(b"421 4.7.0 The mailbox credentials changed: log in again\r\n")
+                        .await?;
+                    stream.flush().await?;
+                    let _ = stream.shutdown().await;
+                    return Ok(Outcome::Closed);
+                }
                 Event::Message(mut envelope) => {
                     // Room to process first: only then is the message read back into
                     // memory, so waiting messages cost no memory.

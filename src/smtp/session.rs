@@ -516,13 +516,13 @@ impl Session {
         out
     }
 
-    /// TLS is now active (after [`Event::StartTls`]): the session starts over (RFC 3207 §4.2).
     /// The TLS client presented a certificate: offer AUTH EXTERNAL (smart-card login).
     /// Call after the handshake (implicit TLS: at once; STARTTLS: after `tls_started`).
     pub fn offer_external(&mut self) {
         self.external = true;
     }
 
+    /// TLS is now active (after [`Event::StartTls`]): the session starts over (RFC 3207 §4.2).
     pub fn tls_started(&mut self) {
         self.tls = true;
         self.helo.clear();

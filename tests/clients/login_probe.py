@@ -9,9 +9,10 @@ Usage: login_probe.py SCENARIO HOST IMAP_PORT POP3_PORT SMTPS_PORT CA_FILE USER 
           "CERT.pem:KEY.pem" (or "" for no client certificate): SASL EXTERNAL on
           each protocol with that certificate in the TLS handshake; prints
           {"imap": ..., "pop3": ..., "smtp": ...}, each "ok" or the refusal
-  held    logs in on IMAP and POP3, prints {"ready": true}, waits for a line on stdin,
-          then sends IMAP NOOP and POP3 STAT on the same connections and prints what
-          each got ("ok", or the server's words as the connection ended)
+  held    logs in on IMAP, POP3 and SMTP, prints {"ready": true}, waits for a line on
+          stdin, then sends IMAP NOOP, POP3 STAT and a message over SMTP on the same
+          connections and prints what each got ("ok", or the server's words as the
+          connection ended)
 """
 import imaplib
 import json
@@ -98,6 +99,8 @@ elif scenario == "logins":
 elif scenario == "held":
     m = imap_login()
     p = pop_login()
+    smtp = smtplib.SMTP_SSL(host, int(smtps_port), context=ctx, timeout=60)
+    smtp.login(user, pw)
     print(json.dumps({"ready": True}), flush=True)
     sys.stdin.readline()
     out = {}
@@ -115,6 +118,15 @@ elif scenario == "held":
         out["pop3"] = text(e)
     except OSError as e:
         out["pop3"] = f"error: {e}"
+    msg = (f"From: {user}\r\nTo: {user}\r\nSubject: dopo il cambio\r\n"
+           "Message-ID: <held@probe.test>\r\n\r\ntesto\r\n").encode()
+    try:
+        smtp.sendmail(user, [user], msg)
+        out["smtp"] = "ok"
+    except smtplib.SMTPResponseException as e:
+        out["smtp"] = f"{e.smtp_code} {e.smtp_error.decode(errors='replace')}"
+    except (smtplib.SMTPServerDisconnected, OSError) as e:
+        out["smtp"] = f"disconnected: {e}"
     print(json.dumps(out))
 else:
     sys.exit(f"unknown scenario {scenario}")
