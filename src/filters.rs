@@ -319,10 +319,12 @@ mod tests {
         }
     }
 
+    type Result = std::result::Result<(), Box<dyn std::error::Error>>;
+
     #[test]
-    fn rules_that_would_block_certified_mail_are_refused() {
+    fn rules_that_would_block_certified_mail_are_refused() -> Result {
         let ok = json!([{"name": "Fatture", "subject": "fattura", "folder": "Fatture", "markRead": true}]);
-        assert_eq!(parse(&ok, folders).unwrap().len(), 1);
+        assert_eq!(parse(&ok, folders)?.len(), 1);
         for (rules, want) in [
             (
                 json!([{"name": "via", "discard": true, "markRead": true}]),
@@ -355,23 +357,23 @@ mod tests {
         // Ordinary mail may go to the bin.
         let spam = json!([{"name": "spam", "kind": "ordinaria", "folder": "Trash"}]);
         assert!(parse(&spam, folders).is_ok());
+        Ok(())
     }
 
     #[test]
-    fn the_first_matching_rule_applies() {
+    fn the_first_matching_rule_applies() -> Result {
         let rules: Vec<Rule> = serde_json::from_value(json!([
             {"name": "ricevute", "kind": "ricevuta", "markRead": true},
             {"name": "fatture", "subject": "FATTURA", "from": "@fornitore.it", "folder": "Fatture"},
             {"name": "grandi", "minSize": 1000, "flag": true},
-        ]))
-        .unwrap();
+        ]))?;
         let raw = b"From: Ufficio <uff@fornitore.it>\r\nTo: a@pec.test\r\nSubject: Invio fattura n. 3\r\nX-Trasporto: posta-certificata\r\n\r\nx";
         let f = MessageFacts::of(raw);
         assert_eq!(f.kind, Some(Kind::PostaCertificata));
-        let o = evaluate(&rules, &f).unwrap();
+        let o = evaluate(&rules, &f).ok_or("no rule matched")?;
         assert_eq!((o.rule, o.folder), ("fatture", Some("Fatture")));
         let receipt = MessageFacts::of(b"From: posta-certificata@pec.test\r\nX-Ricevuta: avvenuta-consegna\r\nSubject: CONSEGNA: Invio fattura\r\n\r\n");
-        assert_eq!(evaluate(&rules, &receipt).unwrap().rule, "ricevute");
+        assert_eq!(evaluate(&rules, &receipt).map(|o| o.rule), Some("ricevute"));
         let other = MessageFacts::of(b"From: x@y.it\r\nSubject: ciao\r\n\r\nbody");
         assert_eq!(other.kind, Some(Kind::Ordinaria));
         assert!(evaluate(&rules, &other).is_none());
@@ -385,5 +387,6 @@ mod tests {
             )
             .is_some()
         );
+        Ok(())
     }
 }

@@ -302,6 +302,32 @@ fn refuse(stream: TcpStream, gate: &ConnectionGate, refusal: &Refusal, why: Crow
     });
 }
 
+/// What a client logs in with on IMAP and POP3.
+pub enum Credentials {
+    /// User name and password (LOGIN, USER/PASS, SASL PLAIN).
+    Password(String, String),
+    /// SASL EXTERNAL: the TLS client certificate chain (a smart card) and the mailbox the
+    /// client named, if any.
+    Card(Vec<openssl::x509::X509>, Option<String>),
+}
+
+/// A logged-in session: its mailbox, the credential generation it must keep seeing
+/// ([`crate::gateway::CredentialEpochs`]) and its per-user connection slot (released
+/// when this is dropped).
+pub struct LoggedIn {
+    pub user: String,
+    epoch: u64,
+    _slot: Slot<String>,
+}
+
+impl LoggedIn {
+    /// The mailbox's password changed (or its card was removed, or it was deleted)
+    /// since this login: the session must end.
+    pub fn revoked(&self, gw: &crate::gateway::Gateway) -> bool {
+        gw.credentials.current(&self.user) != self.epoch
+    }
+}
+
 /// The outcome of a mailbox login on a listener that limits connections per user.
 pub enum Login {
     /// Wrong credentials (or a lockout); the failure delay has already been served.
@@ -310,104 +336,83 @@ pub enum Login {
     TooManyConnections,
     /// The right password, but provisional: the notice says where to change it.
     MustChangePassword(String),
-    /// Logged in: the canonical address, the user's connection slot (held for the
-    /// session) and the credential generation the session must keep seeing
-    /// ([`crate::gateway::CredentialEpochs`]).
-    Ok(String, Slot<String>, u64),
+    Ok(LoggedIn),
 }
 
-/// Checks a login for the IMAP and POP3 drivers: the password (through the access point's
-/// limiter and argon2 pool), then the per-user connection limit. A failure is logged and
-/// answered only after `failure_delay`.
+/// How a mailbox-access session answers a login (IMAP and POP3 say it differently).
+pub trait LoginAnswers {
+    /// Granted as `user`, or refused as invalid (`None`).
+    fn auth_result(&mut self, user: Option<String>);
+    /// Right credentials, too many sessions for the mailbox.
+    fn auth_too_many(&mut self);
+    /// The right password, but provisional: `notice` says where to change it.
+    fn auth_must_change(&mut self, notice: &str);
+}
+
+/// Answers `l` in `session`; the logged-in state when it succeeded.
+pub fn answer_login(session: &mut impl LoginAnswers, l: Login) -> Option<LoggedIn> {
+    match l {
+        Login::Failed => session.auth_result(None),
+        Login::TooManyConnections => session.auth_too_many(),
+        Login::MustChangePassword(notice) => session.auth_must_change(&notice),
+        Login::Ok(l) => {
+            session.auth_result(Some(l.user.clone()));
+            return Some(l);
+        }
+    }
+    None
+}
+
+/// Checks a login for the IMAP and POP3 drivers: the password (through the access
+/// point's limiter and argon2 pool) or the smart card, then the per-user connection limit.
+/// A failure is logged and answered only after `failure_delay`.
 pub async fn login(
     gw: &std::sync::Arc<crate::gateway::Gateway>,
     per_user: &Counter<String>,
-    (user, pass): (String, String),
-    peer: SocketAddr,
-    protocol: &str,
-    failure_delay: Duration,
-    max_per_user: usize,
-) -> Login {
-    // The generation is read before the password is checked: a change racing with this
-    // login ends the new session too.
-    let before = PecAddress::parse(&user)
-        .map(|a| gw.credentials.current(&a.to_string()))
-        .ok();
-    let check = crate::pipeline::access::authenticate(gw, user.clone(), pass, peer, protocol).await;
-    settle(
-        gw,
-        per_user,
-        check,
-        before,
-        &user,
-        peer,
-        protocol,
-        failure_delay,
-        max_per_user,
-    )
-    .await
-}
-
-/// [`login`] with a smart card: the TLS client certificate `chain` and the mailbox the
-/// client named (SASL EXTERNAL's authorization identity), if any.
-#[allow(clippy::too_many_arguments)]
-pub async fn login_card(
-    gw: &std::sync::Arc<crate::gateway::Gateway>,
-    per_user: &Counter<String>,
-    chain: Vec<openssl::x509::X509>,
-    authzid: Option<String>,
-    peer: SocketAddr,
-    protocol: &str,
-    failure_delay: Duration,
-    max_per_user: usize,
-) -> Login {
-    let before = authzid
-        .as_deref()
-        .and_then(|a| PecAddress::parse(a).ok())
-        .map(|a| gw.credentials.current(&a.to_string()));
-    let label = authzid.clone().unwrap_or_else(|| "(smart card)".into());
-    let check =
-        crate::pipeline::card_login::authenticate_card(gw, chain, authzid, peer, protocol).await;
-    settle(
-        gw,
-        per_user,
-        check,
-        before,
-        &label,
-        peer,
-        protocol,
-        failure_delay,
-        max_per_user,
-    )
-    .await
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn settle(
-    gw: &std::sync::Arc<crate::gateway::Gateway>,
-    per_user: &Counter<String>,
-    check: crate::pipeline::access::LoginCheck,
-    before: Option<u64>,
-    user: &str,
+    creds: Credentials,
     peer: SocketAddr,
     protocol: &str,
     failure_delay: Duration,
     max_per_user: usize,
 ) -> Login {
     use crate::pipeline::access::LoginCheck;
+    let epoch_of = |name: &str| {
+        PecAddress::parse(name)
+            .ok()
+            .map(|a| gw.credentials.current(&a.to_string()))
+    };
+    // The generation is read before the credentials are checked: a change racing with
+    // this login ends the new session too.
+    let (before, label, check) = match creds {
+        Credentials::Password(user, pass) => {
+            let before = epoch_of(&user);
+            let check =
+                crate::pipeline::access::authenticate(gw, user.clone(), pass, peer, protocol).await;
+            (before, user, check)
+        }
+        Credentials::Card(chain, authzid) => {
+            let before = authzid.as_deref().and_then(epoch_of);
+            let label = authzid.clone().unwrap_or_else(|| "(smart card)".into());
+            let check =
+                crate::pipeline::card_login::authenticate_card(gw, chain, authzid, peer, protocol)
+                    .await;
+            (before, label, check)
+        }
+    };
     match check {
         LoginCheck::Failed => {
-            tracing::warn!(%peer, %user, protocol, "login failed");
+            tracing::warn!(%peer, user = %label, protocol, "login failed");
             tokio::time::sleep(failure_delay).await;
             Login::Failed
         }
         LoginCheck::MustChangePassword { notice, .. } => Login::MustChangePassword(notice),
         // Counted per mailbox, whatever case the login used.
-        LoginCheck::Granted(addr) => match per_user.acquire(addr.to_lowercase(), max_per_user) {
-            Some(slot) => {
-                let epoch = before.unwrap_or_else(|| gw.credentials.current(&addr));
-                Login::Ok(addr, slot, epoch)
-            }
+        LoginCheck::Granted(user) => match per_user.acquire(user.to_lowercase(), max_per_user) {
+            Some(slot) => Login::Ok(LoggedIn {
+                epoch: before.unwrap_or_else(|| gw.credentials.current(&user)),
+                user,
+                _slot: slot,
+            }),
             None => Login::TooManyConnections,
         },
     }

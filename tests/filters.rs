@@ -21,20 +21,7 @@ fn account(web: &Web, token: &str) -> String {
 }
 
 fn post_rules(web: &Web, token: &str, rules: Value) -> common::jmap::Reply {
-    let auth = format!("Authorization: Bearer {token}");
-    let body = json!({ "rules": rules }).to_string();
-    web.request(
-        "POST",
-        "/auth/filters",
-        &[
-            "-H",
-            &auth,
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            &body,
-        ],
-    )
+    web.post_json(Some(token), "/auth/filters", &json!({ "rules": rules }))
 }
 
 /// (subject, keywords) of the messages in folder `mb`.

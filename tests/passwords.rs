@@ -21,34 +21,12 @@ fn logins(s: &Server, user: &str, pw: &str) -> Value {
 }
 
 fn login(web: &Web, user: &str, pw: &str) -> Reply {
-    let body = json!({"username": user, "password": pw, "bearer": true}).to_string();
-    web.request(
-        "POST",
-        "/auth/login",
-        &[
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            &body,
-        ],
-    )
+    web.login_reply(user, pw)
 }
 
 fn change(web: &Web, token: &str, current: &str, new: &str) -> Reply {
-    let body = json!({"currentPassword": current, "newPassword": new}).to_string();
-    let auth = format!("Authorization: Bearer {token}");
-    web.request(
-        "POST",
-        "/auth/password",
-        &[
-            "-H",
-            &auth,
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            &body,
-        ],
-    )
+    let body = json!({"currentPassword": current, "newPassword": new});
+    web.post_json(Some(token), "/auth/password", &body)
 }
 
 fn session_status(web: &Web, token: &str) -> Reply {

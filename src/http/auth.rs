@@ -19,6 +19,7 @@ use serde_json::json;
 use super::Web;
 use super::response::{self, Body};
 use super::sessions::IDLE_TIMEOUT;
+use crate::pec::address::PecAddress;
 
 /// The session cookie. The `__Host-` prefix makes browsers refuse it unless it is Secure,
 /// host-only and for `/` (RFC 6265bis §4.1.3.2).
@@ -162,6 +163,39 @@ pub async fn principal(
         });
     }
     Err(unauthorized("log in first"))
+}
+
+/// The mailbox of a caller of the owner's settings (cards, rules): refused while the
+/// session is restricted to the password change.
+pub(super) fn owner(web: &Web, p: &Principal) -> Result<PecAddress, Response<Body>> {
+    if p.must_change_password {
+        return Err(password_change_required(web));
+    }
+    PecAddress::parse(&p.user).map_err(|_| {
+        response::problem(StatusCode::INTERNAL_SERVER_ERROR, "about:blank", "bad user")
+    })
+}
+
+/// [`json_request`] for the owner's settings: also the caller's mailbox ([`owner`]).
+pub(super) async fn owner_json(
+    web: &Arc<Web>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    max: usize,
+) -> Result<(Principal, PecAddress, bytes::Bytes), Response<Body>> {
+    let (p, body) = json_request(web, req, peer, max).await?;
+    let addr = owner(web, &p)?;
+    Ok((p, addr, body))
+}
+
+/// 403 for a wrong current password (after the failure delay the caller served).
+pub(super) fn wrong_password() -> Response<Body> {
+    response::problem_motivo(
+        StatusCode::FORBIDDEN,
+        "urn:pecd:error:wrongPassword",
+        "the current password is wrong",
+        "La password attuale non è corretta",
+    )
 }
 
 /// The caller and the body of a state-changing JSON request: logged in, CSRF-checked for

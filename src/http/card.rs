@@ -127,11 +127,9 @@ pub async fn list(web: &Arc<Web>, req: Request<Incoming>, peer: SocketAddr) -> R
         Ok(p) => p,
         Err(r) => return r,
     };
-    if p.must_change_password {
-        return auth::password_change_required(web);
-    }
-    let Ok(addr) = PecAddress::parse(&p.user) else {
-        return response::problem(StatusCode::INTERNAL_SERVER_ERROR, "about:blank", "bad user");
+    let addr = match auth::owner(web, &p) {
+        Ok(a) => a,
+        Err(r) => return r,
     };
     let store = web.gw.store.clone();
     match web.gw.blocking(move || store.cards(&addr)).await {
@@ -141,11 +139,7 @@ pub async fn list(web: &Arc<Web>, req: Request<Incoming>, peer: SocketAddr) -> R
         ),
         Err(e) => {
             tracing::error!(error = %e, "listing cards");
-            response::problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "about:blank",
-                "try again later",
-            )
+            response::unavailable()
         }
     }
 }
@@ -156,13 +150,10 @@ pub async fn list(web: &Arc<Web>, req: Request<Incoming>, peer: SocketAddr) -> R
 /// cannot add cards) and a wrong one counts as a failed login. Removing a card ends every
 /// session of the mailbox but the caller's.
 pub async fn change(web: &Arc<Web>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-    let (p, body) = match auth::json_request(web, req, peer, MAX_CARD_BODY).await {
+    let (p, addr, body) = match auth::owner_json(web, req, peer, MAX_CARD_BODY).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    if p.must_change_password {
-        return auth::password_change_required(web);
-    }
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase", deny_unknown_fields)]
     struct Change {
@@ -192,16 +183,8 @@ pub async fn change(web: &Arc<Web>, req: Request<Incoming>, peer: SocketAddr) ->
     .await;
     if matches!(check, LoginCheck::Failed) {
         tokio::time::sleep(AUTH_FAILURE_DELAY).await;
-        return response::problem_motivo(
-            StatusCode::FORBIDDEN,
-            "urn:pecd:error:wrongPassword",
-            "the current password is wrong",
-            "La password attuale non è corretta",
-        );
+        return auth::wrong_password();
     }
-    let Ok(addr) = PecAddress::parse(&p.user) else {
-        return response::problem(StatusCode::INTERNAL_SERVER_ERROR, "about:blank", "bad user");
-    };
     let (store, cns, now) = (web.gw.store.clone(), web.gw.cns.clone(), web.gw.clock.now());
     if let Some(pem) = c.add {
         let a = addr.clone();

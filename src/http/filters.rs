@@ -16,7 +16,6 @@ use serde_json::json;
 use super::Web;
 use super::auth;
 use super::response::{self, Body};
-use crate::pec::address::PecAddress;
 use crate::store::mailbox::FiltersError;
 
 /// Largest request: 50 rules of a few hundred bytes each, with room.
@@ -28,41 +27,29 @@ pub async fn get(web: &Arc<Web>, req: Request<Incoming>, peer: SocketAddr) -> Re
         Ok(p) => p,
         Err(r) => return r,
     };
-    if p.must_change_password {
-        return auth::password_change_required(web);
-    }
-    let Ok(addr) = PecAddress::parse(&p.user) else {
-        return response::problem(StatusCode::INTERNAL_SERVER_ERROR, "about:blank", "bad user");
+    let addr = match auth::owner(web, &p) {
+        Ok(a) => a,
+        Err(r) => return r,
     };
     let store = web.gw.store.clone();
     match web.gw.blocking(move || store.filters(&addr)).await {
         Ok(rules) => response::json(StatusCode::OK, &json!({ "rules": rules })),
         Err(e) => {
             tracing::error!(error = %e, "reading rules");
-            response::problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "about:blank",
-                "try again later",
-            )
+            response::unavailable()
         }
     }
 }
 
 /// `POST /auth/filters` with `{"rules": [...]}`.
 pub async fn set(web: &Arc<Web>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-    let (p, body) = match auth::json_request(web, req, peer, MAX_BODY).await {
+    let (_, addr, body) = match auth::owner_json(web, req, peer, MAX_BODY).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    if p.must_change_password {
-        return auth::password_change_required(web);
-    }
     let rules = match serde_json::from_slice::<serde_json::Value>(&body) {
         Ok(v) => v.get("rules").cloned().unwrap_or(serde_json::Value::Null),
         Err(_) => serde_json::Value::Null,
-    };
-    let Ok(addr) = PecAddress::parse(&p.user) else {
-        return response::problem(StatusCode::INTERNAL_SERVER_ERROR, "about:blank", "bad user");
     };
     let store = web.gw.store.clone();
     match web
@@ -79,11 +66,7 @@ pub async fn set(web: &Arc<Web>, req: Request<Incoming>, peer: SocketAddr) -> Re
         ),
         Err(FiltersError::Store(e)) => {
             tracing::error!(error = %e, "saving rules");
-            response::problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "about:blank",
-                "try again later",
-            )
+            response::unavailable()
         }
     }
 }

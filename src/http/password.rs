@@ -6,7 +6,8 @@
 //!
 //! Untrusted input: the JSON body (bounded, JSON only, same origin and CSRF token for
 //! cookie sessions). A wrong current password counts as a failed login (the same
-//! lockout as every protocol), so a stolen session cannot be used to guess it.
+//! lockout as every protocol), so a stolen session cannot be used to guess it; the
+//! password is verified once, by the store, inside the change.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,7 +20,6 @@ use super::Web;
 use super::auth;
 use super::response::{self, Body};
 use crate::pec::address::PecAddress;
-use crate::pipeline::access::LoginCheck;
 use crate::store::mailbox::PasswordChangeError;
 
 /// Largest request body.
@@ -44,31 +44,20 @@ pub async fn change(web: &Arc<Web>, req: Request<Incoming>, peer: SocketAddr) ->
             "expected {\"currentPassword\": ..., \"newPassword\": ...}",
         );
     };
-    // The current password goes through the login check: lockout, trace and the
-    // failure delay as for any wrong password.
-    match crate::pipeline::access::authenticate(
-        &web.gw,
-        p.user.clone(),
-        c.current_password.clone(),
-        peer,
-        "HTTPS password change",
-    )
-    .await
-    {
-        LoginCheck::Granted(_) | LoginCheck::MustChangePassword { .. } => {}
-        LoginCheck::Failed => {
-            tokio::time::sleep(auth::AUTH_FAILURE_DELAY).await;
-            return response::problem_motivo(
-                StatusCode::FORBIDDEN,
-                "urn:pecd:error:wrongPassword",
-                "the current password is wrong",
-                "La password attuale non è corretta",
-            );
-        }
-    }
     let Ok(addr) = PecAddress::parse(&p.user) else {
         return response::problem(StatusCode::INTERNAL_SERVER_ERROR, "about:blank", "bad user");
     };
+    // A wrong current password is a failed login: the lockout is asked first, and a
+    // failure is counted and traced as on every protocol (the store checks the password
+    // once, inside the change).
+    let now = web.gw.clock.now();
+    if web.gw.logins.lockout(peer.ip(), &p.user, now).is_some() {
+        return response::problem(
+            StatusCode::TOO_MANY_REQUESTS,
+            "about:blank",
+            "too many failed logins: try again later",
+        );
+    }
     match web
         .gw
         .change_own_password(addr, c.current_password, c.new_password)
@@ -87,13 +76,19 @@ pub async fn change(web: &Arc<Web>, req: Request<Incoming>, peer: SocketAddr) ->
             &w.to_string(),
             &w.italian(),
         ),
-        // Changed between the check above and here: treat as wrong.
-        Err(PasswordChangeError::WrongCurrent) => response::problem_motivo(
-            StatusCode::FORBIDDEN,
-            "urn:pecd:error:wrongPassword",
-            "the current password is wrong",
-            "La password attuale non è corretta",
-        ),
+        Err(PasswordChangeError::WrongCurrent) => {
+            crate::pipeline::access::record_login_failure(
+                &web.gw,
+                &p.user,
+                PecAddress::parse(&p.user).ok().as_ref(),
+                peer,
+                "HTTPS password change",
+                None,
+            )
+            .await;
+            tokio::time::sleep(auth::AUTH_FAILURE_DELAY).await;
+            auth::wrong_password()
+        }
         Err(PasswordChangeError::Store(e)) => {
             tracing::error!(error = %e, user = %p.user, "password change failed");
             response::problem(

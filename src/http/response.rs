@@ -80,6 +80,15 @@ pub fn problem_motivo(
     r
 }
 
+/// 503 for a store that could not answer now (the cause goes to the log, not the client).
+pub fn unavailable() -> Response<Body> {
+    problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "about:blank",
+        "try again later",
+    )
+}
+
 pub fn not_found() -> Response<Body> {
     problem(StatusCode::NOT_FOUND, "about:blank", "not found")
 }

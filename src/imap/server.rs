@@ -9,7 +9,7 @@
 //! (APPEND literal), `limits.max_connections_per_ip`, `limits.command_timeout_secs`
 //! (before login).
 
-use crate::listener::{Counter, Login, Slot, login, login_card};
+use crate::listener::{Counter, Credentials, LoggedIn, answer_login, login};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -136,15 +136,15 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; 16 * 1024];
-    let mut user_slot: Option<Slot<String>> = None;
-    // The logged-in mailbox and its credential generation at login.
-    let mut logged: Option<(String, u64)> = None;
+    let mut logged: Option<LoggedIn> = None;
+    let (delay, max) = (cfg.auth_failure_delay, cfg.max_connections_per_user);
+    let login_with = async |creds| login(&gw, &per_user, creds, peer, "imap", delay, max).await;
     loop {
-        if let Some((user, epoch)) = &logged
-            && gw.credentials.current(user) != *epoch
+        if let Some(l) = &logged
+            && l.revoked(&gw)
         {
             // The password changed (or the mailbox went): this session ends at once.
-            tracing::info!(%peer, %user, "IMAP session ended: the credentials changed");
+            tracing::info!(%peer, user = %l.user, "IMAP session ended: the credentials changed");
             let _ = stream
                 .write_all(b"* BYE [ALERT] The mailbox credentials changed: log in again\r\n")
                 .await;
@@ -163,32 +163,12 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 return Ok(());
             }
             Action::Authenticate { user, pass } => {
-                let delay = cfg.auth_failure_delay;
-                let max = cfg.max_connections_per_user;
-                match login(&gw, &per_user, (user, pass), peer, "imap", delay, max).await {
-                    Login::Failed => session.auth_result(None),
-                    Login::TooManyConnections => session.auth_limited(),
-                    Login::MustChangePassword(notice) => session.auth_must_change(&notice),
-                    Login::Ok(addr, slot, epoch) => {
-                        user_slot = Some(slot);
-                        logged = Some((addr.clone(), epoch));
-                        session.auth_result(Some(addr));
-                    }
-                }
+                let l = login_with(Credentials::Password(user, pass)).await;
+                logged = answer_login(&mut session, l);
             }
             Action::AuthenticateExternal { authzid } => {
-                let delay = cfg.auth_failure_delay;
-                let max = cfg.max_connections_per_user;
-                let chain = chain.clone();
-                match login_card(&gw, &per_user, chain, authzid, peer, "imap", delay, max).await {
-                    Login::Failed | Login::MustChangePassword(_) => session.auth_result(None),
-                    Login::TooManyConnections => session.auth_limited(),
-                    Login::Ok(addr, slot, epoch) => {
-                        user_slot = Some(slot);
-                        logged = Some((addr.clone(), epoch));
-                        session.auth_result(Some(addr));
-                    }
-                }
+                let l = login_with(Credentials::Card(chain.clone(), authzid)).await;
+                logged = answer_login(&mut session, l);
             }
             Action::Execute => {
                 let store = gw.store.clone();
@@ -201,7 +181,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             }
             Action::NeedInput | Action::Idle => {
                 stream.flush().await?;
-                let timeout = if user_slot.is_some() {
+                let timeout = if logged.is_some() {
                     cfg.session_timeout
                 } else {
                     cfg.login_timeout
@@ -219,9 +199,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 // At IDLE start: report what happened since the last command.
                 let mut wake = if idle { Wake::Poll } else { Wake::Nothing };
                 loop {
-                    if let Some((user, epoch)) = &logged
-                        && gw.credentials.current(user) != *epoch
-                    {
+                    if logged.as_ref().is_some_and(|l| l.revoked(&gw)) {
                         break;
                     }
                     if wake != Wake::Nothing {
@@ -326,4 +304,16 @@ fn relevant(
         }
     }
     wake
+}
+
+impl crate::listener::LoginAnswers for Session {
+    fn auth_result(&mut self, user: Option<String>) {
+        Session::auth_result(self, user);
+    }
+    fn auth_too_many(&mut self) {
+        self.auth_limited();
+    }
+    fn auth_must_change(&mut self, notice: &str) {
+        Session::auth_must_change(self, notice);
+    }
 }

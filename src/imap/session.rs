@@ -80,11 +80,11 @@ enum Pending {
     AuthWait {
         tag: String,
     },
-    SaslExternal {
+    /// Waiting for the client's line of an AUTHENTICATE exchange (`external`: the
+    /// EXTERNAL mechanism, else PLAIN).
+    Sasl {
         tag: String,
-    },
-    SaslPlain {
-        tag: String,
+        external: bool,
     },
     Exec(Box<Command<'static>>),
     /// A FETCH answered in steps, each written out before the next (bounded memory).
@@ -208,8 +208,7 @@ impl Session {
                 Pending::Exec(_) | Pending::Fetch(_) | Pending::PostLogin { .. } => {
                     return Action::Execute;
                 }
-                Pending::Idle { .. } | Pending::SaslPlain { .. } | Pending::SaslExternal { .. } => {
-                }
+                Pending::Idle { .. } | Pending::Sasl { .. } => {}
             }
             let Some(frag) = self.frag.progress() else {
                 if self.frag.message_bytes().len() > self.line_limit() {
@@ -302,7 +301,7 @@ impl Session {
                 }
                 return None;
             }
-            Pending::SaslPlain { tag } => {
+            Pending::Sasl { tag, external } => {
                 let line = String::from_utf8_lossy(self.frag.message_bytes())
                     .trim_end()
                     .to_string();
@@ -311,22 +310,16 @@ impl Session {
                         .extend(tagged(&tag, "BAD", "AUTHENTICATE cancelled"));
                     return None;
                 }
-                return self.sasl_plain(tag, line.as_bytes());
-            }
-            Pending::SaslExternal { tag } => {
-                let line = String::from_utf8_lossy(self.frag.message_bytes())
-                    .trim_end()
-                    .to_string();
-                if line == "*" {
-                    self.out
-                        .extend(tagged(&tag, "BAD", "AUTHENTICATE cancelled"));
+                let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(line.as_bytes())
+                else {
+                    self.out.extend(tagged(&tag, "BAD", "Invalid base64"));
+                    return None;
+                };
+                if external {
+                    self.external_credentials(tag, &raw);
                     return None;
                 }
-                match base64::engine::general_purpose::STANDARD.decode(line.as_bytes()) {
-                    Ok(raw) => self.external_credentials(tag, &raw),
-                    Err(_) => self.out.extend(tagged(&tag, "BAD", "Invalid base64")),
-                }
-                return None;
+                return self.plain_credentials(tag, &raw);
             }
             other => self.pending = other,
         }
@@ -421,7 +414,10 @@ impl Session {
                         }
                         None => {
                             self.out.extend_from_slice(b"+ \r\n");
-                            self.pending = Pending::SaslExternal { tag };
+                            self.pending = Pending::Sasl {
+                                tag,
+                                external: true,
+                            };
                         }
                     }
                 } else if external {
@@ -445,7 +441,10 @@ impl Session {
                     return self.plain_credentials(tag, &raw);
                 } else {
                     self.out.extend_from_slice(b"+ \r\n");
-                    self.pending = Pending::SaslPlain { tag };
+                    self.pending = Pending::Sasl {
+                        tag,
+                        external: false,
+                    };
                 }
             }
             CommandBody::Enable { .. } if authed => {
@@ -501,16 +500,6 @@ impl Session {
             (!authzid.is_empty()).then_some(authzid),
         ));
         self.pending = Pending::AuthWait { tag };
-    }
-
-    fn sasl_plain(&mut self, tag: String, b64: &[u8]) -> Option<Action> {
-        match base64::engine::general_purpose::STANDARD.decode(b64) {
-            Ok(raw) => self.plain_credentials(tag, &raw),
-            Err(_) => {
-                self.out.extend(tagged(&tag, "BAD", "Invalid base64"));
-                None
-            }
-        }
     }
 
     /// `authzid \0 authcid \0 password` (RFC 4616); an authzid other than the user is refused.

@@ -189,7 +189,7 @@ pub async fn authenticate(
 
 /// Counts a failed login in the lockout (per client network and per `username`) and
 /// writes its trace record, with `reason` when there is more to say than "failed".
-pub(super) async fn record_login_failure(
+pub async fn record_login_failure(
     gw: &Arc<Gateway>,
     username: &str,
     addr: Option<&PecAddress>,

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use super::session::{Action, Session};
 use crate::gateway::Gateway;
-use crate::listener::{Counter, Login, login, login_card};
+use crate::listener::{Counter, Credentials, LoggedIn, answer_login, login};
 
 /// Silence allowed before login (TLS handshake included): short, because an
 /// unauthenticated client has nothing to think about.
@@ -101,16 +101,16 @@ async fn connection(
         session.offer_external();
     }
     let mut buf = vec![0u8; 8192];
-    let mut _user_slot = None;
-    // The logged-in mailbox and its credential generation at login.
-    let mut logged: Option<(String, u64)> = None;
+    let mut logged: Option<LoggedIn> = None;
+    let (delay, max) = (cfg.auth_failure_delay, cfg.max_connections_per_user);
+    let login_with = async |creds| login(&gw, &per_user, creds, peer, "pop3", delay, max).await;
     loop {
-        if let Some((user, epoch)) = &logged
-            && gw.credentials.current(user) != *epoch
+        if let Some(l) = &logged
+            && l.revoked(&gw)
         {
             // The password changed: the session ends without the UPDATE state (no
             // deletion takes effect, RFC 1939 §6).
-            tracing::info!(%peer, %user, "POP3 session ended: the credentials changed");
+            tracing::info!(%peer, user = %l.user, "POP3 session ended: the credentials changed");
             let _ = stream
                 .write_all(b"-ERR [AUTH] The mailbox credentials changed: log in again\r\n")
                 .await;
@@ -129,32 +129,12 @@ async fn connection(
                 return Ok(());
             }
             Action::Authenticate { user, pass } => {
-                let delay = cfg.auth_failure_delay;
-                let max = cfg.max_connections_per_user;
-                match login(&gw, &per_user, (user, pass), peer, "pop3", delay, max).await {
-                    Login::Failed => session.auth_result(None),
-                    Login::TooManyConnections => session.auth_in_use(),
-                    Login::MustChangePassword(notice) => session.auth_must_change(&notice),
-                    Login::Ok(addr, slot, epoch) => {
-                        _user_slot = Some(slot);
-                        logged = Some((addr.clone(), epoch));
-                        session.auth_result(Some(addr));
-                    }
-                }
+                let l = login_with(Credentials::Password(user, pass)).await;
+                logged = answer_login(&mut session, l);
             }
             Action::AuthenticateExternal { authzid } => {
-                let delay = cfg.auth_failure_delay;
-                let max = cfg.max_connections_per_user;
-                let chain = chain.clone();
-                match login_card(&gw, &per_user, chain, authzid, peer, "pop3", delay, max).await {
-                    Login::Failed | Login::MustChangePassword(_) => session.auth_result(None),
-                    Login::TooManyConnections => session.auth_in_use(),
-                    Login::Ok(addr, slot, epoch) => {
-                        _user_slot = Some(slot);
-                        logged = Some((addr.clone(), epoch));
-                        session.auth_result(Some(addr));
-                    }
-                }
+                let l = login_with(Credentials::Card(chain.clone(), authzid)).await;
+                logged = answer_login(&mut session, l);
             }
             Action::Execute => {
                 let store = gw.store.clone();
@@ -185,5 +165,17 @@ async fn connection(
                 }
             }
         }
+    }
+}
+
+impl crate::listener::LoginAnswers for Session {
+    fn auth_result(&mut self, user: Option<String>) {
+        Session::auth_result(self, user);
+    }
+    fn auth_too_many(&mut self) {
+        self.auth_in_use();
+    }
+    fn auth_must_change(&mut self, notice: &str) {
+        Session::auth_must_change(self, notice);
     }
 }

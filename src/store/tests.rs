@@ -125,7 +125,7 @@ fn deliver_quota_claim_and_trace_together() {
 }
 
 #[test]
-fn mailbox_admin_table() {
+fn mailbox_admin_table() -> Result<(), StoreError> {
     let dir = tempfile::tempdir().unwrap();
     let o = StoreOptions {
         clock: Arc::new(ManualClock::new(t0())),
@@ -172,16 +172,14 @@ fn mailbox_admin_table() {
             (g, w) => panic!("{what}: got {g:?}, want {w:?}"),
         }
     }
-    let check = |a: &str, p: &str| s.verify_password(&addr(a), &Password::new(p)).unwrap();
+    let check = |a: &str, p: &str| s.verify_password(&addr(a), &Password::new(p));
     // A reset by the administrator is provisional.
-    assert_eq!(check("bob@example.it", "new"), PasswordCheck::MustChange);
-    assert_eq!(check("bob@example.it", "pw"), PasswordCheck::Wrong);
-    assert_eq!(check("ghost@example.it", "new"), PasswordCheck::Wrong);
+    assert_eq!(check("bob@example.it", "new")?, PasswordCheck::MustChange);
+    assert_eq!(check("bob@example.it", "pw")?, PasswordCheck::Wrong);
+    assert_eq!(check("ghost@example.it", "new")?, PasswordCheck::Wrong);
     assert!(
-        s.mailbox(&addr("bob@example.it"))
-            .unwrap()
-            .unwrap()
-            .password_provisional
+        s.mailbox(&addr("bob@example.it"))?
+            .is_some_and(|m| m.password_provisional)
     );
     // The owner's change: the current password right, the new one strong and different.
     let change = |cur: &str, new: &str| {
@@ -203,18 +201,18 @@ fn mailbox_admin_table() {
         change("new", "Bob-example-1234"),
         Err(PasswordChangeError::Weak(WeakPassword::ContainsAddress))
     ));
-    change("new", "Corretto-Cavallo-9").unwrap();
+    assert!(change("new", "Corretto-Cavallo-9").is_ok());
     assert_eq!(
-        check("bob@example.it", "Corretto-Cavallo-9"),
+        check("bob@example.it", "Corretto-Cavallo-9")?,
         PasswordCheck::Valid
     );
-    assert_eq!(check("bob@example.it", "new"), PasswordCheck::Wrong);
+    assert_eq!(check("bob@example.it", "new")?, PasswordCheck::Wrong);
     assert!(matches!(
         change("Corretto-Cavallo-9", "Corretto-Cavallo-9"),
         Err(PasswordChangeError::Weak(WeakPassword::Unchanged))
     ));
-    let info = s.mailbox(&addr("bob@example.it")).unwrap().unwrap();
-    assert!(!info.password_provisional);
+    let info = s.mailbox(&addr("bob@example.it"))?;
+    assert!(info.is_some_and(|i| !i.password_provisional));
     let l = s.list_mailboxes().unwrap();
     assert_eq!(l.len(), 1);
     assert_eq!(l[0].quota_bytes, 5);
@@ -230,6 +228,7 @@ fn mailbox_admin_table() {
     assert!(s.list_mailboxes().unwrap().is_empty());
     assert_eq!(s.blob_refs(&blob.id).unwrap(), 0);
     assert_eq!(s.sweep_blobs(std::time::Duration::ZERO).unwrap().removed, 1);
+    Ok(())
 }
 
 #[test]
@@ -292,7 +291,7 @@ fn folders_flags_expunge() {
 }
 
 #[test]
-fn queue_and_pending_due() {
+fn queue_and_pending_due() -> Result<(), StoreError> {
     let dir = tempfile::tempdir().unwrap();
     let s = open(dir.path(), Arc::new(ManualClock::new(t0())));
     let blob = s.blobs().put(b"envelope").unwrap();
@@ -342,11 +341,10 @@ fn queue_and_pending_due() {
         .unwrap();
     assert_eq!(s.pending_due(h12, 10).unwrap().len(), 0);
     assert!(s.pending_due(h24, 10).unwrap()[0].notice_12h_sent);
-    s.commit(Batch::new().pending_taken_in_charge("id1", "b@other.it"))
-        .unwrap();
+    s.commit(Batch::new().pending_taken_in_charge("id1", "b@other.it"))?;
     assert_eq!(
-        s.pending("id1", "b@other.it").unwrap().unwrap().awaiting,
-        Awaiting::DeliveryReceipt
+        s.pending("id1", "b@other.it")?.map(|p| p.awaiting),
+        Some(Awaiting::DeliveryReceipt)
     );
     s.commit(Batch::new().pending_resolve("id1", "b@other.it"))
         .unwrap();
@@ -354,10 +352,10 @@ fn queue_and_pending_due() {
     assert!(s.pending_due(h24, 10).unwrap().is_empty());
     // A take-charge processed after the delivery receipt resolved the entry does not
     // bring it back (it would owe a false 24 h notice).
-    s.commit(Batch::new().pending_taken_in_charge("id1", "b@other.it"))
-        .unwrap();
-    assert!(s.pending("id1", "b@other.it").unwrap().is_none());
-    assert!(s.pending_due(h24, 10).unwrap().is_empty());
+    s.commit(Batch::new().pending_taken_in_charge("id1", "b@other.it"))?;
+    assert!(s.pending("id1", "b@other.it")?.is_none());
+    assert!(s.pending_due(h24, 10)?.is_empty());
+    Ok(())
 }
 
 #[test]

@@ -20,6 +20,15 @@ pub struct CnsPki {
     pub dir: PathBuf,
 }
 
+/// `openssl ca` with this CA's configuration, certificate and key, then `args`.
+fn openssl_ca(dir: &Path, args: &[&str]) {
+    let mut all = vec![
+        "ca", "-config", "ca.cnf", "-cert", "ca.pem", "-keyfile", "ca.key",
+    ];
+    all.extend_from_slice(args);
+    openssl(dir, &all);
+}
+
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .args(args)
@@ -109,14 +118,7 @@ impl CnsPki {
             ],
         );
         let mut args = vec![
-            "ca",
             "-batch",
-            "-config",
-            "ca.cnf",
-            "-cert",
-            "ca.pem",
-            "-keyfile",
-            "ca.key",
             "-extensions",
             ext,
             "-notext",
@@ -129,19 +131,14 @@ impl CnsPki {
             Some((start, end)) => args.extend(["-startdate", start, "-enddate", end]),
             None => args.extend(["-days", "365"]),
         }
-        openssl(&self.dir, &args);
+        openssl_ca(&self.dir, &args);
         self.dir.join(pem)
     }
 
     /// Revokes card `name` and writes the CA's CRL to `out_dir/<CA>.crl.pem`.
     pub fn revoke(&self, name: &str, out_dir: &Path) {
         let pem = format!("{name}.pem");
-        openssl(
-            &self.dir,
-            &[
-                "ca", "-config", "ca.cnf", "-cert", "ca.pem", "-keyfile", "ca.key", "-revoke", &pem,
-            ],
-        );
+        openssl_ca(&self.dir, &["-revoke", &pem]);
         self.write_crl(out_dir);
     }
 
@@ -149,20 +146,6 @@ impl CnsPki {
         std::fs::create_dir_all(out_dir).unwrap();
         let name = self.dir.file_name().unwrap().to_string_lossy().to_string();
         let out = out_dir.join(format!("{name}.crl.pem"));
-        openssl(
-            &self.dir,
-            &[
-                "ca",
-                "-config",
-                "ca.cnf",
-                "-cert",
-                "ca.pem",
-                "-keyfile",
-                "ca.key",
-                "-gencrl",
-                "-out",
-                out.to_str().unwrap(),
-            ],
-        );
+        openssl_ca(&self.dir, &["-gencrl", "-out", out.to_str().unwrap()]);
     }
 }

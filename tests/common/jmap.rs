@@ -148,19 +148,31 @@ impl Web {
 
     /// A bearer token for `user`.
     pub fn login(&self, user: &str, password: &str) -> String {
-        let body = json!({"username": user, "password": password, "bearer": true}).to_string();
-        let r = self.request(
-            "POST",
-            "/auth/login",
-            &[
-                "-H",
-                "Content-Type: application/json",
-                "--data-binary",
-                &body,
-            ],
-        );
+        let r = self.login_reply(user, password);
         assert_eq!(r.status, 200, "login: {}", String::from_utf8_lossy(&r.body));
         r.json()["bearerToken"].as_str().unwrap().to_string()
+    }
+
+    /// The answer to a bearer login of `user`, whatever it is.
+    pub fn login_reply(&self, user: &str, password: &str) -> Reply {
+        let body = json!({"username": user, "password": password, "bearer": true});
+        self.post_json(None, "/auth/login", &body)
+    }
+
+    /// `POST path` with a JSON `body`, as the bearer `token` when given.
+    pub fn post_json(&self, token: Option<&str>, path: &str, body: &Value) -> Reply {
+        let body = body.to_string();
+        let auth = token.map(|t| format!("Authorization: Bearer {t}"));
+        let mut args = vec![
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &body,
+        ];
+        if let Some(a) = &auth {
+            args.extend(["-H", a.as_str()]);
+        }
+        self.request("POST", path, &args)
     }
 
     pub fn session(&self, token: &str) -> Value {
