@@ -40,6 +40,8 @@ try {
     await page.press('#login-pass', 'Enter');
     await page.waitForSelector('#account-view:not([hidden])');
     assert.match(await page.textContent('#account-forced'), /provvisoria/);
+    assert.match(await page.textContent('#account-title'), /Primo accesso/);
+    assert.match(await page.textContent('label[for="pw-current"]'), /provvisoria/);
     assert.equal(await page.isHidden('#mail-view'), true);
     assert.equal(await page.isHidden('#account-back'), true, 'no way around the change');
     assert.equal(await page.evaluate(() => document.activeElement.id), 'pw-current');

@@ -35,10 +35,11 @@ export class Account {
     const ul = clear($('#card-list'));
     $('#cards-empty').hidden = r.cards.length > 0;
     for (const c of r.cards) {
+      const issuer = /(?:^|, )CN=([^,]+)/.exec(c.issuer)?.[1] || c.issuer;
       ul.appendChild(h('li', {},
         h('span', { class: 'card-who' },
-          h('strong', {}, c.codice_fiscale), ' — ', c.subject,
-          h('br'), h('span', { class: 'small text-muted' }, t('cards.valid', dateTime(c.not_after)))),
+          h('strong', {}, t('cards.cf', c.codice_fiscale)),
+          h('br'), h('span', { class: 'small text-muted' }, t('cards.issued', issuer, dateTime(c.not_after)))),
         h('button', {
           type: 'button',
           class: 'btn btn-sm btn-outline-danger',
@@ -97,6 +98,9 @@ export class Account {
     this.forced = forced;
     $('#account-forced').hidden = !forced;
     $('#account-back').hidden = forced;
+    // On first access this page is only the choice of a password: say so.
+    $('#account-title').textContent = t(forced ? 'account.firstTitle' : 'account.title');
+    $('#pw-current-label').textContent = t(forced ? 'pw.provisional' : 'pw.current');
     $('#pw-user').value = this.client.username || '';
     for (const id of ['#pw-current', '#pw-new', '#pw-confirm']) $(id).value = '';
     clear($('#pw-result'));
@@ -147,6 +151,8 @@ export class Account {
     this.forced = false;
     $('#account-forced').hidden = true;
     $('#account-back').hidden = false;
+    $('#account-title').textContent = t('account.title');
+    $('#pw-current-label').textContent = t('pw.current');
     this.result('success', t('pw.done'));
     if (wasForced) await this.onChanged();
     else {
