@@ -155,6 +155,9 @@ async fn sender(
     sent
 }
 
+#[path = "common/load.rs"]
+mod load;
+
 fn main() {
     let total: usize = env("PECD_BENCH_MESSAGES", 200);
     let m: usize = env("PECD_BENCH_SESSIONS", 20);
@@ -260,4 +263,13 @@ fn main() {
         ra.shutdown().await;
         rb.shutdown().await;
     });
+    // The bound: every message costs A two signatures (acceptance, envelope), B two
+    // (take-charge, delivery receipt), on the same two cores.
+    match load::openssl_rsa2048_signs_per_sec() {
+        Some(s) => println!(
+            "openssl speed rsa2048 in the same run: {s:.0} signs/s on one core; a quarter of it: {:.0} msg/s",
+            s / 4.0
+        ),
+        None => println!("openssl speed: the openssl command is not available"),
+    }
 }

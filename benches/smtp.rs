@@ -8,80 +8,18 @@
 //! PECD_BENCH_SIZE default 10240, PECD_BENCH_SESSIONS default "1,20").
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use base64::Engine;
 use pecd::config::Config;
 use pecd::gateway::Gateway;
 use pecd::pec::address::{Domain, PecAddress};
 use pecd::store::NewMailbox;
 use pecd::store::mailbox::Password;
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-fn env<T: std::str::FromStr>(k: &str, d: T) -> T {
-    std::env::var(k)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(d)
-}
-
-async fn reply<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> u16 {
-    loop {
-        let mut l = String::new();
-        if r.read_line(&mut l).await.unwrap_or(0) == 0 {
-            return 0;
-        }
-        if l.as_bytes().get(3) != Some(&b'-') {
-            return l.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
-        }
-    }
-}
-
-async fn session(
-    addr: std::net::SocketAddr,
-    tls: Arc<rustls::ClientConfig>,
-    n: usize,
-    body: Arc<Vec<u8>>,
-) -> Vec<Duration> {
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let s = tokio_rustls::TlsConnector::from(tls)
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .expect("tls");
-    let mut s = BufReader::new(s);
-    assert_eq!(reply(&mut s).await, 220);
-    s.get_mut().write_all(b"EHLO bench\r\n").await.unwrap();
-    assert_eq!(reply(&mut s).await, 250);
-    let tok = base64::engine::general_purpose::STANDARD.encode(b"\0a@pec.bench.test\0bench-pw");
-    s.get_mut()
-        .write_all(format!("AUTH PLAIN {tok}\r\n").as_bytes())
-        .await
-        .unwrap();
-    assert_eq!(reply(&mut s).await, 235);
-    let mut lat = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t = Instant::now();
-        s.get_mut()
-            .write_all(b"MAIL FROM:<a@pec.bench.test>\r\nRCPT TO:<b@pec.bench.test>\r\nDATA\r\n")
-            .await
-            .unwrap();
-        assert_eq!(reply(&mut s).await, 250);
-        assert_eq!(reply(&mut s).await, 250);
-        assert_eq!(reply(&mut s).await, 354);
-        s.get_mut().write_all(&body).await.unwrap();
-        s.get_mut().write_all(b".\r\n").await.unwrap();
-        assert_eq!(reply(&mut s).await, 250, "message not accepted");
-        lat.push(t.elapsed());
-    }
-    let _ = s.get_mut().write_all(b"QUIT\r\n").await;
-    lat
-}
-
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)].as_secs_f64() * 1000.0
-}
+#[path = "common/load.rs"]
+mod load;
+use load::{Job, env, pct};
 
 fn main() {
     let total: usize = env("PECD_BENCH_MESSAGES", 400);
@@ -128,11 +66,7 @@ fn main() {
                 })
                 .expect("mailbox");
         }
-        let mut body = format!("From: a@pec.bench.test\r\nTo: b@pec.bench.test\r\nSubject: bench\r\nMessage-ID: <bench@x>\r\n\r\n").into_bytes();
-        while body.len() < size {
-            body.extend_from_slice(b"Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor.\r\n");
-        }
-        let body = Arc::new(body);
+        let body = Arc::new(load::message("a@pec.bench.test", "b@pec.bench.test", size));
         let tls = pecd::tls::client_config(&[dir.path().join("certs/ca.pem")], false)
             .expect("client tls");
         rt.block_on(async {
@@ -140,7 +74,26 @@ fn main() {
             let addr = running.addr("smtps").expect("smtps");
             let per = total.div_ceil(m);
             let t0 = Instant::now();
-            let handles: Vec<_> = (0..m).map(|_| tokio::spawn(session(addr, tls.clone(), per, body.clone()))).collect();
+            let handles: Vec<_> = (0..m)
+                .map(|_| {
+                    let (tls, body) = (tls.clone(), body.clone());
+                    tokio::spawn(async move {
+                        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+                        let s = tokio_rustls::TlsConnector::from(tls)
+                            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                            .await
+                            .expect("tls");
+                        let job = Job {
+                            auth: Some(("a@pec.bench.test", "bench-pw")),
+                            from: "a@pec.bench.test",
+                            to: "b@pec.bench.test",
+                            n: per,
+                            body: &body,
+                        };
+                        load::session(s, &job).await
+                    })
+                })
+                .collect();
             let mut lat = Vec::new();
             for h in handles {
                 lat.extend(h.await.expect("session"));

@@ -1,0 +1,106 @@
+//! The SMTP load generator shared by the benchmarks: one client session submitting `n`
+//! messages over any stream (TLS or not, with or without AUTH PLAIN), latency per message
+//! from MAIL FROM to the 250 after the dot.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+
+pub fn env<T: std::str::FromStr>(k: &str, d: T) -> T {
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
+}
+
+/// The code of the next (possibly multi-line) reply; 0 at end of stream.
+pub async fn reply<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> u16 {
+    loop {
+        let mut l = String::new();
+        if r.read_line(&mut l).await.unwrap_or(0) == 0 {
+            return 0;
+        }
+        if l.as_bytes().get(3) != Some(&b'-') {
+            return l.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
+        }
+    }
+}
+
+/// What one session sends.
+pub struct Job<'a> {
+    /// `Some((user, password))`: AUTH PLAIN after EHLO.
+    pub auth: Option<(&'a str, &'a str)>,
+    pub from: &'a str,
+    pub to: &'a str,
+    pub n: usize,
+    /// The message, dot-stuffed, ending with CRLF.
+    pub body: &'a [u8],
+}
+
+/// Runs `job` on an established stream (after the TLS handshake, if any).
+pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(stream: S, job: &Job<'_>) -> Vec<Duration> {
+    let mut s = BufReader::new(stream);
+    assert_eq!(reply(&mut s).await, 220);
+    s.get_mut().write_all(b"EHLO bench\r\n").await.unwrap();
+    assert_eq!(reply(&mut s).await, 250);
+    if let Some((u, p)) = job.auth {
+        let tok = base64::engine::general_purpose::STANDARD.encode(format!("\0{u}\0{p}"));
+        s.get_mut()
+            .write_all(format!("AUTH PLAIN {tok}\r\n").as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(reply(&mut s).await, 235);
+    }
+    let envelope = format!(
+        "MAIL FROM:<{}>\r\nRCPT TO:<{}>\r\nDATA\r\n",
+        job.from, job.to
+    );
+    let mut lat = Vec::with_capacity(job.n);
+    for _ in 0..job.n {
+        let t = Instant::now();
+        s.get_mut().write_all(envelope.as_bytes()).await.unwrap();
+        assert_eq!(reply(&mut s).await, 250);
+        assert_eq!(reply(&mut s).await, 250);
+        assert_eq!(reply(&mut s).await, 354);
+        s.get_mut().write_all(job.body).await.unwrap();
+        s.get_mut().write_all(b".\r\n").await.unwrap();
+        assert_eq!(reply(&mut s).await, 250, "message not accepted");
+        lat.push(t.elapsed());
+    }
+    let _ = s.get_mut().write_all(b"QUIT\r\n").await;
+    lat
+}
+
+/// The `p` percentile of sorted latencies, in ms.
+pub fn pct(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)].as_secs_f64() * 1000.0
+}
+
+/// A message of at least `size` bytes with these headers.
+pub fn message(from: &str, to: &str, size: usize) -> Vec<u8> {
+    let mut body =
+        format!("From: {from}\r\nTo: {to}\r\nSubject: bench\r\nMessage-ID: <bench@x>\r\n\r\n")
+            .into_bytes();
+    while body.len() < size {
+        body.extend_from_slice(
+            b"Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor.\r\n",
+        );
+    }
+    body
+}
+
+/// `openssl speed` RSA-2048 signatures per second on this machine now (one core), the
+/// bound a signing provider is measured against; `None` without the `openssl` command.
+pub fn openssl_rsa2048_signs_per_sec() -> Option<f64> {
+    let out = std::process::Command::new("openssl")
+        .args(["speed", "-seconds", "3", "rsa2048"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().rev().find(|l| l.starts_with("rsa 2048"))?;
+    // "rsa 2048 bits 0.000262s 0.000008s   3811.4 127000.0"
+    line.split_whitespace().nth(5)?.parse().ok()
+}
