@@ -30,10 +30,27 @@ async fn mailbox_op(
     + Send
     + 'static,
 ) -> Result<Done, String> {
+    mailbox_call(gw, address, what, op, |()| Done::default()).await
+}
+
+/// Runs `op` on the store for the mailbox `address` (off the executor); its result goes
+/// into the answer through `done`, an error is "`what` `address`: cause".
+async fn mailbox_call<T, E>(
+    gw: &Arc<Gateway>,
+    address: String,
+    what: &'static str,
+    op: impl FnOnce(&crate::store::Store, &PecAddress) -> Result<T, E> + Send + 'static,
+    done: impl FnOnce(T) -> Done + Send + 'static,
+) -> Result<Done, String>
+where
+    T: Send + 'static,
+    E: std::error::Error + Send + Sync + 'static,
+{
     let store = gw.store.clone();
     gw.blocking(move || -> anyhow::Result<Done> {
-        op(&store, &parse_address(&address)?).with_context(|| format!("{what} {address}"))?;
-        Ok(Done::default())
+        let v =
+            op(&store, &parse_address(&address)?).with_context(|| format!("{what} {address}"))?;
+        Ok(done(v))
     })
     .await
     .map_err(msg)
@@ -109,32 +126,28 @@ pub(super) async fn handle(gw: &Arc<Gateway>, req: Request, w: &mut Writer) -> s
             })
             .await
         }
-        Request::FiltersGet { address } => gw
-            .blocking(move || -> anyhow::Result<Done> {
-                let a = parse_address(&address)?;
-                let filters = store
-                    .filters(&a)
-                    .with_context(|| format!("reading the rules of {address}"))?;
-                Ok(Done {
-                    filters: Some(filters),
-                    ..Done::default()
-                })
-            })
+        Request::FiltersGet { address } => {
+            let done = |f| Done {
+                filters: Some(f),
+                ..Done::default()
+            };
+            mailbox_call(
+                gw,
+                address,
+                "reading the rules of",
+                |s, a| s.filters(a),
+                done,
+            )
             .await
-            .map_err(msg),
-        Request::FiltersSet { address, rules } => gw
-            .blocking(move || -> anyhow::Result<Done> {
-                let a = parse_address(&address)?;
-                let filters = store
-                    .set_filters(&a, &rules)
-                    .with_context(|| format!("setting the rules of {address}"))?;
-                Ok(Done {
-                    filters: Some(filters),
-                    ..Done::default()
-                })
-            })
-            .await
-            .map_err(msg),
+        }
+        Request::FiltersSet { address, rules } => {
+            let done = |f| Done {
+                filters: Some(f),
+                ..Done::default()
+            };
+            let set = move |s: &crate::store::Store, a: &PecAddress| s.set_filters(a, &rules);
+            mailbox_call(gw, address, "setting the rules of", set, done).await
+        }
         Request::CardAdd { address, pem } => {
             let cns = gw.cns.clone();
             let now = gw.clock.now();
@@ -164,19 +177,13 @@ pub(super) async fn handle(gw: &Arc<Gateway>, req: Request, w: &mut Writer) -> s
             }
             r
         }
-        Request::CardList { address } => gw
-            .blocking(move || -> anyhow::Result<Done> {
-                let a = parse_address(&address)?;
-                let cards = store
-                    .cards(&a)
-                    .with_context(|| format!("listing the cards of {address}"))?;
-                Ok(Done {
-                    cards: Some(cards),
-                    ..Done::default()
-                })
-            })
-            .await
-            .map_err(msg),
+        Request::CardList { address } => {
+            let done = |c| Done {
+                cards: Some(c),
+                ..Done::default()
+            };
+            mailbox_call(gw, address, "listing the cards of", |s, a| s.cards(a), done).await
+        }
         Request::MailboxList => {
             let list = gw
                 .blocking(move || store.list_mailboxes().context("listing mailboxes"))

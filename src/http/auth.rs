@@ -176,6 +176,35 @@ pub(super) fn owner(web: &Web, p: &Principal) -> Result<PecAddress, Response<Bod
     })
 }
 
+/// `GET` of one of the owner's settings: reads it from the store (off the executor) for
+/// the caller's mailbox and answers `answer(value)` as JSON, or 503.
+pub(super) async fn owner_get<T: Send + 'static>(
+    web: &Arc<Web>,
+    req: &Request<Incoming>,
+    peer: SocketAddr,
+    read: impl FnOnce(&crate::store::Store, &PecAddress) -> Result<T, crate::store::StoreError>
+    + Send
+    + 'static,
+    answer: impl FnOnce(T) -> serde_json::Value,
+) -> Response<Body> {
+    let p = match principal(web, req, peer).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let addr = match owner(web, &p) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let store = web.gw.store.clone();
+    match web.gw.blocking(move || read(&store, &addr)).await {
+        Ok(v) => response::json(StatusCode::OK, &answer(v)),
+        Err(e) => {
+            tracing::error!(error = %e, user = %p.user, "reading the owner's settings");
+            response::unavailable()
+        }
+    }
+}
+
 /// [`json_request`] for the owner's settings: also the caller's mailbox ([`owner`]).
 pub(super) async fn owner_json(
     web: &Arc<Web>,

@@ -123,25 +123,15 @@ pub async fn login(
 
 /// `GET /auth/cards`: the smart cards associated with the caller's mailbox.
 pub async fn list(web: &Arc<Web>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-    let p = match auth::principal(web, &req, peer).await {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let addr = match auth::owner(web, &p) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let store = web.gw.store.clone();
-    match web.gw.blocking(move || store.cards(&addr)).await {
-        Ok(cards) => response::json(
-            StatusCode::OK,
-            &json!({"cards": cards, "enabled": web.gw.cns.is_some()}),
-        ),
-        Err(e) => {
-            tracing::error!(error = %e, "listing cards");
-            response::unavailable()
-        }
-    }
+    let enabled = web.gw.cns.is_some();
+    auth::owner_get(
+        web,
+        &req,
+        peer,
+        |s, a| s.cards(a),
+        |cards| json!({"cards": cards, "enabled": enabled}),
+    )
+    .await
 }
 
 /// `POST /auth/cards` with `{"currentPassword", "add": PEM}` or

@@ -23,22 +23,14 @@ const MAX_BODY: usize = 64 * 1024;
 
 /// `GET /auth/filters`.
 pub async fn get(web: &Arc<Web>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-    let p = match auth::principal(web, &req, peer).await {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let addr = match auth::owner(web, &p) {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let store = web.gw.store.clone();
-    match web.gw.blocking(move || store.filters(&addr)).await {
-        Ok(rules) => response::json(StatusCode::OK, &json!({ "rules": rules })),
-        Err(e) => {
-            tracing::error!(error = %e, "reading rules");
-            response::unavailable()
-        }
-    }
+    auth::owner_get(
+        web,
+        &req,
+        peer,
+        |s, a| s.filters(a),
+        |rules| json!({ "rules": rules }),
+    )
+    .await
 }
 
 /// `POST /auth/filters` with `{"rules": [...]}`.
