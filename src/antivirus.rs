@@ -28,12 +28,12 @@
 
 use std::fmt;
 use std::future::Future;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::timeout;
+
+use crate::daemon::{Conn, DaemonAddr};
 
 /// Largest chunk sent in one `INSTREAM` frame (64 KiB).
 pub const CHUNK: usize = 64 * 1024;
@@ -77,26 +77,17 @@ pub enum ScanError {
     TooLarge(usize),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Addr {
-    Tcp(String),
-    Unix(PathBuf),
-}
-
 /// A clamd client; cheap to clone, holds no connection.
 #[derive(Debug, Clone)]
 pub struct Scanner {
-    addr: Addr,
+    addr: DaemonAddr,
     connect_timeout: Duration,
     scan_timeout: Duration,
 }
 
 impl fmt::Display for Scanner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.addr {
-            Addr::Tcp(a) => write!(f, "clamd at {a}"),
-            Addr::Unix(p) => write!(f, "clamd at unix:{}", p.display()),
-        }
+        write!(f, "clamd at {}", self.addr)
     }
 }
 
@@ -104,17 +95,7 @@ impl Scanner {
     /// A scanner for `[antivirus] clamd`: `"host:port"` (IP, `[IPv6]` or DNS name) or an
     /// absolute unix socket path. Does not connect.
     pub fn from_config(clamd: &str) -> Result<Self, ScanError> {
-        let addr = if clamd.starts_with('/') {
-            if clamd.contains('\0') {
-                return Err(ScanError::InvalidAddress(format!(
-                    "{clamd:?} contains a NUL byte"
-                )));
-            }
-            Addr::Unix(PathBuf::from(clamd))
-        } else {
-            crate::config::check_host_port(clamd).map_err(ScanError::InvalidAddress)?;
-            Addr::Tcp(clamd.to_owned())
-        };
+        let addr = DaemonAddr::parse(clamd).map_err(ScanError::InvalidAddress)?;
         Ok(Scanner {
             addr,
             connect_timeout: CONNECT_TIMEOUT,
@@ -132,13 +113,7 @@ impl Scanner {
     /// Scans `data` (a whole message, as received) with `INSTREAM`.
     pub async fn scan(&self, data: &[u8]) -> Result<Verdict, ScanError> {
         let reply = self
-            .with_conn(self.scan_timeout, |conn| async move {
-                match conn {
-                    Conn::Tcp(s) => instream(s, data).await,
-                    #[cfg(unix)]
-                    Conn::Unix(s) => instream(s, data).await,
-                }
-            })
+            .with_conn(self.scan_timeout, |conn| instream(conn, data))
             .await?;
         parse_scan_reply(&reply, data.len())
     }
@@ -147,13 +122,7 @@ impl Scanner {
     pub async fn ping(&self) -> Result<(), ScanError> {
         let limit = self.connect_timeout.saturating_mul(2);
         let reply = self
-            .with_conn(limit, |conn| async move {
-                match conn {
-                    Conn::Tcp(s) => command(s, b"zPING\0").await,
-                    #[cfg(unix)]
-                    Conn::Unix(s) => command(s, b"zPING\0").await,
-                }
-            })
+            .with_conn(limit, |conn| command(conn, b"zPING\0"))
             .await?;
         match reply.as_slice() {
             b"PONG" => Ok(()),
@@ -183,29 +152,10 @@ impl Scanner {
     }
 
     async fn connect(&self) -> Result<Conn, ScanError> {
-        let limit = self.connect_timeout;
-        let attempt = async {
-            match &self.addr {
-                Addr::Tcp(a) => TcpStream::connect(a.as_str()).await.map(|s| {
-                    let _ = s.set_nodelay(true);
-                    Conn::Tcp(s)
-                }),
-                #[cfg(unix)]
-                Addr::Unix(p) => tokio::net::UnixStream::connect(p).await.map(Conn::Unix),
-                #[cfg(not(unix))]
-                Addr::Unix(_) => Err(std::io::Error::new(
-                    std::io::ErrorKind::Unsupported,
-                    "unix sockets are not supported on this platform",
-                )),
-            }
-        };
-        match timeout(limit, attempt).await {
-            Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => Err(ScanError::Unavailable(format!("connect: {e}"))),
-            Err(_) => Err(ScanError::Unavailable(format!(
-                "connect: timed out after {limit:?}"
-            ))),
-        }
+        self.addr
+            .connect(self.connect_timeout)
+            .await
+            .map_err(ScanError::Unavailable)
     }
 
     /// Prefixes transport errors with the address, for the log.
@@ -216,12 +166,6 @@ impl Scanner {
             other => other,
         }
     }
-}
-
-enum Conn {
-    Tcp(TcpStream),
-    #[cfg(unix)]
-    Unix(tokio::net::UnixStream),
 }
 
 /// Sends `zINSTREAM\0`, the chunks and the terminator while reading the reply; returns the

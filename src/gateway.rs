@@ -39,6 +39,8 @@ pub enum GatewayError {
     Store(#[from] StoreError),
     #[error("antivirus.clamd: {0}")]
     Antivirus(#[from] crate::antivirus::ScanError),
+    #[error("antispam.spamd: {0}")]
+    Antispam(#[from] crate::antispam::SpamError),
     #[error("the provider index: {0}")]
     Index(#[from] crate::pec::index::IndexError),
 }
@@ -73,6 +75,8 @@ pub struct Gateway {
     pub limits: Limits,
     /// The clamd client, when `[antivirus] clamd` is set.
     pub scanner: Option<crate::antivirus::Scanner>,
+    /// The spamd client, when `[antispam] spamd` is set.
+    pub spam_filter: Option<crate::antispam::SpamFilter>,
     /// Wakes the queue workers when new work is committed.
     pub work: Notify,
     /// Failed logins per client network and per account (all protocols).
@@ -177,10 +181,15 @@ impl Gateway {
             Some(a) => Some(crate::antivirus::Scanner::from_config(a)?),
             None => None,
         };
+        let spam_filter = match &config.antispam.spamd {
+            Some(a) => Some(crate::antispam::SpamFilter::from_config(a)?),
+            None => None,
+        };
         let connections = Arc::new(crate::listener::ConnectionGate::from_config(&config.limits));
         Ok(Arc::new(Self {
             connections,
             scanner,
+            spam_filter,
             config: Arc::new(config),
             identity,
             signer,

@@ -28,11 +28,13 @@
 //! | [`fuzz`] | the entry points of the fuzz targets (`fuzz/`), shared with a stable test |
 #![forbid(unsafe_code)]
 
+pub mod antispam;
 pub mod antivirus;
 pub mod clock;
 pub mod cns;
 pub mod config;
 pub mod control;
+pub mod daemon;
 pub mod evidence;
 pub mod filters;
 pub mod fuzz;

@@ -330,6 +330,10 @@ trusted_ca = ["certs/ca.pem"]
 
 [antivirus]
 # clamd = "127.0.0.1:3310"
+
+[antispam]
+# SpamAssassin's spamd, for ordinary mail to mailboxes that accept it (spam into Junk).
+# spamd = "127.0.0.1:783"
 "#
     )
 }

@@ -214,6 +214,7 @@ async fn imap_and_pop3_with_independent_clients() {
         "\\\\Drafts",
         "\\\\Trash",
         "\\\\Archive",
+        "\\\\Junk",
         "INBOX",
     ] {
         assert!(list.contains(f), "LIST lacks {f}: {list}");

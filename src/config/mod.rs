@@ -144,6 +144,7 @@ pub struct Config {
     pub routes: BTreeMap<Domain, String>,
     pub relay: RelayConfig,
     pub antivirus: AntivirusConfig,
+    pub antispam: AntispamConfig,
     pub index: IndexConfig,
     pub cns: CnsConfig,
 }
@@ -314,6 +315,14 @@ pub struct RelayConfig {
 pub struct AntivirusConfig {
     /// clamd: `"host:port"` or an absolute unix socket path; `None` = no scanning.
     pub clamd: Option<String>,
+}
+
+/// `[antispam]`: the spam filter for non-certified mail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AntispamConfig {
+    /// SpamAssassin's spamd: `"host:port"` or an absolute unix socket path; `None` = no
+    /// scanning.
+    pub spamd: Option<String>,
 }
 
 /// `[index]`: where the provider index is refreshed from, besides `pecd index import`

@@ -8,7 +8,7 @@ use toml::Table;
 use super::validate::{check_host_port, index, limits, listen, provider, routes};
 use super::walk::{Problems, Section, file_key, file_list, resolve};
 use super::{
-    AntivirusConfig, CnsConfig, Config, ConfigError, DEFAULT_CHECKPOINT_EVERY,
+    AntispamConfig, AntivirusConfig, CnsConfig, Config, ConfigError, DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_CHECKPOINT_INTERVAL_SECS, MIN_RETENTION_MONTHS, RelayConfig, SigningConfig,
     StoreConfig, TlsConfig, TraceConfig, TrustConfig,
 };
@@ -129,6 +129,18 @@ pub(super) fn parse(
     }
     sec.finish(&mut errs, &mut absent);
 
+    let mut sec = Section::take(&mut root, "antispam", &mut errs);
+    let spamd = sec.string("spamd", &mut errs);
+    if let Some(c) = &spamd
+        && let Err(e) = crate::daemon::DaemonAddr::parse(c)
+    {
+        errs.push(
+            "antispam.spamd",
+            format!("{e}; expected \"host:port\" or an absolute unix socket path"),
+        );
+    }
+    sec.finish(&mut errs, &mut absent);
+
     let index = index(&mut root, base, &mut errs, &mut absent);
 
     let mut sec = Section::take(&mut root, "cns", &mut errs);
@@ -155,7 +167,7 @@ pub(super) fn parse(
         errs.push(
             k.clone(),
             "unknown section or key (known: provider, signing, tls, trust, listen, limits, \
-             store, trace, routes, relay, antivirus, index, cns)",
+             store, trace, routes, relay, antivirus, antispam, index, cns)",
         );
     }
 
@@ -190,6 +202,7 @@ pub(super) fn parse(
         routes,
         relay,
         antivirus: AntivirusConfig { clamd },
+        antispam: AntispamConfig { spamd },
         index,
         cns,
     };

@@ -27,6 +27,7 @@ pub const SPECIAL_USE: &[(&str, &str)] = &[
     ("Drafts", "\\Drafts"),
     ("Trash", "\\Trash"),
     ("Archive", "\\Archive"),
+    ("Junk", "\\Junk"),
 ];
 
 /// Why a name was refused.

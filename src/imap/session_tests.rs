@@ -530,7 +530,7 @@ fn subscriptions_are_kept_per_user() {
     let r = cmd("2 LSUB \"\" \"*\"");
     assert_eq!(
         names(&r, "LSUB"),
-        ["INBOX", "Archive", "Drafts", "Sent", "Trash"],
+        ["INBOX", "Archive", "Drafts", "Junk", "Sent", "Trash"],
         "{r}"
     );
     assert!(
@@ -625,7 +625,7 @@ fn subscriptions_are_kept_per_user() {
     ));
     assert_eq!(
         names(&r, "LSUB"),
-        ["INBOX", "Archive", "Drafts", "Sent", "Trash"],
+        ["INBOX", "Archive", "Drafts", "Junk", "Sent", "Trash"],
         "{r}"
     );
 }

@@ -6,7 +6,7 @@
 //! and the failed logins, [`trace_events`]), login lockouts, store commit latency, open
 //! connections and TLS handshake failures per listener. Read when scraped ([`render`]):
 //! queue depth and oldest item per lane, the trace log's head sequence and the age of its
-//! last signed checkpoint, clamd reachability, the provider index's LDAP refreshes, the
+//! last signed checkpoint, clamd and spamd reachability, the provider index's LDAP refreshes, the
 //! store's free space.
 //!
 //! Label values are bounded: listener names, lanes, points, trace kinds and SMTP status
@@ -163,7 +163,7 @@ impl Metrics {
             ),
             dependency_up: gv(
                 "dependency_up",
-                "Whether an external service answers (clamd: a PING when scraped)",
+                "Whether an external service answers (clamd, spamd: a PING when scraped)",
                 &["name"],
             ),
             index_refresh: cv(
@@ -292,6 +292,14 @@ pub async fn render(gw: &std::sync::Arc<Gateway>) -> String {
             .is_ok_and(|r| r.is_ok());
         m.dependency_up
             .with_label_values(&["clamd"])
+            .set(i64::from(up));
+    }
+    if let Some(filter) = &gw.spam_filter {
+        let up = tokio::time::timeout(Duration::from_secs(2), filter.ping())
+            .await
+            .is_ok_and(|r| r.is_ok());
+        m.dependency_up
+            .with_label_values(&["spamd"])
             .set(i64::from(up));
     }
     let mut out = Vec::new();

@@ -24,7 +24,8 @@
 //!   expired at the gateway clock's now, or listed as revoked by a CRL of `[trust]
 //!   crl_dir` — [`crate::pec::crl`] —, plain mail): wrapped in an anomaly envelope for
 //!   the mailboxes that opted in to non-certified mail (`accept_anomalies`), refused with
-//!   550 when none did.
+//!   550 when none did; scanned for spam first when `[antispam] spamd` is set (spam into
+//!   the Junk folder, 451 while spamd gives no verdict).
 //!
 //! SMTP answers 250 only after every resulting commit is durable; each carries an
 //! idempotency key derived from the message bytes (recipient sets sorted, so a replay in
@@ -41,7 +42,7 @@ mod virus;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use self::anomaly::anomaly;
+use self::anomaly::{Origin, anomaly};
 use self::certified::certified_envelope;
 use self::receipts::{receipt_arrived, receipt_target};
 use self::trust::{from_is_signer, sender_managed_by};
@@ -186,11 +187,29 @@ async fn receive_counted(
             record.name
         );
         tracing::warn!(%peer, provider = %record.name, %reason, "not correct PEC from a provider");
-        return anomaly(gw, &data, &digest, &env.mail_from, &rcpts, &reason, true).await;
+        return anomaly(
+            gw,
+            &data,
+            &digest,
+            &env.mail_from,
+            &rcpts,
+            &reason,
+            Origin::Provider,
+        )
+        .await;
     }
     if let Some(reply) = refuse_if_infected(gw, &data, &env.mail_from).await? {
         return Ok(reply);
     }
     let reason = verdict.untrusted_reason();
-    anomaly(gw, &data, &digest, &env.mail_from, &rcpts, &reason, false).await
+    anomaly(
+        gw,
+        &data,
+        &digest,
+        &env.mail_from,
+        &rcpts,
+        &reason,
+        Origin::Untrusted,
+    )
+    .await
 }

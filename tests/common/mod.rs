@@ -9,6 +9,7 @@ pub mod jmap;
 pub mod probe;
 pub mod server;
 pub mod smtp;
+pub mod spamd;
 pub mod web;
 
 use std::path::{Path, PathBuf};

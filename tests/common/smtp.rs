@@ -1,5 +1,6 @@
-//! A minimal SMTP submission client over implicit TLS for tests that send messages too
-//! large for a command-line argument: EHLO, AUTH PLAIN, MAIL, RCPT, DATA (dot-stuffed).
+//! A minimal SMTP client for tests that send messages too large for a command-line
+//! argument: EHLO, AUTH PLAIN, MAIL, RCPT, DATA (dot-stuffed); over implicit TLS with AUTH
+//! (submission) or plain as another mail server on port 25.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -41,7 +42,29 @@ pub async fn submit(
         .connect(name, tcp)
         .await
         .expect("TLS handshake");
-    let mut s = BufReader::new(s);
+    transaction(s, Some((user, password)), user, rcpts, data).await
+}
+
+/// Sends `data` as another mail server would on port 25: plain SMTP, no AUTH; returns the
+/// reply to the final dot.
+pub async fn relay(
+    addr: SocketAddr,
+    mail_from: &str,
+    rcpts: &[&str],
+    data: &[u8],
+) -> (u16, String) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    transaction(tcp, None, mail_from, rcpts, data).await
+}
+
+async fn transaction<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    stream: S,
+    auth: Option<(&str, &str)>,
+    mail_from: &str,
+    rcpts: &[&str],
+    data: &[u8],
+) -> (u16, String) {
+    let mut s = BufReader::new(stream);
     let mut step = async |cmd: &str, want: u16| {
         if !cmd.is_empty() {
             s.get_mut().write_all(cmd.as_bytes()).await.unwrap();
@@ -51,9 +74,12 @@ pub async fn submit(
     };
     step("", 220).await;
     step("EHLO test\r\n", 250).await;
-    let plain = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
-    step(&format!("AUTH PLAIN {plain}\r\n"), 235).await;
-    step(&format!("MAIL FROM:<{user}>\r\n"), 250).await;
+    if let Some((user, password)) = auth {
+        let plain =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        step(&format!("AUTH PLAIN {plain}\r\n"), 235).await;
+    }
+    step(&format!("MAIL FROM:<{mail_from}>\r\n"), 250).await;
     for r in rcpts {
         step(&format!("RCPT TO:<{r}>\r\n"), 250).await;
     }

@@ -3,6 +3,11 @@
 //! `accept_anomalies` otherwise), skipping full mailboxes (traced), and the 550/452/250
 //! answers that follow.
 //!
+//! Ordinary mail ([`Origin::Untrusted`]) is scanned for spam here ([`crate::pipeline::spam`])
+//! once some mailbox takes it: the verdict goes into `X-Spam-*` lines of the envelope's
+//! unsigned header and spam is filed into each mailbox's Junk folder. What a provider in
+//! the index signed is never scanned.
+//!
 //! Why a message is an anomaly is decided by the caller; this does not verify signatures,
 //! take charge of anything nor scan for viruses.
 
@@ -14,9 +19,22 @@ use crate::pec::address::PecAddress;
 use crate::pec::envelope;
 use crate::pec::time::PecTime;
 use crate::pipeline::delivery::{self, DeliveryError};
+use crate::pipeline::spam;
 use crate::smtp::server::SmtpReply;
-use crate::store::{Batch, StoreError};
+use crate::store::{Batch, Delivery, StoreError};
 use crate::trace::{EventKind, TraceEvent};
+
+/// Where the message came from, which decides who takes it and whether it is scanned for
+/// spam.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Origin {
+    /// Signed by a provider in the index but not correct PEC (§4.7 a): every mailbox takes
+    /// it, no spam scan.
+    Provider,
+    /// Anything else (plain Internet mail, unknown or invalid signatures): only the
+    /// mailboxes with `accept_anomalies` take it, after the spam scan.
+    Untrusted,
+}
 
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn anomaly(
@@ -26,8 +44,9 @@ pub(super) async fn anomaly(
     sender: &str,
     rcpts: &[String],
     reason: &str,
-    always: bool,
+    origin: Origin,
 ) -> Result<SmtpReply, DeliveryError> {
+    let always = origin == Origin::Provider;
     let mut targets = Vec::new();
     for r in rcpts {
         let Ok(addr) = PecAddress::parse(r) else {
@@ -54,6 +73,14 @@ pub(super) async fn anomaly(
             "This PEC mailbox does not accept non-certified mail",
         ));
     }
+    // Only now that some mailbox takes it: what would be refused is not worth a scan.
+    let verdict = match origin {
+        Origin::Provider => None,
+        Origin::Untrusted => match spam::check(gw, data).await {
+            Ok(v) => v,
+            Err(reply) => return Ok(reply),
+        },
+    };
     let now = gw.clock.now();
     let at = PecTime::italian(now);
     let (g, d, s, r, why) = (
@@ -66,7 +93,19 @@ pub(super) async fn anomaly(
     let built = gw
         .blocking(move || envelope::anomaly(&g.identity, &g.signer, &d, &s, &r, &why, at))
         .await?;
-    let bytes = Arc::new(built.bytes);
+    let junk = verdict.as_ref().is_some_and(|v| v.spam);
+    let bytes = Arc::new(match &verdict {
+        // The verdict in the unsigned header, before the envelope's own lines.
+        Some(v) => [v.header_lines().as_bytes(), &built.bytes].concat(),
+        None => built.bytes,
+    });
+    let detail = match &verdict {
+        Some(v) => format!("{reason}; {}", spam::describe(v)),
+        None => reason.to_string(),
+    };
+    if junk {
+        spam::ensure_junk(gw, &targets.iter().collect::<Vec<_>>()).await?;
+    }
     let blob = gw.put_blob(bytes.clone()).await?;
     let key = format!("anomaly:{digest}:{}", rcpts_key(rcpts));
     // Ordinary mail in an anomaly envelope: the quota applies (only receipts skip it).
@@ -82,18 +121,25 @@ pub(super) async fn anomaly(
             break;
         }
         for t in &deliver_to {
-            batch = delivery::route_message(
-                gw,
-                batch,
-                t,
-                (blob.clone(), &bytes),
-                &built.message_id,
-                now,
-            );
+            batch = if junk {
+                // Into Junk as it is: the owner's rules do not move spam out of it.
+                let mut d = Delivery::inbox((*t).clone(), blob.clone(), now);
+                d.folder = spam::JUNK_FOLDER.to_string();
+                batch.deliver(d)
+            } else {
+                delivery::route_message(
+                    gw,
+                    batch,
+                    t,
+                    (blob.clone(), &bytes),
+                    &built.message_id,
+                    now,
+                )
+            };
         }
         let mut ev = TraceEvent::new(EventKind::AnomalyWrapped, now)
             .sender(sender.to_string())
-            .detail(reason.to_string())
+            .detail(detail.clone())
             .message_bytes(data);
         ev.recipients = deliver_to.iter().map(ToString::to_string).collect();
         ev.related = vec![built.message_id.clone()];

@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::anomaly::anomaly;
+use super::anomaly::{Origin, anomaly};
 use super::rcpts_key;
 use super::virus::{refuse_if_infected, virus_in_envelope};
 use crate::gateway::Gateway;
@@ -58,7 +58,16 @@ pub(super) async fn certified_envelope(
             record.name, cert.identificativo
         );
         tracing::warn!(%peer, ident = %cert.identificativo, "envelope for recipients it does not list");
-        return anomaly(gw, data, digest, mail_from, rcpts, &reason, true).await;
+        return anomaly(
+            gw,
+            data,
+            digest,
+            mail_from,
+            rcpts,
+            &reason,
+            Origin::Provider,
+        )
+        .await;
     }
     let key = format!("takecharge:{}:{}", cert.identificativo, rcpts_key(&listed));
     // A replay (same identificativo, the RCPTs in another order, a subset, or new ones
@@ -150,7 +159,16 @@ async fn mixed_reply(
         record.name, cert.identificativo
     );
     tracing::warn!(%peer, ident = %cert.identificativo, unlisted = ?unlisted, "recipients not in destinatari");
-    let r = anomaly(gw, data, digest, mail_from, unlisted, &reason, true).await?;
+    let r = anomaly(
+        gw,
+        data,
+        digest,
+        mail_from,
+        unlisted,
+        &reason,
+        Origin::Provider,
+    )
+    .await?;
     Ok(SmtpReply::new(
         250,
         "2.0.0",
