@@ -145,9 +145,46 @@ fn check_own_index_entry(gw: &Gateway) {
     }
 }
 
+/// Mailboxes on a plan follow its size in `[plans]`: a size changed in the configuration
+/// is applied here, at start-up (traced like any quota change). A plan that is no longer
+/// configured leaves the quota as it was and is reported.
+fn apply_plan_sizes(gw: &Gateway) {
+    let list = match gw.store.list_mailboxes() {
+        Ok(l) => l,
+        Err(e) => return tracing::error!(error = %e, "listing mailboxes to apply plan sizes"),
+    };
+    for m in list {
+        let Some(name) = &m.plan else { continue };
+        match gw.config.plans.get(name) {
+            None => tracing::warn!(
+                mailbox = %m.address,
+                plan = %name,
+                "the mailbox's plan is not in [plans]: its quota stays {} bytes",
+                m.quota_bytes
+            ),
+            Some(p) if p.mailbox_bytes != m.quota_bytes => {
+                match gw.store.set_plan(&m.address, name, p.mailbox_bytes) {
+                    Ok(()) => tracing::info!(
+                        mailbox = %m.address,
+                        plan = %name,
+                        from = m.quota_bytes,
+                        to = p.mailbox_bytes,
+                        "plan size changed: quota updated"
+                    ),
+                    Err(e) => {
+                        tracing::error!(mailbox = %m.address, error = %e, "applying the plan size")
+                    }
+                }
+            }
+            Some(_) => {}
+        }
+    }
+}
+
 /// Binds every implemented listener of `[listen]` and starts the workers.
 pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
     check_own_index_entry(&gw);
+    apply_plan_sizes(&gw);
     let (tls, server_cert) = crate::tls::server_config(&gw.config.tls.cert, &gw.config.tls.key)?;
     // With [cns], the mail listeners also ask for a smart card (never required), so that
     // SASL EXTERNAL can log in with it. Port 25 never asks.
@@ -322,6 +359,10 @@ pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
     tasks.push(tokio::spawn(delivery::run(gw.clone(), stop_rx.clone())));
     tasks.push(tokio::spawn(relay::run(gw.clone(), stop_rx.clone())));
     tasks.push(tokio::spawn(timers::run(gw.clone(), stop_rx.clone())));
+    tasks.push(tokio::spawn(crate::pipeline::quota::run(
+        gw.clone(),
+        stop_rx.clone(),
+    )));
     tasks.push(tokio::spawn(crate::pec::index::refresh_task(
         gw.clone(),
         stop_rx.clone(),

@@ -1,4 +1,4 @@
-//! `pecd mailbox add|del|list|passwd|quota|options`: thin glue from arguments to the store's
+//! `pecd mailbox add|del|list|passwd|plan|quota|options`: thin glue from arguments to the store's
 //! mailbox administration functions ([`pecd::store::Store::add_mailbox`] etc.).
 //! Also opens the store for `pecd log` ([`open_admin`]).
 //!
@@ -39,8 +39,11 @@ pub enum MailboxCommand {
         #[arg(long)]
         keep_password: bool,
         /// Quota in bytes (default: limits.default_quota_bytes).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "plan")]
         quota: Option<u64>,
+        /// A service plan of [plans.NAME]: the quota is the plan's size and follows it.
+        #[arg(long)]
+        plan: Option<String>,
         /// Deliver ordinary (non-certified) mail to this mailbox wrapped in an anomaly
         /// envelope (busta di anomalia) instead of refusing it.
         #[arg(long)]
@@ -74,7 +77,15 @@ pub enum MailboxCommand {
         #[command(flatten)]
         cfg: ConfigArg,
     },
-    /// Set a mailbox's quota in bytes.
+    /// Put a mailbox on a service plan of [plans.NAME] (its quota becomes the plan's
+    /// size and follows it).
+    Plan {
+        address: String,
+        plan: String,
+        #[command(flatten)]
+        cfg: ConfigArg,
+    },
+    /// Set a mailbox's quota in bytes (off any plan).
     Quota {
         address: String,
         bytes: u64,
@@ -184,16 +195,17 @@ fn print_list(list: &[MailboxInfo], json: bool) -> anyhow::Result<()> {
         }
     } else {
         println!(
-            "{:<40} {:>14} {:>14} {:>8}  OPTIONS",
-            "ADDRESS", "USAGE", "QUOTA", "MESSAGES"
+            "{:<40} {:>14} {:>14} {:>8}  {:<10} OPTIONS",
+            "ADDRESS", "USAGE", "QUOTA", "MESSAGES", "PLAN"
         );
         for m in list {
             println!(
-                "{:<40} {:>14} {:>14} {:>8}  {}",
+                "{:<40} {:>14} {:>14} {:>8}  {:<10} {}",
                 m.address.to_string(),
                 m.usage_bytes,
                 m.quota_bytes,
                 m.messages,
+                m.plan.as_deref().unwrap_or("-"),
                 describe_options(&m.options)
             );
         }
@@ -203,6 +215,13 @@ fn print_list(list: &[MailboxInfo], json: bool) -> anyhow::Result<()> {
 
 fn describe_options(o: &MailboxOptions) -> String {
     format!("accept-anomalies={}", o.accept_anomalies)
+}
+
+/// The size of plan `name` of the configuration, or an error naming the configured plans.
+fn plan_size(config: &Config, name: &str) -> anyhow::Result<u64> {
+    config
+        .plan_size(name)
+        .with_context(|| format!("in {}", config.path.display()))
 }
 
 pub(super) fn address(s: &str) -> anyhow::Result<PecAddress> {
@@ -223,12 +242,18 @@ pub fn run(cmd: MailboxCommand) -> anyhow::Result<ExitCode> {
             password,
             keep_password,
             quota,
+            plan,
             accept_anomalies,
             cfg,
         } => {
             let options = MailboxOptions { accept_anomalies };
-            let info = match open_admin(&load_config(&cfg.config)?)? {
+            let config = load_config(&cfg.config)?;
+            let info = match open_admin(&config)? {
                 Admin::Local(store) => {
+                    let quota = match &plan {
+                        Some(p) => Some(plan_size(&config, p)?),
+                        None => quota,
+                    };
                     let req = NewMailbox {
                         address: address(&a)?,
                         password: Password::new(password),
@@ -237,7 +262,7 @@ pub fn run(cmd: MailboxCommand) -> anyhow::Result<ExitCode> {
                         provisional: !keep_password,
                     };
                     store
-                        .add_mailbox(req)
+                        .add_mailbox_on_plan(req, plan)
                         .with_context(|| format!("adding {a}"))?
                 }
                 Admin::Remote(mut c) => {
@@ -248,6 +273,7 @@ pub fn run(cmd: MailboxCommand) -> anyhow::Result<ExitCode> {
                         quota,
                         options,
                         provisional: !keep_password,
+                        plan,
                     };
                     remote(&mut c, &req)?
                         .mailbox
@@ -255,9 +281,13 @@ pub fn run(cmd: MailboxCommand) -> anyhow::Result<ExitCode> {
                 }
             };
             println!(
-                "added {} (quota {} bytes, {})",
+                "added {} (quota {} bytes{}, {})",
                 info.address,
                 info.quota_bytes,
+                info.plan
+                    .as_ref()
+                    .map(|p| format!(", plan {p}"))
+                    .unwrap_or_default(),
                 describe_options(&info.options)
             );
         }
@@ -311,6 +341,35 @@ pub fn run(cmd: MailboxCommand) -> anyhow::Result<ExitCode> {
                 }
             }
             println!("password of {a} changed");
+        }
+        MailboxCommand::Plan {
+            address: a,
+            plan,
+            cfg,
+        } => {
+            let config = load_config(&cfg.config)?;
+            let bytes = match open_admin(&config)? {
+                Admin::Local(store) => {
+                    let bytes = plan_size(&config, &plan)?;
+                    store
+                        .set_plan(&address(&a)?, &plan, bytes)
+                        .with_context(|| format!("setting the plan of {a}"))?;
+                    bytes
+                }
+                Admin::Remote(mut c) => {
+                    address(&a)?;
+                    let req = Request::MailboxPlan {
+                        address: a.clone(),
+                        plan: plan.clone(),
+                    };
+                    // The server resolved the size from its own configuration.
+                    remote(&mut c, &req)?
+                        .mailbox
+                        .context("the server did not return the mailbox")?
+                        .quota_bytes
+                }
+            };
+            println!("{a} is on plan {plan} (quota {bytes} bytes)");
         }
         MailboxCommand::Quota {
             address: a,

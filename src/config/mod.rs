@@ -28,6 +28,7 @@ use crate::pec::address::{Domain, PecAddress};
 use crate::pec::smime::{Signer, TrustAnchors};
 
 mod parse;
+mod plans;
 mod validate;
 mod walk;
 
@@ -35,6 +36,7 @@ mod walk;
 mod tests;
 
 use parse::parse;
+pub use plans::{MAX_PLAN_NAME, Plan, UnknownPlan, valid_name as valid_plan_name};
 pub use validate::check_host_port;
 
 /// Where `pecd serve` and the admin subcommands look when no `--config` is given.
@@ -145,6 +147,8 @@ pub struct Config {
     pub relay: RelayConfig,
     pub antivirus: AntivirusConfig,
     pub antispam: AntispamConfig,
+    /// `[plans.NAME]`: the service plans, by name.
+    pub plans: BTreeMap<String, Plan>,
     pub index: IndexConfig,
     pub cns: CnsConfig,
 }

@@ -109,6 +109,7 @@ pub(super) fn parse(
     sec.finish(&mut errs, &mut absent);
 
     let routes = routes(&mut root, &mut errs);
+    let plans = super::plans::plans(&mut root, limits.max_message_bytes, &mut errs);
 
     let mut sec = Section::take(&mut root, "relay", &mut errs);
     let relay = RelayConfig {
@@ -167,7 +168,7 @@ pub(super) fn parse(
         errs.push(
             k.clone(),
             "unknown section or key (known: provider, signing, tls, trust, listen, limits, \
-             store, trace, routes, relay, antivirus, antispam, index, cns)",
+             store, trace, routes, relay, antivirus, antispam, plans, index, cns)",
         );
     }
 
@@ -203,6 +204,7 @@ pub(super) fn parse(
         relay,
         antivirus: AntivirusConfig { clamd },
         antispam: AntispamConfig { spamd },
+        plans,
         index,
         cns,
     };

@@ -561,3 +561,53 @@ fn trust_crl_dir() {
         "{err}"
     );
 }
+
+#[test]
+fn plans_and_spamd_are_read_and_checked() {
+    let dir = fixture();
+    let ok = format!(
+        "{MINIMAL}\n[antispam]\nspamd = \"/run/spamd.sock\"\n\
+         [plans.base]\nmailbox_bytes = 2000000000\n[plans.maxi-2]\nmailbox_bytes = 4000000000\n"
+    );
+    let c = parse_in(dir.path(), &ok).unwrap();
+    assert_eq!(c.antispam.spamd.as_deref(), Some("/run/spamd.sock"));
+    assert_eq!(c.plan_size("base"), Ok(2_000_000_000));
+    assert_eq!(c.plan_size("maxi-2"), Ok(4_000_000_000));
+    let unknown = c.plan_size("oro").unwrap_err().to_string();
+    assert_eq!(unknown, "no plan \"oro\" (configured: base, maxi-2)");
+    let none = parse_in(dir.path(), MINIMAL).unwrap();
+    assert!(none.plans.is_empty());
+    assert!(
+        none.plan_size("base")
+            .unwrap_err()
+            .to_string()
+            .contains("no [plans.NAME]")
+    );
+
+    let bad = format!(
+        "{MINIMAL}\n[antispam]\nspamd = \"spamd\"\n\
+         [plans.tiny]\nmailbox_bytes = 1000\n[plans.\"a b\"]\nmailbox_bytes = 2000000000\n\
+         [plans.odd]\nmailbox_bytes = \"2 GB\"\n[plans.extra]\nmailbox_bytes = 2000000000\narchive = 3\n\
+         [plans.empty]\n"
+    );
+    let ConfigError::Invalid { problems, .. } = parse_in(dir.path(), &bad).unwrap_err() else {
+        panic!("not Invalid");
+    };
+    let text: Vec<String> = problems
+        .iter()
+        .map(|p| format!("{}: {}", p.key, p.message))
+        .collect();
+    for want in [
+        "antispam.spamd: ",
+        "plans.tiny.mailbox_bytes: 1000 is below limits.max_message_bytes",
+        "plans.a b: a plan name is",
+        "plans.odd.mailbox_bytes: expected an integer",
+        "plans.extra.archive: unknown key",
+        "plans.empty.mailbox_bytes: missing (required)",
+    ] {
+        assert!(
+            text.iter().any(|t| t.starts_with(want)),
+            "{want} not in {text:#?}"
+        );
+    }
+}

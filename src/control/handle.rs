@@ -72,8 +72,14 @@ pub(super) async fn handle(gw: &Arc<Gateway>, req: Request, w: &mut Writer) -> s
             quota,
             options,
             provisional,
-        } => gw
-            .blocking(move || -> anyhow::Result<Done> {
+            plan,
+        } => {
+            let config = gw.config.clone();
+            gw.blocking(move || -> anyhow::Result<Done> {
+                let quota = match &plan {
+                    Some(p) => Some(config.plan_size(p)?),
+                    None => quota,
+                };
                 let req = NewMailbox {
                     address: parse_address(&address)?,
                     password: Password::new(password),
@@ -82,7 +88,7 @@ pub(super) async fn handle(gw: &Arc<Gateway>, req: Request, w: &mut Writer) -> s
                     provisional,
                 };
                 let info = store
-                    .add_mailbox(req)
+                    .add_mailbox_on_plan(req, plan)
                     .with_context(|| format!("adding {address}"))?;
                 Ok(Done {
                     mailbox: Some(info),
@@ -90,7 +96,8 @@ pub(super) async fn handle(gw: &Arc<Gateway>, req: Request, w: &mut Writer) -> s
                 })
             })
             .await
-            .map_err(msg),
+            .map_err(msg)
+        }
         Request::MailboxDel { address } => {
             let r = mailbox_op(gw, address.clone(), "deleting", |s, a| s.delete_mailbox(a)).await;
             end_sessions(gw, &address);
@@ -114,6 +121,20 @@ pub(super) async fn handle(gw: &Arc<Gateway>, req: Request, w: &mut Writer) -> s
             }
             r
         }
+        Request::MailboxPlan { address, plan } => match gw.config.plan_size(&plan) {
+            Err(e) => Err(e.to_string()),
+            Ok(bytes) => {
+                let op = move |s: &crate::store::Store, a: &PecAddress| {
+                    s.set_plan(a, &plan, bytes)?;
+                    s.mailbox(a)
+                };
+                mailbox_call(gw, address, "setting the plan of", op, |mailbox| Done {
+                    mailbox,
+                    ..Done::default()
+                })
+                .await
+            }
+        },
         Request::MailboxQuota { address, bytes } => {
             mailbox_op(gw, address, "setting the quota of", move |s, a| {
                 s.set_quota(a, bytes)

@@ -103,6 +103,9 @@ pub enum Request {
         /// The owner must change the password at first login.
         #[serde(default)]
         provisional: bool,
+        /// A plan of the server's `[plans]`, whose size becomes the quota.
+        #[serde(default)]
+        plan: Option<String>,
     },
     MailboxDel {
         address: String,
@@ -118,6 +121,11 @@ pub enum Request {
     MailboxQuota {
         address: String,
         bytes: u64,
+    },
+    /// Puts a mailbox on a plan of the server's `[plans]`.
+    MailboxPlan {
+        address: String,
+        plan: String,
     },
     MailboxOptions {
         address: String,

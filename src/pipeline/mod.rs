@@ -9,6 +9,7 @@
 //!   provider index, take-charge, receipts for our messages, anomaly envelopes.
 //! * [`timers`]: the 12 h / 24 h timeout notices of the sender side.
 //! * [`virus`]: the antivirus policy (scan, defer, quarantine).
+//! * [`quota`]: the owner's notices at 80 % and 95 % of the mailbox.
 //! * [`spam`]: the antispam policy for non-certified mail (scan, defer, Junk).
 //! * [`relay`]: the outbound queue to other providers and ordinary mail (SMTP client).
 //! * [`storage`]: 452 4.3.1 when the disk is short of space.
@@ -28,6 +29,7 @@ pub mod card_login;
 pub mod checks;
 pub mod delivery;
 pub mod incoming;
+pub mod quota;
 pub mod relay;
 pub mod spam;
 pub mod storage;

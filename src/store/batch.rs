@@ -60,10 +60,16 @@ pub(crate) enum Op {
     MailboxUpdate {
         address: PecAddress,
         password: Option<super::mailbox::PasswordUpdate>,
-        quota: Option<u64>,
+        quota: Option<super::mailbox::QuotaUpdate>,
         options: Option<MailboxOptions>,
     },
     MailboxDelete(PecAddress),
+    /// Moves the quota notice level ([`super::quota`]), if it is still `from`.
+    QuotaNotice {
+        mailbox: PecAddress,
+        from: u8,
+        to: u8,
+    },
     /// Replaces a mailbox's rules on incoming messages ([`crate::filters`]).
     SetFilters {
         mailbox: PecAddress,

@@ -513,6 +513,12 @@ fn mailbox_changes(b: &Batch) -> Vec<MailboxChange> {
             }
             Op::FolderRename { mailbox, .. } => Some(change(mailbox, None)),
             Op::MailboxDelete(m) => Some(change(m, None)),
+            // A new quota (or plan): usage against it changed; the quota notices look.
+            Op::MailboxUpdate {
+                address,
+                quota: Some(_),
+                ..
+            } => Some(change(address, None)),
             _ => None,
         })
         .collect()

@@ -49,6 +49,14 @@ pub(crate) struct MailboxRecord {
     /// delivery's commit.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub filters: Vec<crate::filters::Rule>,
+    /// The service plan whose size the quota follows (`[plans.NAME]`); `None`: a quota
+    /// of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    /// The highest quota notice level (80, 95 percent) the owner was sent since usage last
+    /// went below 80 % ([`super::quota`]).
+    #[serde(default)]
+    pub quota_notice: u8,
 }
 
 /// A mailbox as shown to administrators.
@@ -63,6 +71,9 @@ pub struct MailboxInfo {
     /// The owner must change the password before using the mailbox.
     #[serde(default)]
     pub password_provisional: bool,
+    /// The service plan the quota follows, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
 }
 
 impl From<&MailboxRecord> for MailboxInfo {
@@ -75,6 +86,7 @@ impl From<&MailboxRecord> for MailboxInfo {
             options: r.options.clone(),
             created: r.created,
             password_provisional: r.password_provisional,
+            plan: r.plan.clone(),
         }
     }
 }
@@ -96,6 +108,14 @@ pub struct PasswordUpdate {
     pub hash: String,
     pub provisional: bool,
     pub changed: Timestamp,
+}
+
+/// A new quota as stored by [`Op::MailboxUpdate`]: its size and the plan it follows
+/// (`None`: a quota of the mailbox's own).
+#[derive(Debug, Clone)]
+pub struct QuotaUpdate {
+    pub bytes: u64,
+    pub plan: Option<String>,
 }
 
 /// Why [`Store::set_filters`] refused.
@@ -173,7 +193,7 @@ pub(crate) fn apply_update(
     tx: &Tx,
     address: &PecAddress,
     password: &Option<PasswordUpdate>,
-    quota: Option<u64>,
+    quota: &Option<QuotaUpdate>,
     options: &Option<MailboxOptions>,
 ) -> TxResult<()> {
     let k = mailbox_key(address);
@@ -187,7 +207,8 @@ pub(crate) fn apply_update(
         rec.password_changed = Some(p.changed);
     }
     if let Some(q) = quota {
-        rec.quota_bytes = q;
+        rec.quota_bytes = q.bytes;
+        rec.plan = q.plan.clone();
     }
     if let Some(o) = options {
         rec.options = o.clone();
@@ -215,6 +236,16 @@ impl Store {
 
     /// Creates a mailbox (with its INBOX). Its domain must be served.
     pub fn add_mailbox(&self, req: NewMailbox) -> Result<MailboxInfo, StoreError> {
+        self.add_mailbox_on_plan(req, None)
+    }
+
+    /// [`Store::add_mailbox`] on a service plan: `plan` names it, and the quota must be
+    /// the plan's size (the caller resolves the name against the configuration).
+    pub fn add_mailbox_on_plan(
+        &self,
+        req: NewMailbox,
+        plan: Option<String>,
+    ) -> Result<MailboxInfo, StoreError> {
         self.check_domain(&req.address)?;
         let rec = MailboxRecord {
             address: req.address.clone(),
@@ -229,12 +260,18 @@ impl Store {
             password_provisional: req.provisional,
             password_changed: None,
             filters: Vec::new(),
+            plan,
+            quota_notice: 0,
         };
         let ev = self.admin_event(
             &req.address,
             format!(
-                "mailbox added, quota {} bytes{}",
+                "mailbox added, quota {} bytes{}{}",
                 rec.quota_bytes,
+                rec.plan
+                    .as_ref()
+                    .map(|p| format!(" (plan {p})"))
+                    .unwrap_or_default(),
                 if req.provisional {
                     ", provisional password"
                 } else {
@@ -359,13 +396,38 @@ impl Store {
         Ok(())
     }
 
-    /// Sets the quota (it may be below the current usage: further deliveries are refused).
+    /// Sets a quota of the mailbox's own, off any plan (it may be below the current
+    /// usage: further deliveries are refused).
     pub fn set_quota(&self, address: &PecAddress, quota_bytes: u64) -> Result<(), StoreError> {
-        let ev = self.admin_event(address, format!("quota set to {quota_bytes} bytes"));
+        self.set_quota_on(address, quota_bytes, None)
+    }
+
+    /// Puts the mailbox on plan `plan` of `quota_bytes` (the plan's size, resolved by the
+    /// caller against the configuration).
+    pub fn set_plan(
+        &self,
+        address: &PecAddress,
+        plan: &str,
+        quota_bytes: u64,
+    ) -> Result<(), StoreError> {
+        self.set_quota_on(address, quota_bytes, Some(plan.to_string()))
+    }
+
+    fn set_quota_on(
+        &self,
+        address: &PecAddress,
+        bytes: u64,
+        plan: Option<String>,
+    ) -> Result<(), StoreError> {
+        let detail = match &plan {
+            Some(p) => format!("plan set to {p}: quota {bytes} bytes"),
+            None => format!("quota set to {bytes} bytes"),
+        };
+        let ev = self.admin_event(address, detail);
         let op = Op::MailboxUpdate {
             address: address.clone(),
             password: None,
-            quota: Some(quota_bytes),
+            quota: Some(QuotaUpdate { bytes, plan }),
             options: None,
         };
         self.commit(Batch::new().push(op).trace(ev)).map(|_| ())

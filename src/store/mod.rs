@@ -51,6 +51,7 @@ pub mod messages;
 pub mod password;
 pub mod pending;
 pub mod queue;
+pub mod quota;
 mod retention;
 mod tx;
 
@@ -184,6 +185,9 @@ pub enum StoreError {
         oldest: u64,
         current: u64,
     },
+    /// The quota notice level was moved by another writer ([`Batch::quota_notice`]).
+    #[error("the quota notice level of {0} changed meanwhile")]
+    QuotaNoticeMoved(String),
     /// JMAP `stateMismatch` ([`Batch::if_modseq`]).
     #[error("mailbox {mailbox} is at modseq {found}, not {expected}")]
     ModseqMismatch {

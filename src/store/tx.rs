@@ -170,6 +170,9 @@ pub(crate) fn apply_op(
         }
         Op::PendingResolve { ident, recipient } => pending::apply_resolve(tx, ident, recipient)?,
         Op::MailboxAdd(rec) => mailbox::apply_add(tx, log, rec, id)?,
+        Op::QuotaNotice { mailbox, from, to } => {
+            super::quota::apply_quota_notice(tx, mailbox, *from, *to)?
+        }
         Op::SetFilters { mailbox, rules } => mailbox::apply_set_filters(tx, mailbox, rules)?,
         Op::CardAdd { mailbox, card } => cards::apply_add(tx, mailbox, card)?,
         Op::CardRemove { mailbox, sha256 } => cards::apply_remove(tx, mailbox, sha256)?,
@@ -178,7 +181,7 @@ pub(crate) fn apply_op(
             password,
             quota,
             options,
-        } => mailbox::apply_update(tx, address, password, *quota, options)?,
+        } => mailbox::apply_update(tx, address, password, quota, options)?,
         Op::FolderCreate { mailbox, name } => {
             messages::apply_folder_create(tx, log, mailbox, name, id, now)?
         }
