@@ -214,9 +214,14 @@ fn check(
 pub struct MessageFacts {
     pub from: String,
     pub to: Vec<String>,
+    /// Lower-cased, for matching.
     pub subject: String,
     pub kind: Option<Kind>,
     pub size: u64,
+    /// The subject as written (decoded), for the notices of [`crate::notify`].
+    pub subject_text: String,
+    /// The `Message-ID` without brackets (a PEC message's identificativo).
+    pub message_id: String,
 }
 
 impl MessageFacts {
@@ -259,12 +264,25 @@ impl MessageFacts {
         };
         let mut to = addrs(m.to());
         to.extend(addrs(m.cc()));
+        // A PEC envelope or receipt is from the provider "Per conto di: <sender>" (rules
+        // §3.1): the sender is the one the display name names.
+        let on_behalf = m
+            .from()
+            .and_then(|a| a.first())
+            .and_then(|a| a.name())
+            .and_then(|n| n.trim().strip_prefix("Per conto di:"))
+            .map(|s| s.trim().to_ascii_lowercase())
+            .filter(|s| s.contains('@'));
         Self {
-            from: addrs(m.from()).into_iter().next().unwrap_or_default(),
+            from: on_behalf
+                .or_else(|| addrs(m.from()).into_iter().next())
+                .unwrap_or_default(),
             to,
             subject: m.subject().unwrap_or_default().to_lowercase(),
             kind,
             size: raw.len() as u64,
+            subject_text: m.subject().unwrap_or_default().to_string(),
+            message_id: m.message_id().unwrap_or_default().to_string(),
         }
     }
 }
@@ -320,6 +338,25 @@ mod tests {
     }
 
     type Result = std::result::Result<(), Box<dyn std::error::Error>>;
+
+    /// A PEC envelope is from the provider on behalf of the sender: rules and notices
+    /// see the sender.
+    #[test]
+    fn the_sender_of_an_envelope_is_the_one_it_is_on_behalf_of() {
+        let env = MessageFacts::of(
+            b"From: \"Per conto di: Mario.Rossi@pec.altro.it\" <posta-certificata@pec.altro.it>\r\n\
+              X-Trasporto: posta-certificata\r\nSubject: POSTA CERTIFICATA: Fattura\r\n\
+              Message-ID: <opec-1@pec.altro.it>\r\n\r\n",
+        );
+        assert_eq!(env.from, "mario.rossi@pec.altro.it");
+        assert_eq!(env.subject_text, "POSTA CERTIFICATA: Fattura");
+        assert_eq!(env.message_id, "opec-1@pec.altro.it");
+        let plain = MessageFacts::of(b"From: \"Per conto di: nessuno\" <x@y.it>\r\n\r\n");
+        assert_eq!(
+            plain.from, "x@y.it",
+            "a display name without an address is just a name"
+        );
+    }
 
     #[test]
     fn rules_that_would_block_certified_mail_are_refused() -> Result {

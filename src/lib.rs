@@ -43,6 +43,7 @@ pub mod http;
 pub mod imap;
 pub mod jmap;
 pub mod listener;
+pub mod notify;
 pub mod ops;
 pub mod pec;
 pub mod pipeline;

@@ -359,6 +359,10 @@ pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
     tasks.push(tokio::spawn(delivery::run(gw.clone(), stop_rx.clone())));
     tasks.push(tokio::spawn(relay::run(gw.clone(), stop_rx.clone())));
     tasks.push(tokio::spawn(timers::run(gw.clone(), stop_rx.clone())));
+    tasks.push(tokio::spawn(crate::pipeline::notify::run(
+        gw.clone(),
+        stop_rx.clone(),
+    )));
     tasks.push(tokio::spawn(crate::pipeline::quota::run(
         gw.clone(),
         stop_rx.clone(),

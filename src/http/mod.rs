@@ -14,6 +14,7 @@ pub mod auth;
 pub mod body;
 mod card;
 mod filters;
+mod notify;
 mod password;
 pub mod response;
 mod router;

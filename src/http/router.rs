@@ -8,6 +8,7 @@
 //! | `GET /auth/options`, `POST /auth/card` | smart-card login (on `[listen] https_cns`) ([`super::card`]) |
 //! | `GET /auth/cards`, `POST /auth/cards` | the owner's smart cards ([`super::card`]) |
 //! | `GET /auth/filters`, `POST /auth/filters` | the owner's rules on incoming messages ([`super::filters`]) |
+//! | `GET /auth/notifications`, `POST /auth/notifications` | notices to the owner's ordinary addresses ([`super::notify`]) |
 //! | `GET /.well-known/jmap` | redirect to the JMAP session (RFC 8620 §2.2) |
 //! | `GET /jmap/session`, `POST /jmap/api` | JMAP session and API |
 //! | `POST /jmap/upload/{accountId}/`, `GET /jmap/download/{accountId}/{blobId}/{name}` | blobs |
@@ -57,6 +58,8 @@ async fn route(
         (&Method::GET, "/auth/cards") => super::card::list(web, req, peer).await,
         (&Method::GET, "/auth/filters") => super::filters::get(web, req, peer).await,
         (&Method::POST, "/auth/filters") => super::filters::set(web, req, peer).await,
+        (&Method::GET, "/auth/notifications") => super::notify::get(web, req, peer).await,
+        (&Method::POST, "/auth/notifications") => super::notify::set(web, req, peer).await,
         (&Method::POST, "/auth/cards") => super::card::change(web, req, peer).await,
         (&Method::GET, "/.well-known/jmap") => response::redirect("/jmap/session"),
         (_, p) if p.starts_with("/jmap/") => {

@@ -9,6 +9,8 @@
 //!   provider index, take-charge, receipts for our messages, anomaly envelopes.
 //! * [`timers`]: the 12 h / 24 h timeout notices of the sender side.
 //! * [`virus`]: the antivirus policy (scan, defer, quarantine).
+//! * [`notify`]: confirmation codes and notices of arrivals to the owner's ordinary
+//!   addresses.
 //! * [`quota`]: the owner's notices at 80 % and 95 % of the mailbox.
 //! * [`spam`]: the antispam policy for non-certified mail (scan, defer, Junk).
 //! * [`relay`]: the outbound queue to other providers and ordinary mail (SMTP client).
@@ -29,6 +31,7 @@ pub mod card_login;
 pub mod checks;
 pub mod delivery;
 pub mod incoming;
+pub mod notify;
 pub mod quota;
 pub mod relay;
 pub mod spam;

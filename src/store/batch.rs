@@ -64,6 +64,11 @@ pub(crate) enum Op {
         options: Option<MailboxOptions>,
     },
     MailboxDelete(PecAddress),
+    /// Changes the notifications of a mailbox ([`super::notify`]).
+    Notify {
+        mailbox: PecAddress,
+        change: super::notify::NotifyChange,
+    },
     /// Moves the quota notice level ([`super::quota`]), if it is still `from`.
     QuotaNotice {
         mailbox: PecAddress,

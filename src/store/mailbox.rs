@@ -57,6 +57,13 @@ pub(crate) struct MailboxRecord {
     /// went below 80 % ([`super::quota`]).
     #[serde(default)]
     pub quota_notice: u8,
+    /// Notifications of arrivals to ordinary addresses ([`crate::notify`]).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub notify: crate::notify::Notify,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 /// A mailbox as shown to administrators.
@@ -262,6 +269,7 @@ impl Store {
             filters: Vec::new(),
             plan,
             quota_notice: 0,
+            notify: Default::default(),
         };
         let ev = self.admin_event(
             &req.address,

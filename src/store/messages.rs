@@ -288,6 +288,9 @@ pub(crate) fn apply_deliver(tx: &Tx, log: &mut ChangeSet, d: &Delivery) -> TxRes
             }
         }
     }
+    if let Some(facts) = &d.facts {
+        mb.notify.note(facts, d.internal_date);
+    }
     let mut f = load_folder(tx, &mbkey, &folder_name)?;
     let uid = f.uidnext;
     f.uidnext = f.uidnext.saturating_add(1);

@@ -48,6 +48,7 @@ pub mod changes;
 mod commit;
 pub mod mailbox;
 pub mod messages;
+pub mod notify;
 pub mod password;
 pub mod pending;
 pub mod queue;
@@ -185,6 +186,9 @@ pub enum StoreError {
         oldest: u64,
         current: u64,
     },
+    /// A change to the notifications broke one of their rules ([`notify`]).
+    #[error(transparent)]
+    Notify(#[from] crate::notify::NotifyError),
     /// The quota notice level was moved by another writer ([`Batch::quota_notice`]).
     #[error("the quota notice level of {0} changed meanwhile")]
     QuotaNoticeMoved(String),

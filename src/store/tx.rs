@@ -170,6 +170,7 @@ pub(crate) fn apply_op(
         }
         Op::PendingResolve { ident, recipient } => pending::apply_resolve(tx, ident, recipient)?,
         Op::MailboxAdd(rec) => mailbox::apply_add(tx, log, rec, id)?,
+        Op::Notify { mailbox, change } => super::notify::apply(tx, mailbox, change)?,
         Op::QuotaNotice { mailbox, from, to } => {
             super::quota::apply_quota_notice(tx, mailbox, *from, *to)?
         }

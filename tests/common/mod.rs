@@ -8,6 +8,7 @@ pub mod cns;
 pub mod jmap;
 pub mod probe;
 pub mod server;
+pub mod sink;
 pub mod smtp;
 pub mod spamd;
 pub mod web;
