@@ -99,6 +99,17 @@ async fn ordinary_addresses_are_confirmed_then_told_of_arrivals_without_content(
     assert_eq!(r.json()["addresses"][0]["confirmed"], true);
     assert!(r.json()["addresses"][0]["codeExpires"].is_null());
 
+    // The administrator sees the same, through the running server.
+    let listed = s.admin(&["mailbox", "notify", &b]);
+    assert!(
+        listed.contains("io@example.test") && listed.contains("confirmed"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("altro@example.test") && listed.contains("waiting for the code"),
+        "{listed}"
+    );
+
     // Three certified messages to b.
     for n in 1..=3 {
         let msg = format!(
@@ -214,5 +225,13 @@ async fn ordinary_addresses_are_confirmed_then_told_of_arrivals_without_content(
         &["-H", &format!("Authorization: Bearer {token}")],
     );
     assert_eq!(r.json()["addresses"][0]["address"], "altro@example.test");
+    let out = s.admin(&["mailbox", "notify", &b, "--remove", "altro@example.test"]);
+    assert!(out.contains("no notification addresses"), "{out}");
+    let r = web.request(
+        "GET",
+        "/auth/notifications",
+        &["-H", &format!("Authorization: Bearer {token}")],
+    );
+    assert_eq!(r.json()["addresses"], json!([]));
     s.stop();
 }

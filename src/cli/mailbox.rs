@@ -104,6 +104,19 @@ pub enum MailboxCommand {
         #[command(flatten)]
         cfg: ConfigArg,
     },
+    /// Show a mailbox's notifications to ordinary addresses (the owner adds and confirms
+    /// them in the webmail), or remove one.
+    Notify {
+        address: String,
+        /// Remove this ordinary address.
+        #[arg(long)]
+        remove: Option<String>,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        cfg: ConfigArg,
+    },
     /// Smart cards (CNS) that may log in to a mailbox.
     Cert {
         #[command(subcommand)]
@@ -231,6 +244,12 @@ pub(super) fn address(s: &str) -> anyhow::Result<PecAddress> {
 pub fn run(cmd: MailboxCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         MailboxCommand::Cert { cmd } => return super::owner::run(cmd),
+        MailboxCommand::Notify {
+            address: a,
+            remove,
+            json,
+            cfg,
+        } => return super::owner::notify(a, remove, json, cfg),
         MailboxCommand::Filters {
             address: a,
             set,

@@ -188,3 +188,62 @@ pub fn filters(
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(ExitCode::SUCCESS)
 }
+
+/// `pecd mailbox notify ADDRESS [--remove EMAIL] [--json]`.
+pub fn notify(
+    a: String,
+    remove: Option<String>,
+    json: bool,
+    cfg: ConfigArg,
+) -> anyhow::Result<ExitCode> {
+    let n = match open_admin(&load_config(&cfg.config)?)? {
+        Admin::Local(store) => {
+            let addr = address(&a)?;
+            match &remove {
+                Some(r) => store
+                    .remove_notify_target(&addr, r)
+                    .with_context(|| format!("removing {r} from the notifications of {a}"))?,
+                None => store
+                    .notify_settings(&addr)
+                    .with_context(|| format!("reading the notifications of {a}"))?,
+            }
+        }
+        Admin::Remote(mut c) => {
+            address(&a)?;
+            let req = Request::Notify {
+                address: a.clone(),
+                remove: remove.clone(),
+            };
+            remote(&mut c, &req)?
+                .notify
+                .context("the server did not return the notifications")?
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string(&n)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(r) = &remove {
+        println!("removed {r}");
+    }
+    for t in &n.targets {
+        let state = match (t.confirmed, t.code_expires) {
+            (true, _) => "confirmed".to_string(),
+            (false, Some(e)) if t.code_sha256.is_some() => {
+                format!("waiting for the code (until {e})")
+            }
+            _ => "code void: the owner must add it again".to_string(),
+        };
+        println!("{:<40} {state}", t.address);
+    }
+    if n.targets.is_empty() {
+        println!("no notification addresses");
+    }
+    println!(
+        "also receipts: {}, also anomalies: {}, arrivals waiting: {}",
+        n.receipts,
+        n.anomalies,
+        n.pending.len() + n.more as usize
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -147,6 +147,17 @@ pub(super) async fn handle(gw: &Arc<Gateway>, req: Request, w: &mut Writer) -> s
             })
             .await
         }
+        Request::Notify { address, remove } => {
+            let done = |n| Done {
+                notify: Some(n),
+                ..Done::default()
+            };
+            let op = move |s: &crate::store::Store, a: &PecAddress| match &remove {
+                Some(r) => s.remove_notify_target(a, r),
+                None => s.notify_settings(a),
+            };
+            mailbox_call(gw, address, "the notifications of", op, done).await
+        }
         Request::FiltersGet { address } => {
             let done = |f| Done {
                 filters: Some(f),

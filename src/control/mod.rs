@@ -134,6 +134,12 @@ pub enum Request {
     FiltersGet {
         address: String,
     },
+    /// A mailbox's notifications; with `remove`, after removing that address.
+    Notify {
+        address: String,
+        #[serde(default)]
+        remove: Option<String>,
+    },
     FiltersSet {
         address: String,
         rules: serde_json::Value,
@@ -215,6 +221,9 @@ pub struct Done {
     /// Rules on incoming messages of a mailbox.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filters: Option<Vec<crate::filters::Rule>>,
+    /// Notifications to ordinary addresses of a mailbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<crate::notify::Notify>,
 }
 
 /// [`VerifyReport`] on the wire (the report itself is serialize-only).

@@ -123,6 +123,30 @@ pub(crate) fn apply(tx: &Tx, mailbox: &PecAddress, change: &NotifyChange) -> TxR
 }
 
 impl Store {
+    /// Removes a notification address (the administrator's `pecd mailbox notify
+    /// --remove`); traced.
+    pub fn remove_notify_target(
+        &self,
+        mailbox: &PecAddress,
+        target: &str,
+    ) -> Result<Notify, StoreError> {
+        let address = target.trim().to_ascii_lowercase();
+        let ev = crate::trace::TraceEvent::new(
+            crate::trace::EventKind::MailboxAdmin,
+            self.options().clock.now(),
+        )
+        .recipient(mailbox.to_string())
+        .detail(format!(
+            "notification address {address} removed by the administrator"
+        ));
+        self.commit(
+            Batch::new()
+                .notify(mailbox.clone(), NotifyChange::Remove { address })
+                .trace(ev),
+        )?;
+        self.notify_settings(mailbox)
+    }
+
     /// The notification settings and queue of a mailbox.
     pub fn notify_settings(&self, address: &PecAddress) -> Result<Notify, StoreError> {
         Ok(self

@@ -2,7 +2,8 @@
 // login with a provisional password lands on the forced password change and nowhere
 // else; a mismatch and a weak password are refused with Italian reasons tied to their
 // field; the change by keyboard alone opens the mail; the settings page is reachable
-// from the header and goes back. axe-core checks each screen. Run by tests/passwords.rs:
+// from the header and goes back; rules and arrival notices are set up there. axe-core
+// checks each screen. Run by tests/passwords.rs:
 //   PECD_URL, PECD_USER, PECD_PASS   the provider and a mailbox with a provisional password
 //   PECD_NEW_PASS                    the new password to choose
 //   PECD_SCREENSHOTS                 where to write one PNG per screen (account-*.png)
@@ -110,6 +111,36 @@ try {
     await page.waitForSelector('#mail-view:not([hidden])');
   });
   await checkAxe(page, 'rules');
+
+  await step('an ordinary address is added for arrival notices, a PEC mailbox of ours is refused', async () => {
+    await page.click('#account-btn');
+    await page.waitForSelector('#notices:not([hidden])');
+    assert.equal(await page.isVisible('#notices-empty'), true);
+    const domain = USER.split('@')[1];
+    await page.fill('#notice-address', `collega@${domain}`);
+    await page.click('#notices-form button[type="submit"]');
+    await page.waitForSelector('#notices-result .alert-danger');
+    assert.match(await page.textContent('#notices-result'), /casella PEC di questo gestore/);
+    assert.equal(await page.getAttribute('#notice-address', 'aria-invalid'), 'true');
+    await page.fill('#notice-address', 'titolare@example.test');
+    await page.click('#notices-form button[type="submit"]');
+    await page.waitForSelector('#notice-list li');
+    assert.match(await page.textContent('#notices-result'), /Codice inviato a titolare@example.test/);
+    assert.match(await page.textContent('#notice-list'), /In attesa del codice/);
+    // The code field is named for the address it belongs to.
+    const code = page.getByLabel('Codice ricevuto da titolare@example.test');
+    await code.fill('12345678');
+    await page.click('.notice-confirm button');
+    await page.waitForSelector('#notices-result .alert-danger');
+    assert.match(await page.textContent('#notices-result'), /Il codice è errato/);
+    await page.click('label[for="notice-receipts"]');
+    await page.waitForFunction(() => /Preferenze degli avvisi salvate/.test(document.querySelector('#notices-result').textContent));
+    await page.locator('#notices').scrollIntoViewIfNeeded();
+    await shot(page, '05-notices');
+    await page.click('#account-back');
+    await page.waitForSelector('#mail-view:not([hidden])');
+  });
+  await checkAxe(page, 'notices');
 
   await step('the settings page is reachable from the header and goes back', async () => {
     await page.click('#account-btn');

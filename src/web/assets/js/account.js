@@ -7,6 +7,7 @@ import { h, clear, $, announce } from './dom.js';
 import { t, getLang, dateTime } from './i18n.js';
 import { HttpError } from './jmap.js';
 import { Rules } from './rules.js';
+import { Notices } from './notices.js';
 
 function reason(ex) {
   const raw = getLang() === 'it' && ex.motivo ? ex.motivo : ex.message;
@@ -21,6 +22,7 @@ export class Account {
     $('#pw-form').addEventListener('submit', (e) => this.submit(e));
     $('#cards-form').addEventListener('submit', (e) => this.addCard(e));
     this.rules = new Rules(client);
+    this.notices = new Notices(client);
   }
 
   async refreshCards() {
@@ -105,13 +107,16 @@ export class Account {
     for (const id of ['#pw-current', '#pw-new', '#pw-confirm']) $(id).value = '';
     clear($('#pw-result'));
     clear($('#cards-result'));
+    clear($('#notices-result'));
     document.title = `${t('account.title')} – pecd`;
     if (forced) {
       $('#cards').hidden = true;
       $('#rules').hidden = true;
+      $('#notices').hidden = true;
     } else {
       this.refreshCards();
       this.rules.refresh();
+      this.notices.refresh();
     }
     $('#pw-current').focus();
   }
@@ -158,6 +163,7 @@ export class Account {
     else {
       this.refreshCards();
       this.rules.refresh();
+      this.notices.refresh();
     }
   }
 }

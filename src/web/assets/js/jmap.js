@@ -118,6 +118,24 @@ export class Client {
     return res.json();
   }
 
+  async notifications() {
+    const res = await fetch('/auth/notifications', { credentials: 'same-origin' });
+    if (!res.ok) throw await problem(res);
+    return res.json();
+  }
+
+  /** `{add}`, `{confirm, code}`, `{remove}` or `{receipts, anomalies}`. */
+  async changeNotifications(body) {
+    const res = await fetch('/auth/notifications', {
+      method: 'POST',
+      credentials: 'same-origin',
+      headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': this.csrf || '' },
+      body: JSON.stringify(body),
+    });
+    if (!res.ok) throw await problem(res);
+    return res.json();
+  }
+
   async listCards() {
     const res = await fetch('/auth/cards', { credentials: 'same-origin' });
     if (!res.ok) throw await problem(res);
