@@ -86,6 +86,10 @@ pub struct Rule {
     pub mark_read: bool,
     #[serde(default)]
     pub flag: bool,
+    /// Tell the owner's confirmed ordinary addresses ([`crate::notify`]), whatever kinds
+    /// the owner otherwise has notified.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub notify: bool,
 }
 
 /// Why rules were refused.
@@ -104,7 +108,7 @@ pub enum FilterError {
     BadName(String),
     #[error("rule {0:?}: a condition text may have at most {MAX_TEXT} characters")]
     TooLong(String),
-    #[error("rule {0:?}: no action (folder, markRead or flag)")]
+    #[error("rule {0:?}: no action (folder, markRead, flag or notify)")]
     NoAction(String),
     #[error("rule {rule:?}: there is no folder {folder:?}")]
     NoSuchFolder { rule: String, folder: String },
@@ -192,7 +196,7 @@ fn check(
             return Err(FilterError::TooLong(r.name.clone()));
         }
     }
-    if r.folder.is_none() && !r.mark_read && !r.flag {
+    if r.folder.is_none() && !r.mark_read && !r.flag && !r.notify {
         return Err(FilterError::NoAction(r.name.clone()));
     }
     if let Some(f) = &r.folder {
@@ -294,6 +298,7 @@ pub struct Outcome<'a> {
     pub folder: Option<&'a str>,
     pub mark_read: bool,
     pub flag: bool,
+    pub notify: bool,
 }
 
 /// The first rule whose conditions all hold for `m`.
@@ -321,6 +326,7 @@ pub fn evaluate<'a>(rules: &'a [Rule], m: &MessageFacts) -> Option<Outcome<'a>> 
             folder: r.folder.as_deref(),
             mark_read: r.mark_read,
             flag: r.flag,
+            notify: r.notify,
         })
 }
 

@@ -176,9 +176,15 @@ impl Notify {
     }
 
     /// Notes an arrival (inside the delivery's commit): listed while fewer than
-    /// [`MAX_PENDING`] wait, counted after.
-    pub fn note(&mut self, facts: &MessageFacts, at: Timestamp) {
-        if !self.wants(facts.kind) {
+    /// [`MAX_PENDING`] wait, counted after. `by_rule`: a rule of the owner asks for it,
+    /// whatever its kind.
+    pub fn note(&mut self, facts: &MessageFacts, at: Timestamp, by_rule: bool) {
+        let wanted = if by_rule {
+            self.confirmed().next().is_some()
+        } else {
+            self.wants(facts.kind)
+        };
+        if !wanted {
             return;
         }
         if self.pending.len() >= MAX_PENDING {
@@ -398,11 +404,19 @@ mod tests {
     #[test]
     fn only_confirmed_addresses_and_chosen_kinds_are_noted() {
         let mut n = Notify::default();
-        n.note(&facts(Kind::PostaCertificata, "x"), Timestamp::UNIX_EPOCH);
+        n.note(
+            &facts(Kind::PostaCertificata, "x"),
+            Timestamp::UNIX_EPOCH,
+            false,
+        );
         assert!(n.pending.is_empty(), "no confirmed address");
         let mut n = confirmed();
-        n.note(&facts(Kind::AvvenutaConsegna, "r"), Timestamp::UNIX_EPOCH);
-        n.note(&facts(Kind::Anomalia, "a"), Timestamp::UNIX_EPOCH);
+        n.note(
+            &facts(Kind::AvvenutaConsegna, "r"),
+            Timestamp::UNIX_EPOCH,
+            false,
+        );
+        n.note(&facts(Kind::Anomalia, "a"), Timestamp::UNIX_EPOCH, false);
         assert!(
             n.pending.is_empty(),
             "receipts and anomalies only on request"
@@ -410,6 +424,7 @@ mod tests {
         n.note(
             &facts(Kind::PostaCertificata, "Fattura\r\nBcc: x"),
             Timestamp::UNIX_EPOCH,
+            false,
         );
         assert_eq!(n.pending.len(), 1);
         assert_eq!(
@@ -417,12 +432,17 @@ mod tests {
             "no line break survives"
         );
         n.receipts = true;
-        n.note(&facts(Kind::AvvenutaConsegna, "r"), Timestamp::UNIX_EPOCH);
+        n.note(
+            &facts(Kind::AvvenutaConsegna, "r"),
+            Timestamp::UNIX_EPOCH,
+            false,
+        );
         assert_eq!(n.pending.len(), 2);
         for i in 0..30 {
             n.note(
                 &facts(Kind::PostaCertificata, &i.to_string()),
                 Timestamp::UNIX_EPOCH,
+                false,
             );
         }
         assert_eq!((n.pending.len(), n.more), (MAX_PENDING, 12));
@@ -434,6 +454,7 @@ mod tests {
         n.note(
             &facts(Kind::PostaCertificata, "Fattura 12"),
             Timestamp::UNIX_EPOCH,
+            false,
         );
         let from = Sender {
             provider_name: "Gestore",

@@ -268,12 +268,13 @@ pub(crate) fn apply_deliver(tx: &Tx, log: &mut ChangeSet, d: &Delivery) -> TxRes
     }
     let mut folder_name = normalize_folder(&d.folder);
     let mut flags = d.flags.clone();
-    let (mut rule, mut rule_broken) = (None, false);
+    let (mut rule, mut rule_broken, mut rule_notify) = (None, false, false);
     if let Some(facts) = &d.facts
         && folder_name == INBOX
         && let Some(o) = crate::filters::evaluate(&mb.filters, facts)
     {
         rule = Some(o.rule.to_string());
+        rule_notify = o.notify;
         if let Some(target) = o.folder.map(normalize_folder) {
             // A folder deleted after the rule was saved: the message stays in the INBOX.
             if tx.t[FOLDERS].get(folder_key(&mbkey, &target))?.is_some() {
@@ -289,7 +290,7 @@ pub(crate) fn apply_deliver(tx: &Tx, log: &mut ChangeSet, d: &Delivery) -> TxRes
         }
     }
     if let Some(facts) = &d.facts {
-        mb.notify.note(facts, d.internal_date);
+        mb.notify.note(facts, d.internal_date, rule_notify);
     }
     let mut f = load_folder(tx, &mbkey, &folder_name)?;
     let uid = f.uidnext;

@@ -155,3 +155,82 @@ impl Store {
             .notify)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Delivery, NewMailbox};
+
+    /// Arrivals are noted by the delivery's own commit: certified mail for a mailbox with a
+    /// confirmed address, other kinds only when the owner or a rule asks.
+    #[test]
+    fn deliveries_note_what_the_owner_wants_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), crate::store::StoreOptions::default()).unwrap();
+        let a = PecAddress::parse("a@pec.test").unwrap();
+        s.add_mailbox(NewMailbox {
+            address: a.clone(),
+            password: crate::store::mailbox::Password::new("pw"),
+            quota_bytes: None,
+            options: Default::default(),
+            provisional: false,
+        })
+        .unwrap();
+        let now = Timestamp::now();
+        let deliver = |raw: &[u8]| {
+            let blob = s.blobs().put(raw).unwrap();
+            s.commit(Batch::new().deliver(Delivery::inbox(a.clone(), blob, now).filtered(raw)))
+                .unwrap();
+        };
+        let certified: &[u8] =
+            b"From: \"Per conto di: m@pec.altro.it\" <posta-certificata@pec.altro.it>\r\n\
+            X-Trasporto: posta-certificata\r\nSubject: POSTA CERTIFICATA: uno\r\n\r\n";
+        deliver(certified);
+        assert!(
+            s.notify_settings(&a).unwrap().pending.is_empty(),
+            "no address yet"
+        );
+        let target = Target {
+            address: "io@example.com".into(),
+            confirmed: true,
+            code_sha256: None,
+            code_expires: None,
+            attempts: 0,
+            added: now,
+        };
+        s.commit(Batch::new().notify(a.clone(), NotifyChange::Add(target)))
+            .unwrap();
+        deliver(certified);
+        deliver(b"From: x@y.it\r\nSubject: ordinaria\r\n\r\n");
+        let n = s.notify_settings(&a).unwrap();
+        assert_eq!(n.pending.len(), 1, "{n:?}");
+        assert_eq!(n.pending[0].from, "m@pec.altro.it");
+        s.set_filters(
+            &a,
+            &serde_json::json!([{"name": "urgenti", "subject": "urgente", "notify": true}]),
+        )
+        .unwrap();
+        deliver(b"From: x@y.it\r\nSubject: urgente davvero\r\n\r\n");
+        deliver(b"From: x@y.it\r\nSubject: altro\r\n\r\n");
+        let n = s.notify_settings(&a).unwrap();
+        assert_eq!(
+            n.pending.len(),
+            2,
+            "the rule asked for the urgent one only: {n:?}"
+        );
+        assert_eq!(n.pending[1].subject, "urgente davvero");
+        // A notice takes exactly what it listed.
+        s.commit(Batch::new().notify(
+            a.clone(),
+            NotifyChange::Sent {
+                listed: 1,
+                more: 0,
+                at: now,
+            },
+        ))
+        .unwrap();
+        let n = s.notify_settings(&a).unwrap();
+        assert_eq!(n.pending.len(), 1);
+        assert_eq!(n.due(), now.checked_add(crate::notify::COALESCE).ok());
+    }
+}

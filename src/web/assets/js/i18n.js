@@ -234,9 +234,10 @@ const IT = {
   'rules.noMove': '(non spostare)',
   'rules.read': 'Segna come letto',
   'rules.flag': 'Contrassegna',
+  'rules.notify': 'Avvisa gli indirizzi ordinari confermati',
   'rules.add': 'Aggiungi la regola',
   'rules.needName': 'Dai un nome alla regola.',
-  'rules.needAction': 'Scegli almeno un\'azione: una cartella, segna come letto o contrassegna.',
+  'rules.needAction': 'Scegli almeno un\'azione: una cartella, segna come letto, contrassegna o avvisa.',
   'rules.refused': 'Regola non salvata. {0}.',
   'rules.added': 'Regola «{0}» aggiunta.',
   'rules.removed': 'Regola «{0}» rimossa.',
@@ -252,6 +253,7 @@ const IT = {
   'rules.sum.folder': 'in «{0}»',
   'rules.sum.read': 'segna come letto',
   'rules.sum.flag': 'contrassegna',
+  'rules.sum.notify': 'avvisa',
 };
 
 const EN = {
@@ -486,9 +488,10 @@ const EN = {
   'rules.noMove': '(do not move)',
   'rules.read': 'Mark as read',
   'rules.flag': 'Flag',
+  'rules.notify': 'Notify the confirmed ordinary addresses',
   'rules.add': 'Add the rule',
   'rules.needName': 'Give the rule a name.',
-  'rules.needAction': 'Choose at least one action: a folder, mark as read or flag.',
+  'rules.needAction': 'Choose at least one action: a folder, mark as read, flag or notify.',
   'rules.refused': 'Rule not saved. {0}.',
   'rules.added': 'Rule “{0}” added.',
   'rules.removed': 'Rule “{0}” removed.',
@@ -504,6 +507,7 @@ const EN = {
   'rules.sum.folder': 'into “{0}”',
   'rules.sum.read': 'mark as read',
   'rules.sum.flag': 'flag',
+  'rules.sum.notify': 'notify',
 };
 
 const DICTS = { it: IT, en: EN };

@@ -48,6 +48,7 @@ export class Rules {
     if (r.folder) acts.push(t('rules.sum.folder', this.labels[r.folder] || r.folder));
     if (r.markRead) acts.push(t('rules.sum.read'));
     if (r.flag) acts.push(t('rules.sum.flag'));
+    if (r.notify) acts.push(t('rules.sum.notify'));
     return `${parts.length ? parts.join(', ') : t('rules.sum.all')} → ${acts.join(', ')}`;
   }
 
@@ -101,11 +102,13 @@ export class Rules {
     if ($('#rule-folder').value) rule.folder = $('#rule-folder').value;
     if ($('#rule-read').checked) rule.markRead = true;
     if ($('#rule-flag').checked) rule.flag = true;
-    if (!rule.folder && !rule.markRead && !rule.flag) return this.result('danger', t('rules.needAction'), '#rule-folder');
+    if ($('#rule-notify').checked) rule.notify = true;
+    if (!rule.folder && !rule.markRead && !rule.flag && !rule.notify) return this.result('danger', t('rules.needAction'), '#rule-folder');
     if (await this.save([...this.rules, rule], t('rules.added', name))) {
       for (const id of ['#rule-name', '#rule-text']) $(id).value = '';
       $('#rule-read').checked = false;
       $('#rule-flag').checked = false;
+      $('#rule-notify').checked = false;
     }
   }
 }
