@@ -34,7 +34,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 
-use crate::daemon::{Conn, DaemonAddr};
+use crate::daemon::{Conn, DaemonAddr, printable};
 
 /// Longest prefix of a message sent to spamd (1 MiB).
 pub const MAX_SCAN_BYTES: usize = 1024 * 1024;
@@ -311,16 +311,6 @@ fn parse_reply(reply: &[u8]) -> Result<SpamVerdict, SpamError> {
         threshold: number(threshold)?,
         rules,
     })
-}
-
-/// Reply bytes fit for a log line: lossy UTF-8, control characters escaped, at most 200
-/// characters.
-fn printable(b: &[u8]) -> String {
-    String::from_utf8_lossy(b)
-        .chars()
-        .take(200)
-        .flat_map(char::escape_default)
-        .collect()
 }
 
 #[cfg(test)]

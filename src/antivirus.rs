@@ -33,7 +33,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
 
-use crate::daemon::{Conn, DaemonAddr};
+use crate::daemon::{Conn, DaemonAddr, printable};
 
 /// Largest chunk sent in one `INSTREAM` frame (64 KiB).
 pub const CHUNK: usize = 64 * 1024;
@@ -292,16 +292,6 @@ fn parse_scan_reply(reply: &[u8], size: usize) -> Result<Verdict, ScanError> {
         "unexpected reply {:?}",
         printable(reply)
     )))
-}
-
-/// The reply as text fit for a log line: lossy UTF-8, control characters escaped, at most
-/// 200 characters.
-fn printable(b: &[u8]) -> String {
-    String::from_utf8_lossy(b)
-        .chars()
-        .take(200)
-        .flat_map(char::escape_default)
-        .collect()
 }
 
 #[cfg(test)]

@@ -79,6 +79,16 @@ impl DaemonAddr {
     }
 }
 
+/// A daemon's reply bytes fit for a log line: lossy UTF-8, control characters escaped, at
+/// most 200 characters.
+pub fn printable(b: &[u8]) -> String {
+    String::from_utf8_lossy(b)
+        .chars()
+        .take(200)
+        .flat_map(char::escape_default)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

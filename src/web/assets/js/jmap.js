@@ -101,58 +101,38 @@ export class Client {
     await this.loadSession();
   }
 
-  async rules() {
-    const res = await fetch('/auth/filters', { credentials: 'same-origin' });
+  /** GET of an /auth/ resource of the owner, as JSON. */
+  async getJson(path) {
+    const res = await fetch(path, { credentials: 'same-origin' });
     if (!res.ok) throw await problem(res);
     return res.json();
   }
 
-  async setRules(rules) {
-    const res = await fetch('/auth/filters', {
+  /** POST of a JSON body to an /auth/ resource of the owner (CSRF token), as JSON. */
+  async postJson(path, body) {
+    const res = await fetch(path, {
       method: 'POST',
       credentials: 'same-origin',
       headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': this.csrf || '' },
-      body: JSON.stringify({ rules }),
+      body: JSON.stringify(body),
     });
     if (!res.ok) throw await problem(res);
     return res.json();
   }
 
-  async notifications() {
-    const res = await fetch('/auth/notifications', { credentials: 'same-origin' });
-    if (!res.ok) throw await problem(res);
-    return res.json();
-  }
+  rules() { return this.getJson('/auth/filters'); }
+
+  setRules(rules) { return this.postJson('/auth/filters', { rules }); }
+
+  notifications() { return this.getJson('/auth/notifications'); }
 
   /** `{add}`, `{confirm, code}`, `{remove}` or `{receipts, anomalies}`. */
-  async changeNotifications(body) {
-    const res = await fetch('/auth/notifications', {
-      method: 'POST',
-      credentials: 'same-origin',
-      headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': this.csrf || '' },
-      body: JSON.stringify(body),
-    });
-    if (!res.ok) throw await problem(res);
-    return res.json();
-  }
+  changeNotifications(body) { return this.postJson('/auth/notifications', body); }
 
-  async listCards() {
-    const res = await fetch('/auth/cards', { credentials: 'same-origin' });
-    if (!res.ok) throw await problem(res);
-    return res.json();
-  }
+  listCards() { return this.getJson('/auth/cards'); }
 
   /** `{currentPassword, add: PEM}` or `{currentPassword, remove: sha256}`. */
-  async changeCards(body) {
-    const res = await fetch('/auth/cards', {
-      method: 'POST',
-      credentials: 'same-origin',
-      headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': this.csrf || '' },
-      body: JSON.stringify(body),
-    });
-    if (!res.ok) throw await problem(res);
-    return res.json();
-  }
+  changeCards(body) { return this.postJson('/auth/cards', body); }
 
   /** Resumes an existing cookie session; false when there is none. */
   async resume() {
