@@ -212,6 +212,21 @@ impl Notify {
         })
     }
 
+    /// What the owner and the administrator see: the addresses and their state (never
+    /// the code's hash), the options, how many arrivals wait.
+    pub fn view(&self) -> serde_json::Value {
+        serde_json::json!({
+            "addresses": self.targets.iter().map(|t| serde_json::json!({
+                "address": t.address,
+                "confirmed": t.confirmed,
+                "codeExpires": t.code_expires.filter(|_| !t.confirmed && t.code_sha256.is_some()),
+            })).collect::<Vec<_>>(),
+            "receipts": self.receipts,
+            "anomalies": self.anomalies,
+            "waiting": self.pending.len() + self.more as usize,
+        })
+    }
+
     /// The confirmed addresses.
     pub fn confirmed(&self) -> impl Iterator<Item = &str> {
         self.targets

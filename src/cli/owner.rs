@@ -220,7 +220,7 @@ pub fn notify(
         }
     };
     if json {
-        println!("{}", serde_json::to_string(&n)?);
+        println!("{}", n.view());
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(r) = &remove {

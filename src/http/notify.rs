@@ -14,12 +14,12 @@ use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::Web;
 use super::auth;
 use super::response::{self, Body};
-use crate::notify::{Notify, NotifyError};
+use crate::notify::NotifyError;
 use crate::pipeline::notify as send;
 use crate::store::StoreError;
 use crate::store::notify::NotifyChange;
@@ -27,23 +27,9 @@ use crate::store::notify::NotifyChange;
 /// Largest request: one address and a code.
 const MAX_BODY: usize = 4096;
 
-/// What the owner sees: the addresses (never the codes), the options, what waits.
-fn view(n: &Notify) -> Value {
-    json!({
-        "addresses": n.targets.iter().map(|t| json!({
-            "address": t.address,
-            "confirmed": t.confirmed,
-            "codeExpires": t.code_expires.filter(|_| !t.confirmed && t.code_sha256.is_some()),
-        })).collect::<Vec<_>>(),
-        "receipts": n.receipts,
-        "anomalies": n.anomalies,
-        "waiting": n.pending.len() + n.more as usize,
-    })
-}
-
 /// `GET /auth/notifications`.
 pub async fn get(web: &Arc<Web>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-    auth::owner_get(web, &req, peer, |s, a| s.notify_settings(a), |n| view(&n)).await
+    auth::owner_get(web, &req, peer, |s, a| s.notify_settings(a), |n| n.view()).await
 }
 
 fn refused(e: &NotifyError) -> Response<Body> {
@@ -92,7 +78,7 @@ pub async fn set(web: &Arc<Web>, req: Request<Incoming>, peer: SocketAddr) -> Re
         );
     };
     match r {
-        Ok(n) => response::json(StatusCode::OK, &view(&n)),
+        Ok(n) => response::json(StatusCode::OK, &n.view()),
         Err(StoreError::Notify(e)) => refused(&e),
         Err(e) => {
             tracing::error!(error = %e, "changing notifications");
