@@ -158,6 +158,7 @@ impl Gateway {
             retention_months: config.trace.retention_months,
             domains: config.provider.domains.clone(),
             default_quota_bytes: config.limits.default_quota_bytes,
+            archive: config.archive.policy(),
             ..StoreOptions::default()
         };
         let store = Store::open(&config.store.dir, options)?;

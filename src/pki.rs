@@ -334,6 +334,12 @@ trusted_ca = ["certs/ca.pem"]
 [antispam]
 # SpamAssassin's spamd, for ordinary mail to mailboxes that accept it (spam into Junk).
 # spamd = "127.0.0.1:783"
+
+[archive]
+# Every mailbox's read-only security archive (IMAP: "Archivio di sicurezza/..."):
+# its size when the mailbox's plan sets none, and how long copies are kept at least.
+# default_bytes = 3221225472
+# retention_months = 30
 "#
     )
 }

@@ -162,8 +162,13 @@ fn apply_plan_sizes(gw: &Gateway) {
                 "the mailbox's plan is not in [plans]: its quota stays {} bytes",
                 m.quota_bytes
             ),
-            Some(p) if p.mailbox_bytes != m.quota_bytes => {
-                match gw.store.set_plan(&m.address, name, p.mailbox_bytes) {
+            Some(p)
+                if p.mailbox_bytes != m.quota_bytes || p.archive_bytes != m.archive_quota_bytes =>
+            {
+                match gw
+                    .store
+                    .set_plan(&m.address, name, p.mailbox_bytes, p.archive_bytes)
+                {
                     Ok(()) => tracing::info!(
                         mailbox = %m.address,
                         plan = %name,

@@ -155,6 +155,7 @@ fn open_store_raw(
         retention_months: config.trace.retention_months,
         domains: config.provider.domains.clone(),
         default_quota_bytes: config.limits.default_quota_bytes,
+        archive: config.archive.policy(),
         lock_wait,
         ..StoreOptions::default()
     };
@@ -201,24 +202,27 @@ pub(super) fn remote(c: &mut Client, req: &Request) -> anyhow::Result<pecd::cont
     })
 }
 
-fn print_list(list: &[MailboxInfo], json: bool) -> anyhow::Result<()> {
+/// The list; `archive_default` is the archive size of mailboxes without their own.
+fn print_list(list: &[MailboxInfo], json: bool, archive_default: u64) -> anyhow::Result<()> {
     if json {
         for m in list {
             println!("{}", serde_json::to_string(m)?);
         }
     } else {
         println!(
-            "{:<40} {:>14} {:>14} {:>8}  {:<10} OPTIONS",
-            "ADDRESS", "USAGE", "QUOTA", "MESSAGES", "PLAN"
+            "{:<40} {:>14} {:>14} {:>8}  {:<10} {:>14} {:>14} OPTIONS",
+            "ADDRESS", "USAGE", "QUOTA", "MESSAGES", "PLAN", "ARCHIVE_USAGE", "ARCHIVE_QUOTA"
         );
         for m in list {
             println!(
-                "{:<40} {:>14} {:>14} {:>8}  {:<10} {}",
+                "{:<40} {:>14} {:>14} {:>8}  {:<10} {:>14} {:>14} {}",
                 m.address.to_string(),
                 m.usage_bytes,
                 m.quota_bytes,
                 m.messages,
                 m.plan.as_deref().unwrap_or("-"),
+                m.archive_usage_bytes,
+                m.archive_quota_bytes.unwrap_or(archive_default),
                 describe_options(&m.options)
             );
         }
@@ -230,10 +234,10 @@ fn describe_options(o: &MailboxOptions) -> String {
     format!("accept-anomalies={}", o.accept_anomalies)
 }
 
-/// The size of plan `name` of the configuration, or an error naming the configured plans.
-fn plan_size(config: &Config, name: &str) -> anyhow::Result<u64> {
+/// Plan `name` of the configuration, or an error naming the configured plans.
+fn plan<'c>(config: &'c Config, name: &str) -> anyhow::Result<&'c pecd::config::Plan> {
     config
-        .plan_size(name)
+        .plan(name)
         .with_context(|| format!("in {}", config.path.display()))
 }
 
@@ -269,10 +273,12 @@ pub fn run(cmd: MailboxCommand) -> anyhow::Result<ExitCode> {
             let config = load_config(&cfg.config)?;
             let info = match open_admin(&config)? {
                 Admin::Local(store) => {
-                    let quota = match &plan {
-                        Some(p) => Some(plan_size(&config, p)?),
-                        None => quota,
-                    };
+                    let chosen = plan
+                        .as_deref()
+                        .map(|p| self::plan(&config, p))
+                        .transpose()?;
+                    let quota = chosen.map(|p| p.mailbox_bytes).or(quota);
+                    let archive = chosen.and_then(|p| p.archive_bytes);
                     let req = NewMailbox {
                         address: address(&a)?,
                         password: Password::new(password),
@@ -281,7 +287,7 @@ pub fn run(cmd: MailboxCommand) -> anyhow::Result<ExitCode> {
                         provisional: !keep_password,
                     };
                     store
-                        .add_mailbox_on_plan(req, plan)
+                        .add_mailbox_on_plan(req, plan, archive)
                         .with_context(|| format!("adding {a}"))?
                 }
                 Admin::Remote(mut c) => {
@@ -323,7 +329,8 @@ pub fn run(cmd: MailboxCommand) -> anyhow::Result<ExitCode> {
             println!("deleted {a}");
         }
         MailboxCommand::List { json, cfg } => {
-            let list = match open_admin(&load_config(&cfg.config)?)? {
+            let config = load_config(&cfg.config)?;
+            let list = match open_admin(&config)? {
                 Admin::Local(store) => store.list_mailboxes().context("listing mailboxes")?,
                 Admin::Remote(mut c) => {
                     let mut list = Vec::new();
@@ -337,7 +344,7 @@ pub fn run(cmd: MailboxCommand) -> anyhow::Result<ExitCode> {
                     list
                 }
             };
-            print_list(&list, json)?;
+            print_list(&list, json, config.archive.default_bytes)?;
         }
         MailboxCommand::Passwd {
             address: a,
@@ -369,9 +376,10 @@ pub fn run(cmd: MailboxCommand) -> anyhow::Result<ExitCode> {
             let config = load_config(&cfg.config)?;
             let bytes = match open_admin(&config)? {
                 Admin::Local(store) => {
-                    let bytes = plan_size(&config, &plan)?;
+                    let p = self::plan(&config, &plan)?;
+                    let bytes = p.mailbox_bytes;
                     store
-                        .set_plan(&address(&a)?, &plan, bytes)
+                        .set_plan(&address(&a)?, &plan, bytes, p.archive_bytes)
                         .with_context(|| format!("setting the plan of {a}"))?;
                     bytes
                 }

@@ -147,6 +147,7 @@ pub struct Config {
     pub relay: RelayConfig,
     pub antivirus: AntivirusConfig,
     pub antispam: AntispamConfig,
+    pub archive: ArchiveConfig,
     /// `[plans.NAME]`: the service plans, by name.
     pub plans: BTreeMap<String, Plan>,
     pub index: IndexConfig,
@@ -319,6 +320,26 @@ pub struct RelayConfig {
 pub struct AntivirusConfig {
     /// clamd: `"host:port"` or an absolute unix socket path; `None` = no scanning.
     pub clamd: Option<String>,
+}
+
+/// `[archive]`: every mailbox's security archive (*archivio di sicurezza*).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveConfig {
+    /// The size of an archive whose mailbox is on no plan (or on a plan without
+    /// `archive_bytes`), bytes; 0 turns archiving off for them.
+    pub default_bytes: u64,
+    /// Archived messages are kept at least this long; only older ones make room.
+    pub retention_months: u32,
+}
+
+impl ArchiveConfig {
+    /// The store's view of it.
+    pub fn policy(&self) -> crate::store::archive::ArchivePolicy {
+        crate::store::archive::ArchivePolicy {
+            default_bytes: self.default_bytes,
+            retention_months: self.retention_months,
+        }
+    }
 }
 
 /// `[antispam]`: the spam filter for non-certified mail.

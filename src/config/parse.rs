@@ -8,9 +8,9 @@ use toml::Table;
 use super::validate::{check_host_port, index, limits, listen, provider, routes};
 use super::walk::{Problems, Section, file_key, file_list, resolve};
 use super::{
-    AntispamConfig, AntivirusConfig, CnsConfig, Config, ConfigError, DEFAULT_CHECKPOINT_EVERY,
-    DEFAULT_CHECKPOINT_INTERVAL_SECS, MIN_RETENTION_MONTHS, RelayConfig, SigningConfig,
-    StoreConfig, TlsConfig, TraceConfig, TrustConfig,
+    AntispamConfig, AntivirusConfig, ArchiveConfig, CnsConfig, Config, ConfigError,
+    DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_INTERVAL_SECS, MIN_RETENTION_MONTHS, RelayConfig,
+    SigningConfig, StoreConfig, TlsConfig, TraceConfig, TrustConfig,
 };
 
 /// The whole parse; also returns the keys the text left to their defaults.
@@ -142,6 +142,45 @@ pub(super) fn parse(
     }
     sec.finish(&mut errs, &mut absent);
 
+    let mut sec = Section::take(&mut root, "archive", &mut errs);
+    let d = crate::store::archive::ArchivePolicy::default();
+    let default_bytes = sec.uint(
+        "default_bytes",
+        d.default_bytes,
+        (0, u64::MAX >> 1),
+        "",
+        &mut errs,
+    );
+    if let Some(b) = default_bytes
+        && b != 0
+        && b < limits.max_message_bytes
+    {
+        errs.push(
+            "archive.default_bytes",
+            format!(
+                "{b} is below limits.max_message_bytes ({}): a largest message could never \
+                 be archived (0 turns the archive off)",
+                limits.max_message_bytes
+            ),
+        );
+    }
+    let archive = ArchiveConfig {
+        default_bytes: default_bytes.unwrap_or(d.default_bytes),
+        retention_months: sec
+            .uint(
+                "retention_months",
+                d.retention_months.into(),
+                (1, 1200),
+                "",
+                &mut errs,
+            )
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(d.retention_months),
+    };
+    // Optional as a whole: a configuration from before it existed is complete.
+    sec.absent.clear();
+    sec.finish(&mut errs, &mut absent);
+
     let index = index(&mut root, base, &mut errs, &mut absent);
 
     let mut sec = Section::take(&mut root, "cns", &mut errs);
@@ -168,7 +207,7 @@ pub(super) fn parse(
         errs.push(
             k.clone(),
             "unknown section or key (known: provider, signing, tls, trust, listen, limits, \
-             store, trace, routes, relay, antivirus, antispam, plans, index, cns)",
+             store, trace, routes, relay, antivirus, antispam, archive, plans, index, cns)",
         );
     }
 
@@ -204,6 +243,7 @@ pub(super) fn parse(
         relay,
         antivirus: AntivirusConfig { clamd },
         antispam: AntispamConfig { spamd },
+        archive,
         plans,
         index,
         cns,

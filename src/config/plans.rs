@@ -1,5 +1,5 @@
 //! `[plans.NAME]`: the named service plans mailboxes are sold on (e.g. `base`: a 2 GB
-//! mailbox; `maxi`: 4 GB), which `pecd mailbox add --plan` and `pecd mailbox plan` use.
+//! mailbox and a 3 GB security archive; `maxi`: 4 GB and 8 GB), which `pecd mailbox add --plan` and `pecd mailbox plan` use.
 //! A mailbox on a plan follows the plan's size: `pecd serve` applies a changed size at
 //! start-up.
 //!
@@ -17,6 +17,8 @@ use super::walk::{Problems, type_name};
 pub struct Plan {
     /// The mailbox's quota, bytes.
     pub mailbox_bytes: u64,
+    /// The security archive's size, bytes (`None`: `archive.default_bytes`).
+    pub archive_bytes: Option<u64>,
 }
 
 /// Longest plan name.
@@ -48,15 +50,12 @@ fn describe_unknown(name: &str, known: &[String]) -> String {
 }
 
 impl super::Config {
-    /// The mailbox size of plan `name`.
-    pub fn plan_size(&self, name: &str) -> Result<u64, UnknownPlan> {
-        self.plans
-            .get(name)
-            .map(|p| p.mailbox_bytes)
-            .ok_or_else(|| UnknownPlan {
-                name: name.to_string(),
-                known: self.plans.keys().cloned().collect(),
-            })
+    /// Plan `name`.
+    pub fn plan(&self, name: &str) -> Result<&Plan, UnknownPlan> {
+        self.plans.get(name).ok_or_else(|| UnknownPlan {
+            name: name.to_string(),
+            known: self.plans.keys().cloned().collect(),
+        })
     }
 }
 
@@ -98,35 +97,61 @@ pub(super) fn plans(
                 errs.push(format!("{key}.mailbox_bytes"), "missing (required)");
                 None
             }
-            Some(Value::Integer(i)) => match u64::try_from(i) {
-                Ok(n) if n >= max_message_bytes => Some(n),
-                _ => {
-                    errs.push(
-                        format!("{key}.mailbox_bytes"),
-                        format!(
-                            "{i} is below limits.max_message_bytes ({max_message_bytes}): a \
-                             largest message could never be delivered"
-                        ),
-                    );
-                    None
-                }
-            },
-            Some(other) => {
-                errs.push(
-                    format!("{key}.mailbox_bytes"),
-                    format!("expected an integer, found {}", type_name(&other)),
-                );
-                None
-            }
+            Some(v) => checked_size(&key, "mailbox_bytes", v, max_message_bytes, errs),
         };
+        let archive = t
+            .remove("archive_bytes")
+            .map(|v| checked_size(&key, "archive_bytes", v, max_message_bytes, errs));
         for k in t.keys() {
-            errs.push(format!("{key}.{k}"), "unknown key (known: mailbox_bytes)");
+            errs.push(
+                format!("{key}.{k}"),
+                "unknown key (known: mailbox_bytes, archive_bytes)",
+            );
         }
         if let Some(mailbox_bytes) = size
             && valid_name(&name)
+            && archive.as_ref().is_none_or(Option::is_some)
         {
-            out.insert(name, Plan { mailbox_bytes });
+            out.insert(
+                name,
+                Plan {
+                    mailbox_bytes,
+                    archive_bytes: archive.flatten(),
+                },
+            );
         }
     }
     out
+}
+
+/// A size in bytes that must hold a largest message; `None` after an error.
+fn checked_size(
+    key: &str,
+    field: &str,
+    v: Value,
+    max_message_bytes: u64,
+    errs: &mut Problems,
+) -> Option<u64> {
+    match v {
+        Value::Integer(i) => match u64::try_from(i) {
+            Ok(n) if n >= max_message_bytes => Some(n),
+            _ => {
+                errs.push(
+                    format!("{key}.{field}"),
+                    format!(
+                        "{i} is below limits.max_message_bytes ({max_message_bytes}): a \
+                         largest message could never be stored"
+                    ),
+                );
+                None
+            }
+        },
+        other => {
+            errs.push(
+                format!("{key}.{field}"),
+                format!("expected an integer, found {}", type_name(&other)),
+            );
+            None
+        }
+    }
 }

@@ -567,18 +567,27 @@ fn plans_and_spamd_are_read_and_checked() {
     let dir = fixture();
     let ok = format!(
         "{MINIMAL}\n[antispam]\nspamd = \"/run/spamd.sock\"\n\
-         [plans.base]\nmailbox_bytes = 2000000000\n[plans.maxi-2]\nmailbox_bytes = 4000000000\n"
+         [plans.base]\nmailbox_bytes = 2000000000\n[plans.maxi-2]\nmailbox_bytes = 4000000000\n\
+         archive_bytes = 8000000000\n"
     );
     let c = parse_in(dir.path(), &ok).unwrap();
     assert_eq!(c.antispam.spamd.as_deref(), Some("/run/spamd.sock"));
-    assert_eq!(c.plan_size("base"), Ok(2_000_000_000));
-    assert_eq!(c.plan_size("maxi-2"), Ok(4_000_000_000));
-    let unknown = c.plan_size("oro").unwrap_err().to_string();
+    let base = c.plan("base").unwrap();
+    assert_eq!(
+        (base.mailbox_bytes, base.archive_bytes),
+        (2_000_000_000, None)
+    );
+    let maxi = c.plan("maxi-2").unwrap();
+    assert_eq!(
+        (maxi.mailbox_bytes, maxi.archive_bytes),
+        (4_000_000_000, Some(8_000_000_000))
+    );
+    let unknown = c.plan("oro").unwrap_err().to_string();
     assert_eq!(unknown, "no plan \"oro\" (configured: base, maxi-2)");
     let none = parse_in(dir.path(), MINIMAL).unwrap();
     assert!(none.plans.is_empty());
     assert!(
-        none.plan_size("base")
+        none.plan("base")
             .unwrap_err()
             .to_string()
             .contains("no [plans.NAME]")
@@ -588,6 +597,7 @@ fn plans_and_spamd_are_read_and_checked() {
         "{MINIMAL}\n[antispam]\nspamd = \"spamd\"\n\
          [plans.tiny]\nmailbox_bytes = 1000\n[plans.\"a b\"]\nmailbox_bytes = 2000000000\n\
          [plans.odd]\nmailbox_bytes = \"2 GB\"\n[plans.extra]\nmailbox_bytes = 2000000000\narchive = 3\n\
+         [plans.small]\nmailbox_bytes = 2000000000\narchive_bytes = 10\n\
          [plans.empty]\n"
     );
     let ConfigError::Invalid { problems, .. } = parse_in(dir.path(), &bad).unwrap_err() else {
@@ -604,6 +614,7 @@ fn plans_and_spamd_are_read_and_checked() {
         "plans.odd.mailbox_bytes: expected an integer",
         "plans.extra.archive: unknown key",
         "plans.empty.mailbox_bytes: missing (required)",
+        "plans.small.archive_bytes: 10 is below limits.max_message_bytes",
     ] {
         assert!(
             text.iter().any(|t| t.starts_with(want)),

@@ -76,10 +76,9 @@ pub(super) async fn handle(gw: &Arc<Gateway>, req: Request, w: &mut Writer) -> s
         } => {
             let config = gw.config.clone();
             gw.blocking(move || -> anyhow::Result<Done> {
-                let quota = match &plan {
-                    Some(p) => Some(config.plan_size(p)?),
-                    None => quota,
-                };
+                let chosen = plan.as_deref().map(|p| config.plan(p)).transpose()?;
+                let quota = chosen.map(|p| p.mailbox_bytes).or(quota);
+                let archive = chosen.and_then(|p| p.archive_bytes);
                 let req = NewMailbox {
                     address: parse_address(&address)?,
                     password: Password::new(password),
@@ -88,7 +87,7 @@ pub(super) async fn handle(gw: &Arc<Gateway>, req: Request, w: &mut Writer) -> s
                     provisional,
                 };
                 let info = store
-                    .add_mailbox_on_plan(req, plan)
+                    .add_mailbox_on_plan(req, plan, archive)
                     .with_context(|| format!("adding {address}"))?;
                 Ok(Done {
                     mailbox: Some(info),
@@ -121,11 +120,12 @@ pub(super) async fn handle(gw: &Arc<Gateway>, req: Request, w: &mut Writer) -> s
             }
             r
         }
-        Request::MailboxPlan { address, plan } => match gw.config.plan_size(&plan) {
+        Request::MailboxPlan { address, plan } => match gw.config.plan(&plan) {
             Err(e) => Err(e.to_string()),
-            Ok(bytes) => {
+            Ok(p) => {
+                let (bytes, archive) = (p.mailbox_bytes, p.archive_bytes);
                 let op = move |s: &crate::store::Store, a: &PecAddress| {
-                    s.set_plan(a, &plan, bytes)?;
+                    s.set_plan(a, &plan, bytes, archive)?;
                     s.mailbox(a)
                 };
                 mailbox_call(gw, address, "setting the plan of", op, |mailbox| Done {

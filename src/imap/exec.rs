@@ -56,6 +56,10 @@ pub fn no(tag: &str, e: &StoreError) -> Vec<u8> {
         StoreError::NoSuchMessage { .. } => {
             ("[EXPUNGEISSUED] ", "Message was expunged".to_string())
         }
+        StoreError::ReadOnlyFolder { .. } => (
+            "[NOPERM] ",
+            "The security archive (Archivio di sicurezza) is read-only".to_string(),
+        ),
         other => {
             tracing::error!(error = %other, "IMAP store operation failed");
             ("[UNAVAILABLE] ", "Temporary failure, try again".to_string())
@@ -305,6 +309,8 @@ fn select(
 ) {
     // A failed SELECT leaves no mailbox selected (RFC 3501 §6.3.1).
     *state = State::Authenticated { user: user.clone() };
+    // The security archive is only ever examined.
+    let read_only = read_only || crate::store::archive::is_archive(&folder);
     let view = match View::load(store, &user, &folder, read_only) {
         Ok(Some(v)) => v,
         Ok(None) => return out.extend(tagged(tag, "NO", "[NONEXISTENT] No such mailbox")),
@@ -430,6 +436,7 @@ fn append(
         internal_date: when,
         enforce_quota: true,
         facts: None,
+        archive: false,
     };
     // The message and its trace record commit together (design principle 10): the log
     // shows who stored which bytes in which folder, even though no PEC step was taken.

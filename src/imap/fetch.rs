@@ -358,6 +358,7 @@ fn copy_or_move(
             internal_date: m.internal_date,
             enforce_quota: true,
             facts: None,
+            archive: false,
         };
         batch = batch.deliver(d);
     }

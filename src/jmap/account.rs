@@ -129,7 +129,12 @@ pub fn build(
     state: u64,
     previous: Option<&View>,
 ) -> Result<View, StoreError> {
-    let folders = store.folders(mailbox)?;
+    // The security archive is not the mailbox's mail: JMAP clients do not see it here.
+    let folders: Vec<_> = store
+        .folders(mailbox)?
+        .into_iter()
+        .filter(|f| !crate::store::archive::is_archive(&f.name))
+        .collect();
     let mut by_blob: HashMap<String, usize> = HashMap::new();
     let mut emails: Vec<Entry> = Vec::new();
     for f in &folders {

@@ -448,6 +448,7 @@ async fn accept(
     sender_copy.enforce_quota = false;
     let mut batch = Batch::new()
         .deliver(sender_copy)
+        .archive_sent(checked.sender.clone(), env_blob.clone(), now)
         .trace(accepted)
         .trace(receipt_sent)
         .trace(created);

@@ -1,5 +1,6 @@
 //! Quota notices (*avviso di casella quasi piena*, issue #10): when a mailbox's usage
-//! reaches 80 % and again 95 % of its quota, its owner gets one plain notice in the INBOX,
+//! reaches 80 % and again 95 % of its quota, or its security archive 90 % of its own
+//! ([`crate::store::archive`]), its owner gets one plain notice in the INBOX,
 //! from the provider's service address, saying how full the mailbox is and what happens
 //! when it is full (incoming certified mail is then not delivered and its sender gets a
 //! non-delivery notice). Usage falling below 80 % (deletions, a larger plan) re-arms them.
@@ -20,6 +21,7 @@ use crate::pec::address::PecAddress;
 use crate::pec::compose::Headers;
 use crate::pec::ids;
 use crate::pec::time::PecTime;
+use crate::store::archive::NOTICE_LEVEL;
 use crate::store::quota::{QuotaState, level};
 use crate::store::{Batch, Delivery, StoreError};
 use crate::trace::{EventKind, TraceEvent};
@@ -37,6 +39,7 @@ pub async fn run(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
             Ok(c) => {
                 if let Ok(addr) = PecAddress::parse(&c.mailbox) {
                     report(&addr, check(&gw, &addr).await);
+                    report(&addr, check_archive(&gw, &addr).await);
                 }
             }
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => check_all(&gw).await,
@@ -60,6 +63,7 @@ async fn check_all(gw: &Arc<Gateway>) {
     };
     for m in list {
         report(&m.address, check(gw, &m.address).await);
+        report(&m.address, check_archive(gw, &m.address).await);
     }
 }
 
@@ -94,6 +98,61 @@ pub async fn check(gw: &Arc<Gateway>, addr: &PecAddress) -> Result<(), StoreErro
     gw.store.commit_async(batch).await.map(|_| ())
 }
 
+/// Sends the archive's 90 % notice when its usage calls for it, or re-arms it.
+pub async fn check_archive(gw: &Arc<Gateway>, addr: &PecAddress) -> Result<(), StoreError> {
+    let Some(a) = gw.store.archive_state(addr)? else {
+        return Ok(());
+    };
+    let full = a.quota_bytes > 0
+        && u128::from(a.usage_bytes) * 100 >= u128::from(a.quota_bytes) * u128::from(NOTICE_LEVEL);
+    let reached = if full { NOTICE_LEVEL } else { 0 };
+    if reached == a.notified {
+        return Ok(());
+    }
+    let mut batch = Batch::new().archive_notice(addr.clone(), a.notified, reached);
+    if reached > a.notified {
+        let now = gw.clock.now();
+        let months = gw.config.archive.retention_months;
+        let percent = u128::from(a.usage_bytes) * 100 / u128::from(a.quota_bytes.max(1));
+        let (used, quota) = (size_it(a.usage_bytes), size_it(a.quota_bytes));
+        let body = format!(
+            "L'archivio di sicurezza della casella {addr} occupa {used} dei {quota} \
+             disponibili ({percent}%).\r\n\r\n\
+             Quando l'archivio è pieno, per fare spazio vengono eliminate dall'archivio le\r\n\
+             copie più vecchie di {months} mesi; se non ce ne sono, i nuovi messaggi non\r\n\
+             vengono archiviati (restano comunque consegnati nella casella). Per un archivio\r\n\
+             più ampio rivolgersi al gestore.\r\n\r\n\
+             --\r\n\
+             The security archive of {addr} uses {used} of its {quota} ({percent}%). When it\r\n\
+             is full, copies older than {months} months make room; if there are none, new\r\n\
+             messages are not archived (they are still delivered to the mailbox).\r\n"
+        );
+        let subject =
+            format!("Avviso: l'archivio di sicurezza di {addr} ha raggiunto il {NOTICE_LEVEL}%");
+        let bytes = compose(
+            gw,
+            addr,
+            &subject,
+            "archive-90",
+            &body,
+            PecTime::italian(now),
+        );
+        let blob = gw.put_blob(Arc::new(bytes)).await?;
+        let mut d = Delivery::inbox(addr.clone(), blob, now);
+        d.enforce_quota = false;
+        batch = batch.deliver(d).trace(
+            TraceEvent::new(EventKind::MailboxAdmin, now)
+                .recipient(addr.to_string())
+                .detail(format!(
+                    "archive notice: {NOTICE_LEVEL} % reached ({} of {} bytes)",
+                    a.usage_bytes, a.quota_bytes
+                )),
+        );
+        tracing::info!(mailbox = %addr, "security archive notice sent");
+    }
+    gw.store.commit_async(batch).await.map(|_| ())
+}
+
 /// `n` bytes as Italian readers write sizes: `1,5 GB`, `730,2 MB`, `12,0 kB`.
 fn size_it(n: u64) -> String {
     let n = n as f64;
@@ -107,9 +166,15 @@ fn size_it(n: u64) -> String {
     format!("{v:.1} {unit}").replace('.', ",")
 }
 
-/// The notice: a plain text message from the service address to the mailbox.
-fn notice(gw: &Gateway, to: &PecAddress, s: QuotaState, reached: u8, at: PecTime) -> Vec<u8> {
-    let percent = (u128::from(s.usage_bytes) * 100 / u128::from(s.quota_bytes.max(1))) as u64;
+/// A plain text notice from the service address to the mailbox.
+fn compose(
+    gw: &Gateway,
+    to: &PecAddress,
+    subject: &str,
+    kind: &str,
+    body: &str,
+    at: PecTime,
+) -> Vec<u8> {
     let mut h = Headers::default();
     h.raw("Date", &at.rfc5322());
     h.address(
@@ -118,19 +183,25 @@ fn notice(gw: &Gateway, to: &PecAddress, s: QuotaState, reached: u8, at: PecTime
         &gw.identity.service_address.to_string(),
     );
     h.address("To", None, &to.to_string());
-    h.text(
-        "Subject",
-        &format!("Avviso: la casella {to} ha raggiunto il {reached}% dello spazio"),
-    );
+    h.text("Subject", subject);
     h.raw(
         "Message-ID",
         &ids::bracketed(&ids::new_message_id(&at, &gw.identity.host)),
     );
     h.raw("Auto-Submitted", "auto-generated");
-    h.raw("X-Pecd-Avviso", &format!("quota-{reached}"));
+    h.raw("X-Pecd-Avviso", kind);
     h.raw("MIME-Version", "1.0");
     h.raw("Content-Type", "text/plain; charset=utf-8");
     h.raw("Content-Transfer-Encoding", "8bit");
+    let mut out = h.0;
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body.as_bytes());
+    out
+}
+
+/// The mailbox notice: how full the mailbox is and what happens when it is full.
+fn notice(gw: &Gateway, to: &PecAddress, s: QuotaState, reached: u8, at: PecTime) -> Vec<u8> {
+    let percent = (u128::from(s.usage_bytes) * 100 / u128::from(s.quota_bytes.max(1))) as u64;
     let manage = gw
         .webmail_url()
         .map(|u| format!("\r\nLa casella si gestisce dalla webmail: {u}\r\n"))
@@ -149,10 +220,8 @@ fn notice(gw: &Gateway, to: &PecAddress, s: QuotaState, reached: u8, at: PecTime
         used = size_it(s.usage_bytes),
         quota = size_it(s.quota_bytes),
     );
-    let mut out = h.0;
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body.as_bytes());
-    out
+    let subject = format!("Avviso: la casella {to} ha raggiunto il {reached}% dello spazio");
+    compose(gw, to, &subject, &format!("quota-{reached}"), &body, at)
 }
 
 #[cfg(test)]

@@ -136,6 +136,19 @@ pub(crate) enum Op {
     },
     // Internal, produced by the committer's expansion step and the purge.
     BlobUnref(BlobId),
+    /// A copy into the security archive ([`super::archive`]).
+    ArchiveCopy(super::archive::ArchiveCopy),
+    /// An archived message dropped to make room (planned by the committer only).
+    ArchiveDrop {
+        mailbox: PecAddress,
+        folder: &'static str,
+        uid: u32,
+    },
+    ArchiveNotice {
+        mailbox: PecAddress,
+        from: u8,
+        to: u8,
+    },
     Raw {
         tree: usize,
         key: Vec<u8>,
@@ -402,4 +415,7 @@ pub struct Applied {
     /// `(mailbox key, modseq)` of each mailbox whose modseq this batch advanced, by key:
     /// the JMAP state right after this batch ([`crate::store::changes`]).
     pub modseqs: Vec<(String, u64)>,
+    /// Mailboxes whose archive had no room for a copy of this batch (the copy was not
+    /// made; the rest of the batch was).
+    pub archive_full: Vec<String>,
 }

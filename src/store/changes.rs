@@ -385,6 +385,10 @@ pub(crate) fn build_email_index(trees: &Trees) -> Result<u64, StoreError> {
         for fv in trees.folders.scan_prefix(folder_prefix(&mbkey)) {
             let (_, fv) = fv?;
             let f: super::messages::FolderInfo = decode("folder", &fv)?;
+            if super::archive::is_archive(&f.name) {
+                // Not JMAP Emails of the mailbox (see `super::archive`).
+                continue;
+            }
             for mv in trees.messages.scan_prefix(f.id.to_be_bytes()) {
                 let (_, mv) = mv?;
                 let m: MessageRecord = decode("message", &mv)?;

@@ -80,6 +80,7 @@ pub(crate) struct Committer {
     in_flight: bool,
     /// Where committed mailbox changes are published, after the flush.
     changes: tokio::sync::broadcast::Sender<MailboxChange>,
+    archive: super::archive::ArchivePolicy,
 }
 
 const MAX_GROUP: usize = 4096;
@@ -124,6 +125,7 @@ impl Committer {
             db,
             trees,
             group: o.group_commit,
+            archive: o.archive,
             clock: o.clock.clone(),
             cp_floor: last_cp.0,
             head,
@@ -318,10 +320,24 @@ impl Committer {
 
     /// Replaces operations that need scans by point operations (consistent: we are the
     /// only writer) and allocates ids.
-    fn expand(&self, ops: Vec<Op>) -> Result<Vec<(Op, u64)>, StoreError> {
+    fn expand(&self, ops: Vec<Op>, now: Timestamp) -> Result<Vec<(Op, u64)>, StoreError> {
         let mut out = Vec::with_capacity(ops.len());
+        let mut archive = super::archive::Planner::default();
         for op in ops {
             match op {
+                // A delivery is archived after it is stored; a sent envelope as it is.
+                Op::Deliver(d) if d.archive => {
+                    let copy = super::archive::ArchiveCopy {
+                        mailbox: d.mailbox.clone(),
+                        folder: super::archive::RECEIVED,
+                        blob: d.blob.clone(),
+                        internal_date: d.internal_date,
+                        quota: 0,
+                    };
+                    out.push((Op::Deliver(d), 0));
+                    self.expand_archive(copy, &mut archive, now, &mut out)?;
+                }
+                Op::ArchiveCopy(copy) => self.expand_archive(copy, &mut archive, now, &mut out)?,
                 Op::MailboxDelete(addr) => {
                     let k = mailbox_key(&addr);
                     if !self.trees.mailboxes.contains_key(k.as_bytes())? {
@@ -390,6 +406,12 @@ impl Committer {
                     ));
                     out.push((Op::MailboxDelete(addr), 0));
                 }
+                Op::FolderDelete { mailbox, name } if super::archive::is_archive(&name) => {
+                    return Err(StoreError::ReadOnlyFolder {
+                        mailbox: mailbox.to_string(),
+                        folder: name,
+                    });
+                }
                 Op::FolderDelete { mailbox, name } => {
                     let name = normalize_folder(&name);
                     let key = folder_key(&mailbox_key(&mailbox), &name);
@@ -426,6 +448,22 @@ impl Committer {
         Ok(out)
     }
 
+    /// The drops that make room for `copy` (see [`super::archive`]), then the copy, with
+    /// an id for the folder it may create.
+    fn expand_archive(
+        &self,
+        mut copy: super::archive::ArchiveCopy,
+        planner: &mut super::archive::Planner,
+        now: Timestamp,
+        out: &mut Vec<(Op, u64)>,
+    ) -> Result<(), StoreError> {
+        for drop in planner.plan(&self.trees, &self.archive, now, &mut copy)? {
+            out.push((drop, 0));
+        }
+        out.push((Op::ArchiveCopy(copy), self.db.generate_id()?));
+        Ok(())
+    }
+
     fn expand_folder_messages(
         &self,
         f: &FolderInfo,
@@ -448,8 +486,8 @@ impl Committer {
     }
 
     fn apply(&mut self, batch: Batch) -> Result<Applied, StoreError> {
-        let ops = self.expand(batch.ops)?;
         let now = self.clock.now();
+        let ops = self.expand(batch.ops, now)?;
         let head = &self.head;
         let res = self.all[..].transaction(|t| {
             let tx = Tx { t: t.as_slice() };
@@ -479,6 +517,9 @@ impl Committer {
                         None => {}
                     }
                 }
+                for m in &applied.archive_full {
+                    tracing::warn!(mailbox = %m, "security archive full (nothing past the retention period to drop): a copy was not archived");
+                }
                 Ok(applied)
             }
             Err(TransactionError::Abort(e)) => Err(e),
@@ -493,6 +534,11 @@ fn mailbox_changes(b: &Batch) -> Vec<MailboxChange> {
         mailbox: m.to_string(),
         folder: f.map(normalize_folder),
     };
+    let archived = b.ops.iter().filter_map(|op| match op {
+        Op::Deliver(d) if d.archive => Some(change(&d.mailbox, Some(super::archive::RECEIVED))),
+        Op::ArchiveCopy(c) => Some(change(&c.mailbox, Some(c.folder))),
+        _ => None,
+    });
     b.ops
         .iter()
         .filter_map(|op| match op {
@@ -521,6 +567,7 @@ fn mailbox_changes(b: &Batch) -> Vec<MailboxChange> {
             } => Some(change(address, None)),
             _ => None,
         })
+        .chain(archived)
         .collect()
 }
 

@@ -60,6 +60,17 @@ pub(crate) struct MailboxRecord {
     /// Notifications of arrivals to ordinary addresses ([`crate::notify`]).
     #[serde(default, skip_serializing_if = "is_default")]
     pub notify: crate::notify::Notify,
+    /// The security archive's size (`None`: `archive.default_bytes`; a plan sets its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_quota: Option<u64>,
+    /// Bytes and messages in the security archive ([`super::archive`]).
+    #[serde(default)]
+    pub archive_usage: u64,
+    #[serde(default)]
+    pub archive_messages: u64,
+    /// The archive notice level last sent (0 or 90).
+    #[serde(default)]
+    pub archive_notice: u8,
 }
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
@@ -81,6 +92,11 @@ pub struct MailboxInfo {
     /// The service plan the quota follows, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<String>,
+    /// The security archive: its own size (`None`: the configured default) and usage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive_quota_bytes: Option<u64>,
+    #[serde(default)]
+    pub archive_usage_bytes: u64,
 }
 
 impl From<&MailboxRecord> for MailboxInfo {
@@ -94,6 +110,8 @@ impl From<&MailboxRecord> for MailboxInfo {
             created: r.created,
             password_provisional: r.password_provisional,
             plan: r.plan.clone(),
+            archive_quota_bytes: r.archive_quota,
+            archive_usage_bytes: r.archive_usage,
         }
     }
 }
@@ -123,6 +141,8 @@ pub struct PasswordUpdate {
 pub struct QuotaUpdate {
     pub bytes: u64,
     pub plan: Option<String>,
+    /// The security archive's size (`None`: `archive.default_bytes`).
+    pub archive_bytes: Option<u64>,
 }
 
 /// Why [`Store::set_filters`] refused.
@@ -215,6 +235,7 @@ pub(crate) fn apply_update(
     }
     if let Some(q) = quota {
         rec.quota_bytes = q.bytes;
+        rec.archive_quota = q.archive_bytes;
         rec.plan = q.plan.clone();
     }
     if let Some(o) = options {
@@ -243,7 +264,7 @@ impl Store {
 
     /// Creates a mailbox (with its INBOX). Its domain must be served.
     pub fn add_mailbox(&self, req: NewMailbox) -> Result<MailboxInfo, StoreError> {
-        self.add_mailbox_on_plan(req, None)
+        self.add_mailbox_on_plan(req, None, None)
     }
 
     /// [`Store::add_mailbox`] on a service plan: `plan` names it, and the quota must be
@@ -252,6 +273,7 @@ impl Store {
         &self,
         req: NewMailbox,
         plan: Option<String>,
+        archive_bytes: Option<u64>,
     ) -> Result<MailboxInfo, StoreError> {
         self.check_domain(&req.address)?;
         let rec = MailboxRecord {
@@ -270,6 +292,10 @@ impl Store {
             plan,
             quota_notice: 0,
             notify: Default::default(),
+            archive_quota: archive_bytes,
+            archive_usage: 0,
+            archive_messages: 0,
+            archive_notice: 0,
         };
         let ev = self.admin_event(
             &req.address,
@@ -407,7 +433,7 @@ impl Store {
     /// Sets a quota of the mailbox's own, off any plan (it may be below the current
     /// usage: further deliveries are refused).
     pub fn set_quota(&self, address: &PecAddress, quota_bytes: u64) -> Result<(), StoreError> {
-        self.set_quota_on(address, quota_bytes, None)
+        self.set_quota_on(address, quota_bytes, None, None)
     }
 
     /// Puts the mailbox on plan `plan` of `quota_bytes` (the plan's size, resolved by the
@@ -417,8 +443,9 @@ impl Store {
         address: &PecAddress,
         plan: &str,
         quota_bytes: u64,
+        archive_bytes: Option<u64>,
     ) -> Result<(), StoreError> {
-        self.set_quota_on(address, quota_bytes, Some(plan.to_string()))
+        self.set_quota_on(address, quota_bytes, Some(plan.to_string()), archive_bytes)
     }
 
     fn set_quota_on(
@@ -426,16 +453,22 @@ impl Store {
         address: &PecAddress,
         bytes: u64,
         plan: Option<String>,
+        archive_bytes: Option<u64>,
     ) -> Result<(), StoreError> {
+        let archive = archive_bytes.unwrap_or(self.options().archive.default_bytes);
         let detail = match &plan {
-            Some(p) => format!("plan set to {p}: quota {bytes} bytes"),
+            Some(p) => format!("plan set to {p}: quota {bytes} bytes, archive {archive} bytes"),
             None => format!("quota set to {bytes} bytes"),
         };
         let ev = self.admin_event(address, detail);
         let op = Op::MailboxUpdate {
             address: address.clone(),
             password: None,
-            quota: Some(QuotaUpdate { bytes, plan }),
+            quota: Some(QuotaUpdate {
+                bytes,
+                plan,
+                archive_bytes,
+            }),
             options: None,
         };
         self.commit(Batch::new().push(op).trace(ev)).map(|_| ())

@@ -87,6 +87,9 @@ pub struct Delivery {
     /// arrive (deliveries into the INBOX), `None` for the owner's own copies (APPEND,
     /// drafts), which rules never move.
     pub facts: Option<Box<crate::filters::MessageFacts>>,
+    /// Also copy it into the security archive ([`super::archive`]): every message the
+    /// provider delivers; not the owner's own copies (APPEND, drafts, COPY).
+    pub archive: bool,
 }
 
 /// The special use of a folder, by its name (JMAP roles, RFC 8621 §2; IMAP SPECIAL-USE).
@@ -113,6 +116,7 @@ impl Delivery {
             internal_date,
             enforce_quota: true,
             facts: None,
+            archive: true,
         }
     }
 
@@ -267,6 +271,9 @@ pub(crate) fn apply_deliver(tx: &Tx, log: &mut ChangeSet, d: &Delivery) -> TxRes
         });
     }
     let mut folder_name = normalize_folder(&d.folder);
+    if super::archive::is_archive(&folder_name) {
+        return super::archive::read_only(&mbkey, &folder_name);
+    }
     let mut flags = d.flags.clone();
     let (mut rule, mut rule_broken, mut rule_notify) = (None, false, false);
     if let Some(facts) = &d.facts
@@ -276,8 +283,11 @@ pub(crate) fn apply_deliver(tx: &Tx, log: &mut ChangeSet, d: &Delivery) -> TxRes
         rule = Some(o.rule.to_string());
         rule_notify = o.notify;
         if let Some(target) = o.folder.map(normalize_folder) {
-            // A folder deleted after the rule was saved: the message stays in the INBOX.
-            if tx.t[FOLDERS].get(folder_key(&mbkey, &target))?.is_some() {
+            // A folder deleted after the rule was saved: the message stays in the INBOX
+            // (as for a rule into the archive, which the rules' check refuses anyway).
+            if !super::archive::is_archive(&target)
+                && tx.t[FOLDERS].get(folder_key(&mbkey, &target))?.is_some()
+            {
                 folder_name = target;
             } else {
                 rule_broken = true;
@@ -330,6 +340,9 @@ pub(crate) fn apply_folder_create(
     now: Timestamp,
 ) -> TxResult<()> {
     let (mbkey, _) = load_mailbox(tx, mailbox)?;
+    if super::archive::is_archive(name) {
+        return super::archive::read_only(&mbkey, name);
+    }
     create_folder(tx, &mbkey, &normalize_folder(name), id, now, false)?;
     log.touch(&mbkey).folder(id, Kind::Created);
     Ok(())
@@ -416,6 +429,11 @@ pub(crate) fn apply_folder_rename(
 ) -> TxResult<()> {
     let (mbkey, _) = load_mailbox(tx, mailbox)?;
     let (from, to) = (normalize_folder(from), normalize_folder(to));
+    for name in [&from, &to] {
+        if super::archive::is_archive(name) {
+            return super::archive::read_only(&mbkey, name);
+        }
+    }
     if from == INBOX || to == INBOX {
         // IMAP's special INBOX rename (move all messages) is the server's business.
         return abort(StoreError::FolderExists {
@@ -452,6 +470,9 @@ pub(crate) fn apply_set_flags(
 ) -> TxResult<()> {
     let (mbkey, _) = load_mailbox(tx, mailbox)?;
     let folder = normalize_folder(folder);
+    if super::archive::is_archive(&folder) {
+        return super::archive::read_only(&mbkey, &folder);
+    }
     let f = load_folder(tx, &mbkey, &folder)?;
     let key = message_key(f.id, uid);
     let Some(mut m) = get_json::<MessageRecord>(&tx.t[MESSAGES], &key)? else {
@@ -484,6 +505,9 @@ pub(crate) fn apply_add_flags(
 ) -> TxResult<()> {
     let mbkey = mailbox_key(mailbox);
     let folder = normalize_folder(folder);
+    if super::archive::is_archive(&folder) {
+        return super::archive::read_only(&mbkey, &folder);
+    }
     let Some(f) = get_json::<FolderInfo>(&tx.t[FOLDERS], &folder_key(&mbkey, &folder))? else {
         return Ok(());
     };
@@ -521,6 +545,9 @@ pub(crate) fn apply_expunge(
 ) -> TxResult<()> {
     let (mbkey, mut mb) = load_mailbox(tx, mailbox)?;
     let folder = normalize_folder(folder);
+    if super::archive::is_archive(&folder) {
+        return super::archive::read_only(&mbkey, &folder);
+    }
     let mut f = load_folder(tx, &mbkey, &folder)?;
     let key = message_key(f.id, uid);
     let Some(m) = get_json::<MessageRecord>(&tx.t[MESSAGES], &key)? else {
@@ -541,7 +568,10 @@ pub(crate) fn apply_expunge(
     blob_ref(tx, &m.blob, -1)
 }
 
-fn decode<T: serde::de::DeserializeOwned>(what: &str, v: &[u8]) -> Result<T, StoreError> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+    what: &str,
+    v: &[u8],
+) -> Result<T, StoreError> {
     serde_json::from_slice(v).map_err(|e| StoreError::Corrupt {
         what: what.into(),
         detail: e.to_string(),

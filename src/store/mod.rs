@@ -41,6 +41,7 @@
 //! Folders are keyed `mailbox \0 name` but messages are keyed by the folder's numeric id
 //! and the UID, so a RENAME rewrites one folder key and never touches messages.
 
+pub mod archive;
 pub mod batch;
 pub mod blobs;
 pub mod cards;
@@ -155,6 +156,9 @@ pub enum StoreError {
     NoSuchFolder { mailbox: String, folder: String },
     #[error("folder {folder:?} already exists in mailbox {mailbox}")]
     FolderExists { mailbox: String, folder: String },
+    /// The security archive: no client may change it ([`archive`]).
+    #[error("{folder:?} of {mailbox} is the security archive: it can be read, not changed")]
+    ReadOnlyFolder { mailbox: String, folder: String },
     #[error("no message with UID {uid} in {mailbox}/{folder}")]
     NoSuchMessage {
         mailbox: String,
@@ -242,6 +246,8 @@ pub struct StoreOptions {
     pub domains: Vec<Domain>,
     /// `limits.default_quota_bytes`.
     pub default_quota_bytes: u64,
+    /// `[archive]`: the security archive's default size and retention.
+    pub archive: archive::ArchivePolicy,
     /// Unreferenced blobs younger than this survive the sweep at open.
     pub blob_grace: Duration,
     /// sled page cache size.
@@ -264,6 +270,7 @@ impl Default for StoreOptions {
             retention_months: 30,
             domains: Vec::new(),
             default_quota_bytes: 1 << 30,
+            archive: archive::ArchivePolicy::default(),
             blob_grace: Duration::from_secs(3600),
             cache_bytes: 256 << 20,
             lock_wait: Duration::from_secs(3),

@@ -108,7 +108,8 @@ fn deliver_quota_claim_and_trace_together() {
             .len(),
         1
     );
-    assert_eq!(s.blob_refs(&blob.id).unwrap(), 1);
+    // The INBOX's record and the security archive's copy.
+    assert_eq!(s.blob_refs(&blob.id).unwrap(), 2);
     let found = s
         .trace()
         .query(&TraceQuery {
@@ -275,7 +276,12 @@ fn folders_flags_expunge() {
             .iter()
             .map(|f| f.name.as_str())
             .collect::<Vec<_>>(),
-        vec!["INBOX"]
+        // The deliveries made the security archive; deleting folders never touches it.
+        vec![
+            "Archivio di sicurezza",
+            "Archivio di sicurezza/Ricevuti",
+            "INBOX"
+        ]
     );
     let e = s
         .commit(Batch::new().rename_folder(a.clone(), "INBOX", "X"))

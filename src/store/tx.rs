@@ -217,6 +217,19 @@ pub(crate) fn apply_op(
         } => messages::apply_add_flags(tx, log, mailbox, folder, *uidvalidity, uids, flags)?,
         Op::IfModseq { mailbox, modseq } => changes::apply_if_modseq(tx, mailbox, *modseq)?,
         Op::BlobUnref(b) => blob_ref(tx, b, -1)?,
+        Op::ArchiveCopy(c) => {
+            if !super::archive::apply_copy(tx, c, id, now)? {
+                applied.archive_full.push(c.mailbox.to_string());
+            }
+        }
+        Op::ArchiveDrop {
+            mailbox,
+            folder,
+            uid,
+        } => super::archive::apply_drop(tx, mailbox, folder, *uid)?,
+        Op::ArchiveNotice { mailbox, from, to } => {
+            super::archive::apply_notice(tx, mailbox, *from, *to)?
+        }
         Op::Raw { tree, key, value } => match value {
             Some(v) => drop(tx.t[*tree].insert(key.as_slice(), v.as_slice())?),
             None => drop(tx.t[*tree].remove(key.as_slice())?),

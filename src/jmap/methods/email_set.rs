@@ -134,6 +134,7 @@ fn store_new(
                 internal_date: received,
                 enforce_quota: true,
                 facts: None,
+                archive: false,
             })
             .trace(crate::imap::exec::append_trace(
                 store, &ctx.user, &f.name, bytes, how,
@@ -284,6 +285,7 @@ pub fn set(ctx: &mut Ctx<'_>, args: &Map<String, Value>) -> Out {
                     // A move within the account does not grow it beyond what it holds.
                     enforce_quota: false,
                     facts: None,
+                    archive: false,
                 });
             }
             updated.insert(id.clone(), Value::Null);

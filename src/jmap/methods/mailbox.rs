@@ -156,17 +156,24 @@ fn full_name(ctx: &Ctx<'_>, name: &str, parent: Option<&Value>) -> Result<String
             "name must be 1-200 characters without '/'",
         ));
     }
-    match parent.and_then(Value::as_str) {
-        None => Ok(name.to_string()),
+    let full = match parent.and_then(Value::as_str) {
+        None => name.to_string(),
         Some(pid) => {
             let pid = ctx.id(pid).unwrap_or_default();
             let p = ctx
                 .view
                 .folder_by_id(&pid)
                 .ok_or_else(|| set_error("invalidProperties", "parentId: no such mailbox"))?;
-            Ok(format!("{}{DELIM}{name}", p.name))
+            format!("{}{DELIM}{name}", p.name)
         }
+    };
+    if crate::store::archive::is_archive(&full) {
+        return Err(set_error(
+            "forbidden",
+            "this name is reserved for the security archive (Archivio di sicurezza)",
+        ));
     }
+    Ok(full)
 }
 
 pub fn set(ctx: &mut Ctx<'_>, args: &Map<String, Value>) -> Out {

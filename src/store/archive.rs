@@ -1,0 +1,508 @@
+//! The security archive (*archivio di sicurezza*, issue #10): a read-only copy of every
+//! message delivered to the mailbox (envelopes, receipts, notices) and of every transport
+//! envelope sent from it, kept with a quota of its own beside the mailbox's.
+//!
+//! ## Model
+//!
+//! The archive is two folders of the mailbox under [`ARCHIVE`]: [`RECEIVED`] and
+//! [`SENT`]. Their records are ordinary message records whose body is the **same blob**
+//! as the delivered or queued message (one more reference, never a copy), so deleting in
+//! the mailbox leaves the archived copy. Their sizes count in the record's
+//! `archive_usage`, never in the mailbox's usage. The store itself refuses every change
+//! a client could ask of them (flags, expunge, append, copy or move into, create, rename,
+//! delete: [`StoreError::ReadOnlyFolder`]); only [`Op::ArchiveCopy`] adds and only the
+//! committer's eviction removes. They are not JMAP Emails of the mailbox (no change-log
+//! entry, no email index count): JMAP clients do not see them as the mailbox's messages.
+//!
+//! ## When it is full
+//!
+//! Before a copy that would not fit, the committer (the only writer, so the plan holds)
+//! drops the oldest archived messages **older than the retention period**
+//! (`archive.retention_months`) until it fits; messages inside the period are never
+//! dropped. If that does not free enough, the copy is not made (the delivery itself is
+//! never refused for the archive's sake) and [`super::Applied::archive_full`] says so.
+//! The owner gets a notice at 90 % ([`super::Batch::archive_notice`], sent by
+//! [`crate::pipeline::quota`]).
+//!
+//! Distrusts: folder names from clients (anything at or under [`ARCHIVE`] is reserved).
+
+use std::collections::HashMap;
+
+use jiff::Timestamp;
+
+use super::batch::{Batch, Op};
+use super::blobs::Blob;
+use super::mailbox::{MailboxRecord, mailbox_key};
+use super::messages::{FolderInfo, MessageRecord, create_folder, decode, folder_key, message_key};
+use super::tx::{FOLDERS, MAILBOXES, MESSAGES, Tx, TxResult, abort, blob_ref, get_json, put_json};
+use super::{Store, StoreError, Trees};
+use crate::pec::address::PecAddress;
+
+/// The archive's root folder; reserved in every mailbox.
+pub const ARCHIVE: &str = "Archivio di sicurezza";
+/// What was delivered to the mailbox.
+pub const RECEIVED: &str = "Archivio di sicurezza/Ricevuti";
+/// The transport envelopes the mailbox sent.
+pub const SENT: &str = "Archivio di sicurezza/Inviati";
+
+/// The notice level, percent of the archive's quota.
+pub const NOTICE_LEVEL: u8 = 90;
+
+/// Whether `name` is the archive or in it (case-insensitively: a client must not create
+/// a look-alike).
+pub fn is_archive(name: &str) -> bool {
+    let n = name.as_bytes();
+    let a = ARCHIVE.as_bytes();
+    n.len() >= a.len()
+        && n[..a.len()].eq_ignore_ascii_case(a)
+        && (n.len() == a.len() || n[a.len()] == b'/')
+}
+
+/// The error for a change asked of the archive.
+pub(crate) fn read_only<T>(mbkey: &str, folder: &str) -> TxResult<T> {
+    abort(StoreError::ReadOnlyFolder {
+        mailbox: mbkey.to_string(),
+        folder: folder.to_string(),
+    })
+}
+
+/// The archive's size and usage, as the owner and the administrator see them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ArchiveState {
+    pub usage_bytes: u64,
+    pub messages: u64,
+    /// 0: the mailbox has no archive.
+    pub quota_bytes: u64,
+    /// The notice level last sent (0 or [`NOTICE_LEVEL`]).
+    pub notified: u8,
+}
+
+/// `archive.*` as the store applies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArchivePolicy {
+    /// The quota of an archive whose mailbox has no size of its own (0: no archive).
+    pub default_bytes: u64,
+    /// Archived messages younger than this are never dropped.
+    pub retention_months: u32,
+}
+
+impl Default for ArchivePolicy {
+    fn default() -> Self {
+        Self {
+            default_bytes: 3 << 30,
+            retention_months: 30,
+        }
+    }
+}
+
+/// An archived copy to add (expanded by the committer from a delivery or a sent
+/// envelope, with the quota it must fit in).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveCopy {
+    pub mailbox: PecAddress,
+    pub folder: &'static str,
+    pub blob: Blob,
+    pub internal_date: Timestamp,
+    /// Set by the committer.
+    pub quota: u64,
+}
+
+impl Batch {
+    /// Archives the transport envelope `blob` that `mailbox` sent.
+    pub fn archive_sent(self, mailbox: PecAddress, blob: Blob, at: Timestamp) -> Self {
+        self.push(Op::ArchiveCopy(ArchiveCopy {
+            mailbox,
+            folder: SENT,
+            blob,
+            internal_date: at,
+            quota: 0,
+        }))
+    }
+
+    /// Moves the archive notice level from `from` to `to` (as [`Batch::quota_notice`]).
+    pub fn archive_notice(self, mailbox: PecAddress, from: u8, to: u8) -> Self {
+        self.push(Op::ArchiveNotice { mailbox, from, to })
+    }
+}
+
+fn quota_of(rec: &MailboxRecord, policy: &ArchivePolicy) -> u64 {
+    rec.archive_quota.unwrap_or(policy.default_bytes)
+}
+
+/// What the committer plans, outside the transaction, for the archive copies of one batch.
+#[derive(Default)]
+pub(crate) struct Planner {
+    /// Per mailbox: bytes added earlier in the batch, messages dropped earlier.
+    seen: HashMap<String, (u64, Vec<(u64, u32)>)>,
+}
+
+impl Planner {
+    /// Fills in `copy.quota` and returns the drops that make room for it, if the oldest
+    /// messages past the retention period are enough (none otherwise).
+    pub(crate) fn plan(
+        &mut self,
+        trees: &Trees,
+        policy: &ArchivePolicy,
+        now: Timestamp,
+        copy: &mut ArchiveCopy,
+    ) -> Result<Vec<Op>, StoreError> {
+        let k = mailbox_key(&copy.mailbox);
+        let Some(v) = trees.mailboxes.get(k.as_bytes())? else {
+            return Ok(Vec::new());
+        };
+        let rec: MailboxRecord = decode("mailbox", &v)?;
+        copy.quota = quota_of(&rec, policy);
+        let (added, dropped) = self.seen.entry(k.clone()).or_default();
+        let usage = rec.archive_usage + *added;
+        *added += copy.blob.size;
+        let Some(need) = (usage + copy.blob.size)
+            .checked_sub(copy.quota)
+            .filter(|n| *n > 0)
+        else {
+            return Ok(Vec::new());
+        };
+        let cutoff = now
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .checked_sub(jiff::Span::new().months(i64::from(policy.retention_months)))
+            .map(|z| z.timestamp())
+            .unwrap_or(Timestamp::MIN);
+        let mut old: Vec<(Timestamp, &'static str, u64, MessageRecord)> = Vec::new();
+        for name in [RECEIVED, SENT] {
+            let Some(fv) = trees.folders.get(folder_key(&k, name))? else {
+                continue;
+            };
+            let f: FolderInfo = decode("folder", &fv)?;
+            for kv in trees.messages.scan_prefix(f.id.to_be_bytes()) {
+                let (_, mv) = kv?;
+                let m: MessageRecord = decode("message", &mv)?;
+                if m.internal_date < cutoff && !dropped.contains(&(f.id, m.uid)) {
+                    old.push((m.internal_date, name, f.id, m));
+                }
+            }
+        }
+        old.sort_by_key(|(at, _, id, m)| (*at, *id, m.uid));
+        let mut freed = 0u64;
+        let mut take = Vec::new();
+        for (_, name, id, m) in old {
+            if freed >= need {
+                break;
+            }
+            freed += m.size;
+            take.push((name, id, m.uid));
+        }
+        if freed < need {
+            // Not enough past the retention period: keep everything; the copy is skipped.
+            return Ok(Vec::new());
+        }
+        *added = added.saturating_sub(freed);
+        Ok(take
+            .into_iter()
+            .map(|(name, id, uid)| {
+                dropped.push((id, uid));
+                Op::ArchiveDrop {
+                    mailbox: copy.mailbox.clone(),
+                    folder: name,
+                    uid,
+                }
+            })
+            .collect())
+    }
+}
+
+/// Adds an archived copy; `false` when it does not fit (or the mailbox has no archive).
+pub(crate) fn apply_copy(tx: &Tx, c: &ArchiveCopy, id: u64, now: Timestamp) -> TxResult<bool> {
+    let k = mailbox_key(&c.mailbox);
+    let Some(mut mb) = get_json::<MailboxRecord>(&tx.t[MAILBOXES], k.as_bytes())? else {
+        return abort(StoreError::NoSuchMailbox(c.mailbox.to_string()));
+    };
+    if c.quota == 0 || mb.archive_usage.saturating_add(c.blob.size) > c.quota {
+        return Ok(false);
+    }
+    let fk = folder_key(&k, c.folder);
+    let mut f = match get_json::<FolderInfo>(&tx.t[FOLDERS], &fk)? {
+        Some(f) => f,
+        None => {
+            if tx.t[FOLDERS].get(folder_key(&k, ARCHIVE))?.is_none() {
+                // The root holds no messages; it needs an id of its own.
+                create_folder(tx, &k, ARCHIVE, id ^ (1 << 63), now, true)?;
+            }
+            create_folder(tx, &k, c.folder, id, now, true)?
+        }
+    };
+    let uid = f.uidnext;
+    f.uidnext = f.uidnext.saturating_add(1);
+    f.messages += 1;
+    f.bytes += c.blob.size;
+    // Archived copies read as seen: the archive is not a place of unread mail.
+    let rec = MessageRecord {
+        uid,
+        blob: c.blob.id.clone(),
+        size: c.blob.size,
+        flags: vec!["\\Seen".to_string()],
+        internal_date: c.internal_date,
+    };
+    put_json(&tx.t[MESSAGES], &message_key(f.id, uid), &rec)?;
+    put_json(&tx.t[FOLDERS], &fk, &f)?;
+    mb.archive_usage += c.blob.size;
+    mb.archive_messages += 1;
+    put_json(&tx.t[MAILBOXES], k.as_bytes(), &mb)?;
+    blob_ref(tx, &c.blob.id, 1)?;
+    Ok(true)
+}
+
+/// Removes an archived message planned by [`Planner::plan`].
+pub(crate) fn apply_drop(tx: &Tx, mailbox: &PecAddress, folder: &str, uid: u32) -> TxResult<()> {
+    let k = mailbox_key(mailbox);
+    let Some(mut mb) = get_json::<MailboxRecord>(&tx.t[MAILBOXES], k.as_bytes())? else {
+        return abort(StoreError::NoSuchMailbox(mailbox.to_string()));
+    };
+    let fk = folder_key(&k, folder);
+    let Some(mut f) = get_json::<FolderInfo>(&tx.t[FOLDERS], &fk)? else {
+        return Ok(());
+    };
+    let key = message_key(f.id, uid);
+    let Some(m) = get_json::<MessageRecord>(&tx.t[MESSAGES], &key)? else {
+        return Ok(());
+    };
+    tx.t[MESSAGES].remove(&key)?;
+    f.messages = f.messages.saturating_sub(1);
+    f.bytes = f.bytes.saturating_sub(m.size);
+    put_json(&tx.t[FOLDERS], &fk, &f)?;
+    mb.archive_usage = mb.archive_usage.saturating_sub(m.size);
+    mb.archive_messages = mb.archive_messages.saturating_sub(1);
+    put_json(&tx.t[MAILBOXES], k.as_bytes(), &mb)?;
+    blob_ref(tx, &m.blob, -1)
+}
+
+pub(crate) fn apply_notice(tx: &Tx, mailbox: &PecAddress, from: u8, to: u8) -> TxResult<()> {
+    let k = mailbox_key(mailbox);
+    let Some(mut rec) = get_json::<MailboxRecord>(&tx.t[MAILBOXES], k.as_bytes())? else {
+        return abort(StoreError::NoSuchMailbox(mailbox.to_string()));
+    };
+    if rec.archive_notice != from {
+        return abort(StoreError::QuotaNoticeMoved(mailbox.to_string()));
+    }
+    rec.archive_notice = to;
+    put_json(&tx.t[MAILBOXES], k.as_bytes(), &rec)
+}
+
+impl Store {
+    /// The mailbox's archive; `None` when there is no such mailbox.
+    pub fn archive_state(&self, address: &PecAddress) -> Result<Option<ArchiveState>, StoreError> {
+        let policy = self.options().archive;
+        Ok(self.mailbox_record(address)?.map(|r| ArchiveState {
+            usage_bytes: r.archive_usage,
+            messages: r.archive_messages,
+            quota_bytes: quota_of(&r, &policy),
+            notified: r.archive_notice,
+        }))
+    }
+
+    /// The archived messages of `folder` ([`RECEIVED`] or [`SENT`]), oldest first.
+    pub fn archived(
+        &self,
+        address: &PecAddress,
+        folder: &str,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        let k = mailbox_key(address);
+        let Some(fv) = self.trees().folders.get(folder_key(&k, folder))? else {
+            return Ok(Vec::new());
+        };
+        let f: FolderInfo = decode("folder", &fv)?;
+        let mut out = Vec::new();
+        for kv in self.trees().messages.scan_prefix(f.id.to_be_bytes()) {
+            let (_, v) = kv?;
+            out.push(decode("message", &v)?);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use jiff::SignedDuration;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::store::mailbox::Password;
+    use crate::store::messages::INBOX;
+    use crate::store::{Delivery, NewMailbox, StoreOptions};
+
+    fn t0() -> Timestamp {
+        "2026-01-15T09:00:00Z".parse().unwrap()
+    }
+
+    fn open(dir: &std::path::Path, clock: Arc<ManualClock>, quota: u64) -> (Store, PecAddress) {
+        let o = StoreOptions {
+            clock,
+            archive: ArchivePolicy {
+                default_bytes: quota,
+                retention_months: 1,
+            },
+            ..StoreOptions::default()
+        };
+        let s = Store::open(dir, o).unwrap();
+        let a = PecAddress::parse("owner@pec.archivio.test").unwrap();
+        s.add_mailbox(NewMailbox {
+            address: a.clone(),
+            password: Password::new("pw"),
+            quota_bytes: Some(1 << 20),
+            options: Default::default(),
+            provisional: false,
+        })
+        .unwrap();
+        (s, a)
+    }
+
+    fn deliver(s: &Store, a: &PecAddress, body: &[u8], at: Timestamp) -> super::super::Applied {
+        let blob = s.blobs().put(body).unwrap();
+        s.commit(Batch::new().deliver(Delivery::inbox(a.clone(), blob, at)))
+            .unwrap()
+    }
+
+    fn archived_bodies(s: &Store, a: &PecAddress, folder: &str) -> Vec<Vec<u8>> {
+        s.archived(a, folder)
+            .unwrap()
+            .iter()
+            .map(|m| s.blobs().read(&m.blob).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_delivery_is_archived_and_outlives_its_deletion_in_the_mailbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, a) = open(dir.path(), Arc::new(ManualClock::new(t0())), 1000);
+        deliver(&s, &a, b"busta di trasporto 1", t0());
+        let sent = s.blobs().put(b"busta inviata").unwrap();
+        s.commit(Batch::new().archive_sent(a.clone(), sent, t0()))
+            .unwrap();
+        let st = s.archive_state(&a).unwrap().unwrap();
+        assert_eq!((st.usage_bytes, st.messages, st.quota_bytes), (33, 2, 1000));
+        // The archive does not count in the mailbox's own usage.
+        assert_eq!(s.mailbox(&a).unwrap().unwrap().usage_bytes, 20);
+        let names: Vec<String> = s.folders(&a).unwrap().into_iter().map(|f| f.name).collect();
+        for n in [ARCHIVE, RECEIVED, SENT] {
+            assert!(names.iter().any(|x| x == n), "{n} in {names:?}");
+        }
+
+        // The owner deletes it from the INBOX: the archived copy and its bytes stay.
+        s.commit(Batch::new().expunge(a.clone(), INBOX, 1)).unwrap();
+        assert!(s.messages(&a, INBOX).unwrap().is_empty());
+        assert_eq!(
+            archived_bodies(&s, &a, RECEIVED),
+            vec![b"busta di trasporto 1".to_vec()]
+        );
+        assert_eq!(
+            archived_bodies(&s, &a, SENT),
+            vec![b"busta inviata".to_vec()]
+        );
+        let swept = s.sweep_blobs(std::time::Duration::ZERO).unwrap();
+        assert_eq!(swept.removed, 0, "an archived blob is still referenced");
+        assert_eq!(
+            archived_bodies(&s, &a, RECEIVED),
+            vec![b"busta di trasporto 1".to_vec()]
+        );
+    }
+
+    #[test]
+    fn no_client_change_reaches_the_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, a) = open(dir.path(), Arc::new(ManualClock::new(t0())), 1000);
+        deliver(&s, &a, b"ricevuta", t0());
+        let blob = s.blobs().put(b"copia").unwrap();
+        let mut into = Delivery::inbox(a.clone(), blob, t0());
+        into.folder = RECEIVED.into();
+        into.archive = false;
+        let attempts = [
+            ("append", Batch::new().deliver(into)),
+            ("expunge", Batch::new().expunge(a.clone(), RECEIVED, 1)),
+            (
+                "flags",
+                Batch::new().set_flags(a.clone(), RECEIVED, 1, vec!["\\Deleted".into()]),
+            ),
+            (
+                "create",
+                Batch::new().create_folder(a.clone(), "archivio di sicurezza/x"),
+            ),
+            ("rename", Batch::new().rename_folder(a.clone(), SENT, "Mia")),
+            (
+                "rename into",
+                Batch::new().rename_folder(a.clone(), "INBOX2", RECEIVED),
+            ),
+            ("delete", Batch::new().delete_folder(a.clone(), RECEIVED)),
+            (
+                "delete root",
+                Batch::new().delete_folder(a.clone(), ARCHIVE),
+            ),
+        ];
+        for (what, b) in attempts {
+            let e = s.commit(b);
+            assert!(
+                matches!(e, Err(StoreError::ReadOnlyFolder { .. })),
+                "{what}: {e:?}"
+            );
+        }
+        assert_eq!(
+            archived_bodies(&s, &a, RECEIVED),
+            vec![b"ricevuta".to_vec()]
+        );
+        assert_eq!(s.archived(&a, RECEIVED).unwrap()[0].flags, vec!["\\Seen"]);
+    }
+
+    #[test]
+    fn a_full_archive_drops_only_what_is_past_the_retention_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(t0()));
+        // Room for three 10-byte messages.
+        let (s, a) = open(dir.path(), clock.clone(), 30);
+        for i in 0..3 {
+            deliver(&s, &a, format!("msg {i:06}").as_bytes(), t0());
+        }
+        // Full, and nothing is older than a month: the copy is not made, the delivery is.
+        let applied = deliver(&s, &a, b"msg 000003", t0());
+        assert_eq!(applied.delivered.len(), 1);
+        assert_eq!(applied.archive_full, vec![a.to_string()]);
+        assert_eq!(s.messages(&a, INBOX).unwrap().len(), 4);
+        assert_eq!(archived_bodies(&s, &a, RECEIVED).len(), 3);
+
+        // Two months on, the oldest copy goes to make room, and only it.
+        clock.advance(SignedDuration::from_hours(24 * 62));
+        let later = t0() + SignedDuration::from_hours(24 * 62);
+        let applied = deliver(&s, &a, b"msg 000004", later);
+        assert!(applied.archive_full.is_empty());
+        let kept = archived_bodies(&s, &a, RECEIVED);
+        assert_eq!(
+            kept,
+            vec![
+                b"msg 000001".to_vec(),
+                b"msg 000002".to_vec(),
+                b"msg 000004".to_vec()
+            ]
+        );
+        let st = s.archive_state(&a).unwrap().unwrap();
+        assert_eq!((st.usage_bytes, st.messages), (30, 3));
+        // The mailbox still has every message: the archive's room is its own.
+        assert_eq!(s.messages(&a, INBOX).unwrap().len(), 5);
+    }
+
+    #[test]
+    fn an_archive_of_size_zero_is_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, a) = open(dir.path(), Arc::new(ManualClock::new(t0())), 0);
+        let applied = deliver(&s, &a, b"x", t0());
+        assert_eq!(applied.archive_full, vec![a.to_string()]);
+        assert!(s.archived(&a, RECEIVED).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_archive_names_are_reserved_whatever_their_case() {
+        assert!(is_archive(ARCHIVE));
+        assert!(is_archive(RECEIVED));
+        assert!(is_archive("archivio DI sicurezza/altro"));
+        assert!(!is_archive("Archivio di sicurezza2"));
+        assert!(!is_archive("Archivio"));
+        assert!(!is_archive("INBOX"));
+    }
+}
