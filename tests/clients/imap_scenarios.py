@@ -218,6 +218,86 @@ elif scenario == "refusals":
         data = b""
     out["plain_reply"] = data.decode(errors="replace")
     s.close()
+elif scenario == "archive":
+    # args: sender pw recipient pw — the security archive (Archivio di sicurezza): what a
+    # PEC leaves in both archives, that the archive is read-only whatever the client asks,
+    # and that deleting in the mailbox leaves the archived copy.
+    s_user, s_pw, r_user, r_pw = args
+    received, sent = "Archivio di sicurezza/Ricevuti", "Archivio di sicurezza/Inviati"
+    smtp = smtplib.SMTP_SSL(host, int(smtps_port), context=ctx, timeout=60)
+    smtp.login(s_user, s_pw)
+    body = (f"From: <{s_user}>\r\nTo: <{r_user}>\r\nSubject: Prova archivio\r\n"
+            "Message-ID: <archivio-1@mua.test>\r\nDate: Sat, 05 Dec 2026 10:00:00 +0100\r\n"
+            "MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nDa conservare.\r\n")
+    smtp.sendmail(s_user, [r_user], body.encode())
+    smtp.quit()
+    m = imap(r_user, r_pw)
+    uid = wait_for(m, "INBOX", "Prova archivio")
+    inbox_copy = fetch_one(m, uid, "BODY.PEEK[]")
+    typ, folders = m.list()
+    out["list"] = [f.decode() for f in folders]
+    # SELECT of the archive: imaplib refuses to treat a READ-ONLY answer as writable.
+    try:
+        m.select(f'"{received}"')
+        out["select"] = "read-write"
+    except imaplib.IMAP4.readonly as e:
+        out["select"] = "read-only"
+    typ, data = m.select(f'"{received}"', readonly=True)
+    auid = wait_for_ro = None
+    deadline = time.time() + 30
+    while time.time() < deadline and not auid:
+        m.select(f'"{received}"', readonly=True)
+        typ, data = m.uid("SEARCH", None, "SUBJECT", '"Prova archivio"')
+        auid = (data[0].split() or [None])[-1]
+        time.sleep(0.2)
+    auid = auid.decode()
+    out["archived_equal"] = fetch_one(m, auid, "BODY.PEEK[]") == inbox_copy
+    typ, data = m.uid("STORE", auid, "+FLAGS", "(\\Deleted)")
+    out["store"] = [typ, [d.decode() for d in data if isinstance(d, bytes)]]
+    refusals = {}
+    typ, data = m.append(f'"{received}"', None, None, b"Subject: intruso\r\n\r\nx\r\n")
+    refusals["append"] = [typ, data[0].decode()]
+    for name, cmd in [("create", lambda: m.create(f'"{received}/Mia"')),
+                      ("rename", lambda: m.rename(f'"{received}"', "Mia")),
+                      ("delete", lambda: m.delete(f'"{received}"'))]:
+        typ, data = cmd()
+        refusals[name] = [typ, data[0].decode()]
+    m.select("INBOX")
+    typ, data = m.uid("COPY", uid, f'"{received}"')
+    refusals["copy"] = [typ, data[0].decode()]
+    out["refusals"] = refusals
+    # The owner deletes the message from the INBOX: the archived copy stays, intact.
+    m.uid("STORE", uid, "+FLAGS", "(\\Deleted)")
+    m.expunge()
+    typ, data = m.uid("SEARCH", None, "SUBJECT", '"Prova archivio"')
+    out["inbox_after_delete"] = data[0].decode()
+    m.select(f'"{received}"', readonly=True)
+    typ, data = m.uid("SEARCH", None, "SUBJECT", '"Prova archivio"')
+    out["archive_after_delete"] = data[0].decode()
+    out["archived_equal_after_delete"] = fetch_one(m, auid, "BODY.PEEK[]") == inbox_copy
+    typ, data = m.uid("FETCH", auid, "(FLAGS)")
+    out["archived_flags"] = data[0].decode()
+    m.logout()
+    # The sender's archive: the transport envelope it sent, and its receipts.
+    ms = imap(s_user, s_pw)
+    wait_for(ms, "INBOX", "CONSEGNA")
+    ms.select(f'"{sent}"', readonly=True)
+    typ, data = ms.uid("SEARCH", None, "ALL")
+    suids = data[0].split()
+    out["sent_count"] = len(suids)
+    env = fetch_one(ms, suids[-1].decode(), "BODY.PEEK[]") if suids else b""
+    parsed = email.message_from_bytes(env)
+    out["sent_subject"] = parsed.get("Subject", "")
+    out["sent_type"] = parsed.get_content_type()
+    out["sent_trasporto"] = parsed.get("X-Trasporto", "")
+    ms.select(f'"{received}"', readonly=True)
+    typ, data = ms.uid("SEARCH", None, "ALL")
+    subjects = []
+    for u in data[0].split():
+        h = fetch_one(ms, u.decode(), "BODY.PEEK[HEADER.FIELDS (SUBJECT)]")
+        subjects.append(h.decode(errors="replace").strip())
+    out["sender_received"] = subjects
+    ms.logout()
 elif scenario == "pop3":
     user, pw = args
     p = poplib.POP3_SSL(host, int(pop_port), context=ctx, timeout=60)

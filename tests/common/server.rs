@@ -269,6 +269,37 @@ impl Server {
         }
     }
 
+    /// Runs a scenario of tests/clients/imap_scenarios.py (needs `imaps` and `smtps`);
+    /// returns its JSON.
+    pub fn imap(&self, scenario: &str, args: &[&str]) -> serde_json::Value {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/imap_scenarios.py");
+        let imaps = self.addr("imaps");
+        let pop3 = self
+            .addrs
+            .iter()
+            .find(|(n, _)| n == "pop3s")
+            .map_or(0, |(_, a)| a.port());
+        let out = Command::new("python3")
+            .arg(script)
+            .arg(scenario)
+            .arg(imaps.ip().to_string())
+            .arg(imaps.port().to_string())
+            .arg(pop3.to_string())
+            .arg(self.addr("smtps").port().to_string())
+            .arg(self.ca())
+            .args(args)
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "{scenario}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{scenario}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+
     /// Runs a scenario of tests/clients/smtp_scenarios.py; returns its JSON.
     pub fn smtp(&self, scenario: &str, args: &[&str]) -> serde_json::Value {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/smtp_scenarios.py");
