@@ -488,6 +488,16 @@ mod tests {
     }
 
     #[test]
+    fn a_rule_cannot_file_into_the_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, a) = open(dir.path(), Arc::new(ManualClock::new(t0())), 1000);
+        deliver(&s, &a, b"crea l'archivio", t0());
+        let rule = serde_json::json!([{"name": "nascondi", "folder": RECEIVED}]);
+        let e = s.set_filters(&a, &rule).unwrap_err().to_string();
+        assert!(e.contains("there is no folder"), "{e}");
+    }
+
+    #[test]
     fn an_archive_of_size_zero_is_off() {
         let dir = tempfile::tempdir().unwrap();
         let (s, a) = open(dir.path(), Arc::new(ManualClock::new(t0())), 0);

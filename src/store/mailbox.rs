@@ -508,10 +508,11 @@ impl Store {
             return Err(StoreError::NoSuchMailbox(address.to_string()).into());
         }
         let folders = self.folders(address)?;
+        // The security archive takes no message but its copies: to a rule it is no folder.
         let rules = crate::filters::parse(json, |name| {
             folders
                 .iter()
-                .find(|f| f.name == name)
+                .find(|f| f.name == name && !super::archive::is_archive(&f.name))
                 .map(|f| super::messages::folder_role(&f.name).map(str::to_string))
         })?;
         let ev = self.admin_event(
