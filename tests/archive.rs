@@ -4,7 +4,8 @@
 //! folders, gets them only read-only, is refused every change (STORE, APPEND, COPY,
 //! CREATE, RENAME, DELETE), and still reads the archived copy, byte for byte, after the
 //! owner deleted the message from the INBOX. JMAP (curl) does not show the archive as the
-//! mailbox's mail and refuses its name. A plan's `archive_bytes` sizes the archive, and the
+//! mailbox's mail and refuses its name; the archive is a read-only account of its own,
+//! whose messages are listed, read and downloaded, and whose every change is refused. A plan's `archive_bytes` sizes the archive, and the
 //! owner is told at 90 %.
 
 mod common;
@@ -115,6 +116,85 @@ fn every_message_is_archived_read_only_and_outlives_its_deletion() {
         json!([["Email/query", {"accountId": account, "filter": {"inMailbox": inbox}}, "q"]]),
     );
     assert_eq!(q[0][1]["ids"], json!([]), "{q:?}");
+
+    // The archive's own account: read-only, listed in the session.
+    let session = web.session(&token);
+    let (archive, acc) = session["accounts"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(_, a)| a["isReadOnly"] == true)
+        .map(|(id, a)| (id.clone(), a.clone()))
+        .expect("a read-only account");
+    assert!(
+        acc["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("Archivio di sicurezza"),
+        "{acc}"
+    );
+    let r = web.call(
+        &token,
+        json!([["Mailbox/get", {"accountId": archive}, "m"]]),
+    );
+    let boxes = r[0][1]["list"].as_array().unwrap().clone();
+    let ricevuti = boxes
+        .iter()
+        .find(|m| m["name"] == "Ricevuti")
+        .unwrap_or_else(|| panic!("{boxes:?}"));
+    assert_eq!(ricevuti["myRights"]["mayRemoveItems"], false, "{ricevuti}");
+    assert_eq!(ricevuti["myRights"]["mayReadItems"], true, "{ricevuti}");
+    let r = web.call(
+        &token,
+        json!([
+            ["Email/query", {"accountId": archive, "filter": {"inMailbox": ricevuti["id"]}}, "q"],
+            ["Email/get", {"accountId": archive,
+              "#ids": {"resultOf": "q", "name": "Email/query", "path": "/ids"},
+              "properties": ["subject", "blobId", "mailboxIds"]}, "g"]
+        ]),
+    );
+    let got = r[1][1]["list"].as_array().unwrap().clone();
+    assert_eq!(got.len(), 1, "{r:?}");
+    assert_eq!(
+        got[0]["subject"], "POSTA CERTIFICATA: Prova archivio",
+        "{got:?}"
+    );
+    let blob = got[0]["blobId"].as_str().unwrap();
+    let raw = web.request(
+        "GET",
+        &format!("/jmap/download/{archive}/{blob}/m.eml?type=message/rfc822"),
+        &["-H", &format!("Authorization: Bearer {token}")],
+    );
+    assert_eq!(raw.status, 200);
+    let (ok, err) = common::openssl_verify(&raw.body, &s.ca());
+    assert!(ok, "the archived envelope's signature: {err}");
+    let id = got[0]["id"].as_str().unwrap();
+    let r = web.call(
+        &token,
+        json!([
+            ["Email/set", {"accountId": archive, "destroy": [id]}, "d"],
+            ["Mailbox/set", {"accountId": archive, "destroy": [ricevuti["id"]]}, "m"],
+            ["Email/changes", {"accountId": archive, "sinceState": "0"}, "c"],
+            ["EmailSubmission/get", {"accountId": archive}, "s"]
+        ]),
+    );
+    let errors: Vec<&Value> = r.iter().map(|c| &c[1]["type"]).collect();
+    assert_eq!(
+        errors,
+        [
+            "accountReadOnly",
+            "accountReadOnly",
+            "cannotCalculateChanges",
+            "accountNotSupportedByMethod"
+        ],
+        "{r:?}"
+    );
+    // Still there.
+    let r = web.call(
+        &token,
+        json!([["Email/get", {"accountId": archive, "ids": [id], "properties": ["size"]}, "g"]]),
+    );
+    assert_eq!(r[0][1]["list"].as_array().unwrap().len(), 1, "{r:?}");
 }
 
 /// Ordinary mail fills b's archive (30 MiB on its plan) past 90 %: one notice.

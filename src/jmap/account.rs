@@ -5,6 +5,9 @@
 //! moves, as RFC 8621 §4 requires. Ids: `M` + 128 bits of the blob's SHA-256 (Email),
 //! `F` + the folder id (Mailbox), `T` + 96 bits of SHA-256 of the thread key (Thread).
 //!
+//! Every mailbox has two accounts ([`Scope`]): its own, and the read-only one of its
+//! security archive ([`crate::store::archive`]), whose folders the first never shows.
+//!
 //! A [`View`] is built from the store for one state of the account and shared read-only
 //! by every request at that state; a change published by the store makes the next request
 //! build a new one. Summaries come from the derived cache ([`super::summary`]).
@@ -22,6 +25,23 @@ use crate::pec::address::PecAddress;
 use crate::store::{BlobId, FolderInfo, Store, StoreError, Uid};
 
 use super::summary::{self, Summary};
+
+/// Which of a mailbox's two JMAP accounts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// The mailbox's own folders and messages.
+    #[default]
+    Mailbox,
+    /// Its security archive: read-only.
+    Archive,
+}
+
+impl Scope {
+    /// Whether folder `name` belongs to this account.
+    pub fn holds(self, name: &str) -> bool {
+        crate::store::archive::is_archive(name) == (self == Scope::Archive)
+    }
+}
 
 /// Where one record of an Email lies.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +81,7 @@ impl Entry {
 #[derive(Debug, Default)]
 pub struct View {
     pub state: u64,
+    pub scope: Scope,
     pub folders: Vec<FolderInfo>,
     /// Newest first (receivedAt descending, then id).
     pub emails: Vec<Entry>,
@@ -127,13 +148,14 @@ pub fn build(
     store: &Store,
     mailbox: &PecAddress,
     state: u64,
+    scope: Scope,
     previous: Option<&View>,
 ) -> Result<View, StoreError> {
-    // The security archive is not the mailbox's mail: JMAP clients do not see it here.
+    // The security archive is its own account.
     let folders: Vec<_> = store
         .folders(mailbox)?
         .into_iter()
-        .filter(|f| !crate::store::archive::is_archive(&f.name))
+        .filter(|f| scope.holds(&f.name))
         .collect();
     let mut by_blob: HashMap<String, usize> = HashMap::new();
     let mut emails: Vec<Entry> = Vec::new();
@@ -195,6 +217,7 @@ pub fn build(
     }
     Ok(View {
         state,
+        scope,
         folders,
         emails,
         by_id,

@@ -29,13 +29,13 @@ impl Jmap {
         user: &str,
         account: &str,
     ) -> Result<(PecAddress, Arc<super::account::View>), Response<Body>> {
-        let u = self
+        let (u, scope) = self
             .user(user)
-            .filter(|_| account == account_id(user))
+            .zip(super::scope_of(user, account))
             .ok_or_else(|| {
                 response::problem(StatusCode::NOT_FOUND, "about:blank", "no such account")
             })?;
-        match self.view(&u).await {
+        match self.view_in(&u, scope).await {
             Ok(v) => Ok((u, v)),
             Err(e) => {
                 tracing::error!(error = %e, "JMAP: building the account view");
@@ -99,6 +99,23 @@ impl Jmap {
                             "maxRecipients": self.gw.config.limits.max_recipients,
                             "maxMessageBytes": self.gw.config.limits.max_message_bytes,
                         },
+                    },
+                },
+                // The security archive: read and searched like mail, never changed.
+                super::archive_account_id(user): {
+                    "name": format!("Archivio di sicurezza — {user}"),
+                    "isPersonal": true,
+                    "isReadOnly": true,
+                    "accountCapabilities": {
+                        CAP_MAIL: {
+                            "maxMailboxesPerEmail": null,
+                            "maxMailboxDepth": 10,
+                            "maxSizeMailboxName": 200,
+                            "maxSizeAttachmentsPerEmail": self.gw.config.limits.max_message_bytes,
+                            "emailQuerySortOptions": ["receivedAt", "sentAt", "size", "subject", "from", "to"],
+                            "mayCreateTopLevelMailbox": false,
+                        },
+                        CAP_PEC: {},
                     },
                 },
             },

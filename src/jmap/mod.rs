@@ -84,6 +84,23 @@ pub fn account_id(user: &str) -> String {
     )
 }
 
+/// The account id of a mailbox's security archive (read-only; [`account::Scope::Archive`]).
+pub fn archive_account_id(user: &str) -> String {
+    let key = format!("archive:{}", user.to_ascii_lowercase());
+    format!("R{}", &crate::trace::sha256_hex(key.as_bytes())[..24])
+}
+
+/// The scope of account id `account` for `user`, if it is one of theirs.
+pub fn scope_of(user: &str, account: &str) -> Option<account::Scope> {
+    if account == account_id(user) {
+        Some(account::Scope::Mailbox)
+    } else if account == archive_account_id(user) {
+        Some(account::Scope::Archive)
+    } else {
+        None
+    }
+}
+
 /// The view of an account built at some state, and the lock that lets one request at a
 /// time build the next one (the others wait and share it).
 #[derive(Default)]
@@ -140,7 +157,12 @@ impl Jmap {
             match change {
                 Ok(c) => self.advance(&c.mailbox),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    let users: Vec<String> = self.lock().keys().cloned().collect();
+                    let users: Vec<String> = self
+                        .lock()
+                        .keys()
+                        .filter(|k| !k.contains('\0'))
+                        .cloned()
+                        .collect();
                     for u in users {
                         self.advance(&u);
                     }
@@ -173,13 +195,26 @@ impl Jmap {
             .unwrap_or(0)
     }
 
-    /// The account's view at its current state, built if needed (blocking work runs off
-    /// the executor).
+    /// The mailbox's own account's view at its current state.
     pub async fn view(
         &self,
         user: &PecAddress,
     ) -> Result<Arc<account::View>, crate::store::StoreError> {
-        let key = user.to_string();
+        self.view_in(user, account::Scope::Mailbox).await
+    }
+
+    /// The view of one of the mailbox's accounts at its current state, built if needed
+    /// (blocking work runs off the executor). Both accounts follow the mailbox's modseq:
+    /// every change of the archive advances it too.
+    pub async fn view_in(
+        &self,
+        user: &PecAddress,
+        scope: account::Scope,
+    ) -> Result<Arc<account::View>, crate::store::StoreError> {
+        let key = match scope {
+            account::Scope::Mailbox => user.to_string(),
+            account::Scope::Archive => format!("archive\0{user}"),
+        };
         let cached = |state: u64| {
             let m = self.lock();
             let a = m.get(&key)?;
@@ -201,7 +236,7 @@ impl Jmap {
         let (store, u) = (self.gw.store.clone(), user.clone());
         let view = Arc::new(
             self.gw
-                .blocking(move || account::build(&store, &u, state, previous.as_deref()))
+                .blocking(move || account::build(&store, &u, state, scope, previous.as_deref()))
                 .await?,
         );
         let mut m = self.lock();

@@ -32,6 +32,7 @@ use jiff::Timestamp;
 
 use super::batch::{Batch, Op};
 use super::blobs::Blob;
+use super::changes::ChangeSet;
 use super::mailbox::{MailboxRecord, mailbox_key};
 use super::messages::{FolderInfo, MessageRecord, create_folder, decode, folder_key, message_key};
 use super::tx::{FOLDERS, MAILBOXES, MESSAGES, Tx, TxResult, abort, blob_ref, get_json, put_json};
@@ -210,7 +211,16 @@ impl Planner {
 }
 
 /// Adds an archived copy; `false` when it does not fit (or the mailbox has no archive).
-pub(crate) fn apply_copy(tx: &Tx, c: &ArchiveCopy, id: u64, now: Timestamp) -> TxResult<bool> {
+/// Every change of the archive advances the mailbox's modseq (with an empty change-log
+/// entry: no Email of the mailbox's own account changed), which is the state of its
+/// read-only JMAP account.
+pub(crate) fn apply_copy(
+    tx: &Tx,
+    log: &mut ChangeSet,
+    c: &ArchiveCopy,
+    id: u64,
+    now: Timestamp,
+) -> TxResult<bool> {
     let k = mailbox_key(&c.mailbox);
     let Some(mut mb) = get_json::<MailboxRecord>(&tx.t[MAILBOXES], k.as_bytes())? else {
         return abort(StoreError::NoSuchMailbox(c.mailbox.to_string()));
@@ -247,11 +257,18 @@ pub(crate) fn apply_copy(tx: &Tx, c: &ArchiveCopy, id: u64, now: Timestamp) -> T
     mb.archive_messages += 1;
     put_json(&tx.t[MAILBOXES], k.as_bytes(), &mb)?;
     blob_ref(tx, &c.blob.id, 1)?;
+    log.touch(&k);
     Ok(true)
 }
 
 /// Removes an archived message planned by [`Planner::plan`].
-pub(crate) fn apply_drop(tx: &Tx, mailbox: &PecAddress, folder: &str, uid: u32) -> TxResult<()> {
+pub(crate) fn apply_drop(
+    tx: &Tx,
+    log: &mut ChangeSet,
+    mailbox: &PecAddress,
+    folder: &str,
+    uid: u32,
+) -> TxResult<()> {
     let k = mailbox_key(mailbox);
     let Some(mut mb) = get_json::<MailboxRecord>(&tx.t[MAILBOXES], k.as_bytes())? else {
         return abort(StoreError::NoSuchMailbox(mailbox.to_string()));
@@ -271,6 +288,7 @@ pub(crate) fn apply_drop(tx: &Tx, mailbox: &PecAddress, folder: &str, uid: u32) 
     mb.archive_usage = mb.archive_usage.saturating_sub(m.size);
     mb.archive_messages = mb.archive_messages.saturating_sub(1);
     put_json(&tx.t[MAILBOXES], k.as_bytes(), &mb)?;
+    log.touch(&k);
     blob_ref(tx, &m.blob, -1)
 }
 

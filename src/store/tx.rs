@@ -218,7 +218,7 @@ pub(crate) fn apply_op(
         Op::IfModseq { mailbox, modseq } => changes::apply_if_modseq(tx, mailbox, *modseq)?,
         Op::BlobUnref(b) => blob_ref(tx, b, -1)?,
         Op::ArchiveCopy(c) => {
-            if !super::archive::apply_copy(tx, c, id, now)? {
+            if !super::archive::apply_copy(tx, log, c, id, now)? {
                 applied.archive_full.push(c.mailbox.to_string());
             }
         }
@@ -226,7 +226,7 @@ pub(crate) fn apply_op(
             mailbox,
             folder,
             uid,
-        } => super::archive::apply_drop(tx, mailbox, folder, *uid)?,
+        } => super::archive::apply_drop(tx, log, mailbox, folder, *uid)?,
         Op::ArchiveNotice { mailbox, from, to } => {
             super::archive::apply_notice(tx, mailbox, *from, *to)?
         }

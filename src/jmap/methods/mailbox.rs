@@ -60,12 +60,17 @@ fn folder_json(ctx: &Ctx<'_>, f: &FolderInfo, props: &[String]) -> Value {
     o.insert("unreadEmails".into(), json!(unread));
     o.insert("totalThreads".into(), json!(threads.len()));
     o.insert("unreadThreads".into(), json!(unread_threads.len()));
-    o.insert(
-        "myRights".into(),
+    let rights = if ctx.view.scope == crate::jmap::account::Scope::Archive {
+        // The security archive: read, nothing else.
+        json!({"mayReadItems": true, "mayAddItems": false, "mayRemoveItems": false,
+               "maySetSeen": false, "maySetKeywords": false, "mayCreateChild": false,
+               "mayRename": false, "mayDelete": false, "maySubmit": false})
+    } else {
         json!({"mayReadItems": true, "mayAddItems": true, "mayRemoveItems": true,
                "maySetSeen": true, "maySetKeywords": true, "mayCreateChild": true,
-               "mayRename": !is_role, "mayDelete": !is_role, "maySubmit": true}),
-    );
+               "mayRename": !is_role, "mayDelete": !is_role, "maySubmit": true})
+    };
+    o.insert("myRights".into(), rights);
     o.insert("isSubscribed".into(), json!(f.subscribed));
     o.retain(|k, _| k == "id" || props.iter().any(|p| p == k));
     Value::Object(o)

@@ -112,7 +112,11 @@ pub fn run(ctx: &mut Ctx<'_>, req: Request) -> Value {
                 && let Some(a) = args.get("accountId")
                 && a.as_str() != Some(ctx.account_id.as_str())
             {
-                return Err(MethodError::new("accountNotFound", "no such account"));
+                let archive = super::archive_account_id(&ctx.user.to_string());
+                if a.as_str() != Some(archive.as_str()) {
+                    return Err(MethodError::new("accountNotFound", "no such account"));
+                }
+                return in_archive(ctx, &name, args, archive);
             }
             call(ctx, &name, args, &mut implicit)
         });
@@ -137,6 +141,45 @@ pub fn run(ctx: &mut Ctx<'_>, req: Request) -> Value {
 }
 
 type Out = Result<Map<String, Value>, MethodError>;
+
+/// A call on the security archive's account: only reads are answered, on its view (the
+/// account's own view is put back after).
+fn in_archive(ctx: &mut Ctx<'_>, name: &str, args: Map<String, Value>, archive: String) -> Out {
+    match name {
+        "Mailbox/get" | "Mailbox/query" | "Thread/get" | "Email/get" | "Email/query"
+        | "SearchSnippet/get" => {}
+        // Its state is the mailbox's modseq, whose change log describes the other account.
+        n if n.ends_with("/changes") || n.ends_with("/queryChanges") => {
+            return Err(MethodError::new(
+                "cannotCalculateChanges",
+                "the security archive's changes are not kept: fetch it again",
+            ));
+        }
+        n if n.ends_with("/set") || n == "Email/import" || n == "Email/copy" => {
+            return Err(MethodError::new(
+                "accountReadOnly",
+                "the security archive (Archivio di sicurezza) can be read, not changed",
+            ));
+        }
+        _ => {
+            return Err(MethodError::new(
+                "accountNotSupportedByMethod",
+                format!("{name} is not available on the security archive"),
+            ));
+        }
+    }
+    let (j, u) = (ctx.jmap.clone(), ctx.user.clone());
+    let view = ctx
+        .rt
+        .block_on(async move { j.view_in(&u, super::account::Scope::Archive).await })?;
+    let own_view = std::mem::replace(&mut ctx.view, view);
+    let own_id = std::mem::replace(&mut ctx.account_id, archive);
+    let mut none = None;
+    let out = call(ctx, name, args, &mut none);
+    ctx.view = own_view;
+    ctx.account_id = own_id;
+    out
+}
 
 fn call(
     ctx: &mut Ctx<'_>,
