@@ -9,6 +9,8 @@
 //! sender's timeline reaching "consegnato"; receipts badged in the list and found by
 //! identificativo; the recipient's certified message with the green banner, the unwrapped
 //! original, its attachment (downloaded as an attachment), the daticert and the .eml;
+//! the same message in the security archive (a read-only account of its own), with its
+//! verdict and evidence bundle;
 //! new mail appearing without a reload (EventSource); a `<script>` in an HTML body never
 //! running and remote images blocked; a tampered envelope showing the red banner; no
 //! serious or critical axe violation on any screen; no script error; logout.

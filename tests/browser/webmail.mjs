@@ -300,6 +300,25 @@ try {
     await until('italian banner', async () => /Firma del gestore verificata/.test(await pb.textContent('.pec-banner')));
   });
 
+  await step('the security archive keeps a read-only copy: listed and opened with its verdict', async () => {
+    await pb.click('#archive-list button[data-archive="Ricevuti"]');
+    await pb.waitForSelector('#archive-list button[data-archive="Ricevuti"][aria-current="page"]');
+    assert.equal(await pb.isVisible('#archive-note'), true);
+    assert.match(await pb.textContent('#list-title'), /Archivio di sicurezza — Ricevuti/);
+    const item = listItem(pb, subject).first();
+    await item.waitFor();
+    await item.click();
+    await pb.waitForSelector('.pec-banner');
+    assert.equal(await pb.getAttribute('.pec-banner', 'data-verdict'), 'verified');
+    const ev = await pb.request.get(new URL(await pb.getAttribute('#dl-evidence', 'href'), B.url).toString());
+    assert.equal(ev.status(), 200, `evidence from the archive: ${ev.status()} ${await ev.text()}`);
+    await shot(pb, '10b-security-archive');
+    // Back to the mailbox: the note goes, the INBOX is the mailbox's own again.
+    await openFolder(pb, 'inbox');
+    assert.equal(await pb.isVisible('#archive-note'), false);
+  });
+  await checkAxe(pb, 'security archive');
+
   // ---- push: new mail appears without a reload -------------------------------------
   await step('new mail appears while the page is open (EventSource, no reload)', async () => {
     await openFolder(pb, 'inbox');

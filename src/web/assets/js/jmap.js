@@ -166,6 +166,17 @@ export class Client {
       this.session.primaryAccounts?.['urn:ietf:params:jmap:mail'] || this.accountId;
   }
 
+  /** The mailbox's own account (the one mail is sent from). */
+  get primaryAccountId() {
+    return this.session?.primaryAccounts?.['urn:ietf:params:jmap:mail'] || this.accountId;
+  }
+
+  /** The security archive's account: the read-only one, if the server offers it. */
+  get archiveAccountId() {
+    const acc = this.session?.accounts || {};
+    return Object.keys(acc).find((id) => acc[id].isReadOnly) || null;
+  }
+
   get pecCapability() {
     return this.session?.capabilities?.[PEC] || {};
   }

@@ -18,6 +18,8 @@ const client = new Client();
 const state = {
   mailboxes: [],
   current: null, // mailbox id
+  account: null, // the account of `current`: the mailbox's own, or its security archive's
+  archive: [], // the security archive's mailboxes (Ricevuti, Inviati)
   position: 0,
   total: 0,
   ascending: false,
@@ -55,6 +57,15 @@ async function enter() {
 
 function folderName(m) {
   return m.role && t(`folder.${m.role}`) !== `folder.${m.role}` ? t(`folder.${m.role}`) : m.name;
+}
+
+function inArchive() {
+  return !!state.account && state.account === client.archiveAccountId;
+}
+
+function archiveName(m) {
+  const k = `archive.${m.name}`;
+  return t(k) !== k ? t(k) : m.name;
 }
 
 function roleOf(id) {
@@ -149,11 +160,24 @@ async function enterMail() {
 // ---- folders and quota ---------------------------------------------------------------
 
 async function refreshFolders() {
-  const acc = client.accountId;
-  const r = await client.call([
+  const acc = client.primaryAccountId;
+  const archive = client.archiveAccountId;
+  const calls = [
     ['Mailbox/get', { accountId: acc }, 'm'],
     ['Quota/get', { accountId: acc }, 'q'],
-  ]);
+  ];
+  if (archive) calls.push(['Mailbox/get', { accountId: archive }, 'a']);
+  const r = await client.call(calls);
+  const order = ['Ricevuti', 'Inviati'];
+  try {
+    // Its folders under the root, the received ones first.
+    state.archive = archive
+      ? Client.args(r, 'a').list.filter((m) => m.parentId)
+        .sort((a, b) => order.indexOf(a.name) - order.indexOf(b.name))
+      : [];
+  } catch {
+    state.archive = [];
+  }
   state.mailboxes = Client.args(r, 'm').list.slice().sort((a, b) => {
     const ia = ROLE_ORDER.indexOf(a.role);
     const ib = ROLE_ORDER.indexOf(b.role);
@@ -178,7 +202,7 @@ function renderFolders() {
   const ul = clear($('#folder-list'));
   for (const m of state.mailboxes) {
     const name = folderName(m);
-    const current = m.id === state.current;
+    const current = m.id === state.current && !inArchive();
     ul.appendChild(h('li', {},
       h('button', {
         type: 'button',
@@ -193,6 +217,22 @@ function renderFolders() {
         ? h('span', { class: 'badge rounded-pill unread-count', 'data-unread': String(m.unreadEmails) },
           String(m.unreadEmails), h('span', { class: 'visually-hidden', text: ` ${t('folder.unread', m.unreadEmails).replace(/^\d+ /, '')}` }))
         : null)));
+  }
+  const al = clear($('#archive-list'));
+  $('#archive-section').hidden = state.archive.length === 0;
+  for (const m of state.archive) {
+    const current = m.id === state.current && inArchive();
+    al.appendChild(h('li', {},
+      h('button', {
+        type: 'button',
+        class: `folder${current ? ' active' : ''}`,
+        'aria-current': current ? 'page' : null,
+        'data-archive': m.name,
+        'data-mailbox': m.id,
+        onclick: () => selectFolder(m.id, true, client.archiveAccountId),
+      },
+      h('span', { class: 'folder-name', text: archiveName(m) }),
+      h('span', { class: 'visually-hidden', text: ` (${t('archive.title')})` }))));
   }
 }
 
@@ -216,8 +256,12 @@ function renderQuota(q) {
 
 // ---- message list --------------------------------------------------------------------
 
-async function selectFolder(id, focusList) {
+/** Shows folder `id` of account `accountId` (the mailbox's own when not given). */
+async function selectFolder(id, focusList, accountId) {
   state.current = id;
+  state.account = accountId || client.primaryAccountId;
+  client.accountId = state.account;
+  $('#archive-note').hidden = !inArchive();
   state.position = 0;
   state.search = null;
   $('#search-q').value = '';
@@ -237,8 +281,14 @@ async function selectFolder(id, focusList) {
 }
 
 function listTitle() {
-  const m = state.mailboxes.find((x) => x.id === state.current);
-  const name = m ? folderName(m) : '';
+  let name;
+  if (inArchive()) {
+    const m = state.archive.find((x) => x.id === state.current);
+    name = `${t('archive.title')} — ${m ? archiveName(m) : ''}`;
+  } else {
+    const m = state.mailboxes.find((x) => x.id === state.current);
+    name = m ? folderName(m) : '';
+  }
   return state.search ? `${name} — ${t('search.results', state.search.q)}` : name;
 }
 
@@ -261,7 +311,8 @@ async function refreshList() {
   const byId = new Map(list.map((m) => [m.id, m]));
   state.total = q.total ?? list.length;
   $('#list-title').textContent = listTitle();
-  const sentView = roleOf(state.current) === 'sent' || roleOf(state.current) === 'drafts';
+  const sentView = roleOf(state.current) === 'sent' || roleOf(state.current) === 'drafts'
+    || (inArchive() && state.archive.find((x) => x.id === state.current)?.name === 'Inviati');
   const ul = clear($('#message-list'));
   for (const id of q.ids) {
     const m = byId.get(id);
@@ -328,6 +379,8 @@ async function openMessage(id) {
 // ---- compose -------------------------------------------------------------------------
 
 function openCompose() {
+  // Mail is written from the mailbox's own account, whatever folder is on screen.
+  client.accountId = client.primaryAccountId;
   composer.reset();
   $('#reader').hidden = true;
   $('#compose').hidden = false;
@@ -336,6 +389,7 @@ function openCompose() {
 
 function closeCompose() {
   if ($('#compose').hidden) return;
+  client.accountId = state.account || client.primaryAccountId;
   $('#compose').hidden = true;
   $('#reader').hidden = false;
 }
@@ -363,7 +417,8 @@ function startEvents() {
   es.addEventListener('state', (ev) => {
     try {
       const data = JSON.parse(ev.data);
-      if (data.changed?.[client.accountId]) scheduleRefresh();
+      // The archive's account follows the mailbox's own state.
+      if (data.changed?.[client.primaryAccountId]) scheduleRefresh();
     } catch {
       scheduleRefresh();
     }
