@@ -133,6 +133,9 @@ pub struct PasswordUpdate {
     pub hash: String,
     pub provisional: bool,
     pub changed: Timestamp,
+    /// Apply only if the stored hash is still this one (the owner's change, checked
+    /// against the current password): a concurrent change wins once, never silently.
+    pub if_hash: Option<String>,
 }
 
 /// A new quota as stored by [`Op::MailboxUpdate`]: its size and the plan it follows
@@ -229,6 +232,9 @@ pub(crate) fn apply_update(
         return abort(StoreError::NoSuchMailbox(address.to_string()));
     };
     if let Some(p) = password {
+        if p.if_hash.as_ref().is_some_and(|h| *h != rec.password_hash) {
+            return abort(StoreError::PasswordMoved(address.to_string()));
+        }
         rec.password_hash = p.hash.clone();
         rec.password_provisional = p.provisional;
         rec.password_changed = Some(p.changed);
@@ -392,6 +398,7 @@ impl Store {
                 hash: h,
                 provisional,
                 changed: self.options().clock.now(),
+                if_hash: None,
             }),
             quota: None,
             options: None,
@@ -408,9 +415,17 @@ impl Store {
         current: &Password,
         new: &Password,
     ) -> Result<(), PasswordChangeError> {
-        if self.verify_password(address, current)? == PasswordCheck::Wrong {
+        // The hash the current password is checked against is the one the change
+        // replaces: a change made meanwhile (another session, the administrator) makes
+        // this one fail as a wrong current password instead of being overwritten.
+        let rec = self.mailbox_record(address)?;
+        let stored = rec
+            .as_ref()
+            .map_or(password::DUMMY_HASH, |r| r.password_hash.as_str());
+        if !password::matches(current, stored)? || rec.is_none() {
             return Err(PasswordChangeError::WrongCurrent);
         }
+        let stored = stored.to_string();
         password::check_strength(new, address)?;
         if new.as_str() == current.as_str() {
             return Err(WeakPassword::Unchanged.into());
@@ -422,12 +437,15 @@ impl Store {
                 hash: password::hash(new)?,
                 provisional: false,
                 changed: self.options().clock.now(),
+                if_hash: Some(stored),
             }),
             quota: None,
             options: None,
         };
-        self.commit(Batch::new().push(op).trace(ev))?;
-        Ok(())
+        match self.commit(Batch::new().push(op).trace(ev)) {
+            Err(StoreError::PasswordMoved(_)) => Err(PasswordChangeError::WrongCurrent),
+            r => r.map(|_| ()).map_err(Into::into),
+        }
     }
 
     /// Sets a quota of the mailbox's own, off any plan (it may be below the current

@@ -193,6 +193,9 @@ pub enum StoreError {
     /// A change to the notifications broke one of their rules ([`notify`]).
     #[error(transparent)]
     Notify(#[from] crate::notify::NotifyError),
+    /// The password changed between the check of the current one and the change.
+    #[error("the password of {0} changed meanwhile")]
+    PasswordMoved(String),
     /// The quota notice level was moved by another writer ([`Batch::quota_notice`]).
     #[error("the quota notice level of {0} changed meanwhile")]
     QuotaNoticeMoved(String),

@@ -483,3 +483,52 @@ async fn commit_async_does_not_block() {
         .unwrap();
     assert_eq!(a.trace[0].0, 1);
 }
+
+/// The owner's change replaces only the hash its current password was checked against:
+/// a change committed in between (another session, the administrator) is never
+/// overwritten by a change checked against the older password.
+#[test]
+fn a_password_change_checked_against_an_old_hash_is_refused() {
+    use crate::store::batch::Op;
+    use crate::store::mailbox::PasswordUpdate;
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), Arc::new(ManualClock::new(t0())));
+    add(&s, "owner@example.it", 1000);
+    let a = addr("owner@example.it");
+    let old_hash = s.mailbox_record(&a).unwrap().unwrap().password_hash;
+    s.change_own_password(
+        &a,
+        &Password::new("pw"),
+        &Password::new("Una-nuova-Password-9"),
+    )
+    .unwrap();
+    // A change that was checked against the old hash, committed after the first one.
+    let stale = Op::MailboxUpdate {
+        address: a.clone(),
+        password: Some(PasswordUpdate {
+            hash: crate::store::password::hash(&Password::new("Altra-Password-7x")).unwrap(),
+            provisional: false,
+            changed: t0(),
+            if_hash: Some(old_hash),
+        }),
+        quota: None,
+        options: None,
+    };
+    let e = s.commit(Batch::new().push(stale));
+    assert!(matches!(e, Err(StoreError::PasswordMoved(_))), "{e:?}");
+    assert_eq!(
+        s.verify_password(&a, &Password::new("Una-nuova-Password-9"))
+            .unwrap(),
+        PasswordCheck::Valid
+    );
+    // And the old password no longer changes anything.
+    let again = s.change_own_password(
+        &a,
+        &Password::new("pw"),
+        &Password::new("Terza-Password-11"),
+    );
+    assert!(
+        matches!(again, Err(PasswordChangeError::WrongCurrent)),
+        "{again:?}"
+    );
+}
