@@ -67,13 +67,9 @@ pub(crate) fn apply_remove(tx: &Tx, mailbox: &PecAddress, sha256: &str) -> TxRes
 impl Store {
     /// Associates a card certificate with a mailbox (at most
     /// [`MAX_CARDS_PER_MAILBOX`]); traced.
+    /// The limit is checked by the committer, the only writer (see `Committer::expand`),
+    /// so two additions at once cannot both pass it.
     pub fn add_card(&self, mailbox: &PecAddress, card: &CardCert) -> Result<(), StoreError> {
-        if self.cards(mailbox)?.len() >= MAX_CARDS_PER_MAILBOX {
-            return Err(StoreError::TooManyCards {
-                mailbox: mailbox.to_string(),
-                max: MAX_CARDS_PER_MAILBOX,
-            });
-        }
         let ev = TraceEvent::new(EventKind::MailboxAdmin, self.options().clock.now())
             .recipient(mailbox.to_string())
             .detail(format!(

@@ -323,8 +323,28 @@ impl Committer {
     fn expand(&self, ops: Vec<Op>, now: Timestamp) -> Result<Vec<(Op, u64)>, StoreError> {
         let mut out = Vec::with_capacity(ops.len());
         let mut archive = super::archive::Planner::default();
+        let mut cards_added: std::collections::HashMap<String, usize> = Default::default();
         for op in ops {
             match op {
+                // The card limit, exact: nothing else writes between this count and the
+                // transaction.
+                Op::CardAdd { mailbox, card } => {
+                    let k = mailbox_key(&mailbox);
+                    let have = self
+                        .trees
+                        .cards
+                        .scan_prefix(super::cards::by_mailbox_prefix(&k))
+                        .count();
+                    let n = cards_added.entry(k).or_default();
+                    if have + *n >= super::cards::MAX_CARDS_PER_MAILBOX {
+                        return Err(StoreError::TooManyCards {
+                            mailbox: mailbox.to_string(),
+                            max: super::cards::MAX_CARDS_PER_MAILBOX,
+                        });
+                    }
+                    *n += 1;
+                    out.push((Op::CardAdd { mailbox, card }, 0));
+                }
                 // A delivery is archived after it is stored; a sent envelope as it is.
                 Op::Deliver(d) if d.archive => {
                     let copy = super::archive::ArchiveCopy {

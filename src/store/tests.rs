@@ -532,3 +532,39 @@ fn a_password_change_checked_against_an_old_hash_is_refused() {
         "{again:?}"
     );
 }
+
+/// The card limit holds when additions race: the committer counts, not the callers.
+#[test]
+fn the_card_limit_holds_under_concurrent_additions() {
+    use crate::store::cards::MAX_CARDS_PER_MAILBOX;
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path(), Arc::new(ManualClock::new(t0())));
+    add(&s, "owner@example.it", 1000);
+    let a = addr("owner@example.it");
+    let ok: usize = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..MAX_CARDS_PER_MAILBOX + 8)
+            .map(|i| {
+                let (s, a) = (&s, &a);
+                sc.spawn(move || {
+                    let card = crate::cns::CardCert {
+                        sha256: format!("{i:064x}"),
+                        issuer: "CN=CA CNS di prova".into(),
+                        serial: format!("{i:X}"),
+                        subject: format!("CN=RSSMRA80A01H501U/{i}.abc"),
+                        codice_fiscale: "RSSMRA80A01H501U".into(),
+                        not_before: t0(),
+                        not_after: t0() + SignedDuration::from_hours(24 * 365),
+                    };
+                    match s.add_card(a, &card) {
+                        Ok(()) => 1,
+                        Err(StoreError::TooManyCards { .. }) => 0,
+                        Err(e) => panic!("{e}"),
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(ok, MAX_CARDS_PER_MAILBOX);
+    assert_eq!(s.cards(&a).unwrap().len(), MAX_CARDS_PER_MAILBOX);
+}
