@@ -143,6 +143,25 @@ fn a_provisional_password_must_be_changed_and_a_change_ends_every_session() {
         "no message is sent after the change: {r}"
     );
 
+    // A push stream (JMAP EventSource) open on the web session...
+    let mut es = std::process::Command::new("curl")
+        .args(["-sN", "--max-time", "60", "--cacert"])
+        .arg(&web.ca)
+        .args([
+            "--resolve",
+            &format!("{}:127.0.0.1", web.host),
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            &format!("{}/jmap/eventsource?types=*&closeafter=no&ping=0", web.base),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut es_out = BufReader::new(es.stdout.take().unwrap());
+    line.clear();
+    es_out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "event: state", "the stream started");
+
     // An administrator's reset makes it provisional again, and ends the web session.
     s.admin(&[
         "mailbox",
@@ -152,6 +171,19 @@ fn a_provisional_password_must_be_changed_and_a_change_ends_every_session() {
         "Reimpostata-2026",
     ]);
     assert_eq!(session_status(&web, &token).status, 401);
+    // ... and the push stream with it, within seconds, not at curl's 60 s limit.
+    let ended = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = es.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            ended.elapsed() < std::time::Duration::from_secs(15),
+            "the push stream outlived the password reset"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(status.success(), "the server ended the stream: {status}");
     let r = logins(&s, &owner, "Reimpostata-2026");
     assert!(r["imap"].as_str().unwrap().starts_with("[ALERT]"), "{r}");
 

@@ -17,6 +17,9 @@ use super::{CAP_CORE, CAP_MAIL, CAP_PEC, CAP_QUOTA, CAP_SUBMISSION, Jmap, accoun
 use crate::http::response::{self, Body};
 use crate::pec::address::PecAddress;
 
+/// How often a push stream checks that its login still holds.
+const REVOKED_CHECK: Duration = Duration::from_secs(2);
+
 impl Jmap {
     fn user(&self, user: &str) -> Option<PecAddress> {
         PecAddress::parse(user).ok()
@@ -367,7 +370,9 @@ impl Jmap {
 
     /// `GET eventSourceUrl` (RFC 8620 §7.3): a `state` event whenever the account's state
     /// advances (within a second of the commit: the store publishes after the flush), a
-    /// `ping` every `ping` seconds if asked (bounded to 30..=300 as §7.3 allows).
+    /// `ping` every `ping` seconds if asked (bounded to 30..=300 as §7.3 allows). The
+    /// stream ends within [`REVOKED_CHECK`] of a change of the mailbox's credentials
+    /// (password, card removed, mailbox deleted), as every other session does.
     pub fn eventsource_response(
         self: &Arc<Self>,
         user: &str,
@@ -385,8 +390,11 @@ impl Jmap {
         } else {
             Some(Duration::from_secs(ping.clamp(30, 300)))
         };
+        // The caller was authenticated just now, against the current credentials.
+        let epoch = self.gw.credentials.current(&user);
         tokio::spawn(async move {
             let acc = account_id(&user);
+            let mut revoked_check = tokio::time::interval(REVOKED_CHECK);
             let event = |j: &Jmap| {
                 let s = j.state_string(j.current_state(&user));
                 let data = json!({
@@ -415,6 +423,11 @@ impl Jmap {
                         if !mine { continue; }
                         if tx.send_data(event(&j)).await.is_err() { return; }
                         if close_after_state { return; }
+                    }
+                    _ = revoked_check.tick() => {
+                        if j.gw.credentials.current(&user) != epoch {
+                            return;
+                        }
                     }
                     _ = tick => {
                         let data = json!({"@type": "Ping", "interval": ping.map_or(0, |p| p.as_secs())});
