@@ -61,6 +61,10 @@ pub enum CardError {
     WrongUse(String),
     #[error("no CRL of its issuer ({0}) in [cns] crl_dir: revocation cannot be checked")]
     NoCrl(String),
+    #[error(
+        "the CRL of its issuer ({issuer}) in [cns] crl_dir is out of date (next update was due {next_update}): revocation cannot be checked"
+    )]
+    StaleCrl { issuer: String, next_update: String },
 }
 
 impl CardError {
@@ -86,6 +90,11 @@ impl CardError {
             Self::WrongUse(_) => "Il certificato non è destinato all'autenticazione".into(),
             Self::NoCrl(_) => {
                 "Non è disponibile la lista di revoca dell'emittente: la carta non può essere \
+                 verificata"
+                    .into()
+            }
+            Self::StaleCrl { .. } => {
+                "La lista di revoca dell'emittente non è aggiornata: la carta non può essere \
                  verificata"
                     .into()
             }
@@ -313,6 +322,13 @@ impl CnsTrust {
             let set = crls.current(CRL_RECHECK);
             if !set.covers(leaf) {
                 return Err(CardError::NoCrl(card.issuer));
+            }
+            // An out-of-date list cannot vouch for the card either (fail closed).
+            if let Some(next_update) = set.stale(leaf, now) {
+                return Err(CardError::StaleCrl {
+                    issuer: card.issuer,
+                    next_update,
+                });
             }
             if let Some(r) = set.check(leaf) {
                 return Err(CardError::Revoked {

@@ -245,6 +245,30 @@ impl CrlSet {
     /// `Some` when a CRL of `cert`'s issuer lists it as revoked. A certificate listed with
     /// the `removeFromCRL` reason (a lifted hold) is not revoked. The revocation counts
     /// whatever its date: the issuer has withdrawn the certificate.
+    /// The latest `nextUpdate` of the CRLs of `cert`'s issuer, when every one of them is
+    /// past it at `now` (RFC 5280 §5.1.2.5: the issuer has published, or should have, a
+    /// newer list; this one may miss recent revocations). `None`: a current CRL is here
+    /// (or none has a `nextUpdate`, or none covers `cert`).
+    pub fn stale(&self, cert: &X509, now: jiff::Timestamp) -> Option<String> {
+        let mut latest: Option<(jiff::Timestamp, String)> = None;
+        for c in self
+            .crls
+            .iter()
+            .filter(|c| same_name(c.crl.issuer_name(), cert.issuer_name()))
+        {
+            let next = c.crl.next_update()?;
+            let text = rfc3339(next);
+            let at: jiff::Timestamp = text.parse().ok()?;
+            if at >= now {
+                return None;
+            }
+            if latest.as_ref().is_none_or(|(l, _)| at > *l) {
+                latest = Some((at, text));
+            }
+        }
+        latest.map(|(_, t)| t)
+    }
+
     /// Whether a CRL of `cert`'s issuer is in the set.
     pub fn covers(&self, cert: &X509) -> bool {
         self.crls
@@ -463,6 +487,29 @@ mod tests {
         // The TLS certificate of the same CA is not on the list.
         let tls = X509::from_pem(&std::fs::read(f.dir.path().join("tls.pem")).unwrap()).unwrap();
         assert!(set.check(&tls).is_none());
+    }
+
+    #[test]
+    fn a_crl_past_its_next_update_is_stale() {
+        let f = fixture();
+        let pem = make_crl(&f, "list.pem", &[]);
+        let set = CrlSet::from_bytes(&pem, &std::fs::read(&pem).unwrap(), &[]).unwrap();
+        let now = jiff::Timestamp::now();
+        // default_crl_days = 7: current today and in six days, out of date in eight.
+        assert_eq!(set.stale(&f.leaf, now), None);
+        assert_eq!(
+            set.stale(&f.leaf, now + jiff::SignedDuration::from_hours(24 * 6)),
+            None
+        );
+        let due = set
+            .stale(&f.leaf, now + jiff::SignedDuration::from_hours(24 * 8))
+            .expect("stale after nextUpdate");
+        let due: jiff::Timestamp = due.parse().unwrap();
+        let week = now + jiff::SignedDuration::from_hours(24 * 7);
+        assert!(
+            due.duration_since(week).abs() < jiff::SignedDuration::from_mins(5),
+            "{due}"
+        );
     }
 
     #[test]
