@@ -55,6 +55,12 @@ fn every_message_is_archived_read_only_and_outlives_its_deletion() {
         "{list}"
     );
     assert_eq!(r["select"], "read-only", "{r}");
+    // Its own quota root: the default archive size, 3 GiB.
+    let qr = r["quotaroot"].to_string();
+    assert!(
+        qr.contains("Archivio di sicurezza") && qr.contains(" 3145728)"),
+        "{qr}"
+    );
     assert_eq!(r["archived_equal"], true, "{r}");
     assert_eq!(r["store"][0], "NO", "{r}");
     assert!(r["store"].to_string().contains("READ-ONLY"), "{r}");

@@ -19,6 +19,8 @@ use crate::pec::address::PecAddress;
 use crate::store::{Batch, Delivery, Store, StoreError};
 use crate::trace::{EventKind, TraceEvent};
 
+use crate::store::archive::ARCHIVE;
+
 /// Flags a client may set (RFC 3501 §2.3.2); keywords are allowed too.
 pub const FLAGS: &str = "(\\Answered \\Flagged \\Deleted \\Seen \\Draft)";
 
@@ -234,10 +236,11 @@ fn run_answered(
             append(store, state, tag, &user, folder, bytes, flags, when, out);
         }
         CommandBody::GetQuota { root } => {
-            if !root.as_ref().is_empty() {
+            let root = String::from_utf8_lossy(root.as_ref()).into_owned();
+            if !root.is_empty() && root != ARCHIVE {
                 return out.extend(tagged(tag, "NO", "[NONEXISTENT] No such quota root"));
             }
-            match quota_line(store, &user) {
+            match quota_line(store, &user, &root) {
                 Ok(q) => {
                     out.extend(q);
                     out.extend(tagged(tag, "OK", "GETQUOTA completed"));
@@ -247,12 +250,20 @@ fn run_answered(
         }
         CommandBody::GetQuotaRoot { mailbox } => {
             let folder = name!(&mailbox);
-            match (store.folder(&user, &folder), quota_line(store, &user)) {
+            // The security archive has a quota root of its own.
+            let root = if crate::store::archive::is_archive(&folder) {
+                ARCHIVE
+            } else {
+                ""
+            };
+            match (store.folder(&user, &folder), quota_line(store, &user, root)) {
                 (Ok(Some(_)), Ok(q)) => {
                     let mut o = Out::new();
                     o.raw("* QUOTAROOT ")
                         .string(folder.as_bytes())
-                        .raw(" \"\"\r\n");
+                        .raw(" ")
+                        .string(root.as_bytes())
+                        .raw("\r\n");
                     out.extend(o.0);
                     out.extend(q);
                     out.extend(tagged(tag, "OK", "GETQUOTAROOT completed"));
@@ -354,16 +365,26 @@ fn select(
 }
 
 /// `* QUOTA "" (STORAGE used limit)`, in units of 1024 octets (RFC 9208 §5.1).
-fn quota_line(store: &Store, user: &PecAddress) -> Result<Vec<u8>, StoreError> {
-    let mb = store
-        .mailbox(user)?
-        .ok_or_else(|| StoreError::NoSuchMailbox(user.to_string()))?;
-    Ok(format!(
-        "* QUOTA \"\" (STORAGE {} {})\r\n",
-        mb.usage_bytes.div_ceil(1024),
-        mb.quota_bytes / 1024
-    )
-    .into_bytes())
+/// The `* QUOTA` line of root `""` (the mailbox) or [`ARCHIVE`] (its security archive).
+fn quota_line(store: &Store, user: &PecAddress, root: &str) -> Result<Vec<u8>, StoreError> {
+    let (used, limit) = if root == ARCHIVE {
+        let a = store
+            .archive_state(user)?
+            .ok_or_else(|| StoreError::NoSuchMailbox(user.to_string()))?;
+        (a.usage_bytes, a.quota_bytes)
+    } else {
+        let mb = store
+            .mailbox(user)?
+            .ok_or_else(|| StoreError::NoSuchMailbox(user.to_string()))?;
+        (mb.usage_bytes, mb.quota_bytes)
+    };
+    let mut o = Out::new();
+    o.raw("* QUOTA ").string(root.as_bytes()).raw(&format!(
+        " (STORAGE {} {})\r\n",
+        used.div_ceil(1024),
+        limit / 1024
+    ));
+    Ok(o.0)
 }
 
 /// The `MessageStored` record of an APPEND: the mailbox, the folder, the SHA-256 of the

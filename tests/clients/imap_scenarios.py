@@ -252,6 +252,8 @@ elif scenario == "archive":
         time.sleep(0.2)
     auid = auid.decode()
     out["archived_equal"] = fetch_one(m, auid, "BODY.PEEK[]") == inbox_copy
+    typ, data = m.getquotaroot(f'"{received}"')
+    out["quotaroot"] = [typ, str(data)]
     typ, data = m.uid("STORE", auid, "+FLAGS", "(\\Deleted)")
     out["store"] = [typ, [d.decode() for d in data if isinstance(d, bytes)]]
     refusals = {}
