@@ -304,7 +304,7 @@ try {
     await pb.click('#archive-list button[data-archive="Ricevuti"]');
     await pb.waitForSelector('#archive-list button[data-archive="Ricevuti"][aria-current="page"]');
     assert.equal(await pb.isVisible('#archive-note'), true);
-    assert.match(await pb.textContent('#list-title'), /Archivio di sicurezza — Ricevuti/);
+    await until('archive list title', async () => /Archivio di sicurezza — Ricevuti/.test(await pb.textContent('#list-title')));
     const item = listItem(pb, subject).first();
     await item.waitFor();
     await item.click();

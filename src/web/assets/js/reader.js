@@ -4,13 +4,14 @@
 
 import { Client } from './jmap.js';
 import { h, clear, icon } from './dom.js';
-import { t, dateTime, bytes } from './i18n.js';
+import { t, dateTime, bytes, getLang } from './i18n.js';
 import { prepareHtml } from './safehtml.js';
 import { kindBadge } from './badges.js';
 
 const READ_PROPS = [
   'id', 'blobId', 'threadId', 'mailboxIds', 'keywords', 'from', 'to', 'cc', 'subject',
   'receivedAt', 'sentAt', 'size', 'textBody', 'htmlBody', 'bodyValues', 'attachments', 'pec',
+  'header:X-Spam-Flag:asText', 'header:X-Spam-Status:asText',
 ];
 const PARSE_PROPS = [
   'from', 'to', 'cc', 'subject', 'sentAt', 'textBody', 'htmlBody', 'bodyValues', 'attachments',
@@ -180,6 +181,27 @@ export class Reader {
     return Object.keys(email.mailboxIds || {}).some((m) => this.roleOf(m) === 'sent');
   }
 
+  /**
+   * The spam filter's verdict, for an anomaly envelope only: the provider builds those and
+   * puts the verdict on them itself, while a certified envelope's outer headers come from
+   * the sending provider and could claim anything.
+   */
+  spamVerdict(email) {
+    if (email.pec?.kind !== 'anomalia') return null;
+    const status = email['header:X-Spam-Status:asText'];
+    if (!status) return null;
+    const score = /score=(-?[\d.]+)/.exec(status)?.[1];
+    const required = /required=(-?[\d.]+)/.exec(status)?.[1];
+    if (score == null || required == null) return null;
+    const spam = (email['header:X-Spam-Flag:asText'] || '').trim().toUpperCase() === 'YES';
+    const fmt = (v) => v.replace('.', getLang() === 'it' ? ',' : '.');
+    return h('p', {
+      class: `spam-verdict small ${spam ? 'alert alert-warning py-2' : 'text-muted'}`,
+      'data-spam': spam ? 'yes' : 'no',
+      text: t(spam ? 'reader.spam' : 'reader.notSpam', fmt(score), fmt(required)),
+    });
+  }
+
   render(email, original) {
     const root = clear(this.root);
     const sent = this.isSent(email);
@@ -188,6 +210,7 @@ export class Reader {
       h('div', { class: 'd-flex flex-wrap align-items-center gap-2 mb-2' }, kindBadge(email.pec, sent)),
       h('h3', { class: 'h4 msg-subject', id: 'msg-subject', text: subject }),
       banner(email.pec, sent),
+      this.spamVerdict(email),
       h('div', { class: 'downloads mb-3' },
         h('a', {
           class: 'btn btn-sm btn-outline-primary me-2 mb-1', href: this.client.downloadUrl(email.blobId, 'messaggio.eml', 'message/rfc822'),
