@@ -133,13 +133,14 @@ fn quota_of(rec: &MailboxRecord, policy: &ArchivePolicy) -> u64 {
 /// What the committer plans, outside the transaction, for the archive copies of one batch.
 #[derive(Default)]
 pub(crate) struct Planner {
-    /// Per mailbox: bytes added earlier in the batch, messages dropped earlier.
+    /// Per mailbox: the archive's usage as the batch will leave it so far, and the
+    /// messages already dropped in it.
     seen: HashMap<String, (u64, Vec<(u64, u32)>)>,
 }
 
 impl Planner {
-    /// Fills in `copy.quota` and returns the drops that make room for it, if the oldest
-    /// messages past the retention period are enough (none otherwise).
+    /// Fills in `copy.quota` and returns the drops that make room for it: the oldest
+    /// messages past the retention period, if they are enough (none otherwise).
     pub(crate) fn plan(
         &mut self,
         trees: &Trees,
@@ -149,34 +150,51 @@ impl Planner {
     ) -> Result<Vec<Op>, StoreError> {
         let k = mailbox_key(&copy.mailbox);
         let Some(v) = trees.mailboxes.get(k.as_bytes())? else {
+            // The delivery in the same batch fails with NoSuchMailbox.
             return Ok(Vec::new());
         };
         let rec: MailboxRecord = decode("mailbox", &v)?;
         copy.quota = quota_of(&rec, policy);
-        let (added, dropped) = self.seen.entry(k.clone()).or_default();
-        let usage = rec.archive_usage + *added;
-        *added += copy.blob.size;
-        let Some(need) = (usage + copy.blob.size)
-            .checked_sub(copy.quota)
-            .filter(|n| *n > 0)
-        else {
+        let size = copy.blob.size;
+        if copy.quota == 0 {
+            // No archive: the transaction skips the copy.
             return Ok(Vec::new());
-        };
+        }
+        let (usage, dropped) = self
+            .seen
+            .entry(k.clone())
+            .or_insert_with(|| (rec.archive_usage, Vec::new()));
+        let need = (*usage + size).saturating_sub(copy.quota);
+        if need == 0 {
+            *usage += size;
+            return Ok(Vec::new());
+        }
+        if size > copy.quota {
+            // Could never fit: nothing is dropped for it.
+            return Ok(Vec::new());
+        }
         let cutoff = now
             .to_zoned(jiff::tz::TimeZone::UTC)
             .checked_sub(jiff::Span::new().months(i64::from(policy.retention_months)))
             .map(|z| z.timestamp())
             .unwrap_or(Timestamp::MIN);
+        // Each folder in UID order, which is arrival order: only its oldest copies, and
+        // no more of them than could be needed, are read.
         let mut old: Vec<(Timestamp, &'static str, u64, MessageRecord)> = Vec::new();
         for name in [RECEIVED, SENT] {
             let Some(fv) = trees.folders.get(folder_key(&k, name))? else {
                 continue;
             };
             let f: FolderInfo = decode("folder", &fv)?;
+            let mut enough = 0u64;
             for kv in trees.messages.scan_prefix(f.id.to_be_bytes()) {
                 let (_, mv) = kv?;
                 let m: MessageRecord = decode("message", &mv)?;
-                if m.internal_date < cutoff && !dropped.contains(&(f.id, m.uid)) {
+                if m.internal_date >= cutoff || enough >= need {
+                    break;
+                }
+                if !dropped.contains(&(f.id, m.uid)) {
+                    enough += m.size;
                     old.push((m.internal_date, name, f.id, m));
                 }
             }
@@ -195,8 +213,8 @@ impl Planner {
             // Not enough past the retention period: keep everything; the copy is skipped.
             return Ok(Vec::new());
         }
-        *added = added.saturating_sub(freed);
-        Ok(take
+        *usage = (*usage + size).saturating_sub(freed);
+        let drops: Vec<Op> = take
             .into_iter()
             .map(|(name, id, uid)| {
                 dropped.push((id, uid));
@@ -206,7 +224,8 @@ impl Planner {
                     uid,
                 }
             })
-            .collect())
+            .collect();
+        Ok(drops)
     }
 }
 
@@ -503,6 +522,40 @@ mod tests {
         assert_eq!((st.usage_bytes, st.messages), (30, 3));
         // The mailbox still has every message: the archive's room is its own.
         assert_eq!(s.messages(&a, INBOX).unwrap().len(), 5);
+    }
+
+    #[test]
+    fn two_copies_in_one_batch_drop_only_what_they_need() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(ManualClock::new(t0()));
+        let (s, a) = open(dir.path(), clock.clone(), 30);
+        for i in 0..3 {
+            deliver(&s, &a, format!("msg {i:06}").as_bytes(), t0());
+        }
+        clock.advance(SignedDuration::from_hours(24 * 62));
+        let later = t0() + SignedDuration::from_hours(24 * 62);
+        // A submission's batch: the acceptance receipt delivered, the envelope archived.
+        let receipt = s.blobs().put(b"rr").unwrap();
+        let envelope = s.blobs().put(b"ee").unwrap();
+        let applied = s
+            .commit(
+                Batch::new()
+                    .deliver(Delivery::inbox(a.clone(), receipt, later))
+                    .archive_sent(a.clone(), envelope, later),
+            )
+            .unwrap();
+        assert!(applied.archive_full.is_empty());
+        // One old copy made room for both (10 freed, 4 added): the others stay.
+        assert_eq!(
+            archived_bodies(&s, &a, RECEIVED),
+            vec![
+                b"msg 000001".to_vec(),
+                b"msg 000002".to_vec(),
+                b"rr".to_vec()
+            ]
+        );
+        assert_eq!(archived_bodies(&s, &a, SENT), vec![b"ee".to_vec()]);
+        assert_eq!(s.archive_state(&a).unwrap().unwrap().usage_bytes, 24);
     }
 
     #[test]

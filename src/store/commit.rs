@@ -537,7 +537,13 @@ impl Committer {
                         None => {}
                     }
                 }
-                for m in &applied.archive_full {
+                // A mailbox without an archive (size 0) skips every copy: no warning.
+                let sized = |m: &str| {
+                    ops.iter().any(|(op, _)| {
+                        matches!(op, Op::ArchiveCopy(c) if c.quota > 0 && c.mailbox.to_string() == m)
+                    })
+                };
+                for m in applied.archive_full.iter().filter(|m| sized(m)) {
                     tracing::warn!(mailbox = %m, "security archive full (nothing past the retention period to drop): a copy was not archived");
                 }
                 Ok(applied)
