@@ -473,6 +473,7 @@ mod tests {
                 "delete root",
                 Batch::new().delete_folder(a.clone(), ARCHIVE),
             ),
+            ("unsubscribe", Batch::new().unsubscribe(a.clone(), RECEIVED)),
         ];
         for (what, b) in attempts {
             let e = s.commit(b);

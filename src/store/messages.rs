@@ -374,6 +374,10 @@ pub(crate) fn apply_subscribe(
 ) -> TxResult<()> {
     let (mbkey, _) = load_mailbox(tx, mailbox)?;
     let name = normalize_folder(name);
+    if super::archive::is_archive(&name) {
+        // Its folders are always listed; a change would log them in the own account.
+        return super::archive::read_only(&mbkey, &name);
+    }
     let key = folder_key(&mbkey, &name);
     let mut unfoldered = load_unfoldered(tx, &mbkey)?;
     let changed = match get_json::<FolderInfo>(&tx.t[FOLDERS], &key)? {
