@@ -394,14 +394,19 @@ impl Jmap {
         let epoch = self.gw.credentials.current(&user);
         tokio::spawn(async move {
             let acc = account_id(&user);
+            // The archive's read-only account shares the mailbox's state.
+            let archive = super::archive_account_id(&user);
             let mut revoked_check = tokio::time::interval(REVOKED_CHECK);
             let event = |j: &Jmap| {
                 let s = j.state_string(j.current_state(&user));
                 let data = json!({
                     "@type": "StateChange",
-                    "changed": {acc.clone(): {
-                        "Email": s, "Mailbox": s, "Thread": s, "EmailSubmission": s, "Quota": s,
-                    }},
+                    "changed": {
+                        acc.clone(): {
+                            "Email": s, "Mailbox": s, "Thread": s, "EmailSubmission": s, "Quota": s,
+                        },
+                        archive.clone(): {"Email": s, "Mailbox": s, "Thread": s},
+                    },
                 });
                 Bytes::from(format!("event: state\ndata: {data}\n\n"))
             };

@@ -313,6 +313,11 @@ try {
     const ev = await pb.request.get(new URL(await pb.getAttribute('#dl-evidence', 'href'), B.url).toString());
     assert.equal(ev.status(), 200, `evidence from the archive: ${ev.status()} ${await ev.text()}`);
     await shot(pb, '10b-security-archive');
+    // Writing from the archive's screen writes from the mailbox's own account.
+    await pb.click('#compose-btn');
+    await pb.waitForSelector('#compose:not([hidden])');
+    assert.equal(await pb.isVisible('#c-to'), true);
+    await pb.click('#c-cancel');
     // Back to the mailbox: the note goes, the INBOX is the mailbox's own again.
     await openFolder(pb, 'inbox');
     assert.equal(await pb.isVisible('#archive-note'), false);

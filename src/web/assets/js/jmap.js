@@ -41,7 +41,8 @@ function fill(template, vars) {
 export class Client {
   constructor() {
     this.csrf = null;
-    this.accountId = null;
+    this.accountId = null; // the mailbox's own account: mail is written here
+    this.viewAccountId = null; // the account being read, when it is another (the archive)
     this.username = null;
     this.session = null;
     this.mustChangePassword = false;
@@ -154,6 +155,7 @@ export class Client {
     } finally {
       this.csrf = null;
       this.accountId = null;
+      this.viewAccountId = null;
       this.session = null;
     }
   }
@@ -164,6 +166,11 @@ export class Client {
     this.session = await res.json();
     this.accountId =
       this.session.primaryAccounts?.['urn:ietf:params:jmap:mail'] || this.accountId;
+  }
+
+  /** The account whose folder is on screen: the archive's, or the mailbox's own. */
+  get viewing() {
+    return this.viewAccountId || this.accountId;
   }
 
   /** The mailbox's own account (the one mail is sent from). */
@@ -241,7 +248,7 @@ export class Client {
 
   downloadUrl(blobId, name, type) {
     return fill(this.session.downloadUrl, {
-      accountId: this.accountId,
+      accountId: this.viewing,
       blobId,
       name: name || 'download',
       type: type || 'application/octet-stream',
@@ -250,7 +257,7 @@ export class Client {
 
   evidenceUrl(emailId) {
     const tpl = this.pecCapability.evidenceUrl || '/jmap/evidence/{accountId}/{emailId}';
-    return fill(tpl, { accountId: this.accountId, emailId });
+    return fill(tpl, { accountId: this.viewing, emailId });
   }
 
   eventSource() {

@@ -260,7 +260,7 @@ function renderQuota(q) {
 async function selectFolder(id, focusList, accountId) {
   state.current = id;
   state.account = accountId || client.primaryAccountId;
-  client.accountId = state.account;
+  client.viewAccountId = accountId || null;
   $('#archive-note').hidden = !inArchive();
   state.position = 0;
   state.search = null;
@@ -293,7 +293,7 @@ function listTitle() {
 }
 
 async function refreshList() {
-  const acc = client.accountId;
+  const acc = client.viewing;
   const filter = { inMailbox: state.current };
   if (state.search) filter[state.search.field] = state.search.q;
   const r = await client.call([
@@ -379,8 +379,6 @@ async function openMessage(id) {
 // ---- compose -------------------------------------------------------------------------
 
 function openCompose() {
-  // Mail is written from the mailbox's own account, whatever folder is on screen.
-  client.accountId = client.primaryAccountId;
   composer.reset();
   $('#reader').hidden = true;
   $('#compose').hidden = false;
@@ -389,7 +387,6 @@ function openCompose() {
 
 function closeCompose() {
   if ($('#compose').hidden) return;
-  client.accountId = state.account || client.primaryAccountId;
   $('#compose').hidden = true;
   $('#reader').hidden = false;
 }

@@ -142,7 +142,7 @@ export class Reader {
   async open(id) {
     const r = await this.client.call([
       ['Email/get', {
-        accountId: this.client.accountId, ids: [id], properties: READ_PROPS,
+        accountId: this.client.viewing, ids: [id], properties: READ_PROPS,
         fetchHTMLBodyValues: true, fetchTextBodyValues: true, maxBodyValueBytes: 1048576,
       }, 'g'],
     ]);
@@ -154,7 +154,7 @@ export class Reader {
       try {
         const p = await this.client.call([
           ['Email/parse', {
-            accountId: this.client.accountId, blobIds: [email.pec.postacertBlobId],
+            accountId: this.client.viewing, blobIds: [email.pec.postacertBlobId],
             properties: PARSE_PROPS, fetchHTMLBodyValues: true, fetchTextBodyValues: true,
           }, 'p'],
         ]);
@@ -166,7 +166,7 @@ export class Reader {
     this.render(email, original);
     if (!email.keywords?.$seen) {
       this.client.call([['Email/set', {
-        accountId: this.client.accountId, update: { [id]: { 'keywords/$seen': true } },
+        accountId: this.client.viewing, update: { [id]: { 'keywords/$seen': true } },
       }, 's']]).catch(() => {});
     }
     if (this.showsTimeline(email)) await this.timeline(email);
@@ -244,7 +244,7 @@ export class Reader {
   async timeline(email) {
     const slot = this.root.querySelector('#timeline-slot');
     if (!slot) return;
-    const acc = this.client.accountId;
+    const acc = this.client.viewing;
     const r = await this.client.call([
       ['Thread/get', { accountId: acc, ids: [email.threadId] }, 't'],
       ['Email/get', {
