@@ -17,14 +17,6 @@ use serde_json::{Value, json};
 const DOMAIN: &str = "pec.archivio.test";
 const MIB: u64 = 1024 * 1024;
 
-fn listed(s: &Server, who: &str) -> Value {
-    s.admin(&["mailbox", "list", "--json"])
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .find(|m| m["address"] == who)
-        .unwrap_or_else(|| panic!("{who} is listed"))
-}
-
 fn names(web: &Web, token: &str, account: &str) -> Vec<String> {
     let r = web.call(
         token,
@@ -92,17 +84,14 @@ fn every_message_is_archived_read_only_and_outlives_its_deletion() {
     assert!(received.contains("CONSEGNA: Prova archivio"), "{received}");
 
     // The archive counts apart: b's mailbox is empty again, its archive is not.
-    let m = listed(&s, &b);
+    let m = s.mailbox_json(&b);
     assert_eq!(m["usage_bytes"], 0, "{m}");
     assert!(m["archive_usage_bytes"].as_u64().unwrap() > 1000, "{m}");
 
     // JMAP: not among the mailbox's mailboxes, and its name cannot be taken.
     let web = Web::of(&s);
     let token = web.login(&b, "pw");
-    let account = web.session(&token)["primaryAccounts"]["urn:ietf:params:jmap:mail"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let account = web.mail_account(&token);
     let n = names(&web, &token, &account);
     assert!(n.iter().any(|x| x == "Inbox" || x == "INBOX"), "{n:?}");
     assert!(!n.iter().any(|x| x.contains("Archivio")), "{n:?}");
@@ -231,11 +220,11 @@ async fn a_plan_sizes_the_archive_and_the_owner_is_told_at_90_percent() {
         "base",
     ]);
     s.admin(&["mailbox", "options", &b, "--accept-anomalies", "true"]);
-    assert_eq!(listed(&s, &b)["archive_quota_bytes"], 30 * MIB);
+    assert_eq!(s.mailbox_json(&b)["archive_quota_bytes"], 30 * MIB);
     s.start();
 
     let mut n = 0;
-    let archived = |s: &Server| listed(s, &b)["archive_usage_bytes"].as_u64().unwrap();
+    let archived = |s: &Server| s.mailbox_json(&b)["archive_usage_bytes"].as_u64().unwrap();
     while archived(&s) * 100 < 30 * MIB * 90 {
         n += 1;
         let mut m = format!(
@@ -253,10 +242,7 @@ async fn a_plan_sizes_the_archive_and_the_owner_is_told_at_90_percent() {
     }
     let web = Web::of(&s);
     let token = web.login(&b, "pw");
-    let account = web.session(&token)["primaryAccounts"]["urn:ietf:params:jmap:mail"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let account = web.mail_account(&token);
     let inbox = mailbox_with_role(&web, &token, &account, "inbox");
     let notices = || {
         let r = web.call(

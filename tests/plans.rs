@@ -9,18 +9,10 @@ mod common;
 
 use common::jmap::{Web, have_curl, mailbox_with_role};
 use common::server::{Server, pecd};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const DOMAIN: &str = "pec.piani.test";
 const MIB: u64 = 1024 * 1024;
-
-fn mailbox(s: &Server, who: &str) -> Value {
-    s.admin(&["mailbox", "list", "--json"])
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .find(|m| m["address"] == who)
-        .unwrap_or_else(|| panic!("{who} is listed"))
-}
 
 /// An ordinary message of about `size` bytes.
 fn ordinary(n: usize, size: u64) -> Vec<u8> {
@@ -114,17 +106,14 @@ async fn plans_set_quotas_and_owners_are_told_at_80_and_95_percent() {
         err.contains("no plan \"oro\" (configured: base, maxi)"),
         "{err}"
     );
-    assert_eq!(mailbox(&s, &b)["plan"], "base");
+    assert_eq!(s.mailbox_json(&b)["plan"], "base");
     s.start();
 
     let web = Web::of(&s);
     let token = web.login(&b, "pw");
-    let account = web.session(&token)["primaryAccounts"]["urn:ietf:params:jmap:mail"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let account = web.mail_account(&token);
     let quota = 30 * MIB;
-    let usage = |s: &Server| mailbox(s, &b)["usage_bytes"].as_u64().unwrap();
+    let usage = |s: &Server| s.mailbox_json(&b)["usage_bytes"].as_u64().unwrap();
 
     // Ordinary mail up to 80 %: one notice.
     let mut n = 0;
@@ -181,7 +170,7 @@ async fn plans_set_quotas_and_owners_are_told_at_80_and_95_percent() {
     // are re-armed; back on the small plan, the owner is told again.
     let out = s.admin(&["mailbox", "plan", &b, "maxi"]);
     assert!(out.contains(&(60 * MIB).to_string()), "{out}");
-    assert_eq!(mailbox(&s, &b)["quota_bytes"], 60 * MIB);
+    assert_eq!(s.mailbox_json(&b)["quota_bytes"], 60 * MIB);
     std::thread::sleep(std::time::Duration::from_secs(1));
     assert_eq!(count(&notices(&web, &token, &account), "quota-95"), 1);
     s.admin(&["mailbox", "plan", &b, "base"]);
@@ -198,10 +187,10 @@ async fn plans_set_quotas_and_owners_are_told_at_80_and_95_percent() {
         )
     });
     s.start();
-    assert_eq!(mailbox(&s, &b)["quota_bytes"], 40 * MIB);
-    assert_eq!(mailbox(&s, &b)["plan"], "base");
+    assert_eq!(s.mailbox_json(&b)["quota_bytes"], 40 * MIB);
+    assert_eq!(s.mailbox_json(&b)["plan"], "base");
     // A quota of its own takes the mailbox off the plan.
     s.admin(&["mailbox", "quota", &b, &(50 * MIB).to_string()]);
-    assert!(mailbox(&s, &b)["plan"].is_null());
+    assert!(s.mailbox_json(&b)["plan"].is_null());
     s.stop();
 }

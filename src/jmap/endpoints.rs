@@ -56,6 +56,18 @@ impl Jmap {
         self.state_string(self.current_state(user))
     }
 
+    /// The mail capability of an account (RFC 8621 §1.3.1); `writable`: the mailbox's own.
+    fn mail_capability(&self, writable: bool) -> serde_json::Value {
+        json!({
+            "maxMailboxesPerEmail": null,
+            "maxMailboxDepth": 10,
+            "maxSizeMailboxName": 200,
+            "maxSizeAttachmentsPerEmail": self.gw.config.limits.max_message_bytes,
+            "emailQuerySortOptions": ["receivedAt", "sentAt", "size", "subject", "from", "to"],
+            "mayCreateTopLevelMailbox": writable,
+        })
+    }
+
     pub fn session_response(self: &Arc<Self>, user: &str) -> Response<Body> {
         let l = &self.limits;
         let acc = account_id(user);
@@ -85,14 +97,7 @@ impl Jmap {
                     "isPersonal": true,
                     "isReadOnly": false,
                     "accountCapabilities": {
-                        CAP_MAIL: {
-                            "maxMailboxesPerEmail": null,
-                            "maxMailboxDepth": 10,
-                            "maxSizeMailboxName": 200,
-                            "maxSizeAttachmentsPerEmail": self.gw.config.limits.max_message_bytes,
-                            "emailQuerySortOptions": ["receivedAt", "sentAt", "size", "subject", "from", "to"],
-                            "mayCreateTopLevelMailbox": true,
-                        },
+                        CAP_MAIL: self.mail_capability(true),
                         CAP_SUBMISSION: {
                             "maxDelayedSend": 0,
                             "submissionExtensions": {},
@@ -110,14 +115,7 @@ impl Jmap {
                     "isPersonal": true,
                     "isReadOnly": true,
                     "accountCapabilities": {
-                        CAP_MAIL: {
-                            "maxMailboxesPerEmail": null,
-                            "maxMailboxDepth": 10,
-                            "maxSizeMailboxName": 200,
-                            "maxSizeAttachmentsPerEmail": self.gw.config.limits.max_message_bytes,
-                            "emailQuerySortOptions": ["receivedAt", "sentAt", "size", "subject", "from", "to"],
-                            "mayCreateTopLevelMailbox": false,
-                        },
+                        CAP_MAIL: self.mail_capability(false),
                         CAP_PEC: {},
                     },
                 },

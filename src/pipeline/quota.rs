@@ -81,18 +81,12 @@ pub async fn check(gw: &Arc<Gateway>, addr: &PecAddress) -> Result<(), StoreErro
     let mut batch = Batch::new().quota_notice(addr.clone(), state.notified, reached);
     if reached > state.notified {
         let now = gw.clock.now();
-        let bytes = Arc::new(notice(gw, addr, state, reached, PecTime::italian(now)));
-        let blob = gw.put_blob(bytes).await?;
-        let mut d = Delivery::inbox(addr.clone(), blob, now);
-        d.enforce_quota = false;
-        batch = batch.deliver(d).trace(
-            TraceEvent::new(EventKind::MailboxAdmin, now)
-                .recipient(addr.to_string())
-                .detail(format!(
-                    "quota notice: {reached} % reached ({} of {} bytes)",
-                    state.usage_bytes, state.quota_bytes
-                )),
+        let bytes = notice(gw, addr, state, reached, PecTime::italian(now));
+        let detail = format!(
+            "quota notice: {reached} % reached ({} of {} bytes)",
+            state.usage_bytes, state.quota_bytes
         );
+        batch = deliver_notice(gw, batch, addr, bytes, detail).await?;
         tracing::info!(mailbox = %addr, level = reached, "quota notice sent");
     }
     gw.store.commit_async(batch).await.map(|_| ())
@@ -137,20 +131,34 @@ pub async fn check_archive(gw: &Arc<Gateway>, addr: &PecAddress) -> Result<(), S
             &body,
             PecTime::italian(now),
         );
-        let blob = gw.put_blob(Arc::new(bytes)).await?;
-        let mut d = Delivery::inbox(addr.clone(), blob, now);
-        d.enforce_quota = false;
-        batch = batch.deliver(d).trace(
-            TraceEvent::new(EventKind::MailboxAdmin, now)
-                .recipient(addr.to_string())
-                .detail(format!(
-                    "archive notice: {NOTICE_LEVEL} % reached ({} of {} bytes)",
-                    a.usage_bytes, a.quota_bytes
-                )),
+        let detail = format!(
+            "archive notice: {NOTICE_LEVEL} % reached ({} of {} bytes)",
+            a.usage_bytes, a.quota_bytes
         );
+        batch = deliver_notice(gw, batch, addr, bytes, detail).await?;
         tracing::info!(mailbox = %addr, "security archive notice sent");
     }
     gw.store.commit_async(batch).await.map(|_| ())
+}
+
+/// Adds to `batch` the delivery of notice `bytes` to `addr` (past the quota: it must
+/// reach a full mailbox) and its trace record.
+async fn deliver_notice(
+    gw: &Arc<Gateway>,
+    batch: Batch,
+    addr: &PecAddress,
+    bytes: Vec<u8>,
+    detail: String,
+) -> Result<Batch, StoreError> {
+    let now = gw.clock.now();
+    let blob = gw.put_blob(Arc::new(bytes)).await?;
+    let mut d = Delivery::inbox(addr.clone(), blob, now);
+    d.enforce_quota = false;
+    Ok(batch.deliver(d).trace(
+        TraceEvent::new(EventKind::MailboxAdmin, now)
+            .recipient(addr.to_string())
+            .detail(detail),
+    ))
 }
 
 /// `n` bytes as Italian readers write sizes: `1,5 GB`, `730,2 MB`, `12,0 kB`.

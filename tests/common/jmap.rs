@@ -183,6 +183,14 @@ impl Web {
     }
 
     /// One JMAP request with all capabilities; returns the method responses.
+    /// The id of the session's primary mail account.
+    pub fn mail_account(&self, token: &str) -> String {
+        self.session(token)["primaryAccounts"]["urn:ietf:params:jmap:mail"]
+            .as_str()
+            .expect("a primary mail account")
+            .to_string()
+    }
+
     pub fn call(&self, token: &str, calls: Value) -> Vec<Value> {
         let body = json!({"using": USING, "methodCalls": calls}).to_string();
         let r = self.raw_api(token, &body);

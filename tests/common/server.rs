@@ -269,23 +269,59 @@ impl Server {
         }
     }
 
+    /// The mailbox `who` as `pecd mailbox list --json` shows it.
+    pub fn mailbox_json(&self, who: &str) -> serde_json::Value {
+        self.admin(&["mailbox", "list", "--json"])
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON line"))
+            .find(|m| m["address"] == who)
+            .unwrap_or_else(|| panic!("{who} is listed"))
+    }
+
     /// Runs a scenario of tests/clients/imap_scenarios.py (needs `imaps` and `smtps`);
     /// returns its JSON.
     pub fn imap(&self, scenario: &str, args: &[&str]) -> serde_json::Value {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/imap_scenarios.py");
         let imaps = self.addr("imaps");
         let pop3 = self
             .addrs
             .iter()
             .find(|(n, _)| n == "pop3s")
             .map_or(0, |(_, a)| a.port());
+        let ports = [
+            imaps.port().to_string(),
+            pop3.to_string(),
+            self.addr("smtps").port().to_string(),
+        ];
+        self.client("imap_scenarios.py", scenario, imaps, &ports, args)
+    }
+
+    /// Runs a scenario of tests/clients/smtp_scenarios.py; returns its JSON.
+    pub fn smtp(&self, scenario: &str, args: &[&str]) -> serde_json::Value {
+        let smtps = self.addr("smtps");
+        let ports = [
+            smtps.port().to_string(),
+            self.addr("submission").port().to_string(),
+        ];
+        self.client("smtp_scenarios.py", scenario, smtps, &ports, args)
+    }
+
+    /// `python3 tests/clients/SCRIPT SCENARIO HOST PORTS... CA ARGS...`, its stdout as JSON.
+    fn client(
+        &self,
+        script: &str,
+        scenario: &str,
+        host: SocketAddr,
+        ports: &[String],
+        args: &[&str],
+    ) -> serde_json::Value {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/clients")
+            .join(script);
         let out = Command::new("python3")
             .arg(script)
             .arg(scenario)
-            .arg(imaps.ip().to_string())
-            .arg(imaps.port().to_string())
-            .arg(pop3.to_string())
-            .arg(self.addr("smtps").port().to_string())
+            .arg(host.ip().to_string())
+            .args(ports)
             .arg(self.ca())
             .args(args)
             .output()
@@ -295,30 +331,6 @@ impl Server {
             "{scenario}: {}\n{}",
             String::from_utf8_lossy(&out.stderr),
             String::from_utf8_lossy(&out.stdout)
-        );
-        serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("{scenario}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
-    }
-
-    /// Runs a scenario of tests/clients/smtp_scenarios.py; returns its JSON.
-    pub fn smtp(&self, scenario: &str, args: &[&str]) -> serde_json::Value {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/smtp_scenarios.py");
-        let smtps = self.addr("smtps");
-        let sub = self.addr("submission");
-        let out = Command::new("python3")
-            .arg(script)
-            .arg(scenario)
-            .arg(smtps.ip().to_string())
-            .arg(smtps.port().to_string())
-            .arg(sub.port().to_string())
-            .arg(self.ca())
-            .args(args)
-            .output()
-            .expect("python3");
-        assert!(
-            out.status.success(),
-            "{scenario}: {}",
-            String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("{scenario}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
