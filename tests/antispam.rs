@@ -35,7 +35,7 @@ fn emails(web: &Web, token: &str, account: &str, role: &str) -> Vec<Value> {
             ["Email/query", {"accountId": account, "filter": {"inMailbox": folder}}, "q"],
             ["Email/get", {"accountId": account,
               "#ids": {"resultOf": "q", "name": "Email/query", "path": "/ids"},
-              "properties": ["subject", "blobId", "header:X-Spam-Flag:asText",
+              "properties": ["subject", "blobId", "size", "header:X-Spam-Flag:asText",
                              "header:X-Spam-Status:asText"]}, "g"]
         ]),
     );
@@ -170,6 +170,14 @@ async fn ordinary_spam_goes_to_junk_certified_mail_is_never_scanned() {
         certified["header:X-Spam-Status:asText"].is_null()
             && certified["header:X-Spam-Flag:asText"].is_null(),
         "certified mail is never scanned: {certified:?}"
+    );
+    // The security archive keeps what the INBOX got, not the spam: whoever can send
+    // ordinary mail must not be able to fill it.
+    let in_inbox: u64 = inbox.iter().map(|e| e["size"].as_u64().unwrap()).sum();
+    assert_eq!(
+        b.mailbox_json(&format!("b@{B}"))["archive_usage_bytes"],
+        in_inbox,
+        "archived: the two INBOX messages only"
     );
     assert!(
         metrics(&b).contains("dependency_up{name=\"spamd\"} 1"),

@@ -150,6 +150,11 @@ async fn viruses_are_refused_reported_and_quarantined() {
         1
     );
     let svc = PecAddress::parse("posta-certificata@pec.alfa.test").unwrap();
+    assert_eq!(
+        gw.store.archive_state(&svc).unwrap().unwrap().messages,
+        0,
+        "the quarantine is the infected message's keeping: no archived second copy"
+    );
     assert!(
         gw.store
             .subscriptions(&svc)

@@ -272,4 +272,38 @@ async fn a_plan_sizes_the_archive_and_the_owner_is_told_at_90_percent() {
     // The mailbox itself (200 MiB) is far from its own notices.
     std::thread::sleep(std::time::Duration::from_secs(1));
     assert_eq!(notices().len(), 1, "one notice per crossing");
+
+    // Each account tells its own size (the webmail shows both).
+    let archive = web.session(&token)["accounts"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(_, a)| a["isReadOnly"] == true)
+        .map(|(id, _)| id.clone())
+        .expect("the archive's account");
+    let r = web.call(
+        &token,
+        json!([
+            ["Quota/get", {"accountId": account}, "m"],
+            ["Quota/get", {"accountId": archive}, "a"]
+        ]),
+    );
+    let (own, arch) = (&r[0][1]["list"][0], &r[1][1]["list"][0]);
+    assert_eq!(own["hardLimit"], 200 * MIB, "{r:?}");
+    assert_eq!(arch["hardLimit"], 30 * MIB, "{r:?}");
+    assert_eq!(arch["used"], archived(&s), "{r:?}");
+    assert!(
+        arch["name"]
+            .as_str()
+            .unwrap()
+            .contains("Archivio di sicurezza")
+    );
+
+    // Off the plan with a quota of its own: the archive keeps the size it had, not the
+    // configured default (3 GiB).
+    s.admin(&["mailbox", "quota", &b, &(300 * MIB).to_string()]);
+    let m = s.mailbox_json(&b);
+    assert_eq!(m["quota_bytes"], 300 * MIB, "{m}");
+    assert!(m["plan"].is_null(), "{m}");
+    assert_eq!(m["archive_quota_bytes"], 30 * MIB, "{m}");
 }

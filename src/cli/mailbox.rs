@@ -85,7 +85,7 @@ pub enum MailboxCommand {
         #[command(flatten)]
         cfg: ConfigArg,
     },
-    /// Set a mailbox's quota in bytes (off any plan).
+    /// Set a mailbox's quota in bytes (off any plan; the security archive keeps its size).
     Quota {
         address: String,
         bytes: u64,

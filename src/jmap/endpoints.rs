@@ -116,6 +116,7 @@ impl Jmap {
                     "isReadOnly": true,
                     "accountCapabilities": {
                         CAP_MAIL: self.mail_capability(false),
+                        CAP_QUOTA: {},
                         CAP_PEC: {},
                     },
                 },

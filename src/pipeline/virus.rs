@@ -54,5 +54,8 @@ pub async fn quarantine(
     let mut d = Delivery::inbox(svc, blob, gw.clock.now());
     d.folder = QUARANTINE_FOLDER.to_string();
     d.enforce_quota = false;
+    // The quarantine is itself the 30-month keeping of the infected message: a second
+    // copy in the service mailbox's security archive would only double it.
+    d.archive = false;
     Ok(batch.deliver(d))
 }

@@ -29,6 +29,7 @@
 use std::collections::HashMap;
 
 use jiff::Timestamp;
+use sled::Transactional;
 
 use super::batch::{Batch, Op};
 use super::blobs::Blob;
@@ -323,6 +324,102 @@ pub(crate) fn apply_notice(tx: &Tx, mailbox: &PecAddress, from: u8, to: u8) -> T
     put_json(&tx.t[MAILBOXES], k.as_bytes(), &rec)
 }
 
+/// Where the schema-4 migration puts a folder a user made at or under [`ARCHIVE`] before
+/// the name was reserved (`… (personale 2)` and so on when that is taken too).
+pub const USER_ROOT: &str = "Archivio di sicurezza (personale)";
+
+/// Migration to schema 4, where [`ARCHIVE`] became reserved: a folder a user made at or
+/// under that name (any case) would otherwise turn read-only, its messages counted in
+/// neither the mailbox nor the archive correctly. Each is renamed under [`USER_ROOT`]
+/// (its messages, uids, flags and subscription go with it, as in an IMAP RENAME) and
+/// the JMAP change log records it. The archive's own folders stay: the root while it
+/// holds no message, [`RECEIVED`] and [`SENT`] while their messages are exactly the
+/// mailbox's archived count (copies a store of schema 3 may already hold). Idempotent
+/// (what it renames is no longer under [`ARCHIVE`]), so a migration interrupted by a
+/// crash is done again at the next open. Returns the folders renamed.
+pub(crate) fn migrate_user_folders(
+    db: &sled::Db,
+    trees: &Trees,
+    now: Timestamp,
+) -> Result<u64, StoreError> {
+    use super::changes::Kind;
+    use super::messages::folder_prefix;
+    let all = super::tx::all_trees(trees);
+    let mut renamed = 0;
+    for kv in trees.mailboxes.iter() {
+        let (k, v) = kv?;
+        let mbkey = String::from_utf8_lossy(&k).into_owned();
+        let mb: MailboxRecord = decode("mailbox", &v)?;
+        let mut names = std::collections::BTreeSet::new();
+        let mut under = Vec::new();
+        for fv in trees.folders.scan_prefix(folder_prefix(&mbkey)) {
+            let (_, fv) = fv?;
+            let f: FolderInfo = decode("folder", &fv)?;
+            names.insert(f.name.to_lowercase());
+            if is_archive(&f.name) {
+                under.push(f);
+            }
+        }
+        let archived: u64 = under
+            .iter()
+            .filter(|f| f.name == RECEIVED || f.name == SENT)
+            .map(|f| f.messages)
+            .sum();
+        let own = |f: &FolderInfo| {
+            (f.name == ARCHIVE && f.messages == 0)
+                || ((f.name == RECEIVED || f.name == SENT) && archived == mb.archive_messages)
+        };
+        let moved: Vec<FolderInfo> = under.into_iter().filter(|f| !own(f)).collect();
+        if moved.is_empty() {
+            continue;
+        }
+        // The first root under which no moved name collides with a folder.
+        let root = (1..)
+            .map(|n| match n {
+                1 => USER_ROOT.to_string(),
+                n => format!("Archivio di sicurezza (personale {n})"),
+            })
+            .find(|root| {
+                names.iter().all(|n| {
+                    !(n.as_str() == root.to_lowercase()
+                        || n.starts_with(&format!("{}/", root.to_lowercase())))
+                })
+            })
+            .expect("an unbounded range has a free name");
+        let target = |name: &str| format!("{root}{}", &name[ARCHIVE.len()..]);
+        let needs_root = !moved.iter().any(|f| target(&f.name) == root);
+        let root_id = db.generate_id()?;
+        let res = all[..].transaction(|t| {
+            let tx = Tx { t: t.as_slice() };
+            let mut log = ChangeSet::default();
+            for f in &moved {
+                let mut f = f.clone();
+                tx.t[FOLDERS].remove(folder_key(&mbkey, &f.name))?;
+                f.name = target(&f.name);
+                put_json(&tx.t[FOLDERS], &folder_key(&mbkey, &f.name), &f)?;
+                log.touch(&mbkey).folder(f.id, Kind::Updated);
+            }
+            if needs_root {
+                // The hierarchy keeps a parent (as IMAP CREATE of a child would make).
+                let r = create_folder(&tx, &mbkey, &root, root_id, now, true)?;
+                log.touch(&mbkey).folder(r.id, Kind::Created);
+            }
+            log.write(&tx)?;
+            Ok(())
+        });
+        match res {
+            Ok(()) => {}
+            Err(sled::transaction::TransactionError::Abort(e)) => return Err(e),
+            Err(sled::transaction::TransactionError::Storage(e)) => return Err(e.into()),
+        }
+        for f in &moved {
+            tracing::warn!(mailbox = %mbkey, from = %f.name, to = %target(&f.name), "a folder named like the security archive was renamed: the name is reserved");
+        }
+        renamed += moved.len() as u64;
+    }
+    Ok(renamed)
+}
+
 impl Store {
     /// The mailbox's archive; `None` when there is no such mailbox.
     pub fn archive_state(&self, address: &PecAddress) -> Result<Option<ArchiveState>, StoreError> {
@@ -576,6 +673,130 @@ mod tests {
         let applied = deliver(&s, &a, b"x", t0());
         assert_eq!(applied.archive_full, vec![a.to_string()]);
         assert!(s.archived(&a, RECEIVED).unwrap().is_empty());
+    }
+
+    /// Makes `name` a user folder holding `bodies`, as a store from before the archive's
+    /// names were reserved may hold it (made under another name, renamed in the tree).
+    fn user_folder(s: &Store, a: &PecAddress, name: &str, bodies: &[&[u8]]) {
+        let tmp = format!("tmp {name}").replace('/', "-");
+        s.commit(Batch::new().create_folder(a.clone(), tmp.as_str()))
+            .unwrap();
+        for b in bodies {
+            let mut d = Delivery::inbox(a.clone(), s.blobs().put(b).unwrap(), t0());
+            d.folder = tmp.clone();
+            d.archive = false;
+            s.commit(Batch::new().deliver(d)).unwrap();
+        }
+        let k = mailbox_key(a);
+        let t = &s.trees().folders;
+        let v = t.remove(folder_key(&k, &tmp)).unwrap().unwrap();
+        let mut f: FolderInfo = serde_json::from_slice(&v).unwrap();
+        f.name = name.into();
+        t.insert(folder_key(&k, name), serde_json::to_vec(&f).unwrap())
+            .unwrap();
+    }
+
+    /// Closes `s` marked as schema 3 and opens it again (migrating it).
+    fn reopen_from_schema_3(dir: &std::path::Path, s: Store) -> Store {
+        let o = s.options().clone();
+        s.trees()
+            .meta
+            .insert(super::super::SCHEMA_KEY, &3u32.to_be_bytes())
+            .unwrap();
+        drop(s);
+        Store::open(dir, o).unwrap()
+    }
+
+    fn bodies(s: &Store, a: &PecAddress, folder: &str) -> Vec<Vec<u8>> {
+        s.messages(a, folder)
+            .unwrap()
+            .iter()
+            .map(|m| s.blobs().read(&m.blob).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_user_folder_named_like_the_archive_is_moved_out_at_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, a) = open(dir.path(), Arc::new(ManualClock::new(t0())), 1000);
+        // A store from before the archive: the owner had made these three.
+        user_folder(&s, &a, ARCHIVE, &[b"mia 1", b"mia 2"]);
+        user_folder(&s, &a, RECEIVED, &[b"mia 3"]);
+        user_folder(&s, &a, "archivio di sicurezza/Vecchi", &[]);
+        let before = s.modseq(&a).unwrap();
+        let s = reopen_from_schema_3(dir.path(), s);
+
+        let p = USER_ROOT;
+        assert_eq!(
+            bodies(&s, &a, p),
+            vec![b"mia 1".to_vec(), b"mia 2".to_vec()]
+        );
+        assert_eq!(
+            bodies(&s, &a, &format!("{p}/Ricevuti")),
+            vec![b"mia 3".to_vec()]
+        );
+        assert!(s.folder(&a, &format!("{p}/Vecchi")).unwrap().is_some());
+        let names: Vec<String> = s.folders(&a).unwrap().into_iter().map(|f| f.name).collect();
+        assert!(!names.iter().any(|n| is_archive(n)), "{names:?}");
+        assert_eq!(
+            s.modseq(&a).unwrap(),
+            before + 1,
+            "JMAP clients hear of the renames"
+        );
+        // They are the owner's again (not read-only), and the archive starts afresh.
+        s.commit(Batch::new().set_flags(a.clone(), p, 1, vec!["\\Flagged".into()]))
+            .unwrap();
+        deliver(&s, &a, b"busta", t0());
+        assert_eq!(archived_bodies(&s, &a, RECEIVED), vec![b"busta".to_vec()]);
+        assert_eq!(s.archive_state(&a).unwrap().unwrap().messages, 1);
+    }
+
+    #[test]
+    fn an_archive_already_in_use_stays_at_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, a) = open(dir.path(), Arc::new(ManualClock::new(t0())), 1000);
+        deliver(&s, &a, b"busta", t0());
+        user_folder(&s, &a, "Archivio di sicurezza/Note", &[b"nota"]);
+        // The owner's own folder of that name: the moved one goes beside it.
+        s.commit(Batch::new().create_folder(a.clone(), USER_ROOT))
+            .unwrap();
+        let s = reopen_from_schema_3(dir.path(), s);
+
+        assert_eq!(archived_bodies(&s, &a, RECEIVED), vec![b"busta".to_vec()]);
+        let moved = "Archivio di sicurezza (personale 2)";
+        assert_eq!(
+            bodies(&s, &a, &format!("{moved}/Note")),
+            vec![b"nota".to_vec()]
+        );
+        assert!(s.folder(&a, moved).unwrap().is_some(), "its parent is made");
+        assert!(s.folder(&a, USER_ROOT).unwrap().is_some());
+        // Done once: a store of schema 4 is not migrated again.
+        let at = s.modseq(&a).unwrap();
+        let o = s.options().clone();
+        drop(s);
+        let s = Store::open(dir.path(), o).unwrap();
+        assert_eq!(s.modseq(&a).unwrap(), at);
+        assert_eq!(
+            s.folders(&a).unwrap().len(),
+            6,
+            "INBOX, the archive's three, two moved"
+        );
+    }
+
+    #[test]
+    fn leaving_a_plan_keeps_the_archive_size_it_gave() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, a) = open(dir.path(), Arc::new(ManualClock::new(t0())), 1000);
+        s.set_plan(&a, "maxi", 1 << 20, Some(5000)).unwrap();
+        assert_eq!(s.archive_state(&a).unwrap().unwrap().quota_bytes, 5000);
+        // Off the plan with a quota of its own: the archive does not shrink to the default.
+        s.set_quota(&a, 2 << 20).unwrap();
+        let m = s.mailbox(&a).unwrap().unwrap();
+        assert_eq!((m.quota_bytes, m.plan), (2 << 20, None));
+        assert_eq!(s.archive_state(&a).unwrap().unwrap().quota_bytes, 5000);
+        // A plan that follows the default brings it back to the default.
+        s.set_plan(&a, "base", 1 << 20, None).unwrap();
+        assert_eq!(s.archive_state(&a).unwrap().unwrap().quota_bytes, 1000);
     }
 
     #[test]

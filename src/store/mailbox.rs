@@ -144,8 +144,10 @@ pub struct PasswordUpdate {
 pub struct QuotaUpdate {
     pub bytes: u64,
     pub plan: Option<String>,
-    /// The security archive's size (`None`: `archive.default_bytes`).
-    pub archive_bytes: Option<u64>,
+    /// The security archive's new size (`Some(None)`: `archive.default_bytes`); `None`
+    /// keeps the size it has (a quota of the mailbox's own leaves the archive as it was:
+    /// leaving a plan never shrinks an archive the owner has filled).
+    pub archive_bytes: Option<Option<u64>>,
 }
 
 /// Why [`Store::set_filters`] refused.
@@ -241,7 +243,9 @@ pub(crate) fn apply_update(
     }
     if let Some(q) = quota {
         rec.quota_bytes = q.bytes;
-        rec.archive_quota = q.archive_bytes;
+        if let Some(a) = q.archive_bytes {
+            rec.archive_quota = a;
+        }
         rec.plan = q.plan.clone();
     }
     if let Some(o) = options {
@@ -450,6 +454,8 @@ impl Store {
 
     /// Sets a quota of the mailbox's own, off any plan (it may be below the current
     /// usage: further deliveries are refused).
+    /// Gives the mailbox a quota of its own (off any plan); its archive keeps the size it
+    /// has.
     pub fn set_quota(&self, address: &PecAddress, quota_bytes: u64) -> Result<(), StoreError> {
         self.set_quota_on(address, quota_bytes, None, None)
     }
@@ -463,7 +469,12 @@ impl Store {
         quota_bytes: u64,
         archive_bytes: Option<u64>,
     ) -> Result<(), StoreError> {
-        self.set_quota_on(address, quota_bytes, Some(plan.to_string()), archive_bytes)
+        self.set_quota_on(
+            address,
+            quota_bytes,
+            Some(plan.to_string()),
+            Some(archive_bytes),
+        )
     }
 
     fn set_quota_on(
@@ -471,12 +482,15 @@ impl Store {
         address: &PecAddress,
         bytes: u64,
         plan: Option<String>,
-        archive_bytes: Option<u64>,
+        archive_bytes: Option<Option<u64>>,
     ) -> Result<(), StoreError> {
-        let archive = archive_bytes.unwrap_or(self.options().archive.default_bytes);
-        let detail = match &plan {
-            Some(p) => format!("plan set to {p}: quota {bytes} bytes, archive {archive} bytes"),
-            None => format!("quota set to {bytes} bytes"),
+        let archive = |a: Option<u64>| a.unwrap_or(self.options().archive.default_bytes);
+        let detail = match (&plan, archive_bytes) {
+            (Some(p), a) => format!(
+                "plan set to {p}: quota {bytes} bytes, archive {} bytes",
+                archive(a.flatten())
+            ),
+            (None, _) => format!("quota set to {bytes} bytes (the archive keeps its size)"),
         };
         let ev = self.admin_event(address, detail);
         let op = Op::MailboxUpdate {

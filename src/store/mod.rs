@@ -115,10 +115,12 @@ pub const CHANGE_BACKLOG: usize = 1024;
 /// instead of misreading the new keys; 3 = the per-mailbox change log and blob index of
 /// [`changes`] (JMAP `/changes`). A version-1 or -2 store is migrated at open: the blob
 /// index is derived from the message records ([`changes::build_email_index`]), modseqs
-/// start at 0 with an empty log.
-pub const SCHEMA_VERSION: u32 = 3;
+/// start at 0 with an empty log; 4 = the security archive's folder names are reserved
+/// ([`archive`]): a folder a user made at or under `Archivio di sicurezza` is renamed at
+/// open by [`archive::migrate_user_folders`].
+pub const SCHEMA_VERSION: u32 = 4;
 /// Schemas this code can open (older ones are migrated to [`SCHEMA_VERSION`]).
-pub const SUPPORTED_SCHEMAS: &[u32] = &[1, 2, 3];
+pub const SUPPORTED_SCHEMAS: &[u32] = &[1, 2, 3, 4];
 
 /// Errors of the store, by cause.
 #[derive(Debug, thiserror::Error)]
@@ -420,6 +422,13 @@ impl Store {
         if found < 3 {
             let n = changes::build_email_index(&trees)?;
             tracing::info!(mailboxes = n, "email index built from the message records");
+        }
+        if found < 4 {
+            let n = archive::migrate_user_folders(&db, &trees, options.clock.now())?;
+            tracing::info!(
+                folders = n,
+                "user folders moved out of the security archive's name"
+            );
         }
         if found != SCHEMA_VERSION {
             // Migrated above: only now may the store say it is of the current version.

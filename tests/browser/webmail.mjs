@@ -158,6 +158,10 @@ try {
     await pa.waitForSelector('#folder-list button[data-role="inbox"][aria-current="page"]');
     assert.equal(await pa.textContent('#whoami'), A.user);
     assert.match(await pa.textContent('#quota-text'), /di/);
+    // The security archive is there from the first access: still empty, with its size.
+    await until('archive section', async () => pa.isVisible('#archive-section'));
+    assert.equal(await pa.isVisible('#archive-empty'), true);
+    assert.match(await pa.textContent('#archive-quota'), /^Spazio dell’archivio: 0 B di \d/);
     await shot(pa, '03-inbox-empty');
   });
   await checkAxe(pa, 'inbox');
@@ -304,6 +308,8 @@ try {
     await pb.click('#archive-list button[data-archive="Ricevuti"]');
     await pb.waitForSelector('#archive-list button[data-archive="Ricevuti"][aria-current="page"]');
     assert.equal(await pb.isVisible('#archive-note'), true);
+    assert.equal(await pb.isVisible('#archive-empty'), false);
+    assert.doesNotMatch(await pb.textContent('#archive-quota'), /: 0 B di/);
     await until('archive list title', async () => /Archivio di sicurezza — Ricevuti/.test(await pb.textContent('#list-title')));
     const item = listItem(pb, subject).first();
     await item.waitFor();

@@ -368,6 +368,9 @@ pub fn identity_get(ctx: &mut Ctx<'_>, _args: &Map<String, Value>) -> Out {
 }
 
 pub fn quota_get(ctx: &mut Ctx<'_>, _args: &Map<String, Value>) -> Out {
+    if ctx.account_id == crate::jmap::archive_account_id(&ctx.user.to_string()) {
+        return archive_quota_get(ctx);
+    }
     let info = ctx
         .jmap
         .gw
@@ -384,6 +387,28 @@ pub fn quota_get(ctx: &mut Ctx<'_>, _args: &Map<String, Value>) -> Out {
         "name": format!("Spazio della casella {}", ctx.user),
         "types": ["Email"],
         "description": null,
+    })];
+    Ok(get_answer(ctx, list, Vec::new()))
+}
+
+/// Quota/get on the security archive's account: its own size, beside the mailbox's.
+fn archive_quota_get(ctx: &mut Ctx<'_>) -> Out {
+    let st = ctx
+        .jmap
+        .gw
+        .store
+        .archive_state(&ctx.user)?
+        .ok_or_else(|| MethodError::new("accountNotFound", "the mailbox is gone"))?;
+    let list = vec![json!({
+        "id": "Q0",
+        "resourceType": "octets",
+        "used": st.usage_bytes,
+        "hardLimit": st.quota_bytes,
+        "warnLimit": st.quota_bytes / 10 * 9,
+        "scope": "account",
+        "name": format!("Archivio di sicurezza di {}", ctx.user),
+        "types": ["Email"],
+        "description": "Copie in sola lettura. A spazio esaurito, le copie conservate da più del periodo previsto fanno posto alle nuove.",
     })];
     Ok(get_answer(ctx, list, Vec::new()))
 }

@@ -147,7 +147,7 @@ type Out = Result<Map<String, Value>, MethodError>;
 fn in_archive(ctx: &mut Ctx<'_>, name: &str, args: Map<String, Value>, archive: String) -> Out {
     match name {
         "Mailbox/get" | "Mailbox/query" | "Thread/get" | "Email/get" | "Email/query"
-        | "SearchSnippet/get" | "Email/parse" => {}
+        | "SearchSnippet/get" | "Email/parse" | "Quota/get" => {}
         // Its state is the mailbox's modseq, whose change log describes the other account.
         n if n.ends_with("/changes") || n.ends_with("/queryChanges") => {
             return Err(MethodError::new(

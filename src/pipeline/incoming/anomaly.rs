@@ -122,9 +122,12 @@ pub(super) async fn anomaly(
         }
         for t in &deliver_to {
             batch = if junk {
-                // Into Junk as it is: the owner's rules do not move spam out of it.
+                // Into Junk as it is: the owner's rules do not move spam out of it. Not
+                // into the security archive: whoever can send ordinary mail could fill it
+                // and crowd out the certified mail it exists for.
                 let mut d = Delivery::inbox((*t).clone(), blob.clone(), now);
                 d.folder = spam::JUNK_FOLDER.to_string();
+                d.archive = false;
                 batch.deliver(d)
             } else {
                 delivery::route_message(

@@ -438,9 +438,9 @@ fn a_schema_2_store_is_migrated_at_open() {
     assert_eq!(
         s.trees().meta.get(SCHEMA_KEY).unwrap().unwrap().as_ref(),
         SCHEMA_VERSION.to_be_bytes(),
-        "marked 3, so an older pecd refuses it"
+        "marked current, so an older pecd refuses it"
     );
-    assert_eq!(SCHEMA_VERSION, 3);
+    assert_eq!(SCHEMA_VERSION, 4);
     assert_eq!(
         s.email_index(&a).unwrap(),
         HashMap::from([(x.id.clone(), 2), (y.id.clone(), 1)])

@@ -20,6 +20,7 @@ const state = {
   current: null, // mailbox id
   account: null, // the account of `current`: the mailbox's own, or its security archive's
   archive: [], // the security archive's mailboxes (Ricevuti, Inviati)
+  archiveQuota: null, // the security archive's Quota (its own size)
   position: 0,
   total: 0,
   ascending: false,
@@ -166,7 +167,10 @@ async function refreshFolders() {
     ['Mailbox/get', { accountId: acc }, 'm'],
     ['Quota/get', { accountId: acc }, 'q'],
   ];
-  if (archive) calls.push(['Mailbox/get', { accountId: archive }, 'a']);
+  if (archive) {
+    calls.push(['Mailbox/get', { accountId: archive }, 'a']);
+    calls.push(['Quota/get', { accountId: archive }, 'aq']);
+  }
   const r = await client.call(calls);
   const order = ['Ricevuti', 'Inviati'];
   try {
@@ -177,6 +181,11 @@ async function refreshFolders() {
       : [];
   } catch {
     state.archive = [];
+  }
+  try {
+    state.archiveQuota = archive ? Client.args(r, 'aq').list?.[0] || null : null;
+  } catch {
+    state.archiveQuota = null;
   }
   state.mailboxes = Client.args(r, 'm').list.slice().sort((a, b) => {
     const ia = ROLE_ORDER.indexOf(a.role);
@@ -219,7 +228,12 @@ function renderFolders() {
         : null)));
   }
   const al = clear($('#archive-list'));
-  $('#archive-section').hidden = state.archive.length === 0;
+  // Shown from the first use (its folders come with the first copy); hidden only when
+  // the mailbox has no archive at all (size 0).
+  const aq = state.archiveQuota;
+  $('#archive-section').hidden = !aq || !aq.hardLimit;
+  $('#archive-empty').hidden = state.archive.length > 0;
+  $('#archive-quota').textContent = aq && aq.hardLimit ? t('archive.quota', ...usage(aq)) : '';
   for (const m of state.archive) {
     const current = m.id === state.current && inArchive();
     al.appendChild(h('li', {},
@@ -236,6 +250,14 @@ function renderFolders() {
   }
 }
 
+/** A quota's used and limit as text, and the percentage used. */
+function usage(q) {
+  const used = q.used || 0;
+  const limit = q.hardLimit || q.limit || 0;
+  const pct = limit ? Math.min(100, Math.round((used * 1000) / limit) / 10) : 0;
+  return [bytes(used), bytes(limit), pct];
+}
+
 function renderQuota(q) {
   const bar = $('#quota-bar');
   const fill = $('#quota-fill');
@@ -243,9 +265,9 @@ function renderQuota(q) {
     $('#quota-text').textContent = '';
     return;
   }
+  const [, , pct] = usage(q);
   const used = q.used || 0;
   const limit = q.hardLimit || q.limit || 0;
-  const pct = limit ? Math.min(100, Math.round((used * 1000) / limit) / 10) : 0;
   fill.style.width = `${Math.max(pct, used ? 1 : 0)}%`;
   bar.setAttribute('aria-valuenow', String(pct));
   const text = limit ? t('quota.text', bytes(used), bytes(limit), pct) : t('quota.unlimited', bytes(used));
