@@ -125,15 +125,7 @@ async fn per_address_limit_is_shared_and_implicit_tls_refuses_after_the_handshak
 
 /// Peak resident set size of the child (`VmHWM` of `/proc/PID/status`).
 fn peak_rss(s: &Server) -> u64 {
-    let pid = s.child.as_ref().expect("running").id();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse::<u64>()
-        .unwrap()
-        * 1024
+    s.peak_rss_bytes().expect("running")
 }
 
 fn dir_bytes(dir: &std::path::Path) -> u64 {

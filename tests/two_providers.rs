@@ -527,23 +527,7 @@ async fn a_maximum_size_message_reaches_the_delivery_receipt() {
     assert_eq!(max, 52_428_800);
     // The size of the report in the issue, 1,939 octets under the limit; 7-bit lines.
     let target = 52_426_861;
-    let mut msg = b"From: a@pec.alfa.test\r\nTo: b@pec.beta.test\r\nSubject: Grande\r\n\
-Date: Mon, 23 Nov 2026 10:00:00 +0100\r\nMessage-ID: <grande@mua.test>\r\nMIME-Version: 1.0\r\n\
-Content-Type: text/plain; charset=us-ascii\r\n\r\n"
-        .to_vec();
-    let mut i = 0u64;
-    while msg.len() < target {
-        let line =
-            format!("{i:016x} lorem ipsum dolor sit amet consectetur adipiscing elit sed\r\n");
-        let room = target - msg.len();
-        if line.len() <= room {
-            msg.extend_from_slice(line.as_bytes());
-        } else {
-            msg.extend(std::iter::repeat_n(b'z', room.saturating_sub(2)));
-            msg.extend_from_slice(&b"\r\n"[..room.min(2)]);
-        }
-        i += 1;
-    }
+    let msg = common::sized_message("a@pec.alfa.test", "b@pec.beta.test", "Grande", target);
     assert_eq!(msg.len(), target);
     let ca = a.dir.path().join("certs/ca.pem");
     let r = common::smtp::submit(

@@ -19,6 +19,8 @@
 //! on malformed MIME) and the daticert parser (which never expands entities). Inputs larger
 //! than [`MAX_MESSAGE_BYTES`] are refused before parsing.
 
+use std::borrow::Cow;
+
 use mail_parser::{MessageParser, MimeHeaders};
 
 use super::daticert::{Daticert, DaticertError, Tipo};
@@ -233,7 +235,7 @@ pub fn classify(raw: &[u8]) -> Result<Classified, ClassifyError> {
 
     let mut problems = Vec::new();
     // The entity the PEC parts are read from: the signed content when signed.
-    let content: Option<Vec<u8>> = if signed {
+    let content: Option<Cow<'_, [u8]>> = if signed {
         match smime::signed_content(&crlf) {
             Ok(sc) => {
                 if !sc.closed {
@@ -255,7 +257,7 @@ pub fn classify(raw: &[u8]) -> Result<Classified, ClassifyError> {
             }
         }
     } else {
-        Some(crlf.to_vec())
+        Some(Cow::Borrowed(&crlf))
     };
     let mut daticert = None;
     let mut postacert = None;

@@ -205,11 +205,14 @@ fn rfc822_encoding(original: &[u8]) -> &'static str {
 
 /// The signed entity: `multipart/mixed` holding the human-readable part, then `daticert.xml`
 /// (base64, UTF-8) and `postacert.eml` (the original or whatever `attached` carries).
-pub fn inner_entity(
+/// Appended to `out`, which it first makes room for (so a 50 MB `attached` is written
+/// once, without the reallocations of a growing buffer).
+pub fn write_inner_entity(
+    out: &mut Vec<u8>,
     text_lines: &[String],
     daticert: Option<&Daticert>,
     attached: Option<&[u8]>,
-) -> Vec<u8> {
+) {
     let text = text_lines.join("\r\n") + "\r\n";
     let alternative = MimePart::new(
         ContentType::new("multipart/alternative"),
@@ -232,12 +235,13 @@ pub fn inner_entity(
         );
     }
     if let Some(orig) = attached {
-        let orig = mime::to_crlf(orig).into_owned();
+        // Borrowed when it already has CRLF line ends (always, for what we accepted).
+        let orig = mime::to_crlf(orig);
         let enc = rfc822_encoding(&orig);
         parts.push(
             MimePart::new(
                 ContentType::new("message/rfc822").attribute("name", "postacert.eml"),
-                BodyPart::Binary(Cow::Owned(orig)),
+                BodyPart::Binary(orig),
             )
             .header(
                 "Content-Disposition",
@@ -247,16 +251,25 @@ pub fn inner_entity(
         );
     }
     let mixed = MimePart::new(ContentType::new("multipart/mixed"), parts);
-    let mut out = Vec::new();
+    // The text parts and daticert are small; an 8bit or binary original goes as it is.
+    out.reserve(attached.map_or(0, <[u8]>::len) + 64 * 1024);
     // Writing into a Vec cannot fail.
-    let _ = mixed.write_part(&mut out);
-    out
+    let _ = mixed.write_part(out);
 }
 
-/// Signs and assembles: `headers` are the outer header lines (without MIME-Version and
-/// Content-Type), `inner` the entity built by [`inner_entity`].
-pub fn sign(signer: &Signer, headers: Headers, inner: &[u8]) -> Result<Vec<u8>, SmimeError> {
-    signer.sign_message(&headers.0, inner)
+/// Builds the signed entity of [`write_inner_entity`] and signs it: `headers` are the
+/// outer header lines (without MIME-Version and Content-Type). The entity is written
+/// straight into the signed message, never held as a copy of its own.
+pub fn sign(
+    signer: &Signer,
+    headers: Headers,
+    text_lines: &[String],
+    daticert: Option<&Daticert>,
+    attached: Option<&[u8]>,
+) -> Result<Vec<u8>, SmimeError> {
+    signer.sign_message_with(&headers.0, |out| {
+        write_inner_entity(out, text_lines, daticert, attached)
+    })
 }
 
 /// The common header lines of receipts and notices (digest §4 preamble): Date, From,

@@ -119,8 +119,7 @@ pub fn transport(
     lines.push("Il messaggio originale è incluso in allegato.".to_string());
     lines.push(format!("Identificativo messaggio: {}", cert.identificativo));
 
-    let inner = compose::inner_entity(&lines, Some(&d), Some(&postacert));
-    let bytes = compose::sign(signer, h, &inner)?;
+    let bytes = compose::sign(signer, h, &lines, Some(&d), Some(&postacert))?;
     Ok(TransportEnvelope {
         message: BuiltMessage {
             bytes,
@@ -187,8 +186,7 @@ pub fn anomaly(
     ));
     lines.push("Il messaggio originale è incluso in allegato.".to_string());
 
-    let inner = compose::inner_entity(&lines, None, Some(&received));
-    let bytes = compose::sign(signer, h, &inner)?;
+    let bytes = compose::sign(signer, h, &lines, None, Some(&received))?;
     Ok(BuiltMessage {
         bytes,
         message_id,

@@ -6,6 +6,8 @@
 //! [`Notice`] saying which message to emit; [`delivery_form`] applies the receipt-form table
 //! of §4.10. Pure and synchronous: signing is CPU-bound and the caller picks the thread.
 
+use std::borrow::Cow;
+
 use super::breve;
 use super::compose::{self, BuiltMessage, Certification, ProviderIdentity};
 use super::daticert::{Errore, Tipo, TipoRicevuta};
@@ -136,7 +138,7 @@ pub fn build(
     }
 
     let mut d = cert.daticert(notice.tipo(), Errore::Nessuno, &provider.name, at);
-    let mut attached: Option<Vec<u8>> = None;
+    let mut attached: Option<Cow<'_, [u8]>> = None;
     match notice {
         Notice::Accettazione => {}
         Notice::NonAccettazione { reason } => {
@@ -169,8 +171,8 @@ pub fn build(
             d.ricevuta = Some(form);
             d.consegna = Some(consegna.to_string());
             attached = match (form, postacert) {
-                (TipoRicevuta::Completa, Some(p)) => Some(p.to_vec()),
-                (TipoRicevuta::Breve, Some(p)) => Some(breve::breve_original(p)),
+                (TipoRicevuta::Completa, Some(p)) => Some(Cow::Borrowed(p)),
+                (TipoRicevuta::Breve, Some(p)) => Some(Cow::Owned(breve::breve_original(p))),
                 _ => None,
             };
         }
@@ -189,8 +191,7 @@ pub fn build(
     }
 
     let lines = text(cert, &notice, &at);
-    let inner = compose::inner_entity(&lines, Some(&d), attached.as_deref());
-    let bytes = compose::sign(signer, h, &inner)?;
+    let bytes = compose::sign(signer, h, &lines, Some(&d), attached.as_deref())?;
     Ok(BuiltMessage {
         bytes,
         message_id,

@@ -165,11 +165,22 @@ impl Signer {
     /// part is `inner` (a complete MIME entity, headers included) and whose second part is
     /// the signature over it.
     pub fn sign_message(&self, outer_headers: &[u8], inner: &[u8]) -> Result<Vec<u8>, SmimeError> {
-        let inner = mime::to_crlf(inner);
-        let signature = self.sign_detached(&inner)?;
+        self.sign_message_with(outer_headers, |out| {
+            out.reserve(inner.len() + 16 * 1024);
+            out.extend_from_slice(inner)
+        })
+    }
+
+    /// [`Self::sign_message`] with the inner entity written by `write_inner` straight into
+    /// the message (which it should make room for): a big entity is held once, not once
+    /// as the entity and once more as the message.
+    pub fn sign_message_with(
+        &self,
+        outer_headers: &[u8],
+        write_inner: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<Vec<u8>, SmimeError> {
         let boundary = mime::boundary("sig");
-        let mut out =
-            Vec::with_capacity(inner.len() + signature.len() * 2 + outer_headers.len() + 512);
+        let mut out = Vec::with_capacity(outer_headers.len() + 512);
         out.extend_from_slice(outer_headers);
         out.extend_from_slice(b"MIME-Version: 1.0\r\n");
         out.extend_from_slice(
@@ -181,7 +192,15 @@ impl Signer {
         out.extend_from_slice(b"This is an S/MIME signed message\r\n\r\n--");
         out.extend_from_slice(boundary.as_bytes());
         out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(&inner);
+        let start = out.len();
+        write_inner(&mut out);
+        // What is signed is canonical CRLF (our entities already are: no copy then).
+        if let Cow::Owned(fixed) = mime::to_crlf(&out[start..]) {
+            out.truncate(start);
+            out.extend_from_slice(&fixed);
+        }
+        let signature = self.sign_detached(&out[start..])?;
+        out.reserve(signature.len() * 2 + 512);
         out.extend_from_slice(b"\r\n--");
         out.extend_from_slice(boundary.as_bytes());
         out.extend_from_slice(
@@ -218,9 +237,10 @@ pub struct SignedParts<'a> {
 /// is neither required nor checked): the only part a PEC reader may take `daticert.xml`
 /// and `postacert.eml` from.
 #[derive(Debug, Clone)]
-pub struct SignedContent {
-    /// The first body part, headers included, canonical CRLF.
-    pub content: Vec<u8>,
+pub struct SignedContent<'a> {
+    /// The first body part, headers included, canonical CRLF: borrowed from the message
+    /// when it already had CRLF line ends (a big message is not copied for it).
+    pub content: Cow<'a, [u8]>,
     /// How many body parts the `multipart/signed` has (2 when well formed).
     pub parts: usize,
     /// Whether the close delimiter was seen.
@@ -229,28 +249,32 @@ pub struct SignedContent {
 
 /// Finds the signed content of a raw `multipart/signed` message without verifying it
 /// (RFC 1847 §2.1: the first body part). Never panics on malformed input.
-pub fn signed_content(raw: &[u8]) -> Result<SignedContent, SmimeError> {
-    with_signed_parts(raw, |_, parts| {
+pub fn signed_content(raw: &[u8]) -> Result<SignedContent<'_>, SmimeError> {
+    fn of(crlf: &[u8]) -> Result<SignedContent<'_>, SmimeError> {
+        let (_, parts) = signed_parts(crlf)?;
         let first = parts
             .parts
             .first()
             .ok_or(SmimeError::Truncated("no body part found"))?;
         Ok(SignedContent {
-            content: first.to_vec(),
+            content: Cow::Borrowed(*first),
             parts: parts.parts.len(),
             closed: parts.closed,
         })
-    })
+    }
+    match mime::to_crlf(raw) {
+        Cow::Borrowed(crlf) => of(crlf),
+        Cow::Owned(crlf) => of(&crlf).map(|c| SignedContent {
+            content: Cow::Owned(c.content.into_owned()),
+            ..c
+        }),
+    }
 }
 
-/// Canonicalises `raw` to CRLF, checks it is `multipart/signed` with a boundary, and hands
-/// its content type and body parts to `f`.
-fn with_signed_parts<T>(
-    raw: &[u8],
-    f: impl FnOnce(&mime::ContentType, &mime::Multipart<'_>) -> Result<T, SmimeError>,
-) -> Result<T, SmimeError> {
-    let raw = mime::to_crlf(raw);
-    let (headers, body) = mime::split_header_body(&raw);
+/// Checks that `crlf` (canonical CRLF) is `multipart/signed` with a boundary; returns its
+/// content type and body parts (slices of `crlf`).
+fn signed_parts(crlf: &[u8]) -> Result<(mime::ContentType, mime::Multipart<'_>), SmimeError> {
+    let (headers, body) = mime::split_header_body(crlf);
     let ct = mime::header_value(headers, "content-type").ok_or(SmimeError::NotSigned)?;
     let ct = mime::ContentType::parse(&ct);
     if ct.mime_type != "multipart/signed" {
@@ -258,25 +282,35 @@ fn with_signed_parts<T>(
     }
     let boundary = ct.param("boundary").ok_or(SmimeError::NoBoundary)?;
     let parts = mime::split_multipart(body, boundary.as_bytes());
-    f(&ct, &parts)
+    Ok((ct, parts))
 }
 
 /// Splits a raw message (or any `multipart/signed` entity) into its signed part and the
 /// decoded signature. Accepts LF or CRLF as stored; never panics on malformed input.
 /// Exactly two body parts are accepted (RFC 1847 §2.1): with a third one a reader could
 /// be shown unsigned parts as if they were covered by the signature.
-pub fn split_signed(raw: &[u8]) -> Result<SignedParts<'static>, SmimeError> {
-    with_signed_parts(raw, split_parts)
+/// The signed part is borrowed from `raw` when it already had CRLF line ends (a big
+/// message is not copied to be verified).
+pub fn split_signed(raw: &[u8]) -> Result<SignedParts<'_>, SmimeError> {
+    match mime::to_crlf(raw) {
+        Cow::Borrowed(crlf) => signed_parts(crlf).and_then(|(ct, p)| split_parts(&ct, &p)),
+        Cow::Owned(crlf) => signed_parts(&crlf)
+            .and_then(|(ct, p)| split_parts(&ct, &p))
+            .map(|p| SignedParts {
+                signed: Cow::Owned(p.signed.into_owned()),
+                ..p
+            }),
+    }
 }
 
-fn split_parts(
+fn split_parts<'a>(
     ct: &mime::ContentType,
-    parts: &mime::Multipart<'_>,
-) -> Result<SignedParts<'static>, SmimeError> {
+    parts: &mime::Multipart<'a>,
+) -> Result<SignedParts<'a>, SmimeError> {
     let (signed, sig_part) = match parts.parts.as_slice() {
         [] => return Err(SmimeError::Truncated("no body part found")),
         [_] => return Err(SmimeError::Truncated("the signature part is missing")),
-        [signed, sig] => (signed.to_vec(), *sig),
+        [signed, sig] => (*signed, *sig),
         more => return Err(SmimeError::ExtraParts(more.len())),
     };
     let (sig_headers, sig_body) = mime::split_header_body(sig_part);
@@ -295,7 +329,7 @@ fn split_parts(
         .decode(&cleaned)
         .map_err(|_| SmimeError::BadBase64)?;
     Ok(SignedParts {
-        signed: Cow::Owned(signed),
+        signed: Cow::Borrowed(signed),
         signature,
         signature_type: sig_ct,
         micalg: ct.param("micalg").map(|m| m.to_ascii_lowercase()),

@@ -129,7 +129,7 @@ async fn receive_counted(
         return Ok(reply);
     }
     let data = Arc::new(env.data);
-    let verdict = trust::verify(gw, &data).await;
+    let mut verdict = trust::verify(gw, &data).await;
     if let Some(Ok(d)) = verdict
         .classified
         .as_ref()
@@ -141,6 +141,7 @@ async fn receive_counted(
     let rcpts = env.rcpt_to;
 
     if let (true, Some(record)) = (verdict.from_provider(), verdict.record.clone()) {
+        let mut envelope = None;
         let reason = match verdict.classified.as_ref().map(|c| (c, c.certified())) {
             None => "messaggio non analizzabile".to_string(),
             Some((_, Err(e))) => e.to_string(),
@@ -151,20 +152,11 @@ async fn receive_counted(
                     outer::check(outer, d, c.postacert.as_deref().unwrap_or_default())
                 }) {
                     Err(why) => why,
+                    // Handled below, once the original can be moved out of the verdict
+                    // (a 50 MB original is not copied for it).
                     Ok(()) => {
-                        let postacert = c.postacert.clone().unwrap_or_default();
-                        return certified_envelope(
-                            gw,
-                            d,
-                            &data,
-                            postacert,
-                            &digest,
-                            &env.mail_from,
-                            &rcpts,
-                            &record,
-                            peer,
-                        )
-                        .await;
+                        envelope = Some(d.clone());
+                        String::new()
                     }
                 },
                 Kind::Receipt(_) => match receipt_target(gw, d, &record, &rcpts)? {
@@ -178,6 +170,25 @@ async fn receive_counted(
                 _ => "messaggio PEC di tipo inatteso".to_string(),
             },
         };
+        if let Some(d) = envelope {
+            let postacert = verdict
+                .classified
+                .as_mut()
+                .and_then(|c| c.postacert.take())
+                .unwrap_or_default();
+            return certified_envelope(
+                gw,
+                &d,
+                &data,
+                postacert,
+                &digest,
+                &env.mail_from,
+                &rcpts,
+                &record,
+                peer,
+            )
+            .await;
+        }
         if let Some(reply) = refuse_if_infected(gw, &data, &env.mail_from).await? {
             return Ok(reply);
         }

@@ -231,28 +231,65 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 /// refuses bare CR and writes bare LF as CRLF, so this changes nothing we signed.
 pub fn dot_stuff(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() + data.len() / 64 + 5);
-    let mut at_line_start = true;
-    let mut bytes = data.iter().peekable();
-    while let Some(&b) = bytes.next() {
-        if b == b'\r' || b == b'\n' {
-            if b == b'\r' {
-                bytes.next_if_eq(&&b'\n');
-            }
-            out.extend_from_slice(b"\r\n");
-            at_line_start = true;
-            continue;
-        }
-        if at_line_start && b == b'.' {
-            out.push(b'.');
-        }
-        out.push(b);
-        at_line_start = false;
-    }
-    if !out.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b".\r\n");
+    let mut s = DotStuffer::default();
+    s.feed(data, &mut out);
+    s.finish(&mut out);
     out
+}
+
+/// [`dot_stuff`] a piece at a time, so a big message goes out through a small buffer
+/// instead of a stuffed copy of the whole (its state carries a line start or a CR across
+/// the pieces): the concatenated output is exactly `dot_stuff` of the concatenated input.
+#[derive(Debug)]
+pub struct DotStuffer {
+    at_line_start: bool,
+    /// The previous piece ended with a CR, already written as CRLF: an LF next is its.
+    after_cr: bool,
+    /// Whether anything was written (an empty message still gets its CRLF before `.`).
+    wrote: bool,
+}
+
+impl Default for DotStuffer {
+    fn default() -> Self {
+        Self {
+            at_line_start: true,
+            after_cr: false,
+            wrote: false,
+        }
+    }
+}
+
+impl DotStuffer {
+    /// Appends the stuffed form of `data` to `out`.
+    pub fn feed(&mut self, data: &[u8], out: &mut Vec<u8>) {
+        out.reserve(data.len() + data.len() / 64 + 2);
+        for &b in data {
+            if std::mem::take(&mut self.after_cr) && b == b'\n' {
+                continue;
+            }
+            if b == b'\r' || b == b'\n' {
+                out.extend_from_slice(b"\r\n");
+                self.after_cr = b == b'\r';
+                self.at_line_start = true;
+                self.wrote = true;
+                continue;
+            }
+            if self.at_line_start && b == b'.' {
+                out.push(b'.');
+            }
+            out.push(b);
+            self.at_line_start = false;
+            self.wrote = true;
+        }
+    }
+
+    /// Appends the end of data: a CRLF if the last line has none, then `.` CRLF.
+    pub fn finish(self, out: &mut Vec<u8>) {
+        if !(self.wrote && self.at_line_start) {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b".\r\n");
+    }
 }
 
 /// True when every byte is 7-bit and not NUL (RFC 5321 §2.4 / RFC 6152: otherwise the
@@ -353,6 +390,9 @@ async fn attempt(
     transaction(c, &caps, msg).await
 }
 
+/// How much of a message is stuffed and written at a time.
+const STUFF_PIECE: usize = 64 * 1024;
+
 /// MAIL, RCPT, DATA, QUIT on an established session whose EHLO reply was `caps`.
 async fn transaction<S: AsyncRead + AsyncWrite + Unpin>(
     mut c: Conn<S>,
@@ -384,7 +424,17 @@ async fn transaction<S: AsyncRead + AsyncWrite + Unpin>(
         return Ok(results);
     }
     c.expect("DATA", 354).await?;
-    c.io.get_mut().write_all(&dot_stuff(msg.data)).await?;
+    // A piece at a time: a 50 MB message needs no stuffed copy of itself.
+    let mut stuffer = DotStuffer::default();
+    let mut piece = Vec::with_capacity(STUFF_PIECE + STUFF_PIECE / 32);
+    for chunk in msg.data.chunks(STUFF_PIECE) {
+        piece.clear();
+        stuffer.feed(chunk, &mut piece);
+        c.io.get_mut().write_all(&piece).await?;
+    }
+    piece.clear();
+    stuffer.finish(&mut piece);
+    c.io.get_mut().write_all(&piece).await?;
     c.io.get_mut().flush().await?;
     let (code, text) = c.reply().await?;
     if code / 100 != 2 {
@@ -416,6 +466,33 @@ mod tests {
         );
         assert_eq!(dot_stuff(b"no newline"), b"no newline\r\n.\r\n");
         assert_eq!(dot_stuff(b""), b"\r\n.\r\n");
+    }
+
+    /// Fed in pieces cut anywhere (between a CR and its LF, after a line end, before a
+    /// dot), the output is byte for byte the whole message's.
+    #[test]
+    fn dot_stuffing_in_pieces_is_the_same_as_whole() {
+        let inputs: [&[u8]; 7] = [
+            b".a\r\nb\r\n..c\r\n",
+            b"x\r\r\n.\n\r.y\r",
+            b"\r\n.\r\n",
+            b"",
+            b"\r",
+            b".",
+            b"a\n\n.\r\n\r\n.",
+        ];
+        for input in inputs {
+            let whole = dot_stuff(input);
+            for size in 1..=input.len().max(1) {
+                let mut s = DotStuffer::default();
+                let mut out = Vec::new();
+                for piece in input.chunks(size) {
+                    s.feed(piece, &mut out);
+                }
+                s.finish(&mut out);
+                assert_eq!(out, whole, "{input:?} in pieces of {size}");
+            }
+        }
     }
 
     /// Whatever line ends the stored bytes hold, the wire has CR and LF only as CRLF,

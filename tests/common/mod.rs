@@ -128,3 +128,28 @@ pub fn xmllint_valid(xml: &[u8], dtd: &Path) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A plain 7-bit message of exactly `size` bytes from `from` to `to` (lines of 80 octets),
+/// for the tests at the size limit.
+pub fn sized_message(from: &str, to: &str, subject: &str, size: usize) -> Vec<u8> {
+    let mut msg = format!(
+        "From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\n\
+         Date: Mon, 23 Nov 2026 10:00:00 +0100\r\nMessage-ID: <{subject}@mua.test>\r\n\
+         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+    )
+    .into_bytes();
+    let mut i = 0u64;
+    while msg.len() < size {
+        let line =
+            format!("{i:016x} lorem ipsum dolor sit amet consectetur adipiscing elit sed\r\n");
+        let room = size - msg.len();
+        if line.len() <= room {
+            msg.extend_from_slice(line.as_bytes());
+        } else {
+            msg.extend(std::iter::repeat_n(b'z', room.saturating_sub(2)));
+            msg.extend_from_slice(&b"\r\n"[..room.min(2)]);
+        }
+        i += 1;
+    }
+    msg
+}

@@ -105,9 +105,19 @@ impl Server {
 
     /// The server's resident set size, from `/proc/PID/status` (Linux).
     pub fn rss_bytes(&self) -> Option<u64> {
+        self.proc_status_bytes("VmRSS:")
+    }
+
+    /// The server's peak resident set size (its high-water mark, `VmHWM`): nothing
+    /// between two looks is missed.
+    pub fn peak_rss_bytes(&self) -> Option<u64> {
+        self.proc_status_bytes("VmHWM:")
+    }
+
+    fn proc_status_bytes(&self, field: &str) -> Option<u64> {
         let pid = self.child.as_ref()?.id();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let line = status.lines().find(|l| l.starts_with(field))?;
         let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kib * 1024)
     }
