@@ -331,12 +331,16 @@ pub const USER_ROOT: &str = "Archivio di sicurezza (personale)";
 /// Migration to schema 4, where [`ARCHIVE`] became reserved: a folder a user made at or
 /// under that name (any case) would otherwise turn read-only, its messages counted in
 /// neither the mailbox nor the archive correctly. Each is renamed under [`USER_ROOT`]
-/// (its messages, uids, flags and subscription go with it, as in an IMAP RENAME) and
-/// the JMAP change log records it. The archive's own folders stay: the root while it
-/// holds no message, [`RECEIVED`] and [`SENT`] while their messages are exactly the
-/// mailbox's archived count (copies a store of schema 3 may already hold). Idempotent
-/// (what it renames is no longer under [`ARCHIVE`]), so a migration interrupted by a
-/// crash is done again at the next open. Returns the folders renamed.
+/// (each spelling of the prefix under a root of its own: `… (personale 2)` and so on),
+/// its messages, uids, flags and subscription going with it as in an IMAP RENAME, and
+/// the JMAP change log records it. The archive's own folders stay: the root the archive
+/// code made (its id carries the top bit, see [`apply_copy`]), [`RECEIVED`] and [`SENT`]
+/// made with or after it (or, without such a root, while their messages are exactly the
+/// mailbox's archived count); a kept child whose root was the user's gets a new root.
+/// Then the mailbox's usage and the archive's are counted again from the folders, so
+/// whatever was moved is counted where it now is. Idempotent (what it renames is no
+/// longer under [`ARCHIVE`]), so a migration interrupted by a crash is done again at the
+/// next open. Returns the folders renamed.
 pub(crate) fn migrate_user_folders(
     db: &sled::Db,
     trees: &Trees,
@@ -344,6 +348,7 @@ pub(crate) fn migrate_user_folders(
 ) -> Result<u64, StoreError> {
     use super::changes::Kind;
     use super::messages::folder_prefix;
+    const MARK: u64 = 1 << 63;
     let all = super::tx::all_trees(trees);
     let mut renamed = 0;
     for kv in trees.mailboxes.iter() {
@@ -352,58 +357,127 @@ pub(crate) fn migrate_user_folders(
         let mb: MailboxRecord = decode("mailbox", &v)?;
         let mut names = std::collections::BTreeSet::new();
         let mut under = Vec::new();
+        // What stays outside the archive, counted for the mailbox's usage below.
+        let (mut usage, mut messages) = (0, 0);
         for fv in trees.folders.scan_prefix(folder_prefix(&mbkey)) {
             let (_, fv) = fv?;
             let f: FolderInfo = decode("folder", &fv)?;
             names.insert(f.name.to_lowercase());
+            if !is_archive(&f.name) {
+                usage += f.bytes;
+                messages += f.messages;
+            }
             if is_archive(&f.name) {
                 under.push(f);
             }
         }
+        // The root the archive code made, and the id its first child got with it.
+        let since = under
+            .iter()
+            .find(|f| f.name == ARCHIVE && f.id & MARK != 0)
+            .map(|f| f.id ^ MARK);
         let archived: u64 = under
             .iter()
             .filter(|f| f.name == RECEIVED || f.name == SENT)
             .map(|f| f.messages)
             .sum();
-        let own = |f: &FolderInfo| {
-            (f.name == ARCHIVE && f.messages == 0)
-                || ((f.name == RECEIVED || f.name == SENT) && archived == mb.archive_messages)
+        let own = |f: &FolderInfo| match since {
+            Some(base) => {
+                (f.name == ARCHIVE && f.id & MARK != 0)
+                    || ((f.name == RECEIVED || f.name == SENT) && f.id >= base)
+            }
+            None => {
+                (f.name == ARCHIVE && f.messages == 0)
+                    || ((f.name == RECEIVED || f.name == SENT)
+                        && mb.archive_messages > 0
+                        && archived == mb.archive_messages)
+            }
         };
-        let moved: Vec<FolderInfo> = under.into_iter().filter(|f| !own(f)).collect();
+        let (kept, moved): (Vec<FolderInfo>, Vec<FolderInfo>) =
+            under.into_iter().partition(|f| own(f));
         if moved.is_empty() {
             continue;
         }
-        // The first root under which no moved name collides with a folder.
-        let root = (1..)
-            .map(|n| match n {
-                1 => USER_ROOT.to_string(),
-                n => format!("Archivio di sicurezza (personale {n})"),
-            })
-            .find(|root| {
-                names.iter().all(|n| {
-                    !(n.as_str() == root.to_lowercase()
-                        || n.starts_with(&format!("{}/", root.to_lowercase())))
+        // Usage counted again where each message now is.
+        for f in &moved {
+            usage += f.bytes;
+            messages += f.messages;
+        }
+        let a_usage: u64 = kept.iter().map(|f| f.bytes).sum();
+        let a_messages: u64 = kept.iter().map(|f| f.messages).sum();
+        // Each spelling of the prefix gets the first root under which nothing collides.
+        let mut roots: std::collections::BTreeMap<String, String> = Default::default();
+        let mut taken = names.clone();
+        for f in &moved {
+            let spelling = f.name[..ARCHIVE.len()].to_string();
+            if roots.contains_key(&spelling) {
+                continue;
+            }
+            let root = (1..)
+                .map(|n| match n {
+                    1 => USER_ROOT.to_string(),
+                    n => format!("Archivio di sicurezza (personale {n})"),
                 })
-            })
-            .expect("an unbounded range has a free name");
-        let target = |name: &str| format!("{root}{}", &name[ARCHIVE.len()..]);
-        let needs_root = !moved.iter().any(|f| target(&f.name) == root);
-        let root_id = db.generate_id()?;
+                .find(|root| {
+                    let r = root.to_lowercase();
+                    taken
+                        .iter()
+                        .all(|n| !(*n == r || n.starts_with(&format!("{r}/"))))
+                })
+                .expect("an unbounded range has a free name");
+            taken.insert(root.to_lowercase());
+            roots.insert(spelling, root);
+        }
+        let target = |name: &str| {
+            format!(
+                "{}{}",
+                roots[&name[..ARCHIVE.len()]],
+                &name[ARCHIVE.len()..]
+            )
+        };
+        let mut new_roots: Vec<(String, u64)> = Vec::new();
+        for root in roots.values() {
+            if !moved.iter().any(|f| target(&f.name) == *root) {
+                new_roots.push((root.clone(), db.generate_id()?));
+            }
+        }
+        // A kept child whose root was the user's (now moved) needs the archive's root back.
+        let archive_root = (!kept.is_empty() && !kept.iter().any(|f| f.name == ARCHIVE))
+            .then(|| db.generate_id().map(|id| id | MARK))
+            .transpose()?;
         let res = all[..].transaction(|t| {
             let tx = Tx { t: t.as_slice() };
             let mut log = ChangeSet::default();
             for f in &moved {
                 let mut f = f.clone();
+                let to = target(&f.name);
+                if tx.t[FOLDERS].get(folder_key(&mbkey, &to))?.is_some() {
+                    // Never overwrite a folder: refuse to open rather than lose one.
+                    return abort(StoreError::FolderExists {
+                        mailbox: mbkey.clone(),
+                        folder: to,
+                    });
+                }
                 tx.t[FOLDERS].remove(folder_key(&mbkey, &f.name))?;
-                f.name = target(&f.name);
+                f.name = to;
                 put_json(&tx.t[FOLDERS], &folder_key(&mbkey, &f.name), &f)?;
                 log.touch(&mbkey).folder(f.id, Kind::Updated);
             }
-            if needs_root {
+            for (root, id) in &new_roots {
                 // The hierarchy keeps a parent (as IMAP CREATE of a child would make).
-                let r = create_folder(&tx, &mbkey, &root, root_id, now, true)?;
+                let r = create_folder(&tx, &mbkey, root, *id, now, true)?;
                 log.touch(&mbkey).folder(r.id, Kind::Created);
             }
+            if let Some(id) = archive_root {
+                create_folder(&tx, &mbkey, ARCHIVE, id, now, true)?;
+            }
+            let Some(mut rec) = get_json::<MailboxRecord>(&tx.t[MAILBOXES], mbkey.as_bytes())?
+            else {
+                return Ok(());
+            };
+            (rec.usage_bytes, rec.messages) = (usage, messages);
+            (rec.archive_usage, rec.archive_messages) = (a_usage, a_messages);
+            put_json(&tx.t[MAILBOXES], mbkey.as_bytes(), &rec)?;
             log.write(&tx)?;
             Ok(())
         });
@@ -735,7 +809,12 @@ mod tests {
             bodies(&s, &a, &format!("{p}/Ricevuti")),
             vec![b"mia 3".to_vec()]
         );
-        assert!(s.folder(&a, &format!("{p}/Vecchi")).unwrap().is_some());
+        // Another spelling of the prefix, another root: no two can meet.
+        assert!(
+            s.folder(&a, "Archivio di sicurezza (personale 2)/Vecchi")
+                .unwrap()
+                .is_some()
+        );
         let names: Vec<String> = s.folders(&a).unwrap().into_iter().map(|f| f.name).collect();
         assert!(!names.iter().any(|n| is_archive(n)), "{names:?}");
         assert_eq!(
@@ -780,6 +859,69 @@ mod tests {
             s.folders(&a).unwrap().len(),
             6,
             "INBOX, the archive's three, two moved"
+        );
+    }
+
+    #[test]
+    fn two_spellings_of_the_name_are_moved_apart_and_nothing_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, a) = open(dir.path(), Arc::new(ManualClock::new(t0())), 1000);
+        user_folder(&s, &a, "Archivio di sicurezza/X", &[b"uno"]);
+        user_folder(&s, &a, "ARCHIVIO DI SICUREZZA/X", &[b"due"]);
+        let s = reopen_from_schema_3(dir.path(), s);
+        let mut got = bodies(&s, &a, &format!("{USER_ROOT}/X"));
+        got.extend(bodies(&s, &a, "Archivio di sicurezza (personale 2)/X"));
+        got.sort();
+        assert_eq!(got, vec![b"due".to_vec(), b"uno".to_vec()]);
+        let m = s.mailbox(&a).unwrap().unwrap();
+        assert_eq!(
+            (m.messages, m.usage_bytes),
+            (2, 6),
+            "counted in the mailbox"
+        );
+    }
+
+    #[test]
+    fn archive_copies_stay_beside_a_users_older_folder_and_usage_is_recounted() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, a) = open(dir.path(), Arc::new(ManualClock::new(t0())), 1000);
+        // The user's root held mail, so the archive code made only its child under it.
+        user_folder(&s, &a, ARCHIVE, &[b"mia"]);
+        deliver(&s, &a, b"busta", t0());
+        let s = reopen_from_schema_3(dir.path(), s);
+        assert_eq!(archived_bodies(&s, &a, RECEIVED), vec![b"busta".to_vec()]);
+        assert!(
+            s.folder(&a, ARCHIVE).unwrap().is_some(),
+            "the archive's root is back"
+        );
+        assert_eq!(bodies(&s, &a, USER_ROOT), vec![b"mia".to_vec()]);
+        let st = s.archive_state(&a).unwrap().unwrap();
+        assert_eq!((st.usage_bytes, st.messages), (5, 1));
+        let m = s.mailbox(&a).unwrap().unwrap();
+        // INBOX's "busta" and the moved "mia".
+        assert_eq!((m.messages, m.usage_bytes), (2, 8));
+    }
+
+    #[test]
+    fn a_schema_2_store_indexes_the_moved_messages_as_emails() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, a) = open(dir.path(), Arc::new(ManualClock::new(t0())), 1000);
+        user_folder(&s, &a, "Archivio di sicurezza/Vecchi", &[b"vecchio"]);
+        s.trees().changelog.clear().unwrap();
+        s.trees().email_index.clear().unwrap();
+        let o = s.options().clone();
+        s.trees()
+            .meta
+            .insert(super::super::SCHEMA_KEY, &2u32.to_be_bytes())
+            .unwrap();
+        drop(s);
+        let s = Store::open(dir.path(), o).unwrap();
+        let moved = format!("{USER_ROOT}/Vecchi");
+        assert_eq!(bodies(&s, &a, &moved), vec![b"vecchio".to_vec()]);
+        assert_eq!(
+            s.email_index(&a).unwrap().len(),
+            1,
+            "a JMAP Email of the mailbox"
         );
     }
 

@@ -117,7 +117,8 @@ pub const CHANGE_BACKLOG: usize = 1024;
 /// index is derived from the message records ([`changes::build_email_index`]), modseqs
 /// start at 0 with an empty log; 4 = the security archive's folder names are reserved
 /// ([`archive`]): a folder a user made at or under `Archivio di sicurezza` is renamed at
-/// open by [`archive::migrate_user_folders`].
+/// open by [`archive::migrate_user_folders`], and the email index is derived again after
+/// it.
 pub const SCHEMA_VERSION: u32 = 4;
 /// Schemas this code can open (older ones are migrated to [`SCHEMA_VERSION`]).
 pub const SUPPORTED_SCHEMAS: &[u32] = &[1, 2, 3, 4];
@@ -419,16 +420,16 @@ impl Store {
         let trees = Trees::open(&db)?;
         let found = check_schema(&dir, &db, &trees)?;
         queue::open_lanes(&trees, &options.domains)?;
-        if found < 3 {
-            let n = changes::build_email_index(&trees)?;
-            tracing::info!(mailboxes = n, "email index built from the message records");
-        }
         if found < 4 {
             let n = archive::migrate_user_folders(&db, &trees, options.clock.now())?;
             tracing::info!(
                 folders = n,
                 "user folders moved out of the security archive's name"
             );
+            // After the moves, whose messages are the mailbox's own Emails now; for a
+            // schema-2 store this is the schema-3 migration itself. Idempotent.
+            let n = changes::build_email_index(&trees)?;
+            tracing::info!(mailboxes = n, "email index built from the message records");
         }
         if found != SCHEMA_VERSION {
             // Migrated above: only now may the store say it is of the current version.

@@ -229,9 +229,10 @@ function renderFolders() {
   }
   const al = clear($('#archive-list'));
   // Shown from the first use (its folders come with the first copy); hidden only when
-  // the mailbox has no archive at all (size 0).
+  // the mailbox has no archive (size 0) and nothing in it.
   const aq = state.archiveQuota;
-  $('#archive-section').hidden = !aq || !aq.hardLimit;
+  // Copies already kept stay visible even if the archive was since turned off (size 0).
+  $('#archive-section').hidden = state.archive.length === 0 && !(aq && aq.hardLimit);
   $('#archive-empty').hidden = state.archive.length > 0;
   $('#archive-quota').textContent = aq && aq.hardLimit ? t('archive.quota', ...usage(aq)) : '';
   for (const m of state.archive) {
