@@ -368,47 +368,40 @@ pub fn identity_get(ctx: &mut Ctx<'_>, _args: &Map<String, Value>) -> Out {
 }
 
 pub fn quota_get(ctx: &mut Ctx<'_>, _args: &Map<String, Value>) -> Out {
-    if ctx.account_id == crate::jmap::archive_account_id(&ctx.user.to_string()) {
-        return archive_quota_get(ctx);
-    }
-    let info = ctx
-        .jmap
-        .gw
-        .store
-        .mailbox(&ctx.user)?
-        .ok_or_else(|| MethodError::new("accountNotFound", "the mailbox is gone"))?;
+    let store = &ctx.jmap.gw.store;
+    let gone = || MethodError::new("accountNotFound", "the mailbox is gone");
+    // The security archive's account has its own size, beside the mailbox's.
+    let (used, limit, name, description) =
+        if ctx.account_id == crate::jmap::archive_account_id(&ctx.user.to_string()) {
+            let st = store.archive_state(&ctx.user)?.ok_or_else(gone)?;
+            (
+                st.usage_bytes,
+                st.quota_bytes,
+                format!("Archivio di sicurezza di {}", ctx.user),
+                Some(
+                    "Copie in sola lettura. A spazio esaurito, le copie conservate da più del \
+                     periodo previsto fanno posto alle nuove.",
+                ),
+            )
+        } else {
+            let info = store.mailbox(&ctx.user)?.ok_or_else(gone)?;
+            (
+                info.usage_bytes,
+                info.quota_bytes,
+                format!("Spazio della casella {}", ctx.user),
+                None,
+            )
+        };
     let list = vec![json!({
         "id": "Q0",
         "resourceType": "octets",
-        "used": info.usage_bytes,
-        "hardLimit": info.quota_bytes,
-        "warnLimit": info.quota_bytes / 10 * 9,
+        "used": used,
+        "hardLimit": limit,
+        "warnLimit": limit / 10 * 9,
         "scope": "account",
-        "name": format!("Spazio della casella {}", ctx.user),
+        "name": name,
         "types": ["Email"],
-        "description": null,
-    })];
-    Ok(get_answer(ctx, list, Vec::new()))
-}
-
-/// Quota/get on the security archive's account: its own size, beside the mailbox's.
-fn archive_quota_get(ctx: &mut Ctx<'_>) -> Out {
-    let st = ctx
-        .jmap
-        .gw
-        .store
-        .archive_state(&ctx.user)?
-        .ok_or_else(|| MethodError::new("accountNotFound", "the mailbox is gone"))?;
-    let list = vec![json!({
-        "id": "Q0",
-        "resourceType": "octets",
-        "used": st.usage_bytes,
-        "hardLimit": st.quota_bytes,
-        "warnLimit": st.quota_bytes / 10 * 9,
-        "scope": "account",
-        "name": format!("Archivio di sicurezza di {}", ctx.user),
-        "types": ["Email"],
-        "description": "Copie in sola lettura. A spazio esaurito, le copie conservate da più del periodo previsto fanno posto alle nuove.",
+        "description": description,
     })];
     Ok(get_answer(ctx, list, Vec::new()))
 }
