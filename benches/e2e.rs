@@ -115,7 +115,7 @@ async fn sender(
     n: usize,
     body: Arc<Vec<u8>>,
 ) -> Vec<(String, Instant)> {
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tcp = load::connect(addr).await;
     let s = tokio_rustls::TlsConnector::from(tls)
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
@@ -130,6 +130,9 @@ async fn sender(
         .await
         .unwrap();
     assert_eq!(reply(&mut s).await.0, 235);
+    // Message and terminator in one write (see `load::session`).
+    let mut data = body.to_vec();
+    data.extend_from_slice(b".\r\n");
     let mut sent = Vec::new();
     for _ in 0..n {
         let t = Instant::now();
@@ -140,8 +143,7 @@ async fn sender(
         for _ in 0..3 {
             reply(&mut s).await;
         }
-        s.get_mut().write_all(&body).await.unwrap();
-        s.get_mut().write_all(b".\r\n").await.unwrap();
+        s.get_mut().write_all(&data).await.unwrap();
         let (code, text) = reply(&mut s).await;
         assert_eq!(code, 250, "{text}");
         let ident = text
@@ -225,14 +227,28 @@ fn main() {
         // Watch A's sender mailbox for the delivery receipts while submissions go on.
         let a = PecAddress::parse("a@pec.alfa.test").unwrap();
         let mut arrived: HashMap<String, Instant> = HashMap::new();
-        let mut seen_uids = std::collections::HashSet::new();
+        // Only the records past the last UID seen are read: listing the whole INBOX at
+        // every poll would cost this process (sharing the gateways' cores) more with every
+        // receipt, and weigh on the figure measured.
+        let mut next_uid = 1;
         let expected = per * m;
         let deadline = Instant::now() + Duration::from_secs(600);
+        let progress = std::env::var_os("PECD_BENCH_PROGRESS").is_some();
+        let mut last_print = Instant::now();
+        let b = PecAddress::parse("b@pec.beta.test").unwrap();
         while arrived.len() < expected && Instant::now() < deadline {
-            for rec in ga.store.messages(&a, "INBOX").unwrap() {
-                if !seen_uids.insert(rec.uid) {
-                    continue;
-                }
+            if progress && last_print.elapsed() >= Duration::from_secs(1) {
+                last_print = Instant::now();
+                let now = jiff::Timestamp::now();
+                let qa = ga.store.queue_due_in(pecd::store::Lane::Remote, now, 100_000).unwrap().len();
+                let qb = gb.store.queue_due_in(pecd::store::Lane::Remote, now, 100_000).unwrap().len();
+                let inb = gb.store.folder(&b, "INBOX").unwrap().map_or(0, |f| f.messages);
+                println!("t={:.0}s A queue {qa}, B INBOX {inb}, B queue {qb}, A INBOX {}, receipts at A {}", t0.elapsed().as_secs_f64(), next_uid - 1, arrived.len());
+            }
+            let uidnext = ga.store.folder(&a, "INBOX").unwrap().map_or(1, |f| f.uidnext);
+            let fresh: Vec<_> = (next_uid..uidnext).filter_map(|uid| ga.store.message(&a, "INBOX", uid).unwrap()).collect();
+            next_uid = uidnext.max(next_uid);
+            for rec in fresh {
                 let bytes = ga.store.blobs().read(&rec.blob).unwrap();
                 if let Some(Ok(d)) = classify(&bytes).ok().and_then(|c| c.daticert) {
                     if d.tipo == Tipo::AvvenutaConsegna {
@@ -262,6 +278,14 @@ fn main() {
         );
         ra.shutdown().await;
         rb.shutdown().await;
+        // Let the stores settle (retention timers have nothing to do yet), then weigh them.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for (label, gw) in [("sender A", &ga), ("receiver B", &gb)] {
+            gw.store.flush().unwrap();
+            load::disk_report(label, gw.store.dir(), sent.len());
+            let trees: Vec<String> = gw.store.tree_sizes().unwrap().into_iter().filter(|t| t.2 > 0).map(|(name, n, bytes)| format!("{name} {n}/{:.0} KB", bytes as f64 / 1e3)).collect();
+            println!("  trees (entries/key+value bytes): {}", trees.join(", "));
+        }
     });
     // The bound: every message costs A two signatures (acceptance, envelope), B two
     // (take-charge, delivery receipt), on the same two cores.

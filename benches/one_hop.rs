@@ -37,6 +37,7 @@ async fn sink(count: Arc<AtomicUsize>) -> u16 {
     tokio::spawn(async move {
         loop {
             let Ok((s, _)) = l.accept().await else { return };
+            let _ = s.set_nodelay(true);
             let count = count.clone();
             tokio::spawn(async move {
                 let (r, mut w) = s.into_split();
@@ -208,7 +209,7 @@ async fn run(
         .map(|_| {
             let (tls, job) = (tls.clone(), job.clone());
             tokio::spawn(async move {
-                let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+                let tcp = load::connect(addr).await;
                 match tls {
                     Some(tls) => {
                         let s = tokio_rustls::TlsConnector::from(tls)

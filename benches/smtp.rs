@@ -78,7 +78,7 @@ fn main() {
                 .map(|_| {
                     let (tls, body) = (tls.clone(), body.clone());
                     tokio::spawn(async move {
-                        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+                        let tcp = load::connect(addr).await;
                         let s = tokio_rustls::TlsConnector::from(tls)
                             .connect(ServerName::try_from("localhost").unwrap(), tcp)
                             .await

@@ -724,3 +724,105 @@ async fn relayed_data_has_one_end_of_data_and_only_crlf() {
         assert!(got.contains(part), "{part:?} missing from {got}");
     }
 }
+
+/// A peer that hangs (accepts the connection, never greets) holds up only its own
+/// transaction: messages to other domains queued after it are relayed at once by the
+/// running worker, not after the hung one's command timeout (5 minutes by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_peer_does_not_hold_up_the_rest_of_the_queue() {
+    if !have_python() {
+        return;
+    }
+    let beta = peer_pki();
+    let sink = Sink::start_with(beta.path(), 0.0, &[("SINK_STARTTLS", "0")]);
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hung_port = hung.local_addr().unwrap().port();
+    let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = hung.accept().await {
+            held.push(s);
+            let _ = accepted_tx.send(());
+        }
+    });
+    let lib = lib_gateway(
+        beta.path(),
+        &[
+            ("mail.example.org", sink.port),
+            ("slow.example.org", hung_port),
+        ],
+        false,
+    );
+    lib.submit(&["x@slow.example.org"], "al server che non risponde")
+        .await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(relay::run(lib.gw.clone(), stopped));
+    tokio::time::timeout(Duration::from_secs(20), accepted.recv())
+        .await
+        .expect("the worker connects to the hung peer")
+        .unwrap();
+    let t = std::time::Instant::now();
+    for i in 0..3 {
+        lib.submit(&["y@mail.example.org"], &format!("messaggio {i}"))
+            .await;
+    }
+    let sink_done = tokio::task::spawn_blocking(move || {
+        sink.wait_for(3);
+        sink
+    });
+    let _sink = tokio::time::timeout(Duration::from_secs(30), sink_done)
+        .await
+        .expect("the other messages are not held up by the hung peer")
+        .unwrap();
+    assert!(t.elapsed() < Duration::from_secs(30));
+    // The hung transaction is still in flight: its item is queued, neither done nor failed.
+    assert_eq!(lib.gw.store.queue_len(), 1);
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), worker).await;
+}
+
+/// The relay keeps its session with a peer for the next transaction (one TCP connection,
+/// one TLS handshake for several messages), and when the peer has closed the idle
+/// session, the next message goes out on a new one instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_reused_and_a_closed_one_is_replaced() {
+    if !have_python() {
+        return;
+    }
+    let beta = peer_pki();
+    for (closing, env) in [
+        (false, vec![]),
+        (true, vec![("SINK_CLOSE_AFTER_MESSAGE", "1")]),
+    ] {
+        let sink = Sink::start_with(beta.path(), 0.0, &env);
+        let lib = lib_gateway(beta.path(), &[("pec.beta.test", sink.port)], true);
+        for i in 0..3 {
+            lib.submit(&["b@pec.beta.test"], &format!("messaggio {i}"))
+                .await;
+            assert!(relay::pass(&lib.gw, &lib.tls).await);
+            assert_eq!(lib.gw.store.queue_len(), 0, "relayed at once");
+        }
+        let msgs = sink.wait_for(3);
+        let metas: Vec<String> = msgs.iter().map(|m| sink.meta(m)).collect();
+        assert!(metas.iter().all(|m| m.contains("tls=1")), "{metas:?}");
+        let conns: std::collections::BTreeSet<&str> = metas
+            .iter()
+            .map(|m| m.lines().find(|l| l.starts_with("conn=")).unwrap())
+            .collect();
+        if closing {
+            assert_eq!(
+                conns.len(),
+                3,
+                "a new session after each hang-up: {metas:?}"
+            );
+            assert_eq!(lib.tls.sessions.idle(), 1);
+        } else {
+            assert_eq!(
+                conns.len(),
+                1,
+                "one session for the three messages: {metas:?}"
+            );
+            assert_eq!(lib.tls.sessions.idle(), 1);
+        }
+    }
+}

@@ -62,13 +62,16 @@ pub fn backoff(attempts: u32) -> SignedDuration {
     crate::store::queue::retry_backoff(attempts)
 }
 
-/// The two TLS client configurations of the relay.
+/// The two TLS client configurations of the relay, and its cache of idle sessions
+/// (built once per worker: no per-message TLS configuration).
 #[derive(Debug, Clone)]
 pub struct RelayTls {
     /// Verified: system roots plus `[relay] trusted_ca` (to PEC providers).
     pub verified: Arc<rustls::ClientConfig>,
     /// Any certificate (opportunistic TLS to ordinary mail servers).
     pub opportunistic: Arc<rustls::ClientConfig>,
+    /// Sessions kept open for the next transaction to the same host.
+    pub sessions: Arc<client::ConnCache>,
 }
 
 impl RelayTls {
@@ -79,11 +82,20 @@ impl RelayTls {
         Ok(Self {
             verified,
             opportunistic,
+            sessions: Arc::default(),
         })
     }
 }
 
 /// Runs the relay worker until `shutdown`.
+///
+/// Up to [`PARALLEL_TRANSACTIONS`] transactions are in flight at any time, and a slot that
+/// frees is filled at once from the queue: a slow peer holds up only its own slots, never a
+/// whole batch behind it (the queue is read again each time a transaction ends or new work
+/// is announced; items already in flight are skipped by id). On shutdown no new
+/// transaction starts; those in flight are abandoned where they are, which is safe: an item
+/// is done only once its outcome is committed, so an abandoned one is relayed again at the
+/// next start (the peer's duplicate detection is by PEC identifier).
 pub async fn run(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
     let tls = match RelayTls::from_gateway(&gw) {
         Ok(t) => t,
@@ -92,20 +104,71 @@ pub async fn run(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
             return;
         }
     };
+    let mut in_flight = std::collections::HashSet::new();
+    let mut set: tokio::task::JoinSet<u64> = tokio::task::JoinSet::new();
     loop {
         if *shutdown.borrow() {
             return;
         }
         let notified = gw.work.notified();
-        if pass(&gw, &tls).await {
-            continue;
+        // Sessions idle past their time are closed even when nothing more is sent.
+        tls.sessions.expire();
+        let free = PARALLEL_TRANSACTIONS - set.len();
+        if free > 0 {
+            // The due items in flight are still in the queue (done only when their
+            // outcome commits): ask for enough to find `free` others behind them.
+            let now = gw.clock.now();
+            match gw
+                .store
+                .queue_due_in(Lane::Remote, now, free + in_flight.len())
+            {
+                Ok(due) => {
+                    let fresh: Vec<QueueItem> = due
+                        .into_iter()
+                        .filter(|i| !in_flight.contains(&i.id))
+                        .take(free)
+                        .collect();
+                    for item in fresh {
+                        in_flight.insert(item.id);
+                        set.spawn(one(gw.clone(), tls.clone(), item));
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "reading the queue"),
+            }
         }
         tokio::select! {
+            Some(done) = set.join_next(), if !set.is_empty() => {
+                match done {
+                    Ok(id) => { in_flight.remove(&id); }
+                    // A panic in one transaction: its item stays queued and is taken
+                    // again (after the others in flight, which cannot know its id).
+                    Err(e) => {
+                        tracing::error!(error = %e, "a relay transaction failed");
+                        in_flight.clear();
+                        while set.join_next().await.is_some() {}
+                    }
+                }
+            }
             _ = notified => {}
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
             _ = shutdown.changed() => {}
         }
     }
+}
+
+/// One transaction of the worker; returns the item's id to free its slot.
+async fn one(gw: Arc<Gateway>, tls: RelayTls, item: QueueItem) -> u64 {
+    let span = super::message_span(item.ident.as_deref());
+    tracing::Instrument::instrument(
+        async {
+            if let Err(e) = relay_one(&gw, &tls, &item).await {
+                tracing::error!(queue_item = item.id, error = %e, "recording a relay outcome failed");
+            }
+        },
+        span,
+    )
+    .await;
+    item.id
 }
 
 /// Relays the remote items due at the clock's "now" (up to [`PASS_LIMIT`]); true when
@@ -295,7 +358,7 @@ async fn relay_one(gw: &Arc<Gateway>, tls: &RelayTls, item: &QueueItem) -> Resul
             ?policy,
             "relaying"
         );
-        match send_via(&peers, &msg, policy).await {
+        match send_via_cached(Some(&tls.sessions), &peers, &msg, policy).await {
             Ok(r) => {
                 tracing::debug!(queue_item = item.id, ?r, "relay outcome");
                 outcome = Some(r);
@@ -331,10 +394,24 @@ pub async fn send_via(
     msg: &Outgoing<'_>,
     policy: TlsPolicy,
 ) -> Result<Vec<(String, RcptOutcome)>, HopsFailed> {
+    send_via_cached(None, peers, msg, policy).await
+}
+
+/// [`send_via`], reusing idle sessions from `cache` when given.
+pub async fn send_via_cached(
+    cache: Option<&client::ConnCache>,
+    peers: &[Peer],
+    msg: &Outgoing<'_>,
+    policy: TlsPolicy,
+) -> Result<Vec<(String, RcptOutcome)>, HopsFailed> {
     let mut errors = Vec::new();
     let mut permanent = true;
     for peer in peers {
-        match client::send_with(peer, msg, policy).await {
+        let sent = match cache {
+            Some(cache) => client::send_cached(cache, peer, msg, policy).await,
+            None => client::send_with(peer, msg, policy).await,
+        };
+        match sent {
             Ok(r) => return Ok(r),
             Err(e) => {
                 tracing::debug!(host = %peer.host, port = peer.port, error = %e, "hop failed: trying the next");

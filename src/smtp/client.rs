@@ -9,10 +9,16 @@
 //! the server refuses the STARTTLS command (on the same session), or when the handshake
 //! fails (then on a new connection).
 //!
-//! One transaction per call: EHLO, [STARTTLS, EHLO], MAIL (with `BODY=8BITMIME` when the
-//! data is not 7-bit and the peer offers it; refused before MAIL when it does not, RFC 6152
-//! §3), RCPT per recipient, DATA with dot-stuffing, QUIT. Replies are classified per
-//! recipient as accepted, temporary (4xx, retry later) or permanent (5xx).
+//! A transaction: EHLO, [STARTTLS, EHLO], MAIL (with `BODY=8BITMIME` when the data is not
+//! 7-bit and the peer offers it; refused before MAIL when it does not, RFC 6152 §3), RCPT
+//! per recipient, DATA with dot-stuffing. Replies are classified per recipient as accepted,
+//! temporary (4xx, retry later) or permanent (5xx). [`send`] and [`send_with`] open a
+//! session for one transaction and QUIT; [`send_cached`] keeps the session in a
+//! [`ConnCache`] for the next transaction to the same host under the same TLS
+//! configuration (RFC 5321 §3.3 allows many transactions per session; Postfix's connection
+//! cache does the same), which saves the connection, the TLS handshake and the EHLOs. A
+//! cached session that turns out closed (the peer's idle timeout) when its MAIL is sent is
+//! dropped and the transaction goes out on a new one: nothing had been sent yet.
 //!
 //! Untrusted input: every reply line of the peer (bounded in length and count).
 
@@ -60,6 +66,9 @@ pub enum ClientError {
     /// and a signed envelope cannot be re-encoded without breaking its signature.
     #[error("the message has 8-bit content and the peer does not offer 8BITMIME (RFC 6152)")]
     No8BitMime,
+    /// A cached session failed at MAIL: closed by the peer while idle (nothing was sent).
+    #[error("the cached session was closed by the peer: {0}")]
+    Stale(Box<ClientError>),
 }
 
 impl ClientError {
@@ -74,7 +83,7 @@ impl ClientError {
 }
 
 /// How the channel to the peer is protected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TlsPolicy {
     /// PEC provider to PEC provider: STARTTLS required, certificate verified by the
     /// [`Peer::tls`] configuration (digest §7.4).
@@ -167,12 +176,18 @@ pub struct Peer {
     pub timeout: Duration,
 }
 
-struct Conn<S> {
-    io: BufReader<S>,
+/// The byte stream of a session: TCP, or TLS over it after STARTTLS.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// An established session: greeted, EHLO answered (`caps`, after TLS when negotiated).
+struct Conn {
+    io: BufReader<Box<dyn Stream>>,
     timeout: Duration,
+    caps: String,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+impl Conn {
     async fn reply(&mut self) -> Result<(u16, String), ClientError> {
         let mut text = String::new();
         for _ in 0..MAX_REPLY_LINES {
@@ -316,29 +331,182 @@ pub async fn send(
     send_with(peer, msg, TlsPolicy::Required).await
 }
 
-/// Relays one transaction under `policy`. Err: nothing was decided.
+/// Relays one transaction under `policy` on a session of its own. Err: nothing was decided.
 pub async fn send_with(
     peer: &Peer,
     msg: &Outgoing<'_>,
     policy: TlsPolicy,
 ) -> Result<Vec<(String, RcptOutcome)>, ClientError> {
-    match attempt(peer, msg, policy, true).await {
+    let mut c = open_with(peer, msg.helo, policy).await?;
+    let (results, _) = transaction(&mut c, msg, false).await?;
+    let _ = c.cmd("QUIT").await;
+    Ok(results)
+}
+
+/// Opens a session under `policy`; an opportunistic one whose TLS handshake failed is
+/// opened again in clear.
+async fn open_with(peer: &Peer, helo: &str, policy: TlsPolicy) -> Result<Conn, ClientError> {
+    match open(peer, helo, policy, true).await {
         // RFC 7435 §3: opportunistic security never makes delivery fail where clear text
         // would succeed. A failed handshake leaves the session unusable: start over in
         // clear, ignoring the STARTTLS offer this time.
         Err(ClientError::Tls(..)) if policy == TlsPolicy::Opportunistic => {
-            attempt(peer, msg, policy, false).await
+            open(peer, helo, policy, false).await
         }
         other => other,
     }
 }
 
-async fn attempt(
+/// Idle sessions kept per host and TLS configuration.
+const CACHE_PER_KEY: usize = 32;
+/// How long a session may stay idle in the cache (Postfix: 2 s), and how long and for how
+/// many transactions it may be reused at all (Postfix: 300 s).
+const CACHE_IDLE: Duration = Duration::from_secs(5);
+const CACHE_LIFETIME: Duration = Duration::from_secs(300);
+const CACHE_TRANSACTIONS: u32 = 100;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct CacheKey {
+    host: String,
+    port: u16,
+    tls_name: String,
+    policy: TlsPolicy,
+    /// The TLS configuration (by identity): a session verified under one set of roots is
+    /// never reused under another.
+    tls: usize,
+}
+
+impl CacheKey {
+    fn of(peer: &Peer, policy: TlsPolicy) -> Self {
+        Self {
+            host: peer.host.to_ascii_lowercase(),
+            port: peer.port,
+            tls_name: peer.tls_name.clone(),
+            policy,
+            tls: Arc::as_ptr(&peer.tls) as usize,
+        }
+    }
+}
+
+struct Cached {
+    conn: Conn,
+    opened: std::time::Instant,
+    idle_since: std::time::Instant,
+    transactions: u32,
+}
+
+/// Idle SMTP sessions kept for the next transaction to the same host ([`send_cached`]).
+/// Bounded: [`CACHE_PER_KEY`] sessions per host, each idle at most [`CACHE_IDLE`] and used
+/// at most [`CACHE_LIFETIME`] and [`CACHE_TRANSACTIONS`] times; an expired one is dropped
+/// (closing the socket) when met.
+#[derive(Default)]
+pub struct ConnCache {
+    idle: std::sync::Mutex<std::collections::HashMap<CacheKey, Vec<Cached>>>,
+}
+
+impl std::fmt::Debug for ConnCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnCache")
+    }
+}
+
+impl ConnCache {
+    fn take(&self, key: &CacheKey) -> Option<Cached> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.get_mut(key)?;
+        let now = std::time::Instant::now();
+        list.retain(|c| now.duration_since(c.idle_since) < CACHE_IDLE);
+        let c = list.pop();
+        if list.is_empty() {
+            idle.remove(key);
+        }
+        c
+    }
+
+    fn put(&self, key: CacheKey, mut c: Cached) {
+        if c.opened.elapsed() >= CACHE_LIFETIME || c.transactions >= CACHE_TRANSACTIONS {
+            return;
+        }
+        // Whatever expired under other keys goes too, so the map cannot grow with hosts
+        // that are no longer written to.
+        self.expire();
+        c.idle_since = std::time::Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.entry(key).or_default();
+        if list.len() < CACHE_PER_KEY {
+            list.push(c);
+        }
+    }
+
+    /// Drops (closes) the sessions idle for longer than [`CACHE_IDLE`].
+    pub fn expire(&self) {
+        let now = std::time::Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.retain(|_, l| {
+            l.retain(|c| now.duration_since(c.idle_since) < CACHE_IDLE);
+            !l.is_empty()
+        });
+    }
+
+    /// Idle sessions held now (all hosts).
+    pub fn idle(&self) -> usize {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.values().map(Vec::len).sum()
+    }
+}
+
+/// Relays one transaction under `policy`, on a session from `cache` when one is idle for
+/// this host and TLS configuration, else on a new one; the session goes back to the cache
+/// when the transaction ended cleanly. Err: nothing was decided.
+pub async fn send_cached(
+    cache: &ConnCache,
     peer: &Peer,
     msg: &Outgoing<'_>,
     policy: TlsPolicy,
-    use_tls: bool,
 ) -> Result<Vec<(String, RcptOutcome)>, ClientError> {
+    let key = CacheKey::of(peer, policy);
+    if let Some(mut c) = cache.take(&key) {
+        c.conn.timeout = peer.timeout;
+        match transaction(&mut c.conn, msg, true).await {
+            Ok((results, reusable)) => {
+                c.transactions += 1;
+                if reusable {
+                    cache.put(key, c);
+                }
+                return Ok(results);
+            }
+            Err(ClientError::Stale(e)) => {
+                tracing::debug!(host = %peer.host, error = %e, "cached session closed: opening a new one");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let conn = open_with(peer, msg.helo, policy).await?;
+    let now = std::time::Instant::now();
+    let mut c = Cached {
+        conn,
+        opened: now,
+        idle_since: now,
+        transactions: 0,
+    };
+    let (results, reusable) = transaction(&mut c.conn, msg, false).await?;
+    c.transactions += 1;
+    if reusable {
+        cache.put(key, c);
+    } else {
+        let _ = c.conn.cmd("QUIT").await;
+    }
+    Ok(results)
+}
+
+/// Connects, reads the greeting, sends EHLO and (when `use_tls` and offered) STARTTLS and
+/// EHLO again; the session is ready for [`transaction`].
+async fn open(
+    peer: &Peer,
+    helo: &str,
+    policy: TlsPolicy,
+    use_tls: bool,
+) -> Result<Conn, ClientError> {
     let target = format!("{}:{}", peer.host, peer.port);
     let tcp = tokio::time::timeout(peer.timeout, TcpStream::connect(&target))
         .await
@@ -346,21 +514,22 @@ async fn attempt(
         .map_err(|e| ClientError::Connect(target.clone(), e))?;
     let _ = tcp.set_nodelay(true);
     let mut c = Conn {
-        io: BufReader::new(tcp),
+        io: BufReader::new(Box::new(tcp)),
         timeout: peer.timeout,
+        caps: String::new(),
     };
     let (code, text) = c.reply().await?;
     if code != 220 {
         return Err(ClientError::Reply { code, text });
     }
-    let caps = c.expect(&format!("EHLO {}", msg.helo), 250).await?;
-    if !use_tls || !offers(&caps, "STARTTLS") {
+    c.caps = c.expect(&format!("EHLO {helo}"), 250).await?;
+    if !use_tls || !offers(&c.caps, "STARTTLS") {
         if policy == TlsPolicy::Required {
             let _ = c.cmd("QUIT").await;
             return Err(ClientError::NoStartTls);
         }
         // RFC 7435: no encryption offered, the ordinary mail goes in clear.
-        return transaction(c, &caps, msg).await;
+        return Ok(c);
     }
     let (code, text) = c.cmd("STARTTLS").await?;
     if code != 220 {
@@ -369,7 +538,7 @@ async fn attempt(
             // due to temporary reason"); the session is still in its pre-STARTTLS state,
             // so the ordinary mail goes on in clear on it.
             tracing::debug!(%target, code, %text, "STARTTLS refused: continuing in clear");
-            return transaction(c, &caps, msg).await;
+            return Ok(c);
         }
         let _ = c.cmd("QUIT").await;
         return Err(ClientError::Reply { code, text });
@@ -382,36 +551,58 @@ async fn attempt(
         .await
         .map_err(|e| ClientError::Tls(target.clone(), e))?;
     let mut c = Conn {
-        io: BufReader::new(tls),
+        io: BufReader::new(Box::new(tls)),
         timeout: peer.timeout,
+        caps: String::new(),
     };
     // RFC 3207 §4.2: the capabilities before TLS are forgotten.
-    let caps = c.expect(&format!("EHLO {}", msg.helo), 250).await?;
-    transaction(c, &caps, msg).await
+    c.caps = c.expect(&format!("EHLO {helo}"), 250).await?;
+    Ok(c)
 }
 
 /// How much of a message is stuffed and written at a time.
 const STUFF_PIECE: usize = 64 * 1024;
 
-/// MAIL, RCPT, DATA, QUIT on an established session whose EHLO reply was `caps`.
-async fn transaction<S: AsyncRead + AsyncWrite + Unpin>(
-    mut c: Conn<S>,
-    caps: &str,
+/// MAIL, RCPT, DATA on an established session. Returns the outcome per recipient and
+/// whether the session may carry another transaction (it ended with the final reply to
+/// the data, or with a RSET answered 250, and the peer did not say 421). `reused`: a
+/// failure to get MAIL answered (the connection closed, or 421) is [`ClientError::Stale`].
+async fn transaction(
+    c: &mut Conn,
     msg: &Outgoing<'_>,
-) -> Result<Vec<(String, RcptOutcome)>, ClientError> {
+    reused: bool,
+) -> Result<(Vec<(String, RcptOutcome)>, bool), ClientError> {
     let body = if is_7bit(msg.data) {
         ""
-    } else if offers(caps, "8BITMIME") {
+    } else if offers(&c.caps, "8BITMIME") {
         " BODY=8BITMIME"
     } else {
         let _ = c.cmd("QUIT").await;
         return Err(ClientError::No8BitMime);
     };
-    c.expect(&format!("MAIL FROM:<{}>{body}", msg.mail_from), 250)
-        .await?;
+    let mail = match c.cmd(&format!("MAIL FROM:<{}>{body}", msg.mail_from)).await {
+        Ok((code, text)) if reused && code == 421 => {
+            Err(ClientError::Stale(Box::new(ClientError::Reply {
+                code,
+                text,
+            })))
+        }
+        Ok((code, _)) if code / 100 == 2 => Ok(()),
+        Ok((code, text)) => Err(ClientError::Reply { code, text }),
+        Err(e) if reused => Err(ClientError::Stale(Box::new(e))),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = mail {
+        if !matches!(e, ClientError::Stale(_)) {
+            let _ = c.cmd("QUIT").await;
+        }
+        return Err(e);
+    }
     let mut results = Vec::with_capacity(msg.rcpt_to.len());
+    let mut closing = false;
     for r in msg.rcpt_to {
         let (code, text) = c.cmd(&format!("RCPT TO:<{r}>")).await?;
+        closing |= code == 421;
         let outcome = match code / 100 {
             2 => RcptOutcome::Accepted,
             4 => RcptOutcome::Temporary(format!("{code} {text}")),
@@ -420,8 +611,12 @@ async fn transaction<S: AsyncRead + AsyncWrite + Unpin>(
         results.push((r.clone(), outcome));
     }
     if !results.iter().any(|(_, o)| *o == RcptOutcome::Accepted) {
-        let _ = c.cmd("QUIT").await;
-        return Ok(results);
+        // The transaction is open: RSET closes it for the next one (RFC 5321 §4.1.1.5).
+        let reusable = !closing && matches!(c.cmd("RSET").await, Ok((250, _)));
+        if !reusable {
+            let _ = c.cmd("QUIT").await;
+        }
+        return Ok((results, reusable));
     }
     c.expect("DATA", 354).await?;
     // A piece at a time: a 50 MB message needs no stuffed copy of itself.
@@ -450,8 +645,7 @@ async fn transaction<S: AsyncRead + AsyncWrite + Unpin>(
             r.1 = o.clone();
         }
     }
-    let _ = c.cmd("QUIT").await;
-    Ok(results)
+    Ok((results, code != 421))
 }
 
 #[cfg(test)]

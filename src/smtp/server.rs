@@ -157,6 +157,7 @@ pub async fn serve<B: Backend>(
         (Some(tls), true) => Refusal::AfterHandshake(tls.clone(), text),
         _ => Refusal::Plain(text),
     };
+    let stopping = shutdown.clone();
     crate::listener::accept_loop(
         listener,
         cfg.name,
@@ -164,10 +165,10 @@ pub async fn serve<B: Backend>(
         refusal,
         shutdown,
         move |stream, peer, slot| {
-            let (cfg, backend) = (cfg.clone(), backend.clone());
+            let (cfg, backend, stopping) = (cfg.clone(), backend.clone(), stopping.clone());
             tokio::spawn(async move {
                 let _slot = slot;
-                if let Err(e) = connection(stream, peer, &cfg, &*backend).await {
+                if let Err(e) = connection(stream, peer, &cfg, &*backend, stopping).await {
                     tracing::info!(%peer, error = %e, "SMTP connection ended with an error");
                 }
             });
@@ -181,6 +182,7 @@ async fn connection<B: Backend>(
     peer: SocketAddr,
     cfg: &ListenerConfig,
     backend: &B,
+    mut stopping: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
     if cfg.implicit_tls {
@@ -205,6 +207,7 @@ async fn connection<B: Backend>(
             peer,
             cfg,
             backend,
+            &mut stopping,
         )
         .await
         .map(|_| ())
@@ -220,6 +223,7 @@ async fn connection<B: Backend>(
             peer,
             cfg,
             backend,
+            &mut stopping,
         )
         .await?
         {
@@ -234,9 +238,18 @@ async fn connection<B: Backend>(
                 if !chain.is_empty() {
                     session.offer_external();
                 }
-                run(tls_stream, *session, None, chain, peer, cfg, backend)
-                    .await
-                    .map(|_| ())
+                run(
+                    tls_stream,
+                    *session,
+                    None,
+                    chain,
+                    peer,
+                    cfg,
+                    backend,
+                    &mut stopping,
+                )
+                .await
+                .map(|_| ())
             }
         }
     }
@@ -256,6 +269,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin, B: Backend>(
     peer: SocketAddr,
     cfg: &ListenerConfig,
     backend: &B,
+    stopping: &mut watch::Receiver<bool>,
 ) -> std::io::Result<Outcome> {
     let mut queue: std::collections::VecDeque<Event> = greeting.into_iter().collect();
     let mut buf = vec![0u8; 8192];
@@ -380,7 +394,21 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin, B: Backend>(
         if session.is_closed() {
             return Ok(Outcome::Closed);
         }
-        let n = match tokio::time::timeout(cfg.command_timeout, stream.read(&mut buf)).await {
+        // A server shutting down closes the session while it waits for the client (RFC
+        // 5321 §3.8: 421): a message already received is processed and answered first; a
+        // transfer still arriving is cut (nothing was accepted, the client tries again).
+        // So idle sessions (another provider's cached connections) never hold it up.
+        let read = tokio::select! {
+            r = tokio::time::timeout(cfg.command_timeout, stream.read(&mut buf)) => r,
+            () = shutting_down(stopping) => {
+                let _ = stream
+                    .write_all(b"421 4.3.2 Service shutting down, closing connection\r\n")
+                    .await;
+                let _ = stream.flush().await;
+                return Ok(Outcome::Closed);
+            }
+        };
+        let n = match read {
             Ok(r) => r?,
             Err(_) => {
                 let _ = stream
@@ -393,6 +421,13 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin, B: Backend>(
             return Ok(Outcome::Closed);
         }
         queue.extend(session.feed(&buf[..n]));
+    }
+}
+
+/// Completes when the server is shutting down; never if its signal is gone.
+async fn shutting_down(stopping: &mut watch::Receiver<bool>) {
+    if stopping.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

@@ -9,8 +9,11 @@ Environment: SINK_STARTTLS=0 makes it an ordinary server that offers no STARTTLS
 SINK_8BITMIME=0 stops it from offering 8BITMIME; SINK_BROKEN_TLS=1 answers STARTTLS
 with 220 and then hangs up instead of the handshake (the first time only);
 SINK_REFUSE_TLS=1 offers STARTTLS but answers the command with 454 (TLS not available).
+SINK_CLOSE_AFTER_MESSAGE=1 hangs up right after the 250 to each message (as a server whose
+idle timeout ran out would, for a client keeping the session for its next transaction).
 Each message also gets a .meta file:
-"tls=0|1" and the MAIL FROM parameters ("params=...").
+"tls=0|1", the MAIL FROM parameters ("params=...") and the connection it came on
+("conn=N", connections numbered from 1 in accept order).
 """
 import os
 import socket
@@ -26,11 +29,12 @@ offer_tls = os.environ.get("SINK_STARTTLS", "1") != "0"
 offer_8bit = os.environ.get("SINK_8BITMIME", "1") != "0"
 broken_tls = [os.environ.get("SINK_BROKEN_TLS", "0") == "1"]
 refuse_tls = os.environ.get("SINK_REFUSE_TLS", "0") == "1"
+close_after = os.environ.get("SINK_CLOSE_AFTER_MESSAGE", "0") == "1"
 counter = [0]
 lock = threading.Lock()
 
 
-def handle(conn):
+def handle(conn, conn_no):
     time.sleep(delay)
     f = conn.makefile("rb")
     tls = False
@@ -103,13 +107,16 @@ def handle(conn):
             with open(os.path.join(outdir, f"{n}.env"), "w") as e:
                 e.write(mail_from + "\n" + "\n".join(rcpts) + "\n")
             with open(os.path.join(outdir, f"{n}.meta"), "w") as e:
-                e.write(f"tls={int(tls)}\nparams={params}\n")
+                e.write(f"tls={int(tls)}\nparams={params}\nconn={conn_no}\n")
             with open(os.path.join(outdir, f"{n}.wire"), "wb") as w:
                 w.write(raw)
             with open(os.path.join(outdir, f"{n}.eml.tmp"), "wb") as m:
                 m.write(data)
             os.rename(os.path.join(outdir, f"{n}.eml.tmp"), os.path.join(outdir, f"{n}.eml"))
             send("250 2.0.0 queued")
+            if close_after:
+                conn.close()
+                return
         elif up == "QUIT":
             send("221 bye")
             conn.close()
@@ -123,6 +130,8 @@ srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 srv.bind(("127.0.0.1", int(os.environ.get("SINK_PORT", "0"))))
 srv.listen(16)
 print(srv.getsockname()[1], flush=True)
+accepted = 0
 while True:
     c, _ = srv.accept()
-    threading.Thread(target=handle, args=(c,), daemon=True).start()
+    accepted += 1
+    threading.Thread(target=handle, args=(c, accepted), daemon=True).start()
