@@ -76,19 +76,35 @@ pub async fn pass(gw: &Arc<Gateway>) -> bool {
             }
         };
         let busy = !mine.is_empty();
+        // Several at once: each waits mostly for its signatures and its commit, and
+        // concurrent commits share the committer's fsync (group commit). Every step is
+        // idempotent and applied atomically by the committer, so the order does not matter.
+        let mut set = tokio::task::JoinSet::new();
         for item in mine {
-            let span = super::message_span(item.ident.as_deref());
-            let processed = tracing::Instrument::instrument(process(gw, &item), span.clone());
-            if let Err(e) = processed.await {
-                let batch = span.in_scope(|| after_failure(&item, &e, now));
-                if let Err(e) = gw.store.commit_async(batch).await {
-                    span.in_scope(|| {
-                        tracing::error!(error = %e, "could not reschedule queue item {}", item.id)
-                    });
-                }
+            while set.len() >= LOCAL_PARALLEL {
+                let _ = set.join_next().await;
             }
+            set.spawn(one(gw.clone(), item, now));
         }
+        while set.join_next().await.is_some() {}
         busy
+    }
+}
+
+/// Local transactions processed at once.
+pub const LOCAL_PARALLEL: usize = 8;
+
+/// One local transaction; a failure is rescheduled or given up ([`after_failure`]).
+async fn one(gw: Arc<Gateway>, item: QueueItem, now: jiff::Timestamp) {
+    let span = super::message_span(item.ident.as_deref());
+    let processed = tracing::Instrument::instrument(process(&gw, &item), span.clone());
+    if let Err(e) = processed.await {
+        let batch = span.in_scope(|| after_failure(&item, &e, now));
+        if let Err(e) = gw.store.commit_async(batch).await {
+            span.in_scope(
+                || tracing::error!(error = %e, "could not reschedule queue item {}", item.id),
+            );
+        }
     }
 }
 
