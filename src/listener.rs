@@ -208,6 +208,14 @@ pub enum Refusal {
     AfterHandshake(Arc<rustls::ServerConfig>, fn(Crowded) -> &'static [u8]),
 }
 
+/// Completes when the server is shutting down (`stopping` turns true); never if its
+/// signal is gone. Sessions select on it while they wait for their client.
+pub async fn shutting_down(stopping: &mut watch::Receiver<bool>) {
+    if stopping.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Accepts connections until `shutdown` turns true. A connection the `gate` does not admit
 /// gets its `refusal` and is closed; an admitted one is handed to `admit` with its
 /// admission, which the connection task must hold until it ends.

@@ -603,3 +603,41 @@ async fn idle_is_woken_by_pipeline_delivery_and_flag_changes() {
     assert_eq!(stored.len(), 1);
     h.stop().await;
 }
+
+/// Sessions waiting for their client are told and closed when the server stops (IMAP
+/// `* BYE`, POP3 `-ERR [SYS/TEMP]`, without the UPDATE state): an idle client never keeps
+/// a stopped server, and its store, alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sessions_are_closed_at_shutdown() {
+    use tokio::io::AsyncBufReadExt;
+    let h = Harness::start().await;
+    let tls = pecd::tls::client_config(std::slice::from_ref(&h.ports.ca), false).expect("tls");
+    let mut sessions = Vec::new();
+    for addr in [h.ports.imap, h.ports.pop3] {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let s = tokio_rustls::TlsConnector::from(tls.clone())
+            .connect(
+                rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+                tcp,
+            )
+            .await
+            .expect("handshake");
+        let mut s = tokio::io::BufReader::new(s);
+        let mut greeting = String::new();
+        s.read_line(&mut greeting).await.expect("greeting");
+        assert!(
+            greeting.starts_with("* OK") || greeting.starts_with("+OK"),
+            "{greeting}"
+        );
+        sessions.push(s);
+    }
+    h.stop().await;
+    for (mut s, expected) in sessions.into_iter().zip(["* BYE ", "-ERR [SYS/TEMP] "]) {
+        let mut bye = String::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_line(&mut bye))
+            .await
+            .expect("closed at shutdown")
+            .expect("read");
+        assert!(bye.starts_with(expected), "{bye}");
+    }
+}

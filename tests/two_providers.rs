@@ -435,8 +435,28 @@ async fn two_providers_exchange_certified_mail() {
     assert_eq!(a.inbox("a").len(), before);
 
     // B down: the 12 h and 24 h notices... B comes back before 24 h: delivery completes,
-    // no 24 h notice, nothing doubled.
+    // no 24 h notice, nothing doubled. A session waiting for a command when B stops is
+    // told so and closed (A's relay keeps its sessions with B open between messages: they
+    // must not keep a stopped B, and its store, alive: `b.start()` below reopens it).
+    let idle = tokio::net::TcpStream::connect(("127.0.0.1", b.smtp_port))
+        .await
+        .unwrap();
+    let mut idle = tokio::io::BufReader::new(idle);
+    let mut greeting = String::new();
+    tokio::io::AsyncBufReadExt::read_line(&mut idle, &mut greeting)
+        .await
+        .unwrap();
+    assert!(greeting.starts_with("220 "), "{greeting}");
     b.stop().await;
+    let mut bye = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::io::AsyncBufReadExt::read_line(&mut idle, &mut bye),
+    )
+    .await
+    .expect("the idle session is closed at shutdown")
+    .unwrap();
+    assert!(bye.starts_with("421 4.3.2 "), "{bye}");
     send(&a, "b@pec.beta.test", "Quattro");
     let t0 = clock_a.now();
     clock_a.set(

@@ -71,12 +71,13 @@ pub async fn serve(
         "pop3",
         cfg.gate.clone(),
         refusal,
-        shutdown,
+        shutdown.clone(),
         move |stream, peer, slot| {
             let (cfg, gw, per_user) = (cfg.clone(), gw.clone(), per_user.clone());
+            let stopping = shutdown.clone();
             tokio::spawn(async move {
                 let _slot = slot;
-                if let Err(e) = connection(stream, peer, &cfg, gw, per_user).await {
+                if let Err(e) = connection(stream, peer, &cfg, gw, per_user, stopping).await {
                     tracing::debug!(%peer, error = %e, "POP3 connection ended with an error");
                 }
             });
@@ -91,6 +92,7 @@ async fn connection(
     cfg: &Pop3ListenerConfig,
     gw: Arc<Gateway>,
     per_user: Counter<String>,
+    mut stopping: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
     let mut stream =
@@ -152,7 +154,19 @@ async fn connection(
                 } else {
                     cfg.login_timeout
                 };
-                match tokio::time::timeout(timeout, stream.read(&mut buf)).await {
+                let read = tokio::select! {
+                    r = tokio::time::timeout(timeout, stream.read(&mut buf)) => r,
+                    // Shutting down: the session ends without the UPDATE state (no
+                    // deletion takes effect, RFC 1939 §6), as when the client goes away.
+                    () = crate::listener::shutting_down(&mut stopping) => {
+                        let _ = stream
+                            .write_all(b"-ERR [SYS/TEMP] Server shutting down\r\n")
+                            .await;
+                        let _ = stream.shutdown().await;
+                        return Ok(());
+                    }
+                };
+                match read {
                     Ok(Ok(0)) => return Ok(()),
                     Ok(Ok(n)) => session.feed(&buf[..n]),
                     Ok(Err(e)) => return Err(e),

@@ -400,7 +400,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin, B: Backend>(
         // So idle sessions (another provider's cached connections) never hold it up.
         let read = tokio::select! {
             r = tokio::time::timeout(cfg.command_timeout, stream.read(&mut buf)) => r,
-            () = shutting_down(stopping) => {
+            () = crate::listener::shutting_down(stopping) => {
                 let _ = stream
                     .write_all(b"421 4.3.2 Service shutting down, closing connection\r\n")
                     .await;
@@ -421,13 +421,6 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin, B: Backend>(
             return Ok(Outcome::Closed);
         }
         queue.extend(session.feed(&buf[..n]));
-    }
-}
-
-/// Completes when the server is shutting down; never if its signal is gone.
-async fn shutting_down(stopping: &mut watch::Receiver<bool>) {
-    if stopping.wait_for(|s| *s).await.is_err() {
-        std::future::pending::<()>().await;
     }
 }
 
