@@ -826,3 +826,29 @@ async fn sessions_are_reused_and_a_closed_one_is_replaced() {
         }
     }
 }
+
+/// Stopping the relay worker lets a transaction in flight finish and record its outcome:
+/// a message the peer took is not left queued to be sent again at the next start (an
+/// ordinary mail server has no duplicate detection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_in_flight_finishes_when_the_worker_stops() {
+    if !have_python() {
+        return;
+    }
+    let beta = peer_pki();
+    // The peer greets after a second: the transaction is in flight when the stop comes.
+    let sink = Sink::start_with(beta.path(), 1.0, &[("SINK_STARTTLS", "0")]);
+    let lib = lib_gateway(beta.path(), &[("mail.example.org", sink.port)], false);
+    lib.submit(&["x@mail.example.org"], "in volo").await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(relay::run(lib.gw.clone(), stopped));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(lib.gw.store.queue_len(), 1, "still in flight");
+    stop.send(true).unwrap();
+    tokio::time::timeout(relay::SHUTDOWN_DRAIN + Duration::from_secs(2), worker)
+        .await
+        .expect("the worker stops within its drain time")
+        .unwrap();
+    assert_eq!(lib.gw.store.queue_len(), 0, "its outcome was recorded");
+    assert_eq!(sink.messages().len(), 1);
+}

@@ -93,9 +93,11 @@ impl RelayTls {
 /// frees is filled at once from the queue: a slow peer holds up only its own slots, never a
 /// whole batch behind it (the queue is read again each time a transaction ends or new work
 /// is announced; items already in flight are skipped by id). On shutdown no new
-/// transaction starts; those in flight are abandoned where they are, which is safe: an item
-/// is done only once its outcome is committed, so an abandoned one is relayed again at the
-/// next start (the peer's duplicate detection is by PEC identifier).
+/// transaction starts and those in flight get [`SHUTDOWN_DRAIN`] to finish and record their
+/// outcome (a message the peer took but whose outcome is not committed would be relayed
+/// again at the next start, and an ordinary mail server has no duplicate detection); past
+/// that they are abandoned, which loses nothing: an item is done only once its outcome is
+/// committed.
 pub async fn run(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
     let tls = match RelayTls::from_gateway(&gw) {
         Ok(t) => t,
@@ -104,10 +106,23 @@ pub async fn run(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
             return;
         }
     };
-    let mut in_flight = std::collections::HashSet::new();
-    let mut set: tokio::task::JoinSet<u64> = tokio::task::JoinSet::new();
+    // Queue item of each transaction in flight, by task (a task that panicked is known
+    // only by its task id).
+    let mut in_flight: std::collections::HashMap<tokio::task::Id, u64> =
+        std::collections::HashMap::new();
+    let mut set: tokio::task::JoinSet<()> = tokio::task::JoinSet::new();
     loop {
         if *shutdown.borrow() {
+            let drained = tokio::time::timeout(SHUTDOWN_DRAIN, async {
+                while set.join_next().await.is_some() {}
+            })
+            .await;
+            if drained.is_err() {
+                tracing::warn!(
+                    transactions = set.len(),
+                    "relay transactions still in flight at shutdown: relayed again at the next start"
+                );
+            }
             return;
         }
         let notified = gw.work.notified();
@@ -123,31 +138,33 @@ pub async fn run(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
                 .queue_due_in(Lane::Remote, now, free + in_flight.len())
             {
                 Ok(due) => {
+                    let busy: std::collections::HashSet<u64> =
+                        in_flight.values().copied().collect();
                     let fresh: Vec<QueueItem> = due
                         .into_iter()
-                        .filter(|i| !in_flight.contains(&i.id))
+                        .filter(|i| !busy.contains(&i.id))
                         .take(free)
                         .collect();
                     for item in fresh {
-                        in_flight.insert(item.id);
-                        set.spawn(one(gw.clone(), tls.clone(), item));
+                        let id = item.id;
+                        let task = set.spawn(one(gw.clone(), tls.clone(), item));
+                        in_flight.insert(task.id(), id);
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "reading the queue"),
             }
         }
         tokio::select! {
-            Some(done) = set.join_next(), if !set.is_empty() => {
-                match done {
-                    Ok(id) => { in_flight.remove(&id); }
-                    // A panic in one transaction: its item stays queued and is taken
-                    // again (after the others in flight, which cannot know its id).
+            Some(done) = set.join_next_with_id(), if !set.is_empty() => {
+                let task = match done {
+                    Ok((task, ())) => task,
+                    // A panic in one transaction: its item stays queued and is taken again.
                     Err(e) => {
                         tracing::error!(error = %e, "a relay transaction failed");
-                        in_flight.clear();
-                        while set.join_next().await.is_some() {}
+                        e.id()
                     }
-                }
+                };
+                in_flight.remove(&task);
             }
             _ = notified => {}
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
@@ -156,8 +173,11 @@ pub async fn run(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// One transaction of the worker; returns the item's id to free its slot.
-async fn one(gw: Arc<Gateway>, tls: RelayTls, item: QueueItem) -> u64 {
+/// How long transactions in flight may take to finish when the worker stops.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(8);
+
+/// One transaction of the worker.
+async fn one(gw: Arc<Gateway>, tls: RelayTls, item: QueueItem) {
     let span = super::message_span(item.ident.as_deref());
     tracing::Instrument::instrument(
         async {
@@ -168,7 +188,6 @@ async fn one(gw: Arc<Gateway>, tls: RelayTls, item: QueueItem) -> u64 {
         span,
     )
     .await;
-    item.id
 }
 
 /// Relays the remote items due at the clock's "now" (up to [`PASS_LIMIT`]); true when

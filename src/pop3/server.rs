@@ -159,10 +159,14 @@ async fn connection(
                     // Shutting down: the session ends without the UPDATE state (no
                     // deletion takes effect, RFC 1939 §6), as when the client goes away.
                     () = crate::listener::shutting_down(&mut stopping) => {
-                        let _ = stream
-                            .write_all(b"-ERR [SYS/TEMP] Server shutting down\r\n")
-                            .await;
-                        let _ = stream.shutdown().await;
+                        // Bounded: a client that reads nothing must not hold it open.
+                        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+                            stream
+                                .write_all(b"-ERR [SYS/TEMP] Server shutting down\r\n")
+                                .await?;
+                            stream.shutdown().await
+                        })
+                        .await;
                         return Ok(());
                     }
                 };

@@ -185,6 +185,10 @@ struct Conn {
     io: BufReader<Box<dyn Stream>>,
     timeout: Duration,
     caps: String,
+    /// False for a session left in clear although the peer offered STARTTLS (refused or
+    /// failed handshake): good for this message, not kept for others, which a new session
+    /// may well carry encrypted.
+    keep: bool,
 }
 
 impl Conn {
@@ -338,8 +342,10 @@ pub async fn send_with(
     policy: TlsPolicy,
 ) -> Result<Vec<(String, RcptOutcome)>, ClientError> {
     let mut c = open_with(peer, msg.helo, policy).await?;
-    let (results, _) = transaction(&mut c, msg, false).await?;
-    let _ = c.cmd("QUIT").await;
+    let (results, open) = transaction(&mut c, msg, false).await?;
+    if open {
+        let _ = c.cmd("QUIT").await;
+    }
     Ok(results)
 }
 
@@ -412,10 +418,9 @@ impl std::fmt::Debug for ConnCache {
 
 impl ConnCache {
     fn take(&self, key: &CacheKey) -> Option<Cached> {
+        self.expire();
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = idle.get_mut(key)?;
-        let now = std::time::Instant::now();
-        list.retain(|c| now.duration_since(c.idle_since) < CACHE_IDLE);
         let c = list.pop();
         if list.is_empty() {
             idle.remove(key);
@@ -424,7 +429,14 @@ impl ConnCache {
     }
 
     fn put(&self, key: CacheKey, mut c: Cached) {
-        if c.opened.elapsed() >= CACHE_LIFETIME || c.transactions >= CACHE_TRANSACTIONS {
+        // Bytes left unread (a reply longer than the line limit, anything unasked for)
+        // would be taken for the next transaction's replies.
+        if !c.conn.keep
+            || !c.conn.io.buffer().is_empty()
+            || c.opened.elapsed() >= CACHE_LIFETIME
+            || c.transactions >= CACHE_TRANSACTIONS
+        {
+            quit_later(c.conn);
             return;
         }
         // Whatever expired under other keys goes too, so the map cannot grow with hosts
@@ -435,23 +447,47 @@ impl ConnCache {
         let list = idle.entry(key).or_default();
         if list.len() < CACHE_PER_KEY {
             list.push(c);
+        } else {
+            drop(idle);
+            quit_later(c.conn);
         }
     }
 
-    /// Drops (closes) the sessions idle for longer than [`CACHE_IDLE`].
+    /// Closes (with QUIT) the sessions idle for longer than [`CACHE_IDLE`].
     pub fn expire(&self) {
         let now = std::time::Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.retain(|_, l| {
-            l.retain(|c| now.duration_since(c.idle_since) < CACHE_IDLE);
-            !l.is_empty()
-        });
+        let mut expired = Vec::new();
+        {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            for list in idle.values_mut() {
+                let (keep, old): (Vec<Cached>, Vec<Cached>) = std::mem::take(list)
+                    .into_iter()
+                    .partition(|c| now.duration_since(c.idle_since) < CACHE_IDLE);
+                *list = keep;
+                expired.extend(old);
+            }
+            idle.retain(|_, l| !l.is_empty());
+        }
+        for c in expired {
+            quit_later(c.conn);
+        }
     }
 
     /// Idle sessions held now (all hosts).
     pub fn idle(&self) -> usize {
         let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         idle.values().map(Vec::len).sum()
+    }
+}
+
+/// Ends a session politely (RFC 5321 §4.1.1.10: QUIT before closing) without making the
+/// caller wait: on a task of its own, for at most a second.
+fn quit_later(mut c: Conn) {
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn(async move {
+            c.timeout = Duration::from_secs(1);
+            let _ = tokio::time::timeout(Duration::from_secs(1), c.cmd("QUIT")).await;
+        });
     }
 }
 
@@ -472,6 +508,8 @@ pub async fn send_cached(
                 c.transactions += 1;
                 if reusable {
                     cache.put(key, c);
+                } else {
+                    quit_later(c.conn);
                 }
                 return Ok(results);
             }
@@ -494,7 +532,7 @@ pub async fn send_cached(
     if reusable {
         cache.put(key, c);
     } else {
-        let _ = c.conn.cmd("QUIT").await;
+        quit_later(c.conn);
     }
     Ok(results)
 }
@@ -517,6 +555,7 @@ async fn open(
         io: BufReader::new(Box::new(tcp)),
         timeout: peer.timeout,
         caps: String::new(),
+        keep: true,
     };
     let (code, text) = c.reply().await?;
     if code != 220 {
@@ -528,7 +567,9 @@ async fn open(
             let _ = c.cmd("QUIT").await;
             return Err(ClientError::NoStartTls);
         }
-        // RFC 7435: no encryption offered, the ordinary mail goes in clear.
+        // RFC 7435: no encryption offered (or its handshake failed: `use_tls` false), the
+        // ordinary mail goes in clear.
+        c.keep = use_tls;
         return Ok(c);
     }
     let (code, text) = c.cmd("STARTTLS").await?;
@@ -538,6 +579,7 @@ async fn open(
             // due to temporary reason"); the session is still in its pre-STARTTLS state,
             // so the ordinary mail goes on in clear on it.
             tracing::debug!(%target, code, %text, "STARTTLS refused: continuing in clear");
+            c.keep = false;
             return Ok(c);
         }
         let _ = c.cmd("QUIT").await;
@@ -554,6 +596,7 @@ async fn open(
         io: BufReader::new(Box::new(tls)),
         timeout: peer.timeout,
         caps: String::new(),
+        keep: true,
     };
     // RFC 3207 §4.2: the capabilities before TLS are forgotten.
     c.caps = c.expect(&format!("EHLO {helo}"), 250).await?;
@@ -564,9 +607,10 @@ async fn open(
 const STUFF_PIECE: usize = 64 * 1024;
 
 /// MAIL, RCPT, DATA on an established session. Returns the outcome per recipient and
-/// whether the session may carry another transaction (it ended with the final reply to
-/// the data, or with a RSET answered 250, and the peer did not say 421). `reused`: a
-/// failure to get MAIL answered (the connection closed, or 421) is [`ClientError::Stale`].
+/// whether the session is still open for another transaction (it ended with the final
+/// reply to the data, or with a RSET answered 250, and the peer did not say 421; when not,
+/// QUIT was sent or the session is unusable). `reused`: a failure to get MAIL answered
+/// (the connection closed, or a 4xx) is [`ClientError::Stale`].
 async fn transaction(
     c: &mut Conn,
     msg: &Outgoing<'_>,
@@ -581,7 +625,9 @@ async fn transaction(
         return Err(ClientError::No8BitMime);
     };
     let mail = match c.cmd(&format!("MAIL FROM:<{}>{body}", msg.mail_from)).await {
-        Ok((code, text)) if reused && code == 421 => {
+        // A reused session refused for now (421 closing, or a 4xx such as a limit of
+        // messages per session): nothing was sent, a new session may well take it.
+        Ok((code, text)) if reused && code / 100 == 4 => {
             Err(ClientError::Stale(Box::new(ClientError::Reply {
                 code,
                 text,

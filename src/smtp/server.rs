@@ -140,6 +140,9 @@ pub struct ListenerConfig {
     pub auth_failure_delay: Duration,
 }
 
+/// How long the goodbye to a session may take when the server stops.
+const SHUTDOWN_WRITE: Duration = Duration::from_secs(2);
+
 /// Serves one listener until `shutdown` becomes true.
 pub async fn serve<B: Backend>(
     listener: TcpListener,
@@ -401,10 +404,14 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin, B: Backend>(
         let read = tokio::select! {
             r = tokio::time::timeout(cfg.command_timeout, stream.read(&mut buf)) => r,
             () = crate::listener::shutting_down(stopping) => {
-                let _ = stream
-                    .write_all(b"421 4.3.2 Service shutting down, closing connection\r\n")
-                    .await;
-                let _ = stream.flush().await;
+                // Bounded: a client that reads nothing must not hold the session open.
+                let _ = tokio::time::timeout(SHUTDOWN_WRITE, async {
+                    stream
+                        .write_all(b"421 4.3.2 Service shutting down, closing connection\r\n")
+                        .await?;
+                    stream.flush().await
+                })
+                .await;
                 return Ok(Outcome::Closed);
             }
         };
