@@ -41,14 +41,27 @@ impl Batch {
 }
 
 pub(crate) fn apply_quota_notice(tx: &Tx, mailbox: &PecAddress, from: u8, to: u8) -> TxResult<()> {
+    apply_notice_level(tx, mailbox, from, to, |r| &mut r.quota_notice)
+}
+
+/// Moves a notice level of the mailbox (`level` picks which: the mailbox's own, the
+/// archive's) from `from` to `to`; aborts when it is no longer at `from` (another notice
+/// came first).
+pub(crate) fn apply_notice_level(
+    tx: &Tx,
+    mailbox: &PecAddress,
+    from: u8,
+    to: u8,
+    level: fn(&mut MailboxRecord) -> &mut u8,
+) -> TxResult<()> {
     let k = mailbox_key(mailbox);
     let Some(mut rec) = get_json::<MailboxRecord>(&tx.t[MAILBOXES], k.as_bytes())? else {
         return abort(StoreError::NoSuchMailbox(mailbox.to_string()));
     };
-    if rec.quota_notice != from {
+    if *level(&mut rec) != from {
         return abort(StoreError::QuotaNoticeMoved(mailbox.to_string()));
     }
-    rec.quota_notice = to;
+    *level(&mut rec) = to;
     put_json(&tx.t[MAILBOXES], k.as_bytes(), &rec)
 }
 

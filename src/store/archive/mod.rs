@@ -314,15 +314,7 @@ pub(crate) fn apply_drop(
 }
 
 pub(crate) fn apply_notice(tx: &Tx, mailbox: &PecAddress, from: u8, to: u8) -> TxResult<()> {
-    let k = mailbox_key(mailbox);
-    let Some(mut rec) = get_json::<MailboxRecord>(&tx.t[MAILBOXES], k.as_bytes())? else {
-        return abort(StoreError::NoSuchMailbox(mailbox.to_string()));
-    };
-    if rec.archive_notice != from {
-        return abort(StoreError::QuotaNoticeMoved(mailbox.to_string()));
-    }
-    rec.archive_notice = to;
-    put_json(&tx.t[MAILBOXES], k.as_bytes(), &rec)
+    super::quota::apply_notice_level(tx, mailbox, from, to, |r| &mut r.archive_notice)
 }
 
 mod migrate;
