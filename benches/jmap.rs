@@ -99,7 +99,10 @@ fn fill(store: &pecd::store::Store, user: &PecAddress, n: usize) {
             "Corpo del messaggio di prova.\r\n".repeat(20)
         );
         let id = BlobId::of(m.as_bytes());
-        let path = store.blobs().path(&id);
+        let path = store
+            .blobs()
+            .local_path(&id)
+            .expect("the benchmark store keeps its blobs in a directory");
         std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
         std::fs::write(&path, m.as_bytes()).expect("blob");
         let at = now

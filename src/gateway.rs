@@ -10,7 +10,6 @@
 //! so that reconnecting or switching protocol gives an abuser no fresh attempts.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::Notify;
 
@@ -23,7 +22,7 @@ use crate::pec::index::{ProviderIndex, ProviderRecord};
 use crate::pec::smime::{Signer, TrustAnchors};
 use crate::pipeline::checks::Limits;
 use crate::store::mailbox::PasswordCheck;
-use crate::store::{Blob, Store, StoreError, StoreOptions};
+use crate::store::{Blob, Store, StoreError};
 
 pub mod credentials;
 pub mod limiter;
@@ -149,18 +148,7 @@ impl Gateway {
         let trust = config.load_trust()?.map(Arc::new);
         let crls = config.load_crls()?.map(Arc::new);
         let cns = config.load_cns()?.map(Arc::new);
-        let options = StoreOptions {
-            group_commit: config.store.group_commit,
-            clock: clock.clone(),
-            signer: Some(signer.clone()),
-            checkpoint_every: config.trace.checkpoint_every,
-            checkpoint_interval: Duration::from_secs(config.trace.checkpoint_interval_secs),
-            retention_months: config.trace.retention_months,
-            domains: config.provider.domains.clone(),
-            default_quota_bytes: config.limits.default_quota_bytes,
-            archive: config.archive.policy(),
-            ..StoreOptions::default()
-        };
+        let options = config.store_options(clock.clone(), Some(signer.clone()));
         let store = Store::open(&config.store.dir, options)?;
         let index = Arc::new(load_index(&config, signer.certificate())?);
         let identity = ProviderIdentity {

@@ -314,6 +314,14 @@ command_timeout_secs = {DEFAULT_COMMAND_TIMEOUT_SECS}
 dir = "data"
 group_commit = true
 
+[blobs]
+backend = "dir"
+# Or an S3-compatible object store (see config/pecd.toml for every key):
+# backend = "s3"
+# endpoint = "https://s3.example.it"
+# bucket = "pecd-blobs"
+# credentials_file = "s3.toml"
+
 [trace]
 # At least 30 months (DPR 68/2005).
 retention_months = {MIN_RETENTION_MONTHS}

@@ -7,7 +7,6 @@
 mod common;
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,17 +15,7 @@ use tokio::io::AsyncWriteExt;
 
 const DOMAIN: &str = "pec.ops.test";
 
-/// `GET path` on the admin listener with curl: (status, body).
-fn get(admin: SocketAddr, path: &str) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-s", "-o", "-", "-w", "\n%{http_code}"])
-        .arg(format!("http://{admin}{path}"))
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
+use common::admin_get as get;
 
 /// The value of the sample `name{labels}` (labels exactly as rendered), if present.
 fn sample(text: &str, series: &str) -> Option<f64> {

@@ -147,17 +147,8 @@ fn open_store_raw(
     signer: Option<Arc<Signer>>,
 ) -> Result<Store, StoreError> {
     let o = StoreOptions {
-        group_commit: config.store.group_commit,
-        clock: Arc::new(pecd::clock::SystemClock),
-        signer,
-        checkpoint_every: config.trace.checkpoint_every,
-        checkpoint_interval: Duration::from_secs(config.trace.checkpoint_interval_secs),
-        retention_months: config.trace.retention_months,
-        domains: config.provider.domains.clone(),
-        default_quota_bytes: config.limits.default_quota_bytes,
-        archive: config.archive.policy(),
         lock_wait,
-        ..StoreOptions::default()
+        ..config.store_options(Arc::new(pecd::clock::SystemClock), signer)
     };
     Store::open(&config.store.dir, o)
 }

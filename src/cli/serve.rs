@@ -188,6 +188,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             "  try         swaks --server {a} --tls-on-connect --auth PLAIN --auth-user demo@{DEMO_DOMAIN} --from demo@{DEMO_DOMAIN} --to demo@{DEMO_DOMAIN}"
         );
     }
+    if let pecd::store::BlobBackend::S3(s3) = &gw.config.blobs {
+        println!(
+            "  blobs       {} bucket {}{}",
+            s3.endpoint,
+            s3.bucket,
+            if s3.prefix.is_empty() {
+                String::new()
+            } else {
+                format!(" prefix {}", s3.prefix)
+            }
+        );
+    }
     // Last line of the start-up report (tests wait for it).
     println!("  store       {}", gw.config.store.dir.display());
 

@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 use crate::pec::address::{Domain, PecAddress};
 use crate::pec::smime::{Signer, TrustAnchors};
 
+mod blobs;
 mod parse;
 mod plans;
 mod validate;
@@ -141,6 +142,8 @@ pub struct Config {
     pub listen: ListenConfig,
     pub limits: LimitsConfig,
     pub store: StoreConfig,
+    /// `[blobs]`: where message bodies are kept (default: `blobs/` in the store dir).
+    pub blobs: crate::store::BlobBackend,
     pub trace: TraceConfig,
     /// Transport map: peer domain → `"host:port"` (tests and private networks).
     pub routes: BTreeMap<Domain, String>,
@@ -330,6 +333,32 @@ pub struct ArchiveConfig {
     pub default_bytes: u64,
     /// Archived messages are kept at least this long; only older ones make room.
     pub retention_months: u32,
+}
+
+impl Config {
+    /// How the store is opened under this configuration (the options every opener of
+    /// `store.dir` must agree on: the server and the admin commands).
+    pub fn store_options(
+        &self,
+        clock: crate::clock::SharedClock,
+        signer: Option<std::sync::Arc<crate::pec::smime::Signer>>,
+    ) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            group_commit: self.store.group_commit,
+            clock,
+            signer,
+            checkpoint_every: self.trace.checkpoint_every,
+            checkpoint_interval: std::time::Duration::from_secs(
+                self.trace.checkpoint_interval_secs,
+            ),
+            retention_months: self.trace.retention_months,
+            domains: self.provider.domains.clone(),
+            default_quota_bytes: self.limits.default_quota_bytes,
+            archive: self.archive.policy(),
+            blobs: self.blobs.clone(),
+            ..crate::store::StoreOptions::default()
+        }
+    }
 }
 
 impl ArchiveConfig {

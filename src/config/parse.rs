@@ -74,6 +74,8 @@ pub(super) fn parse(
     }
     sec.finish(&mut errs, &mut absent);
 
+    let blobs = super::blobs::blobs(&mut root, base, &mut errs, &mut absent);
+
     let mut sec = Section::take(&mut root, "trace", &mut errs);
     let retention_rule = "DPR 68/2005 requires the trace log to be kept for at least 30 months";
     let trace = TraceConfig {
@@ -207,7 +209,7 @@ pub(super) fn parse(
         errs.push(
             k.clone(),
             "unknown section or key (known: provider, signing, tls, trust, listen, limits, \
-             store, trace, routes, relay, antivirus, antispam, archive, plans, index, cns)",
+             store, blobs, trace, routes, relay, antivirus, antispam, archive, plans, index, cns)",
         );
     }
 
@@ -238,6 +240,7 @@ pub(super) fn parse(
         listen,
         limits,
         store,
+        blobs,
         trace,
         routes,
         relay,

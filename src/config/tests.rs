@@ -622,3 +622,98 @@ fn plans_and_spamd_are_read_and_checked() {
         );
     }
 }
+
+#[test]
+fn blobs_backend_dir_by_default_s3_with_credentials_from_a_file() {
+    let dir = fixture();
+    assert_eq!(
+        parse_in(dir.path(), MINIMAL).unwrap().blobs,
+        crate::store::BlobBackend::Dir
+    );
+    std::fs::write(
+        dir.path().join("s3.toml"),
+        "access_key_id = \"AKIDEXAMPLE\"\nsecret_access_key = \"wJalrXUtnFEMI-segreto\"\n",
+    )
+    .unwrap();
+    let text = format!(
+        r#"{MINIMAL}
+            [blobs]
+            backend = "s3"
+            endpoint = "https://s3.example.it"
+            bucket = "pecd-blobs"
+            prefix = "provider-a/"
+            credentials_file = "s3.toml"
+        "#
+    );
+    let c = parse_in(dir.path(), &text).unwrap();
+    let crate::store::BlobBackend::S3(s3) = &c.blobs else {
+        panic!("{:?}", c.blobs)
+    };
+    assert_eq!(
+        (
+            s3.endpoint.as_str(),
+            s3.bucket.as_str(),
+            s3.region.as_str(),
+            s3.prefix.as_str()
+        ),
+        (
+            "https://s3.example.it",
+            "pecd-blobs",
+            "us-east-1",
+            "provider-a/"
+        )
+    );
+    assert!(s3.path_style);
+    assert_eq!(s3.credentials.access_key_id, "AKIDEXAMPLE");
+    // The secret never shows in a dump of the configuration.
+    let dump = format!("{c:?}");
+    assert!(
+        dump.contains("AKIDEXAMPLE") && !dump.contains("segreto"),
+        "{dump}"
+    );
+}
+
+#[test]
+fn blobs_problems_name_their_key_and_never_the_secret() {
+    let dir = fixture();
+    let problems = |extra: &str| -> String {
+        let text = format!("{MINIMAL}\n[blobs]\n{extra}\n");
+        parse_in(dir.path(), &text).unwrap_err().to_string()
+    };
+    let e = problems("backend = \"nfs\"");
+    assert!(e.contains("blobs.backend") && e.contains("\"nfs\""), "{e}");
+    let e = problems("backend = \"s3\"\ncredentials_file = \"absent.toml\"");
+    assert!(
+        e.contains("blobs.endpoint") && e.contains("blobs.bucket"),
+        "{e}"
+    );
+    assert!(
+        e.contains("absent.toml") && e.contains("does not exist"),
+        "{e}"
+    );
+    let e = problems(
+        "backend = \"s3\"\nendpoint = \"s3.example.it\"\nbucket = \"b\"\nprefix = \"/x\"\ncredentials_file = \"absent.toml\"",
+    );
+    assert!(
+        e.contains("http:// or https://") && e.contains("blobs.prefix"),
+        "{e}"
+    );
+    // A broken credentials file: named, its content (the secret) not quoted.
+    std::fs::write(
+        dir.path().join("broken.toml"),
+        "secret_access_key = wJalrXUtnFEMI-segreto\n",
+    )
+    .unwrap();
+    let e = problems(
+        "backend = \"s3\"\nendpoint = \"https://s3.example.it\"\nbucket = \"b\"\ncredentials_file = \"broken.toml\"",
+    );
+    assert!(e.contains("broken.toml") && !e.contains("segreto"), "{e}");
+    std::fs::write(dir.path().join("half.toml"), "access_key_id = \"A\"\n").unwrap();
+    let e = problems(
+        "backend = \"s3\"\nendpoint = \"https://s3.example.it\"\nbucket = \"b\"\ncredentials_file = \"half.toml\"",
+    );
+    assert!(
+        e.contains("must set access_key_id and secret_access_key"),
+        "{e}"
+    );
+}

@@ -70,7 +70,7 @@ use crate::trace::log::{TraceError, TraceTrees};
 use crate::trace::{Checkpoint, TraceLog};
 
 pub use batch::{Applied, Batch};
-pub use blobs::{Blob, BlobId, BlobStore, BlobWriter, SweepStats};
+pub use blobs::{Blob, BlobBackend, BlobId, BlobReader, BlobStore, BlobWriter, SweepStats};
 pub use changes::{ChangeKind, Changes, IdChanges, MAX_LOG_ENTRIES};
 pub use mailbox::{MailboxInfo, MailboxOptions, NewMailbox};
 pub use messages::{Delivered, Delivery, FolderInfo, MessageRecord, Uid};
@@ -179,6 +179,13 @@ pub enum StoreError {
     AlreadyClaimed(String),
     #[error("blob {0} is missing")]
     BlobMissing(BlobId),
+    /// The object store holding the blobs failed or refused a request ([`blobs::s3`]).
+    #[error("object store: {op} {key}: {detail}")]
+    ObjectStore {
+        op: &'static str,
+        key: String,
+        detail: String,
+    },
     #[error("{0:?} is not a blob id")]
     BadBlobId(String),
     #[error("no queue item {0}")]
@@ -256,6 +263,8 @@ pub struct StoreOptions {
     pub archive: archive::ArchivePolicy,
     /// Unreferenced blobs younger than this survive the sweep at open.
     pub blob_grace: Duration,
+    /// `[blobs]`: where message bodies are kept.
+    pub blobs: BlobBackend,
     /// sled page cache size.
     pub cache_bytes: u64,
     /// How long `open` waits for the directory lock. sled releases its file lock from a
@@ -278,6 +287,7 @@ impl Default for StoreOptions {
             default_quota_bytes: 1 << 30,
             archive: archive::ArchivePolicy::default(),
             blob_grace: Duration::from_secs(3600),
+            blobs: BlobBackend::Dir,
             cache_bytes: 256 << 20,
             lock_wait: Duration::from_secs(3),
         }
@@ -439,9 +449,13 @@ impl Store {
             db.flush()?;
             tracing::info!(dir = %dir.display(), from = found, to = SCHEMA_VERSION, "store schema migrated");
         }
-        let blobs = BlobStore::open(dir.join("blobs"))?;
+        let blobs = BlobStore::open(dir.join("blobs"), &options.blobs)?;
         let refs = trees.blobrefs.clone();
-        let sweep = blobs.sweep(|id| Ok(refs.contains_key(id.as_str())?), options.blob_grace)?;
+        let sweep = if blobs.sweeps_at_open() {
+            blobs.sweep(|id| Ok(refs.contains_key(id.as_str())?), options.blob_grace)?
+        } else {
+            SweepStats::default()
+        };
         let (changes, _) = tokio::sync::broadcast::channel(CHANGE_BACKLOG);
         let (jobs, committer) =
             commit::Committer::start(db.clone(), trees.clone(), &options, changes.clone())?;

@@ -7,6 +7,7 @@ pub mod clamd;
 pub mod cns;
 pub mod jmap;
 pub mod probe;
+pub mod s3;
 pub mod server;
 pub mod sink;
 pub mod smtp;
@@ -152,4 +153,16 @@ pub fn sized_message(from: &str, to: &str, subject: &str, size: usize) -> Vec<u8
         i += 1;
     }
     msg
+}
+
+/// `GET path` on pecd's admin listener (plain HTTP) with curl: (status, body).
+pub fn admin_get(admin: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "-", "-w", "\n%{http_code}"])
+        .arg(format!("http://{admin}{path}"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
 }

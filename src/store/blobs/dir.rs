@@ -1,10 +1,12 @@
-//! Message bodies as content-addressed files: `blobs/ab/cd/abcd…` named by the lower-case
-//! hex SHA-256 of the content, two levels of fan-out.
+//! The local blob backend (the default, `[blobs] backend = "dir"`): message bodies as
+//! content-addressed files, `blobs/ab/cd/abcd…` named by the lower-case hex SHA-256 of the
+//! content, two levels of fan-out. It distrusts nothing but the file names it finds
+//! (only 64 lower-case hex digits count as blobs).
 //!
 //! Invariant (crash safety): a blob file is complete and durable **before** any record
 //! refers to it. A writer streams into `blobs/tmp/`, fsyncs the file, renames it to its
 //! final name and fsyncs the directory; only then can the id go into a commit. A crash
-//! can therefore leave only unreferenced files behind; [`BlobStore::sweep`] (run at open)
+//! can therefore leave only unreferenced files behind; [`DirBlobs::sweep`] (run at open)
 //! removes those older than a grace period. This module never touches the sled trees.
 //!
 //! ## Sweeping while the store runs
@@ -20,77 +22,15 @@
 //! refreshed time and put it back. Files left in `trash/` by a crash are put back at open.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use openssl::sha::Sha256;
-use serde::{Deserialize, Serialize};
+use super::{Blob, BlobId, Spool, StoreError, SweepStats};
 
-use super::StoreError;
-
-/// The id of a blob: lower-case hex SHA-256 of its bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct BlobId(String);
-
-impl BlobId {
-    pub fn parse(s: &str) -> Result<Self, StoreError> {
-        if s.len() == 64
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            Ok(Self(s.to_string()))
-        } else {
-            Err(StoreError::BadBlobId(s.to_string()))
-        }
-    }
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-    pub fn of(bytes: &[u8]) -> Self {
-        let mut h = Sha256::new();
-        h.update(bytes);
-        Self(hex::encode(h.finish()))
-    }
-}
-
-impl TryFrom<String> for BlobId {
-    type Error = StoreError;
-    fn try_from(s: String) -> Result<Self, StoreError> {
-        Self::parse(&s)
-    }
-}
-impl From<BlobId> for String {
-    fn from(b: BlobId) -> String {
-        b.0
-    }
-}
-impl std::fmt::Display for BlobId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// A blob durably written and ready to be referenced by a commit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Blob {
-    pub id: BlobId,
-    pub size: u64,
-}
-
-/// What a sweep did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct SweepStats {
-    pub kept: u64,
-    pub removed: u64,
-    pub removed_tmp: u64,
-}
-
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+pub(super) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.to_path_buf(),
         source,
@@ -128,17 +68,15 @@ fn refresh(f: &File, path: &Path) -> Result<bool, StoreError> {
     Ok(fs::metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == (held.dev(), held.ino())))
 }
 
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
 /// The blob directory.
 #[derive(Debug, Clone)]
-pub struct BlobStore {
+pub struct DirBlobs {
     root: PathBuf,
     /// Serializes sweeps (each uses `trash/` by blob id).
     sweeping: Arc<Mutex<()>>,
 }
 
-impl BlobStore {
+impl DirBlobs {
     pub(crate) fn open(root: PathBuf) -> Result<Self, StoreError> {
         fs::create_dir_all(root.join("tmp")).map_err(io_err(&root))?;
         fs::create_dir_all(root.join("trash")).map_err(io_err(&root))?;
@@ -199,30 +137,14 @@ impl BlobStore {
             });
         }
         let mut w = self.writer()?;
-        w.write_all(bytes).map_err(io_err(&w.tmp))?;
+        w.spool.write_all(bytes)?;
         w.finish()
     }
 
     /// A streaming writer (for large messages: nothing is held in memory).
-    pub fn writer(&self) -> Result<BlobWriter, StoreError> {
-        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let nanos = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let tmp = self
-            .root
-            .join("tmp")
-            .join(format!("{}-{n}-{nanos}", std::process::id()));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(io_err(&tmp))?;
-        Ok(BlobWriter {
-            file: io::BufWriter::with_capacity(64 * 1024, file),
-            tmp,
-            hasher: Sha256::new(),
-            size: 0,
+    pub fn writer(&self) -> Result<DirWriter, StoreError> {
+        Ok(DirWriter {
+            spool: Spool::create(&self.root.join("tmp"))?,
             store: self.clone(),
         })
     }
@@ -345,58 +267,22 @@ impl BlobStore {
     }
 }
 
-/// Streams a blob to a temporary file while hashing it; [`BlobWriter::finish`] makes it
-/// durable under its final name. Dropping it without `finish` leaves a temporary file
-/// that the next sweep removes.
-pub struct BlobWriter {
-    file: io::BufWriter<File>,
-    tmp: PathBuf,
-    hasher: Sha256,
-    size: u64,
-    store: BlobStore,
+/// Streams a blob into `tmp/` while hashing it; [`DirWriter::finish`] makes it durable
+/// under its final name. Dropping it without `finish` leaves a temporary file that the
+/// next sweep removes.
+#[derive(Debug)]
+pub struct DirWriter {
+    pub(super) spool: Spool,
+    store: DirBlobs,
 }
 
-impl std::fmt::Debug for BlobWriter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "BlobWriter({}, {} bytes)", self.tmp.display(), self.size)
-    }
-}
-
-impl Write for BlobWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.size += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
-    }
-}
-
-impl BlobWriter {
-    /// Gives up the write: the temporary file is removed.
-    pub fn abort(self) {
-        let tmp = self.tmp.clone();
-        drop(self);
-        let _ = fs::remove_file(tmp);
-    }
-
+impl DirWriter {
     /// fsync, rename to the content name, fsync the directory.
     pub fn finish(self) -> Result<Blob, StoreError> {
-        let BlobWriter {
-            file,
-            tmp,
-            hasher,
-            size,
-            store,
-        } = self;
-        let file = file
-            .into_inner()
-            .map_err(|e| io_err(&tmp)(e.into_error()))?;
+        let DirWriter { spool, store } = self;
+        let (file, tmp, id, size) = spool.into_parts()?;
         file.sync_all().map_err(io_err(&tmp))?;
         drop(file);
-        let id = BlobId(hex::encode(hasher.finish()));
         let path = store.path(&id);
         let d2 = path.parent().map(Path::to_path_buf).unwrap_or_default();
         if let Some(d1) = d2.parent() {
@@ -416,7 +302,7 @@ mod tests {
     #[test]
     fn put_read_dedup_and_sweep() {
         let dir = tempfile::tempdir().unwrap();
-        let bs = BlobStore::open(dir.path().join("blobs")).unwrap();
+        let bs = DirBlobs::open(dir.path().join("blobs")).unwrap();
         let a = bs.put(b"hello").unwrap();
         assert_eq!(a.id, BlobId::of(b"hello"));
         assert_eq!(a.size, 5);
@@ -424,7 +310,7 @@ mod tests {
         assert_eq!(bs.put(b"hello").unwrap(), a);
         let mut w = bs.writer().unwrap();
         for _ in 0..1000 {
-            w.write_all(&[7u8; 1000]).unwrap();
+            w.spool.write_all(&[7u8; 1000]).unwrap();
         }
         let big = w.finish().unwrap();
         assert_eq!(big.size, 1_000_000);
@@ -443,13 +329,13 @@ mod tests {
     }
 
     /// Makes `id`'s file look written `age` ago.
-    fn age(bs: &BlobStore, id: &BlobId, age: Duration) {
+    fn age(bs: &DirBlobs, id: &BlobId, age: Duration) {
         let f = OpenOptions::new().write(true).open(bs.path(id)).unwrap();
         f.set_modified(SystemTime::now() - age).unwrap();
     }
 
     /// Whether `id`'s file was modified less than `within` ago.
-    fn fresh(bs: &BlobStore, id: &BlobId, within: Duration) -> bool {
+    fn fresh(bs: &DirBlobs, id: &BlobId, within: Duration) -> bool {
         let t = fs::metadata(bs.path(id)).unwrap().modified().unwrap();
         t.elapsed().unwrap_or_default() < within
     }
@@ -461,7 +347,7 @@ mod tests {
     /// Sweeps with a one-hour grace and no blob referenced, running `racer` once, at the
     /// first look at `id` (after the sweep found the file old, before it moves it: the
     /// exact window of the race). Returns the stats and how often the sweep looked at `id`.
-    fn sweep_racing(bs: &BlobStore, id: &BlobId, racer: impl Fn()) -> (SweepStats, usize) {
+    fn sweep_racing(bs: &DirBlobs, id: &BlobId, racer: impl Fn()) -> (SweepStats, usize) {
         let looks = std::cell::Cell::new(0);
         let s = bs
             .sweep(
@@ -487,7 +373,7 @@ mod tests {
         // A `put` of the same bytes in the window (the existing-file path: only the time
         // is refreshed) must leave the blob in place.
         let dir = tempfile::tempdir().unwrap();
-        let bs = BlobStore::open(dir.path().join("blobs")).unwrap();
+        let bs = DirBlobs::open(dir.path().join("blobs")).unwrap();
         let a = bs.put(b"same body").unwrap();
         age(&bs, &a.id, Duration::from_secs(7200));
         let (s, looks) = sweep_racing(&bs, &a.id, || {
@@ -513,12 +399,12 @@ mod tests {
         // The streamed path: the writer renames a new file (written now) over the old
         // one, which the sweep then moves to its trash and must put back.
         let dir = tempfile::tempdir().unwrap();
-        let bs = BlobStore::open(dir.path().join("blobs")).unwrap();
+        let bs = DirBlobs::open(dir.path().join("blobs")).unwrap();
         let a = bs.put(b"streamed").unwrap();
         age(&bs, &a.id, Duration::from_secs(7200));
         let (s, looks) = sweep_racing(&bs, &a.id, || {
             let mut w = bs.writer().unwrap();
-            w.write_all(b"streamed").unwrap();
+            w.spool.write_all(b"streamed").unwrap();
             assert_eq!(w.finish().unwrap(), a);
         });
         assert!(looks >= 1, "the racer ran");
@@ -533,12 +419,12 @@ mod tests {
         // The other order: the sweep moved the file away after `put` opened it. `put`
         // must notice that the path no longer names the file it refreshed.
         let dir = tempfile::tempdir().unwrap();
-        let bs = BlobStore::open(dir.path().join("blobs")).unwrap();
+        let bs = DirBlobs::open(dir.path().join("blobs")).unwrap();
         let a = bs.put(b"moved").unwrap();
         let trash = dir.path().join("blobs/trash").join(a.id.as_str());
         fs::rename(bs.path(&a.id), &trash).unwrap();
         // A crash here leaves it in the trash: reopening puts it back.
-        let bs = BlobStore::open(dir.path().join("blobs")).unwrap();
+        let bs = DirBlobs::open(dir.path().join("blobs")).unwrap();
         assert!(bs.exists(&a.id) && !trash.exists());
         // put's steps, interleaved by hand: open, (the sweep moves the file), refresh.
         let path = bs.path(&a.id);
@@ -549,7 +435,7 @@ mod tests {
             "the moved file must not count"
         );
         // Unmoved, it counts.
-        let bs2 = BlobStore::open(dir.path().join("blobs")).unwrap();
+        let bs2 = DirBlobs::open(dir.path().join("blobs")).unwrap();
         let held = OpenOptions::new().write(true).open(&path).unwrap();
         assert!(refresh(&held, &path).unwrap());
         // And a put whose file was moved away writes the content again.

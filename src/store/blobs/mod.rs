@@ -1,0 +1,337 @@
+//! Message bodies (blobs) behind one boundary: content-addressed by the SHA-256 of their
+//! bytes, written durably **before** any record refers to them, read back by id, and
+//! swept when no record has referred to them for a grace period. Two backends, chosen by
+//! `[blobs] backend`:
+//!
+//! - [`dir`]: files under the store's `blobs/` directory, fsync'd (the default);
+//! - [`s3`]: objects in an S3-compatible bucket, named by their id, for providers whose
+//!   bodies outgrow one machine (several pecd nodes share the bucket).
+//!
+//! The pipeline and the protocols see only [`BlobStore`] (static dispatch). What both
+//! backends must do is tested once, by `tests/blob_backends.rs` against each of them.
+//! Ids read from anywhere go through [`BlobId::parse`]: only 64 lower-case hex digits,
+//! so that an id can never name a path or key outside the store.
+
+pub mod dir;
+pub mod s3;
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use openssl::sha::Sha256;
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+use dir::{DirBlobs, DirWriter, io_err};
+use s3::{S3Blobs, S3Settings, S3Writer};
+
+/// The id of a blob: lower-case hex SHA-256 of its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct BlobId(String);
+
+impl BlobId {
+    pub fn parse(s: &str) -> Result<Self, StoreError> {
+        if s.len() == 64
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            Ok(Self(s.to_string()))
+        } else {
+            Err(StoreError::BadBlobId(s.to_string()))
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    pub fn of(bytes: &[u8]) -> Self {
+        let mut h = Sha256::new();
+        h.update(bytes);
+        Self(hex::encode(h.finish()))
+    }
+}
+
+impl TryFrom<String> for BlobId {
+    type Error = StoreError;
+    fn try_from(s: String) -> Result<Self, StoreError> {
+        Self::parse(&s)
+    }
+}
+impl From<BlobId> for String {
+    fn from(b: BlobId) -> String {
+        b.0
+    }
+}
+impl std::fmt::Display for BlobId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A blob durably written and ready to be referenced by a commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Blob {
+    pub id: BlobId,
+    pub size: u64,
+}
+
+/// What a sweep did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SweepStats {
+    pub kept: u64,
+    pub removed: u64,
+    pub removed_tmp: u64,
+}
+
+/// `[blobs]`: where message bodies are kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum BlobBackend {
+    /// Files under the store directory's `blobs/`.
+    #[default]
+    Dir,
+    /// An S3-compatible bucket.
+    S3(S3Settings),
+}
+
+/// A blob read back, streamed (a file, or an object store's response body).
+pub type BlobReader = Box<dyn Read + Send>;
+
+/// The blob store of one [`crate::store::Store`], whichever the backend.
+#[derive(Debug, Clone)]
+pub struct BlobStore(Backend);
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Dir(DirBlobs),
+    S3(Arc<S3Blobs>),
+}
+
+impl BlobStore {
+    /// Opens the backend; `root` is the store's `blobs/` directory (the files themselves
+    /// for `dir`, the local spool of streamed writes for `s3`).
+    pub fn open(root: PathBuf, backend: &BlobBackend) -> Result<Self, StoreError> {
+        Ok(Self(match backend {
+            BlobBackend::Dir => Backend::Dir(DirBlobs::open(root)?),
+            BlobBackend::S3(settings) => Backend::S3(Arc::new(S3Blobs::open(root, settings)?)),
+        }))
+    }
+
+    /// `"dir"` or `"s3"`.
+    pub fn backend_name(&self) -> &'static str {
+        match &self.0 {
+            Backend::Dir(_) => "dir",
+            Backend::S3(_) => "s3",
+        }
+    }
+
+    /// Writes `bytes` and returns its id once durable. If the same content is already
+    /// stored, it is kept and made young again (so that a sweep's grace period protects
+    /// it until the caller has committed its reference).
+    pub fn put(&self, bytes: &[u8]) -> Result<Blob, StoreError> {
+        match &self.0 {
+            Backend::Dir(d) => d.put(bytes),
+            Backend::S3(s) => s.put(bytes),
+        }
+    }
+
+    /// A streaming writer (for large messages: what is written goes to a local spool
+    /// file, never held in memory).
+    pub fn writer(&self) -> Result<BlobWriter, StoreError> {
+        Ok(BlobWriter(match &self.0 {
+            Backend::Dir(d) => Writer::Dir(d.writer()?),
+            Backend::S3(s) => Writer::S3(s.writer()?),
+        }))
+    }
+
+    /// The whole blob.
+    pub fn read(&self, id: &BlobId) -> Result<Vec<u8>, StoreError> {
+        match &self.0 {
+            Backend::Dir(d) => d.read(id),
+            Backend::S3(s) => s.read(id),
+        }
+    }
+
+    /// The blob as a stream.
+    pub fn open_blob(&self, id: &BlobId) -> Result<BlobReader, StoreError> {
+        Ok(match &self.0 {
+            Backend::Dir(d) => Box::new(d.open_blob(id)?),
+            Backend::S3(s) => s.open_blob(id)?,
+        })
+    }
+
+    /// Whether the blob is stored.
+    pub fn exists(&self, id: &BlobId) -> Result<bool, StoreError> {
+        match &self.0 {
+            Backend::Dir(d) => Ok(d.exists(id)),
+            Backend::S3(s) => s.exists(id),
+        }
+    }
+
+    /// Every blob id stored.
+    pub fn list(&self) -> Result<Vec<BlobId>, StoreError> {
+        match &self.0 {
+            Backend::Dir(d) => d.list(),
+            Backend::S3(s) => s.list(),
+        }
+    }
+
+    /// Whether the backend can serve now (for readiness and metrics): for `s3` a `HEAD`
+    /// on the bucket; `None` for `dir`, whose health is the store directory's.
+    pub fn probe(&self) -> Option<Result<(), StoreError>> {
+        match &self.0 {
+            Backend::Dir(_) => None,
+            Backend::S3(s) => Some(s.probe()),
+        }
+    }
+
+    /// The file of blob `id` with the `dir` backend (benchmarks fill a store directly).
+    pub fn local_path(&self, id: &BlobId) -> Option<PathBuf> {
+        match &self.0 {
+            Backend::Dir(d) => Some(d.path(id)),
+            Backend::S3(_) => None,
+        }
+    }
+
+    /// Whether opening the store sweeps: cheap for a directory; for a bucket, listing
+    /// every object at each start would not be, and the daily maintenance sweeps it.
+    pub(crate) fn sweeps_at_open(&self) -> bool {
+        matches!(self.0, Backend::Dir(_))
+    }
+
+    /// Removes blobs not referenced (per `referenced`) and spool files, when older than
+    /// `grace`. Safe against a concurrent `put` of the same content in this process (see
+    /// each backend's doc). The server calls it through [`crate::store::Store::sweep_blobs`],
+    /// with the store's references.
+    pub fn sweep(
+        &self,
+        referenced: impl Fn(&BlobId) -> Result<bool, StoreError>,
+        grace: Duration,
+    ) -> Result<SweepStats, StoreError> {
+        match &self.0 {
+            Backend::Dir(d) => d.sweep(referenced, grace),
+            Backend::S3(s) => s.sweep(referenced, grace),
+        }
+    }
+}
+
+/// Streams a blob while hashing it; [`BlobWriter::finish`] makes it durable under its id
+/// and returns it. Dropping it without `finish` leaves a spool file that the next sweep
+/// removes.
+#[derive(Debug)]
+pub struct BlobWriter(Writer);
+
+#[derive(Debug)]
+enum Writer {
+    Dir(DirWriter),
+    S3(S3Writer),
+}
+
+impl BlobWriter {
+    fn spool(&mut self) -> &mut Spool {
+        match &mut self.0 {
+            Writer::Dir(w) => &mut w.spool,
+            Writer::S3(w) => &mut w.spool,
+        }
+    }
+
+    /// Makes the blob durable and returns it.
+    pub fn finish(self) -> Result<Blob, StoreError> {
+        match self.0 {
+            Writer::Dir(w) => w.finish(),
+            Writer::S3(w) => w.finish(),
+        }
+    }
+
+    /// Gives up the write: the spool file is removed.
+    pub fn abort(self) {
+        let tmp = match &self.0 {
+            Writer::Dir(w) => w.spool.tmp.clone(),
+            Writer::S3(w) => w.spool.tmp.clone(),
+        };
+        drop(self);
+        let _ = std::fs::remove_file(tmp);
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.spool().write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.spool().flush()
+    }
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A local temporary file being written and hashed (the first half of every streamed
+/// write, whatever the backend).
+pub(crate) struct Spool {
+    file: io::BufWriter<File>,
+    pub(crate) tmp: PathBuf,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl std::fmt::Debug for Spool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Spool({}, {} bytes)", self.tmp.display(), self.size)
+    }
+}
+
+impl Spool {
+    /// A new file in `dir` (which exists), named uniquely for this process.
+    pub(crate) fn create(dir: &Path) -> Result<Self, StoreError> {
+        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let tmp = dir.join(format!("{}-{n}-{nanos}", std::process::id()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(io_err(&tmp))?;
+        Ok(Self {
+            file: io::BufWriter::with_capacity(64 * 1024, file),
+            tmp,
+            hasher: Sha256::new(),
+            size: 0,
+        })
+    }
+
+    pub(crate) fn write_all(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        Write::write_all(self, bytes).map_err(io_err(&self.tmp))
+    }
+
+    /// The file (flushed, not synced), its path, the content's id and size.
+    pub(crate) fn into_parts(self) -> Result<(File, PathBuf, BlobId, u64), StoreError> {
+        let Spool {
+            file,
+            tmp,
+            hasher,
+            size,
+        } = self;
+        let file = file
+            .into_inner()
+            .map_err(|e| io_err(&tmp)(e.into_error()))?;
+        Ok((file, tmp, BlobId(hex::encode(hasher.finish())), size))
+    }
+}
+
+impl Write for Spool {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}

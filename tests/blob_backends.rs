@@ -1,0 +1,373 @@
+//! The blob boundary's conformance suite: what every backend must do, run against each of
+//! them — the local directory and a real S3-compatible server (SeaweedFS on loopback,
+//! `tests/common/s3.rs`). Then a whole provider on the S3 backend: a PEC message submitted
+//! over SMTPS lands in the recipient's INBOX with its body in the bucket.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use pecd::store::blobs::s3::PART_SIZE;
+use pecd::store::{BlobBackend, BlobId, BlobStore, StoreError};
+
+/// One SeaweedFS for the whole file (each test has its own key prefix).
+fn s3() -> Option<&'static common::s3::S3Server> {
+    static SERVER: OnceLock<Option<common::s3::S3Server>> = OnceLock::new();
+    SERVER.get_or_init(common::s3::S3Server::start).as_ref()
+}
+
+/// Runs `check` against every backend, each on a fresh store.
+fn each_backend(name: &str, check: impl Fn(&BlobStore, &std::path::Path)) {
+    let dir = tempfile::tempdir().unwrap();
+    let local = BlobStore::open(dir.path().join("blobs"), &BlobBackend::Dir).unwrap();
+    eprintln!("{name}: dir");
+    check(&local, &dir.path().join("blobs"));
+    if let Some(server) = s3() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = format!("{name}/");
+        let remote = BlobStore::open(
+            dir.path().join("blobs"),
+            &BlobBackend::S3(server.settings(&prefix)),
+        )
+        .unwrap();
+        eprintln!("{name}: s3");
+        check(&remote, &dir.path().join("blobs"));
+    }
+}
+
+fn spool_files(root: &std::path::Path) -> usize {
+    std::fs::read_dir(root.join("tmp")).map_or(0, |d| d.count())
+}
+
+#[test]
+fn put_read_and_dedup() {
+    each_backend("put", |bs, _| {
+        let a = bs.put(b"Corpo del messaggio\r\n").unwrap();
+        assert_eq!(a.id, BlobId::of(b"Corpo del messaggio\r\n"));
+        assert_eq!(a.size, 21);
+        assert_eq!(bs.read(&a.id).unwrap(), b"Corpo del messaggio\r\n");
+        let mut streamed = Vec::new();
+        bs.open_blob(&a.id)
+            .unwrap()
+            .read_to_end(&mut streamed)
+            .unwrap();
+        assert_eq!(streamed, b"Corpo del messaggio\r\n");
+        assert!(bs.exists(&a.id).unwrap());
+        // The same bytes again: the same blob, still one.
+        assert_eq!(bs.put(b"Corpo del messaggio\r\n").unwrap(), a);
+        let empty = bs.put(b"").unwrap();
+        assert_eq!((empty.size, bs.read(&empty.id).unwrap()), (0, vec![]));
+        let listed: BTreeSet<BlobId> = bs.list().unwrap().into_iter().collect();
+        assert_eq!(listed, BTreeSet::from([a.id.clone(), empty.id.clone()]));
+    });
+}
+
+#[test]
+fn a_missing_blob_is_reported_as_missing() {
+    each_backend("missing", |bs, _| {
+        let id = BlobId::of(b"never stored");
+        assert!(matches!(bs.read(&id), Err(StoreError::BlobMissing(ref m)) if *m == id));
+        assert!(matches!(bs.open_blob(&id), Err(StoreError::BlobMissing(_))));
+        assert!(!bs.exists(&id).unwrap());
+    });
+}
+
+#[test]
+fn streamed_writes_small_and_larger_than_a_part() {
+    each_backend("stream", |bs, root| {
+        let mut w = bs.writer().unwrap();
+        w.write_all(b"piccolo").unwrap();
+        let small = w.finish().unwrap();
+        assert_eq!(small.id, BlobId::of(b"piccolo"));
+        // Two full parts and a bit: a multipart upload on S3.
+        let big: Vec<u8> = (0..2 * PART_SIZE + 12_345)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut w = bs.writer().unwrap();
+        for chunk in big.chunks(65_536) {
+            w.write_all(chunk).unwrap();
+        }
+        let blob = w.finish().unwrap();
+        assert_eq!(blob.id, BlobId::of(&big));
+        assert_eq!(blob.size, big.len() as u64);
+        assert!(bs.read(&blob.id).unwrap() == big, "the big blob reads back");
+        // Exactly one part, too.
+        let one: Vec<u8> = vec![b'x'; PART_SIZE];
+        let mut w = bs.writer().unwrap();
+        w.write_all(&one).unwrap();
+        assert_eq!(w.finish().unwrap().id, BlobId::of(&one));
+        assert_eq!(spool_files(root), 0, "nothing left in the spool");
+        // An abandoned write leaves nothing behind either.
+        let mut w = bs.writer().unwrap();
+        w.write_all(b"abandoned").unwrap();
+        w.abort();
+        assert_eq!(spool_files(root), 0);
+        assert!(!bs.exists(&BlobId::of(b"abandoned")).unwrap());
+    });
+}
+
+#[test]
+fn the_sweep_removes_only_old_unreferenced_blobs_and_spool_files() {
+    each_backend("sweep", |bs, root| {
+        let keep = bs.put(b"referenced").unwrap();
+        let drop_ = bs.put(b"unreferenced").unwrap();
+        let mut left = bs.writer().unwrap();
+        left.write_all(b"a crash mid-write").unwrap();
+        left.flush().unwrap();
+        assert_eq!(spool_files(root), 1);
+        let referenced = |id: &BlobId| Ok(*id == keep.id);
+        // Young: everything stays.
+        let s = bs.sweep(referenced, Duration::from_secs(3600)).unwrap();
+        assert_eq!((s.kept, s.removed, s.removed_tmp), (2, 0, 0));
+        // Object stores date objects to the second: let them age past a zero grace.
+        std::thread::sleep(Duration::from_millis(1100));
+        let s = bs.sweep(referenced, Duration::ZERO).unwrap();
+        assert_eq!((s.kept, s.removed, s.removed_tmp), (1, 1, 1));
+        assert_eq!(bs.read(&keep.id).unwrap(), b"referenced");
+        assert!(!bs.exists(&drop_.id).unwrap());
+        drop(left);
+    });
+}
+
+#[test]
+fn a_put_racing_the_sweeps_delete_keeps_the_blob() {
+    // The sweep has found the blob old and unreferenced and looks a second time; meanwhile
+    // a writer puts the same bytes (and would then commit a reference). Whatever the
+    // order, once the put returned the blob must be there.
+    each_backend("race", |bs, _| {
+        let a = bs.put(b"same body").unwrap();
+        std::thread::sleep(Duration::from_millis(1100));
+        let bs2 = bs.clone();
+        let racer: std::sync::Mutex<Option<std::thread::JoinHandle<_>>> = Default::default();
+        let looks = std::sync::atomic::AtomicUsize::new(0);
+        let s = bs
+            .sweep(
+                |id| {
+                    if *id == a.id && looks.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+                        // The second look: the delete comes next. The put's upload lands
+                        // before it (half a second is ages on loopback).
+                        let bs3 = bs2.clone();
+                        *racer.lock().unwrap() =
+                            Some(std::thread::spawn(move || bs3.put(b"same body")));
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                    Ok(false)
+                },
+                Duration::ZERO,
+            )
+            .unwrap();
+        let put = racer.lock().unwrap().take();
+        if let Some(put) = put {
+            assert_eq!(put.join().unwrap().unwrap(), a);
+        }
+        assert!(looks.into_inner() >= 1);
+        assert!(s.kept + s.removed == 1, "{s:?}");
+        assert_eq!(
+            bs.read(&a.id).unwrap(),
+            b"same body",
+            "the racing put's blob survived the sweep"
+        );
+    });
+}
+
+#[test]
+fn concurrent_puts_of_the_same_and_of_different_bodies() {
+    each_backend("concurrent", |bs, _| {
+        let bs = Arc::new(bs.clone());
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let bs = bs.clone();
+                std::thread::spawn(move || {
+                    let same = bs.put(b"one body for all").unwrap();
+                    let own = bs.put(format!("body {i}").as_bytes()).unwrap();
+                    (same, own)
+                })
+            })
+            .collect();
+        let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        for (i, (same, own)) in results.iter().enumerate() {
+            assert_eq!(same.id, BlobId::of(b"one body for all"));
+            assert_eq!(bs.read(&own.id).unwrap(), format!("body {i}").as_bytes());
+        }
+        assert_eq!(bs.list().unwrap().len(), 9);
+    });
+}
+
+#[test]
+fn the_s3_backend_refuses_wrong_credentials_and_an_unknown_bucket_at_open() {
+    let Some(server) = s3() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut wrong = server.settings("x/");
+    wrong.credentials = pecd::store::blobs::s3::S3Credentials::new(
+        "pecdtestaccess".into(),
+        "not-the-secret".into(),
+    );
+    let e = BlobStore::open(dir.path().join("b"), &BlobBackend::S3(wrong)).unwrap_err();
+    let text = e.to_string();
+    assert!(text.contains("HTTP 403"), "{text}");
+    assert!(
+        !text.contains("not-the-secret") && !text.contains("Signature"),
+        "{text}"
+    );
+    let mut unknown = server.settings("x/");
+    unknown.bucket = "no-such-bucket".into();
+    let e = BlobStore::open(dir.path().join("b"), &BlobBackend::S3(unknown)).unwrap_err();
+    assert!(e.to_string().contains("HTTP 404"), "{e}");
+    // Nothing listens: a transport error naming the operation, not a panic.
+    let mut closed = server.settings("x/");
+    closed.endpoint = format!("http://127.0.0.1:{}", common::s3::S3Server::unused_port());
+    let e = BlobStore::open(dir.path().join("b"), &BlobBackend::S3(closed)).unwrap_err();
+    assert!(
+        e.to_string().starts_with("object store: open bucket"),
+        "{e}"
+    );
+}
+
+/// A provider whose `[blobs]` are in the bucket under `prefix`.
+fn provider_on_s3(
+    server: &common::s3::S3Server,
+    domain: &str,
+    prefix: &str,
+) -> common::server::Server {
+    let a = format!("mittente@{domain}");
+    let b = format!("destinatario@{domain}");
+    let s = common::server::Server::new(domain, &[(a.as_str(), "pw"), (b.as_str(), "pw")]);
+    let section = server.config_section(s.dir.path(), prefix);
+    s.edit_config(|text| {
+        assert!(text.contains("[blobs]\nbackend = \"dir\"\n"), "{text}");
+        text.replace("[blobs]\nbackend = \"dir\"\n", &section)
+    });
+    s
+}
+
+/// Blob files under a `dir`-backend layout (`blobs/ab/cd/…`).
+fn local_blob_files(data: &std::path::Path) -> usize {
+    let Ok(d1s) = std::fs::read_dir(data.join("blobs")) else {
+        return 0;
+    };
+    d1s.flatten()
+        .filter(|e| e.file_name().len() == 2)
+        .flat_map(|d1| std::fs::read_dir(d1.path()).into_iter().flatten().flatten())
+        .flat_map(|d2| std::fs::read_dir(d2.path()).into_iter().flatten().flatten())
+        .count()
+}
+
+#[test]
+fn a_provider_keeps_its_message_bodies_in_the_bucket() {
+    let Some(server) = s3() else { return };
+    if !common::have("python3", "smtplib and imaplib clients") {
+        return;
+    }
+    let domain = "pec.oggetti.test";
+    let mut s = provider_on_s3(server, domain, "provider/");
+    s.enable(&["imaps"]);
+    s.start();
+    let a = format!("mittente@{domain}");
+    let b = format!("destinatario@{domain}");
+    // Submitted over SMTPS, read over IMAP: envelope at b, receipts at a.
+    let r = s.imap("pec", &[&a, "pw", &b, "pw"]);
+    assert!(r["size"].as_u64().unwrap() > 1000, "{r}");
+    assert!(r["partial_ok"].as_bool().unwrap(), "{r}");
+    assert!(
+        r["ref"].as_str().is_some(),
+        "the acceptance receipt at a: {r}"
+    );
+    // Every body is an object of the bucket (acceptance receipt, envelope, delivery
+    // receipt...), none a local file.
+    let view = BlobStore::open(
+        tempfile::tempdir().unwrap().path().join("b"),
+        &BlobBackend::S3(server.settings("provider/")),
+    )
+    .unwrap();
+    let objects = view.list().unwrap();
+    assert!(objects.len() >= 3, "{objects:?}");
+    for id in &objects {
+        let bytes = view.read(id).unwrap();
+        assert_eq!(
+            BlobId::of(&bytes),
+            *id,
+            "an object's name is its content's hash"
+        );
+    }
+    assert_eq!(local_blob_files(&s.data_dir()), 0);
+    s.stop();
+}
+
+#[test]
+fn an_object_store_outage_gets_a_temporary_failure_and_loses_nothing() {
+    if s3().is_none() {
+        return;
+    }
+    // A server of its own: this test stops it.
+    let mut server = common::s3::S3Server::start().unwrap();
+    let domain = "pec.guasto.test";
+    let mut s = provider_on_s3(&server, domain, "");
+    s.start();
+    let a = format!("mittente@{domain}");
+    let b = format!("destinatario@{domain}");
+    let msg = |n: u32| {
+        format!(
+            "From: <{a}>\r\nTo: <{b}>\r\nSubject: Prova {n}\r\nMessage-ID: <guasto-{n}@mua.test>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0100\r\n\r\nCiao.\r\n"
+        )
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let send = |n: u32| {
+        rt.block_on(common::smtp::submit(
+            s.addr("smtps"),
+            &s.ca(),
+            &a,
+            "pw",
+            &[&b],
+            msg(n).as_bytes(),
+        ))
+    };
+    let counts = || {
+        (
+            s.mailbox_json(&a)["messages"].as_u64().unwrap(),
+            s.mailbox_json(&b)["messages"].as_u64().unwrap(),
+        )
+    };
+    let wait_for = |want: (u64, u64)| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while counts() != want {
+            assert!(std::time::Instant::now() < deadline, "{:?}", counts());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    assert_eq!(send(1).0, 250);
+    // Delivered (envelope at b, acceptance and delivery receipts at a) before the outage.
+    wait_for((2, 1));
+    server.kill();
+    let (code, text) = send(2);
+    assert!(
+        (400..500).contains(&code) && text.contains("object store"),
+        "during the outage: {code} {text}"
+    );
+    assert!(!text.contains("Signature") && !text.contains(common::s3::SECRET_KEY));
+    // The operator sees it: not ready, the object store down.
+    let (code, body) = common::admin_get(s.addr("admin"), "/readyz");
+    assert!(
+        code == 503 && body.contains("object store"),
+        "{code} {body}"
+    );
+    let (_, metrics) = common::admin_get(s.addr("admin"), "/metrics");
+    assert!(
+        metrics.contains("pecd_dependency_up{name=\"s3\"} 0"),
+        "{metrics}"
+    );
+    server.restart();
+    let (code, body) = common::admin_get(s.addr("admin"), "/readyz");
+    assert_eq!(code, 200, "{body}");
+    let (_, metrics) = common::admin_get(s.addr("admin"), "/metrics");
+    assert!(metrics.contains("pecd_dependency_up{name=\"s3\"} 1"));
+    assert_eq!(send(3).0, 250, "after the outage");
+    // What got a 250 is all there, once: messages 1 and 3 (at b their envelopes, at a
+    // their acceptance and delivery receipts), nothing of message 2.
+    wait_for((4, 2));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(counts(), (4, 2));
+    s.stop();
+}
