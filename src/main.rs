@@ -48,6 +48,9 @@ enum Command {
     Index(cli::index::IndexCommand),
     /// Write the evidence bundle (.zip) of a message, or check one offline.
     Evidence(cli::evidence::EvidenceArgs),
+    /// Move the store to other backends (message bodies: directory ↔ S3).
+    #[command(subcommand)]
+    Store(cli::store::StoreCommand),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
         Command::Log(a) => cli::log::run(a),
         Command::Index(a) => cli::index::run(a),
         Command::Evidence(a) => cli::evidence::run(a),
+        Command::Store(a) => cli::store::run(a),
     };
     match result {
         Ok(code) => code,

@@ -371,3 +371,105 @@ fn an_object_store_outage_gets_a_temporary_failure_and_loses_nothing() {
     assert_eq!(counts(), (4, 2));
     s.stop();
 }
+
+#[test]
+fn a_store_migrates_its_bodies_to_the_bucket_and_back() {
+    let Some(server) = s3() else { return };
+    if !common::have("python3", "smtplib and imaplib clients") {
+        return;
+    }
+    let domain = "pec.trasloco.test";
+    let a = format!("mittente@{domain}");
+    let b = format!("destinatario@{domain}");
+    let mut s = common::server::Server::new(domain, &[(a.as_str(), "pw"), (b.as_str(), "pw")]);
+    s.enable(&["imaps"]);
+    // The two configurations: the one in use (dir) and the S3 one, side by side.
+    let on_dir = std::fs::read_to_string(s.config()).unwrap();
+    let section = server.config_section(s.dir.path(), "trasloco/");
+    let on_s3 = on_dir.replace("[blobs]\nbackend = \"dir\"\n", &section);
+    let s3_config = s.dir.path().join("pecd-s3.toml");
+    let dir_config = s.dir.path().join("pecd-dir.toml");
+    std::fs::write(&s3_config, &on_s3).unwrap();
+    std::fs::write(&dir_config, &on_dir).unwrap();
+    s.start();
+    let sent = s.imap("pec", &[&a, "pw", &b, "pw"]);
+    let digests = |s: &common::server::Server| {
+        let at_a = s.imap("digests", &[&a, "pw"])["sha256"].clone();
+        let at_b = s.imap("digests", &[&b, "pw"])["sha256"].clone();
+        (at_a, at_b)
+    };
+    // Wait for the delivery receipt at a, then take what both mailboxes hold.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while s.mailbox_json(&a)["messages"].as_u64() != Some(2) {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let before = digests(&s);
+    assert_eq!(before.1[0], sent["sha256"], "{before:?}");
+    assert_eq!(before.0.as_array().unwrap().len(), 2);
+    s.stop();
+
+    let migrate = |from: &std::path::Path, to: &std::path::Path| -> serde_json::Value {
+        let out = common::server::pecd(&[
+            "store",
+            "migrate",
+            "--config",
+            from.to_str().unwrap(),
+            "--to",
+            to.to_str().unwrap(),
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // dir → s3, then the local files go: the server on S3 serves the same bytes.
+    let r = migrate(&dir_config, &s3_config);
+    let n = r["referenced"].as_u64().unwrap();
+    assert!(n >= 4, "{r}");
+    assert_eq!(
+        (r["copied"].as_u64(), r["present"].as_u64()),
+        (Some(n), Some(0))
+    );
+    // Run again: nothing to copy, everything checked.
+    let again = migrate(&dir_config, &s3_config);
+    assert_eq!(
+        (again["copied"].as_u64(), again["present"].as_u64()),
+        (Some(0), Some(n))
+    );
+    let blobs = s.data_dir().join("blobs");
+    for e in std::fs::read_dir(&blobs).unwrap().flatten() {
+        if e.file_name().len() == 2 {
+            std::fs::remove_dir_all(e.path()).unwrap();
+        }
+    }
+    std::fs::copy(&s3_config, s.config()).unwrap();
+    s.start();
+    assert_eq!(digests(&s), before, "served from the bucket");
+    s.stop();
+    // s3 → dir: the files come back, checked; the server on dir serves the same bytes.
+    let r = migrate(&s3_config, &dir_config);
+    assert_eq!(
+        (r["copied"].as_u64(), r["present"].as_u64()),
+        (Some(n), Some(0))
+    );
+    assert_eq!(local_blob_files(&s.data_dir()) as u64, n);
+    std::fs::copy(&dir_config, s.config()).unwrap();
+    s.start();
+    assert_eq!(digests(&s), before, "served from the directory again");
+    s.stop();
+    // Refusals name the problem.
+    let out = common::server::pecd(&[
+        "store",
+        "migrate",
+        "--config",
+        dir_config.to_str().unwrap(),
+        "--to",
+        dir_config.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to migrate"));
+}

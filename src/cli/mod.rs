@@ -8,4 +8,5 @@ pub mod log;
 pub mod mailbox;
 pub mod owner;
 pub mod serve;
+pub mod store;
 pub mod verify;

@@ -49,6 +49,7 @@ pub mod changes;
 mod commit;
 pub mod mailbox;
 pub mod messages;
+pub mod migrate;
 pub mod notify;
 pub mod password;
 pub mod pending;

@@ -300,6 +300,15 @@ elif scenario == "archive":
         subjects.append(h.decode(errors="replace").strip())
     out["sender_received"] = subjects
     ms.logout()
+elif scenario == "digests":
+    # args: user pw — the SHA-256 of every INBOX message, in UID order.
+    user, pw = args
+    m = imap(user, pw)
+    m.select("INBOX", readonly=True)
+    typ, data = m.uid("SEARCH", None, "ALL")
+    out["sha256"] = [hashlib.sha256(fetch_one(m, uid.decode(), "BODY.PEEK[]")).hexdigest()
+                     for uid in data[0].split()]
+    m.logout()
 elif scenario == "pop3":
     user, pw = args
     p = poplib.POP3_SSL(host, int(pop_port), context=ctx, timeout=60)
