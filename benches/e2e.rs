@@ -80,6 +80,7 @@ fn provider(
                 format!("{k} = \"off\"")
             }
             Some((k, _)) if k == "max_connections_per_ip" => format!("{k} = 1000"),
+            Some(("backend", _)) => load::blobs_backend(),
             Some((k, _)) if k == "trusted_ca" => format!(
                 "trusted_ca = [\"certs/ca.pem\", {:?}]",
                 peer_dir.join("certs/ca.pem").display().to_string()

@@ -276,6 +276,7 @@ fn main() {
                 format!("{k} = \"off\"")
             }
             Some((k, _)) if k == "max_connections_per_ip" => format!("{k} = 1000"),
+            Some(("backend", _)) => load::blobs_backend(),
             _ if l == "[routes]" => {
                 format!("[routes]\n\"ext.bench.test\" = \"127.0.0.1:{sink_port}\"")
             }

@@ -153,3 +153,25 @@ pub fn disk_report(label: &str, store_dir: &std::path::Path, messages: usize) {
         blobs as f64 / n / 1e3,
     );
 }
+
+/// The `[blobs] backend = …` lines of a bench provider's configuration: the directory, or
+/// with `PECD_BENCH_S3_ENDPOINT` set an S3 bucket (`PECD_BENCH_S3_BUCKET`, default `pecd`;
+/// credentials from `PECD_S3_ACCESS_KEY_ID` / `PECD_S3_SECRET_ACCESS_KEY`), each provider
+/// under a key prefix of its own.
+pub fn blobs_backend() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    match std::env::var("PECD_BENCH_S3_ENDPOINT") {
+        Ok(endpoint) if !endpoint.is_empty() => {
+            let bucket = std::env::var("PECD_BENCH_S3_BUCKET").unwrap_or_else(|_| "pecd".into());
+            let n = N.fetch_add(1, Ordering::Relaxed);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            format!(
+                "backend = \"s3\"\nendpoint = \"{endpoint}\"\nbucket = \"{bucket}\"\nprefix = \"bench-{nanos}-{n}/\""
+            )
+        }
+        _ => "backend = \"dir\"".into(),
+    }
+}

@@ -17,6 +17,9 @@ pub const BUCKET: &str = "pecd";
 
 pub struct S3Server {
     child: Option<Child>,
+    /// Kills `weed` and removes its directory once this test process is gone: a server
+    /// kept in a `static` is never dropped.
+    watchdog: Option<Child>,
     pub port: u16,
     ports: Vec<u16>,
     bin: PathBuf,
@@ -64,6 +67,7 @@ impl S3Server {
         let ports: Vec<u16> = (0..10).map(|_| free_port()).collect();
         let mut s = S3Server {
             child: None,
+            watchdog: None,
             port: ports[6],
             ports,
             bin,
@@ -109,7 +113,22 @@ impl S3Server {
             .stderr(log)
             .spawn()
             .expect("start weed mini");
+        let watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(
+                "while kill -0 \"$1\" 2>/dev/null; do sleep 1; done; kill -9 \"$2\" 2>/dev/null; rm -rf \"$3\"",
+            )
+            .arg("watchdog")
+            .arg(std::process::id().to_string())
+            .arg(child.id().to_string())
+            .arg(d)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the watchdog of weed");
         self.child = Some(child);
+        self.watchdog = Some(watchdog);
         self.wait_ready();
     }
 
@@ -173,7 +192,10 @@ impl S3Server {
 
     /// Stops the server (SIGKILL): requests fail until [`S3Server::restart`].
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
+        for mut c in [self.watchdog.take(), self.child.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = c.kill();
             let _ = c.wait();
         }
