@@ -226,6 +226,26 @@ fn the_s3_backend_refuses_wrong_credentials_and_an_unknown_bucket_at_open() {
     );
 }
 
+#[test]
+fn the_s3_backend_speaks_tls_and_checks_the_certificate() {
+    let Some(server) = s3() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut tls = server.settings("tls/");
+    tls.endpoint = server.https_endpoint();
+    // Not signed by a CA the system or the configuration trusts: refused.
+    let e = BlobStore::open(dir.path().join("b"), &BlobBackend::S3(tls.clone())).unwrap_err();
+    assert!(
+        e.to_string().contains("open bucket") && e.to_string().contains("UnknownIssuer"),
+        "{e}"
+    );
+    assert!(!e.to_string().contains(common::s3::SECRET_KEY));
+    // With the store's CA in ca_file: a round trip over TLS.
+    tls.ca_file = Some(server.ca_path());
+    let bs = BlobStore::open(dir.path().join("b"), &BlobBackend::S3(tls)).unwrap();
+    let a = bs.put(b"su TLS").unwrap();
+    assert_eq!(bs.read(&a.id).unwrap(), b"su TLS");
+}
+
 /// A provider whose `[blobs]` are in the bucket under `prefix`.
 fn provider_on_s3(
     server: &common::s3::S3Server,

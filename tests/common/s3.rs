@@ -64,7 +64,12 @@ impl S3Server {
             ),
         )
         .unwrap();
-        let ports: Vec<u16> = (0..10).map(|_| free_port()).collect();
+        // TLS too, with a development PKI of its own (the certificate names 127.0.0.1).
+        let pki = dir.path().join("pki");
+        std::fs::create_dir_all(&pki).unwrap();
+        let domain = pecd::pec::address::Domain::parse("s3.test").unwrap();
+        pecd::pki::generate_dev_pki(&pki, &domain, "Test S3", false).expect("PKI");
+        let ports: Vec<u16> = (0..11).map(|_| free_port()).collect();
         let mut s = S3Server {
             child: None,
             watchdog: None,
@@ -106,6 +111,9 @@ impl S3Server {
                 "-s3.port.lance=0",
             ])
             .arg(format!("-s3.config={}", d.join("s3.json").display()))
+            .arg(format!("-s3.cert.file={}", d.join("pki/tls.pem").display()))
+            .arg(format!("-s3.key.file={}", d.join("pki/tls.key").display()))
+            .arg(format!("-s3.port.https={}", p[10]))
             .arg(format!("-bucket={BUCKET}"))
             .current_dir(d)
             .stdin(Stdio::null())
@@ -159,6 +167,15 @@ impl S3Server {
 
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The same server over TLS; its certificate chains to [`S3Server::ca_path`].
+    pub fn https_endpoint(&self) -> String {
+        format!("https://127.0.0.1:{}", self.ports[10])
+    }
+
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.path().join("pki/ca.pem")
     }
 
     /// The backend settings for keys under `prefix` (one prefix per test keeps tests that
