@@ -55,8 +55,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // ureq logs whole request URLs at debug level, and the object store's are signed:
+    // whatever PECD_LOG asks, it says no more than warnings.
     let filter = tracing_subscriber::EnvFilter::try_from_env("PECD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+        .add_directive("ureq=warn".parse().expect("a directive"))
+        .add_directive("ureq_proto=warn".parse().expect("a directive"));
     let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -22,7 +22,7 @@ fn s3() -> Option<&'static common::s3::S3Server> {
 /// Runs `check` against every backend, each on a fresh store.
 fn each_backend(name: &str, check: impl Fn(&BlobStore, &std::path::Path)) {
     let dir = tempfile::tempdir().unwrap();
-    let local = BlobStore::open(dir.path().join("blobs"), &BlobBackend::Dir).unwrap();
+    let local = BlobStore::open(dir.path().join("blobs"), &BlobBackend::Dir, Some(name)).unwrap();
     eprintln!("{name}: dir");
     check(&local, &dir.path().join("blobs"));
     if let Some(server) = s3() {
@@ -31,6 +31,7 @@ fn each_backend(name: &str, check: impl Fn(&BlobStore, &std::path::Path)) {
         let remote = BlobStore::open(
             dir.path().join("blobs"),
             &BlobBackend::S3(server.settings(&prefix)),
+            Some(name),
         )
         .unwrap();
         eprintln!("{name}: s3");
@@ -94,6 +95,11 @@ fn streamed_writes_small_and_larger_than_a_part() {
         assert_eq!(blob.id, BlobId::of(&big));
         assert_eq!(blob.size, big.len() as u64);
         assert!(bs.read(&blob.id).unwrap() == big, "the big blob reads back");
+        // The same from memory (a multipart upload from the slice on S3).
+        let from_memory: Vec<u8> = big.iter().rev().copied().collect();
+        let b2 = bs.put(&from_memory).unwrap();
+        assert_eq!(b2.id, BlobId::of(&from_memory));
+        assert!(bs.read(&b2.id).unwrap() == from_memory);
         // Exactly one part, too.
         let one: Vec<u8> = vec![b'x'; PART_SIZE];
         let mut w = bs.writer().unwrap();
@@ -205,7 +211,7 @@ fn the_s3_backend_refuses_wrong_credentials_and_an_unknown_bucket_at_open() {
         "pecdtestaccess".into(),
         "not-the-secret".into(),
     );
-    let e = BlobStore::open(dir.path().join("b"), &BlobBackend::S3(wrong)).unwrap_err();
+    let e = BlobStore::open(dir.path().join("b"), &BlobBackend::S3(wrong), Some("t")).unwrap_err();
     let text = e.to_string();
     assert!(text.contains("HTTP 403"), "{text}");
     assert!(
@@ -214,12 +220,13 @@ fn the_s3_backend_refuses_wrong_credentials_and_an_unknown_bucket_at_open() {
     );
     let mut unknown = server.settings("x/");
     unknown.bucket = "no-such-bucket".into();
-    let e = BlobStore::open(dir.path().join("b"), &BlobBackend::S3(unknown)).unwrap_err();
+    let e =
+        BlobStore::open(dir.path().join("b"), &BlobBackend::S3(unknown), Some("t")).unwrap_err();
     assert!(e.to_string().contains("HTTP 404"), "{e}");
     // Nothing listens: a transport error naming the operation, not a panic.
     let mut closed = server.settings("x/");
     closed.endpoint = format!("http://127.0.0.1:{}", common::s3::S3Server::unused_port());
-    let e = BlobStore::open(dir.path().join("b"), &BlobBackend::S3(closed)).unwrap_err();
+    let e = BlobStore::open(dir.path().join("b"), &BlobBackend::S3(closed), Some("t")).unwrap_err();
     assert!(
         e.to_string().starts_with("object store: open bucket"),
         "{e}"
@@ -233,7 +240,12 @@ fn the_s3_backend_speaks_tls_and_checks_the_certificate() {
     let mut tls = server.settings("tls/");
     tls.endpoint = server.https_endpoint();
     // Not signed by a CA the system or the configuration trusts: refused.
-    let e = BlobStore::open(dir.path().join("b"), &BlobBackend::S3(tls.clone())).unwrap_err();
+    let e = BlobStore::open(
+        dir.path().join("b"),
+        &BlobBackend::S3(tls.clone()),
+        Some("t"),
+    )
+    .unwrap_err();
     assert!(
         e.to_string().contains("open bucket") && e.to_string().contains("UnknownIssuer"),
         "{e}"
@@ -241,9 +253,57 @@ fn the_s3_backend_speaks_tls_and_checks_the_certificate() {
     assert!(!e.to_string().contains(common::s3::SECRET_KEY));
     // With the store's CA in ca_file: a round trip over TLS.
     tls.ca_file = Some(server.ca_path());
-    let bs = BlobStore::open(dir.path().join("b"), &BlobBackend::S3(tls)).unwrap();
+    let bs = BlobStore::open(dir.path().join("b"), &BlobBackend::S3(tls), Some("t")).unwrap();
     let a = bs.put(b"su TLS").unwrap();
     assert_eq!(bs.read(&a.id).unwrap(), b"su TLS");
+}
+
+#[test]
+fn a_prefix_belongs_to_one_store() {
+    let Some(server) = s3() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let backend = BlobBackend::S3(server.settings("claimed/"));
+    let first = BlobStore::open(dir.path().join("a"), &backend, Some("store-one")).unwrap();
+    first.put(b"of the first store").unwrap();
+    // The same store again: fine. Another store: refused, before its sweep could delete
+    // what the first refers to.
+    BlobStore::open(dir.path().join("a"), &backend, Some("store-one")).unwrap();
+    let e = BlobStore::open(dir.path().join("b"), &backend, Some("store-two")).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("another pecd store") && text.contains("store-one"),
+        "{text}"
+    );
+    // Another prefix of the same bucket is its own.
+    BlobStore::open(
+        dir.path().join("b"),
+        &BlobBackend::S3(server.settings("claimed-too/")),
+        Some("store-two"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_body_changed_in_the_bucket_is_refused_not_served() {
+    let Some(server) = s3() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let bs = BlobStore::open(
+        dir.path().join("b"),
+        &BlobBackend::S3(server.settings("tamper/")),
+        Some("t"),
+    )
+    .unwrap();
+    let a = bs.put(b"Corpo originale").unwrap();
+    server.put_raw(&format!("tamper/{}", a.id), b"Corpo alterato!");
+    let e = bs.read(&a.id).unwrap_err();
+    assert!(e.to_string().contains("does not hash to its name"), "{e}");
+    let mut streamed = Vec::new();
+    let e = bs
+        .open_blob(&a.id)
+        .unwrap()
+        .read_to_end(&mut streamed)
+        .unwrap_err();
+    assert!(e.to_string().contains("does not hash to its name"), "{e}");
 }
 
 /// A provider whose `[blobs]` are in the bucket under `prefix`.
@@ -300,6 +360,7 @@ fn a_provider_keeps_its_message_bodies_in_the_bucket() {
     let view = BlobStore::open(
         tempfile::tempdir().unwrap().path().join("b"),
         &BlobBackend::S3(server.settings("provider/")),
+        None,
     )
     .unwrap();
     let objects = view.list().unwrap();

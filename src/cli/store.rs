@@ -64,8 +64,12 @@ fn migrate(from: &std::path::Path, to: &std::path::Path, json: bool) -> anyhow::
     };
     let store = pecd::store::Store::open(&source.store.dir, options)
         .context("opening the store (stop `pecd serve` first)")?;
-    let dest = BlobStore::open(target.store.dir.join("blobs"), &target.blobs)
-        .with_context(|| format!("opening the blobs of {}", to.display()))?;
+    let dest = BlobStore::open(
+        target.store.dir.join("blobs"),
+        &target.blobs,
+        Some(store.id()),
+    )
+    .with_context(|| format!("opening the blobs of {}", to.display()))?;
     eprintln!(
         "copying the message bodies from {} to {}",
         store.blobs().backend_name(),

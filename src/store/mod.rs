@@ -338,6 +338,8 @@ impl Trees {
 }
 
 struct Inner {
+    /// This store's id ([`Store::id`]).
+    id: String,
     dir: PathBuf,
     /// The derived-data cache ([`Store::cache_get`]); outside the transactional trees.
     derived: sled::Tree,
@@ -397,6 +399,8 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 }
 
 const SCHEMA_KEY: &[u8] = b"schema_version";
+/// Key of the store id in the `meta` tree ([`Store::id`]).
+const STORE_ID_KEY: &[u8] = b"store_id";
 
 /// Opens the sled database, retrying a held lock for up to `options.lock_wait`.
 fn open_db(dir: &Path, options: &StoreOptions) -> Result<sled::Db, StoreError> {
@@ -419,6 +423,22 @@ fn open_db(dir: &Path, options: &StoreOptions) -> Result<sled::Db, StoreError> {
             Err(other) => return Err(StoreError::Db(other)),
         }
     }
+}
+
+/// The store's id, made (32 hex digits) and made durable at its first open.
+fn store_id(db: &sled::Db, trees: &Trees) -> Result<String, StoreError> {
+    if let Some(v) = trees.meta.get(STORE_ID_KEY)? {
+        return Ok(String::from_utf8_lossy(&v).into_owned());
+    }
+    let mut raw = [0u8; 16];
+    openssl::rand::rand_bytes(&mut raw).map_err(|e| StoreError::Corrupt {
+        what: "store id".into(),
+        detail: format!("no random bytes: {e}"),
+    })?;
+    let id = hex::encode(raw);
+    trees.meta.insert(STORE_ID_KEY, id.as_bytes())?;
+    db.flush()?;
+    Ok(id)
 }
 
 impl Store {
@@ -450,7 +470,8 @@ impl Store {
             db.flush()?;
             tracing::info!(dir = %dir.display(), from = found, to = SCHEMA_VERSION, "store schema migrated");
         }
-        let blobs = BlobStore::open(dir.join("blobs"), &options.blobs)?;
+        let id = store_id(&db, &trees)?;
+        let blobs = BlobStore::open(dir.join("blobs"), &options.blobs, Some(&id))?;
         let refs = trees.blobrefs.clone();
         let sweep = if blobs.sweeps_at_open() {
             blobs.sweep(|id| Ok(refs.contains_key(id.as_str())?), options.blob_grace)?
@@ -463,6 +484,7 @@ impl Store {
         let derived = db.open_tree("derived")?;
         Ok(Self {
             inner: Arc::new(Inner {
+                id,
                 derived,
                 dir,
                 db,
@@ -479,6 +501,12 @@ impl Store {
 
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// A random id given to the store when it was first opened: what claims its bucket
+    /// prefix with the S3 blob backend.
+    pub fn id(&self) -> &str {
+        &self.inner.id
     }
 
     /// Bytes an unprivileged writer can still use on the filesystem of the store

@@ -149,6 +149,7 @@ impl S3Server {
             match pecd::store::BlobStore::open(
                 root.path().to_path_buf(),
                 &pecd::store::BlobBackend::S3(self.settings("ready-")),
+                None,
             ) {
                 Ok(_) => return,
                 Err(e) if Instant::now() > deadline => {
@@ -235,5 +236,32 @@ impl S3Server {
     /// A loopback port nothing listens on (bound, then released).
     pub fn unused_port() -> u16 {
         free_port()
+    }
+}
+
+impl S3Server {
+    /// Writes `body` under `key` behind pecd's back (curl signing with SigV4), as a
+    /// tampering administrator of the object store could.
+    pub fn put_raw(&self, key: &str, body: &[u8]) {
+        let file = self.dir.path().join("raw-body");
+        std::fs::write(&file, body).unwrap();
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-f",
+                "-X",
+                "PUT",
+                "--aws-sigv4",
+                "aws:amz:us-east-1:s3",
+                "--user",
+            ])
+            .arg(format!("{ACCESS_KEY}:{SECRET_KEY}"))
+            .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
+            .arg("--data-binary")
+            .arg(format!("@{}", file.display()))
+            .arg(format!("{}/{BUCKET}/{key}", self.endpoint()))
+            .output()
+            .expect("curl");
+        assert!(out.status.success(), "curl PUT {key}: {out:?}");
     }
 }

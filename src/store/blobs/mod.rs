@@ -112,11 +112,19 @@ enum Backend {
 
 impl BlobStore {
     /// Opens the backend; `root` is the store's `blobs/` directory (the files themselves
-    /// for `dir`, the local spool of streamed writes for `s3`).
-    pub fn open(root: PathBuf, backend: &BlobBackend) -> Result<Self, StoreError> {
+    /// for `dir`, the local spool of streamed writes for `s3`). `owner` is the id of the
+    /// store whose bodies these are: a bucket + prefix claimed by another store is refused
+    /// (`None` claims nothing: for tools that only look).
+    pub fn open(
+        root: PathBuf,
+        backend: &BlobBackend,
+        owner: Option<&str>,
+    ) -> Result<Self, StoreError> {
         Ok(Self(match backend {
             BlobBackend::Dir => Backend::Dir(DirBlobs::open(root)?),
-            BlobBackend::S3(settings) => Backend::S3(Arc::new(S3Blobs::open(root, settings)?)),
+            BlobBackend::S3(settings) => {
+                Backend::S3(Arc::new(S3Blobs::open(root, settings, owner)?))
+            }
         }))
     }
 
@@ -219,8 +227,8 @@ impl BlobStore {
 }
 
 /// Streams a blob while hashing it; [`BlobWriter::finish`] makes it durable under its id
-/// and returns it. Dropping it without `finish` leaves a spool file that the next sweep
-/// removes.
+/// and returns it. Dropping it without `finish` removes its spool file (one left by a
+/// crash is removed by the next sweep).
 #[derive(Debug)]
 pub struct BlobWriter(Writer);
 
@@ -246,14 +254,9 @@ impl BlobWriter {
         }
     }
 
-    /// Gives up the write: the spool file is removed.
+    /// Gives up the write: the spool file is removed (as when the writer is dropped).
     pub fn abort(self) {
-        let tmp = match &self.0 {
-            Writer::Dir(w) => w.spool.tmp.clone(),
-            Writer::S3(w) => w.spool.tmp.clone(),
-        };
         drop(self);
-        let _ = std::fs::remove_file(tmp);
     }
 }
 
@@ -269,9 +272,10 @@ impl Write for BlobWriter {
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A local temporary file being written and hashed (the first half of every streamed
-/// write, whatever the backend).
+/// write, whatever the backend). Dropped before [`Spool::into_parts`], it removes its file.
 pub(crate) struct Spool {
-    file: io::BufWriter<File>,
+    /// `None` once handed over by `into_parts`.
+    file: Option<io::BufWriter<File>>,
     pub(crate) tmp: PathBuf,
     hasher: Sha256,
     size: u64,
@@ -298,7 +302,7 @@ impl Spool {
             .open(&tmp)
             .map_err(io_err(&tmp))?;
         Ok(Self {
-            file: io::BufWriter::with_capacity(64 * 1024, file),
+            file: Some(io::BufWriter::with_capacity(64 * 1024, file)),
             tmp,
             hasher: Sha256::new(),
             size: 0,
@@ -309,29 +313,49 @@ impl Spool {
         Write::write_all(self, bytes).map_err(io_err(&self.tmp))
     }
 
-    /// The file (flushed, not synced), its path, the content's id and size.
-    pub(crate) fn into_parts(self) -> Result<(File, PathBuf, BlobId, u64), StoreError> {
-        let Spool {
-            file,
-            tmp,
-            hasher,
-            size,
-        } = self;
+    /// The file (flushed, not synced), its path, the content's id and size; from now on
+    /// the caller owns the file (and removes or renames it).
+    pub(crate) fn into_parts(mut self) -> Result<(File, PathBuf, BlobId, u64), StoreError> {
+        let Some(file) = self.file.take() else {
+            return Err(io_err(&self.tmp)(io::Error::other(
+                "spool already handed over",
+            )));
+        };
         let file = file
             .into_inner()
-            .map_err(|e| io_err(&tmp)(e.into_error()))?;
-        Ok((file, tmp, BlobId(hex::encode(hasher.finish())), size))
+            .map_err(|e| io_err(&self.tmp)(e.into_error()))?;
+        let hasher = std::mem::replace(&mut self.hasher, Sha256::new());
+        Ok((
+            file,
+            self.tmp.clone(),
+            BlobId(hex::encode(hasher.finish())),
+            self.size,
+        ))
+    }
+
+    fn file(&mut self) -> io::Result<&mut io::BufWriter<File>> {
+        self.file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("spool already handed over"))
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
     }
 }
 
 impl Write for Spool {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
+        let n = self.file()?.write(buf)?;
         self.hasher.update(&buf[..n]);
         self.size += n as u64;
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
+        self.file()?.flush()
     }
 }

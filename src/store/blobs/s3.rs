@@ -13,17 +13,22 @@
 //! makes the object young again for the sweep.
 //!
 //! Sweep: objects older than the grace period and unreferenced are deleted after a second
-//! look (a `HEAD` for the age, the references again). A `put` of the same bytes racing the
-//! delete in this process waits for it and uploads again ([`S3Blobs::deleting`]). Across
-//! several nodes the grace period is what protects a body between its upload and its
-//! commit; the sweep is one of the singleton duties.
+//! look (a `HEAD` for the age, the references again). Uploads and deletes of one id in this
+//! process exclude each other ([`Guard`]): a sweep never deletes an id being uploaded, and
+//! an upload waits for a delete in progress, so a `put` that returned has its object in
+//! place and young. One bucket + prefix belongs to one store: a marker object
+//! `{prefix}.pecd-store` names the store that claimed it, and another store is refused at
+//! open (its sweep would delete what the first refers to).
 //!
 //! Distrusted: everything the object store answers. Keys it lists that are not
-//! `{prefix}` + 64 lower-case hex digits are ignored, never deleted; error bodies are read
-//! to at most 4 KiB and only their `<Code>` is kept; signed URLs (they carry a signature)
-//! never reach a log or an error message.
+//! `{prefix}` + 64 lower-case hex digits are ignored, never deleted; a body read back must
+//! hash to its id (else an error, never the bytes) and is bounded by [`MAX_OBJECT_BYTES`];
+//! an upload counts only with its `ETag` (and the multipart one parsed); redirects are not
+//! followed and no proxy is used; error bodies are read to at most 4 KiB and only their
+//! `<Code>` is kept; signed URLs (they carry a signature) never reach an error message
+//! (and `ureq`'s own logging, which would print them, is capped at `warn` in `main`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Seek};
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
@@ -41,6 +46,10 @@ pub const SIGN_TTL: Duration = Duration::from_secs(300);
 pub const PART_SIZE: usize = 8 << 20;
 /// Objects listed per request.
 const LIST_PAGE: usize = 1000;
+/// No blob is larger (a body over it read back is refused, not buffered).
+pub const MAX_OBJECT_BYTES: u64 = 1 << 30;
+/// The marker object claiming a bucket + prefix for one store.
+const MARKER: &str = ".pecd-store";
 
 /// The access key of the bucket. The secret never appears in `Debug` output, logs or
 /// errors.
@@ -94,10 +103,9 @@ pub struct S3Blobs {
     agent: ureq::Agent,
     /// Where streamed writes are spooled before their upload.
     spool_dir: PathBuf,
-    /// Blobs a sweep is deleting right now: a `put` that finished meanwhile uploads again
-    /// once the delete is done (see the module doc).
-    deleting: Mutex<HashSet<BlobId>>,
-    deleted: Condvar,
+    /// Uploads and deletes in progress, by id (see the module doc).
+    guard: Mutex<Guard>,
+    guard_changed: Condvar,
     /// One sweep at a time.
     sweeping: Mutex<()>,
 }
@@ -164,8 +172,9 @@ fn md5(bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
 
 impl S3Blobs {
     /// Connects to the bucket (a `HEAD` on it, so that a wrong endpoint, bucket or key
-    /// is reported at start) and prepares the spool directory `root/tmp`.
-    pub fn open(root: PathBuf, s: &S3Settings) -> Result<Self, StoreError> {
+    /// is reported at start), claims `prefix` for the store `owner` (`None`: only look,
+    /// claim nothing) and prepares the spool directory `root/tmp`.
+    pub fn open(root: PathBuf, s: &S3Settings, owner: Option<&str>) -> Result<Self, StoreError> {
         let endpoint = s
             .endpoint
             .parse()
@@ -189,12 +198,74 @@ impl S3Blobs {
             prefix: s.prefix.clone(),
             agent: agent(s.ca_file.as_deref())?,
             spool_dir,
-            deleting: Mutex::new(HashSet::new()),
-            deleted: Condvar::new(),
+            guard: Mutex::new(Guard::default()),
+            guard_changed: Condvar::new(),
             sweeping: Mutex::new(()),
         };
         blobs.probe()?;
+        if let Some(owner) = owner {
+            blobs.claim(owner)?;
+        }
+        if s.endpoint.starts_with("http://")
+            && !blobs.bucket.base_url().host_str().is_some_and(|h| {
+                h == "localhost"
+                    || h.parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            })
+        {
+            tracing::warn!(
+                bucket = s.bucket.as_str(),
+                "the object store is reached over plain http: bodies and signed requests cross the network in clear"
+            );
+        }
         Ok(blobs)
+    }
+
+    /// Claims the prefix for `owner`, or refuses if another store holds it.
+    fn claim(&self, owner: &str) -> Result<(), StoreError> {
+        let key = format!("{}{MARKER}", self.prefix);
+        let url = self
+            .bucket
+            .get_object(Some(&self.credentials), &key)
+            .sign(SIGN_TTL);
+        let resp = self.call("claim", &key, true, || self.agent.get(url.as_str()).call())?;
+        match resp.status().as_u16() {
+            200 => {
+                let found = read_text(resp, "claim", &key, 4096)?;
+                if found.trim() == owner {
+                    return Ok(());
+                }
+                Err(fail(
+                    "claim",
+                    &key,
+                    format!(
+                        "bucket {} prefix {:?} holds the bodies of another pecd store ({}), not of this one ({owner}): give each store a prefix of its own",
+                        self.bucket.name(),
+                        self.prefix,
+                        found
+                            .trim()
+                            .chars()
+                            .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                            .take(64)
+                            .collect::<String>()
+                    ),
+                ))
+            }
+            404 => {
+                let url = self
+                    .bucket
+                    .put_object(Some(&self.credentials), &key)
+                    .sign(SIGN_TTL);
+                let resp = self.call("claim", &key, true, || {
+                    self.agent.put(url.as_str()).send(owner.as_bytes())
+                })?;
+                if !resp.status().is_success() {
+                    return Err(refused("claim", &key, resp));
+                }
+                Ok(())
+            }
+            _ => Err(refused("claim", &key, resp)),
+        }
     }
 
     /// A `HEAD` on the bucket: reachable, and the key may use it.
@@ -204,8 +275,13 @@ impl S3Blobs {
             .bucket
             .head_bucket(Some(&self.credentials))
             .sign(SIGN_TTL);
-        let resp = self.call("open bucket", &name, || {
-            self.agent.head(url.as_str()).call()
+        let resp = self.call("open bucket", &name, true, || {
+            self.agent
+                .head(url.as_str())
+                .config()
+                .timeout_global(Some(Duration::from_secs(5)))
+                .build()
+                .call()
         })?;
         if !resp.status().is_success() {
             return Err(refused("open bucket", &name, resp));
@@ -213,22 +289,55 @@ impl S3Blobs {
         Ok(())
     }
 
-    /// Sends the request `send` makes (signing it anew each time), once more if the first
-    /// attempt failed in transport: a pooled connection the store closed meanwhile (it
-    /// restarted, or dropped idle ones) fails only when used. Every request here is
-    /// idempotent (a `PUT` of the same bytes under the same name included).
+    /// Sends the request `send` makes; an `idempotent` one once more if the first attempt
+    /// failed in transport (a pooled connection the store closed meanwhile fails only when
+    /// used). Idempotent here: `GET`, `HEAD`, `DELETE`, and a `PUT` of the same bytes under
+    /// the same name; not the `POST`s of a multipart upload.
     fn call(
         &self,
         op: &'static str,
         key: &str,
+        idempotent: bool,
         send: impl Fn() -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     ) -> Result<ureq::http::Response<ureq::Body>, StoreError> {
         match send() {
-            Err(ureq::Error::Io(_) | ureq::Error::ConnectionFailed | ureq::Error::Protocol(_)) => {
+            Err(ureq::Error::Io(_) | ureq::Error::ConnectionFailed | ureq::Error::Protocol(_))
+                if idempotent =>
+            {
                 send().map_err(|e| transport(op, key, e))
             }
             other => other.map_err(|e| transport(op, key, e)),
         }
+    }
+
+    /// Runs `upload` for `id` once no sweep is deleting it, and marked as uploading so
+    /// that no sweep starts deleting it meanwhile.
+    fn guarded_upload(
+        &self,
+        id: &BlobId,
+        upload: impl FnOnce() -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        {
+            let mut g = self.guard.lock().unwrap_or_else(|p| p.into_inner());
+            while g.deleting.contains(id) {
+                g = self
+                    .guard_changed
+                    .wait(g)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+            *g.uploading.entry(id.clone()).or_insert(0) += 1;
+        }
+        let result = upload();
+        let mut g = self.guard.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = g.uploading.get_mut(id) {
+            *n -= 1;
+            if *n == 0 {
+                g.uploading.remove(id);
+            }
+        }
+        drop(g);
+        self.guard_changed.notify_all();
+        result
     }
 
     fn key(&self, id: &BlobId) -> String {
@@ -237,33 +346,17 @@ impl S3Blobs {
 
     pub fn put(&self, bytes: &[u8]) -> Result<Blob, StoreError> {
         let id = BlobId::of(bytes);
-        self.upload_bytes(&id, bytes)?;
-        self.after_upload(&id, || self.upload_bytes(&id, bytes))?;
+        self.guarded_upload(&id, || {
+            if bytes.len() <= PART_SIZE {
+                self.upload_bytes(&id, bytes)
+            } else {
+                self.upload_parts(&mut &bytes[..], &id)
+            }
+        })?;
         Ok(Blob {
             id,
             size: bytes.len() as u64,
         })
-    }
-
-    /// If a sweep is deleting `id` (it may have looked before this upload), waits until it
-    /// is done and uploads again.
-    fn after_upload(
-        &self,
-        id: &BlobId,
-        again: impl Fn() -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
-        let mut deleting = self.deleting.lock().unwrap_or_else(|p| p.into_inner());
-        if !deleting.contains(id) {
-            return Ok(());
-        }
-        while deleting.contains(id) {
-            deleting = self
-                .deleted
-                .wait(deleting)
-                .unwrap_or_else(|p| p.into_inner());
-        }
-        drop(deleting);
-        again()
     }
 
     /// One `PUT` of the whole body, checked with `Content-MD5` and the answered `ETag`.
@@ -274,7 +367,7 @@ impl S3Blobs {
             .bucket
             .put_object(Some(&self.credentials), &key)
             .sign(SIGN_TTL);
-        let resp = self.call("put", &key, || {
+        let resp = self.call("put", &key, true, || {
             self.agent
                 .put(url.as_str())
                 .header(
@@ -304,53 +397,45 @@ impl S3Blobs {
         id: &BlobId,
         size: u64,
     ) -> Result<(), StoreError> {
-        let result = (|| {
+        let result = self.guarded_upload(id, || {
+            file.rewind().map_err(io_err(tmp))?;
             if size <= PART_SIZE as u64 {
                 let mut bytes = Vec::with_capacity(size as usize);
-                file.rewind().map_err(io_err(tmp))?;
                 file.read_to_end(&mut bytes).map_err(io_err(tmp))?;
-                self.upload_bytes(id, &bytes)?;
-                self.after_upload(id, || self.upload_bytes(id, &bytes))
+                self.upload_bytes(id, &bytes)
             } else {
-                self.upload_parts(&mut file, tmp, id)?;
-                self.after_upload(id, || {
-                    let mut again = file.try_clone().map_err(io_err(tmp))?;
-                    self.upload_parts(&mut again, tmp, id)
-                })
+                let mut reader = io::BufReader::new(&mut file);
+                self.upload_parts(&mut reader, id)
             }
-        })();
+        });
         let _ = std::fs::remove_file(tmp);
         result
     }
 
-    /// A multipart upload of `file` in parts of [`PART_SIZE`], aborted on failure.
-    fn upload_parts(
-        &self,
-        file: &mut std::fs::File,
-        tmp: &std::path::Path,
-        id: &BlobId,
-    ) -> Result<(), StoreError> {
+    /// A multipart upload of what `body` yields, in parts of [`PART_SIZE`] (one part in
+    /// memory at a time), aborted on failure.
+    fn upload_parts(&self, body: &mut dyn Read, id: &BlobId) -> Result<(), StoreError> {
         let key = self.key(id);
-        file.rewind().map_err(io_err(tmp))?;
         let url = self
             .bucket
             .create_multipart_upload(Some(&self.credentials), &key)
             .sign(SIGN_TTL);
-        let resp = self.call("create multipart upload", &key, || {
+        let resp = self.call("create multipart upload", &key, false, || {
             self.agent.post(url.as_str()).send_empty()
         })?;
         if !resp.status().is_success() {
             return Err(refused("create multipart upload", &key, resp));
         }
-        let body = read_text(resp, "create multipart upload", &key)?;
-        let created = rusty_s3::actions::CreateMultipartUpload::parse_response(&body)
+        let text = read_text(resp, "create multipart upload", &key, 64 << 10)?;
+        let created = rusty_s3::actions::CreateMultipartUpload::parse_response(&text)
             .map_err(|e| fail("create multipart upload", &key, e.to_string()))?;
         let upload_id = created.upload_id().to_string();
         let parts = (|| {
             let mut etags = Vec::new();
             let mut buf = vec![0u8; PART_SIZE];
             for number in 1u16.. {
-                let n = read_full(file, &mut buf).map_err(io_err(tmp))?;
+                let n = read_full(body, &mut buf)
+                    .map_err(|e| fail("upload part", &key, format!("reading the body: {e}")))?;
                 if n == 0 {
                     break;
                 }
@@ -360,7 +445,7 @@ impl S3Blobs {
                     .bucket
                     .upload_part(Some(&self.credentials), &key, number, &upload_id)
                     .sign(SIGN_TTL);
-                let resp = self.call("upload part", &key, || {
+                let resp = self.call("upload part", &key, true, || {
                     self.agent
                         .put(url.as_str())
                         .header(
@@ -390,20 +475,27 @@ impl S3Blobs {
                 etags.iter().map(String::as_str),
             );
             let url = action.sign(SIGN_TTL);
-            let body = action.body();
-            let resp = self.call("complete multipart upload", &key, || {
-                self.agent.post(url.as_str()).send(body.as_str())
+            let xml = action.body();
+            let resp = self.call("complete multipart upload", &key, false, || {
+                self.agent.post(url.as_str()).send(xml.as_str())
             })?;
             if !resp.status().is_success() {
                 return Err(refused("complete multipart upload", &key, resp));
             }
-            // S3 may answer 200 with an error in the body.
-            let body = read_text(resp, "complete multipart upload", &key)?;
-            if body.contains("<Error>") {
+            // S3 may answer 200 with an error in the body: only a parsed result with the
+            // multipart ETag of these parts counts.
+            let text = read_text(resp, "complete multipart upload", &key, 64 << 10)?;
+            let done = rusty_s3::actions::CompleteMultipartUploadResponse::parse(&text)
+                .map_err(|_| fail("complete multipart upload", &key, "no result in the answer"))?;
+            if !done
+                .etag()
+                .trim_matches('"')
+                .ends_with(&format!("-{}", etags.len()))
+            {
                 return Err(fail(
                     "complete multipart upload",
                     &key,
-                    "error in the answer",
+                    "the answered ETag is not of these parts",
                 ));
             }
             Ok(())
@@ -413,7 +505,9 @@ impl S3Blobs {
                 .bucket
                 .abort_multipart_upload(Some(&self.credentials), &key, &upload_id)
                 .sign(SIGN_TTL);
-            let _ = self.agent.delete(url.as_str()).call();
+            let _ = self.call("abort multipart upload", &key, true, || {
+                self.agent.delete(url.as_str()).call()
+            });
         }
         parts
     }
@@ -424,7 +518,7 @@ impl S3Blobs {
             .bucket
             .get_object(Some(&self.credentials), &key)
             .sign(SIGN_TTL);
-        let resp = self.call("get", &key, || self.agent.get(url.as_str()).call())?;
+        let resp = self.call("get", &key, true, || self.agent.get(url.as_str()).call())?;
         match resp.status().as_u16() {
             200 => Ok(resp.into_body()),
             404 => Err(StoreError::BlobMissing(id.clone())),
@@ -432,11 +526,23 @@ impl S3Blobs {
         }
     }
 
+    /// The body of `id`, checked: it must hash to `id` (at its end) and stay within
+    /// [`MAX_OBJECT_BYTES`].
+    fn checked_reader(&self, id: &BlobId) -> Result<Checked, StoreError> {
+        let body = self.get(id)?;
+        Ok(Checked {
+            inner: body.into_with_config().limit(MAX_OBJECT_BYTES).reader(),
+            hasher: openssl::sha::Sha256::new(),
+            id: id.clone(),
+            key: self.key(id),
+            done: false,
+        })
+    }
+
     pub fn read(&self, id: &BlobId) -> Result<Vec<u8>, StoreError> {
         let attempt = || -> Result<Vec<u8>, StoreError> {
             let mut v = Vec::new();
-            self.get(id)?
-                .into_reader()
+            self.checked_reader(id)?
                 .read_to_end(&mut v)
                 .map_err(|e| fail("get", &self.key(id), e.to_string()))?;
             Ok(v)
@@ -450,7 +556,7 @@ impl S3Blobs {
     }
 
     pub fn open_blob(&self, id: &BlobId) -> Result<BlobReader, StoreError> {
-        Ok(Box::new(self.get(id)?.into_reader()))
+        Ok(Box::new(self.checked_reader(id)?))
     }
 
     /// The object's last modification, `None` when it does not exist.
@@ -460,7 +566,7 @@ impl S3Blobs {
             .bucket
             .head_object(Some(&self.credentials), &key)
             .sign(SIGN_TTL);
-        let resp = self.call("head", &key, || self.agent.head(url.as_str()).call())?;
+        let resp = self.call("head", &key, true, || self.agent.head(url.as_str()).call())?;
         match resp.status().as_u16() {
             200 => {
                 let modified = resp
@@ -480,10 +586,13 @@ impl S3Blobs {
         Ok(self.head(id)?.is_some())
     }
 
-    /// Every blob with its last modification.
-    fn list_all(&self) -> Result<Vec<(BlobId, Option<SystemTime>)>, StoreError> {
-        let mut out = Vec::new();
+    /// Every blob with its last modification, one page at a time to `each`.
+    fn for_each_page(
+        &self,
+        mut each: impl FnMut(Vec<(BlobId, Option<SystemTime>)>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let mut token: Option<String> = None;
+        let mut seen_tokens = HashSet::new();
         loop {
             let mut action = self.bucket.list_objects_v2(Some(&self.credentials));
             if !self.prefix.is_empty() {
@@ -494,31 +603,44 @@ impl S3Blobs {
                 action.with_continuation_token(t.as_str());
             }
             let url = action.sign(SIGN_TTL);
-            let resp = self.call("list", &self.prefix, || self.agent.get(url.as_str()).call())?;
+            let resp = self.call("list", &self.prefix, true, || {
+                self.agent.get(url.as_str()).call()
+            })?;
             if !resp.status().is_success() {
                 return Err(refused("list", &self.prefix, resp));
             }
-            let body = read_text(resp, "list", &self.prefix)?;
+            let body = read_text(resp, "list", &self.prefix, 16 << 20)?;
             let page = rusty_s3::actions::ListObjectsV2::parse_response(&body)
                 .map_err(|e| fail("list", &self.prefix, e.to_string()))?;
+            let mut items = Vec::with_capacity(page.contents.len());
             for o in page.contents {
                 let Some(name) = o.key.strip_prefix(self.prefix.as_str()) else {
                     continue;
                 };
                 if let Ok(id) = BlobId::parse(name) {
-                    let modified = o.last_modified.as_deref().and_then(iso_time);
-                    out.push((id, modified));
+                    items.push((id, o.last_modified.as_deref().and_then(iso_time)));
                 }
             }
+            each(items)?;
             match page.next_continuation_token {
-                Some(t) if !t.is_empty() => token = Some(t),
-                _ => return Ok(out),
+                Some(t) if !t.is_empty() => {
+                    if !seen_tokens.insert(t.clone()) {
+                        return Err(fail("list", &self.prefix, "the listing repeats itself"));
+                    }
+                    token = Some(t);
+                }
+                _ => return Ok(()),
             }
         }
     }
 
     pub fn list(&self) -> Result<Vec<BlobId>, StoreError> {
-        Ok(self.list_all()?.into_iter().map(|(id, _)| id).collect())
+        let mut out = Vec::new();
+        self.for_each_page(|page| {
+            out.extend(page.into_iter().map(|(id, _)| id));
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     fn delete(&self, id: &BlobId) -> Result<(), StoreError> {
@@ -527,7 +649,9 @@ impl S3Blobs {
             .bucket
             .delete_object(Some(&self.credentials), &key)
             .sign(SIGN_TTL);
-        let resp = self.call("delete", &key, || self.agent.delete(url.as_str()).call())?;
+        let resp = self.call("delete", &key, true, || {
+            self.agent.delete(url.as_str()).call()
+        })?;
         if resp.status().is_success() || resp.status().as_u16() == 404 {
             Ok(())
         } else {
@@ -547,48 +671,100 @@ impl S3Blobs {
             t.is_some_and(|t| now.duration_since(t).is_ok_and(|age| age >= grace))
         };
         let mut stats = SweepStats::default();
-        for (id, modified) in self.list_all()? {
-            if !old(modified) || referenced(&id)? {
-                stats.kept += 1;
-                continue;
-            }
-            self.deleting
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id.clone());
-            // The second look, now that a racing put will upload again after us.
-            let outcome = (|| -> Result<Option<bool>, StoreError> {
-                let Some(modified) = self.head(&id)? else {
-                    return Ok(None);
-                };
-                if !old(Some(modified)) || referenced(&id)? {
-                    return Ok(Some(false));
+        self.for_each_page(|page| {
+            for (id, modified) in page {
+                if !old(modified) || referenced(&id)? {
+                    stats.kept += 1;
+                    continue;
                 }
-                self.delete(&id)?;
-                Ok(Some(true))
-            })();
-            self.deleting
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
-            self.deleted.notify_all();
-            match outcome? {
-                Some(true) => stats.removed += 1,
-                Some(false) => stats.kept += 1,
-                None => {}
+                {
+                    let mut g = self.guard.lock().unwrap_or_else(|p| p.into_inner());
+                    if g.uploading.contains_key(&id) {
+                        // Being uploaded again: young in a moment, and about to be used.
+                        stats.kept += 1;
+                        continue;
+                    }
+                    g.deleting.insert(id.clone());
+                }
+                // The second look; no upload of this id can start until we are done.
+                let outcome = (|| -> Result<Option<bool>, StoreError> {
+                    let Some(modified) = self.head(&id)? else {
+                        return Ok(None);
+                    };
+                    if !old(Some(modified)) || referenced(&id)? {
+                        return Ok(Some(false));
+                    }
+                    self.delete(&id)?;
+                    Ok(Some(true))
+                })();
+                self.guard
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .deleting
+                    .remove(&id);
+                self.guard_changed.notify_all();
+                match outcome? {
+                    Some(true) => stats.removed += 1,
+                    Some(false) => stats.kept += 1,
+                    None => {}
+                }
             }
-        }
+            Ok(())
+        })?;
         // Spool files a crash or an abandoned writer left.
         let entries = std::fs::read_dir(&self.spool_dir).map_err(io_err(&self.spool_dir))?;
         for e in entries {
             let p = e.map_err(io_err(&self.spool_dir))?.path();
             let modified = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
             if old(modified) {
-                std::fs::remove_file(&p).map_err(io_err(&p))?;
-                stats.removed_tmp += 1;
+                match std::fs::remove_file(&p) {
+                    Ok(()) => stats.removed_tmp += 1,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err(&p)(e)),
+                }
             }
         }
         Ok(stats)
+    }
+}
+
+/// Uploads and deletes in progress in this process, by blob id.
+#[derive(Debug, Default)]
+struct Guard {
+    /// How many uploads of each id are under way.
+    uploading: HashMap<BlobId, usize>,
+    /// Ids a sweep is deleting.
+    deleting: HashSet<BlobId>,
+}
+
+/// A body read back from the bucket, refused at its end unless it hashes to its id.
+struct Checked {
+    inner: ureq::BodyReader<'static>,
+    hasher: openssl::sha::Sha256,
+    id: BlobId,
+    key: String,
+    done: bool,
+}
+
+impl Read for Checked {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0 {
+            self.hasher.update(&buf[..n]);
+        } else if !buf.is_empty() && !self.done {
+            self.done = true;
+            let h = std::mem::replace(&mut self.hasher, openssl::sha::Sha256::new());
+            if hex::encode(h.finish()) != self.id.as_str() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "object {} does not hash to its name: the object store changed it",
+                        self.key
+                    ),
+                ));
+            }
+        }
+        Ok(n)
     }
 }
 
@@ -613,9 +789,10 @@ fn check_etag(
     key: &str,
 ) -> Result<(), StoreError> {
     // A single-part upload without server-side encryption by KMS answers the MD5 as its
-    // ETag; anything else (not 32 hex digits) is not comparable and left alone.
+    // ETag; another form (not 32 hex digits) is not comparable and left alone.
     let Some(etag) = resp.headers().get("etag").and_then(|v| v.to_str().ok()) else {
-        return Ok(());
+        // Any HTTP server answers 200; an object store says what it stored.
+        return Err(fail("put", key, "no ETag in the answer"));
     };
     let etag = etag.trim_matches('"');
     if etag.len() == 32
@@ -635,19 +812,20 @@ fn read_text(
     resp: ureq::http::Response<ureq::Body>,
     op: &'static str,
     key: &str,
+    limit: u64,
 ) -> Result<String, StoreError> {
     let mut s = String::new();
     resp.into_body()
         .into_with_config()
-        .limit(16 << 20)
+        .limit(limit)
         .reader()
         .read_to_string(&mut s)
         .map_err(|e| fail(op, key, e.to_string()))?;
     Ok(s)
 }
 
-/// Reads until `buf` is full or the file ends.
-fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> io::Result<usize> {
+/// Reads until `buf` is full or the body ends.
+fn read_full(f: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match f.read(&mut buf[n..]) {
@@ -671,8 +849,10 @@ fn iso_time(s: &str) -> Option<SystemTime> {
     s.parse::<jiff::Timestamp>().ok().map(SystemTime::from)
 }
 
-/// The HTTP agent: TLS with the system's roots and `ca_file`, no status as error, bounded
-/// waits (a part of [`PART_SIZE`] must go through in 2 minutes).
+/// The HTTP agent: TLS with the system's roots and `ca_file`, no status as error, no
+/// redirect followed (a `PUT` redirected would become a `GET` answered 200), no proxy from
+/// the environment, bounded waits (a part of [`PART_SIZE`] must go through in 2 minutes, a
+/// body read back in 10).
 fn agent(ca_file: Option<&std::path::Path>) -> Result<ureq::Agent, StoreError> {
     let mut roots: Vec<ureq::tls::Certificate<'static>> = Vec::new();
     for c in rustls_native_certs::load_native_certs().certs {
@@ -701,6 +881,9 @@ fn agent(ca_file: Option<&std::path::Path>) -> Result<ureq::Agent, StoreError> {
         .timeout_send_body(Some(Duration::from_secs(120)))
         .timeout_recv_response(Some(Duration::from_secs(60)))
         .timeout_per_read(Some(Duration::from_secs(60)))
+        .timeout_recv_body(Some(Duration::from_secs(600)))
+        .max_redirects(0)
+        .proxy(None)
         .max_idle_connections_per_host(32)
         .user_agent("pecd")
         .build();
