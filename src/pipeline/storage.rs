@@ -60,12 +60,14 @@ pub fn is_disk_full(e: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// The reply to a message whose processing failed: 452 4.3.1 when for want of space,
-/// else `451 4.3.0` with the error.
+/// else `451 4.3.0` with `text`. The error itself (paths, object keys, the object store's
+/// or the database's words) stays in the server's log: the peer is told only that it may
+/// try again.
 pub fn temporary_failure(e: &(dyn std::error::Error + 'static), text: &str) -> SmtpReply {
     if is_disk_full(e) {
         no_room()
     } else {
-        SmtpReply::new(451, "4.3.0", format!("{text}: {e}"))
+        SmtpReply::new(451, "4.3.0", text.to_string())
     }
 }
 
@@ -86,6 +88,17 @@ mod tests {
         let other = std::io::Error::from_raw_os_error(13);
         assert!(!is_disk_full(&other));
         assert_eq!(temporary_failure(&other, "x").code, 451);
+        // Nothing of the error reaches the peer.
+        let internal = crate::store::StoreError::ObjectStore {
+            op: "put",
+            key: "provider-a/0123abcd".into(),
+            detail: "io: Connection refused".into(),
+        };
+        let reply = temporary_failure(&internal, "Temporary failure, try again later");
+        assert_eq!(
+            (reply.code, reply.text.as_str()),
+            (451, "Temporary failure, try again later")
+        );
         let sled_full =
             crate::store::StoreError::Db(sled::Error::Io(std::io::Error::from_raw_os_error(28)));
         assert_eq!(temporary_failure(&sled_full, "x").code, 452);
