@@ -546,6 +546,52 @@ fn a_store_migrates_its_bodies_to_the_bucket_and_back() {
     s.start();
     assert_eq!(digests(&s), before, "served from the directory again");
     s.stop();
+    // Credentials from the environment instead of a file (and none at all: refused, naming
+    // what to set).
+    let env_config = s.dir.path().join("pecd-env.toml");
+    std::fs::write(
+        &env_config,
+        on_s3.replace(
+            &format!(
+                "credentials_file = \"{}\"\n",
+                s.dir.path().join("s3-credentials.toml").display()
+            ),
+            "",
+        ),
+    )
+    .unwrap();
+    let run = |with_env: bool| {
+        let mut cmd = std::process::Command::new(common::server::BIN);
+        cmd.args(["store", "migrate", "--json", "--config"])
+            .arg(&dir_config)
+            .arg("--to")
+            .arg(&env_config)
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY");
+        if with_env {
+            cmd.env("PECD_S3_ACCESS_KEY_ID", common::s3::ACCESS_KEY)
+                .env("PECD_S3_SECRET_ACCESS_KEY", common::s3::SECRET_KEY);
+        } else {
+            cmd.env_remove("PECD_S3_ACCESS_KEY_ID")
+                .env_remove("PECD_S3_SECRET_ACCESS_KEY");
+        }
+        cmd.output().unwrap()
+    };
+    let out = run(true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["present"].as_u64(), Some(n), "{r}");
+    let out = run(false);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("blobs.credentials_file") && err.contains("PECD_S3_ACCESS_KEY_ID"),
+        "{err}"
+    );
     // Refusals name the problem.
     let out = common::server::pecd(&[
         "store",
