@@ -412,9 +412,13 @@ async fn accept(
         }
     };
     let env_bytes = Arc::new(transport.message.bytes);
-    let env_blob = gw.put_blob(env_bytes.clone()).await?;
     let acc_bytes = Arc::new(acceptance.bytes);
-    let acc_blob = gw.put_blob(acc_bytes.clone()).await?;
+    // Both durable before the commit refers to them; written side by side (each is an
+    // fsync, or a round trip to the object store).
+    let (env_blob, acc_blob) = tokio::try_join!(
+        gw.put_blob(env_bytes.clone()),
+        gw.put_blob(acc_bytes.clone())
+    )?;
     let acc_sha256 = acc_blob.id.as_str().to_string();
 
     let bare_msgid = checked

@@ -393,21 +393,27 @@ async fn deliver_one(
     let at = PecTime::italian(now);
     let form = delivery_form(cert.ricevuta, cc_only);
     let rcpt_addr = PecAddress::parse(rcpt).map_err(|e| DeliveryError::Invalid(e.to_string()))?;
-    let env_blob = gw.put_blob(envelope.clone()).await?;
-
     let owned = (rcpt.to_string(), form, postacert.clone());
-    let ok = sign(
-        gw,
-        cert,
-        owned,
-        |(c, f, p)| Notice::AvvenutaConsegna {
-            consegna: c,
-            form: *f,
-            postacert: Some(p),
-        },
-        at,
-    )
-    .await?;
+    // The envelope is written while the receipt is signed.
+    let (env_blob, ok) = tokio::try_join!(
+        async { Ok::<_, DeliveryError>(gw.put_blob(envelope.clone()).await?) },
+        async {
+            Ok::<_, DeliveryError>(
+                sign(
+                    gw,
+                    cert,
+                    owned,
+                    |(c, f, p)| Notice::AvvenutaConsegna {
+                        consegna: c,
+                        form: *f,
+                        postacert: Some(p),
+                    },
+                    at,
+                )
+                .await?,
+            )
+        }
+    )?;
     let receipt_bytes = Arc::new(ok.bytes);
     let receipt_blob = gw.put_blob(receipt_bytes.clone()).await?;
     let mut delivered =
