@@ -219,9 +219,15 @@ impl S3Server {
         }
     }
 
-    /// Starts it again on the same ports and data.
+    /// Starts it again on the same data and S3 port (what pecd is configured with); its
+    /// other ports are chosen anew, since another test may have taken one meanwhile.
     pub fn restart(&mut self) {
         self.kill();
+        for (i, p) in self.ports.iter_mut().enumerate() {
+            if i != 6 {
+                *p = free_port();
+            }
+        }
         self.spawn();
     }
 }
