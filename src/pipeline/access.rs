@@ -392,14 +392,13 @@ async fn accept(
         Ok(Some(virus)) => return refuse_virus(gw, &checked, cert, data, virus, at).await,
         Err(reply) => return Ok(reply),
     }
+    // The envelope and the acceptance receipt are signed side by side.
     let (g, c, d) = (gw.clone(), cert.clone(), data.clone());
-    let built = gw
-        .blocking(move || -> Result<_, crate::pec::smime::SmimeError> {
-            let env = envelope::transport(&g.identity, &g.signer, &c, &d, at)?;
-            let acc = receipt::build(&g.identity, &g.signer, &c, Notice::Accettazione, at)?;
-            Ok((env, acc))
-        })
-        .await;
+    let env = gw.blocking(move || envelope::transport(&g.identity, &g.signer, &c, &d, at));
+    let (g, c) = (gw.clone(), cert.clone());
+    let acc =
+        gw.blocking(move || receipt::build(&g.identity, &g.signer, &c, Notice::Accettazione, at));
+    let built = tokio::try_join!(env, acc);
     let (transport, acceptance) = match built {
         Ok(x) => x,
         Err(e) => {
