@@ -179,6 +179,77 @@ fn a_put_racing_the_sweeps_delete_keeps_the_blob() {
     });
 }
 
+/// A loopback TCP proxy to `upstream` that holds every answer for `delay` while `slow` is
+/// set (the requests go through at once): an upload applied by the store but not yet
+/// answered, for as long as the test needs.
+fn slow_answers_proxy(
+    upstream: u16,
+    slow: Arc<std::sync::atomic::AtomicBool>,
+    delay: Duration,
+) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+                continue;
+            };
+            let (mut c_in, mut s_out) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c_in, &mut s_out);
+                let _ = s_out.shutdown(std::net::Shutdown::Write);
+            });
+            let (mut s_in, mut c_out) = (server, client);
+            let slow = slow.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                loop {
+                    let n = match s_in.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if slow.load(std::sync::atomic::Ordering::SeqCst) {
+                        std::thread::sleep(delay);
+                    }
+                    if c_out.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = c_out.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_sweep_keeps_a_blob_whose_upload_is_still_unanswered() {
+    // The other interleaving of the race: the store has applied a put's upload but its
+    // answer is still on the way when the sweep looks at the (old, unreferenced) blob.
+    // Deleting it then would lose it, and the put would return Ok right after.
+    let Some(server) = s3() else { return };
+    let slow = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let proxy = slow_answers_proxy(server.port, slow.clone(), Duration::from_millis(1500));
+    let mut settings = server.settings("unanswered/");
+    settings.endpoint = format!("http://127.0.0.1:{proxy}");
+    let dir = tempfile::tempdir().unwrap();
+    let bs = BlobStore::open(dir.path().join("b"), &BlobBackend::S3(settings), Some("u")).unwrap();
+    let a = bs.put(b"risposta lenta").unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    slow.store(true, std::sync::atomic::Ordering::SeqCst);
+    let racer = {
+        let bs = bs.clone();
+        std::thread::spawn(move || bs.put(b"risposta lenta"))
+    };
+    // The upload is applied at once; its answer waits in the proxy.
+    std::thread::sleep(Duration::from_millis(300));
+    slow.store(false, std::sync::atomic::Ordering::SeqCst);
+    let s = bs.sweep(|_| Ok(false), Duration::ZERO).unwrap();
+    assert_eq!(racer.join().unwrap().unwrap(), a);
+    assert_eq!((s.kept, s.removed), (1, 0), "{s:?}");
+    assert_eq!(bs.read(&a.id).unwrap(), b"risposta lenta");
+}
+
 #[test]
 fn concurrent_puts_of_the_same_and_of_different_bodies() {
     each_backend("concurrent", |bs, _| {
