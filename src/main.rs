@@ -56,7 +56,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // ureq logs whole request URLs at debug level, and the object store's are signed:
-    // whatever PECD_LOG asks, it says no more than warnings.
+    // whatever PECD_LOG asks, it says no more than warnings. (The two directives are
+    // constants of this file, valid filter syntax: their `expect`s cannot fire.)
     let filter = tracing_subscriber::EnvFilter::try_from_env("PECD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
         .add_directive("ureq=warn".parse().expect("a directive"))

@@ -46,10 +46,7 @@ fn hash_stream(mut r: impl Read) -> io::Result<(BlobId, u64)> {
             Err(e) => return Err(e),
         }
     }
-    Ok((
-        BlobId::parse(&hex::encode(h.finish())).expect("hex of a digest is an id"),
-        n,
-    ))
+    Ok((BlobId::from_digest(h.finish()), n))
 }
 
 /// Whether `target` holds `id` with the right bytes.

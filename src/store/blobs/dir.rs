@@ -255,14 +255,7 @@ impl DirBlobs {
             }
             Ok(())
         })?;
-        let tmp = self.root.join("tmp");
-        for e in fs::read_dir(&tmp).map_err(io_err(&tmp))? {
-            let p = e.map_err(io_err(&tmp))?.path();
-            if old(&p) {
-                fs::remove_file(&p).map_err(io_err(&p))?;
-                stats.removed_tmp += 1;
-            }
-        }
+        stats.removed_tmp = super::sweep_spool(&self.root.join("tmp"), grace, now)?;
         Ok(stats)
     }
 }

@@ -51,7 +51,7 @@ impl BlobId {
     pub fn of(bytes: &[u8]) -> Self {
         let mut h = Sha256::new();
         h.update(bytes);
-        Self(hex::encode(h.finish()))
+        Self::from_digest(h.finish())
     }
 }
 
@@ -269,6 +269,35 @@ impl Write for BlobWriter {
     }
 }
 
+/// Removes the files of the spool directory `dir` last written `grace` or more before
+/// `now` (a crash mid-write, an abandoned writer); how many. Whatever the backend.
+pub(crate) fn sweep_spool(dir: &Path, grace: Duration, now: SystemTime) -> Result<u64, StoreError> {
+    let mut removed = 0;
+    for e in std::fs::read_dir(dir).map_err(io_err(dir))? {
+        let p = e.map_err(io_err(dir))?.path();
+        // A time after `now` counts as young.
+        let old = std::fs::metadata(&p)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| now.duration_since(t).unwrap_or_default() >= grace);
+        if old {
+            match std::fs::remove_file(&p) {
+                Ok(()) => removed += 1,
+                // Finished or given up meanwhile.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&p)(e)),
+            }
+        }
+    }
+    Ok(removed)
+}
+
+impl BlobId {
+    /// The id of the content whose SHA-256 is `digest`.
+    pub(crate) fn from_digest(digest: [u8; 32]) -> Self {
+        Self(hex::encode(digest))
+    }
+}
+
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A local temporary file being written and hashed (the first half of every streamed
@@ -328,7 +357,7 @@ impl Spool {
         Ok((
             file,
             self.tmp.clone(),
-            BlobId(hex::encode(hasher.finish())),
+            BlobId::from_digest(hasher.finish()),
             self.size,
         ))
     }

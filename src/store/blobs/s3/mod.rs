@@ -40,6 +40,15 @@ use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use super::dir::io_err;
 use super::{Blob, BlobId, BlobReader, Spool, StoreError, SweepStats};
 
+mod multipart;
+mod settings;
+mod wire;
+
+pub use settings::{S3Credentials, S3Settings};
+use wire::{
+    Checked, agent, check_etag, fail, http_date, iso_time, md5, read_text, refused, transport,
+};
+
 /// How long a signed request stays valid.
 pub const SIGN_TTL: Duration = Duration::from_secs(300);
 /// Bodies up to this size go in one `PUT`; larger ones in parts of this size.
@@ -50,50 +59,6 @@ const LIST_PAGE: usize = 1000;
 pub const MAX_OBJECT_BYTES: u64 = 1 << 30;
 /// The marker object claiming a bucket + prefix for one store.
 const MARKER: &str = ".pecd-store";
-
-/// The access key of the bucket. The secret never appears in `Debug` output, logs or
-/// errors.
-#[derive(Clone, PartialEq, Eq)]
-pub struct S3Credentials {
-    pub access_key_id: String,
-    secret_access_key: String,
-}
-
-impl S3Credentials {
-    pub fn new(access_key_id: String, secret_access_key: String) -> Self {
-        Self {
-            access_key_id,
-            secret_access_key,
-        }
-    }
-}
-
-impl std::fmt::Debug for S3Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("S3Credentials")
-            .field("access_key_id", &self.access_key_id)
-            .field("secret_access_key", &"(redacted)")
-            .finish()
-    }
-}
-
-/// `[blobs]` with `backend = "s3"`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct S3Settings {
-    /// `https://host[:port][/path]`; `http://` only for a store on loopback or a private
-    /// network.
-    pub endpoint: String,
-    pub bucket: String,
-    pub region: String,
-    /// `true`: `endpoint/bucket/key` (MinIO, SeaweedFS, Ceph); `false`: virtual hosts,
-    /// `bucket.endpoint/key` (AWS).
-    pub path_style: bool,
-    /// Prepended to every key (several providers, or other data, in one bucket).
-    pub prefix: String,
-    pub credentials: S3Credentials,
-    /// Extra CA certificates (PEM) trusted for the endpoint, beside the system's.
-    pub ca_file: Option<PathBuf>,
-}
 
 /// The open bucket.
 pub struct S3Blobs {
@@ -118,56 +83,6 @@ impl std::fmt::Debug for S3Blobs {
             .field("prefix", &self.prefix)
             .finish_non_exhaustive()
     }
-}
-
-fn fail(op: &'static str, key: &str, detail: impl Into<String>) -> StoreError {
-    StoreError::ObjectStore {
-        op,
-        key: key.to_string(),
-        detail: detail.into(),
-    }
-}
-
-/// A transport error, without anything that could carry a signed URL.
-fn transport(op: &'static str, key: &str, e: ureq::Error) -> StoreError {
-    let text = e.to_string();
-    let text = match text.find('?') {
-        Some(i) => format!("{}…", &text[..i]),
-        None => text,
-    };
-    fail(op, key, text)
-}
-
-/// The status and the S3 error code of a failed response (`<Code>` of its XML body, read
-/// to at most 4 KiB).
-fn refused(op: &'static str, key: &str, resp: ureq::http::Response<ureq::Body>) -> StoreError {
-    let status = resp.status();
-    let mut body = String::new();
-    let _ = resp
-        .into_body()
-        .into_with_config()
-        .limit(4096)
-        .reader()
-        .read_to_string(&mut body);
-    let code = body
-        .split_once("<Code>")
-        .and_then(|(_, rest)| rest.split_once("</Code>"))
-        .map(|(c, _)| {
-            c.chars()
-                .filter(|c| c.is_ascii_alphanumeric())
-                .take(64)
-                .collect::<String>()
-        });
-    match code {
-        Some(c) if !c.is_empty() => fail(op, key, format!("HTTP {} {c}", status.as_u16())),
-        _ => fail(op, key, format!("HTTP {}", status.as_u16())),
-    }
-}
-
-fn md5(bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
-    openssl::hash::hash(openssl::hash::MessageDigest::md5(), bytes)
-        .map(|d| d.to_vec())
-        .map_err(|e| fail("md5", "", e.to_string()))
 }
 
 impl S3Blobs {
@@ -350,7 +265,7 @@ impl S3Blobs {
             if bytes.len() <= PART_SIZE {
                 self.upload_bytes(&id, bytes)
             } else {
-                self.upload_parts(&mut &bytes[..], &id)
+                self.upload_parts(multipart::Parts::Slice(bytes), &id)
             }
         })?;
         Ok(Blob {
@@ -362,24 +277,35 @@ impl S3Blobs {
     /// One `PUT` of the whole body, checked with `Content-MD5` and the answered `ETag`.
     fn upload_bytes(&self, id: &BlobId, bytes: &[u8]) -> Result<(), StoreError> {
         let key = self.key(id);
-        let digest = md5(bytes)?;
         let url = self
             .bucket
             .put_object(Some(&self.credentials), &key)
             .sign(SIGN_TTL);
-        let resp = self.call("put", &key, true, || {
+        let (resp, digest) = self.put_checked("put", &key, url.as_str(), bytes)?;
+        check_etag(&resp, &digest, &key)
+    }
+
+    /// `PUT` of `body` to the signed `url` with its `Content-MD5` (the store refuses a body
+    /// that does not match); the successful answer and the MD5.
+    fn put_checked(
+        &self,
+        op: &'static str,
+        key: &str,
+        url: &str,
+        body: &[u8],
+    ) -> Result<(ureq::http::Response<ureq::Body>, Vec<u8>), StoreError> {
+        let digest = md5(body)?;
+        let content_md5 = base64::engine::general_purpose::STANDARD.encode(&digest);
+        let resp = self.call(op, key, true, || {
             self.agent
-                .put(url.as_str())
-                .header(
-                    "Content-MD5",
-                    base64::engine::general_purpose::STANDARD.encode(&digest),
-                )
-                .send(bytes)
+                .put(url)
+                .header("Content-MD5", content_md5.as_str())
+                .send(body)
         })?;
         if !resp.status().is_success() {
-            return Err(refused("put", &key, resp));
+            return Err(refused(op, key, resp));
         }
-        check_etag(&resp, &digest, &key)
+        Ok((resp, digest))
     }
 
     pub fn writer(self: &Arc<Self>) -> Result<S3Writer, StoreError> {
@@ -405,111 +331,11 @@ impl S3Blobs {
                 self.upload_bytes(id, &bytes)
             } else {
                 let mut reader = io::BufReader::new(&mut file);
-                self.upload_parts(&mut reader, id)
+                self.upload_parts(multipart::Parts::Reader(&mut reader), id)
             }
         });
         let _ = std::fs::remove_file(tmp);
         result
-    }
-
-    /// A multipart upload of what `body` yields, in parts of [`PART_SIZE`] (one part in
-    /// memory at a time), aborted on failure.
-    fn upload_parts(&self, body: &mut dyn Read, id: &BlobId) -> Result<(), StoreError> {
-        let key = self.key(id);
-        let url = self
-            .bucket
-            .create_multipart_upload(Some(&self.credentials), &key)
-            .sign(SIGN_TTL);
-        let resp = self.call("create multipart upload", &key, false, || {
-            self.agent.post(url.as_str()).send_empty()
-        })?;
-        if !resp.status().is_success() {
-            return Err(refused("create multipart upload", &key, resp));
-        }
-        let text = read_text(resp, "create multipart upload", &key, 64 << 10)?;
-        let created = rusty_s3::actions::CreateMultipartUpload::parse_response(&text)
-            .map_err(|e| fail("create multipart upload", &key, e.to_string()))?;
-        let upload_id = created.upload_id().to_string();
-        let parts = (|| {
-            let mut etags = Vec::new();
-            let mut buf = vec![0u8; PART_SIZE];
-            for number in 1u16.. {
-                let n = read_full(body, &mut buf)
-                    .map_err(|e| fail("upload part", &key, format!("reading the body: {e}")))?;
-                if n == 0 {
-                    break;
-                }
-                let part = &buf[..n];
-                let digest = md5(part)?;
-                let url = self
-                    .bucket
-                    .upload_part(Some(&self.credentials), &key, number, &upload_id)
-                    .sign(SIGN_TTL);
-                let resp = self.call("upload part", &key, true, || {
-                    self.agent
-                        .put(url.as_str())
-                        .header(
-                            "Content-MD5",
-                            base64::engine::general_purpose::STANDARD.encode(&digest),
-                        )
-                        .send(part)
-                })?;
-                if !resp.status().is_success() {
-                    return Err(refused("upload part", &key, resp));
-                }
-                let etag = resp
-                    .headers()
-                    .get("etag")
-                    .and_then(|v| v.to_str().ok())
-                    .ok_or_else(|| fail("upload part", &key, "no ETag in the answer"))?
-                    .to_string();
-                etags.push(etag);
-                if n < PART_SIZE {
-                    break;
-                }
-            }
-            let action = self.bucket.complete_multipart_upload(
-                Some(&self.credentials),
-                &key,
-                &upload_id,
-                etags.iter().map(String::as_str),
-            );
-            let url = action.sign(SIGN_TTL);
-            let xml = action.body();
-            let resp = self.call("complete multipart upload", &key, false, || {
-                self.agent.post(url.as_str()).send(xml.as_str())
-            })?;
-            if !resp.status().is_success() {
-                return Err(refused("complete multipart upload", &key, resp));
-            }
-            // S3 may answer 200 with an error in the body: only a parsed result with the
-            // multipart ETag of these parts counts.
-            let text = read_text(resp, "complete multipart upload", &key, 64 << 10)?;
-            let done = rusty_s3::actions::CompleteMultipartUploadResponse::parse(&text)
-                .map_err(|_| fail("complete multipart upload", &key, "no result in the answer"))?;
-            if !done
-                .etag()
-                .trim_matches('"')
-                .ends_with(&format!("-{}", etags.len()))
-            {
-                return Err(fail(
-                    "complete multipart upload",
-                    &key,
-                    "the answered ETag is not of these parts",
-                ));
-            }
-            Ok(())
-        })();
-        if parts.is_err() {
-            let url = self
-                .bucket
-                .abort_multipart_upload(Some(&self.credentials), &key, &upload_id)
-                .sign(SIGN_TTL);
-            let _ = self.call("abort multipart upload", &key, true, || {
-                self.agent.delete(url.as_str()).call()
-            });
-        }
-        parts
     }
 
     fn get(&self, id: &BlobId) -> Result<ureq::Body, StoreError> {
@@ -711,19 +537,7 @@ impl S3Blobs {
             }
             Ok(())
         })?;
-        // Spool files a crash or an abandoned writer left.
-        let entries = std::fs::read_dir(&self.spool_dir).map_err(io_err(&self.spool_dir))?;
-        for e in entries {
-            let p = e.map_err(io_err(&self.spool_dir))?.path();
-            let modified = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
-            if old(modified) {
-                match std::fs::remove_file(&p) {
-                    Ok(()) => stats.removed_tmp += 1,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io_err(&p)(e)),
-                }
-            }
-        }
+        stats.removed_tmp = super::sweep_spool(&self.spool_dir, grace, now)?;
         Ok(stats)
     }
 }
@@ -735,37 +549,6 @@ struct Guard {
     uploading: HashMap<BlobId, usize>,
     /// Ids a sweep is deleting.
     deleting: HashSet<BlobId>,
-}
-
-/// A body read back from the bucket, refused at its end unless it hashes to its id.
-struct Checked {
-    inner: ureq::BodyReader<'static>,
-    hasher: openssl::sha::Sha256,
-    id: BlobId,
-    key: String,
-    done: bool,
-}
-
-impl Read for Checked {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n > 0 {
-            self.hasher.update(&buf[..n]);
-        } else if !buf.is_empty() && !self.done {
-            self.done = true;
-            let h = std::mem::replace(&mut self.hasher, openssl::sha::Sha256::new());
-            if hex::encode(h.finish()) != self.id.as_str() {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "object {} does not hash to its name: the object store changed it",
-                        self.key
-                    ),
-                ));
-            }
-        }
-        Ok(n)
-    }
 }
 
 /// A streamed write: spooled locally while hashed, uploaded by [`S3Writer::finish`].
@@ -781,111 +564,4 @@ impl S3Writer {
         self.store.upload_spooled(file, &tmp, &id, size)?;
         Ok(Blob { id, size })
     }
-}
-
-fn check_etag(
-    resp: &ureq::http::Response<ureq::Body>,
-    digest: &[u8],
-    key: &str,
-) -> Result<(), StoreError> {
-    // A single-part upload without server-side encryption by KMS answers the MD5 as its
-    // ETag; another form (not 32 hex digits) is not comparable and left alone.
-    let Some(etag) = resp.headers().get("etag").and_then(|v| v.to_str().ok()) else {
-        // Any HTTP server answers 200; an object store says what it stored.
-        return Err(fail("put", key, "no ETag in the answer"));
-    };
-    let etag = etag.trim_matches('"');
-    if etag.len() == 32
-        && etag.bytes().all(|b| b.is_ascii_hexdigit())
-        && !etag.eq_ignore_ascii_case(&hex::encode(digest))
-    {
-        return Err(fail(
-            "put",
-            key,
-            "the stored object's ETag is not the body's MD5",
-        ));
-    }
-    Ok(())
-}
-
-fn read_text(
-    resp: ureq::http::Response<ureq::Body>,
-    op: &'static str,
-    key: &str,
-    limit: u64,
-) -> Result<String, StoreError> {
-    let mut s = String::new();
-    resp.into_body()
-        .into_with_config()
-        .limit(limit)
-        .reader()
-        .read_to_string(&mut s)
-        .map_err(|e| fail(op, key, e.to_string()))?;
-    Ok(s)
-}
-
-/// Reads until `buf` is full or the body ends.
-fn read_full(f: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
-/// `Last-Modified` (RFC 9110 IMF-fixdate, `Sat, 05 Dec 2026 19:40:00 GMT`).
-fn http_date(s: &str) -> Option<SystemTime> {
-    let z = jiff::fmt::rfc2822::parse(s).ok()?;
-    Some(SystemTime::from(z.timestamp()))
-}
-
-/// `LastModified` in a listing (ISO 8601, `2026-12-05T19:40:00.000Z`).
-fn iso_time(s: &str) -> Option<SystemTime> {
-    s.parse::<jiff::Timestamp>().ok().map(SystemTime::from)
-}
-
-/// The HTTP agent: TLS with the system's roots and `ca_file`, no status as error, no
-/// redirect followed (a `PUT` redirected would become a `GET` answered 200), no proxy from
-/// the environment, bounded waits (a part of [`PART_SIZE`] must go through in 2 minutes, a
-/// body read back in 10).
-fn agent(ca_file: Option<&std::path::Path>) -> Result<ureq::Agent, StoreError> {
-    let mut roots: Vec<ureq::tls::Certificate<'static>> = Vec::new();
-    for c in rustls_native_certs::load_native_certs().certs {
-        roots.push(ureq::tls::Certificate::from_der(c.as_ref()).to_owned());
-    }
-    if let Some(path) = ca_file {
-        let pem = std::fs::read(path).map_err(io_err(path))?;
-        for item in ureq::tls::parse_pem(&pem) {
-            match item {
-                Ok(ureq::tls::PemItem::Certificate(c)) => roots.push(c),
-                Ok(_) => {}
-                Err(e) => {
-                    return Err(fail("configure", "", format!("{}: {e}", path.display())));
-                }
-            }
-        }
-    }
-    let tls = ureq::tls::TlsConfig::builder()
-        .root_certs(ureq::tls::RootCerts::Specific(Arc::new(roots)))
-        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .build();
-    let config = ureq::Agent::config_builder()
-        .tls_config(tls)
-        .http_status_as_error(false)
-        .timeout_connect(Some(Duration::from_secs(10)))
-        .timeout_send_body(Some(Duration::from_secs(120)))
-        .timeout_recv_response(Some(Duration::from_secs(60)))
-        .timeout_per_read(Some(Duration::from_secs(60)))
-        .timeout_recv_body(Some(Duration::from_secs(600)))
-        .max_redirects(0)
-        .proxy(None)
-        .max_idle_connections_per_host(32)
-        .user_agent("pecd")
-        .build();
-    Ok(ureq::Agent::new_with_config(config))
 }
