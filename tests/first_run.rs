@@ -208,4 +208,11 @@ fn first_run_creates_a_working_provider_and_a_restart_reuses_it() {
     );
     assert_eq!(std::fs::read_to_string(&creds_path).unwrap(), creds);
     stop(child);
+
+    // A SIGTERM as soon as the start-up report ends is a graceful stop (exit status 0),
+    // never the signal's default action: the handlers are in place before the report.
+    for _ in 0..3 {
+        let (child, _) = serve(tmp.path());
+        stop(child);
+    }
 }

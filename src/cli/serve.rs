@@ -134,12 +134,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .context("opening the gateway")??;
     ensure_service_mailbox(&gw)?;
-    // SIGHUP is caught from before the start-up report on (its default action would end
-    // the process): a reload asked for as soon as the server says it runs is not lost.
+    // SIGTERM, SIGINT and SIGHUP are caught from before the start-up report on (their
+    // default actions would end the process at once): a stop asked for as soon as the
+    // server says it runs is a graceful one, and a reload is not lost.
     #[cfg(unix)]
-    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let signals = Signals::catch();
     #[cfg(not(unix))]
-    let hup: Option<()> = None;
+    let signals = ();
     let running = pecd::server::start(gw.clone()).await?;
 
     let domains: Vec<String> = gw
@@ -203,28 +204,53 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // Last line of the start-up report (tests wait for it).
     println!("  store       {}", gw.config.store.dir.display());
 
-    wait_for_shutdown(&running, hup).await;
+    wait_for_shutdown(&running, signals).await;
     tracing::info!("shutting down");
     running.shutdown().await;
     Ok(())
 }
 
-/// Serves until SIGTERM or Ctrl-C; each SIGHUP reloads the TLS certificate and the CRLs
-/// ([`pecd::server::Running::reload`]).
+/// The signals `pecd serve` answers, each caught once (`None` where the handler could
+/// not be installed: that signal keeps its default action).
 #[cfg(unix)]
-async fn wait_for_shutdown(
-    running: &pecd::server::Running,
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
     hup: Option<tokio::signal::unix::Signal>,
-) {
-    let Some(mut hup) = hup else {
-        return shutdown_signal().await;
-    };
-    let stop = shutdown_signal();
-    tokio::pin!(stop);
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn catch() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        Self {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+            hup: signal(SignalKind::hangup()).ok(),
+        }
+    }
+}
+
+/// Receives `signal`, or never when it is not caught.
+#[cfg(unix)]
+async fn received(signal: &mut Option<tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves until SIGTERM or SIGINT (Ctrl-C); each SIGHUP reloads the TLS certificate and
+/// the CRLs ([`pecd::server::Running::reload`]).
+#[cfg(unix)]
+async fn wait_for_shutdown(running: &pecd::server::Running, mut signals: Signals) {
     loop {
         tokio::select! {
-            _ = &mut stop => return,
-            _ = hup.recv() => {
+            _ = received(&mut signals.term) => return,
+            _ = received(&mut signals.int) => return,
+            _ = received(&mut signals.hup) => {
                 for outcome in running.reload() {
                     match outcome {
                         Ok(what) => tracing::info!("SIGHUP: {what}"),
@@ -237,27 +263,6 @@ async fn wait_for_shutdown(
 }
 
 #[cfg(not(unix))]
-async fn wait_for_shutdown(_: &pecd::server::Running, _: Option<()>) {
-    shutdown_signal().await;
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+async fn wait_for_shutdown(_: &pecd::server::Running, _: ()) {
+    let _ = tokio::signal::ctrl_c().await;
 }
