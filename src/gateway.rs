@@ -322,10 +322,12 @@ impl Gateway {
         })
     }
 
-    /// Writes a blob durably (file and directory fsynced) off the executor.
+    /// Writes a blob off the executor for a commit of this store to refer to: durable
+    /// once that commit returns ([`crate::store::BlobStore::put_staged`]), never before.
     pub async fn put_blob(&self, bytes: Arc<Vec<u8>>) -> Result<Blob, StoreError> {
         let store = self.store.clone();
-        self.blocking(move || store.blobs().put(&bytes)).await
+        self.blocking(move || store.blobs().put_staged(&bytes))
+            .await
     }
 
     /// Reads a blob off the executor.

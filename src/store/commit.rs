@@ -8,6 +8,10 @@
 //! does before a transaction (expanding "delete mailbox" into its messages) consistent,
 //! and keeps the trace chain head in memory without races.
 //!
+//! Blobs the group's batches refer to may have been written without fsyncs
+//! ([`super::BlobStore::put_staged`]): before applying anything the committer makes them
+//! durable with one sync, and when that fails no batch of the group is applied.
+//!
 //! Checkpoint signing runs on a separate thread (CPU-bound): the committer sends it the
 //! head when `checkpoint_every` records or `checkpoint_interval` elapsed, and stores the
 //! signed checkpoint it gets back in a later transaction. At most one signing is in
@@ -65,6 +69,7 @@ struct SignRequest {
 pub(crate) struct Committer {
     db: sled::Db,
     trees: Trees,
+    blobs: super::BlobStore,
     all: Vec<sled::Tree>,
     group: bool,
     clock: SharedClock,
@@ -89,6 +94,7 @@ impl Committer {
     pub(crate) fn start(
         db: sled::Db,
         trees: Trees,
+        blobs: super::BlobStore,
         o: &StoreOptions,
         changes: tokio::sync::broadcast::Sender<MailboxChange>,
     ) -> Result<(Sender<Job>, JoinHandle<()>), StoreError> {
@@ -122,6 +128,7 @@ impl Committer {
         };
         let c = Committer {
             all: all_trees(&trees),
+            blobs,
             db,
             trees,
             group: o.group_commit,
@@ -165,6 +172,15 @@ impl Committer {
                     Err(_) => break,
                 }
             }
+            // The blobs staged for these batches, durable before any of them is applied.
+            let staged = if jobs.iter().any(|j| matches!(j, Job::Batch(..))) {
+                self.blobs.sync_staged().map_err(|e| e.to_string())
+            } else {
+                Ok(false)
+            };
+            if let Err(e) = &staged {
+                tracing::error!(error = %e, "syncing the staged blobs failed: the group is refused");
+            }
             let mut wrote = self.store_signed(false);
             let mut answers = Vec::with_capacity(jobs.len());
             let mut cp_answers = Vec::new();
@@ -172,6 +188,10 @@ impl Committer {
             for job in jobs {
                 match job {
                     Job::Batch(b, reply) => {
+                        if let Err(e) = &staged {
+                            answers.push((reply, Err(StoreError::Flush(e.clone()))));
+                            continue;
+                        }
                         let touched = mailbox_changes(&b);
                         let r = self.apply(b);
                         if r.is_ok() {

@@ -21,9 +21,11 @@
 //! only writer, checks such as quotas (`usage + size <= quota`) and idempotency claims
 //! are exact under any concurrency.
 //!
-//! Blob files are written and fsynced by the caller *before* the batch that refers to
-//! them ([`BlobStore`]), so a crash leaves at worst an unreferenced file, swept at open
-//! after a grace period.
+//! Blob files are written by the caller *before* the batch that refers to them
+//! ([`BlobStore`]) and are durable before it is applied: fsynced by the writer
+//! ([`BlobStore::put`]), or staged ([`BlobStore::put_staged`]) and made durable by the
+//! committer's one sync of the group before it applies any of its batches. A crash
+//! leaves at worst an unreferenced file, swept at open after a grace period.
 //!
 //! ## Change log (JMAP `/changes`)
 //!
@@ -479,8 +481,13 @@ impl Store {
             SweepStats::default()
         };
         let (changes, _) = tokio::sync::broadcast::channel(CHANGE_BACKLOG);
-        let (jobs, committer) =
-            commit::Committer::start(db.clone(), trees.clone(), &options, changes.clone())?;
+        let (jobs, committer) = commit::Committer::start(
+            db.clone(),
+            trees.clone(),
+            blobs.clone(),
+            &options,
+            changes.clone(),
+        )?;
         let derived = db.open_tree("derived")?;
         Ok(Self {
             inner: Arc::new(Inner {

@@ -1,0 +1,218 @@
+//! "250 only when everything is durable", seen from the system calls of a real
+//! `pecd serve`: `strace` attached to every thread while messages are submitted over
+//! SMTPS, delivered to a local mailbox and answered by a delivery receipt. Every message
+//! body (blob) pecd writes must be synced after it was renamed into place and before the
+//! client hears 250 for it; the blob files are not fsynced one by one (the committer's one
+//! sync per group does it, issue #11). Prints the sync calls per accepted message.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::server::Server;
+
+const DOMAIN: &str = "pec.alfa.test";
+const MESSAGES: usize = 8;
+
+/// One system call as strace printed it (`-ttt -f -yy`), its start and end times.
+#[derive(Debug, Clone)]
+struct Call {
+    name: String,
+    args: String,
+    start: f64,
+    end: f64,
+}
+
+/// Joins strace's `<unfinished ...>` / `<... resumed>` halves into whole calls.
+fn parse(log: &str) -> Vec<Call> {
+    let mut open: HashMap<u32, Call> = HashMap::new();
+    let mut calls = Vec::new();
+    for line in log.lines() {
+        // `TID  SECONDS.MICROS CALL`, the TID padded with spaces.
+        let Some((tid, rest)) = line.trim_start().split_once(' ') else {
+            continue;
+        };
+        let Some((time, rest)) = rest.trim_start().split_once(' ') else {
+            continue;
+        };
+        let (Ok(tid), Ok(time)) = (tid.parse::<u32>(), time.parse::<f64>()) else {
+            continue;
+        };
+        if let Some(resumed) = rest.strip_prefix("<... ") {
+            if let Some(mut c) = open.remove(&tid) {
+                c.end = time;
+                c.args.push_str(resumed);
+                calls.push(c);
+            }
+            continue;
+        }
+        let Some((name, args)) = rest.split_once('(') else {
+            continue;
+        };
+        let c = Call {
+            name: name.to_string(),
+            args: args.to_string(),
+            start: time,
+            end: time,
+        };
+        if rest.ends_with("<unfinished ...>") {
+            open.insert(tid, c);
+        } else {
+            calls.push(c);
+        }
+    }
+    calls.sort_by(|a, b| a.end.total_cmp(&b.end));
+    calls
+}
+
+/// The destination of a rename into the blob directory: `blobs/ab/cd/<64 hex>`.
+fn blob_rename(c: &Call) -> Option<String> {
+    if !c.name.starts_with("rename") {
+        return None;
+    }
+    let dest = c
+        .args
+        .split('"')
+        .nth(3)
+        .or_else(|| c.args.split('"').nth(1))?;
+    let mut parts = dest.rsplit('/');
+    let (id, d2, d1, blobs) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (blobs == "blobs" && hex(d1, 2) && hex(d2, 2) && hex(id, 64)).then(|| id.to_string())
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+fn attach(pid: u32, out: &std::path::Path) -> Child {
+    let child = Command::new("strace")
+        .args(["-f", "-qq", "-ttt", "-yy", "-s", "0", "-o"])
+        .arg(out)
+        .args([
+            "-e",
+            "trace=syncfs,fsync,fdatasync,sync_file_range,rename,renameat,renameat2",
+            "-p",
+            &pid.to_string(),
+        ])
+        .spawn()
+        .expect("run strace");
+    // strace writes a line per call; wait until it has attached (a call of any thread).
+    std::thread::sleep(Duration::from_millis(1500));
+    child
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_blob_is_synced_before_the_250_that_needs_it() {
+    if !common::have(
+        "strace",
+        "attaches to pecd serve to see the order of its syncs",
+    ) {
+        return;
+    }
+    let (a, b) = (format!("a@{DOMAIN}"), format!("b@{DOMAIN}"));
+    let mut s = Server::new(DOMAIN, &[(&a, "pw"), (&b, "pw")]);
+    s.start();
+    let pid = s.child.as_ref().unwrap().id();
+    let log = s.dir.path().join("strace.log");
+    let mut strace = attach(pid, &log);
+
+    // Message i's window: from the end of message i-1's deliveries to its 250, so that
+    // what is renamed in it is message i's submission alone (envelope, acceptance).
+    let mut windows = Vec::new();
+    for i in 0..MESSAGES {
+        let msg = common::sized_message(&a, &b, &format!("ordine {i}"), 10_000);
+        let opened = now();
+        let (code, text) =
+            common::smtp::submit(s.addr("smtps"), &s.ca(), &a, "pw", &[&b], &msg).await;
+        assert_eq!(code, 250, "{text}");
+        windows.push((opened, now()));
+        // The acceptance and the delivery receipt at a, the envelope at b.
+        let started = Instant::now();
+        while s.mailbox_json(&a)["messages"] != 2 * (i + 1)
+            || s.mailbox_json(&b)["messages"] != i + 1
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "message {i} was never delivered"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // Let the last commit's syscalls reach the log, then detach (SIGINT: pecd runs on).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Command::new("kill")
+        .args(["-INT", &strace.id().to_string()])
+        .status()
+        .unwrap();
+    strace.wait().unwrap();
+
+    let calls = parse(&std::fs::read_to_string(&log).unwrap());
+    // What makes a blob durable: a sync of its file system, or an fsync of its file or
+    // of its directory after the rename.
+    let syncs: Vec<&Call> = calls
+        .iter()
+        .filter(|c| {
+            c.name == "syncfs"
+                || (["fsync", "fdatasync"].contains(&c.name.as_str()) && c.args.contains("/blobs/"))
+        })
+        .collect();
+    let renames: Vec<(&Call, String)> = calls
+        .iter()
+        .filter_map(|c| blob_rename(c).map(|id| (c, id)))
+        .collect();
+    let count = |n: &str| calls.iter().filter(|c| c.name == n).count();
+    eprintln!(
+        "{MESSAGES} messages submitted, delivered and receipted: {} blob files, {} syncfs, {} fsync, {} fdatasync, {} sync_file_range ({:.1} sync calls per message)",
+        renames.len(),
+        count("syncfs"),
+        count("fsync"),
+        count("fdatasync"),
+        count("sync_file_range"),
+        (count("syncfs") + count("fsync") + count("fdatasync") + count("sync_file_range")) as f64
+            / MESSAGES as f64
+    );
+    // The envelope and the acceptance receipt of each message at least, and the receipt.
+    assert!(
+        renames.len() >= 3 * MESSAGES,
+        "{} blobs renamed into place for {MESSAGES} messages:\n{:#?}",
+        renames.len(),
+        calls.iter().take(40).collect::<Vec<_>>()
+    );
+    // A submission's blobs are written before its 250; each of them must be synced after
+    // its rename and before that 250 (answered to the client after the commit: the
+    // client's clock, the same as strace's, bounds it from above).
+    for (i, (opened, answered)) in windows.iter().enumerate() {
+        let mine: Vec<_> = renames
+            .iter()
+            .filter(|(r, _)| r.start > *opened && r.end < *answered)
+            .collect();
+        assert!(
+            mine.len() >= 2,
+            "message {i}: {} blobs renamed between its connection and its 250",
+            mine.len()
+        );
+        for (r, id) in mine {
+            assert!(
+                syncs.iter().any(|s| s.start >= r.end && s.end <= *answered),
+                "message {i}: blob {id} renamed at {:.6}, no sync between it and the 250 at {answered:.6}",
+                r.end
+            );
+        }
+    }
+    // Blob files are not fsynced one by one: the group's sync covers them.
+    let blob_fsyncs = calls
+        .iter()
+        .filter(|c| c.name.starts_with("fsync") || c.name.starts_with("fdatasync"))
+        .filter(|c| c.args.contains("/blobs/"))
+        .count();
+    assert_eq!(
+        blob_fsyncs, 0,
+        "blob files or directories fsynced one by one"
+    );
+}
