@@ -441,7 +441,7 @@ fn append(
         }
     }
     let bytes = Arc::new(bytes);
-    let blob = match store.blobs().put(&bytes) {
+    let blob = match store.blobs().put_staged(&bytes) {
         Ok(b) => b,
         Err(e) => return out.extend(no(tag, &e)),
     };

@@ -10,7 +10,7 @@ use mail_builder::headers::text::Text;
 use serde_json::{Map, Value};
 
 use super::email::blob_accessible;
-use super::{Ctx, set_error};
+use super::{Ctx, server_fail, set_error};
 use crate::jmap::email::resolve_blob;
 
 fn addr_list(v: Option<&Value>) -> Vec<(String, String)> {
@@ -173,5 +173,5 @@ pub fn build_message(ctx: &Ctx<'_>, obj: &Map<String, Value>) -> Result<Vec<u8>,
         }
     }
     b.write_to_vec()
-        .map_err(|e| set_error("serverFail", e.to_string()))
+        .map_err(|e| server_fail("composing the message", &e))
 }

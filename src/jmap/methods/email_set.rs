@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use serde_json::{Map, Value, json};
 
 use super::email::blob_accessible;
-use super::{Ctx, MethodError, Out, SetOutcome, set_error};
+use super::{Ctx, MethodError, Out, SetOutcome, server_fail, set_error};
 use crate::jmap::account::{email_id, flag, mailbox_id, summary_of, thread_id};
 use crate::jmap::email::{self as content, resolve_blob};
 use crate::store::{Batch, Blob, Delivery, StoreError};
@@ -116,10 +116,11 @@ fn store_new(
     how: &str,
 ) -> Result<Blob, Value> {
     let store = &ctx.jmap.gw.store;
+    // Staged: the commit below makes it durable before it refers to it.
     let blob = store
         .blobs()
-        .put(bytes)
-        .map_err(|e| set_error("serverFail", e.to_string()))?;
+        .put_staged(bytes)
+        .map_err(|e| server_fail("storing the message", &e))?;
     let mut batch = Batch::new();
     for m in mailboxes {
         let Some(f) = ctx.view.folder_by_id(m) else {
@@ -143,7 +144,7 @@ fn store_new(
     match store.commit(batch) {
         Ok(_) => Ok(blob),
         Err(StoreError::QuotaExceeded { .. }) => Err(set_error("overQuota", "the mailbox is full")),
-        Err(e) => Err(set_error("serverFail", e.to_string())),
+        Err(e) => Err(server_fail("storing the message", &e)),
     }
 }
 

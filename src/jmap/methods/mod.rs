@@ -456,6 +456,14 @@ pub fn set_error(kind: &str, description: impl Into<String>) -> Value {
     json!({"type": kind, "description": description.into()})
 }
 
+/// A `serverFail` SetError for an internal failure while `doing` something: the cause
+/// goes to the log, the client is told only what failed (a store error names files and
+/// hosts, which are not the client's business).
+pub fn server_fail(doing: &str, cause: &dyn std::fmt::Display) -> Value {
+    tracing::error!(error = %cause, "JMAP: {doing} failed");
+    set_error("serverFail", format!("{doing} failed; try again later"))
+}
+
 /// What a `/set` call did, answered as RFC 8620 §5.3 shapes it.
 #[derive(Default)]
 pub struct SetOutcome {
@@ -503,4 +511,22 @@ pub fn query_answer(
 /// The PEC capability is in `using`: the `pec` property may be asked for.
 pub fn pec_enabled(ctx: &Ctx<'_>) -> bool {
     ctx.uses(CAP_PEC)
+}
+
+#[cfg(test)]
+mod server_fail_tests {
+    use super::*;
+
+    #[test]
+    fn a_server_failure_tells_the_client_what_failed_not_where() {
+        let cause = crate::store::StoreError::Io {
+            path: "/var/lib/pecd/blobs/ab/cd/secret-path".into(),
+            source: std::io::Error::other("disk on fire"),
+        };
+        let v = server_fail("storing the message", &cause);
+        assert_eq!(v["type"], "serverFail");
+        let d = v["description"].as_str().unwrap();
+        assert!(d.starts_with("storing the message failed"), "{d}");
+        assert!(!d.contains("/var/lib") && !d.contains("fire"), "{d}");
+    }
 }

@@ -15,7 +15,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Ctx, MethodError, Out, get_answer, ids_arg, query_answer, set_error};
+use super::{Ctx, MethodError, Out, get_answer, ids_arg, query_answer, server_fail, set_error};
 use crate::jmap::account::Entry;
 use crate::smtp::session::Envelope;
 
@@ -179,7 +179,7 @@ fn submit_one(ctx: &mut Ctx<'_>, obj: &Value) -> Result<(String, String, String)
         .store
         .blobs()
         .read(&e.blob)
-        .map_err(|err| set_error("serverFail", err.to_string()))?;
+        .map_err(|err| server_fail("reading the message", &err))?;
     let env = Envelope {
         mail_from: ctx.user.to_string(),
         rcpt_to,
@@ -192,7 +192,7 @@ fn submit_one(ctx: &mut Ctx<'_>, obj: &Value) -> Result<(String, String, String)
     let reply = ctx
         .rt
         .block_on(async move { crate::pipeline::access::submit(&gw, env).await })
-        .map_err(|err| set_error("serverFail", err.to_string()))?;
+        .map_err(|err| server_fail("sending the message", &err))?;
     if reply.code != 250 {
         let kind = if reply.code >= 500 {
             "forbiddenToSend"
