@@ -2,8 +2,9 @@
 //! `pecd serve`: `strace` attached to every thread while messages are submitted over
 //! SMTPS, delivered to a local mailbox and answered by a delivery receipt. Every message
 //! body (blob) pecd writes must be synced after it was renamed into place and before the
-//! client hears 250 for it; the blob files are not fsynced one by one (the committer's one
-//! sync per group does it, issue #11). Prints the sync calls per accepted message.
+//! client hears 250 for it, and the database file holding the commit that refers to them
+//! synced too; the blob files are not fsynced one by one (the committer's one sync per
+//! group does it, issue #11). Prints the sync calls per accepted message.
 
 mod common;
 
@@ -196,6 +197,18 @@ async fn every_blob_is_synced_before_the_250_that_needs_it() {
             mine.len() >= 2,
             "message {i}: {} blobs renamed between its connection and its 250",
             mine.len()
+        );
+        // The commit that refers to them is itself on disk before the 250: sled's file
+        // synced after its flush (its own flush is `sync_file_range`, which is not).
+        let last = mine.iter().map(|(r, _)| r.end).fold(0.0, f64::max);
+        assert!(
+            calls
+                .iter()
+                .any(|c| ["fsync", "fdatasync"].contains(&c.name.as_str())
+                    && c.args.contains("/db/db")
+                    && c.start >= last
+                    && c.end <= *answered),
+            "message {i}: the database file was not synced between its blobs and its 250"
         );
         for (r, id) in mine {
             assert!(

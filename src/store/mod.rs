@@ -481,10 +481,15 @@ impl Store {
             SweepStats::default()
         };
         let (changes, _) = tokio::sync::broadcast::channel(CHANGE_BACKLOG);
+        // sled's log file (`db/db` under the directory given to sled), synced by the
+        // committer after each flush.
+        let db_path = dir.join("db").join("db");
+        let db_file = std::fs::File::open(&db_path).map_err(io_err(&db_path))?;
         let (jobs, committer) = commit::Committer::start(
             db.clone(),
             trees.clone(),
             blobs.clone(),
+            db_file,
             &options,
             changes.clone(),
         )?;
