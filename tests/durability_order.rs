@@ -68,9 +68,10 @@ fn parse(log: &str) -> Vec<Call> {
     calls
 }
 
-/// The destination of a rename into the blob directory: `blobs/ab/cd/<64 hex>`.
+/// The name a blob file gets in the blob directory (`blobs/ab/cd/<64 hex>`), by a rename
+/// or by a link of an unnamed file.
 fn blob_rename(c: &Call) -> Option<String> {
-    if !c.name.starts_with("rename") {
+    if !c.name.starts_with("rename") && c.name != "linkat" {
         return None;
     }
     let dest = c
@@ -97,7 +98,7 @@ fn attach(pid: u32, out: &std::path::Path) -> Child {
         .arg(out)
         .args([
             "-e",
-            "trace=syncfs,fsync,fdatasync,sync_file_range,rename,renameat,renameat2",
+            "trace=syncfs,fsync,fdatasync,sync_file_range,rename,renameat,renameat2,linkat",
             "-p",
             &pid.to_string(),
         ])

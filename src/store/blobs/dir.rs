@@ -5,7 +5,11 @@
 //!
 //! Invariant (crash safety): a blob file is complete and durable **before** any record
 //! refers to it. A writer streams into `blobs/tmp/`, fsyncs the file, renames it to its
-//! final name and fsyncs the directory; only then can the id go into a commit. A crash
+//! final name and fsyncs the directory; only then can the id go into a commit. A body
+//! already in memory (its name known before it is written) is written as an unnamed
+//! `O_TMPFILE` in its final directory and linked there instead: no temporary name, no
+//! rename across directories (both serialize concurrent writers on the directories'
+//! locks), nothing left by a crash; where `O_TMPFILE` is not supported, through `tmp/`. A crash
 //! can therefore leave only unreferenced files behind; [`DirBlobs::sweep`] (run at open)
 //! removes those older than a grace period. This module never touches the sled trees.
 //!
@@ -39,7 +43,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -91,6 +95,8 @@ pub struct DirBlobs {
     sweeping: Arc<Mutex<()>>,
     /// Staged writes made so far (see the module doc).
     staged: Arc<AtomicU64>,
+    /// Set once `O_TMPFILE` or the link of one failed here: writes go through `tmp/`.
+    no_tmpfile: Arc<AtomicBool>,
     /// The count of `staged` the last `sync_staged` made durable, and how many syncs.
     synced: Arc<Mutex<(u64, u64)>>,
 }
@@ -103,6 +109,7 @@ impl DirBlobs {
             root,
             sweeping: Arc::new(Mutex::new(())),
             staged: Arc::new(AtomicU64::new(0)),
+            no_tmpfile: Arc::new(AtomicBool::new(false)),
             synced: Arc::new(Mutex::new((0, 0))),
         };
         store.restore_trash()?;
@@ -175,9 +182,73 @@ impl DirBlobs {
                 size: bytes.len() as u64,
             });
         }
+        if let Some(blob) = self.link_new(&id, &path, bytes, sync)? {
+            return Ok(blob);
+        }
         let mut w = self.writer()?;
         w.spool.write_all(bytes)?;
         w.finish_with(sync)
+    }
+
+    /// Writes `bytes` as an unnamed file in its final directory (`O_TMPFILE`) and links
+    /// it under its name: no temporary name to create and rename across directories
+    /// (whose locks serialize concurrent writers), nothing left behind by a crash before
+    /// the link. `None` when this cannot be done here (a file system without
+    /// `O_TMPFILE`, no `/proc`, or a file already at the name that `put` did not trust):
+    /// the caller goes through `tmp/` instead.
+    fn link_new(
+        &self,
+        id: &BlobId,
+        path: &Path,
+        bytes: &[u8],
+        sync: Sync,
+    ) -> Result<Option<Blob>, StoreError> {
+        use rustix::fs::{AtFlags, CWD, Mode, OFlags};
+        use std::io::Write as _;
+        use std::os::fd::AsRawFd;
+        if self.no_tmpfile.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let d2 = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        if let Some(d1) = d2.parent() {
+            ensure_or_create(d1, sync)?;
+        }
+        ensure_or_create(&d2, sync)?;
+        let flags = OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC;
+        let mut file = match rustix::fs::openat(CWD, &d2, flags, Mode::from_raw_mode(0o600)) {
+            Ok(fd) => File::from(fd),
+            Err(e) => {
+                tracing::info!(dir = %d2.display(), error = %e, "no O_TMPFILE: blobs are written under tmp/");
+                self.no_tmpfile.store(true, Ordering::Relaxed);
+                return Ok(None);
+            }
+        };
+        file.write_all(bytes).map_err(io_err(&d2))?;
+        if sync == Sync::Now {
+            file.sync_all().map_err(io_err(&d2))?;
+        }
+        let fd_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+        match rustix::fs::linkat(CWD, fd_path.as_str(), CWD, path, AtFlags::SYMLINK_FOLLOW) {
+            Ok(()) => {}
+            // The name is taken: by the same content (a concurrent put), or by what `put`
+            // did not trust; either way the path through tmp/ renames over it.
+            Err(rustix::io::Errno::EXIST) => return Ok(None),
+            Err(e) => {
+                tracing::info!(error = %e, "linking an O_TMPFILE failed: blobs are written under tmp/");
+                self.no_tmpfile.store(true, Ordering::Relaxed);
+                return Ok(None);
+            }
+        }
+        match sync {
+            Sync::Now => sync_dir(&d2)?,
+            Sync::Staged => {
+                self.staged.fetch_add(1, Ordering::Release);
+            }
+        }
+        Ok(Some(Blob {
+            id: id.clone(),
+            size: bytes.len() as u64,
+        }))
     }
 
     /// Makes every staged write durable, with one `syncfs(2)` of the blob file system if
@@ -374,9 +445,22 @@ enum Sync {
     Staged,
 }
 
+/// Creates `path` (one level) if missing, its entry synced in its parent unless the write
+/// is staged (the committer's sync covers it then).
+fn ensure_or_create(path: &Path, sync: Sync) -> Result<(), StoreError> {
+    match sync {
+        Sync::Now => ensure_dir(path),
+        Sync::Staged => create_dir(path),
+    }
+}
+
 /// Creates `path` (one level) if missing, without syncing its parent (a staged write's
 /// sync covers it).
 fn create_dir(path: &Path) -> Result<(), StoreError> {
+    // A stat first: `mkdir` of an existing directory still takes its parent's lock.
+    if path.is_dir() {
+        return Ok(());
+    }
     match fs::create_dir(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
@@ -443,6 +527,40 @@ mod tests {
         let c = bs.put(b"archive").unwrap();
         assert!(!bs.sync_staged().unwrap());
         assert_eq!(bs.read(&c.id).unwrap(), b"archive");
+    }
+
+    #[test]
+    fn a_body_in_memory_is_linked_in_place_or_else_goes_through_tmp() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let bs = DirBlobs::open(dir.path().join("blobs")).unwrap();
+        let a = bs.put(b"linked").unwrap();
+        let b = bs.put_staged(b"linked, staged").unwrap();
+        assert!(
+            !bs.no_tmpfile.load(Ordering::Relaxed),
+            "O_TMPFILE works on this disk"
+        );
+        for (blob, content) in [(&a, &b"linked"[..]), (&b, &b"linked, staged"[..])] {
+            assert_eq!(bs.read(&blob.id).unwrap(), content);
+            let mode = fs::metadata(bs.path(&blob.id))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "a body is readable by pecd alone");
+        }
+        assert_eq!(
+            fs::read_dir(dir.path().join("blobs/tmp")).unwrap().count(),
+            0
+        );
+        // A short file at the name (a crash's leftover): replaced through tmp/.
+        fs::write(bs.path(&a.id), b"li").unwrap();
+        assert_eq!(bs.put(b"linked").unwrap(), a);
+        assert_eq!(bs.read(&a.id).unwrap(), b"linked");
+        // Where O_TMPFILE cannot be used, tmp/ and a rename, as before.
+        bs.no_tmpfile.store(true, Ordering::Relaxed);
+        let c = bs.put_staged(b"through tmp").unwrap();
+        assert_eq!(bs.read(&c.id).unwrap(), b"through tmp");
+        assert!(bs.sync_staged().unwrap());
     }
 
     /// Makes `id`'s file look written `age` ago.
