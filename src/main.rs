@@ -86,8 +86,47 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("pecd: {e:#}");
+            eprintln!("pecd: {}", error_chain(&e));
             ExitCode::from(2)
         }
+    }
+}
+
+/// The error and its causes, `: `-separated, each said once: many errors already repeat
+/// their cause in their own text (`database error: IO error: ...`), and printing the
+/// cause again after it would say the same thing twice or three times.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = std::io::Error::other("Not a directory");
+        let repeated = anyhow::Error::new(io)
+            .context("database error: Not a directory")
+            .context("opening the store");
+        assert_eq!(
+            error_chain(&repeated),
+            "opening the store: database error: Not a directory"
+        );
+        let distinct = anyhow::anyhow!("no such file").context("configuration pecd.toml");
+        assert_eq!(
+            error_chain(&distinct),
+            "configuration pecd.toml: no such file"
+        );
     }
 }
