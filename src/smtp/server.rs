@@ -188,6 +188,12 @@ async fn connection<B: Backend>(
     mut stopping: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
+    let mut conn = Conn {
+        peer,
+        cfg,
+        backend,
+        stopping: &mut stopping,
+    };
     if cfg.implicit_tls {
         let Some(tls) = &cfg.tls else {
             return Err(std::io::Error::other(
@@ -202,34 +208,14 @@ async fn connection<B: Backend>(
         if !chain.is_empty() {
             session.offer_external();
         }
-        run(
-            tls_stream,
-            session,
-            Some(greeting),
-            chain,
-            peer,
-            cfg,
-            backend,
-            &mut stopping,
-        )
-        .await
-        .map(|_| ())
+        run(tls_stream, session, Some(greeting), chain, &mut conn)
+            .await
+            .map(|_| ())
     } else {
         let (mut session, greeting) = Session::new(cfg.session.clone(), false);
         session.stream_data(DATA_CHUNK_BYTES);
         let mut stream = stream;
-        match run(
-            &mut stream,
-            session,
-            Some(greeting),
-            Vec::new(),
-            peer,
-            cfg,
-            backend,
-            &mut stopping,
-        )
-        .await?
-        {
+        match run(&mut stream, session, Some(greeting), Vec::new(), &mut conn).await? {
             Outcome::Closed => Ok(()),
             Outcome::StartTls(mut session) => {
                 let Some(tls) = &cfg.tls else { return Ok(()) };
@@ -241,18 +227,9 @@ async fn connection<B: Backend>(
                 if !chain.is_empty() {
                     session.offer_external();
                 }
-                run(
-                    tls_stream,
-                    *session,
-                    None,
-                    chain,
-                    peer,
-                    cfg,
-                    backend,
-                    &mut stopping,
-                )
-                .await
-                .map(|_| ())
+                run(tls_stream, *session, None, chain, &mut conn)
+                    .await
+                    .map(|_| ())
             }
         }
     }
@@ -263,17 +240,25 @@ enum Outcome {
     StartTls(Box<Session>),
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a connection's dialogue needs besides its stream and session, the same before
+/// and after STARTTLS.
+struct Conn<'a, B> {
+    peer: SocketAddr,
+    cfg: &'a ListenerConfig,
+    backend: &'a B,
+    /// Becomes true when the server stops.
+    stopping: &'a mut watch::Receiver<bool>,
+}
+
 async fn run<S: AsyncRead + AsyncWrite + Unpin, B: Backend>(
     mut stream: S,
     mut session: Session,
     greeting: Option<Event>,
     chain: Vec<openssl::x509::X509>,
-    peer: SocketAddr,
-    cfg: &ListenerConfig,
-    backend: &B,
-    stopping: &mut watch::Receiver<bool>,
+    conn: &mut Conn<'_, B>,
 ) -> std::io::Result<Outcome> {
+    let (peer, cfg, backend) = (conn.peer, conn.cfg, conn.backend);
+    let stopping = &mut *conn.stopping;
     let mut queue: std::collections::VecDeque<Event> = greeting.into_iter().collect();
     let mut buf = vec![0u8; 8192];
     let mut reported = 0usize;
