@@ -251,11 +251,10 @@ fn main() {
             next_uid = uidnext.max(next_uid);
             for rec in fresh {
                 let bytes = ga.store.blobs().read(&rec.blob).unwrap();
-                if let Some(Ok(d)) = classify(&bytes).ok().and_then(|c| c.daticert) {
-                    if d.tipo == Tipo::AvvenutaConsegna {
+                if let Some(Ok(d)) = classify(&bytes).ok().and_then(|c| c.daticert)
+                    && d.tipo == Tipo::AvvenutaConsegna {
                         arrived.entry(d.identificativo).or_insert_with(Instant::now);
                     }
-                }
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

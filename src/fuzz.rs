@@ -351,11 +351,11 @@ pub fn jmap_request(data: &[u8]) {
     let view = fuzz_view();
     for mut call in req.calls {
         let _ = request::resolve_references(&mut call.args, &responses);
-        if let Some(f) = call.args.get("filter") {
-            if query::check(f, 0).is_ok() {
-                for e in &view.emails {
-                    let _ = query::matches(&view, e, f, 0);
-                }
+        if let Some(f) = call.args.get("filter")
+            && query::check(f, 0).is_ok()
+        {
+            for e in &view.emails {
+                let _ = query::matches(&view, e, f, 0);
             }
         }
         if let Some(sort) = call.args.get("sort") {

@@ -348,14 +348,14 @@ fn consistency(
         );
     }
     if let Some(d) = d {
-        if matches!(c.kind, Kind::TransportEnvelope) {
-            if let Some(mid) = &c.headers.message_id {
-                add(
-                    "identificativo",
-                    same_id(mid, &d.identificativo),
-                    format!("Message-ID {mid} vs identificativo {}", d.identificativo),
-                );
-            }
+        if matches!(c.kind, Kind::TransportEnvelope)
+            && let Some(mid) = &c.headers.message_id
+        {
+            add(
+                "identificativo",
+                same_id(mid, &d.identificativo),
+                format!("Message-ID {mid} vs identificativo {}", d.identificativo),
+            );
         }
         if let (Some(h), Some(m)) = (&c.headers.x_riferimento_message_id, &d.msgid) {
             add(

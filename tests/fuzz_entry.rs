@@ -17,10 +17,10 @@ fn seeds() -> Vec<Vec<u8>> {
                     .flatten()
                     .flatten()
                 {
-                    if f.path().file_name().is_some_and(|n| n != "README.md") {
-                        if let Ok(b) = std::fs::read(f.path()) {
-                            out.push(b);
-                        }
+                    if f.path().file_name().is_some_and(|n| n != "README.md")
+                        && let Ok(b) = std::fs::read(f.path())
+                    {
+                        out.push(b);
                     }
                 }
             }

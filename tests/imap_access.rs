@@ -278,7 +278,7 @@ async fn imap_and_pop3_with_independent_clients() {
     assert!(mb["move_data"].to_string().contains("COPYUID"), "{mb}");
     assert_eq!(mb["archive"], "1", "{mb}");
     assert!(
-        !mb["expunge"].as_array().map_or(true, |v| v.is_empty()),
+        !mb["expunge"].as_array().is_none_or(|v| v.is_empty()),
         "{mb}"
     );
     assert!(mb["quota"].to_string().contains("STORAGE"), "{mb}");

@@ -135,7 +135,8 @@ impl Provider {
         })
         .await
         .unwrap();
-        for u in ["posta-certificata"] {
+        {
+            let u = "posta-certificata";
             let a = PecAddress::parse(&format!("{u}@{}", self.domain)).unwrap();
             if gw.store.mailbox(&a).unwrap().is_none() {
                 gw.store

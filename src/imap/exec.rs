@@ -109,10 +109,10 @@ fn run_answered(
     let body_is_lsub = matches!(body, CommandBody::Lsub { .. });
     match body {
         CommandBody::Noop | CommandBody::Check => {
-            if let State::Selected { view, .. } = state {
-                if let Err(e) = view.refresh(store, &user, out) {
-                    return out.extend(no(tag, &e));
-                }
+            if let State::Selected { view, .. } = state
+                && let Err(e) = view.refresh(store, &user, out)
+            {
+                return out.extend(no(tag, &e));
             }
             out.extend(tagged(tag, "OK", "Completed"));
         }
@@ -124,17 +124,18 @@ fn run_answered(
         }
         CommandBody::Close | CommandBody::Unselect => {
             let expunge = matches!(body, CommandBody::Close);
-            if let State::Selected { view, .. } = &*state {
-                if expunge && !view.read_only {
-                    let deleted: Vec<u32> = view
-                        .msgs
-                        .iter()
-                        .filter(|m| is_deleted(&m.flags))
-                        .map(|m| m.uid)
-                        .collect();
-                    if let Err(e) = expunge_uids(store, &user, &view.folder, &deleted) {
-                        return out.extend(no(tag, &e));
-                    }
+            if let State::Selected { view, .. } = &*state
+                && expunge
+                && !view.read_only
+            {
+                let deleted: Vec<u32> = view
+                    .msgs
+                    .iter()
+                    .filter(|m| is_deleted(&m.flags))
+                    .map(|m| m.uid)
+                    .collect();
+                if let Err(e) = expunge_uids(store, &user, &view.folder, &deleted) {
+                    return out.extend(no(tag, &e));
                 }
             }
             *state = State::Authenticated { user };
@@ -435,10 +436,10 @@ fn append(
         Err(e) => return out.extend(no(tag, &e)),
     }
     // Checked before writing the blob; the commit checks again, exactly (single writer).
-    if let Ok(Some(mb)) = store.mailbox(user) {
-        if mb.usage_bytes.saturating_add(bytes.len() as u64) > mb.quota_bytes {
-            return out.extend(tagged(tag, "NO", "[OVERQUOTA] Quota exceeded"));
-        }
+    if let Ok(Some(mb)) = store.mailbox(user)
+        && mb.usage_bytes.saturating_add(bytes.len() as u64) > mb.quota_bytes
+    {
+        return out.extend(tagged(tag, "NO", "[OVERQUOTA] Quota exceeded"));
     }
     let bytes = Arc::new(bytes);
     let blob = match store.blobs().put_staged(&bytes) {
@@ -464,10 +465,10 @@ fn append(
     let trace = append_trace(store, user, &folder, &bytes, "IMAP APPEND");
     match store.commit(Batch::new().deliver(d).trace(trace)) {
         Ok(applied) => {
-            if let State::Selected { view, .. } = state {
-                if view.folder == folder {
-                    let _ = view.refresh(store, user, out);
-                }
+            if let State::Selected { view, .. } = state
+                && view.folder == folder
+            {
+                let _ = view.refresh(store, user, out);
             }
             let code = applied
                 .delivered

@@ -255,10 +255,10 @@ fn run_other(
                     m.flags = new;
                 }
             }
-            if !batch.is_empty() {
-                if let Err(e) = store.commit(batch) {
-                    return out.extend(no(tag, &e));
-                }
+            if !batch.is_empty()
+                && let Err(e) = store.commit(batch)
+            {
+                return out.extend(no(tag, &e));
             }
             if response == StoreResponse::Answer {
                 for &i in &idx {

@@ -75,10 +75,10 @@ pub(super) fn delete(
             "[INUSE] Mailbox has children: delete them first",
         ));
     }
-    if let State::Selected { view, .. } = &*state {
-        if view.folder == folder {
-            *state = State::Authenticated { user: user.clone() };
-        }
+    if let State::Selected { view, .. } = &*state
+        && view.folder == folder
+    {
+        *state = State::Authenticated { user: user.clone() };
     }
     match store.commit(Batch::new().delete_folder(user.clone(), folder)) {
         Ok(_) => out.extend(tagged(tag, "OK", "DELETE completed")),

@@ -630,12 +630,11 @@ impl Session {
     /// During IDLE, the fallback check: reports new mail or expunges if the folder's
     /// UIDNEXT or size moved (one read when nothing did; blocking).
     pub fn idle_refresh(&mut self, store: &Store) {
-        if let State::Selected { user, view } = &mut self.state {
-            if view.changed(store, user) {
-                if let Err(e) = view.refresh(store, user, &mut self.out) {
-                    tracing::warn!(error = %e, "IDLE refresh failed");
-                }
-            }
+        if let State::Selected { user, view } = &mut self.state
+            && view.changed(store, user)
+            && let Err(e) = view.refresh(store, user, &mut self.out)
+        {
+            tracing::warn!(error = %e, "IDLE refresh failed");
         }
     }
 

@@ -302,14 +302,12 @@ pub fn replace_header(block: &[u8], name: &str, new_line: Option<&str>) -> Vec<u
         }
         out.extend_from_slice(line);
     }
-    if !inserted {
-        if let Some(l) = new_line {
-            let mut top = Vec::with_capacity(out.len() + l.len() + 2);
-            top.extend_from_slice(l.as_bytes());
-            top.extend_from_slice(b"\r\n");
-            top.extend_from_slice(&out);
-            return top;
-        }
+    if !inserted && let Some(l) = new_line {
+        let mut top = Vec::with_capacity(out.len() + l.len() + 2);
+        top.extend_from_slice(l.as_bytes());
+        top.extend_from_slice(b"\r\n");
+        top.extend_from_slice(&out);
+        return top;
     }
     out
 }

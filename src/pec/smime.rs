@@ -354,11 +354,7 @@ pub struct SignerInfo {
 
 impl SignerInfo {
     fn from_cert(cert: &X509) -> Self {
-        let digest = |md| {
-            cert.digest(md)
-                .map(|d| hex::encode_upper(d))
-                .unwrap_or_default()
-        };
+        let digest = |md| cert.digest(md).map(hex::encode_upper).unwrap_or_default();
         Self {
             subject: subject_line(cert),
             issuer: name_line(cert.issuer_name()),

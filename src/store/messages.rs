@@ -412,13 +412,13 @@ pub(crate) fn apply_keep_subscription(
 ) -> TxResult<()> {
     let mbkey = mailbox_key(mailbox);
     let name = normalize_folder(name);
-    if let Some(f) = get_json::<FolderInfo>(&tx.t[FOLDERS], &folder_key(&mbkey, &name))? {
-        if f.subscribed {
-            let mut unfoldered = load_unfoldered(tx, &mbkey)?;
-            if unfoldered.insert(name) {
-                save_unfoldered(tx, &mbkey, &unfoldered)?;
-                log.touch(&mbkey);
-            }
+    if let Some(f) = get_json::<FolderInfo>(&tx.t[FOLDERS], &folder_key(&mbkey, &name))?
+        && f.subscribed
+    {
+        let mut unfoldered = load_unfoldered(tx, &mbkey)?;
+        if unfoldered.insert(name) {
+            save_unfoldered(tx, &mbkey, &unfoldered)?;
+            log.touch(&mbkey);
         }
     }
     Ok(())

@@ -550,7 +550,7 @@ mod tests {
     fn due_keys_sort_by_lane_then_time() {
         let t1: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
         let t2: Timestamp = "2026-01-02T00:00:00Z".parse().unwrap();
-        let mut keys = vec![
+        let mut keys = [
             due_key(Lane::Remote, t1, 1),
             due_key(Lane::Local, t2, 2),
             due_key(Lane::Local, t1, 3),

@@ -304,10 +304,10 @@ impl TraceLog {
                     let Some(seq) = seq_of_index_key(&k) else {
                         continue;
                     };
-                    if let Some(r) = self.get(seq)? {
-                        if !push(r) {
-                            break;
-                        }
+                    if let Some(r) = self.get(seq)?
+                        && !push(r)
+                    {
+                        break;
                     }
                 }
             }

@@ -37,20 +37,17 @@ fn mark(text: &str, terms: &[String]) -> Option<String> {
 }
 
 fn text_terms(filter: &Value, out: &mut Vec<String>) {
-    match filter {
-        Value::Object(o) => {
-            for k in ["text", "subject", "body"] {
-                if let Some(s) = o.get(k).and_then(Value::as_str) {
-                    out.push(s.to_string());
-                }
-            }
-            if let Some(c) = o.get("conditions").and_then(Value::as_array) {
-                for x in c {
-                    text_terms(x, out);
-                }
+    if let Value::Object(o) = filter {
+        for k in ["text", "subject", "body"] {
+            if let Some(s) = o.get(k).and_then(Value::as_str) {
+                out.push(s.to_string());
             }
         }
-        _ => {}
+        if let Some(c) = o.get("conditions").and_then(Value::as_array) {
+            for x in c {
+                text_terms(x, out);
+            }
+        }
     }
 }
 

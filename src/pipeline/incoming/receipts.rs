@@ -150,10 +150,10 @@ pub(super) async fn receipt_arrived(
             }
         }
         Tipo::AvvenutaConsegna | Tipo::ErroreConsegna | Tipo::RilevazioneVirus => {
-            if let Some(c) = &d.consegna {
-                if gw.store.pending(&d.identificativo, c)?.is_some() {
-                    batch = batch.pending_resolve(d.identificativo.clone(), c.clone());
-                }
+            if let Some(c) = &d.consegna
+                && gw.store.pending(&d.identificativo, c)?.is_some()
+            {
+                batch = batch.pending_resolve(d.identificativo.clone(), c.clone());
             }
         }
         _ => {}
