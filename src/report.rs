@@ -199,28 +199,18 @@ pub fn verify_at(
     let check = if c.signed {
         smime::verify_message(raw, trust)
     } else {
-        SignatureCheck {
-            valid: false,
-            reason: Some("the message is not signed (not multipart/signed)".into()),
-            signer: None,
-            chain_ok: None,
-            chain_error: None,
-        }
+        SignatureCheck::invalid("the message is not signed (not multipart/signed)")
     };
     let mut signature = SignatureReport::from_check(c.signed, &check);
     if let Some(idx) = index {
         let record = check
-            .signer
+            .signer_cert
             .as_ref()
-            .and_then(|s| openssl::x509::X509::from_der(&s.der).ok())
-            .and_then(|cert| idx.by_certificate(&cert).cloned());
+            .and_then(|cert| idx.by_certificate(cert).cloned());
         signature.in_index = Some(record.is_some());
         signature.provider = record.map(|r| r.name);
     }
-    let signer_cert = check
-        .signer
-        .as_ref()
-        .and_then(|s| openssl::x509::X509::from_der(&s.der).ok());
+    let signer_cert = check.signer_cert.clone();
     if let (Some(crls), Some(cert)) = (crls, &signer_cert) {
         let revocation = crls.check(cert);
         signature.revoked = Some(revocation.is_some());

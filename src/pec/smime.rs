@@ -381,16 +381,21 @@ pub struct SignatureCheck {
     pub chain_ok: Option<bool>,
     /// Why the chain check failed, if it did.
     pub chain_error: Option<String>,
+    /// The signer's certificate as parsed from the signature (what `signer` describes),
+    /// for the checks that follow (index, CRL, validity) without decoding it again.
+    #[serde(skip)]
+    pub signer_cert: Option<X509>,
 }
 
 impl SignatureCheck {
-    fn invalid(reason: impl Into<String>) -> Self {
+    pub(crate) fn invalid(reason: impl Into<String>) -> Self {
         Self {
             valid: false,
             reason: Some(reason.into()),
             signer: None,
             chain_ok: None,
             chain_error: None,
+            signer_cert: None,
         }
     }
 }
@@ -503,6 +508,7 @@ pub fn verify_detached(
         signer: Some(signer),
         chain_ok,
         chain_error,
+        signer_cert: Some(signer_cert),
     }
 }
 

@@ -8,7 +8,6 @@
 
 use std::sync::Arc;
 
-use openssl::x509::X509;
 
 use crate::gateway::Gateway;
 use crate::pec::address::PecAddress;
@@ -73,10 +72,7 @@ pub(super) async fn verify(gw: &Arc<Gateway>, data: &Arc<Vec<u8>>) -> Verdict {
     let now = gw.clock.now();
     gw.blocking(move || {
         let check = smime::verify_message(&d, g.trust.as_deref());
-        let cert = check
-            .signer
-            .as_ref()
-            .and_then(|s| X509::from_der(&s.der).ok());
+        let cert = check.signer_cert.clone();
         let record = cert
             .as_ref()
             .and_then(|c| g.index().by_certificate(c).cloned());
