@@ -93,7 +93,7 @@ fn now() -> f64 {
 }
 
 fn attach(pid: u32, out: &std::path::Path) -> Child {
-    let child = Command::new("strace")
+    let mut child = Command::new("strace")
         .args(["-f", "-qq", "-ttt", "-yy", "-s", "0", "-o"])
         .arg(out)
         .args([
@@ -104,8 +104,15 @@ fn attach(pid: u32, out: &std::path::Path) -> Child {
         ])
         .spawn()
         .expect("run strace");
-    // strace writes a line per call; wait until it has attached (a call of any thread).
-    std::thread::sleep(Duration::from_millis(1500));
+    // Attached once a call is logged: sled's flusher thread syncs twice a second, even idle.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::metadata(out).map_or(0, |m| m.len()) == 0 {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("strace could not attach to pecd serve ({status}): ptrace must be allowed");
+        }
+        assert!(Instant::now() < deadline, "strace logged nothing for 20 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     child
 }
 

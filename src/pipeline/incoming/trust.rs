@@ -8,7 +8,6 @@
 
 use std::sync::Arc;
 
-
 use crate::gateway::Gateway;
 use crate::pec::address::PecAddress;
 use crate::pec::classify::{Classified, classify};

@@ -218,8 +218,7 @@ impl DirBlobs {
         let mut file = match rustix::fs::openat(CWD, &d2, flags, Mode::from_raw_mode(0o600)) {
             Ok(fd) => File::from(fd),
             Err(e) => {
-                tracing::info!(dir = %d2.display(), error = %e, "no O_TMPFILE: blobs are written under tmp/");
-                self.no_tmpfile.store(true, Ordering::Relaxed);
+                self.unsupported(e, "O_TMPFILE");
                 return Ok(None);
             }
         };
@@ -234,8 +233,7 @@ impl DirBlobs {
             // did not trust; either way the path through tmp/ renames over it.
             Err(rustix::io::Errno::EXIST) => return Ok(None),
             Err(e) => {
-                tracing::info!(error = %e, "linking an O_TMPFILE failed: blobs are written under tmp/");
-                self.no_tmpfile.store(true, Ordering::Relaxed);
+                self.unsupported(e, "linking an O_TMPFILE through /proc");
                 return Ok(None);
             }
         }
@@ -249,6 +247,26 @@ impl DirBlobs {
             id: id.clone(),
             size: bytes.len() as u64,
         }))
+    }
+
+    /// After `what` failed with `e`: when that says it cannot be done here at all (not
+    /// supported, no `/proc`, not allowed), the next writes go through `tmp/` at once.
+    /// Other errors (a full disk...) concern this write only, which goes through `tmp/`
+    /// and fails there with the file's path.
+    fn unsupported(&self, e: rustix::io::Errno, what: &str) {
+        use rustix::io::Errno;
+        let unsupported = [
+            Errno::OPNOTSUPP,
+            Errno::ISDIR,
+            Errno::INVAL,
+            Errno::NOENT,
+            Errno::PERM,
+            Errno::ACCESS,
+            Errno::XDEV,
+        ];
+        if unsupported.contains(&e) && !self.no_tmpfile.swap(true, Ordering::Relaxed) {
+            tracing::info!(root = %self.root.display(), error = %e, "{what} cannot be used: bodies are written under tmp/ and renamed");
+        }
     }
 
     /// Makes every staged write durable, with one `syncfs(2)` of the blob file system if
