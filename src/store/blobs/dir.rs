@@ -135,13 +135,21 @@ impl DirBlobs {
     /// may have written meanwhile: same content).
     fn put_back(&self, from: &Path, id: &BlobId) -> Result<(), StoreError> {
         let path = self.path(id);
-        let d2 = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        if let Some(d1) = d2.parent() {
-            ensure_dir(d1)?;
-        }
-        ensure_dir(&d2)?;
+        let d2 = fan_out(&path, Sync::Now)?;
         fs::rename(from, &path).map_err(io_err(&path))?;
         sync_dir(&d2)
+    }
+
+    /// After a blob file got its name in `d2`: the directory synced, or the write counted
+    /// for the committer's sync.
+    fn named(&self, d2: &Path, sync: Sync) -> Result<(), StoreError> {
+        match sync {
+            Sync::Now => sync_dir(d2),
+            Sync::Staged => {
+                self.staged.fetch_add(1, Ordering::Release);
+                Ok(())
+            }
+        }
     }
 
     /// Where the blob `id` lives.
@@ -209,11 +217,7 @@ impl DirBlobs {
         if self.no_tmpfile.load(Ordering::Relaxed) {
             return Ok(None);
         }
-        let d2 = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        if let Some(d1) = d2.parent() {
-            ensure_or_create(d1, sync)?;
-        }
-        ensure_or_create(&d2, sync)?;
+        let d2 = fan_out(path, sync)?;
         let flags = OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC;
         let mut file = match rustix::fs::openat(CWD, &d2, flags, Mode::from_raw_mode(0o600)) {
             Ok(fd) => File::from(fd),
@@ -237,12 +241,7 @@ impl DirBlobs {
                 return Ok(None);
             }
         }
-        match sync {
-            Sync::Now => sync_dir(&d2)?,
-            Sync::Staged => {
-                self.staged.fetch_add(1, Ordering::Release);
-            }
-        }
+        self.named(&d2, sync)?;
         Ok(Some(Blob {
             id: id.clone(),
             size: bytes.len() as u64,
@@ -420,40 +419,34 @@ pub struct DirWriter {
 impl DirWriter {
     /// fsync, rename to the content name, fsync the directory.
     pub fn finish(self) -> Result<Blob, StoreError> {
-        let DirWriter { spool, store } = self;
-        let (file, tmp, id, size) = spool.into_parts()?;
-        file.sync_all().map_err(io_err(&tmp))?;
-        drop(file);
-        let path = store.path(&id);
-        let d2 = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        if let Some(d1) = d2.parent() {
-            ensure_dir(d1)?;
-        }
-        ensure_dir(&d2)?;
-        fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        sync_dir(&d2)?;
-        Ok(Blob { id, size })
+        self.finish_with(Sync::Now)
     }
 
     /// `finish`, or for a staged write the same steps without the fsyncs, counted for the
     /// next [`DirBlobs::sync_staged`].
     fn finish_with(self, sync: Sync) -> Result<Blob, StoreError> {
-        if sync == Sync::Now {
-            return self.finish();
-        }
         let DirWriter { spool, store } = self;
         let (file, tmp, id, size) = spool.into_parts()?;
+        if sync == Sync::Now {
+            file.sync_all().map_err(io_err(&tmp))?;
+        }
         drop(file);
         let path = store.path(&id);
-        let d2 = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        if let Some(d1) = d2.parent() {
-            create_dir(d1)?;
-        }
-        create_dir(&d2)?;
+        let d2 = fan_out(&path, sync)?;
         fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        store.staged.fetch_add(1, Ordering::Release);
+        store.named(&d2, sync)?;
         Ok(Blob { id, size })
     }
+}
+
+/// Makes the two fan-out directories above the blob file `path` exist; returns the inner.
+fn fan_out(path: &Path, sync: Sync) -> Result<PathBuf, StoreError> {
+    let d2 = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    if let Some(d1) = d2.parent() {
+        ensure_or_create(d1, sync)?;
+    }
+    ensure_or_create(&d2, sync)?;
+    Ok(d2)
 }
 
 /// Whether a write syncs itself or is left to the committer's sync.
