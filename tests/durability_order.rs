@@ -17,13 +17,26 @@ use common::server::Server;
 const DOMAIN: &str = "pec.alfa.test";
 const MESSAGES: usize = 8;
 
-/// One system call as strace printed it (`-ttt -f -yy`), its start and end times.
+/// One system call as strace printed it (`-ttt -T -f -yy`): its start, its end (the start
+/// plus the time spent in it) and whether it succeeded.
 #[derive(Debug, Clone)]
 struct Call {
     name: String,
     args: String,
     start: f64,
     end: f64,
+    ok: bool,
+}
+
+/// The time spent in a call and its success, from the end of its last line:
+/// `... = 0 <0.000123>`.
+fn outcome(line: &str) -> Option<(f64, bool)> {
+    let (head, spent) = line.trim_end().strip_suffix('>')?.rsplit_once(" <")?;
+    let ret = head.rsplit_once(" = ")?.1;
+    Some((
+        spent.parse().ok()?,
+        ret.split_whitespace().next() == Some("0"),
+    ))
 }
 
 /// Joins strace's `<unfinished ...>` / `<... resumed>` halves into whole calls.
@@ -42,8 +55,9 @@ fn parse(log: &str) -> Vec<Call> {
             continue;
         };
         if let Some(resumed) = rest.strip_prefix("<... ") {
-            if let Some(mut c) = open.remove(&tid) {
-                c.end = time;
+            if let (Some(mut c), Some((spent, ok))) = (open.remove(&tid), outcome(rest)) {
+                c.end = c.start + spent;
+                c.ok = ok;
                 c.args.push_str(resumed);
                 calls.push(c);
             }
@@ -52,15 +66,18 @@ fn parse(log: &str) -> Vec<Call> {
         let Some((name, args)) = rest.split_once('(') else {
             continue;
         };
-        let c = Call {
+        let mut c = Call {
             name: name.to_string(),
             args: args.to_string(),
             start: time,
             end: time,
+            ok: false,
         };
         if rest.ends_with("<unfinished ...>") {
             open.insert(tid, c);
-        } else {
+        } else if let Some((spent, ok)) = outcome(rest) {
+            c.end = time + spent;
+            c.ok = ok;
             calls.push(c);
         }
     }
@@ -71,7 +88,7 @@ fn parse(log: &str) -> Vec<Call> {
 /// The name a blob file gets in the blob directory (`blobs/ab/cd/<64 hex>`), by a rename
 /// or by a link of an unnamed file.
 fn blob_rename(c: &Call) -> Option<String> {
-    if !c.name.starts_with("rename") && c.name != "linkat" {
+    if !c.ok || (!c.name.starts_with("rename") && c.name != "linkat") {
         return None;
     }
     let dest = c
@@ -94,11 +111,11 @@ fn now() -> f64 {
 
 fn attach(pid: u32, out: &std::path::Path) -> Child {
     let mut child = Command::new("strace")
-        .args(["-f", "-qq", "-ttt", "-yy", "-s", "0", "-o"])
+        .args(["-f", "-qq", "-ttt", "-T", "-yy", "-s", "0", "-o"])
         .arg(out)
         .args([
             "-e",
-            "trace=syncfs,fsync,fdatasync,sync_file_range,rename,renameat,renameat2,linkat",
+            "trace=syncfs,fsync,fdatasync,sync_file_range,?rename,?renameat,renameat2,linkat",
             "-p",
             &pid.to_string(),
         ])
@@ -167,8 +184,9 @@ async fn every_blob_is_synced_before_the_250_that_needs_it() {
     let syncs: Vec<&Call> = calls
         .iter()
         .filter(|c| {
-            c.name == "syncfs"
-                || (["fsync", "fdatasync"].contains(&c.name.as_str()) && c.args.contains("/blobs/"))
+            c.ok && (c.name == "syncfs"
+                || (["fsync", "fdatasync"].contains(&c.name.as_str())
+                    && c.args.contains("/blobs/")))
         })
         .collect();
     let renames: Vec<(&Call, String)> = calls
@@ -206,17 +224,23 @@ async fn every_blob_is_synced_before_the_250_that_needs_it() {
             "message {i}: {} blobs renamed between its connection and its 250",
             mine.len()
         );
-        // The commit that refers to them is itself on disk before the 250: sled's file
-        // synced after its flush (its own flush is `sync_file_range`, which is not).
+        // The commit that refers to them is itself on disk before the 250, and after the
+        // blobs are: the committer's fdatasync of sled's file (sled's own flush is
+        // `sync_file_range`, which is not durable; its periodic fsync does not count)
+        // after a sync that covers every one of them.
         let last = mine.iter().map(|(r, _)| r.end).fold(0.0, f64::max);
+        let covering = syncs
+            .iter()
+            .filter(|s| s.start >= last && s.end <= *answered)
+            .map(|s| s.end)
+            .fold(f64::INFINITY, f64::min);
         assert!(
-            calls
-                .iter()
-                .any(|c| ["fsync", "fdatasync"].contains(&c.name.as_str())
-                    && c.args.contains("/db/db")
-                    && c.start >= last
-                    && c.end <= *answered),
-            "message {i}: the database file was not synced between its blobs and its 250"
+            calls.iter().any(|c| c.name == "fdatasync"
+                && c.ok
+                && c.args.contains("/db/db")
+                && c.start >= covering
+                && c.end <= *answered),
+            "message {i}: the database file was not synced after its blobs and before its 250"
         );
         for (r, id) in mine {
             assert!(

@@ -231,15 +231,17 @@ impl Signals {
     }
 }
 
-/// Receives `signal`, or never when it is not caught.
+/// Receives `signal`, or never when it is not caught (or no longer can be: then it is
+/// dropped, so that a closed stream is not taken for a signal again and again).
 #[cfg(unix)]
 async fn received(signal: &mut Option<tokio::signal::unix::Signal>) {
-    match signal {
-        Some(s) => {
-            s.recv().await;
+    if let Some(s) = signal {
+        if s.recv().await.is_some() {
+            return;
         }
-        None => std::future::pending().await,
+        *signal = None;
     }
+    std::future::pending().await
 }
 
 /// Serves until SIGTERM or SIGINT (Ctrl-C); each SIGHUP reloads the TLS certificate and

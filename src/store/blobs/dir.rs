@@ -38,6 +38,11 @@
 //! (the rename reached the disk, the data not yet): such a file is unreferenced (no
 //! commit was applied), and a later `put` of the same content does not trust it: a dedup
 //! hit requires the file's size to be the content's size, and rewrites it otherwise.
+//! An unsynced copy never replaces a file that a commit may already refer to: a staged
+//! write names its file only where no file is (`O_TMPFILE` + `linkat`, or `rename` with
+//! `RENAME_NOREPLACE`), and when another writer got there first it takes that file if it
+//! is whole. A dedup hit by a synced `put` syncs the file and its directories itself. A
+//! failed sync fails every later one until pecd restarts (see `sync_staged`).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
@@ -99,6 +104,8 @@ pub struct DirBlobs {
     no_tmpfile: Arc<AtomicBool>,
     /// The count of `staged` the last `sync_staged` made durable, and how many syncs.
     synced: Arc<Mutex<(u64, u64)>>,
+    /// Why a sync failed, if one did: every later one fails too (see `sync_staged`).
+    sync_failed: Arc<Mutex<Option<String>>>,
 }
 
 impl DirBlobs {
@@ -111,6 +118,7 @@ impl DirBlobs {
             staged: Arc::new(AtomicU64::new(0)),
             no_tmpfile: Arc::new(AtomicBool::new(false)),
             synced: Arc::new(Mutex::new((0, 0))),
+            sync_failed: Arc::new(Mutex::new(None)),
         };
         store.restore_trash()?;
         Ok(store)
@@ -140,11 +148,18 @@ impl DirBlobs {
         sync_dir(&d2)
     }
 
-    /// After a blob file got its name in `d2`: the directory synced, or the write counted
-    /// for the committer's sync.
+    /// After a blob file got its name in `d2`: the directory synced (and the two above
+    /// it, whose entries a staged writer may have made without a sync), or the write
+    /// counted for the committer's sync.
     fn named(&self, d2: &Path, sync: Sync) -> Result<(), StoreError> {
         match sync {
-            Sync::Now => sync_dir(d2),
+            Sync::Now => {
+                sync_dir(d2)?;
+                if let Some(d1) = d2.parent() {
+                    sync_dir(d1)?;
+                }
+                sync_dir(&self.root)
+            }
             Sync::Staged => {
                 self.staged.fetch_add(1, Ordering::Release);
                 Ok(())
@@ -174,28 +189,42 @@ impl DirBlobs {
     fn put_with(&self, bytes: &[u8], sync: Sync) -> Result<Blob, StoreError> {
         let id = BlobId::of(bytes);
         let path = self.path(&id);
-        // A file of another size is what a crash left of a staged write (see the module
-        // doc): written anew below.
-        if let Ok(f) = OpenOptions::new().write(true).open(&path)
-            && f.metadata().is_ok_and(|m| m.len() == bytes.len() as u64)
-            && refresh(&f, &path)?
-        {
-            if sync == Sync::Staged {
-                // The file may be another writer's staged one, its count not yet taken:
-                // counting here makes the next sync cover it.
-                self.staged.fetch_add(1, Ordering::Release);
-            }
-            return Ok(Blob {
-                id,
-                size: bytes.len() as u64,
-            });
-        }
-        if let Some(blob) = self.link_new(&id, &path, bytes, sync)? {
+        let blob = Blob {
+            id,
+            size: bytes.len() as u64,
+        };
+        if self.reuse(&path, blob.size, sync)? {
             return Ok(blob);
+        }
+        match self.link_new(&path, bytes, sync)? {
+            Link::Linked => return Ok(blob),
+            // Another writer named the same content meanwhile: theirs, if it is whole.
+            Link::Taken if self.reuse(&path, blob.size, sync)? => return Ok(blob),
+            Link::Taken | Link::Unsupported => {}
         }
         let mut w = self.writer()?;
         w.spool.write_all(bytes)?;
         w.finish_with(sync)
+    }
+
+    /// Whether the file at `path` can stand for content of `size` bytes (a dedup hit):
+    /// its size must be the content's (a file of another size is what a crash left of a
+    /// staged write, see the module doc, and is written anew). A hit is refreshed (the
+    /// sweep's grace period) and made as durable as the write asked for: counted for the
+    /// next sync when staged (it may be another writer's staged file), synced now if not.
+    fn reuse(&self, path: &Path, size: u64, sync: Sync) -> Result<bool, StoreError> {
+        let Ok(f) = OpenOptions::new().write(true).open(path) else {
+            return Ok(false);
+        };
+        if !f.metadata().is_ok_and(|m| m.len() == size) || !refresh(&f, path)? {
+            return Ok(false);
+        }
+        if sync == Sync::Now {
+            f.sync_all().map_err(io_err(path))?;
+        }
+        let d2 = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        self.named(&d2, sync)?;
+        Ok(true)
     }
 
     /// Writes `bytes` as an unnamed file in its final directory (`O_TMPFILE`) and links
@@ -204,18 +233,12 @@ impl DirBlobs {
     /// the link. `None` when this cannot be done here (a file system without
     /// `O_TMPFILE`, no `/proc`, or a file already at the name that `put` did not trust):
     /// the caller goes through `tmp/` instead.
-    fn link_new(
-        &self,
-        id: &BlobId,
-        path: &Path,
-        bytes: &[u8],
-        sync: Sync,
-    ) -> Result<Option<Blob>, StoreError> {
+    fn link_new(&self, path: &Path, bytes: &[u8], sync: Sync) -> Result<Link, StoreError> {
         use rustix::fs::{AtFlags, CWD, Mode, OFlags};
         use std::io::Write as _;
         use std::os::fd::AsRawFd;
         if self.no_tmpfile.load(Ordering::Relaxed) {
-            return Ok(None);
+            return Ok(Link::Unsupported);
         }
         let d2 = fan_out(path, sync)?;
         let flags = OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC;
@@ -223,7 +246,7 @@ impl DirBlobs {
             Ok(fd) => File::from(fd),
             Err(e) => {
                 self.unsupported(e, "O_TMPFILE");
-                return Ok(None);
+                return Ok(Link::Unsupported);
             }
         };
         file.write_all(bytes).map_err(io_err(&d2))?;
@@ -234,18 +257,15 @@ impl DirBlobs {
         match rustix::fs::linkat(CWD, fd_path.as_str(), CWD, path, AtFlags::SYMLINK_FOLLOW) {
             Ok(()) => {}
             // The name is taken: by the same content (a concurrent put), or by what `put`
-            // did not trust; either way the path through tmp/ renames over it.
-            Err(rustix::io::Errno::EXIST) => return Ok(None),
+            // did not trust; the caller looks again.
+            Err(rustix::io::Errno::EXIST) => return Ok(Link::Taken),
             Err(e) => {
                 self.unsupported(e, "linking an O_TMPFILE through /proc");
-                return Ok(None);
+                return Ok(Link::Unsupported);
             }
         }
         self.named(&d2, sync)?;
-        Ok(Some(Blob {
-            id: id.clone(),
-            size: bytes.len() as u64,
-        }))
+        Ok(Link::Linked)
     }
 
     /// After `what` failed with `e`: when that says it cannot be done here at all (not
@@ -270,14 +290,34 @@ impl DirBlobs {
 
     /// Makes every staged write durable, with one `syncfs(2)` of the blob file system if
     /// any was made since the last call; returns whether it synced.
+    ///
+    /// A failed sync fails every later call until the process restarts: the kernel reports
+    /// a writeback error once, so a second `syncfs` could answer success for data that
+    /// never reached the disk (PostgreSQL's "fsyncgate" lesson). The blobs written since
+    /// the last good sync are then of unknown state, and no commit may refer to them.
     pub(crate) fn sync_staged(&self) -> Result<bool, StoreError> {
         let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
+        let mut failed = self.sync_failed.lock().unwrap_or_else(|p| p.into_inner());
+        let failure = |why: &str| {
+            io_err(&self.root)(io::Error::other(format!(
+                "syncing the message bodies failed ({why}); restart pecd once the disk is sound"
+            )))
+        };
+        if let Some(why) = failed.as_deref() {
+            return Err(failure(why));
+        }
         let staged = self.staged.load(Ordering::Acquire);
         if staged == synced.0 {
             return Ok(false);
         }
-        let root = File::open(&self.root).map_err(io_err(&self.root))?;
-        rustix::fs::syncfs(&root).map_err(|e| io_err(&self.root)(e.into()))?;
+        let synced_now = File::open(&self.root)
+            .map_err(|e| e.to_string())
+            .and_then(|root| rustix::fs::syncfs(&root).map_err(|e| e.to_string()));
+        if let Err(why) = synced_now {
+            let err = failure(&why);
+            *failed = Some(why);
+            return Err(err);
+        }
         *synced = (staged, synced.1 + 1);
         Ok(true)
     }
@@ -433,9 +473,33 @@ impl DirWriter {
         drop(file);
         let path = store.path(&id);
         let d2 = fan_out(&path, sync)?;
-        fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        if sync == Sync::Staged && !rename_noreplace(&tmp, &path)? {
+            // Named meanwhile by another writer: theirs if whole (this unsynced copy must
+            // not replace a file that a commit may already refer to), else replaced.
+            if store.reuse(&path, size, sync)? {
+                drop(fs::remove_file(&tmp));
+                return Ok(Blob { id, size });
+            }
+        }
+        if tmp.exists() {
+            fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        }
         store.named(&d2, sync)?;
         Ok(Blob { id, size })
+    }
+}
+
+/// Renames `from` to `to` unless `to` exists; whether it did. Where the file system
+/// cannot refuse to replace, `false` (the caller looks and renames itself).
+fn rename_noreplace(from: &Path, to: &Path) -> Result<bool, StoreError> {
+    use rustix::fs::{CWD, RenameFlags};
+    match rustix::fs::renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(true),
+        Err(rustix::io::Errno::EXIST)
+        | Err(rustix::io::Errno::INVAL)
+        | Err(rustix::io::Errno::NOSYS)
+        | Err(rustix::io::Errno::OPNOTSUPP) => Ok(false),
+        Err(e) => Err(io_err(to)(e.into())),
     }
 }
 
@@ -447,6 +511,15 @@ fn fan_out(path: &Path, sync: Sync) -> Result<PathBuf, StoreError> {
     }
     ensure_or_create(&d2, sync)?;
     Ok(d2)
+}
+
+/// What [`DirBlobs::link_new`] did.
+enum Link {
+    Linked,
+    /// A file already has the name.
+    Taken,
+    /// `O_TMPFILE` or the link cannot be used here (or failed for this write).
+    Unsupported,
 }
 
 /// Whether a write syncs itself or is left to the committer's sync.
@@ -547,10 +620,9 @@ mod tests {
         let bs = DirBlobs::open(dir.path().join("blobs")).unwrap();
         let a = bs.put(b"linked").unwrap();
         let b = bs.put_staged(b"linked, staged").unwrap();
-        assert!(
-            !bs.no_tmpfile.load(Ordering::Relaxed),
-            "O_TMPFILE works on this disk"
-        );
+        if bs.no_tmpfile.load(Ordering::Relaxed) {
+            eprintln!("no O_TMPFILE on this file system: only the path through tmp/ is tested");
+        }
         for (blob, content) in [(&a, &b"linked"[..]), (&b, &b"linked, staged"[..])] {
             assert_eq!(bs.read(&blob.id).unwrap(), content);
             let mode = fs::metadata(bs.path(&blob.id))
