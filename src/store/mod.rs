@@ -60,6 +60,7 @@ pub mod quota;
 mod retention;
 mod tx;
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
@@ -428,7 +429,7 @@ fn open_db(dir: &Path, options: &StoreOptions) -> Result<sled::Db, StoreError> {
 }
 
 /// The store's id, made (32 hex digits) and made durable at its first open.
-fn store_id(db: &sled::Db, trees: &Trees) -> Result<String, StoreError> {
+fn store_id(dir: &Path, db: &sled::Db, trees: &Trees) -> Result<String, StoreError> {
     if let Some(v) = trees.meta.get(STORE_ID_KEY)? {
         return Ok(String::from_utf8_lossy(&v).into_owned());
     }
@@ -439,8 +440,20 @@ fn store_id(db: &sled::Db, trees: &Trees) -> Result<String, StoreError> {
     })?;
     let id = hex::encode(raw);
     trees.meta.insert(STORE_ID_KEY, id.as_bytes())?;
-    db.flush()?;
+    // Durable before anything is told the id (an object store's bucket is claimed with it).
+    flush_durably(dir, db)?;
     Ok(id)
+}
+
+/// sled's flush, then an `fdatasync` of its file: sled's flush alone is `sync_file_range`,
+/// durable against a killed process but not against a power cut (see
+/// `commit::Committer::flush`, which does the same for every commit).
+fn flush_durably(dir: &Path, db: &sled::Db) -> Result<(), StoreError> {
+    db.flush()?;
+    let file = dir.join("db").join("db");
+    File::open(&file)
+        .and_then(|f| f.sync_data())
+        .map_err(io_err(&file))
 }
 
 impl Store {
@@ -469,10 +482,10 @@ impl Store {
             trees
                 .meta
                 .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
-            db.flush()?;
+            flush_durably(&dir, &db)?;
             tracing::info!(dir = %dir.display(), from = found, to = SCHEMA_VERSION, "store schema migrated");
         }
-        let id = store_id(&db, &trees)?;
+        let id = store_id(&dir, &db, &trees)?;
         let blobs = BlobStore::open(dir.join("blobs"), &options.blobs, Some(&id))?;
         let refs = trees.blobrefs.clone();
         let sweep = if blobs.sweeps_at_open() {
@@ -648,8 +661,7 @@ impl Store {
 
     /// Flushes everything to disk (commits already do).
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.inner.db.flush()?;
-        Ok(())
+        flush_durably(&self.inner.dir, &self.inner.db)
     }
 
     /// Per tree of the database: its name, entries and the bytes of their keys and values
@@ -701,7 +713,7 @@ fn check_schema(dir: &Path, db: &sled::Db, trees: &Trees) -> Result<u32, StoreEr
             trees
                 .meta
                 .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
-            db.flush()?;
+            flush_durably(dir, db)?;
             Ok(SCHEMA_VERSION)
         }
     }
