@@ -67,8 +67,10 @@ fn sync_dir(path: &Path) -> Result<(), StoreError> {
         .map_err(io_err(path))
 }
 
-/// Creates `path` (one level) if missing and makes its entry durable in the parent.
-fn ensure_dir(path: &Path) -> Result<(), StoreError> {
+/// Creates `path` (one level) if missing and, unless the write is staged (the
+/// committer's sync covers it then), makes its entry durable in the parent. A stat
+/// first: `mkdir` of an existing directory still takes its parent's lock.
+fn ensure_dir(path: &Path, sync: Sync) -> Result<(), StoreError> {
     if path.is_dir() {
         return Ok(());
     }
@@ -77,7 +79,7 @@ fn ensure_dir(path: &Path) -> Result<(), StoreError> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
         Err(e) => return Err(io_err(path)(e)),
     }
-    if let Some(parent) = path.parent() {
+    if let (Sync::Now, Some(parent)) = (sync, path.parent()) {
         sync_dir(parent)?;
     }
     Ok(())
@@ -507,9 +509,9 @@ fn rename_noreplace(from: &Path, to: &Path) -> Result<bool, StoreError> {
 fn fan_out(path: &Path, sync: Sync) -> Result<PathBuf, StoreError> {
     let d2 = path.parent().map(Path::to_path_buf).unwrap_or_default();
     if let Some(d1) = d2.parent() {
-        ensure_or_create(d1, sync)?;
+        ensure_dir(d1, sync)?;
     }
-    ensure_or_create(&d2, sync)?;
+    ensure_dir(&d2, sync)?;
     Ok(d2)
 }
 
@@ -527,29 +529,6 @@ enum Link {
 enum Sync {
     Now,
     Staged,
-}
-
-/// Creates `path` (one level) if missing, its entry synced in its parent unless the write
-/// is staged (the committer's sync covers it then).
-fn ensure_or_create(path: &Path, sync: Sync) -> Result<(), StoreError> {
-    match sync {
-        Sync::Now => ensure_dir(path),
-        Sync::Staged => create_dir(path),
-    }
-}
-
-/// Creates `path` (one level) if missing, without syncing its parent (a staged write's
-/// sync covers it).
-fn create_dir(path: &Path) -> Result<(), StoreError> {
-    // A stat first: `mkdir` of an existing directory still takes its parent's lock.
-    if path.is_dir() {
-        return Ok(());
-    }
-    match fs::create_dir(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(io_err(path)(e)),
-    }
 }
 
 #[cfg(test)]
