@@ -458,10 +458,15 @@ pub fn set_error(kind: &str, description: impl Into<String>) -> Value {
 
 /// A `serverFail` SetError for an internal failure while `doing` something: the cause
 /// goes to the log, the client is told only what failed (a store error names files and
-/// hosts, which are not the client's business).
+/// hosts, which are not the client's business); `motivo` says it in Italian for the
+/// webmail, as the refusals of EmailSubmission/set do.
 pub fn server_fail(doing: &str, cause: &dyn std::fmt::Display) -> Value {
     tracing::error!(error = %cause, "JMAP: {doing} failed");
-    set_error("serverFail", format!("{doing} failed; try again later"))
+    let mut e = set_error("serverFail", format!("{doing} failed; try again later"));
+    e["motivo"] = Value::from(
+        "Errore temporaneo del gestore: l'operazione non è riuscita e nulla è stato inviato. Riprovare tra qualche minuto.",
+    );
+    e
 }
 
 /// What a `/set` call did, answered as RFC 8620 §5.3 shapes it.
@@ -528,5 +533,10 @@ mod server_fail_tests {
         let d = v["description"].as_str().unwrap();
         assert!(d.starts_with("storing the message failed"), "{d}");
         assert!(!d.contains("/var/lib") && !d.contains("fire"), "{d}");
+        let motivo = v["motivo"].as_str().unwrap();
+        assert!(
+            motivo.contains("Riprovare") && !motivo.contains("/var/lib"),
+            "{motivo}"
+        );
     }
 }

@@ -174,7 +174,7 @@ export class Composer {
       const set = Client.args(r, 'c');
       if (set.notCreated?.d) {
         const e = set.notCreated.d;
-        this.refused(e.description || e.type);
+        this.refused((getLang() === 'it' && e.motivo) || e.description || e.type);
         return;
       }
       const sub = Client.args(r, 's');
