@@ -186,7 +186,7 @@ fn nothing_is_lost_when_killed_between_250_and_relay() {
         1,
         "one acceptance receipt, not repeated by the restart"
     );
-    assert_eq!(store.queue_len(), 0, "the queue is empty");
+    assert_eq!(store.queue_len().unwrap(), 0, "the queue is empty");
 }
 
 /// Provider alfa as a library gateway on a manual clock: `routes` pins domains to sink
@@ -249,7 +249,7 @@ impl Lib {
         let data = format!(
             "From: a@pec.alfa.test\r\nTo: {}\r\nSubject: Prova\r\nMessage-ID: <r-{}@mua>\r\n\r\n{body}\r\n",
             rcpts.join(", "),
-            self.gw.store.queue_len()
+            self.gw.store.queue_len().unwrap()
         );
         let env = Envelope {
             mail_from: "a@pec.alfa.test".into(),
@@ -328,7 +328,7 @@ async fn ordinary_mail_reaches_a_server_without_starttls() {
         sink.meta(&msgs[0]).contains("tls=0"),
         "clear text: not offered"
     );
-    assert_eq!(lib.gw.store.queue_len(), 0);
+    assert_eq!(lib.gw.store.queue_len().unwrap(), 0);
     // Nothing more to the sender than the acceptance: no timeout notices, ever.
     lib.at(25, 0);
     assert_eq!(timers::tick(&lib.gw).await.unwrap(), 0);
@@ -365,7 +365,7 @@ async fn ordinary_mail_falls_back_to_clear_text_when_the_handshake_fails() {
     assert!(relay::pass(&lib.gw, &lib.tls).await);
     let msgs = sink.wait_for(1);
     assert!(sink.meta(&msgs[0]).contains("tls=0"), "RFC 7435 fallback");
-    assert_eq!(lib.gw.store.queue_len(), 0);
+    assert_eq!(lib.gw.store.queue_len().unwrap(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -388,7 +388,7 @@ async fn a_pec_peer_without_starttls_is_refused_and_the_timers_speak() {
         "never in clear text between providers"
     );
     assert_eq!(
-        lib.gw.store.queue_len(),
+        lib.gw.store.queue_len().unwrap(),
         0,
         "a permanent failure: not retried"
     );
@@ -453,7 +453,7 @@ async fn gives_up_24_hours_after_acceptance_despite_a_partial_delivery() {
     // ...and at 24 h it is given up, not a minute later.
     lib.at(24, 0);
     assert!(relay::pass(&lib.gw, &lib.tls).await);
-    assert_eq!(lib.gw.store.queue_len(), 0);
+    assert_eq!(lib.gw.store.queue_len().unwrap(), 0);
     let t = lib.trace(&d.identificativo);
     assert!(
         t.iter().any(|(k, r, why)| *k == EventKind::RelayFailed
@@ -565,7 +565,7 @@ async fn local_delivery_is_not_starved_by_remote_retries() {
         "delivered to the local mailbox: {kinds:?}"
     );
     assert_eq!(
-        lib.gw.store.queue_len(),
+        lib.gw.store.queue_len().unwrap(),
         100,
         "only the remote backlog is left"
     );
@@ -587,7 +587,11 @@ async fn ordinary_mail_goes_on_in_clear_when_starttls_is_refused() {
         sink.meta(&msgs[0]).contains("tls=0"),
         "RFC 7435: clear text on the same session"
     );
-    assert_eq!(lib.gw.store.queue_len(), 0, "delivered, not retried");
+    assert_eq!(
+        lib.gw.store.queue_len().unwrap(),
+        0,
+        "delivered, not retried"
+    );
 
     // Between PEC providers the same refusal never means clear text.
     let rcpt = vec!["x@pec.beta.test".to_string()];
@@ -776,7 +780,7 @@ async fn a_hung_peer_does_not_hold_up_the_rest_of_the_queue() {
         .unwrap();
     assert!(t.elapsed() < Duration::from_secs(30));
     // The hung transaction is still in flight: its item is queued, neither done nor failed.
-    assert_eq!(lib.gw.store.queue_len(), 1);
+    assert_eq!(lib.gw.store.queue_len().unwrap(), 1);
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), worker).await;
 }
@@ -800,7 +804,7 @@ async fn sessions_are_reused_and_a_closed_one_is_replaced() {
             lib.submit(&["b@pec.beta.test"], &format!("messaggio {i}"))
                 .await;
             assert!(relay::pass(&lib.gw, &lib.tls).await);
-            assert_eq!(lib.gw.store.queue_len(), 0, "relayed at once");
+            assert_eq!(lib.gw.store.queue_len().unwrap(), 0, "relayed at once");
         }
         let msgs = sink.wait_for(3);
         let metas: Vec<String> = msgs.iter().map(|m| sink.meta(m)).collect();
@@ -843,12 +847,16 @@ async fn a_transaction_in_flight_finishes_when_the_worker_stops() {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(relay::run(lib.gw.clone(), stopped));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(lib.gw.store.queue_len(), 1, "still in flight");
+    assert_eq!(lib.gw.store.queue_len().unwrap(), 1, "still in flight");
     stop.send(true).unwrap();
     tokio::time::timeout(relay::SHUTDOWN_DRAIN + Duration::from_secs(2), worker)
         .await
         .expect("the worker stops within its drain time")
         .unwrap();
-    assert_eq!(lib.gw.store.queue_len(), 0, "its outcome was recorded");
+    assert_eq!(
+        lib.gw.store.queue_len().unwrap(),
+        0,
+        "its outcome was recorded"
+    );
     assert_eq!(sink.messages().len(), 1);
 }

@@ -28,6 +28,8 @@ use crate::pec::address::{Domain, PecAddress};
 use crate::pec::smime::{Signer, TrustAnchors};
 
 mod blobs;
+mod store;
+pub use store::PASSWORD_ENV;
 mod parse;
 mod plans;
 mod validate;
@@ -292,13 +294,15 @@ pub struct LimitsConfig {
     pub auth_lockout_secs: u64,
 }
 
-/// `[store]`: the embedded store.
+/// `[store]`: the store's directory and its database engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
     pub dir: PathBuf,
     /// Batch fsyncs of concurrent commits (durability is unchanged: a commit returns only
     /// after its batch is synced).
     pub group_commit: bool,
+    /// `backend`: sled in `dir/db` (default) or PostgreSQL.
+    pub backend: crate::store::StoreBackend,
 }
 
 /// `[trace]`: the trace log (registro, digest §9).
@@ -356,6 +360,7 @@ impl Config {
             default_quota_bytes: self.limits.default_quota_bytes,
             archive: self.archive.policy(),
             blobs: self.blobs.clone(),
+            backend: self.store.backend.clone(),
             ..crate::store::StoreOptions::default()
         }
     }

@@ -10,7 +10,7 @@ use super::walk::{Problems, Section, file_key, file_list, resolve};
 use super::{
     AntispamConfig, AntivirusConfig, ArchiveConfig, CnsConfig, Config, ConfigError,
     DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_INTERVAL_SECS, MIN_RETENTION_MONTHS, RelayConfig,
-    SigningConfig, StoreConfig, TlsConfig, TraceConfig, TrustConfig,
+    SigningConfig, TlsConfig, TraceConfig, TrustConfig,
 };
 
 /// The whole parse; also returns the keys the text left to their defaults.
@@ -58,21 +58,7 @@ pub(super) fn parse(
     let listen = listen(&mut root, &mut errs, &mut absent);
     let limits = limits(&mut root, &mut errs, &mut absent);
 
-    let mut sec = Section::take(&mut root, "store", &mut errs);
-    let store_dir = sec
-        .string("dir", &mut errs)
-        .unwrap_or_else(|| "data".into());
-    let store = StoreConfig {
-        dir: resolve(base, "store.dir", &store_dir, &mut errs).unwrap_or_default(),
-        group_commit: sec.bool("group_commit", true, &mut errs),
-    };
-    if store.dir.exists() && !store.dir.is_dir() {
-        errs.push(
-            "store.dir",
-            format!("{} exists and is not a directory", store.dir.display()),
-        );
-    }
-    sec.finish(&mut errs, &mut absent);
+    let store = super::store::store(&mut root, base, &mut errs, &mut absent);
 
     let blobs = super::blobs::blobs(&mut root, base, &mut errs, &mut absent);
 

@@ -717,3 +717,56 @@ fn blobs_problems_name_their_key_and_never_the_secret() {
         "{e}"
     );
 }
+
+#[test]
+fn store_backend_sled_by_default_postgres_with_its_password_from_a_file() {
+    let dir = fixture();
+    assert_eq!(
+        parse_in(dir.path(), MINIMAL).unwrap().store.backend,
+        crate::store::StoreBackend::Sled
+    );
+    std::fs::write(dir.path().join("pg-password"), "parola-segreta\n").unwrap();
+    let text = format!(
+        r#"{MINIMAL}
+            [store]
+            backend = "postgres"
+            url = "postgres://pecd@db.example.it:5432/pecd?sslmode=require"
+            password_file = "pg-password"
+            pool_size = 4
+        "#
+    );
+    let c = parse_in(dir.path(), &text).unwrap();
+    let crate::store::StoreBackend::Postgres(pg) = &c.store.backend else {
+        panic!("{:?}", c.store.backend)
+    };
+    assert_eq!(pg.pool_size, 4);
+    assert_eq!(pg.password.as_deref(), Some("parola-segreta"));
+    let dump = format!("{c:?}");
+    assert!(
+        dump.contains("db.example.it") && !dump.contains("parola-segreta"),
+        "{dump}"
+    );
+}
+
+#[test]
+fn store_problems_name_their_key_and_never_the_password() {
+    let dir = fixture();
+    let problems = |extra: &str| -> String {
+        let text = format!("{MINIMAL}\n[store]\n{extra}\n");
+        parse_in(dir.path(), &text).unwrap_err().to_string()
+    };
+    let e = problems("backend = \"mysql\"");
+    assert!(
+        e.contains("store.backend") && e.contains("\"mysql\""),
+        "{e}"
+    );
+    let e = problems("backend = \"postgres\"");
+    assert!(e.contains("store.url"), "{e}");
+    let e = problems("backend = \"postgres\"\nurl = \"postgres://pecd:s3greta@db/pecd\"");
+    assert!(
+        e.contains("store.url") && e.contains("password_file") && !e.contains("s3greta"),
+        "{e}"
+    );
+    let e = problems("backend = \"postgres\"\nurl = \"host=db\"\npool_size = 0");
+    assert!(e.contains("store.pool_size"), "{e}");
+}

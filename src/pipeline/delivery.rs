@@ -571,9 +571,13 @@ mod tests {
                 next_attempt: now,
             }))
             .unwrap();
-        assert_eq!(gw.store.queue_len(), 1);
+        assert_eq!(gw.store.queue_len().unwrap(), 1);
         assert!(pass(&gw).await);
-        assert_eq!(gw.store.queue_len(), 0, "given up, not rescheduled");
+        assert_eq!(
+            gw.store.queue_len().unwrap(),
+            0,
+            "given up, not rescheduled"
+        );
         let failed: Vec<_> = gw
             .store
             .trace()

@@ -42,12 +42,23 @@ pub fn is_disk_full(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(e);
     while let Some(err) = cur {
         // sled's error exposes no `source()`: its I/O variant is looked into here.
-        let io = err.downcast_ref::<std::io::Error>().or_else(|| {
-            match err.downcast_ref::<sled::Error>() {
+        let io = err
+            .downcast_ref::<std::io::Error>()
+            .or_else(|| match err.downcast_ref::<sled::Error>() {
                 Some(sled::Error::Io(io)) => Some(io),
                 _ => None,
-            }
-        });
+            })
+            .or_else(|| {
+                err.downcast_ref::<crate::store::kv::Error>()
+                    .and_then(|e| e.io())
+            });
+        // PostgreSQL's own disk is full (SQLSTATE 53100).
+        if let Some(crate::store::kv::Error::Pg { code: Some(c), .. }) =
+            err.downcast_ref::<crate::store::kv::Error>()
+            && c == "53100"
+        {
+            return true;
+        }
         if let Some(io) = io
             && (io.kind() == std::io::ErrorKind::StorageFull
                 || io.kind() == std::io::ErrorKind::QuotaExceeded)
@@ -99,8 +110,9 @@ mod tests {
             (reply.code, reply.text.as_str()),
             (451, "Temporary failure, try again later")
         );
-        let sled_full =
-            crate::store::StoreError::Db(sled::Error::Io(std::io::Error::from_raw_os_error(28)));
+        let sled_full = crate::store::StoreError::Db(
+            sled::Error::Io(std::io::Error::from_raw_os_error(28)).into(),
+        );
         assert_eq!(temporary_failure(&sled_full, "x").code, 452);
     }
 }

@@ -7,7 +7,7 @@
 //!
 //! Whether a card may log in at all (CA, validity, revocation) is [`crate::cns`]'s part.
 
-use sled::transaction::TransactionalTree;
+use super::kv::TxTree;
 
 use super::batch::{Batch, Op};
 use super::mailbox::mailbox_key;
@@ -38,7 +38,7 @@ pub(crate) fn apply_add(tx: &Tx, mailbox: &PecAddress, card: &CardCert) -> TxRes
     if tx.t[MAILBOXES].get(k.as_bytes())?.is_none() {
         return abort(StoreError::NoSuchMailbox(mailbox.to_string()));
     }
-    let t: &TransactionalTree = &tx.t[CARDS];
+    let t: &TxTree<'_> = &tx.t[CARDS];
     let key = by_mailbox(&k, &card.sha256);
     if t.get(&key)?.is_some() {
         return abort(StoreError::CardAssociated {
@@ -54,12 +54,14 @@ pub(crate) fn apply_add(tx: &Tx, mailbox: &PecAddress, card: &CardCert) -> TxRes
 pub(crate) fn apply_remove(tx: &Tx, mailbox: &PecAddress, sha256: &str) -> TxResult<()> {
     let k = mailbox_key(mailbox);
     let t = &tx.t[CARDS];
-    if t.remove(by_mailbox(&k, sha256))?.is_none() {
+    let key = by_mailbox(&k, sha256);
+    if t.get(&key)?.is_none() {
         return abort(StoreError::CardNotAssociated {
             mailbox: mailbox.to_string(),
             sha256: sha256.to_string(),
         });
     }
+    t.remove(&key)?;
     t.remove(by_card(sha256, &k))?;
     Ok(())
 }

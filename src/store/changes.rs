@@ -396,7 +396,7 @@ pub(crate) fn build_email_index(trees: &Trees) -> Result<u64, StoreError> {
                 *n = n.saturating_add(1);
             }
         }
-        let mut batch = sled::Batch::default();
+        let mut batch = super::kv::Batch::default();
         for kv in trees.email_index.scan_prefix(mailbox_prefix(&mbkey)) {
             batch.remove(kv?.0);
         }

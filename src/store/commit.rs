@@ -23,8 +23,6 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use sled::Transactional;
-use sled::transaction::TransactionError;
 
 use super::batch::{Applied, Batch, Op};
 use super::changes::{self, ChangeSet};
@@ -67,12 +65,18 @@ struct SignRequest {
 }
 
 pub(crate) struct Committer {
-    db: sled::Db,
+    db: super::kv::Db,
+    /// The trees as the committer reads them: inside its group ([`Trees::for_committer`]).
     trees: Trees,
     blobs: super::BlobStore,
     /// sled's log file, synced after each flush ([`Committer::flush`]).
-    db_file: std::fs::File,
-    all: Vec<sled::Tree>,
+    db_file: Option<std::fs::File>,
+    all: Vec<super::kv::Tree>,
+    /// The last group's writes were lost when its flush failed (PostgreSQL rolls the
+    /// group back): the trace head in memory must be read again before the next batch.
+    head_stale: bool,
+    /// A transaction was applied since the last flush.
+    dirty: bool,
     group: bool,
     clock: SharedClock,
     head: (u64, String),
@@ -94,10 +98,10 @@ const MAX_GROUP: usize = 4096;
 
 impl Committer {
     pub(crate) fn start(
-        db: sled::Db,
+        db: super::kv::Db,
         trees: Trees,
         blobs: super::BlobStore,
-        db_file: std::fs::File,
+        db_file: Option<std::fs::File>,
         o: &StoreOptions,
         changes: tokio::sync::broadcast::Sender<MailboxChange>,
     ) -> Result<(Sender<Job>, JoinHandle<()>), StoreError> {
@@ -129,8 +133,11 @@ impl Committer {
             }
             None => None,
         };
+        let trees = trees.for_committer();
         let c = Committer {
             all: all_trees(&trees),
+            head_stale: false,
+            dirty: false,
             blobs,
             db_file,
             db,
@@ -212,6 +219,14 @@ impl Committer {
                     Job::Shutdown => shutdown = true,
                 }
             }
+            // Whatever applied a transaction (a checkpoint stored while answering
+            // `CheckpointNow` too) is flushed.
+            wrote |= std::mem::take(&mut self.dirty);
+            if !wrote {
+                // Only reads (or batches that all aborted): nothing to keep, and no SQL
+                // transaction may stay open between groups.
+                self.db.discard();
+            }
             if wrote {
                 let flushed = self.flush();
                 if flushed.is_ok() {
@@ -239,8 +254,13 @@ impl Committer {
             }
             self.maybe_request_checkpoint();
             if shutdown {
-                if self.in_flight && self.store_signed(true) {
+                if self.in_flight {
+                    self.store_signed(true);
+                }
+                if std::mem::take(&mut self.dirty) {
                     drop(self.flush());
+                } else {
+                    self.db.discard();
                 }
                 return;
             }
@@ -252,11 +272,29 @@ impl Committer {
     /// a killed process, not against a power cut (its own `fsync` comes from a background
     /// thread every 500 ms). An `fdatasync` of sled's file after the flush makes the group
     /// durable before anyone is answered.
-    fn flush(&self) -> Result<(), String> {
-        self.db.flush().map_err(|e| e.to_string())?;
-        self.db_file
-            .sync_data()
-            .map_err(|e| format!("syncing the database file: {e}"))
+    /// On PostgreSQL the flush is the commit of the group's SQL transaction; when it
+    /// fails, the group's writes are gone and the trace head is read again.
+    fn flush(&mut self) -> Result<(), String> {
+        let r = self.db.flush(self.db_file.as_ref());
+        if r.is_err() && self.db.flush_failure_loses_writes() {
+            self.head_stale = true;
+        }
+        r
+    }
+
+    /// Reads the trace head and checkpoint floor again after a group was lost.
+    fn reload_head(&mut self) -> Result<(), StoreError> {
+        if !self.head_stale {
+            return Ok(());
+        }
+        self.db.discard();
+        let log = TraceLog::new(self.trees.trace.clone());
+        self.head = log.head()?;
+        let last = log.last_checkpoint()?.or(log.anchor()?);
+        self.last_cp = last.map_or((0, self.clock.now()), |c| (c.seq, c.time));
+        self.cp_floor = self.last_cp.0;
+        self.head_stale = false;
+        Ok(())
     }
 
     /// Tells subscribers about durable changes, each (mailbox, folder) once.
@@ -284,6 +322,15 @@ impl Committer {
             let Ok(res) = next else { return wrote };
             self.in_flight = false;
             match res {
+                // A group lost since the request (PostgreSQL rolls a failed group back)
+                // may have taken the signed record with it: sign again later instead.
+                Ok(cp) if !self.still_in_chain(&cp) => {
+                    tracing::warn!(
+                        seq = cp.seq,
+                        "a signed checkpoint's record was rolled back: not stored"
+                    );
+                    self.last_cp.0 = self.cp_floor;
+                }
                 Ok(cp) => match self.store_checkpoint(cp) {
                     Ok(()) => wrote = true,
                     Err(e) => tracing::error!(error = %e, "storing a trace checkpoint failed"),
@@ -291,6 +338,19 @@ impl Committer {
                 Err(e) => tracing::error!(error = %e, "signing a trace checkpoint failed"),
             }
         }
+    }
+
+    /// Whether the record `cp` signs is still the chain's record at its seq.
+    fn still_in_chain(&mut self, cp: &Checkpoint) -> bool {
+        if self.reload_head().is_err() {
+            return false;
+        }
+        if !self.db.flush_failure_loses_writes() {
+            return true;
+        }
+        TraceLog::new(self.trees.trace.clone())
+            .get(cp.seq)
+            .is_ok_and(|r| r.is_some_and(|r| r.hash == cp.head_hash))
     }
 
     fn maybe_request_checkpoint(&mut self) {
@@ -541,11 +601,12 @@ impl Committer {
     }
 
     fn apply(&mut self, batch: Batch) -> Result<Applied, StoreError> {
+        self.reload_head()?;
         let now = self.clock.now();
         let ops = self.expand(batch.ops, now)?;
         let head = &self.head;
-        let res = self.all[..].transaction(|t| {
-            let tx = Tx { t: t.as_slice() };
+        let res = self.db.transaction(&self.all, |t| {
+            let tx = Tx { t };
             let mut applied = Applied::default();
             let mut head = head.clone();
             // One modseq step and one log entry per mailbox for the whole batch.
@@ -559,6 +620,7 @@ impl Committer {
         match res {
             Ok((applied, head)) => {
                 self.head = head;
+                self.dirty = true;
                 for d in &applied.delivered {
                     match &d.rule {
                         Some(r) if d.rule_broken => tracing::warn!(
@@ -583,8 +645,7 @@ impl Committer {
                 }
                 Ok(applied)
             }
-            Err(TransactionError::Abort(e)) => Err(e),
-            Err(TransactionError::Storage(e)) => Err(StoreError::Db(e)),
+            Err(e) => Err(e),
         }
     }
 }

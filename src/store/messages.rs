@@ -15,9 +15,9 @@
 //! folder takes its name's subscription from the record, deleting one puts it back.
 //! RENAME moves the subscription with the folder (the old name is not left subscribed).
 
+use super::kv::TxTree;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use sled::transaction::TransactionalTree;
 
 use super::blobs::{Blob, BlobId};
 use super::changes::{self, ChangeSet, Kind};
@@ -192,7 +192,7 @@ pub(crate) fn message_key(folder_id: u64, uid: Uid) -> [u8; 12] {
 
 const UIDVALIDITY_KEY: &[u8] = b"next_uidvalidity";
 
-fn next_uidvalidity(meta: &TransactionalTree, now: Timestamp) -> TxResult<u32> {
+fn next_uidvalidity(meta: &TxTree<'_>, now: Timestamp) -> TxResult<u32> {
     let stored = meta
         .get(UIDVALIDITY_KEY)?
         .and_then(|v| <[u8; 4]>::try_from(v.as_ref()).ok())
@@ -736,7 +736,10 @@ mod tests {
         s.commit(Batch::new().subscribe(a.clone(), "Nowhere"))
             .expect("subscribe");
         s.delete_mailbox(&a).expect("delete mailbox");
-        assert!(s.trees().folders.is_empty(), "leftover folder records");
+        assert!(
+            s.trees().folders.is_empty().unwrap(),
+            "leftover folder records"
+        );
         add(&s, &a);
         assert_eq!(s.subscriptions(&a).expect("subs"), ["INBOX"]);
     }

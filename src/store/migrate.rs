@@ -116,3 +116,143 @@ pub fn copy_blobs(
     }
     Ok(report)
 }
+
+/// What a copy of the metadata did ([`copy_metadata`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MetadataReport {
+    /// Trees copied (the derived-data cache is not: it is computed again).
+    pub trees: u64,
+    /// Entries copied, and the bytes of their keys and values.
+    pub entries: u64,
+    pub bytes: u64,
+    /// The trace chain's head on both sides after the copy.
+    pub trace_head: u64,
+    /// The target held an earlier, interrupted copy of this same store, cleared first.
+    pub cleared_earlier_copy: bool,
+}
+
+/// Entries written per write on the target.
+const COPY_BATCH: usize = 1000;
+
+/// The SHA-256 of a tree's entries in key order (length-prefixed keys and values).
+fn tree_digest(tree: &super::kv::Tree) -> Result<(u64, u64, [u8; 32]), StoreError> {
+    let mut h = Sha256::new();
+    let (mut n, mut bytes) = (0u64, 0u64);
+    for kv in tree.iter() {
+        let (k, v) = kv?;
+        h.update(&(k.len() as u64).to_be_bytes());
+        h.update(&k);
+        h.update(&(v.len() as u64).to_be_bytes());
+        h.update(&v);
+        n += 1;
+        bytes += (k.len() + v.len()) as u64;
+    }
+    Ok((n, bytes, h.finish()))
+}
+
+/// Copies the metadata of `source` (every tree: mailboxes, folders, messages, queue,
+/// pending receipts, idempotency keys, change log, trace log and checkpoints, the store's
+/// id) into the database `target` names, and checks the copy: per tree, the entries read
+/// back from the target are counted and hashed and must equal the source's. The id
+/// generator of the target is moved past every id the source gave out. The target must
+/// be empty, or hold an earlier copy of this same store (an interrupted migration run
+/// again), which is cleared first; any other store there is refused. The source is only
+/// read; the target must not be in use (its lock is taken).
+pub fn copy_metadata(
+    source: &Store,
+    target_dir: &std::path::Path,
+    target: &super::StoreOptions,
+    mut progress: impl FnMut(&str, &MetadataReport),
+) -> Result<MetadataReport, StoreError> {
+    let src = &source.inner.db;
+    std::fs::create_dir_all(target_dir).map_err(super::io_err(target_dir))?;
+    let dst = super::open_db(target_dir, target)?;
+    let names: Vec<String> = src
+        .tree_names()?
+        .into_iter()
+        .filter(|n| n != "derived")
+        .collect();
+    let mut report = MetadataReport::default();
+    // What the target holds now.
+    let meta = dst.open_tree("meta")?;
+    let mut nonempty = false;
+    for name in dst.tree_names()? {
+        if name != "derived" && !dst.open_tree(&name)?.is_empty()? {
+            nonempty = true;
+        }
+    }
+    if nonempty {
+        match meta.get(super::STORE_ID_KEY)? {
+            Some(id) if id.as_ref() == source.id().as_bytes() => {
+                for name in dst.tree_names()? {
+                    dst.open_tree(&name)?.clear()?;
+                }
+                report.cleared_earlier_copy = true;
+            }
+            other => {
+                return Err(StoreError::Corrupt {
+                    what: "migration target".into(),
+                    detail: format!(
+                        "it already holds another store ({}): migrate into an empty database \
+                         or directory",
+                        other.map_or("no store id".to_string(), |v| String::from_utf8_lossy(&v)
+                            .into_owned())
+                    ),
+                });
+            }
+        }
+    }
+    for name in &names {
+        let from = src.open_tree(name)?;
+        let to = dst.open_tree(name)?;
+        let mut batch = super::kv::Batch::default();
+        let mut pending = 0;
+        for kv in from.iter() {
+            let (k, v) = kv?;
+            report.entries += 1;
+            report.bytes += (k.len() + v.len()) as u64;
+            batch.insert(&k, &v);
+            pending += 1;
+            if pending == COPY_BATCH {
+                to.apply_batch(std::mem::take(&mut batch))?;
+                pending = 0;
+                progress(name, &report);
+            }
+        }
+        to.apply_batch(batch)?;
+        report.trees += 1;
+        progress(name, &report);
+    }
+    // Ids the source gave out are never given again by the target.
+    let next = src.generate_id()?;
+    dst.ensure_ids_above(next)?;
+    super::flush_durably(target_dir, &dst)?;
+    // Read back and compared, tree by tree.
+    for name in &names {
+        let (a, b) = (
+            tree_digest(&src.open_tree(name)?)?,
+            tree_digest(&dst.open_tree(name)?)?,
+        );
+        if a != b {
+            return Err(StoreError::Corrupt {
+                what: format!("the copy of tree {name}"),
+                detail: format!(
+                    "{} entries ({} bytes) on the source, {} ({} bytes) read back from the target, \
+                     or different contents",
+                    a.0, a.1, b.0, b.1
+                ),
+            });
+        }
+    }
+    let src_head = source.trace().head()?;
+    let dst_head =
+        crate::trace::TraceLog::new(crate::trace::log::TraceTrees::open(&dst)?).head()?;
+    if src_head != dst_head {
+        return Err(StoreError::Corrupt {
+            what: "the copy of the trace log".into(),
+            detail: format!("head {src_head:?} on the source, {dst_head:?} on the target"),
+        });
+    }
+    report.trace_head = dst_head.0;
+    Ok(report)
+}

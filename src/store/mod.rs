@@ -49,6 +49,7 @@ pub mod blobs;
 pub mod cards;
 pub mod changes;
 mod commit;
+pub mod kv;
 pub mod mailbox;
 pub mod messages;
 pub mod migrate;
@@ -76,6 +77,8 @@ use crate::trace::{Checkpoint, TraceLog};
 pub use batch::{Applied, Batch};
 pub use blobs::{Blob, BlobBackend, BlobId, BlobReader, BlobStore, BlobWriter, SweepStats};
 pub use changes::{ChangeKind, Changes, IdChanges, MAX_LOG_ENTRIES};
+pub use kv::pg::PgOptions;
+use kv::{Db, Tree};
 pub use mailbox::{MailboxInfo, MailboxOptions, NewMailbox};
 pub use messages::{Delivered, Delivery, FolderInfo, MessageRecord, Uid};
 pub use pending::{Awaiting, PendingEntry};
@@ -136,7 +139,7 @@ pub enum StoreError {
         source: std::io::Error,
     },
     #[error("database error: {0}")]
-    Db(#[from] sled::Error),
+    Db(#[from] kv::Error),
     #[error(
         "the store in {} is locked by another process (is `pecd serve` running? stop it, or use its control interface)",
         dir.display()
@@ -269,6 +272,8 @@ pub struct StoreOptions {
     pub blob_grace: Duration,
     /// `[blobs]`: where message bodies are kept.
     pub blobs: BlobBackend,
+    /// `store.backend`: where the metadata, queue and trace log are kept.
+    pub backend: StoreBackend,
     /// sled page cache size.
     pub cache_bytes: u64,
     /// How long `open` waits for the directory lock. sled releases its file lock from a
@@ -292,35 +297,80 @@ impl Default for StoreOptions {
             archive: archive::ArchivePolicy::default(),
             blob_grace: Duration::from_secs(3600),
             blobs: BlobBackend::Dir,
+            backend: StoreBackend::Sled,
             cache_bytes: 256 << 20,
             lock_wait: Duration::from_secs(3),
         }
     }
 }
 
+/// The database engine of the store (`store.backend`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum StoreBackend {
+    /// The embedded database in `<dir>/db` (the default).
+    #[default]
+    Sled,
+    /// A PostgreSQL database ([`kv::pg`]).
+    Postgres(PgOptions),
+}
+
 /// All trees, in the fixed order used by transactions (see [`commit`]).
 #[derive(Debug, Clone)]
 pub(crate) struct Trees {
-    pub meta: sled::Tree,
-    pub mailboxes: sled::Tree,
-    pub folders: sled::Tree,
-    pub messages: sled::Tree,
-    pub blobrefs: sled::Tree,
-    pub queue: sled::Tree,
-    pub queue_due: sled::Tree,
-    pub pending: sled::Tree,
-    pub pending_due: sled::Tree,
-    pub idem: sled::Tree,
+    pub meta: Tree,
+    pub mailboxes: Tree,
+    pub folders: Tree,
+    pub messages: Tree,
+    pub blobrefs: Tree,
+    pub queue: Tree,
+    pub queue_due: Tree,
+    pub pending: Tree,
+    pub pending_due: Tree,
+    pub idem: Tree,
     pub trace: TraceTrees,
-    pub changelog: sled::Tree,
-    pub email_index: sled::Tree,
+    pub changelog: Tree,
+    pub email_index: Tree,
     /// Smart cards of mailboxes ([`cards`]); added in schema 3 without a migration
     /// (an older store simply has none).
-    pub cards: sled::Tree,
+    pub cards: Tree,
 }
 
 impl Trees {
-    fn open(db: &sled::Db) -> sled::Result<Self> {
+    /// The same trees as the committer reads them between its transactions: on
+    /// PostgreSQL, inside the group's open SQL transaction (see [`kv::pg`]).
+    fn for_committer(&self) -> Self {
+        let w = |t: &Tree| match t {
+            Tree::Pg(p) => Tree::Pg(p.writer()),
+            t => t.clone(),
+        };
+        let tr = &self.trace;
+        Self {
+            meta: w(&self.meta),
+            mailboxes: w(&self.mailboxes),
+            folders: w(&self.folders),
+            messages: w(&self.messages),
+            blobrefs: w(&self.blobrefs),
+            queue: w(&self.queue),
+            queue_due: w(&self.queue_due),
+            pending: w(&self.pending),
+            pending_due: w(&self.pending_due),
+            idem: w(&self.idem),
+            trace: TraceTrees {
+                records: w(&tr.records),
+                by_msgid: w(&tr.by_msgid),
+                by_ident: w(&tr.by_ident),
+                by_mailbox: w(&tr.by_mailbox),
+                by_time: w(&tr.by_time),
+                checkpoints: w(&tr.checkpoints),
+                meta: w(&tr.meta),
+            },
+            changelog: w(&self.changelog),
+            email_index: w(&self.email_index),
+            cards: w(&self.cards),
+        }
+    }
+
+    fn open(db: &Db) -> Result<Self, kv::Error> {
         Ok(Self {
             meta: db.open_tree("meta")?,
             mailboxes: db.open_tree("mailboxes")?,
@@ -345,8 +395,8 @@ struct Inner {
     id: String,
     dir: PathBuf,
     /// The derived-data cache ([`Store::cache_get`]); outside the transactional trees.
-    derived: sled::Tree,
-    db: sled::Db,
+    derived: Tree,
+    db: Db,
     trees: Trees,
     blobs: BlobStore,
     options: StoreOptions,
@@ -406,7 +456,7 @@ const SCHEMA_KEY: &[u8] = b"schema_version";
 const STORE_ID_KEY: &[u8] = b"store_id";
 
 /// Opens the sled database, retrying a held lock for up to `options.lock_wait`.
-fn open_db(dir: &Path, options: &StoreOptions) -> Result<sled::Db, StoreError> {
+fn open_sled(dir: &Path, options: &StoreOptions) -> Result<sled::Db, StoreError> {
     let deadline = std::time::Instant::now() + options.lock_wait;
     loop {
         let opened = sled::Config::new()
@@ -423,13 +473,21 @@ fn open_db(dir: &Path, options: &StoreOptions) -> Result<sled::Db, StoreError> {
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            Err(other) => return Err(StoreError::Db(other)),
+            Err(other) => return Err(other.into()),
         }
     }
 }
 
+/// Opens the database `options.backend` names.
+fn open_db(dir: &Path, options: &StoreOptions) -> Result<Db, StoreError> {
+    match &options.backend {
+        StoreBackend::Sled => Ok(Db::Sled(open_sled(dir, options)?)),
+        StoreBackend::Postgres(pg) => Ok(Db::Pg(kv::pg::PgDb::open(pg, options.lock_wait)?)),
+    }
+}
+
 /// The store's id, made (32 hex digits) and made durable at its first open.
-fn store_id(dir: &Path, db: &sled::Db, trees: &Trees) -> Result<String, StoreError> {
+fn store_id(dir: &Path, db: &Db, trees: &Trees) -> Result<String, StoreError> {
     if let Some(v) = trees.meta.get(STORE_ID_KEY)? {
         return Ok(String::from_utf8_lossy(&v).into_owned());
     }
@@ -447,13 +505,18 @@ fn store_id(dir: &Path, db: &sled::Db, trees: &Trees) -> Result<String, StoreErr
 
 /// sled's flush, then an `fdatasync` of its file: sled's flush alone is `sync_file_range`,
 /// durable against a killed process but not against a power cut (see
-/// `commit::Committer::flush`, which does the same for every commit).
-fn flush_durably(dir: &Path, db: &sled::Db) -> Result<(), StoreError> {
-    db.flush()?;
-    let file = dir.join("db").join("db");
-    File::open(&file)
-        .and_then(|f| f.sync_data())
-        .map_err(io_err(&file))
+/// `commit::Committer::flush`, which does the same for every commit). PostgreSQL:
+/// writes outside the committer are committed as they are made; the committer's group,
+/// if any, is committed.
+fn flush_durably(dir: &Path, db: &Db) -> Result<(), StoreError> {
+    match db {
+        Db::Sled(_) => {
+            let file = dir.join("db").join("db");
+            let f = File::open(&file).map_err(io_err(&file))?;
+            db.flush(Some(&f)).map_err(StoreError::Flush)
+        }
+        Db::Pg(_) => db.flush(None).map_err(StoreError::Flush),
+    }
 }
 
 impl Store {
@@ -461,6 +524,9 @@ impl Store {
     /// unreferenced blobs older than `options.blob_grace`, starts the committer.
     pub fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StoreError> {
         let dir = dir.as_ref().to_path_buf();
+        // The conformance run of the unit tests on PostgreSQL (see `conformance`).
+        #[cfg(test)]
+        let options = kv::pg::testing::backend_for(&dir, options)?;
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let db = open_db(&dir, &options)?;
         let trees = Trees::open(&db)?;
@@ -468,6 +534,8 @@ impl Store {
         queue::open_lanes(&trees, &options.domains)?;
         if found < 4 {
             let n = archive::migrate_user_folders(&db, &trees, options.clock.now())?;
+            // Durable, and visible to what reads next (PostgreSQL groups the moves).
+            flush_durably(&dir, &db)?;
             tracing::info!(
                 folders = n,
                 "user folders moved out of the security archive's name"
@@ -496,8 +564,13 @@ impl Store {
         let (changes, _) = tokio::sync::broadcast::channel(CHANGE_BACKLOG);
         // sled's log file (`db/db` under the directory given to sled), synced by the
         // committer after each flush.
-        let db_path = dir.join("db").join("db");
-        let db_file = std::fs::File::open(&db_path).map_err(io_err(&db_path))?;
+        let db_file = match &db {
+            Db::Sled(_) => {
+                let db_path = dir.join("db").join("db");
+                Some(std::fs::File::open(&db_path).map_err(io_err(&db_path))?)
+            }
+            Db::Pg(_) => None,
+        };
         let (jobs, committer) = commit::Committer::start(
             db.clone(),
             trees.clone(),
@@ -526,6 +599,15 @@ impl Store {
 
     pub fn dir(&self) -> &Path {
         &self.inner.dir
+    }
+
+    /// Where the store's metadata is, for messages: its directory (sled) or its database
+    /// (PostgreSQL, without the password).
+    pub fn location(&self) -> String {
+        match &self.inner.db {
+            Db::Sled(_) => self.inner.dir.display().to_string(),
+            Db::Pg(db) => db.shown().to_string(),
+        }
     }
 
     /// A random id given to the store when it was first opened: what claims its bucket
@@ -669,7 +751,7 @@ impl Store {
     /// for reports and benchmarks, not for a hot path.
     pub fn tree_sizes(&self) -> Result<Vec<(String, u64, u64)>, StoreError> {
         let mut out = Vec::new();
-        for name in self.inner.db.tree_names() {
+        for name in self.inner.db.tree_names()? {
             let tree = self.inner.db.open_tree(&name)?;
             let (mut n, mut bytes) = (0u64, 0u64);
             for kv in tree.iter() {
@@ -677,7 +759,7 @@ impl Store {
                 n += 1;
                 bytes += (k.len() + v.len()) as u64;
             }
-            out.push((String::from_utf8_lossy(&name).into_owned(), n, bytes));
+            out.push((name, n, bytes));
         }
         out.sort_by_key(|t| std::cmp::Reverse(t.2));
         Ok(out)
@@ -685,7 +767,7 @@ impl Store {
 }
 
 /// Checks the stored schema version; returns it (a new store is created at the current one).
-fn check_schema(dir: &Path, db: &sled::Db, trees: &Trees) -> Result<u32, StoreError> {
+fn check_schema(dir: &Path, db: &Db, trees: &Trees) -> Result<u32, StoreError> {
     match trees.meta.get(SCHEMA_KEY)? {
         Some(v) => {
             let found = <[u8; 4]>::try_from(v.as_ref())
@@ -704,7 +786,7 @@ fn check_schema(dir: &Path, db: &sled::Db, trees: &Trees) -> Result<u32, StoreEr
             Ok(found)
         }
         None => {
-            if !trees.mailboxes.is_empty() || !trees.trace.records.is_empty() {
+            if !trees.mailboxes.is_empty()? || !trees.trace.records.is_empty()? {
                 return Err(StoreError::Corrupt {
                     what: "schema version".into(),
                     detail: "data present but no schema version: not a pecd store".into(),
@@ -720,4 +802,12 @@ fn check_schema(dir: &Path, db: &sled::Db, trees: &Trees) -> Result<u32, StoreEr
 }
 
 #[cfg(test)]
+mod conformance;
+#[cfg(test)]
 pub(crate) mod tests;
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Db(e.into())
+    }
+}

@@ -137,7 +137,7 @@ pub(crate) fn open_lanes(trees: &Trees, local: &[Domain]) -> Result<(), StoreErr
         detail: e.to_string(),
     })?;
     trees.meta.insert(LOCAL_DOMAINS_KEY, json)?;
-    let mut items = sled::Batch::default();
+    let mut items = super::kv::Batch::default();
     let mut due = Vec::new();
     for kv in trees.queue.iter() {
         let (k, v) = kv?;
@@ -170,7 +170,7 @@ pub(crate) fn open_lanes(trees: &Trees, local: &[Domain]) -> Result<(), StoreErr
     trees.queue.apply_batch(items)?;
     // The index is derived: a crash between clear and refill is repaired at the next open.
     trees.queue_due.clear()?;
-    let mut index = sled::Batch::default();
+    let mut index = super::kv::Batch::default();
     for k in due {
         index.insert(&k[..], &[]);
     }
@@ -312,8 +312,8 @@ impl Store {
     }
 
     /// Number of queued items.
-    pub fn queue_len(&self) -> usize {
-        self.trees().queue.len()
+    pub fn queue_len(&self) -> Result<usize, StoreError> {
+        Ok(self.trees().queue.len()?)
     }
 
     /// Per lane: the number of queued items and the acceptance time of the oldest (for the
@@ -415,8 +415,8 @@ mod tests {
         assert!(s.queue_due_in(Lane::Remote, t1, 10).unwrap().is_empty());
         assert_eq!(s.queue_due_in(Lane::Remote, t2, 10).unwrap().len(), 1);
         s.commit(Batch::new().queue_done(id)).unwrap();
-        assert_eq!(s.queue_len(), 0);
-        assert!(s.trees().queue_due.is_empty());
+        assert_eq!(s.queue_len().unwrap(), 0);
+        assert!(s.trees().queue_due.is_empty().unwrap());
         assert_eq!(s.blob_refs(&it.blob).unwrap(), 0);
     }
 
@@ -517,7 +517,7 @@ mod tests {
         assert!(s.queue_due(t0, 10).is_ok());
         // The rest of the queue still works.
         s.commit(Batch::new().queue_done(good)).unwrap();
-        assert!(s.trees().queue_due.is_empty());
+        assert!(s.trees().queue_due.is_empty().unwrap());
     }
 
     #[test]

@@ -1,14 +1,16 @@
 //! The transaction layer under the committer: the fixed order of the trees inside one
-//! sled transaction, typed get/put helpers, blob reference counting, and the
+//! transaction ([`super::kv::Db::transaction`]), typed get/put helpers, blob reference counting, and the
 //! application of one [`Op`] (each module's `apply_*` does the work for its trees).
 //! Only the committer ([`super::commit`]) runs these functions.
 
 use jiff::Timestamp;
-use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+use sled::transaction::ConflictableTransactionError;
 
 use super::batch::{Applied, Op};
 use super::blobs::BlobId;
 use super::changes::{self, ChangeSet};
+pub(crate) use super::kv::TxResult;
+use super::kv::{Tree, TxTree};
 use super::{StoreError, Trees, cards, mailbox, messages, pending, queue};
 use crate::trace::log::{ANCHOR_KEY, Index, index_keys, seq_key};
 
@@ -33,7 +35,7 @@ pub(crate) const CHANGELOG: usize = 17;
 pub(crate) const EMAIL_INDEX: usize = 18;
 pub(crate) const CARDS: usize = 19;
 
-pub(crate) fn all_trees(t: &Trees) -> Vec<sled::Tree> {
+pub(crate) fn all_trees(t: &Trees) -> Vec<Tree> {
     vec![
         t.meta.clone(),
         t.mailboxes.clone(),
@@ -60,17 +62,15 @@ pub(crate) fn all_trees(t: &Trees) -> Vec<sled::Tree> {
 
 /// The trees inside a transaction, indexed by the constants above.
 pub(crate) struct Tx<'a> {
-    pub t: &'a [TransactionalTree],
+    pub t: &'a [TxTree<'a>],
 }
-
-pub(crate) type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
 
 pub(crate) fn abort<T>(e: StoreError) -> TxResult<T> {
     Err(ConflictableTransactionError::Abort(e))
 }
 
 pub(crate) fn get_json<T: serde::de::DeserializeOwned>(
-    t: &TransactionalTree,
+    t: &TxTree<'_>,
     key: &[u8],
 ) -> TxResult<Option<T>> {
     match t.get(key)? {
@@ -85,16 +85,9 @@ pub(crate) fn get_json<T: serde::de::DeserializeOwned>(
     }
 }
 
-pub(crate) fn put_json<T: serde::Serialize>(
-    t: &TransactionalTree,
-    key: &[u8],
-    v: &T,
-) -> TxResult<()> {
+pub(crate) fn put_json<T: serde::Serialize>(t: &TxTree<'_>, key: &[u8], v: &T) -> TxResult<()> {
     match serde_json::to_vec(v) {
-        Ok(bytes) => {
-            t.insert(key, bytes)?;
-            Ok(())
-        }
+        Ok(bytes) => t.insert(key, bytes),
         Err(e) => abort(StoreError::Corrupt {
             what: "serializing".into(),
             detail: e.to_string(),
@@ -231,8 +224,8 @@ pub(crate) fn apply_op(
             super::archive::apply_notice(tx, mailbox, *from, *to)?
         }
         Op::Raw { tree, key, value } => match value {
-            Some(v) => drop(tx.t[*tree].insert(key.as_slice(), v.as_slice())?),
-            None => drop(tx.t[*tree].remove(key.as_slice())?),
+            Some(v) => tx.t[*tree].insert(key.as_slice(), v.as_slice())?,
+            None => tx.t[*tree].remove(key.as_slice())?,
         },
         Op::Checkpoint(cp) => put_json(&tx.t[CHECKPOINTS], &seq_key(cp.seq), cp)?,
         Op::SetAnchor(cp) => put_json(&tx.t[TRACE_META], ANCHOR_KEY, cp)?,

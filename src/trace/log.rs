@@ -37,7 +37,7 @@ use crate::pec::smime::Signer;
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
     #[error("trace database error: {0}")]
-    Sled(#[from] sled::Error),
+    Db(#[from] crate::store::kv::Error),
     #[error("trace entry {key} cannot be decoded: {detail}")]
     Corrupt { key: String, detail: String },
     #[error("writing the export: {0}")]
@@ -62,19 +62,19 @@ pub enum Index {
 /// Handles on the trace trees (cheap to clone).
 #[derive(Debug, Clone)]
 pub struct TraceTrees {
-    pub(crate) records: sled::Tree,
-    pub(crate) by_msgid: sled::Tree,
-    pub(crate) by_ident: sled::Tree,
-    pub(crate) by_mailbox: sled::Tree,
-    pub(crate) by_time: sled::Tree,
-    pub(crate) checkpoints: sled::Tree,
-    pub(crate) meta: sled::Tree,
+    pub(crate) records: crate::store::kv::Tree,
+    pub(crate) by_msgid: crate::store::kv::Tree,
+    pub(crate) by_ident: crate::store::kv::Tree,
+    pub(crate) by_mailbox: crate::store::kv::Tree,
+    pub(crate) by_time: crate::store::kv::Tree,
+    pub(crate) checkpoints: crate::store::kv::Tree,
+    pub(crate) meta: crate::store::kv::Tree,
 }
 
 pub(crate) const ANCHOR_KEY: &[u8] = b"anchor";
 
 impl TraceTrees {
-    pub(crate) fn open(db: &sled::Db) -> sled::Result<Self> {
+    pub(crate) fn open(db: &crate::store::kv::Db) -> Result<Self, crate::store::kv::Error> {
         Ok(Self {
             records: db.open_tree("trace")?,
             by_msgid: db.open_tree("trace_msgid")?,
@@ -278,7 +278,7 @@ impl TraceLog {
             }
             out.len() < limit
         };
-        let by_prefix = |tree: &sled::Tree, p: String| {
+        let by_prefix = |tree: &crate::store::kv::Tree, p: String| {
             let mut k = p.into_bytes();
             k.push(0);
             tree.scan_prefix(k)

@@ -6,6 +6,7 @@
 pub mod clamd;
 pub mod cns;
 pub mod jmap;
+pub mod postgres;
 pub mod probe;
 pub mod s3;
 pub mod server;

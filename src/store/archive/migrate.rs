@@ -5,7 +5,6 @@
 //! case, archive copies and user messages side by side); never overwrites a folder.
 
 use jiff::Timestamp;
-use sled::Transactional;
 
 use super::super::changes::{ChangeSet, Kind};
 use super::super::mailbox::MailboxRecord;
@@ -32,7 +31,7 @@ pub const USER_ROOT: &str = "Archivio di sicurezza (personale)";
 /// longer under [`ARCHIVE`]), so a migration interrupted by a crash is done again at the
 /// next open. Returns the folders renamed.
 pub(crate) fn migrate_user_folders(
-    db: &sled::Db,
+    db: &super::super::kv::Db,
     trees: &Trees,
     now: Timestamp,
 ) -> Result<u64, StoreError> {
@@ -139,8 +138,8 @@ pub(crate) fn migrate_user_folders(
         let archive_root = (!kept.is_empty() && !kept.iter().any(|f| f.name == ARCHIVE))
             .then(|| db.generate_id().map(|id| id | MARK))
             .transpose()?;
-        let res = all[..].transaction(|t| {
-            let tx = Tx { t: t.as_slice() };
+        let res = db.transaction(&all, |t| {
+            let tx = Tx { t };
             let mut log = ChangeSet::default();
             for f in &moved {
                 let mut f = f.clone();
@@ -175,11 +174,7 @@ pub(crate) fn migrate_user_folders(
             log.write(&tx)?;
             Ok(())
         });
-        match res {
-            Ok(()) => {}
-            Err(sled::transaction::TransactionError::Abort(e)) => return Err(e),
-            Err(sled::transaction::TransactionError::Storage(e)) => return Err(e.into()),
-        }
+        res?;
         for f in &moved {
             tracing::warn!(mailbox = %mbkey, from = %f.name, to = %target(&f.name), "a folder named like the security archive was renamed: the name is reserved");
         }

@@ -240,7 +240,8 @@ fn user_folder(s: &Store, a: &PecAddress, name: &str, bodies: &[&[u8]]) {
     }
     let k = mailbox_key(a);
     let t = &s.trees().folders;
-    let v = t.remove(folder_key(&k, &tmp)).unwrap().unwrap();
+    let v = t.get(folder_key(&k, &tmp)).unwrap().unwrap();
+    t.remove(folder_key(&k, &tmp)).unwrap();
     let mut f: FolderInfo = serde_json::from_slice(&v).unwrap();
     f.name = name.into();
     t.insert(folder_key(&k, name), serde_json::to_vec(&f).unwrap())

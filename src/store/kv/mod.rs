@@ -1,0 +1,409 @@
+//! The ordered key-value layer under the store: named trees of byte keys and values,
+//! point reads and writes, ordered scans, and transactions of point operations over
+//! several trees. Two engines sit behind it, chosen by `store.backend`:
+//!
+//! - **sled** ([`Db::Sled`]): the embedded default, one directory, nothing to run;
+//! - **PostgreSQL** ([`Db::Pg`], module [`pg`]): one table of `(tree, key, value)` rows
+//!   ordered as sled orders them (bytea compares byte-wise), so every rule the store
+//!   implements above this layer (quotas, idempotency claims, the trace chain, the change
+//!   log) is the same code on both engines, and one conformance suite checks both.
+//!
+//! What it owns: the mapping of these operations to each engine, and nothing of PEC or of
+//! the store's key layout. What it must distrust: nothing user-supplied reaches it
+//! directly (keys and values are built by the store modules); the database server can
+//! fail or restart at any time, which surfaces as [`Error::Pg`].
+//!
+//! Transactions ([`Db::transaction`]) see their own writes and are all-or-nothing. On
+//! sled each is one sled transaction, durable at the next [`Db::flush`]. On PostgreSQL
+//! the committer's transactions are grouped into one SQL transaction that
+//! [`Db::flush`] commits (one WAL flush for the whole group, as sled's group commit does).
+
+pub mod pg;
+#[cfg(test)]
+pub(crate) mod pg_cluster;
+
+use std::ops::{Bound, RangeBounds};
+
+use sled::IVec;
+use sled::transaction::{
+    ConflictableTransactionError, TransactionError, TransactionalTree, UnabortableTransactionError,
+};
+
+use super::StoreError;
+
+/// Errors of the engine under the store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Sled(#[from] sled::Error),
+    /// PostgreSQL failed or refused: `op` is what the store was doing.
+    #[error("PostgreSQL, {op}: {detail}")]
+    Pg {
+        op: &'static str,
+        detail: String,
+        /// The SQLSTATE, when the server answered with one.
+        code: Option<String>,
+    },
+}
+
+impl Error {
+    /// The I/O error under a sled error, if that is what it is (e.g. a full disk).
+    pub fn io(&self) -> Option<&std::io::Error> {
+        match self {
+            Error::Sled(sled::Error::Io(io)) => Some(io),
+            _ => None,
+        }
+    }
+}
+
+/// Results of one transaction attempt (see [`Db::transaction`]).
+pub(crate) type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+
+fn unabortable(e: UnabortableTransactionError) -> ConflictableTransactionError<StoreError> {
+    e.into()
+}
+
+/// An open database.
+#[derive(Clone)]
+pub enum Db {
+    Sled(sled::Db),
+    Pg(pg::PgDb),
+}
+
+impl Db {
+    pub fn open_tree(&self, name: &str) -> Result<Tree, Error> {
+        match self {
+            Db::Sled(db) => Ok(Tree::Sled(db.open_tree(name)?)),
+            Db::Pg(db) => Ok(Tree::Pg(db.open_tree(name)?)),
+        }
+    }
+
+    /// A new id, unique in this database (never reused, possibly with gaps).
+    pub fn generate_id(&self) -> Result<u64, Error> {
+        match self {
+            Db::Sled(db) => Ok(db.generate_id()?),
+            Db::Pg(db) => db.generate_id(),
+        }
+    }
+
+    /// Moves the id generator past `n`: every later [`Db::generate_id`] is above it (a
+    /// store copied from another engine keeps its ids unique). sled has no way to set its
+    /// counter, so ids are drawn until past `n` (about a hundred million a second).
+    pub fn ensure_ids_above(&self, n: u64) -> Result<(), Error> {
+        match self {
+            Db::Sled(db) => {
+                while db.generate_id()? <= n {}
+                Ok(())
+            }
+            Db::Pg(db) => db.ensure_ids_above(n),
+        }
+    }
+
+    pub fn tree_names(&self) -> Result<Vec<String>, Error> {
+        match self {
+            Db::Sled(db) => Ok(db
+                .tree_names()
+                .iter()
+                .map(|n| String::from_utf8_lossy(n).into_owned())
+                .filter(|n| n != "__sled__default")
+                .collect()),
+            Db::Pg(db) => db.tree_names(),
+        }
+    }
+
+    /// Runs `f` as one transaction over `trees` (indexed as given). sled may run `f` more
+    /// than once (on a conflict), so `f` must not have effects outside the transaction.
+    pub(crate) fn transaction<R>(
+        &self,
+        trees: &[Tree],
+        f: impl Fn(&[TxTree<'_>]) -> TxResult<R>,
+    ) -> Result<R, StoreError> {
+        match self {
+            Db::Sled(_) => {
+                let sled_trees: Vec<sled::Tree> = trees
+                    .iter()
+                    .map(|t| match t {
+                        Tree::Sled(t) => Ok(t.clone()),
+                        Tree::Pg(_) => Err(StoreError::Corrupt {
+                            what: "transaction".into(),
+                            detail: "a PostgreSQL tree in a sled transaction".into(),
+                        }),
+                    })
+                    .collect::<Result<_, _>>()?;
+                use sled::Transactional;
+                let res = sled_trees[..].transaction(|t| {
+                    let tx: Vec<TxTree<'_>> = t.iter().map(TxTree::Sled).collect();
+                    f(&tx)
+                });
+                match res {
+                    Ok(r) => Ok(r),
+                    Err(TransactionError::Abort(e)) => Err(e),
+                    Err(TransactionError::Storage(e)) => Err(StoreError::Db(e.into())),
+                }
+            }
+            Db::Pg(db) => db.transaction(trees, f),
+        }
+    }
+
+    /// Makes every transaction so far durable. sled: its flush and then an `fdatasync` of
+    /// its log (`sled_file`), since sled's flush alone is `sync_file_range`, durable
+    /// against a killed process but not a power cut. PostgreSQL: commits the SQL
+    /// transaction the preceding transactions were grouped in.
+    pub(crate) fn flush(&self, sled_file: Option<&std::fs::File>) -> Result<(), String> {
+        match self {
+            Db::Sled(db) => {
+                db.flush().map_err(|e| e.to_string())?;
+                match sled_file {
+                    Some(f) => f
+                        .sync_data()
+                        .map_err(|e| format!("syncing the database file: {e}")),
+                    None => Ok(()),
+                }
+            }
+            Db::Pg(db) => db.commit_group().map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Forgets the transactions not yet made durable by [`Db::flush`], when the engine can
+    /// (PostgreSQL: the grouped SQL transaction is rolled back). sled cannot.
+    pub(crate) fn discard(&self) {
+        if let Db::Pg(db) = self {
+            db.rollback_group();
+        }
+    }
+
+    /// Whether transactions not yet flushed are lost when the flush fails (PostgreSQL),
+    /// rather than kept in memory (sled).
+    pub(crate) fn flush_failure_loses_writes(&self) -> bool {
+        matches!(self, Db::Pg(_))
+    }
+}
+
+/// A named, ordered tree of byte keys and values.
+#[derive(Clone)]
+pub enum Tree {
+    Sled(sled::Tree),
+    Pg(pg::PgTree),
+}
+
+impl std::fmt::Debug for Tree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Tree::Sled(t) => write!(f, "Tree::Sled({})", String::from_utf8_lossy(&t.name())),
+            Tree::Pg(t) => write!(f, "Tree::Pg({})", t.name()),
+        }
+    }
+}
+
+impl Tree {
+    pub fn get<K: AsRef<[u8]>>(&self, key: K) -> Result<Option<IVec>, Error> {
+        match self {
+            Tree::Sled(t) => Ok(t.get(key)?),
+            Tree::Pg(t) => t.get(key.as_ref()),
+        }
+    }
+
+    pub fn contains_key<K: AsRef<[u8]>>(&self, key: K) -> Result<bool, Error> {
+        Ok(self.get(key)?.is_some())
+    }
+
+    /// Writes outside any transaction (derived data, migrations at open, tests).
+    pub fn insert<K: AsRef<[u8]>, V: Into<IVec>>(&self, key: K, value: V) -> Result<(), Error> {
+        match self {
+            Tree::Sled(t) => {
+                t.insert(key.as_ref(), value)?;
+                Ok(())
+            }
+            Tree::Pg(t) => t.apply(vec![(key.as_ref().to_vec(), Some(value.into().to_vec()))]),
+        }
+    }
+
+    pub fn remove<K: AsRef<[u8]>>(&self, key: K) -> Result<(), Error> {
+        match self {
+            Tree::Sled(t) => {
+                t.remove(key)?;
+                Ok(())
+            }
+            Tree::Pg(t) => t.apply(vec![(key.as_ref().to_vec(), None)]),
+        }
+    }
+
+    /// Applies `batch` atomically.
+    pub fn apply_batch(&self, batch: Batch) -> Result<(), Error> {
+        match self {
+            Tree::Sled(t) => {
+                let mut b = sled::Batch::default();
+                for (k, v) in batch.ops {
+                    match v {
+                        Some(v) => b.insert(k, v),
+                        None => b.remove(k),
+                    }
+                }
+                Ok(t.apply_batch(b)?)
+            }
+            Tree::Pg(t) => t.apply(batch.ops),
+        }
+    }
+
+    pub fn clear(&self) -> Result<(), Error> {
+        match self {
+            Tree::Sled(t) => Ok(t.clear()?),
+            Tree::Pg(t) => t.clear(),
+        }
+    }
+
+    pub fn iter(&self) -> Iter {
+        self.range::<&[u8], _>(..)
+    }
+
+    pub fn scan_prefix<P: AsRef<[u8]>>(&self, prefix: P) -> Iter {
+        match self {
+            Tree::Sled(t) => Iter::Sled(t.scan_prefix(prefix)),
+            Tree::Pg(t) => {
+                let p = prefix.as_ref().to_vec();
+                let hi = match prefix_successor(&p) {
+                    Some(s) => Bound::Excluded(s),
+                    None => Bound::Unbounded,
+                };
+                Iter::Pg(t.range(Bound::Included(p), hi))
+            }
+        }
+    }
+
+    pub fn range<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> Iter {
+        match self {
+            Tree::Sled(t) => {
+                let lo = owned(range.start_bound());
+                let hi = owned(range.end_bound());
+                Iter::Sled(t.range::<Vec<u8>, _>((lo, hi)))
+            }
+            Tree::Pg(t) => Iter::Pg(t.range(owned(range.start_bound()), owned(range.end_bound()))),
+        }
+    }
+
+    pub fn first(&self) -> Result<Option<(IVec, IVec)>, Error> {
+        self.iter().next().transpose()
+    }
+
+    pub fn last(&self) -> Result<Option<(IVec, IVec)>, Error> {
+        self.iter().next_back().transpose()
+    }
+
+    /// Entries in the tree (a scan on sled).
+    pub fn len(&self) -> Result<usize, Error> {
+        match self {
+            Tree::Sled(t) => Ok(t.len()),
+            Tree::Pg(t) => t.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> Result<bool, Error> {
+        Ok(self.first()?.is_none())
+    }
+}
+
+fn owned<K: AsRef<[u8]>>(b: Bound<&K>) -> Bound<Vec<u8>> {
+    match b {
+        Bound::Included(k) => Bound::Included(k.as_ref().to_vec()),
+        Bound::Excluded(k) => Bound::Excluded(k.as_ref().to_vec()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+/// The smallest key greater than every key that starts with `p` (none: no such key).
+pub(crate) fn prefix_successor(p: &[u8]) -> Option<Vec<u8>> {
+    let mut s = p.to_vec();
+    while let Some(last) = s.pop() {
+        if last < u8::MAX {
+            s.push(last + 1);
+            return Some(s);
+        }
+    }
+    None
+}
+
+/// An ordered scan, from either end.
+pub enum Iter {
+    Sled(sled::Iter),
+    Pg(pg::PgIter),
+}
+
+impl Iterator for Iter {
+    type Item = Result<(IVec, IVec), Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Iter::Sled(i) => i.next().map(|r| r.map_err(Error::from)),
+            Iter::Pg(i) => i.next(),
+        }
+    }
+}
+
+impl DoubleEndedIterator for Iter {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        match self {
+            Iter::Sled(i) => i.next_back().map(|r| r.map_err(Error::from)),
+            Iter::Pg(i) => i.next_back(),
+        }
+    }
+}
+
+impl Iter {
+    /// The keys alone.
+    pub fn keys(self) -> impl DoubleEndedIterator<Item = Result<IVec, Error>> {
+        self.map(|r| r.map(|(k, _)| k))
+    }
+}
+
+/// Writes to one tree, applied together ([`Tree::apply_batch`]).
+#[derive(Default)]
+pub struct Batch {
+    ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Batch {
+    pub fn insert<K: AsRef<[u8]>, V: AsRef<[u8]>>(&mut self, key: K, value: V) {
+        self.ops
+            .push((key.as_ref().to_vec(), Some(value.as_ref().to_vec())));
+    }
+
+    pub fn remove<K: AsRef<[u8]>>(&mut self, key: K) {
+        self.ops.push((key.as_ref().to_vec(), None));
+    }
+}
+
+/// One tree inside a transaction: point reads that see the transaction's own writes,
+/// and point writes.
+pub enum TxTree<'a> {
+    Sled(&'a TransactionalTree),
+    Pg(pg::TxView<'a>),
+}
+
+impl TxTree<'_> {
+    pub fn get<K: AsRef<[u8]>>(&self, key: K) -> TxResult<Option<IVec>> {
+        match self {
+            TxTree::Sled(t) => t.get(key.as_ref()).map_err(unabortable),
+            TxTree::Pg(t) => t.get(key.as_ref()),
+        }
+    }
+
+    pub fn insert<K: AsRef<[u8]>, V: Into<IVec>>(&self, key: K, value: V) -> TxResult<()> {
+        match self {
+            TxTree::Sled(t) => t.insert(key.as_ref(), value).map(drop).map_err(unabortable),
+            TxTree::Pg(t) => {
+                t.put(key.as_ref(), Some(value.into().to_vec()));
+                Ok(())
+            }
+        }
+    }
+
+    pub fn remove<K: AsRef<[u8]>>(&self, key: K) -> TxResult<()> {
+        match self {
+            TxTree::Sled(t) => t.remove(key.as_ref()).map(drop).map_err(unabortable),
+            TxTree::Pg(t) => {
+                t.put(key.as_ref(), None);
+                Ok(())
+            }
+        }
+    }
+}
