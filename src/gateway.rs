@@ -275,18 +275,22 @@ impl Gateway {
         rx.await.ok()
     }
 
-    /// Checks a mailbox password on the password pool; `Wrong` on any error.
-    pub async fn check_password(&self, addr: PecAddress, password: String) -> PasswordCheck {
+    /// Checks a mailbox password on the password pool; `None` when it cannot be checked
+    /// now (the store failed, e.g. its database is down): a temporary failure, not a
+    /// wrong password.
+    pub async fn check_password(
+        &self,
+        addr: PecAddress,
+        password: String,
+    ) -> Option<PasswordCheck> {
         self.on_auth_pool(move |store| {
             store
                 .verify_password(&addr, &crate::store::mailbox::Password::new(password))
-                .unwrap_or_else(|e| {
-                    tracing::error!(error = %e, %addr, "cannot check a password");
-                    PasswordCheck::Wrong
-                })
+                .map_err(|e| tracing::error!(error = %e, %addr, "cannot check a password"))
+                .ok()
         })
         .await
-        .unwrap_or(PasswordCheck::Wrong)
+        .flatten()
     }
 
     /// Runs the owner's password change on the password pool (two argon2 runs) and, when

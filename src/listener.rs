@@ -342,6 +342,8 @@ pub enum Login {
     Failed,
     /// Right credentials, but the user already has the maximum number of connections.
     TooManyConnections,
+    /// The credentials could not be checked now (the store failed): try again later.
+    Unavailable,
     /// The right password, but provisional: the notice says where to change it.
     MustChangePassword(String),
     Ok(LoggedIn),
@@ -355,6 +357,8 @@ pub trait LoginAnswers {
     fn auth_too_many(&mut self);
     /// The right password, but provisional: `notice` says where to change it.
     fn auth_must_change(&mut self, notice: &str);
+    /// The credentials could not be checked now: a temporary failure.
+    fn auth_unavailable(&mut self);
 }
 
 /// Answers `l` in `session`; the logged-in state when it succeeded.
@@ -362,6 +366,7 @@ pub fn answer_login(session: &mut impl LoginAnswers, l: Login) -> Option<LoggedI
     match l {
         Login::Failed => session.auth_result(None),
         Login::TooManyConnections => session.auth_too_many(),
+        Login::Unavailable => session.auth_unavailable(),
         Login::MustChangePassword(notice) => session.auth_must_change(&notice),
         Login::Ok(l) => {
             session.auth_result(Some(l.user.clone()));
@@ -414,6 +419,7 @@ pub async fn login(
             Login::Failed
         }
         LoginCheck::MustChangePassword { notice, .. } => Login::MustChangePassword(notice),
+        LoginCheck::Unavailable => Login::Unavailable,
         // Counted per mailbox, whatever case the login used.
         LoginCheck::Granted(user) => match per_user.acquire(user.to_lowercase(), max_per_user) {
             Some(slot) => Login::Ok(LoggedIn {

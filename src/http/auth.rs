@@ -130,6 +130,7 @@ pub async fn principal(
                             must_change_password: true,
                         });
                     }
+                    LoginCheck::Unavailable => return Err(login_unavailable()),
                     LoginCheck::Failed => {}
                 }
             }
@@ -254,6 +255,19 @@ pub(super) async fn json_request(
             e.to_string(),
         )),
     }
+}
+
+/// The credentials could not be checked now (the store failed): 503, try again.
+pub(super) fn login_unavailable() -> Response<Body> {
+    let mut r = response::problem_motivo(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "urn:pecd:error:unavailable",
+        "the credentials cannot be checked now: try again in a moment",
+        "Non è possibile verificare le credenziali in questo momento: riprovare tra poco",
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    r
 }
 
 fn unauthorized(detail: &str) -> Response<Body> {
@@ -391,6 +405,7 @@ pub async fn login(web: &Arc<Web>, req: Request<Incoming>, peer: SocketAddr) -> 
     {
         LoginCheck::Granted(u) => (u, false),
         LoginCheck::MustChangePassword { user, .. } => (user, true),
+        LoginCheck::Unavailable => return login_unavailable(),
         LoginCheck::Failed => {
             tracing::warn!(%peer, "web login failed");
             tokio::time::sleep(AUTH_FAILURE_DELAY).await;

@@ -171,9 +171,13 @@ pub async fn change(web: &Arc<Web>, req: Request<Incoming>, peer: SocketAddr) ->
         "HTTPS card management",
     )
     .await;
-    if matches!(check, LoginCheck::Failed) {
-        tokio::time::sleep(AUTH_FAILURE_DELAY).await;
-        return auth::wrong_password();
+    match check {
+        LoginCheck::Granted(_) | LoginCheck::MustChangePassword { .. } => {}
+        LoginCheck::Unavailable => return auth::login_unavailable(),
+        LoginCheck::Failed => {
+            tokio::time::sleep(AUTH_FAILURE_DELAY).await;
+            return auth::wrong_password();
+        }
     }
     let (store, cns, now) = (web.gw.store.clone(), web.gw.cns.clone(), web.gw.clock.now());
     if let Some(pem) = c.add {

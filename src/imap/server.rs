@@ -313,6 +313,9 @@ impl crate::listener::LoginAnswers for Session {
     fn auth_too_many(&mut self) {
         self.auth_limited();
     }
+    fn auth_unavailable(&mut self) {
+        Session::auth_unavailable(self);
+    }
     fn auth_must_change(&mut self, notice: &str) {
         Session::auth_must_change(self, notice);
     }

@@ -563,6 +563,17 @@ impl Session {
         }
     }
 
+    /// The credentials could not be checked now (RFC 5530 `UNAVAILABLE`).
+    pub fn auth_unavailable(&mut self) {
+        if let Pending::AuthWait { tag } = std::mem::replace(&mut self.pending, Pending::None) {
+            self.out.extend(tagged(
+                &tag,
+                "NO",
+                "[UNAVAILABLE] Temporary failure, try again later",
+            ));
+        }
+    }
+
     /// The credentials were right but the mailbox has too many sessions open.
     pub fn auth_limited(&mut self) {
         if let Pending::AuthWait { tag } = std::mem::replace(&mut self.pending, Pending::None) {

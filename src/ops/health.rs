@@ -3,8 +3,8 @@
 //! Alive: the process answers. Ready: the store takes a durable write (a probe file in its
 //! directory, written and fsynced, and a sled write through the derived cache), the
 //! signing key signs, every configured listener's accept loop is running, and the store's
-//! filesystem keeps `limits.min_free_bytes`, and with `[blobs] backend = "s3"` the bucket
-//! answers. Each check says what failed.
+//! filesystem keeps `limits.min_free_bytes`, with `[blobs] backend = "s3"` the bucket
+//! answers, and with `[store] backend = "postgres"` the database answers. Each check says what failed.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -42,6 +42,13 @@ pub fn readiness(gw: &Arc<Gateway>) -> Vec<Check> {
         });
     };
     add("store writable", store_writable(gw));
+    if let Some(r) = gw.store.probe_database() {
+        add(
+            "database",
+            r.map(|()| format!("PostgreSQL answers ({})", gw.store.location()))
+                .map_err(|e| e.to_string()),
+        );
+    }
     if let Some(r) = gw.store.blobs().probe() {
         add(
             "object store",

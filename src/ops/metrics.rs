@@ -302,6 +302,17 @@ pub async fn render(gw: &std::sync::Arc<Gateway>) -> String {
             .with_label_values(&["spamd"])
             .set(i64::from(up));
     }
+    if gw.store.backend_name() == "postgres" {
+        let store = gw.store.clone();
+        let probe =
+            tokio::task::spawn_blocking(move || store.probe_database().is_some_and(|r| r.is_ok()));
+        let up = tokio::time::timeout(Duration::from_secs(2), probe)
+            .await
+            .is_ok_and(|r| r.unwrap_or(false));
+        m.dependency_up
+            .with_label_values(&["postgres"])
+            .set(i64::from(up));
+    }
     if gw.store.blobs().backend_name() == "s3" {
         let store = gw.store.clone();
         let probe =

@@ -60,6 +60,12 @@ impl Backend for AccessPoint {
         match authenticate(&self.0, username, password, peer, "smtp").await {
             LoginCheck::Granted(u) => AuthAnswer::Granted(u),
             LoginCheck::Failed => AuthAnswer::Invalid,
+            // RFC 4954 §6: 454 4.7.0, a temporary authentication failure.
+            LoginCheck::Unavailable => AuthAnswer::Refused(SmtpReply::new(
+                454,
+                "4.7.0",
+                "Temporary authentication failure, try again later",
+            )),
             LoginCheck::MustChangePassword { notice, .. } => {
                 AuthAnswer::Refused(SmtpReply::new(535, "5.7.8", notice))
             }
@@ -119,6 +125,9 @@ pub enum LoginCheck {
     Granted(String),
     /// Wrong credentials or a lockout (traced and counted already).
     Failed,
+    /// The credentials could not be checked now (the store failed): a temporary failure,
+    /// neither counted nor traced as a failed login.
+    Unavailable,
     /// The right password, but a provisional one: the mailbox may not be used until its
     /// owner changes it. `notice` says where, for the protocol's answer.
     MustChangePassword { user: String, notice: String },
@@ -168,11 +177,15 @@ pub async fn authenticate(
     let addr = PecAddress::parse(&username).ok();
     if let Some(a) = &addr {
         match gw.check_password(a.clone(), password).await {
-            PasswordCheck::Valid => {
+            None => {
+                tracing::warn!(%peer, user = %a, protocol, "login not checked: the store is unavailable");
+                return LoginCheck::Unavailable;
+            }
+            Some(PasswordCheck::Valid) => {
                 gw.logins.record_success(peer.ip(), &username, now);
                 return LoginCheck::Granted(a.to_string());
             }
-            PasswordCheck::MustChange => {
+            Some(PasswordCheck::MustChange) => {
                 gw.logins.record_success(peer.ip(), &username, now);
                 tracing::info!(%peer, user = %a, protocol, "login with a provisional password: change required");
                 return LoginCheck::MustChangePassword {
@@ -180,7 +193,7 @@ pub async fn authenticate(
                     notice: password_change_notice(gw),
                 };
             }
-            PasswordCheck::Wrong => {}
+            Some(PasswordCheck::Wrong) => {}
         }
     }
     record_login_failure(gw, &username, addr.as_ref(), peer, protocol, None).await;

@@ -404,6 +404,13 @@ impl Session {
         self.out.extend(err(&format!("[AUTH] {notice}")));
     }
 
+    /// The credentials could not be checked now (RFC 3206 `SYS/TEMP`).
+    pub fn auth_unavailable(&mut self) {
+        self.pending = Pending::None;
+        self.out
+            .extend(err("[SYS/TEMP] Temporary failure, try again later"));
+    }
+
     /// Credentials right, but too many sessions for the mailbox (RFC 2449 `IN-USE`).
     pub fn auth_in_use(&mut self) {
         self.pending = Pending::None;

@@ -601,6 +601,22 @@ impl Store {
         &self.inner.dir
     }
 
+    /// The metadata backend's name: `sled` or `postgres`.
+    pub fn backend_name(&self) -> &'static str {
+        match &self.inner.db {
+            Db::Sled(_) => "sled",
+            Db::Pg(_) => "postgres",
+        }
+    }
+
+    /// Whether the database server answers (`None`: sled, nothing to ask).
+    pub fn probe_database(&self) -> Option<Result<(), StoreError>> {
+        match &self.inner.db {
+            Db::Sled(_) => None,
+            Db::Pg(db) => Some(db.probe().map_err(StoreError::Db)),
+        }
+    }
+
     /// Where the store's metadata is, for messages: its directory (sled) or its database
     /// (PostgreSQL, without the password).
     pub fn location(&self) -> String {

@@ -64,32 +64,72 @@ async fn transaction<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     rcpts: &[&str],
     data: &[u8],
 ) -> (u16, String) {
+    match try_transaction(stream, auth, mail_from, rcpts, data).await {
+        Ok(r) => r,
+        Err((cmd, r)) => panic!("{cmd:?} -> {r:?}"),
+    }
+}
+
+/// As [`submit`], but a refusal at any step is returned (`Err`: the command and the
+/// reply) instead of failing the test; so is a connection the server closed or refused.
+pub async fn try_submit(
+    addr: SocketAddr,
+    ca: &Path,
+    user: &str,
+    password: &str,
+    rcpts: &[&str],
+    data: &[u8],
+) -> Result<(u16, String), (String, (u16, String))> {
+    let closed = |what: &str, e: std::io::Error| (what.to_string(), (0, e.to_string()));
+    let tls = pecd::tls::client_config(&[ca], false).unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| closed("connect", e))?;
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let s = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| closed("TLS handshake", e))?;
+    try_transaction(s, Some((user, password)), user, rcpts, data).await
+}
+
+async fn try_transaction<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    stream: S,
+    auth: Option<(&str, &str)>,
+    mail_from: &str,
+    rcpts: &[&str],
+    data: &[u8],
+) -> Result<(u16, String), (String, (u16, String))> {
     let mut s = BufReader::new(stream);
     let mut step = async |cmd: &str, want: u16| {
         if !cmd.is_empty() {
             s.get_mut().write_all(cmd.as_bytes()).await.unwrap();
         }
         let r = reply(&mut s).await;
-        assert_eq!(r.0, want, "{cmd:?} -> {r:?}");
+        if r.0 == want {
+            Ok(())
+        } else {
+            Err((cmd.trim_end().to_string(), r))
+        }
     };
-    step("", 220).await;
-    step("EHLO test\r\n", 250).await;
+    step("", 220).await?;
+    step("EHLO test\r\n", 250).await?;
     if let Some((user, password)) = auth {
         let plain =
             base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
-        step(&format!("AUTH PLAIN {plain}\r\n"), 235).await;
+        step(&format!("AUTH PLAIN {plain}\r\n"), 235).await?;
     }
-    step(&format!("MAIL FROM:<{mail_from}>\r\n"), 250).await;
+    step(&format!("MAIL FROM:<{mail_from}>\r\n"), 250).await?;
     for r in rcpts {
-        step(&format!("RCPT TO:<{r}>\r\n"), 250).await;
+        step(&format!("RCPT TO:<{r}>\r\n"), 250).await?;
     }
-    step("DATA\r\n", 354).await;
+    step("DATA\r\n", 354).await?;
     let w = s.get_mut();
     w.write_all(&dot_stuffed(data)).await.unwrap();
     w.flush().await.unwrap();
     let r = reply(&mut s).await;
     let _ = s.get_mut().write_all(b"QUIT\r\n").await;
-    r
+    Ok(r)
 }
 
 /// `data` as DATA content: leading dots doubled, then the final `.CRLF`.

@@ -509,6 +509,11 @@ impl PgDb {
         })
     }
 
+    /// A round trip to the server (readiness, metrics).
+    pub fn probe(&self) -> Result<(), Error> {
+        self.shared.with_pool("probing", |c| c.simple("SELECT 1"))
+    }
+
     /// See [`super::Db::ensure_ids_above`].
     pub fn ensure_ids_above(&self, n: u64) -> Result<(), Error> {
         let n = i64::try_from(n).unwrap_or(i64::MAX);
