@@ -7,6 +7,8 @@
 //!
 //! Run: `cargo bench --bench e2e` (env PECD_BENCH_MESSAGES default 200,
 //! PECD_BENCH_SESSIONS default 20, PECD_BENCH_SIZE default 10240).
+//! `PECD_BENCH_STORE=postgres` keeps both providers' metadata in a PostgreSQL cluster the
+//! bench starts (two schemas) instead of sled.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -85,6 +87,7 @@ fn provider(
                 "trusted_ca = [\"certs/ca.pem\", {:?}]",
                 peer_dir.join("certs/ca.pem").display().to_string()
             ),
+            _ if line == "[store]" => pg::store_header().0,
             _ if line == "[routes]" => {
                 format!("[routes]\n\"{peer_domain}\" = \"127.0.0.1:{peer_port}\"")
             }
@@ -160,6 +163,8 @@ async fn sender(
 
 #[path = "common/load.rs"]
 mod load;
+#[path = "common/pg.rs"]
+mod pg;
 
 fn main() {
     let total: usize = env("PECD_BENCH_MESSAGES", 200);

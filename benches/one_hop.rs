@@ -11,6 +11,8 @@
 //! PECD_BENCH_SESSIONS default 20, PECD_BENCH_SIZE default 10240). Postfix comes from
 //! `apt-get install postfix` (choose "No configuration"); without it only pecd runs.
 //! This bench needs root for Postfix's own instance (queue owned by `postfix`).
+//! `PECD_BENCH_STORE=postgres` keeps pecd's metadata in a PostgreSQL cluster the bench
+//! starts (Debian's initdb and pg_ctl, loopback) instead of sled.
 
 use std::path::Path;
 use std::process::Command;
@@ -28,6 +30,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 #[path = "common/load.rs"]
 mod load;
+#[path = "common/pg.rs"]
+mod pg;
 use load::{Job, env, pct};
 
 /// A counting SMTP sink: accepts every message; the counter goes up at each final 250.
@@ -280,6 +284,7 @@ fn main() {
             _ if l == "[routes]" => {
                 format!("[routes]\n\"ext.bench.test\" = \"127.0.0.1:{sink_port}\"")
             }
+            _ if l == "[store]" => pg::store_header().0,
             _ => l.to_string(),
         })
         .collect::<Vec<_>>()

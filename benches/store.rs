@@ -1,12 +1,18 @@
 //! Store benchmark (plain `harness = false`): commits per second for small messages with
-//! 1, 16 and 128 concurrent writers, with and without group commit; then the time of a
-//! Message-ID query on a trace log of `PECD_BENCH_RECORDS` records (default 10 000 000),
-//! built with large batches.
+//! 1, 16 and 128 concurrent writers, with and without group commit, on sled and, in the
+//! same run, on PostgreSQL (a cluster of the bench's own, started with Debian's initdb and
+//! pg_ctl; skipped with a printed reason when PostgreSQL is not installed), with the
+//! metadata and WAL bytes each message costs there; then the time of a Message-ID query
+//! on a trace log of `PECD_BENCH_RECORDS` records (default 10 000 000; on PostgreSQL
+//! `PECD_BENCH_PG_RECORDS`, default 1 000 000), built with large batches.
 //!
-//! `cargo bench --bench store` — knobs: `PECD_BENCH_RECORDS`, `PECD_BENCH_SECS`
-//! (seconds per commit run, default 3), `PECD_BENCH_BATCH` (records per commit when
-//! building the log, default 1000), `PECD_BENCH_DIR` (where to put the stores,
+//! `cargo bench --bench store` — knobs: `PECD_BENCH_RECORDS`, `PECD_BENCH_PG_RECORDS`,
+//! `PECD_BENCH_SECS` (seconds per commit run, default 3), `PECD_BENCH_BATCH` (records per
+//! commit when building the log, default 1000), `PECD_BENCH_DIR` (where to put the stores,
 //! default the system temp dir).
+
+#[path = "common/pg.rs"]
+mod pg;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use pecd::pec::address::PecAddress;
 use pecd::store::mailbox::Password;
-use pecd::store::{Batch, Delivery, NewMailbox, Store, StoreOptions};
+use pecd::store::{Batch, Delivery, NewMailbox, PgOptions, Store, StoreBackend, StoreOptions};
 use pecd::trace::{EventKind, TraceEvent, TraceQuery};
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -31,16 +37,46 @@ fn tempdir() -> tempfile::TempDir {
     }
 }
 
-fn commits(group: bool, writers: u64, secs: u64) -> f64 {
+/// Where a bench store's metadata goes: sled, or a fresh schema of the bench's cluster.
+enum Engine {
+    Sled,
+    Pg(&'static pg::PgCluster),
+}
+
+impl Engine {
+    /// Opens a new store; for PostgreSQL also returns its schema.
+    fn open(&self, dir: &std::path::Path, group: bool) -> (Store, Option<String>) {
+        let (backend, schema) = match self {
+            Engine::Sled => (StoreBackend::Sled, None),
+            Engine::Pg(c) => {
+                let schema = pg::new_schema(c);
+                (
+                    StoreBackend::Postgres(PgOptions {
+                        url: pg::url(c, &schema),
+                        password: None,
+                        pool_size: 8,
+                        ca_file: None,
+                    }),
+                    Some(schema),
+                )
+            }
+        };
+        let store = Store::open(
+            dir,
+            StoreOptions {
+                group_commit: group,
+                backend,
+                ..StoreOptions::default()
+            },
+        )
+        .expect("open");
+        (store, schema)
+    }
+}
+
+fn commits(engine: &Engine, group: bool, writers: u64, secs: u64) -> f64 {
     let dir = tempdir();
-    let store = Store::open(
-        dir.path(),
-        StoreOptions {
-            group_commit: group,
-            ..StoreOptions::default()
-        },
-    )
-    .expect("open");
+    let (store, schema) = engine.open(dir.path(), group);
     let a = PecAddress::parse("bench@example.it").expect("address");
     store
         .add_mailbox(NewMailbox {
@@ -88,17 +124,32 @@ fn commits(group: bool, writers: u64, secs: u64) -> f64 {
             })
         })
         .collect();
+    let wal0 = match engine {
+        Engine::Pg(c) => Some(pg::wal_bytes(c)),
+        Engine::Sled => None,
+    };
     std::thread::sleep(Duration::from_secs(secs));
     stop.store(true, Ordering::Relaxed);
     for h in handles {
         h.join().expect("writer");
     }
-    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    let n = done.load(Ordering::Relaxed);
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    if let (Engine::Pg(c), Some(schema), Some(wal0)) = (engine, &schema, wal0) {
+        let wal = pg::wal_bytes(c) - wal0;
+        let table = pg::store_bytes(c, schema);
+        println!(
+            "    PostgreSQL: {:.0} bytes of table and indexes and {:.0} bytes of WAL per message",
+            table as f64 / n.max(1) as f64,
+            wal as f64 / n.max(1) as f64
+        );
+    }
+    rate
 }
 
-fn query_bench(n: u64) {
+fn query_bench(engine: &Engine, n: u64) {
     let dir = tempdir();
-    let store = Store::open(dir.path(), StoreOptions::default()).expect("open");
+    let (store, _) = engine.open(dir.path(), true);
     let t = Instant::now();
     let batch_size = env_u64("PECD_BENCH_BATCH", 1_000);
     let t0: jiff::Timestamp = "2024-01-01T00:00:00Z".parse().expect("time");
@@ -126,7 +177,7 @@ fn query_bench(n: u64) {
     let build = t.elapsed();
     let disk = fs_size(dir.path());
     println!(
-        "trace log of {n} records built in {build:.1?} ({:.0} records/s), {:.1} MiB on disk",
+        "trace log of {n} records built in {build:.1?} ({:.0} records/s), {:.1} MiB in the store's directory",
         n as f64 / build.as_secs_f64(),
         disk as f64 / 1048576.0
     );
@@ -195,14 +246,33 @@ fn main() {
     // `cargo bench` passes `--bench`; ignore arguments.
     let secs = env_u64("PECD_BENCH_SECS", 3);
     let n = env_u64("PECD_BENCH_RECORDS", 10_000_000);
+    let n_pg = env_u64("PECD_BENCH_PG_RECORDS", 1_000_000);
+    let mut engines = vec![("sled", Engine::Sled)];
+    if let Some(c) = pg::cluster() {
+        engines.push(("postgres", Engine::Pg(c)));
+    }
     println!(
         "commits/s, small messages (2 KB, one blob + deliver + 2 trace records + claim each), {secs} s per run:"
     );
-    for group in [true, false].into_iter().filter(|_| secs > 0) {
-        for writers in [1, 16, 128] {
-            let r = commits(group, writers, secs);
-            println!("  group_commit={group:<5} writers={writers:<3} {r:>8.0} commits/s");
+    for (name, engine) in &engines {
+        for group in [true, false].into_iter().filter(|_| secs > 0) {
+            for writers in [1, 16, 128] {
+                let r = commits(engine, group, writers, secs);
+                println!(
+                    "  {name:<8} group_commit={group:<5} writers={writers:<3} {r:>8.0} commits/s"
+                );
+            }
         }
     }
-    query_bench(n);
+    for (name, engine) in &engines {
+        println!("{name}:");
+        query_bench(
+            engine,
+            if matches!(engine, Engine::Pg(_)) {
+                n_pg
+            } else {
+                n
+            },
+        );
+    }
 }

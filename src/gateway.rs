@@ -284,10 +284,20 @@ impl Gateway {
         password: String,
     ) -> Option<PasswordCheck> {
         self.on_auth_pool(move |store| {
-            store
-                .verify_password(&addr, &crate::store::mailbox::Password::new(password))
-                .map_err(|e| tracing::error!(error = %e, %addr, "cannot check a password"))
-                .ok()
+            match store.verify_password(&addr, &crate::store::mailbox::Password::new(password)) {
+                Ok(c) => Some(c),
+                // The database failed: try again later.
+                Err(e @ crate::store::StoreError::Db(_)) => {
+                    tracing::error!(error = %e, %addr, "cannot check a password now");
+                    None
+                }
+                // Anything else (a record that cannot be read) will not get better by
+                // waiting: refused as a wrong password, and logged for the operator.
+                Err(e) => {
+                    tracing::error!(error = %e, %addr, "cannot check a password");
+                    Some(PasswordCheck::Wrong)
+                }
+            }
         })
         .await
         .flatten()

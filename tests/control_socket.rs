@@ -113,7 +113,7 @@ async fn admin_subcommands_work_while_the_server_runs() {
         .expect("the mailbox exists in the server");
     assert_eq!(
         gw.check_password(x.clone(), "p".into()).await,
-        PasswordCheck::MustChange,
+        Some(PasswordCheck::MustChange),
         "the password works, and the owner must change it first"
     );
     assert!(info.password_provisional);
@@ -199,7 +199,7 @@ async fn admin_subcommands_work_while_the_server_runs() {
     assert!(o.status.success(), "passwd: {}", text(&o));
     assert_eq!(
         gw.check_password(x.clone(), "q".into()).await,
-        PasswordCheck::Valid,
+        Some(PasswordCheck::Valid),
         "--keep-password: usable at once"
     );
 

@@ -83,8 +83,8 @@ fn a_provider_runs_on_postgresql_and_migrates_there_and_back() {
     s.stop();
     let sled_export = exported(&s);
 
-    let migrate = |from: &std::path::Path, to: &std::path::Path| -> serde_json::Value {
-        let out = common::server::pecd(&[
+    let migrate = |from: &std::path::Path, to: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
             "store",
             "migrate",
             "--config",
@@ -92,16 +92,18 @@ fn a_provider_runs_on_postgresql_and_migrates_there_and_back() {
             "--to",
             to.to_str().unwrap(),
             "--json",
-        ]);
+        ];
+        args.extend(extra);
+        let out = common::server::pecd(&args);
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_slice(&out.stdout).unwrap()
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
     };
     // sled → PostgreSQL: every tree compared, the chain verified on the target.
-    let r = migrate(&sled_config, &pg_config);
+    let r = migrate(&sled_config, &pg_config, &[]);
     assert!(r["metadata"]["entries"].as_u64().unwrap() > 20, "{r}");
     assert_eq!(r["metadata"]["cleared_earlier_copy"], false, "{r}");
     let records = r["trace_records_verified"].as_u64().unwrap();
@@ -146,8 +148,20 @@ fn a_provider_runs_on_postgresql_and_migrates_there_and_back() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // And back: the old sled store in the same directory is this store's earlier copy.
-    let r = migrate(&pg_config, &sled_config);
+    // And back: the old sled store in the same directory is this same store, older; it
+    // is overwritten only when asked.
+    let out = common::server::pecd(&[
+        "store",
+        "migrate",
+        "--config",
+        pg_config.to_str().unwrap(),
+        "--to",
+        sled_config.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--replace"), "{err}");
+    let r = migrate(&pg_config, &sled_config, &["--replace"]);
     assert_eq!(r["metadata"]["cleared_earlier_copy"], true, "{r}");
     std::fs::copy(&sled_config, s.config()).unwrap();
     assert_eq!(

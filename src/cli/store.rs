@@ -33,12 +33,21 @@ pub enum StoreCommand {
         /// One JSON object as the report.
         #[arg(long)]
         json: bool,
+        /// The target holds an older copy of this same store (e.g. the sled store left
+        /// behind when moving to PostgreSQL): overwrite it.
+        #[arg(long)]
+        replace: bool,
     },
 }
 
 pub fn run(cmd: StoreCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        StoreCommand::Migrate { to, config, json } => migrate(&config, &to, json),
+        StoreCommand::Migrate {
+            to,
+            config,
+            json,
+            replace,
+        } => migrate(&config, &to, json, replace),
     }
 }
 
@@ -60,7 +69,12 @@ fn backend_name(c: &pecd::config::Config) -> String {
     }
 }
 
-fn migrate(from: &std::path::Path, to: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+fn migrate(
+    from: &std::path::Path,
+    to: &std::path::Path,
+    json: bool,
+    replace: bool,
+) -> anyhow::Result<ExitCode> {
     let source = load_config(from)?;
     let target = load_config(to)?;
     let (metadata, blobs) = (
@@ -93,12 +107,18 @@ fn migrate(from: &std::path::Path, to: &std::path::Path, json: bool) -> anyhow::
             ..target.store_options(clock.clone(), None)
         };
         let mut last = std::time::Instant::now();
-        let r = copy_metadata(&store, &target.store.dir, &target_options, |tree, r| {
-            if last.elapsed() >= Duration::from_secs(5) {
-                last = std::time::Instant::now();
-                eprintln!("  {} entries so far (now: {tree})", r.entries);
-            }
-        })
+        let r = copy_metadata(
+            &store,
+            &target.store.dir,
+            &target_options,
+            replace,
+            |tree, r| {
+                if last.elapsed() >= Duration::from_secs(5) {
+                    last = std::time::Instant::now();
+                    eprintln!("  {} entries so far (now: {tree})", r.entries);
+                }
+            },
+        )
         .with_context(|| format!("copying the metadata to {}", backend_name(&target)))?;
         out.insert("metadata".into(), serde_json::to_value(&r)?);
         if !json {

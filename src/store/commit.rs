@@ -234,6 +234,11 @@ impl Committer {
                 }
                 if let Err(msg) = flushed {
                     tracing::error!(error = %msg, "store flush failed");
+                    // PostgreSQL rolled the group back: the head in memory is read again
+                    // now (and at every batch until that works).
+                    if let Err(e) = self.reload_head() {
+                        tracing::error!(error = %e, "reading the trace head again failed");
+                    }
                     for (_, r) in answers.iter_mut() {
                         if r.is_ok() {
                             *r = Err(StoreError::Flush(msg.clone()));
@@ -355,7 +360,7 @@ impl Committer {
 
     fn maybe_request_checkpoint(&mut self) {
         let Some(tx) = &self.sign_tx else { return };
-        if self.in_flight || self.head.0 <= self.cp_floor {
+        if self.in_flight || self.head_stale || self.head.0 <= self.cp_floor {
             return;
         }
         let now = self.clock.now();
@@ -376,6 +381,7 @@ impl Committer {
 
     fn checkpoint_now(&mut self) -> Result<Option<Checkpoint>, StoreError> {
         self.store_signed(true);
+        self.reload_head()?;
         let Some(signer) = self.signer.clone() else {
             return Ok(None);
         };

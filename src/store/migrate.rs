@@ -134,12 +134,22 @@ pub struct MetadataReport {
 /// Entries written per write on the target.
 const COPY_BATCH: usize = 1000;
 
-/// The SHA-256 of a tree's entries in key order (length-prefixed keys and values).
+/// In the target's `meta` tree while a copy is under way: the source's store id. A
+/// target holding it is an interrupted copy of that store, cleared when the copy is run
+/// again; without it, a target holding the same store id is a store that may have run
+/// since, replaced only when asked.
+pub(crate) const MIGRATING_KEY: &[u8] = b"migration_in_progress";
+
+/// The SHA-256 of a tree's entries in key order (length-prefixed keys and values),
+/// without the migration marker.
 fn tree_digest(tree: &super::kv::Tree) -> Result<(u64, u64, [u8; 32]), StoreError> {
     let mut h = Sha256::new();
     let (mut n, mut bytes) = (0u64, 0u64);
     for kv in tree.iter() {
         let (k, v) = kv?;
+        if k.as_ref() == MIGRATING_KEY {
+            continue;
+        }
         h.update(&(k.len() as u64).to_be_bytes());
         h.update(&k);
         h.update(&(v.len() as u64).to_be_bytes());
@@ -155,16 +165,21 @@ fn tree_digest(tree: &super::kv::Tree) -> Result<(u64, u64, [u8; 32]), StoreErro
 /// id) into the database `target` names, and checks the copy: per tree, the entries read
 /// back from the target are counted and hashed and must equal the source's. The id
 /// generator of the target is moved past every id the source gave out. The target must
-/// be empty, or hold an earlier copy of this same store (an interrupted migration run
-/// again), which is cleared first; any other store there is refused. The source is only
+/// be empty, or hold an interrupted copy of this same store (cleared first), or, with
+/// `replace`, an older copy of this same store (e.g. the sled store a provider left for
+/// PostgreSQL, on the way back); any other store there is refused. The source is only
 /// read; the target must not be in use (its lock is taken).
 pub fn copy_metadata(
     source: &Store,
     target_dir: &std::path::Path,
     target: &super::StoreOptions,
+    replace: bool,
     mut progress: impl FnMut(&str, &MetadataReport),
 ) -> Result<MetadataReport, StoreError> {
     let src = &source.inner.db;
+    // The conformance run on PostgreSQL puts the target where `Store::open` will look.
+    #[cfg(test)]
+    let target = &super::kv::pg::testing::backend_for(target_dir, target.clone())?;
     std::fs::create_dir_all(target_dir).map_err(super::io_err(target_dir))?;
     let dst = super::open_db(target_dir, target)?;
     let names: Vec<String> = src
@@ -181,13 +196,24 @@ pub fn copy_metadata(
             nonempty = true;
         }
     }
+    let ours = |v: Option<sled::IVec>| v.is_some_and(|v| v.as_ref() == source.id().as_bytes());
     if nonempty {
+        let interrupted = ours(meta.get(MIGRATING_KEY)?);
         match meta.get(super::STORE_ID_KEY)? {
-            Some(id) if id.as_ref() == source.id().as_bytes() => {
+            id if interrupted || (replace && ours(id.clone())) => {
                 for name in dst.tree_names()? {
                     dst.open_tree(&name)?.clear()?;
                 }
                 report.cleared_earlier_copy = true;
+            }
+            id if ours(id.clone()) => {
+                return Err(StoreError::Corrupt {
+                    what: "migration target".into(),
+                    detail: "it already holds this same store, which may have been in use since \
+                             it was copied: to overwrite it with the source, run again with \
+                             --replace"
+                        .into(),
+                });
             }
             other => {
                 return Err(StoreError::Corrupt {
@@ -202,6 +228,9 @@ pub fn copy_metadata(
             }
         }
     }
+    // Marked first: an interruption from here on leaves a target known to be a copy.
+    meta.insert(MIGRATING_KEY, source.id().as_bytes())?;
+    super::flush_durably(target_dir, &dst)?;
     for name in &names {
         let from = src.open_tree(name)?;
         let to = dst.open_tree(name)?;
@@ -254,5 +283,7 @@ pub fn copy_metadata(
         });
     }
     report.trace_head = dst_head.0;
+    meta.remove(MIGRATING_KEY)?;
+    super::flush_durably(target_dir, &dst)?;
     Ok(report)
 }

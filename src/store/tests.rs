@@ -572,3 +572,73 @@ fn the_card_limit_holds_under_concurrent_additions() {
     assert_eq!(ok, MAX_CARDS_PER_MAILBOX);
     assert_eq!(s.cards(&a).unwrap().len(), MAX_CARDS_PER_MAILBOX);
 }
+
+#[test]
+fn metadata_copies_are_checked_and_never_overwrite_another_store() {
+    use crate::store::migrate::copy_metadata;
+    let (src_dir, dst_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let clock = Arc::new(ManualClock::new(t0()));
+    let s = open(src_dir.path(), clock.clone());
+    add(&s, "alice@example.it", 1000);
+    let blob = s.blobs().put(b"corpo").unwrap();
+    s.commit(
+        Batch::new()
+            .deliver(Delivery::inbox(addr("alice@example.it"), blob, t0()))
+            .trace(TraceEvent::new(EventKind::Delivered, t0()).msgid("m@x")),
+    )
+    .unwrap();
+    let copy = |replace: bool| {
+        let o = StoreOptions {
+            clock: clock.clone(),
+            ..StoreOptions::default()
+        };
+        copy_metadata(&s, dst_dir.path(), &o, replace, |_, _| {})
+    };
+    let r = copy(false).unwrap();
+    assert!(r.entries > 5 && !r.cleared_earlier_copy, "{r:?}");
+    assert_eq!(r.trace_head, s.trace().head().unwrap().0);
+    // The same store is there now: it may have run since, so only --replace overwrites.
+    let e = copy(false).unwrap_err();
+    assert!(e.to_string().contains("--replace"), "{e}");
+    assert!(copy(true).unwrap().cleared_earlier_copy);
+    // The copy opens as the same store, with the same mailbox, message and chain; ids it
+    // gives out are new.
+    let (id, head) = (s.id().to_string(), s.trace().head().unwrap());
+    let t = Store::open(
+        dst_dir.path(),
+        StoreOptions {
+            clock: clock.clone(),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(t.id(), id);
+    assert_eq!(t.trace().head().unwrap(), head);
+    assert_eq!(
+        t.messages(&addr("alice@example.it"), "INBOX")
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(t.trace().verify(None).unwrap().intact());
+    // An interrupted copy (the marker left behind) is cleared without being asked.
+    t.trees()
+        .meta
+        .insert(super::migrate::MIGRATING_KEY, id.as_bytes())
+        .unwrap();
+    t.flush().unwrap();
+    drop(t);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(copy(false).unwrap().cleared_earlier_copy);
+    // Another store is never overwritten, even when asked.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = open(other_dir.path(), clock.clone());
+    add(&other, "bob@example.it", 1000);
+    drop(other);
+    let o = StoreOptions {
+        clock: clock.clone(),
+        ..StoreOptions::default()
+    };
+    let e = copy_metadata(&s, other_dir.path(), &o, true, |_, _| {}).unwrap_err();
+    assert!(e.to_string().contains("another store"), "{e}");
+}

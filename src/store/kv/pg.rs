@@ -66,26 +66,62 @@ impl std::fmt::Debug for PgOptions {
     }
 }
 
-/// The URL with any password replaced, for messages and logs.
+/// The URL (or key=value settings) with any password replaced, for messages and logs:
+/// the user-info password of a URL (which may itself hold `@`), a `password=` query
+/// parameter, and a `password` setting however spaced or quoted.
 pub fn redacted(url: &str) -> String {
-    if let Some(rest) = url
-        .strip_prefix("postgres://")
-        .or_else(|| url.strip_prefix("postgresql://"))
-        && let Some((cred, host)) = rest.split_once('@')
-        && let Some((user, _)) = cred.split_once(':')
-    {
-        return format!("postgres://{user}:***@{host}");
+    for scheme in ["postgres://", "postgresql://"] {
+        if let Some(rest) = url.strip_prefix(scheme) {
+            // User info ends at the last @ (a password may hold @ itself).
+            let (auth, tail) = match rest.rfind('@') {
+                Some(at) => (&rest[..at], &rest[at..]),
+                None => ("", rest),
+            };
+            let auth = match auth.split_once(':') {
+                Some((user, _)) => format!("{user}:***"),
+                None => auth.to_string(),
+            };
+            let tail = tail
+                .split_inclusive(['?', '&'])
+                .map(|p| {
+                    if p.to_ascii_lowercase().starts_with("password=") {
+                        let end = if p.ends_with('&') { "&" } else { "" };
+                        format!("password=***{end}")
+                    } else {
+                        p.to_string()
+                    }
+                })
+                .collect::<String>();
+            return format!("{scheme}{auth}{tail}");
+        }
     }
-    url.split_whitespace()
-        .map(|kv| {
-            if kv.starts_with("password=") {
-                "password=***"
-            } else {
-                kv
+    // key=value settings: everything after `password` `=` up to the end of its value.
+    let lower = url.to_ascii_lowercase();
+    let Some(k) = lower.find("password") else {
+        return url.to_string();
+    };
+    let after = &url[k + "password".len()..];
+    let Some(eq) = after.find('=').filter(|&i| after[..i].trim().is_empty()) else {
+        return url.to_string();
+    };
+    let value = after[eq + 1..].trim_start();
+    let rest = if let Some(quoted) = value.strip_prefix('\'') {
+        // A quoted value ends at the next unescaped quote.
+        let mut end = quoted.len();
+        let mut it = quoted.char_indices();
+        while let Some((i, c)) = it.next() {
+            if c == '\\' {
+                it.next();
+            } else if c == '\'' {
+                end = i + 1;
+                break;
             }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+        }
+        &quoted[end.min(quoted.len())..]
+    } else {
+        value.find(char::is_whitespace).map_or("", |i| &value[i..])
+    };
+    format!("{}password=***{}", &url[..k], redacted(rest))
 }
 
 fn pg_err(op: &'static str, e: tokio_postgres::Error) -> Error {
@@ -196,8 +232,6 @@ struct Shared {
     next: AtomicUsize,
     writer: Mutex<Writer>,
     trees: Mutex<HashMap<String, i16>>,
-    /// Holds the writer's advisory lock for the life of the store.
-    lock: Mutex<Option<Conn>>,
     shown: String,
 }
 
@@ -240,10 +274,35 @@ impl Shared {
                 code: None,
             })?
             .map_err(|e| pg_err("connecting", e))?;
-        Ok(Conn {
+        let mut conn = Conn {
             client,
             stmts: HashMap::new(),
-        })
+        };
+        // No statement of pecd's runs long: one that does is stuck (a lock held elsewhere).
+        conn.simple("SET statement_timeout = '30s'")
+            .map_err(|e| pg_err("setting the statement timeout", e))?;
+        Ok(conn)
+    }
+
+    /// A connection for the writer: it takes the writer lock (a session advisory lock, so
+    /// it lasts as long as the connection; taken again on every new one, so that after a
+    /// server restart another process cannot have become a writer meanwhile).
+    fn connect_writer(&self) -> Result<Conn, Error> {
+        let mut conn = self.connect()?;
+        let got: bool = conn
+            .query(&format!("SELECT pg_try_advisory_lock({WRITER_LOCK})"), &[])
+            .map_err(|e| pg_err("taking the writer lock", e))?
+            .first()
+            .and_then(|r| r.get::<_, Option<bool>>(0))
+            .unwrap_or(false);
+        if !got {
+            return Err(Error::Pg {
+                op: "taking the writer lock",
+                detail: "another process writes this store".into(),
+                code: None,
+            });
+        }
+        Ok(conn)
     }
 
     /// Runs `f` on a pool connection (made if needed, dropped if it broke).
@@ -281,8 +340,17 @@ impl Writer {
             });
         }
         if self.conn.as_ref().is_none_or(|c| c.client.is_closed()) {
-            self.open = false;
-            self.conn = Some(shared.connect()?);
+            if self.open {
+                // What this transaction sent died with the connection: the group is lost
+                // and must fail whole, never continue in a new transaction.
+                self.conn = None;
+                return Err(Error::Pg {
+                    op: "continuing a transaction",
+                    detail: "the connection to the server was lost".into(),
+                    code: None,
+                });
+            }
+            self.conn = Some(shared.connect_writer()?);
         }
         let conn = self.conn.as_mut().expect("connected above");
         if !self.open {
@@ -398,6 +466,14 @@ impl PgDb {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
+        // A server that silently stops answering (a dropped route, a frozen host) is
+        // noticed in seconds, not after the kernel's two hours: the committer holds the
+        // writer while it waits, and every submission waits behind it.
+        config
+            .keepalives_idle(Duration::from_secs(10))
+            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_retries(3)
+            .tcp_user_timeout(Duration::from_secs(30));
         config.application_name("pecd");
         let tls = match config.get_ssl_mode() {
             tokio_postgres::config::SslMode::Disable => Tls::None,
@@ -421,7 +497,6 @@ impl PgDb {
             next: AtomicUsize::new(0),
             writer: Mutex::new(Writer::default()),
             trees: Mutex::new(HashMap::new()),
-            lock: Mutex::new(None),
             shown: redacted(&o.url),
         });
         let db = PgDb { shared };
@@ -442,24 +517,34 @@ impl PgDb {
             .map_err(|e| StoreError::Db(pg_err("creating the schema", e)))
     }
 
+    /// Connects the writer (which takes the writer lock), waiting up to `wait` for
+    /// another process to release the lock.
     fn take_writer_lock(&self, wait: Duration) -> Result<(), StoreError> {
-        let mut conn = self.shared.connect()?;
         let deadline = std::time::Instant::now() + wait;
         loop {
-            let got: bool = conn
-                .query(&format!("SELECT pg_try_advisory_lock({WRITER_LOCK})"), &[])
-                .map_err(|e| StoreError::Db(pg_err("taking the writer lock", e)))?[0]
-                .get(0);
-            if got {
-                *self.shared.lock.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn);
-                return Ok(());
+            match self.shared.connect_writer() {
+                Ok(conn) => {
+                    self.shared.writer().conn = Some(conn);
+                    return Ok(());
+                }
+                Err(Error::Pg {
+                    op: "taking the writer lock",
+                    code: None,
+                    ..
+                }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(Error::Pg {
+                    op: "taking the writer lock",
+                    code: None,
+                    ..
+                }) => {
+                    return Err(StoreError::Locked {
+                        dir: PathBuf::from(self.shown()),
+                    });
+                }
+                Err(e) => return Err(StoreError::Db(e)),
             }
-            if std::time::Instant::now() >= deadline {
-                return Err(StoreError::Locked {
-                    dir: PathBuf::from(self.shown()),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -723,6 +808,7 @@ impl PgTree {
             front: VecDeque::new(),
             back: VecDeque::new(),
             done: false,
+            failed: false,
         }
     }
 
@@ -791,6 +877,8 @@ pub struct PgIter {
     back: VecDeque<(IVec, IVec)>,
     /// Nothing is left to fetch between the ends (or a query failed).
     done: bool,
+    /// A query failed: the scan ends (the rest is unknown, not empty).
+    failed: bool,
 }
 
 impl PgIter {
@@ -801,6 +889,7 @@ impl PgIter {
         match self.tree.page(&self.lo, &self.hi, desc) {
             Err(e) => {
                 self.done = true;
+                self.failed = true;
                 Some(Err(e))
             }
             Ok(rows) => {
@@ -832,6 +921,9 @@ impl Iterator for PgIter {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
+            if self.failed {
+                return None;
+            }
             if let Some(kv) = self.front.pop_front() {
                 return Some(Ok(kv));
             }
@@ -848,6 +940,9 @@ impl Iterator for PgIter {
 impl DoubleEndedIterator for PgIter {
     fn next_back(&mut self) -> Option<Self::Item> {
         loop {
+            if self.failed {
+                return None;
+            }
             if let Some(kv) = self.back.pop_front() {
                 return Some(Ok(kv));
             }
@@ -878,6 +973,34 @@ impl TxView<'_> {
             .writer()
             .batch
             .insert((self.tree, key.to_vec()), value);
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::redacted;
+
+    #[test]
+    fn no_password_survives_redaction() {
+        for (url, secret) in [
+            ("postgres://pecd:s3greta@db.example.it/pecd", "s3greta"),
+            ("postgresql://pecd:pa@ss@db/pecd?sslmode=require", "pa@ss"),
+            (
+                "postgres://pecd@db/pecd?sslmode=require&password=s3greta",
+                "s3greta",
+            ),
+            ("host=db user=pecd password=s3greta dbname=pecd", "s3greta"),
+            ("host=db password = 's3 gr\\'eta' dbname=pecd", "gr"),
+            ("host=db PASSWORD=s3greta", "s3greta"),
+        ] {
+            let r = redacted(url);
+            assert!(!r.contains(secret), "{url} -> {r}");
+            assert!(r.contains("db"), "{url} -> {r}");
+        }
+        assert_eq!(
+            redacted("host=127.0.0.1 port=5432 user=pecd"),
+            "host=127.0.0.1 port=5432 user=pecd"
+        );
     }
 }
 
