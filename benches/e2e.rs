@@ -227,6 +227,7 @@ fn main() {
         let body = Arc::new(body);
         let tls = pecd::tls::client_config(&[da.path().join("certs/ca.pem")], false).unwrap();
         let addr = ra.addr("smtps").unwrap();
+        let wal0 = pg::wanted().then(pg::cluster).flatten().map(pg::wal_bytes);
         let t0 = Instant::now();
         let per = total.div_ceil(m);
         let handles: Vec<_> = (0..m).map(|_| tokio::spawn(sender(addr, tls.clone(), per, body.clone()))).collect();
@@ -290,6 +291,19 @@ fn main() {
             load::disk_report(label, gw.store.dir(), sent.len());
             let trees: Vec<String> = gw.store.tree_sizes().unwrap().into_iter().filter(|t| t.2 > 0).map(|(name, n, bytes)| format!("{name} {n}/{:.0} KB", bytes as f64 / 1e3)).collect();
             println!("  trees (entries/key+value bytes): {}", trees.join(", "));
+        }
+        if let (Some(c), Some(wal0)) = (pg::wanted().then(pg::cluster).flatten(), wal0) {
+            let n = sent.len().max(1) as f64;
+            for schema in pg::schemas() {
+                println!(
+                    "  PostgreSQL schema {schema}: {:.1} KB of table and indexes per message",
+                    pg::store_bytes(c, &schema) as f64 / n / 1e3
+                );
+            }
+            println!(
+                "  PostgreSQL WAL, both providers: {:.1} KB per message",
+                (pg::wal_bytes(c) - wal0) as f64 / n / 1e3
+            );
         }
     });
     // The bound: every message costs A two signatures (acceptance, envelope), B two

@@ -57,9 +57,17 @@ pub fn query(url: &str, sql: &str) -> Option<i64> {
     .expect("query thread")
 }
 
+static N: AtomicU64 = AtomicU64::new(0);
+
+/// The schemas [`new_schema`] made so far.
+pub fn schemas() -> Vec<String> {
+    (0..N.load(Ordering::Relaxed))
+        .map(|i| format!("bench{i}"))
+        .collect()
+}
+
 /// A new schema on `c`; its name.
 pub fn new_schema(c: &PgCluster) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
     let schema = format!("bench{}", N.fetch_add(1, Ordering::Relaxed));
     query(&c.url(), &format!("CREATE SCHEMA {schema}"));
     schema
