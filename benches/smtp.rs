@@ -101,7 +101,7 @@ fn main() {
             let el = t0.elapsed().as_secs_f64();
             // Same-provider mail: delivered when the local lane is empty (take-charge and
             // delivery receipts signed, the envelope in b's INBOX).
-            while gw.store.queue_len() > 0 && t0.elapsed().as_secs() < 600 {
+            while gw.store.queue_len().unwrap_or(0) > 0 && t0.elapsed().as_secs() < 600 {
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
             let delivered = t0.elapsed().as_secs_f64();
