@@ -201,6 +201,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             }
         );
     }
+    if gw.store.backend_name() == "postgres" {
+        println!("  database    PostgreSQL {}", gw.store.location());
+    }
     // Last line of the start-up report (tests wait for it).
     println!("  store       {}", gw.config.store.dir.display());
 

@@ -215,7 +215,7 @@ fn entry_key(mbkey: &str, modseq: u64) -> Vec<u8> {
     k
 }
 
-fn index_key(mbkey: &str, blob: &BlobId) -> Vec<u8> {
+pub(crate) fn index_key(mbkey: &str, blob: &BlobId) -> Vec<u8> {
     let mut k = mailbox_prefix(mbkey);
     k.extend_from_slice(blob.as_str().as_bytes());
     k
@@ -401,7 +401,7 @@ pub(crate) fn build_email_index(trees: &Trees) -> Result<u64, StoreError> {
             batch.remove(kv?.0);
         }
         for (blob, n) in &counts {
-            batch.insert(index_key(&mbkey, blob), &n.to_be_bytes());
+            batch.insert(index_key(&mbkey, blob), n.to_be_bytes());
         }
         trees.email_index.apply_batch(batch)?;
         mailboxes += 1;

@@ -219,6 +219,10 @@ struct Writer {
     pending: Overlay,
     /// Writes of the transaction running now.
     batch: Overlay,
+    /// Values read ahead for the group in one query ([`PgDb::prefetch`]), as of its SQL
+    /// transaction's snapshot; a key the group wrote and sent is dropped from here (its
+    /// value is then the transaction's own, read from SQL).
+    prefetched: HashMap<Key, Option<Vec<u8>>>,
     /// The SQL transaction failed: the group can only be rolled back.
     failed: Option<String>,
 }
@@ -372,6 +376,9 @@ impl Writer {
             return Ok(());
         }
         let pending = std::mem::take(&mut self.pending);
+        for k in pending.keys() {
+            self.prefetched.remove(k);
+        }
         let r = self
             .in_txn(shared)
             .and_then(|c| write_rows(c, pending).map_err(|e| pg_err("writing", e)));
@@ -386,6 +393,9 @@ impl Writer {
         if let Some(v) = self.pending.get(key) {
             return Ok(v.as_deref().map(IVec::from));
         }
+        if let Some(v) = self.prefetched.get(key) {
+            return Ok(v.as_deref().map(IVec::from));
+        }
         let r = self
             .in_txn(shared)
             .and_then(|c| get_row(c, key.0, &key.1).map_err(|e| pg_err("reading", e)));
@@ -394,6 +404,7 @@ impl Writer {
 
     fn reset(&mut self) {
         self.open = false;
+        self.prefetched.clear();
         self.pending.clear();
         self.batch.clear();
         self.failed = None;
@@ -666,6 +677,43 @@ impl PgDb {
                 detail: "conflict reported inside a PostgreSQL group".into(),
             }),
         }
+    }
+
+    /// Reads `keys` ahead in one query inside the group's transaction, for the
+    /// transactions about to run: the rows a batch of new mail needs that no earlier batch
+    /// of the group wrote (its idempotency key, its new body's reference count...) would
+    /// otherwise each cost a round trip. Keys the group already holds are skipped.
+    pub(crate) fn prefetch(&self, keys: Vec<(&PgTree, Vec<u8>)>) -> Result<(), Error> {
+        let shared = &self.shared;
+        let mut w = shared.writer();
+        let (mut trees, mut ks) = (Vec::new(), Vec::new());
+        let mut wanted = Vec::new();
+        for (t, k) in keys {
+            let key = (t.id, k);
+            if w.pending.contains_key(&key) || w.prefetched.contains_key(&key) {
+                continue;
+            }
+            trees.push(key.0);
+            ks.push(key.1.clone());
+            wanted.push(key);
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let r = w.in_txn(shared).and_then(|c| {
+            c.query(
+                "SELECT d.t, d.k, kv.v FROM unnest($1::int2[], $2::bytea[]) AS d(t, k) \
+                 LEFT JOIN pecd_kv kv ON kv.tree = d.t AND kv.k = d.k",
+                &[&trees, &ks],
+            )
+            .map_err(|e| pg_err("reading ahead", e))
+        });
+        let rows = r.map_err(|e| w.fail(e))?;
+        for row in rows {
+            let key: Key = (row.get(0), row.get::<_, Vec<u8>>(1));
+            w.prefetched.insert(key, row.get::<_, Option<Vec<u8>>>(2));
+        }
+        Ok(())
     }
 
     /// Sends and commits the group: one SQL transaction, one WAL flush.
