@@ -466,6 +466,9 @@ async fn two_providers_exchange_certified_mail() {
     );
     assert_eq!(timers::tick(a.gw()).await.unwrap(), 1, "12 h notice");
     b.start().await;
+    // A's failed attempt may have run after the clock jumped, rescheduling the item from
+    // t0 + 12 h on A's manual clock (which stands still): move past any retry backoff.
+    clock_a.set(t0.checked_add(SignedDuration::from_hours(13)).unwrap());
     a.gw().work.notify_waiters();
     wait_until("delivery after B came back", || {
         count(&a.inbox("a"), Tipo::AvvenutaConsegna) == 5
