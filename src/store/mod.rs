@@ -49,11 +49,13 @@ pub mod blobs;
 pub mod cards;
 pub mod changes;
 mod commit;
+mod error;
 pub mod kv;
 pub mod mailbox;
 pub mod messages;
 pub mod migrate;
 pub mod notify;
+mod options;
 pub mod password;
 pub mod pending;
 pub mod queue;
@@ -68,19 +70,18 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::clock::{SharedClock, SystemClock};
-use crate::pec::address::Domain;
-use crate::pec::smime::Signer;
-use crate::trace::log::{TraceError, TraceTrees};
+use crate::trace::log::TraceTrees;
 use crate::trace::{Checkpoint, TraceLog};
 
 pub use batch::{Applied, Batch};
 pub use blobs::{Blob, BlobBackend, BlobId, BlobReader, BlobStore, BlobWriter, SweepStats};
 pub use changes::{ChangeKind, Changes, IdChanges, MAX_LOG_ENTRIES};
+pub use error::StoreError;
 pub use kv::pg::PgOptions;
 use kv::{Db, Tree};
 pub use mailbox::{MailboxInfo, MailboxOptions, NewMailbox};
 pub use messages::{Delivered, Delivery, FolderInfo, MessageRecord, Uid};
+pub use options::{StoreBackend, StoreOptions};
 pub use pending::{Awaiting, PendingEntry};
 pub use queue::{Lane, NewQueueItem, QueueItem};
 pub use retention::PurgeReport;
@@ -129,190 +130,6 @@ pub const CHANGE_BACKLOG: usize = 1024;
 pub const SCHEMA_VERSION: u32 = 4;
 /// Schemas this code can open (older ones are migrated to [`SCHEMA_VERSION`]).
 pub const SUPPORTED_SCHEMAS: &[u32] = &[1, 2, 3, 4];
-
-/// Errors of the store, by cause.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("database error: {0}")]
-    Db(#[from] kv::Error),
-    #[error(
-        "the store in {} is locked by another process (is `pecd serve` running? stop it, or use its control interface)",
-        dir.display()
-    )]
-    Locked { dir: PathBuf },
-    #[error(
-        "the store in {} has schema version {found}, this pecd supports version(s) {supported:?}: refusing to open it",
-        dir.display()
-    )]
-    UnknownSchema {
-        dir: PathBuf,
-        found: u32,
-        supported: Vec<u32>,
-    },
-    #[error("corrupt store entry ({what}): {detail}")]
-    Corrupt { what: String, detail: String },
-    #[error("mailbox {0} already exists")]
-    MailboxExists(String),
-    #[error("no mailbox {0}")]
-    NoSuchMailbox(String),
-    #[error("domain {domain} is not served by this provider (served: {})", served.join(", "))]
-    DomainNotServed { domain: String, served: Vec<String> },
-    #[error("no folder {folder:?} in mailbox {mailbox}")]
-    NoSuchFolder { mailbox: String, folder: String },
-    #[error("folder {folder:?} already exists in mailbox {mailbox}")]
-    FolderExists { mailbox: String, folder: String },
-    /// The security archive: no client may change it ([`archive`]).
-    #[error("{folder:?} of {mailbox} is the security archive: it can be read, not changed")]
-    ReadOnlyFolder { mailbox: String, folder: String },
-    #[error("no message with UID {uid} in {mailbox}/{folder}")]
-    NoSuchMessage {
-        mailbox: String,
-        folder: String,
-        uid: u32,
-    },
-    #[error("mailbox {mailbox} over quota: {usage} + {size} bytes > {quota} bytes")]
-    QuotaExceeded {
-        mailbox: String,
-        usage: u64,
-        size: u64,
-        quota: u64,
-    },
-    #[error("idempotency key {0:?} was already claimed: the step was done before")]
-    AlreadyClaimed(String),
-    #[error("blob {0} is missing")]
-    BlobMissing(BlobId),
-    /// The object store holding the blobs failed or refused a request ([`blobs::s3`]).
-    #[error("object store: {op} {key}: {detail}")]
-    ObjectStore {
-        op: &'static str,
-        key: String,
-        detail: String,
-    },
-    #[error("{0:?} is not a blob id")]
-    BadBlobId(String),
-    #[error("no queue item {0}")]
-    NoSuchQueueItem(u64),
-    /// JMAP `cannotCalculateChanges`: `since` is outside the kept log `[oldest, current]`.
-    #[error(
-        "changes of {mailbox} since modseq {since} cannot be calculated: the log covers {oldest} to {current}"
-    )]
-    ChangesTooOld {
-        mailbox: String,
-        since: u64,
-        oldest: u64,
-        current: u64,
-    },
-    /// A change to the notifications broke one of their rules ([`notify`]).
-    #[error(transparent)]
-    Notify(#[from] crate::notify::NotifyError),
-    /// The password changed between the check of the current one and the change.
-    #[error("the password of {0} changed meanwhile")]
-    PasswordMoved(String),
-    /// The quota notice level was moved by another writer ([`Batch::quota_notice`]).
-    #[error("the quota notice level of {0} changed meanwhile")]
-    QuotaNoticeMoved(String),
-    /// JMAP `stateMismatch` ([`Batch::if_modseq`]).
-    #[error("mailbox {mailbox} is at modseq {found}, not {expected}")]
-    ModseqMismatch {
-        mailbox: String,
-        expected: u64,
-        found: u64,
-    },
-    /// JMAP `cannotCalculateChanges`: one committed batch alone has more ids than asked.
-    #[error("modseq {modseq} of {mailbox} alone changed more than {max} ids")]
-    ChangesTooMany {
-        mailbox: String,
-        modseq: u64,
-        max: usize,
-    },
-    #[error("password hashing: {0}")]
-    Password(String),
-    #[error("the card {sha256} is already associated with {mailbox}")]
-    CardAssociated { mailbox: String, sha256: String },
-    #[error("no card {sha256} is associated with {mailbox}")]
-    CardNotAssociated { mailbox: String, sha256: String },
-    #[error("{mailbox} already has {max} cards: remove one first")]
-    TooManyCards { mailbox: String, max: usize },
-    #[error("signing a checkpoint: {0}")]
-    Signing(String),
-    #[error("trace log: {0}")]
-    Trace(#[from] TraceError),
-    #[error("flushing the store to disk failed, the commit is not durable: {0}")]
-    Flush(String),
-    #[error("the store is closed")]
-    Closed,
-}
-
-/// How to open a store.
-#[derive(Debug, Clone)]
-pub struct StoreOptions {
-    /// Batch concurrent commits under one fsync (`store.group_commit`).
-    pub group_commit: bool,
-    pub clock: SharedClock,
-    /// Signs trace checkpoints; without it no checkpoint is made.
-    pub signer: Option<Arc<Signer>>,
-    /// `trace.checkpoint_every` (records).
-    pub checkpoint_every: u64,
-    /// `trace.checkpoint_interval_secs`.
-    pub checkpoint_interval: Duration,
-    /// `trace.retention_months`.
-    pub retention_months: u32,
-    /// `provider.domains`; a mailbox must be in one of them (empty: no restriction).
-    pub domains: Vec<Domain>,
-    /// `limits.default_quota_bytes`.
-    pub default_quota_bytes: u64,
-    /// `[archive]`: the security archive's default size and retention.
-    pub archive: archive::ArchivePolicy,
-    /// Unreferenced blobs younger than this survive the sweep at open.
-    pub blob_grace: Duration,
-    /// `[blobs]`: where message bodies are kept.
-    pub blobs: BlobBackend,
-    /// `store.backend`: where the metadata, queue and trace log are kept.
-    pub backend: StoreBackend,
-    /// sled page cache size.
-    pub cache_bytes: u64,
-    /// How long `open` waits for the directory lock. sled releases its file lock from a
-    /// background thread some time after the last handle is dropped, so a store closed
-    /// and reopened at once (a restart in the same process, an admin command right after
-    /// the server stopped) would otherwise be refused as locked.
-    pub lock_wait: Duration,
-}
-
-impl Default for StoreOptions {
-    fn default() -> Self {
-        Self {
-            group_commit: true,
-            clock: Arc::new(SystemClock),
-            signer: None,
-            checkpoint_every: 1000,
-            checkpoint_interval: Duration::from_secs(300),
-            retention_months: 30,
-            domains: Vec::new(),
-            default_quota_bytes: 1 << 30,
-            archive: archive::ArchivePolicy::default(),
-            blob_grace: Duration::from_secs(3600),
-            blobs: BlobBackend::Dir,
-            backend: StoreBackend::Sled,
-            cache_bytes: 256 << 20,
-            lock_wait: Duration::from_secs(3),
-        }
-    }
-}
-
-/// The database engine of the store (`store.backend`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum StoreBackend {
-    /// The embedded database in `<dir>/db` (the default).
-    #[default]
-    Sled,
-    /// A PostgreSQL database ([`kv::pg`]).
-    Postgres(PgOptions),
-}
 
 /// All trees, in the fixed order used by transactions (see [`commit`]).
 #[derive(Debug, Clone)]
@@ -825,9 +642,3 @@ fn check_schema(dir: &Path, db: &Db, trees: &Trees) -> Result<u32, StoreError> {
 mod conformance;
 #[cfg(test)]
 pub(crate) mod tests;
-
-impl From<sled::Error> for StoreError {
-    fn from(e: sled::Error) -> Self {
-        StoreError::Db(e.into())
-    }
-}

@@ -35,14 +35,10 @@ pub async fn submit(
     rcpts: &[&str],
     data: &[u8],
 ) -> (u16, String) {
-    let tls = pecd::tls::client_config(&[ca], false).unwrap();
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
-    let s = tokio_rustls::TlsConnector::from(tls)
-        .connect(name, tcp)
-        .await
-        .expect("TLS handshake");
-    transaction(s, Some((user, password)), user, rcpts, data).await
+    match try_submit(addr, ca, user, password, rcpts, data).await {
+        Ok(r) => r,
+        Err((cmd, r)) => panic!("{cmd:?} -> {r:?}"),
+    }
 }
 
 /// Sends `data` as another mail server would on port 25: plain SMTP, no AUTH; returns the

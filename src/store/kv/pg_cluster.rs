@@ -96,30 +96,11 @@ impl PgCluster {
         let mut last = String::new();
         for _ in 0..5 {
             c.port = free_port();
-            let opts = format!(
-                "-c listen_addresses=127.0.0.1 -p {} -k {} -c max_connections=200 -c shared_buffers=32MB",
-                c.port,
-                c.dir.path().display()
-            );
-            let log = c.dir.path().join("log");
-            match c.run(
-                "pg_ctl",
-                &[
-                    "-D".as_ref(),
-                    data.as_os_str(),
-                    "-l".as_ref(),
-                    log.as_os_str(),
-                    "-w".as_ref(),
-                    "-t".as_ref(),
-                    "60".as_ref(),
-                    "-o".as_ref(),
-                    opts.as_ref(),
-                    "start".as_ref(),
-                ],
-            ) {
+            match c.restart() {
                 Ok(()) => return Ok(c),
                 Err(e) => {
-                    last = format!("{e}\n{}", std::fs::read_to_string(&log).unwrap_or_default())
+                    let log = std::fs::read_to_string(c.dir.path().join("log")).unwrap_or_default();
+                    last = format!("{e}\n{log}");
                 }
             }
         }
@@ -184,7 +165,7 @@ impl PgCluster {
         )
     }
 
-    /// Starts it again on the same port after [`PgCluster::stop`].
+    /// Starts the server on its port (again, after [`PgCluster::stop`]).
     pub fn restart(&self) -> Result<(), String> {
         let data = self.dir.path().join("data");
         let log = self.dir.path().join("log");

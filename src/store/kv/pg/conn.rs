@@ -1,0 +1,176 @@
+//! Connections to PostgreSQL: TLS, prepared statements, the pool readers share, and
+//! the writer's own connection (which holds the writer lock).
+
+use super::*;
+
+pub(super) enum Tls {
+    None,
+    OpenSsl(postgres_openssl::MakeTlsConnector),
+}
+
+/// A connection and its prepared statements.
+pub(super) struct Conn {
+    pub(super) client: Client,
+    pub(super) stmts: HashMap<String, Statement>,
+}
+
+impl Conn {
+    pub(super) fn stmt(&mut self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
+        if let Some(s) = self.stmts.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = futures_executor::block_on(self.client.prepare(sql))?;
+        self.stmts.insert(sql.to_string(), s.clone());
+        Ok(s)
+    }
+
+    pub(super) fn query(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+        let s = self.stmt(sql)?;
+        futures_executor::block_on(self.client.query(&s, params))
+    }
+
+    pub(super) fn execute(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        let s = self.stmt(sql)?;
+        futures_executor::block_on(self.client.execute(&s, params))
+    }
+
+    pub(super) fn simple(&mut self, sql: &str) -> Result<(), tokio_postgres::Error> {
+        futures_executor::block_on(self.client.batch_execute(sql))
+    }
+}
+
+pub(super) struct Shared {
+    pub(super) runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    pub(super) handle: tokio::runtime::Handle,
+    pub(super) config: tokio_postgres::Config,
+    pub(super) tls: Tls,
+    pub(super) pool: Vec<Mutex<Option<Conn>>>,
+    pub(super) next: AtomicUsize,
+    pub(super) writer: Mutex<Writer>,
+    pub(super) trees: Mutex<HashMap<String, i16>>,
+    pub(super) shown: String,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The last handle may go away on a tokio thread, where dropping a runtime blocks.
+        if let Some(rt) = self
+            .runtime
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Shared {
+    pub(super) fn connect(&self) -> Result<Conn, Error> {
+        let config = self.config.clone();
+        let task = match &self.tls {
+            Tls::None => self.handle.spawn(async move {
+                let (client, conn) = config.connect(tokio_postgres::NoTls).await?;
+                tokio::spawn(async move { drop(conn.await) });
+                Ok::<_, tokio_postgres::Error>(client)
+            }),
+            Tls::OpenSsl(tls) => {
+                let tls = tls.clone();
+                self.handle.spawn(async move {
+                    let (client, conn) = config.connect(tls).await?;
+                    tokio::spawn(async move { drop(conn.await) });
+                    Ok::<_, tokio_postgres::Error>(client)
+                })
+            }
+        };
+        let client = futures_executor::block_on(task)
+            .map_err(|e| Error::Pg {
+                op: "connecting",
+                detail: e.to_string(),
+                code: None,
+            })?
+            .map_err(|e| pg_err("connecting", e))?;
+        let mut conn = Conn {
+            client,
+            stmts: HashMap::new(),
+        };
+        // No statement of pecd's runs long: one that does is stuck (a lock held elsewhere).
+        conn.simple("SET statement_timeout = '30s'")
+            .map_err(|e| pg_err("setting the statement timeout", e))?;
+        Ok(conn)
+    }
+
+    /// A connection for the writer: it takes the writer lock (a session advisory lock, so
+    /// it lasts as long as the connection; taken again on every new one, so that after a
+    /// server restart another process cannot have become a writer meanwhile).
+    pub(super) fn connect_writer(&self) -> Result<Conn, Error> {
+        let mut conn = self.connect()?;
+        let got: bool = conn
+            .query(&format!("SELECT pg_try_advisory_lock({WRITER_LOCK})"), &[])
+            .map_err(|e| pg_err("taking the writer lock", e))?
+            .first()
+            .and_then(|r| r.get::<_, Option<bool>>(0))
+            .unwrap_or(false);
+        if !got {
+            return Err(Error::Pg {
+                op: "taking the writer lock",
+                detail: "another process writes this store".into(),
+                code: None,
+            });
+        }
+        Ok(conn)
+    }
+
+    /// Runs `f` on a pool connection (made if needed, dropped if it broke).
+    pub(super) fn with_pool<R>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&mut Conn) -> Result<R, tokio_postgres::Error>,
+    ) -> Result<R, Error> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.pool.len();
+        let mut slot = self.pool[i].lock().unwrap_or_else(|p| p.into_inner());
+        let conn = match slot.take() {
+            Some(c) if !c.client.is_closed() => slot.insert(c),
+            // None yet, or broken: a new one.
+            _ => slot.insert(self.connect()?),
+        };
+        let r = f(conn);
+        if conn.client.is_closed() {
+            *slot = None;
+        }
+        r.map_err(|e| pg_err(op, e))
+    }
+
+    pub(super) fn writer(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub(super) fn tls_connector(
+    ca_file: Option<&std::path::Path>,
+) -> Result<postgres_openssl::MakeTlsConnector, StoreError> {
+    let bad = |detail: String| {
+        StoreError::Db(Error::Pg {
+            op: "setting up TLS",
+            detail,
+            code: None,
+        })
+    };
+    let mut b = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls())
+        .map_err(|e| bad(e.to_string()))?;
+    b.set_min_proto_version(Some(openssl::ssl::SslVersion::TLS1_2))
+        .map_err(|e| bad(e.to_string()))?;
+    if let Some(ca) = ca_file {
+        b.set_ca_file(ca)
+            .map_err(|e| bad(format!("{}: {e}", ca.display())))?;
+    }
+    Ok(postgres_openssl::MakeTlsConnector::new(b.build()))
+}

@@ -1,0 +1,444 @@
+//! The PostgreSQL engine of the key-value layer (`store.backend = "postgres"`).
+//!
+//! Layout: `pecd_trees(id, name)` names the trees; `pecd_kv(tree, k, v)` holds every
+//! entry, primary key `(tree, k)`, so a scan of a tree's key range is an index range scan
+//! in the byte order sled uses (bytea compares byte-wise); `pecd_ids` is the sequence
+//! behind [`PgDb::generate_id`]. The schema is created at first open, under an advisory
+//! lock so that two nodes starting together do not race.
+//!
+//! Connections: a small pool for reads and writes outside transactions (any thread may
+//! use it, including tokio's: the client runs on this module's own one-thread runtime and
+//! callers block on its futures, as they block on disk reads with sled), and one
+//! **writer** connection for the committer. The committer's transactions
+//! ([`PgDb::transaction`]) keep their writes in memory (read-your-writes), merge them into
+//! the group's writes when they succeed and drop them when they abort; the group is sent
+//! and committed in one SQL transaction (`SERIALIZABLE`) by [`PgDb::commit_group`]: one
+//! WAL flush for many messages. Reads the committer makes between transactions
+//! ([`PgTree::writer`]) run inside that SQL transaction, after the group's writes so far
+//! were sent, so they see every earlier batch of the group.
+//!
+//! One writer per database: the committer keeps the trace chain's head in memory, so a
+//! second process writing the same database would fork the chain. Opening takes a
+//! session advisory lock held for the life of the store; a second `pecd` gets
+//! [`super::super::StoreError::Locked`].
+//!
+//! What it must distrust: the server, which may restart, drop connections or refuse a
+//! transaction at any time. A broken connection is dropped and made again at the next
+//! use; a failed group is rolled back whole and every batch in it is answered with the
+//! error. Credentials are never logged (the URL is shown without its password).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Bound;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use sled::IVec;
+use sled::transaction::ConflictableTransactionError;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Statement};
+
+use super::{Error, Tree, TxResult, TxTree};
+
+mod conn;
+mod redact;
+mod scan;
+#[cfg(test)]
+pub(crate) mod testing;
+mod writer;
+
+use crate::store::StoreError;
+use conn::*;
+pub use redact::redacted;
+pub use scan::{PgIter, PgTree};
+use writer::*;
+
+/// How to reach the database (`[store]` with `backend = "postgres"`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct PgOptions {
+    /// A libpq-style URL or key=value string; `sslmode=require` for TLS.
+    pub url: String,
+    /// The password, when not in the URL (read from a file or the environment).
+    pub password: Option<String>,
+    /// Connections for reads (the committer has its own).
+    pub pool_size: usize,
+    /// CA certificates (PEM) that sign the server's certificate; none: the system's.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for PgOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgOptions")
+            .field("url", &redacted(&self.url))
+            .field("password", &self.password.as_ref().map(|_| "…"))
+            .field("pool_size", &self.pool_size)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+fn pg_err(op: &'static str, e: tokio_postgres::Error) -> Error {
+    let (detail, code) = match e.as_db_error() {
+        Some(db) => (
+            format!("{} ({})", db.message(), db.code().code()),
+            Some(db.code().code().to_string()),
+        ),
+        None => {
+            let mut s = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(c) = src {
+                s.push_str(": ");
+                s.push_str(&c.to_string());
+                src = c.source();
+            }
+            (s, None)
+        }
+    };
+    Error::Pg { op, detail, code }
+}
+
+/// Entries a scan fetches per query.
+const PAGE: i64 = 256;
+/// The advisory lock keys of the schema creation and of the one writer, per SQL schema
+/// (several stores may share a database, each in a schema of its own).
+const SCHEMA_LOCK: &str = "hashtextextended('pecd schema ' || coalesce(current_schema(), ''), 0)";
+const WRITER_LOCK: &str = "hashtextextended('pecd writer ' || coalesce(current_schema(), ''), 0)";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS pecd_trees (id smallint PRIMARY KEY, name text NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS pecd_kv (
+    tree smallint NOT NULL,
+    k bytea NOT NULL,
+    v bytea NOT NULL,
+    PRIMARY KEY (tree, k)
+);
+CREATE SEQUENCE IF NOT EXISTS pecd_ids;
+";
+
+/// A PostgreSQL database holding one pecd store.
+#[derive(Clone)]
+pub struct PgDb {
+    shared: Arc<Shared>,
+}
+
+impl PgDb {
+    /// Connects, creates the schema if needed and takes the writer lock, waiting up to
+    /// `lock_wait` for another process to release it.
+    pub fn open(o: &PgOptions, lock_wait: Duration) -> Result<Self, StoreError> {
+        let mut config: tokio_postgres::Config =
+            o.url.parse().map_err(|e: tokio_postgres::Error| {
+                StoreError::Db(Error::Pg {
+                    op: "reading store.url",
+                    detail: format!("{}: {e}", redacted(&o.url)),
+                    code: None,
+                })
+            })?;
+        if let Some(p) = &o.password {
+            config.password(p);
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        // A server that silently stops answering (a dropped route, a frozen host) is
+        // noticed in seconds, not after the kernel's two hours: the committer holds the
+        // writer while it waits, and every submission waits behind it.
+        config
+            .keepalives_idle(Duration::from_secs(10))
+            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_retries(3)
+            .tcp_user_timeout(Duration::from_secs(30));
+        config.application_name("pecd");
+        let tls = match config.get_ssl_mode() {
+            tokio_postgres::config::SslMode::Disable => Tls::None,
+            _ => Tls::OpenSsl(tls_connector(o.ca_file.as_deref())?),
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("pecd-postgres")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Io {
+                path: "postgres runtime".into(),
+                source: e,
+            })?;
+        let shared = Arc::new(Shared {
+            handle: runtime.handle().clone(),
+            runtime: Mutex::new(Some(runtime)),
+            config,
+            tls,
+            pool: (0..o.pool_size.max(1)).map(|_| Mutex::new(None)).collect(),
+            next: AtomicUsize::new(0),
+            writer: Mutex::new(Writer::default()),
+            trees: Mutex::new(HashMap::new()),
+            shown: redacted(&o.url),
+        });
+        let db = PgDb { shared };
+        db.create_schema()?;
+        db.take_writer_lock(lock_wait)?;
+        Ok(db)
+    }
+
+    /// The database, for messages (no password).
+    pub fn shown(&self) -> &str {
+        &self.shared.shown
+    }
+
+    fn create_schema(&self) -> Result<(), StoreError> {
+        let mut conn = self.shared.connect()?;
+        let sql = format!("BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); {SCHEMA} COMMIT;");
+        conn.simple(&sql)
+            .map_err(|e| StoreError::Db(pg_err("creating the schema", e)))
+    }
+
+    /// Connects the writer (which takes the writer lock), waiting up to `wait` for
+    /// another process to release the lock.
+    fn take_writer_lock(&self, wait: Duration) -> Result<(), StoreError> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match self.shared.connect_writer() {
+                Ok(conn) => {
+                    self.shared.writer().conn = Some(conn);
+                    return Ok(());
+                }
+                Err(Error::Pg {
+                    op: "taking the writer lock",
+                    code: None,
+                    ..
+                }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(Error::Pg {
+                    op: "taking the writer lock",
+                    code: None,
+                    ..
+                }) => {
+                    return Err(StoreError::Locked {
+                        dir: PathBuf::from(self.shown()),
+                    });
+                }
+                Err(e) => return Err(StoreError::Db(e)),
+            }
+        }
+    }
+
+    pub fn open_tree(&self, name: &str) -> Result<PgTree, Error> {
+        let mut trees = self.shared.trees.lock().unwrap_or_else(|p| p.into_inner());
+        let id = match trees.get(name) {
+            Some(id) => *id,
+            None => {
+                let id = self.shared.with_pool("opening a tree", |c| {
+                    c.simple("BEGIN")?;
+                    let r = (|| {
+                        c.query(&format!("SELECT pg_advisory_xact_lock({SCHEMA_LOCK})"), &[])?;
+                        c.execute(
+                            "INSERT INTO pecd_trees (id, name) \
+                             SELECT (SELECT coalesce(max(id), 0) + 1 FROM pecd_trees), $1::text \
+                             WHERE NOT EXISTS (SELECT 1 FROM pecd_trees WHERE name = $1::text)",
+                            &[&name],
+                        )?;
+                        let rows =
+                            c.query("SELECT id FROM pecd_trees WHERE name = $1", &[&name])?;
+                        Ok(rows[0].get::<_, i16>(0))
+                    })();
+                    match r {
+                        Ok(id) => c.simple("COMMIT").map(|()| id),
+                        Err(e) => {
+                            drop(c.simple("ROLLBACK"));
+                            Err(e)
+                        }
+                    }
+                })?;
+                trees.insert(name.to_string(), id);
+                id
+            }
+        };
+        Ok(PgTree {
+            shared: self.shared.clone(),
+            id,
+            name: name.into(),
+            writer: false,
+        })
+    }
+
+    pub fn generate_id(&self) -> Result<u64, Error> {
+        self.shared.with_pool("generating an id", |c| {
+            let rows = c.query("SELECT nextval('pecd_ids')", &[])?;
+            Ok(rows[0].get::<_, i64>(0) as u64)
+        })
+    }
+
+    /// A round trip to the server (readiness, metrics).
+    pub fn probe(&self) -> Result<(), Error> {
+        self.shared.with_pool("probing", |c| c.simple("SELECT 1"))
+    }
+
+    /// See [`super::Db::ensure_ids_above`].
+    pub fn ensure_ids_above(&self, n: u64) -> Result<(), Error> {
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        self.shared.with_pool("moving the id generator", |c| {
+            c.query(
+                "SELECT setval('pecd_ids', greatest($1::int8, (SELECT last_value FROM pecd_ids)))",
+                &[&n],
+            )
+            .map(drop)
+        })
+    }
+
+    pub fn tree_names(&self) -> Result<Vec<String>, Error> {
+        self.shared.with_pool("listing trees", |c| {
+            let rows = c.query("SELECT name FROM pecd_trees ORDER BY id", &[])?;
+            Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+        })
+    }
+
+    /// See [`super::Db::transaction`]: runs once; its writes join the group.
+    pub(crate) fn transaction<R>(
+        &self,
+        trees: &[Tree],
+        f: impl Fn(&[TxTree<'_>]) -> TxResult<R>,
+    ) -> Result<R, StoreError> {
+        let ids: Vec<i16> = trees
+            .iter()
+            .map(|t| match t {
+                Tree::Pg(t) => Ok(t.id),
+                Tree::Sled(_) => Err(StoreError::Corrupt {
+                    what: "transaction".into(),
+                    detail: "a sled tree in a PostgreSQL transaction".into(),
+                }),
+            })
+            .collect::<Result<_, _>>()?;
+        self.shared.writer().batch.clear();
+        let views: Vec<TxTree<'_>> = ids
+            .iter()
+            .map(|&tree| {
+                TxTree::Pg(TxView {
+                    shared: &self.shared,
+                    tree,
+                })
+            })
+            .collect();
+        let r = f(&views);
+        let mut w = self.shared.writer();
+        let batch = std::mem::take(&mut w.batch);
+        match r {
+            Ok(v) => {
+                if let Some(f) = &w.failed {
+                    return Err(StoreError::Db(Error::Pg {
+                        op: "applying a batch",
+                        detail: f.clone(),
+                        code: None,
+                    }));
+                }
+                w.pending.extend(batch);
+                Ok(v)
+            }
+            Err(ConflictableTransactionError::Abort(e)) => Err(e),
+            Err(ConflictableTransactionError::Storage(e)) => Err(StoreError::Db(e.into())),
+            Err(_) => Err(StoreError::Corrupt {
+                what: "transaction".into(),
+                detail: "conflict reported inside a PostgreSQL group".into(),
+            }),
+        }
+    }
+
+    /// Reads `keys` ahead in one query inside the group's transaction, for the
+    /// transactions about to run: the rows a batch of new mail needs that no earlier batch
+    /// of the group wrote (its idempotency key, its new body's reference count...) would
+    /// otherwise each cost a round trip. Keys the group already holds are skipped.
+    pub(crate) fn prefetch(&self, keys: Vec<(&PgTree, Vec<u8>)>) -> Result<(), Error> {
+        let shared = &self.shared;
+        let mut w = shared.writer();
+        let (mut trees, mut ks) = (Vec::new(), Vec::new());
+        let mut wanted = Vec::new();
+        for (t, k) in keys {
+            let key = (t.id, k);
+            if w.pending.contains_key(&key) || w.prefetched.contains_key(&key) {
+                continue;
+            }
+            trees.push(key.0);
+            ks.push(key.1.clone());
+            wanted.push(key);
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let r = w.in_txn(shared).and_then(|c| {
+            c.query(
+                "SELECT d.t, d.k, kv.v FROM unnest($1::int2[], $2::bytea[]) AS d(t, k) \
+                 LEFT JOIN pecd_kv kv ON kv.tree = d.t AND kv.k = d.k",
+                &[&trees, &ks],
+            )
+            .map_err(|e| pg_err("reading ahead", e))
+        });
+        let rows = r.map_err(|e| w.fail(e))?;
+        for row in rows {
+            let key: Key = (row.get(0), row.get::<_, Vec<u8>>(1));
+            w.prefetched.insert(key, row.get::<_, Option<Vec<u8>>>(2));
+        }
+        Ok(())
+    }
+
+    /// Sends and commits the group: one SQL transaction, one WAL flush.
+    pub(crate) fn commit_group(&self) -> Result<(), Error> {
+        let shared = &self.shared;
+        let mut w = shared.writer();
+        if let Some(f) = w.failed.clone() {
+            self.rollback_locked(&mut w);
+            return Err(Error::Pg {
+                op: "committing",
+                detail: f,
+                code: None,
+            });
+        }
+        if !w.open && w.pending.is_empty() {
+            return Ok(());
+        }
+        let r = w.send_pending(shared).and_then(|()| {
+            w.in_txn(shared)?
+                .simple("COMMIT")
+                .map_err(|e| pg_err("committing", e))
+        });
+        if r.is_err() {
+            self.rollback_locked(&mut w);
+        }
+        w.reset();
+        r
+    }
+
+    pub(crate) fn rollback_group(&self) {
+        let mut w = self.shared.writer();
+        self.rollback_locked(&mut w);
+    }
+
+    fn rollback_locked(&self, w: &mut Writer) {
+        if w.open
+            && let Some(c) = w.conn.as_mut()
+            && c.simple("ROLLBACK").is_err()
+        {
+            w.conn = None;
+        }
+        w.reset();
+    }
+}
+
+/// One tree inside a committer transaction ([`PgDb::transaction`]).
+pub struct TxView<'a> {
+    shared: &'a Arc<Shared>,
+    tree: i16,
+}
+
+impl TxView<'_> {
+    pub fn get(&self, key: &[u8]) -> TxResult<Option<IVec>> {
+        let mut w = self.shared.writer();
+        w.get(self.shared, &(self.tree, key.to_vec()), true)
+            .map_err(|e| ConflictableTransactionError::Abort(StoreError::Db(e)))
+    }
+
+    pub fn put(&self, key: &[u8], value: Option<Vec<u8>>) {
+        self.shared
+            .writer()
+            .batch
+            .insert((self.tree, key.to_vec()), value);
+    }
+}
