@@ -98,7 +98,8 @@ async function onLogin(e) {
   } catch (ex) {
     err.textContent = ex instanceof HttpError && ex.status === 401
       ? t('login.bad')
-      : ex instanceof HttpError && ex.status === 429 ? t('login.locked') : t('login.error', ex.message);
+      : ex instanceof HttpError && ex.status === 429 ? t('login.locked')
+      : ex instanceof HttpError && ex.status === 503 ? t('login.unavailable') : t('login.error', ex.message);
     err.hidden = false;
     $('#login-pass').setAttribute('aria-describedby', 'login-error');
     $('#login-pass').focus();
