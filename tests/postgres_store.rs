@@ -9,20 +9,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::postgres::{PgCluster, cluster, psql, store_section};
+use common::postgres::{cluster, on_postgres, psql};
 use common::server::Server;
 use pecd::pec::address::PecAddress;
 use pecd::store::{PgOptions, Store, StoreBackend, StoreOptions};
-
-/// The configuration text with its `[store]` section on `cluster`, schema `schema`.
-fn on_postgres(text: &str, cluster: &PgCluster, dir: &std::path::Path, schema: &str) -> String {
-    let section = store_section(cluster, dir, schema);
-    let start = text.find("[store]\n").expect("a [store] section");
-    let end = text[start + 1..]
-        .find("\n[")
-        .map_or(text.len(), |i| start + 1 + i + 1);
-    format!("{}{}\n{}", &text[..start], section, &text[end..])
-}
 
 /// `pecd log export` of the server's store, without its last line (the trailer, signed
 /// at export time).

@@ -5,6 +5,10 @@
 //! how to connect. Then it opens the store, starts the listeners that are implemented and
 //! configured, the local delivery worker and the maintenance task (trace checkpoints,
 //! 30-month retention, blob sweep), and runs until SIGINT/SIGTERM.
+//!
+//! With `[store] standby = true` (PostgreSQL and S3), a node whose store another node
+//! writes waits, listening on nothing, and takes over when that node is gone; a node
+//! that finds the store taken over stops at once with exit status 75.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -45,9 +49,26 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(serve(config))?;
+    let served = rt.block_on(serve(config))?;
+    if served == Served::StoppedWaiting {
+        // The standby's wait runs on a blocking thread that only the database ends.
+        rt.shutdown_background();
+    }
     Ok(ExitCode::SUCCESS)
 }
+
+/// How `serve` ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Served {
+    /// Stopped by a signal after serving.
+    Stopped,
+    /// Stopped by a signal while a standby, before it served anything.
+    StoppedWaiting,
+}
+
+/// Exit status of a node that lost the store to another (EX_TEMPFAIL): systemd's
+/// `Restart=on-failure` starts it again, as a standby.
+const EXIT_DEPOSED: i32 = 75;
 
 fn random_password() -> anyhow::Result<String> {
     let mut b = [0u8; 12];
@@ -124,23 +145,24 @@ fn ensure_service_mailbox(gw: &Gateway) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config) -> anyhow::Result<Served> {
     let config_dir = config
         .path
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    let gw = tokio::task::spawn_blocking(move || Gateway::open(config, pecd::clock::system()))
-        .await
-        .context("opening the gateway")??;
-    ensure_service_mailbox(&gw)?;
     // SIGTERM, SIGINT and SIGHUP are caught from before the start-up report on (their
     // default actions would end the process at once): a stop asked for as soon as the
-    // server says it runs is a graceful one, and a reload is not lost.
+    // server says it runs is a graceful one, and a reload is not lost. A standby waiting
+    // for the store stops at once.
     #[cfg(unix)]
-    let signals = Signals::catch();
+    let mut signals = Signals::catch();
     #[cfg(not(unix))]
-    let signals = ();
+    let mut signals = ();
+    let Some(gw) = open_gateway(config, &mut signals).await? else {
+        return Ok(Served::StoppedWaiting);
+    };
+    ensure_service_mailbox(&gw)?;
     let running = pecd::server::start(gw.clone()).await?;
 
     let domains: Vec<String> = gw
@@ -207,10 +229,111 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     // Last line of the start-up report (tests wait for it).
     println!("  store       {}", gw.config.store.dir.display());
 
-    wait_for_shutdown(&running, signals).await;
+    wait_for_shutdown(&running, &gw.store, signals).await;
     tracing::info!("shutting down");
     running.shutdown().await;
-    Ok(())
+    Ok(Served::Stopped)
+}
+
+/// Opens the gateway. With `[store] standby = true`, while another node writes the
+/// store: says so, waits until it is gone and opens then (`None`: stopped by a signal
+/// meanwhile).
+async fn open_gateway(
+    config: Config,
+    signals: &mut Stops,
+) -> anyhow::Result<Option<std::sync::Arc<Gateway>>> {
+    // The writer last named: said once per writer, not at every look.
+    let shown: std::sync::Arc<std::sync::Mutex<Option<String>>> = Default::default();
+    loop {
+        if config.store.standby {
+            let options = config.store_options(pecd::clock::system(), None);
+            let said = shown.clone();
+            let mut wait = tokio::task::spawn_blocking(move || {
+                pecd::store::wait_until_unlocked(&options, |who| {
+                    let mut said = said.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(who) = who
+                        && said.as_ref() != Some(&who)
+                    {
+                        println!(
+                            "  standby     another node writes the store: {who}; waiting to take over"
+                        );
+                        tracing::info!(writer = %who, "standby: another node writes the store");
+                        *said = Some(who);
+                    }
+                })
+            });
+            let waited = tokio::select! {
+                r = &mut wait => r.context("the standby's wait")?,
+                () = stop_asked(signals) => return Ok(None),
+            };
+            if let Err(e) = waited {
+                tracing::warn!(error = %e, "standby: cannot wait for the store now; trying again in 2 s");
+                tokio::select! {
+                    () = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+                    () = stop_asked(signals) => return Ok(None),
+                }
+                continue;
+            }
+        }
+        let c = config.clone();
+        let opened = tokio::task::spawn_blocking(move || Gateway::open(c, pecd::clock::system()))
+            .await
+            .context("opening the gateway")?;
+        match opened {
+            Ok(gw) => {
+                if shown.lock().is_ok_and(|s| s.is_some()) {
+                    tracing::warn!("standby: the store's writer is gone; this node takes over");
+                }
+                return Ok(Some(gw));
+            }
+            // Another standby was quicker: wait for it in turn.
+            Err(pecd::gateway::GatewayError::Store(pecd::store::StoreError::Locked { .. }))
+                if config.store.standby => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+#[cfg(unix)]
+type Stops = Signals;
+#[cfg(not(unix))]
+type Stops = ();
+
+/// SIGTERM or SIGINT (Ctrl-C).
+#[cfg(unix)]
+async fn stop_asked(signals: &mut Signals) {
+    tokio::select! {
+        _ = received(&mut signals.term) => {}
+        _ = received(&mut signals.int) => {}
+    }
+}
+
+#[cfg(not(unix))]
+async fn stop_asked(_: &mut ()) {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Stops the process at once when another node took the store over ([`pecd::store::Store::deposed`]):
+/// nothing commits here any more, and work done from memory (a relay in flight) would
+/// only be done twice. Checked twice a second.
+async fn deposed(store: &pecd::store::Store) {
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        // It may connect to the database: not on a runtime thread.
+        let s = store.clone();
+        if tokio::task::spawn_blocking(move || s.deposed())
+            .await
+            .unwrap_or(false)
+        {
+            tracing::error!(
+                "another node took the store over while this one was cut off from the database: stopping now"
+            );
+            eprintln!(
+                "pecd: another node took the store over while this one was cut off from the database; stopping (exit status {EXIT_DEPOSED})"
+            );
+            std::process::exit(EXIT_DEPOSED);
+        }
+    }
 }
 
 /// The signals `pecd serve` answers, each caught once (`None` where the handler could
@@ -250,11 +373,16 @@ async fn received(signal: &mut Option<tokio::signal::unix::Signal>) {
 /// Serves until SIGTERM or SIGINT (Ctrl-C); each SIGHUP reloads the TLS certificate and
 /// the CRLs ([`pecd::server::Running::reload`]).
 #[cfg(unix)]
-async fn wait_for_shutdown(running: &pecd::server::Running, mut signals: Signals) {
+async fn wait_for_shutdown(
+    running: &pecd::server::Running,
+    store: &pecd::store::Store,
+    mut signals: Signals,
+) {
     loop {
         tokio::select! {
             _ = received(&mut signals.term) => return,
             _ = received(&mut signals.int) => return,
+            () = deposed(store) => return,
             _ = received(&mut signals.hup) => {
                 for outcome in running.reload() {
                     match outcome {
@@ -268,6 +396,9 @@ async fn wait_for_shutdown(running: &pecd::server::Running, mut signals: Signals
 }
 
 #[cfg(not(unix))]
-async fn wait_for_shutdown(_: &pecd::server::Running, _: ()) {
-    let _ = tokio::signal::ctrl_c().await;
+async fn wait_for_shutdown(_: &pecd::server::Running, store: &pecd::store::Store, _: ()) {
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = deposed(store) => {}
+    }
 }

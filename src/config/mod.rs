@@ -303,6 +303,9 @@ pub struct StoreConfig {
     pub group_commit: bool,
     /// `backend`: sled in `dir/db` (default) or PostgreSQL.
     pub backend: crate::store::StoreBackend,
+    /// `standby`: when another node writes the (PostgreSQL) store, `pecd serve` waits
+    /// and takes over when that node goes, instead of refusing to start.
+    pub standby: bool,
 }
 
 /// `[trace]`: the trace log (registro, digest §9).

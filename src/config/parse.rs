@@ -61,6 +61,13 @@ pub(super) fn parse(
     let store = super::store::store(&mut root, base, &mut errs, &mut absent);
 
     let blobs = super::blobs::blobs(&mut root, base, &mut errs, &mut absent);
+    if store.standby && matches!(blobs, crate::store::BlobBackend::Dir) {
+        errs.push(
+            "store.standby",
+            "a standby needs [blobs] backend = \"s3\": the bodies in one machine's store.dir \
+             are not there for the node that takes over",
+        );
+    }
 
     let mut sec = Section::take(&mut root, "trace", &mut errs);
     let retention_rule = "DPR 68/2005 requires the trace log to be kept for at least 30 months";

@@ -45,14 +45,30 @@ pub(super) fn store(
             StoreBackend::Sled
         }
     };
+    let standby = sec.bool("standby", false, errs);
+    if standby && !matches!(backend, StoreBackend::Postgres(_)) {
+        errs.push(
+            "store.standby",
+            "a standby needs backend = \"postgres\": sled is one machine's file, which another \
+             machine cannot take over",
+        );
+    }
     // The PostgreSQL keys are commented out in the documented file.
-    sec.absent
-        .retain(|k| ["store.dir", "store.group_commit", "store.backend"].contains(&k.as_str()));
+    sec.absent.retain(|k| {
+        [
+            "store.dir",
+            "store.group_commit",
+            "store.backend",
+            "store.standby",
+        ]
+        .contains(&k.as_str())
+    });
     sec.finish(errs, absent);
     StoreConfig {
         dir,
         group_commit,
         backend,
+        standby,
     }
 }
 

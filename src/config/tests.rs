@@ -770,3 +770,28 @@ fn store_problems_name_their_key_and_never_the_password() {
     let e = problems("backend = \"postgres\"\nurl = \"host=db\"\npool_size = 0");
     assert!(e.contains("store.pool_size"), "{e}");
 }
+
+#[test]
+fn a_standby_needs_postgresql_and_an_object_store() {
+    let dir = fixture();
+    std::fs::write(dir.path().join("pg-password"), "pw\n").unwrap();
+    std::fs::write(
+        dir.path().join("s3.toml"),
+        "access_key_id = \"A\"\nsecret_access_key = \"B\"\n",
+    )
+    .unwrap();
+    let pg = "backend = \"postgres\"\nurl = \"host=db\"\npassword_file = \"pg-password\"\nstandby = true";
+    let s3 = "[blobs]\nbackend = \"s3\"\nendpoint = \"https://s3.example.it\"\nbucket = \"b\"\ncredentials_file = \"s3.toml\"";
+    let parse = |store: &str, blobs: &str| {
+        parse_in(
+            dir.path(),
+            &format!("{MINIMAL}\n[store]\n{store}\n{blobs}\n"),
+        )
+    };
+    assert!(!parse_in(dir.path(), MINIMAL).unwrap().store.standby);
+    assert!(parse(pg, s3).unwrap().store.standby);
+    let e = parse("standby = true", s3).unwrap_err().to_string();
+    assert!(e.contains("store.standby") && e.contains("postgres"), "{e}");
+    let e = parse(pg, "").unwrap_err().to_string();
+    assert!(e.contains("store.standby") && e.contains("s3"), "{e}");
+}

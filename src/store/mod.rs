@@ -295,6 +295,20 @@ fn open_sled(dir: &Path, options: &StoreOptions) -> Result<sled::Db, StoreError>
     }
 }
 
+/// A standby's wait before [`Store::open`]: returns once no other process writes the
+/// PostgreSQL store `options` names (at once on sled, whose lock a standby cannot wait
+/// for across machines). `holder` hears who wrote it when the wait began. An error
+/// (the database unreachable) ends the wait; the caller waits again.
+pub fn wait_until_unlocked(
+    options: &StoreOptions,
+    holder: impl FnOnce(Option<String>),
+) -> Result<(), StoreError> {
+    match &options.backend {
+        StoreBackend::Sled => Ok(()),
+        StoreBackend::Postgres(pg) => kv::pg::PgDb::wait_until_unlocked(pg, holder),
+    }
+}
+
 /// Opens the database `options.backend` names.
 fn open_db(dir: &Path, options: &StoreOptions) -> Result<Db, StoreError> {
     match &options.backend {
@@ -432,6 +446,13 @@ impl Store {
             Db::Sled(_) => None,
             Db::Pg(db) => Some(db.probe().map_err(StoreError::Db)),
         }
+    }
+
+    /// Another node took the store over while this one was cut off from its database
+    /// (PostgreSQL with a standby, see [`wait_until_unlocked`]): nothing commits here
+    /// any more, and the process must stop before it does more work from memory.
+    pub fn deposed(&self) -> bool {
+        self.inner.db.deposed()
     }
 
     /// Where the store's metadata is, for messages: its directory (sled) or its database

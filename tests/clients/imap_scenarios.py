@@ -309,6 +309,18 @@ elif scenario == "digests":
     out["sha256"] = [hashlib.sha256(fetch_one(m, uid.decode(), "BODY.PEEK[]")).hexdigest()
                      for uid in data[0].split()]
     m.logout()
+elif scenario == "subjects":
+    # args: user pw — the Subject of every INBOX message (decoded, unfolded), in UID order.
+    user, pw = args
+    m = imap(user, pw)
+    m.select("INBOX", readonly=True)
+    typ, data = m.uid("SEARCH", None, "ALL")
+    out["subjects"] = []
+    for uid in data[0].split():
+        h = fetch_one(m, uid.decode(), "BODY.PEEK[HEADER.FIELDS (SUBJECT)]")
+        msg = email.message_from_bytes(h, policy=email.policy.default)
+        out["subjects"].append(str(msg["Subject"] or ""))
+    m.logout()
 elif scenario == "pop3":
     user, pw = args
     p = poplib.POP3_SSL(host, int(pop_port), context=ctx, timeout=60)

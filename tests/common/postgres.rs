@@ -28,6 +28,16 @@ pub fn store_section(cluster: &PgCluster, dir: &std::path::Path, schema: &str) -
     )
 }
 
+/// The configuration text with its `[store]` section on `cluster`, schema `schema`.
+pub fn on_postgres(text: &str, cluster: &PgCluster, dir: &std::path::Path, schema: &str) -> String {
+    let section = store_section(cluster, dir, schema);
+    let start = text.find("[store]\n").expect("a [store] section");
+    let end = text[start + 1..]
+        .find("\n[")
+        .map_or(text.len(), |i| start + 1 + i + 1);
+    format!("{}{}\n{}", &text[..start], section, &text[end..])
+}
+
 /// `CREATE SCHEMA` with the cluster's own `psql`.
 pub fn create_schema(cluster: &PgCluster, schema: &str) {
     psql(cluster, &format!("CREATE SCHEMA IF NOT EXISTS {schema}"));

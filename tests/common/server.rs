@@ -16,6 +16,24 @@ pub struct Server {
     pub domain: String,
     pub child: Option<Child>,
     pub addrs: Vec<(String, SocketAddr)>,
+    /// A standby's output, until it takes over and its start-up report is read.
+    pub standby: Option<std::sync::mpsc::Receiver<String>>,
+}
+
+/// Copies the files and directories under `from` into `to` (sockets and the like
+/// skipped).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let kind = entry.file_type().unwrap();
+        let target = to.join(entry.file_name());
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
 }
 
 pub fn pecd(args: &[&str]) -> std::process::Output {
@@ -66,6 +84,7 @@ impl Server {
             domain: domain.into(),
             child: None,
             addrs: Vec::new(),
+            standby: None,
         };
         for (addr, pw) in mailboxes {
             s.admin(&["mailbox", "add", addr, "--password", pw, "--keep-password"]);
@@ -174,6 +193,50 @@ impl Server {
         wrapper: &[&str],
         json_logs: bool,
     ) -> Option<std::sync::mpsc::Receiver<String>> {
+        let (child, stdout, logs) = self.launch(wrapper, json_logs);
+        self.child = Some(child);
+        self.read_report(&stdout);
+        logs
+    }
+
+    /// Starts `pecd serve` on a store another node writes (`[store] standby = true`):
+    /// returns the line in which it says it waits, naming that node; its start-up report
+    /// is read once it took over ([`Server::wait_took_over`]).
+    pub fn start_standby(&mut self) -> String {
+        let (child, stdout, _) = self.launch(&[], false);
+        self.child = Some(child);
+        let mut seen = Vec::new();
+        let line = loop {
+            let line = stdout
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("the standby said it waits; it said {seen:?}"));
+            if line.trim_start().starts_with("standby") {
+                break line;
+            }
+            seen.push(line);
+        };
+        self.addrs.clear();
+        self.standby = Some(stdout);
+        line
+    }
+
+    /// Waits for a standby to take over (its start-up report); how long that took.
+    pub fn wait_took_over(&mut self) -> Duration {
+        let started = Instant::now();
+        let stdout = self.standby.take().expect("a standby");
+        self.read_report(&stdout);
+        started.elapsed()
+    }
+
+    fn launch(
+        &self,
+        wrapper: &[&str],
+        json_logs: bool,
+    ) -> (
+        Child,
+        std::sync::mpsc::Receiver<String>,
+        Option<std::sync::mpsc::Receiver<String>>,
+    ) {
         let cfg = self.config();
         let serve = [BIN, "serve", "--config", cfg.to_str().unwrap()];
         let argv: Vec<&str> = wrapper.iter().copied().chain(serve).collect();
@@ -207,6 +270,11 @@ impl Server {
                 }
             }
         });
+        (child, rx, logs)
+    }
+
+    /// Reads the start-up report: the listeners' addresses, up to its last line.
+    fn read_report(&mut self, rx: &std::sync::mpsc::Receiver<String>) {
         self.addrs.clear();
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
@@ -230,7 +298,7 @@ impl Server {
                 self.addrs
                     .push((parts[0].into(), parts[1].parse().unwrap()));
             }
-            if line.trim_start().starts_with("store") {
+            if line.trim_start().starts_with("store ") {
                 break;
             }
         }
@@ -238,8 +306,42 @@ impl Server {
             !self.addrs.is_empty(),
             "pecd serve did not report its listeners"
         );
-        self.child = Some(child);
-        logs
+    }
+
+    /// A second node of this provider: a directory of its own holding a copy of this
+    /// one's (configuration, keys, certificates, store.dir as it is now), so the same
+    /// configuration file describes it; listeners on their own free ports.
+    pub fn another_node(&self) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        copy_tree(self.dir.path(), dir.path());
+        Server {
+            dir,
+            domain: self.domain.clone(),
+            child: None,
+            addrs: Vec::new(),
+            standby: None,
+        }
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Waits up to `within` for the server to exit on its own; its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        let c = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                self.child = None;
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn addr(&self, name: &str) -> SocketAddr {

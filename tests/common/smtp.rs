@@ -12,16 +12,25 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// Reads one (possibly multi-line) reply; returns its code and last line.
 pub async fn reply<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> (u16, String) {
+    try_reply(r).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// As [`reply`], but a connection closed or broken before a reply is an `Err` saying so.
+pub async fn try_reply<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+) -> Result<(u16, String), String> {
     loop {
         let mut line = String::new();
         let n = tokio::time::timeout(Duration::from_secs(120), r.read_line(&mut line))
             .await
-            .expect("a reply in time")
-            .expect("read");
-        assert!(n > 0, "connection closed before a reply");
+            .map_err(|_| "no reply in time".to_string())?
+            .map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err("connection closed before a reply".into());
+        }
         if line.as_bytes().get(3) != Some(&b'-') {
             let code = line.get(..3).and_then(|c| c.parse().ok()).expect("a code");
-            return (code, line.trim_end().to_string());
+            return Ok((code, line.trim_end().to_string()));
         }
     }
 }
@@ -97,11 +106,16 @@ async fn try_transaction<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin
     data: &[u8],
 ) -> Result<(u16, String), (String, (u16, String))> {
     let mut s = BufReader::new(stream);
+    // A connection closed or broken is reported as code 0 with what happened.
+    let lost = |cmd: &str, e: String| (cmd.trim_end().to_string(), (0, e));
     let mut step = async |cmd: &str, want: u16| {
         if !cmd.is_empty() {
-            s.get_mut().write_all(cmd.as_bytes()).await.unwrap();
+            s.get_mut()
+                .write_all(cmd.as_bytes())
+                .await
+                .map_err(|e| lost(cmd, format!("write: {e}")))?;
         }
-        let r = reply(&mut s).await;
+        let r = try_reply(&mut s).await.map_err(|e| lost(cmd, e))?;
         if r.0 == want {
             Ok(())
         } else {
@@ -121,9 +135,13 @@ async fn try_transaction<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin
     }
     step("DATA\r\n", 354).await?;
     let w = s.get_mut();
-    w.write_all(&dot_stuffed(data)).await.unwrap();
-    w.flush().await.unwrap();
-    let r = reply(&mut s).await;
+    w.write_all(&dot_stuffed(data))
+        .await
+        .map_err(|e| lost(".", format!("write: {e}")))?;
+    w.flush()
+        .await
+        .map_err(|e| lost(".", format!("write: {e}")))?;
+    let r = try_reply(&mut s).await.map_err(|e| lost(".", e))?;
     let _ = s.get_mut().write_all(b"QUIT\r\n").await;
     Ok(r)
 }

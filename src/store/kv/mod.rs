@@ -193,6 +193,16 @@ impl Db {
     pub(crate) fn flush_failure_loses_writes(&self) -> bool {
         matches!(self, Db::Pg(_))
     }
+
+    /// Another process took this database's writer lock after this one lost its
+    /// connection (PostgreSQL with a standby): nothing more commits here. sled's lock
+    /// cannot be lost.
+    pub fn deposed(&self) -> bool {
+        match self {
+            Db::Sled(_) => false,
+            Db::Pg(db) => db.deposed(),
+        }
+    }
 }
 
 /// A named, ordered tree of byte keys and values.

@@ -57,6 +57,8 @@ pub(super) struct Shared {
     pub(super) writer: Mutex<Writer>,
     pub(super) trees: Mutex<HashMap<String, i16>>,
     pub(super) shown: String,
+    /// The writer lock went to another process while this one was reconnecting.
+    pub(super) deposed: AtomicBool,
 }
 
 impl Drop for Shared {
@@ -74,6 +76,68 @@ impl Drop for Shared {
 }
 
 impl Shared {
+    /// The connection settings of `o`; nothing is connected yet.
+    pub(super) fn new(o: &PgOptions) -> Result<Self, StoreError> {
+        let mut config: tokio_postgres::Config =
+            o.url.parse().map_err(|e: tokio_postgres::Error| {
+                StoreError::Db(Error::Pg {
+                    op: "reading store.url",
+                    detail: format!("{}: {e}", redacted(&o.url)),
+                    code: None,
+                })
+            })?;
+        if let Some(p) = &o.password {
+            config.password(p);
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        // A server that silently stops answering (a dropped route, a frozen host) is
+        // noticed in seconds, not after the kernel's two hours: the committer holds the
+        // writer while it waits, and every submission waits behind it.
+        config
+            .keepalives_idle(Duration::from_secs(10))
+            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_retries(3)
+            .tcp_user_timeout(Duration::from_secs(30));
+        // In pg_stat_activity, which node a connection is (a standby names the writer).
+        let host = rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned();
+        let mut name = format!("pecd {host} {}", std::process::id());
+        // NAMEDATALEN: PostgreSQL keeps 63 bytes.
+        while name.len() > 63 {
+            name.pop();
+        }
+        config.application_name(&name);
+        let tls = match config.get_ssl_mode() {
+            tokio_postgres::config::SslMode::Disable => Tls::None,
+            _ => Tls::OpenSsl(tls_connector(o.ca_file.as_deref())?),
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("pecd-postgres")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Io {
+                path: "postgres runtime".into(),
+                source: e,
+            })?;
+        Ok(Shared {
+            handle: runtime.handle().clone(),
+            runtime: Mutex::new(Some(runtime)),
+            config,
+            tls,
+            pool: (0..o.pool_size.max(1)).map(|_| Mutex::new(None)).collect(),
+            next: AtomicUsize::new(0),
+            writer: Mutex::new(Writer::default()),
+            trees: Mutex::new(HashMap::new()),
+            shown: redacted(&o.url),
+            deposed: AtomicBool::new(false),
+        })
+    }
+
     pub(super) fn connect(&self) -> Result<Conn, Error> {
         let config = self.config.clone();
         let task = match &self.tls {
@@ -126,6 +190,14 @@ impl Shared {
                 code: None,
             });
         }
+        // The server, too, notices within about half a minute that this process's host
+        // went silent (its own default is the kernel's two hours), so that the lock of a
+        // node that died with its machine goes to a standby.
+        conn.simple(
+            "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; \
+             SET tcp_keepalives_count = 3; SET tcp_user_timeout = 30000",
+        )
+        .map_err(|e| pg_err("setting the server's keepalives", e))?;
         Ok(conn)
     }
 

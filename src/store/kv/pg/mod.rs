@@ -30,7 +30,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -105,6 +105,16 @@ const PAGE: i64 = 256;
 const SCHEMA_LOCK: &str = "hashtextextended('pecd schema ' || coalesce(current_schema(), ''), 0)";
 const WRITER_LOCK: &str = "hashtextextended('pecd writer ' || coalesce(current_schema(), ''), 0)";
 
+/// Who holds the writer lock of this schema: application name (`pecd HOST PID`), client
+/// address, since when; no row when nobody does.
+const WRITER_HOLDER: &str = "\
+WITH k AS (SELECT hashtextextended('pecd writer ' || coalesce(current_schema(), ''), 0) AS k) \
+SELECT a.application_name, host(a.client_addr), date_trunc('second', a.backend_start)::text \
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid, k \
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+AND l.classid::int8 = (k.k >> 32) & 4294967295 AND l.objid::int8 = k.k & 4294967295";
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS pecd_trees (id smallint PRIMARY KEY, name text NOT NULL UNIQUE);
 CREATE TABLE IF NOT EXISTS pecd_kv (
@@ -126,57 +136,61 @@ impl PgDb {
     /// Connects, creates the schema if needed and takes the writer lock, waiting up to
     /// `lock_wait` for another process to release it.
     pub fn open(o: &PgOptions, lock_wait: Duration) -> Result<Self, StoreError> {
-        let mut config: tokio_postgres::Config =
-            o.url.parse().map_err(|e: tokio_postgres::Error| {
-                StoreError::Db(Error::Pg {
-                    op: "reading store.url",
-                    detail: format!("{}: {e}", redacted(&o.url)),
-                    code: None,
-                })
-            })?;
-        if let Some(p) = &o.password {
-            config.password(p);
-        }
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(5));
-        }
-        // A server that silently stops answering (a dropped route, a frozen host) is
-        // noticed in seconds, not after the kernel's two hours: the committer holds the
-        // writer while it waits, and every submission waits behind it.
-        config
-            .keepalives_idle(Duration::from_secs(10))
-            .keepalives_interval(Duration::from_secs(5))
-            .keepalives_retries(3)
-            .tcp_user_timeout(Duration::from_secs(30));
-        config.application_name("pecd");
-        let tls = match config.get_ssl_mode() {
-            tokio_postgres::config::SslMode::Disable => Tls::None,
-            _ => Tls::OpenSsl(tls_connector(o.ca_file.as_deref())?),
+        let db = PgDb {
+            shared: Arc::new(Shared::new(o)?),
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("pecd-postgres")
-            .enable_all()
-            .build()
-            .map_err(|e| StoreError::Io {
-                path: "postgres runtime".into(),
-                source: e,
-            })?;
-        let shared = Arc::new(Shared {
-            handle: runtime.handle().clone(),
-            runtime: Mutex::new(Some(runtime)),
-            config,
-            tls,
-            pool: (0..o.pool_size.max(1)).map(|_| Mutex::new(None)).collect(),
-            next: AtomicUsize::new(0),
-            writer: Mutex::new(Writer::default()),
-            trees: Mutex::new(HashMap::new()),
-            shown: redacted(&o.url),
-        });
-        let db = PgDb { shared };
         db.create_schema()?;
         db.take_writer_lock(lock_wait)?;
         Ok(db)
+    }
+
+    /// A standby's wait (`[store] standby = true`): returns once no process holds the
+    /// writer lock of the store `o` names, having called `holder` with who held it when
+    /// the wait began (`None` when nobody did). The lock is not kept: the opening that
+    /// follows takes it, or finds that another standby was quicker and waits again.
+    /// An error (the server unreachable, restarted meanwhile) ends the wait: the caller
+    /// tries again.
+    pub fn wait_until_unlocked(
+        o: &PgOptions,
+        holder: impl FnOnce(Option<String>),
+    ) -> Result<(), StoreError> {
+        let shared = Shared::new(o)?;
+        let mut conn = shared.connect()?;
+        let who = conn
+            .query(WRITER_HOLDER, &[])
+            .map_err(|e| StoreError::Db(pg_err("looking up the writer", e)))?
+            .first()
+            .map(|r| {
+                format!(
+                    "{} from {} since {}",
+                    r.get::<_, Option<String>>(0).unwrap_or_default(),
+                    r.get::<_, Option<String>>(1)
+                        .unwrap_or_else(|| "a local socket".into()),
+                    r.get::<_, Option<String>>(2).unwrap_or_default(),
+                )
+            });
+        holder(who);
+        // The wait has no statement timeout; the keepalives notice a server gone.
+        conn.simple(&format!(
+            "SET statement_timeout = 0; SELECT pg_advisory_lock({WRITER_LOCK}); \
+             SELECT pg_advisory_unlock({WRITER_LOCK})"
+        ))
+        .map_err(|e| StoreError::Db(pg_err("waiting for the writer lock", e)))
+    }
+
+    /// Another process took the writer lock after this one lost its connection: this
+    /// store can no longer commit, and its process must stop ([`super::Db::deposed`]).
+    /// When the committer is not busy and its connection broke, it connects again now
+    /// (taking the lock back, or learning that another took it), so that a node finds
+    /// out without waiting for its next commit.
+    pub fn deposed(&self) -> bool {
+        if let Ok(mut w) = self.shared.writer.try_lock()
+            && !w.open
+            && w.conn.as_ref().is_none_or(|c| c.client.is_closed())
+        {
+            let _ = w.connected(&self.shared);
+        }
+        self.shared.deposed.load(Ordering::Relaxed)
     }
 
     /// The database, for messages (no password).

@@ -34,7 +34,31 @@ impl Writer {
                 code: None,
             });
         }
-        let conn = match self.conn.take() {
+        if !self.open {
+            // A connection that died while idle (a server restart, a session dropped)
+            // may not look closed until used: a failed BEGIN on it is tried once more
+            // on a new one, nothing having been sent yet.
+            let began = self
+                .connected(shared)?
+                .simple("BEGIN ISOLATION LEVEL SERIALIZABLE");
+            if let Err(e) = began {
+                if !self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
+                    return Err(pg_err("beginning a transaction", e));
+                }
+                self.conn = None;
+                self.connected(shared)?
+                    .simple("BEGIN ISOLATION LEVEL SERIALIZABLE")
+                    .map_err(|e| pg_err("beginning a transaction", e))?;
+            }
+            self.open = true;
+        }
+        self.connected(shared)
+    }
+
+    /// The writer's connection: the one it has, or a new one (which takes the writer lock
+    /// again) when it has none or it broke outside a transaction.
+    pub(super) fn connected(&mut self, shared: &Shared) -> Result<&mut Conn, Error> {
+        Ok(match self.conn.take() {
             Some(c) if !c.client.is_closed() => self.conn.insert(c),
             // What this transaction sent died with the connection: the group is lost and
             // must fail whole, never continue in a new transaction.
@@ -45,14 +69,23 @@ impl Writer {
                     code: None,
                 });
             }
-            _ => self.conn.insert(shared.connect_writer()?),
-        };
-        if !self.open {
-            conn.simple("BEGIN ISOLATION LEVEL SERIALIZABLE")
-                .map_err(|e| pg_err("beginning a transaction", e))?;
-            self.open = true;
-        }
-        Ok(conn)
+            _ => match shared.connect_writer() {
+                Ok(c) => self.conn.insert(c),
+                Err(e) => {
+                    if let Error::Pg {
+                        op: "taking the writer lock",
+                        code: None,
+                        ..
+                    } = &e
+                    {
+                        // Another node took over while this one was cut off: it must
+                        // not go on as if it still wrote the store.
+                        shared.deposed.store(true, Ordering::Relaxed);
+                    }
+                    return Err(e);
+                }
+            },
+        })
     }
 
     pub(super) fn fail(&mut self, e: Error) -> Error {

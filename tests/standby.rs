@@ -1,0 +1,317 @@
+//! Two pecd nodes of one provider on one PostgreSQL store and one S3 bucket
+//! (`[store] standby = true`), each a real `pecd serve`, against a real cluster and a real
+//! SeaweedFS started on loopback: the node that writes the store is killed (`kill -9`)
+//! in the middle of a submission load and the standby takes over, every message that got
+//! a 250 is delivered and receipted exactly once and the trace log exports and verifies
+//! whole; a node frozen and cut off from the database while the standby takes over stops
+//! by itself when it wakes, without committing anything.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::postgres::{PgCluster, cluster, on_postgres, psql};
+use common::s3::S3Server;
+use common::server::Server;
+
+/// Node 1 of a provider with mailboxes `a` and `b`, its store on `pg` (schema
+/// `schema`) and its bodies in `s3` (prefix `schema/`), a standby when another node
+/// writes the store; and node 2, a copy of it with a store.dir of its own.
+fn two_nodes(
+    domain: &str,
+    pg: &PgCluster,
+    s3: &S3Server,
+    schema: &str,
+    mailboxes: &[&str],
+) -> (Server, Server) {
+    let n1 = Server::new(domain, &[]);
+    let data1 = n1.data_dir();
+    let blobs = s3.config_section(n1.dir.path(), &format!("{schema}/"));
+    n1.edit_config(|t| {
+        let t = on_postgres(&t, pg, &data1, schema);
+        let t = t.replace("[store]\n", "[store]\nstandby = true\n");
+        assert!(t.contains("[blobs]\nbackend = \"dir\"\n"), "{t}");
+        t.replace("[blobs]\nbackend = \"dir\"\n", &blobs)
+    });
+    for m in mailboxes {
+        n1.admin(&["mailbox", "add", m, "--password", "pw", "--keep-password"]);
+    }
+    let n2 = n1.another_node();
+    let data2 = n2.data_dir();
+    n2.edit_config(|t| {
+        let moved = t.replace(
+            &format!("dir = \"{}\"", data1.display()),
+            &format!("dir = \"{}\"", data2.display()),
+        );
+        assert_ne!(moved, t, "node 2's store.dir");
+        moved
+    });
+    (n1, n2)
+}
+
+/// The subjects of the messages in `who`'s INBOX, each with how many times it is there,
+/// read over IMAP from `node`.
+fn subjects(node: &Server, who: &str) -> BTreeMap<String, u32> {
+    let got = node.imap("subjects", &[who, "pw"]);
+    let mut out = BTreeMap::new();
+    for s in got["subjects"].as_array().expect("subjects") {
+        *out.entry(s.as_str().unwrap().to_string()).or_default() += 1;
+    }
+    out
+}
+
+/// `pecd log export` and `pecd log verify` of the store through `node`'s configuration
+/// (every node stopped); the number of records.
+fn export_and_verify(node: &Server) -> usize {
+    let file = node.dir.path().join("export.jsonl");
+    node.admin(&["log", "export", file.to_str().unwrap()]);
+    let out = common::server::pecd(&[
+        "log",
+        "verify",
+        file.to_str().unwrap(),
+        "--config",
+        node.config().to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "log verify: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(&file).unwrap().lines().count()
+}
+
+#[test]
+fn a_standby_takes_over_a_killed_node_and_nothing_is_lost_or_doubled() {
+    let Some(pg) = cluster("two nodes, one killed") else {
+        return;
+    };
+    let Some(s3) = S3Server::start() else {
+        return;
+    };
+    let domain = "pec.due-nodi.test";
+    let (a, b) = (
+        format!("mittente@{domain}"),
+        format!("destinatario@{domain}"),
+    );
+    let (mut n1, mut n2) = two_nodes(domain, &pg, &s3, "nodi", &[&a, &b]);
+    n1.enable(&["imaps"]);
+    n2.enable(&["imaps"]);
+    n1.start();
+    // The standby names the node that writes the store (pg_stat_activity's name).
+    let said = n2.start_standby();
+    let n1_pid = n1.pid().unwrap();
+    assert!(
+        said.contains(&format!(" {n1_pid} from ")),
+        "the standby names node 1 (pid {n1_pid}): {said}"
+    );
+
+    // Four clients submit one message after another to whichever node serves.
+    let ca = n1.ca();
+    let target: Arc<Mutex<SocketAddr>> = Arc::new(Mutex::new(n1.addr("smtps")));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let stop_at = Instant::now() + Duration::from_secs(10);
+    let load: Vec<_> = (0..4u32)
+        .map(|c| {
+            let (a, b, ca, target) = (a.clone(), b.clone(), ca.clone(), target.clone());
+            rt.spawn(async move {
+                let mut results = Vec::new();
+                for n in 0u32.. {
+                    if Instant::now() >= stop_at {
+                        break;
+                    }
+                    let subject = format!("Nodi {c}-{n}");
+                    let msg = format!(
+                        "From: <{a}>\r\nTo: <{b}>\r\nSubject: {subject}\r\nMessage-ID: <nodi-{c}-{n}@mua.test>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0100\r\n\r\nCiao.\r\n"
+                    );
+                    let addr = *target.lock().unwrap();
+                    let r =
+                        common::smtp::try_submit(addr, &ca, &a, "pw", &[&b], msg.as_bytes()).await;
+                    results.push((subject, addr, r));
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                results
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    let killed_at = Instant::now();
+    n1.kill();
+    let took_over = n2.wait_took_over();
+    let failover = killed_at.elapsed();
+    *target.lock().unwrap() = n2.addr("smtps");
+    let mut results = Vec::new();
+    for h in load {
+        results.extend(rt.block_on(h).unwrap());
+    }
+
+    // A 250 from either node; anything else is a failure the client sees (the dead
+    // node's refused or cut connections): never a permanent refusal.
+    let (mut ok, mut failed) = (Vec::new(), 0);
+    let (n1_smtps, n2_smtps) = (results[0].1, n2.addr("smtps"));
+    let mut ok_at = [0u32; 2];
+    for (subject, addr, r) in &results {
+        match r {
+            Ok((250, _)) => {
+                ok.push(subject.clone());
+                ok_at[usize::from(*addr == n2_smtps)] += 1;
+            }
+            Ok((code, _)) | Err((_, (code, _))) if *code == 0 || (400..500).contains(code) => {
+                failed += 1
+            }
+            other => panic!("{subject}: {other:?}"),
+        }
+    }
+    assert_ne!(n1_smtps, n2_smtps);
+    assert!(
+        ok_at[0] > 5 && ok_at[1] > 5,
+        "both nodes accepted messages: {ok_at:?}"
+    );
+
+    // Everything accepted is delivered by the node alive (the envelope at b, the
+    // acceptance and delivery receipts at a), each exactly once; what the killed node
+    // accepted but had not delivered, the standby carried on.
+    let n = ok.len() as u64;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while n2.mailbox_json(&b)["messages"].as_u64().unwrap() < n
+        || n2.mailbox_json(&a)["messages"].as_u64().unwrap() < 2 * n
+    {
+        assert!(
+            Instant::now() < deadline,
+            "a: {}, b: {}, accepted {n}",
+            n2.mailbox_json(&a)["messages"],
+            n2.mailbox_json(&b)["messages"]
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let (at_a, at_b) = (subjects(&n2, &a), subjects(&n2, &b));
+    for subject in &ok {
+        for (who, got, prefix) in [
+            ("b", &at_b, "POSTA CERTIFICATA: "),
+            ("a", &at_a, "ACCETTAZIONE: "),
+            ("a", &at_a, "CONSEGNA: "),
+        ] {
+            assert_eq!(
+                got.get(&format!("{prefix}{subject}")),
+                Some(&1),
+                "{prefix}{subject} at {who}: {got:?}"
+            );
+        }
+    }
+    // A message whose 250 the kill swallowed may be there (once), never twice.
+    assert!(
+        at_a.values().chain(at_b.values()).all(|&n| n == 1),
+        "nothing doubled: {at_a:?} {at_b:?}"
+    );
+    n2.stop();
+    let records = export_and_verify(&n2);
+    eprintln!(
+        "two nodes, one killed: {} submissions, {} accepted ({} by node 1, {} by node 2), {failed} failed at the kill; \
+         node 2 served {:.1} s after the kill (its own start {:.1} s); chain of {records} records verified",
+        results.len(),
+        ok.len(),
+        ok_at[0],
+        ok_at[1],
+        failover.as_secs_f64(),
+        took_over.as_secs_f64(),
+    );
+}
+
+#[test]
+fn a_node_cut_off_while_the_standby_took_over_stops_by_itself() {
+    let Some(pg) = cluster("a node cut off from the database") else {
+        return;
+    };
+    let Some(s3) = S3Server::start() else {
+        return;
+    };
+    let domain = "pec.isolato.test";
+    let (a, b) = (
+        format!("mittente@{domain}"),
+        format!("destinatario@{domain}"),
+    );
+    let (mut n1, mut n2) = two_nodes(domain, &pg, &s3, "isolato", &[&a, &b]);
+    n2.enable(&["imaps"]);
+    n1.start();
+    n2.start_standby();
+    let ca = n1.ca();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let submit = |addr: SocketAddr, n: u32| {
+        let msg = format!(
+            "From: <{a}>\r\nTo: <{b}>\r\nSubject: Isolato {n}\r\nMessage-ID: <isolato-{n}@mua.test>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0100\r\n\r\nCiao.\r\n"
+        );
+        rt.block_on(common::smtp::try_submit(
+            addr,
+            &ca,
+            &a,
+            "pw",
+            &[&b],
+            msg.as_bytes(),
+        ))
+    };
+    assert_eq!(submit(n1.addr("smtps"), 1).map(|r| r.0), Ok(250));
+
+    // Node 1 freezes (SIGSTOP) and the database drops its writer's session, as it would
+    // after the keepalives of a silent host: the standby takes over.
+    let pid = n1.pid().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let dropped = psql(
+        &pg,
+        &format!(
+            "SELECT count(pg_terminate_backend(a.pid)) FROM pg_stat_activity a \
+             JOIN pg_locks l ON l.pid = a.pid AND l.locktype = 'advisory' AND l.granted \
+             WHERE a.application_name LIKE 'pecd % {pid}'"
+        ),
+    );
+    assert_eq!(dropped, "1", "node 1's writer session");
+    n2.wait_took_over();
+    assert_eq!(submit(n2.addr("smtps"), 2).map(|r| r.0), Ok(250));
+
+    // Node 1 wakes: its next commit finds the store taken and it stops (exit status 75),
+    // having accepted nothing.
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-CONT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let r = submit(n1.addr("smtps"), 3);
+    assert!(
+        !matches!(r, Ok((250, _))),
+        "node 1 accepted a message after the takeover: {r:?}"
+    );
+    assert_eq!(
+        n1.wait_exit(Duration::from_secs(10)),
+        Some(75),
+        "node 1 stops by itself"
+    );
+
+    // Node 2 delivers both messages accepted by a writer, once each; the third is nowhere.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while n2.mailbox_json(&b)["messages"].as_u64() != Some(2) {
+        assert!(Instant::now() < deadline, "{}", n2.mailbox_json(&b));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let at_b = subjects(&n2, &b);
+    assert_eq!(
+        at_b.keys().collect::<Vec<_>>(),
+        [
+            "POSTA CERTIFICATA: Isolato 1",
+            "POSTA CERTIFICATA: Isolato 2"
+        ],
+        "{at_b:?}"
+    );
+    n2.stop();
+    export_and_verify(&n2);
+}
