@@ -108,6 +108,14 @@ fn a_standby_takes_over_a_killed_node_and_nothing_is_lost_or_doubled() {
         said.contains(&format!(" {n1_pid} from ")),
         "the standby names node 1 (pid {n1_pid}): {said}"
     );
+    // Its admin listener: alive, not ready, naming the writer.
+    let (code, body) = common::admin_get(n2.addr("admin"), "/healthz");
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = common::admin_get(n2.addr("admin"), "/readyz");
+    assert!(
+        code == 503 && body.contains("standby") && body.contains(&format!(" {n1_pid} from ")),
+        "{code} {body}"
+    );
 
     // Four clients submit one message after another to whichever node serves.
     let ca = n1.ca();
@@ -143,6 +151,8 @@ fn a_standby_takes_over_a_killed_node_and_nothing_is_lost_or_doubled() {
     let took_over = n2.wait_took_over();
     let failover = killed_at.elapsed();
     *target.lock().unwrap() = n2.addr("smtps");
+    let (code, body) = common::admin_get(n2.addr("admin"), "/readyz");
+    assert_eq!(code, 200, "node 2 is ready once it took over: {body}");
     let mut results = Vec::new();
     for h in load {
         results.extend(rt.block_on(h).unwrap());

@@ -244,6 +244,26 @@ async fn open_gateway(
 ) -> anyhow::Result<Option<std::sync::Arc<Gateway>>> {
     // The writer last named: said once per writer, not at every look.
     let shown: std::sync::Arc<std::sync::Mutex<Option<String>>> = Default::default();
+    // A standby's admin listener says it is alive and not ready (a load balancer or an
+    // orchestrator must not take it for dead); closed when it takes over.
+    let mut standby_admin = None;
+    if config.store.standby
+        && let Some(addr) = config.listen.admin
+    {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listen.admin {addr}"))?;
+        println!("  admin       {}", listener.local_addr()?);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let gate = std::sync::Arc::new(pecd::listener::ConnectionGate::from_config(&config.limits));
+        let task = tokio::spawn(pecd::ops::admin::serve_standby(
+            listener,
+            gate,
+            shown.clone(),
+            stopped,
+        ));
+        standby_admin = Some((stop, task));
+    }
     loop {
         if config.store.standby {
             let options = config.store_options(pecd::clock::system(), None);
@@ -279,6 +299,13 @@ async fn open_gateway(
         let opened = tokio::task::spawn_blocking(move || Gateway::open(c, pecd::clock::system()))
             .await
             .context("opening the gateway")?;
+        if opened.is_ok()
+            && let Some((stop, task)) = standby_admin.take()
+        {
+            // Its address is free again for the node's own admin listener.
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
         match opened {
             Ok(gw) => {
                 if shown.lock().is_ok_and(|s| s.is_some()) {

@@ -206,6 +206,7 @@ impl Server {
         let (child, stdout, _) = self.launch(&[], false);
         self.child = Some(child);
         let mut seen = Vec::new();
+        self.addrs.clear();
         let line = loop {
             let line = stdout
                 .recv_timeout(Duration::from_secs(60))
@@ -213,9 +214,13 @@ impl Server {
             if line.trim_start().starts_with("standby") {
                 break line;
             }
+            // Its admin listener (health), open while it waits.
+            if let Some(addr) = line.trim_start().strip_prefix("admin") {
+                self.addrs
+                    .push(("admin".into(), addr.trim().parse().unwrap()));
+            }
             seen.push(line);
         };
-        self.addrs.clear();
         self.standby = Some(stdout);
         line
     }
