@@ -367,3 +367,74 @@ fn postgresql_restarted_under_load_loses_and_doubles_nothing() {
         report.records
     );
 }
+
+#[test]
+fn the_store_reaches_postgresql_over_tls_checking_its_certificate() {
+    let Some(pg) = cluster("PostgreSQL over TLS") else {
+        return;
+    };
+    // A server certificate for 127.0.0.1 from a development CA of the test's own.
+    let pki = tempfile::tempdir().unwrap();
+    let domain = pecd::pec::address::Domain::parse("db.test").unwrap();
+    pecd::pki::generate_dev_pki(pki.path(), &domain, "Test PostgreSQL", false).expect("PKI");
+    pg.require_tls(&pki.path().join("tls.pem"), &pki.path().join("tls.key"))
+        .unwrap();
+    let url = pg.url().replace("sslmode=disable", "sslmode=require");
+    let open = |url: &str, ca_file: Option<std::path::PathBuf>| {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Store::open(
+            dir.path(),
+            StoreOptions {
+                backend: StoreBackend::Postgres(PgOptions {
+                    url: url.into(),
+                    password: None,
+                    pool_size: 2,
+                    ca_file,
+                }),
+                ..StoreOptions::default()
+            },
+        );
+        (dir, r)
+    };
+
+    // In clear: refused by the server (hostssl only), so a success below was TLS.
+    let (_d, r) = open(&pg.url(), None);
+    let e = r
+        .err()
+        .expect("a connection in clear is refused")
+        .to_string();
+    assert!(e.contains("no encryption") || e.contains("pg_hba"), "{e}");
+    // TLS without the CA that signed the server's certificate: refused by pecd.
+    let (_d, r) = open(&url, None);
+    let e = r
+        .err()
+        .expect("an unknown certificate is refused")
+        .to_string();
+    assert!(e.contains("certificate verify failed"), "{e}");
+    // With ca_file: a store on it, a mailbox written and read back.
+    let (_d, r) = open(&url, Some(pki.path().join("ca.pem")));
+    let store = r.expect("the store over TLS");
+    let who = PecAddress::parse("cifrato@pec.tls-pg.test").unwrap();
+    store
+        .add_mailbox(pecd::store::NewMailbox {
+            address: who.clone(),
+            password: pecd::store::mailbox::Password::new("pw".to_string()),
+            quota_bytes: None,
+            options: Default::default(),
+            provisional: false,
+        })
+        .unwrap();
+    assert!(store.mailbox(&who).unwrap().is_some());
+    assert_eq!(
+        psql(
+            &pg,
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name LIKE 'pecd %' AND s.ssl"
+        )
+        .parse::<u32>()
+        .unwrap()
+            >= 1,
+        true,
+        "pecd's connections are encrypted"
+    );
+}

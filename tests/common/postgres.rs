@@ -50,7 +50,8 @@ pub fn psql(cluster: &PgCluster, sql: &str) -> String {
         .join("psql");
     let out = std::process::Command::new(bin)
         .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
-        .arg(cluster.url())
+        // TLS when the cluster requires it (the test's own tool: no certificate check).
+        .arg(cluster.url().replace("sslmode=disable", "sslmode=prefer"))
         .args(["-c", sql])
         .output()
         .expect("psql");

@@ -190,6 +190,45 @@ impl PgCluster {
     }
 }
 
+impl PgCluster {
+    /// Serves TLS only (`hostssl` in pg_hba.conf: a connection in clear is refused) with
+    /// the certificate `cert` and its key `key` (PEM), copied into the cluster; restarts.
+    pub fn require_tls(&self, cert: &Path, key: &Path) -> Result<(), String> {
+        let data = self.dir.path().join("data");
+        let copy = |from: &Path, name: &str| -> Result<(), String> {
+            let to = data.join(name);
+            std::fs::copy(from, &to).map_err(|e| format!("{}: {e}", from.display()))?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| format!("{}: {e}", to.display()))?;
+            if self.as_postgres {
+                let ok = Command::new("chown")
+                    .arg("postgres:")
+                    .arg(&to)
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if !ok {
+                    return Err(format!("chown postgres {}", to.display()));
+                }
+            }
+            Ok(())
+        };
+        copy(cert, "server.crt")?;
+        copy(key, "server.key")?;
+        let conf = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).map_err(|e| e.to_string())?;
+        text.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(&conf, text).map_err(|e| e.to_string())?;
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        )
+        .map_err(|e| e.to_string())?;
+        self.stop()?;
+        self.restart()
+    }
+}
+
 impl Drop for PgCluster {
     fn drop(&mut self) {
         let data = self.dir.path().join("data");
