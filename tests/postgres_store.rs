@@ -438,3 +438,53 @@ fn the_store_reaches_postgresql_over_tls_checking_its_certificate() {
         "pecd's connections are encrypted"
     );
 }
+
+#[test]
+fn a_commit_whose_answer_is_lost_is_known_committed_and_not_failed() {
+    let Some(pg) = cluster("a lost answer to COMMIT") else {
+        return;
+    };
+    let cutter = common::postgres::CommitCutter::start(&pg);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path(),
+        StoreOptions {
+            backend: StoreBackend::Postgres(PgOptions {
+                url: cutter.url(&pg),
+                password: None,
+                pool_size: 2,
+                ca_file: None,
+            }),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    let add = |who: &str| {
+        store.add_mailbox(pecd::store::NewMailbox {
+            address: PecAddress::parse(who).unwrap(),
+            password: pecd::store::mailbox::Password::new("pw".to_string()),
+            quota_bytes: None,
+            options: Default::default(),
+            provisional: false,
+        })
+    };
+    add("prima@pec.commit-perso.test").unwrap();
+    // The answer to this one's COMMIT never arrives: the store asks the server, which
+    // committed it, and says so, instead of a failure the caller would retry as a
+    // second mailbox (here refused as existing; for mail, a second message).
+    cutter.arm();
+    let r = add("seconda@pec.commit-perso.test");
+    assert_eq!(cutter.cuts(), 1, "the COMMIT's connection was cut");
+    r.expect("the group was committed: not reported as failed");
+    // The store goes on (its writer connects again) and the chain holds both.
+    add("terza@pec.commit-perso.test").unwrap();
+    let names: Vec<String> = store
+        .list_mailboxes()
+        .unwrap()
+        .iter()
+        .map(|m| m.address.to_string())
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    let report = store.trace().verify(None).unwrap();
+    assert!(report.intact(), "{:?}", report.problem);
+}

@@ -62,3 +62,98 @@ pub fn psql(cluster: &PgCluster, sql: &str) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// A TCP proxy in front of a cluster that, once armed, lets the next `COMMIT` (a simple
+/// query) reach the server and then cuts that connection before the answer comes back:
+/// the one case where a client cannot know whether its transaction was committed.
+pub struct CommitCutter {
+    pub port: u16,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    cuts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// The protocol message of a simple query `COMMIT`: 'Q', its length (4 + 7), the text.
+const COMMIT_QUERY: &[u8] = b"Q\0\0\0\x0bCOMMIT\0";
+
+impl CommitCutter {
+    pub fn start(cluster: &PgCluster) -> CommitCutter {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let armed = std::sync::Arc::new(AtomicBool::new(false));
+        let cuts = std::sync::Arc::new(AtomicUsize::new(0));
+        let server = cluster.port();
+        let (a, c) = (armed.clone(), cuts.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(upstream) = std::net::TcpStream::connect(("127.0.0.1", server)) else {
+                    continue;
+                };
+                let cutting = std::sync::Arc::new(AtomicBool::new(false));
+                // Server → client, unless this connection is being cut.
+                let (mut from, mut to, cut) = (
+                    upstream.try_clone().unwrap(),
+                    client.try_clone().unwrap(),
+                    cutting.clone(),
+                );
+                std::thread::spawn(move || {
+                    use std::io::{Read, Write};
+                    let mut buf = vec![0u8; 65536];
+                    while let Ok(n) = from.read(&mut buf) {
+                        if n == 0 || cut.load(Ordering::SeqCst) || to.write_all(&buf[..n]).is_err()
+                        {
+                            break;
+                        }
+                    }
+                });
+                // Client → server, watching for the COMMIT to cut after.
+                let (mut from, mut to, armed, cuts) = (client, upstream, a.clone(), c.clone());
+                std::thread::spawn(move || {
+                    use std::io::{Read, Write};
+                    let mut buf = vec![0u8; 65536];
+                    while let Ok(n) = from.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        let commit = buf[..n]
+                            .windows(COMMIT_QUERY.len())
+                            .any(|w| w == COMMIT_QUERY);
+                        if commit && armed.swap(false, Ordering::SeqCst) {
+                            cutting.store(true, Ordering::SeqCst);
+                            let _ = to.write_all(&buf[..n]);
+                            // The server commits; its answer is never passed on.
+                            std::thread::sleep(std::time::Duration::from_millis(300));
+                            cuts.fetch_add(1, Ordering::SeqCst);
+                            let _ = to.shutdown(std::net::Shutdown::Both);
+                            let _ = from.shutdown(std::net::Shutdown::Both);
+                            break;
+                        }
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        CommitCutter { port, armed, cuts }
+    }
+
+    /// `cluster`'s URL through this proxy.
+    pub fn url(&self, cluster: &PgCluster) -> String {
+        cluster.url().replace(
+            &format!("port={}", cluster.port()),
+            &format!("port={}", self.port),
+        )
+    }
+
+    /// Cuts the connection of the next COMMIT.
+    pub fn arm(&self) {
+        self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// How many connections were cut so far.
+    pub fn cuts(&self) -> usize {
+        self.cuts.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}

@@ -98,6 +98,25 @@ fn pg_err(op: &'static str, e: tokio_postgres::Error) -> Error {
     Error::Pg { op, detail, code }
 }
 
+/// Where each group leaves its mark ([`PgDb::commit_group`]): tree 0 is never a named
+/// tree (their ids start at 1), so no scan, export or migration sees it.
+const MARK_TREE: i16 = 0;
+const MARK_KEY: &[u8] = b"last group";
+
+/// A mark no other group has: 16 random bytes.
+fn group_mark() -> [u8; 16] {
+    let mut m = [0u8; 16];
+    if openssl::rand::rand_bytes(&mut m).is_err() {
+        // No random bytes: the time, which differs from one group to the next.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        m = t.to_be_bytes();
+    }
+    m
+}
+
 /// Entries a scan fetches per query.
 const PAGE: i64 = 256;
 /// The advisory lock keys of the schema creation and of the one writer, per SQL schema
@@ -408,16 +427,56 @@ impl PgDb {
         if !w.open && w.pending.is_empty() {
             return Ok(());
         }
+        // The group's mark: if the answer to COMMIT is lost with the connection, it says
+        // whether the group was committed (then nobody is told it failed and retries it
+        // as a second message).
+        let mark = (!w.pending.is_empty()).then(group_mark);
+        if let Some(m) = &mark {
+            w.pending
+                .insert((MARK_TREE, MARK_KEY.to_vec()), Some(m.to_vec()));
+        }
+        let mut sent_commit = false;
         let r = w.send_pending(shared).and_then(|()| {
-            w.in_txn(shared)?
-                .simple("COMMIT")
-                .map_err(|e| pg_err("committing", e))
+            let c = w.in_txn(shared)?;
+            sent_commit = true;
+            c.simple("COMMIT").map_err(|e| pg_err("committing", e))
         });
+        let r = match (r, &mark) {
+            // No answer from the server (a database error would have a code): ask it.
+            (Err(e @ Error::Pg { code: None, .. }), Some(mark)) if sent_commit => {
+                match self.committed(mark) {
+                    Some(true) => {
+                        tracing::warn!(error = %e, "the answer to COMMIT was lost, but the group was committed");
+                        w.conn = None;
+                        Ok(())
+                    }
+                    _ => Err(e),
+                }
+            }
+            (r, _) => r,
+        };
         if r.is_err() {
             self.rollback_locked(&mut w);
         }
         w.reset();
         r
+    }
+
+    /// Whether the group marked `mark` was committed: asked on a pool connection a few
+    /// times over about two seconds (`None`: the server did not answer).
+    fn committed(&self, mark: &[u8; 16]) -> Option<bool> {
+        for attempt in 0..4 {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            let r = self
+                .shared
+                .with_pool("checking a commit", |c| get_row(c, MARK_TREE, MARK_KEY));
+            if let Ok(v) = r {
+                return Some(v.is_some_and(|v| v.as_ref() == mark));
+            }
+        }
+        None
     }
 
     pub(crate) fn rollback_group(&self) {
