@@ -399,16 +399,12 @@ fn the_store_reaches_postgresql_over_tls_checking_its_certificate() {
 
     // In clear: refused by the server (hostssl only), so a success below was TLS.
     let (_d, r) = open(&pg.url(), None);
-    let e = r
-        .err()
-        .expect("a connection in clear is refused")
-        .to_string();
+    let e = r.expect_err("a connection in clear is refused").to_string();
     assert!(e.contains("no encryption") || e.contains("pg_hba"), "{e}");
     // TLS without the CA that signed the server's certificate: refused by pecd.
     let (_d, r) = open(&url, None);
     let e = r
-        .err()
-        .expect("an unknown certificate is refused")
+        .expect_err("an unknown certificate is refused")
         .to_string();
     assert!(e.contains("certificate verify failed"), "{e}");
     // With ca_file: a store on it, a mailbox written and read back.
