@@ -111,6 +111,8 @@ fn a_standby_takes_over_a_killed_node_and_nothing_is_lost_or_doubled() {
     // Its admin listener: alive, not ready, naming the writer.
     let (code, body) = common::admin_get(n2.addr("admin"), "/healthz");
     assert_eq!(code, 200, "{body}");
+    let (_, metrics) = common::admin_get(n2.addr("admin"), "/metrics");
+    assert!(metrics.contains("\npecd_standby 1\n"), "{metrics}");
     let (code, body) = common::admin_get(n2.addr("admin"), "/readyz");
     assert!(
         code == 503 && body.contains("standby") && body.contains(&format!(" {n1_pid} from ")),
@@ -153,6 +155,8 @@ fn a_standby_takes_over_a_killed_node_and_nothing_is_lost_or_doubled() {
     *target.lock().unwrap() = n2.addr("smtps");
     let (code, body) = common::admin_get(n2.addr("admin"), "/readyz");
     assert_eq!(code, 200, "node 2 is ready once it took over: {body}");
+    let (_, metrics) = common::admin_get(n2.addr("admin"), "/metrics");
+    assert!(metrics.contains("\npecd_standby 0\n"), "{metrics}");
     let mut results = Vec::new();
     for h in load {
         results.extend(rt.block_on(h).unwrap());

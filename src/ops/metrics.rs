@@ -41,6 +41,10 @@ pub struct Metrics {
     dependency_up: IntGaugeVec,
     index_refresh: IntCounterVec,
     free_bytes: IntGauge,
+    /// Always 0 here: a standby answers its own `/metrics` with 1
+    /// ([`super::admin::serve_standby`]), so the series is there on every node.
+    #[allow(dead_code)]
+    standby: IntGauge,
 }
 
 /// The process's metrics.
@@ -178,6 +182,14 @@ impl Metrics {
                     "Free bytes on the store's filesystem (see limits.min_free_bytes)",
                 ))
                 // A constant name, help and label set: cannot fail at run time.
+                .expect("gauge definition"),
+            ),
+            standby: reg(
+                &r,
+                IntGauge::with_opts(opts(
+                    "standby",
+                    "1 while this node waits as a standby for the store another node writes",
+                ))
                 .expect("gauge definition"),
             ),
             registry: r,
