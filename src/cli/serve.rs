@@ -316,6 +316,17 @@ async fn open_gateway(
             // Another standby was quicker: wait for it in turn.
             Err(pecd::gateway::GatewayError::Store(pecd::store::StoreError::Locked { .. }))
                 if config.store.standby => {}
+            // The database failed in the middle of the takeover: a standby waits again
+            // rather than end (a configuration or key problem still ends it).
+            Err(pecd::gateway::GatewayError::Store(e @ pecd::store::StoreError::Db(_)))
+                if config.store.standby =>
+            {
+                tracing::warn!(error = %e, "standby: cannot open the store now; waiting again in 2 s");
+                tokio::select! {
+                    () = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+                    () = stop_asked(signals) => return Ok(None),
+                }
+            }
             Err(e) => return Err(e.into()),
         }
     }

@@ -59,7 +59,34 @@ pub(super) struct Shared {
     pub(super) shown: String,
     /// The writer lock went to another process while this one was reconnecting.
     pub(super) deposed: AtomicBool,
+    /// The writer's epoch this process wrote when it took the lock first
+    /// ([`Shared::connect_writer`]); `None` until then.
+    pub(super) token: Mutex<Option<[u8; 16]>>,
 }
+
+/// The error `op` of a writer lock another process holds (deposes a writer).
+pub(super) const LOCK_HELD: &str = "taking the writer lock";
+/// The error `op` of a writer's epoch that changed while it was disconnected (deposes it).
+pub(super) const EPOCH_CHANGED: &str = "taking the writer lock again";
+/// Where the writer's epoch is kept (in tree 0, which no scan sees).
+const TOKEN_KEY: &[u8] = b"writer epoch";
+
+/// The backend and application name holding the writer lock (no row: nobody).
+const HOLDER_PID: &str = "\
+WITH k AS (SELECT hashtextextended('pecd writer ' || coalesce(current_schema(), ''), 0) AS k) \
+SELECT l.pid, a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid, k \
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+AND l.classid::int8 = (k.k >> 32) & 4294967295 AND l.objid::int8 = k.k & 4294967295 LIMIT 1";
+
+/// As a scalar subquery: the application name of the lock's holder (NULL: nobody, or a
+/// name this role may not see).
+const HOLDER_NAME: &str = "\
+WITH k AS (SELECT hashtextextended('pecd writer ' || coalesce(current_schema(), ''), 0) AS k) \
+SELECT coalesce(a.application_name, '?') FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid, k \
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+AND l.classid::int8 = (k.k >> 32) & 4294967295 AND l.objid::int8 = k.k & 4294967295 LIMIT 1";
 
 impl Drop for Shared {
     fn drop(&mut self) {
@@ -105,7 +132,11 @@ impl Shared {
             .nodename()
             .to_string_lossy()
             .into_owned();
-        let mut name = format!("pecd {host} {}", std::process::id());
+        // The process id first (a long host name is what gets cut), then which of this
+        // process's stores (tests open several; only the same one is "this writer").
+        static OPENED: AtomicUsize = AtomicUsize::new(0);
+        let n = OPENED.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut name = format!("pecd {}.{n} {host}", std::process::id());
         // NAMEDATALEN: PostgreSQL keeps 63 bytes.
         while name.len() > 63 {
             name.pop();
@@ -135,6 +166,7 @@ impl Shared {
             trees: Mutex::new(HashMap::new()),
             shown: redacted(&o.url),
             deposed: AtomicBool::new(false),
+            token: Mutex::new(None),
         })
     }
 
@@ -173,32 +205,113 @@ impl Shared {
     }
 
     /// A connection for the writer: it takes the writer lock (a session advisory lock, so
-    /// it lasts as long as the connection; taken again on every new one, so that after a
-    /// server restart another process cannot have become a writer meanwhile).
+    /// it lasts as long as the connection; taken again on every new one).
+    ///
+    /// Having the lock again after a reconnection only proves that nobody holds it now,
+    /// not that nobody wrote meanwhile: the first connection writes a random token (the
+    /// writer's epoch) and every later one reads it back; another token means another
+    /// process opened the store as its writer in between, and this one, whose memory (the
+    /// trace head...) is stale, must stop: [`LOCK_HELD`] and [`EPOCH_CHANGED`] depose it.
     pub(super) fn connect_writer(&self) -> Result<Conn, Error> {
         let mut conn = self.connect()?;
-        let got: bool = conn
-            .query(&format!("SELECT pg_try_advisory_lock({WRITER_LOCK})"), &[])
-            .map_err(|e| pg_err("taking the writer lock", e))?
-            .first()
-            .and_then(|r| r.get::<_, Option<bool>>(0))
-            .unwrap_or(false);
-        if !got {
-            return Err(Error::Pg {
-                op: "taking the writer lock",
-                detail: "another process writes this store".into(),
-                code: None,
+        let mut attempts = 0;
+        loop {
+            let got: bool = conn
+                .query(&format!("SELECT pg_try_advisory_lock({WRITER_LOCK})"), &[])
+                .map_err(|e| pg_err("asking for the writer lock", e))?
+                .first()
+                .and_then(|r| r.get::<_, Option<bool>>(0))
+                .unwrap_or(false);
+            if got {
+                break;
+            }
+            // This process's own earlier session, which the server has not dropped yet
+            // (the client gave up on it first): ended, and the lock asked for again.
+            let holder = conn
+                .query(HOLDER_PID, &[])
+                .map_err(|e| pg_err("asking for the writer lock", e))?;
+            let own = holder.first().and_then(|r| {
+                let name: Option<String> = r.get(1);
+                (name.as_deref() == self.config.get_application_name()).then(|| r.get::<_, i32>(0))
             });
+            match own {
+                Some(pid) if attempts < 3 => {
+                    attempts += 1;
+                    conn.query("SELECT pg_terminate_backend($1)", &[&pid])
+                        .map_err(|e| pg_err("ending this process's earlier session", e))?;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                _ => {
+                    return Err(Error::Pg {
+                        op: LOCK_HELD,
+                        detail: "another process writes this store".into(),
+                        code: None,
+                    });
+                }
+            }
         }
         // The server, too, notices within about half a minute that this process's host
         // went silent (its own default is the kernel's two hours), so that the lock of a
-        // node that died with its machine goes to a standby.
+        // node that died with its machine goes to a standby; and no idle or lock timeout a
+        // DBA set for the role ends the writer's session (which would hand the store to a
+        // standby). Only the settings this server version knows.
         conn.simple(
-            "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; \
-             SET tcp_keepalives_count = 3; SET tcp_user_timeout = 30000",
+            "SELECT set_config(s.name, s.v, false) FROM (VALUES \
+             ('tcp_keepalives_idle', '10'), ('tcp_keepalives_interval', '5'), \
+             ('tcp_keepalives_count', '3'), ('tcp_user_timeout', '30000'), \
+             ('idle_session_timeout', '0'), ('idle_in_transaction_session_timeout', '0'), \
+             ('transaction_timeout', '0'), ('lock_timeout', '0')) AS s(name, v) \
+             WHERE s.name IN (SELECT name FROM pg_settings)",
         )
-        .map_err(|e| pg_err("setting the server's keepalives", e))?;
+        .map_err(|e| pg_err("setting the writer's session", e))?;
+        let mut token = self.token.lock().unwrap_or_else(|p| p.into_inner());
+        match *token {
+            None => {
+                let mine = super::group_mark();
+                conn.execute(
+                    "INSERT INTO pecd_kv (tree, k, v) VALUES ($1, $2, $3) \
+                     ON CONFLICT (tree, k) DO UPDATE SET v = EXCLUDED.v",
+                    &[&super::MARK_TREE, &TOKEN_KEY, &mine.as_slice()],
+                )
+                .map_err(|e| pg_err("writing the writer's epoch", e))?;
+                *token = Some(mine);
+            }
+            Some(mine) => {
+                let now = super::writer::get_row(&mut conn, super::MARK_TREE, TOKEN_KEY)
+                    .map_err(|e| pg_err("reading the writer's epoch", e))?;
+                if now.as_deref() != Some(mine.as_slice()) {
+                    return Err(Error::Pg {
+                        op: EPOCH_CHANGED,
+                        detail: "another process wrote this store meanwhile".into(),
+                        code: None,
+                    });
+                }
+            }
+        }
         Ok(conn)
+    }
+
+    /// Whether another process took the store over ([`super::PgDb::deposed`]), asked on a
+    /// pool connection: another process holds the writer lock, or the writer's epoch is
+    /// not this one's. `None` when this process has not been the writer, or the server did
+    /// not answer (the committer finds out at its next commit).
+    pub(super) fn taken_over(&self) -> Option<bool> {
+        let mine = (*self.token.lock().unwrap_or_else(|p| p.into_inner()))?;
+        let me = self.config.get_application_name().map(str::to_string);
+        self.with_pool("asking who writes the store", |c| {
+            let rows = c.query(
+                &format!(
+                    "SELECT ({HOLDER_NAME}), (SELECT v FROM pecd_kv WHERE tree = $1 AND k = $2)"
+                ),
+                &[&super::MARK_TREE, &TOKEN_KEY],
+            )?;
+            let row = rows.first();
+            let held: Option<Option<String>> = row.map(|r| r.get(0));
+            let token: Option<Vec<u8>> = row.and_then(|r| r.get(1));
+            let other_holder = matches!(held, Some(Some(ref h)) if Some(h) != me.as_ref());
+            Ok(other_holder || token.as_deref() != Some(mine.as_slice()))
+        })
+        .ok()
     }
 
     /// Runs `f` on a pool connection (made if needed, dropped if it broke).

@@ -20,7 +20,11 @@
 //! One writer per database: the committer keeps the trace chain's head in memory, so a
 //! second process writing the same database would fork the chain. Opening takes a
 //! session advisory lock held for the life of the store; a second `pecd` gets
-//! [`super::super::StoreError::Locked`].
+//! [`super::super::StoreError::Locked`], or waits as a standby
+//! ([`PgDb::wait_until_unlocked`]). The writer's epoch (a random token written when the
+//! lock is first taken, read back on every reconnection) tells a writer that lost its
+//! session whether another process wrote meanwhile: then it is deposed ([`PgDb::deposed`])
+//! and its process stops.
 //!
 //! What it must distrust: the server, which may restart, drop connections or refuse a
 //! transaction at any time. A broken connection is dropped and made again at the next
@@ -100,11 +104,11 @@ fn pg_err(op: &'static str, e: tokio_postgres::Error) -> Error {
 
 /// Where each group leaves its mark ([`PgDb::commit_group`]): tree 0 is never a named
 /// tree (their ids start at 1), so no scan, export or migration sees it.
-const MARK_TREE: i16 = 0;
+pub(super) const MARK_TREE: i16 = 0;
 const MARK_KEY: &[u8] = b"last group";
 
 /// A mark no other group has: 16 random bytes.
-fn group_mark() -> [u8; 16] {
+pub(super) fn group_mark() -> [u8; 16] {
     let mut m = [0u8; 16];
     if openssl::rand::rand_bytes(&mut m).is_err() {
         // No random bytes: the time, which differs from one group to the next.
@@ -180,34 +184,38 @@ impl PgDb {
             .map_err(|e| StoreError::Db(pg_err("looking up the writer", e)))?
             .first()
             .map(|r| {
-                format!(
-                    "{} from {} since {}",
-                    r.get::<_, Option<String>>(0).unwrap_or_default(),
-                    r.get::<_, Option<String>>(1)
-                        .unwrap_or_else(|| "a local socket".into()),
-                    r.get::<_, Option<String>>(2).unwrap_or_default(),
-                )
+                // Columns another role's session hides from this one are NULL.
+                let name: Option<String> = r.get(0);
+                let addr: Option<String> = r.get(1);
+                let since: Option<String> = r.get(2);
+                let mut who = name.unwrap_or_else(|| "a session of another database role".into());
+                match (addr, &since) {
+                    (Some(a), _) => who.push_str(&format!(" from {a}")),
+                    (None, Some(_)) => who.push_str(" from a local socket"),
+                    (None, None) => {}
+                }
+                if let Some(t) = since {
+                    who.push_str(&format!(" since {t}"));
+                }
+                who
             });
         holder(who);
         // The wait has no statement timeout; the keepalives notice a server gone.
         conn.simple(&format!(
-            "SET statement_timeout = 0; SELECT pg_advisory_lock({WRITER_LOCK}); \
-             SELECT pg_advisory_unlock({WRITER_LOCK})"
+            "SET statement_timeout = 0; SET lock_timeout = 0; \
+             SELECT pg_advisory_lock({WRITER_LOCK}); SELECT pg_advisory_unlock({WRITER_LOCK})"
         ))
         .map_err(|e| StoreError::Db(pg_err("waiting for the writer lock", e)))
     }
 
-    /// Another process took the writer lock after this one lost its connection: this
-    /// store can no longer commit, and its process must stop ([`super::Db::deposed`]).
-    /// When the committer is not busy and its connection broke, it connects again now
-    /// (taking the lock back, or learning that another took it), so that a node finds
-    /// out without waiting for its next commit.
+    /// Another process took the writer lock (or opened the store as its writer) after
+    /// this one lost its connection: this store can no longer commit, and its process
+    /// must stop ([`super::Db::deposed`]). Found by the committer when it connects again,
+    /// or here, asked on a pool connection (who holds the lock, whose epoch is written),
+    /// so that an idle node finds out without waiting for its next commit.
     pub fn deposed(&self) -> bool {
-        if let Ok(mut w) = self.shared.writer.try_lock()
-            && !w.open
-            && w.conn.as_ref().is_none_or(|c| c.client.is_closed())
-        {
-            let _ = w.connected(&self.shared);
+        if !self.shared.deposed.load(Ordering::Relaxed) && self.shared.taken_over() == Some(true) {
+            self.shared.deposed.store(true, Ordering::Relaxed);
         }
         self.shared.deposed.load(Ordering::Relaxed)
     }
@@ -235,14 +243,14 @@ impl PgDb {
                     return Ok(());
                 }
                 Err(Error::Pg {
-                    op: "taking the writer lock",
+                    op: LOCK_HELD,
                     code: None,
                     ..
                 }) if std::time::Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 Err(Error::Pg {
-                    op: "taking the writer lock",
+                    op: LOCK_HELD,
                     code: None,
                     ..
                 }) => {

@@ -42,7 +42,12 @@ impl Writer {
                 .connected(shared)?
                 .simple("BEGIN ISOLATION LEVEL SERIALIZABLE");
             if let Err(e) = began {
-                if !self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
+                // Closed, or ended by the server (57P01 admin shutdown, 57P02 crash
+                // shutdown, 57P03 cannot connect now) as the answer to BEGIN itself.
+                let ended = e
+                    .as_db_error()
+                    .is_some_and(|d| d.code().code().starts_with("57P0"));
+                if !ended && !self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
                     return Err(pg_err("beginning a transaction", e));
                 }
                 self.conn = None;
@@ -73,13 +78,13 @@ impl Writer {
                 Ok(c) => self.conn.insert(c),
                 Err(e) => {
                     if let Error::Pg {
-                        op: "taking the writer lock",
+                        op: LOCK_HELD | EPOCH_CHANGED,
                         code: None,
                         ..
                     } = &e
                     {
-                        // Another node took over while this one was cut off: it must
-                        // not go on as if it still wrote the store.
+                        // Another node took over (or wrote) while this one was cut off:
+                        // it must not go on as if it still wrote the store.
                         shared.deposed.store(true, Ordering::Relaxed);
                     }
                     return Err(e);
