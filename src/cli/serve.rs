@@ -308,6 +308,18 @@ async fn open_gateway(
         }
         match opened {
             Ok(gw) => {
+                // Taken over while it opened (its session lost in between): its open-time
+                // writes may already be stale; it must not serve.
+                let store = gw.store.clone();
+                if tokio::task::spawn_blocking(move || store.deposed())
+                    .await
+                    .unwrap_or(false)
+                {
+                    eprintln!(
+                        "pecd: another node took the store over while this one opened it; stopping (exit status {EXIT_DEPOSED})"
+                    );
+                    std::process::exit(EXIT_DEPOSED);
+                }
                 if shown.lock().is_ok_and(|s| s.is_some()) {
                     tracing::warn!("standby: the store's writer is gone; this node takes over");
                 }
@@ -318,8 +330,8 @@ async fn open_gateway(
                 if config.store.standby => {}
             // The database failed in the middle of the takeover: a standby waits again
             // rather than end (a configuration or key problem still ends it).
-            Err(pecd::gateway::GatewayError::Store(e @ pecd::store::StoreError::Db(_)))
-                if config.store.standby =>
+            Err(pecd::gateway::GatewayError::Store(pecd::store::StoreError::Db(e)))
+                if config.store.standby && e.is_transient() =>
             {
                 tracing::warn!(error = %e, "standby: cannot open the store now; waiting again in 2 s");
                 tokio::select! {

@@ -47,6 +47,19 @@ pub enum Error {
 }
 
 impl Error {
+    /// A failure that may pass by itself: the server unreachable, restarting, out of
+    /// resources, or a serialization conflict (not a refusal that would repeat, such as
+    /// a permission or a schema problem).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Sled(_) => false,
+            Error::Pg { code: None, .. } => true,
+            Error::Pg { code: Some(c), .. } => {
+                c.starts_with("08") || c.starts_with("57P") || c.starts_with("53") || c == "40001"
+            }
+        }
+    }
+
     /// The I/O error under a sled error, if that is what it is (e.g. a full disk).
     pub fn io(&self) -> Option<&std::io::Error> {
         match self {

@@ -62,28 +62,34 @@ pub(super) struct Shared {
     /// The writer's epoch this process wrote when it took the lock first
     /// ([`Shared::connect_writer`]); `None` until then.
     pub(super) token: Mutex<Option<[u8; 16]>>,
+    /// The backend of the writer's latest connection (0: none yet): if it still holds the
+    /// lock when the writer connects again, it is this process's own stale session.
+    pub(super) writer_pid: std::sync::atomic::AtomicI32,
+    /// When the idle check last connected the writer again ([`super::PgDb::deposed`]).
+    pub(super) last_reconnect: Mutex<Option<std::time::Instant>>,
 }
 
-/// The error `op` of a writer lock another process holds (deposes a writer).
+/// Settings of the writer's and the standby's sessions, each only where this server
+/// version knows it: the server-side keepalives, and none of the idle, transaction or
+/// lock timeouts a DBA may have set for the role.
+pub(super) const SESSION_SETTINGS: &str = "SELECT set_config(s.name, s.v, false) FROM (VALUES \
+     ('tcp_keepalives_idle', '10'), ('tcp_keepalives_interval', '5'), \
+     ('tcp_keepalives_count', '3'), ('tcp_user_timeout', '30000'), \
+     ('idle_session_timeout', '0'), ('idle_in_transaction_session_timeout', '0'), \
+     ('transaction_timeout', '0'), ('lock_timeout', '0')) AS s(name, v) \
+     WHERE s.name IN (SELECT name FROM pg_settings)";
+
+/// The error `op` of a writer lock another session holds (refuses an opening as locked).
 pub(super) const LOCK_HELD: &str = "taking the writer lock";
 /// The error `op` of a writer's epoch that changed while it was disconnected (deposes it).
 pub(super) const EPOCH_CHANGED: &str = "taking the writer lock again";
 /// Where the writer's epoch is kept (in tree 0, which no scan sees).
 const TOKEN_KEY: &[u8] = b"writer epoch";
 
-/// The backend and application name holding the writer lock (no row: nobody).
+/// The backend holding the writer lock (no row: nobody).
 const HOLDER_PID: &str = "\
 WITH k AS (SELECT hashtextextended('pecd writer ' || coalesce(current_schema(), ''), 0) AS k) \
-SELECT l.pid, a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid, k \
-WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
-AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-AND l.classid::int8 = (k.k >> 32) & 4294967295 AND l.objid::int8 = k.k & 4294967295 LIMIT 1";
-
-/// As a scalar subquery: the application name of the lock's holder (NULL: nobody, or a
-/// name this role may not see).
-const HOLDER_NAME: &str = "\
-WITH k AS (SELECT hashtextextended('pecd writer ' || coalesce(current_schema(), ''), 0) AS k) \
-SELECT coalesce(a.application_name, '?') FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid, k \
+SELECT l.pid FROM pg_locks l, k \
 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
 AND l.classid::int8 = (k.k >> 32) & 4294967295 AND l.objid::int8 = k.k & 4294967295 LIMIT 1";
@@ -167,6 +173,8 @@ impl Shared {
             shown: redacted(&o.url),
             deposed: AtomicBool::new(false),
             token: Mutex::new(None),
+            writer_pid: std::sync::atomic::AtomicI32::new(0),
+            last_reconnect: Mutex::new(None),
         })
     }
 
@@ -211,9 +219,12 @@ impl Shared {
     /// not that nobody wrote meanwhile: the first connection writes a random token (the
     /// writer's epoch) and every later one reads it back; another token means another
     /// process opened the store as its writer in between, and this one, whose memory (the
-    /// trace head...) is stale, must stop: [`LOCK_HELD`] and [`EPOCH_CHANGED`] depose it.
+    /// trace head...) is stale, must stop: [`EPOCH_CHANGED`] deposes it. A lock merely
+    /// held by another session ([`LOCK_HELD`]: a standby's brief look, or a taker that
+    /// has not written its epoch yet) does not.
     pub(super) fn connect_writer(&self) -> Result<Conn, Error> {
         let mut conn = self.connect()?;
+        let mine = *self.token.lock().unwrap_or_else(|p| p.into_inner());
         let mut attempts = 0;
         loop {
             let got: bool = conn
@@ -225,22 +236,41 @@ impl Shared {
             if got {
                 break;
             }
-            // This process's own earlier session, which the server has not dropped yet
-            // (the client gave up on it first): ended, and the lock asked for again.
-            let holder = conn
+            let epoch_changed = match mine {
+                Some(mine) => {
+                    super::writer::get_row(&mut conn, super::MARK_TREE, TOKEN_KEY)
+                        .map_err(|e| pg_err("reading the writer's epoch", e))?
+                        .as_deref()
+                        != Some(mine.as_slice())
+                }
+                None => false,
+            };
+            if epoch_changed {
+                return Err(Error::Pg {
+                    op: EPOCH_CHANGED,
+                    detail: "another process wrote this store meanwhile".into(),
+                    code: None,
+                });
+            }
+            // This process's own earlier writer session, which the server has not dropped
+            // yet (the client gave up on it first): ended, and the lock asked for again.
+            let holder: Option<i32> = conn
                 .query(HOLDER_PID, &[])
-                .map_err(|e| pg_err("asking for the writer lock", e))?;
-            let own = holder.first().and_then(|r| {
-                let name: Option<String> = r.get(1);
-                (name.as_deref() == self.config.get_application_name()).then(|| r.get::<_, i32>(0))
-            });
-            match own {
-                Some(pid) if attempts < 3 => {
+                .map_err(|e| pg_err("asking for the writer lock", e))?
+                .first()
+                .map(|r| r.get(0));
+            let earlier = self.writer_pid.load(Ordering::Relaxed);
+            match holder {
+                Some(pid) if pid == earlier && earlier != 0 && attempts < 20 => {
+                    if attempts == 0 {
+                        conn.query("SELECT pg_terminate_backend($1)", &[&pid])
+                            .map_err(|e| pg_err("ending this process's earlier session", e))?;
+                    }
                     attempts += 1;
-                    conn.query("SELECT pg_terminate_backend($1)", &[&pid])
-                        .map_err(|e| pg_err("ending this process's earlier session", e))?;
                     std::thread::sleep(Duration::from_millis(100));
                 }
+                // Gone meanwhile: ask again.
+                None if attempts < 20 => attempts += 1,
                 _ => {
                     return Err(Error::Pg {
                         op: LOCK_HELD,
@@ -254,27 +284,24 @@ impl Shared {
         // went silent (its own default is the kernel's two hours), so that the lock of a
         // node that died with its machine goes to a standby; and no idle or lock timeout a
         // DBA set for the role ends the writer's session (which would hand the store to a
-        // standby). Only the settings this server version knows.
-        conn.simple(
-            "SELECT set_config(s.name, s.v, false) FROM (VALUES \
-             ('tcp_keepalives_idle', '10'), ('tcp_keepalives_interval', '5'), \
-             ('tcp_keepalives_count', '3'), ('tcp_user_timeout', '30000'), \
-             ('idle_session_timeout', '0'), ('idle_in_transaction_session_timeout', '0'), \
-             ('transaction_timeout', '0'), ('lock_timeout', '0')) AS s(name, v) \
-             WHERE s.name IN (SELECT name FROM pg_settings)",
-        )
-        .map_err(|e| pg_err("setting the writer's session", e))?;
-        let mut token = self.token.lock().unwrap_or_else(|p| p.into_inner());
-        match *token {
+        // standby).
+        conn.simple(SESSION_SETTINGS)
+            .map_err(|e| pg_err("setting the writer's session", e))?;
+        let pid: i32 = conn
+            .query("SELECT pg_backend_pid()", &[])
+            .map_err(|e| pg_err("setting the writer's session", e))?
+            .first()
+            .map_or(0, |r| r.get(0));
+        match mine {
             None => {
-                let mine = super::group_mark();
+                let fresh = super::group_mark();
                 conn.execute(
                     "INSERT INTO pecd_kv (tree, k, v) VALUES ($1, $2, $3) \
                      ON CONFLICT (tree, k) DO UPDATE SET v = EXCLUDED.v",
-                    &[&super::MARK_TREE, &TOKEN_KEY, &mine.as_slice()],
+                    &[&super::MARK_TREE, &TOKEN_KEY, &fresh.as_slice()],
                 )
                 .map_err(|e| pg_err("writing the writer's epoch", e))?;
-                *token = Some(mine);
+                *self.token.lock().unwrap_or_else(|p| p.into_inner()) = Some(fresh);
             }
             Some(mine) => {
                 let now = super::writer::get_row(&mut conn, super::MARK_TREE, TOKEN_KEY)
@@ -288,30 +315,20 @@ impl Shared {
                 }
             }
         }
+        self.writer_pid.store(pid, Ordering::Relaxed);
         Ok(conn)
     }
 
-    /// Whether another process took the store over ([`super::PgDb::deposed`]), asked on a
-    /// pool connection: another process holds the writer lock, or the writer's epoch is
-    /// not this one's. `None` when this process has not been the writer, or the server did
-    /// not answer (the committer finds out at its next commit).
+    /// Whether another process opened the store as its writer ([`super::PgDb::deposed`]):
+    /// the writer's epoch is not this process's, asked on a pool connection. `None` when
+    /// this process has not been the writer, or the server did not answer.
     pub(super) fn taken_over(&self) -> Option<bool> {
         let mine = (*self.token.lock().unwrap_or_else(|p| p.into_inner()))?;
-        let me = self.config.get_application_name().map(str::to_string);
         self.with_pool("asking who writes the store", |c| {
-            let rows = c.query(
-                &format!(
-                    "SELECT ({HOLDER_NAME}), (SELECT v FROM pecd_kv WHERE tree = $1 AND k = $2)"
-                ),
-                &[&super::MARK_TREE, &TOKEN_KEY],
-            )?;
-            let row = rows.first();
-            let held: Option<Option<String>> = row.map(|r| r.get(0));
-            let token: Option<Vec<u8>> = row.and_then(|r| r.get(1));
-            let other_holder = matches!(held, Some(Some(ref h)) if Some(h) != me.as_ref());
-            Ok(other_holder || token.as_deref() != Some(mine.as_slice()))
+            super::writer::get_row(c, super::MARK_TREE, TOKEN_KEY)
         })
         .ok()
+        .map(|now| now.as_deref() != Some(mine.as_slice()))
     }
 
     /// Runs `f` on a pool connection (made if needed, dropped if it broke).

@@ -200,24 +200,45 @@ impl PgDb {
                 who
             });
         holder(who);
-        // The wait has no statement timeout; the keepalives notice a server gone.
+        // The wait has no statement, lock or transaction timeout; the keepalives notice a
+        // server gone.
         conn.simple(&format!(
-            "SET statement_timeout = 0; SET lock_timeout = 0; \
+            "SET statement_timeout = 0; {SESSION_SETTINGS}; \
              SELECT pg_advisory_lock({WRITER_LOCK}); SELECT pg_advisory_unlock({WRITER_LOCK})"
         ))
         .map_err(|e| StoreError::Db(pg_err("waiting for the writer lock", e)))
     }
 
-    /// Another process took the writer lock (or opened the store as its writer) after
-    /// this one lost its connection: this store can no longer commit, and its process
-    /// must stop ([`super::Db::deposed`]). Found by the committer when it connects again,
-    /// or here, asked on a pool connection (who holds the lock, whose epoch is written),
-    /// so that an idle node finds out without waiting for its next commit.
+    /// Another process opened the store as its writer after this one lost its
+    /// connection: this store can no longer commit, and its process must stop
+    /// ([`super::Db::deposed`]). Found by the committer when it connects again, or here,
+    /// asked on a pool connection (whose epoch is written), so that an idle node finds out
+    /// without waiting for its next commit.
     pub fn deposed(&self) -> bool {
-        if !self.shared.deposed.load(Ordering::Relaxed) && self.shared.taken_over() == Some(true) {
-            self.shared.deposed.store(true, Ordering::Relaxed);
+        let shared = &self.shared;
+        if !shared.deposed.load(Ordering::Relaxed) && shared.taken_over() == Some(true) {
+            shared.deposed.store(true, Ordering::Relaxed);
         }
-        self.shared.deposed.load(Ordering::Relaxed)
+        // An idle writer whose session broke (a server restart) takes the lock back now,
+        // not at its next commit: meanwhile an admin command or a standby could take the
+        // store. Under the writer's mutex (one connection attempt at a time), never
+        // while the committer holds it, and at most every 5 s while it fails.
+        if !shared.deposed.load(Ordering::Relaxed)
+            && let Ok(mut w) = shared.writer.try_lock()
+            && !w.open
+            && w.conn.as_ref().is_some_and(|c| c.client.is_closed())
+        {
+            let mut last = shared
+                .last_reconnect
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+                *last = Some(std::time::Instant::now());
+                drop(last);
+                let _ = w.connected(shared);
+            }
+        }
+        shared.deposed.load(Ordering::Relaxed)
     }
 
     /// The database, for messages (no password).

@@ -74,11 +74,19 @@ impl Writer {
                     code: None,
                 });
             }
+            // Deposed: no more connections (each would take the lock a moment).
+            _ if shared.deposed.load(Ordering::Relaxed) => {
+                return Err(Error::Pg {
+                    op: "continuing as the writer",
+                    detail: "another process took this store over".into(),
+                    code: None,
+                });
+            }
             _ => match shared.connect_writer() {
                 Ok(c) => self.conn.insert(c),
                 Err(e) => {
                     if let Error::Pg {
-                        op: LOCK_HELD | EPOCH_CHANGED,
+                        op: EPOCH_CHANGED,
                         code: None,
                         ..
                     } = &e
