@@ -294,20 +294,7 @@ fn postgresql_restarted_under_load_loses_and_doubles_nothing() {
     );
     // Everything accepted is delivered (envelope at b; acceptance and delivery receipts
     // at a), each exactly once.
-    let n = ok.len() as u64;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while s.mailbox_json(&b)["messages"].as_u64().unwrap() < n
-        || s.mailbox_json(&a)["messages"].as_u64().unwrap() < 2 * n
-    {
-        assert!(
-            Instant::now() < deadline,
-            "a: {}, b: {}, accepted {n}",
-            s.mailbox_json(&a)["messages"],
-            s.mailbox_json(&b)["messages"]
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    std::thread::sleep(Duration::from_secs(1));
+    common::delivery::wait_for_all(&s, &a, &b, ok.len() as u64);
     s.stop();
     let store = Store::open(
         &data,
@@ -341,23 +328,7 @@ fn postgresql_restarted_under_load_loses_and_doubles_nothing() {
         out
     };
     let (at_a, at_b) = (subjects(&a), subjects(&b));
-    for subject in &ok {
-        for (who, got, prefix) in [
-            ("b", &at_b, "POSTA CERTIFICATA: "),
-            ("a", &at_a, "ACCETTAZIONE: "),
-            ("a", &at_a, "CONSEGNA: "),
-        ] {
-            assert_eq!(
-                got.get(&format!("{prefix}{subject}")),
-                Some(&1),
-                "{prefix}{subject} at {who}: {got:?}"
-            );
-        }
-    }
-    assert!(
-        at_a.values().chain(at_b.values()).all(|&n| n == 1),
-        "nothing doubled"
-    );
+    common::delivery::assert_each_once(&ok, &at_a, &at_b);
     let report = store.trace().verify(None).unwrap();
     assert!(report.intact(), "{:?}", report.problem);
     eprintln!(

@@ -63,6 +63,15 @@ fn subjects(node: &Server, who: &str) -> BTreeMap<String, u32> {
     out
 }
 
+/// Sends `sig` (`-STOP`, `-CONT`) to process `pid`.
+fn signal(sig: &str, pid: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([sig, pid])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(sent, "kill {sig} {pid}");
+}
+
 /// `pecd log export` and `pecd log verify` of the store through `node`'s configuration
 /// (every node stopped); the number of records.
 fn export_and_verify(node: &Server) -> usize {
@@ -188,39 +197,9 @@ fn a_standby_takes_over_a_killed_node_and_nothing_is_lost_or_doubled() {
     // Everything accepted is delivered by the node alive (the envelope at b, the
     // acceptance and delivery receipts at a), each exactly once; what the killed node
     // accepted but had not delivered, the standby carried on.
-    let n = ok.len() as u64;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while n2.mailbox_json(&b)["messages"].as_u64().unwrap() < n
-        || n2.mailbox_json(&a)["messages"].as_u64().unwrap() < 2 * n
-    {
-        assert!(
-            Instant::now() < deadline,
-            "a: {}, b: {}, accepted {n}",
-            n2.mailbox_json(&a)["messages"],
-            n2.mailbox_json(&b)["messages"]
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    std::thread::sleep(Duration::from_secs(1));
-    let (at_a, at_b) = (subjects(&n2, &a), subjects(&n2, &b));
-    for subject in &ok {
-        for (who, got, prefix) in [
-            ("b", &at_b, "POSTA CERTIFICATA: "),
-            ("a", &at_a, "ACCETTAZIONE: "),
-            ("a", &at_a, "CONSEGNA: "),
-        ] {
-            assert_eq!(
-                got.get(&format!("{prefix}{subject}")),
-                Some(&1),
-                "{prefix}{subject} at {who}: {got:?}"
-            );
-        }
-    }
+    common::delivery::wait_for_all(&n2, &a, &b, ok.len() as u64);
     // A message whose 250 the kill swallowed may be there (once), never twice.
-    assert!(
-        at_a.values().chain(at_b.values()).all(|&n| n == 1),
-        "nothing doubled: {at_a:?} {at_b:?}"
-    );
+    common::delivery::assert_each_once(&ok, &subjects(&n2, &a), &subjects(&n2, &b));
     n2.stop();
     let records = export_and_verify(&n2);
     eprintln!(
@@ -286,13 +265,7 @@ fn cut_off_node(domain: &str, schema: &str, writer_gone: bool) {
     // Node 1 freezes (SIGSTOP) and the database drops its writer's session, as it would
     // after the keepalives of a silent host: the standby takes over.
     let pid = n1.pid().unwrap().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-STOP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal("-STOP", &pid);
     let dropped = psql(
         &pg,
         &format!(
@@ -318,13 +291,7 @@ fn cut_off_node(domain: &str, schema: &str, writer_gone: bool) {
 
     // Node 1 wakes: its next commit finds the store taken and it stops (exit status 75),
     // having accepted nothing.
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-CONT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    signal("-CONT", &pid);
     let r = submit(n1.addr("smtps"), 3);
     assert!(
         !matches!(r, Ok((250, _))),

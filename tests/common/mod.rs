@@ -5,6 +5,7 @@
 
 pub mod clamd;
 pub mod cns;
+pub mod delivery;
 pub mod jmap;
 pub mod postgres;
 pub mod probe;
