@@ -321,3 +321,96 @@ fn cut_off_node(domain: &str, schema: &str, writer_gone: bool) {
     n2.stop();
     export_and_verify(&n2);
 }
+
+/// Node 1 runs in a network namespace of the test's own and is cut off silently (its
+/// link taken down: no RST, no FIN), as when its machine freezes or loses its route:
+/// PostgreSQL notices through the keepalives the writer's session set and drops it, node
+/// 2 takes over and serves; when node 1's link comes back it finds the store taken over
+/// and exits 75.
+#[test]
+fn a_writer_cut_off_silently_is_replaced_within_a_minute() {
+    let Some(pg) = cluster("a writer cut off silently") else {
+        return;
+    };
+    let Some(s3) = S3Server::start() else {
+        return;
+    };
+    let Some(ns) = common::netns::Netns::create("a writer cut off silently") else {
+        return;
+    };
+    pg.listen_also(&ns.host_ip, &ns.subnet).unwrap();
+    let domain = "pec.silenzio.test";
+    let (a, b) = (
+        format!("mittente@{domain}"),
+        format!("destinatario@{domain}"),
+    );
+    let (mut n1, mut n2) = two_nodes(domain, &pg, &s3, "silenzio", &[&a, &b]);
+    // Node 1 reaches the database directly over the pair (so that PostgreSQL's own
+    // keepalives are what notice the silence) and the bucket through a forwarder.
+    let s3_port = ns.forward(format!("127.0.0.1:{}", s3.port).parse().unwrap());
+    n1.edit_config(|t| {
+        let moved = t
+            .replace(
+                &format!("host=127.0.0.1 port={}", pg.port()),
+                &format!("host={} port={}", ns.host_ip, pg.port()),
+            )
+            .replace(
+                &format!("http://127.0.0.1:{}", s3.port),
+                &format!("http://{}:{s3_port}", ns.host_ip),
+            );
+        assert!(
+            !moved.contains(&format!("host=127.0.0.1 port={}", pg.port()))
+                && !moved.contains(&format!("http://127.0.0.1:{}", s3.port)),
+            "{moved}"
+        );
+        moved
+    });
+    let wrapper = ns.wrapper();
+    n1.start_in(&wrapper.iter().map(String::as_str).collect::<Vec<_>>());
+    let said = n2.start_standby();
+    assert!(said.contains(&format!("from {}", ns.ns_ip)), "{said}");
+
+    let cut = std::time::Instant::now();
+    ns.link(false);
+    let took_over = n2.wait_took_over();
+    let after = cut.elapsed();
+    assert!(
+        after < Duration::from_secs(60),
+        "node 2 took over {:.0} s after node 1 went silent",
+        after.as_secs_f64()
+    );
+    let ca = n2.ca();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let msg = format!(
+        "From: <{a}>\r\nTo: <{b}>\r\nSubject: Silenzio\r\nMessage-ID: <silenzio@mua.test>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0100\r\n\r\nCiao.\r\n"
+    );
+    let r = rt.block_on(common::smtp::try_submit(
+        n2.addr("smtps"),
+        &ca,
+        &a,
+        "pw",
+        &[&b],
+        msg.as_bytes(),
+    ));
+    assert_eq!(r.map(|r| r.0), Ok(250));
+
+    // The link comes back: node 1 learns it was replaced and stops.
+    ns.link(true);
+    assert_eq!(
+        n1.wait_exit(Duration::from_secs(120)),
+        Some(75),
+        "node 1 stops once it can reach the database again"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while n2.mailbox_json(&b)["messages"].as_u64() != Some(1) {
+        assert!(Instant::now() < deadline, "{}", n2.mailbox_json(&b));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    n2.stop();
+    export_and_verify(&n2);
+    eprintln!(
+        "a writer cut off silently: node 2 served {:.1} s after the cut (its own start {:.1} s)",
+        after.as_secs_f64(),
+        took_over.as_secs_f64()
+    );
+}

@@ -7,6 +7,7 @@ pub mod clamd;
 pub mod cns;
 pub mod delivery;
 pub mod jmap;
+pub mod netns;
 pub mod postgres;
 pub mod probe;
 pub mod s3;

@@ -92,6 +92,10 @@ impl PgCluster {
                 "--no-sync".as_ref(),
             ],
         )?;
+        let conf = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).map_err(|e| e.to_string())?;
+        text.push_str("\nlisten_addresses = '127.0.0.1'\n");
+        std::fs::write(&conf, text).map_err(|e| e.to_string())?;
         // A port taken meanwhile by another test: try again with another.
         let mut last = String::new();
         for _ in 0..5 {
@@ -169,8 +173,10 @@ impl PgCluster {
     pub fn restart(&self) -> Result<(), String> {
         let data = self.dir.path().join("data");
         let log = self.dir.path().join("log");
+        // listen_addresses is in postgresql.conf (written at start, widened by
+        // `listen_also`), not here: a command-line setting would win over the file.
         let opts = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k {} -c max_connections=200 -c shared_buffers=32MB",
+            "-p {} -k {} -c max_connections=200 -c shared_buffers=32MB",
             self.port,
             self.dir.path().display()
         );
@@ -224,6 +230,24 @@ impl PgCluster {
             "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
         )
         .map_err(|e| e.to_string())?;
+        self.stop()?;
+        self.restart()
+    }
+}
+
+impl PgCluster {
+    /// Listens on `ip` too and lets `subnet` (CIDR) connect (trust); restarts. For a
+    /// client in a network namespace of the test's own, reached over a veth pair.
+    pub fn listen_also(&self, ip: &str, subnet: &str) -> Result<(), String> {
+        let data = self.dir.path().join("data");
+        let conf = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).map_err(|e| e.to_string())?;
+        text.push_str(&format!("\nlisten_addresses = '127.0.0.1,{ip}'\n"));
+        std::fs::write(&conf, text).map_err(|e| e.to_string())?;
+        let hba = data.join("pg_hba.conf");
+        let mut text = std::fs::read_to_string(&hba).map_err(|e| e.to_string())?;
+        text.push_str(&format!("\nhost all all {subnet} trust\n"));
+        std::fs::write(&hba, text).map_err(|e| e.to_string())?;
         self.stop()?;
         self.restart()
     }
