@@ -402,6 +402,8 @@ impl Store {
             }
             Db::Pg(_) => None,
         };
+        // From here the committer owns the writer's connection.
+        db.opened();
         let (jobs, committer) = commit::Committer::start(
             db.clone(),
             trees.clone(),

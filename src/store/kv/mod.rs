@@ -207,6 +207,14 @@ impl Db {
         matches!(self, Db::Pg(_))
     }
 
+    /// The store finished opening (PostgreSQL: writes outside the committer no longer
+    /// go through the writer's connection).
+    pub(crate) fn opened(&self) {
+        if let Db::Pg(db) = self {
+            db.opened();
+        }
+    }
+
     /// Another process took this database's writer lock after this one lost its
     /// connection (PostgreSQL with a standby): nothing more commits here. sled's lock
     /// cannot be lost.

@@ -67,6 +67,9 @@ pub(super) struct Shared {
     pub(super) writer_pid: std::sync::atomic::AtomicI32,
     /// When the idle check last connected the writer again ([`super::PgDb::deposed`]).
     pub(super) last_reconnect: Mutex<Option<std::time::Instant>>,
+    /// The store is opening: writes outside a group go through the writer's connection
+    /// ([`Shared::with_writes`]) until [`super::PgDb::opened`].
+    pub(super) opening: AtomicBool,
 }
 
 /// Settings of the writer's and the standby's sessions, each only where this server
@@ -175,6 +178,7 @@ impl Shared {
             token: Mutex::new(None),
             writer_pid: std::sync::atomic::AtomicI32::new(0),
             last_reconnect: Mutex::new(None),
+            opening: AtomicBool::new(true),
         })
     }
 
@@ -329,6 +333,27 @@ impl Shared {
         })
         .ok()
         .map(|now| now.as_deref() != Some(mine.as_slice()))
+    }
+
+    /// Runs `f`, which writes outside the committer's groups: while the store opens (its
+    /// committer not started yet) on the writer's own connection, so that what the
+    /// opening writes (the queue's index rebuilt, the store id...) is fenced by the writer
+    /// lock and the epoch like a commit; afterwards on a pool connection.
+    pub(super) fn with_writes<R>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&mut Conn) -> Result<R, tokio_postgres::Error>,
+    ) -> Result<R, Error> {
+        if !self.opening.load(Ordering::Relaxed) {
+            return self.with_pool(op, f);
+        }
+        let mut w = self.writer();
+        let conn = w.connected(self)?;
+        let r = f(conn).map_err(|e| pg_err(op, e));
+        if conn.client.is_closed() {
+            w.conn = None;
+        }
+        r
     }
 
     /// Runs `f` on a pool connection (made if needed, dropped if it broke).

@@ -241,6 +241,12 @@ impl PgDb {
         shared.deposed.load(Ordering::Relaxed)
     }
 
+    /// The store finished opening: its committer takes the writer's connection from now
+    /// on, and other writes go through the pool ([`Shared::with_writes`]).
+    pub fn opened(&self) {
+        self.shared.opening.store(false, Ordering::Relaxed);
+    }
+
     /// The database, for messages (no password).
     pub fn shown(&self) -> &str {
         &self.shared.shown

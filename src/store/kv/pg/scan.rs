@@ -44,7 +44,7 @@ impl PgTree {
             self.shared.writer().pending.extend(rows);
             return Ok(());
         }
-        self.shared.with_pool("writing", |c| {
+        self.shared.with_writes("writing", |c| {
             c.simple("BEGIN")?;
             match write_rows(c, rows) {
                 Ok(()) => c.simple("COMMIT"),
@@ -57,7 +57,7 @@ impl PgTree {
     }
 
     pub fn clear(&self) -> Result<(), Error> {
-        self.shared.with_pool("clearing a tree", |c| {
+        self.shared.with_writes("clearing a tree", |c| {
             c.execute("DELETE FROM pecd_kv WHERE tree = $1", &[&self.id])
                 .map(drop)
         })
