@@ -414,3 +414,57 @@ fn a_writer_cut_off_silently_is_replaced_within_a_minute() {
         took_over.as_secs_f64()
     );
 }
+
+/// PostgreSQL restarts while node 1 writes (idle) and node 2 waits: node 1 takes its lock
+/// back (it tries every second; the standby waits 10 s after losing the server) and goes
+/// on serving; node 2 stays a standby.
+#[test]
+fn a_postgresql_restart_leaves_the_writer_in_place() {
+    let Some(pg) = cluster("a PostgreSQL restart with a standby") else {
+        return;
+    };
+    let Some(s3) = S3Server::start() else {
+        return;
+    };
+    let domain = "pec.riavvio-nodi.test";
+    let (a, b) = (
+        format!("mittente@{domain}"),
+        format!("destinatario@{domain}"),
+    );
+    let (mut n1, mut n2) = two_nodes(domain, &pg, &s3, "riavvio", &[&a, &b]);
+    n1.start();
+    n2.start_standby();
+    pg.stop().unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    pg.restart().unwrap();
+    // Past the standby's 10 s with no traffic at all: node 1 took its lock back by itself
+    // (not at a commit), so the standby's second look found it writing.
+    std::thread::sleep(Duration::from_secs(12));
+    assert_eq!(n1.wait_exit(Duration::ZERO), None, "node 1 still runs");
+    let (code, body) = common::admin_get(n2.addr("admin"), "/readyz");
+    assert!(
+        code == 503 && body.contains("standby"),
+        "node 2 still waits: {code} {body}"
+    );
+    let msg = format!(
+        "From: <{a}>\r\nTo: <{b}>\r\nSubject: Riavvio\r\nMessage-ID: <riavvio-nodi@mua.test>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0100\r\n\r\nCiao.\r\n"
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let r = rt.block_on(common::smtp::try_submit(
+        n1.addr("smtps"),
+        &n1.ca(),
+        &a,
+        "pw",
+        &[&b],
+        msg.as_bytes(),
+    ));
+    assert_eq!(r.map(|r| r.0), Ok(250), "node 1 serves after the restart");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while n1.mailbox_json(&b)["messages"].as_u64() != Some(1) {
+        assert!(Instant::now() < deadline, "{}", n1.mailbox_json(&b));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    n2.stop();
+    n1.stop();
+    export_and_verify(&n1);
+}

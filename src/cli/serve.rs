@@ -287,9 +287,16 @@ async fn open_gateway(
                 () = stop_asked(signals) => return Ok(None),
             };
             if let Err(e) = waited {
-                tracing::warn!(error = %e, "standby: cannot wait for the store now; trying again in 2 s");
+                // A setting pecd refuses (the URL, TLS) would be refused again: not waited on.
+                if !matches!(&e, pecd::store::StoreError::Db(k) if k.is_transient()) {
+                    return Err(e).context("the standby's wait for the store");
+                }
+                // 10 s: after a server restart the writer, which tries again every second,
+                // takes its lock back first; a standby replaces a writer that is gone, not
+                // one that lost its server for a moment.
+                tracing::warn!(error = %e, "standby: cannot wait for the store now; trying again in 10 s");
                 tokio::select! {
-                    () = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+                    () = tokio::time::sleep(std::time::Duration::from_secs(10)) => {}
                     () = stop_asked(signals) => return Ok(None),
                 }
                 continue;
@@ -324,6 +331,16 @@ async fn open_gateway(
                     tracing::warn!("standby: the store's writer is gone; this node takes over");
                 }
                 return Ok(Some(gw));
+            }
+            // Taken over while it opened: as when serving, stop with the status that
+            // brings it back as a standby.
+            Err(pecd::gateway::GatewayError::Store(pecd::store::StoreError::Db(e)))
+                if e.is_deposed() =>
+            {
+                eprintln!(
+                    "pecd: another node took the store over while this one opened it ({e}); stopping (exit status {EXIT_DEPOSED})"
+                );
+                std::process::exit(EXIT_DEPOSED);
             }
             // Another standby was quicker: wait for it in turn.
             Err(pecd::gateway::GatewayError::Store(pecd::store::StoreError::Locked { .. }))

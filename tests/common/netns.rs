@@ -38,7 +38,25 @@ fn ip(args: &[&str]) -> Result<(), String> {
 
 impl Netns {
     pub fn create(why: &str) -> Option<Netns> {
-        let n = std::process::id() % 250 + 1;
+        sweep_stale();
+        // A /30 no interface has yet (another run of this test, on this host, may hold one).
+        let start = std::process::id() % 250;
+        let n = (0..250)
+            .map(|i| (start + i) % 250 + 1)
+            .find(|n| {
+                Command::new("ip")
+                    .args([
+                        "-4",
+                        "-o",
+                        "addr",
+                        "show",
+                        "to",
+                        &format!("10.213.{n}.0/30"),
+                    ])
+                    .output()
+                    .is_ok_and(|o| o.status.success() && o.stdout.is_empty())
+            })
+            .unwrap_or(start + 1);
         let ns = Netns {
             name: format!("pecd-test-{}", std::process::id()),
             host_if: format!("pecdh{}", std::process::id()),
@@ -127,6 +145,33 @@ impl Netns {
             }
         });
         port
+    }
+}
+
+/// Removes the namespaces and links an earlier test process left behind (killed before
+/// its drop ran): their names carry its pid, which no longer runs.
+fn sweep_stale() {
+    let dead = |pid: &str| !std::path::Path::new(&format!("/proc/{pid}")).exists();
+    if let Ok(o) = Command::new("ip").args(["netns", "list"]).output() {
+        for line in String::from_utf8_lossy(&o.stdout).lines() {
+            let name = line.split_whitespace().next().unwrap_or("");
+            if let Some(pid) = name.strip_prefix("pecd-test-")
+                && dead(pid)
+            {
+                let _ = ip(&["netns", "del", name]);
+            }
+        }
+    }
+    if let Ok(o) = Command::new("ip").args(["-o", "link", "show"]).output() {
+        for line in String::from_utf8_lossy(&o.stdout).lines() {
+            let name = line.split(':').nth(1).unwrap_or("").trim();
+            let name = name.split('@').next().unwrap_or("");
+            if let Some(pid) = name.strip_prefix("pecdh")
+                && dead(pid)
+            {
+                let _ = ip(&["link", "del", name]);
+            }
+        }
     }
 }
 

@@ -51,13 +51,34 @@ impl Error {
     /// resources, or a serialization conflict (not a refusal that would repeat, such as
     /// a permission or a schema problem).
     pub fn is_transient(&self) -> bool {
+        if self.is_deposed() {
+            return false;
+        }
         match self {
             Error::Sled(_) => false,
+            // pecd's own refusals of a setting: they repeat.
+            Error::Pg {
+                op: "reading store.url" | "setting up TLS",
+                ..
+            } => false,
             Error::Pg { code: None, .. } => true,
             Error::Pg { code: Some(c), .. } => {
                 c.starts_with("08") || c.starts_with("57P") || c.starts_with("53") || c == "40001"
             }
         }
+    }
+
+    /// Another process opened the store as its writer while this one was cut off: this
+    /// one must stop ([`Db::deposed`]).
+    pub fn is_deposed(&self) -> bool {
+        matches!(
+            self,
+            Error::Pg {
+                op: pg::EPOCH_CHANGED | pg::DEPOSED,
+                code: None,
+                ..
+            }
+        )
     }
 
     /// The I/O error under a sled error, if that is what it is (e.g. a full disk).

@@ -62,9 +62,9 @@ pub(super) struct Shared {
     /// The writer's epoch this process wrote when it took the lock first
     /// ([`Shared::connect_writer`]); `None` until then.
     pub(super) token: Mutex<Option<[u8; 16]>>,
-    /// The backend of the writer's latest connection (0: none yet): if it still holds the
-    /// lock when the writer connects again, it is this process's own stale session.
-    pub(super) writer_pid: std::sync::atomic::AtomicI32,
+    /// The backend (pid, start time) of the writer's latest session: if it still holds
+    /// the lock when the writer connects again, it is this process's own stale session.
+    pub(super) writer_session: Mutex<Option<(i32, Option<String>)>>,
     /// When the idle check last connected the writer again ([`super::PgDb::deposed`]).
     pub(super) last_reconnect: Mutex<Option<std::time::Instant>>,
     /// The store is opening: writes outside a group go through the writer's connection
@@ -85,14 +85,21 @@ pub(super) const SESSION_SETTINGS: &str = "SELECT set_config(s.name, s.v, false)
 /// The error `op` of a writer lock another session holds (refuses an opening as locked).
 pub(super) const LOCK_HELD: &str = "taking the writer lock";
 /// The error `op` of a writer's epoch that changed while it was disconnected (deposes it).
-pub(super) const EPOCH_CHANGED: &str = "taking the writer lock again";
+pub(crate) const EPOCH_CHANGED: &str = "taking the writer lock again";
+/// The error `op` of a deposed writer asked to connect again.
+pub(crate) const DEPOSED: &str = "continuing as the writer";
 /// Where the writer's epoch is kept (in tree 0, which no scan sees).
 const TOKEN_KEY: &[u8] = b"writer epoch";
 
-/// The backend holding the writer lock (no row: nobody).
+/// This session's backend pid and start time.
+const OWN_SESSION: &str = "SELECT pg_backend_pid(), \
+     (SELECT backend_start::text FROM pg_stat_activity WHERE pid = pg_backend_pid())";
+
+/// The backend (pid, start time) holding the writer lock (no row: nobody).
 const HOLDER_PID: &str = "\
 WITH k AS (SELECT hashtextextended('pecd writer ' || coalesce(current_schema(), ''), 0) AS k) \
-SELECT l.pid FROM pg_locks l, k \
+SELECT l.pid, (SELECT a.backend_start::text FROM pg_stat_activity a WHERE a.pid = l.pid) \
+FROM pg_locks l, k \
 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
 AND l.classid::int8 = (k.k >> 32) & 4294967295 AND l.objid::int8 = k.k & 4294967295 LIMIT 1";
@@ -176,7 +183,7 @@ impl Shared {
             shown: redacted(&o.url),
             deposed: AtomicBool::new(false),
             token: Mutex::new(None),
-            writer_pid: std::sync::atomic::AtomicI32::new(0),
+            writer_session: Mutex::new(None),
             last_reconnect: Mutex::new(None),
             opening: AtomicBool::new(true),
         })
@@ -238,6 +245,18 @@ impl Shared {
                 .and_then(|r| r.get::<_, Option<bool>>(0))
                 .unwrap_or(false);
             if got {
+                // This session, recognised later (if it outlives its connection) by its
+                // backend pid and start time (a pid alone may be reused).
+                let me = conn
+                    .query(OWN_SESSION, &[])
+                    .map_err(|e| pg_err("asking for the writer lock", e))?;
+                let me = me
+                    .first()
+                    .map(|r| (r.get::<_, i32>(0), r.get::<_, Option<String>>(1)));
+                *self
+                    .writer_session
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = me;
                 break;
             }
             let epoch_changed = match mine {
@@ -258,14 +277,18 @@ impl Shared {
             }
             // This process's own earlier writer session, which the server has not dropped
             // yet (the client gave up on it first): ended, and the lock asked for again.
-            let holder: Option<i32> = conn
+            let holder: Option<(i32, Option<String>)> = conn
                 .query(HOLDER_PID, &[])
                 .map_err(|e| pg_err("asking for the writer lock", e))?
                 .first()
-                .map(|r| r.get(0));
-            let earlier = self.writer_pid.load(Ordering::Relaxed);
+                .map(|r| (r.get(0), r.get(1)));
+            let earlier = self
+                .writer_session
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
             match holder {
-                Some(pid) if pid == earlier && earlier != 0 && attempts < 20 => {
+                Some((pid, _)) if holder == earlier && attempts < 20 => {
                     if attempts == 0 {
                         conn.query("SELECT pg_terminate_backend($1)", &[&pid])
                             .map_err(|e| pg_err("ending this process's earlier session", e))?;
@@ -291,11 +314,6 @@ impl Shared {
         // standby).
         conn.simple(SESSION_SETTINGS)
             .map_err(|e| pg_err("setting the writer's session", e))?;
-        let pid: i32 = conn
-            .query("SELECT pg_backend_pid()", &[])
-            .map_err(|e| pg_err("setting the writer's session", e))?
-            .first()
-            .map_or(0, |r| r.get(0));
         match mine {
             None => {
                 let fresh = super::group_mark();
@@ -319,7 +337,6 @@ impl Shared {
                 }
             }
         }
-        self.writer_pid.store(pid, Ordering::Relaxed);
         Ok(conn)
     }
 
@@ -348,7 +365,30 @@ impl Shared {
             return self.with_pool(op, f);
         }
         let mut w = self.writer();
-        let conn = w.connected(self)?;
+        if w.open || w.failed.is_some() {
+            // Never inside a group: its COMMIT would commit the group half built.
+            return Err(Error::Pg {
+                op,
+                detail: "a write outside the committer while its group is open".into(),
+                code: None,
+            });
+        }
+        // A lock held a moment by another session (a standby's look) during a reconnect
+        // is waited out for a few seconds; a changed epoch is not.
+        let mut tries = 0;
+        let conn = loop {
+            match w.connected(self) {
+                Err(Error::Pg {
+                    op: LOCK_HELD,
+                    code: None,
+                    ..
+                }) if tries < 30 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                r => break r?,
+            }
+        };
         let r = f(conn).map_err(|e| pg_err(op, e));
         if conn.client.is_closed() {
             w.conn = None;

@@ -54,6 +54,7 @@ mod writer;
 
 use crate::store::StoreError;
 use conn::*;
+pub(crate) use conn::{DEPOSED, EPOCH_CHANGED};
 pub use redact::redacted;
 pub use scan::{PgIter, PgTree};
 use writer::*;
@@ -222,17 +223,30 @@ impl PgDb {
         // An idle writer whose session broke (a server restart) takes the lock back now,
         // not at its next commit: meanwhile an admin command or a standby could take the
         // store. Under the writer's mutex (one connection attempt at a time), never
-        // while the committer holds it, and at most every 5 s while it fails.
+        // while the committer holds it, and at most once a second while it fails: well
+        // before a standby, which waits 10 s after losing the server, tries again.
+        let w = match shared.writer.try_lock() {
+            Ok(w) => Some(w),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        };
+        let been_writer = shared
+            .token
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
         if !shared.deposed.load(Ordering::Relaxed)
-            && let Ok(mut w) = shared.writer.try_lock()
+            && been_writer
+            && !shared.opening.load(Ordering::Relaxed)
+            && let Some(mut w) = w
             && !w.open
-            && w.conn.as_ref().is_some_and(|c| c.client.is_closed())
+            && w.conn.as_ref().is_none_or(|c| c.client.is_closed())
         {
             let mut last = shared
                 .last_reconnect
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+            if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                 *last = Some(std::time::Instant::now());
                 drop(last);
                 let _ = w.connected(shared);

@@ -77,7 +77,7 @@ impl Writer {
             // Deposed: no more connections (each would take the lock a moment).
             _ if shared.deposed.load(Ordering::Relaxed) => {
                 return Err(Error::Pg {
-                    op: "continuing as the writer",
+                    op: DEPOSED,
                     detail: "another process took this store over".into(),
                     code: None,
                 });
