@@ -190,6 +190,7 @@ impl Metrics {
                     "standby",
                     "1 while this node waits as a standby for the store another node writes",
                 ))
+                // A constant name and help without labels: cannot fail at run time.
                 .expect("gauge definition"),
             ),
             registry: r,
