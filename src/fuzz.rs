@@ -151,6 +151,13 @@ fn judge(data: &[u8]) {
     let Ok(c) = crate::pec::classify::classify(data) else {
         return;
     };
+    // The pipeline's zero-copy variant finds the same parts.
+    let shared = crate::pec::classify::classify_shared(&std::sync::Arc::new(data.to_vec()));
+    assert_eq!(
+        shared.as_ref().map(|s| s.postacert.as_deref()).ok(),
+        Some(c.postacert.as_deref()),
+        "classify_shared and classify disagree"
+    );
     let _ = crate::report::verify(data, None);
     if let (crate::pec::classify::Kind::TransportEnvelope, Ok(d)) = (&c.kind, c.certified()) {
         let (outer, _) = crate::pec::mime::split_header_body(data);

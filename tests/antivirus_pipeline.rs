@@ -189,7 +189,7 @@ async fn viruses_are_refused_reported_and_quarantined() {
     let mut orig =
         b"From: x@pec.beta.test\r\nTo: b@pec.alfa.test\r\nSubject: Fattura\r\n\r\n".to_vec();
     orig.extend_from_slice(&eicar());
-    let env = pecd::pec::envelope::transport(&peer_id, &peer_signer, &cert, &orig, at).unwrap();
+    let env = pecd::pec::envelope::transport(&peer_id, &peer_signer, &cert, orig, at).unwrap();
     let incoming = Envelope {
         mail_from: "x@pec.beta.test".into(),
         rcpt_to: vec!["b@pec.alfa.test".into()],
@@ -254,7 +254,8 @@ async fn viruses_are_refused_reported_and_quarantined() {
     let clean =
         b"From: x@pec.beta.test\r\nTo: b@pec.alfa.test\r\nSubject: Fattura\r\n\r\npulita\r\n";
     let env =
-        pecd::pec::envelope::transport(&peer_id, &peer_signer, &clean_cert, clean, at).unwrap();
+        pecd::pec::envelope::transport(&peer_id, &peer_signer, &clean_cert, clean.to_vec(), at)
+            .unwrap();
     let fresh = Envelope {
         data: env.message.bytes.clone(),
         ..incoming

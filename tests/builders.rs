@@ -126,11 +126,26 @@ fn assert_accepted_everywhere(pki: &common::Pki, m: &BuiltMessage, what: &str) {
     );
 }
 
+/// The original as the envelope carries it in postacert.eml (rule §2.1).
+fn rewritten(cert: &Certification) -> Vec<u8> {
+    envelope::rewrite_original(
+        ORIGINAL.to_vec(),
+        &cert.identificativo,
+        cert.msgid.as_deref(),
+    )
+}
+
 #[test]
 fn transport_envelope_is_what_the_rules_prescribe() {
     let pki = dev_pki("pec.alfa.test");
-    let env =
-        envelope::transport(&pki.identity, &pki.signer, &certification(), ORIGINAL, at()).unwrap();
+    let env = envelope::transport(
+        &pki.identity,
+        &pki.signer,
+        &certification(),
+        ORIGINAL.to_vec(),
+        at(),
+    )
+    .unwrap();
     assert_accepted_everywhere(&pki, &env.message, "transport envelope");
 
     let c = classify(&env.message.bytes).unwrap();
@@ -174,7 +189,7 @@ fn transport_envelope_is_what_the_rules_prescribe() {
 
     // postacert.eml: byte-identical to the original except the Message-ID swap.
     let inner = c.postacert.clone().unwrap();
-    assert_eq!(inner, env.postacert);
+    assert_eq!(inner, rewritten(&certification()));
     let text = String::from_utf8_lossy(&inner);
     assert!(text.contains(
         "Message-ID: <opec-20261123100000.0123456789abcdef01234567@mail.pec.alfa.test>\r\n"
@@ -204,7 +219,7 @@ fn transport_envelope_is_what_the_rules_prescribe() {
 fn every_receipt_and_notice_is_signed_typed_and_valid() {
     let pki = dev_pki("pec.alfa.test");
     let cert = certification();
-    let env = envelope::transport(&pki.identity, &pki.signer, &cert, ORIGINAL, at()).unwrap();
+    let postacert = rewritten(&cert);
     let ricezione = vec!["ufficio@pec.beta.test".to_string()];
     let cases: Vec<(Notice<'_>, &str, Tipo, Errore, Option<&str>)> = vec![
         (
@@ -267,7 +282,7 @@ fn every_receipt_and_notice_is_signed_typed_and_valid() {
             Notice::AvvenutaConsegna {
                 consegna: "ufficio@pec.beta.test",
                 form: TipoRicevuta::Completa,
-                postacert: Some(&env.postacert),
+                postacert: Some(&postacert),
             },
             "avvenuta-consegna completa",
             Tipo::AvvenutaConsegna,
@@ -278,7 +293,7 @@ fn every_receipt_and_notice_is_signed_typed_and_valid() {
             Notice::AvvenutaConsegna {
                 consegna: "ufficio@pec.beta.test",
                 form: TipoRicevuta::Breve,
-                postacert: Some(&env.postacert),
+                postacert: Some(&postacert),
             },
             "avvenuta-consegna breve",
             Tipo::AvvenutaConsegna,
@@ -289,7 +304,7 @@ fn every_receipt_and_notice_is_signed_typed_and_valid() {
             Notice::AvvenutaConsegna {
                 consegna: "ufficio@pec.beta.test",
                 form: TipoRicevuta::Sintetica,
-                postacert: Some(&env.postacert),
+                postacert: Some(&postacert),
             },
             "avvenuta-consegna sintetica",
             Tipo::AvvenutaConsegna,
@@ -382,7 +397,7 @@ fn every_receipt_and_notice_is_signed_typed_and_valid() {
             Notice::AvvenutaConsegna {
                 form: TipoRicevuta::Completa,
                 ..
-            } => assert_eq!(c.postacert.as_deref(), Some(&env.postacert[..])),
+            } => assert_eq!(c.postacert.as_deref(), Some(&postacert[..])),
             Notice::AvvenutaConsegna {
                 form: TipoRicevuta::Breve,
                 ..
@@ -436,8 +451,14 @@ fn anomaly_envelope_carries_the_message_and_nothing_else() {
 fn tampering_and_foreign_signers_are_caught() {
     let pki = dev_pki("pec.alfa.test");
     let other = dev_pki("pec.evil.test");
-    let env =
-        envelope::transport(&pki.identity, &pki.signer, &certification(), ORIGINAL, at()).unwrap();
+    let env = envelope::transport(
+        &pki.identity,
+        &pki.signer,
+        &certification(),
+        ORIGINAL.to_vec(),
+        at(),
+    )
+    .unwrap();
 
     // One byte of the signed content changed.
     let mut altered = env.message.bytes.clone();
@@ -474,7 +495,7 @@ fn tampering_and_foreign_signers_are_caught() {
         &other.identity,
         &other.signer,
         &certification(),
-        ORIGINAL,
+        ORIGINAL.to_vec(),
         at(),
     )
     .unwrap();

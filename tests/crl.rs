@@ -233,7 +233,7 @@ fn envelope_from(sender: &Gateway, to: &[&str], ident: &str) -> Vec<u8> {
         &sender.identity,
         &sender.signer,
         &cert,
-        original.as_bytes(),
+        original.into_bytes(),
         at,
     )
     .unwrap()

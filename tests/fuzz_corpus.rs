@@ -212,7 +212,13 @@ ciao\r\n--x\r\nContent-Type: application/pdf; name=\"a.pdf\"\r\n\
 Content-Disposition: attachment; filename=\"a.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n\
 JVBERi0xLjQK\r\n--x--\r\n";
     let env =
-        pecd::pec::envelope::transport(&pki.identity, &pki.signer, &cert, original, at).unwrap();
+        pecd::pec::envelope::transport(&pki.identity, &pki.signer, &cert, original.to_vec(), at)
+            .unwrap();
+    let postacert = pecd::pec::envelope::rewrite_original(
+        original.to_vec(),
+        &cert.identificativo,
+        cert.msgid.as_deref(),
+    );
     let build = |n| {
         pecd::pec::receipt::build(&pki.identity, &pki.signer, &cert, n, at)
             .unwrap()
@@ -245,7 +251,7 @@ JVBERi0xLjQK\r\n--x--\r\n";
             build(Notice::AvvenutaConsegna {
                 consegna: "b@pec.test",
                 form: TipoRicevuta::Breve,
-                postacert: Some(&env.postacert),
+                postacert: Some(&postacert),
             }),
         ),
         ("anomalia.eml", anomaly),

@@ -109,7 +109,7 @@ fn classify_entry_point_survives_samples_and_mutations() {
         &pki.identity,
         &pki.signer,
         &cert,
-        b"Subject: x\r\n\r\nbody\r\n",
+        b"Subject: x\r\n\r\nbody\r\n".to_vec(),
         at,
     )
     .unwrap();

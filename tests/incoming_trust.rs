@@ -184,7 +184,7 @@ fn original(from: &str, to: &[&str]) -> Vec<u8> {
 
 fn transport(id: &ProviderIdentity, signer: &Signer, cert: &Certification, to: &[&str]) -> Vec<u8> {
     let at = PecTime::italian(jiff::Timestamp::now());
-    envelope::transport(id, signer, cert, &original(&cert.mittente, to), at)
+    envelope::transport(id, signer, cert, original(&cert.mittente, to), at)
         .unwrap()
         .message
         .bytes

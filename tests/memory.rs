@@ -51,16 +51,23 @@ async fn a_maximum_size_message_keeps_both_providers_peak_rss_bounded() {
         x(peak.1),
         idle.1 >> 20,
     );
-    // Issue #11's goal is the whole peak under 3× the message; the idle server (about
-    // 63 MiB, most of it before any mail) is not the message's doing. What the message
-    // costs above idle must stay under 4.5× (it was 4.1× at the sender and 5.5× at the
-    // receiver, one copy per stage; 2.6× at the receiver and 3.0–3.7× at the sender since
-    // the copies went: the sender's is the completa receipt coming back).
-    for (who, p, i) in [("sender", peak.0, idle.0), ("receiver", peak.1, idle.1)] {
+    // Issue #11's goal is the whole peak under 3× the message. The idle server is not the
+    // message's doing and differs by build (35 MiB for a release build, about 65 MiB for
+    // this test's debug build), so what is bounded here is the peak above idle, per role:
+    // - the sender holds at most two copies at once, the original (rewritten in place
+    //   into postacert.eml) and the envelope being signed around it;
+    // - the receiver the envelope as received and its completa delivery receipt.
+    // Before the copies went they were 4.1× and 5.5×; before the last ones (OpenSSL's
+    // copy of the verified content, the classifier's parse and copy of the original,
+    // the sender's separate postacert), 3.0–3.7× and 2.6×.
+    for (who, p, i, bound) in [
+        ("sender", peak.0, idle.0, 2.3),
+        ("receiver", peak.1, idle.1, 2.3),
+    ] {
         let above = p.saturating_sub(i);
         assert!(
-            x(above) <= 4.5,
-            "{who}: peak RSS {} MiB, {} MiB above idle: {:.2}× the message",
+            x(above) <= bound,
+            "{who}: peak RSS {} MiB, {} MiB above idle: {:.2}× the message (bound {bound}×)",
             p >> 20,
             above >> 20,
             x(above)

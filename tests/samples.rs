@@ -226,3 +226,129 @@ fn lf_stored_copy_of_a_real_receipt_still_verifies() {
     let r = report::verify(&lf, None).unwrap();
     assert!(r.signature.valid, "{:?}", r.signature.reason);
 }
+
+/// What the classifier found before it cut the parts itself: mail-parser's whole parse of
+/// the signed content, then its direct children (the reference for the test below).
+fn reference_parts(raw: &[u8], kind: &Kind) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+    use mail_parser::{MessageParser, MimeHeaders};
+    let crlf = pecd::pec::mime::to_crlf(raw);
+    let signed = classify(raw).map(|c| c.signed).unwrap_or(false);
+    let content: Vec<u8> = if signed {
+        match pecd::pec::smime::signed_content(&crlf) {
+            Ok(sc) => sc.content.into_owned(),
+            Err(_) => return (None, None),
+        }
+    } else {
+        crlf.into_owned()
+    };
+    let Some(m) = MessageParser::new().parse(&content) else {
+        return (None, None);
+    };
+    let (mut daticert, mut postacert) = (None, None);
+    for part in m
+        .root_part()
+        .sub_parts()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|&id| m.part(id))
+    {
+        let name = part.attachment_name().map(|n| n.to_ascii_lowercase());
+        if name.as_deref() == Some("daticert.xml") {
+            daticert.get_or_insert_with(|| part.contents().to_vec());
+        } else if postacert.is_none()
+            && part.is_message()
+            && (name.as_deref() == Some("postacert.eml") || *kind == Kind::AnomalyEnvelope)
+        {
+            postacert = part.message().map(|inner| inner.raw_message().to_vec());
+        }
+    }
+    (daticert, postacert)
+}
+
+fn assert_parts_as_before(label: &str, raw: &[u8]) {
+    let Ok(c) = classify(raw) else {
+        return;
+    };
+    let (daticert, postacert) = reference_parts(raw, &c.kind);
+    assert_eq!(
+        c.daticert,
+        daticert.map(|d| pecd::pec::daticert::Daticert::parse(&d)),
+        "{label}: daticert"
+    );
+    assert_eq!(
+        c.postacert.as_deref(),
+        postacert.as_deref(),
+        "{label}: postacert.eml"
+    );
+}
+
+/// The classifier cuts the PEC parts itself (a 50 MB original is neither decoded nor
+/// copied): on every real sample, and on MIME corner cases, it must find byte for byte
+/// the daticert and postacert.eml that mail-parser's whole parse finds.
+#[test]
+fn pec_parts_are_found_as_mail_parser_finds_them() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "base64 original",
+            "X-Trasporto: posta-certificata\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+             --b\r\nContent-Type: application/xml; name=\"daticert.xml\"\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+             PHBvc3RhY2VydCB0aXBvPSJwb3N0YS1jZXJ0aWZpY2F0YSIvPg==\r\n\
+             --b\r\nContent-Type: message/rfc822; name=\"postacert.eml\"\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+             U3ViamVjdDogY2lhbw0KDQpjb3Jwbw0K\r\n--b--\r\n",
+        ),
+        (
+            "RFC 2231 and encoded-word names, 8bit original",
+            "X-Trasporto: posta-certificata\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\
+             --b\r\nContent-Type: application/xml\r\nContent-Disposition: inline; filename*=utf-8''daticert.xml\r\n\r\n\
+             <postacert tipo=\"accettazione\"/>\r\n\
+             --b\r\nContent-Type: message/rfc822; name=\"=?utf-8?q?postacert.eml?=\"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\
+             Subject: perch\u{e8}\r\n\r\ncorpo\r\n--b--\r\n",
+        ),
+        (
+            "anomaly envelope, unnamed message, two daticerts, a nested one",
+            "X-Trasporto: errore\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+             --b\r\nContent-Type: text/plain\r\n\r\nanomalia\r\n\
+             --b\r\nContent-Type: message/rfc822\r\n\r\nSubject: x\r\nContent-Type: multipart/mixed; boundary=c\r\n\r\n\
+             --c\r\nContent-Type: application/xml; name=daticert.xml\r\n\r\n<finto/>\r\n--c--\r\n\
+             --b\r\nContent-Type: application/xml; name=daticert.xml\r\n\r\n<uno/>\r\n\
+             --b\r\nContent-Type: application/xml; name=daticert.xml\r\n\r\n<due/>\r\n--b--\r\n",
+        ),
+        (
+            "multipart/digest child without Content-Type",
+            "X-Trasporto: errore\r\nContent-Type: multipart/digest; boundary=\"b\"\r\n\r\n\
+             --b\r\n\r\nSubject: nel digest\r\n\r\ntesto\r\n--b--\r\n",
+        ),
+        (
+            "LF line ends, not closed",
+            "X-Trasporto: posta-certificata\nContent-Type: multipart/mixed; boundary=b\n\n\
+             --b\nContent-Type: message/rfc822; name=postacert.eml\n\nSubject: y\n\nz\n",
+        ),
+        (
+            "not multipart",
+            "X-Trasporto: posta-certificata\r\nContent-Type: text/plain\r\n\r\n--b\r\n",
+        ),
+    ];
+    for (label, raw) in cases {
+        assert_parts_as_before(label, raw.as_bytes());
+    }
+    // Every real provider message in ../shared/samples.
+    let Some(dir) = samples_dir() else {
+        return;
+    };
+    let mut stack = vec![dir];
+    let mut seen = 0;
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().map(Result::unwrap) {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let raw = std::fs::read(&path).unwrap();
+                assert_parts_as_before(&path.display().to_string(), &raw);
+                seen += 1;
+            }
+        }
+    }
+    assert!(seen >= 10, "only {seen} sample files");
+    eprintln!("{seen} sample files: the same PEC parts as mail-parser's whole parse");
+}

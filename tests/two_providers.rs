@@ -370,7 +370,8 @@ async fn two_providers_exchange_certified_mail() {
         &stranger.identity,
         &stranger.signer,
         &cert,
-        b"From: x@pec.stranger.test\r\nTo: b@pec.beta.test\r\nSubject: Estraneo\r\n\r\nciao\r\n",
+        b"From: x@pec.stranger.test\r\nTo: b@pec.beta.test\r\nSubject: Estraneo\r\n\r\nciao\r\n"
+            .to_vec(),
         at,
     )
     .unwrap();

@@ -165,10 +165,16 @@ fn envelope(id: &ProviderIdentity, signer: &Signer, domain: &str, at: jiff::Time
     let original = format!(
         "From: mario@{domain}\r\nTo: anna@pec.altro.test\r\nSubject: Prova\r\n\r\nciao\r\n"
     );
-    pecd::pec::envelope::transport(id, signer, &cert, original.as_bytes(), PecTime::italian(at))
-        .unwrap()
-        .message
-        .bytes
+    pecd::pec::envelope::transport(
+        id,
+        signer,
+        &cert,
+        original.into_bytes(),
+        PecTime::italian(at),
+    )
+    .unwrap()
+    .message
+    .bytes
 }
 
 /// Issue #13 item 4: an intact signature by any key is not "verified". Without a CA, an

@@ -59,7 +59,7 @@ pub fn resolve_blob(store: &Store, id: &str) -> Result<Vec<u8>, BlobError> {
         bytes = if seg == "pc" {
             crate::pec::classify::classify(&bytes)
                 .ok()
-                .and_then(|c| c.postacert)
+                .and_then(|c| c.postacert.map(Vec::from))
                 .ok_or(BlobError::NoPart)?
         } else {
             let n: usize = seg.parse().map_err(|_| BlobError::Malformed)?;

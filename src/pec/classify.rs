@@ -15,12 +15,16 @@
 //! [`Classified::certified`] accepts a daticert only when its (signed) `tipo` agrees with
 //! the (unsigned) header kind.
 //!
-//! Untrusted input: the whole message. Parsing is done by mail-parser (which never panics
-//! on malformed MIME) and the daticert parser (which never expands entities). Inputs larger
+//! Untrusted input: the whole message. Header fields are parsed by mail-parser (which never
+//! panics on malformed MIME), parts are cut by [`mime::split_multipart`], and the daticert
+//! parser never expands entities; the original inside is not parsed at all. Inputs larger
 //! than [`MAX_MESSAGE_BYTES`] are refused before parsing.
 
 use std::borrow::Cow;
 
+use std::sync::Arc;
+
+use bytes::Bytes;
 use mail_parser::{MessageParser, MimeHeaders};
 
 use super::daticert::{Daticert, DaticertError, Tipo};
@@ -95,7 +99,7 @@ pub struct Classified {
     pub daticert: Option<Result<Daticert, DaticertError>>,
     /// The raw bytes of the `postacert.eml` part (the original or, in an anomaly
     /// envelope, the received message).
-    pub postacert: Option<Vec<u8>>,
+    pub postacert: Option<Bytes>,
     /// Structural problems noticed (not fatal to classification).
     pub problems: Vec<String>,
 }
@@ -178,8 +182,48 @@ pub enum ClassifyError {
     NotAMail,
 }
 
-/// Classifies any message. Fails only when the input is not a mail at all.
+/// Classifies any message. Fails only when the input is not a mail at all. The
+/// `postacert` returned is a copy; [`classify_shared`] avoids it.
 pub fn classify(raw: &[u8]) -> Result<Classified, ClassifyError> {
+    classify_with(raw, |part| match part {
+        Cow::Borrowed(part) => Bytes::copy_from_slice(part),
+        Cow::Owned(part) => Bytes::from(part),
+    })
+}
+
+/// [`classify`] for a message already held in shared memory: `postacert` is then a view
+/// into `raw`, not a copy (a 50 MB original is not duplicated), unless the message had to
+/// be rewritten with CRLF line ends first.
+pub fn classify_shared(raw: &Arc<Vec<u8>>) -> Result<Classified, ClassifyError> {
+    let raw = Bytes::from_owner(SharedMessage(raw.clone()));
+    classify_with(&raw, |part| match part {
+        Cow::Borrowed(part) => {
+            let (start, end) = (raw.as_ptr() as usize, raw.as_ptr() as usize + raw.len());
+            let p = part.as_ptr() as usize;
+            if p >= start && p + part.len() <= end {
+                raw.slice_ref(part)
+            } else {
+                // A view into a CRLF copy of the message, not into `raw`.
+                Bytes::copy_from_slice(part)
+            }
+        }
+        Cow::Owned(part) => Bytes::from(part),
+    })
+}
+
+/// A message held behind an `Arc`, lent to [`Bytes`] (which keeps it alive) without a copy.
+struct SharedMessage(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for SharedMessage {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+fn classify_with(
+    raw: &[u8],
+    shared: impl Fn(Cow<'_, [u8]>) -> Bytes,
+) -> Result<Classified, ClassifyError> {
     if raw.len() > MAX_MESSAGE_BYTES {
         return Err(ClassifyError::TooLarge);
     }
@@ -259,33 +303,11 @@ pub fn classify(raw: &[u8]) -> Result<Classified, ClassifyError> {
     } else {
         Some(Cow::Borrowed(&crlf))
     };
-    let mut daticert = None;
-    let mut postacert = None;
-    let parsed_content = content
-        .as_deref()
-        .and_then(|c| MessageParser::new().parse(c));
-    match &parsed_content {
-        None => problems.push("the MIME structure could not be parsed".to_string()),
-        Some(m) => {
-            // Only the direct children of the top multipart (rule §2 item 6).
-            let children = m.root_part().sub_parts().unwrap_or_default();
-            for part in children.iter().filter_map(|&id| m.part(id)) {
-                let name = part.attachment_name().map(|n| n.to_ascii_lowercase());
-                if name.as_deref() == Some("daticert.xml") {
-                    if daticert.is_none() {
-                        daticert = Some(Daticert::parse(part.contents()));
-                    } else {
-                        problems.push("more than one daticert.xml: the first is used".into());
-                    }
-                } else if postacert.is_none() && part.is_message() {
-                    let named = name.as_deref() == Some("postacert.eml");
-                    if named || matches!(kind, Kind::AnomalyEnvelope) {
-                        postacert = part.message().map(|inner| inner.raw_message().to_vec());
-                    }
-                }
-            }
-        }
-    }
+    let (daticert, postacert) = match content.as_deref() {
+        Some(c) => pec_parts(c, &kind, &mut problems),
+        None => (None, None),
+    };
+    let postacert = postacert.map(shared);
     Ok(Classified {
         kind,
         headers,
@@ -296,9 +318,180 @@ pub fn classify(raw: &[u8]) -> Result<Classified, ClassifyError> {
     })
 }
 
+/// The daticert found (parsed or not) and the raw original.
+type PecParts<'a> = (
+    Option<Result<Daticert, DaticertError>>,
+    Option<Cow<'a, [u8]>>,
+);
+
+/// The PEC parts among the direct children of the top multipart of `content` (rule §2
+/// item 6): the parsed `daticert.xml` and the raw `postacert.eml`. The children are cut
+/// by [`mime::split_multipart`] (as the signed content itself is); mail-parser reads each
+/// child's header fields (names, RFC 2231 and encoded words as before) and decodes only
+/// `daticert.xml`. The original in `postacert.eml` is neither parsed nor decoded nor
+/// copied when it is sent as it is (7bit, 8bit, binary: what RFC 2046 §5.2.1 allows); a
+/// base64 or quoted-printable one is decoded.
+fn pec_parts<'a>(content: &'a [u8], kind: &Kind, problems: &mut Vec<String>) -> PecParts<'a> {
+    // The top entity's type and boundary as mail-parser reads them (RFC 2231, the last
+    // Content-Type), as before the parts were cut here.
+    let Some(top) = MessageParser::new().parse_headers(content) else {
+        problems.push("the MIME structure could not be parsed".to_string());
+        return (None, None);
+    };
+    let Some(ct) = top.root_part().content_type() else {
+        return (None, None);
+    };
+    // RFC 2046 §5.1.1: a boundary has 1 to 70 characters; an empty one would make every
+    // `--` line of the original a delimiter.
+    let boundary = ct.attribute("boundary").filter(|b| !b.is_empty());
+    let (true, Some(boundary)) = (ct.ctype().eq_ignore_ascii_case("multipart"), boundary) else {
+        return (None, None);
+    };
+    let digest = ct
+        .subtype()
+        .is_some_and(|s| s.eq_ignore_ascii_case("digest"));
+    let (_, body) = mime::split_header_body(content);
+    let (mut daticert, mut postacert) = (None, None);
+    for part in mime::split_multipart(body, boundary.as_bytes()).parts {
+        // A part may have no header fields at all (a multipart/digest child defaults to
+        // message/rfc822).
+        let parsed = MessageParser::new().parse_headers(part);
+        let root = parsed.as_ref().map(|m| m.root_part());
+        let name = root
+            .and_then(|r| r.attachment_name())
+            .map(str::to_ascii_lowercase);
+        if name.as_deref() == Some("daticert.xml") {
+            if daticert.is_none() {
+                let decoded = MessageParser::new().parse(part);
+                let contents = decoded
+                    .as_ref()
+                    .map_or(&[][..], |m| m.root_part().contents());
+                daticert = Some(Daticert::parse(contents));
+            } else {
+                problems.push("more than one daticert.xml: the first is used".into());
+            }
+            continue;
+        }
+        let is_message = match root.and_then(|r| r.content_type()) {
+            Some(t) => {
+                t.ctype().eq_ignore_ascii_case("message")
+                    && t.subtype().is_some_and(|s| {
+                        s.eq_ignore_ascii_case("rfc822") || s.eq_ignore_ascii_case("global")
+                    })
+            }
+            None => digest,
+        };
+        let named = name.as_deref() == Some("postacert.eml");
+        if postacert.is_some() || !is_message || !(named || matches!(kind, Kind::AnomalyEnvelope)) {
+            continue;
+        }
+        let encoding = root
+            .and_then(|r| r.content_transfer_encoding())
+            .map(|e| e.trim().to_ascii_lowercase());
+        postacert = match encoding.as_deref() {
+            // A message has header fields (mail-parser's test, on the headers alone).
+            None | Some("7bit" | "8bit" | "binary") => {
+                let inner = mime::split_header_body(part).1;
+                MessageParser::new()
+                    .parse_headers(inner)
+                    .map(|_| Cow::Borrowed(inner))
+            }
+            // Not allowed for message/rfc822, but read as mail-parser always has.
+            Some(_) => MessageParser::new().parse(part).and_then(|m| {
+                m.root_part()
+                    .message()
+                    .map(|inner| Cow::Owned(inner.raw_message().to_vec()))
+            }),
+        };
+    }
+    (daticert, postacert)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn root_of(c: &Classified) -> Option<String> {
+        match &c.daticert {
+            Some(Err(DaticertError::WrongRoot(r))) => Some(r.clone()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Only a whole delimiter line cuts a direct child (RFC 2046 §5.1.1): an original
+    /// with the boundary inside a line, or prefixed, cannot slip in a daticert of its own
+    /// (mail-parser took `hello --b` and `--bX` for delimiters); an empty boundary cuts
+    /// nothing at all.
+    #[test]
+    fn only_whole_delimiter_lines_cut_the_pec_parts() {
+        for line in ["hello --b", "--bX", "---b", "--b junk"] {
+            let raw = format!(
+                "X-Trasporto: posta-certificata\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+                 --b\r\nContent-Type: message/rfc822; name=\"postacert.eml\"\r\n\r\n\
+                 Subject: s\r\n\r\n{line}\r\nContent-Type: application/xml; name=daticert.xml\r\n\r\n<fake/>\r\n\
+                 --b\r\nContent-Type: application/xml; name=daticert.xml\r\n\r\n<real/>\r\n--b--\r\n"
+            );
+            let c = classify(raw.as_bytes()).unwrap();
+            assert_eq!(root_of(&c).as_deref(), Some("real"), "{line}");
+            assert!(
+                c.postacert.as_deref().unwrap().ends_with(b"<fake/>"),
+                "{line}: the original keeps its lines"
+            );
+        }
+        let empty = "X-Trasporto: errore\r\nContent-Type: multipart/mixed; boundary=\"\"\r\n\r\n\
+                     --\r\nContent-Type: application/xml; name=daticert.xml\r\n\r\n<fake/>\r\n----\r\n";
+        let c = classify(empty.as_bytes()).unwrap();
+        assert!(c.daticert.is_none() && c.postacert.is_none());
+    }
+
+    /// `postacert.eml` must hold a message (header fields), whatever its Content-Type says.
+    #[test]
+    fn a_postacert_without_header_fields_is_no_postacert() {
+        for (body, found) in [
+            ("just text no colon\r\n", false),
+            ("", false),
+            ("Subject: only a header", true),
+            ("Subject: s\r\n\r\nbody\r\n", true),
+        ] {
+            let raw = format!(
+                "X-Trasporto: posta-certificata\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\
+                 --b\r\nContent-Type: message/rfc822; name=postacert.eml\r\n\r\n{body}\r\n--b--\r\n"
+            );
+            let c = classify(raw.as_bytes()).unwrap();
+            assert_eq!(c.postacert.is_some(), found, "{body:?}");
+        }
+    }
+
+    /// The pipeline's variant returns the original as a view into the message it was
+    /// given (no 50 MB copy) when the message is CRLF, and a copy otherwise.
+    #[test]
+    fn classify_shared_views_the_original_in_place() {
+        let crlf = "X-Trasporto: posta-certificata\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\
+                    --b\r\nContent-Type: message/rfc822; name=postacert.eml\r\n\r\nSubject: s\r\n\r\nx\r\n--b--\r\n";
+        let within = |raw: &Arc<Vec<u8>>, p: &[u8]| {
+            let r = raw.as_ptr() as usize..raw.as_ptr() as usize + raw.len();
+            r.contains(&(p.as_ptr() as usize))
+        };
+        let raw = Arc::new(crlf.as_bytes().to_vec());
+        let c = classify_shared(&raw).unwrap();
+        let p = c.postacert.unwrap();
+        assert_eq!(&p[..], b"Subject: s\r\n\r\nx");
+        assert!(within(&raw, &p), "a view into the message");
+        drop(raw);
+        assert_eq!(
+            &p[..],
+            b"Subject: s\r\n\r\nx",
+            "the view keeps the message alive"
+        );
+
+        let lf = Arc::new(crlf.replace("\r\n", "\n").into_bytes());
+        let p = classify_shared(&lf).unwrap().postacert.unwrap();
+        assert_eq!(&p[..], b"Subject: s\r\n\r\nx");
+        assert!(
+            !within(&lf, &p),
+            "LF input is converted, so the original is a copy"
+        );
+    }
 
     #[test]
     fn plain_mail_and_non_mail() {
@@ -390,7 +583,7 @@ mod tests {
         };
         let at = crate::pec::time::PecTime::italian(jiff::Timestamp::now());
         let orig = b"From: m@pec.a.it\r\nTo: d@pec.b.it\r\nSubject: o\r\n\r\nx\r\n";
-        let env = crate::pec::envelope::transport(&id, &signer, &cert, orig, at)
+        let env = crate::pec::envelope::transport(&id, &signer, &cert, orig.to_vec(), at)
             .unwrap()
             .message
             .bytes;

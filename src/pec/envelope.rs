@@ -13,6 +13,8 @@
 //! Pure: bytes in, signed bytes out. The original is untrusted; nothing from it reaches a
 //! header line without [`compose::header_safe`](super::compose::header_safe).
 
+use std::borrow::Cow;
+
 use super::compose::{self, BuiltMessage, Certification, Headers, ProviderIdentity};
 use super::daticert::{Errore, Tipo};
 use super::ids;
@@ -32,24 +34,29 @@ const ANOMALY_INHERITED: &[&str] = &[
     "Message-ID",
 ];
 
-/// The transport envelope plus the rewritten original it carries.
+/// The signed transport envelope.
 #[derive(Debug, Clone)]
 pub struct TransportEnvelope {
     pub message: BuiltMessage,
-    /// The original as carried in `postacert.eml` (Message-ID replaced, CRLF).
-    pub postacert: Vec<u8>,
 }
 
 /// Rewrites the original as rule §2.1 prescribes: its `Message-ID` becomes the PEC
 /// identifier and the client's id moves to `X-Riferimento-Message-ID`. The body and every
 /// other header stay byte-identical.
 pub fn rewrite_original(
-    original: &[u8],
+    original: Vec<u8>,
     identificativo: &str,
     client_msgid: Option<&str>,
 ) -> Vec<u8> {
-    let original = mime::to_crlf(original);
+    // In place: only the header block is rebuilt; the body (up to 50 MB) is moved within
+    // the same buffer, never copied to a second one (unless its line ends need CRLF).
+    let crlf = match mime::to_crlf(&original) {
+        Cow::Owned(converted) => Some(converted),
+        Cow::Borrowed(_) => None,
+    };
+    let mut original = crlf.unwrap_or(original);
     let (headers, body) = mime::split_header_body(&original);
+    let body_start = original.len() - body.len();
     let mut block = mime::replace_header(
         headers,
         "Message-ID",
@@ -62,21 +69,20 @@ pub fn rewrite_original(
             Some(&format!("X-Riferimento-Message-ID: {}", ids::bracketed(m))),
         );
     }
-    let mut out = Vec::with_capacity(block.len() + body.len() + 2);
-    out.extend_from_slice(&block);
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body);
-    out
+    block.extend_from_slice(b"\r\n");
+    original.splice(..body_start, block);
+    original
 }
 
 /// Builds and signs the transport envelope for an accepted original (row #4 of §4.1).
 /// `cert` holds the certification facts taken from the SMTP envelope; `original` the
-/// message as submitted.
+/// message as submitted, taken by value: it becomes `postacert.eml` in its own buffer, so
+/// a 50 MB original is held once beside the envelope being written, not twice.
 pub fn transport(
     provider: &ProviderIdentity,
     signer: &Signer,
     cert: &Certification,
-    original: &[u8],
+    original: Vec<u8>,
     at: PecTime,
 ) -> Result<TransportEnvelope, SmimeError> {
     let postacert = rewrite_original(original, &cert.identificativo, cert.msgid.as_deref());
@@ -126,7 +132,6 @@ pub fn transport(
             message_id: cert.identificativo.clone(),
             daticert: Some(d),
         },
-        postacert,
     })
 }
 
@@ -209,7 +214,7 @@ mod tests {
     #[test]
     fn rewrite_swaps_message_id_and_keeps_the_rest() {
         let orig = b"From: a@pec.x.it\nMessage-ID: <client@x>\nSubject: hi\n\nbody\n";
-        let out = rewrite_original(orig, "opec-1@pec.x.it", Some("<client@x>"));
+        let out = rewrite_original(orig.to_vec(), "opec-1@pec.x.it", Some("<client@x>"));
         let s = String::from_utf8(out).unwrap();
         assert_eq!(
             s,

@@ -280,7 +280,12 @@ fn signed_parts(crlf: &[u8]) -> Result<(mime::ContentType, mime::Multipart<'_>),
     if ct.mime_type != "multipart/signed" {
         return Err(SmimeError::NotSigned);
     }
-    let boundary = ct.param("boundary").ok_or(SmimeError::NoBoundary)?;
+    // RFC 2046 §5.1.1: 1 to 70 characters; an empty one would make every `--` line a
+    // delimiter.
+    let boundary = ct
+        .param("boundary")
+        .filter(|b| !b.is_empty())
+        .ok_or(SmimeError::NoBoundary)?;
     let parts = mime::split_multipart(body, boundary.as_bytes());
     Ok((ct, parts))
 }
@@ -457,7 +462,7 @@ pub fn verify_detached(
     signature_der: &[u8],
     trust: Option<&TrustAnchors>,
 ) -> SignatureCheck {
-    let p7 = match Pkcs7::from_der(signature_der) {
+    let mut p7 = match Pkcs7::from_der(signature_der) {
         Ok(p) => p,
         Err(e) => return SignatureCheck::invalid(SmimeError::BadDer(first_error(&e)).to_string()),
     };
@@ -483,14 +488,19 @@ pub fn verify_detached(
         let no_store = X509StoreBuilder::new()
             .map_err(|e| first_error(&e))?
             .build();
-        p7.verify(
+        // Not `Pkcs7::verify`: it makes OpenSSL copy the whole content into an output
+        // buffer (about 2× a 50 MB message at its peak); this digests it in place.
+        openssl_detached::verify_detached(
+            &mut p7,
             &empty,
             &no_store,
-            Some(content),
-            None,
+            content,
             Pkcs7Flags::NOVERIFY | Pkcs7Flags::BINARY,
         )
-        .map_err(|e| first_error(&e))
+        .map_err(|e| match e {
+            openssl_detached::Error::OpenSsl(e) => first_error(&e),
+            e => e.to_string(),
+        })
     })();
 
     let (chain_ok, chain_error) = match trust {

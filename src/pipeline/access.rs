@@ -391,8 +391,8 @@ async fn accept(
     // RFC 5322 §3.6 requires Date:; as a submission server we may add it (RFC 6409 §8.6):
     // the acceptance time, so what is certified conforms.
     let data = if checked.date_missing {
-        let mut dated = format!("Date: {}\r\n", at.rfc5322()).into_bytes();
-        dated.extend_from_slice(&data);
+        let mut dated = Arc::unwrap_or_clone(data);
+        dated.splice(..0, format!("Date: {}\r\n", at.rfc5322()).into_bytes());
         Arc::new(dated)
     } else {
         data
@@ -405,9 +405,15 @@ async fn accept(
         Ok(Some(virus)) => return refuse_virus(gw, &checked, cert, data, virus, at).await,
         Err(reply) => return Ok(reply),
     }
+    // Its hash for the trace, taken now: the original is then handed over to become the
+    // envelope's postacert.eml in place (a 50 MB message is not held twice).
+    let data_sha256 = crate::trace::sha256_hex(&data);
     // The envelope and the acceptance receipt are signed side by side.
-    let (g, c, d) = (gw.clone(), cert.clone(), data.clone());
-    let env = gw.blocking(move || envelope::transport(&g.identity, &g.signer, &c, &d, at));
+    let (g, c) = (gw.clone(), cert.clone());
+    let env = gw.blocking(move || {
+        let original = Arc::unwrap_or_clone(data);
+        envelope::transport(&g.identity, &g.signer, &c, original, at)
+    });
     let (g, c) = (gw.clone(), cert.clone());
     let acc =
         gw.blocking(move || receipt::build(&g.identity, &g.signer, &c, Notice::Accettazione, at));
@@ -426,12 +432,16 @@ async fn accept(
     let env_bytes = Arc::new(transport.message.bytes);
     let acc_bytes = Arc::new(acceptance.bytes);
     // Both durable before the commit refers to them; written side by side (each is an
-    // fsync, or a round trip to the object store).
-    let (env_blob, acc_blob) = tokio::try_join!(
-        gw.put_blob(env_bytes.clone()),
-        gw.put_blob(acc_bytes.clone())
-    )?;
-    let acc_sha256 = acc_blob.id.as_str().to_string();
+    // fsync, or a round trip to the object store). The envelope's buffer goes with its
+    // write: the relay reads it back from the store after the commit, and a 50 MB one is
+    // not held twice meanwhile.
+    let (env_blob, acc_blob) =
+        tokio::try_join!(gw.put_blob(env_bytes), gw.put_blob(acc_bytes.clone()))?;
+    // A blob's id is the SHA-256 of its exact bytes.
+    let (env_sha256, acc_sha256) = (
+        env_blob.id.as_str().to_string(),
+        acc_blob.id.as_str().to_string(),
+    );
 
     let bare_msgid = checked
         .client_msgid
@@ -449,10 +459,11 @@ async fn accept(
         e
     };
     let mut accepted = base(EventKind::SubmissionAccepted)
-        .message_bytes(&data)
         .detail("formal checks passed; acceptance receipt issued");
+    accepted.sha256 = Some(data_sha256);
     accepted.related = vec![acceptance.message_id.clone(), ident.clone()];
-    let created = base(EventKind::EnvelopeCreated).message_bytes(&env_bytes);
+    let mut created = base(EventKind::EnvelopeCreated);
+    created.sha256 = Some(env_sha256);
     // The receipt's own hash (the blob id is the SHA-256 of its exact bytes).
     let mut receipt_sent = base(EventKind::AcceptanceSent);
     receipt_sent.sha256 = Some(acc_sha256);

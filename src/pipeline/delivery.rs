@@ -16,11 +16,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::gateway::Gateway;
 use crate::pec::address::PecAddress;
-use crate::pec::classify::{Kind, classify};
+use crate::pec::classify::{Kind, classify_shared};
 use crate::pec::compose::{BuiltMessage, Certification};
 use crate::pec::daticert::{Errore, Tipo};
 use crate::pec::mime;
@@ -186,13 +187,13 @@ pub async fn process(gw: &Arc<Gateway>, item: &QueueItem) -> Result<(), Delivery
                 .unwrap_or_else(|| "signer is not this provider".into()),
         ));
     }
-    let c = classify(&bytes).map_err(|e| DeliveryError::Invalid(e.to_string()))?;
+    let c = classify_shared(&bytes).map_err(|e| DeliveryError::Invalid(e.to_string()))?;
     let daticert = match (&c.kind, c.daticert) {
         (Kind::TransportEnvelope, Some(Ok(d))) if d.tipo == Tipo::PostaCertificata => d,
         _ => return Err(DeliveryError::Invalid("not a transport envelope".into())),
     };
     let cert = Certification::from_daticert(&daticert);
-    let postacert = Arc::new(c.postacert.unwrap_or_default());
+    let postacert = c.postacert.unwrap_or_default();
     let ident = cert.identificativo.clone();
 
     let tc_key = format!("takecharge:{ident}:{}", item.id);
@@ -323,7 +324,7 @@ pub async fn take_charge_and_deliver(
     gw: &Arc<Gateway>,
     cert: &Certification,
     envelope: &Arc<Vec<u8>>,
-    postacert: &Arc<Vec<u8>>,
+    postacert: &Bytes,
     rcpts: &[String],
     take_charge_to: &PecAddress,
     tc_key: String,
@@ -383,7 +384,7 @@ async fn deliver_one(
     gw: &Arc<Gateway>,
     cert: &Certification,
     envelope: &Arc<Vec<u8>>,
-    postacert: &Arc<Vec<u8>>,
+    postacert: &Bytes,
     sender: &PecAddress,
     rcpt: &str,
     cc_only: bool,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::gateway::Gateway;
 use crate::pec::address::PecAddress;
-use crate::pec::classify::{Classified, classify};
+use crate::pec::classify::{Classified, classify_shared};
 use crate::pec::crl::{CRL_RECHECK, Revocation};
 use crate::pec::daticert::Daticert;
 use crate::pec::index::ProviderRecord;
@@ -84,7 +84,7 @@ pub(super) async fn verify(gw: &Arc<Gateway>, data: &Arc<Vec<u8>>) -> Verdict {
         };
         Verdict {
             check,
-            classified: classify(&d).ok(),
+            classified: classify_shared(&d).ok(),
             record,
             cert_current,
             revoked,
