@@ -8,7 +8,8 @@
 
 mod common;
 
-use std::net::TcpListener as StdListener;
+use common::ports::free_port;
+
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -26,14 +27,6 @@ use pecd::pec::time::PecTime;
 use pecd::store::NewMailbox;
 use pecd::store::mailbox::{MailboxOptions, Password};
 use pecd::trace::{EventKind, TraceQuery};
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn init(domain: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

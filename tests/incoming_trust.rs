@@ -10,7 +10,8 @@
 
 mod common;
 
-use std::net::TcpListener as StdListener;
+use common::ports::free_port;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,14 +30,6 @@ use pecd::server::Running;
 use pecd::store::NewMailbox;
 use pecd::store::mailbox::{MailboxOptions, Password};
 use pecd::trace::{EventKind, TraceQuery};
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn init(domain: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();

@@ -7,7 +7,8 @@
 
 mod common;
 
-use std::net::TcpListener as StdListener;
+use common::ports::free_port;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,14 +24,6 @@ use pecd::pipeline::timers;
 use pecd::server::Running;
 use pecd::store::NewMailbox;
 use pecd::store::mailbox::{MailboxOptions, Password};
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Provider {
     dir: tempfile::TempDir,

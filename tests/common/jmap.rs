@@ -4,7 +4,7 @@
 //! the server certificate against the provider's dev CA.
 #![allow(dead_code)]
 
-use std::net::TcpListener as StdListener;
+use super::ports::free_port;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -20,14 +20,6 @@ pub const USING: &[&str] = &[
     "urn:ietf:params:jmap:quota",
     "urn:pecd:params:jmap:pec",
 ];
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Two providers that exchange PEC with each other over real SMTP with STARTTLS.
 pub fn pair(a: (&str, &[(&str, &str)]), b: (&str, &[(&str, &str)])) -> (Server, Server) {

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use pecd::store::blobs::s3::{S3Credentials, S3Settings};
 
+use super::ports::free_port;
+
 pub const ACCESS_KEY: &str = "pecdtestaccess";
 pub const SECRET_KEY: &str = "pecd-test-secret-0123456789";
 pub const BUCKET: &str = "pecd";
@@ -37,14 +39,6 @@ fn find() -> Option<PathBuf> {
         .status()
         .is_ok_and(|s| s.success());
     ok.then(|| PathBuf::from("weed"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl S3Server {
