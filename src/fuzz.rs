@@ -151,7 +151,9 @@ fn judge(data: &[u8]) {
     let Ok(c) = crate::pec::classify::classify(data) else {
         return;
     };
-    // The pipeline's zero-copy variant finds the same parts.
+    // The pipeline's zero-copy variant finds the same parts. A fuzz oracle: this assert is
+    // meant to stop the fuzzer on a disagreement (it runs only from the fuzz targets and
+    // tests/fuzz_entry.rs, never in the server).
     let shared = crate::pec::classify::classify_shared(&std::sync::Arc::new(data.to_vec()));
     assert_eq!(
         shared.as_ref().map(|s| s.postacert.as_deref()).ok(),

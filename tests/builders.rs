@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{dev_pki, dtd_path, have, openssl_verify, xmllint_valid};
+use common::{Pki, dev_pki, dtd_path, have, openssl_verify, xmllint_valid};
 use pecd::pec::classify::{Kind, classify};
 use pecd::pec::compose::{BuiltMessage, Certification};
 use pecd::pec::daticert::{Destinatario, Errore, Tipo, TipoDestinatario, TipoRicevuta};
@@ -126,6 +126,18 @@ fn assert_accepted_everywhere(pki: &common::Pki, m: &BuiltMessage, what: &str) {
     );
 }
 
+/// The transport envelope `pki`'s provider builds around [`ORIGINAL`].
+fn envelope_by(pki: &Pki) -> envelope::TransportEnvelope {
+    envelope::transport(
+        &pki.identity,
+        &pki.signer,
+        &certification(),
+        ORIGINAL.to_vec(),
+        at(),
+    )
+    .unwrap()
+}
+
 /// The original as the envelope carries it in postacert.eml (rule §2.1).
 fn rewritten(cert: &Certification) -> Vec<u8> {
     envelope::rewrite_original(
@@ -138,14 +150,7 @@ fn rewritten(cert: &Certification) -> Vec<u8> {
 #[test]
 fn transport_envelope_is_what_the_rules_prescribe() {
     let pki = dev_pki("pec.alfa.test");
-    let env = envelope::transport(
-        &pki.identity,
-        &pki.signer,
-        &certification(),
-        ORIGINAL.to_vec(),
-        at(),
-    )
-    .unwrap();
+    let env = envelope_by(&pki);
     assert_accepted_everywhere(&pki, &env.message, "transport envelope");
 
     let c = classify(&env.message.bytes).unwrap();
@@ -451,14 +456,7 @@ fn anomaly_envelope_carries_the_message_and_nothing_else() {
 fn tampering_and_foreign_signers_are_caught() {
     let pki = dev_pki("pec.alfa.test");
     let other = dev_pki("pec.evil.test");
-    let env = envelope::transport(
-        &pki.identity,
-        &pki.signer,
-        &certification(),
-        ORIGINAL.to_vec(),
-        at(),
-    )
-    .unwrap();
+    let env = envelope_by(&pki);
 
     // One byte of the signed content changed.
     let mut altered = env.message.bytes.clone();
@@ -491,14 +489,7 @@ fn tampering_and_foreign_signers_are_caught() {
     );
 
     // A message signed by another CA's provider: valid signature, but no chain to ours.
-    let foreign = envelope::transport(
-        &other.identity,
-        &other.signer,
-        &certification(),
-        ORIGINAL.to_vec(),
-        at(),
-    )
-    .unwrap();
+    let foreign = envelope_by(&other);
     let r = report::verify(&foreign.message.bytes, Some(&pki.trust)).unwrap();
     assert!(r.signature.valid);
     assert_eq!(r.signature.chain_ok, Some(false));

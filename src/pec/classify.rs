@@ -407,6 +407,7 @@ fn pec_parts<'a>(content: &'a [u8], kind: &Kind, problems: &mut Vec<String>) -> 
     (daticert, postacert)
 }
 
+// Test code: an unwrap here fails the test; none sees peer input.
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -405,20 +405,21 @@ async fn accept(
         Ok(Some(virus)) => return refuse_virus(gw, &checked, cert, data, virus, at).await,
         Err(reply) => return Ok(reply),
     }
-    // Its hash for the trace, taken now: the original is then handed over to become the
-    // envelope's postacert.eml in place (a 50 MB message is not held twice).
-    let data_sha256 = crate::trace::sha256_hex(&data);
-    // The envelope and the acceptance receipt are signed side by side.
+    // The envelope and the acceptance receipt are signed side by side, off the executor.
+    // The original's hash for the trace is taken there first (50 MB are not hashed on an
+    // async worker); then the original is handed over to become the envelope's
+    // postacert.eml in place (a 50 MB message is not held twice).
     let (g, c) = (gw.clone(), cert.clone());
     let env = gw.blocking(move || {
+        let data_sha256 = crate::trace::sha256_hex(&data);
         let original = Arc::unwrap_or_clone(data);
-        envelope::transport(&g.identity, &g.signer, &c, original, at)
+        envelope::transport(&g.identity, &g.signer, &c, original, at).map(|e| (data_sha256, e))
     });
     let (g, c) = (gw.clone(), cert.clone());
     let acc =
         gw.blocking(move || receipt::build(&g.identity, &g.signer, &c, Notice::Accettazione, at));
     let built = tokio::try_join!(env, acc);
-    let (transport, acceptance) = match built {
+    let ((data_sha256, transport), acceptance) = match built {
         Ok(x) => x,
         Err(e) => {
             tracing::error!(error = %e, "signing failed");

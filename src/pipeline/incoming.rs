@@ -137,7 +137,7 @@ async fn receive_counted(
     {
         tracing::Span::current().record("identificativo", d.identificativo.as_str());
     }
-    let digest = sha256_hex(&data);
+    let digest = std::mem::take(&mut verdict.digest);
     let rcpts = env.rcpt_to;
 
     if let (true, Some(record)) = (verdict.from_provider(), verdict.record.clone()) {

@@ -25,6 +25,8 @@ pub(super) struct Verdict {
     pub(super) cert_current: bool,
     /// A CRL of `[trust] crl_dir` lists the signer certificate as revoked (rule §6.2).
     pub(super) revoked: Option<Revocation>,
+    /// The SHA-256 (hex) of the message as received, for the trace.
+    pub(super) digest: String,
 }
 
 impl Verdict {
@@ -65,7 +67,8 @@ impl Verdict {
 }
 
 /// Verifies and classifies `data` off the executor: the signature, the signer certificate
-/// looked up in the provider index, its validity at the gateway clock's now, and the CRLs.
+/// looked up in the provider index, its validity at the gateway clock's now, and the CRLs;
+/// hashes it there too (a 50 MB message is not hashed on an async worker).
 pub(super) async fn verify(gw: &Arc<Gateway>, data: &Arc<Vec<u8>>) -> Verdict {
     let (g, d) = (gw.clone(), data.clone());
     let now = gw.clock.now();
@@ -85,6 +88,7 @@ pub(super) async fn verify(gw: &Arc<Gateway>, data: &Arc<Vec<u8>>) -> Verdict {
         Verdict {
             check,
             classified: classify_shared(&d).ok(),
+            digest: crate::trace::sha256_hex(&d),
             record,
             cert_current,
             revoked,
