@@ -23,6 +23,23 @@ pub fn postacert_blob_id(entry: &Entry) -> String {
     format!("B{}_pc", entry.blob.as_str())
 }
 
+/// Why a signature failed, for the Italian reader: what it means first; OpenSSL's own
+/// words (English) only after, labelled as the technical detail for whoever supports the
+/// user.
+fn invalid_signature(reason: Option<&str>) -> String {
+    let head = "firma assente o non valida: il messaggio può essere stato alterato";
+    match reason.map(str::trim).filter(|r| !r.is_empty()) {
+        None => head.to_string(),
+        Some(r) => match r.strip_prefix("signature does not match the content:") {
+            Some(detail) => format!(
+                "{head}: il contenuto non corrisponde alla firma (dettaglio tecnico: {})",
+                detail.trim()
+            ),
+            None => format!("{head} (dettaglio tecnico: {r})"),
+        },
+    }
+}
+
 /// The verdict on an entry's signature, judged now.
 pub fn verdict(gw: &Gateway, entry: &Entry) -> Value {
     let f = &entry.summary.pec;
@@ -39,10 +56,7 @@ pub fn verdict(gw: &Gateway, entry: &Entry) -> Value {
         .as_ref()
         .and_then(|c| gw.index().by_certificate(c).map(|r| r.name.clone()));
     let reason: Option<String> = if !f.signature_valid {
-        Some(format!(
-            "firma assente o non valida: il messaggio può essere stato alterato ({})",
-            f.signature_reason.clone().unwrap_or_default()
-        ))
+        Some(invalid_signature(f.signature_reason.as_deref()))
     } else if let Some(why) = &f.not_certified {
         Some(format!("messaggio PEC non conforme: {why}"))
     } else if provider.is_none() {
@@ -82,4 +96,27 @@ pub fn property(gw: &Gateway, entry: &Entry) -> Value {
         "postacertBlobId": f.has_postacert.then(|| postacert_blob_id(entry)),
         "receiptForm": f.receipt_form,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::invalid_signature;
+
+    #[test]
+    fn a_failed_signature_is_explained_in_italian_first() {
+        assert_eq!(
+            invalid_signature(Some("signature does not match the content: digest failure")),
+            "firma assente o non valida: il messaggio può essere stato alterato: il contenuto \
+             non corrisponde alla firma (dettaglio tecnico: digest failure)"
+        );
+        assert_eq!(
+            invalid_signature(Some("no signature part")),
+            "firma assente o non valida: il messaggio può essere stato alterato \
+             (dettaglio tecnico: no signature part)"
+        );
+        assert_eq!(
+            invalid_signature(None),
+            "firma assente o non valida: il messaggio può essere stato alterato"
+        );
+    }
 }
