@@ -66,7 +66,11 @@ fn unknown_schema_version_is_refused_naming_the_versions() {
         let path = dir.path().join("db");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let db = loop {
-            match sled::open(&path) {
+            let opened = sled::Config::new()
+                .path(&path)
+                .segment_size(pecd::store::sled_segment_size(&path))
+                .open();
+            match opened {
                 Ok(db) => break db,
                 Err(e) if std::time::Instant::now() < deadline => {
                     eprintln!("retrying sled open: {e}");
@@ -88,10 +92,56 @@ fn unknown_schema_version_is_refused_naming_the_versions() {
         "{e:?}"
     );
     assert!(
-        msg.contains("schema version 7") && msg.contains("supports version(s) [1, 2, 3, 4]"),
+        msg.contains("schema version 7") && msg.contains("supports version(s) [1, 2, 3, 4, 5]"),
         "{msg}"
     );
     assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
+}
+
+/// New databases get larger log segments (a third of the disk per message, see
+/// `SLED_SEGMENT_BYTES`); sled refuses to open a database with another size than its own,
+/// so a store made with sled's default keeps opening, and keeps its size.
+#[test]
+fn stores_made_with_the_old_segment_size_still_open() {
+    let size_in = |dir: &std::path::Path| {
+        // Text lines, then sled's 4-byte checksum.
+        String::from_utf8_lossy(&std::fs::read(dir.join("db/conf")).unwrap())
+            .lines()
+            .find_map(|l| l.strip_prefix("segment_size: ").map(str::to_string))
+            .unwrap()
+    };
+    let new = tempfile::tempdir().unwrap();
+    drop(Store::open(new.path(), StoreOptions::default()).unwrap());
+    assert_eq!(size_in(new.path()), (8 << 20).to_string());
+    let old = tempfile::tempdir().unwrap();
+    drop(sled::open(old.path().join("db")).unwrap());
+    assert_eq!(size_in(old.path()), (512 << 10).to_string());
+    let open = |dir: &std::path::Path| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            // sled releases the lock of a dropped handle from a background thread: retry.
+            match Store::open(dir, StoreOptions::default()) {
+                Ok(s) => break s,
+                Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    };
+    let s = open(old.path());
+    let event = TraceEvent::new(EventKind::Other, jiff::Timestamp::now());
+    s.commit(Batch::new().trace(event)).unwrap();
+    drop(s);
+    assert_eq!(size_in(old.path()), (512 << 10).to_string());
+    // A restore that left sled's `conf` out: the log is still read with its own size
+    // (with another, sled would read it as empty and write over it).
+    std::fs::remove_file(old.path().join("db/conf")).unwrap();
+    let s = open(old.path());
+    let r = s.trace().verify(None).unwrap();
+    assert!(r.intact() && r.records == 1, "{r:?}");
+    drop(s);
+    assert_eq!(size_in(old.path()), (512 << 10).to_string());
 }
 
 #[test]

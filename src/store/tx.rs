@@ -130,7 +130,7 @@ pub(crate) fn apply_op(
         Op::Deliver(d) => applied.delivered.push(messages::apply_deliver(tx, log, d)?),
         Op::Trace(ev) => {
             let rec = ev.clone().into_record(head.0 + 1, &head.1);
-            put_json(&tx.t[TRACE], &seq_key(rec.seq), &rec)?;
+            tx.t[TRACE].insert(seq_key(rec.seq), crate::trace::stored::encode(&rec))?;
             for (index, key) in index_keys(&rec) {
                 let tree = match index {
                     Index::MsgId => T_MSGID,

@@ -5,7 +5,7 @@
 //!
 //! | tree | key | value |
 //! |---|---|---|
-//! | `trace` | seq (u64) | record JSON |
+//! | `trace` | seq (u64) | the record (compact, or JSON in older stores: [`super::stored`]) |
 //! | `trace_msgid` | msgid `\0` seq | empty |
 //! | `trace_ident` | identificativo `\0` seq | empty |
 //! | `trace_mailbox` | lower-cased address `\0` seq | empty |
@@ -203,7 +203,7 @@ impl TraceLog {
     pub fn get(&self, seq: u64) -> Result<Option<TraceRecord>, TraceError> {
         let k = seq_key(seq);
         match self.trees.records.get(k)? {
-            Some(v) => Ok(Some(decode(&k, &v)?)),
+            Some(v) => Ok(Some(super::stored::decode(&k, &v)?)),
             None => Ok(None),
         }
     }
@@ -220,7 +220,7 @@ impl TraceLog {
     /// `(0, GENESIS_HASH)`.
     pub fn head(&self) -> Result<(u64, String), TraceError> {
         if let Some((k, v)) = self.trees.records.last()? {
-            let r: TraceRecord = decode(&k, &v)?;
+            let r = super::stored::decode(&k, &v)?;
             return Ok((r.seq, r.hash));
         }
         Ok(match self.anchor()? {
@@ -314,7 +314,7 @@ impl TraceLog {
             None => {
                 for kv in self.trees.records.iter() {
                     let (k, v) = kv?;
-                    if !push(decode(&k, &v)?) {
+                    if !push(super::stored::decode(&k, &v)?) {
                         break;
                     }
                 }

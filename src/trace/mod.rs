@@ -43,6 +43,7 @@
 pub mod checkpoint;
 pub mod log;
 pub mod retention;
+pub(crate) mod stored;
 pub mod verify;
 pub mod walk;
 

@@ -9,7 +9,7 @@ use jiff::{Timestamp, ToSpan};
 
 use super::log::{Index, TraceError, TraceLog, decode, index_keys, seq_key, seq_of_index_key};
 use super::verify::{ANCHOR_PREFIX, ExportLine};
-use super::{Checkpoint, EventKind, TraceEvent, TraceRecord, sha256_hex};
+use super::{Checkpoint, EventKind, TraceEvent, sha256_hex};
 
 impl TraceLog {
     /// The newest checkpoint (above the current anchor) all of whose records are older
@@ -40,7 +40,7 @@ impl TraceLog {
                     break 'cps;
                 };
                 let (rk, rv) = kv?;
-                let r: TraceRecord = decode(&rk, &rv)?;
+                let r = super::stored::decode(&rk, &rv)?;
                 if r.time >= cutoff {
                     break 'cps;
                 }
@@ -77,7 +77,7 @@ impl TraceLog {
         let mut out = Vec::new();
         for kv in self.trees.records.range(..=seq_key(upto)).take(max) {
             let (k, v) = kv?;
-            let r: TraceRecord = decode(&k, &v)?;
+            let r = super::stored::decode(&k, &v)?;
             out.push((r.seq, index_keys(&r)));
         }
         Ok(out)

@@ -10,10 +10,10 @@ use std::io::Write;
 
 use jiff::Timestamp;
 
+use super::GENESIS_HASH;
 use super::checkpoint::{ExportTrailer, TrustedSigners};
 use super::log::{TraceError, TraceLog, decode, seq_key, seq_of_index_key};
 use super::verify::{ChainVerifier, ExportLine, VerifyProblem, VerifyReport};
-use super::{GENESIS_HASH, TraceRecord};
 
 impl TraceLog {
     /// Walks the log in export order: the anchor (if any), then each record followed by
@@ -52,7 +52,7 @@ impl TraceLog {
         let mut cps = self.trees.checkpoints.range(bound.clone()).peekable();
         for kv in self.trees.records.range(bound) {
             let (k, v) = kv?;
-            let r: TraceRecord = decode(&k, &v)?;
+            let r = super::stored::decode(&k, &v)?;
             let seq = r.seq;
             let hash = r.hash.clone();
             if !f(ExportLine::Record(r))? {
