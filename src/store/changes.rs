@@ -63,7 +63,7 @@ use serde::{Deserialize, Serialize};
 
 use super::blobs::BlobId;
 use super::mailbox::mailbox_key;
-use super::messages::{MessageRecord, folder_prefix};
+use super::messages::{decode_message, folder_prefix};
 use super::tx::{CHANGELOG, EMAIL_INDEX, Tx, TxResult, abort};
 use super::{Store, StoreError, Trees};
 use crate::pec::address::PecAddress;
@@ -391,7 +391,7 @@ pub(crate) fn build_email_index(trees: &Trees) -> Result<u64, StoreError> {
             }
             for mv in trees.messages.scan_prefix(f.id.to_be_bytes()) {
                 let (_, mv) = mv?;
-                let m: MessageRecord = decode("message", &mv)?;
+                let m = decode_message(&mv)?;
                 let n = counts.entry(m.blob).or_default();
                 *n = n.saturating_add(1);
             }

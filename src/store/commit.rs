@@ -28,7 +28,7 @@ use super::batch::{Applied, Batch, Op};
 use super::changes::{self, ChangeSet};
 use super::mailbox::mailbox_key;
 use super::messages::{
-    FolderInfo, MessageRecord, folder_key, folder_prefix, message_key, normalize_folder,
+    FolderInfo, decode_message, folder_key, folder_prefix, message_key, normalize_folder,
 };
 use super::tx::{FOLDERS, MAILBOXES, MESSAGES, Tx, all_trees, apply_op};
 use super::{MailboxChange, StoreError, StoreOptions, Trees};
@@ -581,7 +581,7 @@ impl Committer {
                     };
                     for kv in self.trees.messages.scan_prefix(f.id.to_be_bytes()) {
                         let (_, v) = kv?;
-                        let m: MessageRecord = decode("message", &v)?;
+                        let m = decode_message(&v)?;
                         out.push((
                             Op::Expunge {
                                 mailbox: mailbox.clone(),
@@ -626,7 +626,7 @@ impl Committer {
     ) -> Result<(), StoreError> {
         for kv in self.trees.messages.scan_prefix(f.id.to_be_bytes()) {
             let (_, v) = kv?;
-            let m: MessageRecord = decode("message", &v)?;
+            let m = decode_message(&v)?;
             out.push((
                 Op::Raw {
                     tree: MESSAGES,

@@ -48,6 +48,7 @@ pub mod batch;
 pub mod blobs;
 pub mod cards;
 pub mod changes;
+pub(crate) mod codec;
 mod commit;
 mod error;
 pub mod kv;
@@ -126,9 +127,11 @@ pub const CHANGE_BACKLOG: usize = 1024;
 /// start at 0 with an empty log; 4 = the security archive's folder names are reserved
 /// ([`archive`]): a folder a user made at or under `Archivio di sicurezza` is renamed at
 /// open by [`archive::migrate_user_folders`], and the email index is derived again after
-/// it; 5 = trace records are written in their compact form ([`crate::trace::stored`]).
-/// The JSON records of an older store stay as they are and are read as before; the
-/// mark only makes an older pecd, which cannot read the compact form, refuse the store.
+/// it; 5 = trace records and message records are written in compact forms
+/// ([`crate::trace::stored`], [`messages::encode_message`]). The JSON records of an older
+/// store stay as they are and are read as before (a message record is rewritten compact
+/// at its next change); the mark only makes an older pecd, which cannot read the compact
+/// forms, refuse the store.
 pub const SCHEMA_VERSION: u32 = 5;
 /// Schemas this code can open (older ones are migrated to [`SCHEMA_VERSION`]).
 pub const SUPPORTED_SCHEMAS: &[u32] = &[1, 2, 3, 4, 5];

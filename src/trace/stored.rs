@@ -15,8 +15,8 @@
 //!   their 32 raw bytes (when they are 64 lower-case hex digits, as pecd writes them;
 //!   any other text is kept as text, so the form is lossless for every record).
 //!
-//! The compact layout, in order (varint = unsigned LEB128, at most 10 bytes; str =
-//! varint length then UTF-8):
+//! The compact layout, in order (the primitives are [`crate::store::codec`]'s: varint =
+//! unsigned LEB128, str = varint length then UTF-8):
 //!
 //! | field | encoding |
 //! |---|---|
@@ -40,10 +40,9 @@
 //! Decoding checks every length against what is left, UTF-8, the kind, the nanoseconds
 //! and the end, and reports a damaged value as [`TraceError::Corrupt`]; it never panics.
 
-use jiff::Timestamp;
-
 use super::log::TraceError;
 use super::{EventKind, TraceRecord};
+use crate::store::codec::{DecodeError, Reader, put_hash, put_list, put_str, put_time, put_varint};
 
 /// The first byte of a compact record.
 const COMPACT_V1: u8 = 1;
@@ -113,8 +112,7 @@ pub(crate) fn encode(r: &TraceRecord) -> Vec<u8> {
     let mut out = Vec::with_capacity(384);
     out.push(COMPACT_V1);
     put_varint(&mut out, r.seq);
-    out.extend_from_slice(&r.time.as_second().to_be_bytes());
-    out.extend_from_slice(&r.time.subsec_nanosecond().to_be_bytes());
+    put_time(&mut out, r.time);
     out.push(kind_code(r.kind));
     let present = [
         (r.msgid.is_some(), P_MSGID),
@@ -158,11 +156,9 @@ pub(crate) fn decode(key: &[u8], v: &[u8]) -> Result<TraceRecord, TraceError> {
     match v.first() {
         Some(b'{') => serde_json::from_slice(v).map_err(|e| corrupt(e.to_string())),
         Some(&COMPACT_V1) => {
-            let mut r = Reader { v: &v[1..] };
-            let rec = r.record().map_err(|e| corrupt(e.to_string()))?;
-            if !r.v.is_empty() {
-                return Err(corrupt(format!("{} bytes after the last field", r.v.len())));
-            }
+            let mut r = Reader::new(&v[1..]);
+            let rec = record(&mut r).map_err(|e| corrupt(e.to_string()))?;
+            r.finish().map_err(|e| corrupt(e.to_string()))?;
             Ok(rec)
         }
         Some(b) => Err(corrupt(format!(
@@ -172,183 +168,54 @@ pub(crate) fn decode(key: &[u8], v: &[u8]) -> Result<TraceRecord, TraceError> {
     }
 }
 
-fn put_varint(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
+fn record(r: &mut Reader<'_>) -> Result<TraceRecord, DecodeError> {
+    let seq = r.varint("seq")?;
+    let time = r.time("time")?;
+    let code = r.byte("kind")?;
+    let kind = kind_of_code(code).ok_or(DecodeError::Unknown {
+        what: "event kind code",
+        value: code.into(),
+    })?;
+    let present = r.varint("field set")?;
+    if present & !P_ALL != 0 {
+        return Err(DecodeError::Unknown {
+            what: "fields in the field set",
+            value: present,
+        });
     }
-    out.push(n as u8);
-}
-
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    put_varint(out, s.len() as u64);
-    out.extend_from_slice(s.as_bytes());
-}
-
-fn put_list(out: &mut Vec<u8>, l: &[String]) {
-    put_varint(out, l.len() as u64);
-    for s in l {
-        put_str(out, s);
-    }
-}
-
-/// A hash as its raw bytes when it is 64 lower-case hex digits (so that it decodes back
-/// to the same text), otherwise as text.
-fn put_hash(out: &mut Vec<u8>, h: &str) {
-    let lower_hex = h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    match hex::decode(h) {
-        Ok(raw) if lower_hex => {
-            out.push(0);
-            out.extend_from_slice(&raw);
-        }
-        _ => {
-            out.push(1);
-            put_str(out, h);
-        }
-    }
-}
-
-/// Why a compact value cannot be decoded.
-#[derive(Debug, thiserror::Error)]
-enum DecodeError {
-    #[error("value ends inside {0}")]
-    Truncated(&'static str),
-    #[error("{0} is too long a number")]
-    Varint(&'static str),
-    #[error("{0} is not UTF-8")]
-    Utf8(&'static str),
-    #[error("unknown event kind code {0}")]
-    Kind(u8),
-    #[error("unknown hash form {0}")]
-    HashForm(u8),
-    #[error("time out of range")]
-    Time,
-    #[error("unknown fields in the field set {0:#x}")]
-    FieldSet(u64),
-}
-
-struct Reader<'a> {
-    v: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
-        if n > self.v.len() {
-            return Err(DecodeError::Truncated(what));
-        }
-        let (head, rest) = self.v.split_at(n);
-        self.v = rest;
-        Ok(head)
-    }
-
-    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], DecodeError> {
-        self.take(N, what)?
-            .try_into()
-            .map_err(|_| DecodeError::Truncated(what))
-    }
-
-    fn byte(&mut self, what: &'static str) -> Result<u8, DecodeError> {
-        Ok(self.take(1, what)?[0])
-    }
-
-    fn varint(&mut self, what: &'static str) -> Result<u64, DecodeError> {
-        let mut n = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.byte(what)?;
-            let part = u64::from(b & 0x7f);
-            if shift == 63 && part > 1 {
-                return Err(DecodeError::Varint(what));
-            }
-            n |= part << shift;
-            if b & 0x80 == 0 {
-                return Ok(n);
-            }
-        }
-        Err(DecodeError::Varint(what))
-    }
-
-    fn str(&mut self, what: &'static str) -> Result<String, DecodeError> {
-        let len = self.varint(what)?;
-        let len = usize::try_from(len).map_err(|_| DecodeError::Truncated(what))?;
-        let bytes = self.take(len, what)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::Utf8(what))
-    }
-
-    fn opt_str(
-        &mut self,
-        present: u64,
-        bit: u64,
-        what: &'static str,
-    ) -> Result<Option<String>, DecodeError> {
-        if present & bit == 0 {
-            return Ok(None);
-        }
-        self.str(what).map(Some)
-    }
-
-    fn list(&mut self, what: &'static str) -> Result<Vec<String>, DecodeError> {
-        let n = self.varint(what)?;
-        // Each entry takes at least one byte: a count beyond what is left is damage, and
-        // must not size an allocation.
-        if n > self.v.len() as u64 {
-            return Err(DecodeError::Truncated(what));
-        }
-        (0..n).map(|_| self.str(what)).collect()
-    }
-
-    fn hash(&mut self, what: &'static str) -> Result<String, DecodeError> {
-        match self.byte(what)? {
-            0 => Ok(hex::encode(self.take(32, what)?)),
-            1 => self.str(what),
-            other => Err(DecodeError::HashForm(other)),
-        }
-    }
-
-    fn record(&mut self) -> Result<TraceRecord, DecodeError> {
-        let seq = self.varint("seq")?;
-        let secs = i64::from_be_bytes(self.array("time")?);
-        let nanos = i32::from_be_bytes(self.array("time")?);
-        let time = Timestamp::new(secs, nanos).map_err(|_| DecodeError::Time)?;
-        let code = self.byte("kind")?;
-        let kind = kind_of_code(code).ok_or(DecodeError::Kind(code))?;
-        let present = self.varint("field set")?;
-        if present & !P_ALL != 0 {
-            return Err(DecodeError::FieldSet(present));
-        }
-        let zone = self.str("zone")?;
-        let msgid = self.opt_str(present, P_MSGID, "msgid")?;
-        let ident = self.opt_str(present, P_IDENT, "ident")?;
-        let sender = self.opt_str(present, P_SENDER, "sender")?;
-        let recipients = self.list("recipients")?;
-        let subject = self.opt_str(present, P_SUBJECT, "subject")?;
-        let other_provider = self.opt_str(present, P_OTHER, "other_provider")?;
-        let detail = self.opt_str(present, P_DETAIL, "detail")?;
-        let sha256 = if present & P_SHA256 != 0 {
-            Some(self.hash("sha256")?)
-        } else {
-            None
-        };
-        let related = self.list("related")?;
-        let prev_hash = self.hash("prev_hash")?;
-        let hash = self.hash("hash")?;
-        Ok(TraceRecord {
-            seq,
-            time,
-            zone,
-            kind,
-            msgid,
-            ident,
-            sender,
-            recipients,
-            subject,
-            other_provider,
-            detail,
-            sha256,
-            related,
-            prev_hash,
-            hash,
-        })
-    }
+    let zone = r.str("zone")?;
+    let msgid = r.opt_str(present, P_MSGID, "msgid")?;
+    let ident = r.opt_str(present, P_IDENT, "ident")?;
+    let sender = r.opt_str(present, P_SENDER, "sender")?;
+    let recipients = r.list("recipients")?;
+    let subject = r.opt_str(present, P_SUBJECT, "subject")?;
+    let other_provider = r.opt_str(present, P_OTHER, "other_provider")?;
+    let detail = r.opt_str(present, P_DETAIL, "detail")?;
+    let sha256 = if present & P_SHA256 != 0 {
+        Some(r.hash("sha256")?)
+    } else {
+        None
+    };
+    let related = r.list("related")?;
+    let prev_hash = r.hash("prev_hash")?;
+    let hash = r.hash("hash")?;
+    Ok(TraceRecord {
+        seq,
+        time,
+        zone,
+        kind,
+        msgid,
+        ident,
+        sender,
+        recipients,
+        subject,
+        other_provider,
+        detail,
+        sha256,
+        related,
+        prev_hash,
+        hash,
+    })
 }
 
 #[cfg(test)]
@@ -356,6 +223,7 @@ mod tests {
     //! Unit tests: their unwraps see only values built here.
     use super::*;
     use crate::trace::{GENESIS_HASH, TraceEvent};
+    use jiff::Timestamp;
 
     fn full() -> TraceRecord {
         TraceEvent::new(

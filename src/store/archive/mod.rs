@@ -36,7 +36,10 @@ use super::batch::{Batch, Op};
 use super::blobs::Blob;
 use super::changes::ChangeSet;
 use super::mailbox::{MailboxRecord, mailbox_key};
-use super::messages::{FolderInfo, MessageRecord, create_folder, decode, folder_key, message_key};
+use super::messages::{
+    FolderInfo, MessageRecord, create_folder, decode, decode_message, encode_message, folder_key,
+    get_message, message_key,
+};
 use super::tx::{FOLDERS, MAILBOXES, MESSAGES, Tx, TxResult, abort, blob_ref, get_json, put_json};
 use super::{Store, StoreError, Trees};
 use crate::pec::address::PecAddress;
@@ -191,7 +194,7 @@ impl Planner {
             let mut enough = 0u64;
             for kv in trees.messages.scan_prefix(f.id.to_be_bytes()) {
                 let (_, mv) = kv?;
-                let m: MessageRecord = decode("message", &mv)?;
+                let m = decode_message(&mv)?;
                 if m.internal_date >= cutoff || enough >= need {
                     break;
                 }
@@ -272,7 +275,7 @@ pub(crate) fn apply_copy(
         flags: vec!["\\Seen".to_string()],
         internal_date: c.internal_date,
     };
-    put_json(&tx.t[MESSAGES], &message_key(f.id, uid), &rec)?;
+    tx.t[MESSAGES].insert(message_key(f.id, uid), encode_message(&rec))?;
     put_json(&tx.t[FOLDERS], &fk, &f)?;
     mb.archive_usage += c.blob.size;
     mb.archive_messages += 1;
@@ -299,7 +302,7 @@ pub(crate) fn apply_drop(
         return Ok(());
     };
     let key = message_key(f.id, uid);
-    let Some(m) = get_json::<MessageRecord>(&tx.t[MESSAGES], &key)? else {
+    let Some(m) = get_message(&tx.t[MESSAGES], &key)? else {
         return Ok(());
     };
     tx.t[MESSAGES].remove(&key)?;
@@ -347,7 +350,7 @@ impl Store {
         let mut out = Vec::new();
         for kv in self.trees().messages.scan_prefix(f.id.to_be_bytes()) {
             let (_, v) = kv?;
-            out.push(decode("message", &v)?);
+            out.push(decode_message(&v)?);
         }
         Ok(out)
     }
