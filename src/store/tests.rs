@@ -1,4 +1,5 @@
-//! Unit tests of the store (the crash, race and tamper tests are in `tests/`).
+//! Unit tests of the store (the crash, race and tamper tests are in `tests/`). Their
+//! unwraps see only stores and values built here, never peer input.
 
 use std::sync::Arc;
 
