@@ -167,6 +167,12 @@ mod load;
 mod pg;
 
 fn main() {
+    bench();
+    // The cluster a PostgreSQL run started (statics are never dropped).
+    pg::shutdown();
+}
+
+fn bench() {
     let total: usize = env("PECD_BENCH_MESSAGES", 200);
     let m: usize = env("PECD_BENCH_SESSIONS", 20);
     let size: usize = env("PECD_BENCH_SIZE", 10 * 1024);

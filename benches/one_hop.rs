@@ -254,6 +254,12 @@ fn report(who: &str, m: usize, total: usize, size: usize, rate: f64, lat: &[Dura
 }
 
 fn main() {
+    bench();
+    // The cluster a PostgreSQL run started (statics are never dropped).
+    pg::shutdown();
+}
+
+fn bench() {
     let total: usize = env("PECD_BENCH_MESSAGES", 400);
     let size: usize = env("PECD_BENCH_SIZE", 10 * 1024);
     let m: usize = env("PECD_BENCH_SESSIONS", 20);

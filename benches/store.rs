@@ -2,14 +2,16 @@
 //! 1, 16 and 128 concurrent writers, with and without group commit, on sled and, in the
 //! same run, on PostgreSQL (a cluster of the bench's own, started with Debian's initdb and
 //! pg_ctl; skipped with a printed reason when PostgreSQL is not installed), with the
-//! metadata and WAL bytes each message costs there; then the time of a Message-ID query
+//! metadata and WAL bytes each message costs there; on PostgreSQL also with
+//! `several_writers`, the writing threads spread over one and over two stores (nodes) on
+//! one database; then the time of a Message-ID query
 //! on a trace log of `PECD_BENCH_RECORDS` records (default 10 000 000; on PostgreSQL
 //! `PECD_BENCH_PG_RECORDS`, default 1 000 000), built with large batches.
 //!
-//! `cargo bench --bench store` — knobs: `PECD_BENCH_RECORDS`, `PECD_BENCH_PG_RECORDS`,
-//! `PECD_BENCH_SECS` (seconds per commit run, default 3), `PECD_BENCH_BATCH` (records per
-//! commit when building the log, default 1000), `PECD_BENCH_DIR` (where to put the stores,
-//! default the system temp dir).
+//! `cargo bench --bench store` — knobs: `PECD_BENCH_RECORDS` and `PECD_BENCH_PG_RECORDS`
+//! (0: no query runs), `PECD_BENCH_SECS` (seconds per commit run, default 3; 0: the
+//! queries only), `PECD_BENCH_BATCH` (records per commit when building the log, default
+//! 1000), `PECD_BENCH_DIR` (where to put the stores, default the system temp dir).
 
 #[path = "common/pg.rs"]
 mod pg;
@@ -41,42 +43,62 @@ fn tempdir() -> tempfile::TempDir {
 enum Engine {
     Sled,
     Pg(&'static pg::PgCluster),
+    /// `several_writers`, with this many stores (nodes) on one schema.
+    PgSeveral(&'static pg::PgCluster, usize),
 }
 
 impl Engine {
     /// Opens a new store; for PostgreSQL also returns its schema.
     fn open(&self, dir: &std::path::Path, group: bool) -> (Store, Option<String>) {
-        let (backend, schema) = match self {
-            Engine::Sled => (StoreBackend::Sled, None),
-            Engine::Pg(c) => {
+        let (mut stores, schema) = self.open_nodes(dir, group);
+        (stores.remove(0), schema)
+    }
+
+    /// Opens a new store (with several writers, one per node, each in a directory of
+    /// its own under `dir`); for PostgreSQL also returns its schema.
+    fn open_nodes(&self, dir: &std::path::Path, group: bool) -> (Vec<Store>, Option<String>) {
+        let (backend, schema, nodes) = match self {
+            Engine::Sled => (StoreBackend::Sled, None, 1),
+            Engine::Pg(c) | Engine::PgSeveral(c, _) => {
                 let schema = pg::new_schema(c);
+                let nodes = match self {
+                    Engine::PgSeveral(_, n) => *n,
+                    _ => 1,
+                };
                 (
                     StoreBackend::Postgres(PgOptions {
                         url: pg::url(c, &schema),
                         password: None,
                         pool_size: 8,
                         ca_file: None,
+                        several_writers: matches!(self, Engine::PgSeveral(..)),
                     }),
                     Some(schema),
+                    nodes,
                 )
             }
         };
-        let store = Store::open(
-            dir,
-            StoreOptions {
-                group_commit: group,
-                backend,
-                ..StoreOptions::default()
-            },
-        )
-        .expect("open");
-        (store, schema)
+        let stores = (0..nodes)
+            .map(|i| {
+                Store::open(
+                    dir.join(format!("node{i}")),
+                    StoreOptions {
+                        group_commit: group,
+                        backend: backend.clone(),
+                        ..StoreOptions::default()
+                    },
+                )
+                .expect("open")
+            })
+            .collect();
+        (stores, schema)
     }
 }
 
 fn commits(engine: &Engine, group: bool, writers: u64, secs: u64) -> f64 {
     let dir = tempdir();
-    let (store, schema) = engine.open(dir.path(), group);
+    let (stores, schema) = engine.open_nodes(dir.path(), group);
+    let store = stores[0].clone();
     let a = PecAddress::parse("bench@example.it").expect("address");
     store
         .add_mailbox(NewMailbox {
@@ -92,7 +114,9 @@ fn commits(engine: &Engine, group: bool, writers: u64, secs: u64) -> f64 {
     let start = Instant::now();
     let handles: Vec<_> = (0..writers)
         .map(|w| {
-            let (store, a, stop, done) = (store.clone(), a.clone(), stop.clone(), done.clone());
+            // Writer w commits through node w mod the number of nodes.
+            let store = stores[w as usize % stores.len()].clone();
+            let (a, stop, done) = (a.clone(), stop.clone(), done.clone());
             std::thread::spawn(move || {
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
@@ -125,7 +149,7 @@ fn commits(engine: &Engine, group: bool, writers: u64, secs: u64) -> f64 {
         })
         .collect();
     let wal0 = match engine {
-        Engine::Pg(c) => Some(pg::wal_bytes(c)),
+        Engine::Pg(c) | Engine::PgSeveral(c, _) => Some(pg::wal_bytes(c)),
         Engine::Sled => None,
     };
     std::thread::sleep(Duration::from_secs(secs));
@@ -135,7 +159,9 @@ fn commits(engine: &Engine, group: bool, writers: u64, secs: u64) -> f64 {
     }
     let n = done.load(Ordering::Relaxed);
     let rate = n as f64 / start.elapsed().as_secs_f64();
-    if let (Engine::Pg(c), Some(schema), Some(wal0)) = (engine, &schema, wal0) {
+    if let (Engine::Pg(c) | Engine::PgSeveral(c, _), Some(schema), Some(wal0)) =
+        (engine, &schema, wal0)
+    {
         let wal = pg::wal_bytes(c) - wal0;
         let table = pg::store_bytes(c, schema);
         println!(
@@ -148,6 +174,10 @@ fn commits(engine: &Engine, group: bool, writers: u64, secs: u64) -> f64 {
 }
 
 fn query_bench(engine: &Engine, n: u64) {
+    // `PECD_BENCH_RECORDS=0`: the commit runs only.
+    if n == 0 {
+        return;
+    }
     let dir = tempdir();
     let (store, _) = engine.open(dir.path(), true);
     let t = Instant::now();
@@ -243,13 +273,22 @@ fn fs_size(p: &std::path::Path) -> u64 {
 }
 
 fn main() {
+    bench();
+    // The cluster a PostgreSQL run started (statics are never dropped).
+    pg::shutdown();
+}
+
+fn bench() {
     // `cargo bench` passes `--bench`; ignore arguments.
     let secs = env_u64("PECD_BENCH_SECS", 3);
     let n = env_u64("PECD_BENCH_RECORDS", 10_000_000);
     let n_pg = env_u64("PECD_BENCH_PG_RECORDS", 1_000_000);
     let mut engines = vec![("sled", Engine::Sled)];
+    let mut several = Vec::new();
     if let Some(c) = pg::cluster() {
         engines.push(("postgres", Engine::Pg(c)));
+        several.push(("postgres several_writers, 1 node", Engine::PgSeveral(c, 1)));
+        several.push(("postgres several_writers, 2 nodes", Engine::PgSeveral(c, 2)));
     }
     println!(
         "commits/s, small messages (2 KB, one blob + deliver + 2 trace records + claim each), {secs} s per run:"
@@ -262,6 +301,12 @@ fn main() {
                     "  {name:<8} group_commit={group:<5} writers={writers:<3} {r:>8.0} commits/s"
                 );
             }
+        }
+    }
+    for (name, engine) in several.iter().filter(|_| secs > 0) {
+        for writers in [1, 16, 128] {
+            let r = commits(engine, true, writers, secs);
+            println!("  {name}: group_commit=true  writers={writers:<3} {r:>8.0} commits/s");
         }
     }
     for (name, engine) in &engines {

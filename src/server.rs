@@ -361,22 +361,19 @@ pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
             tracing::error!(error = %e, "control socket not started: admin subcommands cannot reach this server")
         }
     }
-    tasks.push(tokio::spawn(delivery::run(gw.clone(), stop_rx.clone())));
-    tasks.push(tokio::spawn(relay::run(gw.clone(), stop_rx.clone())));
-    tasks.push(tokio::spawn(timers::run(gw.clone(), stop_rx.clone())));
-    tasks.push(tokio::spawn(crate::pipeline::notify::run(
-        gw.clone(),
-        stop_rx.clone(),
-    )));
-    tasks.push(tokio::spawn(crate::pipeline::quota::run(
-        gw.clone(),
-        stop_rx.clone(),
-    )));
+    if gw.store.several_writers() {
+        tasks.push(tokio::spawn(duties_when_elected(
+            gw.clone(),
+            stop_rx.clone(),
+        )));
+    } else {
+        tasks.extend(start_duties(&gw, &stop_rx));
+        crate::ops::metrics::duties(true);
+    }
     tasks.push(tokio::spawn(crate::pec::index::refresh_task(
         gw.clone(),
-        stop_rx.clone(),
+        stop_rx,
     )));
-    tasks.push(tokio::spawn(maintenance(gw.clone(), stop_rx)));
     Ok(Running {
         gateway: gw,
         listeners,
@@ -396,6 +393,99 @@ async fn bind(
     let l = tokio::net::TcpListener::bind(addr).await.map_err(err)?;
     listeners.push((name, l.local_addr().map_err(err)?));
     Ok(l)
+}
+
+/// Starts the duties only one node of a store may run: the local deliveries and the relay
+/// queue, the receipt timers, notifications, quota notices and upkeep.
+fn start_duties(gw: &Arc<Gateway>, stop: &watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+    vec![
+        tokio::spawn(delivery::run(gw.clone(), stop.clone())),
+        tokio::spawn(relay::run(gw.clone(), stop.clone())),
+        tokio::spawn(timers::run(gw.clone(), stop.clone())),
+        tokio::spawn(crate::pipeline::notify::run(gw.clone(), stop.clone())),
+        tokio::spawn(crate::pipeline::quota::run(gw.clone(), stop.clone())),
+        tokio::spawn(maintenance(gw.clone(), stop.clone())),
+    ]
+}
+
+/// How often a node of several asks to be elected, and the elected one checks it still is.
+const ELECTION_POLL: Duration = Duration::from_secs(2);
+
+/// With several writers: runs [`start_duties`] while this node is the elected one (the
+/// store's election lock, [`crate::store::Store::try_lead`]), asking again every
+/// [`ELECTION_POLL`] while another node is. An elected node that finds its lock gone (its
+/// database session ended) stops its duties and stands again. Between the end of its
+/// session and the end of its in-flight relay transactions both nodes may work on the same
+/// queue item: at least once, never lost, and the receiving side's idempotency keys (or
+/// the Message-ID) keep it one message.
+async fn duties_when_elected(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let store = gw.store.clone();
+        let lead = match tokio::task::spawn_blocking(move || store.try_lead()).await {
+            Ok(Ok(lead)) => lead,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "the election of the node that runs the queue failed; asking again");
+                None
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the election task panicked; asking again");
+                None
+            }
+        };
+        if let Some(lead) = lead {
+            let lead = Arc::new(lead);
+            tracing::info!("elected: this node runs the queue, the timers and upkeep");
+            crate::ops::metrics::duties(true);
+            let (term, term_rx) = watch::channel(false);
+            let duties = start_duties(&gw, &term_rx);
+            // New queue items another node committed wake this node's workers.
+            let wake = {
+                let gw = gw.clone();
+                tokio::spawn(async move {
+                    loop {
+                        gw.store.queue_heard().notified().await;
+                        gw.work.notify_waiters();
+                    }
+                })
+            };
+            let stopping = loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(ELECTION_POLL) => {}
+                    _ = stop.changed() => break true,
+                }
+                let l = lead.clone();
+                if !tokio::task::spawn_blocking(move || l.holds())
+                    .await
+                    .unwrap_or(false)
+                {
+                    break false;
+                }
+            };
+            wake.abort();
+            crate::ops::metrics::duties(false);
+            // Their receiver is dropped with `term` too: they end either way.
+            let _ = term.send(true);
+            for d in duties {
+                if let Err(e) = d.await {
+                    tracing::error!(error = %e, "a duty ended abnormally");
+                }
+            }
+            if stopping {
+                return;
+            }
+            tracing::warn!(
+                "no longer elected (the election's database session ended): the queue, timers and upkeep stopped on this node; standing again"
+            );
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(ELECTION_POLL) => {}
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 /// Periodic upkeep: time-based trace checkpoints, daily retention purge and blob sweep.

@@ -304,6 +304,7 @@ fn postgresql_restarted_under_load_loses_and_doubles_nothing() {
                 password: None,
                 pool_size: 2,
                 ca_file: None,
+                several_writers: false,
             }),
             lock_wait: Duration::from_secs(10),
             ..StoreOptions::default()
@@ -361,6 +362,7 @@ fn the_store_reaches_postgresql_over_tls_checking_its_certificate() {
                     password: None,
                     pool_size: 2,
                     ca_file,
+                    several_writers: false,
                 }),
                 ..StoreOptions::default()
             },
@@ -417,6 +419,7 @@ fn a_commit_whose_answer_is_lost_is_known_committed_and_not_failed() {
                 password: None,
                 pool_size: 2,
                 ca_file: None,
+                several_writers: false,
             }),
             ..StoreOptions::default()
         },

@@ -8,59 +8,24 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::postgres::{PgCluster, cluster, on_postgres, psql};
+use common::nodes::{Load, accepted, export_and_verify, subjects};
+use common::postgres::{cluster, psql};
 use common::s3::S3Server;
 use common::server::Server;
 
-/// Node 1 of a provider with mailboxes `a` and `b`, its store on `pg` (schema
-/// `schema`) and its bodies in `s3` (prefix `schema/`), a standby when another node
-/// writes the store; and node 2, a copy of it with a store.dir of its own.
+/// Two nodes of one provider, the second a standby.
 fn two_nodes(
     domain: &str,
-    pg: &PgCluster,
+    pg: &common::postgres::PgCluster,
     s3: &S3Server,
     schema: &str,
     mailboxes: &[&str],
 ) -> (Server, Server) {
-    let n1 = Server::new(domain, &[]);
-    let data1 = n1.data_dir();
-    let blobs = s3.config_section(n1.dir.path(), &format!("{schema}/"));
-    n1.edit_config(|t| {
-        let t = on_postgres(&t, pg, &data1, schema);
-        let t = t.replace("[store]\n", "[store]\nstandby = true\n");
-        assert!(t.contains("[blobs]\nbackend = \"dir\"\n"), "{t}");
-        t.replace("[blobs]\nbackend = \"dir\"\n", &blobs)
-    });
-    for m in mailboxes {
-        n1.admin(&["mailbox", "add", m, "--password", "pw", "--keep-password"]);
-    }
-    let n2 = n1.another_node();
-    let data2 = n2.data_dir();
-    n2.edit_config(|t| {
-        let moved = t.replace(
-            &format!("dir = \"{}\"", data1.display()),
-            &format!("dir = \"{}\"", data2.display()),
-        );
-        assert_ne!(moved, t, "node 2's store.dir");
-        moved
-    });
-    (n1, n2)
-}
-
-/// The subjects of the messages in `who`'s INBOX, each with how many times it is there,
-/// read over IMAP from `node`.
-fn subjects(node: &Server, who: &str) -> BTreeMap<String, u32> {
-    let got = node.imap("subjects", &[who, "pw"]);
-    let mut out = BTreeMap::new();
-    for s in got["subjects"].as_array().expect("subjects") {
-        *out.entry(s.as_str().unwrap().to_string()).or_default() += 1;
-    }
-    out
+    common::nodes::two_nodes(domain, pg, s3, schema, mailboxes, "standby = true")
 }
 
 /// Sends `sig` (`-STOP`, `-CONT`) to process `pid`.
@@ -70,27 +35,6 @@ fn signal(sig: &str, pid: &str) {
         .status()
         .is_ok_and(|s| s.success());
     assert!(sent, "kill {sig} {pid}");
-}
-
-/// `pecd log export` and `pecd log verify` of the store through `node`'s configuration
-/// (every node stopped); the number of records.
-fn export_and_verify(node: &Server) -> usize {
-    let file = node.dir.path().join("export.jsonl");
-    node.admin(&["log", "export", file.to_str().unwrap()]);
-    let out = common::server::pecd(&[
-        "log",
-        "verify",
-        file.to_str().unwrap(),
-        "--config",
-        node.config().to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "log verify: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::read_to_string(&file).unwrap().lines().count()
 }
 
 #[test]
@@ -129,33 +73,8 @@ fn a_standby_takes_over_a_killed_node_and_nothing_is_lost_or_doubled() {
     );
 
     // Four clients submit one message after another to whichever node serves.
-    let ca = n1.ca();
-    let target: Arc<Mutex<SocketAddr>> = Arc::new(Mutex::new(n1.addr("smtps")));
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let stop_at = Instant::now() + Duration::from_secs(10);
-    let load: Vec<_> = (0..4u32)
-        .map(|c| {
-            let (a, b, ca, target) = (a.clone(), b.clone(), ca.clone(), target.clone());
-            rt.spawn(async move {
-                let mut results = Vec::new();
-                for n in 0u32.. {
-                    if Instant::now() >= stop_at {
-                        break;
-                    }
-                    let subject = format!("Nodi {c}-{n}");
-                    let msg = format!(
-                        "From: <{a}>\r\nTo: <{b}>\r\nSubject: {subject}\r\nMessage-ID: <nodi-{c}-{n}@mua.test>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0100\r\n\r\nCiao.\r\n"
-                    );
-                    let addr = *target.lock().unwrap();
-                    let r =
-                        common::smtp::try_submit(addr, &ca, &a, "pw", &[&b], msg.as_bytes()).await;
-                    results.push((subject, addr, r));
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                results
-            })
-        })
-        .collect();
+    let target = Arc::new(Mutex::new(n1.addr("smtps")));
+    let load = Load::start(&a, &b, n1.ca(), &vec![target.clone(); 4], 10);
     std::thread::sleep(Duration::from_secs(3));
     let killed_at = Instant::now();
     n1.kill();
@@ -166,26 +85,16 @@ fn a_standby_takes_over_a_killed_node_and_nothing_is_lost_or_doubled() {
     assert_eq!(code, 200, "node 2 is ready once it took over: {body}");
     let (_, metrics) = common::admin_get(n2.addr("admin"), "/metrics");
     assert!(metrics.contains("\npecd_standby 0\n"), "{metrics}");
-    let mut results = Vec::new();
-    for h in load {
-        results.extend(rt.block_on(h).unwrap());
-    }
+    let results = load.finish();
 
     // A 250 from either node; anything else is a failure the client sees (the dead
     // node's refused or cut connections): never a permanent refusal.
-    let (mut ok, mut failed) = (Vec::new(), 0);
+    let (ok, failed) = accepted(&results);
     let (n1_smtps, n2_smtps) = (results[0].1, n2.addr("smtps"));
     let mut ok_at = [0u32; 2];
-    for (subject, addr, r) in &results {
-        match r {
-            Ok((250, _)) => {
-                ok.push(subject.clone());
-                ok_at[usize::from(*addr == n2_smtps)] += 1;
-            }
-            Ok((code, _)) | Err((_, (code, _))) if *code == 0 || (400..500).contains(code) => {
-                failed += 1
-            }
-            other => panic!("{subject}: {other:?}"),
+    for (_, addr, r) in &results {
+        if matches!(r, Ok((250, _))) {
+            ok_at[usize::from(*addr == n2_smtps)] += 1;
         }
     }
     assert_ne!(n1_smtps, n2_smtps);

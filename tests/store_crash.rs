@@ -40,6 +40,7 @@ fn options(grace: Duration, pg: Option<&str>) -> StoreOptions {
             password: None,
             pool_size: 2,
             ca_file: None,
+            several_writers: false,
         }),
         None => StoreBackend::Sled,
     };

@@ -11,10 +11,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use pg_cluster::PgCluster;
 
+/// The process's cluster, once started.
+static C: OnceLock<Option<PgCluster>> = OnceLock::new();
+
 /// The process's cluster, started at the first call (`None`, printed, when PostgreSQL
-/// cannot run here).
+/// cannot run here). [`shutdown`] stops it: a static is never dropped.
 pub fn cluster() -> Option<&'static PgCluster> {
-    static C: OnceLock<Option<PgCluster>> = OnceLock::new();
     C.get_or_init(|| match PgCluster::start() {
         Ok(c) => Some(c),
         Err(e) => {
@@ -23,6 +25,18 @@ pub fn cluster() -> Option<&'static PgCluster> {
         }
     })
     .as_ref()
+}
+
+/// Stops the process's cluster, if one was started, and removes its directory (the end of
+/// a bench's `main`; a bench that panics leaves it running).
+pub fn shutdown() {
+    if let Some(Some(c)) = C.get() {
+        if let Err(e) = c.stop() {
+            println!("stopping the bench's PostgreSQL: {e}");
+        }
+        // Best effort: a directory left in the temp dir is only disk space.
+        let _ = std::fs::remove_dir_all(c.dir());
+    }
 }
 
 /// Whether the benches of this run keep their metadata in PostgreSQL

@@ -308,6 +308,14 @@ pub struct StoreConfig {
     pub standby: bool,
 }
 
+impl StoreConfig {
+    /// `several_writers`: every node writes the (PostgreSQL) store and serves; one of
+    /// them at a time, elected, runs the duties only one may run (queue, timers, upkeep).
+    pub fn several_writers(&self) -> bool {
+        matches!(&self.backend, crate::store::StoreBackend::Postgres(pg) if pg.several_writers)
+    }
+}
+
 /// `[trace]`: the trace log (registro, digest §9).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceConfig {

@@ -68,6 +68,13 @@ pub(super) fn parse(
              are not there for the node that takes over",
         );
     }
+    if store.several_writers() && matches!(blobs, crate::store::BlobBackend::Dir) {
+        errs.push(
+            "store.several_writers",
+            "several writers need [blobs] backend = \"s3\": the bodies one node accepted in its \
+             store.dir are not there for the node that relays or delivers them",
+        );
+    }
 
     let mut sec = Section::take(&mut root, "trace", &mut errs);
     let retention_rule = "DPR 68/2005 requires the trace log to be kept for at least 30 months";

@@ -53,6 +53,23 @@ pub(super) fn store(
              machine cannot take over",
         );
     }
+    let several = sec.bool("several_writers", false, errs);
+    let mut backend = backend;
+    match &mut backend {
+        StoreBackend::Postgres(pg) => pg.several_writers = several,
+        StoreBackend::Sled if several => errs.push(
+            "store.several_writers",
+            "several writers need backend = \"postgres\": sled is one process's file",
+        ),
+        StoreBackend::Sled => {}
+    }
+    if several && standby {
+        errs.push(
+            "store.several_writers",
+            "several_writers and standby exclude each other: with several writers every node \
+             serves, and another takes over the duties of one that is gone",
+        );
+    }
     // The PostgreSQL keys are commented out in the documented file.
     sec.absent.retain(|k| {
         [
@@ -60,6 +77,7 @@ pub(super) fn store(
             "store.group_commit",
             "store.backend",
             "store.standby",
+            "store.several_writers",
         ]
         .contains(&k.as_str())
     });
@@ -125,5 +143,6 @@ fn postgres(sec: &mut Section, base: &Path, errs: &mut Problems) -> Option<PgOpt
         password,
         pool_size,
         ca_file,
+        several_writers: false,
     })
 }

@@ -795,3 +795,44 @@ fn a_standby_needs_postgresql_and_an_object_store() {
     let e = parse(pg, "").unwrap_err().to_string();
     assert!(e.contains("store.standby") && e.contains("s3"), "{e}");
 }
+
+#[test]
+fn several_writers_need_postgresql_and_an_object_store_and_exclude_a_standby() {
+    let dir = fixture();
+    std::fs::write(dir.path().join("pg-password"), "pw\n").unwrap();
+    std::fs::write(
+        dir.path().join("s3.toml"),
+        "access_key_id = \"A\"\nsecret_access_key = \"B\"\n",
+    )
+    .unwrap();
+    let pg = "backend = \"postgres\"\nurl = \"host=db\"\npassword_file = \"pg-password\"";
+    let s3 = "[blobs]\nbackend = \"s3\"\nendpoint = \"https://s3.example.it\"\nbucket = \"b\"\ncredentials_file = \"s3.toml\"";
+    let parse = |store: &str, blobs: &str| {
+        parse_in(
+            dir.path(),
+            &format!("{MINIMAL}\n[store]\n{store}\n{blobs}\n"),
+        )
+    };
+    assert!(!parse(pg, s3).unwrap().store.several_writers());
+    let c = parse(&format!("{pg}\nseveral_writers = true"), s3).unwrap();
+    assert!(c.store.several_writers());
+    let e = parse("several_writers = true", s3).unwrap_err().to_string();
+    assert!(
+        e.contains("store.several_writers") && e.contains("postgres"),
+        "{e}"
+    );
+    let e = parse(&format!("{pg}\nseveral_writers = true"), "")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("store.several_writers") && e.contains("s3"),
+        "{e}"
+    );
+    let e = parse(&format!("{pg}\nseveral_writers = true\nstandby = true"), s3)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("store.several_writers") && e.contains("standby"),
+        "{e}"
+    );
+}

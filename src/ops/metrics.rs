@@ -45,6 +45,9 @@ pub struct Metrics {
     /// ([`super::admin::serve_standby`]), so the series is there on every node.
     #[allow(dead_code)]
     standby: IntGauge,
+    /// 1 while this node runs the duties only one node may run: always with one writer,
+    /// while elected with several ([`crate::server`]).
+    duties: IntGauge,
 }
 
 /// The process's metrics.
@@ -193,9 +196,23 @@ impl Metrics {
                 // A constant name and help without labels: cannot fail at run time.
                 .expect("gauge definition"),
             ),
+            duties: reg(
+                &r,
+                IntGauge::with_opts(opts(
+                    "duties",
+                    "1 while this node runs the relay queue, the timers and upkeep (with several writers, the elected node)",
+                ))
+                // A constant name and help without labels: cannot fail at run time.
+                .expect("gauge definition"),
+            ),
             registry: r,
         }
     }
+}
+
+/// Whether this node runs the single duties now ([`Metrics::duties`]).
+pub fn duties(running: bool) {
+    METRICS.duties.set(i64::from(running));
 }
 
 /// A message's outcome at a point (`access`, `incoming`): `code` 2xx accepted, 4xx

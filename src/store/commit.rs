@@ -16,6 +16,16 @@
 //! head when `checkpoint_every` records or `checkpoint_interval` elapsed, and stores the
 //! signed checkpoint it gets back in a later transaction. At most one signing is in
 //! flight, so checkpoints are stored in seq order and each links to the previous one.
+//!
+//! **Several writers** (PostgreSQL with `several_writers`): the committers of several
+//! processes append to one chain. Each group's SQL transaction takes the commit lock
+//! before its first statement (`kv::pg`), so groups commit one after the other; the
+//! committer then reads the chain's head and last checkpoint again, inside the group,
+//! before applying anything, so what it appends follows the last record whoever wrote
+//! it. A checkpoint it signed is stored only if it still links to the last checkpoint
+//! stored (another process may have stored one meanwhile: then it is dropped, the chain
+//! being covered by that one). The mailboxes a group changed are announced to the other
+//! processes with the commit, which publish them to their own subscribers.
 
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
@@ -77,6 +87,11 @@ pub(crate) struct Committer {
     head_stale: bool,
     /// A transaction was applied since the last flush.
     dirty: bool,
+    /// Other processes append to the chain too: its head is read again in each group.
+    several: bool,
+    /// Several writers: the group ended (committed or rolled back), so the head in
+    /// memory may be behind another process's; read again before the next batch.
+    reread: bool,
     group: bool,
     clock: SharedClock,
     head: (u64, String),
@@ -137,6 +152,8 @@ impl Committer {
         let c = Committer {
             all: all_trees(&trees),
             head_stale: false,
+            several: db.several_writers(),
+            reread: true,
             dirty: false,
             blobs,
             db_file,
@@ -192,6 +209,15 @@ impl Committer {
             if let Err(e) = &staged {
                 tracing::error!(error = %e, "syncing the staged blobs failed: the group is refused");
             }
+            // Several writers: the chain as the last group committed by any of them left
+            // it, read under the commit lock that the group's first statement takes (a
+            // failure is left to the batches, which read it again and fail).
+            if self.several
+                && !jobs.is_empty()
+                && let Err(e) = self.reload_head()
+            {
+                tracing::warn!(error = %e, "reading the trace head for a group failed");
+            }
             // What the new batches will read that nothing in the group wrote yet, in one
             // query (PostgreSQL); a failure here is left to the batches' own reads. A
             // group of one batch gains nothing measurable from it.
@@ -206,6 +232,7 @@ impl Committer {
             let mut answers = Vec::with_capacity(jobs.len());
             let mut cp_answers = Vec::new();
             let mut changed: Vec<MailboxChange> = Vec::new();
+            let mut queued = false;
             for job in jobs {
                 match job {
                     Job::Batch(b, reply) => {
@@ -214,9 +241,11 @@ impl Committer {
                             continue;
                         }
                         let touched = mailbox_changes(&b);
+                        let enqueues = b.ops.iter().any(|op| matches!(op, Op::Enqueue(_)));
                         let r = self.apply(b);
                         if r.is_ok() {
                             changed.extend(touched);
+                            queued |= enqueues;
                         }
                         wrote |= r.is_ok();
                         answers.push((reply, r));
@@ -236,6 +265,12 @@ impl Committer {
                 // Only reads (or batches that all aborted): nothing to keep, and no SQL
                 // transaction may stay open between groups.
                 self.db.discard();
+                self.reread = self.several;
+            }
+            if wrote && self.several && (queued || !changed.is_empty()) {
+                for text in announcements(&changed, queued) {
+                    self.db.announce(text);
+                }
             }
             if wrote {
                 let flushed = self.flush();
@@ -315,24 +350,31 @@ impl Committer {
     /// fails, the group's writes are gone and the trace head is read again.
     fn flush(&mut self) -> Result<(), String> {
         let r = self.db.flush(self.db_file.as_ref());
+        self.reread = self.several;
         if r.is_err() && self.db.flush_failure_loses_writes() {
             self.head_stale = true;
         }
         r
     }
 
-    /// Reads the trace head and checkpoint floor again after a group was lost.
+    /// Reads the trace head and checkpoint floor again after a group was lost, and with
+    /// several writers at the start of each group (in the group's SQL transaction, under
+    /// the commit lock).
     fn reload_head(&mut self) -> Result<(), StoreError> {
-        if !self.head_stale {
+        if !self.head_stale && !self.reread {
             return Ok(());
         }
-        self.db.discard();
+        if self.head_stale {
+            self.db.discard();
+        }
         let log = TraceLog::new(self.trees.trace.clone());
         self.head = log.head()?;
         let last = log.last_checkpoint()?.or(log.anchor()?);
-        self.last_cp = last.map_or((0, self.clock.now()), |c| (c.seq, c.time));
+        // No checkpoint yet: the interval still runs from when it began to.
+        self.last_cp = last.map_or((0, self.last_cp.1), |c| (c.seq, c.time));
         self.cp_floor = self.last_cp.0;
         self.head_stale = false;
+        self.reread = false;
         Ok(())
     }
 
@@ -369,6 +411,14 @@ impl Committer {
                         "a signed checkpoint's record was rolled back: not stored"
                     );
                     self.last_cp.0 = self.cp_floor;
+                }
+                // Another writer stored a checkpoint since this one was asked for (the
+                // group read it): this one would not link to it, and is not needed.
+                Ok(cp) if self.several && (cp.prev != self.last_cp.0 || cp.seq <= cp.prev) => {
+                    tracing::debug!(
+                        seq = cp.seq,
+                        "another node stored a checkpoint meanwhile: this one is dropped"
+                    );
                 }
                 Ok(cp) => match self.store_checkpoint(cp) {
                     Ok(()) => wrote = true,
@@ -439,8 +489,10 @@ impl Committer {
             .message_bytes(&line);
         ev.related.push(format!("checkpoint:{}", cp.seq));
         let covered_everything = cp.seq == self.head.0;
-        let cp_seq = cp.seq;
+        let (cp_seq, cp_time) = (cp.seq, cp.time);
         self.apply(Batch::new().push(Op::Checkpoint(cp)).trace(ev))?;
+        // The next checkpoint links to this one.
+        self.last_cp = (cp_seq, cp_time);
         // Records appended while the checkpoint was being signed (between its seq and the
         // checkpoint record) are not covered: keep the floor at its seq so the next
         // checkpoint signs them. Only when it covered the whole chain is the new head (its
@@ -688,6 +740,80 @@ impl Committer {
             Err(e) => Err(e),
         }
     }
+}
+
+/// PostgreSQL's limit on a `NOTIFY` payload is 8000 bytes; the announcement also
+/// carries the process's id.
+const ANNOUNCEMENT_BYTES: usize = 7000;
+
+/// What another writer announced: the mailboxes its group changed, and whether it put
+/// new items in the queue.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Heard {
+    pub changes: Vec<MailboxChange>,
+    pub queued: bool,
+}
+
+/// `changed` (and whether the group `queued` anything) as announcements to the other
+/// writers: `{"queued": bool, "changes": [[mailbox, folder], ...]}` (folder `null`: any
+/// folder), each within [`ANNOUNCEMENT_BYTES`].
+pub(crate) fn announcements(changed: &[MailboxChange], queued: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut part: Vec<serde_json::Value> = Vec::new();
+    let text = |part: Vec<serde_json::Value>| {
+        serde_json::json!({"queued": queued, "changes": part}).to_string()
+    };
+    let mut size = 40;
+    for c in changed {
+        let item = serde_json::json!([c.mailbox, c.folder]);
+        let len = item.to_string().len() + 1;
+        if size + len > ANNOUNCEMENT_BYTES && !part.is_empty() {
+            out.push(text(std::mem::take(&mut part)));
+            size = 40;
+        }
+        // One entry longer than the limit (a mailbox address is at most 254 bytes, a
+        // folder name is bounded by the protocols) cannot be announced: IDLE's fallback
+        // poll sees it.
+        if len + 40 <= ANNOUNCEMENT_BYTES {
+            part.push(item);
+            size += len;
+        }
+    }
+    if !part.is_empty() || (out.is_empty() && queued) {
+        out.push(text(part));
+    }
+    out
+}
+
+/// What another writer announced ([`announcements`]); what does not parse is skipped
+/// (the text comes from the database, not from this process).
+pub(crate) fn heard(text: &str) -> Heard {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
+        return Heard::default();
+    };
+    let queued = v["queued"].as_bool().unwrap_or(false);
+    let Some(items) = v["changes"].as_array() else {
+        return Heard {
+            changes: Vec::new(),
+            queued,
+        };
+    };
+    let changes = items
+        .iter()
+        .filter_map(|item| {
+            let [m, f] = item.as_array()?.as_slice() else {
+                return None;
+            };
+            Some(MailboxChange {
+                mailbox: m.as_str()?.to_string(),
+                folder: match f {
+                    serde_json::Value::Null => None,
+                    f => Some(f.as_str()?.to_string()),
+                },
+            })
+        })
+        .collect();
+    Heard { changes, queued }
 }
 
 /// The mailboxes (and folders) a batch changes, as IMAP sees them.

@@ -87,6 +87,24 @@ pub use pending::{Awaiting, PendingEntry};
 pub use queue::{Lane, NewQueueItem, QueueItem};
 pub use retention::PurgeReport;
 
+/// This process runs the duties only one may run ([`Store::try_lead`]).
+pub enum Lead {
+    /// The only writer.
+    Sole,
+    /// Elected among several writers, while its election lock lasts.
+    Elected(Box<kv::pg::Lead>),
+}
+
+impl Lead {
+    /// Whether this process still runs them (blocks for a round trip to the database).
+    pub fn holds(&self) -> bool {
+        match self {
+            Lead::Sole => true,
+            Lead::Elected(l) => l.holds(),
+        }
+    }
+}
+
 /// A committed change to one mailbox, published by the committer after the flush that
 /// made it durable ([`Store::subscribe_changes`]). IMAP IDLE listens for these, so new
 /// mail, flag changes and expunges from any writer (delivery point, IMAP, POP3, admin)
@@ -226,6 +244,8 @@ struct Inner {
     committer: Mutex<Option<JoinHandle<()>>>,
     sweep: SweepStats,
     changes: tokio::sync::broadcast::Sender<MailboxChange>,
+    /// Another writer committed new queue items ([`Store::queue_heard`]).
+    queue_heard: Arc<tokio::sync::Notify>,
 }
 
 impl Drop for Inner {
@@ -443,6 +463,26 @@ impl Store {
         };
         // From here the committer owns the writer's connection.
         db.opened();
+        // Several writers: what the others commit reaches this process's subscribers too.
+        let queue_heard = Arc::new(tokio::sync::Notify::new());
+        if let Db::Pg(pg) = &db {
+            let (feed, queue) = (changes.clone(), queue_heard.clone());
+            pg.listen(move |heard| match heard {
+                Some(text) => {
+                    let heard = commit::heard(text);
+                    for c in heard.changes {
+                        // Nobody subscribed: nobody to tell.
+                        drop(feed.send(c));
+                    }
+                    if heard.queued {
+                        queue.notify_waiters();
+                    }
+                }
+                None => tracing::info!(
+                    "changes other nodes committed while this one was not listening were not heard (IMAP IDLE's poll finds them)"
+                ),
+            });
+        }
         let (jobs, committer) = commit::Committer::start(
             db.clone(),
             trees.clone(),
@@ -465,6 +505,7 @@ impl Store {
                 committer: Mutex::new(Some(committer)),
                 sweep,
                 changes,
+                queue_heard,
             }),
         })
     }
@@ -494,6 +535,29 @@ impl Store {
     /// any more, and the process must stop before it does more work from memory.
     pub fn deposed(&self) -> bool {
         self.inner.db.deposed()
+    }
+
+    /// Whether other processes write this store too (PostgreSQL with `several_writers`).
+    pub fn several_writers(&self) -> bool {
+        self.inner.db.several_writers()
+    }
+
+    /// With several writers: tries to become the process that runs the duties only one
+    /// may run (the queue, the timers, upkeep); `None` while another one does. The
+    /// returned [`Lead`] says whether it still holds them. Without several writers this
+    /// process is the only one: always `Some`.
+    pub fn try_lead(&self) -> Result<Option<Lead>, StoreError> {
+        match &self.inner.db {
+            Db::Pg(pg) if pg.several_writers() => {
+                Ok(pg.try_lead()?.map(|l| Lead::Elected(Box::new(l))))
+            }
+            _ => Ok(Some(Lead::Sole)),
+        }
+    }
+
+    /// Wakes when another writer committed new queue items (several writers).
+    pub fn queue_heard(&self) -> &tokio::sync::Notify {
+        &self.inner.queue_heard
     }
 
     /// Where the store's metadata is, for messages: its directory (sled) or its database
@@ -702,5 +766,7 @@ fn check_schema(dir: &Path, db: &Db, trees: &Trees) -> Result<u32, StoreError> {
 
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+mod several_tests;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -8,6 +8,7 @@ pub mod cns;
 pub mod delivery;
 pub mod jmap;
 pub mod netns;
+pub mod nodes;
 pub mod ports;
 pub mod postgres;
 pub mod probe;

@@ -236,6 +236,20 @@ impl Db {
         }
     }
 
+    /// Whether other processes write this database too (PostgreSQL with
+    /// `several_writers`): the committer then reads the chain's head inside each group.
+    pub(crate) fn several_writers(&self) -> bool {
+        matches!(self, Db::Pg(db) if db.several_writers())
+    }
+
+    /// Announces `changes` to the other writers when the group being built commits
+    /// (several writers only).
+    pub(crate) fn announce(&self, changes: String) {
+        if let Db::Pg(db) = self {
+            db.announce(changes);
+        }
+    }
+
     /// Another process took this database's writer lock after this one lost its
     /// connection (PostgreSQL with a standby): nothing more commits here. sled's lock
     /// cannot be lost.

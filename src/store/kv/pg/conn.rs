@@ -70,6 +70,13 @@ pub(super) struct Shared {
     /// The store is opening: writes outside a group go through the writer's connection
     /// ([`Shared::with_writes`]) until [`super::PgDb::opened`].
     pub(super) opening: AtomicBool,
+    /// Several processes write ([`super::PgOptions::several_writers`]).
+    pub(super) several: bool,
+    /// This process's store handle, in its announcements (16 random bytes, hex).
+    pub(super) node: String,
+    /// Where this process's groups leave their mark: one key per process when several
+    /// write, so that another's commit does not hide whether this one's was committed.
+    pub(super) mark_key: Vec<u8>,
 }
 
 /// Settings of the writer's and the standby's sessions, each only where this server
@@ -162,6 +169,7 @@ impl Shared {
             tokio_postgres::config::SslMode::Disable => Tls::None,
             _ => Tls::OpenSsl(tls_connector(o.ca_file.as_deref())?),
         };
+        let node = hex::encode(super::group_mark());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("pecd-postgres")
@@ -186,6 +194,13 @@ impl Shared {
             writer_session: Mutex::new(None),
             last_reconnect: Mutex::new(None),
             opening: AtomicBool::new(true),
+            several: o.several_writers,
+            mark_key: if o.several_writers {
+                [super::MARK_KEY, b" ", node.as_bytes()].concat()
+            } else {
+                super::MARK_KEY.to_vec()
+            },
+            node,
         })
     }
 
@@ -235,6 +250,9 @@ impl Shared {
     /// has not written its epoch yet) does not.
     pub(super) fn connect_writer(&self) -> Result<Conn, Error> {
         let mut conn = self.connect()?;
+        if self.several {
+            return self.connect_one_of_several(conn);
+        }
         let mine = *self.token.lock().unwrap_or_else(|p| p.into_inner());
         let mut attempts = 0;
         loop {
@@ -340,6 +358,22 @@ impl Shared {
         Ok(conn)
     }
 
+    /// The writer's connection when several processes write: no writer lock and no
+    /// epoch (each group takes the commit lock); while the store opens, the commit lock
+    /// held as a session lock (released by [`super::PgDb::opened`]).
+    fn connect_one_of_several(&self, mut conn: Conn) -> Result<Conn, Error> {
+        conn.simple(SESSION_SETTINGS)
+            .map_err(|e| pg_err("setting the writer's session", e))?;
+        if self.opening.load(Ordering::Relaxed) {
+            conn.query(
+                &format!("SELECT pg_advisory_lock({})", super::COMMIT_LOCK),
+                &[],
+            )
+            .map_err(|e| pg_err("taking the commit lock", e))?;
+        }
+        Ok(conn)
+    }
+
     /// Whether another process opened the store as its writer ([`super::PgDb::deposed`]):
     /// the writer's epoch is not this process's, asked on a pool connection. `None` when
     /// this process has not been the writer, or the server did not answer.
@@ -362,6 +396,23 @@ impl Shared {
         f: impl FnOnce(&mut Conn) -> Result<R, tokio_postgres::Error>,
     ) -> Result<R, Error> {
         if !self.opening.load(Ordering::Relaxed) {
+            if self.several {
+                // Not interleaved with any process's group.
+                return self.with_pool(op, |c| {
+                    c.query(
+                        &format!("SELECT pg_advisory_lock({})", super::COMMIT_LOCK),
+                        &[],
+                    )?;
+                    let r = f(c);
+                    let unlocked = c.query(
+                        &format!("SELECT pg_advisory_unlock({})", super::COMMIT_LOCK),
+                        &[],
+                    );
+                    let r = r?;
+                    unlocked?;
+                    Ok(r)
+                });
+            }
             return self.with_pool(op, f);
         }
         let mut w = self.writer();

@@ -17,14 +17,23 @@
 //! ([`PgTree::writer`]) run inside that SQL transaction, after the group's writes so far
 //! were sent, so they see every earlier batch of the group.
 //!
-//! One writer per database: the committer keeps the trace chain's head in memory, so a
-//! second process writing the same database would fork the chain. Opening takes a
-//! session advisory lock held for the life of the store; a second `pecd` gets
+//! One writer per database by default: the committer keeps the trace chain's head in
+//! memory, so a second process writing the same database would fork the chain. Opening
+//! takes a session advisory lock held for the life of the store; a second `pecd` gets
 //! [`super::super::StoreError::Locked`], or waits as a standby
 //! ([`PgDb::wait_until_unlocked`]). The writer's epoch (a random token written when the
 //! lock is first taken, read back on every reconnection) tells a writer that lost its
 //! session whether another process wrote meanwhile: then it is deposed ([`PgDb::deposed`])
 //! and its process stops.
+//!
+//! **Several writers** ([`PgOptions::several_writers`]): no writer lock. Each group's SQL
+//! transaction (`READ COMMITTED`) first takes the **commit lock**, a transaction advisory
+//! lock, so the groups of all processes commit one after the other, and every statement
+//! of a group sees every group committed before it; the committer reads the chain's head
+//! again inside each group (see `store::commit`). An opening holds the same lock as a
+//! session lock until [`PgDb::opened`], so that what it rebuilds (the queue's index) is not
+//! interleaved with other processes' groups. Each group also announces the mailboxes it
+//! changed (`NOTIFY`), and [`PgDb::listen`] hears other processes' announcements.
 //!
 //! What it must distrust: the server, which may restart, drop connections or refuse a
 //! transaction at any time. A broken connection is dropped and made again at the next
@@ -46,6 +55,7 @@ use tokio_postgres::{Client, Statement};
 use super::{Error, Tree, TxResult, TxTree};
 
 mod conn;
+mod listen;
 mod redact;
 mod scan;
 #[cfg(test)]
@@ -70,6 +80,9 @@ pub struct PgOptions {
     pub pool_size: usize,
     /// CA certificates (PEM) that sign the server's certificate; none: the system's.
     pub ca_file: Option<PathBuf>,
+    /// Several processes write this database at once (each group serialized by the
+    /// commit lock), instead of one writer holding the writer lock.
+    pub several_writers: bool,
 }
 
 impl std::fmt::Debug for PgOptions {
@@ -79,6 +92,7 @@ impl std::fmt::Debug for PgOptions {
             .field("password", &self.password.as_ref().map(|_| "…"))
             .field("pool_size", &self.pool_size)
             .field("ca_file", &self.ca_file)
+            .field("several_writers", &self.several_writers)
             .finish()
     }
 }
@@ -128,6 +142,13 @@ const PAGE: i64 = 256;
 /// (several stores may share a database, each in a schema of its own).
 const SCHEMA_LOCK: &str = "hashtextextended('pecd schema ' || coalesce(current_schema(), ''), 0)";
 const WRITER_LOCK: &str = "hashtextextended('pecd writer ' || coalesce(current_schema(), ''), 0)";
+/// With several writers: the lock the node running the single duties holds (a session
+/// lock on a connection of its own, [`PgDb::try_lead`]).
+const LEADER_LOCK: &str = "hashtextextended('pecd duties ' || coalesce(current_schema(), ''), 0)";
+/// With several writers: the lock each group's transaction takes before anything else.
+const COMMIT_LOCK: &str = "hashtextextended('pecd commit ' || coalesce(current_schema(), ''), 0)";
+/// The `NOTIFY` channel of this schema's committed changes (an identifier: hex).
+const CHANGES_CHANNEL: &str = "SELECT 'pecd_' || left(md5(coalesce(current_schema(), '')), 16)";
 
 /// Who holds the writer lock of this schema: application name (`pecd HOST PID`), client
 /// address, since when; no row when nobody does.
@@ -158,14 +179,25 @@ pub struct PgDb {
 
 impl PgDb {
     /// Connects, creates the schema if needed and takes the writer lock, waiting up to
-    /// `lock_wait` for another process to release it.
+    /// `lock_wait` for another process to release it. With several writers, takes the
+    /// commit lock instead, until [`PgDb::opened`].
     pub fn open(o: &PgOptions, lock_wait: Duration) -> Result<Self, StoreError> {
         let db = PgDb {
             shared: Arc::new(Shared::new(o)?),
         };
         db.create_schema()?;
-        db.take_writer_lock(lock_wait)?;
+        if o.several_writers {
+            let conn = db.shared.connect_writer().map_err(StoreError::Db)?;
+            db.shared.writer().conn = Some(conn);
+        } else {
+            db.take_writer_lock(lock_wait)?;
+        }
         Ok(db)
+    }
+
+    /// Whether several processes write this database ([`PgOptions::several_writers`]).
+    pub fn several_writers(&self) -> bool {
+        self.shared.several
     }
 
     /// A standby's wait (`[store] standby = true`): returns once no process holds the
@@ -259,6 +291,55 @@ impl PgDb {
     /// on, and other writes go through the pool ([`Shared::with_writes`]).
     pub fn opened(&self) {
         self.shared.opening.store(false, Ordering::Relaxed);
+        if self.shared.several {
+            // The commit lock the opening held: other processes' groups go on. A
+            // connection that broke meanwhile took the lock with it.
+            let mut w = self.shared.writer();
+            if let Some(c) = w.conn.as_mut()
+                && c.query(&format!("SELECT pg_advisory_unlock({COMMIT_LOCK})"), &[])
+                    .is_err()
+            {
+                w.conn = None;
+            }
+        }
+    }
+
+    /// With several writers: tries to become the process that runs the duties only one
+    /// may run, by taking the election lock on a connection of its own (`None`: another
+    /// process holds it). The lock lasts as long as that connection: the process's end,
+    /// or the server's keepalives giving up on its host (about 30 s), frees it.
+    pub fn try_lead(&self) -> Result<Option<Lead>, Error> {
+        let mut conn = self.shared.connect()?;
+        conn.simple(SESSION_SETTINGS)
+            .map_err(|e| pg_err("setting the election session", e))?;
+        let got = conn
+            .query(&format!("SELECT pg_try_advisory_lock({LEADER_LOCK})"), &[])
+            .map_err(|e| pg_err("asking for the election lock", e))?
+            .first()
+            .and_then(|r| r.get::<_, Option<bool>>(0))
+            .unwrap_or(false);
+        Ok(got.then(|| Lead {
+            conn: Mutex::new(conn),
+        }))
+    }
+
+    /// With several writers: `changes` is announced to the other processes when the
+    /// group being built commits (nothing if it does not). Sent with the group.
+    pub(crate) fn announce(&self, changes: String) {
+        if self.shared.several {
+            let text = format!("{}\n{changes}", self.shared.node);
+            self.shared.writer().notices.push(text);
+        }
+    }
+
+    /// With several writers: calls `heard` with what each group committed by another
+    /// process announced ([`PgDb::announce`]), from a connection of its own that is made
+    /// again when it breaks (announcements made while it is away are not heard again:
+    /// `heard(None)` says that some may have been missed). Nothing without.
+    pub fn listen(&self, heard: impl Fn(Option<&str>) + Send + Sync + 'static) {
+        if self.shared.several {
+            listen::spawn(&self.shared, Box::new(heard));
+        }
     }
 
     /// The database, for messages (no password).
@@ -482,11 +563,20 @@ impl PgDb {
         let mark = (!w.pending.is_empty()).then(group_mark);
         if let Some(m) = &mark {
             w.pending
-                .insert((MARK_TREE, MARK_KEY.to_vec()), Some(m.to_vec()));
+                .insert((MARK_TREE, shared.mark_key.clone()), Some(m.to_vec()));
         }
         let mut sent_commit = false;
+        let notices = std::mem::take(&mut w.notices);
         let r = w.send_pending(shared).and_then(|()| {
             let c = w.in_txn(shared)?;
+            // Delivered to the listeners when (and only if) the group commits.
+            for n in &notices {
+                c.query(
+                    &format!("SELECT pg_notify(({CHANGES_CHANNEL}), $1)"),
+                    &[&n.as_str()],
+                )
+                .map_err(|e| pg_err("announcing the changes", e))?;
+            }
             sent_commit = true;
             c.simple("COMMIT").map_err(|e| pg_err("committing", e))
         });
@@ -518,9 +608,9 @@ impl PgDb {
             if attempt > 0 {
                 std::thread::sleep(Duration::from_millis(500));
             }
-            let r = self
-                .shared
-                .with_pool("checking a commit", |c| get_row(c, MARK_TREE, MARK_KEY));
+            let r = self.shared.with_pool("checking a commit", |c| {
+                get_row(c, MARK_TREE, &self.shared.mark_key)
+            });
             if let Ok(v) = r {
                 return Some(v.is_some_and(|v| v.as_ref() == mark));
             }
@@ -541,6 +631,20 @@ impl PgDb {
             w.conn = None;
         }
         w.reset();
+    }
+}
+
+/// The election lock, held ([`PgDb::try_lead`]).
+pub struct Lead {
+    conn: Mutex<Conn>,
+}
+
+impl Lead {
+    /// Whether the lock is still held: its connection answers (a broken one took the
+    /// lock with it, and another process may hold it now).
+    pub fn holds(&self) -> bool {
+        let mut c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        !c.client.is_closed() && c.simple("SELECT 1").is_ok()
     }
 }
 

@@ -49,6 +49,7 @@ pub(crate) fn backend_for(dir: &Path, mut o: StoreOptions) -> Result<StoreOption
         password: None,
         pool_size: 2,
         ca_file: None,
+        several_writers: false,
     });
     Ok(o)
 }

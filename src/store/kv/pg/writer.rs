@@ -22,6 +22,8 @@ pub(super) struct Writer {
     pub(super) prefetched: HashMap<Key, Option<Vec<u8>>>,
     /// The SQL transaction failed: the group can only be rolled back.
     pub(super) failed: Option<String>,
+    /// What the group announces to other processes when it commits (several writers).
+    pub(super) notices: Vec<String>,
 }
 
 impl Writer {
@@ -38,9 +40,8 @@ impl Writer {
             // A connection that died while idle (a server restart, a session dropped)
             // may not look closed until used: a failed BEGIN on it is tried once more
             // on a new one, nothing having been sent yet.
-            let began = self
-                .connected(shared)?
-                .simple("BEGIN ISOLATION LEVEL SERIALIZABLE");
+            let begin = begin_sql(shared);
+            let began = self.connected(shared)?.simple(&begin);
             if let Err(e) = began {
                 // Closed, or ended by the server (57P01 admin shutdown, 57P02 crash
                 // shutdown, 57P03 cannot connect now) as the answer to BEGIN itself.
@@ -52,7 +53,7 @@ impl Writer {
                 }
                 self.conn = None;
                 self.connected(shared)?
-                    .simple("BEGIN ISOLATION LEVEL SERIALIZABLE")
+                    .simple(&begin)
                     .map_err(|e| pg_err("beginning a transaction", e))?;
             }
             self.open = true;
@@ -149,6 +150,21 @@ impl Writer {
         self.pending.clear();
         self.batch.clear();
         self.failed = None;
+        self.notices.clear();
+    }
+}
+
+/// How a group's SQL transaction begins. One writer: `SERIALIZABLE`. Several: the
+/// commit lock first, in `READ COMMITTED`, so that each statement sees every group the
+/// lock made this one wait for (a `SERIALIZABLE` snapshot would be taken before the wait).
+fn begin_sql(shared: &Shared) -> String {
+    if shared.several {
+        format!(
+            "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({})",
+            super::COMMIT_LOCK
+        )
+    } else {
+        "BEGIN ISOLATION LEVEL SERIALIZABLE".to_string()
     }
 }
 

@@ -1,0 +1,116 @@
+//! Two pecd nodes of one provider writing one PostgreSQL store at once
+//! (`[store] several_writers = true`) with their bodies in one S3 bucket, each a real
+//! `pecd serve`, against a real cluster and a real SeaweedFS started on loopback. Both
+//! accept submissions; one of them, elected, runs the queue. The elected one is killed
+//! (`kill -9`) in the middle of the load: the other is elected, carries on its queue, and
+//! every message that got a 250 from either node is delivered and receipted exactly once;
+//! the trace log the two wrote together exports and verifies as one chain.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::nodes::{Load, accepted, export_and_verify, subjects, two_nodes};
+use common::postgres::cluster;
+use common::s3::S3Server;
+use common::server::Server;
+
+/// Whether `node` runs the single duties now (its `pecd_duties` metric).
+fn runs_duties(node: &Server) -> bool {
+    let (_, metrics) = common::admin_get(node.addr("admin"), "/metrics");
+    metrics.contains("\npecd_duties 1\n")
+}
+
+/// Waits up to `within` for `node` to be elected; how long that took.
+fn wait_elected(node: &Server, within: Duration) -> Duration {
+    let started = Instant::now();
+    while !runs_duties(node) {
+        assert!(started.elapsed() < within, "not elected within {within:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    started.elapsed()
+}
+
+#[test]
+fn two_writing_nodes_share_the_load_and_one_carries_on_when_the_elected_one_is_killed() {
+    let Some(pg) = cluster("two writing nodes, the elected one killed") else {
+        return;
+    };
+    let Some(s3) = S3Server::start() else {
+        return;
+    };
+    let domain = "pec.due-scrittori.test";
+    let (a, b) = (
+        format!("mittente@{domain}"),
+        format!("destinatario@{domain}"),
+    );
+    let (mut n1, mut n2) = two_nodes(
+        domain,
+        &pg,
+        &s3,
+        "scrittori",
+        &[&a, &b],
+        "several_writers = true",
+    );
+    n1.enable(&["imaps"]);
+    n2.enable(&["imaps"]);
+    n1.start();
+    wait_elected(&n1, Duration::from_secs(20));
+    // The second node serves at once (no standby wait), without the duties.
+    n2.start();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(runs_duties(&n1) && !runs_duties(&n2), "one elected node");
+    let (code, body) = common::admin_get(n2.addr("admin"), "/readyz");
+    assert_eq!(code, 200, "node 2 is ready: {body}");
+
+    // Two clients on each node.
+    let (t1, t2) = (
+        Arc::new(Mutex::new(n1.addr("smtps"))),
+        Arc::new(Mutex::new(n2.addr("smtps"))),
+    );
+    let targets = [t1.clone(), t1.clone(), t2.clone(), t2.clone()];
+    let load = Load::start(&a, &b, n1.ca(), &targets, 10);
+    std::thread::sleep(Duration::from_secs(4));
+    // Something node 2 accepted was delivered by node 1, the elected one.
+    let delivered_before = n2.mailbox_json(&b)["messages"].as_u64().unwrap();
+    assert!(delivered_before > 0, "node 1 delivers while both accept");
+    let killed_at = Instant::now();
+    n1.kill();
+    *t1.lock().unwrap() = n2.addr("smtps");
+    wait_elected(&n2, Duration::from_secs(40));
+    let failover = killed_at.elapsed();
+    let results = load.finish();
+
+    // A 250 from either node; anything else is a failure the client sees (the dead
+    // node's refused or cut connections): never a permanent refusal.
+    let (ok, failed) = accepted(&results);
+    let n2_smtps = n2.addr("smtps");
+    let mut ok_at = [0u32; 2];
+    for (_, addr, r) in &results {
+        if matches!(r, Ok((250, _))) {
+            ok_at[usize::from(*addr == n2_smtps)] += 1;
+        }
+    }
+    assert!(
+        ok_at[0] > 5 && ok_at[1] > 5,
+        "both nodes accepted messages: {ok_at:?}"
+    );
+
+    // Everything accepted is delivered (the envelope at b, the acceptance and delivery
+    // receipts at a), each exactly once: what node 1 had in hand node 2 carried on.
+    common::delivery::wait_for_all(&n2, &a, &b, ok.len() as u64);
+    common::delivery::assert_each_once(&ok, &subjects(&n2, &a), &subjects(&n2, &b));
+    n2.stop();
+    // One chain, both nodes' records in it.
+    let records = export_and_verify(&n2);
+    eprintln!(
+        "two writing nodes, the elected one killed: {} submissions, {} accepted ({} by node 1, {} by node 2), \
+         {failed} failed at the kill; node 2 elected {:.1} s after the kill; chain of {records} records verified",
+        results.len(),
+        ok.len(),
+        ok_at[0],
+        ok_at[1],
+        failover.as_secs_f64(),
+    );
+}
