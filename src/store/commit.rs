@@ -369,7 +369,10 @@ impl Committer {
         }
         let log = TraceLog::new(self.trees.trace.clone());
         self.head = log.head()?;
-        let last = log.last_checkpoint()?.or(log.anchor()?);
+        let last = match log.last_checkpoint()? {
+            Some(cp) => Some(cp),
+            None => log.anchor()?,
+        };
         // No checkpoint yet: the interval still runs from when it began to.
         self.last_cp = last.map_or((0, self.last_cp.1), |c| (c.seq, c.time));
         self.cp_floor = self.last_cp.0;
