@@ -361,6 +361,9 @@ pub async fn start(gw: Arc<Gateway>) -> Result<Running, ServerError> {
             tracing::error!(error = %e, "control socket not started: admin subcommands cannot reach this server")
         }
     }
+    // The queue's workers run on every node: with several, each item is leased to one.
+    tasks.push(tokio::spawn(delivery::run(gw.clone(), stop_rx.clone())));
+    tasks.push(tokio::spawn(relay::run(gw.clone(), stop_rx.clone())));
     if gw.store.several_writers() {
         tasks.push(tokio::spawn(duties_when_elected(
             gw.clone(),
@@ -395,12 +398,10 @@ async fn bind(
     Ok(l)
 }
 
-/// Starts the duties only one node of a store may run: the local deliveries and the relay
-/// queue, the receipt timers, notifications, quota notices and upkeep.
+/// Starts the duties only one node of a store may run: the receipt timers, notifications,
+/// quota notices and upkeep.
 fn start_duties(gw: &Arc<Gateway>, stop: &watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
     vec![
-        tokio::spawn(delivery::run(gw.clone(), stop.clone())),
-        tokio::spawn(relay::run(gw.clone(), stop.clone())),
         tokio::spawn(timers::run(gw.clone(), stop.clone())),
         tokio::spawn(crate::pipeline::notify::run(gw.clone(), stop.clone())),
         tokio::spawn(crate::pipeline::quota::run(gw.clone(), stop.clone())),
@@ -414,10 +415,9 @@ const ELECTION_POLL: Duration = Duration::from_secs(2);
 /// With several writers: runs [`start_duties`] while this node is the elected one (the
 /// store's election lock, [`crate::store::Store::try_lead`]), asking again every
 /// [`ELECTION_POLL`] while another node is. An elected node that finds its lock gone (its
-/// database session ended) stops its duties and stands again. Between the end of its
-/// session and the end of its in-flight relay transactions both nodes may work on the same
-/// queue item: at least once, never lost, and the receiving side's idempotency keys (or
-/// the Message-ID) keep it one message.
+/// database session ended) stops its duties and stands again; until it has noticed, both
+/// nodes may run them (a timer's notice or an arrival notification may then be sent
+/// twice; a purge or a checkpoint is safe to repeat).
 async fn duties_when_elected(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
     loop {
         if *stop.borrow() {
@@ -427,7 +427,7 @@ async fn duties_when_elected(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) 
         let lead = match tokio::task::spawn_blocking(move || store.try_lead()).await {
             Ok(Ok(lead)) => lead,
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "the election of the node that runs the queue failed; asking again");
+                tracing::warn!(error = %e, "the election of the node that runs the timers and upkeep failed; asking again");
                 None
             }
             Err(e) => {
@@ -437,20 +437,10 @@ async fn duties_when_elected(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) 
         };
         if let Some(lead) = lead {
             let lead = Arc::new(lead);
-            tracing::info!("elected: this node runs the queue, the timers and upkeep");
+            tracing::info!("elected: this node runs the receipt timers, notifications and upkeep");
             crate::ops::metrics::duties(true);
             let (term, term_rx) = watch::channel(false);
             let duties = start_duties(&gw, &term_rx);
-            // New queue items another node committed wake this node's workers.
-            let wake = {
-                let gw = gw.clone();
-                tokio::spawn(async move {
-                    loop {
-                        gw.store.queue_heard().notified().await;
-                        gw.work.notify_waiters();
-                    }
-                })
-            };
             let stopping = loop {
                 tokio::select! {
                     _ = tokio::time::sleep(ELECTION_POLL) => {}
@@ -464,7 +454,6 @@ async fn duties_when_elected(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) 
                     break false;
                 }
             };
-            wake.abort();
             crate::ops::metrics::duties(false);
             // Their receiver is dropped with `term` too: they end either way.
             let _ = term.send(true);
@@ -477,7 +466,7 @@ async fn duties_when_elected(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) 
                 return;
             }
             tracing::warn!(
-                "no longer elected (the election's database session ended): the queue, timers and upkeep stopped on this node; standing again"
+                "no longer elected (the election's database session ended): the timers, notifications and upkeep stopped on this node; standing again"
             );
             continue;
         }

@@ -53,7 +53,7 @@ fn two_writing_nodes_share_the_load_and_one_carries_on_when_the_elected_one_is_k
         &s3,
         "scrittori",
         &[&a, &b],
-        "several_writers = true",
+        "several_writers = true\nlease_secs = 15",
     );
     n1.enable(&["imaps"]);
     n2.enable(&["imaps"]);
@@ -136,7 +136,7 @@ fn two_writing_nodes_ride_out_a_postgresql_restart_under_load() {
         &s3,
         "riavvio_scrittori",
         &[&a, &b],
-        "several_writers = true",
+        "several_writers = true\nlease_secs = 15",
     );
     n1.enable(&["imaps"]);
     n2.enable(&["imaps"]);

@@ -306,11 +306,15 @@ pub struct StoreConfig {
     /// `standby`: when another node writes the (PostgreSQL) store, `pecd serve` waits
     /// and takes over when that node goes, instead of refusing to start.
     pub standby: bool,
+    /// `lease_secs`: with several writers, how long a node holds a queue item it works on
+    /// before another may take it over.
+    pub lease_secs: u64,
 }
 
 impl StoreConfig {
     /// `several_writers`: every node writes the (PostgreSQL) store and serves; one of
-    /// them at a time, elected, runs the duties only one may run (queue, timers, upkeep).
+    /// them at a time, elected, runs the duties only one may run (timers, notifications,
+    /// upkeep); every node works the queue, each item leased to one.
     pub fn several_writers(&self) -> bool {
         matches!(&self.backend, crate::store::StoreBackend::Postgres(pg) if pg.several_writers)
     }

@@ -63,6 +63,9 @@ pub(super) fn store(
         ),
         StoreBackend::Sled => {}
     }
+    let lease_secs = sec
+        .uint("lease_secs", DEFAULT_LEASE_SECS, (5, 86_400), "", errs)
+        .unwrap_or(DEFAULT_LEASE_SECS);
     if several && standby {
         errs.push(
             "store.several_writers",
@@ -78,6 +81,7 @@ pub(super) fn store(
             "store.backend",
             "store.standby",
             "store.several_writers",
+            "store.lease_secs",
         ]
         .contains(&k.as_str())
     });
@@ -87,8 +91,13 @@ pub(super) fn store(
         group_commit,
         backend,
         standby,
+        lease_secs,
     }
 }
+
+/// `store.lease_secs` by default: longer than any relay transaction takes (its commands
+/// time out sooner), short enough that a dead node's work goes on within minutes.
+pub const DEFAULT_LEASE_SECS: u64 = 300;
 
 fn postgres(sec: &mut Section, base: &Path, errs: &mut Problems) -> Option<PgOptions> {
     let url = sec.required_string("url", errs)?;

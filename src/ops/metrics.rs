@@ -200,7 +200,7 @@ impl Metrics {
                 &r,
                 IntGauge::with_opts(opts(
                     "duties",
-                    "1 while this node runs the relay queue, the timers and upkeep (with several writers, the elected node)",
+                    "1 while this node runs the receipt timers, notifications and upkeep (with several writers, the elected node)",
                 ))
                 // A constant name and help without labels: cannot fail at run time.
                 .expect("gauge definition"),

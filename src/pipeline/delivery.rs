@@ -77,6 +77,7 @@ pub async fn pass(gw: &Arc<Gateway>) -> bool {
             }
         };
         let busy = !mine.is_empty();
+        let mine = super::lease_due(gw, mine, now).await;
         // Several at once: each waits mostly for its signatures and its commit, and
         // concurrent commits share the committer's fsync (group commit). Every step is
         // idempotent and applied atomically by the committer, so the order does not matter.
@@ -135,7 +136,7 @@ fn after_failure(item: &QueueItem, e: &DeliveryError, now: jiff::Timestamp) -> B
             if let Some(id) = &item.ident {
                 ev = ev.ident(id.clone());
             }
-            Batch::new().queue_done(item.id).trace(ev)
+            Batch::new().queue_fence(item).queue_done(item.id).trace(ev)
         }
         None => {
             tracing::warn!(queue_item = item.id, error = %e, "local delivery deferred");
@@ -143,7 +144,9 @@ fn after_failure(item: &QueueItem, e: &DeliveryError, now: jiff::Timestamp) -> B
                 .checked_add(super::relay::backoff(item.attempts))
                 .unwrap_or(now)
                 .min(deadline);
-            Batch::new().queue_retry(item.id, next, e.to_string())
+            Batch::new()
+                .queue_fence(item)
+                .queue_retry(item.id, next, e.to_string())
         }
     }
 }
@@ -200,7 +203,7 @@ pub async fn process(gw: &Arc<Gateway>, item: &QueueItem) -> Result<(), Delivery
     let to = gw.config.provider.receipt_mailbox.clone();
     take_charge_and_deliver(gw, &cert, &bytes, &postacert, &item.rcpt_to, &to, tc_key).await?;
     gw.store
-        .commit_async(Batch::new().queue_done(item.id))
+        .commit_async(Batch::new().queue_fence(item).queue_done(item.id))
         .await?;
     tracing::info!(
         recipients = item.rcpt_to.len(),
@@ -611,6 +614,7 @@ mod tests {
             last_error: None,
             accepted_at: Some(now),
             lane: Lane::Local,
+            lease: None,
         };
         let busy = DeliveryError::Sign(SmimeError::BadDer("busy".into()));
         let later = now + jiff::SignedDuration::from_hours(1);

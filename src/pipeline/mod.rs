@@ -26,6 +26,37 @@ pub fn message_span(ident: Option<&str>) -> tracing::Span {
     }
 }
 
+/// With several writing nodes, leases the due queue `items` this node is about to work on
+/// (`store.lease_secs`), so that no other node takes them meanwhile; the ones it got, as
+/// leased (with their token, which each outcome's batch checks through
+/// [`crate::store::Batch::queue_fence`]). Another node's lease, or a failed commit, leaves
+/// an item out. With one writer: `items` as they are.
+pub async fn lease_due(
+    gw: &std::sync::Arc<crate::gateway::Gateway>,
+    items: Vec<crate::store::QueueItem>,
+    now: jiff::Timestamp,
+) -> Vec<crate::store::QueueItem> {
+    if items.is_empty() || !gw.store.several_writers() {
+        return items;
+    }
+    let until = now
+        .checked_add(jiff::SignedDuration::from_secs(
+            i64::try_from(gw.config.store.lease_secs).unwrap_or(i64::MAX),
+        ))
+        .unwrap_or(now);
+    match gw
+        .store
+        .commit_async(crate::store::Batch::new().queue_lease(&items, until))
+        .await
+    {
+        Ok(applied) => applied.leased,
+        Err(e) => {
+            tracing::warn!(error = %e, "leasing queue items failed; trying again later");
+            Vec::new()
+        }
+    }
+}
+
 pub mod access;
 pub mod card_login;
 pub mod checks;

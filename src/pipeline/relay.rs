@@ -145,6 +145,8 @@ pub async fn run(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
                         .filter(|i| !busy.contains(&i.id))
                         .take(free)
                         .collect();
+                    // Several nodes: only the items this one could lease.
+                    let fresh = super::lease_due(&gw, fresh, now).await;
                     for item in fresh {
                         let id = item.id;
                         let task = set.spawn(one(gw.clone(), tls.clone(), item));
@@ -202,6 +204,7 @@ pub async fn pass(gw: &Arc<Gateway>, tls: &RelayTls) -> bool {
         }
     };
     let busy = !due.is_empty();
+    let due = super::lease_due(gw, due, now).await;
     // Transactions to different (or the same) peers go out in parallel, bounded: one
     // slow peer must not hold up every other message in the queue.
     let mut set = tokio::task::JoinSet::new();
@@ -498,7 +501,8 @@ async fn record(
     // Rule §6.2: real time since acceptance, on the gateway's clock.
     let deadline = accepted_at(item).checked_add(GIVE_UP_AFTER).unwrap_or(now);
     let give_up = now >= deadline;
-    let mut batch = Batch::new();
+    // With several nodes: recorded only while this node still holds the item's lease.
+    let mut batch = Batch::new().queue_fence(item);
     if !accepted.is_empty() {
         batch = batch.trace(event(
             EventKind::Relayed,

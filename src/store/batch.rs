@@ -42,6 +42,18 @@ pub(crate) enum Op {
     QueueDone {
         id: u64,
     },
+    /// Leases the item to this node until `until`, if it is still due as `seen` (several
+    /// writers): its token is a fresh id.
+    QueueLease {
+        id: u64,
+        seen: Timestamp,
+        until: Timestamp,
+    },
+    /// Aborts the batch unless the item is still leased with `lease`.
+    QueueFence {
+        id: u64,
+        lease: u64,
+    },
     PendingPut(PendingEntry),
     PendingMessage(String, crate::store::pending::PendingMessage),
     PendingTakenInCharge {
@@ -230,6 +242,31 @@ impl Batch {
         self
     }
 
+    /// Leases each of `items` (as read from the store) to this node until `until`:
+    /// another node no longer sees them due before then. An item another node leased,
+    /// retried or finished since it was read is skipped; the ones leased are in
+    /// [`Applied::leased`], with their lease token and their new `next_attempt`.
+    pub fn queue_lease(mut self, items: &[super::queue::QueueItem], until: Timestamp) -> Self {
+        for i in items {
+            self.ops.push(Op::QueueLease {
+                id: i.id,
+                seen: i.next_attempt,
+                until,
+            });
+        }
+        self
+    }
+
+    /// The fencing of an outcome: the whole batch is refused
+    /// ([`super::StoreError::LeaseLost`]) unless `item` is still leased with its token
+    /// (nothing is added for an item that was not leased).
+    pub fn queue_fence(mut self, item: &super::queue::QueueItem) -> Self {
+        if let Some(lease) = item.lease {
+            self.ops.push(Op::QueueFence { id: item.id, lease });
+        }
+        self
+    }
+
     /// Inserts or replaces a pending-receipt entry.
     /// The take-charge receipt for `recipient` arrived: its entry, if it still awaits one,
     /// now awaits the delivery receipt (decided inside the commit, never reviving an entry
@@ -412,6 +449,8 @@ pub struct Applied {
     pub trace: Vec<(u64, String)>,
     /// Ids of the queue items added.
     pub queued: Vec<u64>,
+    /// The queue items leased ([`Batch::queue_lease`]), as they are now.
+    pub leased: Vec<super::queue::QueueItem>,
     /// `(mailbox key, modseq)` of each mailbox whose modseq this batch advanced, by key:
     /// the JMAP state right after this batch ([`crate::store::changes`]).
     pub modseqs: Vec<(String, u64)>,

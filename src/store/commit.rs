@@ -232,7 +232,6 @@ impl Committer {
             let mut answers = Vec::with_capacity(jobs.len());
             let mut cp_answers = Vec::new();
             let mut changed: Vec<MailboxChange> = Vec::new();
-            let mut queued = false;
             for job in jobs {
                 match job {
                     Job::Batch(b, reply) => {
@@ -241,11 +240,9 @@ impl Committer {
                             continue;
                         }
                         let touched = mailbox_changes(&b);
-                        let enqueues = b.ops.iter().any(|op| matches!(op, Op::Enqueue(_)));
                         let r = self.apply(b);
                         if r.is_ok() {
                             changed.extend(touched);
-                            queued |= enqueues;
                         }
                         wrote |= r.is_ok();
                         answers.push((reply, r));
@@ -267,8 +264,8 @@ impl Committer {
                 self.db.discard();
                 self.reread = self.several;
             }
-            if wrote && self.several && (queued || !changed.is_empty()) {
-                for text in announcements(&changed, queued) {
+            if wrote && self.several && !changed.is_empty() {
+                for text in announcements(&changed) {
                     self.db.announce(text);
                 }
             }
@@ -514,6 +511,7 @@ impl Committer {
         let mut out = Vec::with_capacity(ops.len());
         let mut archive = super::archive::Planner::default();
         let mut cards_added: std::collections::HashMap<String, usize> = Default::default();
+        let mut lease_token: Option<u64> = None;
         for op in ops {
             match op {
                 // The card limit, exact: nothing else writes between this count and the
@@ -649,6 +647,14 @@ impl Committer {
                     // Removes the folder record, after its messages; carries its id.
                     out.push((Op::FolderDelete { mailbox, name }, f.id));
                 }
+                // One lease token for all the items a batch leases.
+                op @ Op::QueueLease { .. } => {
+                    let token = match lease_token {
+                        Some(t) => t,
+                        None => *lease_token.insert(self.db.generate_id()?),
+                    };
+                    out.push((op, token));
+                }
                 op @ (Op::Enqueue(_) | Op::FolderCreate { .. } | Op::MailboxAdd(_)) => {
                     out.push((op, self.db.generate_id()?));
                 }
@@ -749,23 +755,14 @@ impl Committer {
 /// carries the process's id.
 const ANNOUNCEMENT_BYTES: usize = 7000;
 
-/// What another writer announced: the mailboxes its group changed, and whether it put
-/// new items in the queue.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct Heard {
-    pub changes: Vec<MailboxChange>,
-    pub queued: bool,
-}
-
-/// `changed` (and whether the group `queued` anything) as announcements to the other
-/// writers: `{"queued": bool, "changes": [[mailbox, folder], ...]}` (folder `null`: any
-/// folder), each within [`ANNOUNCEMENT_BYTES`].
-pub(crate) fn announcements(changed: &[MailboxChange], queued: bool) -> Vec<String> {
+/// `changed` as announcements to the other writers: `{"changes": [[mailbox, folder],
+/// ...]}` (folder `null`: any folder), each within [`ANNOUNCEMENT_BYTES`]. (New queue
+/// items are not announced: the node that queued them works on them at once, and the
+/// others find what it leaves when they look at the queue by themselves.)
+pub(crate) fn announcements(changed: &[MailboxChange]) -> Vec<String> {
     let mut out = Vec::new();
     let mut part: Vec<serde_json::Value> = Vec::new();
-    let text = |part: Vec<serde_json::Value>| {
-        serde_json::json!({"queued": queued, "changes": part}).to_string()
-    };
+    let text = |part: Vec<serde_json::Value>| serde_json::json!({ "changes": part }).to_string();
     let mut size = 40;
     for c in changed {
         let item = serde_json::json!([c.mailbox, c.folder]);
@@ -782,26 +779,22 @@ pub(crate) fn announcements(changed: &[MailboxChange], queued: bool) -> Vec<Stri
             size += len;
         }
     }
-    if !part.is_empty() || (out.is_empty() && queued) {
+    if !part.is_empty() {
         out.push(text(part));
     }
     out
 }
 
-/// What another writer announced ([`announcements`]); what does not parse is skipped
-/// (the text comes from the database, not from this process).
-pub(crate) fn heard(text: &str) -> Heard {
+/// The changes another writer announced ([`announcements`]); what does not parse is
+/// skipped (the text comes from the database, not from this process).
+pub(crate) fn heard(text: &str) -> Vec<MailboxChange> {
     let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
-        return Heard::default();
+        return Vec::new();
     };
-    let queued = v["queued"].as_bool().unwrap_or(false);
     let Some(items) = v["changes"].as_array() else {
-        return Heard {
-            changes: Vec::new(),
-            queued,
-        };
+        return Vec::new();
     };
-    let changes = items
+    items
         .iter()
         .filter_map(|item| {
             let [m, f] = item.as_array()?.as_slice() else {
@@ -815,8 +808,7 @@ pub(crate) fn heard(text: &str) -> Heard {
                 },
             })
         })
-        .collect();
-    Heard { changes, queued }
+        .collect()
 }
 
 /// The mailboxes (and folders) a batch changes, as IMAP sees them.

@@ -73,6 +73,10 @@ pub enum StoreError {
     BadBlobId(String),
     #[error("no queue item {0}")]
     NoSuchQueueItem(u64),
+    /// A queue item's lease went to another node (it expired while this one worked on
+    /// the item): this node's outcome is not recorded.
+    #[error("queue item {0} is leased by another node now")]
+    LeaseLost(u64),
     /// JMAP `cannotCalculateChanges`: `since` is outside the kept log `[oldest, current]`.
     #[error(
         "changes of {mailbox} since modseq {since} cannot be calculated: the log covers {oldest} to {current}"

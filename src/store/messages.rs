@@ -497,7 +497,7 @@ pub(crate) fn apply_set_flags(
     let seen_changed = changes::has_seen(&m.flags) != changes::has_seen(flags);
     m.flags = flags.to_vec();
     changes::record_flagged(log, &mbkey, &m.blob, f.id, seen_changed);
-    tx.t[MESSAGES].insert(&key, encode_message(&m))
+    tx.t[MESSAGES].insert(key, encode_message(&m))
 }
 
 /// See [`super::Batch::add_flags`]: adds `flags` (compared case-insensitively) to the
@@ -538,7 +538,7 @@ pub(crate) fn apply_add_flags(
         if m.flags.len() != before {
             let seen_changed = seen_before != changes::has_seen(&m.flags);
             changes::record_flagged(log, &mbkey, &m.blob, f.id, seen_changed);
-            tx.t[MESSAGES].insert(&key, encode_message(&m))?;
+            tx.t[MESSAGES].insert(key, encode_message(&m))?;
         }
     }
     Ok(())
@@ -565,7 +565,7 @@ pub(crate) fn apply_expunge(
             uid,
         });
     };
-    tx.t[MESSAGES].remove(&key)?;
+    tx.t[MESSAGES].remove(key)?;
     f.messages = f.messages.saturating_sub(1);
     f.bytes = f.bytes.saturating_sub(m.size);
     put_json(&tx.t[FOLDERS], &folder_key(&mbkey, &folder), &f)?;

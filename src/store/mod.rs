@@ -244,8 +244,6 @@ struct Inner {
     committer: Mutex<Option<JoinHandle<()>>>,
     sweep: SweepStats,
     changes: tokio::sync::broadcast::Sender<MailboxChange>,
-    /// Another writer committed new queue items ([`Store::queue_heard`]).
-    queue_heard: Arc<tokio::sync::Notify>,
 }
 
 impl Drop for Inner {
@@ -464,18 +462,13 @@ impl Store {
         // From here the committer owns the writer's connection.
         db.opened();
         // Several writers: what the others commit reaches this process's subscribers too.
-        let queue_heard = Arc::new(tokio::sync::Notify::new());
         if let Db::Pg(pg) = &db {
-            let (feed, queue) = (changes.clone(), queue_heard.clone());
+            let feed = changes.clone();
             pg.listen(move |heard| match heard {
                 Some(text) => {
-                    let heard = commit::heard(text);
-                    for c in heard.changes {
+                    for c in commit::heard(text) {
                         // Nobody subscribed: nobody to tell.
                         drop(feed.send(c));
-                    }
-                    if heard.queued {
-                        queue.notify_waiters();
                     }
                 }
                 None => tracing::info!(
@@ -505,7 +498,6 @@ impl Store {
                 committer: Mutex::new(Some(committer)),
                 sweep,
                 changes,
-                queue_heard,
             }),
         })
     }
@@ -543,7 +535,7 @@ impl Store {
     }
 
     /// With several writers: tries to become the process that runs the duties only one
-    /// may run (the queue, the timers, upkeep); `None` while another one does. The
+    /// may run (the timers, notifications, upkeep); `None` while another one does. The
     /// returned [`Lead`] says whether it still holds them. Without several writers this
     /// process is the only one: always `Some`.
     pub fn try_lead(&self) -> Result<Option<Lead>, StoreError> {
@@ -553,11 +545,6 @@ impl Store {
             }
             _ => Ok(Some(Lead::Sole)),
         }
-    }
-
-    /// Wakes when another writer committed new queue items (several writers).
-    pub fn queue_heard(&self) -> &tokio::sync::Notify {
-        &self.inner.queue_heard
     }
 
     /// Where the store's metadata is, for messages: its directory (sled) or its database

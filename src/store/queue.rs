@@ -88,6 +88,11 @@ pub struct QueueItem {
     pub accepted_at: Option<Timestamp>,
     #[serde(default)]
     pub lane: Lane,
+    /// The token of the lease a node holds on the item while it works on it (several
+    /// writers, [`crate::store::Batch::queue_lease`]); `next_attempt` is then when the lease
+    /// ends. `None` when not leased (and always with one writer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<u64>,
 }
 
 pub(crate) fn due_key(lane: Lane, t: Timestamp, id: u64) -> [u8; 17] {
@@ -172,7 +177,7 @@ pub(crate) fn open_lanes(trees: &Trees, local: &[Domain]) -> Result<(), StoreErr
     trees.queue_due.clear()?;
     let mut index = super::kv::Batch::default();
     for k in due {
-        index.insert(&k[..], &[]);
+        index.insert(&k[..], []);
     }
     trees.queue_due.apply_batch(index)?;
     Ok(())
@@ -193,9 +198,10 @@ pub(crate) fn apply_enqueue(tx: &Tx, id: u64, n: &NewQueueItem) -> TxResult<()> 
         last_error: None,
         accepted_at: Some(n.next_attempt),
         lane: Lane::of(&n.domain, &local),
+        lease: None,
     };
     put_json(&tx.t[QUEUE], &id.to_be_bytes(), &item)?;
-    tx.t[QUEUE_DUE].insert(&due_key(item.lane, item.next_attempt, id), &[])?;
+    tx.t[QUEUE_DUE].insert(due_key(item.lane, item.next_attempt, id), &[])?;
     blob_ref(tx, &item.blob, 1)
 }
 
@@ -208,18 +214,50 @@ fn load(tx: &Tx, id: u64) -> TxResult<QueueItem> {
 
 pub(crate) fn apply_retry(tx: &Tx, id: u64, next: Timestamp, error: &str) -> TxResult<()> {
     let mut item = load(tx, id)?;
-    tx.t[QUEUE_DUE].remove(&due_key(item.lane, item.next_attempt, id))?;
+    tx.t[QUEUE_DUE].remove(due_key(item.lane, item.next_attempt, id))?;
     item.attempts = item.attempts.saturating_add(1);
     item.next_attempt = next;
     item.last_error = Some(error.to_string());
-    tx.t[QUEUE_DUE].insert(&due_key(item.lane, next, id), &[])?;
+    item.lease = None;
+    tx.t[QUEUE_DUE].insert(due_key(item.lane, next, id), &[])?;
     put_json(&tx.t[QUEUE], &id.to_be_bytes(), &item)
+}
+
+/// Leases item `id` until `until` with token `token`, if it is still due as `seen` (not
+/// leased, retried or done by another node since it was read); the item as leased.
+pub(crate) fn apply_lease(
+    tx: &Tx,
+    id: u64,
+    seen: Timestamp,
+    until: Timestamp,
+    token: u64,
+) -> TxResult<Option<QueueItem>> {
+    let Some(mut item) = get_json::<QueueItem>(&tx.t[QUEUE], &id.to_be_bytes())? else {
+        return Ok(None);
+    };
+    if item.next_attempt != seen {
+        return Ok(None);
+    }
+    tx.t[QUEUE_DUE].remove(due_key(item.lane, item.next_attempt, id))?;
+    item.next_attempt = until;
+    item.lease = Some(token);
+    tx.t[QUEUE_DUE].insert(due_key(item.lane, until, id), &[])?;
+    put_json(&tx.t[QUEUE], &id.to_be_bytes(), &item)?;
+    Ok(Some(item))
+}
+
+/// Refuses the batch unless item `id` is still leased with `lease`.
+pub(crate) fn apply_fence(tx: &Tx, id: u64, lease: u64) -> TxResult<()> {
+    match get_json::<QueueItem>(&tx.t[QUEUE], &id.to_be_bytes())? {
+        Some(item) if item.lease == Some(lease) => Ok(()),
+        _ => abort(StoreError::LeaseLost(id)),
+    }
 }
 
 pub(crate) fn apply_done(tx: &Tx, id: u64) -> TxResult<()> {
     let item = load(tx, id)?;
-    tx.t[QUEUE_DUE].remove(&due_key(item.lane, item.next_attempt, id))?;
-    tx.t[QUEUE].remove(&id.to_be_bytes())?;
+    tx.t[QUEUE_DUE].remove(due_key(item.lane, item.next_attempt, id))?;
+    tx.t[QUEUE].remove(id.to_be_bytes())?;
     blob_ref(tx, &item.blob, -1)
 }
 
@@ -239,6 +277,7 @@ impl Batch {
         new.attempts = new.attempts.saturating_add(1);
         new.next_attempt = next_attempt;
         new.last_error = Some(error.into());
+        new.lease = None;
         let value = serde_json::to_vec(&new).map_err(|e| StoreError::Corrupt {
             what: format!("queue item {}", item.id),
             detail: e.to_string(),
@@ -364,6 +403,68 @@ mod tests {
             ident: Some("id".into()),
             next_attempt: at,
         }
+    }
+
+    #[test]
+    fn a_leased_item_is_one_nodes_until_its_lease_ends_and_a_stale_outcome_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let t0 = t("2026-11-23T09:00:00Z");
+        let secs = |n| t0.checked_add(jiff::SignedDuration::from_secs(n)).unwrap();
+        let id = s
+            .commit(Batch::new().enqueue(item(&s, "peer.example", t0)))
+            .unwrap()
+            .queued[0];
+        let due = s.queue_due(t0, 10).unwrap();
+        // Node 1 leases it for 60 s: due to nobody until then.
+        let a = s
+            .commit(Batch::new().queue_lease(&due, secs(60)))
+            .unwrap()
+            .leased;
+        assert_eq!(a.len(), 1);
+        let mine = a[0].clone();
+        assert_eq!((mine.id, mine.next_attempt), (id, secs(60)));
+        assert!(mine.lease.is_some());
+        assert!(s.queue_due(secs(59), 10).unwrap().is_empty());
+        // Node 2 read it due before the lease: its lease gets nothing.
+        let b = s
+            .commit(Batch::new().queue_lease(&due, secs(60)))
+            .unwrap()
+            .leased;
+        assert!(b.is_empty());
+        // Node 1 outlived its lease; node 2 takes the item over after it.
+        let again = s.queue_due(secs(60), 10).unwrap();
+        let theirs = s
+            .commit(Batch::new().queue_lease(&again, secs(120)))
+            .unwrap()
+            .leased;
+        assert_eq!(theirs.len(), 1);
+        assert_ne!(theirs[0].lease, mine.lease);
+        // Node 1's outcome comes late: refused whole, nothing of it applied.
+        let late = s.commit(Batch::new().queue_fence(&mine).queue_done(id));
+        assert!(
+            matches!(late, Err(StoreError::LeaseLost(i)) if i == id),
+            "{late:?}"
+        );
+        assert!(s.queue_item(id).unwrap().is_some());
+        // Node 2's retry is recorded, and ends its lease.
+        s.commit(
+            Batch::new()
+                .queue_fence(&theirs[0])
+                .queue_retry(id, secs(200), "451 later"),
+        )
+        .unwrap();
+        let now = s.queue_item(id).unwrap().unwrap();
+        assert_eq!(
+            (now.next_attempt, now.lease, now.attempts),
+            (secs(200), None, 1)
+        );
+        let late = s.commit(Batch::new().queue_fence(&theirs[0]).queue_done(id));
+        assert!(matches!(late, Err(StoreError::LeaseLost(_))), "{late:?}");
+        // Not leased (one writer): no fence, done as before.
+        s.commit(Batch::new().queue_fence(&now).queue_done(id))
+            .unwrap();
+        assert!(s.queue_item(id).unwrap().is_none());
     }
 
     #[test]
@@ -536,6 +637,7 @@ mod tests {
             last_error: None,
             accepted_at: None,
             lane: Lane::Remote,
+            lease: None,
         };
         assert_eq!(estimated_accepted_at(&it), t0);
         it.attempts = 30;

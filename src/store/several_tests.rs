@@ -162,39 +162,19 @@ fn announcements_fit_postgresql_and_are_heard_back() {
             folder: (i % 2 == 0).then(|| "INBOX".to_string()),
         })
         .collect();
-    let texts = super::commit::announcements(&changed, true);
+    let texts = super::commit::announcements(&changed);
     assert!(texts.len() > 1, "split: {}", texts.len());
     let mut back = Vec::new();
     for t in &texts {
         // PostgreSQL refuses a NOTIFY payload of 8000 bytes or more (the process id and a
         // newline are put in front).
         assert!(t.len() + 33 < 8000, "{}", t.len());
-        let h = super::commit::heard(t);
-        assert!(h.queued);
-        back.extend(h.changes);
+        back.extend(super::commit::heard(t));
     }
     assert_eq!(back, changed);
-    // Only new queue items: one announcement, no changes.
-    let only = super::commit::announcements(&[], true);
-    assert_eq!(only.len(), 1);
-    assert_eq!(
-        super::commit::heard(&only[0]),
-        super::commit::Heard {
-            changes: vec![],
-            queued: true
-        }
-    );
+    assert!(super::commit::announcements(&[]).is_empty());
     // What is not an announcement is nothing.
-    for junk in [
-        "",
-        "{",
-        "[1,2]",
-        "{\"changes\": [[1, 2], [\"a\"]], \"queued\": \"yes\"}",
-    ] {
-        assert_eq!(
-            super::commit::heard(junk),
-            super::commit::Heard::default(),
-            "{junk}"
-        );
+    for junk in ["", "{", "[1,2]", "{\"changes\": [[1, 2], [\"a\"]]}"] {
+        assert!(super::commit::heard(junk).is_empty(), "{junk}");
     }
 }

@@ -153,6 +153,16 @@ pub(crate) fn apply_op(
             error,
         } => queue::apply_retry(tx, *id, *next_attempt, error)?,
         Op::QueueDone { id } => queue::apply_done(tx, *id)?,
+        Op::QueueLease {
+            id: item,
+            seen,
+            until,
+        } => {
+            if let Some(leased) = queue::apply_lease(tx, *item, *seen, *until, id)? {
+                applied.leased.push(leased);
+            }
+        }
+        Op::QueueFence { id, lease } => queue::apply_fence(tx, *id, *lease)?,
         Op::PendingPut(e) => pending::apply_put(tx, e)?,
         Op::PendingMessage(ident, m) => pending::apply_message(tx, ident, m)?,
         Op::PendingTakenInCharge { ident, recipient } => {

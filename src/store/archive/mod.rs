@@ -305,7 +305,7 @@ pub(crate) fn apply_drop(
     let Some(m) = get_message(&tx.t[MESSAGES], &key)? else {
         return Ok(());
     };
-    tx.t[MESSAGES].remove(&key)?;
+    tx.t[MESSAGES].remove(key)?;
     f.messages = f.messages.saturating_sub(1);
     f.bytes = f.bytes.saturating_sub(m.size);
     put_json(&tx.t[FOLDERS], &fk, &f)?;
