@@ -13,7 +13,10 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::nodes::{Load, accepted, export_and_verify, subjects, two_nodes};
+use common::nodes::{
+    Load, accepted, accepted_per_node, delivered_once_and_logged, export_and_verify, subjects,
+    two_nodes,
+};
 use common::postgres::cluster;
 use common::s3::S3Server;
 use common::server::Server;
@@ -34,15 +37,21 @@ fn wait_elected(node: &Server, within: Duration) -> Duration {
     started.elapsed()
 }
 
-#[test]
-fn two_writing_nodes_share_the_load_and_one_carries_on_when_the_elected_one_is_killed() {
-    let Some(pg) = cluster("two writing nodes, the elected one killed") else {
-        return;
-    };
-    let Some(s3) = S3Server::start() else {
-        return;
-    };
-    let domain = "pec.due-scrittori.test";
+/// Two writing nodes of provider `domain` (store schema `schema`, mailboxes `a` = the
+/// sender and `b`), node 1 started and elected first, then node 2; `None` (skipped with
+/// the reason) without PostgreSQL or SeaweedFS.
+struct Pair {
+    pg: common::postgres::PgCluster,
+    _s3: S3Server,
+    n1: Server,
+    n2: Server,
+    a: String,
+    b: String,
+}
+
+fn pair(why: &str, domain: &str, schema: &str) -> Option<Pair> {
+    let pg = cluster(why)?;
+    let s3 = S3Server::start()?;
     let (a, b) = (
         format!("mittente@{domain}"),
         format!("destinatario@{domain}"),
@@ -51,7 +60,7 @@ fn two_writing_nodes_share_the_load_and_one_carries_on_when_the_elected_one_is_k
         domain,
         &pg,
         &s3,
-        "scrittori",
+        schema,
         &[&a, &b],
         "several_writers = true\nlease_secs = 15",
     );
@@ -59,8 +68,35 @@ fn two_writing_nodes_share_the_load_and_one_carries_on_when_the_elected_one_is_k
     n2.enable(&["imaps"]);
     n1.start();
     wait_elected(&n1, Duration::from_secs(20));
-    // The second node serves at once (no standby wait), without the duties.
+    // The second node serves at once (no standby wait), without the elected duties.
     n2.start();
+    Some(Pair {
+        pg,
+        _s3: s3,
+        n1,
+        n2,
+        a,
+        b,
+    })
+}
+
+#[test]
+fn two_writing_nodes_share_the_load_and_one_carries_on_when_the_elected_one_is_killed() {
+    let Some(Pair {
+        pg: _pg,
+        _s3,
+        mut n1,
+        mut n2,
+        a,
+        b,
+    }) = pair(
+        "two writing nodes, the elected one killed",
+        "pec.due-scrittori.test",
+        "scrittori",
+    )
+    else {
+        return;
+    };
     std::thread::sleep(Duration::from_secs(3));
     assert!(runs_duties(&n1) && !runs_duties(&n2), "one elected node");
     let (code, body) = common::admin_get(n2.addr("admin"), "/readyz");
@@ -87,25 +123,15 @@ fn two_writing_nodes_share_the_load_and_one_carries_on_when_the_elected_one_is_k
     // A 250 from either node; anything else is a failure the client sees (the dead
     // node's refused or cut connections): never a permanent refusal.
     let (ok, failed) = accepted(&results);
-    let n2_smtps = n2.addr("smtps");
-    let mut ok_at = [0u32; 2];
-    for (_, addr, r) in &results {
-        if matches!(r, Ok((250, _))) {
-            ok_at[usize::from(*addr == n2_smtps)] += 1;
-        }
-    }
+    let ok_at = accepted_per_node(&results, n2.addr("smtps"));
     assert!(
         ok_at[0] > 5 && ok_at[1] > 5,
         "both nodes accepted messages: {ok_at:?}"
     );
 
-    // Everything accepted is delivered (the envelope at b, the acceptance and delivery
-    // receipts at a), each exactly once: what node 1 had in hand node 2 carried on.
-    common::delivery::wait_for_all(&n2, &a, &b, ok.len() as u64);
-    common::delivery::assert_each_once(&ok, &subjects(&n2, &a), &subjects(&n2, &b));
-    n2.stop();
-    // One chain, both nodes' records in it.
-    let records = export_and_verify(&n2);
+    // Everything accepted is delivered, each exactly once: what node 1 had in hand node 2
+    // carried on. One chain, both nodes' records in it.
+    let records = delivered_once_and_logged(&mut n2, &a, &b, &ok);
     eprintln!(
         "two writing nodes, the elected one killed: {} submissions, {} accepted ({} by node 1, {} by node 2), \
          {failed} failed at the kill; node 2 elected {:.1} s after the kill; chain of {records} records verified",
@@ -119,30 +145,21 @@ fn two_writing_nodes_share_the_load_and_one_carries_on_when_the_elected_one_is_k
 
 #[test]
 fn two_writing_nodes_ride_out_a_postgresql_restart_under_load() {
-    let Some(pg) = cluster("two writing nodes, PostgreSQL restarted") else {
-        return;
-    };
-    let Some(s3) = S3Server::start() else {
-        return;
-    };
-    let domain = "pec.riavvio-scrittori.test";
-    let (a, b) = (
-        format!("mittente@{domain}"),
-        format!("destinatario@{domain}"),
-    );
-    let (mut n1, mut n2) = two_nodes(
-        domain,
-        &pg,
-        &s3,
+    let Some(Pair {
+        pg,
+        _s3,
+        mut n1,
+        mut n2,
+        a,
+        b,
+    }) = pair(
+        "two writing nodes, PostgreSQL restarted",
+        "pec.riavvio-scrittori.test",
         "riavvio_scrittori",
-        &[&a, &b],
-        "several_writers = true\nlease_secs = 15",
-    );
-    n1.enable(&["imaps"]);
-    n2.enable(&["imaps"]);
-    n1.start();
-    wait_elected(&n1, Duration::from_secs(20));
-    n2.start();
+    )
+    else {
+        return;
+    };
     let targets: Vec<_> = [
         n1.addr("smtps"),
         n1.addr("smtps"),

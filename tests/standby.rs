@@ -12,7 +12,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::nodes::{Load, accepted, export_and_verify, subjects};
+use common::nodes::{
+    Load, accepted, accepted_per_node, delivered_once_and_logged, export_and_verify, subjects,
+};
 use common::postgres::{cluster, psql};
 use common::s3::S3Server;
 use common::server::Server;
@@ -91,12 +93,7 @@ fn a_standby_takes_over_a_killed_node_and_nothing_is_lost_or_doubled() {
     // node's refused or cut connections): never a permanent refusal.
     let (ok, failed) = accepted(&results);
     let (n1_smtps, n2_smtps) = (results[0].1, n2.addr("smtps"));
-    let mut ok_at = [0u32; 2];
-    for (_, addr, r) in &results {
-        if matches!(r, Ok((250, _))) {
-            ok_at[usize::from(*addr == n2_smtps)] += 1;
-        }
-    }
+    let ok_at = accepted_per_node(&results, n2_smtps);
     assert_ne!(n1_smtps, n2_smtps);
     assert!(
         ok_at[0] > 5 && ok_at[1] > 5,
@@ -106,11 +103,8 @@ fn a_standby_takes_over_a_killed_node_and_nothing_is_lost_or_doubled() {
     // Everything accepted is delivered by the node alive (the envelope at b, the
     // acceptance and delivery receipts at a), each exactly once; what the killed node
     // accepted but had not delivered, the standby carried on.
-    common::delivery::wait_for_all(&n2, &a, &b, ok.len() as u64);
     // A message whose 250 the kill swallowed may be there (once), never twice.
-    common::delivery::assert_each_once(&ok, &subjects(&n2, &a), &subjects(&n2, &b));
-    n2.stop();
-    let records = export_and_verify(&n2);
+    let records = delivered_once_and_logged(&mut n2, &a, &b, &ok);
     eprintln!(
         "two nodes, one killed: {} submissions, {} accepted ({} by node 1, {} by node 2), {failed} failed at the kill; \
          node 2 served {:.1} s after the kill (its own start {:.1} s); chain of {records} records verified",

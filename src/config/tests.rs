@@ -771,8 +771,17 @@ fn store_problems_name_their_key_and_never_the_password() {
     assert!(e.contains("store.pool_size"), "{e}");
 }
 
-#[test]
-fn a_standby_needs_postgresql_and_an_object_store() {
+/// The `[store]` keys of a PostgreSQL store, and an `[blobs]` section of an S3 bucket,
+/// with their password and credentials files in `dir`.
+const PG_STORE: &str = "backend = \"postgres\"\nurl = \"host=db\"\npassword_file = \"pg-password\"";
+const S3_BLOBS: &str = "[blobs]\nbackend = \"s3\"\nendpoint = \"https://s3.example.it\"\nbucket = \"b\"\ncredentials_file = \"s3.toml\"";
+
+/// A configuration directory with the files [`PG_STORE`] and [`S3_BLOBS`] name, and a
+/// parser of `MINIMAL` plus a `[store]` section and a `[blobs]` one there.
+fn with_pg_and_s3() -> (
+    tempfile::TempDir,
+    impl Fn(&std::path::Path, &str, &str) -> Result<Config, ConfigError>,
+) {
     let dir = fixture();
     std::fs::write(dir.path().join("pg-password"), "pw\n").unwrap();
     std::fs::write(
@@ -780,14 +789,18 @@ fn a_standby_needs_postgresql_and_an_object_store() {
         "access_key_id = \"A\"\nsecret_access_key = \"B\"\n",
     )
     .unwrap();
-    let pg = "backend = \"postgres\"\nurl = \"host=db\"\npassword_file = \"pg-password\"\nstandby = true";
-    let s3 = "[blobs]\nbackend = \"s3\"\nendpoint = \"https://s3.example.it\"\nbucket = \"b\"\ncredentials_file = \"s3.toml\"";
-    let parse = |store: &str, blobs: &str| {
-        parse_in(
-            dir.path(),
-            &format!("{MINIMAL}\n[store]\n{store}\n{blobs}\n"),
-        )
+    let parse = |dir: &std::path::Path, store: &str, blobs: &str| {
+        parse_in(dir, &format!("{MINIMAL}\n[store]\n{store}\n{blobs}\n"))
     };
+    (dir, parse)
+}
+
+#[test]
+fn a_standby_needs_postgresql_and_an_object_store() {
+    let (dir, parse) = with_pg_and_s3();
+    let parse = |store: &str, blobs: &str| parse(dir.path(), store, blobs);
+    let pg = &format!("{PG_STORE}\nstandby = true");
+    let s3 = S3_BLOBS;
     assert!(!parse_in(dir.path(), MINIMAL).unwrap().store.standby);
     assert!(parse(pg, s3).unwrap().store.standby);
     let e = parse("standby = true", s3).unwrap_err().to_string();
@@ -798,21 +811,9 @@ fn a_standby_needs_postgresql_and_an_object_store() {
 
 #[test]
 fn several_writers_need_postgresql_and_an_object_store_and_exclude_a_standby() {
-    let dir = fixture();
-    std::fs::write(dir.path().join("pg-password"), "pw\n").unwrap();
-    std::fs::write(
-        dir.path().join("s3.toml"),
-        "access_key_id = \"A\"\nsecret_access_key = \"B\"\n",
-    )
-    .unwrap();
-    let pg = "backend = \"postgres\"\nurl = \"host=db\"\npassword_file = \"pg-password\"";
-    let s3 = "[blobs]\nbackend = \"s3\"\nendpoint = \"https://s3.example.it\"\nbucket = \"b\"\ncredentials_file = \"s3.toml\"";
-    let parse = |store: &str, blobs: &str| {
-        parse_in(
-            dir.path(),
-            &format!("{MINIMAL}\n[store]\n{store}\n{blobs}\n"),
-        )
-    };
+    let (dir, parse) = with_pg_and_s3();
+    let parse = |store: &str, blobs: &str| parse(dir.path(), store, blobs);
+    let (pg, s3) = (PG_STORE, S3_BLOBS);
     assert!(!parse(pg, s3).unwrap().store.several_writers());
     let c = parse(&format!("{pg}\nseveral_writers = true"), s3).unwrap();
     assert!(c.store.several_writers());

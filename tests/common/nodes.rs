@@ -154,3 +154,25 @@ pub fn accepted(results: &[Submitted]) -> (Vec<String>, usize) {
     }
     (ok, failed)
 }
+
+/// How many submissions got a 250 from the node at `node2` and from any other (node 1):
+/// `[node 1, node 2]`.
+pub fn accepted_per_node(results: &[Submitted], node2: SocketAddr) -> [u32; 2] {
+    let mut ok_at = [0u32; 2];
+    for (_, addr, r) in results {
+        if matches!(r, Ok((250, _))) {
+            ok_at[usize::from(*addr == node2)] += 1;
+        }
+    }
+    ok_at
+}
+
+/// Everything in `ok` is delivered (the envelope at `b`, the acceptance and delivery
+/// receipts at `a`), each exactly once and nothing twice, as `node` lists them; then
+/// `node` is stopped, and the store's trace log exported and verified: its records.
+pub fn delivered_once_and_logged(node: &mut Server, a: &str, b: &str, ok: &[String]) -> usize {
+    super::delivery::wait_for_all(node, a, b, ok.len() as u64);
+    super::delivery::assert_each_once(ok, &subjects(node, a), &subjects(node, b));
+    node.stop();
+    export_and_verify(node)
+}
