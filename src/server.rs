@@ -1,7 +1,9 @@
 //! Starting and stopping a running provider: binds the configured listeners, spawns the
-//! protocol drivers and the workers (local delivery, relay, maintenance), and shuts them
-//! down in order. `pecd serve`, the integration tests and the benchmarks all start the
-//! gateway through [`start`], so what is tested is what runs.
+//! protocol drivers and the workers (local delivery, relay; timers, notifications, quota
+//! notices, maintenance, which with several writing nodes run only while this node is
+//! elected, see `duties_when_elected`), and shuts them down in order. `pecd serve`, the
+//! integration tests and the benchmarks all start the gateway through [`start`], so what
+//! is tested is what runs.
 //!
 //! Owns the task set and the shutdown signal; it holds no protocol or PEC logic.
 

@@ -16,6 +16,11 @@
 //! `accepted_at` is when the item was created (its first `next_attempt`): the relay gives up
 //! 24 h after it (rule §6.2), however many attempts and partial deliveries happened.
 //! An item holds a reference on its blob until it is done.
+//!
+//! With several writing nodes a node leases the due items it works on
+//! ([`apply_lease`]): their next attempt moves to the lease's end, with a token that the
+//! commit of the outcome checks ([`apply_fence`]); an item whose node died comes due again
+//! when its lease ends.
 
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};

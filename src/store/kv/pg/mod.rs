@@ -333,7 +333,7 @@ impl PgDb {
     }
 
     /// With several writers: calls `heard` with what each group committed by another
-    /// process announced ([`PgDb::announce`]), from a connection of its own that is made
+    /// process announced (`PgDb::announce`), from a connection of its own that is made
     /// again when it breaks (announcements made while it is away are not heard again:
     /// `heard(None)` says that some may have been missed). Nothing without.
     pub fn listen(&self, heard: impl Fn(Option<&str>) + Send + Sync + 'static) {
