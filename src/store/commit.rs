@@ -153,7 +153,7 @@ impl Committer {
             all: all_trees(&trees),
             head_stale: false,
             several: db.several_writers(),
-            reread: true,
+            reread: db.several_writers(),
             dirty: false,
             blobs,
             db_file,
@@ -372,7 +372,20 @@ impl Committer {
         };
         // No checkpoint yet: the interval still runs from when it began to.
         self.last_cp = last.map_or((0, self.last_cp.1), |c| (c.seq, c.time));
-        self.cp_floor = self.last_cp.0;
+        // The record that stored the last checkpoint, when it is the head, is covered as
+        // far as signing goes (as `store_checkpoint` says): an idle store signs no more.
+        let binds_last = self.head.0 == self.last_cp.0 + 1
+            && log.get(self.head.0)?.is_some_and(|r| {
+                r.kind == EventKind::Checkpoint
+                    && r.related
+                        .iter()
+                        .any(|x| *x == format!("checkpoint:{}", self.last_cp.0))
+            });
+        self.cp_floor = if binds_last {
+            self.head.0
+        } else {
+            self.last_cp.0
+        };
         self.head_stale = false;
         self.reread = false;
         Ok(())

@@ -36,7 +36,11 @@ fn cluster() -> Option<PgCluster> {
 }
 
 fn node(dir: &Path, url: &str, signer: &Arc<crate::pec::smime::Signer>) -> Store {
-    let o = StoreOptions {
+    Store::open(dir, options(url, signer, true)).unwrap()
+}
+
+fn options(url: &str, signer: &Arc<crate::pec::smime::Signer>, several: bool) -> StoreOptions {
+    StoreOptions {
         clock: system(),
         signer: Some(signer.clone()),
         checkpoint_every: 7,
@@ -45,11 +49,11 @@ fn node(dir: &Path, url: &str, signer: &Arc<crate::pec::smime::Signer>) -> Store
             password: None,
             pool_size: 2,
             ca_file: None,
-            several_writers: true,
+            several_writers: several,
         }),
+        lock_wait: Duration::from_millis(300),
         ..StoreOptions::default()
-    };
-    Store::open(dir, o).unwrap()
+    }
 }
 
 fn addr(s: &str) -> PecAddress {
@@ -105,7 +109,29 @@ fn two_writers_append_to_one_chain_and_hear_each_other() {
         .expect("B hears the delivery A committed");
     assert!(change.concerns(to, "INBOX"), "{change:?}");
 
-    // Both write at once, from several threads each: every commit is applied once.
+    // A store configured as the only writer is refused while several write, so the two
+    // modes never write one store at once.
+    let dc = tempfile::tempdir().unwrap();
+    let alone = Store::open(dc.path(), options(&pg.url(), &signer, false));
+    assert!(
+        matches!(alone, Err(StoreError::Locked { .. })),
+        "{:?}",
+        alone.err()
+    );
+
+    // Both write at once, from several threads each: every commit is applied once. Beside
+    // them, writes outside the committers (a cache, as the readiness probe writes): they
+    // wait for the commit lock, never holding a connection a committer needs meanwhile.
+    let cache = {
+        let (a, b) = (a.clone(), b.clone());
+        std::thread::spawn(move || {
+            for i in 0..60 {
+                let s = if i % 2 == 0 { &a } else { &b };
+                s.cache_put("probe", "k", format!("{i}").as_bytes())
+                    .unwrap();
+            }
+        })
+    };
     let per_thread = 40;
     let stores = [a.clone(), b.clone(), a.clone(), b.clone()];
     let threads: Vec<_> = stores
@@ -128,10 +154,13 @@ fn two_writers_append_to_one_chain_and_hear_each_other() {
     for t in threads {
         t.join().unwrap();
     }
+    cache.join().unwrap();
     let total = 1 + 4 * per_thread;
-    // Checkpoints while both run, and one now from each node: they link.
+    // Checkpoints while both run, and one now: they link. Then the store is idle: neither
+    // node signs another (the head is the record that stored the last one).
     a.checkpoint_now().unwrap();
-    b.checkpoint_now().unwrap();
+    assert!(b.checkpoint_now().unwrap().is_none());
+    assert!(a.checkpoint_now().unwrap().is_none());
 
     for s in [&a, &b] {
         let inbox = s.messages(&addr(to), "INBOX").unwrap();

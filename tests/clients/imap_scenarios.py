@@ -173,6 +173,27 @@ elif scenario == "mailbox":
     out["idle_done"] = m.readline().decode().strip()
     other_conn.logout()
     m.logout()
+elif scenario == "idle_elsewhere":
+    # args: user pw other_imap_port — IDLE here; a message appended through another node
+    # of the same store (several writers) must wake it (the nodes' change announcements).
+    user, pw, other_port = args
+    m = imap(user, pw)
+    m.select("INBOX")
+    tag = m._new_tag().decode()
+    m.send(f"{tag} IDLE\r\n".encode())
+    out["idle_cont"] = m.readline().decode().strip()
+    other_conn = imaplib.IMAP4_SSL(host, int(other_port), ssl_context=ctx, timeout=60)
+    other_conn.login(user, pw)
+    t0 = time.time()
+    other_conn.append("INBOX", None, None, b"Subject: altrove\r\n\r\nx\r\n")
+    m.sock.settimeout(10)
+    line = m.readline().decode().strip()
+    out["idle_event"] = line
+    out["idle_secs"] = round(time.time() - t0, 3)
+    m.send(b"DONE\r\n")
+    out["idle_done"] = m.readline().decode().strip()
+    other_conn.logout()
+    m.logout()
 elif scenario == "subscriptions":
     # args: user pw — SUBSCRIBE/LSUB/UNSUBSCRIBE kept across connections.
     user, pw = args

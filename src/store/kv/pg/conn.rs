@@ -364,6 +364,25 @@ impl Shared {
     fn connect_one_of_several(&self, mut conn: Conn) -> Result<Conn, Error> {
         conn.simple(SESSION_SETTINGS)
             .map_err(|e| pg_err("setting the writer's session", e))?;
+        // The writer lock shared: a pecd configured as the one writer (or a standby's
+        // takeover) is refused while any of several holds it, and the reverse, so the
+        // two modes never write one store at once.
+        let shared: bool = conn
+            .query(
+                &format!("SELECT pg_try_advisory_lock_shared({})", super::WRITER_LOCK),
+                &[],
+            )
+            .map_err(|e| pg_err("asking for the writer lock", e))?
+            .first()
+            .and_then(|r| r.get::<_, Option<bool>>(0))
+            .unwrap_or(false);
+        if !shared {
+            return Err(Error::Pg {
+                op: LOCK_HELD,
+                detail: "a pecd configured as the store's only writer writes it".into(),
+                code: None,
+            });
+        }
         if self.opening.load(Ordering::Relaxed) {
             conn.query(
                 &format!("SELECT pg_advisory_lock({})", super::COMMIT_LOCK),
@@ -397,21 +416,19 @@ impl Shared {
     ) -> Result<R, Error> {
         if !self.opening.load(Ordering::Relaxed) {
             if self.several {
-                // Not interleaved with any process's group.
-                return self.with_pool(op, |c| {
-                    c.query(
-                        &format!("SELECT pg_advisory_lock({})", super::COMMIT_LOCK),
-                        &[],
-                    )?;
-                    let r = f(c);
-                    let unlocked = c.query(
-                        &format!("SELECT pg_advisory_unlock({})", super::COMMIT_LOCK),
-                        &[],
-                    );
-                    let r = r?;
-                    unlocked?;
-                    Ok(r)
-                });
+                // Not interleaved with any process's group: under the commit lock, on a
+                // connection of its own, so that no pool connection ever waits for the
+                // lock (the committer, holding it, may need one) and the lock goes with
+                // the connection whatever happens.
+                let mut c = self.connect()?;
+                c.simple(SESSION_SETTINGS)
+                    .map_err(|e| pg_err("setting a session", e))?;
+                c.query(
+                    &format!("SELECT pg_advisory_lock({})", super::COMMIT_LOCK),
+                    &[],
+                )
+                .map_err(|e| pg_err("taking the commit lock", e))?;
+                return f(&mut c).map_err(|e| pg_err(op, e));
             }
             return self.with_pool(op, f);
         }

@@ -186,12 +186,8 @@ impl PgDb {
             shared: Arc::new(Shared::new(o)?),
         };
         db.create_schema()?;
-        if o.several_writers {
-            let conn = db.shared.connect_writer().map_err(StoreError::Db)?;
-            db.shared.writer().conn = Some(conn);
-        } else {
-            db.take_writer_lock(lock_wait)?;
-        }
+        // With several writers: the writer lock shared, and the commit lock until opened.
+        db.take_writer_lock(lock_wait)?;
         Ok(db)
     }
 

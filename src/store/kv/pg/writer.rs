@@ -49,12 +49,23 @@ impl Writer {
                     .as_db_error()
                     .is_some_and(|d| d.code().code().starts_with("57P0"));
                 if !ended && !self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
+                    // With several writers the commit lock's wait may fail after its
+                    // BEGIN succeeded (a timeout, a cancel): the connection is then inside
+                    // an aborted transaction nobody will end. Dropped: the next group
+                    // connects again.
+                    if shared.several {
+                        self.conn = None;
+                    }
                     return Err(pg_err("beginning a transaction", e));
                 }
                 self.conn = None;
-                self.connected(shared)?
-                    .simple(&begin)
-                    .map_err(|e| pg_err("beginning a transaction", e))?;
+                let again = self.connected(shared)?.simple(&begin);
+                if let Err(e) = again {
+                    if shared.several {
+                        self.conn = None;
+                    }
+                    return Err(pg_err("beginning a transaction", e));
+                }
             }
             self.open = true;
         }
