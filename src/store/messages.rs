@@ -669,17 +669,17 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     //! Unit tests: their unwraps and expects see only values and stores built here.
     use super::*;
     use crate::store::mailbox::Password;
     use crate::store::{Batch, NewMailbox, StoreOptions};
 
-    fn open(dir: &std::path::Path) -> Store {
+    pub(in crate::store::messages) fn open(dir: &std::path::Path) -> Store {
         Store::open(dir, StoreOptions::default()).expect("open")
     }
 
-    fn add(s: &Store, a: &PecAddress) {
+    pub(in crate::store::messages) fn add(s: &Store, a: &PecAddress) {
         s.add_mailbox(NewMailbox {
             address: a.clone(),
             password: Password::new("pw"),

@@ -384,6 +384,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    //! Unit tests: their unwraps see only stores and values built here, never peer input.
     use super::*;
     use crate::store::StoreOptions;
 

@@ -52,6 +52,25 @@ def leaves(msg, path=()):
         yield (path or (1,)), msg
 
 
+def idle_woken_by_append(m, other_conn, message):
+    """IDLE on `m`'s INBOX while `other_conn` appends `message`: records in `out` the
+    continuation, the first untagged line and how long it took, and the end of IDLE;
+    logs both connections out."""
+    m.select("INBOX")
+    tag = m._new_tag().decode()
+    m.send(f"{tag} IDLE\r\n".encode())
+    out["idle_cont"] = m.readline().decode().strip()
+    t0 = time.time()
+    other_conn.append("INBOX", None, None, message)
+    m.sock.settimeout(10)
+    out["idle_event"] = m.readline().decode().strip()
+    out["idle_secs"] = round(time.time() - t0, 3)
+    m.send(b"DONE\r\n")
+    out["idle_done"] = m.readline().decode().strip()
+    other_conn.logout()
+    m.logout()
+
+
 def fetch_one(m, uid, item):
     typ, data = m.uid("FETCH", uid, f"({item})")
     for d in data:
@@ -158,42 +177,14 @@ elif scenario == "mailbox":
     typ, data = m.select("../" + other)
     out["escape_select"] = typ
     # IDLE: a second connection appends; this one must be told at once.
-    m.select("INBOX")
-    tag = m._new_tag().decode()
-    m.send(f"{tag} IDLE\r\n".encode())
-    out["idle_cont"] = m.readline().decode().strip()
-    other_conn = imap(user, pw)
-    t0 = time.time()
-    other_conn.append("INBOX", None, None, b"Subject: nuova\r\n\r\nx\r\n")
-    m.sock.settimeout(10)
-    line = m.readline().decode().strip()
-    out["idle_event"] = line
-    out["idle_secs"] = round(time.time() - t0, 3)
-    m.send(b"DONE\r\n")
-    out["idle_done"] = m.readline().decode().strip()
-    other_conn.logout()
-    m.logout()
+    idle_woken_by_append(m, imap(user, pw), b"Subject: nuova\r\n\r\nx\r\n")
 elif scenario == "idle_elsewhere":
     # args: user pw other_imap_port — IDLE here; a message appended through another node
     # of the same store (several writers) must wake it (the nodes' change announcements).
     user, pw, other_port = args
-    m = imap(user, pw)
-    m.select("INBOX")
-    tag = m._new_tag().decode()
-    m.send(f"{tag} IDLE\r\n".encode())
-    out["idle_cont"] = m.readline().decode().strip()
     other_conn = imaplib.IMAP4_SSL(host, int(other_port), ssl_context=ctx, timeout=60)
     other_conn.login(user, pw)
-    t0 = time.time()
-    other_conn.append("INBOX", None, None, b"Subject: altrove\r\n\r\nx\r\n")
-    m.sock.settimeout(10)
-    line = m.readline().decode().strip()
-    out["idle_event"] = line
-    out["idle_secs"] = round(time.time() - t0, 3)
-    m.send(b"DONE\r\n")
-    out["idle_done"] = m.readline().decode().strip()
-    other_conn.logout()
-    m.logout()
+    idle_woken_by_append(imap(user, pw), other_conn, b"Subject: altrove\r\n\r\nx\r\n")
 elif scenario == "subscriptions":
     # args: user pw — SUBSCRIBE/LSUB/UNSUBSCRIBE kept across connections.
     user, pw = args

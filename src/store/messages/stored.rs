@@ -83,25 +83,11 @@ mod tests {
     //! Unit tests: their unwraps and expects see only values and stores built here.
     use super::*;
     use crate::pec::address::PecAddress;
-    use crate::store::mailbox::Password;
     use crate::store::messages::INBOX;
-    use crate::store::{Batch, Delivery, NewMailbox, Store, StoreOptions};
+    use crate::store::{Batch, Delivery};
     use jiff::Timestamp;
 
-    fn open(dir: &std::path::Path) -> Store {
-        Store::open(dir, StoreOptions::default()).expect("open")
-    }
-
-    fn add(s: &Store, a: &PecAddress) {
-        s.add_mailbox(NewMailbox {
-            address: a.clone(),
-            password: Password::new("pw"),
-            quota_bytes: Some(1000),
-            options: Default::default(),
-            provisional: false,
-        })
-        .expect("mailbox");
-    }
+    use crate::store::messages::tests::{add, open};
 
     fn record() -> MessageRecord {
         MessageRecord {
