@@ -234,7 +234,7 @@ fn bench() {
         let tls = pecd::tls::client_config(&[da.path().join("certs/ca.pem")], false).unwrap();
         let addr = ra.addr("smtps").unwrap();
         let wal0 = pg::wanted().then(pg::cluster).flatten().map(pg::wal_bytes);
-        let t0 = Instant::now();
+        let (t0, cpu0) = (Instant::now(), load::cpu_seconds());
         let per = total.div_ceil(m);
         let handles: Vec<_> = (0..m).map(|_| tokio::spawn(sender(addr, tls.clone(), per, body.clone()))).collect();
         // Watch A's sender mailbox for the delivery receipts while submissions go on.
@@ -275,6 +275,7 @@ fn bench() {
             sent.extend(h.await.unwrap());
         }
         let el = t0.elapsed().as_secs_f64();
+        let cpu = load::cpu_seconds() - cpu0;
         let mut lat: Vec<f64> = sent.iter().filter_map(|(id, t)| arrived.get(id).map(|a| a.duration_since(*t).as_secs_f64() * 1000.0)).collect();
         lat.sort_by(|x, y| x.total_cmp(y));
         let rate = lat.len() as f64 / el;
@@ -288,6 +289,12 @@ fn bench() {
             rate,
             p(0.5),
             p(0.99)
+        );
+        println!(
+            "CPU (user + system, this process: both providers, the senders and the watcher): {:.2} ms per message, {:.0} % of {} cores",
+            cpu * 1000.0 / lat.len().max(1) as f64,
+            100.0 * cpu / el / std::thread::available_parallelism().map_or(1, usize::from) as f64,
+            std::thread::available_parallelism().map_or(1, usize::from)
         );
         ra.shutdown().await;
         rb.shutdown().await;

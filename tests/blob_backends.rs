@@ -394,7 +394,7 @@ fn provider_on_s3(
     s
 }
 
-/// Blob files under a `dir`-backend layout (`blobs/ab/cd/…`).
+/// Blob files under a `dir`-backend layout (`blobs/ab/<64 hex>`).
 fn local_blob_files(data: &std::path::Path) -> usize {
     let Ok(d1s) = std::fs::read_dir(data.join("blobs")) else {
         return 0;
@@ -402,7 +402,7 @@ fn local_blob_files(data: &std::path::Path) -> usize {
     d1s.flatten()
         .filter(|e| e.file_name().len() == 2)
         .flat_map(|d1| std::fs::read_dir(d1.path()).into_iter().flatten().flatten())
-        .flat_map(|d2| std::fs::read_dir(d2.path()).into_iter().flatten().flatten())
+        .filter(|f| f.file_name().len() == 64)
         .count()
 }
 

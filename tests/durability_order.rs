@@ -85,8 +85,9 @@ fn parse(log: &str) -> Vec<Call> {
     calls
 }
 
-/// The name a blob file gets in the blob directory (`blobs/ab/cd/<64 hex>`), by a rename
-/// or by a link of an unnamed file.
+/// The name a blob file gets in the blob directory (`blobs/ab/<64 hex>`, or
+/// `blobs/ab/cd/<64 hex>` in a store made before the one-level layout), by a rename or by
+/// a link of an unnamed file.
 fn blob_rename(c: &Call) -> Option<String> {
     if !c.ok || (!c.name.starts_with("rename") && c.name != "linkat") {
         return None;
@@ -96,10 +97,11 @@ fn blob_rename(c: &Call) -> Option<String> {
         .split('"')
         .nth(3)
         .or_else(|| c.args.split('"').nth(1))?;
-    let mut parts = dest.rsplit('/');
-    let (id, d2, d1, blobs) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-    (blobs == "blobs" && hex(d1, 2) && hex(d2, 2) && hex(id, 64)).then(|| id.to_string())
+    let mut parts = dest.rsplit('/');
+    let (id, d1, up) = (parts.next()?, parts.next()?, parts.next()?);
+    let blobs = if hex(up, 2) { parts.next()? } else { up };
+    (blobs == "blobs" && hex(d1, 2) && hex(id, 64)).then(|| id.to_string())
 }
 
 fn now() -> f64 {

@@ -831,6 +831,106 @@ async fn sessions_are_reused_and_a_closed_one_is_replaced() {
     }
 }
 
+/// RFC 2920 PIPELINING: offered, MAIL, the RCPTs and DATA go in one write and every reply
+/// is read in order (a recipient refused among accepted ones; all refused, with DATA
+/// refused, or answered 354 by a server that does so: then the lone dot; then RSET, and
+/// the session serves the next message); not offered, one command at a time, with the
+/// same outcomes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelining_is_used_when_offered_and_every_reply_is_read() {
+    if !have_python() {
+        return;
+    }
+    let beta = peer_pki();
+    async fn send(
+        (cache, tls): (&client::ConnCache, &Arc<rustls::ClientConfig>),
+        port: u16,
+        rcpt: &[&str],
+        subject: &str,
+    ) -> Vec<(String, client::RcptOutcome)> {
+        let peer = client::Peer {
+            host: "127.0.0.1".into(),
+            port,
+            tls_name: "127.0.0.1".into(),
+            tls: tls.clone(),
+            timeout: Duration::from_secs(10),
+        };
+        let rcpt: Vec<String> = rcpt.iter().map(|r| r.to_string()).collect();
+        let data = format!("From: a@pec.alfa.test\r\nSubject: {subject}\r\n\r\ncorpo\r\n");
+        let msg = client::Outgoing {
+            helo: "pec.alfa.test",
+            mail_from: "a@pec.alfa.test",
+            rcpt_to: &rcpt,
+            data: data.as_bytes(),
+        };
+        client::send_cached(cache, &peer, &msg, client::TlsPolicy::Opportunistic)
+            .await
+            .unwrap()
+    }
+    for (offered, data_without_rcpt) in [(true, false), (true, true), (false, false)] {
+        let mut env = vec![("SINK_PIPELINING", if offered { "1" } else { "0" })];
+        if data_without_rcpt {
+            env.push(("SINK_DATA_WITHOUT_RCPT", "1"));
+        }
+        let sink = Sink::start_with(beta.path(), 0.0, &env);
+        let (cache, tls) = (
+            client::ConnCache::default(),
+            client::opportunistic_tls().unwrap(),
+        );
+        let cache = (&cache, &tls);
+        let r = send(
+            cache,
+            sink.port,
+            &["x@example.org", "reject1@example.org", "later1@example.org"],
+            "uno",
+        )
+        .await;
+        assert_eq!(r[0].1, client::RcptOutcome::Accepted, "{r:?}");
+        assert!(
+            matches!(&r[1].1, client::RcptOutcome::Permanent(t) if t.starts_with("550")),
+            "{r:?}"
+        );
+        assert!(
+            matches!(&r[2].1, client::RcptOutcome::Temporary(t) if t.starts_with("451")),
+            "{r:?}"
+        );
+        let msgs = sink.wait_for(1);
+        let meta = sink.meta(&msgs[0]);
+        assert!(
+            meta.contains(&format!("pipelined={}", u8::from(offered))),
+            "{meta}"
+        );
+        let env_file = std::fs::read_to_string(msgs[0].with_extension("env")).unwrap();
+        assert_eq!(env_file, "a@pec.alfa.test\nx@example.org\n");
+        // Every recipient refused.
+        let r = send(cache, sink.port, &["reject2@example.org"], "due").await;
+        assert!(
+            matches!(&r[0].1, client::RcptOutcome::Permanent(_)),
+            "{r:?}"
+        );
+        // The next message goes out on the same session, whole.
+        send(cache, sink.port, &["y@example.org"], "tre").await;
+        let msgs = sink.wait_for(if data_without_rcpt { 3 } else { 2 });
+        let last = msgs.last().unwrap();
+        assert!(
+            std::fs::read_to_string(last)
+                .unwrap()
+                .contains("Subject: tre")
+        );
+        assert!(sink.meta(last).contains("conn=1"), "{}", sink.meta(last));
+        if data_without_rcpt {
+            // The sink answered DATA 354 with no recipient: the client sent the lone dot
+            // (an empty message), not the content.
+            let empty = &msgs[1];
+            assert_eq!(std::fs::read(empty).unwrap(), b"");
+            assert_eq!(
+                std::fs::read_to_string(empty.with_extension("env")).unwrap(),
+                "a@pec.alfa.test\n\n"
+            );
+        }
+    }
+}
+
 /// Stopping the relay worker lets a transaction in flight finish and record its outcome:
 /// a message the peer took is not left queued to be sent again at the next start (an
 /// ordinary mail server has no duplicate detection).

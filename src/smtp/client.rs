@@ -224,9 +224,13 @@ impl Conn {
         Err(ClientError::Malformed("too many reply lines".into()))
     }
 
+    /// Sends `line` (one command, or a pipelined group without its last CRLF) in one
+    /// write, so that it goes out in one TLS record and one segment, and reads one reply.
     async fn cmd(&mut self, line: &str) -> Result<(u16, String), ClientError> {
-        self.io.get_mut().write_all(line.as_bytes()).await?;
-        self.io.get_mut().write_all(b"\r\n").await?;
+        let mut out = Vec::with_capacity(line.len() + 2);
+        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        self.io.get_mut().write_all(&out).await?;
         self.io.get_mut().flush().await?;
         self.reply().await
     }
@@ -611,6 +615,11 @@ const STUFF_PIECE: usize = 64 * 1024;
 /// reply to the data, or with a RSET answered 250, and the peer did not say 421; when not,
 /// QUIT was sent or the session is unusable). `reused`: a failure to get MAIL answered
 /// (the connection closed, or a 4xx) is [`ClientError::Stale`].
+///
+/// When the peer offers PIPELINING (RFC 2920), MAIL, every RCPT and DATA go out in one
+/// write and their replies are read in order: one round trip instead of two or more
+/// before the content. Every reply is still looked at (§3.1): DATA accepted although no
+/// recipient was gets the lone final dot, and the session goes on after a RSET.
 async fn transaction(
     c: &mut Conn,
     msg: &Outgoing<'_>,
@@ -624,7 +633,19 @@ async fn transaction(
         let _ = c.cmd("QUIT").await;
         return Err(ClientError::No8BitMime);
     };
-    let mail = match c.cmd(&format!("MAIL FROM:<{}>{body}", msg.mail_from)).await {
+    let mail_line = format!("MAIL FROM:<{}>{body}", msg.mail_from);
+    let pipelined = offers(&c.caps, "PIPELINING");
+    let mail = if pipelined {
+        let mut group = format!("{mail_line}\r\n");
+        for r in msg.rcpt_to {
+            group.push_str(&format!("RCPT TO:<{r}>\r\n"));
+        }
+        group.push_str("DATA");
+        c.cmd(&group).await
+    } else {
+        c.cmd(&mail_line).await
+    };
+    let mail = match mail {
         // A reused session refused for now (421 closing, or a 4xx such as a limit of
         // messages per session): nothing was sent, a new session may well take it.
         Ok((code, text)) if reused && code / 100 == 4 => {
@@ -639,6 +660,8 @@ async fn transaction(
         Err(e) => Err(e),
     };
     if let Err(e) = mail {
+        // Pipelined, the replies to the RCPTs and DATA are still to come: the session is
+        // not used again either way (a stale one is dropped).
         if !matches!(e, ClientError::Stale(_)) {
             let _ = c.cmd("QUIT").await;
         }
@@ -647,7 +670,11 @@ async fn transaction(
     let mut results = Vec::with_capacity(msg.rcpt_to.len());
     let mut closing = false;
     for r in msg.rcpt_to {
-        let (code, text) = c.cmd(&format!("RCPT TO:<{r}>")).await?;
+        let (code, text) = if pipelined {
+            c.reply().await?
+        } else {
+            c.cmd(&format!("RCPT TO:<{r}>")).await?
+        };
         closing |= code == 421;
         let outcome = match code / 100 {
             2 => RcptOutcome::Accepted,
@@ -656,7 +683,20 @@ async fn transaction(
         };
         results.push((r.clone(), outcome));
     }
+    let data = if pipelined {
+        Some(c.reply().await?)
+    } else {
+        None
+    };
     if !results.iter().any(|(_, o)| *o == RcptOutcome::Accepted) {
+        if let Some((code, _)) = data {
+            closing |= code == 421;
+            if code == 354 {
+                // RFC 2920 §3.1: DATA was taken with no recipient; the lone dot ends it.
+                let (code, _) = c.cmd(".").await?;
+                closing |= code == 421;
+            }
+        }
         // The transaction is open: RSET closes it for the next one (RFC 5321 §4.1.1.5).
         let reusable = !closing && matches!(c.cmd("RSET").await, Ok((250, _)));
         if !reusable {
@@ -664,7 +704,16 @@ async fn transaction(
         }
         return Ok((results, reusable));
     }
-    c.expect("DATA", 354).await?;
+    match data {
+        Some((354, _)) => {}
+        Some((code, text)) => {
+            let _ = c.cmd("QUIT").await;
+            return Err(ClientError::Reply { code, text });
+        }
+        None => {
+            c.expect("DATA", 354).await?;
+        }
+    }
     // A piece at a time: a 50 MB message needs no stuffed copy of itself.
     let mut stuffer = DotStuffer::default();
     let mut piece = Vec::with_capacity(STUFF_PIECE + STUFF_PIECE / 32);

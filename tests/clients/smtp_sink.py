@@ -11,9 +11,13 @@ with 220 and then hangs up instead of the handshake (the first time only);
 SINK_REFUSE_TLS=1 offers STARTTLS but answers the command with 454 (TLS not available).
 SINK_CLOSE_AFTER_MESSAGE=1 hangs up right after the 250 to each message (as a server whose
 idle timeout ran out would, for a client keeping the session for its next transaction).
+SINK_PIPELINING=0 stops it from offering PIPELINING (RFC 2920). DATA after no accepted
+recipient gets 554; with SINK_DATA_WITHOUT_RCPT=1 it gets 354 (as some servers answer: the
+case RFC 2920 section 3.1 names) and what follows is written as a message.
 Each message also gets a .meta file:
-"tls=0|1", the MAIL FROM parameters ("params=...") and the connection it came on
-("conn=N", connections numbered from 1 in accept order).
+"tls=0|1", the MAIL FROM parameters ("params=..."), the connection it came on
+("conn=N", connections numbered from 1 in accept order) and "pipelined=0|1" (whether more
+commands had already arrived when MAIL FROM was read: the client did not wait for its reply).
 """
 import os
 import socket
@@ -30,14 +34,45 @@ offer_8bit = os.environ.get("SINK_8BITMIME", "1") != "0"
 broken_tls = [os.environ.get("SINK_BROKEN_TLS", "0") == "1"]
 refuse_tls = os.environ.get("SINK_REFUSE_TLS", "0") == "1"
 close_after = os.environ.get("SINK_CLOSE_AFTER_MESSAGE", "0") == "1"
+offer_pipelining = os.environ.get("SINK_PIPELINING", "1") != "0"
+data_without_rcpt = os.environ.get("SINK_DATA_WITHOUT_RCPT", "0") == "1"
 counter = [0]
 lock = threading.Lock()
 
 
+class Lines:
+    """Lines from a socket (plain or TLS), and whether more input is already waiting after
+    the line just read."""
+
+    def __init__(self, sock):
+        self.sock, self.buf, self.pos = sock, bytearray(), 0
+
+    def readline(self):
+        while True:
+            end = self.buf.find(b"\n", self.pos)
+            if end >= 0:
+                line = bytes(self.buf[self.pos : end + 1])
+                self.pos = end + 1
+                if self.pos > 65536:
+                    del self.buf[: self.pos]
+                    self.pos = 0
+                return line
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                line = bytes(self.buf[self.pos :])
+                self.buf, self.pos = bytearray(), 0
+                return line
+            self.buf += chunk
+
+    def waiting(self):
+        return self.pos < len(self.buf)
+
+
 def handle(conn, conn_no):
     time.sleep(delay)
-    f = conn.makefile("rb")
+    f = Lines(conn)
     tls = False
+    pipelined = False
 
     def send(line):
         conn.sendall(line.encode() + b"\r\n")
@@ -51,15 +86,15 @@ def handle(conn, conn_no):
         cmd = line.decode(errors="replace").strip()
         up = cmd.upper()
         if up.startswith("EHLO"):
-            caps = ["PIPELINING"]
+            caps = ["PIPELINING"] if offer_pipelining else []
             if offer_8bit:
                 caps.append("8BITMIME")
             if offer_tls and not tls:
                 caps.append("STARTTLS")
-            send("250-sink.test")
-            for c in caps[:-1]:
+            lines = ["sink.test"] + caps
+            for c in lines[:-1]:
                 send("250-" + c)
-            send("250 " + caps[-1])
+            send("250 " + lines[-1])
         elif up == "STARTTLS" and not tls and offer_tls and refuse_tls:
             send("454 4.7.0 TLS not available due to temporary reason")
         elif up == "STARTTLS" and not tls and offer_tls:
@@ -69,7 +104,7 @@ def handle(conn, conn_no):
                 conn.close()
                 return
             conn = ctx.wrap_socket(conn, server_side=True)
-            f = conn.makefile("rb")
+            f = Lines(conn)
             tls = True
         elif up == "STARTTLS":
             send("502 5.5.1 STARTTLS not offered")
@@ -80,6 +115,7 @@ def handle(conn, conn_no):
                 send("555 5.5.4 BODY=8BITMIME not supported")
                 continue
             mail_from, rcpts = addr.strip("<> "), []
+            pipelined = f.waiting()
             send("250 ok")
         elif up.startswith("RCPT TO:"):
             r = cmd[8:].strip("<> ")
@@ -90,6 +126,8 @@ def handle(conn, conn_no):
             else:
                 rcpts.append(r)
                 send("250 ok")
+        elif up == "DATA" and not rcpts and not data_without_rcpt:
+            send("554 5.5.1 no valid recipients")
         elif up == "DATA":
             send("354 go")
             data, raw = b"", b""
@@ -107,7 +145,7 @@ def handle(conn, conn_no):
             with open(os.path.join(outdir, f"{n}.env"), "w") as e:
                 e.write(mail_from + "\n" + "\n".join(rcpts) + "\n")
             with open(os.path.join(outdir, f"{n}.meta"), "w") as e:
-                e.write(f"tls={int(tls)}\nparams={params}\nconn={conn_no}\n")
+                e.write(f"tls={int(tls)}\nparams={params}\nconn={conn_no}\npipelined={int(pipelined)}\n")
             with open(os.path.join(outdir, f"{n}.wire"), "wb") as w:
                 w.write(raw)
             with open(os.path.join(outdir, f"{n}.eml.tmp"), "wb") as m:

@@ -1,7 +1,19 @@
 //! The local blob backend (the default, `[blobs] backend = "dir"`): message bodies as
-//! content-addressed files, `blobs/ab/cd/abcd…` named by the lower-case hex SHA-256 of the
-//! content, two levels of fan-out. It distrusts nothing but the file names it finds
-//! (only 64 lower-case hex digits count as blobs).
+//! content-addressed files, `blobs/ab/abcd…` named by the lower-case hex SHA-256 of the
+//! content, under one level of 256 fan-out directories made when the store is opened. It
+//! distrusts nothing but the file names it finds (only 64 lower-case hex digits count as
+//! blobs).
+//!
+//! ## Layout
+//!
+//! Stores made before this layout (December 2026) keep their files two levels down,
+//! `blobs/ab/cd/abcd…` (65,536 leaf directories). On a young store nearly every body made
+//! a directory (an inode and a 4 KiB block each, and the costliest step of a write on
+//! ext4); a store made now gets its 256 directories at once and records so in
+//! `blobs/LAYOUT`. A store without
+//! that file whose blob directory already holds fan-out directories is read in both
+//! layouts: a body is looked for at its one-level name first and then at its old one, new
+//! bodies get one-level names, and sweeps walk both. Nothing is moved.
 //!
 //! Invariant (crash safety): a blob file is complete and durable **before** any record
 //! refers to it. A writer streams into `blobs/tmp/`, fsyncs the file, renames it to its
@@ -94,10 +106,23 @@ fn refresh(f: &File, path: &Path) -> Result<bool, StoreError> {
     Ok(fs::metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == (held.dev(), held.ino())))
 }
 
+/// What `blobs/LAYOUT` says of a store made with one-level names from the start.
+const ONE_LEVEL: &[u8] = b"one-level\n";
+
+/// Whether `name` is a fan-out directory's: two lower-case hex digits.
+fn is_fan_out(name: &str) -> bool {
+    name.len() == 2
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// The blob directory.
 #[derive(Debug, Clone)]
 pub struct DirBlobs {
     root: PathBuf,
+    /// Whether bodies may be at their two-level names too (see the module doc).
+    two_level: bool,
     /// Serializes sweeps (each uses `trash/` by blob id).
     sweeping: Arc<Mutex<()>>,
     /// Staged writes made so far (see the module doc).
@@ -114,8 +139,10 @@ impl DirBlobs {
     pub(crate) fn open(root: PathBuf) -> Result<Self, StoreError> {
         fs::create_dir_all(root.join("tmp")).map_err(io_err(&root))?;
         fs::create_dir_all(root.join("trash")).map_err(io_err(&root))?;
+        let two_level = Self::make_layout(&root)?;
         let store = Self {
             root,
+            two_level,
             sweeping: Arc::new(Mutex::new(())),
             staged: Arc::new(AtomicU64::new(0)),
             no_tmpfile: Arc::new(AtomicBool::new(false)),
@@ -124,6 +151,43 @@ impl DirBlobs {
         };
         store.restore_trash()?;
         Ok(store)
+    }
+
+    /// Makes the 256 fan-out directories that are missing, and tells whether bodies may
+    /// also be at their two-level names: a store whose `LAYOUT` file does not say
+    /// `one-level` and that already has fan-out directories (see the module doc).
+    fn make_layout(root: &Path) -> Result<bool, StoreError> {
+        let marker = root.join("LAYOUT");
+        let one_level = match fs::read(&marker) {
+            Ok(text) => text == ONE_LEVEL,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+            Err(e) => return Err(io_err(&marker)(e)),
+        };
+        let mut existed = false;
+        let mut made = false;
+        for b in 0..=255u8 {
+            let d = root.join(format!("{b:02x}"));
+            if d.is_dir() {
+                existed = true;
+            } else {
+                match fs::create_dir(&d) {
+                    Ok(()) => made = true,
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(io_err(&d)(e)),
+                }
+            }
+        }
+        if !one_level && !existed {
+            // A new store: one-level names only, from now on.
+            let mut f = File::create(&marker).map_err(io_err(&marker))?;
+            io::Write::write_all(&mut f, ONE_LEVEL).map_err(io_err(&marker))?;
+            f.sync_all().map_err(io_err(&marker))?;
+            made = true;
+        }
+        if made {
+            sync_dir(root)?;
+        }
+        Ok(!one_level && existed)
     }
 
     /// Puts back files a sweep interrupted by a crash left in `trash/` (the next sweep
@@ -145,20 +209,24 @@ impl DirBlobs {
     /// may have written meanwhile: same content).
     fn put_back(&self, from: &Path, id: &BlobId) -> Result<(), StoreError> {
         let path = self.path(id);
-        let d2 = fan_out(&path, Sync::Now)?;
+        let d1 = fan_out(&path, Sync::Now)?;
         fs::rename(from, &path).map_err(io_err(&path))?;
-        sync_dir(&d2)
+        sync_dir(&d1)
     }
 
-    /// After a blob file got its name in `d2`: the directory synced (and the two above
-    /// it, whose entries a staged writer may have made without a sync), or the write
-    /// counted for the committer's sync.
-    fn named(&self, d2: &Path, sync: Sync) -> Result<(), StoreError> {
+    /// After a blob file got its name in `dir`: that directory synced and those above it
+    /// up to the blob directory (whose entries a staged writer may have made without a
+    /// sync), or the write counted for the committer's sync.
+    fn named(&self, dir: &Path, sync: Sync) -> Result<(), StoreError> {
         match sync {
             Sync::Now => {
-                sync_dir(d2)?;
-                if let Some(d1) = d2.parent() {
-                    sync_dir(d1)?;
+                let mut d = dir;
+                while d.starts_with(&self.root) && d != self.root {
+                    sync_dir(d)?;
+                    match d.parent() {
+                        Some(up) => d = up,
+                        None => break,
+                    }
                 }
                 sync_dir(&self.root)
             }
@@ -169,10 +237,17 @@ impl DirBlobs {
         }
     }
 
-    /// Where the blob `id` lives.
+    /// Where the blob `id` is written (and looked for first).
     pub fn path(&self, id: &BlobId) -> PathBuf {
         let s = id.as_str();
-        self.root.join(&s[0..2]).join(&s[2..4]).join(s)
+        self.root.join(&s[0..2]).join(s)
+    }
+
+    /// Where a store made before the one-level layout may hold `id` (see the module doc).
+    fn two_level_path(&self, id: &BlobId) -> Option<PathBuf> {
+        let s = id.as_str();
+        self.two_level
+            .then(|| self.root.join(&s[0..2]).join(&s[2..4]).join(s))
     }
 
     /// Writes `bytes` (no copy is made) and returns its id once durable. If the same
@@ -196,6 +271,11 @@ impl DirBlobs {
             size: bytes.len() as u64,
         };
         if self.reuse(&path, blob.size, sync)? {
+            return Ok(blob);
+        }
+        if let Some(old) = self.two_level_path(&blob.id)
+            && self.reuse(&old, blob.size, sync)?
+        {
             return Ok(blob);
         }
         match self.link_new(&path, bytes, sync)? {
@@ -224,8 +304,8 @@ impl DirBlobs {
         if sync == Sync::Now {
             f.sync_all().map_err(io_err(path))?;
         }
-        let d2 = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        self.named(&d2, sync)?;
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        self.named(&dir, sync)?;
         Ok(true)
     }
 
@@ -242,18 +322,18 @@ impl DirBlobs {
         if self.no_tmpfile.load(Ordering::Relaxed) {
             return Ok(Link::Unsupported);
         }
-        let d2 = fan_out(path, sync)?;
+        let d1 = fan_out(path, sync)?;
         let flags = OFlags::WRONLY | OFlags::TMPFILE | OFlags::CLOEXEC;
-        let mut file = match rustix::fs::openat(CWD, &d2, flags, Mode::from_raw_mode(0o600)) {
+        let mut file = match rustix::fs::openat(CWD, &d1, flags, Mode::from_raw_mode(0o600)) {
             Ok(fd) => File::from(fd),
             Err(e) => {
                 self.unsupported(e, "O_TMPFILE");
                 return Ok(Link::Unsupported);
             }
         };
-        file.write_all(bytes).map_err(io_err(&d2))?;
+        file.write_all(bytes).map_err(io_err(&d1))?;
         if sync == Sync::Now {
-            file.sync_all().map_err(io_err(&d2))?;
+            file.sync_all().map_err(io_err(&d1))?;
         }
         let fd_path = format!("/proc/self/fd/{}", file.as_raw_fd());
         match rustix::fs::linkat(CWD, fd_path.as_str(), CWD, path, AtFlags::SYMLINK_FOLLOW) {
@@ -266,7 +346,7 @@ impl DirBlobs {
                 return Ok(Link::Unsupported);
             }
         }
-        self.named(&d2, sync)?;
+        self.named(&d1, sync)?;
         Ok(Link::Linked)
     }
 
@@ -350,7 +430,13 @@ impl DirBlobs {
     /// The blob as a file, for streaming reads.
     pub fn open_blob(&self, id: &BlobId) -> Result<File, StoreError> {
         let p = self.path(id);
-        File::open(&p).map_err(|e| {
+        let opened = match (File::open(&p), self.two_level_path(id)) {
+            (Err(e), Some(old)) if e.kind() == io::ErrorKind::NotFound => {
+                File::open(&old).map_err(|e| (e, old))
+            }
+            (r, _) => r.map_err(|e| (e, p)),
+        };
+        opened.map_err(|(e, p)| {
             if e.kind() == io::ErrorKind::NotFound {
                 StoreError::BlobMissing(id.clone())
             } else {
@@ -360,7 +446,7 @@ impl DirBlobs {
     }
 
     pub fn exists(&self, id: &BlobId) -> bool {
-        self.path(id).is_file()
+        self.path(id).is_file() || self.two_level_path(id).is_some_and(|p| p.is_file())
     }
 
     /// Every blob id present on disk.
@@ -373,29 +459,40 @@ impl DirBlobs {
         Ok(out)
     }
 
+    /// Calls `f` with every blob file: in each fan-out directory, and one level further
+    /// down in a store made with two-level names (a blob may be at both names: a `put`
+    /// that found no one-level file does not look at old files it would not read).
     fn for_each_file(
         &self,
         mut f: impl FnMut(BlobId, &Path) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let dirs = |p: &Path| -> Result<Vec<PathBuf>, StoreError> {
+        let entries = |p: &Path| -> Result<Vec<(String, PathBuf, bool)>, StoreError> {
             let mut v = Vec::new();
             for e in fs::read_dir(p).map_err(io_err(p))? {
                 let e = e.map_err(io_err(p))?;
-                let name = e.file_name();
-                let name = name.to_string_lossy();
-                if name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    v.push(e.path());
-                }
+                let is_dir = e.file_type().map_err(io_err(&e.path()))?.is_dir();
+                v.push((
+                    e.file_name().to_string_lossy().into_owned(),
+                    e.path(),
+                    is_dir,
+                ));
             }
             Ok(v)
         };
-        for d1 in dirs(&self.root)? {
-            for d2 in dirs(&d1)? {
-                for e in fs::read_dir(&d2).map_err(io_err(&d2))? {
-                    let e = e.map_err(io_err(&d2))?;
-                    if let Ok(id) = BlobId::parse(&e.file_name().to_string_lossy()) {
-                        f(id, &e.path())?;
+        for (name, d1, is_dir) in entries(&self.root)? {
+            if !is_dir || !is_fan_out(&name) {
+                continue;
+            }
+            for (name, path, is_dir) in entries(&d1)? {
+                if is_dir && is_fan_out(&name) {
+                    for (name, path, is_dir) in entries(&path)? {
+                        match BlobId::parse(&name) {
+                            Ok(id) if !is_dir => f(id, &path)?,
+                            _ => {}
+                        }
                     }
+                } else if let (Ok(id), false) = (BlobId::parse(&name), is_dir) {
+                    f(id, &path)?;
                 }
             }
         }
@@ -474,7 +571,7 @@ impl DirWriter {
         }
         drop(file);
         let path = store.path(&id);
-        let d2 = fan_out(&path, sync)?;
+        let d1 = fan_out(&path, sync)?;
         if sync == Sync::Staged && !rename_noreplace(&tmp, &path)? {
             // Named meanwhile by another writer: theirs if whole (this unsynced copy must
             // not replace a file that a commit may already refer to), else replaced.
@@ -486,7 +583,7 @@ impl DirWriter {
         if tmp.exists() {
             fs::rename(&tmp, &path).map_err(io_err(&path))?;
         }
-        store.named(&d2, sync)?;
+        store.named(&d1, sync)?;
         Ok(Blob { id, size })
     }
 }
@@ -505,14 +602,12 @@ fn rename_noreplace(from: &Path, to: &Path) -> Result<bool, StoreError> {
     }
 }
 
-/// Makes the two fan-out directories above the blob file `path` exist; returns the inner.
+/// Makes the fan-out directory of the blob file `path` exist (made at open; again if it
+/// was removed since) and returns it.
 fn fan_out(path: &Path, sync: Sync) -> Result<PathBuf, StoreError> {
-    let d2 = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    if let Some(d1) = d2.parent() {
-        ensure_dir(d1, sync)?;
-    }
-    ensure_dir(&d2, sync)?;
-    Ok(d2)
+    let d1 = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    ensure_dir(&d1, sync)?;
+    Ok(d1)
 }
 
 /// What [`DirBlobs::link_new`] did.
@@ -739,6 +834,58 @@ mod tests {
         fs::rename(&path, &trash).unwrap();
         assert_eq!(bs2.put(b"moved").unwrap(), a);
         assert_eq!(bs2.read(&a.id).unwrap(), b"moved");
+    }
+
+    #[test]
+    fn a_new_store_has_one_level_names_and_an_old_one_is_read_in_both_layouts() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("blobs");
+        let bs = DirBlobs::open(root.clone()).unwrap();
+        assert!(!bs.two_level);
+        assert_eq!(fs::read(root.join("LAYOUT")).unwrap(), ONE_LEVEL);
+        let fan_outs = fs::read_dir(&root)
+            .unwrap()
+            .flatten()
+            .filter(|e| is_fan_out(&e.file_name().to_string_lossy()))
+            .count();
+        assert_eq!(fan_outs, 256, "every fan-out directory is made at open");
+        let a = bs.put_staged(b"one level").unwrap();
+        let s = a.id.as_str();
+        assert!(root.join(&s[..2]).join(s).is_file());
+        // Opened again it stays one-level (its fan-out directories do not make it old).
+        assert!(!DirBlobs::open(root.clone()).unwrap().two_level);
+
+        // A store made with two-level names: no LAYOUT, fan-out directories, files below.
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("blobs");
+        let old_id = |bytes: &[u8]| {
+            let id = BlobId::of(bytes);
+            let s = id.as_str().to_string();
+            let d = root.join(&s[..2]).join(&s[2..4]);
+            fs::create_dir_all(&d).unwrap();
+            fs::write(d.join(&s), bytes).unwrap();
+            id
+        };
+        let (kept, dropped, both) = (old_id(b"kept"), old_id(b"dropped"), old_id(b"both"));
+        let bs = DirBlobs::open(root.clone()).unwrap();
+        assert!(bs.two_level && !root.join("LAYOUT").exists());
+        assert_eq!(bs.read(&kept).unwrap(), b"kept");
+        assert!(bs.exists(&dropped));
+        // A put of old content reuses the old file; new content gets a one-level name.
+        assert_eq!(bs.put(b"both").unwrap().id, both);
+        assert!(!bs.path(&both).exists());
+        let new = bs.put(b"new").unwrap();
+        assert!(bs.path(&new.id).is_file());
+        let mut listed = bs.list().unwrap();
+        listed.sort();
+        let mut want = vec![kept.clone(), dropped.clone(), both.clone(), new.id.clone()];
+        want.sort();
+        assert_eq!(listed, want);
+        // A sweep sees the files at both depths.
+        let s = bs.sweep(|id| Ok(*id != dropped), Duration::ZERO).unwrap();
+        assert_eq!((s.kept, s.removed), (3, 1));
+        assert!(!bs.exists(&dropped) && bs.exists(&kept) && bs.exists(&both));
+        assert!(matches!(bs.read(&dropped), Err(StoreError::BlobMissing(_))));
     }
 
     #[test]
