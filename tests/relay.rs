@@ -842,19 +842,22 @@ async fn pipelining_is_used_when_offered_and_every_reply_is_read() {
         return;
     }
     let beta = peer_pki();
+    fn peer_of(port: u16, tls: &Arc<rustls::ClientConfig>) -> client::Peer {
+        client::Peer {
+            host: "127.0.0.1".into(),
+            port,
+            tls_name: "127.0.0.1".into(),
+            tls: tls.clone(),
+            timeout: Duration::from_secs(10),
+        }
+    }
     async fn send(
         (cache, tls): (&client::ConnCache, &Arc<rustls::ClientConfig>),
         port: u16,
         rcpt: &[&str],
         subject: &str,
     ) -> Vec<(String, client::RcptOutcome)> {
-        let peer = client::Peer {
-            host: "127.0.0.1".into(),
-            port,
-            tls_name: "127.0.0.1".into(),
-            tls: tls.clone(),
-            timeout: Duration::from_secs(10),
-        };
+        let peer = peer_of(port, tls);
         let rcpt: Vec<String> = rcpt.iter().map(|r| r.to_string()).collect();
         let data = format!("From: a@pec.alfa.test\r\nSubject: {subject}\r\n\r\ncorpo\r\n");
         let msg = client::Outgoing {
@@ -918,6 +921,39 @@ async fn pipelining_is_used_when_offered_and_every_reply_is_read() {
                 .contains("Subject: tre")
         );
         assert!(sink.meta(last).contains("conn=1"), "{}", sink.meta(last));
+        // A refused sender: nothing goes, and the session ends with QUIT answered (the
+        // pipelined RCPT and DATA replies read first).
+        let refused = client::Outgoing {
+            helo: "pec.alfa.test",
+            mail_from: "reject@pec.alfa.test",
+            rcpt_to: &["z@example.org".to_string()],
+            data: b"Subject: no\r\n\r\nno\r\n",
+        };
+        let e = client::send_cached(
+            cache.0,
+            &peer_of(sink.port, cache.1),
+            &refused,
+            client::TlsPolicy::Opportunistic,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(e, client::ClientError::Reply { code: 550, .. }),
+            "{e}"
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !sink.quits().contains(&1) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no QUIT on the refused session"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            sink.messages().len(),
+            msgs.len(),
+            "nothing sent for a refused sender"
+        );
         if data_without_rcpt {
             // The sink answered DATA 354 with no recipient: the client sent the lone dot
             // (an empty message), not the content.

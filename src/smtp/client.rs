@@ -66,7 +66,8 @@ pub enum ClientError {
     /// and a signed envelope cannot be re-encoded without breaking its signature.
     #[error("the message has 8-bit content and the peer does not offer 8BITMIME (RFC 6152)")]
     No8BitMime,
-    /// A cached session failed at MAIL: closed by the peer while idle (nothing was sent).
+    /// A cached session failed at MAIL: closed by the peer while idle, or refused for now
+    /// (no content was sent).
     #[error("the cached session was closed by the peer: {0}")]
     Stale(Box<ClientError>),
 }
@@ -607,6 +608,11 @@ async fn open(
     Ok(c)
 }
 
+/// The most recipients sent in one pipelined group (RFC 2920 §3.1): with more, the peer's
+/// replies could fill the socket buffers while it waits for the rest of the group, and
+/// both sides would wait for ever; such a transaction goes one command at a time.
+const PIPELINED_RCPTS: usize = 100;
+
 /// How much of a message is stuffed and written at a time.
 const STUFF_PIECE: usize = 64 * 1024;
 
@@ -634,7 +640,7 @@ async fn transaction(
         return Err(ClientError::No8BitMime);
     };
     let mail_line = format!("MAIL FROM:<{}>{body}", msg.mail_from);
-    let pipelined = offers(&c.caps, "PIPELINING");
+    let pipelined = offers(&c.caps, "PIPELINING") && msg.rcpt_to.len() <= PIPELINED_RCPTS;
     let mail = if pipelined {
         let mut group = format!("{mail_line}\r\n");
         for r in msg.rcpt_to {
@@ -647,7 +653,7 @@ async fn transaction(
     };
     let mail = match mail {
         // A reused session refused for now (421 closing, or a 4xx such as a limit of
-        // messages per session): nothing was sent, a new session may well take it.
+        // messages per session): no content was sent, a new session may well take it.
         Ok((code, text)) if reused && code / 100 == 4 => {
             Err(ClientError::Stale(Box::new(ClientError::Reply {
                 code,
@@ -660,9 +666,22 @@ async fn transaction(
         Err(e) => Err(e),
     };
     if let Err(e) = mail {
-        // Pipelined, the replies to the RCPTs and DATA are still to come: the session is
-        // not used again either way (a stale one is dropped).
+        // A stale session is dropped. Otherwise QUIT, after the replies to the pipelined
+        // RCPTs and DATA (refused after a refused MAIL; a lone dot ends a DATA taken all
+        // the same), so that QUIT's own reply is the one read.
         if !matches!(e, ClientError::Stale(_)) {
+            if pipelined {
+                for _ in 0..=msg.rcpt_to.len() {
+                    match c.reply().await {
+                        Ok((354, _)) => {
+                            let _ = c.cmd(".").await;
+                            break;
+                        }
+                        Ok(_) => {}
+                        Err(_) => return Err(e),
+                    }
+                }
+            }
             let _ = c.cmd("QUIT").await;
         }
         return Err(e);
@@ -684,18 +703,21 @@ async fn transaction(
         results.push((r.clone(), outcome));
     }
     let data = if pipelined {
-        Some(c.reply().await?)
+        Some(c.reply().await)
     } else {
         None
     };
     if !results.iter().any(|(_, o)| *o == RcptOutcome::Accepted) {
-        if let Some((code, _)) = data {
-            closing |= code == 421;
-            if code == 354 {
+        // Every recipient's outcome is known and no content was sent: whatever happens to
+        // the session now, they are the result.
+        match data {
+            Some(Ok((354, _))) => {
                 // RFC 2920 §3.1: DATA was taken with no recipient; the lone dot ends it.
-                let (code, _) = c.cmd(".").await?;
-                closing |= code == 421;
+                closing |= !matches!(c.cmd(".").await, Ok((code, _)) if code != 421);
             }
+            Some(Ok((code, _))) => closing |= code == 421,
+            Some(Err(_)) => return Ok((results, false)),
+            None => {}
         }
         // The transaction is open: RSET closes it for the next one (RFC 5321 §4.1.1.5).
         let reusable = !closing && matches!(c.cmd("RSET").await, Ok((250, _)));
@@ -705,11 +727,12 @@ async fn transaction(
         return Ok((results, reusable));
     }
     match data {
-        Some((354, _)) => {}
-        Some((code, text)) => {
+        Some(Ok((354, _))) => {}
+        Some(Ok((code, text))) => {
             let _ = c.cmd("QUIT").await;
             return Err(ClientError::Reply { code, text });
         }
+        Some(Err(e)) => return Err(e),
         None => {
             c.expect("DATA", 354).await?;
         }

@@ -4,7 +4,9 @@ received message to OUTDIR/<n>.eml with a .env file (MAIL FROM and RCPT TO lines
 a .wire file (the DATA exactly as it came, dot-stuffing and final dot included).
 
 Usage: smtp_sink.py CERT KEY OUTDIR GREETING_DELAY_SECONDS
-Recipients whose local part starts with "reject" get 550; "later" get 451.
+Recipients whose local part starts with "reject" get 550; "later" get 451; so does MAIL FROM
+a sender whose local part starts with "reject" (550), and RCPT before an accepted MAIL gets
+503. A session ended by QUIT leaves a file OUTDIR/conn-N.quit.
 Environment: SINK_STARTTLS=0 makes it an ordinary server that offers no STARTTLS;
 SINK_8BITMIME=0 stops it from offering 8BITMIME; SINK_BROKEN_TLS=1 answers STARTTLS
 with 220 and then hangs up instead of the handshake (the first time only);
@@ -114,9 +116,15 @@ def handle(conn, conn_no):
             if not offer_8bit and "8BITMIME" in params.upper():
                 send("555 5.5.4 BODY=8BITMIME not supported")
                 continue
-            mail_from, rcpts = addr.strip("<> "), []
             pipelined = f.waiting()
+            if addr.strip("<> ").startswith("reject"):
+                mail_from, rcpts = None, []
+                send("550 5.7.1 sender refused")
+                continue
+            mail_from, rcpts = addr.strip("<> "), []
             send("250 ok")
+        elif up.startswith("RCPT TO:") and mail_from is None:
+            send("503 5.5.1 MAIL first")
         elif up.startswith("RCPT TO:"):
             r = cmd[8:].strip("<> ")
             if r.startswith("reject"):
@@ -126,6 +134,8 @@ def handle(conn, conn_no):
             else:
                 rcpts.append(r)
                 send("250 ok")
+        elif up == "DATA" and mail_from is None:
+            send("503 5.5.1 MAIL first")
         elif up == "DATA" and not rcpts and not data_without_rcpt:
             send("554 5.5.1 no valid recipients")
         elif up == "DATA":
@@ -156,6 +166,7 @@ def handle(conn, conn_no):
                 conn.close()
                 return
         elif up == "QUIT":
+            open(os.path.join(outdir, f"conn-{conn_no}.quit"), "w").close()
             send("221 bye")
             conn.close()
             return

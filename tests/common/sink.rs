@@ -63,6 +63,23 @@ impl Sink {
         std::fs::read_to_string(m.with_extension("meta")).unwrap()
     }
 
+    /// The connections (numbered from 1 in accept order) that the client ended with QUIT.
+    pub fn quits(&self) -> Vec<usize> {
+        let mut v: Vec<usize> = std::fs::read_dir(self.out.path())
+            .unwrap()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_prefix("conn-")?
+                    .strip_suffix(".quit")?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
     pub fn wait_for(&self, n: usize) -> Vec<PathBuf> {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {

@@ -12,8 +12,10 @@
 //! ext4); a store made now gets its 256 directories at once and records so in
 //! `blobs/LAYOUT`. A store without
 //! that file whose blob directory already holds fan-out directories is read in both
-//! layouts: a body is looked for at its one-level name first and then at its old one, new
-//! bodies get one-level names, and sweeps walk both. Nothing is moved.
+//! layouts: a body is looked for at its one-level name first and then at its old one (in
+//! any store: an old file may have been copied in), new bodies get one-level names, and
+//! sweeps walk both. Nothing is moved, except that a sweep puts a file it decided to keep
+//! back at its one-level name.
 //!
 //! Invariant (crash safety): a blob file is complete and durable **before** any record
 //! refers to it. A writer streams into `blobs/tmp/`, fsyncs the file, renames it to its
@@ -155,21 +157,32 @@ impl DirBlobs {
 
     /// Makes the 256 fan-out directories that are missing, and tells whether bodies may
     /// also be at their two-level names: a store whose `LAYOUT` file does not say
-    /// `one-level` and that already has fan-out directories (see the module doc).
+    /// `one-level` and that already has fan-out directories (see the module doc). A new
+    /// store gets its `LAYOUT` (durably) before any directory, so that a crash between
+    /// the two cannot make it look like an old one.
     fn make_layout(root: &Path) -> Result<bool, StoreError> {
         let marker = root.join("LAYOUT");
-        let one_level = match fs::read(&marker) {
+        let mut one_level = match fs::read(&marker) {
             Ok(text) => text == ONE_LEVEL,
             Err(e) if e.kind() == io::ErrorKind::NotFound => false,
             Err(e) => return Err(io_err(&marker)(e)),
         };
-        let mut existed = false;
+        let fan_outs = |b: u8| root.join(format!("{b:02x}"));
+        let existed = (0..=255u8).any(|b| fan_outs(b).is_dir());
+        if !one_level && !existed {
+            // A new store: one-level names only, from now on.
+            let tmp = root.join("LAYOUT.tmp");
+            let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+            io::Write::write_all(&mut f, ONE_LEVEL).map_err(io_err(&tmp))?;
+            f.sync_all().map_err(io_err(&tmp))?;
+            fs::rename(&tmp, &marker).map_err(io_err(&marker))?;
+            sync_dir(root)?;
+            one_level = true;
+        }
         let mut made = false;
         for b in 0..=255u8 {
-            let d = root.join(format!("{b:02x}"));
-            if d.is_dir() {
-                existed = true;
-            } else {
+            let d = fan_outs(b);
+            if !d.is_dir() {
                 match fs::create_dir(&d) {
                     Ok(()) => made = true,
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -177,17 +190,10 @@ impl DirBlobs {
                 }
             }
         }
-        if !one_level && !existed {
-            // A new store: one-level names only, from now on.
-            let mut f = File::create(&marker).map_err(io_err(&marker))?;
-            io::Write::write_all(&mut f, ONE_LEVEL).map_err(io_err(&marker))?;
-            f.sync_all().map_err(io_err(&marker))?;
-            made = true;
-        }
         if made {
             sync_dir(root)?;
         }
-        Ok(!one_level && existed)
+        Ok(!one_level)
     }
 
     /// Puts back files a sweep interrupted by a crash left in `trash/` (the next sweep
@@ -244,10 +250,11 @@ impl DirBlobs {
     }
 
     /// Where a store made before the one-level layout may hold `id` (see the module doc).
-    fn two_level_path(&self, id: &BlobId) -> Option<PathBuf> {
+    /// Reads look there whenever the one-level name is missing (a file may have been
+    /// copied in from an old store); writes only in a store known to be old.
+    fn two_level_path(&self, id: &BlobId) -> PathBuf {
         let s = id.as_str();
-        self.two_level
-            .then(|| self.root.join(&s[0..2]).join(&s[2..4]).join(s))
+        self.root.join(&s[0..2]).join(&s[2..4]).join(s)
     }
 
     /// Writes `bytes` (no copy is made) and returns its id once durable. If the same
@@ -273,9 +280,7 @@ impl DirBlobs {
         if self.reuse(&path, blob.size, sync)? {
             return Ok(blob);
         }
-        if let Some(old) = self.two_level_path(&blob.id)
-            && self.reuse(&old, blob.size, sync)?
-        {
+        if self.two_level && self.reuse(&self.two_level_path(&blob.id), blob.size, sync)? {
             return Ok(blob);
         }
         match self.link_new(&path, bytes, sync)? {
@@ -430,11 +435,12 @@ impl DirBlobs {
     /// The blob as a file, for streaming reads.
     pub fn open_blob(&self, id: &BlobId) -> Result<File, StoreError> {
         let p = self.path(id);
-        let opened = match (File::open(&p), self.two_level_path(id)) {
-            (Err(e), Some(old)) if e.kind() == io::ErrorKind::NotFound => {
+        let opened = match File::open(&p) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let old = self.two_level_path(id);
                 File::open(&old).map_err(|e| (e, old))
             }
-            (r, _) => r.map_err(|e| (e, p)),
+            r => r.map_err(|e| (e, p)),
         };
         opened.map_err(|(e, p)| {
             if e.kind() == io::ErrorKind::NotFound {
@@ -446,7 +452,7 @@ impl DirBlobs {
     }
 
     pub fn exists(&self, id: &BlobId) -> bool {
-        self.path(id).is_file() || self.two_level_path(id).is_some_and(|p| p.is_file())
+        self.path(id).is_file() || self.two_level_path(id).is_file()
     }
 
     /// Every blob id present on disk.
@@ -626,6 +632,7 @@ enum Sync {
     Staged,
 }
 
+/// The unwraps here see only files and values the tests make themselves.
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -853,7 +860,15 @@ mod tests {
         let s = a.id.as_str();
         assert!(root.join(&s[..2]).join(s).is_file());
         // Opened again it stays one-level (its fan-out directories do not make it old).
-        assert!(!DirBlobs::open(root.clone()).unwrap().two_level);
+        let bs = DirBlobs::open(root.clone()).unwrap();
+        assert!(!bs.two_level);
+        // A file at a two-level name (copied in from an old store) is still read.
+        let copied = BlobId::of(b"copied in");
+        let c = copied.as_str();
+        fs::create_dir_all(root.join(&c[..2]).join(&c[2..4])).unwrap();
+        fs::write(root.join(&c[..2]).join(&c[2..4]).join(c), b"copied in").unwrap();
+        assert_eq!(bs.read(&copied).unwrap(), b"copied in");
+        assert!(bs.exists(&copied));
 
         // A store made with two-level names: no LAYOUT, fan-out directories, files below.
         let dir = tempfile::tempdir().unwrap();
