@@ -54,13 +54,16 @@ fn blobs_backend_dir_by_default_s3_with_credentials_from_a_file() {
     );
 }
 
+/// What the configuration says is wrong with `[section]` holding `extra`.
+fn problems_in(dir: &tempfile::TempDir, section: &str, extra: &str) -> String {
+    let text = format!("{MINIMAL}\n[{section}]\n{extra}\n");
+    parse_in(dir.path(), &text).unwrap_err().to_string()
+}
+
 #[test]
 fn blobs_problems_name_their_key_and_never_the_secret() {
     let dir = fixture();
-    let problems = |extra: &str| -> String {
-        let text = format!("{MINIMAL}\n[blobs]\n{extra}\n");
-        parse_in(dir.path(), &text).unwrap_err().to_string()
-    };
+    let problems = |extra: &str| problems_in(&dir, "blobs", extra);
     let e = problems("backend = \"nfs\"");
     assert!(e.contains("blobs.backend") && e.contains("\"nfs\""), "{e}");
     let e = problems("backend = \"s3\"\ncredentials_file = \"absent.toml\"");
@@ -132,10 +135,7 @@ fn store_backend_sled_by_default_postgres_with_its_password_from_a_file() {
 #[test]
 fn store_problems_name_their_key_and_never_the_password() {
     let dir = fixture();
-    let problems = |extra: &str| -> String {
-        let text = format!("{MINIMAL}\n[store]\n{extra}\n");
-        parse_in(dir.path(), &text).unwrap_err().to_string()
-    };
+    let problems = |extra: &str| problems_in(&dir, "store", extra);
     let e = problems("backend = \"mysql\"");
     assert!(
         e.contains("store.backend") && e.contains("\"mysql\""),

@@ -167,8 +167,11 @@ impl DirBlobs {
             Err(e) if e.kind() == io::ErrorKind::NotFound => false,
             Err(e) => return Err(io_err(&marker)(e)),
         };
-        let fan_outs = |b: u8| root.join(format!("{b:02x}"));
-        let existed = (0..=255u8).any(|b| fan_outs(b).is_dir());
+        let missing: Vec<PathBuf> = (0..=255u8)
+            .map(|b| root.join(format!("{b:02x}")))
+            .filter(|d| !d.is_dir())
+            .collect();
+        let existed = missing.len() < 256;
         if !one_level && !existed {
             // A new store: one-level names only, from now on.
             let tmp = root.join("LAYOUT.tmp");
@@ -179,18 +182,14 @@ impl DirBlobs {
             sync_dir(root)?;
             one_level = true;
         }
-        let mut made = false;
-        for b in 0..=255u8 {
-            let d = fan_outs(b);
-            if !d.is_dir() {
-                match fs::create_dir(&d) {
-                    Ok(()) => made = true,
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(io_err(&d)(e)),
-                }
+        for d in &missing {
+            match fs::create_dir(d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err(d)(e)),
             }
         }
-        if made {
+        if !missing.is_empty() {
             sync_dir(root)?;
         }
         Ok(!one_level)

@@ -1,4 +1,5 @@
-//! The unwraps here see only files and values the tests make themselves.
+//! Tests of the blob directory: writes, dedup, staged syncs, the sweep's races, the two
+//! layouts. The unwraps here see only files and values the tests make themselves.
 
 use super::*;
 
@@ -132,25 +133,45 @@ fn sweep_racing(bs: &DirBlobs, id: &BlobId, racer: impl Fn()) -> (SweepStats, us
     (s, looks.get())
 }
 
+/// A store holding `content` alone, unreferenced and written two hours ago (older than
+/// the one-hour grace of [`sweep_racing`]).
+fn old_unreferenced(content: &[u8]) -> (tempfile::TempDir, DirBlobs, Blob) {
+    let dir = tempfile::tempdir().unwrap();
+    let bs = DirBlobs::open(dir.path().join("blobs")).unwrap();
+    let a = bs.put(content).unwrap();
+    age(&bs, &a.id, Duration::from_secs(7200));
+    (dir, bs, a)
+}
+
+/// What a sweep raced by a write of the same content must leave: the racer ran, the blob
+/// kept whole and young again at its name, nothing in the trash.
+fn kept_fresh_by_the_racer(
+    dir: &tempfile::TempDir,
+    bs: &DirBlobs,
+    a: &Blob,
+    content: &[u8],
+    s: SweepStats,
+    looks: usize,
+) {
+    assert!(looks >= 1, "the racer ran");
+    assert_eq!((s.kept, s.removed), (1, 0));
+    assert_eq!(bs.read(&a.id).unwrap(), content);
+    assert!(
+        fresh(bs, &a.id, Duration::from_secs(3600)),
+        "the racer refreshed it"
+    );
+    assert!(trash_is_empty(dir.path()));
+}
+
 #[test]
 fn a_put_between_the_sweeps_decision_and_its_removal_keeps_the_blob() {
     // A `put` of the same bytes in the window (the existing-file path: only the time
     // is refreshed) must leave the blob in place.
-    let dir = tempfile::tempdir().unwrap();
-    let bs = DirBlobs::open(dir.path().join("blobs")).unwrap();
-    let a = bs.put(b"same body").unwrap();
-    age(&bs, &a.id, Duration::from_secs(7200));
+    let (dir, bs, a) = old_unreferenced(b"same body");
     let (s, looks) = sweep_racing(&bs, &a.id, || {
         assert_eq!(bs.put(b"same body").unwrap(), a);
     });
-    assert!(looks >= 1, "the racer ran");
-    assert_eq!((s.kept, s.removed), (1, 0));
-    assert_eq!(bs.read(&a.id).unwrap(), b"same body");
-    assert!(
-        fresh(&bs, &a.id, Duration::from_secs(3600)),
-        "put refreshed it"
-    );
-    assert!(trash_is_empty(dir.path()));
+    kept_fresh_by_the_racer(&dir, &bs, &a, b"same body", s, looks);
     // Old again and still unreferenced, it goes: it was kept for its time alone.
     age(&bs, &a.id, Duration::from_secs(7200));
     let s = bs.sweep(|_| Ok(false), Duration::from_secs(3600)).unwrap();
@@ -162,20 +183,13 @@ fn a_put_between_the_sweeps_decision_and_its_removal_keeps_the_blob() {
 fn a_streamed_write_during_the_sweep_window_keeps_the_blob() {
     // The streamed path: the writer renames a new file (written now) over the old
     // one, which the sweep then moves to its trash and must put back.
-    let dir = tempfile::tempdir().unwrap();
-    let bs = DirBlobs::open(dir.path().join("blobs")).unwrap();
-    let a = bs.put(b"streamed").unwrap();
-    age(&bs, &a.id, Duration::from_secs(7200));
+    let (dir, bs, a) = old_unreferenced(b"streamed");
     let (s, looks) = sweep_racing(&bs, &a.id, || {
         let mut w = bs.writer().unwrap();
         w.spool.write_all(b"streamed").unwrap();
         assert_eq!(w.finish().unwrap(), a);
     });
-    assert!(looks >= 1, "the racer ran");
-    assert_eq!((s.kept, s.removed), (1, 0));
-    assert_eq!(bs.read(&a.id).unwrap(), b"streamed");
-    assert!(fresh(&bs, &a.id, Duration::from_secs(3600)));
-    assert!(trash_is_empty(dir.path()));
+    kept_fresh_by_the_racer(&dir, &bs, &a, b"streamed", s, looks);
 }
 
 #[test]
