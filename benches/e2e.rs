@@ -165,6 +165,8 @@ async fn sender(
 mod load;
 #[path = "common/pg.rs"]
 mod pg;
+#[path = "common/scratch.rs"]
+mod scratch;
 
 fn main() {
     bench();
@@ -176,7 +178,7 @@ fn bench() {
     let total: usize = env("PECD_BENCH_MESSAGES", 200);
     let m: usize = env("PECD_BENCH_SESSIONS", 20);
     let size: usize = env("PECD_BENCH_SIZE", 10 * 1024);
-    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (da, db) = (scratch::tempdir(), scratch::tempdir());
     let (pa, pb) = (free_port(), free_port());
     provider(
         da.path(),

@@ -18,6 +18,9 @@ use pecd::pec::address::PecAddress;
 use pecd::store::{Batch, Delivery, Store};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+#[path = "common/scratch.rs"]
+mod scratch;
+
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -224,7 +227,7 @@ async fn idle_bench(dir: &std::path::Path) {
 }
 
 fn main() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = scratch::tempdir();
     fetch_bench(dir.path());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -21,6 +21,9 @@ use pecd::pec::address::PecAddress;
 use pecd::store::{Batch, Blob, BlobId, Delivery};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
+#[path = "common/scratch.rs"]
+mod scratch;
+
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -129,7 +132,7 @@ async fn run() {
     let n = env_or("PECD_BENCH_MESSAGES", 100_000);
     let reps = env_or("PECD_BENCH_REPS", 200);
     let conns = env_or("PECD_BENCH_CONNECTIONS", 1000);
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = scratch::tempdir();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pecd"))
         .args([
             "init",

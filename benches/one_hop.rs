@@ -32,6 +32,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 mod load;
 #[path = "common/pg.rs"]
 mod pg;
+#[path = "common/scratch.rs"]
+mod scratch;
 use load::{Job, env, pct};
 
 /// A counting SMTP sink: accepts every message; the counter goes up at each final 250.
@@ -274,7 +276,7 @@ fn bench() {
     let sink_port = rt.block_on(sink(count.clone()));
 
     // pecd: the access point relaying an ordinary recipient's copy to the sink.
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = scratch::tempdir();
     let domain = Domain::parse("pec.bench.test").unwrap();
     let init = pecd::pki::init_dir(dir.path(), &domain, Some("Bench PEC"), false).expect("init");
     let text = std::fs::read_to_string(&init.config).unwrap();
@@ -330,7 +332,7 @@ fn bench() {
     });
 
     // Postfix, plain relay.
-    let pdir = tempfile::tempdir().expect("tempdir");
+    let pdir = scratch::tempdir();
     let port = free_port();
     if let Some(_pf) = Postfix::start(pdir.path(), port, sink_port) {
         let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();

@@ -16,6 +16,9 @@ use pecd::pec::receipt::{self, Notice};
 use pecd::pec::smime::Signer;
 use pecd::pec::time::PecTime;
 
+#[path = "common/scratch.rs"]
+mod scratch;
+
 fn original(size: usize) -> Vec<u8> {
     let mut m = b"From: a@pec.bench.test\r\nTo: b@pec.bench.test\r\nSubject: bench\r\nMessage-ID: <c@x>\r\nMIME-Version: 1.0\r\nContent-Type: application/octet-stream; name=\"data.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\n".to_vec();
     let line = b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0\r\n";
@@ -31,7 +34,7 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
-    let dir = tempfile::tempdir().expect("tempdir");
+    let dir = scratch::tempdir();
     let domain = Domain::parse("pec.bench.test").expect("domain");
     pecd::pki::generate_dev_pki(dir.path(), &domain, "Bench PEC", false).expect("pki");
     let read = |n: &str| std::fs::read(dir.path().join(n)).expect("pki file");

@@ -19,6 +19,8 @@ use rustls::pki_types::ServerName;
 
 #[path = "common/load.rs"]
 mod load;
+#[path = "common/scratch.rs"]
+mod scratch;
 use load::{Job, env, pct};
 
 fn main() {
@@ -33,7 +35,7 @@ fn main() {
         .split(',')
         .filter_map(|s| s.trim().parse::<usize>().ok())
     {
-        let dir = tempfile::tempdir().expect("tempdir");
+        let dir = scratch::tempdir();
         let domain = Domain::parse("pec.bench.test").unwrap();
         let report =
             pecd::pki::init_dir(dir.path(), &domain, Some("Bench PEC"), false).expect("init");

@@ -11,10 +11,13 @@
 //! `cargo bench --bench store` — knobs: `PECD_BENCH_RECORDS` and `PECD_BENCH_PG_RECORDS`
 //! (0: no query runs), `PECD_BENCH_SECS` (seconds per commit run, default 3; 0: the
 //! queries only), `PECD_BENCH_BATCH` (records per commit when building the log, default
-//! 1000), `PECD_BENCH_DIR` (where to put the stores, default the system temp dir).
+//! 1000), `PECD_BENCH_DIR` (where to put the stores, default `target/tmp/bench-stores`,
+//! see `common/scratch.rs`).
 
 #[path = "common/pg.rs"]
 mod pg;
+#[path = "common/scratch.rs"]
+mod scratch;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -30,13 +33,6 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn tempdir() -> tempfile::TempDir {
-    match std::env::var("PECD_BENCH_DIR") {
-        Ok(d) => tempfile::tempdir_in(d).expect("temp dir"),
-        Err(_) => tempfile::tempdir().expect("temp dir"),
-    }
 }
 
 /// Where a bench store's metadata goes: sled, or a fresh schema of the bench's cluster.
@@ -96,7 +92,7 @@ impl Engine {
 }
 
 fn commits(engine: &Engine, group: bool, writers: u64, secs: u64) -> f64 {
-    let dir = tempdir();
+    let dir = scratch::tempdir();
     let (stores, schema) = engine.open_nodes(dir.path(), group);
     let store = stores[0].clone();
     let a = PecAddress::parse("bench@example.it").expect("address");
@@ -178,7 +174,7 @@ fn query_bench(engine: &Engine, n: u64) {
     if n == 0 {
         return;
     }
-    let dir = tempdir();
+    let dir = scratch::tempdir();
     let (store, _) = engine.open(dir.path(), true);
     let t = Instant::now();
     let batch_size = env_u64("PECD_BENCH_BATCH", 1_000);
