@@ -131,20 +131,11 @@ pub async fn run(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
         let free = PARALLEL_TRANSACTIONS - set.len();
         if free > 0 {
             // The due items in flight are still in the queue (done only when their
-            // outcome commits): ask for enough to find `free` others behind them.
+            // outcome commits): ask for enough to find `free` others behind them, and
+            // read only those (the loop runs at every commit that queues work).
             let now = gw.clock.now();
-            match gw
-                .store
-                .queue_due_in(Lane::Remote, now, free + in_flight.len())
-            {
-                Ok(due) => {
-                    let busy: std::collections::HashSet<u64> =
-                        in_flight.values().copied().collect();
-                    let fresh: Vec<QueueItem> = due
-                        .into_iter()
-                        .filter(|i| !busy.contains(&i.id))
-                        .take(free)
-                        .collect();
+            match fresh_due(&gw, now, free, &in_flight) {
+                Ok(fresh) => {
                     // Several nodes: only the items this one could lease.
                     let fresh = super::lease_due(&gw, fresh, now).await;
                     for item in fresh {
@@ -173,6 +164,27 @@ pub async fn run(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => {}
         }
     }
+}
+
+/// Up to `free` remote items due at `now` that are not in flight, oldest first.
+fn fresh_due(
+    gw: &Gateway,
+    now: Timestamp,
+    free: usize,
+    in_flight: &std::collections::HashMap<tokio::task::Id, u64>,
+) -> Result<Vec<QueueItem>, StoreError> {
+    let busy: std::collections::HashSet<u64> = in_flight.values().copied().collect();
+    let ids = gw
+        .store
+        .queue_due_ids(Lane::Remote, now, free + in_flight.len())?;
+    let mut fresh = Vec::new();
+    for id in ids.into_iter().filter(|id| !busy.contains(id)).take(free) {
+        // Gone meanwhile (done by another node, or given up): nothing to relay.
+        if let Some(item) = gw.store.queue_item(id)? {
+            fresh.push(item);
+        }
+    }
+    Ok(fresh)
 }
 
 /// How long transactions in flight may take to finish when the worker stops.
