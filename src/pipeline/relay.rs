@@ -134,7 +134,8 @@ pub async fn run(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
             // outcome commits): ask for enough to find `free` others behind them, and
             // read only those (the loop runs at every commit that queues work).
             let now = gw.clock.now();
-            match fresh_due(&gw, now, free, &in_flight) {
+            let busy: std::collections::HashSet<u64> = in_flight.values().copied().collect();
+            match gw.store.queue_due_except(Lane::Remote, now, free, &busy) {
                 Ok(fresh) => {
                     // Several nodes: only the items this one could lease.
                     let fresh = super::lease_due(&gw, fresh, now).await;
@@ -164,27 +165,6 @@ pub async fn run(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => {}
         }
     }
-}
-
-/// Up to `free` remote items due at `now` that are not in flight, oldest first.
-fn fresh_due(
-    gw: &Gateway,
-    now: Timestamp,
-    free: usize,
-    in_flight: &std::collections::HashMap<tokio::task::Id, u64>,
-) -> Result<Vec<QueueItem>, StoreError> {
-    let busy: std::collections::HashSet<u64> = in_flight.values().copied().collect();
-    let ids = gw
-        .store
-        .queue_due_ids(Lane::Remote, now, free + in_flight.len())?;
-    let mut fresh = Vec::new();
-    for id in ids.into_iter().filter(|id| !busy.contains(id)).take(free) {
-        // Gone meanwhile (done by another node, or given up): nothing to relay.
-        if let Some(item) = gw.store.queue_item(id)? {
-            fresh.push(item);
-        }
-    }
-    Ok(fresh)
 }
 
 /// How long transactions in flight may take to finish when the worker stops.

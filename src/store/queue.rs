@@ -22,6 +22,8 @@
 //! commit of the outcome checks ([`apply_fence`]); an item whose node died comes due again
 //! when its lease ends.
 
+use std::collections::HashSet;
+
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
@@ -323,35 +325,47 @@ impl Store {
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<QueueItem>, StoreError> {
-        let mut out = Vec::new();
-        for id in self.queue_due_ids(lane, now, limit)? {
-            if let Some(i) = self.queue_item(id)? {
-                out.push(i);
-            }
-        }
-        Ok(out)
+        self.queue_due_except(lane, now, limit, &HashSet::new())
     }
 
-    /// The ids of the items of one lane due at or before `now`, oldest first: the index
-    /// alone, for a caller that skips the items it already holds before reading any.
-    pub fn queue_due_ids(
+    /// Up to `limit` items of one lane due at or before `now`, oldest first, leaving out
+    /// the ids in `skip` (those the caller is working on already) before their records
+    /// are read: it looks at the first `limit + skip.len()` entries of the due index (an
+    /// item left out below leaves its place empty until the next call).
+    ///
+    /// The index and the records are read one after the other, not as one snapshot. An
+    /// item whose record is gone by then (done) or says it is not due (another node
+    /// leased it meanwhile, which moves its next attempt to the lease's end) is left out:
+    /// leasing it on the strength of that record would succeed and relay it twice.
+    pub fn queue_due_except(
         &self,
         lane: Lane,
         now: Timestamp,
         limit: usize,
-    ) -> Result<Vec<u64>, StoreError> {
+        skip: &HashSet<u64>,
+    ) -> Result<Vec<QueueItem>, StoreError> {
         let lo = [lane.byte()];
         let hi = due_key(lane, now, u64::MAX);
-        let mut out = Vec::new();
+        let mut ids = Vec::new();
         for kv in self
             .trees()
             .queue_due
             .range(lo.as_slice()..=hi.as_slice())
-            .take(limit)
+            .take(limit.saturating_add(skip.len()))
         {
             let (k, _) = kv?;
             if let Some(id) = id_of_due_key(&k) {
-                out.push(id);
+                ids.push(id);
+            }
+        }
+        let mut out = Vec::new();
+        for id in ids.into_iter().filter(|id| !skip.contains(id)) {
+            if out.len() == limit {
+                break;
+            }
+            match self.queue_item(id)? {
+                Some(item) if item.next_attempt <= now => out.push(item),
+                _ => {}
             }
         }
         Ok(out)
@@ -496,7 +510,7 @@ mod tests {
         for _ in 0..100 {
             b = b.enqueue(item(&s, "down.example", t0));
         }
-        s.commit(b).unwrap();
+        let queued = s.commit(b).unwrap().queued;
         // Due after the whole remote backlog, in time order.
         let later = t0.checked_add(jiff::SignedDuration::from_secs(1)).unwrap();
         s.commit(Batch::new().enqueue(item(&s, "pec.alfa.test", later)))
@@ -508,12 +522,47 @@ mod tests {
         assert_eq!(remote.len(), 64);
         assert!(remote.iter().all(|i| i.lane == Lane::Remote));
         assert_eq!(s.queue_due(later, 1000).unwrap().len(), 101);
-        // The ids alone: the same items in the same order, per lane.
-        let ids = s.queue_due_ids(Lane::Remote, later, 64).unwrap();
-        assert_eq!(ids, remote.iter().map(|i| i.id).collect::<Vec<_>>());
-        let ids = s.queue_due_ids(Lane::Local, later, 64).unwrap();
-        assert_eq!(ids, vec![local[0].id]);
-        assert!(s.queue_due_ids(Lane::Local, t0, 64).unwrap().is_empty());
+        let ids = |items: Vec<QueueItem>| items.iter().map(|i| i.id).collect::<Vec<_>>();
+        assert_eq!(ids(remote), queued[..64]);
+        assert!(s.queue_due_in(Lane::Local, t0, 64).unwrap().is_empty());
+    }
+
+    /// What the relay asks while it relays some items already: the next ones behind
+    /// them, none of those it holds, and none another node leased between the index read
+    /// and the record read (the record then says "not due", the index not yet).
+    #[test]
+    fn due_items_leave_out_those_held_and_those_leased_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let t0 = t("2026-11-23T09:00:00Z");
+        let mut b = Batch::new();
+        for _ in 0..20 {
+            b = b.enqueue(item(&s, "other.example", t0));
+        }
+        let queued = s.commit(b).unwrap().queued;
+        let ids = |items: Vec<QueueItem>| items.iter().map(|i| i.id).collect::<Vec<_>>();
+        let held: HashSet<u64> = queued[..5].iter().copied().collect();
+        let next = s.queue_due_except(Lane::Remote, t0, 10, &held).unwrap();
+        assert_eq!(ids(next), queued[5..15]);
+        // Everything held: nothing is returned.
+        let all: HashSet<u64> = queued.iter().copied().collect();
+        assert!(
+            s.queue_due_except(Lane::Remote, t0, 10, &all)
+                .unwrap()
+                .is_empty()
+        );
+        // Item 6 leased by another node as this one reads: its record moved on.
+        let id = queued[5];
+        let mut leased = s.queue_item(id).unwrap().unwrap();
+        leased.next_attempt = t("2026-11-23T09:05:00Z");
+        leased.lease = Some(7);
+        s.trees()
+            .queue
+            .insert(id.to_be_bytes(), serde_json::to_vec(&leased).unwrap())
+            .unwrap();
+        // Left out; its place in the window stays empty until the next call.
+        let next = s.queue_due_except(Lane::Remote, t0, 10, &held).unwrap();
+        assert_eq!(ids(next), queued[6..15]);
     }
 
     #[test]
