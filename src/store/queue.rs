@@ -501,16 +501,22 @@ mod tests {
         assert!(s.queue_item(id).unwrap().is_none());
     }
 
+    /// Enqueues `n` items for `domain`, due at `at`, in one commit; their ids in order.
+    fn enqueued(s: &Store, n: usize, domain: &str, at: Timestamp) -> Vec<u64> {
+        let b = (0..n).fold(Batch::new(), |b, _| b.enqueue(item(s, domain, at)));
+        s.commit(b).unwrap().queued
+    }
+
+    fn ids_of(items: Vec<QueueItem>) -> Vec<u64> {
+        items.iter().map(|i| i.id).collect()
+    }
+
     #[test]
     fn a_backlog_of_remote_retries_does_not_hide_local_work() {
         let dir = tempfile::tempdir().unwrap();
         let s = open(dir.path());
         let t0 = t("2026-11-23T09:00:00Z");
-        let mut b = Batch::new();
-        for _ in 0..100 {
-            b = b.enqueue(item(&s, "down.example", t0));
-        }
-        let queued = s.commit(b).unwrap().queued;
+        let queued = enqueued(&s, 100, "down.example", t0);
         // Due after the whole remote backlog, in time order.
         let later = t0.checked_add(jiff::SignedDuration::from_secs(1)).unwrap();
         s.commit(Batch::new().enqueue(item(&s, "pec.alfa.test", later)))
@@ -522,8 +528,7 @@ mod tests {
         assert_eq!(remote.len(), 64);
         assert!(remote.iter().all(|i| i.lane == Lane::Remote));
         assert_eq!(s.queue_due(later, 1000).unwrap().len(), 101);
-        let ids = |items: Vec<QueueItem>| items.iter().map(|i| i.id).collect::<Vec<_>>();
-        assert_eq!(ids(remote), queued[..64]);
+        assert_eq!(ids_of(remote), queued[..64]);
         assert!(s.queue_due_in(Lane::Local, t0, 64).unwrap().is_empty());
     }
 
@@ -535,15 +540,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = open(dir.path());
         let t0 = t("2026-11-23T09:00:00Z");
-        let mut b = Batch::new();
-        for _ in 0..20 {
-            b = b.enqueue(item(&s, "other.example", t0));
-        }
-        let queued = s.commit(b).unwrap().queued;
-        let ids = |items: Vec<QueueItem>| items.iter().map(|i| i.id).collect::<Vec<_>>();
+        let queued = enqueued(&s, 20, "other.example", t0);
         let held: HashSet<u64> = queued[..5].iter().copied().collect();
         let next = s.queue_due_except(Lane::Remote, t0, 10, &held).unwrap();
-        assert_eq!(ids(next), queued[5..15]);
+        assert_eq!(ids_of(next), queued[5..15]);
         // Everything held: nothing is returned.
         let all: HashSet<u64> = queued.iter().copied().collect();
         assert!(
@@ -562,7 +562,7 @@ mod tests {
             .unwrap();
         // Left out; its place in the window stays empty until the next call.
         let next = s.queue_due_except(Lane::Remote, t0, 10, &held).unwrap();
-        assert_eq!(ids(next), queued[6..15]);
+        assert_eq!(ids_of(next), queued[6..15]);
     }
 
     #[test]
