@@ -642,9 +642,11 @@ async fn transaction(
     let mail_line = format!("MAIL FROM:<{}>{body}", msg.mail_from);
     let pipelined = offers(&c.caps, "PIPELINING") && msg.rcpt_to.len() <= PIPELINED_RCPTS;
     let mail = if pipelined {
+        use std::fmt::Write as _;
         let mut group = format!("{mail_line}\r\n");
         for r in msg.rcpt_to {
-            group.push_str(&format!("RCPT TO:<{r}>\r\n"));
+            // Writing into a String cannot fail.
+            let _ = write!(group, "RCPT TO:<{r}>\r\n");
         }
         group.push_str("DATA");
         c.cmd(&group).await
