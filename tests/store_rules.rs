@@ -92,7 +92,7 @@ fn unknown_schema_version_is_refused_naming_the_versions() {
         "{e:?}"
     );
     assert!(
-        msg.contains("schema version 7") && msg.contains("supports version(s) [1, 2, 3, 4, 5]"),
+        msg.contains("schema version 7") && msg.contains("supports version(s) [1, 2, 3, 4, 5, 6]"),
         "{msg}"
     );
     assert!(msg.contains(&dir.path().display().to_string()), "{msg}");

@@ -149,10 +149,14 @@ pub const CHANGE_BACKLOG: usize = 1024;
 /// ([`crate::trace::stored`], [`messages::encode_message`]). The JSON records of an older
 /// store stay as they are and are read as before (a message record is rewritten compact
 /// at its next change); the mark only makes an older pecd, which cannot read the compact
-/// forms, refuse the store.
-pub const SCHEMA_VERSION: u32 = 5;
+/// forms, refuse the store; 6 = trace records are written without their seq and
+/// `prev_hash` (compact form 2 of [`crate::trace::stored`]) and indexed in one tree of
+/// hashed keys (`trace_keys`, [`crate::trace::log`]). What an older store holds is read
+/// as before (its records in their form, its index entries in the three older trees,
+/// which queries still read and purges still clear); nothing is rewritten.
+pub const SCHEMA_VERSION: u32 = 6;
 /// Schemas this code can open (older ones are migrated to [`SCHEMA_VERSION`]).
-pub const SUPPORTED_SCHEMAS: &[u32] = &[1, 2, 3, 4, 5];
+pub const SUPPORTED_SCHEMAS: &[u32] = &[1, 2, 3, 4, 5, 6];
 
 /// All trees, in the fixed order used by transactions (see [`commit`]).
 #[derive(Debug, Clone)]
@@ -197,6 +201,7 @@ impl Trees {
             idem: w(&self.idem),
             trace: TraceTrees {
                 records: w(&tr.records),
+                keys: w(&tr.keys),
                 by_msgid: w(&tr.by_msgid),
                 by_ident: w(&tr.by_ident),
                 by_mailbox: w(&tr.by_mailbox),

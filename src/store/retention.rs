@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::batch::{Batch, Op};
-use super::tx::{CHECKPOINTS, T_IDENT, T_MAILBOX, T_MSGID, T_TIME, TRACE};
+use super::tx::{CHECKPOINTS, T_IDENT, T_KEYS, T_MAILBOX, T_MSGID, T_TIME, TRACE};
 use super::{Store, StoreError};
 use crate::trace::TraceLog;
 use crate::trace::log::{Index, seq_key};
@@ -59,10 +59,11 @@ impl Store {
                 });
                 for (index, key) in keys {
                     let tree = match index {
-                        Index::MsgId => T_MSGID,
-                        Index::Ident => T_IDENT,
-                        Index::Mailbox => T_MAILBOX,
+                        Index::Keys => T_KEYS,
                         Index::Time => T_TIME,
+                        Index::OldMsgId => T_MSGID,
+                        Index::OldIdent => T_IDENT,
+                        Index::OldMailbox => T_MAILBOX,
                     };
                     b = b.push(Op::Raw {
                         tree,

@@ -34,6 +34,7 @@ pub(crate) const TRACE_META: usize = 16;
 pub(crate) const CHANGELOG: usize = 17;
 pub(crate) const EMAIL_INDEX: usize = 18;
 pub(crate) const CARDS: usize = 19;
+pub(crate) const T_KEYS: usize = 20;
 
 pub(crate) fn all_trees(t: &Trees) -> Vec<Tree> {
     vec![
@@ -57,6 +58,7 @@ pub(crate) fn all_trees(t: &Trees) -> Vec<Tree> {
         t.changelog.clone(),
         t.email_index.clone(),
         t.cards.clone(),
+        t.trace.keys.clone(),
     ]
 }
 
@@ -133,10 +135,12 @@ pub(crate) fn apply_op(
             tx.t[TRACE].insert(seq_key(rec.seq), crate::trace::stored::encode(&rec))?;
             for (index, key) in index_keys(&rec) {
                 let tree = match index {
-                    Index::MsgId => T_MSGID,
-                    Index::Ident => T_IDENT,
-                    Index::Mailbox => T_MAILBOX,
+                    Index::Keys => T_KEYS,
                     Index::Time => T_TIME,
+                    // Not written since schema 6 (index_keys gives none).
+                    Index::OldMsgId => T_MSGID,
+                    Index::OldIdent => T_IDENT,
+                    Index::OldMailbox => T_MAILBOX,
                 };
                 tx.t[tree].insert(key, &[])?;
             }

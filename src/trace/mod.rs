@@ -6,8 +6,10 @@
 //! - the record format ([`TraceRecord`], one per event, [`EventKind`]) and its hash chain;
 //! - signed checkpoints ([`Checkpoint`], module [`checkpoint`]);
 //! - the on-disk layout of the trace trees inside the store's sled database (module
-//!   [`log`]): `trace` (seq → record), the secondary indexes `trace_msgid`, `trace_ident`,
-//!   `trace_mailbox`, `trace_time`, and `checkpoints`; queries; the export/verify walk
+//!   [`log`]): `trace` (seq → record), the secondary indexes `trace_keys` (hashed
+//!   Message-ID, identificativo and mailboxes; `trace_msgid`, `trace_ident` and
+//!   `trace_mailbox` in stores of schema 5 and older) and `trace_time`, and
+//!   `checkpoints`; queries; the export/verify walk
 //!   bounded at the head (module `walk`); the retention purge plan (module `retention`);
 //! - verification of the live log and of an export (module [`verify`]).
 //!

@@ -7,7 +7,7 @@
 
 use jiff::{Timestamp, ToSpan};
 
-use super::log::{Index, TraceError, TraceLog, decode, index_keys, seq_key, seq_of_index_key};
+use super::log::{Index, TraceError, TraceLog, all_index_keys, decode, seq_key, seq_of_index_key};
 use super::verify::{ANCHOR_PREFIX, ExportLine};
 use super::{Checkpoint, EventKind, TraceEvent, sha256_hex};
 
@@ -41,10 +41,10 @@ impl TraceLog {
                 };
                 let (rk, rv) = kv?;
                 let r = super::stored::decode(&rk, &rv)?;
-                if r.time >= cutoff {
+                if r.unchained().time >= cutoff {
                     break 'cps;
                 }
-                scanned = r.seq;
+                scanned = r.seq();
             }
             if scanned == cp.seq {
                 best = Some(cp);
@@ -78,7 +78,7 @@ impl TraceLog {
         for kv in self.trees.records.range(..=seq_key(upto)).take(max) {
             let (k, v) = kv?;
             let r = super::stored::decode(&k, &v)?;
-            out.push((r.seq, index_keys(&r)));
+            out.push((r.seq(), all_index_keys(r.unchained())));
         }
         Ok(out)
     }
