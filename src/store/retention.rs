@@ -5,7 +5,9 @@
 //! first (with a `Purged` record appended at the head, in one commit), so the chain
 //! stays verifiable from the anchor on; the records and index entries at or below it are
 //! then removed in chunks. An interrupted purge (crash) is finished by the next call;
-//! readers already ignore anything at or below the anchor.
+//! meanwhile the walk (export, verify) ignores anything at or below the anchor, and a
+//! query skips such a record once the record before it is gone (its `prev_hash` is no
+//! longer known: [`crate::trace::stored`]).
 
 use jiff::Timestamp;
 use serde::Serialize;

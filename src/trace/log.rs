@@ -158,10 +158,10 @@ fn time_key(r: &TraceRecord) -> Vec<u8> {
     t
 }
 
-/// The entries a record may have in any index, in this schema's trees and in those of
-/// schema 5 and older (what a purge removes; removing an absent key does nothing).
-pub(crate) fn all_index_keys(r: &TraceRecord) -> Vec<(Index, Vec<u8>)> {
-    let mut out = index_keys(r);
+/// The index entries schema 5 and older gave a record (stored as JSON or in compact
+/// form 1): what a purge removes for such a record.
+pub(crate) fn old_index_keys(r: &TraceRecord) -> Vec<(Index, Vec<u8>)> {
+    let mut out = vec![(Index::Time, time_key(r))];
     if let Some(m) = r.msgid.as_deref().map(msgid_key).filter(|m| !m.is_empty()) {
         out.push((Index::OldMsgId, prefixed(&m, r.seq)));
     }
@@ -257,22 +257,23 @@ impl TraceLog {
         Chain::new(self).get(seq)
     }
 
-    /// The `prev_hash` of record `seq`: the hash of the anchor if the anchor is the
-    /// record before it, genesis for record 1, else the hash of record `seq - 1`, which
-    /// must be there.
-    fn prev_hash_of(&self, seq: u64) -> Result<String, TraceError> {
-        if let Some(a) = self.anchor()?
-            && a.seq.checked_add(1) == Some(seq)
-        {
-            return Ok(a.head_hash);
-        }
+    /// The `prev_hash` of record `seq`: the hash of record `seq - 1`, genesis for
+    /// record 1, or the hash of the anchor if the anchor is the record before it.
+    /// `None` for a record at or below the anchor whose predecessor is gone: an
+    /// interrupted purge left it, and it is no longer part of the log (readers skip it,
+    /// as the walk does). The anchor is read only when the predecessor is missing.
+    fn prev_hash_of(&self, seq: u64) -> Result<Option<String>, TraceError> {
         if seq <= 1 {
-            return Ok(GENESIS_HASH.to_string());
+            return Ok(Some(GENESIS_HASH.to_string()));
         }
         let k = seq_key(seq - 1);
-        match self.trees.records.get(k)? {
-            Some(v) => Ok(super::stored::decode(&k, &v)?.hash().to_string()),
-            None => Err(TraceError::Corrupt {
+        if let Some(v) = self.trees.records.get(k)? {
+            return Ok(Some(super::stored::decode(&k, &v)?.hash().to_string()));
+        }
+        match self.anchor()? {
+            Some(a) if a.seq.checked_add(1) == Some(seq) => Ok(Some(a.head_hash)),
+            Some(a) if seq <= a.seq => Ok(None),
+            _ => Err(TraceError::Corrupt {
                 key: hex::encode(seq_key(seq)),
                 detail: format!(
                     "record {} is missing, so this record's prev_hash is unknown",
@@ -407,8 +408,9 @@ impl TraceLog {
             None => {
                 for kv in self.trees.records.iter() {
                     let (k, v) = kv?;
-                    let r = chain.complete(super::stored::decode(&k, &v)?)?;
-                    if q.matches(&r) {
+                    if let Some(r) = chain.complete(super::stored::decode(&k, &v)?)?
+                        && q.matches(&r)
+                    {
                         out.push(r);
                         if out.len() >= limit {
                             break;
@@ -436,23 +438,29 @@ impl<'a> Chain<'a> {
     fn get(&mut self, seq: u64) -> Result<Option<TraceRecord>, TraceError> {
         let k = seq_key(seq);
         match self.log.trees.records.get(k)? {
-            Some(v) => Ok(Some(self.complete(super::stored::decode(&k, &v)?)?)),
+            Some(v) => self.complete(super::stored::decode(&k, &v)?),
             None => Ok(None),
         }
     }
 
-    fn complete(&mut self, s: super::stored::Stored) -> Result<TraceRecord, TraceError> {
+    /// The record with its `prev_hash`; `None` for one an interrupted purge left behind
+    /// ([`TraceLog::prev_hash_of`]).
+    fn complete(&mut self, s: super::stored::Stored) -> Result<Option<TraceRecord>, TraceError> {
         let seq = s.seq();
         let r = if !s.needs_prev() {
             s.chained("")
         } else {
-            match &self.last {
-                Some((last, hash)) if last.checked_add(1) == Some(seq) => s.chained(hash),
-                _ => s.chained(&self.log.prev_hash_of(seq)?),
+            let prev = match &self.last {
+                Some((last, hash)) if last.checked_add(1) == Some(seq) => Some(hash.clone()),
+                _ => self.log.prev_hash_of(seq)?,
+            };
+            match prev {
+                Some(p) => s.chained(&p),
+                None => return Ok(None),
             }
         };
         self.last = Some((seq, r.hash.clone()));
-        Ok(r)
+        Ok(Some(r))
     }
 }
 

@@ -7,7 +7,9 @@
 
 use jiff::{Timestamp, ToSpan};
 
-use super::log::{Index, TraceError, TraceLog, all_index_keys, decode, seq_key, seq_of_index_key};
+use super::log::{
+    Index, TraceError, TraceLog, decode, index_keys, old_index_keys, seq_key, seq_of_index_key,
+};
 use super::verify::{ANCHOR_PREFIX, ExportLine};
 use super::{Checkpoint, EventKind, TraceEvent, sha256_hex};
 
@@ -78,7 +80,13 @@ impl TraceLog {
         for kv in self.trees.records.range(..=seq_key(upto)).take(max) {
             let (k, v) = kv?;
             let r = super::stored::decode(&k, &v)?;
-            out.push((r.seq(), all_index_keys(r.unchained())));
+            // The form tells which schema wrote the record, hence where its entries are.
+            let keys = if r.needs_prev() {
+                index_keys(r.unchained())
+            } else {
+                old_index_keys(r.unchained())
+            };
+            out.push((r.seq(), keys));
         }
         Ok(out)
     }

@@ -16,9 +16,12 @@
 //!   text is kept as text, so the form is lossless for every record).
 //! - **Compact version 2** (schema 6, what is written now): version 1 without `seq`
 //!   (it is the key) and without `prev_hash` (it is the `hash` of the record before, or
-//!   of the anchor, or genesis: [`Stored::chained`]). 35 bytes less per record; the chain
-//!   is exactly as strong, since `hash` still covers `prev_hash` and the verifier
-//!   recomputes it.
+//!   of the anchor, or genesis: [`Stored::chained`]). 35 bytes less per record.
+//!   Tampering is detected as before, since `hash` still covers `prev_hash` and the
+//!   verifier recomputes it; what changes is where it shows: the `prev_hash` of such a
+//!   record (in an export too) is filled in by the reader from the record before it, so
+//!   a record altered *with* its stored hash recomputed shows as a hash mismatch of the
+//!   record after it, where a stored `prev_hash` showed a broken link.
 //!
 //! The compact layout, in order (the primitives are [`crate::store::codec`]'s: varint =
 //! unsigned LEB128, str = varint length then UTF-8):

@@ -53,8 +53,8 @@ impl TraceLog {
         for kv in self.trees.records.range(bound) {
             let (k, v) = kv?;
             // A record stored without its prev_hash gets the hash of the one walked
-            // before it (or of the anchor, or genesis): after a gap, the verifier
-            // reports the gap and the hash that no longer matches.
+            // before it (or of the anchor, or genesis); a gap before it is reported by
+            // the verifier as a gap.
             let r = super::stored::decode(&k, &v)?.chained(&end.1);
             let seq = r.seq;
             let hash = r.hash.clone();

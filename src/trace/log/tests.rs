@@ -4,7 +4,7 @@
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::{Index, TAG_MSGID, TraceQuery, all_index_keys, hashed, seq_key};
+use super::{Index, TAG_MSGID, TraceQuery, hashed, index_keys, old_index_keys, seq_key};
 use crate::store::{Batch, Store};
 use crate::trace::walk::tests::{store, t0};
 use crate::trace::{EventKind, TraceEvent, TraceRecord};
@@ -35,7 +35,7 @@ fn as_schema_5(s: &Store, seqs: std::ops::RangeInclusive<u64>) {
         t.records
             .insert(seq_key(seq), crate::trace::stored::encode_v1(&r))
             .unwrap();
-        for (index, key) in all_index_keys(&r) {
+        for (index, key) in index_keys(&r).into_iter().chain(old_index_keys(&r)) {
             match index {
                 Index::Keys => t.keys.remove(&key).unwrap(),
                 Index::Time => {}
@@ -205,5 +205,42 @@ fn a_store_of_schema_5_is_read_queried_verified_and_purged_with_the_new_records(
     assert_eq!(left[0].prev_hash, cp.head_hash, "chained to the anchor");
     assert_eq!(s.trace().get(6).unwrap().unwrap(), left[0]);
     assert_eq!(s.trace().get(7).unwrap().unwrap(), left[1]);
+    assert!(s.trace().verify(None).unwrap().intact());
+}
+
+#[test]
+fn an_interrupted_purge_leaves_records_that_queries_skip_not_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = store(dir.path());
+    for i in 0..4 {
+        s.commit(Batch::new().trace(event(i, t0()))).unwrap();
+    }
+    let cp = s.checkpoint_now().unwrap().unwrap();
+    assert_eq!(cp.seq, 4);
+    s.commit(Batch::new().trace(event(4, t0()))).unwrap();
+    // What a crash after the anchor was stored and the first chunk removed leaves.
+    let purged = crate::trace::TraceLog::purge_event(&cp, 30, t0());
+    let anchor = crate::store::batch::Op::SetAnchor(cp.clone());
+    s.commit(Batch::new().push(anchor).trace(purged)).unwrap();
+    for seq in 1..=2 {
+        s.trees().trace.records.remove(seq_key(seq)).unwrap();
+    }
+    assert_eq!(
+        s.trace().get(3).unwrap(),
+        None,
+        "left for the purge to finish"
+    );
+    let after = s.trace().get(cp.seq + 1).unwrap().unwrap();
+    assert_eq!(after.prev_hash, cp.head_hash);
+    let all = query(&s, TraceQuery::default());
+    assert!(!all.contains(&3) && all.ends_with(&[5, 6, 7]), "{all:?}");
+    let m0 = query(
+        &s,
+        TraceQuery {
+            msgid: Some("m0@x.it".into()),
+            ..Default::default()
+        },
+    );
+    assert_eq!(m0, [6], "records 1 and 3 are purged or being purged");
     assert!(s.trace().verify(None).unwrap().intact());
 }
