@@ -12,7 +12,8 @@
 //!   `mailbox-key \0 modseq (u64 BE)` → the [`Entry`] of that modseq (JSON). Entries are
 //!   kept for every modseq in `(oldest, modseq]`, at most [`MAX_LOG_ENTRIES`]: writing one
 //!   past that removes the oldest (O(1) per batch).
-//! - `email_index`: `mailbox-key \0 blob-id` → how many message records of the mailbox,
+//! - `email_index`: `mailbox-key \0 blob-id` (its 32 raw bytes; 64 hex digits before
+//!   schema 6, rebuilt at open) → how many message records of the mailbox,
 //!   across its folders, have that blob as body (u32 BE; no key at zero).
 //!
 //! ## Model
@@ -217,7 +218,7 @@ fn entry_key(mbkey: &str, modseq: u64) -> Vec<u8> {
 
 pub(crate) fn index_key(mbkey: &str, blob: &BlobId) -> Vec<u8> {
     let mut k = mailbox_prefix(mbkey);
-    k.extend_from_slice(blob.as_str().as_bytes());
+    k.extend_from_slice(&blob.raw());
     k
 }
 
@@ -611,12 +612,12 @@ impl Store {
         let mut out = HashMap::new();
         for kv in self.trees().email_index.scan_prefix(&prefix) {
             let (k, v) = kv?;
-            let id = std::str::from_utf8(k.get(prefix.len()..).unwrap_or_default())
-                .map_err(|e| StoreError::Corrupt {
+            let id = BlobId::from_raw(k.get(prefix.len()..).unwrap_or_default()).map_err(|e| {
+                StoreError::Corrupt {
                     what: format!("email index key of {mbkey}"),
                     detail: e.to_string(),
-                })
-                .and_then(BlobId::parse)?;
+                }
+            })?;
             out.insert(id, count_of(Some(&v)));
         }
         Ok(out)

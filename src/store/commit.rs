@@ -328,10 +328,15 @@ impl Committer {
             let Job::Batch(b, _) = job else { continue };
             for op in &b.ops {
                 match op {
-                    Op::Claim(k) => keys.push((&self.all[IDEM], k.as_bytes().to_vec())),
+                    Op::Claim(k) => {
+                        keys.push((&self.all[IDEM], super::keys::claim_key(k).to_vec()))
+                    }
                     Op::Deliver(d) => {
                         let mb = mailbox_key(&d.mailbox);
-                        keys.push((&self.all[BLOBREFS], d.blob.id.as_str().as_bytes().to_vec()));
+                        keys.push((
+                            &self.all[BLOBREFS],
+                            super::keys::blobref_key(&d.blob.id).to_vec(),
+                        ));
                         keys.push((&self.all[MAILBOXES], mb.as_bytes().to_vec()));
                         keys.push((&self.all[EMAIL_INDEX], changes::index_key(&mb, &d.blob.id)));
                     }

@@ -76,7 +76,7 @@ pub fn copy_blobs(
         if super::tx::be_u64(&v) == 0 {
             continue;
         }
-        let id = BlobId::parse(&String::from_utf8_lossy(&k))?;
+        let id = BlobId::from_raw(&k)?;
         report.referenced += 1;
         if let Some(size) = holds(target, &id)? {
             report.present += 1;

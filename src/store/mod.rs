@@ -51,6 +51,7 @@ pub mod changes;
 pub(crate) mod codec;
 mod commit;
 mod error;
+mod keys;
 pub mod kv;
 pub mod mailbox;
 pub mod messages;
@@ -151,9 +152,12 @@ pub const CHANGE_BACKLOG: usize = 1024;
 /// at its next change); the mark only makes an older pecd, which cannot read the compact
 /// forms, refuse the store; 6 = trace records are written without their seq and
 /// `prev_hash` (compact form 2 of [`crate::trace::stored`]) and indexed in one tree of
-/// hashed keys (`trace_keys`, [`crate::trace::log`]). What an older store holds is read
-/// as before (its records in their form, its index entries in the three older trees,
-/// which queries still read and purges still clear); nothing is rewritten.
+/// hashed keys (`trace_keys`, [`crate::trace::log`]). What an older store holds of the
+/// trace log is read as before (its records in their form, its index entries in the
+/// three older trees, which queries still read and purges still clear) and never
+/// rewritten. Also in 6: idempotency claims are keyed by a hash of their text and blob
+/// reference counts and the email index by the blob's raw digest ([`keys`],
+/// [`changes`]); an older store's keys are rewritten at open (the email index rebuilt).
 pub const SCHEMA_VERSION: u32 = 6;
 /// Schemas this code can open (older ones are migrated to [`SCHEMA_VERSION`]).
 pub const SUPPORTED_SCHEMAS: &[u32] = &[1, 2, 3, 4, 5, 6];
@@ -433,10 +437,16 @@ impl Store {
                 folders = n,
                 "user folders moved out of the security archive's name"
             );
+        }
+        if found < 6 {
             // After the moves, whose messages are the mailbox's own Emails now; for a
-            // schema-2 store this is the schema-3 migration itself. Idempotent.
+            // schema-2 store this is the schema-3 migration itself, for a schema-3 to -5
+            // one the index's keys in their schema-6 form. Idempotent.
             let n = changes::build_email_index(&trees)?;
             tracing::info!(mailboxes = n, "email index built from the message records");
+            let n = keys::migrate(&trees)?;
+            flush_durably(&dir, &db)?;
+            tracing::info!(keys = n, "claim and blob reference keys rewritten");
         }
         if found != SCHEMA_VERSION {
             // Migrated above: only now may the store say it is of the current version.
@@ -450,7 +460,10 @@ impl Store {
         let blobs = BlobStore::open(dir.join("blobs"), &options.blobs, Some(&id))?;
         let refs = trees.blobrefs.clone();
         let sweep = if blobs.sweeps_at_open() {
-            blobs.sweep(|id| Ok(refs.contains_key(id.as_str())?), options.blob_grace)?
+            blobs.sweep(
+                |id| Ok(refs.contains_key(keys::blobref_key(id))?),
+                options.blob_grace,
+            )?
         } else {
             SweepStats::default()
         };
@@ -659,7 +672,7 @@ impl Store {
 
     /// Whether `key` has been claimed.
     pub fn is_claimed(&self, key: &str) -> Result<bool, StoreError> {
-        Ok(self.inner.trees.idem.contains_key(key.as_bytes())?)
+        Ok(self.inner.trees.idem.contains_key(keys::claim_key(key))?)
     }
 
     /// Signs the current head of the trace chain now (if a signer is configured and
@@ -679,7 +692,7 @@ impl Store {
         let refs = self.inner.trees.blobrefs.clone();
         self.inner
             .blobs
-            .sweep(|id| Ok(refs.contains_key(id.as_str())?), grace)
+            .sweep(|id| Ok(refs.contains_key(keys::blobref_key(id))?), grace)
     }
 
     /// How many records refer to blob `id` (messages and queue items).
@@ -688,7 +701,7 @@ impl Store {
             .inner
             .trees
             .blobrefs
-            .get(id.as_str())?
+            .get(keys::blobref_key(id))?
             .map_or(0, |v| tx::be_u64(&v)))
     }
 

@@ -104,11 +104,12 @@ pub(crate) fn be_u64(v: &[u8]) -> u64 {
 /// Adds `delta` to the reference count of a blob (removing the entry at zero).
 pub(crate) fn blob_ref(tx: &Tx, id: &BlobId, delta: i64) -> TxResult<()> {
     let t = &tx.t[BLOBREFS];
-    let n = t.get(id.as_str())?.map_or(0, |v| be_u64(&v)) as i64 + delta;
+    let k = super::keys::blobref_key(id);
+    let n = t.get(k)?.map_or(0, |v| be_u64(&v)) as i64 + delta;
     if n <= 0 {
-        t.remove(id.as_str())?;
+        t.remove(k)?;
     } else {
-        t.insert(id.as_str(), &(n as u64).to_be_bytes())?;
+        t.insert(&k, &(n as u64).to_be_bytes())?;
     }
     Ok(())
 }
@@ -124,10 +125,11 @@ pub(crate) fn apply_op(
 ) -> TxResult<()> {
     match op {
         Op::Claim(key) => {
-            if tx.t[IDEM].get(key.as_bytes())?.is_some() {
+            let k = super::keys::claim_key(key);
+            if tx.t[IDEM].get(k)?.is_some() {
                 return abort(StoreError::AlreadyClaimed(key.clone()));
             }
-            tx.t[IDEM].insert(key.as_bytes(), &now.as_millisecond().to_be_bytes())?;
+            tx.t[IDEM].insert(&k, &now.as_millisecond().to_be_bytes())?;
         }
         Op::Deliver(d) => applied.delivered.push(messages::apply_deliver(tx, log, d)?),
         Op::Trace(ev) => {

@@ -49,6 +49,20 @@ impl BlobId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+    /// The 32 bytes of the digest.
+    pub fn raw(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        // Cannot fail: `parse` and `from_digest` make only 64 lower-case hex digits.
+        hex::decode_to_slice(&self.0, &mut out).expect("a BlobId is 64 hex digits");
+        out
+    }
+    /// The id whose digest is `raw` (32 bytes).
+    pub fn from_raw(raw: &[u8]) -> Result<Self, StoreError> {
+        match <[u8; 32]>::try_from(raw) {
+            Ok(d) => Ok(Self::from_digest(d)),
+            Err(_) => Err(StoreError::BadBlobId(hex::encode(raw))),
+        }
+    }
     pub fn of(bytes: &[u8]) -> Self {
         let mut h = Sha256::new();
         h.update(bytes);
