@@ -30,6 +30,11 @@ pub enum StoreError {
         found: u32,
         supported: Vec<u32>,
     },
+    #[error(
+        "the store in {} has schema version {found} and this pecd would migrate it to {to}, but other pecd processes are writing it (several_writers): stop every node, then start this version first",
+        dir.display()
+    )]
+    UpgradeWhileOthersWrite { dir: PathBuf, found: u32, to: u32 },
     #[error("corrupt store entry ({what}): {detail}")]
     Corrupt { what: String, detail: String },
     #[error("mailbox {0} already exists")]

@@ -38,20 +38,44 @@ pub(crate) fn blobref_key(id: &BlobId) -> [u8; 32] {
 
 /// Rewrites the keys of the older forms in `idem` and `blobrefs`; returns how many.
 pub(crate) fn migrate(trees: &Trees) -> Result<u64, StoreError> {
-    let idem = rewrite(&trees.idem, |k| {
-        (k.first() != Some(&0)).then(|| claim_key(&String::from_utf8_lossy(k)).to_vec())
-    })?;
-    let refs = rewrite(&trees.blobrefs, |k| {
-        let hex = std::str::from_utf8(k).ok()?;
-        Some(blobref_key(&BlobId::parse(hex).ok()?).to_vec())
-    })?;
-    Ok(idem + refs)
+    Ok(migrate_claims(&trees.idem)? + migrate_blobrefs(&trees.blobrefs)?)
 }
 
-/// Replaces each key for which `new_key` gives a new one, keeping its value. The scan
-/// goes on after the last key replaced (new keys met on the way are not replaced
-/// again), so the whole tree is read once.
-fn rewrite(tree: &Tree, new_key: impl Fn(&[u8]) -> Option<Vec<u8>>) -> Result<u64, StoreError> {
+fn migrate_claims(idem: &Tree) -> Result<u64, StoreError> {
+    // A claim is only tested for presence: either value will do.
+    rewrite(
+        idem,
+        |k| (k.first() != Some(&0)).then(|| claim_key(&String::from_utf8_lossy(k)).to_vec()),
+        |_, old| old.to_vec(),
+    )
+}
+
+fn migrate_blobrefs(blobrefs: &Tree) -> Result<u64, StoreError> {
+    // Counts under both forms (which only a store written by two versions at once can
+    // hold) are added up, so that no reference is lost.
+    rewrite(
+        blobrefs,
+        |k| {
+            let hex = std::str::from_utf8(k).ok()?;
+            Some(blobref_key(&BlobId::parse(hex).ok()?).to_vec())
+        },
+        |new, old| {
+            let n = new.map_or(0, super::tx::be_u64);
+            n.saturating_add(super::tx::be_u64(old))
+                .to_be_bytes()
+                .to_vec()
+        },
+    )
+}
+
+/// Replaces each key for which `new_key` gives a new one, its value `merge(value
+/// already under the new key, its own)`. The scan goes on after the last key replaced
+/// (new keys met on the way are not replaced again), so the whole tree is read once.
+fn rewrite(
+    tree: &Tree,
+    new_key: impl Fn(&[u8]) -> Option<Vec<u8>>,
+    merge: impl Fn(Option<&[u8]>, &[u8]) -> Vec<u8>,
+) -> Result<u64, StoreError> {
     use std::ops::Bound::{Excluded, Unbounded};
     let mut done = 0;
     let mut after: Option<Vec<u8>> = None;
@@ -65,7 +89,8 @@ fn rewrite(tree: &Tree, new_key: impl Fn(&[u8]) -> Option<Vec<u8>>) -> Result<u6
         for kv in scan {
             let (k, v) = kv?;
             if let Some(new) = new_key(&k) {
-                batch.insert(new, &v);
+                let there = tree.get(&new)?;
+                batch.insert(new, merge(there.as_deref(), &v));
                 batch.remove(k.to_vec());
                 n += 1;
                 if n == CHUNK {
@@ -177,33 +202,54 @@ mod tests {
         assert!(s.blobs().open_blob(&body.id).is_ok());
     }
 
+    fn sled_tree(dir: &std::path::Path, name: &str) -> Tree {
+        let db = sled::Config::new().path(dir).open().unwrap();
+        crate::store::kv::Db::Sled(db).open_tree(name).unwrap()
+    }
+
     #[test]
     fn a_rewrite_crosses_chunks_reading_the_tree_once() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::Config::new()
-            .path(dir.path())
-            .open()
-            .map(crate::store::kv::Db::Sled)
-            .unwrap();
-        let tree = db.open_tree("idem").unwrap();
+        let tree = sled_tree(dir.path(), "idem");
         let n = 2 * CHUNK + 7;
         for i in 0..n {
             tree.insert(format!("claim:{i}"), &[1]).unwrap();
         }
-        let f = |k: &[u8]| {
-            (k.first() != Some(&0)).then(|| claim_key(&String::from_utf8_lossy(k)).to_vec())
-        };
-        assert_eq!(rewrite(&tree, f).unwrap(), n as u64);
+        assert_eq!(migrate_claims(&tree).unwrap(), n as u64);
         assert_eq!(tree.len().unwrap(), n);
-        assert!(tree.contains_key(claim_key("claim:0")).unwrap());
-        assert!(
-            tree.contains_key(claim_key(&format!("claim:{}", n - 1)))
-                .unwrap()
-        );
+        for i in [0, CHUNK - 1, CHUNK, n - 1] {
+            assert!(tree.contains_key(claim_key(&format!("claim:{i}"))).unwrap());
+        }
         assert_eq!(
-            rewrite(&tree, f).unwrap(),
+            migrate_claims(&tree).unwrap(),
             0,
             "nothing left of the older form"
         );
+    }
+
+    /// Raw keys sort anywhere among the hex ones: the cursor must neither skip a hex key
+    /// nor rewrite a raw one; a count under both forms is added up.
+    #[test]
+    fn blob_counts_cross_chunks_and_add_up_when_both_forms_are_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = sled_tree(dir.path(), "blobrefs");
+        let n = 2 * CHUNK + 7;
+        let ids: Vec<BlobId> = (0..n).map(|i| BlobId::of(&i.to_be_bytes())).collect();
+        for (i, id) in ids.iter().enumerate() {
+            tree.insert(id.as_str(), &(i as u64 + 1).to_be_bytes())
+                .unwrap();
+        }
+        // Five blobs also counted under the new form already.
+        for id in &ids[..5] {
+            tree.insert(blobref_key(id), &10u64.to_be_bytes()).unwrap();
+        }
+        assert_eq!(migrate_blobrefs(&tree).unwrap(), n as u64);
+        assert_eq!(tree.len().unwrap(), n);
+        for (i, id) in ids.iter().enumerate() {
+            let v = tree.get(blobref_key(id)).unwrap().unwrap();
+            let want = i as u64 + 1 + if i < 5 { 10 } else { 0 };
+            assert_eq!(crate::store::tx::be_u64(&v), want, "blob {i}");
+        }
+        assert_eq!(migrate_blobrefs(&tree).unwrap(), 0);
     }
 }

@@ -207,3 +207,45 @@ fn announcements_fit_postgresql_and_are_heard_back() {
         assert!(super::commit::heard(junk).is_empty(), "{junk}");
     }
 }
+
+/// A node of an older version writing keeps writing in its forms after a migration it
+/// does not see: a node that would migrate refuses while any other node writes.
+#[test]
+fn a_node_does_not_migrate_the_schema_while_others_write() {
+    let Some(pg) = cluster() else { return };
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let signer = Arc::new(test_signer("provider"));
+    let a = node(da.path(), &pg.url(), &signer);
+    // A running node of schema 5, as far as the store says.
+    a.commit(Batch::new().push(batch::Op::Raw {
+        tree: tx::META,
+        key: SCHEMA_KEY.to_vec(),
+        value: Some(5u32.to_be_bytes().to_vec()),
+    }))
+    .unwrap();
+    let refused = Store::open(db.path(), options(&pg.url(), &signer, true));
+    match refused {
+        Err(e @ StoreError::UpgradeWhileOthersWrite { found: 5, .. }) => {
+            assert!(e.to_string().contains("stop every node"), "{e}")
+        }
+        other => panic!("{:?}", other.err()),
+    }
+    drop(a);
+    // Alone (once the server has seen A's connections go), it migrates.
+    let mut opened = None;
+    for _ in 0..50 {
+        match Store::open(db.path(), options(&pg.url(), &signer, true)) {
+            Ok(s) => {
+                opened = Some(s);
+                break;
+            }
+            Err(StoreError::UpgradeWhileOthersWrite { .. }) => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let b = opened.expect("opened once A was gone");
+    let v = b.trees().meta.get(SCHEMA_KEY).unwrap().unwrap();
+    assert_eq!(v.as_ref(), SCHEMA_VERSION.to_be_bytes());
+}

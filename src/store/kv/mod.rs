@@ -242,6 +242,15 @@ impl Db {
         matches!(self, Db::Pg(db) if db.several_writers())
     }
 
+    /// While the store opens: whether no other process writes it (sled: always, its
+    /// lock is exclusive).
+    pub(crate) fn writes_alone(&self) -> Result<bool, Error> {
+        match self {
+            Db::Sled(_) => Ok(true),
+            Db::Pg(db) => db.writes_alone(),
+        }
+    }
+
     /// Announces `changes` to the other writers when the group being built commits
     /// (several writers only).
     pub(crate) fn announce(&self, changes: String) {

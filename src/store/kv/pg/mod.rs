@@ -196,6 +196,30 @@ impl PgDb {
         self.shared.several
     }
 
+    /// While the store opens, whether this process is the only one writing it: always
+    /// with one writer (the writer lock is exclusive); with several, when no other
+    /// session holds the writer lock (each of several holds it shared). Asked on the
+    /// writer's own connection, which holds it shared: PostgreSQL does not count a
+    /// session's own locks as conflicts, so the exclusive request succeeds exactly when
+    /// nobody else holds it; it is given back at once.
+    pub fn writes_alone(&self) -> Result<bool, Error> {
+        if !self.shared.several {
+            return Ok(true);
+        }
+        self.shared
+            .with_writes("asking whether other processes write the store", |c| {
+                let got = c
+                    .query(&format!("SELECT pg_try_advisory_lock({WRITER_LOCK})"), &[])?
+                    .first()
+                    .and_then(|r| r.get::<_, Option<bool>>(0))
+                    .unwrap_or(false);
+                if got {
+                    c.query(&format!("SELECT pg_advisory_unlock({WRITER_LOCK})"), &[])?;
+                }
+                Ok(got)
+            })
+    }
+
     /// A standby's wait (`[store] standby = true`): returns once no process holds the
     /// writer lock of the store `o` names, having called `holder` with who held it when
     /// the wait began (`None` when nobody did). The lock is not kept: the opening that
