@@ -347,10 +347,49 @@ impl TraceLog {
     pub fn query(&self, q: &TraceQuery) -> Result<Vec<TraceRecord>, TraceError> {
         let limit = q.limit.unwrap_or(usize::MAX);
         let mut out = Vec::new();
-        if limit == 0 {
-            return Ok(out);
-        }
         let mut chain = Chain::new(self);
+        self.scan(q, |s| {
+            if let Some(r) = chain.complete(s)? {
+                out.push(r);
+            }
+            Ok(out.len() < limit)
+        })?;
+        Ok(out)
+    }
+
+    /// What the records matching `q` say, without their place in the chain (seq,
+    /// `prev_hash`, `hash`): for a reader that decides on their content, which then
+    /// needs no read of each record's predecessor (a round trip each on PostgreSQL).
+    /// Unlike [`TraceLog::query`], a record left by an interrupted purge may be among
+    /// them.
+    pub fn events(&self, q: &TraceQuery) -> Result<Vec<super::TraceEvent>, TraceError> {
+        let limit = q.limit.unwrap_or(usize::MAX);
+        let mut out = Vec::new();
+        self.scan(q, |s| {
+            out.push(s.into_event());
+            Ok(out.len() < limit)
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` with each stored record matching `q` (none if its limit is 0), in
+    /// index order, while `f` returns true. The most selective index is used
+    /// (Message-ID, then identificativo, then mailbox, then time).
+    fn scan(
+        &self,
+        q: &TraceQuery,
+        mut f: impl FnMut(super::stored::Stored) -> Result<bool, TraceError>,
+    ) -> Result<(), TraceError> {
+        if q.limit == Some(0) {
+            return Ok(());
+        }
+        let mut matching = |s: super::stored::Stored| {
+            if q.matches(s.unchained()) {
+                f(s)
+            } else {
+                Ok(true)
+            }
+        };
         let by_key = |tag: u8, text: String, old: &crate::store::kv::Tree| {
             let mut k = text.clone().into_bytes();
             k.push(0);
@@ -395,31 +434,24 @@ impl TraceLog {
         match seqs {
             Some(seqs) => {
                 for seq in seqs {
-                    if let Some(r) = chain.get(seq?)?
-                        && q.matches(&r)
+                    let k = seq_key(seq?);
+                    if let Some(v) = self.trees.records.get(k)?
+                        && !matching(super::stored::decode(&k, &v)?)?
                     {
-                        out.push(r);
-                        if out.len() >= limit {
-                            break;
-                        }
+                        break;
                     }
                 }
             }
             None => {
                 for kv in self.trees.records.iter() {
                     let (k, v) = kv?;
-                    if let Some(r) = chain.complete(super::stored::decode(&k, &v)?)?
-                        && q.matches(&r)
-                    {
-                        out.push(r);
-                        if out.len() >= limit {
-                            break;
-                        }
+                    if !matching(super::stored::decode(&k, &v)?)? {
+                        break;
                     }
                 }
             }
         }
-        Ok(out)
+        Ok(())
     }
 }
 

@@ -51,7 +51,7 @@
 //! and the end, and reports a damaged value as [`TraceError::Corrupt`]; it never panics.
 
 use super::log::TraceError;
-use super::{EventKind, TraceRecord};
+use super::{EventKind, TraceEvent, TraceRecord};
 use crate::store::codec::{DecodeError, Reader, put_hash, put_list, put_str, put_time, put_varint};
 
 /// The first byte of a compact record of schema 5.
@@ -202,6 +202,25 @@ impl Stored {
     /// does not depend on the chain (its time, its index keys).
     pub(crate) fn unchained(&self) -> &TraceRecord {
         &self.record
+    }
+
+    /// What the record says, without its place in the chain.
+    pub(crate) fn into_event(self) -> TraceEvent {
+        let r = self.record;
+        TraceEvent {
+            time: r.time,
+            zone: r.zone,
+            kind: r.kind,
+            msgid: r.msgid,
+            ident: r.ident,
+            sender: r.sender,
+            recipients: r.recipients,
+            subject: r.subject,
+            other_provider: r.other_provider,
+            detail: r.detail,
+            sha256: r.sha256,
+            related: r.related,
+        }
     }
 
     /// The complete record: `prev` becomes its `prev_hash` if it was stored without one

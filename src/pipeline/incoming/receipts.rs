@@ -37,7 +37,8 @@ pub(super) fn receipt_target(
         ident: Some(d.identificativo.clone()),
         ..Default::default()
     };
-    let records = gw.store.trace().query(&q).map_err(StoreError::from)?;
+    // What the records say is all that is needed: no chain, so no predecessor reads.
+    let records = gw.store.trace().events(&q).map_err(StoreError::from)?;
     let Some(sent) = records
         .iter()
         .find(|r| r.kind == EventKind::SubmissionAccepted)

@@ -78,6 +78,12 @@ fn records_come_back_with_the_previous_hash_they_were_chained_to() {
         ..Default::default()
     });
     assert_eq!(even.unwrap(), [all[0].clone(), all[2].clone()]);
+    let said = s.trace().events(&TraceQuery {
+        msgid: Some("<m0@x.it>".into()),
+        limit: Some(1),
+        ..Default::default()
+    });
+    assert_eq!(said.unwrap(), [event(0, t0())]);
     assert!(s.trace().verify(None).unwrap().intact());
 }
 
@@ -91,6 +97,13 @@ fn a_record_after_a_gap_is_an_error_to_read_and_a_problem_to_verify() {
     s.trees().trace.records.remove(seq_key(2)).unwrap();
     let e = s.trace().get(3).unwrap_err().to_string();
     assert!(e.contains("record 2 is missing"), "{e}");
+    // What record 3 says is still readable: `events` reads no predecessor.
+    let q = TraceQuery {
+        ident: Some("opec.2@pec.x.it".into()),
+        ..Default::default()
+    };
+    assert!(s.trace().query(&q).is_err());
+    assert_eq!(s.trace().events(&q).unwrap(), [event(2, t0())]);
     let r = s.trace().verify(None).unwrap();
     assert!(!r.intact(), "{r:?}");
 }
