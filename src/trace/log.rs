@@ -136,18 +136,23 @@ fn hashed(tag: u8, text: &str, seq: u64) -> Vec<u8> {
     [&hashed_prefix(tag, text)[..], &seq.to_be_bytes()].concat()
 }
 
+/// The texts a record is indexed under, with their `trace_keys` tags: its Message-ID,
+/// its identificativo and each of its mailboxes.
+fn index_texts(r: &TraceRecord) -> Vec<(u8, String)> {
+    let id = |v: &Option<String>| v.as_deref().map(msgid_key).filter(|m| !m.is_empty());
+    let mut out = Vec::with_capacity(3 + r.recipients.len());
+    out.extend(id(&r.msgid).map(|m| (TAG_MSGID, m)));
+    out.extend(id(&r.ident).map(|i| (TAG_IDENT, i)));
+    out.extend(r.mailbox_keys().into_iter().map(|m| (TAG_MAILBOX, m)));
+    out
+}
+
 /// The index entries a record gets when it is written.
 pub(crate) fn index_keys(r: &TraceRecord) -> Vec<(Index, Vec<u8>)> {
-    let mut out = Vec::with_capacity(4 + r.recipients.len());
-    if let Some(m) = r.msgid.as_deref().map(msgid_key).filter(|m| !m.is_empty()) {
-        out.push((Index::Keys, hashed(TAG_MSGID, &m, r.seq)));
-    }
-    if let Some(i) = r.ident.as_deref().map(msgid_key).filter(|m| !m.is_empty()) {
-        out.push((Index::Keys, hashed(TAG_IDENT, &i, r.seq)));
-    }
-    for m in r.mailbox_keys() {
-        out.push((Index::Keys, hashed(TAG_MAILBOX, &m, r.seq)));
-    }
+    let mut out: Vec<_> = index_texts(r)
+        .into_iter()
+        .map(|(tag, text)| (Index::Keys, hashed(tag, &text, r.seq)))
+        .collect();
     out.push((Index::Time, time_key(r)));
     out
 }
@@ -162,14 +167,13 @@ fn time_key(r: &TraceRecord) -> Vec<u8> {
 /// form 1): what a purge removes for such a record.
 pub(crate) fn old_index_keys(r: &TraceRecord) -> Vec<(Index, Vec<u8>)> {
     let mut out = vec![(Index::Time, time_key(r))];
-    if let Some(m) = r.msgid.as_deref().map(msgid_key).filter(|m| !m.is_empty()) {
-        out.push((Index::OldMsgId, prefixed(&m, r.seq)));
-    }
-    if let Some(i) = r.ident.as_deref().map(msgid_key).filter(|m| !m.is_empty()) {
-        out.push((Index::OldIdent, prefixed(&i, r.seq)));
-    }
-    for m in r.mailbox_keys() {
-        out.push((Index::OldMailbox, prefixed(&m, r.seq)));
+    for (tag, text) in index_texts(r) {
+        let tree = match tag {
+            TAG_MSGID => Index::OldMsgId,
+            TAG_IDENT => Index::OldIdent,
+            _ => Index::OldMailbox,
+        };
+        out.push((tree, prefixed(&text, r.seq)));
     }
     out
 }
@@ -391,12 +395,10 @@ impl TraceLog {
             }
         };
         let by_key = |tag: u8, text: String, old: &crate::store::kv::Tree| {
-            let mut k = text.clone().into_bytes();
+            let hashed = self.trees.keys.scan_prefix(hashed_prefix(tag, &text));
+            let mut k = text.into_bytes();
             k.push(0);
-            merge_by_seq(
-                self.trees.keys.scan_prefix(hashed_prefix(tag, &text)),
-                old.scan_prefix(k),
-            )
+            merge_by_seq(hashed, old.scan_prefix(k))
         };
         let seqs: Option<Box<dyn Iterator<Item = Result<u64, TraceError>>>> =
             if let Some(m) = &q.msgid {

@@ -513,6 +513,24 @@ mod tests {
         assert!(e.contains("unknown fields"), "{e}");
     }
 
+    /// The bytes of [`small`]'s fields from its time to its `related`, the same in both
+    /// versions.
+    macro_rules! small_fields {
+        () => {
+            concat!(
+                "000000006a18a500", // seconds (1,780,000,000: June 2026)
+                "00000005",         // nanoseconds
+                "0b",               // Delivered
+                "05",               // msgid and sender present
+                "052b30323030",     // zone "+0200" (Italian summer time)
+                "016d",             // msgid "m"
+                "0173",             // sender "s"
+                "010172",           // recipients ["r"]
+                "00",               // related []
+            )
+        };
+    }
+
     /// The record whose bytes the layout tests spell out.
     fn small() -> TraceRecord {
         TraceEvent::new(
@@ -531,18 +549,10 @@ mod tests {
     fn the_layout_of_version_1_does_not_change() {
         let r = small();
         let mut want = hex::decode(concat!(
-            "01",               // version
-            "ac02",             // seq 300
-            "000000006a18a500", // seconds (1,780,000,000: June 2026)
-            "00000005",         // nanoseconds
-            "0b",               // Delivered
-            "05",               // msgid and sender present
-            "052b30323030",     // zone "+0200" (Italian summer time)
-            "016d",             // msgid "m"
-            "0173",             // sender "s"
-            "010172",           // recipients ["r"]
-            "00",               // related []
-            "00",               // prev_hash as 32 bytes
+            "01",   // version
+            "ac02", // seq 300
+            small_fields!(),
+            "00", // prev_hash as 32 bytes
         ))
         .unwrap();
         want.extend_from_slice(&[0; 32]);
@@ -557,17 +567,9 @@ mod tests {
     fn the_layout_of_version_2_does_not_change() {
         let r = small();
         let mut want = hex::decode(concat!(
-            "02",               // version
-            "000000006a18a500", // seconds (1,780,000,000: June 2026)
-            "00000005",         // nanoseconds
-            "0b",               // Delivered
-            "05",               // msgid and sender present
-            "052b30323030",     // zone "+0200" (Italian summer time)
-            "016d",             // msgid "m"
-            "0173",             // sender "s"
-            "010172",           // recipients ["r"]
-            "00",               // related []
-            "00",               // hash as 32 bytes
+            "02", // version
+            small_fields!(),
+            "00", // hash as 32 bytes
         ))
         .unwrap();
         want.extend_from_slice(&hex::decode(&r.hash).unwrap());

@@ -52,7 +52,8 @@ impl BlobId {
     /// The 32 bytes of the digest.
     pub fn raw(&self) -> [u8; 32] {
         let mut out = [0u8; 32];
-        // Cannot fail: `parse` and `from_digest` make only 64 lower-case hex digits.
+        // Cannot fail: every constructor (`parse`, `from_digest`, serde through `parse`)
+        // makes only 64 lower-case hex digits; stored bytes never reach here unchecked.
         hex::decode_to_slice(&self.0, &mut out).expect("a BlobId is 64 hex digits");
         out
     }

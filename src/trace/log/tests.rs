@@ -18,6 +18,20 @@ fn event(i: u32, t: Timestamp) -> TraceEvent {
         .message_bytes(b"body")
 }
 
+fn msgid(m: &str) -> TraceQuery {
+    TraceQuery {
+        msgid: Some(m.into()),
+        ..Default::default()
+    }
+}
+
+fn ident(i: &str) -> TraceQuery {
+    TraceQuery {
+        ident: Some(i.into()),
+        ..Default::default()
+    }
+}
+
 fn seqs(rs: &[TraceRecord]) -> Vec<u64> {
     rs.iter().map(|r| r.seq).collect()
 }
@@ -73,10 +87,7 @@ fn records_come_back_with_the_previous_hash_they_were_chained_to() {
         assert_eq!(got.compute_hash(), got.hash);
     }
     // Through an index, non-consecutive records.
-    let even = s.trace().query(&TraceQuery {
-        msgid: Some("m0@x.it".into()),
-        ..Default::default()
-    });
+    let even = s.trace().query(&msgid("m0@x.it"));
     assert_eq!(even.unwrap(), [all[0].clone(), all[2].clone()]);
     let said = s.trace().events(&TraceQuery {
         msgid: Some("<m0@x.it>".into()),
@@ -98,10 +109,7 @@ fn a_record_after_a_gap_is_an_error_to_read_and_a_problem_to_verify() {
     let e = s.trace().get(3).unwrap_err().to_string();
     assert!(e.contains("record 2 is missing"), "{e}");
     // What record 3 says is still readable: `events` reads no predecessor.
-    let q = TraceQuery {
-        ident: Some("opec.2@pec.x.it".into()),
-        ..Default::default()
-    };
+    let q = ident("opec.2@pec.x.it");
     assert!(s.trace().query(&q).is_err());
     assert_eq!(s.trace().events(&q).unwrap(), [event(2, t0())]);
     let r = s.trace().verify(None).unwrap();
@@ -118,13 +126,9 @@ fn a_collision_in_the_hashed_index_costs_a_read_not_a_wrong_answer() {
     // Record 2 (Message-ID m1) filed under m0's hash, as a collision would file it.
     let keys = &s.trees().trace.keys;
     keys.insert(hashed(TAG_MSGID, "m0@x.it", 2), &[]).unwrap();
-    let q = |m: &str| TraceQuery {
-        msgid: Some(m.into()),
-        ..Default::default()
-    };
-    assert_eq!(query(&s, q("<m0@x.it>")), [1, 3]);
-    assert_eq!(query(&s, q("m1@x.it")), [2]);
-    assert_eq!(query(&s, q("m2@x.it")), Vec::<u64>::new());
+    assert_eq!(query(&s, msgid("<m0@x.it>")), [1, 3]);
+    assert_eq!(query(&s, msgid("m1@x.it")), [2]);
+    assert_eq!(query(&s, msgid("m2@x.it")), Vec::<u64>::new());
     // Each entry is 17 bytes, whatever the length of the text.
     for kv in keys.iter() {
         assert_eq!(kv.unwrap().0.len(), 17);
@@ -152,13 +156,7 @@ fn a_store_of_schema_5_is_read_queried_verified_and_purged_with_the_new_records(
     assert_eq!(all[3].prev_hash, all[2].hash, "form 2 after form 1");
     let q = TraceQuery::default;
     let by = |q: TraceQuery| query(&s, q);
-    assert_eq!(
-        by(TraceQuery {
-            msgid: Some("m0@x.it".into()),
-            ..q()
-        }),
-        [1, 3, 5]
-    );
+    assert_eq!(by(msgid("m0@x.it")), [1, 3, 5]);
     assert_eq!(
         by(TraceQuery {
             mailbox: Some("alice@pec.x.it".into()),
@@ -175,13 +173,7 @@ fn a_store_of_schema_5_is_read_queried_verified_and_purged_with_the_new_records(
         [1, 2, 3, 4]
     );
     for (i, want) in [(2, 3), (4, 5)] {
-        assert_eq!(
-            by(TraceQuery {
-                ident: Some(format!("opec.{i}@pec.x.it")),
-                ..q()
-            }),
-            [want]
-        );
+        assert_eq!(by(ident(&format!("opec.{i}@pec.x.it"))), [want]);
     }
     assert_eq!(
         by(TraceQuery {
@@ -247,13 +239,7 @@ fn an_interrupted_purge_leaves_records_that_queries_skip_not_errors() {
     assert_eq!(after.prev_hash, cp.head_hash);
     let all = query(&s, TraceQuery::default());
     assert!(!all.contains(&3) && all.ends_with(&[5, 6, 7]), "{all:?}");
-    let m0 = query(
-        &s,
-        TraceQuery {
-            msgid: Some("m0@x.it".into()),
-            ..Default::default()
-        },
-    );
+    let m0 = query(&s, msgid("m0@x.it"));
     assert_eq!(m0, [6], "records 1 and 3 are purged or being purged");
     assert!(s.trace().verify(None).unwrap().intact());
 }
