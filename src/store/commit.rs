@@ -48,6 +48,7 @@ use crate::trace::verify::ExportLine;
 use crate::trace::{Checkpoint, EventKind, TraceEvent, TraceLog};
 
 mod published;
+mod seal;
 use published::mailbox_changes;
 pub(crate) use published::{announcements, heard};
 
@@ -111,6 +112,12 @@ pub(crate) struct Committer {
     /// Where committed mailbox changes are published, after the flush.
     changes: tokio::sync::broadcast::Sender<MailboxChange>,
     archive: super::archive::ArchivePolicy,
+    /// The trace head as of the last successful flush: records up to it may be sealed.
+    durable_head: u64,
+    /// Records per sealed segment (`StoreOptions::trace_segment_records`).
+    seal_slots: u64,
+    /// The thread writing sealed segments (sled stores).
+    sealer: Option<seal::Sealer>,
 }
 
 const MAX_GROUP: usize = 4096;
@@ -153,7 +160,12 @@ impl Committer {
             None => None,
         };
         let trees = trees.for_committer();
+        let sealer = match &trees.trace.sealed {
+            Some(s) => Some(seal::Sealer::start(trees.trace.records.clone(), s.clone())?),
+            None => None,
+        };
         let c = Committer {
+            sealer,
             all: all_trees(&trees),
             head_stale: false,
             several: db.several_writers(),
@@ -167,6 +179,8 @@ impl Committer {
             archive: o.archive,
             clock: o.clock.clone(),
             cp_floor: last_cp.0,
+            durable_head: head.0,
+            seal_slots: o.trace_segment_records.max(1),
             head,
             last_cp,
             every: o.checkpoint_every.max(1),
@@ -190,6 +204,8 @@ impl Committer {
 
     fn run(mut self, rx: Receiver<Job>) {
         let tick = Duration::from_millis(200);
+        // What an older store, or one reopened with smaller segments, has to seal.
+        self.seal_backlog();
         loop {
             let mut jobs = Vec::new();
             let mut shutdown = false;
@@ -276,6 +292,7 @@ impl Committer {
             if wrote {
                 let flushed = self.flush();
                 if flushed.is_ok() {
+                    self.durable_head = self.head.0;
                     self.publish(changed);
                 }
                 if let Err(msg) = flushed {
@@ -304,6 +321,7 @@ impl Committer {
                 drop(reply.send(r));
             }
             self.maybe_request_checkpoint();
+            self.maybe_seal();
             if shutdown {
                 if self.in_flight {
                     self.store_signed(true);

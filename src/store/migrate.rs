@@ -140,12 +140,28 @@ const COPY_BATCH: usize = 1000;
 /// since, replaced only when asked.
 pub(crate) const MIGRATING_KEY: &[u8] = b"migration_in_progress";
 
+/// A tree's entries in key order.
+type Entries<'a> = Box<dyn Iterator<Item = Result<(sled::IVec, sled::IVec), StoreError>> + 'a>;
+
+/// The entries of the source's tree `name`: for the trace log, its records wherever they
+/// are (the tree and the sealed segments), keyed by seq as in the tree.
+fn entries<'a>(trees: &'a super::Trees, tree: &'a super::kv::Tree, name: &str) -> Entries<'a> {
+    if name == "trace" && trees.trace.sealed.is_some() {
+        Box::new(trees.trace.records_in(1, u64::MAX).map(|kv| {
+            kv.map(|(seq, v)| (sled::IVec::from(&crate::trace::log::seq_key(seq)[..]), v))
+                .map_err(StoreError::from)
+        }))
+    } else {
+        Box::new(tree.iter().map(|kv| kv.map_err(StoreError::from)))
+    }
+}
+
 /// The SHA-256 of a tree's entries in key order (length-prefixed keys and values),
 /// without the migration marker.
-fn tree_digest(tree: &super::kv::Tree) -> Result<(u64, u64, [u8; 32]), StoreError> {
+fn tree_digest(entries: Entries<'_>) -> Result<(u64, u64, [u8; 32]), StoreError> {
     let mut h = Sha256::new();
     let (mut n, mut bytes) = (0u64, 0u64);
-    for kv in tree.iter() {
+    for kv in entries {
         let (k, v) = kv?;
         if k.as_ref() == MIGRATING_KEY {
             continue;
@@ -228,15 +244,21 @@ pub fn copy_metadata(
             }
         }
     }
+    // Sealed trace segments a sled target had (an earlier copy, or the store replaced)
+    // would be taken for part of the copied log.
+    if target.backend == super::StoreBackend::Sled {
+        crate::trace::segments::Segments::clear(&target_dir.join("trace"))?;
+    }
     // Marked first: an interruption from here on leaves a target known to be a copy.
     meta.insert(MIGRATING_KEY, source.id().as_bytes())?;
     super::flush_durably(target_dir, &dst)?;
     for name in &names {
         let from = src.open_tree(name)?;
+        let from = entries(&source.inner.trees, &from, name);
         let to = dst.open_tree(name)?;
         let mut batch = super::kv::Batch::default();
         let mut pending = 0;
-        for kv in from.iter() {
+        for kv in from {
             let (k, v) = kv?;
             report.entries += 1;
             report.bytes += (k.len() + v.len()) as u64;
@@ -258,9 +280,10 @@ pub fn copy_metadata(
     super::flush_durably(target_dir, &dst)?;
     // Read back and compared, tree by tree.
     for name in &names {
+        let (from, to) = (src.open_tree(name)?, dst.open_tree(name)?);
         let (a, b) = (
-            tree_digest(&src.open_tree(name)?)?,
-            tree_digest(&dst.open_tree(name)?)?,
+            tree_digest(entries(&source.inner.trees, &from, name))?,
+            tree_digest(Box::new(to.iter().map(|kv| kv.map_err(StoreError::from))))?,
         );
         if a != b {
             return Err(StoreError::Corrupt {

@@ -158,9 +158,9 @@ pub const CHANGE_BACKLOG: usize = 1024;
 /// rewritten. Also in 6: idempotency claims are keyed by a hash of their text and blob
 /// reference counts and the email index by the blob's raw digest ([`keys`],
 /// [`changes`]); an older store's keys are rewritten at open (the email index rebuilt).
-pub const SCHEMA_VERSION: u32 = 6;
+pub const SCHEMA_VERSION: u32 = 7;
 /// Schemas this code can open (older ones are migrated to [`SCHEMA_VERSION`]).
-pub const SUPPORTED_SCHEMAS: &[u32] = &[1, 2, 3, 4, 5, 6];
+pub const SUPPORTED_SCHEMAS: &[u32] = &[1, 2, 3, 4, 5, 6, 7];
 
 /// All trees, in the fixed order used by transactions (see [`commit`]).
 #[derive(Debug, Clone)]
@@ -212,6 +212,7 @@ impl Trees {
                 by_time: w(&tr.by_time),
                 checkpoints: w(&tr.checkpoints),
                 meta: w(&tr.meta),
+                sealed: tr.sealed.clone(),
             },
             changelog: w(&self.changelog),
             email_index: w(&self.email_index),
@@ -375,6 +376,48 @@ pub fn wait_until_unlocked(
     }
 }
 
+/// Opens the sealed segments of the trace log (`<dir>/trace`, sled stores) and removes
+/// from the `trace` tree what a seal interrupted by a crash left there: records already in
+/// a file, which must be the same bytes.
+fn open_sealed(
+    dir: &Path,
+    db: &Db,
+    trees: &Trees,
+) -> Result<crate::trace::segments::Segments, StoreError> {
+    use crate::trace::log::{seq_key, seq_of_index_key};
+    let floor = match trees.trace.meta.get(crate::trace::retention::PURGED_KEY)? {
+        Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+            what: "trace purge floor".into(),
+            detail: hex::encode(&v),
+        })?),
+        None => 0,
+    };
+    let sealed = crate::trace::segments::Segments::open(&dir.join("trace"), floor)?;
+    let mut batch = kv::Batch::default();
+    let mut n = 0;
+    for kv in trees.trace.records.range(..=seq_key(sealed.upto())) {
+        let (k, v) = kv?;
+        let seq = seq_of_index_key(&k).unwrap_or(0);
+        if seq > floor && sealed.get(seq)?.as_deref() != Some(v.as_ref()) {
+            return Err(StoreError::Corrupt {
+                what: format!("trace record {seq}"),
+                detail: "the sealed segment holding it has other bytes than the trace tree".into(),
+            });
+        }
+        batch.remove(&k);
+        n += 1;
+    }
+    if n > 0 {
+        trees.trace.records.apply_batch(batch)?;
+        flush_durably(dir, db)?;
+        tracing::info!(
+            records = n,
+            "trace records already sealed removed from the tree (a seal was interrupted)"
+        );
+    }
+    Ok(sealed)
+}
+
 /// Opens the database `options.backend` names.
 fn open_db(dir: &Path, options: &StoreOptions) -> Result<Db, StoreError> {
     match &options.backend {
@@ -426,7 +469,7 @@ impl Store {
         let options = kv::pg::testing::backend_for(&dir, options)?;
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let db = open_db(&dir, &options)?;
-        let trees = Trees::open(&db)?;
+        let mut trees = Trees::open(&db)?;
         let found = check_schema(&dir, &db, &trees)?;
         // Nodes of an older version keep writing in their forms (claims, blob counts)
         // after a migration they do not see: migrate only with nobody else writing.
@@ -464,6 +507,9 @@ impl Store {
                 .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
             flush_durably(&dir, &db)?;
             tracing::info!(dir = %dir.display(), from = found, to = SCHEMA_VERSION, "store schema migrated");
+        }
+        if let Db::Sled(_) = &db {
+            trees.trace.sealed = Some(Arc::new(open_sealed(&dir, &db, &trees)?));
         }
         let id = store_id(&dir, &db, &trees)?;
         let blobs = BlobStore::open(dir.join("blobs"), &options.blobs, Some(&id))?;
@@ -737,6 +783,16 @@ impl Store {
                 bytes += (k.len() + v.len()) as u64;
             }
             out.push((name, n, bytes));
+        }
+        if let Some(sealed) = &self.inner.trees.trace.sealed {
+            // Counted as stored: what the files hold beyond it is the slot tables.
+            let (mut n, mut bytes) = (0u64, 0u64);
+            for kv in self.inner.trees.trace.records_in(1, sealed.upto()) {
+                let (_, v) = kv?;
+                n += 1;
+                bytes += 8 + v.len() as u64;
+            }
+            out.push(("trace (sealed)".into(), n, bytes));
         }
         out.sort_by_key(|t| std::cmp::Reverse(t.2));
         Ok(out)

@@ -41,6 +41,10 @@ pub struct StoreOptions {
     /// and reopened at once (a restart in the same process, an admin command right after
     /// the server stopped) would otherwise be refused as locked.
     pub lock_wait: Duration,
+    /// Records per sealed segment of the trace log (sled stores: the `trace` tree keeps
+    /// between one and two segments' worth of the newest records, the older ones are in
+    /// files, see [`crate::trace::segments`]).
+    pub trace_segment_records: u64,
 }
 
 impl Default for StoreOptions {
@@ -60,6 +64,7 @@ impl Default for StoreOptions {
             backend: StoreBackend::Sled,
             cache_bytes: 256 << 20,
             lock_wait: Duration::from_secs(3),
+            trace_segment_records: 4096,
         }
     }
 }

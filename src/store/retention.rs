@@ -13,10 +13,11 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::batch::{Batch, Op};
-use super::tx::{CHECKPOINTS, T_IDENT, T_KEYS, T_MAILBOX, T_MSGID, T_TIME, TRACE};
+use super::tx::{CHECKPOINTS, T_IDENT, T_KEYS, T_MAILBOX, T_MSGID, T_TIME, TRACE, TRACE_META};
 use super::{Store, StoreError};
 use crate::trace::TraceLog;
 use crate::trace::log::{Index, seq_key};
+use crate::trace::retention::PURGED_KEY;
 
 /// Records removed per commit during a purge.
 const PURGE_CHUNK: usize = 5_000;
@@ -74,6 +75,11 @@ impl Store {
                     });
                 }
             }
+            // With sealed segments, whose files are not changed, this is what says which
+            // records are purged.
+            if let Some((last, _)) = chunk.last() {
+                b = b.push(purged_op(*last));
+            }
             for seq in &cps {
                 b = b.push(Op::Raw {
                     tree: CHECKPOINTS,
@@ -82,9 +88,27 @@ impl Store {
                 });
             }
             self.commit(b)?;
+            if let Some((last, _)) = chunk.last() {
+                log.purge_sealed_through(*last)?;
+            }
             report.records_removed += chunk.len() as u64;
             report.checkpoints_removed += cps.len() as u64;
         }
+        // Everything up to the anchor is gone (a sealed slot may have been empty): the
+        // files holding nothing later can go.
+        if log.purged_floor() < anchor.seq && log.trees.sealed.is_some() {
+            self.commit(Batch::new().push(purged_op(anchor.seq)))?;
+            log.purge_sealed_through(anchor.seq)?;
+        }
         Ok(report)
+    }
+}
+
+/// Stores the purge floor of the sealed segments ([`PURGED_KEY`]).
+fn purged_op(seq: u64) -> Op {
+    Op::Raw {
+        tree: TRACE_META,
+        key: PURGED_KEY.to_vec(),
+        value: Some(seq.to_be_bytes().to_vec()),
     }
 }

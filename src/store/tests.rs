@@ -469,7 +469,8 @@ fn schema_and_lock_errors_are_clear() {
     drop(s);
     let e = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
     assert!(
-        e.to_string().contains("schema version 99") && e.to_string().contains("[1, 2, 3, 4, 5, 6]"),
+        e.to_string().contains("schema version 99")
+            && e.to_string().contains("[1, 2, 3, 4, 5, 6, 7]"),
         "{e}"
     );
 }

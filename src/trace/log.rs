@@ -14,6 +14,12 @@
 //! | `checkpoints` | seq (u64) | checkpoint JSON |
 //! | `trace_meta` | `anchor` | the anchor checkpoint JSON (after a purge) |
 //!
+//! On sled stores (schema 7) the `trace` tree keeps only the newest records: the
+//! committer seals older ones into files ([`super::segments`]), and every read of a
+//! record by seq goes through [`TraceTrees::record`] and
+//! [`TraceTrees::records_in`](super::records), which look in both. The indexes stay in
+//! the trees whatever holds the record.
+//!
 //! `trace_keys` (schema 6) indexes the Message-ID (tag 1), the identificativo (tag 2)
 //! and each mailbox (tag 3) of a record by a 64-bit hash of the index key
 //! ([`super::msgid_key`], [`super::mailbox_key`]): 17 bytes an entry, whatever the
@@ -88,6 +94,8 @@ pub struct TraceTrees {
     pub(crate) by_time: crate::store::kv::Tree,
     pub(crate) checkpoints: crate::store::kv::Tree,
     pub(crate) meta: crate::store::kv::Tree,
+    /// The sealed segments holding the older records (sled stores; none on PostgreSQL).
+    pub(crate) sealed: Option<Arc<super::segments::Segments>>,
 }
 
 pub(crate) const ANCHOR_KEY: &[u8] = b"anchor";
@@ -103,6 +111,7 @@ impl TraceTrees {
             by_time: db.open_tree("trace_time")?,
             checkpoints: db.open_tree("checkpoints")?,
             meta: db.open_tree("trace_meta")?,
+            sealed: None,
         })
     }
 }
@@ -178,7 +187,7 @@ pub(crate) fn old_index_keys(r: &TraceRecord) -> Vec<(Index, Vec<u8>)> {
     out
 }
 
-pub(super) fn seq_of_index_key(k: &[u8]) -> Option<u64> {
+pub(crate) fn seq_of_index_key(k: &[u8]) -> Option<u64> {
     let tail: [u8; 8] = k.get(k.len().checked_sub(8)?..)?.try_into().ok()?;
     Some(u64::from_be_bytes(tail))
 }
@@ -271,7 +280,7 @@ impl TraceLog {
             return Ok(Some(GENESIS_HASH.to_string()));
         }
         let k = seq_key(seq - 1);
-        if let Some(v) = self.trees.records.get(k)? {
+        if let Some(v) = self.trees.record(seq - 1)? {
             return Ok(Some(super::stored::decode(&k, &v)?.hash().to_string()));
         }
         match self.anchor()? {
@@ -298,8 +307,8 @@ impl TraceLog {
     /// The head of the chain: `(seq, hash)` of the last record, or of the anchor, or
     /// `(0, GENESIS_HASH)`.
     pub fn head(&self) -> Result<(u64, String), TraceError> {
-        if let Some((k, v)) = self.trees.records.last()? {
-            let r = super::stored::decode(&k, &v)?;
+        if let Some((seq, v)) = self.trees.last_record()? {
+            let r = super::stored::decode(&seq_key(seq), &v)?;
             return Ok((r.seq(), r.hash().to_string()));
         }
         Ok(match self.anchor()? {
@@ -331,11 +340,10 @@ impl TraceLog {
         let floor = anchor.as_ref().map_or(0, |a| a.seq);
         let first_seq = self
             .trees
-            .records
-            .range(seq_key(floor + 1)..)
+            .records_in(floor + 1, u64::MAX)
             .next()
             .transpose()?
-            .and_then(|(k, _)| seq_of_index_key(&k));
+            .map(|(seq, _)| seq);
         let (head_seq, head_hash) = self.head()?;
         Ok(TraceStatus {
             first_seq,
@@ -436,8 +444,9 @@ impl TraceLog {
         match seqs {
             Some(seqs) => {
                 for seq in seqs {
-                    let k = seq_key(seq?);
-                    if let Some(v) = self.trees.records.get(k)?
+                    let seq = seq?;
+                    let k = seq_key(seq);
+                    if let Some(v) = self.trees.record(seq)?
                         && !matching(super::stored::decode(&k, &v)?)?
                     {
                         break;
@@ -445,9 +454,9 @@ impl TraceLog {
                 }
             }
             None => {
-                for kv in self.trees.records.iter() {
-                    let (k, v) = kv?;
-                    if !matching(super::stored::decode(&k, &v)?)? {
+                for kv in self.trees.records_in(1, u64::MAX) {
+                    let (seq, v) = kv?;
+                    if !matching(super::stored::decode(&seq_key(seq), &v)?)? {
                         break;
                     }
                 }
@@ -470,9 +479,8 @@ impl<'a> Chain<'a> {
     }
 
     fn get(&mut self, seq: u64) -> Result<Option<TraceRecord>, TraceError> {
-        let k = seq_key(seq);
-        match self.log.trees.records.get(k)? {
-            Some(v) => self.complete(super::stored::decode(&k, &v)?),
+        match self.log.trees.record(seq)? {
+            Some(v) => self.complete(super::stored::decode(&seq_key(seq), &v)?),
             None => Ok(None),
         }
     }

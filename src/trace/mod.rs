@@ -9,7 +9,9 @@
 //!   [`log`]): `trace` (seq → record), the secondary indexes `trace_keys` (hashed
 //!   Message-ID, identificativo and mailboxes; `trace_msgid`, `trace_ident` and
 //!   `trace_mailbox` in stores of schema 5 and older) and `trace_time`, and
-//!   `checkpoints`; queries; the export/verify walk
+//!   `checkpoints`; on sled stores the older records sealed in files beside the
+//!   database (module [`segments`]), read together with the tree (module `records`);
+//!   queries; the export/verify walk
 //!   bounded at the head (module `walk`); the retention purge plan (module `retention`);
 //! - verification of the live log and of an export (module [`verify`]).
 //!
@@ -44,7 +46,9 @@
 
 pub mod checkpoint;
 pub mod log;
+mod records;
 pub mod retention;
+pub mod segments;
 pub(crate) mod stored;
 pub mod verify;
 pub mod walk;

@@ -13,6 +13,10 @@ use super::log::{
 use super::verify::{ANCHOR_PREFIX, ExportLine};
 use super::{Checkpoint, EventKind, TraceEvent, sha256_hex};
 
+/// Key in `trace_meta` of the seq up to which a purge has removed every record's index
+/// entries (u64, big-endian): the sealed segments' purge floor.
+pub(crate) const PURGED_KEY: &[u8] = b"purged";
+
 impl TraceLog {
     /// The newest checkpoint (above the current anchor) all of whose records are older
     /// than `now - retention_months`: the anchor of the next purge. Event times need not
@@ -31,7 +35,7 @@ impl TraceLog {
         let floor = self.anchor()?.map_or(0, |a| a.seq);
         let mut best = None;
         // Records are scanned once, in seq order, alongside the checkpoints.
-        let mut records = self.trees.records.range(seq_key(floor + 1)..);
+        let mut records = self.trees.records_in(floor + 1, u64::MAX);
         let mut scanned = floor;
         'cps: for kv in self.trees.checkpoints.range(seq_key(floor + 1)..) {
             let (k, v) = kv?;
@@ -41,8 +45,8 @@ impl TraceLog {
                     // The checkpoint's own record is missing: not a safe anchor.
                     break 'cps;
                 };
-                let (rk, rv) = kv?;
-                let r = super::stored::decode(&rk, &rv)?;
+                let (seq, rv) = kv?;
+                let r = super::stored::decode(&seq_key(seq), &rv)?;
                 if r.unchained().time >= cutoff {
                     break 'cps;
                 }
@@ -69,17 +73,21 @@ impl TraceLog {
         ev
     }
 
-    /// Up to `max` records at or below `upto` still present, with their index keys
-    /// (what a purge step removes).
+    /// Up to `max` records at or below `upto` still present (above the sealed
+    /// segments' purge floor), with their index keys (what a purge step removes).
     pub(crate) fn purge_chunk(
         &self,
         upto: u64,
         max: usize,
     ) -> Result<Vec<(u64, Vec<(Index, Vec<u8>)>)>, TraceError> {
         let mut out = Vec::new();
-        for kv in self.trees.records.range(..=seq_key(upto)).take(max) {
-            let (k, v) = kv?;
-            let r = super::stored::decode(&k, &v)?;
+        for kv in self
+            .trees
+            .records_in(self.purged_floor() + 1, upto)
+            .take(max)
+        {
+            let (seq, v) = kv?;
+            let r = super::stored::decode(&seq_key(seq), &v)?;
             // The form tells which schema wrote the record, hence where its entries are.
             let keys = if r.needs_prev() {
                 index_keys(r.unchained())
@@ -89,6 +97,22 @@ impl TraceLog {
             out.push((r.seq(), keys));
         }
         Ok(out)
+    }
+
+    /// The seq up to which a purge has removed every record's index entries (0 without
+    /// sealed segments: there, a purged record is removed from the tree).
+    pub(crate) fn purged_floor(&self) -> u64 {
+        self.trees.sealed.as_ref().map_or(0, |s| s.floor())
+    }
+
+    /// Marks the records up to `seq` purged in the sealed segments (once the commit
+    /// that removed their index entries and stored [`PURGED_KEY`] is durable), deleting
+    /// the files that hold nothing else.
+    pub(crate) fn purge_sealed_through(&self, seq: u64) -> Result<(), TraceError> {
+        match &self.trees.sealed {
+            Some(s) => s.purge_through(seq),
+            None => Ok(()),
+        }
     }
 
     /// Checkpoints strictly below `seq`.

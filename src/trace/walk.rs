@@ -49,9 +49,10 @@ impl TraceLog {
             return Ok(end);
         }
         let bound = seq_key(floor + 1)..=seq_key(head);
-        let mut cps = self.trees.checkpoints.range(bound.clone()).peekable();
-        for kv in self.trees.records.range(bound) {
-            let (k, v) = kv?;
+        let mut cps = self.trees.checkpoints.range(bound).peekable();
+        for kv in self.trees.records_in(floor + 1, head) {
+            let (seq, v) = kv?;
+            let k = seq_key(seq);
             // A record stored without its prev_hash gets the hash of the one walked
             // before it (or of the anchor, or genesis); a gap before it is reported by
             // the verifier as a gap.
