@@ -118,6 +118,9 @@ pub(crate) struct Committer {
     seal_slots: u64,
     /// The thread writing sealed segments (sled stores).
     sealer: Option<seal::Sealer>,
+    /// A flush failed: what the trees hold may not be durable, so nothing more is
+    /// sealed (on sled, every later flush fails too, until a restart).
+    flush_failed: bool,
 }
 
 const MAX_GROUP: usize = 4096;
@@ -161,11 +164,12 @@ impl Committer {
         };
         let trees = trees.for_committer();
         let sealer = match &trees.trace.sealed {
-            Some(s) => Some(seal::Sealer::start(trees.trace.records.clone(), s.clone())?),
+            Some(s) => Some(seal::Sealer::start(s.clone())?),
             None => None,
         };
         let c = Committer {
             sealer,
+            flush_failed: false,
             all: all_trees(&trees),
             head_stale: false,
             several: db.several_writers(),
@@ -296,6 +300,7 @@ impl Committer {
                     self.publish(changed);
                 }
                 if let Err(msg) = flushed {
+                    self.flush_failed = true;
                     tracing::error!(error = %msg, "store flush failed");
                     // PostgreSQL rolled the group back: the head in memory is read again
                     // now (and at every batch until that works).
@@ -321,8 +326,11 @@ impl Committer {
                 drop(reply.send(r));
             }
             self.maybe_request_checkpoint();
-            self.maybe_seal();
+            self.maybe_seal(!self.flush_failed);
             if shutdown {
+                if let Some(s) = &mut self.sealer {
+                    s.stop();
+                }
                 if self.in_flight {
                     self.store_signed(true);
                 }

@@ -244,14 +244,14 @@ pub fn copy_metadata(
             }
         }
     }
+    // Marked first: an interruption from here on leaves a target known to be a copy.
+    meta.insert(MIGRATING_KEY, source.id().as_bytes())?;
+    super::flush_durably(target_dir, &dst)?;
     // Sealed trace segments a sled target had (an earlier copy, or the store replaced)
     // would be taken for part of the copied log.
     if target.backend == super::StoreBackend::Sled {
         crate::trace::segments::Segments::clear(&target_dir.join("trace"))?;
     }
-    // Marked first: an interruption from here on leaves a target known to be a copy.
-    meta.insert(MIGRATING_KEY, source.id().as_bytes())?;
-    super::flush_durably(target_dir, &dst)?;
     for name in &names {
         let from = src.open_tree(name)?;
         let from = entries(&source.inner.trees, &from, name);

@@ -378,7 +378,8 @@ pub fn wait_until_unlocked(
 
 /// Opens the sealed segments of the trace log (`<dir>/trace`, sled stores) and removes
 /// from the `trace` tree what a seal interrupted by a crash left there: records already in
-/// a file, which must be the same bytes.
+/// a file, which must be the same bytes. Refuses files and a tree that do not continue
+/// each other (a database restored without its files, or files from another store).
 fn open_sealed(
     dir: &Path,
     db: &Db,
@@ -393,27 +394,60 @@ fn open_sealed(
         None => 0,
     };
     let sealed = crate::trace::segments::Segments::open(&dir.join("trace"), floor)?;
-    let mut batch = kv::Batch::default();
+    let upto = sealed.upto();
     let mut n = 0;
-    for kv in trees.trace.records.range(..=seq_key(sealed.upto())) {
-        let (k, v) = kv?;
-        let seq = seq_of_index_key(&k).unwrap_or(0);
-        if seq > floor && sealed.get(seq)?.as_deref() != Some(v.as_ref()) {
-            return Err(StoreError::Corrupt {
-                what: format!("trace record {seq}"),
-                detail: "the sealed segment holding it has other bytes than the trace tree".into(),
-            });
+    loop {
+        let mut batch = kv::Batch::default();
+        let mut in_batch = 0;
+        for kv in trees.trace.records.range(..=seq_key(upto)).take(10_000) {
+            let (k, v) = kv?;
+            let Some(seq) = seq_of_index_key(&k) else {
+                continue;
+            };
+            if seq > floor && sealed.get(seq)?.as_deref() != Some(v.as_ref()) {
+                return Err(StoreError::Corrupt {
+                    what: format!("trace record {seq}"),
+                    detail: "the sealed segment holding it has other bytes than the trace tree"
+                        .into(),
+                });
+            }
+            batch.remove(&k);
+            in_batch += 1;
         }
-        batch.remove(&k);
-        n += 1;
+        if in_batch == 0 {
+            break;
+        }
+        trees.trace.records.apply_batch(batch)?;
+        n += in_batch;
     }
     if n > 0 {
-        trees.trace.records.apply_batch(batch)?;
         flush_durably(dir, db)?;
         tracing::info!(
             records = n,
             "trace records already sealed removed from the tree (a seal was interrupted)"
         );
+    }
+    // The tree goes on where the files end: the committer seals only when later records
+    // are durable, and a purge never reaches the head.
+    if upto > 0 {
+        let next = trees
+            .trace
+            .records
+            .first()?
+            .and_then(|(k, _)| seq_of_index_key(&k));
+        let after = upto.max(floor) + 1;
+        if next.is_none_or(|n| n > after) {
+            return Err(StoreError::Corrupt {
+                what: "trace log".into(),
+                detail: format!(
+                    "the sealed segments in {} end at record {upto} but the database's records {}: \
+                     the database and its sealed segments are not from the same moment of one \
+                     store (restore both from one backup)",
+                    dir.join("trace").display(),
+                    next.map_or("are none".to_string(), |n| format!("start at {n}"))
+                ),
+            });
+        }
     }
     Ok(sealed)
 }
@@ -819,6 +853,19 @@ fn check_schema(dir: &Path, db: &Db, trees: &Trees) -> Result<u32, StoreError> {
             Ok(found)
         }
         None => {
+            let sealed_files = std::fs::read_dir(dir.join("trace")).is_ok_and(|mut d| {
+                d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".seg")))
+            });
+            if sealed_files {
+                return Err(StoreError::Corrupt {
+                    what: "schema version".into(),
+                    detail: format!(
+                        "no database, but sealed trace segments in {}: restore the database \
+                         with them, or move them away",
+                        dir.join("trace").display()
+                    ),
+                });
+            }
             if !trees.mailboxes.is_empty()? || !trees.trace.records.is_empty()? {
                 return Err(StoreError::Corrupt {
                     what: "schema version".into(),

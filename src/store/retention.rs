@@ -99,6 +99,9 @@ impl Store {
         if log.purged_floor() < anchor.seq && log.trees.sealed.is_some() {
             self.commit(Batch::new().push(purged_op(anchor.seq)))?;
             log.purge_sealed_through(anchor.seq)?;
+        } else {
+            // A file sealed while the last purge ran may hold nothing above the floor.
+            log.purge_sealed_through(log.purged_floor())?;
         }
         Ok(report)
     }

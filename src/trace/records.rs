@@ -74,9 +74,15 @@ impl Records<'_> {
                 // Purged records are not read.
                 self.next = self.next.max(s.floor() + 1);
                 if self.next <= sealed_upto {
+                    let Some(last) = s.last_of(self.next) else {
+                        // Below the first file (purged before sealing began): on to the
+                        // first file after it, or to the tree.
+                        self.next = s.first_after(self.next).unwrap_or(sealed_upto + 1);
+                        continue;
+                    };
                     let got = s.read_from(self.next, self.to)?;
                     // What remains of the file holding `next` was read: go on after it.
-                    self.next = s.last_of(self.next).unwrap_or(self.next).min(self.to) + 1;
+                    self.next = last.min(self.to) + 1;
                     if got.is_empty() {
                         continue;
                     }

@@ -10,7 +10,7 @@
 //! What it owns: the file format, writing a file (complete and durable before it is
 //! named), reading records by seq, listing, and deleting files a purge left behind.
 //! It does not decide what to seal (the store's committer does, from records already
-//! durable in the tree, see `crate::store::commit`) nor read the tree: [`super::log`]
+//! durable in the tree, see `crate::store::commit`) nor read the tree: `super::records`
 //! reads the tree first and then these files, so that a record moving from one to the
 //! other is always found in one of them.
 //!
@@ -56,6 +56,11 @@ const OPEN_MAX: usize = 16;
 /// (the two SHA-256 digests a record carries do not compress). A read by seq inflates
 /// one block.
 const BLOCK_SLOTS: u32 = 64;
+/// More than any block of records holds: a table claiming more is damaged (and is not
+/// inflated into memory).
+const MAX_BLOCK: usize = 64 << 20;
+/// The most slots per block a file may claim.
+const MAX_BLOCK_SLOTS: u64 = 4096;
 /// The deflate level (miniz's default).
 const LEVEL: u8 = 6;
 
@@ -90,8 +95,8 @@ impl Segment {
     }
 
     fn open(path: PathBuf, first: u64) -> Result<Self, TraceError> {
-        let file = File::open(&path)?;
-        let len = file.metadata()?.len();
+        let file = File::open(&path).map_err(io_at(&path))?;
+        let len = file.metadata().map_err(io_at(&path))?.len();
         let corrupt = |detail: String| Self::corrupt(&path, detail);
         let mut head = [0u8; HEADER as usize];
         file.read_exact_at(&mut head, 0)
@@ -107,8 +112,12 @@ impl Segment {
             )));
         }
         let (n, block) = (at(16..20), at(20..24));
-        if n == 0 || block == 0 {
-            return Err(corrupt(format!("{n} slots in blocks of {block}")));
+        // Blocks larger than written here would inflate more than a block's worth; the
+        // last seq must leave room for the next file's first.
+        if n == 0 || block == 0 || block > MAX_BLOCK_SLOTS || first.checked_add(n).is_none() {
+            return Err(corrupt(format!(
+                "{n} slots from seq {first} in blocks of {block}"
+            )));
         }
         let m = n.div_ceil(block);
         let data_at = HEADER + 4 * (n + m);
@@ -116,7 +125,8 @@ impl Segment {
             return Err(corrupt(format!("{n} slots do not fit in {len} bytes")));
         }
         let mut tables = vec![0u8; 4 * (n + m) as usize];
-        file.read_exact_at(&mut tables, HEADER)?;
+        file.read_exact_at(&mut tables, HEADER)
+            .map_err(|e| corrupt(format!("tables: {e}")))?;
         let (ends, blocks) = tables.split_at(4 * n as usize);
         let (ends, blocks) = (be32(ends), be32(blocks));
         let sorted = |v: &[u32]| v.windows(2).all(|w| w[0] <= w[1]);
@@ -164,6 +174,12 @@ impl Segment {
             .read_exact_at(&mut packed, self.data_at + c0 as u64)
             .map_err(|e| Self::corrupt(&self.path, format!("reading block {b}: {e}")))?;
         let want = (u1 - u0) as usize;
+        if want > MAX_BLOCK {
+            return Err(Self::corrupt(
+                &self.path,
+                format!("block {b} claims {want} bytes"),
+            ));
+        }
         let bytes = miniz_oxide::inflate::decompress_to_vec_with_limit(&packed, want)
             .ok()
             .filter(|v| v.len() == want)
@@ -249,7 +265,15 @@ impl Segments {
     /// consecutive seqs, and removes temporary files a crash left. Records at or below
     /// `floor` count as purged.
     pub fn open(dir: &Path, floor: u64) -> Result<Self, TraceError> {
-        std::fs::create_dir_all(dir).map_err(io_at(dir))?;
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(io_at(dir))?;
+            // Its name in the parent is durable before any file in it is.
+            if let Some(parent) = dir.parent() {
+                File::open(parent)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io_at(parent))?;
+            }
+        }
         let mut state = State {
             floor,
             ..Default::default()
@@ -270,6 +294,11 @@ impl Segments {
                 continue;
             };
             let seg = Segment::open(entry.path(), first)?;
+            if seg.last() <= floor {
+                // Purged, its deletion cut short by a crash.
+                std::fs::remove_file(entry.path()).map_err(io_at(&entry.path()))?;
+                continue;
+            }
             state.files.insert(first, seg.last());
         }
         let mut expect = None;
@@ -324,6 +353,13 @@ impl Segments {
             Some((_, &last)) if seq <= last => Some(last),
             _ => None,
         }
+    }
+
+    /// The first seq of the first file starting after `seq`, if any.
+    pub fn first_after(&self, seq: u64) -> Option<u64> {
+        let st = self.state();
+        let from = seq.checked_add(1)?;
+        st.files.range(from..).next().map(|(first, _)| *first)
     }
 
     /// Files and bytes on disk (for reports).

@@ -171,3 +171,18 @@ fn purged_records_are_not_returned_and_their_files_go_once_nothing_else_is_in_th
     );
     Segments::clear(dir.path()).unwrap();
 }
+
+#[test]
+fn a_file_claiming_seqs_past_the_end_of_the_numbers_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Segments::open(dir.path(), 0).unwrap();
+    seal(&s, 1, 2, &[]);
+    let good = std::fs::read(dir.path().join(name(1))).unwrap();
+    std::fs::remove_file(dir.path().join(name(1))).unwrap();
+    let first = u64::MAX - 1;
+    let mut bad = good.clone();
+    bad[8..16].copy_from_slice(&first.to_be_bytes());
+    std::fs::write(dir.path().join(name(first)), &bad).unwrap();
+    let e = Segments::open(dir.path(), 0).unwrap_err().to_string();
+    assert!(e.contains("2 slots from seq 18446744073709551614"), "{e}");
+}
