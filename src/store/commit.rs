@@ -208,8 +208,7 @@ impl Committer {
 
     fn run(mut self, rx: Receiver<Job>) {
         let tick = Duration::from_millis(200);
-        // What an older store, or one reopened with smaller segments, has to seal.
-        self.seal_backlog();
+        self.before_sealing();
         loop {
             let mut jobs = Vec::new();
             let mut shutdown = false;
@@ -326,10 +325,14 @@ impl Committer {
                 drop(reply.send(r));
             }
             self.maybe_request_checkpoint();
-            self.maybe_seal(!self.flush_failed);
+            if !shutdown {
+                self.maybe_seal(!self.flush_failed);
+            }
             if shutdown {
-                if let Some(s) = &mut self.sealer {
-                    s.stop();
+                if let Some((first, last)) = self.sealer.as_mut().and_then(|s| s.stop())
+                    && let Err(e) = self.remove_sealed(first, last)
+                {
+                    tracing::warn!(error = %e, "removing sealed trace records from the tree failed; the next open does it");
                 }
                 if self.in_flight {
                     self.store_signed(true);

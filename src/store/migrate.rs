@@ -212,6 +212,12 @@ pub fn copy_metadata(
             nonempty = true;
         }
     }
+    // Sealed trace segments are part of a sled store too.
+    if target.backend == super::StoreBackend::Sled
+        && crate::trace::segments::Segments::present(&target_dir.join("trace"))
+    {
+        nonempty = true;
+    }
     let ours = |v: Option<sled::IVec>| v.is_some_and(|v| v.as_ref() == source.id().as_bytes());
     if nonempty {
         let interrupted = ours(meta.get(MIGRATING_KEY)?);

@@ -378,76 +378,112 @@ pub fn wait_until_unlocked(
 
 /// Opens the sealed segments of the trace log (`<dir>/trace`, sled stores) and removes
 /// from the `trace` tree what a seal interrupted by a crash left there: records already in
-/// a file, which must be the same bytes. Refuses files and a tree that do not continue
-/// each other (a database restored without its files, or files from another store).
+/// a file, which must be the same bytes. Refuses, before changing anything, files and a
+/// tree that do not continue each other (a database restored without its files, files
+/// from another store, a file lost).
 fn open_sealed(
     dir: &Path,
     db: &Db,
     trees: &Trees,
 ) -> Result<crate::trace::segments::Segments, StoreError> {
-    use crate::trace::log::{seq_key, seq_of_index_key};
-    let floor = match trees.trace.meta.get(crate::trace::retention::PURGED_KEY)? {
-        Some(v) => u64::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
-            what: "trace purge floor".into(),
-            detail: hex::encode(&v),
-        })?),
+    use crate::trace::log::{ANCHOR_KEY, seq_key, seq_of_index_key};
+    let meta_u64 = |what: &str, v: Option<sled::IVec>| -> Result<u64, StoreError> {
+        match v {
+            Some(v) => Ok(u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
+                StoreError::Corrupt {
+                    what: what.into(),
+                    detail: hex::encode(&v),
+                }
+            })?)),
+            None => Ok(0),
+        }
+    };
+    let floor = meta_u64(
+        "trace purge floor",
+        trees.trace.meta.get(crate::trace::retention::PURGED_KEY)?,
+    )?;
+    let anchor = match trees.trace.meta.get(ANCHOR_KEY)? {
+        Some(v) => crate::trace::log::decode::<Checkpoint>(ANCHOR_KEY, &v)?.seq,
         None => 0,
     };
-    let sealed = crate::trace::segments::Segments::open(&dir.join("trace"), floor)?;
+    let path = dir.join("trace");
+    let sealed = crate::trace::segments::Segments::open(&path, floor)?;
+    let refuse = |detail: String| StoreError::Corrupt {
+        what: "trace log".into(),
+        detail: format!(
+            "{detail}: the database and the sealed segments in {} are not from the same moment \
+             of one store (restore both from one backup)",
+            path.display()
+        ),
+    };
     let upto = sealed.upto();
-    let mut n = 0;
-    loop {
-        let mut batch = kv::Batch::default();
-        let mut in_batch = 0;
-        for kv in trees.trace.records.range(..=seq_key(upto)).take(10_000) {
-            let (k, v) = kv?;
-            let Some(seq) = seq_of_index_key(&k) else {
-                continue;
-            };
-            if seq > floor && sealed.get(seq)?.as_deref() != Some(v.as_ref()) {
-                return Err(StoreError::Corrupt {
-                    what: format!("trace record {seq}"),
-                    detail: "the sealed segment holding it has other bytes than the trace tree"
-                        .into(),
-                });
-            }
-            batch.remove(&k);
-            in_batch += 1;
-        }
-        if in_batch == 0 {
-            break;
-        }
-        trees.trace.records.apply_batch(batch)?;
-        n += in_batch;
-    }
-    if n > 0 {
-        flush_durably(dir, db)?;
-        tracing::info!(
-            records = n,
-            "trace records already sealed removed from the tree (a seal was interrupted)"
-        );
-    }
-    // The tree goes on where the files end: the committer seals only when later records
-    // are durable, and a purge never reaches the head.
     if upto > 0 {
+        // The files start where the log (after purges) starts...
+        let start = floor.max(anchor) + 1;
+        if let Some(first) = sealed.first_seq()
+            && first > start
+        {
+            return Err(refuse(format!(
+                "the first sealed segment starts at record {first}, the log at {start}"
+            )));
+        }
+        // ... and the tree goes on where they end: the committer seals only when later
+        // records are durable, and a purge never reaches the head.
         let next = trees
             .trace
             .records
-            .first()?
+            .range(seq_key(upto.saturating_add(1))..)
+            .next()
+            .transpose()?
             .and_then(|(k, _)| seq_of_index_key(&k));
-        let after = upto.max(floor) + 1;
-        if next.is_none_or(|n| n > after) {
-            return Err(StoreError::Corrupt {
-                what: "trace log".into(),
-                detail: format!(
-                    "the sealed segments in {} end at record {upto} but the database's records {}: \
-                     the database and its sealed segments are not from the same moment of one \
-                     store (restore both from one backup)",
-                    dir.join("trace").display(),
-                    next.map_or("are none".to_string(), |n| format!("start at {n}"))
-                ),
-            });
+        if next != Some(upto + 1) {
+            return Err(refuse(format!(
+                "the sealed segments end at record {upto} but the database's records after it {}",
+                next.map_or("are none".to_string(), |n| format!("start at {n}"))
+            )));
         }
+    }
+    // What a seal cut short by a crash left in the tree is the same bytes as the file's.
+    let mut dup = 0;
+    for kv in trees.trace.records.range(..=seq_key(upto)) {
+        let (k, v) = kv?;
+        let Some(seq) = seq_of_index_key(&k) else {
+            continue;
+        };
+        if seq > floor && sealed.get(seq)?.as_deref() != Some(v.as_ref()) {
+            return Err(refuse(format!(
+                "record {seq} in the database is not in the sealed segment that holds its seq, \
+                 or with other bytes"
+            )));
+        }
+        dup += 1;
+    }
+    // Checked: now the writes.
+    sealed.purge_through(floor)?;
+    if dup > 0 {
+        loop {
+            let mut batch = kv::Batch::default();
+            let mut n = 0;
+            for k in trees
+                .trace
+                .records
+                .range(..=seq_key(upto))
+                .keys()
+                .take(10_000)
+            {
+                batch.remove(k?);
+                n += 1;
+            }
+            if n == 0 {
+                break;
+            }
+            trees.trace.records.apply_batch(batch)?;
+        }
+        flush_durably(dir, db)?;
+        tracing::info!(
+            records = dup,
+            "trace records already sealed removed from the tree (a seal was interrupted)"
+        );
     }
     Ok(sealed)
 }
@@ -514,6 +550,11 @@ impl Store {
                 to: SCHEMA_VERSION,
             });
         }
+        // Checked before anything is written: a database and files that do not belong
+        // together are refused as they were found.
+        if let Db::Sled(_) = &db {
+            trees.trace.sealed = Some(Arc::new(open_sealed(&dir, &db, &trees)?));
+        }
         queue::open_lanes(&trees, &options.domains)?;
         if found < 4 {
             let n = archive::migrate_user_folders(&db, &trees, options.clock.now())?;
@@ -541,9 +582,6 @@ impl Store {
                 .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
             flush_durably(&dir, &db)?;
             tracing::info!(dir = %dir.display(), from = found, to = SCHEMA_VERSION, "store schema migrated");
-        }
-        if let Db::Sled(_) = &db {
-            trees.trace.sealed = Some(Arc::new(open_sealed(&dir, &db, &trees)?));
         }
         let id = store_id(&dir, &db, &trees)?;
         let blobs = BlobStore::open(dir.join("blobs"), &options.blobs, Some(&id))?;
@@ -853,10 +891,7 @@ fn check_schema(dir: &Path, db: &Db, trees: &Trees) -> Result<u32, StoreError> {
             Ok(found)
         }
         None => {
-            let sealed_files = std::fs::read_dir(dir.join("trace")).is_ok_and(|mut d| {
-                d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".seg")))
-            });
-            if sealed_files {
+            if crate::trace::segments::Segments::present(&dir.join("trace")) {
                 return Err(StoreError::Corrupt {
                     what: "schema version".into(),
                     detail: format!(

@@ -4,7 +4,11 @@
 //! whose records are past the retention. That checkpoint becomes the *anchor*: stored
 //! first (with a `Purged` record appended at the head, in one commit), so the chain
 //! stays verifiable from the anchor on; the records and index entries at or below it are
-//! then removed in chunks. An interrupted purge (crash) is finished by the next call;
+//! then removed in chunks. On sled, records already sealed into files
+//! ([`crate::trace::segments`]) are not rewritten: the chunks store how far they got
+//! (the purge floor), nothing at or below it is read again, and a file is deleted once
+//! everything in it is at or below the floor (up to one segment's worth of records stays
+//! on disk past the retention until then). An interrupted purge (crash) is finished by the next call;
 //! meanwhile the walk (export, verify) ignores anything at or below the anchor, and a
 //! query skips such a record once the record before it is gone (its `prev_hash` is no
 //! longer known: [`crate::trace::stored`]).

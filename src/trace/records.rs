@@ -72,17 +72,22 @@ impl Records<'_> {
             let sealed_upto = self.trees.sealed.as_ref().map_or(0, |s| s.upto());
             if let Some(s) = &self.trees.sealed {
                 // Purged records are not read.
-                self.next = self.next.max(s.floor() + 1);
+                self.next = self.next.max(s.floor().saturating_add(1));
                 if self.next <= sealed_upto {
                     let Some(last) = s.last_of(self.next) else {
                         // Below the first file (purged before sealing began): on to the
                         // first file after it, or to the tree.
-                        self.next = s.first_after(self.next).unwrap_or(sealed_upto + 1);
+                        self.next = s
+                            .first_after(self.next)
+                            .unwrap_or(sealed_upto.saturating_add(1));
                         continue;
                     };
                     let got = s.read_from(self.next, self.to)?;
                     // What remains of the file holding `next` was read: go on after it.
-                    self.next = last.min(self.to) + 1;
+                    if last >= self.to {
+                        self.done = true;
+                    }
+                    self.next = last.min(self.to).saturating_add(1);
                     if got.is_empty() {
                         continue;
                     }
@@ -118,7 +123,10 @@ impl Records<'_> {
                     self.done = true;
                     return Ok(false);
                 }
-                Some((seq, _)) => self.next = seq + 1,
+                Some((seq, _)) => match seq.checked_add(1) {
+                    Some(n) => self.next = n,
+                    None => self.done = true,
+                },
             }
             self.buf.extend(chunk);
             return Ok(true);

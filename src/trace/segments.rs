@@ -232,6 +232,9 @@ struct State {
     files: BTreeMap<u64, u64>,
     /// Records at or below this seq are purged: never returned, whatever a file holds.
     floor: u64,
+    /// Files found at open holding nothing above the floor (a purge's deletions cut
+    /// short), deleted at the next [`Segments::purge_through`].
+    purged: Vec<PathBuf>,
 }
 
 /// The sealed segments of one store (cheap to share).
@@ -265,14 +268,12 @@ impl Segments {
     /// consecutive seqs, and removes temporary files a crash left. Records at or below
     /// `floor` count as purged.
     pub fn open(dir: &Path, floor: u64) -> Result<Self, TraceError> {
-        if !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(io_at(dir))?;
-            // Its name in the parent is durable before any file in it is.
-            if let Some(parent) = dir.parent() {
-                File::open(parent)
-                    .and_then(|d| d.sync_all())
-                    .map_err(io_at(parent))?;
-            }
+        std::fs::create_dir_all(dir).map_err(io_at(dir))?;
+        // Its name in the parent is durable before any file in it is.
+        if let Some(parent) = dir.parent() {
+            File::open(parent)
+                .and_then(|d| d.sync_all())
+                .map_err(io_at(parent))?;
         }
         let mut state = State {
             floor,
@@ -295,8 +296,9 @@ impl Segments {
             };
             let seg = Segment::open(entry.path(), first)?;
             if seg.last() <= floor {
-                // Purged, its deletion cut short by a crash.
-                std::fs::remove_file(entry.path()).map_err(io_at(&entry.path()))?;
+                // Purged, its deletion cut short by a crash (deleted once the store
+                // checked it belongs with these files).
+                state.purged.push(entry.path());
                 continue;
             }
             state.files.insert(first, seg.last());
@@ -340,6 +342,14 @@ impl Segments {
     /// The purge floor ([`Segments::open`]).
     pub fn floor(&self) -> u64 {
         self.state().floor
+    }
+
+    /// The first seq of the first file, if any.
+    pub fn first_seq(&self) -> Option<u64> {
+        self.state()
+            .files
+            .first_key_value()
+            .map(|(first, _)| *first)
     }
 
     /// The first seq the next file would start at, if any file was sealed.
@@ -410,7 +420,10 @@ impl Segments {
         if open.len() >= OPEN_MAX {
             open.clear();
         }
-        open.insert(first, seg.clone());
+        // Not kept open if a purge removed it meanwhile.
+        if self.state().files.contains_key(&first) {
+            open.insert(first, seg.clone());
+        }
         Ok(Some(seg))
     }
 
@@ -425,7 +438,7 @@ impl Segments {
     /// The sealed records from `from` on, up to `to` and to the end of the file holding
     /// `from`, in seq order (empty: `from` is not sealed). Purged ones are left out.
     pub fn read_from(&self, from: u64, to: u64) -> Result<Vec<(u64, Vec<u8>)>, TraceError> {
-        let from = from.max(self.floor() + 1);
+        let from = from.max(self.floor().saturating_add(1));
         match self.segment(from)? {
             Some(s) => s.read_range(from, to),
             None => Ok(Vec::new()),
@@ -480,7 +493,14 @@ impl Segments {
             } else {
                 ends[b * BLOCK_SLOTS as usize - 1]
             };
+            // `chunks` gives no empty chunk.
             let u1 = slots[slots.len() - 1];
+            if (u1 - u0) as usize > MAX_BLOCK {
+                return Err(wrong(format!(
+                    "block {b} would hold {} bytes, more than a reader takes",
+                    u1 - u0
+                )));
+            }
             packed.extend(miniz_oxide::deflate::compress_to_vec(
                 &data[u0 as usize..u1 as usize],
                 LEVEL,
@@ -491,18 +511,23 @@ impl Segments {
         }
         let path = self.dir.join(name(first));
         let tmp = self.dir.join(format!("{}.tmp", name(first)));
-        let mut f = File::create(&tmp).map_err(io_at(&tmp))?;
         let mut head = Vec::with_capacity(HEADER as usize);
         head.extend_from_slice(MAGIC);
         head.extend_from_slice(&first.to_be_bytes());
         head.extend_from_slice(&n.to_be_bytes());
         head.extend_from_slice(&BLOCK_SLOTS.to_be_bytes());
-        f.write_all(&head).map_err(io_at(&tmp))?;
-        f.write_all(&table).map_err(io_at(&tmp))?;
-        f.write_all(&blocks).map_err(io_at(&tmp))?;
-        f.write_all(&packed).map_err(io_at(&tmp))?;
-        f.sync_all().map_err(io_at(&tmp))?;
-        drop(f);
+        let written = File::create(&tmp).and_then(|mut f| {
+            f.write_all(&head)?;
+            f.write_all(&table)?;
+            f.write_all(&blocks)?;
+            f.write_all(&packed)?;
+            f.sync_all()
+        });
+        if let Err(e) = written {
+            // Best effort: open removes temporary files anyway.
+            drop(std::fs::remove_file(&tmp));
+            return Err(io_at(&tmp)(e));
+        }
         std::fs::rename(&tmp, &path).map_err(io_at(&path))?;
         self.sync_dir()?;
         self.state_mut().files.insert(first, last);
@@ -518,9 +543,10 @@ impl Segments {
     /// Records at or below `floor` are purged: they are no longer returned, and the
     /// files holding nothing else are deleted.
     pub fn purge_through(&self, floor: u64) -> Result<(), TraceError> {
-        let gone: Vec<u64> = {
+        let (gone, stale) = {
             let mut st = self.state_mut();
             st.floor = st.floor.max(floor);
+            let stale = std::mem::take(&mut st.purged);
             let gone: Vec<u64> = st
                 .files
                 .iter()
@@ -530,9 +556,9 @@ impl Segments {
             for first in &gone {
                 st.files.remove(first);
             }
-            gone
+            (gone, stale)
         };
-        if gone.is_empty() {
+        if gone.is_empty() && stale.is_empty() {
             return Ok(());
         }
         {
@@ -541,8 +567,11 @@ impl Segments {
                 open.remove(first);
             }
         }
-        for first in &gone {
-            let path = self.dir.join(name(*first));
+        for path in gone
+            .iter()
+            .map(|first| self.dir.join(name(*first)))
+            .chain(stale)
+        {
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -567,7 +596,16 @@ impl Segments {
                 std::fs::remove_file(entry.path()).map_err(io_at(&entry.path()))?;
             }
         }
-        Ok(())
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_at(dir))
+    }
+
+    /// Whether `dir` holds any sealed file.
+    pub fn present(dir: &Path) -> bool {
+        std::fs::read_dir(dir).is_ok_and(|mut d| {
+            d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".seg")))
+        })
     }
 }
 

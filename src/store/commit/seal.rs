@@ -6,18 +6,21 @@
 //! durable; the file is written (deflated, synced, named) on a thread of its own, so that
 //! commits do not wait for it; the committer removes the records from the tree once it
 //! hears the file is named. Only durable records are sealed (at start, after a flush of
-//! what sled recovered), so a file never holds a record that a crash could take back. The removal is flushed with the next group; a
+//! what sled recovered), so a file never holds a record that a crash could take back.
+//! A store written before sealing existed is sealed the same way, a segment per group
+//! or per idle tick of the committer. The removal is flushed with the next group; a
 //! crash before that leaves the records in both places, and the store's open removes
 //! them from the tree. One seal at a time.
 
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use super::Committer;
 
-/// Segments sealed at start between two flushes.
-const BACKLOG_FLUSH: u64 = 16;
+/// How long after a failed seal the next is tried.
+const RETRY: Duration = Duration::from_secs(60);
 use crate::store::StoreError;
 use crate::store::kv::Tree;
 use crate::trace::log::{seq_key, seq_of_index_key};
@@ -29,6 +32,8 @@ pub(super) struct Sealer {
     done: Receiver<Result<(u64, u64), String>>,
     busy: bool,
     thread: Option<thread::JoinHandle<()>>,
+    /// After a failure (a full disk...), when to try again.
+    retry_at: Option<Instant>,
 }
 
 /// A segment to seal: its first and last seq and its records, read by the committer.
@@ -85,17 +90,23 @@ impl Sealer {
             done,
             busy: false,
             thread: Some(thread),
+            retry_at: None,
         })
     }
 
-    /// Waits for a seal in flight to end (its records stay in the tree too: the next
-    /// open removes them), and for the thread.
-    pub(super) fn stop(&mut self) {
+    /// Waits for a seal in flight to end, and for the thread. Returns the segment it
+    /// finished, whose records the committer removes from the tree (if it does not, the
+    /// next open does).
+    pub(super) fn stop(&mut self) -> Option<(u64, u64)> {
         self.ask = None;
         if let Some(t) = self.thread.take()
             && t.join().is_err()
         {
             tracing::error!("the trace sealing thread panicked");
+        }
+        match (self.busy, self.done.try_recv()) {
+            (true, Ok(Ok(done))) => Some(done),
+            _ => None,
         }
     }
 }
@@ -125,7 +136,7 @@ impl Committer {
 
     /// Removes records `first ..= last`, now in their file, from the tree (flushed with
     /// the next group, or at shutdown).
-    fn remove_sealed(&mut self, first: u64, last: u64) -> Result<(), StoreError> {
+    pub(super) fn remove_sealed(&mut self, first: u64, last: u64) -> Result<(), StoreError> {
         let mut batch = crate::store::kv::Batch::default();
         for kv in self
             .trees
@@ -153,6 +164,10 @@ impl Committer {
         let Some(mut sealer) = self.sealer.take() else {
             return;
         };
+        if sealer.retry_at.is_some_and(|t| Instant::now() < t) {
+            self.sealer = Some(sealer);
+            return;
+        }
         let r = (|| -> Result<(), StoreError> {
             if sealer.busy {
                 match sealer.done.try_recv() {
@@ -166,11 +181,12 @@ impl Committer {
                     }
                     Err(mpsc::TryRecvError::Empty) => return Ok(()),
                     Err(mpsc::TryRecvError::Disconnected) => {
-                        sealer.ask = None;
-                        return Err(StoreError::Flush(
-                            "the trace sealing thread ended; sealing stops until pecd restarts"
-                                .into(),
-                        ));
+                        sealer.stop();
+                        tracing::error!(
+                            "the trace sealing thread ended; nothing more is sealed until pecd restarts"
+                        );
+                        // Dropped: nothing more is asked of it.
+                        return Ok(());
                     }
                 }
             }
@@ -182,47 +198,28 @@ impl Committer {
             }
             Ok(())
         })();
-        self.sealer = Some(sealer);
+        sealer.retry_at = None;
         if let Err(e) = r {
-            tracing::error!(error = %e, "sealing trace records failed; they stay in the database");
+            tracing::error!(error = %e, "sealing trace records failed; they stay in the database, and sealing is tried again in a minute");
+            sealer.retry_at = Some(Instant::now() + RETRY);
+        }
+        if sealer.thread.is_some() {
+            self.sealer = Some(sealer);
         }
     }
 
-    /// Seals every segment's worth there is, here and now, and flushes their removal
-    /// from the tree: at start, for a store written before sealing existed (or with
-    /// smaller segments than before). The database is flushed first: after a crash sled
-    /// may hold records it wrote but never synced, which a file must not take in.
-    pub(super) fn seal_backlog(&mut self) {
-        let Some(sealed) = self.trees.trace.sealed.clone() else {
+    /// At start: flushes what sled recovered (after a crash it may hold records it
+    /// wrote but never synced, which a file must not take in); from then on the head is
+    /// durable, and [`Committer::maybe_seal`] seals what there is, a segment at a time,
+    /// without holding up commits (a store written before sealing existed has a
+    /// backlog).
+    pub(super) fn before_sealing(&mut self) {
+        if self.sealer.is_none() {
             return;
-        };
+        }
         if let Err(e) = self.flush() {
             self.flush_failed = true;
             tracing::error!(error = %e, "store flush failed; nothing is sealed");
-            return;
-        }
-        let r = (|| -> Result<(), StoreError> {
-            let mut n = 0;
-            while let Some((first, last)) = self.next_seal()? {
-                write(&sealed, &read(&self.trees.trace.records, first, last)?)?;
-                self.remove_sealed(first, last)?;
-                n += 1;
-                // A long backlog (a store upgraded with millions of records) is flushed
-                // as it goes, so that a crash leaves little to remove at the next open.
-                if n % BACKLOG_FLUSH == 0 {
-                    self.dirty = false;
-                    self.flush().map_err(StoreError::Flush)?;
-                }
-            }
-            Ok(())
-        })();
-        if let Err(e) = r {
-            tracing::error!(error = %e, "sealing trace records failed; they stay in the database");
-        }
-        if std::mem::take(&mut self.dirty)
-            && let Err(e) = self.flush()
-        {
-            tracing::error!(error = %e, "store flush failed");
         }
     }
 }

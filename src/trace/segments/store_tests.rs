@@ -191,7 +191,7 @@ fn a_seal_cut_short_by_a_crash_is_finished_at_open_and_a_different_copy_is_refus
         .unwrap()
         .to_string();
     assert!(
-        e.contains("trace record 5") && e.contains("other bytes"),
+        e.contains("record 5 in the database") && e.contains("other bytes"),
         "{e}"
     );
 }
@@ -275,13 +275,26 @@ fn a_copy_of_a_partly_sealed_store_holds_the_whole_log() {
         s.commit(Batch::new().trace(event(i))).unwrap();
     }
     sealed_upto(&s, 20);
-    // The target had sealed files of its own: they are not part of the copy.
+    // A target holding sealed files (and no database) is another store's remains: not
+    // overwritten.
     let stale = super::Segments::open(&b.path().join("trace"), 0).unwrap();
     stale.seal(1, 2, &[(1, b"stale"), (2, b"stale")]).unwrap();
-    let r =
-        crate::store::migrate::copy_metadata(&s, b.path(), &options(4), false, |_, _| {}).unwrap();
-    assert_eq!(r.trace_head, 30);
+    let copy = |replace| {
+        crate::store::migrate::copy_metadata(&s, b.path(), &options(4), replace, |_, _| {})
+    };
+    let e = copy(false).unwrap_err().to_string();
+    assert!(e.contains("another store"), "{e}");
+    super::Segments::clear(&b.path().join("trace")).unwrap();
+    assert_eq!(copy(false).unwrap().trace_head, 30);
     let t = Store::open(b.path(), options(4)).unwrap();
+    same(&answers(&t), &answers(&s));
+    // The copy, once run, seals in its turn; a copy replacing it clears its files.
+    sealed_upto(&t, 20);
+    drop(t);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(copy(true).unwrap().cleared_earlier_copy);
+    let t = Store::open(b.path(), options(1 << 20)).unwrap();
+    assert_eq!(t.trees().trace.records.len().unwrap(), 30);
     same(&answers(&t), &answers(&s));
 }
 
@@ -357,7 +370,41 @@ fn a_database_and_sealed_files_that_do_not_continue_each_other_are_refused() {
         .unwrap()
         .to_string();
     assert!(
-        e.contains("end at record 16 but the database's records start at 19"),
+        e.contains("end at record 16 but the database's records after it start at 19"),
+        "{e}"
+    );
+    // Refused as found: the database and the files are as they were.
+    let raw = |f: &dyn Fn(&sled::Db)| {
+        let path = dir.path().join("db");
+        let db = sled::Config::new()
+            .path(&path)
+            .segment_size(crate::store::sled_segment_size(&path))
+            .open()
+            .unwrap();
+        f(&db);
+    };
+    raw(&|db| assert_eq!(db.open_tree("trace").unwrap().len(), 2));
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("trace")).unwrap().count(),
+        4
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    // A lost first file is noticed too.
+    raw(&|db| {
+        let t = db.open_tree("trace").unwrap();
+        for seq in 17..=18 {
+            t.insert(seq_key(seq), vec![0u8]).unwrap();
+        }
+        db.flush().unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    std::fs::remove_file(dir.path().join("trace/00000000000000000001.seg")).unwrap();
+    let e = Store::open(dir.path(), options(4))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("the first sealed segment starts at record 5, the log at 1"),
         "{e}"
     );
     // No database at all beside the files: not taken for a new store.
