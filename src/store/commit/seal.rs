@@ -18,13 +18,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::Committer;
-
-/// How long after a failed seal the next is tried.
-const RETRY: Duration = Duration::from_secs(60);
 use crate::store::StoreError;
 use crate::store::kv::Tree;
 use crate::trace::log::{seq_key, seq_of_index_key};
 use crate::trace::segments::Segments;
+
+/// How long after a failed seal the next is tried.
+const RETRY: Duration = Duration::from_secs(60);
 
 /// The sealing thread, seen from the committer.
 pub(super) struct Sealer {
@@ -168,16 +168,16 @@ impl Committer {
             self.sealer = Some(sealer);
             return;
         }
-        let r = (|| -> Result<(), StoreError> {
+        let r = (|| -> Result<(), String> {
             if sealer.busy {
                 match sealer.done.try_recv() {
                     Ok(Ok((first, last))) => {
                         sealer.busy = false;
-                        self.remove_sealed(first, last)?;
+                        self.remove_sealed(first, last).map_err(|e| e.to_string())?;
                     }
                     Ok(Err(e)) => {
                         sealer.busy = false;
-                        return Err(StoreError::Flush(e));
+                        return Err(e);
                     }
                     Err(mpsc::TryRecvError::Empty) => return Ok(()),
                     Err(mpsc::TryRecvError::Disconnected) => {
@@ -190,8 +190,10 @@ impl Committer {
                     }
                 }
             }
-            if let (Some((first, last)), Some(ask)) = (self.next_seal()?, &sealer.ask) {
-                let seg = read(&self.trees.trace.records, first, last)?;
+            let next = self.next_seal().map_err(|e| e.to_string())?;
+            if let (Some((first, last)), Some(ask)) = (next, &sealer.ask) {
+                let seg =
+                    read(&self.trees.trace.records, first, last).map_err(|e| e.to_string())?;
                 if ask.try_send(seg).is_ok() {
                     sealer.busy = true;
                 }

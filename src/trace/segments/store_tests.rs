@@ -37,6 +37,15 @@ fn event(i: u32) -> TraceEvent {
     .message_bytes(format!("body {i}").as_bytes())
 }
 
+/// A store with segments of `slots` records and `n` events committed one by one.
+fn with_events(dir: &std::path::Path, slots: u64, n: u32) -> Store {
+    let s = Store::open(dir, options(slots)).unwrap();
+    for i in 0..n {
+        s.commit(Batch::new().trace(event(i))).unwrap();
+    }
+    s
+}
+
 /// Waits until the records up to `seq` are sealed and gone from the tree (the committer
 /// seals after answering, on a thread of its own, and removes them afterwards).
 fn sealed_upto(s: &Store, seq: u64) {
@@ -153,10 +162,7 @@ fn a_partly_sealed_log_answers_exactly_as_the_same_log_kept_in_the_tree() {
 #[test]
 fn a_seal_cut_short_by_a_crash_is_finished_at_open_and_a_different_copy_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(dir.path(), options(1 << 20)).unwrap();
-    for i in 0..10 {
-        s.commit(Batch::new().trace(event(i))).unwrap();
-    }
+    let s = with_events(dir.path(), 1 << 20, 10);
     let before = answers(&s);
     // The file of records 1 to 4 was named, and the crash came before their removal
     // from the tree was flushed.
@@ -270,10 +276,7 @@ fn a_purge_reaching_into_sealed_files_removes_them_and_their_index_entries() {
 #[test]
 fn a_copy_of_a_partly_sealed_store_holds_the_whole_log() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let s = Store::open(a.path(), options(4)).unwrap();
-    for i in 0..30 {
-        s.commit(Batch::new().trace(event(i))).unwrap();
-    }
+    let s = with_events(a.path(), 4, 30);
     sealed_upto(&s, 20);
     // A target holding sealed files (and no database) is another store's remains: not
     // overwritten.
@@ -353,10 +356,7 @@ fn readers_never_miss_a_record_while_it_moves_into_a_file() {
 #[test]
 fn a_database_and_sealed_files_that_do_not_continue_each_other_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(dir.path(), options(4)).unwrap();
-    for i in 0..20 {
-        s.commit(Batch::new().trace(event(i))).unwrap();
-    }
+    let s = with_events(dir.path(), 4, 20);
     sealed_upto(&s, 16);
     // The database from another moment: its records after the files start later.
     for seq in 17..=18 {
@@ -419,10 +419,7 @@ fn a_database_and_sealed_files_that_do_not_continue_each_other_are_refused() {
 #[test]
 fn files_a_purge_left_behind_are_removed_at_open() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(dir.path(), options(4)).unwrap();
-    for i in 0..20 {
-        s.commit(Batch::new().trace(event(i))).unwrap();
-    }
+    let s = with_events(dir.path(), 4, 20);
     sealed_upto(&s, 16);
     // A purge stored its floor (8), and the crash came before it deleted the files.
     s.trees()
