@@ -46,7 +46,7 @@
 
 pub mod checkpoint;
 pub mod log;
-mod records;
+pub(crate) mod records;
 pub mod retention;
 pub mod segments;
 pub(crate) mod stored;

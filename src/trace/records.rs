@@ -17,6 +17,14 @@ use super::log::{TraceError, TraceTrees, seq_key, seq_of_index_key};
 /// Records read from the tree per chunk of a scan.
 const CHUNK: usize = 512;
 
+#[cfg(test)]
+thread_local! {
+    /// Run by a scan on this thread just before it reads a chunk from the tree: where a
+    /// seal landing between the look at the sealed end and the read is simulated.
+    pub(crate) static BEFORE_TREE_CHUNK: std::cell::RefCell<Option<Box<dyn FnMut()>>> =
+        std::cell::RefCell::new(None);
+}
+
 impl TraceTrees {
     /// The stored form of record `seq`, if present.
     pub(crate) fn record(&self, seq: u64) -> Result<Option<IVec>, TraceError> {
@@ -96,6 +104,12 @@ impl Records<'_> {
                     return Ok(true);
                 }
             }
+            #[cfg(test)]
+            BEFORE_TREE_CHUNK.with(|h| {
+                if let Some(f) = h.borrow_mut().as_mut() {
+                    f();
+                }
+            });
             let mut chunk = Vec::with_capacity(CHUNK);
             for kv in self
                 .trees
