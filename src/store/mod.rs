@@ -50,6 +50,7 @@ pub mod cards;
 pub mod changes;
 pub(crate) mod codec;
 mod commit;
+mod engine;
 mod error;
 mod keys;
 pub mod kv;
@@ -63,6 +64,7 @@ pub mod pending;
 pub mod queue;
 pub mod quota;
 mod retention;
+mod sealed;
 mod tx;
 
 use std::fs::File;
@@ -78,6 +80,8 @@ use crate::trace::{Checkpoint, TraceLog};
 pub use batch::{Applied, Batch};
 pub use blobs::{Blob, BlobBackend, BlobId, BlobReader, BlobStore, BlobWriter, SweepStats};
 pub use changes::{ChangeKind, Changes, IdChanges, MAX_LOG_ENTRIES};
+use engine::open_db;
+pub use engine::{sled_segment_size, wait_until_unlocked};
 pub use error::StoreError;
 pub use kv::pg::PgOptions;
 use kv::{Db, Tree};
@@ -305,197 +309,6 @@ const SCHEMA_KEY: &[u8] = b"schema_version";
 /// Key of the store id in the `meta` tree ([`Store::id`]).
 const STORE_ID_KEY: &[u8] = b"store_id";
 
-/// sled's log segment size for a new database (sled's own default is 512 KiB, which
-/// every store made before this setting has). Measured with `cargo bench --bench e2e`
-/// (12,000 two-provider messages): 512 KiB left 31 KB of database files per message at
-/// the sender and 17 KB at the receiver, 8 MiB 9.8 and 7.7 KB, at the same throughput.
-/// The cost is memory: sled's write buffer is one segment.
-const SLED_SEGMENT_BYTES: usize = 8 << 20;
-/// sled's default segment size, for a database whose own cannot be read.
-const SLED_DEFAULT_SEGMENT_BYTES: usize = 512 << 10;
-
-/// The segment size to open the database in `db_dir` with: its own, kept by sled in
-/// `conf` (a `segment_size: N` line), since sled refuses any other; for a new database,
-/// [`SLED_SEGMENT_BYTES`]. A tool that opens the database itself must use it too.
-///
-/// Without a readable `conf`, sled writes a new one with the size it is given, and with a
-/// wrong size it reads an existing log as empty. sled writes `conf` before it creates its
-/// log (`db`), so a log without a `conf` (a restore that left it out) is one made with
-/// sled's default size, as every store was before [`SLED_SEGMENT_BYTES`].
-pub fn sled_segment_size(db_dir: &Path) -> usize {
-    let own = std::fs::read(db_dir.join("conf")).ok().and_then(|conf| {
-        String::from_utf8_lossy(&conf)
-            .lines()
-            .find_map(|l| l.strip_prefix("segment_size: ")?.trim().parse().ok())
-    });
-    let log_exists = std::fs::metadata(db_dir.join("db")).is_ok_and(|m| m.len() > 0);
-    match own {
-        Some(n) => n,
-        None if log_exists => SLED_DEFAULT_SEGMENT_BYTES,
-        None => SLED_SEGMENT_BYTES,
-    }
-}
-
-/// Opens the sled database, retrying a held lock for up to `options.lock_wait`.
-fn open_sled(dir: &Path, options: &StoreOptions) -> Result<sled::Db, StoreError> {
-    let deadline = std::time::Instant::now() + options.lock_wait;
-    let path = dir.join("db");
-    loop {
-        // Read on every attempt: another process may be creating the database right now.
-        let opened = sled::Config::new()
-            .path(&path)
-            .cache_capacity(options.cache_bytes)
-            .segment_size(sled_segment_size(&path))
-            .open();
-        match opened {
-            Ok(db) => return Ok(db),
-            Err(sled::Error::Io(ref io)) if io.to_string().contains("could not acquire lock") => {
-                if std::time::Instant::now() >= deadline {
-                    return Err(StoreError::Locked {
-                        dir: dir.to_path_buf(),
-                    });
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(other) => return Err(other.into()),
-        }
-    }
-}
-
-/// A standby's wait before [`Store::open`]: returns once no other process writes the
-/// PostgreSQL store `options` names (at once on sled, whose lock a standby cannot wait
-/// for across machines). `holder` hears who wrote it when the wait began. An error
-/// (the database unreachable) ends the wait; the caller waits again.
-pub fn wait_until_unlocked(
-    options: &StoreOptions,
-    holder: impl FnOnce(Option<String>),
-) -> Result<(), StoreError> {
-    match &options.backend {
-        StoreBackend::Sled => Ok(()),
-        StoreBackend::Postgres(pg) => kv::pg::PgDb::wait_until_unlocked(pg, holder),
-    }
-}
-
-/// Opens the sealed segments of the trace log (`<dir>/trace`, sled stores) and removes
-/// from the `trace` tree what a seal interrupted by a crash left there: records already in
-/// a file, which must be the same bytes. Refuses, before changing anything, files and a
-/// tree that do not continue each other (a database restored without its files, files
-/// from another store, a file lost).
-fn open_sealed(
-    dir: &Path,
-    db: &Db,
-    trees: &Trees,
-) -> Result<crate::trace::segments::Segments, StoreError> {
-    use crate::trace::log::{ANCHOR_KEY, seq_key, seq_of_index_key};
-    let meta_u64 = |what: &str, v: Option<sled::IVec>| -> Result<u64, StoreError> {
-        match v {
-            Some(v) => Ok(u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
-                StoreError::Corrupt {
-                    what: what.into(),
-                    detail: hex::encode(&v),
-                }
-            })?)),
-            None => Ok(0),
-        }
-    };
-    let floor = meta_u64(
-        "trace purge floor",
-        trees.trace.meta.get(crate::trace::retention::PURGED_KEY)?,
-    )?;
-    let anchor = match trees.trace.meta.get(ANCHOR_KEY)? {
-        Some(v) => crate::trace::log::decode::<Checkpoint>(ANCHOR_KEY, &v)?.seq,
-        None => 0,
-    };
-    let path = dir.join("trace");
-    let sealed = crate::trace::segments::Segments::open(&path, floor)?;
-    let refuse = |detail: String| StoreError::Corrupt {
-        what: "trace log".into(),
-        detail: format!(
-            "{detail}: the database and the sealed segments in {} are not from the same moment \
-             of one store (restore both from one backup)",
-            path.display()
-        ),
-    };
-    let upto = sealed.upto();
-    if upto > 0 {
-        // The files start where the log (after purges) starts...
-        let start = floor.max(anchor) + 1;
-        if let Some(first) = sealed.first_seq()
-            && first > start
-        {
-            return Err(refuse(format!(
-                "the first sealed segment starts at record {first}, the log at {start}"
-            )));
-        }
-        // ... and the tree goes on where they end: the committer seals only when later
-        // records are durable, and a purge never reaches the head.
-        let next = trees
-            .trace
-            .records
-            .range(seq_key(upto.saturating_add(1))..)
-            .next()
-            .transpose()?
-            .and_then(|(k, _)| seq_of_index_key(&k));
-        if next != Some(upto + 1) {
-            return Err(refuse(format!(
-                "the sealed segments end at record {upto} but the database's records after it {}",
-                next.map_or("are none".to_string(), |n| format!("start at {n}"))
-            )));
-        }
-    }
-    // What a seal cut short by a crash left in the tree is the same bytes as the file's.
-    let mut dup = 0;
-    for kv in trees.trace.records.range(..=seq_key(upto)) {
-        let (k, v) = kv?;
-        let Some(seq) = seq_of_index_key(&k) else {
-            continue;
-        };
-        if seq > floor && sealed.get(seq)?.as_deref() != Some(v.as_ref()) {
-            return Err(refuse(format!(
-                "record {seq} in the database is not in the sealed segment that holds its seq, \
-                 or with other bytes"
-            )));
-        }
-        dup += 1;
-    }
-    // Checked: now the writes.
-    sealed.purge_through(floor)?;
-    if dup > 0 {
-        loop {
-            let mut batch = kv::Batch::default();
-            let mut n = 0;
-            for k in trees
-                .trace
-                .records
-                .range(..=seq_key(upto))
-                .keys()
-                .take(10_000)
-            {
-                batch.remove(k?);
-                n += 1;
-            }
-            if n == 0 {
-                break;
-            }
-            trees.trace.records.apply_batch(batch)?;
-        }
-        flush_durably(dir, db)?;
-        tracing::info!(
-            records = dup,
-            "trace records already sealed removed from the tree (a seal was interrupted)"
-        );
-    }
-    Ok(sealed)
-}
-
-/// Opens the database `options.backend` names.
-fn open_db(dir: &Path, options: &StoreOptions) -> Result<Db, StoreError> {
-    match &options.backend {
-        StoreBackend::Sled => Ok(Db::Sled(open_sled(dir, options)?)),
-        StoreBackend::Postgres(pg) => Ok(Db::Pg(kv::pg::PgDb::open(pg, options.lock_wait)?)),
-    }
-}
-
 /// The store's id, made (32 hex digits) and made durable at its first open.
 fn store_id(dir: &Path, db: &Db, trees: &Trees) -> Result<String, StoreError> {
     if let Some(v) = trees.meta.get(STORE_ID_KEY)? {
@@ -553,7 +366,7 @@ impl Store {
         // Checked before anything is written: a database and files that do not belong
         // together are refused as they were found.
         if let Db::Sled(_) = &db {
-            trees.trace.sealed = Some(Arc::new(open_sealed(&dir, &db, &trees)?));
+            trees.trace.sealed = Some(Arc::new(sealed::open(&dir, &db, &trees)?));
         }
         queue::open_lanes(&trees, &options.domains)?;
         if found < 4 {

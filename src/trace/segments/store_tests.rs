@@ -46,6 +46,26 @@ fn with_events(dir: &std::path::Path, slots: u64, n: u32) -> Store {
     s
 }
 
+/// Seals records `first ..= last` of `tree` into `files` by hand, as the sealing thread
+/// would (the tree is left as it is).
+fn seal_by_hand(files: &super::Segments, tree: &crate::store::kv::Tree, first: u64, last: u64) {
+    let recs: Vec<(u64, sled::IVec)> = (first..=last)
+        .map(|q| (q, tree.get(seq_key(q)).unwrap().unwrap()))
+        .collect();
+    let refs: Vec<(u64, &[u8])> = recs.iter().map(|(q, v)| (*q, v.as_ref())).collect();
+    files.seal(first, last, &refs).unwrap();
+}
+
+/// The seqs of every record, by a scan in seq order.
+fn all_seqs(s: &Store) -> Vec<u64> {
+    s.trace()
+        .query(&TraceQuery::default())
+        .unwrap()
+        .iter()
+        .map(|r| r.seq)
+        .collect()
+}
+
 /// Waits until the records up to `seq` are sealed and gone from the tree (the committer
 /// seals after answering, on a thread of its own, and removes them afterwards).
 fn sealed_upto(s: &Store, seq: u64) {
@@ -167,12 +187,8 @@ fn a_seal_cut_short_by_a_crash_is_finished_at_open_and_a_different_copy_is_refus
     // The file of records 1 to 4 was named, and the crash came before their removal
     // from the tree was flushed.
     let tree = s.trees().trace.records.clone();
-    let recs: Vec<(u64, sled::IVec)> = (1..=4)
-        .map(|q| (q, tree.get(seq_key(q)).unwrap().unwrap()))
-        .collect();
-    let refs: Vec<(u64, &[u8])> = recs.iter().map(|(q, v)| (*q, v.as_ref())).collect();
     let files = super::Segments::open(&dir.path().join("trace"), 0).unwrap();
-    files.seal(1, 4, &refs).unwrap();
+    seal_by_hand(&files, &tree, 1, 4);
     drop((s, tree));
     std::thread::sleep(Duration::from_millis(100));
     let s = Store::open(dir.path(), options(4)).unwrap();
@@ -450,13 +466,7 @@ fn a_scan_reads_from_the_files_what_a_seal_moved_while_it_looked_away() {
     let dir = tempfile::tempdir().unwrap();
     // Segments too large for the committer to seal: the test seals by hand.
     let s = with_events(dir.path(), 1 << 20, 12);
-    let whole: Vec<u64> = s
-        .trace()
-        .query(&TraceQuery::default())
-        .unwrap()
-        .iter()
-        .map(|r| r.seq)
-        .collect();
+    let whole = all_seqs(&s);
     assert_eq!(whole, (1..=12).collect::<Vec<_>>());
     let (tree, sealed) = (
         s.trees().trace.records.clone(),
@@ -468,24 +478,14 @@ fn a_scan_reads_from_the_files_what_a_seal_moved_while_it_looked_away() {
             // A seal of records 1 to 4 lands after the scan saw nothing sealed and
             // before it reads the tree: the file is named, then they leave the tree.
             if std::mem::take(&mut once) {
-                let recs: Vec<(u64, sled::IVec)> = (1..=4)
-                    .map(|q| (q, tree.get(seq_key(q)).unwrap().unwrap()))
-                    .collect();
-                let refs: Vec<(u64, &[u8])> = recs.iter().map(|(q, v)| (*q, v.as_ref())).collect();
-                sealed.seal(1, 4, &refs).unwrap();
+                seal_by_hand(&sealed, &tree, 1, 4);
                 for q in 1..=4 {
                     tree.remove(seq_key(q)).unwrap();
                 }
             }
         }));
     });
-    let seen: Vec<u64> = s
-        .trace()
-        .query(&TraceQuery::default())
-        .unwrap()
-        .iter()
-        .map(|r| r.seq)
-        .collect();
+    let seen = all_seqs(&s);
     crate::trace::records::BEFORE_TREE_CHUNK.with(|h| *h.borrow_mut() = None);
     assert_eq!(seen, whole);
     assert!(s.trace().verify(None).unwrap().intact());

@@ -27,6 +27,16 @@ fn files(dir: &Path) -> Vec<String> {
     v
 }
 
+/// A directory with three files of four records: 1–4, 5–8, 9–12.
+fn three_files() -> (tempfile::TempDir, Segments) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Segments::open(dir.path(), 0).unwrap();
+    seal(&s, 1, 4, &[]);
+    seal(&s, 5, 8, &[]);
+    seal(&s, 9, 12, &[]);
+    (dir, s)
+}
+
 #[test]
 fn sealed_records_read_back_by_seq_and_in_runs_and_after_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -93,11 +103,7 @@ fn a_seal_must_continue_the_run_and_hold_only_its_own_seqs() {
 
 #[test]
 fn open_removes_temporary_files_and_refuses_a_missing_file_in_the_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Segments::open(dir.path(), 0).unwrap();
-    seal(&s, 1, 4, &[]);
-    seal(&s, 5, 8, &[]);
-    seal(&s, 9, 12, &[]);
+    let (dir, _) = three_files();
     std::fs::write(dir.path().join("00000000000000000013.seg.tmp"), b"half").unwrap();
     std::fs::write(dir.path().join("README"), b"not ours").unwrap();
     let s = Segments::open(dir.path(), 0).unwrap();
@@ -146,11 +152,7 @@ fn a_damaged_file_is_an_error_naming_it_whatever_its_bytes() {
 
 #[test]
 fn purged_records_are_not_returned_and_their_files_go_once_nothing_else_is_in_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Segments::open(dir.path(), 0).unwrap();
-    seal(&s, 1, 4, &[]);
-    seal(&s, 5, 8, &[]);
-    seal(&s, 9, 12, &[]);
+    let (dir, s) = three_files();
     s.purge_through(6).unwrap();
     assert_eq!(
         files(dir.path()),

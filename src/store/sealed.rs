@@ -1,0 +1,122 @@
+//! Opening the trace log's sealed segments on a sled store ([`crate::trace::segments`]):
+//! the checks that the database and the files belong together, done before anything is
+//! written, then the removal from the tree of what a seal cut short by a crash left in
+//! both places. What it distrusts: the files and the database it finds (restored from
+//! different moments, or from different stores).
+
+use std::path::Path;
+
+use super::kv::Db;
+use super::{Checkpoint, StoreError, Trees};
+
+/// Opens the sealed segments of the trace log (`<dir>/trace`, sled stores) and removes
+/// from the `trace` tree what a seal interrupted by a crash left there: records already in
+/// a file, which must be the same bytes. Refuses, before changing anything, files and a
+/// tree that do not continue each other (a database restored without its files, files
+/// from another store, a file lost).
+pub(super) fn open(
+    dir: &Path,
+    db: &Db,
+    trees: &Trees,
+) -> Result<crate::trace::segments::Segments, StoreError> {
+    use crate::trace::log::{ANCHOR_KEY, seq_key, seq_of_index_key};
+    let meta_u64 = |what: &str, v: Option<sled::IVec>| -> Result<u64, StoreError> {
+        match v {
+            Some(v) => Ok(u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
+                StoreError::Corrupt {
+                    what: what.into(),
+                    detail: hex::encode(&v),
+                }
+            })?)),
+            None => Ok(0),
+        }
+    };
+    let floor = meta_u64(
+        "trace purge floor",
+        trees.trace.meta.get(crate::trace::retention::PURGED_KEY)?,
+    )?;
+    let anchor = match trees.trace.meta.get(ANCHOR_KEY)? {
+        Some(v) => crate::trace::log::decode::<Checkpoint>(ANCHOR_KEY, &v)?.seq,
+        None => 0,
+    };
+    let path = dir.join("trace");
+    let sealed = crate::trace::segments::Segments::open(&path, floor)?;
+    let refuse = |detail: String| StoreError::Corrupt {
+        what: "trace log".into(),
+        detail: format!(
+            "{detail}: the database and the sealed segments in {} are not from the same moment \
+             of one store (restore both from one backup)",
+            path.display()
+        ),
+    };
+    let upto = sealed.upto();
+    if upto > 0 {
+        // The files start where the log (after purges) starts...
+        let start = floor.max(anchor) + 1;
+        if let Some(first) = sealed.first_seq()
+            && first > start
+        {
+            return Err(refuse(format!(
+                "the first sealed segment starts at record {first}, the log at {start}"
+            )));
+        }
+        // ... and the tree goes on where they end: the committer seals only when later
+        // records are durable, and a purge never reaches the head.
+        let next = trees
+            .trace
+            .records
+            .range(seq_key(upto.saturating_add(1))..)
+            .next()
+            .transpose()?
+            .and_then(|(k, _)| seq_of_index_key(&k));
+        if next != Some(upto + 1) {
+            return Err(refuse(format!(
+                "the sealed segments end at record {upto} but the database's records after it {}",
+                next.map_or("are none".to_string(), |n| format!("start at {n}"))
+            )));
+        }
+    }
+    // What a seal cut short by a crash left in the tree is the same bytes as the file's.
+    let mut dup = 0;
+    for kv in trees.trace.records.range(..=seq_key(upto)) {
+        let (k, v) = kv?;
+        let Some(seq) = seq_of_index_key(&k) else {
+            continue;
+        };
+        if seq > floor && sealed.get(seq)?.as_deref() != Some(v.as_ref()) {
+            return Err(refuse(format!(
+                "record {seq} in the database is not in the sealed segment that holds its seq, \
+                 or with other bytes"
+            )));
+        }
+        dup += 1;
+    }
+    // Checked: now the writes.
+    sealed.purge_through(floor)?;
+    if dup > 0 {
+        loop {
+            let mut batch = super::kv::Batch::default();
+            let mut n = 0;
+            for k in trees
+                .trace
+                .records
+                .range(..=seq_key(upto))
+                .keys()
+                .take(10_000)
+            {
+                batch.remove(k?);
+                n += 1;
+            }
+            if n == 0 {
+                break;
+            }
+            trees.trace.records.apply_batch(batch)?;
+        }
+        super::flush_durably(dir, db)?;
+        tracing::info!(
+            records = dup,
+            "trace records already sealed removed from the tree (a seal was interrupted)"
+        );
+    }
+    Ok(sealed)
+}
