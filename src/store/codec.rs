@@ -84,6 +84,11 @@ impl<'a> Reader<'a> {
         Self { v }
     }
 
+    /// Whether everything was read.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.v.is_empty()
+    }
+
     /// Nothing may follow the last field.
     pub(crate) fn finish(self) -> Result<(), DecodeError> {
         match self.v.len() {

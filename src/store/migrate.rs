@@ -144,16 +144,58 @@ pub(crate) const MIGRATING_KEY: &[u8] = b"migration_in_progress";
 type Entries<'a> = Box<dyn Iterator<Item = Result<(sled::IVec, sled::IVec), StoreError>> + 'a>;
 
 /// The entries of the source's tree `name`: for the trace log, its records wherever they
-/// are (the tree and the sealed segments), keyed by seq as in the tree.
+/// are (the tree and the sealed segments), keyed by seq as in the tree; for its index,
+/// each record's own entry, a sealed segment's groups taken apart (the copied records
+/// are in the target's tree, and its own sealing groups them again).
 fn entries<'a>(trees: &'a super::Trees, tree: &'a super::kv::Tree, name: &str) -> Entries<'a> {
     if name == "trace" && trees.trace.sealed.is_some() {
         Box::new(trees.trace.records_in(1, u64::MAX).map(|kv| {
             kv.map(|(seq, v)| (sled::IVec::from(&crate::trace::log::seq_key(seq)[..]), v))
                 .map_err(StoreError::from)
         }))
+    } else if name == "trace_keys" {
+        use crate::trace::postings::{GROUP, entry_seqs, own_key};
+        // Groups sort after the own entries (their tag has GROUP set); taken apart,
+        // in their order, they come in own-key order, merged with the own entries.
+        let own = tree
+            .range(..[GROUP].as_slice())
+            .map(|kv| kv.map_err(StoreError::from));
+        let apart = tree.range([GROUP].as_slice()..).flat_map(|kv| {
+            let own = kv.map_err(StoreError::from).and_then(|(k, v)| {
+                Ok(entry_seqs(&k, &v)?
+                    .into_iter()
+                    .map(|s| (sled::IVec::from(own_key(&k, s)), sled::IVec::default()))
+                    .collect::<Vec<_>>())
+            });
+            match own {
+                Ok(es) => es.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(e) => vec![Err(e)],
+            }
+        });
+        Box::new(merge_by_key(own, apart))
     } else {
         Box::new(tree.iter().map(|kv| kv.map_err(StoreError::from)))
     }
+}
+
+/// Two runs of entries, each in key order, merged in key order.
+fn merge_by_key<'a>(
+    a: impl Iterator<Item = Result<(sled::IVec, sled::IVec), StoreError>> + 'a,
+    b: impl Iterator<Item = Result<(sled::IVec, sled::IVec), StoreError>> + 'a,
+) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec), StoreError>> + 'a {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    std::iter::from_fn(move || {
+        let take_a = match (a.peek(), b.peek()) {
+            (None, None) => return None,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            // An error is passed on at once.
+            (Some(Err(_)), _) => true,
+            (_, Some(Err(_))) => false,
+            (Some(Ok((x, _))), Some(Ok((y, _)))) => x <= y,
+        };
+        if take_a { a.next() } else { b.next() }
+    })
 }
 
 /// The SHA-256 of a tree's entries in key order (length-prefixed keys and values),

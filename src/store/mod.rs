@@ -161,10 +161,16 @@ pub const CHANGE_BACKLOG: usize = 1024;
 /// three older trees, which queries still read and purges still clear) and never
 /// rewritten. Also in 6: idempotency claims are keyed by a hash of their text and blob
 /// reference counts and the email index by the blob's raw digest ([`keys`],
-/// [`changes`]); an older store's keys are rewritten at open (the email index rebuilt).
-pub const SCHEMA_VERSION: u32 = 7;
+/// [`changes`]); an older store's keys are rewritten at open (the email index rebuilt);
+/// 7 = on sled, the trace log's older records are sealed into files beside the database
+/// ([`crate::trace::segments`]; marked on PostgreSQL too, where nothing changes, so that
+/// an older pecd refuses a sled store whose records it would not find); 8 = the
+/// `trace_keys` entries of sealed records are grouped, one per key and segment
+/// ([`crate::trace::postings`]), which an older pecd would read as one seq each. The
+/// entries of a schema-7 store's sealed files are grouped at open.
+pub const SCHEMA_VERSION: u32 = 8;
 /// Schemas this code can open (older ones are migrated to [`SCHEMA_VERSION`]).
-pub const SUPPORTED_SCHEMAS: &[u32] = &[1, 2, 3, 4, 5, 6, 7];
+pub const SUPPORTED_SCHEMAS: &[u32] = &[1, 2, 3, 4, 5, 6, 7, 8];
 
 /// All trees, in the fixed order used by transactions (see [`commit`]).
 #[derive(Debug, Clone)]
@@ -305,7 +311,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     }
 }
 
-const SCHEMA_KEY: &[u8] = b"schema_version";
+pub(crate) const SCHEMA_KEY: &[u8] = b"schema_version";
 /// Key of the store id in the `meta` tree ([`Store::id`]).
 const STORE_ID_KEY: &[u8] = b"store_id";
 
@@ -387,6 +393,13 @@ impl Store {
             let n = keys::migrate(&trees)?;
             flush_durably(&dir, &db)?;
             tracing::info!(keys = n, "claim and blob reference keys rewritten");
+        }
+        if found < 8 {
+            let n = sealed::group_index_entries(&trees)?;
+            if n > 0 {
+                flush_durably(&dir, &db)?;
+                tracing::info!(files = n, "index entries of sealed trace records grouped");
+            }
         }
         if found != SCHEMA_VERSION {
             // Migrated above: only now may the store say it is of the current version.

@@ -6,7 +6,7 @@
 //! | tree | key | value |
 //! |---|---|---|
 //! | `trace` | seq (u64) | the record (compact, or JSON in older stores: [`super::stored`]) |
-//! | `trace_keys` | tag, first 8 bytes of the key's SHA-256, seq | empty |
+//! | `trace_keys` | tag, first 8 bytes of the key's SHA-256, seq | empty, or a group's seqs ([`super::postings`]) |
 //! | `trace_time` | unix ms (u64, sign bit flipped) seq | empty |
 //! | `trace_msgid` | msgid `\0` seq | empty (schema 5 and older) |
 //! | `trace_ident` | identificativo `\0` seq | empty (schema 5 and older) |
@@ -14,11 +14,12 @@
 //! | `checkpoints` | seq (u64) | checkpoint JSON |
 //! | `trace_meta` | `anchor` | the anchor checkpoint JSON (after a purge) |
 //!
-//! On sled stores (schema 7) the `trace` tree keeps only the newest records: the
+//! On sled stores (schema 7 and later) the `trace` tree keeps only the newest records: the
 //! committer seals older ones into files ([`super::segments`]), and every read of a
 //! record by seq goes through [`TraceTrees::record`] and
 //! [`TraceTrees::records_in`](super::records), which look in both. The indexes stay in
-//! the trees whatever holds the record.
+//! the trees whatever holds the record; a sealed segment's `trace_keys` entries are
+//! grouped, one per key and segment (schema 8: [`super::postings`]).
 //!
 //! `trace_keys` (schema 6) indexes the Message-ID (tag 1), the identificativo (tag 2)
 //! and each mailbox (tag 3) of a record by a 64-bit hash of the index key
@@ -133,7 +134,7 @@ fn prefixed(prefix: &str, seq: u64) -> Vec<u8> {
 }
 
 /// The `trace_keys` prefix of the index key `text` under `tag`.
-fn hashed_prefix(tag: u8, text: &str) -> [u8; 9] {
+pub(super) fn hashed_prefix(tag: u8, text: &str) -> [u8; 9] {
     let digest = openssl::sha::sha256(text.as_bytes());
     let mut k = [0u8; 9];
     k[0] = tag;
@@ -147,7 +148,7 @@ fn hashed(tag: u8, text: &str, seq: u64) -> Vec<u8> {
 
 /// The texts a record is indexed under, with their `trace_keys` tags: its Message-ID,
 /// its identificativo and each of its mailboxes.
-fn index_texts(r: &TraceRecord) -> Vec<(u8, String)> {
+pub(super) fn index_texts(r: &TraceRecord) -> Vec<(u8, String)> {
     let id = |v: &Option<String>| v.as_deref().map(msgid_key).filter(|m| !m.is_empty());
     let mut out = Vec::with_capacity(3 + r.recipients.len());
     out.extend(id(&r.msgid).map(|m| (TAG_MSGID, m)));
@@ -403,10 +404,18 @@ impl TraceLog {
             }
         };
         let by_key = |tag: u8, text: String, old: &crate::store::kv::Tree| {
-            let hashed = self.trees.keys.scan_prefix(hashed_prefix(tag, &text));
+            let own = hashed_prefix(tag, &text);
+            let groups = self
+                .trees
+                .keys
+                .scan_prefix(super::postings::group_prefix(own));
+            let own = self.trees.keys.scan_prefix(own);
             let mut k = text.into_bytes();
             k.push(0);
-            merge_by_seq(hashed, old.scan_prefix(k))
+            merge_by_seq(
+                merge_by_seq(index_seqs(groups), index_seqs(own)),
+                index_seqs(old.scan_prefix(k)),
+            )
         };
         let seqs: Option<Box<dyn Iterator<Item = Result<u64, TraceError>>>> =
             if let Some(m) = &q.msgid {
@@ -506,21 +515,28 @@ impl<'a> Chain<'a> {
     }
 }
 
-/// The seqs of two index scans (each in seq order: the seq ends every key and the keys
-/// before it are equal within a scan), merged in seq order without repeats.
+/// The seqs an index scan names, in key order: one per entry, or a group's
+/// ([`super::postings`]).
+fn index_seqs(it: crate::store::kv::Iter) -> impl Iterator<Item = Result<u64, TraceError>> {
+    it.flat_map(|kv| {
+        match kv
+            .map_err(TraceError::from)
+            .and_then(|(k, v)| super::postings::entry_seqs(&k, &v))
+        {
+            Ok(seqs) => seqs.into_iter().map(Ok).collect::<Vec<_>>(),
+            Err(e) => vec![Err(e)],
+        }
+    })
+}
+
+/// Two runs of seqs, each in seq order (an index scan: the seq ends every key and the
+/// keys before it are equal; a group's seqs lie between its key's seq and the next
+/// key's), merged in seq order without repeats.
 fn merge_by_seq(
-    a: crate::store::kv::Iter,
-    b: crate::store::kv::Iter,
+    a: impl Iterator<Item = Result<u64, TraceError>>,
+    b: impl Iterator<Item = Result<u64, TraceError>>,
 ) -> impl Iterator<Item = Result<u64, TraceError>> {
-    let seqs = |it: crate::store::kv::Iter| {
-        it.filter_map(|kv| {
-            kv.map(|(k, _)| seq_of_index_key(&k))
-                .map_err(TraceError::from)
-                .transpose()
-        })
-        .peekable()
-    };
-    let (mut a, mut b) = (seqs(a), seqs(b));
+    let (mut a, mut b) = (a.peekable(), b.peekable());
     std::iter::from_fn(move || {
         let take_a = match (a.peek(), b.peek()) {
             (None, None) => return None,

@@ -46,6 +46,7 @@
 
 pub mod checkpoint;
 pub mod log;
+pub(crate) mod postings;
 pub(crate) mod records;
 pub mod retention;
 pub mod segments;

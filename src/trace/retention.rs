@@ -74,13 +74,18 @@ impl TraceLog {
     }
 
     /// Up to `max` records at or below `upto` still present (above the sealed
-    /// segments' purge floor), with their index keys (what a purge step removes).
+    /// segments' purge floor), with their index keys (what a purge step removes). The
+    /// first record of a sealed file that this purge removes whole carries the keys of
+    /// the file's groups ([`super::postings`]), read from all its records, those an
+    /// earlier purge hid included. Its other records lose their index entries with that
+    /// step; they are past the retention, and the next step removes them.
     pub(crate) fn purge_chunk(
         &self,
         upto: u64,
         max: usize,
     ) -> Result<Vec<(u64, Vec<(Index, Vec<u8>)>)>, TraceError> {
         let mut out = Vec::new();
+        let mut files_seen = None;
         for kv in self
             .trees
             .records_in(self.purged_floor() + 1, upto)
@@ -89,11 +94,24 @@ impl TraceLog {
             let (seq, v) = kv?;
             let r = super::stored::decode(&seq_key(seq), &v)?;
             // The form tells which schema wrote the record, hence where its entries are.
-            let keys = if r.needs_prev() {
+            let mut keys = if r.needs_prev() {
                 index_keys(r.unchained())
             } else {
                 old_index_keys(r.unchained())
             };
+            if let Some(sealed) = &self.trees.sealed
+                && let Some((first, last)) = sealed.bounds_of(seq)
+                && last <= upto
+                && files_seen != Some(first)
+            {
+                files_seen = Some(first);
+                let records = sealed.whole_file(first)?;
+                keys.extend(
+                    super::postings::group_keys(first, &records)?
+                        .into_iter()
+                        .map(|k| (Index::Keys, k)),
+                );
+            }
             out.push((r.seq(), keys));
         }
         Ok(out)

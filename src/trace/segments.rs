@@ -388,11 +388,38 @@ impl Segments {
         Ok((firsts.len() as u64, bytes))
     }
 
+    /// The first and last seq of each file, in seq order.
+    pub fn files(&self) -> Vec<(u64, u64)> {
+        self.state().files.iter().map(|(f, l)| (*f, *l)).collect()
+    }
+
+    /// The first and last seq of the file holding `seq`, if one does (purged or not).
+    pub fn bounds_of(&self, seq: u64) -> Option<(u64, u64)> {
+        match self.state().files.range(..=seq).next_back() {
+            Some((&first, &last)) if seq <= last => Some((first, last)),
+            _ => None,
+        }
+    }
+
+    /// Every record of the file starting at `first`, purged ones included (what a purge
+    /// of the whole file looks at one last time); empty if there is no such file.
+    pub fn whole_file(&self, first: u64) -> Result<Vec<(u64, Vec<u8>)>, TraceError> {
+        match self.segment_at(first, false)? {
+            Some(s) if s.first == first => s.read_range(first, s.last()),
+            _ => Ok(Vec::new()),
+        }
+    }
+
     /// The file holding `seq`, if one does and `seq` is not purged.
     fn segment(&self, seq: u64) -> Result<Option<Arc<Segment>>, TraceError> {
+        self.segment_at(seq, true)
+    }
+
+    /// The file holding `seq`, if one does (and `seq` is not purged, with `hide_purged`).
+    fn segment_at(&self, seq: u64, hide_purged: bool) -> Result<Option<Arc<Segment>>, TraceError> {
         let first = {
             let st = self.state();
-            if seq <= st.floor {
+            if hide_purged && seq <= st.floor {
                 return Ok(None);
             }
             match st.files.range(..=seq).next_back() {

@@ -134,18 +134,27 @@ impl Committer {
             .then_some((first, last)))
     }
 
-    /// Removes records `first ..= last`, now in their file, from the tree (flushed with
-    /// the next group, or at shutdown).
+    /// Removes records `first ..= last`, now in their file, from the tree, their index
+    /// entries grouped first ([`crate::trace::postings`]); flushed with the next group,
+    /// or at shutdown. sled recovers a prefix of its writes, so the grouping is durable
+    /// whenever the removal is.
     pub(super) fn remove_sealed(&mut self, first: u64, last: u64) -> Result<(), StoreError> {
         let mut batch = crate::store::kv::Batch::default();
+        let mut records = Vec::new();
         for kv in self
             .trees
             .trace
             .records
             .range(seq_key(first)..=seq_key(last))
         {
-            batch.remove(kv?.0);
+            let (k, v) = kv?;
+            if let Some(seq) = seq_of_index_key(&k) {
+                records.push((seq, v));
+            }
+            batch.remove(k);
         }
+        let grouped = crate::trace::postings::regroup(first, &records)?;
+        self.trees.trace.keys.apply_batch(grouped)?;
         self.trees.trace.records.apply_batch(batch)?;
         self.dirty = true;
         Ok(())

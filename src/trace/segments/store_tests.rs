@@ -14,7 +14,7 @@ use crate::trace::log::seq_key;
 use crate::trace::walk::tests::t0;
 use crate::trace::{EventKind, TraceEvent, TraceQuery};
 
-fn options(slots: u64) -> StoreOptions {
+pub(super) fn options(slots: u64) -> StoreOptions {
     StoreOptions {
         clock: Arc::new(ManualClock::new(t0())),
         signer: Some(Arc::new(test_signer("provider"))),
@@ -25,7 +25,7 @@ fn options(slots: u64) -> StoreOptions {
     }
 }
 
-fn event(i: u32) -> TraceEvent {
+pub(super) fn event(i: u32) -> TraceEvent {
     TraceEvent::new(
         EventKind::Relayed,
         t0() + SignedDuration::from_secs(i as i64 % 7),
@@ -38,7 +38,7 @@ fn event(i: u32) -> TraceEvent {
 }
 
 /// A store with segments of `slots` records and `n` events committed one by one.
-fn with_events(dir: &std::path::Path, slots: u64, n: u32) -> Store {
+pub(super) fn with_events(dir: &std::path::Path, slots: u64, n: u32) -> Store {
     let s = Store::open(dir, options(slots)).unwrap();
     for i in 0..n {
         s.commit(Batch::new().trace(event(i))).unwrap();
@@ -48,7 +48,12 @@ fn with_events(dir: &std::path::Path, slots: u64, n: u32) -> Store {
 
 /// Seals records `first ..= last` of `tree` into `files` by hand, as the sealing thread
 /// would (the tree is left as it is).
-fn seal_by_hand(files: &super::Segments, tree: &crate::store::kv::Tree, first: u64, last: u64) {
+pub(super) fn seal_by_hand(
+    files: &super::Segments,
+    tree: &crate::store::kv::Tree,
+    first: u64,
+    last: u64,
+) {
     let recs: Vec<(u64, sled::IVec)> = (first..=last)
         .map(|q| (q, tree.get(seq_key(q)).unwrap().unwrap()))
         .collect();
@@ -68,7 +73,7 @@ fn all_seqs(s: &Store) -> Vec<u64> {
 
 /// Waits until the records up to `seq` are sealed and gone from the tree (the committer
 /// seals after answering, on a thread of its own, and removes them afterwards).
-fn sealed_upto(s: &Store, seq: u64) {
+pub(super) fn sealed_upto(s: &Store, seq: u64) {
     let sealed = s.trees().trace.sealed.clone().unwrap();
     let tree = &s.trees().trace.records;
     for _ in 0..500 {
@@ -82,7 +87,7 @@ fn sealed_upto(s: &Store, seq: u64) {
 }
 
 /// Everything a reader can ask the log.
-fn answers(s: &Store) -> Vec<String> {
+pub(super) fn answers(s: &Store) -> Vec<String> {
     let log = s.trace();
     let mut out = vec![format!("{:?}", log.status().unwrap().first_seq)];
     out.push(format!("{:?}", log.head().unwrap()));
@@ -131,7 +136,7 @@ fn answers(s: &Store) -> Vec<String> {
 }
 
 /// `a` and `b` are the same answers (the first difference, not thousands of lines).
-fn same(a: &[String], b: &[String]) {
+pub(super) fn same(a: &[String], b: &[String]) {
     for (i, (x, y)) in a.iter().zip(b).enumerate() {
         assert_eq!(x, y, "answer {i}");
     }
@@ -490,3 +495,5 @@ fn a_scan_reads_from_the_files_what_a_seal_moved_while_it_looked_away() {
     assert_eq!(seen, whole);
     assert!(s.trace().verify(None).unwrap().intact());
 }
+
+mod grouped;

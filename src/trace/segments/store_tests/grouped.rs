@@ -1,0 +1,240 @@
+//! The grouped index entries of sealed records ([`crate::trace::postings`]): one entry
+//! per key and segment, found as the records' own entries were, removed whole by the
+//! purge of their segment, rebuilt for a store sealed by schema 7, taken apart by a copy.
+//! Their unwraps see only values the tests make.
+
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::{answers, event, options, same, sealed_upto, with_events};
+use crate::store::{Batch, Store};
+use crate::trace::TraceQuery;
+use crate::trace::log::seq_of_index_key;
+use crate::trace::postings::entry_seqs;
+
+/// Every `trace_keys` entry: its key's seq, whether it is a group, the seqs it names.
+fn entries(s: &Store) -> Vec<(u64, bool, Vec<u64>)> {
+    s.trees()
+        .trace
+        .keys
+        .iter()
+        .map(|kv| {
+            let (k, v) = kv.unwrap();
+            (
+                seq_of_index_key(&k).unwrap(),
+                !v.is_empty(),
+                entry_seqs(&k, &v).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// How many distinct keys (tag and text) the events `from .. to` of [`event`] have.
+fn distinct_keys(from: u32, to: u32) -> usize {
+    let mut keys = std::collections::BTreeSet::new();
+    for i in from..to {
+        keys.insert(format!("m{}", i % 3));
+        keys.insert(format!("i{i}"));
+        keys.insert("alice".to_string());
+        keys.insert(format!("bob{}", i % 4));
+    }
+    keys.len()
+}
+
+#[test]
+fn a_sealed_segments_entries_are_one_per_key_and_answer_as_the_records_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = with_events(dir.path(), 1 << 20, 40);
+    let whole = answers(&s);
+    assert!(entries(&s).iter().all(|(_, group, _)| !group));
+    assert_eq!(entries(&s).len(), 40 * 4);
+    drop(s);
+    std::thread::sleep(Duration::from_millis(100));
+    let s = Store::open(dir.path(), options(8)).unwrap();
+    // A segment of eight is sealed once eight more follow it: up to 32 of 40.
+    sealed_upto(&s, 32);
+    same(&answers(&s), &whole);
+    let upto = s.trees().trace.sealed.as_ref().unwrap().upto();
+    let es = entries(&s);
+    // Sealed segments: one group per key of each, naming that segment's seqs only.
+    for first in (1..upto).step_by(8) {
+        let groups: Vec<_> = es.iter().filter(|(k, _, _)| *k == first).collect();
+        assert!(groups.iter().all(|(_, group, _)| *group), "{groups:?}");
+        let named: usize = groups.iter().map(|(_, _, seqs)| seqs.len()).sum();
+        assert_eq!(named, 8 * 4, "segment {first}");
+        assert_eq!(
+            groups.len(),
+            distinct_keys(first as u32 - 1, first as u32 + 7)
+        );
+        assert!(
+            groups
+                .iter()
+                .all(|(_, _, seqs)| seqs.iter().all(|q| (first..first + 8).contains(q)))
+        );
+    }
+    assert!(
+        es.iter().all(|(k, group, _)| (*k <= upto) == *group),
+        "entries of the tree's records stay their own"
+    );
+    assert_eq!(
+        es.len(),
+        (1..upto)
+            .step_by(8)
+            .map(|f| distinct_keys(f as u32 - 1, f as u32 + 7))
+            .sum::<usize>()
+            + (40 - upto as usize) * 4
+    );
+    // A reopen reads the same.
+    drop(s);
+    std::thread::sleep(Duration::from_millis(100));
+    let s = Store::open(dir.path(), options(8)).unwrap();
+    same(&answers(&s), &whole);
+}
+
+#[test]
+fn a_seal_cut_short_by_a_crash_has_its_entries_grouped_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = with_events(dir.path(), 1 << 20, 10);
+    let before = answers(&s);
+    let tree = s.trees().trace.records.clone();
+    let files = crate::trace::segments::Segments::open(&dir.path().join("trace"), 0).unwrap();
+    super::seal_by_hand(&files, &tree, 1, 4);
+    drop((s, tree, files));
+    std::thread::sleep(Duration::from_millis(100));
+    let s = Store::open(dir.path(), options(1 << 20)).unwrap();
+    let es = entries(&s);
+    assert_eq!(
+        es.iter().filter(|(k, _, _)| *k <= 4).count(),
+        distinct_keys(0, 4)
+    );
+    assert!(es.iter().all(|(k, group, _)| (*k <= 4) == *group));
+    same(&answers(&s), &before);
+}
+
+#[test]
+fn purging_a_segment_in_two_purges_leaves_no_entry_for_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path(), options(4)).unwrap();
+    let now: Timestamp = "2026-01-15T09:00:00Z".parse().unwrap();
+    let later = now + SignedDuration::from_hours(24 * 31 * 32);
+    let at = |i: u32, t: Timestamp| {
+        let mut ev = event(i);
+        ev.time = t;
+        s.commit(Batch::new().trace(ev)).unwrap();
+    };
+    // Records 1-10 old; the first checkpoint covers them, its record (11) and 12-21 are
+    // young at `now`; the second covers 1-21, old at `later`.
+    for i in 0..10 {
+        at(i, event(i).time);
+    }
+    assert_eq!(s.checkpoint_now().unwrap().unwrap().seq, 10);
+    for i in 10..20 {
+        at(i, now);
+    }
+    let cp2 = s.checkpoint_now().unwrap().unwrap();
+    assert_eq!(cp2.seq, 21);
+    for i in 20..40 {
+        at(i, later);
+    }
+    sealed_upto(&s, 36);
+    let ident = |i: u32| TraceQuery {
+        ident: Some(format!("opec.{i}@pec.x.it")),
+        ..Default::default()
+    };
+    let log = s.trace();
+    // The first purge ends inside the file of records 9-12: its groups stay, and name
+    // records 9 and 10 that no reader finds any longer.
+    assert_eq!(s.purge_expired(now).unwrap().anchor, Some(10));
+    assert!(log.query(&ident(8)).unwrap().is_empty());
+    assert!(
+        entries(&s)
+            .iter()
+            .any(|(k, _, seqs)| *k == 9 && seqs.contains(&9))
+    );
+    assert_eq!(log.query(&ident(11)).unwrap().len(), 1);
+    // The second purge removes that file whole, and every group of it, those of its
+    // records the first purge hid included.
+    assert_eq!(s.purge_expired(later).unwrap().anchor, Some(21));
+    assert!(
+        s.trees()
+            .trace
+            .sealed
+            .as_ref()
+            .unwrap()
+            .bounds_of(9)
+            .is_none()
+    );
+    let es = entries(&s);
+    assert!(
+        es.iter()
+            .all(|(k, _, seqs)| *k >= 21 && seqs.iter().all(|q| *q >= 21)),
+        "{:?}",
+        es.iter().filter(|(k, _, _)| *k < 21).collect::<Vec<_>>()
+    );
+    assert!(log.verify(None).unwrap().intact());
+    assert_eq!(log.query(&ident(25)).unwrap().len(), 1);
+}
+
+/// Takes every group apart into its records' own entries: a store sealed by schema 7.
+fn as_schema_7(s: &Store) {
+    let keys = &s.trees().trace.keys;
+    for kv in keys.iter() {
+        let (k, v) = kv.unwrap();
+        if v.is_empty() {
+            continue;
+        }
+        keys.remove(&k).unwrap();
+        for q in entry_seqs(&k, &v).unwrap() {
+            keys.insert(crate::trace::postings::own_key(&k, q), &b""[..])
+                .unwrap();
+        }
+    }
+    s.trees()
+        .meta
+        .insert(crate::store::SCHEMA_KEY, &7u32.to_be_bytes()[..])
+        .unwrap();
+    s.flush().unwrap();
+}
+
+#[test]
+fn a_store_sealed_by_schema_7_has_its_entries_grouped_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = with_events(dir.path(), 4, 30);
+    // All that is sealed of 30 records in segments of four.
+    sealed_upto(&s, 24);
+    let grouped = entries(&s);
+    let before = answers(&s);
+    // Nothing is sealed meanwhile: the log does not grow.
+    as_schema_7(&s);
+    assert!(entries(&s).len() > grouped.len());
+    drop(s);
+    std::thread::sleep(Duration::from_millis(100));
+    let s = Store::open(dir.path(), options(4)).unwrap();
+    assert_eq!(entries(&s), grouped);
+    same(&answers(&s), &before);
+    assert_eq!(
+        s.trees()
+            .meta
+            .get(crate::store::SCHEMA_KEY)
+            .unwrap()
+            .unwrap()
+            .as_ref(),
+        8u32.to_be_bytes()
+    );
+}
+
+#[test]
+fn a_copy_holds_each_records_own_entry() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let s = with_events(a.path(), 4, 30);
+    sealed_upto(&s, 20);
+    assert!(entries(&s).iter().any(|(_, group, _)| *group));
+    crate::store::migrate::copy_metadata(&s, b.path(), &options(1 << 20), false, |_, _| {})
+        .unwrap();
+    let t = Store::open(b.path(), options(1 << 20)).unwrap();
+    let es = entries(&t);
+    assert!(es.iter().all(|(k, group, seqs)| !group && seqs == &[*k]));
+    assert_eq!(es.len(), 30 * 4);
+    same(&answers(&t), &answers(&s));
+}
