@@ -144,13 +144,24 @@ pub(crate) const MIGRATING_KEY: &[u8] = b"migration_in_progress";
 type Entries<'a> = Box<dyn Iterator<Item = Result<(sled::IVec, sled::IVec), StoreError>> + 'a>;
 
 /// The entries of the source's tree `name`: for the trace log, its records wherever they
-/// are (the tree and the sealed segments), keyed by seq as in the tree; for its index,
-/// each record's own entry, a sealed segment's groups taken apart (the copied records
+/// are (the tree and the sealed segments), keyed by seq as in the tree; for its indexes,
+/// each record's own entry, a sealed segment's groups and time span taken apart (the copied records
 /// are in the target's tree, and its own sealing groups them again).
 fn entries<'a>(trees: &'a super::Trees, tree: &'a super::kv::Tree, name: &str) -> Entries<'a> {
     if name == "trace" && trees.trace.sealed.is_some() {
         Box::new(trees.trace.records_in(1, u64::MAX).map(|kv| {
             kv.map(|(seq, v)| (sled::IVec::from(&crate::trace::log::seq_key(seq)[..]), v))
+                .map_err(StoreError::from)
+        }))
+    } else if name == "trace_time" && trees.trace.sealed.is_some() {
+        // Each record's own entry, the spans of sealed segments taken apart.
+        let all = crate::trace::spans::TimeScan::new(
+            &trees.trace,
+            [0; 16],
+            crate::trace::spans::TIME_KEYS_END,
+        );
+        Box::new(all.map(|kv| {
+            kv.map(|(k, _)| (sled::IVec::from(&k[..]), sled::IVec::default()))
                 .map_err(StoreError::from)
         }))
     } else if name == "trace_keys" {

@@ -95,19 +95,18 @@ pub(super) fn open(
     sealed.purge_through(floor)?;
     if dup > 0 {
         // Their index entries grouped, as the committer would have.
-        let mut by_file: std::collections::BTreeMap<u64, Vec<(u64, sled::IVec)>> =
+        let mut by_file: std::collections::BTreeMap<(u64, u64), Vec<(u64, sled::IVec)>> =
             Default::default();
         for kv in trees.trace.records.range(..=seq_key(upto)) {
             let (k, v) = kv?;
             if let Some(seq) = seq_of_index_key(&k).filter(|s| *s > floor)
-                && let Some((first, _)) = sealed.bounds_of(seq)
+                && let Some(bounds) = sealed.bounds_of(seq)
             {
-                by_file.entry(first).or_default().push((seq, v));
+                by_file.entry(bounds).or_default().push((seq, v));
             }
         }
-        for (first, records) in by_file {
-            let grouped = crate::trace::postings::regroup(first, &records)?;
-            trees.trace.keys.apply_batch(grouped)?;
+        for ((first, last), records) in by_file {
+            crate::trace::postings::group_segment(&trees.trace, first, last, &records)?;
         }
         loop {
             let mut batch = super::kv::Batch::default();
@@ -137,7 +136,8 @@ pub(super) fn open(
 }
 
 /// The schema-8 step of a store sealed by schema 7: the index entries of every sealed
-/// file's records grouped ([`crate::trace::postings`]), a file at a time. Returns the
+/// file's records grouped ([`crate::trace::postings`], [`crate::trace::spans`]), a file
+/// at a time. Returns the
 /// files done. Idempotent.
 pub(super) fn group_index_entries(trees: &Trees) -> Result<u64, StoreError> {
     let Some(sealed) = &trees.trace.sealed else {
@@ -146,8 +146,7 @@ pub(super) fn group_index_entries(trees: &Trees) -> Result<u64, StoreError> {
     let mut n = 0;
     for (first, last) in sealed.files() {
         let records = sealed.read_from(first, last)?;
-        let grouped = crate::trace::postings::regroup(first, &records)?;
-        trees.trace.keys.apply_batch(grouped)?;
+        crate::trace::postings::group_segment(&trees.trace, first, last, &records)?;
         n += 1;
     }
     Ok(n)

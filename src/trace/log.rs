@@ -167,7 +167,7 @@ pub(crate) fn index_keys(r: &TraceRecord) -> Vec<(Index, Vec<u8>)> {
     out
 }
 
-fn time_key(r: &TraceRecord) -> Vec<u8> {
+pub(super) fn time_key(r: &TraceRecord) -> Vec<u8> {
     let mut t = time_prefix(r.time).to_vec();
     t.extend_from_slice(&r.seq.to_be_bytes());
     t
@@ -417,45 +417,58 @@ impl TraceLog {
                 index_seqs(old.scan_prefix(k)),
             )
         };
-        let seqs: Option<Box<dyn Iterator<Item = Result<u64, TraceError>>>> =
-            if let Some(m) = &q.msgid {
-                Some(Box::new(by_key(
-                    TAG_MSGID,
-                    msgid_key(m),
-                    &self.trees.by_msgid,
-                )))
-            } else if let Some(i) = &q.ident {
-                Some(Box::new(by_key(
-                    TAG_IDENT,
-                    msgid_key(i),
-                    &self.trees.by_ident,
-                )))
-            } else if let Some(m) = &q.mailbox {
-                Some(Box::new(by_key(
-                    TAG_MAILBOX,
-                    mailbox_key(m),
-                    &self.trees.by_mailbox,
-                )))
-            } else if q.since.is_some() || q.until.is_some() {
-                let lo = q.since.map_or([0u8; 8], time_prefix).to_vec();
-                let mut hi = q.until.map_or([0xffu8; 8], time_prefix).to_vec();
-                hi.extend_from_slice(&[0xff; 8]);
-                Some(Box::new(self.trees.by_time.range(lo..=hi).filter_map(
-                    |kv| {
-                        kv.map(|(k, _)| seq_of_index_key(&k))
-                            .map_err(TraceError::from)
-                            .transpose()
-                    },
-                )))
-            } else {
-                None
-            };
-        match seqs {
-            Some(seqs) => {
-                for seq in seqs {
-                    let seq = seq?;
+        // Seqs, each with its record's stored form when the index read it already.
+        type Found = Result<(u64, Option<sled::IVec>), TraceError>;
+        fn with_seq<'a>(
+            seqs: Box<dyn Iterator<Item = Result<u64, TraceError>> + 'a>,
+        ) -> Box<dyn Iterator<Item = Found> + 'a> {
+            Box::new(seqs.map(|s| s.map(|s| (s, None))))
+        }
+        let found: Option<Box<dyn Iterator<Item = Found> + '_>> = if let Some(m) = &q.msgid {
+            Some(with_seq(Box::new(by_key(
+                TAG_MSGID,
+                msgid_key(m),
+                &self.trees.by_msgid,
+            ))))
+        } else if let Some(i) = &q.ident {
+            Some(with_seq(Box::new(by_key(
+                TAG_IDENT,
+                msgid_key(i),
+                &self.trees.by_ident,
+            ))))
+        } else if let Some(m) = &q.mailbox {
+            Some(with_seq(Box::new(by_key(
+                TAG_MAILBOX,
+                mailbox_key(m),
+                &self.trees.by_mailbox,
+            ))))
+        } else if q.since.is_some() || q.until.is_some() {
+            let mut lo = [0u8; 16];
+            lo[..8].copy_from_slice(&q.since.map_or([0u8; 8], time_prefix));
+            let mut hi = [0xffu8; 16];
+            if let Some(u) = q.until {
+                hi[..8].copy_from_slice(&time_prefix(u));
+            }
+            // The tree's entries and the sealed segments' spans ([`super::spans`]).
+            Some(Box::new(
+                super::spans::TimeScan::new(&self.trees, lo, hi).map(|kv| {
+                    let (k, bytes) = kv?;
+                    Ok((seq_of_index_key(&k).unwrap_or(0), bytes))
+                }),
+            ))
+        } else {
+            None
+        };
+        match found {
+            Some(found) => {
+                for f in found {
+                    let (seq, bytes) = f?;
                     let k = seq_key(seq);
-                    if let Some(v) = self.trees.record(seq)?
+                    let v = match bytes {
+                        Some(v) => Some(v),
+                        None => self.trees.record(seq)?,
+                    };
+                    if let Some(v) = v
                         && !matching(super::stored::decode(&k, &v)?)?
                     {
                         break;

@@ -50,6 +50,7 @@ pub(crate) mod postings;
 pub(crate) mod records;
 pub mod retention;
 pub mod segments;
+pub(crate) mod spans;
 pub(crate) mod stored;
 pub mod verify;
 pub mod walk;

@@ -136,6 +136,23 @@ pub(crate) fn regroup(
     Ok(batch)
 }
 
+/// Groups the index entries of `records` (stored forms, in seq order), the records of
+/// the sealed segment `first ..= last` still present: their `trace_keys` entries
+/// ([`regroup`]), then their `trace_time` entries ([`super::spans::regroup`]).
+/// Idempotent.
+pub(crate) fn group_segment(
+    trees: &super::log::TraceTrees,
+    first: u64,
+    last: u64,
+    records: &[(u64, impl AsRef<[u8]>)],
+) -> Result<(), TraceError> {
+    trees.keys.apply_batch(regroup(first, records)?)?;
+    trees
+        .by_time
+        .apply_batch(super::spans::regroup(first, last, records)?)?;
+    Ok(())
+}
+
 /// The keys of the groups of the segment starting at `first`, given all its records
 /// (purged ones included): what a purge of the whole segment removes.
 pub(crate) fn group_keys(

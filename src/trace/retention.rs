@@ -76,7 +76,8 @@ impl TraceLog {
     /// Up to `max` records at or below `upto` still present (above the sealed
     /// segments' purge floor), with their index keys (what a purge step removes). The
     /// first record of a sealed file that this purge removes whole carries the keys of
-    /// the file's groups ([`super::postings`]), read from all its records, those an
+    /// the file's groups ([`super::postings`]) and of its time span ([`super::spans`]),
+    /// read from all its records, those an
     /// earlier purge hid included. Its other records lose their index entries with that
     /// step; they are past the retention, and the next step removes them.
     pub(crate) fn purge_chunk(
@@ -111,6 +112,7 @@ impl TraceLog {
                         .into_iter()
                         .map(|k| (Index::Keys, k)),
                 );
+                keys.push((Index::Time, super::spans::span_key(first)));
             }
             out.push((r.seq(), keys));
         }

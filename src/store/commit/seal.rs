@@ -135,7 +135,7 @@ impl Committer {
     }
 
     /// Removes records `first ..= last`, now in their file, from the tree, their index
-    /// entries grouped first ([`crate::trace::postings`]); flushed with the next group,
+    /// entries grouped first ([`crate::trace::postings`], [`crate::trace::spans`]); flushed with the next group,
     /// or at shutdown. sled recovers a prefix of its writes, so the grouping is durable
     /// whenever the removal is.
     pub(super) fn remove_sealed(&mut self, first: u64, last: u64) -> Result<(), StoreError> {
@@ -153,8 +153,7 @@ impl Committer {
             }
             batch.remove(k);
         }
-        let grouped = crate::trace::postings::regroup(first, &records)?;
-        self.trees.trace.keys.apply_batch(grouped)?;
+        crate::trace::postings::group_segment(&self.trees.trace, first, last, &records)?;
         self.trees.trace.records.apply_batch(batch)?;
         self.dirty = true;
         Ok(())

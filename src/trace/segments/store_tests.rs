@@ -120,6 +120,15 @@ pub(super) fn answers(s: &Store) -> Vec<String> {
         until: Some(t0() + SignedDuration::from_secs(4)),
         ..Default::default()
     });
+    queries.push(TraceQuery {
+        since: Some(t0() + SignedDuration::from_secs(5)),
+        limit: Some(7),
+        ..Default::default()
+    });
+    queries.push(TraceQuery {
+        until: Some(t0() + SignedDuration::from_secs(1)),
+        ..Default::default()
+    });
     for q in &queries {
         out.push(format!("{:?}", log.query(q).unwrap()));
         out.push(format!("{:?}", log.events(q).unwrap()));

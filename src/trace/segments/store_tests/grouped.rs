@@ -1,6 +1,8 @@
-//! The grouped index entries of sealed records ([`crate::trace::postings`]): one entry
-//! per key and segment, found as the records' own entries were, removed whole by the
-//! purge of their segment, rebuilt for a store sealed by schema 7, taken apart by a copy.
+//! The grouped index entries of sealed records ([`crate::trace::postings`],
+//! [`crate::trace::spans`]): one entry per key and segment and one time span per segment,
+//! found as the records' own entries were (by a time scan during a seal too), removed
+//! whole by the purge of their segment, rebuilt for a store sealed by schema 7, taken
+//! apart by a copy.
 //! Their unwraps see only values the tests make.
 
 use std::time::Duration;
@@ -12,6 +14,19 @@ use crate::store::{Batch, Store};
 use crate::trace::TraceQuery;
 use crate::trace::log::seq_of_index_key;
 use crate::trace::postings::entry_seqs;
+use crate::trace::spans::{SPAN_PREFIX, Span, TIME_KEYS_END, TimeScan, spans};
+
+/// The own entries of `trace_time` (seqs) and the spans.
+fn times(s: &Store) -> (Vec<u64>, Vec<Span>) {
+    let own = s
+        .trees()
+        .trace
+        .by_time
+        .range(..&SPAN_PREFIX[..])
+        .map(|kv| seq_of_index_key(&kv.unwrap().0).unwrap())
+        .collect();
+    (own, spans(&s.trees().trace).unwrap())
+}
 
 /// Every `trace_keys` entry: its key's seq, whether it is a group, the seqs it names.
 fn entries(s: &Store) -> Vec<(u64, bool, Vec<u64>)> {
@@ -85,11 +100,68 @@ fn a_sealed_segments_entries_are_one_per_key_and_answer_as_the_records_own() {
             .sum::<usize>()
             + (40 - upto as usize) * 4
     );
+    // One span per sealed segment, the tree's records' own time entries.
+    let (mut own, spans) = times(&s);
+    own.sort();
+    assert_eq!(own, (upto + 1..=40).collect::<Vec<_>>());
+    assert_eq!(
+        spans.iter().map(|s| (s.first, s.last)).collect::<Vec<_>>(),
+        (1..upto).step_by(8).map(|f| (f, f + 7)).collect::<Vec<_>>()
+    );
+    // Times are t0 + i % 7 seconds: each segment of eight spans all seven.
+    let prefix =
+        |secs| crate::trace::log::time_prefix(event(0).time + SignedDuration::from_secs(secs));
+    assert!(
+        spans
+            .iter()
+            .all(|s| s.min == prefix(0) && s.max == prefix(6))
+    );
     // A reopen reads the same.
     drop(s);
     std::thread::sleep(Duration::from_millis(100));
     let s = Store::open(dir.path(), options(8)).unwrap();
     same(&answers(&s), &whole);
+}
+
+#[test]
+fn a_time_scan_gives_every_entry_once_in_order_while_a_seal_moves_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = with_events(dir.path(), 1 << 20, 30);
+    let trees = &s.trees().trace;
+    let keys = |scan: &mut dyn Iterator<Item = _>| -> Vec<[u8; 16]> {
+        scan.map(|kv: Result<([u8; 16], _), _>| kv.unwrap().0)
+            .collect()
+    };
+    let all = keys(&mut TimeScan::new(trees, [0; 16], TIME_KEYS_END));
+    assert_eq!(all.len(), 30);
+    assert!(all.windows(2).all(|w| w[0] < w[1]));
+    // Ten entries in, records 1 to 8 move into a file, as the committer moves them.
+    let mut scan = TimeScan::new(trees, [0; 16], TIME_KEYS_END);
+    let mut got = keys(&mut scan.by_ref().take(10));
+    let sealed = trees.sealed.clone().unwrap();
+    super::seal_by_hand(&sealed, &trees.records, 1, 8);
+    let records: Vec<(u64, sled::IVec)> = (1..=8)
+        .map(|q| {
+            (
+                q,
+                trees
+                    .records
+                    .get(crate::trace::log::seq_key(q))
+                    .unwrap()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    crate::trace::postings::group_segment(trees, 1, 8, &records).unwrap();
+    for q in 1..=8 {
+        trees.records.remove(crate::trace::log::seq_key(q)).unwrap();
+    }
+    got.extend(keys(&mut scan));
+    assert_eq!(got, all);
+    // A scan started now reads them from the file, within its range only.
+    let mid = all[12];
+    let from_mid = keys(&mut TimeScan::new(trees, mid, TIME_KEYS_END));
+    assert_eq!(from_mid, all[12..]);
 }
 
 #[test]
@@ -172,6 +244,9 @@ fn purging_a_segment_in_two_purges_leaves_no_entry_for_its_records() {
         "{:?}",
         es.iter().filter(|(k, _, _)| *k < 21).collect::<Vec<_>>()
     );
+    let (own, spans) = times(&s);
+    assert!(spans.iter().all(|s| s.first >= 21), "{spans:?}");
+    assert!(own.iter().all(|q| *q > 21), "{own:?}");
     assert!(log.verify(None).unwrap().intact());
     assert_eq!(log.query(&ident(25)).unwrap().len(), 1);
 }
@@ -190,6 +265,19 @@ fn as_schema_7(s: &Store) {
                 .unwrap();
         }
     }
+    let trees = &s.trees().trace;
+    for span in spans(trees).unwrap() {
+        trees
+            .by_time
+            .remove(crate::trace::spans::span_key(span.first))
+            .unwrap();
+        for q in span.first..=span.last {
+            let r = s.trace().get(q).unwrap().unwrap();
+            let mut k = crate::trace::log::time_prefix(r.time).to_vec();
+            k.extend_from_slice(&q.to_be_bytes());
+            trees.by_time.insert(k, &b""[..]).unwrap();
+        }
+    }
     s.trees()
         .meta
         .insert(crate::store::SCHEMA_KEY, &7u32.to_be_bytes()[..])
@@ -203,15 +291,16 @@ fn a_store_sealed_by_schema_7_has_its_entries_grouped_at_open() {
     let s = with_events(dir.path(), 4, 30);
     // All that is sealed of 30 records in segments of four.
     sealed_upto(&s, 24);
-    let grouped = entries(&s);
+    let grouped = (entries(&s), times(&s));
     let before = answers(&s);
     // Nothing is sealed meanwhile: the log does not grow.
     as_schema_7(&s);
-    assert!(entries(&s).len() > grouped.len());
+    assert!(entries(&s).len() > grouped.0.len());
+    assert!(times(&s).1.is_empty());
     drop(s);
     std::thread::sleep(Duration::from_millis(100));
     let s = Store::open(dir.path(), options(4)).unwrap();
-    assert_eq!(entries(&s), grouped);
+    assert_eq!((entries(&s), times(&s)), grouped);
     same(&answers(&s), &before);
     assert_eq!(
         s.trees()
@@ -236,5 +325,8 @@ fn a_copy_holds_each_records_own_entry() {
     let es = entries(&t);
     assert!(es.iter().all(|(k, group, seqs)| !group && seqs == &[*k]));
     assert_eq!(es.len(), 30 * 4);
+    let (mut own, spans) = times(&t);
+    own.sort();
+    assert_eq!((own, spans), ((1..=30).collect::<Vec<_>>(), vec![]));
     same(&answers(&t), &answers(&s));
 }
