@@ -91,6 +91,9 @@ fn migrate(
     let clock: pecd::clock::SharedClock = std::sync::Arc::new(pecd::clock::SystemClock);
     let options = pecd::store::StoreOptions {
         lock_wait: Duration::from_secs(3),
+        // Nothing sealed while it is copied (an older store's backlog would be): the
+        // copy reads the log as it stands.
+        trace_segment_records: u64::MAX,
         ..source.store_options(clock.clone(), None)
     };
     let store = pecd::store::Store::open(&source.store.dir, options)

@@ -171,10 +171,13 @@ fn entries<'a>(trees: &'a super::Trees, tree: &'a super::kv::Tree, name: &str) -
         let own = tree
             .range(..[GROUP].as_slice())
             .map(|kv| kv.map_err(StoreError::from));
-        let apart = tree.range([GROUP].as_slice()..).flat_map(|kv| {
+        // A group of a partly purged file names purged records, which are not copied.
+        let floor = trees.trace.sealed.as_ref().map_or(0, |s| s.floor());
+        let apart = tree.range([GROUP].as_slice()..).flat_map(move |kv| {
             let own = kv.map_err(StoreError::from).and_then(|(k, v)| {
                 Ok(entry_seqs(&k, &v)?
                     .into_iter()
+                    .filter(|s| *s > floor)
                     .map(|s| (sled::IVec::from(own_key(&k, s)), sled::IVec::default()))
                     .collect::<Vec<_>>())
             });

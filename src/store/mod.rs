@@ -63,7 +63,7 @@ pub mod password;
 pub mod pending;
 pub mod queue;
 pub mod quota;
-mod retention;
+pub(crate) mod retention;
 mod sealed;
 mod tx;
 
@@ -166,8 +166,10 @@ pub const CHANGE_BACKLOG: usize = 1024;
 /// ([`crate::trace::segments`]; marked on PostgreSQL too, where nothing changes, so that
 /// an older pecd refuses a sled store whose records it would not find); 8 = the
 /// `trace_keys` entries of sealed records are grouped, one per key and segment
-/// ([`crate::trace::postings`]), which an older pecd would read as one seq each. The
-/// entries of a schema-7 store's sealed files are grouped at open.
+/// ([`crate::trace::postings`]), and their `trace_time` entries replaced by one time
+/// span per segment ([`crate::trace::spans`]): an older pecd would read a group as one
+/// seq and miss the sealed records in time queries. The entries of a schema-7 store's
+/// sealed files are grouped at open.
 pub const SCHEMA_VERSION: u32 = 8;
 /// Schemas this code can open (older ones are migrated to [`SCHEMA_VERSION`]).
 pub const SUPPORTED_SCHEMAS: &[u32] = &[1, 2, 3, 4, 5, 6, 7, 8];

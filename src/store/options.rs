@@ -43,7 +43,8 @@ pub struct StoreOptions {
     pub lock_wait: Duration,
     /// Records per sealed segment of the trace log (sled stores: the `trace` tree keeps
     /// between one and two segments' worth of the newest records, the older ones are in
-    /// files, see [`crate::trace::segments`]).
+    /// files, see [`crate::trace::segments`]). `u64::MAX`: nothing is sealed (a store
+    /// opened to be copied).
     pub trace_segment_records: u64,
 }
 

@@ -26,6 +26,14 @@ use crate::trace::retention::PURGED_KEY;
 /// Records removed per commit during a purge.
 const PURGE_CHUNK: usize = 5_000;
 
+#[cfg(test)]
+thread_local! {
+    /// Run by a purge on this thread between reading a step's records and committing
+    /// the step: where a seal running beside the purge is simulated.
+    pub(crate) static BEFORE_PURGE_COMMIT: std::cell::RefCell<Option<Box<dyn FnMut()>>> =
+        std::cell::RefCell::new(None);
+}
+
 /// What a purge did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PurgeReport {
@@ -91,8 +99,15 @@ impl Store {
                     value: None,
                 });
             }
+            #[cfg(test)]
+            BEFORE_PURGE_COMMIT.with(|h| {
+                if let Some(f) = h.borrow_mut().as_mut() {
+                    f();
+                }
+            });
             self.commit(b)?;
             if let Some((last, _)) = chunk.last() {
+                self.remove_groups_left(&log, *last)?;
                 log.purge_sealed_through(*last)?;
             }
             report.records_removed += chunk.len() as u64;
@@ -102,12 +117,55 @@ impl Store {
         // files holding nothing later can go.
         if log.purged_floor() < anchor.seq && log.trees.sealed.is_some() {
             self.commit(Batch::new().push(purged_op(anchor.seq)))?;
+            self.remove_groups_left(&log, anchor.seq)?;
             log.purge_sealed_through(anchor.seq)?;
         } else {
             // A file sealed while the last purge ran may hold nothing above the floor.
+            self.remove_groups_left(&log, log.purged_floor())?;
             log.purge_sealed_through(log.purged_floor())?;
         }
         Ok(report)
+    }
+
+    /// Before the sealed files holding nothing above `floor` are deleted: removes the
+    /// index groups and time span of any of them that still has its span. A purge step
+    /// removes them with the file's records ([`TraceLog::purge_chunk`]), unless the file
+    /// was named after the step read those records from the tree (a seal running beside
+    /// the purge): the committer then grouped their entries before the step's commit
+    /// removed the records, and they would outlive the file.
+    fn remove_groups_left(&self, log: &TraceLog, floor: u64) -> Result<(), StoreError> {
+        let Some(sealed) = &log.trees.sealed else {
+            return Ok(());
+        };
+        let mut b = Batch::new();
+        let mut any = false;
+        for (first, last) in sealed.files() {
+            if last > floor {
+                break;
+            }
+            let span = crate::trace::spans::span_key(first);
+            if log.trees.by_time.get(&span)?.is_none() {
+                continue;
+            }
+            let records = sealed.whole_file(first)?;
+            for key in crate::trace::postings::group_keys(first, &records)? {
+                b = b.push(Op::Raw {
+                    tree: T_KEYS,
+                    key,
+                    value: None,
+                });
+            }
+            b = b.push(Op::Raw {
+                tree: T_TIME,
+                key: span,
+                value: None,
+            });
+            any = true;
+        }
+        if any {
+            self.commit(b)?;
+        }
+        Ok(())
     }
 }
 

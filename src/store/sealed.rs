@@ -137,8 +137,7 @@ pub(super) fn open(
 
 /// The schema-8 step of a store sealed by schema 7: the index entries of every sealed
 /// file's records grouped ([`crate::trace::postings`], [`crate::trace::spans`]), a file
-/// at a time. Returns the
-/// files done. Idempotent.
+/// at a time. Returns the files done. Idempotent.
 pub(super) fn group_index_entries(trees: &Trees) -> Result<u64, StoreError> {
     let Some(sealed) = &trees.trace.sealed else {
         return Ok(0);

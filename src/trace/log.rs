@@ -7,7 +7,7 @@
 //! |---|---|---|
 //! | `trace` | seq (u64) | the record (compact, or JSON in older stores: [`super::stored`]) |
 //! | `trace_keys` | tag, first 8 bytes of the key's SHA-256, seq | empty, or a group's seqs ([`super::postings`]) |
-//! | `trace_time` | unix ms (u64, sign bit flipped) seq | empty |
+//! | `trace_time` | unix ms (u64, sign bit flipped) seq | empty; or 8 bytes `ff`, a sealed segment's first seq: its time span ([`super::spans`]) |
 //! | `trace_msgid` | msgid `\0` seq | empty (schema 5 and older) |
 //! | `trace_ident` | identificativo `\0` seq | empty (schema 5 and older) |
 //! | `trace_mailbox` | lower-cased address `\0` seq | empty (schema 5 and older) |
@@ -77,6 +77,15 @@ pub enum Index {
     OldMsgId,
     OldIdent,
     OldMailbox,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Run by a query on this thread between reading the records' own index entries (or
+    /// time entries) and reading the groups (or spans) of the sealed ones: where a seal
+    /// landing in between is simulated.
+    pub(crate) static BEFORE_GROUPS: std::cell::RefCell<Option<Box<dyn FnMut()>>> =
+        std::cell::RefCell::new(None);
 }
 
 /// The tags of `trace_keys`.
@@ -403,19 +412,37 @@ impl TraceLog {
                 Ok(true)
             }
         };
-        let by_key = |tag: u8, text: String, old: &crate::store::kv::Tree| {
-            let own = hashed_prefix(tag, &text);
-            let groups = self
-                .trees
-                .keys
-                .scan_prefix(super::postings::group_prefix(own));
-            let own = self.trees.keys.scan_prefix(own);
+        let by_key = |tag: u8,
+                      text: String,
+                      old: &crate::store::kv::Tree|
+         -> Box<dyn Iterator<Item = Result<u64, TraceError>> + '_> {
+            let prefix = hashed_prefix(tag, &text);
+            let own = index_seqs(self.trees.keys.scan_prefix(prefix));
             let mut k = text.into_bytes();
             k.push(0);
-            merge_by_seq(
-                merge_by_seq(index_seqs(groups), index_seqs(own)),
-                index_seqs(old.scan_prefix(k)),
-            )
+            let old = index_seqs(old.scan_prefix(k));
+            if self.trees.sealed.is_none() {
+                // PostgreSQL: no groups.
+                return Box::new(merge_by_seq(own, old));
+            }
+            // The records' own entries are read whole before the groups: a record whose
+            // entries a seal groups meanwhile is then seen in one or the other (or both,
+            // given once), never in neither. They are the unsealed records' (the tree
+            // keeps at most two segments' worth, more only while an older store's
+            // backlog is sealed).
+            let own: Vec<_> = own.collect();
+            #[cfg(test)]
+            BEFORE_GROUPS.with(|h| {
+                if let Some(f) = h.borrow_mut().as_mut() {
+                    f();
+                }
+            });
+            let groups = index_seqs(
+                self.trees
+                    .keys
+                    .scan_prefix(super::postings::group_prefix(prefix)),
+            );
+            Box::new(merge_by_seq(merge_by_seq(groups, own.into_iter()), old))
         };
         // Seqs, each with its record's stored form when the index read it already.
         type Found = Result<(u64, Option<sled::IVec>), TraceError>;
@@ -425,23 +452,23 @@ impl TraceLog {
             Box::new(seqs.map(|s| s.map(|s| (s, None))))
         }
         let found: Option<Box<dyn Iterator<Item = Found> + '_>> = if let Some(m) = &q.msgid {
-            Some(with_seq(Box::new(by_key(
+            Some(with_seq(by_key(
                 TAG_MSGID,
                 msgid_key(m),
                 &self.trees.by_msgid,
-            ))))
+            )))
         } else if let Some(i) = &q.ident {
-            Some(with_seq(Box::new(by_key(
+            Some(with_seq(by_key(
                 TAG_IDENT,
                 msgid_key(i),
                 &self.trees.by_ident,
-            ))))
+            )))
         } else if let Some(m) = &q.mailbox {
-            Some(with_seq(Box::new(by_key(
+            Some(with_seq(by_key(
                 TAG_MAILBOX,
                 mailbox_key(m),
                 &self.trees.by_mailbox,
-            ))))
+            )))
         } else if q.since.is_some() || q.until.is_some() {
             let mut lo = [0u8; 16];
             lo[..8].copy_from_slice(&q.since.map_or([0u8; 8], time_prefix));

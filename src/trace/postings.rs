@@ -95,16 +95,24 @@ fn group_value(first: u64, seqs: &[u64]) -> Vec<u8> {
 }
 
 /// The prefixes (tag and hash) a record in stored form is indexed under in
-/// `trace_keys`; none for a record of schema 5 or older, indexed in the older trees.
-fn prefixes(seq: u64, stored: &[u8]) -> Result<Vec<[u8; 9]>, TraceError> {
-    let s = super::stored::decode(&seq_key(seq), stored)?;
+/// `trace_keys`; none for a record of schema 5 or older, indexed in the older trees, and
+/// none for a record that does not decode (logged: its own entries, if any, stay as
+/// they are, and verifying the log reports it).
+fn prefixes(seq: u64, stored: &[u8]) -> Vec<[u8; 9]> {
+    let s = match super::stored::decode(&seq_key(seq), stored) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(seq, error = %e, "a sealed trace record does not decode; its index entries are not grouped");
+            return Vec::new();
+        }
+    };
     if !s.needs_prev() {
-        return Ok(Vec::new());
+        return Vec::new();
     }
-    Ok(index_texts(s.unchained())
+    index_texts(s.unchained())
         .into_iter()
         .map(|(tag, text)| hashed_prefix(tag, &text))
-        .collect())
+        .collect()
 }
 
 /// The writes to `trace_keys` that group the entries of `records` (stored forms, in seq
@@ -118,7 +126,7 @@ pub(crate) fn regroup(
     let mut groups: BTreeMap<[u8; 9], Vec<u64>> = BTreeMap::new();
     let mut batch = crate::store::kv::Batch::default();
     for (seq, v) in records {
-        for p in prefixes(*seq, v.as_ref())? {
+        for p in prefixes(*seq, v.as_ref()) {
             batch.remove([&p[..], &seq.to_be_bytes()].concat());
             let seqs = groups.entry(p).or_default();
             // A record indexed twice under one key (two equal mailboxes) is listed once.
@@ -161,7 +169,7 @@ pub(crate) fn group_keys(
 ) -> Result<Vec<Vec<u8>>, TraceError> {
     let mut keys = std::collections::BTreeSet::new();
     for (seq, v) in records {
-        for p in prefixes(*seq, v.as_ref())? {
+        for p in prefixes(*seq, v.as_ref()) {
             keys.insert([&group_prefix(p)[..], &first.to_be_bytes()].concat());
         }
     }

@@ -6,14 +6,12 @@
 //! |---|---|
 //! | [`SPAN_PREFIX`], the segment's first seq | the earliest and the latest time of its records (as in a time entry's key), its last seq |
 //!
-//! A scan by time ([`TimeScan`]) reads the spans that meet its range, the records of
-//! their files, and the tree's own entries, and gives them in the order of the time
-//! entries' keys (time, then seq). A file is read once no entry before its earliest time
-//! is left to give, so a scan holds the matches of the files whose spans overlap, and
-//! times are nearly monotonic in seq (each event carries its own instant), so that is
-//! little more than one file's. A span appearing during a scan (a seal) is read at once,
-//! its records from where the scan is; an entry given twice (its record seen in the tree
-//! and in its file) is given once.
+//! A scan by time ([`TimeScan`]) reads the tree's own entries in its range, then the
+//! spans that meet it, the records of their files and gives them all in the order of
+//! the time entries' keys (time, then seq). A file is read once no entry before its
+//! earliest time is left to give, so a scan holds the matches of the files whose spans
+//! overlap; times are nearly monotonic in seq (each event carries its own instant), so
+//! that is little more than one file's.
 //!
 //! A purge removes a span with its file's groups, when it purges the whole file
 //! ([`super::retention`]).
@@ -22,7 +20,7 @@
 //! error naming its key, never a panic.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 
 use sled::IVec;
 
@@ -97,7 +95,15 @@ pub(crate) fn regroup(
     let mut batch = crate::store::kv::Batch::default();
     let mut range: Option<([u8; 8], [u8; 8])> = None;
     for (seq, v) in records {
-        let s = super::stored::decode(&seq_key(*seq), v.as_ref())?;
+        // One that does not decode keeps its own entry, if any (and the span does not
+        // cover it): verifying the log reports it.
+        let Ok(s) = super::stored::decode(&seq_key(*seq), v.as_ref()) else {
+            tracing::warn!(
+                seq,
+                "a sealed trace record does not decode; its time entry is kept"
+            );
+            continue;
+        };
         let k = time_key(s.unchained());
         let mut t = [0u8; 8];
         t.copy_from_slice(&k[..8]);
@@ -120,67 +126,71 @@ pub(crate) fn regroup(
 /// A scan of the time index between two keys of time entries (both included), sealed
 /// records included: their entries' keys in order, each with the record's stored form
 /// when it was read from its file.
+///
+/// On sled the tree's own entries in the range are read whole first, and the spans only
+/// then: a record whose entry a seal moves into a span meanwhile is seen in one or the
+/// other (or both, and given once), never in neither. The own entries are the unsealed
+/// records' (at most two segments' worth, more only while an older store's backlog is
+/// sealed). On PostgreSQL, which has no spans, they are read as the scan goes.
 pub(crate) struct TimeScan<'a> {
     trees: &'a TraceTrees,
     lo: [u8; 16],
     hi: [u8; 16],
+    /// The tree's own entries; `None` until the first step.
+    tree: Option<std::iter::Peekable<Keys<'a>>>,
     /// Spans meeting the range, not read yet, by earliest time.
     waiting: VecDeque<Span>,
-    /// The first seq of every span known to the scan.
-    known: BTreeSet<u64>,
-    /// The last span key seen: a new one means a seal happened.
-    last_span: Option<IVec>,
     /// Entries read from files, not given yet.
     heap: BinaryHeap<Reverse<([u8; 16], Vec<u8>)>>,
-    tree: std::iter::Peekable<crate::store::kv::Iter>,
     /// The last key given.
     given: Option<[u8; 16]>,
     failed: bool,
 }
 
+type Keys<'a> = Box<dyn Iterator<Item = Result<[u8; 16], TraceError>> + 'a>;
+
 impl<'a> TimeScan<'a> {
     pub(crate) fn new(trees: &'a TraceTrees, lo: [u8; 16], hi: [u8; 16]) -> Self {
-        let hi = hi.min(TIME_KEYS_END);
         Self {
             trees,
             lo,
-            hi,
+            hi: hi.min(TIME_KEYS_END),
+            tree: None,
             waiting: VecDeque::new(),
-            known: BTreeSet::new(),
-            last_span: None,
             heap: BinaryHeap::new(),
-            tree: trees.by_time.range(&lo[..]..=&hi[..]).peekable(),
             given: None,
             failed: false,
         }
     }
 
-    /// Takes in the spans not known yet (all of them at the start; later, those of
-    /// seals done since), when the last span's key changed.
-    fn look_for_spans(&mut self) -> Result<(), TraceError> {
-        let last = match self.trees.by_time.range(&SPAN_PREFIX[..]..).next_back() {
-            Some(kv) => Some(kv?.0),
-            None => None,
-        };
-        if last == self.last_span {
-            return Ok(());
+    /// Reads the tree's own entries (whole, on sled) and then the spans meeting the range.
+    fn start(&mut self) -> Result<std::iter::Peekable<Keys<'a>>, TraceError> {
+        let own = self
+            .trees
+            .by_time
+            .range(&self.lo[..]..=&self.hi[..])
+            .filter_map(|kv| match kv {
+                // A key of another length is no time entry (none is written so).
+                Ok((k, _)) => <[u8; 16]>::try_from(k.as_ref()).ok().map(Ok),
+                Err(e) => Some(Err(TraceError::from(e))),
+            });
+        if self.trees.sealed.is_none() {
+            return Ok((Box::new(own) as Keys<'a>).peekable());
         }
-        self.last_span = last;
-        for span in spans(self.trees)? {
-            if !self.known.insert(span.first) {
-                continue;
+        let own: Vec<[u8; 16]> = own.collect::<Result<_, _>>()?;
+        #[cfg(test)]
+        super::log::BEFORE_GROUPS.with(|h| {
+            if let Some(f) = h.borrow_mut().as_mut() {
+                f();
             }
-            if span.max[..] < self.lo[..8] || span.min[..] > self.hi[..8] {
-                continue;
-            }
-            let at = self
-                .waiting
-                .iter()
-                .position(|w| w.min > span.min)
-                .unwrap_or(self.waiting.len());
-            self.waiting.insert(at, span);
-        }
-        Ok(())
+        });
+        let mut waiting: Vec<Span> = spans(self.trees)?
+            .into_iter()
+            .filter(|s| s.max[..] >= self.lo[..8] && s.min[..] <= self.hi[..8])
+            .collect();
+        waiting.sort_by_key(|s| (s.min, s.first));
+        self.waiting = waiting.into();
+        Ok((Box::new(own.into_iter().map(Ok)) as Keys<'a>).peekable())
     }
 
     /// Reads the records of `span`'s file whose entries are in the range and after the
@@ -202,29 +212,34 @@ impl<'a> TimeScan<'a> {
     }
 
     fn step(&mut self) -> Result<Option<([u8; 16], Option<IVec>)>, TraceError> {
+        let mut tree = match self.tree.take() {
+            Some(t) => t,
+            None => self.start()?,
+        };
+        let r = self.step_with(&mut tree);
+        self.tree = Some(tree);
+        r
+    }
+
+    fn step_with(
+        &mut self,
+        tree: &mut std::iter::Peekable<Keys<'a>>,
+    ) -> Result<Option<([u8; 16], Option<IVec>)>, TraceError> {
         loop {
-            self.look_for_spans()?;
-            let tree = match self.tree.peek() {
-                Some(Ok((k, _))) => match <[u8; 16]>::try_from(k.as_ref()) {
-                    Ok(k) => Some(k),
-                    // Not a time entry (none is written so): not read.
-                    Err(_) => {
-                        self.tree.next();
-                        continue;
-                    }
-                },
+            let next_own = match tree.peek() {
+                Some(Ok(k)) => Some(*k),
                 Some(Err(_)) => {
-                    return match self.tree.next() {
-                        Some(Err(e)) => Err(e.into()),
+                    return match tree.next() {
+                        Some(Err(e)) => Err(e),
                         _ => Ok(None),
                     };
                 }
                 None => None,
             };
-            let heap = self.heap.peek().map(|Reverse((k, _))| *k);
+            let next_read = self.heap.peek().map(|Reverse((k, _))| *k);
             // A file whose earliest time is not after the next entry is read first.
             if let Some(w) = self.waiting.front()
-                && [tree, heap]
+                && [next_own, next_read]
                     .iter()
                     .flatten()
                     .all(|next| w.min[..] <= next[..8])
@@ -233,14 +248,14 @@ impl<'a> TimeScan<'a> {
                 self.read(&span)?;
                 continue;
             }
-            let (key, bytes) = match (tree, heap) {
+            let (key, bytes) = match (next_own, next_read) {
                 (None, None) => return Ok(None),
                 (Some(t), Some(h)) if h < t => {
                     let Reverse((k, v)) = self.heap.pop().expect("peeked just above");
                     (k, Some(IVec::from(v)))
                 }
                 (Some(t), _) => {
-                    self.tree.next();
+                    tree.next();
                     (t, None)
                 }
                 (None, Some(_)) => {
@@ -248,6 +263,7 @@ impl<'a> TimeScan<'a> {
                     (k, Some(IVec::from(v)))
                 }
             };
+            // Seen in the tree and in its file (a seal between the two reads).
             if self.given.is_some_and(|g| key <= g) {
                 continue;
             }

@@ -135,9 +135,10 @@ impl Committer {
     }
 
     /// Removes records `first ..= last`, now in their file, from the tree, their index
-    /// entries grouped first ([`crate::trace::postings`], [`crate::trace::spans`]); flushed with the next group,
-    /// or at shutdown. sled recovers a prefix of its writes, so the grouping is durable
-    /// whenever the removal is.
+    /// entries grouped first ([`crate::trace::postings`], [`crate::trace::spans`]);
+    /// flushed with the next group, or at shutdown. sled recovers a prefix of its
+    /// writes, so the grouping is durable whenever the removal is (and a crash before
+    /// the removal leaves the records in the tree, grouped again at open).
     pub(super) fn remove_sealed(&mut self, first: u64, last: u64) -> Result<(), StoreError> {
         let mut batch = crate::store::kv::Batch::default();
         let mut records = Vec::new();

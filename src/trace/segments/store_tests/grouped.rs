@@ -138,24 +138,7 @@ fn a_time_scan_gives_every_entry_once_in_order_while_a_seal_moves_records() {
     // Ten entries in, records 1 to 8 move into a file, as the committer moves them.
     let mut scan = TimeScan::new(trees, [0; 16], TIME_KEYS_END);
     let mut got = keys(&mut scan.by_ref().take(10));
-    let sealed = trees.sealed.clone().unwrap();
-    super::seal_by_hand(&sealed, &trees.records, 1, 8);
-    let records: Vec<(u64, sled::IVec)> = (1..=8)
-        .map(|q| {
-            (
-                q,
-                trees
-                    .records
-                    .get(crate::trace::log::seq_key(q))
-                    .unwrap()
-                    .unwrap(),
-            )
-        })
-        .collect();
-    crate::trace::postings::group_segment(trees, 1, 8, &records).unwrap();
-    for q in 1..=8 {
-        trees.records.remove(crate::trace::log::seq_key(q)).unwrap();
-    }
+    seal_as_the_committer(trees, 1, 8);
     got.extend(keys(&mut scan));
     assert_eq!(got, all);
     // A scan started now reads them from the file, within its range only.
@@ -225,6 +208,14 @@ fn purging_a_segment_in_two_purges_leaves_no_entry_for_its_records() {
             .any(|(k, _, seqs)| *k == 9 && seqs.contains(&9))
     );
     assert_eq!(log.query(&ident(11)).unwrap().len(), 1);
+    // A copy now holds no entry for them.
+    let b = tempfile::tempdir().unwrap();
+    crate::store::migrate::copy_metadata(&s, b.path(), &options(1 << 20), false, |_, _| {})
+        .unwrap();
+    let t = Store::open(b.path(), options(1 << 20)).unwrap();
+    assert!(entries(&t).iter().all(|(k, _, _)| *k > 10));
+    assert!(times(&t).0.iter().all(|q| *q > 10));
+    drop(t);
     // The second purge removes that file whole, and every group of it, those of its
     // records the first purge hid included.
     assert_eq!(s.purge_expired(later).unwrap().anchor, Some(21));
@@ -249,6 +240,118 @@ fn purging_a_segment_in_two_purges_leaves_no_entry_for_its_records() {
     assert!(own.iter().all(|q| *q > 21), "{own:?}");
     assert!(log.verify(None).unwrap().intact());
     assert_eq!(log.query(&ident(25)).unwrap().len(), 1);
+}
+
+/// Seals records `first ..= last` by hand, as the committer does: the file, the
+/// grouping of their index entries, their removal from the tree.
+fn seal_as_the_committer(trees: &crate::trace::log::TraceTrees, first: u64, last: u64) {
+    let sealed = trees.sealed.clone().unwrap();
+    super::seal_by_hand(&sealed, &trees.records, first, last);
+    let records: Vec<(u64, sled::IVec)> = (first..=last)
+        .map(|q| {
+            (
+                q,
+                trees
+                    .records
+                    .get(crate::trace::log::seq_key(q))
+                    .unwrap()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    crate::trace::postings::group_segment(trees, first, last, &records).unwrap();
+    for q in first..=last {
+        trees.records.remove(crate::trace::log::seq_key(q)).unwrap();
+    }
+}
+
+#[test]
+fn a_seal_between_a_querys_reads_of_own_entries_and_of_groups_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = with_events(dir.path(), 1 << 20, 24);
+    let log = s.trace();
+    let queries = [
+        TraceQuery {
+            ident: Some("opec.2@pec.x.it".into()),
+            ..Default::default()
+        },
+        TraceQuery {
+            msgid: Some("m1@x.it".into()),
+            ..Default::default()
+        },
+        TraceQuery {
+            mailbox: Some("alice@pec.x.it".into()),
+            ..Default::default()
+        },
+        TraceQuery {
+            since: Some(event(0).time),
+            ..Default::default()
+        },
+    ];
+    let before: Vec<_> = queries.iter().map(|q| log.query(q).unwrap()).collect();
+    for (i, q) in queries.iter().enumerate() {
+        // Each query sees the next four records sealed between its two reads.
+        let trees = s.trees().trace.clone();
+        let first = 1 + 4 * i as u64;
+        crate::trace::log::BEFORE_GROUPS.with(|h| {
+            *h.borrow_mut() = Some(Box::new(move || {
+                seal_as_the_committer(&trees, first, first + 3)
+            }));
+        });
+        let got = log.query(q).unwrap();
+        crate::trace::log::BEFORE_GROUPS.with(|h| h.borrow_mut().take());
+        assert_eq!(s.trees().trace.sealed.as_ref().unwrap().upto(), first + 3);
+        assert_eq!(got, before[i], "{q:?}");
+    }
+    assert!(entries(&s).iter().any(|(_, group, _)| *group));
+}
+
+#[test]
+fn a_seal_beside_a_purge_step_leaves_no_groups_behind_its_deleted_file() {
+    let dir = tempfile::tempdir().unwrap();
+    // Segments too large for the committer to seal: this test seals by hand.
+    let s = Store::open(dir.path(), options(1 << 20)).unwrap();
+    let now: Timestamp = "2026-01-15T09:00:00Z".parse().unwrap();
+    for i in 0..10 {
+        s.commit(Batch::new().trace(event(i))).unwrap();
+    }
+    assert_eq!(s.checkpoint_now().unwrap().unwrap().seq, 10);
+    for i in 10..20 {
+        let mut ev = event(i);
+        ev.time = now;
+        s.commit(Batch::new().trace(ev)).unwrap();
+    }
+    // The purge step has read records 1-10 from the tree; before its commit, records
+    // 1-4 are sealed, grouped and removed from the tree, as the committer does.
+    let trees = s.trees().trace.clone();
+    crate::store::retention::BEFORE_PURGE_COMMIT.with(|h| {
+        let mut done = false;
+        *h.borrow_mut() = Some(Box::new(move || {
+            if !std::mem::replace(&mut done, true) {
+                seal_as_the_committer(&trees, 1, 4);
+            }
+        }));
+    });
+    let report = s.purge_expired(now).unwrap();
+    crate::store::retention::BEFORE_PURGE_COMMIT.with(|h| h.borrow_mut().take());
+    assert_eq!(report.anchor, Some(10));
+    // The file is gone with its records...
+    assert!(s.trees().trace.sealed.as_ref().unwrap().files().is_empty());
+    assert!(!crate::trace::segments::Segments::present(
+        &dir.path().join("trace")
+    ));
+    // ... and so are its groups and span.
+    let es = entries(&s);
+    assert!(
+        es.iter().all(|(k, group, _)| *k > 10 && !group),
+        "{:?}",
+        es.iter().filter(|(k, _, _)| *k <= 10).collect::<Vec<_>>()
+    );
+    let (own, spans) = times(&s);
+    assert!(
+        own.iter().all(|q| *q > 10) && spans.is_empty(),
+        "{own:?} {spans:?}"
+    );
 }
 
 /// Takes every group apart into its records' own entries: a store sealed by schema 7.
