@@ -186,30 +186,10 @@ fn entries<'a>(trees: &'a super::Trees, tree: &'a super::kv::Tree, name: &str) -
                 Err(e) => vec![Err(e)],
             }
         });
-        Box::new(merge_by_key(own, apart))
+        Box::new(super::kv::merge_sorted(own, apart, |(k, _)| k.clone()))
     } else {
         Box::new(tree.iter().map(|kv| kv.map_err(StoreError::from)))
     }
-}
-
-/// Two runs of entries, each in key order, merged in key order.
-fn merge_by_key<'a>(
-    a: impl Iterator<Item = Result<(sled::IVec, sled::IVec), StoreError>> + 'a,
-    b: impl Iterator<Item = Result<(sled::IVec, sled::IVec), StoreError>> + 'a,
-) -> impl Iterator<Item = Result<(sled::IVec, sled::IVec), StoreError>> + 'a {
-    let (mut a, mut b) = (a.peekable(), b.peekable());
-    std::iter::from_fn(move || {
-        let take_a = match (a.peek(), b.peek()) {
-            (None, None) => return None,
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            // An error is passed on at once.
-            (Some(Err(_)), _) => true,
-            (_, Some(Err(_))) => false,
-            (Some(Ok((x, _))), Some(Ok((y, _)))) => x <= y,
-        };
-        if take_a { a.next() } else { b.next() }
-    })
 }
 
 /// The SHA-256 of a tree's entries in key order (length-prefixed keys and values),

@@ -576,25 +576,7 @@ fn merge_by_seq(
     a: impl Iterator<Item = Result<u64, TraceError>>,
     b: impl Iterator<Item = Result<u64, TraceError>>,
 ) -> impl Iterator<Item = Result<u64, TraceError>> {
-    let (mut a, mut b) = (a.peekable(), b.peekable());
-    std::iter::from_fn(move || {
-        let take_a = match (a.peek(), b.peek()) {
-            (None, None) => return None,
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            // An error is passed on at once.
-            (Some(Err(_)), _) => true,
-            (_, Some(Err(_))) => false,
-            (Some(Ok(x)), Some(Ok(y))) => {
-                let (x, y) = (*x, *y);
-                if x == y {
-                    b.next();
-                }
-                x <= y
-            }
-        };
-        if take_a { a.next() } else { b.next() }
-    })
+    crate::store::kv::merge_sorted(a, b, |s| *s)
 }
 
 #[cfg(test)]

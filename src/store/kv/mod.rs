@@ -401,6 +401,34 @@ fn owned<K: AsRef<[u8]>>(b: Bound<&K>) -> Bound<Vec<u8>> {
     }
 }
 
+/// Two runs of results, each in order by `key`, merged in that order; of two items with
+/// the same key the second run's is dropped. An error is passed on at once.
+pub(crate) fn merge_sorted<T, E, K: Ord>(
+    a: impl Iterator<Item = Result<T, E>>,
+    b: impl Iterator<Item = Result<T, E>>,
+    key: impl Fn(&T) -> K,
+) -> impl Iterator<Item = Result<T, E>> {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    std::iter::from_fn(move || {
+        let take_a = match (a.peek(), b.peek()) {
+            (None, None) => return None,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some(Err(_)), _) => true,
+            (_, Some(Err(_))) => false,
+            (Some(Ok(x)), Some(Ok(y))) => match key(x).cmp(&key(y)) {
+                std::cmp::Ordering::Less => true,
+                std::cmp::Ordering::Greater => false,
+                std::cmp::Ordering::Equal => {
+                    b.next();
+                    true
+                }
+            },
+        };
+        if take_a { a.next() } else { b.next() }
+    })
+}
+
 /// The smallest key greater than every key that starts with `p` (none: no such key).
 pub(crate) fn prefix_successor(p: &[u8]) -> Option<Vec<u8>> {
     let mut s = p.to_vec();
