@@ -77,9 +77,9 @@ impl TraceLog {
     /// segments' purge floor), with their index keys (what a purge step removes). The
     /// first record of a sealed file that this purge removes whole carries the keys of
     /// the file's groups ([`super::postings`]) and of its time span ([`super::spans`]),
-    /// read from all its records, those an
-    /// earlier purge hid included. Its other records lose their index entries with that
-    /// step; they are past the retention, and the next step removes them.
+    /// read from all its records, those an earlier purge hid included. Its other records
+    /// lose their index entries with that step; they are past the retention, and the
+    /// next step removes them.
     pub(crate) fn purge_chunk(
         &self,
         upto: u64,
