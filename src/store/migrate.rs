@@ -155,7 +155,7 @@ fn entries<'a>(trees: &'a super::Trees, tree: &'a super::kv::Tree, name: &str) -
         }))
     } else if name == "trace_time" && trees.trace.sealed.is_some() {
         // Each record's own entry, the spans of sealed segments taken apart.
-        let all = crate::trace::spans::TimeScan::new(
+        let all = crate::trace::spans::TimeScan::quiescent(
             &trees.trace,
             [0; 16],
             crate::trace::spans::TIME_KEYS_END,
@@ -220,7 +220,9 @@ fn tree_digest(entries: Entries<'_>) -> Result<(u64, u64, [u8; 32]), StoreError>
 /// be empty, or hold an interrupted copy of this same store (cleared first), or, with
 /// `replace`, an older copy of this same store (e.g. the sled store a provider left for
 /// PostgreSQL, on the way back); any other store there is refused. The source is only
-/// read; the target must not be in use (its lock is taken).
+/// read, and must seal nothing meanwhile (opened with `trace_segment_records =
+/// u64::MAX`, as `pecd store migrate` does); the target must not be in use (its lock is
+/// taken).
 pub fn copy_metadata(
     source: &Store,
     target_dir: &std::path::Path,

@@ -430,7 +430,10 @@ impl TraceLog {
             // given once), never in neither. They are the unsealed records' (the tree
             // keeps at most two segments' worth, more only while an older store's
             // backlog is sealed).
-            let own: Vec<_> = own.collect();
+            let own = match own.collect::<Result<Vec<u64>, _>>() {
+                Ok(own) => own,
+                Err(e) => return Box::new(std::iter::once(Err(e))),
+            };
             #[cfg(test)]
             BEFORE_GROUPS.with(|h| {
                 if let Some(f) = h.borrow_mut().as_mut() {
@@ -442,7 +445,10 @@ impl TraceLog {
                     .keys
                     .scan_prefix(super::postings::group_prefix(prefix)),
             );
-            Box::new(merge_by_seq(merge_by_seq(groups, own.into_iter()), old))
+            Box::new(merge_by_seq(
+                merge_by_seq(groups, own.into_iter().map(Ok)),
+                old,
+            ))
         };
         // Seqs, each with its record's stored form when the index read it already.
         type Found = Result<(u64, Option<sled::IVec>), TraceError>;

@@ -135,10 +135,20 @@ fn a_time_scan_gives_every_entry_once_in_order_while_a_seal_moves_records() {
     let all = keys(&mut TimeScan::new(trees, [0; 16], TIME_KEYS_END));
     assert_eq!(all.len(), 30);
     assert!(all.windows(2).all(|w| w[0] < w[1]));
-    // Ten entries in, records 1 to 8 move into a file, as the committer moves them.
+    // Between the scan's read of the tree's entries and its read of the spans, records
+    // 1 to 8 move into a file, as the committer moves them: read twice, given once.
+    let moving = s.trees().trace.clone();
+    crate::trace::log::BEFORE_GROUPS.with(|h| {
+        *h.borrow_mut() = Some(Box::new(move || seal_as_the_committer(&moving, 1, 8)));
+    });
+    let got = keys(&mut TimeScan::new(trees, [0; 16], TIME_KEYS_END));
+    crate::trace::log::BEFORE_GROUPS.with(|h| h.borrow_mut().take());
+    assert_eq!(spans(trees).unwrap().len(), 1);
+    assert_eq!(got, all);
+    // Read in two parts, with the seal between them, nothing changes either.
     let mut scan = TimeScan::new(trees, [0; 16], TIME_KEYS_END);
     let mut got = keys(&mut scan.by_ref().take(10));
-    seal_as_the_committer(trees, 1, 8);
+    seal_as_the_committer(trees, 9, 16);
     got.extend(keys(&mut scan));
     assert_eq!(got, all);
     // A scan started now reads them from the file, within its range only.
@@ -301,6 +311,7 @@ fn a_seal_between_a_querys_reads_of_own_entries_and_of_groups_loses_nothing() {
         let got = log.query(q).unwrap();
         crate::trace::log::BEFORE_GROUPS.with(|h| h.borrow_mut().take());
         assert_eq!(s.trees().trace.sealed.as_ref().unwrap().upto(), first + 3);
+        assert!(!before[i].is_empty(), "{q:?}");
         assert_eq!(got, before[i], "{q:?}");
     }
     assert!(entries(&s).iter().any(|(_, group, _)| *group));
@@ -324,16 +335,18 @@ fn a_seal_beside_a_purge_step_leaves_no_groups_behind_its_deleted_file() {
     // The purge step has read records 1-10 from the tree; before its commit, records
     // 1-4 are sealed, grouped and removed from the tree, as the committer does.
     let trees = s.trees().trace.clone();
+    let ran = std::rc::Rc::new(std::cell::Cell::new(false));
     crate::store::retention::BEFORE_PURGE_COMMIT.with(|h| {
-        let mut done = false;
+        let done = ran.clone();
         *h.borrow_mut() = Some(Box::new(move || {
-            if !std::mem::replace(&mut done, true) {
+            if !done.replace(true) {
                 seal_as_the_committer(&trees, 1, 4);
             }
         }));
     });
     let report = s.purge_expired(now).unwrap();
     crate::store::retention::BEFORE_PURGE_COMMIT.with(|h| h.borrow_mut().take());
+    assert!(ran.get(), "the seal beside the purge happened");
     assert_eq!(report.anchor, Some(10));
     // The file is gone with its records...
     assert!(s.trees().trace.sealed.as_ref().unwrap().files().is_empty());
@@ -420,7 +433,8 @@ fn a_store_sealed_by_schema_7_has_its_entries_grouped_at_open() {
 fn a_copy_holds_each_records_own_entry() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let s = with_events(a.path(), 4, 30);
-    sealed_upto(&s, 20);
+    // Nothing is sealed under the copy (see `a_copy_of_a_partly_sealed_store…`).
+    sealed_upto(&s, 24);
     assert!(entries(&s).iter().any(|(_, group, _)| *group));
     crate::store::migrate::copy_metadata(&s, b.path(), &options(1 << 20), false, |_, _| {})
         .unwrap();
@@ -432,4 +446,27 @@ fn a_copy_holds_each_records_own_entry() {
     own.sort();
     assert_eq!((own, spans), ((1..=30).collect::<Vec<_>>(), vec![]));
     same(&answers(&t), &answers(&s));
+}
+
+#[test]
+fn a_span_that_does_not_cover_its_records_is_an_error_not_a_silent_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = with_events(dir.path(), 4, 30);
+    sealed_upto(&s, 24);
+    let trees = &s.trees().trace;
+    let span = spans(trees).unwrap().remove(0);
+    // Its earliest time raised to its latest: the records before would be hidden.
+    let mut v = span.max.to_vec();
+    v.extend_from_slice(&span.max);
+    v.extend_from_slice(&span.last.to_be_bytes());
+    trees
+        .by_time
+        .insert(crate::trace::spans::span_key(span.first), v)
+        .unwrap();
+    let q = TraceQuery {
+        since: Some(event(0).time),
+        ..Default::default()
+    };
+    let e = s.trace().query(&q).unwrap_err().to_string();
+    assert!(e.contains("outside the segment's time span"), "{e}");
 }
