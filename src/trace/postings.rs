@@ -178,6 +178,7 @@ pub(crate) fn group_keys(
 
 #[cfg(test)]
 mod tests {
+    //! Their unwraps see only values the tests make.
     use super::*;
 
     fn key(seq: u64) -> Vec<u8> {

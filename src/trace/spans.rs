@@ -274,30 +274,33 @@ impl<'a> TimeScan<'a> {
             };
             let next_read = self.heap.peek().map(|Reverse((k, _))| *k);
             // A file whose earliest time is not after the next entry is read first.
-            if let Some(w) = self.waiting.front()
-                && [next_own, next_read]
+            if self.waiting.front().is_some_and(|w| {
+                [next_own, next_read]
                     .iter()
                     .flatten()
                     .all(|next| w.min[..] <= next[..8])
+            }) && let Some(span) = self.waiting.pop_front()
             {
-                let span = self.waiting.pop_front().expect("looked at just above");
                 self.read(&span)?;
                 continue;
             }
-            let (key, bytes) = match (next_own, next_read) {
+            // The smaller of the two next entries: from a file, or from the tree.
+            let from_file = match (next_own, next_read) {
                 (None, None) => return Ok(None),
-                (Some(t), Some(h)) if h < t => {
-                    let Reverse((k, v)) = self.heap.pop().expect("peeked just above");
-                    (k, Some(IVec::from(v)))
-                }
-                (Some(t), _) => {
+                (Some(t), Some(h)) => h < t,
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+            };
+            let (key, bytes) = match (from_file, next_own) {
+                (true, _) => match self.heap.pop() {
+                    Some(Reverse((k, v))) => (k, Some(IVec::from(v))),
+                    None => return Ok(None),
+                },
+                (false, Some(t)) => {
                     tree.next();
                     (t, None)
                 }
-                (None, Some(_)) => {
-                    let Reverse((k, v)) = self.heap.pop().expect("peeked just above");
-                    (k, Some(IVec::from(v)))
-                }
+                (false, None) => return Ok(None),
             };
             // Seen in the tree and in its file (a seal between the two reads).
             if self.given.is_some_and(|g| key <= g) {

@@ -61,6 +61,25 @@ pub(super) fn seal_by_hand(
     files.seal(first, last, &refs).unwrap();
 }
 
+/// A closed store of 10 events whose records 1 to 4 are in a file and still in the tree:
+/// the file was named, and the crash came before their removal from the tree was
+/// flushed. Returns the store's answers before.
+pub(super) fn seal_cut_short_by_a_crash(dir: &std::path::Path) -> Vec<String> {
+    let s = with_events(dir, 1 << 20, 10);
+    let before = answers(&s);
+    let tree = s.trees().trace.records.clone();
+    let files = super::Segments::open(&dir.join("trace"), 0).unwrap();
+    seal_by_hand(&files, &tree, 1, 4);
+    drop((s, tree, files));
+    std::thread::sleep(Duration::from_millis(100));
+    before
+}
+
+/// The error opening the store in `dir` with segments of four (which must fail).
+fn refusal(dir: &std::path::Path) -> String {
+    Store::open(dir, options(4)).err().unwrap().to_string()
+}
+
 /// The seqs of every record, by a scan in seq order.
 fn all_seqs(s: &Store) -> Vec<u64> {
     s.trace()
@@ -196,15 +215,7 @@ fn a_partly_sealed_log_answers_exactly_as_the_same_log_kept_in_the_tree() {
 #[test]
 fn a_seal_cut_short_by_a_crash_is_finished_at_open_and_a_different_copy_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let s = with_events(dir.path(), 1 << 20, 10);
-    let before = answers(&s);
-    // The file of records 1 to 4 was named, and the crash came before their removal
-    // from the tree was flushed.
-    let tree = s.trees().trace.records.clone();
-    let files = super::Segments::open(&dir.path().join("trace"), 0).unwrap();
-    seal_by_hand(&files, &tree, 1, 4);
-    drop((s, tree));
-    std::thread::sleep(Duration::from_millis(100));
+    let before = seal_cut_short_by_a_crash(dir.path());
     let s = Store::open(dir.path(), options(4)).unwrap();
     assert_eq!(
         s.trees().trace.records.first().unwrap().unwrap().0.as_ref(),
@@ -222,10 +233,7 @@ fn a_seal_cut_short_by_a_crash_is_finished_at_open_and_a_different_copy_is_refus
     let mut other = rec5.to_vec();
     other.push(b'!');
     files.seal(5, 8, &[(5, &other)]).unwrap();
-    let e = Store::open(dir.path(), options(4))
-        .err()
-        .unwrap()
-        .to_string();
+    let e = refusal(dir.path());
     assert!(
         e.contains("record 5 in the database") && e.contains("other bytes"),
         "{e}"
@@ -397,10 +405,7 @@ fn a_database_and_sealed_files_that_do_not_continue_each_other_are_refused() {
     s.flush().unwrap();
     drop(s);
     std::thread::sleep(Duration::from_millis(100));
-    let e = Store::open(dir.path(), options(4))
-        .err()
-        .unwrap()
-        .to_string();
+    let e = refusal(dir.path());
     assert!(
         e.contains("end at record 16 but the database's records after it start at 19"),
         "{e}"
@@ -431,20 +436,14 @@ fn a_database_and_sealed_files_that_do_not_continue_each_other_are_refused() {
     });
     std::thread::sleep(Duration::from_millis(100));
     std::fs::remove_file(dir.path().join("trace/00000000000000000001.seg")).unwrap();
-    let e = Store::open(dir.path(), options(4))
-        .err()
-        .unwrap()
-        .to_string();
+    let e = refusal(dir.path());
     assert!(
         e.contains("the first sealed segment starts at record 5, the log at 1"),
         "{e}"
     );
     // No database at all beside the files: not taken for a new store.
     std::fs::remove_dir_all(dir.path().join("db")).unwrap();
-    let e = Store::open(dir.path(), options(4))
-        .err()
-        .unwrap()
-        .to_string();
+    let e = refusal(dir.path());
     assert!(e.contains("no database, but sealed trace segments"), "{e}");
 }
 

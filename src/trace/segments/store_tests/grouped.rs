@@ -160,13 +160,7 @@ fn a_time_scan_gives_every_entry_once_in_order_while_a_seal_moves_records() {
 #[test]
 fn a_seal_cut_short_by_a_crash_has_its_entries_grouped_at_open() {
     let dir = tempfile::tempdir().unwrap();
-    let s = with_events(dir.path(), 1 << 20, 10);
-    let before = answers(&s);
-    let tree = s.trees().trace.records.clone();
-    let files = crate::trace::segments::Segments::open(&dir.path().join("trace"), 0).unwrap();
-    super::seal_by_hand(&files, &tree, 1, 4);
-    drop((s, tree, files));
-    std::thread::sleep(Duration::from_millis(100));
+    let before = super::seal_cut_short_by_a_crash(dir.path());
     let s = Store::open(dir.path(), options(1 << 20)).unwrap();
     let es = entries(&s);
     assert_eq!(
