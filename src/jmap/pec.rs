@@ -9,12 +9,11 @@
 //! when we stored the message, and no CRL of `[trust] crl_dir` revokes it. The folder a
 //! message is in, and how it got there (delivery, IMAP APPEND, Email/import), play no part.
 
-use openssl::x509::X509;
 use serde_json::{Value, json};
 
 use crate::gateway::Gateway;
 use crate::pec::crl::CRL_RECHECK;
-use crate::pec::smime;
+use crate::pec::{signature_certs, smime};
 
 use super::account::Entry;
 
@@ -51,7 +50,7 @@ pub fn verdict(gw: &Gateway, entry: &Entry) -> Value {
         .signer_der
         .as_deref()
         .and_then(|h| hex::decode(h).ok())
-        .and_then(|d| X509::from_der(&d).ok());
+        .and_then(|d| signature_certs::certificate(&d).ok());
     let provider = cert
         .as_ref()
         .and_then(|c| gw.index().by_certificate(c).map(|r| r.name.clone()));

@@ -5,6 +5,7 @@
 //! * [`daticert`]: the certification data (`daticert.xml`) model, writer and safe parser.
 //! * [`mime`]: the small MIME helpers the builders and the classifier share.
 //! * [`smime`]: detached CMS signatures (`multipart/signed`), signing and verification.
+//! * [`signature_certs`]: the certificates a signature carries, parsed once per process.
 //! * [`compose`]: what every generated message shares (identity, headers, signed body).
 //! * [`envelope`]: transport and anomaly envelopes (buste).
 //! * [`outer`]: an envelope's unsigned outer headers against its signed content.
@@ -26,5 +27,6 @@ pub mod index;
 pub mod mime;
 pub mod outer;
 pub mod receipt;
+pub mod signature_certs;
 pub mod smime;
 pub mod time;

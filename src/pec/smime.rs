@@ -22,13 +22,14 @@ use base64::Engine;
 use openssl::cms::{CMSOptions, CmsContentInfo};
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
-use openssl::pkcs7::{Pkcs7, Pkcs7Flags};
+use openssl::pkcs7::Pkcs7Flags;
 use openssl::pkey::{PKey, Private};
 use openssl::stack::Stack;
 use openssl::x509::store::{X509Store, X509StoreBuilder};
 use openssl::x509::{X509, X509PurposeId, X509Ref, X509StoreContext};
 
 use super::mime;
+use super::signature_certs::{self, Parsed};
 
 /// The `micalg` we declare: we always sign with SHA-256.
 pub const MICALG: &str = "sha-256";
@@ -462,21 +463,22 @@ pub fn verify_detached(
     signature_der: &[u8],
     trust: Option<&TrustAnchors>,
 ) -> SignatureCheck {
-    let mut p7 = match Pkcs7::from_der(signature_der) {
+    // The certificates come apart from the signature, parsed once per process (see
+    // `signature_certs`), and are handed back to OpenSSL beside it: it looks for the
+    // signer among them as among the embedded ones, in the same order.
+    let Parsed {
+        pkcs7: mut p7,
+        certs: embedded,
+    } = match signature_certs::parse(signature_der) {
         Ok(p) => p,
         Err(e) => return SignatureCheck::invalid(SmimeError::BadDer(first_error(&e)).to_string()),
     };
-    let embedded: Vec<X509> = p7
-        .signed()
-        .and_then(|s| s.certificates())
-        .map(|s| s.iter().map(|c| c.to_owned()).collect())
-        .unwrap_or_default();
-    let empty = match Stack::<X509>::new() {
+    let carried = match certificate_stack(&embedded) {
         Ok(s) => s,
         Err(e) => return SignatureCheck::invalid(first_error(&e)),
     };
     let signer_cert = p7
-        .signers(&empty, Pkcs7Flags::empty())
+        .signers(&carried, Pkcs7Flags::empty())
         .ok()
         .and_then(|s| s.iter().next().map(|c| c.to_owned()));
     let Some(signer_cert) = signer_cert else {
@@ -492,7 +494,7 @@ pub fn verify_detached(
         // buffer (about 2× a 50 MB message at its peak); this digests it in place.
         openssl_detached::verify_detached(
             &mut p7,
-            &empty,
+            &carried,
             &no_store,
             content,
             Pkcs7Flags::NOVERIFY | Pkcs7Flags::BINARY,
@@ -522,11 +524,17 @@ pub fn verify_detached(
     }
 }
 
-fn check_chain(cert: &X509, untrusted: &[X509], trust: &TrustAnchors) -> Result<(), String> {
-    let mut chain = Stack::new().map_err(|e| first_error(&e))?;
-    for c in untrusted {
-        chain.push(c.clone()).map_err(|e| first_error(&e))?;
+/// `certs` as an OpenSSL stack (each a new reference to the same certificate).
+fn certificate_stack(certs: &[X509]) -> Result<Stack<X509>, openssl::error::ErrorStack> {
+    let mut stack = Stack::new()?;
+    for c in certs {
+        stack.push(c.clone())?;
     }
+    Ok(stack)
+}
+
+fn check_chain(cert: &X509, untrusted: &[X509], trust: &TrustAnchors) -> Result<(), String> {
+    let chain = certificate_stack(untrusted).map_err(|e| first_error(&e))?;
     let mut ctx = X509StoreContext::new().map_err(|e| first_error(&e))?;
     let (ok, err) = ctx
         .init(&trust.store, cert, &chain, |c| {
