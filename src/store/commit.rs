@@ -1,10 +1,10 @@
 //! The committer: the only thread that writes the sled trees.
 //!
-//! Each [`Batch`] becomes one sled transaction over all trees (in the fixed order of
-//! `super::tx`). With group commit, the committer drains every waiting batch,
-//! applies each in its own transaction (a failing batch does not affect the others),
-//! flushes **once**, and only then answers the callers: nobody hears "ok" before the
-//! data and its trace records are on disk. Being the single writer also makes reads it
+//! Each [`Batch`] is applied atomically over all trees (in the fixed order of
+//! `super::tx`). With group commit, the committer drains every waiting batch, applies
+//! them (on sled, consecutive batches share one transaction, see `together`; a failing
+//! batch does not affect the others), flushes **once**, and only then answers the
+//! callers: nobody hears "ok" before the data and its trace records are on disk. Being the single writer also makes reads it
 //! does before a transaction (expanding "delete mailbox" into its messages) consistent,
 //! and keeps the trace chain head in memory without races.
 //!
@@ -49,6 +49,7 @@ use crate::trace::{Checkpoint, EventKind, TraceLog};
 mod checkpoints;
 mod published;
 mod seal;
+mod together;
 use published::mailbox_changes;
 pub(crate) use published::{announcements, heard};
 
@@ -255,6 +256,8 @@ impl Committer {
             let mut answers = Vec::with_capacity(jobs.len());
             let mut cp_answers = Vec::new();
             let mut changed: Vec<MailboxChange> = Vec::new();
+            // Consecutive batches are applied together (see `together`).
+            let mut run = Vec::new();
             for job in jobs {
                 match job {
                     Job::Batch(b, reply) => {
@@ -262,15 +265,11 @@ impl Committer {
                             answers.push((reply, Err(StoreError::Flush(e.clone()))));
                             continue;
                         }
-                        let touched = mailbox_changes(&b);
-                        let r = self.apply(b);
-                        if r.is_ok() {
-                            changed.extend(touched);
-                        }
-                        wrote |= r.is_ok();
-                        answers.push((reply, r));
+                        run.push((b, reply));
                     }
                     Job::CheckpointNow(reply) => {
+                        wrote |=
+                            self.apply_run(std::mem::take(&mut run), &mut answers, &mut changed);
                         let r = self.checkpoint_now();
                         wrote |= matches!(r, Ok(Some(_)));
                         cp_answers.push((reply, r));
@@ -278,6 +277,7 @@ impl Committer {
                     Job::Shutdown => shutdown = true,
                 }
             }
+            wrote |= self.apply_run(run, &mut answers, &mut changed);
             // Whatever applied a transaction (a checkpoint stored while answering
             // `CheckpointNow` too) is flushed.
             wrote |= std::mem::take(&mut self.dirty);
@@ -444,10 +444,17 @@ impl Committer {
 
     /// Replaces operations that need scans by point operations (consistent: we are the
     /// only writer) and allocates ids.
-    fn expand(&self, ops: Vec<Op>, now: Timestamp) -> Result<Vec<(Op, u64)>, StoreError> {
+    fn expand(
+        &self,
+        ops: Vec<Op>,
+        now: Timestamp,
+        shared: &mut Expansion,
+    ) -> Result<Vec<(Op, u64)>, StoreError> {
         let mut out = Vec::with_capacity(ops.len());
-        let mut archive = super::archive::Planner::default();
-        let mut cards_added: std::collections::HashMap<String, usize> = Default::default();
+        let Expansion {
+            archive,
+            cards_added,
+        } = shared;
         let mut lease_token: Option<u64> = None;
         for op in ops {
             match op {
@@ -480,9 +487,9 @@ impl Committer {
                         quota: 0,
                     };
                     out.push((Op::Deliver(d), 0));
-                    self.expand_archive(copy, &mut archive, now, &mut out)?;
+                    self.expand_archive(copy, archive, now, &mut out)?;
                 }
-                Op::ArchiveCopy(copy) => self.expand_archive(copy, &mut archive, now, &mut out)?,
+                Op::ArchiveCopy(copy) => self.expand_archive(copy, archive, now, &mut out)?,
                 Op::MailboxDelete(addr) => {
                     let k = mailbox_key(&addr);
                     if !self.trees.mailboxes.contains_key(k.as_bytes())? {
@@ -641,51 +648,72 @@ impl Committer {
     fn apply(&mut self, batch: Batch) -> Result<Applied, StoreError> {
         self.reload_head()?;
         let now = self.clock.now();
-        let ops = self.expand(batch.ops, now)?;
+        let ops = self.expand(batch.ops, now, &mut Expansion::default())?;
         let head = &self.head;
         let res = self.db.transaction(&self.all, |t| {
             let tx = Tx { t };
-            let mut applied = Applied::default();
             let mut head = head.clone();
-            // One modseq step and one log entry per mailbox for the whole batch.
-            let mut log = ChangeSet::default();
-            for (op, id) in &ops {
-                apply_op(&tx, op, *id, now, &mut head, &mut applied, &mut log)?;
-            }
-            applied.modseqs = log.write(&tx)?;
+            let applied = apply_expanded(&tx, &ops, now, &mut head)?;
             Ok((applied, head))
         });
-        match res {
-            Ok((applied, head)) => {
-                self.head = head;
-                self.dirty = true;
-                for d in &applied.delivered {
-                    match &d.rule {
-                        Some(r) if d.rule_broken => tracing::warn!(
-                            mailbox = %d.mailbox,
-                            rule = %r,
-                            "the rule's folder is gone: delivered to the INBOX"
-                        ),
-                        Some(r) => {
-                            tracing::debug!(mailbox = %d.mailbox, folder = %d.folder, rule = %r, "filed by a rule")
-                        }
-                        None => {}
-                    }
-                }
-                // A mailbox without an archive (size 0) skips every copy: no warning.
-                let sized = |m: &str| {
-                    ops.iter().any(|(op, _)| {
-                        matches!(op, Op::ArchiveCopy(c) if c.quota > 0 && c.mailbox.to_string() == m)
-                    })
-                };
-                for m in applied.archive_full.iter().filter(|m| sized(m)) {
-                    tracing::warn!(mailbox = %m, "security archive full (nothing past the retention period to drop): a copy was not archived");
-                }
-                Ok(applied)
+        let (applied, head) = res?;
+        self.head = head;
+        self.dirty = true;
+        report(&applied, &ops);
+        Ok(applied)
+    }
+}
+
+/// One batch's expanded operations inside the transaction `tx`: one modseq step and one
+/// log entry per mailbox for the whole batch.
+fn apply_expanded(
+    tx: &Tx,
+    ops: &[(Op, u64)],
+    now: Timestamp,
+    head: &mut (u64, String),
+) -> super::tx::TxResult<Applied> {
+    let mut applied = Applied::default();
+    let mut log = ChangeSet::default();
+    for (op, id) in ops {
+        apply_op(tx, op, *id, now, head, &mut applied, &mut log)?;
+    }
+    applied.modseqs = log.write(tx)?;
+    Ok(applied)
+}
+
+/// Logs what an applied batch did that its caller does not hear about.
+fn report(applied: &Applied, ops: &[(Op, u64)]) {
+    for d in &applied.delivered {
+        match &d.rule {
+            Some(r) if d.rule_broken => tracing::warn!(
+                mailbox = %d.mailbox,
+                rule = %r,
+                "the rule's folder is gone: delivered to the INBOX"
+            ),
+            Some(r) => {
+                tracing::debug!(mailbox = %d.mailbox, folder = %d.folder, rule = %r, "filed by a rule")
             }
-            Err(e) => Err(e),
+            None => {}
         }
     }
+    // A mailbox without an archive (size 0) skips every copy: no warning.
+    let sized = |m: &str| {
+        ops.iter().any(
+            |(op, _)| matches!(op, Op::ArchiveCopy(c) if c.quota > 0 && c.mailbox.to_string() == m),
+        )
+    };
+    for m in applied.archive_full.iter().filter(|m| sized(m)) {
+        tracing::warn!(mailbox = %m, "security archive full (nothing past the retention period to drop): a copy was not archived");
+    }
+}
+
+/// What the expansion of one batch leaves for the next ones applied in the same
+/// transaction (`together`): the archives' planned usage and the cards
+/// added, which those batches would otherwise read from the trees as committed.
+#[derive(Default)]
+struct Expansion {
+    archive: super::archive::Planner,
+    cards_added: std::collections::HashMap<String, usize>,
 }
 
 fn decode<T: serde::de::DeserializeOwned>(what: &str, v: &[u8]) -> Result<T, StoreError> {

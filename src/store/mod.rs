@@ -602,6 +602,30 @@ impl Store {
         r
     }
 
+    /// Sends every batch to the committer before waiting for any: they usually land in
+    /// one group (tests of what a group does).
+    #[cfg(test)]
+    pub(crate) fn commit_all(&self, batches: Vec<Batch>) -> Vec<Result<Applied, StoreError>> {
+        let waits: Vec<_> = batches
+            .into_iter()
+            .map(|b| {
+                let (tx, rx) = mpsc::sync_channel(1);
+                let sent = self
+                    .inner
+                    .jobs
+                    .send(commit::Job::Batch(b, commit::Reply::Sync(tx)));
+                (sent, rx)
+            })
+            .collect();
+        waits
+            .into_iter()
+            .map(|(sent, rx)| {
+                sent.map_err(|_| StoreError::Closed)?;
+                rx.recv().map_err(|_| StoreError::Closed)?
+            })
+            .collect()
+    }
+
     /// As [`Store::commit`], without blocking the executor.
     pub async fn commit_async(&self, batch: Batch) -> Result<Applied, StoreError> {
         let (tx, rx) = tokio::sync::oneshot::channel();

@@ -222,6 +222,13 @@ impl Db {
         }
     }
 
+    /// Whether a transaction costs log writes of its own whatever it holds (sled writes
+    /// out its log buffer before and after reserving a multi-tree transaction's place),
+    /// so that the committer applies a group's batches in one (`commit::together`).
+    pub(crate) fn transaction_costs_log_writes(&self) -> bool {
+        matches!(self, Db::Sled(_))
+    }
+
     /// Whether transactions not yet flushed are lost when the flush fails (PostgreSQL),
     /// rather than kept in memory (sled).
     pub(crate) fn flush_failure_loses_writes(&self) -> bool {

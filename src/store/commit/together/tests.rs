@@ -1,0 +1,149 @@
+//! Batches sent to the committer at once, applied in one transaction: each must end as
+//! if applied alone, in order. Unwraps: stores and values built here.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use jiff::{SignedDuration, Timestamp};
+
+use super::TOGETHER;
+use crate::clock::ManualClock;
+use crate::pec::address::PecAddress;
+use crate::store::archive::{ArchivePolicy, RECEIVED};
+use crate::store::mailbox::Password;
+use crate::store::messages::INBOX;
+use crate::store::{Batch, Delivery, NewMailbox, Store, StoreError, StoreOptions};
+use crate::trace::{EventKind, TraceEvent, TraceQuery};
+
+fn t0() -> Timestamp {
+    "2026-01-15T09:00:00Z".parse().unwrap()
+}
+
+/// A store whose archive has room for three 10-byte copies, kept a month.
+fn open(dir: &std::path::Path, clock: Arc<ManualClock>) -> (Store, PecAddress) {
+    let o = StoreOptions {
+        clock,
+        archive: ArchivePolicy {
+            default_bytes: 30,
+            retention_months: 1,
+        },
+        ..StoreOptions::default()
+    };
+    let s = Store::open(dir, o).unwrap();
+    let a = PecAddress::parse("owner@pec.insieme.test").unwrap();
+    s.add_mailbox(NewMailbox {
+        address: a.clone(),
+        password: Password::new("pw"),
+        quota_bytes: Some(1 << 20),
+        options: Default::default(),
+        provisional: false,
+    })
+    .unwrap();
+    (s, a)
+}
+
+/// A delivery of `body` under the idempotency claim `claim`, with its trace record.
+fn delivery(s: &Store, a: &PecAddress, claim: &str, body: &str, at: Timestamp) -> Batch {
+    let blob = s.blobs().put(body.as_bytes()).unwrap();
+    Batch::new()
+        .claim(claim)
+        .deliver(Delivery::inbox(a.clone(), blob, at))
+        .trace(
+            TraceEvent::new(EventKind::Delivered, at)
+                .msgid(format!("{body}@insieme.test"))
+                .recipient(a.to_string()),
+        )
+}
+
+fn bodies(s: &Store, records: &[crate::store::MessageRecord]) -> Vec<String> {
+    records
+        .iter()
+        .map(|m| String::from_utf8(s.blobs().read(&m.blob).unwrap()).unwrap())
+        .collect()
+}
+
+#[test]
+fn batches_applied_together_end_as_if_applied_one_after_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(t0()));
+    let (s, a) = open(dir.path(), clock.clone());
+    // The mailbox's creation is traced too.
+    let base = s.trace().verify(None).unwrap().records;
+    for i in 0..3 {
+        s.commit(delivery(
+            &s,
+            &a,
+            &format!("old{i}"),
+            &format!("old msg {i}"),
+            t0(),
+        ))
+        .unwrap();
+    }
+    // Two months on, the three archived copies are past the retention period.
+    clock.advance(SignedDuration::from_hours(24 * 62));
+    let later = t0() + SignedDuration::from_hours(24 * 62);
+
+    // Four deliveries sent at once: each copy needs the room of one old one, the fourth
+    // finds none left past the retention period (its copy is not made, it is delivered).
+    let before = TOGETHER.load(Ordering::Relaxed);
+    let batches = (0..4)
+        .map(|i| delivery(&s, &a, &format!("new{i}"), &format!("new msg {i}"), later))
+        .collect();
+    let results: Vec<_> = s
+        .commit_all(batches)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    // PostgreSQL (the conformance run) applies them one at a time, to the same end.
+    if std::env::var_os(crate::store::kv::pg::testing::ENV).is_none() {
+        assert!(
+            TOGETHER.load(Ordering::Relaxed) > before,
+            "the batches were applied in one transaction"
+        );
+    }
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r.delivered.len(), 1, "batch {i}");
+        assert_eq!(r.trace.len(), 1, "batch {i}");
+    }
+    let full: Vec<bool> = results.iter().map(|r| !r.archive_full.is_empty()).collect();
+    assert_eq!(full, [false, false, false, true]);
+    // The archive as one batch at a time leaves it: each copy dropped the oldest.
+    assert_eq!(
+        bodies(&s, &s.archived(&a, RECEIVED).unwrap()),
+        ["new msg 0", "new msg 1", "new msg 2"]
+    );
+    let st = s.archive_state(&a).unwrap().unwrap();
+    assert_eq!((st.usage_bytes, st.messages), (27, 3));
+    // In order: the trace records follow one another, each batch a modseq step further.
+    let seqs: Vec<u64> = results.iter().map(|r| r.trace[0].0).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    let modseqs: Vec<u64> = results.iter().map(|r| r.modseqs[0].1).collect();
+    assert!(modseqs.windows(2).all(|w| w[1] > w[0]), "{modseqs:?}");
+    assert_eq!(s.messages(&a, INBOX).unwrap().len(), 7);
+    assert_eq!(s.trace().verify(None).unwrap().records, base + 7);
+
+    // A batch refused among others (its claim was made above) is refused alone.
+    let batches = vec![
+        delivery(&s, &a, "next0", "next msg 0", later),
+        delivery(&s, &a, "new1", "again", later),
+        delivery(&s, &a, "next1", "next msg 1", later),
+    ];
+    let results = s.commit_all(batches);
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+    assert!(
+        matches!(&results[1], Err(StoreError::AlreadyClaimed(k)) if k == "new1"),
+        "{results:?}"
+    );
+    let inbox = bodies(&s, &s.messages(&a, INBOX).unwrap());
+    assert_eq!(inbox.len(), 9);
+    assert!(!inbox.iter().any(|b| b == "again"));
+    let found = s
+        .trace()
+        .query(&TraceQuery {
+            msgid: Some("again@insieme.test".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(found.is_empty(), "no trace of the refused batch");
+    assert_eq!(s.trace().verify(None).unwrap().records, base + 9);
+}
