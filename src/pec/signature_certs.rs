@@ -10,16 +10,17 @@
 //! their exact bytes; the verifier hands them to OpenSSL beside the signature, which then
 //! finds the signer among them as it would among the embedded ones.
 //!
-//! Owns: that DER surgery and the map ([`CAPACITY`] certificates; a new one replaces an
-//! arbitrary old one when full). Distrusts: every byte of the signature. Only a
-//! definite-length `ContentInfo` of type signedData whose certificates are all plain
-//! `Certificate`s is split, each length checked against the bytes it claims; anything else
-//! (BER indefinite lengths, attribute certificates, trailing bytes) is handed to OpenSSL
-//! whole, as before this module existed. A map entry is found only by the whole DER of the
+//! Owns: that DER surgery and the map ([`CAPACITY`] certificates of at most
+//! [`MAX_CACHED_LEN`] bytes; a new one replaces the oldest when full). Distrusts: every
+//! byte of the signature. Only a definite-length `ContentInfo` of type signedData with
+//! one-byte tags, one certificates field and only plain `Certificate`s in it is split,
+//! each length checked against the bytes it claims; anything else (BER indefinite
+//! lengths, attribute certificates, trailing bytes, a second certificates field) is handed
+//! to OpenSSL whole, as before this module existed. A map entry is found only by the whole DER of the
 //! certificate, never by a hash or a name, so it is the same certificate OpenSSL would
 //! have parsed from those bytes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use asn1_rs::{Class, FromDer, Header, Length, Tag, ToDer};
@@ -30,6 +31,11 @@ use openssl::x509::X509;
 /// How many parsed certificates are kept: far more than the providers of the index have
 /// signing certificates, and a bound on what a stream of forged ones can make us hold.
 pub const CAPACITY: usize = 256;
+
+/// The largest certificate kept (DER bytes): a real one is 1–2 KB, and a signature may
+/// carry anything up to the message's size. With [`CAPACITY`], the map holds at most
+/// about 8 MB (each certificate's bytes twice: the key and OpenSSL's copy).
+pub const MAX_CACHED_LEN: usize = 16 * 1024;
 
 /// The DER of the signedData content type, 1.2.840.113549.1.7.2 (RFC 5652 §5.1).
 const SIGNED_DATA_OID: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02];
@@ -44,15 +50,13 @@ pub struct Parsed {
 /// Parses a DER PKCS#7 signature, its certificates from the map when it can be split.
 pub fn parse(der: &[u8]) -> Result<Parsed, ErrorStack> {
     let Some(split) = split(der) else {
-        let pkcs7 = Pkcs7::from_der(der)?;
-        let certs = pkcs7
-            .signed()
-            .and_then(|s| s.certificates())
-            .map(|s| s.iter().map(|c| c.to_owned()).collect())
-            .unwrap_or_default();
-        return Ok(Parsed { pkcs7, certs });
+        return parse_whole(der);
     };
     let pkcs7 = Pkcs7::from_der(&split.bare)?;
+    if pkcs7.signed().and_then(|s| s.certificates()).is_some() {
+        // Not what the split meant to make: OpenSSL judges the whole bytes.
+        return parse_whole(der);
+    }
     let certs = split
         .certs
         .iter()
@@ -61,24 +65,51 @@ pub fn parse(der: &[u8]) -> Result<Parsed, ErrorStack> {
     Ok(Parsed { pkcs7, certs })
 }
 
-/// The certificate whose DER is `der`, parsed once.
+/// `der` as OpenSSL reads it, certificates and all.
+fn parse_whole(der: &[u8]) -> Result<Parsed, ErrorStack> {
+    let pkcs7 = Pkcs7::from_der(der)?;
+    let certs = pkcs7
+        .signed()
+        .and_then(|s| s.certificates())
+        .map(|s| s.iter().map(|c| c.to_owned()).collect())
+        .unwrap_or_default();
+    Ok(Parsed { pkcs7, certs })
+}
+
+/// The certificate whose DER is `der`, parsed once (when it is not larger than
+/// [`MAX_CACHED_LEN`]; a larger one is parsed each time).
 pub fn certificate(der: &[u8]) -> Result<X509, ErrorStack> {
-    if let Some(c) = map().get(der) {
+    if der.len() > MAX_CACHED_LEN {
+        return X509::from_der(der);
+    }
+    if let Some(c) = map().certs.get(der) {
         return Ok(c.clone());
     }
     // Parsed outside the lock: two threads may parse the same bytes, one entry is kept.
     let cert = X509::from_der(der)?;
     let mut m = map();
-    if m.len() >= CAPACITY
-        && let Some(old) = m.keys().next().cloned()
-    {
-        m.remove(&old);
+    if !m.certs.contains_key(der) {
+        // The oldest entry makes room: a stream of new certificates pushes each out in
+        // turn, whatever its hash.
+        while m.certs.len() >= CAPACITY {
+            match m.order.pop_front() {
+                Some(old) => drop(m.certs.remove(&old)),
+                None => break,
+            }
+        }
+        let key: Box<[u8]> = der.into();
+        m.order.push_back(key.clone());
+        m.certs.insert(key, cert.clone());
     }
-    m.insert(der.into(), cert.clone());
     Ok(cert)
 }
 
-type Map = HashMap<Box<[u8]>, X509>;
+/// The parsed certificates, and their keys oldest first.
+#[derive(Default)]
+struct Map {
+    certs: HashMap<Box<[u8]>, X509>,
+    order: VecDeque<Box<[u8]>>,
+}
 
 /// The parsed certificates, locked.
 fn map() -> MutexGuard<'static, Map> {
@@ -92,12 +123,14 @@ fn map() -> MutexGuard<'static, Map> {
 
 #[cfg(test)]
 fn cached(der: &[u8]) -> bool {
-    map().contains_key(der)
+    map().certs.contains_key(der)
 }
 
 #[cfg(test)]
 fn cached_len() -> usize {
-    map().len()
+    let m = map();
+    assert_eq!(m.certs.len(), m.order.len());
+    m.certs.len()
 }
 
 /// A signature with its `certificates` field cut out, and that field's certificates.
@@ -116,6 +149,12 @@ struct Element<'a> {
 
 fn element(bytes: &[u8]) -> Option<Element<'_>> {
     let (after, header) = Header::from_der(bytes).ok()?;
+    // Only one-byte identifiers: asn1-rs folds a long tag number into a u32 (it may wrap
+    // to a small one where OpenSSL refuses the bytes), and none of the elements split
+    // here has a tag number above 30.
+    if header.raw_tag().is_none_or(|t| t.len() != 1) {
+        return None;
+    }
     let Length::Definite(n) = header.length() else {
         return None;
     };
@@ -140,7 +179,8 @@ fn header(class: Class, tag: Tag, content_len: usize) -> Option<Vec<u8>> {
 /// `ContentInfo { signedData, [0] SignedData { version, digestAlgorithms,
 /// encapContentInfo, [0] certificates?, [1] crls?, signerInfos } }` (RFC 5652 §3, §5.1)
 /// with the `[0] certificates` element removed and every enclosing length rewritten;
-/// `None` when the bytes are not that shape or carry no certificates.
+/// `None` when the bytes are not that shape or have no certificates field (an empty one
+/// is cut out like any other).
 fn split(der: &[u8]) -> Option<Split<'_>> {
     let info = element(der)?;
     if !info.rest.is_empty() || !is(&info, Class::Universal, true, Tag::Sequence) {
@@ -169,6 +209,11 @@ fn split(der: &[u8]) -> Option<Split<'_>> {
         return None;
     }
     let after = field.rest;
+    // A second `[0]` after the first is not a SignedData OpenSSL would read: cut out the
+    // first, it would become the certificates field.
+    if element(after).is_none_or(|next| is(&next, Class::ContextSpecific, true, Tag(0))) {
+        return None;
+    }
     let mut certs = Vec::new();
     let mut list = field.content;
     while !list.is_empty() {

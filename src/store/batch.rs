@@ -444,6 +444,10 @@ impl Batch {
 /// What a committed batch produced, in operation order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Applied {
+    /// How many batches shared this one's transaction (tests of `commit::together`).
+    #[cfg(test)]
+    #[serde(skip)]
+    pub(crate) together: usize,
     pub delivered: Vec<Delivered>,
     /// `(seq, hash)` of each trace record appended.
     pub trace: Vec<(u64, String)>,

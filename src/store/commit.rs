@@ -708,8 +708,8 @@ fn report(applied: &Applied, ops: &[(Op, u64)]) {
 }
 
 /// What the expansion of one batch leaves for the next ones applied in the same
-/// transaction (`together`): the archives' planned usage and the cards
-/// added, which those batches would otherwise read from the trees as committed.
+/// transaction (`together`): the archives' planned usage, which those batches would
+/// otherwise read from the trees as committed (and, within one batch, the cards added).
 #[derive(Default)]
 struct Expansion {
     archive: super::archive::Planner,

@@ -66,6 +66,49 @@ fn indefinite(der: &[u8]) -> Vec<u8> {
     ber
 }
 
+/// `der` with its SignedData re-made by `edit` (given its content, returning the new
+/// content) and every enclosing length written again; the [0] wrapper's identifier is
+/// `explicit_id`.
+fn rebuild(der: &[u8], explicit_id: &[u8], edit: impl Fn(&[u8]) -> Vec<u8>) -> Vec<u8> {
+    let info = element(der).unwrap();
+    let oid = element(info.content).unwrap();
+    let explicit = element(oid.rest).unwrap();
+    let signed = element(explicit.content).unwrap();
+    let content = edit(signed.content);
+    let mut signed_tlv = header(Class::Universal, Tag::Sequence, content.len()).unwrap();
+    signed_tlv.extend_from_slice(&content);
+    let explicit_len = header(Class::ContextSpecific, Tag(0), signed_tlv.len()).unwrap();
+    let mut inner = info.content[..info.content.len() - oid.rest.len()].to_vec();
+    inner.extend_from_slice(explicit_id);
+    inner.extend_from_slice(&explicit_len[1..]);
+    inner.extend_from_slice(&signed_tlv);
+    let mut out = header(Class::Universal, Tag::Sequence, inner.len()).unwrap();
+    out.extend_from_slice(&inner);
+    out
+}
+
+/// `der` with its certificates field written twice.
+fn with_second_certificates_field(der: &[u8]) -> Vec<u8> {
+    rebuild(der, &[0xa0], |content| {
+        let mut at = content;
+        for _ in 0..3 {
+            at = element(at).unwrap().rest;
+        }
+        let field = element(at).unwrap();
+        let field_tlv = &at[..at.len() - field.rest.len()];
+        let mut out = content[..content.len() - at.len()].to_vec();
+        out.extend_from_slice(field_tlv);
+        out.extend_from_slice(field_tlv);
+        out.extend_from_slice(field.rest);
+        out
+    })
+}
+
+/// `der` with the [0] wrapper of its SignedData identified by `id`.
+fn with_explicit_identifier(der: &[u8], id: &[u8]) -> Vec<u8> {
+    rebuild(der, id, <[u8]>::to_vec)
+}
+
 #[test]
 fn a_signature_comes_apart_into_its_certificates_and_the_rest() {
     let sig = signer().sign_detached(CONTENT).unwrap();
@@ -118,6 +161,25 @@ fn other_shapes_are_left_whole_to_openssl_and_judged_as_before() {
     assert_eq!(got, embedded(&sig));
     let check = verify_detached(CONTENT, &ber, Some(&trust()));
     assert!(check.valid && check.chain_ok == Some(true), "{check:?}");
+
+    // Two certificates fields: OpenSSL refuses the bytes; cutting out the first would
+    // make the second one the certificates field of a signature it reads.
+    let two = with_second_certificates_field(&sig);
+    assert!(split(&two).is_none());
+    assert!(parse(&two).is_err());
+    let check = verify_detached(CONTENT, &two, Some(&trust()));
+    assert!(!check.valid, "{check:?}");
+
+    // The [0] wrapper written with a long tag number that wraps to 0 in 32 bits: OpenSSL
+    // refuses it, and so must the split.
+    assert_eq!(
+        with_explicit_identifier(&sig, &[0xa0]),
+        sig,
+        "the rebuild alone changes nothing"
+    );
+    let long = with_explicit_identifier(&sig, &[0xbf, 0x90, 0x80, 0x80, 0x80, 0x00]);
+    assert!(split(&long).is_none());
+    assert!(parse(&long).is_err());
 
     // Bytes after the signature.
     let mut trailing = sig.clone();
@@ -214,4 +276,26 @@ fn a_certificate_is_parsed_once_and_the_map_stays_bounded() {
         assert!(cached_len() <= CAPACITY);
     }
     assert!(certificate(b"\x30\x03\x02\x01\x01").is_err());
+
+    // A certificate larger than any real one is parsed, and not kept.
+    let mut b = X509::builder().unwrap();
+    b.set_version(2).unwrap();
+    b.set_subject_name(ca.subject_name()).unwrap();
+    b.set_issuer_name(ca.subject_name()).unwrap();
+    b.set_pubkey(&leaf_key).unwrap();
+    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::days_from_now(1).unwrap())
+        .unwrap();
+    let mut san = openssl::x509::extension::SubjectAlternativeName::new();
+    for i in 0..1000 {
+        san.dns(&format!("host-{i:05}.pec.example.test"));
+    }
+    let ext = san.build(&b.x509v3_context(Some(&ca), None)).unwrap();
+    b.append_extension(ext).unwrap();
+    b.sign(&ca_key, MessageDigest::sha256()).unwrap();
+    let big = b.build().to_der().unwrap();
+    assert!(big.len() > MAX_CACHED_LEN);
+    assert_eq!(certificate(&big).unwrap().to_der().unwrap(), big);
+    assert!(!cached(&big));
 }

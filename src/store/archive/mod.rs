@@ -135,6 +135,15 @@ fn quota_of(rec: &MailboxRecord, policy: &ArchivePolicy) -> u64 {
     rec.archive_quota.unwrap_or(policy.default_bytes)
 }
 
+/// Copies made before this time are past the retention period at `now`: a copy that
+/// needs room may drop them.
+pub(crate) fn retention_cutoff(policy: &ArchivePolicy, now: Timestamp) -> Timestamp {
+    now.to_zoned(jiff::tz::TimeZone::UTC)
+        .checked_sub(jiff::Span::new().months(i64::from(policy.retention_months)))
+        .map(|z| z.timestamp())
+        .unwrap_or(Timestamp::MIN)
+}
+
 /// What the committer plans, outside the transaction, for the archive copies of one batch.
 #[derive(Default)]
 pub(crate) struct Planner {
@@ -178,11 +187,7 @@ impl Planner {
             // Could never fit: nothing is dropped for it.
             return Ok(Vec::new());
         }
-        let cutoff = now
-            .to_zoned(jiff::tz::TimeZone::UTC)
-            .checked_sub(jiff::Span::new().months(i64::from(policy.retention_months)))
-            .map(|z| z.timestamp())
-            .unwrap_or(Timestamp::MIN);
+        let cutoff = retention_cutoff(policy, now);
         // Each folder in UID order, which is arrival order: only its oldest copies, and
         // no more of them than could be needed, are read.
         let mut old: Vec<(Timestamp, &'static str, u64, MessageRecord)> = Vec::new();

@@ -2,14 +2,14 @@
 //! if applied alone, in order. Unwraps: stores and values built here.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use jiff::{SignedDuration, Timestamp};
 
-use super::TOGETHER;
+use super::goes_with_others;
 use crate::clock::ManualClock;
 use crate::pec::address::PecAddress;
 use crate::store::archive::{ArchivePolicy, RECEIVED};
+use crate::store::batch::Op;
 use crate::store::mailbox::Password;
 use crate::store::messages::INBOX;
 use crate::store::{Batch, Delivery, NewMailbox, Store, StoreError, StoreOptions};
@@ -55,6 +55,12 @@ fn delivery(s: &Store, a: &PecAddress, claim: &str, body: &str, at: Timestamp) -
         )
 }
 
+/// Whether this run's stores are sled's (the conformance run puts them in PostgreSQL,
+/// which applies each batch alone, to the same end).
+fn on_sled() -> bool {
+    std::env::var_os(crate::store::kv::pg::testing::ENV).is_none()
+}
+
 fn bodies(s: &Store, records: &[crate::store::MessageRecord]) -> Vec<String> {
     records
         .iter()
@@ -85,7 +91,6 @@ fn batches_applied_together_end_as_if_applied_one_after_the_other() {
 
     // Four deliveries sent at once: each copy needs the room of one old one, the fourth
     // finds none left past the retention period (its copy is not made, it is delivered).
-    let before = TOGETHER.load(Ordering::Relaxed);
     let batches = (0..4)
         .map(|i| delivery(&s, &a, &format!("new{i}"), &format!("new msg {i}"), later))
         .collect();
@@ -94,12 +99,9 @@ fn batches_applied_together_end_as_if_applied_one_after_the_other() {
         .into_iter()
         .map(Result::unwrap)
         .collect();
-    // PostgreSQL (the conformance run) applies them one at a time, to the same end.
-    if std::env::var_os(crate::store::kv::pg::testing::ENV).is_none() {
-        assert!(
-            TOGETHER.load(Ordering::Relaxed) > before,
-            "the batches were applied in one transaction"
-        );
+    if on_sled() {
+        let together: Vec<usize> = results.iter().map(|r| r.together).collect();
+        assert_eq!(together, [4, 4, 4, 4], "one transaction for the four");
     }
     for (i, r) in results.iter().enumerate() {
         assert_eq!(r.delivered.len(), 1, "batch {i}");
@@ -122,20 +124,32 @@ fn batches_applied_together_end_as_if_applied_one_after_the_other() {
     assert_eq!(s.messages(&a, INBOX).unwrap().len(), 7);
     assert_eq!(s.trace().verify(None).unwrap().records, base + 7);
 
-    // A batch refused among others (its claim was made above) is refused alone.
+    // A batch refused among others (its claim was made above) is refused alone; the
+    // ones before it go together, and the ones after it.
     let batches = vec![
         delivery(&s, &a, "next0", "next msg 0", later),
-        delivery(&s, &a, "new1", "again", later),
         delivery(&s, &a, "next1", "next msg 1", later),
+        delivery(&s, &a, "new1", "again", later),
+        delivery(&s, &a, "next2", "next msg 2", later),
+        delivery(&s, &a, "next3", "next msg 3", later),
     ];
     let results = s.commit_all(batches);
-    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
     assert!(
-        matches!(&results[1], Err(StoreError::AlreadyClaimed(k)) if k == "new1"),
+        matches!(&results[2], Err(StoreError::AlreadyClaimed(k)) if k == "new1"),
         "{results:?}"
     );
+    let ok: Vec<_> = [0, 1, 3, 4]
+        .iter()
+        .map(|&i| results[i].as_ref().unwrap())
+        .collect();
+    if on_sled() {
+        let together: Vec<usize> = ok.iter().map(|r| r.together).collect();
+        assert_eq!(together, [2, 2, 2, 2]);
+    }
+    let seqs: Vec<u64> = ok.iter().map(|r| r.trace[0].0).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
     let inbox = bodies(&s, &s.messages(&a, INBOX).unwrap());
-    assert_eq!(inbox.len(), 9);
+    assert_eq!(inbox.len(), 11);
     assert!(!inbox.iter().any(|b| b == "again"));
     let found = s
         .trace()
@@ -145,5 +159,62 @@ fn batches_applied_together_end_as_if_applied_one_after_the_other() {
         })
         .unwrap();
     assert!(found.is_empty(), "no trace of the refused batch");
-    assert_eq!(s.trace().verify(None).unwrap().records, base + 9);
+    assert_eq!(s.trace().verify(None).unwrap().records, base + 11);
+}
+
+/// A mailbox created in the same group as a delivery to it: the delivery's archive copy
+/// is planned once the mailbox exists, as one after the other.
+#[test]
+fn a_delivery_after_its_mailbox_is_added_in_the_same_group_is_archived() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, a) = open(dir.path(), Arc::new(ManualClock::new(t0())));
+    let new = PecAddress::parse("nuova@pec.insieme.test").unwrap();
+    let mut rec = s.mailbox_record(&a).unwrap().unwrap();
+    rec.address = new.clone();
+    let batches = vec![
+        Batch::new().push(Op::MailboxAdd(rec)),
+        delivery(&s, &new, "first", "first msg", t0()),
+    ];
+    for r in s.commit_all(batches) {
+        let r = r.unwrap();
+        assert!(r.archive_full.is_empty(), "{r:?}");
+    }
+    assert_eq!(bodies(&s, &s.messages(&new, INBOX).unwrap()), ["first msg"]);
+    assert_eq!(
+        bodies(&s, &s.archived(&new, RECEIVED).unwrap()),
+        ["first msg"],
+        "the copy was made"
+    );
+}
+
+/// What goes together: what the pipeline commits per message; not what changes what a
+/// later expansion reads.
+#[test]
+fn only_the_pipelines_batches_go_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(t0()));
+    let (s, a) = open(dir.path(), clock);
+    let cutoff = t0() - SignedDuration::from_hours(24 * 31);
+    assert!(goes_with_others(
+        &delivery(&s, &a, "k", "body", t0()),
+        cutoff
+    ));
+    // An archive copy that a later one could drop.
+    let old = t0() - SignedDuration::from_hours(24 * 62);
+    assert!(!goes_with_others(
+        &delivery(&s, &a, "k", "body", old),
+        cutoff
+    ));
+    let mut ordinary = Delivery::inbox(a.clone(), s.blobs().put(b"x").unwrap(), old);
+    ordinary.archive = false;
+    assert!(goes_with_others(&Batch::new().deliver(ordinary), cutoff));
+    for alone in [
+        Batch::new().create_folder(a.clone(), "Fatture"),
+        Batch::new().delete_folder(a.clone(), "Fatture"),
+        Batch::new().push(Op::MailboxDelete(a.clone())),
+        Batch::new().push(Op::MailboxAdd(s.mailbox_record(&a).unwrap().unwrap())),
+        Batch::new().expunge(a.clone(), INBOX, 1),
+    ] {
+        assert!(!goes_with_others(&alone, cutoff), "{alone:?}");
+    }
 }
