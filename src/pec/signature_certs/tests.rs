@@ -245,7 +245,8 @@ fn a_certificate_is_parsed_once_and_the_map_stays_bounded() {
     let ca = X509::from_pem(&read(&f.ca_cert)).unwrap();
     let ca_key = PKey::private_key_from_pem(&read(&f.ca_key)).unwrap();
     let leaf_key = PKey::private_key_from_pem(&read(&f.signing_key)).unwrap();
-    let make = |serial: u32| {
+    // A certificate for the signing key issued by the CA, with `serial` and `dns_names`.
+    let make_with = |serial: u32, dns_names: usize| {
         let mut b = X509::builder().unwrap();
         b.set_version(2).unwrap();
         b.set_serial_number(&BigNum::from_u32(serial).unwrap().to_asn1_integer().unwrap())
@@ -257,9 +258,18 @@ fn a_certificate_is_parsed_once_and_the_map_stays_bounded() {
             .unwrap();
         b.set_not_after(&Asn1Time::days_from_now(1).unwrap())
             .unwrap();
+        if dns_names > 0 {
+            let mut san = openssl::x509::extension::SubjectAlternativeName::new();
+            for i in 0..dns_names {
+                san.dns(&format!("host-{i:05}.pec.example.test"));
+            }
+            let ext = san.build(&b.x509v3_context(Some(&ca), None)).unwrap();
+            b.append_extension(ext).unwrap();
+        }
         b.sign(&ca_key, MessageDigest::sha256()).unwrap();
         b.build().to_der().unwrap()
     };
+    let make = |serial: u32| make_with(serial, 0);
     let first = make(1);
     assert!(!cached(&first));
     assert_eq!(certificate(&first).unwrap().to_der().unwrap(), first);
@@ -278,23 +288,7 @@ fn a_certificate_is_parsed_once_and_the_map_stays_bounded() {
     assert!(certificate(b"\x30\x03\x02\x01\x01").is_err());
 
     // A certificate larger than any real one is parsed, and not kept.
-    let mut b = X509::builder().unwrap();
-    b.set_version(2).unwrap();
-    b.set_subject_name(ca.subject_name()).unwrap();
-    b.set_issuer_name(ca.subject_name()).unwrap();
-    b.set_pubkey(&leaf_key).unwrap();
-    b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-        .unwrap();
-    b.set_not_after(&Asn1Time::days_from_now(1).unwrap())
-        .unwrap();
-    let mut san = openssl::x509::extension::SubjectAlternativeName::new();
-    for i in 0..1000 {
-        san.dns(&format!("host-{i:05}.pec.example.test"));
-    }
-    let ext = san.build(&b.x509v3_context(Some(&ca), None)).unwrap();
-    b.append_extension(ext).unwrap();
-    b.sign(&ca_key, MessageDigest::sha256()).unwrap();
-    let big = b.build().to_der().unwrap();
+    let big = make_with(1, 1000);
     assert!(big.len() > MAX_CACHED_LEN);
     assert_eq!(certificate(&big).unwrap().to_der().unwrap(), big);
     assert!(!cached(&big));

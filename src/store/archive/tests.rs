@@ -14,7 +14,12 @@ fn t0() -> Timestamp {
     "2026-01-15T09:00:00Z".parse().unwrap()
 }
 
-fn open(dir: &std::path::Path, clock: Arc<ManualClock>, quota: u64) -> (Store, PecAddress) {
+/// A store whose archive holds `quota` bytes, kept a month, and its one mailbox.
+pub(crate) fn open(
+    dir: &std::path::Path,
+    clock: Arc<ManualClock>,
+    quota: u64,
+) -> (Store, PecAddress) {
     let o = StoreOptions {
         clock,
         archive: ArchivePolicy {

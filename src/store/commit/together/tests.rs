@@ -8,11 +8,10 @@ use jiff::{SignedDuration, Timestamp};
 use super::goes_with_others;
 use crate::clock::ManualClock;
 use crate::pec::address::PecAddress;
-use crate::store::archive::{ArchivePolicy, RECEIVED};
+use crate::store::archive::RECEIVED;
 use crate::store::batch::Op;
-use crate::store::mailbox::Password;
 use crate::store::messages::INBOX;
-use crate::store::{Batch, Delivery, NewMailbox, Store, StoreError, StoreOptions};
+use crate::store::{Batch, Delivery, Store, StoreError};
 use crate::trace::{EventKind, TraceEvent, TraceQuery};
 
 fn t0() -> Timestamp {
@@ -21,25 +20,7 @@ fn t0() -> Timestamp {
 
 /// A store whose archive has room for three 10-byte copies, kept a month.
 fn open(dir: &std::path::Path, clock: Arc<ManualClock>) -> (Store, PecAddress) {
-    let o = StoreOptions {
-        clock,
-        archive: ArchivePolicy {
-            default_bytes: 30,
-            retention_months: 1,
-        },
-        ..StoreOptions::default()
-    };
-    let s = Store::open(dir, o).unwrap();
-    let a = PecAddress::parse("owner@pec.insieme.test").unwrap();
-    s.add_mailbox(NewMailbox {
-        address: a.clone(),
-        password: Password::new("pw"),
-        quota_bytes: Some(1 << 20),
-        options: Default::default(),
-        provisional: false,
-    })
-    .unwrap();
-    (s, a)
+    crate::store::archive::tests::open(dir, clock, 30)
 }
 
 /// A delivery of `body` under the idempotency claim `claim`, with its trace record.
