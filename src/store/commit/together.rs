@@ -31,7 +31,7 @@
 
 use std::cell::Cell;
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
 use super::super::archive::retention_cutoff;
 use super::super::batch::{Applied, Batch, Op};
@@ -64,7 +64,13 @@ impl Committer {
 
     /// One result per batch, in order.
     fn apply_together(&mut self, batches: Vec<Batch>) -> Vec<Result<Applied, StoreError>> {
-        let cutoff = retention_cutoff(&self.archive, self.clock.now());
+        // Each expansion reads the clock again, a little later: a minute's margin keeps
+        // every copy of the run inside the period its planner sees.
+        let now = self.clock.now();
+        let cutoff = retention_cutoff(
+            &self.archive,
+            now.checked_add(SignedDuration::from_mins(1)).unwrap_or(now),
+        );
         if batches.len() < 2
             || !self.db.transaction_costs_log_writes()
             || !batches.iter().all(|b| goes_with_others(b, cutoff))
