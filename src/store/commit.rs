@@ -72,6 +72,21 @@ pub(crate) enum Job {
     Batch(Batch, Reply),
     CheckpointNow(SyncSender<Result<Option<Checkpoint>, StoreError>>),
     Shutdown,
+    /// Tests: the committer waits until the sender of this receiver is dropped, so that
+    /// what the test queues meanwhile lands in one group.
+    #[cfg(test)]
+    Hold(Receiver<()>),
+}
+
+/// Adds `job` to the group being gathered (a test's hold is waited out instead).
+fn take(jobs: &mut Vec<Job>, job: Job) {
+    #[cfg(test)]
+    if let Job::Hold(release) = job {
+        // Returns when the test drops its sender.
+        let _ = release.recv();
+        return;
+    }
+    jobs.push(job);
 }
 
 struct SignRequest {
@@ -214,13 +229,13 @@ impl Committer {
             let mut jobs = Vec::new();
             let mut shutdown = false;
             match rx.recv_timeout(tick) {
-                Ok(j) => jobs.push(j),
+                Ok(j) => take(&mut jobs, j),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => shutdown = true,
             }
             while self.group && jobs.len() < MAX_GROUP {
                 match rx.try_recv() {
-                    Ok(j) => jobs.push(j),
+                    Ok(j) => take(&mut jobs, j),
                     Err(_) => break,
                 }
             }
@@ -275,6 +290,8 @@ impl Committer {
                         cp_answers.push((reply, r));
                     }
                     Job::Shutdown => shutdown = true,
+                    #[cfg(test)]
+                    Job::Hold(_) => {}
                 }
             }
             wrote |= self.apply_run(run, &mut answers, &mut changed);

@@ -602,10 +602,14 @@ impl Store {
         r
     }
 
-    /// Sends every batch to the committer before waiting for any: they usually land in
-    /// one group (tests of what a group does).
+    /// Sends every batch to the committer, held meanwhile, before waiting for any: they
+    /// land in one group (tests of what a group does).
     #[cfg(test)]
     pub(crate) fn commit_all(&self, batches: Vec<Batch>) -> Vec<Result<Applied, StoreError>> {
+        let (release, hold) = mpsc::channel();
+        if self.inner.jobs.send(commit::Job::Hold(hold)).is_err() {
+            return batches.iter().map(|_| Err(StoreError::Closed)).collect();
+        }
         let waits: Vec<_> = batches
             .into_iter()
             .map(|b| {
@@ -617,6 +621,7 @@ impl Store {
                 (sent, rx)
             })
             .collect();
+        drop(release);
         waits
             .into_iter()
             .map(|(sent, rx)| {
