@@ -34,7 +34,8 @@ pub const CAPACITY: usize = 256;
 
 /// The largest certificate kept (DER bytes): a real one is 1–2 KB, and a signature may
 /// carry anything up to the message's size. With [`CAPACITY`], the map holds at most
-/// about 8 MB (each certificate's bytes twice: the key and OpenSSL's copy).
+/// about 12 MB (each certificate's bytes three times: the key, its place in the eviction
+/// order, and OpenSSL's copy).
 pub const MAX_CACHED_LEN: usize = 16 * 1024;
 
 /// The DER of the signedData content type, 1.2.840.113549.1.7.2 (RFC 5652 §5.1).
