@@ -81,19 +81,19 @@ fn unknown_schema_version_is_refused_naming_the_versions() {
         };
         db.open_tree("meta")
             .unwrap()
-            .insert("schema_version", &9u32.to_be_bytes())
+            .insert("schema_version", &10u32.to_be_bytes())
             .unwrap();
         db.flush().unwrap();
     }
     let e = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
     let msg = e.to_string();
     assert!(
-        matches!(e, StoreError::UnknownSchema { found: 9, .. }),
+        matches!(e, StoreError::UnknownSchema { found: 10, .. }),
         "{e:?}"
     );
     assert!(
-        msg.contains("schema version 9")
-            && msg.contains("supports version(s) [1, 2, 3, 4, 5, 6, 7, 8]"),
+        msg.contains("schema version 10")
+            && msg.contains("supports version(s) [1, 2, 3, 4, 5, 6, 7, 8, 9]"),
         "{msg}"
     );
     assert!(msg.contains(&dir.path().display().to_string()), "{msg}");

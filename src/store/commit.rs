@@ -667,8 +667,9 @@ impl Committer {
         let now = self.clock.now();
         let ops = self.expand(batch.ops, now, &mut Expansion::default())?;
         let head = &self.head;
+        let tail = self.trees.trace.tail.as_deref();
         let res = self.db.transaction(&self.all, |t| {
-            let tx = Tx { t };
+            let tx = Tx { t, tail };
             let mut head = head.clone();
             let applied = apply_expanded(&tx, &ops, now, &mut head)?;
             Ok((applied, head))

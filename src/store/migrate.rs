@@ -168,9 +168,23 @@ fn entries<'a>(trees: &'a super::Trees, tree: &'a super::kv::Tree, name: &str) -
         use crate::trace::postings::{GROUP, entry_seqs, own_key};
         // Groups sort after the own entries (their tag has GROUP set); taken apart,
         // in their order, they come in own-key order, merged with the own entries.
+        // The own entries of the unsealed records: in the tree (an older pecd's) and in
+        // memory ([`crate::trace::tail`]).
         let own = tree
             .range(..[GROUP].as_slice())
             .map(|kv| kv.map_err(StoreError::from));
+        let tail = trees
+            .trace
+            .tail
+            .as_ref()
+            .map(|t| t.keys())
+            .unwrap_or_default();
+        let own = super::kv::merge_sorted(
+            own,
+            tail.into_iter()
+                .map(|k| Ok((sled::IVec::from(k), sled::IVec::default()))),
+            |(k, _)| k.clone(),
+        );
         // A group of a partly purged file names purged records, which are not copied.
         let floor = trees.trace.sealed.as_ref().map_or(0, |s| s.floor());
         let apart = tree.range([GROUP].as_slice()..).flat_map(move |kv| {
@@ -199,7 +213,9 @@ fn tree_digest(entries: Entries<'_>) -> Result<(u64, u64, [u8; 32]), StoreError>
     let (mut n, mut bytes) = (0u64, 0u64);
     for kv in entries {
         let (k, v) = kv?;
-        if k.as_ref() == MIGRATING_KEY {
+        // The migration marker, and where the target's in-memory trace index starts
+        // (its own, written after the check).
+        if k.as_ref() == MIGRATING_KEY || k.as_ref() == crate::trace::tail::FROM_KEY {
             continue;
         }
         h.update(&(k.len() as u64).to_be_bytes());
@@ -304,6 +320,9 @@ pub fn copy_metadata(
         let mut pending = 0;
         for kv in from {
             let (k, v) = kv?;
+            if name == "trace_meta" && k.as_ref() == crate::trace::tail::FROM_KEY {
+                continue;
+            }
             report.entries += 1;
             report.bytes += (k.len() + v.len()) as u64;
             batch.insert(&k, &v);
@@ -350,6 +369,12 @@ pub fn copy_metadata(
         });
     }
     report.trace_head = dst_head.0;
+    // Every copied record has its own entries in the target's `trace_keys`: a sled
+    // target indexes in memory only what it appends ([`crate::trace::tail`]).
+    dst.open_tree("trace_meta")?.insert(
+        crate::trace::tail::FROM_KEY,
+        &dst_head.0.saturating_add(1).to_be_bytes(),
+    )?;
     meta.remove(MIGRATING_KEY)?;
     super::flush_durably(target_dir, &dst)?;
     Ok(report)

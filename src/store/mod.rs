@@ -169,10 +169,16 @@ pub const CHANGE_BACKLOG: usize = 1024;
 /// ([`crate::trace::postings`]), and their `trace_time` entries replaced by one time
 /// span per segment ([`crate::trace::spans`]): an older pecd would read a group as one
 /// seq and miss the sealed records in time queries. The entries of a schema-7 store's
-/// sealed files are grouped at open.
-pub const SCHEMA_VERSION: u32 = 8;
+/// sealed files are grouped at open; 9 = on sled, the `trace_keys` entries of the records
+/// not yet sealed are kept in memory ([`crate::trace::tail`], built at open from the
+/// records in the tree) and only their segment's groups are written, at the seal. The
+/// entries an older store holds for its unsealed records stay and are read as before
+/// (and removed when their segment is grouped): nothing to migrate; the mark makes an
+/// older pecd, which would not find the records appended since, refuse the store (marked
+/// on PostgreSQL too, where nothing changes).
+pub const SCHEMA_VERSION: u32 = 9;
 /// Schemas this code can open (older ones are migrated to [`SCHEMA_VERSION`]).
-pub const SUPPORTED_SCHEMAS: &[u32] = &[1, 2, 3, 4, 5, 6, 7, 8];
+pub const SUPPORTED_SCHEMAS: &[u32] = &[1, 2, 3, 4, 5, 6, 7, 8, 9];
 
 /// All trees, in the fixed order used by transactions (see [`commit`]).
 #[derive(Debug, Clone)]
@@ -225,6 +231,7 @@ impl Trees {
                 checkpoints: w(&tr.checkpoints),
                 meta: w(&tr.meta),
                 sealed: tr.sealed.clone(),
+                tail: tr.tail.clone(),
             },
             changelog: w(&self.changelog),
             email_index: w(&self.email_index),
@@ -403,6 +410,23 @@ impl Store {
                 tracing::info!(files = n, "index entries of sealed trace records grouped");
             }
         }
+        if found < 9
+            && let Some(sealed) = &trees.trace.sealed
+        {
+            // The records an older pecd appended have their own index entries in the
+            // tree: only the next ones are indexed in memory.
+            let last = trees
+                .trace
+                .records
+                .last()?
+                .and_then(|(k, _)| crate::trace::log::seq_of_index_key(&k))
+                .unwrap_or(0)
+                .max(sealed.upto());
+            trees.trace.meta.insert(
+                crate::trace::tail::FROM_KEY,
+                &last.saturating_add(1).to_be_bytes(),
+            )?;
+        }
         if found != SCHEMA_VERSION {
             // Migrated above: only now may the store say it is of the current version.
             trees
@@ -410,6 +434,24 @@ impl Store {
                 .insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
             flush_durably(&dir, &db)?;
             tracing::info!(dir = %dir.display(), from = found, to = SCHEMA_VERSION, "store schema migrated");
+        }
+        if let Some(sealed) = &trees.trace.sealed {
+            // The unsealed records' `trace_keys` entries, in memory from now on.
+            let from = match trees.trace.meta.get(crate::trace::tail::FROM_KEY)? {
+                Some(v) => tx::be_u64(&v),
+                None => 1,
+            };
+            let from = crate::trace::log::seq_key(sealed.upto().saturating_add(1).max(from));
+            let records = trees.trace.records.range(from..).filter_map(|kv| match kv {
+                Ok((k, v)) => crate::trace::log::seq_of_index_key(&k).map(|seq| Ok((seq, v))),
+                Err(e) => Some(Err(e.into())),
+            });
+            let tail = crate::trace::tail::Tail::build(records)?;
+            tracing::debug!(
+                records = tail.records(),
+                "trace index of the unsealed records built"
+            );
+            trees.trace.tail = Some(Arc::new(tail));
         }
         let id = store_id(&dir, &db, &trees)?;
         let blobs = BlobStore::open(dir.join("blobs"), &options.blobs, Some(&id))?;

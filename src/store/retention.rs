@@ -107,6 +107,9 @@ impl Store {
             });
             self.commit(b)?;
             if let Some((last, _)) = chunk.last() {
+                if let Some(tail) = &log.trees.tail {
+                    tail.drop_through(*last);
+                }
                 self.remove_groups_left(&log, *last)?;
                 log.purge_sealed_through(*last)?;
             }

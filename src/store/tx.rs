@@ -65,6 +65,9 @@ pub(crate) fn all_trees(t: &Trees) -> Vec<Tree> {
 /// The trees inside a transaction, indexed by the constants above.
 pub(crate) struct Tx<'a> {
     pub t: &'a [TxTree<'a>],
+    /// Where the appended records' `trace_keys` entries go instead of the tree (sled
+    /// stores once open: [`crate::trace::tail`]).
+    pub tail: Option<&'a crate::trace::tail::Tail>,
 }
 
 pub(crate) fn abort<T>(e: StoreError) -> TxResult<T> {
@@ -135,7 +138,20 @@ pub(crate) fn apply_op(
         Op::Trace(ev) => {
             let rec = ev.clone().into_record(head.0 + 1, &head.1);
             tx.t[TRACE].insert(seq_key(rec.seq), crate::trace::stored::encode(&rec))?;
-            for (index, key) in index_keys(&rec) {
+            let keys = index_keys(&rec);
+            if let Some(tail) = tx.tail {
+                // Indexed before the transaction commits (and again if it runs again).
+                let prefixes = keys
+                    .iter()
+                    .filter(|(index, _)| *index == Index::Keys)
+                    .filter_map(|(_, key)| key.get(..9)?.try_into().ok())
+                    .collect();
+                tail.add(rec.seq, prefixes);
+            }
+            for (index, key) in keys {
+                if index == Index::Keys && tx.tail.is_some() {
+                    continue;
+                }
                 let tree = match index {
                     Index::Keys => T_KEYS,
                     Index::Time => T_TIME,

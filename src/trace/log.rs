@@ -106,6 +106,9 @@ pub struct TraceTrees {
     pub(crate) meta: crate::store::kv::Tree,
     /// The sealed segments holding the older records (sled stores; none on PostgreSQL).
     pub(crate) sealed: Option<Arc<super::segments::Segments>>,
+    /// The `trace_keys` entries of the records in the tree, in memory (sled stores,
+    /// schema 9: [`super::tail`]); none on PostgreSQL, where they are in the table.
+    pub(crate) tail: Option<Arc<super::tail::Tail>>,
 }
 
 pub(crate) const ANCHOR_KEY: &[u8] = b"anchor";
@@ -122,6 +125,7 @@ impl TraceTrees {
             checkpoints: db.open_tree("checkpoints")?,
             meta: db.open_tree("trace_meta")?,
             sealed: None,
+            tail: None,
         })
     }
 }
@@ -427,13 +431,20 @@ impl TraceLog {
             }
             // The records' own entries are read whole before the groups: a record whose
             // entries a seal groups meanwhile is then seen in one or the other (or both,
-            // given once), never in neither. They are the unsealed records' (the tree
-            // keeps at most two segments' worth, more only while an older store's
-            // backlog is sealed).
-            let own = match own.collect::<Result<Vec<u64>, _>>() {
+            // given once), never in neither (the seal writes the groups, then drops the
+            // entries). They are the unsealed records': in memory ([`super::tail`]), and
+            // in the tree those an older pecd wrote (the tree keeps at most two
+            // segments' worth of records, more only while an older store's backlog is
+            // sealed).
+            let mut own = match own.collect::<Result<Vec<u64>, _>>() {
                 Ok(own) => own,
                 Err(e) => return Box::new(std::iter::once(Err(e))),
             };
+            if let Some(tail) = &self.trees.tail {
+                own.extend(tail.seqs(prefix));
+                own.sort_unstable();
+                own.dedup();
+            }
             #[cfg(test)]
             BEFORE_GROUPS.with(|h| {
                 if let Some(f) = h.borrow_mut().as_mut() {

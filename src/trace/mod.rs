@@ -52,6 +52,7 @@ pub mod retention;
 pub mod segments;
 pub(crate) mod spans;
 pub(crate) mod stored;
+pub(crate) mod tail;
 pub mod verify;
 pub mod walk;
 

@@ -98,7 +98,7 @@ fn group_value(first: u64, seqs: &[u64]) -> Vec<u8> {
 /// `trace_keys`; none for a record of schema 5 or older, indexed in the older trees, and
 /// none for a record that does not decode (logged: its own entries, if any, stay as
 /// they are, and verifying the log reports it).
-fn prefixes(seq: u64, stored: &[u8]) -> Vec<[u8; 9]> {
+pub(crate) fn prefixes(seq: u64, stored: &[u8]) -> Vec<[u8; 9]> {
     let s = match super::stored::decode(&seq_key(seq), stored) {
         Ok(s) => s,
         Err(e) => {

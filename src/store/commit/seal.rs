@@ -155,6 +155,11 @@ impl Committer {
             batch.remove(k);
         }
         crate::trace::postings::group_segment(&self.trees.trace, first, last, &records)?;
+        // The groups are written: the entries in memory are no longer needed to find
+        // these records (a reader reads them before the groups).
+        if let Some(tail) = &self.trees.trace.tail {
+            tail.drop_through(last);
+        }
         self.trees.trace.records.apply_batch(batch)?;
         self.dirty = true;
         Ok(())

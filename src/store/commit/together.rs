@@ -90,8 +90,9 @@ impl Committer {
         }
         let head = &self.head;
         let refused = Cell::new(None);
+        let tail = self.trees.trace.tail.as_deref();
         let res = self.db.transaction(&self.all, |t| {
-            let tx = Tx { t };
+            let tx = Tx { t, tail };
             let mut head = head.clone();
             let mut applied = Vec::with_capacity(expanded.len());
             for (i, (ops, now)) in expanded.iter().enumerate() {

@@ -507,3 +507,4 @@ fn a_scan_reads_from_the_files_what_a_seal_moved_while_it_looked_away() {
 }
 
 mod grouped;
+mod tail;
