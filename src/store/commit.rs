@@ -48,7 +48,7 @@ use crate::trace::{Checkpoint, EventKind, TraceLog};
 
 mod checkpoints;
 mod published;
-mod seal;
+pub(super) mod seal;
 mod together;
 use published::mailbox_changes;
 pub(crate) use published::{announcements, heard};
@@ -137,6 +137,8 @@ pub(crate) struct Committer {
     /// A flush failed: what the trees hold may not be durable, so nothing more is
     /// sealed (on sled, every later flush fails too, until a restart).
     flush_failed: bool,
+    /// When the committer last warned of records waiting to be sealed.
+    unsealed_warned: Option<std::time::Instant>,
 }
 
 const MAX_GROUP: usize = 4096;
@@ -186,6 +188,7 @@ impl Committer {
         let c = Committer {
             sealer,
             flush_failed: false,
+            unsealed_warned: None,
             all: all_trees(&trees),
             head_stale: false,
             several: db.several_writers(),
@@ -674,11 +677,21 @@ impl Committer {
             let applied = apply_expanded(&tx, &ops, now, &mut head)?;
             Ok((applied, head))
         });
-        let (applied, head) = res?;
+        let (applied, head) = res.inspect_err(|_| self.forget_uncommitted())?;
         self.head = head;
         self.dirty = true;
         report(&applied, &ops);
         Ok(applied)
+    }
+}
+
+impl Committer {
+    /// After a transaction that did not commit: the in-memory index entries of the
+    /// records it appended are dropped ([`crate::trace::tail`]).
+    pub(super) fn forget_uncommitted(&self) {
+        if let Some(tail) = &self.trees.trace.tail {
+            tail.drop_after(self.head.0);
+        }
     }
 }
 

@@ -206,16 +206,18 @@ fn entries<'a>(trees: &'a super::Trees, tree: &'a super::kv::Tree, name: &str) -
     }
 }
 
-/// The SHA-256 of a tree's entries in key order (length-prefixed keys and values),
-/// without the migration marker.
-fn tree_digest(entries: Entries<'_>) -> Result<(u64, u64, [u8; 32]), StoreError> {
+/// The SHA-256 of the entries of tree `name` in key order (length-prefixed keys and
+/// values), without the migration marker and the start of the in-memory trace index.
+fn tree_digest(name: &str, entries: Entries<'_>) -> Result<(u64, u64, [u8; 32]), StoreError> {
     let mut h = Sha256::new();
     let (mut n, mut bytes) = (0u64, 0u64);
     for kv in entries {
         let (k, v) = kv?;
         // The migration marker, and where the target's in-memory trace index starts
-        // (its own, written after the check).
-        if k.as_ref() == MIGRATING_KEY || k.as_ref() == crate::trace::tail::FROM_KEY {
+        // (its own, not the source's).
+        if k.as_ref() == MIGRATING_KEY
+            || (name == "trace_meta" && k.as_ref() == crate::trace::tail::FROM_KEY)
+        {
             continue;
         }
         h.update(&(k.len() as u64).to_be_bytes());
@@ -306,6 +308,14 @@ pub fn copy_metadata(
     }
     // Marked first: an interruption from here on leaves a target known to be a copy.
     meta.insert(MIGRATING_KEY, source.id().as_bytes())?;
+    // Every copied record gets its own entries in the target's `trace_keys`: a sled
+    // target indexes in memory only what it appends after them ([`crate::trace::tail`]),
+    // even when an interrupted copy is opened.
+    let src_head = source.trace().head()?;
+    dst.open_tree("trace_meta")?.insert(
+        crate::trace::tail::FROM_KEY,
+        &src_head.0.saturating_add(1).to_be_bytes(),
+    )?;
     super::flush_durably(target_dir, &dst)?;
     // Sealed trace segments a sled target had (an earlier copy, or the store replaced)
     // would be taken for part of the copied log.
@@ -345,8 +355,11 @@ pub fn copy_metadata(
     for name in &names {
         let (from, to) = (src.open_tree(name)?, dst.open_tree(name)?);
         let (a, b) = (
-            tree_digest(entries(&source.inner.trees, &from, name))?,
-            tree_digest(Box::new(to.iter().map(|kv| kv.map_err(StoreError::from))))?,
+            tree_digest(name, entries(&source.inner.trees, &from, name))?,
+            tree_digest(
+                name,
+                Box::new(to.iter().map(|kv| kv.map_err(StoreError::from))),
+            )?,
         );
         if a != b {
             return Err(StoreError::Corrupt {
@@ -359,7 +372,6 @@ pub fn copy_metadata(
             });
         }
     }
-    let src_head = source.trace().head()?;
     let dst_head =
         crate::trace::TraceLog::new(crate::trace::log::TraceTrees::open(&dst)?).head()?;
     if src_head != dst_head {
@@ -369,12 +381,6 @@ pub fn copy_metadata(
         });
     }
     report.trace_head = dst_head.0;
-    // Every copied record has its own entries in the target's `trace_keys`: a sled
-    // target indexes in memory only what it appends ([`crate::trace::tail`]).
-    dst.open_tree("trace_meta")?.insert(
-        crate::trace::tail::FROM_KEY,
-        &dst_head.0.saturating_add(1).to_be_bytes(),
-    )?;
     meta.remove(MIGRATING_KEY)?;
     super::flush_durably(target_dir, &dst)?;
     Ok(report)

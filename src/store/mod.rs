@@ -50,6 +50,8 @@ pub mod cards;
 pub mod changes;
 pub(crate) mod codec;
 mod commit;
+#[cfg(test)]
+pub(crate) use commit::seal::BETWEEN_GROUPS_AND_DROP;
 mod engine;
 mod error;
 mod keys;

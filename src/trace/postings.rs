@@ -102,7 +102,7 @@ pub(crate) fn prefixes(seq: u64, stored: &[u8]) -> Vec<[u8; 9]> {
     let s = match super::stored::decode(&seq_key(seq), stored) {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!(seq, error = %e, "a sealed trace record does not decode; its index entries are not grouped");
+            tracing::warn!(seq, error = %e, "a trace record does not decode: it is not indexed by its keys");
             return Vec::new();
         }
     };

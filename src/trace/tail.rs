@@ -16,8 +16,8 @@
 //!
 //! The committer adds a record's entries inside the transaction that writes it, before
 //! it commits: a reader never finds a committed record missing from the index. Entries
-//! left by a transaction that did not commit name seqs that are then free (no record)
-//! or that a later record takes (adding it replaces them): a query reads the record an
+//! added by a transaction that did not commit are dropped after it ([`Tail::drop_after`]);
+//! until then they name seqs that are free (no record), and a query reads the record an
 //! entry points at and keeps it only when its fields match, as after a hash collision,
 //! so such an entry costs a read, never a wrong answer.
 //!
@@ -111,6 +111,17 @@ impl Tail {
             None => BTreeMap::new(),
         };
         let gone = std::mem::replace(&mut g.by_seq, kept);
+        g.drop_seqs(gone);
+    }
+
+    /// Drops the entries of the seqs after `head` (appended by a transaction that did
+    /// not commit).
+    pub(crate) fn drop_after(&self, head: u64) {
+        let Some(next) = head.checked_add(1) else {
+            return;
+        };
+        let mut g = self.write();
+        let gone = g.by_seq.split_off(&next);
         g.drop_seqs(gone);
     }
 

@@ -26,6 +26,14 @@ use crate::trace::segments::Segments;
 /// How long after a failed seal the next is tried.
 const RETRY: Duration = Duration::from_secs(60);
 
+/// Run by the committer of the store whose in-memory trace index is at the address
+/// given, between writing a segment's groups and dropping its entries from memory.
+#[cfg(test)]
+pub(crate) type Hook = (usize, Box<dyn FnMut() + Send>);
+#[cfg(test)]
+pub(crate) static BETWEEN_GROUPS_AND_DROP: std::sync::Mutex<Vec<Hook>> =
+    std::sync::Mutex::new(Vec::new());
+
 /// The sealing thread, seen from the committer.
 pub(super) struct Sealer {
     ask: Option<SyncSender<Segment>>,
@@ -134,6 +142,27 @@ impl Committer {
             .then_some((first, last)))
     }
 
+    /// Warns (once a minute at most) while more than four segments' worth of records
+    /// wait to be sealed: their index entries are held in memory ([`crate::trace::tail`])
+    /// until then, and read again at each open.
+    fn warn_unsealed(&mut self) {
+        let Some(tail) = &self.trees.trace.tail else {
+            return;
+        };
+        let records = tail.records() as u64;
+        if records > self.seal_slots.saturating_mul(4)
+            && self
+                .unsealed_warned
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+        {
+            tracing::warn!(
+                records,
+                "trace records are waiting to be sealed: their index entries are held in memory until then"
+            );
+            self.unsealed_warned = Some(Instant::now());
+        }
+    }
+
     /// Removes records `first ..= last`, now in their file, from the tree, their index
     /// entries grouped first ([`crate::trace::postings`], [`crate::trace::spans`]);
     /// flushed with the next group, or at shutdown. sled recovers a prefix of its
@@ -155,6 +184,17 @@ impl Committer {
             batch.remove(k);
         }
         crate::trace::postings::group_segment(&self.trees.trace, first, last, &records)?;
+        #[cfg(test)]
+        if let Some(tail) = &self.trees.trace.tail {
+            let mut hooks = BETWEEN_GROUPS_AND_DROP
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for (of, hook) in hooks.iter_mut() {
+                if *of == Arc::as_ptr(tail) as usize {
+                    hook();
+                }
+            }
+        }
         // The groups are written: the entries in memory are no longer needed to find
         // these records (a reader reads them before the groups).
         if let Some(tail) = &self.trees.trace.tail {
@@ -172,6 +212,7 @@ impl Committer {
     /// logged, and sealing is tried again later: the records stay in the tree meanwhile,
     /// where they are read as before. After a failed flush nothing more is sealed.
     pub(super) fn maybe_seal(&mut self, durable: bool) {
+        self.warn_unsealed();
         if !durable {
             return;
         }

@@ -119,11 +119,14 @@ impl Committer {
                     })
                     .collect()
             }
-            // Nothing was written.
-            Err(_) => match refused.get() {
-                Some(i) => self.around(batches, i),
-                None => self.one_at_a_time(batches),
-            },
+            Err(_) => {
+                // Nothing was written.
+                self.forget_uncommitted();
+                match refused.get() {
+                    Some(i) => self.around(batches, i),
+                    None => self.one_at_a_time(batches),
+                }
+            }
         }
     }
 

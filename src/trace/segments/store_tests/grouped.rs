@@ -259,7 +259,8 @@ fn purging_a_segment_in_two_purges_leaves_no_entry_for_its_records() {
 }
 
 /// Seals records `first ..= last` by hand, as the committer does: the file, the
-/// grouping of their index entries, their removal from the tree.
+/// grouping of their index entries, their entries in memory dropped, their removal from
+/// the tree.
 fn seal_as_the_committer(trees: &crate::trace::log::TraceTrees, first: u64, last: u64) {
     let sealed = trees.sealed.clone().unwrap();
     super::seal_by_hand(&sealed, &trees.records, first, last);
@@ -276,6 +277,7 @@ fn seal_as_the_committer(trees: &crate::trace::log::TraceTrees, first: u64, last
         })
         .collect();
     crate::trace::postings::group_segment(trees, first, last, &records).unwrap();
+    trees.tail.as_ref().unwrap().drop_through(last);
     for q in first..=last {
         trees.records.remove(crate::trace::log::seq_key(q)).unwrap();
     }

@@ -73,12 +73,17 @@ fn a_refused_batchs_record_is_never_found_and_its_seq_is_indexed_anew() {
     s.commit(Batch::new().trace(event(100)).claim("k"))
         .unwrap_err();
     assert!(by_ident(&s, 100).is_empty());
+    let tail = s.trees().trace.tail.clone().unwrap();
+    assert_eq!(
+        (tail.records(), tail.keys().len()),
+        (3, 3 * 4),
+        "its entries dropped"
+    );
     // Seq 4 goes to the next record, found under its own keys only.
     s.commit(Batch::new().trace(event(101))).unwrap();
     assert!(by_ident(&s, 100).is_empty());
     let found = by_ident(&s, 101);
     assert_eq!(found.iter().map(|r| r.seq).collect::<Vec<_>>(), [4]);
-    let tail = s.trees().trace.tail.clone().unwrap();
     assert_eq!((tail.records(), tail.keys().len()), (4, 4 * 4));
 }
 
@@ -115,4 +120,54 @@ fn a_store_of_schema_8_keeps_its_records_entries_in_the_tree_and_indexes_only_ne
     assert_eq!(s.trees().trace.tail.as_ref().unwrap().records(), 1);
     assert_eq!(by_ident(&s, 6).len(), 1);
     assert_eq!(by_ident(&s, 5).len(), 1);
+    // A copy (whose source says where its own index in memory starts) is checked equal
+    // and holds every record's own entry in its tree.
+    let to = tempfile::tempdir().unwrap();
+    crate::store::migrate::copy_metadata(&s, to.path(), &options(1 << 20), false, |_, _| {})
+        .unwrap();
+    let t = Store::open(to.path(), options(1 << 20)).unwrap();
+    assert_eq!(t.trees().trace.tail.as_ref().unwrap().records(), 0);
+    assert_eq!(own_in_tree(&t), 7 * 4);
+    same(&answers(&t), &answers(&s));
+}
+
+#[test]
+fn between_a_segments_grouping_and_the_drop_of_its_entries_every_record_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = with_events(dir.path(), 8, 15);
+    let before = answers(&s);
+    let tail = s.trees().trace.tail.clone().unwrap();
+    let during = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (store, seen, held) = (s.clone(), during.clone(), tail.clone());
+    let of = std::sync::Arc::as_ptr(&tail) as usize;
+    crate::store::BETWEEN_GROUPS_AND_DROP.lock().unwrap().push((
+        of,
+        Box::new(move || {
+            // The segment's groups are written: are its entries still in memory?
+            let sealed_in_memory = held
+                .keys()
+                .iter()
+                .filter(|k| k[9..] <= 8u64.to_be_bytes()[..])
+                .count();
+            seen.lock()
+                .unwrap()
+                .push((answers(&store), sealed_in_memory));
+        }),
+    ));
+    // The sixteenth record: records 1 to 8 are sealed by the committer.
+    s.commit(Batch::new().trace(event(15))).unwrap();
+    sealed_upto(&s, 8);
+    crate::store::BETWEEN_GROUPS_AND_DROP
+        .lock()
+        .unwrap()
+        .retain(|(o, _)| *o != of);
+    let during = std::mem::take(&mut *during.lock().unwrap());
+    assert_eq!(during.len(), 1, "the committer sealed once");
+    let (answered, sealed_in_memory) = &during[0];
+    assert_eq!(*sealed_in_memory, 8 * 4, "dropped only after the grouping");
+    // What the log answered before, and the sixteenth record where it is asked for.
+    let after = answers(&s);
+    same(answered, &after);
+    assert_ne!(before, after);
+    assert_eq!(tail.records(), 8);
 }
