@@ -141,15 +141,20 @@ pub(crate) fn apply_op(
             let keys = index_keys(&rec);
             if let Some(tail) = tx.tail {
                 // Indexed before the transaction commits (and again if it runs again).
-                let prefixes = keys
-                    .iter()
-                    .filter(|(index, _)| *index == Index::Keys)
-                    .filter_map(|(_, key)| key.get(..9)?.try_into().ok())
-                    .collect();
-                tail.add(rec.seq, prefixes);
+                let mut ix = crate::trace::tail::Indexed::default();
+                for (index, key) in &keys {
+                    match index {
+                        Index::Keys => ix
+                            .keys
+                            .extend(key.get(..9).and_then(|p| <[u8; 9]>::try_from(p).ok())),
+                        Index::Time => ix.time = key.as_slice().try_into().ok(),
+                        _ => {}
+                    }
+                }
+                tail.add(rec.seq, ix);
             }
             for (index, key) in keys {
-                if index == Index::Keys && tx.tail.is_some() {
+                if tx.tail.is_some() && matches!(index, Index::Keys | Index::Time) {
                     continue;
                 }
                 let tree = match index {

@@ -127,11 +127,13 @@ pub(crate) fn regroup(
 /// records included: their entries' keys in order, each with the record's stored form
 /// when it was read from its file.
 ///
-/// On sled the tree's own entries in the range are read whole first, and the spans only
-/// then: a record whose entry a seal moves into a span meanwhile is seen in one or the
-/// other (or both, and given once), never in neither. The own entries are the unsealed
-/// records' (at most two segments' worth, more only while an older store's backlog is
-/// sealed). On PostgreSQL, which has no spans, they are read as the scan goes.
+/// On sled the own entries in the range (in memory, [`super::tail`], and in the tree
+/// those an older pecd wrote) are read whole first, and the spans only then: a record
+/// whose entry a seal moves into a span meanwhile is seen in one or the other (or both,
+/// and given once), never in neither (the seal writes the span, then drops the entry).
+/// The own entries are the unsealed records' (at most two segments' worth, more only
+/// while an older store's backlog is sealed). On PostgreSQL, which has no spans, they
+/// are read as the scan goes.
 pub(crate) struct TimeScan<'a> {
     trees: &'a TraceTrees,
     lo: [u8; 16],
@@ -190,14 +192,26 @@ impl<'a> TimeScan<'a> {
         if self.trees.sealed.is_none() {
             return Ok((Box::new(own) as Keys<'a>).peekable());
         }
+        // The unsealed records' entries in memory ([`super::tail`]), beside those an
+        // older pecd wrote in the tree.
+        let tail = self
+            .trees
+            .tail
+            .as_ref()
+            .map(|t| t.times(self.lo, self.hi))
+            .unwrap_or_default();
         let own: Keys<'a> = if self.quiet {
-            Box::new(own)
+            Box::new(crate::store::kv::merge_sorted(
+                own,
+                tail.into_iter().map(Ok),
+                |k| *k,
+            ))
         } else {
-            Box::new(
-                own.collect::<Result<Vec<[u8; 16]>, _>>()?
-                    .into_iter()
-                    .map(Ok),
-            )
+            let mut own = own.collect::<Result<Vec<[u8; 16]>, _>>()?;
+            own.extend(tail);
+            own.sort_unstable();
+            own.dedup();
+            Box::new(own.into_iter().map(Ok))
         };
         #[cfg(test)]
         super::log::BEFORE_GROUPS.with(|h| {

@@ -18,14 +18,26 @@ use crate::trace::spans::{SPAN_PREFIX, Span, TIME_KEYS_END, TimeScan, spans};
 
 /// The own entries of `trace_time` (seqs) and the spans.
 fn times(s: &Store) -> (Vec<u64>, Vec<Span>) {
-    let own = s
-        .trees()
-        .trace
+    let trees = &s.trees().trace;
+    // In the tree (an older pecd's, a copy's) and in memory, given once, in key order.
+    let mut own: Vec<Vec<u8>> = trees
         .by_time
         .range(..&SPAN_PREFIX[..])
-        .map(|kv| seq_of_index_key(&kv.unwrap().0).unwrap())
+        .map(|kv| kv.unwrap().0.to_vec())
         .collect();
-    (own, spans(&s.trees().trace).unwrap())
+    own.extend(
+        trees
+            .tail
+            .as_ref()
+            .unwrap()
+            .times([0; 16], TIME_KEYS_END)
+            .iter()
+            .map(|k| k.to_vec()),
+    );
+    own.sort();
+    own.dedup();
+    let own = own.iter().map(|k| seq_of_index_key(k).unwrap()).collect();
+    (own, spans(trees).unwrap())
 }
 
 /// Every `trace_keys` entry, in the tree or in memory (the unsealed records' own
@@ -393,6 +405,9 @@ fn as_schema_7(s: &Store) {
     // The unsealed records' own entries were in the tree too.
     for key in trees.tail.as_ref().unwrap().keys() {
         keys.insert(key, &b""[..]).unwrap();
+    }
+    for key in trees.tail.as_ref().unwrap().times([0; 16], TIME_KEYS_END) {
+        trees.by_time.insert(key, &b""[..]).unwrap();
     }
     trees.meta.remove(crate::trace::tail::FROM_KEY).unwrap();
     for span in spans(trees).unwrap() {

@@ -10,14 +10,27 @@ use super::{answers, event, options, same, sealed_upto, with_events};
 use crate::store::{Batch, Store};
 use crate::trace::TraceQuery;
 
-/// The records' own entries in the `trace_keys` tree (a group's value is never empty).
-fn own_in_tree(s: &Store) -> usize {
-    s.trees()
-        .trace
-        .keys
-        .iter()
-        .filter(|kv| kv.as_ref().unwrap().1.is_empty())
-        .count()
+/// The records' own entries in the `trace_keys` tree (a group's value is never empty)
+/// and in the `trace_time` tree (a span's key starts with its prefix).
+fn own_in_tree(s: &Store) -> (usize, usize) {
+    let trees = &s.trees().trace;
+    (
+        trees
+            .keys
+            .iter()
+            .filter(|kv| kv.as_ref().unwrap().1.is_empty())
+            .count(),
+        trees
+            .by_time
+            .range(..&crate::trace::spans::SPAN_PREFIX[..])
+            .count(),
+    )
+}
+
+/// Every time entry in memory.
+fn times_in_memory(tail: &crate::trace::tail::Tail) -> usize {
+    tail.times([0; 16], crate::trace::spans::TIME_KEYS_END)
+        .len()
 }
 
 fn by_ident(s: &Store, i: u32) -> Vec<crate::trace::TraceRecord> {
@@ -33,10 +46,11 @@ fn by_ident(s: &Store, i: u32) -> Vec<crate::trace::TraceRecord> {
 fn unsealed_records_are_indexed_in_memory_rebuilt_at_open_and_dropped_at_the_seal() {
     let dir = tempfile::tempdir().unwrap();
     let s = with_events(dir.path(), 8, 14);
-    assert_eq!(own_in_tree(&s), 0, "no entry per record in the tree");
+    assert_eq!(own_in_tree(&s), (0, 0), "no entry per record in the trees");
     let tail = s.trees().trace.tail.clone().unwrap();
-    // Each event: its Message-ID, its identificativo, two mailboxes.
+    // Each event: its Message-ID, its identificativo, two mailboxes; its time.
     assert_eq!((tail.records(), tail.keys().len()), (14, 14 * 4));
+    assert_eq!(times_in_memory(&tail), 14);
     assert_eq!(by_ident(&s, 13).len(), 1);
     let before = answers(&s);
     drop((s, tail));
@@ -56,7 +70,8 @@ fn unsealed_records_are_indexed_in_memory_rebuilt_at_open_and_dropped_at_the_sea
     sealed_upto(&s, 8);
     assert_eq!(tail.records(), 8);
     assert!(tail.keys().iter().all(|k| k[9..] >= 9u64.to_be_bytes()[..]));
-    assert_eq!(own_in_tree(&s), 0);
+    assert_eq!(times_in_memory(&tail), 8);
+    assert_eq!(own_in_tree(&s), (0, 0));
     assert!(
         s.trees().trace.keys.len().unwrap() > 0,
         "the segment's groups"
@@ -75,8 +90,8 @@ fn a_refused_batchs_record_is_never_found_and_its_seq_is_indexed_anew() {
     assert!(by_ident(&s, 100).is_empty());
     let tail = s.trees().trace.tail.clone().unwrap();
     assert_eq!(
-        (tail.records(), tail.keys().len()),
-        (3, 3 * 4),
+        (tail.records(), tail.keys().len(), times_in_memory(&tail)),
+        (3, 3 * 4, 3),
         "its entries dropped"
     );
     // Seq 4 goes to the next record, found under its own keys only.
@@ -97,6 +112,14 @@ fn a_store_of_schema_8_keeps_its_records_entries_in_the_tree_and_indexes_only_ne
     for key in trees.tail.as_ref().unwrap().keys() {
         trees.keys.insert(key, &b""[..]).unwrap();
     }
+    for key in trees
+        .tail
+        .as_ref()
+        .unwrap()
+        .times([0; 16], crate::trace::spans::TIME_KEYS_END)
+    {
+        trees.by_time.insert(key, &b""[..]).unwrap();
+    }
     trees.meta.remove(crate::trace::tail::FROM_KEY).unwrap();
     s.trees()
         .meta
@@ -111,7 +134,7 @@ fn a_store_of_schema_8_keeps_its_records_entries_in_the_tree_and_indexes_only_ne
     same(&answers(&s), &before);
     s.commit(Batch::new().trace(event(6))).unwrap();
     assert_eq!(tail.records(), 1);
-    assert_eq!(own_in_tree(&s), 6 * 4);
+    assert_eq!(own_in_tree(&s), (6 * 4, 6));
     assert_eq!(by_ident(&s, 6).len(), 1);
     // And so at every later open.
     drop((s, tail));
@@ -127,7 +150,7 @@ fn a_store_of_schema_8_keeps_its_records_entries_in_the_tree_and_indexes_only_ne
         .unwrap();
     let t = Store::open(to.path(), options(1 << 20)).unwrap();
     assert_eq!(t.trees().trace.tail.as_ref().unwrap().records(), 0);
-    assert_eq!(own_in_tree(&t), 7 * 4);
+    assert_eq!(own_in_tree(&t), (7 * 4, 7));
     same(&answers(&t), &answers(&s));
 }
 
