@@ -27,7 +27,7 @@
 
 use std::collections::BTreeMap;
 
-use super::log::{TraceError, hashed_prefix, index_texts, seq_key, seq_of_index_key};
+use super::log::{TraceError, seq_of_index_key};
 use crate::store::codec::{Reader, put_varint};
 
 /// The bit set in the tag of a group's key.
@@ -99,20 +99,7 @@ fn group_value(first: u64, seqs: &[u64]) -> Vec<u8> {
 /// none for a record that does not decode (logged: its own entries, if any, stay as
 /// they are, and verifying the log reports it).
 pub(crate) fn prefixes(seq: u64, stored: &[u8]) -> Vec<[u8; 9]> {
-    let s = match super::stored::decode(&seq_key(seq), stored) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(seq, error = %e, "a trace record does not decode: it is not indexed by its keys");
-            return Vec::new();
-        }
-    };
-    if !s.needs_prev() {
-        return Vec::new();
-    }
-    index_texts(s.unchained())
-        .into_iter()
-        .map(|(tag, text)| hashed_prefix(tag, &text))
-        .collect()
+    super::tail::Indexed::of(seq, stored).keys
 }
 
 /// The writes to `trace_keys` that group the entries of `records` (stored forms, in seq
