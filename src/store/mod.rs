@@ -171,13 +171,14 @@ pub const CHANGE_BACKLOG: usize = 1024;
 /// ([`crate::trace::postings`]), and their `trace_time` entries replaced by one time
 /// span per segment ([`crate::trace::spans`]): an older pecd would read a group as one
 /// seq and miss the sealed records in time queries. The entries of a schema-7 store's
-/// sealed files are grouped at open; 9 = on sled, the `trace_keys` entries of the records
-/// not yet sealed are kept in memory ([`crate::trace::tail`], built at open from the
-/// records in the tree) and only their segment's groups are written, at the seal. The
-/// entries an older store holds for its unsealed records stay and are read as before
-/// (and removed when their segment is grouped): nothing to migrate; the mark makes an
-/// older pecd, which would not find the records appended since, refuse the store (marked
-/// on PostgreSQL too, where nothing changes).
+/// sealed files are grouped at open; 9 = on sled, the `trace_keys` and `trace_time`
+/// entries of the records not yet sealed are kept in memory ([`crate::trace::tail`],
+/// built at open from the records in the tree) and only their segment's groups and time
+/// span are written, at the seal. The entries an older store holds for its unsealed
+/// records stay and are read as before (and removed when their segment is grouped):
+/// nothing to migrate; the mark makes an older pecd, which would find the records
+/// appended since neither by key nor by time, refuse the store (marked on PostgreSQL
+/// too, where nothing changes).
 pub const SCHEMA_VERSION: u32 = 9;
 /// Schemas this code can open (older ones are migrated to [`SCHEMA_VERSION`]).
 pub const SUPPORTED_SCHEMAS: &[u32] = &[1, 2, 3, 4, 5, 6, 7, 8, 9];
@@ -438,7 +439,8 @@ impl Store {
             tracing::info!(dir = %dir.display(), from = found, to = SCHEMA_VERSION, "store schema migrated");
         }
         if let Some(sealed) = &trees.trace.sealed {
-            // The unsealed records' `trace_keys` entries, in memory from now on.
+            // The unsealed records' `trace_keys` and `trace_time` entries, in memory from
+            // now on.
             let from = match trees.trace.meta.get(crate::trace::tail::FROM_KEY)? {
                 Some(v) => tx::be_u64(&v),
                 None => 1,

@@ -106,8 +106,9 @@ pub struct TraceTrees {
     pub(crate) meta: crate::store::kv::Tree,
     /// The sealed segments holding the older records (sled stores; none on PostgreSQL).
     pub(crate) sealed: Option<Arc<super::segments::Segments>>,
-    /// The `trace_keys` entries of the records in the tree, in memory (sled stores,
-    /// schema 9: [`super::tail`]); none on PostgreSQL, where they are in the table.
+    /// The `trace_keys` and `trace_time` entries of the records in the tree, in memory
+    /// (sled stores, schema 9: [`super::tail`]); none on PostgreSQL, where they are in
+    /// the tables.
     pub(crate) tail: Option<Arc<super::tail::Tail>>,
 }
 
@@ -461,12 +462,13 @@ impl TraceLog {
                 old,
             ))
         };
-        // Seqs, each with its record's stored form when the index read it already.
-        type Found = Result<(u64, Option<sled::IVec>), TraceError>;
+        // Seqs, each with its record's stored form when the index read it already, and
+        // the time entry that named it in a scan by time.
+        type Found = Result<(u64, Option<sled::IVec>, Option<[u8; 16]>), TraceError>;
         fn with_seq<'a>(
             seqs: Box<dyn Iterator<Item = Result<u64, TraceError>> + 'a>,
         ) -> Box<dyn Iterator<Item = Found> + 'a> {
-            Box::new(seqs.map(|s| s.map(|s| (s, None))))
+            Box::new(seqs.map(|s| s.map(|s| (s, None, None))))
         }
         let found: Option<Box<dyn Iterator<Item = Found> + '_>> = if let Some(m) = &q.msgid {
             Some(with_seq(by_key(
@@ -493,11 +495,12 @@ impl TraceLog {
             if let Some(u) = q.until {
                 hi[..8].copy_from_slice(&time_prefix(u));
             }
-            // The tree's entries and the sealed segments' spans ([`super::spans`]).
+            // The unsealed records' entries and the sealed segments' spans
+            // ([`super::spans`]).
             Some(Box::new(
                 super::spans::TimeScan::new(&self.trees, lo, hi).map(|kv| {
                     let (k, bytes) = kv?;
-                    Ok((seq_of_index_key(&k).unwrap_or(0), bytes))
+                    Ok((seq_of_index_key(&k).unwrap_or(0), bytes, Some(k)))
                 }),
             ))
         } else {
@@ -506,15 +509,20 @@ impl TraceLog {
         match found {
             Some(found) => {
                 for f in found {
-                    let (seq, bytes) = f?;
+                    let (seq, bytes, time) = f?;
                     let k = seq_key(seq);
                     let v = match bytes {
                         Some(v) => Some(v),
                         None => self.trees.record(seq)?,
                     };
-                    if let Some(v) = v
-                        && !matching(super::stored::decode(&k, &v)?)?
-                    {
+                    let Some(v) = v else { continue };
+                    let s = super::stored::decode(&k, &v)?;
+                    // An entry of a transaction that did not commit, whose seq the next
+                    // record took: that record is given at its own time entry.
+                    if time.is_some_and(|t| time_key(s.unchained()) != t) {
+                        continue;
+                    }
+                    if !matching(s)? {
                         break;
                     }
                 }

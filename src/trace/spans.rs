@@ -6,7 +6,8 @@
 //! |---|---|
 //! | [`SPAN_PREFIX`], the segment's first seq | the earliest and the latest time of its records (as in a time entry's key), its last seq |
 //!
-//! A scan by time ([`TimeScan`]) reads the tree's own entries in its range, then the
+//! A scan by time ([`TimeScan`]) reads the unsealed records' own entries in its range
+//! (in memory, [`super::tail`], and in the tree those an older pecd wrote), then the
 //! spans that meet it, the records of their files and gives them all in the order of
 //! the time entries' keys (time, then seq). A file is read once no entry before its
 //! earliest time is left to give, so a scan holds the matches of the files whose spans
@@ -138,7 +139,7 @@ pub(crate) struct TimeScan<'a> {
     trees: &'a TraceTrees,
     lo: [u8; 16],
     hi: [u8; 16],
-    /// The tree's own entries; `None` until the first step.
+    /// The own entries (the tree's and those in memory); `None` until the first step.
     tree: Option<std::iter::Peekable<Keys<'a>>>,
     /// Spans meeting the range, not read yet, by earliest time.
     waiting: VecDeque<Span>,
@@ -178,7 +179,8 @@ impl<'a> TimeScan<'a> {
         }
     }
 
-    /// Reads the tree's own entries (whole, on sled) and then the spans meeting the range.
+    /// Reads the own entries (whole, on sled: the tree's and those in memory) and then
+    /// the spans meeting the range.
     fn start(&mut self) -> Result<std::iter::Peekable<Keys<'a>>, TraceError> {
         let own = self
             .trees

@@ -51,9 +51,8 @@ pub(crate) struct Indexed {
 
 impl Indexed {
     /// What record `seq` (stored form) is indexed under: nothing for a record of schema
-    /// 5 or older (indexed in the older trees) or one that does not decode (logged: a
-    /// query by time still meets it in a scan of the whole log, and verifying the log
-    /// reports it).
+    /// 5 or older (indexed in the older trees) or one that does not decode (logged;
+    /// queries by key or time do not find it, and verifying the log reports it).
     pub(crate) fn of(seq: u64, stored: &[u8]) -> Self {
         let s = match super::stored::decode(&super::log::seq_key(seq), stored) {
             Ok(s) => s,

@@ -194,3 +194,27 @@ fn between_a_segments_grouping_and_the_drop_of_its_entries_every_record_is_found
     assert_ne!(before, after);
     assert_eq!(tail.records(), 8);
 }
+
+#[test]
+fn a_time_entry_naming_a_record_of_another_time_gives_it_only_at_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = with_events(dir.path(), 1 << 20, 3);
+    // An entry for seq 4 at another time than the record that takes seq 4 (left by a
+    // transaction that did not commit; here in the tree).
+    let mut stale = crate::trace::log::time_prefix(event(6).time).to_vec();
+    stale.extend_from_slice(&4u64.to_be_bytes());
+    s.trees().trace.by_time.insert(stale, &b""[..]).unwrap();
+    s.commit(Batch::new().trace(event(3))).unwrap();
+    let found = s
+        .trace()
+        .query(&TraceQuery {
+            since: Some(event(0).time),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(
+        found.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [1, 2, 3, 4],
+        "each record once, in time order"
+    );
+}
