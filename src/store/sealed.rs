@@ -150,3 +150,29 @@ pub(super) fn group_index_entries(trees: &Trees) -> Result<u64, StoreError> {
     }
     Ok(n)
 }
+
+/// The in-memory index of the records in the `trace` tree after the sealed ones and from
+/// `trace_meta`'s `tail_from` ([`crate::trace::tail`]); none on a store without sealed
+/// segments (PostgreSQL).
+pub(super) fn index_unsealed(
+    trees: &Trees,
+) -> Result<Option<crate::trace::tail::Tail>, StoreError> {
+    let Some(sealed) = &trees.trace.sealed else {
+        return Ok(None);
+    };
+    let from = match trees.trace.meta.get(crate::trace::tail::FROM_KEY)? {
+        Some(v) => super::tx::be_u64(&v),
+        None => 1,
+    };
+    let from = crate::trace::log::seq_key(sealed.upto().saturating_add(1).max(from));
+    let records = trees.trace.records.range(from..).filter_map(|kv| match kv {
+        Ok((k, v)) => crate::trace::log::seq_of_index_key(&k).map(|seq| Ok((seq, v))),
+        Err(e) => Some(Err(e.into())),
+    });
+    let tail = crate::trace::tail::Tail::build(records)?;
+    tracing::debug!(
+        records = tail.records(),
+        "trace index of the unsealed records built"
+    );
+    Ok(Some(tail))
+}

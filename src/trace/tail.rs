@@ -197,6 +197,7 @@ impl Tail {
 
 #[cfg(test)]
 mod tests {
+    //! Their unwraps see only values the tests make.
     use super::*;
 
     fn p(b: u8) -> [u8; 9] {
