@@ -8,7 +8,11 @@
 //! after the other, on the same cores.
 //!
 //! Run: `cargo bench --bench one_hop` (env PECD_BENCH_MESSAGES default 400,
-//! PECD_BENCH_SESSIONS default 20, PECD_BENCH_SIZE default 10240). Postfix comes from
+//! PECD_BENCH_SESSIONS default 20, PECD_BENCH_SIZE default 10240,
+//! PECD_BENCH_PER_CONNECTION default all of a session's messages: with 1, every message
+//! gets a connection of its own, as mail clients send: TCP, TLS and AUTH each time for
+//! pecd, TCP each time for Postfix; PECD_BENCH_LOGIN_CACHE_SECS sets pecd's
+//! `limits.login_cache_secs`, 0 to turn the cache of verified logins off). Postfix comes from
 //! `apt-get install postfix` (choose "No configuration"); without it only pecd runs.
 //! This bench needs root for Postfix's own instance (queue owned by `postfix`).
 //! `PECD_BENCH_STORE=postgres` keeps pecd's metadata in a PostgreSQL cluster the bench
@@ -200,13 +204,16 @@ impl Drop for Postfix {
     }
 }
 
-/// `m` sessions submit `total` messages to `addr`; waits until the sink has them all.
-/// Returns (end-to-end messages/s, submission latencies).
+/// `m` concurrent clients submit `job.n` messages each to `addr`, opening a connection
+/// (TCP, TLS, EHLO, AUTH) for every `per_connection` messages; waits until the sink has
+/// them all. Returns (end-to-end messages/s, submission latencies: from MAIL FROM, or
+/// from the connect for a connection's first message when clients reconnect).
 async fn run(
     addr: std::net::SocketAddr,
     tls: Option<Arc<rustls::ClientConfig>>,
     job: Job<'static>,
     m: usize,
+    per_connection: usize,
     count: &AtomicUsize,
 ) -> (f64, Vec<Duration>) {
     let before = count.load(Ordering::SeqCst);
@@ -217,17 +224,27 @@ async fn run(
         .map(|_| {
             let (tls, job) = (tls.clone(), job.clone());
             tokio::spawn(async move {
-                let tcp = load::connect(addr).await;
-                match tls {
-                    Some(tls) => {
-                        let s = tokio_rustls::TlsConnector::from(tls)
-                            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-                            .await
-                            .expect("tls");
-                        load::session(s, &job).await
-                    }
-                    None => load::session(tcp, &job).await,
+                let mut lat = Vec::with_capacity(job.n);
+                let mut left = job.n;
+                while left > 0 {
+                    let n = left.min(per_connection.max(1));
+                    left -= n;
+                    let part = Job { n, ..*job };
+                    // Counted from the connect only when clients reconnect.
+                    let opened = (per_connection < job.n).then(Instant::now);
+                    let tcp = load::connect(addr).await;
+                    lat.extend(match &tls {
+                        Some(tls) => {
+                            let s = tokio_rustls::TlsConnector::from(tls.clone())
+                                .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                                .await
+                                .expect("tls");
+                            load::session_since(s, &part, opened).await
+                        }
+                        None => load::session_since(tcp, &part, opened).await,
+                    });
                 }
+                lat
             })
         })
         .collect();
@@ -248,9 +265,22 @@ async fn run(
     (total as f64 / el, lat)
 }
 
-fn report(who: &str, m: usize, total: usize, size: usize, rate: f64, lat: &[Duration]) {
+fn report(
+    who: &str,
+    m: usize,
+    per_connection: usize,
+    total: usize,
+    size: usize,
+    rate: f64,
+    lat: &[Duration],
+) {
+    let conn = if per_connection.saturating_mul(m) >= total {
+        String::new()
+    } else {
+        format!(" (a new connection every {per_connection})")
+    };
     println!(
-        "{who:<8} {m} sessions, {total} messages of {size} bytes, submit → relay → sink: \
+        "{who:<8} {m} sessions{conn}, {total} messages of {size} bytes, submit → relay → sink: \
          {rate:.1} msg/s end to end; submission latency p50 {:.1} ms, p99 {:.1} ms",
         pct(lat, 0.5),
         pct(lat, 0.99)
@@ -268,6 +298,10 @@ fn bench() {
     let size: usize = env("PECD_BENCH_SIZE", 10 * 1024);
     let m: usize = env("PECD_BENCH_SESSIONS", 20);
     let per = total.div_ceil(m);
+    let per_connection: usize = env("PECD_BENCH_PER_CONNECTION", per).clamp(1, per.max(1));
+    let login_cache_secs: Option<u64> = std::env::var("PECD_BENCH_LOGIN_CACHE_SECS")
+        .ok()
+        .map(|v| v.parse().expect("PECD_BENCH_LOGIN_CACHE_SECS: seconds"));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -289,7 +323,13 @@ fn bench() {
             {
                 format!("{k} = \"off\"")
             }
-            Some((k, _)) if k == "max_connections_per_ip" => format!("{k} = 1000"),
+            Some((k, _)) if k == "max_connections_per_ip" => {
+                // The login cache off (0) or on for N seconds, to compare.
+                match login_cache_secs {
+                    Some(v) => format!("{k} = 1000\nlogin_cache_secs = {v}"),
+                    None => format!("{k} = 1000"),
+                }
+            }
             Some(("backend", _)) => load::blobs_backend(),
             _ if l == "[routes]" => {
                 format!("[routes]\n\"ext.bench.test\" = \"127.0.0.1:{sink_port}\"")
@@ -326,8 +366,8 @@ fn bench() {
             n: per,
             body,
         };
-        let (rate, lat) = run(addr, Some(tls), job, m, &count).await;
-        report("pecd", m, per * m, body.len(), rate, &lat);
+        let (rate, lat) = run(addr, Some(tls), job, m, per_connection, &count).await;
+        report("pecd", m, per_connection, per * m, body.len(), rate, &lat);
         running.shutdown().await;
     });
 
@@ -351,8 +391,16 @@ fn bench() {
                 n: per,
                 body,
             };
-            let (rate, lat) = run(addr, None, job, m, &count).await;
-            report("postfix", m, per * m, body.len(), rate, &lat);
+            let (rate, lat) = run(addr, None, job, m, per_connection, &count).await;
+            report(
+                "postfix",
+                m,
+                per_connection,
+                per * m,
+                body.len(),
+                rate,
+                &lat,
+            );
         });
     }
 }

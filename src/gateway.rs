@@ -26,8 +26,10 @@ use crate::store::{Blob, Store, StoreError};
 
 pub mod credentials;
 pub mod limiter;
+pub mod verified;
 pub use credentials::CredentialEpochs;
 pub use limiter::{Lockout, LoginKey, LoginLimiter, Net, RefusalLimiter, RefusalTrace};
+pub use verified::VerifiedLogins;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +98,8 @@ pub struct Gateway {
     /// blocking pool every thread would keep its own malloc arena of that size (GBs of
     /// RSS after a login burst). A fixed pool bounds both CPU and memory.
     auth_pool: AuthPool,
+    /// Passwords argon2 found right recently, against the hash stored then.
+    pub verified: VerifiedLogins,
 }
 
 /// A small fixed pool of threads for argon2 password checks.
@@ -175,6 +179,7 @@ impl Gateway {
             None => None,
         };
         let connections = Arc::new(crate::listener::ConnectionGate::from_config(&config.limits));
+        let config_login_cache_secs = config.limits.login_cache_secs;
         Ok(Arc::new(Self {
             connections,
             scanner,
@@ -196,6 +201,10 @@ impl Gateway {
             work: Notify::new(),
             index: std::sync::RwLock::new(index),
             auth_pool: AuthPool::new(),
+            verified: VerifiedLogins::new(
+                config_login_cache_secs,
+                crate::gateway::verified::MAX_ENTRIES,
+            ),
         }))
     }
 
@@ -275,32 +284,66 @@ impl Gateway {
         rx.await.ok()
     }
 
-    /// Checks a mailbox password on the password pool; `None` when it cannot be checked
-    /// now (the store failed, e.g. its database is down): a temporary failure, not a
-    /// wrong password.
+    /// Checks a mailbox password: against the logins verified recently
+    /// ([`VerifiedLogins`]: one read of the stored hash, no argon2), else on the password
+    /// pool. `None` when it cannot be checked now (the store failed, e.g. its database is
+    /// down): a temporary failure, not a wrong password.
     pub async fn check_password(
         &self,
         addr: PecAddress,
         password: String,
     ) -> Option<PasswordCheck> {
-        self.on_auth_pool(move |store| {
-            match store.verify_password(&addr, &crate::store::mailbox::Password::new(password)) {
-                Ok(c) => Some(c),
-                // The database failed: try again later.
+        let user = addr.key();
+        if self.verified.enabled() {
+            let (store, a) = (self.store.clone(), addr.clone());
+            match self.blocking(move || store.own_password_hash(&a)).await {
+                Ok(Some(stored))
+                    if self
+                        .verified
+                        .hit(&user, &stored, &password, self.clock.now()) =>
+                {
+                    crate::ops::metrics::password_check("cache");
+                    return Some(PasswordCheck::Valid);
+                }
                 Err(e @ crate::store::StoreError::Db(_)) => {
                     tracing::error!(error = %e, %addr, "cannot check a password now");
-                    None
+                    return None;
                 }
-                // Anything else (a record that cannot be read) will not get better by
-                // waiting: refused as a wrong password, and logged for the operator.
-                Err(e) => {
-                    tracing::error!(error = %e, %addr, "cannot check a password");
-                    Some(PasswordCheck::Wrong)
-                }
+                // Not remembered, provisional, no such mailbox, or a record that cannot
+                // be read (the check below says what to do with it).
+                _ => {}
             }
-        })
-        .await
-        .flatten()
+        }
+        let pw = password.clone();
+        let checked = self
+            .on_auth_pool(move |store| {
+                match store
+                    .verify_password_against(&addr, &crate::store::mailbox::Password::new(pw))
+                {
+                    Ok(c) => {
+                        crate::ops::metrics::password_check("argon2");
+                        Some(c)
+                    }
+                    // The database failed: try again later.
+                    Err(e @ crate::store::StoreError::Db(_)) => {
+                        tracing::error!(error = %e, %addr, "cannot check a password now");
+                        None
+                    }
+                    // Anything else (a record that cannot be read) will not get better by
+                    // waiting: refused as a wrong password, and logged for the operator.
+                    Err(e) => {
+                        tracing::error!(error = %e, %addr, "cannot check a password");
+                        Some((PasswordCheck::Wrong, None))
+                    }
+                }
+            })
+            .await
+            .flatten()?;
+        if let (PasswordCheck::Valid, Some(stored)) = &checked {
+            self.verified
+                .remember(&user, stored, &password, self.clock.now());
+        }
+        Some(checked.0)
     }
 
     /// Runs the owner's password change on the password pool (two argon2 runs) and, when
@@ -321,6 +364,8 @@ impl Gateway {
         .ok_or_else(|| {
             PasswordChangeError::Store(StoreError::Password("the password pool stopped".into()))
         })??;
+        // The new stored hash already ends a cached verification; this frees it.
+        self.verified.forget(&addr.key());
         Ok(self.credentials.bump(&addr.to_string()))
     }
 

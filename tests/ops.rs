@@ -16,17 +16,7 @@ use tokio::io::AsyncWriteExt;
 const DOMAIN: &str = "pec.ops.test";
 
 use common::admin_get as get;
-
-/// The value of the sample `name{labels}` (labels exactly as rendered), if present.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
+use common::metric_sample as sample;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_pass_promtool_and_count_real_traffic() {

@@ -3,7 +3,8 @@
 //! (IMAP `[ALERT]`, POP3 `-ERR [AUTH]`, SMTP 535, all naming the webmail; the web login
 //! leads to the change and nothing else), the self-service change over HTTPS (current
 //! password, strength rule with Italian reasons), and a change ending every other session
-//! on every protocol at once, recorded in the trace. Clients: Python's imaplib, poplib
+//! on every protocol at once, recorded in the trace; logins verified recently granted
+//! without argon2 until the stored password changes. Clients: Python's imaplib, poplib
 //! and smtplib, and curl.
 
 mod common;
@@ -238,4 +239,154 @@ fn the_forced_change_in_a_real_browser() -> Result<(), Box<dyn std::error::Error
     let r = logins(&s, &owner, "Scelta-Dal-Titolare-9");
     assert_eq!(r["smtp"], "ok", "{r}");
     Ok(())
+}
+
+/// The logins verified recently (`limits.login_cache_secs`): a client logging in again
+/// with the right password is granted without an argon2 run, on every protocol (counted
+/// in `pecd_password_checks_total`); a wrong password always costs its run; a password
+/// reset by the administrator while the server runs ends the remembered login at once.
+#[test]
+fn a_verified_login_is_remembered_until_the_password_changes() {
+    if !have_curl() || !common::have("python3", "login cache tests") {
+        return;
+    }
+    let owner = format!("titolare@{DOMAIN}");
+    let mut s = Server::new(DOMAIN, &[(owner.as_str(), "Prima-Password-2026")]);
+    s.enable(&["imaps", "pop3s", "admin"]);
+    s.start();
+    let checks = |how: &str| {
+        let (code, text) = common::admin_get(s.addr("admin"), "/metrics");
+        assert_eq!(code, 200);
+        common::metric_sample(
+            &text,
+            &format!("pecd_password_checks_total{{how=\"{how}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    let all_ok = |r: &Value| ["imap", "pop3", "smtp"].iter().all(|p| r[p] == "ok");
+
+    // IMAP, then POP3 and SMTP: one argon2 run, then remembered.
+    let r = logins(&s, &owner, "Prima-Password-2026");
+    assert!(all_ok(&r), "{r}");
+    assert_eq!((checks("argon2"), checks("cache")), (1.0, 2.0));
+    // HTTP Basic on every JMAP request.
+    let web = Web::of(&s);
+    let basic = format!("{owner}:Prima-Password-2026");
+    for _ in 0..3 {
+        let r = web.request("GET", "/jmap/session", &["-u", &basic]);
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!((checks("argon2"), checks("cache")), (1.0, 5.0));
+
+    // A wrong password is refused, each time after its own argon2 run (four: smtplib's
+    // login() tries AUTH PLAIN and then AUTH LOGIN).
+    let r = logins(&s, &owner, "Sbagliata-2026");
+    assert!(["imap", "pop3", "smtp"].iter().all(|p| r[p] != "ok"), "{r}");
+    assert_eq!((checks("argon2"), checks("cache")), (5.0, 5.0));
+
+    // Reset by the administrator to the same words (a new hash): checked by argon2 again
+    // once, then remembered again.
+    let reset = |pw: &str| {
+        s.admin(&[
+            "mailbox",
+            "passwd",
+            &owner,
+            "--password",
+            pw,
+            "--keep-password",
+        ]);
+    };
+    reset("Prima-Password-2026");
+    let r = logins(&s, &owner, "Prima-Password-2026");
+    assert!(all_ok(&r), "{r}");
+    assert_eq!((checks("argon2"), checks("cache")), (6.0, 7.0));
+    // Reset to another password: the old one is refused at once, on every protocol.
+    reset("Seconda-Password-2026");
+    let r = logins(&s, &owner, "Prima-Password-2026");
+    assert!(["imap", "pop3", "smtp"].iter().all(|p| r[p] != "ok"), "{r}");
+    let r = logins(&s, &owner, "Seconda-Password-2026");
+    assert!(all_ok(&r), "{r}");
+    assert_eq!((checks("argon2"), checks("cache")), (11.0, 9.0));
+}
+
+/// The cache's one safeguard that does not rely on this process hearing of a change: a
+/// remembered login counts only while the stored hash is the one it was checked against
+/// (a password changed by another node of a PostgreSQL deployment, or in the store
+/// directly, as here); a mailbox deleted has none. With `login_cache_secs = 0` nothing
+/// is remembered.
+#[test]
+fn a_remembered_login_needs_the_stored_hash_it_was_checked_against() {
+    use pecd::pec::address::{Domain, PecAddress};
+    use pecd::store::NewMailbox;
+    use pecd::store::mailbox::{Password, PasswordCheck};
+
+    for cache_secs in [600, 0] {
+        let dir = tempfile::tempdir().unwrap();
+        let domain = Domain::parse(DOMAIN).unwrap();
+        let init = pecd::pki::init_dir(dir.path(), &domain, None, false).unwrap();
+        let text = std::fs::read_to_string(&init.config).unwrap().replace(
+            "[limits]\n",
+            &format!("[limits]\nlogin_cache_secs = {cache_secs}\n"),
+        );
+        std::fs::write(&init.config, text).unwrap();
+        let config = pecd::config::Config::load(&init.config).unwrap();
+        let gw = pecd::gateway::Gateway::open(config, pecd::clock::system()).unwrap();
+        let a = PecAddress::parse(&format!("rossi@{DOMAIN}")).unwrap();
+        gw.store
+            .add_mailbox(NewMailbox {
+                address: a.clone(),
+                password: Password::new("Prima-Password-2026"),
+                quota_bytes: None,
+                options: Default::default(),
+                provisional: false,
+            })
+            .unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let check = |pw: &str| rt.block_on(gw.check_password(a.clone(), pw.to_string()));
+        // This process's counters (the only test here that checks passwords in-process).
+        let hits = || {
+            let text = rt.block_on(pecd::ops::metrics::render(&gw));
+            common::metric_sample(&text, "pecd_password_checks_total{how=\"cache\"}").unwrap_or(0.0)
+        };
+        let hits_before = hits();
+
+        assert_eq!(check("Prima-Password-2026"), Some(PasswordCheck::Valid));
+        assert_eq!(check("Sbagliata-2026"), Some(PasswordCheck::Wrong));
+        assert_eq!(
+            gw.verified.len(),
+            usize::from(cache_secs > 0),
+            "only the right one"
+        );
+        // Changed in the store, not through this gateway (which never hears of it).
+        gw.store
+            .set_password(&a, &Password::new("Seconda-Password-2026"), false)
+            .unwrap();
+        assert_eq!(check("Prima-Password-2026"), Some(PasswordCheck::Wrong));
+        assert_eq!(check("Seconda-Password-2026"), Some(PasswordCheck::Valid));
+        assert_eq!(check("Seconda-Password-2026"), Some(PasswordCheck::Valid));
+        let expected_hits = if cache_secs > 0 { 1.0 } else { 0.0 };
+        assert_eq!(
+            hits() - hits_before,
+            expected_hits,
+            "the second check was the cache's"
+        );
+        // A provisional reset: never granted from the cache, never remembered.
+        gw.store
+            .set_password(&a, &Password::new("Seconda-Password-2026"), true)
+            .unwrap();
+        assert_eq!(
+            check("Seconda-Password-2026"),
+            Some(PasswordCheck::MustChange)
+        );
+        gw.store
+            .set_password(&a, &Password::new("Terza-Password-2026"), false)
+            .unwrap();
+        assert_eq!(check("Terza-Password-2026"), Some(PasswordCheck::Valid));
+        gw.store.delete_mailbox(&a).unwrap();
+        assert_eq!(check("Terza-Password-2026"), Some(PasswordCheck::Wrong));
+        assert_eq!(hits() - hits_before, expected_hits, "no other check was");
+        if cache_secs == 0 {
+            assert!(gw.verified.is_empty());
+        }
+    }
 }

@@ -49,6 +49,16 @@ pub async fn connect(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
 
 /// Runs `job` on an established stream (after the TLS handshake, if any).
 pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(stream: S, job: &Job<'_>) -> Vec<Duration> {
+    session_since(stream, job, None).await
+}
+
+/// [`session`], the first message's latency counted from `opened` (when the client began
+/// to connect) when given: what a client opening a connection per message waits.
+pub async fn session_since<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    job: &Job<'_>,
+    opened: Option<Instant>,
+) -> Vec<Duration> {
     let mut s = BufReader::new(stream);
     assert_eq!(reply(&mut s).await, 220);
     s.get_mut().write_all(b"EHLO bench\r\n").await.unwrap();
@@ -72,8 +82,11 @@ pub async fn session<S: AsyncRead + AsyncWrite + Unpin>(stream: S, job: &Job<'_>
     data.extend_from_slice(job.body);
     data.extend_from_slice(b".\r\n");
     let mut lat = Vec::with_capacity(job.n);
-    for _ in 0..job.n {
-        let t = Instant::now();
+    for i in 0..job.n {
+        let t = match opened {
+            Some(o) if i == 0 => o,
+            _ => Instant::now(),
+        };
         s.get_mut().write_all(envelope.as_bytes()).await.unwrap();
         assert_eq!(reply(&mut s).await, 250);
         assert_eq!(reply(&mut s).await, 250);

@@ -120,6 +120,9 @@ pub fn min_incoming_message_bytes(max_message_bytes: u64) -> u64 {
 /// [`crate::gateway::LoginLimiter`]).
 pub const DEFAULT_AUTH_MAX_FAILURES: u32 = 10;
 pub const DEFAULT_AUTH_LOCKOUT_SECS: u64 = 900;
+/// How long a verified login spares the next ones of the same password their argon2 run
+/// ([`crate::gateway::VerifiedLogins`]).
+pub const DEFAULT_LOGIN_CACHE_SECS: u64 = 600;
 /// RFC 5321 §4.5.3.2.7: a server should wait at least 5 minutes for the next command.
 pub const DEFAULT_COMMAND_TIMEOUT_SECS: u64 = 300;
 /// DPR 68/2005 (digest §9): the trace log is kept unmodified for 30 months.
@@ -292,6 +295,10 @@ pub struct LimitsConfig {
     /// The sliding window of `auth_max_failures`, seconds: one lockout lasts at most this
     /// long, but a client that keeps failing is locked again at once.
     pub auth_lockout_secs: u64,
+    /// Seconds a password found right by argon2 is taken as right again without it, while
+    /// the mailbox's stored hash is unchanged; 0 turns the cache off
+    /// ([`crate::gateway::VerifiedLogins`]).
+    pub login_cache_secs: u64,
 }
 
 /// `[store]`: the store's directory and its database engine.
@@ -485,6 +492,7 @@ impl Default for LimitsConfig {
             command_timeout_secs: DEFAULT_COMMAND_TIMEOUT_SECS,
             auth_max_failures: DEFAULT_AUTH_MAX_FAILURES,
             auth_lockout_secs: DEFAULT_AUTH_LOCKOUT_SECS,
+            login_cache_secs: DEFAULT_LOGIN_CACHE_SECS,
         }
     }
 }

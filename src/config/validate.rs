@@ -400,6 +400,13 @@ pub(super) fn limits(
         "",
         errs,
     );
+    let login_cache = sec.uint(
+        "login_cache_secs",
+        d.login_cache_secs,
+        (0, 86_400),
+        "",
+        errs,
+    );
     sec.finish(errs, absent);
     if let (Some(t), Some(m)) = (max_total_bytes, max_message_bytes)
         && t < m
@@ -446,6 +453,7 @@ pub(super) fn limits(
             .and_then(|v| u32::try_from(v).ok())
             .unwrap_or(d.auth_max_failures),
         auth_lockout_secs: auth_lockout.unwrap_or(d.auth_lockout_secs),
+        login_cache_secs: login_cache.unwrap_or(d.login_cache_secs),
     }
 }
 

@@ -59,6 +59,7 @@ where
 /// Ends every open session of a mailbox whose credentials the administrator changed.
 fn end_sessions(gw: &Gateway, address: &str) {
     if let Ok(a) = parse_address(address) {
+        gw.verified.forget(&a.key());
         gw.credentials.bump(&a.to_string());
     }
 }

@@ -31,6 +31,7 @@ pub struct Metrics {
     trace_events: IntCounterVec,
     receipts: IntCounterVec,
     lockouts: IntCounter,
+    password_checks: IntCounterVec,
     commit_seconds: Histogram,
     connections: IntGaugeVec,
     tls_failures: IntCounterVec,
@@ -110,6 +111,13 @@ impl Metrics {
                 ))
                 // A constant name, help and label set: cannot fail at run time.
                 .expect("counter definition"),
+            ),
+            password_checks: cv(
+                "password_checks_total",
+                "Login passwords checked, by how: argon2 (a run on the password pool) or \
+                 cache (the same password verified for the same stored hash within \
+                 limits.login_cache_secs)",
+                &["how"],
             ),
             commit_seconds: reg(
                 &r,
@@ -252,6 +260,11 @@ pub fn trace_events<'a>(kinds: impl IntoIterator<Item = &'a EventKind>) {
 /// A login lockout began.
 pub fn lockout() {
     METRICS.lockouts.inc();
+}
+
+/// A login password was checked (`how`: "argon2" or "cache").
+pub fn password_check(how: &str) {
+    METRICS.password_checks.with_label_values(&[how]).inc();
 }
 
 /// One durable commit took `d`.

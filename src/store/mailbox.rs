@@ -581,15 +581,38 @@ impl Store {
         address: &PecAddress,
         password: &Password,
     ) -> Result<PasswordCheck, StoreError> {
+        Ok(self.verify_password_against(address, password)?.0)
+    }
+
+    /// [`Self::verify_password`], with the stored hash the password was checked against
+    /// when it was right (the record may change right after: a cache of verified logins
+    /// must remember the hash that was checked, not the one read later).
+    pub(crate) fn verify_password_against(
+        &self,
+        address: &PecAddress,
+        password: &Password,
+    ) -> Result<(PasswordCheck, Option<String>), StoreError> {
         let rec = self.mailbox_record(address)?;
         let stored = rec
             .as_ref()
             .map_or(password::DUMMY_HASH, |r| r.password_hash.as_str());
         let ok = password::matches(password, stored)?;
         Ok(match rec {
-            Some(r) if ok && r.password_provisional => PasswordCheck::MustChange,
-            Some(_) if ok => PasswordCheck::Valid,
-            _ => PasswordCheck::Wrong,
+            Some(r) if ok && r.password_provisional => (PasswordCheck::MustChange, None),
+            Some(r) if ok => (PasswordCheck::Valid, Some(r.password_hash)),
+            _ => (PasswordCheck::Wrong, None),
         })
+    }
+
+    /// The stored password hash of `address` while its password is the owner's own
+    /// (`None`: no such mailbox, or a provisional password). One read, no argon2.
+    pub(crate) fn own_password_hash(
+        &self,
+        address: &PecAddress,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .mailbox_record(address)?
+            .filter(|r| !r.password_provisional)
+            .map(|r| r.password_hash))
     }
 }

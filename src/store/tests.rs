@@ -184,6 +184,12 @@ fn mailbox_admin_table() -> Result<(), StoreError> {
         s.mailbox(&addr("bob@example.it"))?
             .is_some_and(|m| m.password_provisional)
     );
+    // A provisional password has no hash a login cache may rely on.
+    assert_eq!(s.own_password_hash(&addr("bob@example.it"))?, None);
+    assert_eq!(
+        s.verify_password_against(&addr("bob@example.it"), &Password::new("new"))?,
+        (PasswordCheck::MustChange, None)
+    );
     // The owner's change: the current password right, the new one strong and different.
     let change = |cur: &str, new: &str| {
         s.change_own_password(
@@ -209,6 +215,17 @@ fn mailbox_admin_table() -> Result<(), StoreError> {
         check("bob@example.it", "Corretto-Cavallo-9")?,
         PasswordCheck::Valid
     );
+    // The owner's own: the hash checked is the one stored, and given with the answer.
+    let own = s.own_password_hash(&addr("bob@example.it"))?;
+    assert!(own.as_deref().is_some_and(|h| h.starts_with("$argon2id$")));
+    assert_eq!(
+        s.verify_password_against(
+            &addr("bob@example.it"),
+            &Password::new("Corretto-Cavallo-9")
+        )?,
+        (PasswordCheck::Valid, own)
+    );
+    assert_eq!(s.own_password_hash(&addr("ghost@example.it"))?, None);
     assert_eq!(check("bob@example.it", "new")?, PasswordCheck::Wrong);
     assert!(matches!(
         change("Corretto-Cavallo-9", "Corretto-Cavallo-9"),
