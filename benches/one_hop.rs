@@ -12,7 +12,10 @@
 //! PECD_BENCH_PER_CONNECTION default all of a session's messages: with 1, every message
 //! gets a connection of its own, as mail clients send: TCP, TLS and AUTH each time for
 //! pecd, TCP each time for Postfix; PECD_BENCH_LOGIN_CACHE_SECS sets pecd's
-//! `limits.login_cache_secs`, 0 to turn the cache of verified logins off). Postfix comes from
+//! `limits.login_cache_secs`, 0 to turn the cache of verified logins off;
+//! PECD_BENCH_TLS_RESUME=0 makes the clients never resume a TLS session, as Python's
+//! smtplib; by default each client resumes from a session cache of its own, as
+//! Thunderbird and Outlook do). Postfix comes from
 //! `apt-get install postfix` (choose "No configuration"); without it only pecd runs.
 //! This bench needs root for Postfix's own instance (queue owned by `postfix`).
 //! `PECD_BENCH_STORE=postgres` keeps pecd's metadata in a PostgreSQL cluster the bench
@@ -220,9 +223,23 @@ async fn run(
     let total = job.n * m;
     let job = Arc::new(job);
     let t0 = Instant::now();
+    let resume = env("PECD_BENCH_TLS_RESUME", 1) != 0;
+    let resumed = Arc::new(AtomicUsize::new(0));
+    let handshakes = Arc::new(AtomicUsize::new(0));
     let handles: Vec<_> = (0..m)
         .map(|_| {
-            let (tls, job) = (tls.clone(), job.clone());
+            // Each client with a session cache of its own, as mail clients have.
+            let tls = tls.clone().map(|t| {
+                let mut c = (*t).clone();
+                c.resumption = if resume {
+                    rustls::client::Resumption::default()
+                } else {
+                    rustls::client::Resumption::disabled()
+                };
+                Arc::new(c)
+            });
+            let job = job.clone();
+            let (resumed, handshakes) = (resumed.clone(), handshakes.clone());
             tokio::spawn(async move {
                 let mut lat = Vec::with_capacity(job.n);
                 let mut left = job.n;
@@ -239,6 +256,12 @@ async fn run(
                                 .connect(ServerName::try_from("localhost").unwrap(), tcp)
                                 .await
                                 .expect("tls");
+                            handshakes.fetch_add(1, Ordering::Relaxed);
+                            if s.get_ref().1.handshake_kind()
+                                == Some(rustls::HandshakeKind::Resumed)
+                            {
+                                resumed.fetch_add(1, Ordering::Relaxed);
+                            }
                             load::session_since(s, &part, opened).await
                         }
                         None => load::session_since(tcp, &part, opened).await,
@@ -262,6 +285,14 @@ async fn run(
     }
     let el = t0.elapsed().as_secs_f64();
     lat.sort();
+    let handshakes = handshakes.load(Ordering::Relaxed);
+    if handshakes > 0 {
+        println!(
+            "TLS: {} of {handshakes} handshakes resumed (PECD_BENCH_TLS_RESUME={})",
+            resumed.load(Ordering::Relaxed),
+            u8::from(resume)
+        );
+    }
     (total as f64 / el, lat)
 }
 

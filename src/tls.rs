@@ -55,10 +55,17 @@ pub fn server_config(
     let resolver = Arc::new(ServerCert {
         current: std::sync::RwLock::new(Arc::new(current)),
     });
-    let cfg = rustls::ServerConfig::builder_with_provider(provider())
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_cert_resolver(resolver.clone());
+    // Stateless session tickets (encrypted under keys rustls draws in memory and rotates
+    // every 6 hours): any number of clients can resume, where the default in-memory cache
+    // of 256 sessions lets only about a hundred (each full handshake leaves two tickets).
+    // A resumed TLS 1.3 handshake skips the certificate and its RSA signature, but still
+    // runs a fresh key exchange (rustls resumes with psk_dhe_ke only), and no early data
+    // is accepted. Not for the smart-card listener: see `server_config_with_cards`.
+    cfg.ticketer = rustls::crypto::ring::Ticketer::new()?;
     Ok((Arc::new(cfg), resolver))
 }
 
@@ -68,6 +75,8 @@ pub fn server_config(
 /// key of what it sent ([`CardRequest`]); whether that card may log in, and to which
 /// mailbox, is decided at login ([`crate::cns`], [`crate::store::cards`]) so that every
 /// refusal has a reason in the log and the trace and counts in the login lockout.
+/// Sessions are resumed only from rustls' in-memory cache here (no tickets): a resumed
+/// session would carry a card certificate proven hours earlier.
 pub fn server_config_with_cards(
     resolver: Arc<ServerCert>,
     ca_subjects: Vec<Vec<u8>>,

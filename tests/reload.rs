@@ -2,7 +2,8 @@
 //! `[tls]` certificate and key again. A file that does not parse, a key that is not the
 //! certificate's and an expired certificate are refused with the reason in the log, and the
 //! old certificate stays in force; a good renewal is served from the next handshake on, on
-//! every TLS listener, while the server keeps running.
+//! every TLS listener, while the server keeps running. And TLS sessions resumed from
+//! stateless tickets, however many clients came in between.
 
 mod common;
 
@@ -160,4 +161,48 @@ async fn sighup_reloads_a_good_certificate_and_keeps_the_old_one_otherwise() {
     assert_eq!(served(smtps, &ca).await, new);
     assert_eq!(served(https, &ca).await, new, "every TLS listener");
     s.stop();
+}
+
+/// A mail client that reconnects resumes its TLS session (no certificate, no RSA
+/// signature by the server) even after hundreds of other clients' full handshakes: the
+/// listeners issue stateless tickets. rustls' default in-memory cache (256 sessions, two
+/// per full handshake) would have dropped the first client's by then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_session_resumes_after_many_other_clients() {
+    let mut s = Server::new("pec.ripresa.test", &[]);
+    s.start();
+    let (smtps, ca) = (s.addr("smtps"), s.ca());
+    // A handshake of a client with its own session cache, reading the greeting (the
+    // tickets come after the handshake); whether it was resumed.
+    async fn greeted(addr: SocketAddr, tls: &Arc<rustls::ClientConfig>) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        let mut s = tokio_rustls::TlsConnector::from(Arc::clone(tls))
+            .connect(name, tcp)
+            .await
+            .expect("handshake");
+        let mut greeting = [0u8; 4];
+        s.read_exact(&mut greeting).await.unwrap();
+        assert_eq!(&greeting, b"220 ");
+        let resumed = s.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+        // QUIT, and the server's close: its connection slot is free for the next one.
+        s.write_all(b"QUIT\r\n").await.unwrap();
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest).await;
+        resumed
+    }
+    let first = pecd::tls::client_config(&[ca.as_path()], false).unwrap();
+    assert!(
+        !greeted(smtps, &first).await,
+        "a first connection is a full handshake"
+    );
+    for _ in 0..200 {
+        let other = pecd::tls::client_config(&[ca.as_path()], false).unwrap();
+        assert!(!greeted(smtps, &other).await);
+    }
+    assert!(
+        greeted(smtps, &first).await,
+        "the first client's session was not resumed"
+    );
 }
