@@ -64,7 +64,7 @@ pub fn server_config(
     // of 256 sessions lets only about a hundred (each full handshake leaves two tickets).
     // A resumed TLS 1.3 handshake skips the certificate and its RSA signature, but still
     // runs a fresh key exchange (rustls resumes with psk_dhe_ke only), and no early data
-    // is accepted. Not for the smart-card listener: see `server_config_with_cards`.
+    // is accepted. Not where a smart card is asked for: see `server_config_with_cards`.
     cfg.ticketer = rustls::crypto::ring::Ticketer::new()?;
     Ok((Arc::new(cfg), resolver))
 }
