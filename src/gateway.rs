@@ -294,25 +294,34 @@ impl Gateway {
         password: String,
     ) -> Option<PasswordCheck> {
         let user = addr.key();
+        let mut stored_now = None;
         if self.verified.enabled() {
             let (store, a) = (self.store.clone(), addr.clone());
             match self.blocking(move || store.own_password_hash(&a)).await {
-                Ok(Some(stored))
-                    if self
-                        .verified
-                        .hit(&user, &stored, &password, self.clock.now()) =>
-                {
-                    crate::ops::metrics::password_check("cache");
-                    return Some(PasswordCheck::Valid);
-                }
+                Ok(Some(stored)) => stored_now = Some(stored),
                 Err(e @ crate::store::StoreError::Db(_)) => {
                     tracing::error!(error = %e, %addr, "cannot check a password now");
                     return None;
                 }
-                // Not remembered, provisional, no such mailbox, or a record that cannot
-                // be read (the check below says what to do with it).
+                // Provisional, no such mailbox, or a record that cannot be read (the
+                // check below says what to do with it).
                 _ => {}
             }
+        }
+        let turn = stored_now
+            .as_deref()
+            .and_then(|h| self.verified.turn(&user, h, &password));
+        let _my_turn = match &turn {
+            Some(t) => Some(t.lock().await),
+            None => None,
+        };
+        if let Some(stored) = &stored_now
+            && self
+                .verified
+                .hit(&user, stored, &password, self.clock.now())
+        {
+            crate::ops::metrics::password_check("cache");
+            return Some(PasswordCheck::Valid);
         }
         let pw = password.clone();
         let checked = self

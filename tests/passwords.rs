@@ -313,7 +313,8 @@ fn a_verified_login_is_remembered_until_the_password_changes() {
 /// remembered login counts only while the stored hash is the one it was checked against
 /// (a password changed by another node of a PostgreSQL deployment, or in the store
 /// directly, as here); a mailbox deleted has none. With `login_cache_secs = 0` nothing
-/// is remembered.
+/// is remembered. Logins with the same password arriving together take turns: one argon2
+/// run for all of them.
 #[test]
 fn a_remembered_login_needs_the_stored_hash_it_was_checked_against() {
     use pecd::pec::address::{Domain, PecAddress};
@@ -344,13 +345,45 @@ fn a_remembered_login_needs_the_stored_hash_it_was_checked_against() {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let check = |pw: &str| rt.block_on(gw.check_password(a.clone(), pw.to_string()));
         // This process's counters (the only test here that checks passwords in-process).
-        let hits = || {
+        let counted = |how: &str| {
             let text = rt.block_on(pecd::ops::metrics::render(&gw));
-            common::metric_sample(&text, "pecd_password_checks_total{how=\"cache\"}").unwrap_or(0.0)
+            let series = format!("pecd_password_checks_total{{how=\"{how}\"}}");
+            common::metric_sample(&text, &series).unwrap_or(0.0)
         };
-        let hits_before = hits();
-
+        let hits = || counted("cache");
+        let (hits_before, runs_before) = (hits(), counted("argon2"));
+        // Eight clients of the mailbox logging in at once (after a restart): with the cache
+        // they take turns, one argon2 run and seven answers from it.
+        let together = rt.block_on(async {
+            let logins = (0..8).map(|_| {
+                let gw = gw.clone();
+                let a = a.clone();
+                tokio::spawn(
+                    async move { gw.check_password(a, "Prima-Password-2026".into()).await },
+                )
+            });
+            let mut answers = Vec::new();
+            for l in logins.collect::<Vec<_>>() {
+                answers.push(l.await.unwrap());
+            }
+            answers
+        });
+        assert!(
+            together.iter().all(|c| *c == Some(PasswordCheck::Valid)),
+            "{together:?}"
+        );
+        let (runs, answered) = if cache_secs > 0 {
+            (1.0, 7.0)
+        } else {
+            (8.0, 0.0)
+        };
+        assert_eq!(
+            (counted("argon2") - runs_before, hits() - hits_before),
+            (runs, answered)
+        );
+        // Remembered from then on (the cache's answer counted, when on).
         assert_eq!(check("Prima-Password-2026"), Some(PasswordCheck::Valid));
+        let hits_before = hits();
         assert_eq!(check("Sbagliata-2026"), Some(PasswordCheck::Wrong));
         assert_eq!(
             gw.verified.len(),

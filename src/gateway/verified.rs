@@ -15,7 +15,9 @@
 //!   costs its argon2 run, so guessing is as slow as without the cache, and the answer's
 //!   timing tells nothing the answer does not;
 //! - provisional passwords are never remembered (the login leads to the change form);
-//! - the TTL runs from the argon2 check, not from the last use.
+//! - the TTL runs from the argon2 check, not from the last use;
+//! - logins with the same password that arrive together take turns ([`VerifiedLogins::turn`]):
+//!   one argon2 run, the others granted from its result.
 //!
 //! What it costs in security: a copy of the process's memory gives the key and the MACs
 //! of the mailboxes that logged in within the TTL, which can be guessed at offline at
@@ -30,7 +32,7 @@
 //! only hashed) and the clock (a time before an entry's check counts as expired).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 
 use jiff::{SignedDuration, Timestamp};
 use openssl::hash::MessageDigest;
@@ -45,12 +47,19 @@ struct Entry {
     checked_at: Timestamp,
 }
 
-/// The remembered logins, and when expired ones were last dropped.
+/// The remembered logins, when expired ones were last dropped, and the checks under way.
 #[derive(Default)]
 struct State {
     entries: HashMap<String, Entry>,
     swept_at: Option<Timestamp>,
+    /// One turn per (user, stored hash, password) being checked, by MAC: logins that
+    /// arrive together with the same password (a restart, many clients of one shared
+    /// mailbox) wait for one argon2 run instead of each making their own.
+    in_flight: HashMap<[u8; 32], Weak<tokio::sync::Mutex<()>>>,
 }
+
+/// Checks under way above which finished ones are dropped from [`State::in_flight`].
+const IN_FLIGHT_PRUNE: usize = 64;
 
 /// The cache; one per gateway. Keys are [`crate::pec::address::PecAddress::key`]s.
 pub struct VerifiedLogins {
@@ -165,6 +174,29 @@ impl VerifiedLogins {
         );
     }
 
+    /// The turn to take before checking `password` for `user` against `stored_hash` with
+    /// argon2: whoever holds it checks; the others with the same three wait, then find
+    /// the answer remembered ([`Self::hit`]) or, if it was wrong or the check failed,
+    /// check in turn. `None` when the cache is off.
+    pub fn turn(
+        &self,
+        user: &str,
+        stored_hash: &str,
+        password: &str,
+    ) -> Option<Arc<tokio::sync::Mutex<()>>> {
+        let mac = self.mac(user, stored_hash, password)?;
+        let mut state = self.lock();
+        if let Some(t) = state.in_flight.get(&mac).and_then(Weak::upgrade) {
+            return Some(t);
+        }
+        if state.in_flight.len() >= IN_FLIGHT_PRUNE {
+            state.in_flight.retain(|_, t| t.strong_count() > 0);
+        }
+        let t = Arc::new(tokio::sync::Mutex::new(()));
+        state.in_flight.insert(mac, Arc::downgrade(&t));
+        Some(t)
+    }
+
     /// Forgets `user` (its password changed here; the stored hash would tell anyway).
     pub fn forget(&self, user: &str) {
         self.lock().entries.remove(user);
@@ -218,6 +250,36 @@ mod tests {
         c.remember("a", "bc", "d", t(0));
         assert!(!c.hit("a", "b", "cd", t(1)));
         assert!(c.hit("a", "bc", "d", t(1)));
+    }
+
+    #[test]
+    fn one_turn_per_user_hash_and_password_while_held() {
+        let c = VerifiedLogins::new(600, 10);
+        let (Some(t1), Some(t2), Some(other)) = (
+            c.turn("a", HASH, "p"),
+            c.turn("a", HASH, "p"),
+            c.turn("a", HASH, "q"),
+        ) else {
+            panic!("the cache is on: every check gets a turn");
+        };
+        assert!(
+            Arc::ptr_eq(&t1, &t2),
+            "the same check waits for the one under way"
+        );
+        assert!(!Arc::ptr_eq(&t1, &other), "another password does not wait");
+        drop((t1, t2));
+        assert!(
+            c.turn("a", HASH, "p").is_some(),
+            "a new turn once nobody holds it"
+        );
+        for i in 0..2 * IN_FLIGHT_PRUNE {
+            drop(c.turn("a", HASH, &i.to_string()));
+        }
+        assert!(
+            c.lock().in_flight.len() <= IN_FLIGHT_PRUNE + 1,
+            "finished turns pruned"
+        );
+        assert!(VerifiedLogins::new(0, 10).turn("a", HASH, "p").is_none());
     }
 
     #[test]
