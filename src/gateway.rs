@@ -286,7 +286,7 @@ impl Gateway {
 
     /// Checks a mailbox password: against the logins verified recently
     /// ([`VerifiedLogins`]: one read of the stored hash, no argon2), else on the password
-    /// pool. `None` when it cannot be checked now (the store failed, e.g. its database is
+    /// pool, once for the same login arriving several times at once. `None` when it cannot be checked now (the store failed, e.g. its database is
     /// down): a temporary failure, not a wrong password.
     pub async fn check_password(
         &self,
@@ -308,13 +308,6 @@ impl Gateway {
                 _ => {}
             }
         }
-        let turn = stored_now
-            .as_deref()
-            .and_then(|h| self.verified.turn(&user, h, &password));
-        let _my_turn = match &turn {
-            Some(t) => Some(t.lock().await),
-            None => None,
-        };
         if let Some(stored) = &stored_now
             && self
                 .verified
@@ -322,6 +315,18 @@ impl Gateway {
         {
             crate::ops::metrics::password_check("cache");
             return Some(PasswordCheck::Valid);
+        }
+        // A miss: the same login arriving meanwhile waits for this one's answer.
+        let turn = stored_now
+            .as_deref()
+            .and_then(|h| self.verified.turn(&user, h, &password));
+        let mut answer = match &turn {
+            Some(t) => Some(t.wait().await),
+            None => None,
+        };
+        if let Some(given) = answer.as_deref().copied().flatten() {
+            crate::ops::metrics::password_check("cache");
+            return Some(given);
         }
         let pw = password.clone();
         let checked = self
@@ -351,6 +356,9 @@ impl Gateway {
         if let (PasswordCheck::Valid, Some(stored)) = &checked {
             self.verified
                 .remember(&user, stored, &password, self.clock.now());
+        }
+        if let Some(slot) = answer.as_deref_mut() {
+            *slot = Some(checked.0);
         }
         Some(checked.0)
     }

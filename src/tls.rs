@@ -59,12 +59,14 @@ pub fn server_config(
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_cert_resolver(resolver.clone());
-    // Stateless session tickets (encrypted under keys rustls draws in memory and rotates
-    // every 6 hours): any number of clients can resume, where the default in-memory cache
-    // of 256 sessions lets only about a hundred (each full handshake leaves two tickets).
-    // A resumed TLS 1.3 handshake skips the certificate and its RSA signature, but still
-    // runs a fresh key exchange (rustls resumes with psk_dhe_ke only), and no early data
-    // is accepted. Not where a smart card is asked for: see `server_config_with_cards`.
+    // Stateless session tickets (encrypted under keys rustls draws in memory, a new one
+    // every 6 hours, the previous one still accepted: 12 hours at most): any number of
+    // clients can resume, where the default in-memory cache of 256 sessions lets only
+    // about a hundred (each full handshake leaves two tickets). A resumed handshake skips
+    // the certificate and its RSA signature; in TLS 1.3 it still runs a fresh key exchange
+    // (rustls resumes with psk_dhe_ke only), in TLS 1.2 it reuses the sealed master
+    // secret. No early data is accepted. Not where a smart card is asked for: see
+    // `server_config_with_cards`.
     cfg.ticketer = rustls::crypto::ring::Ticketer::new()?;
     Ok((Arc::new(cfg), resolver))
 }

@@ -17,7 +17,8 @@
 //! - provisional passwords are never remembered (the login leads to the change form);
 //! - the TTL runs from the argon2 check, not from the last use;
 //! - logins with the same password that arrive together take turns ([`VerifiedLogins::turn`]):
-//!   one argon2 run, the others granted from its result.
+//!   one argon2 run, the others given its answer (right or wrong: the same three inputs
+//!   give the same answer), which is dropped with the turn's last holder.
 //!
 //! What it costs in security: a copy of the process's memory gives the key and the MACs
 //! of the mailboxes that logged in within the TTL, which can be guessed at offline at
@@ -35,6 +36,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use jiff::{SignedDuration, Timestamp};
+
+use crate::store::mailbox::PasswordCheck;
 use openssl::hash::MessageDigest;
 use openssl::pkey::PKey;
 use openssl::sign::Signer;
@@ -54,12 +57,46 @@ struct State {
     swept_at: Option<Timestamp>,
     /// One turn per (user, stored hash, password) being checked, by MAC: logins that
     /// arrive together with the same password (a restart, many clients of one shared
-    /// mailbox) wait for one argon2 run instead of each making their own.
-    in_flight: HashMap<[u8; 32], Weak<tokio::sync::Mutex<()>>>,
+    /// mailbox) wait for one argon2 run instead of each making their own. An entry lives
+    /// while someone holds its [`Turn`].
+    in_flight: HashMap<[u8; 32], Weak<Answer>>,
 }
 
-/// Checks under way above which finished ones are dropped from [`State::in_flight`].
-const IN_FLIGHT_PRUNE: usize = 64;
+/// The answer of a turn's argon2 run, once there is one (`None` while it runs, or if it
+/// could not be given: the store failed, the client went away).
+type Answer = tokio::sync::Mutex<Option<PasswordCheck>>;
+
+/// A place in the queue of the logins with the same (user, stored hash, password); see
+/// [`VerifiedLogins::turn`]. Its entry leaves the map with its last holder.
+pub struct Turn<'a> {
+    cache: &'a VerifiedLogins,
+    mac: [u8; 32],
+    answer: Arc<Answer>,
+}
+
+impl Turn<'_> {
+    /// Waits for this login's turn; the guard holds the answer of an earlier holder, if
+    /// one was given (then no argon2 run is needed), and takes this one's.
+    pub async fn wait(&self) -> tokio::sync::MutexGuard<'_, Option<PasswordCheck>> {
+        self.answer.lock().await
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        // Under the lock `turn` upgrades under: no one can join between the count and
+        // the removal.
+        let mut state = self.cache.lock();
+        if Arc::strong_count(&self.answer) == 1
+            && state
+                .in_flight
+                .get(&self.mac)
+                .is_some_and(|w| Weak::ptr_eq(w, &Arc::downgrade(&self.answer)))
+        {
+            state.in_flight.remove(&self.mac);
+        }
+    }
+}
 
 /// The cache; one per gateway. Keys are [`crate::pec::address::PecAddress::key`]s.
 pub struct VerifiedLogins {
@@ -175,26 +212,33 @@ impl VerifiedLogins {
     }
 
     /// The turn to take before checking `password` for `user` against `stored_hash` with
-    /// argon2: whoever holds it checks; the others with the same three wait, then find
-    /// the answer remembered ([`Self::hit`]) or, if it was wrong or the check failed,
-    /// check in turn. `None` when the cache is off.
-    pub fn turn(
-        &self,
-        user: &str,
-        stored_hash: &str,
-        password: &str,
-    ) -> Option<Arc<tokio::sync::Mutex<()>>> {
+    /// argon2, after a miss: whoever holds it first checks and leaves the answer
+    /// (right or wrong) in it; the others with the same three wait and take that answer,
+    /// or check in turn if none was left (the store failed, the client went away). The
+    /// answer lives as long as the turn's last holder, no longer. `None` when the cache
+    /// is off.
+    pub fn turn(&self, user: &str, stored_hash: &str, password: &str) -> Option<Turn<'_>> {
         let mac = self.mac(user, stored_hash, password)?;
         let mut state = self.lock();
-        if let Some(t) = state.in_flight.get(&mac).and_then(Weak::upgrade) {
-            return Some(t);
-        }
-        if state.in_flight.len() >= IN_FLIGHT_PRUNE {
-            state.in_flight.retain(|_, t| t.strong_count() > 0);
-        }
-        let t = Arc::new(tokio::sync::Mutex::new(()));
-        state.in_flight.insert(mac, Arc::downgrade(&t));
-        Some(t)
+        let answer = match state.in_flight.get(&mac).and_then(Weak::upgrade) {
+            Some(a) => a,
+            None => {
+                let a = Arc::new(Answer::new(None));
+                state.in_flight.insert(mac, Arc::downgrade(&a));
+                a
+            }
+        };
+        Some(Turn {
+            cache: self,
+            mac,
+            answer,
+        })
+    }
+
+    /// Checks under way (for tests).
+    #[cfg(test)]
+    fn in_flight(&self) -> usize {
+        self.lock().in_flight.len()
     }
 
     /// Forgets `user` (its password changed here; the stored hash would tell anyway).
@@ -252,8 +296,8 @@ mod tests {
         assert!(c.hit("a", "bc", "d", t(1)));
     }
 
-    #[test]
-    fn one_turn_per_user_hash_and_password_while_held() {
+    #[tokio::test]
+    async fn one_turn_per_user_hash_and_password_while_held() {
         let c = VerifiedLogins::new(600, 10);
         let (Some(t1), Some(t2), Some(other)) = (
             c.turn("a", HASH, "p"),
@@ -263,21 +307,29 @@ mod tests {
             panic!("the cache is on: every check gets a turn");
         };
         assert!(
-            Arc::ptr_eq(&t1, &t2),
-            "the same check waits for the one under way"
+            Arc::ptr_eq(&t1.answer, &t2.answer),
+            "the same check waits for the first"
         );
-        assert!(!Arc::ptr_eq(&t1, &other), "another password does not wait");
-        drop((t1, t2));
         assert!(
-            c.turn("a", HASH, "p").is_some(),
-            "a new turn once nobody holds it"
+            !Arc::ptr_eq(&t1.answer, &other.answer),
+            "another password does not wait"
         );
-        for i in 0..2 * IN_FLIGHT_PRUNE {
-            drop(c.turn("a", HASH, &i.to_string()));
-        }
-        assert!(
-            c.lock().in_flight.len() <= IN_FLIGHT_PRUNE + 1,
-            "finished turns pruned"
+        // The first holder leaves its answer; the second finds it.
+        *t1.wait().await = Some(PasswordCheck::Wrong);
+        drop(t1);
+        assert_eq!(*t2.wait().await, Some(PasswordCheck::Wrong));
+        assert_eq!(c.in_flight(), 2);
+        drop(t2);
+        assert_eq!(c.in_flight(), 1, "gone with its last holder");
+        drop(other);
+        assert_eq!(c.in_flight(), 0, "nothing of a finished check is kept");
+        let Some(again) = c.turn("a", HASH, "p") else {
+            panic!("the cache is on");
+        };
+        assert_eq!(
+            *again.wait().await,
+            None,
+            "a new turn starts without an answer"
         );
         assert!(VerifiedLogins::new(0, 10).turn("a", HASH, "p").is_none());
     }
