@@ -130,6 +130,9 @@ async fn metrics_pass_promtool_and_count_real_traffic() {
     }
     assert!(sample(&text, "pecd_store_commit_seconds_count").unwrap() >= 3.0);
     assert!(sample(&text, "pecd_trace_head_seq").unwrap() >= 5.0);
+    // A young sled store has sealed nothing yet: every record's index entries are in memory.
+    let in_memory = sample(&text, "pecd_trace_records_in_memory").unwrap();
+    assert!((5.0..8192.0).contains(&in_memory), "{in_memory}");
     assert!(sample(&text, "pecd_store_free_bytes").unwrap() > 0.0);
     assert!(
         sample(&text, r#"pecd_connections{listener="smtps"}"#).is_some(),

@@ -38,6 +38,7 @@ pub struct Metrics {
     queue_depth: IntGaugeVec,
     queue_oldest: GaugeVec,
     trace_head: IntGauge,
+    trace_in_memory: IntGauge,
     checkpoint_age: prometheus::Gauge,
     dependency_up: IntGaugeVec,
     index_refresh: IntCounterVec,
@@ -163,6 +164,17 @@ impl Metrics {
                 IntGauge::with_opts(opts(
                     "trace_head_seq",
                     "Sequence number of the last record of the trace log",
+                ))
+                // A constant name, help and label set: cannot fail at run time.
+                .expect("gauge definition"),
+            ),
+            trace_in_memory: reg(
+                &r,
+                IntGauge::with_opts(opts(
+                    "trace_records_in_memory",
+                    "Trace records waiting to be sealed into a segment file, whose index \
+                     entries are held in memory until then (0 on PostgreSQL); growing \
+                     without bound means sealing has stalled",
                 ))
                 // A constant name, help and label set: cannot fail at run time.
                 .expect("gauge definition"),
@@ -298,12 +310,15 @@ pub async fn render(gw: &std::sync::Arc<Gateway>) -> String {
     let read = tokio::task::spawn_blocking(move || {
         let stats = g.store.queue_stats();
         let head = g.store.trace().head().map(|(seq, _)| seq);
+        let in_memory = g.store.trace().records_in_memory();
         let checkpoint = g.store.trace().last_checkpoint();
         let free = g.store.free_bytes();
-        (stats, head, checkpoint, free)
+        (stats, head, in_memory, checkpoint, free)
     })
     .await;
-    if let Ok((stats, head, checkpoint, free)) = read {
+    if let Ok((stats, head, in_memory, checkpoint, free)) = read {
+        m.trace_in_memory
+            .set(i64::try_from(in_memory).unwrap_or(i64::MAX));
         if let Ok(stats) = stats {
             for (lane, name) in [(Lane::Local, "local"), (Lane::Remote, "remote")] {
                 let (count, oldest) = stats

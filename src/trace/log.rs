@@ -319,6 +319,12 @@ impl TraceLog {
         }
     }
 
+    /// Records not yet sealed whose index entries are held in memory
+    /// ([`super::tail`]; 0 on PostgreSQL, which keeps them in its tables).
+    pub fn records_in_memory(&self) -> usize {
+        self.trees.tail.as_ref().map_or(0, |t| t.records())
+    }
+
     /// The head of the chain: `(seq, hash)` of the last record, or of the anchor, or
     /// `(0, GENESIS_HASH)`.
     pub fn head(&self) -> Result<(u64, String), TraceError> {
