@@ -91,7 +91,7 @@ impl Drop for Turn<'_> {
             && state
                 .in_flight
                 .get(&self.mac)
-                .is_some_and(|w| Weak::ptr_eq(w, &Arc::downgrade(&self.answer)))
+                .is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(&self.answer)))
         {
             state.in_flight.remove(&self.mac);
         }

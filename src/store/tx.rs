@@ -138,34 +138,23 @@ pub(crate) fn apply_op(
         Op::Trace(ev) => {
             let rec = ev.clone().into_record(head.0 + 1, &head.1);
             tx.t[TRACE].insert(seq_key(rec.seq), crate::trace::stored::encode(&rec))?;
-            let keys = index_keys(&rec);
-            if let Some(tail) = tx.tail {
-                // Indexed before the transaction commits (and again if it runs again).
-                let mut ix = crate::trace::tail::Indexed::default();
-                for (index, key) in &keys {
-                    match index {
-                        Index::Keys => ix
-                            .keys
-                            .extend(key.get(..9).and_then(|p| <[u8; 9]>::try_from(p).ok())),
-                        Index::Time => ix.time = key.as_slice().try_into().ok(),
-                        _ => {}
+            match tx.tail {
+                // Indexed in memory before the transaction commits (and again if it runs
+                // again), instead of in the trees.
+                Some(tail) => tail.add(rec.seq, crate::trace::tail::Indexed::of_record(&rec)),
+                None => {
+                    for (index, key) in index_keys(&rec) {
+                        let tree = match index {
+                            Index::Keys => T_KEYS,
+                            Index::Time => T_TIME,
+                            // Not written since schema 6 (index_keys gives none).
+                            Index::OldMsgId => T_MSGID,
+                            Index::OldIdent => T_IDENT,
+                            Index::OldMailbox => T_MAILBOX,
+                        };
+                        tx.t[tree].insert(key, &[])?;
                     }
                 }
-                tail.add(rec.seq, ix);
-            }
-            for (index, key) in keys {
-                if tx.tail.is_some() && matches!(index, Index::Keys | Index::Time) {
-                    continue;
-                }
-                let tree = match index {
-                    Index::Keys => T_KEYS,
-                    Index::Time => T_TIME,
-                    // Not written since schema 6 (index_keys gives none).
-                    Index::OldMsgId => T_MSGID,
-                    Index::OldIdent => T_IDENT,
-                    Index::OldMailbox => T_MAILBOX,
-                };
-                tx.t[tree].insert(key, &[])?;
             }
             applied.trace.push((rec.seq, rec.hash.clone()));
             *head = (rec.seq, rec.hash);

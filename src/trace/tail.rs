@@ -64,7 +64,12 @@ impl Indexed {
         if !s.needs_prev() {
             return Self::default();
         }
-        let r = s.unchained();
+        Self::of_record(s.unchained())
+    }
+
+    /// What record `r` is indexed under (the committer's view, as it appends it; the
+    /// same as [`super::log::index_keys`] gives, cut to the prefixes).
+    pub(crate) fn of_record(r: &super::TraceRecord) -> Self {
         Self {
             keys: super::log::index_texts(r)
                 .into_iter()
