@@ -92,3 +92,74 @@ fn seven_bit_detection_and_capabilities() {
     assert!(!offers(caps, "STARTTLS"));
     assert!(!offers("sink.test\nX-8BITMIMEISH", "8BITMIME"));
 }
+
+/// The stuffing as it was first written, a byte at a time: the reference the run-at-a-time
+/// [`DotStuffer::feed`] must match.
+fn stuff_bytewise(pieces: &[&[u8]]) -> Vec<u8> {
+    let (mut at_line_start, mut after_cr, mut wrote) = (true, false, false);
+    let mut out = Vec::new();
+    for &b in pieces.concat().iter() {
+        if std::mem::take(&mut after_cr) && b == b'\n' {
+            continue;
+        }
+        if b == b'\r' || b == b'\n' {
+            out.extend_from_slice(b"\r\n");
+            after_cr = b == b'\r';
+            at_line_start = true;
+            wrote = true;
+            continue;
+        }
+        if at_line_start && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        at_line_start = false;
+        wrote = true;
+    }
+    if !(wrote && at_line_start) {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+/// Inputs of CR, LF, dots, NUL, 8-bit and plain bytes (a fixed pseudo-random sequence, so
+/// a failure repeats), cut into pieces of every size up to 9.
+fn mixed_inputs() -> Vec<Vec<u8>> {
+    let alphabet = [b'\r', b'\n', b'.', b'a', b'b', 0, 0x80, 0xe8];
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    (0..400)
+        .map(|n| {
+            (0..n % 61)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    alphabet[(x % alphabet.len() as u64) as usize]
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn dot_stuffing_a_run_at_a_time_is_the_bytewise_stuffing() {
+    for input in mixed_inputs() {
+        for size in 1..=9 {
+            let pieces: Vec<&[u8]> = input.chunks(size).collect();
+            let mut s = DotStuffer::default();
+            let mut out = Vec::new();
+            for p in &pieces {
+                s.feed(p, &mut out);
+            }
+            s.finish(&mut out);
+            assert_eq!(
+                out,
+                stuff_bytewise(&pieces),
+                "{input:?} in pieces of {size}"
+            );
+        }
+        let seven = input.iter().all(|&b| b != 0 && b < 0x80);
+        assert_eq!(is_7bit(&input), seven, "{input:?}");
+    }
+}
