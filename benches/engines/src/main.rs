@@ -4,12 +4,14 @@
 //! pecd's own transactions during `cargo bench --bench one_hop`), replayed on three
 //! embedded engines: groups of `G` messages (default 20) in one atomic transaction over
 //! ten trees, durable before the next group starts, as pecd's group commit does. Values are
-//! filler of the sizes pecd writes (no JSON), so the figures are the engine's share only.
+//! incompressible filler of the sizes pecd writes (no JSON). A run on a map in memory
+//! (`none`) measures the bench's own CPU, subtracted to give each engine's own.
 //!
 //! Prints, per engine, process CPU time (user + system, every thread, from
 //! `/proc/self/stat`) and wall time per message, and the bytes the engine's files take on
 //! disk per message. `ENG_GROUPS` groups (default 500) in a temporary directory; an
-//! argument `sled`, `redb` or `fjall` runs that engine only.
+//! argument `sled`, `redb` or `fjall` runs that engine only (and `none`), so that each
+//! engine's background threads can be kept to a process of their own.
 
 use redb::ReadableTable;
 use std::cell::RefCell;
@@ -60,9 +62,17 @@ fn sha(n: u64, salt: u8) -> [u8; 32] {
     out
 }
 
+/// `len` bytes of filler that does not compress (fjall compresses its tables with lz4;
+/// pecd's JSON would compress some, sled stores it as it is).
 fn pad(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..len)
-        .map(|i| b'a' + ((seed as usize + i * 7) % 26) as u8)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
         .collect()
 }
 
@@ -152,14 +162,17 @@ fn relayed(tx: &mut dyn Tx, m: u64, seq: &mut u64) {
 }
 
 /// Runs `groups` groups of `g` messages (acceptances of this group, relays of the previous
-/// one) through `commit`, which applies the closure in one durable transaction.
+/// one) through `commit`, which applies the closure in one durable transaction, then
+/// `settle` (work an engine leaves for later that it must do anyway: fjall's memtables
+/// written out), both timed. Returns the CPU seconds per message.
 fn run(
     name: &str,
     dir: &Path,
     groups: u64,
     g: u64,
     mut commit: impl FnMut(&mut dyn FnMut(&mut dyn Tx)),
-) {
+    settle: impl FnOnce(),
+) -> f64 {
     let (t0, c0) = (Instant::now(), cpu());
     let mut seq = 0u64;
     for grp in 0..groups {
@@ -177,6 +190,7 @@ fn run(
         });
         seq = seq2;
     }
+    settle();
     let n = (groups * g) as f64;
     let (wall, cpu) = (t0.elapsed().as_secs_f64(), cpu() - c0);
     println!(
@@ -186,9 +200,11 @@ fn run(
         wall / n * 1e6,
         du(dir) as f64 / n / 1024.0
     );
+    cpu / n
 }
 
-/// User + system seconds of this process (every thread), in clock ticks of 1/100 s.
+/// User + system seconds of this process (every thread), in clock ticks of 1/100 s
+/// (`USER_HZ`, which Linux keeps at 100 in what it shows to processes).
 fn cpu() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
     // The fields after the command name (which is in parentheses and may hold spaces):
@@ -228,22 +244,37 @@ impl Tx for SledTx<'_> {
     }
 }
 
-fn sled_run(dir: &Path, groups: u64, g: u64) {
+fn sled_run(dir: &Path, groups: u64, g: u64) -> f64 {
     use sled::Transactional;
-    let db = sled::Config::new().path(dir).open().unwrap();
+    // As pecd opens it (`src/store/engine.rs`): 8 MiB log segments, a 256 MiB cache.
+    let db = sled::Config::new()
+        .path(dir)
+        .segment_size(8 << 20)
+        .cache_capacity(256 << 20)
+        .open()
+        .unwrap();
     let trees: Vec<sled::Tree> = TREES.iter().map(|n| db.open_tree(n).unwrap()).collect();
     let file = std::fs::File::open(dir.join("db")).unwrap();
-    run("sled", dir, groups, g, |f| {
-        let f = RefCell::new(f);
-        trees[..]
-            .transaction(|t| {
-                (f.borrow_mut())(&mut SledTx(t));
-                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
-            })
-            .unwrap();
-        db.flush().unwrap();
-        file.sync_data().unwrap();
-    });
+    // One thread: no conflict can make sled run the closure again (the `unwrap`s in
+    // `SledTx` would stop the bench if one did).
+    run(
+        "sled",
+        dir,
+        groups,
+        g,
+        |f| {
+            let f = RefCell::new(f);
+            trees[..]
+                .transaction(|t| {
+                    (f.borrow_mut())(&mut SledTx(t));
+                    Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+                })
+                .unwrap();
+            db.flush().unwrap();
+            file.sync_data().unwrap();
+        },
+        || {},
+    )
 }
 
 // ---- redb: one write transaction, Durability::Immediate (its own fsyncs).
@@ -272,17 +303,24 @@ impl Tx for RedbTx<'_> {
     }
 }
 
-fn redb_run(dir: &Path, groups: u64, g: u64) {
+fn redb_run(dir: &Path, groups: u64, g: u64) -> f64 {
     std::fs::create_dir_all(dir).unwrap();
     let db = redb::Database::create(dir.join("store.redb")).unwrap();
-    run("redb", dir, groups, g, |f| {
-        let w = db.begin_write().unwrap();
-        {
-            let tables = RT.iter().map(|d| w.open_table(*d).unwrap()).collect();
-            f(&mut RedbTx(tables));
-        }
-        w.commit().unwrap();
-    });
+    run(
+        "redb",
+        dir,
+        groups,
+        g,
+        |f| {
+            let w = db.begin_write().unwrap();
+            {
+                let tables = RT.iter().map(|d| w.open_table(*d).unwrap()).collect();
+                f(&mut RedbTx(tables));
+            }
+            w.commit().unwrap();
+        },
+        || {},
+    )
 }
 
 // ---- fjall: a cross-partition batch (reads see the group's own writes through an
@@ -306,7 +344,7 @@ impl Tx for FjallTx<'_> {
     }
 }
 
-fn fjall_run(dir: &Path, groups: u64, g: u64) {
+fn fjall_run(dir: &Path, groups: u64, g: u64) -> f64 {
     let ks = fjall::Config::new(dir).open().unwrap();
     let parts: Vec<_> = TREES
         .iter()
@@ -315,22 +353,56 @@ fn fjall_run(dir: &Path, groups: u64, g: u64) {
                 .unwrap()
         })
         .collect();
-    run("fjall", dir, groups, g, |f| {
-        let mut tx = FjallTx {
-            parts: &parts,
-            overlay: BTreeMap::new(),
-        };
-        f(&mut tx);
-        let mut b = ks.batch();
-        for ((t, k), v) in tx.overlay {
-            match v {
-                Some(v) => b.insert(&parts[t], k, v),
-                None => b.remove(&parts[t], k),
+    run(
+        "fjall",
+        dir,
+        groups,
+        g,
+        |f| {
+            let mut tx = FjallTx {
+                parts: &parts,
+                overlay: BTreeMap::new(),
+            };
+            f(&mut tx);
+            let mut b = ks.batch();
+            for ((t, k), v) in tx.overlay {
+                match v {
+                    Some(v) => b.insert(&parts[t], k, v),
+                    None => b.remove(&parts[t], k),
+                }
             }
-        }
-        b.commit().unwrap();
-        ks.persist(fjall::PersistMode::SyncData).unwrap();
-    });
+            b.commit().unwrap();
+            ks.persist(fjall::PersistMode::SyncData).unwrap();
+        },
+        || {
+            // What is still only in the journal and the memtables, written out as tables
+            // (counted; compactions it starts may still run after).
+            for p in &parts {
+                p.rotate_memtable_and_wait().unwrap();
+            }
+        },
+    )
+}
+
+/// No engine: the same reads and writes on a map in memory, nothing durable. Its CPU is
+/// the bench's own (filler, keys, the closures), which the others' figures include.
+struct MemTx<'a>(&'a mut BTreeMap<(usize, Vec<u8>), Vec<u8>>);
+impl Tx for MemTx<'_> {
+    fn get(&mut self, t: usize, k: &[u8]) -> Option<Vec<u8>> {
+        self.0.get(&(t, k.to_vec())).cloned()
+    }
+    fn put(&mut self, t: usize, k: &[u8], v: &[u8]) {
+        self.0.insert((t, k.to_vec()), v.to_vec());
+    }
+    fn del(&mut self, t: usize, k: &[u8]) {
+        self.0.remove(&(t, k.to_vec()));
+    }
+}
+
+fn memory_run(dir: &Path, groups: u64, g: u64) -> f64 {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut map = BTreeMap::new();
+    run("none", dir, groups, g, |f| f(&mut MemTx(&mut map)), || {})
 }
 
 fn main() {
@@ -344,16 +416,22 @@ fn main() {
         .unwrap_or(20);
     let base = std::env::temp_dir().join(format!("pecd-engines-{}", std::process::id()));
     let which = std::env::args().nth(1).unwrap_or_else(|| "all".into());
+    let none = memory_run(&base.join("none"), groups, g);
     for e in ["sled", "redb", "fjall"] {
         if which != "all" && which != e {
             continue;
         }
         let d = base.join(e);
-        match e {
+        let cpu = match e {
             "sled" => sled_run(&d, groups, g),
             "redb" => redb_run(&d, groups, g),
             _ => fjall_run(&d, groups, g),
-        }
+        };
+        println!(
+            "       the engine's own: {:.1} µs/message",
+            (cpu - none) * 1e6
+        );
         std::fs::remove_dir_all(&d).ok();
     }
+    std::fs::remove_dir_all(&base).ok();
 }

@@ -123,10 +123,10 @@ fn stuff_bytewise(pieces: &[&[u8]]) -> Vec<u8> {
     out
 }
 
-/// Inputs of CR, LF, dots, NUL, 8-bit and plain bytes (a fixed pseudo-random sequence, so
-/// a failure repeats), cut into pieces of every size up to 9.
+/// Inputs of CR, LF, dots, NUL, DEL, 8-bit and plain bytes (a fixed pseudo-random
+/// sequence, so a failure repeats).
 fn mixed_inputs() -> Vec<Vec<u8>> {
-    let alphabet = [b'\r', b'\n', b'.', b'a', b'b', 0, 0x80, 0xe8];
+    let alphabet = [b'\r', b'\n', b'.', b'a', 0, 0x7f, 0x80, 0xff];
     let mut x: u64 = 0x2545_F491_4F6C_DD1D;
     (0..400)
         .map(|n| {
@@ -142,22 +142,21 @@ fn mixed_inputs() -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Cut into pieces of every size up to 9, and in two at every point with an empty piece
+/// between.
 #[test]
 fn dot_stuffing_a_run_at_a_time_is_the_bytewise_stuffing() {
     for input in mixed_inputs() {
-        for size in 1..=9 {
-            let pieces: Vec<&[u8]> = input.chunks(size).collect();
+        let sizes = (1..=9).map(|size| input.chunks(size).collect::<Vec<&[u8]>>());
+        let cuts = (0..=input.len()).map(|i| vec![&input[..i], &[][..], &input[i..]]);
+        for pieces in sizes.chain(cuts) {
             let mut s = DotStuffer::default();
             let mut out = Vec::new();
             for p in &pieces {
                 s.feed(p, &mut out);
             }
             s.finish(&mut out);
-            assert_eq!(
-                out,
-                stuff_bytewise(&pieces),
-                "{input:?} in pieces of {size}"
-            );
+            assert_eq!(out, stuff_bytewise(&pieces), "{pieces:?}");
         }
         let seven = input.iter().all(|&b| b != 0 && b < 0x80);
         assert_eq!(is_7bit(&input), seven, "{input:?}");
