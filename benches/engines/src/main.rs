@@ -5,7 +5,8 @@
 //! embedded engines: groups of `G` messages (default 20) in one atomic transaction over
 //! ten trees, durable before the next group starts, as pecd's group commit does. Values are
 //! incompressible filler of the sizes pecd writes (no JSON). A run on a map in memory
-//! (`none`) measures the bench's own CPU, subtracted to give each engine's own.
+//! (`none`) measures the bench's own CPU, subtracted to give each engine's own. Then
+//! reads as the protocols make them: point reads and scans of 50 message records.
 //!
 //! Prints, per engine, process CPU time (user + system, every thread, from
 //! `/proc/self/stat`) and wall time per message, and the bytes the engine's files take on
@@ -96,7 +97,12 @@ fn accept(tx: &mut dyn Tx, m: u64, seq: &mut u64) {
         rec[0] = rec[0].wrapping_add(1);
         tx.put(MAILBOXES, &mbox, &rec);
         let fk = format!("folder:a@pec.bench.test/{folder}").into_bytes();
-        let f = tx.get(FOLDERS, &fk).unwrap_or_else(|| pad(160, 2));
+        // A new folder's next uid is 1 (its first four bytes; the reads below need it).
+        let f = tx.get(FOLDERS, &fk).unwrap_or_else(|| {
+            let mut f = pad(160, 2);
+            f[..4].fill(0);
+            f
+        });
         let uid = u32::from_be_bytes([f[0], f[1], f[2], f[3]]).wrapping_add(1);
         let mut f = f;
         f[..4].copy_from_slice(&uid.to_be_bytes());
@@ -203,6 +209,48 @@ fn run(
     cpu / n
 }
 
+/// Reads as the protocols do them once `messages` messages are stored: point reads of
+/// message records at random (a FETCH, a JMAP `Email/get`) and scans of 50 records from a
+/// random uid (a listing), on one thread; CPU per read.
+trait Reader {
+    fn get(&self, t: usize, k: &[u8]) -> Option<usize>;
+    /// How many of the `n` records from `from` it read.
+    fn scan(&self, t: usize, from: &[u8], n: usize) -> usize;
+}
+
+fn reads(name: &str, r: &dyn Reader, messages: u64) {
+    let folders = ["INBOX", "Archivio/Ricevuti", "Archivio/Inviati"];
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut key = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let mut k = format!("folder:a@pec.bench.test/{}", folders[(x % 3) as usize]).into_bytes();
+        k.extend_from_slice(&((((x >> 8) % messages) + 1) as u32).to_be_bytes());
+        k
+    };
+    let (gets, scans) = (200_000u32, 20_000u32);
+    let c0 = cpu();
+    for _ in 0..gets {
+        assert!(
+            r.get(MESSAGES, &key()).is_some(),
+            "{name}: a stored record is missing"
+        );
+    }
+    let c1 = cpu();
+    let mut n = 0;
+    for _ in 0..scans {
+        n += r.scan(MESSAGES, &key(), 50);
+    }
+    let c2 = cpu();
+    assert!(n > 0);
+    println!(
+        "{name:6} reads: {:.2} µs per point read, {:.1} µs per scan of 50 (CPU)",
+        (c1 - c0) / gets as f64 * 1e6,
+        (c2 - c1) / scans as f64 * 1e6
+    );
+}
+
 /// User + system seconds of this process (every thread), in clock ticks of 1/100 s
 /// (`USER_HZ`, which Linux keeps at 100 in what it shows to processes).
 fn cpu() -> f64 {
@@ -257,7 +305,7 @@ fn sled_run(dir: &Path, groups: u64, g: u64) -> f64 {
     let file = std::fs::File::open(dir.join("db")).unwrap();
     // One thread: no conflict can make sled run the closure again (the `unwrap`s in
     // `SledTx` would stop the bench if one did).
-    run(
+    let cpu = run(
         "sled",
         dir,
         groups,
@@ -274,7 +322,23 @@ fn sled_run(dir: &Path, groups: u64, g: u64) -> f64 {
             file.sync_data().unwrap();
         },
         || {},
-    )
+    );
+    reads("sled", &SledRead(&trees), groups * g);
+    cpu
+}
+
+struct SledRead<'a>(&'a [sled::Tree]);
+impl Reader for SledRead<'_> {
+    fn get(&self, t: usize, k: &[u8]) -> Option<usize> {
+        self.0[t].get(k).unwrap().map(|v| v.len())
+    }
+    fn scan(&self, t: usize, from: &[u8], n: usize) -> usize {
+        self.0[t]
+            .range(from..)
+            .take(n)
+            .map(|kv| kv.unwrap().1.len().min(1))
+            .sum()
+    }
 }
 
 // ---- redb: one write transaction, Durability::Immediate (its own fsyncs).
@@ -306,7 +370,7 @@ impl Tx for RedbTx<'_> {
 fn redb_run(dir: &Path, groups: u64, g: u64) -> f64 {
     std::fs::create_dir_all(dir).unwrap();
     let db = redb::Database::create(dir.join("store.redb")).unwrap();
-    run(
+    let cpu = run(
         "redb",
         dir,
         groups,
@@ -320,7 +384,28 @@ fn redb_run(dir: &Path, groups: u64, g: u64) -> f64 {
             w.commit().unwrap();
         },
         || {},
-    )
+    );
+    reads("redb", &RedbRead(&db), groups * g);
+    cpu
+}
+
+struct RedbRead<'a>(&'a redb::Database);
+impl Reader for RedbRead<'_> {
+    fn get(&self, t: usize, k: &[u8]) -> Option<usize> {
+        let r = self.0.begin_read().unwrap();
+        let table = r.open_table(RT[t]).unwrap();
+        table.get(k).unwrap().map(|v| v.value().len())
+    }
+    fn scan(&self, t: usize, from: &[u8], n: usize) -> usize {
+        let r = self.0.begin_read().unwrap();
+        let table = r.open_table(RT[t]).unwrap();
+        table
+            .range(from..)
+            .unwrap()
+            .take(n)
+            .map(|kv| kv.unwrap().1.value().len().min(1))
+            .sum()
+    }
 }
 
 // ---- fjall: a cross-partition batch (reads see the group's own writes through an
@@ -353,7 +438,7 @@ fn fjall_run(dir: &Path, groups: u64, g: u64) -> f64 {
                 .unwrap()
         })
         .collect();
-    run(
+    let cpu = run(
         "fjall",
         dir,
         groups,
@@ -381,7 +466,23 @@ fn fjall_run(dir: &Path, groups: u64, g: u64) -> f64 {
                 p.rotate_memtable_and_wait().unwrap();
             }
         },
-    )
+    );
+    reads("fjall", &FjallRead(&parts), groups * g);
+    cpu
+}
+
+struct FjallRead<'a>(&'a [fjall::PartitionHandle]);
+impl Reader for FjallRead<'_> {
+    fn get(&self, t: usize, k: &[u8]) -> Option<usize> {
+        self.0[t].get(k).unwrap().map(|v| v.len())
+    }
+    fn scan(&self, t: usize, from: &[u8], n: usize) -> usize {
+        self.0[t]
+            .range(from.to_vec()..)
+            .take(n)
+            .map(|kv| kv.unwrap().1.len().min(1))
+            .sum()
+    }
 }
 
 /// No engine: the same reads and writes on a map in memory, nothing durable. Its CPU is
@@ -402,7 +503,24 @@ impl Tx for MemTx<'_> {
 fn memory_run(dir: &Path, groups: u64, g: u64) -> f64 {
     std::fs::create_dir_all(dir).unwrap();
     let mut map = BTreeMap::new();
-    run("none", dir, groups, g, |f| f(&mut MemTx(&mut map)), || {})
+    let cpu = run("none", dir, groups, g, |f| f(&mut MemTx(&mut map)), || {});
+    reads("none", &MemRead(&map), groups * g);
+    cpu
+}
+
+struct MemRead<'a>(&'a BTreeMap<(usize, Vec<u8>), Vec<u8>>);
+impl Reader for MemRead<'_> {
+    fn get(&self, t: usize, k: &[u8]) -> Option<usize> {
+        self.0.get(&(t, k.to_vec())).map(Vec::len)
+    }
+    fn scan(&self, t: usize, from: &[u8], n: usize) -> usize {
+        self.0
+            .range((t, from.to_vec())..)
+            .take_while(|((u, _), _)| *u == t)
+            .take(n)
+            .map(|(_, v)| v.len().min(1))
+            .sum()
+    }
 }
 
 fn main() {
