@@ -17,10 +17,10 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::batch::{Batch, Op};
-use super::tx::{CHECKPOINTS, T_IDENT, T_KEYS, T_MAILBOX, T_MSGID, T_TIME, TRACE, TRACE_META};
+use super::tx::{CHECKPOINTS, T_KEYS, T_TIME, TRACE, TRACE_META, index_tree};
 use super::{Store, StoreError};
 use crate::trace::TraceLog;
-use crate::trace::log::{Index, seq_key};
+use crate::trace::log::seq_key;
 use crate::trace::retention::PURGED_KEY;
 
 /// Records removed per commit during a purge.
@@ -73,15 +73,8 @@ impl Store {
                     value: None,
                 });
                 for (index, key) in keys {
-                    let tree = match index {
-                        Index::Keys => T_KEYS,
-                        Index::Time => T_TIME,
-                        Index::OldMsgId => T_MSGID,
-                        Index::OldIdent => T_IDENT,
-                        Index::OldMailbox => T_MAILBOX,
-                    };
                     b = b.push(Op::Raw {
-                        tree,
+                        tree: index_tree(*index),
                         key: key.clone(),
                         value: None,
                     });

@@ -117,6 +117,18 @@ pub(crate) fn blob_ref(tx: &Tx, id: &BlobId, delta: i64) -> TxResult<()> {
     Ok(())
 }
 
+/// The tree (of [`all_trees`]) that holds a trace record's index entries of kind `index`.
+pub(crate) fn index_tree(index: Index) -> usize {
+    match index {
+        Index::Keys => T_KEYS,
+        Index::Time => T_TIME,
+        // Not written since schema 6 (`index_keys` gives none); purges still remove them.
+        Index::OldMsgId => T_MSGID,
+        Index::OldIdent => T_IDENT,
+        Index::OldMailbox => T_MAILBOX,
+    }
+}
+
 pub(crate) fn apply_op(
     tx: &Tx,
     op: &Op,
@@ -144,15 +156,7 @@ pub(crate) fn apply_op(
                 Some(tail) => tail.add(rec.seq, crate::trace::tail::Indexed::of_record(&rec)),
                 None => {
                     for (index, key) in index_keys(&rec) {
-                        let tree = match index {
-                            Index::Keys => T_KEYS,
-                            Index::Time => T_TIME,
-                            // Not written since schema 6 (index_keys gives none).
-                            Index::OldMsgId => T_MSGID,
-                            Index::OldIdent => T_IDENT,
-                            Index::OldMailbox => T_MAILBOX,
-                        };
-                        tx.t[tree].insert(key, &[])?;
+                        tx.t[index_tree(index)].insert(key, &[])?;
                     }
                 }
             }
