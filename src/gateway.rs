@@ -16,10 +16,10 @@ use tokio::sync::Notify;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::pec::address::{Domain, PecAddress};
-use crate::pec::compose::ProviderIdentity;
+use crate::pec::compose::{BuiltMessage, ProviderIdentity};
 use crate::pec::daticert::TipoDestinatario;
 use crate::pec::index::{ProviderIndex, ProviderRecord};
-use crate::pec::smime::{Signer, TrustAnchors};
+use crate::pec::smime::{SmimeError, Signer, TrustAnchors};
 use crate::pipeline::checks::Limits;
 use crate::store::mailbox::PasswordCheck;
 use crate::store::{Blob, Store, StoreError};
@@ -44,6 +44,16 @@ pub enum GatewayError {
     Antispam(#[from] crate::antispam::SpamError),
     #[error("the provider index: {0}")]
     Index(#[from] crate::pec::index::IndexError),
+}
+
+/// Why [`Gateway::sign_and_stage`] failed: the signature (the message is not issued) or
+/// the blob write.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error("signing: {0}")]
+    Sign(#[from] SmimeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Size × recipients allowed per message when the config does not say more (now the
@@ -404,6 +414,33 @@ impl Gateway {
         let store = self.store.clone();
         self.blocking(move || store.blobs().put_staged(&bytes))
             .await
+    }
+
+    /// Builds a signed message with `sign` and writes it as a staged blob (durable with
+    /// the commit that refers to it, as [`Gateway::put_blob`]), in one trip to the
+    /// blocking pool: signing and the file write are both blocking work, and each trip is
+    /// a hand-off and a wake-up (a futex pair) on both sides. `sign` may return something
+    /// of its own beside the message (`T`).
+    pub async fn sign_and_stage<T: Send + 'static>(
+        self: &Arc<Self>,
+        sign: impl FnOnce(&Gateway) -> Result<(T, BuiltMessage), SmimeError> + Send + 'static,
+    ) -> Result<(T, BuiltMessage, Blob), StageError> {
+        let g = self.clone();
+        self.blocking(move || {
+            let (own, built) = sign(&g)?;
+            let blob = g.store.blobs().put_staged(&built.bytes)?;
+            Ok((own, built, blob))
+        })
+        .await
+    }
+
+    /// [`Gateway::sign_and_stage`] for a message alone (a receipt or a notice).
+    pub async fn sign_and_stage_message(
+        self: &Arc<Self>,
+        sign: impl FnOnce(&Gateway) -> Result<BuiltMessage, SmimeError> + Send + 'static,
+    ) -> Result<(BuiltMessage, Blob), StageError> {
+        let ((), built, blob) = self.sign_and_stage(|g| Ok(((), sign(g)?))).await?;
+        Ok((built, blob))
     }
 
     /// Reads a blob off the executor.

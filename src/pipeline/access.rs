@@ -27,7 +27,7 @@ use std::sync::Arc;
 use jiff::SignedDuration;
 
 use super::checks::{self, Checked, Refusal};
-use crate::gateway::{Gateway, RefusalTrace};
+use crate::gateway::{Gateway, RefusalTrace, StageError};
 use crate::pec::address::{Domain, PecAddress};
 use crate::pec::compose::Certification;
 use crate::pec::daticert::{Destinatario, TipoDestinatario, TipoRicevuta};
@@ -405,23 +405,27 @@ async fn accept(
         Ok(Some(virus)) => return refuse_virus(gw, &checked, cert, data, virus, at).await,
         Err(reply) => return Ok(reply),
     }
-    // The envelope and the acceptance receipt are signed side by side, off the executor.
-    // The original's hash for the trace is taken there first (50 MB are not hashed on an
-    // async worker); then the original is handed over to become the envelope's
-    // postacert.eml in place (a 50 MB message is not held twice).
-    let (g, c) = (gw.clone(), cert.clone());
-    let env = gw.blocking(move || {
+    // The envelope and the acceptance receipt are signed side by side, off the executor,
+    // each written as a blob in the same trip (both durable before the commit refers to
+    // them). The original's hash for the trace is taken there first (50 MB are not hashed
+    // on an async worker); then the original is handed over to become the envelope's
+    // postacert.eml in place (a 50 MB message is not held twice). The envelope's buffer
+    // is dropped once written: the relay reads it back from the store after the commit.
+    let c = cert.clone();
+    let env = gw.sign_and_stage(move |g| {
         let data_sha256 = crate::trace::sha256_hex(&data);
         let original = Arc::unwrap_or_clone(data);
-        envelope::transport(&g.identity, &g.signer, &c, original, at).map(|e| (data_sha256, e))
+        envelope::transport(&g.identity, &g.signer, &c, original, at)
+            .map(|e| (data_sha256, e.message))
     });
-    let (g, c) = (gw.clone(), cert.clone());
-    let acc =
-        gw.blocking(move || receipt::build(&g.identity, &g.signer, &c, Notice::Accettazione, at));
-    let built = tokio::try_join!(env, acc);
-    let ((data_sha256, transport), acceptance) = match built {
-        Ok(x) => x,
-        Err(e) => {
+    let c = cert.clone();
+    let acc = gw.sign_and_stage_message(move |g| {
+        receipt::build(&g.identity, &g.signer, &c, Notice::Accettazione, at)
+    });
+    let ((data_sha256, _, env_blob), (acceptance, acc_blob)) = match tokio::join!(env, acc) {
+        (Ok(e), Ok(a)) => (e, a),
+        (Err(StageError::Store(e)), _) | (_, Err(StageError::Store(e))) => return Err(e),
+        (Err(StageError::Sign(e)), _) | (_, Err(StageError::Sign(e))) => {
             tracing::error!(error = %e, "signing failed");
             return Ok(SmtpReply::new(
                 451,
@@ -430,14 +434,7 @@ async fn accept(
             ));
         }
     };
-    let env_bytes = Arc::new(transport.message.bytes);
     let acc_bytes = Arc::new(acceptance.bytes);
-    // Both durable before the commit refers to them; written side by side (each is an
-    // fsync, or a round trip to the object store). The envelope's buffer goes with its
-    // write: the relay reads it back from the store after the commit, and a 50 MB one is
-    // not held twice meanwhile.
-    let (env_blob, acc_blob) =
-        tokio::try_join!(gw.put_blob(env_bytes), gw.put_blob(acc_bytes.clone()))?;
     // A blob's id is the SHA-256 of its exact bytes.
     let (env_sha256, acc_sha256) = (
         env_blob.id.as_str().to_string(),
@@ -583,9 +580,9 @@ async fn refuse(
     if cert.destinatari.is_empty() {
         return Ok(reply);
     }
-    let (g, c, reason) = (gw.clone(), cert.clone(), refusal.reason.clone());
+    let (c, reason) = (cert.clone(), refusal.reason.clone());
     let notice = gw
-        .blocking(move || {
+        .sign_and_stage_message(move |g| {
             receipt::build(
                 &g.identity,
                 &g.signer,
@@ -595,15 +592,15 @@ async fn refuse(
             )
         })
         .await;
-    let notice = match notice {
+    let (notice, blob) = match notice {
         Ok(n) => n,
-        Err(e) => {
+        Err(StageError::Store(e)) => return Err(e),
+        Err(StageError::Sign(e)) => {
             tracing::error!(error = %e, "signing the non-acceptance notice failed");
             return Ok(reply);
         }
     };
     let notice_bytes = Arc::new(notice.bytes);
-    let blob = gw.put_blob(notice_bytes.clone()).await?;
     let mut notice_sent = TraceEvent::new(EventKind::NonAcceptanceSent, now)
         .ident(ident.clone())
         .sender(sender.to_string());
@@ -640,9 +637,9 @@ async fn refuse_virus(
     at: PecTime,
 ) -> Result<SmtpReply, StoreError> {
     let now = at.timestamp().unwrap_or_else(|| gw.clock.now());
-    let (g, c, v) = (gw.clone(), cert.clone(), virus.clone());
+    let (c, v) = (cert.clone(), virus.clone());
     let notice = gw
-        .blocking(move || {
+        .sign_and_stage_message(move |g| {
             receipt::build(
                 &g.identity,
                 &g.signer,
@@ -655,15 +652,17 @@ async fn refuse_virus(
     let mut batch = Batch::new();
     let mut related = Vec::new();
     match notice {
-        Ok(n) => {
+        Ok((n, blob)) => {
             related.push(n.message_id.clone());
             let bytes = Arc::new(n.bytes);
-            let blob = gw.put_blob(bytes.clone()).await?;
             let mut d = Delivery::inbox(checked.sender.clone(), blob, now).filtered(&bytes);
             d.enforce_quota = false;
             batch = batch.deliver(d);
         }
-        Err(e) => tracing::error!(error = %e, "signing the virus non-acceptance notice failed"),
+        Err(StageError::Store(e)) => return Err(e),
+        Err(StageError::Sign(e)) => {
+            tracing::error!(error = %e, "signing the virus non-acceptance notice failed")
+        }
     }
     batch = super::virus::quarantine(gw, batch, data.clone()).await?;
     let mut ev = TraceEvent::new(EventKind::VirusDetected, now)

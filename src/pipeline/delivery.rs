@@ -19,7 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, StageError};
 use crate::pec::address::PecAddress;
 use crate::pec::classify::{Kind, classify_shared};
 use crate::pec::compose::{BuiltMessage, Certification};
@@ -40,6 +40,15 @@ pub enum DeliveryError {
     Sign(#[from] SmimeError),
     #[error("the queued envelope is not valid PEC: {0}")]
     Invalid(String),
+}
+
+impl From<StageError> for DeliveryError {
+    fn from(e: StageError) -> Self {
+        match e {
+            StageError::Sign(e) => DeliveryError::Sign(e),
+            StageError::Store(e) => DeliveryError::Store(e),
+        }
+    }
 }
 
 /// Runs the local worker until `shutdown` turns true; then it finishes the local work
@@ -151,18 +160,22 @@ fn after_failure(item: &QueueItem, e: &DeliveryError, now: jiff::Timestamp) -> B
     }
 }
 
-/// Builds and signs a receipt on the blocking pool. `make` receives owned data and
-/// builds the borrowed [`Notice`] there, so nothing outlives the call.
-async fn sign<T: Send + 'static>(
+/// Builds and signs a receipt on the blocking pool and writes it as a staged blob there
+/// ([`Gateway::sign_and_stage`]). `make` receives owned data and builds the borrowed
+/// [`Notice`] there, so nothing outlives the call.
+async fn sign_and_stage<T: Send + 'static>(
     gw: &Arc<Gateway>,
     cert: &Certification,
     owned: T,
     make: fn(&T) -> Notice<'_>,
     at: PecTime,
-) -> Result<BuiltMessage, SmimeError> {
-    let (g, c) = (gw.clone(), cert.clone());
-    gw.blocking(move || receipt::build(&g.identity, &g.signer, &c, make(&owned), at))
-        .await
+) -> Result<(BuiltMessage, Blob), DeliveryError> {
+    let c = cert.clone();
+    Ok(gw
+        .sign_and_stage_message(move |g| {
+            receipt::build(&g.identity, &g.signer, &c, make(&owned), at)
+        })
+        .await?)
 }
 
 /// One queued transaction for our own domain.
@@ -287,7 +300,7 @@ pub async fn take_charge(
     let now = gw.clock.now();
     let at = PecTime::italian(now);
     let owned = (rcpts.to_vec(), take_charge_to.to_string());
-    let tc = sign(
+    let (tc, blob) = sign_and_stage(
         gw,
         cert,
         owned,
@@ -296,7 +309,6 @@ pub async fn take_charge(
     )
     .await?;
     let bytes = Arc::new(tc.bytes);
-    let blob = gw.put_blob(bytes.clone()).await?;
     let mut ev = event(EventKind::TakeChargeSent, now, cert, rcpts.to_vec());
     ev.related = vec![tc.message_id];
     ev.sha256 = Some(blob.id.as_str().to_string());
@@ -398,28 +410,22 @@ async fn deliver_one(
     let form = delivery_form(cert.ricevuta, cc_only);
     let rcpt_addr = PecAddress::parse(rcpt).map_err(|e| DeliveryError::Invalid(e.to_string()))?;
     let owned = (rcpt.to_string(), form, postacert.clone());
-    // The envelope is written while the receipt is signed.
-    let (env_blob, ok) = tokio::try_join!(
+    // The envelope is written while the receipt is signed and written.
+    let (env_blob, (ok, receipt_blob)) = tokio::try_join!(
         async { Ok::<_, DeliveryError>(gw.put_blob(envelope.clone()).await?) },
-        async {
-            Ok::<_, DeliveryError>(
-                sign(
-                    gw,
-                    cert,
-                    owned,
-                    |(c, f, p)| Notice::AvvenutaConsegna {
-                        consegna: c,
-                        form: *f,
-                        postacert: Some(p),
-                    },
-                    at,
-                )
-                .await?,
-            )
-        }
+        sign_and_stage(
+            gw,
+            cert,
+            owned,
+            |(c, f, p)| Notice::AvvenutaConsegna {
+                consegna: c,
+                form: *f,
+                postacert: Some(p),
+            },
+            at,
+        )
     )?;
     let receipt_bytes = Arc::new(ok.bytes);
-    let receipt_blob = gw.put_blob(receipt_bytes.clone()).await?;
     let mut delivered =
         event(EventKind::Delivered, now, cert, vec![rcpt.to_string()]).message_bytes(envelope);
     delivered.detail = Some(format!("stored in INBOX; delivery receipt {form}"));
@@ -471,7 +477,7 @@ async fn deliver_one(
     // Non-delivery notice (#10) to the sender, once.
     let (errore, esteso) = failure;
     let owned = (rcpt.to_string(), errore, esteso.clone());
-    let ko = sign(
+    let (ko, blob) = sign_and_stage(
         gw,
         cert,
         owned,
@@ -484,7 +490,6 @@ async fn deliver_one(
     )
     .await?;
     let bytes = Arc::new(ko.bytes);
-    let blob = gw.put_blob(bytes.clone()).await?;
     let mut failed = event(EventKind::DeliveryFailed, now, cert, vec![rcpt.to_string()]);
     failed.detail = Some(esteso);
     let mut notice = event(

@@ -180,14 +180,13 @@ pub(super) async fn receipt_arrived(
             batch = batch.claim(key);
             let cert = Certification::from_daticert(d);
             let at = PecTime::italian(now);
-            let (g, cc, rc, v) = (
-                gw.clone(),
+            let (cc, rc, v) = (
                 cert.clone(),
                 c.clone(),
                 d.errore_esteso.clone().unwrap_or_default(),
             );
-            let n = gw
-                .blocking(move || {
+            let (n, nb) = gw
+                .sign_and_stage_message(move |g| {
                     crate::pec::receipt::build(
                         &g.identity,
                         &g.signer,
@@ -201,7 +200,6 @@ pub(super) async fn receipt_arrived(
                 })
                 .await?;
             let bytes = Arc::new(n.bytes);
-            let nb = gw.put_blob(bytes.clone()).await?;
             batch = route(gw, batch, &sender, (nb, &bytes), &d.identificativo, now);
         }
     }

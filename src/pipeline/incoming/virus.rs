@@ -60,15 +60,14 @@ pub(super) async fn virus_in_envelope(
         }
         let now = gw.clock.now();
         let at = PecTime::italian(now);
-        let (g, c, rc, v, to) = (
-            gw.clone(),
+        let (c, rc, v, to) = (
             cert.clone(),
             r.clone(),
             virus.to_string(),
             record.mail_receipt.to_string(),
         );
-        let notice = gw
-            .blocking(move || {
+        let (notice, blob) = gw
+            .sign_and_stage_message(move |g| {
                 crate::pec::receipt::build(
                     &g.identity,
                     &g.signer,
@@ -83,7 +82,6 @@ pub(super) async fn virus_in_envelope(
             })
             .await?;
         let bytes = Arc::new(notice.bytes);
-        let blob = gw.put_blob(bytes.clone()).await?;
         let mut batch = route(
             gw,
             Batch::new().claim(key),
