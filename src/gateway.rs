@@ -19,16 +19,18 @@ use crate::pec::address::{Domain, PecAddress};
 use crate::pec::compose::{BuiltMessage, ProviderIdentity};
 use crate::pec::daticert::TipoDestinatario;
 use crate::pec::index::{ProviderIndex, ProviderRecord};
-use crate::pec::smime::{SmimeError, Signer, TrustAnchors};
+use crate::pec::smime::{Signer, SmimeError, TrustAnchors};
 use crate::pipeline::checks::Limits;
 use crate::store::mailbox::PasswordCheck;
 use crate::store::{Blob, Store, StoreError};
 
 pub mod credentials;
 pub mod limiter;
+pub mod recent;
 pub mod verified;
 pub use credentials::CredentialEpochs;
 pub use limiter::{Lockout, LoginKey, LoginLimiter, Net, RefusalLimiter, RefusalTrace};
+pub use recent::RecentBlobs;
 pub use verified::VerifiedLogins;
 
 /// Why the gateway could not start.
@@ -110,6 +112,8 @@ pub struct Gateway {
     auth_pool: AuthPool,
     /// Passwords argon2 found right recently, against the hash stored then.
     pub verified: VerifiedLogins,
+    /// Blobs just written that a queue worker reads back next (see [`recent`]).
+    pub recent: RecentBlobs,
 }
 
 /// A small fixed pool of threads for argon2 password checks.
@@ -215,6 +219,7 @@ impl Gateway {
                 config_login_cache_secs,
                 crate::gateway::verified::MAX_ENTRIES,
             ),
+            recent: RecentBlobs::default(),
         }))
     }
 
@@ -443,9 +448,15 @@ impl Gateway {
         Ok((built, blob))
     }
 
-    /// Reads a blob off the executor.
-    pub async fn read_blob(&self, id: crate::store::BlobId) -> Result<Vec<u8>, StoreError> {
+    /// Reads a blob: from [`Gateway::recent`] if it was just written for this read, else
+    /// off the executor from the store.
+    pub async fn read_blob(&self, id: crate::store::BlobId) -> Result<Arc<Vec<u8>>, StoreError> {
+        if let Some(bytes) = self.recent.take(&id) {
+            return Ok(bytes);
+        }
         let store = self.store.clone();
-        self.blocking(move || store.blobs().read(&id)).await
+        self.blocking(move || store.blobs().read(&id))
+            .await
+            .map(Arc::new)
     }
 }

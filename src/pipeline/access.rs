@@ -409,8 +409,9 @@ async fn accept(
     // each written as a blob in the same trip (both durable before the commit refers to
     // them). The original's hash for the trace is taken there first (50 MB are not hashed
     // on an async worker); then the original is handed over to become the envelope's
-    // postacert.eml in place (a 50 MB message is not held twice). The envelope's buffer
-    // is dropped once written: the relay reads it back from the store after the commit.
+    // postacert.eml in place (a 50 MB message is not held twice). Once written, the
+    // envelope is handed to the relay ([`Gateway::recent`]) if small; a large one's buffer
+    // is dropped, and the relay reads it from the store after the commit.
     let c = cert.clone();
     let env = gw.sign_and_stage(move |g| {
         let data_sha256 = crate::trace::sha256_hex(&data);
@@ -422,7 +423,8 @@ async fn accept(
     let acc = gw.sign_and_stage_message(move |g| {
         receipt::build(&g.identity, &g.signer, &c, Notice::Accettazione, at)
     });
-    let ((data_sha256, _, env_blob), (acceptance, acc_blob)) = match tokio::join!(env, acc) {
+    let ((data_sha256, transport, env_blob), (acceptance, acc_blob)) = match tokio::join!(env, acc)
+    {
         (Ok(e), Ok(a)) => (e, a),
         (Err(StageError::Store(e)), _) | (_, Err(StageError::Store(e))) => return Err(e),
         (Err(StageError::Sign(e)), _) | (_, Err(StageError::Sign(e))) => {
@@ -434,6 +436,7 @@ async fn accept(
             ));
         }
     };
+    gw.recent.keep(&env_blob, Arc::new(transport.bytes));
     let acc_bytes = Arc::new(acceptance.bytes);
     // A blob's id is the SHA-256 of its exact bytes.
     let (env_sha256, acc_sha256) = (

@@ -180,7 +180,7 @@ async fn sign_and_stage<T: Send + 'static>(
 
 /// One queued transaction for our own domain.
 pub async fn process(gw: &Arc<Gateway>, item: &QueueItem) -> Result<(), DeliveryError> {
-    let bytes = Arc::new(gw.read_blob(item.blob.clone()).await?);
+    let bytes = gw.read_blob(item.blob.clone()).await?;
     // Incoming point: signature valid, signer ours (the only provider trusted for a local
     // hop), a transport envelope with its daticert.
     let (g, b) = (gw.clone(), bytes.clone());
@@ -214,7 +214,14 @@ pub async fn process(gw: &Arc<Gateway>, item: &QueueItem) -> Result<(), Delivery
 
     let tc_key = format!("takecharge:{ident}:{}", item.id);
     let to = gw.config.provider.receipt_mailbox.clone();
-    take_charge_and_deliver(gw, &cert, &bytes, &postacert, &item.rcpt_to, &to, tc_key).await?;
+    // The queued envelope is in the store, referred to by the queue item until this item
+    // is done (below, after the deliveries committed their own references).
+    let stored = Blob {
+        id: item.blob.clone(),
+        size: bytes.len() as u64,
+    };
+    let envelope = (&bytes, Some(stored));
+    take_charge_and_deliver(gw, &cert, envelope, &postacert, &item.rcpt_to, &to, tc_key).await?;
     gw.store
         .commit_async(Batch::new().queue_fence(item).queue_done(item.id))
         .await?;
@@ -230,12 +237,13 @@ pub async fn process(gw: &Arc<Gateway>, item: &QueueItem) -> Result<(), Delivery
 /// service address, as every generated message has, digest §13). Receipts and notices are
 /// evidence for their addressee: they are stored even past the mailbox quota. For anything
 /// else (anomaly envelopes) use [`route_message`].
-/// `raw` is the message's bytes (the blob's content): the recipient's rules read them.
+/// `raw` is the message's bytes (the blob's content): the recipient's rules read them,
+/// and the relay takes them from [`Gateway::recent`] when they go out.
 pub fn route(
     gw: &Gateway,
     batch: Batch,
     to: &PecAddress,
-    (blob, raw): (Blob, &[u8]),
+    (blob, raw): (Blob, &Arc<Vec<u8>>),
     ident: &str,
     now: jiff::Timestamp,
 ) -> Batch {
@@ -252,7 +260,7 @@ pub fn route_message(
     gw: &Gateway,
     batch: Batch,
     to: &PecAddress,
-    (blob, raw): (Blob, &[u8]),
+    (blob, raw): (Blob, &Arc<Vec<u8>>),
     ident: &str,
     now: jiff::Timestamp,
 ) -> Batch {
@@ -263,7 +271,7 @@ fn hand_over(
     gw: &Gateway,
     batch: Batch,
     to: &PecAddress,
-    (blob, raw): (Blob, &[u8]),
+    (blob, raw): (Blob, &Arc<Vec<u8>>),
     ident: &str,
     now: jiff::Timestamp,
     enforce_quota: bool,
@@ -273,6 +281,8 @@ fn hand_over(
         d.enforce_quota = enforce_quota;
         batch.deliver(d)
     } else {
+        // The relay reads it next.
+        gw.recent.keep(&blob, raw.clone());
         batch.enqueue(NewQueueItem {
             domain: to.domain().clone(),
             mail_from: gw.config.provider.service_address.to_string(),
@@ -333,12 +343,13 @@ pub async fn take_charge(
 /// receipt to `take_charge_to` (the sending provider's `mailReceipt`), then each
 /// recipient's delivery with its receipt or non-delivery notice to the sender. Each step
 /// is committed with its idempotency key; calling it again after a crash finishes what is
-/// left and repeats nothing.
+/// left and repeats nothing. `stored`: the envelope's blob when it is already written
+/// (staged or referred to), else it is written here.
 #[allow(clippy::too_many_arguments)]
 pub async fn take_charge_and_deliver(
     gw: &Arc<Gateway>,
     cert: &Certification,
-    envelope: &Arc<Vec<u8>>,
+    (envelope, stored): (&Arc<Vec<u8>>, Option<Blob>),
     postacert: &Bytes,
     rcpts: &[String],
     take_charge_to: &PecAddress,
@@ -355,6 +366,7 @@ pub async fn take_charge_and_deliver(
         if gw.store.is_claimed(&key)? {
             continue;
         }
+        let envelope = (envelope, stored.clone());
         deliver_one(gw, cert, envelope, postacert, &sender, rcpt, cc, key).await?;
     }
     gw.work.notify_waiters();
@@ -398,7 +410,7 @@ fn only_in_cc(headers: &[u8], rcpt: &str) -> bool {
 async fn deliver_one(
     gw: &Arc<Gateway>,
     cert: &Certification,
-    envelope: &Arc<Vec<u8>>,
+    (envelope, stored): (&Arc<Vec<u8>>, Option<Blob>),
     postacert: &Bytes,
     sender: &PecAddress,
     rcpt: &str,
@@ -410,9 +422,15 @@ async fn deliver_one(
     let form = delivery_form(cert.ricevuta, cc_only);
     let rcpt_addr = PecAddress::parse(rcpt).map_err(|e| DeliveryError::Invalid(e.to_string()))?;
     let owned = (rcpt.to_string(), form, postacert.clone());
-    // The envelope is written while the receipt is signed and written.
+    // The envelope, unless already in the store, is written while the receipt is signed
+    // and written.
     let (env_blob, (ok, receipt_blob)) = tokio::try_join!(
-        async { Ok::<_, DeliveryError>(gw.put_blob(envelope.clone()).await?) },
+        async {
+            Ok::<_, DeliveryError>(match stored {
+                Some(b) => b,
+                None => gw.put_blob(envelope.clone()).await?,
+            })
+        },
         sign_and_stage(
             gw,
             cert,
@@ -542,14 +560,15 @@ mod tests {
                 provisional: false,
             })
             .unwrap();
-        let big = gw.put_blob(Arc::new(vec![b'x'; 500])).await.unwrap();
+        let raw = Arc::new(vec![b'x'; 500]);
+        let big = gw.put_blob(raw.clone()).await.unwrap();
         let now = clock.now();
-        let anomaly = route_message(&gw, Batch::new(), &b, (big.clone(), &[]), "id", now);
+        let anomaly = route_message(&gw, Batch::new(), &b, (big.clone(), &raw), "id", now);
         assert!(matches!(
             gw.store.commit(anomaly),
             Err(StoreError::QuotaExceeded { .. })
         ));
-        let notice = route(&gw, Batch::new(), &b, (big, &[]), "id", now);
+        let notice = route(&gw, Batch::new(), &b, (big, &raw), "id", now);
         gw.store.commit(notice).unwrap();
         assert_eq!(gw.store.messages(&b, "INBOX").unwrap().len(), 1);
     }

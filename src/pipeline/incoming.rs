@@ -54,6 +54,7 @@ use crate::pec::mime::split_header_body;
 use crate::pec::outer;
 use crate::smtp::server::{AuthAnswer, Backend, SmtpReply};
 use crate::smtp::session::{DialogueRefusal, Envelope};
+use crate::store::{Blob, StoreError};
 use crate::trace::EventKind;
 use crate::trace::sha256_hex;
 
@@ -101,6 +102,33 @@ fn rcpts_key(rcpts: &[String]) -> String {
     h.get(..16).unwrap_or(&h).to_string()
 }
 
+/// The verdict on `data` ([`trust::verdict`]) and, for a provider's receipt or transport
+/// envelope (stored as it came, unless a later check refuses it), `data` written as a
+/// staged blob: one trip to the blocking pool for both. A message refused after this
+/// leaves an unreferenced file for the blob sweep; only providers in the index, signing
+/// validly, get this far.
+async fn verify_and_stage(
+    gw: &Arc<Gateway>,
+    data: &Arc<Vec<u8>>,
+) -> Result<(trust::Verdict, Option<Blob>), StoreError> {
+    let (g, d) = (gw.clone(), data.clone());
+    let now = gw.clock.now();
+    gw.blocking(move || {
+        let verdict = trust::verdict(&g, &d, now);
+        let as_is = verdict.from_provider()
+            && verdict
+                .classified
+                .as_ref()
+                .is_some_and(|c| matches!(c.kind, Kind::TransportEnvelope | Kind::Receipt(_)));
+        let staged = match as_is {
+            true => Some(g.store.blobs().put_staged(&d)?),
+            false => None,
+        };
+        Ok((verdict, staged))
+    })
+    .await
+}
+
 /// Processes one message received on the incoming point.
 pub async fn receive(
     gw: &Arc<Gateway>,
@@ -129,7 +157,7 @@ async fn receive_counted(
         return Ok(reply);
     }
     let data = Arc::new(env.data);
-    let mut verdict = trust::verify(gw, &data).await;
+    let (mut verdict, staged) = verify_and_stage(gw, &data).await?;
     if let Some(Ok(d)) = verdict
         .classified
         .as_ref()
@@ -162,7 +190,8 @@ async fn receive_counted(
                 Kind::Receipt(_) => match receipt_target(gw, d, &record, &rcpts)? {
                     Err(why) => why,
                     Ok(target) => {
-                        receipt_arrived(gw, d, &record, &data, &digest, &target).await?;
+                        let staged = staged.clone();
+                        receipt_arrived(gw, d, &record, (&data, staged), &digest, &target).await?;
                         return Ok(SmtpReply::new(250, "2.0.0", "Receipt delivered"));
                     }
                 },
@@ -179,7 +208,7 @@ async fn receive_counted(
             return certified_envelope(
                 gw,
                 &d,
-                &data,
+                (&data, staged),
                 postacert,
                 &digest,
                 &env.mail_from,

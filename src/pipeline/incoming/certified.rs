@@ -18,6 +18,7 @@ use crate::pec::daticert::Daticert;
 use crate::pec::index::ProviderRecord;
 use crate::pipeline::delivery::{self, DeliveryError};
 use crate::smtp::server::SmtpReply;
+use crate::store::Blob;
 
 /// Splits the SMTP recipients of a certified envelope into those its daticert lists in
 /// `destinatari` (case-insensitive, digest §13) and the others. Rule §2 item 4: the
@@ -38,7 +39,7 @@ fn split_by_destinatari(rcpts: &[String], d: &Daticert) -> (Vec<String>, Vec<Str
 pub(super) async fn certified_envelope(
     gw: &Arc<Gateway>,
     d: &Daticert,
-    data: &Arc<Vec<u8>>,
+    (data, staged): (&Arc<Vec<u8>>, Option<Blob>),
     postacert: bytes::Bytes,
     digest: &str,
     mail_from: &str,
@@ -96,7 +97,7 @@ pub(super) async fn certified_envelope(
     delivery::take_charge_and_deliver(
         gw,
         &cert,
-        data,
+        (data, staged),
         &postacert,
         &listed,
         &record.mail_receipt,

@@ -15,7 +15,7 @@ use crate::pec::daticert::{Daticert, Tipo};
 use crate::pec::index::ProviderRecord;
 use crate::pec::time::PecTime;
 use crate::pipeline::delivery::{DeliveryError, route};
-use crate::store::{Batch, Delivery, StoreError};
+use crate::store::{Batch, Blob, Delivery, StoreError};
 use crate::trace::TraceQuery;
 use crate::trace::{EventKind, TraceEvent};
 
@@ -112,12 +112,15 @@ pub(super) async fn receipt_arrived(
     gw: &Arc<Gateway>,
     d: &Daticert,
     record: &ProviderRecord,
-    data: &Arc<Vec<u8>>,
+    (data, staged): (&Arc<Vec<u8>>, Option<Blob>),
     digest: &str,
     target: &PecAddress,
 ) -> Result<(), DeliveryError> {
     let now = gw.clock.now();
-    let blob = gw.put_blob(data.clone()).await?;
+    let blob = match staged {
+        Some(b) => b,
+        None => gw.put_blob(data.clone()).await?,
+    };
     let mut batch = Batch::new().claim(format!("receipt:{digest}"));
     // The receipt is the sender's evidence: stored even past the quota.
     let mut dv = Delivery::inbox(target.clone(), blob, now).filtered(data);

@@ -66,35 +66,31 @@ impl Verdict {
     }
 }
 
-/// Verifies and classifies `data` off the executor: the signature, the signer certificate
-/// looked up in the provider index, its validity at the gateway clock's now, and the CRLs;
-/// hashes it there too (a 50 MB message is not hashed on an async worker).
-pub(super) async fn verify(gw: &Arc<Gateway>, data: &Arc<Vec<u8>>) -> Verdict {
-    let (g, d) = (gw.clone(), data.clone());
-    let now = gw.clock.now();
-    gw.blocking(move || {
-        let check = smime::verify_message(&d, g.trust.as_deref());
-        let cert = check.signer_cert.clone();
-        let record = cert
-            .as_ref()
-            .and_then(|c| g.index().by_certificate(c).cloned());
-        let cert_current = cert.as_ref().is_some_and(|c| smime::cert_valid_at(c, now));
-        // Rule §6.2 "check CRL": the snapshot is rechecked against the files at most
-        // every CRL_RECHECK (this closure runs on the blocking pool).
-        let revoked = match (&g.crls, &cert) {
-            (Some(crls), Some(c)) => crls.current(CRL_RECHECK).check(c),
-            _ => None,
-        };
-        Verdict {
-            check,
-            classified: classify_shared(&d).ok(),
-            digest: crate::trace::sha256_hex(&d),
-            record,
-            cert_current,
-            revoked,
-        }
-    })
-    .await
+/// Verifies and classifies `data`: the signature, the signer certificate looked up in the
+/// provider index, its validity at `now`, and the CRLs; hashes it too. Blocking work (a
+/// 50 MB message is not hashed on an async worker): the caller runs it on the blocking
+/// pool.
+pub(super) fn verdict(g: &Gateway, d: &Arc<Vec<u8>>, now: jiff::Timestamp) -> Verdict {
+    let check = smime::verify_message(d, g.trust.as_deref());
+    let cert = check.signer_cert.clone();
+    let record = cert
+        .as_ref()
+        .and_then(|c| g.index().by_certificate(c).cloned());
+    let cert_current = cert.as_ref().is_some_and(|c| smime::cert_valid_at(c, now));
+    // Rule §6.2 "check CRL": the snapshot is rechecked against the files at most every
+    // CRL_RECHECK (this runs on the blocking pool).
+    let revoked = match (&g.crls, &cert) {
+        (Some(crls), Some(c)) => crls.current(CRL_RECHECK).check(c),
+        _ => None,
+    };
+    Verdict {
+        check,
+        classified: classify_shared(d).ok(),
+        digest: crate::trace::sha256_hex(d),
+        record,
+        cert_current,
+        revoked,
+    }
 }
 
 /// Rule §6.2 (SHOULD) and §8.3: the sender's domain must be one the signing provider
