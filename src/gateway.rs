@@ -7,7 +7,9 @@
 //! It does own the failure counters shared by every listener ([`limiter`]): failed logins
 //! over SMTP, IMAP and POP3 ([`LoginLimiter`], `limits.auth_max_failures` /
 //! `limits.auth_lockout_secs`) and the traced SMTP dialogue refusals ([`RefusalLimiter`]),
-//! so that reconnecting or switching protocol gives an abuser no fresh attempts.
+//! so that reconnecting or switching protocol gives an abuser no fresh attempts; and the
+//! envelopes and receipts just written for a queue worker to send ([`recent`]), so that
+//! the relay does not read back from disk what it was handed a moment ago.
 
 use std::sync::Arc;
 
@@ -223,7 +225,6 @@ impl Gateway {
         }))
     }
 
-    /// The provider index in force.
     /// Whether the store's filesystem has room for a new message of `bytes`: free space
     /// at least `limits.min_free_bytes` plus three times its size (the envelope, the
     /// receipts that may carry it whole, and its spool), so that work already accepted
@@ -244,6 +245,7 @@ impl Gateway {
         }
     }
 
+    /// The provider index in force.
     pub fn index(&self) -> Arc<ProviderIndex> {
         self.index.read().unwrap_or_else(|p| p.into_inner()).clone()
     }

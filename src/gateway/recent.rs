@@ -7,11 +7,13 @@
 //! What it owns: a map of blob id → bytes, bounded in total bytes and in the size of one
 //! entry; the oldest entries go first when a new one does not fit. An entry is removed
 //! when it is taken, so in steady state it holds only what the queue has not reached
-//! yet. What it must distrust: nothing outside the process reaches it. A blob id is the
-//! SHA-256 of the blob's exact bytes, so an entry is the blob's content whatever happened
-//! to the commit that was to refer to it (an entry whose commit failed is never taken and
-//! ages out). It is a cache, never the record: the store holds every blob durably before
-//! any queue item refers to it, and a miss reads the file.
+//! yet. What it must distrust: nothing outside the process reaches it, but it relies on
+//! its callers to hand over a blob with its own bytes (checked in debug builds, and by
+//! size always): the relay sends what it takes from here. A blob id is the SHA-256 of the
+//! blob's exact bytes, so an entry is the blob's content whatever happened to the commit
+//! that was to refer to it (an entry whose commit failed is never taken and ages out). It
+//! is a cache, never the record: the store holds every blob durably before any queue item
+//! refers to it, and a miss reads the file.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -34,9 +36,12 @@ pub struct RecentBlobs {
 #[derive(Default)]
 struct Inner {
     bytes: usize,
-    map: HashMap<BlobId, Arc<Vec<u8>>>,
-    /// Insertion order; an id whose entry was taken is skipped when it comes up.
-    order: VecDeque<BlobId>,
+    /// Each entry with the number of its `keep`.
+    map: HashMap<BlobId, (Arc<Vec<u8>>, u64)>,
+    /// Insertion order, with the number of the `keep`: an id whose entry was taken (or
+    /// taken and kept again since) is skipped when it comes up.
+    order: VecDeque<(BlobId, u64)>,
+    kept: u64,
 }
 
 impl Default for RecentBlobs {
@@ -61,33 +66,38 @@ impl RecentBlobs {
         if len > self.max_entry || blob.size != len as u64 {
             return;
         }
+        debug_assert_eq!(BlobId::of(&bytes), blob.id, "a blob kept with other bytes");
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if inner.map.contains_key(&blob.id) {
             return;
         }
         while inner.bytes + len > self.max_bytes {
-            let Some(old) = inner.order.pop_front() else {
+            let Some((old, n)) = inner.order.pop_front() else {
                 break;
             };
-            if let Some(gone) = inner.map.remove(&old) {
+            if inner.map.get(&old).is_some_and(|(_, m)| *m == n)
+                && let Some((gone, _)) = inner.map.remove(&old)
+            {
                 inner.bytes -= gone.len();
             }
         }
+        inner.kept += 1;
+        let n = inner.kept;
         inner.bytes += len;
-        inner.map.insert(blob.id.clone(), bytes);
-        inner.order.push_back(blob.id.clone());
+        inner.map.insert(blob.id.clone(), (bytes, n));
+        inner.order.push_back((blob.id.clone(), n));
         // Ids of taken entries stay in `order` until they come up; keep it from growing
         // past the live entries by more than their number.
         if inner.order.len() > 2 * inner.map.len() + 64 {
             let Inner { map, order, .. } = &mut *inner;
-            order.retain(|id| map.contains_key(id));
+            order.retain(|(id, n)| map.get(id).is_some_and(|(_, m)| m == n));
         }
     }
 
     /// The bytes of `id`, if held; the entry is gone afterwards.
     pub fn take(&self, id: &BlobId) -> Option<Arc<Vec<u8>>> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let bytes = inner.map.remove(id)?;
+        let (bytes, _) = inner.map.remove(id)?;
         inner.bytes -= bytes.len();
         Some(bytes)
     }
@@ -146,6 +156,26 @@ mod tests {
         odd.size = 2;
         r.keep(&odd, bytes);
         assert!(r.take(&odd.id).is_none());
+    }
+
+    #[test]
+    fn an_entry_kept_again_after_it_was_taken_keeps_its_new_place() {
+        let r = RecentBlobs::new(200, 100);
+        let (a, a_bytes) = blob(&[1; 100]);
+        let (b, b_bytes) = blob(&[2; 100]);
+        r.keep(&a, a_bytes.clone());
+        assert!(r.take(&a.id).is_some());
+        r.keep(&b, b_bytes);
+        // `a` again, newer than `b`: its old place in the order must not evict it.
+        r.keep(&a, a_bytes);
+        let (c, c_bytes) = blob(&[3; 100]);
+        r.keep(&c, c_bytes);
+        assert!(r.take(&b.id).is_none(), "the oldest live entry made room");
+        assert!(
+            r.take(&a.id).is_some(),
+            "the entry kept again is still held"
+        );
+        assert!(r.take(&c.id).is_some());
     }
 
     #[test]

@@ -3,7 +3,11 @@
 //!
 //! Every message is classified and its signature verified (off the executor); the signer's
 //! certificate is looked up in the provider index (SHA-1 hash, then full certificate,
-//! rule §8.3). Then, per the decision table of §6.2:
+//! rule §8.3). A receipt or transport envelope validly signed by a provider in the index
+//! is written as a staged blob in the same trip to the blocking pool, before the checks
+//! below: most are stored as they came. One that a check then refuses leaves an
+//! unreferenced file for the blob sweep, and a blob store that fails defers it with a 4xx
+//! even where the answer would have needed no write. Then, per the decision table of §6.2:
 //!
 //! * a correct transport envelope from a provider in the index (daticert in the signed
 //!   content, its `tipo` agreeing with `X-Trasporto`, the sender's domain managed by the
