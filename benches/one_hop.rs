@@ -17,6 +17,7 @@
 //! smtplib; by default each client resumes from a session cache of its own, as
 //! Thunderbird and Outlook do). Postfix comes from
 //! `apt-get install postfix` (choose "No configuration"); without it only pecd runs.
+//! Each side prints its CPU per message as well (see the README's Performance section).
 //! This bench needs root for Postfix's own instance (queue owned by `postfix`).
 //! `PECD_BENCH_STORE=postgres` keeps pecd's metadata in a PostgreSQL cluster the bench
 //! starts (Debian's initdb and pg_ctl, loopback) instead of sled.
@@ -196,6 +197,18 @@ impl Postfix {
             return None;
         }
         Some(Self(etc))
+    }
+}
+
+impl Postfix {
+    /// CPU seconds used so far by this instance's master and the daemons it forked (its
+    /// pid from `queue/pid/master.pid`); 0 if it cannot be read.
+    fn cpu_seconds(&self) -> f64 {
+        let pid_file = self.0.with_file_name("queue").join("pid/master.pid");
+        std::fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .map_or(0.0, load::tree_cpu_seconds)
     }
 }
 
@@ -397,15 +410,21 @@ fn bench() {
             n: per,
             body,
         };
+        let c0 = load::cpu_seconds();
         let (rate, lat) = run(addr, Some(tls), job, m, per_connection, &count).await;
+        let cpu = load::cpu_seconds() - c0;
         report("pecd", m, per_connection, per * m, body.len(), rate, &lat);
+        println!(
+            "pecd     CPU per message: {:.2} ms (this process: pecd, the clients and the sink)",
+            cpu / (per * m) as f64 * 1e3
+        );
         running.shutdown().await;
     });
 
     // Postfix, plain relay.
     let pdir = scratch::tempdir();
     let port = free_port();
-    if let Some(_pf) = Postfix::start(pdir.path(), port, sink_port) {
+    if let Some(pf) = Postfix::start(pdir.path(), port, sink_port) {
         let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
         rt.block_on(async {
             // Wait for its smtpd.
@@ -422,7 +441,9 @@ fn bench() {
                 n: per,
                 body,
             };
+            let (c0, d0) = (load::cpu_seconds(), pf.cpu_seconds());
             let (rate, lat) = run(addr, None, job, m, per_connection, &count).await;
+            let (ours, daemons) = (load::cpu_seconds() - c0, pf.cpu_seconds() - d0);
             report(
                 "postfix",
                 m,
@@ -431,6 +452,14 @@ fn bench() {
                 body.len(),
                 rate,
                 &lat,
+            );
+            let per_msg = |s: f64| s / (per * m) as f64 * 1e3;
+            println!(
+                "postfix  CPU per message: {:.2} ms (its daemons {:.2} ms, the clients and the \
+                 sink in this process {:.2} ms)",
+                per_msg(ours + daemons),
+                per_msg(daemons),
+                per_msg(ours)
             );
         });
     }

@@ -138,13 +138,51 @@ pub fn openssl_rsa2048_signs_per_sec(processes: usize) -> Option<f64> {
 /// `/proc/self/stat` (in clock ticks of 1/100 s, Linux's `USER_HZ`). Less noisy than a
 /// rate on a shared machine: another tenant slows a run down but adds no CPU time to it.
 pub fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    proc_cpu("self").map_or(0.0, |c| c.own)
+}
+
+/// What `/proc/<pid>/stat` says of a process's CPU, in seconds.
+pub struct ProcCpu {
+    pub ppid: u32,
+    /// user + system of the process itself (all its threads).
+    pub own: f64,
+    /// user + system of its children that exited and that it waited for.
+    pub reaped: f64,
+}
+
+/// The CPU `/proc/<pid>/stat` reports (clock ticks of 1/100 s, Linux's `USER_HZ`); `None`
+/// once the process is gone.
+pub fn proc_cpu(pid: &str) -> Option<ProcCpu> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The fields after the command name (which may hold spaces) in parentheses.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<&str> = rest.split_whitespace().collect();
     let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of proc_pid_stat(5); field 3 comes first here.
-    (tick(11) + tick(12)) / 100.0
+    // Fields 4 (ppid) and 14–17 (utime, stime, cutime, cstime) of proc_pid_stat(5); field
+    // 3 comes first here.
+    Some(ProcCpu {
+        ppid: f.get(1).and_then(|v| v.parse().ok()).unwrap_or(0),
+        own: (tick(11) + tick(12)) / 100.0,
+        reaped: (tick(13) + tick(14)) / 100.0,
+    })
+}
+
+/// CPU seconds used so far by process `pid` and its children, the exited ones it waited
+/// for included (a daemon's master and the workers it forks: Postfix).
+pub fn tree_cpu_seconds(pid: u32) -> f64 {
+    let Some(top) = proc_cpu(&pid.to_string()) else {
+        return 0.0;
+    };
+    let live: f64 = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter_map(|p| proc_cpu(&p.to_string()))
+        .filter(|c| c.ppid == pid)
+        .map(|c| c.own + c.reaped)
+        .sum();
+    top.own + top.reaped + live
 }
 
 /// Bytes allocated on disk (`st_blocks` × 512) and the number of files under `dir`.
