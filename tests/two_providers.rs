@@ -313,6 +313,12 @@ async fn two_providers_exchange_certified_mail() {
         "{:?}",
         b.inbox("b")
     );
+    // The relays were handed what they sent in memory (A the envelope, B its two
+    // receipts), and nothing handed over is left behind once sent.
+    assert_eq!(a.gw().recent.taken(), 1, "A's relay read the envelope back");
+    assert_eq!(b.gw().recent.taken(), 2, "B's relay read a receipt back");
+    assert_eq!(a.gw().recent.held_bytes(), 0);
+    assert_eq!(b.gw().recent.held_bytes(), 0);
 
     // To a missing mailbox on B: the non-delivery notice (no-dest).
     send(&a, "missing@pec.beta.test", "Due");

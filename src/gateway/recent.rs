@@ -42,6 +42,7 @@ struct Inner {
     /// taken and kept again since) is skipped when it comes up.
     order: VecDeque<(BlobId, u64)>,
     kept: u64,
+    taken: u64,
 }
 
 impl Default for RecentBlobs {
@@ -99,7 +100,13 @@ impl RecentBlobs {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let (bytes, _) = inner.map.remove(id)?;
         inner.bytes -= bytes.len();
+        inner.taken += 1;
         Some(bytes)
+    }
+
+    /// Blobs taken from here so far (reads of a file saved).
+    pub fn taken(&self) -> u64 {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).taken
     }
 
     /// Bytes held now.
@@ -133,6 +140,7 @@ mod tests {
         );
         assert!(r.take(&b.id).is_none(), "taken: gone");
         assert_eq!(r.held_bytes(), 0);
+        assert_eq!(r.taken(), 1);
     }
 
     #[test]
