@@ -124,6 +124,8 @@ async fn metrics_pass_promtool_and_count_real_traffic() {
         ),
         (r#"pecd_queue_items{lane="local"}"#, 0.0),
         (r#"pecd_queue_items{lane="remote"}"#, 0.0),
+        // The envelope handed to the local delivery point in memory was taken.
+        ("pecd_queue_handover_bytes", 0.0),
     ];
     for (series, value) in want {
         assert_eq!(sample(&text, series), Some(value), "{series}\n{text}");

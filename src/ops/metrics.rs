@@ -7,7 +7,7 @@
 //! connections and TLS handshake failures per listener. Read when scraped ([`render`]):
 //! queue depth and oldest item per lane, the trace log's head sequence and the age of its
 //! last signed checkpoint, clamd and spamd reachability, the provider index's LDAP refreshes, the
-//! store's free space.
+//! store's free space, the bytes held in memory for the queue workers ([`crate::gateway::recent`]).
 //!
 //! Label values are bounded: listener names, lanes, points, trace kinds and SMTP status
 //! codes, never addresses or free text.
@@ -43,6 +43,7 @@ pub struct Metrics {
     dependency_up: IntGaugeVec,
     index_refresh: IntCounterVec,
     free_bytes: IntGauge,
+    handover_bytes: IntGauge,
     /// Always 0 here: a standby answers its own `/metrics` with 1
     /// ([`super::admin::serve_standby`]), so the series is there on every node.
     #[allow(dead_code)]
@@ -207,6 +208,15 @@ impl Metrics {
                 // A constant name, help and label set: cannot fail at run time.
                 .expect("gauge definition"),
             ),
+            handover_bytes: reg(
+                &r,
+                IntGauge::with_opts(opts(
+                    "queue_handover_bytes",
+                    "Bytes of envelopes and receipts held in memory for the queue workers to send (at most 32 MiB)",
+                ))
+                // A constant name and help without labels: cannot fail at run time.
+                .expect("gauge definition"),
+            ),
             standby: reg(
                 &r,
                 IntGauge::with_opts(opts(
@@ -344,6 +354,8 @@ pub async fn render(gw: &std::sync::Arc<Gateway>) -> String {
             m.free_bytes.set(i64::try_from(free).unwrap_or(i64::MAX));
         }
     }
+    m.handover_bytes
+        .set(i64::try_from(gw.recent.held_bytes()).unwrap_or(i64::MAX));
     if let Some(scanner) = &gw.scanner {
         let up = tokio::time::timeout(Duration::from_secs(2), scanner.ping())
             .await
