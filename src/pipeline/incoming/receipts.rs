@@ -108,6 +108,9 @@ pub(super) fn receipt_target(
     Ok(Ok(target))
 }
 
+/// Delivers a provider's receipt `data` (its blob already `staged`, or written here) to
+/// `target`, traces it and moves the pending deadlines on. `digest`: the SHA-256 (hex) of
+/// `data` as received.
 pub(super) async fn receipt_arrived(
     gw: &Arc<Gateway>,
     d: &Daticert,
@@ -135,8 +138,10 @@ pub(super) async fn receipt_arrived(
         .ident(d.identificativo.clone())
         .sender(d.mittente.clone())
         .other_provider(record.name.clone())
-        .detail(format!("{} {}", d.tipo, d.errore))
-        .message_bytes(data);
+        .detail(format!("{} {}", d.tipo, d.errore));
+    // The receipt's hash as received, already taken with its verification (not again here,
+    // on an async worker).
+    ev.sha256 = Some(digest.to_string());
     if let Some(m) = &d.msgid {
         ev = ev.msgid(crate::pec::ids::bare(m).to_string());
     }
