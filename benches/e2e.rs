@@ -6,7 +6,8 @@
 //! A) and p50/p99 latency per message.
 //!
 //! Run: `cargo bench --bench e2e` (env PECD_BENCH_MESSAGES default 200,
-//! PECD_BENCH_SESSIONS default 20, PECD_BENCH_SIZE default 10240).
+//! PECD_BENCH_SESSIONS default 20, PECD_BENCH_SIZE default 10240,
+//! PECD_BENCH_RELAY_PER_DOMAIN default 64: `[relay] max_transactions_per_domain`).
 //! `PECD_BENCH_STORE=postgres` keeps both providers' metadata in a PostgreSQL cluster the
 //! bench starts (two schemas) instead of sled.
 
@@ -82,6 +83,9 @@ fn provider(
                 format!("{k} = \"off\"")
             }
             Some((k, _)) if k == "max_connections_per_ip" => format!("{k} = 1000"),
+            // The relay's transactions to the other provider (which takes 1000 connections
+            // from one address, above), set here as the connection limit is.
+            _ if let Some(relay) = load::relay_line(line) => relay,
             Some(("backend", _)) => load::blobs_backend(),
             Some((k, _)) if k == "trusted_ca" => format!(
                 "trusted_ca = [\"certs/ca.pem\", {:?}]",

@@ -9,6 +9,7 @@
 //!
 //! Run: `cargo bench --bench one_hop` (env PECD_BENCH_MESSAGES default 400,
 //! PECD_BENCH_SESSIONS default 20, PECD_BENCH_SIZE default 10240,
+//! PECD_BENCH_RELAY_PER_DOMAIN default 64 (pecd's `[relay] max_transactions_per_domain`),
 //! PECD_BENCH_PER_CONNECTION default all of a session's messages: with 1, every message
 //! gets a connection of its own, as mail clients send: TCP, TLS and AUTH each time for
 //! pecd, TCP each time for Postfix; PECD_BENCH_LOGIN_CACHE_SECS sets pecd's
@@ -367,6 +368,7 @@ fn bench() {
             {
                 format!("{k} = \"off\"")
             }
+            _ if let Some(relay) = load::relay_line(l) => relay,
             Some((k, _)) if k == "max_connections_per_ip" => {
                 // The login cache off (0) or on for N seconds, to compare.
                 match login_cache_secs {

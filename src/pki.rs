@@ -335,6 +335,10 @@ checkpoint_interval_secs = {DEFAULT_CHECKPOINT_INTERVAL_SECS}
 [relay]
 # Extra CAs trusted for peers' TLS certificates.
 trusted_ca = ["certs/ca.pem"]
+# Outbound SMTP transactions at once, in all and to one domain (a provider usually
+# refuses more than 20 connections from one address).
+# max_transactions = 100
+# max_transactions_per_domain = 20
 
 [antivirus]
 # clamd = "127.0.0.1:3310"

@@ -10,6 +10,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::server::{Server, pecd};
@@ -201,6 +202,11 @@ struct Lib {
 const T0: &str = "2026-11-23T09:00:00Z";
 
 fn lib_gateway(peer: &Path, routes: &[(&str, u16)], beta_pec: bool) -> Lib {
+    lib_gateway_with(peer, routes, beta_pec, "")
+}
+
+/// [`lib_gateway`] with `relay` (lines of TOML) added to its `[relay]` section.
+fn lib_gateway_with(peer: &Path, routes: &[(&str, u16)], beta_pec: bool, relay: &str) -> Lib {
     let dir = tempfile::tempdir().unwrap();
     let domain = Domain::parse("pec.alfa.test").unwrap();
     let report = pecd::pki::init_dir(dir.path(), &domain, None, false).unwrap();
@@ -212,7 +218,7 @@ fn lib_gateway(peer: &Path, routes: &[(&str, u16)], beta_pec: bool) -> Lib {
     let text = text.replacen("[routes]\n", &pinned, 1).replacen(
         "trusted_ca = [\"certs/ca.pem\"]",
         &format!(
-            "trusted_ca = [\"certs/ca.pem\", {:?}]",
+            "trusted_ca = [\"certs/ca.pem\", {:?}]\n{relay}",
             peer.join("certs/ca.pem").display().to_string()
         ),
         1,
@@ -729,6 +735,54 @@ async fn relayed_data_has_one_end_of_data_and_only_crlf() {
     }
 }
 
+/// A peer that accepts connections and never says a word; the connections it took.
+async fn hung_peer() -> (u16, Arc<AtomicUsize>) {
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = hung.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = hung.accept().await {
+            held.push(s);
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    (port, connections)
+}
+
+/// Waits (20 s at most) until the hung peer took `n` connections.
+async fn connections_reach(connections: &AtomicUsize, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while connections.load(Ordering::SeqCst) < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker connects to the hung peer"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Submits three messages to y@mail.example.org.
+async fn submit_three(lib: &Lib) {
+    for i in 0..3 {
+        lib.submit(&["y@mail.example.org"], &format!("messaggio {i}"))
+            .await;
+    }
+}
+
+/// Waits (30 s at most, failing with `why`) until `sink` has three messages.
+async fn sink_gets_three(sink: Sink, why: &str) -> Sink {
+    let sink_done = tokio::task::spawn_blocking(move || {
+        sink.wait_for(3);
+        sink
+    });
+    tokio::time::timeout(Duration::from_secs(30), sink_done)
+        .await
+        .expect(why)
+        .unwrap()
+}
+
 /// A peer that hangs (accepts the connection, never greets) holds up only its own
 /// transaction: messages to other domains queued after it are relayed at once by the
 /// running worker, not after the hung one's command timeout (5 minutes by default).
@@ -739,16 +793,7 @@ async fn a_hung_peer_does_not_hold_up_the_rest_of_the_queue() {
     }
     let beta = peer_pki();
     let sink = Sink::start_with(beta.path(), 0.0, &[("SINK_STARTTLS", "0")]);
-    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hung_port = hung.local_addr().unwrap().port();
-    let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((s, _)) = hung.accept().await {
-            held.push(s);
-            let _ = accepted_tx.send(());
-        }
-    });
+    let (hung_port, connections) = hung_peer().await;
     let lib = lib_gateway(
         beta.path(),
         &[
@@ -761,26 +806,66 @@ async fn a_hung_peer_does_not_hold_up_the_rest_of_the_queue() {
         .await;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(relay::run(lib.gw.clone(), stopped));
-    tokio::time::timeout(Duration::from_secs(20), accepted.recv())
-        .await
-        .expect("the worker connects to the hung peer")
-        .unwrap();
-    let t = std::time::Instant::now();
-    for i in 0..3 {
-        lib.submit(&["y@mail.example.org"], &format!("messaggio {i}"))
-            .await;
-    }
-    let sink_done = tokio::task::spawn_blocking(move || {
-        sink.wait_for(3);
-        sink
-    });
-    let _sink = tokio::time::timeout(Duration::from_secs(30), sink_done)
-        .await
-        .expect("the other messages are not held up by the hung peer")
-        .unwrap();
-    assert!(t.elapsed() < Duration::from_secs(30));
+    connections_reach(&connections, 1).await;
+    submit_three(&lib).await;
+    let _sink = sink_gets_three(sink, "the other messages are not held up by the hung peer").await;
     // The hung transaction is still in flight: its item is queued, neither done nor failed.
     assert_eq!(lib.gw.store.queue_len().unwrap(), 1);
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), worker).await;
+}
+
+/// `[relay]` limits: no more transactions to one domain than `max_transactions_per_domain`
+/// (a hung peer gets exactly that many connections, however many of its messages wait),
+/// and no more in all than `max_transactions`: with everything queued before the worker
+/// starts, the other domain's three messages go out one after the other through the one
+/// slot left, on one session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_are_limited_per_domain_and_in_all() {
+    if !have_python() {
+        return;
+    }
+    let beta = peer_pki();
+    let sink = Sink::start_with(beta.path(), 0.0, &[("SINK_STARTTLS", "0")]);
+    let (hung_port, connections) = hung_peer().await;
+    let lib = lib_gateway_with(
+        beta.path(),
+        &[
+            ("mail.example.org", sink.port),
+            ("slow.example.org", hung_port),
+        ],
+        false,
+        "max_transactions = 3\nmax_transactions_per_domain = 2\n",
+    );
+    for i in 0..5 {
+        let body = format!("al server che non risponde {i}");
+        lib.submit(&["x@slow.example.org"], &body).await;
+    }
+    submit_three(&lib).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(relay::run(lib.gw.clone(), stopped));
+    let sink = sink_gets_three(
+        sink,
+        "the other domain's messages go out through the slot left",
+    )
+    .await;
+    let conns: std::collections::BTreeSet<String> = sink
+        .messages()
+        .iter()
+        .map(|m| {
+            let meta = sink.meta(m);
+            meta.lines()
+                .find(|l| l.starts_with("conn="))
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(conns.len(), 1, "{conns:?}");
+    // Three more of the hung domain's messages are due all along: still two connections.
+    connections_reach(&connections, 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
+    assert_eq!(lib.gw.store.queue_len().unwrap(), 5);
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), worker).await;
 }

@@ -247,3 +247,21 @@ pub fn blobs_backend() -> String {
         _ => "backend = \"dir\"".into(),
     }
 }
+
+/// `[relay] max_transactions_per_domain` for the bench's gateways (env
+/// `PECD_BENCH_RELAY_PER_DOMAIN`, default 64): set explicitly, as the connection limits
+/// are, since the sink and the other provider take that many connections from one address.
+pub fn relay_per_domain() -> usize {
+    env("PECD_BENCH_RELAY_PER_DOMAIN", 64)
+}
+
+/// The `[relay]` lines of a bench's gateway in place of the template's commented
+/// `line`: the per-domain limit above, and a total no lower.
+pub fn relay_line(line: &str) -> Option<String> {
+    let per = relay_per_domain();
+    match line.split_once(" = ")?.0 {
+        "# max_transactions_per_domain" => Some(format!("max_transactions_per_domain = {per}")),
+        "# max_transactions" => Some(format!("max_transactions = {}", per.max(100))),
+        _ => None,
+    }
+}

@@ -342,7 +342,23 @@ pub struct TraceConfig {
 pub struct RelayConfig {
     /// Extra CA files trusted for peers' TLS certificates.
     pub trusted_ca: Vec<PathBuf>,
+    /// Outbound SMTP transactions in flight at once, every destination together.
+    pub max_transactions: usize,
+    /// Outbound SMTP transactions in flight at once to one destination domain (its
+    /// connections: each transaction holds one).
+    pub max_transactions_per_domain: usize,
 }
+
+/// `relay.max_transactions` by default: Postfix's `default_process_limit` (its SMTP
+/// clients at once).
+pub const DEFAULT_RELAY_TRANSACTIONS: usize = 100;
+/// `relay.max_transactions_per_domain` by default: Postfix's
+/// `default_destination_concurrency_limit`, and what a peer accepts from one address
+/// (pecd's own `limits.max_connections_per_ip` is 20 by default: one more connection would
+/// be refused, and its message retried a minute later).
+pub const DEFAULT_RELAY_TRANSACTIONS_PER_DOMAIN: usize = 20;
+/// The most either relay limit may be set to.
+pub const RELAY_TRANSACTIONS_CEILING: u64 = 10_000;
 
 /// `[antivirus]`.
 #[derive(Debug, Clone, PartialEq, Eq)]

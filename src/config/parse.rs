@@ -9,8 +9,9 @@ use super::validate::{check_host_port, index, limits, listen, provider, routes};
 use super::walk::{Problems, Section, file_key, file_list, resolve};
 use super::{
     AntispamConfig, AntivirusConfig, ArchiveConfig, CnsConfig, Config, ConfigError,
-    DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_INTERVAL_SECS, MIN_RETENTION_MONTHS, RelayConfig,
-    SigningConfig, TlsConfig, TraceConfig, TrustConfig,
+    DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_INTERVAL_SECS, DEFAULT_RELAY_TRANSACTIONS,
+    DEFAULT_RELAY_TRANSACTIONS_PER_DOMAIN, MIN_RETENTION_MONTHS, RELAY_TRANSACTIONS_CEILING,
+    RelayConfig, SigningConfig, TlsConfig, TraceConfig, TrustConfig,
 };
 
 /// The whole parse; also returns the keys the text left to their defaults.
@@ -114,8 +115,29 @@ pub(super) fn parse(
     let plans = super::plans::plans(&mut root, limits.max_message_bytes, &mut errs);
 
     let mut sec = Section::take(&mut root, "relay", &mut errs);
+    let trusted_ca = file_list(&mut sec, "trusted_ca", base, &mut errs);
+    let mut transactions = |k, d: usize| {
+        sec.uint(k, d as u64, (1, RELAY_TRANSACTIONS_CEILING), "", &mut errs)
+            .and_then(|v| usize::try_from(v).ok())
+            .unwrap_or(d)
+    };
+    let max_transactions = transactions("max_transactions", DEFAULT_RELAY_TRANSACTIONS);
+    let max_transactions_per_domain = transactions(
+        "max_transactions_per_domain",
+        DEFAULT_RELAY_TRANSACTIONS_PER_DOMAIN.min(max_transactions),
+    );
+    if max_transactions_per_domain > max_transactions {
+        errs.push(
+            "relay.max_transactions_per_domain",
+            format!(
+                "{max_transactions_per_domain} is above relay.max_transactions ({max_transactions})"
+            ),
+        );
+    }
     let relay = RelayConfig {
-        trusted_ca: file_list(&mut sec, "trusted_ca", base, &mut errs),
+        trusted_ca,
+        max_transactions,
+        max_transactions_per_domain,
     };
     sec.finish(&mut errs, &mut absent);
 

@@ -314,6 +314,17 @@ fn annotated_example_is_in_sync() {
     assert_eq!(c.trace, d.trace, "trace defaults drifted");
     assert_eq!(c.store, d.store, "store defaults drifted");
     assert_eq!(c.antivirus, d.antivirus, "antivirus defaults drifted");
+    assert_eq!(
+        (
+            c.relay.max_transactions,
+            c.relay.max_transactions_per_domain
+        ),
+        (
+            d.relay.max_transactions,
+            d.relay.max_transactions_per_domain
+        ),
+        "relay defaults drifted"
+    );
     assert_eq!(c.index, d.index, "index defaults drifted");
     assert_eq!(c.provider.service_address, d.provider.service_address);
     assert_eq!(c.provider.receipt_mailbox, d.provider.receipt_mailbox);
@@ -625,3 +636,54 @@ fn plans_and_spamd_are_read_and_checked() {
 }
 
 mod storage;
+
+/// `[relay]` limits: Postfix's defaults when absent (100 in all, 20 per domain, which a
+/// lower total caps), values in range, and a per-domain limit above the total refused
+/// with both keys named.
+#[test]
+fn relay_transaction_limits() {
+    let dir = fixture();
+    let with = |relay: &str| parse_in(dir.path(), &format!("{MINIMAL}\n[relay]\n{relay}\n"));
+    let limits = |relay: &str| {
+        let c = with(relay).unwrap();
+        (
+            c.relay.max_transactions,
+            c.relay.max_transactions_per_domain,
+        )
+    };
+    assert_eq!(limits(""), (100, 20));
+    assert_eq!(limits("max_transactions = 8"), (8, 8));
+    assert_eq!(
+        limits("max_transactions = 500\nmax_transactions_per_domain = 64"),
+        (500, 64)
+    );
+    for (text, key, fragment) in [
+        (
+            "max_transactions = 0",
+            "relay.max_transactions",
+            "out of range",
+        ),
+        (
+            "max_transactions_per_domain = 0",
+            "relay.max_transactions_per_domain",
+            "out of range",
+        ),
+        (
+            "max_transactions = \"many\"",
+            "relay.max_transactions",
+            "expected an integer",
+        ),
+        (
+            "max_transactions = 10\nmax_transactions_per_domain = 20",
+            "relay.max_transactions_per_domain",
+            "20 is above relay.max_transactions (10)",
+        ),
+    ] {
+        let err = with(text).unwrap_err();
+        let p = err.problems();
+        assert!(
+            p.len() == 1 && p[0].key == key && p[0].message.contains(fragment),
+            "{text}: {err}"
+        );
+    }
+}

@@ -36,6 +36,7 @@
 //! PEC identifier). The worker scans only the remote lane of the queue, so local deliveries
 //! never wait behind a backlog of retries for a peer that is down.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,14 +46,26 @@ use tokio::sync::watch;
 use crate::gateway::Gateway;
 use crate::pec::address::Domain;
 use crate::smtp::client::{self, Outgoing, Peer, RcptOutcome, TlsPolicy};
-use crate::store::{Batch, Lane, QueueItem, StoreError};
+use crate::store::{Batch, Due, Lane, QueueItem, Spread, StoreError};
 use crate::trace::{EventKind, TraceEvent};
-
-/// Outbound SMTP transactions in flight at once.
-pub const PARALLEL_TRANSACTIONS: usize = 16;
 
 /// Remote items taken per pass.
 pub const PASS_LIMIT: usize = 32;
+
+/// Entries of the due index a deep look at the queue reads beyond those the worker wants,
+/// passing over the items of domains at their limit (see [`Store::queue_due_spread`]).
+///
+/// [`Store::queue_due_spread`]: crate::store::Store::queue_due_spread
+const SCAN_BEYOND: usize = 1024;
+
+/// How often, at most, the worker looks deep into the queue. Its other looks (at each
+/// transaction that ends and each commit that queues work) read from the oldest entry
+/// only as many entries as it wants items plus those in flight: with a backlog for one
+/// domain at its limit, a deep look at every wake-up would read a thousand entries each
+/// time (measured: a quarter more CPU per message between two providers). A deep look
+/// reads on from where the last one stopped, so a domain queued behind a backlog of `n`
+/// entries is found within about `n / SCAN_BEYOND` such looks.
+const DEEP_LOOK_EVERY: Duration = Duration::from_millis(100);
 
 /// Total time a message may stay queued.
 pub const GIVE_UP_AFTER: SignedDuration = SignedDuration::from_hours(24);
@@ -82,17 +95,21 @@ impl RelayTls {
         Ok(Self {
             verified,
             opportunistic,
-            sessions: Arc::default(),
+            sessions: Arc::new(client::ConnCache::with_per_host(
+                gw.config.relay.max_transactions_per_domain,
+            )),
         })
     }
 }
 
 /// Runs the relay worker until `shutdown`.
 ///
-/// Up to [`PARALLEL_TRANSACTIONS`] transactions are in flight at any time, and a slot that
-/// frees is filled at once from the queue: a slow peer holds up only its own slots, never a
-/// whole batch behind it (the queue is read again each time a transaction ends or new work
-/// is announced; items already in flight are skipped by id). On shutdown no new
+/// Up to `[relay] max_transactions` transactions are in flight at any time, and no more than
+/// `max_transactions_per_domain` to one domain; a slot that frees is filled at once from
+/// the queue: a slow or hung peer holds up only its own slots, never a whole batch behind
+/// it nor the other domains (the queue is read again each time a transaction ends or new
+/// work is announced; items already in flight are skipped by id, and the items of a domain
+/// at its limit are passed over, within a bounded scan of the due index). On shutdown no new
 /// transaction starts and those in flight get [`SHUTDOWN_DRAIN`] to finish and record their
 /// outcome (a message the peer took but whose outcome is not committed would be relayed
 /// again at the next start, and an ordinary mail server has no duplicate detection); past
@@ -106,11 +123,16 @@ pub async fn run(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
             return;
         }
     };
-    // Queue item of each transaction in flight, by task (a task that panicked is known
-    // only by its task id).
-    let mut in_flight: std::collections::HashMap<tokio::task::Id, u64> =
-        std::collections::HashMap::new();
+    let limits = &gw.config.relay;
+    // Queue item and domain of each transaction in flight, by task (a task that panicked
+    // is known only by its task id), and the transactions in flight by domain.
+    let mut in_flight: HashMap<tokio::task::Id, (u64, String)> = HashMap::new();
+    let mut by_domain: HashMap<String, usize> = HashMap::new();
     let mut set: tokio::task::JoinSet<()> = tokio::task::JoinSet::new();
+    let mut next_deep_look = tokio::time::Instant::now();
+    // Where the next deep look starts: where the last one stopped, so that looks one after
+    // the other cover the whole index however long a full domain's backlog is.
+    let mut deep_from: Option<Vec<u8>> = None;
     loop {
         if *shutdown.borrow() {
             let drained = tokio::time::timeout(SHUTDOWN_DRAIN, async {
@@ -128,21 +150,47 @@ pub async fn run(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
         let notified = gw.work.notified();
         // Sessions idle past their time are closed even when nothing more is sent.
         tls.sessions.expire();
-        let free = PARALLEL_TRANSACTIONS - set.len();
+        let free = limits.max_transactions.saturating_sub(set.len());
+        // This look left slots free and stopped at its bound: a deep look may find items
+        // behind a full domain's.
+        let mut room_left = false;
         if free > 0 {
             // The due items in flight are still in the queue (done only when their
-            // outcome commits): ask for enough to find `free` others behind them, and
-            // read only those (the loop runs at every commit that queues work).
+            // outcome commits): they are passed over by id, and only the records of the
+            // items taken are read (the loop runs at every commit that queues work).
             let now = gw.clock.now();
-            let busy: std::collections::HashSet<u64> = in_flight.values().copied().collect();
-            match gw.store.queue_due_except(Lane::Remote, now, free, &busy) {
-                Ok(fresh) => {
+            let busy: HashSet<u64> = in_flight.values().map(|(id, _)| *id).collect();
+            let deep = tokio::time::Instant::now() >= next_deep_look;
+            if deep {
+                next_deep_look = tokio::time::Instant::now() + DEEP_LOOK_EVERY;
+            }
+            let spread = Spread {
+                per_domain: limits.max_transactions_per_domain,
+                in_flight: &by_domain,
+                scan: free + busy.len() + if deep { SCAN_BEYOND } else { 0 },
+                after: if deep { deep_from.as_deref() } else { None },
+            };
+            match gw
+                .store
+                .queue_due_spread(Lane::Remote, now, free, &busy, spread)
+            {
+                Ok(Due {
+                    items: fresh,
+                    cut_short,
+                    stopped_at,
+                }) => {
+                    room_left = cut_short;
+                    if deep {
+                        // At the end of the index the next deep look starts over.
+                        deep_from = stopped_at;
+                    }
                     // Several nodes: only the items this one could lease.
                     let fresh = super::lease_due(&gw, fresh, now).await;
                     for item in fresh {
-                        let id = item.id;
+                        let (id, domain) = (item.id, item.domain.as_str().to_string());
                         let task = set.spawn(one(gw.clone(), tls.clone(), item));
-                        in_flight.insert(task.id(), id);
+                        *by_domain.entry(domain.clone()).or_default() += 1;
+                        in_flight.insert(task.id(), (id, domain));
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "reading the queue"),
@@ -158,10 +206,18 @@ pub async fn run(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
                         e.id()
                     }
                 };
-                in_flight.remove(&task);
+                if let Some((_, domain)) = in_flight.remove(&task)
+                    && let Some(n) = by_domain.get_mut(&domain)
+                {
+                    *n -= 1;
+                    if *n == 0 {
+                        by_domain.remove(&domain);
+                    }
+                }
             }
             _ = notified => {}
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = tokio::time::sleep_until(next_deep_look), if room_left => {}
             _ = shutdown.changed() => {}
         }
     }
@@ -184,12 +240,22 @@ async fn one(gw: Arc<Gateway>, tls: RelayTls, item: QueueItem) {
     .await;
 }
 
-/// Relays the remote items due at the clock's "now" (up to [`PASS_LIMIT`]); true when
-/// there were any.
+/// Relays the remote items due at the clock's "now" (up to [`PASS_LIMIT`], and no more than
+/// `[relay] max_transactions_per_domain` to one domain); true when there were any.
 pub async fn pass(gw: &Arc<Gateway>, tls: &RelayTls) -> bool {
     let now = gw.clock.now();
-    let due: Vec<QueueItem> = match gw.store.queue_due_in(Lane::Remote, now, PASS_LIMIT) {
-        Ok(d) => d,
+    let limits = &gw.config.relay;
+    let spread = Spread {
+        per_domain: limits.max_transactions_per_domain,
+        in_flight: &HashMap::new(),
+        scan: PASS_LIMIT + SCAN_BEYOND,
+        after: None,
+    };
+    let due = gw
+        .store
+        .queue_due_spread(Lane::Remote, now, PASS_LIMIT, &HashSet::new(), spread);
+    let due: Vec<QueueItem> = match due {
+        Ok(d) => d.items,
         Err(e) => {
             tracing::error!(error = %e, "reading the queue");
             Vec::new()
@@ -201,7 +267,7 @@ pub async fn pass(gw: &Arc<Gateway>, tls: &RelayTls) -> bool {
     // slow peer must not hold up every other message in the queue.
     let mut set = tokio::task::JoinSet::new();
     for item in due {
-        while set.len() >= PARALLEL_TRANSACTIONS {
+        while set.len() >= limits.max_transactions {
             let _ = set.join_next().await;
         }
         let (gw, tls) = (gw.clone(), tls.clone());

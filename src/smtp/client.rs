@@ -415,12 +415,19 @@ struct Cached {
 }
 
 /// Idle SMTP sessions kept for the next transaction to the same host ([`send_cached`]).
-/// Bounded: [`CACHE_PER_KEY`] sessions per host, each idle at most [`CACHE_IDLE`] and used
-/// at most [`CACHE_LIFETIME`] and [`CACHE_TRANSACTIONS`] times; an expired one is dropped
-/// (closing the socket) when met.
-#[derive(Default)]
+/// Bounded: [`CACHE_PER_KEY`] sessions per host by default (the relay keeps as many as it
+/// may have transactions to one domain, [`ConnCache::with_per_host`]), each idle at most
+/// [`CACHE_IDLE`] and used at most [`CACHE_LIFETIME`] and [`CACHE_TRANSACTIONS`] times; an
+/// expired one is dropped (closing the socket) when met.
 pub struct ConnCache {
     idle: std::sync::Mutex<std::collections::HashMap<CacheKey, Vec<Cached>>>,
+    per_key: usize,
+}
+
+impl Default for ConnCache {
+    fn default() -> Self {
+        Self::with_per_host(CACHE_PER_KEY)
+    }
 }
 
 impl std::fmt::Debug for ConnCache {
@@ -430,6 +437,14 @@ impl std::fmt::Debug for ConnCache {
 }
 
 impl ConnCache {
+    /// A cache keeping up to `n` idle sessions per host (at least one).
+    pub fn with_per_host(n: usize) -> Self {
+        ConnCache {
+            idle: Default::default(),
+            per_key: n.max(1),
+        }
+    }
+
     fn take(&self, key: &CacheKey) -> Option<Cached> {
         self.expire();
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
@@ -458,7 +473,7 @@ impl ConnCache {
         c.idle_since = std::time::Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = idle.entry(key).or_default();
-        if list.len() < CACHE_PER_KEY {
+        if list.len() < self.per_key {
             list.push(c);
         } else {
             drop(idle);

@@ -96,7 +96,7 @@ pub use mailbox::{MailboxInfo, MailboxOptions, NewMailbox};
 pub use messages::{Delivered, Delivery, FolderInfo, MessageRecord, Uid};
 pub use options::{StoreBackend, StoreOptions};
 pub use pending::{Awaiting, PendingEntry};
-pub use queue::{Lane, NewQueueItem, QueueItem};
+pub use queue::{Due, Lane, NewQueueItem, QueueItem, Spread};
 pub use retention::PurgeReport;
 
 /// This process runs the duties only one may run ([`Store::try_lead`]).

@@ -3,9 +3,12 @@
 //! per recipient domain, with retry state.
 //!
 //! Keys: `queue` = id (u64 BE) → [`QueueItem`]; `queue_due` = lane (1 byte: 0 local, 1
-//! remote) ++ next attempt (unix ms, sign bit flipped, BE) ++ id → empty, so that "what is
-//! due now in my lane" is one range scan: a peer that is down and piles up remote retries
-//! never hides local work from the local worker, nor the reverse.
+//! remote) ++ next attempt (unix ms, sign bit flipped, BE) ++ id → the item's domain, so
+//! that "what is due now in my lane" is one range scan: a peer that is down and piles up
+//! remote retries never hides local work from the local worker, nor the reverse; and the
+//! relay passes over the items of a domain already at its limit of transactions without
+//! reading them ([`Store::queue_due_spread`]). (An entry written before the domain was
+//! kept there is empty until the next open rebuilds the index.)
 //!
 //! The lane is fixed at enqueue from the domains this store serves
 //! ([`crate::store::StoreOptions::domains`], copied into `meta` at open so the committer
@@ -22,7 +25,8 @@
 //! commit of the outcome checks ([`apply_fence`]); an item whose node died comes due again
 //! when its lease ends.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::ops::Bound;
 
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -102,6 +106,32 @@ pub struct QueueItem {
     pub lease: Option<u64>,
 }
 
+/// How [`Store::queue_due_spread`] spreads what it takes over the destination domains.
+#[derive(Debug, Clone, Copy)]
+pub struct Spread<'a> {
+    /// Items of one domain in flight at most (those already in flight included).
+    pub per_domain: usize,
+    /// Items in flight already, by domain name ([`Domain::as_str`]).
+    pub in_flight: &'a HashMap<String, usize>,
+    /// Entries of the due index looked at, at most.
+    pub scan: usize,
+    /// Where to start: after this key of the due index ([`Due::stopped_at`] of an earlier
+    /// call), or at the oldest entry.
+    pub after: Option<&'a [u8]>,
+}
+
+/// What [`Store::queue_due_spread`] found.
+#[derive(Debug)]
+pub struct Due {
+    /// The items taken, oldest first.
+    pub items: Vec<QueueItem>,
+    /// Fewer than asked for, and the scan stopped at its bound with more entries beyond
+    /// it, from [`Self::stopped_at`] on.
+    pub cut_short: bool,
+    /// The last key of the due index looked at, when `cut_short`.
+    pub stopped_at: Option<Vec<u8>>,
+}
+
 pub(crate) fn due_key(lane: Lane, t: Timestamp, id: u64) -> [u8; 17] {
     let mut k = [0u8; 17];
     k[0] = lane.byte();
@@ -177,14 +207,14 @@ pub(crate) fn open_lanes(trees: &Trees, local: &[Domain]) -> Result<(), StoreErr
             })?;
             items.insert(k, v);
         }
-        due.push(due_key(lane, item.next_attempt, item.id));
+        due.push((due_key(lane, item.next_attempt, item.id), item.domain));
     }
     trees.queue.apply_batch(items)?;
     // The index is derived: a crash between clear and refill is repaired at the next open.
     trees.queue_due.clear()?;
     let mut index = super::kv::Batch::default();
-    for k in due {
-        index.insert(&k[..], []);
+    for (k, domain) in due {
+        index.insert(&k[..], domain.as_str());
     }
     trees.queue_due.apply_batch(index)?;
     Ok(())
@@ -208,7 +238,10 @@ pub(crate) fn apply_enqueue(tx: &Tx, id: u64, n: &NewQueueItem) -> TxResult<()> 
         lease: None,
     };
     put_json(&tx.t[QUEUE], &id.to_be_bytes(), &item)?;
-    tx.t[QUEUE_DUE].insert(due_key(item.lane, item.next_attempt, id), &[])?;
+    tx.t[QUEUE_DUE].insert(
+        due_key(item.lane, item.next_attempt, id),
+        item.domain.as_str(),
+    )?;
     blob_ref(tx, &item.blob, 1)
 }
 
@@ -226,7 +259,7 @@ pub(crate) fn apply_retry(tx: &Tx, id: u64, next: Timestamp, error: &str) -> TxR
     item.next_attempt = next;
     item.last_error = Some(error.to_string());
     item.lease = None;
-    tx.t[QUEUE_DUE].insert(due_key(item.lane, next, id), &[])?;
+    tx.t[QUEUE_DUE].insert(due_key(item.lane, next, id), item.domain.as_str())?;
     put_json(&tx.t[QUEUE], &id.to_be_bytes(), &item)
 }
 
@@ -248,7 +281,7 @@ pub(crate) fn apply_lease(
     tx.t[QUEUE_DUE].remove(due_key(item.lane, item.next_attempt, id))?;
     item.next_attempt = until;
     item.lease = Some(token);
-    tx.t[QUEUE_DUE].insert(due_key(item.lane, until, id), &[])?;
+    tx.t[QUEUE_DUE].insert(due_key(item.lane, until, id), item.domain.as_str())?;
     put_json(&tx.t[QUEUE], &id.to_be_bytes(), &item)?;
     Ok(Some(item))
 }
@@ -298,7 +331,7 @@ impl Batch {
             .push(Op::Raw {
                 tree: QUEUE_DUE,
                 key: due_key(new.lane, new.next_attempt, new.id).to_vec(),
-                value: Some(Vec::new()),
+                value: Some(new.domain.as_str().as_bytes().to_vec()),
             })
             .push(Op::Raw {
                 tree: QUEUE,
@@ -344,31 +377,83 @@ impl Store {
         limit: usize,
         skip: &HashSet<u64>,
     ) -> Result<Vec<QueueItem>, StoreError> {
-        let lo = [lane.byte()];
+        let spread = Spread {
+            per_domain: usize::MAX,
+            in_flight: &HashMap::new(),
+            scan: limit.saturating_add(skip.len()),
+            after: None,
+        };
+        Ok(self.queue_due_spread(lane, now, limit, skip, spread)?.items)
+    }
+
+    /// [`Self::queue_due_except`], taking no more items of a domain than `spread` leaves
+    /// room for: a domain with `spread.in_flight` transactions already (by domain name) gets
+    /// up to `spread.per_domain` less that many. The items of a full domain are passed over
+    /// without reading their records (the index holds each item's domain), and so are the
+    /// ids in `skip`; at most `spread.scan` entries of the index are looked at, from
+    /// `spread.after` on, so a long run of a full domain's items costs a bounded scan, and
+    /// what lies behind it waits for a call that starts where this one stopped
+    /// ([`Due::cut_short`], [`Due::stopped_at`]).
+    pub fn queue_due_spread(
+        &self,
+        lane: Lane,
+        now: Timestamp,
+        limit: usize,
+        skip: &HashSet<u64>,
+        spread: Spread<'_>,
+    ) -> Result<Due, StoreError> {
+        let lane_start = [lane.byte()];
+        let lo = match spread.after {
+            Some(k) => Bound::Excluded(k),
+            None => Bound::Included(lane_start.as_slice()),
+        };
         let hi = due_key(lane, now, u64::MAX);
-        let mut ids = Vec::new();
+        let mut taken: HashMap<String, usize> = HashMap::new();
+        let room = |taken: &HashMap<String, usize>, domain: &str| {
+            let busy = spread.in_flight.get(domain).copied().unwrap_or(0)
+                + taken.get(domain).copied().unwrap_or(0);
+            busy < spread.per_domain
+        };
+        let mut out = Vec::new();
+        let (mut looked, mut stopped_at, mut beyond) = (0, None, false);
         for kv in self
             .trees()
             .queue_due
-            .range(lo.as_slice()..=hi.as_slice())
-            .take(limit.saturating_add(skip.len()))
+            .range::<&[u8], _>((lo, Bound::Included(hi.as_slice())))
         {
-            let (k, _) = kv?;
-            if let Some(id) = id_of_due_key(&k) {
-                ids.push(id);
-            }
-        }
-        let mut out = Vec::new();
-        for id in ids.into_iter().filter(|id| !skip.contains(id)) {
             if out.len() == limit {
                 break;
             }
+            let (k, domain) = kv?;
+            if looked == spread.scan {
+                // An entry beyond the bound: there is more to look at.
+                beyond = true;
+                break;
+            }
+            looked += 1;
+            stopped_at = Some(k.to_vec());
+            let Some(id) = id_of_due_key(&k) else {
+                continue;
+            };
+            // An empty value: an entry from before the index held domains (read the item).
+            let domain = std::str::from_utf8(&domain).unwrap_or_default();
+            if skip.contains(&id) || (!domain.is_empty() && !room(&taken, domain)) {
+                continue;
+            }
             match self.queue_item(id)? {
-                Some(item) if item.next_attempt <= now => out.push(item),
+                Some(item) if item.next_attempt <= now && room(&taken, item.domain.as_str()) => {
+                    *taken.entry(item.domain.as_str().to_string()).or_default() += 1;
+                    out.push(item);
+                }
                 _ => {}
             }
         }
-        Ok(out)
+        let more = beyond && out.len() < limit;
+        Ok(Due {
+            cut_short: more,
+            stopped_at: if more { stopped_at } else { None },
+            items: out,
+        })
     }
 
     pub fn queue_item(&self, id: u64) -> Result<Option<QueueItem>, StoreError> {
@@ -411,329 +496,4 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
-    //! Unit tests: their unwraps see only stores and values built here, never peer input.
-    use super::*;
-    use crate::store::StoreOptions;
-
-    fn t(s: &str) -> Timestamp {
-        s.parse().unwrap()
-    }
-
-    fn open(dir: &std::path::Path) -> Store {
-        let o = StoreOptions {
-            domains: vec![Domain::parse("pec.alfa.test").unwrap()],
-            ..StoreOptions::default()
-        };
-        Store::open(dir, o).unwrap()
-    }
-
-    fn item(s: &Store, domain: &str, at: Timestamp) -> NewQueueItem {
-        NewQueueItem {
-            domain: Domain::parse(domain).unwrap(),
-            mail_from: "a@pec.alfa.test".into(),
-            rcpt_to: vec![format!("x@{domain}"), format!("y@{domain}")],
-            blob: s.blobs().put(b"envelope").unwrap(),
-            ident: Some("id".into()),
-            next_attempt: at,
-        }
-    }
-
-    #[test]
-    fn a_leased_item_is_one_nodes_until_its_lease_ends_and_a_stale_outcome_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = open(dir.path());
-        let t0 = t("2026-11-23T09:00:00Z");
-        let secs = |n| t0.checked_add(jiff::SignedDuration::from_secs(n)).unwrap();
-        let id = s
-            .commit(Batch::new().enqueue(item(&s, "peer.example", t0)))
-            .unwrap()
-            .queued[0];
-        let due = s.queue_due(t0, 10).unwrap();
-        // Node 1 leases it for 60 s: due to nobody until then.
-        let a = s
-            .commit(Batch::new().queue_lease(&due, secs(60)))
-            .unwrap()
-            .leased;
-        assert_eq!(a.len(), 1);
-        let mine = a[0].clone();
-        assert_eq!((mine.id, mine.next_attempt), (id, secs(60)));
-        assert!(mine.lease.is_some());
-        assert!(s.queue_due(secs(59), 10).unwrap().is_empty());
-        // Node 2 read it due before the lease: its lease gets nothing.
-        let b = s
-            .commit(Batch::new().queue_lease(&due, secs(60)))
-            .unwrap()
-            .leased;
-        assert!(b.is_empty());
-        // Node 1 outlived its lease; node 2 takes the item over after it.
-        let again = s.queue_due(secs(60), 10).unwrap();
-        let theirs = s
-            .commit(Batch::new().queue_lease(&again, secs(120)))
-            .unwrap()
-            .leased;
-        assert_eq!(theirs.len(), 1);
-        assert_ne!(theirs[0].lease, mine.lease);
-        // Node 1's outcome comes late: refused whole, nothing of it applied.
-        let late = s.commit(Batch::new().queue_fence(&mine).queue_done(id));
-        assert!(
-            matches!(late, Err(StoreError::LeaseLost(i)) if i == id),
-            "{late:?}"
-        );
-        assert!(s.queue_item(id).unwrap().is_some());
-        // Node 2's retry is recorded, and ends its lease.
-        s.commit(
-            Batch::new()
-                .queue_fence(&theirs[0])
-                .queue_retry(id, secs(200), "451 later"),
-        )
-        .unwrap();
-        let now = s.queue_item(id).unwrap().unwrap();
-        assert_eq!(
-            (now.next_attempt, now.lease, now.attempts),
-            (secs(200), None, 1)
-        );
-        let late = s.commit(Batch::new().queue_fence(&theirs[0]).queue_done(id));
-        assert!(matches!(late, Err(StoreError::LeaseLost(_))), "{late:?}");
-        // Not leased (one writer): no fence, done as before.
-        s.commit(Batch::new().queue_fence(&now).queue_done(id))
-            .unwrap();
-        assert!(s.queue_item(id).unwrap().is_none());
-    }
-
-    /// Enqueues `n` items for `domain`, due at `at`, in one commit; their ids in order.
-    fn enqueued(s: &Store, n: usize, domain: &str, at: Timestamp) -> Vec<u64> {
-        let b = (0..n).fold(Batch::new(), |b, _| b.enqueue(item(s, domain, at)));
-        s.commit(b).unwrap().queued
-    }
-
-    fn ids_of(items: Vec<QueueItem>) -> Vec<u64> {
-        items.iter().map(|i| i.id).collect()
-    }
-
-    #[test]
-    fn a_backlog_of_remote_retries_does_not_hide_local_work() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = open(dir.path());
-        let t0 = t("2026-11-23T09:00:00Z");
-        let queued = enqueued(&s, 100, "down.example", t0);
-        // Due after the whole remote backlog, in time order.
-        let later = t0.checked_add(jiff::SignedDuration::from_secs(1)).unwrap();
-        s.commit(Batch::new().enqueue(item(&s, "pec.alfa.test", later)))
-            .unwrap();
-        let local = s.queue_due_in(Lane::Local, later, 64).unwrap();
-        assert_eq!(local.len(), 1);
-        assert_eq!(local[0].domain.as_str(), "pec.alfa.test");
-        let remote = s.queue_due_in(Lane::Remote, later, 64).unwrap();
-        assert_eq!(remote.len(), 64);
-        assert!(remote.iter().all(|i| i.lane == Lane::Remote));
-        assert_eq!(s.queue_due(later, 1000).unwrap().len(), 101);
-        assert_eq!(ids_of(remote), queued[..64]);
-        assert!(s.queue_due_in(Lane::Local, t0, 64).unwrap().is_empty());
-    }
-
-    /// What the relay asks while it relays some items already: the next ones behind
-    /// them, none of those it holds, and none another node leased between the index read
-    /// and the record read (the record then says "not due", the index not yet).
-    #[test]
-    fn due_items_leave_out_those_held_and_those_leased_meanwhile() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = open(dir.path());
-        let t0 = t("2026-11-23T09:00:00Z");
-        let queued = enqueued(&s, 20, "other.example", t0);
-        let held: HashSet<u64> = queued[..5].iter().copied().collect();
-        let next = s.queue_due_except(Lane::Remote, t0, 10, &held).unwrap();
-        assert_eq!(ids_of(next), queued[5..15]);
-        // Everything held: nothing is returned.
-        let all: HashSet<u64> = queued.iter().copied().collect();
-        assert!(
-            s.queue_due_except(Lane::Remote, t0, 10, &all)
-                .unwrap()
-                .is_empty()
-        );
-        // Item 6 leased by another node as this one reads: its record moved on.
-        let id = queued[5];
-        let mut leased = s.queue_item(id).unwrap().unwrap();
-        leased.next_attempt = t("2026-11-23T09:05:00Z");
-        leased.lease = Some(7);
-        s.trees()
-            .queue
-            .insert(id.to_be_bytes(), serde_json::to_vec(&leased).unwrap())
-            .unwrap();
-        // Left out; its place in the window stays empty until the next call.
-        let next = s.queue_due_except(Lane::Remote, t0, 10, &held).unwrap();
-        assert_eq!(ids_of(next), queued[6..15]);
-    }
-
-    #[test]
-    fn partial_retry_keeps_acceptance_time_and_attempts() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = open(dir.path());
-        let t0 = t("2026-11-23T09:00:00Z");
-        let id = s
-            .commit(Batch::new().enqueue(item(&s, "other.example", t0)))
-            .unwrap()
-            .queued[0];
-        let t1 = t("2026-11-23T10:00:00Z");
-        s.commit(Batch::new().queue_retry(id, t1, "451")).unwrap();
-        let it = s.queue_item(id).unwrap().unwrap();
-        let t2 = t("2026-11-23T11:00:00Z");
-        s.commit(
-            Batch::new()
-                .queue_retry_some(&it, vec!["y@other.example".into()], t2, "452")
-                .unwrap(),
-        )
-        .unwrap();
-        let it = s.queue_item(id).unwrap().unwrap();
-        assert_eq!(it.accepted_at, Some(t0));
-        assert_eq!(it.attempts, 2);
-        assert_eq!(it.rcpt_to, vec!["y@other.example".to_string()]);
-        assert!(s.queue_due_in(Lane::Remote, t1, 10).unwrap().is_empty());
-        assert_eq!(s.queue_due_in(Lane::Remote, t2, 10).unwrap().len(), 1);
-        s.commit(Batch::new().queue_done(id)).unwrap();
-        assert_eq!(s.queue_len().unwrap(), 0);
-        assert!(s.trees().queue_due.is_empty().unwrap());
-        assert_eq!(s.blob_refs(&it.blob).unwrap(), 0);
-    }
-
-    #[test]
-    fn a_store_written_before_lanes_is_migrated_at_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let t0 = t("2026-11-23T09:00:00Z");
-        {
-            let s = open(dir.path());
-            let blob = s.blobs().put(b"envelope").unwrap();
-            // The item and due key exactly as the previous version wrote them.
-            let legacy = serde_json::json!({
-                "id": 7, "domain": "pec.alfa.test", "mail_from": "a@pec.alfa.test",
-                "rcpt_to": ["b@pec.alfa.test"], "blob": blob.id, "size": blob.size,
-                "ident": "id7", "next_attempt": t0, "attempts": 3, "last_error": null
-            });
-            s.trees()
-                .queue
-                .insert(7u64.to_be_bytes(), serde_json::to_vec(&legacy).unwrap())
-                .unwrap();
-            let mut k = ((t0.as_millisecond() as u64) ^ (1 << 63))
-                .to_be_bytes()
-                .to_vec();
-            k.extend_from_slice(&7u64.to_be_bytes());
-            s.trees().queue_due.insert(k, &[]).unwrap();
-            s.trees()
-                .meta
-                .insert(crate::store::SCHEMA_KEY, &1u32.to_be_bytes())
-                .unwrap();
-        }
-        let s = open(dir.path());
-        let v = s
-            .trees()
-            .meta
-            .get(crate::store::SCHEMA_KEY)
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            v.as_ref(),
-            crate::store::SCHEMA_VERSION.to_be_bytes(),
-            "a migrated store is marked with the current schema, so an older pecd refuses it"
-        );
-        assert_eq!(crate::store::SCHEMA_VERSION, 9);
-        let due = s.queue_due_in(Lane::Local, t0, 10).unwrap();
-        assert_eq!(due.len(), 1);
-        // Three attempts (1 + 2 + 4 min of backoff) before the next one at t0: accepted
-        // at the latest 7 min before t0, written once into the item.
-        let estimate = t("2026-11-23T08:53:00Z");
-        assert_eq!(
-            (due[0].id, due[0].attempts, due[0].accepted_at),
-            (7, 3, Some(estimate))
-        );
-        drop(s);
-        let s = open(dir.path());
-        assert_eq!(
-            s.queue_item(7).unwrap().unwrap().accepted_at,
-            Some(estimate),
-            "written once, not re-estimated at the next open"
-        );
-        assert!(s.queue_due_in(Lane::Remote, t0, 10).unwrap().is_empty());
-        assert!(
-            s.trees()
-                .queue_due
-                .iter()
-                .keys()
-                .all(|k| k.unwrap().len() == 17),
-            "no old-format due key left"
-        );
-    }
-
-    #[test]
-    fn an_unreadable_queue_item_does_not_stop_the_store_from_opening() {
-        let dir = tempfile::tempdir().unwrap();
-        let t0 = t("2026-11-23T09:00:00Z");
-        let good = {
-            let s = open(dir.path());
-            let id = s
-                .commit(Batch::new().enqueue(item(&s, "other.example", t0)))
-                .unwrap()
-                .queued[0];
-            s.trees()
-                .queue
-                .insert(999u64.to_be_bytes(), b"{not json".as_slice())
-                .unwrap();
-            s.trees()
-                .queue_due
-                .insert(due_key(Lane::Remote, t0, 999), &[])
-                .unwrap();
-            id
-        };
-        let s = open(dir.path());
-        let due = s.queue_due_in(Lane::Remote, t0, 10).unwrap();
-        assert_eq!(
-            due.iter().map(|i| i.id).collect::<Vec<_>>(),
-            vec![good],
-            "the readable item is due, the garbage is out of the index"
-        );
-        assert!(s.queue_due(t0, 10).is_ok());
-        // The rest of the queue still works.
-        s.commit(Batch::new().queue_done(good)).unwrap();
-        assert!(s.trees().queue_due.is_empty().unwrap());
-    }
-
-    #[test]
-    fn accepted_at_estimate_for_items_without_attempts_is_exact() {
-        let t0 = t("2026-11-23T09:00:00Z");
-        let mut it = QueueItem {
-            id: 1,
-            domain: Domain::parse("other.example").unwrap(),
-            mail_from: "a@pec.alfa.test".into(),
-            rcpt_to: vec![],
-            blob: BlobId::of(b"x"),
-            size: 1,
-            ident: None,
-            next_attempt: t0,
-            attempts: 0,
-            last_error: None,
-            accepted_at: None,
-            lane: Lane::Remote,
-            lease: None,
-        };
-        assert_eq!(estimated_accepted_at(&it), t0);
-        it.attempts = 30;
-        let back = t0.checked_sub(SignedDuration::from_hours(24)).unwrap();
-        assert!(
-            estimated_accepted_at(&it) <= back,
-            "30 attempts span more than a day: given up at once"
-        );
-    }
-
-    #[test]
-    fn due_keys_sort_by_lane_then_time() {
-        let t1: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
-        let t2: Timestamp = "2026-01-02T00:00:00Z".parse().unwrap();
-        let mut keys = [
-            due_key(Lane::Remote, t1, 1),
-            due_key(Lane::Local, t2, 2),
-            due_key(Lane::Local, t1, 3),
-        ];
-        keys.sort();
-        let ids: Vec<u64> = keys.iter().filter_map(|k| id_of_due_key(k)).collect();
-        assert_eq!(ids, vec![3, 2, 1]);
-    }
-}
+mod tests;
