@@ -513,6 +513,49 @@ fn tampering_and_foreign_signers_are_caught() {
     ));
 }
 
+/// Our signatures sign what a real provider's does (Namirial's of 2024, rules §7.1):
+/// contentType, signingTime and messageDigest, and no SMIMECapabilities; as OpenSSL's own
+/// decoder reads them.
+#[test]
+fn signatures_carry_the_signed_attributes_of_a_real_providers() {
+    if !have("openssl", "decoding our signatures") {
+        return;
+    }
+    let pki = dev_pki("pec.alfa.test");
+    let sig = pki.signer.sign_detached(b"contenuto firmato\r\n").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sig.der");
+    std::fs::write(&path, &sig).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["cms", "-cmsout", "-print", "-inform", "DER", "-in"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8_lossy(&out.stdout);
+    // The PKCS #9 attributes among the objects printed (the certificates' extensions are
+    // X509v3 ones).
+    let attributes: Vec<&str> = printed
+        .lines()
+        .map(str::trim)
+        .filter_map(|l| l.strip_prefix("object: "))
+        .filter(|o| o.contains("1.2.840.113549.1.9."))
+        .collect();
+    assert_eq!(
+        attributes,
+        [
+            "contentType (1.2.840.113549.1.9.3)",
+            "signingTime (1.2.840.113549.1.9.5)",
+            "messageDigest (1.2.840.113549.1.9.4)",
+        ],
+        "{printed}"
+    );
+}
+
 #[test]
 fn signer_certificate_follows_the_pec_profile() {
     let pki = dev_pki("pec.alfa.test");

