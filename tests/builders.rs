@@ -526,17 +526,11 @@ fn signatures_carry_the_signed_attributes_of_a_real_providers() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sig.der");
     std::fs::write(&path, &sig).unwrap();
-    let out = std::process::Command::new("openssl")
-        .args(["cms", "-cmsout", "-print", "-inform", "DER", "-in"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let printed = common::run_ok(
+        std::process::Command::new("openssl")
+            .args(["cms", "-cmsout", "-print", "-inform", "DER", "-in"])
+            .arg(&path),
     );
-    let printed = String::from_utf8_lossy(&out.stdout);
     // The PKCS #9 attributes among the objects printed (the certificates' extensions are
     // X509v3 ones).
     let attributes: Vec<&str> = printed

@@ -751,6 +751,21 @@ async fn hung_peer() -> (u16, Arc<AtomicUsize>) {
     (port, connections)
 }
 
+/// A gateway (with `relay` added to its `[relay]` section) routing slow.example.org to a
+/// hung peer and mail.example.org to a sink without STARTTLS; the peer PKI it trusts, the
+/// sink, the hung peer's connections so far, the gateway.
+async fn hung_and_healthy(relay: &str) -> (tempfile::TempDir, Sink, Arc<AtomicUsize>, Lib) {
+    let beta = peer_pki();
+    let sink = Sink::start_with(beta.path(), 0.0, &[("SINK_STARTTLS", "0")]);
+    let (hung_port, connections) = hung_peer().await;
+    let routes = [
+        ("mail.example.org", sink.port),
+        ("slow.example.org", hung_port),
+    ];
+    let lib = lib_gateway_with(beta.path(), &routes, false, relay);
+    (beta, sink, connections, lib)
+}
+
 /// Waits (20 s at most) until the hung peer took `n` connections.
 async fn connections_reach(connections: &AtomicUsize, n: usize) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -791,17 +806,7 @@ async fn a_hung_peer_does_not_hold_up_the_rest_of_the_queue() {
     if !have_python() {
         return;
     }
-    let beta = peer_pki();
-    let sink = Sink::start_with(beta.path(), 0.0, &[("SINK_STARTTLS", "0")]);
-    let (hung_port, connections) = hung_peer().await;
-    let lib = lib_gateway(
-        beta.path(),
-        &[
-            ("mail.example.org", sink.port),
-            ("slow.example.org", hung_port),
-        ],
-        false,
-    );
+    let (_beta, sink, connections, lib) = hung_and_healthy("").await;
     lib.submit(&["x@slow.example.org"], "al server che non risponde")
         .await;
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -825,18 +830,8 @@ async fn transactions_are_limited_per_domain_and_in_all() {
     if !have_python() {
         return;
     }
-    let beta = peer_pki();
-    let sink = Sink::start_with(beta.path(), 0.0, &[("SINK_STARTTLS", "0")]);
-    let (hung_port, connections) = hung_peer().await;
-    let lib = lib_gateway_with(
-        beta.path(),
-        &[
-            ("mail.example.org", sink.port),
-            ("slow.example.org", hung_port),
-        ],
-        false,
-        "max_transactions = 3\nmax_transactions_per_domain = 2\n",
-    );
+    let (_beta, sink, connections, lib) =
+        hung_and_healthy("max_transactions = 3\nmax_transactions_per_domain = 2\n").await;
     for i in 0..5 {
         let body = format!("al server che non risponde {i}");
         lib.submit(&["x@slow.example.org"], &body).await;

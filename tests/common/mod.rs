@@ -81,6 +81,17 @@ pub fn have(tool: &str, why: &str) -> bool {
     ok
 }
 
+/// Runs `cmd`, fails the test with its stderr unless it succeeds, and returns its stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("running the command");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// `openssl cms -verify` of a whole S/MIME message against `ca`; returns (ok, stderr).
 pub fn openssl_verify(message: &[u8], ca: &Path) -> (bool, String) {
     let dir = tempfile::tempdir().expect("tempdir");
