@@ -206,17 +206,23 @@ pub fn disk_usage(dir: &std::path::Path) -> (u64, u64) {
     (bytes, files)
 }
 
-/// One line: a store's metadata (the sled database: mailboxes, queue, trace log, indexes; and the trace log's sealed segments)
-/// and blobs on disk, in total and per message.
+/// One line: a store's metadata (the embedded database, sled's or fjall's: mailboxes,
+/// queue, trace log, indexes; and the trace log's sealed segments) and blobs on disk, in
+/// total and per message.
 pub fn disk_report(label: &str, store_dir: &std::path::Path, messages: usize) {
-    let (sled, _) = disk_usage(&store_dir.join("db"));
+    let engine = if store_dir.join("fjall").exists() {
+        "fjall"
+    } else {
+        "sled"
+    };
+    let (sled, _) = disk_usage(&store_dir.join(if engine == "fjall" { "fjall" } else { "db" }));
     // The sealed segments of the trace log.
     let (sealed, _) = disk_usage(&store_dir.join("trace"));
     let db = sled + sealed;
     let (blobs, files) = disk_usage(&store_dir.join("blobs"));
     let n = messages.max(1) as f64;
     println!(
-        "{label}: metadata {:.1} MB ({:.1} KB/message: sled {:.1}, sealed trace {:.1}), blobs {:.1} MB in {files} files ({:.1} KB/message)",
+        "{label}: metadata {:.1} MB ({:.1} KB/message: {engine} {:.1}, sealed trace {:.1}), blobs {:.1} MB in {files} files ({:.1} KB/message)",
         db as f64 / 1e6,
         db as f64 / n / 1e3,
         sled as f64 / n / 1e3,

@@ -107,8 +107,14 @@ pub fn store_header() -> (String, Option<String>) {
                 Some(schema),
             )
         }
+        None if fjall_wanted() => ("[store]\nbackend = \"fjall\"".into(), None),
         None => ("[store]".into(), None),
     }
+}
+
+/// Whether the bench is to keep the metadata on fjall (`PECD_BENCH_STORE=fjall`).
+pub fn fjall_wanted() -> bool {
+    std::env::var("PECD_BENCH_STORE").is_ok_and(|v| v == "fjall")
 }
 
 /// WAL written by the whole cluster so far, bytes.

@@ -65,6 +65,7 @@ fn same_blobs(a: &pecd::config::Config, b: &pecd::config::Config) -> bool {
 fn backend_name(c: &pecd::config::Config) -> String {
     match &c.store.backend {
         StoreBackend::Sled => format!("sled in {}", c.store.dir.join("db").display()),
+        StoreBackend::Fjall => format!("fjall in {}", c.store.dir.join("fjall").display()),
         StoreBackend::Postgres(pg) => format!("PostgreSQL at {}", redacted(&pg.url)),
     }
 }

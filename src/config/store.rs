@@ -34,13 +34,14 @@ pub(super) fn store(
     let backend = sec.string("backend", errs).unwrap_or_else(|| "sled".into());
     let backend = match backend.as_str() {
         "sled" => StoreBackend::Sled,
+        "fjall" => StoreBackend::Fjall,
         "postgres" => {
             postgres(&mut sec, base, errs).map_or(StoreBackend::Sled, StoreBackend::Postgres)
         }
         other => {
             errs.push(
                 "store.backend",
-                format!("unknown backend {other:?} (known: \"sled\", \"postgres\")"),
+                format!("unknown backend {other:?} (known: \"sled\", \"fjall\", \"postgres\")"),
             );
             StoreBackend::Sled
         }
@@ -57,11 +58,11 @@ pub(super) fn store(
     let mut backend = backend;
     match &mut backend {
         StoreBackend::Postgres(pg) => pg.several_writers = several,
-        StoreBackend::Sled if several => errs.push(
+        StoreBackend::Sled | StoreBackend::Fjall if several => errs.push(
             "store.several_writers",
-            "several writers need backend = \"postgres\": sled is one process's file",
+            "several writers need backend = \"postgres\": sled and fjall are one process's files",
         ),
-        StoreBackend::Sled => {}
+        StoreBackend::Sled | StoreBackend::Fjall => {}
     }
     let lease_secs = sec
         .uint("lease_secs", DEFAULT_LEASE_SECS, (5, 86_400), "", errs)

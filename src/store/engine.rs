@@ -75,7 +75,7 @@ pub fn wait_until_unlocked(
     holder: impl FnOnce(Option<String>),
 ) -> Result<(), StoreError> {
     match &options.backend {
-        StoreBackend::Sled => Ok(()),
+        StoreBackend::Sled | StoreBackend::Fjall => Ok(()),
         StoreBackend::Postgres(pg) => kv::pg::PgDb::wait_until_unlocked(pg, holder),
     }
 }
@@ -84,6 +84,11 @@ pub fn wait_until_unlocked(
 pub(super) fn open_db(dir: &Path, options: &StoreOptions) -> Result<Db, StoreError> {
     match &options.backend {
         StoreBackend::Sled => Ok(Db::Sled(open_sled(dir, options)?)),
+        StoreBackend::Fjall => Ok(Db::Fjall(kv::fjall::FjallDb::open(
+            &dir.join("fjall"),
+            options.cache_bytes,
+            options.lock_wait,
+        )?)),
         StoreBackend::Postgres(pg) => Ok(Db::Pg(kv::pg::PgDb::open(pg, options.lock_wait)?)),
     }
 }

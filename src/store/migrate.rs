@@ -252,6 +252,8 @@ pub fn copy_metadata(
     // The conformance run on PostgreSQL puts the target where `Store::open` will look.
     #[cfg(test)]
     let target = &super::kv::pg::testing::backend_for(target_dir, target.clone())?;
+    #[cfg(test)]
+    let target = &super::kv::fjall::testing::backend_for(target.clone());
     std::fs::create_dir_all(target_dir).map_err(super::io_err(target_dir))?;
     let dst = super::open_db(target_dir, target)?;
     let names: Vec<String> = src
@@ -268,8 +270,8 @@ pub fn copy_metadata(
             nonempty = true;
         }
     }
-    // Sealed trace segments are part of a sled store too.
-    if target.backend == super::StoreBackend::Sled
+    // Sealed trace segments are part of a sled or fjall store too.
+    if target.backend.is_local()
         && crate::trace::segments::Segments::present(&target_dir.join("trace"))
     {
         nonempty = true;
@@ -317,9 +319,9 @@ pub fn copy_metadata(
         &src_head.0.saturating_add(1).to_be_bytes(),
     )?;
     super::flush_durably(target_dir, &dst)?;
-    // Sealed trace segments a sled target had (an earlier copy, or the store replaced)
-    // would be taken for part of the copied log.
-    if target.backend == super::StoreBackend::Sled {
+    // Sealed trace segments a sled or fjall target had (an earlier copy, or the store
+    // replaced) would be taken for part of the copied log.
+    if target.backend.is_local() {
         crate::trace::segments::Segments::clear(&target_dir.join("trace"))?;
     }
     for name in &names {

@@ -238,6 +238,8 @@ struct Inner {
     committer: Mutex<Option<JoinHandle<()>>>,
     sweep: SweepStats,
     changes: tokio::sync::broadcast::Sender<MailboxChange>,
+    /// Where the queue's scans start ([`queue::Floors`]).
+    queue_floors: queue::Floors,
 }
 
 impl Drop for Inner {
@@ -317,7 +319,7 @@ fn flush_durably(dir: &Path, db: &Db) -> Result<(), StoreError> {
             let f = File::open(&file).map_err(io_err(&file))?;
             db.flush(Some(&f)).map_err(StoreError::Flush)
         }
-        Db::Pg(_) => db.flush(None).map_err(StoreError::Flush),
+        Db::Fjall(_) | Db::Pg(_) => db.flush(None).map_err(StoreError::Flush),
     }
 }
 
@@ -329,6 +331,8 @@ impl Store {
         // The conformance run of the unit tests on PostgreSQL (see `conformance`).
         #[cfg(test)]
         let options = kv::pg::testing::backend_for(&dir, options)?;
+        #[cfg(test)]
+        let options = kv::fjall::testing::backend_for(options);
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let db = open_db(&dir, &options)?;
         let mut trees = Trees::open(&db)?;
@@ -344,7 +348,7 @@ impl Store {
         }
         // Checked before anything is written: a database and files that do not belong
         // together are refused as they were found.
-        if let Db::Sled(_) = &db {
+        if db.is_local() {
             trees.trace.sealed = Some(Arc::new(sealed::open(&dir, &db, &trees)?));
         }
         queue::open_lanes(&trees, &options.domains)?;
@@ -371,7 +375,7 @@ impl Store {
                 let db_path = dir.join("db").join("db");
                 Some(std::fs::File::open(&db_path).map_err(io_err(&db_path))?)
             }
-            Db::Pg(_) => None,
+            Db::Fjall(_) | Db::Pg(_) => None,
         };
         // From here the committer owns the writer's connection.
         db.opened();
@@ -399,6 +403,8 @@ impl Store {
             changes.clone(),
         )?;
         let derived = db.open_tree("derived")?;
+        // Removed keys linger on fjall only (see `queue::Floors`).
+        let queue_floors = queue::Floors::new(matches!(db, Db::Fjall(_)));
         Ok(Self {
             inner: Arc::new(Inner {
                 id,
@@ -412,6 +418,7 @@ impl Store {
                 committer: Mutex::new(Some(committer)),
                 sweep,
                 changes,
+                queue_floors,
             }),
         })
     }
@@ -424,6 +431,7 @@ impl Store {
     pub fn backend_name(&self) -> &'static str {
         match &self.inner.db {
             Db::Sled(_) => "sled",
+            Db::Fjall(_) => "fjall",
             Db::Pg(_) => "postgres",
         }
     }
@@ -431,7 +439,7 @@ impl Store {
     /// Whether the database server answers (`None`: sled, nothing to ask).
     pub fn probe_database(&self) -> Option<Result<(), StoreError>> {
         match &self.inner.db {
-            Db::Sled(_) => None,
+            Db::Sled(_) | Db::Fjall(_) => None,
             Db::Pg(db) => Some(db.probe().map_err(StoreError::Db)),
         }
     }
@@ -465,7 +473,7 @@ impl Store {
     /// (PostgreSQL, without the password).
     pub fn location(&self) -> String {
         match &self.inner.db {
-            Db::Sled(_) => self.inner.dir.display().to_string(),
+            Db::Sled(_) | Db::Fjall(_) => self.inner.dir.display().to_string(),
             Db::Pg(db) => db.shown().to_string(),
         }
     }
@@ -634,7 +642,7 @@ impl Store {
     /// to do: only the committer commits its groups, each before it answers.
     pub fn flush(&self) -> Result<(), StoreError> {
         match &self.inner.db {
-            Db::Sled(_) => flush_durably(&self.inner.dir, &self.inner.db),
+            Db::Sled(_) | Db::Fjall(_) => flush_durably(&self.inner.dir, &self.inner.db),
             Db::Pg(_) => Ok(()),
         }
     }

@@ -76,6 +76,16 @@ pub enum StoreBackend {
     /// The embedded database in `<dir>/db` (the default).
     #[default]
     Sled,
+    /// The embedded fjall database in `<dir>/fjall` ([`kv::fjall`]).
+    Fjall,
     /// A PostgreSQL database ([`kv::pg`]).
     Postgres(PgOptions),
+}
+
+impl StoreBackend {
+    /// Whether the database is files in the store's directory, owned by one process
+    /// (sled, fjall), beside which the trace log's sealed segments are kept.
+    pub fn is_local(&self) -> bool {
+        !matches!(self, StoreBackend::Postgres(_))
+    }
 }

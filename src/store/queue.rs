@@ -132,6 +132,91 @@ pub struct Due {
     pub stopped_at: Option<Vec<u8>>,
 }
 
+/// Where each lane's scans of the due index start, on fjall. Items leave the index from
+/// its oldest end, so a scan from the lane's first key walks past every entry removed
+/// since the engine last dropped them: none on sled, whose trees forget a removed key at
+/// once, but fjall (an LSM tree) keeps them as tombstones until compaction, and between
+/// two providers that walk was a quarter of the CPU. So on fjall a scan from the start
+/// remembers the first entry it found, and later scans start there, or at
+/// [`FLOOR_MARGIN`] before their `now` if that is earlier: an item is due when it is
+/// enqueued (its acceptance time), a retry or a lease later, so nothing is written below
+/// that floor unless a batch waits longer than the margin between its acceptance and its
+/// commit, or the clock steps back. For those, every scan starts from the lane's first
+/// key again once [`FULL_SCAN_EVERY`] has passed since the last such scan (or at once if
+/// the clock went back): such an item waits up to that long more, and is never missed.
+#[derive(Debug, Default)]
+pub(crate) struct Floors {
+    enabled: bool,
+    lanes: [std::sync::Mutex<Option<Floor>>; 2],
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Floor {
+    key: [u8; 17],
+    /// When the last scan from the lane's first key was made.
+    full_scan_at: Timestamp,
+}
+
+/// How far before a scan's `now` its floor is kept at least.
+const FLOOR_MARGIN: SignedDuration = SignedDuration::from_secs(2);
+/// How often a scan starts from the lane's first key whatever the floor.
+const FULL_SCAN_EVERY: SignedDuration = SignedDuration::from_secs(5);
+
+impl Floors {
+    /// Floors kept (`enabled`) or not (every scan starts at the lane's first key).
+    pub(crate) fn new(enabled: bool) -> Self {
+        Self {
+            enabled,
+            ..Self::default()
+        }
+    }
+
+    fn lane(&self, lane: Lane) -> std::sync::MutexGuard<'_, Option<Floor>> {
+        // Only a copy of plain bytes happens under the lock: a poisoned one is taken over.
+        self.lanes[usize::from(lane.byte() != 0)]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Where a scan of `lane` at `now` up to `hi` starts (`None`: at the lane's first
+    /// key).
+    fn start(&self, lane: Lane, now: Timestamp, hi: &[u8; 17]) -> Option<[u8; 17]> {
+        if !self.enabled {
+            return None;
+        }
+        let f = (*self.lane(lane))?;
+        (now < f.full_scan_at + FULL_SCAN_EVERY && now >= f.full_scan_at && f.key <= *hi)
+            .then_some(f.key)
+    }
+
+    /// A scan of `lane` at `now` that started at `from` (`None`: the lane's first key)
+    /// found `first` as its first entry, or, with `first` `None`, went through the whole
+    /// range up to `hi` without finding one.
+    fn found(
+        &self,
+        lane: Lane,
+        now: Timestamp,
+        from: Option<[u8; 17]>,
+        first: Option<&[u8]>,
+        hi: &[u8; 17],
+    ) {
+        if !self.enabled {
+            return;
+        }
+        let mut key = due_key(lane, now - FLOOR_MARGIN, 0);
+        let seen = first
+            .and_then(|k| <[u8; 17]>::try_from(k).ok())
+            .unwrap_or(*hi);
+        key = key.min(seen);
+        let mut f = self.lane(lane);
+        let full_scan_at = match (from, *f) {
+            (None, _) | (Some(_), None) => now,
+            (Some(_), Some(old)) => old.full_scan_at,
+        };
+        *f = Some(Floor { key, full_scan_at });
+    }
+}
+
 pub(crate) fn due_key(lane: Lane, t: Timestamp, id: u64) -> [u8; 17] {
     let mut k = [0u8; 17];
     k[0] = lane.byte();
@@ -403,11 +488,18 @@ impl Store {
         spread: Spread<'_>,
     ) -> Result<Due, StoreError> {
         let lane_start = [lane.byte()];
-        let lo = match spread.after {
-            Some(k) => Bound::Excluded(k),
-            None => Bound::Included(lane_start.as_slice()),
-        };
         let hi = due_key(lane, now, u64::MAX);
+        // The floor, for a scan from the oldest entry (see `Floors`).
+        let floors = &self.inner.queue_floors;
+        let from = match spread.after {
+            Some(_) => None,
+            None => floors.start(lane, now, &hi),
+        };
+        let lo = match (spread.after, &from) {
+            (Some(k), _) => Bound::Excluded(k),
+            (None, Some(f)) => Bound::Included(f.as_slice()),
+            (None, None) => Bound::Included(lane_start.as_slice()),
+        };
         let mut taken: HashMap<String, usize> = HashMap::new();
         let room = |taken: &HashMap<String, usize>, domain: &str| {
             let busy = spread.in_flight.get(domain).copied().unwrap_or(0)
@@ -416,15 +508,20 @@ impl Store {
         };
         let mut out = Vec::new();
         let (mut looked, mut stopped_at, mut beyond) = (0, None, false);
+        let (mut first, mut whole) = (None, true);
         for kv in self
             .trees()
             .queue_due
             .range::<&[u8], _>((lo, Bound::Included(hi.as_slice())))
         {
             if out.len() == limit {
+                whole = false;
                 break;
             }
             let (k, domain) = kv?;
+            if first.is_none() {
+                first = Some(k.clone());
+            }
             if looked == spread.scan {
                 // An entry beyond the bound: there is more to look at.
                 beyond = true;
@@ -447,6 +544,9 @@ impl Store {
                 }
                 _ => {}
             }
+        }
+        if spread.after.is_none() && (first.is_some() || (whole && !beyond)) {
+            floors.found(lane, now, from, first.as_deref(), &hi);
         }
         let more = beyond && out.len() < limit;
         Ok(Due {

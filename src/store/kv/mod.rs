@@ -3,6 +3,8 @@
 //! several trees. Two engines sit behind it, chosen by `store.backend`:
 //!
 //! - **sled** ([`Db::Sled`]): the embedded default, one directory, nothing to run;
+//! - **fjall** ([`Db::Fjall`], module [`fjall`]): embedded too, a log-structured merge
+//!   tree that writes for less CPU than sled (opt-in);
 //! - **PostgreSQL** ([`Db::Pg`], module [`pg`]): one table of `(tree, key, value)` rows
 //!   ordered as sled orders them (bytea compares byte-wise), so every rule the store
 //!   implements above this layer (quotas, idempotency claims, the trace chain, the change
@@ -18,6 +20,7 @@
 //! the committer's transactions are grouped into one SQL transaction that
 //! [`Db::flush`] commits (one WAL flush for the whole group, as sled's group commit does).
 
+pub mod fjall;
 pub mod pg;
 #[cfg(test)]
 pub(crate) mod pg_cluster;
@@ -36,6 +39,8 @@ use super::StoreError;
 pub enum Error {
     #[error(transparent)]
     Sled(#[from] sled::Error),
+    #[error("fjall: {0}")]
+    Fjall(#[from] ::fjall::Error),
     /// PostgreSQL failed or refused: `op` is what the store was doing.
     #[error("PostgreSQL, {op}: {detail}")]
     Pg {
@@ -55,7 +60,7 @@ impl Error {
             return false;
         }
         match self {
-            Error::Sled(_) => false,
+            Error::Sled(_) | Error::Fjall(_) => false,
             // pecd's own refusals of a setting: they repeat.
             Error::Pg {
                 op: "reading store.url" | "setting up TLS",
@@ -81,10 +86,13 @@ impl Error {
         )
     }
 
-    /// The I/O error under a sled error, if that is what it is (e.g. a full disk).
+    /// The I/O error under an embedded engine's error, if that is what it is (e.g. a
+    /// full disk).
     pub fn io(&self) -> Option<&std::io::Error> {
         match self {
             Error::Sled(sled::Error::Io(io)) => Some(io),
+            Error::Fjall(::fjall::Error::Io(io)) => Some(io),
+            Error::Fjall(::fjall::Error::Storage(::fjall::LsmError::Io(io))) => Some(io),
             _ => None,
         }
     }
@@ -101,6 +109,7 @@ fn unabortable(e: UnabortableTransactionError) -> ConflictableTransactionError<S
 #[derive(Clone)]
 pub enum Db {
     Sled(sled::Db),
+    Fjall(fjall::FjallDb),
     Pg(pg::PgDb),
 }
 
@@ -108,6 +117,7 @@ impl Db {
     pub fn open_tree(&self, name: &str) -> Result<Tree, Error> {
         match self {
             Db::Sled(db) => Ok(Tree::Sled(db.open_tree(name)?)),
+            Db::Fjall(db) => Ok(Tree::Fjall(db.open_tree(name)?)),
             Db::Pg(db) => Ok(Tree::Pg(db.open_tree(name)?)),
         }
     }
@@ -116,6 +126,7 @@ impl Db {
     pub fn generate_id(&self) -> Result<u64, Error> {
         match self {
             Db::Sled(db) => Ok(db.generate_id()?),
+            Db::Fjall(db) => db.generate_id(),
             Db::Pg(db) => db.generate_id(),
         }
     }
@@ -129,6 +140,7 @@ impl Db {
                 while db.generate_id()? <= n {}
                 Ok(())
             }
+            Db::Fjall(db) => db.ensure_ids_above(n),
             Db::Pg(db) => db.ensure_ids_above(n),
         }
     }
@@ -141,6 +153,7 @@ impl Db {
                 .map(|n| String::from_utf8_lossy(n).into_owned())
                 .filter(|n| n != "__sled__default")
                 .collect()),
+            Db::Fjall(db) => Ok(db.tree_names()),
             Db::Pg(db) => db.tree_names(),
         }
     }
@@ -158,9 +171,9 @@ impl Db {
                     .iter()
                     .map(|t| match t {
                         Tree::Sled(t) => Ok(t.clone()),
-                        Tree::Pg(_) => Err(StoreError::Corrupt {
+                        _ => Err(StoreError::Corrupt {
                             what: "transaction".into(),
-                            detail: "a PostgreSQL tree in a sled transaction".into(),
+                            detail: "another engine's tree in a sled transaction".into(),
                         }),
                     })
                     .collect::<Result<_, _>>()?;
@@ -174,6 +187,19 @@ impl Db {
                     Err(TransactionError::Abort(e)) => Err(e),
                     Err(TransactionError::Storage(e)) => Err(StoreError::Db(e.into())),
                 }
+            }
+            Db::Fjall(db) => {
+                let own: Vec<&fjall::FjallTree> = trees
+                    .iter()
+                    .map(|t| match t {
+                        Tree::Fjall(t) => Ok(t),
+                        _ => Err(StoreError::Corrupt {
+                            what: "transaction".into(),
+                            detail: "another engine's tree in a fjall transaction".into(),
+                        }),
+                    })
+                    .collect::<Result<_, _>>()?;
+                db.transaction(&own, f)
             }
             Db::Pg(db) => db.transaction(trees, f),
         }
@@ -194,6 +220,7 @@ impl Db {
                     None => Ok(()),
                 }
             }
+            Db::Fjall(db) => db.flush().map_err(|e| e.to_string()),
             Db::Pg(db) => db.commit_group().map_err(|e| e.to_string()),
         }
     }
@@ -202,12 +229,12 @@ impl Db {
     /// instead of a round trip each; sled: nothing to gain).
     pub(crate) fn prefetch(&self, keys: Vec<(&Tree, Vec<u8>)>) -> Result<(), Error> {
         match self {
-            Db::Sled(_) => Ok(()),
+            Db::Sled(_) | Db::Fjall(_) => Ok(()),
             Db::Pg(db) => db.prefetch(
                 keys.into_iter()
                     .filter_map(|(t, k)| match t {
                         Tree::Pg(t) => Some((t, k)),
-                        Tree::Sled(_) => None,
+                        _ => None,
                     })
                     .collect(),
             ),
@@ -249,11 +276,11 @@ impl Db {
         matches!(self, Db::Pg(db) if db.several_writers())
     }
 
-    /// While the store opens: whether no other process writes it (sled: always, its
-    /// lock is exclusive).
+    /// While the store opens: whether no other process writes it (sled and fjall:
+    /// always, their lock is exclusive).
     pub(crate) fn writes_alone(&self) -> Result<bool, Error> {
         match self {
-            Db::Sled(_) => Ok(true),
+            Db::Sled(_) | Db::Fjall(_) => Ok(true),
             Db::Pg(db) => db.writes_alone(),
         }
     }
@@ -271,9 +298,15 @@ impl Db {
     /// cannot be lost.
     pub fn deposed(&self) -> bool {
         match self {
-            Db::Sled(_) => false,
+            Db::Sled(_) | Db::Fjall(_) => false,
             Db::Pg(db) => db.deposed(),
         }
+    }
+
+    /// Whether the database is files in the store's directory, owned by this process
+    /// (sled, fjall): what the trace log's sealed segments beside it need.
+    pub fn is_local(&self) -> bool {
+        !matches!(self, Db::Pg(_))
     }
 }
 
@@ -281,6 +314,7 @@ impl Db {
 #[derive(Clone)]
 pub enum Tree {
     Sled(sled::Tree),
+    Fjall(fjall::FjallTree),
     Pg(pg::PgTree),
 }
 
@@ -288,6 +322,7 @@ impl std::fmt::Debug for Tree {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Tree::Sled(t) => write!(f, "Tree::Sled({})", String::from_utf8_lossy(&t.name())),
+            Tree::Fjall(t) => write!(f, "Tree::Fjall({})", t.name()),
             Tree::Pg(t) => write!(f, "Tree::Pg({})", t.name()),
         }
     }
@@ -297,6 +332,7 @@ impl Tree {
     pub fn get<K: AsRef<[u8]>>(&self, key: K) -> Result<Option<IVec>, Error> {
         match self {
             Tree::Sled(t) => Ok(t.get(key)?),
+            Tree::Fjall(t) => t.get(key.as_ref()),
             Tree::Pg(t) => t.get(key.as_ref()),
         }
     }
@@ -312,6 +348,7 @@ impl Tree {
                 t.insert(key.as_ref(), value)?;
                 Ok(())
             }
+            Tree::Fjall(t) => t.insert(key.as_ref(), &value.into()),
             Tree::Pg(t) => t.apply(vec![(key.as_ref().to_vec(), Some(value.into().to_vec()))]),
         }
     }
@@ -322,6 +359,7 @@ impl Tree {
                 t.remove(key)?;
                 Ok(())
             }
+            Tree::Fjall(t) => t.remove(key.as_ref()),
             Tree::Pg(t) => t.apply(vec![(key.as_ref().to_vec(), None)]),
         }
     }
@@ -339,6 +377,7 @@ impl Tree {
                 }
                 Ok(t.apply_batch(b)?)
             }
+            Tree::Fjall(t) => t.apply(batch.ops),
             Tree::Pg(t) => t.apply(batch.ops),
         }
     }
@@ -346,6 +385,13 @@ impl Tree {
     pub fn clear(&self) -> Result<(), Error> {
         match self {
             Tree::Sled(t) => Ok(t.clear()?),
+            Tree::Fjall(t) => {
+                let keys = t
+                    .range(Bound::Unbounded, Bound::Unbounded)
+                    .map(|r| r.map(|(k, _)| (k.to_vec(), None)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                t.apply(keys)
+            }
             Tree::Pg(t) => t.clear(),
         }
     }
@@ -357,13 +403,13 @@ impl Tree {
     pub fn scan_prefix<P: AsRef<[u8]>>(&self, prefix: P) -> Iter {
         match self {
             Tree::Sled(t) => Iter::Sled(t.scan_prefix(prefix)),
-            Tree::Pg(t) => {
+            Tree::Fjall(_) | Tree::Pg(_) => {
                 let p = prefix.as_ref().to_vec();
                 let hi = match prefix_successor(&p) {
                     Some(s) => Bound::Excluded(s),
                     None => Bound::Unbounded,
                 };
-                Iter::Pg(t.range(Bound::Included(p), hi))
+                self.range((Bound::Included(p), hi))
             }
         }
     }
@@ -374,6 +420,9 @@ impl Tree {
                 let lo = owned(range.start_bound());
                 let hi = owned(range.end_bound());
                 Iter::Sled(t.range::<Vec<u8>, _>((lo, hi)))
+            }
+            Tree::Fjall(t) => {
+                Iter::Fjall(t.range(owned(range.start_bound()), owned(range.end_bound())))
             }
             Tree::Pg(t) => Iter::Pg(t.range(owned(range.start_bound()), owned(range.end_bound()))),
         }
@@ -391,6 +440,7 @@ impl Tree {
     pub fn len(&self) -> Result<usize, Error> {
         match self {
             Tree::Sled(t) => Ok(t.len()),
+            Tree::Fjall(t) => t.len(),
             Tree::Pg(t) => t.len(),
         }
     }
@@ -451,6 +501,7 @@ pub(crate) fn prefix_successor(p: &[u8]) -> Option<Vec<u8>> {
 /// An ordered scan, from either end.
 pub enum Iter {
     Sled(sled::Iter),
+    Fjall(fjall::FjallIter),
     Pg(pg::PgIter),
 }
 
@@ -460,6 +511,7 @@ impl Iterator for Iter {
     fn next(&mut self) -> Option<Self::Item> {
         match self {
             Iter::Sled(i) => i.next().map(|r| r.map_err(Error::from)),
+            Iter::Fjall(i) => i.next(),
             Iter::Pg(i) => i.next(),
         }
     }
@@ -469,6 +521,7 @@ impl DoubleEndedIterator for Iter {
     fn next_back(&mut self) -> Option<Self::Item> {
         match self {
             Iter::Sled(i) => i.next_back().map(|r| r.map_err(Error::from)),
+            Iter::Fjall(i) => i.next_back(),
             Iter::Pg(i) => i.next_back(),
         }
     }
@@ -502,6 +555,7 @@ impl Batch {
 /// and point writes.
 pub enum TxTree<'a> {
     Sled(&'a TransactionalTree),
+    Fjall(fjall::FjallTx<'a>),
     Pg(pg::TxView<'a>),
 }
 
@@ -509,6 +563,7 @@ impl TxTree<'_> {
     pub fn get<K: AsRef<[u8]>>(&self, key: K) -> TxResult<Option<IVec>> {
         match self {
             TxTree::Sled(t) => t.get(key.as_ref()).map_err(unabortable),
+            TxTree::Fjall(t) => t.get(key.as_ref()),
             TxTree::Pg(t) => t.get(key.as_ref()),
         }
     }
@@ -516,6 +571,10 @@ impl TxTree<'_> {
     pub fn insert<K: AsRef<[u8]>, V: Into<IVec>>(&self, key: K, value: V) -> TxResult<()> {
         match self {
             TxTree::Sled(t) => t.insert(key.as_ref(), value).map(drop).map_err(unabortable),
+            TxTree::Fjall(t) => {
+                t.put(key.as_ref(), Some(value.into().to_vec()));
+                Ok(())
+            }
             TxTree::Pg(t) => {
                 t.put(key.as_ref(), Some(value.into().to_vec()));
                 Ok(())
@@ -526,6 +585,10 @@ impl TxTree<'_> {
     pub fn remove<K: AsRef<[u8]>>(&self, key: K) -> TxResult<()> {
         match self {
             TxTree::Sled(t) => t.remove(key.as_ref()).map(drop).map_err(unabortable),
+            TxTree::Fjall(t) => {
+                t.put(key.as_ref(), None);
+                Ok(())
+            }
             TxTree::Pg(t) => {
                 t.put(key.as_ref(), None);
                 Ok(())

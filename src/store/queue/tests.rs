@@ -454,3 +454,85 @@ fn due_keys_sort_by_lane_then_time() {
     let ids: Vec<u64> = keys.iter().filter_map(|k| id_of_due_key(k)).collect();
     assert_eq!(ids, vec![3, 2, 1]);
 }
+
+#[test]
+fn on_fjall_scans_start_past_removed_entries_and_still_find_every_item() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(
+        dir.path(),
+        StoreOptions {
+            domains: vec![Domain::parse("pec.alfa.test").unwrap()],
+            backend: crate::store::StoreBackend::Fjall,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    let t0 = t("2026-11-23T09:00:00Z");
+    let at = |ms: i64| t0.checked_add(SignedDuration::from_millis(ms)).unwrap();
+    let due = |now| -> Vec<u64> {
+        s.queue_due_in(Lane::Remote, now, 100)
+            .unwrap()
+            .iter()
+            .map(|i| i.id)
+            .collect()
+    };
+    // A thousand items queued and done: their entries are tombstones now.
+    for n in 0..1000 {
+        let id = s
+            .commit(Batch::new().enqueue(item(&s, "peer.example", at(n))))
+            .unwrap()
+            .queued[0];
+        s.commit(Batch::new().queue_done(id)).unwrap();
+    }
+    // The scan from the lane's first key sets the floor (2 s before its `now`).
+    assert!(due(at(10_000)).is_empty());
+    // An item enqueued as usual (due at its acceptance, after the floor) is due at once.
+    let fresh = s
+        .commit(Batch::new().enqueue(item(&s, "peer.example", at(10_100))))
+        .unwrap()
+        .queued[0];
+    assert_eq!(due(at(10_200)), [fresh]);
+    // One accepted 5 s before its commit lies below the floor: the scans from the floor
+    // pass it by until the next scan from the first key, at most 5 s after the last.
+    let late = s
+        .commit(Batch::new().enqueue(item(&s, "peer.example", at(5_000))))
+        .unwrap()
+        .queued[0];
+    assert_eq!(due(at(10_300)), [fresh]);
+    assert_eq!(due(at(15_000)), [late, fresh]);
+    // The clock stepping back: a scan from the first key at once.
+    let back = s
+        .commit(Batch::new().enqueue(item(&s, "peer.example", at(1_500))))
+        .unwrap()
+        .queued[0];
+    assert_eq!(due(at(16_000)), [late, fresh]);
+    assert_eq!(due(at(14_000)), [back, late, fresh]);
+    // On sled there is no floor: nothing waits. (Not in the conformance run on fjall,
+    // which opens every sled store on fjall.)
+    if std::env::var_os(crate::store::kv::fjall::testing::ENV).is_some() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sled = open(dir.path());
+    let late = sled
+        .commit(Batch::new().enqueue(item(&sled, "peer.example", at(5_000))))
+        .unwrap()
+        .queued[0];
+    assert!(
+        sled.queue_due_in(Lane::Remote, at(10_000), 10)
+            .unwrap()
+            .len()
+            == 1
+    );
+    let later = sled
+        .commit(Batch::new().enqueue(item(&sled, "peer.example", at(3_000))))
+        .unwrap()
+        .queued[0];
+    let ids: Vec<u64> = sled
+        .queue_due_in(Lane::Remote, at(10_100), 10)
+        .unwrap()
+        .iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(ids, [later, late]);
+}

@@ -40,6 +40,7 @@ fn delivery(s: &Store, a: &PecAddress, claim: &str, body: &str, at: Timestamp) -
 /// which applies each batch alone, to the same end).
 fn on_sled() -> bool {
     std::env::var_os(crate::store::kv::pg::testing::ENV).is_none()
+        && std::env::var_os(crate::store::kv::fjall::testing::ENV).is_none()
 }
 
 fn bodies(s: &Store, records: &[crate::store::MessageRecord]) -> Vec<String> {

@@ -485,9 +485,9 @@ impl PgDb {
             .iter()
             .map(|t| match t {
                 Tree::Pg(t) => Ok(t.id),
-                Tree::Sled(_) => Err(StoreError::Corrupt {
+                _ => Err(StoreError::Corrupt {
                     what: "transaction".into(),
-                    detail: "a sled tree in a PostgreSQL transaction".into(),
+                    detail: "another engine's tree in a PostgreSQL transaction".into(),
                 }),
             })
             .collect::<Result<_, _>>()?;
