@@ -3,8 +3,8 @@
 //! after `commit` returns; the parent SIGKILLs it at random points over many rounds,
 //! then reopens the store and proves that nothing acknowledged was lost, nothing was
 //! doubled, no blob is missing or orphaned, usage is exact and the chain verifies. The
-//! same test runs on each metadata backend: sled, and a real PostgreSQL cluster of its
-//! own (the child is killed mid-transaction; the server rolls back what it had not
+//! same test runs on each metadata backend: sled, fjall, and a real PostgreSQL cluster of
+//! its own (the child is killed mid-transaction; the server rolls back what it had not
 //! committed).
 
 mod common;
@@ -31,18 +31,28 @@ fn mailbox() -> PecAddress {
 
 /// The PostgreSQL connection string of the children, when the run is on PostgreSQL.
 const PG_ENV: &str = "PECD_CRASH_PG";
+/// Set for the children of the run on fjall.
+const FJALL_ENV: &str = "PECD_CRASH_FJALL";
 
-/// `pg`: the PostgreSQL connection string (none: sled).
-fn options(grace: Duration, pg: Option<&str>) -> StoreOptions {
-    let backend = match pg {
-        Some(url) => StoreBackend::Postgres(PgOptions {
+/// The engine of the children: PostgreSQL (its connection string), fjall or sled.
+#[derive(Clone, Copy)]
+enum Engine<'a> {
+    Sled,
+    Fjall,
+    Pg(&'a str),
+}
+
+fn options(grace: Duration, engine: Engine<'_>) -> StoreOptions {
+    let backend = match engine {
+        Engine::Pg(url) => StoreBackend::Postgres(PgOptions {
             url: url.to_string(),
             password: None,
             pool_size: 2,
             ca_file: None,
             several_writers: false,
         }),
-        None => StoreBackend::Sled,
+        Engine::Fjall => StoreBackend::Fjall,
+        Engine::Sled => StoreBackend::Sled,
     };
     StoreOptions {
         blob_grace: grace,
@@ -57,7 +67,12 @@ fn options(grace: Duration, pg: Option<&str>) -> StoreOptions {
 /// The child: writes forever until killed.
 fn child(dir: &Path, base: u64) {
     let pg = std::env::var(PG_ENV).ok();
-    let store = Store::open(dir, options(Duration::from_secs(3600), pg.as_deref())).unwrap();
+    let engine = match (&pg, std::env::var_os(FJALL_ENV)) {
+        (Some(url), _) => Engine::Pg(url),
+        (None, Some(_)) => Engine::Fjall,
+        (None, None) => Engine::Sled,
+    };
+    let store = Store::open(dir, options(Duration::from_secs(3600), engine)).unwrap();
     if store.mailbox(&mailbox()).unwrap().is_none() {
         store
             .add_mailbox(NewMailbox {
@@ -119,10 +134,20 @@ fn killed_store_reopens_consistent() {
         child(Path::new(&dir), base);
         return;
     }
-    if std::env::var_os(PG_ENV).is_some() {
+    if std::env::var_os(PG_ENV).is_some() || std::env::var_os(FJALL_ENV).is_some() {
         return;
     }
-    crash_rounds("killed_store_reopens_consistent", None);
+    crash_rounds("killed_store_reopens_consistent", Engine::Sled);
+}
+
+#[test]
+fn killed_store_on_fjall_reopens_consistent() {
+    if let Ok(dir) = std::env::var("PECD_CRASH_CHILD") {
+        let base = std::env::var("PECD_CRASH_BASE").unwrap().parse().unwrap();
+        child(Path::new(&dir), base);
+        return;
+    }
+    crash_rounds("killed_store_on_fjall_reopens_consistent", Engine::Fjall);
 }
 
 #[test]
@@ -137,7 +162,7 @@ fn killed_store_on_postgresql_reopens_consistent() {
     };
     crash_rounds(
         "killed_store_on_postgresql_reopens_consistent",
-        Some(&cluster.url()),
+        Engine::Pg(&cluster.url()),
     );
     let rows = common::postgres::psql(&cluster, "SELECT count(*) FROM pecd_kv");
     assert!(
@@ -146,7 +171,7 @@ fn killed_store_on_postgresql_reopens_consistent() {
     );
 }
 
-fn crash_rounds(test: &str, pg: Option<&str>) {
+fn crash_rounds(test: &str, engine: Engine<'_>) {
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let mut acked = BTreeSet::new();
@@ -160,8 +185,10 @@ fn crash_rounds(test: &str, pg: Option<&str>) {
     };
     for round in 0..ROUNDS {
         let mut cmd = Command::new(std::env::current_exe().unwrap());
-        if let Some(url) = pg {
-            cmd.env(PG_ENV, url);
+        match engine {
+            Engine::Pg(url) => drop(cmd.env(PG_ENV, url)),
+            Engine::Fjall => drop(cmd.env(FJALL_ENV, "1")),
+            Engine::Sled => {}
         }
         let mut c = cmd
             .args(["--exact", test, "--nocapture", "--test-threads=1"])
@@ -205,7 +232,7 @@ fn crash_rounds(test: &str, pg: Option<&str>) {
     );
 
     // Reopen with no grace: every unreferenced blob must go.
-    let store = Store::open(dir.path(), options(Duration::ZERO, pg)).unwrap();
+    let store = Store::open(dir.path(), options(Duration::ZERO, engine)).unwrap();
     let msgs = store.messages(&mailbox(), "INBOX").unwrap();
     let mut seen: BTreeMap<u64, u32> = BTreeMap::new();
     let mut total = 0;
@@ -266,7 +293,11 @@ fn crash_rounds(test: &str, pg: Option<&str>) {
     assert_eq!(report.records, 1 + 2 * seen.len() as u64);
     eprintln!(
         "crash test ({}): {ROUNDS} rounds, {} acknowledged, {} stored, {} trace records, {:?}",
-        if pg.is_some() { "PostgreSQL" } else { "sled" },
+        match engine {
+            Engine::Pg(_) => "PostgreSQL",
+            Engine::Fjall => "fjall",
+            Engine::Sled => "sled",
+        },
         acked.len(),
         seen.len(),
         report.records,

@@ -405,6 +405,8 @@ impl Committer {
     /// fails, the group's writes are gone and the trace head is read again.
     fn flush(&mut self) -> Result<(), String> {
         let r = self.db.flush(self.db_file.as_ref());
+        // Visible now on every engine, or never to be (see `queue::Floors::settle`).
+        self.trees.queue_floors.settle();
         self.reread = self.several;
         if r.is_err() && self.db.flush_failure_loses_writes() {
             self.head_stale = true;
@@ -671,8 +673,13 @@ impl Committer {
         let ops = self.expand(batch.ops, now, &mut Expansion::default())?;
         let head = &self.head;
         let tail = self.trees.trace.tail.as_deref();
+        let floors = &*self.trees.queue_floors;
         let res = self.db.transaction(&self.all, |t| {
-            let tx = Tx { t, tail };
+            let tx = Tx {
+                t,
+                tail,
+                floors: Some(floors),
+            };
             let mut head = head.clone();
             let applied = apply_expanded(&tx, &ops, now, &mut head)?;
             Ok((applied, head))

@@ -164,6 +164,9 @@ pub(crate) struct Trees {
     /// Smart cards of mailboxes ([`cards`]); added in schema 3 without a migration
     /// (an older store simply has none).
     pub cards: Tree,
+    /// Where the queue's scans start ([`queue::Floors`]): shared by the readers and
+    /// the committer, which lowers them.
+    pub queue_floors: Arc<queue::Floors>,
 }
 
 impl Trees {
@@ -201,6 +204,7 @@ impl Trees {
             changelog: w(&self.changelog),
             email_index: w(&self.email_index),
             cards: w(&self.cards),
+            queue_floors: self.queue_floors.clone(),
         }
     }
 
@@ -220,6 +224,11 @@ impl Trees {
             changelog: db.open_tree("changelog")?,
             email_index: db.open_tree("email_index")?,
             cards: db.open_tree("cards")?,
+            // Removed keys linger on fjall only; with several writers the others' writes
+            // are not seen here.
+            queue_floors: Arc::new(queue::Floors::new(
+                matches!(db, Db::Fjall(_)) && !db.several_writers(),
+            )),
         })
     }
 }
@@ -238,8 +247,6 @@ struct Inner {
     committer: Mutex<Option<JoinHandle<()>>>,
     sweep: SweepStats,
     changes: tokio::sync::broadcast::Sender<MailboxChange>,
-    /// Where the queue's scans start ([`queue::Floors`]).
-    queue_floors: queue::Floors,
 }
 
 impl Drop for Inner {
@@ -403,8 +410,6 @@ impl Store {
             changes.clone(),
         )?;
         let derived = db.open_tree("derived")?;
-        // Removed keys linger on fjall only (see `queue::Floors`).
-        let queue_floors = queue::Floors::new(matches!(db, Db::Fjall(_)));
         Ok(Self {
             inner: Arc::new(Inner {
                 id,
@@ -418,7 +423,6 @@ impl Store {
                 committer: Mutex::new(Some(committer)),
                 sweep,
                 changes,
-                queue_floors,
             }),
         })
     }

@@ -35,7 +35,10 @@ use super::batch::{Batch, Op};
 use super::blobs::{Blob, BlobId};
 use super::tx::{META, QUEUE, QUEUE_DUE, Tx, TxResult, abort, blob_ref, get_json, put_json};
 use super::{Store, StoreError, Trees};
+
+mod floor;
 use crate::pec::address::Domain;
+pub(crate) use floor::Floors;
 
 /// `meta` key of the JSON list of served domains, as of the last open.
 const LOCAL_DOMAINS_KEY: &[u8] = b"queue_local_domains";
@@ -130,91 +133,6 @@ pub struct Due {
     pub cut_short: bool,
     /// The last key of the due index looked at, when `cut_short`.
     pub stopped_at: Option<Vec<u8>>,
-}
-
-/// Where each lane's scans of the due index start, on fjall. Items leave the index from
-/// its oldest end, so a scan from the lane's first key walks past every entry removed
-/// since the engine last dropped them: none on sled, whose trees forget a removed key at
-/// once, but fjall (an LSM tree) keeps them as tombstones until compaction, and between
-/// two providers that walk was a quarter of the CPU. So on fjall a scan from the start
-/// remembers the first entry it found, and later scans start there, or at
-/// [`FLOOR_MARGIN`] before their `now` if that is earlier: an item is due when it is
-/// enqueued (its acceptance time), a retry or a lease later, so nothing is written below
-/// that floor unless a batch waits longer than the margin between its acceptance and its
-/// commit, or the clock steps back. For those, every scan starts from the lane's first
-/// key again once [`FULL_SCAN_EVERY`] has passed since the last such scan (or at once if
-/// the clock went back): such an item waits up to that long more, and is never missed.
-#[derive(Debug, Default)]
-pub(crate) struct Floors {
-    enabled: bool,
-    lanes: [std::sync::Mutex<Option<Floor>>; 2],
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Floor {
-    key: [u8; 17],
-    /// When the last scan from the lane's first key was made.
-    full_scan_at: Timestamp,
-}
-
-/// How far before a scan's `now` its floor is kept at least.
-const FLOOR_MARGIN: SignedDuration = SignedDuration::from_secs(2);
-/// How often a scan starts from the lane's first key whatever the floor.
-const FULL_SCAN_EVERY: SignedDuration = SignedDuration::from_secs(5);
-
-impl Floors {
-    /// Floors kept (`enabled`) or not (every scan starts at the lane's first key).
-    pub(crate) fn new(enabled: bool) -> Self {
-        Self {
-            enabled,
-            ..Self::default()
-        }
-    }
-
-    fn lane(&self, lane: Lane) -> std::sync::MutexGuard<'_, Option<Floor>> {
-        // Only a copy of plain bytes happens under the lock: a poisoned one is taken over.
-        self.lanes[usize::from(lane.byte() != 0)]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Where a scan of `lane` at `now` up to `hi` starts (`None`: at the lane's first
-    /// key).
-    fn start(&self, lane: Lane, now: Timestamp, hi: &[u8; 17]) -> Option<[u8; 17]> {
-        if !self.enabled {
-            return None;
-        }
-        let f = (*self.lane(lane))?;
-        (now < f.full_scan_at + FULL_SCAN_EVERY && now >= f.full_scan_at && f.key <= *hi)
-            .then_some(f.key)
-    }
-
-    /// A scan of `lane` at `now` that started at `from` (`None`: the lane's first key)
-    /// found `first` as its first entry, or, with `first` `None`, went through the whole
-    /// range up to `hi` without finding one.
-    fn found(
-        &self,
-        lane: Lane,
-        now: Timestamp,
-        from: Option<[u8; 17]>,
-        first: Option<&[u8]>,
-        hi: &[u8; 17],
-    ) {
-        if !self.enabled {
-            return;
-        }
-        let mut key = due_key(lane, now - FLOOR_MARGIN, 0);
-        let seen = first
-            .and_then(|k| <[u8; 17]>::try_from(k).ok())
-            .unwrap_or(*hi);
-        key = key.min(seen);
-        let mut f = self.lane(lane);
-        let full_scan_at = match (from, *f) {
-            (None, _) | (Some(_), None) => now,
-            (Some(_), Some(old)) => old.full_scan_at,
-        };
-        *f = Some(Floor { key, full_scan_at });
-    }
 }
 
 pub(crate) fn due_key(lane: Lane, t: Timestamp, id: u64) -> [u8; 17] {
@@ -323,11 +241,16 @@ pub(crate) fn apply_enqueue(tx: &Tx, id: u64, n: &NewQueueItem) -> TxResult<()> 
         lease: None,
     };
     put_json(&tx.t[QUEUE], &id.to_be_bytes(), &item)?;
-    tx.t[QUEUE_DUE].insert(
-        due_key(item.lane, item.next_attempt, id),
-        item.domain.as_str(),
-    )?;
+    put_due(tx, due_key(item.lane, item.next_attempt, id), &item.domain)?;
     blob_ref(tx, &item.blob, 1)
+}
+
+/// Writes a due-index entry, the floor lowered to it first (see `Floors`).
+fn put_due(tx: &Tx, key: [u8; 17], domain: &Domain) -> TxResult<()> {
+    if let Some(f) = tx.floors {
+        f.lower(&key);
+    }
+    tx.t[QUEUE_DUE].insert(key, domain.as_str())
 }
 
 fn load(tx: &Tx, id: u64) -> TxResult<QueueItem> {
@@ -344,7 +267,7 @@ pub(crate) fn apply_retry(tx: &Tx, id: u64, next: Timestamp, error: &str) -> TxR
     item.next_attempt = next;
     item.last_error = Some(error.to_string());
     item.lease = None;
-    tx.t[QUEUE_DUE].insert(due_key(item.lane, next, id), item.domain.as_str())?;
+    put_due(tx, due_key(item.lane, next, id), &item.domain)?;
     put_json(&tx.t[QUEUE], &id.to_be_bytes(), &item)
 }
 
@@ -366,7 +289,7 @@ pub(crate) fn apply_lease(
     tx.t[QUEUE_DUE].remove(due_key(item.lane, item.next_attempt, id))?;
     item.next_attempt = until;
     item.lease = Some(token);
-    tx.t[QUEUE_DUE].insert(due_key(item.lane, until, id), item.domain.as_str())?;
+    put_due(tx, due_key(item.lane, until, id), &item.domain)?;
     put_json(&tx.t[QUEUE], &id.to_be_bytes(), &item)?;
     Ok(Some(item))
 }
@@ -487,19 +410,39 @@ impl Store {
         skip: &HashSet<u64>,
         spread: Spread<'_>,
     ) -> Result<Due, StoreError> {
-        let lane_start = [lane.byte()];
         let hi = due_key(lane, now, u64::MAX);
-        // The floor, for a scan from the oldest entry (see `Floors`).
-        let floors = &self.inner.queue_floors;
-        let from = match spread.after {
-            Some(_) => None,
-            None => floors.start(lane, now, &hi),
-        };
-        let lo = match (spread.after, &from) {
+        let lane_start = [lane.byte()];
+        // A scan from the oldest entry starts at the lane's floor (see `Floors`), and
+        // tells it what it found however it ends.
+        let floors = &self.trees().queue_floors;
+        let begun = spread.after.is_none().then(|| floors.begin(lane, now, &hi));
+        let from = match (spread.after, begun.as_ref().and_then(|b| b.from.as_ref())) {
             (Some(k), _) => Bound::Excluded(k),
             (None, Some(f)) => Bound::Included(f.as_slice()),
-            (None, None) => Bound::Included(lane_start.as_slice()),
+            (None, None) => Bound::Included(&lane_start[..]),
         };
+        let mut first = None;
+        let r = self.scan_due(from, &hi, now, limit, skip, spread, &mut first);
+        if let Some(b) = begun {
+            let read_all = matches!(&r, Ok((due, whole)) if *whole && !due.cut_short);
+            floors.found(b, first.as_deref(), read_all, &hi);
+        }
+        r.map(|(due, _)| due)
+    }
+
+    /// The scan of [`Self::queue_due_spread`] from `from` up to `hi`; `first` is set to
+    /// the first entry read. Also says whether it read every entry up to `hi`.
+    #[allow(clippy::too_many_arguments)]
+    fn scan_due(
+        &self,
+        from: Bound<&[u8]>,
+        hi: &[u8; 17],
+        now: Timestamp,
+        limit: usize,
+        skip: &HashSet<u64>,
+        spread: Spread<'_>,
+        first: &mut Option<Vec<u8>>,
+    ) -> Result<(Due, bool), StoreError> {
         let mut taken: HashMap<String, usize> = HashMap::new();
         let room = |taken: &HashMap<String, usize>, domain: &str| {
             let busy = spread.in_flight.get(domain).copied().unwrap_or(0)
@@ -507,12 +450,11 @@ impl Store {
             busy < spread.per_domain
         };
         let mut out = Vec::new();
-        let (mut looked, mut stopped_at, mut beyond) = (0, None, false);
-        let (mut first, mut whole) = (None, true);
+        let (mut looked, mut stopped_at, mut beyond, mut whole) = (0, None, false, true);
         for kv in self
             .trees()
             .queue_due
-            .range::<&[u8], _>((lo, Bound::Included(hi.as_slice())))
+            .range::<&[u8], _>((from, Bound::Included(hi.as_slice())))
         {
             if out.len() == limit {
                 whole = false;
@@ -520,7 +462,7 @@ impl Store {
             }
             let (k, domain) = kv?;
             if first.is_none() {
-                first = Some(k.clone());
+                *first = Some(k.to_vec());
             }
             if looked == spread.scan {
                 // An entry beyond the bound: there is more to look at.
@@ -545,15 +487,13 @@ impl Store {
                 _ => {}
             }
         }
-        if spread.after.is_none() && (first.is_some() || (whole && !beyond)) {
-            floors.found(lane, now, from, first.as_deref(), &hi);
-        }
         let more = beyond && out.len() < limit;
-        Ok(Due {
+        let due = Due {
             cut_short: more,
             stopped_at: if more { stopped_at } else { None },
             items: out,
-        })
+        };
+        Ok((due, whole && !beyond))
     }
 
     pub fn queue_item(&self, id: u64) -> Result<Option<QueueItem>, StoreError> {

@@ -68,6 +68,9 @@ pub(crate) struct Tx<'a> {
     /// Where the appended records' `trace_keys` entries go instead of the tree (sled
     /// stores once open: [`crate::trace::tail`]).
     pub tail: Option<&'a crate::trace::tail::Tail>,
+    /// The queue's floors, lowered before each due-index entry is written
+    /// ([`queue::Floors`]).
+    pub floors: Option<&'a queue::Floors>,
 }
 
 pub(crate) fn abort<T>(e: StoreError) -> TxResult<T> {
@@ -254,7 +257,12 @@ pub(crate) fn apply_op(
             super::archive::apply_notice(tx, mailbox, *from, *to)?
         }
         Op::Raw { tree, key, value } => match value {
-            Some(v) => tx.t[*tree].insert(key.as_slice(), v.as_slice())?,
+            Some(v) => {
+                if let (QUEUE_DUE, Some(f)) = (*tree, tx.floors) {
+                    f.lower(key);
+                }
+                tx.t[*tree].insert(key.as_slice(), v.as_slice())?
+            }
             None => tx.t[*tree].remove(key.as_slice())?,
         },
         Op::Checkpoint(cp) => put_json(&tx.t[CHECKPOINTS], &seq_key(cp.seq), cp)?,

@@ -139,7 +139,11 @@ pub(crate) fn migrate_user_folders(
             .then(|| db.generate_id().map(|id| id | MARK))
             .transpose()?;
         let res = db.transaction(&all, |t| {
-            let tx = Tx { t, tail: None };
+            let tx = Tx {
+                t,
+                tail: None,
+                floors: None,
+            };
             let mut log = ChangeSet::default();
             for f in &moved {
                 let mut f = f.clone();

@@ -91,8 +91,13 @@ impl Committer {
         let head = &self.head;
         let refused = Cell::new(None);
         let tail = self.trees.trace.tail.as_deref();
+        let floors = &*self.trees.queue_floors;
         let res = self.db.transaction(&self.all, |t| {
-            let tx = Tx { t, tail };
+            let tx = Tx {
+                t,
+                tail,
+                floors: Some(floors),
+            };
             let mut head = head.clone();
             let mut applied = Vec::with_capacity(expanded.len());
             for (i, (ops, now)) in expanded.iter().enumerate() {

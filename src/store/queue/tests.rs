@@ -476,63 +476,46 @@ fn on_fjall_scans_start_past_removed_entries_and_still_find_every_item() {
             .map(|i| i.id)
             .collect()
     };
+    let enqueue = |ms| {
+        s.commit(Batch::new().enqueue(item(&s, "peer.example", at(ms))))
+            .unwrap()
+            .queued[0]
+    };
     // A thousand items queued and done: their entries are tombstones now.
     for n in 0..1000 {
-        let id = s
-            .commit(Batch::new().enqueue(item(&s, "peer.example", at(n))))
-            .unwrap()
-            .queued[0];
+        let id = enqueue(n);
         s.commit(Batch::new().queue_done(id)).unwrap();
     }
-    // The scan from the lane's first key sets the floor (2 s before its `now`).
-    assert!(due(at(10_000)).is_empty());
-    // An item enqueued as usual (due at its acceptance, after the floor) is due at once.
-    let fresh = s
-        .commit(Batch::new().enqueue(item(&s, "peer.example", at(10_100))))
-        .unwrap()
-        .queued[0];
-    assert_eq!(due(at(10_200)), [fresh]);
-    // One accepted 5 s before its commit lies below the floor: the scans from the floor
-    // pass it by until the next scan from the first key, at most 5 s after the last.
-    let late = s
-        .commit(Batch::new().enqueue(item(&s, "peer.example", at(5_000))))
-        .unwrap()
-        .queued[0];
-    assert_eq!(due(at(10_300)), [fresh]);
-    assert_eq!(due(at(15_000)), [late, fresh]);
-    // The clock stepping back: a scan from the first key at once.
-    let back = s
-        .commit(Batch::new().enqueue(item(&s, "peer.example", at(1_500))))
-        .unwrap()
-        .queued[0];
-    assert_eq!(due(at(16_000)), [late, fresh]);
-    assert_eq!(due(at(14_000)), [back, late, fresh]);
-    // On sled there is no floor: nothing waits. (Not in the conformance run on fjall,
-    // which opens every sled store on fjall.)
-    if std::env::var_os(crate::store::kv::fjall::testing::ENV).is_some() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let sled = open(dir.path());
-    let late = sled
-        .commit(Batch::new().enqueue(item(&sled, "peer.example", at(5_000))))
-        .unwrap()
-        .queued[0];
-    assert!(
-        sled.queue_due_in(Lane::Remote, at(10_000), 10)
-            .unwrap()
-            .len()
-            == 1
+    let kept = enqueue(2_000);
+    // The scan from the lane's first key finds `kept` first: later scans start there,
+    // past the tombstones.
+    assert_eq!(due(at(10_000)), [kept]);
+    // Where a scan at `now` would start.
+    let floor = |now| {
+        let f = &s.trees().queue_floors;
+        let b = f.begin(Lane::Remote, now, &due_key(Lane::Remote, now, u64::MAX));
+        let from = b.from;
+        f.found(b, None, false, &[0; 17]);
+        from
+    };
+    assert_eq!(
+        floor(at(10_000)),
+        Some(due_key(Lane::Remote, at(2_000), kept))
     );
-    let later = sled
-        .commit(Batch::new().enqueue(item(&sled, "peer.example", at(3_000))))
-        .unwrap()
-        .queued[0];
-    let ids: Vec<u64> = sled
-        .queue_due_in(Lane::Remote, at(10_100), 10)
-        .unwrap()
-        .iter()
-        .map(|i| i.id)
-        .collect();
-    assert_eq!(ids, [later, late]);
+    // Items due before the floor (accepted long before their commit, or after the clock
+    // stepped back) are found at once all the same.
+    let early = enqueue(500);
+    let earlier = enqueue(-60_000);
+    assert_eq!(due(at(10_100)), [earlier, early, kept]);
+    // And the floor is back past what left.
+    for id in [earlier, early, kept] {
+        s.commit(Batch::new().queue_done(id)).unwrap();
+    }
+    assert!(due(at(10_200)).is_empty());
+    let fresh = enqueue(10_300);
+    assert_eq!(due(at(10_400)), [fresh]);
+    assert_eq!(
+        floor(at(10_400)),
+        Some(due_key(Lane::Remote, at(10_300), fresh))
+    );
 }
