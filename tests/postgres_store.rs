@@ -10,33 +10,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::postgres::{cluster, on_postgres, psql};
-use common::server::Server;
+use common::server::{Server, exported, migrate, wait_for_messages};
 use pecd::pec::address::PecAddress;
 use pecd::store::{PgOptions, Store, StoreBackend, StoreOptions};
-
-/// `pecd log export` of the server's store, without its last line (the trailer, signed
-/// at export time).
-fn exported(s: &Server) -> Vec<String> {
-    let file = s.dir.path().join("export.jsonl");
-    s.admin(&["log", "export", file.to_str().unwrap()]);
-    let text = std::fs::read_to_string(&file).unwrap();
-    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
-    let trailer = lines.pop().expect("a trailer");
-    assert!(trailer.to_lowercase().contains("trailer"), "{trailer}");
-    lines
-}
-
-fn wait_for_messages(s: &Server, who: &str, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while s.mailbox_json(who)["messages"].as_u64() != Some(n) {
-        assert!(
-            Instant::now() < deadline,
-            "{who}: {}",
-            s.mailbox_json(who)["messages"]
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 #[test]
 fn a_provider_runs_on_postgresql_and_migrates_there_and_back() {
@@ -73,25 +49,6 @@ fn a_provider_runs_on_postgresql_and_migrates_there_and_back() {
     s.stop();
     let sled_export = exported(&s);
 
-    let migrate = |from: &std::path::Path, to: &std::path::Path, extra: &[&str]| {
-        let mut args = vec![
-            "store",
-            "migrate",
-            "--config",
-            from.to_str().unwrap(),
-            "--to",
-            to.to_str().unwrap(),
-            "--json",
-        ];
-        args.extend(extra);
-        let out = common::server::pecd(&args);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
-    };
     // sled → PostgreSQL: every tree compared, the chain verified on the target.
     let r = migrate(&sled_config, &pg_config, &[]);
     assert!(r["metadata"]["entries"].as_u64().unwrap() > 20, "{r}");

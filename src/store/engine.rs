@@ -80,8 +80,28 @@ pub fn wait_until_unlocked(
     }
 }
 
-/// Opens the database `options.backend` names.
+/// Opens the database `options.backend` names. A directory holding the other embedded
+/// engine's database is refused: opening it would show an empty store in its place
+/// (every mailbox seemingly gone) until the setting is put back.
 pub(super) fn open_db(dir: &Path, options: &StoreOptions) -> Result<Db, StoreError> {
+    let other = match options.backend {
+        StoreBackend::Sled => Some(("fjall", "fjall", "sled")),
+        StoreBackend::Fjall => Some(("db", "sled", "fjall")),
+        StoreBackend::Postgres(_) => None,
+    };
+    if let Some((sub, found, wanted)) = other
+        && dir.join(sub).is_dir()
+    {
+        return Err(StoreError::Corrupt {
+            what: "store.backend".into(),
+            detail: format!(
+                "{} holds a {found} database, and store.backend is \"{wanted}\": set it back \
+                 to \"{found}\", or copy the store with `pecd store migrate` into another \
+                 store.dir",
+                dir.display()
+            ),
+        });
+    }
     match &options.backend {
         StoreBackend::Sled => Ok(Db::Sled(open_sled(dir, options)?)),
         StoreBackend::Fjall => Ok(Db::Fjall(kv::fjall::FjallDb::open(

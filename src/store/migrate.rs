@@ -254,6 +254,23 @@ pub fn copy_metadata(
     let target = &super::kv::pg::testing::backend_for(target_dir, target.clone())?;
     #[cfg(test)]
     let target = &super::kv::fjall::testing::backend_for(target.clone());
+    // Two engines in one directory would share the trace log's sealed segments
+    // (`<dir>/trace`), which the copy clears on the target.
+    let same_dir =
+        |a: &std::path::Path, b: &std::path::Path| match (a.canonicalize(), b.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => a == b,
+        };
+    if src.is_local() && target.backend.is_local() && same_dir(source.dir(), target_dir) {
+        return Err(StoreError::Corrupt {
+            what: "migration target".into(),
+            detail: format!(
+                "it is the source's own store.dir ({}): sled and fjall would share its sealed \
+                 trace segments; migrate into another store.dir",
+                target_dir.display()
+            ),
+        });
+    }
     std::fs::create_dir_all(target_dir).map_err(super::io_err(target_dir))?;
     let dst = super::open_db(target_dir, target)?;
     let names: Vec<String> = src

@@ -459,3 +459,50 @@ impl Drop for Server {
         self.kill();
     }
 }
+
+/// `pecd log export` of the server's store, without its last line (the trailer, signed
+/// at export time).
+pub fn exported(s: &Server) -> Vec<String> {
+    let file = s.dir.path().join("export.jsonl");
+    s.admin(&["log", "export", file.to_str().unwrap()]);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let trailer = lines.pop().expect("a trailer");
+    assert!(trailer.to_lowercase().contains("trailer"), "{trailer}");
+    lines
+}
+
+/// Waits (up to a minute) until mailbox `who` holds `n` messages.
+pub fn wait_for_messages(s: &Server, who: &str, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while s.mailbox_json(who)["messages"].as_u64() != Some(n) {
+        assert!(
+            Instant::now() < deadline,
+            "{who}: {}",
+            s.mailbox_json(who)["messages"]
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `pecd store migrate --config FROM --to TO --json EXTRA...`, which must succeed; its
+/// JSON report.
+pub fn migrate(from: &Path, to: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "store",
+        "migrate",
+        "--config",
+        from.to_str().unwrap(),
+        "--to",
+        to.to_str().unwrap(),
+        "--json",
+    ];
+    args.extend(extra);
+    let out = pecd(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}

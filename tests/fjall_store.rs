@@ -1,0 +1,130 @@
+//! pecd on the fjall metadata backend (`[store] backend = "fjall"`): a provider's store
+//! moved from sled with `pecd store migrate`, the whole PEC flow on it through the real
+//! server, the trace log continuing from where sled left it and verifying, and the same
+//! messages read back after a restart.
+
+mod common;
+
+use common::server::{Server, exported, migrate, wait_for_messages};
+
+#[test]
+fn a_provider_moves_to_fjall_and_runs_on_it() {
+    let domain = "pec.trasloco-fjall.test";
+    let (a, b) = (
+        format!("mittente@{domain}"),
+        format!("destinatario@{domain}"),
+    );
+    let mut s = Server::new(domain, &[(a.as_str(), "pw"), (b.as_str(), "pw")]);
+    s.enable(&["imaps"]);
+    let on_sled = std::fs::read_to_string(s.config()).unwrap();
+    // The fjall store in a directory of its own: the trace log's sealed segments are
+    // kept beside the database, one engine's per directory.
+    let fjall_dir = s.dir.path().join("data-fjall");
+    let on_fjall = on_sled.replace(
+        "[store]\n",
+        &format!(
+            "[store]\nbackend = \"fjall\"\n# moved\n{}\n",
+            format_args!("dir = {:?}", fjall_dir.display().to_string())
+        ),
+    );
+    let on_fjall = on_fjall.replace("dir = \"data\"\n", "");
+    assert!(on_fjall.contains("backend = \"fjall\"") && !on_fjall.contains("dir = \"data\""));
+    let (sled_config, fjall_config) = (
+        s.dir.path().join("pecd-sled.toml"),
+        s.dir.path().join("pecd-fjall.toml"),
+    );
+    std::fs::write(&sled_config, &on_sled).unwrap();
+    std::fs::write(&fjall_config, &on_fjall).unwrap();
+    let digests = |s: &Server| {
+        (
+            s.imap("digests", &[&a, "pw"])["sha256"].clone(),
+            s.imap("digests", &[&b, "pw"])["sha256"].clone(),
+        )
+    };
+
+    // On sled: one PEC message, its receipts.
+    s.start();
+    s.imap("pec", &[&a, "pw", &b, "pw"]);
+    wait_for_messages(&s, &a, 2);
+    let on_sled_digests = digests(&s);
+    s.stop();
+    let sled_export = exported(&s);
+
+    // Into the same directory: refused, naming why.
+    let same_dir = s.dir.path().join("pecd-same-dir.toml");
+    std::fs::write(
+        &same_dir,
+        on_sled.replace("[store]\n", "[store]\nbackend = \"fjall\"\n"),
+    )
+    .unwrap();
+    let out = common::server::pecd(&[
+        "store",
+        "migrate",
+        "--config",
+        sled_config.to_str().unwrap(),
+        "--to",
+        same_dir.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another store.dir"), "{err}");
+
+    // The setting changed without moving the store: refused, not an empty store.
+    let out = common::server::pecd(&["mailbox", "list", "--config", same_dir.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("holds a sled database"), "{err}");
+
+    // sled → fjall: every tree compared, the chain verified on the target, the bodies
+    // copied to the new directory.
+    let r = migrate(&sled_config, &fjall_config, &[]);
+    assert!(r["metadata"]["entries"].as_u64().unwrap() > 20, "{r}");
+    assert!(r["trace_records_verified"].as_u64().unwrap() >= 5, "{r}");
+    assert!(
+        fjall_dir.join("fjall").is_dir(),
+        "the metadata is in fjall's directory"
+    );
+    assert!(!fjall_dir.join("db").exists(), "and not in a sled database");
+
+    // The provider on fjall: the same mailboxes, a second message end to end, and the
+    // chain continued.
+    std::fs::copy(&fjall_config, s.config()).unwrap();
+    s.start();
+    assert_eq!(
+        digests(&s),
+        on_sled_digests,
+        "the same messages, from fjall"
+    );
+    s.imap("pec", &[&a, "pw", &b, "pw"]);
+    wait_for_messages(&s, &a, 4);
+    wait_for_messages(&s, &b, 2);
+    let on_fjall_digests = digests(&s);
+    s.stop();
+    let fjall_export = exported(&s);
+    assert!(
+        fjall_export.len() > sled_export.len() && fjall_export.starts_with(&sled_export),
+        "the chain continued on fjall from where sled left it"
+    );
+    let file = s.dir.path().join("export.jsonl");
+    let out = common::server::pecd(&[
+        "log",
+        "verify",
+        file.to_str().unwrap(),
+        "--config",
+        s.config().to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // After a restart, the same.
+    s.start();
+    assert_eq!(
+        digests(&s),
+        on_fjall_digests,
+        "the same messages after a restart"
+    );
+    s.stop();
+}
