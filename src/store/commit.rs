@@ -303,9 +303,11 @@ impl Committer {
             wrote |= std::mem::take(&mut self.dirty);
             if !wrote {
                 // Only reads (or batches that all aborted): nothing to keep, and no SQL
-                // transaction may stay open between groups.
+                // transaction may stay open between groups. Due entries announced by
+                // aborted batches will never be seen: settled.
                 self.db.discard();
                 self.reread = self.several;
+                self.trees.queue_floors.settle();
             }
             if wrote && self.several && !changed.is_empty() {
                 for text in announcements(&changed) {

@@ -59,6 +59,8 @@ struct Ids {
 pub struct FjallTree {
     part: PartitionHandle,
     ks: Keyspace,
+    /// The directory's lock, held as long as anything of the database is.
+    _lock: Arc<File>,
 }
 
 /// A transaction's writes, by tree index and key (`None`: removed).
@@ -107,12 +109,25 @@ impl FjallDb {
     }
 
     pub fn open_tree(&self, name: &str) -> Result<FjallTree, Error> {
+        // fjall asserts on a name it cannot use as a directory: refused here instead.
+        let usable = !name.is_empty()
+            && name.len() <= 255
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.#$".contains(&b))
+            && name != IDS_PARTITION;
+        if !usable {
+            return Err(Error::Unusable(format!(
+                "{name:?} cannot name a fjall partition"
+            )));
+        }
         let part = self
             .ks
             .open_partition(name, PartitionCreateOptions::default())?;
         Ok(FjallTree {
             part,
             ks: self.ks.clone(),
+            _lock: self._lock.clone(),
         })
     }
 
@@ -198,6 +213,9 @@ impl FjallDb {
             }
         };
         let writes = writes.into_inner();
+        for ((_, k), v) in &writes {
+            check(k, v.as_deref()).map_err(StoreError::Db)?;
+        }
         if !writes.is_empty() {
             let mut batch = self.ks.batch();
             for ((i, k), v) in writes {
@@ -241,15 +259,20 @@ impl FjallTree {
     }
 
     pub fn insert(&self, key: &[u8], value: &[u8]) -> Result<(), Error> {
+        check(key, Some(value))?;
         Ok(self.part.insert(key, value)?)
     }
 
     pub fn remove(&self, key: &[u8]) -> Result<(), Error> {
+        check(key, None)?;
         Ok(self.part.remove(key)?)
     }
 
     /// Applies `ops` atomically (one batch).
     pub fn apply(&self, ops: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<(), Error> {
+        for (k, v) in &ops {
+            check(k, v.as_deref())?;
+        }
         let mut batch = self.ks.batch();
         for (k, v) in ops {
             match v {
@@ -274,6 +297,18 @@ impl FjallTree {
     pub fn len(&self) -> Result<usize, Error> {
         self.view().len().map_err(lsm)
     }
+}
+
+/// fjall asserts on keys it cannot store (empty, or over 65,535 bytes) and values over
+/// 4 GiB, where sled takes them: refused here with an error instead of a panic.
+fn check(key: &[u8], value: Option<&[u8]>) -> Result<(), Error> {
+    if key.is_empty() || key.len() > usize::from(u16::MAX) {
+        return Err(Error::Unusable(format!("a key of {} bytes", key.len())));
+    }
+    if value.is_some_and(|v| u32::try_from(v.len()).is_err()) {
+        return Err(Error::Unusable("a value of 4 GiB or more".into()));
+    }
+    Ok(())
 }
 
 /// An error of the tree under fjall's keyspace (what its snapshots return).
@@ -387,5 +422,78 @@ pub(crate) mod testing {
             drop(std::fs::File::create(mark));
         }
         o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Unit tests: their unwraps see only databases and values made here.
+    use super::*;
+
+    fn open(dir: &Path) -> Result<FjallDb, StoreError> {
+        FjallDb::open(&dir.join("fjall"), 1 << 20, Duration::from_millis(100))
+    }
+
+    #[test]
+    fn ids_are_never_handed_out_twice_across_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path()).unwrap();
+        let first: Vec<u64> = (0..3).map(|_| db.generate_id().unwrap()).collect();
+        db.ensure_ids_above(5_000_000).unwrap();
+        let moved = db.generate_id().unwrap();
+        assert!(moved > 5_000_000, "{moved}");
+        drop(db);
+        // No flush: the block's end was made durable before its first id.
+        let db = open(dir.path()).unwrap();
+        let again = db.generate_id().unwrap();
+        assert!(
+            again > moved && first.iter().all(|&i| i < again),
+            "{first:?} {moved} {again}"
+        );
+    }
+
+    #[test]
+    fn a_second_opener_is_refused_as_locked_while_anything_of_the_first_lives() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path()).unwrap();
+        let tree = db.open_tree("messages").unwrap();
+        drop(db);
+        // A tree keeps the database, and so the lock.
+        assert!(matches!(open(dir.path()), Err(StoreError::Locked { .. })));
+        drop(tree);
+        assert!(open(dir.path()).is_ok());
+    }
+
+    #[test]
+    fn what_fjall_cannot_store_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path()).unwrap();
+        let t = db.open_tree("meta").unwrap();
+        assert!(matches!(t.insert(b"", b"v"), Err(Error::Unusable(_))));
+        assert!(matches!(t.remove(b""), Err(Error::Unusable(_))));
+        let long = vec![b'k'; 70_000];
+        assert!(matches!(
+            t.apply(vec![(long, None)]),
+            Err(Error::Unusable(_))
+        ));
+        for name in ["", "trace (sealed)", "a/b", IDS_PARTITION] {
+            assert!(
+                matches!(db.open_tree(name), Err(Error::Unusable(_))),
+                "{name:?}"
+            );
+        }
+        let r = db.transaction(&[&t], |tx| {
+            if let TxTree::Fjall(t) = &tx[0] {
+                t.put(b"", Some(b"v".to_vec()));
+            }
+            Ok(())
+        });
+        assert!(
+            matches!(r, Err(StoreError::Db(Error::Unusable(_)))),
+            "{r:?}"
+        );
+        // Nothing of it was written, and the tree still works.
+        t.insert(b"k", b"v").unwrap();
+        assert_eq!(t.len().unwrap(), 1);
     }
 }

@@ -41,6 +41,9 @@ pub enum Error {
     Sled(#[from] sled::Error),
     #[error("fjall: {0}")]
     Fjall(#[from] ::fjall::Error),
+    /// What an engine cannot store (fjall: an empty key, an odd tree name).
+    #[error("{0}: the database engine cannot store it")]
+    Unusable(String),
     /// PostgreSQL failed or refused: `op` is what the store was doing.
     #[error("PostgreSQL, {op}: {detail}")]
     Pg {
@@ -60,7 +63,7 @@ impl Error {
             return false;
         }
         match self {
-            Error::Sled(_) | Error::Fjall(_) => false,
+            Error::Sled(_) | Error::Fjall(_) | Error::Unusable(_) => false,
             // pecd's own refusals of a setting: they repeat.
             Error::Pg {
                 op: "reading store.url" | "setting up TLS",
@@ -385,13 +388,18 @@ impl Tree {
     pub fn clear(&self) -> Result<(), Error> {
         match self {
             Tree::Sled(t) => Ok(t.clear()?),
-            Tree::Fjall(t) => {
+            // In batches of bounded size (sled's `clear` is not atomic either).
+            Tree::Fjall(t) => loop {
                 let keys = t
                     .range(Bound::Unbounded, Bound::Unbounded)
+                    .take(10_000)
                     .map(|r| r.map(|(k, _)| (k.to_vec(), None)))
                     .collect::<Result<Vec<_>, _>>()?;
-                t.apply(keys)
-            }
+                if keys.is_empty() {
+                    return Ok(());
+                }
+                t.apply(keys)?;
+            },
             Tree::Pg(t) => t.clear(),
         }
     }

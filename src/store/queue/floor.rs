@@ -49,12 +49,26 @@ struct Floor {
     running: Vec<u64>,
 }
 
-/// A scan begun: where it starts, and what it must hand back to [`Floors::found`].
-pub(crate) struct Begun {
+/// A scan begun: where it starts, and what it must hand back to [`Floors::found`]. A
+/// scan that ends otherwise (an early return, a panic) is forgotten when this is dropped,
+/// so that what it kept is not kept forever.
+pub(crate) struct Begun<'a> {
     /// The key to start at (`None`: the lane's first key).
     pub from: Option<[u8; 17]>,
     settled: u64,
     lane: Lane,
+    /// Registered among the running scans (to be removed once).
+    floors: Option<&'a Floors>,
+}
+
+impl Drop for Begun<'_> {
+    fn drop(&mut self) {
+        if let Some(floors) = self.floors.take() {
+            let mut f = floors.lane(self.lane);
+            f.end(self.settled);
+            f.prune();
+        }
+    }
 }
 
 impl Floors {
@@ -103,12 +117,13 @@ impl Floors {
     }
 
     /// A scan of `lane` at `now` is about to read the index up to `hi`.
-    pub(crate) fn begin(&self, lane: Lane, now: Timestamp, hi: &[u8; 17]) -> Begun {
+    pub(crate) fn begin(&self, lane: Lane, now: Timestamp, hi: &[u8; 17]) -> Begun<'_> {
         if !self.enabled {
             return Begun {
                 from: None,
                 settled: 0,
                 lane,
+                floors: None,
             };
         }
         let mut f = self.lane(lane);
@@ -128,20 +143,25 @@ impl Floors {
             from,
             settled,
             lane,
+            floors: Some(self),
         }
     }
 
     /// The scan `begun` found `first` as its first entry, or with `first` `None` read
     /// the whole range up to `hi` without one (`read_all`); with neither (it stopped
     /// before reading any entry) the floor stays.
-    pub(crate) fn found(&self, begun: Begun, first: Option<&[u8]>, read_all: bool, hi: &[u8; 17]) {
-        if !self.enabled {
+    pub(crate) fn found(
+        &self,
+        mut begun: Begun<'_>,
+        first: Option<&[u8]>,
+        read_all: bool,
+        hi: &[u8; 17],
+    ) {
+        if begun.floors.take().is_none() {
             return;
         }
         let mut f = self.lane(begun.lane);
-        if let Some(i) = f.running.iter().position(|&s| s == begun.settled) {
-            f.running.swap_remove(i);
-        }
+        f.end(begun.settled);
         let seen = match first.map(<[u8; 17]>::try_from) {
             Some(Ok(k)) => Some(k),
             Some(Err(_)) => None,
@@ -166,6 +186,14 @@ impl Floors {
 }
 
 impl Floor {
+    /// A scan begun when `settled` was settled ended (what it may have missed is
+    /// pruned by the caller, once it no longer needs it).
+    fn end(&mut self, settled: u64) {
+        if let Some(i) = self.running.iter().position(|&s| s == settled) {
+            self.running.swap_remove(i);
+        }
+    }
+
     /// Drops the written keys that are settled and that no running scan may have missed.
     fn prune(&mut self) {
         let oldest = self
@@ -248,6 +276,24 @@ mod tests {
         assert_eq!(f.begin(Lane::Remote, later, &hi).from, None);
         let back = now - SignedDuration::from_secs(1);
         assert_eq!(f.begin(Lane::Remote, back, &hi).from, None);
+    }
+
+    #[test]
+    fn a_scan_that_ends_without_a_word_keeps_nothing_kept() {
+        let f = Floors::new(true);
+        let hi = key(200);
+        let now = t("2026-12-07T10:00:00Z");
+        let b = f.begin(Lane::Remote, now, &hi);
+        f.lower(&key(5));
+        f.settle();
+        assert_eq!(
+            f.lane(Lane::Remote).written.len(),
+            1,
+            "kept for the running scan"
+        );
+        drop(b);
+        let l = f.lane(Lane::Remote);
+        assert_eq!((l.written.len(), l.running.len()), (0, 0));
     }
 
     #[test]
