@@ -472,6 +472,34 @@ pub fn exported(s: &Server) -> Vec<String> {
     lines
 }
 
+/// [`exported`], and `pecd log verify` of that export, which must pass.
+pub fn exported_and_verified(s: &Server) -> Vec<String> {
+    let lines = exported(s);
+    let file = s.dir.path().join("export.jsonl");
+    let out = pecd(&[
+        "log",
+        "verify",
+        file.to_str().unwrap(),
+        "--config",
+        s.config().to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lines
+}
+
+/// The SHA-256 digests of every message of each mailbox in `who` (password "pw"), read
+/// over IMAP.
+pub fn digests(s: &Server, who: &[&str]) -> Vec<serde_json::Value> {
+    who.iter()
+        .map(|w| s.imap("digests", &[w, "pw"])["sha256"].clone())
+        .collect()
+}
+
 /// Waits (up to a minute) until mailbox `who` holds `n` messages.
 pub fn wait_for_messages(s: &Server, who: &str, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
