@@ -3,7 +3,9 @@
 //! file (written through `/proc/PID/root`) takes most of it. Users send until SMTP answers
 //! `452 4.3.1`; every message answered 250 is then delivered (nothing accepted is lost),
 //! nothing half-written is left in the blob store's `tmp/` or the spool, and once the
-//! ballast goes pecd accepts again by itself, without a restart.
+//! ballast goes pecd accepts again by itself, without a restart. The same on sled (the
+//! default) and on fjall: pecd refuses while its reserve (`min_free_bytes`) is left, so
+//! neither engine ever meets the full disk itself.
 //!
 //! Needs root (mount namespaces and tmpfs) and `unshare`: skipped with a printed reason
 //! otherwise, and failed instead in CI (`PECD_REQUIRE_TOOLS`).
@@ -89,15 +91,37 @@ fn message(n: usize) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_with_452_loses_nothing_and_recovers() {
+    full_disk(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_on_fjall_refuses_with_452_loses_nothing_and_recovers() {
+    full_disk(true).await;
+}
+
+/// The scenario of the module doc, with the store on fjall or on sled.
+async fn full_disk(fjall: bool) {
     if !can_mount() {
         return;
     }
-    let mut s = Server::new(
-        DOMAIN,
-        &[
-            (&format!("a@{DOMAIN}"), "pw"),
-            (&format!("b@{DOMAIN}"), "pw"),
-        ],
+    let mut s = Server::new(DOMAIN, &[]);
+    if fjall {
+        s.edit_config(|t| t.replace("[store]\n", "[store]\nbackend = \"fjall\"\n"));
+    }
+    for who in ["a", "b"] {
+        s.admin(&[
+            "mailbox",
+            "add",
+            &format!("{who}@{DOMAIN}"),
+            "--password",
+            "pw",
+            "--keep-password",
+        ]);
+    }
+    let engine = if fjall { "fjall" } else { "db" };
+    assert!(
+        s.data_dir().join(engine).is_dir(),
+        "the store is on {engine}"
     );
     s.limits("min_free_bytes = 4194304");
     let data = s.data_dir();
