@@ -565,23 +565,8 @@ fn a_store_migrates_its_bodies_to_the_bucket_and_back() {
     assert_eq!(before.0.as_array().unwrap().len(), 2);
     s.stop();
 
-    let migrate = |from: &std::path::Path, to: &std::path::Path| -> serde_json::Value {
-        let out = common::server::pecd(&[
-            "store",
-            "migrate",
-            "--config",
-            from.to_str().unwrap(),
-            "--to",
-            to.to_str().unwrap(),
-            "--json",
-        ]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
+    let migrate =
+        |from: &std::path::Path, to: &std::path::Path| common::server::migrate(from, to, &[]);
     // dir → s3, then the local files go: the server on S3 serves the same bytes.
     let r = migrate(&dir_config, &s3_config);
     let n = r["referenced"].as_u64().unwrap();

@@ -5,9 +5,7 @@
 
 mod common;
 
-use common::server::{
-    Server, digests, exported, exported_and_verified, migrate, wait_for_messages,
-};
+use common::server::{Server, digests, exported_and_verified, migrate, one_pec_message};
 
 #[test]
 fn a_provider_moves_to_fjall_and_runs_on_it() {
@@ -38,12 +36,7 @@ fn a_provider_moves_to_fjall_and_runs_on_it() {
     let digests = |s: &Server| digests(s, &[&a, &b]);
 
     // On sled: one PEC message, its receipts.
-    s.start();
-    s.imap("pec", &[&a, "pw", &b, "pw"]);
-    wait_for_messages(&s, &a, 2);
-    let on_sled_digests = digests(&s);
-    s.stop();
-    let sled_export = exported(&s);
+    let (on_sled_digests, sled_export) = one_pec_message(&mut s, &a, &b, (2, 1), None);
 
     // Into the same directory: refused, naming why.
     let same_dir = s.dir.path().join("pecd-same-dir.toml");
@@ -84,18 +77,14 @@ fn a_provider_moves_to_fjall_and_runs_on_it() {
     // The provider on fjall: the same mailboxes, a second message end to end, and the
     // chain continued.
     std::fs::copy(&fjall_config, s.config()).unwrap();
-    s.start();
-    assert_eq!(
-        digests(&s),
-        on_sled_digests,
-        "the same messages, from fjall"
+    let (on_fjall_digests, fjall_export) = one_pec_message(
+        &mut s,
+        &a,
+        &b,
+        (4, 2),
+        Some((&on_sled_digests, "the same messages, from fjall")),
     );
-    s.imap("pec", &[&a, "pw", &b, "pw"]);
-    wait_for_messages(&s, &a, 4);
-    wait_for_messages(&s, &b, 2);
-    let on_fjall_digests = digests(&s);
-    s.stop();
-    let fjall_export = exported_and_verified(&s);
+    assert_eq!(exported_and_verified(&s), fjall_export);
     assert!(
         fjall_export.len() > sled_export.len() && fjall_export.starts_with(&sled_export),
         "the chain continued on fjall from where sled left it"

@@ -10,9 +10,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::postgres::{cluster, on_postgres, psql};
-use common::server::{
-    Server, digests, exported, exported_and_verified, migrate, wait_for_messages,
-};
+use common::server::{Server, digests, exported, exported_and_verified, migrate, one_pec_message};
 use pecd::pec::address::PecAddress;
 use pecd::store::{PgOptions, Store, StoreBackend, StoreOptions};
 
@@ -39,12 +37,7 @@ fn a_provider_runs_on_postgresql_and_migrates_there_and_back() {
     let digests = |s: &Server| digests(s, &[&a, &b]);
 
     // On sled: one PEC message, its receipts.
-    s.start();
-    s.imap("pec", &[&a, "pw", &b, "pw"]);
-    wait_for_messages(&s, &a, 2);
-    let on_sled_digests = digests(&s);
-    s.stop();
-    let sled_export = exported(&s);
+    let (on_sled_digests, sled_export) = one_pec_message(&mut s, &a, &b, (2, 1), None);
 
     // sled → PostgreSQL: every tree compared, the chain verified on the target.
     let r = migrate(&sled_config, &pg_config, &[]);
@@ -61,18 +54,14 @@ fn a_provider_runs_on_postgresql_and_migrates_there_and_back() {
 
     // The provider on PostgreSQL: the same mailboxes, and a second message end to end.
     std::fs::copy(&pg_config, s.config()).unwrap();
-    s.start();
-    assert_eq!(
-        digests(&s),
-        on_sled_digests,
-        "the same messages, from PostgreSQL"
+    let (on_pg_digests, pg_export) = one_pec_message(
+        &mut s,
+        &a,
+        &b,
+        (4, 2),
+        Some((&on_sled_digests, "the same messages, from PostgreSQL")),
     );
-    s.imap("pec", &[&a, "pw", &b, "pw"]);
-    wait_for_messages(&s, &a, 4);
-    wait_for_messages(&s, &b, 2);
-    let on_pg_digests = digests(&s);
-    s.stop();
-    let pg_export = exported_and_verified(&s);
+    assert_eq!(exported_and_verified(&s), pg_export);
     assert!(
         pg_export.len() > sled_export.len() && pg_export.starts_with(&sled_export),
         "the chain continued on PostgreSQL from where sled left it"

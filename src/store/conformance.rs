@@ -7,7 +7,7 @@
 //! again**, once with every store in a real PostgreSQL cluster of its own
 //! ([`super::kv::pg::testing`]) and once with every store on fjall
 //! ([`super::kv::fjall::testing`]), so every backend passes one suite, and the run fails
-//! if any does.
+//! if any does. Test code: its unwraps see only this process's own files and output.
 
 use super::kv::fjall::testing::ENV as FJALL_ENV;
 use super::kv::pg::testing::ENV;

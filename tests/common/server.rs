@@ -513,6 +513,29 @@ pub fn wait_for_messages(s: &Server, who: &str, n: u64) {
     }
 }
 
+/// Starts the server (checking first, with `before`, that the two mailboxes hold the
+/// messages of those digests), sends one PEC message from `a` to `b` (password "pw") with
+/// the test PEC client, waits until `a` holds `a_holds` messages and `b` `b_holds`, stops
+/// it; the two mailboxes' digests and the exported trace log ([`exported`]).
+pub fn one_pec_message(
+    s: &mut Server,
+    a: &str,
+    b: &str,
+    (a_holds, b_holds): (u64, u64),
+    before: Option<(&[serde_json::Value], &str)>,
+) -> (Vec<serde_json::Value>, Vec<String>) {
+    s.start();
+    if let Some((digested, what)) = before {
+        assert_eq!(digests(s, &[a, b]), digested, "{what}");
+    }
+    s.imap("pec", &[a, "pw", b, "pw"]);
+    wait_for_messages(s, a, a_holds);
+    wait_for_messages(s, b, b_holds);
+    let d = digests(s, &[a, b]);
+    s.stop();
+    (d, exported(s))
+}
+
 /// `pecd store migrate --config FROM --to TO --json EXTRA...`, which must succeed; its
 /// JSON report.
 pub fn migrate(from: &Path, to: &Path, extra: &[&str]) -> serde_json::Value {

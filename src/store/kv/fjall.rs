@@ -11,8 +11,8 @@
 //! conflict): their reads see their own writes through an overlay, and their writes are
 //! applied at the end as one atomic fjall batch, visible at once and durable at the next
 //! [`FjallDb::flush`] (one `fdatasync` of the journal), as sled's are. The journal is
-//! written out only by that flush (`manual_journal_persist`), so a group costs one write
-//! and one sync. What it must distrust: a failed flush poisons the keyspace (fjall
+//! synced only by that flush (`manual_journal_persist`; fjall's 8 KiB buffer is written
+//! out as it fills), so a group costs one sync. What it must distrust: a failed flush poisons the keyspace (fjall
 //! refuses every later write), so the store then fails until it is reopened; the id
 //! block's stored end, which must parse as 8 bytes.
 
@@ -233,11 +233,6 @@ impl FjallDb {
     pub(crate) fn flush(&self) -> Result<(), Error> {
         Ok(self.ks.persist(PersistMode::SyncData)?)
     }
-
-    /// Bytes the database's files take on disk (journals included).
-    pub fn disk_space(&self) -> u64 {
-        self.ks.disk_space()
-    }
 }
 
 impl FjallTree {
@@ -397,8 +392,8 @@ fn lock_path(dir: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// Test support: with `PECD_TEST_STORE_FJALL` set (a directory) (see `store::conformance`), every store
-/// a unit test opens on sled is opened on fjall instead.
+/// Test support: with `PECD_TEST_STORE_FJALL` set to a directory (see
+/// `store::conformance`), every store a unit test opens on sled is opened on fjall instead.
 #[cfg(test)]
 pub(crate) mod testing {
     use std::sync::atomic::{AtomicUsize, Ordering};
