@@ -307,7 +307,7 @@ fn bench() {
         // Let the stores settle (retention timers have nothing to do yet), then weigh them.
         tokio::time::sleep(Duration::from_secs(2)).await;
         for (label, gw) in [("sender A", &ga), ("receiver B", &gb)] {
-            gw.store.flush().unwrap();
+            gw.store.settle().unwrap();
             load::disk_report(label, gw.store.dir(), sent.len());
             let trees: Vec<String> = gw.store.tree_sizes().unwrap().into_iter().filter(|t| t.2 > 0).map(|(name, n, bytes)| format!("{name} {n}/{:.0} KB", bytes as f64 / 1e3)).collect();
             println!("  trees (entries/key+value bytes): {}", trees.join(", "));

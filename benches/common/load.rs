@@ -208,24 +208,37 @@ pub fn disk_usage(dir: &std::path::Path) -> (u64, u64) {
 
 /// One line: a store's metadata (the embedded database, sled's or fjall's: mailboxes,
 /// queue, trace log, indexes; and the trace log's sealed segments) and blobs on disk, in
-/// total and per message.
+/// total and per message. On fjall the bodies kept in the keyspace (its `pecd_bodies` and
+/// `pecd_body_times` partitions) count as blobs, and the journal, which holds what the
+/// partitions have not yet written into their segments, bodies included, is shown apart.
 pub fn disk_report(label: &str, store_dir: &std::path::Path, messages: usize) {
-    let engine = if store_dir.join("fjall").exists() {
-        "fjall"
-    } else {
-        "sled"
-    };
-    let (sled, _) = disk_usage(&store_dir.join(if engine == "fjall" { "fjall" } else { "db" }));
+    let fjall = store_dir.join("fjall");
+    let engine = if fjall.exists() { "fjall" } else { "sled" };
+    let (db_bytes, _) = disk_usage(&store_dir.join(if engine == "fjall" { "fjall" } else { "db" }));
+    let (mut kept, mut kept_files) = (0, 0);
+    for p in ["pecd_bodies", "pecd_body_times"] {
+        let (b, f) = disk_usage(&fjall.join("partitions").join(p));
+        kept += b;
+        kept_files += f;
+    }
+    let (journal, _) = disk_usage(&fjall.join("journals"));
+    let engine_bytes = db_bytes - kept - journal;
     // The sealed segments of the trace log.
     let (sealed, _) = disk_usage(&store_dir.join("trace"));
-    let db = sled + sealed;
-    let (blobs, files) = disk_usage(&store_dir.join("blobs"));
+    let db = engine_bytes + sealed;
+    let (files_bytes, files) = disk_usage(&store_dir.join("blobs"));
+    let blobs = files_bytes + kept;
     let n = messages.max(1) as f64;
+    let journal_note = if engine == "fjall" {
+        format!(", journal {:.1} MB", journal as f64 / 1e6)
+    } else {
+        String::new()
+    };
     println!(
-        "{label}: metadata {:.1} MB ({:.1} KB/message: {engine} {:.1}, sealed trace {:.1}), blobs {:.1} MB in {files} files ({:.1} KB/message)",
+        "{label}: metadata {:.1} MB ({:.1} KB/message: {engine} {:.1}, sealed trace {:.1}), blobs {:.1} MB in {files} files + {kept_files} of the keyspace ({:.1} KB/message){journal_note}",
         db as f64 / 1e6,
         db as f64 / n / 1e3,
-        sled as f64 / n / 1e3,
+        engine_bytes as f64 / n / 1e3,
         sealed as f64 / n / 1e3,
         blobs as f64 / 1e6,
         blobs as f64 / n / 1e3,

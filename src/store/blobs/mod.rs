@@ -7,12 +7,16 @@
 //! - [`s3`]: objects in an S3-compatible bucket, named by their id, for providers whose
 //!   bodies outgrow one machine (several pecd nodes share the bucket).
 //!
+//! On the fjall engine, small staged bodies are kept in the store's keyspace instead
+//! ([`keyspace`]), whichever the backend; reads look there first.
+//!
 //! The pipeline and the protocols see only [`BlobStore`] (static dispatch). What both
 //! backends must do is tested once, by `tests/blob_backends.rs` against each of them.
 //! Ids read from anywhere go through [`BlobId::parse`]: only 64 lower-case hex digits,
 //! so that an id can never name a path or key outside the store.
 
 pub mod dir;
+pub mod keyspace;
 pub mod s3;
 
 use std::fs::{File, OpenOptions};
@@ -28,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use super::StoreError;
 use dir::{DirBlobs, DirWriter, io_err};
+use keyspace::KeyspaceBodies;
 use s3::{S3Blobs, S3Settings, S3Writer};
 
 /// The id of a blob: lower-case hex SHA-256 of its bytes.
@@ -118,7 +123,11 @@ pub type BlobReader = Box<dyn Read + Send>;
 
 /// The blob store of one [`crate::store::Store`], whichever the backend.
 #[derive(Debug, Clone)]
-pub struct BlobStore(Backend);
+pub struct BlobStore {
+    backend: Backend,
+    /// Small staged bodies, on the fjall engine (see [`keyspace`]).
+    bodies: Option<KeyspaceBodies>,
+}
 
 #[derive(Debug, Clone)]
 enum Backend {
@@ -136,17 +145,33 @@ impl BlobStore {
         backend: &BlobBackend,
         owner: Option<&str>,
     ) -> Result<Self, StoreError> {
-        Ok(Self(match backend {
+        let backend = match backend {
             BlobBackend::Dir => Backend::Dir(DirBlobs::open(root)?),
             BlobBackend::S3(settings) => {
                 Backend::S3(Arc::new(S3Blobs::open(root, settings, owner)?))
             }
-        }))
+        };
+        Ok(Self {
+            backend,
+            bodies: None,
+        })
+    }
+
+    /// The store keeps small staged bodies in its keyspace, `bodies`, and reads there
+    /// first (see [`keyspace`]).
+    pub(crate) fn with_keyspace_bodies(mut self, bodies: KeyspaceBodies) -> Self {
+        self.bodies = Some(bodies);
+        self
+    }
+
+    /// Whether small bodies are kept in the store's keyspace.
+    pub fn keeps_bodies_in_keyspace(&self) -> bool {
+        self.bodies.is_some()
     }
 
     /// `"dir"` or `"s3"`.
     pub fn backend_name(&self) -> &'static str {
-        match &self.0 {
+        match &self.backend {
             Backend::Dir(_) => "dir",
             Backend::S3(_) => "s3",
         }
@@ -156,7 +181,7 @@ impl BlobStore {
     /// stored, it is kept and made young again (so that a sweep's grace period protects
     /// it until the caller has committed its reference).
     pub fn put(&self, bytes: &[u8]) -> Result<Blob, StoreError> {
-        match &self.0 {
+        match &self.backend {
             Backend::Dir(d) => d.put(bytes),
             Backend::S3(s) => s.put(bytes),
         }
@@ -167,8 +192,20 @@ impl BlobStore {
     /// sync per group instead of two fsyncs per blob, see [`dir`]). An object store's
     /// answer is already durable, so for `s3` this is [`BlobStore::put`]. Only for a blob
     /// that a commit of the same [`crate::store::Store`] will refer to.
+    /// On fjall, a body of at most [`keyspace::MAX_BYTES`] goes into the keyspace instead,
+    /// durable with the same commit's flush.
     pub fn put_staged(&self, bytes: &[u8]) -> Result<Blob, StoreError> {
-        match &self.0 {
+        if let Some(bodies) = &self.bodies
+            && bytes.len() <= keyspace::MAX_BYTES
+        {
+            let id = BlobId::of(bytes);
+            bodies.put(&id, bytes)?;
+            return Ok(Blob {
+                id,
+                size: bytes.len() as u64,
+            });
+        }
+        match &self.backend {
             Backend::Dir(d) => d.put_staged(bytes),
             Backend::S3(s) => s.put(bytes),
         }
@@ -176,7 +213,7 @@ impl BlobStore {
 
     /// Makes every staged write durable (the committer, before it applies a group).
     pub(crate) fn sync_staged(&self) -> Result<bool, StoreError> {
-        match &self.0 {
+        match &self.backend {
             Backend::Dir(d) => d.sync_staged(),
             Backend::S3(_) => Ok(false),
         }
@@ -185,7 +222,7 @@ impl BlobStore {
     /// A streaming writer (for large messages: what is written goes to a local spool
     /// file, never held in memory).
     pub fn writer(&self) -> Result<BlobWriter, StoreError> {
-        Ok(BlobWriter(match &self.0 {
+        Ok(BlobWriter(match &self.backend {
             Backend::Dir(d) => Writer::Dir(d.writer()?),
             Backend::S3(s) => Writer::S3(s.writer()?),
         }))
@@ -193,7 +230,10 @@ impl BlobStore {
 
     /// The whole blob.
     pub fn read(&self, id: &BlobId) -> Result<Vec<u8>, StoreError> {
-        match &self.0 {
+        if let Some(b) = self.kept_body(id)? {
+            return Ok(b);
+        }
+        match &self.backend {
             Backend::Dir(d) => d.read(id),
             Backend::S3(s) => s.read(id),
         }
@@ -201,7 +241,10 @@ impl BlobStore {
 
     /// The blob as a stream.
     pub fn open_blob(&self, id: &BlobId) -> Result<BlobReader, StoreError> {
-        Ok(match &self.0 {
+        if let Some(b) = self.kept_body(id)? {
+            return Ok(Box::new(io::Cursor::new(b)));
+        }
+        Ok(match &self.backend {
             Backend::Dir(d) => Box::new(d.open_blob(id)?),
             Backend::S3(s) => s.open_blob(id)?,
         })
@@ -209,24 +252,43 @@ impl BlobStore {
 
     /// Whether the blob is stored.
     pub fn exists(&self, id: &BlobId) -> Result<bool, StoreError> {
-        match &self.0 {
+        if let Some(bodies) = &self.bodies
+            && bodies.contains(id)?
+        {
+            return Ok(true);
+        }
+        match &self.backend {
             Backend::Dir(d) => Ok(d.exists(id)),
             Backend::S3(s) => s.exists(id),
         }
     }
 
-    /// Every blob id stored.
+    /// Every blob id stored (once, wherever it is kept).
     pub fn list(&self) -> Result<Vec<BlobId>, StoreError> {
-        match &self.0 {
+        let mut ids = match &self.backend {
             Backend::Dir(d) => d.list(),
             Backend::S3(s) => s.list(),
+        }?;
+        if let Some(bodies) = &self.bodies {
+            ids.extend(bodies.ids()?);
+            ids.sort_unstable();
+            ids.dedup();
+        }
+        Ok(ids)
+    }
+
+    /// Body `id` if the keyspace keeps it.
+    fn kept_body(&self, id: &BlobId) -> Result<Option<Vec<u8>>, StoreError> {
+        match &self.bodies {
+            Some(bodies) => bodies.get(id),
+            None => Ok(None),
         }
     }
 
     /// Whether the backend can serve now (for readiness and metrics): for `s3` a `HEAD`
     /// on the bucket; `None` for `dir`, whose health is the store directory's.
     pub fn probe(&self) -> Option<Result<(), StoreError>> {
-        match &self.0 {
+        match &self.backend {
             Backend::Dir(_) => None,
             Backend::S3(s) => Some(s.probe()),
         }
@@ -234,7 +296,7 @@ impl BlobStore {
 
     /// The file of blob `id` with the `dir` backend (benchmarks fill a store directly).
     pub fn local_path(&self, id: &BlobId) -> Option<PathBuf> {
-        match &self.0 {
+        match &self.backend {
             Backend::Dir(d) => Some(d.path(id)),
             Backend::S3(_) => None,
         }
@@ -243,7 +305,7 @@ impl BlobStore {
     /// Whether opening the store sweeps: cheap for a directory; for a bucket, listing
     /// every object at each start would not be, and the daily maintenance sweeps it.
     pub(crate) fn sweeps_at_open(&self) -> bool {
-        matches!(self.0, Backend::Dir(_))
+        matches!(self.backend, Backend::Dir(_))
     }
 
     /// Removes blobs not referenced (per `referenced`) and spool files, when older than
@@ -255,10 +317,16 @@ impl BlobStore {
         referenced: impl Fn(&BlobId) -> Result<bool, StoreError>,
         grace: Duration,
     ) -> Result<SweepStats, StoreError> {
-        match &self.0 {
-            Backend::Dir(d) => d.sweep(referenced, grace),
-            Backend::S3(s) => s.sweep(referenced, grace),
+        let mut stats = match &self.backend {
+            Backend::Dir(d) => d.sweep(&referenced, grace),
+            Backend::S3(s) => s.sweep(&referenced, grace),
+        }?;
+        if let Some(bodies) = &self.bodies {
+            let (kept, removed) = bodies.sweep(&referenced, grace)?;
+            stats.kept += kept;
+            stats.removed += removed;
         }
+        Ok(stats)
     }
 }
 

@@ -33,6 +33,12 @@ use crate::store::StoreError;
 
 /// The partition holding the id generator's state; not one of the store's trees.
 const IDS_PARTITION: &str = "pecd_ids";
+/// The partitions of the message bodies kept in the keyspace (see
+/// [`crate::store::blobs::keyspace`]): the bodies by id, and when each was last written.
+/// Not trees of the store either: every partition named `pecd_…` is the engine's own.
+const BODIES_PARTITION: &str = "pecd_bodies";
+const BODY_TIMES_PARTITION: &str = "pecd_body_times";
+const RESERVED_PREFIX: &str = "pecd_";
 const IDS_KEY: &[u8] = b"end";
 /// Ids handed out per durable write of the generator's state.
 const ID_BLOCK: u64 = 1 << 20;
@@ -61,6 +67,15 @@ pub struct FjallTree {
     ks: Keyspace,
     /// The directory's lock, held as long as anything of the database is.
     _lock: Arc<File>,
+}
+
+/// What [`FjallDb::body_partitions`] opens.
+pub(crate) struct BodyPartitions {
+    pub(crate) ks: Keyspace,
+    pub(crate) bodies: PartitionHandle,
+    pub(crate) times: PartitionHandle,
+    /// The directory's lock, held as long as the bodies are.
+    pub(crate) lock: Arc<File>,
 }
 
 /// A transaction's writes, by tree index and key (`None`: removed).
@@ -115,7 +130,7 @@ impl FjallDb {
             && name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"_-.#$".contains(&b))
-            && name != IDS_PARTITION;
+            && !name.starts_with(RESERVED_PREFIX);
         if !usable {
             return Err(Error::Unusable(format!(
                 "{name:?} cannot name a fjall partition"
@@ -137,7 +152,7 @@ impl FjallDb {
             .list_partitions()
             .iter()
             .map(|n| n.to_string())
-            .filter(|n| n != IDS_PARTITION)
+            .filter(|n| !n.starts_with(RESERVED_PREFIX))
             .collect();
         names.sort();
         names
@@ -227,6 +242,41 @@ impl FjallDb {
             batch.commit().map_err(Error::from)?;
         }
         Ok(r)
+    }
+
+    /// The keyspace and the two partitions that keep message bodies, opened (created if
+    /// needed) for [`crate::store::blobs::keyspace::KeyspaceBodies`].
+    pub(crate) fn body_partitions(&self) -> Result<BodyPartitions, Error> {
+        Ok(BodyPartitions {
+            ks: self.ks.clone(),
+            bodies: self
+                .ks
+                .open_partition(BODIES_PARTITION, PartitionCreateOptions::default())?,
+            times: self
+                .ks
+                .open_partition(BODY_TIMES_PARTITION, PartitionCreateOptions::default())?,
+            lock: self._lock.clone(),
+        })
+    }
+
+    /// Writes every partition's in-memory table out into its segment files and waits
+    /// for it, so that the journal holds nothing left to replay (what a store weighs once
+    /// it has settled). Uses fjall's `rotate_memtable_and_wait`, public but undocumented
+    /// in fjall 2.11 (it is what fjall's own tests settle with).
+    pub(crate) fn settle(&self) -> Result<(), Error> {
+        for name in self.ks.list_partitions() {
+            self.ks
+                .open_partition(&name, PartitionCreateOptions::default())?
+                .rotate_memtable_and_wait()?;
+        }
+        self.ks.persist(PersistMode::SyncAll)?;
+        // The sealed journals go once fjall's flush workers have seen every table they
+        // cover written: given a few seconds, not waited for forever.
+        let until = Instant::now() + Duration::from_secs(5);
+        while self.ks.journal_count() > 1 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
     }
 
     /// Makes every write so far durable: the journal written out and `fdatasync`ed.

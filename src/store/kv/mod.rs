@@ -212,6 +212,16 @@ impl Db {
     /// its log (`sled_file`), since sled's flush alone is `sync_file_range`, durable
     /// against a killed process but not a power cut. PostgreSQL: commits the SQL
     /// transaction the preceding transactions were grouped in.
+    /// Writes out what the engine still keeps in memory only (fjall's memtables, whose
+    /// journal would otherwise be replayed at the next start); nothing for sled and
+    /// PostgreSQL, which keep no such tables.
+    pub(crate) fn settle(&self) -> Result<(), Error> {
+        match self {
+            Db::Fjall(db) => db.settle(),
+            Db::Sled(_) | Db::Pg(_) => Ok(()),
+        }
+    }
+
     pub(crate) fn flush(&self, sled_file: Option<&std::fs::File>) -> Result<(), String> {
         match self {
             Db::Sled(db) => {
