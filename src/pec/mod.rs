@@ -28,5 +28,6 @@ pub mod mime;
 pub mod outer;
 pub mod receipt;
 pub mod signature_certs;
+pub mod signed_data;
 pub mod smime;
 pub mod time;

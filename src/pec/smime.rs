@@ -30,6 +30,7 @@ use openssl::x509::{X509, X509PurposeId, X509Ref, X509StoreContext};
 
 use super::mime;
 use super::signature_certs::{self, Parsed};
+use super::signed_data::Template;
 
 /// The `micalg` we declare: we always sign with SHA-256.
 pub const MICALG: &str = "sha-256";
@@ -76,6 +77,9 @@ pub struct Signer {
     cert: X509,
     key: PKey<Private>,
     chain: Vec<X509>,
+    /// The SignedData's fixed parts, encoded once ([`super::signed_data`]); `None` for a
+    /// key type it does not cover, signed through OpenSSL's CMS instead.
+    template: Option<Template>,
 }
 
 impl fmt::Debug for Signer {
@@ -114,7 +118,19 @@ impl Signer {
         if !public.public_eq(&key) {
             return Err(SmimeError::KeyMismatch);
         }
-        Ok(Self { cert, key, chain })
+        let template = match Template::new(&cert, &chain, &key) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::debug!("signatures made through OpenSSL's CMS: {e}");
+                None
+            }
+        };
+        Ok(Self {
+            cert,
+            key,
+            chain,
+            template,
+        })
     }
 
     /// The signing certificate.
@@ -137,6 +153,9 @@ impl Signer {
     /// included; signed attributes contentType, signingTime and messageDigest. CPU-bound:
     /// call from a blocking thread in async code.
     pub fn sign_detached(&self, content: &[u8]) -> Result<Vec<u8>, SmimeError> {
+        if let Some(t) = &self.template {
+            return t.sign(&self.key, content).map_err(ossl("signing"));
+        }
         let mut chain = Stack::new().map_err(ossl("allocating a stack"))?;
         for c in &self.chain {
             chain.push(c.clone()).map_err(ossl("building the chain"))?;
