@@ -394,18 +394,6 @@ fn provider_on_s3(
     s
 }
 
-/// Blob files under a `dir`-backend layout (`blobs/ab/<64 hex>`).
-fn local_blob_files(data: &std::path::Path) -> usize {
-    let Ok(d1s) = std::fs::read_dir(data.join("blobs")) else {
-        return 0;
-    };
-    d1s.flatten()
-        .filter(|e| e.file_name().len() == 2)
-        .flat_map(|d1| std::fs::read_dir(d1.path()).into_iter().flatten().flatten())
-        .filter(|f| f.file_name().len() == 64)
-        .count()
-}
-
 #[test]
 fn a_provider_keeps_its_message_bodies_in_the_bucket() {
     let Some(server) = s3() else { return };
@@ -444,7 +432,7 @@ fn a_provider_keeps_its_message_bodies_in_the_bucket() {
             "an object's name is its content's hash"
         );
     }
-    assert_eq!(local_blob_files(&s.data_dir()), 0);
+    assert_eq!(common::server::local_blob_files(&s.data_dir()), 0);
     s.stop();
 }
 
@@ -597,7 +585,7 @@ fn a_store_migrates_its_bodies_to_the_bucket_and_back() {
         (r["copied"].as_u64(), r["present"].as_u64()),
         (Some(n), Some(0))
     );
-    assert_eq!(local_blob_files(&s.data_dir()) as u64, n);
+    assert_eq!(common::server::local_blob_files(&s.data_dir()) as u64, n);
     std::fs::copy(&dir_config, s.config()).unwrap();
     s.start();
     assert_eq!(digests(&s), before, "served from the directory again");

@@ -1,11 +1,14 @@
 //! pecd on the fjall metadata backend (`[store] backend = "fjall"`): a provider's store
 //! moved from sled with `pecd store migrate`, the whole PEC flow on it through the real
 //! server, the trace log continuing from where sled left it and verifying, and the same
-//! messages read back after a restart.
+//! messages read back after a restart; then back to sled, the bodies fjall kept in its
+//! keyspace written out as files.
 
 mod common;
 
-use common::server::{Server, digests, exported_and_verified, migrate, one_pec_message};
+use common::server::{
+    Server, digests, exported_and_verified, local_blob_files, migrate, one_pec_message,
+};
 
 #[test]
 fn a_provider_moves_to_fjall_and_runs_on_it() {
@@ -95,6 +98,24 @@ fn a_provider_moves_to_fjall_and_runs_on_it() {
         digests(&s),
         on_fjall_digests,
         "the same messages after a restart"
+    );
+    s.stop();
+    // The second message's bodies are in fjall's keyspace: no file was made for them.
+    let on_fjall_files = local_blob_files(&fjall_dir);
+    let r = migrate(&fjall_config, &sled_config, &["--replace"]);
+    assert!(r["copied"].as_u64().unwrap() > 0, "{r}");
+    assert!(
+        on_fjall_files < local_blob_files(&s.data_dir()),
+        "bodies kept in the keyspace became files on sled: {on_fjall_files} files on fjall, {r}"
+    );
+
+    // And back on sled: the same messages, read from the files the bodies became.
+    std::fs::copy(&sled_config, s.config()).unwrap();
+    s.start();
+    assert_eq!(
+        digests(&s),
+        on_fjall_digests,
+        "the same messages, back on sled"
     );
     s.stop();
 }

@@ -229,13 +229,16 @@ pub fn disk_report(label: &str, store_dir: &std::path::Path, messages: usize) {
     let (files_bytes, files) = disk_usage(&store_dir.join("blobs"));
     let blobs = files_bytes + kept;
     let n = messages.max(1) as f64;
-    let journal_note = if engine == "fjall" {
-        format!(", journal {:.1} MB", journal as f64 / 1e6)
+    let (kept_note, journal_note) = if engine == "fjall" {
+        (
+            format!(" + {kept_files} of the keyspace"),
+            format!(", journal {:.1} MB", journal as f64 / 1e6),
+        )
     } else {
-        String::new()
+        (String::new(), String::new())
     };
     println!(
-        "{label}: metadata {:.1} MB ({:.1} KB/message: {engine} {:.1}, sealed trace {:.1}), blobs {:.1} MB in {files} files + {kept_files} of the keyspace ({:.1} KB/message){journal_note}",
+        "{label}: metadata {:.1} MB ({:.1} KB/message: {engine} {:.1}, sealed trace {:.1}), blobs {:.1} MB in {files} files{kept_note} ({:.1} KB/message){journal_note}",
         db as f64 / 1e6,
         db as f64 / n / 1e3,
         engine_bytes as f64 / n / 1e3,

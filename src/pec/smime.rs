@@ -12,7 +12,8 @@
 //! with LF or CRLF). We sign with SHA-256 and accept SHA-1 and SHA-256 signatures, with
 //! either `application/pkcs7-signature` or `application/x-pkcs7-signature` (digest §7.1).
 //!
-//! Must not touch: files, sockets or the clock. Signing is CPU-bound: async callers run it
+//! Must not touch: files, sockets, or the clock except for a signature's signing time (read
+//! by [`super::signed_data`], as OpenSSL's `CMS_sign` reads it). Signing is CPU-bound: async callers run it
 //! on a blocking thread (`tokio::task::spawn_blocking`).
 
 use std::borrow::Cow;

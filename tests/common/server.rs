@@ -557,3 +557,17 @@ pub fn migrate(from: &Path, to: &Path, extra: &[&str]) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// Blob files under a `dir`-backend layout (`blobs/ab/<64 hex>`) in the store directory
+/// `data`.
+#[allow(dead_code)]
+pub fn local_blob_files(data: &Path) -> usize {
+    let Ok(d1s) = std::fs::read_dir(data.join("blobs")) else {
+        return 0;
+    };
+    d1s.flatten()
+        .filter(|e| e.file_name().len() == 2)
+        .flat_map(|d1| std::fs::read_dir(d1.path()).into_iter().flatten().flatten())
+        .filter(|f| f.file_name().len() == 64)
+        .count()
+}
