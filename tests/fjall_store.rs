@@ -119,3 +119,62 @@ fn a_provider_moves_to_fjall_and_runs_on_it() {
     );
     s.stop();
 }
+
+/// fjall → PostgreSQL with the same `store.dir` and `[blobs]`: the bodies fjall kept in
+/// its keyspace are written out as files by the migration (PostgreSQL does not read
+/// fjall's keyspace), and the messages read back the same on PostgreSQL.
+#[test]
+fn a_provider_on_fjall_moves_to_postgresql_with_the_bodies_of_its_keyspace() {
+    let Some(pg) = common::postgres::cluster("fjall to PostgreSQL") else {
+        return;
+    };
+    let domain = "pec.da-fjall.test";
+    let (a, b) = (
+        format!("mittente@{domain}"),
+        format!("destinatario@{domain}"),
+    );
+    let mut s = Server::new(domain, &[(a.as_str(), "pw"), (b.as_str(), "pw")]);
+    s.enable(&["imaps"]);
+    // The mailboxes are made on sled: moved to fjall, in a directory of its own.
+    let on_sled = std::fs::read_to_string(s.config()).unwrap();
+    let fjall_dir = s.dir.path().join("data-fjall");
+    let on_fjall = on_sled
+        .replace("[store]\n", "[store]\nbackend = \"fjall\"\n")
+        .replace(
+            "dir = \"data\"\n",
+            &format!("dir = {:?}\n", fjall_dir.display().to_string()),
+        );
+    // PostgreSQL with the same store.dir, so the same `[blobs]`.
+    let on_pg = common::postgres::on_postgres(&on_fjall, &pg, &fjall_dir, "dafjall");
+    let (sled_config, fjall_config, pg_config) = (
+        s.dir.path().join("pecd-sled.toml"),
+        s.dir.path().join("pecd-fjall.toml"),
+        s.dir.path().join("pecd-pg.toml"),
+    );
+    std::fs::write(&sled_config, &on_sled).unwrap();
+    std::fs::write(&fjall_config, &on_fjall).unwrap();
+    std::fs::write(&pg_config, &on_pg).unwrap();
+    migrate(&sled_config, &fjall_config, &[]);
+    std::fs::copy(&fjall_config, s.config()).unwrap();
+
+    let (on_fjall_digests, _) = one_pec_message(&mut s, &a, &b, (2, 1), None);
+    assert_eq!(
+        local_blob_files(&fjall_dir),
+        0,
+        "on fjall, the message's bodies are kept in the keyspace"
+    );
+    let r = migrate(&fjall_config, &pg_config, &[]);
+    assert!(r["metadata"]["entries"].as_u64().unwrap() > 20, "{r}");
+    let copied = r["copied"].as_u64().unwrap();
+    assert!(copied >= 3, "{r}");
+    assert_eq!(local_blob_files(&fjall_dir) as u64, copied, "{r}");
+
+    std::fs::copy(&pg_config, s.config()).unwrap();
+    s.start();
+    assert_eq!(
+        digests(&s, &[&a, &b]),
+        on_fjall_digests,
+        "the same messages, from PostgreSQL and the files"
+    );
+    s.stop();
+}

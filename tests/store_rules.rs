@@ -93,7 +93,7 @@ fn unknown_schema_version_is_refused_naming_the_versions() {
     );
     assert!(
         msg.contains("schema version 10")
-            && msg.contains("supports version(s) [1, 2, 3, 4, 5, 6, 7, 8, 9]"),
+            && msg.contains("supports version(s) [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]"),
         "{msg}"
     );
     assert!(msg.contains(&dir.path().display().to_string()), "{msg}");

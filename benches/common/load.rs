@@ -231,7 +231,7 @@ pub fn disk_report(label: &str, store_dir: &std::path::Path, messages: usize) {
     let n = messages.max(1) as f64;
     let (kept_note, journal_note) = if engine == "fjall" {
         (
-            format!(" + {kept_files} of the keyspace"),
+            format!(" + {kept_files} files of the keyspace's body partitions"),
             format!(", journal {:.1} MB", journal as f64 / 1e6),
         )
     } else {

@@ -141,7 +141,10 @@ fn migrate(
             );
         }
     }
-    if blobs {
+    // The bodies fjall keeps in its keyspace leave with the metadata, whatever `[blobs]`
+    // says: the target's engine does not read the source's keyspace.
+    let kept = metadata && store.blobs().keeps_bodies_in_keyspace();
+    if blobs || kept {
         let dest = BlobStore::open(
             target.store.dir.join("blobs"),
             &target.blobs,
@@ -149,8 +152,9 @@ fn migrate(
         )
         .with_context(|| format!("opening the blobs of {}", to.display()))?;
         eprintln!(
-            "copying the message bodies from {} to {}",
+            "copying the message bodies from {}{} to {}",
             store.blobs().backend_name(),
+            if kept { " and fjall's keyspace" } else { "" },
             dest.backend_name()
         );
         let mut last = std::time::Instant::now();

@@ -121,8 +121,11 @@ impl Template {
                     .map_err(|e| TemplateError::OpenSsl("encoding a certificate", e))?,
             );
         }
-        // DER: the elements of a SET OF in the order of their encodings.
+        // DER: the elements of a SET OF in the order of their encodings. A chain file that
+        // repeats a certificate (the signer's own, in a "full chain") names it once
+        // (OpenSSL 3.0's CMS_sign refused such a chain; 3.2 skips the repeat too).
         ders.sort();
+        ders.dedup();
         let certificates = wrap(CONTEXT_0, &ders.concat());
         let issuer = cert
             .issuer_name()
@@ -162,18 +165,19 @@ impl Template {
         time: &[u8],
     ) -> Result<Vec<u8>, openssl::error::ErrorStack> {
         let digest = openssl::sha::sha256(content);
-        // The three attributes, in the order of their encodings (DER's SET OF): their
-        // lengths differ in the second byte (24, 28 and 47), and so sort as listed.
-        let mut attrs = Vec::with_capacity(128);
-        let mut a = wrap(OID, OID_CONTENT_TYPE);
-        tlv(&mut a, SET, &wrap(OID, OID_DATA));
-        tlv(&mut attrs, SEQUENCE, &a);
-        let mut a = wrap(OID, OID_SIGNING_TIME);
-        tlv(&mut a, SET, time);
-        tlv(&mut attrs, SEQUENCE, &a);
-        let mut a = wrap(OID, OID_MESSAGE_DIGEST);
-        tlv(&mut a, SET, &wrap(OCTET_STRING, &digest));
-        tlv(&mut attrs, SEQUENCE, &a);
+        // The three attributes, in the order of their encodings (DER's SET OF).
+        let attribute = |oid: &[u8], value: &[u8]| {
+            let mut a = wrap(OID, oid);
+            tlv(&mut a, SET, value);
+            wrap(SEQUENCE, &a)
+        };
+        let mut each = [
+            attribute(OID_CONTENT_TYPE, &wrap(OID, OID_DATA)),
+            attribute(OID_SIGNING_TIME, time),
+            attribute(OID_MESSAGE_DIGEST, &wrap(OCTET_STRING, &digest)),
+        ];
+        each.sort();
+        let attrs = each.concat();
         // The signature covers the attributes encoded as a SET (RFC 5652 §5.4); they
         // travel with the implicit tag [0] instead.
         let mut signer = openssl::sign::Signer::new(MessageDigest::sha256(), key)?;
@@ -332,22 +336,48 @@ mod tests {
     fn an_rsa_signature_is_byte_for_byte_what_openssl_makes() {
         let ca_key = rsa();
         let ca = cert("CA di prova", &ca_key, None, &[0x01]);
+        let mid_key = rsa();
+        let mid = cert("CA intermedia", &mid_key, Some((&ca, &ca_key)), &[0x02]);
         let key = rsa();
-        // A serial whose first byte has the high bit set (DER needs a leading zero).
-        let signer = cert(
-            "posta-certificata@pec.example.it",
-            &key,
-            Some((&ca, &ca_key)),
-            &[0x9f, 0x01, 0x00],
-        );
-        for chain in [vec![], vec![ca.clone()]] {
-            let t = Template::new(&signer, &chain, &key).unwrap();
-            for content in [&b""[..], b"hello\r\n", &vec![b'x'; 70_000]] {
-                let theirs = openssl_cms(&signer, &key, &chain, content);
-                let ours = t.sign_at(&key, content, &time_in(&theirs)).unwrap();
-                assert_eq!(hex::encode(&ours), hex::encode(&theirs));
+        // Serials: the first byte's high bit set (DER needs a leading zero), zero, and
+        // 20 bytes (RFC 5280's longest).
+        let mut long = vec![0xc3; 20];
+        long[19] = 0x01;
+        for serial in [&[0x9f, 0x01, 0x00][..], &[0x00], &long] {
+            let signer = cert(
+                "posta-certificata@pec.example.it",
+                &key,
+                Some((&mid, &mid_key)),
+                serial,
+            );
+            for chain in [vec![], vec![mid.clone()], vec![mid.clone(), ca.clone()]] {
+                let t = Template::new(&signer, &chain, &key).unwrap();
+                for content in [&b""[..], b"hello\r\n", &vec![b'x'; 70_000]] {
+                    let theirs = openssl_cms(&signer, &key, &chain, content);
+                    let ours = t.sign_at(&key, content, &time_in(&theirs)).unwrap();
+                    assert_eq!(hex::encode(&ours), hex::encode(&theirs));
+                }
             }
         }
+    }
+
+    #[test]
+    fn a_chain_that_repeats_the_signers_certificate_names_it_once() {
+        let ca_key = rsa();
+        let ca = cert("CA di prova", &ca_key, None, &[0x01]);
+        let key = rsa();
+        let signer = cert("firma", &key, Some((&ca, &ca_key)), &[0x42]);
+        let t = Template::new(&signer, &[signer.clone(), ca.clone(), ca.clone()], &key).unwrap();
+        let der = t.sign(&key, b"x").unwrap();
+        let count = |c: &X509| {
+            let c = c.to_der().unwrap();
+            der.windows(c.len()).filter(|w| *w == &c[..]).count()
+        };
+        assert_eq!((count(&signer), count(&ca)), (1, 1));
+        assert_eq!(
+            CmsContentInfo::from_der(&der).unwrap().to_der().unwrap(),
+            der
+        );
     }
 
     #[test]
@@ -363,6 +393,12 @@ mod tests {
             let t = Template::new(&signer, std::slice::from_ref(&ca), &key).unwrap();
             let content = b"Subject: prova\r\n\r\ncorpo\r\n";
             let der = t.sign(&key, content).unwrap();
+            // What OpenSSL reads back it encodes to the same bytes (ECDSA signatures are
+            // randomized, so this stands for a comparison with CMS_sign's output).
+            assert_eq!(
+                CmsContentInfo::from_der(&der).unwrap().to_der().unwrap(),
+                der
+            );
             let mut cms = CmsContentInfo::from_der(&der).unwrap();
             let mut store = X509StoreBuilder::new().unwrap();
             store.add_cert(ca.clone()).unwrap();

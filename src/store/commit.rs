@@ -10,7 +10,10 @@
 //!
 //! Blobs the group's batches refer to may have been written without fsyncs
 //! ([`super::BlobStore::put_staged`]): before applying anything the committer makes them
-//! durable with one sync, and when that fails no batch of the group is applied.
+//! durable with one sync, and when that fails no batch of the group is applied. On fjall,
+//! small ones are in the keyspace's journal instead, ahead of the batches that refer to
+//! them, and the flush after the group makes them durable with it
+//! ([`super::blobs::keyspace`]).
 //!
 //! Checkpoint signing runs on a separate thread (CPU-bound): the committer sends it the
 //! head when `checkpoint_every` records or `checkpoint_interval` elapsed, and stores the

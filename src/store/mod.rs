@@ -24,8 +24,10 @@
 //! Blob files are written by the caller *before* the batch that refers to them
 //! ([`BlobStore`]) and are durable before it is applied: fsynced by the writer
 //! ([`BlobStore::put`]), or staged ([`BlobStore::put_staged`]) and made durable by the
-//! committer's one sync of the group before it applies any of its batches. A crash
-//! leaves at worst an unreferenced file, swept at open after a grace period.
+//! committer's one sync of the group before it applies any of its batches; on fjall, small
+//! staged bodies go into the keyspace's journal ahead of those batches and are durable
+//! with the group's flush ([`blobs::keyspace`]). A crash leaves at worst an unreferenced
+//! file or body, swept at open after a grace period.
 //!
 //! ## Change log (JMAP `/changes`)
 //!

@@ -52,10 +52,14 @@ pub(crate) const SCHEMA_KEY: &[u8] = b"schema_version";
 /// records stay and are read as before (and removed when their segment is grouped):
 /// nothing to migrate; the mark makes an older pecd, which would find the records
 /// appended since neither by key nor by time, refuse the store (marked on PostgreSQL
-/// too, where nothing changes).
-pub const SCHEMA_VERSION: u32 = 9;
+/// too, where nothing changes); 10 = on fjall, message bodies of at most 64 KiB staged for
+/// a commit are kept in the keyspace ([`super::blobs::keyspace`]), which an older pecd
+/// would not look in (and whose partitions it would take for trees of the store): nothing
+/// to migrate, the mark makes an older pecd refuse the store (marked on every engine,
+/// where nothing else changes).
+pub const SCHEMA_VERSION: u32 = 10;
 /// Schemas this code can open (older ones are migrated to [`SCHEMA_VERSION`]).
-pub const SUPPORTED_SCHEMAS: &[u32] = &[1, 2, 3, 4, 5, 6, 7, 8, 9];
+pub const SUPPORTED_SCHEMAS: &[u32] = &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
 
 /// Checks the stored schema version; returns it (a new store is created at the current one).
 pub(super) fn check_schema(dir: &Path, db: &Db, trees: &Trees) -> Result<u32, StoreError> {

@@ -500,7 +500,7 @@ fn schema_and_lock_errors_are_clear() {
     let e = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
     assert!(
         e.to_string().contains("schema version 99")
-            && e.to_string().contains("[1, 2, 3, 4, 5, 6, 7, 8, 9]"),
+            && e.to_string().contains("[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]"),
         "{e}"
     );
 }

@@ -27,7 +27,8 @@
 //! What it must distrust: the stored times (8 bytes, or the body counts as young and is
 //! kept) and the keys (32 bytes, or they are skipped and reported).
 
-use std::sync::{Arc, RwLock};
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use ::fjall::{Keyspace, PartitionHandle};
@@ -51,6 +52,8 @@ struct Inner {
     times: PartitionHandle,
     /// Writes hold the read side, a sweep's removal the write side (see the module doc).
     gate: RwLock<()>,
+    /// One sweep at a time.
+    sweeping: Mutex<()>,
     _lock: Arc<std::fs::File>,
 }
 
@@ -77,13 +80,14 @@ impl KeyspaceBodies {
             bodies: p.bodies,
             times: p.times,
             gate: RwLock::new(()),
+            sweeping: Mutex::new(()),
             _lock: p.lock,
         }))
     }
 
     /// Writes `bytes` (at most [`MAX_BYTES`]) as body `id`: visible at once, durable with
     /// the keyspace's next flush (see the module doc).
-    pub fn put(&self, id: &BlobId, bytes: &[u8]) -> Result<(), StoreError> {
+    pub(crate) fn put(&self, id: &BlobId, bytes: &[u8]) -> Result<(), StoreError> {
         debug_assert!(bytes.len() <= MAX_BYTES);
         // The guard protects no data of its own, only the order of writes and removals.
         let _g = self.0.gate.read().unwrap_or_else(|p| p.into_inner());
@@ -95,17 +99,17 @@ impl KeyspaceBodies {
     }
 
     /// Body `id`, if kept here.
-    pub fn get(&self, id: &BlobId) -> Result<Option<Vec<u8>>, StoreError> {
+    pub(crate) fn get(&self, id: &BlobId) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.0.bodies.get(id.raw()).map_err(db)?.map(|v| v.to_vec()))
     }
 
     /// Whether body `id` is kept here.
-    pub fn contains(&self, id: &BlobId) -> Result<bool, StoreError> {
+    pub(crate) fn contains(&self, id: &BlobId) -> Result<bool, StoreError> {
         self.0.times.contains_key(id.raw()).map_err(db)
     }
 
     /// Every id kept here.
-    pub fn ids(&self) -> Result<Vec<BlobId>, StoreError> {
+    pub(crate) fn ids(&self) -> Result<Vec<BlobId>, StoreError> {
         let mut out = Vec::new();
         for kv in self.0.times.keys() {
             let k = kv.map_err(db)?;
@@ -120,50 +124,93 @@ impl KeyspaceBodies {
         Ok(out)
     }
 
-    /// When body `id` was last written, if kept here; an unreadable time counts as now.
+    /// When body `key` was last written, if kept here (see [`decode_time`]).
     fn written(&self, key: &[u8]) -> Result<Option<u64>, StoreError> {
         Ok(self
             .0
             .times
             .get(key)
             .map_err(db)?
-            .map(|v| <[u8; 8]>::try_from(&*v).map_or_else(|_| now_ms(), u64::from_be_bytes)))
+            .map(|v| decode_time(key, &v)))
     }
 
     /// Removes the bodies not referenced (per `referenced`) and last written `grace` or
-    /// more ago; how many were kept and removed.
-    pub fn sweep(
+    /// more ago; how many were kept and removed. Reads the times a page at a time (memory
+    /// bounded whatever the number of bodies); one sweep at a time.
+    pub(crate) fn sweep(
         &self,
         referenced: impl Fn(&BlobId) -> Result<bool, StoreError>,
         grace: Duration,
     ) -> Result<(u64, u64), StoreError> {
+        const PAGE: usize = 10_000;
+        let _one_at_a_time = self.0.sweeping.lock().unwrap_or_else(|p| p.into_inner());
         // A time after now (a write during the sweep) counts as young.
         let old = |t: u64| u128::from(now_ms().saturating_sub(t)) >= grace.as_millis();
         let (mut kept, mut removed) = (0, 0);
-        for id in self.ids()? {
-            let key = id.raw();
-            let Some(t) = self.written(&key)? else {
-                continue;
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let from = match after.take() {
+                Some(k) => Bound::Excluded(k),
+                None => Bound::Unbounded,
             };
-            if !old(t) || referenced(&id)? {
-                kept += 1;
-                continue;
+            let mut page = Vec::with_capacity(PAGE);
+            for kv in self
+                .0
+                .times
+                .range::<Vec<u8>, _>((from, Bound::Unbounded))
+                .take(PAGE)
+            {
+                let (k, v) = kv.map_err(db)?;
+                page.push((k.to_vec(), decode_time(&k, &v)));
             }
-            let _g = self.0.gate.write().unwrap_or_else(|p| p.into_inner());
-            // Looked at again with writes held off: written again meanwhile, it stays.
-            match self.written(&key)? {
-                Some(t) if old(t) && !referenced(&id)? => {
-                    let mut batch = self.0.ks.batch();
-                    batch.remove(&self.0.bodies, key);
-                    batch.remove(&self.0.times, key);
-                    batch.commit().map_err(db)?;
-                    removed += 1;
+            let Some((last, _)) = page.last() else {
+                break;
+            };
+            after = Some(last.clone());
+            for (key, t) in page {
+                let Ok(id) = BlobId::from_raw(&key) else {
+                    tracing::warn!(
+                        "a key of {} bytes among the bodies' times: skipped",
+                        key.len()
+                    );
+                    continue;
+                };
+                if !old(t) || referenced(&id)? {
+                    kept += 1;
+                    continue;
                 }
-                Some(_) => kept += 1,
-                None => {}
+                let _g = self.0.gate.write().unwrap_or_else(|p| p.into_inner());
+                // Looked at again with writes held off: written again meanwhile, it stays.
+                match self.written(&key)? {
+                    Some(t) if old(t) && !referenced(&id)? => {
+                        let mut batch = self.0.ks.batch();
+                        batch.remove(&self.0.bodies, key.as_slice());
+                        batch.remove(&self.0.times, key.as_slice());
+                        batch.commit().map_err(db)?;
+                        removed += 1;
+                    }
+                    Some(_) => kept += 1,
+                    None => {}
+                }
             }
         }
         Ok((kept, removed))
+    }
+}
+
+/// A stored time: 8 bytes big-endian. Anything else counts as now (the body is kept, and
+/// the next write of it stores a time again), with a warning.
+fn decode_time(key: &[u8], v: &[u8]) -> u64 {
+    match <[u8; 8]>::try_from(v) {
+        Ok(b) => u64::from_be_bytes(b),
+        Err(_) => {
+            tracing::warn!(
+                body = %hex::encode(key),
+                "a body's time of {} bytes where 8 were expected: kept as written now",
+                v.len()
+            );
+            now_ms()
+        }
     }
 }
 
@@ -218,7 +265,7 @@ mod tests {
     }
 
     #[test]
-    fn bodies_survive_a_reopen_once_flushed_and_sweeps_remove_only_old_unreferenced_ones() {
+    fn bodies_are_read_back_after_a_reopen_and_sweeps_remove_only_old_unreferenced_ones() {
         let dir = tempfile::tempdir().unwrap();
         let (kept, dropped) = {
             let s = fjall_store(dir.path());
@@ -250,45 +297,48 @@ mod tests {
     }
 
     #[test]
-    fn a_sweep_racing_writes_of_the_same_body_leaves_it_whole_or_absent_and_a_new_write_whole() {
+    fn a_body_written_again_while_a_sweep_looks_at_it_stays() {
         let dir = tempfile::tempdir().unwrap();
         let s = fjall_store(dir.path());
-        let body = b"written again and again".to_vec();
+        let bodies = s.blobs().bodies.clone().unwrap();
+        let body = b"written again".to_vec();
         let id = BlobId::of(&body);
-        let stop = std::sync::atomic::AtomicBool::new(false);
-        std::thread::scope(|sc| {
-            let sweeper = sc.spawn(|| {
-                let mut removed = 0;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    removed += s
-                        .blobs()
-                        .sweep(|_| Ok(false), Duration::ZERO)
-                        .unwrap()
-                        .removed;
-                }
-                removed
-            });
-            for _ in 0..2000 {
-                s.blobs().put_staged(&body).unwrap();
-                // Nothing refers to it and the grace is zero, so the sweep may remove
-                // it at any moment: but never a half (the body without its time, or
-                // the reverse, would be a torn pair).
-                match s.blobs().read(&id) {
-                    Ok(got) => assert_eq!(got, body),
-                    Err(StoreError::BlobMissing(_)) => {}
-                    Err(e) => panic!("{e}"),
-                }
-            }
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            assert!(
-                sweeper.join().unwrap() > 0,
-                "the sweep never removed the body"
-            );
-        });
-        let times = s.blobs().list().unwrap();
-        assert_eq!(times.len(), usize::from(s.blobs().exists(&id).unwrap()));
+        let hour = Duration::from_secs(3600);
         s.blobs().put_staged(&body).unwrap();
+        // As if written two hours ago: old enough for the sweep to take.
+        let two_hours_ago = now_ms().saturating_sub(7_200_000).to_be_bytes();
+        bodies.0.times.insert(id.raw(), two_hours_ago).unwrap();
+        let (looked, looked_at) = std::sync::mpsc::channel();
+        let (written, written_again) = std::sync::mpsc::channel::<()>();
+        let stats = std::thread::scope(|sc| {
+            let store = &s;
+            let sweeper = sc.spawn(move || {
+                let first = std::cell::Cell::new(true);
+                store.blobs().sweep(
+                    |_| {
+                        // The sweep found it old and asks whether anything refers to it:
+                        // the body is written again for a commit right then.
+                        if first.replace(false) {
+                            looked.send(()).unwrap();
+                            written_again.recv().unwrap();
+                        }
+                        Ok(false)
+                    },
+                    hour,
+                )
+            });
+            looked_at.recv().unwrap();
+            s.blobs().put_staged(&body).unwrap();
+            written.send(()).unwrap();
+            sweeper.join().unwrap().unwrap()
+        });
+        assert_eq!((stats.kept, stats.removed), (1, 0));
         assert_eq!(s.blobs().read(&id).unwrap(), body);
-        assert_eq!(s.blobs().list().unwrap(), vec![id]);
+        // Body and time always go together.
+        let keys = |p: &PartitionHandle| -> Vec<Vec<u8>> {
+            p.keys().map(|k| k.unwrap().to_vec()).collect()
+        };
+        assert_eq!(keys(&bodies.0.bodies), vec![id.raw().to_vec()]);
+        assert_eq!(keys(&bodies.0.times), vec![id.raw().to_vec()]);
     }
 }

@@ -192,6 +192,7 @@ impl BlobStore {
     /// sync per group instead of two fsyncs per blob, see [`dir`]). An object store's
     /// answer is already durable, so for `s3` this is [`BlobStore::put`]. Only for a blob
     /// that a commit of the same [`crate::store::Store`] will refer to.
+    ///
     /// On fjall, a body of at most [`keyspace::MAX_BYTES`] goes into the keyspace instead,
     /// durable with the same commit's flush.
     pub fn put_staged(&self, bytes: &[u8]) -> Result<Blob, StoreError> {

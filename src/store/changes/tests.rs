@@ -440,7 +440,7 @@ fn a_schema_2_store_is_migrated_at_open() {
         SCHEMA_VERSION.to_be_bytes(),
         "marked current, so an older pecd refuses it"
     );
-    assert_eq!(SCHEMA_VERSION, 9);
+    assert_eq!(SCHEMA_VERSION, 10);
     assert_eq!(
         s.email_index(&a).unwrap(),
         HashMap::from([(x.id.clone(), 2), (y.id.clone(), 1)])

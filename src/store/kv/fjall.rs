@@ -2,7 +2,9 @@
 //! `<dir>/fjall`, one partition per tree, as zero-config as sled and cheaper per write
 //! (see the README's Performance section for what it was measured to save).
 //!
-//! What it owns: mapping the key-value layer's operations onto one fjall keyspace, the
+//! What it owns: mapping the key-value layer's operations onto one fjall keyspace (and
+//! opening the two partitions of message bodies kept there, whose use is
+//! [`crate::store::blobs::keyspace`]'s; partitions named `pecd_…` are never trees), the
 //! store directory's lock (fjall takes none: `<dir>/fjall.lock`, held with `flock` for as
 //! long as the database is open) and the id generator (fjall has none: ids are handed
 //! out of blocks whose end is made durable before the first id of the block is given).
@@ -47,6 +49,8 @@ const ID_BLOCK: u64 = 1 << 20;
 #[derive(Clone)]
 pub struct FjallDb {
     ks: Keyspace,
+    /// The keyspace's directory (`store.dir/fjall`).
+    dir: PathBuf,
     ids: Arc<Mutex<Ids>>,
     ids_part: PartitionHandle,
     _lock: Arc<File>,
@@ -101,9 +105,7 @@ impl FjallDb {
             .manual_journal_persist(true)
             .open()
             .map_err(Error::from)?;
-        let ids_part = ks
-            .open_partition(IDS_PARTITION, PartitionCreateOptions::default())
-            .map_err(Error::from)?;
+        let ids_part = open_partition(&ks, dir, IDS_PARTITION)?;
         let end = match ids_part.get(IDS_KEY).map_err(Error::from)? {
             None => 0,
             Some(v) => {
@@ -117,6 +119,7 @@ impl FjallDb {
         // Every id below the stored end may have been handed out before a crash.
         Ok(Self {
             ks,
+            dir: dir.to_path_buf(),
             ids: Arc::new(Mutex::new(Ids { next: end, end })),
             ids_part,
             _lock: Arc::new(lock),
@@ -136,9 +139,7 @@ impl FjallDb {
                 "{name:?} cannot name a fjall partition"
             )));
         }
-        let part = self
-            .ks
-            .open_partition(name, PartitionCreateOptions::default())?;
+        let part = open_partition(&self.ks, &self.dir, name)?;
         Ok(FjallTree {
             part,
             ks: self.ks.clone(),
@@ -249,30 +250,27 @@ impl FjallDb {
     pub(crate) fn body_partitions(&self) -> Result<BodyPartitions, Error> {
         Ok(BodyPartitions {
             ks: self.ks.clone(),
-            bodies: self
-                .ks
-                .open_partition(BODIES_PARTITION, PartitionCreateOptions::default())?,
-            times: self
-                .ks
-                .open_partition(BODY_TIMES_PARTITION, PartitionCreateOptions::default())?,
+            bodies: open_partition(&self.ks, &self.dir, BODIES_PARTITION)?,
+            times: open_partition(&self.ks, &self.dir, BODY_TIMES_PARTITION)?,
             lock: self._lock.clone(),
         })
     }
 
-    /// Writes every partition's in-memory table out into its segment files and waits
-    /// for it, so that the journal holds nothing left to replay (what a store weighs once
-    /// it has settled). Uses fjall's `rotate_memtable_and_wait`, public but undocumented
-    /// in fjall 2.11 (it is what fjall's own tests settle with).
+    /// Writes every partition's in-memory table out into its segment files, and waits
+    /// up to ten seconds for it (a flush that keeps failing is not waited for forever),
+    /// so that the journal holds nothing left to replay (what a store weighs once it has
+    /// settled). Uses fjall's `rotate_memtable`, public but undocumented in fjall 2.11
+    /// (its own tests settle with it); the flush threads do the writing.
     pub(crate) fn settle(&self) -> Result<(), Error> {
         for name in self.ks.list_partitions() {
             self.ks
                 .open_partition(&name, PartitionCreateOptions::default())?
-                .rotate_memtable_and_wait()?;
+                .rotate_memtable()?;
         }
         self.ks.persist(PersistMode::SyncAll)?;
-        // The sealed journals go once fjall's flush workers have seen every table they
-        // cover written: given a few seconds, not waited for forever.
-        let until = Instant::now() + Duration::from_secs(5);
+        // The sealed journals go once the flush threads have written every table they
+        // cover.
+        let until = Instant::now() + Duration::from_secs(10);
         while self.ks.journal_count() > 1 && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -342,6 +340,24 @@ impl FjallTree {
     pub fn len(&self) -> Result<usize, Error> {
         self.view().len().map_err(lsm)
     }
+}
+
+/// Opens partition `name` of `ks` (in `dir`), creating it if needed. A new partition's
+/// entry in `partitions/` is made durable before anything is written into it: fjall
+/// syncs the partition's own folder but not the one listing it, and recovery skips the
+/// journal's entries for a partition it does not find, so a power cut soon after the
+/// first open could otherwise keep a commit and lose a body it refers to.
+fn open_partition(ks: &Keyspace, dir: &Path, name: &str) -> Result<PartitionHandle, Error> {
+    let existed = ks.partition_exists(name);
+    let part = ks.open_partition(name, PartitionCreateOptions::default())?;
+    if !existed {
+        for d in [dir.join("partitions"), dir.to_path_buf()] {
+            File::open(&d)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::Fjall(::fjall::Error::Io(e)))?;
+        }
+    }
+    Ok(part)
 }
 
 /// fjall asserts on keys it cannot store (empty, or over 65,535 bytes) and values over

@@ -208,10 +208,6 @@ impl Db {
         }
     }
 
-    /// Makes every transaction so far durable. sled: its flush and then an `fdatasync` of
-    /// its log (`sled_file`), since sled's flush alone is `sync_file_range`, durable
-    /// against a killed process but not a power cut. PostgreSQL: commits the SQL
-    /// transaction the preceding transactions were grouped in.
     /// Writes out what the engine still keeps in memory only (fjall's memtables, whose
     /// journal would otherwise be replayed at the next start); nothing for sled and
     /// PostgreSQL, which keep no such tables.
@@ -222,6 +218,10 @@ impl Db {
         }
     }
 
+    /// Makes every transaction so far durable. sled: its flush and then an `fdatasync` of
+    /// its log (`sled_file`), since sled's flush alone is `sync_file_range`, durable
+    /// against a killed process but not a power cut. PostgreSQL: commits the SQL
+    /// transaction the preceding transactions were grouped in.
     pub(crate) fn flush(&self, sled_file: Option<&std::fs::File>) -> Result<(), String> {
         match self {
             Db::Sled(db) => {

@@ -353,7 +353,7 @@ fn a_store_written_before_lanes_is_migrated_at_open() {
         crate::store::SCHEMA_VERSION.to_be_bytes(),
         "a migrated store is marked with the current schema, so an older pecd refuses it"
     );
-    assert_eq!(crate::store::SCHEMA_VERSION, 9);
+    assert_eq!(crate::store::SCHEMA_VERSION, 10);
     let due = s.queue_due_in(Lane::Local, t0, 10).unwrap();
     assert_eq!(due.len(), 1);
     // Three attempts (1 + 2 + 4 min of backoff) before the next one at t0: accepted
