@@ -10,18 +10,27 @@ use common::server::{
     Server, digests, exported_and_verified, local_blob_files, migrate, one_pec_message,
 };
 
-#[test]
-fn a_provider_moves_to_fjall_and_runs_on_it() {
-    let domain = "pec.trasloco-fjall.test";
+/// A provider whose two mailboxes (`mittente@`, `destinatario@`, password "pw") were made
+/// on sled, with IMAPS; its configuration as made, and the same on fjall in a directory
+/// of its own (the trace log's sealed segments are kept beside the database, one
+/// engine's per directory).
+struct Provider {
+    s: Server,
+    a: String,
+    b: String,
+    on_sled: String,
+    fjall_dir: std::path::PathBuf,
+    on_fjall: String,
+}
+
+fn provider(domain: &str) -> Provider {
     let (a, b) = (
         format!("mittente@{domain}"),
         format!("destinatario@{domain}"),
     );
-    let mut s = Server::new(domain, &[(a.as_str(), "pw"), (b.as_str(), "pw")]);
+    let s = Server::new(domain, &[(a.as_str(), "pw"), (b.as_str(), "pw")]);
     s.enable(&["imaps"]);
     let on_sled = std::fs::read_to_string(s.config()).unwrap();
-    // The fjall store in a directory of its own: the trace log's sealed segments are
-    // kept beside the database, one engine's per directory.
     let fjall_dir = s.dir.path().join("data-fjall");
     let on_fjall = on_sled
         .replace("[store]\n", "[store]\nbackend = \"fjall\"\n")
@@ -30,6 +39,26 @@ fn a_provider_moves_to_fjall_and_runs_on_it() {
             &format!("dir = {:?}\n", fjall_dir.display().to_string()),
         );
     assert!(on_fjall.contains("backend = \"fjall\"") && !on_fjall.contains("dir = \"data\""));
+    Provider {
+        s,
+        a,
+        b,
+        on_sled,
+        fjall_dir,
+        on_fjall,
+    }
+}
+
+#[test]
+fn a_provider_moves_to_fjall_and_runs_on_it() {
+    let Provider {
+        mut s,
+        a,
+        b,
+        on_sled,
+        fjall_dir,
+        on_fjall,
+    } = provider("pec.trasloco-fjall.test");
     let (sled_config, fjall_config) = (
         s.dir.path().join("pecd-sled.toml"),
         s.dir.path().join("pecd-fjall.toml"),
@@ -128,22 +157,14 @@ fn a_provider_on_fjall_moves_to_postgresql_with_the_bodies_of_its_keyspace() {
     let Some(pg) = common::postgres::cluster("fjall to PostgreSQL") else {
         return;
     };
-    let domain = "pec.da-fjall.test";
-    let (a, b) = (
-        format!("mittente@{domain}"),
-        format!("destinatario@{domain}"),
-    );
-    let mut s = Server::new(domain, &[(a.as_str(), "pw"), (b.as_str(), "pw")]);
-    s.enable(&["imaps"]);
-    // The mailboxes are made on sled: moved to fjall, in a directory of its own.
-    let on_sled = std::fs::read_to_string(s.config()).unwrap();
-    let fjall_dir = s.dir.path().join("data-fjall");
-    let on_fjall = on_sled
-        .replace("[store]\n", "[store]\nbackend = \"fjall\"\n")
-        .replace(
-            "dir = \"data\"\n",
-            &format!("dir = {:?}\n", fjall_dir.display().to_string()),
-        );
+    let Provider {
+        mut s,
+        a,
+        b,
+        on_sled,
+        fjall_dir,
+        on_fjall,
+    } = provider("pec.da-fjall.test");
     // PostgreSQL with the same store.dir, so the same `[blobs]`.
     let on_pg = common::postgres::on_postgres(&on_fjall, &pg, &fjall_dir, "dafjall");
     let (sled_config, fjall_config, pg_config) = (
