@@ -81,18 +81,18 @@ fn unknown_schema_version_is_refused_naming_the_versions() {
         };
         db.open_tree("meta")
             .unwrap()
-            .insert("schema_version", &10u32.to_be_bytes())
+            .insert("schema_version", &11u32.to_be_bytes())
             .unwrap();
         db.flush().unwrap();
     }
     let e = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
     let msg = e.to_string();
     assert!(
-        matches!(e, StoreError::UnknownSchema { found: 10, .. }),
+        matches!(e, StoreError::UnknownSchema { found: 11, .. }),
         "{e:?}"
     );
     assert!(
-        msg.contains("schema version 10")
+        msg.contains("schema version 11")
             && msg.contains("supports version(s) [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]"),
         "{msg}"
     );
