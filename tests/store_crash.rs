@@ -134,11 +134,20 @@ fn child(dir: &Path, base: u64) {
     }
 }
 
+/// In a child this test binary re-executed (`PECD_CRASH_CHILD` set): writes until
+/// killed, and tells so.
+fn ran_as_child() -> bool {
+    let Ok(dir) = std::env::var("PECD_CRASH_CHILD") else {
+        return false;
+    };
+    let base = std::env::var("PECD_CRASH_BASE").unwrap().parse().unwrap();
+    child(Path::new(&dir), base);
+    true
+}
+
 #[test]
 fn killed_store_reopens_consistent() {
-    if let Ok(dir) = std::env::var("PECD_CRASH_CHILD") {
-        let base = std::env::var("PECD_CRASH_BASE").unwrap().parse().unwrap();
-        child(Path::new(&dir), base);
+    if ran_as_child() {
         return;
     }
     if std::env::var_os(PG_ENV).is_some() || std::env::var_os(FJALL_ENV).is_some() {
@@ -149,9 +158,7 @@ fn killed_store_reopens_consistent() {
 
 #[test]
 fn killed_store_on_fjall_reopens_consistent() {
-    if let Ok(dir) = std::env::var("PECD_CRASH_CHILD") {
-        let base = std::env::var("PECD_CRASH_BASE").unwrap().parse().unwrap();
-        child(Path::new(&dir), base);
+    if ran_as_child() {
         return;
     }
     crash_rounds("killed_store_on_fjall_reopens_consistent", Engine::Fjall);
@@ -159,9 +166,7 @@ fn killed_store_on_fjall_reopens_consistent() {
 
 #[test]
 fn killed_store_on_postgresql_reopens_consistent() {
-    if let Ok(dir) = std::env::var("PECD_CRASH_CHILD") {
-        let base = std::env::var("PECD_CRASH_BASE").unwrap().parse().unwrap();
-        child(Path::new(&dir), base);
+    if ran_as_child() {
         return;
     }
     let Some(cluster) = common::postgres::cluster("the crash test on PostgreSQL") else {

@@ -13,8 +13,8 @@
 //! either `application/pkcs7-signature` or `application/x-pkcs7-signature` (digest §7.1).
 //!
 //! Must not touch: files, sockets, or the clock except for a signature's signing time (read
-//! by [`super::signed_data`], as OpenSSL's `CMS_sign` reads it). Signing is CPU-bound: async callers run it
-//! on a blocking thread (`tokio::task::spawn_blocking`).
+//! by [`super::signed_data`], as OpenSSL's `CMS_sign` reads it). Signing is CPU-bound:
+//! async callers run it on a blocking thread (`tokio::task::spawn_blocking`).
 
 use std::borrow::Cow;
 use std::fmt;

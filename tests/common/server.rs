@@ -536,6 +536,33 @@ pub fn one_pec_message(
     (d, exported(s))
 }
 
+/// The server moved onto `config` (its store migrated there): the mailboxes hold the
+/// messages of `before` at start, a second PEC message goes from `a` to `b`, and the trace
+/// log, exported and verified, continues `before_export`. `on` names the new engine in
+/// the messages of failed checks. Its digests and export.
+pub fn second_message_on(
+    s: &mut Server,
+    config: &Path,
+    (a, b): (&str, &str),
+    (before, before_export): (&[serde_json::Value], &[String]),
+    on: &str,
+) -> (Vec<serde_json::Value>, Vec<String>) {
+    std::fs::copy(config, s.config()).unwrap();
+    let (d, export) = one_pec_message(
+        s,
+        a,
+        b,
+        (4, 2),
+        Some((before, &format!("the same messages, from {on}"))),
+    );
+    assert_eq!(exported_and_verified(s), export);
+    assert!(
+        export.len() > before_export.len() && export.starts_with(before_export),
+        "the chain continued on {on} from where it was left"
+    );
+    (d, export)
+}
+
 /// `pecd store migrate --config FROM --to TO --json EXTRA...`, which must succeed; its
 /// JSON report.
 pub fn migrate(from: &Path, to: &Path, extra: &[&str]) -> serde_json::Value {
