@@ -7,7 +7,7 @@
 mod common;
 
 use common::server::{
-    Server, digests, local_blob_files, migrate, one_pec_message, second_message_on,
+    Server, digests, local_blob_files, migrate, migrate_refused, one_pec_message, second_message_on,
 };
 
 /// A provider whose two mailboxes (`mittente@`, `destinatario@`, password "pw") were made
@@ -77,16 +77,7 @@ fn a_provider_moves_to_fjall_and_runs_on_it() {
         on_sled.replace("[store]\n", "[store]\nbackend = \"fjall\"\n"),
     )
     .unwrap();
-    let out = common::server::pecd(&[
-        "store",
-        "migrate",
-        "--config",
-        sled_config.to_str().unwrap(),
-        "--to",
-        same_dir.to_str().unwrap(),
-    ]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = migrate_refused(&sled_config, &same_dir);
     assert!(err.contains("another store.dir"), "{err}");
 
     // The setting changed without moving the store: refused, not an empty store.

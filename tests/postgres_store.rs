@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::postgres::{cluster, on_postgres, psql};
-use common::server::{Server, digests, exported, migrate, one_pec_message, second_message_on};
+use common::server::{
+    Server, digests, exported, migrate, migrate_refused, one_pec_message, second_message_on,
+};
 use pecd::pec::address::PecAddress;
 use pecd::store::{PgOptions, Store, StoreBackend, StoreOptions};
 
@@ -63,16 +65,7 @@ fn a_provider_runs_on_postgresql_and_migrates_there_and_back() {
 
     // And back: the old sled store in the same directory is this same store, older; it
     // is overwritten only when asked.
-    let out = common::server::pecd(&[
-        "store",
-        "migrate",
-        "--config",
-        pg_config.to_str().unwrap(),
-        "--to",
-        sled_config.to_str().unwrap(),
-    ]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = migrate_refused(&pg_config, &sled_config);
     assert!(err.contains("--replace"), "{err}");
     let r = migrate(&pg_config, &sled_config, &["--replace"]);
     assert_eq!(r["metadata"]["cleared_earlier_copy"], true, "{r}");

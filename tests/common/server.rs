@@ -563,9 +563,8 @@ pub fn second_message_on(
     (d, export)
 }
 
-/// `pecd store migrate --config FROM --to TO --json EXTRA...`, which must succeed; its
-/// JSON report.
-pub fn migrate(from: &Path, to: &Path, extra: &[&str]) -> serde_json::Value {
+/// `pecd store migrate --config FROM --to TO EXTRA...`.
+fn run_migrate(from: &Path, to: &Path, extra: &[&str]) -> std::process::Output {
     let mut args = vec![
         "store",
         "migrate",
@@ -573,10 +572,25 @@ pub fn migrate(from: &Path, to: &Path, extra: &[&str]) -> serde_json::Value {
         from.to_str().unwrap(),
         "--to",
         to.to_str().unwrap(),
-        "--json",
     ];
     args.extend(extra);
-    let out = pecd(&args);
+    pecd(&args)
+}
+
+/// `pecd store migrate --config FROM --to TO`, which must fail; its standard error.
+#[allow(dead_code)]
+pub fn migrate_refused(from: &Path, to: &Path) -> String {
+    let out = run_migrate(from, to, &[]);
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `pecd store migrate --config FROM --to TO --json EXTRA...`, which must succeed; its
+/// JSON report.
+pub fn migrate(from: &Path, to: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["--json"];
+    args.extend(extra);
+    let out = run_migrate(from, to, &args);
     assert!(
         out.status.success(),
         "{}",
